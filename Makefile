@@ -1,0 +1,42 @@
+# The README's two commands are `make run` and `make test`; .ci/run calls `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+APT_PACKAGES := kcat prometheus prometheus-alertmanager
+
+.PHONY: install install-dev system-packages servers-fetch lint typecheck test run demo bench
+
+install:
+	$(PIP) install -q -e .
+
+install-dev:
+	$(PIP) install -q -e '.[dev]'
+
+# Debian packages for the real servers the integration tests start (needs root, as on CI).
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Kafka and the search node come from Maven Central; fetched once into .devservices/.
+servers-fetch:
+	$(PYTHON) -m service.devservices fetch
+
+lint:
+	$(PYTHON) -m ruff check detectors service tests bench
+
+typecheck:
+	$(PYTHON) -m mypy
+
+test: install-dev system-packages servers-fetch lint typecheck
+	$(PYTHON) -m pytest -q -p no:cacheprovider
+
+run: install
+	pipesentry run
+
+demo: install
+	pipesentry demo
+
+bench: install-dev servers-fetch
+	$(PYTHON) bench/engine.py --json

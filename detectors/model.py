@@ -1,0 +1,131 @@
+"""Value types shared by every detector and by the service shell.
+
+Everything here is immutable and free of I/O so that detections can be built,
+compared and serialised without a running service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Event = Mapping[str, Any]
+"""A decoded log event: a JSON object (nested mappings, lists, scalars)."""
+
+LEVELS: tuple[str, ...] = ("informational", "low", "medium", "high", "critical")
+"""Sigma levels, lowest first; the index is the level's rank."""
+
+
+def level_rank(level: str | None) -> int:
+    """Rank of a Sigma level (unknown or missing levels rank as informational)."""
+    try:
+        return LEVELS.index((level or "informational").lower())
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    """Sigma log source triple. ``None`` means "not specified"."""
+
+    product: str | None = None
+    category: str | None = None
+    service: str | None = None
+
+    def covers(self, event_source: LogSource) -> bool:
+        """True when a rule with this log source applies to events of ``event_source``.
+
+        Every attribute the rule names must equal the event source's attribute
+        (case-insensitively); attributes the rule leaves out match anything.
+        """
+        for mine, theirs in (
+            (self.product, event_source.product),
+            (self.category, event_source.category),
+            (self.service, event_source.service),
+        ):
+            if mine is not None and (theirs is None or mine.lower() != theirs.lower()):
+                return False
+        return True
+
+    @classmethod
+    def parse(cls, text: str) -> LogSource:
+        """Parse ``product=X,category=Y,service=Z`` (any subset, any order)."""
+        values: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            key = key.strip().lower()
+            if not sep or key not in ("product", "category", "service") or not value.strip():
+                raise ValueError(f"invalid log source part {part!r}: expected product=, category= or service=")
+            values[key] = value.strip()
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in (("product", self.product), ("category", self.category),
+                                  ("service", self.service)) if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    """Metadata of a detection rule, correlation rule or anomaly check.
+
+    ``author`` is always a string: the Detection Rule License requires every
+    view of a SigmaHQ rule's match to show it.
+    """
+
+    id: str
+    title: str
+    level: str = "informational"
+    author: str = "unknown"
+    description: str = ""
+    status: str | None = None
+    name: str | None = None
+    date: str | None = None
+    modified: str | None = None
+    references: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    falsepositives: tuple[str, ...] = ()
+    logsource: LogSource = field(default_factory=LogSource)
+    license: str | None = None
+    ruleset: str = ""
+    source: str = ""
+    kind: str = "sigma"
+    """``sigma``, ``correlation`` or ``anomaly``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an event came from; the basis of stable alert ids.
+
+    For Kafka: ``input="kafka"`` with topic, partition and offset. For other
+    inputs ``key`` identifies the event within the input (for example a file
+    path and line, or an event's own id).
+    """
+
+    input: str
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+
+    def token(self) -> str:
+        """A stable string identifying this event's position in its input."""
+        if self.topic is not None:
+            return f"{self.input}:{self.topic}:{self.partition}:{self.offset}"
+        return f"{self.input}:{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One detection: a rule (or correlation, or anomaly check) that fired.
+
+    ``fields`` lists the event fields and values that made the rule match
+    (an empty field name stands for a keyword match over all values).
+    ``details`` carries kind-specific data: for correlations the group key,
+    aggregated value, window and contributing ids; for anomaly checks the
+    observed value, expected band and score.
+    """
+
+    rule: RuleInfo
+    fields: tuple[tuple[str, Any], ...] = ()
+    details: Mapping[str, Any] | None = None

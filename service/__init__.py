@@ -1,0 +1,1 @@
+"""The I/O shell around ``detectors``: configuration, sources, API, sinks, CLI."""

@@ -1,0 +1,59 @@
+"""``pipesentry`` command line: a thin dispatcher over one module per sub-command.
+
+Each sub-command module exposes ``register(subparsers)``, which adds its parser
+and sets ``func`` to a callable taking the parsed namespace and returning an
+exit code. Modules are imported lazily so ``pipesentry --help`` stays fast and a
+broken optional part cannot take the whole CLI down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "service.cli.run_cmd",
+    "service.cli.eval_cmd",
+    "service.cli.rules_cmd",
+    "service.cli.config_cmd",
+    "service.cli.anomaly_cmd",
+    "service.cli.demo_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipesentry",
+        description="Sigma rules and anomaly checks over CI/CD and production logs.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # sub-command not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Every Prometheus metric pipesentry exports, defined once.
+
+Labels only ever carry bounded values: configured source, sink and receiver
+names, rule ids of the loaded ruleset, Sigma levels, fixed reason words and
+Kafka topic/partition pairs of the subscription. Never event content.
+Dashboards and alerting rules in ``deploy/`` refer to these names; a test
+checks that every metric they query exists here.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# --- ingest -----------------------------------------------------------------
+EVENTS = Counter("pipesentry_events", "Events decoded and evaluated, by source.", ["source"],
+                 registry=REGISTRY)
+MESSAGES_REJECTED = Counter(
+    "pipesentry_messages_rejected",
+    "Messages that could not become events (reason: decode, oversize, utf8, depth, not_object, ...).",
+    ["source", "reason"], registry=REGISTRY)
+DEAD_LETTERS = Counter("pipesentry_dead_letters", "Messages written to the dead-letter destination.",
+                       ["source"], registry=REGISTRY)
+DEAD_LETTER_FAILURES = Counter("pipesentry_dead_letter_failures",
+                               "Dead-letter writes that failed (the message is retried, not committed).",
+                               ["source"], registry=REGISTRY)
+HTTP_REJECTED = Counter("pipesentry_http_requests_rejected",
+                        "API requests refused (reason: unauthenticated, forbidden, too_large, invalid).",
+                        ["reason"], registry=REGISTRY)
+
+# --- kafka ------------------------------------------------------------------
+KAFKA_PARTITIONS_ASSIGNED = Gauge("pipesentry_kafka_partitions_assigned",
+                                  "Partitions currently assigned to this instance.", registry=REGISTRY)
+KAFKA_CONSUMER_LAG = Gauge("pipesentry_kafka_consumer_lag", "Messages behind the partition's high watermark.",
+                           ["topic", "partition"], registry=REGISTRY)
+KAFKA_COMMITS = Counter("pipesentry_kafka_commits", "Offset commits by result (ok, failed).", ["result"],
+                        registry=REGISTRY)
+KAFKA_PAUSED_PARTITIONS = Gauge("pipesentry_kafka_paused_partitions",
+                                "Partitions paused by backpressure.", registry=REGISTRY)
+KAFKA_CONNECT_ERRORS = Counter("pipesentry_kafka_connect_errors",
+                               "Failed attempts to reach the Kafka cluster.", registry=REGISTRY)
+
+# --- detection --------------------------------------------------------------
+DETECTION_LATENCY = Histogram("pipesentry_detection_latency_seconds",
+                              "Time from receiving an event to its alerts being handed to the router.",
+                              buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+EVENTS_SKIPPED = Counter("pipesentry_detector_skips",
+                         "Events a stateful detector skipped (detector: correlation, anomaly; reason).",
+                         ["detector", "reason"], registry=REGISTRY)
+REGEX_GUARD_TRIPS = Counter("pipesentry_regex_guard_trips",
+                            "Backtracking-regex evaluations cut short by the input length guard.",
+                            registry=REGISTRY)
+ANOMALY_LEARNING = Gauge("pipesentry_anomaly_check_learning",
+                         "1 while an anomaly check is still learning its baseline.", ["check"],
+                         registry=REGISTRY)
+STATE_KEYS = Gauge("pipesentry_state_keys", "Keys held by stateful detectors.", ["detector"],
+                   registry=REGISTRY)
+STATE_EVICTIONS = Counter("pipesentry_state_evictions", "Keys evicted by state caps.", ["detector"],
+                          registry=REGISTRY)
+
+# --- rules ------------------------------------------------------------------
+RULES_LOADED = Gauge("pipesentry_rules_loaded", "Rules in the active ruleset, by kind.", ["kind"],
+                     registry=REGISTRY)
+RULE_ERRORS = Gauge("pipesentry_rule_errors", "Rules that failed to load in the last (re)load.",
+                    registry=REGISTRY)
+RELOADS = Counter("pipesentry_rule_reloads", "Ruleset reloads by result (ok, rejected, failed).", ["result"],
+                  registry=REGISTRY)
+LAST_RELOAD = Gauge("pipesentry_last_reload_timestamp_seconds", "Unix time of the last reload attempt.",
+                    registry=REGISTRY)
+LAST_RELOAD_SUCCESS = Gauge("pipesentry_last_reload_success", "1 if the last reload attempt succeeded.",
+                            registry=REGISTRY)
+
+# --- alerts -----------------------------------------------------------------
+ALERTS = Counter("pipesentry_alerts", "Alerts produced, by rule and level.", ["rule_id", "level"],
+                 registry=REGISTRY)
+ALERTS_SUPPRESSED = Counter("pipesentry_alerts_suppressed",
+                            "Alerts not sent on (reason: window, silence, rate_limit, min_level).",
+                            ["reason"], registry=REGISTRY)
+SINK_DELIVERIES = Counter("pipesentry_sink_deliveries", "Alerts delivered, by sink.", ["sink"],
+                          registry=REGISTRY)
+SINK_FAILURES = Counter("pipesentry_sink_failures", "Failed delivery attempts, by sink.", ["sink"],
+                        registry=REGISTRY)
+SINK_LATENCY = Histogram("pipesentry_sink_latency_seconds", "Time of one delivery call, by sink.", ["sink"],
+                         buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+SINK_UP = Gauge("pipesentry_sink_up", "1 when the sink's last delivery succeeded (circuit closed).", ["sink"],
+                registry=REGISTRY)
+SPOOL_RECORDS = Gauge("pipesentry_spool_records", "Alerts waiting in a sink's on-disk spool.", ["sink"],
+                      registry=REGISTRY)
+SPOOL_BYTES = Gauge("pipesentry_spool_bytes", "Bytes in a sink's on-disk spool.", ["sink"], registry=REGISTRY)
+SPOOL_CORRUPT = Counter("pipesentry_spool_corrupt_records", "Spool records skipped as corrupt.", ["sink"],
+                        registry=REGISTRY)
