@@ -1,0 +1,296 @@
+"""The alert model: one detection turned into a document every sink can store.
+
+Pure on purpose (no clock, no I/O): the alert's times come in as arguments, so
+the same match on the same event always yields the same alert and the same id.
+The id is what makes re-delivery harmless downstream: Elasticsearch indexes it
+as ``_id``, the local store uses it as primary key and pagers derive their
+dedup keys from it.
+
+The rule author is always present in the document: the Detection Rule License
+(DRL 1.1) of SigmaHQ rules requires it wherever a match of the rule is shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .model import LEVELS, Event, LogSource, Match, Origin, RuleInfo, level_rank
+
+SEVERITY: Mapping[str, int] = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
+"""ECS ``event.severity`` per Sigma level (the 0-100 risk scale Elastic rules use)."""
+
+DEFAULT_MAX_ORIGINAL_BYTES = 16_384
+"""Cap on ``event.original``; a larger event is cut and flagged as truncated."""
+
+MAX_MATCHED_VALUE_CHARS = 1024
+"""Matched field values are shown, not stored whole: a multi-megabyte field stays out of pages."""
+
+ATTACK_TACTICS: Mapping[str, tuple[str, str]] = {
+    "reconnaissance": ("TA0043", "Reconnaissance"),
+    "resource-development": ("TA0042", "Resource Development"),
+    "initial-access": ("TA0001", "Initial Access"),
+    "execution": ("TA0002", "Execution"),
+    "persistence": ("TA0003", "Persistence"),
+    "privilege-escalation": ("TA0004", "Privilege Escalation"),
+    "defense-evasion": ("TA0005", "Defense Evasion"),
+    "credential-access": ("TA0006", "Credential Access"),
+    "discovery": ("TA0007", "Discovery"),
+    "lateral-movement": ("TA0008", "Lateral Movement"),
+    "collection": ("TA0009", "Collection"),
+    "command-and-control": ("TA0011", "Command and Control"),
+    "exfiltration": ("TA0010", "Exfiltration"),
+    "impact": ("TA0040", "Impact"),
+}
+"""Sigma tactic tags (``attack.<name>``) with their ATT&CK ids. Tactic tags not
+listed here (newer ATT&CK versions) still appear in ``threat.tactic.name``."""
+
+_TECHNIQUE = re.compile(r"^t(\d{4})(?:\.(\d{3}))?$")
+_GROUP = re.compile(r"^g\d{4}$")
+_SOFTWARE = re.compile(r"^s\d{4}$")
+_ATTACK_URL = "https://attack.mitre.org"
+
+
+@dataclass(frozen=True, slots=True)
+class Threat:
+    """ATT&CK classification parsed from a rule's tags (ECS ``threat.*``)."""
+
+    technique_ids: tuple[str, ...] = ()
+    subtechnique_ids: tuple[str, ...] = ()
+    tactic_ids: tuple[str, ...] = ()
+    tactic_names: tuple[str, ...] = ()
+    group_ids: tuple[str, ...] = ()
+    software_ids: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.technique_ids or self.tactic_names or self.group_ids or self.software_ids)
+
+    def to_ecs(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"framework": "MITRE ATT&CK"}
+        if self.technique_ids:
+            doc["technique"] = {
+                "id": list(self.technique_ids),
+                "reference": [f"{_ATTACK_URL}/techniques/{t}/" for t in self.technique_ids],
+            }
+            if self.subtechnique_ids:
+                doc["technique"]["subtechnique"] = {
+                    "id": list(self.subtechnique_ids),
+                    "reference": [f"{_ATTACK_URL}/techniques/{s.replace('.', '/')}/"
+                                  for s in self.subtechnique_ids],
+                }
+        if self.tactic_names:
+            tactic: dict[str, Any] = {"name": list(self.tactic_names)}
+            if self.tactic_ids:
+                tactic["id"] = list(self.tactic_ids)
+                tactic["reference"] = [f"{_ATTACK_URL}/tactics/{t}/" for t in self.tactic_ids]
+            doc["tactic"] = tactic
+        if self.group_ids:
+            doc["group"] = {"id": list(self.group_ids)}
+        if self.software_ids:
+            doc["software"] = {"id": list(self.software_ids)}
+        return doc
+
+
+def parse_attack_tags(tags: tuple[str, ...] | list[str]) -> Threat:
+    """Read ``attack.*`` tags: techniques (``attack.t1059.001``), tactics
+    (``attack.execution``; underscores accepted), groups and software.
+
+    Unknown ``attack.`` tags that look like tactic names are kept as names
+    without id, so a newer ATT&CK tactic is not silently dropped.
+    """
+    techniques: dict[str, None] = {}
+    subtechniques: dict[str, None] = {}
+    tactic_ids: dict[str, None] = {}
+    tactic_names: dict[str, None] = {}
+    groups: dict[str, None] = {}
+    software: dict[str, None] = {}
+    for tag in tags:
+        namespace, _, value = tag.strip().lower().partition(".")
+        if namespace != "attack" or not value:
+            continue
+        if m := _TECHNIQUE.match(value):
+            techniques[f"T{m.group(1)}"] = None
+            if m.group(2):
+                subtechniques[f"T{m.group(1)}.{m.group(2)}"] = None
+        elif _GROUP.match(value):
+            groups[value.upper()] = None
+        elif _SOFTWARE.match(value):
+            software[value.upper()] = None
+        elif re.fullmatch(r"[a-z][a-z_-]*", value):
+            key = value.replace("_", "-")
+            known = ATTACK_TACTICS.get(key)
+            if known:
+                tactic_ids[known[0]] = None
+                tactic_names[known[1]] = None
+            else:
+                tactic_names[key.replace("-", " ").title()] = None
+    return Threat(tuple(techniques), tuple(subtechniques), tuple(tactic_ids), tuple(tactic_names),
+                  tuple(groups), tuple(software))
+
+
+def alert_id(rule_id: str, key: str) -> str:
+    """Stable id of the alert ``rule_id`` raised for the event at ``key``.
+
+    sha256 over both parts with a separator no rule id contains, cut to 128 bits
+    (32 hex chars): collisions are out of reach, ids stay short in URLs.
+    """
+    return hashlib.sha256(f"{rule_id}\x1f{key}".encode()).hexdigest()[:32]
+
+
+def severity(level: str | None) -> int:
+    return SEVERITY.get((level or "informational").lower(), SEVERITY["informational"])
+
+
+def iso_time(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds (what ECS ``date`` fields and pagers accept)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _as_ts(value: float | datetime) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    return text if len(text) <= MAX_MATCHED_VALUE_CHARS else text[:MAX_MATCHED_VALUE_CHARS] + "…"
+
+
+def cap_original(event: Event, max_bytes: int) -> tuple[str, bool, int]:
+    """The event as compact JSON, cut to ``max_bytes`` on a UTF-8 boundary.
+
+    Returns ``(text, truncated, full_size_in_bytes)``.
+    """
+    raw = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS)
+    if len(raw) <= max_bytes:
+        return raw.decode(), False, len(raw)
+    return raw[:max_bytes].decode("utf-8", errors="ignore"), True, len(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert. Immutable; ``to_document()`` renders the ECS-style document."""
+
+    id: str
+    rule: RuleInfo
+    timestamp: float
+    """Event time (unix seconds): ``@timestamp``."""
+    created: float
+    """When pipesentry raised the alert: ``event.created``."""
+    origin: Origin
+    logsource: LogSource
+    matched: tuple[tuple[str, Any], ...] = ()
+    details: Mapping[str, Any] | None = None
+    original: str = ""
+    truncated: bool = False
+    original_size: int = 0
+    threat: Threat = field(default_factory=Threat)
+
+    @property
+    def level(self) -> str:
+        """The Sigma level, normalised (unknown levels read as informational)."""
+        return LEVELS[level_rank(self.rule.level)]
+
+    @property
+    def rank(self) -> int:
+        return level_rank(self.rule.level)
+
+    @property
+    def severity(self) -> int:
+        return severity(self.rule.level)
+
+    def summary(self) -> str:
+        """One line for pages and logs: ``[high] Rule title (input:topic:0:42)``."""
+        return f"[{self.level}] {self.rule.title} ({self.origin.token()})"
+
+    def to_document(self) -> dict[str, Any]:
+        """The ECS-style alert document (schema: ``service/alerting/schemas/alert.schema.json``)."""
+        rule = self.rule
+        rule_doc: dict[str, Any] = {
+            "id": rule.id,
+            "uuid": rule.id,
+            "name": rule.title,
+            "description": rule.description,
+            "author": rule.author or "unknown",
+            "reference": list(rule.references),
+            "version": rule.modified or rule.date or "",
+            "ruleset": rule.ruleset,
+            "license": rule.license or "",
+            "category": rule.kind,
+        }
+        source: dict[str, Any] = {"input": self.origin.input, "token": self.origin.token()}
+        for key in ("topic", "partition", "offset", "key"):
+            value = getattr(self.origin, key)
+            if value is not None:
+                source[key] = value
+        source.update(self.logsource.as_dict())
+        doc: dict[str, Any] = {
+            "@timestamp": iso_time(self.timestamp),
+            "message": self.summary(),
+            "event": {
+                "kind": "alert",
+                "id": self.id,
+                "created": iso_time(self.created),
+                "severity": self.severity,
+                "original": self.original,
+            },
+            "rule": rule_doc,
+            "log": {"source": source},
+            "tags": list(rule.tags),
+            "pipesentry": {
+                "alert_id": self.id,
+                "level": self.level,
+                "severity_label": self.level,
+                "rule_kind": rule.kind,
+                "rule_status": rule.status or "",
+                "rule_source": rule.source,
+                "falsepositives": list(rule.falsepositives),
+                "matched": [{"field": name, "value": _shown(value)} for name, value in self.matched],
+                "original_truncated": self.truncated,
+                "original_size": self.original_size,
+                "suppressed_count": 0,
+            },
+        }
+        if self.threat:
+            doc["threat"] = self.threat.to_ecs()
+        if self.details:
+            doc["pipesentry"]["details"] = orjson.loads(orjson.dumps(dict(self.details), default=str,
+                                                                     option=orjson.OPT_NON_STR_KEYS))
+        return doc
+
+
+def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float | datetime,
+                now: float | datetime, logsource: LogSource | None = None,
+                max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES) -> Alert:
+    """Turn a detection into an alert.
+
+    The id uses ``match.details["alert_key"]`` when a detector provides one
+    (correlations, anomaly checks: events they aggregate have no single
+    origin) and the event's origin token otherwise.
+    """
+    details = match.details
+    key = details.get("alert_key") if details else None
+    original, truncated, size = cap_original(event, max_original_bytes)
+    return Alert(
+        id=alert_id(match.rule.id, str(key) if key is not None else origin.token()),
+        rule=match.rule,
+        timestamp=_as_ts(event_time),
+        created=_as_ts(now),
+        origin=origin,
+        logsource=logsource or LogSource(),
+        matched=tuple(match.fields),
+        details=details,
+        original=original,
+        truncated=truncated,
+        original_size=size,
+        threat=parse_attack_tags(match.rule.tags),
+    )
