@@ -1,0 +1,295 @@
+"""Atoms: the smallest tests of a rule (one field, one value), shared by every rule using them.
+
+An atom either has index keys (a literal the Aho-Corasick pass or the exact
+dict can find, verified by :meth:`Atom.check`) or is evaluated directly with
+:meth:`Atom.test` on the flattened event. Both paths must agree: ``test`` is
+also what the naive evaluator uses, so tests comparing the two catch index bugs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import operator
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any
+
+from sigma.types import TimestampPart
+
+from detectors.sigma.fields import Flat, event_strings
+from detectors.sigma.text import Kind, Pattern, as_text
+
+MISS: Any = object()
+"""Returned by :meth:`Atom.test` when the atom is false (a matched value may be None)."""
+
+
+class Mode(IntEnum):
+    """How an Aho-Corasick hit of an atom's key is confirmed."""
+
+    ANYWHERE = 0
+    PREFIX = 1
+    SUFFIX = 2
+    VERIFY = 3
+    EXACT = 4
+    EXACT_VERIFY = 5
+
+
+class View:
+    """The event as atoms see it: flattened fields and (lazily) all its strings."""
+
+    __slots__ = ("_strings", "flat")
+
+    def __init__(self, flat: Flat) -> None:
+        self.flat = flat
+        self._strings: list[str] | None = None
+
+    def strings(self) -> list[str]:
+        if self._strings is None:
+            self._strings = event_strings(self.flat)
+        return self._strings
+
+
+class Atom:
+    """Base atom. ``field`` is the lower-cased path (None: keyword search over all strings)."""
+
+    __slots__ = ("display", "field", "keys")
+
+    def __init__(self, field: str | None, display: str) -> None:
+        self.field = field
+        self.display = display
+        self.keys: list[tuple[str, Mode]] = []
+
+    @property
+    def indexed(self) -> bool:
+        return bool(self.keys)
+
+    def _values(self, view: View) -> list[Any]:
+        if self.field is None:
+            return view.strings()
+        return view.flat.get(self.field) or []
+
+    def check(self, text: str, folded: str) -> bool:
+        """Verify one value (original text and its lower-cased form)."""
+        raise NotImplementedError
+
+    def test(self, view: View) -> Any:
+        """The first event value satisfying the atom, or :data:`MISS`."""
+        for value in self._values(view):
+            text = as_text(value)
+            if text is not None and self.check(text, text.lower()):
+                return value
+        return MISS
+
+
+class TextAtom(Atom):
+    """String, number and boolean equality with wildcards; case-insensitive unless ``cased``."""
+
+    __slots__ = ("cased", "glob", "kind", "literal")
+
+    def __init__(self, field: str | None, display: str, pattern: Pattern, cased: bool,
+                 glob: Callable[[str], bool] | None) -> None:
+        super().__init__(field, display)
+        self.kind = pattern.kind
+        self.literal = pattern.literal
+        self.cased = cased
+        self.glob = glob
+        key = pattern.literal.lower() if cased else pattern.literal
+        kind = pattern.kind
+        if kind is Kind.EXACT:
+            self.keys.append((key, Mode.EXACT_VERIFY if cased else Mode.EXACT))
+        elif kind is Kind.ANY or (kind is Kind.GLOB and not key):
+            pass
+        elif cased or kind is Kind.GLOB:
+            self.keys.append((key, Mode.VERIFY))
+        else:
+            mode = {Kind.PREFIX: Mode.PREFIX, Kind.SUFFIX: Mode.SUFFIX}.get(kind, Mode.ANYWHERE)
+            self.keys.append((key, mode))
+
+    def check(self, text: str, folded: str) -> bool:
+        value = text if self.cased else folded
+        kind = self.kind
+        if kind is Kind.EXACT:
+            return value == self.literal
+        if kind is Kind.PREFIX:
+            return value.startswith(self.literal)
+        if kind is Kind.SUFFIX:
+            return value.endswith(self.literal)
+        if kind is Kind.CONTAINS:
+            return self.literal in value
+        if kind is Kind.ANY:
+            return True
+        assert self.glob is not None
+        return self.glob(value)
+
+
+class RegexAtom(Atom):
+    """``|re``: unanchored search on the value's text; prefiltered by a required literal."""
+
+    __slots__ = ("search",)
+
+    def __init__(self, field: str | None, display: str, search: Callable[[str], bool],
+                 literals: list[str] | None) -> None:
+        super().__init__(field, display)
+        self.search = search
+        for literal in literals or ():
+            self.keys.append((literal, Mode.VERIFY))
+
+    def check(self, text: str, folded: str) -> bool:
+        return self.search(text)
+
+
+class NullAtom(Atom):
+    """``field: null``: the field is absent, or every value of it is null."""
+
+    __slots__ = ()
+
+    def test(self, view: View) -> Any:
+        values = view.flat.get(self.field or "")
+        if not values or all(v is None for v in values):
+            return None
+        return MISS
+
+
+class ExistsAtom(Atom):
+    """``|exists``: presence of the field, whatever its value (null and empty included)."""
+
+    __slots__ = ("want",)
+
+    def __init__(self, field: str, display: str, want: bool) -> None:
+        super().__init__(field, display)
+        self.want = want
+
+    def test(self, view: View) -> Any:
+        present = (self.field or "") in view.flat
+        if present != self.want:
+            return MISS
+        return view.flat[self.field or ""][0] if present and view.flat[self.field or ""] else self.want
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge,
+    "eq": operator.eq, "neq": operator.ne,
+}
+
+
+def as_number(value: Any) -> int | float | None:
+    """Numeric view of an event value: numbers, and strings holding a decimal number."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return value  # type: ignore[no-any-return]
+    if kind is str and len(value) < 64:
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+            return number if number == number else None  # NaN never compares
+    return None
+
+
+_PARTS: dict[TimestampPart, Callable[[datetime], int]] = {
+    TimestampPart.MINUTE: lambda d: d.minute,
+    TimestampPart.HOUR: lambda d: d.hour,
+    TimestampPart.DAY: lambda d: d.day,
+    TimestampPart.WEEK: lambda d: d.isocalendar().week,
+    TimestampPart.MONTH: lambda d: d.month,
+    TimestampPart.YEAR: lambda d: d.year,
+}
+
+
+def timestamp_of(value: Any) -> datetime | None:
+    """ISO 8601 text (wall-clock fields kept as written) or epoch seconds/milliseconds (UTC)."""
+    kind = type(value)
+    try:
+        if kind is str and 8 <= len(value) <= 64:
+            text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+            return datetime.fromisoformat(text)
+        if kind is int or kind is float:
+            seconds = value / 1000 if abs(value) >= 100_000_000_000 else value
+            return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+class CompareAtom(Atom):
+    """``|lt`` ``|lte`` ``|gt`` ``|gte`` and the time-part modifiers (``|hour`` ...), optionally chained."""
+
+    __slots__ = ("number", "op", "part")
+
+    def __init__(self, field: str, display: str, op: str, number: int | float,
+                 part: TimestampPart | None) -> None:
+        super().__init__(field, display)
+        self.op = _OPS[op]
+        self.number = number
+        self.part = part
+
+    def test(self, view: View) -> Any:
+        for value in self._values(view):
+            if self.part is not None:
+                stamp = timestamp_of(value)
+                got: int | float | None = None if stamp is None else _PARTS[self.part](stamp)
+            else:
+                got = as_number(value)
+            if got is not None and self.op(got, self.number):
+                return value
+        return MISS
+
+
+class CidrAtom(Atom):
+    """``|cidr``: an IPv4 or IPv6 address value inside the network."""
+
+    __slots__ = ("network",)
+
+    def __init__(self, field: str, display: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        super().__init__(field, display)
+        self.network = network
+
+    def test(self, view: View) -> Any:
+        for value in self._values(view):
+            if type(value) is not str or len(value) > 64:
+                continue
+            try:
+                address = ipaddress.ip_address(value.strip())
+            except ValueError:
+                continue
+            if address.version == self.network.version and address in self.network:
+                return value
+        return MISS
+
+
+class FieldRefAtom(Atom):
+    """``|fieldref``: the value equals (or starts/ends with) another field's value, case-insensitively."""
+
+    __slots__ = ("ends", "other", "starts")
+
+    def __init__(self, field: str, display: str, other: str, starts: bool, ends: bool) -> None:
+        super().__init__(field, display)
+        self.other = other
+        self.starts = starts
+        self.ends = ends
+
+    def test(self, view: View) -> Any:
+        others = [t.lower() for t in map(as_text, view.flat.get(self.other) or []) if t is not None]
+        if not others:
+            return MISS
+        for value in self._values(view):
+            text = as_text(value)
+            if text is None:
+                continue
+            folded = text.lower()
+            for ref in others:
+                if self.starts and self.ends:
+                    ok = ref in folded
+                elif self.starts:
+                    ok = folded.startswith(ref)
+                elif self.ends:
+                    ok = folded.endswith(ref)
+                else:
+                    ok = folded == ref
+                if ok:
+                    return value
+        return MISS
