@@ -1,0 +1,164 @@
+"""Reading Sigma rule files from disk for the pure engine in ``detectors.sigma``.
+
+The engine never touches the file system; this module is the shell side that
+turns paths into :class:`~detectors.sigma.RuleText` values and processing
+pipeline files into YAML text. A file that cannot be read or decoded is a
+:class:`~detectors.sigma.RuleError` in the result, never an exception, so one
+bad file cannot stop a (re)load of thousands of good ones.
+
+Ruleset names: every rule found under a directory given on the command line
+belongs to the ruleset named after that directory (``.../sigmahq`` ->
+``sigmahq``); a file given directly belongs to the ruleset named after its
+parent directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from detectors.sigma import LoadResult, RuleError, RuleText, compile_ruleset
+
+RULE_SUFFIXES: tuple[str, ...] = (".yml", ".yaml")
+RULES_DIR_ENV = "PIPESENTRY_RULES_DIR"
+"""Environment variable overriding :func:`default_rules_dir`."""
+
+PathLike = str | os.PathLike[str]
+
+
+def default_rules_dir() -> Path:
+    """The project's own rule pack (``sigma-rules/``).
+
+    Resolution order, first hit wins:
+
+    1. ``$PIPESENTRY_RULES_DIR`` (deployments that mount rules elsewhere);
+    2. ``<checkout>/sigma-rules`` next to the ``service`` package: the source
+       checkout and editable installs, which is how the project is run;
+    3. ``<sys.prefix>/share/pipesentry/sigma-rules``: where a packaged install
+       puts the pack as data files.
+
+    When none exists the checkout path is returned, so the caller's error
+    message names the place the pack is expected.
+    """
+    override = os.environ.get(RULES_DIR_ENV)
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parent.parent / "sigma-rules"
+    if checkout.is_dir():
+        return checkout
+    installed = Path(sys.prefix) / "share" / "pipesentry" / "sigma-rules"
+    if installed.is_dir():
+        return installed
+    return checkout
+
+
+def _rule_files(root: Path) -> Iterator[Path]:
+    """Rule files below ``root`` in a deterministic (sorted) order; hidden entries are skipped."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(RULE_SUFFIXES) and not name.startswith("."):
+                yield Path(dirpath, name)
+
+
+def _read_text(path: Path) -> str:
+    """UTF-8 text of ``path``; a BOM is dropped. Raises ``OSError``/``UnicodeDecodeError``."""
+    return path.read_bytes().decode("utf-8-sig")
+
+
+def _read_error(source: Path, reason: str) -> RuleError:
+    return RuleError(source=str(source), rule_id=None, title=None, reason=reason)
+
+
+def _read_all(paths: Sequence[PathLike]) -> tuple[list[RuleText], list[RuleError]]:
+    texts: list[RuleText] = []
+    errors: list[RuleError] = []
+    seen: set[Path] = set()
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            ruleset = root.resolve().name
+            files: Iterator[Path] | list[Path] = _rule_files(root)
+        elif root.exists():
+            ruleset = root.resolve().parent.name
+            files = [root]
+        else:
+            errors.append(_read_error(root, "no such file or directory"))
+            continue
+        for path in files:
+            key = path.resolve()
+            if key in seen:  # the same file reached twice (overlapping arguments)
+                continue
+            seen.add(key)
+            try:
+                text = _read_text(path)
+            except UnicodeDecodeError as exc:
+                errors.append(_read_error(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}"))
+                continue
+            except OSError as exc:
+                errors.append(_read_error(path, f"cannot read: {exc.strerror or exc}"))
+                continue
+            texts.append(RuleText(source=str(path), text=text, ruleset=ruleset))
+    return texts, errors
+
+
+def read_rule_texts(paths: Sequence[PathLike]) -> list[RuleText]:
+    """Every rule file under ``paths`` as :class:`RuleText`, in a stable order.
+
+    Files that cannot be read are left out; use :func:`load_rules` to learn why.
+    """
+    return _read_all(paths)[0]
+
+
+def read_pipelines(pipelines: Sequence[PathLike]) -> tuple[list[str], list[RuleError]]:
+    """YAML text of each processing pipeline file, plus one error per unreadable file.
+
+    Only pipeline *files* are accepted: the engine takes pipeline YAML, and
+    pySigma's named Python pipelines have no YAML form.
+    """
+    texts: list[str] = []
+    errors: list[RuleError] = []
+    for given in pipelines:
+        path = Path(given)
+        try:
+            texts.append(_read_text(path))
+        except UnicodeDecodeError as exc:
+            errors.append(_read_error(path, f"pipeline is not UTF-8 text: {exc.reason}"))
+        except OSError as exc:
+            errors.append(_read_error(path, f"cannot read pipeline: {exc.strerror or exc}"))
+    return texts, errors
+
+
+def load_rules(
+    paths: Sequence[PathLike],
+    pipelines: Sequence[PathLike] = (),
+    *,
+    skip_invalid: bool = True,
+) -> LoadResult:
+    """Read and compile every rule under ``paths`` (files or directory trees).
+
+    ``pipelines`` are processing pipeline YAML files, applied in the given
+    order. Read errors (missing paths, unreadable or non-UTF-8 files, bad
+    pipeline files) come first in ``result.errors``, followed by the engine's
+    parse and compile errors. With ``skip_invalid=False`` the engine's own
+    behaviour for invalid rules applies.
+    """
+    texts, read_errors = _read_all(paths)
+    pipeline_texts, pipeline_errors = read_pipelines(pipelines)
+    result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid)
+    extra = read_errors + pipeline_errors
+    if not extra:
+        return result
+    return _with_errors(result, extra)
+
+
+def _with_errors(result: LoadResult, extra: list[RuleError]) -> LoadResult:
+    """``result`` with ``extra`` errors in front, whether or not LoadResult is frozen."""
+    merged = [*extra, *result.errors]
+    if dataclasses.is_dataclass(result):
+        return dataclasses.replace(result, errors=merged)
+    result.errors = merged
+    return result
