@@ -1,0 +1,139 @@
+"""``cardinality``: distinct values of a field per key per window, above a bound or baseline.
+
+Model: per key and tumbling ``window`` a distinct counter (exact set of
+hashes up to ``exact_limit`` values, then HyperLogLog with ``2**precision``
+one-byte registers: p=12 is 4 KiB and 1.6 % standard error).
+
+- ``max_distinct``: alert as soon as the count exceeds it (event time of the
+  crossing event), once per key and window.
+- ``baseline: true``: at window close, ``z`` of the count against the key's
+  EWMA centre and 1.2533 x EWMA absolute deviation (half-life ``halflife``
+  windows; residuals winsorised at 2.5 scale once ready); alert when
+  ``z >= threshold`` and the count is at least ``min_distinct``.
+
+Keys whose window ends are dropped from the open windows, so only keys active
+in the last one or two windows hold a counter; the baseline is 3 floats per key.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+from detectors.anomaly.base import Check, closed_until, key_list, key_tuple
+from detectors.anomaly.keys import MISSING, Key, get_field, key_text
+from detectors.anomaly.spec import CardinalitySpec
+from detectors.model import Event, Match
+from detectors.sketches import HyperLogLog, hash64
+from detectors.state import LruMap
+
+WINSOR = 2.5
+ABS_DEV_TO_SIGMA = 1.2533
+CENTRE, DEV, N = 0, 1, 2
+
+
+class CardinalityCheck(Check):
+    kind = "cardinality"
+
+    def __init__(self, spec: CardinalitySpec, max_keys: int) -> None:
+        super().__init__(spec, max_keys)
+        self.s = spec
+        self.alpha = 1 - 0.5 ** (1 / spec.halflife)
+        self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
+        # window start -> key -> [counter, alerted]
+        self.open: dict[float, dict[Key, list[Any]]] = {}
+        self.closed_upto: float | None = None
+
+    @property
+    def keys(self) -> LruMap[Key, Any]:
+        return self._keys
+
+    def is_late(self, t: float) -> bool:
+        return self.closed_upto is not None and t < self.closed_upto
+
+    def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
+        raw = get_field(event, self.s.field)
+        if raw is MISSING or raw is None:
+            self.counters["missing_value"] += 1
+            return []
+        window = self.s.window
+        start = t - t % window
+        if self.closed_upto is None:
+            self.closed_upto = start
+        per_key = self.open.get(start)
+        if per_key is None:
+            per_key = self.open[start] = {}
+        slot = per_key.get(key)
+        if slot is None:
+            if len(per_key) >= self.max_keys:
+                self.counters["key_overflow"] += 1
+                return []
+            slot = per_key[key] = [HyperLogLog(self.s.precision, self.s.exact_limit), False]
+            if self._keys.touch(key) is None:
+                self._keys.put(key, array("d", (0.0, 0.0, 0.0)))
+        text = raw if isinstance(raw, str) else key_text(raw)[0]
+        counter: HyperLogLog = slot[0]
+        counter.add_hash(hash64(text))
+        limit = self.s.max_distinct
+        if limit is not None and not slot[1]:
+            distinct = counter.count()
+            if distinct > limit:
+                slot[1] = True
+                return [self.match(key, event_time=t, observed=round(distinct), expected={"max": limit},
+                                   score=distinct / limit, window_start=start, window_end=start + window)]
+        return []
+
+    def _on_watermark(self, watermark: float) -> list[Match]:
+        if self.closed_upto is None:
+            return []
+        out: list[Match] = []
+        window = self.s.window
+        for start in sorted(b for b in self.open if b + window <= watermark):
+            for key, (counter, alerted) in self.open.pop(start).items():
+                found = self._close_key(key, counter.count(), alerted, start)
+                if found is not None:
+                    out.append(found)
+        self.closed_upto = closed_until(self.closed_upto, window, watermark)
+        return out
+
+    def _close_key(self, key: Key, distinct: float, alerted: bool, start: float) -> Match | None:
+        spec = self.s
+        state = self._keys.get(key)
+        if not spec.baseline or state is None:
+            return None
+        centre, n = state[CENTRE], state[N]
+        unit = max(state[DEV] * ABS_DEV_TO_SIGMA, 1.0)
+        z = (distinct - centre) / unit
+        ready = n >= 2 and self.ready_at(start)
+        found: Match | None = None
+        if ready and not alerted and z >= spec.threshold and distinct >= spec.min_distinct:
+            found = self.match(
+                key, event_time=start + spec.window, observed=round(distinct),
+                expected={"center": round(centre, 3), "high": round(centre + spec.threshold * unit, 3)},
+                score=z, window_start=start, window_end=start + spec.window,
+            )
+        y = centre + max(-WINSOR * unit, min(WINSOR * unit, distinct - centre)) if ready else distinct
+        a = max(self.alpha, 1 / (n + 1))
+        if n:
+            state[DEV] += a * (abs(y - centre) - state[DEV])
+        state[CENTRE] = centre + a * (y - centre)
+        state[N] = n + 1
+        return found
+
+    def _snapshot_state(self) -> dict[str, Any]:
+        return {
+            "closed_upto": self.closed_upto,
+            "keys": [[key_list(k), list(v)] for k, v in self._keys.items()],
+            "open": [[b, [[key_list(k), c.to_state(), a] for k, (c, a) in per_key.items()]]
+                     for b, per_key in self.open.items()],
+            "evictions": self._keys.evictions,
+        }
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        self.closed_upto = None if state["closed_upto"] is None else float(state["closed_upto"])
+        self._keys.clear()
+        for raw_key, values in state["keys"]:
+            self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values[:3])))
+        self._keys.evictions = int(state.get("evictions", 0))
+        self.open = {float(b): {key_tuple(k): [HyperLogLog.from_state(c), bool(a)] for k, c, a in per_key}
+                     for b, per_key in state["open"]}

@@ -1,0 +1,208 @@
+"""``metric``: a numeric field per key against a robust baseline.
+
+Models (per key, on the value or, with ``aggregate``, on the per-window
+aggregate; optionally on ``log1p(value)``):
+
+- ``ewma`` (default): centre = EWMA, scale = 1.2533 x EWMA of the absolute
+  deviation (equals sigma for normal data), half-life ``halflife`` samples; a
+  plain running mean for the first samples. Once the key is ready, residuals
+  are winsorised at 2.5 scale before updating so outliers do not drag the band.
+- ``median_mad``: median and 1.4826 x MAD of the last ``window_values`` values
+  (a ring buffer), recomputed every ``window_values / 8`` values.
+
+``z = (x - centre) / max(scale, min_scale)``; alert when ``|z| >= threshold``
+(per ``direction``) once the key has ``min_samples`` samples and the check's
+learning period is over. Non-numeric values are counted as ``bad_value``.
+State per key: ewma 3 floats; median_mad ``window_values`` doubles.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from statistics import median
+from typing import Any
+
+from detectors.anomaly.base import Check, closed_until, key_list, key_tuple
+from detectors.anomaly.keys import MISSING, Key, get_field
+from detectors.anomaly.spec import MetricSpec
+from detectors.model import Event, Match
+from detectors.state import LruMap
+
+WINSOR = 2.5
+ABS_DEV_TO_SIGMA = 1.2533
+MAD_TO_SIGMA = 1.4826
+TINY = 1e-12
+# ewma state: centre, abs deviation, n ; median_mad state: ring..., then n, centre, scale
+CENTRE, DEV, N = 0, 1, 2
+
+
+def to_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+class MetricCheck(Check):
+    kind = "metric"
+
+    def __init__(self, spec: MetricSpec, max_keys: int) -> None:
+        super().__init__(spec, max_keys)
+        self.s = spec
+        self.log = spec.transform == "log"
+        self.alpha = 1 - 0.5 ** (1 / spec.halflife)
+        self.ring = spec.window_values if spec.model == "median_mad" else 0
+        self.refresh = max(1, self.ring // 8)
+        self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
+        self.open: dict[float, dict[Key, list[float]]] = {}
+        self.closed_upto: float | None = None
+
+    @property
+    def keys(self) -> LruMap[Key, Any]:
+        return self._keys
+
+    def is_late(self, t: float) -> bool:
+        if self.s.aggregate is not None:
+            return self.closed_upto is not None and t < self.closed_upto
+        return super().is_late(t)
+
+    def _value(self, event: Event) -> float | None:
+        raw = get_field(event, self.s.field)
+        if raw is MISSING or raw is None:
+            self.counters["missing_value"] += 1
+            return None
+        x = to_number(raw)
+        if x is None or (self.log and x < 0):
+            self.counters["bad_value"] += 1
+            return None
+        return x
+
+    def _state(self, key: Key) -> array[float]:
+        state = self._keys.touch(key)
+        if state is None:
+            state = array("d", bytes(8 * (self.ring + 3)))
+            self._keys.put(key, state)
+        return state
+
+    def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
+        x = self._value(event)
+        if x is None:
+            return []
+        if self.s.aggregate is None:
+            state = self._state(key)
+            found = self._score(key, state, x, t, t, t)
+            return [found] if found is not None else []
+        window = self.s.window
+        start = t - t % window
+        if self.closed_upto is None:
+            self.closed_upto = start
+        per_key = self.open.setdefault(start, {})
+        acc = per_key.get(key)
+        if acc is None:
+            if len(per_key) >= self.max_keys:
+                self.counters["key_overflow"] += 1
+                return []
+            self._state(key)
+            per_key[key] = [x, 1.0, x, x]
+        else:
+            acc[0] += x
+            acc[1] += 1
+            if x > acc[2]:
+                acc[2] = x
+            if x < acc[3]:
+                acc[3] = x
+        return []
+
+    def _on_watermark(self, watermark: float) -> list[Match]:
+        if self.s.aggregate is None or self.closed_upto is None:
+            return []
+        out: list[Match] = []
+        window = self.s.window
+        for start in sorted(b for b in self.open if b + window <= watermark):
+            for key, (total, count, high, low) in self.open.pop(start).items():
+                value = {"mean": total / count, "sum": total, "max": high, "min": low,
+                         "count": count}[self.s.aggregate]
+                found = self._score(key, self._state(key), value, start + window, start, start + window)
+                if found is not None:
+                    out.append(found)
+        self.closed_upto = closed_until(self.closed_upto, window, watermark)
+        return out
+
+    def _band(self, state: array[float]) -> tuple[float, float, float]:
+        """(centre, scale, n) in model space."""
+        if self.ring:
+            n = state[self.ring]
+            return state[self.ring + 1], state[self.ring + 2], n
+        return state[CENTRE], state[DEV] * ABS_DEV_TO_SIGMA, state[N]
+
+    def _score(self, key: Key, state: array[float], x: float, t: float, start: float,
+               end: float) -> Match | None:
+        spec = self.s
+        y = math.log1p(x) if self.log else x
+        centre, scale, n = self._band(state)
+        unit = max(scale, spec.min_scale, TINY)
+        z = (y - centre) / unit
+        ready = n >= spec.min_samples and self.ready_at(t)
+        found: Match | None = None
+        if ready and ((z >= spec.threshold and spec.direction != "down")
+                      or (-z >= spec.threshold and spec.direction != "up")):
+            low, high = centre - spec.threshold * unit, centre + spec.threshold * unit
+            if self.log:
+                centre, low, high = math.expm1(centre), math.expm1(low), math.expm1(high)
+            found = self.match(
+                key, event_time=t, observed=x,
+                expected={"center": round(centre, 6), "low": round(low, 6), "high": round(high, 6),
+                          "model": spec.model, "aggregate": spec.aggregate},
+                score=z, window_start=start, window_end=end,
+                direction="high" if z > 0 else "low",
+            )
+        if self.ring:
+            self._update_ring(state, y)
+        else:
+            if ready:
+                y = centre + max(-WINSOR * unit, min(WINSOR * unit, y - centre))
+            a = max(self.alpha, 1 / (n + 1))
+            state[DEV] += a * (abs(y - centre) - state[DEV]) if n else 0.0
+            state[CENTRE] = centre + a * (y - centre)
+            state[N] = n + 1
+        return found
+
+    def _update_ring(self, state: array[float], y: float) -> None:
+        ring = self.ring
+        n = int(state[ring])
+        state[n % ring] = y
+        n += 1
+        state[ring] = n
+        if n <= 2 * self.refresh or n % self.refresh == 0:
+            values = list(state[: min(n, ring)])
+            centre = median(values)
+            state[ring + 1] = centre
+            state[ring + 2] = MAD_TO_SIGMA * median(abs(v - centre) for v in values)
+
+    def _snapshot_state(self) -> dict[str, Any]:
+        return {
+            "closed_upto": self.closed_upto,
+            "keys": [[key_list(k), list(v)] for k, v in self._keys.items()],
+            "open": [[b, [[key_list(k), acc] for k, acc in per_key.items()]] for b, per_key in self.open.items()],
+            "evictions": self._keys.evictions,
+        }
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        self.closed_upto = None if state["closed_upto"] is None else float(state["closed_upto"])
+        self._keys.clear()
+        for raw_key, values in state["keys"]:
+            if len(values) != self.ring + 3:
+                raise ValueError("metric key state has the wrong size")
+            self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values)))
+        self._keys.evictions = int(state.get("evictions", 0))
+        self.open = {float(b): {key_tuple(k): [float(x) for x in acc] for k, acc in per_key}
+                     for b, per_key in state["open"]}
