@@ -194,6 +194,8 @@ class Alert:
     truncated: bool = False
     original_size: int = 0
     threat: Threat = field(default_factory=Threat)
+    event: Event | None = field(default=None, compare=False, repr=False)
+    """The decoded event, for routing on fields; never serialised (``original`` is)."""
 
     @property
     def level(self) -> str:
@@ -293,4 +295,5 @@ def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float
         truncated=truncated,
         original_size=size,
         threat=parse_attack_tags(match.rule.tags),
+        event=event,
     )

@@ -1,0 +1,79 @@
+"""HTTP API over the local alert store and the silences.
+
+``GET /api/v1/alerts`` (filters: rule, level = minimum level, since/until as
+RFC 3339 or unix seconds, q = text, limit/offset paging), ``GET
+/api/v1/alerts/{id}``, ``GET/POST /api/v1/silences`` and ``DELETE
+/api/v1/silences/{id}`` (expire). Authentication is the application's concern
+(dependencies added where this router is mounted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from detectors.model import LEVELS
+
+from .router import AlertRouter
+from .silences import SilenceError, SilenceRequest
+from .store import AlertQuery, parse_time
+
+
+def _time(value: str | None, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise HTTPException(status_code=422, detail=f"{name}: expected RFC 3339 time or unix seconds") from None
+
+
+def api_router(router: AlertRouter) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+    @api.get("/alerts")
+    async def list_alerts(rule: str | None = None, level: str | None = None, since: str | None = None,
+                          until: str | None = None, q: str | None = None,
+                          limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict[str, Any]:
+        if level is not None and level.lower() not in LEVELS:
+            raise HTTPException(status_code=422, detail=f"level must be one of {list(LEVELS)}")
+        query = AlertQuery(rule=rule, level=level.lower() if level else None, since=_time(since, "since"),
+                           until=_time(until, "until"), text=q, limit=limit, offset=offset)
+        page = await asyncio.to_thread(router.store.query, query)
+        return {"total": page.total, "limit": limit, "offset": offset, "items": page.items}
+
+    @api.get("/alerts/{alert_id}")
+    async def get_alert(alert_id: str) -> dict[str, Any]:
+        doc = await asyncio.to_thread(router.store.get, alert_id)
+        if doc is None:
+            raise HTTPException(status_code=404, detail="no such alert")
+        return doc
+
+    @api.get("/silences")
+    async def list_silences(expired: bool = False) -> dict[str, Any]:
+        now = router.clock()
+        return {"items": [s.to_dict(now) for s in router.silences.list(now, include_expired=expired)]}
+
+    @api.post("/silences", status_code=201)
+    async def create_silence(req: SilenceRequest) -> dict[str, Any]:
+        now = router.clock()
+        try:
+            return router.silences.create(req, now).to_dict(now)
+        except SilenceError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+
+    @api.delete("/silences/{silence_id}")
+    async def expire_silence(silence_id: str) -> dict[str, Any]:
+        now = router.clock()
+        s = router.silences.expire(silence_id, now)
+        if s is None:
+            raise HTTPException(status_code=404, detail="no such silence")
+        return s.to_dict(now)
+
+    return api

@@ -1,0 +1,87 @@
+"""What every sink implements, and the retry/circuit-breaker policy around it.
+
+A sink takes a batch of records (alert documents for record sinks, page
+records for receivers) and reports how far it got: ``done`` records are
+finished (delivered, or rejected for good and listed in ``rejected`` for the
+dead-letter file); ``error`` says why it stopped early, and those records are
+retried later, in order.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class SinkError(Exception):
+    """A delivery attempt failed. ``retriable`` False means the record can never succeed."""
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+@dataclass(slots=True)
+class Outcome:
+    done: int
+    rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class Sink(Protocol):
+    name: str
+    kind: str
+    """``record`` (every alert document) or ``page`` (routed page records)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def deliver(self, records: list[dict[str, Any]]) -> Outcome: ...
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
+
+    def __init__(self, initial: float, cap: float, rng: random.Random | None = None) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.initial * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class CircuitBreaker:
+    """Opens after ``failures`` consecutive failures; after ``reset_s`` one trial
+    attempt is let through (half-open); a success closes it."""
+
+    def __init__(self, failures: int, reset_s: float) -> None:
+        self.threshold = failures
+        self.reset_s = reset_s
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    def allow(self, now: float) -> bool:
+        return self.opened_at is None or now - self.opened_at >= self.reset_s
+
+    def wait(self, now: float) -> float:
+        return 0.0 if self.opened_at is None else max(0.0, self.opened_at + self.reset_s - now)
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = now
+
+    @property
+    def open(self) -> bool:
+        return self.opened_at is not None

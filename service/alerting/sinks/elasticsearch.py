@@ -1,0 +1,198 @@
+"""Elasticsearch / OpenSearch record sink: bulk indexing with the official async clients.
+
+``flavor`` picks the client: ``elasticsearch`` (8.x client, compatible-with=8
+media types, requires the ``X-Elastic-Product`` header from the server) or
+``opensearch`` (opensearch-py). Both index the alert document with ``_id`` =
+alert id, so re-delivery never makes a second copy:
+
+* ``mode: index`` (default): dated indices ``<prefix>-YYYY.MM.DD`` chosen by the
+  alert's ``@timestamp`` and ``op_type: index`` (a re-sent alert overwrites
+  itself; suppression count updates land on the same document);
+* ``mode: datastream``: data stream ``<prefix>`` with ``op_type: create`` (data
+  streams accept nothing else); a 409 means "already there" and counts as
+  delivered, so count updates are not applied there.
+
+The index template (published in ``service/alerting/schemas/``) is installed
+before the first bulk. Bulk items failing with 429/5xx are retried a few times
+within a delivery; other item errors (mapping conflicts) go to the dead-letter
+file; whole-request failures (node down, 429, 5xx) make the worker back off
+with the batch still spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from importlib import resources
+from typing import Any
+
+from ..config import ElasticsearchSink as Settings
+from .base import Outcome, SinkError
+
+log = logging.getLogger(__name__)
+
+
+def load_mappings() -> dict[str, Any]:
+    text = resources.files("service.alerting").joinpath("schemas/alert-mappings.json").read_text()
+    mappings: dict[str, Any] = json.loads(text)
+    return mappings
+
+
+def index_template(settings: Settings) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "index_patterns": [f"{settings.index_prefix}*" if settings.mode == "datastream"
+                           else f"{settings.index_prefix}-*"],
+        "priority": 200,
+        "template": {
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "mappings": load_mappings(),
+        },
+        "_meta": {"managed_by": "pipesentry"},
+    }
+    if settings.mode == "datastream":
+        body["data_stream"] = {}
+    return body
+
+
+def target_index(settings: Settings, doc: dict[str, Any]) -> str:
+    if settings.mode == "datastream":
+        return settings.index_prefix
+    day = str(doc.get("@timestamp", ""))[:10].replace("-", ".") or "undated"
+    return f"{settings.index_prefix}-{day}"
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        meta = getattr(exc, "meta", None)
+        status = getattr(meta, "status", None)
+    return status if isinstance(status, int) else None
+
+
+class ElasticsearchSink:
+    kind = "record"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.client: Any = None
+        self._template_ready = not settings.install_template
+        self.op_type = "create" if settings.mode == "datastream" else "index"
+
+    def _make_client(self) -> Any:
+        s = self.settings
+        if s.flavor == "opensearch":
+            from opensearchpy import AsyncOpenSearch
+
+            kwargs: dict[str, Any] = {"hosts": s.hosts, "timeout": s.request_timeout_s, "max_retries": 0,
+                                      "verify_certs": s.verify_certs}
+            if s.username and s.password:
+                kwargs["http_auth"] = (s.username, s.password.get_secret_value())
+            if s.api_key:
+                kwargs["headers"] = {"Authorization": f"ApiKey {s.api_key.get_secret_value()}"}
+            if s.ca_certs:
+                kwargs["ca_certs"] = s.ca_certs
+            if any(h.startswith("https") for h in s.hosts):
+                kwargs["use_ssl"] = True
+            return AsyncOpenSearch(**kwargs)
+        from elasticsearch import AsyncElasticsearch
+
+        ekw: dict[str, Any] = {"hosts": s.hosts, "request_timeout": s.request_timeout_s, "max_retries": 0,
+                               "retry_on_timeout": False}
+        if s.api_key:
+            ekw["api_key"] = s.api_key.get_secret_value()
+        elif s.username and s.password:
+            ekw["basic_auth"] = (s.username, s.password.get_secret_value())
+        if s.ca_certs:
+            ekw["ca_certs"] = s.ca_certs
+        if any(h.startswith("https") for h in s.hosts):
+            ekw["verify_certs"] = s.verify_certs
+        return AsyncElasticsearch(**ekw)
+
+    async def start(self) -> None:
+        if self.client is None:
+            self.client = self._make_client()
+        try:
+            await self._ensure_template()
+        except SinkError as exc:  # node down at start: spool now, install before the first bulk
+            log.warning("index template not installed yet", extra={"sink": self.name, "error": str(exc)})
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+    async def _ensure_template(self) -> None:
+        if self._template_ready:
+            return
+        name = f"{self.settings.index_prefix}-template"
+        body = index_template(self.settings)
+        try:
+            if self.settings.flavor == "opensearch":
+                await self.client.indices.put_index_template(name=name, body=body)
+            else:
+                await self.client.indices.put_index_template(
+                    name=name, index_patterns=body["index_patterns"], priority=body["priority"],
+                    template=body["template"], data_stream=body.get("data_stream"), meta=body["_meta"])
+        except Exception as exc:
+            raise SinkError(f"{self.name}: installing index template failed: {exc!r}",
+                            retriable=_status(exc) in (None, 429) or (_status(exc) or 0) >= 500) from exc
+        self._template_ready = True
+
+    async def _bulk(self, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        refresh = "true" if self.settings.refresh else None
+        if self.settings.flavor == "opensearch":
+            kwargs: dict[str, Any] = {"body": operations}
+            if refresh:
+                kwargs["refresh"] = refresh
+            resp = await self.client.bulk(**kwargs)
+        else:
+            resp = await self.client.bulk(operations=operations, refresh=refresh)
+            resp = resp.body
+        return dict(resp)
+
+    async def deliver(self, records: list[dict[str, Any]]) -> Outcome:
+        try:
+            await self._ensure_template()
+        except SinkError as exc:
+            return Outcome(done=0, error=exc)
+        pending = list(range(len(records)))
+        rejected: dict[int, str] = {}
+        failed_retriable: dict[int, str] = {}
+        for attempt in range(self.settings.item_retries + 1):
+            ops: list[dict[str, Any]] = []
+            for i in pending:
+                doc = records[i]
+                ops.append({self.op_type: {"_index": target_index(self.settings, doc), "_id": doc["event"]["id"]}})
+                ops.append(doc)
+            try:
+                resp = await self._bulk(ops)
+            except Exception as exc:
+                status = _status(exc)
+                if status is not None and 400 <= status < 500 and status not in (408, 429):
+                    # the whole request is refused (e.g. 400 on a malformed body, 401/403 auth)
+                    return Outcome(done=0, error=SinkError(f"{self.name}: bulk refused: {exc!r}"))
+                return Outcome(done=0, error=SinkError(f"{self.name}: bulk failed: {exc!r}"))
+            failed_retriable = {}
+            for i, item in zip(pending, resp.get("items", []), strict=False):
+                result = next(iter(item.values()))
+                status = int(result.get("status", 500))
+                if status < 300 or (status == 409 and self.op_type == "create"):
+                    continue
+                reason = json.dumps(result.get("error"))[:500]
+                if status == 429 or status >= 500:
+                    failed_retriable[i] = f"HTTP {status}: {reason}"
+                else:
+                    rejected[i] = f"HTTP {status}: {reason}"
+            if not failed_retriable:
+                break
+            pending = sorted(failed_retriable)
+            if attempt < self.settings.item_retries:
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
+        if failed_retriable:
+            first = min(failed_retriable)
+            return Outcome(done=first, rejected=[(records[i], r) for i, r in sorted(rejected.items()) if i < first],
+                           error=SinkError(f"{self.name}: {len(failed_retriable)} bulk items still failing: "
+                                           f"{failed_retriable[first]}"))
+        return Outcome(done=len(records), rejected=[(records[i], r) for i, r in sorted(rejected.items())])

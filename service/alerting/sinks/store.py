@@ -1,0 +1,35 @@
+"""Record sink writing alert documents into the local SQLite store (upsert by id)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..store import AlertStore
+from .base import Outcome
+
+
+class StoreSink:
+    kind = "record"
+
+    def __init__(self, store: AlertStore, name: str = "store") -> None:
+        self.name = name
+        self.store = store
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def deliver(self, records: list[dict[str, Any]]) -> Outcome:
+        good: list[dict[str, Any]] = []
+        rejected: list[tuple[dict[str, Any], str]] = []
+        for r in records:
+            try:
+                r["event"]["id"], r["rule"]["id"], r["@timestamp"]
+                good.append(r)
+            except (KeyError, TypeError):
+                rejected.append((r, "not an alert document"))
+        await asyncio.to_thread(self.store.upsert, good)
+        return Outcome(done=len(records), rejected=rejected)

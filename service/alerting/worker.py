@@ -1,0 +1,210 @@
+"""One delivery loop per sink: spool -> sink, in order, with backoff and a breaker.
+
+``accept`` is what ``submit`` awaits: for a durable sink it appends to the spool
+(the caller fsyncs the returned descriptors once per batch); for a non-durable
+sink (stdout) it delivers inline. The loop reads the spool in batches, hands
+them to the sink, acknowledges what is finished and backs off on errors. A
+sink that is down only grows its own spool; other sinks are not slowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service import metrics
+
+from .config import RetrySettings, SpoolSettings
+from .sinks.base import Backoff, CircuitBreaker, Outcome, Sink
+from .spool import HEADER, Position, Record, Spool
+
+log = logging.getLogger(__name__)
+
+
+class SinkWorker:
+    def __init__(self, sink: Sink, *, durable: bool, batch_size: int, retry: RetrySettings,
+                 spool_dir: Path, spool: SpoolSettings, dead_letter: Path,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.durable = durable
+        self.batch_size = batch_size
+        self.retry = retry
+        self.clock = clock
+        self.spool = Spool(spool_dir, sink.name, segment_bytes=spool.segment_bytes,
+                           max_bytes=spool.max_bytes, fsync=spool.fsync) if durable else None
+        self.breaker = CircuitBreaker(retry.breaker_failures, retry.breaker_reset_s)
+        self.backoff = Backoff(retry.initial_backoff_s, retry.max_backoff_s)
+        self.dead_letter = dead_letter
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.last_error: str | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        metrics.SINK_UP.labels(sink=self.name).set(1)
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        await self.sink.start()
+        if self.spool is not None:
+            self.spool.open()
+            self._task = asyncio.create_task(self._run(), name=f"sink-{self.name}")
+            self._wake.set()
+
+    async def stop(self, drain_s: float = 5.0) -> None:
+        """Try to drain for ``drain_s``, then stop; what is left stays spooled."""
+        if self._task is not None:
+            if drain_s > 0 and self.spool is not None and self.spool.pending and not self.breaker.open:
+                try:
+                    await asyncio.wait_for(self.wait_idle(), drain_s)
+                except TimeoutError:
+                    pass
+            self._stopping = True
+            self._wake.set()
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self.spool is not None:
+            self.spool.close()
+        await self.sink.stop()
+
+    # --- accepting -----------------------------------------------------------
+    def append(self, payloads: Sequence[bytes]) -> int | None:
+        """Durable sinks: spool ``payloads``; returns an fd to fsync (batch policy)."""
+        assert self.spool is not None
+        fd = self.spool.append(payloads)
+        self._idle.clear()
+        self._wake.set()
+        return fd
+
+    async def deliver_inline(self, records: list[dict[str, Any]]) -> None:
+        """Non-durable sinks: deliver now; failures are counted, never raised."""
+        start = time.perf_counter()
+        try:
+            outcome = await self.sink.deliver(records)
+        except Exception as exc:  # a non-durable sink is best effort by definition
+            metrics.SINK_FAILURES.labels(sink=self.name).inc()
+            self.last_error = repr(exc)
+            return
+        metrics.SINK_LATENCY.labels(sink=self.name).observe(time.perf_counter() - start)
+        self._account(outcome, records)
+
+    async def wait_idle(self) -> None:
+        """Wait until the spool is empty (tests, benchmarks, shutdown drain)."""
+        while self.spool is not None and self.spool.pending:
+            self._idle.clear()
+            await self._idle.wait()
+
+    # --- the loop ------------------------------------------------------------
+    async def _run(self) -> None:
+        assert self.spool is not None
+        spool = self.spool
+        while not self._stopping:
+            batch = spool.read(self.batch_size)
+            if not batch:
+                spool.settle()
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            wait = self.breaker.wait(self.clock())
+            if wait > 0:
+                spool.rewind()
+                await asyncio.sleep(wait)
+                continue
+            records, finished_bad = self._decode(batch)
+            start = time.perf_counter()
+            try:
+                outcome = await self.sink.deliver(records) if records else Outcome(done=0)
+            except Exception as exc:
+                outcome = Outcome(done=0, error=exc)
+            metrics.SINK_LATENCY.labels(sink=self.name).observe(time.perf_counter() - start)
+            done_records = self._finished(batch, records, finished_bad, outcome.done)
+            if done_records:
+                last = batch[done_records - 1]
+                nbytes = sum(len(r.payload) + HEADER.size for r in batch[:done_records])
+                spool.ack(last.end, done_records, nbytes)
+            self._account(outcome, records)
+            if outcome.error is None and done_records == len(batch):
+                self.breaker.success()
+                self.backoff.reset()
+                metrics.SINK_UP.labels(sink=self.name).set(1)
+                continue
+            spool.rewind()
+            self._failed(outcome.error)
+            await asyncio.sleep(max(self.backoff.next(), self.breaker.wait(self.clock())))
+
+    def _decode(self, batch: list[Record]) -> tuple[list[dict[str, Any]], set[int]]:
+        """JSON-decode payloads; an undecodable one (checksum fine, content not) is corrupt."""
+        records: list[dict[str, Any]] = []
+        bad: set[int] = set()
+        for i, rec in enumerate(batch):
+            try:
+                value = orjson.loads(rec.payload)
+                if not isinstance(value, dict):
+                    raise ValueError("not an object")
+                records.append(value)
+            except ValueError:
+                bad.add(i)
+                metrics.SPOOL_CORRUPT.labels(sink=self.name).inc()
+        return records, bad
+
+    @staticmethod
+    def _finished(batch: list[Record], records: list[dict[str, Any]], bad: set[int], done: int) -> int:
+        """How many spool records (including corrupt ones) precede the first unfinished record."""
+        if not bad:
+            return done
+        count = seen = 0
+        for i in range(len(batch)):
+            if i in bad:
+                count += 1
+                continue
+            if seen >= done:
+                break
+            seen += 1
+            count += 1
+        return count
+
+    def _account(self, outcome: Outcome, records: list[dict[str, Any]]) -> None:
+        delivered = outcome.done - len(outcome.rejected)
+        if delivered > 0:
+            metrics.SINK_DELIVERIES.labels(sink=self.name).inc(delivered)
+            self.delivered += delivered
+        if outcome.rejected:
+            self._dead_letter(outcome.rejected)
+
+    def _failed(self, error: BaseException | None) -> None:
+        metrics.SINK_FAILURES.labels(sink=self.name).inc()
+        self.breaker.failure(self.clock())
+        self.last_error = repr(error) if error else "incomplete delivery"
+        if self.breaker.open:
+            metrics.SINK_UP.labels(sink=self.name).set(0)
+        log.warning("sink delivery failed", extra={"sink": self.name, "error": self.last_error,
+                                                   "pending": self.spool.pending if self.spool else 0})
+
+    def _dead_letter(self, rejected: list[tuple[dict[str, Any], str]]) -> None:
+        """Records a sink can never take: kept on disk with the reason, counted as failures."""
+        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.dead_letter, "ab") as f:
+            for record, reason in rejected:
+                f.write(orjson.dumps({"sink": self.name, "reason": reason, "at": self.clock(),
+                                      "record": record}) + b"\n")
+        self.dead_lettered += len(rejected)
+        metrics.SINK_FAILURES.labels(sink=self.name).inc(len(rejected))
+        log.error("records dead-lettered", extra={"sink": self.name, "count": len(rejected),
+                                                  "reason": rejected[0][1], "file": str(self.dead_letter)})
+
+
+__all__ = ["Position", "SinkWorker"]
