@@ -12,8 +12,10 @@ from detectors.correlation.condition import Condition, condition_from_mapping
 from detectors.correlation.engine import SKIP_REASONS, CorrelationEngine, Limits
 from detectors.correlation.spec import CorrelationSpec
 from detectors.correlation.stream import CorrelatingEvaluator
+from detectors.correlation.timestamps import DEFAULT_TIME_FIELDS, event_time, to_epoch
 
 __all__ = [
+    "DEFAULT_TIME_FIELDS",
     "SKIP_REASONS",
     "Condition",
     "CorrelatingEvaluator",
@@ -22,4 +24,6 @@ __all__ = [
     "Limits",
     "compile_correlations",
     "condition_from_mapping",
+    "event_time",
+    "to_epoch",
 ]

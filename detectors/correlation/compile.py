@@ -20,6 +20,9 @@ from detectors.correlation.spec import TYPES, VALUE_TYPES, CorrelationSpec, Slot
 from detectors.model import RuleInfo
 from detectors.sigma.errors import RuleError
 
+RANGE_ATTRIBUTE = "correlation_condition"
+"""``custom_attributes`` key where a loader may keep the condition mapping as written (for ranges)."""
+
 
 class RulesetLike(Protocol):
     """What the compiler reads from ``detectors.sigma.Ruleset``."""
@@ -47,7 +50,9 @@ def compile_correlations(
     """Compile every correlation of ``ruleset``; invalid ones are left out and reported.
 
     ``raw_conditions`` maps a correlation id to its condition mapping as written,
-    for ranges (``gt`` + ``lte``) that pySigma's single-operator parser rejects.
+    for ranges (``gt`` + ``lte``) that pySigma's single-operator parser rejects;
+    a loader can instead leave that mapping in the rule's
+    ``custom_attributes[RANGE_ATTRIBUTE]``.
     """
     base: dict[str, RuleInfo] = {}
     for info in ruleset.rules:
@@ -69,6 +74,9 @@ def compile_correlations(
             continue
         try:
             raw = raw_conditions.get(info.id) if raw_conditions else None
+            if raw is None:
+                stashed = (rule.custom_attributes or {}).get(RANGE_ATTRIBUTE)
+                raw = stashed if isinstance(stashed, Mapping) else None
             specs[info.id] = _build(info, rule, base, corr_index, raw)
         except _Invalid as exc:
             errors.append(_error(info, str(exc)))

@@ -280,7 +280,9 @@ class CorrelationEngine:
         window.expire(ts - spec.span)
         fired, metric, extra = window.evaluate(spec.condition)
         if fired:
-            start = window.entries[0][0] if window.entries else ts
+            start = window.start()
+            if start is None:
+                start = ts
             self._emit(node, key, window, ts, metric, extra, start, source, out)
             window.clear()
 

@@ -1,6 +1,7 @@
 """Snapshot and restore of :class:`~detectors.correlation.engine.CorrelationEngine` state.
 
-The snapshot is plain JSON data (the shell decides where it is stored). Each
+The snapshot is plain JSON data in the shared envelope of :mod:`detectors.state`
+(``kind="correlation"``; the shell decides where it is stored). Each
 correlation's state is tagged with its :meth:`CorrelationSpec.fingerprint`:
 on restore, state of a correlation that was removed or whose meaning changed
 (type, rules, fields, timespan, condition) is dropped with a warning rather
@@ -14,8 +15,13 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from detectors.state import StateError, unwrap, wrap
+
 if TYPE_CHECKING:
     from detectors.correlation.engine import CorrelationEngine
+
+
+KIND = "correlation"
 
 
 def _time(value: float) -> float | None:
@@ -44,8 +50,7 @@ def dump(engine: CorrelationEngine) -> dict[str, Any]:
                 },
             ])
         correlations[node.spec.info.id] = {"fingerprint": node.spec.fingerprint(), "groups": groups}
-    return {
-        "version": SNAPSHOT_VERSION,
+    return wrap(KIND, SNAPSHOT_VERSION, {
         "now": _time(engine._now),
         "max_seen": _time(engine._max_seen),
         "seq": engine._seq,
@@ -53,15 +58,16 @@ def dump(engine: CorrelationEngine) -> dict[str, Any]:
         "pending": [[ts, seq, dict(event), list(rule_ids), ref]
                     for ts, seq, event, rule_ids, ref in sorted(engine._pending, key=lambda p: (p[0], p[1]))],
         "correlations": correlations,
-    }
+    })
 
 
-def load(engine: CorrelationEngine, state: Mapping[str, Any]) -> list[str]:
+def load(engine: CorrelationEngine, snapshot: Mapping[str, Any]) -> list[str]:
     from detectors.correlation.engine import SNAPSHOT_VERSION
 
-    if not isinstance(state, Mapping) or state.get("version") != SNAPSHOT_VERSION:
-        version = state.get("version") if isinstance(state, Mapping) else None
-        return [f"correlation snapshot version {version!r} is not {SNAPSHOT_VERSION}: state not restored"]
+    try:
+        state = unwrap(snapshot, KIND, (SNAPSHOT_VERSION,))
+    except StateError as exc:
+        return [f"correlation state not restored: {exc}"]
     warnings: list[str] = []
     engine._now = _untime(state.get("now"))
     engine._max_seen = _untime(state.get("max_seen"))

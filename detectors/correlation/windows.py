@@ -71,6 +71,10 @@ class Window:
     def rebuild(self) -> None:
         """Recompute running aggregates from ``entries`` (after a restore)."""
 
+    def start(self) -> float | None:
+        """Time of the earliest entry that justifies an alert (the reported window start)."""
+        return self.entries[0][0] if self.entries else None
+
 
 class CountWindow(Window):
     """event_count: the number of matching events."""
@@ -138,6 +142,10 @@ class TemporalWindow(DistinctWindow):
         chosen = sorted(latest.values(), key=lambda e: e[0])
         return chosen[:cap]
 
+    def start(self) -> float | None:
+        proof = self.evidence(len(self.entries))
+        return proof[0][0] if proof else None
+
 
 class OrderedWindow(Window):
     """temporal_ordered: the most referenced rules seen in the order they are listed.
@@ -178,6 +186,10 @@ class OrderedWindow(Window):
 
     def evidence(self, cap: int) -> list[Entry]:
         return self._chain()[:cap]
+
+    def start(self) -> float | None:
+        chain = self._chain()
+        return chain[0][0] if chain else None
 
 
 class SumWindow(Window):
