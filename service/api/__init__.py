@@ -1,0 +1,52 @@
+"""The HTTP API: FastAPI app factory wiring health, metrics, rules, ingest and the alert routes.
+
+``create_app`` takes everything through :class:`ApiContext`, so tests build an
+app around fakes and the service builds it around the real parts. OpenAPI
+is served at ``/docs`` (and ``/openapi.json``) unless ``api.docs`` is false.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service import metrics
+from service.api.auth import Authenticator, require, require_by_method
+from service.api.context import ApiContext
+from service.api.events import events_router
+from service.api.limits import BodyLimit
+from service.api.routes import health_router, rules_router
+
+__all__ = ["ApiContext", "create_app"]
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    api = ctx.settings.api
+    docs = api.docs
+    app = FastAPI(title="pipesentry", version="0.1.0",
+                  description="Sigma rules, correlations and anomaly checks over CI/CD and production logs.",
+                  docs_url="/docs" if docs else None, redoc_url=None,
+                  openapi_url="/openapi.json" if docs else None)
+    auth = Authenticator(api.tokens)
+    read, admin = require(auth, "read"), require(auth, "admin")
+    app.include_router(health_router(ctx, read))
+    app.include_router(rules_router(ctx, read, admin))
+    app.include_router(events_router(ctx, admin))
+    for router, mode in ctx.routers:
+        check = read if mode == "read" else require_by_method(auth)
+        app.include_router(router, dependencies=[Depends(check)])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.HTTP_REJECTED.labels("invalid").inc()
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    ingest_path = "/api/v1/events"
+    ingest_limit = ctx.settings.http_ingest.max_body_bytes
+    app.add_middleware(BodyLimit, limit_for=lambda path: ingest_limit if path == ingest_path
+                       else api.max_body_bytes)
+    app.state.context = ctx
+    app.state.auth = auth
+    return app

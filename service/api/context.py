@@ -1,0 +1,28 @@
+"""What the API needs from the running service, passed in by the composition root (``service.app``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.config import Settings
+from service.detection import Detector
+from service.reload import Reloader
+from service.runtime import Pipeline
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    detector: Detector
+    reloader: Reloader
+    pipeline: Pipeline | None
+    """``None`` when HTTP ingest is disabled."""
+    readiness: Callable[[], dict[str, bool]]
+    routers: list[tuple[APIRouter, str]] = field(default_factory=list)
+    """Extra routers (the alert router's ``/api/v1/alerts`` and silences) with their auth mode:
+    ``read`` or ``by_method`` (read for GET, admin otherwise)."""
+    extra: dict[str, Any] = field(default_factory=dict)

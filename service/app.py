@@ -1,0 +1,213 @@
+"""Composition root: builds every part from :class:`~service.config.Settings` and runs them together.
+
+One event loop runs the HTTP server (uvicorn), the Kafka consumer, stdin,
+followed files and the rules watcher. Shutdown (SIGTERM/SIGINT or
+:meth:`Service.request_stop`) stops the inputs first, lets in-flight alerts
+reach the router and commits what it accepted, then stops the router and the
+server, so a clean stop loses nothing and re-reads nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.alerting.router import AlertRouter
+from service.api import ApiContext, create_app
+from service.config import Settings
+from service.detection import Detector
+from service.reload import Reloader, compile_configured
+from service.runtime import KafkaRunner, Pipeline
+from service.sources.base import InputSpec
+from service.sources.deadletter import FileDeadLetters
+from service.sources.filetail import FileFollower
+from service.sources.stdin import read_stdin, stdin_wanted
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The service cannot start (rules rejected, port taken); the message says why."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns the signals and the shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _alert_routers(router: AlertRouter) -> list[tuple[Any, str]]:
+    """The alerting part's ``/api/v1/alerts`` and silences routes, when it provides them."""
+    for module_name in ("service.alerting.api", "service.alerting.http"):
+        try:
+            module = __import__(module_name, fromlist=["api_router"])
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        factory = getattr(module, "api_router", None)
+        if factory is not None:
+            return [(factory(router), "by_method")]
+    log.warning("alert API routes not available: /api/v1/alerts is not served")
+    return []
+
+
+class Service:
+    """The running pipesentry: inputs -> detector -> alert router, plus the HTTP API."""
+
+    def __init__(self, settings: Settings, *, router: Any | None = None, stdin: Any | None = None) -> None:
+        self.settings = settings
+        self.router = router if router is not None else AlertRouter(settings.alerting, settings.data_dir)
+        self._stdin = stdin
+        self.stop_event = asyncio.Event()
+        self.detector: Detector | None = None
+        self.reloader: Reloader | None = None
+        self.pipeline: Pipeline | None = None
+        self.kafka: KafkaRunner | None = None
+        self.app: FastAPI | None = None
+        self.server: _Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- build ------------------------------------------------------------------
+    async def build(self) -> None:
+        """Compile the rules and wire the parts; raises :class:`StartupError`."""
+        s = self.settings
+        paths = s.rules.resolved_paths()
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise StartupError(f"rules path(s) do not exist: {', '.join(missing)}")
+        outcome = await asyncio.to_thread(compile_configured, s.rules, s.correlation, s.anomaly, 1)
+        if not outcome.accepted or outcome.detection is None:
+            lines = [f"  {e.source}: {e.reason}" for e in outcome.errors[:50]]
+            raise StartupError("rules rejected (set rules.skip_invalid: true to leave bad rules out):\n"
+                               + "\n".join(lines))
+        for error in outcome.errors:
+            log.warning("rule skipped", extra={"source": error.source, "reason": error.reason})
+        self.detector = Detector(outcome.detection)
+        self.reloader = Reloader(self.detector, s.rules, s.correlation, s.anomaly)
+        self.reloader.note_loaded()
+        dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
+        self.pipeline = Pipeline(self.detector, self.router, dead)
+        if s.kafka is not None:
+            self.kafka = KafkaRunner(s.kafka, s.events, self.detector, self.router)
+        counts = outcome.detection.counts()
+        log.info("rules loaded", extra={"rules": counts, "skipped": len(outcome.errors),
+                                        "paths": [str(p) for p in paths]})
+        if s.api.enabled:
+            ctx = ApiContext(settings=s, detector=self.detector, reloader=self.reloader,
+                             pipeline=self.pipeline if s.http_ingest.enabled else None,
+                             readiness=self.readiness, routers=_alert_routers(self.router))
+            self.app = create_app(ctx)
+
+    def readiness(self) -> dict[str, bool]:
+        checks = {"rules_loaded": self.detector is not None and bool(self.detector.current.ruleset.rules)}
+        if self.kafka is not None:
+            checks["kafka_partitions_assigned"] = self.kafka.ready
+        return checks
+
+    # -- run ------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.request_stop)
+        if self.reloader is not None:
+            self.reloader.install_sighup(loop)
+
+    async def _serve(self) -> None:
+        s = self.settings.api
+        assert self.app is not None
+        config = uvicorn.Config(self.app, host=s.host, port=s.port, log_config=None, access_log=False,
+                                lifespan="off", server_header=False)
+        self.server = _Server(config)
+        if not self.settings.api.tokens and s.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("API listens beyond loopback without tokens: anyone who reaches it is admin",
+                        extra={"host": s.host})
+        await self.server.serve()
+        if not self.server.started:
+            raise StartupError(f"cannot listen on {s.host}:{s.port}")
+
+    async def _stdin_input(self) -> None:
+        assert self.pipeline is not None
+        s = self.settings
+        spec = InputSpec.from_settings("stdin", s.stdin, s.events.timestamp_fields)
+        pipeline = self.pipeline
+        await read_stdin(lambda messages: pipeline.ingest("stdin", messages, spec), stream=self._stdin,
+                         max_line=s.events.max_event_bytes)
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        """Run until stopped; raises :class:`StartupError` when it cannot start."""
+        if self.detector is None:
+            await self.build()
+        assert self.pipeline is not None and self.reloader is not None
+        s = self.settings
+        if install_signals:
+            self._install_signals()
+        await self.router.start()
+        stop = self.stop_event
+        server_task: asyncio.Task[None] | None = None
+        try:
+            if self.app is not None:
+                server_task = asyncio.create_task(self._serve(), name="http")
+            if self.kafka is not None:
+                self._tasks.append(asyncio.create_task(self.kafka.run(stop), name="kafka"))
+            if stdin_wanted(s.stdin.enabled, self._stdin):
+                self._tasks.append(asyncio.create_task(self._stdin_input(), name="stdin"))
+            pipeline = self.pipeline
+            for file in s.files:
+                spec = InputSpec.from_settings(f"file:{file.path}", file, s.events.timestamp_fields)
+                follower = FileFollower(file.path, _file_ingest(pipeline, spec), start_at=file.start_at,
+                                        poll_interval_s=file.poll_interval_s, max_line=s.events.max_event_bytes)
+                self._tasks.append(asyncio.create_task(follower.run(stop), name=f"file:{file.path}"))
+            if s.rules.watch:
+                self._tasks.append(asyncio.create_task(self.reloader.watch(stop), name="rules-watch"))
+            log.info("pipesentry running", extra={
+                "api": f"http://{s.api.host}:{s.api.port}" if self.app is not None else None,
+                "kafka": self.kafka is not None, "files": len(s.files)})
+            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+            if server_task is not None:
+                waiters.append(server_task)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            if server_task is not None and server_task.done():
+                server_task.result()  # a server that could not start is fatal
+        finally:
+            stop.set()
+            await self._stop_inputs()
+            await self.router.stop()
+            if server_task is not None:
+                if self.server is not None:
+                    self.server.should_exit = True
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(server_task, timeout=10)
+            log.info("pipesentry stopped")
+
+    async def _stop_inputs(self) -> None:
+        stdin_tasks = [t for t in self._tasks if t.get_name() == "stdin"]
+        for task in stdin_tasks:
+            task.cancel()  # the reader thread ends with the process; nothing unaccepted is acknowledged
+        others = [t for t in self._tasks if t not in stdin_tasks]
+        results = await asyncio.gather(*others, *stdin_tasks, return_exceptions=True)
+        for task, result in zip([*others, *stdin_tasks], results, strict=True):
+            if isinstance(result, Exception):
+                log.error("input failed", extra={"task": task.get_name(), "error": repr(result)})
+        self._tasks.clear()
+
+
+def _file_ingest(pipeline: Pipeline, spec: InputSpec) -> Any:
+    async def ingest(messages: Any) -> None:
+        await pipeline.ingest("file", messages, spec)
+
+    return ingest

@@ -1,0 +1,377 @@
+"""The one typed settings model: a YAML file plus ``PIPESENTRY_...`` environment overrides.
+
+Precedence, highest first: environment (``PIPESENTRY_KAFKA__GROUP_ID=x``, nested
+keys joined with ``__``), then the YAML file, then the defaults below. Every
+model forbids unknown keys so a typo fails at start with the key's dotted path
+instead of being silently ignored. Secrets are ``SecretStr``; each may instead
+come from a ``*_file`` (a mounted secret), read once at validation.
+
+With no file and no environment the defaults are the embedded mode: HTTP ingest
+on 127.0.0.1:8080, stdin when it is not a terminal, the project's rules, alerts
+to stdout and the local SQLite store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from detectors.model import LogSource
+from service.alerting.config import AlertingSettings
+
+ENV_PREFIX = "PIPESENTRY_"
+DEFAULT_PORT = 8080
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names every bad key (not retriable)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret_file(path: Path | None, what: str) -> SecretStr | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} file {str(path)!r}: {exc.strerror or exc}") from None
+    if not text:
+        raise ValueError(f"{what} file {str(path)!r} is empty")
+    return SecretStr(text)
+
+
+class LogSourceSettings(_Strict):
+    """The Sigma log source an input's events belong to (selects which rules apply)."""
+
+    product: str | None = None
+    category: str | None = None
+    service: str | None = None
+
+    def to_logsource(self) -> LogSource:
+        return LogSource(self.product, self.category, self.service)
+
+
+class DecoderSettings(_Strict):
+    """Which decoder reads an input's raw messages; ``decoder: json`` is shorthand for ``{type: json}``.
+
+    ``options`` go to the decoder's factory (``pattern`` for ``regex``, for example).
+    """
+
+    type: str = "json"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known(self) -> DecoderSettings:
+        from service.decoders import build_decoder  # late: decoders may be registered after import
+
+        try:
+            build_decoder(self.type, self.options)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(str(exc.args[0] if exc.args else exc)) from None
+        return self
+
+
+class InputSettings(_Strict):
+    """What every input shares: log source, decoder, the event time field."""
+
+    logsource: LogSourceSettings = Field(default_factory=LogSourceSettings)
+    decoder: DecoderSettings = Field(default_factory=DecoderSettings)
+    timestamp_field: str | None = None
+    """Dotted field with the event time; ``None`` uses ``events.timestamp_fields``."""
+
+
+class TopicSettings(InputSettings):
+    """One Kafka topic's mapping to a log source and a decoder."""
+
+
+class KafkaSecurity(_Strict):
+    """Passed through to aiokafka; secrets never leave this object except into the client."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _resolve(self) -> KafkaSecurity:
+        if self.sasl_password_file is not None:
+            object.__setattr__(self, "sasl_password", _read_secret_file(self.sasl_password_file, "sasl_password"))
+        if self.ssl_key_password_file is not None:
+            object.__setattr__(self, "ssl_key_password",
+                               _read_secret_file(self.ssl_key_password_file, "ssl_key_password"))
+        if self.protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError("sasl_mechanism is required with a SASL protocol")
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError("sasl_username and sasl_password (or sasl_password_file) are required with SASL")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {str(path)!r}")
+        return self
+
+
+class KafkaSettings(_Strict):
+    """The Kafka input: one consumer group over ``topics`` and/or ``topic_pattern``."""
+
+    bootstrap_servers: list[str] = Field(min_length=1)
+    group_id: str = "pipesentry"
+    client_id: str = "pipesentry"
+    topics: dict[str, TopicSettings] = Field(default_factory=dict)
+    topic_pattern: str | None = None
+    """Regex of further topics to subscribe to; they use ``pattern_defaults``."""
+    pattern_defaults: TopicSettings = Field(default_factory=TopicSettings)
+    dead_letter_topic: str | None = None
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_batch: int = Field(default=5000, ge=1)
+    """Records taken per ``getmany`` call."""
+    max_in_flight_batches: int = Field(default=4, ge=1)
+    """Batches detected but not yet accepted by the router; beyond it partitions are paused."""
+    max_message_bytes: int = Field(default=1_048_576, ge=1)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    fetch_max_bytes: int = Field(default=52_428_800, ge=1024)
+    max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
+    connect_backoff_initial_s: float = Field(default=0.5, gt=0)
+    connect_backoff_max_s: float = Field(default=30.0, gt=0)
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            import re
+
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _has_topics(self) -> KafkaSettings:
+        if not self.topics and not self.topic_pattern:
+            raise ValueError("set at least one of topics or topic_pattern")
+        if self.dead_letter_topic and self.dead_letter_topic in self.topics:
+            raise ValueError("dead_letter_topic must not be one of the consumed topics")
+        return self
+
+    def topic_settings(self, topic: str) -> TopicSettings:
+        return self.topics.get(topic, self.pattern_defaults)
+
+
+class HttpIngestSettings(InputSettings):
+    """``POST /api/v1/events``; ``?product=&category=&service=`` override ``logsource`` per request."""
+
+    enabled: bool = True
+    max_body_bytes: int = Field(default=10_485_760, ge=1024)
+    max_events: int = Field(default=100_000, ge=1)
+
+
+class StdinSettings(InputSettings):
+    """Newline-delimited events on standard input; ``auto`` reads it only when it is not a terminal."""
+
+    enabled: bool | Literal["auto"] = "auto"
+
+
+class FileInputSettings(InputSettings):
+    """Follow a file like ``tail -F``: reopens it after rotation or truncation."""
+
+    path: Path
+    start_at: Literal["beginning", "end"] = "end"
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+
+class TokenSettings(_Strict):
+    """One API bearer token, given inline or read from a secret file."""
+
+    name: str = "token"
+    role: Literal["read", "admin"] = "read"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self) -> TokenSettings:
+        if self.token_file is not None:
+            object.__setattr__(self, "token", _read_secret_file(self.token_file, "token"))
+        if self.token is None or not self.token.get_secret_value():
+            raise ValueError("set token or token_file")
+        if len(self.token.get_secret_value()) < 16:
+            raise ValueError("token must be at least 16 characters")
+        return self
+
+
+class ApiSettings(_Strict):
+    """The HTTP API. With no ``tokens`` authentication is off (the loopback default)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    tokens: list[TokenSettings] = Field(default_factory=list)
+    metrics_public: bool = True
+    """Serve ``/metrics`` without a token (Prometheus scrapers rarely carry one)."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Limit for every request body except event ingest (see ``http_ingest.max_body_bytes``)."""
+    docs: bool = True
+
+
+class RulesSettings(_Strict):
+    """Where rules come from and how reloads behave."""
+
+    paths: list[Path] = Field(default_factory=list)
+    """Rule files or directories; empty means the project's ``sigma-rules/``."""
+    pipelines: list[Path] = Field(default_factory=list)
+    skip_invalid: bool = False
+    """False: a (re)load with any rule error is rejected as a whole; True: bad rules are left out."""
+    watch: bool = True
+    watch_interval_s: float = Field(default=2.0, gt=0)
+
+    def resolved_paths(self) -> list[Path]:
+        if self.paths:
+            return list(self.paths)
+        from service.rules import default_rules_dir
+
+        return [default_rules_dir()]
+
+
+class EventSettings(_Strict):
+    """How events are read, whatever the input."""
+
+    timestamp_fields: list[str] = Field(default_factory=lambda: ["@timestamp", "timestamp", "time"])
+    """Dotted fields tried in order for the event time (ISO 8601, epoch seconds or milliseconds)."""
+    max_depth: int = Field(default=64, ge=1, le=1000)
+    max_event_bytes: int = Field(default=1_048_576, ge=64)
+
+
+class CorrelationSettings(_Strict):
+    enabled: bool | None = None
+    """``None``: on whenever the ruleset has correlation rules."""
+
+
+class AnomalySettings(_Strict):
+    checks: list[Path] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    """Everything pipesentry reads at start."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                      frozen=True, case_sensitive=False)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Path("pipesentry-data")
+    kafka: KafkaSettings | None = None
+    http_ingest: HttpIngestSettings = Field(default_factory=HttpIngestSettings)
+    stdin: StdinSettings = Field(default_factory=StdinSettings)
+    files: list[FileInputSettings] = Field(default_factory=list)
+    events: EventSettings = Field(default_factory=EventSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init values; the environment must win over it.
+        return env_settings, init_settings
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}): {exc.error_count()} error(s)"]
+    for err in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``; an empty file is an empty mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8: {exc.reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(path: Path | str | None = None, *, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from ``path`` (optional) and the environment; raises :class:`ConfigError`.
+
+    ``overrides`` (for example CLI flags, dotted keys) are merged over the file;
+    the environment still wins over both.
+    """
+    data: dict[str, Any] = read_yaml(Path(path)) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        target = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    origin = str(path) if path is not None else "defaults and environment"
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """A JSON-safe summary for logs and ``config check``; secrets show as ``**********``."""
+    return settings.model_dump(mode="json")

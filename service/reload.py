@@ -1,0 +1,174 @@
+"""Hot reload of the detection set: on an API call, on SIGHUP and when rule files change.
+
+A reload compiles the candidate in a worker thread beside the running set and
+swaps it in on the event loop, between batches (see ``service.detection``).
+A candidate with errors is rejected as a whole unless ``rules.skip_invalid``.
+Reloads are serialised; a trigger arriving during a reload runs after it.
+Rule directories are watched by polling a signature of (path, mtime, size): it
+needs no inotify and works on network and container-mounted volumes alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service import metrics
+from service.config import AnomalySettings, CorrelationSettings, RulesSettings
+from service.detection import CompileOutcome, Detector, compile_detection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    result: str
+    """``ok``, ``rejected`` (errors, old set kept) or ``failed`` (exception, old set kept)."""
+    trigger: str
+    generation: int
+    rules: dict[str, int]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"result": self.result, "trigger": self.trigger, "generation": self.generation,
+                "rules": self.rules, "errors": self.errors, "message": self.message,
+                "duration_s": round(self.duration_s, 3)}
+
+
+def error_dicts(errors: Sequence[Any], limit: int = 200) -> list[dict[str, Any]]:
+    return [{"source": e.source, "rule_id": e.rule_id, "title": e.title, "reason": e.reason}
+            for e in list(errors)[:limit]]
+
+
+def tree_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime_ns, size) of every file below ``paths``; changes when any file changes."""
+    entries: list[tuple[str, int, int]] = []
+    for root in paths:
+        root = Path(root)
+        try:
+            if root.is_file():
+                st = root.stat()
+                entries.append((str(root), st.st_mtime_ns, st.st_size))
+                continue
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    if name.startswith("."):
+                        continue
+                    full = os.path.join(dirpath, name)
+                    try:
+                        st = os.stat(full)
+                    except OSError:
+                        continue
+                    entries.append((full, st.st_mtime_ns, st.st_size))
+        except OSError:
+            entries.append((str(root), -1, -1))
+    entries.sort()
+    return tuple(entries)
+
+
+def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, anomaly: AnomalySettings,
+                       generation: int) -> CompileOutcome:
+    """Compile the detection set the settings describe (blocking; run it in a thread)."""
+    return compile_detection(rules.resolved_paths(), rules.pipelines, skip_invalid=rules.skip_invalid,
+                             correlation=correlation.enabled, anomaly_checks=anomaly.checks,
+                             generation=generation)
+
+
+class Reloader:
+    """Builds new detection sets and swaps them into ``detector``."""
+
+    def __init__(self, detector: Detector, rules: RulesSettings, correlation: CorrelationSettings,
+                 anomaly: AnomalySettings) -> None:
+        self._detector = detector
+        self._rules = rules
+        self._correlation = correlation
+        self._anomaly = anomaly
+        self._lock = asyncio.Lock()
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self.last: ReloadResult | None = None
+
+    def watched_paths(self) -> list[Path]:
+        return [*self._rules.resolved_paths(), *self._rules.pipelines, *self._anomaly.checks]
+
+    def compile(self, generation: int) -> CompileOutcome:
+        return compile_configured(self._rules, self._correlation, self._anomaly, generation)
+
+    async def reload(self, trigger: str) -> ReloadResult:
+        """Compile and, if acceptable, swap in a new set. Never raises; the old set stays on failure."""
+        async with self._lock:
+            started = time.monotonic()
+            metrics.LAST_RELOAD.set(time.time())
+            generation = self._detector.current.generation + 1
+            signature = await asyncio.to_thread(tree_signature, self.watched_paths())
+            try:
+                outcome = await asyncio.to_thread(self.compile, generation)
+            except Exception as exc:
+                log.exception("rule reload failed", extra={"trigger": trigger})
+                return self._finish(ReloadResult("failed", trigger, self._detector.current.generation,
+                                                 self._detector.current.counts(), message=str(exc),
+                                                 duration_s=time.monotonic() - started))
+            if not outcome.accepted or outcome.detection is None:
+                self._signature = signature  # do not retry the same broken files on every poll
+                log.warning("rule reload rejected; the previous ruleset stays active",
+                            extra={"trigger": trigger, "errors": len(outcome.errors), "reason": outcome.reason})
+                return self._finish(ReloadResult("rejected", trigger, self._detector.current.generation,
+                                                 self._detector.current.counts(), error_dicts(outcome.errors),
+                                                 outcome.reason, time.monotonic() - started))
+            self._detector.swap(outcome.detection)
+            self._signature = signature
+            counts = outcome.detection.counts()
+            log.info("ruleset reloaded", extra={"trigger": trigger, "generation": generation, "rules": counts,
+                                                "errors": len(outcome.errors)})
+            return self._finish(ReloadResult("ok", trigger, generation, counts, error_dicts(outcome.errors),
+                                             duration_s=time.monotonic() - started))
+
+    def _finish(self, result: ReloadResult) -> ReloadResult:
+        metrics.RELOADS.labels(result.result).inc()
+        metrics.LAST_RELOAD_SUCCESS.set(1 if result.result == "ok" else 0)
+        self.last = result
+        return result
+
+    def note_loaded(self) -> None:
+        """Record the signature of the files the initial set was built from."""
+        self._signature = tree_signature(self.watched_paths())
+
+    def install_sighup(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Reload on SIGHUP (main thread only); returns whether the handler is installed."""
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("sighup")))
+        except (NotImplementedError, RuntimeError, ValueError):
+            return False
+        return True
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Poll the rule files until ``stop`` is set; reload when their signature changes."""
+        interval = self._rules.watch_interval_s
+        if self._signature is None:
+            self._signature = await asyncio.to_thread(tree_signature, self.watched_paths())
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                current = await asyncio.to_thread(tree_signature, self.watched_paths())
+            except Exception:
+                log.exception("cannot scan rule directories")
+                continue
+            if current != self._signature and not self._lock.locked():
+                # Let writers finish: reload once the tree has been stable for one more interval.
+                await asyncio.sleep(min(interval, 0.5))
+                again = await asyncio.to_thread(tree_signature, self.watched_paths())
+                if again == current:
+                    await self.reload("watch")

@@ -1,0 +1,348 @@
+"""The pipeline loop: sources -> decode -> detect -> alert router, with at-least-once for Kafka.
+
+Two paths share :class:`Pipeline` (decode, detect, hand alerts to the router):
+
+* push inputs (HTTP, stdin, files) call :meth:`Pipeline.ingest` per batch and
+  get the outcome once the router has accepted the alerts;
+* :class:`KafkaRunner` fetches with ``getmany``, decodes and detects a whole
+  batch synchronously, and queues it for a single submitter task that hands
+  alerts and dead letters on in order and only then acknowledges the batch's
+  offsets. Up to ``max_in_flight_batches`` wait in that queue; beyond that every
+  assigned partition is paused (polling continues so the group keeps us), so a
+  slow router holds memory flat instead of growing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from detectors.alert import Alert
+from detectors.model import Origin
+from service import metrics
+from service.config import EventSettings, KafkaSettings
+from service.decoders import DecodeError
+from service.detection import Detector
+from service.sources.base import InputSpec, Item, RawMessage, Rejected, decode_batch
+from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
+
+log = logging.getLogger(__name__)
+
+
+class AlertSink(Protocol):
+    async def submit(self, alerts: Sequence[Alert]) -> Any: ...
+
+
+class DeadLetters(Protocol):
+    async def send(self, rejected: Sequence[Rejected]) -> None: ...
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+class Pipeline:
+    """Decode, detect and submit for push inputs; returns once alerts are accepted (or raises)."""
+
+    def __init__(self, detector: Detector, router: AlertSink, dead_letters: DeadLetters | None = None) -> None:
+        self.detector = detector
+        self.router = router
+        self.dead_letters = dead_letters
+
+    async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
+        started = time.perf_counter()
+        decoded = decode_batch(messages, spec)
+        for rejected in decoded.rejected:
+            metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
+        alerts = self.detector.process(decoded.items) if decoded.items else []
+        metrics.EVENTS.labels(source).inc(len(decoded.items))
+        if decoded.rejected and self.dead_letters is not None:
+            await self.dead_letters.send(decoded.rejected)
+        if alerts:
+            await self.router.submit(alerts)
+        metrics.DETECTION_LATENCY.observe(time.perf_counter() - started)
+        return IngestResult(len(decoded.items), decoded.rejected, alerts)
+
+
+@dataclass
+class _Work:
+    """One fetched batch after detection, waiting for the router."""
+
+    alerts: list[Alert]
+    rejected: list[Rejected]
+    offsets: dict[TopicPartition, int]
+    received: float
+    events: int
+
+
+def subscription_pattern(settings: KafkaSettings) -> str | None:
+    """One regex for ``topics`` plus ``topic_pattern`` (aiokafka takes topics or a pattern, not both)."""
+    if not settings.topic_pattern:
+        return None
+    names = "|".join(re.escape(t) for t in settings.topics)
+    return f"(?:{names})$|(?:{settings.topic_pattern})" if names else settings.topic_pattern
+
+
+class KafkaRunner:
+    """Consumes the configured topics in a consumer group until stopped; never loses an alert.
+
+    Offsets move only through :class:`OffsetTracker` after the router accepted
+    every alert of the batch and the dead-letter topic has every reject.
+    """
+
+    def __init__(self, settings: KafkaSettings, events: EventSettings, detector: Detector, router: AlertSink,
+                 *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None) -> None:
+        self.settings = settings
+        self.events = events
+        self.detector = detector
+        self.router = router
+        self.tracker = OffsetTracker()
+        self.dead_letters = dead_letters or DeadLetterWriter(settings)
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.connected = False
+        self.assigned: set[TopicPartition] = set()
+        self._specs: dict[str, InputSpec] = {}
+        self._queue: asyncio.Queue[_Work | None] = asyncio.Queue()
+        self._paused = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._abandon = False
+        self._submitter_done = asyncio.Event()
+        self._submitter_done.set()
+
+    @property
+    def ready(self) -> bool:
+        return self.connected and bool(self.assigned)
+
+    def spec(self, topic: str) -> InputSpec:
+        spec = self._specs.get(topic)
+        if spec is None:
+            spec = InputSpec.from_settings(f"kafka:{topic}", self.settings.topic_settings(topic),
+                                           self.events.timestamp_fields)
+            self._specs[topic] = spec
+        return spec
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect (retrying with backoff), consume until ``stop``, then drain and commit."""
+        backoff = self.settings.connect_backoff_initial_s
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(**consumer_kwargs(self.settings))
+            try:
+                await consumer.start()
+                await self.dead_letters.start()
+            except Exception as exc:
+                metrics.KAFKA_CONNECT_ERRORS.inc()
+                log.warning("cannot reach Kafka; retrying", extra={"retry_in_s": round(backoff, 2),
+                                                                   "error": f"{type(exc).__name__}: {exc}"})
+                await _quiet_stop(consumer)
+                if await _wait(stop, backoff):
+                    return
+                backoff = min(backoff * 2, self.settings.connect_backoff_max_s)
+                continue
+            backoff = self.settings.connect_backoff_initial_s
+            self.connected = True
+            self._consumer = consumer
+            try:
+                await self._consume(consumer, stop)
+            except Exception:
+                log.exception("Kafka consume loop failed; reconnecting")
+                await _wait(stop, backoff)
+            finally:
+                self.connected = False
+                await self._close(consumer)
+        await self.dead_letters.stop()
+
+    async def _close(self, consumer: AIOKafkaConsumer) -> None:
+        await self._finish_in_flight()
+        await commit(consumer, self.tracker)
+        self._consumer = None
+        await _quiet_stop(consumer)
+        self.tracker.revoke(list(self.tracker.assigned))
+        self._set_assigned(set())
+
+    async def _finish_in_flight(self) -> None:
+        if self._submitter_done.is_set():
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._submitter_done.wait(), timeout=self.shutdown_timeout_s)
+        except TimeoutError:
+            self._abandon = True  # what is not acknowledged is re-read by the next owner: nothing lost
+            log.warning("in-flight alerts not accepted before shutdown; their offsets stay uncommitted")
+            await self._submitter_done.wait()
+
+    # -- consume loop ----------------------------------------------------------------
+    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        listener = Rebalance(self.tracker, self._drain, lambda: consumer, self._set_assigned)
+        pattern = subscription_pattern(self.settings)
+        if pattern is not None:
+            consumer.subscribe(pattern=pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=list(self.settings.topics), listener=listener)
+        self._queue = asyncio.Queue()
+        self._submitter_done = asyncio.Event()
+        self._abandon = False
+        submitter = asyncio.create_task(self._submit_loop(), name="kafka-submitter")
+        committer = asyncio.create_task(self._commit_loop(consumer, stop), name="kafka-committer")
+        max_batch = self.settings.max_batch
+        try:
+            while not stop.is_set():
+                if submitter.done():
+                    submitter.result()  # surface a crash of the submitter
+                self._backpressure(consumer)
+                batches = await consumer.getmany(timeout_ms=200, max_records=max_batch)
+                if batches:
+                    self._queue.put_nowait(self._process(batches, consumer))
+        finally:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
+            if submitter.done():
+                self._submitter_done.set()
+
+    def _process(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer) -> _Work:
+        """Decode and detect one fetched batch (synchronous: the ruleset cannot change midway)."""
+        received = time.perf_counter()
+        items: list[Item] = []
+        rejected: list[Rejected] = []
+        offsets: dict[TopicPartition, int] = {}
+        max_bytes = self.settings.max_message_bytes
+        for tp, records in batches.items():
+            if not records:
+                continue
+            topic, partition = tp.topic, tp.partition
+            spec = self.spec(topic)
+            decoder, logsource, time_fields = spec.decoder, spec.logsource, spec.time_fields
+            for record in records:
+                value = record.value
+                origin = Origin("kafka", topic, partition, record.offset)
+                fallback = record.timestamp / 1000.0
+                try:
+                    if value is None:
+                        raise DecodeError("empty", "message has no value (tombstone)")
+                    if len(value) > max_bytes:
+                        raise DecodeError("oversize", f"message of {len(value)} bytes exceeds {max_bytes}")
+                    events = decoder(value)
+                except Exception as exc:
+                    reason = exc.reason if isinstance(exc, DecodeError) else "decoder_error"
+                    headers = tuple((k, v or b"") for k, v in (record.headers or ()))
+                    rejected.append(Rejected(RawMessage(value or b"", origin, fallback, headers, record.key),
+                                             reason, str(exc)))
+                    metrics.MESSAGES_REJECTED.labels("kafka", reason).inc()
+                    continue
+                if len(events) == 1:
+                    items.append(Item(events[0], origin, logsource, time_fields, fallback))
+                else:
+                    for index, event in enumerate(events):
+                        sub = Origin("kafka", topic, partition, record.offset, str(index))
+                        items.append(Item(event, sub, logsource, time_fields, fallback))
+            next_offset = records[-1].offset + 1
+            offsets[tp] = next_offset
+            high = consumer.highwater(tp)
+            if high is not None:
+                metrics.KAFKA_CONSUMER_LAG.labels(topic, str(partition)).set(max(high - next_offset, 0))
+        alerts = self.detector.process(items) if items else []
+        metrics.EVENTS.labels("kafka").inc(len(items))
+        return _Work(alerts, rejected, offsets, received, len(items))
+
+    def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
+        full = self._queue.qsize() >= self.settings.max_in_flight_batches
+        assignment = consumer.assignment()
+        if full:
+            paused = consumer.paused()
+            to_pause = [tp for tp in assignment if tp not in paused]
+            if to_pause:
+                consumer.pause(*to_pause)
+            if not self._paused:
+                log.info("router is slow: partitions paused", extra={"in_flight": self._queue.qsize()})
+            self._paused = True
+            metrics.KAFKA_PAUSED_PARTITIONS.set(len(assignment))
+        elif self._paused:
+            consumer.resume(*consumer.paused())
+            self._paused = False
+            metrics.KAFKA_PAUSED_PARTITIONS.set(0)
+
+    # -- submit and commit -------------------------------------------------------------
+    async def _submit_loop(self) -> None:
+        try:
+            while True:
+                work = await self._queue.get()
+                if work is None:
+                    self._queue.task_done()
+                    return
+                if await self._deliver(work):
+                    self.tracker.ack(work.offsets)
+                else:
+                    # abandoned at shutdown: later batches must not be acknowledged past this one
+                    while not self._queue.empty():
+                        self._queue.get_nowait()
+                        self._queue.task_done()
+                    self._queue.task_done()
+                    return
+                self._queue.task_done()
+        finally:
+            self._submitter_done.set()
+
+    async def _deliver(self, work: _Work) -> bool:
+        """Dead letters then alerts, retried with backoff until accepted (or abandoned at shutdown)."""
+        delay = 0.1
+        stage = "dead_letter"
+        while True:
+            try:
+                if stage == "dead_letter":
+                    await self.dead_letters.send(work.rejected)
+                    stage = "router"
+                if work.alerts:
+                    await self.router.submit(work.alerts)
+                metrics.DETECTION_LATENCY.observe(time.perf_counter() - work.received)
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._abandon:
+                    return False
+                log.warning("cannot hand on a batch; retrying", extra={
+                    "stage": stage, "retry_in_s": delay, "error": f"{type(exc).__name__}: {exc}"})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _commit_loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.settings.commit_interval_s)
+            await commit(consumer, self.tracker)
+
+    async def _drain(self) -> None:
+        """Wait (bounded) until every queued batch is acknowledged: called before partitions leave."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout=min(self.shutdown_timeout_s, 20.0))
+        except TimeoutError:
+            log.warning("rebalance: in-flight batches not accepted in time; the next owner re-reads them")
+
+    def _set_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = assigned
+        metrics.KAFKA_PARTITIONS_ASSIGNED.set(len(assigned))
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        return True
+    except TimeoutError:
+        return False
+
+
+async def _quiet_stop(consumer: AIOKafkaConsumer) -> None:
+    try:
+        await consumer.stop()
+    except Exception:
+        log.debug("error while stopping the Kafka consumer", exc_info=True)

@@ -1,0 +1,196 @@
+"""Types every input shares, and the decode step that turns raw messages into detector items.
+
+An input hands over raw messages; :func:`decode_batch` runs the input's decoder
+on each, keeping the rejects (with reason and original bytes) apart so the
+input can dead-letter or count them. Event time is looked up lazily by the
+detector (only when a stateful engine or an alert needs it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from detectors.model import LogSource, Origin
+from service.decoders import DecodeError, Decoder, build_decoder
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """How one input (or one Kafka topic) is read: decoder, log source and event time fields."""
+
+    name: str
+    decoder: Decoder
+    logsource: LogSource
+    time_fields: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, name: str, settings: Any, default_time_fields: Sequence[str]) -> InputSpec:
+        """From an ``InputSettings``-shaped model (logsource, decoder, timestamp_field)."""
+        fields = (settings.timestamp_field,) if settings.timestamp_field else tuple(default_time_fields)
+        return cls(name=name, decoder=build_decoder(settings.decoder.type, settings.decoder.options),
+                   logsource=settings.logsource.to_logsource(), time_fields=fields)
+
+
+@dataclass(slots=True)
+class RawMessage:
+    """One message as it arrived; ``fallback_time`` is used when the event carries no time."""
+
+    value: bytes
+    origin: Origin
+    fallback_time: float
+    headers: tuple[tuple[str, bytes], ...] = ()
+    key: bytes | None = None
+
+
+@dataclass(slots=True)
+class Item:
+    """One decoded event on its way through detection."""
+
+    event: dict[str, Any]
+    origin: Origin
+    logsource: LogSource
+    time_fields: tuple[str, ...]
+    fallback_time: float
+
+    def time(self) -> float:
+        """Event time (unix seconds) from the first usable time field, else the fallback."""
+        for name in self.time_fields:
+            value = lookup(self.event, name)
+            if value is not None:
+                parsed = parse_time(value)
+                if parsed is not None:
+                    return parsed
+        return self.fallback_time
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A message no decoder could read: the original, where it came from, and why."""
+
+    message: RawMessage
+    reason: str
+    error: str
+
+
+@dataclass(slots=True)
+class Decoded:
+    items: list[Item] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def lookup(event: Any, dotted: str) -> Any:
+    """``event[dotted]`` if present as a flat key, else the nested path ``a.b.c``."""
+    if not isinstance(event, dict):
+        return None
+    if dotted in event:
+        return event[dotted]
+    node = event
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+        if node is None:
+            return None
+    return node
+
+
+_MS_THRESHOLD = 1e11  # epoch values above this are milliseconds (1e11 s is year 5138)
+
+
+def parse_time(value: Any) -> float | None:
+    """Unix seconds from ISO 8601 text or epoch seconds/milliseconds (number or digits); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.timestamp()
+    else:
+        return None
+    if not math.isfinite(number) or number < 0:
+        return None
+    return number / 1000.0 if number > _MS_THRESHOLD else number
+
+
+def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded | None = None) -> Decoded:
+    """Decode ``messages`` with ``spec``'s decoder into ``out`` (appending; created if None)."""
+    result = out if out is not None else Decoded()
+    decoder = spec.decoder
+    items = result.items
+    logsource = spec.logsource
+    time_fields = spec.time_fields
+    for message in messages:
+        try:
+            events = decoder(message.value)
+        except DecodeError as exc:
+            result.rejected.append(Rejected(message, exc.reason, exc.message))
+            continue
+        except Exception as exc:  # a decoder bug must not stop the input
+            result.rejected.append(Rejected(message, "decoder_error", f"{type(exc).__name__}: {exc}"))
+            continue
+        if len(events) == 1:
+            items.append(Item(events[0], message.origin, logsource, time_fields, message.fallback_time))
+        else:
+            base = message.origin
+            for index, event in enumerate(events):
+                origin = Origin(base.input, base.topic, base.partition, base.offset,
+                                f"{base.key}#{index}" if base.key else str(index))
+                items.append(Item(event, origin, logsource, time_fields, message.fallback_time))
+    return result
+
+
+class LineSplitter:
+    """Cuts a byte stream into non-blank lines, each with the stream offset it starts at.
+
+    A line longer than ``max_line`` without a newline is handed on as it is, so
+    one endless line cannot hold memory (the decoder then rejects it as oversize).
+    """
+
+    def __init__(self, max_line: int, position: int = 0) -> None:
+        self._rest = b""
+        self._max = max_line
+        self._rest_at = position
+
+    def feed(self, chunk: bytes) -> list[tuple[int, bytes]]:
+        data = self._rest + chunk if self._rest else chunk
+        out: list[tuple[int, bytes]] = []
+        start = 0
+        base = self._rest_at
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            line = data[start:end]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip():
+                out.append((base + start, line))
+            start = end + 1
+        self._rest = data[start:]
+        self._rest_at = base + start
+        if len(self._rest) > self._max:
+            out.append((self._rest_at, self._rest))
+            self._rest_at += len(self._rest)
+            self._rest = b""
+        return out
+
+    def flush(self) -> list[tuple[int, bytes]]:
+        """The unterminated last line, if any (at end of input or before a rotation)."""
+        rest, at = self._rest, self._rest_at
+        self._rest_at += len(rest)
+        self._rest = b""
+        return [(at, rest)] if rest.strip() else []

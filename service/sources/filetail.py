@@ -1,0 +1,131 @@
+"""Following a file like ``tail -F``: keeps reading as it grows, reopens it after rotation.
+
+Polling (``poll_interval_s``) instead of inotify: it works on every file
+system, including container volumes. Rotation is noticed when the path points
+to a new inode (rename + create) or the file shrank (copytruncate); before
+switching, whatever was appended to the old file is read to its end, so no line
+is lost across a rotation. Origin keys are ``path:inode:byte offset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from detectors.model import Origin
+from service.sources.base import LineSplitter, RawMessage
+
+log = logging.getLogger(__name__)
+
+Ingest = Callable[[Sequence[RawMessage]], Awaitable[object]]
+READ_SIZE = 1 << 20
+
+
+class FileFollower:
+    """Follows one path until ``stop`` is set."""
+
+    def __init__(self, path: Path, ingest: Ingest, *, start_at: str = "end", poll_interval_s: float = 0.5,
+                 max_line: int = 1_048_576) -> None:
+        self.path = path
+        self._ingest = ingest
+        self._start_at = start_at
+        self._interval = poll_interval_s
+        self._max_line = max_line
+        self._handle: BinaryIO | None = None
+        self._inode: int | None = None
+        self._offset = 0
+        self._splitter = LineSplitter(max_line)
+        self.lines = 0
+
+    def _open(self, at_end: bool) -> bool:
+        try:
+            handle = self.path.open("rb")
+        except OSError:
+            return False
+        st = os.fstat(handle.fileno())
+        self._handle, self._inode = handle, st.st_ino
+        self._offset = st.st_size if at_end else 0
+        handle.seek(self._offset)
+        self._splitter = LineSplitter(self._max_line, self._offset)
+        return True
+
+    def _close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = None
+
+    def _read_available(self) -> list[RawMessage]:
+        """Everything complete that was appended since the last read (bounded per call)."""
+        assert self._handle is not None
+        chunk = self._handle.read(READ_SIZE)
+        if not chunk:
+            return []
+        self._offset += len(chunk)
+        return self._messages(self._splitter.feed(chunk))
+
+    def _messages(self, lines: list[tuple[int, bytes]]) -> list[RawMessage]:
+        now = time.time()
+        return [RawMessage(line, Origin("file", key=f"{self.path}:{self._inode}:{at}"), now)
+                for at, line in lines]
+
+    def _rotated(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False  # gone for now; keep the old handle until a new file appears
+        return st.st_ino != self._inode or st.st_size < self._offset
+
+    async def _hand_on(self, messages: list[RawMessage]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._ingest(messages)
+                self.lines += len(messages)
+                return
+            except Exception as exc:
+                log.warning("file batch not accepted; retrying", extra={
+                    "path": str(self.path), "error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        first = True
+        try:
+            while not stop.is_set():
+                if self._handle is None:
+                    if not self._open(at_end=first and self._start_at == "end"):
+                        if await _wait(stop, self._interval):
+                            return
+                        continue
+                    first = False
+                messages = self._read_available()
+                if messages:
+                    await self._hand_on(messages)
+                    continue  # maybe more is waiting
+                if self._rotated():
+                    while tail := self._read_available():  # written between the last read and now
+                        await self._hand_on(tail)
+                    rest = self._messages(self._splitter.flush())
+                    if rest:
+                        await self._hand_on(rest)
+                    log.info("file rotated; reopening", extra={"path": str(self.path)})
+                    self._close()
+                    self._open(at_end=False)
+                    continue
+                if await _wait(stop, self._interval):
+                    return
+        finally:
+            self._close()
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        return True
+    except TimeoutError:
+        return False
