@@ -1,0 +1,30 @@
+"""Builders shared by the alerting unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.alert import Alert, build_alert
+from detectors.model import LogSource, Match, Origin, RuleInfo
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rule(rule_id: str = "r1", level: str = "high", tags: tuple[str, ...] = ("attack.execution",),
+         title: str | None = None) -> RuleInfo:
+    return RuleInfo(id=rule_id, title=title or f"Rule {rule_id}", level=level, author="Tester", tags=tags,
+                    description="test rule")
+
+
+def alert(offset: int = 0, *, r: RuleInfo | None = None, event: dict[str, Any] | None = None,
+          ts: float = 1_700_000_000.0, topic: str = "ci", product: str | None = "github") -> Alert:
+    ev = event if event is not None else {"user": "alice", "host": "h1", "cmd": "curl | sh"}
+    return build_alert(Match(rule=r or rule(), fields=(("cmd", ev.get("cmd")),)), ev,
+                       Origin(input="kafka", topic=topic, partition=0, offset=offset), event_time=ts, now=ts,
+                       logsource=LogSource(product=product))
