@@ -18,7 +18,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,7 +101,8 @@ class KafkaRunner:
     """
 
     def __init__(self, settings: KafkaSettings, events: EventSettings, detector: Detector, router: AlertSink,
-                 *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None) -> None:
+                 *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None,
+                 consumer_factory: Callable[..., Any] = AIOKafkaConsumer) -> None:
         self.settings = settings
         self.events = events
         self.detector = detector
@@ -109,6 +110,7 @@ class KafkaRunner:
         self.tracker = OffsetTracker()
         self.dead_letters = dead_letters or DeadLetterWriter(settings)
         self.shutdown_timeout_s = shutdown_timeout_s
+        self._consumer_factory = consumer_factory
         self.connected = False
         self.assigned: set[TopicPartition] = set()
         self._specs: dict[str, InputSpec] = {}
@@ -136,7 +138,7 @@ class KafkaRunner:
         """Connect (retrying with backoff), consume until ``stop``, then drain and commit."""
         backoff = self.settings.connect_backoff_initial_s
         while not stop.is_set():
-            consumer = AIOKafkaConsumer(**consumer_kwargs(self.settings))
+            consumer = self._consumer_factory(**consumer_kwargs(self.settings))
             try:
                 await consumer.start()
                 await self.dead_letters.start()

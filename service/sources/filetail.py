@@ -4,7 +4,7 @@ Polling (``poll_interval_s``) instead of inotify: it works on every file
 system, including container volumes. Rotation is noticed when the path points
 to a new inode (rename + create) or the file shrank (copytruncate); before
 switching, whatever was appended to the old file is read to its end, so no line
-is lost across a rotation. Origin keys are ``path:inode:byte offset``.
+is lost across a rotation. Origin keys are ``path:inode:byte offset:line hash``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from detectors.model import Origin
 from service.sources.base import LineSplitter, RawMessage
+from service.sources.http import content_key
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class FileFollower:
 
     def _messages(self, lines: list[tuple[int, bytes]]) -> list[RawMessage]:
         now = time.time()
-        return [RawMessage(line, Origin("file", key=f"{self.path}:{self._inode}:{at}"), now)
+        # inode + offset alone repeat after a copytruncate rotation: the line's hash tells them apart
+        return [RawMessage(line, Origin("file", key=f"{self.path}:{self._inode}:{at}:{content_key(line)[:8]}"), now)
                 for at, line in lines]
 
     def _rotated(self) -> bool:

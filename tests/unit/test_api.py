@@ -1,0 +1,206 @@
+"""The HTTP API around a real detector and a fake alert router (the router has its own tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.api import ApiContext, create_app
+from service.config import Settings
+from service.detection import Detector, compile_detection
+from service.reload import Reloader
+from service.runtime import Pipeline
+
+RULE = """
+title: Curl Piped To Shell
+id: 6f1d1a4e-0000-4000-8000-000000000001
+status: test
+author: tests
+logsource: {category: ci_job_log}
+detection:
+    sel: {message|contains: '| sh'}
+    condition: sel
+level: high
+"""
+SECOND = RULE.replace("0001", "0002").replace("Curl Piped To Shell", "Wget Seen").replace("'| sh'", "wget")
+BROKEN = "title: Broken\nid: 6f1d1a4e-0000-4000-8000-000000000003\nlogsource: {product: x}\ndetection: {}\n"
+ADMIN, READER = "admin-token-abcdefghijkl", "read-token-abcdefghijklm"
+MATCHING = b'{"message": "curl https://x | sh", "@timestamp": "2026-01-02T03:04:05Z"}'
+
+
+class FakeRouter:
+    """Records what it accepted; ``fail`` makes ``submit`` refuse like a full spool."""
+
+    def __init__(self) -> None:
+        self.accepted: list = []
+        self.fail = False
+
+    async def submit(self, alerts) -> None:
+        if self.fail:
+            raise RuntimeError("spool full")
+        self.accepted.extend(alerts)
+
+
+def build(tmp_path: Path, *, tokens: bool = True, ready: bool = True, **overrides) -> tuple:
+    rules = tmp_path / "rules"
+    rules.mkdir(exist_ok=True)
+    (rules / "curl.yml").write_text(RULE)
+    data = {"rules": {"paths": [str(rules)], **overrides.pop("rules", {})}, "data_dir": str(tmp_path / "d")}
+    if tokens:
+        data["api"] = {"tokens": [{"name": "ops", "role": "admin", "token": ADMIN},
+                                  {"name": "viewer", "role": "read", "token": READER}],
+                       **overrides.pop("api", {})}
+    data.update(overrides)
+    settings = Settings(**data)
+    outcome = compile_detection([rules], [], skip_invalid=settings.rules.skip_invalid, generation=1)
+    detector = Detector(outcome.detection)
+    reloader = Reloader(detector, settings.rules, settings.correlation, settings.anomaly)
+    router = FakeRouter()
+    ctx = ApiContext(settings=settings, detector=detector, reloader=reloader,
+                     pipeline=Pipeline(detector, router), readiness=lambda: {"rules_loaded": ready})
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t")
+    return client, router, rules
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_health_open_and_readiness(tmp_path):
+    client, _, _ = build(tmp_path, ready=False)
+    async with client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"] == {"rules_loaded": False}
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200 and "pipesentry_events_total" in metrics.text
+        assert (await client.get("/docs")).status_code == 200
+        assert "/api/v1/events" in (await client.get("/openapi.json")).json()["paths"]
+
+
+async def test_roles(tmp_path):
+    client, _, _ = build(tmp_path)
+    async with client:
+        assert (await client.get("/api/v1/rules")).status_code == 401
+        wrong = await client.get("/api/v1/rules", headers=auth("x" * 24))
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+        assert (await client.get("/api/v1/rules", headers=auth(READER))).status_code == 200
+        assert (await client.post("/api/v1/rules/reload", headers=auth(READER))).status_code == 403
+        assert (await client.post("/api/v1/events", content=MATCHING, headers=auth(READER))).status_code == 403
+        assert (await client.post("/api/v1/rules/reload", headers=auth(ADMIN))).status_code == 200
+
+
+async def test_metrics_can_require_a_token(tmp_path):
+    client, _, _ = build(tmp_path, api={"metrics_public": False})
+    async with client:
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/metrics", headers=auth(READER))).status_code == 200
+
+
+async def test_ingest_ndjson_and_array(tmp_path):
+    client, router, _ = build(tmp_path)
+    async with client:
+        body = MATCHING + b'\n{"message": "fine"}\nnot json\n'
+        resp = await client.post("/api/v1/events?category=ci_job_log", content=body, headers=auth(ADMIN))
+        doc = resp.json()
+        assert resp.status_code == 200 and doc["accepted"] == 2
+        assert doc["rejected"] == [{"index": 2, "reason": "decode", "error": doc["rejected"][0]["error"]}]
+        assert [a["title"] for a in doc["alerts"]] == ["Curl Piped To Shell"]
+        assert [a.id for a in router.accepted] == [doc["alerts"][0]["id"]]
+        assert router.accepted[0].timestamp == 1767323045.0  # from @timestamp, not arrival
+        # the same request again (a client retry): the same alert id, so sinks drop the duplicate
+        again = await client.post("/api/v1/events?category=ci_job_log", content=body, headers=auth(ADMIN))
+        assert again.json()["alerts"][0]["id"] == doc["alerts"][0]["id"]
+        array = await client.post("/api/v1/events?category=ci_job_log", headers=auth(ADMIN),
+                                  content=b"[" + MATCHING + b', {"message": "fine"}]')
+        assert array.json()["accepted"] == 2 and len(array.json()["alerts"]) == 1
+        # wrong log source: the rule does not apply
+        other = await client.post("/api/v1/events?product=windows", content=MATCHING, headers=auth(ADMIN))
+        assert other.json()["alerts"] == []
+
+
+async def test_ingest_bad_bodies(tmp_path):
+    client, router, _ = build(tmp_path, http_ingest={"max_body_bytes": 2048, "max_events": 3})
+    async with client:
+        big = await client.post("/api/v1/events", content=b"{}\n" * 1000, headers=auth(ADMIN))
+        assert big.status_code == 413
+        async def chunks():
+            for _ in range(400):
+                yield b'{"a": 1}\n'
+
+        chunked = await client.post("/api/v1/events", content=chunks(), headers=auth(ADMIN))
+        assert chunked.status_code == 413
+        many = await client.post("/api/v1/events", content=b"{}\n" * 4, headers=auth(ADMIN))
+        assert many.status_code == 400 and "limit of 3" in many.json()["detail"]
+        bad = await client.post("/api/v1/events", content=b"[1, 2", headers=auth(ADMIN))
+        assert bad.status_code == 400
+        mixed = await client.post("/api/v1/events", content=b'["x", {"a": 1}]', headers=auth(ADMIN))
+        assert mixed.status_code == 200 and mixed.json()["accepted"] == 1
+        assert mixed.json()["rejected"][0]["index"] == 0 and mixed.json()["rejected"][0]["reason"] == "not_object"
+        nothing = await client.post("/api/v1/events", content=b'\xff\xfe\n[]\n', headers=auth(ADMIN))
+        assert nothing.status_code == 400 and [r["reason"] for r in nothing.json()["rejected"]] == [
+            "utf8", "not_object"]
+        router.fail = True
+        refused = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING,
+                                    headers=auth(ADMIN))
+        assert refused.status_code == 503
+        metrics = (await client.get("/metrics")).text
+        assert 'pipesentry_http_requests_rejected_total{reason="too_large"}' in metrics
+
+
+async def test_api_body_limit_applies_to_other_endpoints(tmp_path):
+    client, _, _ = build(tmp_path, api={"max_body_bytes": 4096})
+    async with client:
+        resp = await client.post("/api/v1/rules/test", json={"rule": "x" * 5000, "events": []},
+                                 headers=auth(ADMIN))
+        assert resp.status_code == 413
+
+
+async def test_rules_list_get_and_test(tmp_path):
+    client, router, _ = build(tmp_path)
+    async with client:
+        listing = (await client.get("/api/v1/rules?level=high", headers=auth(READER))).json()
+        assert listing["total"] == 1 and listing["items"][0]["title"] == "Curl Piped To Shell"
+        one = await client.get("/api/v1/rules/6f1d1a4e-0000-4000-8000-000000000001", headers=auth(READER))
+        assert one.status_code == 200 and one.json()["author"] == "tests"
+        assert (await client.get("/api/v1/rules/nope", headers=auth(READER))).status_code == 404
+        tested = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={
+            "rule": SECOND, "events": [{"message": "wget x"}, {"message": "curl"}]})
+        assert tested.status_code == 200
+        assert [(m["event"], m["title"]) for m in tested.json()["matches"]] == [(0, "Wget Seen")]
+        broken = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"rule": BROKEN, "events": []})
+        assert broken.status_code == 422 and broken.json()["errors"]
+        assert (await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"events": []})).status_code == 422
+        # nothing stored, nothing routed, active set unchanged
+        assert router.accepted == []
+        assert (await client.get("/api/v1/rules", headers=auth(READER))).json()["total"] == 1
+
+
+@pytest.mark.parametrize("skip_invalid", [False, True])
+async def test_reload_swaps_or_rejects_as_a_whole(tmp_path, skip_invalid):
+    client, _, rules = build(tmp_path, rules={"skip_invalid": skip_invalid})
+    async with client:
+        (rules / "wget.yml").write_text(SECOND)
+        ok = await client.post("/api/v1/rules/reload", headers=auth(ADMIN))
+        assert ok.status_code == 200 and ok.json()["rules"]["sigma"] == 2 and ok.json()["generation"] == 2
+        (rules / "broken.yml").write_text(BROKEN)
+        (rules / "third.yml").write_text(SECOND.replace("0002", "0004").replace("Wget Seen", "Third"))
+        resp = await client.post("/api/v1/rules/reload", headers=auth(ADMIN))
+        titles = {r["title"] for r in (await client.get("/api/v1/rules", headers=auth(READER))).json()["items"]}
+        if skip_invalid:
+            assert resp.status_code == 200 and resp.json()["errors"]
+            assert titles == {"Curl Piped To Shell", "Wget Seen", "Third"}
+        else:
+            assert resp.status_code == 422 and resp.json()["result"] == "rejected"
+            assert "broken.yml" in resp.json()["errors"][0]["source"]
+            assert titles == {"Curl Piped To Shell", "Wget Seen"}
+
+
+async def test_no_tokens_means_open_api(tmp_path):
+    client, _, _ = build(tmp_path, tokens=False)
+    async with client:
+        assert (await client.get("/api/v1/rules")).status_code == 200
+        resp = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING)
+        assert resp.status_code == 200 and len(resp.json()["alerts"]) == 1

@@ -1,0 +1,321 @@
+"""Inputs: event time, line splitting, file following with rotation, stdin, and the Kafka loop's
+at-least-once bookkeeping (against an in-memory consumer; the real broker is in tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+
+from detectors.model import LogSource, Origin
+from service.config import EventSettings, KafkaSettings
+from service.detection import Detector, compile_detection
+from service.sources.base import InputSpec, Item, LineSplitter, RawMessage, decode_batch, parse_time
+from service.sources.filetail import FileFollower
+from service.sources.kafka import OffsetTracker
+from service.sources.stdin import read_stdin
+
+RULE = """
+title: Curl Piped To Shell
+id: 6f1d1a4e-0000-4000-8000-000000000001
+author: tests
+logsource: {category: ci_job_log}
+detection:
+    sel: {message|contains: '| sh'}
+    condition: sel
+level: high
+"""
+
+
+async def eventually(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2026-01-02T03:04:05Z", 1767323045.0),
+    ("2026-01-02T03:04:05.250+01:00", 1767319445.25),
+    ("2026-01-02 03:04:05", 1767323045.0),
+    (1767323045, 1767323045.0),
+    (1767323045250, 1767323045.25),
+    ("1767323045.5", 1767323045.5),
+    ("yesterday", None), (True, None), (None, None), (-5, None), (float("nan"), None),
+])
+def test_parse_time(value, expected):
+    assert parse_time(value) == expected
+
+
+def test_item_time_uses_first_usable_field_then_fallback():
+    item = Item({"a": {"ts": "bad"}, "time": 1767323045}, Origin("x"), LogSource(), ("a.ts", "time"), 7.0)
+    assert item.time() == 1767323045.0
+    assert Item({"x": 1}, Origin("x"), LogSource(), ("time",), 7.0).time() == 7.0
+    flat = Item({"event.created": "2026-01-02T03:04:05Z"}, Origin("x"), LogSource(), ("event.created",), 0)
+    assert flat.time() == 1767323045.0
+
+
+def test_line_splitter_keeps_offsets_across_chunks():
+    splitter = LineSplitter(max_line=100)
+    assert splitter.feed(b"ab\r\n\ncd") == [(0, b"ab")]
+    assert splitter.feed(b"e\nfg") == [(5, b"cde")]
+    assert splitter.flush() == [(9, b"fg")]
+    long = LineSplitter(max_line=4)
+    assert long.feed(b"0123456789") == [(0, b"0123456789")]
+
+
+def test_decode_batch_gives_each_event_of_a_message_its_own_origin():
+    spec = InputSpec("t", lambda data: [{"n": 1}, {"n": 2}] if data == b"two" else [{"n": 0}],
+                     LogSource(product="p"), ("ts",))
+    out = decode_batch([RawMessage(b"two", Origin("kafka", "t", 0, 5), 1.0),
+                        RawMessage(b"one", Origin("kafka", "t", 0, 6), 1.0)], spec)
+    assert [(i.event["n"], i.origin.offset, i.origin.key) for i in out.items] == [(1, 5, "0"), (2, 5, "1"), (0, 6, None)]
+
+
+async def test_file_follower_survives_rename_and_truncate_rotation(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_bytes(b"old line before start\n")
+    got: list[RawMessage] = []
+
+    async def ingest(messages):
+        got.extend(messages)
+
+    stop = asyncio.Event()
+    follower = FileFollower(path, ingest, start_at="end", poll_interval_s=0.02)
+    task = asyncio.create_task(follower.run(stop))
+    await asyncio.sleep(0.1)
+    with path.open("ab") as f:
+        f.write(b"one\ntw")
+        f.flush()
+        await eventually(lambda: len(got) == 1)
+        f.write(b"o\n")
+    await eventually(lambda: len(got) == 2)
+    # rename rotation: a last line lands in the old file after the rename, before the new file is read
+    with path.open("ab") as f:
+        os.rename(path, tmp_path / "app.log.1")
+        f.write(b"three\n")
+    path.write_bytes(b"four\n")
+    await eventually(lambda: len(got) == 4)
+    # copytruncate rotation
+    path.write_bytes(b"")
+    await asyncio.sleep(0.1)
+    path.write_bytes(b"five\n")
+    await eventually(lambda: len(got) == 5)
+    stop.set()
+    await task
+    assert [m.value for m in got] == [b"one", b"two", b"three", b"four", b"five"]
+    keys = [m.origin.key for m in got]
+    assert len(set(keys)) == 5 and ":22:" in keys[0] and ":26:" in keys[1]
+
+
+async def test_stdin_reads_a_pipe_to_its_end_and_retries_refused_batches():
+    read_fd, write_fd = os.pipe()
+    got: list[bytes] = []
+    refusals = [1]
+
+    async def ingest(messages):
+        if refusals:
+            refusals.pop()
+            raise RuntimeError("router busy")
+        got.extend(m.value for m in messages)
+
+    with os.fdopen(read_fd, "rb", buffering=0) as reader:
+        task = asyncio.create_task(read_stdin(ingest, stream=reader))
+        with os.fdopen(write_fd, "wb") as writer:
+            writer.write(b'{"a": 1}\n\n{"a": 2}\n{"a": 3}')
+        total = await asyncio.wait_for(task, 10)
+    assert total == 3 and got == [b'{"a": 1}', b'{"a": 2}', b'{"a": 3}']
+
+
+def test_offset_tracker_only_moves_forward_on_owned_partitions():
+    tp, other = TopicPartition("t", 0), TopicPartition("t", 1)
+    tracker = OffsetTracker()
+    tracker.assign([tp])
+    tracker.ack({tp: 10, other: 99})
+    tracker.ack({tp: 5})
+    assert tracker.pending() == {tp: 10}
+    tracker.confirm({tp: 10})
+    assert tracker.pending() == {}
+    tracker.revoke([tp])
+    tracker.ack({tp: 20})
+    assert tracker.pending() == {}
+
+
+# --- the Kafka loop against an in-memory consumer ---------------------------------------
+
+Record = namedtuple("Record", "value key offset timestamp headers")
+
+
+class FakeConsumer:
+    """Just enough of AIOKafkaConsumer: group assignment, getmany, pause/resume, commit."""
+
+    def __init__(self, records: dict[TopicPartition, list[Record]]) -> None:
+        self.records = records
+        self.positions = dict.fromkeys(records, 0)
+        self._paused: set[TopicPartition] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.listener = None
+        self.assigned: set[TopicPartition] = set()
+        self.ever_paused = False
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, topics=None, pattern=None, listener=None) -> None:
+        self.listener = listener
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None):
+        if not self.assigned:
+            self.assigned = set(self.records)
+            await self.listener.on_partitions_assigned(sorted(self.assigned))
+        out = {}
+        for tp in sorted(self.assigned - self._paused):
+            pos = self.positions[tp]
+            chunk = self.records[tp][pos:pos + 3]
+            if chunk:
+                out[tp] = chunk
+                self.positions[tp] = pos + len(chunk)
+        if not out:
+            await asyncio.sleep(0.01)
+        return out
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def pause(self, *tps) -> None:
+        self._paused.update(tps)
+        self.ever_paused = True
+
+    def resume(self, *tps) -> None:
+        self._paused.difference_update(tps)
+
+    def paused(self):
+        return set(self._paused)
+
+    def highwater(self, tp):
+        return len(self.records[tp])
+
+    async def commit(self, offsets) -> None:
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+
+class ScriptedRouter:
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.accepted: list = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def submit(self, alerts) -> None:
+        await self.gate.wait()
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("not now")
+        self.accepted.extend(alerts)
+
+
+class FakeDeadLetters:
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.sent: list = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, rejected) -> None:
+        if rejected and self.failures:
+            self.failures -= 1
+            raise RuntimeError("dlq down")
+        self.sent.extend(rejected)
+
+
+def kafka_runner(tmp_path: Path, router, records, dead_letters=None, **kafka):
+    from service.runtime import KafkaRunner
+
+    (tmp_path / "r.yml").write_text(RULE)
+    detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
+    settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
+                             **{"commit_interval_s": 0.02, **kafka})
+    consumer = FakeConsumer(records)
+    runner = KafkaRunner(settings, EventSettings(), detector, router, dead_letters=dead_letters or FakeDeadLetters(),
+                         consumer_factory=lambda **_: consumer)
+    return runner, consumer
+
+
+def ci_records(count: int, bad: frozenset[int] = frozenset()) -> list[Record]:
+    out = []
+    for i in range(count):
+        value = b"not json" if i in bad else (b'{"message": "curl x | sh", "n": %d}' % i)
+        out.append(Record(value, None, i, 1767323045000 + i, [("h", b"v")]))
+    return out
+
+
+async def test_kafka_loop_commits_only_what_the_router_accepted(tmp_path):
+    tp = TopicPartition("ci", 0)
+    router = ScriptedRouter(failures=3)
+    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(10)})
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: len(router.accepted) == 10 and consumer.commits and consumer.commits[-1][tp] == 10)
+    stop.set()
+    await task
+    assert len({a.id for a in router.accepted}) == 10
+    assert [a.origin.offset for a in router.accepted] == list(range(10))
+    # every commit was at most what had been accepted at that point, and commits never go back
+    committed = [c[tp] for c in consumer.commits]
+    assert committed == sorted(committed) and committed[-1] == 10
+
+
+async def test_kafka_backpressure_pauses_partitions_and_loses_nothing(tmp_path):
+    tp = TopicPartition("ci", 0)
+    router = ScriptedRouter()
+    router.gate.clear()
+    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(30)}, max_in_flight_batches=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: consumer.ever_paused)
+    assert consumer.positions[tp] < 30 and consumer.commits == []
+    router.gate.set()
+    await eventually(lambda: len(router.accepted) == 30)
+    await eventually(lambda: consumer.commits and consumer.commits[-1][tp] == 30)
+    assert consumer.paused() == set()
+    stop.set()
+    await task
+
+
+async def test_kafka_rejects_reach_dead_letters_before_their_offsets_are_committed(tmp_path):
+    tp = TopicPartition("ci", 0)
+    dead = FakeDeadLetters(failures=2)
+    router = ScriptedRouter()
+    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(6, bad=frozenset({1, 4}))}, dead_letters=dead)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: consumer.commits and consumer.commits[-1][tp] == 6)
+    stop.set()
+    await task
+    assert [(r.message.origin.offset, r.reason, r.message.value) for r in dead.sent] == [
+        (1, "decode", b"not json"), (4, "decode", b"not json")]
+    assert dead.sent[0].message.headers == (("h", b"v"),)
+    assert len(router.accepted) == 4
+
+
+async def test_kafka_revocation_drains_and_commits_the_revoked_partitions(tmp_path):
+    tp = TopicPartition("ci", 0)
+    router = ScriptedRouter()
+    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(3)}, commit_interval_s=60)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: consumer.positions[tp] == 3 and runner.ready)
+    await consumer.listener.on_partitions_revoked([tp])
+    assert consumer.commits[-1] == {tp: 3} and len(router.accepted) == 3
+    assert not runner.ready
+    stop.set()
+    await task
