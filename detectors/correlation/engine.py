@@ -58,7 +58,7 @@ class Limits:
 class _Node:
     """One correlation at run time: its spec, its groups, and who consumes its alerts."""
 
-    __slots__ = ("deferred", "groups", "index", "parents", "single", "spec", "suppressed", "sweep")
+    __slots__ = ("deferred", "groups", "index", "numeric", "parents", "single", "spec", "suppressed", "sweep")
 
     def __init__(self, spec: CorrelationSpec, index: int) -> None:
         self.spec = spec
@@ -67,6 +67,7 @@ class _Node:
         self.parents: list[tuple[_Node, int]] = []
         self.deferred = spec.deferred
         self.single = len(spec.group_by) == 1
+        self.numeric = spec.type in NUMERIC_TYPES and not spec.frequency_mode
         self.suppressed = False
         self.sweep = 0
 
@@ -247,7 +248,7 @@ class CorrelationEngine:
             key = tuple(key_part(v) for v in shown)
         value: Any = None
         if slot.value_fields:
-            value = self._value(spec.type, source, slot.value_fields)
+            value = self._value(node.numeric, source, slot.value_fields)
             if value is MISSING:
                 return
 
@@ -286,13 +287,13 @@ class CorrelationEngine:
             self._emit(node, key, window, ts, metric, extra, start, source, out)
             window.clear()
 
-    def _value(self, kind: str, source: Mapping[str, Any], fields: tuple[str, ...]) -> Any:
+    def _value(self, numeric: bool, source: Mapping[str, Any], fields: tuple[str, ...]) -> Any:
         if len(fields) == 1:
             raw = get_field(source, fields[0])
             if raw is MISSING:
                 self.counters["missing_value_field"] += 1
                 return MISSING
-            if kind in NUMERIC_TYPES:
+            if numeric:
                 number = as_number(raw)
                 if number is None:
                     self.counters["non_numeric_value"] += 1
