@@ -105,12 +105,15 @@ def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline 
         except Exception as exc:  # transformations raise assorted error types
             raise CompileError(f"processing pipeline failed: {_reason(exc)}") from exc
     node = rule_node(rule, table)
+
+    def indexed(aid: int) -> bool:
+        return bool(table.atoms[aid].keys)
     return CompiledRule(
         info=info,
-        predicate=to_predicate(node),
+        predicate=to_predicate(node, indexed),
         atom_ids=tuple(dict.fromkeys(positive_atoms(node) + positive_atoms(node, positive=False))),
         positives=tuple(positive_atoms(node)),
-        trigger=trigger(node, lambda aid: bool(table.atoms[aid].keys)),
+        trigger=trigger(node, indexed),
     )
 
 

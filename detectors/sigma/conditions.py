@@ -61,21 +61,24 @@ def make_not(child: Node) -> Node:
     return ("not", child)
 
 
-def to_predicate(node: Node) -> Predicate:
+def to_predicate(node: Node, indexed: Callable[[int], bool]) -> Predicate:
+    """Closure evaluating ``node``; atoms found by the index are a dict lookup only."""
     op, arg = node
     if op == "atom":
-        aid = arg
+        aid: int = arg  # type: ignore[assignment]
+        if indexed(aid):
+            return lambda c: aid in c.hits
 
         def atom(c: Context) -> bool:
-            return aid in c.hits or c.slow(aid)  # type: ignore[arg-type]
+            return aid in c.hits or c.slow(aid)
         return atom
     if op == "const":
         value = bool(arg)
         return lambda c: value
     if op == "not":
-        inner = to_predicate(arg)  # type: ignore[arg-type]
+        inner = to_predicate(arg, indexed)  # type: ignore[arg-type]
         return lambda c: not inner(c)
-    parts = [to_predicate(child) for child in arg]  # type: ignore[attr-defined]
+    parts = [to_predicate(child, indexed) for child in arg]  # type: ignore[attr-defined]
     if op == "and":
         if len(parts) == 2:
             a, b = parts
@@ -116,29 +119,46 @@ def positive_atoms(node: Node, positive: bool = True, out: list[int] | None = No
     return found
 
 
-def trigger(node: Node, indexed: Callable[[int], bool]) -> frozenset[int] | None:
-    """Atoms one of which must be true for ``node`` to be true; None when no such set exists."""
+def trigger(node: Node, indexed: Callable[[int], bool]) -> tuple[frozenset[int], ...] | None:
+    """Clauses of atoms such that, whenever ``node`` is true, every clause has a true atom.
+
+    None means no such clause exists (the node can be true with all atoms false).
+    The clauses kept are those found by the index alone; if there is none, the
+    single cheapest clause is kept (its direct atoms are then tested per event).
+    """
+    clauses = _clauses(node)
+    if clauses is None:
+        return None
+    if any(not clause for clause in clauses):
+        return (frozenset(),)  # never true
+    fully = tuple(c for c in clauses if all(indexed(a) for a in c))
+    if fully:
+        return fully
+    return (min(clauses, key=lambda c: _cost(c, indexed)),)
+
+
+def _clauses(node: Node) -> list[frozenset[int]] | None:
     op, arg = node
     if op == "atom":
-        return frozenset((arg,))  # type: ignore[arg-type]
+        return [frozenset((arg,))]  # type: ignore[arg-type]
     if op == "const":
-        return None if arg else frozenset()
+        return None if arg else [frozenset()]
     if op == "not":
         return None
-    subs = [trigger(child, indexed) for child in arg]  # type: ignore[attr-defined]
-    if op == "or":
-        if any(s is None for s in subs):
-            return None
-        return frozenset().union(*[s for s in subs if s is not None])
-    best: frozenset[int] | None = None
-    for s in subs:
-        if s is None:
-            continue
-        if best is None or _cost(s, indexed) < _cost(best, indexed):
-            best = s
-    return best
+    subs = [_clauses(child) for child in arg]  # type: ignore[attr-defined]
+    if op == "and":
+        out: list[frozenset[int]] = []
+        for sub in subs:
+            for clause in sub or ():
+                if clause not in out:
+                    out.append(clause)
+        return out or None
+    if any(sub is None for sub in subs):
+        return None
+    # OR: one clause of each alternative, united, is necessary; take each one's smallest.
+    return [frozenset().union(*(min(sub, key=len) for sub in subs if sub is not None))]
 
 
 def _cost(atoms: frozenset[int], indexed: Callable[[int], bool]) -> tuple[int, int]:
-    """Prefer triggers found by the index, then smaller ones."""
+    """Prefer clauses found by the index, then smaller ones."""
     return (sum(1 for a in atoms if not indexed(a)), len(atoms))

@@ -25,29 +25,26 @@ class CompiledRule:
     predicate: Predicate
     atom_ids: tuple[int, ...]
     positives: tuple[int, ...]
-    trigger: frozenset[int] | None
-    """Atoms one of which is true whenever the rule matches; None: evaluate on every event."""
+    trigger: tuple[frozenset[int], ...] | None
+    """Clauses of atoms, each with a true atom whenever the rule matches; None: evaluate on every event."""
 
 
 class _Context:
-    """Per-event state: atom results found by the index (``hits``) plus lazily tested ones."""
+    """Per-event state: atom results found by the index (``hits``) plus lazily tested direct atoms."""
 
-    __slots__ = ("atoms", "hits", "miss", "use_index", "view")
+    __slots__ = ("atoms", "hits", "miss", "view")
 
-    def __init__(self, view: View, hits: dict[int, Any], atoms: list[Atom], use_index: bool) -> None:
+    def __init__(self, view: View, hits: dict[int, Any], atoms: list[Atom]) -> None:
         self.view = view
         self.hits = hits
         self.atoms = atoms
-        self.use_index = use_index
         self.miss: set[int] = set()
 
     def slow(self, aid: int) -> bool:
+        """Test a direct (unindexed) atom once per event."""
         if aid in self.miss:
             return False
-        atom = self.atoms[aid]
-        if self.use_index and atom.keys:
-            return False  # indexed atoms were all found by the scan
-        found = atom.test(self.view)
+        found = self.atoms[aid].test(self.view)
         if found is MISS:
             self.miss.add(aid)
             return False
@@ -55,11 +52,33 @@ class _Context:
         return True
 
 
+class _LazyHits(dict[int, Any]):
+    """Naive evaluation: every atom is tested on first use, nothing comes from an index."""
+
+    def __init__(self, view: View, atoms: list[Atom]) -> None:
+        super().__init__()
+        self.view = view
+        self.atoms = atoms
+        self.miss: set[int] = set()
+
+    def __contains__(self, aid: object) -> bool:
+        if dict.__contains__(self, aid):
+            return True
+        if aid in self.miss or not isinstance(aid, int):
+            return False
+        found = self.atoms[aid].test(self.view)
+        if found is MISS:
+            self.miss.add(aid)
+            return False
+        self[aid] = found
+        return True
+
+
 def _match(rule: CompiledRule, ctx: _Context) -> Match:
     atoms = ctx.atoms
     fields: list[tuple[str, Any]] = []
     for aid in rule.positives:
-        if aid in ctx.hits or ctx.slow(aid):
+        if aid in ctx.hits or (not atoms[aid].keys and ctx.slow(aid)):
             pair = (atoms[aid].display, ctx.hits[aid])
             if pair not in fields:
                 fields.append(pair)
@@ -69,26 +88,29 @@ def _match(rule: CompiledRule, ctx: _Context) -> Match:
 class Route:
     """The rules applying to one event log source, with their shared indexes."""
 
-    __slots__ = ("always", "direct_triggers", "fields", "keywords", "rules", "triggers")
+    __slots__ = ("always", "direct_triggers", "fields", "keywords", "need", "rules", "triggers")
 
     def __init__(self, rules: list[CompiledRule], atoms: list[Atom]) -> None:
         self.rules = rules
         self.fields: dict[str, FieldIndex] = {}
         self.keywords: FieldIndex | None = None
-        triggers: dict[int, list[int]] = {}
+        triggers: dict[int, list[tuple[int, int]]] = {}
         always: list[int] = []
         direct: list[int] = []
+        need: list[int] = []
         seen: set[int] = set()
         for position, rule in enumerate(rules):
+            need.append((1 << len(rule.trigger)) - 1 if rule.trigger is not None else 0)
             if rule.trigger is None:
                 always.append(position)
             else:
-                for aid in rule.trigger:
-                    if aid not in triggers:
-                        triggers[aid] = []
-                        if not atoms[aid].keys:
-                            direct.append(aid)
-                    triggers[aid].append(position)
+                for bit, clause in enumerate(rule.trigger):
+                    for aid in clause:
+                        if aid not in triggers:
+                            triggers[aid] = []
+                            if not atoms[aid].keys:
+                                direct.append(aid)
+                        triggers[aid].append((position, 1 << bit))
             for aid in rule.atom_ids:
                 atom = atoms[aid]
                 if aid in seen or not atom.keys:
@@ -107,6 +129,7 @@ class Route:
         if self.keywords is not None:
             self.keywords.finish()
         self.triggers = {aid: tuple(positions) for aid, positions in triggers.items()}
+        self.need = tuple(need)
         self.always = tuple(always)
         self.direct_triggers = tuple(direct)
 
@@ -126,15 +149,20 @@ class Route:
         if self.keywords is not None:
             for text in view.strings():
                 self.keywords.scan(text, text, hits, atoms)
-        ctx = _Context(view, hits, atoms, True)
-        candidates: set[int] = set(self.always)
-        triggers = self.triggers
+        ctx = _Context(view, hits, atoms)
         for aid in self.direct_triggers:
             ctx.slow(aid)
+        triggers = self.triggers
+        marks: dict[int, int] = {}
         for aid in hits:
-            positions = triggers.get(aid)
-            if positions is not None:
-                candidates.update(positions)
+            entries = triggers.get(aid)
+            if entries is not None:
+                for position, bit in entries:
+                    marks[position] = marks.get(position, 0) | bit
+        need = self.need
+        candidates = [p for p, mark in marks.items() if mark == need[p]]
+        if self.always:
+            candidates.extend(self.always)
         if not candidates:
             return []
         rules = self.rules
@@ -168,6 +196,7 @@ class Ruleset:
         for info in (*self.rules, *(info for info, _ in self.correlations)):
             if info.name:
                 self._by_key.setdefault(info.name, info)
+        self._buckets = frozenset(rule.info.logsource for rule in compiled)
         self._routes: dict[tuple[str | None, ...] | None, Route] = {}
 
     def get(self, rule_id_or_name: str) -> RuleInfo | None:
@@ -180,7 +209,11 @@ class Ruleset:
         if route is None:
             if len(self._routes) >= MAX_ROUTES:
                 self._routes.clear()
-            chosen = [r for r in self._compiled if logsource is None or r.info.logsource.covers(logsource)]
+            if logsource is None:
+                chosen = list(self._compiled)
+            else:
+                covering = {ls for ls in self._buckets if ls.covers(logsource)}
+                chosen = [r for r in self._compiled if r.info.logsource in covering]
             route = Route(chosen, self._atoms)
             self._routes[key] = route
         return route
@@ -195,7 +228,8 @@ class Ruleset:
         """Same result as :meth:`evaluate`, testing each rule in turn without any index."""
         if not isinstance(event, Mapping):
             return []
-        ctx = _Context(View(flatten(event)), {}, self._atoms, False)
+        view = View(flatten(event))
+        ctx = _Context(view, _LazyHits(view, self._atoms), self._atoms)
         out: list[Match] = []
         for rule in self._compiled:
             if logsource is not None and not rule.info.logsource.covers(logsource):

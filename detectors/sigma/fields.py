@@ -24,10 +24,21 @@ def flatten(event: Mapping[str, Any]) -> Flat:
     return out
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _walk(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
     for key, value in obj.items():
-        path = f"{prefix}.{str(key).lower()}" if prefix else str(key).lower()
-        _add(path, value, out, depth)
+        name = key.lower() if type(key) is str else str(key).lower()
+        path = f"{prefix}.{name}" if prefix else name
+        if type(value) in _SCALARS:
+            bucket = out.get(path)
+            if bucket is None:
+                out[path] = [value]
+            else:
+                bucket.append(value)
+        else:
+            _add(path, value, out, depth)
 
 
 def _add(path: str, value: Any, out: Flat, depth: int) -> None:
