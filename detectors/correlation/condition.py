@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -42,21 +42,47 @@ class Condition:
     """``terms`` are ``(operator, threshold)`` pairs that must all hold."""
 
     terms: tuple[tuple[str, float], ...]
+    check: Callable[[float], bool] = field(init=False, repr=False, compare=False)
+    """``holds`` compiled into one closure (the engine calls it for every event)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "check", _compile(self.terms))
 
     @property
     def immediate(self) -> bool:
         return all(op in IMMEDIATE_OPERATORS for op, _ in self.terms)
 
     def holds(self, value: float) -> bool:
-        if isinstance(value, float) and math.isnan(value):
-            return False
-        return all(OPERATORS[op](value, threshold) for op, threshold in self.terms)
+        """All terms hold; NaN (an average of nothing) satisfies no condition, not even ``neq``."""
+        return self.check(value)
 
     def as_dict(self) -> dict[str, float]:
         return {op: _plain(threshold) for op, threshold in self.terms}
 
     def describe(self) -> str:
         return " and ".join(f"{op} {_plain(threshold)}" for op, threshold in self.terms)
+
+
+def _compile(terms: tuple[tuple[str, float], ...]) -> Callable[[float], bool]:
+    if len(terms) == 1:
+        op, threshold = terms[0]
+        match op:
+            case "gt":
+                return lambda v: v > threshold
+            case "gte":
+                return lambda v: v >= threshold
+            case "lt":
+                return lambda v: v < threshold
+            case "lte":
+                return lambda v: v <= threshold
+            case "eq":
+                return lambda v: v == threshold
+            case "neq":
+                return lambda v: v == v and v != threshold  # v == v is False for NaN
+            case _:
+                raise ConditionError(f"unknown condition operator {op!r}")
+    checks = [_compile((term,)) for term in terms]
+    return lambda v: all(check(v) for check in checks)
 
 
 def _plain(value: float) -> float:

@@ -43,6 +43,12 @@ SKIP_REASONS: tuple[str, ...] = (
 _SWEEP_EVERY = 1024
 
 
+def _as_time(ts: Any) -> float | None:
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    return float(ts)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_keys: int = 100_000
@@ -58,7 +64,8 @@ class Limits:
 class _Node:
     """One correlation at run time: its spec, its groups, and who consumes its alerts."""
 
-    __slots__ = ("deferred", "groups", "index", "numeric", "parents", "single", "spec", "suppressed", "sweep")
+    __slots__ = ("check", "deferred", "groups", "index", "numeric", "parents", "single", "span", "spec",
+                 "suppressed", "sweep")
 
     def __init__(self, spec: CorrelationSpec, index: int) -> None:
         self.spec = spec
@@ -66,6 +73,8 @@ class _Node:
         self.groups: OrderedDict[Any, Window] = OrderedDict()
         self.parents: list[tuple[_Node, int]] = []
         self.deferred = spec.deferred
+        self.check = spec.condition.check
+        self.span = spec.span
         self.single = len(spec.group_by) == 1
         self.numeric = spec.type in NUMERIC_TYPES and not spec.frequency_mode
         self.suppressed = False
@@ -98,6 +107,7 @@ class CorrelationEngine:
         self._seq = 0
         self._pending: list[tuple[float, int, Event, list[str], Any]] = []
         self._deadlines: list[tuple[float, int, int, Any]] = []
+        self._direct = self.limits.allowed_lateness <= 0
 
     # -- public API -----------------------------------------------------------------
 
@@ -125,26 +135,33 @@ class CorrelationEngine:
         for match in matches:
             if match.rule.id in by_rule:
                 if rule_ids is None:
-                    rule_ids = []
-                rule_ids.append(match.rule.id)
-        if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+                    rule_ids = [match.rule.id]
+                else:
+                    rule_ids.append(match.rule.id)
+        if type(ts) is not float:
+            ts = _as_time(ts)
+        if ts is None or not -math.inf < ts < math.inf:
             if rule_ids is not None:
                 self.counters["missing_timestamp"] += 1
             return []
-        ts = float(ts)
         if rule_ids is not None and ts < self._now:
             self.counters["late"] += 1
             rule_ids = None
         if ts > self._max_seen:
             self._max_seen = ts
         out: list[tuple[_Node, Match]] = []
-        if not self._pending and self.limits.allowed_lateness <= 0:
+        if self._direct and not self._pending:
             if ts >= self._now:
-                self._close_before(ts, out)
+                if self._deadlines and self._deadlines[0][0] < ts:
+                    self._close_before(ts, out)
                 self._now = ts
                 if rule_ids is not None:
-                    self._apply(event, rule_ids, ts, ref, out)
-            return self._visible(out)
+                    if len(rule_ids) == 1:
+                        for node, slot in by_rule[rule_ids[0]]:
+                            self._feed(node, slot, event, ts, ref, out)
+                    else:
+                        self._apply(event, rule_ids, ts, ref, out)
+            return self._visible(out) if out else []
         if rule_ids is not None:
             self._seq += 1
             heapq.heappush(self._pending, (ts, self._seq, event, rule_ids, ref))
@@ -234,11 +251,14 @@ class CorrelationEngine:
         slot = spec.slots[slot_index]
         shown: tuple[Any, ...]
         if node.single:
-            raw = get_field(source, slot.group_fields[0])
-            if raw is MISSING:
-                self.counters["missing_group_by"] += 1
-                return
-            key: Any = key_part(raw)
+            name = slot.group_fields[0]
+            raw = source.get(name, MISSING)
+            if raw is MISSING or raw is None or type(raw) is list:
+                raw = get_field(source, name)
+                if raw is MISSING:
+                    self.counters["missing_group_by"] += 1
+                    return
+            key: Any = raw.lower() if type(raw) is str else key_part(raw)
             shown = (raw,)
         else:
             shown = tuple(get_field(source, name) for name in slot.group_fields)
@@ -278,28 +298,30 @@ class CorrelationEngine:
             window.add(entry)
             return
         window.add(entry)
-        window.expire(ts - spec.span)
-        fired, metric, extra = window.evaluate(spec.condition)
-        if fired:
+        cutoff = ts - node.span
+        if window.entries[0][0] < cutoff:
+            window.expire(cutoff)
+        metric = window.metric()
+        if node.check(metric):
             start = window.start()
-            if start is None:
-                start = ts
-            self._emit(node, key, window, ts, metric, extra, start, source, out)
+            self._emit(node, key, window, ts, metric, None, ts if start is None else start, source, out)
             window.clear()
 
     def _value(self, numeric: bool, source: Mapping[str, Any], fields: tuple[str, ...]) -> Any:
         if len(fields) == 1:
-            raw = get_field(source, fields[0])
-            if raw is MISSING:
-                self.counters["missing_value_field"] += 1
-                return MISSING
+            raw = source.get(fields[0], MISSING)
+            if raw is MISSING or raw is None or type(raw) is list:
+                raw = get_field(source, fields[0])
+                if raw is MISSING:
+                    self.counters["missing_value_field"] += 1
+                    return MISSING
             if numeric:
                 number = as_number(raw)
                 if number is None:
                     self.counters["non_numeric_value"] += 1
                     return MISSING
                 return number
-            return key_part(raw)
+            return raw.lower() if type(raw) is str else key_part(raw)
         raws = [get_field(source, name) for name in fields]
         if MISSING in raws:
             self.counters["missing_value_field"] += 1

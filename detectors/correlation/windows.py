@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import Counter, deque
+from collections import Counter
 from typing import Any
 
 from detectors.correlation.condition import Condition
 
 Entry = tuple[float, int, Any, Any]
+
+
+def _ts(entry: Entry) -> float:
+    return entry[0]
 
 
 class Window:
@@ -31,8 +35,13 @@ class Window:
 
     __slots__ = ("anchor", "entries", "last_start", "same_start", "shown")
 
+    TRACKS = False
+    """True when removing an entry must update a running aggregate (``_removed``)."""
+
     def __init__(self) -> None:
-        self.entries: deque[Entry] = deque()
+        # A list, not a deque: an empty deque costs ~600 bytes, and windows are
+        # trimmed from the front in batches with one ``del``.
+        self.entries: list[Entry] = []
         self.anchor: float | None = None
         self.shown: tuple[Any, ...] = ()
         self.last_start: float | None = None
@@ -44,8 +53,13 @@ class Window:
     def expire(self, cutoff: float) -> None:
         """Drop entries older than ``cutoff`` (the window's inclusive lower edge)."""
         entries = self.entries
-        while entries and entries[0][0] < cutoff:
-            self._removed(entries.popleft())
+        if not entries or entries[0][0] >= cutoff:
+            return
+        n = bisect.bisect_left(entries, cutoff, key=_ts)
+        if self.TRACKS:
+            for entry in entries[:n]:
+                self._removed(entry)
+        del entries[:n]
 
     def _removed(self, entry: Entry) -> None:
         """Hook for subclasses keeping running aggregates."""
@@ -63,10 +77,7 @@ class Window:
 
     def evidence(self, cap: int) -> list[Entry]:
         """The entries that justify an alert, at most ``cap`` (the latest ones)."""
-        entries = self.entries
-        if len(entries) <= cap:
-            return list(entries)
-        return list(entries)[-cap:]
+        return self.entries[-cap:]
 
     def rebuild(self) -> None:
         """Recompute running aggregates from ``entries`` (after a restore)."""
@@ -87,13 +98,17 @@ class DistinctWindow(Window):
 
     __slots__ = ("counts",)
 
+    TRACKS = True
+
     def __init__(self) -> None:
         super().__init__()
-        self.counts: Counter[Any] = Counter()
+        self.counts: dict[Any, int] = {}
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)
-        self.counts[entry[2]] += 1
+        counts = self.counts
+        value = entry[2]
+        counts[value] = counts.get(value, 0) + 1
 
     def _removed(self, entry: Entry) -> None:
         counts = self.counts
@@ -111,7 +126,7 @@ class DistinctWindow(Window):
         return float(len(self.counts))
 
     def rebuild(self) -> None:
-        self.counts = Counter(entry[2] for entry in self.entries)
+        self.counts = dict(Counter(entry[2] for entry in self.entries))
 
 
 class TemporalWindow(DistinctWindow):
@@ -121,7 +136,8 @@ class TemporalWindow(DistinctWindow):
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)
-        self.counts[entry[1]] += 1
+        counts = self.counts
+        counts[entry[1]] = counts.get(entry[1], 0) + 1
 
     def _removed(self, entry: Entry) -> None:
         counts = self.counts
@@ -132,7 +148,7 @@ class TemporalWindow(DistinctWindow):
             del counts[entry[1]]
 
     def rebuild(self) -> None:
-        self.counts = Counter(entry[1] for entry in self.entries)
+        self.counts = dict(Counter(entry[1] for entry in self.entries))
 
     def evidence(self, cap: int) -> list[Entry]:
         """The latest entry of each rule first (they prove the condition), then the rest."""
@@ -163,7 +179,7 @@ class OrderedWindow(Window):
         tails: list[int] = []
         tail_idx: list[int] = []
         parent: list[int] = []
-        entries = list(self.entries)
+        entries = self.entries
         for i, entry in enumerate(entries):
             pos = bisect.bisect_left(tails, entry[1])
             if pos == len(tails):
@@ -196,6 +212,8 @@ class SumWindow(Window):
     """value_sum: the sum of the numeric value field."""
 
     __slots__ = ("total",)
+
+    TRACKS = True
 
     def __init__(self) -> None:
         super().__init__()
