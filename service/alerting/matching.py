@@ -23,7 +23,7 @@ def lookup(event: Mapping[str, Any] | None, path: str) -> Any:
         return value
     current: Any = event
     for part in path.split("."):
-        if not isinstance(current, Mapping):
+        if type(current) is not dict and not isinstance(current, Mapping):
             return None
         current = current.get(part, _MISSING)
         if current is _MISSING:

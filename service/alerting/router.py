@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from detectors.alert import Alert, iso_time
-from detectors.model import level_rank
+from detectors.model import LEVELS, level_rank
 from service import metrics
 
 from .config import AlertingSettings
@@ -184,31 +184,39 @@ class AlertRouter:
         ``render=False`` skips building documents (routing benchmark)."""
         now = self.clock() if now is None else now
         out = Decision()
-        suppressor, silences, grouper = self.suppressor, self.silences, self.grouper
+        suppressor, silences, grouper, routes = self.suppressor, self.silences, self.grouper, self.routes
+        produced: dict[tuple[str, str], int] = {}
+        dropped: dict[str, int] = {}
         for alert in alerts:
-            metrics.ALERTS.labels(rule_id=alert.rule.id, level=alert.level).inc()
+            key = (alert.rule.id, alert.rule.level)
+            produced[key] = produced.get(key, 0) + 1
             if not suppressor.admit(alert, now):
-                metrics.ALERTS_SUPPRESSED.labels(reason="window").inc()
+                dropped["window"] = dropped.get("window", 0) + 1
                 continue
             if render:
                 out.documents.append(alert.to_document())
-            receivers = self.routes.receivers(alert)
+            receivers = routes.receivers(alert)
             if not receivers:
                 continue
             if silences.silenced_by(alert, now) is not None:
-                metrics.ALERTS_SUPPRESSED.labels(reason="silence").inc()
+                dropped["silence"] = dropped.get("silence", 0) + 1
                 continue
+            rank = alert.rank
             for name in receivers:
-                if alert.rank < self._min_rank.get(name, 0):
-                    metrics.ALERTS_SUPPRESSED.labels(reason="min_level").inc()
+                if rank < self._min_rank.get(name, 0):
+                    dropped["min_level"] = dropped.get("min_level", 0) + 1
                     continue
                 bucket = self._buckets.get(name)
                 if bucket is not None and not grouper.is_open(name, alert) and not bucket.take(now):
-                    metrics.ALERTS_SUPPRESSED.labels(reason="rate_limit").inc()
+                    dropped["rate_limit"] = dropped.get("rate_limit", 0) + 1
                     continue
                 page = grouper.add(name, alert, now)
                 if page is not None:
                     out.pages.setdefault(name, []).append(page)
+        for (rule_id, level), n in produced.items():
+            metrics.ALERTS.labels(rule_id=rule_id, level=LEVELS[level_rank(level)]).inc(n)
+        for reason, n in dropped.items():
+            metrics.ALERTS_SUPPRESSED.labels(reason=reason).inc(n)
         return out
 
     async def submit(self, alerts: Sequence[Alert]) -> None:

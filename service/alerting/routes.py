@@ -8,7 +8,6 @@ own minimum level and rate limit (a token bucket over new pages).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from detectors.alert import Alert
 from detectors.model import level_rank
@@ -17,23 +16,35 @@ from .config import Route
 from .matching import fields_match, glob_any
 
 
-@dataclass(frozen=True, slots=True)
 class CompiledRoute:
-    route: Route
-    levels: frozenset[int]
-    min_rank: int
+    """A route with its rule-only criteria (levels, rule ids, tags) cached per rule id."""
 
-    def matches(self, alert: Alert) -> bool:
+    __slots__ = ("_by_rule", "levels", "min_rank", "route")
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.levels = frozenset(level_rank(lv) for lv in route.match.levels)
+        self.min_rank = level_rank(route.match.min_level) if route.match.min_level else 0
+        self._by_rule: dict[str, bool] = {}
+
+    def _rule_matches(self, alert: Alert) -> bool:
         m = self.route.match
         rank = alert.rank
-        if self.levels and rank not in self.levels:
-            return False
-        if rank < self.min_rank:
+        if (self.levels and rank not in self.levels) or rank < self.min_rank:
             return False
         if m.rule_ids and not glob_any(m.rule_ids, (alert.rule.id,)):
             return False
-        if m.tags and not glob_any(m.tags, alert.rule.tags):
+        return not (m.tags and not glob_any(m.tags, alert.rule.tags))
+
+    def matches(self, alert: Alert) -> bool:
+        rule_ok = self._by_rule.get(alert.rule.id)
+        if rule_ok is None:
+            rule_ok = self._by_rule[alert.rule.id] = self._rule_matches(alert)
+            if len(self._by_rule) > 100_000:
+                self._by_rule.clear()
+        if not rule_ok:
             return False
+        m = self.route.match
         if m.logsource:
             have = {**alert.logsource.as_dict(), "input": alert.origin.input, "topic": alert.origin.topic or ""}
             for key, want in m.logsource.items():
@@ -44,10 +55,7 @@ class CompiledRoute:
 
 class RouteTable:
     def __init__(self, routes: Sequence[Route]) -> None:
-        self._routes = tuple(
-            CompiledRoute(r, frozenset(level_rank(lv) for lv in r.match.levels),
-                          level_rank(r.match.min_level) if r.match.min_level else 0)
-            for r in routes)
+        self._routes = tuple(CompiledRoute(r) for r in routes)
 
     def receivers(self, alert: Alert) -> list[str]:
         out: list[str] = []
