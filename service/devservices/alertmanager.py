@@ -87,7 +87,7 @@ class AlertmanagerServer:
 
     def alerts(self, **filters: str) -> list[dict[str, Any]]:
         """``GET /api/v2/alerts``; ``filters`` become ``filter=label="value"`` matchers."""
-        params = [("filter", f'{key}="{value}"') for key, value in filters.items()]
+        params = httpx.QueryParams([("filter", f'{key}="{value}"') for key, value in filters.items()])
         response = httpx.get(f"{self.url}/api/v2/alerts", params=params, timeout=10)
         response.raise_for_status()
         alerts: list[dict[str, Any]] = response.json()

@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 
 from service.devservices.errors import StartupFailed
 from service.devservices.fetch import KAFKA_JARS, classpath, fetch, java_executable
-from service.devservices.process import ManagedProcess, free_port, port_open
+from service.devservices.process import ManagedProcess, free_port, port_clash, port_open
 
 T = TypeVar("T")
 START_TIMEOUT = 60.0
+START_ATTEMPTS = 3
 HEAP = "-Xmx512m"
 
 
@@ -87,13 +88,15 @@ def server_properties(log_dir: Path, port: int, controller_port: int) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-async def _metadata(bootstrap: str) -> list[str]:
+async def _metadata(bootstrap: str, timeout: float = 5.0) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    await admin.start()
     try:
-        return list(await admin.list_topics())
+        # Bounded: a readiness probe must come back to let the caller check the process.
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            return list(await admin.list_topics())
     finally:
         await admin.close()
 
@@ -144,21 +147,31 @@ class KafkaServer:
     def start(cls, workdir: Path, *, timeout: float = START_TIMEOUT) -> KafkaServer:
         """Format a fresh log dir under ``workdir`` and start a broker on free loopback ports."""
         fetch(KAFKA_JARS)
-        workdir.mkdir(parents=True, exist_ok=True)
-        server = cls(
-            workdir=workdir,
-            port=free_port(),
-            controller_port=free_port(),
-            version=KAFKA_JARS.pom_property("kafka.version"),
+        for attempt in range(1, START_ATTEMPTS + 1):
+            server = cls(
+                workdir=workdir / f"broker-{attempt}",
+                port=free_port(),
+                controller_port=free_port(),
+                version=KAFKA_JARS.pom_property("kafka.version"),
+            )
+            try:
+                server._prepare()
+                server._launch(timeout)
+                return server
+            except StartupFailed as exc:
+                # A chosen port can be taken by someone else before the broker binds it.
+                if attempt == START_ATTEMPTS or not port_clash(str(exc)):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _prepare(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.properties_path.write_text(
+            server_properties(self.workdir / "data", self.port, self.controller_port)
         )
-        server.properties_path.write_text(
-            server_properties(workdir / "data", server.port, server.controller_port)
-        )
-        log4j = workdir / "log4j2.properties"
+        log4j = self.workdir / "log4j2.properties"
         log4j.write_text(resources.files(__package__).joinpath("kafka-log4j2.properties").read_text())
-        server._format()
-        server._launch(timeout)
-        return server
+        self._format()
 
     def _java_argv(self, main: str, *args: str, heap: str = HEAP) -> list[str]:
         return [

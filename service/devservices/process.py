@@ -44,6 +44,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def port_clash(log_text: str) -> bool:
+    """Whether a server log shows it lost a race for its port (worth retrying on new ports)."""
+    return "Address already in use" in log_text or "BindException" in log_text
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -97,18 +102,25 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 60) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_ready(self, probe: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll ``probe`` until it returns True; fail early if the process exits."""
+    def wait_ready(
+        self, probe: Callable[[], bool], timeout: float, what: str, *, fatal: Callable[[str], bool] = port_clash
+    ) -> None:
+        """Poll ``probe`` until it returns True; fail early if the process exits or logs a ``fatal`` error."""
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
+            if self.alive() and fatal(self.log_tail(10_000)):
+                self.kill()
+                raise StartupFailed(
+                    f"{self.name} failed before {what}; log {self.log_path}:\n{self.log_tail()}"
+                )
             if not self.alive():
                 raise StartupFailed(
                     f"{self.name} exited with code {self.popen.returncode} before {what}; "

@@ -26,7 +26,7 @@ import httpx
 
 from service.devservices.errors import StartupFailed
 from service.devservices.fetch import OPENSEARCH_JARS, classpath, fetch, java_executable
-from service.devservices.process import ManagedProcess, free_port
+from service.devservices.process import ManagedProcess, free_port, port_clash
 
 START_TIMEOUT = 120.0
 HEAP = ("-Xms256m", "-Xmx1g")
@@ -95,7 +95,7 @@ class SearchNode:
                 return node
             except StartupFailed:
                 # Another process may have taken a chosen port before the node bound it.
-                if attempt == START_ATTEMPTS or "BindException" not in node._log_text():
+                if attempt == START_ATTEMPTS or not port_clash(node._log_text()):
                     raise
         raise AssertionError("unreachable")
 
