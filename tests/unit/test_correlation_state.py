@@ -191,3 +191,48 @@ def test_package_is_pure() -> None:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
             if isinstance(node, ast.Attribute) and node.attr in ("now", "utcnow", "today"):
                 pytest.fail(f"{path.name} reads the clock")
+
+
+class TestReloadAndChains:
+    def test_hot_reload_keeps_state_of_unchanged_correlations(self) -> None:
+        old = engine()
+        feed(old, [(0, "a"), (1, "a")])
+        # The reloaded set changes only "Few failures"; "Many failures" keeps its two events.
+        new = engine(RULES.replace("condition: {lt: 2}", "condition: {lt: 3}"))
+        warnings = new.restore(old.snapshot())
+        assert len(warnings) == 1 and "88888888" in warnings[0]
+        assert [m.rule.title for m in feed(new, [(2, "a")])] == ["Many failures"]
+
+    def test_deferred_child_feeds_parent_at_its_window_end(self) -> None:
+        text = RULES.replace("title: Few failures\nid: 88888888-8888-4888-8888-888888888888",
+                             "title: Few failures\nid: 88888888-8888-4888-8888-888888888888\nname: few") + """
+---
+title: Two quiet windows
+id: 77777777-7777-4777-8777-777777777777
+correlation:
+  type: event_count
+  rules: [few]
+  group-by: [User]
+  timespan: 1m
+  condition: {gte: 2}
+"""
+        eng = engine(text)
+        out = feed(eng, [(0, "a"), (20, "a")])  # window [0, 10] decided at 20 (1 event < 2)
+        assert out == []  # the child is suppressed (generate: false); the parent has 1 of 2
+        out = feed(eng, [(40, "b")])  # window [20, 30] of a decided at 40
+        parent = [m for m in out if m.rule.title == "Two quiet windows"]
+        assert len(parent) == 1 and parent[0].details is not None
+        assert (parent[0].details["window_start"], parent[0].details["window_end"]) == (10.0, 30.0)
+        assert parent[0].fields == (("User", "a"),)
+
+    def test_average_of_nothing_satisfies_no_condition(self) -> None:
+        from detectors.correlation import condition_from_mapping
+
+        for mapping in ({"neq": 1}, {"lt": 5}, {"gte": 0}):
+            assert not condition_from_mapping(mapping).holds(float("nan"))
+        assert condition_from_mapping({"gt": 100, "lte": 200}).holds(200)
+        assert not condition_from_mapping({"gt": 100, "lte": 200}).holds(100)
+        with pytest.raises(ValueError, match="unknown condition operator"):
+            condition_from_mapping({"above": 3})
+        with pytest.raises(ValueError, match="not a number"):
+            condition_from_mapping({"gt": "many"})
