@@ -129,38 +129,27 @@ class DistinctWindow(Window):
         self.counts = dict(Counter(entry[2] for entry in self.entries))
 
 
-class TemporalWindow(DistinctWindow):
-    """temporal: the number of distinct referenced rules (slots) seen."""
+class TemporalWindow(Window):
+    """temporal: the number of distinct referenced rules (slots) seen.
+
+    Only the latest entry of each rule matters (it stays in the window
+    longest), so the window keeps at most one entry per rule: its size is
+    bounded by the number of referenced rules, whatever the event rate.
+    """
 
     __slots__ = ()
 
     def add(self, entry: Entry) -> None:
-        self.entries.append(entry)
-        counts = self.counts
-        counts[entry[1]] = counts.get(entry[1], 0) + 1
-
-    def _removed(self, entry: Entry) -> None:
-        counts = self.counts
-        left = counts[entry[1]] - 1
-        if left:
-            counts[entry[1]] = left
-        else:
-            del counts[entry[1]]
-
-    def rebuild(self) -> None:
-        self.counts = dict(Counter(entry[1] for entry in self.entries))
+        entries = self.entries
+        slot = entry[1]
+        for i, old in enumerate(entries):
+            if old[1] == slot:
+                del entries[i]
+                break
+        entries.append(entry)
 
     def evidence(self, cap: int) -> list[Entry]:
-        """The latest entry of each rule first (they prove the condition), then the rest."""
-        latest: dict[int, Entry] = {}
-        for entry in self.entries:
-            latest[entry[1]] = entry
-        chosen = sorted(latest.values(), key=lambda e: e[0])
-        return chosen[:cap]
-
-    def start(self) -> float | None:
-        proof = self.evidence(len(self.entries))
-        return proof[0][0] if proof else None
+        return self.entries[:cap]
 
 
 class OrderedWindow(Window):
@@ -173,6 +162,16 @@ class OrderedWindow(Window):
     """
 
     __slots__ = ()
+
+    def add(self, entry: Entry) -> None:
+        # Of consecutive matches of one rule only the last can matter: any chain
+        # through an earlier one can use the later one instead (same order, later
+        # start). Keeping the last bounds the window by rule alternations.
+        entries = self.entries
+        if entries and entries[-1][1] == entry[1]:
+            entries[-1] = entry
+        else:
+            entries.append(entry)
 
     def _chain(self) -> list[Entry]:
         # Patience sorting with back-pointers; ties (same slot) do not extend a chain.
@@ -255,17 +254,36 @@ class PercentileWindow(Window):
     """value_percentile (with ``percentile: P``) and value_median (P = 50).
 
     Linear interpolation between closest ranks, like numpy's default and the
-    pySigma SQLite backend: position ``(n - 1) * P / 100`` in the sorted values.
+    pySigma SQLite backend: position ``(n - 1) * P / 100`` in the sorted values,
+    kept sorted incrementally so the metric is O(1) per event.
     """
 
-    __slots__ = ("percent",)
+    __slots__ = ("ordered", "percent")
+
+    TRACKS = True
 
     def __init__(self, percent: float) -> None:
         super().__init__()
         self.percent = percent
+        self.ordered: list[float] = []
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        bisect.insort(self.ordered, entry[2])
+
+    def _removed(self, entry: Entry) -> None:
+        ordered = self.ordered
+        del ordered[bisect.bisect_left(ordered, entry[2])]
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.ordered.clear()
+
+    def rebuild(self) -> None:
+        self.ordered = sorted(entry[2] for entry in self.entries)
 
     def metric(self) -> float:
-        values = sorted(entry[2] for entry in self.entries)
+        values = self.ordered
         if not values:
             return math.nan
         position = (len(values) - 1) * self.percent / 100.0

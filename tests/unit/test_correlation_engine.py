@@ -185,6 +185,13 @@ class TestTemporal:
         assert run(build(self.RULE), [(0, self.ev("recon")), (10, self.ev("ok")), (20, self.ev("ok"))]) == []
         assert run(build(self.RULE), [(0, self.ev("recon")), (100, self.ev("ok")), (300.5, self.ev("fail"))]) == []
 
+    def test_state_stays_one_entry_per_rule(self) -> None:
+        events = [(i / 100, self.ev("recon")) for i in range(1000)] + [(11, self.ev("ok")), (12, self.ev("fail"))]
+        alerts = run(build(self.RULE), events)
+        assert len(alerts) == 1 and alerts[0].details is not None
+        assert alerts[0].details["contributor_count"] == 3
+        assert alerts[0].details["window_start"] == 9.99  # the latest recon match
+
     def test_other_users_do_not_complete_the_set(self) -> None:
         events = [(0, self.ev("recon", "a")), (1, self.ev("ok", "b")), (2, self.ev("fail", "a"))]
         assert run(build(self.RULE), events) == []
@@ -212,6 +219,13 @@ class TestTemporalOrdered:
         alerts = run(evaluator, [(3, self.ev("ok"))])
         assert len(alerts) == 1 and alerts[0].details is not None
         assert [c["ts"] for c in alerts[0].details["contributors"]] == [0.0, 2.0, 3.0]
+
+    def test_repeated_matches_of_one_rule_keep_the_latest(self) -> None:
+        events = [(0, self.ev("recon")), *[(1 + i / 1000, self.ev("fail")) for i in range(500)],
+                  (299, self.ev("recon")), (300, self.ev("fail")), (301, self.ev("ok"))]
+        alerts = run(build(self.RULE), events)
+        assert len(alerts) == 1 and alerts[0].details is not None
+        assert [c["ts"] for c in alerts[0].details["contributors"]] == [299.0, 300.0, 301.0]
 
     def test_order_must_fit_in_the_timespan(self) -> None:
         assert run(build(self.RULE), [(0, self.ev("recon")), (1, self.ev("fail")), (301, self.ev("ok"))]) == []
@@ -267,6 +281,19 @@ class TestNumeric:
         assert run(build(p90), events) == []
         alerts = run(build(p90), [*events, (10.0, fail(ms=1000))])
         assert [a.details["value"] for a in alerts if a.details] == [100]
+
+
+    def test_percentile_forgets_values_that_left_the_window(self) -> None:
+        rule = corr("""
+  type: value_median
+  rules: [failed]
+  group-by: [User]
+  timespan: 10s
+  condition: {field: ms, gt: 60}
+""")
+        # medians: 10; 55; then 10 has left the window: median(100, 30) = 65 (it would be 30 with 10 kept)
+        alerts = run(build(rule), [(0, fail(ms=10)), (5, fail(ms=100)), (11, fail(ms=30))])
+        assert [a.details["value"] for a in alerts if a.details] == [65]
 
 
 class TestDeferred:
