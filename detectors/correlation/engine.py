@@ -60,6 +60,12 @@ class Limits:
     evidence_cap: int = 20
     """Contributing events/alerts listed in an alert's details."""
 
+    def __post_init__(self) -> None:
+        if self.max_keys < 1 or self.max_pending < 1 or self.evidence_cap < 0:
+            raise ValueError("max_keys and max_pending must be at least 1, evidence_cap at least 0")
+        if not 0 <= self.allowed_lateness < math.inf:
+            raise ValueError("allowed_lateness must be a finite number of seconds >= 0")
+
 
 class _Node:
     """One correlation at run time: its spec, its groups, and who consumes its alerts."""

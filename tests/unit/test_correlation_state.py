@@ -129,6 +129,13 @@ class TestBoundedState:
         assert eng.active_keys() < 2 * (3000 + 2048)  # the first 3000 groups of both rules are gone
 
 
+def test_invalid_limits_are_refused() -> None:
+    for limits in ({"max_keys": 0}, {"allowed_lateness_s": -1}, {"allowed_lateness_s": float("nan")},
+                   {"max_pending": 0}):
+        with pytest.raises(ValueError):
+            engine(**limits)
+
+
 class TestSnapshot:
     EVENTS = [(float(t), "abcd"[t % 4]) for t in range(0, 120, 2)]
 
