@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--memory-keys", type=int, default=100_000)
     parser.add_argument("--events-per-key", type=int, default=3)
     args = parser.parse_args()
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "correlation",
         "what": "CorrelationEngine.process fed pre-built Match lists (Sigma engine not run); "
                 "one event_count + one value_count correlation on the same base rule",

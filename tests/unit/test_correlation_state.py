@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def engine(text: str = RULES, **limits: Any) -> CorrelationEngine:
     return built
 
 
-def feed(eng: CorrelationEngine, events: list[tuple[float, str]]) -> list[Match]:
+def feed(eng: CorrelationEngine, events: Sequence[tuple[float, str]]) -> list[Match]:
     out: list[Match] = []
     for ts, user in events:
         out += eng.process({"action": "fail", "User": user}, [Match(FAILED)], ts, ref=f"{user}@{ts}")
@@ -174,7 +175,8 @@ class TestEventTime:
         assert to_epoch("2024-01-02T03:04:05Z") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
         assert to_epoch("2024-01-02T03:04:05+01:00") == datetime(2024, 1, 2, 2, 4, 5, tzinfo=UTC).timestamp()
         assert to_epoch("1700000000.5") == 1_700_000_000.5
-        for junk in (None, True, "yesterday", float("nan"), {}, []):
+        junk_values: tuple[Any, ...] = (None, True, "yesterday", float("nan"), {}, [])
+        for junk in junk_values:
             assert to_epoch(junk) is None
 
     def test_field_order_and_nesting(self) -> None:
