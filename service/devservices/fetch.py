@@ -86,7 +86,9 @@ def _pom_digest(jars: JarSet) -> str:
 
 def is_fetched(jars: JarSet, workdir: Path | None = None) -> bool:
     stamp = _stamp_path(jars, workdir)
-    return stamp.is_file() and stamp.read_text().strip() == _pom_digest(jars)
+    if not (stamp.is_file() and stamp.read_text().strip() == _pom_digest(jars)):
+        return False
+    return any(lib_dir(jars, workdir).glob("*.jar"))
 
 
 def _mvn() -> str:
@@ -113,6 +115,8 @@ def fetch(jars: JarSet, *, workdir: Path | None = None, maven_repo: Path | None 
             _mvn(), "-B", "-q", "-f", str(pom),
             f"{DEPENDENCY_PLUGIN}:copy-dependencies",
             "-DincludeScope=runtime", f"-DoutputDirectory={staging / 'lib'}",
+            # Ride out a flaky connection to Central instead of failing the CI run.
+            "-Dmaven.wagon.http.retryHandler.count=3",
         ]  # fmt: skip
         repo = maven_repo or (Path(os.environ[ENV_MAVEN_REPO]) if os.environ.get(ENV_MAVEN_REPO) else None)
         if repo is not None:

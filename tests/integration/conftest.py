@@ -66,9 +66,11 @@ class ServerPool:
         try:
             server = starter(workdir)
         except DevServiceError as exc:
-            pytest.fail(f"could not start {name} (work dir {workdir}): {exc}", pytrace=False)
-        self._started.append(server)
-        return server
+            reason = f"could not start {name} (work dir {workdir}): {exc}"
+        else:
+            self._started.append(server)
+            return server
+        pytest.fail(reason, pytrace=False)
 
     def stop_all(self) -> None:
         errors: list[BaseException] = []
