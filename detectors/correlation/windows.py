@@ -94,7 +94,58 @@ class CountWindow(Window):
 
 
 class DistinctWindow(Window):
-    """value_count: the number of distinct values of the value field(s)."""
+    """value_count: the number of distinct values of the value field(s).
+
+    Only the latest entry of each value matters (it stays in the window
+    longest), so the window keeps one entry per distinct value: its size is
+    bounded by the distinct values in the timespan, not by the event rate.
+    """
+
+    __slots__ = ("latest",)
+
+    TRACKS = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latest: dict[Any, Entry] = {}
+
+    def add(self, entry: Entry) -> None:
+        entries = self.entries
+        latest = self.latest
+        old = latest.get(entry[2])
+        if old is not None:
+            if entries[-1] is old:
+                entries.pop()
+            else:
+                entries.remove(old)
+        latest[entry[2]] = entry
+        entries.append(entry)
+
+    def _removed(self, entry: Entry) -> None:
+        if self.latest.get(entry[2]) is entry:
+            del self.latest[entry[2]]
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.latest.clear()
+
+    def metric(self) -> float:
+        return float(len(self.latest))
+
+    def rebuild(self) -> None:
+        self.latest = {}
+        kept: list[Entry] = []
+        for entry in self.entries:
+            old = self.latest.get(entry[2])
+            if old is not None:
+                kept.remove(old)
+            self.latest[entry[2]] = entry
+            kept.append(entry)
+        self.entries = kept
+
+
+class ValueCounts(Window):
+    """Every entry kept, with how often each value occurs (base of the frequency mode)."""
 
     __slots__ = ("counts",)
 
@@ -293,7 +344,7 @@ class PercentileWindow(Window):
         return float(values[low] + (values[high] - values[low]) * fraction)
 
 
-class FrequencyWindow(DistinctWindow):
+class FrequencyWindow(ValueCounts):
     """value_percentile without ``percentile``: how often each value occurs, in percent.
 
     The specification's own example (``field: Image``, ``lte: 1``: an image

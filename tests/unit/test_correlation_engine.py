@@ -155,6 +155,16 @@ class TestValueCount:
         events = [(0, fail("a", Host="h")), (30, fail("b", Host="h")), (61, fail("c", Host="h"))]
         assert run(build(self.RULE), events) == []
 
+    def test_a_repeated_value_stays_in_the_window_from_its_latest_occurrence(self) -> None:
+        events = [(i / 10, fail("a", Host="h")) for i in range(400)] + [
+            (40, fail("b", Host="h")), (70, fail("c", Host="h"))]
+        alerts = run(build(self.RULE), events)  # 'a' last seen at 39.9: inside [10, 70]
+        assert len(alerts) == 1 and alerts[0].details is not None
+        assert alerts[0].details["contributor_count"] == 3  # one entry per distinct value is kept
+        assert [c["ts"] for c in alerts[0].details["contributors"]] == [39.9, 40.0, 70.0]
+        assert run(build(self.RULE), [*events[:-1], (70.5, fail("c", Host="h"))]) != []
+        assert run(build(self.RULE), [*events[:-1], (100.0, fail("c", Host="h"))]) == []  # 'a' left at 99.9
+
     def test_missing_value_field_is_counted_not_raised(self) -> None:
         evaluator = build(self.RULE)
         run(evaluator, [(0, {"action": "fail", "Host": "h"})])

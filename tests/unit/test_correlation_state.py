@@ -245,3 +245,53 @@ correlation:
             condition_from_mapping({"above": 3})
         with pytest.raises(ValueError, match="not a number"):
             condition_from_mapping({"gt": "many"})
+
+
+ALL_TYPES = {
+    "value_count": "type: value_count\n  condition: {field: Host, gte: 3}",
+    "value_sum": "type: value_sum\n  condition: {field: n, gt: 10}",
+    "value_avg": "type: value_avg\n  condition: {field: n, gte: 4}",
+    "value_median": "type: value_median\n  condition: {field: n, gte: 5}",
+    "value_percentile": "type: value_percentile\n  condition: {field: n, percentile: 75, gte: 6}",
+    "frequency": "type: value_percentile\n  condition: {field: Host, lte: 20}",
+    "temporal": "type: temporal\n  condition: {gte: 2}",
+    "temporal_ordered": "type: temporal_ordered\n  condition: {gte: 2}",
+    "event_count_lt": "type: event_count\n  condition: {lt: 7}",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_TYPES))
+def test_every_type_survives_a_snapshot_mid_stream(kind: str) -> None:
+    text = RULES.split("---")[0] + """---
+title: Other
+id: 66666666-6666-4666-8666-666666666666
+name: other
+logsource: {product: test}
+detection: {sel: {action: other}, condition: sel}
+---
+title: Under test
+id: 55555555-5555-4555-8555-555555555555
+correlation:
+  rules: [failed, other]
+  group-by: [User]
+  timespan: 30s
+  """ + ALL_TYPES[kind] + "\n"
+    rng = random.Random(kind)
+    events = [(float(t), {"action": rng.choice(["fail", "other"]), "User": rng.choice("ab"),
+                          "Host": f"h{rng.randrange(6)}", "n": rng.randrange(10)}) for t in range(0, 400, 3)]
+
+    def run(eng: CorrelationEngine, part: list[tuple[float, dict[str, Any]]]) -> list[str]:
+        other = RuleInfo(id="66666666-6666-4666-8666-666666666666", title="Other")
+        out: list[Match] = []
+        for ts, event in part:
+            out += eng.process(event, [Match(FAILED if event["action"] == "fail" else other)], ts, ref=ts)
+        return keys(out)
+
+    whole = engine(text, allowed_lateness_s=2)
+    expected = run(whole, events) + keys(whole.flush())
+    first = engine(text, allowed_lateness_s=2)
+    got = run(first, events[:70])
+    second = engine(text, allowed_lateness_s=2)
+    assert second.restore(json.loads(json.dumps(first.snapshot()))) == []
+    got += run(second, events[70:]) + keys(second.flush())
+    assert got == expected and expected, kind
