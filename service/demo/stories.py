@@ -141,6 +141,11 @@ def _web_intrusion(rng: random.Random, t: float) -> Steps:
               ("/greet?name={{7*7}}", 200), ("/.git/config", 404), ("/.env", 200)]
     for i, (uri, status) in enumerate(probes):
         yield t + 2 * i, b.nginx(t + 2 * i, ATTACKER_IP, "GET", uri, status, nuclei)
+    words = ("admin", "backup", "old", "test", "api/v2", "console", "debug", "phpinfo.php", "server-status", "wp-admin")
+    for i in range(30):
+        uri = f"/{words[i % len(words)]}{'' if i < len(words) else i}"
+        status = 500 if i % 11 == 3 else 404
+        yield t + 20 + i, b.nginx(t + 20 + i, ATTACKER_IP, "GET", uri, status, "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0")
     yield t + 12, b.envoy(t + 12, ATTACKER_IP, "GET", "/api/v1/orders?id=1'%20OR%20'1'%3D'1", 500, "sqlmap/1.8.11#stable (https://sqlmap.org)")
     yield t + 14, b.app_log(t + 14, "db_error", "error", "psycopg.errors.SyntaxError: syntax error at or near \"OR\"",
                             path="/api/v1/orders", client_ip=ATTACKER_IP)
