@@ -52,7 +52,7 @@ def story_sections(result: DemoResult, stories: tuple[Story, ...] = STORIES) -> 
     by_story = result.by_story()
     for story in sorted(stories, key=lambda s: s.hour):
         items = by_story.get(story.name, [])
-        hh, mm = int(story.hour), int(round((story.hour % 1) * 60))
+        hh, mm = int(story.hour), round((story.hour % 1) * 60)
         lines.append(f"== {story.title}  [{story.name}, {hh:02d}:{mm:02d} UTC]  {len(items)} alerts")
         lines.append(f"   {story.summary}")
         counts: Counter[tuple[str, str, str]] = Counter(
