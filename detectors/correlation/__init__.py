@@ -11,7 +11,7 @@ from detectors.correlation.compile import compile_correlations
 from detectors.correlation.condition import Condition, condition_from_mapping
 from detectors.correlation.engine import SKIP_REASONS, CorrelationEngine, Limits
 from detectors.correlation.spec import CorrelationSpec
-from detectors.correlation.stream import CorrelatingEvaluator
+from detectors.correlation.stream import CorrelatingEvaluator, correlate_stream
 from detectors.correlation.timestamps import DEFAULT_TIME_FIELDS, event_time, to_epoch
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Limits",
     "compile_correlations",
     "condition_from_mapping",
+    "correlate_stream",
     "event_time",
     "to_epoch",
 ]

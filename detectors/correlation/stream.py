@@ -10,10 +10,14 @@ contributing event references.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 from detectors.correlation.engine import CorrelationEngine
+from detectors.correlation.timestamps import DEFAULT_TIME_FIELDS, event_time
 from detectors.model import Event, LogSource, Match
+
+K = TypeVar("K")
 
 
 class EvaluatingRuleset(Protocol):
@@ -43,3 +47,23 @@ class CorrelatingEvaluator:
     def flush(self) -> list[Match]:
         """End of a finite input (``pipesentry eval``)."""
         return self.engine.flush()
+
+
+def correlate_stream(evaluator: CorrelatingEvaluator, events: Iterable[tuple[K, Event]],
+                     logsource: LogSource | None = None,
+                     time_fields: Sequence[str] = DEFAULT_TIME_FIELDS) -> Iterator[tuple[K, Match]]:
+    """A finite, time-ordered input (``pipesentry eval``): ``(key, match)`` for every alert.
+
+    ``key`` (e.g. a line number; JSON-serialisable) is the event's reference in
+    correlation evidence and is yielded with the matches of the call that
+    produced them; alerts decided at the end of the input come with the last key.
+    Event time is read from ``time_fields`` (see :func:`event_time`).
+    """
+    last: K | None = None
+    for key, event in events:
+        last = key
+        for match in evaluator.evaluate(event, logsource, event_time(event, time_fields), ref=key):
+            yield key, match
+    if last is not None:
+        for match in evaluator.flush():
+            yield last, match

@@ -405,3 +405,30 @@ class TestAliases:
         alerts = run(evaluator, [(0, fail("bob")), (5, {"action": "ok", "account": {"name": "BOB"}})])
         assert len(alerts) == 1 and alerts[0].fields == (("who", "BOB"),)
         assert run(build(text), [(0, fail("bob")), (5, {"action": "ok", "User": "bob"})]) == []
+
+
+class TestCorrelateStream:
+    """The finite-input driver ``pipesentry eval`` is meant to call."""
+
+    def test_lines_as_refs_time_from_the_event_and_flush_at_the_end(self) -> None:
+        from detectors.correlation import correlate_stream
+
+        rule = corr("""
+  type: event_count
+  rules: [failed]
+  group-by: [User]
+  timespan: 10s
+  condition: {lt: 3}
+""")
+        lines = [(1, {"action": "fail", "User": "a", "@timestamp": "2026-01-01T00:00:00Z"}),
+                 (2, {"action": "ok", "User": "a", "@timestamp": "2026-01-01T00:00:05Z"}),
+                 (3, {"action": "fail", "User": "b", "@timestamp": "2026-01-01T00:00:20Z"}),
+                 (4, {"action": "fail", "User": "c"})]  # no timestamp: skipped and counted
+        evaluator = build(rule)
+        out = list(correlate_stream(evaluator, lines))
+        assert [(line, m.rule.kind) for line, m in out] == [(2, "sigma"), (3, "correlation")]
+        details = out[1][1].details
+        assert details is not None and details["contributors"][0]["ref"] == 1
+        assert details["group"] == {"User": "a"}
+        assert evaluator.engine.counters["missing_timestamp"] == 1
+        assert list(correlate_stream(build(rule), [])) == []
