@@ -8,18 +8,15 @@ JSON object with ``--json``) per detection and correlation rule.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import IO, Any
 
 import orjson
 
 from detectors.model import RuleInfo
 from detectors.sigma import LoadResult, RuleError
-from service.rules import load_rules, read_rule_texts
-
-_FILTER_DOC = re.compile(rb"^filter\s*:", re.MULTILINE)
+from service.rules import load_rules
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,31 +53,19 @@ def print_load_errors(errors: Iterable[RuleError], err: IO[str]) -> None:
         print(f"rule error: {error_line(error)}", file=err)
 
 
-def count_filters(paths: Sequence[str]) -> int:
-    """Sigma filter documents under ``paths`` (top-level ``filter:`` key).
-
-    Counted from the text because filters are applied to rules at compile
-    time and do not appear in the ruleset as rules of their own.
-    """
-    count = 0
-    for rule_text in read_rule_texts(paths):
-        count += len(_FILTER_DOC.findall(rule_text.text.encode()))
-    return count
-
-
-def summarize(result: LoadResult, filters: int) -> dict[str, Any]:
+def summarize(result: LoadResult) -> dict[str, Any]:
     rs = result.ruleset
     return {
         "rules": len(rs.rules),
         "correlations": len(rs.correlations),
-        "filters": filters,
+        "filters": len(rs.filters),
         "errors": len(result.errors),
     }
 
 
 def run_check(args: argparse.Namespace) -> int:
     result = load_rules(args.paths, args.pipeline)
-    summary = summarize(result, count_filters(args.paths))
+    summary = summarize(result)
     if args.json:
         doc = {
             **summary,
