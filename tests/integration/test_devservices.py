@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,9 +29,10 @@ from opensearchpy import AsyncOpenSearch
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from service.devservices.alertmanager import AlertmanagerServer
-from service.devservices.errors import PrerequisiteMissing
+from service.devservices.errors import PrerequisiteMissing, StartupFailed
 from service.devservices.fetch import KAFKA_JARS, OPENSEARCH_JARS, debian_binary, fetch, is_fetched
 from service.devservices.kafka import KafkaServer
+from service.devservices.process import ManagedProcess
 from service.devservices.prometheus import PrometheusServer, QueryFailed
 from service.devservices.search import SearchNode
 
@@ -53,9 +55,11 @@ def process_gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    # A zombie still answers kill(0); it is gone for our purpose once it is reaped.
-    status = Path(f"/proc/{pid}/status")
-    return not status.exists() or "zombie" in status.read_text()
+    # A zombie (dead, not yet reaped by its new parent) still answers kill(0).
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
 
 
 async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[tuple[bytes | None, bytes]]:
@@ -93,6 +97,54 @@ def test_missing_binary_says_which_package_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(PrerequisiteMissing, match="apt-get install prometheus-alertmanager"):
         debian_binary(("prometheus-alertmanager", "alertmanager"), "prometheus-alertmanager")
+
+
+# --- process lifecycle -----------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
+    # The leader ignores SIGTERM and has a child: stop must still leave nothing behind.
+    script = f"trap '' TERM; sleep 300 & echo $! > {tmp_path / 'child'}; wait"
+    proc = ManagedProcess.spawn("group", ["bash", "-c", script], tmp_path / "group.log")
+    assert wait_until(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip() != "")
+    child = int((tmp_path / "child").read_text())
+    proc.stop(timeout=1)
+    assert process_gone(proc.pid)
+    assert wait_until(lambda: process_gone(child)), "the child outlived its process group"
+    proc.stop()  # idempotent
+
+
+def test_wait_ready_fails_fast_with_the_log_when_the_server_exits(tmp_path: Path) -> None:
+    proc = ManagedProcess.spawn("crasher", ["bash", "-c", "echo config is broken; exit 3"], tmp_path / "c.log")
+    began = time.monotonic()
+    with pytest.raises(StartupFailed, match=r"(?s)exited with code 3.*config is broken"):
+        proc.wait_ready(lambda: False, timeout=30, what="never")
+    assert time.monotonic() - began < 10
+
+
+def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    # A SIGKILLed test run cannot run finalizers: PR_SET_PDEATHSIG must take the server down.
+    code = (
+        "import sys, time; from pathlib import Path; from service.devservices.process import ManagedProcess; "
+        f"p = ManagedProcess.spawn('orphan', ['sleep', '300'], Path({str(tmp_path / 'o.log')!r})); "
+        "print(p.pid, flush=True); time.sleep(300)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    server_pid = int(parent.stdout.readline())
+    assert not process_gone(server_pid)
+    parent.kill()
+    parent.wait(timeout=10)
+    assert wait_until(lambda: process_gone(server_pid))
 
 
 # --- Kafka -----------------------------------------------------------------------------------
