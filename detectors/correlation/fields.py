@@ -73,8 +73,12 @@ def key_part(value: Any) -> Any:
         return value.lower()
     if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, int | float):
-        return value if not isinstance(value, float) or not value.is_integer() else int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)  # NaN != NaN would make every NaN a new group
+        return int(value) if value.is_integer() else value
+    if isinstance(value, int):
+        return value
     if isinstance(value, Mapping):
         return repr(sorted((str(k), key_part(v)) for k, v in value.items()))
     return str(value).lower()

@@ -160,6 +160,13 @@ class TestRunTimeSkips:
             out += evaluator.evaluate({"action": "fail", "User": user}, None, float(t))
         assert [m.details["group"]["User"] for m in out if m.details] == [{"n": 1}, "x", 3.0, True]  # a list groups by its first element
 
+    def test_nan_group_values_share_one_group(self) -> None:
+        evaluator = self.evaluator()
+        out: list[Match] = []
+        for t in range(2):
+            out += evaluator.evaluate({"action": "fail", "User": math.nan}, None, float(t))
+        assert len(out) == 1 and evaluator.engine.active_keys() == 1
+
     def test_events_not_matching_any_referenced_rule_cost_no_state(self) -> None:
         evaluator = self.evaluator()
         for t in range(100):
