@@ -16,10 +16,10 @@ BAR_WIDTH = 30
 class ProgressBar:
     """``[#####.....]  45%  2,700/6,012 events`` redrawn in place on a terminal, a few lines otherwise."""
 
-    def __init__(self, label: str, out: IO[str] = sys.stderr) -> None:
+    def __init__(self, label: str, out: IO[str] | None = None) -> None:
         self.label = label
-        self.out = out
-        self.tty = out.isatty()
+        self.out = out if out is not None else sys.stderr
+        self.tty = self.out.isatty()
         self._last_decile = -1
 
     def __call__(self, done: int, total: int) -> None:

@@ -1,0 +1,180 @@
+"""SARIF, ZAP, Checkov and Trivy reports -> one event per finding, registered as decoders."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from detectors.model import LogSource
+from service.decoders import DecodeError, build_decoder, decoder_names
+from service.decoders.findings import FindingContext, decode_checkov, decode_sarif, decode_trivy, decode_zap
+from service.rules import load_rules
+from tests.conftest import PROJECT_RULES
+
+CTX = FindingContext(repository="acme/payments", branch="refs/heads/release/2026.11", commit="4f2a9c1e")
+
+SARIF = {
+    "version": "2.1.0",
+    "runs": [{
+        "tool": {"driver": {"name": "CodeQL", "semanticVersion": "2.19.3", "rules": [
+            {"id": "py/sql-injection", "shortDescription": {"text": "SQL query built from user-controlled sources"},
+             "helpUri": "https://codeql.github.com/codeql-query-help/python/py-sql-injection/",
+             "properties": {"security-severity": "8.8", "tags": ["security", "external/cwe/cwe-089"]}},
+            {"id": "py/clear-text-logging", "shortDescription": {"text": "Clear-text logging of sensitive information"},
+             "defaultConfiguration": {"level": "warning"}, "properties": {"tags": ["CWE-312: Cleartext Storage"]}},
+        ]}},
+        "results": [
+            {"ruleId": "py/sql-injection", "ruleIndex": 0, "level": "error", "message": {"text": "This query depends on a user-provided value."},
+             "locations": [{"physicalLocation": {"artifactLocation": {"uri": "src/report.py"}, "region": {"startLine": 40}}}]},
+            {"ruleIndex": 1, "message": {"text": "logs a password"},
+             "locations": [{"physicalLocation": {"artifactLocation": {"uri": "src/auth.py"}, "region": {"startLine": 7}}}],
+             "suppressions": [{"kind": "inSource"}]},
+        ],
+    }],
+}
+
+ZAP = {
+    "@programName": "ZAP", "@version": "2.15.0", "@generated": "Tue, 24 Nov 2026 02:10:00",
+    "site": [{"@name": "https://staging.shop.acme.io", "@host": "staging.shop.acme.io", "@port": "443", "@ssl": "true",
+              "alerts": [
+                  {"pluginid": "40018", "alertRef": "40018", "alert": "SQL Injection", "name": "SQL Injection",
+                   "riskcode": "3", "confidence": "2", "riskdesc": "High (Medium)", "desc": "<p>SQL injection may be possible.</p>",
+                   "instances": [{"uri": "https://staging.shop.acme.io/products?id=1", "method": "GET", "param": "id"},
+                                 {"uri": "https://staging.shop.acme.io/search?q=a", "method": "GET", "param": "q"}],
+                   "count": "2", "cweid": "89", "wascid": "19", "sourceid": "1"},
+                  {"pluginid": "10038", "name": "Content Security Policy (CSP) Header Not Set", "riskcode": "2",
+                   "instances": [{"uri": "https://staging.shop.acme.io/"}], "cweid": "693"},
+              ]}],
+}
+
+CHECKOV = [
+    {"check_type": "terraform", "results": {
+        "passed_checks": [{"check_id": "CKV_AWS_19", "check_result": {"result": "PASSED"}}],
+        "failed_checks": [{"check_id": "CKV_AWS_20", "check_name": "S3 Bucket has an ACL defined which allows public READ access.",
+                           "check_result": {"result": "FAILED"}, "file_path": "/infra/s3.tf", "file_line_range": [12, 30],
+                           "resource": "aws_s3_bucket.exports", "severity": None, "guideline": "https://docs.prismacloud.io/x"}],
+        "skipped_checks": [{"check_id": "CKV_AWS_24", "check_name": "Ensure no security groups allow ingress from 0.0.0.0:0 to port 22",
+                            "check_result": {"result": "SKIPPED", "suppress_comment": "migration"}, "suppress_comment": "migration",
+                            "file_path": "/infra/sg.tf", "file_line_range": [1, 9], "resource": "aws_security_group.bastion",
+                            "severity": "HIGH"}],
+        "parsing_errors": []}, "summary": {"passed": 1, "failed": 1, "skipped": 1}},
+    {"check_type": "kubernetes", "results": {"failed_checks": [], "skipped_checks": []}, "summary": {"passed": 4, "failed": 0}},
+]
+
+TRIVY = {
+    "SchemaVersion": 2, "CreatedAt": "2026-11-24T02:40:00Z", "ArtifactName": "registry.acme.io/payments:1.43.0",
+    "ArtifactType": "container_image",
+    "Results": [
+        {"Target": "registry.acme.io/payments:1.43.0 (debian 12.8)", "Class": "os-pkgs", "Type": "debian",
+         "Vulnerabilities": [
+             {"VulnerabilityID": "CVE-2024-45337", "PkgName": "golang.org/x/crypto", "InstalledVersion": "v0.27.0",
+              "FixedVersion": "0.31.0", "Severity": "CRITICAL", "Title": "x/crypto: misuse of ServerConfig.PublicKeyCallback",
+              "CweIDs": ["CWE-863"]},
+             {"VulnerabilityID": "CVE-2023-45853", "PkgName": "zlib1g", "InstalledVersion": "1:1.2.13.dfsg-1", "Severity": "WEIRD"},
+         ]},
+        {"Target": "Dockerfile", "Class": "config", "Misconfigurations": [
+            {"ID": "DS002", "AVDID": "AVD-DS-0002", "Title": "Image user should not be 'root'", "Severity": "HIGH", "Status": "FAIL"},
+            {"ID": "DS001", "AVDID": "AVD-DS-0001", "Title": "':latest' tag used", "Severity": "MEDIUM", "Status": "PASS"},
+        ]},
+        {"Target": "/app/.env", "Class": "secret", "Secrets": [
+            {"RuleID": "aws-access-key-id", "Category": "AWS", "Severity": "CRITICAL", "Title": "AWS Access Key ID",
+             "StartLine": 3, "Match": "AWS_ACCESS_KEY_ID=********************"}]},
+    ],
+}
+
+
+def _raw(doc: object) -> bytes:
+    return orjson.dumps(doc)
+
+
+def test_sarif_one_event_per_result_with_normalised_severity() -> None:
+    events = decode_sarif(_raw(SARIF), CTX)
+    assert len(events) == 2
+    sqli, logging = events
+    assert sqli["severity"] == "high"  # security-severity 8.8 is the CVSS high band, whatever the level says
+    assert sqli["cwe"] == ["CWE-89"]
+    assert sqli["location"] == "src/report.py:40"
+    assert sqli["status"] == "open"
+    assert sqli["branch"] == "release/2026.11" and sqli["repository"] == "acme/payments"
+    assert sqli["tool"] == "CodeQL" and sqli["scan_type"] == "sast"
+    assert logging["rule_id"] == "py/clear-text-logging"  # found through ruleIndex
+    assert logging["severity"] == "medium" and logging["status"] == "suppressed"
+    assert logging["cwe"] == ["CWE-312"]
+
+
+def test_sarif_version_control_provenance_wins_over_options() -> None:
+    doc = {**SARIF, "runs": [{**SARIF["runs"][0], "versionControlProvenance": [
+        {"repositoryUri": "https://github.com/acme/web", "revisionId": "abc123", "branch": "main"}]}]}
+    event = decode_sarif(_raw(doc), CTX)[0]
+    assert (event["repository"], event["branch"], event["commit"]) == ("https://github.com/acme/web", "main", "abc123")
+
+
+def test_zap_one_event_per_alert() -> None:
+    events = decode_zap(_raw(ZAP), CTX)
+    assert [e["severity"] for e in events] == ["high", "medium"]
+    sqli = events[0]
+    assert sqli["rule_id"] == "40018" and sqli["cwe"] == ["CWE-89"] and sqli["instances"] == 2
+    assert sqli["location"] == "https://staging.shop.acme.io/products?id=1"
+    assert sqli["target"] == "https://staging.shop.acme.io" and sqli["scan_type"] == "dast"
+
+
+def test_checkov_failed_and_skipped_checks_from_every_framework() -> None:
+    events = decode_checkov(_raw(CHECKOV), CTX)
+    assert [(e["rule_id"], e["status"], e["severity"]) for e in events] == [
+        ("CKV_AWS_20", "failed", "unknown"), ("CKV_AWS_24", "skipped", "high")]
+    assert events[0]["location"] == "/infra/s3.tf:12" and events[0]["target"] == "aws_s3_bucket.exports"
+    assert events[1]["message"] == "migration"
+    assert decode_checkov(_raw(CHECKOV[0]), CTX)[0]["rule_id"] == "CKV_AWS_20"  # single-object form
+
+
+def test_trivy_vulnerabilities_failed_misconfigurations_and_secrets() -> None:
+    events = decode_trivy(_raw(TRIVY), CTX)
+    kinds = [(e["scan_type"], e["rule_id"], e["severity"]) for e in events]
+    assert kinds == [("container", "CVE-2024-45337", "critical"), ("container", "CVE-2023-45853", "unknown"),
+                     ("iac", "AVD-DS-0002", "high"), ("secret", "aws-access-key-id", "critical")]
+    assert events[0]["fixed_version"] == "0.31.0" and "fixed_version" not in events[1]
+    assert events[3]["location"] == "/app/.env:3"
+
+
+@pytest.mark.parametrize("decode", [decode_sarif, decode_zap, decode_checkov, decode_trivy])
+def test_bad_input_is_a_decode_error_with_a_reason(decode) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DecodeError) as exc:
+        decode(b"{not json", CTX)
+    assert exc.value.reason == "invalid_json"
+    with pytest.raises(DecodeError) as exc:
+        decode(b'{"hello": "world"}', CTX)
+    assert exc.value.reason == "not_a_report"
+    with pytest.raises(DecodeError) as exc:
+        decode(b"[]" + b" " * 100, FindingContext(max_bytes=50))
+    assert exc.value.reason == "too_large"
+
+
+def test_registered_with_options() -> None:
+    assert {"sarif", "zap", "checkov", "trivy"} <= set(decoder_names())
+    decode = build_decoder("trivy", {"branch": "main", "repository": "acme/payments"})
+    assert decode(_raw(TRIVY))[0]["branch"] == "main"
+    with pytest.raises(ValueError, match="unknown findings decoder option"):
+        build_decoder("sarif", {"brnch": "main"})
+    with pytest.raises(ValueError, match="max_bytes"):
+        build_decoder("zap", {"max_bytes": 0})
+
+
+def test_decoded_findings_trigger_the_finding_rules() -> None:
+    """End to end: report -> decoder -> rule pack."""
+    rs = load_rules([PROJECT_RULES / "findings"]).ruleset
+    titles: set[str] = set()
+    for decode, doc in ((decode_sarif, SARIF), (decode_zap, ZAP), (decode_checkov, CHECKOV), (decode_trivy, TRIVY)):
+        for event in decode(_raw(doc), CTX):
+            titles.update(m.rule.title for m in rs.evaluate(event, LogSource("appsec", "security_finding")))
+    assert titles == {
+        "Critical SAST Finding On A Release Branch",
+        "High-Risk DAST Alert Against A Release Build",
+        "Critical IaC Misconfiguration On A Release Branch",
+        "Critical Finding Suppressed In Source On A Release Branch",
+        "Critical Vulnerability With An Available Fix In A Release Artifact",
+        "Secret Found In A Built Artifact Or Image",
+    }
+    feature = FindingContext(branch="feature/x")
+    for event in decode_trivy(_raw(TRIVY), feature):
+        hits = {m.rule.title for m in rs.evaluate(event, LogSource("appsec", "security_finding"))}
+        assert hits <= {"Secret Found In A Built Artifact Or Image"}
