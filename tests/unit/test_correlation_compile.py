@@ -75,6 +75,19 @@ class TestLoadErrors:
         assert errors[0].rule_id == A and errors[0].source == "x.yml"
         assert engine.specs == ()
 
+    def test_range_kept_by_the_loader_in_custom_attributes_is_used(self) -> None:
+        # What a loader can do for the spec's "101 to 200" ranges, which pySigma's parser rejects:
+        # give pySigma one operator and keep the whole mapping as a top-level custom attribute.
+        text = corr(A, "a", "[failed]").replace("{gte: 2}", "{gt: 1}") + "correlation_condition: {gt: 1, lte: 2}\n"
+        result = compile_ruleset([RuleText("r.yml", BASE + text, "test")])
+        assert result.errors == []
+        engine, errors = compile_correlations(result.ruleset)
+        assert errors == [] and engine.specs[0].condition.describe() == "gt 1 and lte 2"
+        assert engine.specs[0].deferred
+        bad = text.replace("correlation_condition: {gt: 1, lte: 2}", "correlation_condition: {gt: 1, about: 2}")
+        _, errors = compile_correlations(compile_ruleset([RuleText("r.yml", BASE + bad, "test")]).ruleset)
+        assert "unknown condition operator 'about'" in reasons(errors)
+
     def test_cycle_is_reported_for_each_member_and_dependents_are_dropped(self) -> None:
         text = corr(A, "a", "[b]") + corr(B, "b", "[a]") + corr(C, "c", "[a]") + corr(
             "dddddddd-dddd-4ddd-8ddd-dddddddddddd", "d", "[failed]")
