@@ -237,7 +237,7 @@ class AlertRouter:
                 payloads = [orjson.dumps(d) for d in documents]
                 for w in self._record_workers:
                     if w.durable:
-                        fd = w.append(payloads)
+                        fd = w.append(payloads, documents)
                         if fd is not None:
                             fds.append(fd)
                     else:

@@ -81,9 +81,13 @@ class SinkWorker:
         await self.sink.stop()
 
     # --- accepting -----------------------------------------------------------
-    def append(self, payloads: Sequence[bytes]) -> int | None:
-        """Durable sinks: spool ``payloads``; returns an fd to fsync (batch policy)."""
+    def append(self, payloads: Sequence[bytes], documents: Sequence[dict[str, Any]] | None = None) -> int | None:
+        """Durable sinks: spool ``payloads`` (or the sink's own encoding of
+        ``documents``); returns an fd to fsync (batch policy)."""
         assert self.spool is not None
+        encode = getattr(self.sink, "encode", None)
+        if encode is not None and documents is not None:
+            payloads = [encode(d) for d in documents]
         fd = self.spool.append(payloads)
         self._idle.clear()
         self._wake.set()
@@ -124,10 +128,17 @@ class SinkWorker:
                 spool.rewind()
                 await asyncio.sleep(wait)
                 continue
-            records, finished_bad = self._decode(batch)
+            raw = getattr(self.sink, "deliver_raw", None)
+            if raw is not None:  # the sink spooled its own encoding (see ElasticsearchSink.encode)
+                records, finished_bad = [], set()
+            else:
+                records, finished_bad = self._decode(batch)
             start = time.perf_counter()
             try:
-                outcome = await self.sink.deliver(records) if records else Outcome(done=0)
+                if raw is not None:
+                    outcome = await raw([r.payload for r in batch])
+                else:
+                    outcome = await self.sink.deliver(records) if records else Outcome(done=0)
             except Exception as exc:
                 outcome = Outcome(done=0, error=exc)
             metrics.SINK_LATENCY.labels(sink=self.name).observe(time.perf_counter() - start)
