@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from service.sources.filetail import FileFollower
 from service.sources.stdin import read_stdin, stdin_wanted
 
 log = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0
 
 
 class StartupError(Exception):
@@ -172,6 +174,7 @@ class Service:
                 follower = FileFollower(file.path, _file_ingest(pipeline, spec), start_at=file.start_at,
                                         poll_interval_s=file.poll_interval_s, max_line=s.events.max_event_bytes)
                 self._tasks.append(asyncio.create_task(follower.run(stop), name=f"file:{file.path}"))
+            self._tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
             if s.rules.watch:
                 self._tasks.append(asyncio.create_task(self.reloader.watch(stop), name="rules-watch"))
             log.info("pipesentry running", extra={
@@ -195,6 +198,19 @@ class Service:
                     await asyncio.wait_for(server_task, timeout=10)
             log.info("pipesentry stopped")
 
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Every few seconds, let stateful detectors see time pass (silence checks, window ends)."""
+        assert self.detector is not None
+        while not await _stopped(stop, HEARTBEAT_S):
+            alerts = self.detector.heartbeat(time.time())
+            while alerts and not stop.is_set():
+                try:
+                    await self.router.submit(alerts)
+                    break
+                except Exception as exc:
+                    log.warning("heartbeat alerts not accepted; retrying", extra={"error": repr(exc)})
+                    await _stopped(stop, 1.0)
+
     async def _stop_inputs(self) -> None:
         stdin_tasks = [t for t in self._tasks if t.get_name() == "stdin"]
         for task in stdin_tasks:
@@ -205,6 +221,14 @@ class Service:
             if isinstance(result, Exception):
                 log.error("input failed", extra={"task": task.get_name(), "error": repr(result)})
         self._tasks.clear()
+
+
+async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        return True
+    except TimeoutError:
+        return False
 
 
 def _file_ingest(pipeline: Pipeline, spec: InputSpec) -> Any:

@@ -130,6 +130,9 @@ class Detector:
     def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384) -> None:
         self._set = detection
         self._max_original = max_original_bytes
+        self._counters: dict[str, dict[str, int]] = {}
+        self._clock_ts: float | None = None
+        self._clock_wall = 0.0
         self._publish(detection)
 
     @property
@@ -145,6 +148,7 @@ class Detector:
         _carry_state(old.correlation, detection.correlation, "correlation")
         _carry_state(old.anomaly, detection.anomaly, "anomaly")
         self._set = detection
+        self._counters.clear()  # the new engines count from zero
         self._publish(detection)
         return old
 
@@ -184,16 +188,71 @@ class Detector:
             last_origin = item.origin
             produced = [m for m in matches if m.rule.id not in suppressed] if suppressed else list(matches)
             if correlation is not None:
-                produced.extend(self._stateful("correlation", correlation.process, event, matches, ts))
+                ref = item.origin.token() if matches else None  # evidence: only matching events contribute
+                produced.extend(self._stateful("correlation", correlation.process, event, matches, ts, ref))
             if anomaly is not None:
                 produced.extend(self._stateful("anomaly", anomaly.process, event, ts, item.logsource))
             for match in produced:
                 alerts.append(self._alert(match, item, ts, stamp))
+        if latest is not None and (self._clock_ts is None or latest > self._clock_ts):
+            self._clock_ts, self._clock_wall = latest, stamp
         if anomaly is not None and latest is not None and last_origin is not None:
             for match in self._stateful("anomaly", anomaly.advance, latest):
                 alerts.append(build_alert(match, {}, last_origin, event_time=latest, now=stamp,
                                           max_original_bytes=self._max_original))
         return alerts
+
+    def heartbeat(self, now: float) -> list[Alert]:
+        """Let event time pass while no events arrive: decides silence checks and deferred windows.
+
+        Event time is extrapolated from the newest event seen by the wall time
+        elapsed since, never set to the wall clock itself: a replay of old data
+        or a skewed source clock must not make its own events late. Called by
+        the service's timer, between batches like everything else; also
+        publishes the stateful engines' gauges and skip counters.
+        """
+        current = self._set
+        self._publish_state(current)
+        if self._clock_ts is None or (current.correlation is None and current.anomaly is None):
+            return []
+        event_now = self._clock_ts + max(0.0, now - self._clock_wall)
+        origin = Origin("timer", key=repr(event_now))
+        alerts: list[Alert] = []
+        for name, engine in (("correlation", current.correlation), ("anomaly", current.anomaly)):
+            if engine is None:
+                continue
+            for match in self._stateful(name, engine.advance, event_now):
+                alerts.append(build_alert(match, {}, origin, event_time=event_now, now=now,
+                                          max_original_bytes=self._max_original))
+        return alerts
+
+    def _publish_state(self, current: DetectionSet) -> None:
+        correlation, anomaly = current.correlation, current.anomaly
+        if correlation is not None:
+            self._publish_counters("correlation", getattr(correlation, "counters", {}))
+            keys = getattr(correlation, "active_keys", None)
+            if callable(keys):
+                metrics.STATE_KEYS.labels("correlation").set(keys())
+        if anomaly is not None:
+            self._publish_counters("anomaly", getattr(anomaly, "counters", {}))
+            for check, learning in anomaly.learning().items():
+                metrics.ANOMALY_LEARNING.labels(check).set(1 if learning else 0)
+            counts = getattr(anomaly, "key_counts", None)
+            if callable(counts):
+                metrics.STATE_KEYS.labels("anomaly").set(sum(counts().values()))
+
+    def _publish_counters(self, detector: str, counters: dict[str, int]) -> None:
+        """Engines keep running totals; the Prometheus counters get the increase since last time."""
+        seen = self._counters.setdefault(detector, {})
+        for reason, value in counters.items():
+            if reason == "evictions":
+                delta_target = metrics.STATE_EVICTIONS.labels(detector)
+            else:
+                delta_target = metrics.EVENTS_SKIPPED.labels(detector, reason)
+            delta = value - seen.get(reason, 0)
+            if delta > 0:
+                delta_target.inc(delta)
+            seen[reason] = value
 
     def _alert(self, match: Match, item: Item, ts: float, now: float) -> Alert:
         return build_alert(match, item.event, item.origin, event_time=ts, now=now, logsource=item.logsource,

@@ -319,3 +319,84 @@ async def test_kafka_revocation_drains_and_commits_the_revoked_partitions(tmp_pa
     assert not runner.ready
     stop.set()
     await task
+
+
+# --- the detector stage: correlation and anomaly wiring ------------------------------------
+
+CORRELATED = """
+title: Failed Login
+id: 6f1d1a4e-0000-4000-8000-000000000010
+name: failed_login
+author: tests
+logsource: {category: ci_job_log}
+detection:
+    sel: {message|contains: 'login failed'}
+    condition: sel
+level: low
+---
+title: Repeated Failed Logins
+id: 6f1d1a4e-0000-4000-8000-000000000011
+author: tests
+correlation:
+    type: event_count
+    rules: [failed_login]
+    group-by: [user]
+    timespan: 1m
+    condition: {gte: 3}
+level: high
+"""
+SILENCE = """
+id: builds-silent
+title: Builds stopped
+type: silence
+timeout: 5m
+min_events: 2
+allowed_lateness: 0s
+logsource: {category: ci_job_log}
+"""
+
+
+def ci_item(message: str, ts: float, offset: int, user: str = "bob") -> Item:
+    return Item({"message": message, "user": user, "ts": ts}, ("ci", 0, offset), LogSource(category="ci_job_log"),
+                ("ts",), 0.0)
+
+
+def test_correlation_alerts_replace_suppressed_base_matches_with_stable_ids(tmp_path):
+    (tmp_path / "c.yml").write_text(CORRELATED)
+    outcome = compile_detection([tmp_path / "c.yml"], [], skip_invalid=False)
+    assert outcome.accepted and outcome.detection.correlation is not None
+    items = [ci_item("login failed", 1000.0 + i, i) for i in range(3)]
+
+    first = Detector(outcome.detection).process(items, now=5000.0)
+    assert [a.rule.title for a in first] == ["Repeated Failed Logins"]  # base rule: generate false
+    replay = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
+    assert [a.id for a in replay.process(items, now=6000.0)] == [first[0].id]  # redelivery: same id
+
+
+def test_correlation_state_survives_a_swap(tmp_path):
+    (tmp_path / "c.yml").write_text(CORRELATED)
+    detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
+    assert detector.process([ci_item("login failed", 1000.0, 0), ci_item("login failed", 1001.0, 1)]) == []
+    detector.swap(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False, generation=2).detection)
+    assert [a.rule.title for a in detector.process([ci_item("login failed", 1002.0, 2)])] == [
+        "Repeated Failed Logins"]
+
+
+def test_heartbeat_extrapolates_event_time_for_silence_checks(tmp_path):
+    (tmp_path / "r.yml").write_text(RULE)
+    (tmp_path / "checks.yml").write_text(SILENCE)
+    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
+    assert outcome.accepted and outcome.detection.anomaly is not None, outcome.errors
+    detector = Detector(outcome.detection)
+    # events carry old timestamps (a replay): the wall clock must not make them look silent
+    detector.process([ci_item("build ok", 1000.0, 0), ci_item("build ok", 1010.0, 1)], now=9_000_000.0)
+    assert detector.heartbeat(9_000_000.0 + 60) == []
+    silent = detector.heartbeat(9_000_000.0 + 400)
+    assert [a.rule.id for a in silent] == ["builds-silent"]
+    assert silent[0].timestamp == pytest.approx(1410.0)
+
+
+def test_anomaly_configured_without_a_readable_file_is_an_error(tmp_path):
+    (tmp_path / "r.yml").write_text(RULE)
+    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "none.yml"])
+    assert not outcome.accepted and "cannot read" in outcome.errors[0].reason
