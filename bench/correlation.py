@@ -66,22 +66,22 @@ def build(max_keys: int) -> tuple[CorrelationEngine, Match]:
     return engine, Match(rule=base)
 
 
-def throughput(events: int, keys: int, rate: float) -> dict[str, Any]:
+def throughput(events: int, keys: int, rate: float, refs: bool = False) -> dict[str, Any]:
     engine, match = build(max_keys=max(keys * 2, 1000))
     matches = [match]
-    stream = [({"action": "fail", "User": f"user{i % keys}", "Host": f"host{(i * 7) % 97}"}, i / rate)
-              for i in range(events)]
+    stream = [({"action": "fail", "User": f"user{i % keys}", "Host": f"host{(i * 7) % 97}"}, i / rate,
+               f"kafka:auth:3:{i}" if refs else None) for i in range(events)]
     warm = min(len(stream) // 10, 20_000)
-    for event, ts in stream[:warm]:
-        engine.process(event, matches, ts)
+    for event, ts, ref in stream[:warm]:
+        engine.process(event, matches, ts, ref)
     alerts = 0
     process = engine.process
     # Events per key in the measured part: alerts come from value_count (20 distinct hosts) and,
     # with enough events per key, event_count (50 in 10m).
     gc.collect()
     start, cpu_start = time.perf_counter(), time.process_time()
-    for event, ts in stream[warm:]:
-        alerts += len(process(event, matches, ts))
+    for event, ts, ref in stream[warm:]:
+        alerts += len(process(event, matches, ts, ref))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     measured = len(stream) - warm
     return {
@@ -140,6 +140,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count()},
         "throughput": throughput(args.events, args.keys, args.rate),
+        "throughput_with_origin_refs": throughput(args.events // 2, args.keys, args.rate, refs=True),
         "memory": memory(args.memory_keys, args.events_per_key),
         "target_events_per_s": 100_000,
     }
