@@ -173,9 +173,11 @@ class KafkaServer:
         log4j.write_text(resources.files(__package__).joinpath("kafka-log4j2.properties").read_text())
         self._format()
 
-    def _java_argv(self, main: str, *args: str, heap: str = HEAP) -> list[str]:
+    def _java_argv(self, main: str, *args: str, heap: str = HEAP, short_lived: bool = False) -> list[str]:
+        # A JVM that exits after a second does better without the optimizing JIT (halves format time).
+        jit = ["-XX:TieredStopAtLevel=1"] if short_lived else []
         return [
-            java_executable(17), heap, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            java_executable(17), heap, *jit, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
             "-cp", classpath(KAFKA_JARS), main, *args,
         ]  # fmt: skip
@@ -185,7 +187,7 @@ class KafkaServer:
 
         argv = self._java_argv(
             "kafka.tools.StorageTool", "format", "-t", random_cluster_id(),
-            "-c", str(self.properties_path), "-g", heap="-Xmx256m",
+            "-c", str(self.properties_path), "-g", heap="-Xmx256m", short_lived=True,
         )  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
