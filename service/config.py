@@ -184,6 +184,11 @@ class KafkaSettings(_Strict):
             raise ValueError("set at least one of topics or topic_pattern")
         if self.dead_letter_topic and self.dead_letter_topic in self.topics:
             raise ValueError("dead_letter_topic must not be one of the consumed topics")
+        if self.dead_letter_topic and self.topic_pattern:
+            import re
+
+            if re.match(self.topic_pattern, self.dead_letter_topic):
+                raise ValueError("topic_pattern matches dead_letter_topic: rejects would be consumed again")
         return self
 
     def topic_settings(self, topic: str) -> TopicSettings:
