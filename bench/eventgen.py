@@ -166,11 +166,13 @@ class Vocab:
     def fill(self, template: str) -> str:
         r = self.rng
         out = template
-        for key, make in (("{user}", lambda: r.choice(USERS)), ("{n}", lambda: str(r.randrange(1, 99999))),
+        makers: tuple[tuple[str, Callable[[], str]], ...] = (
+                         ("{user}", lambda: r.choice(USERS)), ("{n}", lambda: str(r.randrange(1, 99999))),
                           ("{hex}", lambda: self.hex(r.choice((8, 16)))), ("{guid}", self.guid),
                           ("{word}", lambda: r.choice(WORDS)), ("{ip}", lambda: self.ip(False)),
                           ("{svc}", lambda: r.choice(("Schedule", "Winmgmt", "BITS", "gpsvc", "ProfSvc"))),
-                          ("{host}", lambda: r.choice(HOSTS))):
+                          ("{host}", lambda: r.choice(HOSTS)))
+        for key, make in makers:
             while key in out:
                 out = out.replace(key, make(), 1)
         return out
