@@ -13,11 +13,16 @@ import argparse
 import asyncio
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from service.config import ConfigError, Settings, load_settings
+from service.demo.sources import GeneratedEvent
+
+Progress = Callable[[int, int], None]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     return _detect(args, settings, events, stories, ProgressBar("detecting "))
 
 
-def _detect(args: argparse.Namespace, settings: Settings, events: list, stories: Counter[str],
-            bar: object) -> int:
+def _detect(args: argparse.Namespace, settings: Settings, events: list[GeneratedEvent], stories: Counter[str],
+            bar: Progress) -> int:
     from service.demo.render import story_sections, summary_table
     from service.demo.runner import build_detectors
     from service.demo.runner import run as run_demo
@@ -73,7 +78,7 @@ def _detect(args: argparse.Namespace, settings: Settings, events: list, stories:
     detectors = build_detectors(args.rules)
     for error in detectors.errors:
         print(f"rule error: {error.source}: {error.reason}", file=sys.stderr)
-    result = run_demo(events, detectors, progress=bar)  # type: ignore[arg-type]
+    result = run_demo(events, detectors, progress=bar)
     out = sys.stdout
     if not args.quiet:
         out.write("\n".join(story_sections(result)) + "\n")
@@ -90,7 +95,7 @@ def store_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / "alerting" / "alerts.db"
 
 
-def _store(settings: Settings, docs: list[dict]) -> Path:
+def _store(settings: Settings, docs: list[dict[str, Any]]) -> Path:
     from service.alerting.store import AlertStore
 
     path = store_path(settings)
@@ -102,11 +107,11 @@ def _store(settings: Settings, docs: list[dict]) -> Path:
     return path
 
 
-def _to_kafka(args: argparse.Namespace, settings: Settings, events: list, bar: object) -> int:
+def _to_kafka(args: argparse.Namespace, settings: Settings, events: list[GeneratedEvent], bar: Progress) -> int:
     from service.demo.kafka import produce, topics_config
 
     if args.bootstrap:
-        client: dict = {"bootstrap_servers": list(args.bootstrap)}
+        client: dict[str, Any] = {"bootstrap_servers": list(args.bootstrap)}
     elif settings.kafka is not None:
         from service.sources.kafka import client_kwargs
 
@@ -115,7 +120,7 @@ def _to_kafka(args: argparse.Namespace, settings: Settings, events: list, bar: o
         print("pipesentry demo: --kafka needs --bootstrap or kafka.bootstrap_servers in the settings", file=sys.stderr)
         return 2
     try:
-        sent = asyncio.run(produce(events, client, progress=bar))  # type: ignore[arg-type]
+        sent = asyncio.run(produce(events, client, progress=bar))
     except Exception as exc:  # connection refused, auth failure, unknown host: one clear line
         print(f"pipesentry demo: cannot produce to Kafka at {', '.join(client['bootstrap_servers'])}: {exc}",
               file=sys.stderr)

@@ -16,6 +16,7 @@ report) are copied into every event; SARIF's ``versionControlProvenance`` wins w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -205,6 +206,13 @@ def decode_sarif(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dic
 # --- OWASP ZAP ----------------------------------------------------------------------------------
 
 _ZAP_RISK = {"3": "high", "2": "medium", "1": "low", "0": "info"}
+_URL = re.compile(r"https?://[^\s<>\"]+")
+
+
+def _first_url(html: str | None) -> str | None:
+    """ZAP's ``reference`` is HTML paragraphs of links; the first link is the help page."""
+    found = _URL.search(html or "")
+    return found.group(0) if found else None
 
 
 def decode_zap(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dict[str, Any]]:
@@ -218,7 +226,8 @@ def decode_zap(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dict[
         for alert in site.get("alerts") or []:
             if not isinstance(alert, Mapping):
                 continue
-            instances = alert.get("instances") if isinstance(alert.get("instances"), list) else []
+            raw_instances = alert.get("instances")
+            instances: list[Any] = raw_instances if isinstance(raw_instances, list) else []
             first = instances[0] if instances and isinstance(instances[0], Mapping) else {}
             cwe = str(alert.get("cweid") or "")
             events.append(_event(
@@ -232,7 +241,7 @@ def decode_zap(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dict[
                 location=_text(first, "uri"),
                 target=_text(site, "@name"),
                 cwe=[f"CWE-{cwe}"] if cwe.isdigit() and cwe != "0" and cwe != "-1" else [],
-                help_uri=(_text(alert, "reference") or "").split("<", 1)[0].replace("<p>", "").strip() or None,
+                help_uri=_first_url(_text(alert, "reference")),
                 instances=len(instances),
                 scanned_at=_text(doc, "@generated"),
             ))
@@ -255,7 +264,8 @@ def decode_checkov(raw: bytes, ctx: FindingContext = FindingContext()) -> list[d
         raise DecodeError("not_a_report", "Checkov report needs an object (or list of objects) with results")
     events: list[dict[str, Any]] = []
     for report in reports:
-        results = report.get("results") if isinstance(report.get("results"), Mapping) else {}
+        raw_results = report.get("results")
+        results: Mapping[str, Any] = raw_results if isinstance(raw_results, Mapping) else {}
         for key, status in (("failed_checks", "failed"), ("skipped_checks", "skipped")):
             for check in results.get(key) or []:
                 if not isinstance(check, Mapping):
@@ -279,7 +289,7 @@ def decode_checkov(raw: bytes, ctx: FindingContext = FindingContext()) -> list[d
 
 def decode_trivy(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dict[str, Any]]:
     doc = _load(raw, ctx, "Trivy")
-    if not isinstance(doc, Mapping) or "Results" not in doc and "ArtifactName" not in doc:
+    if not isinstance(doc, Mapping) or ("Results" not in doc and "ArtifactName" not in doc):
         raise DecodeError("not_a_report", "Trivy report needs a top-level object with Results")
     artifact = _text(doc, "ArtifactName")
     events: list[dict[str, Any]] = []

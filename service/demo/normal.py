@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from service.demo import builders as b
 from service.demo import reports
@@ -31,7 +32,7 @@ def _times(rng: random.Random, start: float, count: int, hours: tuple[int, int] 
 
 
 def github(rng: random.Random, start: float) -> Iterator[tuple[float, b.Built]]:
-    actions = [
+    actions: list[tuple[str, dict[str, Any]]] = [
         ("pull_request.merge", {}), ("repo.create", {"visibility": "private"}),
         ("protected_branch.update_required_status_checks_enforcement_level",
          {"required_status_checks_enforcement_level": "everyone", "branch": "main"}),

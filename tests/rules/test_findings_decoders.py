@@ -41,7 +41,8 @@ ZAP = {
                    "riskcode": "3", "confidence": "2", "riskdesc": "High (Medium)", "desc": "<p>SQL injection may be possible.</p>",
                    "instances": [{"uri": "https://staging.shop.acme.io/products?id=1", "method": "GET", "param": "id"},
                                  {"uri": "https://staging.shop.acme.io/search?q=a", "method": "GET", "param": "q"}],
-                   "count": "2", "cweid": "89", "wascid": "19", "sourceid": "1"},
+                   "count": "2", "cweid": "89", "wascid": "19", "sourceid": "1",
+                   "reference": "<p>https://cheatsheetseries.owasp.org/cheatsheets/SQL_Injection_Prevention_Cheat_Sheet.html</p>"},
                   {"pluginid": "10038", "name": "Content Security Policy (CSP) Header Not Set", "riskcode": "2",
                    "instances": [{"uri": "https://staging.shop.acme.io/"}], "cweid": "693"},
               ]}],
@@ -116,6 +117,8 @@ def test_zap_one_event_per_alert() -> None:
     assert sqli["rule_id"] == "40018" and sqli["cwe"] == ["CWE-89"] and sqli["instances"] == 2
     assert sqli["location"] == "https://staging.shop.acme.io/products?id=1"
     assert sqli["target"] == "https://staging.shop.acme.io" and sqli["scan_type"] == "dast"
+    assert sqli["help_uri"] == "https://cheatsheetseries.owasp.org/cheatsheets/SQL_Injection_Prevention_Cheat_Sheet.html"
+    assert "help_uri" not in events[1]
 
 
 def test_checkov_failed_and_skipped_checks_from_every_framework() -> None:
