@@ -187,8 +187,12 @@ class GroupingSettings(_Model):
     max_groups: int = Field(default=50_000, ge=1)
 
 
+def _default_sinks() -> list[Sink]:
+    return [StdoutSink(), StoreSink()]
+
+
 class AlertingSettings(_Model):
-    sinks: list[Sink] = Field(default_factory=lambda: [StdoutSink(), StoreSink()])
+    sinks: list[Sink] = Field(default_factory=_default_sinks)
     receivers: list[Receiver] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)

@@ -70,6 +70,7 @@ class AlertRouter:
         self._page_workers: dict[str, SinkWorker] = {}
         self._apply(settings)
         self._ticker: asyncio.Task[None] | None = None
+        self._next_prune = 0.0
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -160,6 +161,9 @@ class AlertRouter:
     async def tick(self, now: float | None = None) -> None:
         """Close suppression windows (count updates) and send group updates/resolves."""
         now = self.clock() if now is None else now
+        if now >= self._next_prune:  # store retention, hourly
+            self._next_prune = now + 3600
+            await asyncio.to_thread(self.store.prune, now - self.settings.store_retention_days * 86_400)
         docs = self._closed_documents(self.suppressor.expire(now))
         pages: dict[str, list[dict[str, Any]]] = {}
         for page in self.grouper.tick(now):

@@ -129,9 +129,9 @@ class SinkWorker:
                 await asyncio.sleep(wait)
                 continue
             raw = getattr(self.sink, "deliver_raw", None)
-            if raw is not None:  # the sink spooled its own encoding (see ElasticsearchSink.encode)
-                records, finished_bad = [], set()
-            else:
+            records: list[dict[str, Any]] = []
+            finished_bad: set[int] = set()
+            if raw is None:  # else the sink spooled its own encoding (see ElasticsearchSink.encode)
                 records, finished_bad = self._decode(batch)
             start = time.perf_counter()
             try:

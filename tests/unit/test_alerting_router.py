@@ -184,3 +184,13 @@ def test_settings_validation() -> None:
         settings(sinks=[{"type": "store"}, {"type": "store"}])
     s = settings(receivers=[{"type": "pagerduty", "routing_key": "secret-key"}])
     assert "secret-key" not in s.model_dump_json()
+
+
+async def test_store_retention_prunes_old_alerts(tmp_path: Path) -> None:
+    clock = Clock(1_700_000_000.0 + 40 * 86_400)
+    router = AlertRouter(settings(sinks=[{"type": "store"}], store_retention_days=30), tmp_path, clock=clock)
+    old, recent = alert(1, ts=1_700_000_000.0), alert(2, ts=clock.now - 86_400)
+    router.store.upsert([old.to_document(), recent.to_document()])
+    await router.tick()
+    assert router.store.get(old.id) is None and router.store.get(recent.id) is not None
+    router.store.close()

@@ -1,0 +1,69 @@
+"""Building blocks of the routing decisions: field lookup, globs, token bucket, breaker, backoff."""
+
+from __future__ import annotations
+
+import random
+
+from service.alerting.matching import glob_any, lookup
+from service.alerting.routes import TokenBucket
+from service.alerting.sinks.base import Backoff, CircuitBreaker
+from service.alerting.sinks.pagerduty import PagerDutyReceiver
+from service.alerting.sinks.webhook import signature
+
+
+def test_lookup_flat_and_nested() -> None:
+    event = {"host.name": "flat", "host": {"name": "nested", "ip": ["1.2.3.4"]}, "n": 0}
+    assert lookup(event, "host.name") == "flat"
+    assert lookup({"host": {"name": "nested"}}, "host.name") == "nested"
+    assert lookup(event, "host.ip") == ["1.2.3.4"]
+    assert lookup(event, "n") == 0
+    assert lookup(event, "host.name.x") is None
+    assert lookup(event, "missing.path") is None
+    assert lookup(None, "x") is None
+
+
+def test_glob_any() -> None:
+    assert glob_any(["attack.t1059*"], ["attack.execution", "attack.t1059.004"])
+    assert glob_any(["Rule-A"], ["rule-a"])
+    assert not glob_any(["attack.t1059"], ["attack.t1059.004"])
+    assert not glob_any([], ["x"])
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate_per_min=60, burst=2, now=0.0)
+    assert bucket.take(0.0) and bucket.take(0.0)
+    assert not bucket.take(0.5)
+    assert bucket.take(1.6)  # one token a second
+    assert not bucket.take(1.7)
+
+
+def test_circuit_breaker_opens_and_half_opens() -> None:
+    cb = CircuitBreaker(failures=2, reset_s=10)
+    cb.failure(0.0)
+    assert cb.allow(0.0) and not cb.open
+    cb.failure(1.0)
+    assert cb.open and not cb.allow(5.0) and cb.wait(5.0) == 6.0
+    assert cb.allow(11.0)
+    cb.success()
+    assert not cb.open and cb.wait(12.0) == 0.0
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    b = Backoff(0.5, 4.0, random.Random(1))
+    delays = [b.next() for _ in range(8)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert all(d <= 4.0 for d in delays) and delays[-1] >= 2.0
+    b.reset()
+    assert b.next() <= 0.5
+
+
+def test_webhook_signature_covers_timestamp_and_body() -> None:
+    sig = signature("k", "100", b'{"a":1}')
+    assert sig.startswith("sha256=") and len(sig) == 7 + 64
+    assert sig != signature("k", "101", b'{"a":1}') and sig != signature("k", "100", b'{"a":2}')
+
+
+def test_pagerduty_resolve_is_minimal() -> None:
+    pd = PagerDutyReceiver("pd", "http://x/v2/enqueue", "key", 1.0)
+    req = pd.render({"action": "resolve", "dedup_key": "d" * 300})
+    assert req.json == {"routing_key": "key", "event_action": "resolve", "dedup_key": "d" * 255}
