@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
 import threading
 import uuid
 from collections.abc import Coroutine
@@ -19,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service.devservices.errors import StartupFailed
+from service.devservices.errors import DevServiceError, StartupFailed
 from service.devservices.fetch import KAFKA_JARS, classpath, fetch, java_executable
-from service.devservices.process import ManagedProcess, free_port, port_clash, port_open
+from service.devservices.process import ManagedProcess, free_port, port_open
 
 T = TypeVar("T")
 START_TIMEOUT = 60.0
@@ -115,7 +116,7 @@ async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
             if code == TopicAlreadyExistsError.errno:
                 raise TopicAlreadyExistsError(f"topic {topic} already exists")
             if code != 0:
-                raise StartupFailed(f"creating topic {topic} failed with Kafka error code {code}")
+                raise DevServiceError(f"creating topic {topic} failed with Kafka error code {code}")
     finally:
         await admin.close()
 
@@ -129,7 +130,6 @@ class KafkaServer:
     controller_port: int
     version: str
     _process: ManagedProcess | None = field(default=None, repr=False)
-    _restarts: int = field(default=0, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -160,7 +160,7 @@ class KafkaServer:
                 return server
             except StartupFailed as exc:
                 # A chosen port can be taken by someone else before the broker binds it.
-                if attempt == START_ATTEMPTS or not port_clash(str(exc)):
+                if attempt == START_ATTEMPTS or not exc.retriable:
                     raise
         raise AssertionError("unreachable")
 
@@ -183,8 +183,6 @@ class KafkaServer:
         ]  # fmt: skip
 
     def _format(self) -> None:
-        import subprocess
-
         argv = self._java_argv(
             "kafka.tools.StorageTool", "format", "-t", random_cluster_id(),
             "-c", str(self.properties_path), "-g", heap="-Xmx256m", short_lived=True,
@@ -230,5 +228,4 @@ class KafkaServer:
     def restart(self, *, timeout: float = START_TIMEOUT) -> None:
         """Stop (if running) and start again on the same ports and log dir."""
         self.stop()
-        self._restarts += 1
         self._launch(timeout)

@@ -62,6 +62,7 @@ class ManagedProcess:
     argv: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes]
+    log_offset: int = 0  # where this run's output starts (restarts append to the same log)
     _stopped: bool = field(default=False, repr=False)
 
     @classmethod
@@ -77,6 +78,7 @@ class ManagedProcess:
     ) -> ManagedProcess:
         """Start ``argv`` in its own session; ``keep_stdin_open`` for servers that quit on stdin EOF."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
         in_main_thread = threading.current_thread() is threading.main_thread()
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
@@ -90,7 +92,7 @@ class ManagedProcess:
                 # Tied to the forking thread, so only safe from the main thread.
                 preexec_fn=_die_with_parent if in_main_thread else None,
             )
-        proc = cls(name=name, argv=list(argv), log_path=log_path, popen=popen)
+        proc = cls(name=name, argv=list(argv), log_path=log_path, popen=popen, log_offset=log_offset)
         with _LIVE_LOCK:
             _LIVE.add(proc)
         return proc
@@ -103,28 +105,33 @@ class ManagedProcess:
         return self.popen.poll() is None
 
     def log_tail(self, lines: int = 60) -> str:
+        """The last ``lines`` lines this run wrote to its log."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                text = log.read().decode(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_ready(
-        self, probe: Callable[[], bool], timeout: float, what: str, *, fatal: Callable[[str], bool] = port_clash
-    ) -> None:
-        """Poll ``probe`` until it returns True; fail early if the process exits or logs a ``fatal`` error."""
+    def wait_ready(self, probe: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``probe`` until it returns True; fail early if the process exits or cannot bind."""
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
-            if self.alive() and fatal(self.log_tail(10_000)):
+            if self.alive() and port_clash(self.log_tail(10_000)):
                 self.kill()
                 raise StartupFailed(
-                    f"{self.name} failed before {what}; log {self.log_path}:\n{self.log_tail()}"
+                    f"{self.name} could not bind its ports before {what}; log {self.log_path}:\n"
+                    f"{self.log_tail()}",
+                    retriable=True,
                 )
             if not self.alive():
+                output = self.log_tail(10_000)
                 raise StartupFailed(
                     f"{self.name} exited with code {self.popen.returncode} before {what}; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"log {self.log_path}:\n{self.log_tail()}",
+                    retriable=port_clash(output),
                 )
             try:
                 if probe():

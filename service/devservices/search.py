@@ -26,7 +26,7 @@ import httpx
 
 from service.devservices.errors import StartupFailed
 from service.devservices.fetch import OPENSEARCH_JARS, classpath, fetch, java_executable
-from service.devservices.process import ManagedProcess, free_port, port_clash
+from service.devservices.process import ManagedProcess, free_port, port_open
 
 START_TIMEOUT = 120.0
 HEAP = ("-Xms256m", "-Xmx1g")
@@ -44,7 +44,9 @@ def free_runner_port() -> int:
             except OSError:
                 continue
             return port
-    raise StartupFailed(f"no free port in {RUNNER_HTTP_PORTS.start}-{RUNNER_HTTP_PORTS.stop - 1} for the search node")
+    raise StartupFailed(
+        f"no free port in {RUNNER_HTTP_PORTS.start}-{RUNNER_HTTP_PORTS.stop - 1} for the search node"
+    )
 
 
 def opensearch_yml(transport_port: int) -> str:
@@ -86,24 +88,22 @@ class SearchNode:
         """Start a fresh single node under ``workdir`` on free loopback ports."""
         fetch(OPENSEARCH_JARS)
         for attempt in range(1, START_ATTEMPTS + 1):
-            node = cls(workdir=workdir / f"node-{attempt}", port=free_runner_port(), transport_port=free_port())
+            node = cls(
+                workdir=workdir / f"node-{attempt}", port=free_runner_port(), transport_port=free_port()
+            )
             config = node.base_path / "node_1" / "config"
             config.mkdir(parents=True, exist_ok=True)
             (config / "opensearch.yml").write_text(opensearch_yml(node.transport_port))
             try:
                 node._launch(timeout)
                 return node
-            except StartupFailed:
-                # Another process may have taken a chosen port before the node bound it.
-                if attempt == START_ATTEMPTS or not port_clash(node._log_text()):
+            except StartupFailed as exc:
+                # Another process may have taken a chosen port before the node bound it. The
+                # runner swallows the BindException, so look at the ports once the node is gone.
+                lost_port = port_open(node.port) or port_open(node.transport_port)
+                if attempt == START_ATTEMPTS or not (exc.retriable or lost_port):
                     raise
         raise AssertionError("unreachable")
-
-    def _log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
     def _launch(self, timeout: float) -> None:
         argv = [
@@ -111,14 +111,16 @@ class SearchNode:
             "-Dfile.encoding=UTF-8", "-cp", classpath(OPENSEARCH_JARS),
             "org.codelibs.opensearch.runner.OpenSearchRunner",
             "-basePath", str(self.base_path), "-numOfNode", "1",
-            "-baseHttpPort", str(self.port - 1), "-clusterName", "pipesentry-dev",
+            "-baseHttpPort", str(self.port - 1), "-clusterName", "pipesentry-dev", "-printOnFailure",
         ]  # fmt: skip
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # The runner shuts the node down when its stdin reaches EOF: hold a pipe open.
         self._process = ManagedProcess.spawn(
             "opensearch", argv, self.log_path, cwd=self.workdir, keep_stdin_open=True
         )
-        self._process.wait_ready(lambda: self._port_printed(offset), timeout, "HTTP port printed")
+        process = self._process
+        self._process.wait_ready(
+            lambda: self._port_printed(process.log_tail(10_000)), timeout, "HTTP port printed"
+        )
         self._process.wait_ready(self._healthy, timeout, "cluster health yellow")
         self.version = str(self.info()["version"]["number"])
         self._single_node_defaults()
@@ -136,10 +138,8 @@ class SearchNode:
         )
         response.raise_for_status()
 
-    def _port_printed(self, offset: int) -> bool:
-        with self.log_path.open("rb") as log:
-            log.seek(offset)
-            match = _HTTP_PORT_LINE.search(log.read().decode(errors="replace"))
+    def _port_printed(self, output: str) -> bool:
+        match = _HTTP_PORT_LINE.search(output)
         if match is None:
             return False
         printed = int(match.group(1))

@@ -62,7 +62,9 @@ def process_gone(pid: int) -> bool:
         return True
 
 
-async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[tuple[bytes | None, bytes]]:
+async def consume(
+    bootstrap: str, topic: str, count: int, timeout: float = 20.0
+) -> list[tuple[bytes | None, bytes]]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=unique("g")
     )
@@ -115,7 +117,9 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     # The leader ignores SIGTERM and has a child: stop must still leave nothing behind.
     script = f"trap '' TERM; sleep 300 & echo $! > {tmp_path / 'child'}; wait"
     proc = ManagedProcess.spawn("group", ["bash", "-c", script], tmp_path / "group.log")
-    assert wait_until(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip() != "")
+    assert wait_until(
+        lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip() != ""
+    )
     child = int((tmp_path / "child").read_text())
     proc.stop(timeout=1)
     assert process_gone(proc.pid)
@@ -124,7 +128,9 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 
 def test_wait_ready_fails_fast_with_the_log_when_the_server_exits(tmp_path: Path) -> None:
-    proc = ManagedProcess.spawn("crasher", ["bash", "-c", "echo config is broken; exit 3"], tmp_path / "c.log")
+    proc = ManagedProcess.spawn(
+        "crasher", ["bash", "-c", "echo config is broken; exit 3"], tmp_path / "c.log"
+    )
     began = time.monotonic()
     with pytest.raises(StartupFailed, match=r"(?s)exited with code 3.*config is broken"):
         proc.wait_ready(lambda: False, timeout=30, what="never")
@@ -166,7 +172,7 @@ async def test_kafka_produce_and_consume_with_aiokafka(kafka_server: KafkaServer
 
 async def test_kcat_and_aiokafka_interoperate(kafka_server: KafkaServer) -> None:
     to_python, to_kcat = unique("from-kcat"), unique("to-kcat")
-    lines = "build-1:{\"step\": \"deploy\"}\nbuild-2:{\"step\": \"test\"}\n"
+    lines = 'build-1:{"step": "deploy"}\nbuild-2:{"step": "test"}\n'
     produced = subprocess.run(
         [kcat(), "-P", "-b", kafka_server.bootstrap, "-t", to_python, "-K:"],
         input=lines, capture_output=True, text=True, timeout=30, check=False,
@@ -252,7 +258,9 @@ async def test_search_node_index_and_search(search_client: AsyncOpenSearch) -> N
         body={"rule": "Suspicious curl piped to shell", "severity": "high", "pipeline": "deploy-prod"},
         refresh=True,
     )
-    await search_client.index(index=index, id="a2", body={"rule": "Quiet build", "severity": "low"}, refresh=True)
+    await search_client.index(
+        index=index, id="a2", body={"rule": "Quiet build", "severity": "low"}, refresh=True
+    )
     found = await search_client.search(index=index, body={"query": {"match": {"rule": "curl shell"}}})
     assert [hit["_id"] for hit in found["hits"]["hits"]] == ["a1"]
     assert found["hits"]["hits"][0]["_source"]["pipeline"] == "deploy-prod"
@@ -330,7 +338,12 @@ def test_alertmanager_accepts_and_lists_alerts(alertmanager_server: Alertmanager
     name = unique("PipelineSecretLeak")
     response = httpx.post(
         f"{alertmanager_server.url}/api/v2/alerts",
-        json=[{"labels": {"alertname": name, "severity": "critical"}, "annotations": {"summary": "token in log"}}],
+        json=[
+            {
+                "labels": {"alertname": name, "severity": "critical"},
+                "annotations": {"summary": "token in log"},
+            }
+        ],
         timeout=10,
     )
     assert response.status_code == 200
