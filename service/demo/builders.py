@@ -193,9 +193,12 @@ def auditd_path(ts: float, host: str, name: str, nametype: str = "NORMAL", key: 
 
 
 def syslog_auth(ts: float, host: str, program: str, message: str, pid: int = 48211) -> Built:
-    return "linux_auth", {"timestamp": datetime.fromtimestamp(ts, UTC).isoformat(), "host": host, "program": program,
-                          "pid": pid, "facility": "authpriv" if program == "sudo" else "auth", "severity": "info",
-                          "message": message}
+    """An auth/authpriv message as the ``syslog`` decoder yields it (RFC 5424 field names)."""
+    facility = "authpriv" if program == "sudo" else "auth"
+    return "linux_auth", {"timestamp": datetime.fromtimestamp(ts, UTC).isoformat(), "hostname": host,
+                          "app_name": program, "procid": str(pid), "facility": 10 if facility == "authpriv" else 4,
+                          "facility_name": facility, "severity": 6, "severity_name": "info", "message": message,
+                          "syslog_format": "rfc5424"}
 
 
 def nginx(ts: float, ip: str, method: str, uri: str, status: int, ua: str, size: int = 1024,

@@ -240,3 +240,25 @@ def test_sigma_cli_check_passes() -> None:
     assert "Found 0 errors, 0 condition errors and 0 issues." in output, output
     assert "Traceback" not in output
 
+
+
+def test_auth_rules_on_the_syslog_decoder_output() -> None:
+    """The linux/auth rules use the field names the project's syslog decoder produces (5424 and 3164)."""
+    from service.decoders import build_decoder
+
+    decode = build_decoder("syslog", {})
+    rs = _ruleset()
+    ls = LogSource("linux", None, "auth")
+    lines = {
+        b"<38>1 2026-11-25T23:41:07Z prod-bastion-1 sshd 48211 - - Failed password for invalid user admin "
+        b"from 203.0.113.77 port 51122 ssh2": "SSH Authentication Failure",
+        b"<38>Nov 25 23:41:08 prod-bastion-1 sshd[48211]: Accepted password for deploy from 203.0.113.77 "
+        b"port 51190 ssh2": "SSH Successful Login",
+        b"<85>Nov 25 23:41:09 prod-bastion-1 sudo:   deploy : TTY=pts/0 ; PWD=/home/deploy ; USER=root ; "
+        b"COMMAND=/bin/bash": "Interactive Root Shell Through sudo",
+        b"<86>1 2026-11-25T23:42:00Z prod-bastion-1 useradd 51002 - - new user: name=sysupd, UID=0, GID=0, "
+        b"home=/root, shell=/bin/bash, from=/dev/pts/0": "Linux User Created With UID 0",
+    }
+    for raw, title in lines.items():
+        (event,) = decode(raw)
+        assert {m.rule.title for m in rs.evaluate(event, ls)} == {title}, raw
