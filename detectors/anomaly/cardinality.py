@@ -104,7 +104,7 @@ class CardinalityCheck(Check):
         centre, n = state[CENTRE], state[N]
         unit = max(state[DEV] * ABS_DEV_TO_SIGMA, 1.0)
         z = (distinct - centre) / unit
-        ready = n >= 2 and self.ready_at(start)
+        ready = n >= 2 and self.ready_at(start + spec.window)
         found: Match | None = None
         if ready and not alerted and z >= spec.threshold and distinct >= spec.min_distinct:
             found = self.match(

@@ -11,8 +11,10 @@ aggregate; optionally on ``log1p(value)``):
   (a ring buffer), recomputed every ``window_values / 8`` values.
 
 ``z = (x - centre) / max(scale, min_scale)``; alert when ``|z| >= threshold``
-(per ``direction``) once the key has ``min_samples`` samples and the check's
-learning period is over. Non-numeric values are counted as ``bad_value``.
+or a two-sided CUSUM of ``z`` reaches ``cusum`` (sustained shifts), per
+``direction``, once the key has ``min_samples`` samples and the check's
+learning period is over; one alert per episode (see ``episodes``). Set
+``cusum: null`` for pure per-value thresholds. Non-numeric values are counted as ``bad_value``.
 State per key: ewma 3 floats; median_mad ``window_values`` doubles.
 """
 
@@ -23,6 +25,7 @@ from array import array
 from statistics import median
 from typing import Any
 
+from detectors.anomaly import episodes
 from detectors.anomaly.base import Check, closed_until, key_list, key_tuple
 from detectors.anomaly.keys import MISSING, Key, get_field
 from detectors.anomaly.spec import MetricSpec
@@ -33,7 +36,7 @@ WINSOR = 2.5
 ABS_DEV_TO_SIGMA = 1.2533
 MAD_TO_SIGMA = 1.4826
 TINY = 1e-12
-# ewma state: centre, abs deviation, n ; median_mad state: ring..., then n, centre, scale
+# ewma state: centre, abs deviation, n, episode; median_mad: ring..., n, centre, scale, episode
 CENTRE, DEV, N = 0, 1, 2
 
 
@@ -89,7 +92,7 @@ class MetricCheck(Check):
     def _state(self, key: Key) -> array[float]:
         state = self._keys.touch(key)
         if state is None:
-            state = array("d", bytes(8 * (self.ring + 3)))
+            state = array("d", bytes(8 * (self.ring + 3 + episodes.SLOTS)))
             self._keys.put(key, state)
         return state
 
@@ -153,8 +156,11 @@ class MetricCheck(Check):
         z = (y - centre) / unit
         ready = n >= spec.min_samples and self.ready_at(t)
         found: Match | None = None
-        if ready and ((z >= spec.threshold and spec.direction != "down")
-                      or (-z >= spec.threshold and spec.direction != "up")):
+        sign = 0
+        if ready:
+            sign = episodes.decide(state, self.ring + 3, z, spec.threshold, spec.cusum, spec.cusum_slack,
+                                   spec.direction != "down", spec.direction != "up")
+        if sign:
             low, high = centre - spec.threshold * unit, centre + spec.threshold * unit
             if self.log:
                 centre, low, high = math.expm1(centre), math.expm1(low), math.expm1(high)
@@ -163,7 +169,7 @@ class MetricCheck(Check):
                 expected={"center": round(centre, 6), "low": round(low, 6), "high": round(high, 6),
                           "model": spec.model, "aggregate": spec.aggregate},
                 score=z, window_start=start, window_end=end,
-                direction="high" if z > 0 else "low",
+                direction="high" if sign > 0 else "low",
             )
         if self.ring:
             self._update_ring(state, y)
@@ -200,7 +206,7 @@ class MetricCheck(Check):
         self.closed_upto = None if state["closed_upto"] is None else float(state["closed_upto"])
         self._keys.clear()
         for raw_key, values in state["keys"]:
-            if len(values) != self.ring + 3:
+            if len(values) != self.ring + 3 + episodes.SLOTS:
                 raise ValueError("metric key state has the wrong size")
             self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values)))
         self._keys.evictions = int(state.get("evictions", 0))

@@ -90,7 +90,7 @@ class VolumeSpec(CheckCommon):
     seasonality: tuple[Literal["daily", "weekly"], ...] = ("daily", "weekly")
     utc_offset_hours: float = Field(default=0.0, ge=-14, le=14)
     threshold: float = Field(default=4.0, gt=0)
-    cusum: float | None = Field(default=6.0, gt=0)
+    cusum: float | None = Field(default=5.0, gt=0)
     cusum_slack: float = Field(default=1.0, ge=0)
     direction: Direction = "both"
     min_count: int = Field(default=10, ge=0)
@@ -121,6 +121,8 @@ class MetricSpec(CheckCommon):
     aggregate: Literal["mean", "sum", "max", "min", "count"] | None = None
     window: Duration = 300.0
     threshold: float = Field(default=4.0, gt=0)
+    cusum: float | None = Field(default=5.0, gt=0)
+    cusum_slack: float = Field(default=1.0, ge=0)
     direction: Direction = "both"
     transform: Literal["none", "log"] = "none"
     min_samples: int = Field(default=30, ge=2)

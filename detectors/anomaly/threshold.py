@@ -114,7 +114,7 @@ class RatioCheck(Check):
         spec = self.s
         window = spec.window
         for start in sorted(b for b in self.open if b + window <= watermark):
-            ready = self.ready_at(start)
+            ready = self.ready_at(start + window)
             for key, (hits, total) in self.open.pop(start).items():
                 share = hits / total
                 if ready and total >= spec.min_count and share > spec.max_ratio:

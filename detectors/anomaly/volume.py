@@ -1,21 +1,27 @@
 """``volume``: events per key per interval against a seasonal baseline; spikes and drops.
 
-Model (per key): expected count ``e = level * daily[hour] * weekly[weekday]``,
-a multiplicative decomposition learned by exponentially weighted updates
-(level half-life ``adapt``, daily factors ``3 x adapt``, weekly factors three
-weeks; plain running means while a slot has few samples). The noise is
-over-dispersed Poisson: ``sigma = sqrt(phi * max(e, 1))`` with the dispersion
-``phi`` an EWMA (half-life one day) of ``residual^2 / e``. Each closed interval
-scores ``z = (count - e) / sigma``; a two-sided CUSUM on ``z`` (slack
-``cusum_slack``) catches sustained shifts that no single interval shows.
-Alert when ``|z| >= threshold`` or a CUSUM reaches ``cusum``, on spikes only
-when ``count >= min_count`` and on drops only when ``e >= min_count``. One
-alert per episode: a key re-arms after three normal intervals. After learning,
-residuals are winsorised at 2.5 sigma before updating, so anomalies barely move
-the baseline while lasting level shifts are still absorbed over time.
+Model (per key): expected count ``e = level / M * daily(hour) * weekly[weekday]``
+with ``M`` intervals per day. With weekly seasonality ``level`` is the mean
+of the key's last seven complete daily totals (a moving week, blind to the
+weekly shape by construction); ``weekly[d]`` is the EWMA over weeks (half-life
+three weeks) of that weekday's total divided by the level before it. Without
+weekly seasonality ``level`` is an EWMA (half-life ``adapt``) of the
+de-seasonalised interval counts. ``daily`` holds 24 hourly factors,
+interpolated linearly between hour centres, updated every interval (half-life
+``adapt``); factors are renormalised to mean 1 each day.
 
-State per key: one ``array('d')`` of 8 + 24 + 7 doubles (312 bytes) plus the
-key tuple and its map entry (see docs/anomaly.md for measured figures).
+Noise: counts are scored after Anscombe's square-root transform, where Poisson
+noise has unit variance: ``z = 2 (sqrt(count + 3/8) - sqrt(e + 3/8)) / sqrt(phi)``
+with ``phi`` (over-dispersion) an EWMA (half-life one day) of squared residuals.
+A two-sided CUSUM on ``z`` (slack ``cusum_slack``) catches sustained shifts
+that no single interval shows. Alert when ``|z| >= threshold`` or a CUSUM
+reaches ``cusum``, on spikes only when ``count >= min_count`` and on drops only
+when ``e >= min_count``. One alert per episode: a key re-arms after three calm
+intervals. After learning, residuals are winsorised at 2.5 before updating,
+so anomalies barely move the baseline while lasting shifts are absorbed.
+
+State per key: one ``array('d')`` of 48 doubles (384 bytes of payload) plus
+the key tuple and its map entry (see docs/anomaly.md for measured figures).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import math
 from array import array
 from typing import Any
 
+from detectors.anomaly import episodes
 from detectors.anomaly.base import Check, key_list, key_tuple
 from detectors.anomaly.keys import Key
 from detectors.anomaly.spec import DAY, WEEK, VolumeSpec
@@ -31,13 +38,13 @@ from detectors.model import Event, Match
 from detectors.state import LruMap
 
 # layout of a key's state array
-LEVEL, PHI, N, FIRST, CUP, CDN, ALERT, CALM = range(8)
-DAILY = 8
+PHI, N, FIRST, EPISODE, DAY_COUNT, LEVEL, RUN = 0, 1, 2, 3, 3 + episodes.SLOTS, 4 + episodes.SLOTS, 5 + episodes.SLOTS
+RING = 10  # last daily total per weekday (-1: none yet)
+DAILY = RING + 7
 WEEKLY = DAILY + 24
 SIZE = WEEKLY + 7
 PHI_FLOOR = 0.25
 WINSOR = 2.5
-CALM_TO_REARM = 3
 MAX_CATCHUP = 20_000
 """Empty intervals closed in one watermark jump at most (longer gaps are skipped and counted)."""
 
@@ -53,9 +60,10 @@ class VolumeCheck(Check):
         self.weekly = "weekly" in spec.seasonality
         self.offset = spec.utc_offset_hours * 3600.0
         per_hour = 3600.0 / spec.interval
+        self.per_day = DAY / spec.interval
         self.a_level = 1 - 0.5 ** (spec.interval / spec.adapt)
-        self.a_daily = 1 - 0.5 ** (1 / max(1.0, 3 * spec.adapt / DAY * per_hour))
-        self.a_weekly = 1 - 0.5 ** (1 / max(1.0, 3 * WEEK / WEEK * 24 * per_hour))
+        self.a_daily = 1 - 0.5 ** (1 / max(1.0, spec.adapt / DAY * per_hour))
+        self.a_weekly = 1 - 0.5 ** (1 / 3)  # one sample per weekday and week: half-life three weeks
         self.a_phi = 1 - 0.5 ** (spec.interval / DAY)
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
         self.open: dict[float, dict[Key, int]] = {}
@@ -86,6 +94,8 @@ class VolumeCheck(Check):
         if keys.touch(key) is None:
             state = array("d", bytes(8 * SIZE))
             state[FIRST] = start
+            for i in range(RING, DAILY):
+                state[i] = -1.0
             for i in range(DAILY, SIZE):
                 state[i] = 1.0
             keys.put(key, state)
@@ -109,101 +119,115 @@ class VolumeCheck(Check):
             self.closed_upto = start + interval
         return out
 
-    def _slots(self, start: float) -> tuple[int, int, bool, bool]:
+    def _slots(self, start: float) -> tuple[int, float, int, bool, bool]:
+        """Daily slot and interpolation weight (slot centres at half past each hour), weekday, boundaries."""
         local = start + self.offset
-        hour = int(local // 3600) % 24
+        hours = ((local + self.interval / 2) % DAY) / 3600 - 0.5
+        base = math.floor(hours)
         day = int(local // DAY)
         weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         day_start = local % DAY == 0
-        return hour, weekday, day_start, day_start and weekday == 0
+        return base % 24, hours - base, weekday, day_start, day_start and weekday == 0
 
     def _close(self, start: float, counts: dict[Key, int], out: list[Match]) -> None:
         spec = self.s
-        hour, weekday, day_start, week_start = self._slots(start)
-        check_ready = self.ready_at(start)
+        hour, frac, weekday, day_start, week_start = self._slots(start)
+        check_ready = self.ready_at(start + self.interval)
         end = start + self.interval
         for key, state in self._keys.items():
             if state[FIRST] > start:
                 continue
             if day_start:
+                self._roll_day(state, (weekday - 1) % 7, start)
                 self._normalise(state, week_start)
             count = counts.get(key, 0)
             ready = check_ready and start - state[FIRST] >= self.learning_s
-            alert = self._step(state, count, hour, weekday, ready)
+            alert = self._step(state, count, hour, frac, weekday, ready)
             if alert is not None:
                 e, sigma, z = alert
-                t = spec.threshold
+                root, half = math.sqrt(e + 0.375), spec.threshold * sigma / 2
+                low = max(0.0, root - half) ** 2 - 0.375
                 out.append(self.match(
                     key, event_time=end, observed=count,
-                    expected={"mean": round(e, 3), "low": round(max(0.0, e - t * sigma), 3),
-                              "high": round(e + t * sigma, 3), "sigma": round(sigma, 3)},
+                    expected={"mean": round(e, 3), "low": round(max(0.0, low), 3),
+                              "high": round((root + half) ** 2 - 0.375, 3),
+                              "sigma": round(sigma * math.sqrt(max(e, 1.0)), 3)},
                     score=z, window_start=start, window_end=end,
                     direction="spike" if z > 0 else "drop",
                 ))
 
-    def _normalise(self, state: array[float], week: bool) -> None:
-        if self.daily:
-            mean = sum(state[DAILY:WEEKLY]) / 24
-            if mean > 0:
-                for i in range(DAILY, WEEKLY):
-                    state[i] /= mean
-                state[LEVEL] *= mean
-        if week and self.weekly:
-            mean = sum(state[WEEKLY:SIZE]) / 7
-            if mean > 0:
-                for i in range(WEEKLY, SIZE):
-                    state[i] /= mean
-                state[LEVEL] *= mean
+    def _roll_day(self, s: array[float], weekday: int, start: float) -> None:
+        """Close the key's day: weekly factor and moving-week level from the day's total."""
+        total = s[DAY_COUNT]
+        s[DAY_COUNT] = 0.0
+        if not self.weekly or s[N] == 0 or s[FIRST] > start - DAY:
+            return  # a partial first day tells nothing about its weekday
+        level = s[LEVEL]
+        if level > 0:
+            seen = (start - DAY - s[FIRST]) // WEEK
+            i = WEEKLY + weekday
+            s[i] += max(self.a_weekly, 1 / (seen + 1)) * (total / level - s[i])
+        s[RING + weekday] = total
+        days = [v for v in s[RING:DAILY] if v >= 0]
+        s[LEVEL] = sum(days) / len(days)
 
-    def _step(self, s: array[float], count: int, hour: int, weekday: int,
+    def _normalise(self, state: array[float], week: bool) -> None:
+        for lo, hi, on in ((DAILY, WEEKLY, self.daily), (WEEKLY, SIZE, self.weekly and week)):
+            if not on:
+                continue
+            mean = sum(state[lo:hi]) / (hi - lo)
+            if mean > 0:
+                for i in range(lo, hi):
+                    state[i] /= mean
+
+    def _step(self, s: array[float], count: int, hour: int, frac: float, weekday: int,
               ready: bool) -> tuple[float, float, float] | None:
         """Score ``count`` against the key's baseline, update it; ``(e, sigma, z)`` when it alerts."""
-        spec = self.s
-        di, wi = DAILY + hour, WEEKLY + weekday
-        d = s[di] if self.daily else 1.0
-        w = s[wi] if self.weekly else 1.0
+        di, dj = DAILY + hour, DAILY + (hour + 1) % 24
+        d = s[di] * (1 - frac) + s[dj] * frac if self.daily else 1.0
+        w = s[WEEKLY + weekday] if self.weekly else 1.0
         n = s[N]
         if n == 0:
-            s[LEVEL] = count / (d * w)
+            s[RUN] = count / (d * w)
+            s[LEVEL] = s[RUN] * self.per_day
             s[PHI] = 1.0
             s[N] = 1
+            s[DAY_COUNT] += count
             return None
         level = s[LEVEL]
-        e = level * d * w
-        sigma = math.sqrt(max(s[PHI], PHI_FLOOR) * max(e, 1.0))
-        z = (count - e) / sigma
+        e = level / self.per_day * d * w
+        root_e = math.sqrt(e + 0.375)
+        sigma = math.sqrt(max(s[PHI], PHI_FLOOR))  # in Anscombe units: 1 for Poisson noise
+        z = 2 * (math.sqrt(count + 0.375) - root_e) / sigma
         alert: tuple[float, float, float] | None = None
         if ready:
-            k = spec.cusum_slack
-            s[CUP] = max(0.0, s[CUP] + z - k)
-            s[CDN] = max(0.0, s[CDN] - z - k)
-            h = spec.cusum if spec.cusum is not None else math.inf
-            up = (z >= spec.threshold or s[CUP] >= h) and spec.direction != "down" and count >= spec.min_count
-            down = (-z >= spec.threshold or s[CDN] >= h) and spec.direction != "up" and e >= spec.min_count
-            if s[ALERT] != 0:
-                s[CALM] = s[CALM] + 1 if abs(z) < 2.0 else 0
-                if s[CALM] >= CALM_TO_REARM:
-                    s[ALERT] = 0
-                    s[CUP] = s[CDN] = 0.0
-            elif up or down:
-                alert = (e, sigma, z if up else min(z, -1e-9))
-                s[ALERT] = 1.0 if up else -1.0
-                s[CALM] = 0
-                s[CUP] = s[CDN] = 0.0
-            resid = max(-WINSOR * sigma, min(WINSOR * sigma, count - e))
+            alert = self._decide(s, z, e, sigma, count)
+            resid = max(-WINSOR, min(WINSOR, z)) * sigma
         else:
-            resid = count - e
-        used = e + resid
-        m_level = max(self.a_level, 1 / (n + 1))
-        s[LEVEL] = level = max(0.0, level + m_level * (used / (d * w) - level))
-        if level > 0:
-            if self.daily:
-                s[di] = max(0.0, d + max(self.a_daily, 24 / (n + 24)) * (used / (level * w) - d))
-            if self.weekly:
-                s[wi] = max(0.0, w + max(self.a_weekly, 7 / (n + 7)) * (used / (level * d) - w))
-        s[PHI] += max(self.a_phi, 1 / (n + 1)) * (resid * resid / max(e, 1.0) - s[PHI])
+            resid = z * sigma
+        used = max(0.0, (root_e + resid / 2) ** 2 - 0.375)
+        s[DAY_COUNT] += used
+        # de-seasonalised running level: the level itself until a full week of days exists
+        s[RUN] += max(self.a_level, 1 / (n + 1)) * (used / (d * w) - s[RUN])
+        if not self.weekly or all(v < 0 for v in s[RING:DAILY]):
+            s[LEVEL] = level = s[RUN] * self.per_day
+        if level > 0 and self.daily:
+            step = max(self.a_daily, 24 / (n + 24)) * (used * self.per_day / (level * w) - d)
+            s[di] = max(0.0, s[di] + step * (1 - frac))
+            s[dj] = max(0.0, s[dj] + step * frac)
+        s[PHI] += max(self.a_phi, 1 / (n + 1)) * (resid * resid - s[PHI])
         s[N] = n + 1
         return alert
+
+    def _decide(self, s: array[float], z: float, e: float, sigma: float,
+                count: int) -> tuple[float, float, float] | None:
+        spec = self.s
+        sign = episodes.decide(s, EPISODE, z, spec.threshold, spec.cusum, spec.cusum_slack,
+                               spec.direction != "down" and count >= spec.min_count,
+                               spec.direction != "up" and e >= spec.min_count)
+        if sign == 0:
+            return None
+        return e, sigma, z if sign > 0 else min(z, -1e-9)
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {
