@@ -20,6 +20,9 @@ from sigma.types import TimestampPart
 from detectors.sigma.fields import Flat, event_strings
 from detectors.sigma.text import Kind, Pattern, as_text
 
+MIN_GLOB_KEY = 2
+"""Wildcard patterns whose longest literal piece is shorter are tested directly, not indexed."""
+
 MISS: Any = object()
 """Returned by :meth:`Atom.test` when the atom is false (a matched value may be None)."""
 
@@ -98,7 +101,7 @@ class TextAtom(Atom):
         kind = pattern.kind
         if kind is Kind.EXACT:
             self.keys.append((key, Mode.EXACT_VERIFY if cased else Mode.EXACT))
-        elif kind is Kind.ANY or (kind is Kind.GLOB and not key):
+        elif kind is Kind.ANY or (kind is Kind.GLOB and len(key) < MIN_GLOB_KEY):
             pass
         elif cased or kind is Kind.GLOB:
             self.keys.append((key, Mode.VERIFY))

@@ -25,6 +25,7 @@ from detectors.sigma.conditions import positive_atoms, to_predicate, trigger
 from detectors.sigma.detection import AtomTable, rule_node
 from detectors.sigma.engine import CompiledRule, Ruleset
 from detectors.sigma.errors import CompileError, RuleError, RuleText
+from detectors.sigma.modifiers import rewrite_detection
 from detectors.sigma.rules import apply_filter, filter_targets, rule_id, rule_info
 
 
@@ -62,6 +63,15 @@ def _load_pipelines(texts: Sequence[str], errors: list[RuleError]) -> Processing
     return combined
 
 
+def _prepare(doc: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite spec modifiers pySigma spells differently (see ``modifiers.py``)."""
+    for name in ("detection", "filter"):
+        if isinstance(doc.get(name), dict):
+            doc[name] = {k: rewrite_detection(v) if k not in ("condition", "rules") else v
+                         for k, v in doc[name].items()}
+    return doc
+
+
 def _parse_text(text: RuleText, errors: list[RuleError]) -> list[_Parsed]:
     try:
         docs = [d for d in yaml.load_all(text.text, Loader=SigmaYAMLLoader) if d is not None]
@@ -72,6 +82,7 @@ def _parse_text(text: RuleText, errors: list[RuleError]) -> list[_Parsed]:
     if bad:
         errors.append(RuleError(text.source, None, None, f"YAML document {bad[0]} is not a mapping"))
         docs = [d for d in docs if isinstance(d, dict)]
+    docs = [_prepare(d) for d in docs]
     try:
         collection = SigmaCollection.from_dicts(
             docs, collect_errors=True, source=SigmaRuleLocation(Path(text.source)),

@@ -43,7 +43,7 @@ from detectors.sigma.atoms import (
 )
 from detectors.sigma.conditions import Node, make_and, make_not, make_or
 from detectors.sigma.errors import CompileError
-from detectors.sigma.regex import compile_regex, required_literals
+from detectors.sigma.regex import compile_regex, re2_test, required_literals
 from detectors.sigma.text import Kind, Part, as_text, pattern_of, string_parts
 
 _GLOB_OPTIONS = re2.Options()
@@ -108,9 +108,7 @@ def _node(tree: Any, table: AtomTable) -> Node:
 
 
 def _glob(source: str) -> Any:
-    compiled = re2.compile(source, _GLOB_OPTIONS)
-    full = compiled.fullmatch
-    return lambda text: full(text) is not None
+    return re2_test(re2.compile(source, _GLOB_OPTIONS).fullmatch)
 
 
 def _text_atom(field: str | None, display: str, parts: list[Part], cased: bool, table: AtomTable) -> Node:

@@ -54,6 +54,7 @@ class FieldIndex:
         if automaton is None:
             return
         last = len(folded) - 1
+        failed: set[int] | None = None
         for end, (klast, entries) in automaton.iter(folded):
             for aid, mode in entries:
                 if aid in hits:
@@ -66,5 +67,10 @@ class FieldIndex:
                 elif mode is Mode.SUFFIX:
                     if end == last:
                         hits[aid] = value
-                elif atoms[aid].check(text, folded):
-                    hits[aid] = value
+                elif failed is None or aid not in failed:
+                    if atoms[aid].check(text, folded):
+                        hits[aid] = value
+                    elif failed is None:
+                        failed = {aid}
+                    else:
+                        failed.add(aid)

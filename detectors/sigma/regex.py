@@ -34,6 +34,17 @@ _REPEATS = (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, sre_c.POSSESSIVE_REPEAT)
 Searcher = Callable[[str], bool]
 
 
+def re2_test(method: Callable[[str], Any]) -> Searcher:
+    """Wrap an RE2 ``search``/``fullmatch``: RE2 needs UTF-8, so lone surrogates become U+FFFD."""
+
+    def run(text: str) -> bool:
+        try:
+            return method(text) is not None
+        except UnicodeEncodeError:
+            return method(text.encode("utf-8", "replace").decode("utf-8")) is not None
+    return run
+
+
 def compile_regex(source: str, counters: dict[str, int]) -> tuple[Searcher, bool]:
     """A search function for ``source`` and whether it runs on RE2."""
     try:
@@ -41,8 +52,7 @@ def compile_regex(source: str, counters: dict[str, int]) -> tuple[Searcher, bool
     except Exception:  # re2 raises its own error type for unsupported syntax
         compiled = None
     if compiled is not None:
-        search = compiled.search
-        return (lambda text: search(text) is not None), True
+        return re2_test(compiled.search), True
     try:
         parsed = sre_parse.parse(source)
     except re.error as exc:

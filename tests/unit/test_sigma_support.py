@@ -1,0 +1,44 @@
+"""Helpers for the Sigma engine tests: build one-rule rulesets and check both evaluators agree."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import yaml
+
+from detectors.model import LogSource, Match
+from detectors.sigma import Ruleset, RuleText, compile_ruleset
+
+_ids = itertools.count(1)
+
+
+def rule_yaml(detection: dict[str, Any], logsource: dict[str, str] | None = None, **meta: Any) -> str:
+    rule: dict[str, Any] = {
+        "title": meta.pop("title", "test rule"),
+        "id": meta.pop("id", f"00000000-0000-4000-8000-{next(_ids):012d}"),
+        "logsource": logsource or {"product": "test"},
+        "detection": detection,
+    }
+    rule.update(meta)
+    return yaml.safe_dump(rule, sort_keys=False, allow_unicode=True)
+
+
+def build(*texts: str, pipelines: tuple[str, ...] = ()) -> Ruleset:
+    result = compile_ruleset([RuleText(f"rule{i}.yml", t, "unit") for i, t in enumerate(texts)],
+                             pipelines=list(pipelines))
+    assert result.errors == [], result.errors
+    return result.ruleset
+
+
+def agree(ruleset: Ruleset, event: Any, logsource: LogSource | None = None) -> list[Match]:
+    """Evaluate with the index and naively; both must give the same matches."""
+    fast = ruleset.evaluate(event, logsource)
+    slow = ruleset.evaluate_naive(event, logsource)
+    assert [(m.rule.id, m.fields) for m in fast] == [(m.rule.id, m.fields) for m in slow]
+    return fast
+
+
+def hit(detection: dict[str, Any], event: Any) -> bool:
+    """Whether a rule with this detection matches the event."""
+    return bool(agree(build(rule_yaml(detection)), event))
