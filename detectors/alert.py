@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -98,6 +99,21 @@ class Threat:
 
 
 def parse_attack_tags(tags: tuple[str, ...] | list[str]) -> Threat:
+    """Cached front of :func:`_parse_attack_tags` (a rule's tags are parsed once)."""
+    return _parse_cached(tuple(tags))
+
+
+@lru_cache(maxsize=8192)
+def _parse_cached(tags: tuple[str, ...]) -> Threat:
+    return _parse_attack_tags(tags)
+
+
+@lru_cache(maxsize=8192)
+def _threat_json(threat: Threat) -> bytes:
+    return orjson.dumps(threat.to_ecs())
+
+
+def _parse_attack_tags(tags: tuple[str, ...]) -> Threat:
     """Read ``attack.*`` tags: techniques (``attack.t1059.001``), tactics
     (``attack.execution``; underscores accepted), groups and software.
 
@@ -149,7 +165,7 @@ def severity(level: str | None) -> int:
 
 def iso_time(ts: float) -> str:
     """RFC 3339 UTC with milliseconds (what ECS ``date`` fields and pagers accept)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _as_ts(value: float | datetime) -> float:
@@ -263,7 +279,7 @@ class Alert:
             },
         }
         if self.threat:
-            doc["threat"] = self.threat.to_ecs()
+            doc["threat"] = orjson.loads(_threat_json(self.threat))  # rendered once per rule, copied per alert
         if self.details:
             doc["pipesentry"]["details"] = orjson.loads(orjson.dumps(dict(self.details), default=str,
                                                                      option=orjson.OPT_NON_STR_KEYS))
