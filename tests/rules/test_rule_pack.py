@@ -262,3 +262,24 @@ def test_auth_rules_on_the_syslog_decoder_output() -> None:
     for raw, title in lines.items():
         (event,) = decode(raw)
         assert {m.rule.title for m in rs.evaluate(event, ls)} == {title}, raw
+
+
+def test_sigmahq_rules_run_side_by_side_on_our_schemas(shared_dir: Path) -> None:
+    """Same log sources and field names as SigmaHQ: their rules fire on the demo's attack events."""
+    from service.demo.corpus import generate
+    from service.demo.sources import BY_NAME
+
+    rules = shared_dir / "sigmahq" / "rules"
+    paths = [rules / "application" / "github", rules / "application" / "kubernetes", rules / "cloud" / "aws",
+             rules / "web" / "webserver_generic", rules / "linux" / "auditd", PROJECT_RULES]
+    result = load_rules(paths, [PIPELINES / "nginx.pipeline"])
+    assert not [e for e in result.errors if str(PROJECT_RULES) in e.source]
+    fired: dict[str, set[str]] = {}
+    for item in generate(7):
+        if item.story is not None:
+            for match in result.ruleset.evaluate(item.event, BY_NAME[item.source].logsource):
+                fired.setdefault(match.rule.ruleset, set()).add(match.rule.title)
+    theirs = set().union(*(titles for name, titles in fired.items() if name != PROJECT_RULES.name))
+    assert {"Potential Remote Command Execution In Pod Container", "AWS CloudTrail Important Change",
+            "Path Traversal Exploitation Attempts", "SQL Injection Strings In URI"} <= theirs
+    assert len(fired[PROJECT_RULES.name]) >= 50
