@@ -114,7 +114,11 @@ class PrometheusServer:
         return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
 
     def set_targets(self, targets: Sequence[str]) -> None:
-        """Replace the scrape targets (``host:port``); Prometheus picks the file up within ~1 s."""
+        """Replace the scrape targets (``host:port``).
+
+        Prometheus sees the file at once but batches discovery updates, so the first
+        scrape of a new target comes within about 5 s: wait with :meth:`wait_for`.
+        """
         tmp = self.targets_file.with_suffix(".tmp")
         tmp.write_text(json.dumps([{"targets": list(targets), "labels": {}}]))
         os.replace(tmp, self.targets_file)
