@@ -331,6 +331,27 @@ def test_prometheus_targets_can_be_set_after_start(
     prometheus_server.set_targets([])
 
 
+def test_prometheus_rules_fire_into_alertmanager(
+    prometheus_factory: Callable[..., PrometheusServer],
+    alertmanager_server: AlertmanagerServer,
+    metrics_endpoint: tuple[str, Gauge],
+    tmp_path: Path,
+) -> None:
+    target, gauge = metrics_endpoint
+    gauge.set(99)
+    name = unique("ProbeTooHigh")
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "groups:\n- name: devservices\n  rules:\n"
+        f"  - alert: {name}\n    expr: pipesentry_devservices_probe > 10\n    labels:\n      severity: page\n"
+    )
+    prometheus = prometheus_factory([target], rule_files=[rules], alertmanager_url=alertmanager_server.url)
+    assert prometheus.wait_for(f'ALERTS{{alertname="{name}",alertstate="firing"}}')
+    assert wait_until(lambda: bool(alertmanager_server.alerts(alertname=name)), timeout=20)
+    (alert,) = alertmanager_server.alerts(alertname=name)
+    assert alert["labels"]["severity"] == "page" and alert["labels"]["instance"] == target
+
+
 # --- Alertmanager ----------------------------------------------------------------------------
 
 
