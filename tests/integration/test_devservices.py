@@ -325,10 +325,12 @@ def test_prometheus_targets_can_be_set_after_start(
     gauge.set(3)
     assert prometheus_server.query("pipesentry_devservices_probe") == []
     prometheus_server.set_targets([target])
-    (sample,) = prometheus_server.wait_for(f'pipesentry_devservices_probe{{instance="{target}"}}')
-    assert sample["value"][1] == "3"
-    assert [t["scrapeUrl"] for t in prometheus_server.active_targets()] == [f"http://{target}/metrics"]
-    prometheus_server.set_targets([])
+    try:
+        (sample,) = prometheus_server.wait_for(f'pipesentry_devservices_probe{{instance="{target}"}}')
+        assert sample["value"][1] == "3"
+        assert [t["scrapeUrl"] for t in prometheus_server.active_targets()] == [f"http://{target}/metrics"]
+    finally:
+        prometheus_server.set_targets([])  # the server is shared
 
 
 def test_prometheus_rules_fire_into_alertmanager(
