@@ -49,9 +49,12 @@ def port_clash(log_text: str) -> bool:
     return "Address already in use" in log_text or "BindException" in log_text
 
 
+# Resolved once in the parent: the child between fork and exec should do as little as possible.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 @dataclass(eq=False)
