@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from opensearchpy import AsyncOpenSearch
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from service.devservices.__main__ import main as devservices_main
 from service.devservices.alertmanager import AlertmanagerServer
 from service.devservices.errors import PrerequisiteMissing, StartupFailed
 from service.devservices.fetch import KAFKA_JARS, OPENSEARCH_JARS, debian_binary, fetch, is_fetched
@@ -99,6 +101,37 @@ def test_missing_binary_says_which_package_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(PrerequisiteMissing, match="apt-get install prometheus-alertmanager"):
         debian_binary(("prometheus-alertmanager", "alertmanager"), "prometheus-alertmanager")
+
+
+def test_cli_fetch_reports_what_it_found(capsys: pytest.CaptureFixture[str]) -> None:
+    fetch(KAFKA_JARS)
+    fetch(OPENSEARCH_JARS)
+    assert devservices_main(["fetch"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fetch_seconds"] == {"kafka": 0.0, "opensearch": 0.0}  # stamps present: no Maven run
+    assert Path(report["java"]).name == "java"
+    assert report["alertmanager"] and report["prometheus"] and report["kcat"]
+
+
+def test_cli_start_prints_address_and_stops_on_ctrl_c() -> None:
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "service.devservices", "start", "alertmanager"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert cli.stdout is not None
+        info = json.loads(cli.stdout.readline())
+        assert info["service"] == "alertmanager"
+        assert httpx.get(f"{info['url']}/-/ready", timeout=5).status_code == 200
+    finally:
+        cli.send_signal(signal.SIGINT)
+        assert cli.wait(timeout=30) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{info['url']}/-/ready", timeout=2)
+    assert not Path(info["workdir"]).exists()
 
 
 # --- process lifecycle -----------------------------------------------------------------------
