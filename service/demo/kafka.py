@@ -53,10 +53,12 @@ async def produce(events: Sequence[GeneratedEvent], client: dict[str, Any], *,
 
 
 def topics_config() -> dict[str, Any]:
-    """The ``kafka.topics`` settings that map each demo topic to its log source (ndjson not needed: one JSON per record)."""
+    """The ``kafka.topics`` settings mapping each demo topic to its log source, decoder and time field."""
     out: dict[str, Any] = {}
     for source in SOURCES:
         ls = source.logsource.as_dict()
         entry: dict[str, Any] = {"logsource": ls, "decoder": "json"}
+        if source.time_field:
+            entry["timestamp_field"] = source.time_field
         out[source.topic] = entry
     return out
