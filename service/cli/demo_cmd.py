@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -84,7 +85,11 @@ def _detect(args: argparse.Namespace, settings: Settings, events: list[Generated
         out.write("\n".join(story_sections(result)) + "\n")
     out.write("\n".join(summary_table(result, stories)) + "\n")
     if not args.no_store and result.alerts:
-        path = _store(settings, [a.alert.to_document() for a in result.alerts])
+        try:
+            path = _store(settings, [a.alert.to_document() for a in result.alerts])
+        except (OSError, sqlite3.Error) as exc:
+            print(f"pipesentry demo: cannot write the alert store under {settings.data_dir}: {exc}", file=sys.stderr)
+            return 1
         out.write(f"\n{len(result.alerts)} alerts written to {path} "
                   "(pipesentry run serves them at GET /api/v1/alerts)\n")
     return 0

@@ -130,3 +130,10 @@ def test_cli_demo_kafka_needs_a_bootstrap(tmp_path: Path, capsys: pytest.Capture
             monkeypatch.delenv(name)
     assert cli_main(["demo", "--kafka", "--quiet"]) == 2
     assert "--bootstrap" in capsys.readouterr().err
+
+
+def test_cli_demo_reports_an_unwritable_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data directory should be")
+    assert cli_main(["demo", "--data-dir", str(blocker), "--quiet"]) == 1
+    assert "cannot write the alert store" in capsys.readouterr().err
