@@ -8,7 +8,8 @@ three weeks) of that weekday's total divided by the level before it. Without
 weekly seasonality ``level`` is an EWMA (half-life ``adapt``) of the
 de-seasonalised interval counts. ``daily`` holds 24 hourly factors,
 interpolated linearly between hour centres, updated every interval (half-life
-``adapt``); factors are renormalised to mean 1 each day.
+``adapt``; the first day's hourly counts give the first shape, then a running
+mean over days until the half-life takes over); renormalised to mean 1 daily.
 
 Noise: counts are scored after Anscombe's square-root transform, where Poisson
 noise has unit variance: ``z = 2 (sqrt(count + 3/8) - sqrt(e + 3/8)) / sqrt(phi)``
@@ -62,6 +63,7 @@ class VolumeCheck(Check):
         per_hour = 3600.0 / spec.interval
         self.per_day = DAY / spec.interval
         self.a_level = 1 - 0.5 ** (spec.interval / spec.adapt)
+        self.per_hour = per_hour
         self.a_daily = 1 - 0.5 ** (1 / max(1.0, spec.adapt / DAY * per_hour))
         self.a_weekly = 1 - 0.5 ** (1 / 3)  # one sample per weekday and week: half-life three weeks
         self.a_phi = 1 - 0.5 ** (spec.interval / DAY)
@@ -96,8 +98,8 @@ class VolumeCheck(Check):
             state[FIRST] = start
             for i in range(RING, DAILY):
                 state[i] = -1.0
-            for i in range(DAILY, SIZE):
-                state[i] = 1.0
+            for i in range(DAILY if not self.daily else WEEKLY, SIZE):
+                state[i] = 1.0  # daily slots start at 0: they collect the first day's counts
             keys.put(key, state)
         return []
 
@@ -139,7 +141,8 @@ class VolumeCheck(Check):
                 continue
             if day_start:
                 self._roll_day(state, (weekday - 1) % 7, start)
-                self._normalise(state, week_start)
+                if state[N] >= self.per_day:
+                    self._normalise(state, week_start)
             count = counts.get(key, 0)
             ready = check_ready and start - state[FIRST] >= self.learning_s
             alert = self._step(state, count, hour, frac, weekday, ready)
@@ -182,25 +185,27 @@ class VolumeCheck(Check):
 
     def _step(self, s: array[float], count: int, hour: int, frac: float, weekday: int,
               ready: bool) -> tuple[float, float, float] | None:
-        """Score ``count`` against the key's baseline, update it; ``(e, sigma, z)`` when it alerts."""
-        di, dj = DAILY + hour, DAILY + (hour + 1) % 24
-        d = s[di] * (1 - frac) + s[dj] * frac if self.daily else 1.0
-        w = s[WEEKLY + weekday] if self.weekly else 1.0
+        """Score ``count`` against the key's baseline, update it; ``(e, sigma, z)`` when it alerts.
+
+        During the key's first day the daily slots only collect counts (the
+        level is still unknown); at its end they become the first shape estimate.
+        """
         n = s[N]
+        young = self.daily and n < self.per_day
+        di, dj = DAILY + hour, DAILY + (hour + 1) % 24
+        d = 1.0 if young or not self.daily else s[di] * (1 - frac) + s[dj] * frac
+        w = s[WEEKLY + weekday] if self.weekly else 1.0
         if n == 0:
-            s[RUN] = count / (d * w)
+            s[RUN] = count / w
             s[LEVEL] = s[RUN] * self.per_day
             s[PHI] = 1.0
-            s[N] = 1
-            s[DAY_COUNT] += count
-            return None
         level = s[LEVEL]
         e = level / self.per_day * d * w
         root_e = math.sqrt(e + 0.375)
         sigma = math.sqrt(max(s[PHI], PHI_FLOOR))  # in Anscombe units: 1 for Poisson noise
         z = 2 * (math.sqrt(count + 0.375) - root_e) / sigma
         alert: tuple[float, float, float] | None = None
-        if ready:
+        if ready and not young:
             alert = self._decide(s, z, e, sigma, count)
             resid = max(-WINSOR, min(WINSOR, z)) * sigma
         else:
@@ -211,13 +216,27 @@ class VolumeCheck(Check):
         s[RUN] += max(self.a_level, 1 / (n + 1)) * (used / (d * w) - s[RUN])
         if not self.weekly or all(v < 0 for v in s[RING:DAILY]):
             s[LEVEL] = level = s[RUN] * self.per_day
-        if level > 0 and self.daily:
-            step = max(self.a_daily, 24 / (n + 24)) * (used * self.per_day / (level * w) - d)
-            s[di] = max(0.0, s[di] + step * (1 - frac))
-            s[dj] = max(0.0, s[dj] + step * frac)
-        s[PHI] += max(self.a_phi, 1 / (n + 1)) * (resid * resid - s[PHI])
+        if self.daily:
+            if young:
+                s[di] += used * (1 - frac)
+                s[dj] += used * frac
+                if n + 1 >= self.per_day:
+                    self._first_shape(s)
+            elif level > 0:
+                days = n // self.per_day
+                step = max(self.a_daily, 1 / (days * self.per_hour + 1)) * (used * self.per_day / (level * w) - d)
+                s[di] = max(0.0, s[di] + step * (1 - frac))
+                s[dj] = max(0.0, s[dj] + step * frac)
+        since = n - self.per_day if self.daily and not young else n  # noise estimate restarts after day one
+        s[PHI] += max(self.a_phi, 1 / (since + 1)) * (resid * resid - s[PHI])
         s[N] = n + 1
         return alert
+
+    @staticmethod
+    def _first_shape(s: array[float]) -> None:
+        mean = sum(s[DAILY:WEEKLY]) / 24
+        for i in range(DAILY, WEEKLY):
+            s[i] = s[i] / mean if mean > 0 else 1.0
 
     def _decide(self, s: array[float], z: float, e: float, sigma: float,
                 count: int) -> tuple[float, float, float] | None:
