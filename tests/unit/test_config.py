@@ -79,6 +79,7 @@ def test_unknown_keys_and_wrong_types_are_named(tmp_path):
     ("kafka: {bootstrap_servers: [x], topic_pattern: '(bad'}", "invalid regex"),
     ("kafka: {bootstrap_servers: [x], topics: {a: {}}, dead_letter_topic: a}", "must not be one of"),
     ("kafka: {bootstrap_servers: [x], topics: {a: {}}, security: {protocol: SASL_SSL}}", "sasl_mechanism"),
+    ("kafka: {bootstrap_servers: [x], topic_pattern: 'ci-.*', dead_letter_topic: ci-dlq}", "matches dead_letter"),
     ("api: {tokens: [{token: short}]}", "at least 16 characters"),
     ("api: {tokens: [{role: admin}]}", "set token or token_file"),
     ("- a list", "mapping at the top level"),
