@@ -170,7 +170,8 @@ class AnomalyEngine:
                 self._all = tuple(self.checks.values())
                 self._routes.clear()
                 dropped.append(cid)
-        self._engine_counters["restore_dropped"] += len(dropped)
+        if dropped:
+            self._engine_counters["restore_dropped"] += len(dropped)
         return dropped
 
 
