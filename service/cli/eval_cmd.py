@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--logsource", type=_parse_logsource, default=None, metavar="SPEC",
                         help="log source of every event, e.g. product=windows,category=process_creation;"
                              " without it every rule applies to every event")
+    parser.add_argument("--logsource-field", default=None, metavar="NAME",
+                        help="read each event's log source from this field: an object with product/category/"
+                             "service keys or a 'product=X,category=Y' string (bench/eventgen.py writes 'logsource');"
+                             " events without it fall back to --logsource")
     parser.add_argument("--format", choices=("json", "table"), default="json",
                         help="json: one object per match (default); table: aligned columns")
     parser.add_argument("events", nargs="?", default="-", metavar="EVENTS",
@@ -115,10 +119,26 @@ def match_record(line: int, match: Match) -> MatchRecord:
     return record
 
 
+def event_logsource(event: Event, field: str, default: LogSource | None) -> LogSource | None:
+    """The log source an event carries in ``field`` (object or ``product=X,...`` string), else ``default``."""
+    value = event.get(field)
+    if isinstance(value, dict):
+        parts = {k: value.get(k) for k in ("product", "category", "service")}
+        if any(isinstance(v, str) for v in parts.values()):
+            return LogSource(**{k: v if isinstance(v, str) else None for k, v in parts.items()})
+    elif isinstance(value, str):
+        try:
+            return LogSource.parse(value)
+        except ValueError:
+            pass
+    return default
+
+
 def evaluate_stream(
     ruleset: Ruleset,
     events: Iterable[tuple[int, Event]],
     logsource: LogSource | None = None,
+    logsource_field: str | None = None,
 ) -> Iterator[MatchRecord]:
     """Match records for a time-ordered stream of ``(line, event)`` pairs.
 
@@ -129,7 +149,8 @@ def evaluate_stream(
     """
     evaluate = ruleset.evaluate
     for line, event in events:
-        matches = evaluate(event, logsource)
+        source = logsource if logsource_field is None else event_logsource(event, logsource_field, logsource)
+        matches = evaluate(event, source)
         for match in matches:
             yield match_record(line, match)
 
@@ -196,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     stats = InputStats()
     try:
-        records = evaluate_stream(result.ruleset, read_events(stream, stats, sys.stderr), args.logsource)
+        records = evaluate_stream(result.ruleset, read_events(stream, stats, sys.stderr), args.logsource,
+                                  args.logsource_field)
         if args.format == "table":
             rows = format_table(records)
             sys.stdout.write("\n".join(rows) + "\n")

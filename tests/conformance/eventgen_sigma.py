@@ -11,7 +11,8 @@ For each rule it produces, deterministically (seeded by the rule id):
 - satisfying events: one per sampled way to make the condition true;
 - filter hits: a satisfying event merged with a way to make the condition false
   (typically the rule's ``filter`` selection), which should not match;
-- near misses: a satisfying event with one value altered slightly or one field dropped;
+- near misses: a satisfying event with one value altered slightly, extended at either
+  end (anchoring of ``startswith``/``endswith``/exact values), or one field dropped;
 - an empty event and one with every field of the rule set to ``""``.
 """
 
@@ -314,7 +315,7 @@ def _fields(node: Any, out: set[str]) -> set[str]:
     return out
 
 
-def rule_events(rule: SigmaRule, max_events: int = 36) -> list[dict[str, Any]]:
+def rule_events(rule: SigmaRule, max_events: int = 44) -> list[dict[str, Any]]:
     """Deterministic candidate events for ``rule`` (deduplicated, at most ``max_events``)."""
     rng = random.Random(str(rule.id or rule.title))
     events: list[dict[str, Any]] = []
@@ -333,7 +334,15 @@ def rule_events(rule: SigmaRule, max_events: int = 36) -> list[dict[str, Any]]:
             if keys:
                 dropped = rng.choice(keys)
                 events.append({k: v for k, v in event.items() if k != dropped})
+            texts = [k for k in keys if isinstance(event[k], str) and event[k]]
+            if texts:  # anchoring: text after an endswith/exact value, before a startswith/exact one
+                key = rng.choice(texts)
+                events.append({**event, key: event[key] + rng.choice((" -k netsvcs", "x", ".bak", "\\"))})
+                events.append({**event, key: rng.choice(("C:\\x ", "x", "/", " ")) + event[key]})
         all_fields = sorted(_fields(tree, set()))
+        if any(isinstance(leaf.value, SigmaRegularExpression) for leaf in iter_leaves(tree)):
+            for event in pos_events[:2]:  # a trailing newline, as in multi-line logs (PCRE "$" semantics)
+                events.append({k: (v + "\n" if isinstance(v, str) else v) for k, v in event.items()})
         for event in pos_events[:2]:
             variants = (_stringify_numbers(event), _numberize(event), _nest(event),
                         {**dict.fromkeys(all_fields), **event})  # absent fields as JSON null
