@@ -4,9 +4,12 @@ Why: the checks differ only in their model; reading time and keys, refusing
 late or far-future events, counting skips and building ``Match`` objects must
 behave identically for all of them.
 
-Time model: each check tracks the largest event time it accepted and the
-largest clock passed to ``advance``; its watermark is the larger of the two
-minus ``allowed_lateness``. Events older than the watermark are late (counted,
+Time model: each check tracks the largest event time it accepted (and the
+``ts`` it arrived with). ``advance(clock)`` lets event time run on while no
+events come: the idle event time is that largest event time plus the clock
+time elapsed since its arrival, so a steady ingestion delay between event time
+and the runtime's clock never makes events late. The watermark is the larger
+of the two minus ``allowed_lateness``; events older than it are late (counted,
 not applied). With ``timestamp_field`` set, an event more than ``max_future``
 ahead of the ``ts`` passed with it is refused as far-future.
 """
@@ -56,6 +59,7 @@ class Check(ABC):
         self.counters: Counter[str] = Counter()
         self.max_event_ts = NEG_INF
         self.clock = NEG_INF
+        self.arrival = NEG_INF
         self.first_ts: float | None = None
         self._source_key = SOURCE_FIELD in self.by
 
@@ -126,6 +130,8 @@ class Check(ABC):
                 if self.first_ts is None:
                     self.first_ts = t
                 out = self._on_event(event, key, t)
+        if ts > self.arrival:
+            self.arrival = ts
         if t > self.max_event_ts:
             self.max_event_ts = t
             moved = self._on_watermark(self.watermark)
@@ -134,10 +140,13 @@ class Check(ABC):
         return out
 
     def advance(self, clock: float) -> list[Match]:
-        """Move the clock (the runtime promises no event older than ``clock - lateness``)."""
-        if clock <= self.clock:
+        """Let event time run on with the runtime's clock (the same clock as ``ts`` in ``process``)."""
+        if self.max_event_ts == NEG_INF:
             return []
-        self.clock = clock
+        idle = self.max_event_ts + max(0.0, clock - self.arrival)
+        if idle <= self.clock:
+            return []
+        self.clock = idle
         return self._on_watermark(self.watermark)
 
     def prefilter(self, event: Event) -> bool:
@@ -185,6 +194,7 @@ class Check(ABC):
             "fingerprint": self.spec.fingerprint(),
             "max_event_ts": _num(self.max_event_ts),
             "clock": _num(self.clock),
+            "arrival": _num(self.arrival),
             "first_ts": self.first_ts,
             "state": self._snapshot_state(),
         }
@@ -193,6 +203,7 @@ class Check(ABC):
         """Load a snapshot of the same check configuration (the engine checks the fingerprint)."""
         self.max_event_ts = _restore_num(snap.get("max_event_ts"))
         self.clock = _restore_num(snap.get("clock"))
+        self.arrival = _restore_num(snap.get("arrival"))
         first = snap.get("first_ts")
         self.first_ts = None if first is None else float(first)
         self._restore_state(snap["state"])
