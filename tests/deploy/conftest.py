@@ -1,0 +1,60 @@
+"""Fixtures for the deployment checks: the chart rendered once per value set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy import kube, tools
+
+CHART = tools.DEPLOY / "helm" / "pipesentry"
+VALUE_SETS: dict[str, list[Path]] = {
+    "default": [],
+    "sidecar": [CHART / "ci" / "sidecar-values.yaml"],
+    "consumer-group": [CHART / "ci" / "consumer-group-values.yaml"],
+}
+MANIFEST_DIRS = sorted(p for p in (tools.DEPLOY / "k8s").iterdir() if p.is_dir())
+
+
+def helm_template(helm: Path, values: list[Path], *extra: str, namespace: str = "pipesentry"):
+    args: list[str | Path] = [helm, "template", "ps", CHART, "--namespace", namespace,
+                              "--kube-version", kube.K8S_VERSION]
+    for path in values:
+        args += ["--values", path]
+    return tools.run([*args, *extra])
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return tools.require("helm")
+
+
+@pytest.fixture(scope="session")
+def rendered(helm: Path) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, values in VALUE_SETS.items():
+        proc = helm_template(helm, values)
+        assert proc.returncode == 0, f"helm template ({name}) failed:\n{proc.stderr}"
+        out[name] = kube.load_documents(proc.stdout)
+    return out
+
+
+def manifest_documents(directory: Path) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.yaml")):
+        docs.extend(kube.load_documents(path.read_text(encoding="utf-8")))
+    return docs
+
+
+SHAPES = [f"k8s/{d.name}" for d in MANIFEST_DIRS] + [f"helm/{name}" for name in VALUE_SETS]
+
+
+@pytest.fixture(params=SHAPES)
+def shape(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    """(name, documents) of every deployable shape: plain manifests and chart renders."""
+    name: str = request.param
+    if name.startswith("k8s/"):
+        return name, manifest_documents(tools.DEPLOY / name)
+    return name, request.getfixturevalue("rendered")[name.removeprefix("helm/")]
