@@ -101,7 +101,10 @@ class Service:
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
         self.pipeline = Pipeline(self.detector, self.router, dead)
         if s.kafka is not None:
-            self.kafka = KafkaRunner(s.kafka, s.events, self.detector, self.router)
+            from service.state_store import StateStore
+
+            self.kafka = KafkaRunner(s.kafka, s.events, self.detector, self.router,
+                                     state_store=StateStore(s.data_dir / "state"))
         counts = outcome.detection.counts()
         log.info("rules loaded", extra={"rules": counts, "skipped": len(outcome.errors),
                                         "paths": [str(p) for p in paths]})
@@ -188,14 +191,16 @@ class Service:
             if server_task is not None and server_task.done():
                 server_task.result()  # a server that could not start is fatal
         finally:
+            # inputs first (Kafka drains and commits), then the API (in-flight ingest requests finish),
+            # then the router, which everything above hands alerts to
             stop.set()
             await self._stop_inputs()
-            await self.router.stop()
             if server_task is not None:
                 if self.server is not None:
                     self.server.should_exit = True
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.wait_for(server_task, timeout=10)
+            await self.router.stop()
             log.info("pipesentry stopped")
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:

@@ -27,6 +27,10 @@ from service.sources.base import Item
 
 log = logging.getLogger(__name__)
 
+ScopeKey = tuple[str, int] | None
+"""A Kafka (topic, partition) whose stateful engines are kept apart; ``None``: the local inputs."""
+_NO_SCOPE = object()
+
 
 @dataclass(frozen=True)
 class DetectionSet:
@@ -38,6 +42,24 @@ class DetectionSet:
     errors: tuple[RuleError, ...] = ()
     generation: int = 0
     loaded_at: float = field(default_factory=time.time)
+    anomaly_specs: tuple[Any, ...] = ()
+
+    @property
+    def stateful(self) -> bool:
+        return self.correlation is not None or self.anomaly is not None
+
+    def new_engines(self) -> tuple[Any | None, Any | None]:
+        """Fresh, empty engines of this generation (one pair per Kafka partition)."""
+        correlation = anomaly = None
+        if self.correlation is not None:
+            from detectors.correlation import compile_correlations
+
+            correlation = compile_correlations(self.ruleset)[0]
+        if self.anomaly is not None:
+            from detectors.anomaly import AnomalyEngine
+
+            anomaly = AnomalyEngine(list(self.anomaly_specs))
+        return correlation, anomaly
 
     @property
     def suppressed(self) -> frozenset[str]:
@@ -74,14 +96,14 @@ def _compile_correlation(ruleset: Any, enabled: bool | None) -> tuple[Any | None
     return engine, list(errors)
 
 
-def _compile_anomaly(paths: Sequence[Path]) -> tuple[Any | None, list[RuleError]]:
+def _compile_anomaly(paths: Sequence[Path]) -> tuple[Any | None, list[RuleError], tuple[Any, ...]]:
     if not paths:
-        return None, []
+        return None, [], ()
     try:
         from detectors.anomaly import AnomalyEngine, parse_checks
     except ImportError:
         return None, [RuleError(source=str(paths[0]), rule_id=None, title=None,
-                                reason="anomaly checks configured but the anomaly engine is not installed")]
+                                reason="anomaly checks configured but the anomaly engine is not installed")], ()
     specs: list[Any] = []
     errors: list[RuleError] = []
     for path in paths:
@@ -93,7 +115,7 @@ def _compile_anomaly(paths: Sequence[Path]) -> tuple[Any | None, list[RuleError]
         found, problems = parse_checks(text, source=str(path))
         specs.extend(found)
         errors.extend(problems)
-    return AnomalyEngine(specs), errors
+    return AnomalyEngine(specs), errors, tuple(specs)
 
 
 def compile_detection(rule_paths: Sequence[Path], pipelines: Sequence[Path], *, skip_invalid: bool,
@@ -105,10 +127,11 @@ def compile_detection(rule_paths: Sequence[Path], pipelines: Sequence[Path], *, 
     result = load_rules(list(rule_paths), list(pipelines), skip_invalid=True)
     errors: list[RuleError] = list(result.errors)
     corr_engine, corr_errors = _compile_correlation(result.ruleset, correlation)
-    anomaly_engine, anomaly_errors = _compile_anomaly(list(anomaly_checks))
+    anomaly_engine, anomaly_errors, specs = _compile_anomaly(list(anomaly_checks))
     errors.extend(corr_errors)
     errors.extend(anomaly_errors)
-    candidate = DetectionSet(result.ruleset, corr_engine, anomaly_engine, tuple(errors), generation)
+    candidate = DetectionSet(result.ruleset, corr_engine, anomaly_engine, tuple(errors), generation,
+                             anomaly_specs=specs)
     if errors and not skip_invalid:
         return CompileOutcome(None, tuple(errors), False,
                               f"{len(errors)} rule error(s) and rules.skip_invalid is false")
@@ -133,6 +156,7 @@ class Detector:
         self._counters: dict[str, dict[str, int]] = {}
         self._clock_ts: float | None = None
         self._clock_wall = 0.0
+        self._scoped: dict[tuple[str, int], tuple[Any | None, Any | None]] = {}
         self._publish(detection)
 
     @property
@@ -147,6 +171,11 @@ class Detector:
         old = self._set
         _carry_state(old.correlation, detection.correlation, "correlation")
         _carry_state(old.anomaly, detection.anomaly, "anomaly")
+        for key, (correlation, anomaly) in list(self._scoped.items()):
+            fresh = detection.new_engines()
+            _carry_state(correlation, fresh[0], "correlation")
+            _carry_state(anomaly, fresh[1], "anomaly")
+            self._scoped[key] = fresh
         self._set = detection
         self._counters.clear()  # the new engines count from zero
         self._publish(detection)
@@ -162,13 +191,13 @@ class Detector:
         """Alerts for ``items`` in order. Synchronous on purpose: one set per batch."""
         current = self._set
         evaluate = current.ruleset.evaluate
-        correlation = current.correlation
-        anomaly = current.anomaly
-        suppressed = current.suppressed if correlation is not None else frozenset()
+        stateful = current.stateful
+        suppressed = current.suppressed if current.correlation is not None else frozenset()
         stamp = time.time() if now is None else now
         alerts: list[Alert] = []
-        latest: float | None = None
-        last_origin: Origin | None = None
+        latest: dict[ScopeKey, tuple[float, Item]] = {}
+        scope: ScopeKey | object = _NO_SCOPE
+        correlation = anomaly = None
         for item in items:
             event = item.event
             try:
@@ -177,15 +206,20 @@ class Detector:
                 log.exception("rule evaluation failed; event skipped", extra={"origin": item.origin.token()})
                 metrics.EVENTS_SKIPPED.labels("sigma", "error").inc()
                 continue
-            if correlation is None and anomaly is None:
+            if not stateful:
                 if matches:
                     ts = item.time()
                     for match in matches:
                         alerts.append(self._alert(match, item, ts, stamp))
                 continue
+            key = item.scope_key()
+            if key != scope:
+                scope = key
+                correlation, anomaly = self._engines(key, current)
             ts = item.time()
-            latest = ts if latest is None or ts > latest else latest
-            last_origin = item.origin
+            seen = latest.get(key)
+            if seen is None or ts >= seen[0]:
+                latest[key] = (ts, item)
             produced = [m for m in matches if m.rule.id not in suppressed] if suppressed else list(matches)
             if correlation is not None:
                 ref = item.origin.token() if matches else None  # evidence: only matching events contribute
@@ -194,13 +228,57 @@ class Detector:
                 produced.extend(self._stateful("anomaly", anomaly.process, event, ts, item.logsource))
             for match in produced:
                 alerts.append(self._alert(match, item, ts, stamp))
-        if latest is not None and (self._clock_ts is None or latest > self._clock_ts):
-            self._clock_ts, self._clock_wall = latest, stamp
-        if anomaly is not None and latest is not None and last_origin is not None:
-            for match in self._stateful("anomaly", anomaly.advance, latest):
-                alerts.append(build_alert(match, {}, last_origin, event_time=latest, now=stamp,
-                                          max_original_bytes=self._max_original))
+        for key, (ts, item) in latest.items():
+            if self._clock_ts is None or ts > self._clock_ts:
+                self._clock_ts, self._clock_wall = ts, stamp
+            anomaly = self._engines(key, current)[1]
+            if anomaly is not None:
+                for match in self._stateful("anomaly", anomaly.advance, ts):
+                    alerts.append(build_alert(match, {}, item.origin, event_time=ts, now=stamp,
+                                              max_original_bytes=self._max_original))
         return alerts
+
+    # -- per-partition state ------------------------------------------------------------
+    def _engines(self, key: ScopeKey, current: DetectionSet) -> tuple[Any | None, Any | None]:
+        """The engines of a Kafka partition (created empty on first use) or the local ones."""
+        if key is None:
+            return current.correlation, current.anomaly
+        engines = self._scoped.get(key)
+        if engines is None:
+            engines = self._scoped[key] = current.new_engines()
+        return engines
+
+    def export_scope(self, key: tuple[str, int]) -> dict[str, dict[str, Any]]:
+        """Snapshots of one partition's engines, by detector name (for the state store)."""
+        out: dict[str, dict[str, Any]] = {}
+        engines = self._scoped.get(key)
+        if engines is None:
+            return out
+        for name, engine in zip(("correlation", "anomaly"), engines, strict=True):
+            if engine is not None:
+                try:
+                    out[name] = engine.snapshot()
+                except Exception:
+                    log.warning("cannot snapshot %s state", name, exc_info=True, extra={"scope": key})
+        return out
+
+    def import_scope(self, key: tuple[str, int], snapshots: dict[str, dict[str, Any]]) -> None:
+        """Start a partition's engines from saved snapshots (a missing or bad one starts empty)."""
+        engines = self._scoped[key] = self._set.new_engines()
+        for name, engine in zip(("correlation", "anomaly"), engines, strict=True):
+            snapshot = snapshots.get(name)
+            if engine is not None and snapshot is not None:
+                try:
+                    engine.restore(snapshot)
+                except Exception:
+                    log.warning("cannot restore %s state; it starts empty", name, exc_info=True,
+                                extra={"scope": key})
+
+    def drop_scope(self, key: tuple[str, int]) -> None:
+        self._scoped.pop(key, None)
+
+    def scopes(self) -> list[tuple[str, int]]:
+        return list(self._scoped)
 
     def heartbeat(self, now: float) -> list[Alert]:
         """Let event time pass while no events arrive: decides silence checks and deferred windows.
@@ -213,33 +291,38 @@ class Detector:
         """
         current = self._set
         self._publish_state(current)
-        if self._clock_ts is None or (current.correlation is None and current.anomaly is None):
+        if self._clock_ts is None or not current.stateful:
             return []
         event_now = self._clock_ts + max(0.0, now - self._clock_wall)
         origin = Origin("timer", key=repr(event_now))
         alerts: list[Alert] = []
-        for name, engine in (("correlation", current.correlation), ("anomaly", current.anomaly)):
-            if engine is None:
-                continue
-            for match in self._stateful(name, engine.advance, event_now):
-                alerts.append(build_alert(match, {}, origin, event_time=event_now, now=now,
-                                          max_original_bytes=self._max_original))
+        for engines in [(current.correlation, current.anomaly), *self._scoped.values()]:
+            for name, engine in zip(("correlation", "anomaly"), engines, strict=True):
+                if engine is None:
+                    continue
+                for match in self._stateful(name, engine.advance, event_now):
+                    alerts.append(build_alert(match, {}, origin, event_time=event_now, now=now,
+                                              max_original_bytes=self._max_original))
         return alerts
 
     def _publish_state(self, current: DetectionSet) -> None:
-        correlation, anomaly = current.correlation, current.anomaly
-        if correlation is not None:
-            self._publish_counters("correlation", getattr(correlation, "counters", {}))
-            keys = getattr(correlation, "active_keys", None)
-            if callable(keys):
-                metrics.STATE_KEYS.labels("correlation").set(keys())
-        if anomaly is not None:
-            self._publish_counters("anomaly", getattr(anomaly, "counters", {}))
-            for check, learning in anomaly.learning().items():
-                metrics.ANOMALY_LEARNING.labels(check).set(1 if learning else 0)
-            counts = getattr(anomaly, "key_counts", None)
-            if callable(counts):
-                metrics.STATE_KEYS.labels("anomaly").set(sum(counts().values()))
+        """Gauges and skip counters summed over the local and every partition's engines."""
+        pairs = [(current.correlation, current.anomaly), *self._scoped.values()]
+        correlations = [c for c, _ in pairs if c is not None]
+        anomalies = [a for _, a in pairs if a is not None]
+        if correlations:
+            self._publish_counters("correlation", _summed(getattr(c, "counters", {}) for c in correlations))
+            metrics.STATE_KEYS.labels("correlation").set(sum(c.active_keys() for c in correlations
+                                                             if callable(getattr(c, "active_keys", None))))
+        if anomalies:
+            self._publish_counters("anomaly", _summed(a.counters for a in anomalies))
+            learning: dict[str, bool] = {}
+            for engine in anomalies:
+                for check, flag in engine.learning().items():
+                    learning[check] = learning.get(check, False) or flag
+            for check, flag in learning.items():
+                metrics.ANOMALY_LEARNING.labels(check).set(1 if flag else 0)
+            metrics.STATE_KEYS.labels("anomaly").set(sum(sum(a.key_counts().values()) for a in anomalies))
 
     def _publish_counters(self, detector: str, counters: dict[str, int]) -> None:
         """Engines keep running totals; the Prometheus counters get the increase since last time."""
@@ -266,3 +349,11 @@ class Detector:
             log.exception("%s engine failed on an event; it is skipped for this engine", name)
             metrics.EVENTS_SKIPPED.labels(name, "error").inc()
             return []
+
+
+def _summed(counters: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counters:
+        for name, value in one.items():
+            total[name] = total.get(name, 0) + value
+    return total

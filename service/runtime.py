@@ -116,7 +116,7 @@ class KafkaRunner:
 
     def __init__(self, settings: KafkaSettings, events: EventSettings, detector: Detector, router: AlertSink,
                  *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None,
-                 consumer_factory: Callable[..., Any] = AIOKafkaConsumer) -> None:
+                 consumer_factory: Callable[..., Any] = AIOKafkaConsumer, state_store: Any | None = None) -> None:
         self.settings = settings
         self.events = events
         self.detector = detector
@@ -125,6 +125,9 @@ class KafkaRunner:
         self.dead_letters = dead_letters or DeadLetterWriter(settings)
         self.shutdown_timeout_s = shutdown_timeout_s
         self._consumer_factory = consumer_factory
+        self.state_store = state_store
+        """``service.state_store.StateStore`` for per-partition detector state, or None (kept in memory only)."""
+        self._leaving: set[TopicPartition] = set()
         self.connected = False
         self.assigned: set[TopicPartition] = set()
         self._specs: dict[str, InputSpec] = {}
@@ -181,6 +184,7 @@ class KafkaRunner:
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
         await self._finish_in_flight()
         await commit(consumer, self.tracker)
+        await self._handover(consumer, list(self.tracker.assigned))
         self._consumer = None
         await _quiet_stop(consumer)
         self.tracker.revoke(list(self.tracker.assigned))
@@ -199,7 +203,9 @@ class KafkaRunner:
 
     # -- consume loop ----------------------------------------------------------------
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-        listener = Rebalance(self.tracker, self._drain, lambda: consumer, self._set_assigned)
+        listener = Rebalance(self.tracker, self._drain, lambda: consumer, self._set_assigned,
+                             handover=lambda tps: self._handover(consumer, tps),
+                             takeover=lambda tps: self._takeover(consumer, tps))
         pattern = subscription_pattern(self.settings)
         if pattern is not None:
             consumer.subscribe(pattern=pattern, listener=listener)
@@ -232,8 +238,9 @@ class KafkaRunner:
         rejected: list[Rejected] = []
         offsets: dict[TopicPartition, int] = {}
         max_bytes = self.settings.max_message_bytes
+        leaving = self._leaving
         for tp, records in batches.items():
-            if not records:
+            if not records or tp in leaving:
                 continue
             topic, partition = tp.topic, tp.partition
             spec = self.spec(topic)
@@ -337,12 +344,64 @@ class KafkaRunner:
             await asyncio.sleep(self.settings.commit_interval_s)
             await commit(consumer, self.tracker)
 
-    async def _drain(self) -> None:
-        """Wait (bounded) until every queued batch is acknowledged: called before partitions leave."""
+    async def _drain(self, leaving: set[TopicPartition] | None = None) -> None:
+        """Wait (bounded) until every queued batch is acknowledged: called before partitions leave.
+
+        Records of ``leaving`` partitions fetched from now on are not processed (the next owner
+        reads them), so the state handed over matches the committed offset exactly.
+        """
+        if leaving:
+            self._leaving |= leaving
         try:
             await asyncio.wait_for(self._queue.join(), timeout=min(self.shutdown_timeout_s, 20.0))
         except TimeoutError:
             log.warning("rebalance: in-flight batches not accepted in time; the next owner re-reads them")
+
+    # -- per-partition detector state ---------------------------------------------------
+    async def _handover(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Save the stateful detectors' state of partitions that leave, tagged with their committed offset.
+
+        Saved only when everything processed is committed; otherwise the next owner starts
+        empty rather than count re-read events twice. The in-memory state is dropped either way.
+        """
+        store = self.state_store
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            snapshots = self.detector.export_scope(key) if store is not None else {}
+            self.detector.drop_scope(key)
+            self._leaving.discard(tp)
+            offset = self.tracker.committed.get(tp)
+            if not snapshots or store is None or offset is None or tp in self.tracker.pending([tp]):
+                continue
+            scope = f"kafka:{tp.topic}:{tp.partition}"
+            try:
+                for name, snapshot in snapshots.items():
+                    await store.save_async(scope, name, {"offset": offset, "snapshot": snapshot})
+            except Exception:
+                log.warning("cannot save detector state", exc_info=True, extra={"scope": scope})
+
+    async def _takeover(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Restore saved state of newly assigned partitions when it matches the committed offset."""
+        store = self.state_store
+        if store is None or not self.detector.current.stateful:
+            return
+        for tp in partitions:
+            scope = f"kafka:{tp.topic}:{tp.partition}"
+            try:
+                committed = await consumer.committed(tp)
+                saved = {name: await store.load_async(scope, name) for name in ("correlation", "anomaly")}
+            except Exception:
+                log.warning("cannot load detector state; starting empty", exc_info=True, extra={"scope": scope})
+                continue
+            usable = {name: doc["snapshot"] for name, doc in saved.items()
+                      if doc is not None and doc.get("offset") == committed and "snapshot" in doc}
+            if usable:
+                self.detector.import_scope((tp.topic, tp.partition), usable)
+                log.info("detector state restored", extra={"scope": scope, "offset": committed,
+                                                           "detectors": sorted(usable)})
+            elif any(doc is not None for doc in saved.values()):
+                log.info("saved detector state does not match the committed offset; starting empty",
+                         extra={"scope": scope, "committed": committed})
 
     def _set_assigned(self, assigned: set[TopicPartition]) -> None:
         self.assigned = assigned

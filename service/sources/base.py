@@ -73,6 +73,15 @@ class Item:
             origin = self._origin = Origin("kafka", origin[0], origin[1], origin[2])
         return origin
 
+    def scope_key(self) -> tuple[str, int] | None:
+        """(topic, partition) for Kafka events: stateful detectors keep their state per partition."""
+        origin = self._origin
+        if isinstance(origin, tuple):
+            return origin[0], origin[1]
+        if origin.topic is not None and origin.partition is not None:
+            return origin.topic, origin.partition
+        return None
+
     def time(self) -> float:
         """Event time (unix seconds) from the first usable time field, else the fallback."""
         for name in self.time_fields:

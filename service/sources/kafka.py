@@ -130,24 +130,32 @@ async def commit(consumer: Any, tracker: OffsetTracker, only: Iterable[TopicPart
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Drain and commit before partitions leave; reset bookkeeping when they arrive."""
 
-    def __init__(self, tracker: OffsetTracker, drain: Callable[[], Awaitable[None]],
-                 get_consumer: Callable[[], Any], on_change: Callable[[set[TopicPartition]], None]) -> None:
+    def __init__(self, tracker: OffsetTracker, drain: Callable[[set[TopicPartition]], Awaitable[None]],
+                 get_consumer: Callable[[], Any], on_change: Callable[[set[TopicPartition]], None],
+                 handover: Callable[[list[TopicPartition]], Awaitable[None]] | None = None,
+                 takeover: Callable[[list[TopicPartition]], Awaitable[None]] | None = None) -> None:
         self._tracker = tracker
         self._drain = drain
         self._consumer = get_consumer
         self._on_change = on_change
+        self._handover = handover
+        self._takeover = takeover
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         revoked = list(revoked)
         if revoked:
-            await self._drain()
+            await self._drain(set(revoked))
             await commit(self._consumer(), self._tracker, revoked)
+            if self._handover is not None:
+                await self._handover(revoked)
             self._tracker.revoke(revoked)
             log.info("partitions revoked", extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in revoked]})
         self._on_change(set(self._tracker.assigned))
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self._tracker.assign(assigned)
+        if self._takeover is not None and assigned:
+            await self._takeover(list(assigned))
         log.info("partitions assigned", extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in assigned]})
         self._on_change(set(self._tracker.assigned))
 

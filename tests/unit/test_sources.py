@@ -9,6 +9,7 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 
@@ -205,6 +206,9 @@ class FakeConsumer:
     async def commit(self, offsets) -> None:
         self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
 
+    async def committed(self, tp):
+        return next((c[tp] for c in reversed(self.commits) if tp in c), None)
+
 
 class ScriptedRouter:
     def __init__(self, failures: int = 0) -> None:
@@ -400,3 +404,58 @@ def test_anomaly_configured_without_a_readable_file_is_an_error(tmp_path):
     (tmp_path / "r.yml").write_text(RULE)
     outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "none.yml"])
     assert not outcome.accepted and "cannot read" in outcome.errors[0].reason
+
+
+def test_subscription_pattern_combines_listed_topics_and_the_pattern():
+    import re
+
+    from service.runtime import subscription_pattern
+
+    both = KafkaSettings(bootstrap_servers=["x:1"], topics={"ci.logs": {}, "audit": {}}, topic_pattern="k8s-.*")
+    regex = re.compile(subscription_pattern(both))
+    assert all(regex.match(t) for t in ("ci.logs", "audit", "k8s-prod"))
+    assert not any(regex.match(t) for t in ("ciXlogs", "audit-2", "other"))
+    assert subscription_pattern(KafkaSettings(bootstrap_servers=["x:1"], topics={"a": {}})) is None
+
+
+async def test_partition_state_moves_with_the_partition_through_the_state_store(tmp_path):
+    """Two failed logins on one instance, the partition moves, the third login on the next owner fires."""
+    from service.runtime import KafkaRunner
+    from service.state_store import StateStore
+
+    (tmp_path / "c.yml").write_text(CORRELATED)
+    tp = TopicPartition("ci", 0)
+    store = StateStore(tmp_path / "state")
+    settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
+                             commit_interval_s=60)
+
+    def login(offset: int) -> Record:
+        value = orjson.dumps({"message": "login failed", "user": "bob", "ts": 1000.0 + offset})
+        return Record(value, None, offset, 0, [])
+
+    def instance(records):
+        detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
+        router = ScriptedRouter()
+        consumer = FakeConsumer({tp: records})
+        runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
+                             dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer, state_store=store)
+        return runner, consumer, router
+
+    first, consumer, router = instance([login(0), login(1)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(first.run(stop))
+    await eventually(lambda: consumer.positions[tp] == 2 and first.ready)
+    await consumer.listener.on_partitions_revoked([tp])  # drain, commit 2, save state at offset 2
+    stop.set()
+    await task
+    assert router.accepted == [] and store.load("kafka:ci:0", "correlation")["offset"] == 2
+
+    second, consumer2, router2 = instance([login(0), login(1), login(2)])
+    consumer2.commits.append({tp: 2})
+    consumer2.positions[tp] = 2  # the group resumes at the committed offset
+    stop = asyncio.Event()
+    task = asyncio.create_task(second.run(stop))
+    await eventually(lambda: len(router2.accepted) == 1)
+    stop.set()
+    await task
+    assert router2.accepted[0].rule.title == "Repeated Failed Logins"
