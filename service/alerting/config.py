@@ -88,6 +88,8 @@ class ElasticsearchSink(_SinkBase):
     index_prefix: str = "pipesentry-alerts"
     install_template: bool = True
     request_timeout_s: float = Field(default=30.0, gt=0)
+    parallel_bulks: int = Field(default=2, ge=1, le=8)
+    """Concurrent bulk requests per delivered batch (the node indexes them on separate threads)."""
     item_retries: int = Field(default=3, ge=0)
     """Retries of retriable bulk items (429/5xx) within one delivery before backing off."""
     refresh: bool = False

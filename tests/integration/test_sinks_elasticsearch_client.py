@@ -86,3 +86,16 @@ async def test_whole_request_failures_back_off_then_recover(fake_es: FakeElastic
     await router.stop()
     assert sorted(_id for _, _id in fake_es.docs) == sorted(a.id for a in batch)
     assert fake_es.got.requests >= 6
+
+
+async def test_parallel_bulks_deliver_everything_once(fake_es: FakeElasticsearch, tmp_path: Path) -> None:
+    batch = [alert(i, ts=T0 + i) for i in range(1200)]
+    for a in batch[::97]:
+        fake_es.item_failures[a.id] = [503, 503]  # retriable failures scattered over both chunks
+    router = AlertRouter(settings(fake_es.url, batch_size=1000, parallel_bulks=2), tmp_path)
+    await router.start()
+    await router.submit(batch)
+    await router.wait_idle(30)
+    await router.stop()
+    assert sorted(_id for _, _id in fake_es.docs) == sorted(a.id for a in batch)
+    assert len(fake_es.bulk_bodies) >= 3  # at least two concurrent chunks, then retries

@@ -171,6 +171,17 @@ class ElasticsearchSink:
         except (IndexError, orjson.JSONDecodeError):
             return {"raw": pair.decode("utf-8", "replace")}
 
+    def _chunks(self, pairs: list[bytes], pending: list[int]) -> list[list[int]]:
+        """Split for ``parallel_bulks`` concurrent requests. Pairs for the same alert
+        (identical action lines) share a chunk, so an update cannot overtake its original."""
+        k = min(self.settings.parallel_bulks, max(1, len(pending) // 200))
+        if k <= 1:
+            return [pending]
+        chunks: list[list[int]] = [[] for _ in range(k)]
+        for i in pending:
+            chunks[hash(pairs[i][: pairs[i].index(b"\n")]) % k].append(i)
+        return [c for c in chunks if c]
+
     async def deliver_raw(self, pairs: list[bytes]) -> Outcome:
         """Bulk-index spooled action/document pairs (see :meth:`encode`)."""
         try:
@@ -181,27 +192,32 @@ class ElasticsearchSink:
         rejected: dict[int, str] = {}
         failed_retriable: dict[int, str] = {}
         for attempt in range(self.settings.item_retries + 1):
-            try:
-                resp = await self._bulk(b"".join(pairs[i] for i in pending))
-            except Exception as exc:
-                return Outcome(done=0, error=SinkError(f"{self.name}: bulk failed: {exc!r}"))
-            items = resp.get("items", [])
-            if len(items) != len(pending):
-                return Outcome(done=0, error=SinkError(f"{self.name}: bulk answered {len(items)} items "
-                                                       f"for {len(pending)}"))
             failed_retriable = {}
-            for i, item in zip(pending, items, strict=True):
-                (op, result), = item.items()
-                status = int(result.get("status", 500))
-                if status < 300 or (status == 409 and op == "create"):
-                    continue  # 409 on create: the alert is already there
-                reason = json.dumps(result.get("error"))[:500]
-                if status == 429 or status >= 500:
-                    failed_retriable[i] = f"HTTP {status}: {reason}"
-                else:
-                    rejected[i] = f"HTTP {status}: {reason}"
-            if not failed_retriable:
-                break
+            chunks = self._chunks(pairs, pending)
+            responses = await asyncio.gather(*(self._bulk(b"".join(pairs[i] for i in chunk)) for chunk in chunks),
+                                             return_exceptions=True)
+            for chunk, resp in zip(chunks, responses, strict=True):
+                if isinstance(resp, BaseException):
+                    if not isinstance(resp, Exception):
+                        raise resp
+                    failed_retriable.update((i, f"bulk failed: {resp!r}") for i in chunk)
+                    continue
+                items = resp.get("items", [])
+                if len(items) != len(chunk):
+                    failed_retriable.update((i, f"bulk answered {len(items)} items for {len(chunk)}") for i in chunk)
+                    continue
+                for i, item in zip(chunk, items, strict=True):
+                    (op, result), = item.items()
+                    status = int(result.get("status", 500))
+                    if status < 300 or (status == 409 and op == "create"):
+                        continue  # 409 on create: the alert is already there
+                    reason = json.dumps(result.get("error"))[:500]
+                    if status == 429 or status >= 500:
+                        failed_retriable[i] = f"HTTP {status}: {reason}"
+                    else:
+                        rejected[i] = f"HTTP {status}: {reason}"
+            if not failed_retriable or any(r.startswith("bulk failed") for r in failed_retriable.values()):
+                break  # done, or a request failed whole (node down?): back off in the worker, not here
             pending = sorted(failed_retriable)
             if attempt < self.settings.item_retries:
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
