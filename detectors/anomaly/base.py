@@ -30,11 +30,11 @@ from detectors.state import LruMap
 NEG_INF = -math.inf
 
 
-def _num(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _restore_num(value: Any) -> float:
+def none_to_neg_inf(value: Any) -> float:
     return NEG_INF if value is None else float(value)
 
 
@@ -192,18 +192,18 @@ class Check(ABC):
         return {
             "type": self.kind,
             "fingerprint": self.spec.fingerprint(),
-            "max_event_ts": _num(self.max_event_ts),
-            "clock": _num(self.clock),
-            "arrival": _num(self.arrival),
+            "max_event_ts": finite_or_none(self.max_event_ts),
+            "clock": finite_or_none(self.clock),
+            "arrival": finite_or_none(self.arrival),
             "first_ts": self.first_ts,
             "state": self._snapshot_state(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Load a snapshot of the same check configuration (the engine checks the fingerprint)."""
-        self.max_event_ts = _restore_num(snap.get("max_event_ts"))
-        self.clock = _restore_num(snap.get("clock"))
-        self.arrival = _restore_num(snap.get("arrival"))
+        self.max_event_ts = none_to_neg_inf(snap.get("max_event_ts"))
+        self.clock = none_to_neg_inf(snap.get("clock"))
+        self.arrival = none_to_neg_inf(snap.get("arrival"))
         first = snap.get("first_ts")
         self.first_ts = None if first is None else float(first)
         self._restore_state(snap["state"])

@@ -183,6 +183,8 @@ class RatioSpec(CheckCommon):
     selection: dict[str, Any] | list[Any]
     max_ratio: float = Field(gt=0, le=1)
     window: Duration = 3600.0
+    slices: int = Field(default=4, ge=1, le=60)
+    """The window hops by ``window / slices`` (1: tumbling windows)."""
     min_count: int = Field(default=20, ge=1)
 
 

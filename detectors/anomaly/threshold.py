@@ -6,10 +6,12 @@ out of order within the lateness still count); when ``count`` of them fall
 within ``window`` it alerts and starts over. Without ``selection`` every event
 counts. State per key: at most ``count`` floats.
 
-``ratio`` uses tumbling windows: per key and window the matching and total
-event counts; at window close, when total >= ``min_count`` and
-matching/total > ``max_ratio``, it alerts. State per key: two integers per open
-window.
+``ratio`` uses hopping windows: ``window`` is cut into ``slices`` (default 4);
+per key the matching and total counts of the recent slices are kept, and each
+time a slice with events for the key closes, the window ending there is tested:
+total >= ``min_count`` and matching/total > ``max_ratio`` alerts; the key then
+stays quiet until windows no longer overlap the alerted one. State per key: three numbers
+per recent slice.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from bisect import insort
 from typing import Any
 
-from detectors.anomaly.base import Check, closed_until, key_list, key_tuple
+from detectors.anomaly.base import Check, closed_until, finite_or_none, key_list, key_tuple, none_to_neg_inf
 from detectors.anomaly.keys import Key
 from detectors.anomaly.selection import Matcher
 from detectors.anomaly.spec import RatioSpec, ThresholdSpec
@@ -76,7 +78,8 @@ class RatioCheck(Check):
         super().__init__(spec, max_keys)
         self.s = spec
         self.matcher = matcher
-        self._keys: LruMap[Key, float] = LruMap(self.max_keys)  # key -> last window start
+        self.hop = spec.window / spec.slices
+        self._keys: LruMap[Key, _RatioKey] = LruMap(self.max_keys)
         self.open: dict[float, dict[Key, list[int]]] = {}
         self.closed_upto: float | None = None
 
@@ -88,8 +91,7 @@ class RatioCheck(Check):
         return self.closed_upto is not None and t < self.closed_upto
 
     def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
-        window = self.s.window
-        start = t - t % window
+        start = t - t % self.hop
         if self.closed_upto is None:
             self.closed_upto = start
         per_key = self.open.get(start)
@@ -101,7 +103,6 @@ class RatioCheck(Check):
                 self.counters["key_overflow"] += 1
                 return []
             counts = per_key[key] = [0, 0]
-            self._keys.put(key, start)
         counts[1] += 1
         if self.matcher(event):
             counts[0] += 1
@@ -111,25 +112,46 @@ class RatioCheck(Check):
         if self.closed_upto is None:
             return []
         out: list[Match] = []
-        spec = self.s
-        window = spec.window
-        for start in sorted(b for b in self.open if b + window <= watermark):
-            ready = self.ready_at(start + window)
+        hop = self.hop
+        for start in sorted(b for b in self.open if b + hop <= watermark):
             for key, (hits, total) in self.open.pop(start).items():
-                share = hits / total
-                if ready and total >= spec.min_count and share > spec.max_ratio:
-                    out.append(self.match(
-                        key, event_time=start + window, observed=round(share, 6),
-                        expected={"max_ratio": spec.max_ratio, "matching": hits, "total": total},
-                        score=share / spec.max_ratio, window_start=start, window_end=start + window,
-                    ))
-        self.closed_upto = closed_until(self.closed_upto, window, watermark)
+                found = self._close_slice(key, start, hits, total)
+                if found is not None:
+                    out.append(found)
+        self.closed_upto = closed_until(self.closed_upto, hop, watermark)
         return out
+
+    def _close_slice(self, key: Key, start: float, hits: int, total: int) -> Match | None:
+        """Add a closed slice to the key's window and test the window that ends with it."""
+        spec = self.s
+        end = start + self.hop
+        window_start = end - spec.window
+        state = self._keys.touch(key)
+        if state is None:
+            state = _RatioKey()
+            self._keys.put(key, state)
+        recent = state.recent
+        recent.append([start, hits, total])
+        while recent and recent[0][0] < window_start:
+            del recent[0]
+        if end < state.quiet_until:
+            return None
+        matching = sum(int(s[1]) for s in recent)
+        count = sum(int(s[2]) for s in recent)
+        share = matching / count
+        if not (self.ready_at(end) and count >= spec.min_count and share > spec.max_ratio):
+            return None
+        state.quiet_until = end + spec.window  # next alert only for a window not overlapping this one
+        return self.match(
+            key, event_time=end, observed=round(share, 6),
+            expected={"max_ratio": spec.max_ratio, "matching": matching, "total": count},
+            score=share / spec.max_ratio, window_start=window_start, window_end=end,
+        )
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {
             "closed_upto": self.closed_upto,
-            "keys": [[key_list(k), v] for k, v in self._keys.items()],
+            "keys": [[key_list(k), finite_or_none(v.quiet_until), v.recent] for k, v in self._keys.items()],
             "open": [[b, [[key_list(k), c] for k, c in per_key.items()]] for b, per_key in self.open.items()],
             "evictions": self._keys.evictions,
         }
@@ -137,8 +159,19 @@ class RatioCheck(Check):
     def _restore_state(self, state: dict[str, Any]) -> None:
         self.closed_upto = None if state["closed_upto"] is None else float(state["closed_upto"])
         self._keys.clear()
-        for raw_key, start in state["keys"]:
-            self._keys.put(key_tuple(raw_key), float(start))
+        for raw_key, quiet_until, recent in state["keys"]:
+            self._keys.put(key_tuple(raw_key), _RatioKey(
+                none_to_neg_inf(quiet_until), [[float(s[0]), int(s[1]), int(s[2])] for s in recent]))
         self._keys.evictions = int(state.get("evictions", 0))
         self.open = {float(b): {key_tuple(k): [int(c[0]), int(c[1])] for k, c in per_key}
                      for b, per_key in state["open"]}
+
+
+class _RatioKey:
+    """A ratio key's recent slices ``[start, matching, total]`` (oldest first) and quiet period."""
+
+    __slots__ = ("quiet_until", "recent")
+
+    def __init__(self, quiet_until: float = float("-inf"), recent: list[list[float]] | None = None) -> None:
+        self.quiet_until = quiet_until
+        self.recent: list[list[float]] = recent if recent is not None else []

@@ -262,3 +262,30 @@ allowed_lateness: 0s
     d = alert.details or {}
     assert d["key"] == {"pipeline": "p1"} and d["observed"] == 0.75
     assert d["expected"] == {"max_ratio": 0.5, "matching": 3, "total": 4}
+
+
+def test_ratio_hopping_window_catches_an_episode_across_a_boundary() -> None:
+    text = """
+id: fails
+type: ratio
+selection: {status: failed}
+max_ratio: 0.5
+min_count: 4
+window: 4m
+allowed_lateness: 0s
+"""
+    found: dict[int, list[Match]] = {}
+    for slices in (1, 4):
+        eng = engine(text + f"slices: {slices}\n")
+        found[slices] = []
+        for minute in range(10):
+            status = "failed" if 2 <= minute < 6 else "ok"
+            for i in range(4):
+                found[slices] += eng.process({"status": status}, T0 + minute * 60 + i, None)
+            found[slices] += eng.advance(T0 + (minute + 1) * 60)
+    assert found[1] == []  # 8 of 16 in each tumbling window: not above 0.5
+    (alert,) = found[4]
+    d = alert.details or {}
+    # the first window with more than half failing: minutes 1-4 (12 of 16); one alert for the episode
+    assert (d["window_start"], d["window_end"], d["observed"]) == (
+        "2026-01-05T00:01:00.000Z", "2026-01-05T00:05:00.000Z", 0.75)
