@@ -21,9 +21,10 @@ from sigma.rule import SigmaRule
 from sigma.rule.base import SigmaYAMLLoader
 
 from detectors.model import RuleInfo
+from detectors.sigma.compiled import CompiledRule
 from detectors.sigma.conditions import positive_atoms, to_predicate, trigger
 from detectors.sigma.detection import AtomTable, rule_node
-from detectors.sigma.engine import CompiledRule, Ruleset
+from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import CompileError, RuleError, RuleText
 from detectors.sigma.modifiers import rewrite_detection
 from detectors.sigma.rules import apply_filter, filter_targets, rule_id, rule_info
@@ -107,7 +108,7 @@ def _parse_text(text: RuleText, errors: list[RuleError]) -> list[_Parsed]:
 
 
 def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline | None,
-                  info: RuleInfo) -> CompiledRule:
+                  info: RuleInfo, order: int) -> CompiledRule:
     rule = item.obj
     assert isinstance(rule, SigmaRule)
     if pipeline is not None:
@@ -122,9 +123,11 @@ def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline 
     return CompiledRule(
         info=info,
         predicate=to_predicate(node, indexed),
+        naive=to_predicate(node, lambda aid: False),
         atom_ids=tuple(dict.fromkeys(positive_atoms(node) + positive_atoms(node, positive=False))),
         positives=tuple(positive_atoms(node)),
         trigger=trigger(node, indexed),
+        order=order,
     )
 
 
@@ -185,7 +188,7 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
                 assert isinstance(flt.obj, SigmaFilter)
                 if filter_targets(flt.obj, rule):
                     apply_filter(flt.obj, rule, number)
-            compiled.append(_compile_rule(item, table, pipeline, info))
+            compiled.append(_compile_rule(item, table, pipeline, info, len(compiled)))
         except (CompileError, SigmaError) as exc:
             errors.append(RuleError(item.text.source, ident, info.title, _reason(exc)))
             continue

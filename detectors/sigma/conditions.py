@@ -78,7 +78,14 @@ def to_predicate(node: Node, indexed: Callable[[int], bool]) -> Predicate:
     if op == "not":
         inner = to_predicate(arg, indexed)  # type: ignore[arg-type]
         return lambda c: not inner(c)
-    parts = [to_predicate(child, indexed) for child in arg]  # type: ignore[attr-defined]
+    children: list[Node] = arg  # type: ignore[assignment]
+    if len(children) > 2 and all(c[0] == "atom" and indexed(c[1]) for c in children):  # type: ignore[arg-type]
+        members = frozenset(c[1] for c in children)
+        if op == "or":
+            return lambda c: not c.hits.keys().isdisjoint(members)
+        if op == "and":
+            return lambda c: c.hits.keys() >= members
+    parts = [to_predicate(child, indexed) for child in children]
     if op == "and":
         if len(parts) == 2:
             a, b = parts
