@@ -128,6 +128,8 @@ class KafkaRunner:
         self.state_store = state_store
         """``service.state_store.StateStore`` for per-partition detector state, or None (kept in memory only)."""
         self._leaving: set[TopicPartition] = set()
+        self._processed: dict[TopicPartition, int] = {}
+        """Offset after the last record detected per partition (acknowledged or not)."""
         self.connected = False
         self.assigned: set[TopicPartition] = set()
         self._specs: dict[str, InputSpec] = {}
@@ -271,6 +273,7 @@ class KafkaRunner:
                         append(Item(event, sub, logsource, time_fields, record.timestamp / 1000.0))
             next_offset = records[-1].offset + 1
             offsets[tp] = next_offset
+            self._processed[tp] = next_offset
             high = consumer.highwater(tp)
             if high is not None:
                 metrics.KAFKA_CONSUMER_LAG.labels(topic, str(partition)).set(max(high - next_offset, 0))
@@ -371,8 +374,9 @@ class KafkaRunner:
             self.detector.drop_scope(key)
             self._leaving.discard(tp)
             offset = self.tracker.committed.get(tp)
-            if not snapshots or store is None or offset is None or tp in self.tracker.pending([tp]):
-                continue
+            processed = self._processed.pop(tp, offset)
+            if not snapshots or store is None or offset is None or processed != offset:
+                continue  # the state holds events beyond the committed offset: do not hand it over
             scope = f"kafka:{tp.topic}:{tp.partition}"
             try:
                 for name, snapshot in snapshots.items():
