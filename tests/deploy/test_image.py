@@ -1,0 +1,196 @@
+"""The container image definition: hadolint, its structure (multi-stage, non-root,
+read-only root, health check), and the constraints file that pins its dependencies."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tomllib
+from importlib import metadata
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from service.config import load_settings
+from tests.deploy import tools
+from tests.deploy.tools import DEPLOY, ROOT
+
+DOCKERFILE = DEPLOY / "Dockerfile"
+CONSTRAINTS = DEPLOY / "constraints.txt"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for ins in instructions():
+        if ins[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(ins)
+    return result
+
+
+def final() -> list[tuple[str, str]]:
+    return stages()[-1]
+
+
+def values(stage: list[tuple[str, str]], word: str) -> list[str]:
+    return [args for w, args in stage if w == word]
+
+
+def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for args in values(stage, "ENV"):
+        for item in shlex.split(args):
+            key, _, value = item.partition("=")
+            env[key] = value
+    return env
+
+
+def test_hadolint_reports_no_errors_or_warnings() -> None:
+    proc = tools.run([tools.require("hadolint"), "--format", "json", DOCKERFILE])
+    findings = json.loads(proc.stdout or "[]")
+    bad = [f for f in findings if f["level"] in {"error", "warning"}]
+    assert not bad, "\n".join(f"line {f['line']}: {f['code']} {f['message']}" for f in bad)
+
+
+def test_multi_stage_on_slim_python_311() -> None:
+    froms = [args for stage in stages() for w, args in stage if w == "FROM"]
+    assert len(froms) >= 2
+    for image in froms:
+        assert re.match(r"python:3\.11\.\d+-slim", image), image
+    assert any("--from=build" in args for args in values(final(), "COPY"))
+
+
+def test_final_stage_has_no_build_tools_and_runs_as_non_root() -> None:
+    stage = final()
+    runs = " ".join(values(stage, "RUN"))
+    for tool in ("apt-get", "gcc", "build-essential", "make ", "pip install"):
+        assert tool not in runs, f"final stage runs {tool!r}"
+    [user] = values(stage, "USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) >= 10000, "numeric non-root uid (runAsNonRoot can verify it)"
+    after_user = [w for w, _ in stage[[w for w, _ in stage].index("USER"):]]
+    assert "RUN" not in after_user
+
+
+def test_only_the_data_dir_is_writable() -> None:
+    stage = final()
+    env = env_of(stage)
+    data_dir = env["PIPESENTRY_DATA_DIR"]
+    assert values(stage, "VOLUME") == [f'["{data_dir}"]']
+    runs = " ".join(values(stage, "RUN"))
+    assert f"chown 10001:10001 {data_dir}" in runs
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1", "no .pyc writes into a read-only root"
+
+
+def test_healthcheck_uses_python_on_healthz() -> None:
+    stage = final()
+    [check] = values(stage, "HEALTHCHECK")
+    assert "CMD" in check and '"python"' in check
+    assert "curl" not in check and "wget" not in check
+    assert env_of(stage)["HEALTHCHECK_URL"].endswith(":8080/healthz")
+    assert "urlopen(os.environ['HEALTHCHECK_URL']" in check
+
+
+def test_default_command_and_baked_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    stage = final()
+    [entry] = values(stage, "ENTRYPOINT")
+    [cmd] = values(stage, "CMD")
+    assert json.loads(entry) == ["pipesentry"]
+    args = json.loads(cmd)
+    from service.cli import build_parser
+
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "run"
+    copied = {a.split()[-1]: a.split()[-2] for a in values(stage, "COPY") if "--from" not in a}
+    baked = ROOT / copied[str(parsed.config)]
+    for key in [k for k in os.environ if k.upper().startswith("PIPESENTRY_")]:
+        monkeypatch.delenv(key)
+    for key, value in env_of(stage).items():
+        if key.startswith("PIPESENTRY_"):
+            monkeypatch.setenv(key, value)
+    settings = load_settings(baked)
+    assert settings.api.host == "0.0.0.0" and settings.api.port == 8080
+    assert str(settings.data_dir) == env_of(stage)["PIPESENTRY_DATA_DIR"]
+    assert settings.stdin.enabled is False
+
+
+def test_rules_are_installed_where_the_service_looks() -> None:
+    build = stages()[0]
+    rules_copy = next(a for a in values(build, "COPY") if a.startswith("sigma-rules "))
+    # service.rules.default_rules_dir: <sys.prefix>/share/pipesentry/sigma-rules; the venv is the prefix.
+    assert rules_copy.split()[-1] == "/opt/pipesentry/share/pipesentry/sigma-rules"
+    assert any("venv /opt/pipesentry" in r for r in values(build, "RUN"))
+    assert env_of(final())["PIPESENTRY_RULES_DIR"] == "/opt/pipesentry/share/pipesentry/sigma-rules"
+
+
+def test_dependencies_install_from_the_constraints_as_binary_wheels() -> None:
+    runs = " ".join(values(stages()[0], "RUN"))
+    assert "--only-binary=:all:" in runs
+    assert "--constraint /src/deploy/constraints.txt" in runs
+    assert "--no-deps /src" in runs, "the project itself must not pull unpinned dependencies"
+
+
+def test_dockerignore_lets_every_copied_path_through() -> None:
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
+    assert "*" in ignore, "the ignore file starts from nothing and lists what the build needs"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for stage in stages():
+        for args in values(stage, "COPY"):
+            if "--from" in args:
+                continue
+            for src in args.split()[:-1]:
+                assert src.rstrip("/") in allowed, f"COPY {src} is excluded by Dockerfile.dockerignore"
+                assert (ROOT / src).exists(), f"COPY {src}: no such path"
+
+
+def pins() -> dict[str, Version]:
+    out: dict[str, Version] = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep, f"not an exact pin: {line}"
+            out[canonicalize_name(name)] = Version(version)
+    return out
+
+
+def test_constraints_pin_every_runtime_dependency_within_pyproject_ranges() -> None:
+    pinned = pins()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for text in project["dependencies"]:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pinned, f"{req.name} is not pinned in deploy/constraints.txt"
+        assert req.specifier.contains(pinned[name], prereleases=True), f"{name}=={pinned[name]} violates {req}"
+    tools_only = {"pytest", "pytest-asyncio", "ruff", "mypy", "sigma-cli"}  # dev extras nothing at runtime needs
+    assert not tools_only & set(pinned), f"dev tools in the image: {sorted(tools_only & set(pinned))}"
+
+
+def test_constraints_cover_the_installed_closure() -> None:
+    """Names only: versions may move with the environment (regenerate with deploy/constraints.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_constraints", DEPLOY / "constraints.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    closure = module.closure(module.runtime_requirements())
+    missing = sorted(set(closure) - set(pins()))
+    assert not missing, f"run python deploy/constraints.py: not pinned {missing}"
+    assert metadata.version("pipesentry")
