@@ -114,7 +114,8 @@ def _compile_anomaly(paths: Sequence[Path]) -> tuple[Any | None, list[RuleError]
             continue
         found, problems = parse_checks(text, source=str(path))
         specs.extend(found)
-        errors.extend(problems)
+        errors.extend(RuleError(source=e.source, rule_id=getattr(e, "check_id", None), title=None, reason=e.reason)
+                      for e in problems)
     return AnomalyEngine(specs), errors, tuple(specs)
 
 

@@ -114,7 +114,7 @@ def lookup(event: Any, dotted: str) -> Any:
         return None
     if dotted in event:
         return event[dotted]
-    node = event
+    node: Any = event
     for part in dotted.split("."):
         if not isinstance(node, dict):
             return None

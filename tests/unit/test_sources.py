@@ -14,7 +14,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from detectors.model import LogSource, Origin
-from service.config import EventSettings, KafkaSettings
+from service.config import EventSettings, KafkaSettings, StdinSettings
 from service.detection import Detector, compile_detection
 from service.sources.base import InputSpec, Item, LineSplitter, RawMessage, decode_batch, parse_time
 from service.sources.filetail import FileFollower
@@ -459,3 +459,37 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
     stop.set()
     await task
     assert router2.accepted[0].rule.title == "Repeated Failed Logins"
+
+
+def test_anomaly_check_errors_reject_the_set_naming_the_check(tmp_path):
+    (tmp_path / "r.yml").write_text(RULE)
+    (tmp_path / "checks.yml").write_text("id: bad-check\ntype: silence\ntimeout: 5m\nbogus: 1\n")
+    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
+    assert not outcome.accepted
+    assert outcome.errors[0].rule_id == "bad-check" and "bogus" in outcome.errors[0].reason
+
+
+async def test_push_input_rejects_go_to_the_dead_letter_file(tmp_path):
+    import base64
+
+    from service.runtime import Pipeline
+    from service.sources.deadletter import FileDeadLetters
+
+    (tmp_path / "r.yml").write_text(RULE)
+    detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
+    accepted: list = []
+
+    class Router:
+        async def submit(self, alerts):
+            accepted.extend(alerts)
+
+    dead = FileDeadLetters(tmp_path / "data" / "dead-letters.ndjson")
+    spec = InputSpec.from_settings("stdin", StdinSettings(), ["ts"])
+    result = await Pipeline(detector, Router(), dead).ingest("stdin", [
+        RawMessage(b'{"message": "curl x | sh"}', Origin("stdin", key="a"), 1.0),
+        RawMessage(b"\xff broken", Origin("stdin", key="b"), 1.0)], spec)
+    assert result.accepted == 1 and len(accepted) == 1  # no log source configured: every rule applies
+    [line] = (tmp_path / "data" / "dead-letters.ndjson").read_bytes().splitlines()
+    record = orjson.loads(line)
+    assert record["origin"] == "stdin:b" and record["reason"] == "utf8"
+    assert base64.b64decode(record["value_b64"]) == b"\xff broken"
