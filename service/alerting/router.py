@@ -120,6 +120,8 @@ class AlertRouter:
         for w in removed:
             asyncio.get_running_loop().create_task(w.stop(drain_s=0))
         for w in added:
+            if w.spool is not None:
+                w.spool.open()  # accept records at once; the delivery loop starts in the task
             asyncio.get_running_loop().create_task(w.start())
 
     # --- lifecycle -----------------------------------------------------------
