@@ -174,6 +174,11 @@ async def test_reload_swaps_routes_and_sinks(tmp_path: Path) -> None:
                            routes=[{"receivers": ["w"]}]))
     assert list(router.decide([alert(2)]).pages) == ["w"]
     assert set(router.workers) == {"null", "store", "w"}
+    router.reload(settings(sinks=[{"type": "store"}]))  # the webhook and null sink go away
+    await router.submit([alert(3)])  # straight after the reload: the new store sink takes it
+    await router.wait_idle(5)
+    assert router.store.get(alert(3).id) is not None
+    assert set(router.workers) == {"store"}
     await router.stop(drain_s=0)
 
 
