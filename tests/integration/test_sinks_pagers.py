@@ -40,7 +40,7 @@ def make_settings(receivers: list[dict[str, Any]], **extra: Any) -> AlertingSett
         "alert_base_url": "https://pipesentry.example.org/", "spool": {"fsync": "never"}, **extra})
 
 
-LONG = rule("pd-rule", "critical", ("attack.execution", "attack.t1059.004") + tuple(f"tag.{i}" for i in range(30)),
+LONG = rule("pd-rule", "critical", ("attack.execution", "attack.t1059.004", *tuple(f"tag.{i}" for i in range(30))),
             title="A very long rule title " * 60)
 
 

@@ -13,8 +13,8 @@ from prometheus_client import start_http_server
 
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
-from service.devservices.prometheus import PrometheusServer
 from service.devservices.process import free_port
+from service.devservices.prometheus import PrometheusServer
 from service.metrics import REGISTRY
 from tests.unit.alerting_helpers import alert, rule
 
