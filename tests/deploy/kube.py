@@ -15,9 +15,9 @@ import yaml
 
 K8S_VERSION = "1.31.0"
 # kubernetes-validate ships the core API schemas only; for the Prometheus Operator CRD
-# the fields used here are checked against the CRD's structure (monitoring.coreos.com/v1).
-CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"):
-               Path(__file__).with_name("servicemonitor.schema.json")}
+# the fields used here are checked against the CRDs' structure (monitoring.coreos.com/v1).
+CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): Path(__file__).with_name("servicemonitor.schema.json"),
+               ("monitoring.coreos.com/v1", "PrometheusRule"): Path(__file__).with_name("prometheusrule.schema.json")}
 PIPESENTRY_IMAGE = re.compile(r"(^|/)pipesentry(:|@|$)")
 
 

@@ -140,3 +140,13 @@ def test_user_config_merges_over_chart_defaults(helm: Path, tmp_path: Path) -> N
     assert config["api"]["tokens"][0]["name"] == "ops"
     [deployment] = by_kind(docs, "Deployment")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9000
+
+
+def test_prometheus_rule_carries_the_tested_alerting_rules(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    source = tools.DEPLOY / "prometheus" / "pipesentry-alerts.yml"
+    copy = CHART / "files" / "pipesentry-alerts.yml"
+    assert copy.read_text(encoding="utf-8") == source.read_text(encoding="utf-8"), \
+        "cp deploy/prometheus/pipesentry-alerts.yml deploy/helm/pipesentry/files/"
+    [rule] = by_kind(rendered["default"], "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(source.read_text(encoding="utf-8"))
+    assert "{{ $labels.topic }}" in str(rule["spec"]), "alert templates must reach Prometheus unrendered"

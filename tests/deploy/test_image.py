@@ -7,8 +7,13 @@ import json
 import os
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import time
 import tomllib
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -194,3 +199,41 @@ def test_constraints_cover_the_installed_closure() -> None:
     missing = sorted(set(closure) - set(pins()))
     assert not missing, f"run python deploy/constraints.py: not pinned {missing}"
     assert metadata.version("pipesentry")
+
+
+def healthcheck_command() -> list[str]:
+    [check] = values(final(), "HEALTHCHECK")
+    return json.loads(check[check.index("CMD") + 3:].strip())
+
+
+def test_healthcheck_command_follows_the_service(tmp_path: Path) -> None:
+    """The image's HEALTHCHECK one-liner against ``pipesentry run`` with the baked settings:
+    healthy while it serves, unhealthy once it is gone."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PIPESENTRY_")}
+    env.update({"PIPESENTRY_DATA_DIR": str(tmp_path / "data"), "PIPESENTRY_API__HOST": "127.0.0.1",
+                "PIPESENTRY_API__PORT": str(port), "HEALTHCHECK_URL": f"http://127.0.0.1:{port}/healthz"})
+    command = healthcheck_command()
+    assert command[0] == "python"
+    probe = [sys.executable, *command[1:]]
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--config",
+                               str(DEPLOY / "docker" / "config.yaml")],
+                              env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            result = subprocess.run(probe, env=env, capture_output=True, timeout=30, check=False)
+            if result.returncode == 0:
+                break
+            assert server.poll() is None, f"pipesentry exited: {server.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "pipesentry never became healthy"
+            time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if server.stderr:
+            server.stderr.close()
+    assert subprocess.run(probe, env=env, capture_output=True, timeout=30, check=False).returncode != 0
