@@ -221,12 +221,22 @@ class Detector:
             seen = latest.get(key)
             if seen is None or ts >= seen[0]:
                 latest[key] = (ts, item)
-            produced = [m for m in matches if m.rule.id not in suppressed] if suppressed else list(matches)
-            if correlation is not None:
-                ref = item.origin.token() if matches else None  # evidence: only matching events contribute
-                produced.extend(self._stateful("correlation", correlation.process, event, matches, ts, ref))
-            if anomaly is not None:
-                produced.extend(self._stateful("anomaly", anomaly.process, event, ts, item.logsource))
+            produced = [m for m in matches if m.rule.id not in suppressed] if suppressed and matches else matches
+            try:  # inlined (once per event): a failing engine skips the event for that engine only
+                if correlation is not None:
+                    ref = item.origin.token() if matches else None  # evidence: only matching events
+                    found = correlation.process(event, matches, ts, ref)
+                    if found:
+                        produced = [*produced, *found]
+            except Exception:
+                self._engine_failed("correlation")
+            try:
+                if anomaly is not None:
+                    found = anomaly.process(event, ts, item.logsource)
+                    if found:
+                        produced = [*produced, *found]
+            except Exception:
+                self._engine_failed("anomaly")
             for match in produced:
                 alerts.append(self._alert(match, item, ts, stamp))
         for key, (ts, item) in latest.items():
@@ -341,6 +351,11 @@ class Detector:
     def _alert(self, match: Match, item: Item, ts: float, now: float) -> Alert:
         return build_alert(match, item.event, item.origin, event_time=ts, now=now, logsource=item.logsource,
                            max_original_bytes=self._max_original)
+
+    @staticmethod
+    def _engine_failed(name: str) -> None:
+        log.exception("%s engine failed on an event; it is skipped for this engine", name)
+        metrics.EVENTS_SKIPPED.labels(name, "error").inc()
 
     @staticmethod
     def _stateful(name: str, fn: Any, *args: Any) -> list[Match]:
