@@ -132,6 +132,7 @@ class AlertRouter:
         self._index_workers()
         for w in self.workers.values():
             await w.start()
+        self._restore_groups()
         self._started = True
         self._ticker = asyncio.create_task(self._tick_loop(), name="alert-router-tick")
 
@@ -145,12 +146,42 @@ class AlertRouter:
                 await self._ticker
         with contextlib.suppress(Exception):
             await self._emit(self._closed_documents(self.suppressor.flush()), {})
+        self._save_groups()
         for w in reversed(list(self.workers.values())):
             try:
                 await w.stop(drain_s=drain_s)
             except Exception:
                 log.exception("sink stop failed", extra={"sink": w.name})
         self.store.close()
+
+    @property
+    def _groups_file(self) -> Path:
+        return self.root / "groups.json"
+
+    def _save_groups(self) -> None:
+        """Open page groups survive a restart, so their incidents still get resolved."""
+        try:
+            tmp = self._groups_file.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps(self.grouper.snapshot()))
+            os.replace(tmp, self._groups_file)
+        except OSError:
+            log.exception("could not save open page groups")
+
+    def _restore_groups(self) -> None:
+        try:
+            items = orjson.loads(self._groups_file.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError):
+            log.exception("could not read saved page groups; starting without them")
+            return
+        try:
+            restored = self.grouper.restore(items, set(self._page_workers))
+        except (KeyError, TypeError, ValueError):
+            log.exception("saved page groups are malformed; starting without them")
+            return
+        if restored:
+            log.info("page groups restored", extra={"groups": restored})
 
     async def _tick_loop(self) -> None:
         while True:

@@ -199,3 +199,22 @@ async def test_store_retention_prunes_old_alerts(tmp_path: Path) -> None:
     await router.tick()
     assert router.store.get(old.id) is None and router.store.get(recent.id) is not None
     router.store.close()
+
+
+async def test_open_page_groups_survive_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    s = settings(sinks=[{"type": "null"}],
+                 receivers=[{"type": "webhook", "name": "w", "url": "http://127.0.0.1:9/"}],
+                 routes=[{"receivers": ["w"]}], grouping={"window_s": 60})
+    router = AlertRouter(s, tmp_path, clock=clock)
+    await router.start()
+    trigger = router.decide([alert(1), alert(2)]).pages["w"][0]
+    await router.stop(drain_s=0)
+    again = AlertRouter(s, tmp_path, clock=clock)
+    await again.start()
+    assert again.decide([alert(3)]).pages == {}  # still the same open group
+    clock.now += 61
+    resolves = again.grouper.tick(clock.now)
+    assert [(r["action"], r["dedup_key"], r["count"]) for r in resolves] == [
+        ("resolve", trigger["dedup_key"], 3)]
+    await again.stop(drain_s=0)
