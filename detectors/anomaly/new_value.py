@@ -12,7 +12,8 @@ never invents one.
 No alert until the check's learning period has passed; with ``key_learning``
 a key first seen later learns for its own ``learning`` period (a new service
 learns its deployers before alerting on them). Per key: first-seen time and
-the number of distinct values (two floats).
+the number of distinct values (two floats). Up to 4096 recently confirmed pairs
+are cached so frequent pairs skip hashing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from detectors.model import Event, Match
 from detectors.sketches import BloomFilter, hash64, hash128
 from detectors.state import LruMap
 
+RECENT_PAIRS = 4096
+
 
 class NewValueCheck(Check):
     kind = "new_value"
@@ -36,6 +39,15 @@ class NewValueCheck(Check):
         self._keys: LruMap[Key, list[float]] = LruMap(self.max_keys)
         self.current = BloomFilter(spec.capacity, spec.fp_rate)
         self.previous: BloomFilter | None = None
+        self._recent: dict[str, None] = {}
+        """Pairs known to be in the current generation, to skip hashing for frequent pairs."""
+
+    def _remember(self, pair: str) -> None:
+        recent = self._recent
+        if len(recent) >= RECENT_PAIRS:
+            recent.clear()
+        if len(pair) <= 512:
+            recent[pair] = None
 
     @property
     def keys(self) -> LruMap[Key, Any]:
@@ -62,15 +74,23 @@ class NewValueCheck(Check):
         if state is None:
             state = [t, 0.0]
             self._keys.put(key, state)
-        h1, h2 = hash128("\x1f".join(key) + "\x1e" + "\x1f".join(values))
+        pair = "\x1f".join(key) + "\x1e" + "\x1f".join(values)
+        recent = self._recent
+        if pair in recent:
+            return []
+        h1, h2 = hash128(pair)
         current = self.current
         if current.contains_hashes(h1, h2):
+            self._remember(pair)
             return []
         known_before = self.previous is not None and self.previous.contains_hashes(h1, h2)
         current.add_hashes(h1, h2)
         if current.full:
             self.previous, self.current = current, BloomFilter(self.s.capacity, self.s.fp_rate)
             self.counters["bloom_rotations"] += 1
+            recent.clear()  # cached pairs must be copied into the new generation when seen again
+        else:
+            self._remember(pair)
         if known_before:
             return []
         seen = state[1]
@@ -99,3 +119,4 @@ class NewValueCheck(Check):
         self._keys.evictions = int(state.get("evictions", 0))
         self.current = BloomFilter.from_state(state["current"])
         self.previous = None if state["previous"] is None else BloomFilter.from_state(state["previous"])
+        self._recent.clear()

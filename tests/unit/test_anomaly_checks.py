@@ -289,3 +289,17 @@ allowed_lateness: 0s
     # the first window with more than half failing: minutes 1-4 (12 of 16); one alert for the episode
     assert (d["window_start"], d["window_end"], d["observed"]) == (
         "2026-01-05T00:01:00.000Z", "2026-01-05T00:05:00.000Z", 0.75)
+
+
+def test_new_value_bloom_generations_rotate_and_keep_recent_values() -> None:
+    eng = engine("{id: gen, type: new_value, fields: [v], learning: 0s, key_learning: false, capacity: 100}")
+    alerts = 0
+    for i in range(150):
+        alerts += len(eng.process({"v": f"value-{i}"}, T0 + i, None))
+    assert alerts == 150
+    assert eng.counters["bloom_rotations"] == 1
+    # the last ~capacity distinct values are remembered: the current generation holds 100-149,
+    # the previous one 0-99 (found there, they are copied forward)
+    assert sum(len(eng.process({"v": f"value-{i}"}, T0 + 200 + i, None)) for i in range(60, 150)) == 0
+    assert eng.counters["bloom_rotations"] == 1
+    assert len(eng.process({"v": "value-new"}, T0 + 400, None)) == 1
