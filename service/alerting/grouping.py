@@ -65,6 +65,7 @@ class Grouper:
         self.settings = settings
         self.base_url = base_url
         self._groups: dict[tuple[str, str, tuple[str, ...]], Group] = {}
+        self._evicted: list[dict[str, Any]] = []
 
     def _hint(self, now: float) -> float:
         """When a firing page may be considered over if nothing more is heard."""
@@ -90,8 +91,9 @@ class Grouper:
                          dict(zip(self.settings.group_by, values, strict=True)), self.base_url)
         group = Group(base, alert.timestamp, alert.timestamp, now, sent_at=now)
         self._groups[key] = group
-        if len(self._groups) > self.settings.max_groups:
-            self._groups.pop(next(iter(self._groups)))
+        if len(self._groups) > self.settings.max_groups:  # cap memory: close the oldest group
+            oldest = self._groups.pop(next(iter(self._groups)))
+            self._evicted.append(oldest.page("resolve", now, now))
         return group.page("trigger", now, self._hint(now))
 
     def is_open(self, receiver: str, alert: Alert) -> bool:
@@ -99,7 +101,7 @@ class Grouper:
 
     def tick(self, now: float) -> list[dict[str, Any]]:
         """Updates for groups whose count moved, resolves for quiet groups."""
-        out: list[dict[str, Any]] = []
+        out, self._evicted = self._evicted, []
         quiet = []
         for key, g in self._groups.items():
             if now - g.seen >= self.settings.window_s:

@@ -153,3 +153,50 @@ def test_document_validates_against_published_schema() -> None:
     del bad["rule"]["author"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def _paths(doc: dict[str, object], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path != "pipesentry.details":
+            out |= _paths(value, path + ".")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            out |= _paths(value[0], path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def _mapped(mapping: dict[str, object], path: str) -> dict[str, object] | None:
+    node: object = mapping
+    for part in path.split("."):
+        props = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(props, dict) or part not in props:
+            return None
+        node = props[part]
+    return node if isinstance(node, dict) else None
+
+
+def test_every_document_field_has_an_explicit_mapping() -> None:
+    mappings = json.loads((SCHEMAS / "alert-mappings.json").read_text())
+    doc = make(details={"alert_key": "k"}).to_document()
+    doc["pipesentry"]["suppressed_last"] = doc["@timestamp"]
+    unmapped = sorted(p for p in _paths(doc) if _mapped(mappings, p) is None)
+    assert unmapped == []
+    assert mappings["dynamic"] is False
+
+
+def test_published_templates_carry_the_mappings() -> None:
+    from service.alerting.config import ElasticsearchSink
+    from service.alerting.sinks.elasticsearch import index_template
+
+    mappings = json.loads((SCHEMAS / "alert-mappings.json").read_text())
+    es_file = json.loads((SCHEMAS / "elasticsearch-index-template.json").read_text())
+    os_file = json.loads((SCHEMAS / "opensearch-index-template.json").read_text())
+    assert es_file["template"]["mappings"] == os_file["template"]["mappings"] == mappings
+    assert es_file["data_stream"] == {} and "data_stream" not in os_file
+    built = index_template(ElasticsearchSink(mode="datastream"))
+    assert built["template"]["mappings"] == mappings and built["data_stream"] == {}
+    assert built["index_patterns"] == es_file["index_patterns"]
+    assert index_template(ElasticsearchSink())["index_patterns"] == os_file["index_patterns"]

@@ -67,3 +67,17 @@ def test_pagerduty_resolve_is_minimal() -> None:
     pd = PagerDutyReceiver("pd", "http://x/v2/enqueue", "key", 1.0)
     req = pd.render({"action": "resolve", "dedup_key": "d" * 300})
     assert req.json == {"routing_key": "key", "event_action": "resolve", "dedup_key": "d" * 255}
+
+
+def test_group_cap_resolves_the_oldest_group() -> None:
+    from service.alerting.config import GroupingSettings
+    from service.alerting.grouping import Grouper
+
+    from .alerting_helpers import alert, rule
+
+    g = Grouper(GroupingSettings(max_groups=2), "http://x")
+    pages = [g.add("r", alert(i, r=rule(f"rule-{i}")), 0.0) for i in range(3)]
+    assert all(p is not None and p["action"] == "trigger" for p in pages)
+    assert len(g) == 2
+    out = g.tick(1.0)
+    assert [(p["action"], p["rule"]["id"]) for p in out] == [("resolve", "rule-0")]
