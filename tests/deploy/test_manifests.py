@@ -142,6 +142,8 @@ def test_settings_from_manifests_are_valid_and_use_the_mounted_paths(shape: Shap
                 for sink in settings.alerting.sinks:
                     key = getattr(sink, "api_key", None)
                     assert key is None or key.get_secret_value().startswith("test-"), name
+                for token in settings.api.tokens:
+                    assert token.token is not None and token.token.get_secret_value().startswith("test-"), name
             for follow in settings.files:
                 shared = [m for p, m in mounts.items() if str(follow.path).startswith(p.rstrip("/") + "/")]
                 assert shared and shared[0].get("readOnly"), f"{name}: {follow.path} not on a read-only mount"
