@@ -21,7 +21,7 @@ Events come from ``bench/eventgen.py`` (seeded). The garbage collector stays on;
 setup, ``gc.freeze()`` moves the ruleset and events out of the collector's generations,
 as a long-running service would do after a (re)load.
 
-    python bench/engine.py [--json] [--events N] [--seed S] [--naive-sample N]
+    python bench/engine.py [--json] [--events N] [--seed S] [--naive-sample N] [--breakdown]
 """
 
 from __future__ import annotations
@@ -67,7 +67,25 @@ def _percentile(sorted_values: list[int], q: float) -> float:
     return sorted_values[index] / 1000.0
 
 
-def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path) -> dict[str, Any]:
+def _breakdown(corpus: list[tuple[Any, Any]], cpu_ns: list[int]) -> dict[str, dict[str, float]]:
+    """Per log source: share of events, mean and p99 CPU microseconds per event (hotspot finder)."""
+    groups: dict[str, list[int]] = {}
+    for (logsource, _), ns in zip(corpus, cpu_ns, strict=True):
+        key = "/".join(part or "*" for part in (logsource.product, logsource.category, logsource.service))
+        groups.setdefault(key, []).append(ns)
+    out: dict[str, dict[str, float]] = {}
+    for key, values in sorted(groups.items(), key=lambda kv: -sum(kv[1])):
+        values.sort()
+        out[key] = {
+            "events": len(values),
+            "cpu_share": round(sum(values) / max(1, sum(cpu_ns)), 3),
+            "us_mean_cpu": round(sum(values) / len(values) / 1000, 1),
+            "us_p99_cpu": round(_percentile(values, 0.99), 1),
+        }
+    return out
+
+
+def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path, breakdown: bool = False) -> dict[str, Any]:
     cpu = _pin_one_cpu()
     paths = [p for p in (sigmahq, default_rules_dir()) if p.is_dir()]
     pipelines = [SITE_PIPELINE] if SITE_PIPELINE.is_file() else []
@@ -97,7 +115,7 @@ def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path) -> dict[str,
 
     clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     latencies: list[int] = []
-    cpu_latencies: list[int] = []
+    cpu_latencies: list[int] = []  # in corpus order until sorted below
     append, cpu_append = latencies.append, cpu_latencies.append
     for logsource, event in corpus:
         c0 = cpu_clock()
@@ -105,6 +123,7 @@ def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path) -> dict[str,
         evaluate(event, logsource)
         append(clock() - t0)
         cpu_append(cpu_clock() - c0)
+    by_logsource = _breakdown(corpus, cpu_latencies) if breakdown else None
     latencies.sort()
     cpu_latencies.sort()
 
@@ -122,7 +141,7 @@ def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path) -> dict[str,
             disagreements += 1
     naive_eps = len(sample) / naive_time if naive_time else 0.0
     eps = len(corpus) / elapsed
-    return {
+    figures: dict[str, Any] = {
         "events_per_s": round(eps),
         "events_per_s_cpu": round(len(corpus) / cpu_elapsed) if cpu_elapsed else None,
         "us_per_event_p50": round(_percentile(latencies, 0.50), 2),
@@ -151,6 +170,9 @@ def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path) -> dict[str,
         "load_avg_1m": round(load_before, 2),
         "python": sys.version.split()[0],
     }
+    if by_logsource is not None:
+        figures["by_logsource"] = by_logsource
+    return figures
 
 
 def print_table(figures: dict[str, Any]) -> None:
@@ -166,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--naive-sample", type=int, default=2_000, help="events evaluated naively")
     parser.add_argument("--sigmahq", type=Path, default=SIGMAHQ, help="SigmaHQ corpus directory")
+    parser.add_argument("--breakdown", action="store_true", help="add CPU cost per log source")
     args = parser.parse_args(argv)
     if not args.sigmahq.is_dir():
         print(f"warning: {args.sigmahq} not found; benchmarking the project's rules only", file=sys.stderr)
-    figures = run(args.events, args.seed, args.naive_sample, args.sigmahq)
+    figures = run(args.events, args.seed, args.naive_sample, args.sigmahq, args.breakdown)
     if args.json:
         import orjson
 
