@@ -45,7 +45,8 @@ def find(name: str) -> Path | None:
     tool = TOOLS[name]
     given = os.environ.get(tool.env)
     if given:
-        return Path(given)
+        path = Path(given)
+        return path if path.is_file() and os.access(path, os.X_OK) else None
     on_path = shutil.which(name)
     if on_path:
         return Path(on_path)
