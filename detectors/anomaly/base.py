@@ -54,7 +54,7 @@ class Check(ABC):
         self.info = RuleInfo(
             id=spec.id, title=spec.title or spec.id, level=spec.level, author=spec.author,
             description=spec.description, tags=tuple(spec.tags), logsource=self.rule_logsource,
-            ruleset="anomaly", kind="anomaly", name=spec.id,
+            ruleset="anomaly", kind="anomaly", name=spec.id, source=spec.source,
         )
         self.counters: Counter[str] = Counter()
         self.max_event_ts = NEG_INF

@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -71,6 +72,12 @@ class CheckCommon(BaseModel):
     learning: Duration | None = None
     """Learning period; ``None`` takes the type's default (see ``default_learning``)."""
     max_keys: int | None = Field(default=None, ge=1)
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def source(self) -> str:
+        """The file the check came from (set by :func:`parse_checks`)."""
+        return self._source
 
     def default_learning(self) -> float:
         return 0.0
@@ -266,5 +273,6 @@ def parse_checks(yaml_text: str, source: str = "checks.yml") -> tuple[list[Check
             errors.append(CheckError(source, spec.id, "id: duplicate check id"))
             continue
         seen.add(spec.id)
+        spec._source = source
         specs.append(spec)
     return specs, errors

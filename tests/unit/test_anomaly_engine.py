@@ -165,6 +165,7 @@ def test_match_carries_rule_metadata() -> None:
 """)
     (match,) = eng.process({}, T0, None)
     rule = match.rule
+    assert rule.source == "checks.yml" and rule.ruleset == "anomaly"
     assert (rule.id, rule.title, rule.level, rule.author, rule.description, rule.tags, rule.kind) == (
         "t", "Burst", "high", "me", "why", ("attack.t1110",), "anomaly")
     assert set(match.details or {}) >= {"check", "key", "observed", "expected", "score", "window_start",
