@@ -88,6 +88,11 @@ class AnomalyEngine:
         self._routes: dict[LogSource, tuple[Check, ...]] = {}
         self._engine_counters: Counter[str] = Counter()
 
+    @property
+    def specs(self) -> tuple[CheckCommon, ...]:
+        """Specs of the checks that run (those in ``errors`` excluded)."""
+        return tuple(check.spec for check in self._all)
+
     def _route(self, logsource: LogSource | None) -> tuple[Check, ...]:
         if logsource is None:
             return self._all

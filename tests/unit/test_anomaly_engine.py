@@ -182,6 +182,7 @@ def test_duplicate_ids_across_files_are_engine_errors() -> None:
     a, _ = parse_checks("{id: x, type: silence, timeout: 1m}")
     b, _ = parse_checks("{id: x, type: silence, timeout: 2m}")
     eng = AnomalyEngine(a + b)
+    assert [spec.timeout for spec in eng.specs] == [60.0]  # type: ignore[attr-defined]
     assert list(eng.checks) == ["x"] and [e.reason for e in eng.errors] == ["id: duplicate check id"]
 
 
