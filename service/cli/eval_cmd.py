@@ -10,7 +10,8 @@ Exit codes:
 - ``0``: the input was read (bad lines and rule load errors are reported but
   do not fail the run; an empty input is fine);
 - ``1``: nothing could be read: the input cannot be opened, or it has lines
-  but none of them is a JSON object;
+  but none of them is a JSON object; or no rule could be loaded (every rule
+  path failed);
 - ``2``: usage error (bad arguments, malformed ``--logsource``).
 
 Extension point: :func:`evaluate_stream` takes the loaded ruleset and an
@@ -210,6 +211,9 @@ def format_table(records: Iterable[MatchRecord]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     result = load_rules(args.rules, args.pipeline)
     print_load_errors(result.errors, sys.stderr)
+    if result.errors and not result.ruleset.rules and not result.ruleset.correlations:
+        print("pipesentry eval: no rule could be loaded", file=sys.stderr)
+        return 1
     try:
         stream = _open_input(args.events)
     except OSError as exc:

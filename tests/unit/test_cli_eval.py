@@ -170,6 +170,15 @@ def test_input_without_any_json_object_fails(rules_dir: Path, tmp_path: Path,
     assert "cannot open" in capsys.readouterr().err
 
 
+def test_no_loadable_rule_fails(tmp_path: Path, events_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--rules", str(tmp_path / "typo"), str(events_file)]) == 1
+    err = capsys.readouterr().err
+    assert "typo: -: no such file or directory" in err and "no rule could be loaded" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["eval", "--rules", str(empty), str(events_file)]) == 0  # no rules, no error: nothing matches
+
+
 def test_rule_load_errors_are_reported_and_valid_rules_still_run(rules_dir: Path, events_file: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     (rules_dir / "bad.yml").write_text(BAD_RULE, encoding="utf-8")
