@@ -271,10 +271,12 @@ class AlertRouter:
         inline: list[SinkWorker] = []
         try:
             if documents:
-                payloads = [orjson.dumps(d) for d in documents]
+                payloads: list[bytes] | None = None  # shared JSON, built once if some sink needs it
                 for w in self._record_workers:
                     if w.durable:
-                        fd = w.append(payloads, documents)
+                        if payloads is None and not hasattr(w.sink, "encode"):
+                            payloads = [orjson.dumps(d) for d in documents]
+                        fd = w.append(payloads or [], documents)
                         if fd is not None:
                             fds.append(fd)
                     else:

@@ -88,6 +88,8 @@ class SinkWorker:
         encode = getattr(self.sink, "encode", None)
         if encode is not None and documents is not None:
             payloads = [encode(d) for d in documents]
+        elif not payloads and documents:
+            payloads = [orjson.dumps(d) for d in documents]
         fd = self.spool.append(payloads)
         self._idle.clear()
         self._wake.set()
