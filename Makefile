@@ -3,7 +3,8 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 APT_PACKAGES := kcat prometheus prometheus-alertmanager maven openjdk-17-jdk-headless
 
-.PHONY: install install-dev system-packages servers-fetch lint typecheck test run demo bench
+.PHONY: install install-dev system-packages servers-fetch deploy-tools lint typecheck test run demo bench
+TOOLS := .devservices/tools
 
 install:
 	$(PIP) install -q -e .
@@ -23,13 +24,22 @@ system-packages:
 servers-fetch:
 	$(PYTHON) -m service.devservices fetch
 
+# Helm (built from the Go module proxy) and Checkov (its own venv: its pins clash with ours) for tests/deploy.
+deploy-tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov
+
+$(TOOLS)/bin/helm:
+	GOBIN=$(CURDIR)/$(TOOLS)/bin go install helm.sh/helm/v3/cmd/helm@v3.22.0
+
+$(TOOLS)/checkov/bin/checkov:
+	$(PYTHON) -m venv $(TOOLS)/checkov && $(TOOLS)/checkov/bin/pip install -q checkov==3.3.30
+
 lint:
 	$(PYTHON) -m ruff check detectors service tests bench
 
 typecheck:
 	$(PYTHON) -m mypy
 
-test: install-dev system-packages servers-fetch lint typecheck
+test: install-dev system-packages servers-fetch deploy-tools lint typecheck
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 
 run: install
