@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from detectors.anomaly.keys import MISSING, SOURCE_FIELD, Key, get_field, key_repr, key_text, source_text
 from detectors.anomaly.spec import CheckCommon
-from detectors.anomaly.timeutil import BadTimestamp, iso, parse_timestamp
+from detectors.anomaly.timeutil import MAX_TS, BadTimestamp, iso, parse_timestamp
 from detectors.model import Event, LogSource, Match, RuleInfo
 from detectors.state import LruMap
 
@@ -78,6 +78,9 @@ class Check(ABC):
         return self.first_ts is not None and t >= self.first_ts + self.learning_s
 
     def event_time(self, event: Event, ts: float) -> float | None:
+        if not 0 <= ts <= MAX_TS:  # also false for NaN
+            self.counters["bad_timestamp"] += 1
+            return None
         field = self.ts_field
         if field is None:
             return ts

@@ -17,6 +17,8 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w
 
 EPOCH_MS_THRESHOLD = 1e11
 """Numbers above this are epoch milliseconds (1e11 s is the year 5138)."""
+MAX_TS = 253402300799.0
+"""9999-12-31T23:59:59Z: later times cannot be printed as ISO 8601 and are refused."""
 
 
 def parse_duration(value: Any) -> float:
@@ -60,18 +62,29 @@ def parse_timestamp(value: Any) -> float:
         try:
             ts = float(text)
         except ValueError:
-            try:
-                parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-            except ValueError:
-                raise BadTimestamp(f"unparseable timestamp {value[:64]!r}") from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            return parsed.timestamp()
+            return _iso_seconds(text)
     else:
         raise BadTimestamp(f"{type(value).__name__} is not a timestamp")
     if not math.isfinite(ts) or ts < 0:
         raise BadTimestamp(f"timestamp out of range: {value!r}")
-    return ts / 1000.0 if ts > EPOCH_MS_THRESHOLD else ts
+    if ts > EPOCH_MS_THRESHOLD:
+        ts /= 1000.0
+    if ts > MAX_TS:
+        raise BadTimestamp(f"timestamp out of range: {value!r}")
+    return ts
+
+
+def _iso_seconds(text: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise BadTimestamp(f"unparseable timestamp {text[:64]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    ts = parsed.timestamp()
+    if ts < 0:
+        raise BadTimestamp(f"timestamp before 1970: {text[:64]!r}")
+    return ts
 
 
 def iso(ts: float) -> str:

@@ -114,6 +114,17 @@ def test_bad_timestamps_are_counted_skips() -> None:
     assert eng.counters["not_object"] == 1
 
 
+def test_unusable_passed_times_are_counted_not_fatal() -> None:
+    eng = engine("{id: t, type: threshold, count: 1, window: 1m}")
+    for ts in (float("nan"), float("inf"), -1.0, 1e15, 3e11):
+        assert eng.process({}, ts, None) == []
+    assert eng.counters["bad_timestamp"] == 5
+    eng2 = engine("{id: t, type: threshold, count: 1, window: 1m, timestamp_field: t}")
+    assert eng2.process({"t": 1e18}, T0, None) == []  # epoch ms of the year 33658
+    assert eng2.process({"t": "0001-01-01T00:00:00Z"}, T0, None) == []
+    assert eng2.counters["bad_timestamp"] == 2
+
+
 def test_huge_key_values_are_bounded_and_stay_distinct() -> None:
     eng = engine("{id: n, type: new_value, by: [k], fields: [v], learning: 0s, key_learning: false}")
     big_a, big_b = "a" * 1_000_000, "a" * 999_999 + "b"
