@@ -13,6 +13,8 @@ Steps, in one run:
    (project rules plus the SigmaHQ cloud, linux, web and application rules),
    handing alerts to the real alert router with a null sink, until every
    offset is acknowledged;
+   ``*_per_cpu_s`` divide by this process's CPU time instead of wall time
+   (steadier on a shared machine);
 4. ``latency_p99_ms``: a separate producer process sends a steady
    ``--rate`` events/s to fresh topics for ``--seconds``; for every alert,
    the time from the producer's send to the router accepting it.
@@ -172,7 +174,7 @@ async def preload(bootstrap: str, events: dict[str, list[bytes]]) -> None:
         await producer.stop()
 
 
-async def raw_consume(bootstrap: str, topics: list[str], total: int) -> float:
+async def raw_consume(bootstrap: str, topics: list[str], total: int) -> tuple[float, float]:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"raw-{os.getpid()}",
@@ -181,13 +183,14 @@ async def raw_consume(bootstrap: str, topics: list[str], total: int) -> float:
     try:
         seen = 0
         started = None
+        cpu = 0.0
         while seen < total:
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             if started is None and batches:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
             seen += sum(len(r) for r in batches.values())
         assert started is not None
-        return total / (time.perf_counter() - started)
+        return total / (time.perf_counter() - started), total / (time.process_time() - cpu)
     finally:
         await consumer.stop()
 
@@ -199,6 +202,8 @@ class TimingRouter:
         self.inner = inner
         self.alerts = 0
         self.latencies: list[float] = []
+        self.cpu_started = 0.0
+        self.cpu_s = 0.0
 
     async def submit(self, alerts: Any) -> None:
         await self.inner.submit(alerts)
@@ -235,12 +240,14 @@ async def run_pipeline(settings: Any, until_acked: int | None, data_dir: Path, d
         if on_ready is not None:
             on_ready()
         started = time.perf_counter()
+        router.cpu_started = time.process_time()
         if duration is not None:
             await asyncio.sleep(duration)
         else:
             while _acked(runner) < (until_acked or 0):
                 await asyncio.sleep(0.002)
         elapsed = time.perf_counter() - started
+        router.cpu_s = time.process_time() - router.cpu_started
         return elapsed, router, _acked(runner)
     finally:
         stop.set()
@@ -305,7 +312,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     await preload(bootstrap, by_topic(events, run, time.time()))
     preload_s = time.perf_counter() - began
 
-    raw = await raw_consume(bootstrap, [f"{run}{slug}" for slug in topics], args.events)
+    raw, raw_cpu = await raw_consume(bootstrap, [f"{run}{slug}" for slug in topics], args.events)
     elapsed, router, acked = await run_pipeline(settings_for(bootstrap, run, f"pipe-{run}", topics), args.events,
                                                 workdir / "pipe")
     pipeline = acked / elapsed
@@ -335,6 +342,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         "raw_consume_per_s": round(raw),
         "pipeline_per_s": round(pipeline),
         "ratio": round(pipeline / raw, 3),
+        "raw_consume_per_cpu_s": round(raw_cpu),
+        "pipeline_per_cpu_s": round(acked / router.cpu_s) if router.cpu_s else None,
+        "ratio_cpu": round(acked / router.cpu_s / raw_cpu, 3) if router.cpu_s else None,
         "alerts": router.alerts,
         "latency_p99_ms": round(p99, 1) if p99 is not None else None,
         "latency_p50_ms": round(p50, 1) if p50 is not None else None,
