@@ -258,3 +258,29 @@ def test_embedded_default_newcomer_posts_an_event_and_sees_an_alert(tmp_path):
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+async def test_alert_and_silence_routes_of_the_real_router_follow_the_roles(tmp_path):
+    from service.alerting.router import AlertRouter
+    from service.app import _alert_routers
+
+    client, _, _ = build(tmp_path)
+    settings = Settings(alerting={"sinks": [{"type": "store"}]}, data_dir=str(tmp_path / "d"))
+    router = AlertRouter(settings.alerting, settings.data_dir)
+    ctx = client._transport.app.state.context
+    ctx.routers = _alert_routers(router)
+    app = create_app(ctx)
+    await router.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
+            assert (await api.get("/api/v1/alerts")).status_code == 401
+            listed = await api.get("/api/v1/alerts?level=high", headers=auth(READER))
+            assert listed.status_code == 200 and listed.json()["total"] == 0
+            silence = {"match": {"rule_ids": ["x"]}, "duration_s": 60, "comment": "t", "created_by": "me"}
+            assert (await api.post("/api/v1/silences", json=silence, headers=auth(READER))).status_code == 403
+            created = await api.post("/api/v1/silences", json=silence, headers=auth(ADMIN))
+            assert created.status_code == 201
+            listed = await api.get("/api/v1/silences", headers=auth(READER))
+            assert [x["id"] for x in listed.json()["items"]] == [created.json()["id"]]
+    finally:
+        await router.stop()
