@@ -99,3 +99,19 @@ async def test_parallel_bulks_deliver_everything_once(fake_es: FakeElasticsearch
     await router.stop()
     assert sorted(_id for _, _id in fake_es.docs) == sorted(a.id for a in batch)
     assert len(fake_es.bulk_bodies) >= 3  # at least two concurrent chunks, then retries
+
+
+async def test_stand_in_refuses_what_elasticsearch_refuses(fake_es: FakeElasticsearch) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        plain = await client.post(f"{fake_es.url}/_bulk", content=b'{"index":{}}\n{}\n',
+                                  headers={"Content-Type": "application/x-ndjson", "Accept": "application/json"})
+        assert plain.status_code == 400 and "compatible-with" in plain.text
+        compat = "application/vnd.elasticsearch+x-ndjson; compatible-with=8"
+        no_newline = await client.post(f"{fake_es.url}/_bulk", content=b'{"index":{"_id":"a"}}\n{}',
+                                       headers={"Content-Type": compat,
+                                                "Accept": "application/vnd.elasticsearch+json; compatible-with=8"})
+        assert no_newline.status_code == 400 and "newline" in no_newline.text
+        info = await client.get(fake_es.url + "/")
+        assert info.headers["X-Elastic-Product"] == "Elasticsearch"

@@ -81,3 +81,22 @@ def test_group_cap_resolves_the_oldest_group() -> None:
     assert len(g) == 2
     out = g.tick(1.0)
     assert [(p["action"], p["rule"]["id"]) for p in out] == [("resolve", "rule-0")]
+
+
+async def test_stdout_summary_and_full_lines() -> None:
+    import io
+
+    import orjson
+
+    from service.alerting.sinks.stdout import StdoutSink
+
+    from .alerting_helpers import alert
+
+    doc = alert(1).to_document()
+    out = io.BytesIO()
+    await StdoutSink(stream=out).deliver([doc])
+    await StdoutSink(full=True, stream=out).deliver([doc])
+    short, full = (orjson.loads(line) for line in out.getvalue().splitlines())
+    assert short["alert_id"] == doc["event"]["id"] and short["matched"] == {"cmd": "curl | sh"}
+    assert short["attack"] == [] and "event" not in short
+    assert full == doc
