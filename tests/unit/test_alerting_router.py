@@ -218,3 +218,28 @@ async def test_open_page_groups_survive_restart(tmp_path: Path) -> None:
     assert [(r["action"], r["dedup_key"], r["count"]) for r in resolves] == [
         ("resolve", trigger["dedup_key"], 3)]
     await again.stop(drain_s=0)
+
+
+async def test_corrupt_spool_record_skipped_on_replay(tmp_path: Path) -> None:
+    s = settings(sinks=[{"type": "store"}])
+    router = AlertRouter(s, tmp_path)
+    await router.start()
+    worker = router.workers["store"]
+    assert worker._task is not None and worker.spool is not None
+    worker._task.cancel()  # down before delivering: three alerts stay spooled
+    alerts = [alert(i) for i in range(3)]
+    await router.submit(alerts)
+    worker.spool.close()
+    router.store.close()
+    seg = next((tmp_path / "alerting" / "spool" / "store").glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[data.find(alerts[1].id.encode()) + 3] ^= 0x01  # damage the middle record
+    seg.write_bytes(bytes(data))
+    before = metrics.REGISTRY.get_sample_value("pipesentry_spool_corrupt_records_total", {"sink": "store"}) or 0
+    again = AlertRouter(s, tmp_path)
+    await again.start()
+    await again.wait_idle(5)
+    assert again.store.get(alerts[0].id) is not None and again.store.get(alerts[2].id) is not None
+    assert again.store.count() == 2
+    assert metrics.REGISTRY.get_sample_value("pipesentry_spool_corrupt_records_total", {"sink": "store"}) == before + 1
+    await again.stop()
