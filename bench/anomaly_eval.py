@@ -416,7 +416,7 @@ def evaluate(name: str, stream: Stream) -> dict[str, Any]:
     return {
         "precision": round((total - false) / total, 4) if total else None,
         "recall": round(len(hits) / len(stream.anomalies), 4) if stream.anomalies else None,
-        "median_delay_s": round(statistics.median(delays), 1) if delays else None,
+        "median_delay_s": round(statistics.median(delays), 1) + 0.0 if delays else None,
         "false_alerts_per_key_week": round(false / (stream.keys * weeks), 4),
         "events_per_s": round(events / spent) if spent else None,
         "events": events,

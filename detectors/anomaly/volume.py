@@ -39,8 +39,12 @@ from detectors.model import Event, Match
 from detectors.state import LruMap
 
 # layout of a key's state array
-PHI, N, FIRST, EPISODE, DAY_COUNT, LEVEL, RUN = 0, 1, 2, 3, 3 + episodes.SLOTS, 4 + episodes.SLOTS, 5 + episodes.SLOTS
-RING = 10  # last daily total per weekday (-1: none yet)
+PHI, N, FIRST = 0, 1, 2  # over-dispersion, intervals seen, first interval start
+EPISODE = 3  # episodes.SLOTS slots of alert-episode state
+DAY_COUNT = EPISODE + episodes.SLOTS  # today's (winsorised) total so far
+LEVEL = DAY_COUNT + 1  # expected daily total
+RUN = LEVEL + 1  # de-seasonalised running count per interval
+RING = RUN + 1  # last daily total per weekday (-1: none yet)
 DAILY = RING + 7
 WEEKLY = DAILY + 24
 SIZE = WEEKLY + 7
