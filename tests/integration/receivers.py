@@ -369,6 +369,7 @@ class FakeElasticsearch(Receiver):
         self.item_failures: dict[str, list[int]] = {}
         """_id -> statuses to answer for its next bulk items (then success)."""
         self.bulk_bodies: list[bytes] = []
+        self.authorization: list[str] = []
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.info)
@@ -420,6 +421,7 @@ class FakeElasticsearch(Receiver):
             return bad
         raw = await request.read()
         self.bulk_bodies.append(raw)
+        self.authorization.append(request.headers.get("Authorization", ""))
         if not raw.endswith(b"\n"):
             return self._error(400, "illegal_argument_exception", "The bulk request must be terminated by a newline")
         lines = raw.split(b"\n")[:-1]

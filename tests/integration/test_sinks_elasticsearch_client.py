@@ -55,6 +55,7 @@ async def test_client_path_indexes_with_ids_and_template(fake_es: FakeElasticsea
     assert sorted(_id for _, _id in fake_es.docs) == sorted(a.id for a in batch)
     assert {index for index, _ in fake_es.docs} == {"alerts-2025.06.15"}
     assert fake_es.docs[("alerts-2025.06.15", batch[0].id)]["rule"]["author"] == "Tester"
+    assert set(fake_es.authorization) == {"ApiKey c2VjcmV0"}  # api_key setting
     first_line = json.loads(fake_es.bulk_bodies[0].split(b"\n")[0])
     assert first_line == {"index": {"_index": "alerts-2025.06.15", "_id": batch[0].id}}
 
