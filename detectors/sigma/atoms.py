@@ -20,6 +20,9 @@ from sigma.types import TimestampPart
 from detectors.sigma.fields import Flat, event_strings
 from detectors.sigma.text import Kind, Pattern, as_text
 
+SEPARATOR = "\uffff"
+"""Joins the event's strings for the keyword scan; keyword literals containing it are not indexed."""
+
 MIN_GLOB_KEY = 2
 """Wildcard patterns whose longest literal piece is shorter are tested directly, not indexed."""
 
@@ -99,7 +102,9 @@ class TextAtom(Atom):
         self.glob = glob
         key = pattern.literal.lower() if cased else pattern.literal
         kind = pattern.kind
-        if kind is Kind.EXACT:
+        if field is None and SEPARATOR in key:
+            pass
+        elif kind is Kind.EXACT:
             self.keys.append((key, Mode.EXACT_VERIFY if cased else Mode.EXACT))
         elif kind is Kind.ANY or (kind is Kind.GLOB and len(key) < MIN_GLOB_KEY):
             pass

@@ -48,6 +48,7 @@ from detectors.sigma.text import Kind, Part, as_text, pattern_of, string_parts
 
 _GLOB_OPTIONS = re2.Options()
 _GLOB_OPTIONS.log_errors = False
+_GLOB_OPTIONS.never_capture = True
 _FLAGS = {
     SigmaRegularExpressionFlag.IGNORECASE: "i",
     SigmaRegularExpressionFlag.MULTILINE: "m",
@@ -108,7 +109,7 @@ def _node(tree: Any, table: AtomTable) -> Node:
 
 
 def _glob(source: str) -> Any:
-    return re2_test(re2.compile(source, _GLOB_OPTIONS).fullmatch)
+    return re2_test(re2.compile(source, _GLOB_OPTIONS), full=True)
 
 
 def _text_atom(field: str | None, display: str, parts: list[Part], cased: bool, table: AtomTable) -> Node:

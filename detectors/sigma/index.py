@@ -7,16 +7,25 @@ without touching the string again, other atoms are verified by ``check``.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 import ahocorasick
 
-from detectors.sigma.atoms import Atom, Mode, View
+from detectors.sigma.atoms import SEPARATOR, Atom, Mode, View
 from detectors.sigma.compiled import CompiledRule, Context
 from detectors.sigma.fields import Flat
 from detectors.sigma.text import as_text
 
 _EXACT_MODES = (Mode.EXACT, Mode.EXACT_VERIFY)
+
+
+Entry = tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+"""Automaton value of a key: (key length - 1, anywhere, prefix, suffix, verify atom ids)."""
+
+
+def _split(entries: list[tuple[int, Mode]], mode: Mode) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(aid for aid, m in entries if m is mode))
 
 
 class FieldIndex:
@@ -25,13 +34,17 @@ class FieldIndex:
     __slots__ = ("_pending", "automaton", "exact")
 
     def __init__(self) -> None:
-        self.exact: dict[str, list[tuple[int, bool]]] = {}
+        self.exact: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._pending: dict[str, list[tuple[int, Mode]]] = {}
         self.automaton: Any = None
 
     def add(self, aid: int, key: str, mode: Mode) -> None:
         if mode in _EXACT_MODES:
-            self.exact.setdefault(key, []).append((aid, mode is Mode.EXACT_VERIFY))
+            plain, verify = self.exact.get(key, ((), ()))
+            if mode is Mode.EXACT_VERIFY:
+                self.exact[key] = (plain, (*verify, aid))
+            else:
+                self.exact[key] = ((*plain, aid), verify)
         else:
             self._pending.setdefault(key, []).append((aid, mode))
 
@@ -40,7 +53,9 @@ class FieldIndex:
             return
         automaton = ahocorasick.Automaton()
         for key, entries in self._pending.items():
-            automaton.add_word(key, (len(key) - 1, tuple(entries)))
+            value: Entry = (len(key) - 1, _split(entries, Mode.ANYWHERE), _split(entries, Mode.PREFIX),
+                            _split(entries, Mode.SUFFIX), _split(entries, Mode.VERIFY))
+            automaton.add_word(key, value)
         automaton.make_automaton()
         self.automaton = automaton
         self._pending = {}
@@ -50,33 +65,81 @@ class FieldIndex:
         folded = text.lower()
         exact = self.exact.get(folded)
         if exact is not None:
-            for aid, verify in exact:
-                if aid not in hits and (not verify or atoms[aid].check(text, folded)):
+            for aid in exact[0]:
+                hits.setdefault(aid, value)
+            for aid in exact[1]:
+                if aid not in hits and atoms[aid].check(text, folded):
                     hits[aid] = value
         automaton = self.automaton
         if automaton is None:
             return
         last = len(folded) - 1
-        failed: set[int] | None = None
-        for end, (klast, entries) in automaton.iter(folded):
-            for aid, mode in entries:
-                if aid in hits:
-                    continue
-                if mode is Mode.ANYWHERE:
-                    hits[aid] = value
-                elif mode is Mode.PREFIX:
-                    if end == klast:
-                        hits[aid] = value
-                elif mode is Mode.SUFFIX:
-                    if end == last:
-                        hits[aid] = value
-                elif failed is None or aid not in failed:
-                    if atoms[aid].check(text, folded):
-                        hits[aid] = value
-                    elif failed is None:
-                        failed = {aid}
-                    else:
-                        failed.add(aid)
+        tried: set[int] | None = None
+        setdefault = hits.setdefault
+        for end, (klast, anywhere, prefix, suffix, verify) in automaton.iter(folded):
+            for aid in anywhere:
+                setdefault(aid, value)
+            if prefix and end == klast:
+                for aid in prefix:
+                    setdefault(aid, value)
+            if suffix and end == last:
+                for aid in suffix:
+                    setdefault(aid, value)
+            if verify:
+                if tried is None:
+                    tried = set()
+                for aid in verify:
+                    if aid not in tried and aid not in hits:
+                        tried.add(aid)
+                        if atoms[aid].check(text, folded):
+                            hits[aid] = value
+
+
+class KeywordIndex(FieldIndex):
+    """Index of keyword atoms: one automaton pass over all the event's strings joined by :data:`SEPARATOR`."""
+
+    __slots__ = ()
+
+    def scan_all(self, strings: list[str], hits: dict[int, Any], atoms: list[Atom]) -> None:
+        if self.exact:
+            for text in strings:
+                exact = self.exact.get(text.lower())
+                if exact is not None:
+                    for aid in (*exact[0], *exact[1]):
+                        if aid not in hits and atoms[aid].check(text, text.lower()):
+                            hits[aid] = text
+        automaton = self.automaton
+        if automaton is None or not strings:
+            return
+        joined = SEPARATOR.join(strings)
+        folded = joined.lower()
+        if len(folded) == len(joined):  # lower() kept every length: offsets hold for both
+            lengths = [len(text) for text in strings]
+        else:
+            parts = [text.lower() for text in strings]
+            folded = SEPARATOR.join(parts)
+            lengths = [len(part) for part in parts]
+        starts = [0]
+        for length in lengths[:-1]:
+            starts.append(starts[-1] + length + 1)
+        tried: set[tuple[int, int]] = set()
+        for end, (klast, anywhere, prefix, suffix, verify) in automaton.iter(folded):
+            which = bisect_right(starts, end) - 1
+            begin = starts[which]
+            text = strings[which]
+            for aid in anywhere:
+                hits.setdefault(aid, text)
+            if prefix and end - klast == begin:
+                for aid in prefix:
+                    hits.setdefault(aid, text)
+            if suffix and end == begin + lengths[which] - 1:
+                for aid in suffix:
+                    hits.setdefault(aid, text)
+            for aid in verify:
+                if aid not in hits and (aid, which) not in tried:
+                    tried.add((aid, which))
+                    if atoms[aid].check(text, folded[begin:begin + lengths[which]]):
+                        hits[aid] = text
 
 
 class RuleIndex:
@@ -87,7 +150,7 @@ class RuleIndex:
     def __init__(self, rules: list[CompiledRule], atoms: list[Atom]) -> None:
         self.rules = rules
         self.fields: dict[str, FieldIndex] = {}
-        self.keywords: FieldIndex | None = None
+        self.keywords: KeywordIndex | None = None
         triggers: dict[int, list[tuple[int, int]]] = {}
         always: list[int] = []
         direct: list[int] = []
@@ -110,9 +173,10 @@ class RuleIndex:
                 if aid in seen or not atom.keys:
                     continue
                 seen.add(aid)
+                target: FieldIndex
                 if atom.field is None:
                     if self.keywords is None:
-                        self.keywords = FieldIndex()
+                        self.keywords = KeywordIndex()
                     target = self.keywords
                 else:
                     target = self.fields.setdefault(atom.field, FieldIndex())
@@ -139,9 +203,7 @@ class RuleIndex:
                 if text is not None:
                     index.scan(value, text, hits, atoms)
         if self.keywords is not None:
-            keywords = self.keywords
-            for text in view.strings():
-                keywords.scan(text, text, hits, atoms)
+            self.keywords.scan_all(view.strings(), hits, atoms)
 
     def candidates(self, ctx: Context, out: list[CompiledRule]) -> None:
         """Append the rules whose every trigger clause has a true atom (plus the always-candidates)."""

@@ -28,21 +28,41 @@ MIN_PREFILTER = 2
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 8 << 20
+_RE2_OPTIONS.never_capture = True
 
 _REPEATS = (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, sre_c.POSSESSIVE_REPEAT)
 
 Searcher = Callable[[str], bool]
 
 
-def re2_test(method: Callable[[str], Any]) -> Searcher:
-    """Wrap an RE2 ``search``/``fullmatch``: RE2 needs UTF-8, so lone surrogates become U+FFFD."""
+def re2_test(compiled: Any, full: bool = False) -> Searcher:
+    """A boolean search (``full``: whole-value match) on a compiled RE2 pattern.
 
-    def run(text: str) -> bool:
+    Calls the extension's matcher directly when available: the public wrapper maps
+    byte offsets back to characters, work a yes/no answer does not need. RE2 reads
+    UTF-8, so lone surrogates are replaced (U+FFFD) first.
+    """
+    anchors = getattr(re2, "_Anchor", None)
+    regexp = getattr(compiled, "_regexp", None)
+    if anchors is None or regexp is None:
+        method = compiled.fullmatch if full else compiled.search
+
+        def public(text: str) -> bool:
+            try:
+                return method(text) is not None
+            except UnicodeEncodeError:
+                return method(text.encode("utf-8", "replace").decode("utf-8")) is not None
+        return public
+    match = regexp.Match
+    anchor = anchors.ANCHOR_BOTH if full else anchors.UNANCHORED
+
+    def direct(text: str) -> bool:
         try:
-            return method(text) is not None
+            data = text.encode("utf-8")
         except UnicodeEncodeError:
-            return method(text.encode("utf-8", "replace").decode("utf-8")) is not None
-    return run
+            data = text.encode("utf-8", "replace")
+        return bool(match(anchor, data, 0, len(data))[0][0] != -1)
+    return direct
 
 
 def compile_regex(source: str, counters: dict[str, int]) -> tuple[Searcher, bool]:
@@ -52,7 +72,7 @@ def compile_regex(source: str, counters: dict[str, int]) -> tuple[Searcher, bool
     except Exception:  # re2 raises its own error type for unsupported syntax
         compiled = None
     if compiled is not None:
-        return re2_test(compiled.search), True
+        return re2_test(compiled), True
     try:
         parsed = sre_parse.parse(source)
     except re.error as exc:
