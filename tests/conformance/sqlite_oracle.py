@@ -154,14 +154,20 @@ def _nocase(a: str, b: str) -> int:
     return (a > b) - (a < b)
 
 
-def connect() -> sqlite3.Connection:
+def connect(unicode_case: bool = True) -> sqlite3.Connection:
+    """An in-memory database with the oracle's functions.
+
+    ``unicode_case=False`` keeps SQLite's own (ASCII-folding, much faster) ``LIKE``
+    and ``NOCASE``: enough for event data whose letters are all ASCII.
+    """
     conn = sqlite3.connect(":memory:")
     conn.create_function("regexp", 2, _regexp, deterministic=True)
     conn.create_function("cidr_match", 2, _cidr_match, deterministic=True)
     conn.create_function("num_cmp", 3, _num_cmp, deterministic=True)
-    conn.create_function("like", 2, _like, deterministic=True)
-    conn.create_function("like", 3, _like, deterministic=True)
-    conn.create_collation("NOCASE", _nocase)
+    if unicode_case:
+        conn.create_function("like", 2, _like, deterministic=True)
+        conn.create_function("like", 3, _like, deterministic=True)
+        conn.create_collation("NOCASE", _nocase)
     return conn
 
 
@@ -199,6 +205,12 @@ def _quote(name: str) -> str:
 def run(conn: sqlite3.Connection, queries: Sequence[str], fields: Sequence[str],
         events: Sequence[dict[str, Any]]) -> set[int]:
     """Indexes of ``events`` that any of ``queries`` selects (``rowid`` = index + 1)."""
+    load_table(conn, fields, events)
+    return select(conn, queries)
+
+
+def load_table(conn: sqlite3.Connection, fields: Sequence[str], events: Sequence[dict[str, Any]]) -> None:
+    """(Re)create the ``logs`` table: one TEXT column per field, one row per event."""
     conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
     columns = list(dict.fromkeys(fields, None))
     lowered: dict[str, str] = {}
@@ -216,6 +228,10 @@ def run(conn: sqlite3.Connection, queries: Sequence[str], fields: Sequence[str],
         rows.append((i, *(folded.get(n.lower()) for n in names[:-1]), strings))
     conn.executemany(f"INSERT INTO {TABLE} (rowid, {', '.join(map(_quote, names))}) VALUES (?, {placeholders})",
                      rows)
+
+
+def select(conn: sqlite3.Connection, queries: Sequence[str]) -> set[int]:
+    """Indexes (rowid - 1) of the rows of ``logs`` that any of ``queries`` selects."""
     hits: set[int] = set()
     for query in queries:
         sql = query.replace("SELECT * FROM", "SELECT rowid FROM", 1)

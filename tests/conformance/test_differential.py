@@ -16,24 +16,22 @@ from pathlib import Path
 
 import orjson
 import pytest
+from sigma.rule import SigmaRule
 
 from detectors.sigma import LoadResult
 from tests.conformance.differential import (
     SITE_PIPELINE,
     Report,
     compare,
-    corpus_files,
     load_allowlist,
-    parse_rules,
 )
 
 pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def report(shared_dir: Path, sigmahq: LoadResult) -> Report:
-    rules = parse_rules(corpus_files(shared_dir / "sigmahq"))
-    return compare(rules, sigmahq.ruleset, [SITE_PIPELINE.read_text(encoding="utf-8")])
+def report(sigmahq: LoadResult, sigmahq_parsed: list[tuple[str, SigmaRule]]) -> Report:
+    return compare(sigmahq_parsed, sigmahq.ruleset, [SITE_PIPELINE.read_text(encoding="utf-8")])
 
 
 def test_no_unexplained_disagreement(report: Report) -> None:
