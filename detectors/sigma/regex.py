@@ -72,7 +72,11 @@ def compile_regex(source: str, counters: dict[str, int]) -> tuple[Searcher, bool
     except Exception:  # re2 raises its own error type for unsupported syntax
         compiled = None
     if compiled is not None:
-        return re2_test(compiled), True
+        test = re2_test(compiled)
+        if "$" in source and not _multiline(source):
+            # PCRE's (and Python's) "$" also matches before a final newline; RE2's does not.
+            return (lambda text: test(text) or (text[-1:] == "\n" and test(text[:-1]))), True
+        return test, True
     try:
         parsed = sre_parse.parse(source)
     except re.error as exc:
@@ -92,6 +96,13 @@ def compile_regex(source: str, counters: dict[str, int]) -> tuple[Searcher, bool
         return py_search(text) is not None
 
     return guarded, False
+
+
+def _multiline(source: str) -> bool:
+    try:
+        return bool(sre_parse.parse(source).state.flags & re.MULTILINE)
+    except (re.error, OverflowError, RecursionError):
+        return "(?m" in source
 
 
 def _nested_repeat(seq: Any, inside: bool) -> bool:

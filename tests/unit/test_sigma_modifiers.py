@@ -85,6 +85,9 @@ def test_windash_no_false_match() -> None:
     ("F|re", "(a)\\1", "xaax", True),             # backreference: Python re fallback
     ("F|re", "foo(?!bar)", "foobar", False),      # lookahead: Python re fallback
     ("F|re", "foo(?!bar)", "foobaz", True),
+    ("F|re", "abc$", "xabc\n", True),             # PCRE: "$" also matches before a final newline
+    ("F|re", "abc$", "xabc\n\n", False),
+    ("F|re|m", "abc$", "abc\nx", True),
 ])
 def test_regex(key: str, value: str, event: str, expected: bool) -> None:
     assert hit(one(key, value), {"F": event}) is expected
