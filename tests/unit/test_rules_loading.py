@@ -154,8 +154,8 @@ def test_reading_thousands_of_files_is_fast(tmp_path: Path) -> None:
     text = rule("Many", "99999999-9999-9999-9999-999999999999")
     for i in range(4000):
         write(root / f"d{i % 40:02d}" / f"r{i:04d}.yml", text)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other load on a shared machine does not count
     texts = read_rule_texts([root])
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert len(texts) == 4000
-    assert elapsed < 1.0, f"reading 4000 rule files took {elapsed:.2f}s"
+    assert elapsed < 1.0, f"reading 4000 rule files took {elapsed:.2f}s of CPU"
