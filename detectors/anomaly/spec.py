@@ -105,7 +105,8 @@ class VolumeSpec(CheckCommon):
     """Half-life of the level; seasonal factors adapt over ``adapt`` x 3."""
 
     def default_learning(self) -> float:
-        return WEEK if "weekly" in self.seasonality else (DAY if self.seasonality else 6 * 3600.0)
+        # weekly: every weekday seen twice before alerting (the first week's factors are rough)
+        return 2 * WEEK if "weekly" in self.seasonality else (DAY if self.seasonality else 6 * 3600.0)
 
     @model_validator(mode="after")
     def _check_interval(self) -> VolumeSpec:

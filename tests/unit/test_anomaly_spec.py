@@ -32,7 +32,7 @@ def test_defaults_per_type() -> None:
     volume, daily_only, card = specs
     assert isinstance(volume, VolumeSpec) and isinstance(card, CardinalitySpec)
     assert volume.interval == 600 and volume.threshold == 4.0 and volume.min_count == 10
-    assert volume.learning_s == WEEK
+    assert volume.learning_s == 2 * WEEK
     assert daily_only.learning_s == DAY
     assert card.learning_s == DAY and card.precision == 12
 
