@@ -112,8 +112,9 @@ def lookup(event: Any, dotted: str) -> Any:
     """``event[dotted]`` if present as a flat key, else the nested path ``a.b.c``."""
     if not isinstance(event, dict):
         return None
-    if dotted in event:
-        return event[dotted]
+    value = event.get(dotted)
+    if value is not None or "." not in dotted:
+        return value
     node: Any = event
     for part in dotted.split("."):
         if not isinstance(node, dict):
