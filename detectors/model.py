@@ -97,7 +97,8 @@ class RuleInfo:
 class Origin:
     """Where an event came from; the basis of stable alert ids.
 
-    For Kafka: ``input="kafka"`` with topic, partition and offset. For other
+    For Kafka: ``input="kafka"`` with topic, partition and offset (plus ``key``
+    when one message decodes into several events). For other
     inputs ``key`` identifies the event within the input (for example a file
     path and line, or an event's own id).
     """
@@ -111,7 +112,9 @@ class Origin:
     def token(self) -> str:
         """A stable string identifying this event's position in its input."""
         if self.topic is not None:
-            return f"{self.input}:{self.topic}:{self.partition}:{self.offset}"
+            position = f"{self.input}:{self.topic}:{self.partition}:{self.offset}"
+            # A message that decodes into several events (report decoders) keys each one.
+            return position if self.key is None else f"{position}:{self.key}"
         return f"{self.input}:{self.key}"
 
 

@@ -53,8 +53,14 @@ def run_coroutine_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def random_cluster_id() -> str:
-    """22 URL-safe base64 characters of a UUID, the format ``kafka-storage random-uuid`` prints."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """22 URL-safe base64 characters of a UUID, the format ``kafka-storage random-uuid`` prints.
+
+    Never starts with ``-``: the storage tool's argument parser would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def server_properties(log_dir: Path, port: int, controller_port: int) -> str:
@@ -184,7 +190,7 @@ class KafkaServer:
 
     def _format(self) -> None:
         argv = self._java_argv(
-            "kafka.tools.StorageTool", "format", "-t", random_cluster_id(),
+            "kafka.tools.StorageTool", "format", f"--cluster-id={random_cluster_id()}",
             "-c", str(self.properties_path), "-g", heap="-Xmx256m", short_lived=True,
         )  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
