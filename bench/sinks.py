@@ -87,7 +87,7 @@ def bench_route(n: int = 200_000) -> float:
 def es_settings(url: str, flavor: str, prefix: str) -> AlertingSettings:
     return AlertingSettings.model_validate({
         "sinks": [{"type": "elasticsearch", "name": "search", "flavor": flavor, "hosts": [url],
-                   "index_prefix": prefix, "batch_size": 2000, "request_timeout_s": 60}]})
+                   "index_prefix": prefix, "request_timeout_s": 60}]})
 
 
 def count(url: str, prefix: str) -> int:

@@ -48,6 +48,8 @@ class _SinkBase(_Model):
     durable: bool = True
     """Spool to disk before delivery (``submit`` waits for the spool, not the sink)."""
     batch_size: int = Field(default=500, ge=1)
+    linger_s: float = Field(default=0.0, ge=0, le=10)
+    """Wait this long for a fuller batch when fewer than ``batch_size`` records are waiting."""
     retry: RetrySettings = Field(default_factory=RetrySettings)
 
     @model_validator(mode="after")
@@ -86,6 +88,9 @@ class ElasticsearchSink(_SinkBase):
     """``index``: dated indices ``<prefix>-YYYY.MM.DD`` by alert time (updates allowed);
     ``datastream``: one data stream named ``<prefix>`` (create-only)."""
     index_prefix: str = "pipesentry-alerts"
+    batch_size: int = Field(default=2000, ge=1)
+    linger_s: float = Field(default=0.2, ge=0, le=10)
+    """Bulk requests are costly per request (the node syncs its translog for each): batch up."""
     install_template: bool = True
     request_timeout_s: float = Field(default=30.0, gt=0)
     parallel_bulks: int = Field(default=2, ge=1, le=8)

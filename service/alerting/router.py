@@ -89,7 +89,8 @@ class AlertRouter:
     def _make_worker(self, name: str, sink: Any, cfg: Any) -> SinkWorker:
         return SinkWorker(sink, durable=cfg.durable, batch_size=cfg.batch_size, retry=cfg.retry,
                           spool_dir=self.root / "spool" / name, spool=self.settings.spool,
-                          dead_letter=self.root / "dead-letter" / f"{name}.jsonl", clock=self.clock)
+                          dead_letter=self.root / "dead-letter" / f"{name}.jsonl", clock=self.clock,
+                          linger_s=cfg.linger_s)
 
     def _build_workers(self) -> dict[str, SinkWorker]:
         wanted: dict[str, SinkWorker] = {}

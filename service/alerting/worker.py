@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 class SinkWorker:
     def __init__(self, sink: Sink, *, durable: bool, batch_size: int, retry: RetrySettings,
                  spool_dir: Path, spool: SpoolSettings, dead_letter: Path,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, linger_s: float = 0.0) -> None:
         self.sink = sink
+        self.linger_s = linger_s
         self.name = sink.name
         self.durable = durable
         self.batch_size = batch_size
@@ -118,6 +119,8 @@ class SinkWorker:
         assert self.spool is not None
         spool = self.spool
         while not self._stopping:
+            if self.linger_s > 0 and 0 < spool.pending < self.batch_size:
+                await asyncio.sleep(self.linger_s)  # let a fuller batch build up (fewer, larger requests)
             batch = spool.read(self.batch_size)
             if not batch:
                 spool.settle()
