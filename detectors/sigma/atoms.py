@@ -44,16 +44,35 @@ class Mode(IntEnum):
 class View:
     """The event as atoms see it: flattened fields and (lazily) all its strings."""
 
-    __slots__ = ("_strings", "flat")
+    __slots__ = ("_joined", "_strings", "flat")
 
     def __init__(self, flat: Flat) -> None:
         self.flat = flat
         self._strings: list[str] | None = None
+        self._joined: tuple[str, list[int], list[int]] | None = None
 
     def strings(self) -> list[str]:
         if self._strings is None:
             self._strings = event_strings(self.flat)
         return self._strings
+
+    def joined(self) -> tuple[str, list[int], list[int]]:
+        """All strings lower-cased and joined by :data:`SEPARATOR`, with each one's length and start."""
+        if self._joined is None:
+            strings = self.strings()
+            joined = SEPARATOR.join(strings)
+            folded = joined.lower()
+            if len(folded) == len(joined):  # lower() kept every length: offsets hold for both
+                lengths = [len(text) for text in strings]
+            else:
+                parts = [text.lower() for text in strings]
+                folded = SEPARATOR.join(parts)
+                lengths = [len(part) for part in parts]
+            starts = [0]
+            for length in lengths[:-1]:
+                starts.append(starts[-1] + length + 1)
+            self._joined = (folded, lengths, starts)
+        return self._joined
 
 
 class Atom:

@@ -27,9 +27,18 @@ def flatten(event: Mapping[str, Any]) -> Flat:
 _SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
+_NAMES: dict[Any, str] = {}
+"""Lower-cased field names seen so far (bounded): saves a ``lower()`` per key per event."""
+
+
 def _walk(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
+    names = _NAMES
     for key, value in obj.items():
-        name = key.lower() if type(key) is str else str(key).lower()
+        name = names.get(key) if type(key) is str else None
+        if name is None:
+            name = key.lower() if type(key) is str else str(key).lower()
+            if type(key) is str and len(names) < 65536:
+                names[key] = name
         path = f"{prefix}.{name}" if prefix else name
         if type(value) in _SCALARS:
             bucket = out.get(path)

@@ -12,7 +12,7 @@ from typing import Any
 
 import ahocorasick
 
-from detectors.sigma.atoms import SEPARATOR, Atom, Mode, View
+from detectors.sigma.atoms import Atom, Mode, View
 from detectors.sigma.compiled import CompiledRule, Context
 from detectors.sigma.fields import Flat
 from detectors.sigma.text import as_text
@@ -100,7 +100,8 @@ class KeywordIndex(FieldIndex):
 
     __slots__ = ()
 
-    def scan_all(self, strings: list[str], hits: dict[int, Any], atoms: list[Atom]) -> None:
+    def scan_all(self, view: View, hits: dict[int, Any], atoms: list[Atom]) -> None:
+        strings = view.strings()
         if self.exact:
             for text in strings:
                 exact = self.exact.get(text.lower())
@@ -111,17 +112,7 @@ class KeywordIndex(FieldIndex):
         automaton = self.automaton
         if automaton is None or not strings:
             return
-        joined = SEPARATOR.join(strings)
-        folded = joined.lower()
-        if len(folded) == len(joined):  # lower() kept every length: offsets hold for both
-            lengths = [len(text) for text in strings]
-        else:
-            parts = [text.lower() for text in strings]
-            folded = SEPARATOR.join(parts)
-            lengths = [len(part) for part in parts]
-        starts = [0]
-        for length in lengths[:-1]:
-            starts.append(starts[-1] + length + 1)
+        folded, lengths, starts = view.joined()
         tried: set[tuple[int, int]] = set()
         for end, (klast, anywhere, prefix, suffix, verify) in automaton.iter(folded):
             which = bisect_right(starts, end) - 1
@@ -203,7 +194,7 @@ class RuleIndex:
                 if text is not None:
                     index.scan(value, text, hits, atoms)
         if self.keywords is not None:
-            self.keywords.scan_all(view.strings(), hits, atoms)
+            self.keywords.scan_all(view, hits, atoms)
 
     def candidates(self, ctx: Context, out: list[CompiledRule]) -> None:
         """Append the rules whose every trigger clause has a true atom (plus the always-candidates)."""
