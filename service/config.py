@@ -281,10 +281,24 @@ class EventSettings(_Strict):
 class CorrelationSettings(_Strict):
     enabled: bool | None = None
     """``None``: on whenever the ruleset has correlation rules."""
+    max_keys: int = Field(default=100_000, ge=1)
+    """Group keys per correlation before the least recently updated one is evicted."""
+    allowed_lateness: float = Field(default=5.0, ge=0, le=86_400)
+    """Seconds of event-time disorder absorbed before an event counts as late (several interleaved
+    Kafka topics or partitions read from a backlog are never in exact event-time order)."""
 
 
 class AnomalySettings(_Strict):
     checks: list[Path] = Field(default_factory=list)
+
+
+class StateSettings(_Strict):
+    """Snapshots of the stateful detectors (correlation, anomaly) under ``<data_dir>/state``."""
+
+    snapshot_interval_s: float = Field(default=60.0, gt=0)
+    """How often each scope (Kafka partition, or the local inputs) is snapshotted; also at shutdown."""
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    """How often idle scopes let event time run on (silence checks, deferred windows)."""
 
 
 class Settings(BaseSettings):
@@ -304,6 +318,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = Field(default_factory=RulesSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
     @field_validator("log_level", mode="before")

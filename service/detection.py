@@ -13,8 +13,9 @@ the new ones on reload (``snapshot``/``restore``) when the engines allow it.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from detectors.alert import Alert, build_alert
 from detectors.model import Match, Origin
 from detectors.sigma import RuleError
 from service import metrics
+from service.detection_metrics import CounterExport
 from service.sources.base import Item
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class DetectionSet:
     generation: int = 0
     loaded_at: float = field(default_factory=time.time)
     anomaly_specs: tuple[Any, ...] = ()
+    correlation_options: tuple[tuple[str, Any], ...] = ()
+    """``compile_correlations`` keyword arguments (max_keys, allowed_lateness_s) for per-partition engines."""
 
     @property
     def stateful(self) -> bool:
@@ -54,7 +58,7 @@ class DetectionSet:
         if self.correlation is not None:
             from detectors.correlation import compile_correlations
 
-            correlation = compile_correlations(self.ruleset)[0]
+            correlation = compile_correlations(self.ruleset, **dict(self.correlation_options))[0]
         if self.anomaly is not None:
             from detectors.anomaly import AnomalyEngine
 
@@ -83,7 +87,8 @@ class CompileOutcome:
     reason: str = ""
 
 
-def _compile_correlation(ruleset: Any, enabled: bool | None) -> tuple[Any | None, list[RuleError]]:
+def _compile_correlation(ruleset: Any, enabled: bool | None,
+                         options: dict[str, Any]) -> tuple[Any | None, list[RuleError]]:
     if enabled is False or (enabled is None and not getattr(ruleset, "correlations", ())):
         return None, []
     try:
@@ -92,71 +97,96 @@ def _compile_correlation(ruleset: Any, enabled: bool | None) -> tuple[Any | None
         if getattr(ruleset, "correlations", ()):
             log.warning("correlation rules present but the correlation engine is not installed")
         return None, []
-    engine, errors = compile_correlations(ruleset)
+    engine, errors = compile_correlations(ruleset, **options)
     return engine, list(errors)
 
 
 def _compile_anomaly(paths: Sequence[Path]) -> tuple[Any | None, list[RuleError], tuple[Any, ...]]:
+    """The checks of ``paths`` (read by the same loader as ``pipesentry anomaly check``)."""
     if not paths:
         return None, [], ()
     try:
-        from detectors.anomaly import AnomalyEngine, parse_checks
+        from detectors.anomaly import AnomalyEngine
+        from service.anomaly_checks import load_check_files
     except ImportError:
         return None, [RuleError(source=str(paths[0]), rule_id=None, title=None,
                                 reason="anomaly checks configured but the anomaly engine is not installed")], ()
-    specs: list[Any] = []
-    errors: list[RuleError] = []
-    for path in paths:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(RuleError(source=str(path), rule_id=None, title=None, reason=f"cannot read: {exc}"))
-            continue
-        found, problems = parse_checks(text, source=str(path))
-        specs.extend(found)
-        errors.extend(RuleError(source=e.source, rule_id=getattr(e, "check_id", None), title=None, reason=e.reason)
-                      for e in problems)
-    return AnomalyEngine(specs), errors, tuple(specs)
+    specs, problems = load_check_files(paths)
+    engine = AnomalyEngine(specs)
+    errors = [RuleError(source=e.source, rule_id=e.check_id, title=None, reason=e.reason)
+              for e in [*problems, *engine.errors]]
+    return engine, errors, tuple(engine.specs)
 
 
 def compile_detection(rule_paths: Sequence[Path], pipelines: Sequence[Path], *, skip_invalid: bool,
                       correlation: bool | None = None, anomaly_checks: Sequence[Path] = (),
-                      generation: int = 0) -> CompileOutcome:
+                      generation: int = 0, correlation_max_keys: int = 100_000,
+                      correlation_lateness_s: float = 0.0) -> CompileOutcome:
     """Read and compile everything; blocking and CPU-heavy, so callers run it in a thread."""
     from service.rules import load_rules
 
     result = load_rules(list(rule_paths), list(pipelines), skip_invalid=True)
     errors: list[RuleError] = list(result.errors)
-    corr_engine, corr_errors = _compile_correlation(result.ruleset, correlation)
+    options = {"max_keys": correlation_max_keys, "allowed_lateness_s": correlation_lateness_s}
+    corr_engine, corr_errors = _compile_correlation(result.ruleset, correlation, options)
     anomaly_engine, anomaly_errors, specs = _compile_anomaly(list(anomaly_checks))
     errors.extend(corr_errors)
     errors.extend(anomaly_errors)
     candidate = DetectionSet(result.ruleset, corr_engine, anomaly_engine, tuple(errors), generation,
-                             anomaly_specs=specs)
+                             anomaly_specs=specs, correlation_options=tuple(options.items()))
     if errors and not skip_invalid:
         return CompileOutcome(None, tuple(errors), False,
                               f"{len(errors)} rule error(s) and rules.skip_invalid is false")
     return CompileOutcome(candidate, tuple(errors), True)
 
 
-def _carry_state(old: Any | None, new: Any | None, name: str) -> None:
+def scope_name(key: ScopeKey) -> str:
+    """The state store's name of a scope: ``kafka:<topic>:<partition>`` or ``local``."""
+    return "local" if key is None else f"kafka:{key[0]}:{key[1]}"
+
+
+def _restore(engine: Any, snapshot: Any, name: str, scope: str) -> bool:
+    """Load ``snapshot`` into ``engine``, logging what the engine dropped; False if it failed."""
+    try:
+        warnings = engine.restore(snapshot)
+    except Exception as exc:
+        log.warning("cannot restore %s state; it starts empty", name,
+                    extra={"scope": scope, "error": f"{type(exc).__name__}: {exc}"})
+        return False
+    for warning in warnings or ():
+        log.warning("%s state partly dropped on restore", name, extra={"scope": scope, "detail": str(warning)})
+    return True
+
+
+def _carry_state(old: Any | None, new: Any | None, name: str, scope: str) -> None:
     if old is None or new is None:
         return
     try:
-        new.restore(old.snapshot())
+        snapshot = old.snapshot()
     except Exception:
         log.warning("could not carry %s state across the reload; it starts empty", name, exc_info=True)
+        return
+    _restore(new, snapshot, name, scope)
+
+
+_NAMES = ("correlation", "anomaly")
 
 
 class Detector:
-    """Evaluates batches of items against the current :class:`DetectionSet`."""
+    """Evaluates batches of items against the current :class:`DetectionSet`.
+
+    Stateful engines are kept per scope: one pair per Kafka partition (so a
+    partition's state can move with it to another instance) and the set's own
+    pair for the local inputs. Each scope has its own clock, the newest event
+    time passed to its engines and the wall time it was seen at, which lets
+    :meth:`heartbeat` move the scope's event time on while it receives nothing.
+    """
 
     def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384) -> None:
         self._set = detection
         self._max_original = max_original_bytes
-        self._counters: dict[str, dict[str, int]] = {}
-        self._clock_ts: float | None = None
-        self._clock_wall = 0.0
+        self._exported = CounterExport()
+        self._clocks: dict[ScopeKey, tuple[float, float]] = {}
         self._scoped: dict[tuple[str, int], tuple[Any | None, Any | None]] = {}
         self._publish(detection)
 
@@ -170,15 +200,16 @@ class Detector:
         Must be called from the event loop that runs :meth:`process`, never from a thread.
         """
         old = self._set
-        _carry_state(old.correlation, detection.correlation, "correlation")
-        _carry_state(old.anomaly, detection.anomaly, "anomaly")
+        self._publish_state(old)  # counts of the old engines up to now
+        _carry_state(old.correlation, detection.correlation, "correlation", "local")
+        _carry_state(old.anomaly, detection.anomaly, "anomaly", "local")
         for key, (correlation, anomaly) in list(self._scoped.items()):
             fresh = detection.new_engines()
-            _carry_state(correlation, fresh[0], "correlation")
-            _carry_state(anomaly, fresh[1], "anomaly")
+            _carry_state(correlation, fresh[0], "correlation", scope_name(key))
+            _carry_state(anomaly, fresh[1], "anomaly", scope_name(key))
             self._scoped[key] = fresh
         self._set = detection
-        self._counters.clear()  # the new engines count from zero
+        self._baseline_all()  # carried counters were exported already
         self._publish(detection)
         return old
 
@@ -189,16 +220,20 @@ class Detector:
         metrics.RULE_ERRORS.set(len(detection.errors))
 
     def process(self, items: Sequence[Item], now: float | None = None) -> list[Alert]:
-        """Alerts for ``items`` in order. Synchronous on purpose: one set per batch."""
+        """Alerts for ``items`` in order. Synchronous on purpose: one set per batch.
+
+        ``now`` is the wall clock of the batch (alert creation time, scope clocks).
+        """
         current = self._set
         evaluate = current.ruleset.evaluate
         stateful = current.stateful
         suppressed = current.suppressed if current.correlation is not None else frozenset()
         stamp = time.time() if now is None else now
         alerts: list[Alert] = []
-        latest: dict[ScopeKey, tuple[float, Item]] = {}
-        scope: ScopeKey | object = _NO_SCOPE
+        latest: dict[ScopeKey, float] = {}
+        scope: Any = _NO_SCOPE
         correlation = anomaly = None
+        newest = -math.inf
         for item in items:
             event = item.event
             try:
@@ -215,12 +250,14 @@ class Detector:
                 continue
             key = item.scope_key()
             if key != scope:
+                if scope is not _NO_SCOPE and newest > latest.get(scope, -math.inf):
+                    latest[scope] = newest
                 scope = key
+                newest = latest.get(key, -math.inf)
                 correlation, anomaly = self._engines(key, current)
             ts = item.time()
-            seen = latest.get(key)
-            if seen is None or ts >= seen[0]:
-                latest[key] = (ts, item)
+            if ts > newest:
+                newest = ts
             produced = [m for m in matches if m.rule.id not in suppressed] if suppressed and matches else matches
             try:  # inlined (once per event): a failing engine skips the event for that engine only
                 if correlation is not None:
@@ -239,17 +276,16 @@ class Detector:
                 self._engine_failed("anomaly")
             for match in produced:
                 alerts.append(self._alert(match, item, ts, stamp))
-        for key, (ts, item) in latest.items():
-            if self._clock_ts is None or ts > self._clock_ts:
-                self._clock_ts, self._clock_wall = ts, stamp
-            anomaly = self._engines(key, current)[1]
-            if anomaly is not None:
-                for match in self._stateful("anomaly", anomaly.advance, ts):
-                    alerts.append(build_alert(match, {}, item.origin, event_time=ts, now=stamp,
-                                              max_original_bytes=self._max_original))
+        if scope is not _NO_SCOPE and newest > latest.get(scope, -math.inf):
+            latest[scope] = newest
+        clocks = self._clocks
+        for key, ts in latest.items():
+            known = clocks.get(key)
+            if known is None or ts > known[0]:
+                clocks[key] = (ts, stamp)
         return alerts
 
-    # -- per-partition state ------------------------------------------------------------
+    # -- per-scope state ----------------------------------------------------------------
     def _engines(self, key: ScopeKey, current: DetectionSet) -> tuple[Any | None, Any | None]:
         """The engines of a Kafka partition (created empty on first use) or the local ones."""
         if key is None:
@@ -259,74 +295,109 @@ class Detector:
             engines = self._scoped[key] = current.new_engines()
         return engines
 
-    def export_scope(self, key: tuple[str, int]) -> dict[str, dict[str, Any]]:
-        """Snapshots of one partition's engines, by detector name (for the state store)."""
+    def scope_clock(self, key: ScopeKey) -> tuple[float, float] | None:
+        """(newest event time, wall time it was seen) of a scope, or None before its first event."""
+        return self._clocks.get(key)
+
+    def export_scope(self, key: ScopeKey) -> dict[str, dict[str, Any]]:
+        """Snapshots of one scope's engines, by detector name (for the state store).
+
+        ``key`` None is the local scope. A partition never seen has nothing to export.
+        """
         out: dict[str, dict[str, Any]] = {}
-        engines = self._scoped.get(key)
+        if key is None:
+            engines: tuple[Any | None, Any | None] | None = (self._set.correlation, self._set.anomaly)
+        else:
+            engines = self._scoped.get(key)
         if engines is None:
             return out
-        for name, engine in zip(("correlation", "anomaly"), engines, strict=True):
+        for name, engine in zip(_NAMES, engines, strict=True):
             if engine is not None:
                 try:
                     out[name] = engine.snapshot()
                 except Exception:
-                    log.warning("cannot snapshot %s state", name, exc_info=True, extra={"scope": key})
+                    log.warning("cannot snapshot %s state", name, exc_info=True, extra={"scope": scope_name(key)})
         return out
 
-    def import_scope(self, key: tuple[str, int], snapshots: dict[str, dict[str, Any]]) -> None:
-        """Start a partition's engines from saved snapshots (a missing or bad one starts empty)."""
-        engines = self._scoped[key] = self._set.new_engines()
-        for name, engine in zip(("correlation", "anomaly"), engines, strict=True):
+    def import_scope(self, key: ScopeKey, snapshots: dict[str, dict[str, Any]],
+                     clock: tuple[float, float] | None = None) -> None:
+        """Start a scope's engines from saved snapshots (a missing or bad one starts empty).
+
+        ``clock`` is the scope's saved (event time, wall time): with it, a scope that
+        receives nothing after a restart still has its event time moved on by the heartbeat.
+        """
+        if key is None:
+            engines: tuple[Any | None, Any | None] = (self._set.correlation, self._set.anomaly)
+        else:
+            engines = self._scoped[key] = self._set.new_engines()
+        for name, engine in zip(_NAMES, engines, strict=True):
             snapshot = snapshots.get(name)
             if engine is not None and snapshot is not None:
-                try:
-                    engine.restore(snapshot)
-                except Exception:
-                    log.warning("cannot restore %s state; it starts empty", name, exc_info=True,
-                                extra={"scope": key})
+                _restore(engine, snapshot, name, scope_name(key))
+        if clock is not None and key not in self._clocks:
+            self._clocks[key] = (float(clock[0]), float(clock[1]))
+        self._baseline_all()
 
     def drop_scope(self, key: tuple[str, int]) -> None:
+        self._publish_state(self._set)
         self._scoped.pop(key, None)
+        self._clocks.pop(key, None)
 
     def scopes(self) -> list[tuple[str, int]]:
         return list(self._scoped)
 
-    def heartbeat(self, now: float) -> list[Alert]:
-        """Let event time pass while no events arrive: decides silence checks and deferred windows.
+    def heartbeat(self, now: float, skip: Collection[ScopeKey] = ()) -> list[Alert]:
+        """Let event time pass in every scope that receives nothing: silence checks, deferred windows.
 
-        Event time is extrapolated from the newest event seen by the wall time
-        elapsed since, never set to the wall clock itself: a replay of old data
-        or a skewed source clock must not make its own events late. Called by
+        A scope's event time is extrapolated from its newest event by the wall
+        time elapsed since that event arrived, never set to the wall clock itself:
+        a replay of old data or a skewed source clock must not make its own events
+        late, and a partition that went quiet still moves on even when others
+        flow. ``skip`` lists scopes known to have unread input (a lagging Kafka
+        partition): moving their time on would make that input late. Called by
         the service's timer, between batches like everything else; also
         publishes the stateful engines' gauges and skip counters.
         """
         current = self._set
-        self._publish_state(current)
-        if self._clock_ts is None or not current.stateful:
-            return []
-        event_now = self._clock_ts + max(0.0, now - self._clock_wall)
-        origin = Origin("timer", key=repr(event_now))
         alerts: list[Alert] = []
-        for engines in [(current.correlation, current.anomaly), *self._scoped.values()]:
-            for name, engine in zip(("correlation", "anomaly"), engines, strict=True):
-                if engine is None:
+        if current.stateful:
+            for key, (ts, wall) in list(self._clocks.items()):
+                if key in skip:
                     continue
-                for match in self._stateful(name, engine.advance, event_now):
-                    alerts.append(build_alert(match, {}, origin, event_time=event_now, now=now,
-                                              max_original_bytes=self._max_original))
+                engines = self._engines(key, current) if key is None or key in self._scoped else None
+                if engines is None:
+                    continue
+                event_now = ts + max(0.0, now - wall)
+                origin = Origin("timer", key=scope_name(key))
+                for name, engine in zip(_NAMES, engines, strict=True):
+                    if engine is None:
+                        continue
+                    for match in self._stateful(name, engine.advance, event_now):
+                        alerts.append(build_alert(match, {}, origin, event_time=_alert_time(match, event_now),
+                                                  now=now, max_original_bytes=self._max_original))
+        self._publish_state(current)
         return alerts
+
+    def _all_engines(self, current: DetectionSet) -> list[tuple[Any | None, Any | None]]:
+        return [(current.correlation, current.anomaly), *self._scoped.values()]
+
+    def _baseline_all(self) -> None:
+        for engines in self._all_engines(self._set):
+            for name, engine in zip(_NAMES, engines, strict=True):
+                if engine is not None:
+                    self._exported.baseline(name, engine)
 
     def _publish_state(self, current: DetectionSet) -> None:
         """Gauges and skip counters summed over the local and every partition's engines."""
-        pairs = [(current.correlation, current.anomaly), *self._scoped.values()]
+        pairs = self._all_engines(current)
         correlations = [c for c, _ in pairs if c is not None]
         anomalies = [a for _, a in pairs if a is not None]
+        self._exported.publish("correlation", correlations)
+        self._exported.publish("anomaly", anomalies)
         if correlations:
-            self._publish_counters("correlation", _summed(getattr(c, "counters", {}) for c in correlations))
             metrics.STATE_KEYS.labels("correlation").set(sum(c.active_keys() for c in correlations
                                                              if callable(getattr(c, "active_keys", None))))
         if anomalies:
-            self._publish_counters("anomaly", _summed(a.counters for a in anomalies))
             learning: dict[str, bool] = {}
             for engine in anomalies:
                 for check, flag in engine.learning().items():
@@ -335,21 +406,11 @@ class Detector:
                 metrics.ANOMALY_LEARNING.labels(check).set(1 if flag else 0)
             metrics.STATE_KEYS.labels("anomaly").set(sum(sum(a.key_counts().values()) for a in anomalies))
 
-    def _publish_counters(self, detector: str, counters: dict[str, int]) -> None:
-        """Engines keep running totals; the Prometheus counters get the increase since last time."""
-        seen = self._counters.setdefault(detector, {})
-        for reason, value in counters.items():
-            if reason == "evictions":
-                delta_target = metrics.STATE_EVICTIONS.labels(detector)
-            else:
-                delta_target = metrics.EVENTS_SKIPPED.labels(detector, reason)
-            delta = value - seen.get(reason, 0)
-            if delta > 0:
-                delta_target.inc(delta)
-            seen[reason] = value
-
     def _alert(self, match: Match, item: Item, ts: float, now: float) -> Alert:
-        return build_alert(match, item.event, item.origin, event_time=ts, now=now, logsource=item.logsource,
+        event_time = _alert_time(match, ts)
+        # a deferred correlation window closed by a later, unrelated event: that event is not evidence
+        event = item.event if event_time == ts or match.rule.kind != "correlation" else {}
+        return build_alert(match, event, item.origin, event_time=event_time, now=now, logsource=item.logsource,
                            max_original_bytes=self._max_original)
 
     @staticmethod
@@ -367,9 +428,10 @@ class Detector:
             return []
 
 
-def _summed(counters: Any) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for one in counters:
-        for name, value in one.items():
-            total[name] = total.get(name, 0) + value
-    return total
+def _alert_time(match: Match, default: float) -> float:
+    """A correlation alert happens at its window end (the firing event, or the deferred window's end)."""
+    if match.rule.kind == "correlation" and match.details:
+        end = match.details.get("window_end")
+        if isinstance(end, int | float) and not isinstance(end, bool) and math.isfinite(end):
+            return float(end)
+    return default

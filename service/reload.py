@@ -82,7 +82,8 @@ def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, a
     """Compile the detection set the settings describe (blocking; run it in a thread)."""
     return compile_detection(rules.resolved_paths(), rules.pipelines, skip_invalid=rules.skip_invalid,
                              correlation=correlation.enabled, anomaly_checks=anomaly.checks,
-                             generation=generation)
+                             generation=generation, correlation_max_keys=correlation.max_keys,
+                             correlation_lateness_s=correlation.allowed_lateness)
 
 
 class Reloader:

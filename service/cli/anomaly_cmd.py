@@ -26,11 +26,12 @@ from typing import IO, Any
 
 import orjson
 
-from detectors.anomaly import AnomalyEngine, CheckCommon, CheckError, parse_checks
+from detectors.anomaly import AnomalyEngine, CheckError
 from detectors.anomaly.keys import MISSING, get_field
 from detectors.anomaly.timeutil import BadTimestamp, parse_timestamp
 from detectors.model import LogSource, Match
 from detectors.state import StateError
+from service.anomaly_checks import load_check_files
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,22 +67,6 @@ def _parse_logsource(text: str) -> LogSource:
         return LogSource.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def load_check_files(paths: Iterable[str | Path]) -> tuple[list[CheckCommon], list[CheckError]]:
-    """Read and validate check files; unreadable files become errors (the service can reuse this)."""
-    specs: list[CheckCommon] = []
-    errors: list[CheckError] = []
-    for path in paths:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(CheckError(str(path), None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
-            continue
-        found, problems = parse_checks(text, source=str(path))
-        specs.extend(found)
-        errors.extend(problems)
-    return specs, errors
 
 
 def alert_record(match: Match) -> dict[str, Any]:
