@@ -136,29 +136,41 @@ class KeywordIndex(FieldIndex):
 class RuleIndex:
     """Shared field indexes and trigger tables over a list of rules (one log-source bucket, or all)."""
 
-    __slots__ = ("always", "direct_triggers", "fields", "keywords", "need", "rules", "triggers")
+    __slots__ = ("always", "direct_triggers", "fields", "keywords", "rest", "rules", "triggers")
 
     def __init__(self, rules: list[CompiledRule], atoms: list[Atom]) -> None:
         self.rules = rules
         self.fields: dict[str, FieldIndex] = {}
         self.keywords: KeywordIndex | None = None
-        triggers: dict[int, list[tuple[int, int]]] = {}
+        fanout: dict[int, int] = {}
+        for rule in rules:
+            for clause in rule.trigger or ():
+                for aid in clause:
+                    fanout[aid] = fanout.get(aid, 0) + 1
+
+        def cost(clause: frozenset[int]) -> float:
+            """Expected hits of a clause: atoms shared by many rules or with short keys hit often."""
+            return sum(fanout[aid] * (1 + 8 / max(1, max((len(k) for k, _ in atoms[aid].keys), default=1)))
+                       for aid in clause)
+
+        triggers: dict[int, list[int]] = {}
         always: list[int] = []
         direct: list[int] = []
-        need: list[int] = []
+        rest: list[tuple[frozenset[int], ...]] = []
         seen: set[int] = set()
         for position, rule in enumerate(rules):
-            need.append((1 << len(rule.trigger)) - 1 if rule.trigger is not None else 0)
             if rule.trigger is None:
                 always.append(position)
+                rest.append(())
             else:
-                for bit, clause in enumerate(rule.trigger):
-                    for aid in clause:
-                        if aid not in triggers:
-                            triggers[aid] = []
-                            if not atoms[aid].keys:
-                                direct.append(aid)
-                        triggers[aid].append((position, 1 << bit))
+                primary = min(rule.trigger, key=cost)
+                rest.append(tuple(c for c in rule.trigger if c is not primary))
+                for aid in primary:
+                    if aid not in triggers:
+                        triggers[aid] = []
+                        if not atoms[aid].keys:
+                            direct.append(aid)
+                    triggers[aid].append(position)
             for aid in rule.atom_ids:
                 atom = atoms[aid]
                 if aid in seen or not atom.keys:
@@ -178,7 +190,7 @@ class RuleIndex:
         if self.keywords is not None:
             self.keywords.finish()
         self.triggers = {aid: tuple(positions) for aid, positions in triggers.items()}
-        self.need = tuple(need)
+        self.rest = tuple(rest)
         self.always = tuple(always)
         self.direct_triggers = tuple(direct)
 
@@ -197,17 +209,25 @@ class RuleIndex:
             self.keywords.scan_all(view, hits, atoms)
 
     def candidates(self, ctx: Context, out: list[CompiledRule]) -> None:
-        """Append the rules whose every trigger clause has a true atom (plus the always-candidates)."""
+        """Append the rules whose every trigger clause has a true atom (plus the always-candidates).
+
+        Only each rule's rarest clause is in the trigger table; its other clauses are
+        checked against the hits once that one fired.
+        """
         for aid in self.direct_triggers:
             ctx.slow(aid)
         triggers = self.triggers
-        marks: dict[int, int] = {}
-        for aid in ctx.hits:
-            entries = triggers.get(aid)
-            if entries is not None:
-                for position, bit in entries:
-                    marks[position] = marks.get(position, 0) | bit
-        need = self.need
+        hits = ctx.hits
+        found: set[int] = set()
+        for aid in hits:
+            positions = triggers.get(aid)
+            if positions is not None:
+                found.update(positions)
         rules = self.rules
-        out.extend(rules[p] for p, mark in marks.items() if mark == need[p])
+        rest = self.rest
+        keys = hits.keys()
+        for position in found:
+            others = rest[position]
+            if not others or all(not keys.isdisjoint(clause) for clause in others):
+                out.append(rules[position])
         out.extend(rules[p] for p in self.always)
