@@ -11,7 +11,7 @@ Without ``--search-url`` a private OpenSearch node is started with
   receivers and page grouping configured;
 * ``es_alerts_per_s``: ``--alerts`` alerts submitted in batches of 500 through
   the router (spool with the default ``batch`` fsync policy, then bulk
-  indexing) until every one is indexed in the node, after a 10,000-alert
+  indexing) until every one is indexed in the node, after a 30,000-alert
   warm-up run on the same node;
 * ``spool_replay_per_s`` / ``spool_replay_s``: ``--replay`` alerts spooled
   while the sink's delivery loop is stopped, then a fresh router (a restart)
@@ -150,7 +150,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         url, flavor = node.url, node.flavor
     try:
         result: dict[str, Any] = {"route_per_s": round(bench_route())}
-        await bench_es(url, flavor, 10_000)  # warm-up: JIT, first index creation, template
+        await bench_es(url, flavor, 30_000)  # warm-up: JIT, first index creation, template
         result["es_alerts_per_s"] = round(await bench_es(url, flavor, args.alerts))
         rate, seconds = await bench_replay(url, flavor, args.replay)
         result["spool_replay_per_s"] = round(rate)
