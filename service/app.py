@@ -24,6 +24,7 @@ from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector
+from service.local_state import LocalState
 from service.reload import Reloader, compile_configured
 from service.runtime import KafkaRunner, Pipeline, tune_gc
 from service.sources.base import InputSpec
@@ -32,7 +33,6 @@ from service.sources.filetail import FileFollower
 from service.sources.stdin import read_stdin, stdin_wanted
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 5.0
 
 
 class StartupError(Exception):
@@ -77,6 +77,7 @@ class Service:
         self.kafka: KafkaRunner | None = None
         self.app: FastAPI | None = None
         self.server: _Server | None = None
+        self.local_state: LocalState | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- build ------------------------------------------------------------------
@@ -95,16 +96,19 @@ class Service:
         for error in outcome.errors:
             log.warning("rule skipped", extra={"source": error.source, "reason": error.reason})
         self.detector = Detector(outcome.detection)
+        from service.state_store import StateStore
+
+        store = StateStore(s.data_dir / "state")
+        self.local_state = LocalState(self.detector, store)
+        await self.local_state.restore()
         tune_gc()
         self.reloader = Reloader(self.detector, s.rules, s.correlation, s.anomaly)
         self.reloader.note_loaded()
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
         self.pipeline = Pipeline(self.detector, self.router, dead)
         if s.kafka is not None:
-            from service.state_store import StateStore
-
-            self.kafka = KafkaRunner(s.kafka, s.events, self.detector, self.router,
-                                     state_store=StateStore(s.data_dir / "state"))
+            self.kafka = KafkaRunner(s.kafka, s.events, self.detector, self.router, state_store=store,
+                                     snapshot_interval_s=s.state.snapshot_interval_s)
         counts = outcome.detection.counts()
         log.info("rules loaded", extra={"rules": counts, "skipped": len(outcome.errors),
                                         "paths": [str(p) for p in paths]})
@@ -178,6 +182,9 @@ class Service:
                                         poll_interval_s=file.poll_interval_s, max_line=s.events.max_event_bytes)
                 self._tasks.append(asyncio.create_task(follower.run(stop), name=f"file:{file.path}"))
             self._tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
+            if self.local_state is not None:
+                self._tasks.append(asyncio.create_task(
+                    self.local_state.run(stop, s.state.snapshot_interval_s), name="local-state"))
             if s.rules.watch:
                 self._tasks.append(asyncio.create_task(self.reloader.watch(stop), name="rules-watch"))
             log.info("pipesentry running", extra={
@@ -195,6 +202,8 @@ class Service:
             # then the router, which everything above hands alerts to
             stop.set()
             await self._stop_inputs()
+            if self.local_state is not None:
+                await self.local_state.save()  # the inputs are stopped: nothing changes it any more
             if server_task is not None:
                 if self.server is not None:
                     self.server.should_exit = True
@@ -204,10 +213,14 @@ class Service:
             log.info("pipesentry stopped")
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        """Every few seconds, let stateful detectors see time pass (silence checks, window ends)."""
+        """Every few seconds, let stateful detectors see time pass (silence checks, window ends).
+
+        Kafka partitions with records left to read are skipped: their own records move them on.
+        """
         assert self.detector is not None
-        while not await _stopped(stop, HEARTBEAT_S):
-            alerts = self.detector.heartbeat(time.time())
+        while not await _stopped(stop, self.settings.state.heartbeat_interval_s):
+            busy = self.kafka.busy_scopes() if self.kafka is not None else set()
+            alerts = self.detector.heartbeat(time.time(), skip=busy)
             while alerts and not stop.is_set():
                 try:
                     await self.router.submit(alerts)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from detectors.alert import Alert, build_alert
 from detectors.model import Match, Origin
 from detectors.sigma import RuleError
@@ -143,6 +145,18 @@ def compile_detection(rule_paths: Sequence[Path], pipelines: Sequence[Path], *, 
 def scope_name(key: ScopeKey) -> str:
     """The state store's name of a scope: ``kafka:<topic>:<partition>`` or ``local``."""
     return "local" if key is None else f"kafka:{key[0]}:{key[1]}"
+
+
+def saved_clock(documents: Any) -> tuple[float, float] | None:
+    """The newest (event time, wall time) pair saved beside a scope's snapshots, if any."""
+    best: tuple[float, float] | None = None
+    for doc in documents:
+        clock = doc.get("clock") if isinstance(doc, dict) else None
+        usable = isinstance(clock, list) and len(clock) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in clock)
+        if usable and (best is None or clock[0] > best[0]):
+            best = (float(clock[0]), float(clock[1]))
+    return best
 
 
 def _restore(engine: Any, snapshot: Any, name: str, scope: str) -> bool:
@@ -313,8 +327,8 @@ class Detector:
             return out
         for name, engine in zip(_NAMES, engines, strict=True):
             if engine is not None:
-                try:
-                    out[name] = engine.snapshot()
+                try:  # a detached copy: it may be written from a thread while the engine goes on
+                    out[name] = orjson.loads(orjson.dumps(engine.snapshot()))
                 except Exception:
                     log.warning("cannot snapshot %s state", name, exc_info=True, extra={"scope": scope_name(key)})
         return out

@@ -30,7 +30,7 @@ from detectors.model import Origin
 from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.decoders import DecodeError
-from service.detection import Detector
+from service.detection import Detector, saved_clock, scope_name
 from service.sources.base import InputSpec, Item, RawMessage, Rejected, decode_batch
 from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
 
@@ -84,6 +84,22 @@ class _Work:
     offsets: dict[TopicPartition, int]
     received: float
     events: int
+    snapshots: dict[TopicPartition, _Snapshot] = field(default_factory=dict)
+    """Detector state captured right after this batch, saved once the batch's offsets are committed."""
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A partition's detector state exactly as of ``offset`` (every record before it applied, none after)."""
+
+    offset: int
+    snapshots: dict[str, Any]
+    clock: tuple[float, float] | None
+
+    def documents(self) -> dict[str, dict[str, Any]]:
+        return {name: {"offset": self.offset, "snapshot": snapshot,
+                       "clock": list(self.clock) if self.clock is not None else None}
+                for name, snapshot in self.snapshots.items()}
 
 
 def tune_gc() -> None:
@@ -116,7 +132,8 @@ class KafkaRunner:
 
     def __init__(self, settings: KafkaSettings, events: EventSettings, detector: Detector, router: AlertSink,
                  *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None,
-                 consumer_factory: Callable[..., Any] = AIOKafkaConsumer, state_store: Any | None = None) -> None:
+                 consumer_factory: Callable[..., Any] = AIOKafkaConsumer, state_store: Any | None = None,
+                 snapshot_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.events = events
         self.detector = detector
@@ -127,6 +144,10 @@ class KafkaRunner:
         self._consumer_factory = consumer_factory
         self.state_store = state_store
         """``service.state_store.StateStore`` for per-partition detector state, or None (kept in memory only)."""
+        self.snapshot_interval_s = snapshot_interval_s
+        self._clock = clock
+        self._snapshot_due: dict[TopicPartition, float] = {}
+        self._lag: dict[TopicPartition, int] = {}
         self._leaving: set[TopicPartition] = set()
         self._processed: dict[TopicPartition, int] = {}
         """Offset after the last record detected per partition (acknowledged or not)."""
@@ -276,10 +297,86 @@ class KafkaRunner:
             self._processed[tp] = next_offset
             high = consumer.highwater(tp)
             if high is not None:
-                metrics.KAFKA_CONSUMER_LAG.labels(topic, str(partition)).set(max(high - next_offset, 0))
+                self._lag[tp] = max(high - next_offset, 0)
+                metrics.KAFKA_CONSUMER_LAG.labels(topic, str(partition)).set(self._lag[tp])
         alerts = self.detector.process(items) if items else []
         metrics.EVENTS.labels("kafka").inc(len(items))
-        return _Work(alerts, rejected, offsets, received, len(items))
+        return _Work(alerts, rejected, offsets, received, len(items), self._capture(offsets))
+
+    def busy_scopes(self) -> set[tuple[str, int]]:
+        """Partitions with records left to read: their event time must not be moved on by the heartbeat."""
+        return {(tp.topic, tp.partition) for tp, lag in self._lag.items() if lag > 0}
+
+    # -- periodic snapshots ----------------------------------------------------------------
+    def _due(self, tp: TopicPartition) -> bool:
+        """True (and rescheduled) when ``tp``'s periodic snapshot is due."""
+        now = self._clock()
+        due = self._snapshot_due.setdefault(tp, now + self.snapshot_interval_s)
+        if now < due:
+            return False
+        self._snapshot_due[tp] = now + self.snapshot_interval_s
+        return True
+
+    def _capture(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, _Snapshot]:
+        """State of the batch's partitions whose snapshot is due, as of the batch's end offsets.
+
+        Taken synchronously right after detection, before any later record is applied,
+        (``export_scope`` copies: the engines keep changing while the batch waits for the router).
+        """
+        if self.state_store is None or not self.detector.current.stateful:
+            return {}
+        out: dict[TopicPartition, _Snapshot] = {}
+        for tp, offset in offsets.items():
+            if self._due(tp):
+                key = (tp.topic, tp.partition)
+                exported = self.detector.export_scope(key)
+                if exported:
+                    out[tp] = _Snapshot(offset, exported, self.detector.scope_clock(key))
+        return out
+
+    async def _persist(self, captured: dict[TopicPartition, _Snapshot]) -> None:
+        """Commit the captured offsets now, then save each snapshot whose offset Kafka confirmed.
+
+        Called by the submitter right after it acknowledged the batch, so no later batch
+        of the partition is acknowledged in between: the commit is exactly the snapshot's offset.
+        """
+        consumer = self._consumer
+        wanted = [tp for tp in captured if tp in self.tracker.assigned and tp not in self._leaving]
+        if consumer is None or not wanted:
+            return
+        await commit(consumer, self.tracker, wanted)
+        for tp in wanted:
+            snap = captured[tp]
+            if self.tracker.committed.get(tp) == snap.offset:
+                await self._save(tp, snap)
+            else:
+                self._snapshot_due[tp] = self._clock()  # not committed: try again with the next batch
+
+    async def _snapshot_idle(self) -> None:
+        """Snapshot due partitions that have nothing in flight (their state is exactly the committed offset)."""
+        if self.state_store is None or not self.detector.current.stateful:
+            return
+        for tp in list(self.tracker.assigned):
+            committed = self.tracker.committed.get(tp)
+            if committed is None or tp in self._leaving or self._processed.get(tp, committed) != committed:
+                continue
+            if not self._due(tp):
+                continue
+            key = (tp.topic, tp.partition)
+            exported = self.detector.export_scope(key)
+            if exported:
+                await self._save(tp, _Snapshot(committed, exported, self.detector.scope_clock(key)))
+
+    async def _save(self, tp: TopicPartition, snap: _Snapshot) -> bool:
+        scope = scope_name((tp.topic, tp.partition))
+        assert self.state_store is not None
+        try:
+            for name, document in snap.documents().items():
+                await self.state_store.save_async(scope, name, document)
+        except Exception:
+            log.warning("cannot save detector state", exc_info=True, extra={"scope": scope})
+            return False
+        return True
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         full = self._queue.qsize() >= self.settings.max_in_flight_batches
@@ -308,6 +405,8 @@ class KafkaRunner:
                     return
                 if await self._deliver(work):
                     self.tracker.ack(work.offsets)
+                    if work.snapshots:
+                        await self._persist(work.snapshots)
                 else:
                     # abandoned at shutdown: later batches must not be acknowledged past this one
                     while not self._queue.empty():
@@ -345,7 +444,8 @@ class KafkaRunner:
     async def _commit_loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.settings.commit_interval_s)
-            await commit(consumer, self.tracker)
+            if await commit(consumer, self.tracker):
+                await self._snapshot_idle()
 
     async def _drain(self, leaving: set[TopicPartition] | None = None) -> None:
         """Wait (bounded) until every queued batch is acknowledged: called before partitions leave.
@@ -371,18 +471,16 @@ class KafkaRunner:
         for tp in partitions:
             key = (tp.topic, tp.partition)
             snapshots = self.detector.export_scope(key) if store is not None else {}
+            clock = self.detector.scope_clock(key)
             self.detector.drop_scope(key)
             self._leaving.discard(tp)
+            self._snapshot_due.pop(tp, None)
+            self._lag.pop(tp, None)
             offset = self.tracker.committed.get(tp)
             processed = self._processed.pop(tp, offset)
             if not snapshots or store is None or offset is None or processed != offset:
                 continue  # the state holds events beyond the committed offset: do not hand it over
-            scope = f"kafka:{tp.topic}:{tp.partition}"
-            try:
-                for name, snapshot in snapshots.items():
-                    await store.save_async(scope, name, {"offset": offset, "snapshot": snapshot})
-            except Exception:
-                log.warning("cannot save detector state", exc_info=True, extra={"scope": scope})
+            await self._save(tp, _Snapshot(offset, snapshots, clock))
 
     async def _takeover(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Restore saved state of newly assigned partitions when it matches the committed offset."""
@@ -390,17 +488,18 @@ class KafkaRunner:
         if store is None or not self.detector.current.stateful:
             return
         for tp in partitions:
-            scope = f"kafka:{tp.topic}:{tp.partition}"
+            scope = scope_name((tp.topic, tp.partition))
             try:
                 committed = await consumer.committed(tp)
                 saved = {name: await store.load_async(scope, name) for name in ("correlation", "anomaly")}
             except Exception:
                 log.warning("cannot load detector state; starting empty", exc_info=True, extra={"scope": scope})
                 continue
-            usable = {name: doc["snapshot"] for name, doc in saved.items()
-                      if doc is not None and doc.get("offset") == committed and "snapshot" in doc}
+            docs = {name: doc for name, doc in saved.items()
+                    if doc is not None and doc.get("offset") == committed and "snapshot" in doc}
+            usable = {name: doc["snapshot"] for name, doc in docs.items()}
             if usable:
-                self.detector.import_scope((tp.topic, tp.partition), usable)
+                self.detector.import_scope((tp.topic, tp.partition), usable, saved_clock(docs.values()))
                 log.info("detector state restored", extra={"scope": scope, "offset": committed,
                                                            "detectors": sorted(usable)})
             elif any(doc is not None for doc in saved.values()):
