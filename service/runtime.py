@@ -483,7 +483,14 @@ class KafkaRunner:
             await self._save(tp, _Snapshot(offset, snapshots, clock))
 
     async def _takeover(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Restore saved state of newly assigned partitions when it matches the committed offset."""
+        """Restore the saved state of newly assigned partitions, replaying what it does not include.
+
+        A snapshot tagged with offset O holds exactly the records before O. When the
+        committed offset C is past O (a crash after later commits), the partition is
+        rewound to O, so the records O..C-1 are read again: the state counts each
+        record once, and their alerts come again with the same ids. A snapshot past C,
+        or without a commit, is not used (the partition starts empty).
+        """
         store = self.state_store
         if store is None or not self.detector.current.stateful:
             return
@@ -495,16 +502,22 @@ class KafkaRunner:
             except Exception:
                 log.warning("cannot load detector state; starting empty", exc_info=True, extra={"scope": scope})
                 continue
+            offsets = {doc.get("offset") for doc in saved.values() if isinstance(doc, dict) and "snapshot" in doc}
+            candidates = [o for o in offsets if type(o) is int and committed is not None and 0 <= o <= committed]
+            if not candidates:
+                if any(doc is not None for doc in saved.values()):
+                    log.info("saved detector state is ahead of the committed offset or unusable; starting empty",
+                             extra={"scope": scope, "committed": committed})
+                continue
+            offset = max(candidates)
             docs = {name: doc for name, doc in saved.items()
-                    if doc is not None and doc.get("offset") == committed and "snapshot" in doc}
-            usable = {name: doc["snapshot"] for name, doc in docs.items()}
-            if usable:
-                self.detector.import_scope((tp.topic, tp.partition), usable, saved_clock(docs.values()))
-                log.info("detector state restored", extra={"scope": scope, "offset": committed,
-                                                           "detectors": sorted(usable)})
-            elif any(doc is not None for doc in saved.values()):
-                log.info("saved detector state does not match the committed offset; starting empty",
-                         extra={"scope": scope, "committed": committed})
+                    if isinstance(doc, dict) and doc.get("offset") == offset and "snapshot" in doc}
+            self.detector.import_scope((tp.topic, tp.partition), {n: d["snapshot"] for n, d in docs.items()},
+                                       saved_clock(docs.values()))
+            if offset < committed:
+                consumer.seek(tp, offset)  # replay what the snapshot does not hold
+            log.info("detector state restored", extra={"scope": scope, "offset": offset, "committed": committed,
+                                                       "replayed": committed - offset, "detectors": sorted(docs)})
 
     def _set_assigned(self, assigned: set[TopicPartition]) -> None:
         self.assigned = assigned
