@@ -3,12 +3,15 @@
 Embedded in the top-level ``Settings`` as ``alerting``. With no configuration the
 router writes every alert to stdout (one JSON line) and to the local SQLite
 store under the data directory; Elasticsearch and pagers are switched on here.
-Secrets are ``SecretStr`` so a settings dump never shows them.
+Secrets are ``SecretStr`` so a settings dump never shows them. Every secret field
+``X`` of a sink or receiver may instead be given as ``X_file``: the path of a
+mounted secret, read once at validation (Kubernetes Secret volumes, Docker secrets).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -51,6 +54,28 @@ class _SinkBase(_Model):
     linger_s: float = Field(default=0.0, ge=0, le=10)
     """Wait this long for a fuller batch when fewer than ``batch_size`` records are waiting."""
     retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """Replace ``X_file`` keys of secret fields ``X`` by the file's content."""
+        if not isinstance(data, dict):
+            return data
+        secret_fields = {name for name, info in cls.model_fields.items() if "SecretStr" in str(info.annotation)}
+        resolved = dict(data)
+        for key in [k for k in data if isinstance(k, str) and k.endswith("_file")]:
+            field = key[: -len("_file")]
+            if field not in secret_fields:
+                continue
+            path = Path(str(resolved.pop(key)))
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read {key} {str(path)!r}: {exc.strerror or exc}") from None
+            if not text:
+                raise ValueError(f"{key} {str(path)!r} is empty")
+            resolved[field] = text
+        return resolved
 
     @model_validator(mode="after")
     def _default_name(self) -> _SinkBase:
