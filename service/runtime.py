@@ -30,7 +30,8 @@ from detectors.model import Origin
 from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.decoders import DecodeError
-from service.detection import Detector, saved_clock, scope_name
+from service.detection import Detector
+from service.partition_state import PartitionState, Snapshot
 from service.sources.base import InputSpec, Item, RawMessage, Rejected, decode_batch
 from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
 
@@ -84,22 +85,8 @@ class _Work:
     offsets: dict[TopicPartition, int]
     received: float
     events: int
-    snapshots: dict[TopicPartition, _Snapshot] = field(default_factory=dict)
+    snapshots: dict[TopicPartition, Snapshot] = field(default_factory=dict)
     """Detector state captured right after this batch, saved once the batch's offsets are committed."""
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """A partition's detector state exactly as of ``offset`` (every record before it applied, none after)."""
-
-    offset: int
-    snapshots: dict[str, Any]
-    clock: tuple[float, float] | None
-
-    def documents(self) -> dict[str, dict[str, Any]]:
-        return {name: {"offset": self.offset, "snapshot": snapshot,
-                       "clock": list(self.clock) if self.clock is not None else None}
-                for name, snapshot in self.snapshots.items()}
 
 
 def tune_gc() -> None:
@@ -144,9 +131,7 @@ class KafkaRunner:
         self._consumer_factory = consumer_factory
         self.state_store = state_store
         """``service.state_store.StateStore`` for per-partition detector state, or None (kept in memory only)."""
-        self.snapshot_interval_s = snapshot_interval_s
-        self._clock = clock
-        self._snapshot_due: dict[TopicPartition, float] = {}
+        self.partition_state = PartitionState(detector, state_store, self.tracker, snapshot_interval_s, clock)
         self._lag: dict[TopicPartition, int] = {}
         self._leaving: set[TopicPartition] = set()
         self._processed: dict[TopicPartition, int] = {}
@@ -301,82 +286,11 @@ class KafkaRunner:
                 metrics.KAFKA_CONSUMER_LAG.labels(topic, str(partition)).set(self._lag[tp])
         alerts = self.detector.process(items) if items else []
         metrics.EVENTS.labels("kafka").inc(len(items))
-        return _Work(alerts, rejected, offsets, received, len(items), self._capture(offsets))
+        return _Work(alerts, rejected, offsets, received, len(items), self.partition_state.capture(offsets))
 
     def busy_scopes(self) -> set[tuple[str, int]]:
         """Partitions with records left to read: their event time must not be moved on by the heartbeat."""
         return {(tp.topic, tp.partition) for tp, lag in self._lag.items() if lag > 0}
-
-    # -- periodic snapshots ----------------------------------------------------------------
-    def _due(self, tp: TopicPartition) -> bool:
-        """True (and rescheduled) when ``tp``'s periodic snapshot is due."""
-        now = self._clock()
-        due = self._snapshot_due.setdefault(tp, now + self.snapshot_interval_s)
-        if now < due:
-            return False
-        self._snapshot_due[tp] = now + self.snapshot_interval_s
-        return True
-
-    def _capture(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, _Snapshot]:
-        """State of the batch's partitions whose snapshot is due, as of the batch's end offsets.
-
-        Taken synchronously right after detection, before any later record is applied,
-        (``export_scope`` copies: the engines keep changing while the batch waits for the router).
-        """
-        if self.state_store is None or not self.detector.current.stateful:
-            return {}
-        out: dict[TopicPartition, _Snapshot] = {}
-        for tp, offset in offsets.items():
-            if self._due(tp):
-                key = (tp.topic, tp.partition)
-                exported = self.detector.export_scope(key)
-                if exported:
-                    out[tp] = _Snapshot(offset, exported, self.detector.scope_clock(key))
-        return out
-
-    async def _persist(self, captured: dict[TopicPartition, _Snapshot]) -> None:
-        """Commit the captured offsets now, then save each snapshot whose offset Kafka confirmed.
-
-        Called by the submitter right after it acknowledged the batch, so no later batch
-        of the partition is acknowledged in between: the commit is exactly the snapshot's offset.
-        """
-        consumer = self._consumer
-        wanted = [tp for tp in captured if tp in self.tracker.assigned and tp not in self._leaving]
-        if consumer is None or not wanted:
-            return
-        await commit(consumer, self.tracker, wanted)
-        for tp in wanted:
-            snap = captured[tp]
-            if self.tracker.committed.get(tp) == snap.offset:
-                await self._save(tp, snap)
-            else:
-                self._snapshot_due[tp] = self._clock()  # not committed: try again with the next batch
-
-    async def _snapshot_idle(self) -> None:
-        """Snapshot due partitions that have nothing in flight (their state is exactly the committed offset)."""
-        if self.state_store is None or not self.detector.current.stateful:
-            return
-        for tp in list(self.tracker.assigned):
-            committed = self.tracker.committed.get(tp)
-            if committed is None or tp in self._leaving or self._processed.get(tp, committed) != committed:
-                continue
-            if not self._due(tp):
-                continue
-            key = (tp.topic, tp.partition)
-            exported = self.detector.export_scope(key)
-            if exported:
-                await self._save(tp, _Snapshot(committed, exported, self.detector.scope_clock(key)))
-
-    async def _save(self, tp: TopicPartition, snap: _Snapshot) -> bool:
-        scope = scope_name((tp.topic, tp.partition))
-        assert self.state_store is not None
-        try:
-            for name, document in snap.documents().items():
-                await self.state_store.save_async(scope, name, document)
-        except Exception:
-            log.warning("cannot save detector state", exc_info=True, extra={"scope": scope})
-            return False
-        return True
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         full = self._queue.qsize() >= self.settings.max_in_flight_batches
@@ -406,7 +320,7 @@ class KafkaRunner:
                 if await self._deliver(work):
                     self.tracker.ack(work.offsets)
                     if work.snapshots:
-                        await self._persist(work.snapshots)
+                        await self.partition_state.persist(self._consumer, work.snapshots, self._leaving)
                 else:
                     # abandoned at shutdown: later batches must not be acknowledged past this one
                     while not self._queue.empty():
@@ -445,7 +359,7 @@ class KafkaRunner:
         while not stop.is_set():
             await asyncio.sleep(self.settings.commit_interval_s)
             if await commit(consumer, self.tracker):
-                await self._snapshot_idle()
+                await self.partition_state.snapshot_idle(self._processed, self._leaving)
 
     async def _drain(self, leaving: set[TopicPartition] | None = None) -> None:
         """Wait (bounded) until every queued batch is acknowledged: called before partitions leave.
@@ -462,62 +376,14 @@ class KafkaRunner:
 
     # -- per-partition detector state ---------------------------------------------------
     async def _handover(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Save the stateful detectors' state of partitions that leave, tagged with their committed offset.
-
-        Saved only when everything processed is committed; otherwise the next owner starts
-        empty rather than count re-read events twice. The in-memory state is dropped either way.
-        """
-        store = self.state_store
+        """Partitions leave: save their detector state (see :class:`PartitionState`) and forget them."""
         for tp in partitions:
-            key = (tp.topic, tp.partition)
-            snapshots = self.detector.export_scope(key) if store is not None else {}
-            clock = self.detector.scope_clock(key)
-            self.detector.drop_scope(key)
             self._leaving.discard(tp)
-            self._snapshot_due.pop(tp, None)
             self._lag.pop(tp, None)
-            offset = self.tracker.committed.get(tp)
-            processed = self._processed.pop(tp, offset)
-            if not snapshots or store is None or offset is None or processed != offset:
-                continue  # the state holds events beyond the committed offset: do not hand it over
-            await self._save(tp, _Snapshot(offset, snapshots, clock))
+            await self.partition_state.hand_over(tp, self._processed.pop(tp, None))
 
     async def _takeover(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Restore the saved state of newly assigned partitions, replaying what it does not include.
-
-        A snapshot tagged with offset O holds exactly the records before O. When the
-        committed offset C is past O (a crash after later commits), the partition is
-        rewound to O, so the records O..C-1 are read again: the state counts each
-        record once, and their alerts come again with the same ids. A snapshot past C,
-        or without a commit, is not used (the partition starts empty).
-        """
-        store = self.state_store
-        if store is None or not self.detector.current.stateful:
-            return
-        for tp in partitions:
-            scope = scope_name((tp.topic, tp.partition))
-            try:
-                committed = await consumer.committed(tp)
-                saved = {name: await store.load_async(scope, name) for name in ("correlation", "anomaly")}
-            except Exception:
-                log.warning("cannot load detector state; starting empty", exc_info=True, extra={"scope": scope})
-                continue
-            offsets = {doc.get("offset") for doc in saved.values() if isinstance(doc, dict) and "snapshot" in doc}
-            candidates = [o for o in offsets if type(o) is int and committed is not None and 0 <= o <= committed]
-            if not candidates:
-                if any(doc is not None for doc in saved.values()):
-                    log.info("saved detector state is ahead of the committed offset or unusable; starting empty",
-                             extra={"scope": scope, "committed": committed})
-                continue
-            offset = max(candidates)
-            docs = {name: doc for name, doc in saved.items()
-                    if isinstance(doc, dict) and doc.get("offset") == offset and "snapshot" in doc}
-            self.detector.import_scope((tp.topic, tp.partition), {n: d["snapshot"] for n, d in docs.items()},
-                                       saved_clock(docs.values()))
-            if offset < committed:
-                consumer.seek(tp, offset)  # replay what the snapshot does not hold
-            log.info("detector state restored", extra={"scope": scope, "offset": offset, "committed": committed,
-                                                       "replayed": committed - offset, "detectors": sorted(docs)})
+        await self.partition_state.take_over(consumer, partitions)
 
     def _set_assigned(self, assigned: set[TopicPartition]) -> None:
         self.assigned = assigned

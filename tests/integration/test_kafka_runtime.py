@@ -446,3 +446,90 @@ async def test_unreachable_broker_at_start_then_broker_restart_mid_stream(kafka_
 async def _metric_at_least(instance: Instance, name: str, value: float) -> bool:
     response = await instance.get("/metrics")
     return response is not None and await instance.metric(name) >= value
+
+
+# --- stateful detectors: periodic snapshots survive a SIGKILL ----------------------------------
+
+LOGIN_RULES = """
+title: Failed Login
+id: 7a5c0f3e-1111-4000-8000-000000000010
+name: failed_login
+author: tests
+logsource: {category: ci_job_log}
+detection:
+    sel: {message|contains: 'login failed'}
+    condition: sel
+level: low
+---
+title: Repeated Failed Logins
+id: 7a5c0f3e-1111-4000-8000-000000000011
+author: tests
+correlation:
+    type: event_count
+    rules: [failed_login]
+    group-by: [user]
+    timespan: 1h
+    condition: {gte: 3}
+level: high
+"""
+
+
+def login(n: int, user: str) -> bytes:
+    return orjson.dumps({"message": "login failed", "user": user, "time": 1_767_323_045 + n})
+
+
+def saved_offset(instance: Instance, topic: str) -> int | None:
+    from service.state_store import StateStore
+
+    doc = StateStore(instance.dir / "data" / "state").load(f"kafka:{topic}:0", "correlation")
+    return doc.get("offset") if doc else None
+
+
+async def test_correlation_state_survives_a_sigkill_through_periodic_snapshots(kafka_server, tmp_path):
+    """Two logins, a periodic snapshot, SIGKILL (no handover), a restart: the third login fires once."""
+    topic = unique_topic("ci-state")
+    kafka_server.create_topic(topic, 1)
+    rules = tmp_path / "login-rules"
+    rules.mkdir()
+    (rules / "logins.yml").write_text(LOGIN_RULES)
+    config = {**instance_config(kafka_server.bootstrap, topic, f"grp-{uuid.uuid4().hex[:8]}", rules),
+              "state": {"snapshot_interval_s": 0.3, "heartbeat_interval_s": 0.5}}
+    first = Instance(tmp_path, "a", config)
+    try:
+        await wait_for(first.ready, 90, "first instance ready")
+        await produce(kafka_server.bootstrap, topic, [login(0, "bob"), login(1, "bob"), login(2, "amy")], 0)
+        await wait_for(lambda: saved_offset(first, topic) == 3, 60, "a snapshot at the committed offset 3")
+        first.kill()
+        assert first.alerts() == []
+    finally:
+        first.stop()
+    # the restarted instance (same data_dir) restores bob's two logins and continues; amy stays at two
+    second = _restart(first)
+    try:
+        await wait_for(second.ready, 90, "restarted instance ready")
+        await produce(kafka_server.bootstrap, topic, [login(3, "bob"), login(4, "amy")], 0)
+        await wait_for(lambda: len(second.alerts()) >= 1, 60, "the correlation alert")
+        await asyncio.sleep(1.0)  # a duplicate would show up within a few commit intervals
+        alerts = second.alerts()
+        assert [a["rule"]["name"] for a in alerts] == ["Repeated Failed Logins"], second.log()
+    finally:
+        second.stop()
+
+
+def _restart(old: Instance) -> Instance:
+    """A new process on the same directory, data_dir and config as ``old``."""
+    new = Instance.__new__(Instance)
+    new.dir = old.dir
+    new.port = free_port()
+    config = yaml.safe_load(old.config_path.read_text())
+    config["api"] = {"port": new.port}
+    new.config_path = old.dir / "pipesentry-restart.yml"
+    new.config_path.write_text(yaml.safe_dump(config))
+    new.stdout = old.dir / "stdout-restart.jsonl"
+    new.stderr = old.dir / "stderr-restart.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPESENTRY_")}
+    with new.stdout.open("wb") as out, new.stderr.open("wb") as err:
+        new.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--config", str(new.config_path)],
+                                    stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+    new.url = f"http://127.0.0.1:{new.port}"
+    return new
