@@ -152,9 +152,10 @@ def saved_clock(documents: Any) -> tuple[float, float] | None:
     best: tuple[float, float] | None = None
     for doc in documents:
         clock = doc.get("clock") if isinstance(doc, dict) else None
-        usable = isinstance(clock, list) and len(clock) == 2 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in clock)
-        if usable and (best is None or clock[0] > best[0]):
+        if not isinstance(clock, list) or len(clock) != 2 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in clock):
+            continue
+        if best is None or clock[0] > best[0]:
             best = (float(clock[0]), float(clock[1]))
     return best
 

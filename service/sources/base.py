@@ -138,7 +138,8 @@ def parse_time(value: Any) -> float | None:
         number = float(value)
     elif isinstance(value, str):
         if value == _last_text[0]:  # events of one batch often share a timestamp
-            return _last_text[1]
+            cached: float | None = _last_text[1]
+            return cached
         text = value.strip()
         if len(text) >= 10 and text[4] == "-":  # ISO 8601 first: cheaper than a failed float()
             try:

@@ -135,3 +135,16 @@ def test_config_check_command(tmp_path, capsys):
     assert main(["config", "check", str(write(tmp_path, "kafka: {bootstrap_servers: [x], topicz: {}}"))]) == 2
     err = capsys.readouterr().err
     assert "kafka.topicz: unknown key" in err
+
+
+def test_stateful_detector_settings_from_file_and_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPESENTRY_CORRELATION__ALLOWED_LATENESS", "12.5")
+    monkeypatch.setenv("PIPESENTRY_STATE__SNAPSHOT_INTERVAL_S", "30")
+    s = load_settings(write(tmp_path, "correlation: {max_keys: 500}\nstate: {heartbeat_interval_s: 2}\n"))
+    assert (s.correlation.max_keys, s.correlation.allowed_lateness) == (500, 12.5)
+    assert (s.state.snapshot_interval_s, s.state.heartbeat_interval_s) == (30.0, 2.0)
+    monkeypatch.delenv("PIPESENTRY_STATE__SNAPSHOT_INTERVAL_S")  # the environment wins over the file
+    with pytest.raises(ConfigError, match="state.snapshot_interval_s"):
+        load_settings(write(tmp_path, "state: {snapshot_interval_s: 0}\n"))
+    with pytest.raises(ConfigError, match="correlation.max_lateness"):
+        load_settings(write(tmp_path, "correlation: {max_lateness: 3}\n"))
