@@ -144,7 +144,7 @@ def test_stateful_detector_settings_from_file_and_environment(tmp_path, monkeypa
     assert (s.correlation.max_keys, s.correlation.allowed_lateness) == (500, 12.5)
     assert (s.state.snapshot_interval_s, s.state.heartbeat_interval_s) == (30.0, 2.0)
     monkeypatch.delenv("PIPESENTRY_STATE__SNAPSHOT_INTERVAL_S")  # the environment wins over the file
-    with pytest.raises(ConfigError, match="state.snapshot_interval_s"):
+    with pytest.raises(ConfigError, match=r"state\.snapshot_interval_s"):
         load_settings(write(tmp_path, "state: {snapshot_interval_s: 0}\n"))
-    with pytest.raises(ConfigError, match="correlation.max_lateness"):
+    with pytest.raises(ConfigError, match=r"correlation\.max_lateness"):
         load_settings(write(tmp_path, "correlation: {max_lateness: 3}\n"))
