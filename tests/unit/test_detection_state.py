@@ -246,3 +246,28 @@ async def test_local_state_restore_without_snapshot_or_stateful_detectors(tmp_pa
     assert not await LocalState(build(tmp_path, CORRELATED), store).restore()
     plain = build(tmp_path, RULE)
     assert not await LocalState(plain, store).save() and store.scopes() == []
+
+
+async def test_service_saves_the_local_state_at_shutdown_and_restores_it_at_start(tmp_path):
+    import asyncio
+
+    from service.app import Service
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "c.yml").write_text(CORRELATED)
+    settings = Settings(data_dir=tmp_path / "data", rules={"paths": [str(rules)], "watch": False},
+                        api={"enabled": False}, stdin={"enabled": False}, alerting={"sinks": [{"type": "store"}]})
+    first = Service(settings)
+    await first.build()
+    first.detector.process([login(T0), login(T0 + 1)], now=WALL)
+    task = asyncio.create_task(first.run(install_signals=False))
+    first.request_stop()
+    await asyncio.wait_for(task, 30)
+    assert StateStore(tmp_path / "data" / "state").load("local", "correlation")["clock"] == [T0 + 1, WALL]
+
+    second = Service(settings)
+    await second.build()
+    # the first two logins were still in the 5 s lateness buffer when saved: they come back with it
+    fired = second.detector.process([login(T0 + 2)], now=WALL + 1) + second.detector.heartbeat(WALL + 10)
+    assert [a.rule.title for a in fired] == ["Repeated Failed Logins"]
