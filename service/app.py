@@ -202,13 +202,13 @@ class Service:
             # then the router, which everything above hands alerts to
             stop.set()
             await self._stop_inputs()
-            if self.local_state is not None:
-                await self.local_state.save()  # the inputs are stopped: nothing changes it any more
             if server_task is not None:
                 if self.server is not None:
                     self.server.should_exit = True
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.wait_for(server_task, timeout=10)
+            if self.local_state is not None:
+                await self.local_state.save()  # inputs and ingest requests are done: the local state is final
             await self.router.stop()
             log.info("pipesentry stopped")
 
