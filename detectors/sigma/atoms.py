@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any
 
 from sigma.types import TimestampPart
@@ -266,24 +267,35 @@ class CompareAtom(Atom):
         return MISS
 
 
+@lru_cache(maxsize=8192)
+def parse_ip(text: str) -> tuple[int, int] | None:
+    """(IP version, address as integer) of an address text, None if it is not one (cached: many
+    ``cidr`` atoms test the same address)."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    return address.version, int(address)
+
+
 class CidrAtom(Atom):
     """``|cidr``: an IPv4 or IPv6 address value inside the network."""
 
-    __slots__ = ("network",)
+    __slots__ = ("mask", "network", "prefix", "version")
 
     def __init__(self, field: str, display: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
         super().__init__(field, display)
         self.network = network
+        self.version = network.version
+        self.mask = int(network.netmask)
+        self.prefix = int(network.network_address)
 
     def test(self, view: View) -> Any:
         for value in self._values(view):
             if type(value) is not str or len(value) > 64:
                 continue
-            try:
-                address = ipaddress.ip_address(value.strip())
-            except ValueError:
-                continue
-            if address.version == self.network.version and address in self.network:
+            parsed = parse_ip(value)
+            if parsed is not None and parsed[0] == self.version and parsed[1] & self.mask == self.prefix:
                 return value
         return MISS
 

@@ -15,9 +15,6 @@ from detectors.sigma.index import RuleIndex
 MAX_ROUTES = 256
 """Distinct event log sources whose route is cached (the cache is reset beyond that)."""
 
-MAX_BUCKETS_PER_ROUTE = 6
-"""A route covering more log-source buckets than this gets one merged index of its own."""
-
 
 class Route:
     """The indexes to consult for one event log source."""
@@ -51,8 +48,9 @@ def _order(rule: CompiledRule) -> int:
 class Ruleset:
     """An immutable compiled set of Sigma rules; safe to share between threads.
 
-    Routes (per event log source) are built lazily on first use and cached, so a
-    cold start only pays for pySigma parsing and atom compilation.
+    Rules are bucketed by log source; the first event of a log source builds its
+    route: one index over the rules of every covering bucket, cached (so a cold
+    start only pays for pySigma parsing and atom compilation).
     """
 
     def __init__(self, compiled: list[CompiledRule], atoms: list[Atom],
@@ -73,18 +71,10 @@ class Ruleset:
         self._buckets: dict[LogSource, list[CompiledRule]] = {}
         for rule in self._compiled:
             self._buckets.setdefault(rule.info.logsource, []).append(rule)
-        self._bucket_indexes: dict[LogSource, RuleIndex] = {}
         self._routes: dict[tuple[str | None, ...] | None, Route] = {}
 
     def get(self, rule_id_or_name: str) -> RuleInfo | None:
         return self._by_key.get(rule_id_or_name)
-
-    def _bucket_index(self, source: LogSource) -> RuleIndex:
-        index = self._bucket_indexes.get(source)
-        if index is None:
-            index = RuleIndex(self._buckets[source], self._atoms)
-            self._bucket_indexes[source] = index
-        return index
 
     def _route(self, logsource: LogSource | None) -> Route:
         key = None if logsource is None else tuple(
@@ -94,12 +84,8 @@ class Ruleset:
             if len(self._routes) >= MAX_ROUTES:
                 self._routes.clear()
             covering = [s for s in self._buckets if logsource is None or s.covers(logsource)]
-            if len(covering) > MAX_BUCKETS_PER_ROUTE:
-                chosen = [r for s in covering for r in self._buckets[s]]
-                chosen.sort(key=_order)
-                route = Route([RuleIndex(chosen, self._atoms)])
-            else:
-                route = Route([self._bucket_index(s) for s in covering])
+            chosen = sorted((r for s in covering for r in self._buckets[s]), key=_order)
+            route = Route([RuleIndex(chosen, self._atoms)])
             self._routes[key] = route
         return route
 

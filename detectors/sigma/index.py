@@ -31,12 +31,15 @@ def _split(entries: list[tuple[int, Mode]], mode: Mode) -> tuple[int, ...]:
 class FieldIndex:
     """Index of the atoms testing one field (or, for keyword atoms, every string)."""
 
-    __slots__ = ("_pending", "automaton", "exact")
+    __slots__ = ("_pending", "automaton", "exact", "short")
 
     def __init__(self) -> None:
         self.exact: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._pending: dict[str, list[tuple[int, Mode]]] = {}
         self.automaton: Any = None
+        self.short: dict[str, Entry] = {}
+        """Single-character keys, found by intersecting with the value's character set (in the
+        automaton they would report nearly every position of every value)."""
 
     def add(self, aid: int, key: str, mode: Mode) -> None:
         if mode in _EXACT_MODES:
@@ -52,12 +55,18 @@ class FieldIndex:
         if not self._pending:
             return
         automaton = ahocorasick.Automaton()
+        short: dict[str, Entry] = {}
         for key, entries in self._pending.items():
             value: Entry = (len(key) - 1, _split(entries, Mode.ANYWHERE), _split(entries, Mode.PREFIX),
                             _split(entries, Mode.SUFFIX), _split(entries, Mode.VERIFY))
-            automaton.add_word(key, value)
-        automaton.make_automaton()
-        self.automaton = automaton
+            if len(key) == 1:
+                short[key] = value
+            else:
+                automaton.add_word(key, value)
+        self.short = short
+        if len(automaton):
+            automaton.make_automaton()
+            self.automaton = automaton
         self._pending = {}
 
     def scan(self, value: Any, text: str, hits: dict[int, Any], atoms: list[Atom]) -> None:
@@ -70,12 +79,26 @@ class FieldIndex:
             for aid in exact[1]:
                 if aid not in hits and atoms[aid].check(text, folded):
                     hits[aid] = value
+        setdefault = hits.setdefault
+        short = self.short
+        for key in short.keys() & set(folded) if short else ():
+            _, anywhere, prefix, suffix, verify = short[key]
+            for aid in anywhere:
+                setdefault(aid, value)
+            if prefix and folded.startswith(key):
+                for aid in prefix:
+                    setdefault(aid, value)
+            if suffix and folded.endswith(key):
+                for aid in suffix:
+                    setdefault(aid, value)
+            for aid in verify:
+                if aid not in hits and atoms[aid].check(text, folded):
+                    hits[aid] = value
         automaton = self.automaton
         if automaton is None:
             return
         last = len(folded) - 1
         tried: set[int] | None = None
-        setdefault = hits.setdefault
         for end, (klast, anywhere, prefix, suffix, verify) in automaton.iter(folded):
             for aid in anywhere:
                 setdefault(aid, value)
@@ -100,6 +123,17 @@ class KeywordIndex(FieldIndex):
 
     __slots__ = ()
 
+    def _scan_short(self, text: str, hits: dict[int, Any], atoms: list[Atom]) -> None:
+        folded = text.lower()
+        for key in self.short.keys() & set(folded):
+            _, anywhere, prefix, suffix, verify = self.short[key]
+            for aid in (*anywhere, *(prefix if folded.startswith(key) else ()),
+                        *(suffix if folded.endswith(key) else ())):
+                hits.setdefault(aid, text)
+            for aid in verify:
+                if aid not in hits and atoms[aid].check(text, folded):
+                    hits[aid] = text
+
     def scan_all(self, view: View, hits: dict[int, Any], atoms: list[Atom]) -> None:
         strings = view.strings()
         if self.exact:
@@ -109,6 +143,9 @@ class KeywordIndex(FieldIndex):
                     for aid in (*exact[0], *exact[1]):
                         if aid not in hits and atoms[aid].check(text, text.lower()):
                             hits[aid] = text
+        if self.short:
+            for text in strings:
+                self._scan_short(text, hits, atoms)
         automaton = self.automaton
         if automaton is None or not strings:
             return
