@@ -14,7 +14,8 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -66,8 +67,11 @@ def _alert_routers(router: AlertRouter) -> list[tuple[Any, str]]:
 class Service:
     """The running pipesentry: inputs -> detector -> alert router, plus the HTTP API."""
 
-    def __init__(self, settings: Settings, *, router: Any | None = None, stdin: Any | None = None) -> None:
+    def __init__(self, settings: Settings, *, router: Any | None = None, stdin: Any | None = None,
+                 config_path: Path | None = None, settings_loader: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
+        self._config_path = config_path
+        self._settings_loader = settings_loader
         self.router = router if router is not None else AlertRouter(settings.alerting, settings.data_dir)
         self._stdin = stdin
         self.stop_event = asyncio.Event()
@@ -102,7 +106,9 @@ class Service:
         self.local_state = LocalState(self.detector, store)
         await self.local_state.restore()
         tune_gc()
-        self.reloader = Reloader(self.detector, s.rules, s.correlation, s.anomaly)
+        self.reloader = Reloader(self.detector, s.rules, s.correlation, s.anomaly,
+                                 config_path=self._config_path, settings_loader=self._settings_loader,
+                                 apply_alerting=self.router.reload)
         self.reloader.note_loaded()
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
         self.pipeline = Pipeline(self.detector, self.router, dead)

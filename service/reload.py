@@ -6,6 +6,12 @@ A candidate with errors is rejected as a whole unless ``rules.skip_invalid``.
 Reloads are serialised; a trigger arriving during a reload runs after it.
 Rule directories are watched by polling a signature of (path, mtime, size): it
 needs no inotify and works on network and container-mounted volumes alike.
+
+When the service was started from a config file, a reload also re-reads that
+file and hands its ``alerting`` section (routes, receivers, suppression,
+grouping) to the alert router, so routing changes roll out with the rules. An
+invalid config file rejects the reload as a whole. Other sections (inputs, rule
+paths, API) need a restart.
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from service import metrics
-from service.config import AnomalySettings, CorrelationSettings, RulesSettings
+from service.alerting.config import AlertingSettings
+from service.config import AnomalySettings, ConfigError, CorrelationSettings, RulesSettings, Settings
 from service.detection import CompileOutcome, Detector, compile_detection
 from service.runtime import tune_gc
 
@@ -90,17 +97,23 @@ class Reloader:
     """Builds new detection sets and swaps them into ``detector``."""
 
     def __init__(self, detector: Detector, rules: RulesSettings, correlation: CorrelationSettings,
-                 anomaly: AnomalySettings) -> None:
+                 anomaly: AnomalySettings, *, config_path: Path | None = None,
+                 settings_loader: Callable[[], Settings] | None = None,
+                 apply_alerting: Callable[[AlertingSettings], None] | None = None) -> None:
         self._detector = detector
         self._rules = rules
         self._correlation = correlation
         self._anomaly = anomaly
+        self._config_path = config_path
+        self._settings_loader = settings_loader
+        self._apply_alerting = apply_alerting
         self._lock = asyncio.Lock()
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self.last: ReloadResult | None = None
 
     def watched_paths(self) -> list[Path]:
-        return [*self._rules.resolved_paths(), *self._rules.pipelines, *self._anomaly.checks]
+        config = [self._config_path] if self._config_path is not None else []
+        return [*self._rules.resolved_paths(), *self._rules.pipelines, *self._anomaly.checks, *config]
 
     def compile(self, generation: int) -> CompileOutcome:
         return compile_configured(self._rules, self._correlation, self._anomaly, generation)
@@ -112,6 +125,16 @@ class Reloader:
             metrics.LAST_RELOAD.set(time.time())
             generation = self._detector.current.generation + 1
             signature = await asyncio.to_thread(tree_signature, self.watched_paths())
+            alerting: AlertingSettings | None = None
+            if self._settings_loader is not None:
+                try:
+                    alerting = (await asyncio.to_thread(self._settings_loader)).alerting
+                except ConfigError as exc:
+                    self._signature = signature
+                    log.warning("reload rejected: the config file is invalid", extra={"trigger": trigger})
+                    return self._finish(ReloadResult("rejected", trigger, self._detector.current.generation,
+                                                     self._detector.current.counts(), message=str(exc),
+                                                     duration_s=time.monotonic() - started))
             try:
                 outcome = await asyncio.to_thread(self.compile, generation)
             except Exception as exc:
@@ -127,6 +150,8 @@ class Reloader:
                                                  self._detector.current.counts(), error_dicts(outcome.errors),
                                                  outcome.reason, time.monotonic() - started))
             self._detector.swap(outcome.detection)
+            if alerting is not None and self._apply_alerting is not None:
+                self._apply_alerting(alerting)
             tune_gc()
             self._signature = signature
             counts = outcome.detection.counts()

@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from service.app import Service, StartupError
 
     try:
-        asyncio.run(Service(settings).run())
+        config_path = Path(args.config) if args.config else None
+        loader = (lambda: apply_flags(load_settings(config_path), args)) if config_path else None
+        asyncio.run(Service(settings, config_path=config_path, settings_loader=loader).run())
     except StartupError as exc:
         print(f"pipesentry: cannot start: {exc}", file=sys.stderr)
         return 1
