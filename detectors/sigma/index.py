@@ -239,7 +239,7 @@ class RuleIndex:
             if index is None:
                 continue
             for value in values:
-                text = as_text(value)
+                text = value if type(value) is str else as_text(value)
                 if text is not None:
                     index.scan(value, text, hits, atoms)
         if self.keywords is not None:
