@@ -24,7 +24,7 @@ from detectors.sigma.text import Kind, Pattern, as_text
 SEPARATOR = "\uffff"
 """Joins the event's strings for the keyword scan; keyword literals containing it are not indexed."""
 
-MIN_GLOB_KEY = 1
+MIN_GLOB_KEY = 2
 """Wildcard patterns whose longest literal piece is shorter are tested directly, not indexed."""
 
 MISS: Any = object()

@@ -22,7 +22,7 @@ from detectors.sigma.errors import CompileError
 GUARD_LIMIT = 4096
 """Longest value (characters) given to a Python-``re`` fallback pattern."""
 
-MIN_PREFILTER = 1
+MIN_PREFILTER = 2
 """Shortest required literal worth indexing for a regex."""
 
 _RE2_OPTIONS = re2.Options()
