@@ -108,7 +108,7 @@ class Service:
         tune_gc()
         self.reloader = Reloader(self.detector, s.rules, s.correlation, s.anomaly,
                                  config_path=self._config_path, settings_loader=self._settings_loader,
-                                 apply_alerting=self.router.reload)
+                                 apply_alerting=self.router.reload if self._settings_loader else None)
         self.reloader.note_loaded()
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
         self.pipeline = Pipeline(self.detector, self.router, dead)
