@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from detectors.model import LogSource
 from service.alerting.config import AlertingSettings
+from service.secrets import read_secret_file
 
 ENV_PREFIX = "PIPESENTRY_"
 DEFAULT_PORT = 8080
@@ -45,15 +46,7 @@ class _Strict(BaseModel):
 
 
 def _read_secret_file(path: Path | None, what: str) -> SecretStr | None:
-    if path is None:
-        return None
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read {what} file {str(path)!r}: {exc.strerror or exc}") from None
-    if not text:
-        raise ValueError(f"{what} file {str(path)!r} is empty")
-    return SecretStr(text)
+    return None if path is None else SecretStr(read_secret_file(path, what))
 
 
 class LogSourceSettings(_Strict):

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from detectors.model import LEVELS
+from service.secrets import read_secret_file
 
 Level = Literal["informational", "low", "medium", "high", "critical"]
 
@@ -67,14 +68,7 @@ class _SinkBase(_Model):
             field = key[: -len("_file")]
             if field not in secret_fields:
                 continue
-            path = Path(str(resolved.pop(key)))
-            try:
-                text = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read {key} {str(path)!r}: {exc.strerror or exc}") from None
-            if not text:
-                raise ValueError(f"{key} {str(path)!r} is empty")
-            resolved[field] = text
+            resolved[field] = read_secret_file(Path(str(resolved.pop(key))), field)
         return resolved
 
     @model_validator(mode="after")

@@ -26,10 +26,10 @@ def test_receiver_and_sink_secrets_read_from_files(tmp_path: Path) -> None:
 
 def test_missing_or_empty_secret_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("  \n")
-    with pytest.raises(ValidationError, match=r"routing_key_file .* is empty"):
+    with pytest.raises(ValidationError, match=r"routing_key file .* is empty"):
         AlertingSettings.model_validate(
             {"receivers": [{"type": "pagerduty", "routing_key_file": str(tmp_path / "empty")}]})
-    with pytest.raises(ValidationError, match="cannot read api_key_file"):
+    with pytest.raises(ValidationError, match="cannot read api_key file"):
         AlertingSettings.model_validate(
             {"receivers": [{"type": "opsgenie", "api_key_file": str(tmp_path / "absent")}]})
 
