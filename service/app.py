@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from service.alerting.api import api_router
 from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
 from service.config import Settings
@@ -49,19 +50,8 @@ class _Server(uvicorn.Server):
 
 
 def _alert_routers(router: AlertRouter) -> list[tuple[Any, str]]:
-    """The alerting part's ``/api/v1/alerts`` and silences routes, when it provides them."""
-    for module_name in ("service.alerting.api", "service.alerting.http"):
-        try:
-            module = __import__(module_name, fromlist=["api_router"])
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        factory = getattr(module, "api_router", None)
-        if factory is not None:
-            return [(factory(router), "by_method")]
-    log.warning("alert API routes not available: /api/v1/alerts is not served")
-    return []
+    """The alerting part's ``/api/v1/alerts`` and silences routes: reads need the read role, changes admin."""
+    return [(api_router(router), "by_method")]
 
 
 class Service:
