@@ -45,35 +45,46 @@ class Mode(IntEnum):
 class View:
     """The event as atoms see it: flattened fields and (lazily) all its strings."""
 
-    __slots__ = ("_joined", "_strings", "flat")
+    __slots__ = ("_folded", "_offsets", "_strings", "flat")
 
     def __init__(self, flat: Flat) -> None:
         self.flat = flat
         self._strings: list[str] | None = None
-        self._joined: tuple[str, list[int], list[int]] | None = None
+        self._folded: str | None = None
+        self._offsets: tuple[list[int], list[int]] | None = None
 
     def strings(self) -> list[str]:
         if self._strings is None:
             self._strings = event_strings(self.flat)
         return self._strings
 
-    def joined(self) -> tuple[str, list[int], list[int]]:
-        """All strings lower-cased and joined by :data:`SEPARATOR`, with each one's length and start."""
-        if self._joined is None:
+    def folded(self) -> str:
+        """All strings lower-cased and joined by :data:`SEPARATOR` (the keyword scan's text)."""
+        if self._folded is None:
             strings = self.strings()
             joined = SEPARATOR.join(strings)
             folded = joined.lower()
-            if len(folded) == len(joined):  # lower() kept every length: offsets hold for both
-                lengths = [len(text) for text in strings]
-            else:
+            if len(folded) != len(joined):  # some lower() changed a length: fold one by one
                 parts = [text.lower() for text in strings]
                 folded = SEPARATOR.join(parts)
-                lengths = [len(part) for part in parts]
-            starts = [0]
-            for length in lengths[:-1]:
-                starts.append(starts[-1] + length + 1)
-            self._joined = (folded, lengths, starts)
-        return self._joined
+                self._offsets = self._starts([len(part) for part in parts])
+            self._folded = folded
+        return self._folded
+
+    def offsets(self) -> tuple[list[int], list[int]]:
+        """Length and start, in :meth:`folded`, of each string (computed on the first keyword hit)."""
+        if self._offsets is None:
+            self.folded()
+        if self._offsets is None:
+            self._offsets = self._starts([len(text) for text in self.strings()])
+        return self._offsets
+
+    @staticmethod
+    def _starts(lengths: list[int]) -> tuple[list[int], list[int]]:
+        starts = [0]
+        for length in lengths[:-1]:
+            starts.append(starts[-1] + length + 1)
+        return lengths, starts
 
 
 class Atom:

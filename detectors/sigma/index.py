@@ -19,6 +19,41 @@ from detectors.sigma.text import as_text
 
 _EXACT_MODES = (Mode.EXACT, Mode.EXACT_VERIFY)
 
+SMALL = 16
+"""Up to this many keys, plain substring searches beat an Aho-Corasick pass (no per-call setup)."""
+
+
+class _SmallMatcher:
+    """Stands in for an automaton over a few keys, for a scan that needs per key only the first
+    occurrence plus, for prefix/suffix entries, the occurrences at the start and at the end
+    (``(end, value)`` pairs by increasing end, as ``Automaton.iter`` yields them)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: tuple[tuple[str, Entry], ...]) -> None:
+        self.items = items
+
+    def iter(self, text: str) -> list[tuple[int, Entry]]:
+        found: list[tuple[int, Entry]] = []
+        last = len(text) - 1
+        for key, value in self.items:
+            position = text.find(key)
+            if position < 0:
+                continue
+            end = position + value[0]
+            found.append((end, value))
+            if value[2] and position != 0 and text.startswith(key):
+                found.append((value[0], value))
+            if value[3] and end != last and text.endswith(key):
+                found.append((last, value))
+        if len(found) > 1:
+            found.sort(key=_end)
+        return found
+
+
+def _end(item: tuple[int, Any]) -> int:
+    return item[0]
+
 
 Entry = tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 """Automaton value of a key: (key length - 1, anywhere, prefix, suffix, verify atom ids)."""
@@ -64,10 +99,17 @@ class FieldIndex:
             else:
                 automaton.add_word(key, value)
         self.short = short
-        if len(automaton):
+        items: tuple[tuple[str, Entry], ...] = tuple(automaton.items())
+        if 0 < len(items) <= SMALL and self._small_ok(items):
+            self.automaton = _SmallMatcher(items)
+        elif items:
             automaton.make_automaton()
             self.automaton = automaton
         self._pending = {}
+
+    def _small_ok(self, items: tuple[tuple[str, Entry], ...]) -> bool:
+        """A field value is verified as a whole, so first occurrences are enough."""
+        return True
 
     def scan(self, value: Any, text: str, hits: dict[int, Any], atoms: list[Atom]) -> None:
         """Record in ``hits`` every indexed atom that ``value`` (as ``text``) satisfies."""
@@ -81,7 +123,8 @@ class FieldIndex:
                     hits[aid] = value
         setdefault = hits.setdefault
         short = self.short
-        for key in short.keys() & set(folded) if short else ():
+        for key in (() if not short else [k for k in short if k in folded] if len(short) <= 8
+                    else short.keys() & set(folded)):
             _, anywhere, prefix, suffix, verify = short[key]
             for aid in anywhere:
                 setdefault(aid, value)
@@ -123,6 +166,10 @@ class KeywordIndex(FieldIndex):
 
     __slots__ = ()
 
+    def _small_ok(self, items: tuple[tuple[str, Entry], ...]) -> bool:
+        """The joined text holds many strings: only "anywhere" keys may skip later occurrences."""
+        return all(not (entry[2] or entry[3] or entry[4]) for _, entry in items)
+
     def _scan_short(self, text: str, hits: dict[int, Any], atoms: list[Atom]) -> None:
         folded = text.lower()
         for key in self.short.keys() & set(folded):
@@ -149,9 +196,13 @@ class KeywordIndex(FieldIndex):
         automaton = self.automaton
         if automaton is None or not strings:
             return
-        folded, lengths, starts = view.joined()
+        folded = view.folded()
+        lengths: list[int] = []
+        starts: list[int] = []
         tried: set[tuple[int, int]] = set()
         for end, (klast, anywhere, prefix, suffix, verify) in automaton.iter(folded):
+            if not starts:
+                lengths, starts = view.offsets()
             which = bisect_right(starts, end) - 1
             begin = starts[which]
             text = strings[which]
