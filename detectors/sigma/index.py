@@ -289,10 +289,16 @@ class RuleIndex:
             index = fields.get(path)
             if index is None:
                 continue
+            exact_only = index.automaton is None and not index.short
             for value in values:
                 text = value if type(value) is str else as_text(value)
-                if text is not None:
-                    index.scan(value, text, hits, atoms)
+                if text is None:
+                    continue
+                if exact_only:  # the common "EventID: 4688" field: one dict lookup, no call
+                    entry = index.exact.get(text.lower())
+                    if entry is None:
+                        continue
+                index.scan(value, text, hits, atoms)
         if self.keywords is not None:
             self.keywords.scan_all(view, hits, atoms)
 
