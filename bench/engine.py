@@ -1,6 +1,6 @@
 """Sigma engine benchmark: the SigmaHQ corpus plus the project's rule pack over a mixed event corpus.
 
-Measured in one process, pinned to one CPU:
+Measured in one single-threaded process (one core at a time; ``--pin CPU`` pins it):
 
 - ``cold_start_s``: ``service.rules.load_rules`` (read + parse + compile) of every rule
   (``load_s``) plus the first evaluation of one event of each log source in the corpus,
@@ -23,7 +23,7 @@ Events come from ``bench/eventgen.py`` (seeded). The garbage collector stays on;
 setup, ``gc.freeze()`` moves the ruleset and events out of the collector's generations,
 as a long-running service would do after a (re)load.
 
-    python bench/engine.py [--json] [--events N] [--seed S] [--naive-sample N] [--breakdown]
+    python bench/engine.py [--json] [--events N] [--seed S] [--naive-sample N] [--breakdown] [--pin CPU]
 """
 
 from __future__ import annotations
@@ -55,13 +55,15 @@ def _rss_mb(which: str) -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _pin_one_cpu() -> int | None:
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpus[-1]})
-        return cpus[-1]
-    except (AttributeError, OSError):
+def _pin(cpu: int | None) -> int | None:
+    if cpu is None:
         return None
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError) as exc:
+        print(f"warning: cannot pin to CPU {cpu}: {exc}", file=sys.stderr)
+        return None
+    return cpu
 
 
 def _percentile(sorted_values: list[int], q: float) -> float:
@@ -87,8 +89,9 @@ def _breakdown(corpus: list[tuple[Any, Any]], cpu_ns: list[int]) -> dict[str, di
     return out
 
 
-def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path, breakdown: bool = False) -> dict[str, Any]:
-    cpu = _pin_one_cpu()
+def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path, breakdown: bool = False,
+        pin: int | None = None) -> dict[str, Any]:
+    cpu = _pin(pin)
     paths = [p for p in (sigmahq, default_rules_dir()) if p.is_dir()]
     pipelines = [SITE_PIPELINE] if SITE_PIPELINE.is_file() else []
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -200,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-sample", type=int, default=2_000, help="events evaluated naively")
     parser.add_argument("--sigmahq", type=Path, default=SIGMAHQ, help="SigmaHQ corpus directory")
     parser.add_argument("--breakdown", action="store_true", help="add CPU cost per log source")
+    parser.add_argument("--pin", type=int, default=None, metavar="CPU",
+                        help="pin the process to this CPU (default: not pinned; the benchmark is single-threaded,"
+                             " so it uses one core at a time either way, and on a shared machine the scheduler"
+                             " can move it to an idle one)")
     args = parser.parse_args(argv)
     if not args.sigmahq.is_dir():
         print(f"warning: {args.sigmahq} not found; benchmarking the project's rules only", file=sys.stderr)
-    figures = run(args.events, args.seed, args.naive_sample, args.sigmahq, args.breakdown)
+    figures = run(args.events, args.seed, args.naive_sample, args.sigmahq, args.breakdown, pin=args.pin)
     if args.json:
         import orjson
 
