@@ -73,6 +73,34 @@ def _prepare(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+_OPERATORS = ("gt", "gte", "lt", "lte", "eq", "neq")
+RANGE_ATTRIBUTE = "correlation_condition"
+"""Top-level key keeping a range condition as written (read by ``detectors.correlation.compile``)."""
+
+
+def _prepare_correlation(doc: dict[str, Any]) -> dict[str, Any]:
+    """Adapt spec-valid correlation documents to what pySigma 1.5 reads.
+
+    The spec puts ``generate`` at the document's top level while pySigma reads it
+    only inside ``correlation:``; and a range condition (``gt`` + ``lte``) is valid
+    per the spec but rejected by pySigma's single-operator parser, so the whole
+    mapping is kept at the top level (a custom attribute) and pySigma sees only
+    its first operator.
+    """
+    corr = doc.get("correlation")
+    if not isinstance(corr, dict):
+        return doc
+    if "generate" in doc and "generate" not in corr:
+        corr["generate"] = doc["generate"]
+    cond = corr.get("condition")
+    if isinstance(cond, dict):
+        ops = [k for k in cond if k in _OPERATORS]
+        if len(ops) > 1:
+            doc[RANGE_ATTRIBUTE] = dict(cond)
+            corr["condition"] = {k: v for k, v in cond.items() if k not in _OPERATORS or k == ops[0]}
+    return doc
+
+
 def _parse_text(text: RuleText, errors: list[RuleError]) -> list[_Parsed]:
     try:
         docs = [d for d in yaml.load_all(text.text, Loader=SigmaYAMLLoader) if d is not None]
@@ -83,7 +111,7 @@ def _parse_text(text: RuleText, errors: list[RuleError]) -> list[_Parsed]:
     if bad:
         errors.append(RuleError(text.source, None, None, f"YAML document {bad[0]} is not a mapping"))
         docs = [d for d in docs if isinstance(d, dict)]
-    docs = [_prepare(d) for d in docs]
+    docs = [_prepare_correlation(_prepare(d)) for d in docs]
     try:
         collection = SigmaCollection.from_dicts(
             docs, collect_errors=True, source=SigmaRuleLocation(Path(text.source)),
