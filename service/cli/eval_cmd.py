@@ -14,21 +14,24 @@ Exit codes:
   path failed);
 - ``2``: usage error (bad arguments, malformed ``--logsource``).
 
-Extension point: :func:`evaluate_stream` takes the loaded ruleset and an
-iterator of ``(line, event)`` pairs and yields match records. It sees events
-in input order, so a stream consumer (e.g. correlation) can be fed from it.
+Correlation rules among the loaded rules are evaluated too: the input is then a
+time-ordered stream (event time from ``--time-field``, default the usual
+timestamp fields); alerts decided at the end of the input carry the last line.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
 
+from detectors.correlation import CorrelationEngine, compile_correlations
+from detectors.correlation.stream import CorrelatingEvaluator
+from detectors.correlation.timestamps import DEFAULT_TIME_FIELDS, event_time
 from detectors.model import Event, LogSource, Match
 from detectors.sigma import Ruleset
 from service.cli.rules_cmd import print_load_errors
@@ -63,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="read each event's log source from this field: an object with product/category/"
                              "service keys or a 'product=X,category=Y' string (bench/eventgen.py writes 'logsource');"
                              " events without it fall back to --logsource")
+    parser.add_argument("--time-field", action="append", default=None, metavar="FIELD",
+                        help="event-time field for correlation rules (repeatable; default: "
+                             + ", ".join(DEFAULT_TIME_FIELDS) + ")")
     parser.add_argument("--format", choices=("json", "table"), default="json",
                         help="json: one object per match (default); table: aligned columns")
     parser.add_argument("events", nargs="?", default="-", metavar="EVENTS",
@@ -140,20 +146,25 @@ def evaluate_stream(
     events: Iterable[tuple[int, Event]],
     logsource: LogSource | None = None,
     logsource_field: str | None = None,
+    time_fields: Sequence[str] = DEFAULT_TIME_FIELDS,
+    engine: CorrelationEngine | None = None,
 ) -> Iterator[MatchRecord]:
     """Match records for a time-ordered stream of ``(line, event)`` pairs.
 
-    This is the one place events meet the ruleset in ``eval``. Stateful
-    detectors that consume the stream (correlation: feed each event and its
-    ``matches`` to the engine, then emit its matches too) belong in this loop,
-    right after ``ruleset.evaluate``.
+    The one place events meet the ruleset in ``eval``: base-rule matches, minus
+    those a correlation suppresses, plus correlation matches as they become due.
+    ``engine`` defaults to one compiled from the ruleset's correlation rules.
     """
-    evaluate = ruleset.evaluate
+    if engine is None:
+        engine, _ = compile_correlations(ruleset)
+    evaluator = CorrelatingEvaluator(ruleset, engine)
+    line = 0
     for line, event in events:
         source = logsource if logsource_field is None else event_logsource(event, logsource_field, logsource)
-        matches = evaluate(event, source)
-        for match in matches:
+        for match in evaluator.evaluate(event, source, event_time(event, time_fields), ref=line):
             yield match_record(line, match)
+    for match in evaluator.flush():
+        yield match_record(line, match)
 
 
 def _open_input(name: str) -> IO[bytes]:
@@ -211,6 +222,8 @@ def format_table(records: Iterable[MatchRecord]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     result = load_rules(args.rules, args.pipeline)
     print_load_errors(result.errors, sys.stderr)
+    engine, correlation_errors = compile_correlations(result.ruleset)
+    print_load_errors(correlation_errors, sys.stderr)
     if result.errors and not result.ruleset.rules and not result.ruleset.correlations:
         print("pipesentry eval: no rule could be loaded", file=sys.stderr)
         return 1
@@ -222,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     stats = InputStats()
     try:
         records = evaluate_stream(result.ruleset, read_events(stream, stats, sys.stderr), args.logsource,
-                                  args.logsource_field)
+                                  args.logsource_field, args.time_field or DEFAULT_TIME_FIELDS, engine)
         if args.format == "table":
             rows = format_table(records)
             sys.stdout.write("\n".join(rows) + "\n")
@@ -242,9 +255,13 @@ def run(args: argparse.Namespace) -> int:
             stream.close()
     print(
         f"{stats.events} events, {count} matches, {stats.bad_lines} bad lines, "
-        f"{len(result.ruleset.rules)} rules, {len(result.errors)} rule errors",
+        f"{len(result.ruleset.rules)} rules, {len(result.ruleset.correlations)} correlations, "
+        f"{len(result.errors) + len(correlation_errors)} rule errors",
         file=sys.stderr,
     )
+    skipped = {k: v for k, v in engine.counters.items() if v}
+    if skipped:
+        print("correlation skips: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())), file=sys.stderr)
     if stats.events == 0 and stats.bad_lines > 0:
         return 1
     return 0

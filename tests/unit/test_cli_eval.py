@@ -277,3 +277,43 @@ def test_generated_corpus_is_reproducible_and_evaluable(tmp_path: Path, capsys: 
     assert len(expected) >= 5
     assert main(["eval", "--rules", str(rules), "--logsource-field", "logsource", str(path)]) == 0
     assert [r["line"] for r in records(capsys.readouterr().out)] == expected
+
+
+CORRELATION_RULES = """
+title: Failed login
+id: 5b0f3c8e-1111-4a8e-9b61-3f1f1d0e0001
+name: failed_login
+status: test
+logsource: {product: app}
+detection:
+  sel: {outcome: failure}
+  condition: sel
+level: low
+---
+title: Three failed logins of one user in a minute
+id: 5b0f3c8e-1111-4a8e-9b61-3f1f1d0e0002
+status: test
+correlation:
+  type: event_count
+  rules: [failed_login]
+  group-by: [user]
+  timespan: 1m
+  condition: {gte: 3}
+level: high
+"""
+
+
+def test_eval_treats_the_input_as_a_stream_for_correlation_rules(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "brute.yml").write_text(CORRELATION_RULES)
+    events = [{"ts": 1000 + i * 10, "user": "bob" if i < 3 else "eve", "outcome": "failure"} for i in range(5)]
+    events.append({"ts": 1100, "user": "eve", "outcome": "success"})
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    assert main(["eval", "--rules", str(tmp_path / "rules"), "--time-field", "ts", str(path)]) == 0
+    records = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    correlations = [r for r in records if r["rule_kind"] == "correlation"]
+    assert [(r["line"], r["details"]["group"]) for r in correlations] == [(3, {"user": "bob"})]
+    # generate defaults to false: the base rule's own matches are not printed
+    assert [r for r in records if r["rule_kind"] == "sigma"] == []
