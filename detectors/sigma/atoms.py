@@ -40,6 +40,9 @@ class Mode(IntEnum):
     VERIFY = 3
     EXACT = 4
     EXACT_VERIFY = 5
+    EVERY = 6
+    """No literal to look for: ``check`` runs on every value of the field (the key is empty).
+    Such field atoms still go through the index, so their result is cached per value."""
 
 
 class View:
@@ -138,7 +141,8 @@ class TextAtom(Atom):
         elif kind is Kind.EXACT:
             self.keys.append((key, Mode.EXACT_VERIFY if cased else Mode.EXACT))
         elif kind is Kind.ANY or (kind is Kind.GLOB and len(key) < MIN_GLOB_KEY):
-            pass
+            if field is not None:
+                self.keys.append(("", Mode.EVERY))
         elif cased or kind is Kind.GLOB:
             self.keys.append((key, Mode.VERIFY))
         else:
@@ -173,6 +177,8 @@ class RegexAtom(Atom):
         self.search = search
         for literal in literals or ():
             self.keys.append((literal, Mode.VERIFY))
+        if not self.keys and field is not None:
+            self.keys.append(("", Mode.EVERY))
 
     def check(self, text: str, folded: str) -> bool:
         return self.search(text)

@@ -55,6 +55,13 @@ def _end(item: tuple[int, Any]) -> int:
     return item[0]
 
 
+CACHE_SIZE = 4096
+"""Field values whose scan result a route keeps (a full cache is emptied: hot values come back at once)."""
+
+CACHED_TEXT = 160
+"""Longer values are not cached (they seldom repeat, and the cache's memory stays small)."""
+
+
 Entry = tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 """Automaton value of a key: (key length - 1, anywhere, prefix, suffix, verify atom ids)."""
 
@@ -66,10 +73,12 @@ def _split(entries: list[tuple[int, Mode]], mode: Mode) -> tuple[int, ...]:
 class FieldIndex:
     """Index of the atoms testing one field (or, for keyword atoms, every string)."""
 
-    __slots__ = ("_pending", "automaton", "exact", "short")
+    __slots__ = ("_pending", "automaton", "every", "exact", "short")
 
     def __init__(self) -> None:
         self.exact: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        self.every: tuple[int, ...] = ()
+        """Atoms without a literal (e.g. a regex with no required text), checked on every value."""
         self._pending: dict[str, list[tuple[int, Mode]]] = {}
         self.automaton: Any = None
         self.short: dict[str, Entry] = {}
@@ -77,7 +86,10 @@ class FieldIndex:
         automaton they would report nearly every position of every value)."""
 
     def add(self, aid: int, key: str, mode: Mode) -> None:
-        if mode in _EXACT_MODES:
+        if mode is Mode.EVERY:
+            if aid not in self.every:
+                self.every = (*self.every, aid)
+        elif mode in _EXACT_MODES:
             plain, verify = self.exact.get(key, ((), ()))
             if mode is Mode.EXACT_VERIFY:
                 self.exact[key] = (plain, (*verify, aid))
@@ -111,9 +123,18 @@ class FieldIndex:
         """A field value is verified as a whole, so first occurrences are enough."""
         return True
 
+    def satisfied(self, text: str, atoms: list[Atom]) -> tuple[int, ...]:
+        """Ids of the indexed atoms that a value with this text satisfies."""
+        found: dict[int, Any] = {}
+        self.scan(text, text, found, atoms)
+        return tuple(found) if found else ()
+
     def scan(self, value: Any, text: str, hits: dict[int, Any], atoms: list[Atom]) -> None:
         """Record in ``hits`` every indexed atom that ``value`` (as ``text``) satisfies."""
         folded = text.lower()
+        for aid in self.every:
+            if aid not in hits and atoms[aid].check(text, folded):
+                hits[aid] = value
         exact = self.exact.get(folded)
         if exact is not None:
             for aid in exact[0]:
@@ -224,10 +245,12 @@ class KeywordIndex(FieldIndex):
 class RuleIndex:
     """Shared field indexes and trigger tables over a list of rules (one log-source bucket, or all)."""
 
-    __slots__ = ("always", "direct_triggers", "fields", "keywords", "rest", "rules", "triggers")
+    __slots__ = ("always", "cache", "direct_triggers", "fields", "keywords", "rest", "rules", "triggers")
 
     def __init__(self, rules: list[CompiledRule], atoms: list[Atom]) -> None:
         self.rules = rules
+        self.cache: dict[tuple[str, str], tuple[int, ...]] = {}
+        """(field path, value text) -> atoms satisfied; bounded by :data:`CACHE_SIZE` (cleared when full)."""
         self.fields: dict[str, FieldIndex] = {}
         self.keywords: KeywordIndex | None = None
         fanout: dict[int, int] = {}
@@ -283,22 +306,33 @@ class RuleIndex:
         self.direct_triggers = tuple(direct)
 
     def scan(self, flat: Flat, view: View, hits: dict[int, Any], atoms: list[Atom]) -> None:
-        """Record in ``hits`` every indexed atom of these rules that the event satisfies."""
+        """Record in ``hits`` every indexed atom of these rules that the event satisfies.
+
+        Which atoms a field value satisfies depends only on the field and the value's text,
+        and log values repeat a lot (image paths, users, hosts): the answer is kept in a
+        bounded cache, so a repeated value costs one dict lookup instead of a scan.
+        """
         fields = self.fields
+        cache = self.cache
+        setdefault = hits.setdefault
         for path, values in flat.items():
             index = fields.get(path)
             if index is None:
                 continue
-            exact_only = index.automaton is None and not index.short
             for value in values:
                 text = value if type(value) is str else as_text(value)
                 if text is None:
                     continue
-                if exact_only:  # the common "EventID: 4688" field: one dict lookup, no call
-                    entry = index.exact.get(text.lower())
-                    if entry is None:
-                        continue
-                index.scan(value, text, hits, atoms)
+                key = (path, text)
+                found = cache.get(key)
+                if found is None:
+                    found = index.satisfied(text, atoms)
+                    if len(text) <= CACHED_TEXT:
+                        if len(cache) >= CACHE_SIZE:
+                            cache.clear()
+                        cache[key] = found
+                for aid in found:
+                    setdefault(aid, value)
         if self.keywords is not None:
             self.keywords.scan_all(view, hits, atoms)
 
