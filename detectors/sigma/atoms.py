@@ -177,8 +177,6 @@ class RegexAtom(Atom):
         self.search = search
         for literal in literals or ():
             self.keys.append((literal, Mode.VERIFY))
-        if not self.keys and field is not None:
-            self.keys.append(("", Mode.EVERY))
 
     def check(self, text: str, folded: str) -> bool:
         return self.search(text)

@@ -28,12 +28,11 @@ class Route:
         flat = flatten(event)
         view = View(flat)
         hits: dict[int, object] = {}
-        for index in self.indexes:
-            index.scan(flat, view, hits, atoms)
+        triggered = [index.scan(flat, view, hits, atoms) for index in self.indexes]
         ctx = Context(view, hits, atoms)
         candidates: list[CompiledRule] = []
-        for index in self.indexes:
-            index.candidates(ctx, candidates)
+        for index, positions in zip(self.indexes, triggered, strict=True):
+            index.candidates(ctx, positions, candidates)
         if not candidates:
             return []
         if len(candidates) > 1:

@@ -62,6 +62,12 @@ CACHED_TEXT = 160
 """Longer values are not cached (they seldom repeat, and the cache's memory stays small)."""
 
 
+CacheEntry = tuple[tuple[int, ...], tuple[int, ...]]
+"""Atoms a field value satisfies, and the positions of the rules they trigger."""
+
+_NOTHING: CacheEntry = ((), ())
+
+
 Entry = tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 """Automaton value of a key: (key length - 1, anywhere, prefix, suffix, verify atom ids)."""
 
@@ -185,7 +191,12 @@ class FieldIndex:
 class KeywordIndex(FieldIndex):
     """Index of keyword atoms: one automaton pass over all the event's strings joined by :data:`SEPARATOR`."""
 
-    __slots__ = ()
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, bool] = {}
+        """String -> whether it contains an automaton key (bounded like the field-value cache)."""
 
     def _small_ok(self, items: tuple[tuple[str, Entry], ...]) -> bool:
         """The joined text holds many strings: only "anywhere" keys may skip later occurrences."""
@@ -202,6 +213,29 @@ class KeywordIndex(FieldIndex):
                 if aid not in hits and atoms[aid].check(text, folded):
                     hits[aid] = text
 
+    def _may_hit(self, strings: list[str]) -> bool:
+        """Whether some string contains a key of the automaton (keys never span two strings).
+
+        Keyword hits are rare and strings repeat: a per-string answer, cached, spares
+        joining, folding and scanning the whole event in the common no-hit case.
+        """
+        seen = self.seen
+        automaton = self.automaton
+        for text in strings:
+            flag = seen.get(text)
+            if flag is None:
+                flag = False
+                for _ in automaton.iter(text.lower()):
+                    flag = True
+                    break
+                if len(text) <= CACHED_TEXT:
+                    if len(seen) >= CACHE_SIZE:
+                        seen.clear()
+                    seen[text] = flag
+            if flag:
+                return True
+        return False
+
     def scan_all(self, view: View, hits: dict[int, Any], atoms: list[Atom]) -> None:
         strings = view.strings()
         if self.exact:
@@ -215,7 +249,7 @@ class KeywordIndex(FieldIndex):
             for text in strings:
                 self._scan_short(text, hits, atoms)
         automaton = self.automaton
-        if automaton is None or not strings:
+        if automaton is None or not strings or not self._may_hit(strings):
             return
         folded = view.folded()
         lengths: list[int] = []
@@ -249,7 +283,7 @@ class RuleIndex:
 
     def __init__(self, rules: list[CompiledRule], atoms: list[Atom]) -> None:
         self.rules = rules
-        self.cache: dict[tuple[str, str], tuple[int, ...]] = {}
+        self.cache: dict[tuple[str, str], CacheEntry] = {}
         """(field path, value text) -> atoms satisfied; bounded by :data:`CACHE_SIZE` (cleared when full)."""
         self.fields: dict[str, FieldIndex] = {}
         self.keywords: KeywordIndex | None = None
@@ -305,16 +339,19 @@ class RuleIndex:
         self.always = tuple(always)
         self.direct_triggers = tuple(direct)
 
-    def scan(self, flat: Flat, view: View, hits: dict[int, Any], atoms: list[Atom]) -> None:
-        """Record in ``hits`` every indexed atom of these rules that the event satisfies.
+    def scan(self, flat: Flat, view: View, hits: dict[int, Any], atoms: list[Atom]) -> set[int]:
+        """Record in ``hits`` every indexed atom of these rules that the event satisfies;
+        return the positions of the rules whose trigger table names one of them.
 
         Which atoms a field value satisfies depends only on the field and the value's text,
-        and log values repeat a lot (image paths, users, hosts): the answer is kept in a
-        bounded cache, so a repeated value costs one dict lookup instead of a scan.
+        and log values repeat a lot (image paths, users, hosts): the answer (atoms and the
+        rules they trigger) is kept in a bounded cache, so a repeated value costs one dict
+        lookup instead of a scan.
         """
         fields = self.fields
         cache = self.cache
         setdefault = hits.setdefault
+        triggered: set[int] = set()
         for path, values in flat.items():
             index = fields.get(path)
             if index is None:
@@ -324,37 +361,53 @@ class RuleIndex:
                 if text is None:
                     continue
                 key = (path, text)
-                found = cache.get(key)
-                if found is None:
-                    found = index.satisfied(text, atoms)
+                entry = cache.get(key)
+                if entry is None:
+                    entry = self._entry(index.satisfied(text, atoms))
                     if len(text) <= CACHED_TEXT:
                         if len(cache) >= CACHE_SIZE:
                             cache.clear()
-                        cache[key] = found
-                for aid in found:
-                    setdefault(aid, value)
+                        cache[key] = entry
+                found, positions = entry
+                if found:
+                    for aid in found:
+                        setdefault(aid, value)
+                    if positions:
+                        triggered.update(positions)
         if self.keywords is not None:
-            self.keywords.scan_all(view, hits, atoms)
+            keyword_hits: dict[int, Any] = {}
+            self.keywords.scan_all(view, keyword_hits, atoms)
+            triggers = self.triggers
+            for aid, value in keyword_hits.items():
+                setdefault(aid, value)
+                positions = triggers.get(aid)
+                if positions is not None:
+                    triggered.update(positions)
+        return triggered
 
-    def candidates(self, ctx: Context, out: list[CompiledRule]) -> None:
+    def _entry(self, found: tuple[int, ...]) -> CacheEntry:
+        if not found:
+            return _NOTHING
+        triggers = self.triggers
+        positions: set[int] = set()
+        for aid in found:
+            positions.update(triggers.get(aid, ()))
+        return found, tuple(positions)
+
+    def candidates(self, ctx: Context, triggered: set[int], out: list[CompiledRule]) -> None:
         """Append the rules whose every trigger clause has a true atom (plus the always-candidates).
 
-        Only each rule's rarest clause is in the trigger table; its other clauses are
-        checked against the hits once that one fired.
+        ``triggered`` (from :meth:`scan`) holds the rules whose rarest clause (the one in
+        the trigger table) has a hit; their other clauses are checked against the hits here.
         """
-        for aid in self.direct_triggers:
-            ctx.slow(aid)
         triggers = self.triggers
-        hits = ctx.hits
-        found: set[int] = set()
-        for aid in hits:
-            positions = triggers.get(aid)
-            if positions is not None:
-                found.update(positions)
+        for aid in self.direct_triggers:
+            if ctx.slow(aid):
+                triggered.update(triggers[aid])
         rules = self.rules
         rest = self.rest
-        keys = hits.keys()
-        for position in found:
+        keys = ctx.hits.keys()
+        for position in triggered:
             others = rest[position]
             if not others or all(not keys.isdisjoint(clause) for clause in others):
                 out.append(rules[position])
