@@ -380,9 +380,7 @@ class RuleIndex:
             triggers = self.triggers
             for aid, value in keyword_hits.items():
                 setdefault(aid, value)
-                positions = triggers.get(aid)
-                if positions is not None:
-                    triggered.update(positions)
+                triggered.update(triggers.get(aid, ()))
         return triggered
 
     def _entry(self, found: tuple[int, ...]) -> CacheEntry:
