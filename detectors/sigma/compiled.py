@@ -38,7 +38,9 @@ class Context:
         self.miss: set[int] = set()
 
     def slow(self, aid: int) -> bool:
-        """Test a direct (unindexed) atom once per event."""
+        """Test a direct (unindexed) atom once per event (a route may have indexed it: see hits first)."""
+        if aid in self.hits:
+            return True
         if aid in self.miss:
             return False
         found = self.atoms[aid].test(self.view)

@@ -330,6 +330,7 @@ class RuleIndex:
                     target = self.fields.setdefault(atom.field, FieldIndex())
                 for key, mode in atom.keys:
                     target.add(aid, key, mode)
+        direct = self._checked_per_value(direct, atoms)
         for index in self.fields.values():
             index.finish()
         if self.keywords is not None:
@@ -338,6 +339,19 @@ class RuleIndex:
         self.rest = tuple(rest)
         self.always = tuple(always)
         self.direct_triggers = tuple(direct)
+
+    def _checked_per_value(self, direct: list[int], atoms: list[Atom]) -> list[int]:
+        """Move direct trigger atoms that test each value of one field on its own (an unindexable
+        regex, say) into that field's index: they then run once per distinct value (cached), not
+        on every event. The rest (null, field references, ...) stay direct."""
+        kept: list[int] = []
+        for aid in direct:
+            atom = atoms[aid]
+            if atom.field is not None and type(atom).test is Atom.test:
+                self.fields.setdefault(atom.field, FieldIndex()).add(aid, "", Mode.EVERY)
+            else:
+                kept.append(aid)
+        return kept
 
     def scan(self, flat: Flat, view: View, hits: dict[int, Any], atoms: list[Atom]) -> set[int]:
         """Record in ``hits`` every indexed atom of these rules that the event satisfies;
