@@ -79,9 +79,11 @@ def _split(entries: list[tuple[int, Mode]], mode: Mode) -> tuple[int, ...]:
 class FieldIndex:
     """Index of the atoms testing one field (or, for keyword atoms, every string)."""
 
-    __slots__ = ("_pending", "automaton", "every", "exact", "short")
+    __slots__ = ("_pending", "automaton", "cache", "every", "exact", "short")
 
     def __init__(self) -> None:
+        self.cache: dict[str, CacheEntry] = {}
+        """Value text -> what it satisfies (filled and bounded by the owning :class:`RuleIndex`)."""
         self.exact: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self.every: tuple[int, ...] = ()
         """Atoms without a literal (e.g. a regex with no required text), checked on every value."""
@@ -279,12 +281,12 @@ class KeywordIndex(FieldIndex):
 class RuleIndex:
     """Shared field indexes and trigger tables over a list of rules (one log-source bucket, or all)."""
 
-    __slots__ = ("always", "cache", "direct_triggers", "fields", "keywords", "rest", "rules", "triggers")
+    __slots__ = ("always", "cached", "direct_triggers", "fields", "keywords", "rest", "rules", "triggers")
 
     def __init__(self, rules: list[CompiledRule], atoms: list[Atom]) -> None:
         self.rules = rules
-        self.cache: dict[tuple[str, str], CacheEntry] = {}
-        """(field path, value text) -> atoms satisfied; bounded by :data:`CACHE_SIZE` (cleared when full)."""
+        self.cached = 0
+        """Entries in the field indexes' caches, together bounded by :data:`CACHE_SIZE` (all emptied when full)."""
         self.fields: dict[str, FieldIndex] = {}
         self.keywords: KeywordIndex | None = None
         fanout: dict[int, int] = {}
@@ -363,25 +365,25 @@ class RuleIndex:
         lookup instead of a scan.
         """
         fields = self.fields
-        cache = self.cache
         setdefault = hits.setdefault
         triggered: set[int] = set()
         for path, values in flat.items():
             index = fields.get(path)
             if index is None:
                 continue
+            cache = index.cache
             for value in values:
                 text = value if type(value) is str else as_text(value)
                 if text is None:
                     continue
-                key = (path, text)
-                entry = cache.get(key)
+                entry = cache.get(text)
                 if entry is None:
                     entry = self._entry(index.satisfied(text, atoms))
                     if len(text) <= CACHED_TEXT:
-                        if len(cache) >= CACHE_SIZE:
-                            cache.clear()
-                        cache[key] = entry
+                        if self.cached >= CACHE_SIZE:
+                            self._forget()
+                        cache[text] = entry
+                        self.cached += 1
                 found, positions = entry
                 if found:
                     for aid in found:
@@ -396,6 +398,11 @@ class RuleIndex:
                 setdefault(aid, value)
                 triggered.update(triggers.get(aid, ()))
         return triggered
+
+    def _forget(self) -> None:
+        for index in self.fields.values():
+            index.cache.clear()
+        self.cached = 0
 
     def _entry(self, found: tuple[int, ...]) -> CacheEntry:
         if not found:
@@ -419,8 +426,12 @@ class RuleIndex:
         rules = self.rules
         rest = self.rest
         keys = ctx.hits.keys()
+        append = out.append
         for position in triggered:
-            others = rest[position]
-            if not others or all(not keys.isdisjoint(clause) for clause in others):
-                out.append(rules[position])
-        out.extend(rules[p] for p in self.always)
+            for clause in rest[position]:
+                if keys.isdisjoint(clause):
+                    break
+            else:
+                append(rules[position])
+        if self.always:
+            out.extend(rules[p] for p in self.always)
