@@ -79,7 +79,7 @@ def _split(entries: list[tuple[int, Mode]], mode: Mode) -> tuple[int, ...]:
 class FieldIndex:
     """Index of the atoms testing one field (or, for keyword atoms, every string)."""
 
-    __slots__ = ("_pending", "automaton", "cache", "every", "exact", "short")
+    __slots__ = ("_pending", "automaton", "cache", "every", "exact", "short", "short_keys")
 
     def __init__(self) -> None:
         self.cache: dict[str, CacheEntry] = {}
@@ -90,6 +90,8 @@ class FieldIndex:
         self._pending: dict[str, list[tuple[int, Mode]]] = {}
         self.automaton: Any = None
         self.short: dict[str, Entry] = {}
+        self.short_keys: frozenset[str] = frozenset()
+        """The keys of ``short``: ``short_keys.intersection(text)`` walks the text, not every key."""
         """Single-character keys, found by intersecting with the value's character set (in the
         automaton they would report nearly every position of every value)."""
 
@@ -119,6 +121,7 @@ class FieldIndex:
             else:
                 automaton.add_word(key, value)
         self.short = short
+        self.short_keys = frozenset(short)
         items: tuple[tuple[str, Entry], ...] = tuple(automaton.items())
         if 0 < len(items) <= SMALL and self._small_ok(items):
             self.automaton = _SmallMatcher(items)
@@ -153,7 +156,7 @@ class FieldIndex:
         setdefault = hits.setdefault
         short = self.short
         for key in (() if not short else [k for k in short if k in folded] if len(short) <= 8
-                    else short.keys() & set(folded)):
+                    else self.short_keys.intersection(folded)):
             _, anywhere, prefix, suffix, verify = short[key]
             for aid in anywhere:
                 setdefault(aid, value)
@@ -206,7 +209,7 @@ class KeywordIndex(FieldIndex):
 
     def _scan_short(self, text: str, hits: dict[int, Any], atoms: list[Atom]) -> None:
         folded = text.lower()
-        for key in self.short.keys() & set(folded):
+        for key in self.short_keys.intersection(folded):
             _, anywhere, prefix, suffix, verify = self.short[key]
             for aid in (*anywhere, *(prefix if folded.startswith(key) else ()),
                         *(suffix if folded.endswith(key) else ())):
