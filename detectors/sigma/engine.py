@@ -45,7 +45,8 @@ def _order(rule: CompiledRule) -> int:
 
 
 class Ruleset:
-    """An immutable compiled set of Sigma rules; safe to share between threads.
+    """An immutable compiled set of Sigma rules; safe to share between threads (the only state
+    that changes is the routes' bounded value caches, plain dict updates that never change a result).
 
     Rules are bucketed by log source; the first event of a log source builds its
     route: one index over the rules of every covering bucket, cached (so a cold
