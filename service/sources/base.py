@@ -8,13 +8,12 @@ detector (only when a stateful engine or an alert needs it).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from detectors.model import LogSource, Origin
+from detectors.timestamps import to_epoch
 from service.decoders import DecodeError, Decoder, build_decoder
 
 
@@ -125,41 +124,19 @@ def lookup(event: Any, dotted: str) -> Any:
     return node
 
 
-_MS_THRESHOLD = 1e11  # epoch values above this are milliseconds (1e11 s is year 5138)
 _last_text: list[Any] = [None, None]
 """One-entry cache of the last ISO string parsed (the event loop is single-threaded)."""
 
 
 def parse_time(value: Any) -> float | None:
-    """Unix seconds from ISO 8601 text or epoch seconds/milliseconds (number or digits); else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        if value == _last_text[0]:  # events of one batch often share a timestamp
-            cached: float | None = _last_text[1]
-            return cached
-        text = value.strip()
-        if len(text) >= 10 and text[4] == "-":  # ISO 8601 first: cheaper than a failed float()
-            try:
-                parsed = datetime.fromisoformat(text)
-            except ValueError:
-                return None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            result = parsed.timestamp()
-            _last_text[0], _last_text[1] = value, result
-            return result
-        try:
-            number = float(text)
-        except ValueError:
-            return None
-    else:
-        return None
-    if not math.isfinite(number) or number < 0:
-        return None
-    return number / 1000.0 if number > _MS_THRESHOLD else number
+    """Unix seconds from a timestamp value (see :mod:`detectors.timestamps`); else None."""
+    if isinstance(value, str) and value == _last_text[0]:  # events of one batch often share a timestamp
+        cached: float | None = _last_text[1]
+        return cached
+    result = to_epoch(value)
+    if isinstance(value, str):
+        _last_text[0], _last_text[1] = value, result
+    return result
 
 
 def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded | None = None) -> Decoded:
