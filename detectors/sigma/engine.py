@@ -72,21 +72,30 @@ class Ruleset:
         for rule in self._compiled:
             self._buckets.setdefault(rule.info.logsource, []).append(rule)
         self._routes: dict[tuple[str | None, ...] | None, Route] = {}
+        self._by_source: dict[LogSource | None, Route] = {}
+        """The same routes by the caller's LogSource as given (spares lower-casing it per event)."""
 
     def get(self, rule_id_or_name: str) -> RuleInfo | None:
         return self._by_key.get(rule_id_or_name)
 
     def _route(self, logsource: LogSource | None) -> Route:
+        route = self._by_source.get(logsource)
+        if route is not None:
+            return route
         key = None if logsource is None else tuple(
             None if v is None else v.lower() for v in (logsource.product, logsource.category, logsource.service))
         route = self._routes.get(key)
         if route is None:
             if len(self._routes) >= MAX_ROUTES:
                 self._routes.clear()
+                self._by_source.clear()
             covering = [s for s in self._buckets if logsource is None or s.covers(logsource)]
             chosen = sorted((r for s in covering for r in self._buckets[s]), key=_order)
             route = Route([RuleIndex(chosen, self._atoms)])
             self._routes[key] = route
+        if len(self._by_source) >= MAX_ROUTES:
+            self._by_source.clear()
+        self._by_source[logsource] = route
         return route
 
     def evaluate(self, event: Event, logsource: LogSource | None = None) -> list[Match]:

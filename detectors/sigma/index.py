@@ -218,7 +218,7 @@ class KeywordIndex(FieldIndex):
                 if aid not in hits and atoms[aid].check(text, folded):
                     hits[aid] = text
 
-    def _may_hit(self, strings: list[str]) -> bool:
+    def _may_hit(self, flat: Flat) -> bool:
         """Whether some string contains a key of the automaton (keys never span two strings).
 
         Keyword hits are rare and strings repeat: a per-string answer, cached, spares
@@ -226,7 +226,7 @@ class KeywordIndex(FieldIndex):
         """
         seen = self.seen
         automaton = self.automaton
-        for text in strings:
+        for text in (v for values in flat.values() for v in values if type(v) is str):
             flag = seen.get(text)
             if flag is None:
                 flag = False
@@ -242,6 +242,10 @@ class KeywordIndex(FieldIndex):
         return False
 
     def scan_all(self, view: View, hits: dict[int, Any], atoms: list[Atom]) -> None:
+        automaton = self.automaton
+        may_hit = automaton is not None and self._may_hit(view.flat)
+        if not (may_hit or self.exact or self.short):
+            return
         strings = view.strings()
         if self.exact:
             for text in strings:
@@ -253,8 +257,7 @@ class KeywordIndex(FieldIndex):
         if self.short:
             for text in strings:
                 self._scan_short(text, hits, atoms)
-        automaton = self.automaton
-        if automaton is None or not strings or not self._may_hit(strings):
+        if not may_hit or not strings:
             return
         folded = view.folded()
         lengths: list[int] = []
