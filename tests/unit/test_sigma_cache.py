@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from detectors.model import LogSource
-from detectors.sigma import RuleText, compile_ruleset, index
+from detectors.sigma import RuleText, compile_ruleset, engine, index
 from detectors.sigma.engine import Ruleset
 
 RULES = """
@@ -121,3 +121,15 @@ def test_cache_stays_bounded_and_correct_when_it_empties(ruleset: Ruleset,
         assert titles(got) == expected
         assert route.cached <= 5
         assert sum(len(f.cache) for f in route.fields.values()) == route.cached
+
+
+def test_routes_by_caller_log_source_share_one_route_and_stay_bounded(ruleset: Ruleset,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    upper = LogSource(product="Windows", category="PROCESS_CREATION")
+    assert ruleset._route(upper) is ruleset._route(SOURCE)
+    assert titles(both(ruleset, {"EventID": 4688})) == ["Event 4688"]
+    assert [m.rule.title for m in ruleset.evaluate({"EventID": 4688}, upper)] == ["Event 4688"]
+    monkeypatch.setattr(engine, "MAX_ROUTES", 3)
+    for n in range(10):
+        assert ruleset.evaluate({"EventID": 4688}, LogSource(product=f"p{n}")) == []
+        assert len(ruleset._by_source) <= 3 and len(ruleset._routes) <= 3
