@@ -17,7 +17,7 @@ import httpx
 import yaml
 
 from service.devservices.fetch import debian_binary
-from service.devservices.process import ManagedProcess, free_port
+from service.devservices.process import ManagedProcess, ServerHandle, free_port
 
 START_TIMEOUT = 30.0
 
@@ -44,7 +44,7 @@ def alertmanager_config(webhook_url: str | None) -> dict[str, Any]:
 
 
 @dataclass(eq=False)
-class AlertmanagerServer:
+class AlertmanagerServer(ServerHandle):
     """A running Alertmanager; ``url`` is ``http://127.0.0.1:PORT``."""
 
     workdir: Path
@@ -92,14 +92,3 @@ class AlertmanagerServer:
         response.raise_for_status()
         alerts: list[dict[str, Any]] = response.json()
         return alerts
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.alive()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()

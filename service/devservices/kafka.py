@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from service.devservices.errors import DevServiceError, StartupFailed
 from service.devservices.fetch import KAFKA_JARS, classpath, fetch, java_executable
-from service.devservices.process import ManagedProcess, free_port, port_open
+from service.devservices.process import ManagedProcess, ServerHandle, free_port, port_open
 
 T = TypeVar("T")
 START_TIMEOUT = 60.0
@@ -128,7 +128,7 @@ async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 
 @dataclass(eq=False)
-class KafkaServer:
+class KafkaServer(ServerHandle):
     """A running broker. Build with :meth:`start`; ``bootstrap`` is ``127.0.0.1:PORT``."""
 
     workdir: Path
@@ -213,23 +213,6 @@ class KafkaServer:
     def create_topic(self, name: str, partitions: int = 1) -> None:
         """Create ``name``; raises aiokafka's ``TopicAlreadyExistsError`` if it exists."""
         run_coroutine_sync(_create_topic(self.bootstrap, name, partitions))
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.alive()
-
-    def stop(self) -> None:
-        """Controlled shutdown (SIGTERM, then SIGKILL after 20 s). Idempotent."""
-        if self._process is not None:
-            self._process.stop()
-
-    def kill(self) -> None:
-        """SIGKILL the broker: a crash, for fault tests. Idempotent."""
-        if self._process is not None:
-            self._process.kill()
 
     def restart(self, *, timeout: float = START_TIMEOUT) -> None:
         """Stop (if running) and start again on the same ports and log dir."""

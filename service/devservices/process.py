@@ -186,6 +186,29 @@ class ManagedProcess:
 
 
 @atexit.register
+class ServerHandle:
+    """Lifecycle every dev server shares: it holds the :class:`ManagedProcess` it started."""
+
+    _process: ManagedProcess | None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.alive()
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM, then SIGKILL after 20 s). Idempotent."""
+        if self._process is not None:
+            self._process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash or an outage, for fault tests. Idempotent."""
+        if self._process is not None:
+            self._process.kill()
+
+
 def _kill_leftovers() -> None:
     with _LIVE_LOCK:
         leftovers = list(_LIVE)

@@ -22,7 +22,7 @@ import yaml
 
 from service.devservices.errors import DevServiceError
 from service.devservices.fetch import debian_binary
-from service.devservices.process import ManagedProcess, free_port
+from service.devservices.process import ManagedProcess, ServerHandle, free_port
 
 START_TIMEOUT = 30.0
 
@@ -59,7 +59,7 @@ def prometheus_config(
 
 
 @dataclass(eq=False)
-class PrometheusServer:
+class PrometheusServer(ServerHandle):
     """A running Prometheus; ``url`` is ``http://127.0.0.1:PORT``."""
 
     workdir: Path
@@ -148,14 +148,3 @@ class PrometheusServer:
         response.raise_for_status()
         targets: list[dict[str, Any]] = response.json()["data"]["activeTargets"]
         return targets
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.alive()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()

@@ -26,7 +26,7 @@ import httpx
 
 from service.devservices.errors import StartupFailed
 from service.devservices.fetch import OPENSEARCH_JARS, classpath, fetch, java_executable
-from service.devservices.process import ManagedProcess, free_port, port_open
+from service.devservices.process import ManagedProcess, ServerHandle, free_port, port_open
 
 START_TIMEOUT = 120.0
 HEAP = ("-Xms256m", "-Xmx1g")
@@ -61,7 +61,7 @@ def opensearch_yml(transport_port: int) -> str:
 
 
 @dataclass(eq=False)
-class SearchNode:
+class SearchNode(ServerHandle):
     """A running search node. ``url`` is ``http://127.0.0.1:PORT``; ``flavor`` is "opensearch"."""
 
     workdir: Path
@@ -173,23 +173,6 @@ class SearchNode:
             return self._healthy()
         except httpx.HTTPError:
             return False
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.alive()
-
-    def stop(self) -> None:
-        """Graceful stop (SIGTERM, SIGKILL after 20 s). Idempotent."""
-        if self._process is not None:
-            self._process.stop()
-
-    def kill(self) -> None:
-        """SIGKILL the node: an outage, for fault tests. Idempotent."""
-        if self._process is not None:
-            self._process.kill()
 
     def restart(self, *, timeout: float = START_TIMEOUT) -> None:
         """Stop (if running) and start again on the same port with the same data."""
