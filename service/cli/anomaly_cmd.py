@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,6 +33,7 @@ from detectors.anomaly.timeutil import BadTimestamp, parse_timestamp
 from detectors.model import LogSource, Match
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
+from service.cli.eval_cmd import InputStats, read_events
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,28 +88,10 @@ def alert_record(match: Match) -> dict[str, Any]:
     }
 
 
-class _Stats:
-    def __init__(self) -> None:
-        self.lines = self.events = self.bad_lines = self.no_clock = self.alerts = 0
-
-
-def _events(stream: IO[bytes], stats: _Stats, err: IO[str]) -> Iterator[dict[str, Any]]:
-    for number, raw in enumerate(stream, start=1):
-        stats.lines = number
-        if not raw.strip():
-            continue
-        try:
-            event = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            stats.bad_lines += 1
-            print(f"line {number}: invalid JSON: {exc}", file=err)
-            continue
-        if not isinstance(event, dict):
-            stats.bad_lines += 1
-            print(f"line {number}: not a JSON object", file=err)
-            continue
-        stats.events += 1
-        yield event
+@dataclass
+class _Stats(InputStats):
+    no_clock: int = 0
+    alerts: int = 0
 
 
 def replay(engine: AnomalyEngine, events: Iterable[dict[str, Any]], timestamp_field: str,
@@ -166,7 +150,7 @@ def run_replay(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     dumps = orjson.dumps
     try:
-        matches: Iterable[Match] = replay(engine, _events(stream, stats, err), args.timestamp_field,
+        matches: Iterable[Match] = replay(engine, (e for _, e in read_events(stream, stats, err)), args.timestamp_field,
                                           args.logsource, stats)
         for match in matches:
             out.write(dumps(alert_record(match), default=str, option=orjson.OPT_APPEND_NEWLINE))
