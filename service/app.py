@@ -89,7 +89,7 @@ class Service:
                                + "\n".join(lines))
         for error in outcome.errors:
             log.warning("rule skipped", extra={"source": error.source, "reason": error.reason})
-        self.detector = Detector(outcome.detection)
+        self.detector = Detector(outcome.detection, scope=s.state.scope)
         from service.state_store import StateStore
 
         store = StateStore(s.data_dir / "state")

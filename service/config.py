@@ -292,6 +292,12 @@ class StateSettings(_Strict):
     """How often each scope (Kafka partition, or the local inputs) is snapshotted; also at shutdown."""
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     """How often idle scopes let event time run on (silence checks, deferred windows)."""
+    scope: Literal["partition", "instance"] = "partition"
+    """Whose events share correlation/anomaly state. ``partition``: one engine pair per Kafka
+    partition, snapshotted with its offset and moved with it on rebalance. ``instance``: every
+    Kafka partition uses the ``local`` scope (one engine pair for the whole instance), so
+    correlations can join events of different topics; see docs/scaling.md for its rebalance
+    and crash behaviour."""
 
 
 class Settings(BaseSettings):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 ScopeKey = tuple[str, int] | None
 """A Kafka (topic, partition) whose stateful engines are kept apart; ``None``: the local inputs."""
+StateScope = Literal["partition", "instance"]
+"""``state.scope``: per Kafka partition engines, or one pair (the local scope) for everything."""
 _NO_SCOPE = object()
 
 
@@ -192,13 +194,16 @@ class Detector:
 
     Stateful engines are kept per scope: one pair per Kafka partition (so a
     partition's state can move with it to another instance) and the set's own
-    pair for the local inputs. Each scope has its own clock, the newest event
+    pair for the local inputs. With ``scope="instance"`` Kafka items use the
+    local pair too, so one correlation sees every topic and partition. Each scope has its own clock, the newest event
     time passed to its engines and the wall time it was seen at, which lets
     :meth:`heartbeat` move the scope's event time on while it receives nothing.
     """
 
-    def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384) -> None:
+    def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384,
+                 scope: StateScope = "partition") -> None:
         self._set = detection
+        self._instance = scope == "instance"
         self._max_original = max_original_bytes
         self._exported = CounterExport()
         self._clocks: dict[ScopeKey, tuple[float, float]] = {}
@@ -208,6 +213,11 @@ class Detector:
     @property
     def current(self) -> DetectionSet:
         return self._set
+
+    @property
+    def per_partition(self) -> bool:
+        """False when every Kafka item shares the local scope (``state.scope: instance``)."""
+        return not self._instance
 
     def swap(self, detection: DetectionSet) -> DetectionSet:
         """Install ``detection`` (state of stateful engines carried over); returns the old set.
@@ -247,6 +257,7 @@ class Detector:
         alerts: list[Alert] = []
         latest: dict[ScopeKey, float] = {}
         scope: Any = _NO_SCOPE
+        shared = self._instance
         correlation = anomaly = None
         newest = -math.inf
         for item in items:
@@ -263,7 +274,7 @@ class Detector:
                     for match in matches:
                         alerts.append(self._alert(match, item, ts, stamp))
                 continue
-            key = item.scope_key()
+            key = None if shared else item.scope_key()
             if key != scope:
                 if scope is not _NO_SCOPE and newest > latest.get(scope, -math.inf):
                     latest[scope] = newest

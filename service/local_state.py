@@ -3,7 +3,9 @@
 Kafka partitions snapshot their own state together with their offsets
 (``service.runtime``). The local inputs have no offsets to agree with, so their
 state is saved as it is, on a timer and once more at shutdown after the inputs
-stopped, and restored before the inputs start.
+stopped, and restored before the inputs start. With ``state.scope: instance``
+the Kafka records share this scope, so this is their only snapshot too (not
+aligned with the committed offsets: see docs/scaling.md).
 """
 
 from __future__ import annotations

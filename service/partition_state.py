@@ -9,6 +9,9 @@ batch is detected and written only once that batch's end offset is committed;
 an idle partition's state is written after a commit, tagged with it. On
 assignment a snapshot behind the committed offset is restored and the partition
 rewound to it, so the records in between are read (and counted) once more.
+
+With ``state.scope: instance`` nothing here applies: Kafka records share the
+local scope, which ``LocalState`` snapshots on its timer and at shutdown.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class PartitionState:
 
     @property
     def active(self) -> bool:
-        return self.store is not None and self.detector.current.stateful
+        """Per-partition snapshots are taken; never with ``state.scope: instance`` (``LocalState`` saves it)."""
+        return self.store is not None and self.detector.current.stateful and self.detector.per_partition
 
     def due(self, tp: TopicPartition) -> bool:
         """True (and rescheduled) when ``tp``'s periodic snapshot is due."""
@@ -135,6 +139,9 @@ class PartitionState:
         Saved only when everything processed is committed; otherwise the next owner restores
         an older snapshot (or starts empty) rather than count re-read records twice.
         """
+        if not self.detector.per_partition:
+            self._due_at.pop(tp, None)
+            return  # instance scope: the state stays with this instance, nothing belongs to the partition
         key = (tp.topic, tp.partition)
         snapshots = self.detector.export_scope(key) if self.store is not None else {}
         clock = self.detector.scope_clock(key)
@@ -156,8 +163,8 @@ class PartitionState:
         or without a commit, is not used (the partition starts empty).
         """
         store = self.store
-        if store is None or not self.detector.current.stateful:
-            return
+        if store is None or not self.detector.current.stateful or not self.detector.per_partition:
+            return  # instance scope: no per-partition state to restore, nothing is rewound
         for tp in partitions:
             scope = scope_name((tp.topic, tp.partition))
             try:

@@ -288,9 +288,15 @@ class KafkaRunner:
         metrics.EVENTS.labels("kafka").inc(len(items))
         return _Work(alerts, rejected, offsets, received, len(items), self.partition_state.capture(offsets))
 
-    def busy_scopes(self) -> set[tuple[str, int]]:
-        """Partitions with records left to read: their event time must not be moved on by the heartbeat."""
-        return {(tp.topic, tp.partition) for tp, lag in self._lag.items() if lag > 0}
+    def busy_scopes(self) -> set[tuple[str, int] | None]:
+        """Scopes with records left to read: their event time must not be moved on by the heartbeat.
+
+        With ``state.scope: instance`` every partition feeds the local scope (``None``).
+        """
+        busy: set[tuple[str, int] | None] = {(tp.topic, tp.partition) for tp, lag in self._lag.items() if lag > 0}
+        if busy and not self.detector.per_partition:
+            return {None}
+        return busy
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         full = self._queue.qsize() >= self.settings.max_in_flight_batches

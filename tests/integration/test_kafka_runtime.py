@@ -582,3 +582,44 @@ async def test_a_snapshot_behind_the_committed_offset_rewinds_the_partition(kafk
     assert [(a.rule.title, a.details["group"]) for a in alerts] == [("Repeated Failed Logins", {"user": "bob"})]
     assert [c["ref"] for c in alerts[0].details["contributors"]] == [
         f"kafka:{topic}:0:0", f"kafka:{topic}:0:1", f"kafka:{topic}:0:3"]
+
+
+# --- state.scope: instance ------------------------------------------------------------------
+
+SIGMA_RULES = Path(__file__).resolve().parents[2] / "sigma-rules"
+
+
+async def test_instance_scope_correlates_events_of_two_topics(kafka_server, tmp_path):
+    """Branch protection removed (audit topic), then a forced push (webhook topic) of the same repository."""
+    audit, pushes = unique_topic("gh-audit"), unique_topic("gh-push")
+    kafka_server.create_topic(audit, 1)
+    kafka_server.create_topic(pushes, 2)
+    case = orjson.loads((SIGMA_RULES / "correlations" / "github_protection_removed_then_force_push.events.json")
+                        .read_bytes())["match"][0]
+    by_source = {step["logsource"]: step["event"] for step in case}
+    rules = [SIGMA_RULES / "github" / "github_audit_branch_protection_removed.yml",
+             SIGMA_RULES / "github" / "github_webhook_force_push_protected_branch.yml",
+             SIGMA_RULES / "correlations" / "github_protection_removed_then_force_push.yml"]
+    base = kafka_settings(tmp_path, kafka_server.bootstrap, {
+        audit: {"logsource": {"product": "github", "service": "audit"}},
+        pushes: {"logsource": {"product": "github", "service": "webhook"}}})
+    settings = base.model_copy(update={
+        "rules": base.rules.model_copy(update={"paths": rules}),
+        "events": base.events.model_copy(update={"timestamp_fields": ["@timestamp", "repository.pushed_at"]}),
+        "state": base.state.model_copy(update={"scope": "instance"})})
+    await produce(kafka_server.bootstrap, audit, [orjson.dumps(by_source["product=github,service=audit"])])
+    title = "GitHub Branch Protection Removed Then Force Push"
+    async with InProcess(settings) as running:
+        # in that order, as it happens: the push is four minutes later, beyond correlation.allowed_lateness
+        await wait_for(lambda: len(running.router.alerts) == 1, 60, "the protection-removed alert")
+        await produce(kafka_server.bootstrap, pushes, [orjson.dumps(by_source["product=github,service=webhook"])],
+                      partition=1)
+        await wait_for(lambda: any(a.rule.title == title for a in running.router.alerts), 60,
+                       "the cross-topic correlation alert")
+        await wait_for(lambda: len(running.router.alerts) >= 3, 30, "both base alerts")
+    titles = [a.rule.title for a in running.router.alerts]
+    assert titles.count(title) == 1 and len(titles) == 3, titles
+    fired = next(a for a in running.router.alerts if a.rule.title == title)
+    assert fired.details["group"] == {"repository": "acme/payments"}
+    saved = sorted(p.name for p in (settings.data_dir / "state").iterdir())
+    assert saved == ["local"], saved  # no per-partition snapshots in instance scope
