@@ -474,8 +474,9 @@ level: high
 """
 
 
-def login(n: int, user: str) -> bytes:
-    return orjson.dumps({"message": "login failed", "user": user, "time": 1_767_323_045 + n})
+def login(n: int, user: str, at: float | None = None) -> bytes:
+    """A failed login at event time ``at`` (default: a fixed day, ``n`` seconds in)."""
+    return orjson.dumps({"message": "login failed", "user": user, "time": 1_767_323_045 + n if at is None else at})
 
 
 def saved_offset(instance: Instance, topic: str) -> int | None:
@@ -497,7 +498,12 @@ async def test_correlation_state_survives_a_sigkill_through_periodic_snapshots(k
     first = Instance(tmp_path, "a", config)
     try:
         await wait_for(first.ready, 90, "first instance ready")
-        await produce(kafka_server.bootstrap, topic, [login(0, "bob"), login(1, "bob"), login(2, "amy")], 0)
+        # event times follow the wall clock, as a live producer's do: the restored scope clock
+        # moves on with the wall clock while the instance is down, so fixed past times would
+        # turn late whenever the restart takes longer than the allowed lateness
+        t0 = time.time()
+        await produce(kafka_server.bootstrap, topic,
+                      [login(0, "bob", t0), login(1, "bob", t0 + 1), login(2, "amy", t0 + 2)], 0)
         await wait_for(lambda: saved_offset(first, topic) == 3, 60, "a snapshot at the committed offset 3")
         first.kill()
         assert first.alerts() == []
@@ -507,7 +513,8 @@ async def test_correlation_state_survives_a_sigkill_through_periodic_snapshots(k
     second = _restart(first)
     try:
         await wait_for(second.ready, 90, "restarted instance ready")
-        await produce(kafka_server.bootstrap, topic, [login(3, "bob"), login(4, "amy")], 0)
+        now = time.time()
+        await produce(kafka_server.bootstrap, topic, [login(3, "bob", now), login(4, "amy", now)], 0)
         await wait_for(lambda: len(second.alerts()) >= 1, 60, "the correlation alert")
         await asyncio.sleep(1.0)  # a duplicate would show up within a few commit intervals
         alerts = second.alerts()
