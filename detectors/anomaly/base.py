@@ -228,6 +228,32 @@ def key_tuple(raw: Any) -> Key:
     return tuple(raw)
 
 
+class WindowedCheck(Check):
+    """A check that accumulates per key in fixed windows, closed as the watermark passes them.
+
+    ``open`` maps a window start to per-key accumulators; ``closed_upto`` is the start
+    of the oldest window still open, so an event before it comes too late to count.
+    """
+
+    def __init__(self, spec: CheckCommon, max_keys: int) -> None:
+        super().__init__(spec, max_keys)
+        self.open: dict[float, dict[Key, Any]] = {}
+        self.closed_upto: float | None = None
+
+    def is_late(self, t: float) -> bool:
+        return self.closed_upto is not None and t < self.closed_upto
+
+    def window_at(self, t: float, length: float) -> tuple[float, dict[Key, Any]]:
+        """Start and per-key accumulators of the window of ``length`` holding ``t`` (opened if new)."""
+        start = t - t % length
+        if self.closed_upto is None:
+            self.closed_upto = start
+        per_key = self.open.get(start)
+        if per_key is None:
+            per_key = self.open[start] = {}
+        return start, per_key
+
+
 def closed_until(closed_upto: float, window: float, watermark: float) -> float:
     """The new end of closed windows once ``watermark`` is reached (aligned to ``window``)."""
     if watermark < closed_upto + window:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-from detectors.anomaly.base import Check, closed_until, key_list, key_tuple
+from detectors.anomaly.base import WindowedCheck, closed_until, key_list, key_tuple
 from detectors.anomaly.keys import MISSING, Key, get_field, key_text
 from detectors.anomaly.spec import CardinalitySpec
 from detectors.model import Event, Match
@@ -32,7 +32,7 @@ ABS_DEV_TO_SIGMA = 1.2533
 CENTRE, DEV, N = 0, 1, 2
 
 
-class CardinalityCheck(Check):
+class CardinalityCheck(WindowedCheck):
     kind = "cardinality"
 
     def __init__(self, spec: CardinalitySpec, max_keys: int) -> None:
@@ -40,16 +40,11 @@ class CardinalityCheck(Check):
         self.s = spec
         self.alpha = 1 - 0.5 ** (1 / spec.halflife)
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
-        # window start -> key -> [counter, alerted]
-        self.open: dict[float, dict[Key, list[Any]]] = {}
-        self.closed_upto: float | None = None
+        # self.open: window start -> key -> [counter, alerted]
 
     @property
     def keys(self) -> LruMap[Key, Any]:
         return self._keys
-
-    def is_late(self, t: float) -> bool:
-        return self.closed_upto is not None and t < self.closed_upto
 
     def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
         raw = get_field(event, self.s.field)
@@ -57,12 +52,7 @@ class CardinalityCheck(Check):
             self.counters["missing_value"] += 1
             return []
         window = self.s.window
-        start = t - t % window
-        if self.closed_upto is None:
-            self.closed_upto = start
-        per_key = self.open.get(start)
-        if per_key is None:
-            per_key = self.open[start] = {}
+        start, per_key = self.window_at(t, window)
         slot = per_key.get(key)
         if slot is None:
             if len(per_key) >= self.max_keys:

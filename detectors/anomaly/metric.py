@@ -26,7 +26,7 @@ from statistics import median
 from typing import Any
 
 from detectors.anomaly import episodes
-from detectors.anomaly.base import Check, closed_until, key_list, key_tuple
+from detectors.anomaly.base import Check, WindowedCheck, closed_until, key_list, key_tuple
 from detectors.anomaly.keys import MISSING, Key, get_field
 from detectors.anomaly.spec import MetricSpec
 from detectors.model import Event, Match
@@ -55,7 +55,7 @@ def to_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-class MetricCheck(Check):
+class MetricCheck(WindowedCheck):
     kind = "metric"
 
     def __init__(self, spec: MetricSpec, max_keys: int) -> None:
@@ -66,8 +66,6 @@ class MetricCheck(Check):
         self.ring = spec.window_values if spec.model == "median_mad" else 0
         self.refresh = max(1, self.ring // 8)
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
-        self.open: dict[float, dict[Key, list[float]]] = {}
-        self.closed_upto: float | None = None
 
     @property
     def keys(self) -> LruMap[Key, Any]:
@@ -75,8 +73,8 @@ class MetricCheck(Check):
 
     def is_late(self, t: float) -> bool:
         if self.s.aggregate is not None:
-            return self.closed_upto is not None and t < self.closed_upto
-        return super().is_late(t)
+            return super().is_late(t)
+        return Check.is_late(self, t)
 
     def _value(self, event: Event) -> float | None:
         raw = get_field(event, self.s.field)
@@ -105,10 +103,7 @@ class MetricCheck(Check):
             found = self._score(key, state, x, t, t, t)
             return [found] if found is not None else []
         window = self.s.window
-        start = t - t % window
-        if self.closed_upto is None:
-            self.closed_upto = start
-        per_key = self.open.setdefault(start, {})
+        _, per_key = self.window_at(t, window)
         acc = per_key.get(key)
         if acc is None:
             if len(per_key) >= self.max_keys:

@@ -19,7 +19,15 @@ from __future__ import annotations
 from bisect import insort
 from typing import Any
 
-from detectors.anomaly.base import Check, closed_until, finite_or_none, key_list, key_tuple, none_to_neg_inf
+from detectors.anomaly.base import (
+    Check,
+    WindowedCheck,
+    closed_until,
+    finite_or_none,
+    key_list,
+    key_tuple,
+    none_to_neg_inf,
+)
 from detectors.anomaly.keys import Key
 from detectors.anomaly.selection import Matcher
 from detectors.anomaly.spec import RatioSpec, ThresholdSpec
@@ -71,7 +79,7 @@ class ThresholdCheck(Check):
         self._keys.evictions = int(state.get("evictions", 0))
 
 
-class RatioCheck(Check):
+class RatioCheck(WindowedCheck):
     kind = "ratio"
 
     def __init__(self, spec: RatioSpec, max_keys: int, matcher: Matcher) -> None:
@@ -80,23 +88,13 @@ class RatioCheck(Check):
         self.matcher = matcher
         self.hop = spec.window / spec.slices
         self._keys: LruMap[Key, _RatioKey] = LruMap(self.max_keys)
-        self.open: dict[float, dict[Key, list[int]]] = {}
-        self.closed_upto: float | None = None
 
     @property
     def keys(self) -> LruMap[Key, Any]:
         return self._keys
 
-    def is_late(self, t: float) -> bool:
-        return self.closed_upto is not None and t < self.closed_upto
-
     def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
-        start = t - t % self.hop
-        if self.closed_upto is None:
-            self.closed_upto = start
-        per_key = self.open.get(start)
-        if per_key is None:
-            per_key = self.open[start] = {}
+        _, per_key = self.window_at(t, self.hop)
         counts = per_key.get(key)
         if counts is None:
             if len(per_key) >= self.max_keys:

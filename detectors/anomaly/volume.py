@@ -32,7 +32,7 @@ from array import array
 from typing import Any
 
 from detectors.anomaly import episodes
-from detectors.anomaly.base import Check, key_list, key_tuple
+from detectors.anomaly.base import WindowedCheck, key_list, key_tuple
 from detectors.anomaly.keys import Key
 from detectors.anomaly.spec import DAY, WEEK, VolumeSpec
 from detectors.model import Event, Match
@@ -54,7 +54,7 @@ MAX_CATCHUP = 20_000
 """Empty intervals closed in one watermark jump at most (longer gaps are skipped and counted)."""
 
 
-class VolumeCheck(Check):
+class VolumeCheck(WindowedCheck):
     kind = "volume"
 
     def __init__(self, spec: VolumeSpec, max_keys: int) -> None:
@@ -72,23 +72,13 @@ class VolumeCheck(Check):
         self.a_weekly = 1 - 0.5 ** (1 / 3)  # one sample per weekday and week: half-life three weeks
         self.a_phi = 1 - 0.5 ** (spec.interval / DAY)
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
-        self.open: dict[float, dict[Key, int]] = {}
-        self.closed_upto: float | None = None
 
     @property
     def keys(self) -> LruMap[Key, Any]:
         return self._keys
 
-    def is_late(self, t: float) -> bool:
-        return self.closed_upto is not None and t < self.closed_upto
-
     def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
-        start = t - t % self.interval
-        if self.closed_upto is None:
-            self.closed_upto = start
-        counts = self.open.get(start)
-        if counts is None:
-            counts = self.open[start] = {}
+        start, counts = self.window_at(t, self.interval)
         if key in counts:
             counts[key] += 1
         elif len(counts) >= self.max_keys:
