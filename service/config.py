@@ -149,6 +149,9 @@ class KafkaSettings(_Strict):
     max_in_flight_batches: int = Field(default=4, ge=1)
     """Batches detected but not yet accepted by the router; beyond it partitions are paused."""
     max_message_bytes: int = Field(default=1_048_576, ge=1)
+    screen: bool = True
+    """Clear JSON messages no rule can match with the native screen (``detectors._native``)
+    before decoding; off, or without the native module, every message is decoded in Python."""
     commit_interval_s: float = Field(default=1.0, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)

@@ -27,7 +27,7 @@ from detectors.model import Match, Origin
 from detectors.sigma import RuleError
 from service import metrics
 from service.detection_metrics import CounterExport
-from service.sources.base import Item
+from service.sources.base import Item, Tick
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +262,9 @@ class Detector:
         newest = -math.inf
         for item in items:
             event = item.event
+            tick = type(item) is Tick
             try:
-                matches: list[Match] = evaluate(event, item.logsource)
+                matches: list[Match] = [] if tick else evaluate(event, item.logsource)
             except Exception:
                 log.exception("rule evaluation failed; event skipped", extra={"origin": item.origin.token()})
                 metrics.EVENTS_SKIPPED.labels("sigma", "error").inc()
@@ -294,7 +295,7 @@ class Detector:
             except Exception:
                 self._engine_failed("correlation")
             try:
-                if anomaly is not None:
+                if anomaly is not None and not tick:
                     found = anomaly.process(event, ts, item.logsource)
                     if found:
                         produced = [*produced, *found]

@@ -18,6 +18,9 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # --- ingest -----------------------------------------------------------------
 EVENTS = Counter("pipesentry_events", "Events decoded and evaluated, by source.", ["source"],
                  registry=REGISTRY)
+EVENTS_SCREENED = Counter(
+    "pipesentry_events_screened", "Kafka events the native screen cleared without decoding (no rule can "
+    "match them); counted in pipesentry_events_total too.", registry=REGISTRY)
 MESSAGES_REJECTED = Counter(
     "pipesentry_messages_rejected",
     "Messages that could not become events (reason: decode, oversize, utf8, depth, not_object, ...).",

@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,12 +28,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detectors.alert import Alert
 from detectors.model import Origin
+from detectors.sigma.screen import Screen
 from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.decoders import DecodeError
+from service.decoders.json import JsonObjectDecoder
 from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
-from service.sources.base import InputSpec, Item, RawMessage, Rejected, decode_batch
+from service.sources.base import InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
 from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,30 @@ def subscription_pattern(settings: KafkaSettings) -> str | None:
     return f"(?:{names})$|(?:{settings.topic_pattern})" if names else settings.topic_pattern
 
 
+Screening = tuple[Screen, list[str], int, int]
+"""A topic's native screen with its time fields (empty: time not needed), max bytes and depth."""
+ScreenResult = tuple[list[int], list[float], bool]
+"""Positions to decode, latest event time per cleared run, and whether times were read."""
+
+
+@dataclass(frozen=True)
+class Screened:
+    detection: Any
+    """The detection set whose rules the screen applied."""
+    results: dict[TopicPartition, ScreenResult]
+
+
+def _run_screens(jobs: list[tuple[TopicPartition, list[Any], Screening]]) -> dict[TopicPartition, ScreenResult]:
+    """Worker-thread body: every partition's records through its screen."""
+    out: dict[TopicPartition, ScreenResult] = {}
+    for tp, records, (screen, time_fields, max_bytes, max_depth) in jobs:
+        fallbacks = [record.timestamp for record in records] if time_fields else []
+        picked, latest = screen.scan([record.value for record in records], fallbacks, time_fields,
+                                     max_bytes, max_depth)
+        out[tp] = (picked, latest, bool(time_fields))
+    return out
+
+
 class KafkaRunner:
     """Consumes the configured topics in a consumer group until stopped; never loses an alert.
 
@@ -145,6 +172,8 @@ class KafkaRunner:
         self._abandon = False
         self._submitter_done = asyncio.Event()
         self._submitter_done.set()
+        self._rebalances = 0
+        self._screen_pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-screen")
 
     @property
     def ready(self) -> bool:
@@ -232,61 +261,138 @@ class KafkaRunner:
                 self._backpressure(consumer)
                 batches = await consumer.getmany(timeout_ms=200, max_records=max_batch)
                 if batches:
-                    self._queue.put_nowait(self._process(batches, consumer))
+                    screened = await self._screen_batches(batches)
+                    if screened is not None:
+                        self._queue.put_nowait(self._process(batches, consumer, screened))
         finally:
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
             if submitter.done():
                 self._submitter_done.set()
 
-    def _process(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer) -> _Work:
-        """Decode and detect one fetched batch (synchronous: the ruleset cannot change midway)."""
+    async def _screen_batches(self, batches: dict[TopicPartition, list[Any]]) -> Screened | None:
+        """Run the native screen over the fetched records in a worker thread (it releases the GIL,
+        so the event loop goes on fetching meanwhile). None: a rebalance happened meanwhile, and the
+        batch is dropped uncommitted (its partitions' owners re-read it from the committed offset).
+        """
+        current = self.detector.current
+        jobs: list[tuple[TopicPartition, list[Any], Screening]] = []
+        for tp, records in batches.items():
+            screening = self._screen(self.spec(tp.topic), current)
+            if screening is not None and records:
+                jobs.append((tp, records, screening))
+        if not jobs:
+            return Screened(current, {})
+        rebalances = self._rebalances
+        results = await asyncio.get_running_loop().run_in_executor(self._screen_pool, _run_screens, jobs)
+        if rebalances != self._rebalances:
+            return None
+        return Screened(current, results)
+
+    def _process(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer,
+                 screened: Screened | None = None) -> _Work:
+        """Decode and detect one fetched batch (synchronous: the ruleset cannot change midway).
+
+        Screen results are used only if the ruleset they were made for is still the current one.
+        """
         received = time.perf_counter()
         items: list[Item] = []
         rejected: list[Rejected] = []
         offsets: dict[TopicPartition, int] = {}
-        max_bytes = self.settings.max_message_bytes
         leaving = self._leaving
+        current = self.detector.current
+        results = screened.results if screened is not None and screened.detection is current else {}
+        events = 0
         for tp, records in batches.items():
             if not records or tp in leaving:
                 continue
-            topic, partition = tp.topic, tp.partition
-            spec = self.spec(topic)
-            decoder, logsource, time_fields = spec.decoder, spec.logsource, spec.time_fields
-            append = items.append
-            for record in records:
-                value = record.value
-                try:
-                    if value is None:
-                        raise DecodeError("empty", "message has no value (tombstone)")
-                    if len(value) > max_bytes:
-                        raise DecodeError("oversize", f"message of {len(value)} bytes exceeds {max_bytes}")
-                    events = decoder(value)
-                except Exception as exc:
-                    reason = exc.reason if isinstance(exc, DecodeError) else "decoder_error"
-                    headers = tuple((k, v or b"") for k, v in (record.headers or ()))
-                    origin = Origin("kafka", topic, partition, record.offset)
-                    rejected.append(Rejected(RawMessage(value or b"", origin, record.timestamp / 1000.0, headers,
-                                                        record.key), reason, str(exc)))
-                    metrics.MESSAGES_REJECTED.labels("kafka", reason).inc()
-                    continue
-                if len(events) == 1:
-                    append(Item(events[0], (topic, partition, record.offset), logsource, time_fields,
-                                record.timestamp / 1000.0))
-                else:
-                    for index, event in enumerate(events):
-                        sub = Origin("kafka", topic, partition, record.offset, str(index))
-                        append(Item(event, sub, logsource, time_fields, record.timestamp / 1000.0))
+            spec = self.spec(tp.topic)
+            result = results.get(tp)
+            if result is None:
+                events += self._decode(tp, records, range(len(records)), spec, items, rejected)
+            else:
+                events += self._cleared(tp, records, spec, result, items, rejected)
             next_offset = records[-1].offset + 1
             offsets[tp] = next_offset
             self._processed[tp] = next_offset
             high = consumer.highwater(tp)
             if high is not None:
                 self._lag[tp] = max(high - next_offset, 0)
-                metrics.KAFKA_CONSUMER_LAG.labels(topic, str(partition)).set(self._lag[tp])
+                metrics.KAFKA_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(self._lag[tp])
         alerts = self.detector.process(items) if items else []
-        metrics.EVENTS.labels("kafka").inc(len(items))
-        return _Work(alerts, rejected, offsets, received, len(items), self.partition_state.capture(offsets))
+        metrics.EVENTS.labels("kafka").inc(events)
+        return _Work(alerts, rejected, offsets, received, events, self.partition_state.capture(offsets))
+
+    def _decode(self, tp: TopicPartition, records: list[Any], positions: Sequence[int], spec: InputSpec,
+                items: list[Item], rejected: list[Rejected]) -> int:
+        """Decode the records at ``positions`` into ``items`` (rejects into ``rejected``);
+        returns the number of events decoded."""
+        before = len(items)
+        topic, partition = tp.topic, tp.partition
+        decoder, logsource, time_fields = spec.decoder, spec.logsource, spec.time_fields
+        max_bytes = self.settings.max_message_bytes
+        append = items.append
+        for position in positions:
+            record = records[position]
+            value = record.value
+            try:
+                if value is None:
+                    raise DecodeError("empty", "message has no value (tombstone)")
+                if len(value) > max_bytes:
+                    raise DecodeError("oversize", f"message of {len(value)} bytes exceeds {max_bytes}")
+                events = decoder(value)
+            except Exception as exc:
+                reason = exc.reason if isinstance(exc, DecodeError) else "decoder_error"
+                headers = tuple((k, v or b"") for k, v in (record.headers or ()))
+                origin = Origin("kafka", topic, partition, record.offset)
+                rejected.append(Rejected(RawMessage(value or b"", origin, record.timestamp / 1000.0, headers,
+                                                    record.key), reason, str(exc)))
+                metrics.MESSAGES_REJECTED.labels("kafka", reason).inc()
+                continue
+            if len(events) == 1:
+                append(Item(events[0], (topic, partition, record.offset), logsource, time_fields,
+                            record.timestamp / 1000.0))
+            else:
+                for index, event in enumerate(events):
+                    sub = Origin("kafka", topic, partition, record.offset, str(index))
+                    append(Item(event, sub, logsource, time_fields, record.timestamp / 1000.0))
+        return len(items) - before
+
+    def _screen(self, spec: InputSpec, current: Any) -> Screening | None:
+        """How to screen a topic's records, or None: decode them all.
+
+        Only plain JSON objects are screened, and only when no anomaly check runs (those
+        look at every event, matching or not).
+        """
+        decoder = spec.decoder
+        if type(decoder) is not JsonObjectDecoder or current.anomaly is not None or not self.settings.screen:
+            return None
+        screen_of = getattr(current.ruleset, "screen", None)
+        screen = screen_of(spec.logsource) if screen_of is not None else None
+        if screen is None:
+            return None
+        time_fields = list(spec.time_fields) if current.stateful else []
+        return screen, time_fields, min(self.settings.max_message_bytes, decoder.max_bytes), decoder.max_depth
+
+    def _cleared(self, tp: TopicPartition, records: list[Any], spec: InputSpec, result: ScreenResult,
+                 items: list[Item], rejected: list[Rejected]) -> int:
+        """Decode only the records the screen could not clear; the cleared ones become one
+        :class:`Tick` per run (their latest event time) when stateful detectors need time.
+        Returns the number of events: cleared plus decoded."""
+        picked, latest, timed = result
+        cleared = len(records) - len(picked)
+        metrics.EVENTS_SCREENED.inc(cleared)
+        if not timed:
+            return cleared + self._decode(tp, records, picked, spec, items, rejected)
+        decoded = 0
+        run_end = [*picked, len(records)]
+        for run, ts in enumerate(latest):
+            if ts == ts:  # not NaN: the run before this position was not empty
+                last = records[run_end[run] - 1]
+                items.append(Tick((tp.topic, tp.partition, last.offset), spec.logsource, ts))
+            if run < len(picked):
+                decoded += self._decode(tp, records, picked[run:run + 1], spec, items, rejected)
+        return cleared + decoded
 
     def busy_scopes(self) -> set[tuple[str, int] | None]:
         """Scopes with records left to read: their event time must not be moved on by the heartbeat.
@@ -373,6 +479,7 @@ class KafkaRunner:
         Records of ``leaving`` partitions fetched from now on are not processed (the next owner
         reads them), so the state handed over matches the committed offset exactly.
         """
+        self._rebalances += 1  # a batch being screened meanwhile is dropped (see _screen_batches)
         if leaving:
             self._leaving |= leaving
         try:
@@ -392,6 +499,7 @@ class KafkaRunner:
         await self.partition_state.take_over(consumer, partitions)
 
     def _set_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._rebalances += 1
         self.assigned = assigned
         metrics.KAFKA_PARTITIONS_ASSIGNED.set(len(assigned))
 

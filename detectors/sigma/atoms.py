@@ -125,11 +125,12 @@ class Atom:
 class TextAtom(Atom):
     """String, number and boolean equality with wildcards; case-insensitive unless ``cased``."""
 
-    __slots__ = ("cased", "glob", "kind", "literal")
+    __slots__ = ("cased", "glob", "kind", "literal", "pattern")
 
     def __init__(self, field: str | None, display: str, pattern: Pattern, cased: bool,
                  glob: Callable[[str], bool] | None) -> None:
         super().__init__(field, display)
+        self.pattern = pattern
         self.kind = pattern.kind
         self.literal = pattern.literal
         self.cased = cased
@@ -169,12 +170,14 @@ class TextAtom(Atom):
 class RegexAtom(Atom):
     """``|re``: unanchored search on the value's text; prefiltered by a required literal."""
 
-    __slots__ = ("search",)
+    __slots__ = ("re2_source", "search")
 
     def __init__(self, field: str | None, display: str, search: Callable[[str], bool],
-                 literals: list[str] | None) -> None:
+                 literals: list[str] | None, re2_source: str | None = None) -> None:
         super().__init__(field, display)
         self.search = search
+        self.re2_source = re2_source
+        """The pattern when it runs on RE2 (the native screen may then run it too), else None."""
         for literal in literals or ():
             self.keys.append((literal, Mode.VERIFY))
 

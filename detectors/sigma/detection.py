@@ -153,8 +153,8 @@ def _regex(field: str | None, display: str, value: SigmaRegularExpression, table
     source = (f"(?{flags})" if flags else "") + str(value.regexp)
 
     def build() -> RegexAtom:
-        search, _on_re2 = compile_regex(source, table.counters)
-        return RegexAtom(field, display, search, required_literals(source))
+        search, on_re2 = compile_regex(source, table.counters)
+        return RegexAtom(field, display, search, required_literals(source), source if on_re2 else None)
     return table.intern(("re", field, source), build)
 
 

@@ -11,6 +11,7 @@ from detectors.sigma.atoms import Atom, View
 from detectors.sigma.compiled import CompiledRule, Context, make_match
 from detectors.sigma.fields import flatten
 from detectors.sigma.index import RuleIndex
+from detectors.sigma.screen import Screen, build
 
 MAX_ROUTES = 256
 """Distinct event log sources whose route is cached (the cache is reset beyond that)."""
@@ -19,10 +20,17 @@ MAX_ROUTES = 256
 class Route:
     """The indexes to consult for one event log source."""
 
-    __slots__ = ("indexes",)
+    __slots__ = ("_screen", "indexes")
 
     def __init__(self, indexes: list[RuleIndex]) -> None:
         self.indexes = indexes
+        self._screen: Screen | bool | None = False
+        """The route's native screen, built on first request (None: not available)."""
+
+    def screen(self, atoms: list[Atom]) -> Screen | None:
+        if self._screen is False:
+            self._screen = build(self.indexes[0], atoms) if len(self.indexes) == 1 else None
+        return self._screen  # type: ignore[return-value]
 
     def evaluate(self, event: Event, atoms: list[Atom]) -> list[Match]:
         flat = flatten(event)
@@ -97,6 +105,10 @@ class Ruleset:
             self._by_source.clear()
         self._by_source[logsource] = route
         return route
+
+    def screen(self, logsource: LogSource | None = None) -> Screen | None:
+        """The native screen of ``logsource``'s route (see :mod:`detectors.sigma.screen`), if built."""
+        return self._route(logsource).screen(self._atoms)
 
     def evaluate(self, event: Event, logsource: LogSource | None = None) -> list[Match]:
         """Matches of every rule (covering ``logsource``, when given) on ``event``, in rule order."""

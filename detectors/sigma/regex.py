@@ -73,7 +73,7 @@ def compile_regex(source: str, counters: dict[str, int]) -> tuple[Searcher, bool
         compiled = None
     if compiled is not None:
         test = re2_test(compiled)
-        if "$" in source and not _multiline(source):
+        if dollar_before_newline(source):
             # PCRE's (and Python's) "$" also matches before a final newline; RE2's does not.
             return (lambda text: test(text) or (text[-1:] == "\n" and test(text[:-1]))), True
         return test, True
@@ -96,6 +96,11 @@ def compile_regex(source: str, counters: dict[str, int]) -> tuple[Searcher, bool
         return py_search(text) is not None
 
     return guarded, False
+
+
+def dollar_before_newline(source: str) -> bool:
+    """Whether the RE2 search also tries the value without its final newline (PCRE's ``$``)."""
+    return "$" in source and not _multiline(source)
 
 
 def _multiline(source: str) -> bool:

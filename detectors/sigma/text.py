@@ -54,6 +54,8 @@ class Pattern:
     """The whole literal (EXACT/PREFIX/SUFFIX/CONTAINS) or the longest literal piece (GLOB)."""
     regex: str = ""
     """Regex source matched in full against the value (GLOB only)."""
+    glob: tuple[tuple[int, str], ...] = ()
+    """The same GLOB as (0, literal) / (1, "*") / (2, "?") parts, for the native screen."""
 
 
 def string_parts(value: SigmaString) -> list[Part]:
@@ -90,4 +92,5 @@ def pattern_of(parts: list[Part], fold: bool) -> Pattern:
     pieces = [p for p in lits if isinstance(p, str)]
     longest = max(pieces, key=len) if pieces else ""
     source = "".join(re.escape(p) if isinstance(p, str) else (".*" if p is star else ".") for p in lits)
-    return Pattern(Kind.GLOB, longest, "(?s)" + source)
+    glob = tuple((0, p) if isinstance(p, str) else ((1, "*") if p is star else (2, "?")) for p in lits)
+    return Pattern(Kind.GLOB, longest, "(?s)" + source, glob)

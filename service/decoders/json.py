@@ -65,13 +65,22 @@ def parse_object(data: bytes, max_depth: int, max_bytes: int) -> dict[str, Any]:
     return value
 
 
+class JsonObjectDecoder:
+    """The ``json`` decoder; its limits are public so the Kafka loop can hand raw messages to
+    the native screen (:mod:`detectors.sigma.screen`), which must refuse what this refuses."""
+
+    __slots__ = ("max_bytes", "max_depth")
+
+    def __init__(self, max_depth: int, max_bytes: int) -> None:
+        self.max_depth = max_depth
+        self.max_bytes = max_bytes
+
+    def __call__(self, data: bytes) -> list[dict[str, Any]]:
+        return [parse_object(data, self.max_depth, self.max_bytes)]
+
+
 def factory(options: Mapping[str, Any]) -> Decoder:
-    max_depth, max_bytes = _options(options)
-
-    def decode_json(data: bytes) -> list[dict[str, Any]]:
-        return [parse_object(data, max_depth, max_bytes)]
-
-    return decode_json
+    return JsonObjectDecoder(*_options(options))
 
 
 def ndjson_factory(options: Mapping[str, Any]) -> Decoder:

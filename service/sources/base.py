@@ -92,6 +92,16 @@ class Item:
         return self.fallback_time
 
 
+class Tick(Item):
+    """Events the native screen cleared (no rule can match them), as one item at their latest
+    event time: stateful detectors see time pass as they would have from each event."""
+
+    __slots__ = ()
+
+    def __init__(self, origin: tuple[str, int, int], logsource: LogSource | None, ts: float) -> None:
+        super().__init__({}, origin, logsource, (), ts)
+
+
 @dataclass(slots=True)
 class Rejected:
     """A message no decoder could read: the original, where it came from, and why."""

@@ -1,0 +1,200 @@
+//! pipesentry's native screen (`detectors._native`).
+//!
+//! Most log events match no rule. The Python engine still pays for decoding,
+//! flattening and scanning each one; this module reads raw JSON messages and
+//! answers, per message, whether the Python engine could match it. The answer
+//! is conservative: "no" only when the Python engine would certainly return no
+//! match, otherwise the message goes through the full Python path. For the
+//! messages it clears it also reads their event time, so stateful detectors
+//! still see time pass. See `detectors/sigma/screen.py` for the Python side.
+
+mod glob;
+mod plan;
+mod time;
+mod walk;
+
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use plan::{Check, FastMap, FieldPlan, Key, Plan};
+use walk::Walk;
+
+type ExactIn = Vec<(String, Vec<u32>, Vec<u32>)>;
+type KeyIn = Vec<(String, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)>;
+type FieldIn = (ExactIn, Vec<u32>, KeyIn);
+type CheckIn = (u32, i32, String, bool, Vec<(u8, String)>);
+
+fn field_plan(input: FieldIn, key_base: &mut usize) -> FieldPlan {
+    let (exact_in, every, keys_in) = input;
+    let mut exact = FastMap::default();
+    for (key, plain, verify) in exact_in {
+        exact.insert(key.into_bytes(), (plain, verify));
+    }
+    let keys: Vec<Key> = keys_in
+        .into_iter()
+        .map(|(text, anywhere, prefix, suffix, verify)| Key { text: text.into_bytes(), anywhere, prefix, suffix, verify })
+        .collect();
+    let base = *key_base;
+    *key_base += keys.len();
+    FieldPlan::new(exact, every, keys, base)
+}
+
+/// The screen of one route (the rules of one event log source).
+#[pyclass(module = "detectors._native", frozen)]
+struct Screen {
+    plan: Plan,
+}
+
+#[pymethods]
+impl Screen {
+    /// Build from the plan `detectors.sigma.screen.export_plan` makes of a route's index.
+    #[new]
+    #[allow(clippy::type_complexity)]
+    fn new(
+        fields: Vec<(String, FieldIn)>,
+        keywords: Option<FieldIn>,
+        checks: Vec<CheckIn>,
+        triggers: Vec<(u32, Vec<u32>)>,
+        rest: Vec<Vec<Vec<u32>>>,
+        always: bool,
+        atom_count: usize,
+    ) -> PyResult<Self> {
+        let mut key_base = 0usize;
+        let mut field_map = FastMap::default();
+        let mut indexed = vec![false; atom_count];
+        let mark = |fp: &FieldPlan, indexed: &mut Vec<bool>| -> PyResult<()> {
+            let atoms = fp.every.iter()
+                .chain(fp.exact.values().flat_map(|(a, b)| a.iter().chain(b.iter())))
+                .chain(fp.keys.iter().flat_map(|k| k.anywhere.iter().chain(&k.prefix).chain(&k.suffix).chain(&k.verify)));
+            for &atom in atoms {
+                *indexed.get_mut(atom as usize).ok_or_else(|| PyValueError::new_err("atom id out of range"))? = true;
+            }
+            Ok(())
+        };
+        for (path, input) in fields {
+            let fp = field_plan(input, &mut key_base);
+            mark(&fp, &mut indexed)?;
+            field_map.insert(path, fp);
+        }
+        let keywords = match keywords {
+            Some(input) => {
+                let fp = field_plan(input, &mut key_base);
+                mark(&fp, &mut indexed)?;
+                Some(fp)
+            }
+            None => None,
+        };
+        let range = |atom: u32| -> PyResult<usize> {
+            if (atom as usize) < atom_count { Ok(atom as usize) } else { Err(PyValueError::new_err("atom id out of range")) }
+        };
+        let mut check_map: Vec<Option<Check>> = (0..atom_count).map(|_| None).collect();
+        for (atom, kind, literal, cased, parts) in checks {
+            let check = if kind == -1 {
+                Check::regex(&literal, cased)
+            } else if kind < 0 {
+                Check::Assume
+            } else {
+                Check::Text { kind: kind as u8, literal: literal.into_bytes(), cased, glob: glob::tokens(&parts) }
+            };
+            check_map[range(atom)?] = Some(check);
+        }
+        for clause in rest.iter().flatten() {
+            if clause.iter().any(|&a| a as usize >= atom_count) {
+                return Err(PyValueError::new_err("atom id out of range"));
+            }
+        }
+        let mut trigger_table = vec![Vec::new(); atom_count];
+        for (atom, positions) in triggers {
+            if positions.iter().any(|&p| p as usize >= rest.len()) {
+                return Err(PyValueError::new_err("rule position out of range"));
+            }
+            trigger_table[range(atom)?] = positions;
+        }
+        let plan = Plan {
+            fields: field_map,
+            keywords,
+            checks: check_map,
+            triggers: trigger_table,
+            rest,
+            indexed,
+            always,
+            atom_count,
+            key_count: key_base,
+        };
+        Ok(Screen { plan })
+    }
+
+    /// Screen raw messages: returns the positions that must take the Python path (they may
+    /// match, or the screen cannot tell) and, per run of cleared messages before, between and
+    /// after them, the latest event time of the run (NaN for an empty run or no time fields).
+    ///
+    /// A cleared message without a readable time field counts at its `fallbacks` entry
+    /// (milliseconds), as the Python path would.
+    #[pyo3(signature = (values, fallbacks, time_fields, max_bytes, max_depth))]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        values: &Bound<'_, PyList>,
+        fallbacks: &Bound<'_, PyList>,
+        time_fields: Vec<String>,
+        max_bytes: usize,
+        max_depth: usize,
+    ) -> PyResult<(Vec<usize>, Vec<f64>)> {
+        let timed = !time_fields.is_empty();
+        if timed && fallbacks.len() != values.len() {
+            return Err(PyValueError::new_err("fallbacks and values differ in length"));
+        }
+        let stamps: Vec<i64> = if timed { fallbacks.extract()? } else { Vec::new() };
+        let owned: Vec<Option<Bound<'_, PyBytes>>> =
+            values.iter().map(|v| v.cast_into::<PyBytes>().ok()).collect();
+        let messages: Vec<Option<&[u8]>> = owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect();
+        // bytes are immutable and held by `owned`: the walk runs without the GIL
+        Ok(py.detach(|| self.screen(&messages, &stamps, &time_fields, max_bytes, max_depth)))
+    }
+}
+
+impl Screen {
+    fn screen(&self, messages: &[Option<&[u8]>], stamps: &[i64], time_fields: &[String], max_bytes: usize,
+              max_depth: usize) -> (Vec<usize>, Vec<f64>) {
+        let timed = !time_fields.is_empty();
+        let mut walk = Walk::new(&self.plan, time_fields, max_depth);
+        let mut picked = Vec::new();
+        let mut latest = vec![f64::NAN];
+        for (position, message) in messages.iter().enumerate() {
+            let cleared = match message {
+                Some(data) => data.len() <= max_bytes && walk.run(data) && !self.plan.candidate(&walk.hits),
+                None => false,
+            };
+            let ts = match (cleared, timed) {
+                (false, _) => None,
+                (true, false) => Some(f64::NAN),
+                (true, true) => match walk.time() {
+                    Ok(Some(ts)) => Some(ts),
+                    Ok(None) => Some(stamps[position] as f64 / 1000.0),
+                    Err(()) => None,
+                },
+            };
+            match ts {
+                Some(ts) => {
+                    let last = latest.last_mut().expect("one run at least");
+                    if last.is_nan() || ts > *last {
+                        *last = ts;
+                    }
+                }
+                None => {
+                    picked.push(position);
+                    latest.push(f64::NAN);
+                }
+            }
+        }
+        (picked, latest)
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Screen>()?;
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! One pass over a raw JSON message: Sigma field paths as the Python engine flattens them
+//! (lower-cased keys joined by dots, list elements under their list's path), each scalar
+//! scanned against its field's plan, plus the event-time fields (case-sensitive, as
+//! `service.sources.base.lookup` reads them).
+//!
+//! Whatever the walk cannot decide the way Python would (non-ASCII values in scanned fields,
+//! fractional numbers, unusual timestamps, messages Python may reject) makes the event
+//! `unsure`: it then goes the Python way.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::plan::{Hits, Plan};
+use crate::time::{self, Read};
+
+/// A time field's value as found: a number, a string, or anything else (not a timestamp).
+#[derive(Clone)]
+pub enum Stamp {
+    Number(f64),
+    Text(String),
+    Other,
+}
+
+const BIG: f64 = 9.2e18;
+
+pub struct Walk<'p> {
+    plan: &'p Plan,
+    time_fields: &'p [String],
+    max_depth: usize,
+    pub hits: Hits,
+    pub unsure: bool,
+    path: String,
+    raw: String,
+    /// Containers entered; the top-level object is depth 1.
+    depth: usize,
+    /// Lists entered: nested time lookup does not go through lists.
+    lists: usize,
+    /// Keys on the raw path that contain a dot (nested time lookup splits on dots).
+    dotted: usize,
+    pending: Vec<(usize, bool)>,
+    flat: Vec<Option<Stamp>>,
+    nested: Vec<Option<Stamp>>,
+    /// Per time field and parent level, times that parent was seen: twice means a duplicated
+    /// key, which Python resolves by keeping the last one (unsure).
+    parents: Vec<Vec<u32>>,
+    number: String,
+    folded: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Stop;
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stop")
+    }
+}
+
+impl<'p> Walk<'p> {
+    pub fn new(plan: &'p Plan, time_fields: &'p [String], max_depth: usize) -> Self {
+        Walk {
+            plan,
+            time_fields,
+            max_depth,
+            hits: Hits::new(plan.atom_count, plan.key_count),
+            unsure: false,
+            path: String::new(),
+            raw: String::new(),
+            depth: 0,
+            lists: 0,
+            dotted: 0,
+            pending: Vec::new(),
+            flat: vec![None; time_fields.len()],
+            nested: vec![None; time_fields.len()],
+            parents: time_fields.iter().map(|n| vec![0; n.matches('.').count()]).collect(),
+            number: String::new(),
+            folded: Vec::new(),
+        }
+    }
+
+    /// Walk one message; false when it is not one JSON object Python would read the same way.
+    pub fn run(&mut self, data: &[u8]) -> bool {
+        self.hits.reset();
+        self.unsure = false;
+        self.path.clear();
+        self.raw.clear();
+        self.depth = 0;
+        self.lists = 0;
+        self.dotted = 0;
+        self.pending.clear();
+        self.flat.iter_mut().for_each(|s| *s = None);
+        self.nested.iter_mut().for_each(|s| *s = None);
+        self.parents.iter_mut().flatten().for_each(|s| *s = 0);
+        let mut reader = serde_json::Deserializer::from_slice(data);
+        if (Root { walk: self }).deserialize(&mut reader).is_err() || reader.end().is_err() {
+            return false;
+        }
+        !self.unsure && !self.parents.iter().flatten().any(|&n| n > 1)
+    }
+
+    /// Event time from the time fields, in order; `Err` when a value needs Python's parser.
+    pub fn time(&self) -> Result<Option<f64>, ()> {
+        for (i, name) in self.time_fields.iter().enumerate() {
+            let value = match (&self.flat[i], name.contains('.')) {
+                (Some(v), _) => v,
+                (None, true) => match &self.nested[i] {
+                    Some(v) => v,
+                    None => continue,
+                },
+                (None, false) => continue,
+            };
+            let read = match value {
+                Stamp::Number(n) if n.abs() < BIG => time::number(*n),
+                Stamp::Number(_) => Read::Unsure,
+                Stamp::Text(t) => time::string(t),
+                Stamp::Other => Read::Not,
+            };
+            match read {
+                Read::At(ts) => return Ok(Some(ts)),
+                Read::Not => continue,
+                Read::Unsure => return Err(()),
+            }
+        }
+        Ok(None)
+    }
+
+    fn key(&mut self, key: &str) -> (usize, usize) {
+        let saved = (self.path.len(), self.raw.len());
+        if !self.path.is_empty() {
+            self.path.push('.');
+        }
+        if key.is_ascii() {
+            self.path.extend(key.chars().map(|c| c.to_ascii_lowercase()));
+        } else {
+            self.path.push_str(&key.to_lowercase());
+        }
+        self.pending.clear();
+        if self.time_fields.is_empty() || self.lists > 0 {
+            return saved;
+        }
+        if self.depth == 1 {
+            for (i, name) in self.time_fields.iter().enumerate() {
+                if name == key {
+                    self.pending.push((i, true));
+                }
+            }
+        }
+        if !self.raw.is_empty() {
+            self.raw.push('.');
+        }
+        self.raw.push_str(key);
+        if key.contains('.') {
+            self.dotted += 1;
+        }
+        if self.dotted == 0 {
+            for (i, name) in self.time_fields.iter().enumerate() {
+                if self.depth >= 2 && *name == self.raw {
+                    self.pending.push((i, false));
+                } else if name.len() > self.raw.len() && name.starts_with(self.raw.as_str())
+                    && name.as_bytes()[self.raw.len()] == b'.'
+                {
+                    self.parents[i][self.depth - 1] += 1;
+                }
+            }
+        }
+        saved
+    }
+
+    fn unkey(&mut self, saved: (usize, usize), key: &str) {
+        if self.lists == 0 && !self.time_fields.is_empty() && key.contains('.') {
+            self.dotted -= 1;
+        }
+        self.path.truncate(saved.0);
+        self.raw.truncate(saved.1);
+        self.pending.clear();
+    }
+
+    fn stamp(&mut self, value: Option<Stamp>) {
+        for &(i, flat) in &self.pending {
+            if flat {
+                self.flat[i] = value.clone();
+            } else {
+                self.nested[i] = value.clone();
+            }
+        }
+        self.pending.clear();
+    }
+
+    fn enter<E: de::Error>(&mut self, list: bool) -> Result<(), E> {
+        if !self.pending.is_empty() {
+            self.stamp(Some(Stamp::Other));
+        }
+        self.depth += 1;
+        if list {
+            self.lists += 1;
+        }
+        if self.depth > self.max_depth {
+            return Err(E::custom(Stop)); // Python rejects it: let Python say so
+        }
+        Ok(())
+    }
+
+    fn text<E: de::Error>(&mut self, text: &str, string: bool) -> Result<(), E> {
+        let plan = self.plan;
+        let field = plan.fields.get(self.path.as_str());
+        let keyword = if string { plan.keywords.as_ref() } else { None };
+        if field.is_none() && keyword.is_none() {
+            return Ok(());
+        }
+        if !text.is_ascii() {
+            self.unsure = true;
+            return Err(E::custom(Stop));
+        }
+        self.folded.clear();
+        self.folded.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+        let folded = std::mem::take(&mut self.folded);
+        if let Some(field) = field {
+            plan.scan(field, text.as_bytes(), &folded, &mut self.hits);
+        }
+        if let Some(keywords) = keyword {
+            plan.scan(keywords, text.as_bytes(), &folded, &mut self.hits);
+        }
+        self.folded = folded;
+        Ok(())
+    }
+
+    fn integer<E: de::Error>(&mut self, value: impl fmt::Display + Copy, as_float: f64) -> Result<(), E> {
+        if !self.pending.is_empty() {
+            self.stamp(Some(Stamp::Number(as_float)));
+        }
+        if self.plan.fields.contains_key(self.path.as_str()) {
+            use fmt::Write;
+            let mut number = std::mem::take(&mut self.number);
+            number.clear();
+            let _ = write!(number, "{value}");
+            let result = self.text(&number, false);
+            self.number = number;
+            return result;
+        }
+        Ok(())
+    }
+}
+
+struct Root<'a, 'p> {
+    walk: &'a mut Walk<'p>,
+}
+
+impl<'de> DeserializeSeed<'de> for Root<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(RootVisitor { walk: self.walk })
+    }
+}
+
+struct RootVisitor<'a, 'p> {
+    walk: &'a mut Walk<'p>,
+}
+
+impl<'de> Visitor<'de> for RootVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        Node { walk: self.walk }.visit_map(map)
+    }
+}
+
+struct Node<'a, 'p> {
+    walk: &'a mut Walk<'p>,
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        if !self.walk.pending.is_empty() {
+            self.walk.stamp(None);
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        if !self.walk.pending.is_empty() {
+            self.walk.stamp(Some(Stamp::Other));
+        }
+        self.walk.text(if v { "true" } else { "false" }, false)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.walk.integer(v, v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.walk.integer(v, v as f64)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        let walk = self.walk;
+        if v.is_finite() && v.fract() == 0.0 && v.abs() < BIG {
+            return walk.integer(v as i64, v);
+        }
+        if !walk.pending.is_empty() {
+            walk.stamp(Some(Stamp::Number(v)));
+        }
+        if walk.plan.fields.contains_key(walk.path.as_str()) {
+            walk.unsure = true; // Python's repr of a fraction: not reproduced here
+            return Err(E::custom(Stop));
+        }
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.visit_str(v)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        let walk = self.walk;
+        if !walk.pending.is_empty() {
+            walk.stamp(Some(Stamp::Text(v.to_owned())));
+        }
+        walk.text(v, true)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let walk = self.walk;
+        walk.enter::<A::Error>(true)?;
+        while seq.next_element_seed(Node { walk: &mut *walk })?.is_some() {}
+        walk.depth -= 1;
+        walk.lists -= 1;
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let walk = self.walk;
+        walk.enter::<A::Error>(false)?;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let saved = walk.key(&key);
+            map.next_value_seed(Node { walk: &mut *walk })?;
+            walk.unkey(saved, &key);
+        }
+        walk.depth -= 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+"""The native screen never clears an event the Python engine matches, over the whole corpus.
+
+Events: each SigmaHQ rule's own generated events (matching and near-miss, as in
+``test_differential.py``) and the realistic benchmark corpus, screened through
+the route of every rule set a service would use (all rules, and the event's own
+log source). A cleared event must have no match, and its event time must be the
+one the Python path reads. The screen must also clear most events without a
+match, or it would be a no-op that passes trivially.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from sigma.rule import SigmaRule
+
+from bench.eventgen import generate
+from detectors.model import LogSource
+from detectors.sigma import LoadResult, Ruleset
+from detectors.sigma.screen import AVAILABLE
+from service.sources.base import Item
+from tests.conformance.eventgen_sigma import rule_events
+
+pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+
+TIME_FIELDS = ["@timestamp", "timestamp", "time", "UtcTime"]
+FALLBACK_MS = 1_700_000_000_123
+
+
+@pytest.fixture(scope="module", autouse=True)
+def native() -> None:
+    if not AVAILABLE:
+        if os.environ.get("CI"):
+            pytest.fail("the native screen (detectors._native) was not built: is cargo on the PATH?")
+        pytest.skip("the native screen is not built (no Rust toolchain at install time)")
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.events = 0
+        self.matching = 0
+        self.cleared = 0
+        self.problems: list[str] = []
+
+    def check(self, ruleset: Ruleset, logsource: LogSource | None, events: list[dict[str, Any]]) -> None:
+        screen = ruleset.screen(logsource)
+        assert screen is not None
+        raws = [orjson.dumps(event, default=str) for event in events]
+        for raw in raws:
+            picked, latest = screen.scan([raw], [FALLBACK_MS], TIME_FIELDS, 1 << 20, 64)
+            decoded = orjson.loads(raw)
+            matches = ruleset.evaluate(decoded, logsource)
+            self.events += 1
+            self.matching += bool(matches)
+            if picked:
+                continue
+            self.cleared += 1
+            if matches:
+                self.problems.append(f"cleared but matches {[m.rule.title for m in matches]}: {raw[:300]!r}")
+            want = Item(decoded, ("t", 0, 0), logsource, tuple(TIME_FIELDS), FALLBACK_MS / 1000.0).time()
+            if latest[0] != want:
+                self.problems.append(f"time {latest[0]} != Python's {want}: {raw[:300]!r}")
+
+    def assert_sound(self) -> None:
+        assert not self.problems, f"{len(self.problems)} problems:\n" + "\n".join(self.problems[:30])
+        quiet = self.events - self.matching
+        assert self.matching > 0 and quiet > 0
+        assert self.cleared >= 0.5 * quiet, f"only {self.cleared} of {quiet} non-matching events cleared"
+
+
+def _by_logsource(rules: list[tuple[str, SigmaRule]]) -> Iterator[tuple[LogSource, list[dict[str, Any]]]]:
+    grouped: dict[LogSource, list[dict[str, Any]]] = defaultdict(list)
+    for _, rule in rules:
+        ls = rule.logsource
+        grouped[LogSource(ls.product, ls.category, ls.service)].extend(rule_events(rule))
+    yield from grouped.items()
+
+
+def test_rule_events_cleared_only_without_a_match(sigmahq: LoadResult,
+                                                  sigmahq_parsed: list[tuple[str, SigmaRule]]) -> None:
+    tally = Tally()
+    for logsource, events in _by_logsource(sigmahq_parsed):
+        tally.check(sigmahq.ruleset, logsource, events)
+    print(f"screen: {tally.events} events, {tally.matching} matching, {tally.cleared} cleared")
+    tally.assert_sound()
+
+
+def test_rule_events_on_the_all_rules_route(sigmahq: LoadResult,
+                                            sigmahq_parsed: list[tuple[str, SigmaRule]]) -> None:
+    """Without a configured log source every rule applies (keyword rules included)."""
+    tally = Tally()
+    sample = [event for _, events in _by_logsource(sigmahq_parsed) for event in events[::4]]
+    tally.check(sigmahq.ruleset, None, sample)
+    tally.assert_sound()
+
+
+def test_realistic_events(sigmahq: LoadResult) -> None:
+    tally = Tally()
+    grouped: dict[LogSource, list[dict[str, Any]]] = defaultdict(list)
+    for logsource, event in generate(20_000, seed=5, suspicious_share=0.08):
+        grouped[logsource].append(dict(event))
+    for logsource, events in grouped.items():
+        tally.check(sigmahq.ruleset, logsource, events)
+    tally.assert_sound()
