@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import orjson
 import yaml
 
 from detectors.model import LogSource, Match
@@ -32,10 +33,20 @@ def build(*texts: str, pipelines: tuple[str, ...] = ()) -> Ruleset:
 
 
 def agree(ruleset: Ruleset, event: Any, logsource: LogSource | None = None) -> list[Match]:
-    """Evaluate with the index and naively; both must give the same matches."""
+    """Evaluate with the index and naively; both must give the same matches, and the native
+    screen (when built) must not clear a matching event."""
     fast = ruleset.evaluate(event, logsource)
     slow = ruleset.evaluate_naive(event, logsource)
     assert [(m.rule.id, m.fields) for m in fast] == [(m.rule.id, m.fields) for m in slow]
+    screen = ruleset.screen(logsource)
+    if fast and screen is not None and isinstance(event, dict):
+        try:
+            raw = orjson.dumps(event)
+        except TypeError:  # not JSON (bytes, dates ...): no Kafka message looks like it
+            return fast
+        if orjson.loads(raw) == event:
+            picked, _ = screen.scan([raw], [], [], 1 << 20, 64)
+            assert picked == [0], f"the screen cleared a matching event: {raw!r}"
     return fast
 
 

@@ -1,0 +1,231 @@
+"""The native screen: what it clears, what it must hand to Python, and the event time it reads.
+
+Every engine test's matching events are also checked against the screen (see
+``tests.unit.test_sigma_support.agree``); these tests pin the cases where it must
+defer to Python, and that it does clear ordinary non-matching events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from detectors.model import LogSource
+from detectors.sigma.screen import AVAILABLE
+from service.config import EventSettings, KafkaSettings
+from service.decoders import DecodeError
+from service.decoders.json import parse_object
+from service.detection import Detector, compile_detection
+from service.sources.base import Item
+from tests.unit.test_sigma_support import build, rule_yaml
+from tests.unit.test_sources import FakeConsumer, FakeDeadLetters, Record, ScriptedRouter, eventually
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason="the native screen is not built (no Rust toolchain)")
+
+LS = LogSource(product="test")
+
+
+def scan(detection: dict[str, Any], *events: Any, time_fields: list[str] | None = None,
+         fallbacks: list[int] | None = None, max_bytes: int = 1 << 20, max_depth: int = 64,
+         ) -> tuple[list[int], list[float]]:
+    screen = build(rule_yaml(detection)).screen(LS)
+    assert screen is not None
+    raws = [e if isinstance(e, bytes) or e is None else orjson.dumps(e) for e in events]
+    return screen.scan(raws, fallbacks or [0] * len(raws), time_fields or [], max_bytes, max_depth)
+
+
+CASES = [
+    ({"sel": {"Image": "C:\\Tools\\PsExec.exe"}, "condition": "sel"},
+     {"Image": "c:\\tools\\psexec.EXE"}, {"Image": "c:\\tools\\psexec.exe.bak"}),
+    ({"sel": {"CommandLine|contains": "-enc "}, "condition": "sel"},
+     {"CommandLine": "powershell -ENC abc"}, {"CommandLine": "powershell -encoded"}),
+    ({"sel": {"url|startswith": "/admin"}, "condition": "sel"}, {"url": "/ADMIN/x"}, {"url": "/x/admin"}),
+    ({"sel": {"url|endswith": ".php"}, "condition": "sel"}, {"url": "/a.PHP"}, {"url": "/a.php?x"}),
+    ({"sel": {"path": "/etc/*/sh?dow"}, "condition": "sel"}, {"path": "/etc/x/y/shadow"}, {"path": "/etc/shadow"}),
+    ({"sel": {"user|cased": "Admin"}, "condition": "sel"}, {"user": "Admin"}, {"user": "admin"}),
+    ({"sel": {"agent|re": "^curl/[0-9]+"}, "condition": "sel"}, {"agent": "curl/8.1"}, {"agent": "xcurl/8"}),
+    ({"sel": {"n": 4}, "condition": "sel"}, {"n": 4.0}, {"n": 40}),
+    ({"sel": {"ok": True}, "condition": "sel"}, {"ok": "TRUE"}, {"ok": False}),
+    ({"kw": ["mimikatz"], "condition": "kw"}, {"a": {"b": ["x", "run MIMIKATZ now"]}}, {"a": "mimi katz"}),
+    ({"sel": {"a.b": "x"}, "condition": "sel"}, {"A": {"B": "X"}}, {"a": {"c": "x"}}),
+    ({"sel": {"a": "x"}, "flt": {"b": "y"}, "condition": "sel and not flt"}, {"a": "x", "b": "z"}, {"a": "z"}),
+]
+
+
+@pytest.mark.parametrize(("detection", "hit", "miss"), CASES)
+def test_matching_events_go_to_python_and_others_are_cleared(detection, hit, miss):
+    ruleset = build(rule_yaml(detection))
+    assert ruleset.evaluate(hit, LS) and not ruleset.evaluate(miss, LS)
+    assert scan(detection, hit, miss)[0] == [0]
+
+
+def test_candidates_go_to_python_even_when_a_negation_rules_them_out():
+    """The screen finds candidates (a positive atom of every trigger clause); conditions are Python's."""
+    assert scan({"sel": {"a": "x"}, "flt": {"b": "y"}, "condition": "sel and not flt"}, {"a": "x", "b": "y"})[0] == [0]
+
+
+SEL = {"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"CommandLine": "caf\xc3\xa9 whoami"}',  # non-ASCII in a scanned field: Python folds case
+    b'{"CommandLine": 1.5}',  # a fraction: Python's text of it is not reproduced
+    b'{"CommandLine": "x"',  # invalid JSON: Python dead-letters it
+    b'[{"CommandLine": "x"}]',  # not an object
+    b'{"CommandLine": "\xff"}',  # invalid UTF-8
+    b'{"a": NaN}',
+    None,  # tombstone
+], ids=["non-ascii", "fraction", "truncated", "array", "utf8", "nan", "tombstone"])
+def test_what_the_screen_cannot_decide_goes_to_python(raw):
+    assert scan(SEL, raw)[0] == [0]
+
+
+def test_unscanned_fields_are_not_read_closely():
+    assert scan(SEL, {"Other": "café", "n": 1.5, "CommandLine": "ls"})[0] == []
+
+
+def test_limits_match_the_json_decoder():
+    deep: Any = "x"
+    for _ in range(10):
+        deep = {"d": deep}
+    for max_depth in (9, 10):
+        try:
+            parse_object(orjson.dumps(deep), max_depth, 1 << 20)
+            rejected = False
+        except DecodeError:
+            rejected = True
+        assert scan(SEL, deep, max_depth=max_depth)[0] == ([0] if rejected else [])
+    assert scan(SEL, deep, max_depth=9)[0] == [0]
+    assert scan(SEL, {"CommandLine": "ls"}, max_bytes=10)[0] == [0]
+
+
+def test_rust_regex_defers_where_re2_reads_otherwise():
+    vertical_tab = {"sel": {"v|re": "a\\Sb"}, "condition": "sel"}
+    assert scan(vertical_tab, {"v": "a\x0bb"}, {"v": "acb"}, {"v": "a b"})[0] == [0, 1]
+    literal_braces = {"sel": {"v|re": "x{,3}y"}, "condition": "sel"}  # RE2: the text "x{,3}y"
+    assert scan(literal_braces, {"v": "zz"})[0] == [0]
+
+
+TIME_FIELDS = ["@timestamp", "event.created", "time"]
+
+
+@pytest.mark.parametrize("event", [
+    {"@timestamp": "2026-11-25T10:00:00Z"},
+    {"@timestamp": "2026-11-25T10:00:00.123Z"},
+    {"@timestamp": "2026-11-25 10:00:00.123456+02:00"},
+    {"@timestamp": "2026-11-25T10:00:00-05:30"},
+    {"@timestamp": "2024-02-29T23:59:59"},
+    {"@timestamp": 1764064800},
+    {"@timestamp": 1764064800123},
+    {"@timestamp": 1764064800.25},
+    {"@timestamp": None, "event": {"created": "2026-01-01T00:00:00Z"}},
+    {"event.created": 5, "event": {"created": 7}},
+    {"@timestamp": True, "time": 1000},
+    {"@timestamp": {"nested": 1}, "time": -5},
+    {"@timestamp": -1},
+    {"other": 1},
+    {"event": [{"created": 7}]},
+])
+def test_cleared_event_time_is_the_python_paths(event):
+    picked, latest = scan(SEL, event, time_fields=TIME_FIELDS, fallbacks=[1_700_000_000_999])
+    assert picked == []
+    want = Item(event, ("t", 0, 0), LS, tuple(TIME_FIELDS), 1_700_000_000.999).time()
+    assert latest == [want]
+
+
+@pytest.mark.parametrize("value", [
+    "1764064800",  # numeric text: Python's float() reads more than the screen does
+    "2026-11-25T10:00:00.1234567Z",
+    " 2026-11-25T10:00:00Z",
+    "2026-02-30T10:00:00Z",
+    "yesterday",
+])
+def test_time_values_the_screen_does_not_read_go_to_python(value):
+    assert scan(SEL, {"@timestamp": value}, time_fields=TIME_FIELDS)[0] == [0]
+
+
+def test_duplicated_parent_of_a_dotted_time_field_goes_to_python():
+    raw = b'{"event": {"created": 5}, "event": 3}'
+    assert scan(SEL, raw, time_fields=TIME_FIELDS)[0] == [0]
+
+
+def test_runs_report_their_latest_time_around_picked_events():
+    events = [{"time": 5}, {"time": 9}, {"CommandLine": "whoami", "time": 1}, {"time": 3},
+              {"CommandLine": "whoami"}]
+    picked, latest = scan(SEL, *events, time_fields=TIME_FIELDS)
+    assert picked == [2, 4]
+    assert latest[:2] == [9.0, 3.0] and math.isnan(latest[2])
+
+
+# --- in the Kafka loop: the same alerts with and without the screen ---------------------------
+
+RULES = """
+title: Failed Login
+id: 6f1d1a4e-0000-4000-8000-000000000021
+name: failed_login
+author: tests
+logsource: {category: auth}
+detection:
+    sel: {message|contains: login failed}
+    condition: sel
+---
+title: Lone Failed Login
+id: 6f1d1a4e-0000-4000-8000-000000000022
+author: tests
+correlation:
+    type: event_count
+    rules: [failed_login]
+    group-by: [user]
+    timespan: 1m
+    condition: {lt: 2}
+level: low
+"""
+
+
+def auth_records() -> list[Record]:
+    """A failed login per user every few minutes, the window of each closed by ordinary events."""
+    out = []
+    for i in range(60):
+        user = f"u{i % 4}"
+        message = "login failed" if i % 7 == 0 else "login ok"
+        value = orjson.dumps({"message": message, "user": user, "ts": 1000 + 20 * i})
+        out.append(Record(value, None, i, 1_700_000_000_000 + i, []))
+    return out
+
+
+async def run_loop(tmp_path: Path, screen: bool) -> tuple[list[Any], int]:
+    from service import metrics
+    from service.runtime import KafkaRunner
+
+    tmp_path.mkdir()
+    (tmp_path / "rules.yml").write_text(RULES)
+    detection = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection
+    settings = KafkaSettings(bootstrap_servers=["unused:1"], commit_interval_s=0.02, screen=screen,
+                             topics={"auth": {"logsource": {"category": "auth"}}})
+    tp = TopicPartition("auth", 0)
+    consumer = FakeConsumer({tp: auth_records()})
+    router = ScriptedRouter()
+    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), Detector(detection), router,
+                         dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer)
+    before = metrics.EVENTS_SCREENED._value.get()
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: consumer.commits and consumer.commits[-1].get(tp) == 60)
+    stop.set()
+    await task
+    return router.accepted, int(metrics.EVENTS_SCREENED._value.get() - before)
+
+
+async def test_kafka_loop_gives_the_same_alerts_with_the_screen(tmp_path):
+    screened, cleared = await run_loop(tmp_path / "a", screen=True)
+    plain, none_cleared = await run_loop(tmp_path / "b", screen=False)
+    assert none_cleared == 0 and cleared >= 40
+    assert [(a.id, a.rule.title) for a in screened] == [(a.id, a.rule.title) for a in plain]
+    titles = {a.rule.title for a in screened}
+    assert titles == {"Lone Failed Login"}  # deferred windows closed by cleared events' time
