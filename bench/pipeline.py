@@ -142,13 +142,14 @@ def rule_paths() -> list[str]:
     return paths
 
 
-def settings_for(bootstrap: str, prefix: str, group: str, topics_ls: dict[str, dict[str, str]]) -> Any:
+def settings_for(bootstrap: str, prefix: str, group: str, topics_ls: dict[str, dict[str, str]],
+                 screen: bool = True) -> Any:
     from service.config import Settings
 
     topics = {f"{prefix}{slug}": {"decoder": "json", "logsource": ls} for slug, ls in topics_ls.items()}
     return Settings(
         kafka={"bootstrap_servers": [bootstrap], "group_id": group, "topics": topics, "max_batch": 5000,
-               "max_in_flight_batches": 4, "commit_interval_s": 1.0},
+               "max_in_flight_batches": 4, "commit_interval_s": 1.0, "screen": screen},
         rules={"paths": rule_paths(), "skip_invalid": True, "watch": False},
         alerting={"sinks": [{"type": "null"}]},
         stdin={"enabled": False}, http_ingest={"enabled": False})
@@ -312,10 +313,17 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     await preload(bootstrap, by_topic(events, run, time.time()))
     preload_s = time.perf_counter() - began
 
+    from service.metrics import EVENTS_SCREENED
+
     raw, raw_cpu = await raw_consume(bootstrap, [f"{run}{slug}" for slug in topics], args.events)
+    screened_before = EVENTS_SCREENED._value.get()
     elapsed, router, acked = await run_pipeline(settings_for(bootstrap, run, f"pipe-{run}", topics), args.events,
                                                 workdir / "pipe")
     pipeline = acked / elapsed
+    screened = EVENTS_SCREENED._value.get() - screened_before
+    # the same pipeline with every event decoded and evaluated in Python, for comparison
+    plain_elapsed, plain_router, plain_acked = await run_pipeline(
+        settings_for(bootstrap, run, f"plain-{run}", topics, screen=False), args.events, workdir / "plain")
 
     latency_settings = settings_for(bootstrap, run + "lat-", f"lat-{run}", topics)
     children: list[subprocess.Popen[str]] = []
@@ -345,7 +353,10 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         "raw_consume_per_cpu_s": round(raw_cpu),
         "pipeline_per_cpu_s": round(acked / router.cpu_s) if router.cpu_s else None,
         "ratio_cpu": round(acked / router.cpu_s / raw_cpu, 3) if router.cpu_s else None,
+        "screened_share": round(screened / acked, 3) if acked else None,
+        "pipeline_unscreened_per_s": round(plain_acked / plain_elapsed),
         "alerts": router.alerts,
+        "alerts_unscreened": plain_router.alerts,
         "latency_p99_ms": round(p99, 1) if p99 is not None else None,
         "latency_p50_ms": round(p50, 1) if p50 is not None else None,
         "latency_rate_per_s": args.rate,
