@@ -361,11 +361,13 @@ class KafkaRunner:
     def _screen(self, spec: InputSpec, current: Any) -> Screening | None:
         """How to screen a topic's records, or None: decode them all.
 
-        Only plain JSON objects are screened, and only when no anomaly check runs (those
+        Only plain JSON objects are screened, and only topics no anomaly check watches (those
         look at every event, matching or not).
         """
         decoder = spec.decoder
-        if type(decoder) is not JsonObjectDecoder or current.anomaly is not None or not self.settings.screen:
+        if type(decoder) is not JsonObjectDecoder or not self.settings.screen:
+            return None
+        if current.anomaly is not None and current.anomaly.watches(spec.logsource):
             return None
         screen_of = getattr(current.ruleset, "screen", None)
         screen = screen_of(spec.logsource) if screen_of is not None else None

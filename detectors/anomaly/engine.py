@@ -103,6 +103,10 @@ class AnomalyEngine:
                 self._routes[logsource] = route
         return route
 
+    def watches(self, logsource: LogSource | None) -> bool:
+        """Whether some check sees events of ``logsource`` (the others' events change nothing here)."""
+        return bool(self._route(logsource))
+
     def process(self, event: Event, ts: float, logsource: LogSource | None = None) -> list[Match]:
         """Matches caused by one event (including windows its time closes)."""
         if not isinstance(event, Mapping):

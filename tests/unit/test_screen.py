@@ -229,3 +229,23 @@ async def test_kafka_loop_gives_the_same_alerts_with_the_screen(tmp_path):
     assert [(a.id, a.rule.title) for a in screened] == [(a.id, a.rule.title) for a in plain]
     titles = {a.rule.title for a in screened}
     assert titles == {"Lone Failed Login"}  # deferred windows closed by cleared events' time
+
+
+def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
+    from service.runtime import KafkaRunner
+    from tests.unit.test_sources import SILENCE
+
+    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "checks.yml").write_text(SILENCE)  # watches category ci_job_log
+    outcome = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False,
+                                anomaly_checks=[tmp_path / "checks.yml"])
+    assert outcome.accepted and outcome.detection.anomaly is not None
+    settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={
+        "auth": {"logsource": {"category": "auth"}}, "ci": {"logsource": {"category": "ci_job_log"}},
+        "raw": {"logsource": {"category": "auth"}, "decoder": {"type": "syslog"}}})
+    runner = KafkaRunner(settings, EventSettings(), Detector(outcome.detection), ScriptedRouter(),
+                         dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: None)
+    current = runner.detector.current
+    assert runner._screen(runner.spec("auth"), current) is not None
+    assert runner._screen(runner.spec("ci"), current) is None  # the silence check sees every event
+    assert runner._screen(runner.spec("raw"), current) is None  # only JSON objects are screened
