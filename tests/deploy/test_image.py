@@ -54,6 +54,11 @@ def final() -> list[tuple[str, str]]:
     return stages()[-1]
 
 
+def named(name: str) -> list[tuple[str, str]]:
+    [stage] = [stage for stage in stages() if stage[0][1].endswith(f" AS {name}")]
+    return stage
+
+
 def values(stage: list[tuple[str, str]], word: str) -> list[str]:
     return [args for w, args in stage if w == word]
 
@@ -75,11 +80,24 @@ def test_hadolint_reports_no_errors_or_warnings() -> None:
 
 
 def test_multi_stage_on_slim_python_311() -> None:
+    """Python stages on slim 3.11; one Rust stage builds the native screen for the build stage."""
     froms = [args for stage in stages() for w, args in stage if w == "FROM"]
     assert len(froms) >= 2
-    for image in froms:
+    python = [image for image in froms if not image.startswith("rust:")]
+    assert [image for image in froms if image not in python] == ["rust:1.95.0-slim-bookworm AS native"]
+    for image in python:
         assert re.match(r"python:3\.11\.\d+-slim", image), image
     assert any("--from=build" in args for args in values(final(), "COPY"))
+    assert not any("--from=native" in args for args in values(final(), "COPY"))
+
+
+def test_the_image_carries_the_native_screen() -> None:
+    build = named("build")
+    copies = values(build, "COPY")
+    assert any(args.startswith("--from=native") and args.endswith("detectors/_native.abi3.so") for args in copies)
+    assert any("s.AVAILABLE" in args for args in values(build, "RUN")), "the build checks it imports"
+    cargo = DEPLOY.parent / "detectors" / "native" / "Cargo.toml"
+    assert "abi3 = [\"pyo3/abi3-py311\"]" in cargo.read_text(encoding="utf-8")
 
 
 def test_final_stage_has_no_build_tools_and_runs_as_non_root() -> None:
@@ -137,7 +155,7 @@ def test_default_command_and_baked_config(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_rules_are_installed_where_the_service_looks() -> None:
-    build = stages()[0]
+    build = named("build")
     rules_copy = next(a for a in values(build, "COPY") if a.startswith("sigma-rules "))
     # service.rules.default_rules_dir: <sys.prefix>/share/pipesentry/sigma-rules; the venv is the prefix.
     assert rules_copy.split()[-1] == "/opt/pipesentry/share/pipesentry/sigma-rules"
@@ -146,7 +164,7 @@ def test_rules_are_installed_where_the_service_looks() -> None:
 
 
 def test_dependencies_install_from_the_constraints_as_binary_wheels() -> None:
-    runs = " ".join(values(stages()[0], "RUN"))
+    runs = " ".join(values(named("build"), "RUN"))
     assert "--only-binary=:all:" in runs
     assert "--constraint /src/deploy/constraints.txt" in runs
     assert "--no-deps /src" in runs, "the project itself must not pull unpinned dependencies"
@@ -161,7 +179,9 @@ def test_dockerignore_lets_every_copied_path_through() -> None:
             if "--from" in args:
                 continue
             for src in args.split()[:-1]:
-                assert src.rstrip("/") in allowed, f"COPY {src} is excluded by Dockerfile.dockerignore"
+                path = src.rstrip("/")
+                assert any(path == a or path.startswith(a + "/") for a in allowed), (
+                    f"COPY {src} is excluded by Dockerfile.dockerignore")
                 assert (ROOT / src).exists(), f"COPY {src}: no such path"
 
 
