@@ -249,3 +249,51 @@ def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
     assert runner._screen(runner.spec("auth"), current) is not None
     assert runner._screen(runner.spec("ci"), current) is None  # the silence check sees every event
     assert runner._screen(runner.spec("raw"), current) is None  # only JSON objects are screened
+
+
+def auth_runner(tmp_path: Path):
+    from service.runtime import KafkaRunner
+
+    (tmp_path / "rules.yml").write_text(RULES)
+    settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"auth": {"logsource": {"category": "auth"}}})
+    tp = TopicPartition("auth", 0)
+    consumer = FakeConsumer({tp: auth_records()})
+    detector = Detector(compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection)
+    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, ScriptedRouter(),
+                         dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer)
+    return runner, consumer, {tp: auth_records()}
+
+
+async def test_screen_results_of_a_replaced_ruleset_are_not_used(tmp_path):
+    from service import metrics
+
+    def cleared_by(screened: Any) -> int:
+        before = metrics.EVENTS_SCREENED._value.get()
+        assert runner._process(batches, consumer, screened).events == 60
+        return int(metrics.EVENTS_SCREENED._value.get() - before)
+
+    runner, consumer, batches = auth_runner(tmp_path)
+    assert cleared_by(await runner._screen_batches(batches)) > 40
+    screened = await runner._screen_batches(batches)
+    fresh = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False, generation=2).detection
+    runner.detector.swap(fresh)  # a reload between screening and detection
+    assert cleared_by(screened) == 0
+
+
+async def test_a_batch_screened_across_a_rebalance_is_dropped(tmp_path, monkeypatch):
+    import threading
+
+    runner, _, batches = auth_runner(tmp_path)
+    release = threading.Event()
+
+    class SlowScreen:
+        def scan(self, values, *args):
+            release.wait(5)
+            return list(range(len(values))), [math.nan] * (len(values) + 1)
+
+    monkeypatch.setattr(runner, "_screen", lambda spec, current: (SlowScreen(), [], 1 << 20, 64))
+    pending = asyncio.create_task(runner._screen_batches(batches))
+    await asyncio.sleep(0.01)
+    runner._set_assigned(set())  # partitions revoked meanwhile: the records are the next owner's
+    release.set()
+    assert await pending is None
