@@ -14,6 +14,7 @@ returns None and everything takes the Python path.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from detectors.sigma.atoms import Atom, RegexAtom, TextAtom
@@ -78,11 +79,57 @@ ASSUME = -2
 """Check kind of everything else (Python ``re`` fallbacks, ...): counted as satisfied."""
 
 
+_RUST_ONLY = ("\\<", "\\>", "\\b{", "\\B{", "&&", "--", "~~")
+"""Syntax Rust's ``regex`` gives a meaning RE2 does not: word-boundary forms, and class set
+operations (RE2 reads ``&&``, ``--``, ``~~`` in a class as characters)."""
+_REPEAT = re.compile(r"\{\d+(?:,\d*)?\}")
+
+
+def same_in_rust(source: str) -> bool:
+    """Whether Rust's ``regex`` reads an RE2 pattern as RE2 does (on ASCII text).
+
+    Refuses, rather than proves: nested classes (a union in Rust, characters in RE2),
+    braces other than strict counted repetitions (RE2 reads ``x{,3}`` or ``x{ 2}`` as text),
+    and the :data:`_RUST_ONLY` syntax. A refused pattern is assumed satisfied by the screen.
+    """
+    if any(token in source for token in _RUST_ONLY):
+        return False
+    index, in_class = 0, False
+    while index < len(source):
+        char = source[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            if char == "[":
+                end = source.find(":]", index)
+                if source[index + 1:index + 2] != ":" or end < 0:
+                    return False
+                index = end + 2
+                continue
+            if char == "]":
+                in_class = False
+        elif char == "[":
+            in_class = True
+            index += 2 if source[index + 1:index + 2] == "^" else 1
+            if source[index:index + 1] == "]":  # a leading "]" is a character
+                index += 1
+            continue
+        elif char == "{":
+            repeat = _REPEAT.match(source, index)
+            if repeat is None:
+                return False
+            index = repeat.end()
+            continue
+        index += 1
+    return not in_class
+
+
 def _check(aid: int, atom: Atom) -> tuple[int, int, str, bool, list[tuple[int, str]]]:
     """(local atom id, check kind, literal or regex, cased or dollar flag, glob parts)."""
     if type(atom) is TextAtom:
         return aid, int(atom.kind), atom.literal, atom.cased, list(atom.pattern.glob)
-    if type(atom) is RegexAtom and atom.re2_source is not None:
+    if type(atom) is RegexAtom and atom.re2_source is not None and same_in_rust(atom.re2_source):
         return aid, REGEX, atom.re2_source, dollar_before_newline(atom.re2_source), []
     return aid, ASSUME, "", False, []
 

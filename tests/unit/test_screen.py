@@ -17,7 +17,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from detectors.model import LogSource
-from detectors.sigma.screen import AVAILABLE
+from detectors.sigma.screen import ASSUME, AVAILABLE, export_plan
 from service.config import EventSettings, KafkaSettings
 from service.decoders import DecodeError
 from service.decoders.json import parse_object
@@ -297,3 +297,33 @@ async def test_a_batch_screened_across_a_rebalance_is_dropped(tmp_path, monkeypa
     runner._set_assigned(set())  # partitions revoked meanwhile: the records are the next owner's
     release.set()
     assert await pending is None
+
+
+@pytest.mark.parametrize(("pattern", "value"), [
+    ("a[b&&c]", "a&"),  # Rust: class intersection; RE2: the characters b & c
+    ("a[b~~c]", "a~"),
+    ("[a[b]]", "[]"),  # Rust: nested class; RE2: "[a[b]" then "]"
+    ("x{,2}y", "x{,2}y"),  # RE2: literal text
+    ("x{ 2}", "x{ 2}"),
+    ("a\\<b", "a<b"),  # Rust: start of word; RE2: "<"
+    ("a\\b{start}", "a{start}"),
+])
+@pytest.mark.filterwarnings("ignore:Possible set:FutureWarning")  # Python re on "&&", "~~", "[["
+def test_regexes_rust_reads_otherwise_are_assumed(pattern, value):
+    from detectors.sigma.screen import same_in_rust
+
+    assert not same_in_rust(pattern)
+    detection = {"sel": {"v|re": pattern}, "condition": "sel"}
+    ruleset = build(rule_yaml(detection))
+    if ruleset.evaluate({"v": value}, LS):  # RE2's reading (the engine may run it on Python re)
+        assert scan(detection, {"v": value})[0] == [0]
+    plan = export_plan(ruleset._route(LS).indexes[0], ruleset._atoms)
+    assert [check[1] for check in plan["checks"]] == [ASSUME]
+
+
+def test_regexes_both_read_alike_are_run_by_the_screen():
+    from detectors.sigma.screen import same_in_rust
+
+    for pattern in ("-(W|R)\\s?([0-9a-f]{2}){2,20}", "[[:alpha:]]+x", "[]a]b", "\\{x\\}", "a{2}b{3,}"):
+        assert same_in_rust(pattern), pattern
+    assert scan({"sel": {"v|re": "[]a]b{2,}"}, "condition": "sel"}, {"v": "]bb"}, {"v": "ab"})[0] == [0]
