@@ -173,7 +173,8 @@ class KafkaRunner:
         self._submitter_done = asyncio.Event()
         self._submitter_done.set()
         self._rebalances = 0
-        self._screen_pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-screen")
+        self._screen_pool: ThreadPoolExecutor | None = None
+        """The one worker thread the native screen runs in (while :meth:`run` runs)."""
 
     @property
     def ready(self) -> bool:
@@ -217,6 +218,9 @@ class KafkaRunner:
                 self.connected = False
                 await self._close(consumer)
         await self.dead_letters.stop()
+        if self._screen_pool is not None:
+            self._screen_pool.shutdown(wait=True)
+            self._screen_pool = None
 
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
         await self._finish_in_flight()
@@ -284,6 +288,8 @@ class KafkaRunner:
         if not jobs:
             return Screened(current, {})
         rebalances = self._rebalances
+        if self._screen_pool is None:
+            self._screen_pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-screen")
         results = await asyncio.get_running_loop().run_in_executor(self._screen_pool, _run_screens, jobs)
         if rebalances != self._rebalances:
             return None
