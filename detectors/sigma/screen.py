@@ -158,5 +158,8 @@ def build(index: RuleIndex, atoms: list[Atom]) -> Screen | None:
     """The native screen of one route's index, or None without the native module."""
     if _native is None:
         return None
-    screen: Screen = _native.Screen(**export_plan(index, atoms))
+    try:
+        screen: Screen = _native.Screen(**export_plan(index, atoms))
+    except ValueError:  # an index the native side cannot hold: that route is not screened
+        return None
     return screen

@@ -13,7 +13,6 @@ mod plan;
 mod time;
 mod walk;
 
-
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -26,7 +25,7 @@ type KeyIn = Vec<(String, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)>;
 type FieldIn = (ExactIn, Vec<u32>, KeyIn);
 type CheckIn = (u32, i32, String, bool, Vec<(u8, String)>);
 
-fn field_plan(input: FieldIn, key_base: &mut usize) -> FieldPlan {
+fn field_plan(input: FieldIn, key_base: &mut usize) -> PyResult<FieldPlan> {
     let (exact_in, every, keys_in) = input;
     let mut exact = FastMap::default();
     for (key, plain, verify) in exact_in {
@@ -34,11 +33,18 @@ fn field_plan(input: FieldIn, key_base: &mut usize) -> FieldPlan {
     }
     let keys: Vec<Key> = keys_in
         .into_iter()
-        .map(|(text, anywhere, prefix, suffix, verify)| Key { text: text.into_bytes(), anywhere, prefix, suffix, verify })
+        .map(|(text, anywhere, prefix, suffix, verify)| Key {
+            text: text.into_bytes(),
+            anywhere,
+            prefix,
+            suffix,
+            verify,
+        })
         .collect();
     let base = *key_base;
     *key_base += keys.len();
     FieldPlan::new(exact, every, keys, base)
+        .map_err(|e| PyValueError::new_err(format!("automaton: {e}")))
 }
 
 /// The screen of one route (the rules of one event log source).
@@ -65,29 +71,47 @@ impl Screen {
         let mut field_map = FastMap::default();
         let mut indexed = vec![false; atom_count];
         let mark = |fp: &FieldPlan, indexed: &mut Vec<bool>| -> PyResult<()> {
-            let atoms = fp.every.iter()
-                .chain(fp.exact.values().flat_map(|(a, b)| a.iter().chain(b.iter())))
-                .chain(fp.keys.iter().flat_map(|k| k.anywhere.iter().chain(&k.prefix).chain(&k.suffix).chain(&k.verify)));
+            let atoms = fp
+                .every
+                .iter()
+                .chain(
+                    fp.exact
+                        .values()
+                        .flat_map(|(a, b)| a.iter().chain(b.iter())),
+                )
+                .chain(fp.keys.iter().flat_map(|k| {
+                    k.anywhere
+                        .iter()
+                        .chain(&k.prefix)
+                        .chain(&k.suffix)
+                        .chain(&k.verify)
+                }));
             for &atom in atoms {
-                *indexed.get_mut(atom as usize).ok_or_else(|| PyValueError::new_err("atom id out of range"))? = true;
+                *indexed
+                    .get_mut(atom as usize)
+                    .ok_or_else(|| PyValueError::new_err("atom id out of range"))? = true;
             }
             Ok(())
         };
         for (path, input) in fields {
-            let fp = field_plan(input, &mut key_base);
+            let fp = field_plan(input, &mut key_base)?;
             mark(&fp, &mut indexed)?;
             field_map.insert(path, fp);
         }
         let keywords = match keywords {
             Some(input) => {
-                let fp = field_plan(input, &mut key_base);
+                let fp = field_plan(input, &mut key_base)?;
                 mark(&fp, &mut indexed)?;
                 Some(fp)
             }
             None => None,
         };
         let range = |atom: u32| -> PyResult<usize> {
-            if (atom as usize) < atom_count { Ok(atom as usize) } else { Err(PyValueError::new_err("atom id out of range")) }
+            if (atom as usize) < atom_count {
+                Ok(atom as usize)
+            } else {
+                Err(PyValueError::new_err("atom id out of range"))
+            }
         };
         let mut check_map: Vec<Option<Check>> = (0..atom_count).map(|_| None).collect();
         for (atom, kind, literal, cased, parts) in checks {
@@ -96,7 +120,12 @@ impl Screen {
             } else if kind < 0 {
                 Check::Assume
             } else {
-                Check::Text { kind: kind as u8, literal: literal.into_bytes(), cased, glob: glob::tokens(&parts) }
+                Check::Text {
+                    kind: kind as u8,
+                    literal: literal.into_bytes(),
+                    cased,
+                    glob: glob::tokens(&parts),
+                }
             };
             check_map[range(atom)?] = Some(check);
         }
@@ -144,27 +173,46 @@ impl Screen {
     ) -> PyResult<(Vec<usize>, Vec<f64>)> {
         let timed = !time_fields.is_empty();
         if timed && fallbacks.len() != values.len() {
-            return Err(PyValueError::new_err("fallbacks and values differ in length"));
+            return Err(PyValueError::new_err(
+                "fallbacks and values differ in length",
+            ));
         }
-        let stamps: Vec<i64> = if timed { fallbacks.extract()? } else { Vec::new() };
-        let owned: Vec<Option<Bound<'_, PyBytes>>> =
-            values.iter().map(|v| v.cast_into::<PyBytes>().ok()).collect();
-        let messages: Vec<Option<&[u8]>> = owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect();
+        let stamps: Vec<i64> = if timed {
+            fallbacks.extract()?
+        } else {
+            Vec::new()
+        };
+        let owned: Vec<Option<Bound<'_, PyBytes>>> = values
+            .iter()
+            .map(|v| v.cast_into::<PyBytes>().ok())
+            .collect();
+        let messages: Vec<Option<&[u8]>> = owned
+            .iter()
+            .map(|b| b.as_ref().map(|b| b.as_bytes()))
+            .collect();
         // bytes are immutable and held by `owned`: the walk runs without the GIL
         Ok(py.detach(|| self.screen(&messages, &stamps, &time_fields, max_bytes, max_depth)))
     }
 }
 
 impl Screen {
-    fn screen(&self, messages: &[Option<&[u8]>], stamps: &[i64], time_fields: &[String], max_bytes: usize,
-              max_depth: usize) -> (Vec<usize>, Vec<f64>) {
+    fn screen(
+        &self,
+        messages: &[Option<&[u8]>],
+        stamps: &[i64],
+        time_fields: &[String],
+        max_bytes: usize,
+        max_depth: usize,
+    ) -> (Vec<usize>, Vec<f64>) {
         let timed = !time_fields.is_empty();
         let mut walk = Walk::new(&self.plan, time_fields, max_depth);
         let mut picked = Vec::new();
         let mut latest = vec![f64::NAN];
         for (position, message) in messages.iter().enumerate() {
             let cleared = match message {
-                Some(data) => data.len() <= max_bytes && walk.run(data) && !self.plan.candidate(&walk.hits),
+                Some(data) => {
+                    data.len() <= max_bytes && walk.run(data) && !self.plan.candidate(&walk.hits)
+                }
                 None => false,
             };
             let ts = match (cleared, timed) {

@@ -13,10 +13,18 @@ use crate::glob;
 /// How an indexed atom is confirmed once its key was found.
 pub enum Check {
     /// Sigma string equality: kind as `detectors.sigma.text.Kind`, literal (lower-cased unless cased).
-    Text { kind: u8, literal: Vec<u8>, cased: bool, glob: Vec<glob::Token> },
+    Text {
+        kind: u8,
+        literal: Vec<u8>,
+        cased: bool,
+        glob: Vec<glob::Token>,
+    },
     /// An RE2 pattern; `dollar`: also try the value without its final newline, as the
     /// Python engine does.
-    Regex { regex: regex::bytes::Regex, dollar: bool },
+    Regex {
+        regex: regex::bytes::Regex,
+        dollar: bool,
+    },
     /// Anything the screen does not evaluate: counted as satisfied.
     Assume,
 }
@@ -28,7 +36,10 @@ impl Check {
         if source.contains("{,") {
             return Check::Assume;
         }
-        match regex::bytes::RegexBuilder::new(source).size_limit(8 << 20).build() {
+        match regex::bytes::RegexBuilder::new(source)
+            .size_limit(8 << 20)
+            .build()
+        {
             Ok(regex) => Check::Regex { regex, dollar },
             Err(_) => Check::Assume,
         }
@@ -43,9 +54,16 @@ impl Check {
             Check::Regex { regex, dollar } => {
                 text.contains(&0x0b)
                     || regex.is_match(text)
-                    || (*dollar && text.last() == Some(&b'\n') && regex.is_match(&text[..text.len() - 1]))
+                    || (*dollar
+                        && text.last() == Some(&b'\n')
+                        && regex.is_match(&text[..text.len() - 1]))
             }
-            Check::Text { kind, literal, cased, glob } => {
+            Check::Text {
+                kind,
+                literal,
+                cased,
+                glob,
+            } => {
                 let value = if *cased { text } else { folded };
                 match kind {
                     0 => value == literal.as_slice(),
@@ -74,7 +92,11 @@ impl Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for &b in bytes {
             hash ^= u64::from(b);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -104,17 +126,28 @@ pub struct FieldPlan {
 }
 
 impl FieldPlan {
-    pub fn new(exact: FastMap<Vec<u8>, (Vec<u32>, Vec<u32>)>, every: Vec<u32>, keys: Vec<Key>,
-               key_base: usize) -> Self {
+    pub fn new(
+        exact: FastMap<Vec<u8>, (Vec<u32>, Vec<u32>)>,
+        every: Vec<u32>,
+        keys: Vec<Key>,
+        key_base: usize,
+    ) -> Result<Self, aho_corasick::BuildError> {
         let automaton = if keys.is_empty() {
             None
         } else {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .build(keys.iter().map(|k| k.text.as_slice()))
-                .ok()
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(keys.iter().map(|k| k.text.as_slice()))?,
+            )
         };
-        FieldPlan { exact, every, keys, automaton, key_base }
+        Ok(FieldPlan {
+            exact,
+            every,
+            keys,
+            automaton,
+            key_base,
+        })
     }
 }
 
@@ -130,7 +163,13 @@ pub struct Hits {
 
 impl Hits {
     pub fn new(atoms: usize, keys: usize) -> Self {
-        Hits { stamps: vec![0; atoms], generation: 0, list: Vec::new(), seen_keys: vec![0; keys], value: 0 }
+        Hits {
+            stamps: vec![0; atoms],
+            generation: 0,
+            list: Vec::new(),
+            seen_keys: vec![0; keys],
+            value: 0,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -185,7 +224,9 @@ pub struct Plan {
 
 impl Plan {
     fn check(&self, atom: u32, text: &[u8], folded: &[u8]) -> bool {
-        self.checks[atom as usize].as_ref().map_or(true, |c| c.holds(text, folded))
+        self.checks[atom as usize]
+            .as_ref()
+            .is_none_or(|c| c.holds(text, folded))
     }
 
     /// Record the atoms of `field` that a value (ASCII `text`, lower-cased `folded`) satisfies.
@@ -205,7 +246,9 @@ impl Plan {
                 }
             }
         }
-        let Some(automaton) = &field.automaton else { return };
+        let Some(automaton) = &field.automaton else {
+            return;
+        };
         let value = hits.next_value();
         for found in automaton.find_overlapping_iter(folded) {
             let index = found.pattern().as_usize();
@@ -244,7 +287,9 @@ impl Plan {
         for &atom in &hits.list {
             for &position in &self.triggers[atom as usize] {
                 let satisfied = self.rest[position as usize].iter().all(|clause| {
-                    clause.iter().any(|&a| !self.indexed[a as usize] || hits.has(a))
+                    clause
+                        .iter()
+                        .any(|&a| !self.indexed[a as usize] || hits.has(a))
                 });
                 if satisfied {
                     return true;

@@ -18,7 +18,11 @@ pub fn number(value: f64) -> Read {
     if !value.is_finite() || value < 0.0 {
         return Read::Not;
     }
-    let ts = if value > EPOCH_MS_THRESHOLD { value / 1000.0 } else { value };
+    let ts = if value > EPOCH_MS_THRESHOLD {
+        value / 1000.0
+    } else {
+        value
+    };
     if ts > MAX_TS {
         Read::Not
     } else {
@@ -59,19 +63,32 @@ fn month_days(year: i64, month: i64) -> i64 {
 /// `YYYY-MM-DD[T ]HH:MM:SS[.fff|.ffffff][Z|z|+HH:MM|-HH:MM]`; no offset means UTC.
 pub fn iso(text: &str) -> Read {
     let b = text.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ')
-        || b[13] != b':' || b[16] != b':'
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return Read::Unsure;
     }
     let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
-        digits(&b[0..4]), digits(&b[5..7]), digits(&b[8..10]),
-        digits(&b[11..13]), digits(&b[14..16]), digits(&b[17..19]),
+        digits(&b[0..4]),
+        digits(&b[5..7]),
+        digits(&b[8..10]),
+        digits(&b[11..13]),
+        digits(&b[14..16]),
+        digits(&b[17..19]),
     ) else {
         return Read::Unsure;
     };
-    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > month_days(year, month)
-        || hour > 23 || minute > 59 || second > 59
+    if year < 1
+        || !(1..=12).contains(&month)
+        || day < 1
+        || day > month_days(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
     {
         return Read::Unsure;
     }
@@ -79,7 +96,9 @@ pub fn iso(text: &str) -> Read {
     let mut micros = 0i64;
     if rest.first() == Some(&b'.') {
         let len = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        let Some(frac) = digits(&rest[1..1 + len]) else { return Read::Unsure };
+        let Some(frac) = digits(&rest[1..1 + len]) else {
+            return Read::Unsure;
+        };
         micros = match len {
             3 => frac * 1000,
             6 => frac,
@@ -97,11 +116,16 @@ pub fn iso(text: &str) -> Read {
                 return Read::Unsure;
             }
             let seconds = h * 3600 + m * 60;
-            if *sign == b'+' { seconds } else { -seconds }
+            if *sign == b'+' {
+                seconds
+            } else {
+                -seconds
+            }
         }
         _ => return Read::Unsure,
     };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
     let total = seconds * 1_000_000 + micros;
     // Python divides the exact integer of microseconds: one rounding, the same here below 2**53.
     if !(0..(1i64 << 53)).contains(&total) {

@@ -74,7 +74,10 @@ impl<'p> Walk<'p> {
             pending: Vec::new(),
             flat: vec![None; time_fields.len()],
             nested: vec![None; time_fields.len()],
-            parents: time_fields.iter().map(|n| vec![0; n.matches('.').count()]).collect(),
+            parents: time_fields
+                .iter()
+                .map(|n| vec![0; n.matches('.').count()])
+                .collect(),
             number: String::new(),
             folded: Vec::new(),
         }
@@ -132,7 +135,8 @@ impl<'p> Walk<'p> {
             self.path.push('.');
         }
         if key.is_ascii() {
-            self.path.extend(key.chars().map(|c| c.to_ascii_lowercase()));
+            self.path
+                .extend(key.chars().map(|c| c.to_ascii_lowercase()));
         } else {
             self.path.push_str(&key.to_lowercase());
         }
@@ -158,7 +162,8 @@ impl<'p> Walk<'p> {
             for (i, name) in self.time_fields.iter().enumerate() {
                 if self.depth >= 2 && *name == self.raw {
                     self.pending.push((i, false));
-                } else if name.len() > self.raw.len() && name.starts_with(self.raw.as_str())
+                } else if name.len() > self.raw.len()
+                    && name.starts_with(self.raw.as_str())
                     && name.as_bytes()[self.raw.len()] == b'.'
                 {
                     self.parents[i][self.depth - 1] += 1;
@@ -214,7 +219,8 @@ impl<'p> Walk<'p> {
             return Err(E::custom(Stop));
         }
         self.folded.clear();
-        self.folded.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+        self.folded
+            .extend(text.bytes().map(|b| b.to_ascii_lowercase()));
         let folded = std::mem::take(&mut self.folded);
         if let Some(field) = field {
             plan.scan(field, text.as_bytes(), &folded, &mut self.hits);
@@ -226,7 +232,11 @@ impl<'p> Walk<'p> {
         Ok(())
     }
 
-    fn integer<E: de::Error>(&mut self, value: impl fmt::Display + Copy, as_float: f64) -> Result<(), E> {
+    fn integer<E: de::Error>(
+        &mut self,
+        value: impl fmt::Display + Copy,
+        as_float: f64,
+    ) -> Result<(), E> {
         if !self.pending.is_empty() {
             self.stamp(Some(Stamp::Number(as_float)));
         }
