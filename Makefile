@@ -33,8 +33,13 @@ $(TOOLS)/bin/helm:
 $(TOOLS)/checkov/bin/checkov:
 	$(PYTHON) -m venv $(TOOLS)/checkov && $(TOOLS)/checkov/bin/pip install -q checkov==3.3.30
 
+NATIVE := detectors/native/Cargo.toml
+
 lint:
 	$(PYTHON) -m ruff check detectors service tests bench
+	@if command -v cargo >/dev/null; then \
+		cargo fmt --check --manifest-path $(NATIVE) && cargo clippy -q --release --manifest-path $(NATIVE) -- -D warnings; \
+	else echo "cargo not found: the native screen is not linted (nor built)"; fi
 
 typecheck:
 	$(PYTHON) -m mypy
