@@ -5,8 +5,10 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Mutex, OnceLock};
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use regex::bytes::{Regex, RegexBuilder};
 
 use crate::glob;
 
@@ -21,10 +23,7 @@ pub enum Check {
     },
     /// An RE2 pattern; `dollar`: also try the value without its final newline, as the
     /// Python engine does.
-    Regex {
-        regex: regex::bytes::Regex,
-        dollar: bool,
-    },
+    Regex { regex: Regex, dollar: bool },
     /// Anything the screen does not evaluate: counted as satisfied.
     Assume,
 }
@@ -36,12 +35,24 @@ impl Check {
         if source.contains("{,") {
             return Check::Assume;
         }
-        match regex::bytes::RegexBuilder::new(source)
-            .size_limit(8 << 20)
-            .build()
-        {
-            Ok(regex) => Check::Regex { regex, dollar },
-            Err(_) => Check::Assume,
+        // routes share most of their regexes (the all-rules route has every one): compile each once
+        static COMPILED: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
+        let mut compiled = COMPILED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if compiled.len() >= 50_000 {
+            compiled.clear(); // reloads of edited rules must not grow it forever
+        }
+        let regex = compiled
+            .entry(source.to_owned())
+            .or_insert_with(|| RegexBuilder::new(source).size_limit(8 << 20).build().ok());
+        match regex {
+            Some(regex) => Check::Regex {
+                regex: regex.clone(),
+                dollar,
+            },
+            None => Check::Assume,
         }
     }
 }
@@ -138,6 +149,7 @@ impl FieldPlan {
             Some(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
                     .build(keys.iter().map(|k| k.text.as_slice()))?,
             )
         };
