@@ -327,3 +327,10 @@ def test_regexes_both_read_alike_are_run_by_the_screen():
     for pattern in ("-(W|R)\\s?([0-9a-f]{2}){2,20}", "[[:alpha:]]+x", "[]a]b", "\\{x\\}", "a{2}b{3,}"):
         assert same_in_rust(pattern), pattern
     assert scan({"sel": {"v|re": "[]a]b{2,}"}, "condition": "sel"}, {"v": "]bb"}, {"v": "ab"})[0] == [0]
+
+
+def test_a_hostile_value_for_a_backtracking_glob_is_handed_to_python():
+    """Past a work budget the screen assumes the glob holds; Python's RE2 glob is linear."""
+    detection = {"sel": {"v": "*a*a*a*a*a*a*a*a*a*ab*c"}, "condition": "sel"}
+    assert scan(detection, {"v": "a" * 500_000 + "b"}, max_bytes=1 << 21)[0] == [0]
+    assert scan(detection, {"v": "a" * 100 + "b"})[0] == []  # small values are matched exactly

@@ -82,6 +82,8 @@ impl Check {
                     2 => value.ends_with(literal),
                     3 => contains(value, literal),
                     5 => true,
+                    // the backtracking glob is O(value x pattern): past a budget, assume (Python's RE2 is linear)
+                    _ if value.len().saturating_mul(glob.len()) > GLOB_BUDGET => true,
                     _ => glob::matches(glob, value),
                 }
             }
@@ -89,8 +91,10 @@ impl Check {
     }
 }
 
+const GLOB_BUDGET: usize = 1 << 20;
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// FNV-1a: field paths and values are short, and SipHash's setup dominates for them.
