@@ -4,8 +4,9 @@ Most log events match no rule, yet the Python path decodes, flattens and scans
 each one. The screen (``detectors._native``, built from ``detectors/native``)
 walks the raw message once against a copy of the route's index and answers
 whether the Python engine *could* match it. It errs one way only: when it
-cannot decide exactly (regular expressions, non-ASCII values, fractional
-numbers, messages Python might reject), the event takes the Python path.
+cannot decide exactly (regular expressions Rust may read otherwise than RE2,
+non-ASCII values, fractional numbers, messages Python might reject), the
+event takes the Python path.
 The conformance suite checks that a cleared event never has a match.
 
 Without the native module (no Rust toolchain at install time) :func:`build`
