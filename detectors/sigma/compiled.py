@@ -7,7 +7,7 @@ from typing import Any
 
 from detectors.model import Match, RuleInfo
 from detectors.sigma.atoms import MISS, Atom, View
-from detectors.sigma.conditions import Predicate
+from detectors.sigma.conditions import Node, Predicate
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,9 @@ class CompiledRule:
     """Clauses of atoms, each with a true atom whenever the rule matches; None: evaluate on every event."""
     order: int = 0
     """Position in the ruleset (matches are reported in this order)."""
+    condition: Node | None = None
+    """The boolean IR the predicates were made from (the native screen evaluates it for rules
+    without a trigger)."""
 
 
 class Context:

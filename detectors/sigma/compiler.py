@@ -156,6 +156,7 @@ def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline 
         positives=tuple(positive_atoms(node)),
         trigger=trigger(node, indexed),
         order=order,
+        condition=node,
     )
 
 

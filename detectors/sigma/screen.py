@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
-from detectors.sigma.atoms import Atom, RegexAtom, TextAtom
+from detectors.sigma.atoms import Atom, ExistsAtom, FieldRefAtom, NullAtom, RegexAtom, TextAtom
+from detectors.sigma.conditions import Node
 from detectors.sigma.index import FieldIndex, RuleIndex
 from detectors.sigma.regex import dollar_before_newline
 
@@ -135,20 +136,104 @@ def _check(aid: int, atom: Atom) -> tuple[int, int, str, bool, list[tuple[int, s
     return aid, ASSUME, "", False, []
 
 
+SPECIAL_KINDS = {NullAtom: 0, ExistsAtom: 1, FieldRefAtom: 2}
+"""Atoms tested on the whole event that the screen evaluates exactly from the paths it saw."""
+
+# operations of a condition program (postfix): an atom, a constant, not, and/or of the last n
+ATOM, CONST, NOT, AND, OR = range(5)
+
+
+class _Exact:
+    """Condition programs of the rules the screen can evaluate exactly, and what they need:
+    special atoms, and unindexed field atoms to check on every value of their field."""
+
+    def __init__(self, atoms: list[Atom]) -> None:
+        self.atoms = atoms
+        self.special: list[int] = []
+        self.every: dict[str, list[int]] = {}
+
+    def atom(self, aid: int) -> bool:
+        """Whether the screen can tell this atom's truth (or that it cannot, per event)."""
+        atom = self.atoms[aid]
+        kind = type(atom)
+        if kind in SPECIAL_KINDS:
+            if aid not in self.special:
+                self.special.append(aid)
+            return True
+        if kind is TextAtom or kind is RegexAtom:
+            if kind is RegexAtom and _check(aid, atom)[1] == ASSUME:
+                return False  # decided by a key alone at best: not exactly
+            if atom.keys:
+                return True
+            if atom.field is not None:
+                every = self.every.setdefault(atom.field, [])
+                if aid not in every:
+                    every.append(aid)
+                return True
+        return False  # numeric, CIDR, keywords without a literal
+
+    def program(self, node: Node | None) -> list[tuple[int, int]] | None:
+        """The condition as a postfix program, or None if some atom is beyond the screen."""
+        out: list[tuple[int, int]] = []
+        return out if node is not None and self._emit(node, out) else None
+
+    def _emit(self, node: Node, out: list[tuple[int, int]]) -> bool:
+        op, arg = node
+        if op == "atom":
+            out.append((ATOM, arg))  # type: ignore[arg-type]
+            return self.atom(arg)  # type: ignore[arg-type]
+        if op == "const":
+            out.append((CONST, int(bool(arg))))
+            return True
+        if op == "not":
+            ok = self._emit(arg, out)  # type: ignore[arg-type]
+            out.append((NOT, 0))
+            return ok
+        children: list[Node] = arg  # type: ignore[assignment]
+        ok = all([self._emit(child, out) for child in children])
+        out.append((AND if op == "and" else OR, len(children)))
+        return ok
+
+
+def _special(aid: int, atom: Atom) -> tuple[int, int, str, str, bool, bool, bool]:
+    """(local id, kind, field, other field, starts, ends, wanted presence)."""
+    kind = SPECIAL_KINDS[type(atom)]
+    other = atom.other if isinstance(atom, FieldRefAtom) else ""
+    starts = isinstance(atom, FieldRefAtom) and atom.starts
+    ends = isinstance(atom, FieldRefAtom) and atom.ends
+    want = isinstance(atom, ExistsAtom) and atom.want
+    return aid, kind, atom.field or "", other, starts, ends, want
+
+
 def export_plan(index: RuleIndex, atoms: list[Atom]) -> dict[str, Any]:
-    """The screen's constructor arguments for one route's index."""
+    """The screen's constructor arguments for one route's index.
+
+    Rules whose every atom the screen can evaluate exactly carry their condition program:
+    a candidate whose program is false is no candidate. Rules without a trigger are evaluated on
+    every event that way, or, if one of them cannot be, the whole route goes to Python.
+    """
+    exact = _Exact(atoms)
+    programs = [exact.program(rule.condition) for rule in index.rules]
+    direct_ok = all(type(atoms[aid]) in SPECIAL_KINDS and exact.atom(aid) for aid in index.direct_triggers)
+    always = not direct_ok or any(programs[position] is None for position in index.always)
     ids = _Ids()
-    indexes = [*index.fields.values(), *([index.keywords] if index.keywords is not None else [])]
-    checked: set[int] = set()
-    for field in indexes:
+    fields = {path: _field(field, ids) for path, field in index.fields.items()}
+    for path, extra in exact.every.items():
+        exact_keys, every, keys = fields.get(path, ([], [], []))
+        fields[path] = (exact_keys, [*every, *ids(extra)], keys)
+    checked: set[int] = {aid for extra in exact.every.values() for aid in extra}
+    for field in [*index.fields.values(), *([index.keywords] if index.keywords is not None else [])]:
         checked |= _checked(field)
     plan: dict[str, Any] = {
-        "fields": [(path, _field(field, ids)) for path, field in index.fields.items()],
+        "fields": list(fields.items()),
         "keywords": _field(index.keywords, ids) if index.keywords is not None else None,
         "triggers": [(ids([aid])[0], list(positions)) for aid, positions in index.triggers.items()],
         "rest": [[ids(clause) for clause in clauses] for clauses in index.rest],
-        # atoms tested directly on the event are not mirrored: their rules are always candidates
-        "always": bool(index.always or index.direct_triggers),
+        "always": always,
+        "programs": [None if program is None else [(op, ids([arg])[0] if op == ATOM else arg)
+                                                   for op, arg in program] for program in programs],
+        "untriggered": list(index.always),
+        "special": [_special(ids([aid])[0], atoms[aid]) for aid in exact.special],
     }
     plan["checks"] = [_check(ids.local[aid], atoms[aid]) for aid in sorted(checked)]
     plan["atom_count"] = len(ids.local)

@@ -91,7 +91,7 @@ def test_rule_events_cleared_only_without_a_match(sigmahq: LoadResult,
     for logsource, events in _by_logsource(sigmahq_parsed):
         tally.check(sigmahq.ruleset, logsource, events)
     print(f"screen: {tally.events} events, {tally.matching} matching, {tally.cleared} cleared")
-    tally.assert_sound(0.4)  # near misses built from each rule's own values: often candidates
+    tally.assert_sound(0.9)
 
 
 def test_all_rules_route(shared_dir: Path, sigmahq_parsed: list[tuple[str, SigmaRule]]) -> None:
@@ -107,7 +107,7 @@ def test_all_rules_route(shared_dir: Path, sigmahq_parsed: list[tuple[str, Sigma
     tally = Tally()
     tally.check(loaded.ruleset, None, sample)
     print(f"screen: {tally.events} events, {tally.matching} matching, {tally.cleared} cleared")
-    tally.assert_sound(0.5)
+    tally.assert_sound(0.9)
 
 
 def test_realistic_events(sigmahq: LoadResult) -> None:
@@ -118,7 +118,4 @@ def test_realistic_events(sigmahq: LoadResult) -> None:
     for logsource, events in grouped.items():
         tally.check(sigmahq.ruleset, logsource, events)
     print(f"screen: {tally.events} events, {tally.matching} matching, {tally.cleared} cleared")
-    # Windows process creation (a third of these events) is not screened with the whole corpus:
-    # two of its rules can match without any positive value, and two trigger on null and
-    # field-reference tests the screen does not mirror; every event of that route goes to Python.
-    tally.assert_sound(0.3)
+    tally.assert_sound(0.9)

@@ -65,9 +65,39 @@ def test_matching_events_go_to_python_and_others_are_cleared(detection, hit, mis
     assert scan(detection, hit, miss)[0] == [0]
 
 
-def test_candidates_go_to_python_even_when_a_negation_rules_them_out():
-    """The screen finds candidates (a positive atom of every trigger clause); conditions are Python's."""
-    assert scan({"sel": {"a": "x"}, "flt": {"b": "y"}, "condition": "sel and not flt"}, {"a": "x", "b": "y"})[0] == [0]
+def test_candidates_are_dropped_when_their_whole_condition_is_false():
+    """Rules whose every atom the screen can evaluate run as programs; others stay candidates."""
+    negated = {"sel": {"a": "x"}, "flt": {"b": "y"}, "condition": "sel and not flt"}
+    assert scan(negated, {"a": "x", "b": "y"}, {"a": "x", "b": "z"})[0] == [1]
+    numeric = {"sel": {"a": "x"}, "flt": {"n|gt": 5}, "condition": "sel and not flt"}
+    assert scan(numeric, {"a": "x", "n": 9})[0] == [0]  # |gt is Python's: a candidate goes to Python
+
+
+@pytest.mark.parametrize(("detection", "events", "picked"), [
+    # negation-only rules (no trigger) run on every event
+    ({"flt": {"Image|contains": "\\"}, "condition": "not flt"},
+     [{"Image": "C:\\x.exe"}, {"Image": "x.exe"}, {}], [1, 2]),
+    ({"n": {"Image": None}, "condition": "not n"}, [{"Image": None}, {"Image": []}, {"Image": {}}, {"Image": "a"}],
+     [2, 3]),
+    ({"e": {"Image|exists": True}, "condition": "not e"}, [{"Image": None}, {"x": 1}], [1]),
+    ({"r": {"Image|fieldref": "ParentImage"}, "condition": "r"},
+     [{"Image": "A", "ParentImage": "a"}, {"Image": "a", "ParentImage": "b"}, {"Image": ["b", "a"], "ParentImage": "A"}],
+     [0, 2]),
+])
+def test_null_exists_fieldref_and_negations_are_exact(detection, events, picked):
+    ruleset = build(rule_yaml(detection))
+    assert [i for i, e in enumerate(events) if ruleset.evaluate(e, LS)] == picked
+    assert scan(detection, *events)[0] == picked
+
+
+def test_exact_evaluation_defers_duplicated_keys_and_deep_nesting():
+    """Python keeps the last of duplicated keys and stops flattening deep objects."""
+    negation = {"flt": {"Image|contains": "\\"}, "condition": "not flt"}
+    assert scan(negation, b'{"Image": "a", "Image": "C:\\\\x"}')[0] == [0]
+    deep: Any = {"Image": "C:\\x"}
+    for _ in range(40):
+        deep = {"d": deep, "Image": "C:\\y"}
+    assert scan(negation, deep)[0] == [0]
 
 
 SEL = {"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}

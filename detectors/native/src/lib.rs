@@ -17,15 +17,18 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use plan::{Check, FastMap, FieldPlan, Key, Plan};
+use std::sync::Mutex;
+
+use plan::{Check, FastMap, FieldPlan, Key, Plan, Special, ValueCache};
 use walk::Walk;
 
 type ExactIn = Vec<(String, Vec<u32>, Vec<u32>)>;
 type KeyIn = Vec<(String, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)>;
 type FieldIn = (ExactIn, Vec<u32>, KeyIn);
 type CheckIn = (u32, i32, String, bool, Vec<(u8, String)>);
+type SpecialIn = (u32, u8, String, String, bool, bool, bool);
 
-fn field_plan(input: FieldIn, key_base: &mut usize) -> PyResult<FieldPlan> {
+fn field_plan(input: FieldIn, key_base: &mut usize, id: u32) -> PyResult<FieldPlan> {
     let (exact_in, every, keys_in) = input;
     let mut exact = FastMap::default();
     for (key, plain, verify) in exact_in {
@@ -43,7 +46,7 @@ fn field_plan(input: FieldIn, key_base: &mut usize) -> PyResult<FieldPlan> {
         .collect();
     let base = *key_base;
     *key_base += keys.len();
-    FieldPlan::new(exact, every, keys, base)
+    FieldPlan::new(exact, every, keys, base, id)
         .map_err(|e| PyValueError::new_err(format!("automaton: {e}")))
 }
 
@@ -51,13 +54,15 @@ fn field_plan(input: FieldIn, key_base: &mut usize) -> PyResult<FieldPlan> {
 #[pyclass(module = "detectors._native", frozen)]
 struct Screen {
     plan: Plan,
+    /// Verdicts of repeated values, kept across calls (one scan runs at a time per screen).
+    cache: Mutex<ValueCache>,
 }
 
 #[pymethods]
 impl Screen {
     /// Build from the plan `detectors.sigma.screen.export_plan` makes of a route's index.
     #[new]
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)] // keyword arguments from Python
     fn new(
         fields: Vec<(String, FieldIn)>,
         keywords: Option<FieldIn>,
@@ -65,6 +70,9 @@ impl Screen {
         triggers: Vec<(u32, Vec<u32>)>,
         rest: Vec<Vec<Vec<u32>>>,
         always: bool,
+        programs: Vec<Option<Vec<(u8, u32)>>>,
+        untriggered: Vec<u32>,
+        special: Vec<SpecialIn>,
         atom_count: usize,
     ) -> PyResult<Self> {
         let mut key_base = 0usize;
@@ -93,14 +101,15 @@ impl Screen {
             }
             Ok(())
         };
-        for (path, input) in fields {
-            let fp = field_plan(input, &mut key_base)?;
+        let keyword_id = fields.len() as u32;
+        for (id, (path, input)) in fields.into_iter().enumerate() {
+            let fp = field_plan(input, &mut key_base, id as u32)?;
             mark(&fp, &mut indexed)?;
             field_map.insert(path, fp);
         }
         let keywords = match keywords {
             Some(input) => {
-                let fp = field_plan(input, &mut key_base)?;
+                let fp = field_plan(input, &mut key_base, keyword_id)?;
                 mark(&fp, &mut indexed)?;
                 Some(fp)
             }
@@ -141,6 +150,51 @@ impl Screen {
             }
             trigger_table[range(atom)?] = positions;
         }
+        if programs
+            .iter()
+            .flatten()
+            .flatten()
+            .any(|&(op, arg)| op == 0 && arg as usize >= atom_count)
+        {
+            return Err(PyValueError::new_err("atom id out of range"));
+        }
+        let fits =
+            |p: &u32| (*p as usize) < rest.len() && (always || programs[*p as usize].is_some());
+        if programs.len() != rest.len() || !untriggered.iter().all(fits) {
+            return Err(PyValueError::new_err("programs do not fit the rules"));
+        }
+        let mut slots: FastMap<String, usize> = FastMap::default();
+        let mut texts: Vec<bool> = Vec::new();
+        let mut slot_of = |path: String, keep_texts: bool| -> usize {
+            let next = slots.len();
+            let slot = *slots.entry(path).or_insert(next);
+            if slot == texts.len() {
+                texts.push(false);
+            }
+            texts[slot] |= keep_texts;
+            slot
+        };
+        let mut specials = Vec::new();
+        for (atom, kind, field, other, starts, ends, want) in special {
+            indexed[range(atom)?] = true;
+            let reference = kind == 2;
+            let slot = slot_of(field, reference);
+            let other = if reference {
+                slot_of(other, true)
+            } else {
+                slot
+            };
+            specials.push(Special {
+                atom,
+                kind,
+                slot,
+                other,
+                starts,
+                ends,
+                want,
+            });
+        }
+        let strict = programs.iter().any(Option::is_some) || !specials.is_empty();
         let plan = Plan {
             fields: field_map,
             keywords,
@@ -149,10 +203,19 @@ impl Screen {
             rest,
             indexed,
             always,
+            programs,
+            untriggered,
+            special: specials,
+            slots,
+            texts,
+            strict,
             atom_count,
             key_count: key_base,
         };
-        Ok(Screen { plan })
+        Ok(Screen {
+            plan,
+            cache: Mutex::default(),
+        })
     }
 
     /// Screen raw messages: returns the positions that must take the Python path (they may
@@ -205,13 +268,21 @@ impl Screen {
         max_depth: usize,
     ) -> (Vec<usize>, Vec<f64>) {
         let timed = !time_fields.is_empty();
-        let mut walk = Walk::new(&self.plan, time_fields, max_depth);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut walk = Walk::new(
+            &self.plan,
+            time_fields,
+            max_depth,
+            std::mem::take(&mut *cache),
+        );
         let mut picked = Vec::new();
         let mut latest = vec![f64::NAN];
         for (position, message) in messages.iter().enumerate() {
             let cleared = match message {
                 Some(data) => {
-                    data.len() <= max_bytes && walk.run(data) && !self.plan.candidate(&walk.hits)
+                    data.len() <= max_bytes
+                        && walk.run(data)
+                        && !self.plan.candidate(&walk.hits, &mut walk.tried)
                 }
                 None => false,
             };
@@ -237,6 +308,7 @@ impl Screen {
                 }
             }
         }
+        *cache = walk.into_cache();
         (picked, latest)
     }
 }

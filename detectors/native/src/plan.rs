@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, OnceLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::glob;
@@ -57,18 +57,39 @@ impl Check {
     }
 }
 
+/// A check's answer for one value; `Unknown` where the screen cannot tell exactly.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Verdict {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Verdict {
+    fn of(yes: bool) -> Verdict {
+        if yes {
+            Verdict::Yes
+        } else {
+            Verdict::No
+        }
+    }
+}
+
 impl Check {
-    fn holds(&self, text: &[u8], folded: &[u8]) -> bool {
+    /// `ascii`: the value is ASCII; otherwise its characters' case folding is the one Python's
+    /// has too, but regexes (RE2's classes are ASCII, Rust's Unicode) and `?` (a character, not
+    /// a byte) are left to Python.
+    fn holds(&self, text: &[u8], folded: &[u8], ascii: bool) -> Verdict {
         match self {
-            Check::Assume => true,
-            // RE2's \s and \S leave out the vertical tab, Rust's do not: assume on such values
-            Check::Regex { regex, dollar } => {
-                text.contains(&0x0b)
-                    || regex.is_match(text)
+            Check::Assume => Verdict::Unknown,
+            // RE2's \s and \S leave out the vertical tab, Rust's do not
+            Check::Regex { .. } if !ascii || text.contains(&0x0b) => Verdict::Unknown,
+            Check::Regex { regex, dollar } => Verdict::of(
+                regex.is_match(text)
                     || (*dollar
                         && text.last() == Some(&b'\n')
-                        && regex.is_match(&text[..text.len() - 1]))
-            }
+                        && regex.is_match(&text[..text.len() - 1])),
+            ),
             Check::Text {
                 kind,
                 literal,
@@ -77,14 +98,17 @@ impl Check {
             } => {
                 let value = if *cased { text } else { folded };
                 match kind {
-                    0 => value == literal.as_slice(),
-                    1 => value.starts_with(literal),
-                    2 => value.ends_with(literal),
-                    3 => contains(value, literal),
-                    5 => true,
-                    // the backtracking glob is O(value x pattern): past a budget, assume (Python's RE2 is linear)
-                    _ if value.len().saturating_mul(glob.len()) > GLOB_BUDGET => true,
-                    _ => glob::matches(glob, value),
+                    0 => Verdict::of(value == literal.as_slice()),
+                    1 => Verdict::of(value.starts_with(literal)),
+                    2 => Verdict::of(value.ends_with(literal)),
+                    3 => Verdict::of(contains(value, literal)),
+                    5 => Verdict::Yes,
+                    // the backtracking glob is O(value x pattern): past a budget, let Python's
+                    // linear RE2 glob decide
+                    _ if !ascii || value.len().saturating_mul(glob.len()) > GLOB_BUDGET => {
+                        Verdict::Unknown
+                    }
+                    _ => Verdict::of(glob::matches(glob, value)),
                 }
             }
         }
@@ -97,30 +121,43 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
 }
 
-/// FNV-1a: field paths and values are short, and SipHash's setup dominates for them.
+/// The word-at-a-time hash rustc uses (FxHash): field paths and values are short, and
+/// SipHash's setup dominates for them. Not for keys an attacker picks to collide: the maps it
+/// serves are keyed by rule fields and values, or verified on lookup (the value cache).
 #[derive(Default)]
-pub struct Fnv(u64);
+pub struct FxHasher(u64);
 
-impl Hasher for Fnv {
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
         }
-        self.0 = hash;
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ ((rest.len() as u64) << 56));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
     }
 }
 
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 pub struct Key {
     pub text: Vec<u8>,
@@ -138,6 +175,8 @@ pub struct FieldPlan {
     pub automaton: Option<AhoCorasick>,
     /// Where this plan's keys start in the route-wide numbering of keys (for [`Hits`]).
     pub key_base: usize,
+    /// Distinguishes the plans of one route in the [`ValueCache`].
+    pub id: u32,
 }
 
 impl FieldPlan {
@@ -146,6 +185,7 @@ impl FieldPlan {
         every: Vec<u32>,
         keys: Vec<Key>,
         key_base: usize,
+        id: u32,
     ) -> Result<Self, aho_corasick::BuildError> {
         let automaton = if keys.is_empty() {
             None
@@ -153,7 +193,6 @@ impl FieldPlan {
             Some(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::ContiguousNFA))
                     .build(keys.iter().map(|k| k.text.as_slice()))?,
             )
         };
@@ -163,6 +202,7 @@ impl FieldPlan {
             keys,
             automaton,
             key_base,
+            id,
         })
     }
 }
@@ -170,6 +210,8 @@ impl FieldPlan {
 /// Per-event hit set: an atom is hit when its stamp equals the event's generation.
 pub struct Hits {
     stamps: Vec<u32>,
+    /// Atoms counted as hits without knowing (a check that could not tell).
+    unknown: Vec<u32>,
     generation: u32,
     pub list: Vec<u32>,
     /// Keys already handled for the current value (a key can occur several times in it).
@@ -181,6 +223,7 @@ impl Hits {
     pub fn new(atoms: usize, keys: usize) -> Self {
         Hits {
             stamps: vec![0; atoms],
+            unknown: vec![0; atoms],
             generation: 0,
             list: Vec::new(),
             seen_keys: vec![0; keys],
@@ -192,6 +235,7 @@ impl Hits {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.stamps.iter_mut().for_each(|s| *s = 0);
+            self.unknown.iter_mut().for_each(|s| *s = 0);
             self.generation = 1;
         }
         self.list.clear();
@@ -211,12 +255,31 @@ impl Hits {
         self.stamps[atom as usize] == self.generation
     }
 
+    /// Hit, but possibly not really (see [`Verdict::Unknown`]).
     #[inline]
-    fn set(&mut self, atom: u32) {
+    pub fn unknown(&self, atom: u32) -> bool {
+        self.unknown[atom as usize] == self.generation
+    }
+
+    #[inline]
+    pub fn set(&mut self, atom: u32) {
         let slot = &mut self.stamps[atom as usize];
         if *slot != self.generation {
             *slot = self.generation;
             self.list.push(atom);
+        }
+        self.unknown[atom as usize] = 0;
+    }
+
+    pub fn record(&mut self, atom: u32, verdict: Verdict) {
+        match verdict {
+            Verdict::Yes => self.set(atom),
+            Verdict::No => {}
+            Verdict::Unknown if self.has(atom) && !self.unknown(atom) => {}
+            Verdict::Unknown => {
+                self.set(atom);
+                self.unknown[atom as usize] = self.generation;
+            }
         }
     }
 }
@@ -232,34 +295,169 @@ pub struct Plan {
     pub rest: Vec<Vec<Vec<u32>>>,
     /// Atoms the scan can report; an atom of a clause outside it counts as satisfied.
     pub indexed: Vec<bool>,
-    /// Some rule is a candidate on every event (no trigger, or a trigger the scan cannot see).
+    /// Some rule is a candidate on every event (no trigger, or a trigger the screen cannot
+    /// evaluate exactly).
     pub always: bool,
+    /// Per rule position, its condition as a postfix program when the screen can evaluate every
+    /// atom of it (a candidate whose program is false is dropped).
+    pub programs: Vec<Option<Vec<(u8, u32)>>>,
+    /// Positions of the rules without a trigger: their programs run on every event.
+    pub untriggered: Vec<u32>,
+    /// Atoms tested on the whole event (null, exists, field reference), from the paths seen.
+    pub special: Vec<Special>,
+    /// Field paths the special atoms read, numbered (their per-event state is a [`Slot`]).
+    pub slots: FastMap<String, usize>,
+    /// Slots whose value texts are kept (field references).
+    pub texts: Vec<bool>,
+    /// Exact answers are needed (programs, special atoms): duplicated keys and nesting deeper
+    /// than the Python flattening goes make an event unsure.
+    pub strict: bool,
     pub atom_count: usize,
     pub key_count: usize,
 }
 
+pub struct Special {
+    pub atom: u32,
+    /// 0 null, 1 exists, 2 field reference.
+    pub kind: u8,
+    pub slot: usize,
+    pub other: usize,
+    pub starts: bool,
+    pub ends: bool,
+    pub want: bool,
+}
+
+/// What an event holds at one path the special atoms read.
+#[derive(Default, Clone)]
+pub struct Slot {
+    pub present: bool,
+    pub non_null: bool,
+    pub texts: Vec<Vec<u8>>,
+    pub unsure: bool,
+}
+
+impl Slot {
+    pub fn clear(&mut self) {
+        self.present = false;
+        self.non_null = false;
+        self.texts.clear();
+        self.unsure = false;
+    }
+}
+
+const ATOM: u8 = 0;
+const CONST: u8 = 1;
+const NOT: u8 = 2;
+const AND: u8 = 3;
+
+/// Per field plan and value text, the verdicts of [`Plan::verdicts`] (log values repeat a lot:
+/// paths, users, hosts). Bounded: emptied when full, as the Python engine's value cache is.
+#[derive(Default)]
+pub struct ValueCache {
+    entries: FastMap<u64, CachedValue>,
+}
+
+/// (field plan id, value text, verdicts): the text is compared, hash collisions are misses.
+type CachedValue = (u32, Box<[u8]>, Box<[(u32, Verdict)]>);
+
+/// Longer values are not cached (they seldom repeat).
+pub const CACHED_TEXT: usize = 160;
+const CACHE_ENTRIES: usize = 8192;
+
+impl ValueCache {
+    fn hash(id: u32, text: &[u8]) -> u64 {
+        let mut hasher = FxHasher::default();
+        hasher.write(&id.to_le_bytes());
+        hasher.write(text);
+        hasher.finish()
+    }
+
+    pub fn get(&self, id: u32, text: &[u8]) -> Option<&[(u32, Verdict)]> {
+        let (owner, stored, verdicts) = self.entries.get(&Self::hash(id, text))?;
+        (*owner == id && **stored == *text).then_some(&**verdicts)
+    }
+
+    pub fn insert(&mut self, id: u32, text: &[u8], verdicts: &[(u32, Verdict)]) {
+        if self.entries.len() >= CACHE_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries
+            .insert(Self::hash(id, text), (id, text.into(), verdicts.into()));
+    }
+}
+
+/// Rule positions already considered as candidates of the current event.
+pub struct Tried {
+    stamps: Vec<u32>,
+    generation: u32,
+}
+
+impl Tried {
+    pub fn new(rules: usize) -> Self {
+        Tried {
+            stamps: vec![0; rules],
+            generation: 0,
+        }
+    }
+
+    fn next(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamps.iter_mut().for_each(|s| *s = 0);
+            self.generation = 1;
+        }
+    }
+
+    fn first(&mut self, position: u32) -> bool {
+        let slot = &mut self.stamps[position as usize];
+        let first = *slot != self.generation;
+        *slot = self.generation;
+        first
+    }
+}
+
+/// Three-valued logic for conditions over atoms some of which are unknown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tri {
+    F,
+    T,
+    U,
+}
+
 impl Plan {
-    fn check(&self, atom: u32, text: &[u8], folded: &[u8]) -> bool {
+    fn check(&self, atom: u32, text: &[u8], folded: &[u8], ascii: bool) -> Verdict {
         self.checks[atom as usize]
             .as_ref()
-            .is_none_or(|c| c.holds(text, folded))
+            .map_or(Verdict::Yes, |c| c.holds(text, folded, ascii))
     }
 
     /// Record the atoms of `field` that a value (ASCII `text`, lower-cased `folded`) satisfies.
-    pub fn scan(&self, field: &FieldPlan, text: &[u8], folded: &[u8], hits: &mut Hits) {
-        for &atom in &field.every {
-            if !hits.has(atom) && self.check(atom, text, folded) {
-                hits.set(atom);
+    /// The atoms of `field` a value satisfies (or may: `Unknown`), whatever was hit before:
+    /// the answer depends on the value alone, so it can be cached.
+    pub fn verdicts(
+        &self,
+        field: &FieldPlan,
+        text: &[u8],
+        folded: &[u8],
+        ascii: bool,
+        hits: &mut Hits,
+        out: &mut Vec<(u32, Verdict)>,
+    ) {
+        out.clear();
+        let mut push = |atom: u32, verdict: Verdict| {
+            if verdict != Verdict::No {
+                out.push((atom, verdict));
             }
+        };
+        for &atom in &field.every {
+            push(atom, self.check(atom, text, folded, ascii));
         }
         if let Some((plain, verify)) = field.exact.get(folded) {
             for &atom in plain {
-                hits.set(atom);
+                push(atom, Verdict::Yes);
             }
             for &atom in verify {
-                if !hits.has(atom) && self.check(atom, text, folded) {
-                    hits.set(atom);
-                }
+                push(atom, self.check(atom, text, folded, ascii));
             }
         }
         let Some(automaton) = &field.automaton else {
@@ -275,39 +473,130 @@ impl Plan {
             *seen = value;
             let key = &field.keys[index];
             for &atom in &key.anywhere {
-                hits.set(atom);
+                push(atom, Verdict::Yes);
             }
             if !key.prefix.is_empty() && folded.starts_with(&key.text) {
                 for &atom in &key.prefix {
-                    hits.set(atom);
+                    push(atom, Verdict::Yes);
                 }
             }
             if !key.suffix.is_empty() && folded.ends_with(&key.text) {
                 for &atom in &key.suffix {
-                    hits.set(atom);
+                    push(atom, Verdict::Yes);
                 }
             }
             for &atom in &key.verify {
-                if !hits.has(atom) && self.check(atom, text, folded) {
-                    hits.set(atom);
-                }
+                push(atom, self.check(atom, text, folded, ascii));
             }
         }
     }
 
-    /// Whether some rule may match given the hits (its trigger clauses all have a hit).
-    pub fn candidate(&self, hits: &Hits) -> bool {
+    /// Record the special atoms' verdicts from the slots of one event.
+    pub fn evaluate_special(&self, slots: &[Slot], hits: &mut Hits) {
+        for special in &self.special {
+            let slot = &slots[special.slot];
+            let verdict = match special.kind {
+                // Python: the field is absent, or every value of it is null
+                0 => Verdict::of(!slot.non_null),
+                1 => Verdict::of(slot.present == special.want),
+                _ => {
+                    let other = &slots[special.other];
+                    if slot.unsure || other.unsure {
+                        Verdict::Unknown
+                    } else {
+                        Verdict::of(slot.texts.iter().any(|value| {
+                            other.texts.iter().any(|reference| {
+                                match (special.starts, special.ends) {
+                                    (true, true) => contains(value, reference),
+                                    (true, false) => value.starts_with(reference),
+                                    (false, true) => value.ends_with(reference),
+                                    (false, false) => value == reference,
+                                }
+                            })
+                        }))
+                    }
+                }
+            };
+            hits.record(special.atom, verdict);
+        }
+    }
+
+    /// Whether a rule without a trigger may match: its condition is true or unknown.
+    fn program_may_match(program: &[(u8, u32)], hits: &Hits, stack: &mut Vec<Tri>) -> bool {
+        stack.clear();
+        for &(op, arg) in program {
+            let value = match op {
+                ATOM if hits.unknown(arg) => Tri::U,
+                ATOM => {
+                    if hits.has(arg) {
+                        Tri::T
+                    } else {
+                        Tri::F
+                    }
+                }
+                CONST => {
+                    if arg != 0 {
+                        Tri::T
+                    } else {
+                        Tri::F
+                    }
+                }
+                NOT => match stack.pop() {
+                    Some(Tri::T) => Tri::F,
+                    Some(Tri::F) => Tri::T,
+                    _ => Tri::U,
+                },
+                _ => {
+                    let start = stack.len().saturating_sub(arg as usize);
+                    let (decisive, other) = if op == AND {
+                        (Tri::F, Tri::T)
+                    } else {
+                        (Tri::T, Tri::F)
+                    };
+                    let children = &stack[start..];
+                    let value = if children.contains(&decisive) {
+                        decisive
+                    } else if children.contains(&Tri::U) {
+                        Tri::U
+                    } else {
+                        other
+                    };
+                    stack.truncate(start);
+                    value
+                }
+            };
+            stack.push(value);
+        }
+        stack.pop() != Some(Tri::F)
+    }
+
+    /// Whether some rule may match given the hits: its trigger clauses all have a hit and its
+    /// program (if any) is not false; or a rule without a trigger may match.
+    pub fn candidate(&self, hits: &Hits, tried: &mut Tried) -> bool {
         if self.always {
             return true;
         }
+        let mut stack = Vec::new();
+        let may_match =
+            |position: u32, stack: &mut Vec<Tri>| match &self.programs[position as usize] {
+                Some(program) => Self::program_may_match(program, hits, stack),
+                None => true,
+            };
+        if self.untriggered.iter().any(|&p| may_match(p, &mut stack)) {
+            return true;
+        }
+        tried.next();
         for &atom in &hits.list {
             for &position in &self.triggers[atom as usize] {
+                if !tried.first(position) {
+                    continue;
+                }
                 let satisfied = self.rest[position as usize].iter().all(|clause| {
                     clause
                         .iter()
                         .any(|&a| !self.indexed[a as usize] || hits.has(a))
                 });
-                if satisfied {
+                if satisfied && may_match(position, &mut stack) {
                     return true;
                 }
             }

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::plan::{Hits, Plan};
+use crate::plan::{Hits, Plan, Slot, Tried, ValueCache, Verdict, CACHED_TEXT};
 use crate::time::{self, Read};
 
 /// A time field's value as found: a number, a string, or anything else (not a timestamp).
@@ -30,6 +30,7 @@ pub struct Walk<'p> {
     time_fields: &'p [String],
     max_depth: usize,
     pub hits: Hits,
+    pub tried: Tried,
     pub unsure: bool,
     path: String,
     raw: String,
@@ -47,6 +48,28 @@ pub struct Walk<'p> {
     parents: Vec<Vec<u32>>,
     number: String,
     folded: Vec<u8>,
+    /// What the event holds at the paths special atoms read, and the current key's slot.
+    slots: Vec<Slot>,
+    slot: Option<usize>,
+    /// Strict mode: hashes of the keys of the objects being walked (duplicates are unsure).
+    keys: Vec<u64>,
+    cache: ValueCache,
+    verdicts: Vec<(u32, Verdict)>,
+}
+
+/// Python's flattening stops descending deeper than this (``detectors.sigma.fields.MAX_DEPTH``
+/// with a margin): in strict mode a deeper event is unsure.
+const STRICT_DEPTH: usize = 30;
+
+/// Below this code point (Latin, Greek, Cyrillic, Armenian) lower-casing has been the same in
+/// every Unicode version since long before Python 3.11's: Rust's `to_lowercase` folds those
+/// values as Python's `str.lower` does. Values with later characters go to Python.
+const STABLE_CASE: u32 = 0x0590;
+
+fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[derive(Debug)]
@@ -59,12 +82,18 @@ impl fmt::Display for Stop {
 }
 
 impl<'p> Walk<'p> {
-    pub fn new(plan: &'p Plan, time_fields: &'p [String], max_depth: usize) -> Self {
+    pub fn new(
+        plan: &'p Plan,
+        time_fields: &'p [String],
+        max_depth: usize,
+        cache: ValueCache,
+    ) -> Self {
         Walk {
             plan,
             time_fields,
             max_depth,
             hits: Hits::new(plan.atom_count, plan.key_count),
+            tried: Tried::new(plan.rest.len()),
             unsure: false,
             path: String::new(),
             raw: String::new(),
@@ -80,7 +109,16 @@ impl<'p> Walk<'p> {
                 .collect(),
             number: String::new(),
             folded: Vec::new(),
+            slots: vec![Slot::default(); plan.texts.len()],
+            slot: None,
+            keys: Vec::new(),
+            cache,
+            verdicts: Vec::new(),
         }
+    }
+
+    pub fn into_cache(self) -> ValueCache {
+        self.cache
     }
 
     /// Walk one message; false when it is not one JSON object Python would read the same way.
@@ -96,11 +134,18 @@ impl<'p> Walk<'p> {
         self.flat.iter_mut().for_each(|s| *s = None);
         self.nested.iter_mut().for_each(|s| *s = None);
         self.parents.iter_mut().flatten().for_each(|s| *s = 0);
+        self.slots.iter_mut().for_each(Slot::clear);
+        self.slot = None;
+        self.keys.clear();
         let mut reader = serde_json::Deserializer::from_slice(data);
         if (Root { walk: self }).deserialize(&mut reader).is_err() || reader.end().is_err() {
             return false;
         }
-        !self.unsure && !self.parents.iter().flatten().any(|&n| n > 1)
+        if self.unsure || self.parents.iter().flatten().any(|&n| n > 1) {
+            return false;
+        }
+        self.plan.evaluate_special(&self.slots, &mut self.hits);
+        true
     }
 
     /// Event time from the time fields, in order; `Err` when a value needs Python's parser.
@@ -129,8 +174,8 @@ impl<'p> Walk<'p> {
         Ok(None)
     }
 
-    fn key(&mut self, key: &str) -> (usize, usize) {
-        let saved = (self.path.len(), self.raw.len());
+    fn key(&mut self, key: &str) -> (usize, usize, Option<usize>) {
+        let saved = (self.path.len(), self.raw.len(), self.slot);
         if !self.path.is_empty() {
             self.path.push('.');
         }
@@ -141,6 +186,12 @@ impl<'p> Walk<'p> {
             self.path.push_str(&key.to_lowercase());
         }
         self.pending.clear();
+        if !self.plan.slots.is_empty() {
+            self.slot = self.plan.slots.get(self.path.as_str()).copied();
+            if let Some(slot) = self.slot {
+                self.slots[slot].present = true;
+            }
+        }
         if self.time_fields.is_empty() || self.lists > 0 {
             return saved;
         }
@@ -173,13 +224,29 @@ impl<'p> Walk<'p> {
         saved
     }
 
-    fn unkey(&mut self, saved: (usize, usize), key: &str) {
+    fn unkey(&mut self, saved: (usize, usize, Option<usize>), key: &str) {
         if self.lists == 0 && !self.time_fields.is_empty() && key.contains('.') {
             self.dotted -= 1;
         }
         self.path.truncate(saved.0);
         self.raw.truncate(saved.1);
+        self.slot = saved.2;
         self.pending.clear();
+    }
+
+    /// A non-null value at the current key (its text when it has one Python reads the same way).
+    fn seen(&mut self, text: Option<&str>) {
+        let Some(slot) = self.slot else { return };
+        let state = &mut self.slots[slot];
+        state.non_null = true;
+        if self.plan.texts[slot] {
+            match text {
+                Some(text) if text.is_ascii() => state
+                    .texts
+                    .push(text.bytes().map(|b| b.to_ascii_lowercase()).collect()),
+                _ => state.unsure = true,
+            }
+        }
     }
 
     fn stamp(&mut self, value: Option<Stamp>) {
@@ -204,6 +271,10 @@ impl<'p> Walk<'p> {
         if self.depth > self.max_depth {
             return Err(E::custom(Stop)); // Python rejects it: let Python say so
         }
+        if self.plan.strict && self.depth > STRICT_DEPTH {
+            self.unsure = true;
+            return Err(E::custom(Stop));
+        }
         Ok(())
     }
 
@@ -214,19 +285,46 @@ impl<'p> Walk<'p> {
         if field.is_none() && keyword.is_none() {
             return Ok(());
         }
-        if !text.is_ascii() {
-            self.unsure = true;
+        let ascii = text.is_ascii();
+        self.folded.clear();
+        if ascii {
+            self.folded
+                .extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+        } else if text.chars().all(|c| (c as u32) < STABLE_CASE) {
+            self.folded
+                .extend_from_slice(text.to_lowercase().as_bytes());
+        } else {
+            self.unsure = true; // case folding that may differ between Unicode versions
             return Err(E::custom(Stop));
         }
-        self.folded.clear();
-        self.folded
-            .extend(text.bytes().map(|b| b.to_ascii_lowercase()));
         let folded = std::mem::take(&mut self.folded);
-        if let Some(field) = field {
-            plan.scan(field, text.as_bytes(), &folded, &mut self.hits);
-        }
-        if let Some(keywords) = keyword {
-            plan.scan(keywords, text.as_bytes(), &folded, &mut self.hits);
+        let bytes = text.as_bytes();
+        for plan_of_value in [field, keyword].into_iter().flatten() {
+            let cached = bytes.len() <= CACHED_TEXT;
+            let hit = if cached {
+                self.cache.get(plan_of_value.id, bytes)
+            } else {
+                None
+            };
+            match hit {
+                Some(verdicts) => verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v)),
+                None => {
+                    let mut verdicts = std::mem::take(&mut self.verdicts);
+                    plan.verdicts(
+                        plan_of_value,
+                        bytes,
+                        &folded,
+                        ascii,
+                        &mut self.hits,
+                        &mut verdicts,
+                    );
+                    verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v));
+                    if cached {
+                        self.cache.insert(plan_of_value.id, bytes, &verdicts);
+                    }
+                    self.verdicts = verdicts;
+                }
+            }
         }
         self.folded = folded;
         Ok(())
@@ -240,12 +338,18 @@ impl<'p> Walk<'p> {
         if !self.pending.is_empty() {
             self.stamp(Some(Stamp::Number(as_float)));
         }
-        if self.plan.fields.contains_key(self.path.as_str()) {
+        let scanned = self.plan.fields.contains_key(self.path.as_str());
+        if scanned || self.slot.is_some() {
             use fmt::Write;
             let mut number = std::mem::take(&mut self.number);
             number.clear();
             let _ = write!(number, "{value}");
-            let result = self.text(&number, false);
+            self.seen(Some(&number));
+            let result = if scanned {
+                self.text(&number, false)
+            } else {
+                Ok(())
+            };
             self.number = number;
             return result;
         }
@@ -337,7 +441,9 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         if !self.walk.pending.is_empty() {
             self.walk.stamp(Some(Stamp::Other));
         }
-        self.walk.text(if v { "true" } else { "false" }, false)
+        let text = if v { "true" } else { "false" };
+        self.walk.seen(Some(text));
+        self.walk.text(text, false)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
@@ -356,6 +462,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         if !walk.pending.is_empty() {
             walk.stamp(Some(Stamp::Number(v)));
         }
+        walk.seen(None); // a fraction: Python's repr of it is not reproduced here
         if walk.plan.fields.contains_key(walk.path.as_str()) {
             walk.unsure = true; // Python's repr of a fraction: not reproduced here
             return Err(E::custom(Stop));
@@ -372,6 +479,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         if !walk.pending.is_empty() {
             walk.stamp(Some(Stamp::Text(v.to_owned())));
         }
+        walk.seen(Some(v));
         walk.text(v, true)
     }
 
@@ -386,12 +494,27 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let walk = self.walk;
+        if let Some(slot) = walk.slot {
+            walk.slots[slot].non_null = true; // an object: a non-null value without text
+        }
         walk.enter::<A::Error>(false)?;
+        let strict = walk.plan.strict;
+        let start = walk.keys.len();
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            if strict {
+                // Python keeps the last of duplicated keys; exact answers cannot be given
+                let hash = key_hash(&key);
+                if walk.keys[start..].contains(&hash) {
+                    walk.unsure = true;
+                    return Err(de::Error::custom(Stop));
+                }
+                walk.keys.push(hash);
+            }
             let saved = walk.key(&key);
             map.next_value_seed(Node { walk: &mut *walk })?;
             walk.unkey(saved, &key);
         }
+        walk.keys.truncate(start);
         walk.depth -= 1;
         Ok(())
     }
