@@ -104,16 +104,35 @@ SEL = {"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}
 
 
 @pytest.mark.parametrize("raw", [
-    b'{"CommandLine": "caf\xc3\xa9 whoami"}',  # non-ASCII in a scanned field: Python folds case
+    b'{"CommandLine": "\xe6\x97\xa5\xe6\x9c\xac"}',  # past U+0590: case folding may differ by Unicode version
     b'{"CommandLine": 1.5}',  # a fraction: Python's text of it is not reproduced
     b'{"CommandLine": "x"',  # invalid JSON: Python dead-letters it
     b'[{"CommandLine": "x"}]',  # not an object
     b'{"CommandLine": "\xff"}',  # invalid UTF-8
     b'{"a": NaN}',
     None,  # tombstone
-], ids=["non-ascii", "fraction", "truncated", "array", "utf8", "nan", "tombstone"])
+], ids=["cjk", "fraction", "truncated", "array", "utf8", "nan", "tombstone"])
 def test_what_the_screen_cannot_decide_goes_to_python(raw):
     assert scan(SEL, raw)[0] == [0]
+
+
+def test_latin_greek_cyrillic_values_are_folded_as_python_does():
+    assert scan(SEL, {"CommandLine": "CAFÉ WHOAMI"}, {"CommandLine": "café ΣΟΦΊΑ"})[0] == [0]
+    greek = {"sel": {"v|contains": "σοφία"}, "condition": "sel"}
+    assert scan(greek, {"v": "ΣΟΦΊΑ"}, {"v": "ΣΟΦΟΣ"})[0] == [0]
+
+
+def test_non_ascii_values_leave_globs_and_regexes_to_python():
+    glob = {"sel": {"path": "/etc/sh?dow"}, "condition": "sel"}  # "?": one character, not one byte
+    assert build(rule_yaml(glob)).evaluate({"path": "/etc/shädow"}, LS)
+    assert scan(glob, {"path": "/etc/shädow"}, {"path": "/etc/shadow-"})[0] == [0]
+    word = {"sel": {"v|re": "^\\w+$"}, "condition": "sel"}  # RE2's \w is ASCII, Rust's Unicode
+    assert scan(word, {"v": "ä"}, {"v": "a b"})[0] == [0]
+
+
+def test_cached_verdicts_belong_to_their_field():
+    detection = {"a": {"a": "x"}, "b": {"b|contains": "y"}, "condition": "a or b"}
+    assert scan(detection, {"a": "x"}, {"b": "x"}, {"a": "x"}, {"b": "xyz"})[0] == [0, 2, 3]
 
 
 def test_unscanned_fields_are_not_read_closely():
