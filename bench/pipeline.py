@@ -5,14 +5,19 @@
 Without ``--bootstrap`` a private broker is started with ``service.devservices``.
 Steps, in one run:
 
-1. pre-load ``--events`` events (a mixed corpus over seven log sources; about
-   2% of them match a rule) into one topic per log source;
+1. pre-load ``--events`` events (``bench/eventgen.py``'s mixed corpus plus CI job
+   logs, ``--corpus eventgen``; or a small built-in one over seven log sources)
+   into one topic per log source;
 2. (a) ``raw_consume_per_s``: a plain aiokafka consumer reads every record,
-   no processing;
+   no processing, after two unmeasured warm-up reads (a fresh broker serves its
+   first reads at about half speed); ``raw_consume_tuned_gc_per_s`` is the
+   same consumer, measured last, under pipesentry's garbage-collector settings
+   (``ratio_same_gc`` divides by it);
 3. (b) ``pipeline_per_s``: pipesentry's ``KafkaRunner`` over the same topics
    (project rules plus the SigmaHQ cloud, linux, web and application rules),
    handing alerts to the real alert router with a null sink, until every
-   offset is acknowledged;
+   offset is acknowledged; then the same with the native screen off
+   (``pipeline_unscreened_per_s``; ``alerts_unscreened`` must equal ``alerts``);
    ``*_per_cpu_s`` divide by this process's CPU time instead of wall time
    (steadier on a shared machine);
 4. ``latency_p99_ms``: a separate producer process sends a steady
@@ -178,7 +183,7 @@ async def preload(bootstrap: str, events: dict[str, list[bytes]]) -> None:
 async def raw_consume(bootstrap: str, topics: list[str], total: int) -> tuple[float, float]:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"raw-{os.getpid()}",
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"raw-{os.getpid()}-{time.monotonic_ns()}",
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
@@ -315,7 +320,12 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
 
     from service.metrics import EVENTS_SCREENED
 
-    raw, raw_cpu = await raw_consume(bootstrap, [f"{run}{slug}" for slug in topics], args.events)
+    raw_topics = [f"{run}{slug}" for slug in topics]
+    # two unmeasured reads warm the broker (its JIT-compiled fetch path, the page cache): the
+    # first reads of a fresh broker run at about half speed, which would flatter the pipeline
+    for _ in range(2):
+        await raw_consume(bootstrap, raw_topics, args.events)
+    raw, raw_cpu = await raw_consume(bootstrap, raw_topics, args.events)
     screened_before = EVENTS_SCREENED._value.get()
     elapsed, router, acked = await run_pipeline(settings_for(bootstrap, run, f"pipe-{run}", topics), args.events,
                                                 workdir / "pipe")
@@ -324,6 +334,12 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     # the same pipeline with every event decoded and evaluated in Python, for comparison
     plain_elapsed, plain_router, plain_acked = await run_pipeline(
         settings_for(bootstrap, run, f"plain-{run}", topics, screen=False), args.events, workdir / "plain")
+    # the same plain consumer under the garbage-collector settings pipesentry runs with
+    # (service.runtime.tune_gc): aiokafka alone gains much from them, see ratio_same_gc
+    from service.runtime import tune_gc
+
+    tune_gc()
+    raw_tuned, raw_tuned_cpu = await raw_consume(bootstrap, raw_topics, args.events)
 
     latency_settings = settings_for(bootstrap, run + "lat-", f"lat-{run}", topics)
     children: list[subprocess.Popen[str]] = []
@@ -353,6 +369,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         "raw_consume_per_cpu_s": round(raw_cpu),
         "pipeline_per_cpu_s": round(acked / router.cpu_s) if router.cpu_s else None,
         "ratio_cpu": round(acked / router.cpu_s / raw_cpu, 3) if router.cpu_s else None,
+        "raw_consume_tuned_gc_per_s": round(raw_tuned),
+        "ratio_same_gc": round(pipeline / raw_tuned, 3),
+        "ratio_cpu_same_gc": round(acked / router.cpu_s / raw_tuned_cpu, 3) if router.cpu_s else None,
         "screened_share": round(screened / acked, 3) if acked else None,
         "pipeline_unscreened_per_s": round(plain_acked / plain_elapsed),
         "alerts": router.alerts,

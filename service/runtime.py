@@ -113,6 +113,9 @@ def subscription_pattern(settings: KafkaSettings) -> str | None:
     return f"(?:{names})$|(?:{settings.topic_pattern})" if names else settings.topic_pattern
 
 
+SCREEN_AHEAD = 2
+"""Fetched batches that may wait for (or be in) the native screen while the loop fetches on."""
+
 Screening = tuple[Screen, list[str], int, int]
 """A topic's native screen with its time fields (empty: time not needed), max bytes and depth."""
 ScreenResult = tuple[list[int], list[float], bool]
@@ -130,9 +133,7 @@ def _run_screens(jobs: list[tuple[TopicPartition, list[Any], Screening]]) -> dic
     """Worker-thread body: every partition's records through its screen."""
     out: dict[TopicPartition, ScreenResult] = {}
     for tp, records, (screen, time_fields, max_bytes, max_depth) in jobs:
-        fallbacks = [record.timestamp for record in records] if time_fields else []
-        picked, latest = screen.scan([record.value for record in records], fallbacks, time_fields,
-                                     max_bytes, max_depth)
+        picked, latest = screen.scan_records(records, time_fields, max_bytes, max_depth)
         out[tp] = (picked, latest, bool(time_fields))
     return out
 
@@ -173,6 +174,9 @@ class KafkaRunner:
         self._submitter_done = asyncio.Event()
         self._submitter_done.set()
         self._rebalances = 0
+        self._fetched: asyncio.Queue[tuple[dict[TopicPartition, list[Any]], int, Any] | None] = asyncio.Queue()
+        """Fetched batches on their way through the screen, in fetch order."""
+        self._screen_ahead = asyncio.Semaphore(SCREEN_AHEAD)
         self._screen_pool: ThreadPoolExecutor | None = None
         """The one worker thread the native screen runs in (while :meth:`run` runs)."""
 
@@ -255,24 +259,51 @@ class KafkaRunner:
         self._queue = asyncio.Queue()
         self._submitter_done = asyncio.Event()
         self._abandon = False
+        self._fetched = asyncio.Queue()
+        self._screen_ahead = asyncio.Semaphore(SCREEN_AHEAD)
         submitter = asyncio.create_task(self._submit_loop(), name="kafka-submitter")
+        detector = asyncio.create_task(self._detect_loop(consumer), name="kafka-detector")
         committer = asyncio.create_task(self._commit_loop(consumer, stop), name="kafka-committer")
         max_batch = self.settings.max_batch
         try:
             while not stop.is_set():
-                if submitter.done():
-                    submitter.result()  # surface a crash of the submitter
+                for task in (submitter, detector):
+                    if task.done():
+                        task.result()  # surface a crash
                 self._backpressure(consumer)
                 batches = await consumer.getmany(timeout_ms=200, max_records=max_batch)
                 if batches:
-                    screened = await self._screen_batches(batches)
-                    if screened is not None:
-                        self._queue.put_nowait(self._process(batches, consumer, screened))
+                    # screened in the worker thread while the next batch is fetched; at most
+                    # SCREEN_AHEAD batches wait there (the fetcher's prefetch bounds the rest)
+                    await self._screen_ahead.acquire()
+                    screening = asyncio.ensure_future(self._screen_batches(batches))
+                    self._fetched.put_nowait((batches, self._rebalances, screening))
         finally:
+            self._fetched.put_nowait(None)  # the detector finishes what was fetched, in order
+            await asyncio.gather(detector, return_exceptions=True)
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
             if submitter.done():
                 self._submitter_done.set()
+
+    async def _detect_loop(self, consumer: AIOKafkaConsumer) -> None:
+        """Fetched batches, in fetch order, once screened: detect, then queue for the submitter.
+
+        A batch fetched before a rebalance began is dropped: nothing of it was acknowledged,
+        and the partitions' owners (this instance among them) re-read it from the committed
+        offset.
+        """
+        while True:
+            entry = await self._fetched.get()
+            if entry is None:
+                return
+            batches, rebalances, screening = entry
+            try:
+                screened = await screening
+            finally:
+                self._screen_ahead.release()
+            if screened is not None and rebalances == self._rebalances:
+                self._queue.put_nowait(self._process(batches, consumer, screened))
 
     async def _screen_batches(self, batches: dict[TopicPartition, list[Any]]) -> Screened | None:
         """Run the native screen over the fetched records in a worker thread (it releases the GIL,

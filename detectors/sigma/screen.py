@@ -37,6 +37,11 @@ class Screen(Protocol):
         """Positions needing the Python path, and the latest event time of each run cleared around them."""
         ...
 
+    def scan_records(self, records: list[Any], time_fields: list[str], max_bytes: int,
+                     max_depth: int) -> tuple[list[int], list[float]]:
+        """The same over Kafka records (``value`` bytes, ``timestamp`` in milliseconds)."""
+        ...
+
 
 def _keys(index: FieldIndex) -> list[tuple[str, Any]]:
     """Every substring key of a field index with its entry (short keys included)."""

@@ -336,9 +336,9 @@ async def test_a_batch_screened_across_a_rebalance_is_dropped(tmp_path, monkeypa
     release = threading.Event()
 
     class SlowScreen:
-        def scan(self, values, *args):
+        def scan_records(self, records, *args):
             release.wait(5)
-            return list(range(len(values))), [math.nan] * (len(values) + 1)
+            return list(range(len(records))), [math.nan] * (len(records) + 1)
 
     monkeypatch.setattr(runner, "_screen", lambda spec, current: (SlowScreen(), [], 1 << 20, 64))
     pending = asyncio.create_task(runner._screen_batches(batches))
@@ -383,3 +383,14 @@ def test_a_hostile_value_for_a_backtracking_glob_is_handed_to_python():
     detection = {"sel": {"v": "*a*a*a*a*a*a*a*a*a*ab*c"}, "condition": "sel"}
     assert scan(detection, {"v": "a" * 500_000 + "b"}, max_bytes=1 << 21)[0] == [0]
     assert scan(detection, {"v": "a" * 100 + "b"})[0] == []  # small values are matched exactly
+
+
+def test_records_are_read_as_the_lists_are():
+    """``scan_records`` reads ``value`` and ``timestamp`` itself; same answers as ``scan``."""
+    screen = build(rule_yaml(SEL)).screen(LS)
+    values = [orjson.dumps({"time": 5}), orjson.dumps({"CommandLine": "whoami"}), orjson.dumps({"x": 1}), None]
+    records = [Record(v, None, i, 7000 + i, []) for i, v in enumerate(values)]
+    by_records = screen.scan_records(records, TIME_FIELDS, 1 << 20, 64)
+    by_lists = screen.scan(values, [r.timestamp for r in records], TIME_FIELDS, 1 << 20, 64)
+    assert repr(by_records) == repr(by_lists)  # NaN (an empty run) compares by its text
+    assert by_records[0] == [1, 3] and by_records[1][:2] == [5.0, 7.002]

@@ -14,6 +14,7 @@ mod time;
 mod walk;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -234,39 +235,107 @@ impl Screen {
         max_bytes: usize,
         max_depth: usize,
     ) -> PyResult<(Vec<usize>, Vec<f64>)> {
-        let timed = !time_fields.is_empty();
-        if timed && fallbacks.len() != values.len() {
+        if !time_fields.is_empty() && fallbacks.len() != values.len() {
             return Err(PyValueError::new_err(
                 "fallbacks and values differ in length",
             ));
         }
-        let stamps: Vec<i64> = if timed {
-            fallbacks.extract()?
-        } else {
-            Vec::new()
-        };
         let owned: Vec<Option<Bound<'_, PyBytes>>> = values
             .iter()
             .map(|v| v.cast_into::<PyBytes>().ok())
             .collect();
+        let outcomes = self.outcomes(py, &owned, &time_fields, max_bytes, max_depth);
+        runs(&outcomes, |position| {
+            fallbacks.get_item(position)?.extract::<i64>()
+        })
+    }
+
+    /// Like [`Screen::scan`] over Kafka records (objects with `value` and `timestamp`, in
+    /// milliseconds), read here: no lists are built for the call.
+    #[pyo3(signature = (records, time_fields, max_bytes, max_depth))]
+    fn scan_records(
+        &self,
+        py: Python<'_>,
+        records: &Bound<'_, PyList>,
+        time_fields: Vec<String>,
+        max_bytes: usize,
+        max_depth: usize,
+    ) -> PyResult<(Vec<usize>, Vec<f64>)> {
+        let value = intern!(py, "value");
+        let owned: Vec<Option<Bound<'_, PyBytes>>> = records
+            .iter()
+            .map(|record| record.getattr(value).ok()?.cast_into::<PyBytes>().ok())
+            .collect();
+        let outcomes = self.outcomes(py, &owned, &time_fields, max_bytes, max_depth);
+        let timestamp = intern!(py, "timestamp");
+        runs(&outcomes, |position| {
+            records
+                .get_item(position)?
+                .getattr(timestamp)?
+                .extract::<i64>()
+        })
+    }
+}
+
+/// What the screen made of one message.
+enum Outcome {
+    /// Python must decode and evaluate it.
+    Picked,
+    /// No rule can match; its event time, if it was read (NaN: not needed).
+    Cleared(f64),
+    /// No rule can match, and it has no event time field: its record's timestamp counts.
+    ClearedAtFallback,
+}
+
+/// Positions to decode, and the latest event time of each run of cleared messages around them.
+fn runs(
+    outcomes: &[Outcome],
+    fallback_ms: impl Fn(usize) -> PyResult<i64>,
+) -> PyResult<(Vec<usize>, Vec<f64>)> {
+    let mut picked = Vec::new();
+    let mut latest = vec![f64::NAN];
+    for (position, outcome) in outcomes.iter().enumerate() {
+        let ts = match outcome {
+            Outcome::Picked => {
+                picked.push(position);
+                latest.push(f64::NAN);
+                continue;
+            }
+            Outcome::Cleared(ts) => *ts,
+            Outcome::ClearedAtFallback => fallback_ms(position)? as f64 / 1000.0,
+        };
+        let last = latest.last_mut().expect("one run at least");
+        if last.is_nan() || ts > *last {
+            *last = ts;
+        }
+    }
+    Ok((picked, latest))
+}
+
+impl Screen {
+    /// Screen the messages without the GIL (bytes are immutable, and `owned` holds them).
+    fn outcomes(
+        &self,
+        py: Python<'_>,
+        owned: &[Option<Bound<'_, PyBytes>>],
+        time_fields: &[String],
+        max_bytes: usize,
+        max_depth: usize,
+    ) -> Vec<Outcome> {
         let messages: Vec<Option<&[u8]>> = owned
             .iter()
             .map(|b| b.as_ref().map(|b| b.as_bytes()))
             .collect();
-        // bytes are immutable and held by `owned`: the walk runs without the GIL
-        Ok(py.detach(|| self.screen(&messages, &stamps, &time_fields, max_bytes, max_depth)))
+        py.detach(|| self.screen(&messages, time_fields, max_bytes, max_depth))
     }
-}
 
-impl Screen {
     fn screen(
         &self,
         messages: &[Option<&[u8]>],
-        stamps: &[i64],
         time_fields: &[String],
         max_bytes: usize,
         max_depth: usize,
-    ) -> (Vec<usize>, Vec<f64>) {
+    ) -> Vec<Outcome> {
         let timed = !time_fields.is_empty();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let mut walk = Walk::new(
@@ -275,41 +344,30 @@ impl Screen {
             max_depth,
             std::mem::take(&mut *cache),
         );
-        let mut picked = Vec::new();
-        let mut latest = vec![f64::NAN];
-        for (position, message) in messages.iter().enumerate() {
-            let cleared = match message {
-                Some(data) => {
-                    data.len() <= max_bytes
-                        && walk.run(data)
-                        && !self.plan.candidate(&walk.hits, &mut walk.tried)
-                }
-                None => false,
-            };
-            let ts = match (cleared, timed) {
-                (false, _) => None,
-                (true, false) => Some(f64::NAN),
-                (true, true) => match walk.time() {
-                    Ok(Some(ts)) => Some(ts),
-                    Ok(None) => Some(stamps[position] as f64 / 1000.0),
-                    Err(()) => None,
-                },
-            };
-            match ts {
-                Some(ts) => {
-                    let last = latest.last_mut().expect("one run at least");
-                    if last.is_nan() || ts > *last {
-                        *last = ts;
+        let outcomes = messages
+            .iter()
+            .map(|message| {
+                let cleared = match message {
+                    Some(data) => {
+                        data.len() <= max_bytes
+                            && walk.run(data)
+                            && !self.plan.candidate(&walk.hits, &mut walk.tried)
                     }
+                    None => false,
+                };
+                match (cleared, timed) {
+                    (false, _) => Outcome::Picked,
+                    (true, false) => Outcome::Cleared(f64::NAN),
+                    (true, true) => match walk.time() {
+                        Ok(Some(ts)) => Outcome::Cleared(ts),
+                        Ok(None) => Outcome::ClearedAtFallback,
+                        Err(()) => Outcome::Picked,
+                    },
                 }
-                None => {
-                    picked.push(position);
-                    latest.push(f64::NAN);
-                }
-            }
-        }
+            })
+            .collect();
         *cache = walk.into_cache();
-        (picked, latest)
+        outcomes
     }
 }
 

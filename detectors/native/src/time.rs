@@ -2,6 +2,7 @@
 //! `detectors.timestamps.parse_timestamp` does; anything else is `Unsure`
 //! (the event then goes to Python, which reads it with the one parser).
 
+#[derive(Clone, Copy)]
 pub enum Read {
     /// Epoch seconds.
     At(f64),

@@ -12,18 +12,21 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::plan::{Hits, Plan, Slot, Tried, ValueCache, Verdict, CACHED_TEXT};
+use std::hash::Hasher;
+
+use crate::plan::{FxHasher, Hits, Plan, Slot, Tried, ValueCache, Verdict, CACHED_TEXT};
 use crate::time::{self, Read};
 
-/// A time field's value as found: a number, a string, or anything else (not a timestamp).
-#[derive(Clone)]
-pub enum Stamp {
-    Number(f64),
-    Text(String),
-    Other,
-}
-
 const BIG: f64 = 9.2e18;
+
+/// A time field's value, read where it is found (numbers beyond an exact integer go to Python).
+fn number_read(value: f64) -> Read {
+    if value.abs() < BIG {
+        time::number(value)
+    } else {
+        Read::Unsure
+    }
+}
 
 pub struct Walk<'p> {
     plan: &'p Plan,
@@ -41,8 +44,8 @@ pub struct Walk<'p> {
     /// Keys on the raw path that contain a dot (nested time lookup splits on dots).
     dotted: usize,
     pending: Vec<(usize, bool)>,
-    flat: Vec<Option<Stamp>>,
-    nested: Vec<Option<Stamp>>,
+    flat: Vec<Option<Read>>,
+    nested: Vec<Option<Read>>,
     /// Per time field and parent level, times that parent was seen: twice means a duplicated
     /// key, which Python resolves by keeping the last one (unsure).
     parents: Vec<Vec<u32>>,
@@ -67,9 +70,9 @@ const STRICT_DEPTH: usize = 30;
 const STABLE_CASE: u32 = 0x0590;
 
 fn key_hash(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut hasher = FxHasher::default();
+    hasher.write(key.as_bytes());
+    hasher.finish()
 }
 
 #[derive(Debug)]
@@ -151,19 +154,13 @@ impl<'p> Walk<'p> {
     /// Event time from the time fields, in order; `Err` when a value needs Python's parser.
     pub fn time(&self) -> Result<Option<f64>, ()> {
         for (i, name) in self.time_fields.iter().enumerate() {
-            let value = match (&self.flat[i], name.contains('.')) {
-                (Some(v), _) => v,
-                (None, true) => match &self.nested[i] {
-                    Some(v) => v,
+            let read = match (self.flat[i], name.contains('.')) {
+                (Some(read), _) => read,
+                (None, true) => match self.nested[i] {
+                    Some(read) => read,
                     None => continue,
                 },
                 (None, false) => continue,
-            };
-            let read = match value {
-                Stamp::Number(n) if n.abs() < BIG => time::number(*n),
-                Stamp::Number(_) => Read::Unsure,
-                Stamp::Text(t) => time::string(t),
-                Stamp::Other => Read::Not,
             };
             match read {
                 Read::At(ts) => return Ok(Some(ts)),
@@ -249,12 +246,12 @@ impl<'p> Walk<'p> {
         }
     }
 
-    fn stamp(&mut self, value: Option<Stamp>) {
+    fn stamp(&mut self, value: Option<Read>) {
         for &(i, flat) in &self.pending {
             if flat {
-                self.flat[i] = value.clone();
+                self.flat[i] = value;
             } else {
-                self.nested[i] = value.clone();
+                self.nested[i] = value;
             }
         }
         self.pending.clear();
@@ -262,7 +259,7 @@ impl<'p> Walk<'p> {
 
     fn enter<E: de::Error>(&mut self, list: bool) -> Result<(), E> {
         if !self.pending.is_empty() {
-            self.stamp(Some(Stamp::Other));
+            self.stamp(Some(Read::Not));
         }
         self.depth += 1;
         if list {
@@ -336,7 +333,7 @@ impl<'p> Walk<'p> {
         as_float: f64,
     ) -> Result<(), E> {
         if !self.pending.is_empty() {
-            self.stamp(Some(Stamp::Number(as_float)));
+            self.stamp(Some(number_read(as_float)));
         }
         let scanned = self.plan.fields.contains_key(self.path.as_str());
         if scanned || self.slot.is_some() {
@@ -439,7 +436,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
         if !self.walk.pending.is_empty() {
-            self.walk.stamp(Some(Stamp::Other));
+            self.walk.stamp(Some(Read::Not));
         }
         let text = if v { "true" } else { "false" };
         self.walk.seen(Some(text));
@@ -460,7 +457,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             return walk.integer(v as i64, v);
         }
         if !walk.pending.is_empty() {
-            walk.stamp(Some(Stamp::Number(v)));
+            walk.stamp(Some(number_read(v)));
         }
         walk.seen(None); // a fraction: Python's repr of it is not reproduced here
         if walk.plan.fields.contains_key(walk.path.as_str()) {
@@ -477,7 +474,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         let walk = self.walk;
         if !walk.pending.is_empty() {
-            walk.stamp(Some(Stamp::Text(v.to_owned())));
+            walk.stamp(Some(time::string(v)));
         }
         walk.seen(Some(v));
         walk.text(v, true)
