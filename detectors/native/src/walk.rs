@@ -177,8 +177,9 @@ impl<'p> Walk<'p> {
             self.path.push('.');
         }
         if key.is_ascii() {
-            self.path
-                .extend(key.chars().map(|c| c.to_ascii_lowercase()));
+            let start = self.path.len();
+            self.path.push_str(key);
+            self.path[start..].make_ascii_lowercase();
         } else {
             self.path.push_str(&key.to_lowercase());
         }
@@ -285,8 +286,8 @@ impl<'p> Walk<'p> {
         let ascii = text.is_ascii();
         self.folded.clear();
         if ascii {
-            self.folded
-                .extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+            self.folded.extend_from_slice(text.as_bytes());
+            self.folded.make_ascii_lowercase();
         } else if text.chars().all(|c| (c as u32) < STABLE_CASE) {
             self.folded
                 .extend_from_slice(text.to_lowercase().as_bytes());
