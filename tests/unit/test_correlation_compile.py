@@ -13,14 +13,9 @@ from sigma.correlations import SigmaCorrelationRule
 from detectors.correlation import CorrelatingEvaluator, compile_correlations
 from detectors.model import Match, RuleInfo
 from detectors.sigma import RuleError, RuleText, compile_ruleset
+from tests.unit.correlation_rules import FAILED_LOGIN
 
-BASE = """
-title: Failed login
-id: 11111111-1111-4111-8111-111111111111
-name: failed
-logsource: {product: test}
-detection: {sel: {action: fail}, condition: sel}
-"""
+BASE = FAILED_LOGIN + """"""
 
 
 def corr(ident: str, name: str, rules: str, extra: str = "", timespan: str = "10s") -> str:

@@ -15,14 +15,9 @@ import pytest
 from detectors.correlation import CorrelatingEvaluator, compile_correlations
 from detectors.model import Match
 from detectors.sigma import RuleText, compile_ruleset
+from tests.unit.correlation_rules import FAILED_LOGIN
 
-BASE = """
-title: Failed login
-id: 11111111-1111-4111-8111-111111111111
-name: failed
-logsource: {product: test}
-detection: {sel: {action: fail}, condition: sel}
----
+BASE = FAILED_LOGIN + """---
 title: Successful login
 id: 22222222-2222-4222-8222-222222222222
 name: success

@@ -15,15 +15,10 @@ import pytest
 from detectors.correlation import CorrelationEngine, compile_correlations, event_time, to_epoch
 from detectors.model import Match, RuleInfo
 from detectors.sigma import RuleText, compile_ruleset
+from tests.unit.correlation_rules import FAILED_LOGIN
 
 FAILED = RuleInfo(id="11111111-1111-4111-8111-111111111111", title="Failed login", name="failed")
-RULES = """
-title: Failed login
-id: 11111111-1111-4111-8111-111111111111
-name: failed
-logsource: {product: test}
-detection: {sel: {action: fail}, condition: sel}
----
+RULES = FAILED_LOGIN + """---
 title: Many failures
 id: 99999999-9999-4999-8999-999999999999
 correlation:
