@@ -185,7 +185,6 @@ class ManagedProcess:
             _LIVE.discard(self)
 
 
-@atexit.register
 class ServerHandle:
     """Lifecycle every dev server shares: it holds the :class:`ManagedProcess` it started."""
 
@@ -209,6 +208,7 @@ class ServerHandle:
             self._process.kill()
 
 
+@atexit.register
 def _kill_leftovers() -> None:
     with _LIVE_LOCK:
         leftovers = list(_LIVE)
