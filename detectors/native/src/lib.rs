@@ -201,8 +201,15 @@ impl Screen {
             keywords,
             checks: check_map,
             triggers: trigger_table,
-            rest,
-            indexed,
+            rest: rest
+                .into_iter()
+                .map(|clauses| {
+                    clauses
+                        .into_iter()
+                        .filter(|clause| clause.iter().all(|&a| indexed[a as usize]))
+                        .collect()
+                })
+                .collect(),
             always,
             programs,
             untriggered,

@@ -31,10 +31,6 @@ pub enum Check {
 impl Check {
     /// The screen's copy of an RE2 regex, or `Assume` when Rust's syntax might read it otherwise.
     pub fn regex(source: &str, dollar: bool) -> Check {
-        // RE2 reads "{,n}" as literal text, Rust as a repetition
-        if source.contains("{,") {
-            return Check::Assume;
-        }
         // routes share most of their regexes (the all-rules route has every one): compile each once
         static COMPILED: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
         let mut compiled = COMPILED
@@ -291,10 +287,9 @@ pub struct Plan {
     pub checks: Vec<Option<Check>>,
     /// Atom -> positions of the rules whose primary trigger clause holds it.
     pub triggers: Vec<Vec<u32>>,
-    /// Position -> the rule's other trigger clauses.
+    /// Position -> the rule's other trigger clauses (those the screen can see: a clause with an
+    /// atom it never reports is always satisfied, so it is left out).
     pub rest: Vec<Vec<Vec<u32>>>,
-    /// Atoms the scan can report; an atom of a clause outside it counts as satisfied.
-    pub indexed: Vec<bool>,
     /// Some rule is a candidate on every event (no trigger, or a trigger the screen cannot
     /// evaluate exactly).
     pub always: bool,
@@ -390,12 +385,15 @@ impl ValueCache {
 pub struct Tried {
     stamps: Vec<u32>,
     generation: u32,
+    /// The condition programs' evaluation stack, kept between events.
+    stack: Vec<Tri>,
 }
 
 impl Tried {
     pub fn new(rules: usize) -> Self {
         Tried {
             stamps: vec![0; rules],
+            stack: Vec::new(),
             generation: 0,
         }
     }
@@ -431,7 +429,6 @@ impl Plan {
             .map_or(Verdict::Yes, |c| c.holds(text, folded, ascii))
     }
 
-    /// Record the atoms of `field` that a value (ASCII `text`, lower-cased `folded`) satisfies.
     /// The atoms of `field` a value satisfies (or may: `Unknown`), whatever was hit before:
     /// the answer depends on the value alone, so it can be cached.
     pub fn verdicts(
@@ -521,7 +518,7 @@ impl Plan {
         }
     }
 
-    /// Whether a rule without a trigger may match: its condition is true or unknown.
+    /// Whether a rule's condition program is true or unknown (false: the rule cannot match).
     fn program_may_match(program: &[(u8, u32)], hits: &Hits, stack: &mut Vec<Tri>) -> bool {
         stack.clear();
         for &(op, arg) in program {
@@ -576,13 +573,19 @@ impl Plan {
         if self.always {
             return true;
         }
-        let mut stack = Vec::new();
+        let mut stack = std::mem::take(&mut tried.stack);
+        let found = self.any_candidate(hits, tried, &mut stack);
+        tried.stack = stack;
+        found
+    }
+
+    fn any_candidate(&self, hits: &Hits, tried: &mut Tried, stack: &mut Vec<Tri>) -> bool {
         let may_match =
             |position: u32, stack: &mut Vec<Tri>| match &self.programs[position as usize] {
                 Some(program) => Self::program_may_match(program, hits, stack),
                 None => true,
             };
-        if self.untriggered.iter().any(|&p| may_match(p, &mut stack)) {
+        if self.untriggered.iter().any(|&p| may_match(p, stack)) {
             return true;
         }
         tried.next();
@@ -591,12 +594,10 @@ impl Plan {
                 if !tried.first(position) {
                     continue;
                 }
-                let satisfied = self.rest[position as usize].iter().all(|clause| {
-                    clause
-                        .iter()
-                        .any(|&a| !self.indexed[a as usize] || hits.has(a))
-                });
-                if satisfied && may_match(position, &mut stack) {
+                let satisfied = self.rest[position as usize]
+                    .iter()
+                    .all(|clause| clause.iter().any(|&a| hits.has(a)));
+                if satisfied && may_match(position, stack) {
                     return true;
                 }
             }

@@ -14,7 +14,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use std::hash::Hasher;
 
-use crate::plan::{FxHasher, Hits, Plan, Slot, Tried, ValueCache, Verdict, CACHED_TEXT};
+use crate::plan::{FieldPlan, FxHasher, Hits, Plan, Slot, Tried, ValueCache, Verdict, CACHED_TEXT};
 use crate::time::{self, Read};
 
 const BIG: f64 = 9.2e18;
@@ -54,6 +54,8 @@ pub struct Walk<'p> {
     /// What the event holds at the paths special atoms read, and the current key's slot.
     slots: Vec<Slot>,
     slot: Option<usize>,
+    /// The scan plan of the current key's path (looked up once per key, not per value).
+    field: Option<&'p FieldPlan>,
     /// Strict mode: hashes of the keys of the objects being walked (duplicates are unsure).
     keys: Vec<u64>,
     cache: ValueCache,
@@ -73,6 +75,15 @@ fn key_hash(key: &str) -> u64 {
     let mut hasher = FxHasher::default();
     hasher.write(key.as_bytes());
     hasher.finish()
+}
+
+/// What a key changed in the walk's position, restored when its value is done.
+#[derive(Clone, Copy)]
+struct Saved<'p> {
+    path: usize,
+    raw: usize,
+    slot: Option<usize>,
+    field: Option<&'p FieldPlan>,
 }
 
 #[derive(Debug)]
@@ -114,6 +125,7 @@ impl<'p> Walk<'p> {
             folded: Vec::new(),
             slots: vec![Slot::default(); plan.texts.len()],
             slot: None,
+            field: None,
             keys: Vec::new(),
             cache,
             verdicts: Vec::new(),
@@ -139,6 +151,7 @@ impl<'p> Walk<'p> {
         self.parents.iter_mut().flatten().for_each(|s| *s = 0);
         self.slots.iter_mut().for_each(Slot::clear);
         self.slot = None;
+        self.field = None;
         self.keys.clear();
         let mut reader = serde_json::Deserializer::from_slice(data);
         if (Root { walk: self }).deserialize(&mut reader).is_err() || reader.end().is_err() {
@@ -153,14 +166,10 @@ impl<'p> Walk<'p> {
 
     /// Event time from the time fields, in order; `Err` when a value needs Python's parser.
     pub fn time(&self) -> Result<Option<f64>, ()> {
-        for (i, name) in self.time_fields.iter().enumerate() {
-            let read = match (self.flat[i], name.contains('.')) {
-                (Some(read), _) => read,
-                (None, true) => match self.nested[i] {
-                    Some(read) => read,
-                    None => continue,
-                },
-                (None, false) => continue,
+        for i in 0..self.time_fields.len() {
+            // a nested value is only ever recorded for a dotted name
+            let Some(read) = self.flat[i].or(self.nested[i]) else {
+                continue;
             };
             match read {
                 Read::At(ts) => return Ok(Some(ts)),
@@ -171,8 +180,13 @@ impl<'p> Walk<'p> {
         Ok(None)
     }
 
-    fn key(&mut self, key: &str) -> (usize, usize, Option<usize>) {
-        let saved = (self.path.len(), self.raw.len(), self.slot);
+    fn key(&mut self, key: &str) -> Saved<'p> {
+        let saved = Saved {
+            path: self.path.len(),
+            raw: self.raw.len(),
+            slot: self.slot,
+            field: self.field,
+        };
         if !self.path.is_empty() {
             self.path.push('.');
         }
@@ -184,6 +198,7 @@ impl<'p> Walk<'p> {
             self.path.push_str(&key.to_lowercase());
         }
         self.pending.clear();
+        self.field = self.plan.fields.get(self.path.as_str());
         if !self.plan.slots.is_empty() {
             self.slot = self.plan.slots.get(self.path.as_str()).copied();
             if let Some(slot) = self.slot {
@@ -222,13 +237,14 @@ impl<'p> Walk<'p> {
         saved
     }
 
-    fn unkey(&mut self, saved: (usize, usize, Option<usize>), key: &str) {
+    fn unkey(&mut self, saved: Saved<'p>, key: &str) {
         if self.lists == 0 && !self.time_fields.is_empty() && key.contains('.') {
             self.dotted -= 1;
         }
-        self.path.truncate(saved.0);
-        self.raw.truncate(saved.1);
-        self.slot = saved.2;
+        self.path.truncate(saved.path);
+        self.raw.truncate(saved.raw);
+        self.slot = saved.slot;
+        self.field = saved.field;
         self.pending.clear();
     }
 
@@ -239,9 +255,9 @@ impl<'p> Walk<'p> {
         state.non_null = true;
         if self.plan.texts[slot] {
             match text {
-                Some(text) if text.is_ascii() => state
-                    .texts
-                    .push(text.bytes().map(|b| b.to_ascii_lowercase()).collect()),
+                Some(text) if text.is_ascii() => {
+                    state.texts.push(text.as_bytes().to_ascii_lowercase())
+                }
                 _ => state.unsure = true,
             }
         }
@@ -278,7 +294,7 @@ impl<'p> Walk<'p> {
 
     fn text<E: de::Error>(&mut self, text: &str, string: bool) -> Result<(), E> {
         let plan = self.plan;
-        let field = plan.fields.get(self.path.as_str());
+        let field = self.field;
         let keyword = if string { plan.keywords.as_ref() } else { None };
         if field.is_none() && keyword.is_none() {
             return Ok(());
@@ -336,7 +352,7 @@ impl<'p> Walk<'p> {
         if !self.pending.is_empty() {
             self.stamp(Some(number_read(as_float)));
         }
-        let scanned = self.plan.fields.contains_key(self.path.as_str());
+        let scanned = self.field.is_some();
         if scanned || self.slot.is_some() {
             use fmt::Write;
             let mut number = std::mem::take(&mut self.number);
@@ -461,7 +477,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             walk.stamp(Some(number_read(v)));
         }
         walk.seen(None); // a fraction: Python's repr of it is not reproduced here
-        if walk.plan.fields.contains_key(walk.path.as_str()) {
+        if walk.field.is_some() {
             walk.unsure = true; // Python's repr of a fraction: not reproduced here
             return Err(E::custom(Stop));
         }
