@@ -48,25 +48,19 @@ class DetectionSet:
     errors: tuple[RuleError, ...] = ()
     generation: int = 0
     loaded_at: float = field(default_factory=time.time)
-    anomaly_specs: tuple[Any, ...] = ()
-    correlation_options: tuple[tuple[str, Any], ...] = ()
-    """``compile_correlations`` keyword arguments (max_keys, allowed_lateness_s) for per-partition engines."""
 
     @property
     def stateful(self) -> bool:
         return self.correlation is not None or self.anomaly is not None
 
     def new_engines(self) -> tuple[Any | None, Any | None]:
-        """Fresh, empty engines of this generation (one pair per Kafka partition)."""
+        """Fresh, empty engines of this generation (one pair per Kafka partition), made from the
+        compiled ones' specs and limits: nothing is compiled again."""
         correlation = anomaly = None
         if self.correlation is not None:
-            from detectors.correlation import compile_correlations
-
-            correlation = compile_correlations(self.ruleset, **dict(self.correlation_options))[0]
+            correlation = type(self.correlation)(self.correlation.specs, self.correlation.limits)
         if self.anomaly is not None:
-            from detectors.anomaly import AnomalyEngine
-
-            anomaly = AnomalyEngine(list(self.anomaly_specs))
+            anomaly = type(self.anomaly)(list(self.anomaly.specs))
         return correlation, anomaly
 
     @property
@@ -105,21 +99,21 @@ def _compile_correlation(ruleset: Any, enabled: bool | None,
     return engine, list(errors)
 
 
-def _compile_anomaly(paths: Sequence[Path]) -> tuple[Any | None, list[RuleError], tuple[Any, ...]]:
+def _compile_anomaly(paths: Sequence[Path]) -> tuple[Any | None, list[RuleError]]:
     """The checks of ``paths`` (read by the same loader as ``pipesentry anomaly check``)."""
     if not paths:
-        return None, [], ()
+        return None, []
     try:
         from detectors.anomaly import AnomalyEngine
         from service.anomaly_checks import load_check_files
     except ImportError:
         return None, [RuleError(source=str(paths[0]), rule_id=None, title=None,
-                                reason="anomaly checks configured but the anomaly engine is not installed")], ()
+                                reason="anomaly checks configured but the anomaly engine is not installed")]
     specs, problems = load_check_files(paths)
     engine = AnomalyEngine(specs)
     errors = [RuleError(source=e.source, rule_id=e.check_id, title=None, reason=e.reason)
               for e in [*problems, *engine.errors]]
-    return engine, errors, tuple(engine.specs)
+    return engine, errors
 
 
 def compile_detection(rule_paths: Sequence[Path], pipelines: Sequence[Path], *, skip_invalid: bool,
@@ -133,11 +127,10 @@ def compile_detection(rule_paths: Sequence[Path], pipelines: Sequence[Path], *, 
     errors: list[RuleError] = list(result.errors)
     options = {"max_keys": correlation_max_keys, "allowed_lateness_s": correlation_lateness_s}
     corr_engine, corr_errors = _compile_correlation(result.ruleset, correlation, options)
-    anomaly_engine, anomaly_errors, specs = _compile_anomaly(list(anomaly_checks))
+    anomaly_engine, anomaly_errors = _compile_anomaly(list(anomaly_checks))
     errors.extend(corr_errors)
     errors.extend(anomaly_errors)
-    candidate = DetectionSet(result.ruleset, corr_engine, anomaly_engine, tuple(errors), generation,
-                             anomaly_specs=specs, correlation_options=tuple(options.items()))
+    candidate = DetectionSet(result.ruleset, corr_engine, anomaly_engine, tuple(errors), generation)
     if errors and not skip_invalid:
         return CompileOutcome(None, tuple(errors), False,
                               f"{len(errors)} rule error(s) and rules.skip_invalid is false")
@@ -186,7 +179,8 @@ def _carry_state(old: Any | None, new: Any | None, name: str, scope: str) -> Non
     _restore(new, snapshot, name, scope)
 
 
-_NAMES = ("correlation", "anomaly")
+DETECTORS = ("correlation", "anomaly")
+"""The stateful detectors, in the order of a scope's engine pair (and of their snapshots)."""
 
 
 class Detector:
@@ -338,7 +332,7 @@ class Detector:
             engines = self._scoped.get(key)
         if engines is None:
             return out
-        for name, engine in zip(_NAMES, engines, strict=True):
+        for name, engine in zip(DETECTORS, engines, strict=True):
             if engine is not None:
                 try:  # a detached copy: it may be written from a thread while the engine goes on
                     out[name] = orjson.loads(orjson.dumps(engine.snapshot()))
@@ -357,7 +351,7 @@ class Detector:
             engines: tuple[Any | None, Any | None] = (self._set.correlation, self._set.anomaly)
         else:
             engines = self._scoped[key] = self._set.new_engines()
-        for name, engine in zip(_NAMES, engines, strict=True):
+        for name, engine in zip(DETECTORS, engines, strict=True):
             snapshot = snapshots.get(name)
             if engine is not None and snapshot is not None:
                 _restore(engine, snapshot, name, scope_name(key))
@@ -396,7 +390,7 @@ class Detector:
                     continue
                 event_now = ts + max(0.0, now - wall)
                 origin = Origin("timer", key=scope_name(key))
-                for name, engine in zip(_NAMES, engines, strict=True):
+                for name, engine in zip(DETECTORS, engines, strict=True):
                     if engine is None:
                         continue
                     for match in self._stateful(name, engine.advance, event_now):
@@ -410,7 +404,7 @@ class Detector:
 
     def _baseline_all(self) -> None:
         for engines in self._all_engines(self._set):
-            for name, engine in zip(_NAMES, engines, strict=True):
+            for name, engine in zip(DETECTORS, engines, strict=True):
                 if engine is not None:
                     self._exported.baseline(name, engine)
 
@@ -450,8 +444,7 @@ class Detector:
         try:
             return list(fn(*args))
         except Exception:
-            log.exception("%s engine failed on an event; it is skipped for this engine", name)
-            metrics.EVENTS_SKIPPED.labels(name, "error").inc()
+            Detector._engine_failed(name)
             return []
 
 

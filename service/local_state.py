@@ -14,12 +14,11 @@ import asyncio
 import logging
 from typing import Any
 
-from service.detection import Detector, saved_clock
+from service.detection import DETECTORS, Detector, saved_clock
 
 log = logging.getLogger(__name__)
 
 SCOPE = "local"
-DETECTORS = ("correlation", "anomaly")
 
 
 class LocalState:

@@ -24,11 +24,10 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from service.detection import Detector, saved_clock, scope_name
+from service.detection import DETECTORS, Detector, saved_clock, scope_name
 from service.sources.kafka import OffsetTracker, commit
 
 log = logging.getLogger(__name__)
-DETECTORS = ("correlation", "anomaly")
 
 
 @dataclass(frozen=True)
