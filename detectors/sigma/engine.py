@@ -18,29 +18,28 @@ MAX_ROUTES = 256
 
 
 class Route:
-    """The indexes to consult for one event log source."""
+    """The index to consult for one event log source."""
 
-    __slots__ = ("_screen", "indexes")
+    __slots__ = ("_screen", "index")
 
-    def __init__(self, indexes: list[RuleIndex]) -> None:
-        self.indexes = indexes
+    def __init__(self, index: RuleIndex) -> None:
+        self.index = index
         self._screen: Screen | bool | None = False
         """The route's native screen, built on first request (None: not available)."""
 
     def screen(self, atoms: list[Atom]) -> Screen | None:
         if self._screen is False:
-            self._screen = build(self.indexes[0], atoms) if len(self.indexes) == 1 else None
+            self._screen = build(self.index, atoms)
         return self._screen  # type: ignore[return-value]
 
     def evaluate(self, event: Event, atoms: list[Atom]) -> list[Match]:
         flat = flatten(event)
         view = View(flat)
         hits: dict[int, object] = {}
-        triggered = [index.scan(flat, view, hits, atoms) for index in self.indexes]
+        triggered = self.index.scan(flat, view, hits, atoms)
         ctx = Context(view, hits, atoms)
         candidates: list[CompiledRule] = []
-        for index, positions in zip(self.indexes, triggered, strict=True):
-            index.candidates(ctx, positions, candidates)
+        self.index.candidates(ctx, triggered, candidates)
         if not candidates:
             return []
         if len(candidates) > 1:
@@ -99,7 +98,7 @@ class Ruleset:
                 self._by_source.clear()
             covering = [s for s in self._buckets if logsource is None or s.covers(logsource)]
             chosen = sorted((r for s in covering for r in self._buckets[s]), key=_order)
-            route = Route([RuleIndex(chosen, self._atoms)])
+            route = Route(RuleIndex(chosen, self._atoms))
             self._routes[key] = route
         if len(self._by_source) >= MAX_ROUTES:
             self._by_source.clear()

@@ -366,7 +366,7 @@ def test_regexes_rust_reads_otherwise_are_assumed(pattern, value):
     ruleset = build(rule_yaml(detection))
     if ruleset.evaluate({"v": value}, LS):  # RE2's reading (the engine may run it on Python re)
         assert scan(detection, {"v": value})[0] == [0]
-    plan = export_plan(ruleset._route(LS).indexes[0], ruleset._atoms)
+    plan = export_plan(ruleset._route(LS).index, ruleset._atoms)
     assert [check[1] for check in plan["checks"]] == [ASSUME]
 
 

@@ -80,7 +80,7 @@ def test_cached_entry_reports_each_events_own_value(ruleset: Ruleset) -> None:
 
 
 def test_literal_free_regex_trigger_runs_per_value(ruleset: Ruleset) -> None:
-    route = ruleset._route(SOURCE).indexes[0]
+    route = ruleset._route(SOURCE).index
     assert route.fields["commandline"].every and not route.direct_triggers
     for _ in range(2):  # second round answered from the cache
         assert titles(both(ruleset, {"CommandLine": "cmd"})) == ["Three-letter command (regex without a literal)"]
@@ -105,7 +105,7 @@ def test_long_values_are_not_cached(ruleset: Ruleset) -> None:
     long = "powershell -enc " + "A" * (index.CACHED_TEXT + 10)
     event = {"Image": "c:\\powershell.exe", "CommandLine": long}
     assert titles(both(ruleset, event)) == ["Encoded PowerShell"]
-    route = ruleset._route(SOURCE).indexes[0]
+    route = ruleset._route(SOURCE).index
     assert long not in route.fields["commandline"].cache
     assert "c:\\powershell.exe" in route.fields["image"].cache
 
@@ -113,7 +113,7 @@ def test_long_values_are_not_cached(ruleset: Ruleset) -> None:
 def test_cache_stays_bounded_and_correct_when_it_empties(ruleset: Ruleset,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index, "CACHE_SIZE", 5)
-    route = ruleset._route(SOURCE).indexes[0]
+    route = ruleset._route(SOURCE).index
     for n in range(40):
         command = f"powershell -enc {n}" if n % 3 == 0 else f"cmd /c {n}"
         got = both(ruleset, {"Image": "c:\\powershell.exe", "CommandLine": command, "EventID": 4688 + n % 2})
