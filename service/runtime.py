@@ -229,7 +229,7 @@ class KafkaRunner:
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
         await self._finish_in_flight()
         await commit(consumer, self.tracker)
-        await self._handover(consumer, list(self.tracker.assigned))
+        await self._handover(list(self.tracker.assigned))
         self._consumer = None
         await _quiet_stop(consumer)
         self.tracker.revoke(list(self.tracker.assigned))
@@ -249,8 +249,8 @@ class KafkaRunner:
     # -- consume loop ----------------------------------------------------------------
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         listener = Rebalance(self.tracker, self._drain, lambda: consumer, self._set_assigned,
-                             handover=lambda tps: self._handover(consumer, tps),
-                             takeover=lambda tps: self._takeover(consumer, tps))
+                             handover=self._handover,
+                             takeover=lambda tps: self.partition_state.take_over(consumer, tps))
         pattern = subscription_pattern(self.settings)
         if pattern is not None:
             consumer.subscribe(pattern=pattern, listener=listener)
@@ -527,15 +527,12 @@ class KafkaRunner:
             log.warning("rebalance: in-flight batches not accepted in time; the next owner re-reads them")
 
     # -- per-partition detector state ---------------------------------------------------
-    async def _handover(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    async def _handover(self, partitions: list[TopicPartition]) -> None:
         """Partitions leave: save their detector state (see :class:`PartitionState`) and forget them."""
         for tp in partitions:
             self._leaving.discard(tp)
             self._lag.pop(tp, None)
             await self.partition_state.hand_over(tp, self._processed.pop(tp, None))
-
-    async def _takeover(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        await self.partition_state.take_over(consumer, partitions)
 
     def _set_assigned(self, assigned: set[TopicPartition]) -> None:
         self._rebalances += 1

@@ -299,11 +299,10 @@ def parse_ip(text: str) -> tuple[int, int] | None:
 class CidrAtom(Atom):
     """``|cidr``: an IPv4 or IPv6 address value inside the network."""
 
-    __slots__ = ("mask", "network", "prefix", "version")
+    __slots__ = ("mask", "prefix", "version")
 
     def __init__(self, field: str, display: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
         super().__init__(field, display)
-        self.network = network
         self.version = network.version
         self.mask = int(network.netmask)
         self.prefix = int(network.network_address)
