@@ -62,6 +62,9 @@ class _Ids:
         local = self.local
         return [local.setdefault(aid, len(local)) for aid in aids]
 
+    def one(self, aid: int) -> int:
+        return self.local.setdefault(aid, len(self.local))
+
 
 def _field(index: FieldIndex, ids: _Ids) -> tuple[Any, ...]:
     exact = [(key, ids(plain), ids(verify)) for key, (plain, verify) in index.exact.items()]
@@ -132,12 +135,18 @@ def same_in_rust(source: str) -> bool:
     return not in_class
 
 
+def _rust_regex(atom: Atom) -> bool:
+    """Whether the screen runs this atom's regex itself (RE2-backed, and read alike by Rust)."""
+    return type(atom) is RegexAtom and atom.re2_source is not None and same_in_rust(atom.re2_source)
+
+
 def _check(aid: int, atom: Atom) -> tuple[int, int, str, bool, list[tuple[int, str]]]:
     """(local atom id, check kind, literal or regex, cased or dollar flag, glob parts)."""
     if type(atom) is TextAtom:
         return aid, int(atom.kind), atom.literal, atom.cased, list(atom.pattern.glob)
-    if type(atom) is RegexAtom and atom.re2_source is not None and same_in_rust(atom.re2_source):
-        return aid, REGEX, atom.re2_source, dollar_before_newline(atom.re2_source), []
+    if _rust_regex(atom):
+        source: str = atom.re2_source  # type: ignore[attr-defined]
+        return aid, REGEX, source, dollar_before_newline(source), []
     return aid, ASSUME, "", False, []
 
 
@@ -166,7 +175,7 @@ class _Exact:
                 self.special.append(aid)
             return True
         if kind is TextAtom or kind is RegexAtom:
-            if kind is RegexAtom and _check(aid, atom)[1] == ASSUME:
+            if kind is RegexAtom and not _rust_regex(atom):
                 return False  # decided by a key alone at best: not exactly
             if atom.keys:
                 return True
@@ -232,13 +241,13 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> dict[str, Any]:
     plan: dict[str, Any] = {
         "fields": list(fields.items()),
         "keywords": _field(index.keywords, ids) if index.keywords is not None else None,
-        "triggers": [(ids([aid])[0], list(positions)) for aid, positions in index.triggers.items()],
+        "triggers": [(ids.one(aid), list(positions)) for aid, positions in index.triggers.items()],
         "rest": [[ids(clause) for clause in clauses] for clauses in index.rest],
         "always": always,
-        "programs": [None if program is None else [(op, ids([arg])[0] if op == ATOM else arg)
+        "programs": [None if program is None else [(op, ids.one(arg) if op == ATOM else arg)
                                                    for op, arg in program] for program in programs],
         "untriggered": list(index.always),
-        "special": [_special(ids([aid])[0], atoms[aid]) for aid in exact.special],
+        "special": [_special(ids.one(aid), atoms[aid]) for aid in exact.special],
     }
     plan["checks"] = [_check(ids.local[aid], atoms[aid]) for aid in sorted(checked)]
     plan["atom_count"] = len(ids.local)
