@@ -216,8 +216,11 @@ class ScriptedRouter:
         self.accepted: list = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.offered = 0
+        """Submissions begun, accepted or not (a batch was detected and is on its way)."""
 
     async def submit(self, alerts) -> None:
+        self.offered += 1
         await self.gate.wait()
         if self.failures:
             self.failures -= 1
@@ -314,11 +317,16 @@ async def test_kafka_rejects_reach_dead_letters_before_their_offsets_are_committ
 async def test_kafka_revocation_drains_and_commits_the_revoked_partitions(tmp_path):
     tp = TopicPartition("ci", 0)
     router = ScriptedRouter()
+    router.gate.clear()  # the batch is detected but its alerts are not accepted yet
     runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(3)}, commit_interval_s=60)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    await eventually(lambda: consumer.positions[tp] == 3 and runner.ready)
-    await consumer.listener.on_partitions_revoked([tp])
+    await eventually(lambda: router.offered == 1 and runner.ready)
+    revoking = asyncio.create_task(consumer.listener.on_partitions_revoked([tp]))
+    await asyncio.sleep(0)
+    assert not revoking.done() and consumer.commits == []  # the revocation waits for the batch
+    router.gate.set()
+    await revoking
     assert consumer.commits[-1] == {tp: 3} and len(router.accepted) == 3
     assert not runner.ready
     stop.set()
@@ -444,7 +452,7 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
     first, consumer, router = instance([login(0), login(1)])
     stop = asyncio.Event()
     task = asyncio.create_task(first.run(stop))
-    await eventually(lambda: consumer.positions[tp] == 2 and first.ready)
+    await eventually(lambda: first.tracker.acked.get(tp) == 2)  # detected and acknowledged, not committed
     await consumer.listener.on_partitions_revoked([tp])  # drain, commit 2, save state at offset 2
     stop.set()
     await task
