@@ -154,7 +154,8 @@ def settings_for(bootstrap: str, prefix: str, group: str, topics_ls: dict[str, d
     topics = {f"{prefix}{slug}": {"decoder": "json", "logsource": ls} for slug, ls in topics_ls.items()}
     return Settings(
         kafka={"bootstrap_servers": [bootstrap], "group_id": group, "topics": topics, "max_batch": 5000,
-               "max_in_flight_batches": 4, "commit_interval_s": 1.0, "screen": screen},
+               "max_in_flight_batches": 4, "commit_interval_s": 1.0},
+        events={"screen": screen},
         rules={"paths": rule_paths(), "skip_invalid": True, "watch": False},
         alerting={"sinks": [{"type": "null"}]},
         stdin={"enabled": False}, http_ingest={"enabled": False})
@@ -326,11 +327,11 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     for _ in range(2):
         await raw_consume(bootstrap, raw_topics, args.events)
     raw, raw_cpu = await raw_consume(bootstrap, raw_topics, args.events)
-    screened_before = EVENTS_SCREENED._value.get()
+    screened_before = EVENTS_SCREENED.labels("kafka")._value.get()
     elapsed, router, acked = await run_pipeline(settings_for(bootstrap, run, f"pipe-{run}", topics), args.events,
                                                 workdir / "pipe")
     pipeline = acked / elapsed
-    screened = EVENTS_SCREENED._value.get() - screened_before
+    screened = EVENTS_SCREENED.labels("kafka")._value.get() - screened_before
     # the same pipeline with every event decoded and evaluated in Python, for comparison
     plain_elapsed, plain_router, plain_acked = await run_pipeline(
         settings_for(bootstrap, run, f"plain-{run}", topics, screen=False), args.events, workdir / "plain")

@@ -101,7 +101,7 @@ class Service:
                                  apply_alerting=self.router.reload if self._settings_loader else None)
         self.reloader.note_loaded()
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
-        self.pipeline = Pipeline(self.detector, self.router, dead)
+        self.pipeline = Pipeline(self.detector, self.router, dead, screen=s.events.screen)
         if s.kafka is not None:
             self.kafka = KafkaRunner(s.kafka, s.events, self.detector, self.router, state_store=store,
                                      snapshot_interval_s=s.state.snapshot_interval_s)

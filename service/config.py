@@ -149,9 +149,6 @@ class KafkaSettings(_Strict):
     max_in_flight_batches: int = Field(default=4, ge=1)
     """Batches detected but not yet accepted by the router; beyond it partitions are paused."""
     max_message_bytes: int = Field(default=1_048_576, ge=1)
-    screen: bool = True
-    """Clear JSON messages no rule can match with the native screen (``detectors._native``)
-    before decoding; off, or without the native module, every message is decoded in Python."""
     commit_interval_s: float = Field(default=1.0, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
@@ -272,6 +269,9 @@ class EventSettings(_Strict):
     """Dotted fields tried in order for the event time (ISO 8601, epoch seconds or milliseconds)."""
     max_depth: int = Field(default=64, ge=1, le=1000)
     max_event_bytes: int = Field(default=1_048_576, ge=64)
+    screen: bool = True
+    """Clear JSON events no rule can match with the native screen (``detectors._native``) before
+    decoding, on every input; off, or without the native module, every event is decoded in Python."""
 
 
 class CorrelationSettings(_Strict):

@@ -16,11 +16,11 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # --- ingest -----------------------------------------------------------------
-EVENTS = Counter("pipesentry_events", "Events decoded and evaluated, by source.", ["source"],
-                 registry=REGISTRY)
+EVENTS = Counter("pipesentry_events", "Events read (decoded and evaluated, or cleared by the native screen), "
+                 "by source.", ["source"], registry=REGISTRY)
 EVENTS_SCREENED = Counter(
-    "pipesentry_events_screened", "Kafka events the native screen cleared without decoding (no rule can "
-    "match them); counted in pipesentry_events_total too.", registry=REGISTRY)
+    "pipesentry_events_screened", "Events the native screen cleared without decoding (no rule can "
+    "match them), by input; counted in pipesentry_events_total too.", ["source"], registry=REGISTRY)
 MESSAGES_REJECTED = Counter(
     "pipesentry_messages_rejected",
     "Messages that could not become events (reason: decode, oversize, utf8, depth, not_object, ...).",

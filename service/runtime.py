@@ -1,15 +1,17 @@
-"""The pipeline loop: sources -> decode -> detect -> alert router, with at-least-once for Kafka.
+"""The pipeline loop: sources -> screen -> decode -> detect -> alert router, with at-least-once for Kafka.
 
-Two paths share :class:`Pipeline` (decode, detect, hand alerts to the router):
+Both paths hand JSON messages to the native screen first (:mod:`service.screening`), then
+decode and detect what it could not clear:
 
 * push inputs (HTTP, stdin, files) call :meth:`Pipeline.ingest` per batch and
   get the outcome once the router has accepted the alerts;
-* :class:`KafkaRunner` fetches with ``getmany``, decodes and detects a whole
-  batch synchronously, and queues it for a single submitter task that hands
-  alerts and dead letters on in order and only then acknowledges the batch's
-  offsets. Up to ``max_in_flight_batches`` wait in that queue; beyond that every
-  assigned partition is paused (polling continues so the group keeps us), so a
-  slow router holds memory flat instead of growing it.
+* :class:`KafkaRunner` fetches with ``getmany``, screens each batch in a worker
+  thread while it fetches the next, decodes and detects the batch synchronously,
+  and queues it for a single submitter task that hands alerts and dead letters
+  on in order and only then acknowledges the batch's offsets. Up to
+  ``max_in_flight_batches`` wait in that queue; beyond that every assigned
+  partition is paused (polling continues so the group keeps us), so a slow
+  router holds memory flat instead of growing it.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detectors.alert import Alert
 from detectors.model import Origin
-from detectors.sigma.screen import Screen
 from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.decoders import DecodeError
-from service.decoders.json import JsonObjectDecoder
 from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
-from service.sources.base import InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
+from service.screening import Screening, ScreenResult, in_order, screening_for
+from service.sources.base import Decoded, InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
 from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
 
 log = logging.getLogger(__name__)
@@ -59,24 +60,57 @@ class IngestResult:
 class Pipeline:
     """Decode, detect and submit for push inputs; returns once alerts are accepted (or raises)."""
 
-    def __init__(self, detector: Detector, router: AlertSink, dead_letters: DeadLetters | None = None) -> None:
+    def __init__(self, detector: Detector, router: AlertSink, dead_letters: DeadLetters | None = None, *,
+                 screen: bool = True) -> None:
         self.detector = detector
         self.router = router
         self.dead_letters = dead_letters
+        self.screen = screen
+        """Clear JSON messages no rule can match with the native screen (``events.screen``)."""
 
     async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
         started = time.perf_counter()
-        decoded = decode_batch(messages, spec)
+        decoded, events = self._decode(source, messages, spec)
         for rejected in decoded.rejected:
             metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
         alerts = self.detector.process(decoded.items) if decoded.items else []
-        metrics.EVENTS.labels(source).inc(len(decoded.items))
+        metrics.EVENTS.labels(source).inc(events)
         if decoded.rejected and self.dead_letters is not None:
             await self.dead_letters.send(decoded.rejected)
         if alerts:
             await self.router.submit(alerts)
         metrics.DETECTION_LATENCY.observe(time.perf_counter() - started)
-        return IngestResult(len(decoded.items), decoded.rejected, alerts)
+        return IngestResult(events, decoded.rejected, alerts)
+
+    def _decode(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> tuple[Decoded, int]:
+        """Items for the detector and the number of events read (screen-cleared ones included).
+
+        Messages the screen clears are not decoded; with stateful detectors each run of them is
+        one :class:`Tick` whose origin is the run's last message. Their fallback time is read to
+        the millisecond (the screen's unit), the only way a tick may differ from the events' own.
+        """
+        screening = screening_for(spec, self.detector.current) if self.screen and messages else None
+        if screening is None:
+            decoded = decode_batch(messages, spec)
+            return decoded, len(decoded.items)
+        screen, time_fields, max_bytes, max_depth = screening
+        fallbacks = [int(message.fallback_time * 1000) for message in messages]
+        picked, latest = screen.scan([message.value for message in messages], fallbacks, time_fields,
+                                     max_bytes, max_depth)
+        cleared = len(messages) - len(picked)
+        metrics.EVENTS_SCREENED.labels(source).inc(cleared)
+        if time_fields is None:
+            decoded = decode_batch([messages[position] for position in picked], spec)
+            return decoded, cleared + len(decoded.items)
+        decoded = Decoded()
+        ticks = 0
+        for position, ts in in_order(picked, latest, len(messages)):
+            if ts is None:
+                decode_batch((messages[position],), spec, decoded)
+            else:
+                decoded.items.append(Tick(messages[position].origin, spec.logsource, ts))
+                ticks += 1
+        return decoded, cleared + len(decoded.items) - ticks
 
 
 @dataclass
@@ -116,11 +150,6 @@ def subscription_pattern(settings: KafkaSettings) -> str | None:
 SCREEN_AHEAD = 2
 """Fetched batches that may wait for (or be in) the native screen while the loop fetches on."""
 
-Screening = tuple[Screen, list[str], int, int]
-"""A topic's native screen with its time fields (empty: time not needed), max bytes and depth."""
-ScreenResult = tuple[list[int], list[float], bool]
-"""Positions to decode, latest event time per cleared run, and whether times were read."""
-
 
 @dataclass(frozen=True)
 class Screened:
@@ -134,7 +163,7 @@ def _run_screens(jobs: list[tuple[TopicPartition, list[Any], Screening]]) -> dic
     out: dict[TopicPartition, ScreenResult] = {}
     for tp, records, (screen, time_fields, max_bytes, max_depth) in jobs:
         picked, latest = screen.scan_records(records, time_fields, max_bytes, max_depth)
-        out[tp] = (picked, latest, bool(time_fields))
+        out[tp] = (picked, latest, time_fields is not None)
     return out
 
 
@@ -396,22 +425,10 @@ class KafkaRunner:
         return len(items) - before
 
     def _screen(self, spec: InputSpec, current: Any) -> Screening | None:
-        """How to screen a topic's records, or None: decode them all.
-
-        Only plain JSON objects are screened, and only topics no anomaly check watches (those
-        look at every event, matching or not).
-        """
-        decoder = spec.decoder
-        if type(decoder) is not JsonObjectDecoder or not self.settings.screen:
+        """How to screen a topic's records (see :func:`screening_for`), or None: decode them all."""
+        if not self.events.screen:
             return None
-        if current.anomaly is not None and current.anomaly.watches(spec.logsource):
-            return None
-        screen_of = getattr(current.ruleset, "screen", None)
-        screen = screen_of(spec.logsource) if screen_of is not None else None
-        if screen is None:
-            return None
-        time_fields = list(spec.time_fields) if current.stateful else []
-        return screen, time_fields, min(self.settings.max_message_bytes, decoder.max_bytes), decoder.max_depth
+        return screening_for(spec, current, self.settings.max_message_bytes)
 
     def _cleared(self, tp: TopicPartition, records: list[Any], spec: InputSpec, result: ScreenResult,
                  items: list[Item], rejected: list[Rejected]) -> int:
@@ -420,17 +437,15 @@ class KafkaRunner:
         Returns the number of events: cleared plus decoded."""
         picked, latest, timed = result
         cleared = len(records) - len(picked)
-        metrics.EVENTS_SCREENED.inc(cleared)
+        metrics.EVENTS_SCREENED.labels("kafka").inc(cleared)
         if not timed:
             return cleared + self._decode(tp, records, picked, spec, items, rejected)
         decoded = 0
-        run_end = [*picked, len(records)]
-        for run, ts in enumerate(latest):
-            if ts == ts:  # not NaN: the run before this position was not empty
-                last = records[run_end[run] - 1]
-                items.append(Tick((tp.topic, tp.partition, last.offset), spec.logsource, ts))
-            if run < len(picked):
-                decoded += self._decode(tp, records, picked[run:run + 1], spec, items, rejected)
+        for position, ts in in_order(picked, latest, len(records)):
+            if ts is None:
+                decoded += self._decode(tp, records, (position,), spec, items, rejected)
+            else:
+                items.append(Tick((tp.topic, tp.partition, records[position].offset), spec.logsource, ts))
         return cleared + decoded
 
     def busy_scopes(self) -> set[tuple[str, int] | None]:

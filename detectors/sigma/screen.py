@@ -32,12 +32,13 @@ AVAILABLE = _native is not None
 
 
 class Screen(Protocol):
-    def scan(self, values: list[Any], fallbacks: list[int], time_fields: list[str], max_bytes: int,
+    def scan(self, values: list[Any], fallbacks: list[int], time_fields: list[str] | None, max_bytes: int,
              max_depth: int) -> tuple[list[int], list[float]]:
-        """Positions needing the Python path, and the latest event time of each run cleared around them."""
+        """Positions needing the Python path, and the latest event time of each run cleared around them
+        (NaN when ``time_fields`` is None; a message without a time field counts at its fallback, in ms)."""
         ...
 
-    def scan_records(self, records: list[Any], time_fields: list[str], max_bytes: int,
+    def scan_records(self, records: list[Any], time_fields: list[str] | None, max_bytes: int,
                      max_depth: int) -> tuple[list[int], list[float]]:
         """The same over Kafka records (``value`` bytes, ``timestamp`` in milliseconds)."""
         ...

@@ -98,7 +98,7 @@ class Tick(Item):
 
     __slots__ = ()
 
-    def __init__(self, origin: tuple[str, int, int], logsource: LogSource | None, ts: float) -> None:
+    def __init__(self, origin: Origin | tuple[str, int, int], logsource: LogSource | None, ts: float) -> None:
         super().__init__({}, origin, logsource, (), ts)
 
 

@@ -173,12 +173,12 @@ async def test_kcat_and_aiokafka_messages_yield_exactly_the_expected_alerts(kafk
         ci: {"decoder": "json", "logsource": {"category": "ci_job_log"}},
         sshd: {"decoder": "syslog", "logsource": {"product": "linux", "service": "sshd"}},
     }, dead_letter_topic=dlq)
-    screened = metrics.EVENTS_SCREENED._value.get()
+    screened = metrics.EVENTS_SCREENED.labels("kafka")._value.get()
     async with InProcess(settings) as running:
         await wait_for(lambda: len(running.router.alerts) >= 4, 60, "4 alerts")
         await asyncio.sleep(1.0)  # nothing more may arrive
         # the native screen cleared the one plain JSON line no rule can match (syslog is not screened)
-        assert metrics.EVENTS_SCREENED._value.get() - screened == (1 if screen.AVAILABLE else 0)
+        assert metrics.EVENTS_SCREENED.labels("kafka")._value.get() - screened == (1 if screen.AVAILABLE else 0)
         tokens = sorted((a.rule.title, a.origin.token()) for a in running.router.alerts)
         assert tokens == sorted([
             ("Remote Script Piped Into A Shell", f"kafka:{ci}:0:0"),

@@ -101,12 +101,18 @@ async def test_metrics_can_require_a_token(tmp_path):
 
 
 async def test_ingest_ndjson_and_array(tmp_path):
+    from detectors.sigma.screen import AVAILABLE
+    from service import metrics
+
     client, router, _ = build(tmp_path)
     async with client:
         body = MATCHING + b'\n{"message": "fine"}\nnot json\n'
+        cleared = metrics.EVENTS_SCREENED.labels("http")._value.get()
         resp = await client.post("/api/v1/events?category=ci_job_log", content=body, headers=auth(ADMIN))
         doc = resp.json()
         assert resp.status_code == 200 and doc["accepted"] == 2
+        # "fine" no rule can match: the native screen clears it undecoded, and it still counts as accepted
+        assert metrics.EVENTS_SCREENED.labels("http")._value.get() - cleared == (1 if AVAILABLE else 0)
         assert doc["rejected"] == [{"index": 2, "reason": "decode", "error": doc["rejected"][0]["error"]}]
         assert [a["title"] for a in doc["alerts"]] == ["Curl Piped To Shell"]
         assert [a.id for a in router.accepted] == [doc["alerts"][0]["id"]]

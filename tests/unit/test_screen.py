@@ -37,7 +37,7 @@ def scan(detection: dict[str, Any], *events: Any, time_fields: list[str] | None 
     screen = build(rule_yaml(detection)).screen(LS)
     assert screen is not None
     raws = [e if isinstance(e, bytes) or e is None else orjson.dumps(e) for e in events]
-    return screen.scan(raws, fallbacks or [0] * len(raws), time_fields or [], max_bytes, max_depth)
+    return screen.scan(raws, fallbacks or [0] * len(raws), time_fields, max_bytes, max_depth)
 
 
 CASES = [
@@ -237,10 +237,10 @@ level: low
 """
 
 
-def auth_records() -> list[Record]:
+def auth_records(count: int = 60) -> list[Record]:
     """A failed login per user every few minutes, the window of each closed by ordinary events."""
     out = []
-    for i in range(60):
+    for i in range(count):
         user = f"u{i % 4}"
         message = "login failed" if i % 7 == 0 else "login ok"
         value = orjson.dumps({"message": message, "user": user, "ts": 1000 + 20 * i})
@@ -255,20 +255,20 @@ async def run_loop(tmp_path: Path, screen: bool) -> tuple[list[Any], int]:
     tmp_path.mkdir()
     (tmp_path / "rules.yml").write_text(RULES)
     detection = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection
-    settings = KafkaSettings(bootstrap_servers=["unused:1"], commit_interval_s=0.02, screen=screen,
+    settings = KafkaSettings(bootstrap_servers=["unused:1"], commit_interval_s=0.02,
                              topics={"auth": {"logsource": {"category": "auth"}}})
     tp = TopicPartition("auth", 0)
     consumer = FakeConsumer({tp: auth_records()})
     router = ScriptedRouter()
-    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), Detector(detection), router,
+    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"], screen=screen), Detector(detection), router,
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer)
-    before = metrics.EVENTS_SCREENED._value.get()
+    before = metrics.EVENTS_SCREENED.labels("kafka")._value.get()
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     await eventually(lambda: consumer.commits and consumer.commits[-1].get(tp) == 60)
     stop.set()
     await task
-    return router.accepted, int(metrics.EVENTS_SCREENED._value.get() - before)
+    return router.accepted, int(metrics.EVENTS_SCREENED.labels("kafka")._value.get() - before)
 
 
 async def test_kafka_loop_gives_the_same_alerts_with_the_screen(tmp_path):
@@ -278,6 +278,40 @@ async def test_kafka_loop_gives_the_same_alerts_with_the_screen(tmp_path):
     assert [(a.id, a.rule.title) for a in screened] == [(a.id, a.rule.title) for a in plain]
     titles = {a.rule.title for a in screened}
     assert titles == {"Lone Failed Login"}  # deferred windows closed by cleared events' time
+
+
+async def ingest_pushed(tmp_path: Path, screen: bool, with_time: bool = True) -> tuple[list[Any], int, int]:
+    """The auth records pushed as file lines in batches of 10: alerts, events accepted, events cleared."""
+    from detectors.model import Origin
+    from service import metrics
+    from service.decoders import build_decoder
+    from service.runtime import Pipeline
+    from service.sources.base import InputSpec, RawMessage
+
+    tmp_path.mkdir()
+    (tmp_path / "rules.yml").write_text(RULES)
+    detection = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection
+    router = ScriptedRouter()
+    pipeline = Pipeline(Detector(detection), router, screen=screen)
+    spec = InputSpec("file", build_decoder("json", {}), LogSource(category="auth"), ("ts",) if with_time else ())
+    messages = [RawMessage(r.value, Origin("file", key=f"auth.log:{r.offset}"), 1000.0005 + 20 * r.offset)
+                for r in auth_records(70)]  # the last failed login's window is closed by cleared events only
+    before = metrics.EVENTS_SCREENED.labels("file")._value.get()
+    accepted = 0
+    for start in range(0, len(messages), 10):
+        accepted += (await pipeline.ingest("file", messages[start:start + 10], spec)).accepted
+    return router.accepted, accepted, int(metrics.EVENTS_SCREENED.labels("file")._value.get() - before)
+
+
+@pytest.mark.parametrize("with_time", [True, False], ids=["event-time", "arrival-time"])
+async def test_push_inputs_give_the_same_alerts_with_the_screen(tmp_path, with_time):
+    screened, accepted, cleared = await ingest_pushed(tmp_path / "a", screen=True, with_time=with_time)
+    plain, plain_accepted, none_cleared = await ingest_pushed(tmp_path / "b", screen=False, with_time=with_time)
+    assert accepted == plain_accepted == 70  # cleared events count as accepted
+    assert none_cleared == 0 and cleared >= 50 and len(plain) == 10
+    assert [(a.id, a.rule.title) for a in screened] == [(a.id, a.rule.title) for a in plain]
+    assert {a.rule.title for a in screened} == {"Lone Failed Login"}  # windows closed by cleared runs' ticks
+    assert [a.timestamp for a in screened] == pytest.approx([a.timestamp for a in plain], abs=0.001)
 
 
 def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
@@ -317,9 +351,9 @@ async def test_screen_results_of_a_replaced_ruleset_are_not_used(tmp_path):
     from service import metrics
 
     def cleared_by(screened: Any) -> int:
-        before = metrics.EVENTS_SCREENED._value.get()
+        before = metrics.EVENTS_SCREENED.labels("kafka")._value.get()
         assert runner._process(batches, consumer, screened).events == 60
-        return int(metrics.EVENTS_SCREENED._value.get() - before)
+        return int(metrics.EVENTS_SCREENED.labels("kafka")._value.get() - before)
 
     runner, consumer, batches = auth_runner(tmp_path)
     assert cleared_by(await runner._screen_batches(batches)) > 40

@@ -45,7 +45,7 @@ def agree(ruleset: Ruleset, event: Any, logsource: LogSource | None = None) -> l
         except TypeError:  # not JSON (bytes, dates ...): no Kafka message looks like it
             return fast
         if orjson.loads(raw) == event:
-            picked, _ = screen.scan([raw], [], [], 1 << 20, 64)
+            picked, _ = screen.scan([raw], [], None, 1 << 20, 64)
             assert picked == [0], f"the screen cleared a matching event: {raw!r}"
     return fast
 

@@ -33,7 +33,7 @@ level: high
 """
 
 
-async def eventually(predicate, timeout: float = 5.0) -> None:
+async def eventually(predicate, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

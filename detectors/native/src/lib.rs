@@ -228,21 +228,22 @@ impl Screen {
 
     /// Screen raw messages: returns the positions that must take the Python path (they may
     /// match, or the screen cannot tell) and, per run of cleared messages before, between and
-    /// after them, the latest event time of the run (NaN for an empty run or no time fields).
+    /// after them, the latest event time of the run (NaN for an empty run, or when
+    /// `time_fields` is None: time is not needed).
     ///
-    /// A cleared message without a readable time field counts at its `fallbacks` entry
-    /// (milliseconds), as the Python path would.
+    /// A cleared message without a readable time field (every message, when `time_fields` is
+    /// empty) counts at its `fallbacks` entry (milliseconds), as the Python path would.
     #[pyo3(signature = (values, fallbacks, time_fields, max_bytes, max_depth))]
     fn scan(
         &self,
         py: Python<'_>,
         values: &Bound<'_, PyList>,
         fallbacks: &Bound<'_, PyList>,
-        time_fields: Vec<String>,
+        time_fields: Option<Vec<String>>,
         max_bytes: usize,
         max_depth: usize,
     ) -> PyResult<(Vec<usize>, Vec<f64>)> {
-        if !time_fields.is_empty() && fallbacks.len() != values.len() {
+        if time_fields.is_some() && fallbacks.len() != values.len() {
             return Err(PyValueError::new_err(
                 "fallbacks and values differ in length",
             ));
@@ -251,7 +252,7 @@ impl Screen {
             .iter()
             .map(|v| v.cast_into::<PyBytes>().ok())
             .collect();
-        let outcomes = self.outcomes(py, &owned, &time_fields, max_bytes, max_depth);
+        let outcomes = self.outcomes(py, &owned, time_fields.as_deref(), max_bytes, max_depth);
         runs(&outcomes, |position| {
             fallbacks.get_item(position)?.extract::<i64>()
         })
@@ -264,7 +265,7 @@ impl Screen {
         &self,
         py: Python<'_>,
         records: &Bound<'_, PyList>,
-        time_fields: Vec<String>,
+        time_fields: Option<Vec<String>>,
         max_bytes: usize,
         max_depth: usize,
     ) -> PyResult<(Vec<usize>, Vec<f64>)> {
@@ -273,7 +274,7 @@ impl Screen {
             .iter()
             .map(|record| record.getattr(value).ok()?.cast_into::<PyBytes>().ok())
             .collect();
-        let outcomes = self.outcomes(py, &owned, &time_fields, max_bytes, max_depth);
+        let outcomes = self.outcomes(py, &owned, time_fields.as_deref(), max_bytes, max_depth);
         let timestamp = intern!(py, "timestamp");
         runs(&outcomes, |position| {
             records
@@ -325,7 +326,7 @@ impl Screen {
         &self,
         py: Python<'_>,
         owned: &[Option<Bound<'_, PyBytes>>],
-        time_fields: &[String],
+        time_fields: Option<&[String]>,
         max_bytes: usize,
         max_depth: usize,
     ) -> Vec<Outcome> {
@@ -339,11 +340,12 @@ impl Screen {
     fn screen(
         &self,
         messages: &[Option<&[u8]>],
-        time_fields: &[String],
+        time_fields: Option<&[String]>,
         max_bytes: usize,
         max_depth: usize,
     ) -> Vec<Outcome> {
-        let timed = !time_fields.is_empty();
+        let timed = time_fields.is_some();
+        let time_fields = time_fields.unwrap_or_default();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let mut walk = Walk::new(
             &self.plan,

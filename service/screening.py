@@ -1,0 +1,53 @@
+"""The native screen in front of decoding, for every input: which inputs it may clear, and the
+order in which its verdicts become detector items.
+
+The screen (:mod:`detectors.sigma.screen`) reads raw JSON and names the messages some rule
+might match; the rest are cleared without being decoded. Stateful detectors still see time
+pass: each run of cleared messages becomes one :class:`~service.sources.base.Tick` at the
+run's latest event time, in message order between the decoded ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from detectors.sigma.screen import Screen
+from service.decoders.json import JsonObjectDecoder
+from service.sources.base import InputSpec
+
+Screening = tuple[Screen, list[str] | None, int, int]
+"""An input's native screen with its time fields (None: time not needed), max bytes and depth."""
+ScreenResult = tuple[list[int], list[float], bool]
+"""Positions to decode, latest event time per cleared run, and whether times were read."""
+
+
+def screening_for(spec: InputSpec, current: Any, max_bytes: int | None = None) -> Screening | None:
+    """How to screen an input's messages under the detection set ``current``, or None: decode all.
+
+    Only plain JSON objects are screened, and only inputs no anomaly check watches (those look
+    at every event, matching or not). ``max_bytes``: the input's own size limit, if tighter
+    than the decoder's.
+    """
+    decoder = spec.decoder
+    if type(decoder) is not JsonObjectDecoder:
+        return None
+    if current.anomaly is not None and current.anomaly.watches(spec.logsource):
+        return None
+    screen_of = getattr(current.ruleset, "screen", None)
+    screen = screen_of(spec.logsource) if screen_of is not None else None
+    if screen is None:
+        return None
+    time_fields = list(spec.time_fields) if current.stateful else None
+    limit = decoder.max_bytes if max_bytes is None else min(max_bytes, decoder.max_bytes)
+    return screen, time_fields, limit, decoder.max_depth
+
+
+def in_order(picked: list[int], latest: list[float], count: int) -> Iterator[tuple[int, float | None]]:
+    """A timed screen result over ``count`` messages, in message order: ``(position, None)`` for a
+    message to decode, ``(last position of a cleared run, its latest event time)`` for a run's tick."""
+    for run, ts in enumerate(latest):
+        if ts == ts:  # not NaN: the run before this position was not empty
+            yield (picked[run] if run < len(picked) else count) - 1, ts
+        if run < len(picked):
+            yield picked[run], None
