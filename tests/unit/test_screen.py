@@ -374,7 +374,7 @@ async def test_a_batch_screened_across_a_rebalance_is_dropped(tmp_path, monkeypa
             release.wait(5)
             return list(range(len(records))), [math.nan] * (len(records) + 1)
 
-    monkeypatch.setattr(runner, "_screen", lambda spec, current: (SlowScreen(), [], 1 << 20, 64))
+    monkeypatch.setattr(runner, "_screen", lambda spec, current: (SlowScreen(), None, 1 << 20, 64))
     pending = asyncio.create_task(runner._screen_batches(batches))
     await asyncio.sleep(0.01)
     runner._set_assigned(set())  # partitions revoked meanwhile: the records are the next owner's
