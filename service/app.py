@@ -33,6 +33,7 @@ from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
 from service.sources.stdin import read_stdin, stdin_wanted
+from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class Service:
         Kafka partitions with records left to read are skipped: their own records move them on.
         """
         assert self.detector is not None
-        while not await _stopped(stop, self.settings.state.heartbeat_interval_s):
+        while not await stopped_within(stop, self.settings.state.heartbeat_interval_s):
             busy = self.kafka.busy_scopes() if self.kafka is not None else set()
             alerts = self.detector.heartbeat(time.time(), skip=busy)
             while alerts and not stop.is_set():
@@ -223,7 +224,7 @@ class Service:
                     break
                 except Exception as exc:
                     log.warning("heartbeat alerts not accepted; retrying", extra={"error": repr(exc)})
-                    await _stopped(stop, 1.0)
+                    await stopped_within(stop, 1.0)
 
     async def _stop_inputs(self) -> None:
         stdin_tasks = [t for t in self._tasks if t.get_name() == "stdin"]
@@ -235,14 +236,6 @@ class Service:
             if isinstance(result, Exception):
                 log.error("input failed", extra={"task": task.get_name(), "error": repr(result)})
         self._tasks.clear()
-
-
-async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-        return True
-    except TimeoutError:
-        return False
 
 
 def _file_ingest(pipeline: Pipeline, spec: InputSpec) -> Any:

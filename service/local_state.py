@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from service.detection import DETECTORS, Detector, saved_clock
+from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,5 @@ class LocalState:
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
         """Save every ``interval_s`` until ``stop`` (the final save is the caller's, after the inputs stop)."""
-        while True:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
-                return
-            except TimeoutError:
-                await self.save()
+        while not await stopped_within(stop, interval_s):
+            await self.save()

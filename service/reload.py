@@ -31,6 +31,7 @@ from service.alerting.config import AlertingSettings
 from service.config import AnomalySettings, ConfigError, CorrelationSettings, RulesSettings, Settings
 from service.detection import CompileOutcome, Detector, compile_detection
 from service.runtime import tune_gc
+from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +184,7 @@ class Reloader:
         interval = self._rules.watch_interval_s
         if self._signature is None:
             self._signature = await asyncio.to_thread(tree_signature, self.watched_paths())
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return
-            except TimeoutError:
-                pass
+        while not await stopped_within(stop, interval):
             try:
                 current = await asyncio.to_thread(tree_signature, self.watched_paths())
             except Exception:

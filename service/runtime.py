@@ -38,6 +38,7 @@ from service.partition_state import PartitionState, Snapshot
 from service.screening import Screening, ScreenResult, in_order, screening_for
 from service.sources.base import Decoded, InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
 from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
+from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class KafkaRunner:
                 log.warning("cannot reach Kafka; retrying", extra={"retry_in_s": round(backoff, 2),
                                                                    "error": f"{type(exc).__name__}: {exc}"})
                 await _quiet_stop(consumer)
-                if await _wait(stop, backoff):
+                if await stopped_within(stop, backoff):
                     return
                 backoff = min(backoff * 2, self.settings.connect_backoff_max_s)
                 continue
@@ -246,7 +247,7 @@ class KafkaRunner:
                 await self._consume(consumer, stop)
             except Exception:
                 log.exception("Kafka consume loop failed; reconnecting")
-                await _wait(stop, backoff)
+                await stopped_within(stop, backoff)
             finally:
                 self.connected = False
                 await self._close(consumer)
@@ -553,15 +554,6 @@ class KafkaRunner:
         self._rebalances += 1
         self.assigned = assigned
         metrics.KAFKA_PARTITIONS_ASSIGNED.set(len(assigned))
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-        return True
-    except TimeoutError:
-        return False
 
 
 async def _quiet_stop(consumer: AIOKafkaConsumer) -> None:

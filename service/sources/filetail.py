@@ -20,6 +20,7 @@ from typing import BinaryIO
 from detectors.model import Origin
 from service.sources.base import LineSplitter, RawMessage
 from service.sources.http import content_key
+from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class FileFollower:
             while not stop.is_set():
                 if self._handle is None:
                     if not self._open(at_end=first and self._start_at == "end"):
-                        if await _wait(stop, self._interval):
+                        if await stopped_within(stop, self._interval):
                             return
                         continue
                     first = False
@@ -119,15 +120,7 @@ class FileFollower:
                     self._close()
                     self._open(at_end=False)
                     continue
-                if await _wait(stop, self._interval):
+                if await stopped_within(stop, self._interval):
                     return
         finally:
             self._close()
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-        return True
-    except TimeoutError:
-        return False
