@@ -80,12 +80,15 @@ class PartitionState:
             return {}
         out: dict[TopicPartition, Snapshot] = {}
         for tp, offset in offsets.items():
-            if self.due(tp):
-                key = (tp.topic, tp.partition)
-                exported = self.detector.export_scope(key)
-                if exported:
-                    out[tp] = Snapshot(offset, exported, self.detector.scope_clock(key))
+            if self.due(tp) and (snap := self._snapshot(tp, offset)) is not None:
+                out[tp] = snap
         return out
+
+    def _snapshot(self, tp: TopicPartition, offset: int) -> Snapshot | None:
+        """``tp``'s engines now, tagged with ``offset``; None when it has no state."""
+        key = (tp.topic, tp.partition)
+        exported = self.detector.export_scope(key)
+        return Snapshot(offset, exported, self.detector.scope_clock(key)) if exported else None
 
     async def persist(self, consumer: Any, captured: dict[TopicPartition, Snapshot],
                       leaving: set[TopicPartition]) -> None:
@@ -113,12 +116,8 @@ class PartitionState:
             committed = self.tracker.committed.get(tp)
             if committed is None or tp in leaving or processed.get(tp, committed) != committed:
                 continue
-            if not self.due(tp):
-                continue
-            key = (tp.topic, tp.partition)
-            exported = self.detector.export_scope(key)
-            if exported:
-                await self.save(tp, Snapshot(committed, exported, self.detector.scope_clock(key)))
+            if self.due(tp) and (snap := self._snapshot(tp, committed)) is not None:
+                await self.save(tp, snap)
 
     async def save(self, tp: TopicPartition, snap: Snapshot) -> bool:
         scope = scope_name((tp.topic, tp.partition))
@@ -141,16 +140,14 @@ class PartitionState:
         if not self.detector.per_partition:
             self._due_at.pop(tp, None)
             return  # instance scope: the state stays with this instance, nothing belongs to the partition
-        key = (tp.topic, tp.partition)
-        snapshots = self.detector.export_scope(key) if self.store is not None else {}
-        clock = self.detector.scope_clock(key)
-        self.detector.drop_scope(key)
-        self._due_at.pop(tp, None)
         offset = self.tracker.committed.get(tp)
-        if processed is None:
-            processed = offset
-        if snapshots and offset is not None and processed == offset:
-            await self.save(tp, Snapshot(offset, snapshots, clock))
+        snap = None
+        if self.store is not None and offset is not None and processed in (None, offset):
+            snap = self._snapshot(tp, offset)
+        self.detector.drop_scope((tp.topic, tp.partition))
+        self._due_at.pop(tp, None)
+        if snap is not None:
+            await self.save(tp, snap)
 
     async def take_over(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Restore the saved state of newly assigned partitions, replaying what it does not include.
