@@ -8,7 +8,7 @@ detector (only when a stateful engine or an alert needs it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,15 +36,29 @@ class InputSpec:
                    logsource=logsource if logsource != LogSource() else None, time_fields=fields)
 
 
-@dataclass(slots=True)
 class RawMessage:
-    """One message as it arrived; ``fallback_time`` is used when the event carries no time."""
+    """One message as it arrived; ``fallback_time`` is used when the event carries no time.
 
-    value: bytes
-    origin: Origin
-    fallback_time: float
-    headers: tuple[tuple[str, bytes], ...] = ()
-    key: bytes | None = None
+    ``origin`` may be handed over as a function that builds it: push inputs key each message by
+    a hash of its content, and the native screen clears most messages without anyone asking.
+    """
+
+    __slots__ = ("_origin", "fallback_time", "headers", "key", "value")
+
+    def __init__(self, value: bytes, origin: Origin | Callable[[], Origin], fallback_time: float,
+                 headers: tuple[tuple[str, bytes], ...] = (), key: bytes | None = None) -> None:
+        self.value = value
+        self._origin = origin
+        self.fallback_time = fallback_time
+        self.headers = headers
+        self.key = key
+
+    @property
+    def origin(self) -> Origin:
+        origin = self._origin
+        if not isinstance(origin, Origin):
+            origin = self._origin = origin()
+        return origin
 
 
 class Item:

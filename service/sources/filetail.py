@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -72,9 +73,8 @@ class FileFollower:
 
     def _messages(self, lines: list[tuple[int, bytes]]) -> list[RawMessage]:
         now = time.time()
-        # inode + offset alone repeat after a copytruncate rotation: the line's hash tells them apart
-        return [RawMessage(line, Origin("file", key=f"{self.path}:{self._inode}:{at}:{content_key(line)[:8]}"), now)
-                for at, line in lines]
+        prefix = f"{self.path}:{self._inode}"
+        return [RawMessage(line, partial(_line_origin, prefix, at, line), now) for at, line in lines]
 
     def _rotated(self) -> bool:
         try:
@@ -124,3 +124,9 @@ class FileFollower:
                     return
         finally:
             self._close()
+
+
+def _line_origin(prefix: str, at: int, line: bytes) -> Origin:
+    """``path:inode:byte offset:line hash``: inode and offset alone repeat after a copytruncate
+    rotation, the line's hash tells them apart."""
+    return Origin("file", key=f"{prefix}:{at}:{content_key(line)[:8]}")

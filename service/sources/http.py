@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 
 import orjson
 
@@ -36,8 +37,14 @@ def content_key(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
+def content_origin(input_name: str, data: bytes) -> Origin:
+    """The origin of a pushed message: its input and a hash of its bytes (a resent message keeps
+    its alert ids)."""
+    return Origin(input_name, key=content_key(data))
+
+
 def _message(data: bytes, received: float, input_name: str) -> RawMessage:
-    return RawMessage(data, Origin(input_name, key=content_key(data)), received)
+    return RawMessage(data, partial(content_origin, input_name, data), received)
 
 
 def parse_body(body: bytes, received: float, *, max_events: int, input_name: str = "http") -> ParsedBody:

@@ -17,11 +17,11 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import BinaryIO
 
-from detectors.model import Origin
 from service.sources.base import LineSplitter, RawMessage
-from service.sources.http import content_key
+from service.sources.http import content_origin
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def stdin_wanted(enabled: bool | str, stream: BinaryIO | None = None) -> bool:
 
 def lines_to_messages(lines: Sequence[bytes], input_name: str = "stdin") -> list[RawMessage]:
     now = time.time()
-    return [RawMessage(line, Origin(input_name, key=content_key(line)), now) for line in lines]
+    return [RawMessage(line, partial(content_origin, input_name, line), now) for line in lines]
 
 
 def _read_loop(stream: BinaryIO, loop: asyncio.AbstractEventLoop, ingest: Ingest, max_line: int) -> int:

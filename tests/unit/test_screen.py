@@ -314,6 +314,32 @@ async def test_push_inputs_give_the_same_alerts_with_the_screen(tmp_path, with_t
     assert [a.timestamp for a in screened] == pytest.approx([a.timestamp for a in plain], abs=0.001)
 
 
+async def test_cleared_push_messages_never_build_their_origin(tmp_path):
+    """Origins (a content hash per line) are built only for what is decoded, plus one per cleared run."""
+    from functools import partial
+
+    from detectors.model import Origin
+    from service.decoders import build_decoder
+    from service.runtime import Pipeline
+    from service.sources.base import InputSpec, RawMessage
+
+    built: list[int] = []
+
+    def origin(position: int) -> Origin:
+        built.append(position)
+        return Origin("stdin", key=str(position))
+
+    (tmp_path / "rules.yml").write_text(RULES)
+    pipeline = Pipeline(Detector(compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection),
+                        ScriptedRouter())
+    lines = [{"message": "login ok", "user": "u1", "ts": 1000 + i} for i in range(20)]
+    lines.append({"message": "login failed", "user": "u1", "ts": 1020})
+    messages = [RawMessage(orjson.dumps(line), partial(origin, i), 1.0) for i, line in enumerate(lines)]
+    spec = InputSpec("stdin", build_decoder("json", {}), LogSource(category="auth"), ("ts",))
+    assert (await pipeline.ingest("stdin", messages, spec)).accepted == 21
+    assert sorted(built) == [19, 20]  # the cleared run's tick, and the decoded failed login
+
+
 def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
     from service.runtime import KafkaRunner
     from tests.unit.test_sources import SILENCE
