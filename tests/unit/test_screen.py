@@ -24,7 +24,14 @@ from service.decoders.json import parse_object
 from service.detection import Detector, compile_detection
 from service.sources.base import Item
 from tests.unit.test_sigma_support import build, rule_yaml
-from tests.unit.test_sources import FakeConsumer, FakeDeadLetters, Record, ScriptedRouter, eventually
+from tests.unit.test_sources import (
+    CORRELATED,
+    FakeConsumer,
+    FakeDeadLetters,
+    Record,
+    ScriptedRouter,
+    eventually,
+)
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="the native screen is not built (no Rust toolchain)")
 
@@ -214,27 +221,10 @@ def test_runs_report_their_latest_time_around_picked_events():
 
 # --- in the Kafka loop: the same alerts with and without the screen ---------------------------
 
-RULES = """
-title: Failed Login
-id: 6f1d1a4e-0000-4000-8000-000000000021
-name: failed_login
-author: tests
-logsource: {category: auth}
-detection:
-    sel: {message|contains: login failed}
-    condition: sel
----
-title: Lone Failed Login
-id: 6f1d1a4e-0000-4000-8000-000000000022
-author: tests
-correlation:
-    type: event_count
-    rules: [failed_login]
-    group-by: [user]
-    timespan: 1m
-    condition: {lt: 2}
-level: low
-"""
+RULES = (CORRELATED.replace("category: ci_job_log", "category: auth")
+         .replace("Repeated Failed Logins", "Lone Failed Login").replace("{gte: 3}", "{lt: 2}"))
+"""The failed-login correlation of ``test_sources``, over ``auth`` events and as ``lt``: its windows
+close (and alert) only when later events move time on."""
 
 
 def auth_records(count: int = 60) -> list[Record]:
