@@ -21,7 +21,7 @@ import gc
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ from service.config import EventSettings, KafkaSettings
 from service.decoders import DecodeError
 from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
-from service.screening import Screening, ScreenResult, in_order, screening_for
+from service.screening import Screening, ScreenResult, merge, screening_for
 from service.sources.base import Decoded, InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
 from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
 from service.waits import stopped_within
@@ -95,23 +95,22 @@ class Pipeline:
             decoded = decode_batch(messages, spec)
             return decoded, len(decoded.items)
         screen, time_fields, max_bytes, max_depth = screening
-        fallbacks = [int(message.fallback_time * 1000) for message in messages]
-        picked, latest = screen.scan([message.value for message in messages], fallbacks, time_fields,
-                                     max_bytes, max_depth)
-        cleared = len(messages) - len(picked)
-        metrics.EVENTS_SCREENED.labels(source).inc(cleared)
-        if time_fields is None:
-            decoded = decode_batch([messages[position] for position in picked], spec)
-            return decoded, cleared + len(decoded.items)
+        timed = time_fields is not None
+        fallbacks = [int(message.fallback_time * 1000) for message in messages] if timed else []
+        result = screen.scan([message.value for message in messages], fallbacks, time_fields, max_bytes, max_depth)
+        metrics.EVENTS_SCREENED.labels(source).inc(len(messages) - len(result[0]))
         decoded = Decoded()
-        ticks = 0
-        for position, ts in in_order(picked, latest, len(messages)):
-            if ts is None:
-                decode_batch((messages[position],), spec, decoded)
-            else:
-                decoded.items.append(Tick(messages[position].origin, spec.logsource, ts))
-                ticks += 1
-        return decoded, cleared + len(decoded.items) - ticks
+        items = decoded.items
+
+        def decode(positions: Sequence[int]) -> int:
+            before = len(items)
+            decode_batch([messages[position] for position in positions], spec, decoded)
+            return len(items) - before
+
+        def tick(position: int, ts: float) -> None:
+            items.append(Tick(messages[position].origin, spec.logsource, ts))
+
+        return decoded, merge(result, len(messages), timed, decode, tick)
 
 
 @dataclass
@@ -163,8 +162,7 @@ def _run_screens(jobs: list[tuple[TopicPartition, list[Any], Screening]]) -> dic
     """Worker-thread body: every partition's records through its screen."""
     out: dict[TopicPartition, ScreenResult] = {}
     for tp, records, (screen, time_fields, max_bytes, max_depth) in jobs:
-        picked, latest = screen.scan_records(records, time_fields, max_bytes, max_depth)
-        out[tp] = (picked, latest, time_fields is not None)
+        out[tp] = screen.scan_records(records, time_fields, max_bytes, max_depth)
     return out
 
 
@@ -376,9 +374,9 @@ class KafkaRunner:
             spec = self.spec(tp.topic)
             result = results.get(tp)
             if result is None:
-                events += self._decode(tp, records, range(len(records)), spec, items, rejected)
+                events += self._decode(tp, records, spec, items, rejected)
             else:
-                events += self._cleared(tp, records, spec, result, items, rejected)
+                events += self._cleared(tp, records, spec, result, current.stateful, items, rejected)
             next_offset = records[-1].offset + 1
             offsets[tp] = next_offset
             self._processed[tp] = next_offset
@@ -390,17 +388,15 @@ class KafkaRunner:
         metrics.EVENTS.labels("kafka").inc(events)
         return _Work(alerts, rejected, offsets, received, events, self.partition_state.capture(offsets))
 
-    def _decode(self, tp: TopicPartition, records: list[Any], positions: Sequence[int], spec: InputSpec,
-                items: list[Item], rejected: list[Rejected]) -> int:
-        """Decode the records at ``positions`` into ``items`` (rejects into ``rejected``);
-        returns the number of events decoded."""
+    def _decode(self, tp: TopicPartition, records: Iterable[Any], spec: InputSpec, items: list[Item],
+                rejected: list[Rejected]) -> int:
+        """Decode ``records`` into ``items`` (rejects into ``rejected``); returns the number of events decoded."""
         before = len(items)
         topic, partition = tp.topic, tp.partition
         decoder, logsource, time_fields = spec.decoder, spec.logsource, spec.time_fields
         max_bytes = self.settings.max_message_bytes
         append = items.append
-        for position in positions:
-            record = records[position]
+        for record in records:
             value = record.value
             try:
                 if value is None:
@@ -431,23 +427,20 @@ class KafkaRunner:
             return None
         return screening_for(spec, current, self.settings.max_message_bytes)
 
-    def _cleared(self, tp: TopicPartition, records: list[Any], spec: InputSpec, result: ScreenResult,
+    def _cleared(self, tp: TopicPartition, records: list[Any], spec: InputSpec, result: ScreenResult, timed: bool,
                  items: list[Item], rejected: list[Rejected]) -> int:
         """Decode only the records the screen could not clear; the cleared ones become one
-        :class:`Tick` per run (their latest event time) when stateful detectors need time.
+        :class:`Tick` per run (their latest event time) when stateful detectors need time (``timed``).
         Returns the number of events: cleared plus decoded."""
-        picked, latest, timed = result
-        cleared = len(records) - len(picked)
-        metrics.EVENTS_SCREENED.labels("kafka").inc(cleared)
-        if not timed:
-            return cleared + self._decode(tp, records, picked, spec, items, rejected)
-        decoded = 0
-        for position, ts in in_order(picked, latest, len(records)):
-            if ts is None:
-                decoded += self._decode(tp, records, (position,), spec, items, rejected)
-            else:
-                items.append(Tick((tp.topic, tp.partition, records[position].offset), spec.logsource, ts))
-        return cleared + decoded
+        metrics.EVENTS_SCREENED.labels("kafka").inc(len(records) - len(result[0]))
+
+        def decode(positions: Sequence[int]) -> int:
+            return self._decode(tp, [records[position] for position in positions], spec, items, rejected)
+
+        def tick(position: int, ts: float) -> None:
+            items.append(Tick((tp.topic, tp.partition, records[position].offset), spec.logsource, ts))
+
+        return merge(result, len(records), timed, decode, tick)
 
     def busy_scopes(self) -> set[tuple[str, int] | None]:
         """Scopes with records left to read: their event time must not be moved on by the heartbeat.

@@ -9,7 +9,7 @@ run's latest event time, in message order between the decoded ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from detectors.sigma.screen import Screen
@@ -18,8 +18,8 @@ from service.sources.base import InputSpec
 
 Screening = tuple[Screen, list[str] | None, int, int]
 """An input's native screen with its time fields (None: time not needed), max bytes and depth."""
-ScreenResult = tuple[list[int], list[float], bool]
-"""Positions to decode, latest event time per cleared run, and whether times were read."""
+ScreenResult = tuple[list[int], list[float]]
+"""Positions to decode, and the latest event time of each cleared run (see ``Screen.scan``)."""
 
 
 def screening_for(spec: InputSpec, current: Any, max_bytes: int | None = None) -> Screening | None:
@@ -34,8 +34,7 @@ def screening_for(spec: InputSpec, current: Any, max_bytes: int | None = None) -
         return None
     if current.anomaly is not None and current.anomaly.watches(spec.logsource):
         return None
-    screen_of = getattr(current.ruleset, "screen", None)
-    screen = screen_of(spec.logsource) if screen_of is not None else None
+    screen = current.ruleset.screen(spec.logsource)
     if screen is None:
         return None
     time_fields = list(spec.time_fields) if current.stateful else None
@@ -43,11 +42,20 @@ def screening_for(spec: InputSpec, current: Any, max_bytes: int | None = None) -
     return screen, time_fields, limit, decoder.max_depth
 
 
-def in_order(picked: list[int], latest: list[float], count: int) -> Iterator[tuple[int, float | None]]:
-    """A timed screen result over ``count`` messages, in message order: ``(position, None)`` for a
-    message to decode, ``(last position of a cleared run, its latest event time)`` for a run's tick."""
+def merge(result: ScreenResult, count: int, timed: bool, decode: Callable[[Sequence[int]], int],
+          tick: Callable[[int, float], None]) -> int:
+    """Hand a screen result over ``count`` messages to the input, in message order: ``decode``
+    the picked positions (it returns the events it read) and, when stateful detectors need time
+    (``timed``), ``tick`` once per cleared run with its last position and latest event time.
+    Returns the number of events: cleared plus decoded."""
+    picked, latest = result
+    cleared = count - len(picked)
+    if not timed:
+        return cleared + decode(picked)
+    decoded = 0
     for run, ts in enumerate(latest):
         if ts == ts:  # not NaN: the run before this position was not empty
-            yield (picked[run] if run < len(picked) else count) - 1, ts
+            tick((picked[run] if run < len(picked) else count) - 1, ts)
         if run < len(picked):
-            yield picked[run], None
+            decoded += decode(picked[run:run + 1])
+    return cleared + decoded
