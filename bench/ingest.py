@@ -32,7 +32,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import _slug, corpus, rule_paths  # noqa: E402
+from bench.pipeline import _slug, corpus, rule_paths, topic_map  # noqa: E402
 
 
 class CountingRouter:
@@ -46,16 +46,13 @@ class CountingRouter:
 def write_files(events: list[tuple[dict[str, str], dict[str, Any]]], folder: Path) -> dict[Path, dict[str, str]]:
     """One NDJSON file per log source; returns each file's log source."""
     lines: dict[str, list[bytes]] = {}
-    sources: dict[str, dict[str, str]] = {}
     for ls, event in events:
-        slug = _slug(ls)
-        sources[slug] = ls
-        lines.setdefault(slug, []).append(orjson.dumps(event))
+        lines.setdefault(_slug(ls), []).append(orjson.dumps(event))
     out = {}
-    for slug, rows in lines.items():
+    for slug, ls in topic_map(events).items():
         path = folder / f"{slug}.ndjson"
-        path.write_bytes(b"\n".join(rows) + b"\n")
-        out[path] = sources[slug]
+        path.write_bytes(b"\n".join(lines[slug]) + b"\n")
+        out[path] = ls
     return out
 
 
@@ -80,15 +77,14 @@ async def follow_all(files: dict[Path, dict[str, str]], total: int, screen: bool
     fields = tuple(settings.events.timestamp_fields)
     followers = []
     for path, ls in files.items():
-        spec = InputSpec(path.name, decoder, LogSource(ls.get("product"), ls.get("category"), ls.get("service")),
-                         fields)
+        logsource = LogSource(**ls)
+        pipeline.detector.current.ruleset.screen(logsource)  # built before timing (the service builds it lazily)
+        spec = InputSpec(path.name, decoder, logsource, fields)
 
         async def ingest(messages: Any, spec: InputSpec = spec) -> None:
             await pipeline.ingest("file", messages, spec)
 
         followers.append(FileFollower(path, ingest, start_at="beginning", poll_interval_s=0.01))
-    for ls in files.values():  # build each route (and its screen) before timing, as a running service has
-        pipeline.detector.current.ruleset.screen(LogSource(ls.get("product"), ls.get("category"), ls.get("service")))
     screened_before = EVENTS_SCREENED.labels("file")._value.get()
     stop = asyncio.Event()
     started = time.perf_counter()
