@@ -235,7 +235,7 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> dict[str, Any]:
     fields = {path: _field(field, ids) for path, field in index.fields.items()}
     for path, extra in exact.every.items():
         exact_keys, every, keys = fields.get(path, ([], [], []))
-        fields[path] = (exact_keys, [*every, *ids(extra)], keys)
+        fields[path] = (exact_keys, list(dict.fromkeys([*every, *ids(extra)])), keys)  # each check once
     checked: set[int] = {aid for extra in exact.every.values() for aid in extra}
     for field in [*index.fields.values(), *([index.keywords] if index.keywords is not None else [])]:
         checked |= _checked(field)

@@ -444,3 +444,11 @@ def test_records_are_read_as_the_lists_are():
     by_lists = screen.scan(values, [r.timestamp for r in records], TIME_FIELDS, 1 << 20, 64)
     assert repr(by_records) == repr(by_lists)  # NaN (an empty run) compares by its text
     assert by_records[0] == [1, 3] and by_records[1][:2] == [5.0, 7.002]
+
+
+def test_a_route_where_a_rule_may_match_without_any_value_hands_every_message_to_python():
+    """``not`` over a CIDR test (not evaluated by the screen) may hold for any event: nothing is cleared."""
+    detection = {"sel": {"agent|cidr": "10.0.0.0/8"}, "condition": "not sel"}
+    ruleset = build(rule_yaml(detection))
+    assert export_plan(ruleset._route(LS).index, ruleset._atoms)["always"]
+    assert scan(detection, {"agent": "10.1.2.3"}, {"x": 1}, b"not json")[0] == [0, 1, 2]

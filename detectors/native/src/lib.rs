@@ -79,6 +79,13 @@ impl Screen {
         let mut key_base = 0usize;
         let mut field_map = FastMap::default();
         let mut indexed = vec![false; atom_count];
+        let range = |atom: u32| -> PyResult<usize> {
+            if (atom as usize) < atom_count {
+                Ok(atom as usize)
+            } else {
+                Err(PyValueError::new_err("atom id out of range"))
+            }
+        };
         let mark = |fp: &FieldPlan, indexed: &mut Vec<bool>| -> PyResult<()> {
             let atoms = fp
                 .every
@@ -96,9 +103,7 @@ impl Screen {
                         .chain(&k.verify)
                 }));
             for &atom in atoms {
-                *indexed
-                    .get_mut(atom as usize)
-                    .ok_or_else(|| PyValueError::new_err("atom id out of range"))? = true;
+                indexed[range(atom)?] = true;
             }
             Ok(())
         };
@@ -116,13 +121,6 @@ impl Screen {
             }
             None => None,
         };
-        let range = |atom: u32| -> PyResult<usize> {
-            if (atom as usize) < atom_count {
-                Ok(atom as usize)
-            } else {
-                Err(PyValueError::new_err("atom id out of range"))
-            }
-        };
         let mut check_map: Vec<Option<Check>> = (0..atom_count).map(|_| None).collect();
         for (atom, kind, literal, cased, parts) in checks {
             let check = if kind == -1 {
@@ -139,10 +137,8 @@ impl Screen {
             };
             check_map[range(atom)?] = Some(check);
         }
-        for clause in rest.iter().flatten() {
-            if clause.iter().any(|&a| a as usize >= atom_count) {
-                return Err(PyValueError::new_err("atom id out of range"));
-            }
+        for &atom in rest.iter().flatten().flatten() {
+            range(atom)?;
         }
         let mut trigger_table = vec![Vec::new(); atom_count];
         for (atom, positions) in triggers {
@@ -151,13 +147,10 @@ impl Screen {
             }
             trigger_table[range(atom)?] = positions;
         }
-        if programs
-            .iter()
-            .flatten()
-            .flatten()
-            .any(|&(op, arg)| op == 0 && arg as usize >= atom_count)
-        {
-            return Err(PyValueError::new_err("atom id out of range"));
+        for &(op, arg) in programs.iter().flatten().flatten() {
+            if op == 0 {
+                range(arg)?;
+            }
         }
         let fits =
             |p: &u32| (*p as usize) < rest.len() && (always || programs[*p as usize].is_some());
@@ -344,6 +337,10 @@ impl Screen {
         max_bytes: usize,
         max_depth: usize,
     ) -> Vec<Outcome> {
+        if self.plan.always {
+            // some rule may match whatever a message holds: reading the messages cannot clear one
+            return messages.iter().map(|_| Outcome::Picked).collect();
+        }
         let timed = time_fields.is_some();
         let time_fields = time_fields.unwrap_or_default();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -82,6 +82,7 @@ fn key_hash(key: &str) -> u64 {
 struct Saved<'p> {
     path: usize,
     raw: usize,
+    dotted: usize,
     slot: Option<usize>,
     field: Option<&'p FieldPlan>,
 }
@@ -184,6 +185,7 @@ impl<'p> Walk<'p> {
         let saved = Saved {
             path: self.path.len(),
             raw: self.raw.len(),
+            dotted: self.dotted,
             slot: self.slot,
             field: self.field,
         };
@@ -237,10 +239,8 @@ impl<'p> Walk<'p> {
         saved
     }
 
-    fn unkey(&mut self, saved: Saved<'p>, key: &str) {
-        if self.lists == 0 && !self.time_fields.is_empty() && key.contains('.') {
-            self.dotted -= 1;
-        }
+    fn unkey(&mut self, saved: Saved<'p>) {
+        self.dotted = saved.dotted;
         self.path.truncate(saved.path);
         self.raw.truncate(saved.raw);
         self.slot = saved.slot;
@@ -526,7 +526,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             }
             let saved = walk.key(&key);
             map.next_value_seed(Node { walk: &mut *walk })?;
-            walk.unkey(saved, &key);
+            walk.unkey(saved);
         }
         walk.keys.truncate(start);
         walk.depth -= 1;
