@@ -299,6 +299,42 @@ impl<'p> Walk<'p> {
         if field.is_none() && keyword.is_none() {
             return Ok(());
         }
+        let bytes = text.as_bytes();
+        let cached = bytes.len() <= CACHED_TEXT;
+        // Some(ascii) once the text is folded: only on a cache miss (an entry's text folded before)
+        let mut folded_ascii: Option<bool> = None;
+        for plan_of_value in [field, keyword].into_iter().flatten() {
+            if cached {
+                if let Some(verdicts) = self.cache.get(plan_of_value.id, bytes) {
+                    verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v));
+                    continue;
+                }
+            }
+            let ascii = match folded_ascii {
+                Some(ascii) => ascii,
+                None => *folded_ascii.insert(self.fold(text)?),
+            };
+            let mut verdicts = std::mem::take(&mut self.verdicts);
+            plan.verdicts(
+                plan_of_value,
+                bytes,
+                &self.folded,
+                ascii,
+                &mut self.hits,
+                &mut verdicts,
+            );
+            verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v));
+            if cached {
+                self.cache.insert(plan_of_value.id, bytes, &verdicts);
+            }
+            self.verdicts = verdicts;
+        }
+        Ok(())
+    }
+
+    /// Lower-case `text` into `self.folded` as Python does; returns whether it is ASCII.
+    /// Characters whose case folding may differ between Unicode versions stop the walk.
+    fn fold<E: de::Error>(&mut self, text: &str) -> Result<bool, E> {
         let ascii = text.is_ascii();
         self.folded.clear();
         if ascii {
@@ -311,37 +347,7 @@ impl<'p> Walk<'p> {
             self.unsure = true; // case folding that may differ between Unicode versions
             return Err(E::custom(Stop));
         }
-        let folded = std::mem::take(&mut self.folded);
-        let bytes = text.as_bytes();
-        for plan_of_value in [field, keyword].into_iter().flatten() {
-            let cached = bytes.len() <= CACHED_TEXT;
-            let hit = if cached {
-                self.cache.get(plan_of_value.id, bytes)
-            } else {
-                None
-            };
-            match hit {
-                Some(verdicts) => verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v)),
-                None => {
-                    let mut verdicts = std::mem::take(&mut self.verdicts);
-                    plan.verdicts(
-                        plan_of_value,
-                        bytes,
-                        &folded,
-                        ascii,
-                        &mut self.hits,
-                        &mut verdicts,
-                    );
-                    verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v));
-                    if cached {
-                        self.cache.insert(plan_of_value.id, bytes, &verdicts);
-                    }
-                    self.verdicts = verdicts;
-                }
-            }
-        }
-        self.folded = folded;
-        Ok(())
+        Ok(ascii)
     }
 
     fn integer<E: de::Error>(
