@@ -71,6 +71,7 @@ class Tally:
 
     def assert_sound(self, cleared_share: float) -> None:
         """No problem, and at least ``cleared_share`` of the non-matching events cleared."""
+        print(f"screen: {self.events} events, {self.matching} matching, {self.cleared} cleared")
         assert not self.problems, f"{len(self.problems)} problems:\n" + "\n".join(self.problems[:30])
         quiet = self.events - self.matching
         assert self.matching > 0 and quiet > 0
@@ -90,7 +91,6 @@ def test_rule_events_cleared_only_without_a_match(sigmahq: LoadResult,
     tally = Tally()
     for logsource, events in _by_logsource(sigmahq_parsed):
         tally.check(sigmahq.ruleset, logsource, events)
-    print(f"screen: {tally.events} events, {tally.matching} matching, {tally.cleared} cleared")
     tally.assert_sound(0.9)
 
 
@@ -106,7 +106,6 @@ def test_all_rules_route(shared_dir: Path, sigmahq_parsed: list[tuple[str, Sigma
     sample += [dict(event) for _, event in generate(5_000, seed=7, suspicious_share=0.08)]
     tally = Tally()
     tally.check(loaded.ruleset, None, sample)
-    print(f"screen: {tally.events} events, {tally.matching} matching, {tally.cleared} cleared")
     tally.assert_sound(0.9)
 
 
@@ -117,5 +116,4 @@ def test_realistic_events(sigmahq: LoadResult) -> None:
         grouped[logsource].append(dict(event))
     for logsource, events in grouped.items():
         tally.check(sigmahq.ruleset, logsource, events)
-    print(f"screen: {tally.events} events, {tally.matching} matching, {tally.cleared} cleared")
     tally.assert_sound(0.9)
