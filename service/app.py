@@ -217,7 +217,7 @@ class Service:
         assert self.detector is not None
         while not await stopped_within(stop, self.settings.state.heartbeat_interval_s):
             busy = self.kafka.busy_scopes() if self.kafka is not None else set()
-            alerts = self.detector.heartbeat(time.time(), skip=busy)
+            alerts = await asyncio.to_thread(self.detector.heartbeat, time.time(), skip=busy)
             while alerts and not stop.is_set():
                 try:
                     await self.router.submit(alerts)

@@ -1,8 +1,10 @@
 """The detector stage: Sigma ruleset, correlation and anomaly engines, swapped atomically on reload.
 
 :class:`Detector` holds one immutable :class:`DetectionSet`. ``process`` reads
-the current set once at the start of a batch and runs synchronously to the end,
-so a swap (``Detector.swap``, called from the same event loop) can only happen
+the current set once at the start of a batch and runs synchronously to the end.
+Every method that reads or changes engine state holds the detector's lock, so the
+service may call them from worker threads (detection never runs on the event loop,
+where one slow event would stall every input and the API) and a swap can only happen
 between batches: no event is evaluated by two rulesets or dropped by a swap.
 
 Correlation and anomaly engines are optional: they are imported defensively so
@@ -12,13 +14,15 @@ the new ones on reload (``snapshot``/``restore``) when the engines allow it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import orjson
 
@@ -36,6 +40,17 @@ ScopeKey = tuple[str, int] | None
 StateScope = Literal["partition", "instance"]
 """``state.scope``: per Kafka partition engines, or one pair (the local scope) for everything."""
 _NO_SCOPE = object()
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a :class:`Detector` method under its lock (engines are not thread-safe)."""
+    @functools.wraps(method)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with args[0]._lock:  # type: ignore[attr-defined]
+            return method(*args, **kwargs)
+    return locked
 
 
 @dataclass(frozen=True)
@@ -202,21 +217,28 @@ class Detector:
         self._exported = CounterExport()
         self._clocks: dict[ScopeKey, tuple[float, float]] = {}
         self._scoped: dict[tuple[str, int], tuple[Any | None, Any | None]] = {}
+        self._lock = threading.RLock()
         self._publish(detection)
 
     @property
     def current(self) -> DetectionSet:
         return self._set
 
+    def exclusive(self) -> threading.RLock:
+        """The lock every engine call holds: hold it across reading :attr:`current` and
+        :meth:`process` when work prepared for one set (a screen's verdicts) must not meet another."""
+        return self._lock
+
     @property
     def per_partition(self) -> bool:
         """False when every Kafka item shares the local scope (``state.scope: instance``)."""
         return not self._instance
 
+    @_locked
     def swap(self, detection: DetectionSet) -> DetectionSet:
         """Install ``detection`` (state of stateful engines carried over); returns the old set.
 
-        Must be called from the event loop that runs :meth:`process`, never from a thread.
+        Holds the lock, so it waits for a batch being processed and the next one sees the new set.
         """
         old = self._set
         self._publish_state(old)  # counts of the old engines up to now
@@ -238,6 +260,7 @@ class Detector:
             metrics.RULES_LOADED.labels(kind).set(count)
         metrics.RULE_ERRORS.set(len(detection.errors))
 
+    @_locked
     def process(self, items: Sequence[Item], now: float | None = None) -> list[Alert]:
         """Alerts for ``items`` in order. Synchronous on purpose: one set per batch.
 
@@ -320,6 +343,7 @@ class Detector:
         """(newest event time, wall time it was seen) of a scope, or None before its first event."""
         return self._clocks.get(key)
 
+    @_locked
     def export_scope(self, key: ScopeKey) -> dict[str, dict[str, Any]]:
         """Snapshots of one scope's engines, by detector name (for the state store).
 
@@ -340,6 +364,7 @@ class Detector:
                     log.warning("cannot snapshot %s state", name, exc_info=True, extra={"scope": scope_name(key)})
         return out
 
+    @_locked
     def import_scope(self, key: ScopeKey, snapshots: dict[str, dict[str, Any]],
                      clock: tuple[float, float] | None = None) -> None:
         """Start a scope's engines from saved snapshots (a missing or bad one starts empty).
@@ -359,14 +384,17 @@ class Detector:
             self._clocks[key] = (float(clock[0]), float(clock[1]))
         self._baseline_all()
 
+    @_locked
     def drop_scope(self, key: tuple[str, int]) -> None:
         self._publish_state(self._set)
         self._scoped.pop(key, None)
         self._clocks.pop(key, None)
 
+    @_locked
     def scopes(self) -> list[tuple[str, int]]:
         return list(self._scoped)
 
+    @_locked
     def heartbeat(self, now: float, skip: Collection[ScopeKey] = ()) -> list[Alert]:
         """Let event time pass in every scope that receives nothing: silence checks, deferred windows.
 

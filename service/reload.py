@@ -1,7 +1,7 @@
 """Hot reload of the detection set: on an API call, on SIGHUP and when rule files change.
 
 A reload compiles the candidate in a worker thread beside the running set and
-swaps it in on the event loop, between batches (see ``service.detection``).
+swaps it in under the detector's lock, between batches (see ``service.detection``).
 A candidate with errors is rejected as a whole unless ``rules.skip_invalid``.
 Reloads are serialised; a trigger arriving during a reload runs after it.
 Rule directories are watched by polling a signature of (path, mtime, size): it
@@ -150,7 +150,7 @@ class Reloader:
                 return self._finish(ReloadResult("rejected", trigger, self._detector.current.generation,
                                                  self._detector.current.counts(), error_dicts(outcome.errors),
                                                  outcome.reason, time.monotonic() - started))
-            self._detector.swap(outcome.detection)
+            await asyncio.to_thread(self._detector.swap, outcome.detection)  # waits for a batch in progress
             if alerting is not None and self._apply_alerting is not None:
                 self._apply_alerting(alerting)
             tune_gc()

@@ -1,13 +1,14 @@
 """The pipeline loop: sources -> screen -> decode -> detect -> alert router, with at-least-once for Kafka.
 
 Both paths hand JSON messages to the native screen first (:mod:`service.screening`), then
-decode and detect what it could not clear:
+decode and detect what it could not clear, in worker threads under the detector's lock: a slow
+rule or a hostile event delays its own batch, never the event loop (API, health, other inputs):
 
 * push inputs (HTTP, stdin, files) call :meth:`Pipeline.ingest` per batch and
   get the outcome once the router has accepted the alerts;
 * :class:`KafkaRunner` fetches with ``getmany``, screens each batch in a worker
-  thread while it fetches the next, decodes and detects the batch synchronously,
-  and queues it for a single submitter task that hands alerts and dead letters
+  thread while it fetches the next, decodes and detects the batch in a second
+  worker thread, and queues it for a single submitter task that hands alerts and dead letters
   on in order and only then acknowledges the batch's offsets. Up to
   ``max_in_flight_batches`` wait in that queue; beyond that every assigned
   partition is paused (polling continues so the group keeps us), so a slow
@@ -71,10 +72,9 @@ class Pipeline:
 
     async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
         started = time.perf_counter()
-        decoded, events = self._decode(source, messages, spec)
+        decoded, events, alerts = await asyncio.to_thread(self._detect, source, messages, spec)
         for rejected in decoded.rejected:
             metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
-        alerts = self.detector.process(decoded.items) if decoded.items else []
         metrics.EVENTS.labels(source).inc(events)
         if decoded.rejected and self.dead_letters is not None:
             await self.dead_letters.send(decoded.rejected)
@@ -82,6 +82,16 @@ class Pipeline:
             await self.router.submit(alerts)
         metrics.DETECTION_LATENCY.observe(time.perf_counter() - started)
         return IngestResult(events, decoded.rejected, alerts)
+
+    def _detect(self, source: str, messages: Sequence[RawMessage],
+                spec: InputSpec) -> tuple[Decoded, int, list[Alert]]:
+        """Screen, decode and detect in a worker thread: a slow rule never stalls the event loop.
+
+        The detector's lock spans the screen and the detection, so both see the same rule set.
+        """
+        with self.detector.exclusive():
+            decoded, events = self._decode(source, messages, spec)
+            return decoded, events, self.detector.process(decoded.items) if decoded.items else []
 
     def _decode(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> tuple[Decoded, int]:
         """Items for the detector and the number of events read (screen-cleared ones included).
@@ -207,6 +217,10 @@ class KafkaRunner:
         self._screen_ahead = asyncio.Semaphore(SCREEN_AHEAD)
         self._screen_pool: ThreadPoolExecutor | None = None
         """The one worker thread the native screen runs in (while :meth:`run` runs)."""
+        self._detect_pool: ThreadPoolExecutor | None = None
+        """The one worker thread batches are decoded and detected in, off the event loop."""
+        self._detecting = asyncio.Lock()
+        """Held while a batch is in the detection thread; a rebalance waits for it."""
 
     @property
     def ready(self) -> bool:
@@ -250,9 +264,10 @@ class KafkaRunner:
                 self.connected = False
                 await self._close(consumer)
         await self.dead_letters.stop()
-        if self._screen_pool is not None:
-            self._screen_pool.shutdown(wait=True)
-            self._screen_pool = None
+        for pool in (self._screen_pool, self._detect_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._screen_pool = self._detect_pool = None
 
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
         await self._finish_in_flight()
@@ -330,8 +345,14 @@ class KafkaRunner:
                 screened = await screening
             finally:
                 self._screen_ahead.release()
-            if screened is not None and rebalances == self._rebalances:
-                self._queue.put_nowait(self._process(batches, consumer, screened))
+            if screened is None or rebalances != self._rebalances:
+                continue
+            async with self._detecting:  # a rebalance waits for this batch (see _drain)
+                if self._detect_pool is None:
+                    self._detect_pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-detect")
+                work = await asyncio.get_running_loop().run_in_executor(
+                    self._detect_pool, self._process, batches, consumer, screened)
+                self._queue.put_nowait(work)
 
     async def _screen_batches(self, batches: dict[TopicPartition, list[Any]]) -> Screened | None:
         """Run the native screen over the fetched records in a worker thread (it releases the GIL,
@@ -356,10 +377,16 @@ class KafkaRunner:
 
     def _process(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer,
                  screened: Screened | None = None) -> _Work:
-        """Decode and detect one fetched batch (synchronous: the ruleset cannot change midway).
+        """Decode and detect one fetched batch, in the detection thread, under the detector's lock
+        (the ruleset cannot change midway).
 
         Screen results are used only if the ruleset they were made for is still the current one.
         """
+        with self.detector.exclusive():
+            return self._process_locked(batches, consumer, screened)
+
+    def _process_locked(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer,
+                        screened: Screened | None) -> _Work:
         received = time.perf_counter()
         items: list[Item] = []
         rejected: list[Rejected] = []
@@ -530,6 +557,8 @@ class KafkaRunner:
         self._rebalances += 1  # a batch being screened meanwhile is dropped (see _screen_batches)
         if leaving:
             self._leaving |= leaving
+        async with self._detecting:
+            pass  # a batch in the detection thread has changed engine state: it is queued, not dropped
         try:
             await asyncio.wait_for(self._queue.join(), timeout=min(self.shutdown_timeout_s, 20.0))
         except TimeoutError:
