@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -23,11 +25,22 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def version_text() -> str:
+    """``pipesentry X.Y.Z`` and whether the native screen is built (without it every event is decoded)."""
+    try:
+        version = importlib.metadata.version("pipesentry")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    native = importlib.util.find_spec("detectors._native") is not None
+    return f"pipesentry {version} (native screen: {'built' if native else 'not built'})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipesentry",
         description="Sigma rules and anomaly checks over CI/CD and production logs.",
     )
+    parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

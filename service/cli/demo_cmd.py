@@ -72,9 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _detect(args: argparse.Namespace, settings: Settings, events: list[GeneratedEvent], stories: Counter[str],
             bar: Progress) -> int:
-    from service.demo.render import story_sections, summary_table
+    """Detect, print and store; non-zero when a rule failed to load or a story's expected alert is missing
+    (a demo that shows nothing must not look like success)."""
+    from service.demo.render import missing_detections, story_sections, summary_table
     from service.demo.runner import build_detectors
     from service.demo.runner import run as run_demo
+    from service.demo.stories import STORIES
 
     detectors = build_detectors(args.rules)
     for error in detectors.errors:
@@ -92,6 +95,13 @@ def _detect(args: argparse.Namespace, settings: Settings, events: list[Generated
             return 1
         out.write(f"\n{len(result.alerts)} alerts written to {path} "
                   "(pipesentry run serves them at GET /api/v1/alerts)\n")
+    missing = [(story.name, title) for story in STORIES for title in missing_detections(result, story)]
+    for name, title in missing:
+        print(f"pipesentry demo: story {name}: expected alert not raised: {title}", file=sys.stderr)
+    if detectors.errors or missing:
+        print(f"pipesentry demo: {len(detectors.errors)} rule error(s), {len(missing)} expected alert(s) missing",
+              file=sys.stderr)
+        return 1
     return 0
 
 

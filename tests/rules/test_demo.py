@@ -137,3 +137,14 @@ def test_cli_demo_reports_an_unwritable_store(tmp_path: Path, capsys: pytest.Cap
     blocker.write_text("a file where the data directory should be")
     assert cli_main(["demo", "--data-dir", str(blocker), "--quiet"]) == 1
     assert "cannot write the alert store" in capsys.readouterr().err
+
+
+def test_cli_demo_fails_when_rules_fail_to_load_or_expected_alerts_are_missing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "broken.yml").write_text("title: Broken\nlogsource: {product: github}\ndetection: {condition: nope}\n")
+    code = cli_main(["demo", "--data-dir", str(tmp_path / "data"), "--quiet", "--rules", str(rules)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "rule error" in err and "expected alert not raised" in err

@@ -317,3 +317,13 @@ def test_eval_treats_the_input_as_a_stream_for_correlation_rules(
     assert [(r["line"], r["details"]["group"]) for r in correlations] == [(3, {"user": "bob"})]
     # generate defaults to false: the base rule's own matches are not printed
     assert [r for r in records if r["rule_kind"] == "sigma"] == []
+
+
+def test_version_names_the_release_and_the_native_screen(capsys) -> None:
+    from service.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pipesentry ") and "native screen:" in out
