@@ -14,6 +14,7 @@ owner reflect the state elsewhere (``pipesentry_sink_up``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ class Supervisor:
         self._clock = clock
         self._tasks: dict[str, TaskState] = {}
         self._closing = False
+        self._closed = asyncio.Event()
 
     def spawn(self, name: str, factory: Callable[[], Awaitable[None]], *,
               on_crash: Callable[[BaseException], None] | None = None,
@@ -89,7 +91,7 @@ class Supervisor:
                         attempt = 0
                     delay = min(self.max_backoff_s, self.initial_backoff_s * (2 ** min(attempt, 30)))
                     attempt += 1
-                    again = not self._closing and (restart is None or restart())
+                    again = self._restart_allowed(restart)
                     log.error("background task crashed", exc_info=exc, extra={
                         "task": state.name, "error": state.last_error, "restarts": state.restarts,
                         "restart_in_s": round(delay, 3) if again else None})
@@ -98,10 +100,12 @@ class Supervisor:
                             on_crash(exc)
                         except Exception:
                             log.exception("crash hook failed", extra={"task": state.name})
-                    if not again:
+                    if again:
+                        with contextlib.suppress(TimeoutError):  # close() cuts the wait short
+                            await asyncio.wait_for(self._closed.wait(), delay)
+                    if not again or not self._restart_allowed(restart):
                         state.finished = True
                         return
-                    await asyncio.sleep(delay)
                     continue
                 state.finished = True
                 state.last_error = None
@@ -128,6 +132,11 @@ class Supervisor:
         if state is not None and state.task is not None and state.task.done():
             metrics.TASK_UP.labels(task=name).set(0)
 
+    def _restart_allowed(self, restart: Callable[[], bool] | None) -> bool:
+        return not self._closing and (restart is None or restart())
+
     def close(self) -> None:
-        """From now on a crash is logged and counted but not restarted (shutdown)."""
+        """From now on a crash is logged and counted but not restarted (shutdown);
+        tasks waiting to restart finish at once."""
         self._closing = True
+        self._closed.set()
