@@ -68,6 +68,7 @@ class AlertRouter:
         """Runs every background task of the router: the sink loops, the ticker, reload jobs."""
         self.store = AlertStore(self.root / "alerts.db")
         self.silences = Silences(self.store)
+        self.store.on_recovered = self._resave_silences
         self.workers: dict[str, SinkWorker] = {}
         self._record_workers: list[SinkWorker] = []
         self._page_workers: dict[str, SinkWorker] = {}
@@ -178,6 +179,12 @@ class AlertRouter:
             except Exception:
                 log.exception("sink stop failed", extra={"sink": w.name})
         self.store.close()
+
+    def _resave_silences(self) -> None:
+        """A corrupt store was replaced by an empty one: put the silences held in memory back."""
+        now = self.clock()
+        for s in self.silences.list(now):
+            self.store.save_silence(s.id, s.starts_at, s.ends_at, s.to_dict())
 
     @property
     def _groups_file(self) -> Path:
