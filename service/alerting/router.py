@@ -299,7 +299,7 @@ class AlertRouter:
             await self._emit(decision.documents, decision.pages)
 
     async def _emit(self, documents: list[dict[str, Any]], pages: dict[str, list[dict[str, Any]]]) -> None:
-        fds: list[int] = []
+        fds: dict[int, list[SinkWorker]] = {}
         inline: list[SinkWorker] = []
         try:
             if documents:
@@ -310,7 +310,7 @@ class AlertRouter:
                             payloads = [orjson.dumps(d) for d in documents]
                         fd = w.append(payloads or [], documents)
                         if fd is not None:
-                            fds.append(fd)
+                            fds.setdefault(fd, []).append(w)
                     else:
                         inline.append(w)
             for name, recs in pages.items():
@@ -320,15 +320,30 @@ class AlertRouter:
                 if pw.durable:
                     fd = pw.append([orjson.dumps(p) for p in recs])
                     if fd is not None:
-                        fds.append(fd)
+                        fds.setdefault(fd, []).append(pw)
                 else:
                     await pw.deliver_inline(recs)
             if fds:
-                await asyncio.gather(*(asyncio.to_thread(fsync_fd, fd) for fd in set(fds)))
+                await self._sync(fds)
         except (SpoolError, OSError) as exc:
             raise RouterError(f"alerts not accepted: {exc}") from exc
         for w in inline:
             await w.deliver_inline(documents)
+
+    async def _sync(self, fds: dict[int, list[SinkWorker]]) -> None:
+        """fsync every spool written to; a failure is the batch's failure and marks its sinks."""
+        order = list(fds)
+        results = await asyncio.gather(*(asyncio.to_thread(fsync_fd, fd) for fd in order), return_exceptions=True)
+        error: BaseException | None = None
+        for fd, result in zip(order, results, strict=True):
+            if isinstance(result, BaseException):
+                error = result
+                for w in fds[fd]:
+                    metrics.SPOOL_ERRORS.labels(sink=w.name, op="fsync").inc()
+                    w.accept_failed(result)
+                    log.error("spool fsync failed", extra={"sink": w.name, "error": repr(result)})
+        if error is not None:
+            raise error
 
     # --- introspection -------------------------------------------------------
     async def wait_idle(self, timeout: float = 30.0) -> None:
@@ -342,6 +357,7 @@ class AlertRouter:
         workers = list(self.workers.values())
         return {"alert_sinks_running": all(w.running for w in workers),
                 "alert_sinks_no_local_fault": all(w.fault is None for w in workers),
+                "alert_spools_accepting": all(w.accept_fault is None for w in workers),
                 "alert_tasks_running": not self.supervisor.down()}
 
     def status(self) -> dict[str, Any]:

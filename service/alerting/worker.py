@@ -65,6 +65,8 @@ class SinkWorker:
         self.last_error: str | None = None
         self.fault: str | None = None
         """The local fault delivery is stuck on (None: none); readiness reports it."""
+        self.accept_fault: str | None = None
+        """Why the last append (or its fsync) failed (None: it succeeded); readiness reports it."""
         self.supervisor = supervisor or Supervisor(initial_backoff_s=retry.initial_backoff_s,
                                                    max_backoff_s=retry.max_backoff_s)
         self._wake = asyncio.Event()
@@ -132,10 +134,21 @@ class SinkWorker:
             payloads = [encode(d) for d in documents]
         elif not payloads and documents:
             payloads = [orjson.dumps(d) for d in documents]
-        fd = self.spool.append(payloads)
+        try:
+            fd = self.spool.append(payloads)
+        except SpoolError as exc:
+            self.accept_failed(exc)
+            raise
+        if self.accept_fault is not None:
+            log.info("spool accepts records again", extra={"sink": self.name})
+            self.accept_fault = None
         self._idle.clear()
         self._wake.set()
         return fd
+
+    def accept_failed(self, exc: BaseException) -> None:
+        """The spool could not take (or sync) records: the caller gets the error; readiness shows it."""
+        self.accept_fault = repr(exc)
 
     async def deliver_inline(self, records: list[dict[str, Any]]) -> None:
         """Non-durable sinks: deliver now; failures are counted, never raised."""
