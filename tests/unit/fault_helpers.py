@@ -73,3 +73,62 @@ class DiskFaults:
         if point in self.active:
             self.hits[point] = self.hits.get(point, 0) + 1
             raise OSError(self.err, os.strerror(self.err))
+
+
+# --- spool corruption fuzzing --------------------------------------------------------------
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(start, end, payload) of every frame of an intact segment written by the current format."""
+    from service.alerting.spool import HEADER
+
+    out, i = [], 0
+    while i < len(data):
+        _, length, _, _ = HEADER.unpack_from(data, i)
+        end = i + HEADER.size + length
+        out.append((i, end, data[i + HEADER.size:end]))
+        i = end
+    return out
+
+
+def corrupt_segments(directory: Any, rng: Any, mutations: int) -> list[bytes]:
+    """Damage the segments under ``directory`` in place (byte flips, random overwrites, bogus
+    lengths, zeroed pages, truncations, garbage tails) and return, in order, the payloads of
+    the frames left byte-for-byte intact: exactly what a reader must deliver."""
+    from service.alerting.spool import HEADER
+
+    paths = sorted(directory.glob("*.seg"))
+    original = {p: p.read_bytes() for p in paths}
+    data = {p: bytearray(b) for p, b in original.items()}
+    for _ in range(mutations):
+        p = rng.choice(paths)
+        buf = data[p]
+        if not buf:
+            continue
+        kind = rng.randrange(6)
+        at = rng.randrange(len(buf))
+        if kind == 0:
+            buf[at] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            n = rng.randrange(1, 64)
+            buf[at:at + n] = bytes(rng.randrange(256) for _ in range(len(buf[at:at + n])))
+        elif kind == 2:
+            starts = [s for s, _, _ in _frames(original[p])]
+            s = rng.choice(starts)
+            if s + 6 <= len(buf):
+                buf[s + 2:s + 6] = rng.choice([10**6, 2**32 - 1, rng.randrange(1 << 16), 0]).to_bytes(4, "little")
+        elif kind == 3:
+            n = rng.randrange(1, 512)
+            buf[at:at + n] = bytes(len(buf[at:at + n]))
+        elif kind == 4:
+            del buf[at:]
+        else:
+            buf += bytes(rng.randrange(256) for _ in range(rng.randrange(1, HEADER.size * 3)))
+    intact: list[bytes] = []
+    for p in paths:
+        buf = bytes(data[p])
+        p.write_bytes(buf)
+        intact += [payload for s, e, payload in _frames(original[p]) if buf[s:e] == original[p][s:e]]
+    return intact
+
+
+def spool_bytes(directory: Any) -> int:
+    return sum(p.stat().st_size for p in directory.glob("*.seg"))
