@@ -24,7 +24,7 @@ from service.supervisor import Supervisor
 
 from .config import RetrySettings, SpoolSettings
 from .sinks.base import Backoff, CircuitBreaker, Outcome, Sink
-from .spool import Position, Record, Spool, SpoolError
+from .spool import Position, Record, Spool, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class SinkWorker:
         self.fault: str | None = None
         """The local fault delivery is stuck on (None: none); readiness reports it."""
         self.accept_fault: str | None = None
+        self._accept_full = False
         """Why the last append (or its fsync) failed (None: it succeeded); readiness reports it."""
         self.supervisor = supervisor or Supervisor(initial_backoff_s=retry.initial_backoff_s,
                                                    max_backoff_s=retry.max_backoff_s)
@@ -142,13 +143,16 @@ class SinkWorker:
         if self.accept_fault is not None:
             log.info("spool accepts records again", extra={"sink": self.name})
             self.accept_fault = None
+            self._accept_full = False
         self._idle.clear()
         self._wake.set()
         return fd
 
     def accept_failed(self, exc: BaseException) -> None:
-        """The spool could not take (or sync) records: the caller gets the error; readiness shows it."""
+        """The spool could not take (or sync) records: the caller gets the error; readiness shows it
+        until an append succeeds or, for a full spool, until delivery has drained half of it."""
         self.accept_fault = repr(exc)
+        self._accept_full = isinstance(exc, SpoolFull)
 
     async def deliver_inline(self, records: list[dict[str, Any]]) -> None:
         """Non-durable sinks: deliver now; failures are counted, never raised."""
@@ -235,6 +239,10 @@ class SinkWorker:
         await asyncio.sleep(max(self.backoff.next(), self.breaker.wait(self.clock())))
 
     def _healthy(self) -> None:
+        if self._accept_full and self.spool is not None and self.spool.bytes <= self.spool.max_bytes // 2:
+            log.info("spool has room again", extra={"sink": self.name, "bytes": self.spool.bytes})
+            self.accept_fault = None
+            self._accept_full = False
         if self.fault is not None:
             log.info("sink recovered", extra={"sink": self.name, "fault": self.fault})
             self.fault = None

@@ -120,3 +120,32 @@ async def test_dead_letter_write_failure_keeps_the_batch(tmp_path: Path, monkeyp
         await until(lambda: sink_up("dl") == 1 and worker.fault is None, what="recovery")
     finally:
         await worker.stop(drain_s=0)
+
+
+async def test_full_spool_fails_readiness_until_it_drains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    router = store_router(tmp_path, spool={"max_bytes": 8192})
+    await router.start()
+    sink = router.workers["store"].sink
+    gate = asyncio.Event()
+    real = sink.deliver
+
+    async def held(records: list[dict[str, Any]]) -> Any:
+        await gate.wait()
+        return await real(records)
+
+    monkeypatch.setattr(sink, "deliver", held)
+    accepted: list[str] = []
+    try:
+        with pytest.raises(RouterError):
+            for i in range(100):
+                a = alert(i)
+                await router.submit([a])
+                accepted.append(a.id)
+        assert not router.health()["alert_spools_accepting"]
+        gate.set()
+        await router.wait_idle(10)
+        await until(lambda: all(router.health().values()), what="readiness once the spool drained")
+        assert all(router.store.get(i) is not None for i in accepted)
+    finally:
+        gate.set()
+        await router.stop()

@@ -50,6 +50,7 @@ async def test_crashing_heartbeat_is_logged_restarted_and_fails_readiness(
         assert sample("pipesentry_task_restarts_total", task="heartbeat") > before
         assert any(getattr(r, "task", None) == "heartbeat" and "boom" in r.getMessage() + str(r.exc_info)
                    for r in caplog.records)
+        assert {"alert_sinks_running", "alert_sinks_no_local_fault", "alert_spools_accepting"} <= set(svc.readiness())
         failing["on"] = False
         await until(lambda: all(svc.readiness().values()), what="readiness back once the heartbeat runs")
         assert sample("pipesentry_task_up", task="heartbeat") == 1
