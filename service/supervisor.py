@@ -135,6 +135,11 @@ class Supervisor:
     def _restart_allowed(self, restart: Callable[[], bool] | None) -> bool:
         return not self._closing and (restart is None or restart())
 
+    def reopen(self) -> None:
+        """Allow restarts again after :meth:`close` (a component started anew)."""
+        self._closing = False
+        self._closed.clear()
+
     def close(self) -> None:
         """From now on a crash is logged and counted but not restarted (shutdown);
         tasks waiting to restart finish at once."""

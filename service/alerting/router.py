@@ -153,6 +153,7 @@ class AlertRouter:
     async def start(self) -> None:
         if self._started:
             return
+        self.supervisor.reopen()
         self.workers = self._build_workers()
         self._index_workers()
         for w in self.workers.values():
