@@ -149,3 +149,38 @@ async def test_full_spool_fails_readiness_until_it_drains(tmp_path: Path, monkey
     finally:
         gate.set()
         await router.stop()
+
+
+async def test_a_loop_crash_is_restarted_and_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should anything escape the delivery loop, the supervisor restarts it; sink_up and readiness show the gap."""
+    router = store_router(tmp_path)
+    router.supervisor.initial_backoff_s = router.supervisor.max_backoff_s = 0.2
+    await router.start()
+    worker = router.workers["store"]
+    before = sample("pipesentry_task_restarts_total", task="sink:store")
+    real_step, real_fault = worker._step, worker._local_fault
+    broken = {"on": True}
+
+    async def step(spool: Any) -> None:
+        if broken["on"]:
+            raise RuntimeError("bug in the loop")
+        await real_step(spool)
+
+    def fault(exc: BaseException | None) -> None:
+        if broken["on"]:
+            raise RuntimeError("bug in the fault handler")
+        real_fault(exc)
+
+    monkeypatch.setattr(worker, "_step", step)
+    monkeypatch.setattr(worker, "_local_fault", fault)
+    try:
+        await until(lambda: sample("pipesentry_task_restarts_total", task="sink:store") > before, what="restart")
+        assert sink_up("store") == 0 and worker.fault is not None
+        await router.submit([alert(i) for i in range(3)])  # accepted while the loop is down
+        broken["on"] = False
+        await router.wait_idle(10)
+        assert router.store.count() == 3
+        await until(lambda: sink_up("store") == 1 and all(router.health().values()), what="recovery")
+    finally:
+        broken["on"] = False
+        await router.stop()

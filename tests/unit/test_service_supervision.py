@@ -85,3 +85,28 @@ async def test_supervisor_gives_up_when_told_and_reports_down() -> None:
     await asyncio.wait_for(sup.spawn("once", crash, restart=lambda: False), 5)
     assert sup.down() == ["once"]
     assert sample("pipesentry_task_up", task="once") == 0
+
+
+async def test_readyz_follows_a_stuck_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's case: the cursor cannot be written; /readyz must not stay ready, and it recovers."""
+    from .alerting_helpers import alert
+    from .fault_helpers import DiskFaults
+
+    faults = DiskFaults(monkeypatch)
+    svc = make_service(tmp_path)
+    await svc.build()
+    run = asyncio.create_task(svc.run(install_signals=False))
+    try:
+        await until(lambda: svc.router._started, what="router started")
+        faults.active.add("cursor")
+        await svc.router.submit([alert(i) for i in range(3)])
+        await until(lambda: not svc.readiness()["alert_sinks_no_local_fault"], what="readiness false")
+        faults.active.clear()
+        await svc.router.submit([alert(i) for i in range(3, 6)])
+        await svc.router.wait_idle(10)
+        assert svc.router.store.count() == 6
+        await until(lambda: all(svc.readiness().values()), what="readiness back")
+    finally:
+        faults.active.clear()
+        svc.request_stop()
+        await asyncio.wait_for(run, 30)
