@@ -66,8 +66,8 @@ class SinkWorker:
         self.fault: str | None = None
         """The local fault delivery is stuck on (None: none); readiness reports it."""
         self.accept_fault: str | None = None
-        self._accept_full = False
         """Why the last append (or its fsync) failed (None: it succeeded); readiness reports it."""
+        self._accept_full = False
         self.supervisor = supervisor or Supervisor(initial_backoff_s=retry.initial_backoff_s,
                                                    max_backoff_s=retry.max_backoff_s)
         self._wake = asyncio.Event()

@@ -22,7 +22,7 @@ def sample(name: str, **labels: str) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+async def until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     """Wait until ``cond()`` holds (polling the event loop), or fail with ``what``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
