@@ -3,7 +3,8 @@
 A background task (a sink's delivery loop, an input, the router's ticker, the
 rules watcher) that raises is logged at once with its name, counted in
 ``pipesentry_task_restarts_total{task}``, marked down in
-``pipesentry_task_up{task}`` and restarted after a capped exponential backoff
+``pipesentry_task_up{task}`` (0 only while crashed; the series goes away when a
+task finishes or is stopped) and restarted after a capped exponential backoff
 (reset once a run lasted ``stable_s``). A task whose coroutine returns is
 finished, not restarted: inputs return when asked to stop or at end of input.
 Cancellation is never a crash. :meth:`Supervisor.down` names the tasks waiting
@@ -112,7 +113,11 @@ class Supervisor:
                 return
         finally:
             state.running = False
-            up.set(0)
+            if state.last_error is None:  # finished or stopped: no series left that reads as "down"
+                with contextlib.suppress(KeyError):
+                    metrics.TASK_UP.remove(state.name)
+            else:
+                up.set(0)
 
     # --- state -------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -130,7 +135,8 @@ class Supervisor:
         """Drop a task that was stopped on purpose (a sink removed by a reload)."""
         state = self._tasks.pop(name, None)
         if state is not None and state.task is not None and state.task.done():
-            metrics.TASK_UP.labels(task=name).set(0)
+            with contextlib.suppress(KeyError):
+                metrics.TASK_UP.remove(name)
 
     def _restart_allowed(self, restart: Callable[[], bool] | None) -> bool:
         return not self._closing and (restart is None or restart())
