@@ -252,7 +252,16 @@ class Spool:
             fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self._write_fd = fd
             self._write_size = os.fstat(fd).st_size
+            if self._write_size == 0 and self.fsync != "never":
+                self._sync_dir()  # the new segment's name must survive a power cut with its records
         return self._write_fd
+
+    def _sync_dir(self) -> None:
+        fd = _open(self.dir, os.O_RDONLY)
+        try:
+            _fsync(fd)
+        finally:
+            os.close(fd)
 
     def _rotate(self) -> int:
         old, self._write_fd = self._write_fd, None
@@ -367,7 +376,10 @@ class Spool:
         try:
             fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _write(fd, f"{upto.segment} {upto.offset}\n".encode())
+                data = f"{upto.segment} {upto.offset}\n".encode()
+                done = 0
+                while done < len(data):
+                    done += _write(fd, data[done:])
             finally:
                 os.close(fd)
             os.replace(tmp, self.dir / "cursor")

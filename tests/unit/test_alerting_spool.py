@@ -146,3 +146,28 @@ def test_old_frames_without_header_checksum_stay_readable(tmp_path: Path) -> Non
     s.append([b"new-1"])
     assert s.pending == 3
     assert drain(s) == [b"old-1", b"old-2", b"new-1"]
+
+
+def test_a_new_segment_syncs_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fsync batch/always a new segment's directory entry is synced too: a power cut cannot drop the file."""
+    import os
+    import stat
+
+    from service.alerting import spool as spool_mod
+
+    synced: list[bool] = []
+    real = spool_mod._fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(spool_mod, "_fsync", fsync)
+    s = Spool(tmp_path, "t9", segment_bytes=4096)
+    s.open()
+    s.append([b"x" * 100])
+    assert True in synced
+    synced.clear()
+    s.append([b"y" * 100])  # same segment: no directory sync
+    assert True not in synced
+    s.close()
