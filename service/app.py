@@ -1,7 +1,16 @@
 """Composition root: builds every part from :class:`~service.config.Settings` and runs them together.
 
 One event loop runs the HTTP server (uvicorn), the Kafka consumer, stdin,
-followed files and the rules watcher. Shutdown (SIGTERM/SIGINT or
+followed files and the rules watcher.
+
+Every background task runs under a :class:`~service.supervisor.Supervisor`: a
+crash is logged with the task's name, counted
+(``pipesentry_task_restarts_total{task}``) and, for ``kafka``, ``file:<path>``,
+``heartbeat``, ``local-state`` and ``rules-watch``, restarted with capped
+backoff; ``stdin`` is not restarted (its reader thread owns the stream). While
+a task is down (crashed, waiting to restart or given up) ``/readyz`` reports
+``background_tasks_running: false``; the alert router's own checks (sink loops
+running, no sink stuck on a local fault) are part of ``/readyz`` as well. Shutdown (SIGTERM/SIGINT or
 :meth:`Service.request_stop`) stops the inputs first, lets in-flight alerts
 reach the router and commits what it accepted, then stops the router and the
 server, so a clean stop loses nothing and re-reads nothing.
@@ -15,6 +24,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +43,7 @@ from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
 from service.sources.stdin import read_stdin, stdin_wanted
+from service.supervisor import Supervisor
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
@@ -74,6 +85,7 @@ class Service:
         self.server: _Server | None = None
         self.local_state: LocalState | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = Supervisor()
 
     # -- build ------------------------------------------------------------------
     async def build(self) -> None:
@@ -119,6 +131,10 @@ class Service:
         checks = {"rules_loaded": self.detector is not None and bool(self.detector.current.ruleset.rules)}
         if self.kafka is not None:
             checks["kafka_partitions_assigned"] = self.kafka.ready
+        checks["background_tasks_running"] = not self.supervisor.down()
+        health = getattr(self.router, "health", None)
+        if health is not None:
+            checks.update(health())
         return checks
 
     # -- run ------------------------------------------------------------------------
@@ -168,22 +184,29 @@ class Service:
         try:
             if self.app is not None:
                 server_task = asyncio.create_task(self._serve(), name="http")
+            sup = self.supervisor
+
+            def running() -> bool:
+                return not stop.is_set()
+
+            def spawn(name: str, factory: Callable[[], Any], restart: Callable[[], bool] = running) -> None:
+                self._tasks.append(sup.spawn(name, factory, restart=restart))
+
             if self.kafka is not None:
-                self._tasks.append(asyncio.create_task(self.kafka.run(stop), name="kafka"))
+                spawn("kafka", partial(self.kafka.run, stop))
             if stdin_wanted(s.stdin.enabled, self._stdin):
-                self._tasks.append(asyncio.create_task(self._stdin_input(), name="stdin"))
+                spawn("stdin", self._stdin_input, lambda: False)
             pipeline = self.pipeline
             for file in s.files:
                 spec = InputSpec.from_settings(f"file:{file.path}", file, s.events.timestamp_fields)
                 follower = FileFollower(file.path, _file_ingest(pipeline, spec), start_at=file.start_at,
                                         poll_interval_s=file.poll_interval_s, max_line=s.events.max_event_bytes)
-                self._tasks.append(asyncio.create_task(follower.run(stop), name=f"file:{file.path}"))
-            self._tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
+                spawn(f"file:{file.path}", partial(follower.run, stop))
+            spawn("heartbeat", partial(self._heartbeat, stop))
             if self.local_state is not None:
-                self._tasks.append(asyncio.create_task(
-                    self.local_state.run(stop, s.state.snapshot_interval_s), name="local-state"))
+                spawn("local-state", partial(self.local_state.run, stop, s.state.snapshot_interval_s))
             if s.rules.watch:
-                self._tasks.append(asyncio.create_task(self.reloader.watch(stop), name="rules-watch"))
+                spawn("rules-watch", partial(self.reloader.watch, stop))
             log.info("pipesentry running", extra={
                 "api": f"http://{s.api.host}:{s.api.port}" if self.app is not None else None,
                 "kafka": self.kafka is not None, "files": len(s.files)})
@@ -198,6 +221,7 @@ class Service:
             # inputs first (Kafka drains and commits), then the API (in-flight ingest requests finish),
             # then the router, which everything above hands alerts to
             stop.set()
+            self.supervisor.close()
             await self._stop_inputs()
             if server_task is not None:
                 if self.server is not None:

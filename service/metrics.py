@@ -95,3 +95,17 @@ SPOOL_RECORDS = Gauge("pipesentry_spool_records", "Alerts waiting in a sink's on
 SPOOL_BYTES = Gauge("pipesentry_spool_bytes", "Bytes in a sink's on-disk spool.", ["sink"], registry=REGISTRY)
 SPOOL_CORRUPT = Counter("pipesentry_spool_corrupt_records", "Spool records skipped as corrupt.", ["sink"],
                         registry=REGISTRY)
+
+# --- supervision, spool and store faults ------------------------------------
+TASK_UP = Gauge("pipesentry_task_up", "1 while a supervised background task runs (0: crashed, waiting to "
+                "restart, or stopped).", ["task"], registry=REGISTRY)
+TASK_RESTARTS = Counter("pipesentry_task_restarts", "Crashes of a supervised background task (each is "
+                        "logged and restarted with backoff).", ["task"], registry=REGISTRY)
+SPOOL_CORRUPT_BYTES = Counter("pipesentry_spool_corrupt_bytes", "Spool bytes skipped while resynchronising "
+                              "past corrupt or torn frames.", ["sink"], registry=REGISTRY)
+SPOOL_ERRORS = Counter("pipesentry_spool_errors", "Spool disk errors (op: append, fsync, cursor, read, "
+                       "dead_letter).", ["sink", "op"], registry=REGISTRY)
+STORE_ERRORS = Counter("pipesentry_store_errors", "Alert store (SQLite) errors (reason: full, corrupt, io, "
+                       "other).", ["reason"], registry=REGISTRY)
+STORE_RECOVERIES = Counter("pipesentry_store_recoveries", "Corrupt alert databases moved aside and replaced "
+                           "by a fresh one.", registry=REGISTRY)

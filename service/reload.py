@@ -4,6 +4,8 @@ A reload compiles the candidate in a worker thread beside the running set and
 swaps it in under the detector's lock, between batches (see ``service.detection``).
 A candidate with errors is rejected as a whole unless ``rules.skip_invalid``.
 Reloads are serialised; a trigger arriving during a reload runs after it.
+:meth:`Reloader.reload` never raises; a SIGHUP reload's task is kept until it
+ends, and :meth:`Reloader.watch` runs under the service's supervisor.
 Rule directories are watched by polling a signature of (path, mtime, size): it
 needs no inotify and works on network and container-mounted volumes alike.
 
@@ -111,6 +113,7 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self.last: ReloadResult | None = None
+        self._pending: set[asyncio.Task[ReloadResult]] = set()
 
     def watched_paths(self) -> list[Path]:
         config = [self._config_path] if self._config_path is not None else []
@@ -152,7 +155,16 @@ class Reloader:
                                                  outcome.reason, time.monotonic() - started))
             await asyncio.to_thread(self._detector.swap, outcome.detection)  # waits for a batch in progress
             if alerting is not None and self._apply_alerting is not None:
-                self._apply_alerting(alerting)
+                try:
+                    self._apply_alerting(alerting)
+                except Exception as exc:  # the rules are in; routing keeps its previous settings
+                    log.exception("alerting settings not applied; the previous routing stays",
+                                  extra={"trigger": trigger})
+                    self._signature = signature
+                    return self._finish(ReloadResult("failed", trigger, generation, outcome.detection.counts(),
+                                                     error_dicts(outcome.errors),
+                                                     f"rules reloaded, alerting settings not applied: {exc}",
+                                                     time.monotonic() - started))
             tune_gc()
             self._signature = signature
             counts = outcome.detection.counts()
@@ -174,10 +186,20 @@ class Reloader:
     def install_sighup(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Reload on SIGHUP (main thread only); returns whether the handler is installed."""
         try:
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("sighup")))
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._keep(loop.create_task(self.reload("sighup"))))
         except (NotImplementedError, RuntimeError, ValueError):
             return False
         return True
+
+    def _keep(self, task: asyncio.Task[ReloadResult]) -> None:
+        """Hold a signal-triggered reload until it ends; log it if it raised after all."""
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[ReloadResult]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reload task failed", exc_info=task.exception())
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Poll the rule files until ``stop`` is set; reload when their signature changes."""

@@ -27,13 +27,14 @@ import orjson
 from detectors.alert import Alert, iso_time
 from detectors.model import LEVELS, level_rank
 from service import metrics
+from service.supervisor import Supervisor
 
 from .config import AlertingSettings
 from .grouping import Grouper
 from .routes import RouteTable, TokenBucket
 from .silences import Silences
 from .sinks import build_receiver, build_sink
-from .spool import SpoolError
+from .spool import SpoolError, fsync_fd
 from .store import AlertStore
 from .suppression import Suppressor
 from .worker import SinkWorker
@@ -63,8 +64,11 @@ class AlertRouter:
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / "alerting"
         self.clock = clock
+        self.supervisor = Supervisor()
+        """Runs every background task of the router: the sink loops, the ticker, reload jobs."""
         self.store = AlertStore(self.root / "alerts.db")
         self.silences = Silences(self.store)
+        self.store.on_recovered = self._resave_silences
         self.workers: dict[str, SinkWorker] = {}
         self._record_workers: list[SinkWorker] = []
         self._page_workers: dict[str, SinkWorker] = {}
@@ -90,7 +94,7 @@ class AlertRouter:
         return SinkWorker(sink, durable=cfg.durable, batch_size=cfg.batch_size, retry=cfg.retry,
                           spool_dir=self.root / "spool" / name, spool=self.settings.spool,
                           dead_letter=self.root / "dead-letter" / f"{name}.jsonl", clock=self.clock,
-                          linger_s=cfg.linger_s)
+                          linger_s=cfg.linger_s, supervisor=self.supervisor)
 
     def _build_workers(self) -> dict[str, SinkWorker]:
         wanted: dict[str, SinkWorker] = {}
@@ -119,28 +123,50 @@ class AlertRouter:
         self.workers = wanted
         self._index_workers()
         for w in removed:
-            asyncio.get_running_loop().create_task(w.stop(drain_s=0))
+            self._spawn(f"reload:stop:{w.name}", self._stop_removed(w), lambda: True)
         for w in added:
             if w.spool is not None:
-                w.spool.open()  # accept records at once; the delivery loop starts in the task
-            asyncio.get_running_loop().create_task(w.start())
+                try:
+                    w.spool.open()  # accept records at once; the delivery loop starts in the task
+                except OSError as exc:  # submit refuses (RouterError) until the start job opens it
+                    log.error("spool of a new sink cannot be opened; retrying",
+                              extra={"sink": w.name, "error": repr(exc)})
+            self._spawn(f"reload:start:{w.name}", w.start, self._still_configured(w))
+
+    def _spawn(self, name: str, factory: Callable[[], Any], restart: Callable[[], bool]) -> None:
+        try:
+            self.supervisor.spawn(name, factory, restart=restart)
+        except RuntimeError:  # the same job for the same sink is still running (reloads in a row)
+            log.error("reload job already running; this one is skipped", extra={"task": name})
+
+    def _still_configured(self, w: SinkWorker) -> Callable[[], bool]:
+        return lambda: w in self.workers.values()
+
+    @staticmethod
+    def _stop_removed(w: SinkWorker) -> Callable[[], Any]:
+        async def stop() -> None:
+            await w.stop(drain_s=0)
+
+        return stop
 
     # --- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
         if self._started:
             return
+        self.supervisor.reopen()
         self.workers = self._build_workers()
         self._index_workers()
         for w in self.workers.values():
             await w.start()
         self._restore_groups()
         self._started = True
-        self._ticker = asyncio.create_task(self._tick_loop(), name="alert-router-tick")
+        self._ticker = self.supervisor.spawn("alert-router-tick", self._tick_loop)
 
     async def stop(self, drain_s: float = 5.0) -> None:
         if not self._started:
             return
         self._started = False
+        self.supervisor.close()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -154,6 +180,12 @@ class AlertRouter:
             except Exception:
                 log.exception("sink stop failed", extra={"sink": w.name})
         self.store.close()
+
+    def _resave_silences(self) -> None:
+        """A corrupt store was replaced by an empty one: put the silences held in memory back."""
+        now = self.clock()
+        for s in self.silences.list(now):
+            self.store.save_silence(s.id, s.starts_at, s.ends_at, s.to_dict())
 
     @property
     def _groups_file(self) -> Path:
@@ -268,7 +300,7 @@ class AlertRouter:
             await self._emit(decision.documents, decision.pages)
 
     async def _emit(self, documents: list[dict[str, Any]], pages: dict[str, list[dict[str, Any]]]) -> None:
-        fds: list[int] = []
+        fds: dict[int, list[SinkWorker]] = {}
         inline: list[SinkWorker] = []
         try:
             if documents:
@@ -279,7 +311,7 @@ class AlertRouter:
                             payloads = [orjson.dumps(d) for d in documents]
                         fd = w.append(payloads or [], documents)
                         if fd is not None:
-                            fds.append(fd)
+                            fds.setdefault(fd, []).append(w)
                     else:
                         inline.append(w)
             for name, recs in pages.items():
@@ -289,23 +321,49 @@ class AlertRouter:
                 if pw.durable:
                     fd = pw.append([orjson.dumps(p) for p in recs])
                     if fd is not None:
-                        fds.append(fd)
+                        fds.setdefault(fd, []).append(pw)
                 else:
                     await pw.deliver_inline(recs)
             if fds:
-                await asyncio.gather(*(asyncio.to_thread(os.fsync, fd) for fd in set(fds)))
+                await self._sync(fds)
         except (SpoolError, OSError) as exc:
             raise RouterError(f"alerts not accepted: {exc}") from exc
         for w in inline:
             await w.deliver_inline(documents)
+
+    async def _sync(self, fds: dict[int, list[SinkWorker]]) -> None:
+        """fsync every spool written to; a failure is the batch's failure and marks its sinks."""
+        order = list(fds)
+        results = await asyncio.gather(*(asyncio.to_thread(fsync_fd, fd) for fd in order), return_exceptions=True)
+        error: BaseException | None = None
+        for fd, result in zip(order, results, strict=True):
+            if isinstance(result, BaseException):
+                error = result
+                for w in fds[fd]:
+                    metrics.SPOOL_ERRORS.labels(sink=w.name, op="fsync").inc()
+                    w.accept_failed(result)
+                    log.error("spool fsync failed", extra={"sink": w.name, "error": repr(result)})
+        if error is not None:
+            raise error
 
     # --- introspection -------------------------------------------------------
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until every durable sink has drained its spool (tests, benchmarks)."""
         await asyncio.wait_for(asyncio.gather(*(w.wait_idle() for w in self.workers.values())), timeout)
 
+    def health(self) -> dict[str, bool]:
+        """Readiness checks of the alerting part: every sink's delivery loop runs and
+        no sink is stuck on a local fault (disk, alert store); every other router task runs.
+        A remote sink that is down (circuit open) is not a readiness failure: its spool absorbs it."""
+        workers = list(self.workers.values())
+        return {"alert_sinks_running": all(w.running for w in workers),
+                "alert_sinks_no_local_fault": all(w.fault is None for w in workers),
+                "alert_spools_accepting": all(w.accept_fault is None for w in workers),
+                "alert_tasks_running": not self.supervisor.down()}
+
     def status(self) -> dict[str, Any]:
         return {name: {"durable": w.durable, "pending": w.spool.pending if w.spool else 0,
                        "delivered": w.delivered, "dead_lettered": w.dead_lettered,
-                       "circuit_open": w.breaker.open, "last_error": w.last_error}
+                       "circuit_open": w.breaker.open, "last_error": w.last_error,
+                       "running": w.running, "fault": w.fault}
                 for name, w in self.workers.items()}

@@ -2,25 +2,40 @@
 
 Layout: ``<dir>/<n>.seg`` segment files of framed records plus a ``cursor``
 file holding the position of the first record not yet delivered. A frame is
-``b"PS" | u32 length | u32 crc32(payload) | payload`` (little endian).
+``b"P2" | u32 length | u32 crc32(payload) | u32 crc32(the 10 bytes before) |
+payload`` (little endian). The header checksum makes a corrupt length field
+detectable on its own, so the reader never trusts it to skip data. Segments
+written before the header checksum (``b"PS" | u32 length | u32 crc32(payload)``)
+are still read; a corrupt length there is caught by the payload checksum.
 
 * Writes go to a fresh segment per process start (older segments are never
-  appended to), so a torn tail from a crash only ever ends a closed segment.
+  appended to). A batch is written with plain ``os.write`` calls (no user-space
+  buffer); a write that fails part-way is truncated back to the last whole
+  frame, or, if even that fails, the segment is abandoned and the next batch
+  starts a new one: a segment only ever holds whole frames plus, at worst, a
+  torn tail after which nothing is written.
 * fsync policy (``SpoolSettings.fsync``): ``batch`` = one fsync per appended
   batch, before :meth:`append` returns; ``always`` = after every record;
-  ``never`` = the OS decides. The cursor is replaced atomically (rename).
-* A record failing its checksum, a bad header or a torn tail is skipped and
-  counted (``pipesentry_spool_corrupt_records``); reading resynchronises on the
-  next valid frame. Delivery is at least once: a crash between delivery and the
-  cursor write re-sends a few records, which every sink tolerates (ids).
+  ``never`` = the OS decides. The cursor is replaced atomically (rename); if
+  that fails (disk full) the in-memory cursor still moves and the write is
+  retried by the next :meth:`ack` or :meth:`flush_cursor`.
+* Anything that is not a valid frame (bad magic, header or payload checksum, a
+  length running past the end of the segment, a torn tail) is skipped: reading
+  resynchronises on the next valid frame. Each skipped range is counted in
+  ``pipesentry_spool_corrupt_records`` and its size in
+  ``pipesentry_spool_corrupt_bytes``. Delivery is at least once: a crash between
+  delivery and the cursor write re-sends a few records, which every sink
+  tolerates (ids).
 
 Not thread-safe: the router uses it from the event loop only (fsync excepted,
-which may run in a worker thread via :meth:`sync_pending`).
+which may run in a worker thread via :func:`fsync_fd`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -29,10 +44,28 @@ from pathlib import Path
 
 from service import metrics
 
-MAGIC = b"PS"
-HEADER = struct.Struct("<2sII")
+log = logging.getLogger(__name__)
+
+MAGIC = b"P2"
+HEADER = struct.Struct("<2sIII")
+"""Current frame header: magic, payload length, payload crc32, header crc32."""
+MAGIC_V1 = b"PS"
+HEADER_V1 = struct.Struct("<2sII")
+"""Header of segments written by older versions (no header checksum); read only."""
+_CANDIDATE = re.compile(b"P[2S]")
 MAX_RECORD = 64 * 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
+_OK, _SHORT, _BAD = 0, 1, 2
+
+# The spool's disk write points, module-level so fault tests can wrap them one by one.
+_open = os.open
+_write = os.write
+_fsync = os.fsync
+
+
+def fsync_fd(fd: int) -> None:
+    """fsync a descriptor :meth:`Spool.append` returned (may run in a thread)."""
+    _fsync(fd)
 
 
 class SpoolError(Exception):
@@ -56,10 +89,43 @@ class Record:
     payload: bytes
     end: Position
     """Position just after this record: ack it to mark the record delivered."""
+    size: int = 0
+    """Bytes of the whole frame (header + payload)."""
 
 
 def frame(payload: bytes) -> bytes:
-    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    head = struct.pack("<2sII", MAGIC, len(payload), zlib.crc32(payload))
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+def _check(buf: bytes, i: int, eof: bool) -> tuple[int, int, int]:
+    """(verdict, header size, frame end) of a frame starting at ``buf[i]``.
+    ``_SHORT``: plausible but cut by the end of ``buf`` (read more); at ``eof``
+    a cut frame is ``_BAD`` (its length runs past the end of the segment)."""
+    n = len(buf)
+    magic = buf[i:i + 2]
+    if magic == MAGIC:
+        hsize = HEADER.size
+        if i + hsize > n:
+            return (_BAD if eof else _SHORT), hsize, 0
+        _, length, pcrc, hcrc = HEADER.unpack_from(buf, i)
+        if zlib.crc32(buf[i:i + 10]) != hcrc or length > MAX_RECORD:
+            return _BAD, hsize, 0
+    elif magic == MAGIC_V1:
+        hsize = HEADER_V1.size
+        if i + hsize > n:
+            return (_BAD if eof else _SHORT), hsize, 0
+        _, length, pcrc = HEADER_V1.unpack_from(buf, i)
+        if length > MAX_RECORD:
+            return _BAD, hsize, 0
+    else:
+        return (_BAD if eof or n - i >= 2 else _SHORT), 0, 0
+    end = i + hsize + length
+    if end > n:
+        return (_BAD if eof else _SHORT), hsize, end
+    if zlib.crc32(buf[i + hsize:end]) != pcrc:
+        return _BAD, hsize, end
+    return _OK, hsize, end
 
 
 class Spool:
@@ -73,10 +139,12 @@ class Spool:
         self.records = 0
         self.bytes = 0
         self.corrupt = 0
+        self.corrupt_bytes = 0
         self._cursor = Position(0, 0)
+        self._saved_cursor: Position | None = None
         self._read = Position(0, 0)
         self._write_seg = 0
-        self._write_file: object | None = None
+        self._write_fd: int | None = None
         self._write_size = 0
         self._opened = False
 
@@ -88,6 +156,7 @@ class Spool:
         self.dir.mkdir(parents=True, exist_ok=True)
         segments = self._segments()
         self._cursor = self._load_cursor(segments)
+        self._saved_cursor = self._cursor
         self._read = self._cursor
         self.records, self.bytes = self._count()
         self._write_seg = (segments[-1] + 1) if segments else 1
@@ -95,58 +164,114 @@ class Spool:
         self._gauges()
 
     def close(self) -> None:
-        f = self._write_file
-        if f is not None:
-            f.flush()  # type: ignore[attr-defined]
-            if self.fsync != "never":
-                os.fsync(f.fileno())  # type: ignore[attr-defined]
-            f.close()  # type: ignore[attr-defined]
-        self._write_file = None
+        fd, self._write_fd = self._write_fd, None
         self._opened = False
+        if fd is not None:
+            try:
+                if self.fsync != "never":
+                    _fsync(fd)
+            finally:
+                os.close(fd)
+
+    @property
+    def opened(self) -> bool:
+        return self._opened
 
     # --- writing -----------------------------------------------------------
     def append(self, payloads: Sequence[bytes]) -> int | None:
         """Append records; returns a file descriptor still to fsync (``batch``
-        policy; call :func:`os.fsync` on it, maybe in a thread) or None."""
+        policy; call :func:`fsync_fd` on it, maybe in a thread) or None.
+        Raises :class:`SpoolError`; then none of the records is in the spool,
+        except, with ``fsync: always`` or a segment rotation, whole records
+        written before the failure (at least once: the caller retries)."""
         if not payloads:
             return None
+        if not self._opened:
+            raise SpoolError(f"spool {self.name} is not open")
         frames = [frame(p) for p in payloads]
         size = sum(len(f) for f in frames)
         if self.bytes + size > self.max_bytes:
             raise SpoolFull(f"spool {self.name} holds {self.bytes} bytes, limit {self.max_bytes}")
+        op = "append"
         try:
-            f = self._writer()
+            fd = self._writer()
+            pending: list[bytes] = []
             for fr in frames:
-                if self._write_size >= self.segment_bytes:
-                    f = self._rotate()
-                f.write(fr)  # type: ignore[attr-defined]
-                self._write_size += len(fr)
+                if self._write_size + sum(len(p) for p in pending) >= self.segment_bytes and \
+                        (pending or self._write_size):
+                    self._write_all(fd, pending)
+                    pending = []
+                    fd = self._rotate()
+                pending.append(fr)
                 if self.fsync == "always":
-                    f.flush()  # type: ignore[attr-defined]
-                    os.fsync(f.fileno())  # type: ignore[attr-defined]
-            f.flush()  # type: ignore[attr-defined]
+                    self._write_all(fd, pending)
+                    pending = []
+                    op = "fsync"
+                    _fsync(fd)
+                    op = "append"
+            self._write_all(fd, pending)
         except OSError as exc:
+            metrics.SPOOL_ERRORS.labels(sink=self.name, op=op).inc()
+            log.error("spool write failed", extra={"sink": self.name, "op": op, "error": repr(exc)})
             raise SpoolError(f"spool {self.name}: {exc}") from exc
+        return fd if self.fsync == "batch" else None
+
+    def _write_all(self, fd: int, frames: list[bytes]) -> None:
+        """Write whole frames or none: a failed write is cut back to the last whole frame."""
+        if not frames:
+            return
+        data = b"".join(frames)
+        good = self._write_size
+        done = 0
+        try:
+            while done < len(data):
+                done += _write(fd, data[done:])
+        except OSError:
+            try:
+                os.ftruncate(fd, good)
+            except OSError:
+                self._abandon()  # a torn tail we cannot cut: the reader skips it, nothing follows it
+            raise
+        self._write_size += len(data)
         self.records += len(frames)
-        self.bytes += size
+        self.bytes += len(data)
         self._gauges()
-        return f.fileno() if self.fsync == "batch" else None  # type: ignore[attr-defined]
 
-    def _writer(self) -> object:
-        if self._write_file is None:
-            self._write_file = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115
-            self._write_size = self._write_file.tell()
-        return self._write_file
-
-    def _rotate(self) -> object:
-        old = self._write_file
-        if old is not None:
-            old.flush()  # type: ignore[attr-defined]
-            if self.fsync != "never":
-                os.fsync(old.fileno())  # type: ignore[attr-defined]
-            old.close()  # type: ignore[attr-defined]
-        self._write_file = None
+    def _abandon(self) -> None:
+        fd, self._write_fd = self._write_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         self._write_seg += 1
+
+    def _writer(self) -> int:
+        if self._write_fd is None:
+            path = self._seg_path(self._write_seg)
+            fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._write_fd = fd
+            self._write_size = os.fstat(fd).st_size
+            if self._write_size == 0 and self.fsync != "never":
+                self._sync_dir()  # the new segment's name must survive a power cut with its records
+        return self._write_fd
+
+    def _sync_dir(self) -> None:
+        fd = _open(self.dir, os.O_RDONLY)
+        try:
+            _fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _rotate(self) -> int:
+        old, self._write_fd = self._write_fd, None
+        self._write_seg += 1
+        if old is not None:
+            try:
+                if self.fsync != "never":
+                    _fsync(old)
+            finally:
+                os.close(old)
         return self._writer()
 
     # --- reading -----------------------------------------------------------
@@ -167,7 +292,7 @@ class Spool:
                 f.seek(pos.offset)
                 buf = f.read(chunk)
             at_eof = len(buf) < chunk
-            consumed, records = self._parse(buf, pos, max_records - len(out))
+            consumed, records = self._parse(buf, pos, max_records - len(out), at_eof)
             out.extend(records)
             self._read = Position(pos.segment, pos.offset + consumed)
             if len(out) >= max_records:
@@ -178,71 +303,93 @@ class Spool:
                 continue
             if pos.segment == self._write_seg:
                 break  # live segment: the rest is not written yet
-            if consumed < len(buf):
-                self._corrupt(1)  # torn tail of a closed segment (crash mid-write)
             nxt = self._next_segment(pos.segment)
             if nxt is None:
-                self._read = Position(pos.segment, pos.offset + len(buf))
                 break
             self._read = Position(nxt, 0)
         return out
 
-    def _parse(self, buf: bytes, start: Position, limit: int) -> tuple[int, list[Record]]:
+    def _parse(self, buf: bytes, start: Position, limit: int, eof: bool) -> tuple[int, list[Record]]:
         """Frames in ``buf`` up to ``limit``; returns (bytes consumed, records).
-        Stops before a frame that is cut by the end of ``buf``."""
+        Stops before a frame cut by the end of ``buf`` unless ``buf`` ends the
+        segment (``eof``): then the cut frame is corrupt and skipped."""
         records: list[Record] = []
         i, n = 0, len(buf)
-        while i + HEADER.size <= n and len(records) < limit:
-            magic, length, crc = HEADER.unpack_from(buf, i)
-            if magic != MAGIC or length > MAX_RECORD:
-                i = self._resync(buf, i + 1)
-                continue
-            end = i + HEADER.size + length
-            if end > n:
+        while i < n and len(records) < limit:
+            verdict, hsize, end = _check(buf, i, eof)
+            if verdict == _SHORT:
                 break
-            payload = buf[i + HEADER.size:end]
-            if zlib.crc32(payload) != crc:
-                i = self._resync(buf, i + 1)
+            if verdict == _BAD:
+                i = self._resync(buf, i, eof, start)
                 continue
-            records.append(Record(payload, Position(start.segment, start.offset + end)))
+            records.append(Record(buf[i + hsize:end], Position(start.segment, start.offset + end), end - i))
             i = end
         return i, records
 
-    def _resync(self, buf: bytes, i: int) -> int:
-        """Skip a corrupt frame: count it and find the next plausible frame start."""
-        self._corrupt(1)
-        nxt = buf.find(MAGIC, i)
-        while nxt != -1 and len(buf) - nxt >= HEADER.size:
-            _, length, crc = HEADER.unpack_from(buf, nxt)
-            end = nxt + HEADER.size + length
-            if length <= MAX_RECORD and (end > len(buf) or zlib.crc32(buf[nxt + HEADER.size:end]) == crc):
-                return nxt
-            nxt = buf.find(MAGIC, nxt + 1)
-        return len(buf) if nxt == -1 else nxt
+    def _resync(self, buf: bytes, i: int, eof: bool, start: Position) -> int:
+        """Skip the corrupt range from ``i`` to the next plausible frame; count it."""
+        j = i + 1
+        while True:
+            m = _CANDIDATE.search(buf, j)
+            if m is None:  # keep a last b"P": it may start a frame the next read completes
+                nxt = len(buf) - 1 if not eof and buf.endswith(b"P") and len(buf) - 1 > i else len(buf)
+                break
+            if _check(buf, m.start(), eof)[0] != _BAD:
+                nxt = m.start()
+                break
+            j = m.start() + 1
+        self._corrupt(1, nxt - i, Position(start.segment, start.offset + i))
+        return nxt
 
-    def _corrupt(self, n: int) -> None:
-        self.corrupt += n
-        self.records = max(0, self.records - n)
-        metrics.SPOOL_CORRUPT.labels(sink=self.name).inc(n)
+    def _corrupt(self, ranges: int, nbytes: int, at: Position) -> None:
+        self.corrupt += ranges
+        self.corrupt_bytes += nbytes
+        metrics.SPOOL_CORRUPT.labels(sink=self.name).inc(ranges)
+        metrics.SPOOL_CORRUPT_BYTES.labels(sink=self.name).inc(nbytes)
+        log.error("corrupt spool data skipped", extra={"sink": self.name, "segment": at.segment,
+                                                       "offset": at.offset, "bytes": nbytes})
 
     def rewind(self) -> None:
         """Forget reads not acknowledged: the next read starts at the cursor again."""
         self._read = self._cursor
 
     def ack(self, upto: Position, count: int, nbytes: int) -> None:
-        """Mark everything before ``upto`` delivered; drop finished segments."""
+        """Mark everything before ``upto`` delivered and persist the cursor.
+
+        The in-memory cursor and counters move first; if the cursor file cannot
+        be written, :class:`SpoolError` is raised and :meth:`flush_cursor`
+        (or the next ack) writes it later."""
         self._cursor = upto
-        tmp = self.dir / "cursor.tmp"
-        tmp.write_bytes(f"{upto.segment} {upto.offset}\n".encode())
-        os.replace(tmp, self.dir / "cursor")
-        for seg in self._segments():
-            if seg < upto.segment:
-                self._seg_path(seg).unlink(missing_ok=True)
         self.records = max(0, self.records - count)
         self.bytes = max(0, self.bytes - nbytes)
         if self.records == 0:
             self.bytes = 0
         self._gauges()
+        self.flush_cursor()
+
+    def flush_cursor(self) -> None:
+        """Persist the cursor if it moved since the last write; drop finished segments."""
+        upto = self._cursor
+        if upto == self._saved_cursor:
+            return
+        tmp = self.dir / "cursor.tmp"
+        try:
+            fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                data = f"{upto.segment} {upto.offset}\n".encode()
+                done = 0
+                while done < len(data):
+                    done += _write(fd, data[done:])
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.dir / "cursor")
+        except OSError as exc:
+            metrics.SPOOL_ERRORS.labels(sink=self.name, op="cursor").inc()
+            raise SpoolError(f"spool {self.name}: cannot write the cursor: {exc}") from exc
+        self._saved_cursor = upto
+        for seg in self._segments():
+            if seg < upto.segment:
+                self._seg_path(seg).unlink(missing_ok=True)
 
     def settle(self) -> None:
         """Call when :meth:`read` returned nothing: everything before the read
@@ -253,6 +400,7 @@ class Spool:
         elif self.records or self.bytes:
             self.records = self.bytes = 0
             self._gauges()
+        self.flush_cursor()
 
     @property
     def pending(self) -> int:
@@ -290,26 +438,53 @@ class Spool:
         return pos
 
     def _count(self) -> tuple[int, int]:
-        """Records and bytes from the cursor on (header walk, payloads not checked)."""
+        """Records and bytes from the cursor on: a walk over frame headers
+        (payloads are checked when read), resynchronising past corrupt ranges."""
         records = size = 0
         for seg in self._segments():
             if seg < self._cursor.segment:
                 continue
             path = self._seg_path(seg)
-            start = self._cursor.offset if seg == self._cursor.segment else 0
+            off = self._cursor.offset if seg == self._cursor.segment else 0
             total = path.stat().st_size
             with open(path, "rb") as f:
-                f.seek(start)
-                off = start
-                while off + HEADER.size <= total:
+                while off < total:
+                    f.seek(off)
                     head = f.read(HEADER.size)
-                    magic, length, _ = HEADER.unpack(head)
-                    if magic != MAGIC or length > MAX_RECORD or off + HEADER.size + length > total:
-                        size += total - off  # corrupt region: counted when read
+                    length = _header_length(head, total - off)
+                    if length is not None:
                         records += 1
-                        break
-                    f.seek(length, os.SEEK_CUR)
-                    off += HEADER.size + length
-                    records += 1
-                    size += HEADER.size + length
+                        size += length
+                        off += length
+                        continue
+                    off = _next_header(f, off + 1, total)  # corrupt range: counted when read
         return records, size
+
+
+def _header_length(head: bytes, room: int) -> int | None:
+    """Frame size if ``head`` starts a plausible frame that fits in ``room`` bytes."""
+    if head[:2] == MAGIC and len(head) >= HEADER.size:
+        _, length, _, hcrc = HEADER.unpack_from(head)
+        if zlib.crc32(head[:10]) == hcrc and HEADER.size + length <= room:
+            return HEADER.size + int(length)
+    elif head[:2] == MAGIC_V1 and len(head) >= HEADER_V1.size:
+        _, length, _ = HEADER_V1.unpack_from(head)
+        if HEADER_V1.size + length <= room:
+            return HEADER_V1.size + int(length)
+    return None
+
+
+def _next_header(f: object, off: int, total: int) -> int:
+    """Offset of the next plausible frame header at or after ``off`` (``total`` if none)."""
+    read = f.read  # type: ignore[attr-defined]
+    seek = f.seek  # type: ignore[attr-defined]
+    while off < total:
+        seek(off)
+        buf = read(READ_CHUNK + HEADER.size)
+        for m in _CANDIDATE.finditer(buf):
+            if m.start() >= READ_CHUNK:
+                break
+            if _header_length(buf[m.start():m.start() + HEADER.size], total - off - m.start()) is not None:
+                return off + m.start()
+        off += READ_CHUNK
+    return total

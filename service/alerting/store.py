@@ -5,13 +5,25 @@ survives a process crash; the spool in front of the store sink covers the rest).
 Alerts are upserted by id, so re-delivery or a suppression count update
 replaces the row instead of adding one. Calls are short and synchronous; the
 router serialises writes through one connection guarded by a lock.
+
+Faults: every SQLite error becomes a :class:`StoreError` carrying SQLite's own
+message (a failed rollback never hides it) and is counted in
+``pipesentry_store_errors_total{reason}``. A corrupt database (``SQLITE_CORRUPT``,
+``SQLITE_NOTADB``), at start or later, is moved aside as
+``alerts.db.corrupt-<UTC time>`` (with its -wal/-shm files), logged as an error,
+counted in ``pipesentry_store_recoveries_total`` and replaced by a fresh one; the
+failed call is retried once on it. Alerts not yet in the store stay in the store
+sink's spool until delivered; silences are re-saved by the router
+(``on_recovered``); older alerts stay in the moved-aside file.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +32,12 @@ from typing import Any
 import orjson
 
 from detectors.model import level_rank
+from service import metrics
+
+log = logging.getLogger(__name__)
+_CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+_FULL = {"SQLITE_FULL"}
+_IO = {"SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -41,6 +59,28 @@ CREATE TABLE IF NOT EXISTS silences (
     doc BLOB NOT NULL
 );
 """
+
+
+class StoreError(Exception):
+    """A store operation failed; ``reason`` is full, corrupt, io or other. A fault of this host."""
+
+    local = True
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    base = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    if name in _CORRUPT or base in _CORRUPT:
+        return "corrupt"
+    if name in _FULL or base in _FULL:
+        return "full"
+    if name in _IO or base in _IO:
+        return "io"
+    return "other"
 
 
 def parse_time(value: str) -> float:
@@ -73,10 +113,79 @@ class AlertStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.on_recovered: Callable[[], None] | None = None
+        """Called (outside the lock) after a corrupt database was replaced by a fresh one."""
+        self.recoveries = 0
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if _reason(exc) != "corrupt":
+                raise StoreError(f"alert store {path}: {exc}", _reason(exc)) from exc
+            self._move_aside(exc)
+            self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: BaseException) -> None:
+        """Rename the corrupt file (and its WAL) out of the way, loudly."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = self.path.with_name(self.path.name + suffix)
+            if src.exists():
+                src.replace(target.with_name(target.name + suffix))
+        self.recoveries += 1
+        metrics.STORE_RECOVERIES.inc()
+        log.error("alert store is corrupt: moved aside, starting a fresh one", extra={
+            "path": str(self.path), "moved_to": str(target), "error": repr(exc)})
+
+    def _fail(self, exc: sqlite3.Error, op: str) -> StoreError:
+        reason = _reason(exc)
+        metrics.STORE_ERRORS.labels(reason=reason).inc()
+        log.error("alert store operation failed", extra={"op": op, "reason": reason, "error": str(exc),
+                                                         "path": str(self.path)})
+        return StoreError(f"alert store {op} failed ({reason}): {exc}", reason)
+
+    def _call(self, op: str, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` on the connection; a corrupt database is replaced and ``fn`` retried once."""
+        recovered = False
+        with self._lock:
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:
+                error = self._fail(exc, op)
+                if error.reason != "corrupt":
+                    raise error from exc
+                try:
+                    self._db.close()
+                    self._move_aside(exc)
+                    self._db = self._connect()
+                except (OSError, sqlite3.Error) as again:
+                    raise StoreError(f"alert store is corrupt and cannot be replaced: {again}", "corrupt") from again
+                recovered = True
+                try:
+                    result = fn(self._db)
+                except sqlite3.Error as exc2:
+                    raise self._fail(exc2, op) from exc2
+        if recovered and self.on_recovered is not None:
+            try:
+                self.on_recovered()
+            except Exception:
+                log.exception("store recovery hook failed")
+        return result
 
     def close(self) -> None:
         with self._lock:
@@ -90,22 +199,29 @@ class AlertStore:
              orjson.dumps(d))
             for d in docs
         ]
-        with self._lock:
-            self._db.execute("BEGIN")
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
             try:
-                self._db.executemany(
+                db.executemany(
                     "INSERT INTO alerts (id, ts, rule_id, rule_name, level, rank, message, doc) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, "
                     "message=excluded.message", rows)
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back already (disk full): keep the real error
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.warning("rollback after a failed store write failed", exc_info=True)
                 raise
+
+        self._call("upsert", write)
         return len(rows)
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        row = self._call("get", lambda db: db.execute("SELECT doc FROM alerts WHERE id = ?",
+                                                      (alert_id,)).fetchone())
         return orjson.loads(row[0]) if row else None
 
     def query(self, q: AlertQuery) -> Page:
@@ -128,29 +244,30 @@ class AlertStore:
             where.append("(message LIKE ? ESCAPE '\\' OR CAST(doc AS TEXT) LIKE ? ESCAPE '\\')")
             args += [pattern, pattern]
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        with self._lock:
-            total = self._db.execute(f"SELECT COUNT(*) FROM alerts{clause}", args).fetchone()[0]
-            rows = self._db.execute(f"SELECT doc FROM alerts{clause} ORDER BY ts DESC, id LIMIT ? OFFSET ?",
-                                    [*args, q.limit, q.offset]).fetchall()
+        def read(db: sqlite3.Connection) -> tuple[int, list[Any]]:
+            total = db.execute(f"SELECT COUNT(*) FROM alerts{clause}", args).fetchone()[0]
+            rows = db.execute(f"SELECT doc FROM alerts{clause} ORDER BY ts DESC, id LIMIT ? OFFSET ?",
+                              [*args, q.limit, q.offset]).fetchall()
+            return int(total), rows
+
+        total, rows = self._call("query", read)
         return Page(total=total, items=[orjson.loads(r[0]) for r in rows])
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+        return int(self._call("count", lambda db: db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]))
 
     def prune(self, before: float) -> int:
         """Delete alerts older than ``before`` (retention)."""
-        with self._lock:
-            return self._db.execute("DELETE FROM alerts WHERE ts < ?", (before,)).rowcount
+        return int(self._call("prune", lambda db: db.execute("DELETE FROM alerts WHERE ts < ?", (before,)).rowcount))
 
     # --- silences ------------------------------------------------------------
     def save_silence(self, silence_id: str, starts_at: float, ends_at: float, doc: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO silences (id, starts_at, ends_at, doc) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT(id) DO UPDATE SET ends_at=excluded.ends_at, doc=excluded.doc",
-                             (silence_id, starts_at, ends_at, orjson.dumps(doc)))
+        self._call("save_silence", lambda db: db.execute(
+            "INSERT INTO silences (id, starts_at, ends_at, doc) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET ends_at=excluded.ends_at, doc=excluded.doc",
+            (silence_id, starts_at, ends_at, orjson.dumps(doc))))
 
     def load_silences(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT doc FROM silences ORDER BY starts_at").fetchall()
+        rows = self._call("load_silences",
+                          lambda db: db.execute("SELECT doc FROM silences ORDER BY starts_at").fetchall())
         return [orjson.loads(r[0]) for r in rows]

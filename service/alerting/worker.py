@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,18 +20,34 @@ from typing import Any
 import orjson
 
 from service import metrics
+from service.supervisor import Supervisor
 
 from .config import RetrySettings, SpoolSettings
 from .sinks.base import Backoff, CircuitBreaker, Outcome, Sink
-from .spool import HEADER, Position, Record, Spool
+from .spool import Position, Record, Spool, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
+
+
+def _append_lines(path: Path, lines: list[bytes]) -> None:
+    """Append to the dead-letter file and fsync it (a fault-test write point)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as f:
+        f.write(b"".join(lines))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def is_local_fault(exc: BaseException | None) -> bool:
+    """A fault of this host (disk, local database), not of the remote sink."""
+    return isinstance(exc, (SpoolError, OSError)) or bool(getattr(exc, "local", False))
 
 
 class SinkWorker:
     def __init__(self, sink: Sink, *, durable: bool, batch_size: int, retry: RetrySettings,
                  spool_dir: Path, spool: SpoolSettings, dead_letter: Path,
-                 clock: Callable[[], float] = time.time, linger_s: float = 0.0) -> None:
+                 clock: Callable[[], float] = time.time, linger_s: float = 0.0,
+                 supervisor: Supervisor | None = None) -> None:
         self.sink = sink
         self.linger_s = linger_s
         self.name = sink.name
@@ -46,6 +63,13 @@ class SinkWorker:
         self.delivered = 0
         self.dead_lettered = 0
         self.last_error: str | None = None
+        self.fault: str | None = None
+        """The local fault delivery is stuck on (None: none); readiness reports it."""
+        self.accept_fault: str | None = None
+        """Why the last append (or its fsync) failed (None: it succeeded); readiness reports it."""
+        self._accept_full = False
+        self.supervisor = supervisor or Supervisor(initial_backoff_s=retry.initial_backoff_s,
+                                                   max_backoff_s=retry.max_backoff_s)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -58,8 +82,27 @@ class SinkWorker:
         await self.sink.start()
         if self.spool is not None:
             self.spool.open()
-            self._task = asyncio.create_task(self._run(), name=f"sink-{self.name}")
+            self._stopping = False
+            self._task = self.supervisor.spawn(self.task_name, self._run, on_crash=self._crashed,
+                                               restart=lambda: not self._stopping)
             self._wake.set()
+
+    @property
+    def task_name(self) -> str:
+        return f"sink:{self.name}"
+
+    @property
+    def running(self) -> bool:
+        """The delivery loop runs (always True for a non-durable sink, which has none)."""
+        if self.spool is None:
+            return True
+        state = self.supervisor.state(self.task_name)
+        return state is not None and state.running
+
+    def _crashed(self, exc: BaseException) -> None:
+        self.last_error = repr(exc)
+        self.fault = f"delivery loop crashed: {exc!r}"
+        metrics.SINK_UP.labels(sink=self.name).set(0)
 
     async def stop(self, drain_s: float = 5.0) -> None:
         """Try to drain for ``drain_s``, then stop; what is left stays spooled."""
@@ -77,6 +120,7 @@ class SinkWorker:
             except asyncio.CancelledError:
                 pass
             self._task = None
+            self.supervisor.forget(self.task_name)
         if self.spool is not None:
             self.spool.close()
         await self.sink.stop()
@@ -91,10 +135,24 @@ class SinkWorker:
             payloads = [encode(d) for d in documents]
         elif not payloads and documents:
             payloads = [orjson.dumps(d) for d in documents]
-        fd = self.spool.append(payloads)
+        try:
+            fd = self.spool.append(payloads)
+        except SpoolError as exc:
+            self.accept_failed(exc)
+            raise
+        if self.accept_fault is not None:
+            log.info("spool accepts records again", extra={"sink": self.name})
+            self.accept_fault = None
+            self._accept_full = False
         self._idle.clear()
         self._wake.set()
         return fd
+
+    def accept_failed(self, exc: BaseException) -> None:
+        """The spool could not take (or sync) records: the caller gets the error; readiness shows it
+        until an append succeeds or, for a full spool, until delivery has drained half of it."""
+        self.accept_fault = repr(exc)
+        self._accept_full = isinstance(exc, SpoolFull)
 
     async def deliver_inline(self, records: list[dict[str, Any]]) -> None:
         """Non-durable sinks: deliver now; failures are counted, never raised."""
@@ -106,7 +164,11 @@ class SinkWorker:
             self.last_error = repr(exc)
             return
         metrics.SINK_LATENCY.labels(sink=self.name).observe(time.perf_counter() - start)
-        self._account(outcome, records)
+        try:
+            self._account(outcome, records)
+        except OSError as exc:
+            log.error("dead-letter write failed for a non-durable sink", extra={"sink": self.name,
+                                                                                 "error": repr(exc)})
 
     async def wait_idle(self) -> None:
         """Wait until the spool is empty (tests, benchmarks, shutdown drain)."""
@@ -117,50 +179,88 @@ class SinkWorker:
     # --- the loop ------------------------------------------------------------
     async def _run(self) -> None:
         assert self.spool is not None
-        spool = self.spool
         while not self._stopping:
-            if self.linger_s > 0 and 0 < spool.pending < self.batch_size:
-                await asyncio.sleep(self.linger_s)  # let a fuller batch build up (fewer, larger requests)
-            batch = spool.read(self.batch_size)
-            if not batch:
-                spool.settle()
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            wait = self.breaker.wait(self.clock())
-            if wait > 0:
-                spool.rewind()
-                await asyncio.sleep(wait)
-                continue
-            raw = getattr(self.sink, "deliver_raw", None)
-            records: list[dict[str, Any]] = []
-            finished_bad: set[int] = set()
-            if raw is None:  # else the sink spooled its own encoding (see ElasticsearchSink.encode)
-                records, finished_bad = self._decode(batch)
-            start = time.perf_counter()
             try:
-                if raw is not None:
-                    outcome = await raw([r.payload for r in batch])
-                else:
-                    outcome = await self.sink.deliver(records) if records else Outcome(done=0)
-            except Exception as exc:
-                outcome = Outcome(done=0, error=exc)
-            metrics.SINK_LATENCY.labels(sink=self.name).observe(time.perf_counter() - start)
-            done_records = self._finished(batch, records, finished_bad, outcome.done)
-            if done_records:
-                last = batch[done_records - 1]
-                nbytes = sum(len(r.payload) + HEADER.size for r in batch[:done_records])
-                spool.ack(last.end, done_records, nbytes)
-            self._account(outcome, records)
-            if outcome.error is None and done_records == len(batch):
-                self.breaker.success()
-                self.backoff.reset()
-                metrics.SINK_UP.labels(sink=self.name).set(1)
-                continue
+                await self._step(self.spool)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a local fault: never a reason to stop delivering
+                self.spool.rewind()
+                self._local_fault(exc)
+                await asyncio.sleep(self.backoff.next())
+
+    async def _step(self, spool: Spool) -> None:
+        """One read-deliver-acknowledge round (or one wait for records)."""
+        spool.flush_cursor()  # a cursor write that failed before: retried first
+        if self.linger_s > 0 and 0 < spool.pending < self.batch_size:
+            await asyncio.sleep(self.linger_s)  # let a fuller batch build up (fewer, larger requests)
+        batch = spool.read(self.batch_size)
+        if not batch:
+            spool.settle()
+            self._healthy()
+            self._idle.set()
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        wait = self.breaker.wait(self.clock())
+        if wait > 0:
             spool.rewind()
+            await asyncio.sleep(wait)
+            return
+        raw = getattr(self.sink, "deliver_raw", None)
+        records: list[dict[str, Any]] = []
+        finished_bad: set[int] = set()
+        if raw is None:  # else the sink spooled its own encoding (see ElasticsearchSink.encode)
+            records, finished_bad = self._decode(batch)
+        start = time.perf_counter()
+        try:
+            if raw is not None:
+                outcome = await raw([r.payload for r in batch])
+            else:
+                outcome = await self.sink.deliver(records) if records else Outcome(done=0)
+        except Exception as exc:
+            outcome = Outcome(done=0, error=exc)
+        metrics.SINK_LATENCY.labels(sink=self.name).observe(time.perf_counter() - start)
+        done_records = self._finished(batch, records, finished_bad, outcome.done)
+        self._account(outcome, records)  # dead letters reach the disk before the cursor passes them
+        if done_records:
+            last = batch[done_records - 1]
+            spool.ack(last.end, done_records, sum(r.size for r in batch[:done_records]))
+        if outcome.error is None and done_records == len(batch):
+            self.breaker.success()
+            self.backoff.reset()
+            self._healthy()
+            return
+        spool.rewind()
+        if is_local_fault(outcome.error):
+            self._local_fault(outcome.error)
+        else:
             self._failed(outcome.error)
-            await asyncio.sleep(max(self.backoff.next(), self.breaker.wait(self.clock())))
+        await asyncio.sleep(max(self.backoff.next(), self.breaker.wait(self.clock())))
+
+    def _healthy(self) -> None:
+        if self._accept_full and self.spool is not None and self.spool.bytes <= self.spool.max_bytes // 2:
+            log.info("spool has room again", extra={"sink": self.name, "bytes": self.spool.bytes})
+            self.accept_fault = None
+            self._accept_full = False
+        if self.fault is not None:
+            log.info("sink recovered", extra={"sink": self.name, "fault": self.fault})
+            self.fault = None
+        if not self.breaker.open:
+            metrics.SINK_UP.labels(sink=self.name).set(1)
+
+    def _local_fault(self, exc: BaseException | None) -> None:
+        """A fault on this host: sink_up 0 at once (no breaker threshold), logged loudly."""
+        metrics.SINK_FAILURES.labels(sink=self.name).inc()
+        if isinstance(exc, OSError) and not isinstance(exc, SpoolError):
+            metrics.SPOOL_ERRORS.labels(sink=self.name, op="io").inc()
+        self.last_error = repr(exc)
+        first = self.fault is None
+        self.fault = self.last_error
+        metrics.SINK_UP.labels(sink=self.name).set(0)
+        log.error("sink delivery stuck on a local fault; retrying", exc_info=exc if first else None,
+                  extra={"sink": self.name, "error": self.last_error,
+                         "pending": self.spool.pending if self.spool else 0})
 
     def _decode(self, batch: list[Record]) -> tuple[list[dict[str, Any]], set[int]]:
         """JSON-decode payloads; an undecodable one (checksum fine, content not) is corrupt."""
@@ -194,12 +294,12 @@ class SinkWorker:
         return count
 
     def _account(self, outcome: Outcome, records: list[dict[str, Any]]) -> None:
+        if outcome.rejected:
+            self._dead_letter(outcome.rejected)
         delivered = outcome.done - len(outcome.rejected)
         if delivered > 0:
             metrics.SINK_DELIVERIES.labels(sink=self.name).inc(delivered)
             self.delivered += delivered
-        if outcome.rejected:
-            self._dead_letter(outcome.rejected)
 
     def _failed(self, error: BaseException | None) -> None:
         metrics.SINK_FAILURES.labels(sink=self.name).inc()
@@ -211,12 +311,15 @@ class SinkWorker:
                                                    "pending": self.spool.pending if self.spool else 0})
 
     def _dead_letter(self, rejected: list[tuple[dict[str, Any], str]]) -> None:
-        """Records a sink can never take: kept on disk with the reason, counted as failures."""
-        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.dead_letter, "ab") as f:
-            for record, reason in rejected:
-                f.write(orjson.dumps({"sink": self.name, "reason": reason, "at": self.clock(),
-                                      "record": record}) + b"\n")
+        """Records a sink can never take: kept on disk with the reason, counted as failures.
+        Raises OSError when the file cannot be written: the batch is then not acknowledged."""
+        lines = [orjson.dumps({"sink": self.name, "reason": reason, "at": self.clock(), "record": record}) + b"\n"
+                 for record, reason in rejected]
+        try:
+            _append_lines(self.dead_letter, lines)
+        except OSError:
+            metrics.SPOOL_ERRORS.labels(sink=self.name, op="dead_letter").inc()
+            raise
         self.dead_lettered += len(rejected)
         metrics.SINK_FAILURES.labels(sink=self.name).inc(len(rejected))
         log.error("records dead-lettered", extra={"sink": self.name, "count": len(rejected),

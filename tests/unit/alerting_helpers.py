@@ -28,3 +28,27 @@ def alert(offset: int = 0, *, r: RuleInfo | None = None, event: dict[str, Any] |
     return build_alert(Match(rule=r or rule(), fields=(("cmd", ev.get("cmd")),)), ev,
                        Origin(input="kafka", topic=topic, partition=0, offset=offset), event_time=ts, now=ts,
                        logsource=LogSource(product=product))
+
+
+class ListSink:
+    """A record sink keeping what it was given; records whose ``n`` is in ``reject`` are refused for good."""
+
+    kind = "record"
+
+    def __init__(self, name: str = "list", reject: frozenset[int] = frozenset()) -> None:
+        self.name = name
+        self.reject = reject
+        self.got: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def deliver(self, records: list[dict[str, Any]]) -> Any:
+        from service.alerting.sinks.base import Outcome
+
+        rejected = [(r, "refused by the test") for r in records if r.get("n") in self.reject]
+        self.got += [r for r in records if r.get("n") not in self.reject]
+        return Outcome(done=len(records), rejected=rejected)

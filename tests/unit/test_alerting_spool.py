@@ -22,7 +22,7 @@ def drain(spool: Spool, batch: int = 7) -> list[bytes]:
             spool.settle()
             return out
         out += [r.payload for r in recs]
-        spool.ack(recs[-1].end, len(recs), sum(len(r.payload) + HEADER.size for r in recs))
+        spool.ack(recs[-1].end, len(recs), sum(r.size for r in recs))
 
 
 def test_append_read_ack_in_order(tmp_path: Path) -> None:
@@ -108,3 +108,66 @@ def test_fsync_policies(tmp_path: Path) -> None:
         fd = s.append([b"x"])
         assert (fd is not None) is expect_fd
         assert drain(s) == [b"x"]
+
+
+def corrupt_bytes(name: str) -> float:
+    return metrics.REGISTRY.get_sample_value("pipesentry_spool_corrupt_bytes_total", {"sink": name}) or 0.0
+
+
+def test_corrupt_length_field_skips_only_that_record(tmp_path: Path) -> None:
+    """A length set to 1e6 in record 10 of 100 must not hide the 90 intact records after it."""
+    s = Spool(tmp_path, "t7")
+    s.open()
+    payloads = [f'{{"n": {i}, "pad": "{"x" * 40}"}}'.encode() for i in range(100)]
+    s.append(payloads)
+    s.close()
+    seg = next(tmp_path.glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    at = data.find(payloads[9]) - HEADER.size
+    data[at + 2:at + 6] = (1_000_000).to_bytes(4, "little")
+    seg.write_bytes(bytes(data))
+    before, before_bytes = corrupt_count("t7"), corrupt_bytes("t7")
+    s2 = Spool(tmp_path, "t7")
+    s2.open()
+    assert s2.pending >= 99
+    assert drain(s2) == payloads[:9] + payloads[10:]
+    assert corrupt_count("t7") == before + 1
+    assert corrupt_bytes("t7") - before_bytes == len(payloads[9]) + HEADER.size
+
+
+def test_old_frames_without_header_checksum_stay_readable(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    (tmp_path / "000000000001.seg").write_bytes(b"".join(
+        struct.pack("<2sII", b"PS", len(p), zlib.crc32(p)) + p for p in (b"old-1", b"old-2")))
+    s = Spool(tmp_path, "t8")
+    s.open()
+    s.append([b"new-1"])
+    assert s.pending == 3
+    assert drain(s) == [b"old-1", b"old-2", b"new-1"]
+
+
+def test_a_new_segment_syncs_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fsync batch/always a new segment's directory entry is synced too: a power cut cannot drop the file."""
+    import os
+    import stat
+
+    from service.alerting import spool as spool_mod
+
+    synced: list[bool] = []
+    real = spool_mod._fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(spool_mod, "_fsync", fsync)
+    s = Spool(tmp_path, "t9", segment_bytes=4096)
+    s.open()
+    s.append([b"x" * 100])
+    assert True in synced
+    synced.clear()
+    s.append([b"y" * 100])  # same segment: no directory sync
+    assert True not in synced
+    s.close()
