@@ -225,6 +225,11 @@ class LineSplitter:
             self._rest = b""
         return out
 
+    @property
+    def position(self) -> int:
+        """Stream offset of the first byte not yet handed out in a line."""
+        return self._rest_at
+
     def flush(self) -> list[tuple[int, bytes]]:
         """The unterminated last line, if any (at end of input or before a rotation)."""
         rest, at = self._rest, self._rest_at

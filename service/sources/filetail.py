@@ -43,6 +43,8 @@ class FileFollower:
         self._inode: int | None = None
         self._offset = 0
         self._splitter = LineSplitter(max_line)
+        self._done: tuple[int, int] | None = None
+        """(inode, offset) up to which every line was accepted: where a restarted :meth:`run` resumes."""
         self.lines = 0
 
     def _open(self, at_end: bool) -> bool:
@@ -52,7 +54,11 @@ class FileFollower:
             return False
         st = os.fstat(handle.fileno())
         self._handle, self._inode = handle, st.st_ino
-        self._offset = st.st_size if at_end else 0
+        done = self._done
+        if done is not None and done[0] == st.st_ino and done[1] <= st.st_size:
+            self._offset = done[1]  # a restart after a crash: nothing read but not accepted is skipped
+        else:
+            self._offset = st.st_size if at_end else 0
         handle.seek(self._offset)
         self._splitter = LineSplitter(self._max_line, self._offset)
         return True
@@ -109,6 +115,7 @@ class FileFollower:
                 messages = self._read_available()
                 if messages:
                     await self._hand_on(messages)
+                    self._done = (self._inode, self._splitter.position) if self._inode is not None else None
                     continue  # maybe more is waiting
                 if self._rotated():
                     while tail := self._read_available():  # written between the last read and now

@@ -115,6 +115,43 @@ async def test_file_follower_survives_rename_and_truncate_rotation(tmp_path):
     assert len(set(keys)) == 5 and ":22:" in keys[0] and ":26:" in keys[1]
 
 
+async def test_a_restarted_file_follower_resumes_after_the_last_accepted_line(tmp_path):
+    """A crash between reading and handing on (the supervisor restarts ``run``): with ``start_at: end``
+    the restart must not jump to the end and skip the lines read but never accepted."""
+    path = tmp_path / "app.log"
+    path.write_bytes(b"before start\n")
+    got: list[bytes] = []
+
+    async def ingest(messages):
+        got.extend(m.value for m in messages)
+
+    stop = asyncio.Event()
+    follower = FileFollower(path, ingest, start_at="end", poll_interval_s=0.02)
+    task = asyncio.create_task(follower.run(stop))
+    await eventually(lambda: follower._handle is not None)
+    with path.open("ab") as f:
+        f.write(b"one\n")
+    await eventually(lambda: got == [b"one"])
+    real = follower._messages
+    crashed: list[int] = []
+
+    def crash_once(lines):
+        if not crashed:
+            crashed.append(1)
+            raise RuntimeError("injected crash after a read")
+        return real(lines)
+
+    follower._messages = crash_once
+    with path.open("ab") as f:
+        f.write(b"two\nthree\n")
+    with pytest.raises(RuntimeError, match="injected"):
+        await task
+    task = asyncio.create_task(follower.run(stop))  # what the supervisor does
+    await eventually(lambda: got == [b"one", b"two", b"three"])
+    stop.set()
+    await task
+
+
 async def test_stdin_reads_a_pipe_to_its_end_and_retries_refused_batches():
     read_fd, write_fd = os.pipe()
     got: list[bytes] = []
