@@ -95,3 +95,8 @@ SPOOL_RECORDS = Gauge("pipesentry_spool_records", "Alerts waiting in a sink's on
 SPOOL_BYTES = Gauge("pipesentry_spool_bytes", "Bytes in a sink's on-disk spool.", ["sink"], registry=REGISTRY)
 SPOOL_CORRUPT = Counter("pipesentry_spool_corrupt_records", "Spool records skipped as corrupt.", ["sink"],
                         registry=REGISTRY)
+
+# --- regex ------------------------------------------------------------------
+REGEX_TIMEOUTS = Counter("pipesentry_regex_timeouts",
+                         "Evaluations of a backtracking (non-RE2) |re pattern that ran out of their time "
+                         "budget (rules.regex_timeout_ms); each counts as a match.", registry=REGISTRY)
