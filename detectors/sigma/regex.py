@@ -46,6 +46,7 @@ _RE2_OPTIONS.never_capture = True
 _REPEATS = (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, sre_c.POSSESSIVE_REPEAT)
 
 Searcher = Callable[[str], bool]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def re2_test(compiled: Any, full: bool = False) -> Searcher:
@@ -64,7 +65,7 @@ def re2_test(compiled: Any, full: bool = False) -> Searcher:
             try:
                 return method(text) is not None
             except UnicodeEncodeError:
-                return method(text.encode("utf-8", "replace").decode("utf-8")) is not None
+                return method(_utf8(text).decode("utf-8")) is not None
         return public
     match = regexp.Match
     anchor = anchors.ANCHOR_BOTH if full else anchors.UNANCHORED
@@ -73,9 +74,15 @@ def re2_test(compiled: Any, full: bool = False) -> Searcher:
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:
-            data = text.encode("utf-8", "replace")
+            data = _utf8(text)
         return bool(match(anchor, data, 0, len(data))[0][0] != -1)
     return direct
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 of ``text`` with each lone surrogate as U+FFFD (``encode``'s "replace" gives "?",
+    which a pattern's literal "?" would match and the prefilter would not expect)."""
+    return _SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 def compile_regex(source: str, counters: dict[str, int],

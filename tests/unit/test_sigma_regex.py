@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import re2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from bench import fuzz_regex
 from detectors.sigma import RuleText, compile_ruleset
 from detectors.sigma.errors import CompileError
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS, compile_regex, required_literals
@@ -73,6 +77,14 @@ def test_posix_class_rule_matches_in_engine_and_screen() -> None:
     detection = {"sel": {"CommandLine|re": "[[:space:]]-enc[[:space:]]"}, "condition": "sel"}
     assert hit(detection, {"CommandLine": "powershell -enc SQBFAEUAWAA="})
     assert not hit(detection, {"CommandLine": "powershell -encoded"})
+
+
+def test_lone_surrogate_is_not_a_question_mark() -> None:
+    """RE2 reads UTF-8: a lone surrogate used to become "?", so ``x\\?y`` matched it where the
+    prefilter (rightly) did not: the index and the naive evaluator disagreed."""
+    assert not hit({"sel": {"F|re": "(?i)\\?x9~"}, "condition": "sel"}, {"F": "a@i?\ud800X9~#"})
+    assert not hit({"sel": {"F|re": "x\\?y"}, "condition": "sel"}, {"F": "x\ud800y"})
+    assert hit({"sel": {"F|re": "x.y"}, "condition": "sel"}, {"F": "x\ud800y"})
 
 
 def test_prefilter_still_finds_literals() -> None:
@@ -153,3 +165,24 @@ def test_budget_setting() -> None:
 def test_nested_quantifiers_still_refused() -> None:
     with pytest.raises(CompileError, match="catastrophic backtracking"):
         compile_regex("(a+)+(?!x)", {})
+
+
+# --- differential fuzzing against RE2 (bench/fuzz_regex.py runs the same checks for longer) ----
+
+@settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_prefilter_and_searcher_agree_with_re2(seed: int) -> None:
+    tally = fuzz_regex.Tally()
+    fuzz_regex.run_case(random.Random(seed), tally)
+    assert tally.findings == []
+
+
+def test_fuzzer_finds_the_old_prefilter_bugs() -> None:
+    """The checks catch what the sre_parse-based prefilter got wrong (POSIX classes, case folding)."""
+    tally = fuzz_regex.Tally()
+    fuzz_regex.check("[[:space:]]-enc[[:space:]]", ["powershell -enc SQBF"], tally)
+    fuzz_regex.check("(?i)status", ["\u017ftatus"], tally)
+    assert tally.findings == [] and tally.values == 2 and tally.matched == 2
+    broken = fuzz_regex.Tally()
+    fuzz_regex.check("a$\\n", ["a\n"], broken, ascii_common=True)  # known: see docs/semantics.md
+    assert [f["check"] for f in broken.findings] == ["pcre"]
