@@ -8,19 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import re2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import fuzz_regex
+from detectors.model import LogSource
 from detectors.sigma import RuleText, compile_ruleset
 from detectors.sigma.errors import CompileError
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS, compile_regex, required_literals
 from service import metrics
 from service.config import RulesSettings
 from service.detection_metrics import CounterExport
-from tests.unit.test_sigma_support import agree, hit, rule_yaml
+from tests.unit.test_sigma_support import agree, build, hit, rule_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 _OPTIONS = re2.Options()
@@ -77,6 +79,10 @@ def test_posix_class_rule_matches_in_engine_and_screen() -> None:
     detection = {"sel": {"CommandLine|re": "[[:space:]]-enc[[:space:]]"}, "condition": "sel"}
     assert hit(detection, {"CommandLine": "powershell -enc SQBFAEUAWAA="})
     assert not hit(detection, {"CommandLine": "powershell -encoded"})
+    screen = build(rule_yaml(detection)).screen(LogSource(product="test"))
+    if screen is not None:  # the native screen keys on the same literals
+        events = [{"CommandLine": "powershell -enc SQBF"}, {"CommandLine": "powershell -encoded"}]
+        assert screen.scan([orjson.dumps(e) for e in events], [0, 0], None, 1 << 20, 64)[0] == [0]
 
 
 def test_lone_surrogate_is_not_a_question_mark() -> None:
