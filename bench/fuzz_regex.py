@@ -256,6 +256,8 @@ class Tally:
     matched: int = 0
     with_literals: int = 0
     findings: list[dict[str, Any]] = field(default_factory=list)
+    known: dict[str, int] = field(default_factory=dict)
+    """Differences documented in docs/semantics.md, counted by kind, not findings."""
 
     def find(self, check: str, pattern: str, value: str, **extra: Any) -> None:
         if len(self.findings) < 50:
@@ -297,7 +299,10 @@ def check(pattern: str, values: list[str], tally: Tally, ascii_common: bool = Fa
         if got != expected:
             tally.find("searcher", pattern, value, expected=expected, got=got)
         if python is not None and value.isascii() and got != (python.search(value) is not None):
-            tally.find("pcre", pattern, value, python=not got, engine=got)
+            if retry and value.endswith("\n"):  # "$" emulated by a retry without the newline
+                tally.known["pcre-dollar-newline"] = tally.known.get("pcre-dollar-newline", 0) + 1
+            else:
+                tally.find("pcre", pattern, value, python=not got, engine=got)
     check_fallback(pattern + "(?!\\x00QQ)", values, tally)
 
 
@@ -347,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                       "patterns_rejected_by_re2": tally.rejected, "fallback_patterns": tally.fallback_cases,
                       "pcre_compared_patterns": tally.pcre_cases, "values": tally.values,
                       "values_matched": tally.matched, "patterns_with_literals": tally.with_literals,
-                      "finding_kinds": kinds, "findings": tally.findings}, ensure_ascii=True, indent=1))
+                      "known_differences": tally.known, "finding_kinds": kinds, "findings": tally.findings}, ensure_ascii=True, indent=1))
     return 1 if tally.findings else 0
 
 

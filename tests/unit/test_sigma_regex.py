@@ -183,12 +183,16 @@ def test_prefilter_and_searcher_agree_with_re2(seed: int) -> None:
     assert tally.findings == []
 
 
-def test_fuzzer_finds_the_old_prefilter_bugs() -> None:
-    """The checks catch what the sre_parse-based prefilter got wrong (POSIX classes, case folding)."""
+def test_fuzzer_checks_on_past_bugs() -> None:
+    """The fuzzer's checks pass on the cases the old code got wrong (POSIX classes, case folding,
+    surrogates; each was a finding then) and file the documented "$" difference as known."""
     tally = fuzz_regex.Tally()
     fuzz_regex.check("[[:space:]]-enc[[:space:]]", ["powershell -enc SQBF"], tally)
     fuzz_regex.check("(?i)status", ["\u017ftatus"], tally)
     assert tally.findings == [] and tally.values == 2 and tally.matched == 2
+    old = fuzz_regex.Tally()
+    fuzz_regex.check("(?i)\\?x9~", ["?\ud800X9~"], old)  # RE2 used to read the surrogate as "?"
+    assert old.matched == 0 and old.findings == []
     broken = fuzz_regex.Tally()
     fuzz_regex.check("a$\\n", ["a\n"], broken, ascii_common=True)  # known: see docs/semantics.md
-    assert [f["check"] for f in broken.findings] == ["pcre"]
+    assert broken.findings == [] and broken.known == {"pcre-dollar-newline": 1}
