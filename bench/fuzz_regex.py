@@ -246,6 +246,9 @@ def _re2_search(compiled: Any, value: str) -> bool:
         return compiled.search(fixed) is not None  # as the engine reads lone surrogates: U+FFFD
 
 
+FALLBACK_BUDGET_MS = 50.0
+
+
 @dataclass
 class Tally:
     cases: int = 0
@@ -256,6 +259,9 @@ class Tally:
     matched: int = 0
     with_literals: int = 0
     findings: list[dict[str, Any]] = field(default_factory=list)
+    fallback_timeouts: int = 0
+    slowest_fallback_ms: float = 0.0
+    """Longest single fallback evaluation (budget: FALLBACK_BUDGET_MS; wall clock, machine load counts)."""
     known: dict[str, int] = field(default_factory=dict)
     """Differences documented in docs/semantics.md, counted by kind, not findings."""
 
@@ -309,7 +315,7 @@ def check(pattern: str, values: list[str], tally: Tally, ascii_common: bool = Fa
 def check_fallback(pattern: str, values: list[str], tally: Tally) -> None:
     """The same pattern with a lookahead, so it runs on the time-boxed ``regex`` fallback."""
     try:
-        search, on_re2 = compile_regex(pattern, counters := {}, timeout_ms=200)
+        search, on_re2 = compile_regex(pattern, counters := {}, timeout_ms=FALLBACK_BUDGET_MS)
     except CompileError:
         return  # refused (nested quantifiers, or syntax only RE2 reads)
     if on_re2:
@@ -317,14 +323,23 @@ def check_fallback(pattern: str, values: list[str], tally: Tally) -> None:
     tally.fallback_cases += 1
     literals = required_literals(pattern)
     compiled = regex.compile(pattern, regex.VERSION0)
-    for value in values:
+    hostile = [value * 40 + "\x00" for value in values[:2] if value]  # long repetitive values
+    for value in values + hostile:
         try:
             hit = compiled.search(value, timeout=1.0) is not None
         except TimeoutError:
             continue
         if hit and literals is not None and not any(k in value.lower() for k in literals):
             tally.find("prefilter-fallback", pattern, value, literals=literals)
-        if search(value) != hit and not counters.get("regex_timeouts"):
+        before = counters.get("regex_timeouts", 0)
+        start = time.perf_counter()
+        got = search(value)
+        tally.slowest_fallback_ms = max(tally.slowest_fallback_ms, (time.perf_counter() - start) * 1000.0)
+        if counters.get("regex_timeouts", 0) > before:
+            tally.fallback_timeouts += 1
+            if not got:
+                tally.find("timeout-not-a-match", pattern, value)
+        elif got != hit:
             tally.find("searcher-fallback", pattern, value, expected=hit)
 
 
@@ -352,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                       "patterns_rejected_by_re2": tally.rejected, "fallback_patterns": tally.fallback_cases,
                       "pcre_compared_patterns": tally.pcre_cases, "values": tally.values,
                       "values_matched": tally.matched, "patterns_with_literals": tally.with_literals,
+                      "fallback_budget_ms": FALLBACK_BUDGET_MS, "fallback_timeouts": tally.fallback_timeouts,
+                      "slowest_fallback_ms": round(tally.slowest_fallback_ms, 1),
                       "known_differences": tally.known, "finding_kinds": kinds, "findings": tally.findings}, ensure_ascii=True, indent=1))
     return 1 if tally.findings else 0
 
