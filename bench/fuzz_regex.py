@@ -278,7 +278,7 @@ def check(pattern: str, values: list[str], tally: Tally, ascii_common: bool = Fa
         tally.rejected += 1
         return
     tally.cases += 1
-    literals = required_literals(pattern)
+    literals = required_literals(pattern, on_re2=True)
     tally.with_literals += literals is not None
     search, on_re2 = compile_regex(pattern, {})
     if not on_re2:

@@ -156,7 +156,7 @@ def _regex(field: str | None, display: str, value: SigmaRegularExpression, table
 
     def build() -> RegexAtom:
         search, on_re2 = compile_regex(source, table.counters, table.regex_timeout_ms)
-        return RegexAtom(field, display, search, required_literals(source), source if on_re2 else None)
+        return RegexAtom(field, display, search, required_literals(source, on_re2), source if on_re2 else None)
     return table.intern(("re", field, source), build)
 
 

@@ -176,15 +176,16 @@ def _nested_repeat(seq: Any, inside: bool) -> bool:
     return False
 
 
-def required_literals(source: str) -> list[str] | None:
+def required_literals(source: str, on_re2: bool = False) -> list[str] | None:
     """Lower-cased literals one of which every match must contain, or None when unknown.
 
     Used as an Aho-Corasick prefilter: the regex only runs on values whose lower-cased
     text contains one. Sound for RE2 and for the ``regex`` fallback: syntax the two
-    could read differently (or that this parser does not know) gives None.
+    could read differently (or that this parser does not know) gives None. ``on_re2``:
+    the pattern runs on RE2, whose case folding is narrower (see :data:`_FOLD_UNSAFE`).
     """
     try:
-        found = _Literals(source).parse()
+        found = _Literals(source, _FOLD_UNSAFE_RE2 if on_re2 else _FOLD_UNSAFE).parse()
     except (_Unknown, RecursionError):
         return None
     if not found or min(len(k) for k in found) < MIN_PREFILTER:
@@ -198,7 +199,12 @@ class _Unknown(Exception):
 
 _FOLD_UNSAFE = frozenset("iIsS")
 """ASCII letters some engine matches case-insensitively with a character whose ``lower()``
-differs (U+0130, U+0131 for ``i``, U+017F for ``s``); other ASCII characters fold alike everywhere."""
+differs (U+0130, U+0131 for ``i`` in ``re``/``regex``, U+017F for ``s`` everywhere); other ASCII
+characters fold alike everywhere (found by trying every code point)."""
+_FOLD_UNSAFE_RE2 = frozenset("sS")
+"""The same for RE2 (and Rust's ``regex``, which the screen runs): simple case folding only."""
+_CONTROL = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "a": "\a"}
+"""Escapes every engine reads as the same control character."""
 _CASE_UNSAFE = frozenset("\u03a3\ufffd")
 """``Σ`` lower-cases by context (final sigma); U+FFFD stands in for lone surrogates in RE2."""
 _FLAGS = frozenset("imsUau-")
@@ -224,8 +230,9 @@ class _Literals:
     so every doubtful construct is either opaque or raises :class:`_Unknown`.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, fold_unsafe: frozenset[str]) -> None:
         self.source = source
+        self.fold_unsafe = fold_unsafe
         self.pos = 0
         self.fold_all = False
         self.global_fold = False
@@ -268,7 +275,7 @@ class _Literals:
                 fold = fold or bool(value)
                 continue
             least = self._quantifier()
-            if kind == "char" and least is None and _safe(value, fold):
+            if kind == "char" and least is None and self._safe(value, fold):
                 run.append(value)
                 continue
             if run:
@@ -276,7 +283,7 @@ class _Literals:
                 run = []
             if least is not None and least == 0:
                 continue
-            if kind == "char" and _safe(value, fold):
+            if kind == "char" and self._safe(value, fold):
                 best = _better(best, [value])
             elif kind == "group":
                 best = _better(best, value)
@@ -376,6 +383,8 @@ class _Literals:
             raise _Unknown
         if char in string.punctuation:
             return "char", char
+        if char in _CONTROL:
+            return "char", _CONTROL[char]
         if char == "Q":
             return self._skip_to("\\E") if "\\E" in self.source[self.pos:] else self._skip_end()
         if char.isdigit():
@@ -441,10 +450,9 @@ class _Literals:
             index += 1
         raise _Unknown
 
-
-def _safe(char: str, fold: bool) -> bool:
-    """Whether ``char`` (matched case-sensitively, or not when ``fold``) can be a prefilter
-    character: every text it matches lower-cases to ``char.lower()``."""
-    if fold:
-        return char.isascii() and char not in _FOLD_UNSAFE
-    return char not in _CASE_UNSAFE and not "\ud800" <= char <= "\udfff"
+    def _safe(self, char: str, fold: bool) -> bool:
+        """Whether ``char`` (matched case-sensitively, or not when ``fold``) can be a prefilter
+        character: every text it matches lower-cases to ``char.lower()``."""
+        if fold:
+            return char.isascii() and char not in self.fold_unsafe
+        return char not in _CASE_UNSAFE and not "\ud800" <= char <= "\udfff"

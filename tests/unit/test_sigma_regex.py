@@ -29,9 +29,9 @@ _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
 
 
-def admitted(pattern: str, value: str) -> bool:
+def admitted(pattern: str, value: str, on_re2: bool) -> bool:
     """Whether the prefilter lets ``value`` reach the regex (some literal in its lower-cased text)."""
-    literals = required_literals(pattern)
+    literals = required_literals(pattern, on_re2)
     return literals is None or any(literal in value.lower() for literal in literals)
 
 
@@ -66,13 +66,16 @@ RE2_SYNTAX = [
     ("ΑΣ", "ΑΣ"),
     ("(?i)\u03c3", "\u03c2"),
     ("\\ab", "\x07b"),
+    ("(?i)\\nAB\\tc\\r", "\nab\tC\r"),
+    ("(?i)INVOKE", "inVoke"),
 ]
 
 
 @pytest.mark.parametrize(("pattern", "value"), RE2_SYNTAX)
 def test_prefilter_admits_every_re2_match(pattern: str, value: str) -> None:
     assert re2.compile(pattern, _OPTIONS).search(value) is not None
-    assert admitted(pattern, value), required_literals(pattern)
+    assert admitted(pattern, value, on_re2=True), required_literals(pattern, on_re2=True)
+    assert admitted(pattern, value, on_re2=False), required_literals(pattern)
 
 
 def test_posix_class_rule_matches_in_engine_and_screen() -> None:
@@ -95,7 +98,11 @@ def test_lone_surrogate_is_not_a_question_mark() -> None:
 
 def test_prefilter_still_finds_literals() -> None:
     assert required_literals("[[:space:]]-enc[[:space:]]") == ["-enc"]
-    assert required_literals("(?i)Invoke-Mimikatz") == ["nvoke-m"]  # "i" also matches dotless i (U+0131): not a key
+    assert required_literals("(?i)Invoke-Mimikatz", on_re2=True) == ["invoke-mimikatz"]
+    # on re/regex, "i" also matches the dotless i (U+0131): not a key character there
+    assert required_literals("(?i)Invoke-Mimikatz") == ["nvoke-m"]
+    assert required_literals("(?i)status", on_re2=True) == ["tatu"]  # "s" also matches U+017F
+    assert required_literals("\\n\\n\\tx") == ["\n\n\tx"]
     assert required_literals("(foo|bar)+baz?") == ["bar", "foo"]
     assert required_literals("a.*b") is None
 
