@@ -203,3 +203,23 @@ def test_fuzzer_checks_on_past_bugs() -> None:
     broken = fuzz_regex.Tally()
     fuzz_regex.check("a$\\n", ["a\n"], broken, ascii_common=True)  # known: see docs/semantics.md
     assert broken.findings == [] and broken.known == {"pcre-dollar-newline": 1}
+
+
+_SYNTAX = "ab\\[]()|?*+{},:^$.-=!<>PQEixdspLk0123\n"
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(pattern=st.text(alphabet=_SYNTAX, max_size=24),
+       values=st.lists(st.text(alphabet="abAB[]:-\n0123\u017f", max_size=12), max_size=4))
+def test_prefilter_on_arbitrary_syntax(pattern: str, values: list[str]) -> None:
+    """Any text: no exception, and a value RE2 matches is admitted (most such texts are refused)."""
+    literals = required_literals(pattern, on_re2=True)
+    assert literals is None or (literals and all(len(k) >= 2 for k in literals))
+    required_literals(pattern)
+    try:
+        compiled = re2.compile(pattern, _OPTIONS)
+    except Exception:  # not a regex for RE2
+        return
+    for value in values:
+        if compiled.search(value) is not None:
+            assert admitted(pattern, value, on_re2=True), (literals, value)
