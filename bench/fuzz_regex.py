@@ -63,6 +63,7 @@ CLASSES: list[tuple[str, str, bool]] = [
     ("\\PL", "1-", False), ("\\pN", "5", False), ("\\x41", "A", False), ("\\x{42}", "B", False),
     ("\\x{17F}", "\u017f", False), ("\\101", "A", False), ("\\C", "x", False), ("\\t", "\t", True),
     ("\\n", "\n", True), ("[[:space:]x]", " x", False), ("[a[:digit:]]", "a5", False), ("{,2}", "{,2}", False),
+    ("(?:a|aa)*", "aaa", True), ("(?:\\w|\\d)*", "a1", True),  # backtrack-heavy on the fallback
     ("\\Qa.b\\E", "", False), ("\\Q|)s\\E", "", False), ("\\Q(?i)\\E", "", False),
 ]
 QUOTED = {"\\Qa.b\\E": "a.b", "\\Q|)s\\E": "|)s", "\\Q(?i)\\E": "(?i)"}
