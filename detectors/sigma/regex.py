@@ -105,15 +105,14 @@ def compile_regex(source: str, counters: dict[str, int],
     if not timeout_ms > 0:
         raise CompileError(f"regex time budget must be positive, not {timeout_ms!r} ms")
     try:
-        parsed = _sre_parse(source)
+        if _nested_repeat(_sre_parse(source), False):
+            raise CompileError(
+                f"regular expression {source!r} needs backtracking (not RE2-compatible) and has nested "
+                "quantifiers: catastrophic backtracking risk"
+            )
         fallback = regex.compile(source, regex.VERSION0)
     except (re.error, regex.error, OverflowError, RecursionError) as exc:
         raise CompileError(f"invalid regular expression {source!r}: {exc}") from exc
-    if _nested_repeat(parsed, False):
-        raise CompileError(
-            f"regular expression {source!r} needs backtracking (not RE2-compatible) and has nested "
-            "quantifiers: catastrophic backtracking risk"
-        )
     return _timed(source, fallback, counters, timeout_ms / 1000.0), False
 
 
