@@ -253,6 +253,8 @@ class RulesSettings(_Strict):
     """False: a (re)load with any rule error is rejected as a whole; True: bad rules are left out."""
     watch: bool = True
     watch_interval_s: float = Field(default=2.0, gt=0)
+    regex_timeout_ms: float = Field(default=50.0, gt=0, le=10_000)
+    """Time budget of one evaluation of a ``|re`` pattern RE2 cannot run; running out counts as a match."""
 
     def resolved_paths(self) -> list[Path]:
         if self.paths:

@@ -18,6 +18,9 @@ EVICTIONS = {"correlation": "evicted", "anomaly": "evictions"}
 """The counter of each detector that is an eviction (``pipesentry_state_evictions``), not a skip."""
 NOT_SKIPS = frozenset({"alerts", "bloom_rotations", "key_truncated", "restore_dropped", "gap_intervals_skipped"})
 """Anomaly counters that count something other than a skipped event; not exported as skips."""
+OWN_METRICS = {("sigma", "regex_timeouts"): metrics.REGEX_TIMEOUTS}
+"""Counters exported under a metric of their own rather than as skips (the Sigma ruleset's
+``counters`` hold nothing else worth exporting)."""
 
 
 def counters_of(engine: Any) -> dict[str, int]:
@@ -48,7 +51,12 @@ class CounterExport:
                 delta = value - before.get(reason, 0)
                 if delta <= 0:
                     continue
-                if reason == eviction:
+                own = OWN_METRICS.get((detector, reason))
+                if own is not None:
+                    own.inc(delta)
+                elif detector == "sigma":
+                    continue
+                elif reason == eviction:
                     metrics.STATE_EVICTIONS.labels(detector).inc(delta)
                 elif reason not in NOT_SKIPS:
                     metrics.EVENTS_SKIPPED.labels(detector, reason).inc(delta)

@@ -109,3 +109,8 @@ STORE_ERRORS = Counter("pipesentry_store_errors", "Alert store (SQLite) errors (
                        "other).", ["reason"], registry=REGISTRY)
 STORE_RECOVERIES = Counter("pipesentry_store_recoveries", "Corrupt alert databases moved aside and replaced "
                            "by a fresh one.", registry=REGISTRY)
+
+# --- regex ------------------------------------------------------------------
+REGEX_TIMEOUTS = Counter("pipesentry_regex_timeouts",
+                         "Evaluations of a backtracking (non-RE2) |re pattern that ran out of their time "
+                         "budget (rules.regex_timeout_ms); each counts as a match.", registry=REGISTRY)

@@ -27,6 +27,7 @@ from detectors.sigma.detection import AtomTable, rule_node
 from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import CompileError, RuleError, RuleText
 from detectors.sigma.modifiers import rewrite_detection
+from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
 from detectors.sigma.rules import apply_filter, filter_targets, rule_id, rule_info
 
 
@@ -183,15 +184,17 @@ def _resolve_correlations(correlations: list[tuple[_Parsed, RuleInfo]], rules: l
 
 
 def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
-                    skip_invalid: bool = True) -> LoadResult:
+                    skip_invalid: bool = True, regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> LoadResult:
     """Compile rule texts into a :class:`Ruleset`; errors are collected, never raised.
+
+    ``regex_timeout_ms`` bounds each evaluation of a ``|re`` pattern RE2 cannot run.
 
     With ``skip_invalid=False`` the result is the same (the ruleset holds the good
     rules); the caller decides to reject the whole set when ``errors`` is non-empty.
     """
     del skip_invalid  # the decision to reject a partly broken set belongs to the caller
     errors: list[RuleError] = []
-    counters: dict[str, int] = {"regex_guard_trips": 0}
+    counters: dict[str, int] = {"regex_timeouts": 0}
     pipeline = _load_pipelines(pipelines, errors)
     parsed: list[_Parsed] = []
     for text in texts:
@@ -200,7 +203,7 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
     filters = [p for p in parsed if isinstance(p.obj, SigmaFilter)]
     detections = [p for p in parsed if isinstance(p.obj, SigmaRule)]
     correlation_items = [p for p in parsed if isinstance(p.obj, SigmaCorrelationRule)]
-    table = AtomTable(counters)
+    table = AtomTable(counters, regex_timeout_ms)
     compiled: list[CompiledRule] = []
     seen: set[str] = set()
     good_rules: list[SigmaRule] = []

@@ -43,7 +43,7 @@ from detectors.sigma.atoms import (
 )
 from detectors.sigma.conditions import Node, make_and, make_not, make_or
 from detectors.sigma.errors import CompileError
-from detectors.sigma.regex import compile_regex, re2_test, required_literals
+from detectors.sigma.regex import DEFAULT_TIMEOUT_MS, compile_regex, re2_test, required_literals
 from detectors.sigma.text import Kind, Part, as_text, pattern_of, string_parts
 
 _GLOB_OPTIONS = re2.Options()
@@ -62,10 +62,12 @@ MAX_VALUE_LENGTH = 65536
 class AtomTable:
     """All atoms of a ruleset; identical atoms (same field and test) are shared between rules."""
 
-    def __init__(self, counters: dict[str, int]) -> None:
+    def __init__(self, counters: dict[str, int], regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> None:
         self.atoms: list[Atom] = []
         self._ids: dict[tuple[Any, ...], int] = {}
         self.counters = counters
+        self.regex_timeout_ms = regex_timeout_ms
+        """Time budget of one evaluation of a regex RE2 cannot run (see :mod:`detectors.sigma.regex`)."""
 
     def intern(self, key: tuple[Any, ...], build: Any) -> Node:
         aid = self._ids.get(key)
@@ -153,8 +155,8 @@ def _regex(field: str | None, display: str, value: SigmaRegularExpression, table
     source = (f"(?{flags})" if flags else "") + str(value.regexp)
 
     def build() -> RegexAtom:
-        search, on_re2 = compile_regex(source, table.counters)
-        return RegexAtom(field, display, search, required_literals(source), source if on_re2 else None)
+        search, on_re2 = compile_regex(source, table.counters, table.regex_timeout_ms)
+        return RegexAtom(field, display, search, required_literals(source, on_re2), source if on_re2 else None)
     return table.intern(("re", field, source), build)
 
 
