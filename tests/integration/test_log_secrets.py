@@ -130,10 +130,10 @@ async def test_no_secret_in_logs_metrics_or_api_errors(tmp_path: Path) -> None:
         async def delivered_everywhere() -> bool:
             text = await _metrics(instance)
             done = all(_sample(text, "pipesentry_sink_deliveries_total", sink=name) > 0
-                       for name in ("slack", "pd", "og", "hook", "es-key", "es-basic"))
+                       for name in ("slack", "pd", "og", "hook", "es-key", "es-basic", "es-url"))
             failed = all(_sample(text, "pipesentry_sink_failures_total", sink=name) > 0
                          for name in ("slack", "pd", "og", "hook", "am"))
-            es_failed = sum(_sample(text, "pipesentry_sink_failures_total", sink=name) for name in ("es-key", "es-basic"))
+            es_failed = sum(_sample(text, "pipesentry_sink_failures_total", sink=name) for name in ("es-key", "es-basic", "es-url"))
             return done and failed and es_failed > 0
 
         try:

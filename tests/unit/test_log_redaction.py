@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+import yaml
 
 from service import logs
+from service.cli.run_cmd import _load
 from service.config import Settings
 
 SLACK_SECRET = "XoxbSlackPathSecret0001"
@@ -29,10 +33,11 @@ SECRETS = {
     "sasl": "kafkaSaslPassw0rd0009",
     "api_admin": "adminApiToken0010eeeeeeee",
     "api_read": "readApiToken0011ffffffff",
+    "es_url_password": "esUrlPassw0rd0012",
 }
 
 
-USERS = {"es_password": "elastic", "am_password": "alertmgr", "sasl": "svc"}
+USERS = {"es_password": "elastic", "am_password": "alertmgr", "sasl": "svc", "es_url_password": "writer"}
 """The user names configured with a password: ``user:password`` travels base64-encoded (HTTP Basic)."""
 
 
@@ -64,7 +69,9 @@ def settings_with_secrets(urls: dict[str, str] | None = None) -> dict[str, Any]:
             "sinks": [{"type": "elasticsearch", "name": "es-key", "hosts": [u["es"]], "api_key": s["es_api_key"],
                        "install_template": False},
                       {"type": "elasticsearch", "name": "es-basic", "hosts": [u["es"]], "username": "elastic",
-                       "password": s["es_password"], "install_template": False}],
+                       "password": s["es_password"], "install_template": False},
+                      {"type": "elasticsearch", "name": "es-url", "install_template": False,
+                       "hosts": [u["es"].replace("://", f"://writer:{s['es_url_password']}@", 1)]}],
             "receivers": [
                 {"type": "slack", "name": "slack", "webhook_url": f"{u['slack']}/services/T000/B000/{SLACK_SECRET}"},
                 {"type": "pagerduty", "name": "pd", "url": u["pagerduty"], "routing_key": s["pagerduty"]},
@@ -161,5 +168,24 @@ def test_short_secrets_are_not_registered() -> None:
     logs.register_secrets("abc")
     try:
         assert logs.redact("abc def") == "abc def"
+    finally:
+        logs.REDACTOR.clear()
+
+
+def test_loading_settings_registers_their_secrets_for_every_reload(tmp_path: Path) -> None:
+    """``pipesentry run`` loads the config file at start and again on each reload: each load's
+    secrets are masked from then on (a receiver added by a reload brings its own)."""
+    args = argparse.Namespace(host=None, port=None, no_stdin=True, rules=None, data_dir=None)
+    path = tmp_path / "pipesentry.yml"
+    path.write_text(yaml.safe_dump({"alerting": {"receivers": [
+        {"type": "pagerduty", "name": "pd", "routing_key": SECRETS["pagerduty"]}]}}))
+    try:
+        _load(path, args)
+        assert SECRETS["pagerduty"] not in logs.redact(f"key {SECRETS['pagerduty']}")
+        assert SECRETS["opsgenie"] in logs.redact(f"key {SECRETS['opsgenie']}")
+        path.write_text(yaml.safe_dump({"alerting": {"receivers": [
+            {"type": "opsgenie", "name": "og", "api_key": SECRETS["opsgenie"]}]}}))
+        _load(path, args)
+        assert SECRETS["opsgenie"] not in logs.redact(f"key {SECRETS['opsgenie']}")
     finally:
         logs.REDACTOR.clear()
