@@ -23,6 +23,7 @@ error body, a sink's last error, a message printed on exit).
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import sys
@@ -108,7 +109,7 @@ class Redactor:
 def _forms(secret: str) -> set[str]:
     raw = secret.encode("utf-8", "surrogatepass")
     forms = {secret, quote(secret, safe=""), quote_plus(secret), quote(secret),
-             orjson.dumps(secret).decode()[1:-1], repr(secret)[1:-1],
+             orjson.dumps(secret).decode()[1:-1], json.dumps(secret)[1:-1], repr(secret)[1:-1],
              base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
     forms |= {f.rstrip("=") for f in list(forms) if f.endswith("=")}
     return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from urllib.parse import quote, quote_plus
 import httpx
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service import logs
 from service.cli.run_cmd import _load
@@ -189,3 +192,20 @@ def test_loading_settings_registers_their_secrets_for_every_reload(tmp_path: Pat
         assert SECRETS["opsgenie"] not in logs.redact(f"key {SECRETS['opsgenie']}")
     finally:
         logs.REDACTOR.clear()
+
+
+_PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x2FF)
+
+
+@given(secret=st.text(_PRINTABLE, min_size=logs.MIN_SECRET_LENGTH, max_size=40),
+       before=st.text(_PRINTABLE, max_size=30), after=st.text(_PRINTABLE, max_size=30),
+       form=st.sampled_from(["raw", "quote", "quote_plus", "b64", "json", "json_ascii"]))
+@settings(max_examples=300, deadline=None, derandomize=True)
+def test_a_registered_secret_never_survives_in_any_form(secret: str, before: str, after: str, form: str) -> None:
+    shown = {"raw": secret, "quote": quote(secret, safe=""), "quote_plus": quote_plus(secret),
+             "b64": base64.b64encode(secret.encode()).decode(),
+             "json": json.dumps(secret, ensure_ascii=False)[1:-1], "json_ascii": json.dumps(secret)[1:-1]}[form]
+    redactor = logs.Redactor()
+    redactor.add(secret)
+    out = redactor(before + shown + after)
+    assert shown not in out and secret not in out
