@@ -217,7 +217,10 @@ class RedactingFilter(logging.Filter):
         record.msg, record.args = self._redact(message), None
         for key, value in list(record.__dict__.items()):
             if key not in _RESERVED and not key.startswith("_"):
-                record.__dict__[key] = self._scrub(value)
+                try:
+                    record.__dict__[key] = self._scrub(value)
+                except Exception as exc:  # an extra that cannot be printed must not lose the line
+                    record.__dict__[key] = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
         if record.exc_info:
             text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
             record.exc_text, record.exc_info = self._redact(text), None

@@ -149,6 +149,17 @@ def test_configured_secrets_are_masked_in_messages_extras_and_tracebacks(capture
     assert leaks(out) == []
 
 
+def test_a_record_with_an_unprintable_extra_is_still_written(captured: io.StringIO) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError(SECRETS["sasl"])
+
+    logging.getLogger("pipesentry.test").warning("still here", extra={"thing": Unprintable()})
+    out = captured.getvalue()
+    assert "still here" in out and "<unprintable Unprintable: RuntimeError>" in out
+    assert leaks(out) == []
+
+
 @pytest.mark.parametrize("line", [
     "POST http://elastic:pa55word-x@127.0.0.1:9200/_bulk failed",
     "headers: {'Authorization': 'Bearer pa55word-x'}",
