@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -59,7 +61,8 @@ def build_app(tmp: Path) -> Any:
 
 
 # schemathesis parametrizes at collection time, so the app is built when the module is imported
-schema = schemathesis.openapi.from_asgi("/openapi.json", build_app(Path(tempfile.mkdtemp(prefix="openapi-fuzz-"))))
+APP = build_app(Path(tempfile.mkdtemp(prefix="openapi-fuzz-")))
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 DEEP = os.environ.get("PIPESENTRY_FUZZ_EXAMPLES")
@@ -81,3 +84,39 @@ def test_every_operation_is_fuzzed() -> None:
     assert {"/healthz", "/readyz", "/metrics", "/api/v1/rules", "/api/v1/rules/{rule_id}", "/api/v1/rules/test",
             "/api/v1/rules/reload", "/api/v1/events", "/api/v1/alerts", "/api/v1/alerts/{alert_id}",
             "/api/v1/silences", "/api/v1/silences/{silence_id}"} <= paths
+
+
+# Server errors the fuzzer found (deeper runs) or that it cannot generate (NaN is not JSON, but the
+# API's JSON parser accepts it). Fixes belong in service/alerting/api.py, store.py and silences.py.
+FOUND = [
+    pytest.param("GET", "/api/v1/alerts?limit=1&offset=9223372036854775808", None,
+                 marks=pytest.mark.xfail(strict=True, reason="offset beyond SQLite's 64-bit INTEGER: OverflowError "
+                                         "in AlertStore.query (api.py: bound offset, e.g. le=2**62)"),
+                 id="alerts-offset-2**63"),
+    pytest.param("POST", "/api/v1/silences", '{"match": {"rule_ids": ["x"]}, "ends_at": NaN}',
+                 marks=pytest.mark.xfail(strict=True, reason="NaN ends_at: sqlite3.IntegrityError NOT NULL in "
+                                         "AlertStore.save_silence (SilenceRequest: reject non-finite numbers)"),
+                 id="silence-ends_at-NaN"),
+    pytest.param("POST", "/api/v1/silences", '{"match": {"rule_ids": ["x"]}, "duration_s": NaN}',
+                 id="silence-duration-NaN"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), FOUND)
+async def test_found_requests_are_not_server_errors(method: str, path: str, body: str | None) -> None:
+    headers = {**ROLES["admin"], "content-type": "application/json"}
+    transport = httpx.ASGITransport(app=APP, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.request(method, path, headers=headers, content=body)
+    assert response.status_code < 500, response.text
+
+
+@pytest.mark.xfail(strict=True, reason="an infinite silence is accepted (201, ends_at: null in the answer, "
+                   "silences forever); SilenceRequest should reject non-finite duration_s/ends_at with 422")
+async def test_an_infinite_silence_is_refused() -> None:
+    headers = {**ROLES["admin"], "content-type": "application/json"}
+    transport = httpx.ASGITransport(app=APP, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post("/api/v1/silences", headers=headers,
+                                     content='{"match": {"rule_ids": ["x"]}, "duration_s": 1e999}')
+    assert response.status_code == 422, response.text
