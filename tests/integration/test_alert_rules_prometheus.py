@@ -81,10 +81,15 @@ async def test_shipped_rules_quiet_on_a_fresh_instance_and_fire_on_a_failed_relo
     try:
         prom: PrometheusServer = prometheus_factory(scrape_interval="1s", rule_files=[RULES_FILE])
         await wait_for(instance.ready, 120, "the instance to be ready: " + instance.log())
+        async with httpx.AsyncClient(timeout=30) as client:  # a bad message: the events counter exists, at 0
+            response = await client.post(f"{instance.url}/api/v1/events?category=ci_job_log", content=b"{not json")
+        assert response.status_code < 500, response.text
         scrape_as_pipesentry(prom, f"127.0.0.1:{instance.port}")
         await wait_for(lambda: scraped(prom, 'up{job="pipesentry"} == 1'), 60, "the first scrape")
         await wait_for(lambda: scraped(prom, 'pipesentry_rules_loaded{job="pipesentry"}'), 30,
                        "the service's metrics in Prometheus")
+        await wait_for(lambda: scraped(prom, 'pipesentry_events_total{job="pipesentry",source="http"} == 0'), 30,
+                       "the http source's events counter at 0")
         await evaluated_times(prom, 3)
 
         assert await asyncio.to_thread(active_alerts, prom) == [], "a healthy fresh instance fires nothing"
