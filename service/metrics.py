@@ -73,8 +73,9 @@ RELOADS = Counter("pipesentry_rule_reloads", "Ruleset reloads by result (ok, rej
                   registry=REGISTRY)
 LAST_RELOAD = Gauge("pipesentry_last_reload_timestamp_seconds", "Unix time of the last reload attempt.",
                     registry=REGISTRY)
-LAST_RELOAD_SUCCESS = Gauge("pipesentry_last_reload_success", "1 if the last reload attempt succeeded.",
-                            registry=REGISTRY)
+LAST_RELOAD_SUCCESS = Gauge("pipesentry_last_reload_success",
+                            "1 if the last (re)load succeeded, the initial load included; 0 while the last "
+                            "reload attempt is rejected or failed.", registry=REGISTRY)
 
 # --- alerts -----------------------------------------------------------------
 ALERTS = Counter("pipesentry_alerts", "Alerts produced, by rule and level.", ["rule_id", "level"],

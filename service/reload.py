@@ -180,8 +180,9 @@ class Reloader:
         return result
 
     def note_loaded(self) -> None:
-        """Record the signature of the files the initial set was built from."""
+        """Record the signature of the files the initial set was built from; that load succeeded."""
         self._signature = tree_signature(self.watched_paths())
+        metrics.LAST_RELOAD_SUCCESS.set(1)
 
     def install_sighup(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Reload on SIGHUP (main thread only); returns whether the handler is installed."""
