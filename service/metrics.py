@@ -53,9 +53,6 @@ DETECTION_LATENCY = Histogram("pipesentry_detection_latency_seconds",
 EVENTS_SKIPPED = Counter("pipesentry_detector_skips",
                          "Events a stateful detector skipped (detector: correlation, anomaly; reason).",
                          ["detector", "reason"], registry=REGISTRY)
-REGEX_GUARD_TRIPS = Counter("pipesentry_regex_guard_trips",
-                            "Backtracking-regex evaluations cut short by the input length guard.",
-                            registry=REGISTRY)
 ANOMALY_LEARNING = Gauge("pipesentry_anomaly_check_learning",
                          "1 while an anomaly check is still learning its baseline.", ["check"],
                          registry=REGISTRY)
