@@ -95,3 +95,17 @@ SPOOL_RECORDS = Gauge("pipesentry_spool_records", "Alerts waiting in a sink's on
 SPOOL_BYTES = Gauge("pipesentry_spool_bytes", "Bytes in a sink's on-disk spool.", ["sink"], registry=REGISTRY)
 SPOOL_CORRUPT = Counter("pipesentry_spool_corrupt_records", "Spool records skipped as corrupt.", ["sink"],
                         registry=REGISTRY)
+
+# --- per-partition detector state (service.partition_state) -------------------
+PARTITION_STATE_TAKEOVERS = Counter(
+    "pipesentry_partition_state_takeovers",
+    "Assigned partitions by how their detector state started (restored, none, stale: saved by another "
+    "owner than the committed offset's, ahead: past the committed offset, error: could not be read).",
+    ["outcome"], registry=REGISTRY)
+PARTITION_STATE_SAVES = Counter("pipesentry_partition_state_saves",
+                                "Partition state snapshots written, by result (ok, failed).", ["result"],
+                                registry=REGISTRY)
+PARTITION_STATE_COMMITS_HELD = Counter(
+    "pipesentry_partition_state_commits_held",
+    "Offset commits of a partition held back because its base state could not be saved yet.",
+    registry=REGISTRY)

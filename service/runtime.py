@@ -176,7 +176,8 @@ class KafkaRunner:
     def __init__(self, settings: KafkaSettings, events: EventSettings, detector: Detector, router: AlertSink,
                  *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None,
                  consumer_factory: Callable[..., Any] = AIOKafkaConsumer, state_store: Any | None = None,
-                 snapshot_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 snapshot_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 instance_id: str | None = None) -> None:
         self.settings = settings
         self.events = events
         self.detector = detector
@@ -187,7 +188,8 @@ class KafkaRunner:
         self._consumer_factory = consumer_factory
         self.state_store = state_store
         """``service.state_store.StateStore`` for per-partition detector state, or None (kept in memory only)."""
-        self.partition_state = PartitionState(detector, state_store, self.tracker, snapshot_interval_s, clock)
+        self.partition_state = PartitionState(detector, state_store, self.tracker, snapshot_interval_s, clock,
+                                              instance_id)
         self._lag: dict[TopicPartition, int] = {}
         self._leaving: set[TopicPartition] = set()
         self._processed: dict[TopicPartition, int] = {}
@@ -372,6 +374,7 @@ class KafkaRunner:
             if not records or tp in leaving:
                 continue
             spec = self.spec(tp.topic)
+            self.partition_state.observe(tp, records[0].offset)
             result = results.get(tp)
             if result is None:
                 events += self._decode(tp, records, spec, items, rejected)

@@ -1,0 +1,214 @@
+"""Committed offsets never run ahead of the partition state that covers them (in-memory group, real
+``KafkaRunner`` and ``StateStore``): a crash is an image of the state directory and of the group's
+commits taken at a chosen point, from which the next owner starts."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from service import metrics
+from service.config import EventSettings, KafkaSettings
+from service.detection import Detector, compile_detection
+from service.runtime import KafkaRunner
+from service.state_store import StateStore
+from tests.unit.test_sources import (
+    CORRELATED,
+    FakeConsumer,
+    FakeDeadLetters,
+    Record,
+    ScriptedRouter,
+    eventually,
+)
+
+TP = TopicPartition("ci", 0)
+SCOPE = "kafka:ci:0"
+
+
+def login(offset: int, user: str = "bob") -> Record:
+    return Record(orjson.dumps({"message": "login failed", "user": user, "ts": 1000.0 + offset}), None, offset, 0, [])
+
+
+class Group:
+    """The broker side of a consumer group: one partition's records and its commits (with metadata)."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+        self.commits: list[OffsetAndMetadata] = []
+
+    def committed(self) -> OffsetAndMetadata | None:
+        return self.commits[-1] if self.commits else None
+
+    def image(self) -> Group:
+        """The group as it is now (for a crash at this point)."""
+        copy = Group(self.records)
+        copy.commits = list(self.commits)
+        return copy
+
+
+class _Coordinator:
+    def __init__(self, group: Group) -> None:
+        self.group = group
+
+    async def fetch_committed_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Any]:
+        found = self.group.committed()
+        return {tp: found for tp in partitions if found is not None}
+
+
+class GroupConsumer(FakeConsumer):
+    """A member of ``group``: resumes at the committed offset, commits with metadata, seeks."""
+
+    def __init__(self, group: Group) -> None:
+        super().__init__({TP: group.records})
+        self.group = group
+        self._coordinator = _Coordinator(group)
+        found = group.committed()
+        self.positions[TP] = found.offset if found is not None else 0
+        self.seeks: list[int] = []
+
+    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        await super().commit(offsets)
+        self.group.commits.append(offsets[TP])
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append(offset)
+        self.positions[tp] = offset
+
+
+def member(data: Path, group: Group, **kafka: Any) -> tuple[KafkaRunner, ScriptedRouter, GroupConsumer]:
+    data.parent.mkdir(parents=True, exist_ok=True)
+    rules = data.parent / "c.yml"
+    rules.write_text(CORRELATED)
+    detector = Detector(compile_detection([rules], [], skip_invalid=False).detection)
+    router = ScriptedRouter()
+    consumer = GroupConsumer(group)
+    settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
+                             **{"commit_interval_s": 0.02, **kafka})
+    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
+                         dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer,
+                         state_store=StateStore(data), snapshot_interval_s=3600)
+    return runner, router, consumer
+
+
+def crash_image(data: Path, group: Group, into: Path) -> Group:
+    """What a SIGKILL now leaves behind: the state directory as on disk and the group's commits."""
+    if data.exists():
+        shutil.copytree(data, into)
+    return group.image()
+
+
+async def run_and_crash(runner: KafkaRunner, data: Path, group: Group, into: Path, condition: Any) -> Group:
+    """Run until ``condition``, then take the crash image (the runner is stopped afterwards, off the image)."""
+    crashed: list[Group] = []
+
+    def check() -> bool:
+        if not crashed and condition():
+            crashed.append(crash_image(data, group, into))
+        return bool(crashed)
+
+    await run_until(runner, check)
+    return crashed[0]
+
+
+async def run_until(runner: KafkaRunner, condition: Any) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(condition)
+    finally:
+        stop.set()
+        await task
+
+
+def committed(group: Group) -> int | None:
+    found = group.committed()
+    return found.offset if found is not None else None
+
+
+def takeovers(outcome: str) -> float:
+    return metrics.PARTITION_STATE_TAKEOVERS.labels(outcome)._value.get()
+
+
+async def test_a_crash_before_the_first_periodic_snapshot_keeps_the_state_of_committed_records(tmp_path):
+    """Two of bob's logins committed, no periodic snapshot yet (due in an hour), SIGKILL: the third still fires."""
+    group = Group([login(0), login(1)])
+    first, router, _ = member(tmp_path / "a", group)
+    image = await run_and_crash(first, tmp_path / "a", group, tmp_path / "crash", lambda: committed(group) == 2)
+    assert router.accepted == []
+    image.records.append(login(2))
+    second, router2, consumer2 = member(tmp_path / "crash", image)
+    await run_until(second, lambda: image.committed().offset == 3 and second.tracker.committed.get(TP) == 3)
+    # restored the empty base at offset 0 and re-read 0 and 1: bob's three logins are counted once each
+    assert consumer2.seeks == [0]
+    assert [a.rule.title for a in router2.accepted] == ["Repeated Failed Logins"]
+    assert [c["ref"] for c in router2.accepted[0].details["contributors"]] == [
+        "kafka:ci:0:0", "kafka:ci:0:1", "kafka:ci:0:2"]
+
+
+async def test_no_offset_is_committed_before_the_partition_base_is_saved(tmp_path, monkeypatch):
+    group = Group([login(0), login(1)])
+    runner, _, _ = member(tmp_path / "a", group)
+    store = runner.state_store
+    failures = []
+    saved: list[tuple[int, int]] = []
+    real = store.save
+
+    def failing(scope: str, name: str, document: Any) -> Path:
+        if len(failures) < 3:
+            failures.append(name)
+            raise OSError(28, "No space left on device")
+        saved.append((document["offset"], len(group.commits)))
+        return real(scope, name, document)
+
+    monkeypatch.setattr(store, "save", failing)
+    held = metrics.PARTITION_STATE_COMMITS_HELD._value.get()
+    await run_until(runner, lambda: len(failures) == 3 and group.committed() is not None)
+    # the commit waited for the base (offset 0) to be written; the disk came back, then it went ahead
+    assert metrics.PARTITION_STATE_COMMITS_HELD._value.get() > held
+    assert saved[0] == (0, 0) and group.commits[0].offset == 2
+
+
+async def test_a_stale_snapshot_of_this_instance_does_not_rewind_what_another_member_committed(tmp_path):
+    """Per-instance data dirs: A hands the partition to B, B commits further, A gets it back."""
+    group = Group([login(0), login(1), login(2, "amy")])
+    a, _, _ = member(tmp_path / "a" / "state", group)
+    await run_until(a, lambda: a.tracker.committed.get(TP) == 3)  # clean stop: A's snapshot at 3
+    assert StateStore(tmp_path / "a" / "state").load(SCOPE, "correlation")["offset"] == 3
+
+    group.records.extend([login(3), login(4), login(5), login(6, "amy"), login(7, "amy")])
+    b, router_b, consumer_b = member(tmp_path / "b" / "state", group)
+    await run_until(b, lambda: b.tracker.committed.get(TP) == 8)
+    assert consumer_b.seeks == []
+    assert [a.details["group"] for a in router_b.accepted] == [{"user": "bob"}]  # 3, 4, 5
+
+    group.records.extend([login(8, "amy")])
+    stale = takeovers("stale")
+    back, router_back, consumer_back = member(tmp_path / "a" / "state", group)
+    await run_until(back, lambda: back.tracker.committed.get(TP) == 9)
+    # A's snapshot (offset 3) is not A's to use any more: no rewind, B's alert is not raised again
+    assert consumer_back.seeks == [] and router_back.accepted == []
+    assert takeovers("stale") == stale + 1
+
+
+async def test_a_member_that_gets_its_partition_back_untouched_resumes_from_its_snapshot(tmp_path):
+    """A's commits are the last ones: its snapshot is still the partition's, even after a crash."""
+    group = Group([login(0), login(1)])
+    a, _, _ = member(tmp_path / "a", group)
+    image = await run_and_crash(a, tmp_path / "a", group, tmp_path / "crash", lambda: committed(group) == 2)
+    image.records.append(login(2))
+    again, router, _ = member(tmp_path / "crash", image)
+    # crashed again after the restarted member's own commits (a new writer: the restored base was re-saved)
+    image2 = await run_and_crash(again, tmp_path / "crash", image, tmp_path / "crash2",
+                                 lambda: committed(image) == 3)
+    image2.records.append(login(3))
+    third, router3, consumer3 = member(tmp_path / "crash2", image2)
+    await run_until(third, lambda: committed(image2) == 4)
+    assert [a.rule.title for a in router.accepted] == ["Repeated Failed Logins"]
+    assert consumer3.seeks == [0]
+    assert [a.id for a in router3.accepted] == [router.accepted[0].id]  # raised again from the replay, same id
