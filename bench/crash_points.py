@@ -171,16 +171,19 @@ class Run:
                                           str(self.config_path)], stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL, env=env)
 
-    def alert_ids(self) -> list[str]:
-        ids = []
+    def alerts(self) -> list[dict[str, Any]]:
+        out = []
         for line in self.stdout.read_bytes().splitlines():
             try:
                 doc = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue  # a line cut by SIGKILL
             if isinstance(doc, dict) and "alert_id" in doc:
-                ids.append(doc["alert_id"])
-        return ids
+                out.append(doc)
+        return out
+
+    def alert_ids(self) -> list[str]:
+        return [doc["alert_id"] for doc in self.alerts()]
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -257,6 +260,8 @@ class Outcome:
     printed: int = 0
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    extra_alerts: list[dict[str, Any]] = field(default_factory=list)
+    """The printed alerts behind ``extra`` (with the run that printed them)."""
     seconds: float = 0.0
 
     @property
@@ -309,9 +314,11 @@ async def crash_run(bootstrap: str, create_topic: Callable[[str], None], workdir
     await observer.start()
     outcome = Outcome(expected=len(expected))
     printed: list[str] = []
+    documents: dict[str, dict[str, Any]] = {}
     sent = 0
     try:
         for index, size in enumerate(chunks):
+            committed_before = await observer.committed()
             run = Run(workdir, config, index)
             try:
                 before = observer.snapshot_offset()
@@ -320,8 +327,8 @@ async def crash_run(bootstrap: str, create_topic: Callable[[str], None], workdir
                 sent += size
                 if index < len(points):
                     point = points[index]
-                    await wait_until(lambda p=point, b=before, r=run, s=sent: _reached(p, observer, b, r, s),
-                                     timeout, f"kill point {point}", run)
+                    await wait_until(lambda p=point, b=before, c=committed_before, r=run:
+                                     _reached(p, observer, b, c, r), timeout, f"kill point {point}", run)
                     outcome.points.append({**asdict(point), "committed": await observer.committed(),
                                            "snapshot": observer.snapshot_offset(), "sent": sent})
                     run.kill()
@@ -331,13 +338,16 @@ async def crash_run(bootstrap: str, create_topic: Callable[[str], None], workdir
                     run.stop()
             finally:
                 run.stop()
-                printed.extend(run.alert_ids())
+                for doc in run.alerts():
+                    printed.append(doc["alert_id"])
+                    documents.setdefault(doc["alert_id"], {**doc, "run": index})
     finally:
         await observer.stop()
     seen = set(printed)
     outcome.seen, outcome.printed = len(seen), len(printed)
     outcome.missing = sorted(expected - seen)
     outcome.extra = sorted(seen - expected)
+    outcome.extra_alerts = [documents[i] for i in outcome.extra]
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
 
@@ -346,10 +356,11 @@ async def _committed_at_least(observer: Observer, offset: int) -> bool:
     return await observer.committed() >= offset
 
 
-async def _reached(point: KillPoint, observer: Observer, snapshot_before: int | None, run: Run, sent: int) -> bool:
+async def _reached(point: KillPoint, observer: Observer, snapshot_before: int | None, committed_before: int,
+                   run: Run) -> bool:
     if point.kind == "before_first_snapshot":
-        # the run's first commit past the snapshot it started from (its first periodic one is seconds away)
-        return await observer.committed() > (snapshot_before or 0)
+        # the run's first commit (its first periodic snapshot is seconds away)
+        return await observer.committed() > committed_before
     if point.kind == "after_snapshot":
         snap = observer.snapshot_offset()
         return snap is not None and snap > (snapshot_before or 0)

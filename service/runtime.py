@@ -192,6 +192,8 @@ class KafkaRunner:
                                               instance_id)
         self._lag: dict[TopicPartition, int] = {}
         self._leaving: set[TopicPartition] = set()
+        self._settling: set[TopicPartition] = set()
+        """Partitions being taken over: paused until their state is restored."""
         self._processed: dict[TopicPartition, int] = {}
         """Offset after the last record detected per partition (acknowledged or not)."""
         self.connected = False
@@ -279,8 +281,7 @@ class KafkaRunner:
     # -- consume loop ----------------------------------------------------------------
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         listener = Rebalance(self.tracker, self._drain, lambda: consumer, self._set_assigned,
-                             handover=self._handover,
-                             takeover=lambda tps: self.partition_state.take_over(consumer, tps))
+                             handover=self._handover, takeover=lambda tps: self._take_over(consumer, tps))
         pattern = subscription_pattern(self.settings)
         if pattern is not None:
             consumer.subscribe(pattern=pattern, listener=listener)
@@ -468,7 +469,7 @@ class KafkaRunner:
             self._paused = True
             metrics.KAFKA_PAUSED_PARTITIONS.set(len(assignment))
         elif self._paused:
-            consumer.resume(*consumer.paused())
+            consumer.resume(*(set(consumer.paused()) - self._settling))
             self._paused = False
             metrics.KAFKA_PAUSED_PARTITIONS.set(0)
 
@@ -545,6 +546,27 @@ class KafkaRunner:
             self._leaving.discard(tp)
             self._lag.pop(tp, None)
             await self.partition_state.hand_over(tp, self._processed.pop(tp, None))
+
+    async def _take_over(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Restore new partitions' state while they are paused (see :class:`PartitionState`).
+
+        aiokafka hands out records of a new assignment while this listener still runs (its
+        fetcher has positions before the listener is called): detected then, they would meet
+        the engines before the saved state is restored (and before the rewind), and a batch
+        dropped at the end of the rebalance would never be read again. Paused partitions
+        return nothing; they are resumed once their state and position are settled.
+        """
+        self._settling.update(partitions)
+        consumer.pause(*partitions)
+        try:
+            await self.partition_state.take_over(consumer, partitions)
+        finally:
+            self._settling.difference_update(partitions)
+            if not self._paused:  # else the backpressure resumes them with the others
+                try:
+                    consumer.resume(*partitions)
+                except Exception:  # revoked or closed meanwhile: nothing to resume
+                    log.debug("cannot resume partitions after takeover", exc_info=True)
 
     def _set_assigned(self, assigned: set[TopicPartition]) -> None:
         self._rebalances += 1
