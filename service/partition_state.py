@@ -54,9 +54,12 @@ def default_instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def writer_of(metadata: str | None) -> str:
-    """The writer recorded in a commit's metadata ("" for commits made by other tools or older versions)."""
-    if metadata and metadata.startswith(WRITER_PREFIX):
+def writer_of(metadata: str | None) -> str | None:
+    """The writer recorded in a commit's metadata ("" for commits made by other tools or older versions;
+    None when the metadata could not be read)."""
+    if metadata is None:
+        return None
+    if metadata.startswith(WRITER_PREFIX):
         return metadata[len(WRITER_PREFIX):]
     return ""
 
@@ -81,8 +84,11 @@ class Snapshot:
                 for name, snapshot in self.snapshots.items()}
 
 
-def _matches(doc: dict[str, Any], writer: str) -> bool:
-    """True when ``doc`` was saved by ``writer``'s lineage (documents of older versions: by writer "")."""
+def _matches(doc: dict[str, Any], writer: str | None) -> bool:
+    """True when ``doc`` was saved by ``writer``'s lineage (documents of older versions: by writer "");
+    always when the committed writer is unknown (None)."""
+    if writer is None:
+        return True
     accepts = doc.get("accepts")
     if isinstance(accepts, list):
         return writer in accepts
@@ -302,7 +308,8 @@ class PartitionState:
             names = {name for name, engine in zip(DETECTORS, (self.detector.current.correlation,
                                                                self.detector.current.anomaly), strict=True)
                      if engine is not None}
-            self._base[tp] = Snapshot(offset, {**dict.fromkeys(names), **exported}, clock, (committer,))
+            accepts = (committer,) if committer is not None else ()
+            self._base[tp] = Snapshot(offset, {**dict.fromkeys(names), **exported}, clock, accepts)
             assert committed is not None
             if offset < committed:
                 consumer.seek(tp, offset)  # replay what the snapshot does not hold

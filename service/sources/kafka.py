@@ -138,15 +138,17 @@ async def commit(consumer: Any, tracker: OffsetTracker, only: Iterable[TopicPart
     return True
 
 
-async def committed_with_metadata(consumer: Any, tp: TopicPartition) -> tuple[int | None, str]:
+async def committed_with_metadata(consumer: Any, tp: TopicPartition) -> tuple[int | None, str | None]:
     """The group's committed offset of ``tp`` and the metadata string committed with it.
 
     ``AIOKafkaConsumer.committed`` returns the offset only; the metadata comes from its
-    group coordinator (a consumer without one, like a test double, gives the offset and "").
+    group coordinator. A consumer without one (another aiokafka version) gives the offset
+    and None: the metadata is unknown (logged).
     """
     coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None:
-        return await consumer.committed(tp), ""
+    if coordinator is None or not callable(getattr(coordinator, "fetch_committed_offsets", None)):
+        log.warning("cannot read the offset commit metadata with this aiokafka; snapshot writers are not checked")
+        return await consumer.committed(tp), None
     found = (await coordinator.fetch_committed_offsets([tp])).get(tp)
     if found is None or found.offset < 0:
         return None, ""

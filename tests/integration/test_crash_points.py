@@ -10,7 +10,7 @@ import pytest
 
 from bench.crash_points import KillPoint, crash_run, make_stream
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 async def test_sigkill_at_crash_points_loses_no_alert_and_counts_nothing_twice(kafka_server, tmp_path):

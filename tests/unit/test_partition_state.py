@@ -16,6 +16,7 @@ from aiokafka.structs import OffsetAndMetadata
 from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.detection import Detector, compile_detection
+from service.partition_state import WRITER_PREFIX
 from service.runtime import KafkaRunner
 from service.state_store import StateStore
 from tests.unit.test_sources import (
@@ -186,6 +187,8 @@ async def test_a_stale_snapshot_of_this_instance_does_not_rewind_what_another_me
     await run_until(b, lambda: b.tracker.committed.get(TP) == 8)
     assert consumer_b.seeks == []
     assert [a.details["group"] for a in router_b.accepted] == [{"user": "bob"}]  # 3, 4, 5
+    writer_a, writer_b = group.commits[0].metadata, group.commits[-1].metadata
+    assert writer_a.startswith(WRITER_PREFIX) and writer_b.startswith(WRITER_PREFIX) and writer_a != writer_b
 
     group.records.extend([login(8, "amy")])
     stale = takeovers("stale")
