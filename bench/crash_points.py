@@ -233,7 +233,7 @@ class Observer:
         return offset if offset is not None else 0
 
     def snapshot_offset(self) -> int | None:
-        path = self.data_dir / "state" / quote(f"kafka:{self.topic}:0", safe="") / "correlation.json"
+        path = self.data_dir / "state" / quote(f"kafka:{self.topic}:0", safe="") / "partition.json"
         try:
             doc = orjson.loads(path.read_bytes())
         except (FileNotFoundError, orjson.JSONDecodeError):

@@ -22,6 +22,9 @@ restart would count records twice (state beyond the committed offset) or never
   partition since (a per-instance data dir), rewinding would raise its alerts
   and pages again, and the partition starts empty at the committed offset.
 
+A partition's snapshot is one document for all its detectors (``partition.json``,
+one atomic write); per-detector files of older versions are still read.
+
 With ``state.scope: instance`` nothing here applies: Kafka records share the
 local scope, which ``LocalState`` snapshots on its timer and at shutdown.
 """
@@ -45,6 +48,9 @@ from service.sources.kafka import OffsetTracker, commit, committed_with_metadata
 
 log = logging.getLogger(__name__)
 
+STATE_FILE = "partition"
+"""The state store's detector name of a partition's one-file snapshot (every detector, one offset)."""
+STATE_FORMAT = "pipesentry.partition-state/1"
 WRITER_PREFIX = "pipesentry/1 "
 """Offset metadata of our commits: this prefix, then the writer (``<instance>#<token>``)."""
 
@@ -77,11 +83,25 @@ class Snapshot:
     accepts: tuple[str, ...] = ()
     """Earlier writers whose commits this state is also consistent with (a base restored from them)."""
 
-    def documents(self, writer: str) -> dict[str, dict[str, Any]]:
-        return {name: {"offset": self.offset, "snapshot": snapshot, "writer": writer,
-                       "accepts": [writer, *self.accepts],
-                       "clock": list(self.clock) if self.clock is not None else None}
-                for name, snapshot in self.snapshots.items()}
+    def document(self, writer: str) -> dict[str, Any]:
+        """One document for all detectors, written atomically: never one detector's state at another offset."""
+        return {"format": STATE_FORMAT, "offset": self.offset, "writer": writer, "accepts": [writer, *self.accepts],
+                "clock": list(self.clock) if self.clock is not None else None, "detectors": self.snapshots}
+
+
+async def load_documents(store: Any, scope: str) -> dict[str, dict[str, Any]]:
+    """A scope's saved state as one document per detector (``offset``, ``snapshot``, ``writer``...).
+
+    Reads the one-file snapshot (``partition.json``); a scope without one may still have the
+    per-detector files older versions wrote (``correlation.json``, ``anomaly.json``).
+    """
+    combined = await store.load_async(scope, STATE_FILE)
+    if isinstance(combined, dict) and isinstance(combined.get("detectors"), dict):
+        shared = {k: v for k, v in combined.items() if k not in ("detectors", "format")}
+        return {name: {**shared, "snapshot": snapshot} for name, snapshot in combined["detectors"].items()
+                if name in DETECTORS}
+    legacy = {name: await store.load_async(scope, name) for name in DETECTORS}
+    return {name: doc for name, doc in legacy.items() if isinstance(doc, dict)}
 
 
 def _matches(doc: dict[str, Any], writer: str | None) -> bool:
@@ -223,8 +243,7 @@ class PartitionState:
             return False
         writer = self.writer(tp)
         try:
-            for name, document in snap.documents(writer).items():
-                await self.store.save_async(scope, name, document)
+            await self.store.save_async(scope, STATE_FILE, snap.document(writer))
         except Exception:
             metrics.PARTITION_STATE_SAVES.labels("failed").inc()
             log.warning("cannot save detector state", exc_info=True, extra={"scope": scope})
@@ -280,7 +299,7 @@ class PartitionState:
             self.detector.drop_scope(key)
             try:
                 committed, metadata = await committed_with_metadata(consumer, tp)
-                saved = {name: await store.load_async(scope, name) for name in DETECTORS}
+                saved = await load_documents(store, scope)
             except Exception:
                 metrics.PARTITION_STATE_TAKEOVERS.labels("error").inc()
                 log.warning("cannot load detector state; starting empty", exc_info=True, extra={"scope": scope})

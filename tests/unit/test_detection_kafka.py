@@ -73,12 +73,12 @@ async def test_busy_partition_is_snapshotted_with_the_offset_committed_right_aft
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     await eventually(lambda: consumer.positions[TP] == 2 and runner.tracker.acked.get(TP) == 2)
-    assert store.load(SCOPE, "correlation") is None and consumer.commits == []  # not due yet
+    assert store.load(SCOPE, "partition") is None and consumer.commits == []  # not due yet
     clock.now = 11
     consumer.records[TP].append(login(2, "amy"))
     # the base (empty, offset 0) is saved right before the first commit, then the periodic snapshot
-    await eventually(lambda: (store.load(SCOPE, "correlation") or {}).get("offset") == 3)
-    saved = store.load(SCOPE, "correlation")
+    await eventually(lambda: (store.load(SCOPE, "partition") or {}).get("offset") == 3)
+    saved = store.load(SCOPE, "partition")
     assert saved["offset"] == 3 and consumer.commits[-1] == {TP: 3}
     assert saved["clock"][0] == 1002.0
     stop.set()
@@ -104,10 +104,10 @@ async def test_idle_partition_is_snapshotted_after_a_commit(tmp_path):
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     await eventually(lambda: consumer.commits and consumer.commits[-1] == {TP: 1})
-    assert store.load(SCOPE, "correlation")["offset"] == 0  # the base, saved before the first commit
+    assert store.load(SCOPE, "partition")["offset"] == 0  # the base, saved before the first commit
     clock.now = 11
-    await eventually(lambda: store.load(SCOPE, "correlation")["offset"] == 1)
-    assert store.load(SCOPE, "correlation")["offset"] == 1
+    await eventually(lambda: store.load(SCOPE, "partition")["offset"] == 1)
+    assert store.load(SCOPE, "partition")["offset"] == 1
     stop.set()
     await task
 

@@ -188,7 +188,7 @@ async def test_a_stale_snapshot_of_this_instance_does_not_rewind_what_another_me
     group = Group([login(0), login(1), login(2, "amy")])
     a, _, _ = member(tmp_path / "a" / "state", group)
     await run_until(a, lambda: a.tracker.committed.get(TP) == 3)  # clean stop: A's snapshot at 3
-    assert StateStore(tmp_path / "a" / "state").load(SCOPE, "correlation")["offset"] == 3
+    assert StateStore(tmp_path / "a" / "state").load(SCOPE, "partition")["offset"] == 3
 
     group.records.extend([login(3), login(4), login(5), login(6, "amy"), login(7, "amy")])
     b, router_b, consumer_b = member(tmp_path / "b" / "state", group)
@@ -310,3 +310,21 @@ async def test_crashes_at_random_commits_raise_exactly_the_alert_ids_of_an_unint
             data = into
         seen |= {alert.id for alert in router.accepted}
     assert seen == expected
+
+
+async def test_every_detector_of_a_partition_is_saved_in_one_file_at_one_offset(tmp_path):
+    """Correlation and anomaly state in one atomic write: a crash between two files can no longer
+    restore one detector at an offset and start the other empty (or at another offset)."""
+    from service.partition_state import PartitionState, Snapshot, load_documents
+    from service.sources.kafka import OffsetTracker
+
+    store = StateStore(tmp_path / "state")
+    runner, _, _ = member(tmp_path / "state", Group([]))
+    state = PartitionState(runner.detector, store, OffsetTracker(), 60)
+    snapshot = Snapshot(7, {"correlation": {"c": 1}, "anomaly": {"a": 2}}, (1000.0, 5.0))
+    assert await state.save(TP, snapshot)
+    assert sorted(p.name for p in (tmp_path / "state" / "kafka%3Aci%3A0").iterdir()) == ["partition.json"]
+    docs = await load_documents(store, SCOPE)
+    assert {name: (doc["offset"], doc["snapshot"]) for name, doc in docs.items()} == {
+        "correlation": (7, {"c": 1}), "anomaly": (7, {"a": 2})}
+    assert docs["anomaly"]["writer"] == state.writer(TP) and docs["anomaly"]["clock"] == [1000.0, 5.0]

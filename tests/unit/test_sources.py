@@ -476,7 +476,7 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
     await consumer.listener.on_partitions_revoked([tp])  # drain, commit 2, save state at offset 2
     stop.set()
     await task
-    assert router.accepted == [] and store.load("kafka:ci:0", "correlation")["offset"] == 2
+    assert router.accepted == [] and store.load("kafka:ci:0", "partition")["offset"] == 2
 
     second, consumer2, router2 = instance([login(0), login(1), login(2)])
     consumer2.commits.append({tp: 2})
