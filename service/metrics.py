@@ -112,3 +112,17 @@ STORE_RECOVERIES = Counter("pipesentry_store_recoveries", "Corrupt alert databas
 REGEX_TIMEOUTS = Counter("pipesentry_regex_timeouts",
                          "Evaluations of a backtracking (non-RE2) |re pattern that ran out of their time "
                          "budget (rules.regex_timeout_ms); each counts as a match.", registry=REGISTRY)
+
+# --- per-partition detector state (service.partition_state) -------------------
+PARTITION_STATE_TAKEOVERS = Counter(
+    "pipesentry_partition_state_takeovers",
+    "Assigned partitions by how their detector state started (restored, none, stale: saved by another "
+    "owner than the committed offset's, ahead: past the committed offset, error: could not be read).",
+    ["outcome"], registry=REGISTRY)
+PARTITION_STATE_SAVES = Counter("pipesentry_partition_state_saves",
+                                "Partition state snapshots written, by result (ok, failed).", ["result"],
+                                registry=REGISTRY)
+PARTITION_STATE_COMMITS_HELD = Counter(
+    "pipesentry_partition_state_commits_held",
+    "Offset commits of a partition held back because its base state could not be saved yet.",
+    registry=REGISTRY)

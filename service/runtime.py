@@ -186,7 +186,8 @@ class KafkaRunner:
     def __init__(self, settings: KafkaSettings, events: EventSettings, detector: Detector, router: AlertSink,
                  *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None,
                  consumer_factory: Callable[..., Any] = AIOKafkaConsumer, state_store: Any | None = None,
-                 snapshot_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 snapshot_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 instance_id: str | None = None) -> None:
         self.settings = settings
         self.events = events
         self.detector = detector
@@ -197,9 +198,12 @@ class KafkaRunner:
         self._consumer_factory = consumer_factory
         self.state_store = state_store
         """``service.state_store.StateStore`` for per-partition detector state, or None (kept in memory only)."""
-        self.partition_state = PartitionState(detector, state_store, self.tracker, snapshot_interval_s, clock)
+        self.partition_state = PartitionState(detector, state_store, self.tracker, snapshot_interval_s, clock,
+                                              instance_id)
         self._lag: dict[TopicPartition, int] = {}
         self._leaving: set[TopicPartition] = set()
+        self._settling: set[TopicPartition] = set()
+        """Partitions being taken over: paused until their state is restored."""
         self._processed: dict[TopicPartition, int] = {}
         """Offset after the last record detected per partition (acknowledged or not)."""
         self.connected = False
@@ -292,8 +296,7 @@ class KafkaRunner:
     # -- consume loop ----------------------------------------------------------------
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         listener = Rebalance(self.tracker, self._drain, lambda: consumer, self._set_assigned,
-                             handover=self._handover,
-                             takeover=lambda tps: self.partition_state.take_over(consumer, tps))
+                             handover=self._handover, takeover=lambda tps: self._take_over(consumer, tps))
         pattern = subscription_pattern(self.settings)
         if pattern is not None:
             consumer.subscribe(pattern=pattern, listener=listener)
@@ -399,6 +402,7 @@ class KafkaRunner:
             if not records or tp in leaving:
                 continue
             spec = self.spec(tp.topic)
+            self.partition_state.observe(tp, records[0].offset)
             result = results.get(tp)
             if result is None:
                 events += self._decode(tp, records, spec, items, rejected)
@@ -492,7 +496,7 @@ class KafkaRunner:
             self._paused = True
             metrics.KAFKA_PAUSED_PARTITIONS.set(len(assignment))
         elif self._paused:
-            consumer.resume(*consumer.paused())
+            consumer.resume(*(set(consumer.paused()) - self._settling))
             self._paused = False
             metrics.KAFKA_PAUSED_PARTITIONS.set(0)
 
@@ -571,6 +575,27 @@ class KafkaRunner:
             self._leaving.discard(tp)
             self._lag.pop(tp, None)
             await self.partition_state.hand_over(tp, self._processed.pop(tp, None))
+
+    async def _take_over(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Restore new partitions' state while they are paused (see :class:`PartitionState`).
+
+        aiokafka hands out records of a new assignment while this listener still runs (its
+        fetcher has positions before the listener is called): detected then, they would meet
+        the engines before the saved state is restored (and before the rewind), and a batch
+        dropped at the end of the rebalance would never be read again. Paused partitions
+        return nothing; they are resumed once their state and position are settled.
+        """
+        self._settling.update(partitions)
+        consumer.pause(*partitions)
+        try:
+            await self.partition_state.take_over(consumer, partitions)
+        finally:
+            self._settling.difference_update(partitions)
+            if not self._paused:  # else the backpressure resumes them with the others
+                try:
+                    consumer.resume(*partitions)
+                except Exception:  # revoked or closed meanwhile: nothing to resume
+                    log.debug("cannot resume partitions after takeover", exc_info=True)
 
     def _set_assigned(self, assigned: set[TopicPartition]) -> None:
         self._rebalances += 1

@@ -1,9 +1,10 @@
-"""Durable detector state snapshots, one file per scope and detector.
+"""Durable detector state snapshots, one file per scope and name.
 
 Why: anomaly and correlation state must survive restarts and move with a
 Kafka partition to whichever instance owns it next. A scope names the stream
 the state belongs to (``"kafka:<topic>:<partition>"`` or ``"local"``); the
-detector name says whose state it is (``"anomaly"``, ``"correlation"``).
+name says whose state it is (``"anomaly"``, ``"correlation"``; a Kafka partition
+keeps all its detectors in one ``"partition"`` file, see ``service.partition_state``).
 
 Layout: ``<root>/<quoted scope>/<detector>.json``. Writes are atomic: the
 snapshot goes to a temporary file in the same directory, is fsynced, renamed

@@ -84,6 +84,10 @@ class OffsetTracker:
         self.acked: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
         self.assigned: set[TopicPartition] = set()
+        self.metadata: dict[TopicPartition, str] = {}
+        """Offset metadata committed with a partition's offsets (who wrote them: see ``PartitionState``)."""
+        self.gate: Callable[[dict[TopicPartition, int]], Awaitable[dict[TopicPartition, int]]] | None = None
+        """Filters the offsets about to be committed (a partition whose state is not saved yet waits)."""
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         self.assigned.update(partitions)
@@ -93,6 +97,7 @@ class OffsetTracker:
             self.assigned.discard(tp)
             self.acked.pop(tp, None)
             self.committed.pop(tp, None)
+            self.metadata.pop(tp, None)
 
     def ack(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, next_offset in offsets.items():
@@ -114,10 +119,16 @@ class OffsetTracker:
 async def commit(consumer: Any, tracker: OffsetTracker, only: Iterable[TopicPartition] | None = None) -> bool:
     """Commit acknowledged offsets; False (and counted) when Kafka refuses. Never raises."""
     offsets = tracker.pending(only)
+    if offsets and tracker.gate is not None:
+        held = len(offsets)
+        offsets = await tracker.gate(offsets)
+        if len(offsets) < held and not offsets:
+            return False
     if not offsets:
         return True
     try:
-        await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+        await consumer.commit({tp: OffsetAndMetadata(off, tracker.metadata.get(tp, ""))
+                               for tp, off in offsets.items()})
     except Exception as exc:
         metrics.KAFKA_COMMITS.labels("failed").inc()
         log.warning("offset commit failed; it is retried", extra={"error": f"{type(exc).__name__}: {exc}"})
@@ -125,6 +136,23 @@ async def commit(consumer: Any, tracker: OffsetTracker, only: Iterable[TopicPart
     tracker.confirm(offsets)
     metrics.KAFKA_COMMITS.labels("ok").inc()
     return True
+
+
+async def committed_with_metadata(consumer: Any, tp: TopicPartition) -> tuple[int | None, str | None]:
+    """The group's committed offset of ``tp`` and the metadata string committed with it.
+
+    ``AIOKafkaConsumer.committed`` returns the offset only; the metadata comes from its
+    group coordinator. A consumer without one (another aiokafka version) gives the offset
+    and None: the metadata is unknown (logged).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not callable(getattr(coordinator, "fetch_committed_offsets", None)):
+        log.warning("cannot read the offset commit metadata with this aiokafka; snapshot writers are not checked")
+        return await consumer.committed(tp), None
+    found = (await coordinator.fetch_committed_offsets([tp])).get(tp)
+    if found is None or found.offset < 0:
+        return None, ""
+    return found.offset, found.metadata or ""
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -487,7 +487,7 @@ def login(n: int, user: str, at: float | None = None) -> bytes:
 def saved_offset(instance: Instance, topic: str) -> int | None:
     from service.state_store import StateStore
 
-    doc = StateStore(instance.dir / "data" / "state").load(f"kafka:{topic}:0", "correlation")
+    doc = StateStore(instance.dir / "data" / "state").load(f"kafka:{topic}:0", "partition")
     return doc.get("offset") if doc else None
 
 

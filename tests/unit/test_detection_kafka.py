@@ -73,11 +73,12 @@ async def test_busy_partition_is_snapshotted_with_the_offset_committed_right_aft
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     await eventually(lambda: consumer.positions[TP] == 2 and runner.tracker.acked.get(TP) == 2)
-    assert store.load(SCOPE, "correlation") is None and consumer.commits == []  # not due yet
+    assert store.load(SCOPE, "partition") is None and consumer.commits == []  # not due yet
     clock.now = 11
     consumer.records[TP].append(login(2, "amy"))
-    await eventually(lambda: store.load(SCOPE, "correlation") is not None)
-    saved = store.load(SCOPE, "correlation")
+    # the base (empty, offset 0) is saved right before the first commit, then the periodic snapshot
+    await eventually(lambda: (store.load(SCOPE, "partition") or {}).get("offset") == 3)
+    saved = store.load(SCOPE, "partition")
     assert saved["offset"] == 3 and consumer.commits[-1] == {TP: 3}
     assert saved["clock"][0] == 1002.0
     stop.set()
@@ -85,6 +86,7 @@ async def test_busy_partition_is_snapshotted_with_the_offset_committed_right_aft
 
     # the next owner restores it at the committed offset and counts on: bob's third login fires
     nxt = SeekingConsumer({TP: [login(0), login(1), login(2, "amy"), login(3)]}, committed=3)
+    nxt.metadata = dict(consumer.metadata)  # the group's commit, made by the first owner
     runner2, router2 = instance(tmp_path, nxt)
     stop = asyncio.Event()
     task = asyncio.create_task(runner2.run(stop))
@@ -102,10 +104,10 @@ async def test_idle_partition_is_snapshotted_after_a_commit(tmp_path):
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     await eventually(lambda: consumer.commits and consumer.commits[-1] == {TP: 1})
-    assert store.load(SCOPE, "correlation") is None
+    assert store.load(SCOPE, "partition")["offset"] == 0  # the base, saved before the first commit
     clock.now = 11
-    await eventually(lambda: store.load(SCOPE, "correlation") is not None)
-    assert store.load(SCOPE, "correlation")["offset"] == 1
+    await eventually(lambda: store.load(SCOPE, "partition")["offset"] == 1)
+    assert store.load(SCOPE, "partition")["offset"] == 1
     stop.set()
     await task
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from detectors.model import LogSource, Origin
 from service.config import EventSettings, KafkaSettings, StdinSettings
@@ -190,14 +191,32 @@ def test_offset_tracker_only_moves_forward_on_owned_partitions():
 Record = namedtuple("Record", "value key offset timestamp headers")
 
 
+class _FakeCoordinator:
+    """The part of aiokafka's group coordinator that reads committed offsets with their metadata."""
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        self.consumer = consumer
+
+    async def fetch_committed_offsets(self, partitions):
+        out = {}
+        for tp in partitions:
+            offset = await self.consumer.committed(tp)
+            if offset is not None:
+                out[tp] = OffsetAndMetadata(offset, self.consumer.metadata.get(tp, ""))
+        return out
+
+
 class FakeConsumer:
-    """Just enough of AIOKafkaConsumer: group assignment, getmany, pause/resume, commit."""
+    """Just enough of AIOKafkaConsumer: group assignment, getmany, pause/resume, commit (with metadata)."""
 
     def __init__(self, records: dict[TopicPartition, list[Record]]) -> None:
         self.records = records
         self.positions = dict.fromkeys(records, 0)
         self._paused: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
+        self.metadata: dict[TopicPartition, str] = {}
+        """Metadata of each partition's last commit (a new group member takes it over with the commits)."""
+        self._coordinator = _FakeCoordinator(self)
         self.listener = None
         self.assigned: set[TopicPartition] = set()
         self.ever_paused = False
@@ -242,6 +261,7 @@ class FakeConsumer:
 
     async def commit(self, offsets) -> None:
         self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+        self.metadata.update({tp: meta.metadata for tp, meta in offsets.items()})
 
     async def committed(self, tp):
         return next((c[tp] for c in reversed(self.commits) if tp in c), None)
@@ -493,10 +513,11 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
     await consumer.listener.on_partitions_revoked([tp])  # drain, commit 2, save state at offset 2
     stop.set()
     await task
-    assert router.accepted == [] and store.load("kafka:ci:0", "correlation")["offset"] == 2
+    assert router.accepted == [] and store.load("kafka:ci:0", "partition")["offset"] == 2
 
     second, consumer2, router2 = instance([login(0), login(1), login(2)])
     consumer2.commits.append({tp: 2})
+    consumer2.metadata = dict(consumer.metadata)  # committed by the first instance
     consumer2.positions[tp] = 2  # the group resumes at the committed offset
     stop = asyncio.Event()
     task = asyncio.create_task(second.run(stop))

@@ -150,7 +150,7 @@ async def test_kafka_runner_in_instance_mode_fires_across_topics_without_partiti
     assert titles(router.accepted).count(CORRELATION) == 1
     store = run.state_store
     for tp in (AUDIT_TP, PUSH_TP):  # per-partition snapshots are not taken: the local scope holds it all
-        assert store.load(f"kafka:{tp.topic}:{tp.partition}", "correlation") is None
+        assert store.load(f"kafka:{tp.topic}:{tp.partition}", "partition") is None
     assert run.detector.scopes() == []
 
 
@@ -160,7 +160,7 @@ async def test_kafka_runner_in_partition_mode_does_not_fire_across_topics(tmp_pa
     run, router = runner(tmp_path, consumer, "partition")
     await _consume(run, consumer, {AUDIT_TP: 1, PUSH_TP: 1})
     assert CORRELATION not in titles(router.accepted) and len(router.accepted) == 2
-    await eventually(lambda: run.state_store.load("kafka:gh-audit:0", "correlation") is not None)
+    await eventually(lambda: run.state_store.load("kafka:gh-audit:0", "partition") is not None)
 
 
 async def test_instance_mode_ignores_saved_partition_state_and_never_rewinds(tmp_path):
