@@ -12,9 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from detectors.timestamps import EPOCH_MS_THRESHOLD, MAX_TS, BadTimestamp, parse_timestamp
-
-__all__ = ["EPOCH_MS_THRESHOLD", "MAX_TS", "BadTimestamp", "iso", "parse_duration", "parse_timestamp"]
+__all__ = ["iso", "parse_duration"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}

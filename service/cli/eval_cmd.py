@@ -31,7 +31,7 @@ import orjson
 
 from detectors.correlation import CorrelationEngine, compile_correlations
 from detectors.correlation.stream import CorrelatingEvaluator
-from detectors.correlation.timestamps import DEFAULT_TIME_FIELDS, event_time
+from detectors.event import DEFAULT_TIME_FIELDS, event_time
 from detectors.model import Event, LogSource, Match
 from detectors.sigma import Ruleset
 from service.cli.rules_cmd import print_load_errors
