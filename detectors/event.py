@@ -24,8 +24,9 @@ The native screen (``detectors/native/src/walk.rs``, ``time.rs``) mirrors these 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 __all__ = [
@@ -80,8 +81,11 @@ def flatten(event: Mapping[str, Any]) -> Flat:
 
 
 def _walk(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
+    names = _NAMES
     for key, value in obj.items():
-        name = _fold(key)
+        name = names.get(key) if type(key) is str else None  # _fold, inlined: the Sigma hot loop
+        if name is None:
+            name = _fold(key)
         path = f"{prefix}.{name}" if prefix else name
         if type(value) in _SCALARS:
             bucket = out.get(path)
@@ -125,6 +129,15 @@ def get(event: Mapping[str, Any] | None, path: str) -> Any:
     """The field's one value, or :data:`MISSING` (see the module docstring for the order)."""
     if event is None:
         return MISSING
+    return _get(event, path, {})
+
+
+_Keys = Callable[[Mapping[Any, Any], str], Sequence[Any]]
+
+
+def _get(event: Mapping[str, Any], path: str, folded: dict[int, dict[str, tuple[Any, ...]]]) -> Any:
+    """:func:`get` with a cache of case-folded key maps (``id(obj) ->``) shared by the lookups
+    of one event (:func:`event_time` tries several names on one event)."""
     value = event.get(path, MISSING)
     if value is not MISSING:
         if type(value) in _SCALARS:
@@ -134,10 +147,89 @@ def get(event: Mapping[str, Any] | None, path: str) -> Any:
             found = _first(_node(value, "", not path, 0, False, True))
             if found is not MISSING:
                 return found
-    found = _first(_children(event, path, True, 0, False))
-    if found is MISSING:
-        found = _first(_children(event, path.lower(), True, 0, True))
-    return found
+    heads, lowered, folded_heads = _heads(path)
+    if "" in event or (heads and not event.keys().isdisjoint(heads)):  # else only the literal key
+        found = _first(_find(event, path, True, 0, _exact))
+        if found is not MISSING:
+            return found
+    table = folded.get(id(event))
+    if table is None:
+        table = folded[id(event)] = _folded_keys(event)
+    if "" not in table and table.keys().isdisjoint(folded_heads):
+        return MISSING
+
+    def keys(obj: Mapping[Any, Any], name: str) -> Sequence[Any]:
+        table = folded.get(id(obj))
+        if table is None:
+            table = folded[id(obj)] = _folded_keys(obj)
+        return [obj[key] for key in table.get(name, ())]
+
+    return _first(_find(event, lowered, True, 0, keys))
+
+
+@lru_cache(maxsize=4096)
+def _heads(path: str) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """The proper prefixes of ``path`` that end before a dot (the keys a nested or mixed
+    spelling starts with), ``path`` lower-cased, and its whole set of lower-cased starts."""
+    heads = tuple(path[:i] for i, char in enumerate(path) if char == ".")
+    lowered = path.lower()
+    return heads, lowered, (*(head.lower() for head in heads), lowered)
+
+
+_TABLES: dict[tuple[Any, ...], dict[str, tuple[Any, ...]]] = {}
+"""Case-folded name -> keys, per key set seen (bounded): events of one source share their keys,
+so a case-insensitive lookup costs a hash of the key tuple, not a ``lower()`` per key."""
+_TABLE_KEYS = 64
+_TABLE_COUNT = 4096
+
+
+def _folded_keys(obj: Mapping[Any, Any]) -> dict[str, tuple[Any, ...]]:
+    shape = tuple(obj)
+    table = _TABLES.get(shape) if len(shape) <= _TABLE_KEYS else None
+    if table is None:
+        grouped: dict[str, list[Any]] = {}
+        for key in shape:
+            grouped.setdefault(_fold(key), []).append(key)
+        table = {name: tuple(keys) for name, keys in grouped.items()}
+        if len(shape) <= _TABLE_KEYS:
+            if len(_TABLES) >= _TABLE_COUNT:
+                _TABLES.clear()
+            _TABLES[shape] = table
+    return table
+
+
+def _exact(obj: Mapping[Any, Any], name: str) -> Sequence[Any]:
+    value = obj.get(name, MISSING)
+    return () if value is MISSING else (value,)
+
+
+def _find(obj: Mapping[Any, Any], rest: str, blank: bool, depth: int, keys: _Keys) -> Iterator[Any]:
+    """Values at ``rest`` below ``obj`` (see :func:`_children`), found by looking up each key
+    ``rest`` can start with instead of reading every key: what :func:`get` uses."""
+    dot = rest.find(".")
+    while dot != -1:
+        if dot or not blank:
+            for value in keys(obj, rest[:dot]):
+                yield from _seek(value, rest[dot + 1:], depth, keys, False)
+        dot = rest.find(".", dot + 1)
+    if rest or not blank:
+        for value in keys(obj, rest):
+            yield from _seek(value, "", depth, keys, True)
+    if blank:
+        for value in keys(obj, ""):
+            yield from _seek(value, rest, depth, keys, not rest, True)
+
+
+def _seek(value: Any, rest: str, depth: int, keys: _Keys, here: bool, blank: bool = False) -> Iterator[Any]:
+    if isinstance(value, _LISTS):
+        if depth < MAX_DEPTH:
+            for element in value:
+                yield from _seek(element, rest, depth + 1, keys, here, blank)
+        return
+    if here:
+        yield value
+    if isinstance(value, Mapping) and depth < MAX_DEPTH and (blank or not here):
+        yield from _find(value, rest, blank, depth + 1, keys)
 
 
 def _first(found: Iterator[Any]) -> Any:
@@ -252,10 +344,30 @@ def to_epoch(value: Any) -> float | None:
 
 def event_time(event: Mapping[str, Any], fields: Sequence[str] = DEFAULT_TIME_FIELDS) -> float | None:
     """Epoch seconds from the first of ``fields`` whose value (:func:`get`) is a readable time."""
+    exact, folded_starts = _starts(tuple(fields))
+    folded: dict[int, dict[str, tuple[Any, ...]]] = {}
+    if "" not in event and event.keys().isdisjoint(exact):  # most events: answered in a few lookups
+        table = folded[id(event)] = _folded_keys(event)
+        if "" not in table and table.keys().isdisjoint(folded_starts):
+            return None
     for name in fields:
-        raw = get(event, name)
+        raw = event.get(name, MISSING)
+        if raw is None or type(raw) not in _SCALARS:
+            raw = _get(event, name, folded)
         if raw is not MISSING:
             parsed = to_epoch(raw)
             if parsed is not None:
                 return parsed
     return None
+
+
+@lru_cache(maxsize=256)
+def _starts(fields: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """The top-level keys that can hold one of ``fields``, as spelled and lower-cased."""
+    exact: set[str] = set()
+    folded: set[str] = set()
+    for name in fields:
+        heads, _, folded_heads = _heads(name)
+        exact.update((*heads, name))
+        folded.update(folded_heads)
+    return frozenset(exact), frozenset(folded)
