@@ -343,31 +343,56 @@ def to_epoch(value: Any) -> float | None:
 
 
 def event_time(event: Mapping[str, Any], fields: Sequence[str] = DEFAULT_TIME_FIELDS) -> float | None:
-    """Epoch seconds from the first of ``fields`` whose value (:func:`get`) is a readable time."""
-    exact, folded_starts = _starts(tuple(fields))
+    """Epoch seconds from the first of ``fields`` whose value (:func:`get`) is a readable time.
+
+    The same as ``to_epoch(get(event, name))`` over ``fields``, but a name the event cannot
+    hold (no key it could start with, in any case) costs a set operation, not a search: most
+    events lack most time fields, and this runs once per event.
+    """
+    plan = _PLANS.get(id(fields))
+    if plan is None or plan[0] is not fields:
+        plan = _time_plan(fields)
+    _, exact_all, folded_all, names = plan
     folded: dict[int, dict[str, tuple[Any, ...]]] = {}
-    if "" not in event and event.keys().isdisjoint(exact):  # most events: answered in a few lookups
+    generic = "" in event
+    table = None
+    if not generic and event.keys().isdisjoint(exact_all):
         table = folded[id(event)] = _folded_keys(event)
-        if "" not in table and table.keys().isdisjoint(folded_starts):
+        if table.keys().isdisjoint(folded_all):
             return None
-    for name in fields:
+    for name, exact, folded_starts in names:
         raw = event.get(name, MISSING)
         if raw is None or type(raw) not in _SCALARS:
+            if raw is MISSING and not generic and event.keys().isdisjoint(exact):
+                if table is None:
+                    table = folded[id(event)] = _folded_keys(event)
+                if table.keys().isdisjoint(folded_starts):
+                    continue
             raw = _get(event, name, folded)
-        if raw is not MISSING:
-            parsed = to_epoch(raw)
-            if parsed is not None:
-                return parsed
+            if raw is MISSING:
+                continue
+        parsed = to_epoch(raw)
+        if parsed is not None:
+            return parsed
     return None
 
 
-@lru_cache(maxsize=256)
-def _starts(fields: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
-    """The top-level keys that can hold one of ``fields``, as spelled and lower-cased."""
-    exact: set[str] = set()
-    folded: set[str] = set()
+_Plan = tuple[Sequence[str], frozenset[str], frozenset[str], tuple[tuple[str, frozenset[str], frozenset[str]], ...]]
+
+
+def _time_plan(fields: Sequence[str]) -> _Plan:
+    """Per time field the top-level keys that can hold it, as spelled and lower-cased; the last
+    plans are kept by identity (an input passes the same ``fields`` object for every event)."""
+    names = []
     for name in fields:
         heads, _, folded_heads = _heads(name)
-        exact.update((*heads, name))
-        folded.update(folded_heads)
-    return frozenset(exact), frozenset(folded)
+        names.append((name, frozenset((*heads, name)), frozenset(folded_heads)))
+    plan: _Plan = (fields, frozenset().union(*(n[1] for n in names)), frozenset().union(*(n[2] for n in names)),
+                   tuple(names))
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[id(fields)] = plan  # the plan holds ``fields``: the id stays its own while cached
+    return plan
+
+
+_PLANS: dict[int, _Plan] = {}
