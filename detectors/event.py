@@ -382,16 +382,17 @@ _Plan = tuple[Sequence[str], frozenset[str], frozenset[str], tuple[tuple[str, fr
 
 def _time_plan(fields: Sequence[str]) -> _Plan:
     """Per time field the top-level keys that can hold it, as spelled and lower-cased; the last
-    plans are kept by identity (an input passes the same ``fields`` object for every event)."""
+    plans of tuples are kept by identity (an input passes the same tuple for every event)."""
     names = []
     for name in fields:
         heads, _, folded_heads = _heads(name)
         names.append((name, frozenset((*heads, name)), frozenset(folded_heads)))
     plan: _Plan = (fields, frozenset().union(*(n[1] for n in names)), frozenset().union(*(n[2] for n in names)),
                    tuple(names))
-    if len(_PLANS) >= 256:
-        _PLANS.clear()
-    _PLANS[id(fields)] = plan  # the plan holds ``fields``: the id stays its own while cached
+    if type(fields) is tuple:  # a list could change after it was planned
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        _PLANS[id(fields)] = plan  # the plan holds ``fields``: the id stays its own while cached
     return plan
 
 
