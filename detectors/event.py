@@ -10,9 +10,9 @@ are in ``docs/semantics.md`` ("Values and fields", "Event time"):
 - A list contributes each element under its own path (lists of objects are walked).
 - Nesting deeper than :data:`MAX_DEPTH` containers is not descended into.
 - :func:`values` is every value at a path (what Sigma matches against); :func:`get` is the
-  field's one value: the literal key spelled as asked, else the first non-null value with
-  the exact spelling, else with any case; null, an empty list and absence are all
-  :data:`MISSING`; a list gives its first non-null element.
+  field's one value: the literal key spelled as asked, else the first non-null value of the
+  nested spellings (split at the first dot first), else the same with any case; null, an
+  empty list and absence are all :data:`MISSING`; a list gives its first non-null element.
 - Event time is the first of :data:`DEFAULT_TIME_FIELDS` (or the configured fields) whose
   value :func:`parse_timestamp` reads.
 
