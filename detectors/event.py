@@ -64,7 +64,7 @@ def _fold(key: Any) -> str:
     name = _NAMES.get(key) if type(key) is str else None
     if name is None:
         name = key.lower() if type(key) is str else str(key).lower()
-        if type(key) is str and len(_NAMES) < 65536:
+        if type(key) is str and len(_NAMES) < 65536 and len(key) <= 256:
             _NAMES[key] = name
     return name
 
@@ -122,7 +122,7 @@ def event_strings(flat: Flat) -> list[str]:
 def values(event: Mapping[str, Any], path: str) -> list[Any]:
     """Every value at ``path`` (case-insensitive), in event order: ``flatten(event)[path.lower()]``
     without flattening the rest of the event."""
-    return list(_children(event, path.lower(), True, 0, True))
+    return list(_children(event, path.lower(), True, 0))
 
 
 def get(event: Mapping[str, Any] | None, path: str) -> Any:
@@ -144,7 +144,7 @@ def _get(event: Mapping[str, Any], path: str, folded: dict[int, dict[str, tuple[
             if value is not None:
                 return value
         else:
-            found = _first(_node(value, "", not path, 0, False, True))
+            found = _first(_node(value, "", not path, 0, True))
             if found is not MISSING:
                 return found
     heads, lowered, folded_heads = _heads(path)
@@ -181,6 +181,8 @@ _TABLES: dict[tuple[Any, ...], dict[str, tuple[Any, ...]]] = {}
 so a case-insensitive lookup costs a hash of the key tuple, not a ``lower()`` per key."""
 _TABLE_KEYS = 64
 _TABLE_COUNT = 4096
+_TABLE_CHARS = 4096
+"""Key sets with more keys or longer names than this are not kept (hostile events must not fill memory)."""
 
 
 def _folded_keys(obj: Mapping[Any, Any]) -> dict[str, tuple[Any, ...]]:
@@ -188,10 +190,13 @@ def _folded_keys(obj: Mapping[Any, Any]) -> dict[str, tuple[Any, ...]]:
     table = _TABLES.get(shape) if len(shape) <= _TABLE_KEYS else None
     if table is None:
         grouped: dict[str, list[Any]] = {}
+        chars = 0
         for key in shape:
-            grouped.setdefault(_fold(key), []).append(key)
+            name = _fold(key)
+            chars += len(name)
+            grouped.setdefault(name, []).append(key)
         table = {name: tuple(keys) for name, keys in grouped.items()}
-        if len(shape) <= _TABLE_KEYS:
+        if len(shape) <= _TABLE_KEYS and chars <= _TABLE_CHARS:
             if len(_TABLES) >= _TABLE_COUNT:
                 _TABLES.clear()
             _TABLES[shape] = table
@@ -239,7 +244,7 @@ def _first(found: Iterator[Any]) -> Any:
     return MISSING
 
 
-def _children(obj: Mapping[str, Any], rest: str, blank: bool, depth: int, fold: bool) -> Iterator[Any]:
+def _children(obj: Mapping[str, Any], rest: str, blank: bool, depth: int) -> Iterator[Any]:
     """Values at ``rest`` below ``obj``, whose own path is a prefix of the wanted one.
 
     ``blank``: ``obj``'s path is empty, so a key is a whole path (``flatten`` joins no dot to
@@ -247,26 +252,26 @@ def _children(obj: Mapping[str, Any], rest: str, blank: bool, depth: int, fold: 
     follows that dot in the wanted path.
     """
     for key, value in obj.items():
-        name = _fold(key) if fold else key if type(key) is str else str(key)
+        name = _fold(key)
         if blank and not name:
-            yield from _node(value, rest, True, depth, fold, not rest)
+            yield from _node(value, rest, True, depth, not rest)
         elif name == rest:
-            yield from _node(value, "", False, depth, fold, True)
+            yield from _node(value, "", False, depth, True)
         elif rest.startswith(name) and rest[len(name):len(name) + 1] == ".":
-            yield from _node(value, rest[len(name) + 1:], False, depth, fold, False)
+            yield from _node(value, rest[len(name) + 1:], False, depth, False)
 
 
-def _node(value: Any, rest: str, blank: bool, depth: int, fold: bool, here: bool) -> Iterator[Any]:
+def _node(value: Any, rest: str, blank: bool, depth: int, here: bool) -> Iterator[Any]:
     """Values from ``value`` on; ``here``: ``value`` sits at the wanted path itself."""
     if isinstance(value, _LISTS):
         if depth < MAX_DEPTH:
             for element in value:
-                yield from _node(element, rest, blank, depth + 1, fold, here)
+                yield from _node(element, rest, blank, depth + 1, here)
         return
     if here:
         yield value
     if isinstance(value, Mapping) and depth < MAX_DEPTH and (blank or not here):
-        yield from _children(value, rest, blank, depth + 1, fold)
+        yield from _children(value, rest, blank, depth + 1)
 
 
 # -- time ---------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ def test_get_rules() -> None:
     assert get(event, "user") == "Admin"  # field names are case-insensitive
     assert get({"user": "a", "User": "b"}, "User") == "b"  # the exact spelling first
     assert get(event, "objs.k") == "v"  # lists of objects are walked; nulls skipped
+    assert get({"a.b": {"c": 2}, "a": {"b.c": 1}}, "a.b.c") == 1  # split at the first dot first
     for absent in ("host.name.x", "missing.path", "tags", "nil"):
         assert get(event, absent) is MISSING
     assert get(None, "x") is MISSING
