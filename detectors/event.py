@@ -155,8 +155,20 @@ def _get(event: Mapping[str, Any], path: str, folded: dict[int, dict[str, tuple[
     table = folded.get(id(event))
     if table is None:
         table = folded[id(event)] = _folded_keys(event)
-    if "" not in table and table.keys().isdisjoint(folded_heads):
-        return MISSING
+    if "" not in table:
+        if table.keys().isdisjoint(folded_heads):
+            return MISSING
+        if not heads:  # a top-level key in another case (``Image`` for ``image``): no search
+            for key in table[lowered]:
+                value = event[key]
+                if type(value) in _SCALARS:
+                    if value is not None:
+                        return value
+                    continue
+                found = _first(_seek(value, "", 0, _exact, True))
+                if found is not MISSING:
+                    return found
+            return MISSING
 
     def keys(obj: Mapping[Any, Any], name: str) -> Sequence[Any]:
         table = folded.get(id(obj))
