@@ -1,8 +1,7 @@
-"""Durations in check files and event timestamps, both as float epoch seconds.
+"""Durations in check files (seconds) and the ISO 8601 text of times in alerts.
 
-Why: checks run in event time, so every event's time must be read the same way
-(ISO 8601 strings, epoch seconds or milliseconds) and bad values must be told
-apart from missing ones so they can be counted as skips.
+Event timestamps are read by :mod:`detectors.event` (``parse_timestamp``), like every
+other reader of event time: checks run in event time, so they must agree with the inputs.
 """
 
 from __future__ import annotations
