@@ -24,6 +24,7 @@ from detectors.event import (
 from detectors.model import LogSource, Origin
 from service.config import EventSettings
 from service.sources.base import Item
+from tests.unit.correlation_rules import FAILED_LOGIN
 
 T0 = 1704067200.0  # 2024-01-01T00:00:00Z
 
@@ -179,13 +180,7 @@ def test_event_time_is_the_first_readable_field(event: dict[str, Any]) -> None:
 
 # -- backtest and production: the same correlation alerts on one stream ---------------------
 
-CORRELATION = """
-title: Failed login
-id: 11111111-1111-4111-8111-111111111111
-name: failed
-logsource: {product: test}
-detection: {sel: {action: fail}, condition: sel}
----
+CORRELATION = FAILED_LOGIN + """---
 title: Brute force
 id: 99999999-9999-4999-8999-999999999999
 correlation: {type: event_count, rules: [failed], group-by: [user], timespan: 1m, condition: {gte: 3}}
