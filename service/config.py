@@ -241,6 +241,12 @@ class ApiSettings(_Strict):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Limit for every request body except event ingest (see ``http_ingest.max_body_bytes``)."""
     docs: bool = True
+    rules_test_concurrency: int = Field(default=2, ge=1, le=64)
+    """``POST /api/v1/rules/test`` compiling at once; more are refused (429), not queued."""
+    rules_test_max_body_bytes: int = Field(default=524_288, ge=1024)
+    """Body limit of ``rules/test`` (the largest SigmaHQ rule is about 300 kB)."""
+    rules_test_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    """A rule test still compiling after this answers 503; its slot stays taken until it ends."""
 
 
 class RulesSettings(_Strict):

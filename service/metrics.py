@@ -95,3 +95,7 @@ SPOOL_RECORDS = Gauge("pipesentry_spool_records", "Alerts waiting in a sink's on
 SPOOL_BYTES = Gauge("pipesentry_spool_bytes", "Bytes in a sink's on-disk spool.", ["sink"], registry=REGISTRY)
 SPOOL_CORRUPT = Counter("pipesentry_spool_corrupt_records", "Spool records skipped as corrupt.", ["sink"],
                         registry=REGISTRY)
+
+RULES_TEST_REJECTED = Counter("pipesentry_rules_test_rejected",
+                              "POST /api/v1/rules/test refused: busy (429), timeout (503) or "
+                              "invalid rule (422).", ["reason"], registry=REGISTRY)
