@@ -174,3 +174,34 @@ async def test_rules_test_gives_up_waiting_but_keeps_the_slot(tmp_path: Path, mo
         busy = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"rule": GOOD, "events": []})
         assert busy.status_code == 429
         release.set()
+
+
+def test_a_check_document_that_does_not_load_is_one_error_and_the_next_document_loads() -> None:
+    from detectors.anomaly import parse_checks
+
+    text = ("id: a\ntype: silence\ntimeout: 5m\nsince: 2023-02-30\n---\n"
+            "checks: 3\n---\n"
+            "id: b\ntype: silence\ntimeout: 5m\n")
+    specs, errors = parse_checks(text, source="c.yml")
+    assert [s.id for s in specs] == ["b"]
+    assert [e.reason.split(":")[0] for e in errors] == ["invalid YAML", "document 2"]
+    assert "day is out of range" in errors[0].reason
+
+
+def test_a_check_file_alias_bomb_is_one_error() -> None:
+    from detectors.anomaly import parse_checks
+
+    specs, errors = parse_checks(bomb().replace("title: Bomb", "id: x\ntype: silence"), source="c.yml")
+    assert specs == [] and len(errors) == 1 and "nodes (aliases expanded)" in errors[0].reason
+
+
+def test_a_correlation_pysigma_cannot_hold_is_one_error_and_its_base_rule_loads() -> None:
+    from detectors.correlation.compile import compile_correlations
+
+    corr = ("title: corr\nid: 22222222-2222-2222-2222-222222222222\ncorrelation:\n  type: event_count\n"
+            "  rules: [6f1d1a4e-0000-4000-8000-00000000000a]\n  group-by: [user]\n  timespan: 5m\n"
+            "  condition: {gte: [1]}\n")
+    result = compile_ruleset(texts(GOOD + "---\n" + corr))
+    _engine, errors = compile_correlations(result.ruleset)
+    assert [r.title for r in result.ruleset.rules] == ["Good"] and errors == []
+    assert len(result.errors) == 1 and "invalid rule document 2: TypeError" in result.errors[0].reason
