@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from detectors.model import LogSource
+from detectors.yamlsafe import YamlError, YamlLimits, load_one
 from service.alerting.config import AlertingSettings
 from service.secrets import read_secret_file
 
@@ -37,12 +37,17 @@ ENV_PREFIX = "PIPESENTRY_"
 DEFAULT_PORT = 8080
 
 
+CONFIG_YAML_LIMITS = YamlLimits(max_bytes=1 << 20, max_depth=32, max_nodes=100_000)
+"""Bounds on the config file's YAML (aliases expanded); see ``detectors.yamlsafe``."""
+
+
 class ConfigError(Exception):
-    """Invalid configuration; the message names every bad key (not retriable)."""
+    """Invalid configuration; the message names every bad key (not retriable), never a value."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError printed anywhere must not carry a secret's value
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 def _read_secret_file(path: Path | None, what: str) -> SecretStr | None:
@@ -313,7 +318,7 @@ class Settings(BaseSettings):
     """Everything pipesentry reads at start."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
-                                      frozen=True, case_sensitive=False)
+                                      frozen=True, case_sensitive=False, hide_input_in_errors=True)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     data_dir: Path = Path("pipesentry-data")
@@ -370,8 +375,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8: {exc.reason}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = load_one(text, limits=CONFIG_YAML_LIMITS)
+    except YamlError as exc:  # names line and column, never the line's text (it may hold a secret)
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     if data is None:
         return {}
