@@ -153,3 +153,19 @@ def raw_messages() -> st.SearchStrategy[bytes]:
 
 
 Check = Callable[[Any], None]
+
+
+SWEEP_VALUES: list[Any] = [None, True, -1, 2**70, 1e308, "", "x", [], {}, [[]], {"k": {}}, "2023-02-30"]
+"""One value of each wrong type, for the exhaustive single-mutation sweep."""
+
+
+def single_mutations(seeds: list[Any], values: list[Any] = SWEEP_VALUES) -> list[Any]:
+    """Every seed with exactly one path replaced by each of ``values`` or deleted: wrong types everywhere."""
+    out: list[Any] = []
+    for index, seed in enumerate(seeds):
+        for path in paths(seed)[1:]:
+            for op, value in [("delete", None), *(("replace", v) for v in values)]:
+                docs = copy.deepcopy(seeds)
+                docs[index] = _set(docs[index], path, op, copy.deepcopy(value))
+                out.append(docs)
+    return out

@@ -31,6 +31,7 @@ from tests.unit.fuzz_helpers import (
     json_bytes,
     mutated,
     raw_messages,
+    single_mutations,
     spliced_text,
     yaml_text,
 )
@@ -214,3 +215,17 @@ def all_targets() -> list[Target]:
         Target("config", mutated(CONFIG_DOCS, max_mutations=4), check_config),
         Target("config-text", _config_texts(), check_config_text),
     ]
+
+
+def sweeps() -> dict[str, tuple[list[Any], Callable[[Any], str | None]]]:
+    """Name -> (inputs, check) for the exhaustive single-mutation sweep of every seed document."""
+    out: dict[str, tuple[list[Any], Callable[[Any], str | None]]] = {
+        "rules": ([("\n---\n".join(yaml_text(d) for d in docs)) for docs in single_mutations(RULE_DOCS)],
+                  check_rules),
+        "checks": ([yaml_text({"checks": docs}) for docs in single_mutations(_check_docs())], check_checks),
+        "config": ([docs[0] for docs in single_mutations(CONFIG_DOCS)], check_config),
+    }
+    for name, seeds in FINDING_SEEDS.items():
+        out[f"decoder:{name}"] = ([json_bytes(docs[0]) for docs in single_mutations(seeds[:1])],
+                                  decoder_check(name))
+    return out

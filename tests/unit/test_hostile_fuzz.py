@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.fuzz_targets import Target, all_targets
+from tests.unit.fuzz_targets import Target, all_targets, sweeps
 
 TARGETS = {t.name: t for t in all_targets()}
 EXAMPLES = {"rules": 60, "checks": 60, "config": 80, "config-text": 40}
@@ -31,3 +31,14 @@ def test_only_documented_errors_escape(name: str) -> None:
         assert finding is None, finding
 
     run()
+
+
+SWEEPS = sweeps()
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_every_path_of_every_seed_with_every_wrong_type(name: str) -> None:
+    """Deterministic: each seed document with one path deleted or replaced by each wrong type."""
+    inputs, check = SWEEPS[name]
+    findings = {finding for finding in map(check, inputs) if finding is not None}
+    assert not findings, sorted(findings)[:5]
