@@ -132,10 +132,11 @@ def rules_router(ctx: ApiContext, read: Callable[..., None], admin: Callable[...
         return rules
 
     @router.get("", dependencies=[Depends(read)], summary="Active rules")
-    async def list_rules(kind: str | None = None, level: str | None = None,
-                         q: str | None = Query(default=None, description="text in id or title"),
+    async def list_rules(kind: str | None = Query(default=None, max_length=32),
+                         level: str | None = Query(default=None, max_length=32),
+                         q: str | None = Query(default=None, max_length=1000, description="text in id or title"),
                          limit: int = Query(default=100, ge=1, le=5000),
-                         offset: int = Query(default=0, ge=0)) -> dict[str, Any]:
+                         offset: int = Query(default=0, ge=0, le=10_000_000)) -> dict[str, Any]:
         rules = all_rules()
         if kind:
             rules = [r for r in rules if r.kind == kind]

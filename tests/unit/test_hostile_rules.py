@@ -205,3 +205,12 @@ def test_a_correlation_pysigma_cannot_hold_is_one_error_and_its_base_rule_loads(
     _engine, errors = compile_correlations(result.ruleset)
     assert [r.title for r in result.ruleset.rules] == ["Good"] and errors == []
     assert len(result.errors) == 1 and "invalid rule document 2: TypeError" in result.errors[0].reason
+
+
+async def test_rules_list_parameters_are_bounded(tmp_path: Path) -> None:
+    client, _, _ = build(tmp_path)
+    async with client:
+        for params in ({"offset": str(2**63)}, {"limit": "0"}, {"q": "x" * 5000}, {"kind": "k" * 100}):
+            resp = await client.get("/api/v1/rules", headers=auth(ADMIN), params=params)
+            assert resp.status_code == 422, (params, resp.text)
+        assert (await client.get("/api/v1/rules", headers=auth(ADMIN), params={"offset": "10"})).status_code == 200
