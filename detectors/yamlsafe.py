@@ -65,6 +65,8 @@ def _mark(mark: Any) -> tuple[int | None, int | None]:
 
 def from_yaml_error(exc: yaml.YAMLError, document: int | None = None) -> YamlError:
     """PyYAML's error without its snippet: ``str()`` of a marked error quotes the offending line."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return YamlError(f"unacceptable character #x{exc.character:04x}: {exc.reason}", None, None, document)
     if isinstance(exc, yaml.MarkedYAMLError):
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         line, column = _mark(exc.problem_mark or exc.context_mark)
@@ -80,7 +82,15 @@ def check_text(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> None:
     One pass over libyaml's events: every collection and scalar counts as a node;
     an alias counts as the whole (already measured) node its anchor names.
     """
-    if len(text) > limits.max_bytes or len(text.encode("utf-8", "surrogatepass")) > limits.max_bytes:
+    if len(text) > limits.max_bytes:
+        raise YamlError(f"text is larger than {limits.max_bytes} bytes")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate (from a JSON "\ud800" escape, say)
+        line = text.count("\n", 0, exc.start) + 1
+        column = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        raise YamlError("not valid Unicode: a lone surrogate", line, column) from None
+    if size > limits.max_bytes:
         raise YamlError(f"text is larger than {limits.max_bytes} bytes")
     parser = _LOADER(text)
     try:

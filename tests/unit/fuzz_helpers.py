@@ -92,7 +92,7 @@ YAML_SPLICES = [
     "&a [*a]", "*nowhere", "!!python/object:os.system x", "!!binary @@", "{", "]", ": :", "- - -", "\t",
     "'unterminated", "2023-02-30", "0x_", "!!int x", "!!float x", "? [a, b]\n: c", "<<: *x", "%YAML 9.9\n---",
     "&b [x, x, x, x, x, x, x, x, x, x]", "[*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]", "\ufeff", "\x00", "---",
-    "[" * 200, "{a: " * 100, "~", "null", ".inf", "-.nan",
+    "[" * 200, "{a: " * 100, "~", "null", ".inf", "-.nan", "\ud800", "\x85", "\u2028",
 ]
 """Fragments spliced into YAML texts: aliases, tags, syntax errors, bad dates, nesting."""
 

@@ -214,3 +214,20 @@ async def test_rules_list_parameters_are_bounded(tmp_path: Path) -> None:
             resp = await client.get("/api/v1/rules", headers=auth(ADMIN), params=params)
             assert resp.status_code == 422, (params, resp.text)
         assert (await client.get("/api/v1/rules", headers=auth(ADMIN), params={"offset": "10"})).status_code == 200
+
+
+@pytest.mark.parametrize("text, problem", [("title: x\nb: \ud800\n", "line 2, column 4: not valid Unicode"),
+                                           ("a: b\x07", "unacceptable character #x0007")])
+def test_text_that_is_not_yaml_characters_is_one_error(text: str, problem: str) -> None:
+    result = compile_ruleset(texts(text, GOOD))
+    assert [r.title for r in result.ruleset.rules] == ["Good"]
+    assert len(result.errors) == 1 and problem in result.errors[0].reason
+
+
+async def test_rules_test_with_a_lone_surrogate_is_422(tmp_path: Path) -> None:
+    client, _, _ = build(tmp_path)
+    async with client:
+        body = b'{"rule": "title: x\\nb: \\ud800\\n", "events": []}'
+        resp = await client.post("/api/v1/rules/test", headers={**auth(ADMIN), "content-type": "application/json"},
+                                 content=body)
+        assert resp.status_code == 422
