@@ -71,8 +71,19 @@ def _load_pipelines(texts: Sequence[str], errors: list[RuleError],
     return combined
 
 
+MAX_CONDITION_CHARS = 10_000
+"""Longest condition string accepted (SigmaHQ's longest is about 550): pySigma's parser takes
+seconds per few thousand operators, and a condition is a single YAML node."""
+
+
 def _prepare(doc: dict[str, Any]) -> dict[str, Any]:
     """Rewrite spec modifiers pySigma spells differently (see ``modifiers.py``)."""
+    for name in ("detection", "filter"):
+        section = doc.get(name)
+        condition = section.get("condition") if isinstance(section, dict) else None
+        for text in condition if isinstance(condition, list) else [condition]:
+            if isinstance(text, str) and len(text) > MAX_CONDITION_CHARS:
+                raise CompileError(f"{name}.condition is longer than {MAX_CONDITION_CHARS} characters")
     for name in ("detection", "filter"):
         if isinstance(doc.get(name), dict):
             doc[name] = {k: rewrite_detection(v) if k not in ("condition", "rules") else v
@@ -155,6 +166,10 @@ def _parse_text(text: RuleText, errors: list[RuleError], limits: YamlLimits) -> 
     for number, doc in enumerate(_yaml_documents(text, errors, limits), 1):
         try:
             docs.append(_prepare_correlation(_prepare(doc)))
+        except CompileError as exc:
+            ident = doc.get("id") if isinstance(doc.get("id"), str) else None
+            title = doc.get("title") if isinstance(doc.get("title"), str) else None
+            errors.append(RuleError(text.source, ident, title, str(exc)))
         except Exception as exc:  # a rewrite over an odd structure fails for this document only
             errors.append(RuleError(text.source, None, None,
                                     f"invalid rule document {number}: {type(exc).__name__}: {_reason(exc)}"))

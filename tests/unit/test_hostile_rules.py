@@ -231,3 +231,12 @@ async def test_rules_test_with_a_lone_surrogate_is_422(tmp_path: Path) -> None:
         resp = await client.post("/api/v1/rules/test", headers={**auth(ADMIN), "content-type": "application/json"},
                                  content=body)
         assert resp.status_code == 422
+
+
+def test_an_overlong_condition_is_refused_before_parsing() -> None:
+    """One YAML node, but pySigma's parser needs seconds per few thousand operators."""
+    long_rule = GOOD.replace("000a", "000d").replace("condition: sel", "condition: '" + " or ".join(["sel"] * 5000) + "'")
+    result = compile_ruleset(texts(long_rule, GOOD))
+    assert [r.title for r in result.ruleset.rules] == ["Good"]
+    assert len(result.errors) == 1 and "condition is longer than 10000 characters" in result.errors[0].reason
+    assert result.errors[0].rule_id == "6f1d1a4e-0000-4000-8000-00000000000d"
