@@ -392,13 +392,20 @@ def load_settings(path: Path | str | None = None, *, overrides: Mapping[str, Any
     the environment still wins over both.
     """
     data: dict[str, Any] = read_yaml(Path(path)) if path is not None else {}
+    origin = str(path) if path is not None else "defaults and environment"
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:  # Settings(**data) would raise TypeError; name the type, not the value
+        raise ConfigError(f"invalid configuration ({origin}): top-level keys must be strings, "
+                          f"found a {type(odd[0]).__name__} key")
     for dotted, value in (overrides or {}).items():
         target = data
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents, 1):
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"invalid configuration ({origin}): cannot set {dotted}: "
+                                  f"{'.'.join(parents[:depth])} is not a mapping")
         target[leaf] = value
-    origin = str(path) if path is not None else "defaults and environment"
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -45,3 +45,16 @@ def test_validation_errors_never_echo_input_values(tmp_path: Path, data: dict[st
     with pytest.raises(ValidationError) as caught:
         Settings(**data)
     assert SECRET not in str(caught.value) and SECRET not in repr(caught.value.errors(include_input=False))
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("1: x\n", None, "top-level keys must be strings, found a int key"),
+    ("null: x\n", None, "found a NoneType key"),
+    ("api: 5\n", {"api.port": 1}, "cannot set api.port: api is not a mapping"),
+])
+def test_odd_keys_and_overrides_are_config_errors(tmp_path: Path, text: str, overrides: dict[str, object] | None,
+                                                  message: str) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path, overrides=overrides)
