@@ -62,6 +62,8 @@ def _set(doc: Any, path: tuple[Any, ...], op: str, value: Any) -> Any:
         parent[last] = str(parent[last])
     elif op == "rename" and isinstance(parent, dict):
         parent[str(last) + "\u0301"] = parent.pop(last)
+    elif op == "intkey" and isinstance(parent, dict):
+        parent[len(parent)] = parent.pop(last)
     else:
         parent[last] = value
     return doc
@@ -75,7 +77,7 @@ def mutated(draw: st.DrawFn, seeds: list[Any], max_mutations: int = 3) -> Any:
         where = paths(doc)
         path = draw(st.sampled_from(where))
         op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "wrap", "stringify", "rename",
-                                   "deep"]))
+                                   "intkey", "deep"]))
         value = deep() if op == "deep" else copy.deepcopy(draw(st.sampled_from(HOSTILE_VALUES)))
         doc = _set(doc, path, op if op != "deep" else "replace", value)
     return doc

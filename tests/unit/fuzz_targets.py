@@ -212,7 +212,7 @@ def all_targets() -> list[Target]:
         *decoder_targets(),
         Target("rules", _rule_texts(), check_rules),
         Target("checks", _check_texts(), check_checks),
-        Target("config", mutated(CONFIG_DOCS, max_mutations=4), check_config),
+        Target("config", mutated(CONFIG_DOCS, max_mutations=4).map(yaml_text), check_config_text),
         Target("config-text", _config_texts(), check_config_text),
     ]
 
