@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
@@ -62,7 +63,9 @@ def run_rule_test(rule: str, events: list[dict[str, Any]],
     """Compile ``rule`` and run it on ``events`` (in a worker thread): (HTTP status, body)."""
     result = compile_ruleset([RuleText(source="request", text=rule, ruleset="test")], skip_invalid=True,
                              limits=RULE_TEST_YAML_LIMITS)
-    errors = [{"rule_id": e.rule_id, "title": e.title, "reason": e.reason} for e in result.errors]
+    here = str(Path("request").resolve())  # pySigma names the source by absolute path: not the server's business
+    errors = [{"rule_id": e.rule_id, "title": e.title, "reason": e.reason.replace(here, "request")}
+              for e in result.errors]
     if errors or not result.ruleset.rules:
         return 422, {"errors": errors or [{"reason": "no detection rule in the request"}], "matches": []}
     matches = []

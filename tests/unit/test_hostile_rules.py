@@ -240,3 +240,11 @@ def test_an_overlong_condition_is_refused_before_parsing() -> None:
     assert [r.title for r in result.ruleset.rules] == ["Good"]
     assert len(result.errors) == 1 and "condition is longer than 10000 characters" in result.errors[0].reason
     assert result.errors[0].rule_id == "6f1d1a4e-0000-4000-8000-00000000000d"
+
+
+async def test_rules_test_reasons_do_not_show_server_paths(tmp_path: Path) -> None:
+    client, _, _ = build(tmp_path)
+    async with client:
+        resp = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"rule": "title: x\n", "events": []})
+        assert resp.status_code == 422
+        assert str(Path.cwd()) not in resp.text and "request" in resp.text
