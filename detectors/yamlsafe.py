@@ -179,9 +179,10 @@ def _construct_error(exc: BaseException, node: Any) -> YamlError:
     line, column = _mark(getattr(node, "start_mark", None))
     text = str(exc) if isinstance(exc, yaml.YAMLError | ValueError | OverflowError) else ""
     value = getattr(node, "value", None)
-    if isinstance(value, str) and value and value in text:
-        text = text.replace(value, "<value>")
-    return YamlError(f"invalid value: {text or type(exc).__name__}", line, column)
+    if (isinstance(value, str) and value and value in text) or "'" in text or '"' in text:
+        text = ""  # the message quotes (part of) the value, which may be a secret
+    kind = str(getattr(node, "tag", "") or "").rsplit(":", 1)[-1]
+    return YamlError(f"invalid {kind or 'value'}: {text or type(exc).__name__}", line, column)
 
 
 _BOUNDED: dict[type[Any], type[Any]] = {}

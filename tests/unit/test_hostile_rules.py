@@ -39,7 +39,7 @@ def texts(*bodies: str) -> list[RuleText]:
     return [RuleText(source=f"r{i}.yml", text=body, ruleset="t") for i, body in enumerate(bodies)]
 
 
-@pytest.mark.parametrize("bad, reason", [(BAD_DATE, "line 7, column 7: invalid value: day is out of range"),
+@pytest.mark.parametrize("bad, reason", [(BAD_DATE, "line 7, column 7: invalid timestamp: day is out of range"),
                                          (BAD_LOGSOURCE, "logsource.service must be a string")])
 def test_one_malformed_rule_is_one_error_and_the_others_load(bad: str, reason: str) -> None:
     result = compile_ruleset(texts(GOOD, bad))
@@ -93,7 +93,8 @@ def test_deep_nesting_is_an_error_not_a_crash_of_the_process() -> None:
 
 def test_yaml_errors_name_the_place_never_the_line() -> None:
     secret = "hunter2-secret-value"
-    for text in (f"a: b\n  password: {secret}: x\n", f"token: '{secret}\n", f"n: !!int {secret}\n"):
+    for text in (f"a: b\n  password: {secret}: x\n", f"token: '{secret}\n", f"n: !!int {secret}\n",
+                 f"n: !!int 0b{secret}\n", f"n: !!float {secret}\n"):
         with pytest.raises(YamlError) as caught:
             load_one(text)
         message = str(caught.value)
