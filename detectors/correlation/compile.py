@@ -80,6 +80,8 @@ def compile_correlations(
             specs[info.id] = _build(info, rule, base, corr_index, raw)
         except _Invalid as exc:
             errors.append(_error(info, str(exc)))
+        except Exception as exc:  # odd values pySigma let through (wrong types): this rule only
+            errors.append(_error(info, f"invalid correlation: {type(exc).__name__}: {exc}"))
 
     _drop_cycles(specs, errors)
     _drop_dependents(specs, errors)
@@ -136,6 +138,8 @@ def _build(info: RuleInfo, rule: SigmaCorrelationRule, base: Mapping[str, RuleIn
         for alias in rule.aliases
     }
     group_by = tuple(rule.group_by or ())
+    if not all(isinstance(name, str) for name in group_by):
+        raise _Invalid("group-by must list field names (strings)")
     slots: list[Slot] = []
     resolved_names: list[set[str]] = []
     for reference in references:

@@ -43,10 +43,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    ingest_path = "/api/v1/events"
-    ingest_limit = ctx.settings.http_ingest.max_body_bytes
-    app.add_middleware(BodyLimit, limit_for=lambda path: ingest_limit if path == ingest_path
-                       else api.max_body_bytes)
+    limits = {"/api/v1/events": ctx.settings.http_ingest.max_body_bytes,
+              "/api/v1/rules/test": min(api.rules_test_max_body_bytes, api.max_body_bytes)}
+    app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, api.max_body_bytes))
     app.state.context = ctx
     app.state.auth = auth
     return app
