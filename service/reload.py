@@ -94,7 +94,8 @@ def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, a
     return compile_detection(rules.resolved_paths(), rules.pipelines, skip_invalid=rules.skip_invalid,
                              correlation=correlation.enabled, anomaly_checks=anomaly.checks,
                              generation=generation, correlation_max_keys=correlation.max_keys,
-                             correlation_lateness_s=correlation.allowed_lateness)
+                             correlation_lateness_s=correlation.allowed_lateness,
+                             regex_timeout_ms=rules.regex_timeout_ms)
 
 
 class Reloader:
