@@ -31,13 +31,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from detectors.model import LogSource
 from service.alerting.config import AlertingSettings
+from service.errors import ServiceError
 from service.secrets import read_secret_file
 
 ENV_PREFIX = "PIPESENTRY_"
 DEFAULT_PORT = 8080
 
 
-class ConfigError(Exception):
+class ConfigError(ServiceError):
     """Invalid configuration; the message names every bad key (not retriable)."""
 
 

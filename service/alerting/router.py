@@ -27,6 +27,7 @@ import orjson
 from detectors.alert import Alert, iso_time
 from detectors.model import LEVELS, level_rank
 from service import metrics
+from service.errors import RetriableError
 from service.supervisor import Supervisor
 
 from .config import AlertingSettings
@@ -43,10 +44,8 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 
 
-class RouterError(Exception):
+class RouterError(RetriableError):
     """``submit`` could not durably accept a batch. Retriable: do not commit offsets."""
-
-    retriable = True
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.alert import Alert
 from detectors.model import level_rank
+from service.errors import ServiceError
 
 from .config import Level
 from .matching import fields_match, glob_any
@@ -78,7 +79,7 @@ class Silence:
         return doc
 
 
-class SilenceError(ValueError):
+class SilenceError(ServiceError, ValueError):
     pass
 
 

@@ -33,6 +33,7 @@ import orjson
 
 from detectors.model import level_rank
 from service import metrics
+from service.errors import RetriableError
 
 log = logging.getLogger(__name__)
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS silences (
 """
 
 
-class StoreError(Exception):
+class StoreError(RetriableError):
     """A store operation failed; ``reason`` is full, corrupt, io or other. A fault of this host."""
 
     local = True

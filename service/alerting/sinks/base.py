@@ -13,13 +13,31 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.errors import RetriableError
 
-class SinkError(Exception):
-    """A delivery attempt failed. ``retriable`` False means the record can never succeed."""
 
-    def __init__(self, message: str, *, retriable: bool = True) -> None:
-        super().__init__(message)
-        self.retriable = retriable
+class SinkError(RetriableError):
+    """A delivery attempt failed; the records stay spooled and are retried later."""
+
+
+class SinkRejected(SinkError):
+    """The sink refused for good (a 4xx other than 408/425/429): retrying cannot help."""
+
+    retriable = False
+
+
+RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""HTTP statuses worth retrying; any other 4xx is a refusal for good."""
+
+
+def retriable_status(status: int | None) -> bool:
+    """No status (transport error, timeout), 408/425/429 or any 5xx."""
+    return status is None or status in RETRIABLE_STATUS or status >= 500
+
+
+def sink_error(message: str, status: int | None) -> SinkError:
+    """The error class an HTTP outcome decides: :class:`SinkError` or :class:`SinkRejected`."""
+    return SinkError(message) if retriable_status(status) else SinkRejected(message)
 
 
 @dataclass(slots=True)

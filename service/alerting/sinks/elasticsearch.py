@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from ..config import ElasticsearchSink as Settings
-from .base import Outcome, SinkError
+from .base import Outcome, SinkError, sink_error
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,7 @@ class ElasticsearchSink:
                     name=name, index_patterns=body["index_patterns"], priority=body["priority"],
                     template=body["template"], data_stream=body.get("data_stream"), meta=body["_meta"])
         except Exception as exc:
-            raise SinkError(f"{self.name}: installing index template failed: {exc!r}",
-                            retriable=_status(exc) in (None, 429) or (_status(exc) or 0) >= 500) from exc
+            raise sink_error(f"{self.name}: installing index template failed: {exc!r}", _status(exc)) from exc
         self._template_ready = True
 
     def encode(self, doc: dict[str, Any]) -> bytes:

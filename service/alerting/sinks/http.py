@@ -13,9 +13,7 @@ from typing import Any
 
 import httpx
 
-from .base import Outcome, SinkError
-
-RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+from .base import RETRIABLE_STATUS, Outcome, SinkError
 
 
 @dataclass(frozen=True, slots=True)
