@@ -22,8 +22,9 @@ import orjson
 from service import metrics
 from service.supervisor import Supervisor
 
-from .config import RetrySettings, SpoolSettings
-from .sinks.base import Backoff, CircuitBreaker, Outcome, Sink
+from .config import SpoolSettings
+from .sinks.base import Backoff, CircuitBreaker, Outcome, RawSink, Sink
+from .sinks.settings import RetrySettings
 from .spool import Position, Record, Spool, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class SinkWorker:
                  clock: Callable[[], float] = time.time, linger_s: float = 0.0,
                  supervisor: Supervisor | None = None) -> None:
         self.sink = sink
+        self.raw: RawSink | None = sink if isinstance(sink, RawSink) else None
+        """The sink's fast path (it spools its own encoding), or None: spool JSON documents."""
         self.linger_s = linger_s
         self.name = sink.name
         self.durable = durable
@@ -130,8 +133,8 @@ class SinkWorker:
         """Durable sinks: spool ``payloads`` (or the sink's own encoding of
         ``documents``); returns an fd to fsync (batch policy)."""
         assert self.spool is not None
-        encode = getattr(self.sink, "encode", None)
-        if encode is not None and documents is not None:
+        if self.raw is not None and documents is not None:
+            encode = self.raw.encode
             payloads = [encode(d) for d in documents]
         elif not payloads and documents:
             payloads = [orjson.dumps(d) for d in documents]
@@ -207,15 +210,15 @@ class SinkWorker:
             spool.rewind()
             await asyncio.sleep(wait)
             return
-        raw = getattr(self.sink, "deliver_raw", None)
+        raw = self.raw
         records: list[dict[str, Any]] = []
         finished_bad: set[int] = set()
-        if raw is None:  # else the sink spooled its own encoding (see ElasticsearchSink.encode)
+        if raw is None:  # else the sink spooled its own encoding (RawSink.encode)
             records, finished_bad = self._decode(batch)
         start = time.perf_counter()
         try:
             if raw is not None:
-                outcome = await raw([r.payload for r in batch])
+                outcome = await raw.deliver_raw([r.payload for r in batch])
             else:
                 outcome = await self.sink.deliver(records) if records else Outcome(done=0)
         except Exception as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from service.errors import RetriableError
 
@@ -55,6 +55,17 @@ class Sink(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def deliver(self, records: list[dict[str, Any]]) -> Outcome: ...
+
+
+@runtime_checkable
+class RawSink(Sink, Protocol):
+    """The fast path of a durable record sink: it spools its own encoding of each
+    document (:meth:`encode`) and delivers those bytes as they are (:meth:`deliver_raw`),
+    so the worker never decodes and re-encodes JSON. Sinks declare it by subclassing;
+    the worker and router tell with ``isinstance``."""
+
+    def encode(self, doc: dict[str, Any]) -> bytes: ...
+    async def deliver_raw(self, payloads: list[bytes]) -> Outcome: ...
 
 
 class Backoff:
