@@ -77,14 +77,22 @@ class SinkWorker:
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._started = False
         metrics.SINK_UP.labels(sink=self.name).set(1)
 
     async def start(self) -> None:
-        if self._task is not None:
+        """Start the sink, open the spool and spawn the delivery loop; a second call does nothing."""
+        if self._started:
             return
         await self.sink.start()
         if self.spool is not None:
-            self.spool.open()
+            try:
+                self.spool.open()
+            except BaseException:
+                await self.sink.stop()  # all or nothing: a failed start leaves nothing running
+                raise
+        self._started = True
+        if self.spool is not None:
             self._stopping = False
             self._task = self.supervisor.spawn(self.task_name, self._run, on_crash=self._crashed,
                                                restart=lambda: not self._stopping)
@@ -108,7 +116,7 @@ class SinkWorker:
         metrics.SINK_UP.labels(sink=self.name).set(0)
 
     async def stop(self, drain_s: float = 5.0) -> None:
-        """Try to drain for ``drain_s``, then stop; what is left stays spooled."""
+        """Try to drain for ``drain_s``, then stop; what is left stays spooled. A second call does nothing."""
         if self._task is not None:
             if drain_s > 0 and self.spool is not None and self.spool.pending and not self.breaker.open:
                 try:
@@ -126,7 +134,9 @@ class SinkWorker:
             self.supervisor.forget(self.task_name)
         if self.spool is not None:
             self.spool.close()
-        await self.sink.stop()
+        if self._started:
+            self._started = False
+            await self.sink.stop()
 
     # --- accepting -----------------------------------------------------------
     def append(self, payloads: Sequence[bytes], documents: Sequence[dict[str, Any]] | None = None) -> int | None:

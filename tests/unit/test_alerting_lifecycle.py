@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from service.alerting.config import AlertingSettings
+import pytest
+
+from service.alerting.config import AlertingSettings, SpoolSettings
 from service.alerting.router import AlertRouter
 from service.alerting.silences import Silences
-from service.alerting.store import AlertStore
+from service.alerting.sinks.settings import RetrySettings
+from service.alerting.store import AlertStore, StoreError
+from service.alerting.worker import SinkWorker
 from service.app import Service
 from service.config import Settings
 
-from .alerting_helpers import Clock, alert
+from .alerting_helpers import Clock, ListSink, alert
 
 
 def _settings() -> AlertingSettings:
@@ -88,3 +92,48 @@ async def test_stop_closes_in_reverse_order(tmp_path: Path) -> None:
     router.store.close = close  # type: ignore[method-assign]
     await router.stop()
     assert order == ["hook", "null", "stdout", "store", "store-closed"]
+
+
+class CountingSink(ListSink):
+    def __init__(self) -> None:
+        super().__init__("counting")
+        self.starts = self.stops = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+
+    async def stop(self) -> None:
+        self.stops += 1
+
+
+async def test_worker_starts_and_stops_its_sink_once(tmp_path: Path) -> None:
+    for durable in (False, True):
+        sink = CountingSink()
+        worker = SinkWorker(sink, durable=durable, batch_size=10, retry=RetrySettings(),
+                            spool_dir=tmp_path / f"spool-{durable}", spool=SpoolSettings(),
+                            dead_letter=tmp_path / "dead.jsonl")
+        await worker.start()
+        await worker.start()
+        await worker.stop()
+        await worker.stop()
+        assert (sink.starts, sink.stops) == (1, 1), durable
+        await worker.start()  # a stopped worker may start again
+        await worker.stop()
+        assert (sink.starts, sink.stops) == (2, 2), durable
+
+
+async def test_a_failed_start_leaves_nothing_open_and_can_be_retried(tmp_path: Path) -> None:
+    settings = AlertingSettings.model_validate({"sinks": [{"type": "stdout"}, {"type": "store"}]})
+    blocker = tmp_path / "alerting" / "spool"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the spool directory goes")
+    router = AlertRouter(settings, tmp_path)
+    with pytest.raises(OSError):
+        await router.start()
+    assert router.workers == {} and router.supervisor.status() == {}
+    with pytest.raises(StoreError, match="not open"):
+        router.store.count()
+    blocker.unlink()
+    await router.start()
+    assert router.store.count() == 0 and set(router.workers) == {"stdout", "store"}
+    await router.stop()
