@@ -63,9 +63,8 @@ CREATE TABLE IF NOT EXISTS silences (
 
 
 class StoreError(RetriableError):
-    """A store operation failed; ``reason`` is full, corrupt, io, closed (not opened yet) or other. A fault of this host."""
-
-    local = True
+    """A store operation failed; ``reason`` is full, corrupt, io, closed (not opened yet) or other.
+    A fault of this host (the store sink's worker treats it like a disk error)."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)

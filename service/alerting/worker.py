@@ -26,6 +26,7 @@ from .config import SpoolSettings
 from .sinks.base import Backoff, CircuitBreaker, Outcome, RawSink, Sink
 from .sinks.settings import RetrySettings
 from .spool import Position, Record, Spool, SpoolError, SpoolFull
+from .store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _append_lines(path: Path, lines: list[bytes]) -> None:
 
 def is_local_fault(exc: BaseException | None) -> bool:
     """A fault of this host (disk, local database), not of the remote sink."""
-    return isinstance(exc, (SpoolError, OSError)) or bool(getattr(exc, "local", False))
+    return isinstance(exc, (SpoolError, StoreError, OSError))
 
 
 class SinkWorker:
