@@ -53,9 +53,6 @@ DETECTION_LATENCY = Histogram("pipesentry_detection_latency_seconds",
 EVENTS_SKIPPED = Counter("pipesentry_detector_skips",
                          "Events a stateful detector skipped (detector: correlation, anomaly; reason).",
                          ["detector", "reason"], registry=REGISTRY)
-REGEX_GUARD_TRIPS = Counter("pipesentry_regex_guard_trips",
-                            "Backtracking-regex evaluations cut short by the input length guard.",
-                            registry=REGISTRY)
 ANOMALY_LEARNING = Gauge("pipesentry_anomaly_check_learning",
                          "1 while an anomaly check is still learning its baseline.", ["check"],
                          registry=REGISTRY)
@@ -73,8 +70,9 @@ RELOADS = Counter("pipesentry_rule_reloads", "Ruleset reloads by result (ok, rej
                   registry=REGISTRY)
 LAST_RELOAD = Gauge("pipesentry_last_reload_timestamp_seconds", "Unix time of the last reload attempt.",
                     registry=REGISTRY)
-LAST_RELOAD_SUCCESS = Gauge("pipesentry_last_reload_success", "1 if the last reload attempt succeeded.",
-                            registry=REGISTRY)
+LAST_RELOAD_SUCCESS = Gauge("pipesentry_last_reload_success",
+                            "1 if the last (re)load succeeded, the initial load included; 0 while the last "
+                            "reload attempt is rejected or failed.", registry=REGISTRY)
 
 # --- alerts -----------------------------------------------------------------
 ALERTS = Counter("pipesentry_alerts", "Alerts produced, by rule and level.", ["rule_id", "level"],

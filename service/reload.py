@@ -32,6 +32,7 @@ from service import metrics
 from service.alerting.config import AlertingSettings
 from service.config import AnomalySettings, ConfigError, CorrelationSettings, RulesSettings, Settings
 from service.detection import CompileOutcome, Detector, compile_detection
+from service.logs import redact
 from service.runtime import tune_gc
 from service.waits import stopped_within
 
@@ -137,14 +138,14 @@ class Reloader:
                     self._signature = signature
                     log.warning("reload rejected: the config file is invalid", extra={"trigger": trigger})
                     return self._finish(ReloadResult("rejected", trigger, self._detector.current.generation,
-                                                     self._detector.current.counts(), message=str(exc),
+                                                     self._detector.current.counts(), message=redact(str(exc)),
                                                      duration_s=time.monotonic() - started))
             try:
                 outcome = await asyncio.to_thread(self.compile, generation)
             except Exception as exc:
                 log.exception("rule reload failed", extra={"trigger": trigger})
                 return self._finish(ReloadResult("failed", trigger, self._detector.current.generation,
-                                                 self._detector.current.counts(), message=str(exc),
+                                                 self._detector.current.counts(), message=redact(str(exc)),
                                                  duration_s=time.monotonic() - started))
             if not outcome.accepted or outcome.detection is None:
                 self._signature = signature  # do not retry the same broken files on every poll
@@ -180,8 +181,9 @@ class Reloader:
         return result
 
     def note_loaded(self) -> None:
-        """Record the signature of the files the initial set was built from."""
+        """Record the signature of the files the initial set was built from; that load succeeded."""
         self._signature = tree_signature(self.watched_paths())
+        metrics.LAST_RELOAD_SUCCESS.set(1)
 
     def install_sighup(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Reload on SIGHUP (main thread only); returns whether the handler is installed."""

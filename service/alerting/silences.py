@@ -39,9 +39,9 @@ class SilenceMatch(BaseModel):
 class SilenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     match: SilenceMatch
-    duration_s: float | None = Field(default=None, gt=0)
-    ends_at: float | None = None
-    """Unix seconds; either this or ``duration_s``."""
+    duration_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    ends_at: float | None = Field(default=None, allow_inf_nan=False)
+    """Unix seconds; either this or ``duration_s``. Finite: an infinite silence would mute a rule forever."""
     comment: str = ""
     created_by: str = ""
 

@@ -50,22 +50,31 @@ def apply_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
+def _load(config: Path | None, args: argparse.Namespace) -> Settings:
+    """The settings; their secrets are registered with the log redactor before anything can log them."""
+    from service.logs import register_settings_secrets
+
+    settings = apply_flags(load_settings(config), args)
+    register_settings_secrets(settings)
+    return settings
+
+
 def run(args: argparse.Namespace) -> int:
-    from service.logs import configure_logging
+    from service.logs import configure_logging, redact
 
     try:
-        settings = apply_flags(load_settings(args.config), args)
+        settings = _load(args.config, args)
     except ConfigError as exc:
-        print(f"pipesentry: {exc}", file=sys.stderr)
+        print(f"pipesentry: {redact(str(exc))}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     from service.app import Service, StartupError
 
     try:
         config_path = Path(args.config) if args.config else None
-        loader = (lambda: apply_flags(load_settings(config_path), args)) if config_path else None
+        loader = (lambda: _load(config_path, args)) if config_path else None
         asyncio.run(Service(settings, config_path=config_path, settings_loader=loader).run())
     except StartupError as exc:
-        print(f"pipesentry: cannot start: {exc}", file=sys.stderr)
+        print(f"pipesentry: cannot start: {redact(str(exc))}", file=sys.stderr)
         return 1
     return 0
