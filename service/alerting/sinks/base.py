@@ -26,13 +26,13 @@ class SinkRejected(SinkError):
     retriable = False
 
 
-RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-"""HTTP statuses worth retrying; any other 4xx is a refusal for good."""
+RETRIABLE_4XX = frozenset({408, 425, 429})
+"""Client errors that mean "not now" (timeout, too early, rate limited) rather than "never"."""
 
 
 def retriable_status(status: int | None) -> bool:
-    """No status (transport error, timeout), 408/425/429 or any 5xx."""
-    return status is None or status in RETRIABLE_STATUS or status >= 500
+    """The one rule for every sink: no status (transport error, timeout), 408/425/429 or any 5xx."""
+    return status is None or status in RETRIABLE_4XX or status >= 500
 
 
 def sink_error(message: str, status: int | None) -> SinkError:

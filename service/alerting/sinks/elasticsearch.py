@@ -30,7 +30,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, SecretStr
 
-from .base import Outcome, RawSink, SinkError, sink_error
+from .base import Outcome, RawSink, SinkError, retriable_status, sink_error
 from .registry import SinkContext, register_sink
 from .settings import SinkSettings
 
@@ -239,7 +239,7 @@ class ElasticsearchSink(RawSink):
                     if status < 300 or (status == 409 and op == "create"):
                         continue  # 409 on create: the alert is already there
                     reason = json.dumps(result.get("error"))[:500]
-                    if status == 429 or status >= 500:
+                    if retriable_status(status):
                         failed_retriable[i] = f"HTTP {status}: {reason}"
                     else:
                         rejected[i] = f"HTTP {status}: {reason}"
