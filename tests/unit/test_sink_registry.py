@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -94,6 +94,17 @@ def test_registration_is_checked() -> None:
         register_sink("stdout", SINKS.get("stdout").settings, SINKS.get("stdout").build)
     with pytest.raises(KeyError, match="known: elasticsearch, null, stdout, store"):
         SINKS.get("kafka")
+
+
+def test_a_sink_registered_too_late_is_refused_loudly() -> None:
+    """The config model is built from the registry at import; a later name could never be configured."""
+
+    class LateSinkSettings(SinkSettings):
+        type: Literal["late"] = "late"
+
+    with pytest.raises(RuntimeError, match="after the alerting config model was built"):
+        register_sink("late", LateSinkSettings, lambda s, c: ListSink())
+    assert "late" not in SINKS.names()
 
 
 def test_raw_fast_path_is_a_declared_protocol() -> None:

@@ -11,7 +11,8 @@ the sink object without doing I/O (the worker calls its ``start()``). Every
 module of this package is imported before the alerting config model is built,
 so the model's ``sinks``/``receivers`` unions are exactly what is registered:
 adding a sink is one new module here (plus docs and a test, which
-``tests/unit/test_sink_registry.py`` insists on).
+``tests/unit/test_sink_registry.py`` insists on). A name registered after the
+model was built could never be configured, so that raises.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Registry:
         self.role = role
         self.base = base
         self._entries: dict[str, Registration[Any]] = {}
+        self._frozen = False
+        """Set once the config model is built from the registry: a later name could not be configured."""
 
     def register(self, name: str, settings: type[S], build: Callable[[S, SinkContext], Sink], *,
                  replace: bool = False) -> None:
@@ -65,6 +68,9 @@ class Registry:
             raise ValueError(f"{self.role} {name!r}: {settings.__name__}.type defaults to {declared!r}")
         if name in self._entries and not replace:
             raise ValueError(f"{self.role} {name!r} is already registered")
+        if self._frozen and name not in self._entries:
+            raise RuntimeError(f"{self.role} {name!r} registered after the alerting config model was built: "
+                               f"define it in a module of {__name__.rsplit('.', 1)[0]}")
         self._entries[name] = Registration(name, settings, build)
 
     def names(self) -> list[str]:
@@ -88,6 +94,7 @@ class Registry:
     def settings_union(self) -> Any:
         """The pydantic type of one configured entry: the registered models, told apart by ``type``."""
         models = tuple(self.get(name).settings for name in self.names())
+        self._frozen = True
         if len(models) == 1:
             return models[0]
         return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 (a runtime tuple)
