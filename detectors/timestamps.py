@@ -13,13 +13,15 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from detectors.errors import DetectorError
+
 EPOCH_MS_THRESHOLD = 1e11
 """Numbers above this are epoch milliseconds (1e11 s is the year 5138; 1e11 ms is 1973)."""
 MAX_TS = 253402300799.0
 """9999-12-31T23:59:59Z: later times cannot be printed as ISO 8601 and are refused."""
 
 
-class BadTimestamp(ValueError):
+class BadTimestamp(DetectorError, ValueError):
     """A timestamp value that is present but cannot be read."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from detectors.errors import DetectorError
+
 _LOADER: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -37,7 +39,7 @@ class YamlLimits:
 DEFAULT_LIMITS = YamlLimits()
 
 
-class YamlError(ValueError):
+class YamlError(DetectorError, ValueError):
     """A YAML text (or one of its documents) that cannot be loaded; says where and why, not what."""
 
     def __init__(self, problem: str, line: int | None = None, column: int | None = None,

@@ -36,6 +36,7 @@ from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector
+from service.errors import ServiceError
 from service.local_state import LocalState
 from service.reload import Reloader, compile_configured
 from service.runtime import KafkaRunner, Pipeline, tune_gc
@@ -49,7 +50,7 @@ from service.waits import stopped_within
 log = logging.getLogger(__name__)
 
 
-class StartupError(Exception):
+class StartupError(ServiceError):
     """The service cannot start (rules rejected, port taken); the message says why."""
 
 

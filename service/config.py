@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from detectors.model import LogSource
 from detectors.yamlsafe import YamlError, YamlLimits, load_one
 from service.alerting.config import AlertingSettings
+from service.errors import ServiceError
 from service.secrets import read_secret_file
 
 ENV_PREFIX = "PIPESENTRY_"
@@ -41,7 +42,7 @@ CONFIG_YAML_LIMITS = YamlLimits(max_bytes=1 << 20, max_depth=32, max_nodes=100_0
 """Bounds on the config file's YAML (aliases expanded); see ``detectors.yamlsafe``."""
 
 
-class ConfigError(Exception):
+class ConfigError(ServiceError):
     """Invalid configuration; the message names every bad key (not retriable), never a value."""
 
 

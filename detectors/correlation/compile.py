@@ -17,6 +17,7 @@ from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 from detectors.correlation.condition import Condition, ConditionError, condition_from_mapping
 from detectors.correlation.engine import CorrelationEngine, Limits
 from detectors.correlation.spec import TYPES, VALUE_TYPES, CorrelationSpec, Slot
+from detectors.errors import DetectorError
 from detectors.model import RuleInfo
 from detectors.sigma.errors import RuleError
 
@@ -34,7 +35,7 @@ class RulesetLike(Protocol):
     def correlations(self) -> Sequence[tuple[RuleInfo, SigmaCorrelationRule]]: ...
 
 
-class _Invalid(Exception):
+class _Invalid(DetectorError):
     pass
 
 

@@ -16,11 +16,13 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from service.errors import ServiceError
+
 Decoder = Callable[[bytes], list[dict[str, Any]]]
 DecoderFactory = Callable[[Mapping[str, Any]], Decoder]
 
 
-class DecodeError(Exception):
+class DecodeError(ServiceError):
     """A message that cannot become events. ``reason`` is a short fixed word (metric label)."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -7,8 +7,10 @@ become ready (the message points at its log file).
 
 from __future__ import annotations
 
+from service.errors import ServiceError
 
-class DevServiceError(RuntimeError):
+
+class DevServiceError(ServiceError, RuntimeError):
     """Root of every dev-service failure."""
 
 

@@ -19,10 +19,11 @@ from functools import partial
 import orjson
 
 from detectors.model import Origin
+from service.errors import ServiceError
 from service.sources.base import RawMessage
 
 
-class IngestError(ValueError):
+class IngestError(ServiceError, ValueError):
     """The body as a whole is unusable (not an array, too many events)."""
 
 

@@ -51,6 +51,8 @@ def build_app(tmp: Path) -> Any:
     assert outcome.detection is not None
     detector = Detector(outcome.detection)
     alerts = AlertRouter(AlertingSettings.model_validate({"sinks": [{"type": "store"}]}), tmp / "alerting")
+    alerts.store.open()  # the API reads the store of a router that is not started here
+    alerts.silences.load()
     ctx = ApiContext(settings=s, detector=detector,
                      reloader=Reloader(detector, s.rules, s.correlation, s.anomaly),
                      pipeline=Pipeline(detector, FakeRouter()),  # type: ignore[arg-type]
