@@ -452,3 +452,60 @@ def test_a_route_where_a_rule_may_match_without_any_value_hands_every_message_to
     ruleset = build(rule_yaml(detection))
     assert export_plan(ruleset._route(LS).index, ruleset._atoms)["always"]
     assert scan(detection, {"agent": "10.1.2.3"}, {"x": 1}, b"not json")[0] == [0, 1, 2]
+
+
+# --- numbers and keys read as the Python path reads them ------------------------------------
+
+
+@pytest.mark.parametrize("number", [
+    b"4.4102019666278236e+18",  # serde_json's fast float parser read 4410201966627823104
+    b"4410201966627823616.0",
+    b"9.007199254740993e15",
+    b"9007199254740993.0",
+    b"1.7976931348623157e308",
+    b"1e23",
+    b"-0.0",
+    b"18446744073709551616",  # past u64: a float for orjson too
+    b"-9223372036854775809",
+    b"1e-400",
+])
+def test_numbers_are_read_exactly_as_orjson_reads_them(number):
+    from detectors.sigma.text import as_text
+
+    raw = b'{"n": %s}' % number
+    text = as_text(orjson.loads(raw)["n"])
+    detection = {"sel": {"n": text}, "condition": "sel"}
+    assert build(rule_yaml(detection)).evaluate(orjson.loads(raw), LS)
+    assert scan(detection, raw)[0] == [0]
+
+
+def test_floats_hand_every_matching_text_to_python():
+    """Seeded random integral doubles up to 2^63 and beyond, in several JSON spellings (where a
+    parser that is not exactly rounding reads another integer): each event's rule is its text."""
+    import random
+
+    from detectors.sigma.text import as_text
+
+    rng = random.Random(11)
+    raws = []
+    for _ in range(200):
+        value = float(rng.randrange(2 ** rng.randrange(50, 70)))
+        for spelling in (repr(value), f"{value:.16e}", f"{value:.17g}", f"{value:.20e}"):
+            raws.append(b'{"n": %s}' % spelling.encode())
+    texts = sorted({as_text(orjson.loads(raw)["n"]) for raw in raws})
+    detection = {"sel": {"n": texts}, "condition": "sel"}
+    ruleset = build(rule_yaml(detection))
+    assert all(ruleset.evaluate(orjson.loads(raw), LS) for raw in raws)
+    assert scan(detection, *raws)[0] == list(range(len(raws)))
+
+
+@pytest.mark.parametrize("char", ["\ua7cb", "\ua7dc", "\U00010d50", "\U00016ea0", "\u1c89"])
+def test_keys_whose_case_folding_changed_after_unicode_14_go_to_python(char):
+    """Rust's case tables are newer than Python 3.11's: for these Python keeps the character."""
+    field = f"{char}x"
+    detection = {"sel": {field: "v"}, "condition": "sel"}
+    event = {f"{char}X": "v"}
+    assert build(rule_yaml(detection)).evaluate(event, LS)
+    assert scan(detection, event)[0] == [0]
+    negated = {"e": {f"{char.lower()}x|exists": True}, "condition": "not e"}
+    assert scan(negated, {"x": 1}, event)[0] == [0, 1]

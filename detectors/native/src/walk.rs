@@ -71,6 +71,12 @@ const STRICT_DEPTH: usize = 30;
 /// values as Python's `str.lower` does. Values with later characters go to Python.
 const STABLE_CASE: u32 = 0x0590;
 
+/// Whether Rust's `to_lowercase` folds `text` as Python 3.11's `str.lower` does (for sure):
+/// keys and values alike.
+fn stable_case(text: &str) -> bool {
+    text.chars().all(|c| (c as u32) < STABLE_CASE)
+}
+
 fn key_hash(key: &str) -> u64 {
     let mut hasher = FxHasher::default();
     hasher.write(key.as_bytes());
@@ -340,7 +346,7 @@ impl<'p> Walk<'p> {
         if ascii {
             self.folded.extend_from_slice(text.as_bytes());
             self.folded.make_ascii_lowercase();
-        } else if text.chars().all(|c| (c as u32) < STABLE_CASE) {
+        } else if stable_case(text) {
             self.folded
                 .extend_from_slice(text.to_lowercase().as_bytes());
         } else {
@@ -374,6 +380,16 @@ impl<'p> Walk<'p> {
             return result;
         }
         Ok(())
+    }
+}
+
+/// An integral float's exact decimal digits (Rust's fixed-precision formatting is exact).
+#[derive(Clone, Copy)]
+struct Exact(f64);
+
+impl fmt::Display for Exact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.0}", self.0)
     }
 }
 
@@ -476,8 +492,14 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         let walk = self.walk;
-        if v.is_finite() && v.fract() == 0.0 && v.abs() < BIG {
-            return walk.integer(v as i64, v);
+        // serde_json's `float_roundtrip` parses exactly (correctly rounded), as orjson does
+        if v.is_finite() && v.fract() == 0.0 {
+            // Python's text of an integral float is `str(int(value))`: its exact digits
+            return if v.abs() < BIG {
+                walk.integer(v as i64, v)
+            } else {
+                walk.integer(Exact(v), v)
+            };
         }
         if !walk.pending.is_empty() {
             walk.stamp(Some(number_read(v)));
@@ -519,6 +541,8 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         }
         walk.enter::<A::Error>(false)?;
         let strict = walk.plan.strict;
+        // keys matter for fields and special atoms, not for keywords (any string value)
+        let paths = !walk.plan.fields.is_empty() || !walk.plan.slots.is_empty();
         let start = walk.keys.len();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if strict {
@@ -529,6 +553,10 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     return Err(de::Error::custom(Stop));
                 }
                 walk.keys.push(hash);
+            }
+            if paths && !key.is_ascii() && !stable_case(&key) {
+                walk.unsure = true; // Python may fold this key otherwise (see `STABLE_CASE`)
+                return Err(de::Error::custom(Stop));
             }
             let saved = walk.key(&key);
             map.next_value_seed(Node { walk: &mut *walk })?;
