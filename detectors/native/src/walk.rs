@@ -567,3 +567,92 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::FastMap;
+
+    /// A plan with one field whose exact value is atom 0.
+    fn plan(field: &str, value: &str) -> Plan {
+        let mut exact = FastMap::default();
+        exact.insert(value.as_bytes().to_vec(), (vec![0], vec![]));
+        let mut fields = FastMap::default();
+        fields.insert(
+            field.to_owned(),
+            FieldPlan::new(exact, vec![], vec![], 0, 0).expect("plan"),
+        );
+        Plan {
+            fields,
+            keywords: None,
+            checks: vec![None],
+            triggers: vec![vec![0]],
+            rest: vec![vec![]],
+            always: false,
+            programs: vec![None],
+            untriggered: vec![],
+            special: vec![],
+            slots: FastMap::default(),
+            texts: vec![],
+            strict: false,
+            atom_count: 1,
+            key_count: 0,
+        }
+    }
+
+    /// Whether the walk reads the message and finds the field's value (None: it is unsure).
+    fn finds(plan: &Plan, message: &str) -> Option<bool> {
+        let mut walk = Walk::new(plan, &[], 64, ValueCache::default());
+        walk.run(message.as_bytes()).then(|| walk.hits.has(0))
+    }
+
+    #[test]
+    fn floats_are_parsed_exactly_and_integral_ones_read_as_python_reads_them() {
+        for (number, text) in [
+            ("4.4102019666278236e+18", "4410201966627823616"),
+            ("9007199254740993.0", "9007199254740992"),
+            ("9.2e18", "9200000000000000000"),
+            ("1e23", "99999999999999991611392"),
+            ("1e22", "10000000000000000000000"),
+            ("-1.1805916207174113e21", "-1180591620717411303424"),
+            ("18446744073709551616", "18446744073709551616"),
+            ("-0.0", "0"),
+            ("1e-400", "0"),
+        ] {
+            let plan = plan("n", text);
+            assert_eq!(
+                finds(&plan, &format!("{{\"n\": {number}}}")),
+                Some(true),
+                "{number}"
+            );
+        }
+        // fractions are left to Python (its repr is not reproduced)
+        assert_eq!(finds(&plan("n", "1.5"), r#"{"n": 1.5}"#), None);
+    }
+
+    #[test]
+    fn exact_text_of_huge_integral_floats() {
+        assert_eq!(
+            Exact(f64::MAX).to_string(),
+            "179769313486231570814527423731704356798070567525844996598917476803157260780028538760589558632766878171540458953514382464234321326889464182768467546703537516986049910576551282076245490090389328944075868508455133942304583236903222948165808559332123348274797826204144723168738177180919299881250404026184124858368"
+        );
+    }
+
+    #[test]
+    fn keys_are_folded_only_where_python_folds_them_alike() {
+        assert_eq!(
+            finds(&plan("üx.σοφία", "v"), r#"{"ÜX": {"ΣΟΦΊΑ": "v"}}"#),
+            Some(true)
+        );
+        // U+A7CB: uncased in Python 3.11's Unicode 14, lower-cased to U+0264 by Rust
+        assert_eq!(
+            finds(&plan("\u{264}x", "v"), "{\"\u{a7cb}x\": \"v\"}"),
+            None
+        );
+        assert_eq!(
+            finds(&plan("a", "v"), "{\"\u{10d50}\": 1, \"a\": \"v\"}"),
+            None
+        );
+        assert!(stable_case("Ünïcode σοφία") && !stable_case("日本"));
+    }
+}
