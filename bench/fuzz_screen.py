@@ -114,6 +114,8 @@ MODIFIERS: list[tuple[str, Any, list[Any]]] = [
     ("", "1.5", [1.5, "1.5", 1.50, 15e-1]),
     ("", "1e-05", [1e-05, 0.00001, "1e-05"]),
     ("", 9007199254740993, [9007199254740993, 9007199254740992, "9007199254740993"]),
+    ("", str(int(1e308)), [1e308, int(1e308), 1.0000000000000001e308, 9.999999999999999e307]),
+    ("", str(2 ** 64), [2 ** 64, float(2 ** 64), 2 ** 64 - 1, 2 ** 64 + 1]),
     ("", True, [True, "TRUE", "true", False, 1]),
     ("", None, [None, "", "null"]),
     ("", "", ["", " ", None]),
@@ -261,6 +263,15 @@ NUMBER_SPELLINGS: list[Callable[[float], str]] = [
     lambda v: f"{v:.25g}",
 ]
 
+LONG_NUMBERS = [b"1" + b"0" * 400, b"-" + b"9" * 320, b"0." + b"0" * 400 + b"1", b"1" + b"0" * 308 + b".5",
+                b"179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587"
+                b"207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711"
+                b"531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093"
+                b"042880177904174497792", b"2.4703282292062327e-324", b"2.4703282292062328e-324"]
+"""Numbers at the limits of a double: overflow (Python rejects them), rounding to the largest double
+or to zero, halfway cases."""
+
+
 SPECIAL_NUMBERS = [
     "9007199254740993", "9007199254740993.0", "9.007199254740993e15", "9007199254740992.5",
     "18446744073709551615", "18446744073709551616", "-9223372036854775808", "-9223372036854775809",
@@ -268,6 +279,7 @@ SPECIAL_NUMBERS = [
     "9.2e18", "9.223372036854775807e18", "1e16", "1e23", "1.7976931348623157e308", "2.2250738585072014e-308",
     "5e-324", "1e-400", "1e400", "-0", "-0.0", "0e0", "0.1e1", "1.0", "1E2", "1e-05", "0.0001", "123456789012345678",
     "NaN", "Infinity", "-Infinity", "01", "1.", ".5", "+1",
+    *(token.decode() for token in LONG_NUMBERS),
 ]
 
 
@@ -483,6 +495,19 @@ def raw_message(event: dict[str, Any], rng: random.Random) -> bytes:
         return data[:rng.randrange(1, len(data))]
     if choice == 6:
         return rng.choice([b" ", b"\n", b"\t"]) + data
+    if choice == 7 and b'"' in data:
+        # a lone surrogate or a broken escape in a key or value
+        quotes = [i for i, byte in enumerate(data) if byte == 0x22]
+        at = rng.choice(quotes) + 1
+        return data[:at] + rng.choice([b"\\ud800", b"\\udfff", b"\\ud800\\ud800", b"\\u12", b"\\x41",
+                                       b"\\U0001F600", b"\\'"]) + data[at:]
+    if choice == 8:
+        # what other JSON readers accept: trailing commas, comments, single quotes, other literals
+        old, new = rng.choice([(b"}", b",}"), (b"]", b",]"), (b"{", b"{/*c*/"), (b'"', b"'"), (b"true", b"True"),
+                               (b"null", b"None"), (b":", b" : "), (b",", b"\x0c,"), (b"0", b"0x0")])
+        return data.replace(old, new, 1)
+    if choice == 9:
+        return data.replace(b"}", b', "n": ' + rng.choice(LONG_NUMBERS) + b"}", 1)
     return data
 
 
