@@ -453,13 +453,35 @@ def mutate_event(event: dict[str, Any], rng: random.Random, depth: int = 0) -> d
         out[key] = value
     if depth == 0 and rng.random() < 0.3:
         name = rng.choice(TIME_FIELDS)
-        out[name] = rng.choice([1764064800, 1764064800123, 1764064800.25, "2026-11-25T10:00:00Z", "x", None,
-                                Raw(rng.choice(SPECIAL_NUMBERS)), "2026-11-25T10:00:00.1234567Z", True, -1])
+        value = time_value(rng)
+        if "." in name and rng.random() < 0.5:
+            name, value = _nest(name, value, rng)
+        out[name] = value
     if depth == 0 and rng.random() < 0.1:
         keys = list(out)
         rng.shuffle(keys)
         out = {k: out[k] for k in keys}
     return out
+
+
+def time_value(rng: random.Random) -> Any:
+    """An event time in the shapes the screen reads itself and in others it must leave to Python."""
+    choice = rng.randrange(6)
+    if choice == 0:
+        return rng.choice([1764064800, 1764064800123, 1764064800.25, 0, -1, 1e11, 1e11 + 1, 253402300799,
+                           253402300800, 253402300799999, 2 ** 63, True, None, "x", {"t": 1}, [1764064800]])
+    if choice == 1:
+        return rng.randrange(0, 1 << 50) / rng.choice([1, 1000, 7])
+    if choice == 2:
+        return Raw(rng.choice([*SPECIAL_NUMBERS, "1764064800123.4567", "1.7640648001234567e12", "1764064800e0"]))
+    year = rng.choice([1, 1969, 1970, 2000, 2024, 2026, 9999, 10000])
+    month, day = rng.choice([(2, 29), (2, 28), (12, 31), (1, 1), (4, 31), (13, 1), (rng.randrange(1, 13), 15)])
+    hour, minute, second = rng.choice([(0, 0, 0), (23, 59, 59), (24, 0, 0), (12, 60, 0), (10, 0, 61)])
+    fraction = rng.choice(["", ".1", ".123", ".123456", ".1234567", ".", ".12a"])
+    zone = rng.choice(["", "Z", "z", "+05:30", "-05:30", "+24:00", "+0530", " UTC", "+05:30:00"])
+    separator = rng.choice(["T", " ", "t", "_"])
+    text = f"{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second:02d}{fraction}{zone}"
+    return rng.choice([text, f" {text}", f"{text} ", text.replace("-", "/", 1), text[:10], str(rng.randrange(1 << 41))])
 
 
 def _deepen(text: str, rng: random.Random) -> str:

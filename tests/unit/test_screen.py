@@ -180,6 +180,8 @@ TIME_FIELDS = ["@timestamp", "event.created", "time"]
     {"@timestamp": 1764064800},
     {"@timestamp": 1764064800123},
     {"@timestamp": 1764064800.25},
+    {"@timestamp": 964507291.3629067},  # serde_json's fast float parser was one ulp off
+    {"time": 1033240923521.2123},
     {"@timestamp": None, "event": {"created": "2026-01-01T00:00:00Z"}},
     {"event.created": 5, "event": {"created": 7}},
     {"@timestamp": True, "time": 1000},
