@@ -97,9 +97,10 @@ class Report:
 
 # --- generated single-modifier rules ----------------------------------------------------------
 
-FIELDS = ["F", "CommandLine", "a.b.c", "Ünïcode", "σοφία", "\u0130d", "user.NAME", "\ua7cbName", "x.\U00010d50k"]
+FIELDS = ["F", "CommandLine", "a.b.c", "Ünïcode", "σοφία", "\u0130d", "user.NAME", "\ua7cbName", "x.\U00010d50k",
+          "\u7528\u6237.\u540d\u524d", "\u10a0\u03a3x", "\u0391\u03a3.\u05d0"]
 """Rule field names: ASCII, dotted, Latin-1 and Greek (folded by the screen), dotted I, letters
-Python 3.11's Unicode tables do not case but Rust's do."""
+Python 3.11's Unicode tables do not case but Rust's do, CJK and Hebrew, Georgian, final sigma."""
 
 
 def _b64(text: str, encoding: str = "utf-8") -> str:
@@ -122,6 +123,10 @@ MODIFIERS: list[tuple[str, Any, list[Any]]] = [
     ("", "caf\u00e9 \u03c3\u03bf\u03c6\u03af\u03b1\u03c2", ["CAF\u00c9 \u03a3\u039f\u03a6\u038a\u0391\u03a3", "caf\u00e9"]),
     ("", "\ua7cbx", ["\ua7cbX", "\u0264x"]),
     ("", "k", ["K", "\u212a", "k"]),
+    ("|contains", "\u7ba1\u7406", ["\u65e5\u672c \u7ba1\u7406\u8005", "\u7ba1 \u7406", "\u05d0\u7ba1\u7406"]),
+    ("|contains", "\u03b1\u03c2", ["\u0391\u03a3", "\u0391\u03a3\ua7cd", "\u0391\u03a3 \u65e5", "\u0391\u03a3\u1c8a"]),
+    ("|endswith", "\u2d00", ["\u10a0", "\u1c90", "x\u2d00"]),
+    ("", "\u24d0\u2170", ["\u24b6\u2160", "\u24d0\u2170"]),
     ("", "Evil*.exe", ["evil-x.exe", "EVIL.EXE", "evil\n.exe"]),
     ("", "ev?l", ["evil", "ev\u00e4l", "evl"]),
     ("|contains", "-enc ", ["powershell -ENC x", "-encoded", "\u0130-enc "]),
@@ -254,7 +259,8 @@ class Raw:
 
 ODD_CHARS = ["\u00e9", "\u00c9", "\u03a3", "\u03c2", "\u0130", "\u0131", "\u017f", "\u212a", "\u1e9e", "\u00df",
              "\u0345", "\ua7cb", "\U00010d50", "\u1c89", "\u65e5", "\u0590", "\u058f", "\x0b", "\n", "\u2028",
-             "\U0001f600", "\ufeff", "\u0000", "\u0301"]
+             "\U0001f600", "\ufeff", "\u0000", "\u0301", "\ua7cd", "\u1c8a", "\u05d0", "\u0627", "\u10a0", "\u1c90",
+             "\U00010400", "\u2160", "\u24b6", "\uff21", "\U0001e900", "\u03a3", "\u1f88", "\ufb00"]
 """Characters whose case folding, width or handling differ somewhere (Kelvin sign, final sigma,
 dotted I, long s, capital sharp s, combining marks, Unicode 15+ letters, controls, astral)."""
 
