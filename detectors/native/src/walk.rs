@@ -4,9 +4,9 @@
 //! `service.sources.base.lookup` reads them).
 //!
 //! Whatever the walk cannot decide the way Python would (keys and scanned values Python 3.11
-//! may case-fold otherwise, fractional numbers in scanned fields, unusual timestamps, messages
-//! Python may reject) makes the event `unsure`: it then goes the Python way. Numbers are parsed
-//! exactly (correctly rounded, as orjson does).
+//! may case-fold otherwise, unusual timestamps, messages Python may reject) makes the event
+//! `unsure`: it then goes the Python way. Numbers are parsed exactly (correctly rounded, as
+//! orjson does) and read as the text Python gives them (`detectors.sigma.text.as_text`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -411,6 +411,128 @@ impl fmt::Display for Exact {
     }
 }
 
+/// Python's `repr` of a finite float: the shortest digits that read back as the same float
+/// (see [`shortest`]), laid out as Python does: positional when the decimal point falls between
+/// 4 places before the first digit and 16 after it, else `d.ddde-XX`.
+#[derive(Clone, Copy)]
+struct PyRepr(f64);
+
+impl fmt::Display for PyRepr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (digits, exponent) = shortest(self.0.abs()).ok_or(fmt::Error)?;
+        let digits = digits.as_str();
+        let (first, rest) = digits.split_at(1);
+        let point = exponent + 1; // digits before the decimal point
+        if self.0.is_sign_negative() {
+            f.write_str("-")?;
+        }
+        if !(-4 < point && point <= 16) {
+            f.write_str(first)?;
+            if !rest.is_empty() {
+                write!(f, ".{rest}")?;
+            }
+            let sign = if exponent < 0 { '-' } else { '+' };
+            return write!(f, "e{sign}{:02}", exponent.unsigned_abs());
+        }
+        if point <= 0 {
+            f.write_str("0.")?;
+            for _ in 0..point.unsigned_abs() {
+                f.write_str("0")?;
+            }
+            return f.write_str(digits);
+        }
+        let point = point as usize;
+        if point >= digits.len() {
+            f.write_str(digits)?;
+            for _ in digits.len()..point {
+                f.write_str("0")?;
+            }
+            return f.write_str(".0");
+        }
+        write!(f, "{}.{}", &digits[..point], &digits[point..])
+    }
+}
+
+/// A short text on the stack (a float's digits): no allocation per number.
+struct Digits {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Digits {
+    fn new() -> Self {
+        Digits {
+            bytes: [0; 32],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // only ASCII is ever written
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for Digits {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// The shortest decimal digits that read back as `value` (positive, finite) and the exponent of
+/// the first one, as Python's `repr` (David Gay's `dtoa`, mode 0) picks them. Rust's `{:e}`
+/// gives the same digits but where two candidates are exactly as near: Python takes the even
+/// last digit (602363986346939.25 is `602363986346939.2`), Rust the upper one.
+fn shortest(value: f64) -> Option<(Digits, i32)> {
+    use fmt::Write;
+    let mut scientific = Digits::new();
+    write!(scientific, "{value:e}").ok()?;
+    let (mantissa, exponent) = scientific.as_str().split_once('e')?;
+    let exponent: i32 = exponent.parse().ok()?;
+    let mut digits = Digits::new();
+    for part in mantissa.split('.') {
+        digits.write_str(part).ok()?;
+    }
+    let candidate: u64 = digits.as_str().parse().ok()?;
+    let scale = exponent - digits.len as i32; // of one more digit than the candidate has
+    if candidate % 2 == 1 {
+        for other in [candidate - 1, candidate + 1] {
+            // a neighbour ending in 0 has fewer digits: it would have been the shortest
+            if other % 10 == 0 || !exactly(value, candidate.min(other) * 10 + 5, scale) {
+                continue;
+            }
+            if format!("{other}e{}", scale + 1).parse::<f64>().ok() == Some(value) {
+                let mut even = Digits::new();
+                write!(even, "{other}").ok()?;
+                return Some((even, exponent));
+            }
+        }
+    }
+    Some((digits, exponent))
+}
+
+/// Whether `value` is exactly `digits * 10^scale` (a tie between two shortest candidates).
+fn exactly(value: f64, digits: u64, scale: i32) -> bool {
+    if scale >= 0 {
+        return false; // an integer: the value is a fraction here
+    }
+    let places = scale.unsigned_abs();
+    // digits / 10^places is a double only if 5^places divides it (digits < 10^19 < 5^28)
+    let Some(fives) = 5u64.checked_pow(places) else {
+        return false;
+    };
+    if !digits.is_multiple_of(fives) {
+        return false;
+    }
+    let odd = digits / fives;
+    let as_float = odd as f64;
+    as_float as u64 == odd && as_float / 2f64.powi(places as i32) == value
+}
+
 struct Root<'a, 'p> {
     walk: &'a mut Walk<'p>,
 }
@@ -519,12 +641,15 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 walk.integer(Exact(v), v)
             };
         }
+        if v.is_finite() {
+            return walk.integer(PyRepr(v), v); // a fraction: Python's text is its `repr`
+        }
         if !walk.pending.is_empty() {
             walk.stamp(Some(number_read(v)));
         }
-        walk.seen(None); // a fraction: Python's repr of it is not reproduced here
+        walk.seen(None);
         if walk.field.is_some() {
-            walk.unsure = true; // Python's repr of a fraction: not reproduced here
+            walk.unsure = true; // not a JSON number orjson reads
             return Err(E::custom(Stop));
         }
         Ok(())
@@ -644,8 +769,31 @@ mod tests {
                 "{number}"
             );
         }
-        // fractions are left to Python (its repr is not reproduced)
-        assert_eq!(finds(&plan("n", "1.5"), r#"{"n": 1.5}"#), None);
+        for (number, text) in [
+            ("1.5", "1.5"),
+            ("-0.25", "-0.25"),
+            ("0.0001", "0.0001"),
+            ("0.00001", "1e-05"),
+            ("-1.5e-7", "-1.5e-07"),
+            ("1234567890123456.5", "1234567890123456.5"),
+            ("0.1e1", "1"),
+            ("5e-324", "5e-324"),
+            ("2.2250738585072014e-308", "2.2250738585072014e-308"),
+            ("0.30000000000000004", "0.30000000000000004"),
+            ("602363986346939.2", "602363986346939.2"), // a tie: Python's even digit
+            ("602363986346939.25", "602363986346939.2"),
+            ("0.5", "0.5"),
+        ] {
+            let plan = plan("n", text);
+            assert_eq!(
+                finds(&plan, &format!("{{\"n\": {number}}}")),
+                Some(true),
+                "{number}"
+            );
+        }
+        assert_eq!(PyRepr(1e16).to_string(), "1e+16");
+        assert_eq!(PyRepr(1.5e300).to_string(), "1.5e+300");
+        assert_eq!(PyRepr(123.0).to_string(), "123.0");
     }
 
     #[test]
