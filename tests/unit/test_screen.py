@@ -549,3 +549,21 @@ def test_a_capital_sigma_beside_later_letters_goes_to_python(value):
     detection = {"sel": {"v|contains": "ας"}, "condition": "sel"}
     assert build(rule_yaml(detection)).evaluate({"v": value}, LS)
     assert scan(detection, {"v": value})[0] == [0]
+
+
+async def test_an_account_id_spelled_as_a_float_alerts_through_the_http_api(tmp_path):
+    """The issue's reproduction: the screen read 4.4102019666278236e+18 as another integer."""
+    from tests.unit.test_api import ADMIN, auth
+    from tests.unit.test_api import build as build_api
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "account.yml").write_text(rule_yaml({"sel": {"account_id": "4410201966627823616"}, "condition": "sel"},
+                                                 logsource={"category": "ci_job_log"}, title="Watched Account"))
+    client, router, _ = build_api(tmp_path)
+    async with client:
+        for body in (b'{"account_id": 4.4102019666278236e+18}', b'{"account_id": 4410201966627823616}'):
+            resp = await client.post("/api/v1/events?category=ci_job_log", content=body, headers=auth(ADMIN))
+            doc = resp.json()
+            assert doc["accepted"] == 1 and [a["title"] for a in doc["alerts"]] == ["Watched Account"], body
+    assert len(router.accepted) == 2
