@@ -173,7 +173,20 @@ MODIFIERS: list[tuple[str, Any, list[Any]]] = [
     ("|fieldref|endswith", "Other", ["rest-same"]),
     ("|fieldref|contains", "Other", ["xxsamexx"]),
     ("|neq|fieldref", "Other", ["same", "other"]),
+    ("|expand", "%admins%", ["alice", "ALICE", "bobby", "carol"]),
+    ("|expand|contains", "%admins%", ["x alice y", "carol"]),
 ]
+
+EXPAND_PIPELINE = """
+name: fuzz placeholders
+priority: 10
+vars:
+  admins: [alice, "bob*"]
+transformations:
+  - id: expand
+    type: value_placeholders
+"""
+"""Values of the ``%admins%`` placeholder, for the ``expand`` modifier."""
 
 _ids = iter(range(1, 1 << 40))
 
@@ -199,7 +212,8 @@ def generated_targets(rng: random.Random) -> list[Target]:
                 {"sel": sel, "kw": ["mimikatz"], "condition": "sel or kw"},
             ]
             for detection in forms:
-                result = compile_ruleset([RuleText("fuzz.yml", _rule(detection), "fuzz")])
+                result = compile_ruleset([RuleText("fuzz.yml", _rule(detection), "fuzz")],
+                                         pipelines=[EXPAND_PIPELINE] if "expand" in mods else [])
                 if result.errors or not result.ruleset.rules:
                     continue
                 seeds = [{name: example, "Other": rng.choice(["same", "SAME", "x"])} for example in examples]
@@ -219,7 +233,8 @@ def corpus_targets(folders: Sequence[Path], max_events: int = 12) -> list[Target
     from tests.conformance.differential import corpus_files, parse_rules
     from tests.conformance.eventgen_sigma import rule_events
 
-    loaded = load_rules(list(folders))
+    # the site values the conformance suite gives SigmaHQ's ``expand`` placeholders
+    loaded = load_rules(list(folders), [ROOT / "tests" / "conformance" / "site_placeholders.yml"])
     parsed = []
     for file in (file for folder in folders for file in corpus_files(folder)):
         try:
