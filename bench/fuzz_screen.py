@@ -559,25 +559,30 @@ def raw_message(event: dict[str, Any], rng: random.Random) -> bytes:
 # --- the differential check -----------------------------------------------------------------------
 
 
-def _python(raw: bytes) -> dict[str, Any] | None:
+def _python(raw: bytes, max_depth: int, max_bytes: int) -> dict[str, Any] | None:
     try:
-        return parse_object(raw, MAX_DEPTH, MAX_BYTES)
+        return parse_object(raw, max_depth, max_bytes)
     except DecodeError:
         return None
 
 
-def check(target: Target, raws: list[bytes], report: Report) -> None:
+LIMITS = [(MAX_DEPTH, MAX_BYTES)] * 6 + [(1, MAX_BYTES), (8, MAX_BYTES), (31, 300), (200, MAX_BYTES)]
+"""The JSON decoder's (max_depth, max_bytes): the defaults mostly, and others a deployment may set."""
+
+
+def check(target: Target, raws: list[bytes], report: Report, max_depth: int = MAX_DEPTH,
+          max_bytes: int = MAX_BYTES) -> None:
     """Screen ``raws`` as one batch (the value cache carries over) and judge every cleared one."""
     screen = target.ruleset.screen(target.logsource)
     if screen is None:
         return
-    picked, latest = screen.scan(raws, [FALLBACK_MS] * len(raws), TIME_FIELDS, MAX_BYTES, MAX_DEPTH)
+    picked, latest = screen.scan(raws, [FALLBACK_MS] * len(raws), TIME_FIELDS, max_bytes, max_depth)
     picked_set = set(picked)
     run, run_times = 0, [math.nan] * (len(picked) + 1)
     judged = [True] * (len(picked) + 1)  # runs whose every cleared event has a Python time
     for position, raw in enumerate(raws):
         report.tried += 1
-        event = _python(raw)
+        event = _python(raw, max_depth, max_bytes)
         report.rejected += event is None
         matches = target.ruleset.evaluate(event, target.logsource) if event is not None else []
         report.matching += bool(matches)
@@ -611,7 +616,7 @@ def run(targets: Sequence[Target], seconds: float, seed: int, max_inputs: int | 
     while usable:
         for target in usable:
             raws = [raw_message(rng.choice(target.seeds), rng) for _ in range(batch)]
-            check(target, raws, report)
+            check(target, raws, report, *rng.choice(LIMITS))
             elapsed = time.perf_counter() - started
             if elapsed >= seconds or (max_inputs is not None and report.tried >= max_inputs):
                 report.seconds = elapsed
