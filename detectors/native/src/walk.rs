@@ -387,12 +387,16 @@ impl<'p> Walk<'p> {
             use fmt::Write;
             let mut number = std::mem::take(&mut self.number);
             number.clear();
-            let _ = write!(number, "{value}");
-            self.seen(Some(&number));
-            let result = if scanned {
-                self.text(&number, false)
+            let result = if write!(number, "{value}").is_err() {
+                self.unsure = true; // no text for it: never compare a partial one
+                Err(E::custom(Stop))
             } else {
-                Ok(())
+                self.seen(Some(&number));
+                if scanned {
+                    self.text(&number, false)
+                } else {
+                    Ok(())
+                }
             };
             self.number = number;
             return result;
