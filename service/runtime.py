@@ -69,10 +69,16 @@ class Pipeline:
         self.dead_letters = dead_letters
         self.screen = screen
         """Clear JSON messages no rule can match with the native screen (``events.screen``)."""
+        self._pool: ThreadPoolExecutor | None = None
+        """One thread for every push input's batches: they queue for it (and the detector's lock)
+        instead of parking one pool thread each."""
 
     async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
         started = time.perf_counter()
-        decoded, events, alerts = await asyncio.to_thread(self._detect, source, messages, spec)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-detect-push")
+        decoded, events, alerts = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._detect, source, messages, spec)
         for rejected in decoded.rejected:
             metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
         metrics.EVENTS.labels(source).inc(events)
