@@ -30,10 +30,8 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detectors.alert import Alert
-from detectors.model import Origin
 from service import metrics
 from service.config import EventSettings, KafkaSettings
-from service.decoders import DecodeError
 from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
 from service.screening import Screening, ScreenResult, merge, screening_for
@@ -421,36 +419,17 @@ class KafkaRunner:
 
     def _decode(self, tp: TopicPartition, records: Iterable[Any], spec: InputSpec, items: list[Item],
                 rejected: list[Rejected]) -> int:
-        """Decode ``records`` into ``items`` (rejects into ``rejected``); returns the number of events decoded."""
-        before = len(items)
+        """Decode ``records`` into ``items`` (rejects, with their Kafka metadata, into ``rejected``)
+        through the one decode step every input shares; returns the number of events decoded."""
         topic, partition = tp.topic, tp.partition
-        decoder, logsource, time_fields = spec.decoder, spec.logsource, spec.time_fields
-        max_bytes = self.settings.max_message_bytes
-        append = items.append
-        for record in records:
-            value = record.value
-            try:
-                if value is None:
-                    raise DecodeError("empty", "message has no value (tombstone)")
-                if len(value) > max_bytes:
-                    raise DecodeError("oversize", f"message of {len(value)} bytes exceeds {max_bytes}")
-                events = decoder(value)
-            except Exception as exc:
-                reason = exc.reason if isinstance(exc, DecodeError) else "decoder_error"
-                headers = tuple((k, v or b"") for k, v in (record.headers or ()))
-                origin = Origin("kafka", topic, partition, record.offset)
-                rejected.append(Rejected(RawMessage(value or b"", origin, record.timestamp / 1000.0, headers,
-                                                    record.key), reason, str(exc)))
-                metrics.MESSAGES_REJECTED.labels("kafka", reason).inc()
-                continue
-            if len(events) == 1:
-                append(Item(events[0], (topic, partition, record.offset), logsource, time_fields,
-                            record.timestamp / 1000.0))
-            else:
-                for index, event in enumerate(events):
-                    sub = Origin("kafka", topic, partition, record.offset, str(index))
-                    append(Item(event, sub, logsource, time_fields, record.timestamp / 1000.0))
-        return len(items) - before
+        messages = [RawMessage(record.value, (topic, partition, record.offset), record.timestamp / 1000.0,
+                               record.headers or (), record.key) for record in records]
+        decoded = Decoded(items, rejected)
+        before_items, before_rejected = len(items), len(rejected)
+        decode_batch(messages, spec, decoded, max_bytes=self.settings.max_message_bytes)
+        for reject in rejected[before_rejected:]:
+            metrics.MESSAGES_REJECTED.labels("kafka", reject.reason).inc()
+        return len(items) - before_items
 
     def _screen(self, spec: InputSpec, current: Any) -> Screening | None:
         """How to screen a topic's records (see :func:`screening_for`), or None: decode them all."""

@@ -559,3 +559,20 @@ async def test_push_input_rejects_go_to_the_dead_letter_file(tmp_path):
     record = orjson.loads(line)
     assert record["origin"] == "stdin:b" and record["reason"] == "utf8"
     assert base64.b64decode(record["value_b64"]) == b"\xff broken"
+
+
+def test_one_decode_path_gives_kafka_and_push_inputs_the_same_reject_reasons() -> None:
+    """Kafka records and pushed lines go through ``decode_batch``: same reasons and errors, and a
+    Kafka reject keeps its metadata (origin, timestamp, headers with bytes values, key)."""
+    spec = InputSpec.from_settings("t", StdinSettings(), ["@timestamp"])
+    values = [b"not json", None, b'{"a": "' + b"x" * 64 + b'"}', b'{"a": 1}']
+    pushed = decode_batch([RawMessage(v, Origin("stdin", key=str(i)), 1.0) for i, v in enumerate(values)], spec,
+                          max_bytes=32)
+    kafka = decode_batch([RawMessage(v, ("t", 0, i), 2.5, [("h", None)], b"k") for i, v in enumerate(values)], spec,
+                         max_bytes=32)
+    assert [(r.reason, r.error) for r in pushed.rejected] == [(r.reason, r.error) for r in kafka.rejected]
+    assert [r.reason for r in kafka.rejected] == ["decode", "empty", "oversize"]
+    tombstone = kafka.rejected[1].message
+    assert (tombstone.value, tombstone.origin.token(), tombstone.fallback_time, tombstone.headers, tombstone.key) == (
+        b"", Origin("kafka", "t", 0, 1).token(), 2.5, (("h", b""),), b"k")
+    assert [item.event for item in kafka.items] == [{"a": 1}] and kafka.items[0].scope_key() == ("t", 0)
