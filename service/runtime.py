@@ -1,11 +1,10 @@
-"""The pipeline loop: sources -> screen -> decode -> detect -> alert router, with at-least-once for Kafka.
+"""The Kafka input: consumer group -> screen -> decode -> detect -> alert router, at least once.
 
-Both paths hand JSON messages to the native screen first (:mod:`service.screening`), then
-decode and detect what it could not clear, in worker threads under the detector's lock: a slow
-rule or a hostile event delays its own batch, never the event loop (API, health, other inputs):
+Push inputs (HTTP, stdin, files, ``eval``) run through :class:`service.pipeline.Pipeline`
+one batch at a time. Kafka shares its steps (the native screen of :mod:`service.screening`,
+:func:`~service.sources.base.decode_batch`, the detector under its lock in a worker thread)
+but overlaps them across batches:
 
-* push inputs (HTTP, stdin, files) call :meth:`Pipeline.ingest` per batch and
-  get the outcome once the router has accepted the alerts;
 * :class:`KafkaRunner` fetches with ``getmany``, screens each batch in a worker
   thread while it fetches the next, decodes and detects the batch in a second
   worker thread, and queues it for a single submitter task that hands alerts and dead letters
@@ -25,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -34,91 +33,13 @@ from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
+from service.pipeline.core import AlertSink
 from service.screening import Screening, ScreenResult, merge, screening_for
 from service.sources.base import Decoded, InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
 from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
-
-
-class AlertSink(Protocol):
-    async def submit(self, alerts: Sequence[Alert]) -> Any: ...
-
-
-class DeadLetters(Protocol):
-    async def send(self, rejected: Sequence[Rejected]) -> None: ...
-
-
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-
-
-class Pipeline:
-    """Decode, detect and submit for push inputs; returns once alerts are accepted (or raises)."""
-
-    def __init__(self, detector: Detector, router: AlertSink, dead_letters: DeadLetters | None = None, *,
-                 screen: bool = True) -> None:
-        self.detector = detector
-        self.router = router
-        self.dead_letters = dead_letters
-        self.screen = screen
-        """Clear JSON messages no rule can match with the native screen (``events.screen``)."""
-
-    async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
-        started = time.perf_counter()
-        decoded, events, alerts = await asyncio.to_thread(self._detect, source, messages, spec)
-        for rejected in decoded.rejected:
-            metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
-        metrics.EVENTS.labels(source).inc(events)
-        if decoded.rejected and self.dead_letters is not None:
-            await self.dead_letters.send(decoded.rejected)
-        if alerts:
-            await self.router.submit(alerts)
-        metrics.DETECTION_LATENCY.observe(time.perf_counter() - started)
-        return IngestResult(events, decoded.rejected, alerts)
-
-    def _detect(self, source: str, messages: Sequence[RawMessage],
-                spec: InputSpec) -> tuple[Decoded, int, list[Alert]]:
-        """Screen, decode and detect in a worker thread: a slow rule never stalls the event loop.
-
-        The detector's lock spans the screen and the detection, so both see the same rule set.
-        """
-        with self.detector.exclusive():
-            decoded, events = self._decode(source, messages, spec)
-            return decoded, events, self.detector.process(decoded.items) if decoded.items else []
-
-    def _decode(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> tuple[Decoded, int]:
-        """Items for the detector and the number of events read (screen-cleared ones included).
-
-        Messages the screen clears are not decoded; with stateful detectors each run of them is
-        one :class:`Tick` whose origin is the run's last message. Their fallback time is read to
-        the millisecond (the screen's unit), the only way a tick may differ from the events' own.
-        """
-        screening = screening_for(spec, self.detector.current) if self.screen and messages else None
-        if screening is None:
-            decoded = decode_batch(messages, spec)
-            return decoded, len(decoded.items)
-        screen, time_fields, max_bytes, max_depth = screening
-        timed = time_fields is not None
-        fallbacks = [int(message.fallback_time * 1000) for message in messages] if timed else []
-        result = screen.scan([message.value for message in messages], fallbacks, time_fields, max_bytes, max_depth)
-        metrics.EVENTS_SCREENED.labels(source).inc(len(messages) - len(result[0]))
-        decoded = Decoded()
-        items = decoded.items
-
-        def decode(positions: Sequence[int]) -> int:
-            before = len(items)
-            decode_batch([messages[position] for position in positions], spec, decoded)
-            return len(items) - before
-
-        def tick(position: int, ts: float) -> None:
-            items.append(Tick(messages[position].origin, spec.logsource, ts))
-
-        return decoded, merge(result, len(messages), timed, decode, tick)
 
 
 @dataclass

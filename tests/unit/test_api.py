@@ -12,7 +12,7 @@ from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector, compile_detection
 from service.reload import Reloader
-from service.runtime import Pipeline
+from service.pipeline import Pipeline
 
 RULE = """
 title: Curl Piped To Shell

@@ -28,7 +28,7 @@ from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector, compile_detection
 from service.reload import Reloader
-from service.runtime import Pipeline
+from service.pipeline import Pipeline
 from tests.unit.test_api import ADMIN, READER, RULE, FakeRouter
 
 ROLES: dict[str, dict[str, str]] = {

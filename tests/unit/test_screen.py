@@ -275,7 +275,7 @@ async def ingest_pushed(tmp_path: Path, screen: bool, with_time: bool = True) ->
     from detectors.model import Origin
     from service import metrics
     from service.decoders import build_decoder
-    from service.runtime import Pipeline
+    from service.pipeline import Pipeline
     from service.sources.base import InputSpec, RawMessage
 
     tmp_path.mkdir()
@@ -310,7 +310,7 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
     from detectors.model import Origin
     from service.decoders import build_decoder
-    from service.runtime import Pipeline
+    from service.pipeline import Pipeline
     from service.sources.base import InputSpec, RawMessage
 
     built: list[int] = []
