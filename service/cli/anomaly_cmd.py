@@ -33,7 +33,6 @@ from detectors.anomaly.timeutil import BadTimestamp, parse_timestamp
 from detectors.model import LogSource, Match
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
-from service.cli.eval_cmd import InputStats, read_events
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,6 +85,36 @@ def alert_record(match: Match) -> dict[str, Any]:
         "score": details.pop("score", None),
         **details,
     }
+
+
+@dataclass
+class InputStats:
+    """What the reader saw; decides the exit code."""
+
+    lines: int = 0
+    events: int = 0
+    bad_lines: int = 0
+
+
+def read_events(stream: IO[bytes], stats: InputStats, err: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, event)`` for each JSON object line; other lines are reported on ``err``."""
+    loads = orjson.loads
+    for number, raw in enumerate(stream, start=1):
+        stats.lines = number
+        if not raw.strip():
+            continue
+        try:
+            event = loads(raw)
+        except orjson.JSONDecodeError as exc:
+            stats.bad_lines += 1
+            print(f"line {number}: invalid JSON: {exc}", file=err)
+            continue
+        if not isinstance(event, dict):
+            stats.bad_lines += 1
+            print(f"line {number}: not a JSON object (got {type(event).__name__})", file=err)
+            continue
+        stats.events += 1
+        yield number, event
 
 
 @dataclass

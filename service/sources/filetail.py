@@ -86,7 +86,7 @@ class FileFollower:
     def _messages(self, lines: list[tuple[int, bytes]]) -> list[RawMessage]:
         now = time.time()
         prefix = f"{self.path}:{self._inode}"
-        return [RawMessage(line, partial(_line_origin, prefix, at, line), now) for at, line in lines]
+        return [RawMessage(line, partial(line_origin, prefix, at, line), now) for at, line in lines]
 
     def _rotated(self) -> bool:
         try:
@@ -136,7 +136,7 @@ class FileFollower:
             self._close()
 
 
-def _line_origin(prefix: str, at: int, line: bytes) -> Origin:
+def line_origin(prefix: str, at: int, line: bytes) -> Origin:
     """``path:inode:byte offset:line hash``: inode and offset alone repeat after a copytruncate
     rotation, the line's hash tells them apart."""
     return Origin("file", key=f"{prefix}:{at}:{content_key(line)[:8]}")
