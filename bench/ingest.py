@@ -62,9 +62,8 @@ async def follow_all(files: dict[Path, dict[str, str]], total: int, screen: bool
     from service.decoders import build_decoder
     from service.detection import Detector
     from service.metrics import EVENTS_SCREENED
-    from service.pipeline import Pipeline, drive
+    from service.pipeline import Pipeline, drive, tune_gc
     from service.reload import compile_configured
-    from service.runtime import tune_gc
     from service.sources.base import InputSpec
     from service.sources.filetail import FileFollower
 

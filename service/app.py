@@ -37,12 +37,12 @@ from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector
 from service.local_state import LocalState
-from service.pipeline import Pipeline, drive
+from service.pipeline import Pipeline, drive, tune_gc
 from service.reload import Reloader, compile_configured
-from service.runtime import KafkaRunner, tune_gc
 from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
+from service.sources.kafka import KafkaRunner
 from service.sources.stdin import StdinSource, stdin_wanted
 from service.supervisor import Supervisor
 from service.waits import stopped_within

@@ -9,7 +9,7 @@ cannot re-read what they handed over) or give up (an HTTP client retries itself)
 
 Adding an input: write a class with a ``name`` and an async ``batches(stop)`` generator
 (see :mod:`service.sources.filetail`), then start ``drive(source, pipeline, stop)`` for it
-in :mod:`service.app`. Kafka is the exception: its loop (:mod:`service.runtime`) overlaps
+in :mod:`service.app`. Kafka is the exception: its loop (:mod:`service.sources.kafka.runner`) overlaps
 fetch, screen, detection and commits across batches, which this one-at-a-time driver does not.
 """
 

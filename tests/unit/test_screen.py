@@ -240,7 +240,7 @@ def auth_records(count: int = 60) -> list[Record]:
 
 async def run_loop(tmp_path: Path, screen: bool) -> tuple[list[Any], int]:
     from service import metrics
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
 
     tmp_path.mkdir()
     (tmp_path / "rules.yml").write_text(RULES)
@@ -331,7 +331,7 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
 
 def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
     from tests.unit.test_sources import SILENCE
 
     (tmp_path / "rules.yml").write_text(RULES)
@@ -351,7 +351,7 @@ def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
 
 
 def auth_runner(tmp_path: Path):
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
 
     (tmp_path / "rules.yml").write_text(RULES)
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"auth": {"logsource": {"category": "auth"}}})

@@ -318,7 +318,7 @@ class FakeDeadLetters:
 
 
 def kafka_runner(tmp_path: Path, router, records, dead_letters=None, **kafka):
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
 
     (tmp_path / "r.yml").write_text(RULE)
     detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
@@ -490,7 +490,7 @@ def test_anomaly_configured_without_a_readable_file_is_an_error(tmp_path):
 def test_subscription_pattern_combines_listed_topics_and_the_pattern():
     import re
 
-    from service.runtime import subscription_pattern
+    from service.sources.kafka import subscription_pattern
 
     both = KafkaSettings(bootstrap_servers=["x:1"], topics={"ci.logs": {}, "audit": {}}, topic_pattern="k8s-.*")
     regex = re.compile(subscription_pattern(both))
@@ -501,7 +501,7 @@ def test_subscription_pattern_combines_listed_topics_and_the_pattern():
 
 async def test_partition_state_moves_with_the_partition_through_the_state_store(tmp_path):
     """Two failed logins on one instance, the partition moves, the third login on the next owner fires."""
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
     from service.state_store import StateStore
 
     (tmp_path / "c.yml").write_text(CORRELATED)

@@ -17,7 +17,6 @@ but overlaps them across batches:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import re
 import time
@@ -36,7 +35,9 @@ from service.partition_state import PartitionState, Snapshot
 from service.pipeline.core import AlertSink
 from service.screening import Screening, ScreenResult, merge, screening_for
 from service.sources.base import Decoded, InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
-from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
+from service.sources.kafka.client import consumer_kwargs
+from service.sources.kafka.deadletters import DeadLetterWriter
+from service.sources.kafka.offsets import OffsetTracker, Rebalance, commit
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
@@ -53,19 +54,6 @@ class _Work:
     events: int
     snapshots: dict[TopicPartition, Snapshot] = field(default_factory=dict)
     """Detector state captured right after this batch, saved once the batch's offsets are committed."""
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections for an allocation-heavy loop over a large, long-lived ruleset.
-
-    Objects alive now (compiled rules, indexes) move to the permanent generation
-    so full collections stop walking them; gen-0 runs every 50,000 allocations
-    instead of 700. Called after the initial compile and after each swap.
-    """
-    gc.unfreeze()  # let garbage of a replaced ruleset be collected
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def subscription_pattern(settings: KafkaSettings) -> str | None:
