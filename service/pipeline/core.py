@@ -24,8 +24,8 @@ from typing import Any, Protocol
 from detectors.alert import Alert
 from service import metrics
 from service.detection import Detector
-from service.screening import merge, screening_for
-from service.sources.base import Decoded, InputSpec, RawMessage, Rejected, Tick, decode_batch
+from service.screening import decode_screened, screening_for
+from service.sources.base import Decoded, InputSpec, RawMessage, Rejected, decode_batch
 
 
 class AlertSink(Protocol):
@@ -99,17 +99,10 @@ class Pipeline:
         result = screen.scan([message.value for message in messages], fallbacks, time_fields, max_bytes, max_depth)
         metrics.EVENTS_SCREENED.labels(source).inc(len(messages) - len(result[0]))
         decoded = Decoded()
-        items = decoded.items
-
-        def decode(positions: Sequence[int]) -> int:
-            before = len(items)
-            decode_batch([messages[position] for position in positions], spec, decoded)
-            return len(items) - before
-
-        def tick(position: int, ts: float) -> None:
-            items.append(Tick(messages[position].origin, spec.logsource, ts))
-
-        return decoded, merge(result, len(messages), timed, decode, tick)
+        events = decode_screened(result, len(messages), spec, decoded, timed,
+                                 lambda positions: [messages[position] for position in positions],
+                                 lambda position: messages[position].item_origin)
+        return decoded, events
 
 
 def tune_gc() -> None:

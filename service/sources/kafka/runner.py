@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +33,8 @@ from service.config import EventSettings, KafkaSettings
 from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
 from service.pipeline.core import AlertSink
-from service.screening import Screening, ScreenResult, merge, screening_for
-from service.sources.base import Decoded, InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
+from service.screening import Screening, ScreenResult, decode_screened, screening_for
+from service.sources.base import Decoded, InputSpec, RawMessage, Rejected, decode_batch
 from service.sources.kafka.client import consumer_kwargs
 from service.sources.kafka.deadletters import DeadLetterWriter
 from service.sources.kafka.offsets import OffsetTracker, Rebalance, commit
@@ -298,12 +298,12 @@ class KafkaRunner:
     def _process_locked(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer,
                         screened: Screened | None) -> _Work:
         received = time.perf_counter()
-        items: list[Item] = []
-        rejected: list[Rejected] = []
+        decoded = Decoded()
         offsets: dict[TopicPartition, int] = {}
         leaving = self._leaving
         current = self.detector.current
         results = screened.results if screened is not None and screened.detection is current else {}
+        max_bytes = self.settings.max_message_bytes
         events = 0
         for tp, records in batches.items():
             if not records or tp in leaving:
@@ -312,9 +312,16 @@ class KafkaRunner:
             self.partition_state.observe(tp, records[0].offset)
             result = results.get(tp)
             if result is None:
-                events += self._decode(tp, records, spec, items, rejected)
+                before = len(decoded.items)
+                decode_batch(_messages(tp, records), spec, decoded, max_bytes=max_bytes)
+                events += len(decoded.items) - before
             else:
-                events += self._cleared(tp, records, spec, result, current.stateful, items, rejected)
+                metrics.EVENTS_SCREENED.labels("kafka").inc(len(records) - len(result[0]))
+                events += decode_screened(
+                    result, len(records), spec, decoded, current.stateful,
+                    lambda positions, tp=tp, records=records: _messages(tp, [records[p] for p in positions]),
+                    lambda position, tp=tp, records=records: (tp.topic, tp.partition, records[position].offset),
+                    max_bytes)
             next_offset = records[-1].offset + 1
             offsets[tp] = next_offset
             self._processed[tp] = next_offset
@@ -322,44 +329,17 @@ class KafkaRunner:
             if high is not None:
                 self._lag[tp] = max(high - next_offset, 0)
                 metrics.KAFKA_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(self._lag[tp])
-        alerts = self.detector.process(items) if items else []
-        metrics.EVENTS.labels("kafka").inc(events)
-        return _Work(alerts, rejected, offsets, received, events, self.partition_state.capture(offsets))
-
-    def _decode(self, tp: TopicPartition, records: Iterable[Any], spec: InputSpec, items: list[Item],
-                rejected: list[Rejected]) -> int:
-        """Decode ``records`` into ``items`` (rejects, with their Kafka metadata, into ``rejected``)
-        through the one decode step every input shares; returns the number of events decoded."""
-        topic, partition = tp.topic, tp.partition
-        messages = [RawMessage(record.value, (topic, partition, record.offset), record.timestamp / 1000.0,
-                               record.headers or (), record.key) for record in records]
-        decoded = Decoded(items, rejected)
-        before_items, before_rejected = len(items), len(rejected)
-        decode_batch(messages, spec, decoded, max_bytes=self.settings.max_message_bytes)
-        for reject in rejected[before_rejected:]:
+        for reject in decoded.rejected:
             metrics.MESSAGES_REJECTED.labels("kafka", reject.reason).inc()
-        return len(items) - before_items
+        alerts = self.detector.process(decoded.items) if decoded.items else []
+        metrics.EVENTS.labels("kafka").inc(events)
+        return _Work(alerts, decoded.rejected, offsets, received, events, self.partition_state.capture(offsets))
 
     def _screen(self, spec: InputSpec, current: Any) -> Screening | None:
         """How to screen a topic's records (see :func:`screening_for`), or None: decode them all."""
         if not self.events.screen:
             return None
         return screening_for(spec, current, self.settings.max_message_bytes)
-
-    def _cleared(self, tp: TopicPartition, records: list[Any], spec: InputSpec, result: ScreenResult, timed: bool,
-                 items: list[Item], rejected: list[Rejected]) -> int:
-        """Decode only the records the screen could not clear; the cleared ones become one
-        :class:`Tick` per run (their latest event time) when stateful detectors need time (``timed``).
-        Returns the number of events: cleared plus decoded."""
-        metrics.EVENTS_SCREENED.labels("kafka").inc(len(records) - len(result[0]))
-
-        def decode(positions: Sequence[int]) -> int:
-            return self._decode(tp, [records[position] for position in positions], spec, items, rejected)
-
-        def tick(position: int, ts: float) -> None:
-            items.append(Tick((tp.topic, tp.partition, records[position].offset), spec.logsource, ts))
-
-        return merge(result, len(records), timed, decode, tick)
 
     def busy_scopes(self) -> set[tuple[str, int] | None]:
         """Scopes with records left to read: their event time must not be moved on by the heartbeat.
@@ -489,6 +469,15 @@ class KafkaRunner:
         self._rebalances += 1
         self.assigned = assigned
         metrics.KAFKA_PARTITIONS_ASSIGNED.set(len(assigned))
+
+
+def _messages(tp: TopicPartition, records: Sequence[Any]) -> list[RawMessage]:
+    """Kafka records as the messages every input hands to :func:`decode_batch`: the origin stays
+    a ``(topic, partition, offset)`` tuple (an :class:`Origin` is built only for an alert or a
+    reject) and rejects keep the record's timestamp, headers and key for the dead letters."""
+    topic, partition = tp.topic, tp.partition
+    return [RawMessage(record.value, (topic, partition, record.offset), record.timestamp / 1000.0,
+                       record.headers or (), record.key) for record in records]
 
 
 async def _quiet_stop(consumer: AIOKafkaConsumer) -> None:
