@@ -29,7 +29,8 @@ def dead_letter_headers(item: Rejected) -> list[tuple[str, bytes]]:
         ("reason", item.reason),
         ("error", item.error[:1000]),
     ]
-    return [*item.message.headers, *((DLQ_HEADER_PREFIX + k, v.encode()) for k, v in ours)]
+    kept = [(k, v or b"") for k, v in item.message.headers]
+    return [*kept, *((DLQ_HEADER_PREFIX + k, v.encode()) for k, v in ours)]
 
 
 class DeadLetterWriter:

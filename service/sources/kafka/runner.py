@@ -317,11 +317,8 @@ class KafkaRunner:
                 events += len(decoded.items) - before
             else:
                 metrics.EVENTS_SCREENED.labels("kafka").inc(len(records) - len(result[0]))
-                events += decode_screened(
-                    result, len(records), spec, decoded, current.stateful,
-                    lambda positions, tp=tp, records=records: _messages(tp, [records[p] for p in positions]),
-                    lambda position, tp=tp, records=records: (tp.topic, tp.partition, records[position].offset),
-                    max_bytes)
+                events += decode_screened(result, len(records), spec, decoded, current.stateful,
+                                          *_picked(tp, records), max_bytes)
             next_offset = records[-1].offset + 1
             offsets[tp] = next_offset
             self._processed[tp] = next_offset
@@ -478,6 +475,19 @@ def _messages(tp: TopicPartition, records: Sequence[Any]) -> list[RawMessage]:
     topic, partition = tp.topic, tp.partition
     return [RawMessage(record.value, (topic, partition, record.offset), record.timestamp / 1000.0,
                        record.headers or (), record.key) for record in records]
+
+
+def _picked(tp: TopicPartition, records: Sequence[Any]) -> tuple[
+        Callable[[Sequence[int]], list[RawMessage]], Callable[[int], tuple[str, int, int]]]:
+    """For :func:`decode_screened`: the messages at the screen's picked positions, and a cleared
+    run's origin."""
+    def messages_at(positions: Sequence[int]) -> list[RawMessage]:
+        return _messages(tp, [records[position] for position in positions])
+
+    def origin_at(position: int) -> tuple[str, int, int]:
+        return tp.topic, tp.partition, records[position].offset
+
+    return messages_at, origin_at
 
 
 async def _quiet_stop(consumer: AIOKafkaConsumer) -> None:
