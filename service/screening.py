@@ -64,16 +64,18 @@ def merge(result: ScreenResult, count: int, timed: bool, decode: Callable[[Seque
 
 def decode_screened(result: ScreenResult, count: int, spec: InputSpec, decoded: Decoded, timed: bool,
                     messages_at: Callable[[Sequence[int]], Sequence[RawMessage]],
-                    origin_at: Callable[[int], Origin | tuple[str, int, int]], max_bytes: int | None = None) -> int:
+                    origin_at: Callable[[int], Origin | tuple[str, int, int]], max_bytes: int | None = None,
+                    partition: tuple[str, int] | None = None) -> int:
     """The step after the screen, for every input: decode (with :func:`decode_batch`) the ``count``
     messages' picked positions into ``decoded`` and, when stateful detectors need time (``timed``),
     add one :class:`Tick` per cleared run at ``origin_at`` its last position. Messages are built
-    only for the picked positions (``messages_at``): most are cleared. Returns the number of events."""
+    only for the picked positions (``messages_at``): most are cleared. ``partition``: they are
+Kafka records (see :func:`decode_batch`). Returns the number of events."""
     items = decoded.items
 
     def decode(positions: Sequence[int]) -> int:
         before = len(items)
-        decode_batch(messages_at(positions), spec, decoded, max_bytes=max_bytes)
+        decode_batch(messages_at(positions), spec, decoded, max_bytes=max_bytes, partition=partition)
         return len(items) - before
 
     def tick(position: int, ts: float) -> None:

@@ -176,13 +176,18 @@ def parse_time(value: Any) -> float | None:
 
 
 def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded | None = None, *,
-                 max_bytes: int | None = None) -> Decoded:
+                 max_bytes: int | None = None, partition: tuple[str, int] | None = None) -> Decoded:
     """Decode ``messages`` with ``spec``'s decoder into ``out`` (appending; created if None).
 
     The one decode step of every input: a message without a value (Kafka tombstone) is rejected
     as ``empty``, one over ``max_bytes`` (an input's own limit, e.g. Kafka's
     ``max_message_bytes``) as ``oversize``, then the decoder decides. Rejects keep the original
     message (bytes, origin, headers, key) for the dead letters.
+
+    ``partition``: ``messages`` are the Kafka records of this ``(topic, partition)`` as the
+    consumer returned them (``value``, ``offset``, ``timestamp`` in ms, ``headers``, ``key``);
+    they are read in place, and a :class:`RawMessage` is made only for a reject (the hot path
+    of the busiest input builds nothing per record but its item).
     """
     result = out if out is not None else Decoded()
     decoder = spec.decoder
@@ -191,6 +196,7 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
     rejected = result.rejected
     logsource = spec.logsource
     time_fields = spec.time_fields
+    topic, number = partition if partition is not None else ("", 0)
     for message in messages:
         value = message.value
         try:
@@ -199,21 +205,34 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
             if max_bytes is not None and len(value) > max_bytes:
                 raise DecodeError("oversize", f"message of {len(value)} bytes exceeds {max_bytes}")
             events = decoder(value)
-        except DecodeError as exc:
-            rejected.append(_rejected(message, exc.reason, exc.message))
+        except Exception as exc:  # a decoder bug must not stop the input either
+            raw = message if partition is None else _record_message(message, topic, number)
+            if isinstance(exc, DecodeError):
+                rejected.append(_rejected(raw, exc.reason, exc.message))
+            else:
+                rejected.append(_rejected(raw, "decoder_error", f"{type(exc).__name__}: {exc}"))
             continue
-        except Exception as exc:  # a decoder bug must not stop the input
-            rejected.append(_rejected(message, "decoder_error", f"{type(exc).__name__}: {exc}"))
-            continue
-        if len(events) == 1:
-            append(Item(events[0], message.item_origin, logsource, time_fields, message.fallback_time))
+        if partition is None:
+            origin: Origin | tuple[str, int, int] = message.item_origin
+            fallback = message.fallback_time
         else:
-            base = message.origin
+            record: Any = message  # a Kafka ConsumerRecord
+            origin, fallback = (topic, number, record.offset), record.timestamp / 1000.0
+        if len(events) == 1:
+            append(Item(events[0], origin, logsource, time_fields, fallback))
+        else:
+            base = origin if isinstance(origin, Origin) else Origin("kafka", *origin)
             for index, event in enumerate(events):
-                origin = Origin(base.input, base.topic, base.partition, base.offset,
-                                f"{base.key}#{index}" if base.key else str(index))
-                append(Item(event, origin, logsource, time_fields, message.fallback_time))
+                sub = Origin(base.input, base.topic, base.partition, base.offset,
+                             f"{base.key}#{index}" if base.key else str(index))
+                append(Item(event, sub, logsource, time_fields, fallback))
     return result
+
+
+def _record_message(record: Any, topic: str, partition: int) -> RawMessage:
+    """A Kafka record as a :class:`RawMessage` (for a reject: its metadata goes to the dead letters)."""
+    return RawMessage(record.value, (topic, partition, record.offset), record.timestamp / 1000.0,
+                      record.headers or (), record.key)
 
 
 def _rejected(message: RawMessage, reason: str, error: str) -> Rejected:

@@ -584,8 +584,8 @@ def test_one_decode_path_gives_kafka_and_push_inputs_the_same_reject_reasons() -
     values = [b"not json", None, b'{"a": "' + b"x" * 64 + b'"}', b'{"a": 1}']
     pushed = decode_batch([RawMessage(v, Origin("stdin", key=str(i)), 1.0) for i, v in enumerate(values)], spec,
                           max_bytes=32)
-    kafka = decode_batch([RawMessage(v, ("t", 0, i), 2.5, [("h", None)], b"k") for i, v in enumerate(values)], spec,
-                         max_bytes=32)
+    records = [Record(v, b"k", i, 2500, [("h", None)]) for i, v in enumerate(values)]
+    kafka = decode_batch(records, spec, max_bytes=32, partition=("t", 0))
     assert [(r.reason, r.error) for r in pushed.rejected] == [(r.reason, r.error) for r in kafka.rejected]
     assert [r.reason for r in kafka.rejected] == ["decode", "empty", "oversize"]
     tombstone = kafka.rejected[1].message

@@ -34,7 +34,7 @@ from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
 from service.pipeline.core import AlertSink
 from service.screening import Screening, ScreenResult, decode_screened, screening_for
-from service.sources.base import Decoded, InputSpec, RawMessage, Rejected, decode_batch
+from service.sources.base import Decoded, InputSpec, Rejected, decode_batch
 from service.sources.kafka.client import consumer_kwargs
 from service.sources.kafka.deadletters import DeadLetterWriter
 from service.sources.kafka.offsets import OffsetTracker, Rebalance, commit
@@ -313,12 +313,12 @@ class KafkaRunner:
             result = results.get(tp)
             if result is None:
                 before = len(decoded.items)
-                decode_batch(_messages(tp, records), spec, decoded, max_bytes=max_bytes)
+                decode_batch(records, spec, decoded, max_bytes=max_bytes, partition=(tp.topic, tp.partition))
                 events += len(decoded.items) - before
             else:
                 metrics.EVENTS_SCREENED.labels("kafka").inc(len(records) - len(result[0]))
                 events += decode_screened(result, len(records), spec, decoded, current.stateful,
-                                          *_picked(tp, records), max_bytes)
+                                          *_picked(tp, records), max_bytes, (tp.topic, tp.partition))
             next_offset = records[-1].offset + 1
             offsets[tp] = next_offset
             self._processed[tp] = next_offset
@@ -468,26 +468,17 @@ class KafkaRunner:
         metrics.KAFKA_PARTITIONS_ASSIGNED.set(len(assigned))
 
 
-def _messages(tp: TopicPartition, records: Sequence[Any]) -> list[RawMessage]:
-    """Kafka records as the messages every input hands to :func:`decode_batch`: the origin stays
-    a ``(topic, partition, offset)`` tuple (an :class:`Origin` is built only for an alert or a
-    reject) and rejects keep the record's timestamp, headers and key for the dead letters."""
-    topic, partition = tp.topic, tp.partition
-    return [RawMessage(record.value, (topic, partition, record.offset), record.timestamp / 1000.0,
-                       record.headers or (), record.key) for record in records]
-
-
 def _picked(tp: TopicPartition, records: Sequence[Any]) -> tuple[
-        Callable[[Sequence[int]], list[RawMessage]], Callable[[int], tuple[str, int, int]]]:
-    """For :func:`decode_screened`: the messages at the screen's picked positions, and a cleared
+        Callable[[Sequence[int]], list[Any]], Callable[[int], tuple[str, int, int]]]:
+    """For :func:`decode_screened`: the records at the screen's picked positions, and a cleared
     run's origin."""
-    def messages_at(positions: Sequence[int]) -> list[RawMessage]:
-        return _messages(tp, [records[position] for position in positions])
+    def records_at(positions: Sequence[int]) -> list[Any]:
+        return [records[position] for position in positions]
 
     def origin_at(position: int) -> tuple[str, int, int]:
         return tp.topic, tp.partition, records[position].offset
 
-    return messages_at, origin_at
+    return records_at, origin_at
 
 
 async def _quiet_stop(consumer: AIOKafkaConsumer) -> None:
