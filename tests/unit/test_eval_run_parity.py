@@ -13,12 +13,14 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service import metrics
 from service.app import Service
 from service.cli import main
 from service.config import load_settings
-from service.pipeline.replay import Collector
+from service.pipeline.replay import Collector, LineFileSource
 
 RULES = """
 title: Failed login
@@ -160,3 +162,43 @@ async def test_eval_and_run_raise_the_same_alert_ids(tmp_path: Path, time_of: An
     got = await run_ids(config, len(stream))
     assert {kind for kind, _ in expected} == {"sigma", "correlation", "anomaly"}
     assert got == expected
+
+
+line_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" "))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.tuples(line_bytes, st.sampled_from([b"\n", b"\r\n"])), min_size=1, max_size=30))
+def test_eval_reads_a_file_as_the_follower_does(tmp_path_factory: pytest.TempPathFactory,
+                                                lines: list[tuple[bytes, bytes]]) -> None:
+    """Fuzz: whatever the bytes (blank lines, CR LF, stray CRs, invalid UTF-8), ``eval``'s file
+    source hands over the lines the ``files:`` follower does, with the same origins: the ids agree."""
+    from service.config import StdinSettings
+    from service.sources.base import InputSpec
+    from service.sources.filetail import FileFollower
+
+    path = tmp_path_factory.mktemp("parity") / "events.ndjson"
+    path.write_bytes(b"".join(text + end for text, end in lines))
+    spec = InputSpec.from_settings("file", StdinSettings(), ["@timestamp"])
+
+    async def follow() -> list[tuple[bytes, str]]:
+        stop = asyncio.Event()
+        got: list[tuple[bytes, str]] = []
+        wanted = sum(1 for text, end in lines if (text + end).rstrip(b"\n").rstrip(b"\r").strip())
+        if not wanted:
+            return got
+        async for batch in FileFollower(path, spec, start_at="beginning", poll_interval_s=0.01).batches(stop):
+            got.extend((m.value or b"", m.origin.token()) for m in batch.messages)
+            if len(got) >= wanted:
+                stop.set()
+        return got
+
+    async def replay() -> list[tuple[bytes, str]]:
+        got: list[tuple[bytes, str]] = []
+        with path.open("rb") as stream:
+            source = LineFileSource(stream, spec, lambda alerts, rejects: None, path=str(path), batch_lines=7)
+            async for batch in source.batches(asyncio.Event()):
+                got.extend((m.value or b"", m.origin.token()) for m in batch.messages)
+        return got
+
+    assert asyncio.run(replay()) == asyncio.run(follow())
