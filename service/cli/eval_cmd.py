@@ -44,7 +44,7 @@ import orjson
 from detectors.alert import Alert, build_alert
 from detectors.model import LogSource
 from service.cli.rules_cmd import print_load_errors
-from service.config import ConfigError, InputSettings, Settings, load_settings
+from service.config import ConfigError, EventSettings, InputSettings, Settings, load_settings
 from service.detection import Detector, compile_detection
 from service.pipeline import Pipeline, drive
 from service.pipeline.replay import Collector, LineFileSource, logsource_spec
@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              " events without it fall back to --logsource")
     parser.add_argument("--time-field", action="append", default=None, metavar="FIELD",
                         help="event-time field (repeatable; default: the input's timestamp_field, else"
-                             " events.timestamp_fields: " + ", ".join(Settings().events.timestamp_fields) + ")")
+                             " events.timestamp_fields: " + ", ".join(EventSettings().timestamp_fields) + ")")
     parser.add_argument("--decoder", default=None, metavar="NAME",
                         help="decoder of each line (default: the input's, json)")
     parser.add_argument("--format", choices=("json", "table"), default="json",

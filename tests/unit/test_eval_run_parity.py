@@ -139,29 +139,60 @@ async def run_ids(config: Path, lines: int) -> list[tuple[str, str]]:
     return sorted((alert.rule.kind, alert.id) for alert in router.alerts)
 
 
-@pytest.mark.parametrize("time_of", list(CASES.values()), ids=list(CASES))
-async def test_eval_and_run_raise_the_same_alert_ids(tmp_path: Path, time_of: Any,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def write_setup(tmp_path: Path, stream: list[dict[str, Any]], *, via_stdin: bool = False) -> tuple[Path, Path]:
+    """Rules, checks, the NDJSON file and the service's config reading it (``files:`` or stdin)."""
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "rules.yml").write_text(RULES)
     (tmp_path / "checks.yml").write_text(CHECKS)
-    stream = corpus(time_of)
     events = tmp_path / "events.ndjson"
     events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in stream))
     config = tmp_path / "pipesentry.yml"
+    file_input = {"path": str(events), "start_at": "beginning", "poll_interval_s": 0.02,
+                  "logsource": {"product": "app"}}
     config.write_text(yaml.safe_dump({
         "data_dir": str(tmp_path / "data"),
         "rules": {"paths": [str(tmp_path / "rules")], "watch": False},
         "anomaly": {"checks": [str(tmp_path / "checks.yml")]},
-        "files": [{"path": str(events), "start_at": "beginning", "poll_interval_s": 0.02,
-                   "logsource": {"product": "app"}}],
-        "stdin": {"enabled": False}, "api": {"enabled": False},
+        "files": [] if via_stdin else [file_input],
+        "stdin": {"enabled": True, "logsource": {"product": "app"}} if via_stdin else {"enabled": False},
+        "api": {"enabled": False},
         "state": {"heartbeat_interval_s": 86_400},
     }))
+    return config, events
+
+
+@pytest.mark.parametrize("time_of", list(CASES.values()), ids=list(CASES))
+async def test_eval_and_run_raise_the_same_alert_ids(tmp_path: Path, time_of: Any,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    stream = corpus(time_of)
+    config, events = write_setup(tmp_path, stream)
     expected = await eval_ids(config, events, capsys)
     got = await run_ids(config, len(stream))
     assert {kind for kind, _ in expected} == {"sigma", "correlation", "anomaly"}
     assert got == expected
+
+
+async def test_eval_of_stdin_and_run_reading_stdin_raise_the_same_alert_ids(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = corpus(CASES["default-field"])
+    config, events = write_setup(tmp_path, stream, via_stdin=True)
+    with events.open("rb") as piped:
+        monkeypatch.setattr("sys.stdin", type("Stdin", (), {"buffer": piped})())
+        expected = await eval_ids(config, Path("-"), capsys)
+    with events.open("rb") as piped:
+        router = RunRouter()
+        service = Service(load_settings(config), router=router, stdin=piped)
+        before = metrics.EVENTS.labels("stdin")._value.get()
+        task = asyncio.create_task(service.run(install_signals=False))
+        deadline = time.monotonic() + 30
+        while metrics.EVENTS.labels("stdin")._value.get() - before < len(stream):
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "run did not read all of stdin"
+            await asyncio.sleep(0.01)
+        service.request_stop()
+        await task
+    assert {kind for kind, _ in expected} == {"sigma", "correlation", "anomaly"}
+    assert sorted((alert.rule.kind, alert.id) for alert in router.alerts) == expected
 
 
 line_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" "))
