@@ -47,7 +47,7 @@ from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, EventSettings, InputSettings, Settings, load_settings
 from service.detection import Detector, compile_detection
 from service.pipeline import Pipeline, drive
-from service.pipeline.replay import Collector, LineFileSource, logsource_spec
+from service.pipeline.replay import Collector, LineFileSource, logsource_spec, reject_text
 from service.sources.base import InputSpec, Rejected
 
 MatchRecord = dict[str, Any]
@@ -186,12 +186,6 @@ def _input_settings(settings: Settings, events: str) -> InputSettings:
     return settings.stdin
 
 
-def _reject_text(reject: Rejected) -> str:
-    if reject.reason == "not_object":
-        return f"not a JSON object ({reject.error})"
-    return reject.error
-
-
 @dataclass
 class Evaluation:
     """What ``eval`` read and raised, in input order."""
@@ -217,7 +211,7 @@ def evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], er
 
     def outcome(alerts: list[tuple[int, Alert]], rejects: list[tuple[int, Rejected]]) -> None:
         for line, reject in rejects:
-            print(f"line {line}: {_reject_text(reject)}", file=err)
+            print(f"line {line}: {reject_text(reject)}", file=err)
         stats.bad_lines += len(rejects)
         records.extend(alert_record(line, alert) for line, alert in alerts)
 
@@ -274,6 +268,14 @@ def run(args: argparse.Namespace) -> int:
     if outcome.errors and not ruleset.rules and not ruleset.correlations and detection.anomaly is None:
         print("pipesentry eval: no rule could be loaded", file=sys.stderr)
         return 1
+    if args.decoder is not None:
+        from service.decoders import build_decoder
+
+        try:
+            build_decoder(args.decoder, {})
+        except KeyError as exc:
+            print(f"pipesentry eval: --decoder: {exc.args[0]}", file=sys.stderr)
+            return 2
     try:
         stream = _open_input(args.events)
     except OSError as exc:

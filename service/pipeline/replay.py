@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from detectors.alert import Alert
 from detectors.model import LogSource, Origin
@@ -56,6 +56,32 @@ class _Numbered:
 
 Outcome = Callable[[list[tuple[int, Alert]], list[tuple[int, Rejected]]], None]
 """Told after each accepted batch: its alerts and rejects, each with its line number."""
+
+
+class _Counter(Protocol):
+    lines: int
+
+
+def numbered_lines(stream: IO[bytes], counter: _Counter | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """``(line number, byte offset, line)`` of every non-blank line, cut as the ``files:`` follower
+    cuts them (``\\n`` or ``\\r\\n``); ``counter.lines`` follows the lines read, blank ones included."""
+    at = 0
+    for number, raw in enumerate(stream, start=1):
+        if counter is not None:
+            counter.lines = number
+        start, at = at, at + len(raw)
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line.strip():
+            yield number, start, line
+
+
+def reject_text(reject: Rejected) -> str:
+    """How a line the decoder rejected is reported (``line N: <this>``)."""
+    if reject.reason == "not_object":
+        return f"not a JSON object ({reject.error})"
+    return reject.error
 
 
 class LineFileSource:
@@ -100,15 +126,7 @@ class LineFileSource:
         messages: list[RawMessage] = []
         numbers: list[int] = []
         spec = self._spec
-        at = 0
-        for number, raw in enumerate(self._stream, start=1):
-            self.lines = number
-            start, at = at, at + len(raw)
-            line = raw[:-1] if raw.endswith(b"\n") else raw
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line.strip():
-                continue
+        for number, start, line in numbered_lines(self._stream, self):
             line_spec = self._spec_of(line) if self._spec_of is not None else spec
             if messages and (line_spec is not spec or len(messages) >= self._batch_lines):
                 yield self._batch(messages, numbers, spec, seen)
