@@ -7,8 +7,8 @@ acknowledges the batch or retries it. JSON messages meet the native screen first
 (:mod:`service.screening`); what it cannot clear is decoded by
 :func:`~service.sources.base.decode_batch` and detected in a worker thread under
 the detector's lock, so a slow rule or a hostile event delays its own batch, never
-the event loop. ``pipesentry eval`` and ``anomaly replay`` run this same core over a
-file (see :mod:`service.pipeline.replay`). Kafka has its own loop
+the event loop. ``pipesentry eval`` runs this same core over a file (see
+:mod:`service.pipeline.replay`). Kafka has its own loop
 (:mod:`service.sources.kafka.runner`) that pipelines these same steps across batches.
 """
 
@@ -50,14 +50,12 @@ class Pipeline:
     """Screen, decode, detect and submit one batch at a time; returns once alerts are accepted (or raises)."""
 
     def __init__(self, detector: Detector, router: AlertSink, dead_letters: DeadLetters | None = None, *,
-                 screen: bool = True, now: float | None = None) -> None:
+                 screen: bool = True) -> None:
         self.detector = detector
         self.router = router
         self.dead_letters = dead_letters
         self.screen = screen
         """Clear JSON messages no rule can match with the native screen (``events.screen``)."""
-        self.now = now
-        """Alert creation time for every batch (a replay's fixed clock); None: the wall clock."""
 
     async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
         started = time.perf_counter()
@@ -80,7 +78,7 @@ class Pipeline:
         """
         with self.detector.exclusive():
             decoded, events = self._decode(source, messages, spec)
-            return decoded, events, self.detector.process(decoded.items, self.now) if decoded.items else []
+            return decoded, events, self.detector.process(decoded.items) if decoded.items else []
 
     def _decode(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> tuple[Decoded, int]:
         """Items for the detector and the number of events read (screen-cleared ones included).
