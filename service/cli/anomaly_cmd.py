@@ -33,6 +33,7 @@ from detectors.anomaly.timeutil import BadTimestamp, parse_timestamp
 from detectors.model import LogSource, Match, Origin
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
+from service.cli.eval_cmd import logsource_arg
 from service.decoders import build_decoder
 from service.pipeline.replay import numbered_lines, reject_text
 from service.sources.base import InputSpec, RawMessage, decode_batch
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     replay.add_argument("--timestamp-field", default="@timestamp", metavar="FIELD",
                         help="event field holding the event time (default @timestamp)")
     replay.add_argument("--decoder", default="json", metavar="NAME", help="decoder of each line (default json)")
-    replay.add_argument("--logsource", type=_parse_logsource, default=None, metavar="SPEC",
+    replay.add_argument("--logsource", type=logsource_arg, default=None, metavar="SPEC",
                         help="log source of every event, e.g. product=github,service=audit")
     replay.add_argument("--max-keys", type=int, default=100_000, metavar="N",
                         help="keys kept per check before LRU eviction (default 100000)")
@@ -65,13 +66,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            description="Parse and validate anomaly check files.")
     check.add_argument("paths", nargs="+", metavar="FILE")
     check.set_defaults(func=run_check)
-
-
-def _parse_logsource(text: str) -> LogSource:
-    try:
-        return LogSource.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def alert_record(match: Match) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="pySigma processing pipeline YAML file (repeatable, applied in order)")
     parser.add_argument("--checks", action="append", default=None, metavar="FILE",
                         help="anomaly check file (repeatable)")
-    parser.add_argument("--logsource", type=_parse_logsource, default=None, metavar="SPEC",
+    parser.add_argument("--logsource", type=logsource_arg, default=None, metavar="SPEC",
                         help="log source of every event, e.g. product=windows,category=process_creation;"
                              " without it every rule applies to every event")
     parser.add_argument("--logsource-field", default=None, metavar="NAME",
@@ -97,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _parse_logsource(text: str) -> LogSource:
+def logsource_arg(text: str) -> LogSource:
+    """``--logsource product=X,category=Y`` (argparse type; shared by ``anomaly replay``)."""
     try:
         return LogSource.parse(text)
     except ValueError as exc:
