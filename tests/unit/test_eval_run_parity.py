@@ -139,7 +139,8 @@ async def run_ids(config: Path, lines: int) -> list[tuple[str, str]]:
     return sorted((alert.rule.kind, alert.id) for alert in router.alerts)
 
 
-def write_setup(tmp_path: Path, stream: list[dict[str, Any]], *, via_stdin: bool = False) -> tuple[Path, Path]:
+def write_setup(tmp_path: Path, stream: list[dict[str, Any]], *, via_stdin: bool = False,
+                checks: bool = True) -> tuple[Path, Path]:
     """Rules, checks, the NDJSON file and the service's config reading it (``files:`` or stdin)."""
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "rules.yml").write_text(RULES)
@@ -152,7 +153,7 @@ def write_setup(tmp_path: Path, stream: list[dict[str, Any]], *, via_stdin: bool
     config.write_text(yaml.safe_dump({
         "data_dir": str(tmp_path / "data"),
         "rules": {"paths": [str(tmp_path / "rules")], "watch": False},
-        "anomaly": {"checks": [str(tmp_path / "checks.yml")]},
+        "anomaly": {"checks": [str(tmp_path / "checks.yml")] if checks else []},
         "files": [] if via_stdin else [file_input],
         "stdin": {"enabled": True, "logsource": {"product": "app"}} if via_stdin else {"enabled": False},
         "api": {"enabled": False},
@@ -169,6 +170,25 @@ async def test_eval_and_run_raise_the_same_alert_ids(tmp_path: Path, time_of: An
     expected = await eval_ids(config, events, capsys)
     got = await run_ids(config, len(stream))
     assert {kind for kind, _ in expected} == {"sigma", "correlation", "anomaly"}
+    assert got == expected
+
+
+async def test_eval_and_run_agree_with_the_native_screen_clearing_events(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without anomaly checks (they watch every event) the screen clears what no rule can match, in
+    ``eval`` as in ``run``: cleared runs become ticks that move correlation time on in both."""
+    from detectors.sigma.screen import AVAILABLE
+
+    if not AVAILABLE:
+        pytest.skip("native screen not built")
+    stream = corpus(CASES["default-field"])
+    config, events = write_setup(tmp_path, stream, checks=False)
+    screened = metrics.EVENTS_SCREENED.labels("file")
+    before = screened._value.get()
+    expected = await eval_ids(config, events, capsys)
+    assert screened._value.get() - before > 0  # eval went through the screen
+    got = await run_ids(config, len(stream))
+    assert {kind for kind, _ in expected} == {"sigma", "correlation"}
     assert got == expected
 
 
