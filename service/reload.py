@@ -33,7 +33,7 @@ from service.alerting.config import AlertingSettings
 from service.config import AnomalySettings, ConfigError, CorrelationSettings, RulesSettings, Settings
 from service.detection import CompileOutcome, Detector, compile_detection
 from service.logs import redact
-from service.runtime import tune_gc
+from service.pipeline import tune_gc
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import pytest
 from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector, compile_detection
+from service.pipeline import Pipeline
 from service.reload import Reloader
-from service.runtime import Pipeline
 
 RULE = """
 title: Curl Piped To Shell

@@ -27,8 +27,8 @@ from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector, compile_detection
+from service.pipeline import Pipeline
 from service.reload import Reloader
-from service.runtime import Pipeline
 from tests.unit.test_api import ADMIN, READER, RULE, FakeRouter
 
 ROLES: dict[str, dict[str, str]] = {

@@ -242,7 +242,7 @@ def auth_records(count: int = 60) -> list[Record]:
 
 async def run_loop(tmp_path: Path, screen: bool) -> tuple[list[Any], int]:
     from service import metrics
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
 
     tmp_path.mkdir()
     (tmp_path / "rules.yml").write_text(RULES)
@@ -277,7 +277,7 @@ async def ingest_pushed(tmp_path: Path, screen: bool, with_time: bool = True) ->
     from detectors.model import Origin
     from service import metrics
     from service.decoders import build_decoder
-    from service.runtime import Pipeline
+    from service.pipeline import Pipeline
     from service.sources.base import InputSpec, RawMessage
 
     tmp_path.mkdir()
@@ -312,7 +312,7 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
     from detectors.model import Origin
     from service.decoders import build_decoder
-    from service.runtime import Pipeline
+    from service.pipeline import Pipeline
     from service.sources.base import InputSpec, RawMessage
 
     built: list[int] = []
@@ -333,7 +333,7 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
 
 def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
     from tests.unit.test_sources import SILENCE
 
     (tmp_path / "rules.yml").write_text(RULES)
@@ -353,7 +353,7 @@ def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
 
 
 def auth_runner(tmp_path: Path):
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
 
     (tmp_path / "rules.yml").write_text(RULES)
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"auth": {"logsource": {"category": "auth"}}})
