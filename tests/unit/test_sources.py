@@ -338,6 +338,28 @@ def ci_records(count: int, bad: frozenset[int] = frozenset()) -> list[Record]:
     return out
 
 
+async def test_a_crashed_commit_loop_is_surfaced_and_the_consumer_reconnects(tmp_path, caplog):
+    """The committer task (commits and idle snapshots) dying must not leave offsets frozen silently."""
+    tp = TopicPartition("ci", 0)
+    router = ScriptedRouter()
+    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(10)}, connect_backoff_initial_s=0.01)
+    crashes: list[int] = []
+
+    async def gate(offsets):
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("injected commit-loop crash")
+        return offsets
+
+    runner.tracker.gate = gate
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: consumer.commits and consumer.commits[-1][tp] == 10)
+    stop.set()
+    await task
+    assert crashes and any("consume loop failed" in r.getMessage() for r in caplog.records)
+
+
 async def test_kafka_loop_commits_only_what_the_router_accepted(tmp_path):
     tp = TopicPartition("ci", 0)
     router = ScriptedRouter(failures=3)

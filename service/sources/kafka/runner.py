@@ -220,9 +220,9 @@ class KafkaRunner:
         max_batch = self.settings.max_batch
         try:
             while not stop.is_set():
-                for task in (submitter, detector):
+                for task in (submitter, detector, committer):
                     if task.done():
-                        task.result()  # surface a crash
+                        task.result()  # surface a crash: the consumer reconnects, nothing stops silently
                 self._backpressure(consumer)
                 batches = await consumer.getmany(timeout_ms=200, max_records=max_batch)
                 if batches:
