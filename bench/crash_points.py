@@ -130,7 +130,9 @@ def expected_ids(rules: Path, stream: list[bytes], topic: str, workdir: Path) ->
     events = workdir / "stream.ndjson"
     events.write_bytes(b"\n".join(stream) + b"\n")
     logsource = ",".join(f"{k}={v}" for k, v in LOGSOURCE.items())
-    done = subprocess.run([sys.executable, "-m", "service.cli", "eval", "--rules", str(rules),
+    config = workdir / "eval.yml"  # the run's correlation settings (eval otherwise takes the defaults)
+    config.write_text(yaml.safe_dump({"rules": {"paths": [str(rules)]}, "correlation": {"allowed_lateness": 0}}))
+    done = subprocess.run([sys.executable, "-m", "service.cli", "eval", "--config", str(config),
                            "--logsource", logsource, str(events)], capture_output=True, check=True, timeout=120)
     ids = set()
     for line in done.stdout.splitlines():

@@ -62,8 +62,8 @@ async def follow_all(files: dict[Path, dict[str, str]], total: int, screen: bool
     from service.decoders import build_decoder
     from service.detection import Detector
     from service.metrics import EVENTS_SCREENED
+    from service.pipeline import Pipeline, drive, tune_gc
     from service.reload import compile_configured
-    from service.runtime import Pipeline, tune_gc
     from service.sources.base import InputSpec
     from service.sources.filetail import FileFollower
 
@@ -80,16 +80,12 @@ async def follow_all(files: dict[Path, dict[str, str]], total: int, screen: bool
         logsource = LogSource(**ls)
         pipeline.detector.current.ruleset.screen(logsource)  # built before timing (the service builds it lazily)
         spec = InputSpec(path.name, decoder, logsource, fields)
-
-        async def ingest(messages: Any, spec: InputSpec = spec) -> None:
-            await pipeline.ingest("file", messages, spec)
-
-        followers.append(FileFollower(path, ingest, start_at="beginning", poll_interval_s=0.01))
+        followers.append(FileFollower(path, spec, start_at="beginning", poll_interval_s=0.01))
     screened_before = EVENTS_SCREENED.labels("file")._value.get()
     stop = asyncio.Event()
     started = time.perf_counter()
     cpu_started = time.process_time()
-    tasks = [asyncio.create_task(f.run(stop)) for f in followers]
+    tasks = [asyncio.create_task(drive(f, pipeline, stop)) for f in followers]
     while sum(f.lines for f in followers) < total:
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - started

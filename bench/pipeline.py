@@ -230,8 +230,9 @@ async def run_pipeline(settings: Any, until_acked: int | None, data_dir: Path, d
                        on_ready: Any = None) -> tuple[float, TimingRouter, int]:
     from service.alerting.router import AlertRouter
     from service.detection import Detector
+    from service.pipeline import tune_gc
     from service.reload import compile_configured
-    from service.runtime import KafkaRunner, tune_gc
+    from service.sources.kafka import KafkaRunner
 
     outcome = compile_configured(settings.rules, settings.correlation, settings.anomaly, 1)
     assert outcome.detection is not None
@@ -336,8 +337,8 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     plain_elapsed, plain_router, plain_acked = await run_pipeline(
         settings_for(bootstrap, run, f"plain-{run}", topics, screen=False), args.events, workdir / "plain")
     # the same plain consumer under the garbage-collector settings pipesentry runs with
-    # (service.runtime.tune_gc): aiokafka alone gains much from them, see ratio_same_gc
-    from service.runtime import tune_gc
+    # (service.pipeline.tune_gc): aiokafka alone gains much from them, see ratio_same_gc
+    from service.pipeline import tune_gc
 
     tune_gc()
     raw_tuned, raw_tuned_cpu = await raw_consume(bootstrap, raw_topics, args.events)

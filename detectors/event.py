@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final
 
+from detectors.errors import DetectorError
+
 __all__ = [
     "DEFAULT_TIME_FIELDS", "EPOCH_MS_THRESHOLD", "MAX_DEPTH", "MAX_TS", "MISSING", "BadTimestamp",
     "Flat", "event_strings", "event_time", "flatten", "get", "parse_timestamp", "to_epoch", "values",
@@ -289,7 +291,7 @@ def _node(value: Any, rest: str, blank: bool, depth: int, here: bool) -> Iterato
 # -- time ---------------------------------------------------------------------------------
 
 
-class BadTimestamp(ValueError):
+class BadTimestamp(DetectorError, ValueError):
     """A timestamp value that is present but cannot be read."""
 
 

@@ -25,13 +25,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
+from detectors.errors import DetectorError
+
 FORMAT = "pipesentry-state"
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 
-class StateError(ValueError):
+class StateError(DetectorError, ValueError):
     """A snapshot that cannot be restored (wrong kind, version or shape)."""
 
 

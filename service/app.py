@@ -36,20 +36,22 @@ from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector
+from service.errors import ServiceError
 from service.local_state import LocalState
+from service.pipeline import Pipeline, drive, tune_gc
 from service.reload import Reloader, compile_configured
-from service.runtime import KafkaRunner, Pipeline, tune_gc
 from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
-from service.sources.stdin import read_stdin, stdin_wanted
+from service.sources.kafka import KafkaRunner
+from service.sources.stdin import StdinSource, stdin_wanted
 from service.supervisor import Supervisor
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
 
 
-class StartupError(Exception):
+class StartupError(ServiceError):
     """The service cannot start (rules rejected, port taken); the message says why."""
 
 
@@ -162,14 +164,6 @@ class Service:
         if not self.server.started:
             raise StartupError(f"cannot listen on {s.host}:{s.port}")
 
-    async def _stdin_input(self) -> None:
-        assert self.pipeline is not None
-        s = self.settings
-        spec = InputSpec.from_settings("stdin", s.stdin, s.events.timestamp_fields)
-        pipeline = self.pipeline
-        await read_stdin(lambda messages: pipeline.ingest("stdin", messages, spec), stream=self._stdin,
-                         max_line=s.events.max_event_bytes)
-
     async def run(self, *, install_signals: bool = True) -> None:
         """Run until stopped; raises :class:`StartupError` when it cannot start."""
         if self.detector is None:
@@ -194,14 +188,17 @@ class Service:
 
             if self.kafka is not None:
                 spawn("kafka", partial(self.kafka.run, stop))
-            if stdin_wanted(s.stdin.enabled, self._stdin):
-                spawn("stdin", self._stdin_input, lambda: False)
             pipeline = self.pipeline
+            # push inputs are Sources run through the one pipeline core (see service.pipeline.source)
+            if stdin_wanted(s.stdin.enabled, self._stdin):
+                stdin = StdinSource(InputSpec.from_settings("stdin", s.stdin, s.events.timestamp_fields),
+                                    stream=self._stdin, max_line=s.events.max_event_bytes)
+                spawn("stdin", partial(drive, stdin, pipeline, stop), lambda: False)
             for file in s.files:
                 spec = InputSpec.from_settings(f"file:{file.path}", file, s.events.timestamp_fields)
-                follower = FileFollower(file.path, _file_ingest(pipeline, spec), start_at=file.start_at,
+                follower = FileFollower(file.path, spec, start_at=file.start_at,
                                         poll_interval_s=file.poll_interval_s, max_line=s.events.max_event_bytes)
-                spawn(f"file:{file.path}", partial(follower.run, stop))
+                spawn(f"file:{file.path}", partial(drive, follower, pipeline, stop))
             spawn("heartbeat", partial(self._heartbeat, stop))
             if self.local_state is not None:
                 spawn("local-state", partial(self.local_state.run, stop, s.state.snapshot_interval_s))
@@ -261,9 +258,3 @@ class Service:
                 log.error("input failed", extra={"task": task.get_name(), "error": repr(result)})
         self._tasks.clear()
 
-
-def _file_ingest(pipeline: Pipeline, spec: InputSpec) -> Any:
-    async def ingest(messages: Any) -> None:
-        await pipeline.ingest("file", messages, spec)
-
-    return ingest

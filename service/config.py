@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,19 +30,26 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from detectors.event import DEFAULT_TIME_FIELDS
 from detectors.model import LogSource
+from detectors.yamlsafe import YamlError, YamlLimits, load_one
 from service.alerting.config import AlertingSettings
+from service.errors import ServiceError
 from service.secrets import read_secret_file
 
 ENV_PREFIX = "PIPESENTRY_"
 DEFAULT_PORT = 8080
 
 
-class ConfigError(Exception):
-    """Invalid configuration; the message names every bad key (not retriable)."""
+CONFIG_YAML_LIMITS = YamlLimits(max_bytes=1 << 20, max_depth=32, max_nodes=100_000)
+"""Bounds on the config file's YAML (aliases expanded); see ``detectors.yamlsafe``."""
+
+
+class ConfigError(ServiceError):
+    """Invalid configuration; the message names every bad key (not retriable), never a value."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError printed anywhere must not carry a secret's value
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 def _read_secret_file(path: Path | None, what: str) -> SecretStr | None:
@@ -242,6 +248,12 @@ class ApiSettings(_Strict):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Limit for every request body except event ingest (see ``http_ingest.max_body_bytes``)."""
     docs: bool = True
+    rules_test_concurrency: int = Field(default=2, ge=1, le=64)
+    """``POST /api/v1/rules/test`` compiling at once; more are refused (429), not queued."""
+    rules_test_max_body_bytes: int = Field(default=524_288, ge=1024)
+    """Body limit of ``rules/test`` (the largest SigmaHQ rule is about 300 kB)."""
+    rules_test_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    """A rule test still compiling after this answers 503; its slot stays taken until it ends."""
 
 
 class RulesSettings(_Strict):
@@ -310,7 +322,7 @@ class Settings(BaseSettings):
     """Everything pipesentry reads at start."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
-                                      frozen=True, case_sensitive=False)
+                                      frozen=True, case_sensitive=False, hide_input_in_errors=True)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     data_dir: Path = Path("pipesentry-data")
@@ -367,8 +379,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8: {exc.reason}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = load_one(text, limits=CONFIG_YAML_LIMITS)
+    except YamlError as exc:  # names line and column, never the line's text (it may hold a secret)
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     if data is None:
         return {}
@@ -384,13 +396,20 @@ def load_settings(path: Path | str | None = None, *, overrides: Mapping[str, Any
     the environment still wins over both.
     """
     data: dict[str, Any] = read_yaml(Path(path)) if path is not None else {}
+    origin = str(path) if path is not None else "defaults and environment"
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:  # Settings(**data) would raise TypeError; name the type, not the value
+        raise ConfigError(f"invalid configuration ({origin}): top-level keys must be strings, "
+                          f"found a {type(odd[0]).__name__} key")
     for dotted, value in (overrides or {}).items():
         target = data
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents, 1):
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"invalid configuration ({origin}): cannot set {dotted}: "
+                                  f"{'.'.join(parents[:depth])} is not a mapping")
         target[leaf] = value
-    origin = str(path) if path is not None else "defaults and environment"
     try:
         return Settings(**data)
     except ValidationError as exc:

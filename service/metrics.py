@@ -126,3 +126,7 @@ PARTITION_STATE_COMMITS_HELD = Counter(
     "pipesentry_partition_state_commits_held",
     "Offset commits of a partition held back because its base state could not be saved yet.",
     registry=REGISTRY)
+
+RULES_TEST_REJECTED = Counter("pipesentry_rules_test_rejected",
+                              "POST /api/v1/rules/test refused: busy (429), timeout (503) or "
+                              "invalid rule (422).", ["reason"], registry=REGISTRY)

@@ -33,7 +33,7 @@ from service.alerting.config import AlertingSettings
 from service.config import AnomalySettings, ConfigError, CorrelationSettings, RulesSettings, Settings
 from service.detection import CompileOutcome, Detector, compile_detection
 from service.logs import redact
-from service.runtime import tune_gc
+from service.pipeline import tune_gc
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, a
     return compile_detection(rules.resolved_paths(), rules.pipelines, skip_invalid=rules.skip_invalid,
                              correlation=correlation.enabled, anomaly_checks=anomaly.checks,
                              generation=generation, correlation_max_keys=correlation.max_keys,
-                             correlation_lateness_s=correlation.allowed_lateness)
+                             correlation_lateness_s=correlation.allowed_lateness,
+                             regex_timeout_ms=rules.regex_timeout_ms)
 
 
 class Reloader:

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from detectors.sigma import LoadResult, RuleError, RuleText, compile_ruleset
+from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
 
 RULE_SUFFIXES: tuple[str, ...] = (".yml", ".yaml")
 RULES_DIR_ENV = "PIPESENTRY_RULES_DIR"
@@ -137,6 +138,7 @@ def load_rules(
     pipelines: Sequence[PathLike] = (),
     *,
     skip_invalid: bool = True,
+    regex_timeout_ms: float = DEFAULT_TIMEOUT_MS,
 ) -> LoadResult:
     """Read and compile every rule under ``paths`` (files or directory trees).
 
@@ -148,7 +150,8 @@ def load_rules(
     """
     texts, read_errors = _read_all(paths)
     pipeline_texts, pipeline_errors = read_pipelines(pipelines)
-    result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid)
+    result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
+                             regex_timeout_ms=regex_timeout_ms)
     extra = read_errors + pipeline_errors
     if not extra:
         return result

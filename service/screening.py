@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from detectors.model import Origin
 from detectors.sigma.screen import Screen
 from service.decoders.json import JsonObjectDecoder
-from service.sources.base import InputSpec
+from service.sources.base import Decoded, InputSpec, RawMessage, Tick, decode_batch
 
 Screening = tuple[Screen, list[str] | None, int, int]
 """An input's native screen with its time fields (None: time not needed), max bytes and depth."""
@@ -59,3 +60,25 @@ def merge(result: ScreenResult, count: int, timed: bool, decode: Callable[[Seque
         if run < len(picked):
             decoded += decode(picked[run:run + 1])
     return cleared + decoded
+
+
+def decode_screened(result: ScreenResult, count: int, spec: InputSpec, decoded: Decoded, timed: bool,
+                    messages_at: Callable[[Sequence[int]], Sequence[RawMessage]],
+                    origin_at: Callable[[int], Origin | tuple[str, int, int]], max_bytes: int | None = None,
+                    partition: tuple[str, int] | None = None) -> int:
+    """The step after the screen, for every input: decode (with :func:`decode_batch`) the ``count``
+    messages' picked positions into ``decoded`` and, when stateful detectors need time (``timed``),
+    add one :class:`Tick` per cleared run at ``origin_at`` its last position. Messages are built
+    only for the picked positions (``messages_at``): most are cleared. ``partition``: they are
+Kafka records (see :func:`decode_batch`). Returns the number of events."""
+    items = decoded.items
+
+    def decode(positions: Sequence[int]) -> int:
+        before = len(items)
+        decode_batch(messages_at(positions), spec, decoded, max_bytes=max_bytes, partition=partition)
+        return len(items) - before
+
+    def tick(position: int, ts: float) -> None:
+        items.append(Tick(origin_at(position), spec.logsource, ts))
+
+    return merge(result, count, timed, decode, tick)

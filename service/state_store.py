@@ -32,13 +32,15 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from service.errors import RetriableError
+
 log = logging.getLogger(__name__)
 
 _DETECTOR = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SUFFIX = ".json"
 
 
-class StateStoreError(OSError):
+class StateStoreError(RetriableError, OSError):
     """A snapshot could not be written (the caller keeps its state and retries later)."""
 
 

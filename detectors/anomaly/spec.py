@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -31,6 +30,7 @@ from pydantic import (
 
 from detectors.anomaly.timeutil import parse_duration
 from detectors.model import LEVELS, LogSource
+from detectors.yamlsafe import YamlError, YamlLimits, load_documents
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Direction = Literal["both", "up", "down"]
@@ -230,16 +230,27 @@ def _format_validation(exc: ValidationError, check_type: Any) -> str:
     return "; ".join(parts)
 
 
-def _documents(yaml_text: str) -> list[Any]:
+CHECK_YAML_LIMITS = YamlLimits(max_bytes=1 << 20, max_depth=32, max_nodes=50_000)
+"""Bounds on one check file's YAML (aliases expanded); see ``detectors.yamlsafe``."""
+
+
+def _documents(yaml_text: str, source: str, errors: list[CheckError]) -> list[Any]:
+    """The checks of every document; a document that does not load is one error, the rest still do."""
     items: list[Any] = []
-    for doc in yaml.safe_load_all(yaml_text):
+    for loaded in load_documents(yaml_text, limits=CHECK_YAML_LIMITS):
+        doc = loaded.value
+        if loaded.error is not None:
+            errors.append(CheckError(source, None, f"invalid YAML: {loaded.error}"))
+            continue
         if doc is None:
             continue
         if isinstance(doc, list):
             items.extend(doc)
         elif isinstance(doc, dict) and "checks" in doc and "type" not in doc:
             if set(doc) != {"checks"} or not isinstance(doc["checks"], list):
-                raise ValueError("a mapping with 'checks' must hold only a list under 'checks'")
+                errors.append(CheckError(source, None, f"document {loaded.number}: a mapping with 'checks' "
+                                                       "must hold only a list under 'checks'"))
+                continue
             items.extend(doc["checks"])
         else:
             items.append(doc)
@@ -248,12 +259,12 @@ def _documents(yaml_text: str) -> list[Any]:
 
 def parse_checks(yaml_text: str, source: str = "checks.yml") -> tuple[list[CheckCommon], list[CheckError]]:
     """Valid checks and one error per invalid check (valid ones load regardless)."""
+    errors: list[CheckError] = []
     try:
-        items = _documents(yaml_text)
-    except (yaml.YAMLError, ValueError) as exc:
+        items = _documents(yaml_text, source, errors)
+    except YamlError as exc:
         return [], [CheckError(source, None, f"not a check file: {exc}")]
     specs: list[CheckCommon] = []
-    errors: list[CheckError] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -269,6 +280,9 @@ def parse_checks(yaml_text: str, source: str = "checks.yml") -> tuple[list[Check
             spec: CheckCommon = _ADAPTER.validate_python(item)
         except ValidationError as exc:
             errors.append(CheckError(source, check_id, _format_validation(exc, check_type)))
+            continue
+        except Exception as exc:  # a validator tripping on an odd value must not stop the other checks
+            errors.append(CheckError(source, check_id, f"invalid check: {type(exc).__name__}"))
             continue
         if spec.id in seen:
             errors.append(CheckError(source, spec.id, "id: duplicate check id"))

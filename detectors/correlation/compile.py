@@ -17,6 +17,7 @@ from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 from detectors.correlation.condition import Condition, ConditionError, condition_from_mapping
 from detectors.correlation.engine import CorrelationEngine, Limits
 from detectors.correlation.spec import TYPES, VALUE_TYPES, CorrelationSpec, Slot
+from detectors.errors import DetectorError
 from detectors.model import RuleInfo
 from detectors.sigma.errors import RuleError
 
@@ -34,7 +35,7 @@ class RulesetLike(Protocol):
     def correlations(self) -> Sequence[tuple[RuleInfo, SigmaCorrelationRule]]: ...
 
 
-class _Invalid(Exception):
+class _Invalid(DetectorError):
     pass
 
 
@@ -80,6 +81,8 @@ def compile_correlations(
             specs[info.id] = _build(info, rule, base, corr_index, raw)
         except _Invalid as exc:
             errors.append(_error(info, str(exc)))
+        except Exception as exc:  # odd values pySigma let through (wrong types): this rule only
+            errors.append(_error(info, f"invalid correlation: {type(exc).__name__}: {exc}"))
 
     _drop_cycles(specs, errors)
     _drop_dependents(specs, errors)
@@ -136,6 +139,8 @@ def _build(info: RuleInfo, rule: SigmaCorrelationRule, base: Mapping[str, RuleIn
         for alias in rule.aliases
     }
     group_by = tuple(rule.group_by or ())
+    if not all(isinstance(name, str) for name in group_by):
+        raise _Invalid("group-by must list field names (strings)")
     slots: list[Slot] = []
     resolved_names: list[set[str]] = []
     for reference in references:

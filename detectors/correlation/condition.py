@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.errors import DetectorError
+
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "gt": operator.gt,
     "gte": operator.ge,
@@ -33,7 +35,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 IMMEDIATE_OPERATORS = frozenset({"gt", "gte"})
 
 
-class ConditionError(ValueError):
+class ConditionError(DetectorError, ValueError):
     """The condition mapping is not a valid correlation condition."""
 
 

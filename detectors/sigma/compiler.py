@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError, SigmaRuleLocation
@@ -29,6 +28,12 @@ from detectors.sigma.errors import CompileError, RuleError, RuleText
 from detectors.sigma.modifiers import rewrite_detection
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
 from detectors.sigma.rules import apply_filter, filter_targets, rule_id, rule_info
+from detectors.yamlsafe import YamlError, YamlLimits, check_text, load_documents
+
+RULE_YAML_LIMITS = YamlLimits(max_bytes=1 << 20, max_depth=64, max_nodes=50_000)
+"""Bounds on one rule file's YAML (aliases expanded); see ``detectors.yamlsafe``. The largest
+SigmaHQ rule has about 4,500 nodes, 300 kB and depth 4; compile time grows with the node count
+(about 0.5 ms per wildcard value), so the node bound is also the compile-time bound."""
 
 
 @dataclass
@@ -53,10 +58,12 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if len(text) > 500 else text
 
 
-def _load_pipelines(texts: Sequence[str], errors: list[RuleError]) -> ProcessingPipeline | None:
+def _load_pipelines(texts: Sequence[str], errors: list[RuleError],
+                    limits: YamlLimits) -> ProcessingPipeline | None:
     combined: ProcessingPipeline | None = None
     for number, text in enumerate(texts):
         try:
+            check_text(text, limits)
             pipeline = ProcessingPipeline.from_yaml(text)
         except Exception as exc:  # pySigma raises many types for bad pipelines
             errors.append(RuleError(f"pipeline[{number}]", None, None, f"invalid processing pipeline: {_reason(exc)}"))
@@ -65,8 +72,19 @@ def _load_pipelines(texts: Sequence[str], errors: list[RuleError]) -> Processing
     return combined
 
 
+MAX_CONDITION_CHARS = 10_000
+"""Longest condition string accepted (SigmaHQ's longest is about 550): pySigma's parser takes
+seconds per few thousand operators, and a condition is a single YAML node."""
+
+
 def _prepare(doc: dict[str, Any]) -> dict[str, Any]:
     """Rewrite spec modifiers pySigma spells differently (see ``modifiers.py``)."""
+    for name in ("detection", "filter"):
+        section = doc.get(name)
+        condition = section.get("condition") if isinstance(section, dict) else None
+        for text in condition if isinstance(condition, list) else [condition]:
+            if isinstance(text, str) and len(text) > MAX_CONDITION_CHARS:
+                raise CompileError(f"{name}.condition is longer than {MAX_CONDITION_CHARS} characters")
     for name in ("detection", "filter"):
         if isinstance(doc.get(name), dict):
             doc[name] = {k: rewrite_detection(v) if k not in ("condition", "rules") else v
@@ -102,22 +120,63 @@ def _prepare_correlation(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _parse_text(text: RuleText, errors: list[RuleError]) -> list[_Parsed]:
+def _yaml_documents(text: RuleText, errors: list[RuleError], limits: YamlLimits) -> list[dict[str, Any]]:
+    """The text's mapping documents; each bad one (or an over-limit text) is one error."""
     try:
-        docs = [d for d in yaml.load_all(text.text, Loader=SigmaYAMLLoader) if d is not None]
-    except yaml.YAMLError as exc:
-        errors.append(RuleError(text.source, None, None, f"invalid YAML: {_reason(exc)}"))
+        loaded = load_documents(text.text, loader=SigmaYAMLLoader, limits=limits)
+    except YamlError as exc:
+        errors.append(RuleError(text.source, None, None, f"invalid YAML: {exc}"))
         return []
-    bad = [i for i, d in enumerate(docs, 1) if not isinstance(d, dict)]
-    if bad:
-        errors.append(RuleError(text.source, None, None, f"YAML document {bad[0]} is not a mapping"))
-        docs = [d for d in docs if isinstance(d, dict)]
-    docs = [_prepare_correlation(_prepare(d)) for d in docs]
+    docs: list[dict[str, Any]] = []
+    for doc in loaded:
+        if doc.error is not None:
+            errors.append(RuleError(text.source, None, None, f"invalid YAML: {doc.error}"))
+        elif isinstance(doc.value, dict):
+            docs.append(doc.value)
+        elif doc.value is not None:
+            errors.append(RuleError(text.source, None, None, f"YAML document {doc.number} is not a mapping"))
+    return docs
+
+
+def _collection(text: RuleText, docs: list[dict[str, Any]], errors: list[RuleError]) -> SigmaCollection:
+    """pySigma's collection of ``docs``; a document pySigma cannot even hold is one error."""
+    location = SigmaRuleLocation(Path(text.source))
     try:
-        collection = SigmaCollection.from_dicts(
-            docs, collect_errors=True, source=SigmaRuleLocation(Path(text.source)),
-            collect_filters=True, resolve_references=False)
-    except Exception as exc:  # malformed structures can raise non-Sigma errors inside pySigma
+        return SigmaCollection.from_dicts(docs, collect_errors=True, source=location,
+                                          collect_filters=True, resolve_references=False)
+    except Exception:  # malformed structures raise non-Sigma errors inside pySigma: find which
+        pass
+    good: list[dict[str, Any]] = []
+    for number, doc in enumerate(docs, 1):
+        try:
+            SigmaCollection.from_dicts([doc], collect_errors=True, source=location,
+                                       collect_filters=True, resolve_references=False)
+        except Exception as exc:
+            ident = doc.get("id") if isinstance(doc.get("id"), str) else None
+            title = doc.get("title") if isinstance(doc.get("title"), str) else None
+            errors.append(RuleError(text.source, ident, title,
+                                    f"invalid rule document {number}: {type(exc).__name__}: {_reason(exc)}"))
+            continue
+        good.append(doc)
+    return SigmaCollection.from_dicts(good, collect_errors=True, source=location,
+                                      collect_filters=True, resolve_references=False)
+
+
+def _parse_text(text: RuleText, errors: list[RuleError], limits: YamlLimits) -> list[_Parsed]:
+    docs: list[dict[str, Any]] = []
+    for number, doc in enumerate(_yaml_documents(text, errors, limits), 1):
+        try:
+            docs.append(_prepare_correlation(_prepare(doc)))
+        except CompileError as exc:
+            ident = doc.get("id") if isinstance(doc.get("id"), str) else None
+            title = doc.get("title") if isinstance(doc.get("title"), str) else None
+            errors.append(RuleError(text.source, ident, title, str(exc)))
+        except Exception as exc:  # a rewrite over an odd structure fails for this document only
+            errors.append(RuleError(text.source, None, None,
+                                    f"invalid rule document {number}: {type(exc).__name__}: {_reason(exc)}"))
+    try:
+        collection = _collection(text, docs, errors)
+    except Exception as exc:  # the documents passed one by one; together they still fail
         errors.append(RuleError(text.source, None, None, f"invalid rule document: {_reason(exc)}"))
         return []
     parsed: list[_Parsed] = []
@@ -184,10 +243,13 @@ def _resolve_correlations(correlations: list[tuple[_Parsed, RuleInfo]], rules: l
 
 
 def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
-                    skip_invalid: bool = True, regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> LoadResult:
+                    skip_invalid: bool = True, regex_timeout_ms: float = DEFAULT_TIMEOUT_MS, *,
+                    limits: YamlLimits = RULE_YAML_LIMITS) -> LoadResult:
     """Compile rule texts into a :class:`Ruleset`; errors are collected, never raised.
 
     ``regex_timeout_ms`` bounds each evaluation of a ``|re`` pattern RE2 cannot run.
+    ``limits`` bound each text's YAML (size, depth, nodes with aliases expanded), and so the
+    work of compiling it; a text over them is one error.
 
     With ``skip_invalid=False`` the result is the same (the ruleset holds the good
     rules); the caller decides to reject the whole set when ``errors`` is non-empty.
@@ -195,12 +257,21 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
     del skip_invalid  # the decision to reject a partly broken set belongs to the caller
     errors: list[RuleError] = []
     counters: dict[str, int] = {"regex_timeouts": 0}
-    pipeline = _load_pipelines(pipelines, errors)
+    pipeline = _load_pipelines(pipelines, errors, limits)
     parsed: list[_Parsed] = []
     for text in texts:
-        parsed.extend(_parse_text(text, errors))
+        parsed.extend(_parse_text(text, errors, limits))
 
-    filters = [p for p in parsed if isinstance(p.obj, SigmaFilter)]
+    filters: list[_Parsed] = []
+    filter_infos: list[RuleInfo] = []
+    for f in (p for p in parsed if isinstance(p.obj, SigmaFilter)):
+        ident = rule_id(f.obj, f.text.source, f.position)
+        try:
+            filter_infos.append(rule_info(f.obj, ident, "filter", f.text.source, f.text.ruleset))
+        except CompileError as exc:  # a broken filter is left out, not applied to every rule
+            errors.append(RuleError(f.text.source, ident, f.obj.title or None, _reason(exc)))
+            continue
+        filters.append(f)
     detections = [p for p in parsed if isinstance(p.obj, SigmaRule)]
     correlation_items = [p for p in parsed if isinstance(p.obj, SigmaCorrelationRule)]
     table = AtomTable(counters, regex_timeout_ms)
@@ -211,7 +282,11 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
         rule = item.obj
         assert isinstance(rule, SigmaRule)
         ident = rule_id(rule, item.text.source, item.position)
-        info = rule_info(rule, ident, "sigma", item.text.source, item.text.ruleset)
+        try:
+            info = rule_info(rule, ident, "sigma", item.text.source, item.text.ruleset)
+        except CompileError as exc:
+            errors.append(RuleError(item.text.source, ident, rule.title or None, _reason(exc)))
+            continue
         if ident in seen:
             errors.append(RuleError(item.text.source, ident, info.title, f"duplicate rule id {ident}"))
             continue
@@ -234,10 +309,12 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
     correlation_infos = []
     for item in correlation_items:
         ident = rule_id(item.obj, item.text.source, item.position)
-        correlation_infos.append((item, rule_info(item.obj, ident, "correlation", item.text.source,
-                                                   item.text.ruleset)))
+        try:
+            info = rule_info(item.obj, ident, "correlation", item.text.source, item.text.ruleset)
+        except CompileError as exc:
+            errors.append(RuleError(item.text.source, ident, item.obj.title or None, _reason(exc)))
+            continue
+        correlation_infos.append((item, info))
     correlations = _resolve_correlations(correlation_infos, good_rules, pipeline, errors)
-    filter_infos = [rule_info(f.obj, rule_id(f.obj, f.text.source, f.position), "filter", f.text.source,
-                              f.text.ruleset) for f in filters]
     ruleset = Ruleset(compiled, table.atoms, correlations, filter_infos, counters)
     return LoadResult(ruleset=ruleset, errors=errors)

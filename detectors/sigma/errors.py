@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from detectors.errors import DetectorError
+
 
 @dataclass(frozen=True, slots=True)
 class RuleText:
@@ -24,5 +26,5 @@ class RuleError:
     reason: str
 
 
-class CompileError(Exception):
+class CompileError(DetectorError):
     """Raised inside the compiler for one rule; turned into a :class:`RuleError` by the caller."""

@@ -29,6 +29,7 @@ from typing import Any
 import re2
 import regex
 
+from detectors.errors import DetectorError
 from detectors.sigma.errors import CompileError
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def required_literals(source: str, on_re2: bool = False) -> list[str] | None:
     return sorted({k.lower() for k in found})
 
 
-class _Unknown(Exception):
+class _Unknown(DetectorError):
     """Syntax the literal parser does not read with certainty."""
 
 

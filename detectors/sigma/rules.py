@@ -10,6 +10,7 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaLogSource, SigmaRule, SigmaRuleBase
 
 from detectors.model import LogSource, RuleInfo
+from detectors.sigma.errors import CompileError
 
 DEFAULT_LEVEL = "medium"
 """Level of a rule that states none (see docs/semantics.md)."""
@@ -19,7 +20,12 @@ _TOKEN = re.compile(r"[A-Za-z0-9_*-]+")
 
 
 def logsource_of(source: SigmaLogSource) -> LogSource:
-    return LogSource(product=source.product, category=source.category, service=source.service)
+    """The log source of a rule; a field that is not text (``service: []``) is a :class:`CompileError`."""
+    parts = {"product": source.product, "category": source.category, "service": source.service}
+    for name, value in parts.items():
+        if value is not None and not isinstance(value, str):
+            raise CompileError(f"logsource.{name} must be a string, not {type(value).__name__}")
+    return LogSource(**parts)
 
 
 def _iso(value: Any) -> str | None:

@@ -5,8 +5,8 @@ each one. The screen (``detectors._native``, built from ``detectors/native``)
 walks the raw message once against a copy of the route's index and answers
 whether the Python engine *could* match it. It errs one way only: when it
 cannot decide exactly (regular expressions Rust may read otherwise than RE2,
-non-ASCII values, fractional numbers, messages Python might reject), the
-event takes the Python path.
+keys and values Python 3.11 may case-fold otherwise than Rust's newer Unicode
+tables, messages Python might reject), the event takes the Python path.
 The conformance suite checks that a cleared event never has a match.
 
 Without the native module (no Rust toolchain at install time) :func:`build`

@@ -20,27 +20,42 @@ from .router import AlertRouter
 from .silences import SilenceError, SilenceRequest
 from .store import AlertQuery, parse_time
 
+MAX_OFFSET = 1_000_000
+"""Deeper pages are refused: SQLite walks every skipped row, and its integers stop at 2**63."""
+MAX_TEXT = 1000
+"""Length bound of the free-text parameters (rule, q)."""
+MIN_TIME, MAX_TIME = 0.0, 253_402_300_799.0
+"""Times are unix seconds between 1970 and the end of year 9999."""
+
 
 def _time(value: str | None, name: str) -> float | None:
+    """``value`` as unix seconds; a 422 names the parameter for anything not a finite time in range."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise HTTPException(status_code=422, detail=f"{name}: expected RFC 3339 time or unix seconds") from None
+        try:
+            seconds = parse_time(value)
+        except (ValueError, OverflowError):
+            raise HTTPException(status_code=422,
+                                detail=f"{name}: expected RFC 3339 time or unix seconds") from None
+    if not MIN_TIME <= seconds <= MAX_TIME:  # also false for NaN
+        raise HTTPException(status_code=422, detail=f"{name}: time must lie between 1970 and 9999")
+    return seconds
 
 
 def api_router(router: AlertRouter) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["alerts"])
 
     @api.get("/alerts")
-    async def list_alerts(rule: str | None = None, level: str | None = None, since: str | None = None,
-                          until: str | None = None, q: str | None = None,
-                          limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict[str, Any]:
+    async def list_alerts(rule: str | None = Query(None, max_length=MAX_TEXT),
+                          level: str | None = Query(None, max_length=16),
+                          since: str | None = Query(None, max_length=64),
+                          until: str | None = Query(None, max_length=64),
+                          q: str | None = Query(None, max_length=MAX_TEXT),
+                          limit: int = Query(50, ge=1, le=1000),
+                          offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict[str, Any]:
         if level is not None and level.lower() not in LEVELS:
             raise HTTPException(status_code=422, detail=f"level must be one of {list(LEVELS)}")
         query = AlertQuery(rule=rule, level=level.lower() if level else None, since=_time(since, "since"),

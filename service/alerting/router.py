@@ -27,13 +27,15 @@ import orjson
 from detectors.alert import Alert, iso_time
 from detectors.model import LEVELS, level_rank
 from service import metrics
+from service.errors import RetriableError
 from service.supervisor import Supervisor
 
 from .config import AlertingSettings
 from .grouping import Grouper
 from .routes import RouteTable, TokenBucket
 from .silences import Silences
-from .sinks import build_receiver, build_sink
+from .sinks import RECEIVERS, SINKS, Sink, SinkContext
+from .sinks.settings import SinkSettings
 from .spool import SpoolError, fsync_fd
 from .store import AlertStore
 from .suppression import Suppressor
@@ -43,10 +45,8 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 
 
-class RouterError(Exception):
+class RouterError(RetriableError):
     """``submit`` could not durably accept a batch. Retriable: do not commit offsets."""
-
-    retriable = True
 
 
 @dataclass(slots=True)
@@ -58,6 +58,12 @@ class Decision:
 
 
 class AlertRouter:
+    """Owns the alert store, the silences and one worker per sink and receiver.
+
+    The constructor only stores configuration; :meth:`start` opens the store,
+    loads silences and page groups, builds and starts the sinks; :meth:`stop`
+    undoes it in reverse order. Both are idempotent."""
+
     def __init__(self, settings: AlertingSettings, data_dir: Path, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -67,8 +73,11 @@ class AlertRouter:
         self.supervisor = Supervisor()
         """Runs every background task of the router: the sink loops, the ticker, reload jobs."""
         self.store = AlertStore(self.root / "alerts.db")
+        """Opened by :meth:`start`."""
         self.silences = Silences(self.store)
+        """Loaded from the store by :meth:`start`."""
         self.store.on_recovered = self._resave_silences
+        self._context = SinkContext(store=self.store)
         self.workers: dict[str, SinkWorker] = {}
         self._record_workers: list[SinkWorker] = []
         self._page_workers: dict[str, SinkWorker] = {}
@@ -90,7 +99,7 @@ class AlertRouter:
         self._buckets = {r.name: TokenBucket(r.rate_limit_per_min, r.burst, now)
                          for r in settings.receivers if r.rate_limit_per_min}
 
-    def _make_worker(self, name: str, sink: Any, cfg: Any) -> SinkWorker:
+    def _make_worker(self, name: str, sink: Sink, cfg: SinkSettings) -> SinkWorker:
         return SinkWorker(sink, durable=cfg.durable, batch_size=cfg.batch_size, retry=cfg.retry,
                           spool_dir=self.root / "spool" / name, spool=self.settings.spool,
                           dead_letter=self.root / "dead-letter" / f"{name}.jsonl", clock=self.clock,
@@ -100,10 +109,10 @@ class AlertRouter:
         wanted: dict[str, SinkWorker] = {}
         for cfg in self.settings.sinks:
             wanted[cfg.name] = self.workers.get(cfg.name) or self._make_worker(
-                cfg.name, build_sink(cfg, self.store), cfg)
+                cfg.name, SINKS.build(cfg, self._context), cfg)
         for rcfg in self.settings.receivers:
             wanted[rcfg.name] = self.workers.get(rcfg.name) or self._make_worker(
-                rcfg.name, build_receiver(rcfg), rcfg)
+                rcfg.name, RECEIVERS.build(rcfg, self._context), rcfg)
         return wanted
 
     def _index_workers(self) -> None:
@@ -151,18 +160,35 @@ class AlertRouter:
 
     # --- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
+        """Open the store, load silences, start every sink, restore page groups. A second call does nothing;
+        a failure stops what was started (in reverse) and raises."""
         if self._started:
             return
         self.supervisor.reopen()
-        self.workers = self._build_workers()
-        self._index_workers()
-        for w in self.workers.values():
-            await w.start()
+        await asyncio.to_thread(self.store.open)
+        started: list[SinkWorker] = []
+        try:
+            self.silences.load()
+            self.workers = self._build_workers()
+            self._index_workers()
+            for w in self.workers.values():
+                await w.start()
+                started.append(w)
+        except BaseException:
+            for w in reversed(started):
+                with contextlib.suppress(Exception):
+                    await w.stop(drain_s=0)
+            self.workers = {}
+            self._index_workers()
+            self.supervisor.close()
+            self.store.close()
+            raise
         self._restore_groups()
         self._started = True
         self._ticker = self.supervisor.spawn("alert-router-tick", self._tick_loop)
 
     async def stop(self, drain_s: float = 5.0) -> None:
+        """Flush suppression windows, save page groups, stop sinks last-first, close the store."""
         if not self._started:
             return
         self._started = False
@@ -307,7 +333,7 @@ class AlertRouter:
                 payloads: list[bytes] | None = None  # shared JSON, built once if some sink needs it
                 for w in self._record_workers:
                     if w.durable:
-                        if payloads is None and not hasattr(w.sink, "encode"):
+                        if payloads is None and w.raw is None:
                             payloads = [orjson.dumps(d) for d in documents]
                         fd = w.append(payloads or [], documents)
                         if fd is not None:

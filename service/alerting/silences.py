@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.alert import Alert
 from detectors.model import level_rank
+from service.errors import ServiceError
 
 from .config import Level
 from .matching import fields_match, glob_any
@@ -78,16 +79,22 @@ class Silence:
         return doc
 
 
-class SilenceError(ValueError):
+class SilenceError(ServiceError, ValueError):
     pass
 
 
 class Silences:
+    """Silences in memory (the hot path reads only these), saved to the store on every change."""
+
     def __init__(self, store: AlertStore) -> None:
         self._store = store
         self._all: dict[str, Silence] = {}
         self._active: tuple[Silence, ...] = ()
-        for doc in store.load_silences():
+
+    def load(self) -> None:
+        """Read the saved silences from the (open) store, replacing those in memory."""
+        self._all = {}
+        for doc in self._store.load_silences():
             s = Silence(id=doc["id"], match=SilenceMatch(**doc["match"]), starts_at=doc["starts_at"],
                         ends_at=doc["ends_at"], comment=doc.get("comment", ""),
                         created_by=doc.get("created_by", ""))

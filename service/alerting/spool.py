@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service import metrics
+from service.errors import RetriableError
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,8 @@ def fsync_fd(fd: int) -> None:
     _fsync(fd)
 
 
-class SpoolError(Exception):
+class SpoolError(RetriableError):
     """The spool cannot accept records (full or disk error). Retriable by the caller."""
-
-    retriable = True
 
 
 class SpoolFull(SpoolError):

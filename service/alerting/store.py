@@ -33,6 +33,7 @@ import orjson
 
 from detectors.model import level_rank
 from service import metrics
+from service.errors import RetriableError
 
 log = logging.getLogger(__name__)
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
@@ -61,10 +62,9 @@ CREATE TABLE IF NOT EXISTS silences (
 """
 
 
-class StoreError(Exception):
-    """A store operation failed; ``reason`` is full, corrupt, io or other. A fault of this host."""
-
-    local = True
+class StoreError(RetriableError):
+    """A store operation failed; ``reason`` is full, corrupt, io, closed (not opened yet) or other.
+    A fault of this host (the store sink's worker treats it like a disk error)."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -109,20 +109,40 @@ class Page:
 
 
 class AlertStore:
+    """The SQLite file at ``path``; :meth:`open` creates or opens it, :meth:`close` closes it."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
         self.on_recovered: Callable[[], None] | None = None
         """Called (outside the lock) after a corrupt database was replaced by a fresh one."""
         self.recoveries = 0
-        try:
-            self._db = self._connect()
-        except sqlite3.DatabaseError as exc:
-            if _reason(exc) != "corrupt":
-                raise StoreError(f"alert store {path}: {exc}", _reason(exc)) from exc
-            self._move_aside(exc)
-            self._db = self._connect()
+        self._db_handle: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Create the directory and open (or create) the database; a corrupt one is moved aside.
+        Opening an open store does nothing."""
+        with self._lock:
+            if self._db_handle is not None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db_handle = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if _reason(exc) != "corrupt":
+                    raise StoreError(f"alert store {self.path}: {exc}", _reason(exc)) from exc
+                self._move_aside(exc)
+                self._db_handle = self._connect()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._db_handle is None:
+            raise StoreError(f"alert store {self.path} is not open", "closed")
+        return self._db_handle
+
+    @_db.setter
+    def _db(self, db: sqlite3.Connection) -> None:
+        self._db_handle = db
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -188,8 +208,11 @@ class AlertStore:
         return result
 
     def close(self) -> None:
+        """Close the database; closing a closed store does nothing."""
         with self._lock:
-            self._db.close()
+            if self._db_handle is not None:
+                self._db_handle.close()
+                self._db_handle = None
 
     # --- alerts --------------------------------------------------------------
     def upsert(self, docs: Iterable[Mapping[str, Any]]) -> int:

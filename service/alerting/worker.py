@@ -22,9 +22,11 @@ import orjson
 from service import metrics
 from service.supervisor import Supervisor
 
-from .config import RetrySettings, SpoolSettings
-from .sinks.base import Backoff, CircuitBreaker, Outcome, Sink
+from .config import SpoolSettings
+from .sinks.base import Backoff, CircuitBreaker, Outcome, RawSink, Sink
+from .sinks.settings import RetrySettings
 from .spool import Position, Record, Spool, SpoolError, SpoolFull
+from .store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ def _append_lines(path: Path, lines: list[bytes]) -> None:
 
 def is_local_fault(exc: BaseException | None) -> bool:
     """A fault of this host (disk, local database), not of the remote sink."""
-    return isinstance(exc, (SpoolError, OSError)) or bool(getattr(exc, "local", False))
+    return isinstance(exc, (SpoolError, StoreError, OSError))
 
 
 class SinkWorker:
@@ -49,6 +51,8 @@ class SinkWorker:
                  clock: Callable[[], float] = time.time, linger_s: float = 0.0,
                  supervisor: Supervisor | None = None) -> None:
         self.sink = sink
+        self.raw: RawSink | None = sink if isinstance(sink, RawSink) else None
+        """The sink's fast path (it spools its own encoding), or None: spool JSON documents."""
         self.linger_s = linger_s
         self.name = sink.name
         self.durable = durable
@@ -74,14 +78,22 @@ class SinkWorker:
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._started = False
         metrics.SINK_UP.labels(sink=self.name).set(1)
 
     async def start(self) -> None:
-        if self._task is not None:
+        """Start the sink, open the spool and spawn the delivery loop; a second call does nothing."""
+        if self._started:
             return
         await self.sink.start()
         if self.spool is not None:
-            self.spool.open()
+            try:
+                self.spool.open()
+            except BaseException:
+                await self.sink.stop()  # all or nothing: a failed start leaves nothing running
+                raise
+        self._started = True
+        if self.spool is not None:
             self._stopping = False
             self._task = self.supervisor.spawn(self.task_name, self._run, on_crash=self._crashed,
                                                restart=lambda: not self._stopping)
@@ -105,7 +117,7 @@ class SinkWorker:
         metrics.SINK_UP.labels(sink=self.name).set(0)
 
     async def stop(self, drain_s: float = 5.0) -> None:
-        """Try to drain for ``drain_s``, then stop; what is left stays spooled."""
+        """Try to drain for ``drain_s``, then stop; what is left stays spooled. A second call does nothing."""
         if self._task is not None:
             if drain_s > 0 and self.spool is not None and self.spool.pending and not self.breaker.open:
                 try:
@@ -123,15 +135,17 @@ class SinkWorker:
             self.supervisor.forget(self.task_name)
         if self.spool is not None:
             self.spool.close()
-        await self.sink.stop()
+        if self._started:
+            self._started = False
+            await self.sink.stop()
 
     # --- accepting -----------------------------------------------------------
     def append(self, payloads: Sequence[bytes], documents: Sequence[dict[str, Any]] | None = None) -> int | None:
         """Durable sinks: spool ``payloads`` (or the sink's own encoding of
         ``documents``); returns an fd to fsync (batch policy)."""
         assert self.spool is not None
-        encode = getattr(self.sink, "encode", None)
-        if encode is not None and documents is not None:
+        if self.raw is not None and documents is not None:
+            encode = self.raw.encode
             payloads = [encode(d) for d in documents]
         elif not payloads and documents:
             payloads = [orjson.dumps(d) for d in documents]
@@ -207,15 +221,15 @@ class SinkWorker:
             spool.rewind()
             await asyncio.sleep(wait)
             return
-        raw = getattr(self.sink, "deliver_raw", None)
+        raw = self.raw
         records: list[dict[str, Any]] = []
         finished_bad: set[int] = set()
-        if raw is None:  # else the sink spooled its own encoding (see ElasticsearchSink.encode)
+        if raw is None:  # else the sink spooled its own encoding (RawSink.encode)
             records, finished_bad = self._decode(batch)
         start = time.perf_counter()
         try:
             if raw is not None:
-                outcome = await raw([r.payload for r in batch])
+                outcome = await raw.deliver_raw([r.payload for r in batch])
             else:
                 outcome = await self.sink.deliver(records) if records else Outcome(done=0)
         except Exception as exc:

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service import metrics
+from service.alerting.store import StoreError
 from service.api.auth import Authenticator, require, require_by_method
 from service.api.context import ApiContext
 from service.api.events import events_router
@@ -43,10 +44,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    ingest_path = "/api/v1/events"
-    ingest_limit = ctx.settings.http_ingest.max_body_bytes
-    app.add_middleware(BodyLimit, limit_for=lambda path: ingest_limit if path == ingest_path
-                       else api.max_body_bytes)
+    @app.exception_handler(StoreError)
+    async def store_unavailable(request: Request, exc: StoreError) -> JSONResponse:
+        """The local store failed (disk full, corrupt, I/O): the service is up, the store is not."""
+        return JSONResponse({"detail": f"alert store unavailable ({exc.reason}); retry later"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    limits = {"/api/v1/events": ctx.settings.http_ingest.max_body_bytes,
+              "/api/v1/rules/test": min(api.rules_test_max_body_bytes, api.max_body_bytes)}
+    app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, api.max_body_bytes))
     app.state.context = ctx
     app.state.auth = auth
     return app

@@ -10,8 +10,8 @@ from fastapi import APIRouter
 
 from service.config import Settings
 from service.detection import Detector
+from service.pipeline import Pipeline
 from service.reload import Reloader
-from service.runtime import Pipeline
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """``POST /api/v1/events``: HTTP ingest of NDJSON or a JSON array, answered once alerts are accepted.
 
+The route is the HTTP input's driver: the body becomes one batch
+(:class:`~service.sources.http.HttpInput`) run through the pipeline core by
+:func:`~service.pipeline.run_batch`, and the response is its acknowledgement.
 A 200 means every alert raised by the accepted events is durably with the
 alert router. A 503 means it could not take them: nothing is lost, the client
 retries, and the retry yields the same alert ids (see ``service.sources.http``).
@@ -18,8 +21,9 @@ from fastapi.responses import JSONResponse
 from detectors.model import LogSource
 from service import metrics
 from service.api.context import ApiContext
+from service.pipeline import run_batch
 from service.sources.base import InputSpec
-from service.sources.http import IngestError, parse_body
+from service.sources.http import HttpInput, IngestError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,8 @@ log = logging.getLogger(__name__)
 def events_router(ctx: ApiContext, admin: Callable[..., None]) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["ingest"])
     settings = ctx.settings
-    base_spec = InputSpec.from_settings("http", settings.http_ingest, settings.events.timestamp_fields)
+    source = HttpInput(InputSpec.from_settings("http", settings.http_ingest, settings.events.timestamp_fields),
+                       settings.http_ingest.max_events)
 
     @router.post("/events", dependencies=[Depends(admin)], summary="Ingest events (NDJSON or JSON array)",
                  responses={413: {"description": "body too large"}, 503: {"description": "alerts not accepted"}})
@@ -39,20 +44,15 @@ def events_router(ctx: ApiContext, admin: Callable[..., None]) -> APIRouter:
             return JSONResponse({"detail": "HTTP ingest is disabled"}, status_code=404)
         body = await request.body()
         try:
-            parsed = parse_body(body, time.time(), max_events=settings.http_ingest.max_events)
+            batch = source.batch(body, time.time(),
+                                 LogSource(product, category, service) if product or category or service else None)
         except IngestError as exc:
             metrics.HTTP_REJECTED.labels("invalid").inc()
             return JSONResponse({"detail": str(exc)}, status_code=400)
-        spec = base_spec
-        if product or category or service:
-            spec = InputSpec(base_spec.name, base_spec.decoder, LogSource(product, category, service),
-                             base_spec.time_fields)
-        try:
-            result = await pipeline.ingest("http", parsed.messages, spec)
-        except Exception as exc:
-            log.warning("ingest: alerts not accepted", extra={"error": f"{type(exc).__name__}: {exc}"})
+        result = await run_batch(pipeline, source.name, batch)
+        if result is None:
             return JSONResponse({"detail": "alerts could not be accepted; retry the request"}, status_code=503)
-        index = {id(m): i for i, m in enumerate(parsed.messages)}
+        index = {id(m): i for i, m in enumerate(batch.messages)}
         rejected: list[dict[str, Any]] = [
             {"index": index.get(id(r.message)), "reason": r.reason, "error": r.error} for r in result.rejected]
         status = 400 if rejected and not result.accepted else 200

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
@@ -13,8 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.model import LogSource, RuleInfo
+from detectors.sigma import RuleText, compile_ruleset
+from detectors.yamlsafe import YamlLimits
+from service import metrics
 from service.api.context import ApiContext
 from service.metrics import REGISTRY
+
+_T = TypeVar("_T")
 
 MAX_TEST_EVENTS = 1000
 
@@ -46,6 +52,54 @@ class RuleTestRequest(BaseModel):
     events: list[dict[str, Any]] = Field(max_length=MAX_TEST_EVENTS)
     logsource: LogSourceBody | None = None
     """The events' log source; omitted: the rule applies whatever its logsource."""
+
+
+RULE_TEST_YAML_LIMITS = YamlLimits(max_bytes=524_288, max_depth=64, max_nodes=10_000)
+"""A tested rule is one request's work: twice the largest SigmaHQ rule's nodes, a fifth of a rule file's."""
+
+
+def run_rule_test(rule: str, events: list[dict[str, Any]],
+                  logsource: LogSource | None) -> tuple[int, dict[str, Any]]:
+    """Compile ``rule`` and run it on ``events`` (in a worker thread): (HTTP status, body)."""
+    result = compile_ruleset([RuleText(source="request", text=rule, ruleset="test")], skip_invalid=True,
+                             limits=RULE_TEST_YAML_LIMITS)
+    here = str(Path("request").resolve())  # pySigma names the source by absolute path: not the server's business
+    errors = [{"rule_id": e.rule_id, "title": e.title, "reason": e.reason.replace(here, "request")}
+              for e in result.errors]
+    if errors or not result.ruleset.rules:
+        return 422, {"errors": errors or [{"reason": "no detection rule in the request"}], "matches": []}
+    matches = []
+    for index, event in enumerate(events):
+        for match in result.ruleset.evaluate(event, logsource):
+            matches.append({"event": index, "rule_id": match.rule.id, "title": match.rule.title,
+                            "level": match.rule.level,
+                            "fields": [{"field": f, "value": v} for f, v in match.fields]})
+    return 200, {"errors": [], "rules": [rule_summary(r) for r in result.ruleset.rules], "matches": matches}
+
+
+class RuleTestGate:
+    """Runs at most ``limit`` rule tests at once in worker threads; beyond that refuses at once.
+
+    A slot is freed when the thread ends, not when the request gives up waiting, so a
+    rule that compiles for minutes still holds its slot and cannot pile threads up.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    def run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T] | None:
+        if self.running >= self.limit:
+            return None
+        self.running += 1
+        task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self.running -= 1
+        if not task.cancelled():
+            task.exception()  # retrieved: a late failure is not an "exception never retrieved" log
 
 
 def health_router(ctx: ApiContext, read: Callable[..., None]) -> APIRouter:
@@ -81,10 +135,11 @@ def rules_router(ctx: ApiContext, read: Callable[..., None], admin: Callable[...
         return rules
 
     @router.get("", dependencies=[Depends(read)], summary="Active rules")
-    async def list_rules(kind: str | None = None, level: str | None = None,
-                         q: str | None = Query(default=None, description="text in id or title"),
+    async def list_rules(kind: str | None = Query(default=None, max_length=32),
+                         level: str | None = Query(default=None, max_length=32),
+                         q: str | None = Query(default=None, max_length=1000, description="text in id or title"),
                          limit: int = Query(default=100, ge=1, le=5000),
-                         offset: int = Query(default=0, ge=0)) -> dict[str, Any]:
+                         offset: int = Query(default=0, ge=0, le=10_000_000)) -> dict[str, Any]:
         rules = all_rules()
         if kind:
             rules = [r for r in rules if r.kind == kind]
@@ -108,25 +163,28 @@ def rules_router(ctx: ApiContext, read: Callable[..., None], admin: Callable[...
             raise HTTPException(status_code=404, detail=f"no active rule {rule_id!r}")
         return rule_detail(rule)
 
-    @router.post("/test", dependencies=[Depends(admin)], summary="Run a rule on events; nothing is stored")
-    async def test_rule(body: RuleTestRequest) -> JSONResponse:
-        from detectors.sigma import RuleText, compile_ruleset
+    gate = RuleTestGate(ctx.settings.api.rules_test_concurrency)
+    timeout_s = ctx.settings.api.rules_test_timeout_s
 
-        result = await asyncio.to_thread(
-            compile_ruleset, [RuleText(source="request", text=body.rule, ruleset="test")], skip_invalid=True)
-        errors = [{"rule_id": e.rule_id, "title": e.title, "reason": e.reason} for e in result.errors]
-        if errors or not result.ruleset.rules:
-            return JSONResponse({"errors": errors or [{"reason": "no detection rule in the request"}],
-                                 "matches": []}, status_code=422)
+    @router.post("/test", dependencies=[Depends(admin)], summary="Run a rule on events; nothing is stored",
+                 responses={422: {"description": "the rule does not load (reasons in errors)"},
+                            429: {"description": "too many rule tests at once"},
+                            503: {"description": "the rule took too long to compile"}})
+    async def test_rule(body: RuleTestRequest) -> JSONResponse:
         logsource = LogSource(**body.logsource.model_dump()) if body.logsource else None
-        matches = []
-        for index, event in enumerate(body.events):
-            for match in result.ruleset.evaluate(event, logsource):
-                matches.append({"event": index, "rule_id": match.rule.id, "title": match.rule.title,
-                                "level": match.rule.level,
-                                "fields": [{"field": f, "value": v} for f, v in match.fields]})
-        return JSONResponse({"errors": [], "rules": [rule_summary(r) for r in result.ruleset.rules],
-                             "matches": matches})
+        work = gate.run(run_rule_test, body.rule, body.events, logsource)
+        if work is None:
+            metrics.RULES_TEST_REJECTED.labels("busy").inc()
+            return JSONResponse({"detail": "too many rule tests at once; retry later"}, status_code=429,
+                                headers={"Retry-After": "1"})
+        try:
+            status, doc = await asyncio.wait_for(asyncio.shield(work), timeout_s)
+        except TimeoutError:
+            metrics.RULES_TEST_REJECTED.labels("timeout").inc()
+            return JSONResponse({"detail": f"the rule did not compile within {timeout_s:g} s"}, status_code=503)
+        if status != 200:
+            metrics.RULES_TEST_REJECTED.labels("invalid").inc()
+        return JSONResponse(doc, status_code=status)
 
     @router.post("/reload", dependencies=[Depends(admin)], summary="Reload rules from disk")
     async def reload_rules() -> JSONResponse:

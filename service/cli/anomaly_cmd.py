@@ -29,10 +29,13 @@ import orjson
 
 from detectors.anomaly import AnomalyEngine, CheckError
 from detectors.event import MISSING, BadTimestamp, get, parse_timestamp
-from detectors.model import LogSource, Match
+from detectors.model import LogSource, Match, Origin
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
-from service.cli.eval_cmd import InputStats, read_events
+from service.cli.eval_cmd import logsource_arg
+from service.decoders import build_decoder
+from service.pipeline.replay import numbered_lines, reject_text
+from service.sources.base import InputSpec, RawMessage, decode_batch
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="check file (YAML; repeatable)")
     replay.add_argument("--timestamp-field", default="@timestamp", metavar="FIELD",
                         help="event field holding the event time (default @timestamp)")
-    replay.add_argument("--logsource", type=_parse_logsource, default=None, metavar="SPEC",
+    replay.add_argument("--decoder", default="json", metavar="NAME", help="decoder of each line (default json)")
+    replay.add_argument("--logsource", type=logsource_arg, default=None, metavar="SPEC",
                         help="log source of every event, e.g. product=github,service=audit")
     replay.add_argument("--max-keys", type=int, default=100_000, metavar="N",
                         help="keys kept per check before LRU eviction (default 100000)")
@@ -61,13 +65,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            description="Parse and validate anomaly check files.")
     check.add_argument("paths", nargs="+", metavar="FILE")
     check.set_defaults(func=run_check)
-
-
-def _parse_logsource(text: str) -> LogSource:
-    try:
-        return LogSource.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def alert_record(match: Match) -> dict[str, Any]:
@@ -85,6 +82,29 @@ def alert_record(match: Match) -> dict[str, Any]:
         "score": details.pop("score", None),
         **details,
     }
+
+
+@dataclass
+class InputStats:
+    """What the reader saw; decides the exit code."""
+
+    lines: int = 0
+    events: int = 0
+    bad_lines: int = 0
+
+
+def read_events(stream: IO[bytes], spec: InputSpec, stats: InputStats, err: IO[str]) -> Iterator[dict[str, Any]]:
+    """The events of each line, read as ``eval`` and ``run`` read them (the input's decoder through
+    :func:`decode_batch`); rejected lines are reported on ``err``."""
+    origin = Origin("replay")
+    for number, _, line in numbered_lines(stream, stats):
+        decoded = decode_batch([RawMessage(line, origin, 0.0)], spec)
+        for reject in decoded.rejected:
+            stats.bad_lines += 1
+            print(f"line {number}: {reject_text(reject)}", file=err)
+        for item in decoded.items:
+            stats.events += 1
+            yield item.event
 
 
 @dataclass
@@ -140,6 +160,11 @@ def run_replay(args: argparse.Namespace) -> int:
         except BadTimestamp as exc:
             print(f"pipesentry anomaly replay: --until: {exc}", file=err)
             return 2
+    try:
+        spec = InputSpec(args.events, build_decoder(args.decoder, {}), args.logsource, (args.timestamp_field,))
+    except KeyError as exc:
+        print(f"pipesentry anomaly replay: --decoder: {exc.args[0]}", file=err)
+        return 2
     stats = _Stats()
     try:
         stream = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
@@ -149,7 +174,7 @@ def run_replay(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     dumps = orjson.dumps
     try:
-        matches: Iterable[Match] = replay(engine, (e for _, e in read_events(stream, stats, err)), args.timestamp_field,
+        matches: Iterable[Match] = replay(engine, read_events(stream, spec, stats, err), args.timestamp_field,
                                           args.logsource, stats)
         for match in matches:
             out.write(dumps(alert_record(match), default=str, option=orjson.OPT_APPEND_NEWLINE))

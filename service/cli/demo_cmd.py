@@ -116,6 +116,7 @@ def _store(settings: Settings, docs: list[dict[str, Any]]) -> Path:
     path = store_path(settings)
     store = AlertStore(path)
     try:
+        store.open()
         store.upsert(docs)
     finally:
         store.close()

@@ -1,41 +1,54 @@
-"""``pipesentry eval``: run Sigma rules over a file of JSON lines, offline.
+"""``pipesentry eval``: run the rules over a file of JSON lines, offline, through the service's pipeline.
 
-Input is NDJSON (one JSON object per line) from a file or ``-`` (stdin).
-Output is one JSON object per match on stdout (``--format json``, the default)
-or an aligned table for people (``--format table``). Diagnostics (rule load
-errors, lines that are not JSON objects) go to stderr; the run continues.
+Input is NDJSON (one event per line, read by the input's decoder) from a file or ``-``
+(stdin). The events go through the very pipeline ``pipesentry run`` uses
+(:mod:`service.pipeline`: native screen, decoder, Sigma rules, correlation rules,
+anomaly checks) with the same settings (``--config``: the service's configuration
+file; the input's settings are those of the ``files:`` entry for this path, else of
+``stdin``), and each line gets the origin the live input would give it. So ``eval``
+prints the alerts ``run`` raises for the same stream, with the same ``alert_id``
+(for a file: read through ``files:`` with ``start_at: beginning`` under the same path;
+for ``-``: piped to ``run``'s stdin). Events without a usable time field take the
+time they are read at, as in ``run``.
+
+Output is one JSON object per alert on stdout (``--format json``, the default) or an
+aligned table for people (``--format table``). Diagnostics (rule load errors, lines the
+decoder rejects) go to stderr; the run continues.
 
 Exit codes:
 
 - ``0``: the input was read (bad lines and rule load errors are reported but
   do not fail the run; an empty input is fine);
 - ``1``: nothing could be read: the input cannot be opened, or it has lines
-  but none of them is a JSON object; or no rule could be loaded (every rule
+  but none of them is an event; or no rule could be loaded (every rule
   path failed);
-- ``2``: usage error (bad arguments, malformed ``--logsource``).
+- ``2``: usage error (bad arguments, malformed ``--logsource``, unreadable ``--config``).
 
-Correlation rules among the loaded rules are evaluated too: the input is then a
-time-ordered stream (event time from ``--time-field``, default the usual
-timestamp fields); alerts decided at the end of the input carry the last line.
+Correlation rules evaluate the input as a time-ordered stream; alerts decided at the end
+of the input (windows still open) carry the last line: ``run`` decides those later, when
+its heartbeat moves event time on.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from detectors.correlation import CorrelationEngine, compile_correlations
-from detectors.correlation.stream import CorrelatingEvaluator
-from detectors.event import DEFAULT_TIME_FIELDS, event_time
-from detectors.model import Event, LogSource, Match
-from detectors.sigma import Ruleset
+from detectors.alert import Alert, build_alert
+from detectors.model import LogSource
 from service.cli.rules_cmd import print_load_errors
-from service.rules import load_rules
+from service.config import ConfigError, EventSettings, InputSettings, Settings, load_settings
+from service.detection import Detector, compile_detection
+from service.pipeline import Pipeline, drive
+from service.pipeline.replay import Collector, LineFileSource, logsource_spec, reject_text
+from service.sources.base import InputSpec, Rejected
 
 MatchRecord = dict[str, Any]
 
@@ -52,14 +65,20 @@ class InputStats:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate Sigma rules over NDJSON events (offline)",
-        description="Evaluate Sigma rules over a file of JSON lines and print one JSON object per match.",
+        help="run the rules over NDJSON events (offline), as pipesentry run would",
+        description="Run Sigma rules, correlations and anomaly checks over a file of JSON lines through the"
+                    " service's pipeline and print one JSON object per alert.",
     )
-    parser.add_argument("--rules", action="append", required=True, metavar="PATH",
-                        help="rule file or directory (repeatable)")
-    parser.add_argument("--pipeline", action="append", default=[], metavar="FILE",
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="the service's configuration file: rules, pipelines, anomaly checks, event and"
+                             " correlation settings and this input's settings are taken from it")
+    parser.add_argument("--rules", action="append", default=None, metavar="PATH",
+                        help="rule file or directory (repeatable; required without --config)")
+    parser.add_argument("--pipeline", action="append", default=None, metavar="FILE",
                         help="pySigma processing pipeline YAML file (repeatable, applied in order)")
-    parser.add_argument("--logsource", type=_parse_logsource, default=None, metavar="SPEC",
+    parser.add_argument("--checks", action="append", default=None, metavar="FILE",
+                        help="anomaly check file (repeatable)")
+    parser.add_argument("--logsource", type=logsource_arg, default=None, metavar="SPEC",
                         help="log source of every event, e.g. product=windows,category=process_creation;"
                              " without it every rule applies to every event")
     parser.add_argument("--logsource-field", default=None, metavar="NAME",
@@ -67,104 +86,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "service keys or a 'product=X,category=Y' string (bench/eventgen.py writes 'logsource');"
                              " events without it fall back to --logsource")
     parser.add_argument("--time-field", action="append", default=None, metavar="FIELD",
-                        help="event-time field for correlation rules (repeatable; default: "
-                             + ", ".join(DEFAULT_TIME_FIELDS) + ")")
+                        help="event-time field (repeatable; default: the input's timestamp_field, else"
+                             " events.timestamp_fields: " + ", ".join(EventSettings().timestamp_fields) + ")")
+    parser.add_argument("--decoder", default=None, metavar="NAME",
+                        help="decoder of each line (default: the input's, json)")
     parser.add_argument("--format", choices=("json", "table"), default="json",
-                        help="json: one object per match (default); table: aligned columns")
+                        help="json: one object per alert (default); table: aligned columns")
     parser.add_argument("events", nargs="?", default="-", metavar="EVENTS",
                         help="NDJSON file, or - for stdin (default)")
     parser.set_defaults(func=run)
 
 
-def _parse_logsource(text: str) -> LogSource:
+def logsource_arg(text: str) -> LogSource:
+    """``--logsource product=X,category=Y`` (argparse type; shared by ``anomaly replay``)."""
     try:
         return LogSource.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def read_events(stream: IO[bytes], stats: InputStats, err: IO[str]) -> Iterator[tuple[int, Event]]:
-    """``(line number, event)`` for each JSON object line; other lines are reported on ``err``.
-
-    Blank lines are skipped silently (a trailing newline is not an error).
-    """
-    loads = orjson.loads
-    for number, raw in enumerate(stream, start=1):
-        stats.lines = number
-        if not raw.strip():
-            continue
-        try:
-            event = loads(raw)
-        except orjson.JSONDecodeError as exc:
-            stats.bad_lines += 1
-            print(f"line {number}: invalid JSON: {exc}", file=err)
-            continue
-        if not isinstance(event, dict):
-            stats.bad_lines += 1
-            print(f"line {number}: not a JSON object (got {type(event).__name__})", file=err)
-            continue
-        stats.events += 1
-        yield number, event
-
-
-def match_record(line: int, match: Match) -> MatchRecord:
-    """The JSON document printed for one match."""
-    rule = match.rule
-    record: MatchRecord = {
-        "line": line,
-        "rule_id": rule.id,
-        "rule_title": rule.title,
-        "level": rule.level,
-        "rule_author": rule.author,
-        "rule_ruleset": rule.ruleset,
-        "rule_kind": rule.kind,
-        "tags": list(rule.tags),
-        "matched": [{"field": name, "value": value} for name, value in match.fields],
-    }
-    if match.details:
-        record["details"] = dict(match.details)
-    return record
-
-
-def event_logsource(event: Event, field: str, default: LogSource | None) -> LogSource | None:
-    """The log source an event carries in ``field`` (object or ``product=X,...`` string), else ``default``."""
-    value = event.get(field)
-    if isinstance(value, dict):
-        parts = {k: value.get(k) for k in ("product", "category", "service")}
-        if any(isinstance(v, str) for v in parts.values()):
-            return LogSource(**{k: v if isinstance(v, str) else None for k, v in parts.items()})
-    elif isinstance(value, str):
-        try:
-            return LogSource.parse(value)
-        except ValueError:
-            pass
-    return default
-
-
-def evaluate_stream(
-    ruleset: Ruleset,
-    events: Iterable[tuple[int, Event]],
-    logsource: LogSource | None = None,
-    logsource_field: str | None = None,
-    time_fields: Sequence[str] = DEFAULT_TIME_FIELDS,
-    engine: CorrelationEngine | None = None,
-) -> Iterator[MatchRecord]:
-    """Match records for a time-ordered stream of ``(line, event)`` pairs.
-
-    The one place events meet the ruleset in ``eval``: base-rule matches, minus
-    those a correlation suppresses, plus correlation matches as they become due.
-    ``engine`` defaults to one compiled from the ruleset's correlation rules.
-    """
-    if engine is None:
-        engine, _ = compile_correlations(ruleset)
-    evaluator = CorrelatingEvaluator(ruleset, engine)
-    line = 0
-    for line, event in events:
-        source = logsource if logsource_field is None else event_logsource(event, logsource_field, logsource)
-        for match in evaluator.evaluate(event, source, event_time(event, time_fields), ref=line):
-            yield match_record(line, match)
-    for match in evaluator.flush():
-        yield match_record(line, match)
 
 
 def _open_input(name: str) -> IO[bytes]:
@@ -219,32 +157,133 @@ def format_table(records: Iterable[MatchRecord]) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
+def alert_record(line: int, alert: Alert) -> MatchRecord:
+    """The JSON document printed for one alert: its id (as ``run`` gives it), rule and matched fields."""
+    rule = alert.rule
+    record: MatchRecord = {
+        "line": line,
+        "alert_id": alert.id,
+        "rule_id": rule.id,
+        "rule_title": rule.title,
+        "level": rule.level,
+        "rule_author": rule.author,
+        "rule_ruleset": rule.ruleset,
+        "rule_kind": rule.kind,
+        "tags": list(rule.tags),
+        "matched": [{"field": name, "value": value} for name, value in alert.matched],
+    }
+    if alert.details:
+        record["details"] = dict(alert.details)
+    return record
+
+
+def _input_settings(settings: Settings, events: str) -> InputSettings:
+    """The settings ``run`` reads this input with: the ``files:`` entry of this path, else stdin's."""
+    if events != "-":
+        wanted = Path(events).resolve()
+        for file in settings.files:
+            if Path(file.path).resolve() == wanted:
+                return file
+    return settings.stdin
+
+
+@dataclass
+class Evaluation:
+    """What ``eval`` read and raised, in input order."""
+
+    records: list[MatchRecord]
+    stats: InputStats
+    detection: Any
+
+
+def evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], err: IO[str],
+             detection: Any) -> Evaluation:
+    """Run ``stream`` through the pipeline core with ``settings`` and collect the alerts."""
+    base = InputSpec.from_settings(f"file:{args.events}" if args.events != "-" else "stdin",
+                                   _input_settings(settings, args.events), settings.events.timestamp_fields)
+    if args.decoder is not None or args.logsource is not None or args.time_field:
+        from service.decoders import build_decoder
+
+        base = InputSpec(base.name, build_decoder(args.decoder, {}) if args.decoder else base.decoder,
+                         args.logsource if args.logsource is not None else base.logsource,
+                         tuple(args.time_field) if args.time_field else base.time_fields)
+    stats = InputStats()
+    records: list[MatchRecord] = []
+
+    def outcome(alerts: list[tuple[int, Alert]], rejects: list[tuple[int, Rejected]]) -> None:
+        for line, reject in rejects:
+            print(f"line {line}: {reject_text(reject)}", file=err)
+        stats.bad_lines += len(rejects)
+        records.extend(alert_record(line, alert) for line, alert in alerts)
+
+    source = LineFileSource(stream, base, outcome, path=None if args.events == "-" else args.events,
+                            spec_of=logsource_spec(args.logsource_field, base) if args.logsource_field else None)
+    detector = Detector(detection, scope=settings.state.scope)
+    collector = Collector()
+    pipeline = Pipeline(detector, collector, screen=settings.events.screen)
+
+    asyncio.run(drive(source, pipeline, asyncio.Event()))
+    stats.lines, stats.events = source.lines, source.events
+    records.extend(alert_record(source.last_line, alert) for alert in _flush(detector, source))
+    return Evaluation(records, stats, detection)
+
+
+def _flush(detector: Detector, source: LineFileSource) -> list[Alert]:
+    """Alerts of correlation windows still open at the end of the input (``run`` decides them later)."""
+    correlation = detector.current.correlation
+    if correlation is None or source.last_origin is None:
+        return []
+    import time
+
+    with detector.exclusive():
+        matches = correlation.flush()
+    now = time.time()
+    return [build_alert(match, {}, source.last_origin, event_time=_window_end(match, now), now=now)
+            for match in matches]
+
+
+def _window_end(match: Any, default: float) -> float:
+    end = (match.details or {}).get("window_end")
+    return float(end) if isinstance(end, int | float) and not isinstance(end, bool) else default
+
+
 def run(args: argparse.Namespace) -> int:
-    result = load_rules(args.rules, args.pipeline)
-    print_load_errors(result.errors, sys.stderr)
-    engine, correlation_errors = compile_correlations(result.ruleset)
-    print_load_errors(correlation_errors, sys.stderr)
-    if result.errors and not result.ruleset.rules and not result.ruleset.correlations:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"pipesentry eval: {exc}", file=sys.stderr)
+        return 2
+    rules = [Path(p) for p in args.rules] if args.rules else settings.rules.resolved_paths()
+    if not args.rules and args.config is None:
+        print("pipesentry eval: give --rules or --config", file=sys.stderr)
+        return 2
+    pipelines = [Path(p) for p in args.pipeline] if args.pipeline else list(settings.rules.pipelines)
+    checks = [Path(p) for p in args.checks] if args.checks else list(settings.anomaly.checks)
+    outcome = compile_detection(rules, pipelines, skip_invalid=True, correlation=settings.correlation.enabled,
+                                anomaly_checks=checks, correlation_max_keys=settings.correlation.max_keys,
+                                correlation_lateness_s=settings.correlation.allowed_lateness)
+    detection = outcome.detection
+    assert detection is not None  # skip_invalid: always a set
+    print_load_errors(list(outcome.errors), sys.stderr)
+    ruleset = detection.ruleset
+    if outcome.errors and not ruleset.rules and not ruleset.correlations and detection.anomaly is None:
         print("pipesentry eval: no rule could be loaded", file=sys.stderr)
         return 1
+    if args.decoder is not None:
+        from service.decoders import build_decoder
+
+        try:
+            build_decoder(args.decoder, {})
+        except KeyError as exc:
+            print(f"pipesentry eval: --decoder: {exc.args[0]}", file=sys.stderr)
+            return 2
     try:
         stream = _open_input(args.events)
     except OSError as exc:
         print(f"pipesentry eval: cannot open {args.events}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    stats = InputStats()
     try:
-        records = evaluate_stream(result.ruleset, read_events(stream, stats, sys.stderr), args.logsource,
-                                  args.logsource_field, args.time_field or DEFAULT_TIME_FIELDS, engine)
-        if args.format == "table":
-            rows = format_table(records)
-            sys.stdout.write("\n".join(rows) + "\n")
-            count = len(rows) - 1
-        else:
-            sys.stdout.flush()
-            out = sys.stdout.buffer
-            count = write_json(records, out)
-            out.flush()
+        result = evaluate(settings, args, stream, sys.stderr, detection)
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             raise
@@ -253,13 +292,25 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    if args.format == "table":
+        rows = format_table(result.records)
+        sys.stdout.write("\n".join(rows) + "\n")
+        count = len(rows) - 1
+    else:
+        sys.stdout.flush()
+        out = sys.stdout.buffer
+        count = write_json(result.records, out)
+        out.flush()
+    stats = result.stats
+    checks_loaded = len(detection.anomaly.checks) if detection.anomaly is not None else 0
     print(
         f"{stats.events} events, {count} matches, {stats.bad_lines} bad lines, "
-        f"{len(result.ruleset.rules)} rules, {len(result.ruleset.correlations)} correlations, "
-        f"{len(result.errors) + len(correlation_errors)} rule errors",
+        f"{len(ruleset.rules)} rules, {len(ruleset.correlations)} correlations, {checks_loaded} checks, "
+        f"{len(outcome.errors)} rule errors",
         file=sys.stderr,
     )
-    skipped = {k: v for k, v in engine.counters.items() if v}
+    engine = detection.correlation
+    skipped = {k: v for k, v in engine.counters.items() if v} if engine is not None else {}
     if skipped:
         print("correlation skips: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())), file=sys.stderr)
     if stats.events == 0 and stats.bad_lines > 0:

@@ -16,17 +16,27 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from service.errors import ServiceError
+
 Decoder = Callable[[bytes], list[dict[str, Any]]]
 DecoderFactory = Callable[[Mapping[str, Any]], Decoder]
 
 
-class DecodeError(Exception):
+class DecodeError(ServiceError):
     """A message that cannot become events. ``reason`` is a short fixed word (metric label)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def positive_int(options: Mapping[str, Any], name: str, default: int, decoder: str) -> int:
+    """Option ``name`` as a positive integer; anything else (``{}``, ``true``, ``"x"``, ``-1``) is a ValueError."""
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{decoder} decoder option {name} must be a positive integer")
+    return value
 
 
 _REGISTRY: dict[str, DecoderFactory] = {}
@@ -77,13 +87,16 @@ def build_decoder(name: str, options: Mapping[str, Any] | None = None) -> Decode
     """The decoder ``name`` configured with ``options``.
 
     Raises ``KeyError`` for an unknown name and ``ValueError`` for bad options,
-    both with a message fit for a config error.
+    both with a message fit for a config error; a factory's stray ``TypeError`` becomes one too.
     """
     _load_optional()
     factory = _REGISTRY.get(name)
     if factory is None:
         raise KeyError(f"unknown decoder {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return factory(dict(options or {}))
+    try:
+        return factory(dict(options or {}))
+    except TypeError as exc:  # a third-party factory tripping over an option of the wrong type
+        raise ValueError(f"decoder {name!r}: bad option type: {exc}") from None
 
 
 def _register_builtins() -> None:
@@ -99,4 +112,5 @@ def _register_builtins() -> None:
 
 _register_builtins()
 
-__all__ = ["DecodeError", "Decoder", "DecoderFactory", "build_decoder", "decoder_names", "register_decoder"]
+__all__ = ["DecodeError", "Decoder", "DecoderFactory", "build_decoder", "decoder_names", "positive_int",
+           "register_decoder"]

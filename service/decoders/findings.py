@@ -79,6 +79,40 @@ def _load(raw: bytes, ctx: FindingContext, fmt: str) -> Any:
         raise DecodeError("invalid_json", f"{fmt} report is not JSON: {exc}") from None
 
 
+MALFORMED = "malformed_report"
+"""``DecodeError.reason`` of a report whose structure has the wrong type somewhere."""
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _obj(fmt: str, value: Any, where: str) -> Mapping[str, Any]:
+    """``value`` when it is an object; absent (null) is empty; anything else names ``where``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise DecodeError(MALFORMED, f"{fmt} report: {where} must be an object, not {_kind(value)}")
+    return value
+
+
+def _list(fmt: str, value: Any, where: str) -> list[Any]:
+    """``value`` when it is a list; absent (null) is empty; anything else names ``where``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DecodeError(MALFORMED, f"{fmt} report: {where} must be a list, not {_kind(value)}")
+    return value
+
+
+def _objects(fmt: str, value: Any, where: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each element of the list ``value`` (an object), with its path for the next error."""
+    for index, item in enumerate(_list(fmt, value, where)):
+        path = f"{where}[{index}]"
+        yield path, _obj(fmt, item, path)
+
+
 def _event(report: str, scan_type: str, ctx: FindingContext, **values: Any) -> dict[str, Any]:
     event: dict[str, Any] = {"report": report, "scan_type": scan_type, **ctx.fields()}
     for key, value in values.items():
@@ -130,35 +164,36 @@ def _sarif_cwes(tags: Any) -> list[str]:
     return out
 
 
-def _sarif_rules(run: Mapping[str, Any]) -> tuple[list[Any], dict[str, Mapping[str, Any]]]:
-    rules = (run.get("tool") or {}).get("driver", {}).get("rules") or []
-    rules = rules if isinstance(rules, list) else []
-    by_id = {r["id"]: r for r in rules if isinstance(r, Mapping) and isinstance(r.get("id"), str)}
-    return rules, by_id
+def _sarif_rules(driver: Mapping[str, Any], where: str) -> list[Mapping[str, Any]]:
+    return [rule for _, rule in _objects("SARIF", driver.get("rules"), f"{where}.rules")]
 
 
-def _sarif_location(result: Mapping[str, Any]) -> str | None:
-    locations = result.get("locations")
-    if not isinstance(locations, list) or not locations:
+def _sarif_location(result: Mapping[str, Any], where: str) -> str | None:
+    locations = _list("SARIF", result.get("locations"), f"{where}.locations")
+    if not locations:
         return None
-    physical = locations[0].get("physicalLocation") if isinstance(locations[0], Mapping) else None
+    first = _obj("SARIF", locations[0], f"{where}.locations[0]")
+    physical = _obj("SARIF", first.get("physicalLocation"), f"{where}.locations[0].physicalLocation")
     uri = _text(physical, "artifactLocation", "uri")
-    line = (physical or {}).get("region", {}).get("startLine") if isinstance(physical, Mapping) else None
-    if uri and isinstance(line, int):
+    region = physical.get("region")
+    line = region.get("startLine") if isinstance(region, Mapping) else None
+    if uri and isinstance(line, int) and not isinstance(line, bool):
         return f"{uri}:{line}"
     return uri
 
 
-def _sarif_severity(result: Mapping[str, Any], rule: Mapping[str, Any] | None) -> str:
-    props = (rule or {}).get("properties") or {}
+def _sarif_severity(result: Mapping[str, Any], rule: Mapping[str, Any]) -> str:
+    props = rule.get("properties")
     score = props.get("security-severity") if isinstance(props, Mapping) else None
     try:
-        if score is not None:
-            return _cvss_band(float(score))
-    except (TypeError, ValueError):
+        if score is not None and not isinstance(score, bool):
+            band = float(score)
+            if band == band:  # NaN falls through to the level
+                return _cvss_band(band)
+    except (TypeError, ValueError, OverflowError):
         pass
     level = result.get("level") or _text(rule, "defaultConfiguration", "level") or "warning"
-    return _SARIF_LEVELS.get(str(level).lower(), "unknown")
+    return _SARIF_LEVELS.get(str(level).lower(), "unknown") if isinstance(level, str) else "unknown"
 
 
 def decode_sarif(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dict[str, Any]]:
@@ -166,28 +201,26 @@ def decode_sarif(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dic
     if not isinstance(doc, Mapping) or not isinstance(doc.get("runs"), list):
         raise DecodeError("not_a_report", "SARIF report needs a top-level object with a runs list")
     events: list[dict[str, Any]] = []
-    for run in doc["runs"]:
-        if not isinstance(run, Mapping):
-            continue
-        driver = (run.get("tool") or {}).get("driver") or {}
-        rules, by_id = _sarif_rules(run)
-        vcs = run.get("versionControlProvenance")
-        vcs0 = vcs[0] if isinstance(vcs, list) and vcs and isinstance(vcs[0], Mapping) else {}
+    for where, run in _objects("SARIF", doc["runs"], "runs"):
+        driver = _obj("SARIF", _obj("SARIF", run.get("tool"), f"{where}.tool").get("driver"), f"{where}.tool.driver")
+        rules = _sarif_rules(driver, f"{where}.tool.driver")
+        by_id = {r["id"]: r for r in rules if isinstance(r.get("id"), str)}
+        vcs = _list("SARIF", run.get("versionControlProvenance"), f"{where}.versionControlProvenance")
+        vcs0 = vcs[0] if vcs and isinstance(vcs[0], Mapping) else {}
         run_ctx = FindingContext(
             repository=_text(vcs0, "repositoryUri") or ctx.repository,
             branch=_text(vcs0, "branch") or ctx.branch,
             commit=_text(vcs0, "revisionId") or ctx.commit,
         )
-        for result in run.get("results") or []:
-            if not isinstance(result, Mapping):
-                continue
+        for rwhere, result in _objects("SARIF", run.get("results"), f"{where}.results"):
             rule_id = result.get("ruleId") if isinstance(result.get("ruleId"), str) else None
             index = result.get("ruleIndex")
             rule = by_id.get(rule_id or "")
             if rule is None and isinstance(index, int) and 0 <= index < len(rules):
-                rule = rules[index] if isinstance(rules[index], Mapping) else None
-                rule_id = rule_id or (rule or {}).get("id")
-            props = (rule or {}).get("properties") or {}
+                rule = rules[index]
+                rule_id = rule_id or _text(rule, "id")
+            rule = rule or {}
+            props = rule.get("properties")
             events.append(_event(
                 "sarif", "sast", run_ctx,
                 tool=_text(driver, "name"), tool_version=_text(driver, "semanticVersion") or _text(driver, "version"),
@@ -196,7 +229,7 @@ def decode_sarif(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dic
                 message=_text(result, "message", "text"),
                 severity=_sarif_severity(result, rule),
                 status="suppressed" if result.get("suppressions") else "open",
-                location=_sarif_location(result),
+                location=_sarif_location(result, rwhere),
                 cwe=_sarif_cwes(props.get("tags") if isinstance(props, Mapping) else None),
                 help_uri=_text(rule, "helpUri"),
             ))
@@ -215,28 +248,31 @@ def _first_url(html: str | None) -> str | None:
     return found.group(0) if found else None
 
 
+def _scalar_text(value: Any) -> str | None:
+    """A string or integer as text (ZAP writes ids both ways); other types are absent."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value) or None
+
+
 def decode_zap(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dict[str, Any]]:
     doc = _load(raw, ctx, "ZAP")
     if not isinstance(doc, Mapping) or not isinstance(doc.get("site"), list):
         raise DecodeError("not_a_report", "ZAP JSON report needs a top-level object with a site list")
     events: list[dict[str, Any]] = []
-    for site in doc["site"]:
-        if not isinstance(site, Mapping):
-            continue
-        for alert in site.get("alerts") or []:
-            if not isinstance(alert, Mapping):
-                continue
-            raw_instances = alert.get("instances")
-            instances: list[Any] = raw_instances if isinstance(raw_instances, list) else []
+    for where, site in _objects("ZAP", doc["site"], "site"):
+        for awhere, alert in _objects("ZAP", site.get("alerts"), f"{where}.alerts"):
+            instances = _list("ZAP", alert.get("instances"), f"{awhere}.instances")
             first = instances[0] if instances and isinstance(instances[0], Mapping) else {}
-            cwe = str(alert.get("cweid") or "")
+            cweid = alert.get("cweid")
+            cwe = str(cweid) if isinstance(cweid, str | int) and not isinstance(cweid, bool) else ""
             events.append(_event(
                 "zap", "dast", ctx,
                 tool="OWASP ZAP", tool_version=_text(doc, "@version"),
-                rule_id=str(alert.get("pluginid") or alert.get("alertRef") or "") or None,
+                rule_id=_scalar_text(alert.get("pluginid")) or _scalar_text(alert.get("alertRef")),
                 title=_text(alert, "name") or _text(alert, "alert"),
                 message=_text(alert, "desc"),
-                severity=_ZAP_RISK.get(str(alert.get("riskcode")), "unknown"),
+                severity=_ZAP_RISK.get(_scalar_text(alert.get("riskcode")) or "", "unknown"),
                 status="open",
                 location=_text(first, "uri"),
                 target=_text(site, "@name"),
@@ -263,16 +299,15 @@ def decode_checkov(raw: bytes, ctx: FindingContext = FindingContext()) -> list[d
     if not reports or not any(isinstance(r.get("results"), Mapping) or "summary" in r for r in reports):
         raise DecodeError("not_a_report", "Checkov report needs an object (or list of objects) with results")
     events: list[dict[str, Any]] = []
-    for report in reports:
-        raw_results = report.get("results")
-        results: Mapping[str, Any] = raw_results if isinstance(raw_results, Mapping) else {}
+    for number, report in enumerate(reports):
+        where = f"[{number}].results" if isinstance(doc, list) else "results"
+        results = _obj("Checkov", report.get("results"), where)
         for key, status in (("failed_checks", "failed"), ("skipped_checks", "skipped")):
-            for check in results.get(key) or []:
-                if not isinstance(check, Mapping):
-                    continue
+            for _, check in _objects("Checkov", results.get(key), f"{where}.{key}"):
                 lines = check.get("file_line_range")
                 path = _text(check, "file_path")
-                location = f"{path}:{lines[0]}" if path and isinstance(lines, list) and lines else path
+                first_line = lines[0] if isinstance(lines, list) and lines else None
+                location = f"{path}:{first_line}" if path and isinstance(first_line, int | str) else path
                 severity = check.get("severity")
                 events.append(_event(
                     "checkov", "iac", ctx,
@@ -293,43 +328,42 @@ def decode_trivy(raw: bytes, ctx: FindingContext = FindingContext()) -> list[dic
         raise DecodeError("not_a_report", "Trivy report needs a top-level object with Results")
     artifact = _text(doc, "ArtifactName")
     events: list[dict[str, Any]] = []
-    for result in doc.get("Results") or []:
-        if not isinstance(result, Mapping):
-            continue
+    for where, result in _objects("Trivy", doc.get("Results"), "Results"):
         target = _text(result, "Target")
-        for vuln in result.get("Vulnerabilities") or []:
-            if isinstance(vuln, Mapping):
-                events.append(_event(
-                    "trivy", "container" if _text(doc, "ArtifactType") == "container_image" else "sca", ctx,
-                    tool="Trivy", rule_id=_text(vuln, "VulnerabilityID"), vulnerability_id=_text(vuln, "VulnerabilityID"),
-                    title=_text(vuln, "Title"), severity=_trivy_severity(vuln), status="open",
-                    package=_text(vuln, "PkgName"), installed_version=_text(vuln, "InstalledVersion"),
-                    fixed_version=_text(vuln, "FixedVersion"), target=artifact, location=target,
-                    cwe=[c for c in vuln.get("CweIDs") or [] if isinstance(c, str)], help_uri=_text(vuln, "PrimaryURL"),
-                    scanned_at=_text(doc, "CreatedAt"),
-                ))
-        for mis in result.get("Misconfigurations") or []:
-            if isinstance(mis, Mapping) and str(mis.get("Status", "FAIL")).upper() == "FAIL":
+        for vwhere, vuln in _objects("Trivy", result.get("Vulnerabilities"), f"{where}.Vulnerabilities"):
+            events.append(_event(
+                "trivy", "container" if _text(doc, "ArtifactType") == "container_image" else "sca", ctx,
+                tool="Trivy", rule_id=_text(vuln, "VulnerabilityID"), vulnerability_id=_text(vuln, "VulnerabilityID"),
+                title=_text(vuln, "Title"), severity=_trivy_severity(vuln), status="open",
+                package=_text(vuln, "PkgName"), installed_version=_text(vuln, "InstalledVersion"),
+                fixed_version=_text(vuln, "FixedVersion"), target=artifact, location=target,
+                cwe=[c for c in _list("Trivy", vuln.get("CweIDs"), f"{vwhere}.CweIDs") if isinstance(c, str)],
+                help_uri=_text(vuln, "PrimaryURL"),
+                scanned_at=_text(doc, "CreatedAt"),
+            ))
+        for _, mis in _objects("Trivy", result.get("Misconfigurations"), f"{where}.Misconfigurations"):
+            status = mis.get("Status", "FAIL")
+            if not isinstance(status, str) or status.upper() == "FAIL":  # an odd status is reported, not dropped
                 events.append(_event(
                     "trivy", "iac", ctx, tool="Trivy", rule_id=_text(mis, "AVDID") or _text(mis, "ID"),
                     title=_text(mis, "Title"), message=_text(mis, "Message"), severity=_trivy_severity(mis),
                     status="failed", target=artifact, location=target, help_uri=_text(mis, "PrimaryURL"),
                     scanned_at=_text(doc, "CreatedAt"),
                 ))
-        for secret in result.get("Secrets") or []:
-            if isinstance(secret, Mapping):
-                line = secret.get("StartLine")
-                events.append(_event(
-                    "trivy", "secret", ctx, tool="Trivy", rule_id=_text(secret, "RuleID"), title=_text(secret, "Title"),
-                    severity=_trivy_severity(secret), status="open", target=artifact,
-                    location=f"{target}:{line}" if target and isinstance(line, int) else target,
-                    message=_text(secret, "Match"), scanned_at=_text(doc, "CreatedAt"),
-                ))
+        for _, secret in _objects("Trivy", result.get("Secrets"), f"{where}.Secrets"):
+            line = secret.get("StartLine")
+            events.append(_event(
+                "trivy", "secret", ctx, tool="Trivy", rule_id=_text(secret, "RuleID"), title=_text(secret, "Title"),
+                severity=_trivy_severity(secret), status="open", target=artifact,
+                location=f"{target}:{line}" if target and isinstance(line, int) else target,
+                message=_text(secret, "Match"), scanned_at=_text(doc, "CreatedAt"),
+            ))
     return events
 
 
 def _trivy_severity(item: Mapping[str, Any]) -> str:
-    value = str(item.get("Severity") or "unknown").lower()
+    value = item.get("Severity")
+    value = value.lower() if isinstance(value, str) else "unknown"
     return value if value in SEVERITIES else "unknown"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from service.decoders import DecodeError, Decoder
+from service.decoders import DecodeError, Decoder, positive_int
 
 DEFAULT_MAX_DEPTH = 64
 DEFAULT_MAX_BYTES = 1_048_576
@@ -38,11 +38,8 @@ def _options(options: Mapping[str, Any]) -> tuple[int, int]:
     unknown = set(options) - {"max_depth", "max_bytes"}
     if unknown:
         raise ValueError(f"unknown json decoder option(s): {', '.join(sorted(unknown))}")
-    max_depth = int(options.get("max_depth", DEFAULT_MAX_DEPTH))
-    max_bytes = int(options.get("max_bytes", DEFAULT_MAX_BYTES))
-    if max_depth < 1 or max_bytes < 1:
-        raise ValueError("json decoder max_depth and max_bytes must be positive")
-    return max_depth, max_bytes
+    return (positive_int(options, "max_depth", DEFAULT_MAX_DEPTH, "json"),
+            positive_int(options, "max_bytes", DEFAULT_MAX_BYTES, "json"))
 
 
 def parse_object(data: bytes, max_depth: int, max_bytes: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from service.decoders import DecodeError, Decoder
+from service.decoders import DecodeError, Decoder, positive_int
 
 DEFAULT_MAX_BYTES = 65_536
 
@@ -40,8 +40,10 @@ def factory(options: Mapping[str, Any]) -> Decoder:
         raise ValueError(f"regex decoder pattern does not compile: {exc}") from None
     if not pattern.groupindex:
         raise ValueError("regex decoder pattern has no named groups (?P<name>...)")
-    keep_message = bool(options.get("keep_message", True))
-    max_bytes = int(options.get("max_bytes", DEFAULT_MAX_BYTES))
+    keep_message = options.get("keep_message", True)
+    if not isinstance(keep_message, bool):
+        raise ValueError("regex decoder option keep_message must be true or false")
+    max_bytes = positive_int(options, "max_bytes", DEFAULT_MAX_BYTES, "regex")
 
     def decode_regex(data: bytes) -> list[dict[str, Any]]:
         line = _text(data, max_bytes)
@@ -60,7 +62,7 @@ def text_factory(options: Mapping[str, Any]) -> Decoder:
     unknown = set(options) - {"max_bytes"}
     if unknown:
         raise ValueError(f"unknown text decoder option(s): {', '.join(sorted(unknown))}")
-    max_bytes = int(options.get("max_bytes", DEFAULT_MAX_BYTES))
+    max_bytes = positive_int(options, "max_bytes", DEFAULT_MAX_BYTES, "text")
 
     def decode_text(data: bytes) -> list[dict[str, Any]]:
         return [{"message": _text(data, max_bytes)}]

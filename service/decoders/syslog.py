@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from service.decoders import DecodeError, Decoder
+from service.decoders import DecodeError, Decoder, positive_int
 
 FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
               "authpriv", "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1",
@@ -99,7 +99,7 @@ def factory(options: Mapping[str, Any]) -> Decoder:
     unknown = set(options) - {"max_bytes"}
     if unknown:
         raise ValueError(f"unknown syslog decoder option(s): {', '.join(sorted(unknown))}")
-    max_bytes = int(options.get("max_bytes", 65_536))
+    max_bytes = positive_int(options, "max_bytes", 65_536, "syslog")
 
     def decode(data: bytes) -> list[dict[str, Any]]:
         return decode_syslog(data, max_bytes)

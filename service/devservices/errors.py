@@ -7,8 +7,10 @@ become ready (the message points at its log file).
 
 from __future__ import annotations
 
+from service.errors import ServiceError
 
-class DevServiceError(RuntimeError):
+
+class DevServiceError(ServiceError, RuntimeError):
     """Root of every dev-service failure."""
 
 
@@ -17,12 +19,10 @@ class PrerequisiteMissing(DevServiceError):
 
 
 class StartupFailed(DevServiceError):
-    """The server process exited or did not answer its readiness probe in time.
+    """The server process exited or did not answer its readiness probe in time."""
 
-    ``retriable`` is True when it lost a port to another process: starting again on
-    new ports can succeed.
-    """
 
-    def __init__(self, message: str, *, retriable: bool = False) -> None:
-        super().__init__(message)
-        self.retriable = retriable
+class PortLost(StartupFailed):
+    """The server lost a port to another process: starting again on new ports can succeed."""
+
+    retriable = True

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.devservices.errors import StartupFailed
+from service.devservices.errors import PortLost, StartupFailed
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[ManagedProcess] = set()
@@ -124,18 +124,13 @@ class ManagedProcess:
         while True:
             if self.alive() and port_clash(self.log_tail(10_000)):
                 self.kill()
-                raise StartupFailed(
-                    f"{self.name} could not bind its ports before {what}; log {self.log_path}:\n"
-                    f"{self.log_tail()}",
-                    retriable=True,
-                )
+                raise PortLost(f"{self.name} could not bind its ports before {what}; log {self.log_path}:\n"
+                               f"{self.log_tail()}")
             if not self.alive():
                 output = self.log_tail(10_000)
-                raise StartupFailed(
-                    f"{self.name} exited with code {self.popen.returncode} before {what}; "
-                    f"log {self.log_path}:\n{self.log_tail()}",
-                    retriable=port_clash(output),
-                )
+                failure = PortLost if port_clash(output) else StartupFailed
+                raise failure(f"{self.name} exited with code {self.popen.returncode} before {what}; "
+                              f"log {self.log_path}:\n{self.log_tail()}")
             try:
                 if probe():
                     return

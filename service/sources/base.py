@@ -39,14 +39,18 @@ class InputSpec:
 class RawMessage:
     """One message as it arrived; ``fallback_time`` is used when the event carries no time.
 
-    ``origin`` may be handed over as a function that builds it: push inputs key each message by
-    a hash of its content, and the native screen clears most messages without anyone asking.
+    ``origin`` may be handed over as a function that builds it (push inputs key each message by
+    a hash of its content, and the native screen clears most messages without anyone asking) or
+    as a Kafka ``(topic, partition, offset)`` tuple, kept as it is by the items decoded from it.
+    ``value`` is None for a Kafka tombstone (rejected as ``empty``); ``headers`` are kept as the
+    input gave them (Kafka header values may be None) until a dead letter needs them.
     """
 
     __slots__ = ("_origin", "fallback_time", "headers", "key", "value")
 
-    def __init__(self, value: bytes, origin: Origin | Callable[[], Origin], fallback_time: float,
-                 headers: tuple[tuple[str, bytes], ...] = (), key: bytes | None = None) -> None:
+    def __init__(self, value: bytes | None, origin: Origin | tuple[str, int, int] | Callable[[], Origin],
+                 fallback_time: float, headers: Sequence[tuple[str, bytes | None]] = (),
+                 key: bytes | None = None) -> None:
         self.value = value
         self._origin = origin
         self.fallback_time = fallback_time
@@ -56,9 +60,17 @@ class RawMessage:
     @property
     def origin(self) -> Origin:
         origin = self._origin
-        if not isinstance(origin, Origin):
+        if isinstance(origin, tuple):
+            origin = self._origin = Origin("kafka", origin[0], origin[1], origin[2])
+        elif not isinstance(origin, Origin):
             origin = self._origin = origin()
         return origin
+
+    @property
+    def item_origin(self) -> Origin | tuple[str, int, int]:
+        """The origin as :class:`Item` takes it: a Kafka tuple stays a tuple (built only for an alert)."""
+        origin = self._origin
+        return origin if isinstance(origin, tuple) else self.origin
 
 
 class Item:
@@ -127,31 +139,73 @@ class Decoded:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded | None = None) -> Decoded:
-    """Decode ``messages`` with ``spec``'s decoder into ``out`` (appending; created if None)."""
+def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded | None = None, *,
+                 max_bytes: int | None = None, partition: tuple[str, int] | None = None) -> Decoded:
+    """Decode ``messages`` with ``spec``'s decoder into ``out`` (appending; created if None).
+
+    The one decode step of every input: a message without a value (Kafka tombstone) is rejected
+    as ``empty``, one over ``max_bytes`` (an input's own limit, e.g. Kafka's
+    ``max_message_bytes``) as ``oversize``, then the decoder decides. Rejects keep the original
+    message (bytes, origin, headers, key) for the dead letters.
+
+    ``partition``: ``messages`` are the Kafka records of this ``(topic, partition)`` as the
+    consumer returned them (``value``, ``offset``, ``timestamp`` in ms, ``headers``, ``key``);
+    they are read in place, and a :class:`RawMessage` is made only for a reject (the hot path
+    of the busiest input builds nothing per record but its item).
+    """
     result = out if out is not None else Decoded()
     decoder = spec.decoder
     items = result.items
+    append = items.append
+    rejected = result.rejected
     logsource = spec.logsource
     time_fields = spec.time_fields
+    topic, number = partition if partition is not None else ("", 0)
     for message in messages:
+        value = message.value
         try:
-            events = decoder(message.value)
-        except DecodeError as exc:
-            result.rejected.append(Rejected(message, exc.reason, exc.message))
+            if value is None:
+                raise DecodeError("empty", "message has no value (tombstone)")
+            if max_bytes is not None and len(value) > max_bytes:
+                raise DecodeError("oversize", f"message of {len(value)} bytes exceeds {max_bytes}")
+            events = decoder(value)
+        except Exception as exc:  # a decoder bug must not stop the input either
+            raw = message if partition is None else _record_message(message, topic, number)
+            if isinstance(exc, DecodeError):
+                rejected.append(_rejected(raw, exc.reason, exc.message))
+            else:
+                rejected.append(_rejected(raw, "decoder_error", f"{type(exc).__name__}: {exc}"))
             continue
-        except Exception as exc:  # a decoder bug must not stop the input
-            result.rejected.append(Rejected(message, "decoder_error", f"{type(exc).__name__}: {exc}"))
-            continue
-        if len(events) == 1:
-            items.append(Item(events[0], message.origin, logsource, time_fields, message.fallback_time))
+        if partition is None:
+            origin: Origin | tuple[str, int, int] = message.item_origin
+            fallback = message.fallback_time
         else:
-            base = message.origin
+            record: Any = message  # a Kafka ConsumerRecord
+            origin, fallback = (topic, number, record.offset), record.timestamp / 1000.0
+        if len(events) == 1:
+            append(Item(events[0], origin, logsource, time_fields, fallback))
+        else:
+            base = origin if isinstance(origin, Origin) else Origin("kafka", *origin)
             for index, event in enumerate(events):
-                origin = Origin(base.input, base.topic, base.partition, base.offset,
-                                f"{base.key}#{index}" if base.key else str(index))
-                items.append(Item(event, origin, logsource, time_fields, message.fallback_time))
+                sub = Origin(base.input, base.topic, base.partition, base.offset,
+                             f"{base.key}#{index}" if base.key else str(index))
+                append(Item(event, sub, logsource, time_fields, fallback))
     return result
+
+
+def _record_message(record: Any, topic: str, partition: int) -> RawMessage:
+    """A Kafka record as a :class:`RawMessage` (for a reject: its metadata goes to the dead letters)."""
+    return RawMessage(record.value, (topic, partition, record.offset), record.timestamp / 1000.0,
+                      record.headers or (), record.key)
+
+
+def _rejected(message: RawMessage, reason: str, error: str) -> Rejected:
+    """A reject as the dead letters take it: bytes (empty for a tombstone) and headers with bytes values."""
+    if message.value is None:
+        message.value = b""
+    if message.headers:
+        message.headers = tuple((k, v or b"") for k, v in message.headers)
+    return Rejected(message, reason, error)
 
 
 class LineSplitter:

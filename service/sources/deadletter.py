@@ -28,7 +28,7 @@ def _record(item: Rejected, now: float) -> bytes:
         "origin": origin.token(),
         "reason": item.reason,
         "error": item.error[:1000],
-        "value_b64": base64.b64encode(item.message.value).decode(),
+        "value_b64": base64.b64encode(item.message.value or b"").decode(),
     }) + b"\n"
 
 

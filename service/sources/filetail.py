@@ -5,6 +5,9 @@ system, including container volumes. Rotation is noticed when the path points
 to a new inode (rename + create) or the file shrank (copytruncate); before
 switching, whatever was appended to the old file is read to its end, so no line
 is lost across a rotation. Origin keys are ``path:inode:byte offset:line hash``.
+
+A :class:`~service.pipeline.source.Source`: each batch is acknowledged (the position
+after it recorded) only once the pipeline accepted it.
 """
 
 from __future__ import annotations
@@ -13,29 +16,32 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 from detectors.model import Origin
-from service.sources.base import LineSplitter, RawMessage
+from service.pipeline.core import IngestResult
+from service.pipeline.source import Batch
+from service.sources.base import InputSpec, LineSplitter, RawMessage
 from service.sources.http import content_key
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
 
-Ingest = Callable[[Sequence[RawMessage]], Awaitable[object]]
 READ_SIZE = 1 << 20
 
 
 class FileFollower:
     """Follows one path until ``stop`` is set."""
 
-    def __init__(self, path: Path, ingest: Ingest, *, start_at: str = "end", poll_interval_s: float = 0.5,
+    name = "file"
+
+    def __init__(self, path: Path, spec: InputSpec, *, start_at: str = "end", poll_interval_s: float = 0.5,
                  max_line: int = 1_048_576) -> None:
         self.path = path
-        self._ingest = ingest
+        self.spec = spec
         self._start_at = start_at
         self._interval = poll_interval_s
         self._max_line = max_line
@@ -80,7 +86,7 @@ class FileFollower:
     def _messages(self, lines: list[tuple[int, bytes]]) -> list[RawMessage]:
         now = time.time()
         prefix = f"{self.path}:{self._inode}"
-        return [RawMessage(line, partial(_line_origin, prefix, at, line), now) for at, line in lines]
+        return [RawMessage(line, partial(line_origin, prefix, at, line), now) for at, line in lines]
 
     def _rotated(self) -> bool:
         try:
@@ -89,20 +95,18 @@ class FileFollower:
             return False  # gone for now; keep the old handle until a new file appears
         return st.st_ino != self._inode or st.st_size < self._offset
 
-    async def _hand_on(self, messages: list[RawMessage]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self._ingest(messages)
-                self.lines += len(messages)
-                return
-            except Exception as exc:
-                log.warning("file batch not accepted; retrying", extra={
-                    "path": str(self.path), "error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    def _batch(self, messages: list[RawMessage], resume: bool) -> Batch:
+        """``resume``: once accepted, a restart of :meth:`batches` resumes after these lines."""
+        done = (self._inode, self._splitter.position) if resume and self._inode is not None else None
 
-    async def run(self, stop: asyncio.Event) -> None:
+        async def ack(result: IngestResult) -> None:
+            self.lines += len(messages)
+            if done is not None:
+                self._done = done
+
+        return Batch(messages, self.spec, ack)
+
+    async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
         first = True
         try:
             while not stop.is_set():
@@ -114,15 +118,14 @@ class FileFollower:
                     first = False
                 messages = self._read_available()
                 if messages:
-                    await self._hand_on(messages)
-                    self._done = (self._inode, self._splitter.position) if self._inode is not None else None
+                    yield self._batch(messages, resume=True)
                     continue  # maybe more is waiting
                 if self._rotated():
                     while tail := self._read_available():  # written between the last read and now
-                        await self._hand_on(tail)
+                        yield self._batch(tail, resume=False)
                     rest = self._messages(self._splitter.flush())
                     if rest:
-                        await self._hand_on(rest)
+                        yield self._batch(rest, resume=False)
                     log.info("file rotated; reopening", extra={"path": str(self.path)})
                     self._close()
                     self._open(at_end=False)
@@ -133,7 +136,7 @@ class FileFollower:
             self._close()
 
 
-def _line_origin(prefix: str, at: int, line: bytes) -> Origin:
+def line_origin(prefix: str, at: int, line: bytes) -> Origin:
     """``path:inode:byte offset:line hash``: inode and offset alone repeat after a copytruncate
     rotation, the line's hash tells them apart."""
     return Origin("file", key=f"{prefix}:{at}:{content_key(line)[:8]}")

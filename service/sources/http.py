@@ -13,16 +13,21 @@ ids, which sinks drop as duplicates.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 
 import orjson
 
-from detectors.model import Origin
-from service.sources.base import RawMessage
+from detectors.model import LogSource, Origin
+from service.errors import ServiceError
+from service.pipeline.source import Batch
+from service.sources.base import InputSpec, RawMessage
+
+log = logging.getLogger(__name__)
 
 
-class IngestError(ValueError):
+class IngestError(ServiceError, ValueError):
     """The body as a whole is unusable (not an array, too many events)."""
 
 
@@ -70,3 +75,28 @@ def parse_body(body: bytes, received: float, *, max_events: int, input_name: str
         parsed.messages.append(_message(line, received, input_name))
     return parsed
 
+
+class HttpInput:
+    """``POST /api/v1/events`` as an input: each request body is one :class:`Batch`, acknowledged
+    by the response. A batch the pipeline cannot take is not retried here: the client gets a 503
+    and resends (with the same alert ids)."""
+
+    name = "http"
+
+    def __init__(self, spec: InputSpec, max_events: int) -> None:
+        self.spec = spec
+        self.max_events = max_events
+
+    def batch(self, body: bytes, received: float, logsource: LogSource | None = None) -> Batch:
+        """The request's batch (``logsource`` from the query overrides the configured one);
+        raises :class:`IngestError` for a body that is wrong as a whole."""
+        parsed = parse_body(body, received, max_events=self.max_events, input_name=self.name)
+        spec = self.spec
+        if logsource is not None:
+            spec = InputSpec(spec.name, spec.decoder, logsource, spec.time_fields)
+        return Batch(parsed.messages, spec, retry=_answer_503)
+
+
+def _answer_503(error: Exception) -> bool:
+    log.warning("ingest: alerts not accepted", extra={"error": f"{type(error).__name__}: {error}"})
+    return False

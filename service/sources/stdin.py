@@ -2,7 +2,7 @@
 
 A thread does the blocking reads (stdin may be a pipe, a file or a socket),
 so the event loop never blocks on it. Each chunk's complete lines form one
-batch, and the thread waits until the pipeline has accepted it before reading
+batch, and the thread waits until the pipeline has acknowledged it before reading
 more: a slow router slows the producer down instead of filling memory.
 Origin keys hash the line, so re-feeding the same input yields the same
 alert ids.
@@ -16,16 +16,17 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import BinaryIO
 
-from service.sources.base import LineSplitter, RawMessage
+from service.pipeline.core import IngestResult
+from service.pipeline.source import Batch
+from service.sources.base import InputSpec, LineSplitter, RawMessage
 from service.sources.http import content_origin
 
 log = logging.getLogger(__name__)
 
-Ingest = Callable[[Sequence[RawMessage]], Awaitable[object]]
 CHUNK = 1 << 16
 
 
@@ -47,60 +48,66 @@ def lines_to_messages(lines: Sequence[bytes], input_name: str = "stdin") -> list
     return [RawMessage(line, partial(content_origin, input_name, line), now) for line in lines]
 
 
-def _read_loop(stream: BinaryIO, loop: asyncio.AbstractEventLoop, ingest: Ingest, max_line: int) -> int:
-    """Runs in a thread: read, split, hand on (waiting for acceptance); returns lines read."""
-    splitter = LineSplitter(max_line)
-    fd = stream.fileno()
-    total = 0
-    while True:
-        chunk = os.read(fd, CHUNK)
-        lines = [line for _, line in (splitter.feed(chunk) if chunk else splitter.flush())]
-        if lines:
-            total += len(lines)
-            future = asyncio.run_coroutine_threadsafe(_ingest(ingest, lines), loop)
-            future.result()
-        if not chunk:
-            return total
+class StdinSource:
+    """Standard input (or any readable stream) as a :class:`~service.pipeline.source.Source`.
+
+    The reader thread hands each chunk's lines over and waits until the batch is acknowledged:
+    stdin cannot be re-read, so the driver retries a refused batch until it is accepted.
+    """
+
+    name = "stdin"
+
+    def __init__(self, spec: InputSpec, *, stream: BinaryIO | None = None, max_line: int = 1_048_576) -> None:
+        self.spec = spec
+        self._stream = stream
+        self._max_line = max_line
+        self.lines = 0
+        """Lines acknowledged so far."""
+
+    async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
+        """Until the stream ends (``stop`` is not awaited: the reader may block on an idle pipe;
+        the service cancels this input instead)."""
+        source = self._stream if self._stream is not None else sys.stdin.buffer
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[list[bytes], threading.Event] | BaseException | None] = asyncio.Queue()
+        # A daemon thread, not the default executor: a read blocked on an idle pipe must not hold up exit.
+        threading.Thread(target=_read_loop, args=(source, loop, queue, self._max_line), name="stdin-reader",
+                         daemon=True).start()
+        while True:
+            entry = await queue.get()
+            if entry is None:
+                log.info("stdin closed", extra={"lines": self.lines})
+                return
+            if isinstance(entry, BaseException):
+                raise entry
+            lines, accepted = entry
+            yield Batch(lines_to_messages(lines), self.spec, self._acknowledge(len(lines), accepted))
+
+    def _acknowledge(self, count: int, accepted: threading.Event) -> Callable[[IngestResult], Awaitable[None]]:
+        async def ack(result: IngestResult) -> None:
+            self.lines += count
+            accepted.set()  # the reader thread reads on
+
+        return ack
 
 
-async def _ingest(ingest: Ingest, lines: Sequence[bytes]) -> None:
-    delay = 0.2
-    while True:
-        try:
-            await ingest(lines_to_messages(lines))
-            return
-        except Exception as exc:  # keep the batch until it is accepted: stdin cannot be re-read
-            log.warning("stdin batch not accepted; retrying", extra={"error": f"{type(exc).__name__}: {exc}",
-                                                                    "retry_in_s": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-async def read_stdin(ingest: Ingest, *, stream: BinaryIO | None = None, max_line: int = 1_048_576) -> int:
-    """Read ``stream`` (default: stdin) to its end; returns the number of lines handed on."""
-    source = stream if stream is not None else sys.stdin.buffer
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[int] = loop.create_future()
-
-    def reader() -> None:
-        try:
-            result = _read_loop(source, loop, ingest, max_line)
-        except BaseException as exc:  # report to the awaiting task, whatever happened
-            loop.call_soon_threadsafe(_settle, done, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, result, None)
-
-    # A daemon thread, not the default executor: a read blocked on an idle pipe must not hold up exit.
-    threading.Thread(target=reader, name="stdin-reader", daemon=True).start()
-    total = await done
-    log.info("stdin closed", extra={"lines": total})
-    return total
-
-
-def _settle(future: asyncio.Future[int], result: int | None, error: BaseException | None) -> None:
-    if future.done():
+def _read_loop(stream: BinaryIO, loop: asyncio.AbstractEventLoop,
+               queue: asyncio.Queue[tuple[list[bytes], threading.Event] | BaseException | None],
+               max_line: int) -> None:
+    """Runs in a thread: read, split, hand on and wait for the acknowledgement; None at the end."""
+    try:
+        splitter = LineSplitter(max_line)
+        fd = stream.fileno()
+        while True:
+            chunk = os.read(fd, CHUNK)
+            lines = [line for _, line in (splitter.feed(chunk) if chunk else splitter.flush())]
+            if lines:
+                accepted = threading.Event()
+                loop.call_soon_threadsafe(queue.put_nowait, (lines, accepted))
+                accepted.wait()
+            if not chunk:
+                break
+    except BaseException as exc:  # report to the awaiting generator, whatever happened
+        loop.call_soon_threadsafe(queue.put_nowait, exc)
         return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result or 0)
+    loop.call_soon_threadsafe(queue.put_nowait, None)

@@ -105,6 +105,7 @@ def test_cli_demo_writes_alerts_to_the_store(tmp_path: Path, capsys: pytest.Capt
     written = int(captured.out.rsplit(" alerts written to ", 1)[0].split()[-1])
     store = AlertStore(tmp_path / "alerting" / "alerts.db")
     try:
+        store.open()
         assert store.count() == written > 50
         page = store.query(AlertQuery(level="critical", limit=100))
         assert page.total >= 4
@@ -117,6 +118,7 @@ def test_cli_demo_writes_alerts_to_the_store(tmp_path: Path, capsys: pytest.Capt
     capsys.readouterr()
     store = AlertStore(tmp_path / "alerting" / "alerts.db")
     try:
+        store.open()
         assert store.count() == written
     finally:
         store.close()

@@ -188,15 +188,14 @@ def test_every_document_field_has_an_explicit_mapping() -> None:
 
 
 def test_published_templates_carry_the_mappings() -> None:
-    from service.alerting.config import ElasticsearchSink
-    from service.alerting.sinks.elasticsearch import index_template
+    from service.alerting.sinks.elasticsearch import ElasticsearchSinkSettings, index_template
 
     mappings = json.loads((SCHEMAS / "alert-mappings.json").read_text())
     es_file = json.loads((SCHEMAS / "elasticsearch-index-template.json").read_text())
     os_file = json.loads((SCHEMAS / "opensearch-index-template.json").read_text())
     assert es_file["template"]["mappings"] == os_file["template"]["mappings"] == mappings
     assert es_file["data_stream"] == {} and "data_stream" not in os_file
-    built = index_template(ElasticsearchSink(mode="datastream"))
+    built = index_template(ElasticsearchSinkSettings(mode="datastream"))
     assert built["template"]["mappings"] == mappings and built["data_stream"] == {}
     assert built["index_patterns"] == es_file["index_patterns"]
-    assert index_template(ElasticsearchSink())["index_patterns"] == os_file["index_patterns"]
+    assert index_template(ElasticsearchSinkSettings())["index_patterns"] == os_file["index_patterns"]

@@ -18,6 +18,8 @@ from .alerting_helpers import Clock, alert, rule
 def make_client(tmp_path: Path) -> tuple[TestClient, AlertRouter, Clock]:
     clock = Clock()
     router = AlertRouter(AlertingSettings.model_validate({"sinks": [{"type": "store"}]}), tmp_path, clock=clock)
+    router.store.open()  # the API reads the store of a router that is not started here
+    router.silences.load()
     app = FastAPI()
     app.include_router(api_router(router))
     return TestClient(app), router, clock
@@ -73,5 +75,7 @@ def test_silences_create_list_expire(tmp_path: Path) -> None:
     assert client.delete("/api/v1/silences/unknown").status_code == 404
     # silences persist in the store
     from service.alerting.silences import Silences
-    assert [s.id for s in Silences(router.store).list(clock.now, include_expired=True)] == [sid]
+    reloaded = Silences(router.store)
+    reloaded.load()
+    assert [s.id for s in reloaded.list(clock.now, include_expired=True)] == [sid]
     router.store.close()

@@ -112,6 +112,7 @@ def test_routing_min_level_rate_limit_silences_grouping(tmp_path: Path) -> None:
         grouping={"group_by": ["user"], "window_s": 300, "update_interval_s": 30},
     )
     router = AlertRouter(s, tmp_path, clock=clock)
+    router.store.open()  # decisions by hand, not started: the silences below are saved in the store
     exec_rule = rule("r-exec", "high", ("attack.t1059.004",))
     low_rule = rule("r-low", "low", ("attack.t1059",))
     crit = rule("r-crit", "critical", ())
@@ -194,6 +195,7 @@ def test_settings_validation() -> None:
 async def test_store_retention_prunes_old_alerts(tmp_path: Path) -> None:
     clock = Clock(1_700_000_000.0 + 40 * 86_400)
     router = AlertRouter(settings(sinks=[{"type": "store"}], store_retention_days=30), tmp_path, clock=clock)
+    router.store.open()  # ticked by hand, not started
     old, recent = alert(1, ts=1_700_000_000.0), alert(2, ts=clock.now - 86_400)
     router.store.upsert([old.to_document(), recent.to_document()])
     await router.tick()

@@ -33,6 +33,7 @@ def docs(n: int, start: int = 0) -> list[dict[str, object]]:
 
 def test_disk_full_raises_the_real_error(tmp_path: Path) -> None:
     store = AlertStore(tmp_path / "alerts.db")
+    store.open()
     fill(store)
     before = sample("pipesentry_store_errors_total", reason="full")
     with pytest.raises(StoreError, match="full") as info:
@@ -66,6 +67,7 @@ def test_corrupt_database_at_start_is_moved_aside(tmp_path: Path) -> None:
     path.write_bytes(b"not a database at all " * 500)
     before = sample("pipesentry_store_recoveries_total")
     store = AlertStore(path)
+    store.open()  # moves the corrupt file aside
     assert store.upsert(docs(2)) == 2
     aside = list(tmp_path.glob("alerts.db.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes().startswith(b"not a database")

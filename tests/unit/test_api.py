@@ -11,8 +11,8 @@ import pytest
 from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector, compile_detection
+from service.pipeline import Pipeline
 from service.reload import Reloader
-from service.runtime import Pipeline
 
 RULE = """
 title: Curl Piped To Shell
@@ -290,3 +290,22 @@ async def test_alert_and_silence_routes_of_the_real_router_follow_the_roles(tmp_
             assert [x["id"] for x in listed.json()["items"]] == [created.json()["id"]]
     finally:
         await router.stop()
+
+
+async def test_a_failing_alert_store_is_a_503_with_its_reason_not_a_500(tmp_path):
+    from fastapi import APIRouter
+
+    from service.alerting.store import StoreError
+
+    probe = APIRouter()
+
+    @probe.get("/api/v1/probe")
+    async def failing() -> None:
+        raise StoreError(f"alert store query failed (full): database or disk is full at {tmp_path}", "full")
+
+    client, _, _ = build(tmp_path)
+    client._transport.app.include_router(probe)
+    async with client:
+        answer = await client.get("/api/v1/probe", headers=auth(READER))
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert answer.json() == {"detail": "alert store unavailable (full); retry later"}

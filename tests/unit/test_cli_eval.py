@@ -314,9 +314,17 @@ def test_eval_treats_the_input_as_a_stream_for_correlation_rules(
     assert main(["eval", "--rules", str(tmp_path / "rules"), "--time-field", "ts", str(path)]) == 0
     records = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     correlations = [r for r in records if r["rule_kind"] == "correlation"]
-    assert [(r["line"], r["details"]["group"]) for r in correlations] == [(3, {"user": "bob"})]
+    # the service's default correlation.allowed_lateness (5 s) holds the alert until event time
+    # passed the third failure by 5 s: the fourth line raises it, as it would in pipesentry run
+    assert [(r["line"], r["details"]["group"]) for r in correlations] == [(4, {"user": "bob"})]
     # generate defaults to false: the base rule's own matches are not printed
     assert [r for r in records if r["rule_kind"] == "sigma"] == []
+    config = tmp_path / "pipesentry.yml"
+    config.write_text(f"rules: {{paths: ['{tmp_path / 'rules'}']}}\ncorrelation: {{allowed_lateness: 0}}\n"
+                      "events: {timestamp_fields: [ts]}\n")
+    assert main(["eval", "--config", str(config), str(path)]) == 0
+    again = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["line"], r["alert_id"]) for r in again] == [(3, correlations[0]["alert_id"])]
 
 
 def test_version_names_the_release_and_the_native_screen(capsys) -> None:

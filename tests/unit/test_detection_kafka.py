@@ -11,8 +11,8 @@ from aiokafka import TopicPartition
 from detectors.model import LogSource
 from service.config import EventSettings, KafkaSettings
 from service.detection import Detector, compile_detection
-from service.runtime import KafkaRunner
 from service.sources.base import Item
+from service.sources.kafka import KafkaRunner
 from service.state_store import StateStore
 from tests.unit.test_sources import (
     CORRELATED,

@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from detectors.model import Origin
 from service.config import StdinSettings
 from service.detection import Detector, compile_detection
-from service.runtime import Pipeline
+from service.pipeline import Pipeline
 from service.sources.base import InputSpec, RawMessage
 from tests.unit.test_sources import RULE, ScriptedRouter, ci_records, eventually, kafka_runner
 

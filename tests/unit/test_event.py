@@ -24,7 +24,6 @@ from detectors.event import (
 from detectors.model import LogSource, Origin
 from service.config import EventSettings
 from service.sources.base import Item
-from tests.unit.correlation_rules import FAILED_LOGIN
 
 T0 = 1704067200.0  # 2024-01-01T00:00:00Z
 
@@ -177,44 +176,3 @@ def test_event_time_is_the_first_readable_field(event: dict[str, Any]) -> None:
             break
     assert event_time(event, fields) == expected
 
-
-# -- backtest and production: the same correlation alerts on one stream ---------------------
-
-CORRELATION = FAILED_LOGIN + """---
-title: Brute force
-id: 99999999-9999-4999-8999-999999999999
-correlation: {type: event_count, rules: [failed], group-by: [user], timespan: 1m, condition: {gte: 3}}
-"""
-
-STREAM: list[dict[str, Any]] = [  # three bursts, each in its own minute, each read another way
-    {"action": "fail", "user": "a", "ts": "2024-01-01T00:00:00Z"},
-    {"action": "fail", "user": "a", "ts": "2024-01-01T00:00:10Z"},
-    {"action": "fail", "user": "a", "ts": "2024-01-01T00:00:20Z"},
-    {"action": "fail", "user": "b", "event": {"created": ["2024-01-01T01:00:00Z"]}},
-    {"action": "fail", "user": "b", "event": {"created": ["2024-01-01T01:00:10Z", "x"]}},
-    {"action": "fail", "User": "b", "event.created": ["2024-01-01T01:00:20Z"]},
-    {"action": "fail", "user": "c", "Timestamp": T0 + 7200},
-    {"action": "fail", "user": "c", "UTCTIME": "2024-01-01 02:00:10"},
-    {"action": "fail", "user": "c", "@timestamp": None, "time": T0 + 7220},
-]
-
-
-def test_eval_and_run_raise_the_same_correlations(tmp_path: Any) -> None:
-    from service.cli.eval_cmd import evaluate_stream
-    from service.detection import Detector, compile_detection
-    from tests.unit.test_sigma_support import build
-
-    backtest = [r for r in evaluate_stream(build(*CORRELATION.split("---")), enumerate(STREAM),
-                                           LogSource(product="test")) if r["rule_kind"] == "correlation"]
-    path = tmp_path / "rules.yml"
-    path.write_text(CORRELATION)
-    outcome = compile_detection([path], [], skip_invalid=False, generation=0)
-    assert outcome.detection is not None, outcome.errors
-    fields = tuple(EventSettings().timestamp_fields)
-    # arrival an hour apart: an event read at its arrival time joins no burst
-    items = [Item(e, Origin("file", key=f"k{i}"), LogSource(product="test"), fields, T0 + 86400 + 3600 * i)
-             for i, e in enumerate(STREAM)]
-    production = [a for a in Detector(outcome.detection).process(items, now=T0 + 86400 * 2)
-                  if a.rule.kind == "correlation"]
-    assert len(backtest) == len(production) == 3
-    assert [r["details"]["group"] for r in backtest] == [a.details["group"] for a in production]

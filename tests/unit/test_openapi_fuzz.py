@@ -27,8 +27,8 @@ from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
 from service.config import Settings
 from service.detection import Detector, compile_detection
+from service.pipeline import Pipeline
 from service.reload import Reloader
-from service.runtime import Pipeline
 from tests.unit.test_api import ADMIN, READER, RULE, FakeRouter
 
 ROLES: dict[str, dict[str, str]] = {
@@ -51,6 +51,8 @@ def build_app(tmp: Path) -> Any:
     assert outcome.detection is not None
     detector = Detector(outcome.detection)
     alerts = AlertRouter(AlertingSettings.model_validate({"sinks": [{"type": "store"}]}), tmp / "alerting")
+    alerts.store.open()  # the API reads the store of a router that is not started here
+    alerts.silences.load()
     ctx = ApiContext(settings=s, detector=detector,
                      reloader=Reloader(detector, s.rules, s.correlation, s.anomaly),
                      pipeline=Pipeline(detector, FakeRouter()),  # type: ignore[arg-type]
@@ -89,10 +91,7 @@ def test_every_operation_is_fuzzed() -> None:
 # Server errors the fuzzer found (deeper runs) or that it cannot generate (NaN is not JSON, but the
 # API's JSON parser accepts it). Fixes belong in service/alerting/api.py, store.py and silences.py.
 FOUND = [
-    pytest.param("GET", "/api/v1/alerts?limit=1&offset=9223372036854775808", None,
-                 marks=pytest.mark.xfail(strict=True, reason="offset beyond SQLite's 64-bit INTEGER: OverflowError "
-                                         "in AlertStore.query (api.py: bound offset, e.g. le=2**62)"),
-                 id="alerts-offset-2**63"),
+    pytest.param("GET", "/api/v1/alerts?limit=1&offset=9223372036854775808", None, id="alerts-offset-2**63"),
     pytest.param("POST", "/api/v1/silences", '{"match": {"rule_ids": ["x"]}, "ends_at": NaN}',
                  id="silence-ends_at-NaN"),
     pytest.param("POST", "/api/v1/silences", '{"match": {"rule_ids": ["x"]}, "duration_s": NaN}',

@@ -19,7 +19,7 @@ from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.detection import Detector, compile_detection
 from service.partition_state import WRITER_PREFIX
-from service.runtime import KafkaRunner
+from service.sources.kafka import KafkaRunner
 from service.state_store import StateStore
 from tests.unit.test_sources import (
     CORRELATED,

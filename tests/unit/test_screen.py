@@ -111,14 +111,14 @@ SEL = {"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}
 
 
 @pytest.mark.parametrize("raw", [
-    b'{"CommandLine": "\xe6\x97\xa5\xe6\x9c\xac"}',  # past U+0590: case folding may differ by Unicode version
-    b'{"CommandLine": 1.5}',  # a fraction: Python's text of it is not reproduced
+    '{"CommandLine": "\ua7cbwhoami"}'.encode(),  # uncased for Python 3.11, lower-cased by Rust
+    b'{"CommandLine": 1e400}',  # orjson rejects a number past the largest double
     b'{"CommandLine": "x"',  # invalid JSON: Python dead-letters it
     b'[{"CommandLine": "x"}]',  # not an object
     b'{"CommandLine": "\xff"}',  # invalid UTF-8
     b'{"a": NaN}',
     None,  # tombstone
-], ids=["cjk", "fraction", "truncated", "array", "utf8", "nan", "tombstone"])
+], ids=["unicode15", "overflow", "truncated", "array", "utf8", "nan", "tombstone"])
 def test_what_the_screen_cannot_decide_goes_to_python(raw):
     assert scan(SEL, raw)[0] == [0]
 
@@ -180,6 +180,8 @@ TIME_FIELDS = ["@timestamp", "event.created", "time"]
     {"@timestamp": 1764064800},
     {"@timestamp": 1764064800123},
     {"@timestamp": 1764064800.25},
+    {"@timestamp": 964507291.3629067},  # serde_json's fast float parser was one ulp off
+    {"time": 1033240923521.2123},
     {"@timestamp": None, "event": {"created": "2026-01-01T00:00:00Z"}},
     {"event.created": 5, "event": {"created": 7}},
     {"@timestamp": True, "time": 1000},
@@ -241,7 +243,7 @@ def auth_records(count: int = 60) -> list[Record]:
 
 async def run_loop(tmp_path: Path, screen: bool) -> tuple[list[Any], int]:
     from service import metrics
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
 
     tmp_path.mkdir()
     (tmp_path / "rules.yml").write_text(RULES)
@@ -276,7 +278,7 @@ async def ingest_pushed(tmp_path: Path, screen: bool, with_time: bool = True) ->
     from detectors.model import Origin
     from service import metrics
     from service.decoders import build_decoder
-    from service.runtime import Pipeline
+    from service.pipeline import Pipeline
     from service.sources.base import InputSpec, RawMessage
 
     tmp_path.mkdir()
@@ -311,7 +313,7 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
     from detectors.model import Origin
     from service.decoders import build_decoder
-    from service.runtime import Pipeline
+    from service.pipeline import Pipeline
     from service.sources.base import InputSpec, RawMessage
 
     built: list[int] = []
@@ -332,7 +334,7 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
 
 def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
     from tests.unit.test_sources import SILENCE
 
     (tmp_path / "rules.yml").write_text(RULES)
@@ -352,7 +354,7 @@ def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
 
 
 def auth_runner(tmp_path: Path):
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
 
     (tmp_path / "rules.yml").write_text(RULES)
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"auth": {"logsource": {"category": "auth"}}})
@@ -453,3 +455,116 @@ def test_a_route_where_a_rule_may_match_without_any_value_hands_every_message_to
     ruleset = build(rule_yaml(detection))
     assert export_plan(ruleset._route(LS).index, ruleset._atoms)["always"]
     assert scan(detection, {"agent": "10.1.2.3"}, {"x": 1}, b"not json")[0] == [0, 1, 2]
+
+
+# --- numbers and keys read as the Python path reads them ------------------------------------
+
+
+@pytest.mark.parametrize("number", [
+    b"4.4102019666278236e+18",  # serde_json's fast float parser read 4410201966627823104
+    b"4410201966627823616.0",
+    b"9.007199254740993e15",
+    b"9007199254740993.0",
+    b"1.7976931348623157e308",
+    b"1e23",
+    b"-0.0",
+    b"18446744073709551616",  # past u64: a float for orjson too
+    b"-9223372036854775809",
+    b"1e-400",
+])
+def test_numbers_are_read_exactly_as_orjson_reads_them(number):
+    from detectors.sigma.text import as_text
+
+    raw = b'{"n": %s}' % number
+    text = as_text(orjson.loads(raw)["n"])
+    detection = {"sel": {"n": text}, "condition": "sel"}
+    assert build(rule_yaml(detection)).evaluate(orjson.loads(raw), LS)
+    assert scan(detection, raw)[0] == [0]
+
+
+def test_floats_hand_every_matching_text_to_python():
+    """Seeded random integral doubles up to 2^63 and beyond, in several JSON spellings (where a
+    parser that is not exactly rounding reads another integer): each event's rule is its text."""
+    import random
+
+    from detectors.sigma.text import as_text
+
+    rng = random.Random(11)
+    raws = []
+    for _ in range(200):
+        value = float(rng.randrange(2 ** rng.randrange(50, 70)))
+        for spelling in (repr(value), f"{value:.16e}", f"{value:.17g}", f"{value:.20e}"):
+            raws.append(b'{"n": %s}' % spelling.encode())
+    texts = sorted({as_text(orjson.loads(raw)["n"]) for raw in raws})
+    detection = {"sel": {"n": texts}, "condition": "sel"}
+    ruleset = build(rule_yaml(detection))
+    assert all(ruleset.evaluate(orjson.loads(raw), LS) for raw in raws)
+    assert scan(detection, *raws)[0] == list(range(len(raws)))
+
+
+def test_fractions_are_read_as_their_python_repr():
+    """Seeded random doubles of every magnitude: a rule holds the Python text of every other one;
+    the screen picks exactly the events whose text is in the rule (it reads fractions itself)."""
+    import random
+    import struct
+
+    from detectors.sigma.text import as_text
+
+    rng = random.Random(5)
+    values = [struct.unpack("<d", rng.randbytes(8))[0] for _ in range(300)]
+    values += [rng.uniform(-1, 1) * 10.0 ** rng.randrange(-8, 17) for _ in range(300)]
+    values += [0.1, 0.3, 1e-4, 1e-5, 0.1 + 0.2, 2.0 ** -1074, 1.5e-7, 4503599627370495.5]
+    raws = [b'{"n": %s}' % repr(v).encode() for v in values if math.isfinite(v)]
+    texts = [as_text(orjson.loads(raw)["n"]) for raw in raws]
+    detection = {"sel": {"n": sorted(set(texts[::2]))}, "condition": "sel"}
+    ruleset = build(rule_yaml(detection))
+    matching = [i for i, raw in enumerate(raws) if ruleset.evaluate(orjson.loads(raw), LS)]
+    assert len(matching) >= len(raws) // 2
+    assert scan(detection, *raws)[0] == matching
+
+
+@pytest.mark.parametrize("char", ["\ua7cb", "\ua7dc", "\U00010d50", "\U00016ea0", "\u1c89"])
+def test_keys_whose_case_folding_changed_after_unicode_14_go_to_python(char):
+    """Rust's case tables are newer than Python 3.11's: for these Python keeps the character."""
+    field = f"{char}x"
+    detection = {"sel": {field: "v"}, "condition": "sel"}
+    event = {f"{char}X": "v"}
+    assert build(rule_yaml(detection)).evaluate(event, LS)
+    assert scan(detection, event)[0] == [0]
+    negated = {"e": {f"{char.lower()}x|exists": True}, "condition": "not e"}
+    assert scan(negated, {"x": 1}, event)[0] == [0, 1]
+
+
+def test_later_scripts_are_screened_where_python_folds_them_alike():
+    """CJK, Hebrew or Arabic keys and values have no case: the screen decides them itself."""
+    detection = {"sel": {"用户.名前|contains": "管理者"}, "condition": "sel"}
+    hit, miss = {"用户": {"名前": "שלום 管理者"}}, {"用户": {"名前": "مرحبا"}, "日志": "x"}
+    assert build(rule_yaml(detection)).evaluate(hit, LS)
+    assert scan(detection, hit, miss)[0] == [0]
+    assert scan(SEL, {"日志": "日本", "CommandLine": "ls"})[0] == []
+
+
+@pytest.mark.parametrize("value", ["ΑΣ\ua7cd", "ΑΣ\u1c8a x"])
+def test_a_capital_sigma_beside_later_letters_goes_to_python(value):
+    """Whether Σ is final depends on its neighbours' casing, which is newer in Rust's tables."""
+    detection = {"sel": {"v|contains": "ας"}, "condition": "sel"}
+    assert build(rule_yaml(detection)).evaluate({"v": value}, LS)
+    assert scan(detection, {"v": value})[0] == [0]
+
+
+async def test_an_account_id_spelled_as_a_float_alerts_through_the_http_api(tmp_path):
+    """The issue's reproduction: the screen read 4.4102019666278236e+18 as another integer."""
+    from tests.unit.test_api import ADMIN, auth
+    from tests.unit.test_api import build as build_api
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "account.yml").write_text(rule_yaml({"sel": {"account_id": "4410201966627823616"}, "condition": "sel"},
+                                                 logsource={"category": "ci_job_log"}, title="Watched Account"))
+    client, router, _ = build_api(tmp_path)
+    async with client:
+        for body in (b'{"account_id": 4.4102019666278236e+18}', b'{"account_id": 4410201966627823616}'):
+            resp = await client.post("/api/v1/events?category=ci_job_log", content=body, headers=auth(ADMIN))
+            doc = resp.json()
+            assert doc["accepted"] == 1 and [a["title"] for a in doc["alerts"]] == ["Watched Account"], body
+    assert len(router.accepted) == 2

@@ -223,3 +223,38 @@ def test_prefilter_on_arbitrary_syntax(pattern: str, values: list[str]) -> None:
     for value in values:
         if compiled.search(value) is not None:
             assert admitted(pattern, value, on_re2=True), (literals, value)
+
+
+def test_the_configured_budget_reaches_the_service_engine_and_its_time_outs_reach_prometheus(
+        tmp_path, monkeypatch) -> None:
+    """rules.regex_timeout_ms flows settings -> compile -> engine; the detector exports the time-outs."""
+    import detectors.sigma.detection as sigma_detection
+
+    budgets: list[float] = []
+    real = sigma_detection.compile_regex
+
+    def recording(source, counters, timeout_ms=DEFAULT_TIMEOUT_MS):
+        budgets.append(timeout_ms)
+        return real(source, counters, timeout_ms)
+
+    monkeypatch.setattr(sigma_detection, "compile_regex", recording)
+    from service.config import AnomalySettings, CorrelationSettings
+    from service.detection import Detector
+    from service.reload import compile_configured
+    from service.sources.base import Item
+
+    pattern, value = EXPLOSIVE
+    (tmp_path / "r.yml").write_text(
+        "title: Backtracking\nid: 9a1e0c4e-0000-4000-8000-0000000000aa\nauthor: tests\n"
+        "logsource: {product: test}\n"
+        f"detection:\n  sel:\n    field|re: '{pattern}'\n  condition: sel\nlevel: low\n")
+    rules = RulesSettings(paths=[str(tmp_path / "r.yml")], regex_timeout_ms=1)
+    outcome = compile_configured(rules, CorrelationSettings(), AnomalySettings(), 1)
+    assert not outcome.errors and budgets == [1]
+    detector = Detector(outcome.detection)
+    before = metrics.REGISTRY.get_sample_value("pipesentry_regex_timeouts_total") or 0.0
+    item = Item({"field": value}, ("t", 0, 0), None, (), 1.0)
+    [alert] = detector.process([item])  # a time-out counts as a match
+    detector.heartbeat(2.0)
+    assert metrics.REGISTRY.get_sample_value("pipesentry_regex_timeouts_total") == before + 1
+    assert alert.rule.title == "Backtracking"

@@ -17,10 +17,11 @@ from aiokafka.structs import OffsetAndMetadata
 from detectors.model import LogSource, Origin
 from service.config import EventSettings, KafkaSettings, StdinSettings
 from service.detection import Detector, compile_detection
+from service.pipeline import IngestResult, drive
 from service.sources.base import InputSpec, Item, LineSplitter, RawMessage, decode_batch
 from service.sources.filetail import FileFollower
 from service.sources.kafka import OffsetTracker
-from service.sources.stdin import read_stdin
+from service.sources.stdin import StdinSource
 
 RULE = """
 title: Curl Piped To Shell
@@ -32,6 +33,20 @@ detection:
     condition: sel
 level: high
 """
+
+
+class IngestFn:
+    """A stand-in for the pipeline core that hands each batch's messages to a test function."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    async def ingest(self, source, messages, spec) -> IngestResult:
+        await self.fn(messages)
+        return IngestResult(len(messages))
+
+
+FILE_SPEC = InputSpec.from_settings("file", StdinSettings(), ["@timestamp"])
 
 
 async def eventually(predicate, timeout: float = 20.0) -> None:
@@ -76,8 +91,8 @@ async def test_file_follower_survives_rename_and_truncate_rotation(tmp_path):
         got.extend(messages)
 
     stop = asyncio.Event()
-    follower = FileFollower(path, ingest, start_at="end", poll_interval_s=0.02)
-    task = asyncio.create_task(follower.run(stop))
+    follower = FileFollower(path, FILE_SPEC, start_at="end", poll_interval_s=0.02)
+    task = asyncio.create_task(drive(follower, IngestFn(ingest), stop))
     await asyncio.sleep(0.1)
     with path.open("ab") as f:
         f.write(b"one\ntw")
@@ -114,8 +129,8 @@ async def test_a_restarted_file_follower_resumes_after_the_last_accepted_line(tm
         got.extend(m.value for m in messages)
 
     stop = asyncio.Event()
-    follower = FileFollower(path, ingest, start_at="end", poll_interval_s=0.02)
-    task = asyncio.create_task(follower.run(stop))
+    follower = FileFollower(path, FILE_SPEC, start_at="end", poll_interval_s=0.02)
+    task = asyncio.create_task(drive(follower, IngestFn(ingest), stop))
     await eventually(lambda: follower._handle is not None)
     with path.open("ab") as f:
         f.write(b"one\n")
@@ -134,7 +149,7 @@ async def test_a_restarted_file_follower_resumes_after_the_last_accepted_line(tm
         f.write(b"two\nthree\n")
     with pytest.raises(RuntimeError, match="injected"):
         await task
-    task = asyncio.create_task(follower.run(stop))  # what the supervisor does
+    task = asyncio.create_task(drive(follower, IngestFn(ingest), stop))  # what the supervisor does
     await eventually(lambda: got == [b"one", b"two", b"three"])
     stop.set()
     await task
@@ -152,11 +167,12 @@ async def test_stdin_reads_a_pipe_to_its_end_and_retries_refused_batches():
         got.extend(m.value for m in messages)
 
     with os.fdopen(read_fd, "rb", buffering=0) as reader:
-        task = asyncio.create_task(read_stdin(ingest, stream=reader))
+        source = StdinSource(FILE_SPEC, stream=reader)
+        task = asyncio.create_task(drive(source, IngestFn(ingest), asyncio.Event()))
         with os.fdopen(write_fd, "wb") as writer:
             writer.write(b'{"a": 1}\n\n{"a": 2}\n{"a": 3}')
-        total = await asyncio.wait_for(task, 10)
-    assert total == 3 and got == [b'{"a": 1}', b'{"a": 2}', b'{"a": 3}']
+        await asyncio.wait_for(task, 10)
+    assert source.lines == 3 and got == [b'{"a": 1}', b'{"a": 2}', b'{"a": 3}']
 
 
 def test_offset_tracker_only_moves_forward_on_owned_partitions():
@@ -289,7 +305,7 @@ class FakeDeadLetters:
 
 
 def kafka_runner(tmp_path: Path, router, records, dead_letters=None, **kafka):
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
 
     (tmp_path / "r.yml").write_text(RULE)
     detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
@@ -307,6 +323,28 @@ def ci_records(count: int, bad: frozenset[int] = frozenset()) -> list[Record]:
         value = b"not json" if i in bad else (b'{"message": "curl x | sh", "n": %d}' % i)
         out.append(Record(value, None, i, 1767323045000 + i, [("h", b"v")]))
     return out
+
+
+async def test_a_crashed_commit_loop_is_surfaced_and_the_consumer_reconnects(tmp_path, caplog):
+    """The committer task (commits and idle snapshots) dying must not leave offsets frozen silently."""
+    tp = TopicPartition("ci", 0)
+    router = ScriptedRouter()
+    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(10)}, connect_backoff_initial_s=0.01)
+    crashes: list[int] = []
+
+    async def gate(offsets):
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("injected commit-loop crash")
+        return offsets
+
+    runner.tracker.gate = gate
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: consumer.commits and consumer.commits[-1][tp] == 10)
+    stop.set()
+    await task
+    assert crashes and any("consume loop failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_kafka_loop_commits_only_what_the_router_accepted(tmp_path):
@@ -461,7 +499,7 @@ def test_anomaly_configured_without_a_readable_file_is_an_error(tmp_path):
 def test_subscription_pattern_combines_listed_topics_and_the_pattern():
     import re
 
-    from service.runtime import subscription_pattern
+    from service.sources.kafka import subscription_pattern
 
     both = KafkaSettings(bootstrap_servers=["x:1"], topics={"ci.logs": {}, "audit": {}}, topic_pattern="k8s-.*")
     regex = re.compile(subscription_pattern(both))
@@ -472,7 +510,7 @@ def test_subscription_pattern_combines_listed_topics_and_the_pattern():
 
 async def test_partition_state_moves_with_the_partition_through_the_state_store(tmp_path):
     """Two failed logins on one instance, the partition moves, the third login on the next owner fires."""
-    from service.runtime import KafkaRunner
+    from service.sources.kafka import KafkaRunner
     from service.state_store import StateStore
 
     (tmp_path / "c.yml").write_text(CORRELATED)
@@ -525,7 +563,7 @@ def test_anomaly_check_errors_reject_the_set_naming_the_check(tmp_path):
 async def test_push_input_rejects_go_to_the_dead_letter_file(tmp_path):
     import base64
 
-    from service.runtime import Pipeline
+    from service.pipeline import Pipeline
     from service.sources.deadletter import FileDeadLetters
 
     (tmp_path / "r.yml").write_text(RULE)
@@ -546,3 +584,20 @@ async def test_push_input_rejects_go_to_the_dead_letter_file(tmp_path):
     record = orjson.loads(line)
     assert record["origin"] == "stdin:b" and record["reason"] == "utf8"
     assert base64.b64decode(record["value_b64"]) == b"\xff broken"
+
+
+def test_one_decode_path_gives_kafka_and_push_inputs_the_same_reject_reasons() -> None:
+    """Kafka records and pushed lines go through ``decode_batch``: same reasons and errors, and a
+    Kafka reject keeps its metadata (origin, timestamp, headers with bytes values, key)."""
+    spec = InputSpec.from_settings("t", StdinSettings(), ["@timestamp"])
+    values = [b"not json", None, b'{"a": "' + b"x" * 64 + b'"}', b'{"a": 1}']
+    pushed = decode_batch([RawMessage(v, Origin("stdin", key=str(i)), 1.0) for i, v in enumerate(values)], spec,
+                          max_bytes=32)
+    records = [Record(v, b"k", i, 2500, [("h", None)]) for i, v in enumerate(values)]
+    kafka = decode_batch(records, spec, max_bytes=32, partition=("t", 0))
+    assert [(r.reason, r.error) for r in pushed.rejected] == [(r.reason, r.error) for r in kafka.rejected]
+    assert [r.reason for r in kafka.rejected] == ["decode", "empty", "oversize"]
+    tombstone = kafka.rejected[1].message
+    assert (tombstone.value, tombstone.origin.token(), tombstone.fallback_time, tombstone.headers, tombstone.key) == (
+        b"", Origin("kafka", "t", 0, 1).token(), 2.5, (("h", b""),), b"k")
+    assert [item.event for item in kafka.items] == [{"a": 1}] and kafka.items[0].scope_key() == ("t", 0)

@@ -17,8 +17,8 @@ from aiokafka import TopicPartition
 from detectors.model import LogSource, Origin
 from service.config import EventSettings, KafkaSettings, Settings, StateSettings
 from service.detection import Detector, compile_detection
-from service.runtime import KafkaRunner
 from service.sources.base import Item
+from service.sources.kafka import KafkaRunner
 from service.state_store import StateStore
 from tests.unit.test_sources import FakeConsumer, FakeDeadLetters, Record, ScriptedRouter, eventually
 

@@ -3,9 +3,10 @@
 //! scanned against its field's plan, plus the event-time fields (case-sensitive, as
 //! `service.sources.base.lookup` reads them).
 //!
-//! Whatever the walk cannot decide the way Python would (non-ASCII values in scanned fields,
-//! fractional numbers, unusual timestamps, messages Python may reject) makes the event
-//! `unsure`: it then goes the Python way.
+//! Whatever the walk cannot decide the way Python would (keys and scanned values Python 3.11
+//! may case-fold otherwise, unusual timestamps, messages Python may reject) makes the event
+//! `unsure`: it then goes the Python way. Numbers are parsed exactly (correctly rounded, as
+//! orjson does) and read as the text Python gives them (`detectors.sigma.text.as_text`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -67,9 +68,32 @@ pub struct Walk<'p> {
 const STRICT_DEPTH: usize = 30;
 
 /// Below this code point (Latin, Greek, Cyrillic, Armenian) lower-casing has been the same in
-/// every Unicode version since long before Python 3.11's: Rust's `to_lowercase` folds those
-/// values as Python's `str.lower` does. Values with later characters go to Python.
+/// every Unicode version since long before Python 3.11's.
 const STABLE_CASE: u32 = 0x0590;
+
+/// Whether Rust's `to_lowercase` folds `text` as Python 3.11's `str.lower` (Unicode 14) does:
+/// keys and values alike.
+///
+/// Rust's tables are newer. Case mappings are never withdrawn, so a later character that Rust
+/// leaves as it is, Python leaves too; one that Rust lower-cases may be uncased for Python (55
+/// characters with Rust 1.95, e.g. U+A7CB, U+10D50). And a capital sigma lower-cases by its
+/// neighbours (final or not), which later characters' casing may change.
+fn stable_case(text: &str) -> bool {
+    let mut sigma = false;
+    let mut later = false;
+    for c in text.chars() {
+        if (c as u32) < STABLE_CASE {
+            sigma |= c == '\u{3a3}';
+            continue;
+        }
+        later = true;
+        let mut lower = c.to_lowercase();
+        if lower.next() != Some(c) || lower.next().is_some() {
+            return false;
+        }
+    }
+    !(sigma && later)
+}
 
 fn key_hash(key: &str) -> u64 {
     let mut hasher = FxHasher::default();
@@ -340,7 +364,7 @@ impl<'p> Walk<'p> {
         if ascii {
             self.folded.extend_from_slice(text.as_bytes());
             self.folded.make_ascii_lowercase();
-        } else if text.chars().all(|c| (c as u32) < STABLE_CASE) {
+        } else if stable_case(text) {
             self.folded
                 .extend_from_slice(text.to_lowercase().as_bytes());
         } else {
@@ -363,18 +387,154 @@ impl<'p> Walk<'p> {
             use fmt::Write;
             let mut number = std::mem::take(&mut self.number);
             number.clear();
-            let _ = write!(number, "{value}");
-            self.seen(Some(&number));
-            let result = if scanned {
-                self.text(&number, false)
+            let result = if write!(number, "{value}").is_err() {
+                self.unsure = true; // no text for it: never compare a partial one
+                Err(E::custom(Stop))
             } else {
-                Ok(())
+                self.seen(Some(&number));
+                if scanned {
+                    self.text(&number, false)
+                } else {
+                    Ok(())
+                }
             };
             self.number = number;
             return result;
         }
         Ok(())
     }
+}
+
+/// An integral float's exact decimal digits (Rust's fixed-precision formatting is exact).
+#[derive(Clone, Copy)]
+struct Exact(f64);
+
+impl fmt::Display for Exact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.0}", self.0)
+    }
+}
+
+/// Python's `repr` of a finite float: the shortest digits that read back as the same float
+/// (see [`shortest`]), laid out as Python does: positional when the decimal point falls between
+/// 4 places before the first digit and 16 after it, else `d.ddde-XX`.
+#[derive(Clone, Copy)]
+struct PyRepr(f64);
+
+impl fmt::Display for PyRepr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (digits, exponent) = shortest(self.0.abs()).ok_or(fmt::Error)?;
+        let digits = digits.as_str();
+        let (first, rest) = digits.split_at(1);
+        let point = exponent + 1; // digits before the decimal point
+        if self.0.is_sign_negative() {
+            f.write_str("-")?;
+        }
+        if !(-4 < point && point <= 16) {
+            f.write_str(first)?;
+            if !rest.is_empty() {
+                write!(f, ".{rest}")?;
+            }
+            let sign = if exponent < 0 { '-' } else { '+' };
+            return write!(f, "e{sign}{:02}", exponent.unsigned_abs());
+        }
+        if point <= 0 {
+            f.write_str("0.")?;
+            for _ in 0..point.unsigned_abs() {
+                f.write_str("0")?;
+            }
+            return f.write_str(digits);
+        }
+        let point = point as usize;
+        if point >= digits.len() {
+            f.write_str(digits)?;
+            for _ in digits.len()..point {
+                f.write_str("0")?;
+            }
+            return f.write_str(".0");
+        }
+        write!(f, "{}.{}", &digits[..point], &digits[point..])
+    }
+}
+
+/// A short text on the stack (a float's digits): no allocation per number.
+struct Digits {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Digits {
+    fn new() -> Self {
+        Digits {
+            bytes: [0; 32],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // only ASCII is ever written
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for Digits {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// The shortest decimal digits that read back as `value` (positive, finite) and the exponent of
+/// the first one, as Python's `repr` (David Gay's `dtoa`, mode 0) picks them. Rust's `{:e}`
+/// gives the same digits but where two candidates are exactly as near: Python takes the even
+/// last digit (602363986346939.25 is `602363986346939.2`), Rust the upper one.
+fn shortest(value: f64) -> Option<(Digits, i32)> {
+    use fmt::Write;
+    let mut scientific = Digits::new();
+    write!(scientific, "{value:e}").ok()?;
+    let (mantissa, exponent) = scientific.as_str().split_once('e')?;
+    let exponent: i32 = exponent.parse().ok()?;
+    let mut digits = Digits::new();
+    for part in mantissa.split('.') {
+        digits.write_str(part).ok()?;
+    }
+    let candidate: u64 = digits.as_str().parse().ok()?;
+    let scale = exponent - digits.len as i32; // of one more digit than the candidate has
+    if candidate % 2 == 1 {
+        for other in [candidate - 1, candidate + 1] {
+            // a neighbour ending in 0 has fewer digits: it would have been the shortest
+            if other % 10 == 0 || !exactly(value, candidate.min(other) * 10 + 5, scale) {
+                continue;
+            }
+            if format!("{other}e{}", scale + 1).parse::<f64>().ok() == Some(value) {
+                let mut even = Digits::new();
+                write!(even, "{other}").ok()?;
+                return Some((even, exponent));
+            }
+        }
+    }
+    Some((digits, exponent))
+}
+
+/// Whether `value` is exactly `digits * 10^scale` (a tie between two shortest candidates).
+fn exactly(value: f64, digits: u64, scale: i32) -> bool {
+    if scale >= 0 {
+        return false; // an integer: the value is a fraction here
+    }
+    let places = scale.unsigned_abs();
+    // digits / 10^places is a double only if 5^places divides it (digits < 10^19 < 5^28)
+    let Some(fives) = 5u64.checked_pow(places) else {
+        return false;
+    };
+    if !digits.is_multiple_of(fives) {
+        return false;
+    }
+    let odd = digits / fives;
+    let as_float = odd as f64;
+    as_float as u64 == odd && as_float / 2f64.powi(places as i32) == value
 }
 
 struct Root<'a, 'p> {
@@ -476,15 +636,24 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         let walk = self.walk;
-        if v.is_finite() && v.fract() == 0.0 && v.abs() < BIG {
-            return walk.integer(v as i64, v);
+        // serde_json's `float_roundtrip` parses exactly (correctly rounded), as orjson does
+        if v.is_finite() && v.fract() == 0.0 {
+            // Python's text of an integral float is `str(int(value))`: its exact digits
+            return if v.abs() < BIG {
+                walk.integer(v as i64, v)
+            } else {
+                walk.integer(Exact(v), v)
+            };
+        }
+        if v.is_finite() {
+            return walk.integer(PyRepr(v), v); // a fraction: Python's text is its `repr`
         }
         if !walk.pending.is_empty() {
             walk.stamp(Some(number_read(v)));
         }
-        walk.seen(None); // a fraction: Python's repr of it is not reproduced here
+        walk.seen(None);
         if walk.field.is_some() {
-            walk.unsure = true; // Python's repr of a fraction: not reproduced here
+            walk.unsure = true; // not a JSON number orjson reads
             return Err(E::custom(Stop));
         }
         Ok(())
@@ -519,6 +688,8 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         }
         walk.enter::<A::Error>(false)?;
         let strict = walk.plan.strict;
+        // keys matter for fields and special atoms, not for keywords (any string value)
+        let paths = !walk.plan.fields.is_empty() || !walk.plan.slots.is_empty();
         let start = walk.keys.len();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if strict {
@@ -530,6 +701,10 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 }
                 walk.keys.push(hash);
             }
+            if paths && !key.is_ascii() && !stable_case(&key) {
+                walk.unsure = true; // Python may fold this key otherwise (see `stable_case`)
+                return Err(de::Error::custom(Stop));
+            }
             let saved = walk.key(&key);
             map.next_value_seed(Node { walk: &mut *walk })?;
             walk.unkey(saved);
@@ -537,5 +712,125 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         walk.keys.truncate(start);
         walk.depth -= 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::FastMap;
+
+    /// A plan with one field whose exact value is atom 0.
+    fn plan(field: &str, value: &str) -> Plan {
+        let mut exact = FastMap::default();
+        exact.insert(value.as_bytes().to_vec(), (vec![0], vec![]));
+        let mut fields = FastMap::default();
+        fields.insert(
+            field.to_owned(),
+            FieldPlan::new(exact, vec![], vec![], 0, 0).expect("plan"),
+        );
+        Plan {
+            fields,
+            keywords: None,
+            checks: vec![None],
+            triggers: vec![vec![0]],
+            rest: vec![vec![]],
+            always: false,
+            programs: vec![None],
+            untriggered: vec![],
+            special: vec![],
+            slots: FastMap::default(),
+            texts: vec![],
+            strict: false,
+            atom_count: 1,
+            key_count: 0,
+        }
+    }
+
+    /// Whether the walk reads the message and finds the field's value (None: it is unsure).
+    fn finds(plan: &Plan, message: &str) -> Option<bool> {
+        let mut walk = Walk::new(plan, &[], 64, ValueCache::default());
+        walk.run(message.as_bytes()).then(|| walk.hits.has(0))
+    }
+
+    #[test]
+    fn floats_are_parsed_exactly_and_integral_ones_read_as_python_reads_them() {
+        for (number, text) in [
+            ("4.4102019666278236e+18", "4410201966627823616"),
+            ("9007199254740993.0", "9007199254740992"),
+            ("9.2e18", "9200000000000000000"),
+            ("1e23", "99999999999999991611392"),
+            ("1e22", "10000000000000000000000"),
+            ("-1.1805916207174113e21", "-1180591620717411303424"),
+            ("18446744073709551616", "18446744073709551616"),
+            ("-0.0", "0"),
+            ("1e-400", "0"),
+        ] {
+            let plan = plan("n", text);
+            assert_eq!(
+                finds(&plan, &format!("{{\"n\": {number}}}")),
+                Some(true),
+                "{number}"
+            );
+        }
+        for (number, text) in [
+            ("1.5", "1.5"),
+            ("-0.25", "-0.25"),
+            ("0.0001", "0.0001"),
+            ("0.00001", "1e-05"),
+            ("-1.5e-7", "-1.5e-07"),
+            ("1234567890123456.5", "1234567890123456.5"),
+            ("0.1e1", "1"),
+            ("5e-324", "5e-324"),
+            ("2.2250738585072014e-308", "2.2250738585072014e-308"),
+            ("0.30000000000000004", "0.30000000000000004"),
+            ("602363986346939.2", "602363986346939.2"), // a tie: Python's even digit
+            ("602363986346939.25", "602363986346939.2"),
+            ("0.5", "0.5"),
+        ] {
+            let plan = plan("n", text);
+            assert_eq!(
+                finds(&plan, &format!("{{\"n\": {number}}}")),
+                Some(true),
+                "{number}"
+            );
+        }
+        assert_eq!(PyRepr(1e16).to_string(), "1e+16");
+        assert_eq!(PyRepr(1.5e300).to_string(), "1.5e+300");
+        assert_eq!(PyRepr(123.0).to_string(), "123.0");
+    }
+
+    #[test]
+    fn exact_text_of_huge_integral_floats() {
+        assert_eq!(
+            Exact(f64::MAX).to_string(),
+            "179769313486231570814527423731704356798070567525844996598917476803157260780028538760589558632766878171540458953514382464234321326889464182768467546703537516986049910576551282076245490090389328944075868508455133942304583236903222948165808559332123348274797826204144723168738177180919299881250404026184124858368"
+        );
+    }
+
+    #[test]
+    fn keys_are_folded_only_where_python_folds_them_alike() {
+        assert_eq!(
+            finds(&plan("üx.σοφία", "v"), r#"{"ÜX": {"ΣΟΦΊΑ": "v"}}"#),
+            Some(true)
+        );
+        // U+A7CB: uncased in Python 3.11's Unicode 14, lower-cased to U+0264 by Rust
+        assert_eq!(
+            finds(&plan("\u{264}x", "v"), "{\"\u{a7cb}x\": \"v\"}"),
+            None
+        );
+        assert_eq!(
+            finds(&plan("a", "v"), "{\"\u{10d50}\": 1, \"a\": \"v\"}"),
+            None
+        );
+        assert_eq!(
+            finds(&plan("日本.ü", "v"), r#"{"日本": {"Ü": "v"}}"#),
+            Some(true)
+        );
+        assert!(stable_case("Ünïcode σοφία ΑΣ") && stable_case("日本 ﬀ"));
+        // Rust lower-cases these (U+212A to "k", as Python does): left to Python all the same
+        assert!(!stable_case("\u{a7cb}") && !stable_case("\u{1c89}") && !stable_case("\u{212a}"));
+        // a final sigma by Rust's casing of a later letter (U+A7CD), not by Python's
+        assert!(!stable_case("ΑΣ\u{a7cd}") && stable_case("ας\u{a7cd}"));
     }
 }

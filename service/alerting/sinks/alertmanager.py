@@ -9,11 +9,18 @@ expected update, so Alertmanager does not time them out while the group lives.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from .http import HttpReceiver, Request
+from .registry import SinkContext, register_receiver
+from .settings import ReceiverSettings
 
 _LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class AlertmanagerReceiverSettings(ReceiverSettings):
+    type: Literal["alertmanager"] = "alertmanager"
+    url: str = "http://localhost:9093"
 
 
 def label_name(field: str) -> str:
@@ -51,3 +58,10 @@ class AlertmanagerReceiver(HttpReceiver):
         }
         alert["endsAt"] = page["at"] if page["action"] == "resolve" else page["ends_hint"]
         return Request("POST", self.url, [alert], {})
+
+
+def build(settings: AlertmanagerReceiverSettings, context: SinkContext) -> AlertmanagerReceiver:
+    return AlertmanagerReceiver(settings.name, settings.url, settings.timeout_s)
+
+
+register_receiver("alertmanager", AlertmanagerReceiverSettings, build)

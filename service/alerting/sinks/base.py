@@ -11,15 +11,33 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+from service.errors import RetriableError
 
 
-class SinkError(Exception):
-    """A delivery attempt failed. ``retriable`` False means the record can never succeed."""
+class SinkError(RetriableError):
+    """A delivery attempt failed; the records stay spooled and are retried later."""
 
-    def __init__(self, message: str, *, retriable: bool = True) -> None:
-        super().__init__(message)
-        self.retriable = retriable
+
+class SinkRejected(SinkError):
+    """The sink refused for good (a 4xx other than 408/425/429): retrying cannot help."""
+
+    retriable = False
+
+
+RETRIABLE_4XX = frozenset({408, 425, 429})
+"""Client errors that mean "not now" (timeout, too early, rate limited) rather than "never"."""
+
+
+def retriable_status(status: int | None) -> bool:
+    """The one rule for every sink: no status (transport error, timeout), 408/425/429 or any 5xx."""
+    return status is None or status in RETRIABLE_4XX or status >= 500
+
+
+def sink_error(message: str, status: int | None) -> SinkError:
+    """The error class an HTTP outcome decides: :class:`SinkError` or :class:`SinkRejected`."""
+    return SinkError(message) if retriable_status(status) else SinkRejected(message)
 
 
 @dataclass(slots=True)
@@ -37,6 +55,17 @@ class Sink(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def deliver(self, records: list[dict[str, Any]]) -> Outcome: ...
+
+
+@runtime_checkable
+class RawSink(Sink, Protocol):
+    """The fast path of a durable record sink: it spools its own encoding of each
+    document (:meth:`encode`) and delivers those bytes as they are (:meth:`deliver_raw`),
+    so the worker never decodes and re-encodes JSON. Sinks declare it by subclassing;
+    the worker and router tell with ``isinstance``."""
+
+    def encode(self, doc: dict[str, Any]) -> bytes: ...
+    async def deliver_raw(self, payloads: list[bytes]) -> Outcome: ...
 
 
 class Backoff:

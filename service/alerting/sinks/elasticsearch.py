@@ -25,14 +25,42 @@ import asyncio
 import json
 import logging
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field, SecretStr
 
-from ..config import ElasticsearchSink as Settings
-from .base import Outcome, SinkError
+from .base import Outcome, RawSink, SinkError, retriable_status, sink_error
+from .registry import SinkContext, register_sink
+from .settings import SinkSettings
 
 log = logging.getLogger(__name__)
+
+
+class ElasticsearchSinkSettings(SinkSettings):
+    type: Literal["elasticsearch"] = "elasticsearch"
+    flavor: Literal["elasticsearch", "opensearch"] = "elasticsearch"
+    hosts: list[str] = Field(default_factory=lambda: ["http://localhost:9200"])
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    mode: Literal["index", "datastream"] = "index"
+    """``index``: dated indices ``<prefix>-YYYY.MM.DD`` by alert time (updates allowed);
+    ``datastream``: one data stream named ``<prefix>`` (create-only)."""
+    index_prefix: str = "pipesentry-alerts"
+    batch_size: int = Field(default=4000, ge=1)
+    """About 10 MB of alerts: inside the 5-15 MB bulk size Elasticsearch recommends."""
+    linger_s: float = Field(default=0.5, ge=0, le=10)
+    """Bulk requests are costly per request (the node syncs its translog for each): batch up."""
+    install_template: bool = True
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    parallel_bulks: int = Field(default=2, ge=1, le=8)
+    """Concurrent bulk requests per delivered batch (the node indexes them on separate threads)."""
+    item_retries: int = Field(default=3, ge=0)
+    """Retries of retriable bulk items (429/5xx) within one delivery before backing off."""
+    refresh: bool = False
 
 
 def load_mappings() -> dict[str, Any]:
@@ -41,7 +69,7 @@ def load_mappings() -> dict[str, Any]:
     return mappings
 
 
-def index_template(settings: Settings) -> dict[str, Any]:
+def index_template(settings: ElasticsearchSinkSettings) -> dict[str, Any]:
     body: dict[str, Any] = {
         "index_patterns": [f"{settings.index_prefix}*" if settings.mode == "datastream"
                            else f"{settings.index_prefix}-*"],
@@ -57,7 +85,7 @@ def index_template(settings: Settings) -> dict[str, Any]:
     return body
 
 
-def target_index(settings: Settings, doc: dict[str, Any]) -> str:
+def target_index(settings: ElasticsearchSinkSettings, doc: dict[str, Any]) -> str:
     if settings.mode == "datastream":
         return settings.index_prefix
     day = str(doc.get("@timestamp", ""))[:10].replace("-", ".") or "undated"
@@ -72,10 +100,10 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-class ElasticsearchSink:
+class ElasticsearchSink(RawSink):
     kind = "record"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ElasticsearchSinkSettings) -> None:
         self.settings = settings
         self.name = settings.name
         self.client: Any = None
@@ -138,8 +166,7 @@ class ElasticsearchSink:
                     name=name, index_patterns=body["index_patterns"], priority=body["priority"],
                     template=body["template"], data_stream=body.get("data_stream"), meta=body["_meta"])
         except Exception as exc:
-            raise SinkError(f"{self.name}: installing index template failed: {exc!r}",
-                            retriable=_status(exc) in (None, 429) or (_status(exc) or 0) >= 500) from exc
+            raise sink_error(f"{self.name}: installing index template failed: {exc!r}", _status(exc)) from exc
         self._template_ready = True
 
     def encode(self, doc: dict[str, Any]) -> bytes:
@@ -212,7 +239,7 @@ class ElasticsearchSink:
                     if status < 300 or (status == 409 and op == "create"):
                         continue  # 409 on create: the alert is already there
                     reason = json.dumps(result.get("error"))[:500]
-                    if status == 429 or status >= 500:
+                    if retriable_status(status):
                         failed_retriable[i] = f"HTTP {status}: {reason}"
                     else:
                         rejected[i] = f"HTTP {status}: {reason}"
@@ -227,3 +254,10 @@ class ElasticsearchSink:
             out.error = SinkError(f"{self.name}: {len(failed_retriable)} bulk items still failing: "
                                   f"{failed_retriable[done]}")
         return out
+
+
+def build(settings: ElasticsearchSinkSettings, context: SinkContext) -> ElasticsearchSink:
+    return ElasticsearchSink(settings)
+
+
+register_sink("elasticsearch", ElasticsearchSinkSettings, build)

@@ -1,7 +1,7 @@
 """Shared plumbing of the HTTP paging receivers.
 
 Each receiver renders one page record into one request. A response decides the
-record's fate: 2xx delivered; 408, 429, 5xx and transport errors are retriable
+record's fate: 2xx delivered; 408, 425, 429, any 5xx and transport errors are retriable
 (the batch stops there and is retried later, in order); any other 4xx can never
 succeed and the record goes to the dead-letter file with the reason.
 """
@@ -13,9 +13,7 @@ from typing import Any
 
 import httpx
 
-from .base import Outcome, SinkError
-
-RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+from .base import Outcome, SinkError, retriable_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +74,7 @@ class HttpReceiver:
             if resp.status_code < 300:
                 continue
             reason = f"HTTP {resp.status_code}: {resp.text[:300]}"
-            if resp.status_code in RETRIABLE_STATUS:
+            if retriable_status(resp.status_code):
                 return Outcome(done=i, rejected=rejected, error=SinkError(f"{self.name}: {reason}"))
             rejected.append((page, reason))
         return Outcome(done=len(records), rejected=rejected)

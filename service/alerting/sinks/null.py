@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from .base import Outcome
+from .registry import SinkContext, register_sink
+from .settings import SinkSettings
+
+
+class NullSinkSettings(SinkSettings):
+    type: Literal["null"] = "null"
+    durable: bool = False
 
 
 class NullSink:
@@ -23,3 +30,10 @@ class NullSink:
     async def deliver(self, records: list[dict[str, Any]]) -> Outcome:
         self.delivered += len(records)
         return Outcome(done=len(records))
+
+
+def build(settings: NullSinkSettings, context: SinkContext) -> NullSink:
+    return NullSink(settings.name)
+
+
+register_sink("null", NullSinkSettings, build)

@@ -8,10 +8,22 @@ message <= 130 chars, alias <= 512, description <= 15000, at most 20 tags of
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
+from pydantic import Field, SecretStr
+
 from .http import HttpReceiver, Request, truncate
+from .registry import SinkContext, register_receiver
+from .settings import ReceiverSettings
+
+
+class OpsgenieReceiverSettings(ReceiverSettings):
+    type: Literal["opsgenie"] = "opsgenie"
+    url: str = "https://api.opsgenie.com"
+    api_key: SecretStr
+    responders: list[dict[str, str]] = Field(default_factory=list)
+
 
 PRIORITY = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4", "informational": "P5"}
 
@@ -51,3 +63,11 @@ class OpsgenieReceiver(HttpReceiver):
         if self.responders:
             body["responders"] = self.responders
         return Request("POST", f"{self.base}/v2/alerts", body, self.headers)
+
+
+def build(settings: OpsgenieReceiverSettings, context: SinkContext) -> OpsgenieReceiver:
+    return OpsgenieReceiver(settings.name, settings.url, settings.api_key.get_secret_value(),
+                            settings.responders, settings.timeout_s)
+
+
+register_receiver("opsgenie", OpsgenieReceiverSettings, build)

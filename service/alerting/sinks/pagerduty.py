@@ -7,9 +7,20 @@ from the Events API v2 documentation: summary <= 1024 chars, dedup_key <= 255.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import SecretStr
 
 from .http import HttpReceiver, Request, truncate
+from .registry import SinkContext, register_receiver
+from .settings import ReceiverSettings
+
+
+class PagerDutyReceiverSettings(ReceiverSettings):
+    type: Literal["pagerduty"] = "pagerduty"
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    routing_key: SecretStr
+
 
 SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info", "informational": "info"}
 
@@ -52,3 +63,11 @@ class PagerDutyReceiver(HttpReceiver):
             "client_url": page["url"],
         }
         return Request("POST", self.url, body, {})
+
+
+def build(settings: PagerDutyReceiverSettings, context: SinkContext) -> PagerDutyReceiver:
+    return PagerDutyReceiver(settings.name, settings.url, settings.routing_key.get_secret_value(),
+                             settings.timeout_s)
+
+
+register_receiver("pagerduty", PagerDutyReceiverSettings, build)

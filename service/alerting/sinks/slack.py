@@ -8,9 +8,19 @@ text <= 75, button url <= 3000.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import SecretStr
 
 from .http import HttpReceiver, Request, truncate
+from .registry import SinkContext, register_receiver
+from .settings import ReceiverSettings
+
+
+class SlackReceiverSettings(ReceiverSettings):
+    type: Literal["slack"] = "slack"
+    webhook_url: SecretStr
+
 
 EMOJI = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
          "low": ":large_blue_circle:", "informational": ":white_circle:"}
@@ -54,3 +64,10 @@ class SlackReceiver(HttpReceiver):
         ]
         body = {"text": truncate(f"[{page['level']}] {rule['name']} — {page['url']}", 3000), "blocks": blocks}
         return Request("POST", self.url, body, {})
+
+
+def build(settings: SlackReceiverSettings, context: SinkContext) -> SlackReceiver:
+    return SlackReceiver(settings.name, settings.webhook_url.get_secret_value(), settings.timeout_s)
+
+
+register_receiver("slack", SlackReceiverSettings, build)

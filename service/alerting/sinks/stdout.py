@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import sys
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 
 from .base import Outcome
+from .registry import SinkContext, register_sink
+from .settings import SinkSettings
+
+
+class StdoutSinkSettings(SinkSettings):
+    type: Literal["stdout"] = "stdout"
+    durable: bool = False
+    full: bool = False
+    """Print the whole document instead of the readable summary."""
 
 
 def summary(doc: dict[str, Any]) -> dict[str, Any]:
@@ -49,3 +58,10 @@ class StdoutSink:
         stream.write(lines)
         stream.flush()
         return Outcome(done=len(records))
+
+
+def build(settings: StdoutSinkSettings, context: SinkContext) -> StdoutSink:
+    return StdoutSink(settings.name, full=settings.full)
+
+
+register_sink("stdout", StdoutSinkSettings, build)

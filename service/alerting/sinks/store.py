@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from ..store import AlertStore
 from .base import Outcome
+from .registry import SinkContext, register_sink
+from .settings import SinkSettings
+
+
+class StoreSinkSettings(SinkSettings):
+    type: Literal["store"] = "store"
 
 
 class StoreSink:
@@ -33,3 +39,10 @@ class StoreSink:
                 rejected.append((r, "not an alert document"))
         await asyncio.to_thread(self.store.upsert, good)
         return Outcome(done=len(records), rejected=rejected)
+
+
+def build(settings: StoreSinkSettings, context: SinkContext) -> StoreSink:
+    return StoreSink(context.store, settings.name)
+
+
+register_sink("store", StoreSinkSettings, build)

@@ -11,11 +11,22 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field, SecretStr
 
 from .http import HttpReceiver, Request
+from .registry import SinkContext, register_receiver
+from .settings import ReceiverSettings
+
+
+class WebhookReceiverSettings(ReceiverSettings):
+    type: Literal["webhook"] = "webhook"
+    url: str
+    secret: SecretStr | None = None
+    """HMAC-SHA256 key for the ``X-Pipesentry-Signature`` header."""
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -40,3 +51,11 @@ class WebhookReceiver(HttpReceiver):
         if self.secret:
             headers["X-Pipesentry-Signature"] = signature(self.secret, ts, body)
         return Request("POST", self.url, None, headers, content=body)
+
+
+def build(settings: WebhookReceiverSettings, context: SinkContext) -> WebhookReceiver:
+    secret = settings.secret.get_secret_value() if settings.secret else None
+    return WebhookReceiver(settings.name, settings.url, secret, settings.headers, settings.timeout_s)
+
+
+register_receiver("webhook", WebhookReceiverSettings, build)

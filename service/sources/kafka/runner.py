@@ -1,11 +1,10 @@
-"""The pipeline loop: sources -> screen -> decode -> detect -> alert router, with at-least-once for Kafka.
+"""The Kafka input: consumer group -> screen -> decode -> detect -> alert router, at least once.
 
-Both paths hand JSON messages to the native screen first (:mod:`service.screening`), then
-decode and detect what it could not clear, in worker threads under the detector's lock: a slow
-rule or a hostile event delays its own batch, never the event loop (API, health, other inputs):
+Push inputs (HTTP, stdin, files, ``eval``) run through :class:`service.pipeline.Pipeline`
+one batch at a time. Kafka shares its steps (the native screen of :mod:`service.screening`,
+:func:`~service.sources.base.decode_batch`, the detector under its lock in a worker thread)
+but overlaps them across batches:
 
-* push inputs (HTTP, stdin, files) call :meth:`Pipeline.ingest` per batch and
-  get the outcome once the router has accepted the alerts;
 * :class:`KafkaRunner` fetches with ``getmany``, screens each batch in a worker
   thread while it fetches the next, decodes and detects the batch in a second
   worker thread, and queues it for a single submitter task that hands alerts and dead letters
@@ -18,109 +17,30 @@ rule or a hostile event delays its own batch, never the event loop (API, health,
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detectors.alert import Alert
-from detectors.model import Origin
 from service import metrics
 from service.config import EventSettings, KafkaSettings
-from service.decoders import DecodeError
 from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
-from service.screening import Screening, ScreenResult, merge, screening_for
-from service.sources.base import Decoded, InputSpec, Item, RawMessage, Rejected, Tick, decode_batch
-from service.sources.kafka import DeadLetterWriter, OffsetTracker, Rebalance, commit, consumer_kwargs
+from service.pipeline.core import AlertSink
+from service.screening import Screening, ScreenResult, decode_screened, screening_for
+from service.sources.base import Decoded, InputSpec, Rejected, decode_batch
+from service.sources.kafka.client import consumer_kwargs
+from service.sources.kafka.deadletters import DeadLetterWriter
+from service.sources.kafka.offsets import OffsetTracker, Rebalance, commit
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
-
-
-class AlertSink(Protocol):
-    async def submit(self, alerts: Sequence[Alert]) -> Any: ...
-
-
-class DeadLetters(Protocol):
-    async def send(self, rejected: Sequence[Rejected]) -> None: ...
-
-
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-
-
-class Pipeline:
-    """Decode, detect and submit for push inputs; returns once alerts are accepted (or raises)."""
-
-    def __init__(self, detector: Detector, router: AlertSink, dead_letters: DeadLetters | None = None, *,
-                 screen: bool = True) -> None:
-        self.detector = detector
-        self.router = router
-        self.dead_letters = dead_letters
-        self.screen = screen
-        """Clear JSON messages no rule can match with the native screen (``events.screen``)."""
-
-    async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
-        started = time.perf_counter()
-        decoded, events, alerts = await asyncio.to_thread(self._detect, source, messages, spec)
-        for rejected in decoded.rejected:
-            metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
-        metrics.EVENTS.labels(source).inc(events)
-        if decoded.rejected and self.dead_letters is not None:
-            await self.dead_letters.send(decoded.rejected)
-        if alerts:
-            await self.router.submit(alerts)
-        metrics.DETECTION_LATENCY.observe(time.perf_counter() - started)
-        return IngestResult(events, decoded.rejected, alerts)
-
-    def _detect(self, source: str, messages: Sequence[RawMessage],
-                spec: InputSpec) -> tuple[Decoded, int, list[Alert]]:
-        """Screen, decode and detect in a worker thread: a slow rule never stalls the event loop.
-
-        The detector's lock spans the screen and the detection, so both see the same rule set.
-        """
-        with self.detector.exclusive():
-            decoded, events = self._decode(source, messages, spec)
-            return decoded, events, self.detector.process(decoded.items) if decoded.items else []
-
-    def _decode(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> tuple[Decoded, int]:
-        """Items for the detector and the number of events read (screen-cleared ones included).
-
-        Messages the screen clears are not decoded; with stateful detectors each run of them is
-        one :class:`Tick` whose origin is the run's last message. Their fallback time is read to
-        the millisecond (the screen's unit), the only way a tick may differ from the events' own.
-        """
-        screening = screening_for(spec, self.detector.current) if self.screen and messages else None
-        if screening is None:
-            decoded = decode_batch(messages, spec)
-            return decoded, len(decoded.items)
-        screen, time_fields, max_bytes, max_depth = screening
-        timed = time_fields is not None
-        fallbacks = [int(message.fallback_time * 1000) for message in messages] if timed else []
-        result = screen.scan([message.value for message in messages], fallbacks, time_fields, max_bytes, max_depth)
-        metrics.EVENTS_SCREENED.labels(source).inc(len(messages) - len(result[0]))
-        decoded = Decoded()
-        items = decoded.items
-
-        def decode(positions: Sequence[int]) -> int:
-            before = len(items)
-            decode_batch([messages[position] for position in positions], spec, decoded)
-            return len(items) - before
-
-        def tick(position: int, ts: float) -> None:
-            items.append(Tick(messages[position].origin, spec.logsource, ts))
-
-        return decoded, merge(result, len(messages), timed, decode, tick)
 
 
 @dataclass
@@ -134,19 +54,6 @@ class _Work:
     events: int
     snapshots: dict[TopicPartition, Snapshot] = field(default_factory=dict)
     """Detector state captured right after this batch, saved once the batch's offsets are committed."""
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections for an allocation-heavy loop over a large, long-lived ruleset.
-
-    Objects alive now (compiled rules, indexes) move to the permanent generation
-    so full collections stop walking them; gen-0 runs every 50,000 allocations
-    instead of 700. Called after the initial compile and after each swap.
-    """
-    gc.unfreeze()  # let garbage of a replaced ruleset be collected
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def subscription_pattern(settings: KafkaSettings) -> str | None:
@@ -313,9 +220,9 @@ class KafkaRunner:
         max_batch = self.settings.max_batch
         try:
             while not stop.is_set():
-                for task in (submitter, detector):
+                for task in (submitter, detector, committer):
                     if task.done():
-                        task.result()  # surface a crash
+                        task.result()  # surface a crash: the consumer reconnects, nothing stops silently
                 self._backpressure(consumer)
                 batches = await consumer.getmany(timeout_ms=200, max_records=max_batch)
                 if batches:
@@ -391,12 +298,12 @@ class KafkaRunner:
     def _process_locked(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer,
                         screened: Screened | None) -> _Work:
         received = time.perf_counter()
-        items: list[Item] = []
-        rejected: list[Rejected] = []
+        decoded = Decoded()
         offsets: dict[TopicPartition, int] = {}
         leaving = self._leaving
         current = self.detector.current
         results = screened.results if screened is not None and screened.detection is current else {}
+        max_bytes = self.settings.max_message_bytes
         events = 0
         for tp, records in batches.items():
             if not records or tp in leaving:
@@ -405,9 +312,13 @@ class KafkaRunner:
             self.partition_state.observe(tp, records[0].offset)
             result = results.get(tp)
             if result is None:
-                events += self._decode(tp, records, spec, items, rejected)
+                before = len(decoded.items)
+                decode_batch(records, spec, decoded, max_bytes=max_bytes, partition=(tp.topic, tp.partition))
+                events += len(decoded.items) - before
             else:
-                events += self._cleared(tp, records, spec, result, current.stateful, items, rejected)
+                metrics.EVENTS_SCREENED.labels("kafka").inc(len(records) - len(result[0]))
+                events += decode_screened(result, len(records), spec, decoded, current.stateful,
+                                          *_picked(tp, records), max_bytes, (tp.topic, tp.partition))
             next_offset = records[-1].offset + 1
             offsets[tp] = next_offset
             self._processed[tp] = next_offset
@@ -415,63 +326,17 @@ class KafkaRunner:
             if high is not None:
                 self._lag[tp] = max(high - next_offset, 0)
                 metrics.KAFKA_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(self._lag[tp])
-        alerts = self.detector.process(items) if items else []
+        for reject in decoded.rejected:
+            metrics.MESSAGES_REJECTED.labels("kafka", reject.reason).inc()
+        alerts = self.detector.process(decoded.items) if decoded.items else []
         metrics.EVENTS.labels("kafka").inc(events)
-        return _Work(alerts, rejected, offsets, received, events, self.partition_state.capture(offsets))
-
-    def _decode(self, tp: TopicPartition, records: Iterable[Any], spec: InputSpec, items: list[Item],
-                rejected: list[Rejected]) -> int:
-        """Decode ``records`` into ``items`` (rejects into ``rejected``); returns the number of events decoded."""
-        before = len(items)
-        topic, partition = tp.topic, tp.partition
-        decoder, logsource, time_fields = spec.decoder, spec.logsource, spec.time_fields
-        max_bytes = self.settings.max_message_bytes
-        append = items.append
-        for record in records:
-            value = record.value
-            try:
-                if value is None:
-                    raise DecodeError("empty", "message has no value (tombstone)")
-                if len(value) > max_bytes:
-                    raise DecodeError("oversize", f"message of {len(value)} bytes exceeds {max_bytes}")
-                events = decoder(value)
-            except Exception as exc:
-                reason = exc.reason if isinstance(exc, DecodeError) else "decoder_error"
-                headers = tuple((k, v or b"") for k, v in (record.headers or ()))
-                origin = Origin("kafka", topic, partition, record.offset)
-                rejected.append(Rejected(RawMessage(value or b"", origin, record.timestamp / 1000.0, headers,
-                                                    record.key), reason, str(exc)))
-                metrics.MESSAGES_REJECTED.labels("kafka", reason).inc()
-                continue
-            if len(events) == 1:
-                append(Item(events[0], (topic, partition, record.offset), logsource, time_fields,
-                            record.timestamp / 1000.0))
-            else:
-                for index, event in enumerate(events):
-                    sub = Origin("kafka", topic, partition, record.offset, str(index))
-                    append(Item(event, sub, logsource, time_fields, record.timestamp / 1000.0))
-        return len(items) - before
+        return _Work(alerts, decoded.rejected, offsets, received, events, self.partition_state.capture(offsets))
 
     def _screen(self, spec: InputSpec, current: Any) -> Screening | None:
         """How to screen a topic's records (see :func:`screening_for`), or None: decode them all."""
         if not self.events.screen:
             return None
         return screening_for(spec, current, self.settings.max_message_bytes)
-
-    def _cleared(self, tp: TopicPartition, records: list[Any], spec: InputSpec, result: ScreenResult, timed: bool,
-                 items: list[Item], rejected: list[Rejected]) -> int:
-        """Decode only the records the screen could not clear; the cleared ones become one
-        :class:`Tick` per run (their latest event time) when stateful detectors need time (``timed``).
-        Returns the number of events: cleared plus decoded."""
-        metrics.EVENTS_SCREENED.labels("kafka").inc(len(records) - len(result[0]))
-
-        def decode(positions: Sequence[int]) -> int:
-            return self._decode(tp, [records[position] for position in positions], spec, items, rejected)
-
-        def tick(position: int, ts: float) -> None:
-            items.append(Tick((tp.topic, tp.partition, records[position].offset), spec.logsource, ts))
-
-        return merge(result, len(records), timed, decode, tick)
 
     def busy_scopes(self) -> set[tuple[str, int] | None]:
         """Scopes with records left to read: their event time must not be moved on by the heartbeat.
@@ -601,6 +466,19 @@ class KafkaRunner:
         self._rebalances += 1
         self.assigned = assigned
         metrics.KAFKA_PARTITIONS_ASSIGNED.set(len(assigned))
+
+
+def _picked(tp: TopicPartition, records: Sequence[Any]) -> tuple[
+        Callable[[Sequence[int]], list[Any]], Callable[[int], tuple[str, int, int]]]:
+    """For :func:`decode_screened`: the records at the screen's picked positions, and a cleared
+    run's origin."""
+    def records_at(positions: Sequence[int]) -> list[Any]:
+        return [records[position] for position in positions]
+
+    def origin_at(position: int) -> tuple[str, int, int]:
+        return tp.topic, tp.partition, records[position].offset
+
+    return records_at, origin_at
 
 
 async def _quiet_stop(consumer: AIOKafkaConsumer) -> None:

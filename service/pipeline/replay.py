@@ -1,0 +1,190 @@
+"""The pipeline core over a finite file: what ``pipesentry eval`` (and a backtest) runs.
+
+:class:`LineFileSource` reads a file (or stdin) once, from its first line to its last, and
+gives every line the origin the live inputs give it: a file read through ``files:`` with
+``start_at: beginning`` (``path:inode:byte offset:line hash``), stdin by a hash of the line.
+Run through the same :class:`~service.pipeline.core.Pipeline` (screen, decoder, detector,
+settings) into a :class:`Collector`, a file therefore raises the same alerts, with the same
+ids, in ``eval`` as in ``pipesentry run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from functools import partial
+from typing import IO, Any, Protocol
+
+from detectors.alert import Alert
+from detectors.model import LogSource, Origin
+from service.pipeline.core import IngestResult
+from service.pipeline.source import Batch
+from service.sources.base import InputSpec, RawMessage, Rejected
+from service.sources.filetail import line_origin
+from service.sources.http import content_origin
+
+BATCH_LINES = 1000
+
+
+class Collector:
+    """An alert router that keeps what it is given, in order (``eval``'s sink)."""
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    async def submit(self, alerts: Sequence[Alert]) -> None:
+        self.alerts.extend(alerts)
+
+
+class _Numbered:
+    """Builds a line's origin and remembers which line it belongs to (alerts carry the origin object)."""
+
+    __slots__ = ("build", "line", "seen")
+
+    def __init__(self, build: Callable[[], Origin], line: int, seen: dict[int, tuple[int, Origin]]) -> None:
+        self.build = build
+        self.line = line
+        self.seen = seen
+
+    def __call__(self) -> Origin:
+        origin = self.build()
+        self.seen[id(origin)] = (self.line, origin)
+        return origin
+
+
+Outcome = Callable[[list[tuple[int, Alert]], list[tuple[int, Rejected]]], None]
+"""Told after each accepted batch: its alerts and rejects, each with its line number."""
+
+
+class _Counter(Protocol):
+    lines: int
+
+
+def numbered_lines(stream: IO[bytes], counter: _Counter | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """``(line number, byte offset, line)`` of every non-blank line, cut as the ``files:`` follower
+    cuts them (``\\n`` or ``\\r\\n``); ``counter.lines`` follows the lines read, blank ones included."""
+    at = 0
+    for number, raw in enumerate(stream, start=1):
+        if counter is not None:
+            counter.lines = number
+        start, at = at, at + len(raw)
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line.strip():
+            yield number, start, line
+
+
+def reject_text(reject: Rejected) -> str:
+    """How a line the decoder rejected is reported (``line N: <this>``)."""
+    if reject.reason == "not_object":
+        return f"not a JSON object ({reject.error})"
+    return reject.error
+
+
+class LineFileSource:
+    """A finite stream of lines as a :class:`~service.pipeline.source.Source`.
+
+    ``path``: the file's name as the ``files:`` input would be configured (its origins are the
+    follower's); None reads ``stream`` as stdin. ``spec_of``: the spec of a line (e.g. by a log
+    source field); each batch holds consecutive lines of one spec, so order is kept.
+    """
+
+    name = "file"
+
+    def __init__(self, stream: IO[bytes], spec: InputSpec, outcome: Outcome, *, path: str | None = None,
+                 spec_of: Callable[[bytes], InputSpec] | None = None, batch_lines: int = BATCH_LINES) -> None:
+        self._stream = stream
+        self._spec = spec
+        self._outcome = outcome
+        self._path = path
+        self._spec_of = spec_of
+        self._batch_lines = batch_lines
+        self.name = "stdin" if path is None else "file"
+        self.lines = 0
+        """Lines read (blank ones included)."""
+        self.events = 0
+        """Events accepted by the pipeline (screen-cleared ones included)."""
+        self.last_line = 0
+        """The last line handed on: alerts decided at the end of the input are reported on it."""
+        self.last_origin: Origin | None = None
+
+    def _origin(self, prefix: str | None, at: int, line: bytes) -> Callable[[], Origin]:
+        if prefix is None:
+            return partial(content_origin, "stdin", line)
+        return partial(line_origin, prefix, at, line)
+
+    async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
+        prefix = None
+        if self._path is not None:
+            prefix = f"{self._path}:{os.fstat(self._stream.fileno()).st_ino}"
+        seen: dict[int, tuple[int, Origin]] = {}
+        messages: list[RawMessage] = []
+        numbers: list[int] = []
+        spec = self._spec
+        for number, start, line in numbered_lines(self._stream, self):
+            line_spec = self._spec_of(line) if self._spec_of is not None else spec
+            if messages and (line_spec is not spec or len(messages) >= self._batch_lines):
+                yield self._batch(messages, numbers, spec, seen)
+                messages, numbers = [], []
+            spec = line_spec
+            now = time.time()  # the fallback time of an event without one, as the live inputs set it
+            messages.append(RawMessage(line, _Numbered(self._origin(prefix, start, line), number, seen), now))
+            numbers.append(number)
+            if stop.is_set():
+                break
+        if messages:
+            yield self._batch(messages, numbers, spec, seen)
+
+    def _batch(self, messages: list[RawMessage], numbers: list[int], spec: InputSpec,
+               seen: dict[int, tuple[int, Origin]]) -> Batch:
+        async def ack(result: IngestResult) -> None:
+            last = numbers[-1]
+            index = {id(message): number for message, number in zip(messages, numbers, strict=True)}
+            alerts = [(seen.get(id(alert.origin), (last, None))[0], alert) for alert in result.alerts]
+            rejects = [(index.get(id(reject.message), last), reject) for reject in result.rejected]
+            self.last_line = last
+            self.events += result.accepted
+            self.last_origin = messages[-1].origin
+            seen.clear()
+            self._outcome(alerts, rejects)
+
+        return Batch(messages, spec, ack)
+
+
+def logsource_spec(field: str, base: InputSpec) -> Callable[[bytes], InputSpec]:
+    """The spec of a line whose log source is in ``field`` (an object with product/category/service
+    or a ``product=X,...`` string); lines without one keep ``base``'s."""
+    import orjson
+
+    specs: dict[LogSource | None, InputSpec] = {base.logsource: base}
+
+    def spec_of(line: bytes) -> InputSpec:
+        try:
+            event: Any = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return base
+        logsource = event_logsource(event, field, base.logsource) if isinstance(event, dict) else base.logsource
+        spec = specs.get(logsource)
+        if spec is None:
+            spec = specs[logsource] = InputSpec(base.name, base.decoder, logsource, base.time_fields)
+        return spec
+
+    return spec_of
+
+
+def event_logsource(event: dict[str, Any], field: str, default: LogSource | None) -> LogSource | None:
+    """The log source an event carries in ``field`` (object or ``product=X,...`` string), else ``default``."""
+    value = event.get(field)
+    if isinstance(value, dict):
+        parts = {k: value.get(k) for k in ("product", "category", "service")}
+        if any(isinstance(v, str) for v in parts.values()):
+            return LogSource(**{k: v if isinstance(v, str) else None for k, v in parts.items()})
+    elif isinstance(value, str):
+        try:
+            return LogSource.parse(value)
+        except ValueError:
+            pass
+    return default
