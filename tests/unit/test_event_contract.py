@@ -6,9 +6,8 @@ event: the Python model (``detectors/event.py``), the Sigma engine and the nativ
 - For an event the screen clears, the time it reports is the model's ``event_time`` (or the
   fallback when the model finds none), with the default time fields.
 
-Cases marked ``RUST`` are where the screen still reads time the pre-``detectors.event`` way
-(case-sensitive names, lists not walked, a list-valued field skipped): see the report of the
-event-model change; the marker is strict, so the fix in ``walk.rs`` must remove it.
+Time fields the screen reads only in their exact spelling outside lists: another case, a list
+(as the value or on the way) or a mixed flat/nested spelling hands the event to Python.
 """
 
 from __future__ import annotations
@@ -28,8 +27,6 @@ from tests.unit.test_sigma_support import build, rule_yaml
 
 LS = LogSource(product="test")
 FALLBACK_MS = 1_700_000_000_999
-
-RUST = pytest.mark.xfail(strict=True, reason="walk.rs reads time fields case-sensitively and not through lists")
 
 
 def _deep(depth: int, path: list[str], leaf: Any) -> dict[str, Any]:
@@ -101,18 +98,19 @@ TIME_CASES: list[dict[str, Any]] = [
     {"time": "yesterday"},
 ]
 
-# the same, where the screen still differs (strict xfail there, see RUST)
-RUST_TIME_CASES: list[dict[str, Any]] = [
+# the screen hands these to Python, which reads them as the model does
+PYTHON_TIME_CASES: list[dict[str, Any]] = [
     {"event": {"created": [ISO]}},
     {"@timestamp": [ISO, "2025-01-01T00:00:00Z"]},
     {"event": [{"created": ISO}]},
     {"Timestamp": ISO},
     {"utctime": "2024-01-01 00:00:00"},
     {"Event": {"Created": T0}},
+    {"": {"ts": T0}},
 ]
 
 
-@pytest.mark.parametrize("event", TIME_CASES + RUST_TIME_CASES)
+@pytest.mark.parametrize("event", TIME_CASES + PYTHON_TIME_CASES)
 def test_model_and_input_read_one_time(event: dict[str, Any]) -> None:
     ts = event_time(event, DEFAULT_TIME_FIELDS)
     item = Item(event, ("t", 0, 0), LS, DEFAULT_TIME_FIELDS, FALLBACK_MS / 1000)
@@ -120,13 +118,14 @@ def test_model_and_input_read_one_time(event: dict[str, Any]) -> None:
 
 
 @pytest.mark.skipif(not AVAILABLE, reason="the native screen is not built (no Rust toolchain)")
-@pytest.mark.parametrize("event", TIME_CASES + [pytest.param(e, marks=RUST) for e in RUST_TIME_CASES])
+@pytest.mark.parametrize("event", TIME_CASES + PYTHON_TIME_CASES)
 def test_screen_reports_the_model_time(event: dict[str, Any]) -> None:
     screen = build(rule_yaml({"sel": {"never.here": "x"}, "condition": "sel"})).screen(LS)
     assert screen is not None
     picked, latest = screen.scan([orjson.dumps(event)], [FALLBACK_MS], list(DEFAULT_TIME_FIELDS), 1 << 20, 64)
     if picked:  # handed to Python, which reads the time itself
         return
+    assert event not in PYTHON_TIME_CASES, "the screen read a time spelled in a way it does not read"
     ts = event_time(event, DEFAULT_TIME_FIELDS)
     assert latest == [FALLBACK_MS / 1000 if ts is None else ts]
 
@@ -157,20 +156,7 @@ def test_random_events_read_alike(event: dict[str, Any], field: str) -> None:
     picked, latest = screen.scan([orjson.dumps(event)], [FALLBACK_MS], list(DEFAULT_TIME_FIELDS), 1 << 20, 64)
     if expected:
         assert picked == [0], "the screen cleared an event the engine matches"
-    elif not picked and _screen_reads_time_alike(event):
+    elif not picked:
         ts = event_time(event, DEFAULT_TIME_FIELDS)
         assert latest == [FALLBACK_MS / 1000 if ts is None else ts]
 
-
-def _screen_reads_time_alike(event: Any, depth: int = 0) -> bool:
-    """False where walk.rs still differs (see RUST): a key spelled unlike the time field in
-    case, or a list on the way to it (or holding it)."""
-    if isinstance(event, list):
-        return False
-    if not isinstance(event, dict):
-        return True
-    for key, value in event.items():
-        if key.lower() in {"ts", "event", "event.created", "created"} and (
-                key not in {"ts", "event", "event.created", "created"} or not _screen_reads_time_alike(value, depth + 1)):
-            return False
-    return True

