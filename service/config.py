@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from detectors.event import DEFAULT_TIME_FIELDS
 from detectors.model import LogSource
 from detectors.yamlsafe import YamlError, YamlLimits, load_one
 from service.alerting.config import AlertingSettings
@@ -279,7 +280,7 @@ class RulesSettings(_Strict):
 class EventSettings(_Strict):
     """How events are read, whatever the input."""
 
-    timestamp_fields: list[str] = Field(default_factory=lambda: ["@timestamp", "timestamp", "time"])
+    timestamp_fields: list[str] = Field(default_factory=lambda: list(DEFAULT_TIME_FIELDS))
     """Dotted fields tried in order for the event time (ISO 8601, epoch seconds or milliseconds)."""
     max_depth: int = Field(default=64, ge=1, le=1000)
     max_event_bytes: int = Field(default=1_048_576, ge=64)

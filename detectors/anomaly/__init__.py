@@ -11,7 +11,6 @@ Pure (no I/O, no clock): time is the ``ts`` argument or an event field. See
 
 from detectors.anomaly.engine import AnomalyEngine
 from detectors.anomaly.spec import CHECK_TYPES, CheckCommon, CheckError, parse_checks
-from detectors.anomaly.timeutil import parse_duration, parse_timestamp
+from detectors.anomaly.timeutil import parse_duration
 
-__all__ = ["CHECK_TYPES", "AnomalyEngine", "CheckCommon", "CheckError", "parse_checks", "parse_duration",
-           "parse_timestamp"]
+__all__ = ["CHECK_TYPES", "AnomalyEngine", "CheckCommon", "CheckError", "parse_checks", "parse_duration"]

@@ -21,9 +21,10 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any, ClassVar
 
-from detectors.anomaly.keys import MISSING, SOURCE_FIELD, Key, get_field, key_repr, key_text, source_text
+from detectors.anomaly.keys import SOURCE_FIELD, Key, key_repr, key_text, source_text
 from detectors.anomaly.spec import CheckCommon
-from detectors.anomaly.timeutil import MAX_TS, BadTimestamp, iso, parse_timestamp
+from detectors.anomaly.timeutil import iso
+from detectors.event import MAX_TS, MISSING, BadTimestamp, get, parse_timestamp
 from detectors.model import Event, LogSource, Match, RuleInfo
 from detectors.state import LruMap
 
@@ -84,7 +85,7 @@ class Check(ABC):
         field = self.ts_field
         if field is None:
             return ts
-        raw = get_field(event, field)
+        raw = get(event, field)
         if raw is MISSING or raw is None:
             self.counters["no_timestamp"] += 1
             return None
@@ -108,7 +109,7 @@ class Check(ABC):
             if name == SOURCE_FIELD and self._source_key:
                 parts.append(source_text(logsource))
                 continue
-            value = get_field(event, name)
+            value = get(event, name)
             if value is MISSING:
                 self.counters["missing_key"] += 1
                 return None

@@ -21,8 +21,9 @@ from array import array
 from typing import Any
 
 from detectors.anomaly.base import WindowedCheck, closed_until, key_list, key_tuple
-from detectors.anomaly.keys import MISSING, Key, get_field, key_text
+from detectors.anomaly.keys import Key, key_text
 from detectors.anomaly.spec import CardinalitySpec
+from detectors.event import MISSING, get
 from detectors.model import Event, Match
 from detectors.sketches import HyperLogLog, hash64
 from detectors.state import LruMap
@@ -47,7 +48,7 @@ class CardinalityCheck(WindowedCheck):
         return self._keys
 
     def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
-        raw = get_field(event, self.s.field)
+        raw = get(event, self.s.field)
         if raw is MISSING or raw is None:
             self.counters["missing_value"] += 1
             return []

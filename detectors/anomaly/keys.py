@@ -1,4 +1,4 @@
-"""Reading fields and building per-check keys from events.
+"""Building per-check keys from event fields (read with :func:`detectors.event.get`).
 
 Why: keys come from event content, which can be huge or nested; a key must be
 small (state is held per key) and stable across restarts (it is persisted).
@@ -12,29 +12,13 @@ from typing import Any
 
 import orjson
 
-from detectors.model import Event, LogSource
+from detectors.model import LogSource
 from detectors.sketches import hash64
 
 MAX_KEY_CHARS = 256
 SOURCE_FIELD = "_source"
-MISSING = object()
 
 Key = tuple[str, ...]
-
-
-def get_field(event: Event, name: str) -> Any:
-    """The value at ``name`` (a literal key first, then a dotted path); ``MISSING`` if absent."""
-    value = event.get(name, MISSING)
-    if value is not MISSING or "." not in name:
-        return value
-    current: Any = event
-    for part in name.split("."):
-        if not isinstance(current, dict):
-            return MISSING
-        current = current.get(part, MISSING)
-        if current is MISSING:
-            return MISSING
-    return current
 
 
 def key_text(value: Any) -> tuple[str, bool]:

@@ -27,8 +27,9 @@ from typing import Any
 
 from detectors.anomaly import episodes
 from detectors.anomaly.base import Check, WindowedCheck, closed_until, key_list, key_tuple
-from detectors.anomaly.keys import MISSING, Key, get_field
+from detectors.anomaly.keys import Key
 from detectors.anomaly.spec import MetricSpec
+from detectors.event import MISSING, get
 from detectors.model import Event, Match
 from detectors.state import LruMap
 
@@ -77,7 +78,7 @@ class MetricCheck(WindowedCheck):
         return Check.is_late(self, t)
 
     def _value(self, event: Event) -> float | None:
-        raw = get_field(event, self.s.field)
+        raw = get(event, self.s.field)
         if raw is MISSING or raw is None:
             self.counters["missing_value"] += 1
             return None

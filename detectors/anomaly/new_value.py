@@ -21,8 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from detectors.anomaly.base import Check, key_list, key_tuple
-from detectors.anomaly.keys import MISSING, Key, get_field, key_text
+from detectors.anomaly.keys import Key, key_text
 from detectors.anomaly.spec import NewValueSpec
+from detectors.event import MISSING, get
 from detectors.model import Event, Match
 from detectors.sketches import BloomFilter, hash64, hash128
 from detectors.state import LruMap
@@ -56,7 +57,7 @@ class NewValueCheck(Check):
     def _values(self, event: Event) -> tuple[str, ...] | None:
         values: list[str] = []
         for name in self.s.fields:
-            raw = get_field(event, name)
+            raw = get(event, name)
             if raw is MISSING or raw is None:
                 self.counters["missing_value"] += 1
                 return None

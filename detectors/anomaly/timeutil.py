@@ -1,8 +1,7 @@
-"""Durations in check files and event timestamps, both as float epoch seconds.
+"""Durations in check files (seconds) and the ISO 8601 text of times in alerts.
 
-Why: checks run in event time, so every event's time must be read the same way
-(ISO 8601 strings, epoch seconds or milliseconds) and bad values must be told
-apart from missing ones so they can be counted as skips.
+Event timestamps are read by :mod:`detectors.event` (``parse_timestamp``), like every
+other reader of event time: checks run in event time, so they must agree with the inputs.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from detectors.timestamps import EPOCH_MS_THRESHOLD, MAX_TS, BadTimestamp, parse_timestamp
-
-__all__ = ["EPOCH_MS_THRESHOLD", "MAX_TS", "BadTimestamp", "iso", "parse_duration", "parse_timestamp"]
+__all__ = ["iso", "parse_duration"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}

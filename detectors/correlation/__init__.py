@@ -12,10 +12,8 @@ from detectors.correlation.condition import Condition, condition_from_mapping
 from detectors.correlation.engine import SKIP_REASONS, CorrelationEngine, Limits
 from detectors.correlation.spec import CorrelationSpec
 from detectors.correlation.stream import CorrelatingEvaluator, correlate_stream
-from detectors.correlation.timestamps import DEFAULT_TIME_FIELDS, event_time, to_epoch
 
 __all__ = [
-    "DEFAULT_TIME_FIELDS",
     "SKIP_REASONS",
     "Condition",
     "CorrelatingEvaluator",
@@ -25,6 +23,4 @@ __all__ = [
     "compile_correlations",
     "condition_from_mapping",
     "correlate_stream",
-    "event_time",
-    "to_epoch",
 ]

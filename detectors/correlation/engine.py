@@ -28,9 +28,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.correlation.fields import MISSING, as_number, get_field, key_part
+from detectors.correlation.fields import as_number, key_part
 from detectors.correlation.spec import NUMERIC_TYPES, SLOT_TYPES, CorrelationSpec
 from detectors.correlation.windows import Entry, Window
+from detectors.event import MISSING, get
 from detectors.model import Event, Match
 
 SNAPSHOT_VERSION = 1
@@ -260,14 +261,14 @@ class CorrelationEngine:
             name = slot.group_fields[0]
             raw = source.get(name, MISSING)
             if raw is MISSING or raw is None or type(raw) is list:
-                raw = get_field(source, name)
+                raw = get(source, name)
                 if raw is MISSING:
                     self.counters["missing_group_by"] += 1
                     return
             key: Any = raw.lower() if type(raw) is str else key_part(raw)
             shown = (raw,)
         else:
-            shown = tuple(get_field(source, name) for name in slot.group_fields)
+            shown = tuple(get(source, name) for name in slot.group_fields)
             if MISSING in shown:
                 self.counters["missing_group_by"] += 1
                 return
@@ -317,7 +318,7 @@ class CorrelationEngine:
         if len(fields) == 1:
             raw = source.get(fields[0], MISSING)
             if raw is MISSING or raw is None or type(raw) is list:
-                raw = get_field(source, fields[0])
+                raw = get(source, fields[0])
                 if raw is MISSING:
                     self.counters["missing_value_field"] += 1
                     return MISSING
@@ -328,7 +329,7 @@ class CorrelationEngine:
                     return MISSING
                 return number
             return raw.lower() if type(raw) is str else key_part(raw)
-        raws = [get_field(source, name) for name in fields]
+        raws = [get(source, name) for name in fields]
         if MISSING in raws:
             self.counters["missing_value_field"] += 1
             return MISSING

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from detectors.correlation.engine import CorrelationEngine
-from detectors.correlation.timestamps import DEFAULT_TIME_FIELDS, event_time
+from detectors.event import DEFAULT_TIME_FIELDS, event_time
 from detectors.model import Event, LogSource, Match
 
 K = TypeVar("K")

@@ -18,7 +18,7 @@ from typing import Any
 
 from sigma.types import TimestampPart
 
-from detectors.sigma.fields import Flat, event_strings
+from detectors.event import Flat, event_strings
 from detectors.sigma.text import Kind, Pattern, as_text
 
 SEPARATOR = "\uffff"

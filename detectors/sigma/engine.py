@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 from sigma.correlations import SigmaCorrelationRule
 
+from detectors.event import flatten
 from detectors.model import Event, LogSource, Match, RuleInfo
 from detectors.sigma.atoms import Atom, View
 from detectors.sigma.compiled import CompiledRule, Context, make_match
-from detectors.sigma.fields import flatten
 from detectors.sigma.index import RuleIndex
 from detectors.sigma.screen import Screen, build
 

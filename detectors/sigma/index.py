@@ -12,9 +12,9 @@ from typing import Any
 
 import ahocorasick
 
+from detectors.event import Flat
 from detectors.sigma.atoms import Atom, Mode, View
 from detectors.sigma.compiled import CompiledRule, Context
-from detectors.sigma.fields import Flat
 from detectors.sigma.text import as_text
 
 _EXACT_MODES = (Mode.EXACT, Mode.EXACT_VERIFY)

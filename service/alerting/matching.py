@@ -9,36 +9,34 @@ from functools import lru_cache
 from typing import Any
 
 from detectors.alert import Alert
-
-_MISSING = object()
-
-
-def lookup(event: Mapping[str, Any] | None, path: str) -> Any:
-    """Value at a dotted path; a flat key containing dots wins over nesting.
-    Returns ``None`` when absent."""
-    if event is None:
-        return None
-    value = event.get(path, _MISSING)
-    if value is not _MISSING:
-        return value
-    current: Any = event
-    for part in path.split("."):
-        if type(current) is not dict and not isinstance(current, Mapping):
-            return None
-        current = current.get(part, _MISSING)
-        if current is _MISSING:
-            return None
-    return current
+from detectors.event import MISSING, get, values
 
 
 def field_value(alert: Alert, path: str) -> Any:
-    """A field for matching: the event's value, else a matched field's value."""
-    value = lookup(alert.event, path)
-    if value is None:
-        for name, matched in alert.matched:
-            if name == path:
-                return matched
+    """A field's one value for grouping (:func:`detectors.event.get`), else a matched field's
+    value; ``None`` when neither has it."""
+    value = get(alert.event, path)
+    if value is MISSING:
+        return _matched(alert, path)
     return value
+
+
+def field_values(alert: Alert, path: str) -> list[Any]:
+    """Every non-null value of a field for matching (:func:`detectors.event.values`: any list
+    element counts, as in Sigma), else the matched field's value."""
+    found = [v for v in values(alert.event, path) if v is not None] if alert.event is not None else []
+    if not found:
+        matched = _matched(alert, path)
+        if matched is not None:
+            found.append(matched)
+    return found
+
+
+def _matched(alert: Alert, path: str) -> Any:
+    for name, matched in alert.matched:
+        if name == path:
+            return matched
+    return None
 
 
 def as_text(value: Any) -> str:
@@ -70,8 +68,7 @@ def glob_any(patterns: Iterable[str], values: Iterable[str]) -> bool:
 def fields_match(alert: Alert, wanted: Mapping[str, str | list[str]]) -> bool:
     for path, expected in wanted.items():
         options = [expected] if isinstance(expected, str) else expected
-        value = field_value(alert, path)
-        texts = [as_text(v) for v in value] if isinstance(value, list) else [as_text(value)]
+        texts = [as_text(v) for v in field_values(alert, path)] or [""]
         if not glob_any(options, texts):
             return False
     return True

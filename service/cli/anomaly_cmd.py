@@ -28,8 +28,7 @@ from typing import IO, Any
 import orjson
 
 from detectors.anomaly import AnomalyEngine, CheckError
-from detectors.anomaly.keys import MISSING, get_field
-from detectors.anomaly.timeutil import BadTimestamp, parse_timestamp
+from detectors.event import MISSING, BadTimestamp, get, parse_timestamp
 from detectors.model import LogSource, Match, Origin
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
@@ -120,7 +119,7 @@ def replay(engine: AnomalyEngine, events: Iterable[dict[str, Any]], timestamp_fi
     clock: float | None = None
     for event in events:
         t: float | None = None
-        raw = get_field(event, timestamp_field)
+        raw = get(event, timestamp_field)
         if raw is not MISSING and raw is not None:
             try:
                 t = parse_timestamp(raw)

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.event import event_time
 from detectors.model import LogSource, Origin
-from detectors.timestamps import to_epoch
 from service.decoders import DecodeError, Decoder, build_decoder
 
 
@@ -108,14 +108,10 @@ class Item:
         return None
 
     def time(self) -> float:
-        """Event time (unix seconds) from the first usable time field, else the fallback."""
-        for name in self.time_fields:
-            value = lookup(self.event, name)
-            if value is not None:
-                parsed = parse_time(value)
-                if parsed is not None:
-                    return parsed
-        return self.fallback_time
+        """Event time (unix seconds) from the first usable time field (see
+        :func:`detectors.event.event_time`), else the fallback."""
+        ts = event_time(self.event, self.time_fields)
+        return self.fallback_time if ts is None else ts
 
 
 class Tick(Item):
@@ -141,38 +137,6 @@ class Rejected:
 class Decoded:
     items: list[Item] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-
-
-def lookup(event: Any, dotted: str) -> Any:
-    """``event[dotted]`` if present as a flat key, else the nested path ``a.b.c``."""
-    if not isinstance(event, dict):
-        return None
-    value = event.get(dotted)
-    if value is not None or "." not in dotted:
-        return value
-    node: Any = event
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-        if node is None:
-            return None
-    return node
-
-
-_last_text: list[Any] = [None, None]
-"""One-entry cache of the last ISO string parsed (the event loop is single-threaded)."""
-
-
-def parse_time(value: Any) -> float | None:
-    """Unix seconds from a timestamp value (see :mod:`detectors.timestamps`); else None."""
-    if isinstance(value, str) and value == _last_text[0]:  # events of one batch often share a timestamp
-        cached: float | None = _last_text[1]
-        return cached
-    result = to_epoch(value)
-    if isinstance(value, str):
-        _last_text[0], _last_text[1] = value, result
-    return result
 
 
 def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded | None = None, *,

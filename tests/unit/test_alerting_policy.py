@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import random
 
-from service.alerting.matching import glob_any, lookup
+from service.alerting.matching import glob_any
 from service.alerting.routes import TokenBucket
 from service.alerting.sinks.base import Backoff, CircuitBreaker
 from service.alerting.sinks.pagerduty import PagerDutyReceiver
 from service.alerting.sinks.webhook import signature
-
-
-def test_lookup_flat_and_nested() -> None:
-    event = {"host.name": "flat", "host": {"name": "nested", "ip": ["1.2.3.4"]}, "n": 0}
-    assert lookup(event, "host.name") == "flat"
-    assert lookup({"host": {"name": "nested"}}, "host.name") == "nested"
-    assert lookup(event, "host.ip") == ["1.2.3.4"]
-    assert lookup(event, "n") == 0
-    assert lookup(event, "host.name.x") is None
-    assert lookup(event, "missing.path") is None
-    assert lookup(None, "x") is None
 
 
 def test_glob_any() -> None:

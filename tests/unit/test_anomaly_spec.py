@@ -6,7 +6,8 @@ import pytest
 
 from detectors.anomaly import AnomalyEngine, parse_checks
 from detectors.anomaly.spec import DAY, WEEK, CardinalitySpec, VolumeSpec
-from detectors.anomaly.timeutil import BadTimestamp, iso, parse_duration, parse_timestamp
+from detectors.anomaly.timeutil import iso, parse_duration
+from detectors.event import BadTimestamp, parse_timestamp
 
 
 def test_list_mapping_and_multi_document_layouts() -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from detectors.correlation import CorrelationEngine, compile_correlations, event_time, to_epoch
+from detectors.correlation import CorrelationEngine, compile_correlations
+from detectors.event import event_time, to_epoch
 from detectors.model import Match, RuleInfo
 from detectors.sigma import RuleText, compile_ruleset
 from tests.unit.correlation_rules import FAILED_LOGIN

@@ -74,7 +74,7 @@ def test_retriable_is_a_class_fact() -> None:
 
 def test_specific_bases_still_catch() -> None:
     """Callers that catch ``ValueError``/``OSError`` keep working after the re-parenting."""
-    from detectors.timestamps import BadTimestamp, parse_timestamp
+    from detectors.event import BadTimestamp, parse_timestamp
     from service.state_store import StateStoreError
 
     with pytest.raises(ValueError):

@@ -96,13 +96,8 @@ def missing_times(offset: float) -> dict[str, Any]:
 CASES = {
     "default-field": lambda offset: {"@timestamp": iso(offset)},
     "missing-times": missing_times,
-    "ts-field": pytest.param(lambda offset: {"ts": iso(offset)}, marks=pytest.mark.xfail(
-        strict=True, reason="event-model slice: `ts` is in correlation/timestamps.py's default time fields "
-                            "but not in config's events.timestamp_fields, so both read arrival times")),
-    "list-valued-time": pytest.param(lambda offset: {"event": {"created": [iso(offset), iso(offset + 0.5)]}},
-                                     marks=pytest.mark.xfail(strict=True, reason=(
-        "event-model slice: list-valued `event.created` (and `event.created` as a default time field) "
-        "is not read by Item.time, so both read arrival times"))),
+    "ts-field": lambda offset: {"ts": iso(offset)},
+    "list-valued-time": lambda offset: {"event": {"created": [iso(offset), iso(offset + 0.5)]}},
 }
 
 

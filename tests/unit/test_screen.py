@@ -188,7 +188,6 @@ TIME_FIELDS = ["@timestamp", "event.created", "time"]
     {"@timestamp": {"nested": 1}, "time": -5},
     {"@timestamp": -1},
     {"other": 1},
-    {"event": [{"created": 7}]},
 ])
 def test_cleared_event_time_is_the_python_paths(event):
     picked, latest = scan(SEL, event, time_fields=TIME_FIELDS, fallbacks=[1_700_000_000_999])

@@ -18,7 +18,7 @@ from detectors.model import LogSource, Origin
 from service.config import EventSettings, KafkaSettings, StdinSettings
 from service.detection import Detector, compile_detection
 from service.pipeline import IngestResult, drive
-from service.sources.base import InputSpec, Item, LineSplitter, RawMessage, decode_batch, parse_time
+from service.sources.base import InputSpec, Item, LineSplitter, RawMessage, decode_batch
 from service.sources.filetail import FileFollower
 from service.sources.kafka import OffsetTracker
 from service.sources.stdin import StdinSource
@@ -55,19 +55,6 @@ async def eventually(predicate, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
-
-
-@pytest.mark.parametrize("value, expected", [
-    ("2026-01-02T03:04:05Z", 1767323045.0),
-    ("2026-01-02T03:04:05.250+01:00", 1767319445.25),
-    ("2026-01-02 03:04:05", 1767323045.0),
-    (1767323045, 1767323045.0),
-    (1767323045250, 1767323045.25),
-    ("1767323045.5", 1767323045.5),
-    ("yesterday", None), (True, None), (None, None), (-5, None), (float("nan"), None),
-])
-def test_parse_time(value, expected):
-    assert parse_time(value) == expected
 
 
 def test_item_time_uses_first_usable_field_then_fallback():

@@ -1,5 +1,5 @@
 //! Event time of the common timestamp shapes, computed exactly as
-//! `detectors.timestamps.parse_timestamp` does; anything else is `Unsure`
+//! `detectors.event.parse_timestamp` does; anything else is `Unsure`
 //! (the event then goes to Python, which reads it with the one parser).
 
 #[derive(Clone, Copy)]

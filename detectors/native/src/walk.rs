@@ -1,7 +1,8 @@
 //! One pass over a raw JSON message: Sigma field paths as the Python engine flattens them
 //! (lower-cased keys joined by dots, list elements under their list's path), each scalar
-//! scanned against its field's plan, plus the event-time fields (case-sensitive, as
-//! `service.sources.base.lookup` reads them).
+//! scanned against its field's plan, plus the event-time fields in their exact spelling
+//! (`detectors.event` also reads other cases, lists and mixed flat/nested keys: those make the
+//! event unsure).
 //!
 //! Whatever the walk cannot decide the way Python would (keys and scanned values Python 3.11
 //! may case-fold otherwise, unusual timestamps, messages Python may reject) makes the event
@@ -63,7 +64,7 @@ pub struct Walk<'p> {
     verdicts: Vec<(u32, Verdict)>,
 }
 
-/// Python's flattening stops descending deeper than this (``detectors.sigma.fields.MAX_DEPTH``
+/// Python's flattening stops descending deeper than this (``detectors.event.MAX_DEPTH``
 /// with a margin): in strict mode a deeper event is unsure.
 const STRICT_DEPTH: usize = 30;
 
@@ -231,7 +232,13 @@ impl<'p> Walk<'p> {
                 self.slots[slot].present = true;
             }
         }
-        if self.time_fields.is_empty() || self.lists > 0 {
+        if self.time_fields.is_empty() {
+            return saved;
+        }
+        if self.time_elsewhere(key) {
+            self.unsure = true;
+        }
+        if self.lists > 0 {
             return saved;
         }
         if self.depth == 1 {
@@ -261,6 +268,44 @@ impl<'p> Walk<'p> {
             }
         }
         saved
+    }
+
+    /// True when the key leads (case-insensitively, as `detectors.event.get` reads names) to a
+    /// time field by a way this walk does not read itself: another case, through a list, or
+    /// through a dotted key below the top level. Python then reads the time.
+    fn time_elsewhere(&self, key: &str) -> bool {
+        let path = self.path.as_bytes();
+        for name in self.time_fields {
+            let name = name.as_bytes();
+            let related = if name.len() == path.len() {
+                name.eq_ignore_ascii_case(path)
+            } else {
+                name.len() > path.len()
+                    && name[path.len()] == b'.'
+                    && name[..path.len()].eq_ignore_ascii_case(path)
+            };
+            if !related {
+                continue;
+            }
+            let key = key.as_bytes();
+            let exact = self.lists == 0
+                && if self.depth == 1 {
+                    name.starts_with(key) && (name.len() == key.len() || name[key.len()] == b'.')
+                } else {
+                    let raw = self.raw.as_bytes();
+                    self.dotted == 0
+                        && !key.contains(&b'.')
+                        && name.len() > raw.len() + key.len()
+                        && name.starts_with(raw)
+                        && name[raw.len()] == b'.'
+                        && name[raw.len() + 1..].starts_with(key)
+                        && (name.len() == raw.len() + 1 + key.len() || name[raw.len() + 1 + key.len()] == b'.')
+                };
+            if !exact {
+                return true;
+            }
+        }
+        false
     }
 
     fn unkey(&mut self, saved: Saved<'p>) {
@@ -300,7 +345,8 @@ impl<'p> Walk<'p> {
 
     fn enter<E: de::Error>(&mut self, list: bool) -> Result<(), E> {
         if !self.pending.is_empty() {
-            self.stamp(Some(Read::Not));
+            // an object is not a time; a list is read by its first non-null element (Python's)
+            self.stamp(Some(if list { Read::Unsure } else { Read::Not }));
         }
         self.depth += 1;
         if list {
