@@ -12,8 +12,8 @@ pub enum Read {
     Unsure,
 }
 
-const EPOCH_MS_THRESHOLD: f64 = 1e11;
-const MAX_TS: f64 = 253402300799.0;
+pub const EPOCH_MS_THRESHOLD: f64 = 1e11;
+pub const MAX_TS: f64 = 253402300799.0;
 
 pub fn number(value: f64) -> Read {
     if !value.is_finite() || value < 0.0 {

@@ -63,10 +63,6 @@ pub struct Walk<'p> {
     verdicts: Vec<(u32, Verdict)>,
 }
 
-/// Python's flattening stops descending deeper than this (``detectors.sigma.fields.MAX_DEPTH``
-/// with a margin): in strict mode a deeper event is unsure.
-const STRICT_DEPTH: usize = 30;
-
 /// Below this code point (Latin, Greek, Cyrillic, Armenian) lower-casing has been the same in
 /// every Unicode version since long before Python 3.11's.
 const STABLE_CASE: u32 = 0x0590;
@@ -309,7 +305,7 @@ impl<'p> Walk<'p> {
         if self.depth > self.max_depth {
             return Err(E::custom(Stop)); // Python rejects it: let Python say so
         }
-        if self.plan.strict && self.depth > STRICT_DEPTH {
+        if self.plan.strict && self.depth > self.plan.strict_depth {
             self.unsure = true;
             return Err(E::custom(Stop));
         }
@@ -742,6 +738,7 @@ mod tests {
             slots: FastMap::default(),
             texts: vec![],
             strict: false,
+            strict_depth: 30,
             atom_count: 1,
             key_count: 0,
         }
