@@ -808,3 +808,269 @@ impl Plan {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walk::Walk;
+
+    const ATOM: i64 = 0;
+    const NOT: i64 = 2;
+    const AND: i64 = 3;
+    const OR: i64 = 4;
+
+    /// One rule, `a: x and not b: y` (atoms 0 and 1), triggered by atom 0.
+    fn input() -> PlanIn {
+        PlanIn {
+            fields: vec![
+                (
+                    "a".into(),
+                    (vec![("x".into(), vec![0], vec![])], vec![], vec![]),
+                ),
+                (
+                    "b".into(),
+                    (vec![("y".into(), vec![1], vec![])], vec![], vec![]),
+                ),
+            ],
+            keywords: None,
+            checks: vec![],
+            triggers: vec![(0, vec![0])],
+            rest: vec![vec![]],
+            always: false,
+            programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (NOT, 0), (AND, 2)])],
+            untriggered: vec![],
+            special: vec![],
+            atom_count: 2,
+            strict_depth: 30,
+        }
+    }
+
+    /// Whether the event may match (None: the walk could not read it as Python would).
+    fn candidate(plan: &Plan, message: &str) -> Option<bool> {
+        let mut walk = Walk::new(plan, &[], 64, ValueCache::default());
+        if !walk.run(message.as_bytes()) {
+            return None;
+        }
+        let Walk { hits, tried, .. } = &mut walk;
+        Some(plan.candidate(hits, tried))
+    }
+
+    #[test]
+    fn ids_positions_and_codes_out_of_range_are_refused() {
+        let mut bad = input();
+        bad.triggers = vec![(2, vec![0])];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("atom id out of range")
+        );
+        let mut bad = input();
+        bad.triggers = vec![(0, vec![1])];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("rule position out of range")
+        );
+        let mut bad = input();
+        bad.programs = vec![Some(vec![(ATOM, 9)])];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("atom id out of range")
+        );
+        let mut bad = input();
+        bad.programs = vec![];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("programs do not fit the rules")
+        );
+        let mut bad = input();
+        bad.untriggered = vec![0];
+        bad.programs = vec![None];
+        assert!(Plan::from_input(bad).is_err()); // an untriggered rule needs its program
+        let mut bad = input();
+        bad.checks = vec![(0, 6, "x".into(), false, vec![])];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("unknown CheckKind code 6")
+        );
+        let mut bad = input();
+        bad.special = vec![(1, 3, "b".into(), String::new(), false, false, false)];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("unknown SpecialKind code 3")
+        );
+        assert!(Plan::from_input(input()).is_ok());
+    }
+
+    #[test]
+    fn a_candidate_whose_program_is_false_is_dropped() {
+        let plan = Plan::from_input(input()).expect("plan");
+        assert!(plan.strict);
+        assert_eq!(candidate(&plan, r#"{"a": "X", "b": "z"}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "Y"}"#), Some(false));
+        assert_eq!(candidate(&plan, r#"{"a": "z"}"#), Some(false));
+        // strict: a duplicated key is resolved by Python (the last one wins), not here
+        assert_eq!(candidate(&plan, r#"{"a": "x", "a": "z"}"#), None);
+    }
+
+    #[test]
+    fn without_a_program_the_trigger_clauses_decide() {
+        let mut input = input();
+        input.programs = vec![None];
+        input.rest = vec![vec![vec![1]]]; // "and b: y" as a second trigger clause
+        let plan = Plan::from_input(input).expect("plan");
+        assert!(!plan.strict);
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "y"}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "z"}"#), Some(false));
+        // not strict: both values of a duplicated key are seen
+        assert_eq!(
+            candidate(&plan, r#"{"a": "z", "a": "x", "b": "y"}"#),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn checks_confirm_what_keys_found() {
+        let mut input = input();
+        input.fields[0].1 .0 = vec![];
+        input.fields[0].1 .1 = vec![0]; // atom 0 checked on every value of "a"
+        input.programs = vec![None];
+        for (kind, literal, glob, hit, miss) in [
+            (CheckKind::Prefix, "ab", vec![], "ABc", "cab"),
+            (CheckKind::Suffix, "bc", vec![], "aBC", "bca"),
+            (CheckKind::Contains, "b", vec![], "abc", "ac"),
+            (CheckKind::Exact, "abc", vec![], "ABC", "abcd"),
+            (
+                CheckKind::Glob,
+                "",
+                vec![
+                    (0, "a".to_owned()),
+                    (1, "*".to_owned()),
+                    (2, "?".to_owned()),
+                ],
+                "abc",
+                "a",
+            ),
+            (CheckKind::Regex, "^a+b$", vec![], "aab\n", "ba"),
+        ] {
+            let mut input = PlanIn {
+                ..clone_input(&input)
+            };
+            input.checks = vec![(
+                0,
+                kind.code(),
+                literal.into(),
+                kind == CheckKind::Regex,
+                glob,
+            )];
+            let plan = Plan::from_input(input).expect("plan");
+            assert_eq!(
+                candidate(&plan, &format!(r#"{{"a": {hit:?}}}"#)),
+                Some(true),
+                "{kind:?}"
+            );
+            assert_eq!(
+                candidate(&plan, &format!(r#"{{"a": {miss:?}}}"#)),
+                Some(false),
+                "{kind:?}"
+            );
+        }
+        // an assumed check always counts
+        let mut assumed = clone_input(&input);
+        assumed.checks = vec![(0, CheckKind::Assume.code(), String::new(), false, vec![])];
+        let plan = Plan::from_input(assumed).expect("plan");
+        assert_eq!(candidate(&plan, r#"{"a": "anything"}"#), Some(true));
+    }
+
+    fn clone_input(input: &PlanIn) -> PlanIn {
+        PlanIn {
+            fields: input.fields.clone(),
+            keywords: input.keywords.clone(),
+            checks: input.checks.clone(),
+            triggers: input.triggers.clone(),
+            rest: input.rest.clone(),
+            always: input.always,
+            programs: input.programs.clone(),
+            untriggered: input.untriggered.clone(),
+            special: input.special.clone(),
+            atom_count: input.atom_count,
+            strict_depth: input.strict_depth,
+        }
+    }
+
+    #[test]
+    fn special_atoms_and_unknowns_in_programs() {
+        // rule: "a is null or b exists", untriggered (runs on every event)
+        let input = PlanIn {
+            fields: vec![],
+            keywords: None,
+            checks: vec![],
+            triggers: vec![],
+            rest: vec![vec![]],
+            always: false,
+            programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (OR, 2)])],
+            untriggered: vec![0],
+            special: vec![
+                (
+                    0,
+                    SpecialKind::Null.code(),
+                    "a".into(),
+                    String::new(),
+                    false,
+                    false,
+                    false,
+                ),
+                (
+                    1,
+                    SpecialKind::Exists.code(),
+                    "b".into(),
+                    String::new(),
+                    false,
+                    false,
+                    true,
+                ),
+            ],
+            atom_count: 2,
+            strict_depth: 30,
+        };
+        let plan = Plan::from_input(input).expect("plan");
+        assert_eq!(candidate(&plan, r#"{"a": 1}"#), Some(false));
+        assert_eq!(candidate(&plan, r#"{"a": null}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"x": 1}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"a": [null, 2], "c": 1}"#), Some(false));
+        assert_eq!(candidate(&plan, r#"{"a": 1, "B": {"c": 2}}"#), Some(true));
+        // a field reference between values the walk cannot fold is unknown: kept
+        let reference = PlanIn {
+            programs: vec![Some(vec![(ATOM, 0)])],
+            special: vec![(
+                0,
+                SpecialKind::FieldRef.code(),
+                "a".into(),
+                "b".into(),
+                false,
+                false,
+                false,
+            )],
+            atom_count: 1,
+            ..clone_input(&plan_input_untriggered())
+        };
+        let plan = Plan::from_input(reference).expect("plan");
+        assert_eq!(candidate(&plan, r#"{"a": "X", "b": "x"}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "y"}"#), Some(false));
+        assert_eq!(candidate(&plan, r#"{"a": "é", "b": "y"}"#), Some(true));
+    }
+
+    fn plan_input_untriggered() -> PlanIn {
+        PlanIn {
+            fields: vec![],
+            keywords: None,
+            checks: vec![],
+            triggers: vec![],
+            rest: vec![vec![]],
+            always: false,
+            programs: vec![None],
+            untriggered: vec![0],
+            special: vec![],
+            atom_count: 0,
+            strict_depth: 30,
+        }
+    }
+}

@@ -830,4 +830,111 @@ mod tests {
         // a final sigma by Rust's casing of a later letter (U+A7CD), not by Python's
         assert!(!stable_case("ΑΣ\u{a7cd}") && stable_case("ας\u{a7cd}"));
     }
+
+    /// The event time the walk reads (Err: unsure, Python decides; None in the outer option:
+    /// the message itself is left to Python).
+    fn time_of(message: &str, fields: &[&str]) -> Option<Result<Option<f64>, ()>> {
+        let plan = plan("unused", "v");
+        let fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        let mut walk = Walk::new(&plan, &fields, 64, ValueCache::default());
+        walk.run(message.as_bytes()).then(|| walk.time())
+    }
+
+    #[test]
+    fn paths_are_lower_cased_dotted_and_lists_are_transparent() {
+        let nested = plan("a.b.c", "x");
+        assert_eq!(finds(&nested, r#"{"A": {"b": {"C": "X"}}}"#), Some(true));
+        assert_eq!(
+            finds(&nested, r#"{"a": [{"b": [[{"c": "x"}]]}]}"#),
+            Some(true)
+        );
+        assert_eq!(finds(&nested, r#"{"a.b": {"c": "x"}}"#), Some(true)); // a flat dotted key
+        assert_eq!(
+            finds(&nested, r#"{"a": {"b": "x", "c": "x"}}"#),
+            Some(false)
+        );
+        let scalar = plan("n", "true");
+        assert_eq!(finds(&scalar, r#"{"n": [false, true]}"#), Some(true));
+        assert_eq!(finds(&scalar, r#"{"m": {"n": true}}"#), Some(false));
+    }
+
+    #[test]
+    fn messages_python_would_reject_or_read_otherwise_are_left_to_it() {
+        let plan = plan("a", "x");
+        for message in [
+            "",
+            "[]",
+            r#""a""#,
+            r#"{"a": "x"} trailing"#,
+            r#"{"a": "x",}"#,
+            "{\"a\": \"\\ud800\"}", // a lone surrogate
+            r#"{"a": NaN}"#,
+        ] {
+            assert_eq!(finds(&plan, message), None, "{message}");
+        }
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(70), "}".repeat(70));
+        assert_eq!(finds(&plan, &deep), None); // past max_depth: Python rejects it
+    }
+
+    #[test]
+    fn strict_screens_stop_at_the_depth_they_are_given() {
+        let mut strict = plan("a", "x");
+        strict.strict = true;
+        strict.strict_depth = 3;
+        assert_eq!(
+            finds(&strict, r#"{"b": {"c": {"d": 1}}, "a": "x"}"#),
+            Some(true)
+        );
+        assert_eq!(
+            finds(&strict, r#"{"b": {"c": {"d": {"e": 1}}}, "a": "x"}"#),
+            None
+        );
+        strict.strict = false;
+        assert_eq!(
+            finds(&strict, r#"{"b": {"c": {"d": {"e": 1}}}, "a": "x"}"#),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn event_time_from_the_first_time_field_present() {
+        let fields = ["@timestamp", "event.created", "ts"];
+        assert_eq!(
+            time_of(
+                r#"{"ts": 1704067200, "@timestamp": "2024-01-01T00:00:01Z"}"#,
+                &fields
+            ),
+            Some(Ok(Some(1_704_067_201.0)))
+        );
+        assert_eq!(
+            time_of(r#"{"event": {"created": 1704067200000}, "ts": 5}"#, &fields),
+            Some(Ok(Some(1_704_067_200.0)))
+        );
+        assert_eq!(
+            time_of(r#"{"event.created": 7}"#, &fields),
+            Some(Ok(Some(7.0)))
+        );
+        assert_eq!(time_of(r#"{"x": 1}"#, &fields), Some(Ok(None)));
+        // not a time for Python either: the next field counts
+        assert_eq!(
+            time_of(r#"{"@timestamp": true, "ts": 9}"#, &fields),
+            Some(Ok(Some(9.0)))
+        );
+        assert_eq!(
+            time_of(r#"{"@timestamp": {"a": 1}, "ts": 9}"#, &fields),
+            Some(Ok(Some(9.0)))
+        );
+        // time fields are case-sensitive and not read through lists
+        assert_eq!(time_of(r#"{"TS": 9}"#, &fields), Some(Ok(None)));
+        assert_eq!(
+            time_of(r#"{"event": [{"created": 9}]}"#, &fields),
+            Some(Ok(None))
+        );
+        // shapes only Python's parser reads, and duplicated parents, go to Python
+        assert_eq!(time_of(r#"{"ts": "Jan 1 2024"}"#, &fields), Some(Err(())));
+        assert_eq!(
+            time_of(r#"{"event": {"created": 1}, "event": {"x": 2}}"#, &fields),
+            None
+        );
+    }
 }
