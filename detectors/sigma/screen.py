@@ -9,8 +9,9 @@ keys and values Python 3.11 may case-fold otherwise than Rust's newer Unicode
 tables, messages Python might reject), the event takes the Python path.
 The conformance suite checks that a cleared event never has a match.
 
-Without the native module (no Rust toolchain at install time) :func:`build`
-returns None and everything takes the Python path.
+The plan handed to the extension is the typed, versioned format of
+:mod:`detectors.sigma.screen_abi`. Without the native module (no Rust toolchain at install
+time) :func:`build` returns None and everything takes the Python path.
 """
 
 from __future__ import annotations
@@ -260,7 +261,10 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
 
 
 def build(index: RuleIndex, atoms: list[Atom]) -> Screen | None:
-    """The native screen of one route's index, or None without the native module."""
+    """The native screen of one route's index, or None without the native module.
+
+    Raises ``_native.AbiMismatch`` when the extension was built for another plan format
+    (:data:`~detectors.sigma.screen_abi.ABI_VERSION`): rebuild it."""
     if _native is None:
         return None
     try:
