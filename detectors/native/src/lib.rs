@@ -293,6 +293,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let limits = PyDict::new(py);
     limits.set_item("EPOCH_MS_THRESHOLD", time::EPOCH_MS_THRESHOLD)?;
     limits.set_item("MAX_TS", time::MAX_TS)?;
+    limits.set_item("PYTHON_UNICODE", walk::PYTHON_UNICODE)?;
     m.add("LIMITS", limits)?;
     Ok(())
 }

@@ -63,6 +63,10 @@ pub struct Walk<'p> {
     verdicts: Vec<(u32, Verdict)>,
 }
 
+/// The Unicode version of the Python whose case folding [`stable_case`] assumes (3.11's):
+/// `tests/unit/test_screen_abi.py` checks it is `unicodedata.unidata_version`.
+pub const PYTHON_UNICODE: &str = "14.0.0";
+
 /// Below this code point (Latin, Greek, Cyrillic, Armenian) lower-casing has been the same in
 /// every Unicode version since long before Python 3.11's.
 const STABLE_CASE: u32 = 0x0590;
