@@ -24,6 +24,7 @@ from detectors.sigma.conditions import Node
 from detectors.sigma.index import FieldIndex, RuleIndex
 from detectors.sigma.regex import dollar_before_newline
 from detectors.sigma.screen_abi import (
+    ABI_VERSION,
     Check,
     CheckKind,
     ExactKey,
@@ -33,6 +34,7 @@ from detectors.sigma.screen_abi import (
     Plan,
     Special,
     SpecialKind,
+    StaleExtension,
     SubstringKey,
     Trigger,
     glob_parts,
@@ -263,10 +265,14 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
 def build(index: RuleIndex, atoms: list[Atom]) -> Screen | None:
     """The native screen of one route's index, or None without the native module.
 
-    Raises ``_native.AbiMismatch`` when the extension was built for another plan format
-    (:data:`~detectors.sigma.screen_abi.ABI_VERSION`): rebuild it."""
+    Raises :class:`~detectors.sigma.screen_abi.StaleExtension` when the extension was built for
+    another plan format (the extension itself refuses such a plan with ``_native.AbiMismatch``):
+    a stale build is rebuilt, never run, nor quietly left unscreened."""
     if _native is None:
         return None
+    built_for = getattr(_native, "ABI_VERSION", None)
+    if built_for != ABI_VERSION:
+        raise StaleExtension(built_for)
     try:
         screen: Screen = _native.Screen(**export_plan(index, atoms)._asdict())
     except _native.AbiMismatch:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import NamedTuple
 
+from detectors.errors import DetectorError
 from detectors.sigma.fields import MAX_DEPTH
 
 ABI_VERSION = 1
@@ -22,6 +23,17 @@ STRICT_DEPTH = MAX_DEPTH - 2
 """Nesting beyond which a strict screen (condition programs, special atoms) calls an event
 unsure: the Python flattening stops at :data:`~detectors.sigma.fields.MAX_DEPTH`, kept with a
 margin. Passed in the plan (the extension has no copy of its own)."""
+
+
+class StaleExtension(DetectorError):
+    """The loaded extension reads another plan format (or one without a version): rebuild it.
+    ``context``: ``extension`` (its version, None before versions) and ``plan`` (ours)."""
+
+    def __init__(self, extension: int | None) -> None:
+        built = f"version {extension}" if extension is not None else "no version (built before plans had one)"
+        super().__init__(f"detectors._native reads screen plans of {built}, detectors.sigma writes version "
+                         f"{ABI_VERSION}: rebuild the extension from detectors/native",
+                         extension=extension, plan=ABI_VERSION)
 
 
 class Op(IntEnum):

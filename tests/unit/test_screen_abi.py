@@ -113,3 +113,25 @@ def test_incomplete_plans_and_unknown_codes_are_refused():
     glob_check = next(check for check in plan.checks if check.kind is CheckKind.GLOB)
     with pytest.raises(ValueError, match="unknown GlobPart code 5"):
         native.Screen(**plan._replace(checks=[glob_check._replace(glob=[(5, "x")])])._asdict())
+
+
+class _PreAbiBuild:
+    """An extension built before plans had a version: no ABI_VERSION, no AbiMismatch."""
+
+    class Screen:
+        def __init__(self, **plan: object) -> None:
+            raise TypeError("Screen() got an unexpected keyword argument 'strict_depth'")
+
+
+@pytest.mark.parametrize("built_for", [None, ABI_VERSION + 1])
+def test_a_stale_build_is_named_before_any_plan_is_handed_over(monkeypatch, built_for):
+    stale = _PreAbiBuild()
+    if built_for is not None:
+        stale.ABI_VERSION = built_for  # type: ignore[attr-defined]
+    monkeypatch.setattr(screen, "_native", stale)
+    ruleset = build(rule_yaml({"sel": {"a": "x"}, "condition": "sel"}))
+    with pytest.raises(screen_abi.StaleExtension) as refused:
+        ruleset.screen(LS)
+    assert f"version {built_for}" in str(refused.value) if built_for else "no version" in str(refused.value)
+    assert f"writes version {ABI_VERSION}" in str(refused.value)
+    assert refused.value.context == {"extension": built_for, "plan": ABI_VERSION}
