@@ -45,6 +45,9 @@ typecheck:
 	$(PYTHON) -m mypy
 
 test: install-dev system-packages servers-fetch deploy-tools lint typecheck
+	@if command -v cargo >/dev/null; then \
+		cargo test -q --release --manifest-path $(NATIVE); \
+	else echo "cargo not found: the native screen's unit tests are not run"; fi
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 
 run: install

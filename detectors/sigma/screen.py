@@ -9,8 +9,9 @@ keys and values Python 3.11 may case-fold otherwise than Rust's newer Unicode
 tables, messages Python might reject), the event takes the Python path.
 The conformance suite checks that a cleared event never has a match.
 
-Without the native module (no Rust toolchain at install time) :func:`build`
-returns None and everything takes the Python path.
+The plan handed to the extension is the typed, versioned format of
+:mod:`detectors.sigma.screen_abi`. Without the native module (no Rust toolchain at install
+time) :func:`build` returns None and everything takes the Python path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ from detectors.sigma.atoms import Atom, ExistsAtom, FieldRefAtom, NullAtom, Rege
 from detectors.sigma.conditions import Node
 from detectors.sigma.index import FieldIndex, RuleIndex
 from detectors.sigma.regex import dollar_before_newline
+from detectors.sigma.screen_abi import (
+    ABI_VERSION,
+    Check,
+    CheckKind,
+    ExactKey,
+    FieldPlan,
+    Instr,
+    Op,
+    Plan,
+    Special,
+    SpecialKind,
+    StaleExtension,
+    SubstringKey,
+    Trigger,
+    glob_parts,
+)
 
 try:
     from detectors import _native  # type: ignore[attr-defined]
@@ -67,10 +84,11 @@ class _Ids:
         return self.local.setdefault(aid, len(self.local))
 
 
-def _field(index: FieldIndex, ids: _Ids) -> tuple[Any, ...]:
-    exact = [(key, ids(plain), ids(verify)) for key, (plain, verify) in index.exact.items()]
-    keys = [(key, ids(entry[1]), ids(entry[2]), ids(entry[3]), ids(entry[4])) for key, entry in _keys(index)]
-    return exact, ids(index.every), keys
+def _field(index: FieldIndex, ids: _Ids) -> FieldPlan:
+    exact = [ExactKey(key, ids(plain), ids(verify)) for key, (plain, verify) in index.exact.items()]
+    keys = [SubstringKey(key, ids(entry[1]), ids(entry[2]), ids(entry[3]), ids(entry[4]))
+            for key, entry in _keys(index)]
+    return FieldPlan(exact, ids(index.every), keys)
 
 
 def _checked(index: FieldIndex) -> set[int]:
@@ -81,13 +99,6 @@ def _checked(index: FieldIndex) -> set[int]:
     for _, entry in _keys(index):
         out.update(entry[4])
     return out
-
-
-REGEX = -1
-"""Check kind of an RE2 regex, which the screen runs with Rust's ``regex`` (same syntax and,
-on the ASCII values the screen reads, the same semantics); a pattern it refuses is assumed."""
-ASSUME = -2
-"""Check kind of everything else (Python ``re`` fallbacks, ...): counted as satisfied."""
 
 
 _RUST_ONLY = ("\\<", "\\>", "\\b{", "\\B{", "&&", "--", "~~")
@@ -141,21 +152,20 @@ def _rust_regex(atom: Atom) -> bool:
     return type(atom) is RegexAtom and atom.re2_source is not None and same_in_rust(atom.re2_source)
 
 
-def _check(aid: int, atom: Atom) -> tuple[int, int, str, bool, list[tuple[int, str]]]:
-    """(local atom id, check kind, literal or regex, cased or dollar flag, glob parts)."""
+def _check(aid: int, atom: Atom) -> Check:
+    """A text atom's check, an RE2 regex the screen runs with Rust's ``regex`` (same syntax and,
+    on the ASCII values the screen reads, the same semantics), or, for everything else (Python
+    ``re`` fallbacks, ...), an assumption: counted as satisfied."""
     if type(atom) is TextAtom:
-        return aid, int(atom.kind), atom.literal, atom.cased, list(atom.pattern.glob)
+        return Check(aid, CheckKind(atom.kind), atom.literal, atom.cased, glob_parts(atom.pattern.glob))
     if _rust_regex(atom):
         source: str = atom.re2_source  # type: ignore[attr-defined]
-        return aid, REGEX, source, dollar_before_newline(source), []
-    return aid, ASSUME, "", False, []
+        return Check(aid, CheckKind.REGEX, source, dollar_before_newline(source), [])
+    return Check(aid, CheckKind.ASSUME, "", False, [])
 
 
-SPECIAL_KINDS = {NullAtom: 0, ExistsAtom: 1, FieldRefAtom: 2}
+SPECIAL_KINDS = {NullAtom: SpecialKind.NULL, ExistsAtom: SpecialKind.EXISTS, FieldRefAtom: SpecialKind.FIELD_REF}
 """Atoms tested on the whole event that the screen evaluates exactly from the paths it saw."""
-
-# operations of a condition program (postfix): an atom, a constant, not, and/or of the last n
-ATOM, CONST, NOT, AND, OR = range(5)
 
 
 class _Exact:
@@ -187,40 +197,40 @@ class _Exact:
                 return True
         return False  # numeric, CIDR, keywords without a literal
 
-    def program(self, node: Node | None) -> list[tuple[int, int]] | None:
-        """The condition as a postfix program, or None if some atom is beyond the screen."""
-        out: list[tuple[int, int]] = []
+    def program(self, node: Node | None) -> list[Instr] | None:
+        """The condition as a postfix program (global atom ids), or None if some atom is beyond
+        the screen."""
+        out: list[Instr] = []
         return out if node is not None and self._emit(node, out) else None
 
-    def _emit(self, node: Node, out: list[tuple[int, int]]) -> bool:
+    def _emit(self, node: Node, out: list[Instr]) -> bool:
         op, arg = node
         if op == "atom":
-            out.append((ATOM, arg))  # type: ignore[arg-type]
+            out.append(Instr(Op.ATOM, arg))  # type: ignore[arg-type]
             return self.atom(arg)  # type: ignore[arg-type]
         if op == "const":
-            out.append((CONST, int(bool(arg))))
+            out.append(Instr(Op.CONST, int(bool(arg))))
             return True
         if op == "not":
             ok = self._emit(arg, out)  # type: ignore[arg-type]
-            out.append((NOT, 0))
+            out.append(Instr(Op.NOT, 0))
             return ok
         children: list[Node] = arg  # type: ignore[assignment]
         ok = all([self._emit(child, out) for child in children])
-        out.append((AND if op == "and" else OR, len(children)))
+        out.append(Instr(Op.AND if op == "and" else Op.OR, len(children)))
         return ok
 
 
-def _special(aid: int, atom: Atom) -> tuple[int, int, str, str, bool, bool, bool]:
-    """(local id, kind, field, other field, starts, ends, wanted presence)."""
+def _special(aid: int, atom: Atom) -> Special:
     kind = SPECIAL_KINDS[type(atom)]
     other = atom.other if isinstance(atom, FieldRefAtom) else ""
     starts = isinstance(atom, FieldRefAtom) and atom.starts
     ends = isinstance(atom, FieldRefAtom) and atom.ends
     want = isinstance(atom, ExistsAtom) and atom.want
-    return aid, kind, atom.field or "", other, starts, ends, want
+    return Special(aid, kind, atom.field or "", other, starts, ends, want)
 
 
-def export_plan(index: RuleIndex, atoms: list[Atom]) -> dict[str, Any]:
+def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
     """The screen's constructor arguments for one route's index.
 
     Rules whose every atom the screen can evaluate exactly carry their condition program:
@@ -234,33 +244,39 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> dict[str, Any]:
     ids = _Ids()
     fields = {path: _field(field, ids) for path, field in index.fields.items()}
     for path, extra in exact.every.items():
-        exact_keys, every, keys = fields.get(path, ([], [], []))
-        fields[path] = (exact_keys, list(dict.fromkeys([*every, *ids(extra)])), keys)  # each check once
+        exact_keys, every, keys = fields.get(path, FieldPlan([], [], []))
+        fields[path] = FieldPlan(exact_keys, list(dict.fromkeys([*every, *ids(extra)])), keys)  # each check once
     checked: set[int] = {aid for extra in exact.every.values() for aid in extra}
     for field in [*index.fields.values(), *([index.keywords] if index.keywords is not None else [])]:
         checked |= _checked(field)
-    plan: dict[str, Any] = {
-        "fields": list(fields.items()),
-        "keywords": _field(index.keywords, ids) if index.keywords is not None else None,
-        "triggers": [(ids.one(aid), list(positions)) for aid, positions in index.triggers.items()],
-        "rest": [[ids(clause) for clause in clauses] for clauses in index.rest],
-        "always": always,
-        "programs": [None if program is None else [(op, ids.one(arg) if op == ATOM else arg)
-                                                   for op, arg in program] for program in programs],
-        "untriggered": list(index.always),
-        "special": [_special(ids.one(aid), atoms[aid]) for aid in exact.special],
-    }
-    plan["checks"] = [_check(ids.local[aid], atoms[aid]) for aid in sorted(checked)]
-    plan["atom_count"] = len(ids.local)
-    return plan
+    # the order of these calls numbers the atoms (ids): keep it
+    keywords = _field(index.keywords, ids) if index.keywords is not None else None
+    triggers = [Trigger(ids.one(aid), list(positions)) for aid, positions in index.triggers.items()]
+    rest = [[ids(clause) for clause in clauses] for clauses in index.rest]
+    local_programs = [None if program is None else [Instr(op, ids.one(arg) if op is Op.ATOM else arg)
+                                                    for op, arg in program] for program in programs]
+    special = [_special(ids.one(aid), atoms[aid]) for aid in exact.special]
+    checks = [_check(ids.local[aid], atoms[aid]) for aid in sorted(checked)]
+    return Plan(fields=list(fields.items()), keywords=keywords, checks=checks, triggers=triggers, rest=rest,
+                always=always, programs=local_programs, untriggered=list(index.always), special=special,
+                atom_count=len(ids.local))
 
 
 def build(index: RuleIndex, atoms: list[Atom]) -> Screen | None:
-    """The native screen of one route's index, or None without the native module."""
+    """The native screen of one route's index, or None without the native module.
+
+    Raises :class:`~detectors.sigma.screen_abi.StaleExtension` when the extension was built for
+    another plan format (the extension itself refuses such a plan with ``_native.AbiMismatch``):
+    a stale build is rebuilt, never run, nor quietly left unscreened."""
     if _native is None:
         return None
+    built_for = getattr(_native, "ABI_VERSION", None)
+    if built_for != ABI_VERSION:
+        raise StaleExtension(built_for)
     try:
-        screen: Screen = _native.Screen(**export_plan(index, atoms))
+        screen: Screen = _native.Screen(**export_plan(index, atoms)._asdict())
+    except _native.AbiMismatch:
+        raise  # a stale build of the extension: rebuild it, never run a misread plan
     except ValueError:  # an index the native side cannot hold: that route is not screened
         return None
     return screen

@@ -17,7 +17,8 @@ import pytest
 from aiokafka import TopicPartition
 
 from detectors.model import LogSource
-from detectors.sigma.screen import ASSUME, AVAILABLE, export_plan
+from detectors.sigma.screen import AVAILABLE, export_plan
+from detectors.sigma.screen_abi import CheckKind
 from service.config import EventSettings, KafkaSettings
 from service.decoders import DecodeError
 from service.decoders.json import parse_object
@@ -418,7 +419,7 @@ def test_regexes_rust_reads_otherwise_are_assumed(pattern, value):
     if ruleset.evaluate({"v": value}, LS):  # RE2's reading (the engine may run it on Python re)
         assert scan(detection, {"v": value})[0] == [0]
     plan = export_plan(ruleset._route(LS).index, ruleset._atoms)
-    assert [check[1] for check in plan["checks"]] == [ASSUME]
+    assert [check.kind for check in plan.checks] == [CheckKind.ASSUME]
 
 
 def test_regexes_both_read_alike_are_run_by_the_screen():
@@ -451,7 +452,7 @@ def test_a_route_where_a_rule_may_match_without_any_value_hands_every_message_to
     """``not`` over a CIDR test (not evaluated by the screen) may hold for any event: nothing is cleared."""
     detection = {"sel": {"agent|cidr": "10.0.0.0/8"}, "condition": "not sel"}
     ruleset = build(rule_yaml(detection))
-    assert export_plan(ruleset._route(LS).index, ruleset._atoms)["always"]
+    assert export_plan(ruleset._route(LS).index, ruleset._atoms).always
     assert scan(detection, {"agent": "10.1.2.3"}, {"x": 1}, b"not json")[0] == [0, 1, 2]
 
 

@@ -8,48 +8,30 @@
 //! messages it clears it also reads their event time, so stateful detectors
 //! still see time pass. See `detectors/sigma/screen.py` for the Python side.
 
+mod abi;
 mod glob;
 mod plan;
 mod time;
 mod walk;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use std::sync::Mutex;
 
-use plan::{Check, FastMap, FieldPlan, Key, Plan, Special, ValueCache};
+use abi::PlanIn;
+use plan::{Plan, ValueCache};
 use walk::Walk;
 
-type ExactIn = Vec<(String, Vec<u32>, Vec<u32>)>;
-type KeyIn = Vec<(String, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)>;
-type FieldIn = (ExactIn, Vec<u32>, KeyIn);
-type CheckIn = (u32, i32, String, bool, Vec<(u8, String)>);
-type SpecialIn = (u32, u8, String, String, bool, bool, bool);
-
-fn field_plan(input: FieldIn, key_base: &mut usize, id: u32) -> PyResult<FieldPlan> {
-    let (exact_in, every, keys_in) = input;
-    let mut exact = FastMap::default();
-    for (key, plain, verify) in exact_in {
-        exact.insert(key.into_bytes(), (plain, verify));
-    }
-    let keys: Vec<Key> = keys_in
-        .into_iter()
-        .map(|(text, anywhere, prefix, suffix, verify)| Key {
-            text: text.into_bytes(),
-            anywhere,
-            prefix,
-            suffix,
-            verify,
-        })
-        .collect();
-    let base = *key_base;
-    *key_base += keys.len();
-    FieldPlan::new(exact, every, keys, base, id)
-        .map_err(|e| PyValueError::new_err(format!("automaton: {e}")))
-}
+create_exception!(
+    _native,
+    AbiMismatch,
+    PyValueError,
+    "A screen plan of another ABI version than this build of the extension reads."
+);
 
 /// The screen of one route (the rules of one event log source).
 #[pyclass(module = "detectors._native", frozen)]
@@ -59,160 +41,74 @@ struct Screen {
     cache: Mutex<ValueCache>,
 }
 
+/// One plan entry, by name (all are required: a plan is complete or refused).
+fn entry<'py, T: FromPyObjectOwned<'py>>(plan: &Bound<'py, PyDict>, name: &str) -> PyResult<T> {
+    match plan.get_item(name)? {
+        Some(value) => value
+            .extract::<T>()
+            .map_err(|e| PyTypeError::new_err(format!("screen plan entry {name}: {}", e.into()))),
+        None => Err(PyTypeError::new_err(format!("screen plan without {name}"))),
+    }
+}
+
+const ENTRIES: [&str; 12] = [
+    "abi_version",
+    "fields",
+    "keywords",
+    "checks",
+    "triggers",
+    "rest",
+    "always",
+    "programs",
+    "untriggered",
+    "special",
+    "atom_count",
+    "strict_depth",
+];
+
 #[pymethods]
 impl Screen {
-    /// Build from the plan `detectors.sigma.screen.export_plan` makes of a route's index.
+    /// Build from the plan `detectors.sigma.screen.export_plan` makes of a route's index (the
+    /// keyword arguments of `detectors.sigma.screen_abi.Plan`). Its version is checked first:
+    /// [`AbiMismatch`] names both.
     #[new]
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)] // keyword arguments from Python
-    fn new(
-        fields: Vec<(String, FieldIn)>,
-        keywords: Option<FieldIn>,
-        checks: Vec<CheckIn>,
-        triggers: Vec<(u32, Vec<u32>)>,
-        rest: Vec<Vec<Vec<u32>>>,
-        always: bool,
-        programs: Vec<Option<Vec<(u8, u32)>>>,
-        untriggered: Vec<u32>,
-        special: Vec<SpecialIn>,
-        atom_count: usize,
-    ) -> PyResult<Self> {
-        let mut key_base = 0usize;
-        let mut field_map = FastMap::default();
-        let mut indexed = vec![false; atom_count];
-        let range = |atom: u32| -> PyResult<usize> {
-            if (atom as usize) < atom_count {
-                Ok(atom as usize)
-            } else {
-                Err(PyValueError::new_err("atom id out of range"))
-            }
-        };
-        let mark = |fp: &FieldPlan, indexed: &mut Vec<bool>| -> PyResult<()> {
-            let atoms = fp
-                .every
-                .iter()
-                .chain(
-                    fp.exact
-                        .values()
-                        .flat_map(|(a, b)| a.iter().chain(b.iter())),
-                )
-                .chain(fp.keys.iter().flat_map(|k| {
-                    k.anywhere
-                        .iter()
-                        .chain(&k.prefix)
-                        .chain(&k.suffix)
-                        .chain(&k.verify)
-                }));
-            for &atom in atoms {
-                indexed[range(atom)?] = true;
-            }
-            Ok(())
-        };
-        let keyword_id = fields.len() as u32;
-        for (id, (path, input)) in fields.into_iter().enumerate() {
-            let fp = field_plan(input, &mut key_base, id as u32)?;
-            mark(&fp, &mut indexed)?;
-            field_map.insert(path, fp);
-        }
-        let keywords = match keywords {
-            Some(input) => {
-                let fp = field_plan(input, &mut key_base, keyword_id)?;
-                mark(&fp, &mut indexed)?;
-                Some(fp)
-            }
+    #[pyo3(signature = (**plan))]
+    fn new(py: Python<'_>, plan: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let empty = PyDict::new(py);
+        let plan = plan.unwrap_or(&empty);
+        let version = match plan.get_item("abi_version")? {
+            Some(value) => Some(
+                value
+                    .extract::<i64>()
+                    .map_err(|_| AbiMismatch::new_err(abi::version_error(None)))?,
+            ),
             None => None,
         };
-        let mut check_map: Vec<Option<Check>> = (0..atom_count).map(|_| None).collect();
-        for (atom, kind, literal, cased, parts) in checks {
-            let check = if kind == -1 {
-                Check::regex(&literal, cased)
-            } else if kind < 0 {
-                Check::Assume
-            } else {
-                Check::Text {
-                    kind: kind as u8,
-                    literal: literal.into_bytes(),
-                    cased,
-                    glob: glob::tokens(&parts),
-                }
-            };
-            check_map[range(atom)?] = Some(check);
+        if version != Some(i64::from(abi::ABI_VERSION)) {
+            return Err(AbiMismatch::new_err(abi::version_error(version)));
         }
-        for &atom in rest.iter().flatten().flatten() {
-            range(atom)?;
-        }
-        let mut trigger_table = vec![Vec::new(); atom_count];
-        for (atom, positions) in triggers {
-            if positions.iter().any(|&p| p as usize >= rest.len()) {
-                return Err(PyValueError::new_err("rule position out of range"));
-            }
-            trigger_table[range(atom)?] = positions;
-        }
-        for &(op, arg) in programs.iter().flatten().flatten() {
-            if op == 0 {
-                range(arg)?;
+        for key in plan.keys() {
+            let key: String = key.extract()?;
+            if !ENTRIES.contains(&key.as_str()) {
+                return Err(PyTypeError::new_err(format!(
+                    "screen plan entry {key} is unknown"
+                )));
             }
         }
-        let fits =
-            |p: &u32| (*p as usize) < rest.len() && (always || programs[*p as usize].is_some());
-        if programs.len() != rest.len() || !untriggered.iter().all(fits) {
-            return Err(PyValueError::new_err("programs do not fit the rules"));
-        }
-        let mut slots: FastMap<String, usize> = FastMap::default();
-        let mut texts: Vec<bool> = Vec::new();
-        let mut slot_of = |path: String, keep_texts: bool| -> usize {
-            let next = slots.len();
-            let slot = *slots.entry(path).or_insert(next);
-            if slot == texts.len() {
-                texts.push(false);
-            }
-            texts[slot] |= keep_texts;
-            slot
+        let input = PlanIn {
+            fields: entry(plan, "fields")?,
+            keywords: entry(plan, "keywords")?,
+            checks: entry(plan, "checks")?,
+            triggers: entry(plan, "triggers")?,
+            rest: entry(plan, "rest")?,
+            always: entry(plan, "always")?,
+            programs: entry(plan, "programs")?,
+            untriggered: entry(plan, "untriggered")?,
+            special: entry(plan, "special")?,
+            atom_count: entry(plan, "atom_count")?,
+            strict_depth: entry(plan, "strict_depth")?,
         };
-        let mut specials = Vec::new();
-        for (atom, kind, field, other, starts, ends, want) in special {
-            indexed[range(atom)?] = true;
-            let reference = kind == 2;
-            let slot = slot_of(field, reference);
-            let other = if reference {
-                slot_of(other, true)
-            } else {
-                slot
-            };
-            specials.push(Special {
-                atom,
-                kind,
-                slot,
-                other,
-                starts,
-                ends,
-                want,
-            });
-        }
-        let strict = programs.iter().any(Option::is_some) || !specials.is_empty();
-        let plan = Plan {
-            fields: field_map,
-            keywords,
-            checks: check_map,
-            triggers: trigger_table,
-            rest: rest
-                .into_iter()
-                .map(|clauses| {
-                    clauses
-                        .into_iter()
-                        .filter(|clause| clause.iter().all(|&a| indexed[a as usize]))
-                        .collect()
-                })
-                .collect(),
-            always,
-            programs,
-            untriggered,
-            special: specials,
-            slots,
-            texts,
-            strict,
-            atom_count,
-            key_count: key_base,
-        };
+        let plan = Plan::from_input(input).map_err(PyValueError::new_err)?;
         Ok(Screen {
             plan,
             cache: Mutex::default(),
@@ -379,6 +275,25 @@ impl Screen {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_class::<Screen>()?;
+    m.add("AbiMismatch", py.get_type::<AbiMismatch>())?;
+    m.add("ABI_VERSION", abi::ABI_VERSION)?;
+    // the enums of the plan format, {class name: {member name: code}}, and the limits mirrored
+    // from Python: compared with `detectors.sigma.screen_abi` by tests/unit/test_screen_abi.py
+    let enums = PyDict::new(py);
+    for (name, members) in abi::enums() {
+        let table = PyDict::new(py);
+        for (member, code) in members {
+            table.set_item(member, code)?;
+        }
+        enums.set_item(name, table)?;
+    }
+    m.add("ABI", enums)?;
+    let limits = PyDict::new(py);
+    limits.set_item("EPOCH_MS_THRESHOLD", time::EPOCH_MS_THRESHOLD)?;
+    limits.set_item("MAX_TS", time::MAX_TS)?;
+    limits.set_item("PYTHON_UNICODE", walk::PYTHON_UNICODE)?;
+    m.add("LIMITS", limits)?;
     Ok(())
 }

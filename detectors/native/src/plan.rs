@@ -10,13 +10,14 @@ use std::sync::{Mutex, OnceLock};
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 
+use crate::abi::{CheckKind, FieldIn, Op, PlanIn, SpecialKind};
 use crate::glob;
 
 /// How an indexed atom is confirmed once its key was found.
 pub enum Check {
     /// Sigma string equality: kind as `detectors.sigma.text.Kind`, literal (lower-cased unless cased).
     Text {
-        kind: u8,
+        kind: CheckKind,
         literal: Vec<u8>,
         cased: bool,
         glob: Vec<glob::Token>,
@@ -94,17 +95,20 @@ impl Check {
             } => {
                 let value = if *cased { text } else { folded };
                 match kind {
-                    0 => Verdict::of(value == literal.as_slice()),
-                    1 => Verdict::of(value.starts_with(literal)),
-                    2 => Verdict::of(value.ends_with(literal)),
-                    3 => Verdict::of(contains(value, literal)),
-                    5 => Verdict::Yes,
+                    CheckKind::Exact => Verdict::of(value == literal.as_slice()),
+                    CheckKind::Prefix => Verdict::of(value.starts_with(literal)),
+                    CheckKind::Suffix => Verdict::of(value.ends_with(literal)),
+                    CheckKind::Contains => Verdict::of(contains(value, literal)),
+                    CheckKind::Any => Verdict::Yes,
                     // the backtracking glob is O(value x pattern): past a budget, let Python's
                     // linear RE2 glob decide
-                    _ if !ascii || value.len().saturating_mul(glob.len()) > GLOB_BUDGET => {
-                        Verdict::Unknown
+                    CheckKind::Glob
+                        if ascii && value.len().saturating_mul(glob.len()) <= GLOB_BUDGET =>
+                    {
+                        Verdict::of(glob::matches(glob, value))
                     }
-                    _ => Verdict::of(glob::matches(glob, value)),
+                    // a Text check is never of these (see `Check::new`)
+                    CheckKind::Glob | CheckKind::Regex | CheckKind::Assume => Verdict::Unknown,
                 }
             }
         }
@@ -295,7 +299,7 @@ pub struct Plan {
     pub always: bool,
     /// Per rule position, its condition as a postfix program when the screen can evaluate every
     /// atom of it (a candidate whose program is false is dropped).
-    pub programs: Vec<Option<Vec<(u8, u32)>>>,
+    pub programs: Vec<Option<Vec<(Op, u32)>>>,
     /// Positions of the rules without a trigger: their programs run on every event.
     pub untriggered: Vec<u32>,
     /// Atoms tested on the whole event (null, exists, field reference), from the paths seen.
@@ -307,14 +311,15 @@ pub struct Plan {
     /// Exact answers are needed (programs, special atoms): duplicated keys and nesting deeper
     /// than the Python flattening goes make an event unsure.
     pub strict: bool,
+    /// Nesting beyond which a strict screen calls an event unsure (`screen_abi.STRICT_DEPTH`).
+    pub strict_depth: usize,
     pub atom_count: usize,
     pub key_count: usize,
 }
 
 pub struct Special {
     pub atom: u32,
-    /// 0 null, 1 exists, 2 field reference.
-    pub kind: u8,
+    pub kind: SpecialKind,
     pub slot: usize,
     pub other: usize,
     pub starts: bool,
@@ -339,11 +344,6 @@ impl Slot {
         self.unsure = false;
     }
 }
-
-const ATOM: u8 = 0;
-const CONST: u8 = 1;
-const NOT: u8 = 2;
-const AND: u8 = 3;
 
 /// Per field plan and value text, the verdicts of [`Plan::verdicts`] (log values repeat a lot:
 /// paths, users, hosts). Bounded: emptied when full, as the Python engine's value cache is.
@@ -494,9 +494,9 @@ impl Plan {
             let slot = &slots[special.slot];
             let verdict = match special.kind {
                 // Python: the field is absent, or every value of it is null
-                0 => Verdict::of(!slot.non_null),
-                1 => Verdict::of(slot.present == special.want),
-                _ => {
+                SpecialKind::Null => Verdict::of(!slot.non_null),
+                SpecialKind::Exists => Verdict::of(slot.present == special.want),
+                SpecialKind::FieldRef => {
                     let other = &slots[special.other];
                     if slot.unsure || other.unsure {
                         Verdict::Unknown
@@ -519,33 +519,33 @@ impl Plan {
     }
 
     /// Whether a rule's condition program is true or unknown (false: the rule cannot match).
-    fn program_may_match(program: &[(u8, u32)], hits: &Hits, stack: &mut Vec<Tri>) -> bool {
+    fn program_may_match(program: &[(Op, u32)], hits: &Hits, stack: &mut Vec<Tri>) -> bool {
         stack.clear();
         for &(op, arg) in program {
             let value = match op {
-                ATOM if hits.unknown(arg) => Tri::U,
-                ATOM => {
+                Op::Atom if hits.unknown(arg) => Tri::U,
+                Op::Atom => {
                     if hits.has(arg) {
                         Tri::T
                     } else {
                         Tri::F
                     }
                 }
-                CONST => {
+                Op::Const => {
                     if arg != 0 {
                         Tri::T
                     } else {
                         Tri::F
                     }
                 }
-                NOT => match stack.pop() {
+                Op::Not => match stack.pop() {
                     Some(Tri::T) => Tri::F,
                     Some(Tri::F) => Tri::T,
                     _ => Tri::U,
                 },
-                _ => {
+                Op::And | Op::Or => {
                     let start = stack.len().saturating_sub(arg as usize);
-                    let (decisive, other) = if op == AND {
+                    let (decisive, other) = if op == Op::And {
                         (Tri::F, Tri::T)
                     } else {
                         (Tri::T, Tri::F)
@@ -603,5 +603,474 @@ impl Plan {
             }
         }
         false
+    }
+}
+
+impl Check {
+    /// An atom's check from the plan (`screen_abi.Check`).
+    fn new(
+        kind: CheckKind,
+        literal: String,
+        flag: bool,
+        glob: &[(i64, String)],
+    ) -> Result<Check, String> {
+        Ok(match kind {
+            CheckKind::Regex => Check::regex(&literal, flag),
+            CheckKind::Assume => Check::Assume,
+            _ => Check::Text {
+                kind,
+                literal: literal.into_bytes(),
+                cased: flag,
+                glob: glob::tokens(glob)?,
+            },
+        })
+    }
+}
+
+fn field_plan(input: FieldIn, key_base: &mut usize, id: u32) -> Result<FieldPlan, String> {
+    let (exact_in, every, keys_in) = input;
+    let mut exact = FastMap::default();
+    for (key, plain, verify) in exact_in {
+        exact.insert(key.into_bytes(), (plain, verify));
+    }
+    let keys: Vec<Key> = keys_in
+        .into_iter()
+        .map(|(text, anywhere, prefix, suffix, verify)| Key {
+            text: text.into_bytes(),
+            anywhere,
+            prefix,
+            suffix,
+            verify,
+        })
+        .collect();
+    let base = *key_base;
+    *key_base += keys.len();
+    FieldPlan::new(exact, every, keys, base, id).map_err(|e| format!("automaton: {e}"))
+}
+
+impl Plan {
+    /// The plan of one route from the format `detectors.sigma.screen.export_plan` makes (its
+    /// version already checked); an error for ids out of range and codes of no known member.
+    pub fn from_input(input: PlanIn) -> Result<Plan, String> {
+        let PlanIn {
+            fields,
+            keywords,
+            checks,
+            triggers,
+            rest,
+            always,
+            programs,
+            untriggered,
+            special,
+            atom_count,
+            strict_depth,
+        } = input;
+        let mut key_base = 0usize;
+        let mut field_map = FastMap::default();
+        let mut indexed = vec![false; atom_count];
+        let range = |atom: u32| -> Result<usize, String> {
+            if (atom as usize) < atom_count {
+                Ok(atom as usize)
+            } else {
+                Err("atom id out of range".to_owned())
+            }
+        };
+        let mark = |fp: &FieldPlan, indexed: &mut Vec<bool>| -> Result<(), String> {
+            let atoms = fp
+                .every
+                .iter()
+                .chain(
+                    fp.exact
+                        .values()
+                        .flat_map(|(a, b)| a.iter().chain(b.iter())),
+                )
+                .chain(fp.keys.iter().flat_map(|k| {
+                    k.anywhere
+                        .iter()
+                        .chain(&k.prefix)
+                        .chain(&k.suffix)
+                        .chain(&k.verify)
+                }));
+            for &atom in atoms {
+                indexed[range(atom)?] = true;
+            }
+            Ok(())
+        };
+        let keyword_id = fields.len() as u32;
+        for (id, (path, input)) in fields.into_iter().enumerate() {
+            let fp = field_plan(input, &mut key_base, id as u32)?;
+            mark(&fp, &mut indexed)?;
+            field_map.insert(path, fp);
+        }
+        let keywords = match keywords {
+            Some(input) => {
+                let fp = field_plan(input, &mut key_base, keyword_id)?;
+                mark(&fp, &mut indexed)?;
+                Some(fp)
+            }
+            None => None,
+        };
+        let mut check_map: Vec<Option<Check>> = (0..atom_count).map(|_| None).collect();
+        for (atom, kind, literal, flag, parts) in checks {
+            let check = Check::new(CheckKind::from_code(kind)?, literal, flag, &parts)?;
+            check_map[range(atom)?] = Some(check);
+        }
+        for &atom in rest.iter().flatten().flatten() {
+            range(atom)?;
+        }
+        let mut trigger_table = vec![Vec::new(); atom_count];
+        for (atom, positions) in triggers {
+            if positions.iter().any(|&p| p as usize >= rest.len()) {
+                return Err("rule position out of range".to_owned());
+            }
+            trigger_table[range(atom)?] = positions;
+        }
+        let mut typed_programs = Vec::with_capacity(programs.len());
+        for program in programs {
+            typed_programs.push(match program {
+                Some(instructions) => {
+                    let mut typed = Vec::with_capacity(instructions.len());
+                    for (code, arg) in instructions {
+                        let op = Op::from_code(code)?;
+                        if op == Op::Atom {
+                            range(arg)?;
+                        }
+                        typed.push((op, arg));
+                    }
+                    Some(typed)
+                }
+                None => None,
+            });
+        }
+        let programs = typed_programs;
+        let fits =
+            |p: &u32| (*p as usize) < rest.len() && (always || programs[*p as usize].is_some());
+        if programs.len() != rest.len() || !untriggered.iter().all(fits) {
+            return Err("programs do not fit the rules".to_owned());
+        }
+        let mut slots: FastMap<String, usize> = FastMap::default();
+        let mut texts: Vec<bool> = Vec::new();
+        let mut slot_of = |path: String, keep_texts: bool| -> usize {
+            let next = slots.len();
+            let slot = *slots.entry(path).or_insert(next);
+            if slot == texts.len() {
+                texts.push(false);
+            }
+            texts[slot] |= keep_texts;
+            slot
+        };
+        let mut specials = Vec::new();
+        for (atom, kind, field, other, starts, ends, want) in special {
+            indexed[range(atom)?] = true;
+            let kind = SpecialKind::from_code(kind)?;
+            let reference = kind == SpecialKind::FieldRef;
+            let slot = slot_of(field, reference);
+            let other = if reference {
+                slot_of(other, true)
+            } else {
+                slot
+            };
+            specials.push(Special {
+                atom,
+                kind,
+                slot,
+                other,
+                starts,
+                ends,
+                want,
+            });
+        }
+        let strict = programs.iter().any(Option::is_some) || !specials.is_empty();
+        Ok(Plan {
+            fields: field_map,
+            keywords,
+            checks: check_map,
+            triggers: trigger_table,
+            rest: rest
+                .into_iter()
+                .map(|clauses| {
+                    clauses
+                        .into_iter()
+                        .filter(|clause| clause.iter().all(|&a| indexed[a as usize]))
+                        .collect()
+                })
+                .collect(),
+            always,
+            programs,
+            untriggered,
+            special: specials,
+            slots,
+            texts,
+            strict,
+            strict_depth,
+            atom_count,
+            key_count: key_base,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walk::Walk;
+
+    const ATOM: i64 = 0;
+    const NOT: i64 = 2;
+    const AND: i64 = 3;
+    const OR: i64 = 4;
+
+    /// One rule, `a: x and not b: y` (atoms 0 and 1), triggered by atom 0.
+    fn input() -> PlanIn {
+        PlanIn {
+            fields: vec![
+                (
+                    "a".into(),
+                    (vec![("x".into(), vec![0], vec![])], vec![], vec![]),
+                ),
+                (
+                    "b".into(),
+                    (vec![("y".into(), vec![1], vec![])], vec![], vec![]),
+                ),
+            ],
+            keywords: None,
+            checks: vec![],
+            triggers: vec![(0, vec![0])],
+            rest: vec![vec![]],
+            always: false,
+            programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (NOT, 0), (AND, 2)])],
+            untriggered: vec![],
+            special: vec![],
+            atom_count: 2,
+            strict_depth: 30,
+        }
+    }
+
+    /// Whether the event may match (None: the walk could not read it as Python would).
+    fn candidate(plan: &Plan, message: &str) -> Option<bool> {
+        let mut walk = Walk::new(plan, &[], 64, ValueCache::default());
+        if !walk.run(message.as_bytes()) {
+            return None;
+        }
+        let Walk { hits, tried, .. } = &mut walk;
+        Some(plan.candidate(hits, tried))
+    }
+
+    #[test]
+    fn ids_positions_and_codes_out_of_range_are_refused() {
+        let mut bad = input();
+        bad.triggers = vec![(2, vec![0])];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("atom id out of range")
+        );
+        let mut bad = input();
+        bad.triggers = vec![(0, vec![1])];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("rule position out of range")
+        );
+        let mut bad = input();
+        bad.programs = vec![Some(vec![(ATOM, 9)])];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("atom id out of range")
+        );
+        let mut bad = input();
+        bad.programs = vec![];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("programs do not fit the rules")
+        );
+        let mut bad = input();
+        bad.untriggered = vec![0];
+        bad.programs = vec![None];
+        assert!(Plan::from_input(bad).is_err()); // an untriggered rule needs its program
+        let mut bad = input();
+        bad.checks = vec![(0, 6, "x".into(), false, vec![])];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("unknown CheckKind code 6")
+        );
+        let mut bad = input();
+        bad.special = vec![(1, 3, "b".into(), String::new(), false, false, false)];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("unknown SpecialKind code 3")
+        );
+        assert!(Plan::from_input(input()).is_ok());
+    }
+
+    #[test]
+    fn a_candidate_whose_program_is_false_is_dropped() {
+        let plan = Plan::from_input(input()).expect("plan");
+        assert!(plan.strict);
+        assert_eq!(candidate(&plan, r#"{"a": "X", "b": "z"}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "Y"}"#), Some(false));
+        assert_eq!(candidate(&plan, r#"{"a": "z"}"#), Some(false));
+        // strict: a duplicated key is resolved by Python (the last one wins), not here
+        assert_eq!(candidate(&plan, r#"{"a": "x", "a": "z"}"#), None);
+    }
+
+    #[test]
+    fn without_a_program_the_trigger_clauses_decide() {
+        let mut input = input();
+        input.programs = vec![None];
+        input.rest = vec![vec![vec![1]]]; // "and b: y" as a second trigger clause
+        let plan = Plan::from_input(input).expect("plan");
+        assert!(!plan.strict);
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "y"}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "z"}"#), Some(false));
+        // not strict: both values of a duplicated key are seen
+        assert_eq!(
+            candidate(&plan, r#"{"a": "z", "a": "x", "b": "y"}"#),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn checks_confirm_what_keys_found() {
+        let mut input = input();
+        input.fields[0].1 .0 = vec![];
+        input.fields[0].1 .1 = vec![0]; // atom 0 checked on every value of "a"
+        input.programs = vec![None];
+        for (kind, literal, glob, hit, miss) in [
+            (CheckKind::Prefix, "ab", vec![], "ABc", "cab"),
+            (CheckKind::Suffix, "bc", vec![], "aBC", "bca"),
+            (CheckKind::Contains, "b", vec![], "abc", "ac"),
+            (CheckKind::Exact, "abc", vec![], "ABC", "abcd"),
+            (
+                CheckKind::Glob,
+                "",
+                vec![
+                    (0, "a".to_owned()),
+                    (1, "*".to_owned()),
+                    (2, "?".to_owned()),
+                ],
+                "abc",
+                "a",
+            ),
+            (CheckKind::Regex, "^a+b$", vec![], "aab\n", "ba"),
+        ] {
+            let mut input = PlanIn {
+                ..clone_input(&input)
+            };
+            input.checks = vec![(
+                0,
+                kind.code(),
+                literal.into(),
+                kind == CheckKind::Regex,
+                glob,
+            )];
+            let plan = Plan::from_input(input).expect("plan");
+            assert_eq!(
+                candidate(&plan, &format!(r#"{{"a": {hit:?}}}"#)),
+                Some(true),
+                "{kind:?}"
+            );
+            assert_eq!(
+                candidate(&plan, &format!(r#"{{"a": {miss:?}}}"#)),
+                Some(false),
+                "{kind:?}"
+            );
+        }
+        // an assumed check always counts
+        let mut assumed = clone_input(&input);
+        assumed.checks = vec![(0, CheckKind::Assume.code(), String::new(), false, vec![])];
+        let plan = Plan::from_input(assumed).expect("plan");
+        assert_eq!(candidate(&plan, r#"{"a": "anything"}"#), Some(true));
+    }
+
+    fn clone_input(input: &PlanIn) -> PlanIn {
+        PlanIn {
+            fields: input.fields.clone(),
+            keywords: input.keywords.clone(),
+            checks: input.checks.clone(),
+            triggers: input.triggers.clone(),
+            rest: input.rest.clone(),
+            always: input.always,
+            programs: input.programs.clone(),
+            untriggered: input.untriggered.clone(),
+            special: input.special.clone(),
+            atom_count: input.atom_count,
+            strict_depth: input.strict_depth,
+        }
+    }
+
+    #[test]
+    fn special_atoms_and_unknowns_in_programs() {
+        // rule: "a is null or b exists", untriggered (runs on every event)
+        let input = PlanIn {
+            fields: vec![],
+            keywords: None,
+            checks: vec![],
+            triggers: vec![],
+            rest: vec![vec![]],
+            always: false,
+            programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (OR, 2)])],
+            untriggered: vec![0],
+            special: vec![
+                (
+                    0,
+                    SpecialKind::Null.code(),
+                    "a".into(),
+                    String::new(),
+                    false,
+                    false,
+                    false,
+                ),
+                (
+                    1,
+                    SpecialKind::Exists.code(),
+                    "b".into(),
+                    String::new(),
+                    false,
+                    false,
+                    true,
+                ),
+            ],
+            atom_count: 2,
+            strict_depth: 30,
+        };
+        let plan = Plan::from_input(input).expect("plan");
+        assert_eq!(candidate(&plan, r#"{"a": 1}"#), Some(false));
+        assert_eq!(candidate(&plan, r#"{"a": null}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"x": 1}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"a": [null, 2], "c": 1}"#), Some(false));
+        assert_eq!(candidate(&plan, r#"{"a": 1, "B": {"c": 2}}"#), Some(true));
+        // a field reference between values the walk cannot fold is unknown: kept
+        let reference = PlanIn {
+            programs: vec![Some(vec![(ATOM, 0)])],
+            special: vec![(
+                0,
+                SpecialKind::FieldRef.code(),
+                "a".into(),
+                "b".into(),
+                false,
+                false,
+                false,
+            )],
+            atom_count: 1,
+            ..clone_input(&plan_input_untriggered())
+        };
+        let plan = Plan::from_input(reference).expect("plan");
+        assert_eq!(candidate(&plan, r#"{"a": "X", "b": "x"}"#), Some(true));
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "y"}"#), Some(false));
+        assert_eq!(candidate(&plan, r#"{"a": "é", "b": "y"}"#), Some(true));
+    }
+
+    fn plan_input_untriggered() -> PlanIn {
+        PlanIn {
+            fields: vec![],
+            keywords: None,
+            checks: vec![],
+            triggers: vec![],
+            rest: vec![vec![]],
+            always: false,
+            programs: vec![None],
+            untriggered: vec![0],
+            special: vec![],
+            atom_count: 0,
+            strict_depth: 30,
+        }
     }
 }

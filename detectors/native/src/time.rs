@@ -12,8 +12,8 @@ pub enum Read {
     Unsure,
 }
 
-const EPOCH_MS_THRESHOLD: f64 = 1e11;
-const MAX_TS: f64 = 253402300799.0;
+pub const EPOCH_MS_THRESHOLD: f64 = 1e11;
+pub const MAX_TS: f64 = 253402300799.0;
 
 pub fn number(value: f64) -> Read {
     if !value.is_finite() || value < 0.0 {
@@ -141,4 +141,67 @@ pub fn string(text: &str) -> Read {
         return iso(text);
     }
     Read::Unsure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(read: Read) -> Option<f64> {
+        match read {
+            Read::At(ts) => Some(ts),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn numbers_are_seconds_or_milliseconds_within_range() {
+        assert_eq!(at(number(1_704_067_200.0)), Some(1_704_067_200.0));
+        assert_eq!(at(number(1_704_067_200_500.0)), Some(1_704_067_200.5));
+        assert_eq!(at(number(EPOCH_MS_THRESHOLD)), Some(EPOCH_MS_THRESHOLD)); // at it: seconds
+        assert_eq!(at(number(0.0)), Some(0.0));
+        assert_eq!(at(number(MAX_TS * 1000.0)), Some(MAX_TS));
+        for not in [-1.0, f64::NAN, f64::INFINITY, MAX_TS * 1000.0 + 1000.0] {
+            assert!(matches!(number(not), Read::Not), "{not}");
+        }
+    }
+
+    #[test]
+    fn iso_timestamps_of_the_common_shapes() {
+        for (text, ts) in [
+            ("2024-01-01T00:00:00Z", 1_704_067_200.0),
+            ("2024-01-01 00:00:00", 1_704_067_200.0),
+            ("2024-01-01T00:00:00z", 1_704_067_200.0),
+            ("2024-01-01T01:30:00+01:30", 1_704_067_200.0),
+            ("2023-12-31T23:00:00-01:00", 1_704_067_200.0),
+            ("2024-02-29T00:00:00Z", 1_709_164_800.0),
+            ("1970-01-01T00:00:00.123Z", 0.123),
+            ("1970-01-01T00:00:00.000001", 0.000_001),
+        ] {
+            assert_eq!(at(string(text)), Some(ts), "{text}");
+        }
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_python() {
+        for text in [
+            "2024-01-01",             // a date alone
+            "2024-01-01T00:00:00.5Z", // neither milliseconds nor microseconds
+            "2024-01-01T00:00:00.1234Z",
+            "2023-02-29T00:00:00Z", // no such day
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:60Z",
+            "2024-01-01T00:00:00+0100", // offset without a colon
+            "2024-01-01T00:00:00+24:00",
+            "2024-01-01T00:00:00 UTC",
+            "1969-12-31T23:59:59Z", // before the epoch
+            "0000-01-01T00:00:00Z",
+            "Jan  1 00:00:00 2024",
+            "１９７０-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z", // past 2**53 microseconds: Python's one rounding may differ
+        ] {
+            assert!(matches!(string(text), Read::Unsure), "{text}");
+        }
+    }
 }

@@ -64,9 +64,9 @@ pub struct Walk<'p> {
     verdicts: Vec<(u32, Verdict)>,
 }
 
-/// Python's flattening stops descending deeper than this (``detectors.event.MAX_DEPTH``
-/// with a margin): in strict mode a deeper event is unsure.
-const STRICT_DEPTH: usize = 30;
+/// The Unicode version of the Python whose case folding [`stable_case`] assumes (3.11's):
+/// `tests/unit/test_screen_abi.py` checks it is `unicodedata.unidata_version`.
+pub const PYTHON_UNICODE: &str = "14.0.0";
 
 /// Below this code point (Latin, Greek, Cyrillic, Armenian) lower-casing has been the same in
 /// every Unicode version since long before Python 3.11's.
@@ -299,7 +299,8 @@ impl<'p> Walk<'p> {
                         && name.starts_with(raw)
                         && name[raw.len()] == b'.'
                         && name[raw.len() + 1..].starts_with(key)
-                        && (name.len() == raw.len() + 1 + key.len() || name[raw.len() + 1 + key.len()] == b'.')
+                        && (name.len() == raw.len() + 1 + key.len()
+                            || name[raw.len() + 1 + key.len()] == b'.')
                 };
             if !exact {
                 return true;
@@ -355,7 +356,7 @@ impl<'p> Walk<'p> {
         if self.depth > self.max_depth {
             return Err(E::custom(Stop)); // Python rejects it: let Python say so
         }
-        if self.plan.strict && self.depth > STRICT_DEPTH {
+        if self.plan.strict && self.depth > self.plan.strict_depth {
             self.unsure = true;
             return Err(E::custom(Stop));
         }
@@ -788,6 +789,7 @@ mod tests {
             slots: FastMap::default(),
             texts: vec![],
             strict: false,
+            strict_depth: 30,
             atom_count: 1,
             key_count: 0,
         }
@@ -878,5 +880,110 @@ mod tests {
         assert!(!stable_case("\u{a7cb}") && !stable_case("\u{1c89}") && !stable_case("\u{212a}"));
         // a final sigma by Rust's casing of a later letter (U+A7CD), not by Python's
         assert!(!stable_case("ΑΣ\u{a7cd}") && stable_case("ας\u{a7cd}"));
+    }
+
+    /// The event time the walk reads (Err: unsure, Python decides; None in the outer option:
+    /// the message itself is left to Python).
+    fn time_of(message: &str, fields: &[&str]) -> Option<Result<Option<f64>, ()>> {
+        let plan = plan("unused", "v");
+        let fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        let mut walk = Walk::new(&plan, &fields, 64, ValueCache::default());
+        walk.run(message.as_bytes()).then(|| walk.time())
+    }
+
+    #[test]
+    fn paths_are_lower_cased_dotted_and_lists_are_transparent() {
+        let nested = plan("a.b.c", "x");
+        assert_eq!(finds(&nested, r#"{"A": {"b": {"C": "X"}}}"#), Some(true));
+        assert_eq!(
+            finds(&nested, r#"{"a": [{"b": [[{"c": "x"}]]}]}"#),
+            Some(true)
+        );
+        assert_eq!(finds(&nested, r#"{"a.b": {"c": "x"}}"#), Some(true)); // a flat dotted key
+        assert_eq!(
+            finds(&nested, r#"{"a": {"b": "x", "c": "x"}}"#),
+            Some(false)
+        );
+        let scalar = plan("n", "true");
+        assert_eq!(finds(&scalar, r#"{"n": [false, true]}"#), Some(true));
+        assert_eq!(finds(&scalar, r#"{"m": {"n": true}}"#), Some(false));
+    }
+
+    #[test]
+    fn messages_python_would_reject_or_read_otherwise_are_left_to_it() {
+        let plan = plan("a", "x");
+        for message in [
+            "",
+            "[]",
+            r#""a""#,
+            r#"{"a": "x"} trailing"#,
+            r#"{"a": "x",}"#,
+            "{\"a\": \"\\ud800\"}", // a lone surrogate
+            r#"{"a": NaN}"#,
+        ] {
+            assert_eq!(finds(&plan, message), None, "{message}");
+        }
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(70), "}".repeat(70));
+        assert_eq!(finds(&plan, &deep), None); // past max_depth: Python rejects it
+    }
+
+    #[test]
+    fn strict_screens_stop_at_the_depth_they_are_given() {
+        let mut strict = plan("a", "x");
+        strict.strict = true;
+        strict.strict_depth = 3;
+        assert_eq!(
+            finds(&strict, r#"{"b": {"c": {"d": 1}}, "a": "x"}"#),
+            Some(true)
+        );
+        assert_eq!(
+            finds(&strict, r#"{"b": {"c": {"d": {"e": 1}}}, "a": "x"}"#),
+            None
+        );
+        strict.strict = false;
+        assert_eq!(
+            finds(&strict, r#"{"b": {"c": {"d": {"e": 1}}}, "a": "x"}"#),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn event_time_from_the_first_time_field_present() {
+        let fields = ["@timestamp", "event.created", "ts"];
+        assert_eq!(
+            time_of(
+                r#"{"ts": 1704067200, "@timestamp": "2024-01-01T00:00:01Z"}"#,
+                &fields
+            ),
+            Some(Ok(Some(1_704_067_201.0)))
+        );
+        assert_eq!(
+            time_of(r#"{"event": {"created": 1704067200000}, "ts": 5}"#, &fields),
+            Some(Ok(Some(1_704_067_200.0)))
+        );
+        assert_eq!(
+            time_of(r#"{"event.created": 7}"#, &fields),
+            Some(Ok(Some(7.0)))
+        );
+        assert_eq!(time_of(r#"{"x": 1}"#, &fields), Some(Ok(None)));
+        // not a time for Python either: the next field counts
+        assert_eq!(
+            time_of(r#"{"@timestamp": true, "ts": 9}"#, &fields),
+            Some(Ok(Some(9.0)))
+        );
+        assert_eq!(
+            time_of(r#"{"@timestamp": {"a": 1}, "ts": 9}"#, &fields),
+            Some(Ok(Some(9.0)))
+        );
+        // a time field in another case or inside a list is read by Python's event model
+        // (detectors/event.py folds case and walks lists): such an event goes to Python
+        assert_eq!(time_of(r#"{"TS": 9}"#, &fields), None);
+        assert_eq!(time_of(r#"{"event": [{"created": 9}]}"#, &fields), None);
+        // shapes only Python's parser reads, and duplicated parents, go to Python
+        assert_eq!(time_of(r#"{"ts": "Jan 1 2024"}"#, &fields), Some(Err(())));
+        assert_eq!(
+            time_of(r#"{"event": {"created": 1}, "event": {"x": 2}}"#, &fields),
+            None
+        );
     }
 }

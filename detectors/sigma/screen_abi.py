@@ -1,0 +1,157 @@
+"""The plan format between :mod:`detectors.sigma.screen` and the native screen: its one owner.
+
+The native extension (``detectors/native/src/abi.rs``) mirrors every enum and limit here and
+exports its copy (``_native.ABI_VERSION``, ``_native.ABI``); ``tests/unit/test_screen_abi.py``
+compares the two member by member, both ways. A plan carries :data:`ABI_VERSION` and the
+extension refuses a plan of another version (``_native.AbiMismatch``, naming both), so a stale
+build cannot misread a plan silently. Change anything here: bump :data:`ABI_VERSION`, change
+``abi.rs`` alike and rebuild the extension.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+from detectors.errors import DetectorError
+from detectors.event import MAX_DEPTH
+
+ABI_VERSION = 1
+"""Version of the plan format; the extension accepts this one only."""
+
+STRICT_DEPTH = MAX_DEPTH - 2
+"""Nesting beyond which a strict screen (condition programs, special atoms) calls an event
+unsure: the Python flattening stops at :data:`~detectors.event.MAX_DEPTH`, kept with a
+margin. Passed in the plan (the extension has no copy of its own)."""
+
+
+class StaleExtension(DetectorError):
+    """The loaded extension reads another plan format (or one without a version): rebuild it.
+    ``context``: ``extension`` (its version, None before versions) and ``plan`` (ours)."""
+
+    def __init__(self, extension: int | None) -> None:
+        built = f"version {extension}" if extension is not None else "no version (built before plans had one)"
+        super().__init__(f"detectors._native reads screen plans of {built}, detectors.sigma writes version "
+                         f"{ABI_VERSION}: rebuild the extension from detectors/native",
+                         extension=extension, plan=ABI_VERSION)
+
+
+class Op(IntEnum):
+    """Operations of a condition program (postfix)."""
+
+    ATOM = 0  # push the truth of atom ``arg``
+    CONST = 1  # push ``arg != 0``
+    NOT = 2  # negate the top
+    AND = 3  # replace the top ``arg`` values by their conjunction
+    OR = 4  # ... by their disjunction
+
+
+class CheckKind(IntEnum):
+    """How an indexed atom is confirmed: the text kinds of :class:`detectors.sigma.text.Kind`
+    (same names and numbers), an RE2 regex the screen runs, or assumed satisfied."""
+
+    EXACT = 0
+    PREFIX = 1
+    SUFFIX = 2
+    CONTAINS = 3
+    GLOB = 4
+    ANY = 5
+    REGEX = -1
+    ASSUME = -2
+
+
+class SpecialKind(IntEnum):
+    """Atoms tested on the whole event, from the paths the walk saw."""
+
+    NULL = 0
+    EXISTS = 1
+    FIELD_REF = 2
+
+
+class GlobPart(IntEnum):
+    """Pieces of a glob pattern (:attr:`detectors.sigma.text.Pattern.glob` uses these numbers)."""
+
+    LITERAL = 0
+    STAR = 1
+    ONE = 2
+
+
+class Instr(NamedTuple):
+    op: Op
+    arg: int
+
+
+class ExactKey(NamedTuple):
+    """A whole (folded) value and the atoms it decides: outright, or after their check."""
+
+    key: str
+    plain: list[int]
+    verify: list[int]
+
+
+class SubstringKey(NamedTuple):
+    """A substring key and the atoms it hits anywhere, as a prefix, as a suffix, or to check."""
+
+    text: str
+    anywhere: list[int]
+    prefix: list[int]
+    suffix: list[int]
+    verify: list[int]
+
+
+class FieldPlan(NamedTuple):
+    """The atoms of one field (or of keywords): exact keys, atoms checked on every value, keys."""
+
+    exact: list[ExactKey]
+    every: list[int]
+    keys: list[SubstringKey]
+
+
+class Check(NamedTuple):
+    """An atom's confirmation: literal or regex source, ``flag`` is "cased" for texts and
+    "also without a final newline" for regexes."""
+
+    atom: int
+    kind: CheckKind
+    literal: str
+    flag: bool
+    glob: list[tuple[GlobPart, str]]
+
+
+class Special(NamedTuple):
+    atom: int
+    kind: SpecialKind
+    field: str
+    other: str
+    starts: bool
+    ends: bool
+    want: bool
+
+
+class Trigger(NamedTuple):
+    """An atom and the positions of the rules whose primary trigger clause holds it."""
+
+    atom: int
+    positions: list[int]
+
+
+class Plan(NamedTuple):
+    """The native ``Screen``'s keyword arguments for one route (``Screen(**plan._asdict())``)."""
+
+    fields: list[tuple[str, FieldPlan]]
+    keywords: FieldPlan | None
+    checks: list[Check]
+    triggers: list[Trigger]
+    rest: list[list[list[int]]]
+    always: bool
+    programs: list[list[Instr] | None]
+    untriggered: list[int]
+    special: list[Special]
+    atom_count: int
+    strict_depth: int = STRICT_DEPTH
+    abi_version: int = ABI_VERSION
+
+
+def glob_parts(parts: tuple[tuple[int, str], ...]) -> list[tuple[GlobPart, str]]:
+    """A text pattern's glob in the plan's terms (raises ValueError on a piece of no known kind)."""
+    return [(GlobPart(kind), text) for kind, text in parts]
