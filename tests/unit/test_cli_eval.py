@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from service.cli import main
+from tests.unit.correlation_rules import failed_logins_in_a_minute
 
 WIN_RULE = """\
 title: Evil Process
@@ -279,28 +280,7 @@ def test_generated_corpus_is_reproducible_and_evaluable(tmp_path: Path, capsys: 
     assert [r["line"] for r in records(capsys.readouterr().out)] == expected
 
 
-CORRELATION_RULES = """
-title: Failed login
-id: 5b0f3c8e-1111-4a8e-9b61-3f1f1d0e0001
-name: failed_login
-status: test
-logsource: {product: app}
-detection:
-  sel: {outcome: failure}
-  condition: sel
-level: low
----
-title: Three failed logins of one user in a minute
-id: 5b0f3c8e-1111-4a8e-9b61-3f1f1d0e0002
-status: test
-correlation:
-  type: event_count
-  rules: [failed_login]
-  group-by: [user]
-  timespan: 1m
-  condition: {gte: 3}
-level: high
-"""
+CORRELATION_RULES = failed_logins_in_a_minute()
 
 
 def test_eval_treats_the_input_as_a_stream_for_correlation_rules(

@@ -21,30 +21,9 @@ from service.app import Service
 from service.cli import main
 from service.config import load_settings
 from service.pipeline.replay import Collector, LineFileSource
+from tests.unit.correlation_rules import failed_logins_in_a_minute
 
-RULES = """
-title: Failed login
-id: 7a1c0000-0000-4000-8000-000000000001
-name: failed_login
-status: test
-logsource: {product: app}
-detection:
-  sel: {outcome: failure}
-  condition: sel
-level: low
----
-title: Three failed logins of one user in a minute
-id: 7a1c0000-0000-4000-8000-000000000002
-status: test
-correlation:
-  type: event_count
-  rules: [failed_login]
-  group-by: [user]
-  timespan: 1m
-  condition: {gte: 3}
-  generate: true
-level: high
----
+RULES = failed_logins_in_a_minute(generate=True) + """---
 title: Shell piped from curl
 id: 7a1c0000-0000-4000-8000-000000000003
 status: test
