@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from fastapi import HTTPException, Request
 
 from service import metrics
+from service.api.principal import Principal
 from service.config import TokenSettings
 
 ROLES = ("read", "admin")
@@ -28,13 +29,13 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self._tokens)
 
-    def role_for(self, presented: str) -> str | None:
-        """The role of ``presented`` (the highest if it is configured twice), or None."""
+    def principal_for(self, presented: str) -> Principal | None:
+        """Who ``presented`` is (the highest role if it is configured twice), or None."""
         given = presented.encode()
-        found: str | None = None
-        for secret, role, _name in self._tokens:
+        found: Principal | None = None
+        for secret, role, name in self._tokens:
             if hmac.compare_digest(secret, given) and (found is None or role == "admin"):
-                found = role
+                found = Principal(name=name, role=role)
         return found
 
 
@@ -55,12 +56,13 @@ def require(auth: Authenticator, role: str) -> Callable[[Request], None]:
         if not auth.enabled:
             return
         token = _bearer(request)
-        granted = auth.role_for(token) if token is not None else None
-        if granted is None:
+        principal = auth.principal_for(token) if token is not None else None
+        if principal is None:
             metrics.HTTP_REJECTED.labels("unauthenticated").inc()
             raise HTTPException(status_code=401, detail="missing or invalid bearer token",
                                 headers={"WWW-Authenticate": 'Bearer realm="pipesentry"'})
-        if role == "admin" and granted != "admin":
+        request.state.principal = principal
+        if role == "admin" and principal.role != "admin":
             metrics.HTTP_REJECTED.labels("forbidden").inc()
             raise HTTPException(status_code=403, detail="this endpoint needs an admin token")
 
