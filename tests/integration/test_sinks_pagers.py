@@ -143,16 +143,24 @@ async def test_webhook_signed_and_recovers_from_500s(tmp_path: Path) -> None:
     assert metrics.REGISTRY.get_sample_value("pipesentry_sink_up", {"sink": "hook"}) == 1
 
 
-async def test_bad_signature_is_refused_and_dead_lettered(tmp_path: Path) -> None:
-    hook = await Webhook(secret="right").start()
+async def test_a_refused_signature_waits_in_the_spool_until_the_key_is_fixed(tmp_path: Path) -> None:
+    """401 is the operator's to fix (a rotated key): the page is kept, the sink shows down, and once the
+    receiver accepts the key again the page is delivered, exactly once, with nothing dead-lettered."""
+    hook = await Webhook(secret="rotated").start()
     router = AlertRouter(make_settings([{"type": "webhook", "name": "hook2", "url": f"{hook.url}/hook",
-                                         "secret": "wrong"}]), tmp_path)
+                                         "secret": "current"}]), tmp_path)
     await router.start()
     try:
-        await router.submit([alert(1)])
+        await router.submit([alert(1, r=rule("hook-1"))])
+        await wait_until(lambda: bool(hook.got.rejected), what="the refused delivery")
+        await wait_until(lambda: metrics.REGISTRY.get_sample_value("pipesentry_sink_up", {"sink": "hook2"}) == 0,
+                         what="the sink to show down")
+        hook.secret = "current"  # the operator fixed the receiver's key
+        await wait_until(lambda: len(hook.got.accepted) == 1, what="delivery once the key is fixed")
         await router.wait_idle(10)
     finally:
         await router.stop()
         await hook.stop()
-    assert hook.got.accepted == [] and hook.got.rejected[0][1] == ["bad signature"]
-    assert "HTTP 401" in (tmp_path / "alerting" / "dead-letter" / "hook2.jsonl").read_text()
+    assert hook.got.rejected[0][1] == ["bad signature"]
+    assert [p["rule"]["id"] for p in hook.got.accepted] == ["hook-1"]
+    assert not (tmp_path / "alerting" / "dead-letter" / "hook2.jsonl").exists()

@@ -45,6 +45,13 @@ def test_every_5xx_is_retried_as_documented() -> None:
     for status in (500, 501, 503, 505, 507, 599):
         done, rejected, error = _deliver(status)
         assert (done, rejected) == (0, []) and isinstance(error, SinkError), status
-    for status in (400, 401, 404, 410, 422):
+    for status in (400, 404, 410, 422):
         done, rejected, error = _deliver(status)
         assert done == 2 and len(rejected) == 2 and error is None, status
+
+
+def test_a_refused_credential_keeps_the_pages_for_a_retry() -> None:
+    """401/403 dead-lettered every page while a rotated key was being fixed; nobody got paged."""
+    for status in (401, 403):
+        done, rejected, error = _deliver(status)
+        assert (done, rejected) == (0, []) and isinstance(error, SinkError) and error.retriable, status

@@ -26,12 +26,15 @@ class SinkRejected(SinkError):
     retriable = False
 
 
-RETRIABLE_4XX = frozenset({408, 425, 429})
-"""Client errors that mean "not now" (timeout, too early, rate limited) rather than "never"."""
+RETRIABLE_4XX = frozenset({401, 403, 408, 425, 429})
+"""Client errors that mean "not now" rather than "never": timeout, too early, rate limited, and
+401/403. A refused credential is the operator's to fix (a rotated key, a revoked token), and every
+alert would be refused alike, so the alerts wait in the spool (the sink shows down and the failure
+counter rises) instead of being dead-lettered one by one while nobody is paged."""
 
 
 def retriable_status(status: int | None) -> bool:
-    """The one rule for every sink: no status (transport error, timeout), 408/425/429 or any 5xx."""
+    """The one rule for every sink: no status (transport error, timeout), 401/403/408/425/429 or any 5xx."""
     return status is None or status in RETRIABLE_4XX or status >= 500
 
 

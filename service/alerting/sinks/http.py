@@ -1,7 +1,7 @@
 """Shared plumbing of the HTTP paging receivers.
 
 Each receiver renders one page record into one request. A response decides the
-record's fate: 2xx delivered; 408, 425, 429, any 5xx and transport errors are retriable
+record's fate: 2xx delivered; 401, 403, 408, 425, 429, any 5xx and transport errors are retriable
 (the batch stops there and is retried later, in order); any other 4xx can never
 succeed and the record goes to the dead-letter file with the reason.
 """
