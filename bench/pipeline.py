@@ -98,13 +98,18 @@ def _slug(ls: dict[str, str]) -> str:
     return "-".join(v.replace(".", "_") for v in (ls.get("product"), ls.get("category"), ls.get("service")) if v)
 
 
+EPOCH = 1_764_000_000.0
+"""Event times start here and advance 10 ms per event: the alert counts (correlation windows) must
+not depend on how fast the machine built the corpus."""
+
+
 def builtin_corpus(count: int, seed: int = 11, hit_rate: float = 0.02) -> list[tuple[dict[str, str], dict[str, Any]]]:
     rng = random.Random(seed)
     kinds = list(SOURCES)
     out = []
-    for _ in range(count):
+    for i in range(count):
         kind = rng.choice(kinds)
-        out.append((SOURCES[kind], make_event(kind, rng, rng.random() < hit_rate, time.time())))
+        out.append((SOURCES[kind], make_event(kind, rng, rng.random() < hit_rate, EPOCH + i / 100)))
     return out
 
 
@@ -115,9 +120,9 @@ def eventgen_corpus(count: int, seed: int = 1) -> list[tuple[dict[str, str], dic
 
     rng = random.Random(seed)
     out: list[tuple[dict[str, str], dict[str, Any]]] = []
-    for logsource, event in iter_events(count, seed):
+    for i, (logsource, event) in enumerate(iter_events(count, seed)):
         if rng.random() < 0.05:
-            out.append((SOURCES["ci"], make_event("ci", rng, rng.random() < 0.03, time.time())))
+            out.append((SOURCES["ci"], make_event("ci", rng, rng.random() < 0.03, EPOCH + i / 100)))
         else:
             out.append((logsource.as_dict(), dict(event)))
     return out[:count]
