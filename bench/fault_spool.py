@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> int:
     import pytest
 
-    from tests.unit.test_spool_fuzz import fuzz_once, kill_writers
+    from tests.unit.service.alerting.test_spool_fuzz import fuzz_once, kill_writers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=5000)

@@ -11,7 +11,6 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -24,6 +23,7 @@ from detectors.correlation.compile import compile_correlations
 from detectors.sigma import RuleError, RuleText, compile_ruleset
 from service.config import ConfigError, Settings, load_settings
 from service.decoders import DecodeError, build_decoder, decoder_names
+from tests.conftest import ROOT
 from tests.rules.test_findings_decoders import CHECKOV, SARIF, TRIVY, ZAP
 from tests.unit.fuzz_helpers import (
     YAML_SPLICES,
@@ -35,8 +35,6 @@ from tests.unit.fuzz_helpers import (
     spliced_text,
     yaml_text,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
