@@ -23,7 +23,7 @@ from detectors.event import DEFAULT_TIME_FIELDS, MAX_DEPTH, event_time, values
 from detectors.model import LogSource
 from detectors.sigma.screen import AVAILABLE
 from service.sources.base import Item
-from tests.unit.test_sigma_support import build, rule_yaml
+from tests.support.sigma import build, rule_yaml
 
 LS = LogSource(product="test")
 FALLBACK_MS = 1_700_000_000_999

@@ -12,7 +12,7 @@ import pytest
 from detectors.sigma import RuleText, compile_ruleset
 from detectors.yamlsafe import YamlError, YamlLimits, load_documents, load_one
 from service.cli import main as cli_main
-from tests.unit.service.api.test_api import ADMIN, auth, build
+from tests.support.api import ADMIN, auth, build_api
 
 GOOD = """title: Good
 id: 6f1d1a4e-0000-4000-8000-00000000000a
@@ -122,7 +122,7 @@ def test_rules_check_reports_each_bad_rule_and_exits_non_zero(tmp_path: Path,
 
 
 async def test_rules_test_answers_422_with_the_reason(tmp_path: Path) -> None:
-    client, _, _ = build(tmp_path)
+    client, _, _ = build_api(tmp_path)
     async with client:
         for rule, reason in ((BAD_DATE, "day is out of range"), (BAD_LOGSOURCE, "logsource.service"),
                              (bomb(), "nodes (aliases expanded)")):
@@ -143,7 +143,7 @@ async def test_rules_test_bounds_its_body_and_concurrency(tmp_path: Path, monkey
         return 200, {"errors": []}
 
     monkeypatch.setattr(routes, "run_rule_test", blocked)
-    client, _, _ = build(tmp_path, api={"rules_test_concurrency": 1, "rules_test_max_body_bytes": 4096})
+    client, _, _ = build_api(tmp_path, api={"rules_test_concurrency": 1, "rules_test_max_body_bytes": 4096})
     async with client:
         big = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"rule": "x" * 5000, "events": []})
         assert big.status_code == 413
@@ -168,7 +168,7 @@ async def test_rules_test_gives_up_waiting_but_keeps_the_slot(tmp_path: Path, mo
         return 200, {"errors": []}
 
     monkeypatch.setattr(routes, "run_rule_test", slow)
-    client, _, _ = build(tmp_path, api={"rules_test_concurrency": 1, "rules_test_timeout_s": 0.05})
+    client, _, _ = build_api(tmp_path, api={"rules_test_concurrency": 1, "rules_test_timeout_s": 0.05})
     async with client:
         slow_resp = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"rule": GOOD, "events": []})
         assert slow_resp.status_code == 503
@@ -209,7 +209,7 @@ def test_a_correlation_pysigma_cannot_hold_is_one_error_and_its_base_rule_loads(
 
 
 async def test_rules_list_parameters_are_bounded(tmp_path: Path) -> None:
-    client, _, _ = build(tmp_path)
+    client, _, _ = build_api(tmp_path)
     async with client:
         for params in ({"offset": str(2**63)}, {"limit": "0"}, {"q": "x" * 5000}, {"kind": "k" * 100}):
             resp = await client.get("/api/v1/rules", headers=auth(ADMIN), params=params)
@@ -226,7 +226,7 @@ def test_text_that_is_not_yaml_characters_is_one_error(text: str, problem: str) 
 
 
 async def test_rules_test_with_a_lone_surrogate_is_422(tmp_path: Path) -> None:
-    client, _, _ = build(tmp_path)
+    client, _, _ = build_api(tmp_path)
     async with client:
         body = b'{"rule": "title: x\\nb: \\ud800\\n", "events": []}'
         resp = await client.post("/api/v1/rules/test", headers={**auth(ADMIN), "content-type": "application/json"},
@@ -244,7 +244,7 @@ def test_an_overlong_condition_is_refused_before_parsing() -> None:
 
 
 async def test_rules_test_reasons_do_not_show_server_paths(tmp_path: Path) -> None:
-    client, _, _ = build(tmp_path)
+    client, _, _ = build_api(tmp_path)
     async with client:
         resp = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"rule": "title: x\n", "events": []})
         assert resp.status_code == 422

@@ -8,16 +8,16 @@ import logging
 import pytest
 
 from detectors.model import LogSource, Origin
-from service import metrics
 from service.config import CorrelationSettings, RulesSettings, Settings
 from service.detection import Detector, compile_detection
 from service.local_state import LocalState
 from service.reload import compile_configured
 from service.sources.base import Item
 from service.state_store import StateStore
-from tests.unit.service.sources.test_sources import CORRELATED, RULE, SILENCE
+from tests.support.faults import sample
+from tests.support.rules import BUILDS_SILENCE, CURL_RULE, REPEATED_LOGINS
 
-FEW_LOGINS = CORRELATED.replace("Repeated Failed Logins", "Few Failed Logins").replace(
+FEW_LOGINS = REPEATED_LOGINS.replace("Repeated Failed Logins", "Few Failed Logins").replace(
     "6f1d1a4e-0000-4000-8000-000000000011", "6f1d1a4e-0000-4000-8000-000000000012").replace(
     "condition: {gte: 3}", "condition: {lt: 3}")
 T0 = 1_000_000.0  # event times
@@ -32,7 +32,7 @@ def login(ts: float, user: str = "bob", scope: tuple[str, int] | None = None, of
                 ("ts",), 0.0)
 
 
-def build(tmp_path, text: str = CORRELATED, checks: str | None = None, **kwargs) -> Detector:
+def build(tmp_path, text: str = REPEATED_LOGINS, checks: str | None = None, **kwargs) -> Detector:
     (tmp_path / "rules.yml").write_text(text)
     paths = []
     if checks is not None:
@@ -41,10 +41,6 @@ def build(tmp_path, text: str = CORRELATED, checks: str | None = None, **kwargs)
     outcome = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False, anomaly_checks=paths, **kwargs)
     assert outcome.accepted, outcome.errors
     return Detector(outcome.detection)
-
-
-def sample(name: str, **labels: str) -> float:
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # --- settings reach the engines -------------------------------------------------------------
@@ -60,7 +56,7 @@ def test_correlation_settings_defaults_and_validation():
 
 
 def test_configured_limits_reach_local_and_per_partition_engines(tmp_path):
-    (tmp_path / "rules.yml").write_text(CORRELATED)
+    (tmp_path / "rules.yml").write_text(REPEATED_LOGINS)
     outcome = compile_configured(RulesSettings(paths=[tmp_path / "rules.yml"]),
                                  CorrelationSettings(max_keys=7, allowed_lateness=2.5),
                                  Settings().anomaly, 1)
@@ -72,7 +68,7 @@ def test_configured_limits_reach_local_and_per_partition_engines(tmp_path):
 def test_allowed_lateness_absorbs_interleaved_event_times(tmp_path):
     """Two topics read from a backlog interleave event times; with lateness nothing is dropped."""
     events = [login(T0 + t) for t in (0.0, 3.0, 1.0, 4.0, 2.0)]  # never more than 3 s out of order
-    five = CORRELATED.replace("condition: {gte: 3}", "condition: {gte: 5}")
+    five = REPEATED_LOGINS.replace("condition: {gte: 3}", "condition: {gte: 5}")
     strict = build(tmp_path, five, correlation_lateness_s=0.0)
     assert strict.process(events, now=WALL) + strict.heartbeat(WALL + 10) == []  # 1.0 and 2.0 dropped as late
     assert strict.current.correlation.counters["late"] == 2
@@ -106,7 +102,7 @@ def test_heartbeat_closes_deferred_windows_when_no_event_arrives(tmp_path):
 
 
 def test_each_partition_keeps_its_own_clock_and_a_quiet_one_goes_silent(tmp_path):
-    detector = build(tmp_path, RULE, checks=SILENCE)
+    detector = build(tmp_path, CURL_RULE, checks=BUILDS_SILENCE)
     a, b = ("ci", 0), ("ci", 1)
     detector.process([login(T0, scope=a, offset=0), login(T0 + 10, scope=a, offset=1)], now=WALL)
     # partition b replays data three days newer: its clock must not drag partition a along
@@ -135,7 +131,7 @@ def test_heartbeat_skips_scopes_with_unread_input(tmp_path):
 
 
 def test_heartbeat_moves_the_local_scope(tmp_path):
-    detector = build(tmp_path, RULE, checks=SILENCE)
+    detector = build(tmp_path, CURL_RULE, checks=BUILDS_SILENCE)
     detector.process([login(T0), login(T0 + 10)], now=WALL)
     assert detector.heartbeat(WALL + 200) == []
     [alert] = detector.heartbeat(WALL + 400)
@@ -165,7 +161,7 @@ def test_counters_are_exported_as_increases_per_engine_without_double_counting(t
     assert sample("pipesentry_detector_skips_total", detector="correlation", reason="late") == late0 + 1
     assert sample("pipesentry_state_evictions_total", detector="correlation") == evicted0 + 1
     # and a reload that carries the totals over neither
-    (tmp_path / "rules.yml").write_text(CORRELATED)
+    (tmp_path / "rules.yml").write_text(REPEATED_LOGINS)
     detector.swap(compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False, generation=2,
                                     correlation_max_keys=1).detection)
     detector.heartbeat(WALL + 3)
@@ -173,8 +169,8 @@ def test_counters_are_exported_as_increases_per_engine_without_double_counting(t
 
 
 def test_anomaly_learning_gauge_and_only_skips_exported(tmp_path):
-    checks = SILENCE + "---\nid: deploys-new\ntype: new_value\nfields: [user]\nlearning: 1h\n"
-    detector = build(tmp_path, RULE, checks=checks)
+    checks = BUILDS_SILENCE + "---\nid: deploys-new\ntype: new_value\nfields: [user]\nlearning: 1h\n"
+    detector = build(tmp_path, CURL_RULE, checks=checks)
     alerts0 = sample("pipesentry_detector_skips_total", detector="anomaly", reason="alerts")
     detector.process([login(T0), login(T0 + 1)], now=WALL)
     detector.heartbeat(WALL + 400)  # silence fires: an alert, not a skip
@@ -186,7 +182,7 @@ def test_anomaly_learning_gauge_and_only_skips_exported(tmp_path):
 # --- restore ------------------------------------------------------------------------------------
 
 def test_restore_warnings_are_logged_and_an_unusable_snapshot_starts_empty(tmp_path, caplog):
-    detector = build(tmp_path, RULE, checks=SILENCE)
+    detector = build(tmp_path, CURL_RULE, checks=BUILDS_SILENCE)
     with caplog.at_level(logging.WARNING, logger="service.detection"):
         detector.import_scope(("ci", 0), {"anomaly": {"format": "pipesentry-state", "kind": "correlation",
                                                       "version": 1, "body": {}}})
@@ -195,10 +191,10 @@ def test_restore_warnings_are_logged_and_an_unusable_snapshot_starts_empty(tmp_p
 
 
 def test_restore_reports_checks_whose_configuration_changed(tmp_path, caplog):
-    detector = build(tmp_path, RULE, checks=SILENCE)
+    detector = build(tmp_path, CURL_RULE, checks=BUILDS_SILENCE)
     detector.process([login(T0)], now=WALL)
     saved = detector.export_scope(None)
-    changed = build(tmp_path, RULE, checks=SILENCE.replace("timeout: 5m", "timeout: 7m"))
+    changed = build(tmp_path, CURL_RULE, checks=BUILDS_SILENCE.replace("timeout: 5m", "timeout: 7m"))
     with caplog.at_level(logging.WARNING, logger="service.detection"):
         changed.import_scope(None, saved)
     assert any("partly dropped" in r.getMessage() and getattr(r, "detail", "") == "builds-silent"
@@ -210,8 +206,8 @@ def test_anomaly_files_are_read_by_the_shared_loader(tmp_path):
     from service.cli import anomaly_cmd
 
     assert anomaly_cmd.load_check_files is load_check_files
-    (tmp_path / "rules.yml").write_text(RULE)
-    (tmp_path / "checks.yml").write_text(SILENCE + "---\n" + SILENCE)  # duplicate id: an engine error
+    (tmp_path / "rules.yml").write_text(CURL_RULE)
+    (tmp_path / "checks.yml").write_text(BUILDS_SILENCE + "---\n" + BUILDS_SILENCE)  # duplicate id: an engine error
     outcome = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False,
                                 anomaly_checks=[tmp_path / "checks.yml"])
     assert not outcome.accepted
@@ -222,19 +218,19 @@ def test_anomaly_files_are_read_by_the_shared_loader(tmp_path):
 
 async def test_local_state_survives_a_restart_and_its_clock_keeps_running(tmp_path):
     store = StateStore(tmp_path / "state")
-    checks = SILENCE
-    first = build(tmp_path, CORRELATED, checks=checks)
+    checks = BUILDS_SILENCE
+    first = build(tmp_path, REPEATED_LOGINS, checks=checks)
     first.process([login(T0), login(T0 + 1)], now=WALL)
     assert await LocalState(first, store).save()
     saved = store.load("local", "correlation")
     assert saved["clock"] == [T0 + 1, WALL] and "offset" not in saved
 
-    second = build(tmp_path, CORRELATED, checks=checks)
+    second = build(tmp_path, REPEATED_LOGINS, checks=checks)
     assert await LocalState(second, store).restore()
     # the correlation counts on from the two logins before the restart
     assert [a.rule.title for a in second.process([login(T0 + 2)], now=WALL + 5)] == ["Repeated Failed Logins"]
 
-    third = build(tmp_path, CORRELATED, checks=checks)
+    third = build(tmp_path, REPEATED_LOGINS, checks=checks)
     assert await LocalState(third, store).restore()
     # no event since the restart: the restored clock still lets the silence check fire
     assert third.heartbeat(WALL + 200) == []
@@ -243,8 +239,8 @@ async def test_local_state_survives_a_restart_and_its_clock_keeps_running(tmp_pa
 
 async def test_local_state_restore_without_snapshot_or_stateful_detectors(tmp_path):
     store = StateStore(tmp_path / "state")
-    assert not await LocalState(build(tmp_path, CORRELATED), store).restore()
-    plain = build(tmp_path, RULE)
+    assert not await LocalState(build(tmp_path, REPEATED_LOGINS), store).restore()
+    plain = build(tmp_path, CURL_RULE)
     assert not await LocalState(plain, store).save() and store.scopes() == []
 
 
@@ -255,7 +251,7 @@ async def test_service_saves_the_local_state_at_shutdown_and_restores_it_at_star
 
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "c.yml").write_text(CORRELATED)
+    (rules / "c.yml").write_text(REPEATED_LOGINS)
     settings = Settings(data_dir=tmp_path / "data", rules={"paths": [str(rules)], "watch": False},
                         api={"enabled": False}, stdin={"enabled": False}, alerting={"sinks": [{"type": "store"}]})
     first = Service(settings)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.fuzz_targets import Target, all_targets, sweeps
+from tests.support.fuzz_targets import Target, all_targets, sweeps
 
 TARGETS = {t.name: t for t in all_targets()}
 EXAMPLES = {"rules": 60, "checks": 60, "config": 80, "config-text": 40}

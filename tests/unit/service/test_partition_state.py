@@ -21,14 +21,10 @@ from service.detection import Detector, compile_detection
 from service.partition_state import WRITER_PREFIX
 from service.sources.kafka import KafkaRunner
 from service.state_store import StateStore
-from tests.unit.service.sources.test_sources import (
-    CORRELATED,
-    FakeConsumer,
-    FakeDeadLetters,
-    Record,
-    ScriptedRouter,
-    eventually,
-)
+from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record
+from tests.support.routers import FakeRouter
+from tests.support.rules import REPEATED_LOGINS
+from tests.support.waits import until
 
 TP = TopicPartition("ci", 0)
 SCOPE = "kafka:ci:0"
@@ -85,12 +81,12 @@ class GroupConsumer(FakeConsumer):
 
 
 def member(data: Path, group: Group, snapshot_interval_s: float = 3600,
-           **kafka: Any) -> tuple[KafkaRunner, ScriptedRouter, GroupConsumer]:
+           **kafka: Any) -> tuple[KafkaRunner, FakeRouter, GroupConsumer]:
     data.parent.mkdir(parents=True, exist_ok=True)
     rules = data.parent / "c.yml"
-    rules.write_text(CORRELATED)
+    rules.write_text(REPEATED_LOGINS)
     detector = Detector(compile_detection([rules], [], skip_invalid=False).detection)
-    router = ScriptedRouter()
+    router = FakeRouter()
     consumer = GroupConsumer(group)
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
                              **{"commit_interval_s": 0.02, **kafka})
@@ -129,7 +125,7 @@ async def run_until(runner: KafkaRunner, condition: Any) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
-        await eventually(condition)
+        await until(condition)
     finally:
         stop.set()
         await task

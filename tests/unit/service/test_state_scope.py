@@ -21,13 +21,9 @@ from service.sources.base import Item
 from service.sources.kafka import KafkaRunner
 from service.state_store import StateStore
 from tests.conftest import PROJECT_RULES
-from tests.unit.service.sources.test_sources import (
-    FakeConsumer,
-    FakeDeadLetters,
-    Record,
-    ScriptedRouter,
-    eventually,
-)
+from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record
+from tests.support.routers import FakeRouter
+from tests.support.waits import until
 
 ROOT = PROJECT_RULES
 RULES = [ROOT / "github" / "github_audit_branch_protection_removed.yml",
@@ -110,25 +106,11 @@ def record(event: dict[str, Any], offset: int) -> Record:
     return Record(orjson.dumps(event), None, offset, 0, [])
 
 
-class SeekingConsumer(FakeConsumer):
-    def __init__(self, records: dict[TopicPartition, list[Record]],
-                 committed: dict[TopicPartition, int] | None = None) -> None:
-        super().__init__(records)
-        self.seeks: list[tuple[TopicPartition, int]] = []
-        if committed:
-            self.commits.append(dict(committed))
-            self.positions.update(committed)
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp, offset))
-        self.positions[tp] = offset
-
-
-def runner(tmp_path: Path, consumer: FakeConsumer, scope: str) -> tuple[KafkaRunner, ScriptedRouter]:
+def runner(tmp_path: Path, consumer: FakeConsumer, scope: str) -> tuple[KafkaRunner, FakeRouter]:
     topics = {"gh-audit": {"logsource": {"product": "github", "service": "audit"}},
               "gh-push": {"logsource": {"product": "github", "service": "webhook"}}}
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics=topics, commit_interval_s=0.02)
-    router = ScriptedRouter()
+    router = FakeRouter()
     run = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector(scope), router,
                       dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer,
                       state_store=StateStore(tmp_path / "state"), snapshot_interval_s=0.001)
@@ -138,13 +120,13 @@ def runner(tmp_path: Path, consumer: FakeConsumer, scope: str) -> tuple[KafkaRun
 async def _consume(run: KafkaRunner, consumer: FakeConsumer, ends: dict[TopicPartition, int]) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(run.run(stop))
-    await eventually(lambda: all(run.tracker.acked.get(tp) == end for tp, end in ends.items())
+    await until(lambda: all(run.tracker.acked.get(tp) == end for tp, end in ends.items())
                      and all(consumer.committed_now(tp) == end for tp, end in ends.items()))
     stop.set()
     await task
 
 
-class CommitConsumer(SeekingConsumer):
+class CommitConsumer(FakeConsumer):
     def committed_now(self, tp: TopicPartition) -> int | None:
         return next((c[tp] for c in reversed(self.commits) if tp in c), None)
 
@@ -167,7 +149,7 @@ async def test_kafka_runner_in_partition_mode_does_not_fire_across_topics(tmp_pa
     run, router = runner(tmp_path, consumer, "partition")
     await _consume(run, consumer, {AUDIT_TP: 1, PUSH_TP: 1})
     assert CORRELATION not in titles(router.accepted) and len(router.accepted) == 2
-    await eventually(lambda: run.state_store.load("kafka:gh-audit:0", "partition") is not None)
+    await until(lambda: run.state_store.load("kafka:gh-audit:0", "partition") is not None)
 
 
 async def test_instance_mode_ignores_saved_partition_state_and_never_rewinds(tmp_path):

@@ -12,14 +12,15 @@ import pytest
 from service.app import Service
 from service.config import Settings
 from service.supervisor import Supervisor
-from tests.unit.fault_helpers import sample, until
-from tests.unit.service.sources.test_sources import RULE
+from tests.support.faults import sample
+from tests.support.rules import CURL_RULE
+from tests.support.waits import until
 
 
 def make_service(tmp_path: Path, **kw: Any) -> Service:
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "r.yml").write_text(RULE)
+    (rules / "r.yml").write_text(CURL_RULE)
     settings = Settings(data_dir=tmp_path / "data", rules={"paths": [str(rules)], "watch": False},
                         api={"enabled": False}, stdin={"enabled": False}, alerting={"sinks": [{"type": "store"}]},
                         state={"heartbeat_interval_s": 0.02}, **kw)
@@ -90,8 +91,8 @@ async def test_supervisor_gives_up_when_told_and_reports_down() -> None:
 
 async def test_readyz_follows_a_stuck_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The issue's case: the cursor cannot be written; /readyz must not stay ready, and it recovers."""
-    from tests.unit.alerting_helpers import alert
-    from tests.unit.fault_helpers import DiskFaults
+    from tests.support.alerts import alert
+    from tests.support.faults import DiskFaults
 
     faults = DiskFaults(monkeypatch)
     svc = make_service(tmp_path)

@@ -13,7 +13,7 @@ from sigma.correlations import SigmaCorrelationRule
 from detectors.correlation import CorrelatingEvaluator, compile_correlations
 from detectors.model import Match, RuleInfo
 from detectors.sigma import RuleError, RuleText, compile_ruleset
-from tests.unit.correlation_rules import FAILED_LOGIN
+from tests.support.rules import FAILED_LOGIN
 
 BASE = FAILED_LOGIN + """"""
 

@@ -15,7 +15,7 @@ import pytest
 from detectors.correlation import CorrelatingEvaluator, compile_correlations
 from detectors.model import Match
 from detectors.sigma import RuleText, compile_ruleset
-from tests.unit.correlation_rules import FAILED_LOGIN
+from tests.support.rules import FAILED_LOGIN
 
 BASE = FAILED_LOGIN + """---
 title: Successful login

@@ -16,7 +16,7 @@ from detectors.event import event_time, to_epoch
 from detectors.model import Match, RuleInfo
 from detectors.sigma import RuleText, compile_ruleset
 from tests.conftest import ROOT
-from tests.unit.correlation_rules import FAILED_LOGIN
+from tests.support.rules import FAILED_LOGIN
 
 FAILED = RuleInfo(id="11111111-1111-4111-8111-111111111111", title="Failed login", name="failed")
 RULES = FAILED_LOGIN + """---

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from detectors.model import LogSource
 from detectors.sigma import RuleText, compile_ruleset
-from tests.unit.test_sigma_support import agree, build, rule_yaml
+from tests.support.sigma import agree, build, rule_yaml
 
 RULE_ID = "6f3e2987-db24-4c78-a860-b4f4095a7095"
 RULE = rule_yaml({"sel": {"Image|endswith": "\\rar.exe"}, "condition": "sel"}, id=RULE_ID,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.unit.test_sigma_support import agree, build, rule_yaml
+from tests.support.sigma import agree, build, rule_yaml
 
 RULES = build(
     rule_yaml({"sel_f": {"F|contains": ["needle", "a*b*c*d"]}, "sel_g": {"G|re": "(x+x+)+y"},

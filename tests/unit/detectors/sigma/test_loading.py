@@ -6,7 +6,7 @@ import pytest
 
 from detectors.model import LogSource
 from detectors.sigma import RuleError, RuleText, compile_ruleset
-from tests.unit.test_sigma_support import agree, build, rule_yaml
+from tests.support.sigma import agree, build, rule_yaml
 
 GOOD = rule_yaml({"sel": {"F": "x"}, "condition": "sel"}, id="11111111-1111-4111-8111-111111111111",
                  title="good")

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tests.unit.test_sigma_support import agree, build, hit, rule_yaml
+from tests.support.sigma import agree, build, hit, rule_yaml
 
 
 def one(key: str, value: object) -> dict[str, object]:

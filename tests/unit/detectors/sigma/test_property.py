@@ -7,7 +7,7 @@ from typing import Any
 
 from detectors.model import LogSource
 from detectors.sigma import RuleText, compile_ruleset
-from tests.unit.test_sigma_support import rule_yaml
+from tests.support.sigma import rule_yaml
 
 FIELDS = ["A", "B", "c.d", "E"]
 CHARS = "abAB-/ .x"

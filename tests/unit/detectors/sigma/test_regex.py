@@ -22,7 +22,7 @@ from service import metrics
 from service.config import RulesSettings
 from service.detection_metrics import CounterExport
 from tests.conftest import ROOT
-from tests.unit.test_sigma_support import agree, build, hit, rule_yaml
+from tests.support.sigma import agree, build, hit, rule_yaml
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
@@ -117,8 +117,8 @@ EXPLOSIVE = ("^(a|aa)*$(?!x)", "a" * 5000 + "b")
 def test_backtracking_repros_return_promptly() -> None:
     """In a child process: on a stalled engine the parent's wait gives up instead of hanging."""
     script = (
-        "from tests.unit.detectors.sigma.test_regex import REPROS\n"
-        "from tests.unit.test_sigma_support import agree, build, rule_yaml\n"
+        f"REPROS = {REPROS!r}\n"
+        "from tests.support.sigma import agree, build, rule_yaml\n"
         "rules = build(*(rule_yaml({'sel': {'F|re': p}, 'condition': 'sel'}) for p, _ in REPROS))\n"
         "for _, value in REPROS:\n"
         "    assert agree(rules, {'F': value}) == []\n"

@@ -24,15 +24,11 @@ from service.decoders import DecodeError
 from service.decoders.json import parse_object
 from service.detection import Detector, compile_detection
 from service.sources.base import Item
-from tests.unit.service.sources.test_sources import (
-    CORRELATED,
-    FakeConsumer,
-    FakeDeadLetters,
-    Record,
-    ScriptedRouter,
-    eventually,
-)
-from tests.unit.test_sigma_support import build, rule_yaml
+from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record
+from tests.support.routers import FakeRouter
+from tests.support.rules import REPEATED_LOGINS
+from tests.support.sigma import build, rule_yaml
+from tests.support.waits import until
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="the native screen is not built (no Rust toolchain)")
 
@@ -223,7 +219,7 @@ def test_runs_report_their_latest_time_around_picked_events():
 
 # --- in the Kafka loop: the same alerts with and without the screen ---------------------------
 
-RULES = (CORRELATED.replace("category: ci_job_log", "category: auth")
+RULES = (REPEATED_LOGINS.replace("category: ci_job_log", "category: auth")
          .replace("Repeated Failed Logins", "Lone Failed Login").replace("{gte: 3}", "{lt: 2}"))
 """The failed-login correlation of ``test_sources``, over ``auth`` events and as ``lt``: its windows
 close (and alert) only when later events move time on."""
@@ -251,13 +247,13 @@ async def run_loop(tmp_path: Path, screen: bool) -> tuple[list[Any], int]:
                              topics={"auth": {"logsource": {"category": "auth"}}})
     tp = TopicPartition("auth", 0)
     consumer = FakeConsumer({tp: auth_records()})
-    router = ScriptedRouter()
+    router = FakeRouter()
     runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"], screen=screen), Detector(detection), router,
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer)
     before = metrics.EVENTS_SCREENED.labels("kafka")._value.get()
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    await eventually(lambda: consumer.commits and consumer.commits[-1].get(tp) == 60)
+    await until(lambda: consumer.commits and consumer.commits[-1].get(tp) == 60)
     stop.set()
     await task
     return router.accepted, int(metrics.EVENTS_SCREENED.labels("kafka")._value.get() - before)
@@ -283,7 +279,7 @@ async def ingest_pushed(tmp_path: Path, screen: bool, with_time: bool = True) ->
     tmp_path.mkdir()
     (tmp_path / "rules.yml").write_text(RULES)
     detection = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection
-    router = ScriptedRouter()
+    router = FakeRouter()
     pipeline = Pipeline(Detector(detection), router, screen=screen)
     spec = InputSpec("file", build_decoder("json", {}), LogSource(category="auth"), ("ts",) if with_time else ())
     messages = [RawMessage(r.value, Origin("file", key=f"auth.log:{r.offset}"), 1000.0005 + 20 * r.offset)
@@ -323,7 +319,7 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
     (tmp_path / "rules.yml").write_text(RULES)
     pipeline = Pipeline(Detector(compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection),
-                        ScriptedRouter())
+                        FakeRouter())
     lines = [{"message": "login ok", "user": "u1", "ts": 1000 + i} for i in range(20)]
     lines.append({"message": "login failed", "user": "u1", "ts": 1020})
     messages = [RawMessage(orjson.dumps(line), partial(origin, i), 1.0) for i, line in enumerate(lines)]
@@ -334,17 +330,17 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
 def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
     from service.sources.kafka import KafkaRunner
-    from tests.unit.service.sources.test_sources import SILENCE
+    from tests.support.rules import BUILDS_SILENCE
 
     (tmp_path / "rules.yml").write_text(RULES)
-    (tmp_path / "checks.yml").write_text(SILENCE)  # watches category ci_job_log
+    (tmp_path / "checks.yml").write_text(BUILDS_SILENCE)  # watches category ci_job_log
     outcome = compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False,
                                 anomaly_checks=[tmp_path / "checks.yml"])
     assert outcome.accepted and outcome.detection.anomaly is not None
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={
         "auth": {"logsource": {"category": "auth"}}, "ci": {"logsource": {"category": "ci_job_log"}},
         "raw": {"logsource": {"category": "auth"}, "decoder": {"type": "syslog"}}})
-    runner = KafkaRunner(settings, EventSettings(), Detector(outcome.detection), ScriptedRouter(),
+    runner = KafkaRunner(settings, EventSettings(), Detector(outcome.detection), FakeRouter(),
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: None)
     current = runner.detector.current
     assert runner._screen(runner.spec("auth"), current) is not None
@@ -360,7 +356,7 @@ def auth_runner(tmp_path: Path):
     tp = TopicPartition("auth", 0)
     consumer = FakeConsumer({tp: auth_records()})
     detector = Detector(compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection)
-    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, ScriptedRouter(),
+    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, FakeRouter(),
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer)
     return runner, consumer, {tp: auth_records()}
 
@@ -553,8 +549,8 @@ def test_a_capital_sigma_beside_later_letters_goes_to_python(value):
 
 async def test_an_account_id_spelled_as_a_float_alerts_through_the_http_api(tmp_path):
     """The issue's reproduction: the screen read 4.4102019666278236e+18 as another integer."""
-    from tests.unit.service.api.test_api import ADMIN, auth
-    from tests.unit.service.api.test_api import build as build_api
+    from tests.support.api import ADMIN, auth
+    from tests.support.api import build_api as build_api
 
     rules = tmp_path / "rules"
     rules.mkdir()

@@ -18,7 +18,7 @@ from detectors.sigma import screen, screen_abi
 from detectors.sigma.screen import AVAILABLE, export_plan
 from detectors.sigma.screen_abi import ABI_VERSION, CheckKind, GlobPart, Op, Plan, SpecialKind
 from detectors.sigma.text import Kind, pattern_of
-from tests.unit.test_sigma_support import build, rule_yaml
+from tests.support.sigma import build, rule_yaml
 
 native = pytest.importorskip("detectors._native") if AVAILABLE else None
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="the native screen is not built (no Rust toolchain)")

@@ -32,7 +32,7 @@ from detectors.model import LogSource
 from detectors.sigma.screen import AVAILABLE
 from detectors.sigma.text import as_text
 from tests.conftest import PROJECT_RULES
-from tests.unit.test_sigma_support import build, rule_yaml
+from tests.support.sigma import build, rule_yaml
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="the native screen is not built (no Rust toolchain)")
 

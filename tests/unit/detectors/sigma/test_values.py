@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_sigma_support import hit
+from tests.support.sigma import hit
 
 
 def sel(field: str, value: object) -> dict[str, object]:

@@ -4,24 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
-
 from detectors.alert import iso_time
-from service.alerting.api import api_router
-from service.alerting.config import AlertingSettings
-from service.alerting.router import AlertRouter
-from tests.unit.alerting_helpers import Clock, alert, rule
-
-
-def make_client(tmp_path: Path) -> tuple[TestClient, AlertRouter, Clock]:
-    clock = Clock()
-    router = AlertRouter(AlertingSettings.model_validate({"sinks": [{"type": "store"}]}), tmp_path, clock=clock)
-    router.store.open()  # the API reads the store of a router that is not started here
-    router.silences.load()
-    app = FastAPI()
-    app.include_router(api_router(router))
-    return TestClient(app), router, clock
+from tests.support.alerts import alert, make_client, rule
 
 
 def test_alert_queries(tmp_path: Path) -> None:

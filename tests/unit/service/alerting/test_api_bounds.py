@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.service.alerting.test_api import make_client
+from tests.support.alerts import make_client
 
 
 @pytest.mark.parametrize("params", [

@@ -13,20 +13,15 @@ import pytest
 from service.alerting.config import AlertingSettings, RetrySettings, SpoolSettings
 from service.alerting.router import AlertRouter, RouterError
 from service.alerting.worker import SinkWorker
-from tests.unit.alerting_helpers import ListSink, alert
-from tests.unit.fault_helpers import DiskFaults, sample, until
-
-FAST_RETRY = {"initial_backoff_s": 0.01, "max_backoff_s": 0.05, "breaker_failures": 100, "breaker_reset_s": 0.05}
+from tests.support.alerts import ListSink, alert
+from tests.support.faults import FAST_RETRY, DiskFaults, sample, sink_up
+from tests.support.waits import until
 
 
 def store_router(tmp_path: Path, **kw: Any) -> AlertRouter:
     settings = AlertingSettings.model_validate(
         {"sinks": [{"type": "store", "retry": FAST_RETRY}], **kw})
     return AlertRouter(settings, tmp_path)
-
-
-def sink_up(name: str) -> float:
-    return sample("pipesentry_sink_up", sink=name)
 
 
 async def test_cursor_write_enospc_is_loud_and_delivery_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -15,7 +15,7 @@ from service.alerting.store import AlertStore, StoreError
 from service.alerting.worker import SinkWorker
 from service.app import Service
 from service.config import Settings
-from tests.unit.alerting_helpers import Clock, ListSink, alert
+from tests.support.alerts import Clock, ListSink, alert
 
 
 def _settings() -> AlertingSettings:

@@ -61,7 +61,7 @@ def test_pagerduty_resolve_is_minimal() -> None:
 def test_group_cap_resolves_the_oldest_group() -> None:
     from service.alerting.config import GroupingSettings
     from service.alerting.grouping import Grouper
-    from tests.unit.alerting_helpers import alert, rule
+    from tests.support.alerts import alert, rule
 
     g = Grouper(GroupingSettings(max_groups=2), "http://x")
     pages = [g.add("r", alert(i, r=rule(f"rule-{i}")), 0.0) for i in range(3)]
@@ -77,7 +77,7 @@ async def test_stdout_summary_and_full_lines() -> None:
     import orjson
 
     from service.alerting.sinks.stdout import StdoutSink
-    from tests.unit.alerting_helpers import alert
+    from tests.support.alerts import alert
 
     doc = alert(1).to_document()
     out = io.BytesIO()

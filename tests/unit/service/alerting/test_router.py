@@ -14,7 +14,7 @@ from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter, RouterError
 from service.alerting.silences import SilenceMatch, SilenceRequest
 from service.alerting.sinks.stdout import StdoutSink
-from tests.unit.alerting_helpers import Clock, alert, rule
+from tests.support.alerts import Clock, alert, rule
 
 
 def suppressed(reason: str) -> float:

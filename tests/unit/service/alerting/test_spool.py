@@ -8,21 +8,11 @@ import pytest
 
 from service import metrics
 from service.alerting.spool import HEADER, Spool, SpoolFull
+from tests.support.faults import drain
 
 
 def corrupt_count(name: str) -> float:
     return metrics.REGISTRY.get_sample_value("pipesentry_spool_corrupt_records_total", {"sink": name}) or 0.0
-
-
-def drain(spool: Spool, batch: int = 7) -> list[bytes]:
-    out: list[bytes] = []
-    while True:
-        recs = spool.read(batch)
-        if not recs:
-            spool.settle()
-            return out
-        out += [r.payload for r in recs]
-        spool.ack(recs[-1].end, len(recs), sum(r.size for r in recs))
 
 
 def test_append_read_ack_in_order(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import pytest
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
 from service.alerting.store import AlertStore, StoreError
-from tests.unit.alerting_helpers import alert
-from tests.unit.fault_helpers import sample, until
-from tests.unit.service.alerting.test_faults import FAST_RETRY, sink_up
+from tests.support.alerts import alert
+from tests.support.faults import FAST_RETRY, sample, sink_up
+from tests.support.waits import until
 
 
 def fill(store: AlertStore) -> None:

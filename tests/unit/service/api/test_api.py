@@ -2,75 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import orjson
 import pytest
 
-from service.api import ApiContext, create_app
+from service.api import create_app
 from service.config import Settings
-from service.detection import Detector, compile_detection
-from service.pipeline import Pipeline
-from service.reload import Reloader
+from tests.support.api import ADMIN, READER, auth, build_api
+from tests.support.rules import CURL_RULE
 
-RULE = """
-title: Curl Piped To Shell
-id: 6f1d1a4e-0000-4000-8000-000000000001
-status: test
-author: tests
-logsource: {category: ci_job_log}
-detection:
-    sel: {message|contains: '| sh'}
-    condition: sel
-level: high
-"""
-SECOND = RULE.replace("0001", "0002").replace("Curl Piped To Shell", "Wget Seen").replace("'| sh'", "wget")
+SECOND = CURL_RULE.replace("0001", "0002").replace("Curl Piped To Shell", "Wget Seen").replace("'| sh'", "wget")
 BROKEN = "title: Broken\nid: 6f1d1a4e-0000-4000-8000-000000000003\nlogsource: {product: x}\ndetection: {}\n"
-ADMIN, READER = "admin-token-abcdefghijkl", "read-token-abcdefghijklm"
 MATCHING = b'{"message": "curl https://x | sh", "@timestamp": "2026-01-02T03:04:05Z"}'
 
 
-class FakeRouter:
-    """Records what it accepted; ``fail`` makes ``submit`` refuse like a full spool."""
-
-    def __init__(self) -> None:
-        self.accepted: list = []
-        self.fail = False
-
-    async def submit(self, alerts) -> None:
-        if self.fail:
-            raise RuntimeError("spool full")
-        self.accepted.extend(alerts)
-
-
-def build(tmp_path: Path, *, tokens: bool = True, ready: bool = True, **overrides) -> tuple:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "curl.yml").write_text(RULE)
-    data = {"rules": {"paths": [str(rules)], **overrides.pop("rules", {})}, "data_dir": str(tmp_path / "d")}
-    if tokens:
-        data["api"] = {"tokens": [{"name": "ops", "role": "admin", "token": ADMIN},
-                                  {"name": "viewer", "role": "read", "token": READER}],
-                       **overrides.pop("api", {})}
-    data.update(overrides)
-    settings = Settings(**data)
-    outcome = compile_detection([rules], [], skip_invalid=settings.rules.skip_invalid, generation=1)
-    detector = Detector(outcome.detection)
-    reloader = Reloader(detector, settings.rules, settings.correlation, settings.anomaly)
-    router = FakeRouter()
-    ctx = ApiContext(settings=settings, detector=detector, reloader=reloader,
-                     pipeline=Pipeline(detector, router), readiness=lambda: {"rules_loaded": ready})
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t")
-    return client, router, rules
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 async def test_health_open_and_readiness(tmp_path):
-    client, _, _ = build(tmp_path, ready=False)
+    client, _, _ = build_api(tmp_path, ready=False)
     async with client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
@@ -82,7 +29,7 @@ async def test_health_open_and_readiness(tmp_path):
 
 
 async def test_roles(tmp_path):
-    client, _, _ = build(tmp_path)
+    client, _, _ = build_api(tmp_path)
     async with client:
         assert (await client.get("/api/v1/rules")).status_code == 401
         wrong = await client.get("/api/v1/rules", headers=auth("x" * 24))
@@ -94,7 +41,7 @@ async def test_roles(tmp_path):
 
 
 async def test_metrics_can_require_a_token(tmp_path):
-    client, _, _ = build(tmp_path, api={"metrics_public": False})
+    client, _, _ = build_api(tmp_path, api={"metrics_public": False})
     async with client:
         assert (await client.get("/metrics")).status_code == 401
         assert (await client.get("/metrics", headers=auth(READER))).status_code == 200
@@ -104,7 +51,7 @@ async def test_ingest_ndjson_and_array(tmp_path):
     from detectors.sigma.screen import AVAILABLE
     from service import metrics
 
-    client, router, _ = build(tmp_path)
+    client, router, _ = build_api(tmp_path)
     async with client:
         body = MATCHING + b'\n{"message": "fine"}\nnot json\n'
         cleared = metrics.EVENTS_SCREENED.labels("http")._value.get()
@@ -129,7 +76,7 @@ async def test_ingest_ndjson_and_array(tmp_path):
 
 
 async def test_ingest_bad_bodies(tmp_path):
-    client, router, _ = build(tmp_path, http_ingest={"max_body_bytes": 2048, "max_events": 3})
+    client, router, _ = build_api(tmp_path, http_ingest={"max_body_bytes": 2048, "max_events": 3})
     async with client:
         big = await client.post("/api/v1/events", content=b"{}\n" * 1000, headers=auth(ADMIN))
         assert big.status_code == 413
@@ -158,7 +105,7 @@ async def test_ingest_bad_bodies(tmp_path):
 
 
 async def test_api_body_limit_applies_to_other_endpoints(tmp_path):
-    client, _, _ = build(tmp_path, api={"max_body_bytes": 4096})
+    client, _, _ = build_api(tmp_path, api={"max_body_bytes": 4096})
     async with client:
         resp = await client.post("/api/v1/rules/test", json={"rule": "x" * 5000, "events": []},
                                  headers=auth(ADMIN))
@@ -166,7 +113,7 @@ async def test_api_body_limit_applies_to_other_endpoints(tmp_path):
 
 
 async def test_rules_list_get_and_test(tmp_path):
-    client, router, _ = build(tmp_path)
+    client, router, _ = build_api(tmp_path)
     async with client:
         listing = (await client.get("/api/v1/rules?level=high", headers=auth(READER))).json()
         assert listing["total"] == 1 and listing["items"][0]["title"] == "Curl Piped To Shell"
@@ -187,7 +134,7 @@ async def test_rules_list_get_and_test(tmp_path):
 
 @pytest.mark.parametrize("skip_invalid", [False, True])
 async def test_reload_swaps_or_rejects_as_a_whole(tmp_path, skip_invalid):
-    client, _, rules = build(tmp_path, rules={"skip_invalid": skip_invalid})
+    client, _, rules = build_api(tmp_path, rules={"skip_invalid": skip_invalid})
     async with client:
         (rules / "wget.yml").write_text(SECOND)
         ok = await client.post("/api/v1/rules/reload", headers=auth(ADMIN))
@@ -206,7 +153,7 @@ async def test_reload_swaps_or_rejects_as_a_whole(tmp_path, skip_invalid):
 
 
 async def test_no_tokens_means_open_api(tmp_path):
-    client, _, _ = build(tmp_path, tokens=False)
+    client, _, _ = build_api(tmp_path, tokens=False)
     async with client:
         assert (await client.get("/api/v1/rules")).status_code == 200
         resp = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING)
@@ -270,7 +217,7 @@ async def test_alert_and_silence_routes_of_the_real_router_follow_the_roles(tmp_
     from service.alerting.router import AlertRouter
     from service.app import _alert_routers
 
-    client, _, _ = build(tmp_path)
+    client, _, _ = build_api(tmp_path)
     settings = Settings(alerting={"sinks": [{"type": "store"}]}, data_dir=str(tmp_path / "d"))
     router = AlertRouter(settings.alerting, settings.data_dir)
     ctx = client._transport.app.state.context
@@ -303,7 +250,7 @@ async def test_a_failing_alert_store_is_a_503_with_its_reason_not_a_500(tmp_path
     async def failing() -> None:
         raise StoreError(f"alert store query failed (full): database or disk is full at {tmp_path}", "full")
 
-    client, _, _ = build(tmp_path)
+    client, _, _ = build_api(tmp_path)
     client._transport.app.include_router(probe)
     async with client:
         answer = await client.get("/api/v1/probe", headers=auth(READER))

@@ -29,7 +29,9 @@ from service.config import Settings
 from service.detection import Detector, compile_detection
 from service.pipeline import Pipeline
 from service.reload import Reloader
-from tests.unit.service.api.test_api import ADMIN, READER, RULE, FakeRouter
+from tests.support.api import ADMIN, READER
+from tests.support.routers import FakeRouter
+from tests.support.rules import CURL_RULE
 
 ROLES: dict[str, dict[str, str]] = {
     "admin": {"Authorization": f"Bearer {ADMIN}"},
@@ -43,7 +45,7 @@ def build_app(tmp: Path) -> Any:
     """The API app around a real detector, reloader and alert store, with an admin and a read token."""
     rules = tmp / "rules"
     rules.mkdir(parents=True)
-    (rules / "curl.yml").write_text(RULE)
+    (rules / "curl.yml").write_text(CURL_RULE)
     s = Settings(rules={"paths": [str(rules)]}, data_dir=tmp / "data",  # type: ignore[arg-type]
                  api={"tokens": [{"name": "ops", "role": "admin", "token": ADMIN},  # type: ignore[arg-type]
                                  {"name": "viewer", "role": "read", "token": READER}]})

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from service.cli import main
-from tests.unit.correlation_rules import failed_logins_in_a_minute
+from tests.support.rules import failed_logins_in_a_minute
 
 WIN_RULE = """\
 title: Evil Process

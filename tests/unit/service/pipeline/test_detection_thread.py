@@ -14,7 +14,10 @@ from service.config import StdinSettings
 from service.detection import Detector, compile_detection
 from service.pipeline import Pipeline
 from service.sources.base import InputSpec, RawMessage
-from tests.unit.service.sources.test_sources import RULE, ScriptedRouter, ci_records, eventually, kafka_runner
+from tests.support.kafka import ci_records, kafka_runner
+from tests.support.routers import FakeRouter
+from tests.support.rules import CURL_RULE
+from tests.support.waits import until
 
 
 class GatedProcess:
@@ -35,14 +38,14 @@ class GatedProcess:
 
 
 def detector_for(tmp_path: Path) -> Detector:
-    (tmp_path / "r.yml").write_text(RULE)
+    (tmp_path / "r.yml").write_text(CURL_RULE)
     return Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
 
 
 async def test_push_input_detection_leaves_the_event_loop_free_and_a_swap_waits_for_it(tmp_path):
     detector = detector_for(tmp_path)
     gated = GatedProcess(detector)
-    router = ScriptedRouter()
+    router = FakeRouter()
     spec = InputSpec.from_settings("stdin", StdinSettings(), ["ts"])
     ingest = asyncio.create_task(Pipeline(detector, router).ingest(
         "stdin", [RawMessage(b'{"message": "curl x | sh"}', Origin("stdin", key="a"), 1.0)], spec))
@@ -59,13 +62,13 @@ async def test_push_input_detection_leaves_the_event_loop_free_and_a_swap_waits_
 
 async def test_kafka_detection_runs_in_its_own_thread(tmp_path):
     tp = TopicPartition("ci", 0)
-    router = ScriptedRouter()
+    router = FakeRouter()
     runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(10)})
     gated = GatedProcess(runner.detector)
     gated.gate.set()
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    await eventually(lambda: len(router.accepted) == 10 and consumer.commits and consumer.commits[-1][tp] == 10)
+    await until(lambda: len(router.accepted) == 10 and consumer.commits and consumer.commits[-1][tp] == 10)
     stop.set()
     await task
     assert gated.threads and all(t is not threading.main_thread() for t in gated.threads)

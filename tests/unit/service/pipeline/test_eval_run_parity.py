@@ -21,7 +21,7 @@ from service.app import Service
 from service.cli import main
 from service.config import load_settings
 from service.pipeline.replay import Collector, LineFileSource
-from tests.unit.correlation_rules import failed_logins_in_a_minute
+from tests.support.rules import failed_logins_in_a_minute
 
 RULES = failed_logins_in_a_minute(generate=True) + """---
 title: Shell piped from curl

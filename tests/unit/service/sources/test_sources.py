@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections import namedtuple
-from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 
 from detectors.model import LogSource, Origin
 from service.config import EventSettings, KafkaSettings, StdinSettings
@@ -22,17 +18,10 @@ from service.sources.base import InputSpec, Item, LineSplitter, RawMessage, deco
 from service.sources.filetail import FileFollower
 from service.sources.kafka import OffsetTracker
 from service.sources.stdin import StdinSource
-
-RULE = """
-title: Curl Piped To Shell
-id: 6f1d1a4e-0000-4000-8000-000000000001
-author: tests
-logsource: {category: ci_job_log}
-detection:
-    sel: {message|contains: '| sh'}
-    condition: sel
-level: high
-"""
+from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record, ci_records, kafka_runner
+from tests.support.routers import FakeRouter
+from tests.support.rules import BUILDS_SILENCE, CURL_RULE, REPEATED_LOGINS
+from tests.support.waits import until
 
 
 class IngestFn:
@@ -47,14 +36,6 @@ class IngestFn:
 
 
 FILE_SPEC = InputSpec.from_settings("file", StdinSettings(), ["@timestamp"])
-
-
-async def eventually(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def test_item_time_uses_first_usable_field_then_fallback():
@@ -97,20 +78,20 @@ async def test_file_follower_survives_rename_and_truncate_rotation(tmp_path):
     with path.open("ab") as f:
         f.write(b"one\ntw")
         f.flush()
-        await eventually(lambda: len(got) == 1)
+        await until(lambda: len(got) == 1)
         f.write(b"o\n")
-    await eventually(lambda: len(got) == 2)
+    await until(lambda: len(got) == 2)
     # rename rotation: a last line lands in the old file after the rename, before the new file is read
     with path.open("ab") as f:
         os.rename(path, tmp_path / "app.log.1")
         f.write(b"three\n")
     path.write_bytes(b"four\n")
-    await eventually(lambda: len(got) == 4)
+    await until(lambda: len(got) == 4)
     # copytruncate rotation
     path.write_bytes(b"")
     await asyncio.sleep(0.1)
     path.write_bytes(b"five\n")
-    await eventually(lambda: len(got) == 5)
+    await until(lambda: len(got) == 5)
     stop.set()
     await task
     assert [m.value for m in got] == [b"one", b"two", b"three", b"four", b"five"]
@@ -131,10 +112,10 @@ async def test_a_restarted_file_follower_resumes_after_the_last_accepted_line(tm
     stop = asyncio.Event()
     follower = FileFollower(path, FILE_SPEC, start_at="end", poll_interval_s=0.02)
     task = asyncio.create_task(drive(follower, IngestFn(ingest), stop))
-    await eventually(lambda: follower._handle is not None)
+    await until(lambda: follower._handle is not None)
     with path.open("ab") as f:
         f.write(b"one\n")
-    await eventually(lambda: got == [b"one"])
+    await until(lambda: got == [b"one"])
     real = follower._messages
     crashed: list[int] = []
 
@@ -150,7 +131,7 @@ async def test_a_restarted_file_follower_resumes_after_the_last_accepted_line(tm
     with pytest.raises(RuntimeError, match="injected"):
         await task
     task = asyncio.create_task(drive(follower, IngestFn(ingest), stop))  # what the supervisor does
-    await eventually(lambda: got == [b"one", b"two", b"three"])
+    await until(lambda: got == [b"one", b"two", b"three"])
     stop.set()
     await task
 
@@ -191,144 +172,10 @@ def test_offset_tracker_only_moves_forward_on_owned_partitions():
 
 # --- the Kafka loop against an in-memory consumer ---------------------------------------
 
-Record = namedtuple("Record", "value key offset timestamp headers")
-
-
-class _FakeCoordinator:
-    """The part of aiokafka's group coordinator that reads committed offsets with their metadata."""
-
-    def __init__(self, consumer: FakeConsumer) -> None:
-        self.consumer = consumer
-
-    async def fetch_committed_offsets(self, partitions):
-        out = {}
-        for tp in partitions:
-            offset = await self.consumer.committed(tp)
-            if offset is not None:
-                out[tp] = OffsetAndMetadata(offset, self.consumer.metadata.get(tp, ""))
-        return out
-
-
-class FakeConsumer:
-    """Just enough of AIOKafkaConsumer: group assignment, getmany, pause/resume, commit (with metadata)."""
-
-    def __init__(self, records: dict[TopicPartition, list[Record]]) -> None:
-        self.records = records
-        self.positions = dict.fromkeys(records, 0)
-        self._paused: set[TopicPartition] = set()
-        self.commits: list[dict[TopicPartition, int]] = []
-        self.metadata: dict[TopicPartition, str] = {}
-        """Metadata of each partition's last commit (a new group member takes it over with the commits)."""
-        self._coordinator = _FakeCoordinator(self)
-        self.listener = None
-        self.assigned: set[TopicPartition] = set()
-        self.ever_paused = False
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def subscribe(self, topics=None, pattern=None, listener=None) -> None:
-        self.listener = listener
-
-    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None):
-        if not self.assigned:
-            self.assigned = set(self.records)
-            await self.listener.on_partitions_assigned(sorted(self.assigned))
-        out = {}
-        for tp in sorted(self.assigned - self._paused):
-            pos = self.positions[tp]
-            chunk = self.records[tp][pos:pos + 3]
-            if chunk:
-                out[tp] = chunk
-                self.positions[tp] = pos + len(chunk)
-        if not out:
-            await asyncio.sleep(0.01)
-        return out
-
-    def assignment(self):
-        return set(self.assigned)
-
-    def pause(self, *tps) -> None:
-        self._paused.update(tps)
-        self.ever_paused = True
-
-    def resume(self, *tps) -> None:
-        self._paused.difference_update(tps)
-
-    def paused(self):
-        return set(self._paused)
-
-    def highwater(self, tp):
-        return len(self.records[tp])
-
-    async def commit(self, offsets) -> None:
-        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
-        self.metadata.update({tp: meta.metadata for tp, meta in offsets.items()})
-
-    async def committed(self, tp):
-        return next((c[tp] for c in reversed(self.commits) if tp in c), None)
-
-
-class ScriptedRouter:
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
-        self.accepted: list = []
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.offered = 0
-        """Submissions begun, accepted or not (a batch was detected and is on its way)."""
-
-    async def submit(self, alerts) -> None:
-        self.offered += 1
-        await self.gate.wait()
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("not now")
-        self.accepted.extend(alerts)
-
-
-class FakeDeadLetters:
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
-        self.sent: list = []
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def send(self, rejected) -> None:
-        if rejected and self.failures:
-            self.failures -= 1
-            raise RuntimeError("dlq down")
-        self.sent.extend(rejected)
-
-
-def kafka_runner(tmp_path: Path, router, records, dead_letters=None, **kafka):
-    from service.sources.kafka import KafkaRunner
-
-    (tmp_path / "r.yml").write_text(RULE)
-    detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
-    settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
-                             **{"commit_interval_s": 0.02, **kafka})
-    consumer = FakeConsumer(records)
-    runner = KafkaRunner(settings, EventSettings(), detector, router, dead_letters=dead_letters or FakeDeadLetters(),
-                         consumer_factory=lambda **_: consumer)
-    return runner, consumer
-
-
-def ci_records(count: int, bad: frozenset[int] = frozenset()) -> list[Record]:
-    out = []
-    for i in range(count):
-        value = b"not json" if i in bad else (b'{"message": "curl x | sh", "n": %d}' % i)
-        out.append(Record(value, None, i, 1767323045000 + i, [("h", b"v")]))
-    return out
-
-
 async def test_a_crashed_commit_loop_is_surfaced_and_the_consumer_reconnects(tmp_path, caplog):
     """The committer task (commits and idle snapshots) dying must not leave offsets frozen silently."""
     tp = TopicPartition("ci", 0)
-    router = ScriptedRouter()
+    router = FakeRouter()
     runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(10)}, connect_backoff_initial_s=0.01)
     crashes: list[int] = []
 
@@ -341,7 +188,7 @@ async def test_a_crashed_commit_loop_is_surfaced_and_the_consumer_reconnects(tmp
     runner.tracker.gate = gate
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    await eventually(lambda: consumer.commits and consumer.commits[-1][tp] == 10)
+    await until(lambda: consumer.commits and consumer.commits[-1][tp] == 10)
     stop.set()
     await task
     assert crashes and any("consume loop failed" in r.getMessage() for r in caplog.records)
@@ -349,11 +196,11 @@ async def test_a_crashed_commit_loop_is_surfaced_and_the_consumer_reconnects(tmp
 
 async def test_kafka_loop_commits_only_what_the_router_accepted(tmp_path):
     tp = TopicPartition("ci", 0)
-    router = ScriptedRouter(failures=3)
+    router = FakeRouter(failures=3)
     runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(10)})
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    await eventually(lambda: len(router.accepted) == 10 and consumer.commits and consumer.commits[-1][tp] == 10)
+    await until(lambda: len(router.accepted) == 10 and consumer.commits and consumer.commits[-1][tp] == 10)
     stop.set()
     await task
     assert len({a.id for a in router.accepted}) == 10
@@ -365,17 +212,17 @@ async def test_kafka_loop_commits_only_what_the_router_accepted(tmp_path):
 
 async def test_kafka_backpressure_pauses_partitions_and_loses_nothing(tmp_path):
     tp = TopicPartition("ci", 0)
-    router = ScriptedRouter()
+    router = FakeRouter()
     router.gate.clear()
     runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(30)}, max_in_flight_batches=2)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    await eventually(lambda: consumer.ever_paused)
+    await until(lambda: consumer.ever_paused)
     assert consumer.positions[tp] < 30 and consumer.commits == []
     router.gate.set()
-    await eventually(lambda: len(router.accepted) == 30)
-    await eventually(lambda: consumer.commits and consumer.commits[-1][tp] == 30)
-    await eventually(lambda: consumer.paused() == set())  # resumed once the router caught up
+    await until(lambda: len(router.accepted) == 30)
+    await until(lambda: consumer.commits and consumer.commits[-1][tp] == 30)
+    await until(lambda: consumer.paused() == set())  # resumed once the router caught up
     stop.set()
     await task
 
@@ -383,11 +230,11 @@ async def test_kafka_backpressure_pauses_partitions_and_loses_nothing(tmp_path):
 async def test_kafka_rejects_reach_dead_letters_before_their_offsets_are_committed(tmp_path):
     tp = TopicPartition("ci", 0)
     dead = FakeDeadLetters(failures=2)
-    router = ScriptedRouter()
+    router = FakeRouter()
     runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(6, bad=frozenset({1, 4}))}, dead_letters=dead)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    await eventually(lambda: consumer.commits and consumer.commits[-1][tp] == 6)
+    await until(lambda: consumer.commits and consumer.commits[-1][tp] == 6)
     stop.set()
     await task
     assert [(r.message.origin.offset, r.reason, r.message.value) for r in dead.sent] == [
@@ -398,12 +245,12 @@ async def test_kafka_rejects_reach_dead_letters_before_their_offsets_are_committ
 
 async def test_kafka_revocation_drains_and_commits_the_revoked_partitions(tmp_path):
     tp = TopicPartition("ci", 0)
-    router = ScriptedRouter()
+    router = FakeRouter()
     router.gate.clear()  # the batch is detected but its alerts are not accepted yet
     runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(3)}, commit_interval_s=60)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    await eventually(lambda: router.offered == 1 and runner.ready)
+    await until(lambda: router.offered == 1 and runner.ready)
     revoking = asyncio.create_task(consumer.listener.on_partitions_revoked([tp]))
     await asyncio.sleep(0)
     assert not revoking.done() and consumer.commits == []  # the revocation waits for the batch
@@ -417,46 +264,13 @@ async def test_kafka_revocation_drains_and_commits_the_revoked_partitions(tmp_pa
 
 # --- the detector stage: correlation and anomaly wiring ------------------------------------
 
-CORRELATED = """
-title: Failed Login
-id: 6f1d1a4e-0000-4000-8000-000000000010
-name: failed_login
-author: tests
-logsource: {category: ci_job_log}
-detection:
-    sel: {message|contains: 'login failed'}
-    condition: sel
-level: low
----
-title: Repeated Failed Logins
-id: 6f1d1a4e-0000-4000-8000-000000000011
-author: tests
-correlation:
-    type: event_count
-    rules: [failed_login]
-    group-by: [user]
-    timespan: 1m
-    condition: {gte: 3}
-level: high
-"""
-SILENCE = """
-id: builds-silent
-title: Builds stopped
-type: silence
-timeout: 5m
-min_events: 2
-allowed_lateness: 0s
-logsource: {category: ci_job_log}
-"""
-
-
 def ci_item(message: str, ts: float, offset: int, user: str = "bob") -> Item:
     return Item({"message": message, "user": user, "ts": ts}, ("ci", 0, offset), LogSource(category="ci_job_log"),
                 ("ts",), 0.0)
 
 
 def test_correlation_alerts_replace_suppressed_base_matches_with_stable_ids(tmp_path):
-    (tmp_path / "c.yml").write_text(CORRELATED)
+    (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
     outcome = compile_detection([tmp_path / "c.yml"], [], skip_invalid=False)
     assert outcome.accepted and outcome.detection.correlation is not None
     items = [ci_item("login failed", 1000.0 + i, i) for i in range(3)]
@@ -468,7 +282,7 @@ def test_correlation_alerts_replace_suppressed_base_matches_with_stable_ids(tmp_
 
 
 def test_correlation_state_survives_a_swap(tmp_path):
-    (tmp_path / "c.yml").write_text(CORRELATED)
+    (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
     detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
     assert detector.process([ci_item("login failed", 1000.0, 0), ci_item("login failed", 1001.0, 1)]) == []
     detector.swap(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False, generation=2).detection)
@@ -477,8 +291,8 @@ def test_correlation_state_survives_a_swap(tmp_path):
 
 
 def test_heartbeat_extrapolates_event_time_for_silence_checks(tmp_path):
-    (tmp_path / "r.yml").write_text(RULE)
-    (tmp_path / "checks.yml").write_text(SILENCE)
+    (tmp_path / "r.yml").write_text(CURL_RULE)
+    (tmp_path / "checks.yml").write_text(BUILDS_SILENCE)
     outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
     assert outcome.accepted and outcome.detection.anomaly is not None, outcome.errors
     detector = Detector(outcome.detection)
@@ -491,7 +305,7 @@ def test_heartbeat_extrapolates_event_time_for_silence_checks(tmp_path):
 
 
 def test_anomaly_configured_without_a_readable_file_is_an_error(tmp_path):
-    (tmp_path / "r.yml").write_text(RULE)
+    (tmp_path / "r.yml").write_text(CURL_RULE)
     outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "none.yml"])
     assert not outcome.accepted and "cannot read" in outcome.errors[0].reason
 
@@ -513,7 +327,7 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
     from service.sources.kafka import KafkaRunner
     from service.state_store import StateStore
 
-    (tmp_path / "c.yml").write_text(CORRELATED)
+    (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
     tp = TopicPartition("ci", 0)
     store = StateStore(tmp_path / "state")
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
@@ -525,7 +339,7 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
 
     def instance(records):
         detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
-        router = ScriptedRouter()
+        router = FakeRouter()
         consumer = FakeConsumer({tp: records})
         runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
                              dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer, state_store=store)
@@ -534,7 +348,7 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
     first, consumer, router = instance([login(0), login(1)])
     stop = asyncio.Event()
     task = asyncio.create_task(first.run(stop))
-    await eventually(lambda: first.tracker.acked.get(tp) == 2)  # detected and acknowledged, not committed
+    await until(lambda: first.tracker.acked.get(tp) == 2)  # detected and acknowledged, not committed
     await consumer.listener.on_partitions_revoked([tp])  # drain, commit 2, save state at offset 2
     stop.set()
     await task
@@ -546,14 +360,14 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
     consumer2.positions[tp] = 2  # the group resumes at the committed offset
     stop = asyncio.Event()
     task = asyncio.create_task(second.run(stop))
-    await eventually(lambda: len(router2.accepted) == 1)
+    await until(lambda: len(router2.accepted) == 1)
     stop.set()
     await task
     assert router2.accepted[0].rule.title == "Repeated Failed Logins"
 
 
 def test_anomaly_check_errors_reject_the_set_naming_the_check(tmp_path):
-    (tmp_path / "r.yml").write_text(RULE)
+    (tmp_path / "r.yml").write_text(CURL_RULE)
     (tmp_path / "checks.yml").write_text("id: bad-check\ntype: silence\ntimeout: 5m\nbogus: 1\n")
     outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
     assert not outcome.accepted
@@ -566,20 +380,15 @@ async def test_push_input_rejects_go_to_the_dead_letter_file(tmp_path):
     from service.pipeline import Pipeline
     from service.sources.deadletter import FileDeadLetters
 
-    (tmp_path / "r.yml").write_text(RULE)
+    (tmp_path / "r.yml").write_text(CURL_RULE)
     detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
-    accepted: list = []
-
-    class Router:
-        async def submit(self, alerts):
-            accepted.extend(alerts)
-
+    router = FakeRouter()
     dead = FileDeadLetters(tmp_path / "data" / "dead-letters.ndjson")
     spec = InputSpec.from_settings("stdin", StdinSettings(), ["ts"])
-    result = await Pipeline(detector, Router(), dead).ingest("stdin", [
+    result = await Pipeline(detector, router, dead).ingest("stdin", [
         RawMessage(b'{"message": "curl x | sh"}', Origin("stdin", key="a"), 1.0),
         RawMessage(b"\xff broken", Origin("stdin", key="b"), 1.0)], spec)
-    assert result.accepted == 1 and len(accepted) == 1  # no log source configured: every rule applies
+    assert result.accepted == 1 and len(router.accepted) == 1  # no log source configured: every rule applies
     [line] = (tmp_path / "data" / "dead-letters.ndjson").read_bytes().splitlines()
     record = orjson.loads(line)
     assert record["origin"] == "stdin:b" and record["reason"] == "utf8"

@@ -25,7 +25,7 @@ from service.alerting.sinks.stdout import StdoutSink
 from service.alerting.store import AlertStore
 from service.alerting.worker import SinkWorker
 from tests.conftest import ROOT
-from tests.unit.alerting_helpers import ListSink
+from tests.support.alerts import ListSink
 
 ALERTING_DOC = (ROOT / "docs" / "alerting.md").read_text()
 TEST_TEXT = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("*.py") if p.name != Path(__file__).name)

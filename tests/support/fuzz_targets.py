@@ -1,6 +1,6 @@
 """Fuzz targets: an input strategy and a check that names what escaped (``None``: a documented outcome).
 
-Used by ``tests/unit/test_hostile_fuzz.py`` (a few seconds each) and ``bench/fuzz_inputs.py``
+Used by ``tests/unit/service/test_hostile_fuzz.py`` (a few seconds each) and ``bench/fuzz_inputs.py``
 (minutes). A finding is an exception other than the target's documented error, or a
 documented answer of the wrong shape.
 """
@@ -24,8 +24,8 @@ from detectors.sigma import RuleError, RuleText, compile_ruleset
 from service.config import ConfigError, Settings, load_settings
 from service.decoders import DecodeError, build_decoder, decoder_names
 from tests.conftest import ROOT
-from tests.rules.test_findings_decoders import CHECKOV, SARIF, TRIVY, ZAP
-from tests.unit.fuzz_helpers import (
+from tests.support.fixtures import finding_report
+from tests.support.fuzz import (
     YAML_SPLICES,
     alias_bomb,
     json_bytes,
@@ -68,6 +68,7 @@ def decoder_check(name: str, options: dict[str, Any] | None = None) -> Callable[
     return check
 
 
+SARIF, ZAP, CHECKOV, TRIVY = (finding_report(name) for name in ("codeql.sarif", "zap", "checkov", "trivy"))
 FINDING_SEEDS = {"sarif": [SARIF], "zap": [ZAP], "checkov": [CHECKOV, CHECKOV[0]], "trivy": [TRIVY]}
 LINE_DECODERS = {"json": None, "ndjson": None, "syslog": None, "text": None,
                  "regex": {"pattern": r"(?P<date>\S+) (?P<time>\S+) (?P<level>[A-Z]+) (?P<rest>.*)"}}

@@ -1,11 +1,18 @@
-"""Builders shared by the alerting unit tests."""
+"""Alerts, rules, a clock and a list sink for the alerting tests; the alerts API over a local store."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from detectors.alert import Alert, build_alert
 from detectors.model import LogSource, Match, Origin, RuleInfo
+from service.alerting.api import api_router
+from service.alerting.config import AlertingSettings
+from service.alerting.router import AlertRouter
 
 
 class Clock:
@@ -52,3 +59,14 @@ class ListSink:
         rejected = [(r, "refused by the test") for r in records if r.get("n") in self.reject]
         self.got += [r for r in records if r.get("n") not in self.reject]
         return Outcome(done=len(records), rejected=rejected)
+
+
+def make_client(tmp_path: Path) -> tuple[TestClient, AlertRouter, Clock]:
+    """A test client of the alerts and silences API over a store-only router that is not started."""
+    clock = Clock()
+    router = AlertRouter(AlertingSettings.model_validate({"sinks": [{"type": "store"}]}), tmp_path, clock=clock)
+    router.store.open()  # the API reads the store of a router that is not started here
+    router.silences.load()
+    app = FastAPI()
+    app.include_router(api_router(router))
+    return TestClient(app), router, clock
