@@ -21,13 +21,12 @@ import pytest
 from service.devservices.prometheus import PrometheusServer
 from service.rules import default_rules_dir
 from tests.support.instances import Instance
-from tests.support.rules import PIPED_SCRIPT_RULE
+from tests.support.rules import BROKEN_RULE, PIPED_SCRIPT_RULE
 from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "pipesentry-alerts.yml"
-BROKEN = "title: Broken\nid: 7a5c0f3e-3333-4000-8000-000000000009\nlogsource: {category: x}\ndetection: {}\n"
 
 
 def scrape_as_pipesentry(prom: PrometheusServer, target: str) -> None:
@@ -98,7 +97,7 @@ async def test_shipped_rules_quiet_on_a_fresh_instance_and_fire_on_a_failed_relo
         success = await asyncio.to_thread(prom.query, 'pipesentry_last_reload_success{job="pipesentry"}')
         assert [s["value"][1] for s in success] == ["1"], "the initial load counts as a successful load"
 
-        (extra / "broken.yml").write_text(BROKEN)
+        (extra / "broken.yml").write_text(BROKEN_RULE)
         async with httpx.AsyncClient(timeout=60) as client:
             response = await client.post(f"{instance.url}/api/v1/rules/reload")
         assert response.status_code == 422, response.text

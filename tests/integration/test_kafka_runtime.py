@@ -23,6 +23,7 @@ from detectors.sigma import screen
 from service import metrics
 from service.config import Settings
 from tests.support.instances import InProcess, Instance, kafka_settings, rules_dir, unique_topic
+from tests.support.rules import REPEATED_LOGINS
 from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
@@ -275,28 +276,8 @@ async def _metric_at_least(instance: Instance, name: str, value: float) -> bool:
 
 # --- stateful detectors: periodic snapshots survive a SIGKILL ----------------------------------
 
-LOGIN_RULES = """
-title: Failed Login
-id: 7a5c0f3e-1111-4000-8000-000000000010
-name: failed_login
-author: tests
-logsource: {category: ci_job_log}
-detection:
-    sel: {message|contains: 'login failed'}
-    condition: sel
-level: low
----
-title: Repeated Failed Logins
-id: 7a5c0f3e-1111-4000-8000-000000000011
-author: tests
-correlation:
-    type: event_count
-    rules: [failed_login]
-    group-by: [user]
-    timespan: 1h
-    condition: {gte: 3}
-level: high
-"""
+LOGIN_RULES = REPEATED_LOGINS.replace("timespan: 1m", "timespan: 1h")
+"""The failed-login correlation over an hour: events a few seconds apart stay in one window."""
 
 
 def login(n: int, user: str, at: float | None = None) -> bytes:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from service import metrics
 from tests.support.instances import InProcess, Instance, kafka_settings, unique_topic
-from tests.support.rules import PIPED_SCRIPT_RULE
+from tests.support.rules import BROKEN_RULE, PIPED_SCRIPT_RULE
 from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,6 @@ detection:
     condition: sel
 level: low
 """
-BROKEN = "title: Broken\nid: 7a5c0f3e-2222-4000-8000-000000000009\nlogsource: {category: x}\ndetection: {}\n"
 
 
 def events_total(source: str) -> float:
@@ -109,7 +108,7 @@ async def test_rules_directory_change_and_broken_ruleset(tmp_path):
         assert await _rules(instance) == ["Remote Script Piped Into A Shell"]
         (path / "wget.yml").write_text(WGET_RULE)
         await until(lambda: _has(instance, "Wget Download In A Build"), 30, "the watcher to load the new rule")
-        (path / "broken.yml").write_text(BROKEN)
+        (path / "broken.yml").write_text(BROKEN_RULE)
         await until(lambda: _metric_at_least(instance, 'pipesentry_rule_reloads_total{result="rejected"}', 1),
                        30, "the broken ruleset to be rejected")
         assert await _rules(instance) == ["Remote Script Piped Into A Shell", "Wget Download In A Build"]

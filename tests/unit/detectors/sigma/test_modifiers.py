@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from tests.support.fixtures import pipeline_text
 from tests.support.sigma import agree, build, hit, rule_yaml
 
 
@@ -195,15 +196,7 @@ def test_fieldref_neq() -> None:
     assert not hit(one("A|neq|fieldref", "B"), {"A": "x", "B": "x"})
 
 
-PIPELINE = """
-name: test placeholders
-priority: 10
-vars:
-  admins: [alice, "bob*"]
-transformations:
-  - id: expand
-    type: value_placeholders
-"""
+PIPELINE = pipeline_text("admins_placeholder")
 
 
 def test_expand_with_pipeline() -> None:

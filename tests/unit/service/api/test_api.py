@@ -9,10 +9,9 @@ import pytest
 from service.api import create_app
 from service.config import Settings
 from tests.support.api import ADMIN, READER, auth, build_api
-from tests.support.rules import CURL_RULE
+from tests.support.rules import BROKEN_RULE, CURL_RULE
 
 SECOND = CURL_RULE.replace("0001", "0002").replace("Curl Piped To Shell", "Wget Seen").replace("'| sh'", "wget")
-BROKEN = "title: Broken\nid: 6f1d1a4e-0000-4000-8000-000000000003\nlogsource: {product: x}\ndetection: {}\n"
 MATCHING = b'{"message": "curl https://x | sh", "@timestamp": "2026-01-02T03:04:05Z"}'
 
 
@@ -124,7 +123,7 @@ async def test_rules_list_get_and_test(tmp_path):
             "rule": SECOND, "events": [{"message": "wget x"}, {"message": "curl"}]})
         assert tested.status_code == 200
         assert [(m["event"], m["title"]) for m in tested.json()["matches"]] == [(0, "Wget Seen")]
-        broken = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"rule": BROKEN, "events": []})
+        broken = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"rule": BROKEN_RULE, "events": []})
         assert broken.status_code == 422 and broken.json()["errors"]
         assert (await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={"events": []})).status_code == 422
         # nothing stored, nothing routed, active set unchanged
@@ -139,7 +138,7 @@ async def test_reload_swaps_or_rejects_as_a_whole(tmp_path, skip_invalid):
         (rules / "wget.yml").write_text(SECOND)
         ok = await client.post("/api/v1/rules/reload", headers=auth(ADMIN))
         assert ok.status_code == 200 and ok.json()["rules"]["sigma"] == 2 and ok.json()["generation"] == 2
-        (rules / "broken.yml").write_text(BROKEN)
+        (rules / "broken.yml").write_text(BROKEN_RULE)
         (rules / "third.yml").write_text(SECOND.replace("0002", "0004").replace("Wget Seen", "Third"))
         resp = await client.post("/api/v1/rules/reload", headers=auth(ADMIN))
         titles = {r["title"] for r in (await client.get("/api/v1/rules", headers=auth(READER))).json()["items"]}
