@@ -1,5 +1,5 @@
-"""Inputs: event time, line splitting, file following with rotation, stdin, and the Kafka loop's
-at-least-once bookkeeping (against an in-memory consumer; the real broker is in tests/integration)."""
+"""Inputs: event time, line splitting, file following with rotation, stdin, push-input rejects and the
+one decode path (the Kafka source's bookkeeping is in ``kafka/test_runner.py``)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ import os
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
 from detectors.model import LogSource, Origin
-from service.config import EventSettings, KafkaSettings, StdinSettings
+from service.config import StdinSettings
 from service.detection import Detector, compile_detection
 from service.pipeline import IngestResult, drive
 from service.sources.base import InputSpec, Item, LineSplitter, RawMessage, decode_batch
 from service.sources.filetail import FileFollower
-from service.sources.kafka import OffsetTracker
 from service.sources.stdin import StdinSource
-from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record, ci_records, kafka_runner
+from tests.support.kafka import Record
 from tests.support.routers import FakeRouter
-from tests.support.rules import BUILDS_SILENCE, CURL_RULE, REPEATED_LOGINS
+from tests.support.rules import CURL_RULE
 from tests.support.waits import until
 
 
@@ -154,224 +152,6 @@ async def test_stdin_reads_a_pipe_to_its_end_and_retries_refused_batches():
             writer.write(b'{"a": 1}\n\n{"a": 2}\n{"a": 3}')
         await asyncio.wait_for(task, 10)
     assert source.lines == 3 and got == [b'{"a": 1}', b'{"a": 2}', b'{"a": 3}']
-
-
-def test_offset_tracker_only_moves_forward_on_owned_partitions():
-    tp, other = TopicPartition("t", 0), TopicPartition("t", 1)
-    tracker = OffsetTracker()
-    tracker.assign([tp])
-    tracker.ack({tp: 10, other: 99})
-    tracker.ack({tp: 5})
-    assert tracker.pending() == {tp: 10}
-    tracker.confirm({tp: 10})
-    assert tracker.pending() == {}
-    tracker.revoke([tp])
-    tracker.ack({tp: 20})
-    assert tracker.pending() == {}
-
-
-# --- the Kafka loop against an in-memory consumer ---------------------------------------
-
-async def test_a_crashed_commit_loop_is_surfaced_and_the_consumer_reconnects(tmp_path, caplog):
-    """The committer task (commits and idle snapshots) dying must not leave offsets frozen silently."""
-    tp = TopicPartition("ci", 0)
-    router = FakeRouter()
-    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(10)}, connect_backoff_initial_s=0.01)
-    crashes: list[int] = []
-
-    async def gate(offsets):
-        if not crashes:
-            crashes.append(1)
-            raise RuntimeError("injected commit-loop crash")
-        return offsets
-
-    runner.tracker.gate = gate
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await until(lambda: consumer.commits and consumer.commits[-1][tp] == 10)
-    stop.set()
-    await task
-    assert crashes and any("consume loop failed" in r.getMessage() for r in caplog.records)
-
-
-async def test_kafka_loop_commits_only_what_the_router_accepted(tmp_path):
-    tp = TopicPartition("ci", 0)
-    router = FakeRouter(failures=3)
-    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(10)})
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await until(lambda: len(router.accepted) == 10 and consumer.commits and consumer.commits[-1][tp] == 10)
-    stop.set()
-    await task
-    assert len({a.id for a in router.accepted}) == 10
-    assert [a.origin.offset for a in router.accepted] == list(range(10))
-    # every commit was at most what had been accepted at that point, and commits never go back
-    committed = [c[tp] for c in consumer.commits]
-    assert committed == sorted(committed) and committed[-1] == 10
-
-
-async def test_kafka_backpressure_pauses_partitions_and_loses_nothing(tmp_path):
-    tp = TopicPartition("ci", 0)
-    router = FakeRouter()
-    router.gate.clear()
-    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(30)}, max_in_flight_batches=2)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await until(lambda: consumer.ever_paused)
-    assert consumer.positions[tp] < 30 and consumer.commits == []
-    router.gate.set()
-    await until(lambda: len(router.accepted) == 30)
-    await until(lambda: consumer.commits and consumer.commits[-1][tp] == 30)
-    await until(lambda: consumer.paused() == set())  # resumed once the router caught up
-    stop.set()
-    await task
-
-
-async def test_kafka_rejects_reach_dead_letters_before_their_offsets_are_committed(tmp_path):
-    tp = TopicPartition("ci", 0)
-    dead = FakeDeadLetters(failures=2)
-    router = FakeRouter()
-    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(6, bad=frozenset({1, 4}))}, dead_letters=dead)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await until(lambda: consumer.commits and consumer.commits[-1][tp] == 6)
-    stop.set()
-    await task
-    assert [(r.message.origin.offset, r.reason, r.message.value) for r in dead.sent] == [
-        (1, "decode", b"not json"), (4, "decode", b"not json")]
-    assert dead.sent[0].message.headers == (("h", b"v"),)
-    assert len(router.accepted) == 4
-
-
-async def test_kafka_revocation_drains_and_commits_the_revoked_partitions(tmp_path):
-    tp = TopicPartition("ci", 0)
-    router = FakeRouter()
-    router.gate.clear()  # the batch is detected but its alerts are not accepted yet
-    runner, consumer = kafka_runner(tmp_path, router, {tp: ci_records(3)}, commit_interval_s=60)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await until(lambda: router.offered == 1 and runner.ready)
-    revoking = asyncio.create_task(consumer.listener.on_partitions_revoked([tp]))
-    await asyncio.sleep(0)
-    assert not revoking.done() and consumer.commits == []  # the revocation waits for the batch
-    router.gate.set()
-    await revoking
-    assert consumer.commits[-1] == {tp: 3} and len(router.accepted) == 3
-    assert not runner.ready
-    stop.set()
-    await task
-
-
-# --- the detector stage: correlation and anomaly wiring ------------------------------------
-
-def ci_item(message: str, ts: float, offset: int, user: str = "bob") -> Item:
-    return Item({"message": message, "user": user, "ts": ts}, ("ci", 0, offset), LogSource(category="ci_job_log"),
-                ("ts",), 0.0)
-
-
-def test_correlation_alerts_replace_suppressed_base_matches_with_stable_ids(tmp_path):
-    (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
-    outcome = compile_detection([tmp_path / "c.yml"], [], skip_invalid=False)
-    assert outcome.accepted and outcome.detection.correlation is not None
-    items = [ci_item("login failed", 1000.0 + i, i) for i in range(3)]
-
-    first = Detector(outcome.detection).process(items, now=5000.0)
-    assert [a.rule.title for a in first] == ["Repeated Failed Logins"]  # base rule: generate false
-    replay = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
-    assert [a.id for a in replay.process(items, now=6000.0)] == [first[0].id]  # redelivery: same id
-
-
-def test_correlation_state_survives_a_swap(tmp_path):
-    (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
-    detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
-    assert detector.process([ci_item("login failed", 1000.0, 0), ci_item("login failed", 1001.0, 1)]) == []
-    detector.swap(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False, generation=2).detection)
-    assert [a.rule.title for a in detector.process([ci_item("login failed", 1002.0, 2)])] == [
-        "Repeated Failed Logins"]
-
-
-def test_heartbeat_extrapolates_event_time_for_silence_checks(tmp_path):
-    (tmp_path / "r.yml").write_text(CURL_RULE)
-    (tmp_path / "checks.yml").write_text(BUILDS_SILENCE)
-    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
-    assert outcome.accepted and outcome.detection.anomaly is not None, outcome.errors
-    detector = Detector(outcome.detection)
-    # events carry old timestamps (a replay): the wall clock must not make them look silent
-    detector.process([ci_item("build ok", 1000.0, 0), ci_item("build ok", 1010.0, 1)], now=9_000_000.0)
-    assert detector.heartbeat(9_000_000.0 + 60) == []
-    silent = detector.heartbeat(9_000_000.0 + 400)
-    assert [a.rule.id for a in silent] == ["builds-silent"]
-    assert silent[0].timestamp == pytest.approx(1410.0)
-
-
-def test_anomaly_configured_without_a_readable_file_is_an_error(tmp_path):
-    (tmp_path / "r.yml").write_text(CURL_RULE)
-    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "none.yml"])
-    assert not outcome.accepted and "cannot read" in outcome.errors[0].reason
-
-
-def test_subscription_pattern_combines_listed_topics_and_the_pattern():
-    import re
-
-    from service.sources.kafka import subscription_pattern
-
-    both = KafkaSettings(bootstrap_servers=["x:1"], topics={"ci.logs": {}, "audit": {}}, topic_pattern="k8s-.*")
-    regex = re.compile(subscription_pattern(both))
-    assert all(regex.match(t) for t in ("ci.logs", "audit", "k8s-prod"))
-    assert not any(regex.match(t) for t in ("ciXlogs", "audit-2", "other"))
-    assert subscription_pattern(KafkaSettings(bootstrap_servers=["x:1"], topics={"a": {}})) is None
-
-
-async def test_partition_state_moves_with_the_partition_through_the_state_store(tmp_path):
-    """Two failed logins on one instance, the partition moves, the third login on the next owner fires."""
-    from service.sources.kafka import KafkaRunner
-    from service.state_store import StateStore
-
-    (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
-    tp = TopicPartition("ci", 0)
-    store = StateStore(tmp_path / "state")
-    settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
-                             commit_interval_s=60)
-
-    def login(offset: int) -> Record:
-        value = orjson.dumps({"message": "login failed", "user": "bob", "ts": 1000.0 + offset})
-        return Record(value, None, offset, 0, [])
-
-    def instance(records):
-        detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
-        router = FakeRouter()
-        consumer = FakeConsumer({tp: records})
-        runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
-                             dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer, state_store=store)
-        return runner, consumer, router
-
-    first, consumer, router = instance([login(0), login(1)])
-    stop = asyncio.Event()
-    task = asyncio.create_task(first.run(stop))
-    await until(lambda: first.tracker.acked.get(tp) == 2)  # detected and acknowledged, not committed
-    await consumer.listener.on_partitions_revoked([tp])  # drain, commit 2, save state at offset 2
-    stop.set()
-    await task
-    assert router.accepted == [] and store.load("kafka:ci:0", "partition")["offset"] == 2
-
-    second, consumer2, router2 = instance([login(0), login(1), login(2)])
-    consumer2.commits.append({tp: 2})
-    consumer2.metadata = dict(consumer.metadata)  # committed by the first instance
-    consumer2.positions[tp] = 2  # the group resumes at the committed offset
-    stop = asyncio.Event()
-    task = asyncio.create_task(second.run(stop))
-    await until(lambda: len(router2.accepted) == 1)
-    stop.set()
-    await task
-    assert router2.accepted[0].rule.title == "Repeated Failed Logins"
-
-
-def test_anomaly_check_errors_reject_the_set_naming_the_check(tmp_path):
-    (tmp_path / "r.yml").write_text(CURL_RULE)
-    (tmp_path / "checks.yml").write_text("id: bad-check\ntype: silence\ntimeout: 5m\nbogus: 1\n")
-    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
-    assert not outcome.accepted
-    assert outcome.errors[0].rule_id == "bad-check" and "bogus" in outcome.errors[0].reason
 
 
 async def test_push_input_rejects_go_to_the_dead_letter_file(tmp_path):
