@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,9 @@ from urllib.parse import quote
 
 import orjson
 import yaml
+
+from tests.support.instances import ServiceProcess, write_config
+from tests.support.waits import until
 
 RULES = """
 title: SSH Failed Password
@@ -159,52 +160,12 @@ def service_config(bootstrap: str, topic: str, group: str, rules: Path, data_dir
     }
 
 
-class Run:
-    """One ``pipesentry run`` process; its stdout sink prints one JSON line per alert."""
-
-    def __init__(self, workdir: Path, config: dict[str, Any], index: int) -> None:
-        self.config_path = workdir / "pipesentry.yml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.stdout = workdir / f"stdout-{index}.jsonl"
-        self.stderr = workdir / f"stderr-{index}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPESENTRY_")}
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--config",
-                                          str(self.config_path)], stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, env=env)
-
-    def alerts(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.stdout.read_bytes().splitlines():
-            try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a line cut by SIGKILL
-            if isinstance(doc, dict) and "alert_id" in doc:
-                out.append(doc)
-        return out
-
-    def alert_ids(self) -> list[str]:
-        return [doc["alert_id"] for doc in self.alerts()]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def log(self) -> str:
-        return self.stderr.read_text(errors="replace")[-3000:]
+def start_run(workdir: Path, config: dict[str, Any], index: int) -> ServiceProcess:
+    """``pipesentry run`` on ``config`` (written to ``workdir/pipesentry.yml``); run ``index``'s output files."""
+    run = ServiceProcess(write_config(workdir / "pipesentry.yml", config), workdir / f"stdout-{index}.jsonl",
+                         workdir / f"stderr-{index}.log")
+    run.start()
+    return run
 
 
 @dataclass
@@ -272,21 +233,6 @@ class Outcome:
         return not self.missing and not self.extra
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float, what: str, run: Run | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if run is not None and not run.alive():
-            raise AssertionError(f"pipesentry run exited while waiting for {what}:\n{run.log()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f":\n{run.log()}" if run else ""))
-        await asyncio.sleep(0.02)
-
-
 async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     from aiokafka import AIOKafkaProducer
 
@@ -322,7 +268,7 @@ async def crash_run(bootstrap: str, create_topic: Callable[[str], None], workdir
     try:
         for index, size in enumerate(chunks):
             committed_before = await observer.committed()
-            run = Run(workdir, config, index)
+            run = start_run(workdir, config, index)
             try:
                 before = observer.snapshot_offset()
                 chunk = stream[sent:sent + size]
@@ -330,13 +276,13 @@ async def crash_run(bootstrap: str, create_topic: Callable[[str], None], workdir
                 sent += size
                 if index < len(points):
                     point = points[index]
-                    await wait_until(lambda p=point, b=before, c=committed_before, r=run, chunk=(sent - size, sent):
+                    await until(lambda p=point, b=before, c=committed_before, r=run, chunk=(sent - size, sent):
                                      _reached(p, observer, b, c, r, chunk), timeout, f"kill point {point}", run)
                     outcome.points.append({**asdict(point), "committed": await observer.committed(),
                                            "snapshot": observer.snapshot_offset(), "sent": sent})
                     run.kill()
                 else:
-                    await wait_until(lambda s=sent: _committed_at_least(observer, s), timeout,
+                    await until(lambda s=sent: _committed_at_least(observer, s), timeout,
                                      "the whole stream committed", run)
                     run.stop()
             finally:
@@ -360,7 +306,7 @@ async def _committed_at_least(observer: Observer, offset: int) -> bool:
 
 
 async def _reached(point: KillPoint, observer: Observer, snapshot_before: int | None, committed_before: int,
-                   run: Run, chunk: tuple[int, int]) -> bool:
+                   run: ServiceProcess, chunk: tuple[int, int]) -> bool:
     if point.kind == "before_first_snapshot":
         # the run's first commit (its first periodic snapshot is seconds away)
         return await observer.committed() > committed_before

@@ -2,7 +2,7 @@
 
     python bench/fault_spool.py [--examples 5000] [--kills 50] [--seed 0]
 
-Same checks as ``tests/unit/test_spool_fuzz.py`` (every intact or acknowledged record is
+Same checks as ``tests/unit/service/alerting/test_spool_fuzz.py`` (every intact or acknowledged record is
 delivered, every skipped byte is counted), from seed ``--seed`` on. Prints one JSON line.
 """
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> int:
     import pytest
 
-    from tests.unit.test_spool_fuzz import fuzz_once, kill_writers
+    from tests.support.faults import fuzz_once, kill_writers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=5000)

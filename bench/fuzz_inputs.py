@@ -1,4 +1,4 @@
-"""Longer runs of the hostile-input fuzz targets (``tests/unit/fuzz_targets.py``), JSON out.
+"""Longer runs of the hostile-input fuzz targets (``tests/support/fuzz_targets.py``), JSON out.
 
     python bench/fuzz_inputs.py --seconds 300 [--target rules --target decoder:sarif]
 
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.unit.fuzz_targets import Target, all_targets
+from tests.support.fuzz_targets import Target, all_targets
 
 ROUND = 200
 

@@ -15,7 +15,7 @@ and values), and checks every event the screen clears against Python:
   dead-letters it; the screen would count it accepted);
 - ``time``: a cleared run's event time is not the one the Python path reads.
 
-``tests/unit/test_screen_fuzz.py`` runs it briefly; run it longer with::
+``tests/unit/detectors/sigma/test_screen_fuzz.py`` runs it briefly; run it longer with::
 
     python bench/fuzz_screen.py --seconds 300 --seed 1 [--sigmahq ../shared/sigmahq]
 
@@ -50,6 +50,7 @@ from service.decoders import DecodeError  # noqa: E402
 from service.decoders.json import parse_object  # noqa: E402
 from service.rules import load_rules  # noqa: E402
 from service.sources.base import Item  # noqa: E402
+from tests.support.fixtures import pipeline_text  # noqa: E402
 
 TIME_FIELDS = ["@timestamp", "event.created", "time", "UtcTime"]
 FALLBACK_MS = 1_700_000_000_123
@@ -177,15 +178,7 @@ MODIFIERS: list[tuple[str, Any, list[Any]]] = [
     ("|expand|contains", "%admins%", ["x alice y", "carol"]),
 ]
 
-EXPAND_PIPELINE = """
-name: fuzz placeholders
-priority: 10
-vars:
-  admins: [alice, "bob*"]
-transformations:
-  - id: expand
-    type: value_placeholders
-"""
+EXPAND_PIPELINE = pipeline_text("admins_placeholder")
 """Values of the ``%admins%`` placeholder, for the ``expand`` modifier."""
 
 _ids = iter(range(1, 1 << 40))

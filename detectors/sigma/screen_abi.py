@@ -1,7 +1,7 @@
 """The plan format between :mod:`detectors.sigma.screen` and the native screen: its one owner.
 
 The native extension (``detectors/native/src/abi.rs``) mirrors every enum and limit here and
-exports its copy (``_native.ABI_VERSION``, ``_native.ABI``); ``tests/unit/test_screen_abi.py``
+exports its copy (``_native.ABI_VERSION``, ``_native.ABI``); ``tests/unit/detectors/sigma/test_screen_abi.py``
 compares the two member by member, both ways. A plan carries :data:`ABI_VERSION` and the
 extension refuses a plan of another version (``_native.AbiMismatch``, naming both), so a stale
 build cannot misread a plan silently. Change anything here: bump :data:`ABI_VERSION`, change

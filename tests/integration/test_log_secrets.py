@@ -2,7 +2,7 @@
 ``/metrics`` exposition, API error bodies, or the message of a rejected config file.
 
 Every sink and receiver is configured with a recognisable secret (see
-``tests/unit/test_log_redaction.py``) and pointed at local receivers that check
+``tests/unit/service/test_log_redaction.py``) and pointed at local receivers that check
 the service's format; deliveries succeed, fail (500, 401), hit a refused
 connection and are retried. Each secret is searched for raw, URL-encoded and
 base64-encoded (also as HTTP Basic ``user:secret``).
@@ -10,11 +10,9 @@ base64-encoded (also as HTTP Basic ``user:secret``).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,8 +21,10 @@ from aiohttp import web
 
 from service.devservices.process import free_port
 from tests.integration.receivers import FakeElasticsearch, Opsgenie, PagerDuty, Receiver, Slack, Webhook
-from tests.integration.test_kafka_runtime import RULE, Instance, wait_for
-from tests.unit.test_log_redaction import SECRETS, SLACK_SECRET, leaks, settings_with_secrets
+from tests.support.instances import Instance
+from tests.support.rules import PIPED_SCRIPT_RULE
+from tests.support.secrets import SECRETS, SLACK_SECRET, leaks, settings_with_secrets
+from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
 
@@ -36,26 +36,6 @@ class SecretSlack(Slack):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post(f"/services/T000/B000/{SLACK_SECRET}", self.post)
-
-
-class SecretInstance(Instance):
-    """``pipesentry run --config FILE`` like :class:`Instance`, keeping the config's API tokens."""
-
-    def __init__(self, tmp_path: Path, name: str, config: dict[str, Any]) -> None:
-        self.dir = tmp_path / name
-        self.dir.mkdir()
-        self.port = free_port()
-        config = {**config, "data_dir": str(self.dir / "data"), "stdin": {"enabled": False},
-                  "api": {**config.get("api", {}), "port": self.port}}
-        self.config_path = self.dir / "pipesentry.yml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.stdout, self.stderr = self.dir / "stdout.jsonl", self.dir / "stderr.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPESENTRY_")}
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "run", "--config", str(self.config_path)],
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
 
 
 async def _metrics(instance: Instance) -> str:
@@ -94,10 +74,10 @@ async def test_no_secret_in_logs_metrics_or_api_errors(tmp_path: Path) -> None:
     config["alerting"]["grouping"] = {"group_by": ["user"]}  # one page per event
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "curl.yml").write_text(RULE)
+    (rules / "curl.yml").write_text(PIPED_SCRIPT_RULE)
     config.update({"log_level": "DEBUG", "rules": {"paths": [str(rules)], "watch": False},
                    "http_ingest": {"enabled": True}})
-    instance = SecretInstance(tmp_path, "secrets", config)
+    instance = Instance(tmp_path, "secrets", config)
     admin = {"Authorization": f"Bearer {SECRETS['api_admin']}"}
     read = {"Authorization": f"Bearer {SECRETS['api_read']}"}
     bodies: list[str] = []
@@ -106,7 +86,7 @@ async def test_no_secret_in_logs_metrics_or_api_errors(tmp_path: Path) -> None:
             response = await instance.get("/healthz")
             return response is not None and response.status_code == 200
 
-        await wait_for(healthy, 90, "the instance to serve its API")
+        await until(healthy, 90, "the instance to serve its API")
         async with httpx.AsyncClient(base_url=instance.url, timeout=30) as client:
             for n in range(3):
                 response = await client.post("/api/v1/events?category=ci_job_log", headers=admin,
@@ -137,11 +117,11 @@ async def test_no_secret_in_logs_metrics_or_api_errors(tmp_path: Path) -> None:
             return done and failed and es_failed > 0
 
         try:
-            await wait_for(delivered_everywhere, 60, "deliveries after failures on every receiver")
+            await until(delivered_everywhere, 60, "deliveries after failures on every receiver")
         except AssertionError:
             raise AssertionError(f"{await _metrics(instance)}\n{instance.log()}") from None
         assert all(r.got.accepted for r in receivers if r is not es) and es.docs, [r.got for r in receivers]
-        await wait_for(lambda: _sample_async(instance, "pipesentry_kafka_connect_errors_total"), 30,
+        await until(lambda: _sample_async(instance, "pipesentry_kafka_connect_errors_total"), 30,
                        "a refused Kafka connection")
         bodies.append(await _metrics(instance))
     finally:
@@ -196,13 +176,13 @@ async def test_reload_of_a_config_with_a_yaml_error_on_a_secret_line_does_not_ec
     quote the secret on the broken line (the secret is registered: it was loaded at start)."""
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "curl.yml").write_text(RULE)
+    (rules / "curl.yml").write_text(PIPED_SCRIPT_RULE)
     config = {"api": settings_with_secrets()["api"], "rules": {"paths": [str(rules)], "watch": False},
               "alerting": {"sinks": [{"type": "stdout"}]}}
-    instance = SecretInstance(tmp_path, "reload", config)
+    instance = Instance(tmp_path, "reload", config)
     token = SECRETS["api_admin"]
     try:
-        await wait_for(instance.ready, 90, "the instance to be ready")
+        await until(instance.ready, 90, "the instance to be ready")
         text = instance.config_path.read_text()
         assert f"token: {token}\n" in text
         instance.config_path.write_text(text.replace(f"token: {token}\n", f"token: {token} : [unclosed\n"))

@@ -14,14 +14,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from service import metrics
-from tests.integration.test_kafka_runtime import (
-    RULE,
-    InProcess,
-    Instance,
-    kafka_settings,
-    unique_topic,
-    wait_for,
-)
+from tests.support.instances import InProcess, Instance, kafka_settings, unique_topic
+from tests.support.rules import BROKEN_RULE, PIPED_SCRIPT_RULE
+from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +30,6 @@ detection:
     condition: sel
 level: low
 """
-BROKEN = "title: Broken\nid: 7a5c0f3e-2222-4000-8000-000000000009\nlogsource: {category: x}\ndetection: {}\n"
 
 
 def events_total(source: str) -> float:
@@ -67,14 +61,14 @@ async def test_hot_reload_under_load_loses_and_repeats_nothing(kafka_server, tmp
                 await client.stop()
 
         producing = asyncio.create_task(producer())
-        await wait_for(lambda: len(running.router.alerts) > 200, 60, "alerts flowing")
+        await until(lambda: len(running.router.alerts) > 200, 60, "alerts flowing")
         (rules / "wget.yml").write_text(WGET_RULE)
         results = []
         for _ in range(4):  # several swaps while batches keep coming
             results.append((await reloader.reload("test")).result)
             await asyncio.sleep(0.05)
         await producing
-        await wait_for(lambda: sum(1 for a in running.router.alerts if a.rule.title.startswith("Remote")) >= total,
+        await until(lambda: sum(1 for a in running.router.alerts if a.rule.title.startswith("Remote")) >= total,
                        90, "every event evaluated")
         await asyncio.sleep(0.5)
         assert results == ["ok"] * 4
@@ -101,7 +95,7 @@ async def _post(instance: Instance, path: str, body: bytes = b"") -> httpx.Respo
 def rules_only(tmp_path: Path, **rules: object) -> tuple[Path, dict[str, object]]:
     path = tmp_path / f"rules-{uuid.uuid4().hex[:6]}"
     path.mkdir()
-    (path / "curl.yml").write_text(RULE)
+    (path / "curl.yml").write_text(PIPED_SCRIPT_RULE)
     return path, {"rules": {"paths": [str(path)], **rules}, "alerting": {"sinks": [{"type": "stdout"}]}}
 
 
@@ -110,12 +104,12 @@ async def test_rules_directory_change_and_broken_ruleset(tmp_path):
     path, config = rules_only(tmp_path, watch=True, watch_interval_s=0.2)
     instance = Instance(tmp_path, "watch", config)
     try:
-        await wait_for(instance.ready, 60, "instance ready")
+        await until(instance.ready, 60, "instance ready")
         assert await _rules(instance) == ["Remote Script Piped Into A Shell"]
         (path / "wget.yml").write_text(WGET_RULE)
-        await wait_for(lambda: _has(instance, "Wget Download In A Build"), 30, "the watcher to load the new rule")
-        (path / "broken.yml").write_text(BROKEN)
-        await wait_for(lambda: _metric_at_least(instance, 'pipesentry_rule_reloads_total{result="rejected"}', 1),
+        await until(lambda: _has(instance, "Wget Download In A Build"), 30, "the watcher to load the new rule")
+        (path / "broken.yml").write_text(BROKEN_RULE)
+        await until(lambda: _metric_at_least(instance, 'pipesentry_rule_reloads_total{result="rejected"}', 1),
                        30, "the broken ruleset to be rejected")
         assert await _rules(instance) == ["Remote Script Piped Into A Shell", "Wget Download In A Build"]
         response = await _post(instance, "/api/v1/events?category=ci_job_log",
@@ -124,7 +118,7 @@ async def test_rules_directory_change_and_broken_ruleset(tmp_path):
         manual = await _post(instance, "/api/v1/rules/reload")
         assert manual.status_code == 422 and "broken.yml" in manual.text
         (path / "broken.yml").unlink()
-        await wait_for(lambda: _metric_at_least(instance, 'pipesentry_rule_reloads_total{result="ok"}', 2),
+        await until(lambda: _metric_at_least(instance, 'pipesentry_rule_reloads_total{result="ok"}', 2),
                        30, "a good reload after the fix")
         assert instance.alive(), instance.log()
     finally:
@@ -136,12 +130,12 @@ async def test_sighup_reloads(tmp_path):
     path, config = rules_only(tmp_path, watch=False)
     instance = Instance(tmp_path, "hup", config)
     try:
-        await wait_for(instance.ready, 60, "instance ready")
+        await until(instance.ready, 60, "instance ready")
         (path / "wget.yml").write_text(WGET_RULE)
         await asyncio.sleep(0.5)
         assert await _rules(instance) == ["Remote Script Piped Into A Shell"]  # no watcher: nothing yet
         instance.proc.send_signal(signal.SIGHUP)
-        await wait_for(lambda: _has(instance, "Wget Download In A Build"), 30, "SIGHUP reload")
+        await until(lambda: _has(instance, "Wget Download In A Build"), 30, "SIGHUP reload")
         assert instance.alive()
     finally:
         instance.stop()

@@ -14,7 +14,7 @@ import pytest
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
 from service.devservices.alertmanager import AlertmanagerServer
-from tests.unit.alerting_helpers import alert, rule
+from tests.support.alerts import alert, rule
 
 pytestmark = pytest.mark.integration
 

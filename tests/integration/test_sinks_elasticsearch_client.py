@@ -17,7 +17,7 @@ import pytest
 
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
-from tests.unit.alerting_helpers import alert, rule
+from tests.support.alerts import alert, rule
 
 from .receivers import FakeElasticsearch
 

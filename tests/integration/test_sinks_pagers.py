@@ -3,9 +3,6 @@ validate each service's documented format (see receivers.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +11,13 @@ import pytest
 from service import metrics
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
-from tests.unit.alerting_helpers import Clock, alert, rule
+from tests.support.alerts import Clock, alert, rule
+from tests.support.waits import until
 
 from .receivers import Opsgenie, PagerDuty, Slack, Webhook
 
 pytestmark = pytest.mark.integration
 FAST_RETRY = {"initial_backoff_s": 0.05, "max_backoff_s": 0.2, "breaker_failures": 3, "breaker_reset_s": 0.3}
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def make_settings(receivers: list[dict[str, Any]], **extra: Any) -> AlertingSettings:
@@ -53,13 +43,13 @@ async def test_pagerduty_trigger_update_resolve(tmp_path: Path) -> None:
     try:
         await router.submit([alert(1, r=LONG, event={"user": "alice", "cmd": "x" * 5000}),
                              alert(2, r=LONG, event={"user": "alice"}), alert(3, r=LONG, event={"user": "bob"})])
-        await wait_until(lambda: len(pd.got.accepted) == 2, what="two triggers")
+        await until(lambda: len(pd.got.accepted) == 2, what="two triggers")
         clock.now += 11
         await router.tick()
-        await wait_until(lambda: len(pd.got.accepted) == 3, what="update")
+        await until(lambda: len(pd.got.accepted) == 3, what="update")
         clock.now += 61
         await router.tick()
-        await wait_until(lambda: len(pd.got.accepted) == 5, what="resolves")
+        await until(lambda: len(pd.got.accepted) == 5, what="resolves")
     finally:
         await router.stop()
         await pd.stop()
@@ -84,10 +74,10 @@ async def test_opsgenie_create_and_close(tmp_path: Path) -> None:
     await router.start()
     try:
         await router.submit([alert(1, r=LONG, event={"user": "alice"})])
-        await wait_until(lambda: len(og.got.accepted) == 1, what="create")
+        await until(lambda: len(og.got.accepted) == 1, what="create")
         clock.now += 61
         await router.tick()
-        await wait_until(lambda: len(og.got.accepted) == 2, what="close")
+        await until(lambda: len(og.got.accepted) == 2, what="close")
     finally:
         await router.stop()
         await og.stop()
@@ -106,7 +96,7 @@ async def test_slack_block_kit_message(tmp_path: Path) -> None:
     try:
         a = alert(1, r=LONG, event={"user": "alice", "cmd": "<script>" * 400})
         await router.submit([a])
-        await wait_until(lambda: len(slack.got.accepted) == 1, what="slack message")
+        await until(lambda: len(slack.got.accepted) == 1, what="slack message")
     finally:
         await router.stop()
         await slack.stop()
@@ -128,9 +118,9 @@ async def test_webhook_signed_and_recovers_from_500s(tmp_path: Path) -> None:
         batch = [alert(i, r=rule(f"hook-{i}")) for i in range(4)]  # four rules: four pages
         await router.submit(batch)
         worker = router.workers["hook"]
-        await wait_until(lambda: worker.breaker.open, what="circuit to open")
+        await until(lambda: worker.breaker.open, what="circuit to open")
         assert metrics.REGISTRY.get_sample_value("pipesentry_sink_up", {"sink": "hook"}) == 0
-        await wait_until(lambda: len(hook.got.accepted) == 4, what="delivery after recovery")
+        await until(lambda: len(hook.got.accepted) == 4, what="delivery after recovery")
         await router.wait_idle(10)
     finally:
         await router.stop()

@@ -16,7 +16,7 @@ from service.alerting.router import AlertRouter
 from service.devservices.process import free_port
 from service.devservices.prometheus import PrometheusServer
 from service.metrics import REGISTRY
-from tests.unit.alerting_helpers import alert, rule
+from tests.support.alerts import alert, rule
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,8 @@ from detectors.alert import Alert
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
 from service.devservices.search import SearchNode
-from tests.unit.alerting_helpers import alert, rule
+from tests.support.alerts import alert, rule
+from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
 DAY = 86_400.0
@@ -55,14 +56,6 @@ def ids_in(node: SearchNode, index: str) -> list[str]:
     hits = es(node, "POST", f"/{index}/_search?ignore_unavailable=true",
               {"size": 10_000, "_source": False})["hits"]["hits"]
     return [h["_id"] for h in hits]
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_mappings_and_no_duplicates(search_node: SearchNode, tmp_path: Path) -> None:
@@ -122,8 +115,8 @@ async def test_bulk_partial_failure_retried_and_conflict_dead_lettered(search_no
     await router.submit(to_free[:5] + to_blocked + to_free[5:] + to_conflict)
     worker = router.workers["search"]
     # the free day lands; the blocked items are retried (429), holding the rest of the batch spooled
-    await wait_until(lambda: len(ids_in(search_node, "ps-part-2025.06.16")) >= 5, 30, "first free items")
-    await wait_until(lambda: worker.spool is not None and worker.spool.pending > 0
+    await until(lambda: len(ids_in(search_node, "ps-part-2025.06.16")) >= 5, 30, "first free items")
+    await until(lambda: worker.spool is not None and worker.spool.pending > 0
                      and "HTTP 429" in (worker.last_error or ""), 60, "429 items held back for retry")
     es(search_node, "PUT", f"/{blocked}/_settings", {"index.blocks.read_only_allow_delete": None})
     await router.wait_idle(60)
@@ -157,7 +150,7 @@ async def test_node_down_mid_stream_then_exactly_once(search_node_factory: Calla
         sent += batch
     worker = router.workers["search"]
     assert worker.spool is not None
-    await wait_until(lambda: worker.breaker.open, 30, "circuit to open")
+    await until(lambda: worker.breaker.open, 30, "circuit to open")
     assert worker.spool.pending >= 200
     await asyncio.to_thread(node.restart)
     await router.wait_idle(120)

@@ -10,78 +10,11 @@ from service.decoders import DecodeError, build_decoder, decoder_names
 from service.decoders.findings import FindingContext, decode_checkov, decode_sarif, decode_trivy, decode_zap
 from service.rules import load_rules
 from tests.conftest import PROJECT_RULES
+from tests.support.fixtures import finding_report
 
 CTX = FindingContext(repository="acme/payments", branch="refs/heads/release/2026.11", commit="4f2a9c1e")
 
-SARIF = {
-    "version": "2.1.0",
-    "runs": [{
-        "tool": {"driver": {"name": "CodeQL", "semanticVersion": "2.19.3", "rules": [
-            {"id": "py/sql-injection", "shortDescription": {"text": "SQL query built from user-controlled sources"},
-             "helpUri": "https://codeql.github.com/codeql-query-help/python/py-sql-injection/",
-             "properties": {"security-severity": "8.8", "tags": ["security", "external/cwe/cwe-089"]}},
-            {"id": "py/clear-text-logging", "shortDescription": {"text": "Clear-text logging of sensitive information"},
-             "defaultConfiguration": {"level": "warning"}, "properties": {"tags": ["CWE-312: Cleartext Storage"]}},
-        ]}},
-        "results": [
-            {"ruleId": "py/sql-injection", "ruleIndex": 0, "level": "error", "message": {"text": "This query depends on a user-provided value."},
-             "locations": [{"physicalLocation": {"artifactLocation": {"uri": "src/report.py"}, "region": {"startLine": 40}}}]},
-            {"ruleIndex": 1, "message": {"text": "logs a password"},
-             "locations": [{"physicalLocation": {"artifactLocation": {"uri": "src/auth.py"}, "region": {"startLine": 7}}}],
-             "suppressions": [{"kind": "inSource"}]},
-        ],
-    }],
-}
-
-ZAP = {
-    "@programName": "ZAP", "@version": "2.15.0", "@generated": "Tue, 24 Nov 2026 02:10:00",
-    "site": [{"@name": "https://staging.shop.acme.io", "@host": "staging.shop.acme.io", "@port": "443", "@ssl": "true",
-              "alerts": [
-                  {"pluginid": "40018", "alertRef": "40018", "alert": "SQL Injection", "name": "SQL Injection",
-                   "riskcode": "3", "confidence": "2", "riskdesc": "High (Medium)", "desc": "<p>SQL injection may be possible.</p>",
-                   "instances": [{"uri": "https://staging.shop.acme.io/products?id=1", "method": "GET", "param": "id"},
-                                 {"uri": "https://staging.shop.acme.io/search?q=a", "method": "GET", "param": "q"}],
-                   "count": "2", "cweid": "89", "wascid": "19", "sourceid": "1",
-                   "reference": "<p>https://cheatsheetseries.owasp.org/cheatsheets/SQL_Injection_Prevention_Cheat_Sheet.html</p>"},
-                  {"pluginid": "10038", "name": "Content Security Policy (CSP) Header Not Set", "riskcode": "2",
-                   "instances": [{"uri": "https://staging.shop.acme.io/"}], "cweid": "693"},
-              ]}],
-}
-
-CHECKOV = [
-    {"check_type": "terraform", "results": {
-        "passed_checks": [{"check_id": "CKV_AWS_19", "check_result": {"result": "PASSED"}}],
-        "failed_checks": [{"check_id": "CKV_AWS_20", "check_name": "S3 Bucket has an ACL defined which allows public READ access.",
-                           "check_result": {"result": "FAILED"}, "file_path": "/infra/s3.tf", "file_line_range": [12, 30],
-                           "resource": "aws_s3_bucket.exports", "severity": None, "guideline": "https://docs.prismacloud.io/x"}],
-        "skipped_checks": [{"check_id": "CKV_AWS_24", "check_name": "Ensure no security groups allow ingress from 0.0.0.0:0 to port 22",
-                            "check_result": {"result": "SKIPPED", "suppress_comment": "migration"}, "suppress_comment": "migration",
-                            "file_path": "/infra/sg.tf", "file_line_range": [1, 9], "resource": "aws_security_group.bastion",
-                            "severity": "HIGH"}],
-        "parsing_errors": []}, "summary": {"passed": 1, "failed": 1, "skipped": 1}},
-    {"check_type": "kubernetes", "results": {"failed_checks": [], "skipped_checks": []}, "summary": {"passed": 4, "failed": 0}},
-]
-
-TRIVY = {
-    "SchemaVersion": 2, "CreatedAt": "2026-11-24T02:40:00Z", "ArtifactName": "registry.acme.io/payments:1.43.0",
-    "ArtifactType": "container_image",
-    "Results": [
-        {"Target": "registry.acme.io/payments:1.43.0 (debian 12.8)", "Class": "os-pkgs", "Type": "debian",
-         "Vulnerabilities": [
-             {"VulnerabilityID": "CVE-2024-45337", "PkgName": "golang.org/x/crypto", "InstalledVersion": "v0.27.0",
-              "FixedVersion": "0.31.0", "Severity": "CRITICAL", "Title": "x/crypto: misuse of ServerConfig.PublicKeyCallback",
-              "CweIDs": ["CWE-863"]},
-             {"VulnerabilityID": "CVE-2023-45853", "PkgName": "zlib1g", "InstalledVersion": "1:1.2.13.dfsg-1", "Severity": "WEIRD"},
-         ]},
-        {"Target": "Dockerfile", "Class": "config", "Misconfigurations": [
-            {"ID": "DS002", "AVDID": "AVD-DS-0002", "Title": "Image user should not be 'root'", "Severity": "HIGH", "Status": "FAIL"},
-            {"ID": "DS001", "AVDID": "AVD-DS-0001", "Title": "':latest' tag used", "Severity": "MEDIUM", "Status": "PASS"},
-        ]},
-        {"Target": "/app/.env", "Class": "secret", "Secrets": [
-            {"RuleID": "aws-access-key-id", "Category": "AWS", "Severity": "CRITICAL", "Title": "AWS Access Key ID",
-             "StartLine": 3, "Match": "AWS_ACCESS_KEY_ID=********************"}]},
-    ],
-}
+SARIF, ZAP, CHECKOV, TRIVY = (finding_report(name) for name in ("codeql.sarif", "zap", "checkov", "trivy"))
 
 
 def _raw(doc: object) -> bytes:

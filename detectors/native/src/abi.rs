@@ -1,6 +1,6 @@
 //! The plan format shared with `detectors/sigma/screen_abi.py`, which owns it: every enum here
 //! mirrors one there (same member names and codes) and the extension exports its copy
-//! (`ABI_VERSION`, `ABI`, `LIMITS`) so that `tests/unit/test_screen_abi.py` compares them both
+//! (`ABI_VERSION`, `ABI`, `LIMITS`) so that `tests/unit/detectors/sigma/test_screen_abi.py` compares them both
 //! ways. A plan of another version is refused before anything of it is read.
 
 /// Version of the plan format (`screen_abi.ABI_VERSION`).

@@ -280,7 +280,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AbiMismatch", py.get_type::<AbiMismatch>())?;
     m.add("ABI_VERSION", abi::ABI_VERSION)?;
     // the enums of the plan format, {class name: {member name: code}}, and the limits mirrored
-    // from Python: compared with `detectors.sigma.screen_abi` by tests/unit/test_screen_abi.py
+    // from Python: compared with `detectors.sigma.screen_abi` by tests/unit/detectors/sigma/test_screen_abi.py
     let enums = PyDict::new(py);
     for (name, members) in abi::enums() {
         let table = PyDict::new(py);

@@ -65,7 +65,7 @@ pub struct Walk<'p> {
 }
 
 /// The Unicode version of the Python whose case folding [`stable_case`] assumes (3.11's):
-/// `tests/unit/test_screen_abi.py` checks it is `unicodedata.unidata_version`.
+/// `tests/unit/detectors/sigma/test_screen_abi.py` checks it is `unicodedata.unidata_version`.
 pub const PYTHON_UNICODE: &str = "14.0.0";
 
 /// Below this code point (Latin, Greek, Cyrillic, Armenian) lower-casing has been the same in

@@ -11,7 +11,7 @@ the sink object without doing I/O (the worker calls its ``start()``). Every
 module of this package is imported before the alerting config model is built,
 so the model's ``sinks``/``receivers`` unions are exactly what is registered:
 adding a sink is one new module here (plus docs and a test, which
-``tests/unit/test_sink_registry.py`` insists on). A name registered after the
+``tests/unit/service/alerting/sinks/test_registry.py`` insists on). A name registered after the
 model was built could never be configured, so that raises.
 """
 

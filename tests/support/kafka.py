@@ -1,0 +1,153 @@
+"""An in-memory stand-in for aiokafka's consumer, and a ``KafkaRunner`` built around it.
+
+The real broker is exercised in ``tests/integration``; these fakes let unit tests drive the runner's
+bookkeeping (assignment, pause/resume, commits with metadata, seeks after a snapshot restore)
+deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import namedtuple
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from service.config import EventSettings, KafkaSettings
+from service.detection import Detector, compile_detection
+from tests.support.rules import CURL_RULE
+
+Record = namedtuple("Record", "value key offset timestamp headers")
+
+
+class _FakeCoordinator:
+    """The part of aiokafka's group coordinator that reads committed offsets with their metadata."""
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        self.consumer = consumer
+
+    async def fetch_committed_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Any]:
+        out = {}
+        for tp in partitions:
+            offset = await self.consumer.committed(tp)
+            if offset is not None:
+                out[tp] = OffsetAndMetadata(offset, self.consumer.metadata.get(tp, ""))
+        return out
+
+
+class FakeConsumer:
+    """Just enough of AIOKafkaConsumer: group assignment, getmany, pause/resume, commit (with metadata), seek.
+
+    ``committed``: offsets the group committed before this member joined; it resumes there.
+    """
+
+    def __init__(self, records: dict[TopicPartition, list[Any]],
+                 committed: Mapping[TopicPartition, int] | None = None) -> None:
+        self.records = records
+        self.positions = dict.fromkeys(records, 0)
+        self._paused: set[TopicPartition] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.metadata: dict[TopicPartition, str] = {}
+        """Metadata of each partition's last commit (a new group member takes it over with the commits)."""
+        self._coordinator = _FakeCoordinator(self)
+        self.listener: Any = None
+        self.assigned: set[TopicPartition] = set()
+        self.ever_paused = False
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        if committed:
+            self.commits.append(dict(committed))
+            self.positions.update(committed)
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, topics: Any = None, pattern: Any = None, listener: Any = None) -> None:
+        self.listener = listener
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        if not self.assigned:
+            self.assigned = set(self.records)
+            await self.listener.on_partitions_assigned(sorted(self.assigned))
+        out = {}
+        for tp in sorted(self.assigned - self._paused):
+            pos = self.positions[tp]
+            chunk = self.records[tp][pos:pos + 3]
+            if chunk:
+                out[tp] = chunk
+                self.positions[tp] = pos + len(chunk)
+        if not out:
+            await asyncio.sleep(0.01)
+        return out
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._paused.update(tps)
+        self.ever_paused = True
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._paused.difference_update(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.records[tp])
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self.positions[tp] = offset
+
+    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+        self.metadata.update({tp: meta.metadata for tp, meta in offsets.items()})
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return next((c[tp] for c in reversed(self.commits) if tp in c), None)
+
+
+class FakeDeadLetters:
+    """Keeps the rejects it was sent; the first ``failures`` non-empty sends raise (the topic is down)."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.sent: list[Any] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, rejected: list[Any]) -> None:
+        if rejected and self.failures:
+            self.failures -= 1
+            raise RuntimeError("dlq down")
+        self.sent.extend(rejected)
+
+
+def kafka_runner(tmp_path: Path, router: Any, records: dict[TopicPartition, list[Any]],
+                 dead_letters: Any = None, **kafka: Any) -> tuple[Any, FakeConsumer]:
+    """A ``KafkaRunner`` on topic ``ci`` (category ``ci_job_log``, the curl rule) over an in-memory consumer."""
+    from service.sources.kafka import KafkaRunner
+
+    (tmp_path / "r.yml").write_text(CURL_RULE)
+    detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
+    settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
+                             **{"commit_interval_s": 0.02, **kafka})
+    consumer = FakeConsumer(records)
+    runner = KafkaRunner(settings, EventSettings(), detector, router, dead_letters=dead_letters or FakeDeadLetters(),
+                         consumer_factory=lambda **_: consumer)
+    return runner, consumer
+
+
+def ci_records(count: int, bad: frozenset[int] = frozenset()) -> list[Any]:
+    """``count`` CI log records that match the curl rule; offsets in ``bad`` are not JSON."""
+    out = []
+    for i in range(count):
+        value = b"not json" if i in bad else (b'{"message": "curl x | sh", "n": %d}' % i)
+        out.append(Record(value, None, i, 1767323045000 + i, [("h", b"v")]))
+    return out

@@ -1,0 +1,365 @@
+"""The native screen: what it clears, what it must hand to Python, and the event time it reads.
+
+Every engine test's matching events are also checked against the screen (see
+``tests.support.sigma.agree``); these tests pin the cases where it must
+defer to Python, and that it does clear ordinary non-matching events.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+
+from detectors.model import LogSource
+from detectors.sigma.screen import AVAILABLE, export_plan
+from detectors.sigma.screen_abi import CheckKind
+from service.decoders import DecodeError
+from service.decoders.json import parse_object
+from service.sources.base import Item
+from tests.support.kafka import Record
+from tests.support.sigma import build, rule_yaml
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason="the native screen is not built (no Rust toolchain)")
+
+LS = LogSource(product="test")
+
+
+def scan(detection: dict[str, Any], *events: Any, time_fields: list[str] | None = None,
+         fallbacks: list[int] | None = None, max_bytes: int = 1 << 20, max_depth: int = 64,
+         ) -> tuple[list[int], list[float]]:
+    screen = build(rule_yaml(detection)).screen(LS)
+    assert screen is not None
+    raws = [e if isinstance(e, bytes) or e is None else orjson.dumps(e) for e in events]
+    return screen.scan(raws, fallbacks or [0] * len(raws), time_fields, max_bytes, max_depth)
+
+
+CASES = [
+    ({"sel": {"Image": "C:\\Tools\\PsExec.exe"}, "condition": "sel"},
+     {"Image": "c:\\tools\\psexec.EXE"}, {"Image": "c:\\tools\\psexec.exe.bak"}),
+    ({"sel": {"CommandLine|contains": "-enc "}, "condition": "sel"},
+     {"CommandLine": "powershell -ENC abc"}, {"CommandLine": "powershell -encoded"}),
+    ({"sel": {"url|startswith": "/admin"}, "condition": "sel"}, {"url": "/ADMIN/x"}, {"url": "/x/admin"}),
+    ({"sel": {"url|endswith": ".php"}, "condition": "sel"}, {"url": "/a.PHP"}, {"url": "/a.php?x"}),
+    ({"sel": {"path": "/etc/*/sh?dow"}, "condition": "sel"}, {"path": "/etc/x/y/shadow"}, {"path": "/etc/shadow"}),
+    ({"sel": {"user|cased": "Admin"}, "condition": "sel"}, {"user": "Admin"}, {"user": "admin"}),
+    ({"sel": {"agent|re": "^curl/[0-9]+"}, "condition": "sel"}, {"agent": "curl/8.1"}, {"agent": "xcurl/8"}),
+    ({"sel": {"n": 4}, "condition": "sel"}, {"n": 4.0}, {"n": 40}),
+    ({"sel": {"ok": True}, "condition": "sel"}, {"ok": "TRUE"}, {"ok": False}),
+    ({"kw": ["mimikatz"], "condition": "kw"}, {"a": {"b": ["x", "run MIMIKATZ now"]}}, {"a": "mimi katz"}),
+    ({"sel": {"a.b": "x"}, "condition": "sel"}, {"A": {"B": "X"}}, {"a": {"c": "x"}}),
+    ({"sel": {"a": "x"}, "flt": {"b": "y"}, "condition": "sel and not flt"}, {"a": "x", "b": "z"}, {"a": "z"}),
+]
+
+
+@pytest.mark.parametrize(("detection", "hit", "miss"), CASES)
+def test_matching_events_go_to_python_and_others_are_cleared(detection, hit, miss):
+    ruleset = build(rule_yaml(detection))
+    assert ruleset.evaluate(hit, LS) and not ruleset.evaluate(miss, LS)
+    assert scan(detection, hit, miss)[0] == [0]
+
+
+def test_candidates_are_dropped_when_their_whole_condition_is_false():
+    """Rules whose every atom the screen can evaluate run as programs; others stay candidates."""
+    negated = {"sel": {"a": "x"}, "flt": {"b": "y"}, "condition": "sel and not flt"}
+    assert scan(negated, {"a": "x", "b": "y"}, {"a": "x", "b": "z"})[0] == [1]
+    numeric = {"sel": {"a": "x"}, "flt": {"n|gt": 5}, "condition": "sel and not flt"}
+    assert scan(numeric, {"a": "x", "n": 9})[0] == [0]  # |gt is Python's: a candidate goes to Python
+
+
+@pytest.mark.parametrize(("detection", "events", "picked"), [
+    # negation-only rules (no trigger) run on every event
+    ({"flt": {"Image|contains": "\\"}, "condition": "not flt"},
+     [{"Image": "C:\\x.exe"}, {"Image": "x.exe"}, {}], [1, 2]),
+    ({"n": {"Image": None}, "condition": "not n"}, [{"Image": None}, {"Image": []}, {"Image": {}}, {"Image": "a"}],
+     [2, 3]),
+    ({"e": {"Image|exists": True}, "condition": "not e"}, [{"Image": None}, {"x": 1}], [1]),
+    ({"r": {"Image|fieldref": "ParentImage"}, "condition": "r"},
+     [{"Image": "A", "ParentImage": "a"}, {"Image": "a", "ParentImage": "b"}, {"Image": ["b", "a"], "ParentImage": "A"}],
+     [0, 2]),
+])
+def test_null_exists_fieldref_and_negations_are_exact(detection, events, picked):
+    ruleset = build(rule_yaml(detection))
+    assert [i for i, e in enumerate(events) if ruleset.evaluate(e, LS)] == picked
+    assert scan(detection, *events)[0] == picked
+
+
+def test_exact_evaluation_defers_duplicated_keys_and_deep_nesting():
+    """Python keeps the last of duplicated keys and stops flattening deep objects."""
+    negation = {"flt": {"Image|contains": "\\"}, "condition": "not flt"}
+    assert scan(negation, b'{"Image": "a", "Image": "C:\\\\x"}')[0] == [0]
+    deep: Any = {"Image": "C:\\x"}
+    for _ in range(40):
+        deep = {"d": deep, "Image": "C:\\y"}
+    assert scan(negation, deep)[0] == [0]
+
+
+SEL = {"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}
+
+
+@pytest.mark.parametrize("raw", [
+    '{"CommandLine": "\ua7cbwhoami"}'.encode(),  # uncased for Python 3.11, lower-cased by Rust
+    b'{"CommandLine": 1e400}',  # orjson rejects a number past the largest double
+    b'{"CommandLine": "x"',  # invalid JSON: Python dead-letters it
+    b'[{"CommandLine": "x"}]',  # not an object
+    b'{"CommandLine": "\xff"}',  # invalid UTF-8
+    b'{"a": NaN}',
+    None,  # tombstone
+], ids=["unicode15", "overflow", "truncated", "array", "utf8", "nan", "tombstone"])
+def test_what_the_screen_cannot_decide_goes_to_python(raw):
+    assert scan(SEL, raw)[0] == [0]
+
+
+def test_latin_greek_cyrillic_values_are_folded_as_python_does():
+    assert scan(SEL, {"CommandLine": "CAFÉ WHOAMI"}, {"CommandLine": "café ΣΟΦΊΑ"})[0] == [0]
+    greek = {"sel": {"v|contains": "σοφία"}, "condition": "sel"}
+    assert scan(greek, {"v": "ΣΟΦΊΑ"}, {"v": "ΣΟΦΟΣ"})[0] == [0]
+
+
+def test_non_ascii_values_leave_globs_and_regexes_to_python():
+    glob = {"sel": {"path": "/etc/sh?dow"}, "condition": "sel"}  # "?": one character, not one byte
+    assert build(rule_yaml(glob)).evaluate({"path": "/etc/shädow"}, LS)
+    assert scan(glob, {"path": "/etc/shädow"}, {"path": "/etc/shadow-"})[0] == [0]
+    word = {"sel": {"v|re": "^\\w+$"}, "condition": "sel"}  # RE2's \w is ASCII, Rust's Unicode
+    assert scan(word, {"v": "ä"}, {"v": "a b"})[0] == [0]
+
+
+def test_cached_verdicts_belong_to_their_field():
+    detection = {"a": {"a": "x"}, "b": {"b|contains": "y"}, "condition": "a or b"}
+    assert scan(detection, {"a": "x"}, {"b": "x"}, {"a": "x"}, {"b": "xyz"})[0] == [0, 2, 3]
+
+
+def test_unscanned_fields_are_not_read_closely():
+    assert scan(SEL, {"Other": "café", "n": 1.5, "CommandLine": "ls"})[0] == []
+
+
+def test_limits_match_the_json_decoder():
+    deep: Any = "x"
+    for _ in range(10):
+        deep = {"d": deep}
+    for max_depth in (9, 10):
+        try:
+            parse_object(orjson.dumps(deep), max_depth, 1 << 20)
+            rejected = False
+        except DecodeError:
+            rejected = True
+        assert scan(SEL, deep, max_depth=max_depth)[0] == ([0] if rejected else [])
+    assert scan(SEL, deep, max_depth=9)[0] == [0]
+    assert scan(SEL, {"CommandLine": "ls"}, max_bytes=10)[0] == [0]
+
+
+def test_rust_regex_defers_where_re2_reads_otherwise():
+    vertical_tab = {"sel": {"v|re": "a\\Sb"}, "condition": "sel"}
+    assert scan(vertical_tab, {"v": "a\x0bb"}, {"v": "acb"}, {"v": "a b"})[0] == [0, 1]
+    literal_braces = {"sel": {"v|re": "x{,3}y"}, "condition": "sel"}  # RE2: the text "x{,3}y"
+    assert scan(literal_braces, {"v": "zz"})[0] == [0]
+
+
+TIME_FIELDS = ["@timestamp", "event.created", "time"]
+
+
+@pytest.mark.parametrize("event", [
+    {"@timestamp": "2026-11-25T10:00:00Z"},
+    {"@timestamp": "2026-11-25T10:00:00.123Z"},
+    {"@timestamp": "2026-11-25 10:00:00.123456+02:00"},
+    {"@timestamp": "2026-11-25T10:00:00-05:30"},
+    {"@timestamp": "2024-02-29T23:59:59"},
+    {"@timestamp": 1764064800},
+    {"@timestamp": 1764064800123},
+    {"@timestamp": 1764064800.25},
+    {"@timestamp": 964507291.3629067},  # serde_json's fast float parser was one ulp off
+    {"time": 1033240923521.2123},
+    {"@timestamp": None, "event": {"created": "2026-01-01T00:00:00Z"}},
+    {"event.created": 5, "event": {"created": 7}},
+    {"@timestamp": True, "time": 1000},
+    {"@timestamp": {"nested": 1}, "time": -5},
+    {"@timestamp": -1},
+    {"other": 1},
+])
+def test_cleared_event_time_is_the_python_paths(event):
+    picked, latest = scan(SEL, event, time_fields=TIME_FIELDS, fallbacks=[1_700_000_000_999])
+    assert picked == []
+    want = Item(event, ("t", 0, 0), LS, tuple(TIME_FIELDS), 1_700_000_000.999).time()
+    assert latest == [want]
+
+
+@pytest.mark.parametrize("value", [
+    "1764064800",  # numeric text: Python's float() reads more than the screen does
+    "2026-11-25T10:00:00.1234567Z",
+    " 2026-11-25T10:00:00Z",
+    "2026-02-30T10:00:00Z",
+    "yesterday",
+])
+def test_time_values_the_screen_does_not_read_go_to_python(value):
+    assert scan(SEL, {"@timestamp": value}, time_fields=TIME_FIELDS)[0] == [0]
+
+
+def test_duplicated_parent_of_a_dotted_time_field_goes_to_python():
+    raw = b'{"event": {"created": 5}, "event": 3}'
+    assert scan(SEL, raw, time_fields=TIME_FIELDS)[0] == [0]
+
+
+def test_runs_report_their_latest_time_around_picked_events():
+    events = [{"time": 5}, {"time": 9}, {"CommandLine": "whoami", "time": 1}, {"time": 3},
+              {"CommandLine": "whoami"}]
+    picked, latest = scan(SEL, *events, time_fields=TIME_FIELDS)
+    assert picked == [2, 4]
+    assert latest[:2] == [9.0, 3.0] and math.isnan(latest[2])
+
+
+# --- in the Kafka loop: the same alerts with and without the screen ---------------------------
+
+
+@pytest.mark.parametrize(("pattern", "value"), [
+    ("a[b&&c]", "a&"),  # Rust: class intersection; RE2: the characters b & c
+    ("a[b~~c]", "a~"),
+    ("[a[b]]", "[]"),  # Rust: nested class; RE2: "[a[b]" then "]"
+    ("x{,2}y", "x{,2}y"),  # RE2: literal text
+    ("x{ 2}", "x{ 2}"),
+    ("a\\<b", "a<b"),  # Rust: start of word; RE2: "<"
+    ("a\\b{start}", "a{start}"),
+])
+@pytest.mark.filterwarnings("ignore:Possible set:FutureWarning")  # Python re on "&&", "~~", "[["
+def test_regexes_rust_reads_otherwise_are_assumed(pattern, value):
+    from detectors.sigma.screen import same_in_rust
+
+    assert not same_in_rust(pattern)
+    detection = {"sel": {"v|re": pattern}, "condition": "sel"}
+    ruleset = build(rule_yaml(detection))
+    if ruleset.evaluate({"v": value}, LS):  # RE2's reading (the engine may run it on Python re)
+        assert scan(detection, {"v": value})[0] == [0]
+    plan = export_plan(ruleset._route(LS).index, ruleset._atoms)
+    assert [check.kind for check in plan.checks] == [CheckKind.ASSUME]
+
+
+def test_regexes_both_read_alike_are_run_by_the_screen():
+    from detectors.sigma.screen import same_in_rust
+
+    for pattern in ("-(W|R)\\s?([0-9a-f]{2}){2,20}", "[[:alpha:]]+x", "[]a]b", "\\{x\\}", "a{2}b{3,}"):
+        assert same_in_rust(pattern), pattern
+    assert scan({"sel": {"v|re": "[]a]b{2,}"}, "condition": "sel"}, {"v": "]bb"}, {"v": "ab"})[0] == [0]
+
+
+def test_a_hostile_value_for_a_backtracking_glob_is_handed_to_python():
+    """Past a work budget the screen assumes the glob holds; Python's RE2 glob is linear."""
+    detection = {"sel": {"v": "*a*a*a*a*a*a*a*a*a*ab*c"}, "condition": "sel"}
+    assert scan(detection, {"v": "a" * 500_000 + "b"}, max_bytes=1 << 21)[0] == [0]
+    assert scan(detection, {"v": "a" * 100 + "b"})[0] == []  # small values are matched exactly
+
+
+def test_records_are_read_as_the_lists_are():
+    """``scan_records`` reads ``value`` and ``timestamp`` itself; same answers as ``scan``."""
+    screen = build(rule_yaml(SEL)).screen(LS)
+    values = [orjson.dumps({"time": 5}), orjson.dumps({"CommandLine": "whoami"}), orjson.dumps({"x": 1}), None]
+    records = [Record(v, None, i, 7000 + i, []) for i, v in enumerate(values)]
+    by_records = screen.scan_records(records, TIME_FIELDS, 1 << 20, 64)
+    by_lists = screen.scan(values, [r.timestamp for r in records], TIME_FIELDS, 1 << 20, 64)
+    assert repr(by_records) == repr(by_lists)  # NaN (an empty run) compares by its text
+    assert by_records[0] == [1, 3] and by_records[1][:2] == [5.0, 7.002]
+
+
+def test_a_route_where_a_rule_may_match_without_any_value_hands_every_message_to_python():
+    """``not`` over a CIDR test (not evaluated by the screen) may hold for any event: nothing is cleared."""
+    detection = {"sel": {"agent|cidr": "10.0.0.0/8"}, "condition": "not sel"}
+    ruleset = build(rule_yaml(detection))
+    assert export_plan(ruleset._route(LS).index, ruleset._atoms).always
+    assert scan(detection, {"agent": "10.1.2.3"}, {"x": 1}, b"not json")[0] == [0, 1, 2]
+
+
+# --- numbers and keys read as the Python path reads them ------------------------------------
+
+
+@pytest.mark.parametrize("number", [
+    b"4.4102019666278236e+18",  # serde_json's fast float parser read 4410201966627823104
+    b"4410201966627823616.0",
+    b"9.007199254740993e15",
+    b"9007199254740993.0",
+    b"1.7976931348623157e308",
+    b"1e23",
+    b"-0.0",
+    b"18446744073709551616",  # past u64: a float for orjson too
+    b"-9223372036854775809",
+    b"1e-400",
+])
+def test_numbers_are_read_exactly_as_orjson_reads_them(number):
+    from detectors.sigma.text import as_text
+
+    raw = b'{"n": %s}' % number
+    text = as_text(orjson.loads(raw)["n"])
+    detection = {"sel": {"n": text}, "condition": "sel"}
+    assert build(rule_yaml(detection)).evaluate(orjson.loads(raw), LS)
+    assert scan(detection, raw)[0] == [0]
+
+
+def test_floats_hand_every_matching_text_to_python():
+    """Seeded random integral doubles up to 2^63 and beyond, in several JSON spellings (where a
+    parser that is not exactly rounding reads another integer): each event's rule is its text."""
+    import random
+
+    from detectors.sigma.text import as_text
+
+    rng = random.Random(11)
+    raws = []
+    for _ in range(200):
+        value = float(rng.randrange(2 ** rng.randrange(50, 70)))
+        for spelling in (repr(value), f"{value:.16e}", f"{value:.17g}", f"{value:.20e}"):
+            raws.append(b'{"n": %s}' % spelling.encode())
+    texts = sorted({as_text(orjson.loads(raw)["n"]) for raw in raws})
+    detection = {"sel": {"n": texts}, "condition": "sel"}
+    ruleset = build(rule_yaml(detection))
+    assert all(ruleset.evaluate(orjson.loads(raw), LS) for raw in raws)
+    assert scan(detection, *raws)[0] == list(range(len(raws)))
+
+
+def test_fractions_are_read_as_their_python_repr():
+    """Seeded random doubles of every magnitude: a rule holds the Python text of every other one;
+    the screen picks exactly the events whose text is in the rule (it reads fractions itself)."""
+    import random
+    import struct
+
+    from detectors.sigma.text import as_text
+
+    rng = random.Random(5)
+    values = [struct.unpack("<d", rng.randbytes(8))[0] for _ in range(300)]
+    values += [rng.uniform(-1, 1) * 10.0 ** rng.randrange(-8, 17) for _ in range(300)]
+    values += [0.1, 0.3, 1e-4, 1e-5, 0.1 + 0.2, 2.0 ** -1074, 1.5e-7, 4503599627370495.5]
+    raws = [b'{"n": %s}' % repr(v).encode() for v in values if math.isfinite(v)]
+    texts = [as_text(orjson.loads(raw)["n"]) for raw in raws]
+    detection = {"sel": {"n": sorted(set(texts[::2]))}, "condition": "sel"}
+    ruleset = build(rule_yaml(detection))
+    matching = [i for i, raw in enumerate(raws) if ruleset.evaluate(orjson.loads(raw), LS)]
+    assert len(matching) >= len(raws) // 2
+    assert scan(detection, *raws)[0] == matching
+
+
+@pytest.mark.parametrize("char", ["\ua7cb", "\ua7dc", "\U00010d50", "\U00016ea0", "\u1c89"])
+def test_keys_whose_case_folding_changed_after_unicode_14_go_to_python(char):
+    """Rust's case tables are newer than Python 3.11's: for these Python keeps the character."""
+    field = f"{char}x"
+    detection = {"sel": {field: "v"}, "condition": "sel"}
+    event = {f"{char}X": "v"}
+    assert build(rule_yaml(detection)).evaluate(event, LS)
+    assert scan(detection, event)[0] == [0]
+    negated = {"e": {f"{char.lower()}x|exists": True}, "condition": "not e"}
+    assert scan(negated, {"x": 1}, event)[0] == [0, 1]
+
+
+def test_later_scripts_are_screened_where_python_folds_them_alike():
+    """CJK, Hebrew or Arabic keys and values have no case: the screen decides them itself."""
+    detection = {"sel": {"用户.名前|contains": "管理者"}, "condition": "sel"}
+    hit, miss = {"用户": {"名前": "שלום 管理者"}}, {"用户": {"名前": "مرحبا"}, "日志": "x"}
+    assert build(rule_yaml(detection)).evaluate(hit, LS)
+    assert scan(detection, hit, miss)[0] == [0]
+    assert scan(SEL, {"日志": "日本", "CommandLine": "ls"})[0] == []
+
+
+@pytest.mark.parametrize("value", ["ΑΣ\ua7cd", "ΑΣ\u1c8a x"])
+def test_a_capital_sigma_beside_later_letters_goes_to_python(value):
+    """Whether Σ is final depends on its neighbours' casing, which is newer in Rust's tables."""
+    detection = {"sel": {"v|contains": "ας"}, "condition": "sel"}
+    assert build(rule_yaml(detection)).evaluate({"v": value}, LS)
+    assert scan(detection, {"v": value})[0] == [0]
+
+

@@ -1,0 +1,201 @@
+"""The alert model: ids, ECS document, ATT&CK tags, severity, original-event cap."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import jsonschema
+import orjson
+import pytest
+
+from detectors.alert import (
+    SEVERITY,
+    Alert,
+    alert_id,
+    build_alert,
+    cap_original,
+    parse_attack_tags,
+)
+from detectors.model import LogSource, Match, Origin, RuleInfo
+from tests.conftest import ROOT
+
+SCHEMAS = ROOT / "service" / "alerting" / "schemas"
+
+RULE = RuleInfo(
+    id="5f0a1c2e-0000-4000-8000-000000000001",
+    title="Curl piped to shell in CI job",
+    level="high",
+    author="Jane Doe",
+    description="A CI step downloads a script and pipes it to a shell.",
+    references=("https://example.org/ref",),
+    tags=("attack.execution", "attack.t1059.004", "attack.g0032", "attack.s0002", "cve.2021-44228"),
+    modified="2024-05-01",
+    license="DRL-1.1",
+    ruleset="sigmahq",
+)
+ORIGIN = Origin(input="kafka", topic="ci-logs", partition=3, offset=1234)
+
+
+def make(rule: RuleInfo = RULE, origin: Origin = ORIGIN, event: dict[str, object] | None = None,
+         details: dict[str, object] | None = None, **kw: object) -> Alert:
+    match = Match(rule=rule, fields=(("command", "curl x | sh"), ("exit", 0)), details=details)
+    return build_alert(match, event or {"command": "curl x | sh", "job": "build"}, origin,
+                       event_time=1_700_000_000.25, now=1_700_000_001.0,
+                       logsource=LogSource(product="github", service="actions"), **kw)  # type: ignore[arg-type]
+
+
+def test_id_is_stable_and_depends_on_rule_and_origin() -> None:
+    a, b = make(), make()
+    assert a.id == b.id == alert_id(RULE.id, ORIGIN.token())
+    assert len(a.id) == 32
+    assert make(origin=Origin(input="kafka", topic="ci-logs", partition=3, offset=1235)).id != a.id
+    other_rule = RuleInfo(id="other", title="x")
+    assert make(rule=other_rule).id != a.id
+
+
+def test_alert_key_in_details_wins_over_origin() -> None:
+    a = make(details={"alert_key": "group=a|window=100"})
+    b = make(origin=Origin(input="http", key="zzz"), details={"alert_key": "group=a|window=100"})
+    assert a.id == b.id == alert_id(RULE.id, "group=a|window=100")
+
+
+def test_document_is_ecs_shaped() -> None:
+    doc = make().to_document()
+    assert doc["@timestamp"] == "2023-11-14T22:13:20.250Z"
+    assert doc["event"]["kind"] == "alert"
+    assert doc["event"]["severity"] == SEVERITY["high"]
+    assert doc["event"]["created"] == "2023-11-14T22:13:21.000Z"
+    assert doc["pipesentry"]["level"] == "high"
+    assert doc["rule"] == {
+        "id": RULE.id, "uuid": RULE.id, "name": RULE.title, "description": RULE.description,
+        "author": "Jane Doe", "reference": ["https://example.org/ref"], "version": "2024-05-01",
+        "ruleset": "sigmahq", "license": "DRL-1.1", "category": "sigma",
+    }
+    assert doc["log"]["source"] == {"input": "kafka", "token": "kafka:ci-logs:3:1234", "topic": "ci-logs",
+                                    "partition": 3, "offset": 1234, "product": "github", "service": "actions"}
+    assert doc["pipesentry"]["matched"] == [{"field": "command", "value": "curl x | sh"},
+                                            {"field": "exit", "value": "0"}]
+    assert json.loads(doc["event"]["original"]) == {"command": "curl x | sh", "job": "build"}
+    assert doc["pipesentry"]["original_truncated"] is False
+    orjson.dumps(doc)  # serialisable as is
+
+
+def test_author_always_present() -> None:
+    doc = make(rule=RuleInfo(id="r", title="t", author="")).to_document()
+    assert doc["rule"]["author"] == "unknown"
+
+
+def test_attack_tags_to_threat() -> None:
+    threat = make().to_document()["threat"]
+    assert threat["framework"] == "MITRE ATT&CK"
+    assert threat["technique"]["id"] == ["T1059"]
+    assert threat["technique"]["subtechnique"]["id"] == ["T1059.004"]
+    assert threat["technique"]["subtechnique"]["reference"] == ["https://attack.mitre.org/techniques/T1059/004/"]
+    assert threat["tactic"] == {"name": ["Execution"], "id": ["TA0002"],
+                                "reference": ["https://attack.mitre.org/tactics/TA0002/"]}
+    assert threat["group"] == {"id": ["G0032"]}
+    assert threat["software"] == {"id": ["S0002"]}
+
+
+def test_attack_tag_variants() -> None:
+    t = parse_attack_tags(["attack.privilege_escalation", "attack.t1548", "attack.t1548", "attack.stealth",
+                           "ATTACK.T1003.001", "tlp.amber", "attack."])
+    assert t.technique_ids == ("T1548", "T1003")
+    assert t.subtechnique_ids == ("T1003.001",)
+    assert t.tactic_ids == ("TA0004",)
+    assert t.tactic_names == ("Privilege Escalation", "Stealth")
+    assert not parse_attack_tags(["cve.2021-44228"])
+    assert "threat" not in make(rule=RuleInfo(id="r", title="t")).to_document()
+
+
+@pytest.mark.parametrize("level,expected", [("informational", 1), ("low", 21), ("medium", 47),
+                                            ("high", 73), ("critical", 99), ("bogus", 1)])
+def test_severity_from_level(level: str, expected: int) -> None:
+    alert = make(rule=RuleInfo(id="r", title="t", level=level))
+    assert alert.to_document()["event"]["severity"] == expected
+
+
+def test_original_is_capped_on_utf8_boundary_with_flag() -> None:
+    event = {"msg": "é" * 10_000}
+    text, truncated, size = cap_original(event, 101)
+    assert truncated and size > 101
+    assert len(text.encode()) <= 101
+    text.encode("utf-8")  # valid UTF-8
+    doc = make(event=event, max_original_bytes=1000).to_document()
+    assert doc["pipesentry"]["original_truncated"] is True
+    assert doc["pipesentry"]["original_size"] == size
+    assert len(doc["event"]["original"].encode()) <= 1000
+
+
+def test_non_json_values_and_keys_do_not_break_the_document() -> None:
+    event = {"when": datetime(2024, 1, 1, tzinfo=UTC), 7: "int key", "nested": {"b": b"x".hex()}}
+    alert = make(event=event, details={"value": 3.5, "at": datetime(2024, 1, 1, tzinfo=UTC)})
+    doc = alert.to_document()
+    assert "2024-01-01" in doc["event"]["original"]
+    assert doc["pipesentry"]["details"]["value"] == 3.5
+
+
+def test_datetime_times_accepted() -> None:
+    match = Match(rule=RULE)
+    a = build_alert(match, {}, ORIGIN, event_time=datetime(2024, 1, 1, tzinfo=UTC),
+                    now=datetime(2024, 1, 1, 0, 0, 1))
+    assert a.to_document()["@timestamp"] == "2024-01-01T00:00:00.000Z"
+    assert a.created == a.timestamp + 1
+
+
+def test_document_validates_against_published_schema() -> None:
+    schema = json.loads((SCHEMAS / "alert.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for alert in (make(), make(details={"alert_key": "k", "count": 5}), make(rule=RuleInfo(id="r", title="t"))):
+        jsonschema.validate(alert.to_document(), schema)
+    bad = make().to_document()
+    del bad["rule"]["author"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def _paths(doc: dict[str, object], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path != "pipesentry.details":
+            out |= _paths(value, path + ".")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            out |= _paths(value[0], path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def _mapped(mapping: dict[str, object], path: str) -> dict[str, object] | None:
+    node: object = mapping
+    for part in path.split("."):
+        props = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(props, dict) or part not in props:
+            return None
+        node = props[part]
+    return node if isinstance(node, dict) else None
+
+
+def test_every_document_field_has_an_explicit_mapping() -> None:
+    mappings = json.loads((SCHEMAS / "alert-mappings.json").read_text())
+    doc = make(details={"alert_key": "k"}).to_document()
+    doc["pipesentry"]["suppressed_last"] = doc["@timestamp"]
+    unmapped = sorted(p for p in _paths(doc) if _mapped(mappings, p) is None)
+    assert unmapped == []
+    assert mappings["dynamic"] is False
+
+
+def test_published_templates_carry_the_mappings() -> None:
+    from service.alerting.sinks.elasticsearch import ElasticsearchSinkSettings, index_template
+
+    mappings = json.loads((SCHEMAS / "alert-mappings.json").read_text())
+    es_file = json.loads((SCHEMAS / "elasticsearch-index-template.json").read_text())
+    os_file = json.loads((SCHEMAS / "opensearch-index-template.json").read_text())
+    assert es_file["template"]["mappings"] == os_file["template"]["mappings"] == mappings
+    assert es_file["data_stream"] == {} and "data_stream" not in os_file
+    built = index_template(ElasticsearchSinkSettings(mode="datastream"))
+    assert built["template"]["mappings"] == mappings and built["data_stream"] == {}
+    assert built["index_patterns"] == es_file["index_patterns"]
+    assert index_template(ElasticsearchSinkSettings())["index_patterns"] == os_file["index_patterns"]

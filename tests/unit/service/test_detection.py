@@ -1,0 +1,65 @@
+"""The detector stage (``service/detection.py``): correlation and anomaly checks wired in, ids stable
+across redelivery, state across a swap, the heartbeat's event time, check files that do not load."""
+
+from __future__ import annotations
+
+import pytest
+
+from detectors.model import LogSource
+from service.detection import Detector, compile_detection
+from service.sources.base import Item
+from tests.support.rules import BUILDS_SILENCE, CURL_RULE, REPEATED_LOGINS
+
+
+def ci_item(message: str, ts: float, offset: int, user: str = "bob") -> Item:
+    return Item({"message": message, "user": user, "ts": ts}, ("ci", 0, offset), LogSource(category="ci_job_log"),
+                ("ts",), 0.0)
+
+
+def test_correlation_alerts_replace_suppressed_base_matches_with_stable_ids(tmp_path):
+    (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
+    outcome = compile_detection([tmp_path / "c.yml"], [], skip_invalid=False)
+    assert outcome.accepted and outcome.detection.correlation is not None
+    items = [ci_item("login failed", 1000.0 + i, i) for i in range(3)]
+
+    first = Detector(outcome.detection).process(items, now=5000.0)
+    assert [a.rule.title for a in first] == ["Repeated Failed Logins"]  # base rule: generate false
+    replay = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
+    assert [a.id for a in replay.process(items, now=6000.0)] == [first[0].id]  # redelivery: same id
+
+
+def test_correlation_state_survives_a_swap(tmp_path):
+    (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
+    detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
+    assert detector.process([ci_item("login failed", 1000.0, 0), ci_item("login failed", 1001.0, 1)]) == []
+    detector.swap(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False, generation=2).detection)
+    assert [a.rule.title for a in detector.process([ci_item("login failed", 1002.0, 2)])] == [
+        "Repeated Failed Logins"]
+
+
+def test_heartbeat_extrapolates_event_time_for_silence_checks(tmp_path):
+    (tmp_path / "r.yml").write_text(CURL_RULE)
+    (tmp_path / "checks.yml").write_text(BUILDS_SILENCE)
+    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
+    assert outcome.accepted and outcome.detection.anomaly is not None, outcome.errors
+    detector = Detector(outcome.detection)
+    # events carry old timestamps (a replay): the wall clock must not make them look silent
+    detector.process([ci_item("build ok", 1000.0, 0), ci_item("build ok", 1010.0, 1)], now=9_000_000.0)
+    assert detector.heartbeat(9_000_000.0 + 60) == []
+    silent = detector.heartbeat(9_000_000.0 + 400)
+    assert [a.rule.id for a in silent] == ["builds-silent"]
+    assert silent[0].timestamp == pytest.approx(1410.0)
+
+
+def test_anomaly_configured_without_a_readable_file_is_an_error(tmp_path):
+    (tmp_path / "r.yml").write_text(CURL_RULE)
+    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "none.yml"])
+    assert not outcome.accepted and "cannot read" in outcome.errors[0].reason
+
+
+def test_anomaly_check_errors_reject_the_set_naming_the_check(tmp_path):
+    (tmp_path / "r.yml").write_text(CURL_RULE)
+    (tmp_path / "checks.yml").write_text("id: bad-check\ntype: silence\ntimeout: 5m\nbogus: 1\n")
+    outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
+    assert not outcome.accepted
+    assert outcome.errors[0].rule_id == "bad-check" and "bogus" in outcome.errors[0].reason
