@@ -1,4 +1,4 @@
-"""The Kafka runtime against a real broker (``service.devservices``): alerts, dead letters,
+"""The Kafka runtime against a real broker (``devservices``): alerts, dead letters,
 consumer groups, SIGKILL, an unreachable or restarting broker.
 
 Instances run either in-process (``Service`` with a recording wrapper around the
@@ -26,11 +26,11 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from detectors.sigma import screen
+from devservices.process import free_port
 from service import metrics
 from service.alerting.router import AlertRouter
 from service.app import Service
 from service.config import Settings
-from service.devservices.process import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from service.devservices.process import free_port
+from devservices.process import free_port
 from tests.integration.receivers import FakeElasticsearch, Opsgenie, PagerDuty, Receiver, Slack, Webhook
 from tests.integration.test_kafka_runtime import RULE, Instance, wait_for
 from tests.unit.test_log_redaction import SECRETS, SLACK_SECRET, leaks, settings_with_secrets
