@@ -6,10 +6,18 @@ APT_PACKAGES := kcat prometheus prometheus-alertmanager maven openjdk-17-jdk-hea
 .PHONY: install install-dev system-packages servers-fetch deploy-tools lint typecheck test run demo bench
 TOOLS := .devservices/tools
 
+# The editable install builds the native screen in place (detectors/_native.cpython-311-*.so, the
+# stable-ABI code the wheel carries as _native.abi3.so). Builds left from before go first: Python
+# would import an older one beside the new one by suffix order, or keep the old one silently when
+# the optional build fails (no cargo); then the screen is reported "not built" instead.
+STALE_NATIVE := detectors/_native*.so
+
 install:
+	rm -f $(STALE_NATIVE)
 	$(PIP) install -q -e .
 
 install-dev:
+	rm -f $(STALE_NATIVE)
 	$(PIP) install -q -e '.[dev]'
 
 # Debian packages for the real servers the integration tests start (needs root, as on CI).
@@ -22,7 +30,7 @@ system-packages:
 
 # Kafka and the search node come from Maven Central; fetched once into .devservices/.
 servers-fetch:
-	$(PYTHON) -m service.devservices fetch
+	$(PYTHON) -m devservices fetch
 
 # Helm (built from the Go module proxy) and Checkov (its own venv: its pins clash with ours) for tests/deploy.
 deploy-tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov
@@ -36,7 +44,7 @@ $(TOOLS)/checkov/bin/checkov:
 NATIVE := detectors/native/Cargo.toml
 
 lint:
-	$(PYTHON) -m ruff check detectors service tests bench
+	$(PYTHON) -m ruff check detectors service devservices tests bench
 	@if command -v cargo >/dev/null; then \
 		cargo fmt --check --manifest-path $(NATIVE) && cargo clippy -q --release --manifest-path $(NATIVE) -- -D warnings; \
 	else echo "cargo not found: the native screen is not linted (nor built)"; fi

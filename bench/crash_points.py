@@ -335,7 +335,7 @@ def random_plan(rng: random.Random, length: int, kills: int) -> tuple[list[int],
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    from service.devservices.kafka import KafkaServer
+    from devservices.kafka import KafkaServer
 
     rng = random.Random(args.seed)
     results: list[dict[str, Any]] = []

@@ -18,7 +18,7 @@ from typing import Any
 from detectors.model import LogSource
 from detectors.sigma import RuleText, compile_ruleset
 from detectors.sigma.atoms import TextAtom
-from detectors.sigma.text import Kind
+from detectors.sigma.screen_abi import CheckKind
 
 SIGMAHQ = Path(__file__).resolve().parent.parent.parent / "shared" / "sigmahq"
 NOISE_FIELDS = ("Image", "CommandLine", "ParentImage", "User", "TargetFilename", "EventID", "Hashes",
@@ -28,11 +28,11 @@ NOISE_FIELDS = ("Image", "CommandLine", "ParentImage", "User", "TargetFilename",
 def _value_for(atom: TextAtom, rng: random.Random) -> str:
     pad = "".join(rng.choice("abcdefgh \\/.-") for _ in range(rng.randint(0, 30)))
     lit = atom.literal
-    if atom.kind is Kind.PREFIX:
+    if atom.kind is CheckKind.PREFIX:
         return lit + pad
-    if atom.kind is Kind.SUFFIX:
+    if atom.kind is CheckKind.SUFFIX:
         return pad + lit
-    if atom.kind in (Kind.CONTAINS, Kind.GLOB):
+    if atom.kind in (CheckKind.CONTAINS, CheckKind.GLOB):
         return pad + lit + pad
     return lit
 

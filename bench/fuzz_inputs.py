@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fuzzing import Budget, Findings
 from tests.support.fuzz_targets import Target, all_targets
 
 ROUND = 200
@@ -35,8 +36,8 @@ def _short(value: Any) -> str:
 def fuzz(target: Target, seconds: float) -> dict[str, Any]:
     tried = 0
     slowest = 0.0
-    findings: dict[str, str] = {}
-    deadline = time.monotonic() + seconds
+    found = Findings(per_kind=1)
+    budget = Budget(seconds)
 
     @settings(max_examples=ROUND, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -44,19 +45,22 @@ def fuzz(target: Target, seconds: float) -> dict[str, Any]:
     def one_round(data: st.DataObject) -> None:
         nonlocal tried, slowest
         value = data.draw(target.inputs)  # drawn even past the deadline: Hypothesis replays rounds
-        if time.monotonic() > deadline:
+        if budget.spent():
             return
         start = time.perf_counter()
         finding = target.check(value)
         slowest = max(slowest, time.perf_counter() - start)
         tried += 1
-        if finding is not None and finding not in findings:
-            findings[finding] = _short(value)
+        if finding is not None:
+            found.add(finding, {"escape": finding, "input": _short(value)})
 
-    while time.monotonic() < deadline:
+    def a_round() -> int:
+        before = tried
         one_round()
-    return {"inputs": tried, "slowest_s": round(slowest, 3),
-            "findings": [{"escape": k, "input": v} for k, v in findings.items()]}
+        return tried - before
+
+    budget.run(a_round)
+    return {"inputs": budget.inputs, "slowest_s": round(slowest, 3), "findings": found.samples}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 import re2
 import regex
 
+from bench.fuzzing import Budget, Findings
 from detectors.sigma.errors import CompileError
 from detectors.sigma.regex import compile_regex, dollar_before_newline, required_literals
 
@@ -259,16 +260,20 @@ class Tally:
     pcre_cases: int = 0
     matched: int = 0
     with_literals: int = 0
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    found: Findings = field(default_factory=Findings)
     fallback_timeouts: int = 0
     slowest_fallback_ms: float = 0.0
     """Longest single fallback evaluation (budget: FALLBACK_BUDGET_MS; wall clock, machine load counts)."""
     known: dict[str, int] = field(default_factory=dict)
     """Differences documented in docs/semantics.md, counted by kind, not findings."""
 
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        """The findings kept in full (every one is counted in ``found``)."""
+        return self.found.samples
+
     def find(self, check: str, pattern: str, value: str, **extra: Any) -> None:
-        if len(self.findings) < 50:
-            self.findings.append({"check": check, "pattern": pattern, "value": value, **extra})
+        self.found.add(check, {"check": check, "pattern": pattern, "value": value, **extra})
 
 
 def check(pattern: str, values: list[str], tally: Tally, ascii_common: bool = False) -> None:
@@ -358,20 +363,21 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     rng = random.Random(seed)
     tally = Tally()
-    deadline = time.monotonic() + args.seconds
-    while time.monotonic() < deadline:
+
+    def step() -> int:
         run_case(rng, tally)
-    kinds: dict[str, int] = {}
-    for finding in tally.findings:
-        kinds[finding["check"]] = kinds.get(finding["check"], 0) + 1
+        return 1
+
+    Budget(args.seconds).run(step)
     print(json.dumps({"seed": seed, "seconds": args.seconds, "patterns": tally.cases,
                       "patterns_rejected_by_re2": tally.rejected, "fallback_patterns": tally.fallback_cases,
                       "pcre_compared_patterns": tally.pcre_cases, "values": tally.values,
                       "values_matched": tally.matched, "patterns_with_literals": tally.with_literals,
                       "fallback_budget_ms": FALLBACK_BUDGET_MS, "fallback_timeouts": tally.fallback_timeouts,
                       "slowest_fallback_ms": round(tally.slowest_fallback_ms, 1),
-                      "known_differences": tally.known, "finding_kinds": kinds, "findings": tally.findings}, ensure_ascii=True, indent=1))
-    return 1 if tally.findings else 0
+                      "known_differences": tally.known, "finding_kinds": dict(tally.found.by_kind),
+                      "findings": tally.findings}, ensure_ascii=True, indent=1))
+    return 1 if tally.found else 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import math
 import random
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.fuzzing import Budget, Findings  # noqa: E402
 from detectors.model import LogSource  # noqa: E402
 from detectors.sigma import Ruleset, RuleText, compile_ruleset  # noqa: E402
 from service.decoders import DecodeError  # noqa: E402
@@ -78,21 +80,24 @@ class Report:
     cleared: int = 0
     seconds: float = 0.0
     targets: int = 0
-    findings: Counter[str] = field(default_factory=Counter)
-    by_target: Counter[str] = field(default_factory=Counter)
-    samples: list[dict[str, str]] = field(default_factory=list)
+    found: Findings = field(default_factory=Findings)
+
+    @property
+    def findings(self) -> Counter[str]:
+        return self.found.by_kind
+
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        return self.found.samples
 
     def add(self, kind: str, target: str, raw: bytes, detail: str = "") -> None:
-        self.findings[kind] += 1
-        self.by_target[target] += 1
-        if len(self.samples) < 50:
-            self.samples.append({"kind": kind, "target": target, "raw": repr(raw[:400]), "detail": detail})
+        self.found.add(kind, {"kind": kind, "target": target, "raw": repr(raw[:400]), "detail": detail}, target)
 
     def as_dict(self) -> dict[str, Any]:
         return {"inputs_tried": self.tried, "python_rejected": self.rejected, "python_matching": self.matching,
                 "screen_cleared": self.cleared, "targets": self.targets, "seconds": round(self.seconds, 1),
-                "findings": sum(self.findings.values()), "findings_by_kind": dict(self.findings),
-                "findings_by_target": dict(self.by_target.most_common(20)),
+                "findings": self.found.total, "findings_by_kind": dict(self.found.by_kind),
+                "findings_by_target": dict(self.found.by_target.most_common(20)),
                 "samples": self.samples}
 
 
@@ -604,17 +609,18 @@ def run(targets: Sequence[Target], seconds: float, seed: int, max_inputs: int | 
     """Mutate the targets' seeds round-robin until the time or input budget is spent."""
     rng = random.Random(seed)
     report = Report(targets=len(targets))
-    started = time.perf_counter()
-    usable = [t for t in targets if t.seeds]
-    while usable:
-        for target in usable:
-            raws = [raw_message(rng.choice(target.seeds), rng) for _ in range(batch)]
-            check(target, raws, report, *rng.choice(LIMITS))
-            elapsed = time.perf_counter() - started
-            if elapsed >= seconds or (max_inputs is not None and report.tried >= max_inputs):
-                report.seconds = elapsed
-                return report
-    report.seconds = time.perf_counter() - started
+    budget = Budget(seconds, max_inputs)
+    usable = itertools.cycle([t for t in targets if t.seeds])
+
+    def step() -> int:
+        target = next(usable)
+        raws = [raw_message(rng.choice(target.seeds), rng) for _ in range(batch)]
+        check(target, raws, report, *rng.choice(LIMITS))
+        return len(raws)
+
+    if any(t.seeds for t in targets):
+        budget.run(step)
+    report.seconds = budget.elapsed
     return report
 
 

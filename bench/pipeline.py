@@ -2,7 +2,7 @@
 
     python bench/pipeline.py --json [--events 200000] [--bootstrap HOST:PORT]
 
-Without ``--bootstrap`` a private broker is started with ``service.devservices``.
+Without ``--bootstrap`` a private broker is started with ``devservices``.
 Steps, in one run:
 
 1. pre-load ``--events`` events (``bench/eventgen.py``'s mixed corpus plus CI job
@@ -415,7 +415,7 @@ def main() -> int:
         server = None
         bootstrap = args.bootstrap
         if bootstrap is None:
-            from service.devservices.kafka import KafkaServer
+            from devservices.kafka import KafkaServer
 
             server = KafkaServer.start(workdir / "kafka")
             bootstrap = server.bootstrap

@@ -3,7 +3,7 @@
     python bench/sinks.py --json [--search-url http://127.0.0.1:9201] [--alerts 50000] [--replay 100000]
 
 Without ``--search-url`` a private OpenSearch node is started with
-``service.devservices`` (and stopped at the end). Figures:
+``devservices`` (and stopped at the end). Figures:
 
 * ``route_per_s``: suppression + silences + routing + grouping decisions per
   second (``AlertRouter.decide`` without rendering documents), over alerts of
@@ -144,7 +144,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     node = None
     url, flavor = args.search_url, args.flavor
     if url is None:
-        from service.devservices.search import SearchNode
+        from devservices.search import SearchNode
 
         node = SearchNode.start(Path(tempfile.mkdtemp(prefix="bench-search-")))
         url, flavor = node.url, node.flavor

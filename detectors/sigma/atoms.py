@@ -19,7 +19,8 @@ from typing import Any
 from sigma.types import TimestampPart
 
 from detectors.event import Flat, event_strings
-from detectors.sigma.text import Kind, Pattern, as_text
+from detectors.sigma.screen_abi import CheckKind
+from detectors.sigma.text import Pattern, as_text
 
 SEPARATOR = "\uffff"
 """Joins the event's strings for the keyword scan; keyword literals containing it are not indexed."""
@@ -139,29 +140,29 @@ class TextAtom(Atom):
         kind = pattern.kind
         if field is None and SEPARATOR in key:
             pass
-        elif kind is Kind.EXACT:
+        elif kind is CheckKind.EXACT:
             self.keys.append((key, Mode.EXACT_VERIFY if cased else Mode.EXACT))
-        elif kind is Kind.ANY or (kind is Kind.GLOB and len(key) < MIN_GLOB_KEY):
+        elif kind is CheckKind.ANY or (kind is CheckKind.GLOB and len(key) < MIN_GLOB_KEY):
             if field is not None:
                 self.keys.append(("", Mode.EVERY))
-        elif cased or kind is Kind.GLOB:
+        elif cased or kind is CheckKind.GLOB:
             self.keys.append((key, Mode.VERIFY))
         else:
-            mode = {Kind.PREFIX: Mode.PREFIX, Kind.SUFFIX: Mode.SUFFIX}.get(kind, Mode.ANYWHERE)
+            mode = {CheckKind.PREFIX: Mode.PREFIX, CheckKind.SUFFIX: Mode.SUFFIX}.get(kind, Mode.ANYWHERE)
             self.keys.append((key, mode))
 
     def check(self, text: str, folded: str) -> bool:
         value = text if self.cased else folded
         kind = self.kind
-        if kind is Kind.EXACT:
+        if kind is CheckKind.EXACT:
             return value == self.literal
-        if kind is Kind.PREFIX:
+        if kind is CheckKind.PREFIX:
             return value.startswith(self.literal)
-        if kind is Kind.SUFFIX:
+        if kind is CheckKind.SUFFIX:
             return value.endswith(self.literal)
-        if kind is Kind.CONTAINS:
+        if kind is CheckKind.CONTAINS:
             return self.literal in value
-        if kind is Kind.ANY:
+        if kind is CheckKind.ANY:
             return True
         assert self.glob is not None
         return self.glob(value)

@@ -44,7 +44,8 @@ from detectors.sigma.atoms import (
 from detectors.sigma.conditions import Node, make_and, make_not, make_or
 from detectors.sigma.errors import CompileError
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS, compile_regex, re2_test, required_literals
-from detectors.sigma.text import Kind, Part, as_text, pattern_of, string_parts
+from detectors.sigma.screen_abi import CheckKind
+from detectors.sigma.text import Part, as_text, pattern_of, string_parts
 
 _GLOB_OPTIONS = re2.Options()
 _GLOB_OPTIONS.log_errors = False
@@ -118,7 +119,7 @@ def _text_atom(field: str | None, display: str, parts: list[Part], cased: bool, 
     pattern = pattern_of(parts, fold=not cased)
     if len(pattern.literal) > MAX_VALUE_LENGTH:
         raise CompileError(f"value of field {display!r} is longer than {MAX_VALUE_LENGTH} characters")
-    glob = _glob(pattern.regex) if pattern.kind is Kind.GLOB else None
+    glob = _glob(pattern.regex) if pattern.kind is CheckKind.GLOB else None
     key = ("text", field, pattern, cased)
     return table.intern(key, lambda: TextAtom(field, display, pattern, cased, glob))
 

@@ -47,8 +47,9 @@ class Op(IntEnum):
 
 
 class CheckKind(IntEnum):
-    """How an indexed atom is confirmed: the text kinds of :class:`detectors.sigma.text.Kind`
-    (same names and numbers), an RE2 regex the screen runs, or assumed satisfied."""
+    """How an indexed atom is confirmed: by its text pattern's shape (``EXACT`` to ``ANY``: the
+    one definition of those shapes, :attr:`detectors.sigma.text.Pattern.kind`), an RE2 regex the
+    screen runs, or assumed satisfied."""
 
     EXACT = 0
     PREFIX = 1
@@ -69,7 +70,7 @@ class SpecialKind(IntEnum):
 
 
 class GlobPart(IntEnum):
-    """Pieces of a glob pattern (:attr:`detectors.sigma.text.Pattern.glob` uses these numbers)."""
+    """Pieces of a glob pattern (:attr:`detectors.sigma.text.Pattern.glob` is made of these)."""
 
     LITERAL = 0
     STAR = 1

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from sigma.types import Placeholder, SigmaString, SpecialChars
 
 from detectors.sigma.errors import CompileError
+from detectors.sigma.screen_abi import CheckKind, GlobPart
 
 
 def as_text(value: Any) -> str | None:
@@ -31,17 +31,6 @@ def as_text(value: Any) -> str | None:
     return None
 
 
-class Kind(IntEnum):
-    """Shape of a string pattern; decides how the index finds it."""
-
-    EXACT = 0
-    PREFIX = 1
-    SUFFIX = 2
-    CONTAINS = 3
-    GLOB = 4
-    ANY = 5
-
-
 Part = str | SpecialChars
 
 
@@ -49,13 +38,15 @@ Part = str | SpecialChars
 class Pattern:
     """A Sigma string reduced to its shape, literal pieces and (for globs) a regex source."""
 
-    kind: Kind
+    kind: CheckKind
+    """The shape (decides how the index finds it): one of the text kinds of the screen's plan
+    format (``EXACT`` to ``ANY``; never ``REGEX`` or ``ASSUME``), which owns the numbers."""
     literal: str
     """The whole literal (EXACT/PREFIX/SUFFIX/CONTAINS) or the longest literal piece (GLOB)."""
     regex: str = ""
     """Regex source matched in full against the value (GLOB only)."""
-    glob: tuple[tuple[int, str], ...] = ()
-    """The same GLOB as (0, literal) / (1, "*") / (2, "?") parts, for the native screen."""
+    glob: tuple[tuple[GlobPart, str], ...] = ()
+    """The same GLOB as (LITERAL, text) / (STAR, "*") / (ONE, "?") parts, for the native screen."""
 
 
 def string_parts(value: SigmaString) -> list[Part]:
@@ -78,19 +69,20 @@ def pattern_of(parts: list[Part], fold: bool) -> Pattern:
     lits = [(p.lower() if fold else p) if isinstance(p, str) else p for p in parts]
     star = SpecialChars.WILDCARD_MULTI
     if not lits:
-        return Pattern(Kind.EXACT, "")
+        return Pattern(CheckKind.EXACT, "")
     if all(isinstance(p, str) for p in lits):
-        return Pattern(Kind.EXACT, "".join(p for p in lits if isinstance(p, str)))
+        return Pattern(CheckKind.EXACT, "".join(p for p in lits if isinstance(p, str)))
     if all(p is star for p in lits):
-        return Pattern(Kind.ANY, "")
+        return Pattern(CheckKind.ANY, "")
     if len(lits) == 2 and isinstance(lits[0], str) and lits[1] is star:
-        return Pattern(Kind.PREFIX, lits[0])
+        return Pattern(CheckKind.PREFIX, lits[0])
     if len(lits) == 2 and lits[0] is star and isinstance(lits[1], str):
-        return Pattern(Kind.SUFFIX, lits[1])
+        return Pattern(CheckKind.SUFFIX, lits[1])
     if len(lits) == 3 and lits[0] is star and isinstance(lits[1], str) and lits[2] is star:
-        return Pattern(Kind.CONTAINS, lits[1])
+        return Pattern(CheckKind.CONTAINS, lits[1])
     pieces = [p for p in lits if isinstance(p, str)]
     longest = max(pieces, key=len) if pieces else ""
     source = "".join(re.escape(p) if isinstance(p, str) else (".*" if p is star else ".") for p in lits)
-    glob = tuple((0, p) if isinstance(p, str) else ((1, "*") if p is star else (2, "?")) for p in lits)
-    return Pattern(Kind.GLOB, longest, "(?s)" + source, glob)
+    glob = tuple((GlobPart.LITERAL, p) if isinstance(p, str) else
+                 ((GlobPart.STAR, "*") if p is star else (GlobPart.ONE, "?")) for p in lits)
+    return Pattern(CheckKind.GLOB, longest, "(?s)" + source, glob)

@@ -1,14 +1,17 @@
 """``pipesentry anomaly replay|check``: run anomaly checks over a recorded stream, offline.
 
-``replay`` reads NDJSON events in order and runs the checks in event time: the
-clock is each event's ``--timestamp-field`` (default ``@timestamp``; events
-without a readable one reuse the previous event's time, and events before the
-first timestamp are skipped and counted). It prints one JSON object per alert:
-check id, key, event time of the alert, observed value, expected band or
-baseline, score, window and ``alert_key``. A summary (events, alerts, skips by
-reason, checks still learning) goes to stderr. ``--state-in``/``--state-out``
-load and save an engine snapshot, so a replay can continue where another
-stopped (the same format the service persists per scope).
+``replay`` runs NDJSON events through the pipeline core ``pipesentry run`` and
+``pipesentry eval`` use (:func:`service.pipeline.replay.replay_file`: the same file
+source, decoder, event time and alert ids) with only the anomaly checks loaded, so
+a backtest cannot disagree with production. Each event's time is read from the
+time fields of :mod:`detectors.event` (``--timestamp-field``, repeatable, replaces
+that default list); an event without a usable one takes the time it is read at,
+as in ``run``. It prints one JSON object per alert: check id, key, event time of
+the alert, observed value, expected band or baseline, score, window, ``alert_key``
+and ``alert_id``. A summary (events, alerts, skips by reason, checks still
+learning) goes to stderr. ``--state-in``/``--state-out`` load and save an engine
+snapshot, so a replay can continue where another stopped (the same format the
+service persists per scope).
 
 ``check`` validates check files and exits 1 when any check is invalid.
 
@@ -20,22 +23,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from detectors.alert import Alert, build_alert
 from detectors.anomaly import AnomalyEngine, CheckError
-from detectors.event import MISSING, BadTimestamp, get, parse_timestamp
-from detectors.model import LogSource, Match, Origin
+from detectors.event import DEFAULT_TIME_FIELDS, BadTimestamp, event_time, parse_timestamp
+from detectors.model import Origin
+from detectors.sigma import compile_ruleset
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
 from service.cli.eval_cmd import logsource_arg
-from service.decoders import build_decoder
-from service.pipeline.replay import numbered_lines, reject_text
-from service.sources.base import InputSpec, RawMessage, decode_batch
+from service.decoders import Decoder, build_decoder
+from service.detection import DetectionSet
+from service.pipeline.replay import Replayed, reject_text, replay_file
+from service.sources.base import InputSpec, Rejected
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             description="Run anomaly checks over NDJSON events; one JSON object per alert.")
     replay.add_argument("--checks", action="append", required=True, metavar="FILE",
                         help="check file (YAML; repeatable)")
-    replay.add_argument("--timestamp-field", default="@timestamp", metavar="FIELD",
-                        help="event field holding the event time (default @timestamp)")
+    replay.add_argument("--timestamp-field", action="append", default=None, metavar="FIELD",
+                        help="event-time field (repeatable; replaces the default list: "
+                             + ", ".join(DEFAULT_TIME_FIELDS) + ")")
     replay.add_argument("--decoder", default="json", metavar="NAME", help="decoder of each line (default json)")
     replay.add_argument("--logsource", type=logsource_arg, default=None, metavar="SPEC",
                         help="log source of every event, e.g. product=github,service=audit")
@@ -67,71 +74,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.set_defaults(func=run_check)
 
 
-def alert_record(match: Match) -> dict[str, Any]:
+def alert_record(alert: Alert) -> dict[str, Any]:
     """The JSON object printed for one alert."""
-    details = dict(match.details or {})
+    details = dict(alert.details or {})
     return {
-        "check": details.pop("check", match.rule.id),
+        "check": details.pop("check", alert.rule.id),
         "check_type": details.pop("check_type", None),
-        "title": match.rule.title,
-        "level": match.rule.level,
+        "title": alert.rule.title,
+        "level": alert.rule.level,
         "key": details.pop("key", {}),
         "event_time": details.pop("event_time", None),
         "observed": details.pop("observed", None),
         "expected": details.pop("expected", None),
         "score": details.pop("score", None),
         **details,
+        "alert_id": alert.id,
     }
 
 
-@dataclass
-class InputStats:
-    """What the reader saw; decides the exit code."""
+class _Untimed:
+    """The input's decoder, counting the events without a usable time (they take the time read)."""
 
-    lines: int = 0
-    events: int = 0
-    bad_lines: int = 0
+    def __init__(self, decoder: Decoder, time_fields: Sequence[str]) -> None:
+        self.decoder = decoder
+        self.time_fields = tuple(time_fields)
+        self.count = 0
 
-
-def read_events(stream: IO[bytes], spec: InputSpec, stats: InputStats, err: IO[str]) -> Iterator[dict[str, Any]]:
-    """The events of each line, read as ``eval`` and ``run`` read them (the input's decoder through
-    :func:`decode_batch`); rejected lines are reported on ``err``."""
-    origin = Origin("replay")
-    for number, _, line in numbered_lines(stream, stats):
-        decoded = decode_batch([RawMessage(line, origin, 0.0)], spec)
-        for reject in decoded.rejected:
-            stats.bad_lines += 1
-            print(f"line {number}: {reject_text(reject)}", file=err)
-        for item in decoded.items:
-            stats.events += 1
-            yield item.event
+    def __call__(self, data: bytes) -> list[dict[str, Any]]:
+        events = self.decoder(data)
+        self.count += sum(1 for event in events if event_time(event, self.time_fields) is None)
+        return events
 
 
-@dataclass
-class _Stats(InputStats):
-    no_clock: int = 0
-    alerts: int = 0
-
-
-def replay(engine: AnomalyEngine, events: Iterable[dict[str, Any]], timestamp_field: str,
-           logsource: LogSource | None, stats: _Stats) -> Iterator[Match]:
-    """Alerts of ``engine`` over ``events``: each event at its own time, the clock at the latest."""
-    clock: float | None = None
-    for event in events:
-        t: float | None = None
-        raw = get(event, timestamp_field)
-        if raw is not MISSING and raw is not None:
-            try:
-                t = parse_timestamp(raw)
-            except BadTimestamp:
-                t = None
-        if t is None and clock is None:
-            stats.no_clock += 1
-            continue
-        yield from engine.process(event, t if t is not None else clock or 0.0, logsource)
-        if t is not None and (clock is None or t > clock):
-            clock = t
-            yield from engine.advance(clock)
+def _fail(message: str, code: int) -> int:
+    print(f"pipesentry anomaly replay: {message}", file=sys.stderr)
+    return code
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -143,14 +120,12 @@ def run_replay(args: argparse.Namespace) -> int:
     for error in engine.errors:
         print(f"check error: {error}", file=err)
     if not engine.checks:
-        print("pipesentry anomaly replay: no valid check", file=err)
-        return 1
+        return _fail("no valid check", 1)
     if args.state_in is not None:
         try:
             dropped = engine.restore(orjson.loads(args.state_in.read_bytes()))
         except (OSError, orjson.JSONDecodeError, StateError) as exc:
-            print(f"pipesentry anomaly replay: cannot restore {args.state_in}: {exc}", file=err)
-            return 1
+            return _fail(f"cannot restore {args.state_in}: {exc}", 1)
         for cid in dropped:
             print(f"state of check {cid} dropped (configuration changed or state unusable)", file=err)
     until: float | None = None
@@ -158,48 +133,61 @@ def run_replay(args: argparse.Namespace) -> int:
         try:
             until = parse_timestamp(args.until)
         except BadTimestamp as exc:
-            print(f"pipesentry anomaly replay: --until: {exc}", file=err)
-            return 2
+            return _fail(f"--until: {exc}", 2)
+    time_fields = tuple(args.timestamp_field) if args.timestamp_field else DEFAULT_TIME_FIELDS
     try:
-        spec = InputSpec(args.events, build_decoder(args.decoder, {}), args.logsource, (args.timestamp_field,))
+        untimed = _Untimed(build_decoder(args.decoder, {}), time_fields)
     except KeyError as exc:
-        print(f"pipesentry anomaly replay: --decoder: {exc.args[0]}", file=err)
-        return 2
-    stats = _Stats()
+        return _fail(f"--decoder: {exc.args[0]}", 2)
+    path = None if args.events == "-" else args.events
+    spec = InputSpec("stdin" if path is None else f"file:{path}", untimed, args.logsource, time_fields)
     try:
-        stream = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
+        stream = sys.stdin.buffer if path is None else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
-        print(f"pipesentry anomaly replay: cannot open {args.events}: {exc.strerror or exc}", file=err)
-        return 1
-    out = sys.stdout.buffer
-    dumps = orjson.dumps
+        return _fail(f"cannot open {args.events}: {exc.strerror or exc}", 1)
+
+    def on_reject(line: int, reject: Rejected) -> None:
+        print(f"line {line}: {reject_text(reject)}", file=err)
+
+    detection = DetectionSet(compile_ruleset([]).ruleset, anomaly=engine)
     try:
-        matches: Iterable[Match] = replay(engine, read_events(stream, spec, stats, err), args.timestamp_field,
-                                          args.logsource, stats)
-        for match in matches:
-            out.write(dumps(alert_record(match), default=str, option=orjson.OPT_APPEND_NEWLINE))
-            stats.alerts += 1
-        if until is not None:
-            for match in engine.advance(until):
-                out.write(dumps(alert_record(match), default=str, option=orjson.OPT_APPEND_NEWLINE))
-                stats.alerts += 1
-        out.flush()
+        replayed = replay_file(stream, spec, detection, path=path, on_reject=on_reject)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        return _fail(f"cannot read {args.events}: {exc.strerror or exc}", 1)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    alerts = [alert for _, alert in replayed.alerts]
+    if until is not None:
+        alerts.extend(_advance(replayed, engine, until))
+    out = sys.stdout.buffer
+    for alert in alerts:
+        out.write(orjson.dumps(alert_record(alert), default=str, option=orjson.OPT_APPEND_NEWLINE))
+    out.flush()
     if args.state_out is not None:
         args.state_out.write_bytes(orjson.dumps(engine.snapshot()))
-    _summary(engine, stats, err)
-    if stats.events == 0 and stats.bad_lines > 0:
+    _summary(engine, replayed, len(alerts), untimed.count, err)
+    if replayed.events == 0 and replayed.bad_lines > 0:
         return 1
     return 0
 
 
-def _summary(engine: AnomalyEngine, stats: _Stats, err: IO[str]) -> None:
+def _advance(replayed: Replayed, engine: AnomalyEngine, until: float) -> list[Alert]:
+    """``--until``: alerts due once event time reaches ``until`` (windows close, keys fall silent)."""
+    with replayed.detector.exclusive():
+        matches = engine.advance(until)
+    now = time.time()
+    origin = replayed.source.last_origin or Origin("replay")
+    return [build_alert(match, {}, origin, event_time=until, now=now) for match in matches]
+
+
+def _summary(engine: AnomalyEngine, replayed: Replayed, alerts: int, untimed: int, err: IO[str]) -> None:
     skips = {k: v for k, v in sorted(engine.counters.items()) if v and k != "alerts"}
     learning = sorted(cid for cid, flag in engine.learning().items() if flag)
-    print(f"{stats.events} events, {stats.alerts} alerts, {stats.bad_lines} bad lines, "
-          f"{stats.no_clock} events before the first timestamp, {len(engine.checks)} checks", file=err)
+    print(f"{replayed.events} events, {alerts} alerts, {replayed.bad_lines} bad lines, "
+          f"{untimed} events without a time (taken at the time read), {len(engine.checks)} checks", file=err)
     if skips:
         print("skips: " + ", ".join(f"{k}={v}" for k, v in skips.items()), file=err)
     if learning:

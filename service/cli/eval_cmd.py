@@ -32,7 +32,6 @@ its heartbeat moves event time on.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,21 +44,11 @@ from detectors.alert import Alert, build_alert
 from detectors.model import LogSource
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, EventSettings, InputSettings, Settings, load_settings
-from service.detection import Detector, compile_detection
-from service.pipeline import Pipeline, drive
-from service.pipeline.replay import Collector, LineFileSource, logsource_spec, reject_text
+from service.detection import DetectionSet, Detector, compile_detection
+from service.pipeline.replay import LineFileSource, Replayed, logsource_spec, reject_text, replay_file
 from service.sources.base import InputSpec, Rejected
 
 MatchRecord = dict[str, Any]
-
-
-@dataclass
-class InputStats:
-    """What the reader saw; decides the exit code."""
-
-    lines: int = 0
-    events: int = 0
-    bad_lines: int = 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -192,12 +181,11 @@ class Evaluation:
     """What ``eval`` read and raised, in input order."""
 
     records: list[MatchRecord]
-    stats: InputStats
-    detection: Any
+    replayed: Replayed
 
 
 def evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], err: IO[str],
-             detection: Any) -> Evaluation:
+             detection: DetectionSet) -> Evaluation:
     """Run ``stream`` through the pipeline core with ``settings`` and collect the alerts."""
     base = InputSpec.from_settings(f"file:{args.events}" if args.events != "-" else "stdin",
                                    _input_settings(settings, args.events), settings.events.timestamp_fields)
@@ -207,25 +195,17 @@ def evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], er
         base = InputSpec(base.name, build_decoder(args.decoder, {}) if args.decoder else base.decoder,
                          args.logsource if args.logsource is not None else base.logsource,
                          tuple(args.time_field) if args.time_field else base.time_fields)
-    stats = InputStats()
-    records: list[MatchRecord] = []
 
-    def outcome(alerts: list[tuple[int, Alert]], rejects: list[tuple[int, Rejected]]) -> None:
-        for line, reject in rejects:
-            print(f"line {line}: {reject_text(reject)}", file=err)
-        stats.bad_lines += len(rejects)
-        records.extend(alert_record(line, alert) for line, alert in alerts)
+    def on_reject(line: int, reject: Rejected) -> None:
+        print(f"line {line}: {reject_text(reject)}", file=err)
 
-    source = LineFileSource(stream, base, outcome, path=None if args.events == "-" else args.events,
-                            spec_of=logsource_spec(args.logsource_field, base) if args.logsource_field else None)
-    detector = Detector(detection, scope=settings.state.scope)
-    collector = Collector()
-    pipeline = Pipeline(detector, collector, screen=settings.events.screen)
-
-    asyncio.run(drive(source, pipeline, asyncio.Event()))
-    stats.lines, stats.events = source.lines, source.events
-    records.extend(alert_record(source.last_line, alert) for alert in _flush(detector, source))
-    return Evaluation(records, stats, detection)
+    replayed = replay_file(stream, base, detection, path=None if args.events == "-" else args.events,
+                           on_reject=on_reject, screen=settings.events.screen, scope=settings.state.scope,
+                           spec_of=logsource_spec(args.logsource_field, base) if args.logsource_field else None)
+    records = [alert_record(line, alert) for line, alert in replayed.alerts]
+    records.extend(alert_record(replayed.source.last_line, alert)
+                   for alert in _flush(replayed.detector, replayed.source))
+    return Evaluation(records, replayed)
 
 
 def _flush(detector: Detector, source: LineFileSource) -> list[Alert]:
@@ -301,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         out = sys.stdout.buffer
         count = write_json(result.records, out)
         out.flush()
-    stats = result.stats
+    stats = result.replayed
     checks_loaded = len(detection.anomaly.checks) if detection.anomaly is not None else 0
     print(
         f"{stats.events} events, {count} matches, {stats.bad_lines} bad lines, "

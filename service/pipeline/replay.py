@@ -1,11 +1,12 @@
-"""The pipeline core over a finite file: what ``pipesentry eval`` (and a backtest) runs.
+"""The pipeline core over a finite file: what ``pipesentry eval`` and ``pipesentry anomaly replay`` run.
 
 :class:`LineFileSource` reads a file (or stdin) once, from its first line to its last, and
 gives every line the origin the live inputs give it: a file read through ``files:`` with
 ``start_at: beginning`` (``path:inode:byte offset:line hash``), stdin by a hash of the line.
 Run through the same :class:`~service.pipeline.core.Pipeline` (screen, decoder, detector,
 settings) into a :class:`Collector`, a file therefore raises the same alerts, with the same
-ids, in ``eval`` as in ``pipesentry run``.
+ids, in ``eval`` and ``anomaly replay`` (the backtests) as in ``pipesentry run``.
+:func:`replay_file` is that run, shared by both commands.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, Any, Protocol
 
 from detectors.alert import Alert
 from detectors.model import LogSource, Origin
-from service.pipeline.core import IngestResult
-from service.pipeline.source import Batch
+from service.detection import DetectionSet, Detector, StateScope
+from service.pipeline.core import IngestResult, Pipeline
+from service.pipeline.source import Batch, drive
 from service.sources.base import InputSpec, RawMessage, Rejected
 from service.sources.filetail import line_origin
 from service.sources.http import content_origin
@@ -188,3 +191,48 @@ def event_logsource(event: dict[str, Any], field: str, default: LogSource | None
         except ValueError:
             pass
     return default
+
+
+@dataclass
+class Replayed:
+    """What :func:`replay_file` read and raised."""
+
+    detector: Detector
+    """The detector the file went through: its engines hold the state at the end of the input."""
+    source: LineFileSource
+    alerts: list[tuple[int, Alert]] = field(default_factory=list)
+    """Every alert with its line, in input order."""
+    bad_lines: int = 0
+
+    @property
+    def lines(self) -> int:
+        return self.source.lines
+
+    @property
+    def events(self) -> int:
+        return self.source.events
+
+
+def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, path: str | None,
+                on_reject: Callable[[int, Rejected], None], spec_of: Callable[[bytes], InputSpec] | None = None,
+                screen: bool = True, scope: StateScope = "partition") -> Replayed:
+    """Run ``stream`` once through the pipeline core (screen, decode, detect) with ``detection``.
+
+    The one offline driver of the core, so a backtest reads, times and identifies events as the
+    live input named by ``path`` (None: stdin) would. ``on_reject`` hears of each rejected line as
+    it is read. The stateful engines of ``detection`` are used in place (restore a snapshot into
+    them first to continue a stream).
+    """
+    replayed: Replayed
+
+    def outcome(alerts: list[tuple[int, Alert]], rejects: list[tuple[int, Rejected]]) -> None:
+        for line, reject in rejects:
+            on_reject(line, reject)
+        replayed.bad_lines += len(rejects)
+        replayed.alerts.extend(alerts)
+
+    source = LineFileSource(stream, spec, outcome, path=path, spec_of=spec_of)
+    detector = Detector(detection, scope=scope)
+    replayed = Replayed(detector, source)
+    asyncio.run(drive(source, Pipeline(detector, Collector(), screen=screen), asyncio.Event()))
+    return replayed

@@ -1,4 +1,4 @@
-"""Real servers for integration tests, started by ``service.devservices``.
+"""Real servers for integration tests, started by ``devservices``.
 
 Every fixture here is session-scoped and lazy: a server starts the first time a
 test asks for it, with fresh data under this session's pytest temp dir and free
@@ -23,11 +23,11 @@ from typing import Protocol, TypeVar
 
 import pytest
 
-from service.devservices.alertmanager import AlertmanagerServer
-from service.devservices.errors import DevServiceError
-from service.devservices.kafka import KafkaServer
-from service.devservices.prometheus import PrometheusServer
-from service.devservices.search import SearchNode
+from devservices.alertmanager import AlertmanagerServer
+from devservices.errors import DevServiceError
+from devservices.kafka import KafkaServer
+from devservices.prometheus import PrometheusServer
+from devservices.search import SearchNode
 
 SKIP_ENV = "PIPESENTRY_SKIP_INTEGRATION"
 

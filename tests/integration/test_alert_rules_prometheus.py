@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.devservices.prometheus import PrometheusServer
+from devservices.prometheus import PrometheusServer
 from service.rules import default_rules_dir
 from tests.support.instances import Instance
 from tests.support.rules import BROKEN_RULE, PIPED_SCRIPT_RULE

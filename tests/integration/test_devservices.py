@@ -29,14 +29,14 @@ from aiokafka.errors import TopicAlreadyExistsError
 from opensearchpy import AsyncOpenSearch
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from service.devservices.__main__ import main as devservices_main
-from service.devservices.alertmanager import AlertmanagerServer
-from service.devservices.errors import PrerequisiteMissing, StartupFailed
-from service.devservices.fetch import KAFKA_JARS, OPENSEARCH_JARS, debian_binary, fetch, is_fetched
-from service.devservices.kafka import KafkaServer
-from service.devservices.process import ManagedProcess
-from service.devservices.prometheus import PrometheusServer, QueryFailed
-from service.devservices.search import SearchNode
+from devservices.__main__ import main as devservices_main
+from devservices.alertmanager import AlertmanagerServer
+from devservices.errors import PrerequisiteMissing, StartupFailed
+from devservices.fetch import KAFKA_JARS, OPENSEARCH_JARS, debian_binary, fetch, is_fetched
+from devservices.kafka import KafkaServer
+from devservices.process import ManagedProcess
+from devservices.prometheus import PrometheusServer, QueryFailed
+from devservices.search import SearchNode
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ def test_cli_fetch_reports_what_it_found(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_cli_start_prints_address_and_stops_on_ctrl_c() -> None:
     cli = subprocess.Popen(
-        [sys.executable, "-m", "service.devservices", "start", "alertmanager"],
+        [sys.executable, "-m", "devservices", "start", "alertmanager"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -173,11 +173,12 @@ def test_wait_ready_fails_fast_with_the_log_when_the_server_exits(tmp_path: Path
 def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
     # A SIGKILLed test run cannot run finalizers: PR_SET_PDEATHSIG must take the server down.
     code = (
-        "import sys, time; from pathlib import Path; from service.devservices.process import ManagedProcess; "
+        "import sys, time; from pathlib import Path; from devservices.process import ManagedProcess; "
         f"p = ManagedProcess.spawn('orphan', ['sleep', '300'], Path({str(tmp_path / 'o.log')!r})); "
         "print(p.pid, flush=True); time.sleep(300)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])  # devservices/ is not installed
     assert parent.stdout is not None
     server_pid = int(parent.stdout.readline())
     assert not process_gone(server_pid)

@@ -1,4 +1,4 @@
-"""The Kafka runtime against a real broker (``service.devservices``): alerts, dead letters,
+"""The Kafka runtime against a real broker (``devservices``): alerts, dead letters,
 consumer groups, SIGKILL, an unreachable or restarting broker.
 
 Instances run either in-process (``Service`` with a recording wrapper around the

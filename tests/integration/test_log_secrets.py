@@ -19,7 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from service.devservices.process import free_port
+from devservices.process import free_port
 from tests.integration.receivers import FakeElasticsearch, Opsgenie, PagerDuty, Receiver, Slack, Webhook
 from tests.support.instances import Instance
 from tests.support.rules import PIPED_SCRIPT_RULE

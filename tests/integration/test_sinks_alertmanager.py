@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from devservices.alertmanager import AlertmanagerServer
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
-from service.devservices.alertmanager import AlertmanagerServer
 from tests.support.alerts import alert, rule
 
 pytestmark = pytest.mark.integration

@@ -142,11 +142,11 @@ async def test_a_refused_signature_waits_in_the_spool_until_the_key_is_fixed(tmp
     await router.start()
     try:
         await router.submit([alert(1, r=rule("hook-1"))])
-        await wait_until(lambda: bool(hook.got.rejected), what="the refused delivery")
-        await wait_until(lambda: metrics.REGISTRY.get_sample_value("pipesentry_sink_up", {"sink": "hook2"}) == 0,
+        await until(lambda: bool(hook.got.rejected), what="the refused delivery")
+        await until(lambda: metrics.REGISTRY.get_sample_value("pipesentry_sink_up", {"sink": "hook2"}) == 0,
                          what="the sink to show down")
         hook.secret = "current"  # the operator fixed the receiver's key
-        await wait_until(lambda: len(hook.got.accepted) == 1, what="delivery once the key is fixed")
+        await until(lambda: len(hook.got.accepted) == 1, what="delivery once the key is fixed")
         await router.wait_idle(10)
     finally:
         await router.stop()

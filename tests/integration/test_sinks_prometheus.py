@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import start_http_server
 
+from devservices.process import free_port
+from devservices.prometheus import PrometheusServer
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
-from service.devservices.process import free_port
-from service.devservices.prometheus import PrometheusServer
 from service.metrics import REGISTRY
 from tests.support.alerts import alert, rule
 

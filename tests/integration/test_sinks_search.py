@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from detectors.alert import Alert
+from devservices.search import SearchNode
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
-from service.devservices.search import SearchNode
 from tests.support.alerts import alert, rule
 from tests.support.waits import until
 

@@ -1,4 +1,4 @@
-"""``pipesentry demo --kafka`` against a real broker (``service.devservices``), and its topic settings."""
+"""``pipesentry demo --kafka`` against a real broker (``devservices``), and its topic settings."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_topics_config_is_valid_kafka_settings() -> None:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("PIPESENTRY_SKIP_INTEGRATION", "").strip().lower() in ("1", "true", "yes"):
         pytest.skip("PIPESENTRY_SKIP_INTEGRATION=1")
-    from service.devservices.kafka import KafkaServer
+    from devservices.kafka import KafkaServer
 
     server = KafkaServer.start(tmp_path_factory.mktemp("demo-kafka"))
     try:
@@ -85,7 +85,7 @@ def test_pipesentry_run_detects_the_stories_from_kafka(broker: str, tmp_path: Pa
     import httpx
     import yaml
 
-    from service.devservices.process import free_port
+    from devservices.process import free_port
     from service.rules import default_rules_dir
 
     assert cli_main(["demo", "--kafka", "--bootstrap", broker, "--seed", "12"]) == 0

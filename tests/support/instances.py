@@ -21,7 +21,7 @@ import httpx
 import orjson
 import yaml
 
-from service.devservices.process import free_port
+from devservices.process import free_port
 from tests.support.routers import RecordingRouter
 from tests.support.rules import PIPED_SCRIPT_RULE, ROOT_LOGIN_FAILURE_RULE
 

@@ -167,7 +167,7 @@ def test_embedded_default_newcomer_posts_an_event_and_sees_an_alert(tmp_path):
     import threading
     import time
 
-    from service.devservices.process import free_port
+    from devservices.process import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPESENTRY_")}

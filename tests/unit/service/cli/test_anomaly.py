@@ -36,29 +36,42 @@ def write(tmp_path: Path, lines: list[object]) -> Path:
 def test_replay_prints_one_json_object_per_alert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checks = tmp_path / "checks.yml"
     checks.write_text(CHECKS)
-    t = "2026-01-05T00:00:{:02d}Z"
+    t = "2030-01-05T00:00:{:02d}Z"  # later than the time of reading: an event without a time is late
     events = write(tmp_path, [
         {"@timestamp": t.format(0), "host": "a", "user": "u", "outcome": "failure"},
         "not json",
-        {"host": "a"},  # no time yet: skipped and counted
-        {"@timestamp": t.format(10), "host": "a", "user": "u", "outcome": "failure"},
+        {"host": "a", "outcome": "failure", "user": "u"},  # no time: read now, as run would, so late
+        {"ts": t.format(10), "host": "a", "user": "u", "outcome": "failure"},  # a default time field
         {"@timestamp": t.format(20), "host": "a", "user": "u", "outcome": "success"},
-        {"@timestamp": t.format(30), "host": "a", "user": "u", "outcome": "failure"},
-        {"@timestamp": "2026-01-05T00:05:00Z", "host": "b"},
+        {"@timestamp": [t.format(30)], "host": "a", "user": "u", "outcome": "failure"},
+        {"@timestamp": "2030-01-05T00:05:00Z", "host": "b"},
     ])
     assert main(["anomaly", "replay", "--checks", str(checks), str(events)]) == 0
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
     assert [(r["check"], r["key"], r["event_time"]) for r in records] == [
-        ("brute", {"user": "u"}, "2026-01-05T00:00:30.000Z"),
-        ("quiet", {"host": "a"}, "2026-01-05T00:02:30.000Z"),
+        ("brute", {"user": "u"}, "2030-01-05T00:00:30.000Z"),
+        ("quiet", {"host": "a"}, "2030-01-05T00:02:30.000Z"),
     ]
     brute = records[0]
     assert brute["title"] == "Failed logins" and brute["level"] == "high"
     assert brute["observed"] == 3 and brute["expected"] == {"count": 3, "window_s": 60.0}
     assert brute["score"] == 1.0 and brute["alert_key"].startswith("brute|user=u|")
+    assert len({r["alert_id"] for r in records}) == 2
     assert "line 2: invalid JSON" in err
-    assert "6 events, 2 alerts, 1 bad lines, 0 events before the first timestamp" in err
+    assert "6 events, 2 alerts, 1 bad lines, 1 events without a time (taken at the time read), 2 checks" in err
+    assert "late=2" in err  # the event without a time, for each check
+
+
+def test_replay_timestamp_field_replaces_the_default_list(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    checks = tmp_path / "checks.yml"
+    checks.write_text(CHECKS)
+    events = write(tmp_path, [{"@timestamp": 1893456000, "when": 1893456000 + 10 * i, "user": "u",
+                               "outcome": "failure"} for i in range(3)])
+    assert main(["anomaly", "replay", "--checks", str(checks), "--timestamp-field", "when", str(events)]) == 0
+    out, _ = capsys.readouterr()
+    assert [json.loads(line)["event_time"] for line in out.splitlines()] == ["2030-01-01T00:00:20.000Z"]
 
 
 def test_replay_state_out_and_in_continue_a_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

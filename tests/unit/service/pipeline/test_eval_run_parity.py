@@ -1,7 +1,9 @@
 """Done-when of issue 13: ``pipesentry eval`` and ``pipesentry run`` raise the same alerts, with the
 same ids (Sigma, correlation and anomaly), on the same NDJSON stream: both run it through the one
 pipeline core with the same settings. ``run`` reads the file through a ``files:`` input end to end
-(the service, its supervisor, the follower, the core); ``eval`` reads it with ``--config``."""
+(the service, its supervisor, the follower, the core); ``eval`` reads it with ``--config``;
+``pipesentry anomaly replay`` (the anomaly backtest) runs the same core with only the checks and
+must raise the anomaly alerts of both."""
 
 from __future__ import annotations
 
@@ -97,6 +99,18 @@ async def eval_ids(config: Path, events: Path, capsys: pytest.CaptureFixture[str
     return sorted((r["rule_kind"], r["alert_id"]) for r in map(orjson.loads, out.splitlines()))
 
 
+async def replay_ids(checks: Path, events: Path, capsys: pytest.CaptureFixture[str]) -> list[tuple[str, str]]:
+    capsys.readouterr()
+    argv = ["anomaly", "replay", "--checks", str(checks), "--logsource", "product=app", str(events)]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    return sorted(("anomaly", r["alert_id"]) for r in map(orjson.loads, out.splitlines()))
+
+
+def anomaly_only(ids: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(kind, alert_id) for kind, alert_id in ids if kind == "anomaly"]
+
+
 async def run_ids(config: Path, lines: int) -> list[tuple[str, str]]:
     router = RunRouter()
     service = Service(load_settings(config), router=router)
@@ -142,9 +156,11 @@ async def test_eval_and_run_raise_the_same_alert_ids(tmp_path: Path, time_of: An
     stream = corpus(time_of)
     config, events = write_setup(tmp_path, stream)
     expected = await eval_ids(config, events, capsys)
+    replayed = await replay_ids(tmp_path / "checks.yml", events, capsys)
     got = await run_ids(config, len(stream))
     assert {kind for kind, _ in expected} == {"sigma", "correlation", "anomaly"}
     assert got == expected
+    assert replayed == anomaly_only(expected)
 
 
 async def test_eval_and_run_agree_with_the_native_screen_clearing_events(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.devservices.errors import PortLost, StartupFailed
+from devservices.errors import PortLost, StartupFailed
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[ManagedProcess] = set()

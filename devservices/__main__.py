@@ -1,4 +1,4 @@
-"""``python -m service.devservices fetch | start SERVICE``.
+"""``python -m devservices fetch | start SERVICE``.
 
 ``fetch`` downloads the Kafka and search-node jars (idempotent; instant when done)
 and checks the JDK and the Debian binaries. ``start`` runs one server in the
@@ -21,12 +21,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from service.devservices.alertmanager import AlertmanagerServer, alertmanager_binary
-from service.devservices.errors import DevServiceError, PrerequisiteMissing
-from service.devservices.fetch import devservices_dir, fetch_all, java_executable
-from service.devservices.kafka import KafkaServer
-from service.devservices.prometheus import PrometheusServer, prometheus_binary
-from service.devservices.search import SearchNode
+from devservices.alertmanager import AlertmanagerServer, alertmanager_binary
+from devservices.errors import DevServiceError, PrerequisiteMissing
+from devservices.fetch import devservices_dir, fetch_all, java_executable
+from devservices.kafka import KafkaServer
+from devservices.prometheus import PrometheusServer, prometheus_binary
+from devservices.search import SearchNode
 
 SERVICES = ("kafka", "search", "prometheus", "alertmanager")
 
@@ -111,7 +111,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service.devservices", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devservices", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download the Kafka and search-node jars, check binaries")
     fetch.add_argument("--maven-repo", type=Path, help="Maven local repository to use (-Dmaven.repo.local)")

@@ -22,7 +22,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from service.devservices.errors import PrerequisiteMissing
+from devservices.errors import PrerequisiteMissing
 
 ENV_WORKDIR = "PIPESENTRY_DEVSERVICES_DIR"
 ENV_MAVEN_REPO = "PIPESENTRY_MAVEN_REPO_LOCAL"
@@ -57,7 +57,7 @@ def devservices_dir() -> Path:
     override = os.environ.get(ENV_WORKDIR)
     if override:
         return Path(override).expanduser().resolve()
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     base = repo if (repo / "pyproject.toml").is_file() else Path.cwd()
     return base / ".devservices"
 
@@ -71,7 +71,7 @@ def classpath(jars: JarSet, workdir: Path | None = None) -> str:
     lib = lib_dir(jars, workdir)
     if not is_fetched(jars, workdir):
         raise PrerequisiteMissing(
-            f"{jars.name} jars are not fetched into {lib}: run `python -m service.devservices fetch`"
+            f"{jars.name} jars are not fetched into {lib}: run `python -m devservices fetch`"
         )
     return str(lib / "*")
 

@@ -20,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service.devservices.errors import DevServiceError, StartupFailed
-from service.devservices.fetch import KAFKA_JARS, classpath, fetch, java_executable
-from service.devservices.process import ManagedProcess, ServerHandle, free_port, port_open
+from devservices.errors import DevServiceError, StartupFailed
+from devservices.fetch import KAFKA_JARS, classpath, fetch, java_executable
+from devservices.process import ManagedProcess, ServerHandle, free_port, port_open
 
 T = TypeVar("T")
 START_TIMEOUT = 60.0

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import yaml
 
-from service.devservices.fetch import debian_binary
-from service.devservices.process import ManagedProcess, ServerHandle, free_port
+from devservices.fetch import debian_binary
+from devservices.process import ManagedProcess, ServerHandle, free_port
 
 START_TIMEOUT = 30.0
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 
-from service.devservices.errors import StartupFailed
-from service.devservices.fetch import OPENSEARCH_JARS, classpath, fetch, java_executable
-from service.devservices.process import ManagedProcess, ServerHandle, free_port, port_open
+from devservices.errors import StartupFailed
+from devservices.fetch import OPENSEARCH_JARS, classpath, fetch, java_executable
+from devservices.process import ManagedProcess, ServerHandle, free_port, port_open
 
 START_TIMEOUT = 120.0
 HEAP = ("-Xms256m", "-Xmx1g")
