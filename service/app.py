@@ -43,7 +43,7 @@ from service.reload import Reloader, compile_configured
 from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
-from service.sources.kafka import KafkaRunner
+from service.sources.kafka import KafkaSource
 from service.sources.stdin import StdinSource, stdin_wanted
 from service.supervisor import Supervisor
 from service.waits import stopped_within
@@ -82,7 +82,7 @@ class Service:
         self.detector: Detector | None = None
         self.reloader: Reloader | None = None
         self.pipeline: Pipeline | None = None
-        self.kafka: KafkaRunner | None = None
+        self.kafka: KafkaSource | None = None
         self.app: FastAPI | None = None
         self.server: _Server | None = None
         self.local_state: LocalState | None = None
@@ -118,7 +118,7 @@ class Service:
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
         self.pipeline = Pipeline(self.detector, self.router, dead, screen=s.events.screen)
         if s.kafka is not None:
-            self.kafka = KafkaRunner(s.kafka, s.events, self.detector, self.router, state_store=store,
+            self.kafka = KafkaSource(s.kafka, s.events, self.detector, self.router, state_store=store,
                                      snapshot_interval_s=s.state.snapshot_interval_s)
         counts = outcome.detection.counts()
         log.info("rules loaded", extra={"rules": counts, "skipped": len(outcome.errors),

@@ -305,14 +305,14 @@ class FakeDeadLetters:
 
 
 def kafka_runner(tmp_path: Path, router, records, dead_letters=None, **kafka):
-    from service.sources.kafka import KafkaRunner
+    from service.sources.kafka import KafkaSource
 
     (tmp_path / "r.yml").write_text(RULE)
     detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
                              **{"commit_interval_s": 0.02, **kafka})
     consumer = FakeConsumer(records)
-    runner = KafkaRunner(settings, EventSettings(), detector, router, dead_letters=dead_letters or FakeDeadLetters(),
+    runner = KafkaSource(settings, EventSettings(), detector, router, dead_letters=dead_letters or FakeDeadLetters(),
                          consumer_factory=lambda **_: consumer)
     return runner, consumer
 
@@ -510,7 +510,7 @@ def test_subscription_pattern_combines_listed_topics_and_the_pattern():
 
 async def test_partition_state_moves_with_the_partition_through_the_state_store(tmp_path):
     """Two failed logins on one instance, the partition moves, the third login on the next owner fires."""
-    from service.sources.kafka import KafkaRunner
+    from service.sources.kafka import KafkaSource
     from service.state_store import StateStore
 
     (tmp_path / "c.yml").write_text(CORRELATED)
@@ -527,7 +527,7 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
         detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
         router = ScriptedRouter()
         consumer = FakeConsumer({tp: records})
-        runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
+        runner = KafkaSource(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
                              dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer, state_store=store)
         return runner, consumer, router
 

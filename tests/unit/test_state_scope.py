@@ -18,7 +18,7 @@ from detectors.model import LogSource, Origin
 from service.config import EventSettings, KafkaSettings, Settings, StateSettings
 from service.detection import Detector, compile_detection
 from service.sources.base import Item
-from service.sources.kafka import KafkaRunner
+from service.sources.kafka import KafkaSource
 from service.state_store import StateStore
 from tests.unit.test_sources import FakeConsumer, FakeDeadLetters, Record, ScriptedRouter, eventually
 
@@ -117,18 +117,18 @@ class SeekingConsumer(FakeConsumer):
         self.positions[tp] = offset
 
 
-def runner(tmp_path: Path, consumer: FakeConsumer, scope: str) -> tuple[KafkaRunner, ScriptedRouter]:
+def runner(tmp_path: Path, consumer: FakeConsumer, scope: str) -> tuple[KafkaSource, ScriptedRouter]:
     topics = {"gh-audit": {"logsource": {"product": "github", "service": "audit"}},
               "gh-push": {"logsource": {"product": "github", "service": "webhook"}}}
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics=topics, commit_interval_s=0.02)
     router = ScriptedRouter()
-    run = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector(scope), router,
+    run = KafkaSource(settings, EventSettings(timestamp_fields=["ts"]), detector(scope), router,
                       dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer,
                       state_store=StateStore(tmp_path / "state"), snapshot_interval_s=0.001)
     return run, router
 
 
-async def _consume(run: KafkaRunner, consumer: FakeConsumer, ends: dict[TopicPartition, int]) -> None:
+async def _consume(run: KafkaSource, consumer: FakeConsumer, ends: dict[TopicPartition, int]) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(run.run(stop))
     await eventually(lambda: all(run.tracker.acked.get(tp) == end for tp, end in ends.items())
