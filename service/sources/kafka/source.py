@@ -18,7 +18,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -191,8 +191,9 @@ class KafkaSource:
                 self.connected = True
                 self._consumer = consumer
                 driven = True  # False once drive closed us: nothing acknowledges what is in flight any more
+                session = self._consume(consumer, stop)
                 try:
-                    async for batch in self._consume(consumer, stop):
+                    async for batch in session:
                         try:
                             yield batch
                         except GeneratorExit:
@@ -202,6 +203,7 @@ class KafkaSource:
                     log.exception("Kafka consume loop failed; reconnecting")
                     await stopped_within(stop, backoff)
                 finally:
+                    await session.aclose()
                     self.connected = False
                     await self._close(consumer, driven)
         finally:
@@ -230,7 +232,7 @@ class KafkaSource:
             log.warning("in-flight alerts not accepted before shutdown; their offsets stay uncommitted")
 
     # -- consume loop ----------------------------------------------------------------
-    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> AsyncIterator[Batch]:
+    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> AsyncGenerator[Batch, None]:
         """One consumer session's batches, screened, in fetch order.
 
         A batch fetched before a rebalance began is dropped: nothing of it was acknowledged,
@@ -371,7 +373,7 @@ class KafkaSource:
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         in_flight = len(self._in_flight)
-        full = in_flight >= self.settings.max_in_flight_batches
+        full = in_flight > self.settings.max_in_flight_batches  # detected, not accepted yet; plus one in detection
         assignment = consumer.assignment()
         if full:
             paused = consumer.paused()
