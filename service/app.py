@@ -1,7 +1,11 @@
 """Composition root: builds every part from :class:`~service.config.Settings` and runs them together.
 
-One event loop runs the HTTP server (uvicorn), the Kafka consumer, stdin,
-followed files and the rules watcher.
+One event loop runs the HTTP server (uvicorn), the inputs, the heartbeat and the
+rules watcher. Every input is a :class:`~service.pipeline.source.Source` driven through the
+pipeline core: stdin and followed files one batch at a time through the shared
+:class:`~service.pipeline.Pipeline` (the HTTP route runs its batches itself), Kafka overlapped
+through a pipeline of its own whose dead letters are the topic
+(:meth:`~service.sources.kafka.KafkaSource.run`).
 
 Every background task runs under a :class:`~service.supervisor.Supervisor`: a
 crash is logged with the task's name, counted
