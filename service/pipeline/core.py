@@ -71,6 +71,7 @@ class IngestResult:
 
     @property
     def events(self) -> int:
+        """``accepted`` under the name the Kafka source's callers use: events read."""
         return self.accepted
 
 

@@ -45,7 +45,8 @@ def _always_retry(error: Exception) -> bool:
 
 @dataclass
 class Batch:
-    """Messages of one input read with one spec, with what to do once they are through."""
+    """Messages of one input read with one spec (or a :class:`~service.pipeline.core.Content` that
+    decodes itself), with what to do once they are through."""
 
     messages: Sequence[RawMessage]
     spec: InputSpec | None
