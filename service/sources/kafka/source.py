@@ -5,8 +5,8 @@ acknowledgement marks their offsets for commit, at least once.
 while it fetches the next (up to ``SCREEN_AHEAD`` wait there), then yields it to
 :func:`~service.pipeline.source.drive`, which decodes and detects it in the pipeline core's
 detection thread while earlier batches are submitted, and acknowledges batches in order. Up to
-``max_in_flight_batches`` batches may be between the screen and their acknowledgement; beyond
-that every assigned partition is paused (polling continues so the group keeps us), so a slow
+``max_in_flight_batches`` detected batches may wait for the router (besides the one in detection
+and the one being submitted); beyond that every assigned partition is paused (polling continues so the group keeps us), so a slow
 router holds memory flat instead of growing it. Before partitions leave, the batches handed out
 are drained: acknowledged (and committed), or, for a batch not detected yet, dropped uncommitted
 (the next owner reads it again).
@@ -52,6 +52,10 @@ def subscription_pattern(settings: KafkaSettings) -> str | None:
 
 SCREEN_AHEAD = 2
 """Fetched batches that may wait for (or be in) the native screen while the loop fetches on."""
+
+IN_HAND = 2
+"""Batches in flight beyond the ``max_in_flight_batches`` that wait for the router: the one in
+detection and the one being submitted."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class KafkaSource:
     @property
     def depth(self) -> int:
         """Batches between detection and acknowledgement (see :func:`drive`)."""
-        return self.settings.max_in_flight_batches + 1
+        return self.settings.max_in_flight_batches + IN_HAND
 
     def spec(self, topic: str) -> InputSpec:
         spec = self._specs.get(topic)
@@ -373,7 +377,7 @@ class KafkaSource:
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         in_flight = len(self._in_flight)
-        full = in_flight > self.settings.max_in_flight_batches  # detected, not accepted yet; plus one in detection
+        full = in_flight >= self.settings.max_in_flight_batches + IN_HAND
         assignment = consumer.assignment()
         if full:
             paused = consumer.paused()
