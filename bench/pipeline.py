@@ -13,7 +13,7 @@ Steps, in one run:
    first reads at about half speed); ``raw_consume_tuned_gc_per_s`` is the
    same consumer, measured last, under pipesentry's garbage-collector settings
    (``ratio_same_gc`` divides by it);
-3. (b) ``pipeline_per_s``: pipesentry's ``KafkaRunner`` over the same topics
+3. (b) ``pipeline_per_s``: pipesentry's ``KafkaSource`` over the same topics
    (project rules plus the SigmaHQ cloud, linux, web and application rules),
    handing alerts to the real alert router with a null sink, until every
    offset is acknowledged; then the same with the native screen off
@@ -237,14 +237,14 @@ async def run_pipeline(settings: Any, until_acked: int | None, data_dir: Path, d
     from service.detection import Detector
     from service.pipeline import tune_gc
     from service.reload import compile_configured
-    from service.sources.kafka import KafkaRunner
+    from service.sources.kafka import KafkaSource
 
     outcome = compile_configured(settings.rules, settings.correlation, settings.anomaly, 1)
     assert outcome.detection is not None
     tune_gc()
     router = TimingRouter(AlertRouter(settings.alerting, data_dir))
     await router.inner.start()
-    runner = KafkaRunner(settings.kafka, settings.events, Detector(outcome.detection), router)
+    runner = KafkaSource(settings.kafka, settings.events, Detector(outcome.detection), router)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:

@@ -1,7 +1,11 @@
 """Composition root: builds every part from :class:`~service.config.Settings` and runs them together.
 
-One event loop runs the HTTP server (uvicorn), the Kafka consumer, stdin,
-followed files and the rules watcher.
+One event loop runs the HTTP server (uvicorn), the inputs, the heartbeat and the
+rules watcher. Every input is a :class:`~service.pipeline.source.Source` driven through the
+pipeline core: stdin and followed files one batch at a time through the shared
+:class:`~service.pipeline.Pipeline` (the HTTP route runs its batches itself), Kafka overlapped
+through a pipeline of its own whose dead letters are the topic
+(:meth:`~service.sources.kafka.KafkaSource.run`).
 
 Every background task runs under a :class:`~service.supervisor.Supervisor`: a
 crash is logged with the task's name, counted
@@ -43,7 +47,7 @@ from service.reload import Reloader, compile_configured
 from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
-from service.sources.kafka import KafkaRunner
+from service.sources.kafka import KafkaSource
 from service.sources.stdin import StdinSource, stdin_wanted
 from service.supervisor import Supervisor
 from service.waits import stopped_within
@@ -82,7 +86,7 @@ class Service:
         self.detector: Detector | None = None
         self.reloader: Reloader | None = None
         self.pipeline: Pipeline | None = None
-        self.kafka: KafkaRunner | None = None
+        self.kafka: KafkaSource | None = None
         self.app: FastAPI | None = None
         self.server: _Server | None = None
         self.local_state: LocalState | None = None
@@ -118,7 +122,7 @@ class Service:
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
         self.pipeline = Pipeline(self.detector, self.router, dead, screen=s.events.screen)
         if s.kafka is not None:
-            self.kafka = KafkaRunner(s.kafka, s.events, self.detector, self.router, state_store=store,
+            self.kafka = KafkaSource(s.kafka, s.events, self.detector, self.router, state_store=store,
                                      snapshot_interval_s=s.state.snapshot_interval_s)
         counts = outcome.detection.counts()
         log.info("rules loaded", extra={"rules": counts, "skipped": len(outcome.errors),

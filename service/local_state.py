@@ -1,7 +1,7 @@
 """Snapshots of the local scope: the stateful detectors fed by HTTP ingest, stdin and files.
 
 Kafka partitions snapshot their own state together with their offsets
-(``service.sources.kafka.runner``). The local inputs have no offsets to agree with, so their
+(``service.sources.kafka.source``). The local inputs have no offsets to agree with, so their
 state is saved as it is, on a timer and once more at shutdown after the inputs
 stopped, and restored before the inputs start. With ``state.scope: instance``
 the Kafka records share this scope, so this is their only snapshot too (not

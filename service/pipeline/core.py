@@ -8,8 +8,13 @@ acknowledges the batch or retries it. JSON messages meet the native screen first
 :func:`~service.sources.base.decode_batch` and detected in a worker thread under
 the detector's lock, so a slow rule or a hostile event delays its own batch, never
 the event loop. ``pipesentry eval`` runs this same core over a file (see
-:mod:`service.pipeline.replay`). Kafka has its own loop
-(:mod:`service.sources.kafka.runner`) that pipelines these same steps across batches.
+:mod:`service.pipeline.replay`).
+
+The two halves are steps of their own, :meth:`Pipeline.detect` and :meth:`Pipeline.submit`, so
+:func:`~service.pipeline.source.drive` can detect one batch while the one before it is being
+submitted (the Kafka input). A batch whose messages the core cannot screen and decode itself
+(Kafka's records of several partitions, screened ahead in their own thread) brings its
+:class:`Content`; everything after the decode is the same.
 """
 
 from __future__ import annotations
@@ -39,12 +44,35 @@ class DeadLetters(Protocol):
     async def send(self, rejected: Sequence[Rejected]) -> None: ...
 
 
+class Content(Protocol):
+    """A batch that turns into detector items itself; both calls run in the detection thread
+    under the detector's lock, one right before and one right after the detectors see the items."""
+
+    def decode(self, current: Any) -> tuple[Decoded, int]:
+        """Items for the detectors (and rejects) under the detection set ``current``, and the
+        number of events read (screen-cleared ones included)."""
+        ...
+
+    def detected(self) -> None:
+        """The detectors have seen the items (a source may capture their state now)."""
+        ...
+
+
 @dataclass
 class IngestResult:
     accepted: int = 0
     """Events read (screen-cleared ones included)."""
     rejected: list[Rejected] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    started: float = 0.0
+    """``perf_counter`` when detection started (the latency metric runs from there)."""
+    dead_lettered: bool = False
+    """The rejects are with the dead letters: a retried submit does not send them again."""
+
+    @property
+    def events(self) -> int:
+        """``accepted`` under the name the Kafka source's callers use: events read."""
+        return self.accepted
 
 
 class Pipeline:
@@ -61,31 +89,57 @@ class Pipeline:
         """One thread for every input's batches: they queue for it (and the detector's lock) in
         arrival order instead of parking one pool thread each."""
 
-    async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
-        started = time.perf_counter()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-detect-push")
-        decoded, events, alerts = await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._detect, source, messages, spec)
-        for rejected in decoded.rejected:
-            metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
-        metrics.EVENTS.labels(source).inc(events)
-        if decoded.rejected and self.dead_letters is not None:
-            await self.dead_letters.send(decoded.rejected)
-        if alerts:
-            await self.router.submit(alerts)
-        metrics.DETECTION_LATENCY.observe(time.perf_counter() - started)
-        return IngestResult(events, decoded.rejected, alerts)
+    def close(self) -> None:
+        """Let the detection thread go (a later batch starts a new one)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
-    def _detect(self, source: str, messages: Sequence[RawMessage],
-                spec: InputSpec) -> tuple[Decoded, int, list[Alert]]:
-        """Screen, decode and detect in a worker thread: a slow rule never stalls the event loop.
+    async def ingest(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> IngestResult:
+        """Both steps: detect, then submit."""
+        result = await self.detect(source, messages, spec)
+        await self.submit(source, result)
+        return result
+
+    async def detect(self, source: str, messages: Sequence[RawMessage], spec: InputSpec | None,
+                     content: Content | None = None) -> IngestResult:
+        """Screen, decode and detect one batch in the detection thread (``content``: the batch
+        decodes itself, ``messages`` and ``spec`` are unused)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-detect")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self.detect_now, source, messages, spec, content)
+
+    def detect_now(self, source: str, messages: Sequence[RawMessage], spec: InputSpec | None,
+                   content: Content | None = None) -> IngestResult:
+        """:meth:`detect`'s body, in the calling thread: a slow rule never stalls the event loop.
 
         The detector's lock spans the screen and the detection, so both see the same rule set.
         """
+        started = time.perf_counter()
         with self.detector.exclusive():
-            decoded, events = self._decode(source, messages, spec)
-            return decoded, events, self.detector.process(decoded.items) if decoded.items else []
+            if content is not None:
+                decoded, events = content.decode(self.detector.current)
+            else:
+                assert spec is not None, "a batch without content has a spec"
+                decoded, events = self._decode(source, messages, spec)
+            alerts = self.detector.process(decoded.items) if decoded.items else []
+            if content is not None:
+                content.detected()
+        for rejected in decoded.rejected:
+            metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
+        metrics.EVENTS.labels(source).inc(events)
+        return IngestResult(events, decoded.rejected, alerts, started)
+
+    async def submit(self, source: str, result: IngestResult) -> None:
+        """Hand a detected batch on: rejects to the dead letters (once), then alerts to the router.
+        Returns once both accepted; raises otherwise (the caller retries or gives up)."""
+        if result.rejected and self.dead_letters is not None and not result.dead_lettered:
+            await self.dead_letters.send(result.rejected)
+        result.dead_lettered = True
+        if result.alerts:
+            await self.router.submit(result.alerts)
+        metrics.DETECTION_LATENCY.observe(time.perf_counter() - result.started)
 
     def _decode(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> tuple[Decoded, int]:
         """Items for the detector and the number of events read (screen-cleared ones included).

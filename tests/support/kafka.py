@@ -1,4 +1,4 @@
-"""An in-memory stand-in for aiokafka's consumer, and a ``KafkaRunner`` built around it.
+"""An in-memory stand-in for aiokafka's consumer, and a ``KafkaSource`` built around it.
 
 The real broker is exercised in ``tests/integration``; these fakes let unit tests drive the runner's
 bookkeeping (assignment, pause/resume, commits with metadata, seeks after a snapshot restore)
@@ -131,15 +131,15 @@ class FakeDeadLetters:
 
 def kafka_runner(tmp_path: Path, router: Any, records: dict[TopicPartition, list[Any]],
                  dead_letters: Any = None, **kafka: Any) -> tuple[Any, FakeConsumer]:
-    """A ``KafkaRunner`` on topic ``ci`` (category ``ci_job_log``, the curl rule) over an in-memory consumer."""
-    from service.sources.kafka import KafkaRunner
+    """A ``KafkaSource`` on topic ``ci`` (category ``ci_job_log``, the curl rule) over an in-memory consumer."""
+    from service.sources.kafka import KafkaSource
 
     (tmp_path / "r.yml").write_text(CURL_RULE)
     detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
                              **{"commit_interval_s": 0.02, **kafka})
     consumer = FakeConsumer(records)
-    runner = KafkaRunner(settings, EventSettings(), detector, router, dead_letters=dead_letters or FakeDeadLetters(),
+    runner = KafkaSource(settings, EventSettings(), detector, router, dead_letters=dead_letters or FakeDeadLetters(),
                          consumer_factory=lambda **_: consumer)
     return runner, consumer
 

@@ -12,7 +12,7 @@ from detectors.model import LogSource
 from service.config import EventSettings, KafkaSettings
 from service.detection import Detector, compile_detection
 from service.sources.base import Item
-from service.sources.kafka import KafkaRunner
+from service.sources.kafka import KafkaSource
 from service.state_store import StateStore
 from tests.support.alerts import Clock
 from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record
@@ -34,7 +34,7 @@ def instance(tmp_path, consumer, clock=None, **kafka):
     router = FakeRouter()
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
                              **{"commit_interval_s": 60, **kafka})
-    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
+    runner = KafkaSource(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer,
                          state_store=StateStore(tmp_path / "state"), snapshot_interval_s=10,
                          clock=clock or Clock(0.0))

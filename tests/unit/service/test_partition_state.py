@@ -1,5 +1,5 @@
 """Committed offsets never run ahead of the partition state that covers them (in-memory group, real
-``KafkaRunner`` and ``StateStore``): a crash is an image of the state directory and of the group's
+``KafkaSource`` and ``StateStore``): a crash is an image of the state directory and of the group's
 commits taken at a chosen point, from which the next owner starts."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.detection import Detector, compile_detection
 from service.partition_state import WRITER_PREFIX
-from service.sources.kafka import KafkaRunner
+from service.sources.kafka import KafkaSource
 from service.state_store import StateStore
 from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record
 from tests.support.routers import FakeRouter
@@ -81,7 +81,7 @@ class GroupConsumer(FakeConsumer):
 
 
 def member(data: Path, group: Group, snapshot_interval_s: float = 3600,
-           **kafka: Any) -> tuple[KafkaRunner, FakeRouter, GroupConsumer]:
+           **kafka: Any) -> tuple[KafkaSource, FakeRouter, GroupConsumer]:
     data.parent.mkdir(parents=True, exist_ok=True)
     rules = data.parent / "c.yml"
     rules.write_text(REPEATED_LOGINS)
@@ -90,7 +90,7 @@ def member(data: Path, group: Group, snapshot_interval_s: float = 3600,
     consumer = GroupConsumer(group)
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"ci": {"logsource": {"category": "ci_job_log"}}},
                              **{"commit_interval_s": 0.02, **kafka})
-    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
+    runner = KafkaSource(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer,
                          state_store=StateStore(data), snapshot_interval_s=snapshot_interval_s)
     return runner, router, consumer
@@ -108,7 +108,7 @@ def crash_image(data: Path, group: Group, into: Path) -> Group:
     return group.image()
 
 
-async def run_and_crash(runner: KafkaRunner, data: Path, group: Group, into: Path, condition: Any) -> Group:
+async def run_and_crash(runner: KafkaSource, data: Path, group: Group, into: Path, condition: Any) -> Group:
     """Run until ``condition``, then take the crash image (the runner is stopped afterwards, off the image)."""
     crashed: list[Group] = []
 
@@ -121,7 +121,7 @@ async def run_and_crash(runner: KafkaRunner, data: Path, group: Group, into: Pat
     return crashed[0]
 
 
-async def run_until(runner: KafkaRunner, condition: Any) -> None:
+async def run_until(runner: KafkaSource, condition: Any) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:

@@ -43,7 +43,7 @@ def auth_records(count: int = 60) -> list[Record]:
 
 async def run_loop(tmp_path: Path, screen: bool) -> tuple[list[Any], int]:
     from service import metrics
-    from service.sources.kafka import KafkaRunner
+    from service.sources.kafka import KafkaSource
 
     tmp_path.mkdir()
     (tmp_path / "rules.yml").write_text(RULES)
@@ -53,7 +53,7 @@ async def run_loop(tmp_path: Path, screen: bool) -> tuple[list[Any], int]:
     tp = TopicPartition("auth", 0)
     consumer = FakeConsumer({tp: auth_records()})
     router = FakeRouter()
-    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"], screen=screen), Detector(detection), router,
+    runner = KafkaSource(settings, EventSettings(timestamp_fields=["ts"], screen=screen), Detector(detection), router,
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer)
     before = metrics.EVENTS_SCREENED.labels("kafka")._value.get()
     stop = asyncio.Event()
@@ -134,7 +134,7 @@ async def test_cleared_push_messages_never_build_their_origin(tmp_path):
 
 
 def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
-    from service.sources.kafka import KafkaRunner
+    from service.sources.kafka import KafkaSource
     from tests.support.rules import BUILDS_SILENCE
 
     (tmp_path / "rules.yml").write_text(RULES)
@@ -145,7 +145,7 @@ def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={
         "auth": {"logsource": {"category": "auth"}}, "ci": {"logsource": {"category": "ci_job_log"}},
         "raw": {"logsource": {"category": "auth"}, "decoder": {"type": "syslog"}}})
-    runner = KafkaRunner(settings, EventSettings(), Detector(outcome.detection), FakeRouter(),
+    runner = KafkaSource(settings, EventSettings(), Detector(outcome.detection), FakeRouter(),
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: None)
     current = runner.detector.current
     assert runner._screen(runner.spec("auth"), current) is not None
@@ -154,14 +154,14 @@ def test_topics_an_anomaly_check_watches_are_not_screened(tmp_path):
 
 
 def auth_runner(tmp_path: Path):
-    from service.sources.kafka import KafkaRunner
+    from service.sources.kafka import KafkaSource
 
     (tmp_path / "rules.yml").write_text(RULES)
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics={"auth": {"logsource": {"category": "auth"}}})
     tp = TopicPartition("auth", 0)
     consumer = FakeConsumer({tp: auth_records()})
     detector = Detector(compile_detection([tmp_path / "rules.yml"], [], skip_invalid=False).detection)
-    runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, FakeRouter(),
+    runner = KafkaSource(settings, EventSettings(timestamp_fields=["ts"]), detector, FakeRouter(),
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer)
     return runner, consumer, {tp: auth_records()}
 

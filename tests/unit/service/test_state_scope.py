@@ -18,7 +18,7 @@ from detectors.model import LogSource, Origin
 from service.config import EventSettings, KafkaSettings, Settings, StateSettings
 from service.detection import Detector, compile_detection
 from service.sources.base import Item
-from service.sources.kafka import KafkaRunner
+from service.sources.kafka import KafkaSource
 from service.state_store import StateStore
 from tests.conftest import PROJECT_RULES
 from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record
@@ -106,18 +106,18 @@ def record(event: dict[str, Any], offset: int) -> Record:
     return Record(orjson.dumps(event), None, offset, 0, [])
 
 
-def runner(tmp_path: Path, consumer: FakeConsumer, scope: str) -> tuple[KafkaRunner, FakeRouter]:
+def runner(tmp_path: Path, consumer: FakeConsumer, scope: str) -> tuple[KafkaSource, FakeRouter]:
     topics = {"gh-audit": {"logsource": {"product": "github", "service": "audit"}},
               "gh-push": {"logsource": {"product": "github", "service": "webhook"}}}
     settings = KafkaSettings(bootstrap_servers=["unused:1"], topics=topics, commit_interval_s=0.02)
     router = FakeRouter()
-    run = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector(scope), router,
+    run = KafkaSource(settings, EventSettings(timestamp_fields=["ts"]), detector(scope), router,
                       dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer,
                       state_store=StateStore(tmp_path / "state"), snapshot_interval_s=0.001)
     return run, router
 
 
-async def _consume(run: KafkaRunner, consumer: FakeConsumer, ends: dict[TopicPartition, int]) -> None:
+async def _consume(run: KafkaSource, consumer: FakeConsumer, ends: dict[TopicPartition, int]) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(run.run(stop))
     await until(lambda: all(run.tracker.acked.get(tp) == end for tp, end in ends.items())

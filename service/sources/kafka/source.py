@@ -1,17 +1,15 @@
-"""The Kafka input: consumer group -> screen -> decode -> detect -> alert router, at least once.
+"""The Kafka input as a :class:`~service.pipeline.source.Source`: consumer group -> batches whose
+acknowledgement marks their offsets for commit, at least once.
 
-Push inputs (HTTP, stdin, files, ``eval``) run through :class:`service.pipeline.Pipeline`
-one batch at a time. Kafka shares its steps (the native screen of :mod:`service.screening`,
-:func:`~service.sources.base.decode_batch`, the detector under its lock in a worker thread)
-but overlaps them across batches:
-
-* :class:`KafkaRunner` fetches with ``getmany``, screens each batch in a worker
-  thread while it fetches the next, decodes and detects the batch in a second
-  worker thread, and queues it for a single submitter task that hands alerts and dead letters
-  on in order and only then acknowledges the batch's offsets. Up to
-  ``max_in_flight_batches`` wait in that queue; beyond that every assigned
-  partition is paused (polling continues so the group keeps us), so a slow
-  router holds memory flat instead of growing it.
+:class:`KafkaSource` fetches with ``getmany`` and screens each fetched batch in a worker thread
+while it fetches the next (up to ``SCREEN_AHEAD`` wait there), then yields it to
+:func:`~service.pipeline.source.drive`, which decodes and detects it in the pipeline core's
+detection thread while earlier batches are submitted, and acknowledges batches in order. Up to
+``max_in_flight_batches`` detected batches may wait for the router (besides the one in detection
+and the one being submitted); beyond that every assigned partition is paused (polling continues so the group keeps us), so a slow
+router holds memory flat instead of growing it. Before partitions leave, the batches handed out
+are drained: acknowledged (and committed), or, for a batch not detected yet, dropped uncommitted
+(the next owner reads it again).
 """
 
 from __future__ import annotations
@@ -20,40 +18,28 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from detectors.alert import Alert
 from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.detection import Detector
 from service.partition_state import PartitionState, Snapshot
-from service.pipeline.core import AlertSink
+from service.pipeline.core import AlertSink, IngestResult, Pipeline
+from service.pipeline.source import Batch, drive
 from service.screening import Screening, ScreenResult, decode_screened, screening_for
-from service.sources.base import Decoded, InputSpec, Rejected, decode_batch
+from service.sources.base import Decoded, InputSpec, decode_batch
 from service.sources.kafka.client import consumer_kwargs
 from service.sources.kafka.deadletters import DeadLetterWriter
 from service.sources.kafka.offsets import OffsetTracker, Rebalance, commit
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Work:
-    """One fetched batch after detection, waiting for the router."""
-
-    alerts: list[Alert]
-    rejected: list[Rejected]
-    offsets: dict[TopicPartition, int]
-    received: float
-    events: int
-    snapshots: dict[TopicPartition, Snapshot] = field(default_factory=dict)
-    """Detector state captured right after this batch, saved once the batch's offsets are committed."""
 
 
 def subscription_pattern(settings: KafkaSettings) -> str | None:
@@ -66,6 +52,10 @@ def subscription_pattern(settings: KafkaSettings) -> str | None:
 
 SCREEN_AHEAD = 2
 """Fetched batches that may wait for (or be in) the native screen while the loop fetches on."""
+
+IN_HAND = 2
+"""Batches in flight beyond the ``max_in_flight_batches`` that wait for the router: the one in
+detection and the one being submitted."""
 
 
 @dataclass(frozen=True)
@@ -83,12 +73,39 @@ def _run_screens(jobs: list[tuple[TopicPartition, list[Any], Screening]]) -> dic
     return out
 
 
-class KafkaRunner:
+@dataclass(eq=False)
+class Records:
+    """One fetched batch as the pipeline core's :class:`~service.pipeline.core.Content`: records of
+    several partitions, decoded (with their screen results) and captured by :class:`KafkaSource`."""
+
+    source: KafkaSource
+    batches: dict[TopicPartition, list[Any]]
+    consumer: Any
+    screened: Screened | None
+    rebalances: int
+    """The source's rebalance count when the batch was fetched: a batch of an earlier one is dropped."""
+    session: int
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    """Offset after the batch's last record per partition, once decoded."""
+    snapshots: dict[TopicPartition, Snapshot] = field(default_factory=dict)
+    """Detector state captured right after this batch, saved once the batch's offsets are committed."""
+
+    def decode(self, current: Any) -> tuple[Decoded, int]:
+        return self.source._decode(self, current)
+
+    def detected(self) -> None:
+        self.snapshots = self.source.partition_state.capture(self.offsets)
+
+
+class KafkaSource:
     """Consumes the configured topics in a consumer group until stopped; never loses an alert.
 
-    Offsets move only through :class:`OffsetTracker` after the router accepted
-    every alert of the batch and the dead-letter topic has every reject.
+    Offsets move only through :class:`OffsetTracker` when a batch is acknowledged: after the
+    router accepted every alert of the batch and the dead-letter topic has every reject. The
+    source runs through a pipeline of its own (:meth:`run`), whose dead letters are the topic.
     """
+
+    name = "kafka"
 
     def __init__(self, settings: KafkaSettings, events: EventSettings, detector: Detector, router: AlertSink,
                  *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None,
@@ -98,9 +115,9 @@ class KafkaRunner:
         self.settings = settings
         self.events = events
         self.detector = detector
-        self.router = router
         self.tracker = OffsetTracker()
         self.dead_letters = dead_letters or DeadLetterWriter(settings)
+        self.pipeline = Pipeline(detector, router, self.dead_letters, screen=events.screen)
         self.shutdown_timeout_s = shutdown_timeout_s
         self._consumer_factory = consumer_factory
         self.state_store = state_store
@@ -116,26 +133,28 @@ class KafkaRunner:
         self.connected = False
         self.assigned: set[TopicPartition] = set()
         self._specs: dict[str, InputSpec] = {}
-        self._queue: asyncio.Queue[_Work | None] = asyncio.Queue()
         self._paused = False
         self._consumer: AIOKafkaConsumer | None = None
+        self._session = 0
+        """Counts consumer sessions: a late acknowledgement of an earlier one is ignored."""
         self._abandon = False
-        self._submitter_done = asyncio.Event()
-        self._submitter_done.set()
+        self._in_flight: set[Records] = set()
+        """Batches handed out and not acknowledged yet."""
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._rebalances = 0
-        self._fetched: asyncio.Queue[tuple[dict[TopicPartition, list[Any]], int, Any] | None] = asyncio.Queue()
-        """Fetched batches on their way through the screen, in fetch order."""
         self._screen_ahead = asyncio.Semaphore(SCREEN_AHEAD)
         self._screen_pool: ThreadPoolExecutor | None = None
-        """The one worker thread the native screen runs in (while :meth:`run` runs)."""
-        self._detect_pool: ThreadPoolExecutor | None = None
-        """The one worker thread batches are decoded and detected in, off the event loop."""
-        self._detecting = asyncio.Lock()
-        """Held while a batch is in the detection thread; a rebalance waits for it."""
+        """The one worker thread the native screen runs in (while :meth:`batches` runs)."""
 
     @property
     def ready(self) -> bool:
         return self.connected and bool(self.assigned)
+
+    @property
+    def depth(self) -> int:
+        """Batches between detection and acknowledgement (see :func:`drive`)."""
+        return self.settings.max_in_flight_batches + IN_HAND
 
     def spec(self, topic: str) -> InputSpec:
         spec = self._specs.get(topic)
@@ -147,41 +166,62 @@ class KafkaRunner:
 
     # -- lifecycle ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect (retrying with backoff), consume until ``stop``, then drain and commit."""
-        backoff = self.settings.connect_backoff_initial_s
-        while not stop.is_set():
-            consumer = self._consumer_factory(**consumer_kwargs(self.settings))
-            try:
-                await consumer.start()
-                await self.dead_letters.start()
-            except Exception as exc:
-                metrics.KAFKA_CONNECT_ERRORS.inc()
-                log.warning("cannot reach Kafka; retrying", extra={"retry_in_s": round(backoff, 2),
-                                                                   "error": f"{type(exc).__name__}: {exc}"})
-                await _quiet_stop(consumer)
-                if await stopped_within(stop, backoff):
-                    return
-                backoff = min(backoff * 2, self.settings.connect_backoff_max_s)
-                continue
-            backoff = self.settings.connect_backoff_initial_s
-            self.connected = True
-            self._consumer = consumer
-            try:
-                await self._consume(consumer, stop)
-            except Exception:
-                log.exception("Kafka consume loop failed; reconnecting")
-                await stopped_within(stop, backoff)
-            finally:
-                self.connected = False
-                await self._close(consumer)
-        await self.dead_letters.stop()
-        for pool in (self._screen_pool, self._detect_pool):
-            if pool is not None:
-                pool.shutdown(wait=True)
-        self._screen_pool = self._detect_pool = None
+        """Drive this source through its pipeline until ``stop``, overlapped ``depth`` batches deep."""
+        try:
+            await drive(self, self.pipeline, stop, depth=self.depth)
+        finally:
+            self.pipeline.close()
 
-    async def _close(self, consumer: AIOKafkaConsumer) -> None:
-        await self._finish_in_flight()
+    async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
+        """Connect (retrying with backoff), yield fetched batches until ``stop``, then wait for the
+        ones handed out, commit and close."""
+        backoff = self.settings.connect_backoff_initial_s
+        try:
+            while not stop.is_set():
+                consumer = self._consumer_factory(**consumer_kwargs(self.settings))
+                try:
+                    await consumer.start()
+                    await self.dead_letters.start()
+                except Exception as exc:
+                    metrics.KAFKA_CONNECT_ERRORS.inc()
+                    log.warning("cannot reach Kafka; retrying", extra={"retry_in_s": round(backoff, 2),
+                                                                       "error": f"{type(exc).__name__}: {exc}"})
+                    await _quiet_stop(consumer)
+                    if await stopped_within(stop, backoff):
+                        return
+                    backoff = min(backoff * 2, self.settings.connect_backoff_max_s)
+                    continue
+                backoff = self.settings.connect_backoff_initial_s
+                self.connected = True
+                self._consumer = consumer
+                driven = True  # False once drive closed us: nothing acknowledges what is in flight any more
+                session = self._consume(consumer, stop)
+                try:
+                    async for batch in session:
+                        try:
+                            yield batch
+                        except GeneratorExit:
+                            driven = False
+                            raise
+                except Exception:
+                    log.exception("Kafka consume loop failed; reconnecting")
+                    await stopped_within(stop, backoff)
+                finally:
+                    await session.aclose()
+                    self.connected = False
+                    await self._close(consumer, driven)
+        finally:
+            await self.dead_letters.stop()
+            if self._screen_pool is not None:
+                self._screen_pool.shutdown(wait=True)
+            self._screen_pool = None
+
+    async def _close(self, consumer: AIOKafkaConsumer, driven: bool) -> None:
+        if driven:
+            await self._finish_in_flight()
+        self._abandon = True  # what is still in flight is the next owner's to read: not acknowledged
+        self._in_flight.clear()
+        self._settled.set()
         await commit(consumer, self.tracker)
         await self._handover(list(self.tracker.assigned))
         self._consumer = None
@@ -190,18 +230,19 @@ class KafkaRunner:
         self._set_assigned(set())
 
     async def _finish_in_flight(self) -> None:
-        if self._submitter_done.is_set():
-            return
-        self._queue.put_nowait(None)
         try:
-            await asyncio.wait_for(self._submitter_done.wait(), timeout=self.shutdown_timeout_s)
+            await asyncio.wait_for(self._settled.wait(), timeout=self.shutdown_timeout_s)
         except TimeoutError:
-            self._abandon = True  # what is not acknowledged is re-read by the next owner: nothing lost
             log.warning("in-flight alerts not accepted before shutdown; their offsets stay uncommitted")
-            await self._submitter_done.wait()
 
     # -- consume loop ----------------------------------------------------------------
-    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> AsyncGenerator[Batch, None]:
+        """One consumer session's batches, screened, in fetch order.
+
+        A batch fetched before a rebalance began is dropped: nothing of it was acknowledged,
+        and the partitions' owners (this instance among them) re-read it from the committed
+        offset.
+        """
         listener = Rebalance(self.tracker, self._drain, lambda: consumer, self._set_assigned,
                              handover=self._handover, takeover=lambda tps: self._take_over(consumer, tps))
         pattern = subscription_pattern(self.settings)
@@ -209,20 +250,38 @@ class KafkaRunner:
             consumer.subscribe(pattern=pattern, listener=listener)
         else:
             consumer.subscribe(topics=list(self.settings.topics), listener=listener)
-        self._queue = asyncio.Queue()
-        self._submitter_done = asyncio.Event()
+        self._session += 1
         self._abandon = False
-        self._fetched = asyncio.Queue()
         self._screen_ahead = asyncio.Semaphore(SCREEN_AHEAD)
-        submitter = asyncio.create_task(self._submit_loop(), name="kafka-submitter")
-        detector = asyncio.create_task(self._detect_loop(consumer), name="kafka-detector")
+        fetched: asyncio.Queue[tuple[dict[TopicPartition, list[Any]], int, Any] | None] = asyncio.Queue()
         committer = asyncio.create_task(self._commit_loop(consumer, stop), name="kafka-committer")
+        fetcher = asyncio.create_task(self._fetch_loop(consumer, stop, fetched, committer), name="kafka-fetcher")
+        try:
+            while (entry := await fetched.get()) is not None:
+                batches, rebalances, screening = entry
+                try:
+                    screened = await screening
+                finally:
+                    self._screen_ahead.release()
+                if screened is None or rebalances != self._rebalances:
+                    continue
+                content = Records(self, batches, consumer, screened, rebalances, self._session)
+                self._in_flight.add(content)
+                self._settled.clear()
+                yield Batch((), None, partial(self._ack, content), partial(self._retry, content), content)
+            fetcher.result()  # surface a crash: the consumer reconnects, nothing stops silently
+        finally:
+            for task in (fetcher, committer):
+                task.cancel()
+            await asyncio.gather(fetcher, committer, return_exceptions=True)
+
+    async def _fetch_loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event, fetched: asyncio.Queue[Any],
+                          committer: asyncio.Task[None]) -> None:
         max_batch = self.settings.max_batch
         try:
             while not stop.is_set():
-                for task in (submitter, detector, committer):
-                    if task.done():
-                        task.result()  # surface a crash: the consumer reconnects, nothing stops silently
+                if committer.done():
+                    committer.result()  # surface a crash: the consumer reconnects, nothing stops silently
                 self._backpressure(consumer)
                 batches = await consumer.getmany(timeout_ms=200, max_records=max_batch)
                 if batches:
@@ -230,39 +289,9 @@ class KafkaRunner:
                     # SCREEN_AHEAD batches wait there (the fetcher's prefetch bounds the rest)
                     await self._screen_ahead.acquire()
                     screening = asyncio.ensure_future(self._screen_batches(batches))
-                    self._fetched.put_nowait((batches, self._rebalances, screening))
+                    fetched.put_nowait((batches, self._rebalances, screening))
         finally:
-            self._fetched.put_nowait(None)  # the detector finishes what was fetched, in order
-            await asyncio.gather(detector, return_exceptions=True)
-            committer.cancel()
-            await asyncio.gather(committer, return_exceptions=True)
-            if submitter.done():
-                self._submitter_done.set()
-
-    async def _detect_loop(self, consumer: AIOKafkaConsumer) -> None:
-        """Fetched batches, in fetch order, once screened: detect, then queue for the submitter.
-
-        A batch fetched before a rebalance began is dropped: nothing of it was acknowledged,
-        and the partitions' owners (this instance among them) re-read it from the committed
-        offset.
-        """
-        while True:
-            entry = await self._fetched.get()
-            if entry is None:
-                return
-            batches, rebalances, screening = entry
-            try:
-                screened = await screening
-            finally:
-                self._screen_ahead.release()
-            if screened is None or rebalances != self._rebalances:
-                continue
-            async with self._detecting:  # a rebalance waits for this batch (see _drain)
-                if self._detect_pool is None:
-                    self._detect_pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-detect")
-                work = await asyncio.get_running_loop().run_in_executor(
-                    self._detect_pool, self._process, batches, consumer, screened)
-                self._queue.put_nowait(work)
+            fetched.put_nowait(None)  # what was fetched is handed out first, in order
 
     async def _screen_batches(self, batches: dict[TopicPartition, list[Any]]) -> Screened | None:
         """Run the native screen over the fetched records in a worker thread (it releases the GIL,
@@ -286,26 +315,28 @@ class KafkaRunner:
         return Screened(current, results)
 
     def _process(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer,
-                 screened: Screened | None = None) -> _Work:
-        """Decode and detect one fetched batch, in the detection thread, under the detector's lock
-        (the ruleset cannot change midway).
+                 screened: Screened | None = None) -> IngestResult:
+        """One fetched batch through the pipeline's detection step, in the calling thread."""
+        return self.pipeline.detect_now(self.name, (), None,
+                                        Records(self, batches, consumer, screened, self._rebalances, self._session))
+
+    def _decode(self, batch: Records, current: Any) -> tuple[Decoded, int]:
+        """Decode one fetched batch, in the detection thread, under the detector's lock (the
+        ruleset cannot change midway); a batch fetched before a rebalance began gives nothing.
 
         Screen results are used only if the ruleset they were made for is still the current one.
         """
-        with self.detector.exclusive():
-            return self._process_locked(batches, consumer, screened)
-
-    def _process_locked(self, batches: dict[TopicPartition, list[Any]], consumer: AIOKafkaConsumer,
-                        screened: Screened | None) -> _Work:
-        received = time.perf_counter()
         decoded = Decoded()
-        offsets: dict[TopicPartition, int] = {}
+        if batch.rebalances != self._rebalances:
+            return decoded, 0
+        offsets = batch.offsets
+        consumer = batch.consumer
         leaving = self._leaving
-        current = self.detector.current
+        screened = batch.screened
         results = screened.results if screened is not None and screened.detection is current else {}
         max_bytes = self.settings.max_message_bytes
         events = 0
-        for tp, records in batches.items():
+        for tp, records in batch.batches.items():
             if not records or tp in leaving:
                 continue
             spec = self.spec(tp.topic)
@@ -326,11 +357,7 @@ class KafkaRunner:
             if high is not None:
                 self._lag[tp] = max(high - next_offset, 0)
                 metrics.KAFKA_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(self._lag[tp])
-        for reject in decoded.rejected:
-            metrics.MESSAGES_REJECTED.labels("kafka", reject.reason).inc()
-        alerts = self.detector.process(decoded.items) if decoded.items else []
-        metrics.EVENTS.labels("kafka").inc(events)
-        return _Work(alerts, decoded.rejected, offsets, received, events, self.partition_state.capture(offsets))
+        return decoded, events
 
     def _screen(self, spec: InputSpec, current: Any) -> Screening | None:
         """How to screen a topic's records (see :func:`screening_for`), or None: decode them all."""
@@ -349,7 +376,8 @@ class KafkaRunner:
         return busy
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
-        full = self._queue.qsize() >= self.settings.max_in_flight_batches
+        in_flight = len(self._in_flight)
+        full = in_flight >= self.settings.max_in_flight_batches + IN_HAND
         assignment = consumer.assignment()
         if full:
             paused = consumer.paused()
@@ -357,7 +385,7 @@ class KafkaRunner:
             if to_pause:
                 consumer.pause(*to_pause)
             if not self._paused:
-                log.info("router is slow: partitions paused", extra={"in_flight": self._queue.qsize()})
+                log.info("router is slow: partitions paused", extra={"in_flight": in_flight})
             self._paused = True
             metrics.KAFKA_PAUSED_PARTITIONS.set(len(assignment))
         elif self._paused:
@@ -365,51 +393,26 @@ class KafkaRunner:
             self._paused = False
             metrics.KAFKA_PAUSED_PARTITIONS.set(0)
 
-    # -- submit and commit -------------------------------------------------------------
-    async def _submit_loop(self) -> None:
-        try:
-            while True:
-                work = await self._queue.get()
-                if work is None:
-                    self._queue.task_done()
-                    return
-                if await self._deliver(work):
-                    self.tracker.ack(work.offsets)
-                    if work.snapshots:
-                        await self.partition_state.persist(self._consumer, work.snapshots, self._leaving)
-                else:
-                    # abandoned at shutdown: later batches must not be acknowledged past this one
-                    while not self._queue.empty():
-                        self._queue.get_nowait()
-                        self._queue.task_done()
-                    self._queue.task_done()
-                    return
-                self._queue.task_done()
-        finally:
-            self._submitter_done.set()
+    # -- acknowledge and commit ----------------------------------------------------------
+    async def _ack(self, batch: Records, result: IngestResult) -> None:
+        """The batch's alerts and rejects are accepted: its offsets may be committed, its snapshots saved.
 
-    async def _deliver(self, work: _Work) -> bool:
-        """Dead letters then alerts, retried with backoff until accepted (or abandoned at shutdown)."""
-        delay = 0.1
-        stage = "dead_letter"
-        while True:
-            try:
-                if stage == "dead_letter":
-                    await self.dead_letters.send(work.rejected)
-                    stage = "router"
-                if work.alerts:
-                    await self.router.submit(work.alerts)
-                metrics.DETECTION_LATENCY.observe(time.perf_counter() - work.received)
-                return True
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._abandon:
-                    return False
-                log.warning("cannot hand on a batch; retrying", extra={
-                    "stage": stage, "retry_in_s": delay, "error": f"{type(exc).__name__}: {exc}"})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        Not after its session ended or gave up in-flight batches: a later batch must not be
+        committed past one that was not accepted.
+        """
+        try:
+            if batch.session == self._session and not self._abandon and batch.offsets:
+                self.tracker.ack(batch.offsets)
+                if batch.snapshots:
+                    await self.partition_state.persist(self._consumer, batch.snapshots, self._leaving)
+        finally:
+            self._in_flight.discard(batch)
+            if not self._in_flight:
+                self._settled.set()
+
+    def _retry(self, batch: Records, error: Exception) -> bool:
+        """Submit a refused batch again, unless its session is over (the next owner re-reads it)."""
+        return batch.session == self._session and not self._abandon
 
     async def _commit_loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -418,18 +421,17 @@ class KafkaRunner:
                 await self.partition_state.snapshot_idle(self._processed, self._leaving)
 
     async def _drain(self, leaving: set[TopicPartition] | None = None) -> None:
-        """Wait (bounded) until every queued batch is acknowledged: called before partitions leave.
+        """Wait (bounded) until every batch handed out is acknowledged: called before partitions leave.
 
-        Records of ``leaving`` partitions fetched from now on are not processed (the next owner
-        reads them), so the state handed over matches the committed offset exactly.
+        A batch not detected yet gives nothing (see :meth:`_decode`), and records of ``leaving``
+        partitions are not processed from now on (the next owner reads them), so the state
+        handed over matches the committed offset exactly.
         """
-        self._rebalances += 1  # a batch being screened meanwhile is dropped (see _screen_batches)
+        self._rebalances += 1  # a batch being screened or not yet detected is dropped
         if leaving:
             self._leaving |= leaving
-        async with self._detecting:
-            pass  # a batch in the detection thread has changed engine state: it is queued, not dropped
         try:
-            await asyncio.wait_for(self._queue.join(), timeout=min(self.shutdown_timeout_s, 20.0))
+            await asyncio.wait_for(self._settled.wait(), timeout=min(self.shutdown_timeout_s, 20.0))
         except TimeoutError:
             log.warning("rebalance: in-flight batches not accepted in time; the next owner re-reads them")
 

@@ -136,7 +136,7 @@ def test_subscription_pattern_combines_listed_topics_and_the_pattern():
 
 async def test_partition_state_moves_with_the_partition_through_the_state_store(tmp_path):
     """Two failed logins on one instance, the partition moves, the third login on the next owner fires."""
-    from service.sources.kafka import KafkaRunner
+    from service.sources.kafka import KafkaSource
     from service.state_store import StateStore
 
     (tmp_path / "c.yml").write_text(REPEATED_LOGINS)
@@ -153,7 +153,7 @@ async def test_partition_state_moves_with_the_partition_through_the_state_store(
         detector = Detector(compile_detection([tmp_path / "c.yml"], [], skip_invalid=False).detection)
         router = FakeRouter()
         consumer = FakeConsumer({tp: records})
-        runner = KafkaRunner(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
+        runner = KafkaSource(settings, EventSettings(timestamp_fields=["ts"]), detector, router,
                              dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer, state_store=store)
         return runner, consumer, router
 
