@@ -37,10 +37,13 @@ MARKER = re.compile(r"\[REDACTED:[a-z0-9-]+(?::[^\]\s]{0,24}…)?(?::h=[0-9a-f]{
 """What a marker looks like; anything matching it is left alone."""
 
 SECRET_NAME = (r"(?:pass(?:word|wd|phrase)|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
-               r"private[_-]?key|client[_-]?secret|credentials?|auth[_-]?key|session[_-]?key|signing[_-]?key)")
-"""Words that make a field name secret-like (matched anywhere in the name, case-insensitive)."""
+               r"private[_-]?key|client[_-]?secret|credentials?|auth[_-]?key|session[_-]?key|signing[_-]?key)"
+               r"(?-i:(?![a-z]))")
+"""Words that make a field name secret-like (anywhere in the name, any case, not followed by a lower-case
+letter: ``db_password``, ``secretKey``, ``API_TOKEN``, but not ``tokens`` or ``secretary``)."""
 _SECRET_NAME_RE = re.compile(rf"(?i){SECRET_NAME}")
-_NOT_MARKER = r"(?!\[REDACTED:)"
+_NOT_MARKER = r"(?!\[REDACTED:|\*\*\*(?![^\s\"'\\,;&}\]]))"
+"""A value that is already a marker, or the log mask ``***`` (``service/logs.py``), is not a secret."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ resolved after it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +61,17 @@ class Group:
                 "last": iso_time(self.last), "at": iso_time(now), "ends_hint": iso_time(max(ends_hint, now))}
 
 
+def _as_is(receiver: str, base: dict[str, Any]) -> dict[str, Any]:
+    return base
+
+
 class Grouper:
-    def __init__(self, settings: GroupingSettings, base_url: str) -> None:
+    def __init__(self, settings: GroupingSettings, base_url: str, *,
+                 redact: Callable[[str, dict[str, Any]], dict[str, Any]] = _as_is) -> None:
         self.settings = settings
         self.base_url = base_url
+        self._redact = redact
+        """Applied to a group's page base once, when the group opens: every page of it is sent redacted."""
         self._groups: dict[tuple[str, str, tuple[str, ...]], Group] = {}
         self._evicted: list[dict[str, Any]] = []
 
@@ -87,8 +95,9 @@ class Grouper:
             return None
         values = key[2]
         digest = hashlib.sha256("\x1f".join((alert.rule.id, *values)).encode()).hexdigest()[:32]
-        base = page_base(alert, receiver, f"pipesentry-{digest}",
-                         dict(zip(self.settings.group_by, values, strict=True)), self.base_url)
+        base = self._redact(receiver, page_base(alert, receiver, f"pipesentry-{digest}",
+                                                dict(zip(self.settings.group_by, values, strict=True)),
+                                                self.base_url))
         group = Group(base, alert.timestamp, alert.timestamp, now, sent_at=now)
         self._groups[key] = group
         if len(self._groups) > self.settings.max_groups:  # cap memory: close the oldest group
