@@ -26,6 +26,7 @@ import orjson
 
 from detectors.alert import Alert, iso_time
 from detectors.model import LEVELS, level_rank
+from detectors.redaction import secret_name
 from service import metrics
 from service.errors import RetriableError
 from service.fileperms import private_dir, private_open
@@ -99,7 +100,8 @@ class AlertRouter:
         self.settings = settings
         self.suppressor = Suppressor(settings.suppression)
         self.routes = RouteTable(settings.routes)
-        self.grouper = Grouper(settings.grouping, settings.alert_base_url, redact=self._redact_page)
+        self.grouper = Grouper(settings.grouping, settings.alert_base_url, redact=self._redact_page,
+                               redact_values=self._redact_group_values)
         enabled = self.redaction.enabled
         self._raw_sinks = frozenset(c.name for c in [*settings.sinks, *settings.receivers]
                                     if not (enabled and c.redact))
@@ -295,6 +297,14 @@ class AlertRouter:
     def _redact_page(self, receiver: str, page: dict[str, Any]) -> dict[str, Any]:
         """A group's page base, redacted unless ``receiver`` opted out (groups.json holds it as sent)."""
         return page if receiver in self._raw_sinks else self.redaction.page(page)
+
+    def _redact_group_values(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """Group-by values as groups are keyed (and saved in groups.json): redacted, by name or shape."""
+        if not self.redaction.enabled:
+            return values
+        redactor = self.redaction.redactor
+        return tuple(redactor.value(v) if secret_name(f) else redactor.text(v)
+                     for f, v in zip(self.settings.grouping.group_by, values, strict=True))
 
     def _raw_record_sinks(self) -> bool:
         return any(w.name in self._raw_sinks for w in self._record_workers)
