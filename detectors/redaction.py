@@ -63,6 +63,9 @@ class FormatSpec:
     generic: bool = False
     """Found by the name of its field, not by its shape: a value that also has a known shape
     (``token=ghp_…``) is marked by that shape's kind instead."""
+    anchors: tuple[str, ...] = ()
+    """Lower-case literals one of which every match contains: the prefilter runs the pattern only on
+    a text holding one (a text holding none is returned after a few substring tests)."""
 
 
 _B = r"(?<![A-Za-z0-9])"
@@ -74,51 +77,66 @@ FORMATS: tuple[FormatSpec, ...] = (
                r"[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|$))",
                rule="ci_log_private_key",
                sample="key: -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
-                      "-----END RSA PRIVATE KEY----- done"),
+                      "-----END RSA PRIVATE KEY----- done",
+               anchors=("-----begin",)),
     FormatSpec("aws-secret-key",
                r"(?i:aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?)" + _NOT_MARKER
                + r"(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
                rule="ci_log_aws_secret_access_key",
-               sample="export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq3kLm9tZe"),
+               sample="export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq3kLm9tZe",
+               anchors=("aws",)),
     FormatSpec("aws-access-key-id", _B + r"(?P<v>(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})" + _E, prefix=4,
-               rule="ci_log_aws_access_key_id", sample="aws_access_key_id = AKIAQX3T7FJ2LMNOPQRS"),
+               rule="ci_log_aws_access_key_id", sample="aws_access_key_id = AKIAQX3T7FJ2LMNOPQRS",
+               anchors=("akia", "asia", "abia", "acca")),
     FormatSpec("azure-storage-key", r"AccountKey=(?P<v>[A-Za-z0-9+/]{86}==)", rule="ci_log_azure_credentials",
                sample="DefaultEndpointsProtocol=https;AccountName=acme;AccountKey="
-                      + "Zk9v" * 21 + "Qm==;EndpointSuffix=core.windows.net"),
+                      + "Zk9v" * 21 + "Qm==;EndpointSuffix=core.windows.net",
+               anchors=("accountkey=",)),
     FormatSpec("azure-client-secret",
                r"(?<![A-Za-z0-9_~.-])(?P<v>[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})(?![A-Za-z0-9_~.-])",
-               rule="ci_log_azure_credentials", sample="AZURE_CLIENT_SECRET=Xy18Q~abcdefghijklmnopqrstuvwxyz012345"),
+               rule="ci_log_azure_credentials", sample="AZURE_CLIENT_SECRET=Xy18Q~abcdefghijklmnopqrstuvwxyz012345",
+               anchors=("q~",)),
     FormatSpec("gcp-private-key-id", r"\"private_key_id\"\s*:\s*\"(?P<v>[0-9a-f]{40})\"", rule="ci_log_gcp_credentials",
-               sample='{"type": "service_account", "private_key_id": "' + "0123456789abcdef0123" * 2 + '"}'),
+               sample='{"type": "service_account", "private_key_id": "' + "0123456789abcdef0123" * 2 + '"}',
+               anchors=("private_key_id",)),
     FormatSpec("gcp-api-key", r"(?<![A-Za-z0-9_-])(?P<v>AIza[0-9A-Za-z_-]{35})(?![A-Za-z0-9_-])", prefix=4,
-               rule="ci_log_gcp_credentials", sample="GOOGLE_API_KEY is AIzaSyD4x9Qe7Lk2mN5pR8sT1vW3yZ6bC0dF2gH"),
+               rule="ci_log_gcp_credentials", sample="GOOGLE_API_KEY is AIzaSyD4x9Qe7Lk2mN5pR8sT1vW3yZ6bC0dF2gH",
+               anchors=("aiza",)),
     FormatSpec("github-token", r"(?<![A-Za-z0-9_])(?P<v>gh[pousr]_[A-Za-z0-9]{36})(?![A-Za-z0-9_])", prefix=4,
-               rule="ci_log_github_token", sample="GITHUB_TOKEN: ghp_R8x2Lk9Qm4Np7Tv1Wy3Zb6Cd0Ef5Gh8Jk2Mn"),
+               rule="ci_log_github_token", sample="GITHUB_TOKEN: ghp_R8x2Lk9Qm4Np7Tv1Wy3Zb6Cd0Ef5Gh8Jk2Mn",
+               anchors=("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
     FormatSpec("github-token", r"(?P<v>github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})", prefix=11,
                rule="ci_log_github_token",
-               sample="GH_TOKEN=github_pat_" + "A1b2C3d4E5f6G7h8I9j0K1" + "_" + "Zz9Yy8Xx7Ww6" * 4 + "Vv5Uu4Tt3Ss"),
+               sample="GH_TOKEN=github_pat_" + "A1b2C3d4E5f6G7h8I9j0K1" + "_" + "Zz9Yy8Xx7Ww6" * 4 + "Vv5Uu4Tt3Ss",
+               anchors=("github_pat_",)),
     FormatSpec("gitlab-token", r"(?<![A-Za-z0-9_-])(?P<v>gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,})",
-               prefix=r"gl[a-z]+-", rule="ci_log_gitlab_token", sample="PRIVATE-TOKEN: glpat-Xk3Lm9Qr7Tv2Wy5Zb8Cd"),
+               prefix=r"gl[a-z]+-", rule="ci_log_gitlab_token", sample="PRIVATE-TOKEN: glpat-Xk3Lm9Qr7Tv2Wy5Zb8Cd",
+               anchors=("glpat-", "gldt-", "glrt-", "glptt-", "glcbt-", "gloas-")),
     FormatSpec("slack-token", r"(?<![A-Za-z0-9])(?P<v>(?:xox[abposr]|xapp)-[0-9A-Za-z-]{10,})",
                prefix=r"(?:xox[abposr]|xapp)-", rule="ci_log_slack_token",
-               sample="SLACK_BOT_TOKEN=xoxb-2048-1234567890-AbCdEfGhIjKlMnOpQrStUvWx"),
+               sample="SLACK_BOT_TOKEN=xoxb-2048-1234567890-AbCdEfGhIjKlMnOpQrStUvWx",
+               anchors=("xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-", "xapp-")),
     FormatSpec("slack-webhook", r"hooks\.slack\.com/services/(?P<v>T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,})",
                rule="ci_log_slack_token",
-               sample="curl -X POST https://hooks.slack.com/services/T0ABCDEFG/B0HIJKLMN/q1w2e3r4t5y6u7i8o9p0a1s2"),
+               sample="curl -X POST https://hooks.slack.com/services/T0ABCDEFG/B0HIJKLMN/q1w2e3r4t5y6u7i8o9p0a1s2",
+               anchors=("hooks.slack.com/services/",)),
     FormatSpec("jwt", r"(?<![A-Za-z0-9_-])(?P<v>eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)", prefix=3,
                sample="Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
-                      "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
-    FormatSpec("url-password", r"\b[a-zA-Z][a-zA-Z0-9+.-]{0,30}://[^\s/:@'\"<>]{0,128}:" + _NOT_MARKER
+                      "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+               anchors=("eyj",)),
+    FormatSpec("url-password", r"://[^\s/:@'\"<>]{0,128}:" + _NOT_MARKER
                + r"(?P<v>[^\s/@'\"<>]+)(?=@)",
-               sample="DATABASE_URL=postgres://app:s3cr3t-Pa55@db.internal:5432/app", generic=True),
+               sample="DATABASE_URL=postgres://app:s3cr3t-Pa55@db.internal:5432/app", generic=True,
+               anchors=("://",)),
     FormatSpec("password",
-               rf"(?i:\b[A-Za-z0-9_.-]{{0,40}}{SECRET_NAME}[A-Za-z0-9_.-]{{0,40}})"
+               rf"(?=[PpSsTtAaCc])(?ai:{SECRET_NAME}[A-Za-z0-9_.-]{{0,40}})"  # the look-ahead: fail fast
                r"(?:\\?[\"'])?\s*[:=]\s*"
                r"(?:\\\"" + _NOT_MARKER + r"(?P<v>(?:[^\\]|\\(?!\"))+?)(?=\\\")"  # \"value\" (JSON in a JSON string)
                r"|\"" + _NOT_MARKER + r"(?P<v>(?:[^\"\\]|\\.)+)(?=\")"           # "value"
                r"|'" + _NOT_MARKER + r"(?P<v>[^']+)(?=')"                        # 'value'
                r"|" + _NOT_MARKER + r"(?P<v>[^\s\"'\\,;&}\]{\[][^\s\"'\\,;&}\]]*))",  # value
-               sample="db_password=hunter2-but-longer", generic=True),
+               sample="db_password=hunter2-but-longer", generic=True,
+               anchors=("pass", "pwd", "secret", "token", "key", "credential")),
 )
 """Every format, most specific first: at one position the first alternative that matches wins."""
 
@@ -138,7 +156,9 @@ class Redactor:
         specific = tuple(f for f in formats if not f.generic)
         self._specific = Redactor(key, specific) if len(specific) < len(formats) else None
         """Redacts a generic match's value by shape first (``token=ghp_…`` is a github-token)."""
-        parts = [f"(?P<m>{MARKER.pattern})"]
+        self._parts: list[str] = []
+        self._anchors: list[tuple[int, tuple[str, ...]]] = []
+        self._patterns: dict[tuple[int, ...], re.Pattern[str]] = {}
         self._groups: dict[str, tuple[str, tuple[str, ...], Callable[[str], str]]] = {}
         self._generic: set[str] = set()
         for i, spec in enumerate(formats):
@@ -150,11 +170,34 @@ class Redactor:
                 return f"(?P<{_names[-1]}>"
 
             body = re.sub(r"\(\?P<v>", rename, spec.pattern)
-            parts.append(f"(?P<{outer}>{body})")
+            self._parts.append(f"(?P<{outer}>{body})")
+            self._anchors.append((i, tuple(a.lower() for a in spec.anchors)))
             self._groups[outer] = (spec.kind, tuple(names), _prefix_fn(spec.prefix))
             if spec.generic:
                 self._generic.add(outer)
-        self._re = re.compile("|".join(parts))
+        self._pattern(tuple(range(len(formats))))  # every format compiles, or the constructor fails
+
+    def _pattern(self, chosen: tuple[int, ...]) -> re.Pattern[str]:
+        """The combined pattern of the chosen formats (compiled once per combination), marker first."""
+        pattern = self._patterns.get(chosen)
+        if pattern is None:
+            pattern = re.compile("|".join([f"(?P<m>{MARKER.pattern})", *(self._parts[i] for i in chosen)]))
+            if len(self._patterns) < 4096:
+                self._patterns[chosen] = pattern
+        return pattern
+
+    def _any_anchor(self, value: Mapping[str, Any]) -> bool:
+        """Whether any anchor occurs in ``value``'s strings (keys of ``details`` and ``group`` too: the
+        anchors of the secret-named fields cover every :data:`SECRET_NAME` word), tested once for a
+        whole document; the other keys are the document's own schema (``log.source.token``)."""
+        strings: list[str] = []
+        _strings(value, strings, keys=False)
+        return bool(self._prefilter("\n".join(strings)))
+
+    def _prefilter(self, text: str) -> tuple[int, ...]:
+        """The formats whose anchors occur in ``text`` (a format without anchors always runs)."""
+        lowered = text.lower()
+        return tuple(i for i, anchors in self._anchors if not anchors or any(a in lowered for a in anchors))
 
     def digest(self, secret: str) -> str:
         """The marker's hash of ``secret`` (HMAC-SHA256 under the installation key, truncated)."""
@@ -168,9 +211,12 @@ class Redactor:
         """``text`` with every secret replaced by its marker; ``counts[kind]`` grows per secret."""
         if not text:
             return text
+        chosen = self._prefilter(text)
+        if not chosen:
+            return text
         out: list[str] = []
         last = 0
-        for m in self._re.finditer(text):
+        for m in self._pattern(chosen).finditer(text):
             group = m.lastgroup
             if group == "m" or group is None:
                 continue
@@ -241,14 +287,18 @@ class Redactor:
         return out
 
     def document(self, doc: Mapping[str, Any], counts: MutableMapping[str, int] | None = None) -> dict[str, Any]:
-        """An alert document (``Alert.to_document()``) with its secrets redacted: every string,
-        matched values by their field's name too, and ``pipesentry.details`` by key names."""
+        """An alert document (``Alert.to_document()``) with its secrets redacted: every string but the
+        rule's own metadata (:data:`RULE_KEYS`), matched values by their field's name too, and
+        ``pipesentry.details`` by key names."""
+        if not self._any_anchor(_without(doc, RULE_KEYS)):
+            return dict(doc)  # nothing in it could be a secret (the common case): no walk
         src = doc.get("pipesentry")
         if not isinstance(src, Mapping):
-            return dict(self.deep(doc, counts))
+            return _keep(doc, self.deep(_without(doc, RULE_KEYS), counts))
         special = {k: src[k] for k in ("matched", "details") if k in src}
-        out: dict[str, Any] = self.deep({**doc, "pipesentry": {k: v for k, v in src.items() if k not in special}},
-                                        counts)
+        out: dict[str, Any] = _keep(doc, self.deep({**_without(doc, RULE_KEYS),
+                                                    "pipesentry": _without(src, (*special, *RULE_KEYS))}, counts))
+        out["pipesentry"] = _keep(src, out["pipesentry"])
         ps = out["pipesentry"]
         if isinstance(special.get("matched"), list):
             ps["matched"] = self.matched(special["matched"], counts)
@@ -261,12 +311,47 @@ class Redactor:
     def page(self, page: Mapping[str, Any], counts: MutableMapping[str, int] | None = None) -> dict[str, Any]:
         """A page record (or a page group's base): like :meth:`document`, with the group's values by
         their field names."""
-        out: dict[str, Any] = self.deep({k: v for k, v in page.items() if k not in ("matched", "group")}, counts)
+        if not self._any_anchor(_without(page, RULE_KEYS)):
+            return dict(page)
+        out: dict[str, Any] = _keep(page, self.deep(_without(page, ("matched", "group", *RULE_KEYS)), counts))
         if isinstance(page.get("matched"), list):
             out["matched"] = self.matched(page["matched"], counts)
         if "group" in page:
             out["group"] = self.deep(page["group"], counts, by_name=True)
         return out
+
+
+RULE_KEYS = ("rule", "tags", "threat", "techniques", "tactics", "rule_source", "falsepositives", "url", "message",
+             "summary")
+"""Document and page keys that hold the rule's own metadata, copied from the rule pack, never from an
+event: not scanned (a rule titled "AWS secret key in CI log" is not a secret, and scanning it would
+cost as much as the event). Kept as they are, in their place. ``message``/``summary`` are
+``Alert.summary()``: level, rule title and the origin token (input, topic, partition, offset), no
+event value."""
+
+
+def _strings(value: Any, out: list[str], *, keys: bool) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if keys:
+                out.append(str(k))
+            _strings(v, out, keys=keys or k in ("details", "group"))
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _strings(v, out, keys=keys)
+    elif value is not None and not isinstance(value, bool | int | float):
+        out.append(str(value))
+
+
+def _without(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k not in keys}
+
+
+def _keep(original: Mapping[str, Any], redacted: dict[str, Any]) -> dict[str, Any]:
+    """``redacted`` in ``original``'s key order, with the keys left out of it copied back."""
+    return {k: redacted.get(k, v) for k, v in original.items()} | redacted
 
 
 def _prefix_fn(prefix: int | str) -> Callable[[str], str]:
