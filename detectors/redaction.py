@@ -176,6 +176,13 @@ class Redactor:
             if spec.generic:
                 self._generic.add(outer)
         self._pattern(tuple(range(len(formats))))  # every format compiles, or the constructor fails
+        anchors = sorted({a for _, spec_anchors in self._anchors for a in spec_anchors}, key=len, reverse=True)
+        self._anchor_re = re.compile("|".join(re.escape(a) for a in anchors)) if anchors else None
+        # an anchor found stands for every format with an anchor inside it ("private_key_id" holds "key")
+        self._anchor_formats = {found: frozenset(i for i, spec_anchors in self._anchors
+                                                 if any(a in found for a in spec_anchors))
+                                for found in anchors}
+        self._always = tuple(i for i, spec_anchors in self._anchors if not spec_anchors)
 
     def _pattern(self, chosen: tuple[int, ...]) -> re.Pattern[str]:
         """The combined pattern of the chosen formats (compiled once per combination), marker first."""
@@ -195,9 +202,17 @@ class Redactor:
         return bool(self._prefilter("\n".join(strings)))
 
     def _prefilter(self, text: str) -> tuple[int, ...]:
-        """The formats whose anchors occur in ``text`` (a format without anchors always runs)."""
-        lowered = text.lower()
-        return tuple(i for i, anchors in self._anchors if not anchors or any(a in lowered for a in anchors))
+        """The formats whose anchors occur in ``text`` (a format without anchors always runs): one scan of
+        the lower-cased text for every anchor at once."""
+        if self._anchor_re is None:
+            return self._always
+        found = set(self._anchor_re.findall(text.lower()))
+        if not found:
+            return self._always
+        chosen = set(self._always)
+        for anchor in found:
+            chosen |= self._anchor_formats[anchor]
+        return tuple(sorted(chosen))
 
     def digest(self, secret: str) -> str:
         """The marker's hash of ``secret`` (HMAC-SHA256 under the installation key, truncated)."""
