@@ -163,7 +163,7 @@ async def test_files_are_private_whatever_the_umask(tmp_path: Path, umask_open: 
     StateStore(tmp_path / "data" / "state").save("local", "correlation", {"x": 1})
     files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
     names = {p.name for p in files}
-    assert {"alerts.db", KEY_FILE, "dead-letters.ndjson", "groups.json", "cursor"} <= names, names
+    assert {"alerts.db", KEY_FILE, "dead-letters.ndjson", "groups.json"} <= names, names
     assert any(p.parent.name == "hook" and p.name != "cursor" for p in files), names  # a spool segment
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -213,3 +213,26 @@ def test_log_lines_mark_unconfigured_secrets(tmp_path: Path) -> None:
     line = stream.getvalue()
     assert AWS_ID not in line and "hunter2hunter2" not in line
     assert Redactor(KEY.encode()).marker("aws-access-key-id", AWS_ID, "AKIA") in line
+
+
+def test_the_api_serves_redacted_documents_even_from_a_store_written_without_redaction(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from service.alerting.api import api_router
+
+    router = AlertRouter(AlertingSettings.model_validate({"sinks": [{"type": "store"}]}), tmp_path,
+                         redaction=Redaction(RedactionSettings(key=KEY), tmp_path))
+    router.store.open()
+    legacy = alert(1, event={"cmd": f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET}"})
+    router.store.upsert([legacy.to_document()])  # as an older version stored it
+    app = FastAPI()
+    app.include_router(api_router(router))
+    client = TestClient(app)
+    try:
+        listed = client.get("/api/v1/alerts").text
+        one = client.get(f"/api/v1/alerts/{legacy.id}").text
+    finally:
+        router.store.close()
+    for text in (listed, one):
+        assert AWS_SECRET not in text and "[REDACTED:aws-secret-key:" in text
