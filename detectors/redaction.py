@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+MAX_PASSES = 4
+"""Scans of one text at most (each after a pass that replaced something)."""
 HASH_HEX = 8
 """Hex characters of the keyed hash kept in a marker (32 bits: enough to correlate, useless to guess)."""
 MARKER_START = "[REDACTED:"
@@ -124,7 +126,7 @@ FORMATS: tuple[FormatSpec, ...] = (
                sample="Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
                       "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
                anchors=("eyj",)),
-    FormatSpec("url-password", r"://[^\s/:@'\"<>]{0,128}:" + _NOT_MARKER
+    FormatSpec("url-password", r"://[^\s/:@'\"<>\[\]]{0,128}:" + _NOT_MARKER
                + r"(?P<v>[^\s/@'\"<>]+)(?=@)",
                sample="DATABASE_URL=postgres://app:s3cr3t-Pa55@db.internal:5432/app", generic=True,
                anchors=("://",)),
@@ -223,7 +225,20 @@ class Redactor:
         return f"{MARKER_START}{kind}{shown}:h={self.digest(secret)}]"
 
     def text(self, text: str, counts: MutableMapping[str, int] | None = None) -> str:
-        """``text`` with every secret replaced by its marker; ``counts[kind]`` grows per secret."""
+        """``text`` with every secret replaced by its marker; ``counts[kind]`` grows per secret.
+
+        A replacement can expose a secret its neighbour hid (a JWT glued to a key block's closing
+        ``-----`` has no boundary before it until the block is a marker), so a changed text is scanned
+        again, up to :data:`MAX_PASSES` times: the result is a fixed point, and redaction idempotent."""
+        for _ in range(MAX_PASSES):
+            redacted = self._pass(text, counts)
+            if redacted is text:
+                break
+            text = redacted
+        return text
+
+    def _pass(self, text: str, counts: MutableMapping[str, int] | None) -> str:
+        """One scan; returns ``text`` itself when nothing was replaced."""
         if not text:
             return text
         chosen = self._prefilter(text)

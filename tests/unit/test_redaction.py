@@ -123,3 +123,10 @@ def test_redaction_is_idempotent_and_bounded(text: str) -> None:
 def test_empty_key_is_refused() -> None:
     with pytest.raises(ValueError, match="key"):
         Redactor(b"")
+
+
+def test_a_secret_exposed_by_a_neighbours_marker_is_redacted_in_the_same_call() -> None:
+    glued = f"{PEM}{JWT}"  # no boundary before the JWT until the key block is a marker
+    once = R.text(glued)
+    assert JWT not in once and R.text(once) == once
+    assert R.text(f"https://{GITHUB}@github.com") == f"https://{R.marker('github-token', GITHUB, 'ghp_')}@github.com"
