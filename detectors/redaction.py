@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+_GLUE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~.+/-")
+"""Characters the formats' boundary look-arounds read (``(?<![A-Za-z0-9_~.-])``, ``(?![A-Za-z0-9/+])``)."""
 MAX_PASSES = 4
 """Scans of one text at most (each after a pass that replaced something)."""
 HASH_HEX = 8
@@ -228,24 +230,27 @@ class Redactor:
         """``text`` with every secret replaced by its marker; ``counts[kind]`` grows per secret.
 
         A replacement can expose a secret its neighbour hid (a JWT glued to a key block's closing
-        ``-----`` has no boundary before it until the block is a marker), so a changed text is scanned
-        again, up to :data:`MAX_PASSES` times: the result is a fixed point, and redaction idempotent."""
+        ``-----`` has no boundary before it until the block is a marker), so a text where a replaced
+        span touched a character the formats' boundaries look at (:data:`_GLUE`) is scanned again, up
+        to :data:`MAX_PASSES` times: the result is a fixed point, and redaction idempotent."""
         for _ in range(MAX_PASSES):
-            redacted = self._pass(text, counts)
-            if redacted is text:
-                break
+            redacted, glued = self._pass(text, counts)
             text = redacted
+            if not glued:
+                break
         return text
 
-    def _pass(self, text: str, counts: MutableMapping[str, int] | None) -> str:
-        """One scan; returns ``text`` itself when nothing was replaced."""
+    def _pass(self, text: str, counts: MutableMapping[str, int] | None) -> tuple[str, bool]:
+        """One scan: the text (``text`` itself when nothing was replaced), and whether a replaced span
+        was glued to a neighbouring character that a format's boundary check reads."""
         if not text:
-            return text
+            return text, False
         chosen = self._prefilter(text)
         if not chosen:
-            return text
+            return text, False
         out: list[str] = []
         last = 0
+        glued = False
         for m in self._pattern(chosen).finditer(text):
             group = m.lastgroup
             if group == "m" or group is None:
@@ -260,6 +265,7 @@ class Redactor:
             secret = text[start:end]
             out.append(text[last:start])
             last = end
+            glued = glued or (start > 0 and text[start - 1] in _GLUE) or (end < len(text) and text[end] in _GLUE)
             if group in self._generic and self._specific is not None:
                 by_shape = self._specific.text(secret, counts)
                 if by_shape != secret:  # only the markers: what is left of the value would be redacted again
@@ -269,9 +275,9 @@ class Redactor:
             if counts is not None:
                 counts[kind] = counts.get(kind, 0) + 1
         if not out:
-            return text
+            return text, False
         out.append(text[last:])
-        return "".join(out)
+        return "".join(out), glued
 
     def value(self, value: Any, counts: MutableMapping[str, int] | None = None) -> Any:
         """A whole value known to be secret (its field is named like one): one marker for all of it.
