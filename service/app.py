@@ -43,6 +43,7 @@ from service.detection import Detector
 from service.errors import ServiceError
 from service.local_state import LocalState
 from service.pipeline import Pipeline, drive, tune_gc
+from service.redaction import Redaction
 from service.reload import Reloader, compile_configured
 from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
@@ -80,7 +81,10 @@ class Service:
         self.settings = settings
         self._config_path = config_path
         self._settings_loader = settings_loader
-        self.router = router if router is not None else AlertRouter(settings.alerting, settings.data_dir)
+        self.redaction = Redaction(settings.redaction, settings.data_dir)
+        """Secrets become markers in alerts, pages, dead letters and logs (the router starts it)."""
+        self.router = router if router is not None else AlertRouter(settings.alerting, settings.data_dir,
+                                                                    redaction=self.redaction)
         self._stdin = stdin
         self.stop_event = asyncio.Event()
         self.detector: Detector | None = None
@@ -119,7 +123,7 @@ class Service:
                                  config_path=self._config_path, settings_loader=self._settings_loader,
                                  apply_alerting=self.router.reload if self._settings_loader else None)
         self.reloader.note_loaded()
-        dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson")
+        dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson", redaction=self.redaction)
         self.pipeline = Pipeline(self.detector, self.router, dead, screen=s.events.screen)
         if s.kafka is not None:
             self.kafka = KafkaSource(s.kafka, s.events, self.detector, self.router, state_store=store,
@@ -176,6 +180,7 @@ class Service:
         s = self.settings
         if install_signals:
             self._install_signals()
+        await asyncio.to_thread(self.redaction.start)
         await self.router.start()
         stop = self.stop_event
         server_task: asyncio.Task[None] | None = None

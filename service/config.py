@@ -33,6 +33,7 @@ from detectors.model import LogSource
 from detectors.yamlsafe import YamlError, YamlLimits, load_one
 from service.alerting.config import AlertingSettings
 from service.errors import ServiceError
+from service.redaction import RedactionSettings
 from service.secrets import read_secret_file
 
 ENV_PREFIX = "PIPESENTRY_"
@@ -337,6 +338,8 @@ class Settings(BaseSettings):
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
     state: StateSettings = Field(default_factory=StateSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    """Secrets in alerts, pages, dead letters and logs are replaced by markers (on by default)."""
 
     @field_validator("log_level", mode="before")
     @classmethod

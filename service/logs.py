@@ -16,6 +16,11 @@ URLs, headers and connection strings. So, in depth:
    raw, URL-encoded, base64 and JSON-escaped forms;
 3. :class:`JsonFormatter` masks the finished line once more.
 
+Secrets that were never configured (an AWS key or a ``db_password=`` in a logged event, a rejected
+record quoted in an error) are replaced by the same markers as in alerts
+(:mod:`detectors.redaction`): after ``service.redaction.Redaction.start`` under the installation's
+key, so a log line's marker matches the alert's; before it under a random key of the process.
+
 :func:`redact` is the same masking for text that leaves by other ways (an API
 error body, a sink's last error, a message printed on exit).
 """
@@ -25,17 +30,20 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus, urlsplit
 
 import orjson
 from pydantic import BaseModel, SecretStr
+
+from detectors.redaction import Redactor as FormatRedactor
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
@@ -62,9 +70,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"\b(Bearer|Basic|ApiKey|GenieKey)\s+{_TOKEN}"), rf"\1 {MASK}"),
     # credentials in query strings and key=value / "key": "value" text
     (re.compile(r"(?i)([?&](?:access_token|token|api_key|apikey|key|password|passwd|secret|signature|sig|"
-                r"auth|routing_key)=)[^&\s'\"#]+"), rf"\1{MASK}"),
+                r"auth|routing_key)=)(?!\[REDACTED:)[^&\s'\"#]+"), rf"\1{MASK}"),
     (re.compile(r"(?i)\b((?:sasl_)?password|passwd|secret|api_?key|routing_key|access_token|token)"
-                r"(['\"]?\s*[:=]\s*['\"]?)(?!\*\*\*)[^\s'\",}&]+"), rf"\1\2{MASK}"),
+                r"(['\"]?\s*[:=]\s*['\"]?)(?!\*\*\*|\[REDACTED:)[^\s'\",}&]+"), rf"\1\2{MASK}"),
 )
 _SENSITIVE_HEADER = re.compile(r"(?i)authorization|token|key|secret|password|cookie|signature")
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>]+")
@@ -77,6 +85,20 @@ class Redactor:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._values_re: re.Pattern[str] | None = None
+        self._formats: Callable[[str], str] | None = None
+
+    def use_formats(self, redact_formats: Callable[[str], str]) -> None:
+        """Replace secrets of known formats by markers too (``detectors.redaction.Redactor.text``)."""
+        self._formats = redact_formats
+
+    def _format_redactor(self) -> Callable[[str], str]:
+        formats = self._formats
+        if formats is None:
+            with self._lock:  # a random key of this process until the service starts
+                if self._formats is None:
+                    self._formats = FormatRedactor(os.urandom(32)).text
+                formats = self._formats
+        return formats
 
     def add(self, *secrets: str | None) -> None:
         """Mask these values wherever they appear, in every form a library may print them in."""
@@ -103,7 +125,7 @@ class Redactor:
             text = values_re.sub(MASK, text)
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
-        return text
+        return self._format_redactor()(text)
 
 
 def _forms(secret: str) -> set[str]:
@@ -122,6 +144,11 @@ REDACTOR = Redactor()
 def redact(text: str) -> str:
     """``text`` with every known credential masked (for API bodies, exit messages, metrics)."""
     return REDACTOR(text)
+
+
+def use_format_redactor(redact_formats: Callable[[str], str]) -> None:
+    """Mark secrets of known formats in log lines with this redactor (the installation's key)."""
+    REDACTOR.use_formats(redact_formats)
 
 
 def register_secrets(*secrets: str | None) -> None:

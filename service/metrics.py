@@ -130,3 +130,8 @@ PARTITION_STATE_COMMITS_HELD = Counter(
 RULES_TEST_REJECTED = Counter("pipesentry_rules_test_rejected",
                               "POST /api/v1/rules/test refused: busy (429), timeout (503) or "
                               "invalid rule (422).", ["reason"], registry=REGISTRY)
+
+# --- redaction of secrets (service.redaction) -----------------------------------
+REDACTIONS = Counter("pipesentry_redactions", "Secrets replaced by a redaction marker in alerts, pages, dead "
+                     "letters and log lines, by kind (aws-access-key-id, github-token, password, secret-field, ...).",
+                     ["kind"], registry=REGISTRY)

@@ -33,6 +33,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from service.errors import RetriableError
+from service.fileperms import make_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ class StateStore:
         except TypeError as exc:
             raise ValueError(f"snapshot for {scope}/{detector} is not JSON-serialisable: {exc}") from exc
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(target.parent)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{detector}.", suffix=".tmp", dir=target.parent)
+            make_private(fd)  # mkstemp creates 0600 already; said here because snapshots hold event values
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)

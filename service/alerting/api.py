@@ -5,6 +5,9 @@ RFC 3339 or unix seconds, q = text, limit/offset paging), ``GET
 /api/v1/alerts/{id}``, ``GET/POST /api/v1/silences`` and ``DELETE
 /api/v1/silences/{id}`` (expire). Authentication is the application's concern
 (dependencies added where this router is mounted).
+
+Documents are served redacted: the store receives them redacted, and they are redacted again on
+the way out (idempotent), so alerts stored by a version without redaction do not leak either.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def _time(value: str | None, name: str) -> float | None:
 def api_router(router: AlertRouter) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["alerts"])
 
+    def _shown(doc: dict[str, Any]) -> dict[str, Any]:
+        return router.redaction.document(doc) if router.redaction.enabled else doc
+
     @api.get("/alerts")
     async def list_alerts(rule: str | None = Query(None, max_length=MAX_TEXT),
                           level: str | None = Query(None, max_length=16),
@@ -61,14 +67,14 @@ def api_router(router: AlertRouter) -> APIRouter:
         query = AlertQuery(rule=rule, level=level.lower() if level else None, since=_time(since, "since"),
                            until=_time(until, "until"), text=q, limit=limit, offset=offset)
         page = await asyncio.to_thread(router.store.query, query)
-        return {"total": page.total, "limit": limit, "offset": offset, "items": page.items}
+        return {"total": page.total, "limit": limit, "offset": offset, "items": [_shown(d) for d in page.items]}
 
     @api.get("/alerts/{alert_id}")
     async def get_alert(alert_id: str) -> dict[str, Any]:
         doc = await asyncio.to_thread(router.store.get, alert_id)
         if doc is None:
             raise HTTPException(status_code=404, detail="no such alert")
-        return doc
+        return _shown(doc)
 
     @api.get("/silences")
     async def list_silences(expired: bool = False) -> dict[str, Any]:

@@ -13,6 +13,7 @@ resolved after it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +61,25 @@ class Group:
                 "last": iso_time(self.last), "at": iso_time(now), "ends_hint": iso_time(max(ends_hint, now))}
 
 
+def _as_is(receiver: str, base: dict[str, Any]) -> dict[str, Any]:
+    return base
+
+
+def _values_as_is(values: tuple[str, ...]) -> tuple[str, ...]:
+    return values
+
+
 class Grouper:
-    def __init__(self, settings: GroupingSettings, base_url: str) -> None:
+    def __init__(self, settings: GroupingSettings, base_url: str, *,
+                 redact: Callable[[str, dict[str, Any]], dict[str, Any]] = _as_is,
+                 redact_values: Callable[[tuple[str, ...]], tuple[str, ...]] = _values_as_is) -> None:
         self.settings = settings
         self.base_url = base_url
+        self._redact = redact
+        """Applied to a group's page base once, when the group opens: every page of it is sent redacted."""
+        self._redact_values = redact_values
+        """Applied to the group-by values of the key: groups (and their saved snapshot) are keyed by the
+        redacted values (deterministic under the installation's key), never by a secret."""
         self._groups: dict[tuple[str, str, tuple[str, ...]], Group] = {}
         self._evicted: list[dict[str, Any]] = []
 
@@ -72,7 +88,8 @@ class Grouper:
         return now + self.settings.window_s + self.settings.update_interval_s
 
     def _key(self, receiver: str, alert: Alert) -> tuple[str, str, tuple[str, ...]]:
-        return receiver, alert.rule.id, tuple(as_text(field_value(alert, f)) for f in self.settings.group_by)
+        values = tuple(as_text(field_value(alert, f)) for f in self.settings.group_by)
+        return receiver, alert.rule.id, self._redact_values(values) if values else values
 
     def add(self, receiver: str, alert: Alert, now: float) -> dict[str, Any] | None:
         """Returns a trigger page for a new group, None when counted into an open one."""
@@ -87,8 +104,9 @@ class Grouper:
             return None
         values = key[2]
         digest = hashlib.sha256("\x1f".join((alert.rule.id, *values)).encode()).hexdigest()[:32]
-        base = page_base(alert, receiver, f"pipesentry-{digest}",
-                         dict(zip(self.settings.group_by, values, strict=True)), self.base_url)
+        base = self._redact(receiver, page_base(alert, receiver, f"pipesentry-{digest}",
+                                                dict(zip(self.settings.group_by, values, strict=True)),
+                                                self.base_url))
         group = Group(base, alert.timestamp, alert.timestamp, now, sent_at=now)
         self._groups[key] = group
         if len(self._groups) > self.settings.max_groups:  # cap memory: close the oldest group

@@ -26,8 +26,11 @@ import orjson
 
 from detectors.alert import Alert, iso_time
 from detectors.model import LEVELS, level_rank
+from detectors.redaction import secret_name
 from service import metrics
 from service.errors import RetriableError
+from service.fileperms import private_dir, private_open
+from service.redaction import Redaction, RedactionSettings
 from service.supervisor import Supervisor
 
 from .config import AlertingSettings
@@ -51,10 +54,12 @@ class RouterError(RetriableError):
 
 @dataclass(slots=True)
 class Decision:
-    """What one batch becomes: documents for every record sink, pages per receiver."""
+    """What one batch becomes: documents for every record sink (redacted, and raw only when a sink
+    opted out of redaction), pages per receiver (redacted per the receiver's setting)."""
 
     documents: list[dict[str, Any]] = field(default_factory=list)
     pages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    raw_documents: list[dict[str, Any]] | None = None
 
 
 class AlertRouter:
@@ -65,8 +70,10 @@ class AlertRouter:
     undoes it in reverse order. Both are idempotent."""
 
     def __init__(self, settings: AlertingSettings, data_dir: Path, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, redaction: Redaction | None = None) -> None:
         self.settings = settings
+        self.redaction = redaction if redaction is not None else Redaction(RedactionSettings(), data_dir)
+        """Secrets in documents and pages become markers after detection; :meth:`start` loads the key."""
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / "alerting"
         self.clock = clock
@@ -93,7 +100,12 @@ class AlertRouter:
         self.settings = settings
         self.suppressor = Suppressor(settings.suppression)
         self.routes = RouteTable(settings.routes)
-        self.grouper = Grouper(settings.grouping, settings.alert_base_url)
+        self.grouper = Grouper(settings.grouping, settings.alert_base_url, redact=self._redact_page,
+                               redact_values=self._redact_group_values)
+        enabled = self.redaction.enabled
+        self._raw_sinks = frozenset(c.name for c in [*settings.sinks, *settings.receivers]
+                                    if not (enabled and c.redact))
+        """Sinks and receivers that get raw values (redaction off, or ``redact: false``)."""
         self._receivers = {r.name: r for r in settings.receivers}
         self._min_rank = {r.name: level_rank(r.min_level) for r in settings.receivers}
         self._buckets = {r.name: TokenBucket(r.rate_limit_per_min, r.burst, now)
@@ -165,6 +177,7 @@ class AlertRouter:
         if self._started:
             return
         self.supervisor.reopen()
+        await asyncio.to_thread(self.redaction.start)
         await asyncio.to_thread(self.store.open)
         started: list[SinkWorker] = []
         try:
@@ -198,7 +211,7 @@ class AlertRouter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         with contextlib.suppress(Exception):
-            await self._emit(self._closed_documents(self.suppressor.flush()), {})
+            await self._emit(*self._closed_documents(self.suppressor.flush()), {})
         self._save_groups()
         for w in reversed(list(self.workers.values())):
             try:
@@ -221,7 +234,10 @@ class AlertRouter:
         """Open page groups survive a restart, so their incidents still get resolved."""
         try:
             tmp = self._groups_file.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps(self.grouper.snapshot()))
+            private_dir(tmp.parent)
+            fd = private_open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            with os.fdopen(fd, "wb") as f:
+                f.write(orjson.dumps(self.grouper.snapshot()))
             os.replace(tmp, self._groups_file)
         except OSError:
             log.exception("could not save open page groups")
@@ -256,23 +272,42 @@ class AlertRouter:
         if now >= self._next_prune:  # store retention, hourly
             self._next_prune = now + 3600
             await asyncio.to_thread(self.store.prune, now - self.settings.store_retention_days * 86_400)
-        docs = self._closed_documents(self.suppressor.expire(now))
+        docs, raw = self._closed_documents(self.suppressor.expire(now))
         pages: dict[str, list[dict[str, Any]]] = {}
         for page in self.grouper.tick(now):
             pages.setdefault(page["receiver"], []).append(page)
         if docs or pages:
             async with self._lock:
-                await self._emit(docs, pages)
+                await self._emit(docs, raw, pages)
 
-    @staticmethod
-    def _closed_documents(closed: Sequence[Any]) -> list[dict[str, Any]]:
-        docs = []
+    def _closed_documents(self, closed: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        docs, raw = [], []
         for c in closed:
             doc = c.first.to_document()
             doc["pipesentry"]["suppressed_count"] = c.count
             doc["pipesentry"]["suppressed_last"] = iso_time(c.last)
-            docs.append(doc)
-        return docs
+            raw.append(doc)
+            docs.append(self._redact_document(doc))
+        return docs, raw if self._raw_record_sinks() else None
+
+    # --- redaction -------------------------------------------------------------
+    def _redact_document(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return self.redaction.document(doc) if self.redaction.enabled else doc
+
+    def _redact_page(self, receiver: str, page: dict[str, Any]) -> dict[str, Any]:
+        """A group's page base, redacted unless ``receiver`` opted out (groups.json holds it as sent)."""
+        return page if receiver in self._raw_sinks else self.redaction.page(page)
+
+    def _redact_group_values(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """Group-by values as groups are keyed (and saved in groups.json): redacted, by name or shape."""
+        if not self.redaction.enabled:
+            return values
+        redactor = self.redaction.redactor
+        return tuple(redactor.value(v) if secret_name(f) else redactor.text(v)
+                     for f, v in zip(self.settings.grouping.group_by, values, strict=True))
+
+    def _raw_record_sinks(self) -> bool:
+        return any(w.name in self._raw_sinks for w in self._record_workers)
 
     # --- the hot path --------------------------------------------------------
     def decide(self, alerts: Sequence[Alert], now: float | None = None, *, render: bool = True) -> Decision:
@@ -283,6 +318,10 @@ class AlertRouter:
         suppressor, silences, grouper, routes = self.suppressor, self.silences, self.grouper, self.routes
         produced: dict[tuple[str, str], int] = {}
         dropped: dict[str, int] = {}
+        want_raw = render and self._raw_record_sinks()
+        raw: list[dict[str, Any]] = []
+        if want_raw:
+            out.raw_documents = raw
         for alert in alerts:
             key = (alert.rule.id, alert.rule.level)
             produced[key] = produced.get(key, 0) + 1
@@ -290,7 +329,10 @@ class AlertRouter:
                 dropped["window"] = dropped.get("window", 0) + 1
                 continue
             if render:
-                out.documents.append(alert.to_document())
+                doc = alert.to_document()
+                out.documents.append(self._redact_document(doc))
+                if want_raw:
+                    raw.append(doc)
             receivers = routes.receivers(alert)
             if not receivers:
                 continue
@@ -323,23 +365,28 @@ class AlertRouter:
             raise RouterError("alert router is not started")
         async with self._lock:
             decision = self.decide(alerts)
-            await self._emit(decision.documents, decision.pages)
+            await self._emit(decision.documents, decision.raw_documents, decision.pages)
 
-    async def _emit(self, documents: list[dict[str, Any]], pages: dict[str, list[dict[str, Any]]]) -> None:
+    async def _emit(self, documents: list[dict[str, Any]], raw_documents: list[dict[str, Any]] | None,
+                    pages: dict[str, list[dict[str, Any]]]) -> None:
+        """Spool (or deliver) a batch: redacted documents to every record sink but those that opted out,
+        which get ``raw_documents``."""
         fds: dict[int, list[SinkWorker]] = {}
-        inline: list[SinkWorker] = []
+        inline: list[tuple[SinkWorker, list[dict[str, Any]]]] = []
         try:
             if documents:
-                payloads: list[bytes] | None = None  # shared JSON, built once if some sink needs it
+                payloads: dict[bool, list[bytes]] = {}  # shared JSON per form, built once if some sink needs it
                 for w in self._record_workers:
+                    is_raw = raw_documents is not None and w.name in self._raw_sinks
+                    docs = raw_documents if is_raw and raw_documents is not None else documents
                     if w.durable:
-                        if payloads is None and w.raw is None:
-                            payloads = [orjson.dumps(d) for d in documents]
-                        fd = w.append(payloads or [], documents)
+                        if is_raw not in payloads and w.raw is None:
+                            payloads[is_raw] = [orjson.dumps(d) for d in docs]
+                        fd = w.append(payloads.get(is_raw, []), docs)
                         if fd is not None:
                             fds.setdefault(fd, []).append(w)
                     else:
-                        inline.append(w)
+                        inline.append((w, docs))
             for name, recs in pages.items():
                 pw = self._page_workers.get(name)
                 if pw is None:
@@ -354,8 +401,8 @@ class AlertRouter:
                 await self._sync(fds)
         except (SpoolError, OSError) as exc:
             raise RouterError(f"alerts not accepted: {exc}") from exc
-        for w in inline:
-            await w.deliver_inline(documents)
+        for w, docs in inline:
+            await w.deliver_inline(docs)
 
     async def _sync(self, fds: dict[int, list[SinkWorker]]) -> None:
         """fsync every spool written to; a failure is the batch's failure and marks its sinks."""

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from service import metrics
 from service.errors import RetriableError
+from service.fileperms import FILE_MODE, make_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class Spool:
         """Load the cursor, count what is waiting and start a new write segment."""
         if self._opened:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         segments = self._segments()
         self._cursor = self._load_cursor(segments)
         self._saved_cursor = self._cursor
@@ -248,7 +249,12 @@ class Spool:
     def _writer(self) -> int:
         if self._write_fd is None:
             path = self._seg_path(self._write_seg)
-            fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+            try:
+                make_private(fd)
+            except OSError:
+                os.close(fd)
+                raise
             self._write_fd = fd
             self._write_size = os.fstat(fd).st_size
             if self._write_size == 0 and self.fsync != "never":
@@ -373,8 +379,9 @@ class Spool:
             return
         tmp = self.dir / "cursor.tmp"
         try:
-            fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             try:
+                make_private(fd)
                 data = f"{upto.segment} {upto.offset}\n".encode()
                 done = 0
                 while done < len(data):

@@ -34,6 +34,7 @@ import orjson
 from detectors.model import level_rank
 from service import metrics
 from service.errors import RetriableError
+from service.fileperms import private_dir, private_file
 
 log = logging.getLogger(__name__)
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
@@ -125,7 +126,7 @@ class AlertStore:
         with self._lock:
             if self._db_handle is not None:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             try:
                 self._db_handle = self._connect()
             except sqlite3.DatabaseError as exc:
@@ -145,6 +146,10 @@ class AlertStore:
         self._db_handle = db
 
     def _connect(self) -> sqlite3.Connection:
+        # created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database's mode
+        for path in (self.path, *(self.path.with_name(self.path.name + x) for x in ("-wal", "-shm"))):
+            if path is self.path or path.exists():
+                private_file(path)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 
 from service import metrics
+from service.fileperms import private_append
 from service.supervisor import Supervisor
 
 from .config import SpoolSettings
@@ -33,11 +33,7 @@ log = logging.getLogger(__name__)
 
 def _append_lines(path: Path, lines: list[bytes]) -> None:
     """Append to the dead-letter file and fsync it (a fault-test write point)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as f:
-        f.write(b"".join(lines))
-        f.flush()
-        os.fsync(f.fileno())
+    private_append(path, b"".join(lines), sync=True)
 
 
 def is_local_fault(exc: BaseException | None) -> bool:

@@ -22,6 +22,7 @@ import yaml
 
 from service.config import ConfigError, Settings, load_settings
 from service.demo.sources import GeneratedEvent
+from service.redaction import RedactionError
 
 Progress = Callable[[int, int], None]
 
@@ -90,7 +91,7 @@ def _detect(args: argparse.Namespace, settings: Settings, events: list[Generated
     if not args.no_store and result.alerts:
         try:
             path = _store(settings, [a.alert.to_document() for a in result.alerts])
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, RedactionError) as exc:
             print(f"pipesentry demo: cannot write the alert store under {settings.data_dir}: {exc}", file=sys.stderr)
             return 1
         out.write(f"\n{len(result.alerts)} alerts written to {path} "
@@ -111,8 +112,14 @@ def store_path(settings: Settings) -> Path:
 
 
 def _store(settings: Settings, docs: list[dict[str, Any]]) -> Path:
+    """Write the documents as the running service would: redacted (the API serves the store)."""
     from service.alerting.store import AlertStore
+    from service.redaction import Redaction
 
+    redaction = Redaction(settings.redaction, settings.data_dir)
+    if redaction.enabled:
+        redaction.start()
+        docs = [redaction.document(d) for d in docs]
     path = store_path(settings)
     store = AlertStore(path)
     try:

@@ -4,6 +4,10 @@ Kafka rejects go to the dead-letter topic (``service.sources.kafka``); the
 other inputs have no broker, so their rejects land in
 ``<data_dir>/dead-letters.ndjson`` with the original bytes (base64), where
 they came from and why, and are counted like the Kafka ones.
+
+The file is private (0600 in a 0700 directory, ``service.fileperms``) and, with redaction on,
+holds the message with its secrets replaced by markers (``service.redaction``): a replay of it
+re-detects everything but the secrets' exact values.
 """
 
 from __future__ import annotations
@@ -17,38 +21,42 @@ from pathlib import Path
 import orjson
 
 from service import metrics
+from service.fileperms import private_append
+from service.redaction import Redaction
 from service.sources.base import Rejected
 
 
-def _record(item: Rejected, now: float) -> bytes:
+def _record(item: Rejected, now: float, redaction: Redaction | None) -> bytes:
     origin = item.message.origin
+    value, error = item.message.value or b"", item.error[:1000]
+    if redaction is not None and redaction.enabled:
+        value, error = redaction.raw(value), redaction.text(error)
     return orjson.dumps({
         "time": now,
         "input": origin.input,
         "origin": origin.token(),
         "reason": item.reason,
-        "error": item.error[:1000],
-        "value_b64": base64.b64encode(item.message.value or b"").decode(),
+        "error": error,
+        "value_b64": base64.b64encode(value).decode(),
     }) + b"\n"
 
 
 class FileDeadLetters:
     """Appends rejects to one NDJSON file; the write is flushed before ``send`` returns."""
 
-    def __init__(self, path: Path, source: str = "file") -> None:
+    def __init__(self, path: Path, source: str = "file", *, redaction: Redaction | None = None) -> None:
         self.path = path
         self._source = source
+        self._redaction = redaction
 
     def _append(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as handle:
-            handle.write(data)
+        private_append(self.path, data)
 
     async def send(self, rejected: Sequence[Rejected]) -> None:
         if not rejected:
             return
         now = time.time()
-        data = b"".join(_record(item, now) for item in rejected)
+        data = b"".join(_record(item, now, self._redaction) for item in rejected)
         try:
             await asyncio.to_thread(self._append, data)
         except OSError:

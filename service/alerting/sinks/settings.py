@@ -47,6 +47,9 @@ class SinkSettings(SettingsModel):
     linger_s: float = Field(default=0.0, ge=0, le=10)
     """Wait this long for a fuller batch when fewer than ``batch_size`` records are waiting."""
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    redact: bool = True
+    """Replace secrets by redaction markers in what this sink receives (and spools). ``false`` only for a
+    trusted destination that must see raw values; ignored when ``redaction.enabled`` is false."""
 
     @model_validator(mode="before")
     @classmethod

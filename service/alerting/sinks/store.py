@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
+from pydantic import model_validator
+
 from ..store import AlertStore
 from .base import Outcome
 from .registry import SinkContext, register_sink
@@ -13,6 +15,12 @@ from .settings import SinkSettings
 
 class StoreSinkSettings(SinkSettings):
     type: Literal["store"] = "store"
+
+    @model_validator(mode="after")
+    def _always_redacted(self) -> StoreSinkSettings:
+        if not self.redact:
+            raise ValueError("the store sink cannot opt out of redaction: the API serves what it holds")
+        return self
 
 
 class StoreSink:
