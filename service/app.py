@@ -63,9 +63,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _alert_routers(router: AlertRouter) -> list[tuple[Any, str]]:
-    """The alerting part's ``/api/v1/alerts`` and silences routes: reads need the read role, changes admin."""
-    return [(api_router(router), "by_method")]
+def _alert_routers(router: AlertRouter) -> list[Any]:
+    """The alerting part's ``/api/v1/alerts`` and silences routes (each declares its role)."""
+    return [api_router(router)]
 
 
 class Service:

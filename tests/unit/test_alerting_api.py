@@ -11,6 +11,8 @@ from detectors.alert import iso_time
 from service.alerting.api import api_router
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
+from service.api.auth import guard
+from service.config import ApiSettings
 
 from .alerting_helpers import Clock, alert, rule
 
@@ -22,7 +24,9 @@ def make_client(tmp_path: Path) -> tuple[TestClient, AlertRouter, Clock]:
     router.silences.load()
     app = FastAPI()
     app.include_router(api_router(router))
-    return TestClient(app), router, clock
+    guard(app, ApiSettings())  # no tokens: every caller is the anonymous admin
+    # a script's client: a loopback host, and the header that marks a non-browser caller
+    return TestClient(app, base_url="http://127.0.0.1", headers={"X-Pipesentry-Client": "tests"}), router, clock
 
 
 def test_alert_queries(tmp_path: Path) -> None:
@@ -60,7 +64,7 @@ def test_silences_create_list_expire(tmp_path: Path) -> None:
     assert bad.status_code == 422
     assert client.post("/api/v1/silences", json={"match": {"levels": ["loud"]}, "duration_s": 60}).status_code == 422
     created = client.post("/api/v1/silences", json={"match": {"rule_ids": ["r1"], "tags": ["attack.*"]},
-                                                    "duration_s": 600, "comment": "deploy", "created_by": "ops"})
+                                                    "duration_s": 600, "comment": "deploy"})
     assert created.status_code == 201
     sid = created.json()["id"]
     listed = client.get("/api/v1/silences").json()["items"]

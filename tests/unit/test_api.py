@@ -28,6 +28,10 @@ level: high
 SECOND = RULE.replace("0001", "0002").replace("Curl Piped To Shell", "Wget Seen").replace("'| sh'", "wget")
 BROKEN = "title: Broken\nid: 6f1d1a4e-0000-4000-8000-000000000003\nlogsource: {product: x}\ndetection: {}\n"
 ADMIN, READER = "admin-token-abcdefghijkl", "read-token-abcdefghijklm"
+INGESTER, ANALYST = "ingest-token-abcdefghijk", "analyst-token-abcdefghij"
+TOKENS = [{"name": "ops", "role": "admin", "token": ADMIN}, {"name": "viewer", "role": "read", "token": READER},
+          {"name": "shipper", "role": "ingest", "token": INGESTER},
+          {"name": "triage", "role": "analyst", "token": ANALYST}]
 MATCHING = b'{"message": "curl https://x | sh", "@timestamp": "2026-01-02T03:04:05Z"}'
 
 
@@ -50,9 +54,9 @@ def build(tmp_path: Path, *, tokens: bool = True, ready: bool = True, **override
     (rules / "curl.yml").write_text(RULE)
     data = {"rules": {"paths": [str(rules)], **overrides.pop("rules", {})}, "data_dir": str(tmp_path / "d")}
     if tokens:
-        data["api"] = {"tokens": [{"name": "ops", "role": "admin", "token": ADMIN},
-                                  {"name": "viewer", "role": "read", "token": READER}],
-                       **overrides.pop("api", {})}
+        data["api"] = {"tokens": TOKENS, **overrides.pop("api", {})}
+    elif "api" in overrides:
+        data["api"] = overrides.pop("api")
     data.update(overrides)
     settings = Settings(**data)
     outcome = compile_detection([rules], [], skip_invalid=settings.rules.skip_invalid, generation=1)
@@ -61,7 +65,8 @@ def build(tmp_path: Path, *, tokens: bool = True, ready: bool = True, **override
     router = FakeRouter()
     ctx = ApiContext(settings=settings, detector=detector, reloader=reloader,
                      pipeline=Pipeline(detector, router), readiness=lambda: {"rules_loaded": ready})
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t")
+    # loopback base URL: without tokens the API answers only to its own host names
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://127.0.0.1:8080")
     return client, router, rules
 
 
@@ -91,6 +96,12 @@ async def test_roles(tmp_path):
         assert (await client.post("/api/v1/rules/reload", headers=auth(READER))).status_code == 403
         assert (await client.post("/api/v1/events", content=MATCHING, headers=auth(READER))).status_code == 403
         assert (await client.post("/api/v1/rules/reload", headers=auth(ADMIN))).status_code == 200
+        # a log shipper's token posts events and nothing else
+        assert (await client.post("/api/v1/events", content=MATCHING, headers=auth(INGESTER))).status_code == 200
+        assert (await client.get("/api/v1/rules", headers=auth(INGESTER))).status_code == 403
+        assert (await client.post("/api/v1/rules/reload", headers=auth(INGESTER))).status_code == 403
+        assert (await client.post("/api/v1/rules/reload", headers=auth(ANALYST))).status_code == 403
+        assert (await client.get("/api/v1/rules", headers=auth(ANALYST))).status_code == 200
 
 
 async def test_metrics_can_require_a_token(tmp_path):
@@ -209,7 +220,8 @@ async def test_no_tokens_means_open_api(tmp_path):
     client, _, _ = build(tmp_path, tokens=False)
     async with client:
         assert (await client.get("/api/v1/rules")).status_code == 200
-        resp = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING)
+        resp = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING,
+                                 headers={"content-type": "application/x-ndjson"})
         assert resp.status_code == 200 and len(resp.json()["alerts"]) == 1
 
 
@@ -246,7 +258,8 @@ def test_embedded_default_newcomer_posts_an_event_and_sees_an_alert(tmp_path):
         url = f"http://127.0.0.1:{port}"
         wait(ready, "readiness")
         event = b'{"message": "$ curl -sSfL https://get.example.net/install.sh | sh"}'
-        posted = httpx.post(url + "/api/v1/events?category=ci_job_log", content=event, timeout=10).json()
+        posted = httpx.post(url + "/api/v1/events?category=ci_job_log", content=event, timeout=10,
+                            headers={"content-type": "application/x-ndjson"}).json()
         assert posted["alerts"][0]["title"] == "Remote Script Piped Into A Shell During A Build"
         stored = httpx.get(url + "/api/v1/alerts", timeout=10).json()
         assert stored["total"] == 1 and stored["items"][0]["event"]["id"] == posted["alerts"][0]["id"]
@@ -282,10 +295,10 @@ async def test_alert_and_silence_routes_of_the_real_router_follow_the_roles(tmp_
             assert (await api.get("/api/v1/alerts")).status_code == 401
             listed = await api.get("/api/v1/alerts?level=high", headers=auth(READER))
             assert listed.status_code == 200 and listed.json()["total"] == 0
-            silence = {"match": {"rule_ids": ["x"]}, "duration_s": 60, "comment": "t", "created_by": "me"}
+            silence = {"match": {"rule_ids": ["x"]}, "duration_s": 60, "comment": "t"}
             assert (await api.post("/api/v1/silences", json=silence, headers=auth(READER))).status_code == 403
-            created = await api.post("/api/v1/silences", json=silence, headers=auth(ADMIN))
-            assert created.status_code == 201
+            created = await api.post("/api/v1/silences", json=silence, headers=auth(ANALYST))
+            assert created.status_code == 201 and created.json()["created_by"] == "triage"
             listed = await api.get("/api/v1/silences", headers=auth(READER))
             assert [x["id"] for x in listed.json()["items"]] == [created.json()["id"]]
     finally:
@@ -296,10 +309,11 @@ async def test_a_failing_alert_store_is_a_503_with_its_reason_not_a_500(tmp_path
     from fastapi import APIRouter
 
     from service.alerting.store import StoreError
+    from service.api.roles import Role, requires
 
     probe = APIRouter()
 
-    @probe.get("/api/v1/probe")
+    @probe.get("/api/v1/probe", dependencies=[requires(Role.READ)])
     async def failing() -> None:
         raise StoreError(f"alert store query failed (full): database or disk is full at {tmp_path}", "full")
 
