@@ -70,7 +70,7 @@ class RoleCheck:
     def __init__(self, role: Role) -> None:
         self.role = role
 
-    def __call__(self, request: Request) -> None:
+    async def __call__(self, request: Request) -> None:  # async: no worker-thread hop per request
         if self.role is Role.PUBLIC:
             return
         from service.api.principal import Principal  # late: principal imports nothing from here
