@@ -143,8 +143,9 @@ class Silences:
         if ends <= now:
             raise SilenceError("a silence must end in the future (give duration_s or a later ends_at)")
         if ends - now > max_duration_s:
-            raise SilenceError(f"a silence may last at most {max_duration_s:g} s "
-                               "(alerting.silence_max_duration_s); give a shorter duration_s or an earlier ends_at")
+            raise SilenceError(f"a silence may last at most {max_duration_s / 86_400:g} days "
+                               f"(alerting.silence_max_duration_s: {max_duration_s:.0f}); give a shorter "
+                               "duration_s or an earlier ends_at")
         s = Silence(id=uuid.uuid4().hex, match=req.match, starts_at=now, ends_at=ends, comment=req.comment,
                     created_by=created_by)
         self._store.save_silence(s.id, s.starts_at, s.ends_at, s.to_dict())
