@@ -158,7 +158,8 @@ class Service:
                                 lifespan="off", server_header=False)
         self.server = _Server(config)
         if not self.settings.api.tokens and s.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("API listens beyond loopback without tokens: anyone who reaches it is admin",
+            log.warning("API listens beyond loopback without tokens: anyone who reaches it is admin "
+                        "(only cross-site requests and unknown Host names are refused; see docs/security.md)",
                         extra={"host": s.host})
         await self.server.serve()
         if not self.server.started:

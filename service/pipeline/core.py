@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,8 +68,8 @@ class Pipeline:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="pipesentry-detect-push")
         decoded, events, alerts = await asyncio.get_running_loop().run_in_executor(
             self._pool, self._detect, source, messages, spec)
-        for rejected in decoded.rejected:
-            metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
+        for reason, count in Counter(rejected.reason for rejected in decoded.rejected).items():
+            metrics.MESSAGES_REJECTED.labels(source, reason).inc(count)
         metrics.EVENTS.labels(source).inc(events)
         if decoded.rejected and self.dead_letters is not None:
             await self.dead_letters.send(decoded.rejected)
