@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from service import metrics
+from service.api.errors import ErrorBody
 from service.api.ratelimit import IngestLimiter
 from service.config import IngestRateSettings
 from tests.unit.test_api import ADMIN, INGESTER, MATCHING, auth, build
@@ -54,7 +55,7 @@ async def test_a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not
         assert first.status_code == 200 and first.json()["accepted"] == 5  # one burst in debt: admitted
         second = await client.post("/api/v1/events", content=MATCHING, headers=auth(INGESTER))
         assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
-        assert "shipper" in second.json()["detail"] and INGESTER not in second.text
+        assert "shipper" in ErrorBody.model_validate(second.json()).detail and INGESTER not in second.text
         assert (await client.post("/api/v1/events", content=MATCHING, headers=auth(ADMIN))).status_code == 200
         exposition = (await client.get("/metrics")).text
     assert metrics.HTTP_RATE_LIMITED.labels("shipper")._value.get() == before + 1
