@@ -68,9 +68,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _alert_routers(router: AlertRouter) -> list[tuple[Any, str]]:
-    """The alerting part's ``/api/v1/alerts`` and silences routes: reads need the read role, changes admin."""
-    return [(api_router(router), "by_method")]
+def _alert_routers(router: AlertRouter) -> list[Any]:
+    """The alerting part's ``/api/v1/alerts`` and silences routes (each declares its role)."""
+    return [api_router(router)]
 
 
 class Service:
@@ -166,7 +166,8 @@ class Service:
                                 lifespan="off", server_header=False)
         self.server = _Server(config)
         if not self.settings.api.tokens and s.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("API listens beyond loopback without tokens: anyone who reaches it is admin",
+            log.warning("API listens beyond loopback without tokens: anyone who reaches it is admin "
+                        "(only cross-site requests and unknown Host names are refused; see docs/security.md)",
                         extra={"host": s.host})
         await self.server.serve()
         if not self.server.started:

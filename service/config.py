@@ -14,6 +14,7 @@ to stdout and the local SQLite store.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -218,13 +219,29 @@ class FileInputSettings(InputSettings):
     poll_interval_s: float = Field(default=0.5, gt=0)
 
 
-class TokenSettings(_Strict):
-    """One API bearer token, given inline or read from a secret file."""
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""A token's name is a metric label and a log field: short, plain, bounded."""
 
-    name: str = "token"
-    role: Literal["read", "admin"] = "read"
+
+class TokenSettings(_Strict):
+    """One named API bearer token with its role, given inline or read from a secret file.
+
+    Roles (see ``service.api.roles``): ``ingest`` posts events only; ``read`` reads rules,
+    alerts, silences and metrics; ``analyst`` is ``read`` plus silences; ``admin`` may do
+    everything. ``expires``: after it the token is refused (401) and the start logs a warning.
+    """
+
+    name: str = Field(pattern=TOKEN_NAME_PATTERN)
+    role: Literal["ingest", "read", "analyst", "admin"]
+    expires: datetime | None = None
+    """When the token stops working; a time without a zone is UTC."""
     token: SecretStr | None = None
     token_file: Path | None = None
+
+    @field_validator("expires")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     @model_validator(mode="after")
     def _resolve(self) -> TokenSettings:
@@ -237,6 +254,19 @@ class TokenSettings(_Strict):
         return self
 
 
+class IngestRateSettings(_Strict):
+    """Per-token limits of ``POST /api/v1/events`` (token buckets; ``null`` switches one off).
+
+    A request is admitted while its caller's buckets are not in debt and then charged in full,
+    so one request larger than the burst still passes and the next waits for the debt to clear.
+    """
+
+    events_per_s: float | None = Field(default=20_000.0, gt=0)
+    bytes_per_s: float | None = Field(default=20.0 * 1024 * 1024, gt=0)
+    burst_s: float = Field(default=5.0, gt=0, le=3600)
+    """Seconds of rate a caller may save up (the buckets' size)."""
+
+
 class ApiSettings(_Strict):
     """The HTTP API. With no ``tokens`` authentication is off (the loopback default)."""
 
@@ -244,10 +274,14 @@ class ApiSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     tokens: list[TokenSettings] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Without tokens: host names (besides loopback names, the bind address and IP addresses) the
+    ``Host`` header may carry, so a DNS-rebound page cannot reach the API; ``"*"`` allows any."""
     metrics_public: bool = True
     """Serve ``/metrics`` without a token (Prometheus scrapers rarely carry one)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Limit for every request body except event ingest (see ``http_ingest.max_body_bytes``)."""
+    ingest_rate: IngestRateSettings = Field(default_factory=IngestRateSettings)
     docs: bool = True
     rules_test_concurrency: int = Field(default=2, ge=1, le=64)
     """``POST /api/v1/rules/test`` compiling at once; more are refused (429), not queued."""
@@ -255,6 +289,17 @@ class ApiSettings(_Strict):
     """Body limit of ``rules/test`` (the largest SigmaHQ rule is about 300 kB)."""
     rules_test_timeout_s: float = Field(default=10.0, gt=0, le=600)
     """A rule test still compiling after this answers 503; its slot stays taken until it ends."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ApiSettings:
+        names = [t.name for t in self.tokens]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"token names must be unique: {dupes}")
+        values = [t.token.get_secret_value() for t in self.tokens if t.token is not None]
+        if len(set(values)) != len(values):  # one secret must mean one name and one role
+            raise ValueError("two tokens have the same value; give each name its own token")
+        return self
 
 
 class RulesSettings(_Strict):

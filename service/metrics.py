@@ -31,7 +31,7 @@ DEAD_LETTER_FAILURES = Counter("pipesentry_dead_letter_failures",
                                "Dead-letter writes that failed (the message is retried, not committed).",
                                ["source"], registry=REGISTRY)
 HTTP_REJECTED = Counter("pipesentry_http_requests_rejected",
-                        "API requests refused (reason: unauthenticated, forbidden, too_large, invalid).",
+                        "API requests refused (reason: unauthenticated, expired, forbidden, too_large, invalid).",
                         ["reason"], registry=REGISTRY)
 
 # --- kafka ------------------------------------------------------------------
@@ -135,3 +135,13 @@ RULES_TEST_REJECTED = Counter("pipesentry_rules_test_rejected",
 REDACTIONS = Counter("pipesentry_redactions", "Secrets replaced by a redaction marker in alerts, pages, dead "
                      "letters and log lines, by kind (aws-access-key-id, github-token, password, secret-field, ...).",
                      ["kind"], registry=REGISTRY)
+
+# --- API roles, cross-site guard, ingest rate limits (service.api) -------------
+HTTP_CROSS_SITE_REFUSED = Counter(
+    "pipesentry_http_cross_site_refused",
+    "Requests refused (403) in no-token mode as possibly cross-site (reason: host, origin, content_type).",
+    ["reason"], registry=REGISTRY)
+HTTP_RATE_LIMITED = Counter(
+    "pipesentry_http_rate_limited",
+    "POST /api/v1/events refused (429) by the caller's rate limit, by token name (never the token).",
+    ["token"], registry=REGISTRY)

@@ -3,8 +3,10 @@
 ``GET /api/v1/alerts`` (filters: rule, level = minimum level, since/until as
 RFC 3339 or unix seconds, q = text, limit/offset paging), ``GET
 /api/v1/alerts/{id}``, ``GET/POST /api/v1/silences`` and ``DELETE
-/api/v1/silences/{id}`` (expire). Authentication is the application's concern
-(dependencies added where this router is mounted).
+/api/v1/silences/{id}`` (expire). Each route declares its role (``read`` to look,
+``analyst`` to silence); the application's authentication enforces it. A silence
+records who created it (the caller's token name), needs a comment, and is held
+to ``alerting.silence_max_duration_s``.
 
 Documents are served redacted: the store receives them redacted, and they are redacted again on
 the way out (idempotent), so alerts stored by a version without redaction do not leak either.
@@ -15,12 +17,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from detectors.model import LEVELS
+from service.api.principal import principal_of
+from service.api.roles import Role, requires
 
 from .router import AlertRouter
-from .silences import SilenceError, SilenceRequest
+from .silences import SilenceError, SilenceForbidden, SilenceRequest
 from .store import AlertQuery, parse_time
 
 MAX_OFFSET = 1_000_000
@@ -54,7 +58,7 @@ def api_router(router: AlertRouter) -> APIRouter:
     def _shown(doc: dict[str, Any]) -> dict[str, Any]:
         return router.redaction.document(doc) if router.redaction.enabled else doc
 
-    @api.get("/alerts")
+    @api.get("/alerts", dependencies=[requires(Role.READ)])
     async def list_alerts(rule: str | None = Query(None, max_length=MAX_TEXT),
                           level: str | None = Query(None, max_length=16),
                           since: str | None = Query(None, max_length=64),
@@ -69,27 +73,31 @@ def api_router(router: AlertRouter) -> APIRouter:
         page = await asyncio.to_thread(router.store.query, query)
         return {"total": page.total, "limit": limit, "offset": offset, "items": [_shown(d) for d in page.items]}
 
-    @api.get("/alerts/{alert_id}")
+    @api.get("/alerts/{alert_id}", dependencies=[requires(Role.READ)])
     async def get_alert(alert_id: str) -> dict[str, Any]:
         doc = await asyncio.to_thread(router.store.get, alert_id)
         if doc is None:
             raise HTTPException(status_code=404, detail="no such alert")
         return _shown(doc)
 
-    @api.get("/silences")
+    @api.get("/silences", dependencies=[requires(Role.READ)])
     async def list_silences(expired: bool = False) -> dict[str, Any]:
         now = router.clock()
         return {"items": [s.to_dict(now) for s in router.silences.list(now, include_expired=expired)]}
 
-    @api.post("/silences", status_code=201)
-    async def create_silence(req: SilenceRequest) -> dict[str, Any]:
+    @api.post("/silences", status_code=201, dependencies=[requires(Role.ANALYST)])
+    async def create_silence(req: SilenceRequest, request: Request) -> dict[str, Any]:
         now = router.clock()
+        caller = principal_of(request)
         try:
-            return router.silences.create(req, now).to_dict(now)
+            return router.silences.create(req, now, created_by=caller.name, admin=caller.role == Role.ADMIN,
+                                          max_duration_s=router.settings.silence_max_duration_s).to_dict(now)
+        except SilenceForbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
         except SilenceError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
 
-    @api.delete("/silences/{silence_id}")
+    @api.delete("/silences/{silence_id}", dependencies=[requires(Role.ANALYST)])
     async def expire_silence(silence_id: str) -> dict[str, Any]:
         now = router.clock()
         s = router.silences.expire(silence_id, now)

@@ -1,7 +1,10 @@
 """Silences: time-boxed mutes of pages for alerts matching rule, level, tags, fields.
 
 A silenced alert is still recorded (store, Elasticsearch, stdout): silences mute
-notifications, not evidence. Silences are kept in the alert store, so they
+notifications, not evidence. A silence is bounded: it says who made it
+(``created_by``, the caller's token name, never empty) and why (``comment``), it
+ends within ``alerting.silence_max_duration_s``, and one that would mute every
+alert (no matcher, or only wildcards) needs an admin who confirms it. Silences are kept in the alert store, so they
 survive restarts, and mirrored in memory for the hot path.
 """
 
@@ -14,12 +17,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.alert import Alert
-from detectors.model import level_rank
+from detectors.model import LEVELS, level_rank
 from service.errors import ServiceError
 
 from .config import Level
 from .matching import fields_match, glob_any
 from .store import AlertStore
+
+DEFAULT_MAX_DURATION_S = 30 * 86_400.0
+"""The longest silence unless ``alerting.silence_max_duration_s`` says otherwise: 30 days."""
 
 
 class SilenceMatch(BaseModel):
@@ -35,15 +41,28 @@ class SilenceMatch(BaseModel):
     def is_empty(self) -> bool:
         return not (self.rule_ids or self.levels or self.max_level or self.tags or self.fields)
 
+    def matches_everything(self) -> bool:
+        """No criterion, or only ones every alert passes (``*`` patterns, every level)."""
+        def wild(patterns: list[str]) -> bool:
+            return any(p and set(p) <= {"*"} for p in patterns)
+
+        return ((not self.rule_ids or wild(self.rule_ids))
+                and (not self.levels or set(LEVELS) <= set(self.levels))
+                and (self.max_level is None or self.max_level == LEVELS[-1])
+                and (not self.tags or wild(self.tags))
+                and all(wild([v] if isinstance(v, str) else v) for v in self.fields.values()))
+
 
 class SilenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     match: SilenceMatch
     duration_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     ends_at: float | None = Field(default=None, allow_inf_nan=False)
-    """Unix seconds; either this or ``duration_s``. Finite: an infinite silence would mute a rule forever."""
-    comment: str = ""
-    created_by: str = ""
+    """Unix seconds; either this or ``duration_s``; within ``alerting.silence_max_duration_s``."""
+    comment: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+    """Why the alerts are muted (required: the next on-call reads it)."""
+    confirm_wildcard: bool = False
+    """An admin's confirmation that a silence matching every alert is meant."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +99,11 @@ class Silence:
 
 
 class SilenceError(ServiceError, ValueError):
-    pass
+    """A silence request that cannot be granted as asked (422)."""
+
+
+class SilenceForbidden(SilenceError):
+    """A silence only an admin may create (one matching every alert) (403)."""
 
 
 class Silences:
@@ -101,14 +124,30 @@ class Silences:
             self._all[s.id] = s
         self._active = tuple(self._all.values())
 
-    def create(self, req: SilenceRequest, now: float) -> Silence:
-        if req.match.is_empty():
-            raise SilenceError("a silence needs at least one matcher (rule_ids, levels, max_level, tags, fields)")
+    def create(self, req: SilenceRequest, now: float, *, created_by: str, admin: bool = False,
+               max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Silence:
+        """A new silence by ``created_by``; raises :class:`SilenceError` (or :class:`SilenceForbidden`
+        for a wildcard silence from a non-admin) naming what is wrong."""
+        if not created_by:
+            raise SilenceError("a silence needs its creator's name")
+        if req.match.matches_everything():
+            what = "no matcher" if req.match.is_empty() else "only wildcards"
+            if not admin:
+                raise SilenceForbidden(f"a silence with {what} mutes every alert: only an admin may create one")
+            if not req.confirm_wildcard:
+                raise SilenceError(f"a silence with {what} mutes every alert: give a matcher (rule_ids, levels, "
+                                   "max_level, tags, fields), or set confirm_wildcard: true")
+        if req.ends_at is not None and req.duration_s is not None:
+            raise SilenceError("give duration_s or ends_at, not both")
         ends = req.ends_at if req.ends_at is not None else now + (req.duration_s or 0)
         if ends <= now:
             raise SilenceError("a silence must end in the future (give duration_s or a later ends_at)")
+        if ends - now > max_duration_s:
+            raise SilenceError(f"a silence may last at most {max_duration_s / 86_400:g} days "
+                               f"(alerting.silence_max_duration_s: {max_duration_s:.0f}); give a shorter "
+                               "duration_s or an earlier ends_at")
         s = Silence(id=uuid.uuid4().hex, match=req.match, starts_at=now, ends_at=ends, comment=req.comment,
-                    created_by=req.created_by)
+                    created_by=created_by)
         self._store.save_silence(s.id, s.starts_at, s.ends_at, s.to_dict())
         self._all[s.id] = s
         self._refresh(now)

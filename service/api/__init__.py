@@ -3,26 +3,34 @@
 ``create_app`` takes everything through :class:`ApiContext`, so tests build an
 app around fakes and the service builds it around the real parts. OpenAPI
 is served at ``/docs`` (and ``/openapi.json``) unless ``api.docs`` is false.
+
+Every route declares its role beside it (``service.api.roles``); the app is not
+built if one does not. The outermost ASGI step is authentication
+(:class:`~service.api.auth.Authenticate`), then the body limit, then FastAPI:
+an unauthenticated caller gets its 401 before its body is read or parsed.
 """
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service import metrics
 from service.alerting.store import StoreError
-from service.api.auth import Authenticator, require, require_by_method
+from service.api.auth import Authenticator, guard
 from service.api.context import ApiContext
 from service.api.events import events_router
 from service.api.limits import BodyLimit
+from service.api.openapi import build_openapi
+from service.api.ratelimit import IngestLimiter
 from service.api.routes import health_router, rules_router
 
 __all__ = ["ApiContext", "create_app"]
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
+    """The API app; raises :class:`~service.api.roles.UndeclaredRole` for a route without a role."""
     api = ctx.settings.api
     docs = api.docs
     app = FastAPI(title="pipesentry", version="0.1.0",
@@ -30,13 +38,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
                   docs_url="/docs" if docs else None, redoc_url=None,
                   openapi_url="/openapi.json" if docs else None)
     auth = Authenticator(api.tokens)
-    read, admin = require(auth, "read"), require(auth, "admin")
-    app.include_router(health_router(ctx, read))
-    app.include_router(rules_router(ctx, read, admin))
-    app.include_router(events_router(ctx, admin))
-    for router, mode in ctx.routers:
-        check = read if mode == "read" else require_by_method(auth)
-        app.include_router(router, dependencies=[Depends(check)])
+    auth.warn_expired()
+    app.include_router(health_router(ctx))
+    app.include_router(rules_router(ctx))
+    app.include_router(events_router(ctx, IngestLimiter(api.ingest_rate)))
+    for router in ctx.routers:
+        app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -53,6 +60,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     limits = {"/api/v1/events": ctx.settings.http_ingest.max_body_bytes,
               "/api/v1/rules/test": min(api.rules_test_max_body_bytes, api.max_body_bytes)}
     app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, api.max_body_bytes))
+    roles = guard(app, api, auth)  # added last: the outermost step, runs first
+    app.openapi = lambda: build_openapi(app, roles)  # type: ignore[method-assign]
     app.state.context = ctx
     app.state.auth = auth
     return app

@@ -1,79 +1,144 @@
-"""Bearer-token authentication with two roles: ``read`` (rules, alerts, metrics) and ``admin`` (all).
+"""Bearer-token authentication, the first step of every API request (before any body is read).
 
-Tokens come from the settings (inline or from secret files). Every presented
-token is compared with every configured one using ``hmac.compare_digest`` and
-without an early exit, so the time taken does not reveal which prefix or which
-token matched. With no tokens configured authentication is off: the default
-binds to loopback only, and the service warns when it listens elsewhere.
+Tokens are named and carry a role (``service.api.roles``); they come from the
+settings (inline or from secret files) and may expire. Every presented token is
+compared with every configured one using ``hmac.compare_digest`` and without an
+early exit, so the time taken does not reveal which prefix or which token matched.
+
+:class:`Authenticate` is the outermost ASGI middleware: it finds the route a
+request is for, reads the role the route declares, and answers 401 (no, wrong
+or expired token) or 403 (role too low) before the body limit or any parser
+sees the body, so an unauthenticated caller learns nothing about the body it
+sent. An admitted caller's :class:`Principal` is stored on the request. With no
+tokens configured authentication is off and :class:`SameOrigin` guards the API
+against other web sites instead.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 from collections.abc import Callable, Sequence
 
-from fastapi import HTTPException, Request
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics
-from service.api.principal import Principal
-from service.config import TokenSettings
+from service.api.crossorigin import SameOrigin
+from service.api.errors import BEARER_CHALLENGE, send_error
+from service.api.principal import ANONYMOUS, Principal
+from service.api.roles import Role, RoleTable, allows
+from service.config import ApiSettings, TokenSettings
 
-ROLES = ("read", "admin")
+log = logging.getLogger(__name__)
 
 
 class Authenticator:
-    def __init__(self, tokens: Sequence[TokenSettings]) -> None:
-        self._tokens = [(t.token.get_secret_value().encode(), t.role, t.name) for t in tokens if t.token]
+    """The configured tokens; ``clock`` (unix seconds) decides expiry."""
+
+    def __init__(self, tokens: Sequence[TokenSettings], clock: Callable[[], float] = time.time) -> None:
+        self._tokens = [(t.token.get_secret_value().encode(), Principal(name=t.name, role=t.role),
+                         t.expires.timestamp() if t.expires is not None else None, t.expires)
+                        for t in tokens if t.token]
+        self._clock = clock
 
     @property
     def enabled(self) -> bool:
         return bool(self._tokens)
 
-    def principal_for(self, presented: str) -> Principal | None:
-        """Who ``presented`` is (the highest role if it is configured twice), or None."""
+    def identify(self, presented: str) -> tuple[Principal | None, bool]:
+        """(who ``presented`` is, or None; whether it matched a token that has expired)."""
         given = presented.encode()
         found: Principal | None = None
-        for secret, role, name in self._tokens:
-            if hmac.compare_digest(secret, given) and (found is None or role == "admin"):
-                found = Principal(name=name, role=role)
-        return found
+        expired = False
+        now = self._clock()
+        for secret, principal, ends, _ in self._tokens:
+            if hmac.compare_digest(secret, given):
+                if ends is not None and now >= ends:
+                    expired = True
+                else:
+                    found = principal
+        return found, expired
+
+    def warn_expired(self) -> list[str]:
+        """Log a warning for every configured token already expired; returns their names."""
+        now = self._clock()
+        names = []
+        for _, principal, ends, when in self._tokens:
+            if ends is not None and now >= ends and when is not None:
+                names.append(principal.name)
+                log.warning("API token has expired and is refused", extra={
+                    "token_name": principal.name, "role": principal.role, "expired_at": when.isoformat()})
+        return names
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
+def bearer(scope: Scope) -> str | None:
+    """The bearer token of the request's ``Authorization`` header, if it has one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
 
 
-def require(auth: Authenticator, role: str) -> Callable[[Request], None]:
-    """A FastAPI dependency admitting requests whose token carries ``role`` (admin implies read)."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}")
+class Authenticate:
+    """ASGI middleware: identify the caller and check the route's role before anything else runs."""
 
-    def check(request: Request) -> None:
-        if not auth.enabled:
+    def __init__(self, app: ASGIApp, auth: Authenticator, roles: RoleTable, same_origin: SameOrigin) -> None:
+        self.app = app
+        self.auth = auth
+        self.roles = roles
+        self.same_origin = same_origin
+
+    def _route(self, scope: Scope) -> tuple[bool, Role | None]:
+        """(whether a route serves this method and path, the role it declares)."""
+        entry = self.roles.lookup(scope["method"], scope["path"])
+        return (False, None) if entry is None else (True, entry.role)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        token = _bearer(request)
-        principal = auth.principal_for(token) if token is not None else None
-        if principal is None:
-            metrics.HTTP_REJECTED.labels("unauthenticated").inc()
-            raise HTTPException(status_code=401, detail="missing or invalid bearer token",
-                                headers={"WWW-Authenticate": 'Bearer realm="pipesentry"'})
-        request.state.principal = principal
-        if role == "admin" and principal.role != "admin":
+        matched, needed = self._route(scope)
+        state = scope.setdefault("state", {})
+        if matched and needed is None:  # fail closed: declare_roles keeps this from being served
             metrics.HTTP_REJECTED.labels("forbidden").inc()
-            raise HTTPException(status_code=403, detail="this endpoint needs an admin token")
+            await send_error(send, 403, "this endpoint declares no role")
+            return
+        if not self.auth.enabled:
+            state["principal"] = ANONYMOUS
+            refused = None if needed is Role.PUBLIC else self.same_origin.refusal(scope)
+            if refused is not None:
+                metrics.HTTP_CROSS_SITE_REFUSED.labels(refused[0]).inc()
+                await send_error(send, 403, refused[1])
+                return
+            await self.app(scope, receive, send)
+            return
+        token = bearer(scope)
+        principal, expired = self.auth.identify(token) if token is not None else (None, False)
+        if principal is not None:
+            state["principal"] = principal
+        elif needed is not Role.PUBLIC:
+            metrics.HTTP_REJECTED.labels("expired" if expired else "unauthenticated").inc()
+            detail = "bearer token has expired" if expired else "missing or invalid bearer token"
+            await send_error(send, 401, detail, [BEARER_CHALLENGE])
+            return
+        if needed is not None and principal is not None and not allows(principal.role, needed):
+            metrics.HTTP_REJECTED.labels("forbidden").inc()
+            await send_error(send, 403, f"this endpoint needs the {needed} role (token "
+                                        f"{principal.name!r} has {principal.role})")
+            return
+        await self.app(scope, receive, send)
 
-    return check
 
-
-def require_by_method(auth: Authenticator) -> Callable[[Request], None]:
-    """Read role for GET/HEAD, admin for anything that changes state (used for mounted routers)."""
-    read, admin = require(auth, "read"), require(auth, "admin")
-
-    def check(request: Request) -> None:
-        (read if request.method in ("GET", "HEAD", "OPTIONS") else admin)(request)
-
-    return check
+def guard(app: FastAPI, api: ApiSettings, auth: Authenticator | None = None) -> RoleTable:
+    """Check that every route of ``app`` declares its role (raises
+    :class:`~service.api.roles.UndeclaredRole`) and put authentication in front of it, as the
+    outermost ASGI step: call it after every other middleware is added."""
+    roles = RoleTable(app)
+    roles.check()
+    app.add_middleware(Authenticate, auth=auth or Authenticator(api.tokens), roles=roles,
+                       same_origin=SameOrigin(api.host, api.allowed_hosts))
+    return roles

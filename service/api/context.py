@@ -22,7 +22,7 @@ class ApiContext:
     pipeline: Pipeline | None
     """``None`` when HTTP ingest is disabled."""
     readiness: Callable[[], dict[str, bool]]
-    routers: list[tuple[APIRouter, str]] = field(default_factory=list)
-    """Extra routers (the alert router's ``/api/v1/alerts`` and silences) with their auth mode:
-    ``read`` or ``by_method`` (read for GET, admin otherwise)."""
+    routers: list[APIRouter] = field(default_factory=list)
+    """Extra routers (the alert router's ``/api/v1/alerts`` and silences); each of their routes
+    declares its role (``service.api.roles.requires``)."""
     extra: dict[str, Any] = field(default_factory=dict)

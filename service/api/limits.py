@@ -3,17 +3,18 @@
 A plain ASGI middleware: it rejects a declared ``Content-Length`` over the
 limit at once, and otherwise reads the body itself, stopping (413) as soon as
 the limit is passed, so a chunked upload of any size costs at most the limit
-in memory. Event ingest has its own, larger limit.
+in memory. Event ingest has its own, larger limit. It runs after authentication
+(:mod:`service.api.auth`): an unauthenticated caller gets 401 whatever it sends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.api.errors import send_error
 
 
 class BodyLimit:
@@ -23,11 +24,7 @@ class BodyLimit:
 
     async def _reject(self, send: Send, limit: int) -> None:
         metrics.HTTP_REJECTED.labels("too_large").inc()
-        body = orjson.dumps({"detail": f"request body exceeds the limit of {limit} bytes"})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,7 @@ from detectors.sigma import RuleText, compile_ruleset
 from detectors.yamlsafe import YamlLimits
 from service import metrics
 from service.api.context import ApiContext
+from service.api.roles import Role, requires
 from service.metrics import REGISTRY
 
 _T = TypeVar("_T")
@@ -67,7 +68,8 @@ def run_rule_test(rule: str, events: list[dict[str, Any]],
     errors = [{"rule_id": e.rule_id, "title": e.title, "reason": e.reason.replace(here, "request")}
               for e in result.errors]
     if errors or not result.ruleset.rules:
-        return 422, {"errors": errors or [{"reason": "no detection rule in the request"}], "matches": []}
+        return 422, {"detail": "the rule does not load", "matches": [],
+                     "errors": errors or [{"reason": "no detection rule in the request"}]}
     matches = []
     for index, event in enumerate(events):
         for match in result.ruleset.evaluate(event, logsource):
@@ -102,22 +104,24 @@ class RuleTestGate:
             task.exception()  # retrieved: a late failure is not an "exception never retrieved" log
 
 
-def health_router(ctx: ApiContext, read: Callable[..., None]) -> APIRouter:
+def health_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="The process is alive")
+    @router.get("/healthz", dependencies=[requires(Role.PUBLIC)], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Rules loaded and, with Kafka, partitions assigned")
+    @router.get("/readyz", dependencies=[requires(Role.PUBLIC)],
+                summary="Rules loaded and, with Kafka, partitions assigned",
+                responses={503: {"description": "not ready (the failing checks are false)"}})
     async def readyz() -> JSONResponse:
         checks = ctx.readiness()
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    metrics_deps = [] if ctx.settings.api.metrics_public else [Depends(read)]
+    metrics_role = Role.PUBLIC if ctx.settings.api.metrics_public else Role.READ
 
-    @router.get("/metrics", summary="Prometheus metrics", dependencies=metrics_deps,
+    @router.get("/metrics", summary="Prometheus metrics", dependencies=[requires(metrics_role)],
                 response_class=Response)
     async def prometheus() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
@@ -125,7 +129,7 @@ def health_router(ctx: ApiContext, read: Callable[..., None]) -> APIRouter:
     return router
 
 
-def rules_router(ctx: ApiContext, read: Callable[..., None], admin: Callable[..., None]) -> APIRouter:
+def rules_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
 
     def all_rules() -> list[RuleInfo]:
@@ -134,7 +138,7 @@ def rules_router(ctx: ApiContext, read: Callable[..., None], admin: Callable[...
         rules.extend(info for info, _ in getattr(current.ruleset, "correlations", ()) or ())
         return rules
 
-    @router.get("", dependencies=[Depends(read)], summary="Active rules")
+    @router.get("", dependencies=[requires(Role.READ)], summary="Active rules")
     async def list_rules(kind: str | None = Query(default=None, max_length=32),
                          level: str | None = Query(default=None, max_length=32),
                          q: str | None = Query(default=None, max_length=1000, description="text in id or title"),
@@ -153,7 +157,7 @@ def rules_router(ctx: ApiContext, read: Callable[..., None], admin: Callable[...
                 "errors": len(current.errors),
                 "items": [rule_summary(r) for r in rules[offset:offset + limit]]}
 
-    @router.get("/{rule_id}", dependencies=[Depends(read)], summary="One rule by id or name")
+    @router.get("/{rule_id}", dependencies=[requires(Role.READ)], summary="One rule by id or name")
     async def get_rule(rule_id: str) -> dict[str, Any]:
         current = ctx.detector.current
         rule = current.ruleset.get(rule_id)
@@ -166,7 +170,7 @@ def rules_router(ctx: ApiContext, read: Callable[..., None], admin: Callable[...
     gate = RuleTestGate(ctx.settings.api.rules_test_concurrency)
     timeout_s = ctx.settings.api.rules_test_timeout_s
 
-    @router.post("/test", dependencies=[Depends(admin)], summary="Run a rule on events; nothing is stored",
+    @router.post("/test", dependencies=[requires(Role.ADMIN)], summary="Run a rule on events; nothing is stored",
                  responses={422: {"description": "the rule does not load (reasons in errors)"},
                             429: {"description": "too many rule tests at once"},
                             503: {"description": "the rule took too long to compile"}})
@@ -186,10 +190,14 @@ def rules_router(ctx: ApiContext, read: Callable[..., None], admin: Callable[...
             metrics.RULES_TEST_REJECTED.labels("invalid").inc()
         return JSONResponse(doc, status_code=status)
 
-    @router.post("/reload", dependencies=[Depends(admin)], summary="Reload rules from disk")
+    @router.post("/reload", dependencies=[requires(Role.ADMIN)], summary="Reload rules from disk",
+                 responses={422: {"description": "the new rules were rejected; the active ones are unchanged"}})
     async def reload_rules() -> JSONResponse:
         result = await ctx.reloader.reload("api")
         status = {"ok": 200, "rejected": 422}.get(result.result, 500)
-        return JSONResponse(result.as_dict(), status_code=status)
+        doc = result.as_dict()
+        if status != 200:
+            doc["detail"] = result.message or f"reload {result.result}: the active rules are unchanged"
+        return JSONResponse(doc, status_code=status)
 
     return router

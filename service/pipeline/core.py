@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -126,8 +127,8 @@ class Pipeline:
             alerts = self.detector.process(decoded.items) if decoded.items else []
             if content is not None:
                 content.detected()
-        for rejected in decoded.rejected:
-            metrics.MESSAGES_REJECTED.labels(source, rejected.reason).inc()
+        for reason, count in Counter(rejected.reason for rejected in decoded.rejected).items():
+            metrics.MESSAGES_REJECTED.labels(source, reason).inc(count)
         metrics.EVENTS.labels(source).inc(events)
         return IngestResult(events, decoded.rejected, alerts, started)
 

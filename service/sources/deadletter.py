@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,12 +56,15 @@ class FileDeadLetters:
     async def send(self, rejected: Sequence[Rejected]) -> None:
         if not rejected:
             return
-        now = time.time()
-        data = b"".join(_record(item, now, self._redaction) for item in rejected)
-        try:
-            await asyncio.to_thread(self._append, data)
+        try:  # records are encoded in the thread too: 100,000 rejects would hold the event loop
+            inputs = await asyncio.to_thread(self._write, rejected, time.time())
         except OSError:
             metrics.DEAD_LETTER_FAILURES.labels(self._source).inc(len(rejected))
             raise
-        for item in rejected:
-            metrics.DEAD_LETTERS.labels(item.message.origin.input).inc()
+        for name, count in inputs.items():
+            metrics.DEAD_LETTERS.labels(name).inc(count)
+
+    def _write(self, rejected: Sequence[Rejected], now: float) -> Counter[str]:
+        """Append the records of ``rejected``; how many came from each input."""
+        self._append(b"".join(_record(item, now, self._redaction) for item in rejected))
+        return Counter(item.message.origin.input for item in rejected)

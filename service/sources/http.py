@@ -12,8 +12,10 @@ ids, which sinks drop as duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -52,9 +54,13 @@ def _message(data: bytes, received: float, input_name: str) -> RawMessage:
     return RawMessage(data, partial(content_origin, input_name, data), received)
 
 
-def parse_body(body: bytes, received: float, *, max_events: int, input_name: str = "http") -> ParsedBody:
-    """Split ``body`` into raw messages; raises :class:`IngestError` for a body that is wrong as a whole."""
-    parsed = ParsedBody()
+PARSE_CHUNK = 2000
+"""Messages made between two yields of :func:`parse_body_async` to the event loop."""
+
+
+def _parse_steps(body: bytes, received: float, max_events: int, input_name: str,
+                 parsed: ParsedBody) -> Iterator[None]:
+    """Fill ``parsed`` from ``body``, yielding after every ``PARSE_CHUNK`` messages."""
     stripped = body.lstrip()
     if stripped.startswith(b"["):
         try:
@@ -65,14 +71,38 @@ def parse_body(body: bytes, received: float, *, max_events: int, input_name: str
             raise IngestError("body is not a JSON array")
         if len(values) > max_events:
             raise IngestError(f"{len(values)} events exceed the limit of {max_events} per request")
-        for value in values:
-            parsed.messages.append(_message(orjson.dumps(value), received, input_name))
-        return parsed
-    lines = [line for line in body.splitlines() if line.strip()]
-    if len(lines) > max_events:
-        raise IngestError(f"{len(lines)} events exceed the limit of {max_events} per request")
-    for line in lines:
-        parsed.messages.append(_message(line, received, input_name))
+        for start in range(0, len(values), PARSE_CHUNK):
+            yield
+            parsed.messages.extend(_message(orjson.dumps(value), received, input_name)
+                                   for value in values[start:start + PARSE_CHUNK])
+        return
+    lines = body.splitlines()
+    kept: list[bytes] = []
+    for start in range(0, len(lines), PARSE_CHUNK):
+        yield
+        kept.extend(line for line in lines[start:start + PARSE_CHUNK] if line.strip())
+    if len(kept) > max_events:
+        raise IngestError(f"{len(kept)} events exceed the limit of {max_events} per request")
+    for start in range(0, len(kept), PARSE_CHUNK):
+        yield
+        parsed.messages.extend(_message(line, received, input_name) for line in kept[start:start + PARSE_CHUNK])
+
+
+def parse_body(body: bytes, received: float, *, max_events: int, input_name: str = "http") -> ParsedBody:
+    """Split ``body`` into raw messages; raises :class:`IngestError` for a body that is wrong as a whole."""
+    parsed = ParsedBody()
+    for _ in _parse_steps(body, received, max_events, input_name, parsed):
+        pass
+    return parsed
+
+
+async def parse_body_async(body: bytes, received: float, *, max_events: int,
+                           input_name: str = "http") -> ParsedBody:
+    """:func:`parse_body` letting the event loop run between chunks, so a 10 MB body does not
+    hold up other requests (``/healthz`` among them) while it is split."""
+    parsed = ParsedBody()
+    for _ in _parse_steps(body, received, max_events, input_name, parsed):
+        await asyncio.sleep(0)
     return parsed
 
 
@@ -87,10 +117,10 @@ class HttpInput:
         self.spec = spec
         self.max_events = max_events
 
-    def batch(self, body: bytes, received: float, logsource: LogSource | None = None) -> Batch:
+    async def batch(self, body: bytes, received: float, logsource: LogSource | None = None) -> Batch:
         """The request's batch (``logsource`` from the query overrides the configured one);
         raises :class:`IngestError` for a body that is wrong as a whole."""
-        parsed = parse_body(body, received, max_events=self.max_events, input_name=self.name)
+        parsed = await parse_body_async(body, received, max_events=self.max_events, input_name=self.name)
         spec = self.spec
         if logsource is not None:
             spec = InputSpec(spec.name, spec.decoder, logsource, spec.time_fields)

@@ -83,7 +83,8 @@ async def test_shipped_rules_quiet_on_a_fresh_instance_and_fire_on_a_failed_relo
         prom: PrometheusServer = prometheus_factory(scrape_interval="1s", rule_files=[RULES_FILE])
         await until(instance.ready, 120, "the instance to be ready: " + instance.log())
         async with httpx.AsyncClient(timeout=30) as client:  # a bad message: the events counter exists, at 0
-            response = await client.post(f"{instance.url}/api/v1/events?category=ci_job_log", content=b"{not json")
+            response = await client.post(f"{instance.url}/api/v1/events?category=ci_job_log", content=b"{not json",
+                                         headers={"content-type": "application/x-ndjson"})
         assert response.status_code < 500, response.text
         scrape_as_pipesentry(prom, f"127.0.0.1:{instance.port}")
         await until(lambda: scraped(prom, 'up{job="pipesentry"} == 1'), 60, "the first scrape")
@@ -99,7 +100,8 @@ async def test_shipped_rules_quiet_on_a_fresh_instance_and_fire_on_a_failed_relo
 
         (extra / "broken.yml").write_text(BROKEN_RULE)
         async with httpx.AsyncClient(timeout=60) as client:
-            response = await client.post(f"{instance.url}/api/v1/rules/reload")
+            response = await client.post(f"{instance.url}/api/v1/rules/reload",
+                                         headers={"X-Pipesentry-Client": "tests"})  # no tokens: not a browser
         assert response.status_code == 422, response.text
 
         async def reload_alert() -> bool:

@@ -133,7 +133,8 @@ async def test_no_secret_leaves_by_any_way(tmp_path: Path, search_node: SearchNo
     api: list[str] = []
     try:
         await until(instance.ready, 90, "the instance to be ready")
-        async with httpx.AsyncClient(base_url=instance.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=instance.url, timeout=30,
+                                     headers={"content-type": "application/x-ndjson"}) as client:
             body = "\n".join(json.dumps({"message": line, "job": "deploy", "n": n}) for n, line in enumerate(LINES))
             response = await client.post("/api/v1/events?category=ci_job_log", content=body)
             assert response.status_code == 200, response.text

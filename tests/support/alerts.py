@@ -13,6 +13,8 @@ from detectors.model import LogSource, Match, Origin, RuleInfo
 from service.alerting.api import api_router
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
+from service.api.auth import guard
+from service.config import ApiSettings
 
 
 class Clock:
@@ -69,4 +71,6 @@ def make_client(tmp_path: Path) -> tuple[TestClient, AlertRouter, Clock]:
     router.silences.load()
     app = FastAPI()
     app.include_router(api_router(router))
-    return TestClient(app), router, clock
+    guard(app, ApiSettings())  # no tokens: every caller is the anonymous admin
+    # a script's client: a loopback host, and the header that marks a non-browser caller
+    return TestClient(app, base_url="http://127.0.0.1", headers={"X-Pipesentry-Client": "tests"}), router, clock

@@ -80,8 +80,15 @@ def test_unknown_keys_and_wrong_types_are_named(tmp_path):
     ("kafka: {bootstrap_servers: [x], topics: {a: {}}, dead_letter_topic: a}", "must not be one of"),
     ("kafka: {bootstrap_servers: [x], topics: {a: {}}, security: {protocol: SASL_SSL}}", "sasl_mechanism"),
     ("kafka: {bootstrap_servers: [x], topic_pattern: 'ci-.*', dead_letter_topic: ci-dlq}", "matches dead_letter"),
-    ("api: {tokens: [{token: short}]}", "at least 16 characters"),
-    ("api: {tokens: [{role: admin}]}", "set token or token_file"),
+    ("api: {tokens: [{name: a, role: read, token: short}]}", "at least 16 characters"),
+    ("api: {tokens: [{name: a, role: admin}]}", "set token or token_file"),
+    ("api: {tokens: [{token: 0123456789abcdefgh}]}", "api.tokens.0.name: required key is missing"),
+    ("api: {tokens: [{name: a, role: root, token: 0123456789abcdefgh}]}", "api.tokens.0.role: Input should be"),
+    ("api: {tokens: [{name: 'a b', role: read, token: 0123456789abcdefgh}]}", "api.tokens.0.name: String should match"),
+    ("api: {tokens: [{name: a, role: read, token: 0123456789abcdefgh}, {name: a, role: admin, "
+     "token: 0123456789abcdefgX}]}", "token names must be unique: \\['a'\\]"),
+    ("api: {tokens: [{name: a, role: read, token: 0123456789abcdefgh}, {name: b, role: admin, "
+     "token: 0123456789abcdefgh}]}", "two tokens have the same value"),
     ("- a list", "mapping at the top level"),
     ("a: [unclosed", "not valid YAML"),
 ])
@@ -111,7 +118,7 @@ api:
 
 def test_missing_secret_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read token file"):
-        load_settings(write(tmp_path, f"api: {{tokens: [{{token_file: {tmp_path / 'none'}}}]}}"))
+        load_settings(write(tmp_path, f"api: {{tokens: [{{name: a, role: read, token_file: {tmp_path / 'none'}}}]}}"))
 
 
 def test_kafka_client_kwargs_pass_security_through(tmp_path):

@@ -43,7 +43,7 @@ def test_silences_create_list_expire(tmp_path: Path) -> None:
     assert bad.status_code == 422
     assert client.post("/api/v1/silences", json={"match": {"levels": ["loud"]}, "duration_s": 60}).status_code == 422
     created = client.post("/api/v1/silences", json={"match": {"rule_ids": ["r1"], "tags": ["attack.*"]},
-                                                    "duration_s": 600, "comment": "deploy", "created_by": "ops"})
+                                                    "duration_s": 600, "comment": "deploy"})
     assert created.status_code == 201
     sid = created.json()["id"]
     listed = client.get("/api/v1/silences").json()["items"]

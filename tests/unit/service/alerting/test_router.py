@@ -141,7 +141,8 @@ def test_routing_min_level_rate_limit_silences_grouping(tmp_path: Path) -> None:
 
     # silences mute pages, not records
     router.silences.create(SilenceRequest(match=SilenceMatch(rule_ids=["r-ex*"], fields={"user": "alice"}),
-                                          duration_s=60), clock.now)
+                                          duration_s=60, comment="alice's exec is planned"), clock.now,
+                           created_by="ops")
     before = suppressed("silence")
     d3 = router.decide([alert(7, r=exec_rule, event={"user": "alice"})], clock.now)
     assert d3.pages == {} and len(d3.documents) == 1

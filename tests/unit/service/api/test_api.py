@@ -8,11 +8,11 @@ import pytest
 
 from service.api import create_app
 from service.config import Settings
-from tests.support.api import ADMIN, READER, auth, build_api
+from tests.support.api import ADMIN, ANALYST, INGESTER, MATCHING, READER, auth, build_api
 from tests.support.rules import BROKEN_RULE, CURL_RULE
 
 SECOND = CURL_RULE.replace("0001", "0002").replace("Curl Piped To Shell", "Wget Seen").replace("'| sh'", "wget")
-MATCHING = b'{"message": "curl https://x | sh", "@timestamp": "2026-01-02T03:04:05Z"}'
+
 
 
 async def test_health_open_and_readiness(tmp_path):
@@ -37,6 +37,12 @@ async def test_roles(tmp_path):
         assert (await client.post("/api/v1/rules/reload", headers=auth(READER))).status_code == 403
         assert (await client.post("/api/v1/events", content=MATCHING, headers=auth(READER))).status_code == 403
         assert (await client.post("/api/v1/rules/reload", headers=auth(ADMIN))).status_code == 200
+        # a log shipper's token posts events and nothing else
+        assert (await client.post("/api/v1/events", content=MATCHING, headers=auth(INGESTER))).status_code == 200
+        assert (await client.get("/api/v1/rules", headers=auth(INGESTER))).status_code == 403
+        assert (await client.post("/api/v1/rules/reload", headers=auth(INGESTER))).status_code == 403
+        assert (await client.post("/api/v1/rules/reload", headers=auth(ANALYST))).status_code == 403
+        assert (await client.get("/api/v1/rules", headers=auth(ANALYST))).status_code == 200
 
 
 async def test_metrics_can_require_a_token(tmp_path):
@@ -155,7 +161,8 @@ async def test_no_tokens_means_open_api(tmp_path):
     client, _, _ = build_api(tmp_path, tokens=False)
     async with client:
         assert (await client.get("/api/v1/rules")).status_code == 200
-        resp = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING)
+        resp = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING,
+                                 headers={"content-type": "application/x-ndjson"})
         assert resp.status_code == 200 and len(resp.json()["alerts"]) == 1
 
 
@@ -192,7 +199,8 @@ def test_embedded_default_newcomer_posts_an_event_and_sees_an_alert(tmp_path):
         url = f"http://127.0.0.1:{port}"
         wait(ready, "readiness")
         event = b'{"message": "$ curl -sSfL https://get.example.net/install.sh | sh"}'
-        posted = httpx.post(url + "/api/v1/events?category=ci_job_log", content=event, timeout=10).json()
+        posted = httpx.post(url + "/api/v1/events?category=ci_job_log", content=event, timeout=10,
+                            headers={"content-type": "application/x-ndjson"}).json()
         assert posted["alerts"][0]["title"] == "Remote Script Piped Into A Shell During A Build"
         stored = httpx.get(url + "/api/v1/alerts", timeout=10).json()
         assert stored["total"] == 1 and stored["items"][0]["event"]["id"] == posted["alerts"][0]["id"]
@@ -228,10 +236,10 @@ async def test_alert_and_silence_routes_of_the_real_router_follow_the_roles(tmp_
             assert (await api.get("/api/v1/alerts")).status_code == 401
             listed = await api.get("/api/v1/alerts?level=high", headers=auth(READER))
             assert listed.status_code == 200 and listed.json()["total"] == 0
-            silence = {"match": {"rule_ids": ["x"]}, "duration_s": 60, "comment": "t", "created_by": "me"}
+            silence = {"match": {"rule_ids": ["x"]}, "duration_s": 60, "comment": "t"}
             assert (await api.post("/api/v1/silences", json=silence, headers=auth(READER))).status_code == 403
-            created = await api.post("/api/v1/silences", json=silence, headers=auth(ADMIN))
-            assert created.status_code == 201
+            created = await api.post("/api/v1/silences", json=silence, headers=auth(ANALYST))
+            assert created.status_code == 201 and created.json()["created_by"] == "triage"
             listed = await api.get("/api/v1/silences", headers=auth(READER))
             assert [x["id"] for x in listed.json()["items"]] == [created.json()["id"]]
     finally:
@@ -242,10 +250,11 @@ async def test_a_failing_alert_store_is_a_503_with_its_reason_not_a_500(tmp_path
     from fastapi import APIRouter
 
     from service.alerting.store import StoreError
+    from service.api.roles import Role, requires
 
     probe = APIRouter()
 
-    @probe.get("/api/v1/probe")
+    @probe.get("/api/v1/probe", dependencies=[requires(Role.READ)])
     async def failing() -> None:
         raise StoreError(f"alert store query failed (full): database or disk is full at {tmp_path}", "full")
 

@@ -1,9 +1,10 @@
 """Schemathesis over the served OpenAPI document, with each role: no request is a server error.
 
 The app is the one ``Service`` builds (health, metrics, rules, ingest and the alert routes over
-a real alert store and silences), with an admin and a read token. Every generated request
-(valid and invalid data) is sent four times: with the admin token, the read token, a wrong
-token and none; each answer must be below 500. Nothing is excluded.
+a real alert store and silences), with a token of every role. Every generated request
+(valid and invalid data) is sent with each role's token, a wrong token and none; each answer
+must be below 500. Nothing is excluded. (Which role gets which answer is
+``test_api_roles.py``'s matrix.)
 """
 
 from __future__ import annotations
@@ -29,26 +30,27 @@ from service.config import Settings
 from service.detection import Detector, compile_detection
 from service.pipeline import Pipeline
 from service.reload import Reloader
-from tests.support.api import ADMIN, READER
+from tests.support.api import ADMIN, ANALYST, INGESTER, READER, TOKENS
 from tests.support.routers import FakeRouter
 from tests.support.rules import CURL_RULE
 
 ROLES: dict[str, dict[str, str]] = {
     "admin": {"Authorization": f"Bearer {ADMIN}"},
     "read": {"Authorization": f"Bearer {READER}"},
+    "ingest": {"Authorization": f"Bearer {INGESTER}"},
+    "analyst": {"Authorization": f"Bearer {ANALYST}"},
     "wrong": {"Authorization": "Bearer " + "w" * 24},
     "none": {},
 }
 
 
 def build_app(tmp: Path) -> Any:
-    """The API app around a real detector, reloader and alert store, with an admin and a read token."""
+    """The API app around a real detector, reloader and alert store, with a token of every role."""
     rules = tmp / "rules"
     rules.mkdir(parents=True)
     (rules / "curl.yml").write_text(CURL_RULE)
     s = Settings(rules={"paths": [str(rules)]}, data_dir=tmp / "data",  # type: ignore[arg-type]
-                 api={"tokens": [{"name": "ops", "role": "admin", "token": ADMIN},  # type: ignore[arg-type]
-                                 {"name": "viewer", "role": "read", "token": READER}]})
+                 api={"tokens": TOKENS})  # type: ignore[arg-type]
     outcome = compile_detection([rules], [], skip_invalid=False, generation=1)
     assert outcome.detection is not None
     detector = Detector(outcome.detection)
@@ -58,7 +60,7 @@ def build_app(tmp: Path) -> Any:
     ctx = ApiContext(settings=s, detector=detector,
                      reloader=Reloader(detector, s.rules, s.correlation, s.anomaly),
                      pipeline=Pipeline(detector, FakeRouter()),  # type: ignore[arg-type]
-                     readiness=lambda: {"rules_loaded": True}, routers=[(api_router(alerts), "by_method")])
+                     readiness=lambda: {"rules_loaded": True}, routers=[api_router(alerts)])
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     atexit.register(alerts.store.close)
     return create_app(ctx)
