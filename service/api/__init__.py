@@ -13,11 +13,15 @@ from fastapi.responses import JSONResponse
 
 from service import metrics
 from service.alerting.store import StoreError
+from service.api.access_log import AccessLog
+from service.api.audit import AuditMiddleware, audit_router, denied_recorder
 from service.api.auth import Authenticator, require, require_by_method
 from service.api.context import ApiContext
 from service.api.events import events_router
 from service.api.limits import BodyLimit
 from service.api.routes import health_router, rules_router
+from service.api.tls import ClientIdentities
+from service.audit.trail import AuditTrail
 
 __all__ = ["ApiContext", "create_app"]
 
@@ -29,7 +33,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
                   description="Sigma rules, correlations and anomaly checks over CI/CD and production logs.",
                   docs_url="/docs" if docs else None, redoc_url=None,
                   openapi_url="/openapi.json" if docs else None)
-    auth = Authenticator(api.tokens)
+    tls = api.tls
+    auth = Authenticator(api.tokens, client_identities=bool(tls and tls.client_identities),
+                         cert_required_roles=tls.require_client_cert_for if tls else ())
+    trail = ctx.audit if ctx.audit is not None else AuditTrail(ctx.settings.audit)
+    auth.on_denied = denied_recorder(trail)
     read, admin = require(auth, "read"), require(auth, "admin")
     app.include_router(health_router(ctx, read))
     app.include_router(rules_router(ctx, read, admin))
@@ -37,6 +45,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for router, mode in ctx.routers:
         check = read if mode == "read" else require_by_method(auth)
         app.include_router(router, dependencies=[Depends(check)])
+    app.include_router(audit_router(trail, admin))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -52,7 +61,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     limits = {"/api/v1/events": ctx.settings.http_ingest.max_body_bytes,
               "/api/v1/rules/test": min(api.rules_test_max_body_bytes, api.max_body_bytes)}
+    # added innermost first: access log -> client identities -> audit -> body limit -> routes
     app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, api.max_body_bytes))
+    app.add_middleware(AuditMiddleware, trail=trail)
+    if tls is not None and tls.client_identities:
+        app.add_middleware(ClientIdentities, identities=tls.client_identities)
+    app.add_middleware(AccessLog, mode=api.access_log, sample_every=api.access_log_sample_every)
     app.state.context = ctx
+    app.state.audit = trail
     app.state.auth = auth
     return app
