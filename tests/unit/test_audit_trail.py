@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import httpx
-import pytest
 
 from service import metrics
 from service.app import Service
@@ -151,9 +150,8 @@ async def test_watch_and_sighup_reloads_are_recorded_as_system(tmp_path: Path):
         ("system", "rules.reload", "ok", "sighup"), ("system", "rules.reload", "rejected", "watch")]
 
 
-@pytest.mark.parametrize("enabled", [False])
-async def test_a_disabled_trail_records_nothing(tmp_path, enabled):
-    with security_app(tmp_path, audit={"enabled": enabled}) as (app, trail, _), captured("pipesentry.audit") as lines:
+async def test_a_disabled_trail_records_nothing(tmp_path):
+    with security_app(tmp_path, audit={"enabled": False}) as (app, _, _), captured("pipesentry.audit") as lines:
         async with client_for(app) as client:
             await client.post("/api/v1/rules/reload", headers=auth(ADMIN))
             response = await client.get("/api/v1/audit", headers=auth(ADMIN))
