@@ -177,7 +177,8 @@ class Service:
         config = uvicorn.Config(self.app, host=s.host, port=s.port, log_config=None, access_log=False,
                                 lifespan="off", server_header=False, **options)
         self.server = _Server(config)
-        if not self.settings.api.tokens and s.host not in ("127.0.0.1", "localhost", "::1"):
+        by_cert = s.tls is not None and bool(s.tls.client_identities)
+        if not s.tokens and not by_cert and s.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("API listens beyond loopback without tokens: anyone who reaches it is admin",
                         extra={"host": s.host})
         await self.server.serve()
@@ -252,6 +253,7 @@ class Service:
                     await asyncio.wait_for(server_task, timeout=10)
             if self.local_state is not None:
                 await self.local_state.save()  # inputs and ingest requests are done: the local state is final
+            await self.audit.flush()  # the store closes with the router
             await self.router.stop()
             log.info("pipesentry stopped")
 

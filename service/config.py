@@ -315,6 +315,14 @@ class ApiSettings(_Strict):
     ``access_log_sample_every`` is logged; ``all``: every request; ``off``: none."""
     access_log_sample_every: int = Field(default=100, ge=1)
 
+    @model_validator(mode="after")
+    def _cert_roles_need_auth(self) -> ApiSettings:
+        if self.tls is not None and self.tls.require_client_cert_for and not self.tokens \
+                and not self.tls.client_identities:
+            raise ValueError("tls.require_client_cert_for needs tokens or tls.client_identities "
+                             "(with authentication off every caller is admin)")
+        return self
+
 
 class RulesSettings(_Strict):
     """Where rules come from and how reloads behave."""

@@ -121,6 +121,7 @@ def audit_router(trail: AuditTrail, admin: Callable[..., None]) -> APIRouter:
             raise HTTPException(status_code=422, detail=f"outcome must be one of {list(OUTCOMES)}")
         query = AuditQuery(since=query_time(since, "since"), until=query_time(until, "until"), action=action,
                            actor=actor, outcome=outcome, limit=limit)
+        await trail.flush()
         items = await asyncio.to_thread(trail.query, query)
         return AuditPage(items=[AuditEntryModel(**item) for item in items], limit=limit)
 

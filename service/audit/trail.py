@@ -7,6 +7,11 @@ dotted word such as ``silence.create``), the object acted on, the outcome and a
 small ``detail`` mapping of counts and results. Request bodies are never
 recorded. Recording never fails the action: a store error is logged and counted
 (``pipesentry_audit_write_failures_total``) and the log line is still written.
+
+On the event loop the row is written in a worker thread (the store's lock may be
+held by the store sink writing a batch, and a flood of refused sign-ins must not
+stall the loop); :meth:`AuditTrail.flush` waits for those writes (the audit
+query and shutdown call it), so a read sees every entry recorded before it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ AUDIT_LOG = logging.getLogger("pipesentry.audit")
 
 SYSTEM = "system"
 OUTCOMES = ("ok", "rejected", "denied", "failed")
+MAX_OBJECT = 200
+"""Characters of an entry's object kept (a refused request's path is the caller's to choose)."""
 
 
 def outcome_of(status: int) -> str:
@@ -68,6 +75,7 @@ class AuditTrail:
         self.settings = settings
         self._store = AuditStore(store) if store is not None and settings.enabled else None
         self._clock = clock
+        self._pending: set[asyncio.Future[None]] = set()
 
     @property
     def queryable(self) -> bool:
@@ -79,6 +87,8 @@ class AuditTrail:
         """Write one entry (log line, counter, store row); ``None`` when the trail is off."""
         if not self.settings.enabled:
             return None
+        if obj is not None and len(obj) > MAX_OBJECT:
+            obj = obj[:MAX_OBJECT] + "..."
         entry = AuditEntry(time=self._clock(), actor=actor, role=role, via=via, client=client, action=action,
                            object=obj, outcome=outcome, status=status, detail=dict(detail or {}))
         doc = entry.as_dict()
@@ -86,12 +96,28 @@ class AuditTrail:
         AUDIT_LOG.info("audit", extra={k: v for k, v in doc.items() if k != "time"})
         if self._store is not None:
             try:
-                self._store.insert(doc)
-            except StoreError as exc:
-                metrics.AUDIT_WRITE_FAILURES.inc()
-                log.warning("audit entry not stored (it is in the audit log line)",
-                            extra={"action": action, "reason": exc.reason})
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._insert(doc)
+            else:
+                write = loop.run_in_executor(None, self._insert, doc)
+                self._pending.add(write)
+                write.add_done_callback(self._pending.discard)
         return entry
+
+    def _insert(self, doc: dict[str, Any]) -> None:
+        assert self._store is not None
+        try:
+            self._store.insert(doc)
+        except Exception as exc:  # StoreError (counted by the store) or anything unexpected: never raised
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            log.warning("audit entry not stored (it is in the audit log line)",
+                        extra={"action": doc["action"], "reason": getattr(exc, "reason", type(exc).__name__)})
+
+    async def flush(self) -> None:
+        """Wait until every entry recorded so far is in the store (or has failed to be)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     def system(self, action: str, *, obj: str | None = None, outcome: str = "ok",
                detail: Mapping[str, Any] | None = None) -> AuditEntry | None:
@@ -99,6 +125,7 @@ class AuditTrail:
         return self.record(action, actor=SYSTEM, role=SYSTEM, via="none", obj=obj, outcome=outcome, detail=detail)
 
     def query(self, q: AuditQuery) -> list[dict[str, Any]]:
+        """Entries in the store, newest first (blocking: call :meth:`flush` first on the loop)."""
         if self._store is None:
             raise StoreError("the audit trail has no store (audit disabled or no local store)", "closed")
         return self._store.query(q)
@@ -119,6 +146,7 @@ class AuditTrail:
         """Prune now and every ``audit.prune_interval_s`` until ``stop`` (a supervised task)."""
         while True:
             try:
+                await self.flush()
                 await asyncio.to_thread(self.prune)
             except StoreError as exc:  # the store reports and counts it; try again next round
                 log.warning("audit prune failed", extra={"reason": exc.reason})

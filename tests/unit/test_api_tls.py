@@ -170,3 +170,11 @@ def test_client_certificate_settings_need_a_client_ca(pki):
 
     with pytest.raises(ConfigError, match="client certificates need client_ca_file"):
         load_settings(overrides={"api.tls": tls_settings(pki, client_certs="required")})
+
+
+def test_requiring_client_certificates_for_a_role_needs_authentication(pki):
+    from service.config import ConfigError, load_settings
+
+    tls = tls_settings(pki, client_ca_file=str(pki["ca"].cert), require_client_cert_for=["admin"])
+    with pytest.raises(ConfigError, match="require_client_cert_for needs tokens"):
+        load_settings(overrides={"api.tls": tls})

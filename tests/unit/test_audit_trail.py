@@ -143,6 +143,7 @@ async def test_watch_and_sighup_reloads_are_recorded_as_system(tmp_path: Path):
         await service.reloader.reload("watch")
         from service.audit.store import AuditQuery
 
+        await service.audit.flush()
         entries = service.audit.query(AuditQuery())
     finally:
         await service.router.stop()
@@ -156,3 +157,21 @@ async def test_a_disabled_trail_records_nothing(tmp_path):
             await client.post("/api/v1/rules/reload", headers=auth(ADMIN))
             response = await client.get("/api/v1/audit", headers=auth(ADMIN))
     assert response.status_code == 503 and lines.records == []
+
+
+async def test_a_store_failure_never_fails_the_action_and_is_counted(tmp_path):
+    failures = metrics.AUDIT_WRITE_FAILURES
+    before = failures._value.get()
+    with security_app(tmp_path) as (app, trail, _), captured("pipesentry.audit") as lines:
+        trail._store._store.close()  # type: ignore[union-attr]  # the store goes away under the trail
+        async with client_for(app) as client:
+            assert (await client.post("/api/v1/rules/reload", headers=auth(ADMIN))).status_code == 200
+            await trail.flush()
+    assert failures._value.get() - before == 1
+    assert [r.action for r in lines.records] == ["rules.reload"]  # type: ignore[attr-defined]
+
+
+def test_long_objects_are_cut(tmp_path):
+    with security_app(tmp_path) as (_, trail, _):
+        entry = trail.record("auth.denied", actor="unauthenticated", role="", via="none", obj="GET /" + "a" * 5000)
+    assert entry is not None and entry.object is not None and len(entry.object) == 203
