@@ -178,3 +178,24 @@ def test_requiring_client_certificates_for_a_role_needs_authentication(pki):
     tls = tls_settings(pki, client_ca_file=str(pki["ca"].cert), require_client_cert_for=["admin"])
     with pytest.raises(ConfigError, match="require_client_cert_for needs tokens"):
         load_settings(overrides={"api.tls": tls})
+
+
+def test_identities_match_the_common_name_the_whole_subject_or_a_san():
+    from service.api.tls import PeerCertificate, identity_for
+    from service.config import ClientIdentitySettings
+
+    peer = PeerCertificate.from_peercert({
+        "subject": ((("commonName", "robot-7"),), (("organizationName", "ci"),)),
+        "subjectAltName": (("DNS", "robot.ci.example"), ("URI", "spiffe://ci/robot"))})
+    assert peer.subject == "CN=robot-7,O=ci"
+
+    def first(*identities: dict[str, str]) -> str | None:
+        found = identity_for(peer, [ClientIdentitySettings(**i) for i in identities])  # type: ignore[arg-type]
+        return None if found is None else f"{found.name}/{found.role}/{found.via}"
+
+    assert first({"subject": "CN=robot-7,O=ci", "name": "a", "role": "admin"}) == "a/admin/client-certificate"
+    assert first({"subject": "CN=robot-7", "name": "b"}) == "b/read/client-certificate"
+    assert first({"san": "spiffe://ci/robot", "name": "c", "role": "ingest"}) == "c/ingest/client-certificate"
+    assert first({"subject": "CN=robot", "name": "d"}, {"san": "other.example", "name": "e"}) is None
+    with pytest.raises(ValueError, match="exactly one of subject or san"):
+        ClientIdentitySettings(subject="CN=x", san="x", name="f")
