@@ -38,13 +38,15 @@ from fastapi import FastAPI
 from service.alerting.api import api_router
 from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
+from service.api.tls import ServerTls, TlsError, TlsH11Protocol
+from service.audit.trail import AuditTrail
 from service.config import Settings
 from service.detection import Detector
 from service.errors import ServiceError
 from service.local_state import LocalState
 from service.pipeline import Pipeline, drive, tune_gc
 from service.redaction import Redaction
-from service.reload import Reloader, compile_configured
+from service.reload import Reloader, ReloadResult, compile_configured
 from service.sources.base import InputSpec
 from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
@@ -94,6 +96,8 @@ class Service:
         self.app: FastAPI | None = None
         self.server: _Server | None = None
         self.local_state: LocalState | None = None
+        self.audit = AuditTrail(settings.audit, getattr(self.router, "store", None))
+        self.tls = ServerTls(settings.api.tls) if settings.api.tls is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
         self.supervisor = Supervisor()
 
@@ -123,6 +127,7 @@ class Service:
                                  config_path=self._config_path, settings_loader=self._settings_loader,
                                  apply_alerting=self.router.reload if self._settings_loader else None)
         self.reloader.note_loaded()
+        self.reloader.on_result = self._audit_reload
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson", redaction=self.redaction)
         self.pipeline = Pipeline(self.detector, self.router, dead, screen=s.events.screen)
         if s.kafka is not None:
@@ -134,8 +139,15 @@ class Service:
         if s.api.enabled:
             ctx = ApiContext(settings=s, detector=self.detector, reloader=self.reloader,
                              pipeline=self.pipeline if s.http_ingest.enabled else None,
-                             readiness=self.readiness, routers=_alert_routers(self.router))
+                             readiness=self.readiness, routers=_alert_routers(self.router), audit=self.audit)
             self.app = create_app(ctx)
+
+    def _audit_reload(self, result: ReloadResult) -> None:
+        """File-watch and SIGHUP reloads are the service's own actions (API reloads are audited per request)."""
+        if result.trigger != "api":
+            self.audit.system("rules.reload", obj="rules", outcome=result.result,
+                              detail={"trigger": result.trigger, "generation": result.generation,
+                                      "config": self._settings_loader is not None})
 
     def readiness(self) -> dict[str, bool]:
         checks = {"rules_loaded": self.detector is not None and bool(self.detector.current.ruleset.rules)}
@@ -162,10 +174,19 @@ class Service:
     async def _serve(self) -> None:
         s = self.settings.api
         assert self.app is not None
+        # uvicorn's access log stays off: service.api.access_log writes it (pipesentry.access)
+        options: dict[str, Any] = {}
+        if self.tls is not None:
+            try:
+                context = self.tls.load()
+            except TlsError as exc:
+                raise StartupError(str(exc)) from None
+            options = {"http": TlsH11Protocol, "ssl_context_factory": lambda _config, _default: context}
         config = uvicorn.Config(self.app, host=s.host, port=s.port, log_config=None, access_log=False,
-                                lifespan="off", server_header=False)
+                                lifespan="off", server_header=False, **options)
         self.server = _Server(config)
-        if not self.settings.api.tokens and s.host not in ("127.0.0.1", "localhost", "::1"):
+        by_cert = s.tls is not None and bool(s.tls.client_identities)
+        if not s.tokens and not by_cert and s.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("API listens beyond loopback without tokens: anyone who reaches it is admin "
                         "(only cross-site requests and unknown Host names are refused; see docs/security.md)",
                         extra={"host": s.host})
@@ -214,8 +235,13 @@ class Service:
                 spawn("local-state", partial(self.local_state.run, stop, s.state.snapshot_interval_s))
             if s.rules.watch:
                 spawn("rules-watch", partial(self.reloader.watch, stop))
+            if s.audit.enabled and self.audit.queryable:
+                spawn("audit-prune", partial(self.audit.prune_loop, stop))
+            if self.tls is not None and self.app is not None:
+                spawn("api-tls-watch", partial(self.tls.watch, stop))
+            scheme = "https" if self.tls is not None else "http"
             log.info("pipesentry running", extra={
-                "api": f"http://{s.api.host}:{s.api.port}" if self.app is not None else None,
+                "api": f"{scheme}://{s.api.host}:{s.api.port}" if self.app is not None else None,
                 "kafka": self.kafka is not None, "files": len(s.files)})
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
             if server_task is not None:
@@ -237,6 +263,7 @@ class Service:
                     await asyncio.wait_for(server_task, timeout=10)
             if self.local_state is not None:
                 await self.local_state.save()  # inputs and ingest requests are done: the local state is final
+            await self.audit.flush()  # the store closes with the router
             await self.router.stop()
             log.info("pipesentry stopped")
 

@@ -13,6 +13,8 @@ to stdout and the local SQLite store.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +35,9 @@ from detectors.event import DEFAULT_TIME_FIELDS
 from detectors.model import LogSource
 from detectors.yamlsafe import YamlError, YamlLimits, load_one
 from service.alerting.config import AlertingSettings
+from service.config_env import ConfigEnvError, expand_env
 from service.errors import ServiceError
+from service.logs import register_secrets
 from service.redaction import RedactionSettings
 from service.secrets import read_secret_file
 
@@ -266,6 +270,55 @@ class IngestRateSettings(_Strict):
     burst_s: float = Field(default=5.0, gt=0, le=3600)
     """Seconds of rate a caller may save up (the buckets' size)."""
 
+ApiRole = Literal["ingest", "read", "analyst", "admin"]
+
+
+class ClientIdentitySettings(_Strict):
+    """A verified client certificate that stands for a principal (mTLS instead of a bearer token).
+
+    ``subject`` matches the certificate's subject as ``CN=<common name>`` (or the whole RFC 4514
+    string, e.g. ``CN=shipper,O=ci``); ``san`` matches one of its DNS, URI or e-mail
+    subject alternative names. Set exactly one.
+    """
+
+    subject: str | None = None
+    san: str | None = None
+    name: str = Field(min_length=1, max_length=128)
+    role: ApiRole = "read"
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ClientIdentitySettings:
+        if (self.subject is None) == (self.san is None):
+            raise ValueError("set exactly one of subject or san")
+        return self
+
+
+class TlsSettings(_Strict):
+    """HTTPS for the API; the certificate and key are re-read when their files change (rotation)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    """CA bundle that client certificates are verified against (mTLS)."""
+    client_certs: Literal["optional", "required"] = "optional"
+    """With ``client_ca_file``: ``required`` refuses the handshake without a valid client certificate."""
+    client_identities: list[ClientIdentitySettings] = Field(default_factory=list)
+    require_client_cert_for: list[ApiRole] = Field(default_factory=list)
+    """Roles whose requests must come with a verified client certificate (403 otherwise)."""
+    reload_interval_s: float = Field(default=10.0, gt=0)
+    """How often the certificate and key files are checked for changes."""
+
+    @model_validator(mode="after")
+    def _files(self) -> TlsSettings:
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {str(path)!r}")
+        if (self.client_identities or self.require_client_cert_for or self.client_certs == "required") \
+                and self.client_ca_file is None:
+            raise ValueError("client certificates need client_ca_file")
+        return self
+
 
 class ApiSettings(_Strict):
     """The HTTP API. With no ``tokens`` authentication is off (the loopback default)."""
@@ -289,6 +342,20 @@ class ApiSettings(_Strict):
     """Body limit of ``rules/test`` (the largest SigmaHQ rule is about 300 kB)."""
     rules_test_timeout_s: float = Field(default=10.0, gt=0, le=600)
     """A rule test still compiling after this answers 503; its slot stays taken until it ends."""
+    tls: TlsSettings | None = None
+    """HTTPS (and optional mTLS); ``None`` serves plain HTTP."""
+    access_log: Literal["all", "sampled", "off"] = "sampled"
+    """``sampled``: every request except ingest (``/api/v1/events``), of which one in
+    ``access_log_sample_every`` is logged; ``all``: every request; ``off``: none."""
+    access_log_sample_every: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _cert_roles_need_auth(self) -> ApiSettings:
+        if self.tls is not None and self.tls.require_client_cert_for and not self.tokens \
+                and not self.tls.client_identities:
+            raise ValueError("tls.require_client_cert_for needs tokens or tls.client_identities "
+                             "(with authentication off every caller is admin)")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> ApiSettings:
@@ -364,6 +431,14 @@ class StateSettings(_Strict):
     and crash behaviour."""
 
 
+class AuditSettings(_Strict):
+    """The audit trail of state-changing API actions, sign-in failures and reloads."""
+
+    enabled: bool = True
+    retention_days: float = Field(default=90.0, gt=0)
+    prune_interval_s: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything pipesentry reads at start."""
 
@@ -385,6 +460,7 @@ class Settings(BaseSettings):
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     """Secrets in alerts, pages, dead letters and logs are replaced by markers (on by default)."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -437,14 +513,26 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(path: Path | str | None = None, *, overrides: Mapping[str, Any] | None = None) -> Settings:
+_CREDENTIAL_KEY = re.compile(r"(?i)token|key|secret|password|passwd|credential|auth|webhook|dsn|url")
+"""Config keys whose ``${VAR}`` values are registered with the log redactor even when the field is a
+plain string (a URL with a token in it, a header); ``SecretStr`` fields are registered anyway."""
+
+
+def load_settings(path: Path | str | None = None, *, overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``path`` (optional) and the environment; raises :class:`ConfigError`.
 
+    ``${VAR}`` references in the file's values are expanded first (:mod:`service.config_env`);
     ``overrides`` (for example CLI flags, dotted keys) are merged over the file;
     the environment still wins over both.
     """
     data: dict[str, Any] = read_yaml(Path(path)) if path is not None else {}
     origin = str(path) if path is not None else "defaults and environment"
+    try:
+        data, expanded = expand_env(data, os.environ if environ is None else environ)
+    except ConfigEnvError as exc:
+        raise ConfigError(f"invalid configuration ({origin}): {exc}") from None
+    register_secrets(*(value for key, value in expanded if _CREDENTIAL_KEY.search(key.rsplit(".", 1)[-1])))
     odd = [key for key in data if not isinstance(key, str)]
     if odd:  # Settings(**data) would raise TypeError; name the type, not the value
         raise ConfigError(f"invalid configuration ({origin}): top-level keys must be strings, "

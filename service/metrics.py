@@ -145,3 +145,19 @@ HTTP_RATE_LIMITED = Counter(
     "pipesentry_http_rate_limited",
     "POST /api/v1/events refused (429) by the caller's rate limit, by token name (never the token).",
     ["token"], registry=REGISTRY)
+
+# --- API security: TLS, audit trail, ingest accounting (service.api.tls, service.audit) ---------
+API_TLS_RELOADS = Counter("pipesentry_api_tls_reloads", "API certificate/key reloads after the files changed, "
+                          "by result (ok; failed: the previous pair stays in use).", ["result"], registry=REGISTRY)
+API_TLS_CERT_EXPIRY = Gauge("pipesentry_api_tls_certificate_expiry_timestamp_seconds",
+                            "Unix time the API's loaded certificate expires.", registry=REGISTRY)
+AUDIT_ENTRIES = Counter("pipesentry_audit_entries", "Audit trail entries by action (a fixed word such as "
+                        "silence.create, auth.denied) and outcome (ok, rejected, denied, failed).",
+                        ["action", "outcome"], registry=REGISTRY)
+AUDIT_WRITE_FAILURES = Counter("pipesentry_audit_write_failures", "Audit entries the local store could not "
+                               "keep (the audit log line was still written).", registry=REGISTRY)
+AUDIT_PRUNED = Counter("pipesentry_audit_pruned", "Audit entries deleted past audit.retention_days.",
+                       registry=REGISTRY)
+API_INGEST_REQUESTS = Counter("pipesentry_api_ingest_requests", "POST /api/v1/events requests (not in the "
+                              "audit trail), by the caller's configured name and outcome.",
+                              ["principal", "outcome"], registry=REGISTRY)

@@ -116,6 +116,8 @@ class Reloader:
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self.last: ReloadResult | None = None
         self._pending: set[asyncio.Task[ReloadResult]] = set()
+        self.on_result: Callable[[ReloadResult], None] | None = None
+        """Told every result (the audit trail records the file-watch and SIGHUP ones)."""
 
     def watched_paths(self) -> list[Path]:
         config = [self._config_path] if self._config_path is not None else []
@@ -179,6 +181,11 @@ class Reloader:
         metrics.RELOADS.labels(result.result).inc()
         metrics.LAST_RELOAD_SUCCESS.set(1 if result.result == "ok" else 0)
         self.last = result
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception:
+                log.exception("reload result hook failed")
         return result
 
     def note_loaded(self) -> None:

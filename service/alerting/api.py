@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from detectors.model import LEVELS
 from service.api.principal import principal_of
 from service.api.roles import Role, requires
+from service.audit.marks import audited, note
 
 from .router import AlertRouter
 from .silences import SilenceError, SilenceForbidden, SilenceRequest
@@ -35,7 +36,7 @@ MIN_TIME, MAX_TIME = 0.0, 253_402_300_799.0
 """Times are unix seconds between 1970 and the end of year 9999."""
 
 
-def _time(value: str | None, name: str) -> float | None:
+def query_time(value: str | None, name: str) -> float | None:
     """``value`` as unix seconds; a 422 names the parameter for anything not a finite time in range."""
     if value is None or value == "":
         return None
@@ -68,8 +69,8 @@ def api_router(router: AlertRouter) -> APIRouter:
                           offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict[str, Any]:
         if level is not None and level.lower() not in LEVELS:
             raise HTTPException(status_code=422, detail=f"level must be one of {list(LEVELS)}")
-        query = AlertQuery(rule=rule, level=level.lower() if level else None, since=_time(since, "since"),
-                           until=_time(until, "until"), text=q, limit=limit, offset=offset)
+        query = AlertQuery(rule=rule, level=level.lower() if level else None, since=query_time(since, "since"),
+                           until=query_time(until, "until"), text=q, limit=limit, offset=offset)
         page = await asyncio.to_thread(router.store.query, query)
         return {"total": page.total, "limit": limit, "offset": offset, "items": [_shown(d) for d in page.items]}
 
@@ -85,19 +86,22 @@ def api_router(router: AlertRouter) -> APIRouter:
         now = router.clock()
         return {"items": [s.to_dict(now) for s in router.silences.list(now, include_expired=expired)]}
 
-    @api.post("/silences", status_code=201, dependencies=[requires(Role.ANALYST)])
+    @api.post("/silences", status_code=201, dependencies=[requires(Role.ANALYST), Depends(audited("silence.create"))])
     async def create_silence(req: SilenceRequest, request: Request) -> dict[str, Any]:
         now = router.clock()
         caller = principal_of(request)
         try:
-            return router.silences.create(req, now, created_by=caller.name, admin=caller.role == Role.ADMIN,
-                                          max_duration_s=router.settings.silence_max_duration_s).to_dict(now)
+            silence = router.silences.create(req, now, created_by=caller.name, admin=caller.role == Role.ADMIN,
+                                             max_duration_s=router.settings.silence_max_duration_s)
         except SilenceForbidden as exc:
             raise HTTPException(status_code=403, detail=str(exc)) from None
         except SilenceError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
+        note(request, obj=silence.id, detail={"ends_at": silence.ends_at})
+        return silence.to_dict(now)
 
-    @api.delete("/silences/{silence_id}", dependencies=[requires(Role.ANALYST)])
+    @api.delete("/silences/{silence_id}",
+                dependencies=[requires(Role.ANALYST), Depends(audited("silence.expire", obj_param="silence_id"))])
     async def expire_silence(silence_id: str) -> dict[str, Any]:
         now = router.clock()
         s = router.silences.expire(silence_id, now)

@@ -60,6 +60,15 @@ CREATE TABLE IF NOT EXISTS silences (
     ends_at REAL NOT NULL,
     doc BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    doc BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 """
 
 
@@ -211,6 +220,11 @@ class AlertStore:
             except Exception:
                 log.exception("store recovery hook failed")
         return result
+
+    def call(self, op: str, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` on the store's connection with the store's fault handling (the audit trail's own
+        table lives in this file: :mod:`service.audit.store`)."""
+        return self._call(op, fn)
 
     def close(self) -> None:
         """Close the database; closing a closed store does nothing."""

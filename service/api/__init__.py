@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 
 from service import metrics
 from service.alerting.store import StoreError
+from service.api.access_log import AccessLog
+from service.api.audit import AuditMiddleware, audit_router, denied_recorder
 from service.api.auth import Authenticator, guard
 from service.api.context import ApiContext
 from service.api.events import events_router
@@ -25,6 +27,7 @@ from service.api.limits import BodyLimit
 from service.api.openapi import build_openapi
 from service.api.ratelimit import IngestLimiter
 from service.api.routes import health_router, rules_router
+from service.audit.trail import AuditTrail
 
 __all__ = ["ApiContext", "create_app"]
 
@@ -37,13 +40,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
                   description="Sigma rules, correlations and anomaly checks over CI/CD and production logs.",
                   docs_url="/docs" if docs else None, redoc_url=None,
                   openapi_url="/openapi.json" if docs else None)
-    auth = Authenticator(api.tokens)
+    tls = api.tls
+    auth = Authenticator(api.tokens, identities=tls.client_identities if tls else (),
+                         cert_required_roles=tls.require_client_cert_for if tls else ())
     auth.warn_expired()
+    trail = ctx.audit if ctx.audit is not None else AuditTrail(ctx.settings.audit)
+    auth.on_denied = denied_recorder(trail)
     app.include_router(health_router(ctx))
     app.include_router(rules_router(ctx))
     app.include_router(events_router(ctx, IngestLimiter(api.ingest_rate)))
     for router in ctx.routers:
         app.include_router(router)
+    app.include_router(audit_router(trail))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -59,9 +67,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     limits = {"/api/v1/events": ctx.settings.http_ingest.max_body_bytes,
               "/api/v1/rules/test": min(api.rules_test_max_body_bytes, api.max_body_bytes)}
+    # added innermost first; runs: authentication -> access log -> audit -> body limit -> routes
     app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, api.max_body_bytes))
+    app.add_middleware(AuditMiddleware, trail=trail)
+    app.add_middleware(AccessLog, mode=api.access_log, sample_every=api.access_log_sample_every)
     roles = guard(app, api, auth)  # added last: the outermost step, runs first
     app.openapi = lambda: build_openapi(app, roles)  # type: ignore[method-assign]
     app.state.context = ctx
+    app.state.audit = trail
     app.state.auth = auth
     return app

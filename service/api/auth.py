@@ -12,6 +12,12 @@ sees the body, so an unauthenticated caller learns nothing about the body it
 sent. An admitted caller's :class:`Principal` is stored on the request. With no
 tokens configured authentication is off and :class:`SameOrigin` guards the API
 against other web sites instead.
+
+A verified client certificate mapped to a principal (``api.tls.client_identities``,
+:mod:`service.api.tls`) stands in for a token when the request carries none; roles
+listed in ``api.tls.require_client_cert_for`` must also present a verified client
+certificate. Every refusal (401, 403) goes through ``Authenticator.on_denied``
+(the audit trail's hook).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from fastapi import FastAPI
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics
@@ -29,23 +36,45 @@ from service.api.crossorigin import SameOrigin
 from service.api.errors import BEARER_CHALLENGE, send_error
 from service.api.principal import ANONYMOUS, Principal
 from service.api.roles import Role, RoleTable, allows
-from service.config import ApiSettings, TokenSettings
+from service.api.tls import PEER_KEY, PeerCertificate, identity_for
+from service.config import ApiSettings, ClientIdentitySettings, TokenSettings
 
 log = logging.getLogger(__name__)
 
 
-class Authenticator:
-    """The configured tokens; ``clock`` (unix seconds) decides expiry."""
+DeniedHook = Callable[[HTTPConnection, int, str, Principal | None], None]
+"""Called with (request, status, reason, the principal if known) for every 401/403."""
 
-    def __init__(self, tokens: Sequence[TokenSettings], clock: Callable[[], float] = time.time) -> None:
+
+class Authenticator:
+    """The configured tokens and client-certificate identities; ``clock`` (unix seconds) decides expiry."""
+
+    def __init__(self, tokens: Sequence[TokenSettings], clock: Callable[[], float] = time.time, *,
+                 identities: Sequence[ClientIdentitySettings] = (),
+                 cert_required_roles: Collection[str] = ()) -> None:
         self._tokens = [(t.token.get_secret_value().encode(), Principal(name=t.name, role=t.role),
                          t.expires.timestamp() if t.expires is not None else None, t.expires)
                         for t in tokens if t.token]
         self._clock = clock
+        self.identities = list(identities)
+        self.cert_required_roles = frozenset(cert_required_roles)
+        self.on_denied: DeniedHook | None = None
+
+    def by_certificate(self, scope: Scope) -> Principal | None:
+        """The principal a verified, mapped client certificate of this connection stands for."""
+        peer = scope.get("state", {}).get(PEER_KEY)
+        return identity_for(peer, self.identities) if isinstance(peer, PeerCertificate) and self.identities else None
+
+    def denied(self, scope: Scope, status: int, reason: str, principal: Principal | None) -> None:
+        """Count a refusal and report it to ``on_denied`` (the audit trail)."""
+        metrics.HTTP_REJECTED.labels(reason if reason in ("expired", "forbidden") else
+                                     "unauthenticated" if status == 401 else "forbidden").inc()
+        if self.on_denied is not None:
+            self.on_denied(HTTPConnection(scope), status, reason, principal)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._tokens)
+        return bool(self._tokens) or bool(self.identities)
 
     def identify(self, presented: str) -> tuple[Principal | None, bool]:
         """(who ``presented`` is, or None; whether it matched a token that has expired)."""
@@ -118,18 +147,26 @@ class Authenticate:
             return
         token = bearer(scope)
         principal, expired = self.auth.identify(token) if token is not None else (None, False)
+        if principal is None and token is None:
+            principal = self.auth.by_certificate(scope)
         if principal is not None:
             state["principal"] = principal
         elif needed is not Role.PUBLIC:
-            metrics.HTTP_REJECTED.labels("expired" if expired else "unauthenticated").inc()
+            self.auth.denied(scope, 401, "expired" if expired else "unauthenticated", None)
             detail = "bearer token has expired" if expired else "missing or invalid bearer token"
             await send_error(send, 401, detail, [BEARER_CHALLENGE])
             return
-        if needed is not None and principal is not None and not allows(principal.role, needed):
-            metrics.HTTP_REJECTED.labels("forbidden").inc()
-            await send_error(send, 403, f"this endpoint needs the {needed} role (token "
-                                        f"{principal.name!r} has {principal.role})")
-            return
+        if needed is not None and principal is not None and needed is not Role.PUBLIC:
+            if not allows(principal.role, needed):
+                self.auth.denied(scope, 403, "forbidden", principal)
+                await send_error(send, 403, f"this endpoint needs the {needed} role (token "
+                                            f"{principal.name!r} has {principal.role})")
+                return
+            if principal.role in self.auth.cert_required_roles and not isinstance(state.get(PEER_KEY),
+                                                                                  PeerCertificate):
+                self.auth.denied(scope, 403, "client_certificate_required", principal)
+                await send_error(send, 403, f"the {principal.role} role needs a verified client certificate")
+                return
         await self.app(scope, receive, send)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from service.audit.trail import AuditTrail
 from service.config import Settings
 from service.detection import Detector
 from service.pipeline import Pipeline
@@ -26,3 +27,5 @@ class ApiContext:
     """Extra routers (the alert router's ``/api/v1/alerts`` and silences); each of their routes
     declares its role (``service.api.roles.requires``)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    audit: AuditTrail | None = None
+    """The audit trail; ``None`` builds one that only logs (no ``GET /api/v1/audit`` history)."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,7 @@ from detectors.yamlsafe import YamlLimits
 from service import metrics
 from service.api.context import ApiContext
 from service.api.roles import Role, requires
+from service.audit.marks import audited, note
 from service.metrics import REGISTRY
 
 _T = TypeVar("_T")
@@ -170,11 +172,15 @@ def rules_router(ctx: ApiContext) -> APIRouter:
     gate = RuleTestGate(ctx.settings.api.rules_test_concurrency)
     timeout_s = ctx.settings.api.rules_test_timeout_s
 
-    @router.post("/test", dependencies=[requires(Role.ADMIN)], summary="Run a rule on events; nothing is stored",
+    @router.post("/test", dependencies=[requires(Role.ADMIN), Depends(audited("rules.test"))],
+                 summary="Run a rule on events; nothing is stored",
                  responses={422: {"description": "the rule does not load (reasons in errors)"},
                             429: {"description": "too many rule tests at once"},
                             503: {"description": "the rule took too long to compile"}})
-    async def test_rule(body: RuleTestRequest) -> JSONResponse:
+    async def test_rule(body: RuleTestRequest, request: Request) -> JSONResponse:
+        # the audit entry summarises the payload: a fingerprint and sizes, never the rule or events
+        note(request, detail={"rule_sha256": hashlib.sha256(body.rule.encode()).hexdigest()[:16],
+                              "rule_bytes": len(body.rule), "events": len(body.events)})
         logsource = LogSource(**body.logsource.model_dump()) if body.logsource else None
         work = gate.run(run_rule_test, body.rule, body.events, logsource)
         if work is None:
@@ -190,10 +196,12 @@ def rules_router(ctx: ApiContext) -> APIRouter:
             metrics.RULES_TEST_REJECTED.labels("invalid").inc()
         return JSONResponse(doc, status_code=status)
 
-    @router.post("/reload", dependencies=[requires(Role.ADMIN)], summary="Reload rules from disk",
+    @router.post("/reload", dependencies=[requires(Role.ADMIN), Depends(audited("rules.reload"))],
+                 summary="Reload rules from disk",
                  responses={422: {"description": "the new rules were rejected; the active ones are unchanged"}})
-    async def reload_rules() -> JSONResponse:
+    async def reload_rules(request: Request) -> JSONResponse:
         result = await ctx.reloader.reload("api")
+        note(request, obj="rules", detail={"result": result.result, "generation": result.generation})
         status = {"ok": 200, "rejected": 422}.get(result.result, 500)
         doc = result.as_dict()
         if status != 200:
