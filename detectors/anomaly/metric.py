@@ -1,21 +1,33 @@
-"""``metric``: a numeric field per key against a robust baseline.
+"""``metric``: a numeric field per key against a robust baseline that forgets by event time.
 
 Models (per key, on the value or, with ``aggregate``, on the per-window
 aggregate; optionally on ``log1p(value)``):
 
-- ``ewma`` (default): centre = EWMA, scale = 1.2533 x EWMA of the absolute
-  deviation (equals sigma for normal data), half-life ``halflife`` samples; a
-  plain running mean for the first samples. Once the key is ready, residuals
-  are winsorised at 2.5 scale before updating so outliers do not drag the band.
+- ``ewma`` (default): exponential forgetting in event time. Before each value
+  the key's accumulated weight ``W`` is multiplied by ``0.5 ** (dt / half_life)``
+  (``dt`` = event time since the key's latest value), then the value joins
+  with weight 1: centre and mean absolute deviation move by ``1 / W``. So a
+  burst of values a second apart and one value an hour count the same per
+  value, old values fade with time, not with the number of values, and a young
+  key has a plain running mean. Scale = 1.2533 x mean absolute deviation (sigma
+  for normal data). Once the key is ready, residuals are winsorised at 2.5
+  scale before updating so outliers do not drag the band.
 - ``median_mad``: median and 1.4826 x MAD of the last ``window_values`` values
   (a ring buffer), recomputed every ``window_values / 8`` values.
 
+Gaps: a key whose latest value is older than ``max_gap`` (default four
+half-lives, when less than 1/16 of the old weight would remain) restarts
+learning, as if new (counted ``gap_restarts``); out-of-order values (within
+the lateness) update without decay.
+
 ``z = (x - centre) / max(scale, min_scale)``; alert when ``|z| >= threshold``
 or a two-sided CUSUM of ``z`` reaches ``cusum`` (sustained shifts), per
-``direction``, once the key has ``min_samples`` samples and the check's
-learning period is over; one alert per episode (see ``episodes``). Set
-``cusum: null`` for pure per-value thresholds. Non-numeric values are counted as ``bad_value``.
-State per key: ewma 3 floats; median_mad ``window_values`` doubles.
+``direction``, once the key has learnt for ``learn_for`` of event time and
+``min_samples`` values and the check's learning period is over; one alert
+per episode (see ``episodes``). Non-numeric values are counted as ``bad_value``.
+
+State per key: one ``array('d')``: ``HEADER`` slots, the episode slots, and
+(median_mad) the ring. Its layout is ``STATE_LAYOUT`` in snapshots.
 """
 
 from __future__ import annotations
@@ -37,8 +49,14 @@ WINSOR = 2.5
 ABS_DEV_TO_SIGMA = 1.2533
 MAD_TO_SIGMA = 1.4826
 TINY = 1e-12
-# ewma state: centre, abs deviation, n, episode; median_mad: ring..., n, centre, scale, episode
-CENTRE, DEV, N = 0, 1, 2
+STATE_LAYOUT = 2
+"""Version of the per-key array layout (1: centre, deviation, count by samples; 2: below)."""
+# per-key state: values since (re)start, decayed weight, centre, deviation (median_mad: scale),
+# event time of the latest value, event time learning (re)started; then episode slots, then the ring
+N, WEIGHT, CENTRE, DEV, LAST_T, SINCE = range(6)
+HEADER = 6
+EPISODE = HEADER
+RING = HEADER + episodes.SLOTS
 
 
 def to_number(value: Any) -> float | None:
@@ -63,7 +81,8 @@ class MetricCheck(WindowedCheck):
         super().__init__(spec, max_keys)
         self.s = spec
         self.log = spec.transform == "log"
-        self.alpha = 1 - 0.5 ** (1 / spec.halflife)
+        self.half_life = spec.half_life
+        self.max_gap = spec.max_gap_s
         self.ring = spec.window_values if spec.model == "median_mad" else 0
         self.refresh = max(1, self.ring // 8)
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
@@ -91,7 +110,7 @@ class MetricCheck(WindowedCheck):
     def _state(self, key: Key) -> array[float]:
         state = self._keys.touch(key)
         if state is None:
-            state = array("d", bytes(8 * (self.ring + 3 + episodes.SLOTS)))
+            state = array("d", bytes(8 * (RING + self.ring)))
             self._keys.put(key, state)
         return state
 
@@ -136,25 +155,34 @@ class MetricCheck(WindowedCheck):
         self.closed_upto = closed_until(self.closed_upto, window, watermark)
         return out
 
-    def _band(self, state: array[float]) -> tuple[float, float, float]:
-        """(centre, scale, n) in model space."""
+    def _band(self, state: array[float]) -> tuple[float, float]:
+        """(centre, scale) in model space."""
         if self.ring:
-            n = state[self.ring]
-            return state[self.ring + 1], state[self.ring + 2], n
-        return state[CENTRE], state[DEV] * ABS_DEV_TO_SIGMA, state[N]
+            return state[CENTRE], state[DEV]
+        return state[CENTRE], state[DEV] * ABS_DEV_TO_SIGMA
+
+    def _restart_after_gap(self, state: array[float], t: float) -> None:
+        """A key silent for longer than ``max_gap`` learns again from ``t`` (its old band is stale)."""
+        if state[N] and t - state[LAST_T] > self.max_gap:
+            self.counters["gap_restarts"] += 1
+            for slot in range(RING):
+                state[slot] = 0.0
 
     def _score(self, key: Key, state: array[float], x: float, t: float, start: float,
                end: float) -> Match | None:
         spec = self.s
         y = math.log1p(x) if self.log else x
-        centre, scale, n = self._band(state)
+        self._restart_after_gap(state, t)
+        if not state[N]:
+            state[SINCE] = state[LAST_T] = t
+        centre, scale = self._band(state)
         unit = max(scale, spec.min_scale, TINY)
         z = (y - centre) / unit
-        ready = n >= spec.min_samples and self.ready_at(t)
+        ready = state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for and self.ready_at(t)
         found: Match | None = None
         sign = 0
         if ready:
-            sign = episodes.decide(state, self.ring + 3, z, spec.threshold, spec.cusum, spec.cusum_slack,
+            sign = episodes.decide(state, EPISODE, z, spec.threshold, spec.cusum, spec.cusum_slack,
                                    spec.direction != "down", spec.direction != "up")
         if sign:
             low, high = centre - spec.threshold * unit, centre + spec.threshold * unit
@@ -172,26 +200,36 @@ class MetricCheck(WindowedCheck):
         else:
             if ready:
                 y = centre + max(-WINSOR * unit, min(WINSOR * unit, y - centre))
-            a = max(self.alpha, 1 / (n + 1))
-            state[DEV] += a * (abs(y - centre) - state[DEV]) if n else 0.0
-            state[CENTRE] = centre + a * (y - centre)
-            state[N] = n + 1
+            self._update_ewma(state, y, t)
+        state[N] += 1
+        if t > state[LAST_T]:
+            state[LAST_T] = t
         return found
+
+    def _update_ewma(self, state: array[float], y: float, t: float) -> None:
+        elapsed = t - state[LAST_T]
+        weight = state[WEIGHT] * (0.5 ** (elapsed / self.half_life) if elapsed > 0 else 1.0) + 1.0
+        a = 1.0 / weight
+        centre = state[CENTRE]
+        if state[N]:
+            state[DEV] += a * (abs(y - centre) - state[DEV])
+        state[CENTRE] = centre + a * (y - centre)
+        state[WEIGHT] = weight
 
     def _update_ring(self, state: array[float], y: float) -> None:
         ring = self.ring
-        n = int(state[ring])
-        state[n % ring] = y
+        n = int(state[N])
+        state[RING + n % ring] = y
         n += 1
-        state[ring] = n
         if n <= 2 * self.refresh or n % self.refresh == 0:
-            values = list(state[: min(n, ring)])
+            values = list(state[RING: RING + min(n, ring)])
             centre = median(values)
-            state[ring + 1] = centre
-            state[ring + 2] = MAD_TO_SIGMA * median(abs(v - centre) for v in values)
+            state[CENTRE] = centre
+            state[DEV] = MAD_TO_SIGMA * median(abs(v - centre) for v in values)
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {
+            "layout": STATE_LAYOUT,
             "closed_upto": self.closed_upto,
             "keys": [[key_list(k), list(v)] for k, v in self._keys.items()],
             "open": [[b, [[key_list(k), acc] for k, acc in per_key.items()]] for b, per_key in self.open.items()],
@@ -199,10 +237,13 @@ class MetricCheck(WindowedCheck):
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
+        if state.get("layout", 1) != STATE_LAYOUT:
+            raise ValueError(f"metric key state has layout {state.get('layout', 1)}, this version reads "
+                             f"{STATE_LAYOUT} (baselines restart learning)")
         self.closed_upto = None if state["closed_upto"] is None else float(state["closed_upto"])
         self._keys.clear()
         for raw_key, values in state["keys"]:
-            if len(values) != self.ring + 3 + episodes.SLOTS:
+            if len(values) != RING + self.ring:
                 raise ValueError("metric key state has the wrong size")
             self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values)))
         self._keys.evictions = int(state.get("evictions", 0))

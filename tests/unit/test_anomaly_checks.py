@@ -72,6 +72,7 @@ by: [job]
 field: duration
 min_samples: 10
 learning: 0s
+learn_for: 0s
 cusum: null
 """
 
@@ -117,6 +118,7 @@ window: 1m
 transform: log
 min_samples: 5
 learning: 0s
+learn_for: 0s
 allowed_lateness: 0s
 """)
     found: list[Match] = []

@@ -1,0 +1,187 @@
+"""``metric`` in event time: half-lives and learning as durations, gaps, snapshots, bad input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from detectors.anomaly import AnomalyEngine, parse_checks
+from detectors.anomaly.spec import MetricSpec
+from detectors.state import StateError
+
+T0 = 1767571200.0
+HOUR = 3600.0
+DAY = 86400.0
+
+
+def engine(text: str, **kwargs: Any) -> AnomalyEngine:
+    specs, errors = parse_checks(text)
+    assert errors == []
+    return AnomalyEngine(specs, **kwargs)
+
+
+def details(found: list[Any]) -> list[dict[str, Any]]:
+    return [m.details or {} for m in found]
+
+
+FORGET = """
+id: lat
+type: metric
+by: [host]
+field: ms
+half_life: 6h
+learn_for: 0s
+min_samples: 2
+learning: 0s
+min_scale: 100
+cusum: null
+"""
+
+
+@pytest.mark.parametrize("step", [60.0, HOUR])
+def test_half_life_is_event_time_whatever_the_sampling(step: float) -> None:
+    """After one half-life of a new level the centre is half-way, at one value a minute or an hour."""
+    eng = engine(FORGET)
+    t = T0
+    while t < T0 + 2 * DAY:
+        assert eng.process({"host": "a", "ms": 0}, t, None) == []
+        t += step
+    shift = t
+    while t < shift + 6 * HOUR:
+        assert eng.process({"host": "a", "ms": 10}, t, None) == []
+        t += step
+    (alert,) = details(eng.process({"host": "a", "ms": 5000}, shift + 6 * HOUR, None))
+    assert 4.5 < alert["expected"]["center"] < 5.5
+
+
+def test_key_learns_for_a_duration_not_a_count() -> None:
+    eng = engine("""
+id: lat
+type: metric
+field: ms
+learn_for: 2h
+min_samples: 5
+learning: 0s
+cusum: null
+""")
+    for i in range(100):  # plenty of values, but only 99 s of event time
+        eng.process({"ms": 100 + i % 3}, T0 + i, None)
+    assert eng.process({"ms": 10_000}, T0 + 100, None) == []
+    for i in range(120):
+        eng.process({"ms": 100 + i % 3}, T0 + 101 + i * 60, None)
+    (alert,) = details(eng.process({"ms": 10_000}, T0 + 2 * HOUR + 200, None))
+    assert alert["direction"] == "high"
+
+
+def test_long_gap_restarts_learning() -> None:
+    eng = engine("""
+id: lat
+type: metric
+field: ms
+half_life: 1h
+learn_for: 1h
+learning: 0s
+cusum: null
+""")
+    t = T0
+    for _ in range(180):
+        eng.process({"ms": 100 + int(t) % 3}, t, None)
+        t += 60
+    t += 2 * DAY  # silent for longer than max_gap (four half-lives)
+    assert eng.process({"ms": 10_000}, t, None) == []  # its first value after the gap: learning again
+    assert eng.counters["gap_restarts"] == 1
+    for _ in range(70):
+        t += 60
+        assert eng.process({"ms": 100 + int(t) % 3}, t, None) == []
+    (alert,) = details(eng.process({"ms": 10_000}, t + 60, None))
+    assert alert["expected"]["center"] < 200  # the value before the gap never entered the band
+
+
+def test_out_of_order_and_duplicate_values_update_without_decay() -> None:
+    eng = engine(FORGET.replace("min_scale: 100", "min_scale: 1"))
+    for i in range(50):
+        t = T0 + i * 60
+        eng.process({"host": "a", "ms": 10}, t + 30, None)
+        eng.process({"host": "a", "ms": 10}, t, None)  # 30 s older than the previous one
+        eng.process({"host": "a", "ms": 10}, t, None)  # delivered twice
+    assert eng.counters.get("late", 0) == 0 and eng.counters.get("gap_restarts", 0) == 0
+    (alert,) = details(eng.process({"host": "a", "ms": 20}, T0 + 50 * 60, None))
+    assert alert["expected"]["center"] == 10.0
+
+
+def test_sample_halflife_converts_with_windows_and_is_refused_without() -> None:
+    specs, errors = parse_checks("{id: m, type: metric, field: x, aggregate: mean, window: 10m, halflife: 36}")
+    assert errors == []
+    spec = specs[0]
+    assert isinstance(spec, MetricSpec) and spec.half_life == 36 * 600
+    _, errors = parse_checks("{id: m, type: metric, field: x, halflife: 36}")
+    (error,) = errors
+    assert "halflife" in error.reason and "half_life" in error.reason
+    _, errors = parse_checks("{id: m, type: metric, field: x, aggregate: mean, halflife: 36, half_life: 1h}")
+    assert "set half_life only" in errors[0].reason
+
+
+CHECKS = """
+- {id: met, type: metric, by: [host], field: ms, learning: 0s, learn_for: 0s, min_samples: 2}
+- {id: sil, type: silence, by: [host], timeout: 5m}
+"""
+
+
+def warmed() -> AnomalyEngine:
+    eng = engine(CHECKS)
+    for i in range(40):
+        eng.process({"host": "a", "ms": 100 + i % 5}, T0 + i * 10, None)
+    return eng
+
+
+def test_version_1_snapshot_keeps_other_checks_and_relearns_metric() -> None:
+    snap = json.loads(json.dumps(warmed().snapshot()))
+    assert snap["version"] == 2
+    snap["version"] = 1
+    fresh = engine(CHECKS)
+    assert fresh.restore(snap) == ["met"]
+    assert fresh.key_counts() == {"met": 0, "sil": 1}
+
+
+def test_unknown_snapshot_version_and_stale_layout_are_refused_clearly() -> None:
+    snap = json.loads(json.dumps(warmed().snapshot()))
+    snap["version"] = 3
+    with pytest.raises(StateError, match=r"version 3 is not one of \(1, 2\)"):
+        engine(CHECKS).restore(snap)
+    snap["version"] = 2
+    del snap["body"]["checks"]["met"]["state"]["layout"]  # written by a build with the old key layout
+    fresh = engine(CHECKS)
+    assert fresh.restore(snap) == ["met"]
+    assert fresh.key_counts()["met"] == 0
+
+
+def test_bad_times_values_and_huge_keys_are_counted_and_bounded() -> None:
+    eng = engine("""
+id: lat
+type: metric
+by: [host]
+field: ms
+timestamp_field: at
+max_keys: 10
+""")
+    now = T0 + DAY
+    bad = [
+        {"host": "a", "ms": 1},                          # no time
+        {"host": "a", "ms": 1, "at": "yesterday-ish"},   # unparseable
+        {"host": "a", "ms": 1, "at": now + 30 * DAY},     # far future
+        {"host": "a", "ms": "fast", "at": now},          # not a number
+        {"host": "a", "ms": [], "at": now},              # not a number either
+    ]
+    for event in bad:
+        assert eng.process(event, now, None) == []
+    counters = eng.counters
+    assert (counters["no_timestamp"], counters["bad_timestamp"], counters["future_timestamp"]) == (1, 1, 1)
+    assert counters["bad_value"] + counters["missing_value"] == 2
+    assert eng.key_counts()["lat"] == 0  # refused events leave no state behind
+    for i in range(500):
+        eng.process({"host": f"{i}-" + "x" * 100_000, "ms": i, "at": now + i}, now + i, None)
+    assert eng.key_counts()["lat"] == 10
+    assert eng.counters["evictions"] == 490 and eng.counters["key_truncated"] == 500
+    assert len(json.dumps(eng.snapshot())) < 20_000  # cut keys: bounded state
