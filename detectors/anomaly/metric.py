@@ -52,9 +52,11 @@ TINY = 1e-12
 STATE_LAYOUT = 2
 """Version of the per-key array layout (1: centre, deviation, count by samples; 2: below)."""
 # per-key state: values since (re)start, decayed weight, centre, deviation (median_mad: scale),
-# event time of the latest value, event time learning (re)started; then episode slots, then the ring
-N, WEIGHT, CENTRE, DEV, LAST_T, SINCE = range(6)
-HEADER = 6
+# event time of the latest value, event time learning (re)started, resolution of the raw values
+# (0: none seen yet; kept across restarts); then episode slots, then the ring
+N, WEIGHT, CENTRE, DEV, LAST_T, SINCE, RES = range(7)
+HEADER = 7
+MAX_DECIMALS = 6
 EPISODE = HEADER
 RING = HEADER + episodes.SLOTS
 
@@ -72,6 +74,23 @@ def to_number(value: Any) -> float | None:
     else:
         return None
     return number if math.isfinite(number) else None
+
+
+def resolution(x: float) -> float:
+    """The value's last decimal place (1 for whole numbers, 0.1 for 12.5; at least 1e-6).
+
+    Why: a band can never be narrower than the steps the data moves in. A count of
+    1 against a run of zeros is one step, not 10^12 standard deviations.
+    """
+    if x.is_integer():
+        return 1.0
+    mantissa, _, exponent = repr(x).partition("e")
+    decimals = len(mantissa.partition(".")[2]) - (int(exponent) if exponent else 0)
+    return 10.0 ** -min(max(decimals, 0), MAX_DECIMALS)
+
+
+def _finer(current: float, step: float) -> float:
+    return step if current == 0.0 or step < current else current
 
 
 class MetricCheck(WindowedCheck):
@@ -120,7 +139,8 @@ class MetricCheck(WindowedCheck):
             return []
         if self.s.aggregate is None:
             state = self._state(key)
-            found = self._score(key, state, x, t, t, t)
+            state[RES] = _finer(state[RES], resolution(x))
+            found = self._score(key, state, x, t, t, t, state[RES])
             return [found] if found is not None else []
         window = self.s.window
         _, per_key = self.window_at(t, window)
@@ -130,7 +150,7 @@ class MetricCheck(WindowedCheck):
                 self.counters["key_overflow"] += 1
                 return []
             self._state(key)
-            per_key[key] = [x, 1.0, x, x]
+            per_key[key] = [x, 1.0, x, x, resolution(x)]
         else:
             acc[0] += x
             acc[1] += 1
@@ -138,6 +158,8 @@ class MetricCheck(WindowedCheck):
                 acc[2] = x
             if x < acc[3]:
                 acc[3] = x
+            if acc[4] > 1e-6:
+                acc[4] = _finer(acc[4], resolution(x))
         return []
 
     def _on_watermark(self, watermark: float) -> list[Match]:
@@ -146,10 +168,14 @@ class MetricCheck(WindowedCheck):
         out: list[Match] = []
         window = self.s.window
         for start in sorted(b for b in self.open if b + window <= watermark):
-            for key, (total, count, high, low) in self.open.pop(start).items():
+            for key, (total, count, high, low, step) in self.open.pop(start).items():
+                aggregate = self.s.aggregate
                 value = {"mean": total / count, "sum": total, "max": high, "min": low,
-                         "count": count}[self.s.aggregate]
-                found = self._score(key, self._state(key), value, start + window, start, start + window)
+                         "count": count}[aggregate]
+                state = self._state(key)
+                state[RES] = _finer(state[RES], step)
+                res = 1.0 if aggregate == "count" else state[RES] / count if aggregate == "mean" else state[RES]
+                found = self._score(key, state, value, start + window, start, start + window, res)
                 if found is not None:
                     out.append(found)
         self.closed_upto = closed_until(self.closed_upto, window, watermark)
@@ -166,17 +192,25 @@ class MetricCheck(WindowedCheck):
         if state[N] and t - state[LAST_T] > self.max_gap:
             self.counters["gap_restarts"] += 1
             for slot in range(RING):
-                state[slot] = 0.0
+                if slot != RES:
+                    state[slot] = 0.0
+
+    def _floor(self, centre: float, res: float) -> float:
+        """The data's resolution ``res`` (raw units) as a band unit in model space."""
+        if not self.log:
+            return res
+        at = max(math.expm1(centre), 0.0)
+        return math.log1p(at + res) - math.log1p(at)
 
     def _score(self, key: Key, state: array[float], x: float, t: float, start: float,
-               end: float) -> Match | None:
+               end: float, res: float) -> Match | None:
         spec = self.s
         y = math.log1p(x) if self.log else x
         self._restart_after_gap(state, t)
         if not state[N]:
             state[SINCE] = state[LAST_T] = t
         centre, scale = self._band(state)
-        unit = max(scale, spec.min_scale, TINY)
+        unit = max(scale, spec.min_scale, self._floor(centre, res), TINY)
         z = (y - centre) / unit
         ready = state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for and self.ready_at(t)
         found: Match | None = None
@@ -247,5 +281,13 @@ class MetricCheck(WindowedCheck):
                 raise ValueError("metric key state has the wrong size")
             self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values)))
         self._keys.evictions = int(state.get("evictions", 0))
-        self.open = {float(b): {key_tuple(k): [float(x) for x in acc] for k, acc in per_key}
+        self.open = {float(b): {key_tuple(k): _accumulator(acc) for k, acc in per_key}
                      for b, per_key in state["open"]}
+
+
+def _accumulator(raw: Any) -> list[float]:
+    """An open window's accumulator: total, count, max, min, resolution."""
+    acc = [float(x) for x in raw]
+    if len(acc) != 5:
+        raise ValueError("metric window accumulator has the wrong size")
+    return acc

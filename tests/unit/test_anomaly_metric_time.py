@@ -185,3 +185,46 @@ max_keys: 10
     assert eng.key_counts()["lat"] == 10
     assert eng.counters["evictions"] == 490 and eng.counters["key_truncated"] == 500
     assert len(json.dumps(eng.snapshot())) < 20_000  # cut keys: bounded state
+
+
+# -- scale floor: the data's resolution ---------------------------------------------------------
+LOW_COUNTS = """
+id: errs
+type: metric
+field: n
+learning: 0s
+learn_for: 0s
+min_samples: 10
+"""
+
+
+@pytest.mark.parametrize("model", ["ewma", "median_mad"])
+def test_quantised_counts_never_collapse_the_band(model: str) -> None:
+    eng = engine(LOW_COUNTS + f"model: {model}\n")
+    for i in range(500):
+        assert eng.process({"n": 0}, T0 + i * 60, None) == []
+    assert eng.process({"n": 1}, T0 + 500 * 60, None) == []  # one step: z = 1, not 1e12
+    (alert,) = details(eng.process({"n": 9}, T0 + 501 * 60, None))
+    assert 4 <= alert["score"] <= 9
+    assert alert["expected"]["high"] - alert["expected"]["low"] >= 2 * 4 * 1.0
+
+
+def test_resolution_follows_the_finest_decimal_seen() -> None:
+    eng = engine(LOW_COUNTS)
+    for i in range(100):
+        eng.process({"n": 2.5}, T0 + i * 60, None)  # flat, in steps of 0.1
+    assert eng.process({"n": 2.7}, T0 + 6000, None) == []  # two steps
+    (alert,) = details(eng.process({"n": 3.5}, T0 + 6060, None))
+    assert alert["score"] == pytest.approx(10.0, rel=0.05)
+
+
+def test_window_mean_resolution_shrinks_with_the_count() -> None:
+    eng = engine(LOW_COUNTS.replace("min_samples: 10", "min_samples: 5") + "aggregate: mean\nwindow: 1m\n"
+                 "allowed_lateness: 0s\n")
+    found = []
+    for minute in range(30):
+        for i in range(10):  # ten whole numbers a window: the mean moves in steps of 0.1
+            found += eng.process({"n": 3 if minute < 29 else (4 if i < 6 else 3)}, T0 + minute * 60 + i, None)
+    found += eng.advance(T0 + 30 * 60)
+    (alert,) = details(found)
+    assert alert["observed"] == pytest.approx(3.6) and alert["score"] == pytest.approx(6.0, rel=0.05)
