@@ -37,7 +37,7 @@ from array import array
 from statistics import median
 from typing import Any
 
-from detectors.anomaly import episodes
+from detectors.anomaly import calibration, episodes
 from detectors.anomaly.base import Check, WindowedCheck, closed_until, key_list, key_tuple
 from detectors.anomaly.keys import Key
 from detectors.anomaly.spec import MetricSpec
@@ -55,8 +55,12 @@ STATE_LAYOUT = 2
 # event time of the latest value, event time learning (re)started, resolution of the raw values
 # (0: none seen yet; kept across restarts); then episode slots, then the ring
 N, WEIGHT, CENTRE, DEV, LAST_T, SINCE, RES = range(7)
-HEADER = 7
+TAIL = 7  # calibration.SLOTS slots: the key's score tail (kept across restarts, like RES)
+HEADER = TAIL + calibration.SLOTS
+KEPT_ON_RESTART = frozenset({RES, *range(TAIL, TAIL + calibration.SLOTS)})
 MAX_DECIMALS = 6
+CUSUM_CLIP = 3.0
+"""At most this much of one (calibrated) score enters the CUSUM: it is for runs of moderate scores."""
 EPISODE = HEADER
 RING = HEADER + episodes.SLOTS
 
@@ -101,6 +105,8 @@ class MetricCheck(WindowedCheck):
         self.s = spec
         self.log = spec.transform == "log"
         self.half_life = spec.half_life
+        self.tail_half_life = spec.tail_half_life
+        self.limit = spec.threshold if spec.threshold is not None else calibration.threshold(spec.probability)
         self.max_gap = spec.max_gap_s
         self.ring = spec.window_values if spec.model == "median_mad" else 0
         self.refresh = max(1, self.ring // 8)
@@ -192,7 +198,7 @@ class MetricCheck(WindowedCheck):
         if state[N] and t - state[LAST_T] > self.max_gap:
             self.counters["gap_restarts"] += 1
             for slot in range(RING):
-                if slot != RES:
+                if slot not in KEPT_ON_RESTART:
                     state[slot] = 0.0
 
     def _floor(self, centre: float, res: float) -> float:
@@ -206,20 +212,29 @@ class MetricCheck(WindowedCheck):
                end: float, res: float) -> Match | None:
         spec = self.s
         y = math.log1p(x) if self.log else x
+        if state[LAST_T] and t > state[LAST_T]:
+            calibration.decay(state, TAIL, 0.5 ** ((t - state[LAST_T]) / self.tail_half_life))
         self._restart_after_gap(state, t)
         if not state[N]:
             state[SINCE] = state[LAST_T] = t
         centre, scale = self._band(state)
         unit = max(scale, spec.min_scale, self._floor(centre, res), TINY)
         z = (y - centre) / unit
+        p: float | None = None
+        score = z
+        if spec.threshold is None:
+            p = tail_p = calibration.probability(state, TAIL, z)
+            score = calibration.normal_score(z, tail_p)
         ready = state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for and self.ready_at(t)
         found: Match | None = None
         sign = 0
         if ready:
-            sign = episodes.decide(state, EPISODE, z, spec.threshold, spec.cusum, spec.cusum_slack,
-                                   spec.direction != "down", spec.direction != "up")
+            sign = episodes.decide(state, EPISODE, score, self.limit, spec.cusum, spec.cusum_slack,
+                                   spec.direction != "down", spec.direction != "up", CUSUM_CLIP)
         if sign:
-            low, high = centre - spec.threshold * unit, centre + spec.threshold * unit
+            width = (spec.threshold if spec.threshold is not None
+                     else calibration.limit(state, TAIL, spec.probability)) * unit
+            low, high = centre - width, centre + width
             if self.log:
                 centre, low, high = math.expm1(centre), math.expm1(low), math.expm1(high)
             found = self.match(
@@ -228,7 +243,10 @@ class MetricCheck(WindowedCheck):
                           "model": spec.model, "aggregate": spec.aggregate},
                 score=z, window_start=start, window_end=end,
                 direction="high" if sign > 0 else "low",
+                probability=None if p is None else float(f"{p:.3g}"),
             )
+        if state[N] >= spec.min_samples:
+            calibration.observe(state, TAIL, z)
         if self.ring:
             self._update_ring(state, y)
         else:

@@ -128,7 +128,12 @@ class MetricSpec(CheckCommon):
     model: Literal["ewma", "median_mad"] = "ewma"
     aggregate: Literal["mean", "sum", "max", "min", "count"] | None = None
     window: Duration = 300.0
-    threshold: float = Field(default=4.0, gt=0)
+    probability: float = Field(default=1e-4, gt=0, lt=0.5)
+    """Alert when the key's two-sided tail probability of the score is at most this (calibrated)."""
+    threshold: float | None = Field(default=None, gt=0)
+    """A fixed ``|z|`` instead of ``probability`` (uncalibrated, the rule before calibration)."""
+    tail_half_life: Duration = Field(default=7 * DAY, gt=0)
+    """Event time after which an old score weighs half in the key's tail estimate."""
     cusum: float | None = Field(default=5.0, gt=0)
     cusum_slack: float = Field(default=1.0, ge=0)
     direction: Direction = "both"

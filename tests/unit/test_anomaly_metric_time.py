@@ -206,7 +206,7 @@ def test_quantised_counts_never_collapse_the_band(model: str) -> None:
     assert eng.process({"n": 1}, T0 + 500 * 60, None) == []  # one step: z = 1, not 1e12
     (alert,) = details(eng.process({"n": 9}, T0 + 501 * 60, None))
     assert 4 <= alert["score"] <= 9
-    assert alert["expected"]["high"] - alert["expected"]["low"] >= 2 * 4 * 1.0
+    assert alert["expected"]["high"] - alert["expected"]["low"] >= 2 * 3 * 1.0  # steps wide, never 0
 
 
 def test_resolution_follows_the_finest_decimal_seen() -> None:
@@ -228,3 +228,60 @@ def test_window_mean_resolution_shrinks_with_the_count() -> None:
     found += eng.advance(T0 + 30 * 60)
     (alert,) = details(found)
     assert alert["observed"] == pytest.approx(3.6) and alert["score"] == pytest.approx(6.0, rel=0.05)
+
+
+# -- calibrated scores ---------------------------------------------------------------------------
+NOISE = """
+id: lat
+type: metric
+field: ms
+learning: 0s
+learn_for: 1h
+"""
+
+
+def run_noise(text: str, draw: Any, n: int = 20_000) -> list[dict[str, Any]]:
+    eng = engine(text)
+    found: list[Any] = []
+    for i in range(n):
+        found += eng.process({"ms": draw()}, T0 + i * 60, None)
+    return details(found)
+
+
+def student3(rng: Any) -> float:
+    chi = sum(rng.gauss(0, 1) ** 2 for _ in range(3))
+    return float(rng.gauss(0, 1) / (chi / 3) ** 0.5)
+
+
+def test_calibration_keeps_heavy_tails_quiet_where_a_fixed_z_floods() -> None:
+    import random
+
+    rng = random.Random(7)
+    values = [100 + 5 * student3(rng) for _ in range(20_000)]
+    fixed = run_noise(NOISE + "threshold: 4\n", iter(values).__next__)
+    calibrated = run_noise(NOISE, iter(values).__next__)
+    assert len(fixed) > 50  # two weeks of one value a minute
+    assert len(calibrated) <= 6
+    assert all(a["probability"] <= 1e-4 for a in calibrated if abs(a["score"]) >= 4)
+
+
+def test_cusum_does_not_fire_alone_on_gaussian_noise() -> None:
+    import random
+
+    rng = random.Random(11)
+    alerts = run_noise(NOISE, lambda: rng.gauss(100, 5))
+    assert len(alerts) <= 4  # 20,000 values at 1e-4 per value
+    assert [a for a in alerts if a["probability"] > 1e-4] == []  # none from the CUSUM alone
+
+
+def test_calibrated_alert_carries_its_probability_and_band() -> None:
+    import random
+
+    rng = random.Random(3)
+    eng = engine(NOISE)
+    for i in range(600):
+        eng.process({"ms": rng.gauss(100, 5)}, T0 + i * 60, None)
+    (alert,) = details(eng.process({"ms": 160}, T0 + 600 * 60, None))
+    assert alert["probability"] < 1e-6 and alert["direction"] == "high"
+    low, high = alert["expected"]["low"], alert["expected"]["high"]
+    assert 75 < low < 82 and 118 < high < 125  # about +-4.3 sigma: the 1e-4 point of the key's tail
