@@ -13,8 +13,9 @@ generalised Pareto distribution (the peaks-over-threshold model) whose shape
 
 A Gaussian prior worth ``PRIOR_WEIGHT`` scores keeps a young key sane; since
 the tail is never lighter than exponential, on Gaussian noise it errs towards
-fewer alerts (1e-4 is reached at |z| = 4.3). Excesses count at most
-``MAX_EXCESS`` so one huge outlier cannot hide the next for weeks. The alert
+fewer alerts (1e-4 is reached at |z| = 4.3). A score beyond the key's alert
+point enters as if at that point (see ``observe``), so one huge outlier
+cannot hide the next for weeks. The alert
 rule and the CUSUM then run on the normal-equivalent score
 ``z' = Phi^-1(1 - p / 2)`` (signed), so both mean the same on every series.
 
@@ -33,7 +34,7 @@ PRIOR_WEIGHT = 400.0
 GAUSS_OVER = 0.0455  # P(|Z| > 2) for a standard normal
 GAUSS_EXCESS = 0.373  # E[|Z| - 2 | |Z| > 2]
 GAUSS_EXCESS2 = 0.254  # E[(|Z| - 2)^2 | |Z| > 2]
-MAX_EXCESS = 30.0
+MAX_EXCESS = 1000.0
 MAX_SHAPE = 0.45
 MIN_P = 1e-300
 SLOTS = 4
@@ -49,12 +50,18 @@ def decay(state: array[float], at: int, factor: float) -> None:
     state[at + EXCESS2] *= factor
 
 
-def observe(state: array[float], at: int, z: float) -> None:
+def observe(state: array[float], at: int, z: float, p: float) -> None:
+    """Learn from score ``z``; beyond the alert point (``p``) it counts as if at that point.
+
+    Why: what alerts is not what the key normally does; left in, a few spikes
+    would fatten the tail until like spikes no longer alert. Clipped at the
+    alert point, true heavy tails still widen the band, one step at a time.
+    """
     state[at + ALL] += 1.0
     over = abs(z) - U
     if over > 0:
         state[at + OVER] += 1.0
-        over = min(over, MAX_EXCESS)
+        over = min(over, limit(state, at, p) - U, MAX_EXCESS)
         state[at + EXCESS] += over
         state[at + EXCESS2] += over * over
 

@@ -246,7 +246,7 @@ class MetricCheck(WindowedCheck):
                 probability=None if p is None else float(f"{p:.3g}"),
             )
         if state[N] >= spec.min_samples:
-            calibration.observe(state, TAIL, z)
+            calibration.observe(state, TAIL, z, spec.probability)
         if self.ring:
             self._update_ring(state, y)
         else:

@@ -261,7 +261,7 @@ def test_calibration_keeps_heavy_tails_quiet_where_a_fixed_z_floods() -> None:
     fixed = run_noise(NOISE + "threshold: 4\n", iter(values).__next__)
     calibrated = run_noise(NOISE, iter(values).__next__)
     assert len(fixed) > 50  # two weeks of one value a minute
-    assert len(calibrated) <= 6
+    assert len(calibrated) <= 8  # most while the tail is young (its first day)
     assert all(a["probability"] <= 1e-4 for a in calibrated if abs(a["score"]) >= 4)
 
 
