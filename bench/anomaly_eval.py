@@ -574,6 +574,31 @@ def families_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def families_compare(labelled: list[tuple[str, dict[str, Any]]]) -> str:
+    """Side by side: window score (median; min-max over seeds) and false alerts per key-week per run."""
+    labels = [label for label, _ in labelled]
+    head = "| check | family | " + " | ".join(f"{x}: score; FA/key/week; recall" for x in labels) + " |"
+    lines = [head, "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
+    first = labelled[0][1]
+    for check, per_family in first.items():
+        if check.startswith("_"):
+            continue
+        for name in per_family:
+            if name.startswith("_"):
+                continue
+            cells = []
+            for _, result in labelled:
+                f = result.get(check, {}).get(name)
+                if f is None:
+                    cells.append("-")
+                    continue
+                ws = f["window_score"]
+                cells.append(f"{ws['median']:.1f} ({ws['min']:.1f} to {ws['max']:.1f}); "
+                             f"{f['false_alerts_per_key_week']}; {f['recall']}")
+            lines.append(f"| {check} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -583,7 +608,14 @@ def main() -> int:
     parser.add_argument("--families", action="store_true", help="score the metric checks on the stream families")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds of the family streams")
     parser.add_argument("--markdown", action="store_true", help="with --families: a markdown table")
+    parser.add_argument("--compare", nargs="+", metavar="LABEL=FILE.json",
+                        help="side-by-side table of saved --families results")
     args = parser.parse_args()
+    if args.compare:
+        runs = [(item.partition("=")[0], json.loads(Path(item.partition("=")[2]).read_text()))
+                for item in args.compare]
+        print(families_compare(runs))
+        return 0
     meta = {"python": platform.python_version(), "machine": platform.machine(),
             "processor": platform.processor() or platform.machine()}
     if args.families:
