@@ -40,6 +40,7 @@ from typing import Any
 from detectors.anomaly import calibration, episodes
 from detectors.anomaly.base import Check, WindowedCheck, closed_until, key_list, key_tuple
 from detectors.anomaly.keys import Key
+from detectors.anomaly.seasons import Profiles
 from detectors.anomaly.spec import MetricSpec
 from detectors.event import MISSING, get
 from detectors.model import Event, Match
@@ -110,6 +111,8 @@ class MetricCheck(WindowedCheck):
         self.max_gap = spec.max_gap_s
         self.ring = spec.window_values if spec.model == "median_mad" else 0
         self.refresh = max(1, self.ring // 8)
+        self.seasons = Profiles(spec.seasonality, spec.season_half_life, RING + self.ring)
+        self.size = RING + self.ring + self.seasons.size
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
 
     @property
@@ -135,7 +138,7 @@ class MetricCheck(WindowedCheck):
     def _state(self, key: Key) -> array[float]:
         state = self._keys.touch(key)
         if state is None:
-            state = array("d", bytes(8 * (RING + self.ring)))
+            state = array("d", bytes(8 * self.size))
             self._keys.put(key, state)
         return state
 
@@ -218,8 +221,11 @@ class MetricCheck(WindowedCheck):
         if not state[N]:
             state[SINCE] = state[LAST_T] = t
         centre, scale = self._band(state)
-        unit = max(scale, spec.min_scale, self._floor(centre, res), TINY)
-        z = (y - centre) / unit
+        slots = self.seasons.slots((start + end) / 2) if self.seasons.parts else []
+        season = self.seasons.expected(state, slots) if slots else 0.0
+        expected = centre + season
+        unit = max(scale, spec.min_scale, self._floor(expected, res), TINY)
+        z = (y - expected) / unit
         p: float | None = None
         score = z
         if spec.threshold is None:
@@ -234,25 +240,27 @@ class MetricCheck(WindowedCheck):
         if sign:
             width = (spec.threshold if spec.threshold is not None
                      else calibration.limit(state, TAIL, spec.probability)) * unit
-            low, high = centre - width, centre + width
+            shown, low, high = expected, expected - width, expected + width
             if self.log:
-                centre, low, high = math.expm1(centre), math.expm1(low), math.expm1(high)
+                shown, low, high = math.expm1(shown), math.expm1(low), math.expm1(high)
             found = self.match(
                 key, event_time=t, observed=x,
-                expected={"center": round(centre, 6), "low": round(low, 6), "high": round(high, 6),
-                          "model": spec.model, "aggregate": spec.aggregate},
+                expected={"center": round(shown, 6), "low": round(low, 6), "high": round(high, 6),
+                          "model": spec.model, "aggregate": spec.aggregate, "season": round(season, 6)},
                 score=z, window_start=start, window_end=end,
                 direction="high" if sign > 0 else "low",
                 probability=None if p is None else float(f"{p:.3g}"),
             )
         if state[N] >= spec.min_samples:
             calibration.observe(state, TAIL, z, spec.probability)
+        if ready:  # what alerts barely moves the model; a lasting change still gets in
+            y = expected + max(-WINSOR * unit, min(WINSOR * unit, y - expected))
         if self.ring:
-            self._update_ring(state, y)
+            self._update_ring(state, y - season)
         else:
-            if ready:
-                y = centre + max(-WINSOR * unit, min(WINSOR * unit, y - centre))
-            self._update_ewma(state, y, t)
+            self._update_ewma(state, y - season, t)
+        if slots and state[N] >= spec.min_samples:  # a young centre's errors are not a season
+            self.seasons.update(state, slots, y - centre, t)
         state[N] += 1
         if t > state[LAST_T]:
             state[LAST_T] = t
@@ -295,7 +303,7 @@ class MetricCheck(WindowedCheck):
         self.closed_upto = None if state["closed_upto"] is None else float(state["closed_upto"])
         self._keys.clear()
         for raw_key, values in state["keys"]:
-            if len(values) != RING + self.ring:
+            if len(values) != self.size:
                 raise ValueError("metric key state has the wrong size")
             self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values)))
         self._keys.evictions = int(state.get("evictions", 0))

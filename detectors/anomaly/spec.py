@@ -146,6 +146,10 @@ class MetricSpec(CheckCommon):
     """Event time a key learns (from its first value, or from its restart after a gap) before alerting."""
     max_gap: Duration | None = Field(default=None, gt=0)
     """A key without values for longer restarts learning; ``None``: four half-lives."""
+    seasonality: tuple[Literal["hourly", "daily", "weekly"], ...] = ("hourly", "daily")
+    """Additive profiles learnt per key (see ``detectors.anomaly.seasons``); ``[]`` for none."""
+    season_half_life: Duration = Field(default=7 * DAY, gt=0)
+    """Event time after which an old value weighs half in a profile slot."""
     window_values: int = Field(default=64, ge=8, le=4096)
     """Values kept per key by the median_mad model."""
     min_scale: float = Field(default=0.0, ge=0)

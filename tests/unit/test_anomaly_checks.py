@@ -135,7 +135,7 @@ allowed_lateness: 0s
 
 
 def test_metric_median_mad_model() -> None:
-    eng = engine(METRIC + "model: median_mad\nwindow_values: 16\n")
+    eng = engine(METRIC + "model: median_mad\nwindow_values: 16\nseasonality: []\n")
     for i in range(30):
         eng.process({"job": "j", "duration": [95, 100, 105][i % 3]}, T0 + i, None)
     (alert,) = eng.process({"job": "j", "duration": 200}, T0 + 30, None)

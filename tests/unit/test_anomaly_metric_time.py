@@ -37,6 +37,7 @@ min_samples: 2
 learning: 0s
 min_scale: 100
 cusum: null
+seasonality: []
 """
 
 
@@ -285,3 +286,64 @@ def test_calibrated_alert_carries_its_probability_and_band() -> None:
     assert alert["probability"] < 1e-6 and alert["direction"] == "high"
     low, high = alert["expected"]["low"], alert["expected"]["high"]
     assert 75 < low < 82 and 118 < high < 125  # about +-4.3 sigma: the 1e-4 point of the key's tail
+
+
+# -- seasonality -----------------------------------------------------------------------------------
+SEASONAL = """
+id: lat
+type: metric
+field: ms
+learning: 0s
+"""
+
+
+def hourly_job(t: float, noise: float) -> float:
+    """A job at the top of every hour lifts the value by 8 sd for ten minutes."""
+    return 100 + (40 if t % HOUR < 600 else 0) + noise
+
+
+def test_a_recurring_hourly_job_becomes_expected() -> None:
+    import random
+
+    def run(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        rng = random.Random(5)
+        eng = engine(text)
+        found: list[Any] = []
+        for i in range(4 * 288):  # four days, one value each five minutes
+            t = T0 + i * 300
+            found += eng.process({"ms": hourly_job(t, rng.gauss(0, 5))}, t, None)
+        t = T0 + 4 * DAY + 1200  # off the job's slot: a shift of 7 sd is an anomaly
+        return details(found), details(eng.process({"ms": 135}, t, None))
+
+    _, flat_shift = run(SEASONAL + "seasonality: []\n")
+    seasonal_alerts, seasonal_shift = run(SEASONAL)
+    assert flat_shift == []  # without a profile the job widens the band until the shift fits in it
+    assert seasonal_alerts == []  # with one the job is expected, never paged
+    (shift,) = seasonal_shift
+    assert shift["direction"] == "high" and 95 < shift["expected"]["center"] < 105  # season included
+
+
+def test_a_daily_rhythm_becomes_expected() -> None:
+    import math
+    import random
+
+    rng = random.Random(9)
+    eng = engine(SEASONAL)
+    found: list[Any] = []
+    for i in range(5 * 288):
+        t = T0 + i * 300
+        value = 200 + 30 * math.sin(2 * math.pi * (t % DAY) / DAY) + rng.gauss(0, 5)
+        found += eng.process({"ms": value}, t, None)
+    assert details(found) == []
+    peak = T0 + 5 * DAY + DAY / 4  # 06:00, the rhythm's peak: +30 is expected there
+    assert eng.process({"ms": 230}, peak, None) == []
+    (alert,) = details(eng.process({"ms": 200 + 30 + 60}, peak + 300, None))
+    assert 20 < alert["expected"]["season"] < 40
+
+
+def test_seasonal_state_per_key_stays_under_2_kb() -> None:
+    eng = engine(SEASONAL + "seasonality: [hourly, daily, weekly]\n")
+    for i in range(2000):
+        eng.process({"ms": i % 7}, T0 + i * 300, None)
+    (key_state,) = eng.snapshot()["body"]["checks"]["lat"]["state"]["keys"]
+    assert 8 * len(key_state[1]) < 2048
