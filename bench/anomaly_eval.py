@@ -410,7 +410,7 @@ def evaluate(name: str, stream: Stream) -> dict[str, Any]:
     false = 0
     total = 0
     for match in alerts:
-        if (match.details or {}).get("state") == "recovered":
+        if (match.details or {}).get("state") in ("recovered", "resolved"):
             continue
         key, at = _alert_time(match)
         if not stream.eval_start <= at <= stream.eval_end + stream.grace:
@@ -503,6 +503,8 @@ def run_family(check_yaml: str, series: list[fam.Series], end: float) -> tuple[d
     alerts.extend(engine.advance(end + 2 * fam.HOUR))
     times: dict[str, list[float]] = {s.key: [] for s in series}
     for match in alerts:
+        if (match.details or {}).get("state") == "resolved":
+            continue  # the end of an episode already alerted
         key, at = _alert_time(match)
         times[key].append(at)
     return times, spent, len(events)

@@ -17,6 +17,8 @@ import math
 from array import array
 
 CALM_TO_REARM = 3
+CALM_BELOW = 2.0
+"""A score with ``|z|`` under this is calm."""
 SLOTS = 4
 CUP, CDN, ACTIVE, CALM = range(SLOTS)
 
@@ -33,7 +35,7 @@ def decide(state: array[float], at: int, z: float, threshold: float, cusum: floa
     cdn = max(0.0, state[at + CDN] - step - slack)
     h = cusum if cusum is not None else float("inf")
     if state[at + ACTIVE] != 0:
-        calm = state[at + CALM] + 1 if abs(z) < 2.0 else 0.0
+        calm = state[at + CALM] + 1 if abs(z) < CALM_BELOW else 0.0
         if calm >= CALM_TO_REARM:
             state[at + ACTIVE] = 0.0
             cup = cdn = calm = 0.0

@@ -32,6 +32,7 @@ State per key: one ``array('d')``: ``HEADER`` slots, the episode slots, and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from array import array
 from statistics import median
@@ -39,9 +40,10 @@ from typing import Any
 
 from detectors.anomaly import calibration, episodes
 from detectors.anomaly.base import Check, WindowedCheck, closed_until, key_list, key_tuple
-from detectors.anomaly.keys import Key
+from detectors.anomaly.keys import Key, key_repr
 from detectors.anomaly.seasons import Profiles
 from detectors.anomaly.spec import MetricSpec
+from detectors.anomaly.timeutil import iso
 from detectors.event import MISSING, get
 from detectors.model import Event, Match
 from detectors.state import LruMap
@@ -57,7 +59,9 @@ STATE_LAYOUT = 2
 # (0: none seen yet; kept across restarts); then episode slots, then the ring
 N, WEIGHT, CENTRE, DEV, LAST_T, SINCE, RES = range(7)
 TAIL = 7  # calibration.SLOTS slots: the key's score tail (kept across restarts, like RES)
-HEADER = TAIL + calibration.SLOTS
+# the open episode: start, signed score and event time and value of its peak, last time |z| >= 2
+EP_START, EP_PEAK_Z, EP_PEAK_T, EP_PEAK_X, EP_END = range(TAIL + calibration.SLOTS, TAIL + calibration.SLOTS + 5)
+HEADER = EP_END + 1
 KEPT_ON_RESTART = frozenset({RES, *range(TAIL, TAIL + calibration.SLOTS)})
 MAX_DECIMALS = 6
 CUSUM_CLIP = 3.0
@@ -111,6 +115,7 @@ class MetricCheck(WindowedCheck):
         self.max_gap = spec.max_gap_s
         self.ring = spec.window_values if spec.model == "median_mad" else 0
         self.refresh = max(1, self.ring // 8)
+        self.resolved_info = dataclasses.replace(self.info, level="informational")
         self.seasons = Profiles(spec.seasonality, spec.season_half_life, RING + self.ring)
         self.size = RING + self.ring + self.seasons.size
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
@@ -149,7 +154,7 @@ class MetricCheck(WindowedCheck):
         if self.s.aggregate is None:
             state = self._state(key)
             state[RES] = _finer(state[RES], resolution(x))
-            found = self._score(key, state, x, t, t, t, state[RES])
+            found = self._score(key, state, x, t, t, t, state[RES], t)
             return [found] if found is not None else []
         window = self.s.window
         _, per_key = self.window_at(t, window)
@@ -159,7 +164,7 @@ class MetricCheck(WindowedCheck):
                 self.counters["key_overflow"] += 1
                 return []
             self._state(key)
-            per_key[key] = [x, 1.0, x, x, resolution(x)]
+            per_key[key] = [x, 1.0, x, x, resolution(x), t]
         else:
             acc[0] += x
             acc[1] += 1
@@ -169,6 +174,8 @@ class MetricCheck(WindowedCheck):
                 acc[3] = x
             if acc[4] > 1e-6:
                 acc[4] = _finer(acc[4], resolution(x))
+            if t < acc[5]:
+                acc[5] = t
         return []
 
     def _on_watermark(self, watermark: float) -> list[Match]:
@@ -177,14 +184,14 @@ class MetricCheck(WindowedCheck):
         out: list[Match] = []
         window = self.s.window
         for start in sorted(b for b in self.open if b + window <= watermark):
-            for key, (total, count, high, low, step) in self.open.pop(start).items():
+            for key, (total, count, high, low, step, first) in self.open.pop(start).items():
                 aggregate = self.s.aggregate
                 value = {"mean": total / count, "sum": total, "max": high, "min": low,
                          "count": count}[aggregate]
                 state = self._state(key)
                 state[RES] = _finer(state[RES], step)
                 res = 1.0 if aggregate == "count" else state[RES] / count if aggregate == "mean" else state[RES]
-                found = self._score(key, state, value, start + window, start, start + window, res)
+                found = self._score(key, state, value, start + window, start, start + window, res, first)
                 if found is not None:
                     out.append(found)
         self.closed_upto = closed_until(self.closed_upto, window, watermark)
@@ -212,7 +219,8 @@ class MetricCheck(WindowedCheck):
         return math.log1p(at + res) - math.log1p(at)
 
     def _score(self, key: Key, state: array[float], x: float, t: float, start: float,
-               end: float, res: float) -> Match | None:
+               end: float, res: float, first: float) -> Match | None:
+        """Score one value (or window aggregate) at event time ``t``; ``first``: its first event's time."""
         spec = self.s
         y = math.log1p(x) if self.log else x
         if state[LAST_T] and t > state[LAST_T]:
@@ -234,6 +242,7 @@ class MetricCheck(WindowedCheck):
         ready = state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for and self.ready_at(t)
         found: Match | None = None
         sign = 0
+        was_open = state[EPISODE + episodes.ACTIVE] != 0.0
         if ready:
             sign = episodes.decide(state, EPISODE, score, self.limit, spec.cusum, spec.cusum_slack,
                                    spec.direction != "down", spec.direction != "up", CUSUM_CLIP)
@@ -250,7 +259,18 @@ class MetricCheck(WindowedCheck):
                 score=z, window_start=start, window_end=end,
                 direction="high" if sign > 0 else "low",
                 probability=None if p is None else float(f"{p:.3g}"),
+                **({"first_event_time": iso(first)} if spec.aggregate is not None else {}),
             )
+            state[EP_START], state[EP_END] = first, t
+            state[EP_PEAK_Z], state[EP_PEAK_T], state[EP_PEAK_X] = z, t, x
+        elif was_open:
+            if state[EPISODE + episodes.ACTIVE] == 0.0:
+                found = self._resolved(key, state)
+            else:
+                if abs(z) >= episodes.CALM_BELOW:
+                    state[EP_END] = t
+                if abs(z) > abs(state[EP_PEAK_Z]):
+                    state[EP_PEAK_Z], state[EP_PEAK_T], state[EP_PEAK_X] = z, t, x
         if state[N] >= spec.min_samples:
             calibration.observe(state, TAIL, z, spec.probability)
         if ready:  # what alerts barely moves the model; a lasting change still gets in
@@ -265,6 +285,19 @@ class MetricCheck(WindowedCheck):
         if t > state[LAST_T]:
             state[LAST_T] = t
         return found
+
+    def _resolved(self, key: Key, state: array[float]) -> Match:
+        """The episode that just calmed down: start, peak and end (level informational)."""
+        start, end = state[EP_START], state[EP_END]
+        match = self.match(
+            key, event_time=end, observed=state[EP_PEAK_X], expected=None, score=state[EP_PEAK_Z],
+            window_start=start, window_end=end, state="resolved",
+            episode={"start": iso(start), "end": iso(end),
+                     "peak": {"time": iso(state[EP_PEAK_T]), "value": state[EP_PEAK_X],
+                              "score": round(state[EP_PEAK_Z], 3)}},
+            alert_key=f"{self.spec.id}|{key_repr(self.by, key)}|{int(start)}|resolved",
+        )
+        return dataclasses.replace(match, rule=self.resolved_info)
 
     def _update_ewma(self, state: array[float], y: float, t: float) -> None:
         elapsed = t - state[LAST_T]
@@ -312,8 +345,8 @@ class MetricCheck(WindowedCheck):
 
 
 def _accumulator(raw: Any) -> list[float]:
-    """An open window's accumulator: total, count, max, min, resolution."""
+    """An open window's accumulator: total, count, max, min, resolution, first event time."""
     acc = [float(x) for x in raw]
-    if len(acc) != 5:
+    if len(acc) != 6:
         raise ValueError("metric window accumulator has the wrong size")
     return acc

@@ -242,11 +242,12 @@ learn_for: 1h
 
 
 def run_noise(text: str, draw: Any, n: int = 20_000) -> list[dict[str, Any]]:
+    """The alerts (episode resolutions left out) over ``n`` values a minute apart."""
     eng = engine(text)
     found: list[Any] = []
     for i in range(n):
         found += eng.process({"ms": draw()}, T0 + i * 60, None)
-    return details(found)
+    return [d for d in details(found) if d.get("state") != "resolved"]
 
 
 def student3(rng: Any) -> float:
@@ -347,3 +348,47 @@ def test_seasonal_state_per_key_stays_under_2_kb() -> None:
         eng.process({"ms": i % 7}, T0 + i * 300, None)
     (key_state,) = eng.snapshot()["body"]["checks"]["lat"]["state"]["keys"]
     assert 8 * len(key_state[1]) < 2048
+
+
+# -- episodes --------------------------------------------------------------------------------------
+EPISODE = """
+id: lat
+type: metric
+by: [host]
+field: ms
+learning: 0s
+learn_for: 0s
+min_samples: 20
+seasonality: []
+"""
+
+
+def test_one_alert_per_episode_then_its_start_peak_and_end() -> None:
+    eng = engine(EPISODE)
+    found: list[Any] = []
+    values = [100 + (i % 3) for i in range(60)] + [160, 190, 175] + [100 + (i % 3) for i in range(10)]
+    for i, value in enumerate(values):
+        found += eng.process({"host": "a", "ms": value}, T0 + i * 60, None)
+    opened, resolved = found
+    assert (opened.details or {})["event_time"] == "2026-01-05T01:00:00.000Z"  # the first value of 160
+    assert opened.rule.level == "medium" and resolved.rule.level == "informational"
+    d = resolved.details or {}
+    assert d["state"] == "resolved" and d["key"] == {"host": "a"}
+    assert d["episode"]["start"] == "2026-01-05T01:00:00.000Z"
+    assert d["episode"]["end"] == "2026-01-05T01:02:00.000Z"
+    assert d["episode"]["peak"]["value"] == 190 and d["episode"]["peak"]["time"] == "2026-01-05T01:01:00.000Z"
+    assert d["alert_key"] != (opened.details or {})["alert_key"]  # a separate alert, not a duplicate
+
+
+def test_window_alert_names_its_first_event_time() -> None:
+    eng = engine(EPISODE.replace("min_samples: 20", "min_samples: 5") + "aggregate: max\nwindow: 1m\n"
+                 "allowed_lateness: 0s\n")
+    found: list[Any] = []
+    for minute in range(12):
+        for second in (7, 20, 40):
+            value = 500 if (minute == 11 and second == 20) else 100 + second % 3
+            found += eng.process({"host": "a", "ms": value}, T0 + minute * 60 + second, None)
+    found += eng.advance(T0 + 12 * 60)
+    (alert,) = details(found)
+    assert alert["event_time"] == "2026-01-05T00:12:00.000Z"  # the window's end, as before
+    assert alert["first_event_time"] == "2026-01-05T00:11:07.000Z"
