@@ -102,6 +102,15 @@ def _finer(current: float, step: float) -> float:
     return step if current == 0.0 or step < current else current
 
 
+def finest(current: float, x: float) -> float:
+    """``current`` resolution refined by value ``x`` (cheap when ``x`` is on the current grid)."""
+    if current:
+        steps = x / current
+        if abs(steps - round(steps)) < 1e-6:
+            return current
+    return _finer(current, resolution(x))
+
+
 class MetricCheck(WindowedCheck):
     kind = "metric"
 
@@ -153,7 +162,7 @@ class MetricCheck(WindowedCheck):
             return []
         if self.s.aggregate is None:
             state = self._state(key)
-            state[RES] = _finer(state[RES], resolution(x))
+            state[RES] = finest(state[RES], x)
             found = self._score(key, state, x, t, t, t, state[RES], t)
             return [found] if found is not None else []
         window = self.s.window
@@ -172,8 +181,7 @@ class MetricCheck(WindowedCheck):
                 acc[2] = x
             if x < acc[3]:
                 acc[3] = x
-            if acc[4] > 1e-6:
-                acc[4] = _finer(acc[4], resolution(x))
+            acc[4] = finest(acc[4], x)
             if t < acc[5]:
                 acc[5] = t
         return []
@@ -280,7 +288,7 @@ class MetricCheck(WindowedCheck):
         else:
             self._update_ewma(state, y - season, t)
         if slots and state[N] >= spec.min_samples:  # a young centre's errors are not a season
-            self.seasons.update(state, slots, y - centre, t)
+            self.seasons.update(state, slots, y - centre, season, t)
         state[N] += 1
         if t > state[LAST_T]:
             state[LAST_T] = t

@@ -21,6 +21,7 @@ bytes) per key.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Sequence
 
@@ -41,6 +42,7 @@ class Profiles:
 
     def __init__(self, names: Sequence[str], half_life: float, at: int) -> None:
         self.half_life = half_life
+        self.decay = -math.log(2) / half_life
         # (period, slot length, index of the profile's sum, index of its first slot, slots)
         self.parts: list[tuple[float, float, int, int, int]] = []
         index = at
@@ -59,14 +61,14 @@ class Profiles:
     def expected(state: array[float], slots: list[tuple[int, int, int]]) -> float:
         return sum(state[i + VALUE] - state[total] / n for i, total, n in slots)
 
-    def update(self, state: array[float], slots: list[tuple[int, int, int]], residual: float, t: float) -> None:
-        """Move each slot towards ``residual`` (value minus centre) less what the other profiles explain."""
-        explained = self.expected(state, slots)
+    def update(self, state: array[float], slots: list[tuple[int, int, int]], residual: float, explained: float,
+               t: float) -> None:
+        """Move each slot towards ``residual`` (value minus centre) less what the profiles explain now."""
         for i, total, _ in slots:
             elapsed = t - state[i + LAST]
             weight = state[i + WEIGHT]
             if weight and elapsed > 0:
-                weight *= 0.5 ** (elapsed / self.half_life)
+                weight *= math.exp(elapsed * self.decay)
             weight = max(weight, PRIOR_WEIGHT) + 1.0
             step = (residual - explained) / weight
             state[i + VALUE] += step
