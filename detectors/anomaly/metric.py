@@ -20,14 +20,22 @@ half-lives, when less than 1/16 of the old weight would remain) restarts
 learning, as if new (counted ``gap_restarts``); out-of-order values (within
 the lateness) update without decay.
 
-``z = (x - centre) / max(scale, min_scale)``; alert when ``|z| >= threshold``
-or a two-sided CUSUM of ``z`` reaches ``cusum`` (sustained shifts), per
-``direction``, once the key has learnt for ``learn_for`` of event time and
-``min_samples`` values and the check's learning period is over; one alert
-per episode (see ``episodes``). Non-numeric values are counted as ``bad_value``.
+Expected value = centre + the seasonal profiles' slots for the phase (see
+``seasons``; the centre and deviation learn the de-seasonalised value).
+``z = (x - expected) / max(scale, min_scale, resolution)``, where resolution
+is the finest decimal step of the key's raw values (a band never narrower than
+the data's steps). By default ``z`` becomes the key's tail probability (see
+``calibration``) and the key alerts when it is <= ``probability`` or a CUSUM
+of the normal-equivalent scores reaches ``cusum``; ``threshold`` set: the
+fixed ``|z|`` rule. Only once the key has learnt for ``learn_for`` of event
+time and ``min_samples`` values and the check's learning period is over; one
+alert per episode (see ``episodes``), and an informational ``resolved`` match
+with the episode's start, peak and end when it calms down. Non-numeric values
+are counted as ``bad_value``.
 
-State per key: one ``array('d')``: ``HEADER`` slots, the episode slots, and
-(median_mad) the ring. Its layout is ``STATE_LAYOUT`` in snapshots.
+State per key: one ``array('d')``: ``HEADER`` slots (model, tail, open
+episode), the episode-decision slots, (median_mad) the ring, then the
+profiles. Its layout is ``STATE_LAYOUT`` in snapshots.
 """
 
 from __future__ import annotations
