@@ -16,6 +16,14 @@ alone (generation excluded) with one check in the engine. Memory per key is
 the tracemalloc growth after loading many keys, scaled to one million.
 
     python bench/anomaly_eval.py --json [--quick] [--only volume,silence]
+
+``--families`` scores instead the metric check configurations of
+``FAMILY_CHECKS`` on the stream families of ``bench/anomaly_families.py``
+(real-world properties: seasonality, trends, irregular sampling, gaps,
+disorder, quantised counts, flat stretches, heavy tails) with the windowed
+score, over several seeds:
+
+    python bench/anomaly_eval.py --families [--seeds 1,2,3] [--quick] [--only metric] [--markdown]
 """
 
 from __future__ import annotations
@@ -26,13 +34,19 @@ import math
 import platform
 import random
 import statistics
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import anomaly_families as fam
 from detectors.anomaly import AnomalyEngine, parse_checks
 from detectors.model import Match
 
@@ -396,7 +410,7 @@ def evaluate(name: str, stream: Stream) -> dict[str, Any]:
     false = 0
     total = 0
     for match in alerts:
-        if (match.details or {}).get("state") == "recovered":
+        if (match.details or {}).get("state") in ("recovered", "resolved"):
             continue
         key, at = _alert_time(match)
         if not stream.eval_start <= at <= stream.eval_end + stream.grace:
@@ -460,13 +474,159 @@ def memory_per_key(name: str, stream: Stream, n: int) -> dict[str, Any]:
             "closed_bytes_per_key": round(closed / n), "alerts_while_measuring": alerts}
 
 
+# -- stream families ---------------------------------------------------------------------------
+FAMILY_CHECKS: dict[str, str] = {
+    "metric": "type: metric\nby: [series]\nfield: value\ntimestamp_field: t\n",
+    "metric_median_mad": "type: metric\nby: [series]\nfield: value\ntimestamp_field: t\nmodel: median_mad\n",
+    "metric_mean_10m": "type: metric\nby: [series]\nfield: value\ntimestamp_field: t\naggregate: mean\nwindow: 10m\n",
+}
+"""Check configurations scored on the families: the documented defaults, only the model or window chosen."""
+FAMILY_KEYS = 8
+
+
+def run_family(check_yaml: str, series: list[fam.Series], end: float) -> tuple[dict[str, list[float]], float, int]:
+    """Alert event times per key, CPU seconds spent in ``process``, and events fed."""
+    specs, errors = parse_checks(check_yaml, source="bench:families")
+    if errors:
+        raise SystemExit(f"bench family check invalid: {errors}")
+    engine = AnomalyEngine(specs)
+    feed = sorted(((arrival, t, value, s.key) for s in series for t, arrival, value in s.points))
+    events = [({"series": key, "t": t, "value": value}, arrival) for arrival, t, value, key in feed]
+    alerts: list[Match] = []
+    process = engine.process
+    began = time.process_time()
+    for event, arrival in events:
+        found = process(event, arrival)
+        if found:
+            alerts.extend(found)
+    spent = time.process_time() - began
+    alerts.extend(engine.advance(end + 2 * fam.HOUR))
+    times: dict[str, list[float]] = {s.key: [] for s in series}
+    for match in alerts:
+        if (match.details or {}).get("state") == "resolved":
+            continue  # the end of an episode already alerted
+        key, at = _alert_time(match)
+        times[key].append(at)
+    return times, spent, len(events)
+
+
+def family_memory(check_yaml: str, n: int) -> dict[str, Any]:
+    """Traced bytes per key after every key has scored values (and, windowed, with a window open)."""
+    specs, _ = parse_checks(check_yaml)
+    engine = AnomalyEngine(specs, max_keys_per_check=2 * n)
+    events = [{"series": f"series-{i:08d}", "t": T0 + j * 60 + i * 1e-4, "value": float(i % 97 + j)}
+              for j in range(3) for i in range(n)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for event in events:
+        engine.process(event, float(event["t"]))
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {"bytes_per_key": round(grown / n), "measured_keys": n}
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3), "runs": [round(v, 3) for v in values]}
+
+
+def evaluate_families(checks: list[str], seeds: list[int], quick: bool, memory_keys: int) -> dict[str, Any]:
+    learn, span = (3 * DAY, WEEK) if quick else (WEEK, 2 * WEEK)
+    weeks = (learn + span) / WEEK
+    out: dict[str, Any] = {}
+    for check in checks:
+        check_yaml = f"id: fam-{check}\n" + FAMILY_CHECKS[check]
+        per_family: dict[str, Any] = {}
+        for name in fam.FAMILIES:
+            runs: list[dict[str, Any]] = []
+            rates: list[float] = []
+            for seed in seeds:
+                series = fam.family(name, seed, FAMILY_KEYS, T0, learn, span)
+                times, spent, events = run_family(check_yaml, series, T0 + learn + span)
+                score = fam.Score()
+                for s in series:
+                    score.add(s.windows, times[s.key])
+                runs.append(score.figures(len(series), weeks))
+                rates.append(events / spent if spent else math.nan)
+            first = runs[0]
+            entry: dict[str, Any] = {k: statistics.median(r[k] for r in runs if r[k] is not None)
+                                     if any(r[k] is not None for r in runs) else None for k in first}
+            entry["window_score"] = _spread([r["window_score"] for r in runs])
+            entry["events_per_s"] = _spread(rates)
+            per_family[name] = entry
+        per_family["_memory"] = family_memory(check_yaml, memory_keys)
+        out[check] = per_family
+    return out
+
+
+def families_markdown(result: dict[str, Any]) -> str:
+    lines = ["| check | family | window score (median; min-max) | precision | recall | false alerts / key / week "
+             "| median delay (s) | events/s | bytes per key |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for check, per_family in result.items():
+        if check.startswith("_"):
+            continue
+        memory = per_family["_memory"]["bytes_per_key"]
+        for name, f in per_family.items():
+            if name.startswith("_"):
+                continue
+            ws, rate = f["window_score"], f["events_per_s"]
+            lines.append(f"| {check} | {name} | {ws['median']:.1f}; {ws['min']:.1f} to {ws['max']:.1f} | "
+                         f"{f['precision']} | {f['recall']} | {f['false_alerts_per_key_week']} | "
+                         f"{f['median_delay_s']} | {rate['median']:,.0f} | {memory} |")
+    return "\n".join(lines)
+
+
+def families_compare(labelled: list[tuple[str, dict[str, Any]]]) -> str:
+    """Side by side: window score (median; min-max over seeds) and false alerts per key-week per run."""
+    labels = [label for label, _ in labelled]
+    head = "| check | family | " + " | ".join(f"{x}: score; FA/key/week; recall" for x in labels) + " |"
+    lines = [head, "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
+    first = labelled[0][1]
+    for check, per_family in first.items():
+        if check.startswith("_"):
+            continue
+        for name in per_family:
+            if name.startswith("_"):
+                continue
+            cells = []
+            for _, result in labelled:
+                f = result.get(check, {}).get(name)
+                if f is None:
+                    cells.append("-")
+                    continue
+                ws = f["window_score"]
+                cells.append(f"{ws['median']:.1f} ({ws['min']:.1f} to {ws['max']:.1f}); "
+                             f"{f['false_alerts_per_key_week']}; {f['recall']}")
+            lines.append(f"| {check} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="shorter streams (one evaluation week)")
     parser.add_argument("--only", default="", help="comma-separated check types")
     parser.add_argument("--memory-keys", type=int, default=50_000)
+    parser.add_argument("--families", action="store_true", help="score the metric checks on the stream families")
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds of the family streams")
+    parser.add_argument("--markdown", action="store_true", help="with --families: a markdown table")
+    parser.add_argument("--compare", nargs="+", metavar="LABEL=FILE.json",
+                        help="side-by-side table of saved --families results")
     args = parser.parse_args()
+    if args.compare:
+        runs = [(item.partition("=")[0], json.loads(Path(item.partition("=")[2]).read_text()))
+                for item in args.compare]
+        print(families_compare(runs))
+        return 0
+    meta = {"python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine()}
+    if args.families:
+        checks = [c for c in FAMILY_CHECKS if not args.only or c in args.only.split(",")]
+        seeds = [int(x) for x in args.seeds.split(",")]
+        fresult = evaluate_families(checks, seeds, args.quick, min(args.memory_keys, 20_000))
+        fresult["_meta"] = {**meta, "seeds": seeds, "keys_per_family": FAMILY_KEYS, "quick": args.quick}
+        print(families_markdown(fresult) if args.markdown else json.dumps(fresult))
+        return 0
     names = [n for n in STREAMS if not args.only or n in args.only.split(",")]
     weeks = 1 if args.quick else 2
     result: dict[str, Any] = {}

@@ -16,7 +16,8 @@ from service import metrics
 
 EVICTIONS = {"correlation": "evicted", "anomaly": "evictions"}
 """The counter of each detector that is an eviction (``pipesentry_state_evictions``), not a skip."""
-NOT_SKIPS = frozenset({"alerts", "bloom_rotations", "key_truncated", "restore_dropped", "gap_intervals_skipped"})
+NOT_SKIPS = frozenset({"alerts", "bloom_rotations", "key_truncated", "restore_dropped", "gap_intervals_skipped",
+                       "gap_restarts"})
 """Anomaly counters that count something other than a skipped event; not exported as skips."""
 OWN_METRICS = {("sigma", "regex_timeouts"): metrics.REGEX_TIMEOUTS}
 """Counters exported under a metric of their own rather than as skips (the Sigma ruleset's

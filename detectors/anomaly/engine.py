@@ -38,7 +38,10 @@ from detectors.state import StateError, unwrap, wrap
 log = logging.getLogger(__name__)
 
 SNAPSHOT_KIND = "anomaly"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""2: metric baselines forget by event time (per-key layout 2). Version 1 snapshots still load:
+every other check's state is unchanged, their metric checks restart learning (see ``restore``)."""
+READABLE_VERSIONS = (1, 2)
 DEFAULT_MAX_KEYS = 100_000
 
 
@@ -159,7 +162,7 @@ class AnomalyEngine:
         or the saved state is malformed. A snapshot that is not an anomaly
         snapshot raises :class:`detectors.state.StateError`.
         """
-        body = unwrap(snapshot, SNAPSHOT_KIND, (SNAPSHOT_VERSION,))
+        body = unwrap(snapshot, SNAPSHOT_KIND, READABLE_VERSIONS)
         saved = body.get("checks")
         if not isinstance(saved, Mapping):
             raise StateError("anomaly snapshot has no checks mapping")
@@ -168,6 +171,11 @@ class AnomalyEngine:
             check = self.checks.get(cid)
             if check is None:
                 continue  # check removed from the configuration
+            if snapshot["version"] == 1 and check.kind == "metric":
+                log.warning("anomaly check %s: snapshot version 1 holds sample-counted metric baselines; "
+                            "the check learns again", cid)
+                dropped.append(cid)
+                continue
             if not isinstance(state, Mapping) or state.get("fingerprint") != check.spec.fingerprint():
                 dropped.append(cid)
                 continue

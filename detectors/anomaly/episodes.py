@@ -13,21 +13,29 @@ The five state slots live in the caller's per-key ``array('d')`` starting at
 
 from __future__ import annotations
 
+import math
 from array import array
 
 CALM_TO_REARM = 3
+CALM_BELOW = 2.0
+"""A score with ``|z|`` under this is calm."""
 SLOTS = 4
 CUP, CDN, ACTIVE, CALM = range(SLOTS)
 
 
 def decide(state: array[float], at: int, z: float, threshold: float, cusum: float | None, slack: float,
-           up_allowed: bool, down_allowed: bool) -> int:
-    """+1 (alert high), -1 (alert low) or 0, updating the episode state."""
-    cup = max(0.0, state[at + CUP] + z - slack)
-    cdn = max(0.0, state[at + CDN] - z - slack)
+           up_allowed: bool, down_allowed: bool, cusum_clip: float = math.inf) -> int:
+    """+1 (alert high), -1 (alert low) or 0, updating the episode state.
+
+    ``cusum_clip`` bounds one score's step into the CUSUM, so a lone large value
+    (the threshold's business) cannot fill it alone with the next few ordinary ones.
+    """
+    step = max(-cusum_clip, min(cusum_clip, z))
+    cup = max(0.0, state[at + CUP] + step - slack)
+    cdn = max(0.0, state[at + CDN] - step - slack)
     h = cusum if cusum is not None else float("inf")
     if state[at + ACTIVE] != 0:
-        calm = state[at + CALM] + 1 if abs(z) < 2.0 else 0.0
+        calm = state[at + CALM] + 1 if abs(z) < CALM_BELOW else 0.0
         if calm >= CALM_TO_REARM:
             state[at + ACTIVE] = 0.0
             cup = cdn = calm = 0.0

@@ -1,34 +1,57 @@
-"""``metric``: a numeric field per key against a robust baseline.
+"""``metric``: a numeric field per key against a robust baseline that forgets by event time.
 
 Models (per key, on the value or, with ``aggregate``, on the per-window
 aggregate; optionally on ``log1p(value)``):
 
-- ``ewma`` (default): centre = EWMA, scale = 1.2533 x EWMA of the absolute
-  deviation (equals sigma for normal data), half-life ``halflife`` samples; a
-  plain running mean for the first samples. Once the key is ready, residuals
-  are winsorised at 2.5 scale before updating so outliers do not drag the band.
+- ``ewma`` (default): exponential forgetting in event time. Before each value
+  the key's accumulated weight ``W`` is multiplied by ``0.5 ** (dt / half_life)``
+  (``dt`` = event time since the key's latest value), then the value joins
+  with weight 1: centre and mean absolute deviation move by ``1 / W``. So a
+  burst of values a second apart and one value an hour count the same per
+  value, old values fade with time, not with the number of values, and a young
+  key has a plain running mean. Scale = 1.2533 x mean absolute deviation (sigma
+  for normal data). Once the key is ready, residuals are winsorised at 2.5
+  scale before updating so outliers do not drag the band.
 - ``median_mad``: median and 1.4826 x MAD of the last ``window_values`` values
   (a ring buffer), recomputed every ``window_values / 8`` values.
 
-``z = (x - centre) / max(scale, min_scale)``; alert when ``|z| >= threshold``
-or a two-sided CUSUM of ``z`` reaches ``cusum`` (sustained shifts), per
-``direction``, once the key has ``min_samples`` samples and the check's
-learning period is over; one alert per episode (see ``episodes``). Set
-``cusum: null`` for pure per-value thresholds. Non-numeric values are counted as ``bad_value``.
-State per key: ewma 3 floats; median_mad ``window_values`` doubles.
+Gaps: a key whose latest value is older than ``max_gap`` (default four
+half-lives, when less than 1/16 of the old weight would remain) restarts
+learning, as if new (counted ``gap_restarts``); out-of-order values (within
+the lateness) update without decay.
+
+Expected value = centre + the seasonal profiles' slots for the phase (see
+``seasons``; the centre and deviation learn the de-seasonalised value).
+``z = (x - expected) / max(scale, min_scale, resolution)``, where resolution
+is the finest decimal step of the key's raw values (a band never narrower than
+the data's steps). By default ``z`` becomes the key's tail probability (see
+``calibration``) and the key alerts when it is <= ``probability`` or a CUSUM
+of the normal-equivalent scores reaches ``cusum``; ``threshold`` set: the
+fixed ``|z|`` rule. Only once the key has learnt for ``learn_for`` of event
+time and ``min_samples`` values and the check's learning period is over; one
+alert per episode (see ``episodes``), and an informational ``resolved`` match
+with the episode's start, peak and end when it calms down. Non-numeric values
+are counted as ``bad_value``.
+
+State per key: one ``array('d')``: ``HEADER`` slots (model, tail, open
+episode), the episode-decision slots, (median_mad) the ring, then the
+profiles. Its layout is ``STATE_LAYOUT`` in snapshots.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from array import array
 from statistics import median
 from typing import Any
 
-from detectors.anomaly import episodes
+from detectors.anomaly import calibration, episodes
 from detectors.anomaly.base import Check, WindowedCheck, closed_until, key_list, key_tuple
-from detectors.anomaly.keys import Key
+from detectors.anomaly.keys import Key, key_repr
+from detectors.anomaly.seasons import Profiles
 from detectors.anomaly.spec import MetricSpec
+from detectors.anomaly.timeutil import iso
 from detectors.event import MISSING, get
 from detectors.model import Event, Match
 from detectors.state import LruMap
@@ -37,8 +60,22 @@ WINSOR = 2.5
 ABS_DEV_TO_SIGMA = 1.2533
 MAD_TO_SIGMA = 1.4826
 TINY = 1e-12
-# ewma state: centre, abs deviation, n, episode; median_mad: ring..., n, centre, scale, episode
-CENTRE, DEV, N = 0, 1, 2
+STATE_LAYOUT = 2
+"""Version of the per-key array layout (1: centre, deviation, count by samples; 2: below)."""
+# per-key state: values since (re)start, decayed weight, centre, deviation (median_mad: scale),
+# event time of the latest value, event time learning (re)started, resolution of the raw values
+# (0: none seen yet; kept across restarts); then episode slots, then the ring
+N, WEIGHT, CENTRE, DEV, LAST_T, SINCE, RES = range(7)
+TAIL = 7  # calibration.SLOTS slots: the key's score tail (kept across restarts, like RES)
+# the open episode: start, signed score and event time and value of its peak, last time |z| >= 2
+EP_START, EP_PEAK_Z, EP_PEAK_T, EP_PEAK_X, EP_END = range(TAIL + calibration.SLOTS, TAIL + calibration.SLOTS + 5)
+HEADER = EP_END + 1
+KEPT_ON_RESTART = frozenset({RES, *range(TAIL, TAIL + calibration.SLOTS)})
+MAX_DECIMALS = 6
+CUSUM_CLIP = 3.0
+"""At most this much of one (calibrated) score enters the CUSUM: it is for runs of moderate scores."""
+EPISODE = HEADER
+RING = HEADER + episodes.SLOTS
 
 
 def to_number(value: Any) -> float | None:
@@ -56,6 +93,32 @@ def to_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def resolution(x: float) -> float:
+    """The value's last decimal place (1 for whole numbers, 0.1 for 12.5; at least 1e-6).
+
+    Why: a band can never be narrower than the steps the data moves in. A count of
+    1 against a run of zeros is one step, not 10^12 standard deviations.
+    """
+    if x.is_integer():
+        return 1.0
+    mantissa, _, exponent = repr(x).partition("e")
+    decimals = len(mantissa.partition(".")[2]) - (int(exponent) if exponent else 0)
+    return 10.0 ** -min(max(decimals, 0), MAX_DECIMALS)
+
+
+def _finer(current: float, step: float) -> float:
+    return step if current == 0.0 or step < current else current
+
+
+def finest(current: float, x: float) -> float:
+    """``current`` resolution refined by value ``x`` (cheap when ``x`` is on the current grid)."""
+    if current:
+        steps = x / current
+        if abs(steps - round(steps)) < 1e-6:
+            return current
+    return _finer(current, resolution(x))
+
+
 class MetricCheck(WindowedCheck):
     kind = "metric"
 
@@ -63,9 +126,15 @@ class MetricCheck(WindowedCheck):
         super().__init__(spec, max_keys)
         self.s = spec
         self.log = spec.transform == "log"
-        self.alpha = 1 - 0.5 ** (1 / spec.halflife)
+        self.half_life = spec.half_life
+        self.tail_half_life = spec.tail_half_life
+        self.limit = spec.threshold if spec.threshold is not None else calibration.threshold(spec.probability)
+        self.max_gap = spec.max_gap_s
         self.ring = spec.window_values if spec.model == "median_mad" else 0
         self.refresh = max(1, self.ring // 8)
+        self.resolved_info = dataclasses.replace(self.info, level="informational")
+        self.seasons = Profiles(spec.seasonality, spec.season_half_life, RING + self.ring)
+        self.size = RING + self.ring + self.seasons.size
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
 
     @property
@@ -91,7 +160,7 @@ class MetricCheck(WindowedCheck):
     def _state(self, key: Key) -> array[float]:
         state = self._keys.touch(key)
         if state is None:
-            state = array("d", bytes(8 * (self.ring + 3 + episodes.SLOTS)))
+            state = array("d", bytes(8 * self.size))
             self._keys.put(key, state)
         return state
 
@@ -101,7 +170,8 @@ class MetricCheck(WindowedCheck):
             return []
         if self.s.aggregate is None:
             state = self._state(key)
-            found = self._score(key, state, x, t, t, t)
+            state[RES] = finest(state[RES], x)
+            found = self._score(key, state, x, t, t, t, state[RES], t)
             return [found] if found is not None else []
         window = self.s.window
         _, per_key = self.window_at(t, window)
@@ -111,7 +181,7 @@ class MetricCheck(WindowedCheck):
                 self.counters["key_overflow"] += 1
                 return []
             self._state(key)
-            per_key[key] = [x, 1.0, x, x]
+            per_key[key] = [x, 1.0, x, x, resolution(x), t]
         else:
             acc[0] += x
             acc[1] += 1
@@ -119,6 +189,9 @@ class MetricCheck(WindowedCheck):
                 acc[2] = x
             if x < acc[3]:
                 acc[3] = x
+            acc[4] = finest(acc[4], x)
+            if t < acc[5]:
+                acc[5] = t
         return []
 
     def _on_watermark(self, watermark: float) -> list[Match]:
@@ -127,71 +200,145 @@ class MetricCheck(WindowedCheck):
         out: list[Match] = []
         window = self.s.window
         for start in sorted(b for b in self.open if b + window <= watermark):
-            for key, (total, count, high, low) in self.open.pop(start).items():
+            for key, (total, count, high, low, step, first) in self.open.pop(start).items():
+                aggregate = self.s.aggregate
                 value = {"mean": total / count, "sum": total, "max": high, "min": low,
-                         "count": count}[self.s.aggregate]
-                found = self._score(key, self._state(key), value, start + window, start, start + window)
+                         "count": count}[aggregate]
+                state = self._state(key)
+                state[RES] = _finer(state[RES], step)
+                res = 1.0 if aggregate == "count" else state[RES] / count if aggregate == "mean" else state[RES]
+                found = self._score(key, state, value, start + window, start, start + window, res, first)
                 if found is not None:
                     out.append(found)
         self.closed_upto = closed_until(self.closed_upto, window, watermark)
         return out
 
-    def _band(self, state: array[float]) -> tuple[float, float, float]:
-        """(centre, scale, n) in model space."""
+    def _band(self, state: array[float]) -> tuple[float, float]:
+        """(centre, scale) in model space."""
         if self.ring:
-            n = state[self.ring]
-            return state[self.ring + 1], state[self.ring + 2], n
-        return state[CENTRE], state[DEV] * ABS_DEV_TO_SIGMA, state[N]
+            return state[CENTRE], state[DEV]
+        return state[CENTRE], state[DEV] * ABS_DEV_TO_SIGMA
+
+    def _restart_after_gap(self, state: array[float], t: float) -> None:
+        """A key silent for longer than ``max_gap`` learns again from ``t`` (its old band is stale)."""
+        if state[N] and t - state[LAST_T] > self.max_gap:
+            self.counters["gap_restarts"] += 1
+            for slot in range(RING):
+                if slot not in KEPT_ON_RESTART:
+                    state[slot] = 0.0
+
+    def _floor(self, centre: float, res: float) -> float:
+        """The data's resolution ``res`` (raw units) as a band unit in model space."""
+        if not self.log:
+            return res
+        at = max(math.expm1(centre), 0.0)
+        return math.log1p(at + res) - math.log1p(at)
 
     def _score(self, key: Key, state: array[float], x: float, t: float, start: float,
-               end: float) -> Match | None:
+               end: float, res: float, first: float) -> Match | None:
+        """Score one value (or window aggregate) at event time ``t``; ``first``: its first event's time."""
         spec = self.s
         y = math.log1p(x) if self.log else x
-        centre, scale, n = self._band(state)
-        unit = max(scale, spec.min_scale, TINY)
-        z = (y - centre) / unit
-        ready = n >= spec.min_samples and self.ready_at(t)
+        if state[LAST_T] and t > state[LAST_T]:
+            calibration.decay(state, TAIL, 0.5 ** ((t - state[LAST_T]) / self.tail_half_life))
+        self._restart_after_gap(state, t)
+        if not state[N]:
+            state[SINCE] = state[LAST_T] = t
+        centre, scale = self._band(state)
+        slots = self.seasons.slots((start + end) / 2) if self.seasons.parts else []
+        season = self.seasons.expected(state, slots) if slots else 0.0
+        expected = centre + season
+        unit = max(scale, spec.min_scale, self._floor(expected, res), TINY)
+        z = (y - expected) / unit
+        p: float | None = None
+        score = z
+        if spec.threshold is None:
+            p = tail_p = calibration.probability(state, TAIL, z)
+            score = calibration.normal_score(z, tail_p)
+        ready = state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for and self.ready_at(t)
         found: Match | None = None
         sign = 0
+        was_open = state[EPISODE + episodes.ACTIVE] != 0.0
         if ready:
-            sign = episodes.decide(state, self.ring + 3, z, spec.threshold, spec.cusum, spec.cusum_slack,
-                                   spec.direction != "down", spec.direction != "up")
+            sign = episodes.decide(state, EPISODE, score, self.limit, spec.cusum, spec.cusum_slack,
+                                   spec.direction != "down", spec.direction != "up", CUSUM_CLIP)
         if sign:
-            low, high = centre - spec.threshold * unit, centre + spec.threshold * unit
+            width = (spec.threshold if spec.threshold is not None
+                     else calibration.limit(state, TAIL, spec.probability)) * unit
+            shown, low, high = expected, expected - width, expected + width
             if self.log:
-                centre, low, high = math.expm1(centre), math.expm1(low), math.expm1(high)
+                shown, low, high = math.expm1(shown), math.expm1(low), math.expm1(high)
             found = self.match(
                 key, event_time=t, observed=x,
-                expected={"center": round(centre, 6), "low": round(low, 6), "high": round(high, 6),
-                          "model": spec.model, "aggregate": spec.aggregate},
+                expected={"center": round(shown, 6), "low": round(low, 6), "high": round(high, 6),
+                          "model": spec.model, "aggregate": spec.aggregate, "season": round(season, 6)},
                 score=z, window_start=start, window_end=end,
                 direction="high" if sign > 0 else "low",
+                probability=None if p is None else float(f"{p:.3g}"),
+                **({"first_event_time": iso(first)} if spec.aggregate is not None else {}),
             )
+            state[EP_START], state[EP_END] = first, t
+            state[EP_PEAK_Z], state[EP_PEAK_T], state[EP_PEAK_X] = z, t, x
+        elif was_open:
+            if state[EPISODE + episodes.ACTIVE] == 0.0:
+                found = self._resolved(key, state)
+            else:
+                if abs(z) >= episodes.CALM_BELOW:
+                    state[EP_END] = t
+                if abs(z) > abs(state[EP_PEAK_Z]):
+                    state[EP_PEAK_Z], state[EP_PEAK_T], state[EP_PEAK_X] = z, t, x
+        if state[N] >= spec.min_samples:
+            calibration.observe(state, TAIL, z, spec.probability)
+        if ready:  # what alerts barely moves the model; a lasting change still gets in
+            y = expected + max(-WINSOR * unit, min(WINSOR * unit, y - expected))
         if self.ring:
-            self._update_ring(state, y)
+            self._update_ring(state, y - season)
         else:
-            if ready:
-                y = centre + max(-WINSOR * unit, min(WINSOR * unit, y - centre))
-            a = max(self.alpha, 1 / (n + 1))
-            state[DEV] += a * (abs(y - centre) - state[DEV]) if n else 0.0
-            state[CENTRE] = centre + a * (y - centre)
-            state[N] = n + 1
+            self._update_ewma(state, y - season, t)
+        if slots and state[N] >= spec.min_samples:  # a young centre's errors are not a season
+            self.seasons.update(state, slots, y - centre, season, t)
+        state[N] += 1
+        if t > state[LAST_T]:
+            state[LAST_T] = t
         return found
+
+    def _resolved(self, key: Key, state: array[float]) -> Match:
+        """The episode that just calmed down: start, peak and end (level informational)."""
+        start, end = state[EP_START], state[EP_END]
+        match = self.match(
+            key, event_time=end, observed=state[EP_PEAK_X], expected=None, score=state[EP_PEAK_Z],
+            window_start=start, window_end=end, state="resolved",
+            episode={"start": iso(start), "end": iso(end),
+                     "peak": {"time": iso(state[EP_PEAK_T]), "value": state[EP_PEAK_X],
+                              "score": round(state[EP_PEAK_Z], 3)}},
+            alert_key=f"{self.spec.id}|{key_repr(self.by, key)}|{int(start)}|resolved",
+        )
+        return dataclasses.replace(match, rule=self.resolved_info)
+
+    def _update_ewma(self, state: array[float], y: float, t: float) -> None:
+        elapsed = t - state[LAST_T]
+        weight = state[WEIGHT] * (0.5 ** (elapsed / self.half_life) if elapsed > 0 else 1.0) + 1.0
+        a = 1.0 / weight
+        centre = state[CENTRE]
+        if state[N]:
+            state[DEV] += a * (abs(y - centre) - state[DEV])
+        state[CENTRE] = centre + a * (y - centre)
+        state[WEIGHT] = weight
 
     def _update_ring(self, state: array[float], y: float) -> None:
         ring = self.ring
-        n = int(state[ring])
-        state[n % ring] = y
+        n = int(state[N])
+        state[RING + n % ring] = y
         n += 1
-        state[ring] = n
         if n <= 2 * self.refresh or n % self.refresh == 0:
-            values = list(state[: min(n, ring)])
+            values = list(state[RING: RING + min(n, ring)])
             centre = median(values)
-            state[ring + 1] = centre
-            state[ring + 2] = MAD_TO_SIGMA * median(abs(v - centre) for v in values)
+            state[CENTRE] = centre
+            state[DEV] = MAD_TO_SIGMA * median(abs(v - centre) for v in values)
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {
+            "layout": STATE_LAYOUT,
             "closed_upto": self.closed_upto,
             "keys": [[key_list(k), list(v)] for k, v in self._keys.items()],
             "open": [[b, [[key_list(k), acc] for k, acc in per_key.items()]] for b, per_key in self.open.items()],
@@ -199,12 +346,23 @@ class MetricCheck(WindowedCheck):
         }
 
     def _restore_state(self, state: dict[str, Any]) -> None:
+        if state.get("layout", 1) != STATE_LAYOUT:
+            raise ValueError(f"metric key state has layout {state.get('layout', 1)}, this version reads "
+                             f"{STATE_LAYOUT} (baselines restart learning)")
         self.closed_upto = None if state["closed_upto"] is None else float(state["closed_upto"])
         self._keys.clear()
         for raw_key, values in state["keys"]:
-            if len(values) != self.ring + 3 + episodes.SLOTS:
+            if len(values) != self.size:
                 raise ValueError("metric key state has the wrong size")
             self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values)))
         self._keys.evictions = int(state.get("evictions", 0))
-        self.open = {float(b): {key_tuple(k): [float(x) for x in acc] for k, acc in per_key}
+        self.open = {float(b): {key_tuple(k): _accumulator(acc) for k, acc in per_key}
                      for b, per_key in state["open"]}
+
+
+def _accumulator(raw: Any) -> list[float]:
+    """An open window's accumulator: total, count, max, min, resolution, first event time."""
+    acc = [float(x) for x in raw]
+    if len(acc) != 6:
+        raise ValueError("metric window accumulator has the wrong size")
+    return acc

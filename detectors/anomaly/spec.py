@@ -128,14 +128,28 @@ class MetricSpec(CheckCommon):
     model: Literal["ewma", "median_mad"] = "ewma"
     aggregate: Literal["mean", "sum", "max", "min", "count"] | None = None
     window: Duration = 300.0
-    threshold: float = Field(default=4.0, gt=0)
+    probability: float = Field(default=1e-4, gt=0, lt=0.5)
+    """Alert when the key's two-sided tail probability of the score is at most this (calibrated)."""
+    threshold: float | None = Field(default=None, gt=0)
+    """A fixed ``|z|`` instead of ``probability`` (uncalibrated, the rule before calibration)."""
+    tail_half_life: Duration = Field(default=7 * DAY, gt=0)
+    """Event time after which an old score weighs half in the key's tail estimate."""
     cusum: float | None = Field(default=5.0, gt=0)
     cusum_slack: float = Field(default=1.0, ge=0)
     direction: Direction = "both"
     transform: Literal["none", "log"] = "none"
     min_samples: int = Field(default=30, ge=2)
-    halflife: int = Field(default=200, ge=2)
-    """EWMA half-life in samples (values or windows)."""
+    """Values (or windows) a key must have scored since it started learning, besides ``learn_for``."""
+    half_life: Duration = Field(default=6 * 3600.0, gt=0)
+    """Event time after which an old value weighs half as much as a new one (ewma model)."""
+    learn_for: Duration = DAY
+    """Event time a key learns (from its first value, or from its restart after a gap) before alerting."""
+    max_gap: Duration | None = Field(default=None, gt=0)
+    """A key without values for longer restarts learning; ``None``: four half-lives."""
+    seasonality: tuple[Literal["hourly", "daily", "weekly"], ...] = ("hourly", "daily")
+    """Additive profiles learnt per key (see ``detectors.anomaly.seasons``); ``[]`` for none."""
+    season_half_life: Duration = Field(default=7 * DAY, gt=0)
+    """Event time after which an old value weighs half in a profile slot."""
     window_values: int = Field(default=64, ge=8, le=4096)
     """Values kept per key by the median_mad model."""
     min_scale: float = Field(default=0.0, ge=0)
@@ -143,6 +157,26 @@ class MetricSpec(CheckCommon):
 
     def default_learning(self) -> float:
         return 3600.0
+
+    @property
+    def max_gap_s(self) -> float:
+        return self.max_gap if self.max_gap is not None else 4 * self.half_life
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sample_halflife(cls, data: Any) -> Any:
+        """``halflife`` (samples, before durations) converts exactly only when a sample is a window."""
+        if not isinstance(data, dict) or "halflife" not in data:
+            return data
+        data = dict(data)
+        samples = data.pop("halflife")
+        if "half_life" in data:
+            raise ValueError("halflife: set half_life only (halflife counted samples and is replaced)")
+        if data.get("aggregate") is None or isinstance(samples, bool) or not isinstance(samples, int | float):
+            raise ValueError("halflife: replaced by half_life, a duration (e.g. 6h); a number of values "
+                             "has no fixed length in time")
+        data["half_life"] = float(samples) * parse_duration(data.get("window", 300.0))
+        return data
 
 
 class NewValueSpec(CheckCommon):

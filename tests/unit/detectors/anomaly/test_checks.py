@@ -72,6 +72,7 @@ by: [job]
 field: duration
 min_samples: 10
 learning: 0s
+learn_for: 0s
 cusum: null
 """
 
@@ -117,6 +118,7 @@ window: 1m
 transform: log
 min_samples: 5
 learning: 0s
+learn_for: 0s
 allowed_lateness: 0s
 """)
     found: list[Match] = []
@@ -133,7 +135,7 @@ allowed_lateness: 0s
 
 
 def test_metric_median_mad_model() -> None:
-    eng = engine(METRIC + "model: median_mad\nwindow_values: 16\n")
+    eng = engine(METRIC + "model: median_mad\nwindow_values: 16\nseasonality: []\n")
     for i in range(30):
         eng.process({"job": "j", "duration": [95, 100, 105][i % 3]}, T0 + i, None)
     (alert,) = eng.process({"job": "j", "duration": 200}, T0 + 30, None)

@@ -20,7 +20,7 @@ T0 = 1767571200.0
 ALL_TYPES = """
 - {id: vol, type: volume, by: [host], interval: 1m, seasonality: [], learning: 5m, allowed_lateness: 0s}
 - {id: sil, type: silence, by: [host], timeout: 5m, allowed_lateness: 0s}
-- {id: met, type: metric, by: [host], field: ms, min_samples: 5, learning: 0s}
+- {id: met, type: metric, by: [host], field: ms, min_samples: 5, learning: 0s, learn_for: 0s}
 - {id: new, type: new_value, by: [host], fields: [user], learning: 5m}
 - {id: card, type: cardinality, by: [host], field: user, window: 1h, max_distinct: 5, baseline: true}
 - {id: thr, type: threshold, by: [host], selection: {user: root}, count: 3, window: 1m}

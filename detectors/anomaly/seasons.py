@@ -1,0 +1,78 @@
+"""Additive seasonal profiles for ``metric``: what each phase of the hour, day or week adds.
+
+Why: a series with a job at the top of every hour or a daytime peak is normal
+when it repeats; without a profile the band either pages on every repeat or
+widens until real anomalies fit in it. The expected value becomes
+``centre + sum of the profiles' current slots`` and the centre learns the
+de-seasonalised value.
+
+Profiles (per key, fixed size): ``hourly`` 12 slots of five minutes, ``daily``
+24 slots of an hour, ``weekly`` 7 slots of a day (UTC). Each slot holds its
+value, its weight and the event time it was last updated; before a value
+joins, the slot's weight decays by ``0.5 ** (elapsed / half_life)`` and the
+slot moves by ``1 / weight`` towards the residual the other parts leave, so a
+young slot is a running mean (shrunk towards 0 by ``PRIOR_WEIGHT``) and an old
+one forgets in event time, whatever the sampling rate. Each profile also keeps the sum of its slot values and
+contributes ``slot - mean of its slots``: profiles describe the shape, the
+centre keeps the level (otherwise the two trade the level back and forth).
+3 doubles per slot and one per profile: hourly + daily = 110 doubles (880
+bytes) per key.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+
+PROFILES: dict[str, tuple[float, int]] = {
+    "hourly": (3600.0, 12),
+    "daily": (86400.0, 24),
+    "weekly": (604800.0, 7),
+}
+"""Name -> (period in seconds, slots)."""
+VALUE, WEIGHT, LAST = range(3)
+PRIOR_WEIGHT = 4.0
+"""A slot starts as if it had seen this many values of 0: one noisy value cannot set it."""
+SLOT = 3
+
+
+class Profiles:
+    """The configured profiles, stored from index ``at`` of a key's ``array('d')``."""
+
+    def __init__(self, names: Sequence[str], half_life: float, at: int) -> None:
+        self.half_life = half_life
+        self.decay = -math.log(2) / half_life
+        # (period, slot length, index of the profile's sum, index of its first slot, slots)
+        self.parts: list[tuple[float, float, int, int, int]] = []
+        index = at
+        for name in names:
+            period, slots = PROFILES[name]
+            self.parts.append((period, period / slots, index, index + 1, slots))
+            index += 1 + slots * SLOT
+        self.size = index - at
+
+    def slots(self, t: float) -> list[tuple[int, int, int]]:
+        """(slot index, sum index, slot count) of each profile's slot holding event time ``t``."""
+        return [(first + int((t % period) // length) * SLOT, total, n)
+                for period, length, total, first, n in self.parts]
+
+    @staticmethod
+    def expected(state: array[float], slots: list[tuple[int, int, int]]) -> float:
+        return sum(state[i + VALUE] - state[total] / n for i, total, n in slots)
+
+    def update(self, state: array[float], slots: list[tuple[int, int, int]], residual: float, explained: float,
+               t: float) -> None:
+        """Move each slot towards ``residual`` (value minus centre) less what the profiles explain now."""
+        for i, total, _ in slots:
+            elapsed = t - state[i + LAST]
+            weight = state[i + WEIGHT]
+            if weight and elapsed > 0:
+                weight *= math.exp(elapsed * self.decay)
+            weight = max(weight, PRIOR_WEIGHT) + 1.0
+            step = (residual - explained) / weight
+            state[i + VALUE] += step
+            state[total] += step
+            state[i + WEIGHT] = weight
+            if t > state[i + LAST]:
+                state[i + LAST] = t
