@@ -13,7 +13,7 @@ as its first alternative: the leftmost match wins, so a marker is consumed whole
 redacted again (redaction is idempotent), and the text is scanned once.
 
 The formats that the rule pack detects (``sigma-rules/ci/ci_log_*``) carry the rule's id in
-``FormatSpec.rule``; ``tests/unit/test_redaction_rules.py`` asserts both directions agree: every
+``FormatSpec.rule``; ``tests/unit/detectors/test_redaction_rules.py`` asserts both directions agree: every
 example event the rule matches no longer matches once redacted, and every sample of a format
 is matched by its rule.
 
