@@ -20,37 +20,19 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from detectors.model import LEVELS
+from service.api.params import query_time
 from service.api.principal import principal_of
 from service.api.roles import Role, requires
 from service.audit.marks import audited, note
 
 from .router import AlertRouter
 from .silences import SilenceError, SilenceForbidden, SilenceRequest
-from .store import AlertQuery, parse_time
+from .store import AlertQuery
 
 MAX_OFFSET = 1_000_000
 """Deeper pages are refused: SQLite walks every skipped row, and its integers stop at 2**63."""
 MAX_TEXT = 1000
 """Length bound of the free-text parameters (rule, q)."""
-MIN_TIME, MAX_TIME = 0.0, 253_402_300_799.0
-"""Times are unix seconds between 1970 and the end of year 9999."""
-
-
-def query_time(value: str | None, name: str) -> float | None:
-    """``value`` as unix seconds; a 422 names the parameter for anything not a finite time in range."""
-    if value is None or value == "":
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parse_time(value)
-        except (ValueError, OverflowError):
-            raise HTTPException(status_code=422,
-                                detail=f"{name}: expected RFC 3339 time or unix seconds") from None
-    if not MIN_TIME <= seconds <= MAX_TIME:  # also false for NaN
-        raise HTTPException(status_code=422, detail=f"{name}: time must lie between 1970 and 9999")
-    return seconds
 
 
 def api_router(router: AlertRouter) -> APIRouter:

@@ -22,7 +22,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.alerting.api import query_time
+from service.api.params import query_time
 from service.api.principal import Principal, principal_of
 from service.api.roles import Role, requires
 from service.audit.marks import AuditMark
