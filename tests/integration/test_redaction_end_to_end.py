@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
-from service.devservices.alertmanager import AlertmanagerServer
-from service.devservices.process import free_port
-from service.devservices.search import SearchNode
+from devservices.alertmanager import AlertmanagerServer
+from devservices.process import free_port
+from devservices.search import SearchNode
 
 from detectors.redaction import Redactor
 from tests.conftest import PROJECT_RULES

@@ -27,8 +27,7 @@ from service.rules import load_rules
 from service.sources.base import RawMessage, Rejected
 from service.sources.deadletter import FileDeadLetters
 from tests.conftest import PROJECT_RULES
-
-from .alerting_helpers import alert, rule
+from tests.support.alerts import alert, rule
 
 AWS_ID = "AKIAQX3T7FJ2LMNOPQRS"
 AWS_SECRET = "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"
