@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
+
+from detectors.redaction import Redactor
 from devservices.alertmanager import AlertmanagerServer
 from devservices.process import free_port
 from devservices.search import SearchNode
-
-from detectors.redaction import Redactor
 from tests.conftest import PROJECT_RULES
 from tests.integration.receivers import Opsgenie, PagerDuty, Receiver, Slack, Webhook
 from tests.support.instances import Instance
