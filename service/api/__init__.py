@@ -67,11 +67,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     limits = {"/api/v1/events": ctx.settings.http_ingest.max_body_bytes,
               "/api/v1/rules/test": min(api.rules_test_max_body_bytes, api.max_body_bytes)}
-    # added innermost first; runs: authentication -> access log -> audit -> body limit -> routes
+    # added innermost first; runs: access log -> authentication -> audit -> body limit -> routes
     app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, api.max_body_bytes))
     app.add_middleware(AuditMiddleware, trail=trail)
+    roles = guard(app, api, auth)  # authentication runs before the audit, the body limit and the routes
+    # the access log wraps authentication, so refused requests (401/403) are logged too
     app.add_middleware(AccessLog, mode=api.access_log, sample_every=api.access_log_sample_every)
-    roles = guard(app, api, auth)  # added last: the outermost step, runs first
     app.openapi = lambda: build_openapi(app, roles)  # type: ignore[method-assign]
     app.state.context = ctx
     app.state.audit = trail

@@ -172,8 +172,9 @@ class Authenticate:
 
 def guard(app: FastAPI, api: ApiSettings, auth: Authenticator | None = None) -> RoleTable:
     """Check that every route of ``app`` declares its role (raises
-    :class:`~service.api.roles.UndeclaredRole`) and put authentication in front of it, as the
-    outermost ASGI step: call it after every other middleware is added."""
+    :class:`~service.api.roles.UndeclaredRole`) and put authentication in front of it: call it
+    after every middleware that must only see authenticated requests is added (the access log,
+    which records refusals as well, goes outside it)."""
     roles = RoleTable(app)
     roles.check()
     app.add_middleware(Authenticate, auth=auth or Authenticator(api.tokens), roles=roles,

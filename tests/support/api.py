@@ -11,6 +11,7 @@ from service.alerting.api import api_router
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
+from service.audit.trail import AuditTrail
 from service.config import Settings
 from service.detection import Detector, compile_detection
 from service.pipeline import Pipeline
@@ -79,5 +80,6 @@ def build_ctx(tmp: Path, **api: Any) -> tuple[ApiContext, AlertRouter]:
     alerts.silences.load()
     ctx = ApiContext(settings=s, detector=detector, reloader=Reloader(detector, s.rules, s.correlation, s.anomaly),
                      pipeline=Pipeline(detector, FakeRouter()),  # type: ignore[arg-type]
-                     readiness=lambda: {"rules_loaded": True}, routers=[api_router(alerts)])
+                     readiness=lambda: {"rules_loaded": True}, routers=[api_router(alerts)],
+                     audit=AuditTrail(s.audit, alerts.store))
     return ctx, alerts

@@ -9,8 +9,9 @@ import pytest
 
 from service.config import ConfigError, load_settings
 from service.logs import REDACTOR, redact
+from tests.conftest import ROOT
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = ROOT / "docs"
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,7 @@ def test_references_defaults_and_escapes_are_expanded(tmp_path):
 
 
 def test_an_expanded_value_stays_a_string(tmp_path):
-    path = write(tmp_path, "api: {tokens: [{name: ci, token: '${TOKEN}'}]}\n")
+    path = write(tmp_path, "api: {tokens: [{name: ci, role: read, token: '${TOKEN}'}]}\n")
     s = load_settings(path, environ={"TOKEN": "0000000000000123"})
     assert s.api.tokens[0].token is not None
     assert s.api.tokens[0].token.get_secret_value() == "0000000000000123"

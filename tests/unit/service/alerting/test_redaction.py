@@ -27,6 +27,8 @@ from service.rules import load_rules
 from service.sources.base import RawMessage, Rejected
 from service.sources.deadletter import FileDeadLetters
 from tests.conftest import PROJECT_RULES
+from service.api.auth import guard
+from service.config import ApiSettings
 from tests.support.alerts import alert, rule
 
 AWS_ID = "AKIAQX3T7FJ2LMNOPQRS"
@@ -227,7 +229,8 @@ def test_the_api_serves_redacted_documents_even_from_a_store_written_without_red
     router.store.upsert([legacy.to_document()])  # as an older version stored it
     app = FastAPI()
     app.include_router(api_router(router))
-    client = TestClient(app)
+    guard(app, ApiSettings())  # no tokens: the anonymous admin
+    client = TestClient(app, base_url="http://127.0.0.1")
     try:
         listed = client.get("/api/v1/alerts").text
         one = client.get(f"/api/v1/alerts/{legacy.id}").text

@@ -30,7 +30,7 @@ async def test_state_changes_are_recorded_with_actor_role_client_object_and_outc
     with security_app(tmp_path) as (app, _, _), captured("pipesentry.audit") as lines:
         async with client_for(app) as client:
             created = await client.post("/api/v1/silences", headers=auth(ADMIN),
-                                        json={"match": {"rule_ids": ["r1"]}, "duration_s": 60})
+                                        json={"match": {"rule_ids": ["r1"]}, "duration_s": 60, "comment": "maintenance"})
             assert created.status_code == 201
             silence = created.json()["id"]
             assert (await client.delete(f"/api/v1/silences/{silence}", headers=auth(ADMIN))).status_code == 200
@@ -103,7 +103,7 @@ async def test_filters_and_limit(tmp_path):
             await client.post("/api/v1/rules/reload", headers=auth(READER))
             now[0] += 100
             await client.post("/api/v1/silences", headers=auth(ADMIN),
-                              json={"match": {"rule_ids": ["r1"]}, "duration_s": 60})
+                              json={"match": {"rule_ids": ["r1"]}, "duration_s": 60, "comment": "maintenance"})
             assert [e["action"] for e in await audit(client, action="silence.")] == ["silence.create"]
             assert [e["actor"] for e in await audit(client, actor="viewer")] == ["viewer"]
             assert [e["action"] for e in await audit(client, since="1000050", until="1000150")] == ["auth.denied"]
