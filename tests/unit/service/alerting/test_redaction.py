@@ -21,14 +21,13 @@ from service import logs, metrics
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
 from service.alerting.sinks.stdout import StdoutSink
-from service.config import Settings
+from service.api.auth import guard
+from service.config import ApiSettings, Settings
 from service.redaction import KEY_FILE, Redaction, RedactionError, RedactionSettings, load_key
 from service.rules import load_rules
 from service.sources.base import RawMessage, Rejected
 from service.sources.deadletter import FileDeadLetters
 from tests.conftest import PROJECT_RULES
-from service.api.auth import guard
-from service.config import ApiSettings
 from tests.support.alerts import alert, rule
 
 AWS_ID = "AKIAQX3T7FJ2LMNOPQRS"
