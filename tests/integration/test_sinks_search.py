@@ -52,10 +52,14 @@ def es(node: SearchNode, method: str, path: str, body: Any = None) -> dict[str, 
 
 
 def ids_in(node: SearchNode, index: str) -> list[str]:
-    es(node, "POST", f"/{index}/_refresh?ignore_unavailable=true")
-    hits = es(node, "POST", f"/{index}/_search?ignore_unavailable=true",
-              {"size": 10_000, "_source": False})["hits"]["hits"]
-    return [h["_id"] for h in hits]
+    """The document ids in ``index``; none while an index the sink just created has no started shard yet."""
+    refresh = httpx.post(f"{node.url}/{index}/_refresh?ignore_unavailable=true", timeout=30)
+    search = httpx.post(f"{node.url}/{index}/_search?ignore_unavailable=true",
+                        json={"size": 10_000, "_source": False}, timeout=30)
+    if 503 in (refresh.status_code, search.status_code):  # "all shards failed": the primary is still starting
+        return []
+    assert search.status_code < 300, search.text
+    return [h["_id"] for h in search.json()["hits"]["hits"]]
 
 
 async def test_mappings_and_no_duplicates(search_node: SearchNode, tmp_path: Path) -> None:
