@@ -16,11 +16,17 @@ VALUE_SETS: dict[str, list[Path]] = {
     "consumer-group": [CHART / "ci" / "consumer-group-values.yaml"],
 }
 MANIFEST_DIRS = sorted(p for p in (tools.DEPLOY / "k8s").iterdir() if p.is_dir())
+# The Prometheus Operator's API: the chart renders its ServiceMonitor and PrometheusRule only
+# when the cluster serves it, so the renders below say it does unless a test says otherwise.
+MONITORING_API = "monitoring.coreos.com/v1"
 
 
-def helm_template(helm: Path, values: list[Path], *extra: str, namespace: str = "pipesentry"):
-    args: list[str | Path] = [helm, "template", "ps", CHART, "--namespace", namespace,
+def helm_template(helm: Path, values: list[Path], *extra: str, namespace: str = "pipesentry",
+                  chart: Path = CHART, api_versions: tuple[str, ...] = (MONITORING_API,)):
+    args: list[str | Path] = [helm, "template", "ps", chart, "--namespace", namespace,
                               "--kube-version", kube.K8S_VERSION]
+    for api in api_versions:
+        args += ["--api-versions", api]
     for path in values:
         args += ["--values", path]
     return tools.run([*args, *extra])

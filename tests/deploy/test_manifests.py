@@ -23,8 +23,10 @@ Shape = tuple[str, list[dict[str, Any]]]
 BUNDLED_RULES = "/opt/pipesentry/share/pipesentry/sigma-rules"  # where deploy/Dockerfile puts sigma-rules/
 
 
-def pods(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    return [(d, spec) for d in docs if (spec := kube.pod_spec(d)) is not None]
+def pods(docs: list[dict[str, Any]], *, hooks: bool = False) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(object, pod spec) of the workloads; with ``hooks``, Helm hook pods (``helm test``) too."""
+    return [(d, spec) for d in docs if (spec := kube.pod_spec(d)) is not None
+            and (hooks or not kube.is_helm_hook(d))]
 
 
 def test_every_document_validates_against_the_kubernetes_schemas(shape: Shape) -> None:
@@ -54,7 +56,7 @@ def test_strict_validation_rejects_a_misspelled_field() -> None:
 def test_pods_run_locked_down(shape: Shape) -> None:
     name, docs = shape
     assert pods(docs), f"{name}: no workload"
-    for doc, spec in pods(docs):
+    for doc, spec in pods(docs, hooks=True):
         where = f"{name}: {doc['kind']} {doc['metadata']['name']}"
         assert spec.get("automountServiceAccountToken") is False, where
         pod_ctx = spec.get("securityContext", {})
@@ -90,6 +92,11 @@ def test_pipesentry_probes_and_writable_paths(shape: Shape, monkeypatch: pytest.
             assert settings.api.host == "0.0.0.0", f"{name}: probes reach the pod IP, not loopback"
             assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, name
             assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, name
+            assert c["imagePullPolicy"] == "IfNotPresent", f"{name}: a release tag or digest never moves"
+            startup = c["startupProbe"]
+            assert startup["httpGet"] == {"path": "/healthz", "port": "http"}, name
+            budget = startup["periodSeconds"] * startup["failureThreshold"]
+            assert budget >= kube.STARTUP_BUDGET_S, f"{name}: startup probe allows {budget} s"
             writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
             # Read-only root: the data dir (spools, alert store, dead letters) and /tmp only.
             assert writable == {str(settings.data_dir), "/tmp"}, f"{name}: writable mounts {writable}"

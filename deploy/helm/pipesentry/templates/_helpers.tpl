@@ -22,6 +22,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: {{ include "pipesentry.component" . }}
 {{- end -}}
 
+{{- define "pipesentry.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pipesentry.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end -}}
+
 {{- define "pipesentry.labels" -}}
 {{ include "pipesentry.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
@@ -81,8 +87,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     {{- toYaml .Values.resources | nindent 4 }}
   startupProbe:
     httpGet: {path: /healthz, port: http}
-    periodSeconds: 2
-    failureThreshold: 30
+    {{- toYaml .Values.startupProbe | nindent 4 }}
   livenessProbe:
     httpGet: {path: /healthz, port: http}
     periodSeconds: 10
@@ -111,6 +116,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     - name: app-logs
       mountPath: {{ .Values.sidecar.logDir }}
       readOnly: true
+    {{- end }}
+    {{- with .Values.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end -}}
 
@@ -165,4 +173,12 @@ volumes:
     emptyDir:
       sizeLimit: {{ .Values.sidecar.logVolumeSizeLimit }}
   {{- end }}
+  {{- with .Values.extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* The Prometheus Operator's API: ServiceMonitor and PrometheusRule need it. */}}
+{{- define "pipesentry.hasMonitoringAPI" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end -}}
 {{- end -}}
