@@ -306,7 +306,7 @@ def test_helm_test_script_waits_for_200_and_fails_otherwise(rendered: dict[str, 
     codes = [503, 503, 200]
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             code = codes.pop(0) if len(codes) > 1 else codes[0]
             body = json.dumps({"ready": code == 200}).encode()
             self.send_response(code)
@@ -314,7 +314,7 @@ def test_helm_test_script_waits_for_200_and_fails_otherwise(rendered: dict[str, 
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
