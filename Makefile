@@ -32,14 +32,20 @@ system-packages:
 servers-fetch:
 	$(PYTHON) -m devservices fetch
 
-# Helm (built from the Go module proxy) and Checkov (its own venv: its pins clash with ours) for tests/deploy.
-deploy-tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov
+# Helm (built from the Go module proxy), Checkov and cyclonedx-bom (each in its own venv: their pins
+# clash with ours; cyclonedx-bom from the pins the image's build uses) for tests/deploy.
+deploy-tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov $(TOOLS)/cyclonedx/bin/cyclonedx-py
 
 $(TOOLS)/bin/helm:
 	GOBIN=$(CURDIR)/$(TOOLS)/bin go install helm.sh/helm/v3/cmd/helm@v3.22.0
 
 $(TOOLS)/checkov/bin/checkov:
 	$(PYTHON) -m venv $(TOOLS)/checkov && $(TOOLS)/checkov/bin/pip install -q checkov==3.3.30
+
+$(TOOLS)/cyclonedx/bin/cyclonedx-py: deploy/sbom-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)/cyclonedx && $(TOOLS)/cyclonedx/bin/pip install -q --only-binary=:all: \
+		--requirement deploy/sbom-requirements.txt
+	touch $@
 
 NATIVE := detectors/native/Cargo.toml
 

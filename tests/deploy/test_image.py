@@ -272,3 +272,111 @@ def test_healthcheck_command_follows_the_service(tmp_path: Path) -> None:
         if server.stderr:
             server.stderr.close()
     assert subprocess.run(probe, env=env, capture_output=True, timeout=30, check=False).returncode != 0
+
+
+def arg_defaults(stage: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for args in values(stage, "ARG"):
+        name, _, default = args.partition("=")
+        out[name] = default
+    return out
+
+
+def labels(stage: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for args in values(stage, "LABEL"):
+        for item in shlex.split(args):
+            key, _, value = item.partition("=")
+            out[key] = value
+    return out
+
+
+def test_oci_labels_carry_source_version_and_revision_from_build_args() -> None:
+    stage = final()
+    found = labels(stage)
+    args = arg_defaults(stage)
+    assert found["org.opencontainers.image.source"] == "${SOURCE}"
+    assert found["org.opencontainers.image.version"] == "${VERSION}"
+    assert found["org.opencontainers.image.revision"] == "${REVISION}"
+    assert args["SOURCE"].startswith("https://")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert args["VERSION"] == project["version"], "VERSION defaults to the release in pyproject.toml"
+    assert "REVISION" in args
+    # An ARG is visible from where it is declared in its stage on: before the LABEL.
+    words = [w for w, _ in stage]
+    assert max(i for i, w in enumerate(words) if w == "ARG") < words.index("LABEL")
+    for key in ("title", "description", "licenses"):
+        assert found[f"org.opencontainers.image.{key}"], key
+
+
+SBOM_PATH = "/opt/pipesentry/share/pipesentry/sbom.cdx.json"
+SBOM_TOOL_PINS = DEPLOY / "sbom-requirements.txt"
+
+
+def sbom_command() -> list[str]:
+    """The cyclonedx-py command line of the build stage."""
+    for args in values(named("build"), "RUN"):
+        for part in args.split("&&"):
+            words = shlex.split(part)
+            if words and words[0].endswith("/cyclonedx-py"):
+                return words
+    pytest.fail("the build stage writes no SBOM")
+
+
+def test_the_sbom_is_written_from_the_shipped_virtualenv() -> None:
+    build = named("build")
+    runs = values(build, "RUN")
+    command = sbom_command()
+    assert command[1] == "environment" and command[-1] == "/opt/pipesentry/bin/python"
+    assert command[command.index("--output-file") + 1] == SBOM_PATH
+    assert command[command.index("--output-format") + 1] == "JSON"
+    assert "--output-reproducible" in command
+    # After pip and setuptools leave the venv, so it lists what ships and nothing else.
+    uninstall = next(i for i, r in enumerate(runs) if "pip uninstall -y pip setuptools wheel" in r)
+    writes = next(i for i, r in enumerate(runs) if "cyclonedx-py environment" in r)
+    assert uninstall < writes
+    # The tool has its own venv outside /opt/pipesentry, which the runtime stage copies whole.
+    assert "venv /opt/sbom-tool" in runs[writes] and command[0].startswith("/opt/sbom-tool/")
+    assert any(a == "--from=build /opt/pipesentry /opt/pipesentry" for a in values(final(), "COPY"))
+    assert "--requirement /src/deploy/sbom-requirements.txt" in runs[writes]
+
+
+def test_the_sbom_tool_is_pinned() -> None:
+    lines = [line for line in SBOM_TOOL_PINS.read_text(encoding="utf-8").splitlines()
+             if line and not line.startswith("#")]
+    pinned = {}
+    for line in lines:
+        name, sep, version = line.partition("==")
+        assert sep and Version(version), f"not an exact pin: {line}"
+        pinned[canonicalize_name(name)] = version
+    assert "cyclonedx-bom" in pinned
+
+
+def test_the_sbom_command_lists_the_pinned_dependencies(tmp_path: Path) -> None:
+    """The build stage's command line, run by the same pinned tool against this interpreter's
+    environment (which holds the pins the image installs): a CycloneDX document naming the
+    project and every pinned runtime dependency at its version, with a PyPI package URL."""
+    command = sbom_command()
+    out = tmp_path / "sbom.cdx.json"
+    local = [str(tools.require("cyclonedx-py")), *command[1:]]
+    local[local.index("--output-file") + 1] = str(out)
+    local[local.index("--pyproject") + 1] = str(ROOT / "pyproject.toml")
+    local[-1] = sys.executable
+    proc = tools.run(local, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bom = json.loads(out.read_text(encoding="utf-8"))
+    assert bom["bomFormat"] == "CycloneDX"
+    assert (bom["metadata"]["component"]["name"], bom["metadata"]["component"]["version"]) == ("pipesentry", "0.1.0")
+    components = {canonicalize_name(c["name"]): c for c in bom["components"]}
+    checked = 0
+    for name, version in pins().items():
+        try:
+            installed = Version(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            continue
+        if installed != version:
+            continue
+        checked += 1
+        assert Version(components[name]["version"]) == version, name
+        assert components[name]["purl"].startswith(f"pkg:pypi/{name}@"), components[name]["purl"]
+    assert checked, "no pin matches the installed environment: run python deploy/constraints.py"

