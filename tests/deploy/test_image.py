@@ -80,13 +80,15 @@ def test_hadolint_reports_no_errors_or_warnings() -> None:
 
 
 def test_multi_stage_on_slim_python_311() -> None:
-    """Python stages on slim 3.11; one Rust stage builds the native screen for the build stage."""
+    """Python stages on slim 3.11; one Rust stage builds the native screen for the build stage.
+    Fully qualified names: buildah and podman resolve no short names unless configured to."""
     froms = [args for stage in stages() for w, args in stage if w == "FROM"]
     assert len(froms) >= 2
-    python = [image for image in froms if not image.startswith("rust:")]
-    assert [image for image in froms if image not in python] == ["rust:1.95.0-slim-bookworm AS native"]
+    python = [image for image in froms if not image.startswith("docker.io/library/rust:")]
+    assert [image for image in froms if image not in python] == [
+        "docker.io/library/rust:1.95.0-slim-bookworm AS native"]
     for image in python:
-        assert re.match(r"python:3\.11\.\d+-slim", image), image
+        assert re.match(r"docker\.io/library/python:3\.11\.\d+-slim", image), image
     assert any("--from=build" in args for args in values(final(), "COPY"))
     assert not any("--from=native" in args for args in values(final(), "COPY"))
 
