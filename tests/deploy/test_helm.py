@@ -281,6 +281,7 @@ def test_helm_test_pod_asks_the_services_readyz(rendered: dict[str, list[dict[st
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert "hook-succeeded" in pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
     assert pod["spec"]["restartPolicy"] == "Never"
+    assert "serviceAccountName" not in pod["spec"], "the release's cloud identity is not the test's"
     [container] = pod["spec"]["containers"]
     assert container["image"] == pipesentry_container(docs)["image"], "no other image to pull or trust"
     [service] = by_kind(docs, "Service")
