@@ -70,7 +70,7 @@ def add_format(parser: argparse.ArgumentParser, default: str, *, json_alias: boo
 @dataclass(frozen=True, slots=True)
 class Column:
     """One column of ``table`` and ``csv`` output: its header, how to get its text from a record, and
-    the widest a table cell may be (the last column is never cut)."""
+    the widest a table cell may be."""
 
     header: str
     get: Callable[[Mapping[str, Any]], Any]
@@ -105,10 +105,8 @@ def _cut(text: str, limit: int) -> str:
 
 
 def table_lines(records: Iterable[Mapping[str, Any]], columns: Sequence[Column]) -> list[str]:
-    """Aligned rows, header first; long cells are cut with an ellipsis, except in the last column."""
-    rows = [[cell_text(c.get(r)) for c in columns] for r in records]
-    cells = [[_cut(v, c.limit) if i < len(columns) - 1 else " ".join(v.split())
-              for i, (v, c) in enumerate(zip(row, columns, strict=True))] for row in rows]
+    """Aligned rows, header first; long cells are cut with an ellipsis."""
+    cells = [[_cut(cell_text(c.get(r)), c.limit) for c in columns] for r in records]
     header = [c.header for c in columns]
     widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(columns))]
     return ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [header, *cells]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 import orjson
@@ -105,7 +105,7 @@ def rule_row(rule: RuleInfo) -> dict[str, Any]:
     }
 
 
-def _logsource_text(rule: dict[str, Any]) -> str:
+def _logsource_text(rule: Mapping[str, Any]) -> str:
     ls = rule["logsource"]
     return "/".join(ls.get(part) or "*" for part in ("product", "category", "service"))
 
