@@ -37,13 +37,13 @@ def test_a_json_array_is_read_as_events(rules_dir: Path, tmp_path: Path, capsys:
     path.write_bytes(orjson.dumps([WIN_EVENT, {"benign": True}, LINUX_EVENT], option=orjson.OPT_INDENT_2))
     assert main(["eval", "--rules", str(rules_dir), str(path)]) == 0
     got = records(capsys.readouterr().out)
-    assert [(r["line"], r["case"], r["rule_id"][:8]) for r in got] == [(1, "[0]", "aaaaaaaa"), (3, "[2]", "bbbbbbbb")]
+    assert [(r["line"], r["case"], str(r["rule_id"])[:8]) for r in got] == [(1, "[0]", "aaaaaaaa"), (3, "[2]", "bbbbbbbb")]
 
 
 def test_an_array_on_stdin_is_detected_by_its_first_byte(rules_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     data = b"  \n" + orjson.dumps([LINUX_EVENT])
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))  # type: ignore[arg-type]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
     assert main(["eval", "--rules", str(rules_dir), "-"]) == 0
     assert [r["case"] for r in records(capsys.readouterr().out)] == ["[0]"]
 
