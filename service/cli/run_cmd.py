@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.cli.output import UNAVAILABLE, USAGE
+from service.cli.output import OK, UNAVAILABLE, USAGE
 from service.config import ConfigError, Settings, api_base_url, load_settings
 
 
@@ -81,4 +81,4 @@ def run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"pipesentry: cannot start: {redact(str(exc))}", file=sys.stderr)
         return UNAVAILABLE
-    return 0
+    return OK
