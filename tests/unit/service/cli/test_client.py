@@ -154,3 +154,43 @@ def test_url_follows_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     config.write_text("api: {host: 0.0.0.0, port: 9123}\n")
     assert client_cmd.base_url(argparse.Namespace(url=None, config=config)) == "http://127.0.0.1:9123"
     assert client_cmd.base_url(argparse.Namespace(url="https://x.example/", config=None)) == "https://x.example"
+
+
+async def test_against_a_running_service_located_by_its_config(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pipesentry run`` as a child process on a free port; the CLI finds it through the same settings file."""
+    import asyncio
+    import contextlib
+
+    from tests.support.api import INGESTER, MATCHING, TOKENS
+    from tests.support.instances import Instance
+    from tests.support.rules import CURL_RULE
+    from tests.support.waits import until
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "curl.yml").write_text(CURL_RULE)
+    instance = Instance(tmp_path, "svc", {"rules": {"paths": [str(rules)]}, "api": {"tokens": TOKENS}})
+    try:
+        await until(instance.ready, timeout=120, what="readiness", process=instance)
+        async with httpx.AsyncClient(base_url=instance.url, timeout=30) as client:
+            answer = await client.post("/api/v1/events?category=ci_job_log", content=MATCHING,
+                                       headers={"Authorization": f"Bearer {INGESTER}",
+                                                "content-type": "application/x-ndjson"})
+            assert answer.status_code == 200, answer.text
+
+            async def stored() -> bool:
+                page = await client.get("/api/v1/alerts", headers={"Authorization": f"Bearer {READER}"})
+                return bool(page.json().get("items"))
+
+            await until(stored, timeout=60, what="the alert in the store", process=instance)
+        monkeypatch.delenv("PIPESENTRY_URL", raising=False)
+        monkeypatch.setenv("PIPESENTRY_TOKEN", READER)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = await asyncio.to_thread(main, ["alerts", "list", "--config", str(instance.config_path),
+                                                  "--format", "json"])
+        assert code == 0
+        assert [d["rule"]["id"] for d in lines(out.getvalue())] != []  # type: ignore[index]
+    finally:
+        instance.stop()
