@@ -17,9 +17,9 @@ for ``-``: piped to ``run``'s stdin; a JSON document: its events piped, one per 
 Routing: ``--logsource`` gives every event a log source, so only the rules written for it
 apply, as in ``run`` (where each input has its log source). Without it every rule applies to
 every event (unrouted), except that a test file ``X.events.json`` takes the log source of the
-rule ``X.yml`` beside it and correlation test items carry their own. A test file's cases are
-one stream, in file order (as if piped to ``run``): correlation sequences of different cases can
-interact, and ``tests/rules`` remains the authority on whether each case passes.
+rule ``X.yml`` beside it and correlation test items carry their own. A correlation test file's
+sequences (cases) each run as a stream of their own on fresh correlation and anomaly state, so one
+case cannot complete another's correlation; the events of a detection rule's test file are one stream.
 
 Output is one JSON object per alert on stdout (``--format json``, the default), an aligned
 table (``table``) or CSV (``csv``); ``--min-level`` and ``--status`` keep the alerts of rules
@@ -42,7 +42,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -71,7 +71,7 @@ from service.cli.output import (
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, EventSettings, InputSettings, Settings, load_settings
 from service.detection import DetectionSet, Detector, compile_detection
-from service.pipeline.replay import LineFileSource, Replayed, logsource_spec, reject_text, replay_file
+from service.pipeline.replay import LineFileSource, logsource_spec, reject_text, replay_file
 from service.sources.base import InputSpec, Rejected
 
 MatchRecord = dict[str, Any]
@@ -207,7 +207,10 @@ class Evaluation:
     """What ``eval`` read and raised, in input order."""
 
     records: list[MatchRecord]
-    replayed: Replayed
+    events: int = 0
+    bad_lines: int = 0
+    skips: dict[str, int] = field(default_factory=dict)
+    """Correlation skips by reason (late events, evicted keys...)."""
 
 
 @dataclass
@@ -269,8 +272,32 @@ def _logsource_text(ls: LogSource) -> str:
 
 def evaluate(settings: Settings, args: argparse.Namespace, source: Input, err: IO[str],
              detection: DetectionSet) -> Evaluation:
-    """Run the input through the pipeline core with ``settings`` and collect the alerts."""
+    """Run the input through the pipeline core with ``settings`` and collect the alerts.
+
+    A rule test file with event sequences (correlation cases) runs each case as a stream of its own,
+    on fresh correlation and anomaly state, so one case cannot complete another's correlation."""
     document = source.document
+    if document is None or not document.has_sequences():
+        return _evaluate(settings, args, source.stream, source, document, err, detection)
+    total = Evaluation([])
+    offset = 0
+    for items in document.cases():
+        case = EventDocument(items)
+        correlation, anomaly = detection.new_engines()
+        fresh = replace(detection, correlation=correlation, anomaly=anomaly)
+        part = _evaluate(settings, args, case.ndjson(), source, case, err, fresh, line_offset=offset)
+        total.records.extend(part.records)
+        total.events += part.events
+        total.bad_lines += part.bad_lines
+        for reason, count in part.skips.items():
+            total.skips[reason] = total.skips.get(reason, 0) + count
+        offset += len(items)
+    return total
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], source: Input,
+              document: EventDocument | None, err: IO[str], detection: DetectionSet, *,
+              line_offset: int = 0) -> Evaluation:
     from_stdin = args.events == "-" or document is not None  # a document's lines are piped, as stdin
     base = InputSpec.from_settings(f"file:{args.events}" if args.events != "-" else "stdin",
                                    _input_settings(settings, args.events), settings.events.timestamp_fields)
@@ -290,7 +317,7 @@ def evaluate(settings: Settings, args: argparse.Namespace, source: Input, err: I
     if document is not None:
         spec_of = _item_specs(document, base) if spec_of is None else spec_of
         received_at = _item_times(document)
-    replayed = replay_file(source.stream, base, detection, path=None if from_stdin else args.events,
+    replayed = replay_file(stream, base, detection, path=None if from_stdin else args.events,
                            on_reject=on_reject, screen=settings.events.screen, scope=settings.state.scope,
                            spec_of=spec_of, received_at=received_at)
     records = [alert_record(line, alert) for line, alert in replayed.alerts]
@@ -299,7 +326,10 @@ def evaluate(settings: Settings, args: argparse.Namespace, source: Input, err: I
     if document is not None:
         for record in records:
             record["case"] = document.items[record["line"] - 1].label
-    return Evaluation(records, replayed)
+            record["line"] += line_offset
+    engine = detection.correlation
+    skips = {k: v for k, v in engine.counters.items() if v} if engine is not None else {}
+    return Evaluation(records, replayed.events, replayed.bad_lines, skips)
 
 
 def _where(document: EventDocument | None, line: int) -> str:
@@ -420,7 +450,7 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
     else:
         count = write_records(shown, TABLE_COLUMNS, args.format)
-    stats = result.replayed
+    stats = result
     checks_loaded = len(detection.anomaly.checks) if detection.anomaly is not None else 0
     hidden = len(result.records) - len(shown)
     print(
@@ -430,10 +460,9 @@ def run(args: argparse.Namespace) -> int:
         f"{len(outcome.errors)} rule errors",
         file=sys.stderr,
     )
-    engine = detection.correlation
-    skipped = {k: v for k, v in engine.counters.items() if v} if engine is not None else {}
-    if skipped:
-        print("correlation skips: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())), file=sys.stderr)
+    if result.skips:
+        print("correlation skips: " + ", ".join(f"{k}={v}" for k, v in sorted(result.skips.items())),
+              file=sys.stderr)
     if stats.bad_lines > 0 and (stats.events == 0 or not args.allow_bad_lines):
         if stats.events > 0:
             print(f"pipesentry eval: {stats.bad_lines} bad lines (--allow-bad-lines accepts them)", file=sys.stderr)

@@ -10,7 +10,8 @@ Shapes (sigma-rules/README.md, "Writing and testing a rule"):
 Every event is re-serialised as one JSON line so the pipeline core reads it exactly as it reads
 NDJSON; each keeps a label (``match[0]``, ``nomatch[1][2]``), its own log source and time where the
 item gives them (``ts`` counts as the time the event is read at: an event without a time field of
-its own takes it). Items that are not objects become lines the decoder rejects (bad lines).
+its own takes it). Items that are not objects become lines the decoder rejects (bad lines). A
+sequence is one case (:meth:`EventDocument.cases`): ``eval`` runs each on fresh state.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Item:
     event: Any
     logsource: LogSource | None = None
     ts: float | None = None
+    case: str = ""
+    """The top-level entry the item belongs to (``match[0]`` for ``match[0][2]``)."""
 
 
 @dataclass
@@ -50,6 +53,20 @@ class EventDocument:
     items: list[Item] = field(default_factory=list)
     pipeline: str | None = None
     """The processing pipeline a rule's test file names (relative to the rule pack)."""
+
+    def has_sequences(self) -> bool:
+        """Whether some entry is a sequence of events (a correlation test case)."""
+        return any(item.case != item.label for item in self.items)
+
+    def cases(self) -> list[list[Item]]:
+        """The items grouped by top-level entry, in order (a sequence is one case)."""
+        groups: list[list[Item]] = []
+        for item in self.items:
+            if groups and groups[-1][0].case == item.case:
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        return groups
 
     def ndjson(self) -> io.BytesIO:
         """One line per item (the pipeline's input); line ``n`` is ``items[n - 1]``."""
@@ -85,21 +102,22 @@ def parse_document(data: bytes) -> EventDocument | None:
         out.pipeline = pipeline if isinstance(pipeline, str) else None
         return out
     if isinstance(doc, dict):
-        return EventDocument([Item("[0]", doc)])  # a single event
+        return EventDocument([Item("[0]", doc, case="[0]")])  # a single event
     raise EventFileError(f"expected a JSON array of events or a rule test file, found a {type(doc).__name__}")
 
 
-def _items(values: list[Any], label: str) -> list[Item]:
+def _items(values: list[Any], label: str, case: str | None = None) -> list[Item]:
     items: list[Item] = []
     for index, value in enumerate(values):
         here = f"{label}[{index}]"
         if isinstance(value, list):  # a correlation test's ordered sequence
-            items.extend(_items(value, here))
+            items.extend(_items(value, here, case or here))
         elif isinstance(value, dict) and isinstance(value.get("event"), dict) \
                 and set(value) <= {"event", "logsource", "ts"}:
-            items.append(Item(here, value["event"], _logsource(value.get("logsource")), _ts(value.get("ts"))))
+            items.append(Item(here, value["event"], _logsource(value.get("logsource")), _ts(value.get("ts")),
+                              case or here))
         else:
-            items.append(Item(here, value))
+            items.append(Item(here, value, case=case or here))
     return items
 
 

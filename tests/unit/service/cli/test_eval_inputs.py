@@ -9,13 +9,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
 from service.cli import main
 from tests.conftest import PROJECT_RULES
 from tests.unit.service.cli.test_eval import LINUX_RULE, WIN_RULE, records
 
 CURL_PACK_RULE = PROJECT_RULES / "ci" / "ci_log_curl_pipe_shell.yml"
-CORRELATION_CASE = PROJECT_RULES / "correlations" / "github_protection_removed_then_force_push.events.json"
 
 
 @pytest.fixture
@@ -91,14 +91,19 @@ def test_a_rule_test_file_routes_by_the_rule_beside_it(tmp_path: Path, capsys: p
     assert {r["rule_id"] for r in records(capsys.readouterr().out)} <= {"bbbbbbbb-0000-0000-0000-000000000002"}
 
 
-def test_the_pack_s_correlation_case_raises_its_alert(capsys: pytest.CaptureFixture[str]) -> None:
-    # the file's sequences are one stream here (the items' ts and log sources are used); the
-    # correlation is decided at the end of the input, so it carries the last event
-    assert main(["eval", "--rules", str(PROJECT_RULES), str(CORRELATION_CASE)]) == 0
-    got = records(capsys.readouterr().out)
-    assert {r["case"] for r in got if r["rule_kind"] == "sigma"} >= {"match[0][0]", "match[0][1]"}
-    assert [r["rule_title"] for r in got if r["rule_kind"] == "correlation"] == [
-        "GitHub Branch Protection Removed Then Force Push"]
+CORRELATION_CASES = sorted((PROJECT_RULES / "correlations").glob("*.events.json"))
+
+
+@pytest.mark.parametrize("case", CORRELATION_CASES, ids=lambda p: p.name)
+def test_each_correlation_case_runs_on_its_own_state(case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each sequence of a correlation test file is a stream of its own: the file's rule fires in every
+    match case and in no nomatch case (the same verdicts as tests/rules)."""
+    title = yaml.safe_load(case.with_name(case.name.replace(".events.json", ".yml")).read_text())["title"]
+    doc = orjson.loads(case.read_bytes())
+    assert main(["eval", "--rules", str(PROJECT_RULES), str(case)]) == 0
+    fired = {str(r["case"]).split("]")[0] + "]" for r in records(capsys.readouterr().out)
+             if r["rule_title"] == title}
+    assert fired == {f"match[{i}]" for i in range(len(doc["match"]))}
 
 
 def test_min_level_and_status_filter_the_printed_alerts(rules_dir: Path, tmp_path: Path,
