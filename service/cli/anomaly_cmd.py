@@ -42,7 +42,7 @@ from detectors.sigma import compile_ruleset
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
 from service.cli.eval_cmd import logsource_arg
-from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE
+from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE, add_format, column, write_records
 from service.config import ConfigError, load_settings
 from service.decoders import Decoder, build_decoder
 from service.detection import DetectionSet
@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     replay.add_argument("--timestamp-field", action="append", default=None, metavar="FIELD",
                         help="event-time field (repeatable; replaces the configured events.timestamp_fields,"
                              " by default: " + ", ".join(DEFAULT_TIME_FIELDS) + ")")
+    add_format(replay, "json", what="alerts")
     replay.add_argument("--allow-bad-lines", action="store_true",
                         help="exit 0 even when some lines are not events (they are still reported on stderr)")
     replay.add_argument("--decoder", default="json", metavar="NAME", help="decoder of each line (default json)")
@@ -100,6 +101,13 @@ def alert_record(alert: Alert) -> dict[str, Any]:
         **details,
         "alert_id": alert.id,
     }
+
+
+ALERT_COLUMNS = (
+    column("EVENT_TIME", "event_time", 24), column("LEVEL", "level", 13), column("CHECK", "check", 30),
+    column("KEY", "key", 40), column("OBSERVED", "observed", 20), column("EXPECTED", "expected", 40),
+    column("SCORE", "score", 8), column("ALERT_ID", "alert_id", 32),
+)
 
 
 class _Untimed:
@@ -179,10 +187,8 @@ def run_replay(args: argparse.Namespace) -> int:
     alerts = [alert for _, alert in replayed.alerts]
     if until is not None:
         alerts.extend(_advance(replayed, engine, until))
-    out = sys.stdout.buffer
-    for alert in alerts:
-        out.write(orjson.dumps(alert_record(alert), default=str, option=orjson.OPT_APPEND_NEWLINE))
-    out.flush()
+    write_records([alert_record(alert) for alert in alerts], ALERT_COLUMNS, args.format)
+    sys.stdout.flush()
     if args.state_out is not None:
         args.state_out.write_bytes(orjson.dumps(engine.snapshot()))
     _summary(engine, replayed, len(alerts), untimed, err)

@@ -141,3 +141,14 @@ def test_replay_uses_the_configured_time_fields_and_checks(tmp_path: Path, capsy
     bad = tmp_path / "bad.yml"
     bad.write_text("events: {timestamp_fieldz: [x]}\n")
     assert main(["anomaly", "replay", "--config", str(bad), str(events)]) == 2
+
+
+def test_replay_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checks = tmp_path / "checks.yml"
+    checks.write_text(CHECKS)
+    events = write(tmp_path, [{"ts": 1893456000 + 10 * i, "user": "u", "outcome": "failure"} for i in range(3)])
+    assert main(["anomaly", "replay", "--checks", str(checks), "--format", "table", str(events)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["EVENT_TIME", "LEVEL", "CHECK"] and "brute" in table[1]
+    assert main(["anomaly", "replay", "--checks", str(checks), "--format", "csv", str(events)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split(",")[2] == "brute"
