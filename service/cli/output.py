@@ -7,7 +7,9 @@ Exit codes (the same for every command; ``pipesentry --help`` and docs/operation
   ``config check``, ``anomaly check``), input lines were bad (``eval``, ``anomaly replay``, unless
   ``--allow-bad-lines``), nothing usable loaded, or the alert or silence asked for does not exist;
 - ``2`` (:data:`USAGE`): the command could not start as invoked: unknown flag, malformed value,
-  a file named on the command line that cannot be read or is not valid settings;
+  an input, ``--config`` or ``--token-file`` that cannot be read or is not valid settings (the
+  check commands, whose subject such a file is, report it with ``1``), a request the API finds
+  invalid (422);
 - ``3`` (:data:`UNAVAILABLE`): a runtime failure outside the input: the service cannot be reached,
   refuses the request or answers with an error, reading or writing failed midway, it cannot start;
 - ``130``: interrupted (Ctrl-C).
@@ -39,7 +41,9 @@ exit codes:
   1  problems found: a check failed (rules/config/anomaly check), bad input lines
      (eval, anomaly replay; unless --allow-bad-lines), nothing usable loaded,
      no such alert or silence
-  2  usage: bad flag or value, a named file unreadable or not valid settings
+  2  usage: bad flag or value; an input, --config or --token-file that cannot
+     be read or is not valid settings (the check commands report on their
+     subject with 1)
   3  unavailable: service unreachable, refused or failing; I/O failure; cannot start
   130 interrupted"""
 
