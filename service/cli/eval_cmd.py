@@ -51,6 +51,7 @@ import orjson
 from detectors.alert import Alert, build_alert
 from detectors.model import LEVELS, LogSource, level_rank
 from service.cli.event_files import (
+    MAX_DOCUMENT_BYTES,
     EventDocument,
     EventFileError,
     looks_like_document,
@@ -237,10 +238,12 @@ def open_input(args: argparse.Namespace, err: IO[str]) -> Input:
     if args.input_format == "auto" and not looks_like_document(name if name != "-" else "", head):
         return Input(stream)
     try:
-        data = stream.read()
+        data = stream.read(MAX_DOCUMENT_BYTES + 1)  # bounded: a larger document must be NDJSON
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    if len(data) > MAX_DOCUMENT_BYTES and name != "-" and data.lstrip()[:1] == b"{":
+        return Input(_open_input(name))  # a large .json file of JSON lines
     doc = parse_document(data)
     if doc is None:
         if args.input_format == "json" or data.lstrip()[:1] == b"[":

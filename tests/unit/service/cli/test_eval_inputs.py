@@ -131,3 +131,19 @@ def test_csv_format(rules_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [(r["LINE"], r["RULE_ID"], r["TITLE"]) for r in rows] == [
         ("1", "aaaaaaaa-0000-0000-0000-000000000001", "Evil Process")]
     assert "CommandLine=evil.exe -enc AAAA" in rows[0]["MATCHED"]
+
+
+def test_a_json_document_is_read_with_a_bound(rules_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import eval_cmd, event_files
+
+    monkeypatch.setattr(eval_cmd, "MAX_DOCUMENT_BYTES", 64)
+    monkeypatch.setattr(event_files, "MAX_DOCUMENT_BYTES", 64)
+    lines_file = tmp_path / "big.json"
+    lines_file.write_bytes(b"".join(orjson.dumps(LINUX_EVENT) + b"\n" for _ in range(5)))
+    assert main(["eval", "--rules", str(rules_dir), str(lines_file)]) == 0  # JSON lines: streamed
+    assert [r["line"] for r in records(capsys.readouterr().out)] == [1, 2, 3, 4, 5]
+    array = tmp_path / "big-array.json"
+    array.write_bytes(orjson.dumps([LINUX_EVENT] * 5))
+    assert main(["eval", "--rules", str(rules_dir), str(array)]) == 1
+    assert "limited to" in capsys.readouterr().err
