@@ -467,6 +467,14 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _alert_links_follow_api(self) -> Settings:
+        """Unset ``alerting.alert_base_url``: pages link to this instance's API address."""
+        if self.alerting.alert_base_url is None:
+            object.__setattr__(self, "alerting", self.alerting.model_copy(
+                update={"alert_base_url": api_base_url(self.api)}))
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -478,6 +486,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init values; the environment must win over it.
         return env_settings, init_settings
+
+
+def api_base_url(api: ApiSettings) -> str:
+    """The URL the API serves at, as a client on this host reaches it: ``http(s)://host:port``
+    (a wildcard bind address becomes ``localhost``; IPv6 literals get brackets)."""
+    host = api.host
+    if host in ("", "0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    scheme = "https" if api.tls is not None else "http"
+    return f"{scheme}://{host}:{api.port}"
 
 
 def _format_errors(exc: ValidationError, origin: str) -> str:

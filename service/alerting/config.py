@@ -88,6 +88,10 @@ def _default_sinks() -> list[SinkChoice]:
     return [SINKS.get("stdout").settings(), SINKS.get("store").settings()]
 
 
+DEFAULT_ALERT_BASE_URL = "http://localhost:8080"
+"""Links' base when the alerting settings are used without the API's (tests, tools)."""
+
+
 class AlertingSettings(SettingsModel):
     sinks: list[SinkChoice] = Field(default_factory=_default_sinks)
     receivers: list[ReceiverChoice] = Field(default_factory=list)
@@ -95,16 +99,23 @@ class AlertingSettings(SettingsModel):
     suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)
     grouping: GroupingSettings = Field(default_factory=GroupingSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
-    alert_base_url: str = "http://localhost:8080"
-    """Base of links back to an alert in pages: ``<base>/api/v1/alerts/<id>``."""
+    alert_base_url: str | None = None
+    """Base of links back to an alert in pages: ``<base>/api/v1/alerts/<id>``. Unset: the API's own
+    address (``service.config.Settings`` fills it in from ``api.host``/``api.port``/``api.tls``), or
+    :data:`DEFAULT_ALERT_BASE_URL` where alerting settings are used alone."""
     store_retention_days: float = Field(default=30.0, gt=0)
     silence_max_duration_s: float = Field(default=30 * 86_400.0, gt=0, le=366 * 86_400.0)
     """The longest silence ``POST /api/v1/silences`` grants (default 30 days)."""
 
     @field_validator("alert_base_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value is not None else None
+
+    @property
+    def base_url(self) -> str:
+        """``alert_base_url``, or :data:`DEFAULT_ALERT_BASE_URL` when unset."""
+        return self.alert_base_url or DEFAULT_ALERT_BASE_URL
 
     @model_validator(mode="after")
     def _check_names(self) -> AlertingSettings:

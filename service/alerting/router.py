@@ -100,7 +100,7 @@ class AlertRouter:
         self.settings = settings
         self.suppressor = Suppressor(settings.suppression)
         self.routes = RouteTable(settings.routes)
-        self.grouper = Grouper(settings.grouping, settings.alert_base_url, redact=self._redact_page,
+        self.grouper = Grouper(settings.grouping, settings.base_url, redact=self._redact_page,
                                redact_values=self._redact_group_values)
         enabled = self.redaction.enabled
         self._raw_sinks = frozenset(c.name for c in [*settings.sinks, *settings.receivers]

@@ -15,6 +15,8 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
+from service.cli.output import EXIT_CODES_EPILOG, INTERRUPTED, USAGE
+
 COMMAND_MODULES: tuple[str, ...] = (
     "service.cli.run_cmd",
     "service.cli.eval_cmd",
@@ -22,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "service.cli.config_cmd",
     "service.cli.anomaly_cmd",
     "service.cli.demo_cmd",
+    "service.cli.client_cmd",
+    "service.cli.completion_cmd",
 )
 
 
@@ -39,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipesentry",
         description="Sigma rules and anomaly checks over CI/CD and production logs.",
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -59,11 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
-        return 2
+        return USAGE
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         return 0
 

@@ -4,9 +4,11 @@
 ``pipesentry eval`` use (:func:`service.pipeline.replay.replay_file`: the same file
 source, decoder, event time and alert ids) with only the anomaly checks loaded, so
 a backtest cannot disagree with production. Each event's time is read from the
-time fields of :mod:`detectors.event` (``--timestamp-field``, repeatable, replaces
-that default list); an event without a usable one takes the time it is read at,
-as in ``run``. It prints one JSON object per alert: check id, key, event time of
+service's configured time fields (``events.timestamp_fields`` of ``--config``, whose
+default is the list of :mod:`detectors.event`; ``--timestamp-field``, repeatable,
+replaces it); an event without a usable one takes the time it is read at, as in
+``run``, and the summary says how many did and which fields were looked for.
+``--checks`` defaults to the configuration's ``anomaly.checks``. It prints one JSON object per alert: check id, key, event time of
 the alert, observed value, expected band or baseline, score, window, ``alert_key``
 and ``alert_id``. A summary (events, alerts, skips by reason, checks still
 learning) goes to stderr. ``--state-in``/``--state-out`` load and save an engine
@@ -15,8 +17,10 @@ service persists per scope).
 
 ``check`` validates check files and exits 1 when any check is invalid.
 
-Exit codes: 0 ok; 1 nothing usable (no valid check, unreadable input, or a
-check file with errors for ``check``); 2 usage error.
+Exit codes (:mod:`service.cli.output`): 0 ok; 1 no valid check, bad lines (unless
+``--allow-bad-lines``), a state file that cannot be restored, or a check file with errors
+for ``check``; 2 usage error (bad flags, invalid ``--config``, an input that cannot be
+opened); 3 the input failed while being read.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from detectors.sigma import compile_ruleset
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
 from service.cli.eval_cmd import logsource_arg
+from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE, add_format, column, write_records
+from service.config import ConfigError, load_settings
 from service.decoders import Decoder, build_decoder
 from service.detection import DetectionSet
 from service.pipeline.replay import Replayed, reject_text, replay_file
@@ -51,11 +57,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     replay = sub.add_parser("replay", help="run checks over an NDJSON stream in event time",
                             description="Run anomaly checks over NDJSON events; one JSON object per alert.")
-    replay.add_argument("--checks", action="append", required=True, metavar="FILE",
-                        help="check file (YAML; repeatable)")
+    replay.add_argument("--config", "-c", type=Path, default=None, metavar="FILE",
+                        help="the service's settings file: its events.timestamp_fields and anomaly.checks")
+    replay.add_argument("--checks", action="append", default=None, metavar="FILE",
+                        help="check file (YAML; repeatable; default: anomaly.checks of --config)")
     replay.add_argument("--timestamp-field", action="append", default=None, metavar="FIELD",
-                        help="event-time field (repeatable; replaces the default list: "
-                             + ", ".join(DEFAULT_TIME_FIELDS) + ")")
+                        help="event-time field (repeatable; replaces the configured events.timestamp_fields,"
+                             " by default: " + ", ".join(DEFAULT_TIME_FIELDS) + ")")
+    add_format(replay, "json", what="alerts")
+    replay.add_argument("--allow-bad-lines", action="store_true",
+                        help="exit 0 even when some lines are not events (they are still reported on stderr)")
     replay.add_argument("--decoder", default="json", metavar="NAME", help="decoder of each line (default json)")
     replay.add_argument("--logsource", type=logsource_arg, default=None, metavar="SPEC",
                         help="log source of every event, e.g. product=github,service=audit")
@@ -92,6 +103,13 @@ def alert_record(alert: Alert) -> dict[str, Any]:
     }
 
 
+ALERT_COLUMNS = (
+    column("EVENT_TIME", "event_time", 24), column("LEVEL", "level", 13), column("CHECK", "check", 30),
+    column("KEY", "key", 40), column("OBSERVED", "observed", 20), column("EXPECTED", "expected", 40),
+    column("SCORE", "score", 8), column("ALERT_ID", "alert_id", 32),
+)
+
+
 class _Untimed:
     """The input's decoder, counting the events without a usable time (they take the time read)."""
 
@@ -113,19 +131,26 @@ def _fail(message: str, code: int) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     err = sys.stderr
-    specs, errors = load_check_files(args.checks)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc), USAGE)
+    check_files = list(args.checks) if args.checks else [str(p) for p in settings.anomaly.checks]
+    if not check_files:
+        return _fail("give --checks or a --config with anomaly.checks", USAGE)
+    specs, errors = load_check_files(check_files)
     for error in errors:
         print(f"check error: {error}", file=err)
     engine = AnomalyEngine(specs, max_keys_per_check=args.max_keys)
     for error in engine.errors:
         print(f"check error: {error}", file=err)
     if not engine.checks:
-        return _fail("no valid check", 1)
+        return _fail("no valid check", FAILED)
     if args.state_in is not None:
         try:
             dropped = engine.restore(orjson.loads(args.state_in.read_bytes()))
         except (OSError, orjson.JSONDecodeError, StateError) as exc:
-            return _fail(f"cannot restore {args.state_in}: {exc}", 1)
+            return _fail(f"cannot restore {args.state_in}: {exc}", FAILED)
         for cid in dropped:
             print(f"state of check {cid} dropped (configuration changed or state unusable)", file=err)
     until: float | None = None
@@ -133,18 +158,18 @@ def run_replay(args: argparse.Namespace) -> int:
         try:
             until = parse_timestamp(args.until)
         except BadTimestamp as exc:
-            return _fail(f"--until: {exc}", 2)
-    time_fields = tuple(args.timestamp_field) if args.timestamp_field else DEFAULT_TIME_FIELDS
+            return _fail(f"--until: {exc}", USAGE)
+    time_fields = tuple(args.timestamp_field or settings.events.timestamp_fields)
     try:
         untimed = _Untimed(build_decoder(args.decoder, {}), time_fields)
     except KeyError as exc:
-        return _fail(f"--decoder: {exc.args[0]}", 2)
+        return _fail(f"--decoder: {exc.args[0]}", USAGE)
     path = None if args.events == "-" else args.events
     spec = InputSpec("stdin" if path is None else f"file:{path}", untimed, args.logsource, time_fields)
     try:
         stream = sys.stdin.buffer if path is None else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
-        return _fail(f"cannot open {args.events}: {exc.strerror or exc}", 1)
+        return _fail(f"cannot open {args.events}: {exc.strerror or exc}", USAGE)
 
     def on_reject(line: int, reject: Rejected) -> None:
         print(f"line {line}: {reject_text(reject)}", file=err)
@@ -155,23 +180,24 @@ def run_replay(args: argparse.Namespace) -> int:
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             raise
-        return _fail(f"cannot read {args.events}: {exc.strerror or exc}", 1)
+        return _fail(f"cannot read {args.events}: {exc.strerror or exc}", UNAVAILABLE)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
     alerts = [alert for _, alert in replayed.alerts]
     if until is not None:
         alerts.extend(_advance(replayed, engine, until))
-    out = sys.stdout.buffer
-    for alert in alerts:
-        out.write(orjson.dumps(alert_record(alert), default=str, option=orjson.OPT_APPEND_NEWLINE))
-    out.flush()
+    write_records([alert_record(alert) for alert in alerts], ALERT_COLUMNS, args.format)
+    sys.stdout.flush()
     if args.state_out is not None:
         args.state_out.write_bytes(orjson.dumps(engine.snapshot()))
-    _summary(engine, replayed, len(alerts), untimed.count, err)
-    if replayed.events == 0 and replayed.bad_lines > 0:
-        return 1
-    return 0
+    _summary(engine, replayed, len(alerts), untimed, err)
+    if replayed.bad_lines > 0 and (replayed.events == 0 or not args.allow_bad_lines):
+        if replayed.events > 0:
+            print(f"pipesentry anomaly replay: {replayed.bad_lines} bad lines (--allow-bad-lines accepts them)",
+                  file=err)
+        return FAILED
+    return OK
 
 
 def _advance(replayed: Replayed, engine: AnomalyEngine, until: float) -> list[Alert]:
@@ -183,11 +209,14 @@ def _advance(replayed: Replayed, engine: AnomalyEngine, until: float) -> list[Al
     return [build_alert(match, {}, origin, event_time=until, now=now) for match in matches]
 
 
-def _summary(engine: AnomalyEngine, replayed: Replayed, alerts: int, untimed: int, err: IO[str]) -> None:
+def _summary(engine: AnomalyEngine, replayed: Replayed, alerts: int, untimed: _Untimed, err: IO[str]) -> None:
     skips = {k: v for k, v in sorted(engine.counters.items()) if v and k != "alerts"}
     learning = sorted(cid for cid, flag in engine.learning().items() if flag)
     print(f"{replayed.events} events, {alerts} alerts, {replayed.bad_lines} bad lines, "
-          f"{untimed} events without a time (taken at the time read), {len(engine.checks)} checks", file=err)
+          f"{untimed.count} events without a time (taken at the time read), {len(engine.checks)} checks", file=err)
+    if untimed.count:
+        print(f"{untimed.count} events have no time field (looked for: {', '.join(untimed.time_fields)});"
+              " give --timestamp-field or events.timestamp_fields in --config", file=err)
     if skips:
         print("skips: " + ", ".join(f"{k}={v}" for k, v in skips.items()), file=err)
     if learning:
@@ -202,4 +231,4 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"check error: {error}", file=sys.stderr)
     count = len(engine.checks) if engine else 0
     print(f"{count} checks valid, {len(problems)} errors")
-    return 1 if problems else 0
+    return FAILED if problems else OK

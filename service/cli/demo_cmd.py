@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE
 from service.config import ConfigError, Settings, load_settings
 from service.demo.sources import GeneratedEvent
 from service.redaction import RedactionError
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         settings = _settings(args)
     except ConfigError as exc:
         print(f"pipesentry demo: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     events = generate(args.seed)
     stories = Counter(e.story or "normal traffic" for e in events)
     print(f"generated {len(events):,} events from {len({e.source for e in events})} sources "
@@ -93,7 +94,7 @@ def _detect(args: argparse.Namespace, settings: Settings, events: list[Generated
             path = _store(settings, [a.alert.to_document() for a in result.alerts])
         except (OSError, sqlite3.Error, RedactionError) as exc:
             print(f"pipesentry demo: cannot write the alert store under {settings.data_dir}: {exc}", file=sys.stderr)
-            return 1
+            return UNAVAILABLE
         out.write(f"\n{len(result.alerts)} alerts written to {path} "
                   "(pipesentry run serves them at GET /api/v1/alerts)\n")
     missing = [(story.name, title) for story in STORIES for title in missing_detections(result, story)]
@@ -102,8 +103,8 @@ def _detect(args: argparse.Namespace, settings: Settings, events: list[Generated
     if detectors.errors or missing:
         print(f"pipesentry demo: {len(detectors.errors)} rule error(s), {len(missing)} expected alert(s) missing",
               file=sys.stderr)
-        return 1
-    return 0
+        return FAILED
+    return OK
 
 
 def store_path(settings: Settings) -> Path:
@@ -141,15 +142,15 @@ def _to_kafka(args: argparse.Namespace, settings: Settings, events: list[Generat
         client = client_kwargs(settings.kafka)
     else:
         print("pipesentry demo: --kafka needs --bootstrap or kafka.bootstrap_servers in the settings", file=sys.stderr)
-        return 2
+        return USAGE
     try:
         sent = asyncio.run(produce(events, client, progress=bar))
     except Exception as exc:  # connection refused, auth failure, unknown host: one clear line
         print(f"pipesentry demo: cannot produce to Kafka at {', '.join(client['bootstrap_servers'])}: {exc}",
               file=sys.stderr)
-        return 1
+        return UNAVAILABLE
     for topic, count in sorted(sent.items()):
         print(f"{count:>7,}  {topic}")
     print("\nto detect them, give pipesentry run these kafka.topics (log source per topic):")
     print(yaml.safe_dump({"kafka": {"topics": topics_config()}}, sort_keys=False).rstrip())
-    return 0
+    return OK

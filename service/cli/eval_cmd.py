@@ -1,28 +1,36 @@
-"""``pipesentry eval``: run the rules over a file of JSON lines, offline, through the service's pipeline.
+"""``pipesentry eval``: run the rules over a file of events, offline, through the service's pipeline.
 
 Input is NDJSON (one event per line, read by the input's decoder) from a file or ``-``
-(stdin). The events go through the very pipeline ``pipesentry run`` uses
+(stdin), or a JSON document (:mod:`service.cli.event_files`): a JSON array of events or a
+rule's own test file ``X.events.json`` from the rule pack (``{"match": [...], "nomatch": [...]}``,
+correlation sequences included). The events go through the very pipeline ``pipesentry run`` uses
 (:mod:`service.pipeline`: native screen, decoder, Sigma rules, correlation rules,
 anomaly checks) with the same settings (``--config``: the service's configuration
 file; the input's settings are those of the ``files:`` entry for this path, else of
 ``stdin``), and each line gets the origin the live input would give it. So ``eval``
 prints the alerts ``run`` raises for the same stream, with the same ``alert_id``
 (for a file: read through ``files:`` with ``start_at: beginning`` under the same path;
-for ``-``: piped to ``run``'s stdin). Events without a usable time field take the
-time they are read at, as in ``run``.
+for ``-``: piped to ``run``'s stdin; a JSON document: its events piped, one per line, to
+``run``'s stdin). Events without a usable time field take the time they are read at, as in
+``run`` (a test file's ``ts``, where it gives one).
 
-Output is one JSON object per alert on stdout (``--format json``, the default) or an
-aligned table for people (``--format table``). Diagnostics (rule load errors, lines the
-decoder rejects) go to stderr; the run continues.
+Routing: ``--logsource`` gives every event a log source, so only the rules written for it
+apply, as in ``run`` (where each input has its log source). Without it every rule applies to
+every event (unrouted), except that a test file ``X.events.json`` takes the log source of the
+rule ``X.yml`` beside it and correlation test items carry their own. A correlation test file's
+sequences (cases) each run as a stream of their own on fresh correlation and anomaly state, so one
+case cannot complete another's correlation; the events of a detection rule's test file are one stream.
 
-Exit codes:
+Output is one JSON object per alert on stdout (``--format json``, the default), an aligned
+table (``table``) or CSV (``csv``); ``--min-level`` and ``--status`` keep the alerts of rules
+at or above a level and of the given statuses (every rule still runs: correlations see their
+building blocks). Diagnostics (rule load errors, lines the decoder rejects) go to stderr.
 
-- ``0``: the input was read (bad lines and rule load errors are reported but
-  do not fail the run; an empty input is fine);
-- ``1``: nothing could be read: the input cannot be opened, or it has lines
-  but none of them is an event; or no rule could be loaded (every rule
-  path failed);
-- ``2``: usage error (bad arguments, malformed ``--logsource``, unreadable ``--config``).
+Exit codes (:mod:`service.cli.output`): ``0`` the input was read (an empty input is fine);
+``1`` bad lines (unless ``--allow-bad-lines``), no event at all among the lines, or no rule
+could be loaded (every rule path failed); ``2`` usage error (bad arguments, malformed
+``--logsource``, unreadable ``--config``, an input that cannot be opened); ``3`` the input
+failed while being read.
 
 Correlation rules evaluate the input as a time-ordered stream; alerts decided at the end
 of the input (windows still open) carry the last line: ``run`` decides those later, when
@@ -33,19 +41,38 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from detectors.alert import Alert, build_alert
-from detectors.model import LogSource
+from detectors.model import LEVELS, LogSource, level_rank
+from service.cli.event_files import (
+    MAX_DOCUMENT_BYTES,
+    EventDocument,
+    EventFileError,
+    looks_like_document,
+    parse_document,
+    sibling_rule_logsource,
+)
+from service.cli.output import (
+    FAILED,
+    OK,
+    UNAVAILABLE,
+    USAGE,
+    Column,
+    add_format,
+    cell_text,
+    column,
+    write_records,
+)
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, EventSettings, InputSettings, Settings, load_settings
 from service.detection import DetectionSet, Detector, compile_detection
-from service.pipeline.replay import LineFileSource, Replayed, logsource_spec, reject_text, replay_file
+from service.pipeline.replay import LineFileSource, logsource_spec, reject_text, replay_file
 from service.sources.base import InputSpec, Rejected
 
 MatchRecord = dict[str, Any]
@@ -54,9 +81,13 @@ MatchRecord = dict[str, Any]
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="run the rules over NDJSON events (offline), as pipesentry run would",
-        description="Run Sigma rules, correlations and anomaly checks over a file of JSON lines through the"
-                    " service's pipeline and print one JSON object per alert.",
+        help="run the rules over events (NDJSON, JSON array, X.events.json) offline, as pipesentry run would",
+        description="Run Sigma rules, correlations and anomaly checks over a file of events (NDJSON, a JSON"
+                    " array, or a rule pack's X.events.json test file) through the service's pipeline and"
+                    " print the alerts. Give --logsource (the routed form, as in pipesentry run); without it"
+                    " every rule applies to every event.",
+        epilog="exit codes: 0 ok; 1 bad lines (unless --allow-bad-lines), no event, or no rule loaded;"
+               " 2 usage or unreadable input; 3 read failure",
     )
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="the service's configuration file: rules, pipelines, anomaly checks, event and"
@@ -79,10 +110,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              " events.timestamp_fields: " + ", ".join(EventSettings().timestamp_fields) + ")")
     parser.add_argument("--decoder", default=None, metavar="NAME",
                         help="decoder of each line (default: the input's, json)")
-    parser.add_argument("--format", choices=("json", "table"), default="json",
-                        help="json: one object per alert (default); table: aligned columns")
+    add_format(parser, "json", what="alerts")
+    parser.add_argument("--min-level", choices=LEVELS, default=None, metavar="LEVEL",
+                        help="print only alerts of rules at this level or above (" + ", ".join(LEVELS) + ")")
+    parser.add_argument("--status", action="append", default=None, metavar="STATUS",
+                        help="print only alerts of rules with this status (repeatable or comma-separated:"
+                             " stable, test, experimental, deprecated, unsupported); rules without a status"
+                             " (anomaly checks) are left out")
+    parser.add_argument("--allow-bad-lines", action="store_true",
+                        help="exit 0 even when some lines are not events (they are still reported on stderr)")
+    parser.add_argument("--input-format", choices=("auto", "ndjson", "json"), default="auto",
+                        help="auto (default): a JSON document when the name ends in .json or the input starts"
+                             " with '[', else NDJSON; json: a JSON array or a rule test file; ndjson: JSON lines")
     parser.add_argument("events", nargs="?", default="-", metavar="EVENTS",
-                        help="NDJSON file, or - for stdin (default)")
+                        help="NDJSON file, JSON array, rule test file (X.events.json), or - for stdin (default)")
     parser.set_defaults(func=run)
 
 
@@ -109,41 +150,26 @@ def write_json(records: Iterable[MatchRecord], out: IO[bytes]) -> int:
     return count
 
 
-TABLE_COLUMNS: tuple[tuple[str, int], ...] = (
-    ("LINE", 8), ("LEVEL", 13), ("RULE_ID", 36), ("TITLE", 60), ("AUTHOR", 30), ("MATCHED", 80),
-)
-
-
-def _cell(value: str, limit: int) -> str:
-    value = " ".join(value.split())  # no newlines or tabs inside a cell
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-def _matched_text(record: MatchRecord) -> str:
+def _matched_text(record: Mapping[str, Any]) -> str:
     parts = []
     for item in record["matched"]:
-        value = item["value"]
-        shown = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+        shown = cell_text(item["value"])
         parts.append(f"{item['field']}={shown}" if item["field"] else shown)
     return ", ".join(parts)
 
 
+TABLE_COLUMNS: tuple[Column, ...] = (
+    Column("LINE", lambda r: r.get("case") or r["line"], 16), column("LEVEL", "level", 13),
+    column("RULE_ID", "rule_id", 36), column("TITLE", "rule_title", 60), column("AUTHOR", "rule_author", 30),
+    Column("MATCHED", _matched_text, 80),
+)
+
+
 def format_table(records: Iterable[MatchRecord]) -> list[str]:
     """Aligned rows (header first); long cells are cut with an ellipsis."""
-    rows = [
-        [
-            str(r["line"]), str(r["level"]), str(r["rule_id"]), str(r["rule_title"]),
-            str(r["rule_author"]), _matched_text(r),
-        ]
-        for r in records
-    ]
-    header = [name for name, _ in TABLE_COLUMNS]
-    cells = [[_cell(v, limit) for v, (_, limit) in zip(row, TABLE_COLUMNS, strict=True)] for row in rows]
-    widths = [max(len(c) for c in column) for column in zip(header, *cells, strict=False)]
-    lines = []
-    for row in [header, *cells]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)) + "  " + row[-1])
-    return [line.rstrip() for line in lines]
+    from service.cli.output import table_lines
+
+    return table_lines(list(records), TABLE_COLUMNS)
 
 
 def alert_record(line: int, alert: Alert) -> MatchRecord:
@@ -155,6 +181,7 @@ def alert_record(line: int, alert: Alert) -> MatchRecord:
         "rule_id": rule.id,
         "rule_title": rule.title,
         "level": rule.level,
+        "rule_status": rule.status,
         "rule_author": rule.author,
         "rule_ruleset": rule.ruleset,
         "rule_kind": rule.kind,
@@ -181,31 +208,159 @@ class Evaluation:
     """What ``eval`` read and raised, in input order."""
 
     records: list[MatchRecord]
-    replayed: Replayed
+    events: int = 0
+    bad_lines: int = 0
+    skips: dict[str, int] = field(default_factory=dict)
+    """Correlation skips by reason (late events, evicted keys...)."""
 
 
-def evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], err: IO[str],
+@dataclass
+class Input:
+    """The opened input: a stream of lines and, for a JSON document, its items (line ``n`` is item ``n-1``)."""
+
+    stream: IO[bytes]
+    document: EventDocument | None = None
+    logsource: LogSource | None = None
+    """The log source of every event when ``--logsource`` is not given (a test file's rule's)."""
+
+
+def open_input(args: argparse.Namespace, err: IO[str]) -> Input:
+    """The input named by ``args.events``: NDJSON as a stream, a JSON document parsed whole.
+
+    Raises OSError (cannot open or read) and EventFileError (a JSON document that holds no events).
+    """
+    name = args.events
+    stream = _open_input(name)
+    if args.input_format == "ndjson":
+        return Input(stream)
+    peek = getattr(stream, "peek", None)
+    head: bytes = peek(64) if peek is not None else b""
+    if args.input_format == "auto" and not looks_like_document(name if name != "-" else "", head):
+        return Input(stream)
+    try:
+        data = stream.read(MAX_DOCUMENT_BYTES + 1)  # bounded: a larger document must be NDJSON
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if len(data) > MAX_DOCUMENT_BYTES and name != "-" and data.lstrip()[:1] == b"{":
+        return Input(_open_input(name))  # a large .json file of JSON lines
+    doc = parse_document(data)
+    if doc is None:
+        if args.input_format == "json" or data.lstrip()[:1] == b"[":
+            raise EventFileError("not a JSON document (one JSON array or a rule test file)")
+        # a .json file holding JSON lines: read it again as the file it is (its origins are the file's)
+        return Input(_bytes_stream(data) if name == "-" else _open_input(name))
+    found = Input(doc.ndjson(), doc)
+    if doc.pipeline and not args.pipeline:
+        print(f"{name}: written for the processing pipeline {doc.pipeline} (give --pipeline <pack>/{doc.pipeline})",
+              file=err)
+    if name != "-" and args.logsource is None and args.logsource_field is None:
+        sibling = sibling_rule_logsource(Path(name))
+        if sibling is not None:
+            rule, found.logsource = sibling
+            print(f"{name}: log source {_logsource_text(found.logsource)} of {rule.name} (--logsource overrides it)",
+                  file=err)
+    return found
+
+
+def _bytes_stream(data: bytes) -> IO[bytes]:
+    import io
+
+    return io.BytesIO(data)
+
+
+def _logsource_text(ls: LogSource) -> str:
+    return ",".join(f"{k}={v}" for k, v in ls.as_dict().items())
+
+
+def evaluate(settings: Settings, args: argparse.Namespace, source: Input, err: IO[str],
              detection: DetectionSet) -> Evaluation:
-    """Run ``stream`` through the pipeline core with ``settings`` and collect the alerts."""
+    """Run the input through the pipeline core with ``settings`` and collect the alerts.
+
+    A rule test file with event sequences (correlation cases) runs each case as a stream of its own,
+    on fresh correlation and anomaly state, so one case cannot complete another's correlation."""
+    document = source.document
+    if document is None or not document.has_sequences():
+        return _evaluate(settings, args, source.stream, source, document, err, detection)
+    total = Evaluation([])
+    offset = 0
+    for items in document.cases():
+        case = EventDocument(items)
+        correlation, anomaly = detection.new_engines()
+        fresh = replace(detection, correlation=correlation, anomaly=anomaly)
+        part = _evaluate(settings, args, case.ndjson(), source, case, err, fresh, line_offset=offset)
+        total.records.extend(part.records)
+        total.events += part.events
+        total.bad_lines += part.bad_lines
+        for reason, count in part.skips.items():
+            total.skips[reason] = total.skips.get(reason, 0) + count
+        offset += len(items)
+    return total
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], source: Input,
+              document: EventDocument | None, err: IO[str], detection: DetectionSet, *,
+              line_offset: int = 0) -> Evaluation:
+    from_stdin = args.events == "-" or document is not None  # a document's lines are piped, as stdin
     base = InputSpec.from_settings(f"file:{args.events}" if args.events != "-" else "stdin",
                                    _input_settings(settings, args.events), settings.events.timestamp_fields)
-    if args.decoder is not None or args.logsource is not None or args.time_field:
+    logsource = args.logsource if args.logsource is not None else source.logsource
+    if args.decoder is not None or logsource is not None or args.time_field:
         from service.decoders import build_decoder
 
         base = InputSpec(base.name, build_decoder(args.decoder, {}) if args.decoder else base.decoder,
-                         args.logsource if args.logsource is not None else base.logsource,
+                         logsource if logsource is not None else base.logsource,
                          tuple(args.time_field) if args.time_field else base.time_fields)
 
     def on_reject(line: int, reject: Rejected) -> None:
-        print(f"line {line}: {reject_text(reject)}", file=err)
+        print(f"{_where(document, line)}: {reject_text(reject)}", file=err)
 
-    replayed = replay_file(stream, base, detection, path=None if args.events == "-" else args.events,
+    spec_of = logsource_spec(args.logsource_field, base) if args.logsource_field else None
+    received_at = None
+    if document is not None:
+        spec_of = _item_specs(document, base) if spec_of is None else spec_of
+        received_at = _item_times(document)
+    replayed = replay_file(stream, base, detection, path=None if from_stdin else args.events,
                            on_reject=on_reject, screen=settings.events.screen, scope=settings.state.scope,
-                           spec_of=logsource_spec(args.logsource_field, base) if args.logsource_field else None)
+                           spec_of=spec_of, received_at=received_at)
     records = [alert_record(line, alert) for line, alert in replayed.alerts]
     records.extend(alert_record(replayed.source.last_line, alert)
                    for alert in _flush(replayed.detector, replayed.source))
-    return Evaluation(records, replayed)
+    if document is not None:
+        for record in records:
+            record["case"] = document.items[record["line"] - 1].label
+            record["line"] += line_offset
+    engine = detection.correlation
+    skips = {k: v for k, v in engine.counters.items() if v} if engine is not None else {}
+    return Evaluation(records, replayed.events, replayed.bad_lines, skips)
+
+
+def _where(document: EventDocument | None, line: int) -> str:
+    return f"line {line}" if document is None else f"event {document.items[line - 1].label}"
+
+
+def _item_specs(document: EventDocument, base: InputSpec) -> Any:
+    """Each line's spec in turn: the item's own log source (correlation test items), else ``base``'s.
+    The file source asks once per line, in order (every line of a document is non-blank)."""
+    specs: dict[LogSource | None, InputSpec] = {base.logsource: base}
+    order = iter(document.items)
+
+    def spec_of(line: bytes) -> InputSpec:
+        item = next(order, None)
+        ls = item.logsource if item is not None and item.logsource is not None else base.logsource
+        spec = specs.get(ls)
+        if spec is None:
+            spec = specs[ls] = InputSpec(base.name, base.decoder, ls, base.time_fields)
+        return spec
+
+    return spec_of
+
+
+def _item_times(document: EventDocument) -> Any:
+    def received_at(line: int) -> float | None:
+        return document.items[line - 1].ts if 0 < line <= len(document.items) else None
+
+    return received_at
 
 
 def _flush(detector: Detector, source: LineFileSource) -> list[Alert]:
@@ -227,16 +382,39 @@ def _window_end(match: Any, default: float) -> float:
     return float(end) if isinstance(end, int | float) and not isinstance(end, bool) else default
 
 
+def _statuses(values: list[str] | None) -> frozenset[str] | None:
+    if not values:
+        return None
+    return frozenset(part.strip().lower() for value in values for part in value.split(",") if part.strip())
+
+
+def keep(record: MatchRecord, min_level: str | None, statuses: frozenset[str] | None) -> bool:
+    """``--min-level`` and ``--status``: whether an alert is printed."""
+    if min_level is not None and level_rank(str(record["level"])) < level_rank(min_level):
+        return False
+    status = record.get("rule_status")
+    return statuses is None or (isinstance(status, str) and status.lower() in statuses)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"pipesentry eval: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     rules = [Path(p) for p in args.rules] if args.rules else settings.rules.resolved_paths()
     if not args.rules and args.config is None:
         print("pipesentry eval: give --rules or --config", file=sys.stderr)
-        return 2
+        return USAGE
+    statuses = _statuses(args.status)
+    if args.decoder is not None:
+        from service.decoders import build_decoder
+
+        try:
+            build_decoder(args.decoder, {})
+        except KeyError as exc:
+            print(f"pipesentry eval: --decoder: {exc.args[0]}", file=sys.stderr)
+            return USAGE
     pipelines = [Path(p) for p in args.pipeline] if args.pipeline else list(settings.rules.pipelines)
     checks = [Path(p) for p in args.checks] if args.checks else list(settings.anomaly.checks)
     outcome = compile_detection(rules, pipelines, skip_invalid=True, correlation=settings.correlation.enabled,
@@ -248,51 +426,48 @@ def run(args: argparse.Namespace) -> int:
     ruleset = detection.ruleset
     if outcome.errors and not ruleset.rules and not ruleset.correlations and detection.anomaly is None:
         print("pipesentry eval: no rule could be loaded", file=sys.stderr)
-        return 1
-    if args.decoder is not None:
-        from service.decoders import build_decoder
-
-        try:
-            build_decoder(args.decoder, {})
-        except KeyError as exc:
-            print(f"pipesentry eval: --decoder: {exc.args[0]}", file=sys.stderr)
-            return 2
+        return FAILED
     try:
-        stream = _open_input(args.events)
+        source = open_input(args, sys.stderr)
     except OSError as exc:
         print(f"pipesentry eval: cannot open {args.events}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return USAGE
+    except EventFileError as exc:
+        print(f"pipesentry eval: {args.events}: {exc}", file=sys.stderr)
+        return FAILED
     try:
-        result = evaluate(settings, args, stream, sys.stderr, detection)
+        result = evaluate(settings, args, source, sys.stderr, detection)
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             raise
         print(f"pipesentry eval: cannot read {args.events}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return UNAVAILABLE
     finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-    if args.format == "table":
-        rows = format_table(result.records)
-        sys.stdout.write("\n".join(rows) + "\n")
-        count = len(rows) - 1
-    else:
+        if source.stream is not sys.stdin.buffer:
+            source.stream.close()
+    shown = [r for r in result.records if keep(r, args.min_level, statuses)]
+    if args.format == "json":
         sys.stdout.flush()
         out = sys.stdout.buffer
-        count = write_json(result.records, out)
+        count = write_json(shown, out)
         out.flush()
-    stats = result.replayed
+    else:
+        count = write_records(shown, TABLE_COLUMNS, args.format)
+    stats = result
     checks_loaded = len(detection.anomaly.checks) if detection.anomaly is not None else 0
+    hidden = len(result.records) - len(shown)
     print(
-        f"{stats.events} events, {count} matches, {stats.bad_lines} bad lines, "
+        f"{stats.events} events, {count} matches{f' ({hidden} filtered out)' if hidden else ''}, "
+        f"{stats.bad_lines} bad lines, "
         f"{len(ruleset.rules)} rules, {len(ruleset.correlations)} correlations, {checks_loaded} checks, "
         f"{len(outcome.errors)} rule errors",
         file=sys.stderr,
     )
-    engine = detection.correlation
-    skipped = {k: v for k, v in engine.counters.items() if v} if engine is not None else {}
-    if skipped:
-        print("correlation skips: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())), file=sys.stderr)
-    if stats.events == 0 and stats.bad_lines > 0:
-        return 1
-    return 0
+    if result.skips:
+        print("correlation skips: " + ", ".join(f"{k}={v}" for k, v in sorted(result.skips.items())),
+              file=sys.stderr)
+    if stats.bad_lines > 0 and (stats.events == 0 or not args.allow_bad_lines):
+        if stats.events > 0:
+            print(f"pipesentry eval: {stats.bad_lines} bad lines (--allow-bad-lines accepts them)", file=sys.stderr)
+        return FAILED
+    return OK

@@ -1,21 +1,24 @@
 """``pipesentry rules check|list``: validate and inspect rule files without running the service.
 
 ``check`` exits 1 when any rule (or file, or pipeline) fails to load and 0
-otherwise, so it can gate a rule pack in CI. ``list`` prints one line (or one
-JSON object with ``--json``) per detection and correlation rule.
+otherwise, so it can gate a rule pack in CI. ``list`` prints one row per detection and
+correlation rule. Both take ``--format json|table|csv`` (``--json``: deprecated spelling
+of ``--format json``); ``check --format json`` prints one document (counts and problems),
+``check --format csv`` one row per problem.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 import orjson
 
 from detectors.model import RuleInfo
 from detectors.sigma import LoadResult, RuleError
+from service.cli.output import FAILED, OK, Column, add_format, column, write_records
 from service.rules import load_rules
 
 
@@ -39,7 +42,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="rule file or directory")
     parser.add_argument("--pipeline", action="append", default=[], metavar="FILE",
                         help="pySigma processing pipeline YAML file (repeatable)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_format(parser, "table", json_alias=True)
 
 
 def error_line(error: RuleError) -> str:
@@ -63,24 +66,30 @@ def summarize(result: LoadResult) -> dict[str, Any]:
     }
 
 
+PROBLEM_COLUMNS = (column("SOURCE", "source", 60), column("RULE_ID", "rule_id", 36),
+                   column("TITLE", "title", 50), column("REASON", "reason"))
+
+
 def run_check(args: argparse.Namespace) -> int:
     result = load_rules(args.paths, args.pipeline)
     summary = summarize(result)
-    if args.json:
-        doc = {
-            **summary,
-            "problems": [
-                {"source": e.source, "rule_id": e.rule_id, "title": e.title, "reason": str(e.reason)}
-                for e in result.errors
-            ],
-        }
-        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE).decode())
+    problems = [{"source": e.source, "rule_id": e.rule_id, "title": e.title, "reason": str(e.reason)}
+                for e in result.errors]
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps({**summary, "problems": problems}, option=orjson.OPT_APPEND_NEWLINE).decode())
+    elif args.format == "csv":
+        write_records(problems, PROBLEM_COLUMNS, "csv")
+        print(_summary_text(summary), file=sys.stderr)
     else:
-        print(f"{summary['rules']} rules, {summary['correlations']} correlations, "
-              f"{summary['filters']} filters, {summary['errors']} errors")
+        print(_summary_text(summary))
         for error in result.errors:
             print(error_line(error))
-    return 1 if result.errors else 0
+    return FAILED if result.errors else OK
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    return (f"{summary['rules']} rules, {summary['correlations']} correlations, "
+            f"{summary['filters']} filters, {summary['errors']} errors")
 
 
 def rule_row(rule: RuleInfo) -> dict[str, Any]:
@@ -88,6 +97,7 @@ def rule_row(rule: RuleInfo) -> dict[str, Any]:
         "id": rule.id,
         "title": rule.title,
         "level": rule.level,
+        "status": rule.status,
         "kind": rule.kind,
         "logsource": rule.logsource.as_dict(),
         "ruleset": rule.ruleset,
@@ -95,23 +105,19 @@ def rule_row(rule: RuleInfo) -> dict[str, Any]:
     }
 
 
-def _logsource_text(rule: RuleInfo) -> str:
-    ls = rule.logsource
-    return "/".join(part or "*" for part in (ls.product, ls.category, ls.service))
+def _logsource_text(rule: Mapping[str, Any]) -> str:
+    ls = rule["logsource"]
+    return "/".join(ls.get(part) or "*" for part in ("product", "category", "service"))
+
+
+RULE_COLUMNS = (column("ID", "id", 36), column("LEVEL", "level", 13),
+                Column("LOGSOURCE", _logsource_text, 50), column("STATUS", "status", 12),
+                column("RULESET", "ruleset", 30), column("TITLE", "title"))
 
 
 def run_list(args: argparse.Namespace) -> int:
     result = load_rules(args.paths, args.pipeline)
     print_load_errors(result.errors, sys.stderr)
     rules = [*result.ruleset.rules, *(info for info, _ in result.ruleset.correlations)]
-    if args.json:
-        out = sys.stdout
-        for rule in rules:
-            out.write(orjson.dumps(rule_row(rule), option=orjson.OPT_APPEND_NEWLINE).decode())
-        return 0
-    header = ("ID", "LEVEL", "LOGSOURCE", "RULESET", "TITLE")
-    rows = [(r.id, r.level, _logsource_text(r), r.ruleset, r.title) for r in rules]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
-    return 0
+    write_records([rule_row(r) for r in rules], RULE_COLUMNS, args.format)
+    return OK

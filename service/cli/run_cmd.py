@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.config import ConfigError, Settings, load_settings
+from service.cli.output import OK, UNAVAILABLE, USAGE
+from service.config import ConfigError, Settings, api_base_url, load_settings
 
 
 def register(subparsers: Any) -> None:
@@ -41,6 +42,9 @@ def apply_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     update: dict[str, Any] = {}
     if api:
         update["api"] = settings.api.model_copy(update=api)
+        if settings.alerting.alert_base_url == api_base_url(settings.api):  # the default: follow the flags
+            update["alerting"] = settings.alerting.model_copy(
+                update={"alert_base_url": api_base_url(update["api"])})
     if args.no_stdin:
         update["stdin"] = settings.stdin.model_copy(update={"enabled": False})
     if args.rules:
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         settings = _load(args.config, args)
     except ConfigError as exc:
         print(f"pipesentry: {redact(str(exc))}", file=sys.stderr)
-        return 2
+        return USAGE
     configure_logging(settings.log_level)
     from service.app import Service, StartupError
 
@@ -76,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(Service(settings, config_path=config_path, settings_loader=loader).run())
     except StartupError as exc:
         print(f"pipesentry: cannot start: {redact(str(exc))}", file=sys.stderr)
-        return 1
-    return 0
+        return UNAVAILABLE
+    return OK

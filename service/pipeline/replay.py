@@ -93,13 +93,17 @@ class LineFileSource:
     ``path``: the file's name as the ``files:`` input would be configured (its origins are the
     follower's); None reads ``stream`` as stdin. ``spec_of``: the spec of a line (e.g. by a log
     source field); each batch holds consecutive lines of one spec, so order is kept.
+    ``received_at``: the time a line (by number) counts as read at, the event time of an event
+    without one (None, or no hook: the clock, as the live inputs do).
     """
 
     name = "file"
 
     def __init__(self, stream: IO[bytes], spec: InputSpec, outcome: Outcome, *, path: str | None = None,
-                 spec_of: Callable[[bytes], InputSpec] | None = None, batch_lines: int = BATCH_LINES) -> None:
+                 spec_of: Callable[[bytes], InputSpec] | None = None, batch_lines: int = BATCH_LINES,
+                 received_at: Callable[[int], float | None] | None = None) -> None:
         self._stream = stream
+        self._received_at = received_at
         self._spec = spec
         self._outcome = outcome
         self._path = path
@@ -133,7 +137,8 @@ class LineFileSource:
                 yield self._batch(messages, numbers, spec, seen)
                 messages, numbers = [], []
             spec = line_spec
-            now = time.time()  # the fallback time of an event without one, as the live inputs set it
+            given = self._received_at(number) if self._received_at is not None else None
+            now = time.time() if given is None else given  # the fallback time of an event without one
             messages.append(RawMessage(line, _Numbered(self._origin(prefix, start, line), number, seen), now))
             numbers.append(number)
             if stop.is_set():
@@ -215,7 +220,8 @@ class Replayed:
 
 def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, path: str | None,
                 on_reject: Callable[[int, Rejected], None], spec_of: Callable[[bytes], InputSpec] | None = None,
-                screen: bool = True, scope: StateScope = "partition") -> Replayed:
+                screen: bool = True, scope: StateScope = "partition",
+                received_at: Callable[[int], float | None] | None = None) -> Replayed:
     """Run ``stream`` once through the pipeline core (screen, decode, detect) with ``detection``.
 
     The one offline driver of the core, so a backtest reads, times and identifies events as the
@@ -231,7 +237,7 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
         replayed.bad_lines += len(rejects)
         replayed.alerts.extend(alerts)
 
-    source = LineFileSource(stream, spec, outcome, path=path, spec_of=spec_of)
+    source = LineFileSource(stream, spec, outcome, path=path, spec_of=spec_of, received_at=received_at)
     detector = Detector(detection, scope=scope)
     replayed = Replayed(detector, source)
     asyncio.run(drive(source, Pipeline(detector, Collector(), screen=screen), asyncio.Event()))

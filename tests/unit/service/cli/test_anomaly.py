@@ -46,7 +46,9 @@ def test_replay_prints_one_json_object_per_alert(tmp_path: Path, capsys: pytest.
         {"@timestamp": [t.format(30)], "host": "a", "user": "u", "outcome": "failure"},
         {"@timestamp": "2030-01-05T00:05:00Z", "host": "b"},
     ])
-    assert main(["anomaly", "replay", "--checks", str(checks), str(events)]) == 0
+    assert main(["anomaly", "replay", "--checks", str(checks), str(events)]) == 1  # a bad line
+    assert "1 bad lines (--allow-bad-lines accepts them)" in capsys.readouterr().err
+    assert main(["anomaly", "replay", "--allow-bad-lines", "--checks", str(checks), str(events)]) == 0
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
     assert [(r["check"], r["key"], r["event_time"]) for r in records] == [
@@ -61,6 +63,8 @@ def test_replay_prints_one_json_object_per_alert(tmp_path: Path, capsys: pytest.
     assert "line 2: invalid JSON" in err
     assert "6 events, 2 alerts, 1 bad lines, 1 events without a time (taken at the time read), 2 checks" in err
     assert "late=2" in err  # the event without a time, for each check
+    assert ("1 events have no time field (looked for: @timestamp, timestamp, time, ts, event.created, UtcTime)"
+            in err)
 
 
 def test_replay_timestamp_field_replaces_the_default_list(tmp_path: Path,
@@ -106,7 +110,7 @@ def test_replay_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "bogus: unknown field" in capsys.readouterr().err
     good = tmp_path / "good.yml"
     good.write_text(CHECKS)
-    assert main(["anomaly", "replay", "--checks", str(good), str(tmp_path / "missing.ndjson")]) == 1
+    assert main(["anomaly", "replay", "--checks", str(good), str(tmp_path / "missing.ndjson")]) == 2
     assert main(["anomaly", "replay", "--checks", str(good), "--until", "whenever", str(events)]) == 2
 
 
@@ -118,3 +122,33 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["anomaly", "check", str(bad), str(tmp_path / "nope.yml")]) == 1
     err = capsys.readouterr().err
     assert "count: Input should be greater than or equal to 1" in err and "cannot read" in err
+
+
+def test_replay_uses_the_configured_time_fields_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checks = tmp_path / "checks.yml"
+    checks.write_text(CHECKS)
+    events = write(tmp_path, [{"when": 1893456000 + 10 * i, "user": "u", "outcome": "failure"} for i in range(3)])
+    config = tmp_path / "pipesentry.yml"
+    config.write_text(f"events: {{timestamp_fields: [when]}}\nanomaly: {{checks: ['{checks}']}}\n")
+    assert main(["anomaly", "replay", "--config", str(config), str(events)]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["check"] for line in out.splitlines()] == ["brute"]
+    assert "0 events without a time" in err and "have no time field" not in err
+    assert main(["anomaly", "replay", "--checks", str(checks), str(events)]) == 0  # defaults: no 'when'
+    assert "3 events have no time field (looked for: @timestamp," in capsys.readouterr().err
+    assert main(["anomaly", "replay", str(events)]) == 2  # no checks at all
+    assert "give --checks" in capsys.readouterr().err
+    bad = tmp_path / "bad.yml"
+    bad.write_text("events: {timestamp_fieldz: [x]}\n")
+    assert main(["anomaly", "replay", "--config", str(bad), str(events)]) == 2
+
+
+def test_replay_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checks = tmp_path / "checks.yml"
+    checks.write_text(CHECKS)
+    events = write(tmp_path, [{"ts": 1893456000 + 10 * i, "user": "u", "outcome": "failure"} for i in range(3)])
+    assert main(["anomaly", "replay", "--checks", str(checks), "--format", "table", str(events)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["EVENT_TIME", "LEVEL", "CHECK"] and "brute" in table[1]
+    assert main(["anomaly", "replay", "--checks", str(checks), "--format", "csv", str(events)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split(",")[2] == "brute"

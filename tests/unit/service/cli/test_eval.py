@@ -112,7 +112,7 @@ def records(out: str) -> list[dict[str, object]]:
 
 def test_eval_prints_one_json_object_per_match(rules_dir: Path, events_file: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["eval", "--rules", str(rules_dir), str(events_file)])
+    code = main(["eval", "--allow-bad-lines", "--rules", str(rules_dir), str(events_file)])
     out, err = capsys.readouterr()
     assert code == 0
     got = records(out)
@@ -133,23 +133,34 @@ def test_eval_prints_one_json_object_per_match(rules_dir: Path, events_file: Pat
     assert "line 3" not in err  # blank lines are not errors
 
 
+def test_bad_lines_fail_the_run_unless_allowed(rules_dir: Path, events_file: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--rules", str(rules_dir), str(events_file)]) == 1
+    out, err = capsys.readouterr()
+    assert len(records(out)) == 2  # the alerts are still printed
+    assert "2 bad lines (--allow-bad-lines accepts them)" in err
+
+
 def test_logsource_limits_rules_to_matching_sources(rules_dir: Path, events_file: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "--rules", str(rules_dir), "--logsource", "product=linux,category=process_creation",
+    assert main(["eval", "--allow-bad-lines", "--rules", str(rules_dir),
+                 "--logsource", "product=linux,category=process_creation",
                  str(events_file)]) == 0
     assert [r["rule_id"] for r in records(capsys.readouterr().out)] == ["bbbbbbbb-0000-0000-0000-000000000002"]
-    assert main(["eval", "--rules", str(rules_dir), "--logsource", "product=macos", str(events_file)]) == 0
+    assert main(["eval", "--allow-bad-lines", "--rules", str(rules_dir), "--logsource", "product=macos",
+                 str(events_file)]) == 0
     assert records(capsys.readouterr().out) == []
 
 
 def test_malformed_logsource_is_a_usage_error(rules_dir: Path, events_file: Path) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["eval", "--rules", str(rules_dir), "--logsource", "os=linux", str(events_file)])
+        main(["eval", "--allow-bad-lines", "--rules", str(rules_dir), "--logsource", "os=linux", str(events_file)])
     assert exc.value.code == 2
 
 
 def test_table_format_is_aligned(rules_dir: Path, events_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "--rules", str(rules_dir), "--format", "table", str(events_file)]) == 0
+    assert main(["eval", "--allow-bad-lines", "--rules", str(rules_dir), "--format", "table",
+                 str(events_file)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["LINE", "LEVEL", "RULE_ID", "TITLE", "AUTHOR", "MATCHED"]
     assert len(lines) == 3
@@ -167,23 +178,24 @@ def test_input_without_any_json_object_fails(rules_dir: Path, tmp_path: Path,
     empty = tmp_path / "empty.ndjson"
     empty.write_bytes(b"")
     assert main(["eval", "--rules", str(rules_dir), str(empty)]) == 0
-    assert main(["eval", "--rules", str(rules_dir), str(tmp_path / "missing.ndjson")]) == 1
+    assert main(["eval", "--rules", str(rules_dir), str(tmp_path / "missing.ndjson")]) == 2  # usage
     assert "cannot open" in capsys.readouterr().err
 
 
 def test_no_loadable_rule_fails(tmp_path: Path, events_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "--rules", str(tmp_path / "typo"), str(events_file)]) == 1
+    assert main(["eval", "--allow-bad-lines", "--rules", str(tmp_path / "typo"), str(events_file)]) == 1
     err = capsys.readouterr().err
     assert "typo: -: no such file or directory" in err and "no rule could be loaded" in err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["eval", "--rules", str(empty), str(events_file)]) == 0  # no rules, no error: nothing matches
+    # no rules, no error: nothing matches
+    assert main(["eval", "--allow-bad-lines", "--rules", str(empty), str(events_file)]) == 0
 
 
 def test_rule_load_errors_are_reported_and_valid_rules_still_run(rules_dir: Path, events_file: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     (rules_dir / "bad.yml").write_text(BAD_RULE, encoding="utf-8")
-    assert main(["eval", "--rules", str(rules_dir), str(events_file)]) == 0
+    assert main(["eval", "--allow-bad-lines", "--rules", str(rules_dir), str(events_file)]) == 0
     out, err = capsys.readouterr()
     assert len(records(out)) == 2
     assert "bad.yml: cccccccc-0000-0000-0000-000000000003:" in err
@@ -214,7 +226,7 @@ def test_rules_list(rules_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
     }
     assert main(["rules", "list", str(rules_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "LEVEL", "LOGSOURCE", "RULESET", "TITLE"]
+    assert lines[0].split() == ["ID", "LEVEL", "LOGSOURCE", "STATUS", "RULESET", "TITLE"]
     assert any("windows/process_creation/*" in line and line.endswith("Evil Process") for line in lines)
 
 
@@ -222,7 +234,7 @@ def test_installed_command_reads_stdin(rules_dir: Path) -> None:
     exe = Path(sys.executable).with_name("pipesentry")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "service.cli"]
     proc = subprocess.run(
-        [*command, "eval", "--rules", str(rules_dir), "-"],
+        [*command, "eval", "--allow-bad-lines", "--rules", str(rules_dir), "-"],
         input=b"\n".join(EVENTS), capture_output=True, timeout=60, env={**os.environ, "PYTHONUTF8": "1"},
         check=False,
     )
