@@ -35,6 +35,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from service import metrics
 from service.alerting.api import api_router
 from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
@@ -133,6 +134,9 @@ class Service:
         if s.kafka is not None:
             self.kafka = KafkaSource(s.kafka, s.events, self.detector, self.router, state_store=store,
                                      snapshot_interval_s=s.state.snapshot_interval_s)
+        from detectors.sigma.screen import AVAILABLE as native_screen
+
+        metrics.record_build_info(native_screen and s.events.screen)
         counts = outcome.detection.counts()
         log.info("rules loaded", extra={"rules": counts, "skipped": len(outcome.errors),
                                         "paths": [str(p) for p in paths]})

@@ -41,7 +41,7 @@ class _Window:
 class RepeatFilter(logging.Filter):
     """Summarises repeats of one message from ``prefixes`` loggers (all loggers when empty)."""
 
-    def __init__(self, emit: Callable[[logging.LogRecord], None], *, burst: int = 3, interval_s: float = 60.0,
+    def __init__(self, emit: Callable[[logging.LogRecord], object], *, burst: int = 3, interval_s: float = 60.0,
                  prefixes: tuple[str, ...] = THROTTLED_LOGGERS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()

@@ -276,7 +276,7 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
     correlation_items = [p for p in parsed if isinstance(p.obj, SigmaCorrelationRule)]
     table = AtomTable(counters, regex_timeout_ms)
     compiled: list[CompiledRule] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # rule id -> the file that defined it first
     good_rules: list[SigmaRule] = []
     for item in detections:
         rule = item.obj
@@ -288,7 +288,8 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
             errors.append(RuleError(item.text.source, ident, rule.title or None, _reason(exc)))
             continue
         if ident in seen:
-            errors.append(RuleError(item.text.source, ident, info.title, f"duplicate rule id {ident}"))
+            errors.append(RuleError(item.text.source, ident, info.title,
+                                    f"duplicate rule id {ident} (also defined in {seen[ident]})", seen[ident]))
             continue
         try:
             for number, flt in enumerate(filters):
@@ -303,7 +304,7 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
             errors.append(RuleError(item.text.source, ident, info.title,
                                     f"internal error: {type(exc).__name__}: {_reason(exc)}"))
             continue
-        seen.add(ident)
+        seen[ident] = item.text.source
         good_rules.append(rule)
 
     correlation_infos = []
