@@ -124,13 +124,13 @@ def tree_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
 
 
 def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, anomaly: AnomalySettings,
-                       generation: int) -> CompileOutcome:
+                       generation: int, on_progress: Callable[[str, int], None] | None = None) -> CompileOutcome:
     """Compile the detection set the settings describe (blocking; run it in a thread)."""
     return compile_detection(rules.resolved_paths(), rules.pipelines, skip_invalid=rules.skip_invalid,
                              correlation=correlation.enabled, anomaly_checks=anomaly.checks,
                              generation=generation, correlation_max_keys=correlation.max_keys,
                              correlation_lateness_s=correlation.allowed_lateness,
-                             regex_timeout_ms=rules.regex_timeout_ms)
+                             regex_timeout_ms=rules.regex_timeout_ms, on_progress=on_progress)
 
 
 class Reloader:
