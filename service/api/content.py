@@ -16,6 +16,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
+from service.errors import ServiceError
 from service.sources.http import AUTO, JSON, LINES
 
 JSON_TYPE = "application/json"
@@ -30,7 +31,7 @@ STEP = 262_144
 """Decompressed bytes produced per step."""
 
 
-class BodyRefused(Exception):
+class BodyRefused(ServiceError):
     """The body cannot be read: ``status`` (413, 415) and ``reason`` (metric word) say why."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
