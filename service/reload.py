@@ -174,7 +174,8 @@ class Reloader:
                     alerting = (await asyncio.to_thread(self._settings_loader)).alerting
                 except ConfigError as exc:
                     self._signature = signature
-                    log.warning("reload rejected: the config file is invalid", extra={"trigger": trigger})
+                    log.warning("reload rejected: the config file is invalid",
+                                extra={"trigger": trigger, "error": redact(str(exc))})
                     return self._finish(ReloadResult("rejected", trigger, self._detector.current.generation,
                                                      self._detector.current.counts(), message=redact(str(exc)),
                                                      duration_s=time.monotonic() - started))
