@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -35,6 +36,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from service import metrics
 from service.alerting.api import api_router
 from service.alerting.router import AlertRouter
 from service.api import ApiContext, create_app
@@ -52,6 +54,7 @@ from service.sources.deadletter import FileDeadLetters
 from service.sources.filetail import FileFollower
 from service.sources.kafka import KafkaSource
 from service.sources.stdin import StdinSource, stdin_wanted
+from service.startup import ApiSwitch, BindError, LoadProgress, StartingApi, bind_api_socket, log_progress
 from service.supervisor import Supervisor
 from service.waits import stopped_within
 
@@ -95,6 +98,8 @@ class Service:
         self.kafka: KafkaSource | None = None
         self.app: FastAPI | None = None
         self.server: _Server | None = None
+        self.switch: ApiSwitch | None = None
+        """What uvicorn serves: the start-up answers while the rules load, then :attr:`app`."""
         self.local_state: LocalState | None = None
         self.audit = AuditTrail(settings.audit, getattr(self.router, "store", None))
         self.tls = ServerTls(settings.api.tls) if settings.api.tls is not None else None
@@ -109,7 +114,14 @@ class Service:
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise StartupError(f"rules path(s) do not exist: {', '.join(missing)}")
-        outcome = await asyncio.to_thread(compile_configured, s.rules, s.correlation, s.anomaly, 1)
+        progress = LoadProgress()
+        loaded = asyncio.Event()
+        ticker = asyncio.create_task(log_progress(progress, loaded), name="rules-progress")
+        try:
+            outcome = await asyncio.to_thread(compile_configured, s.rules, s.correlation, s.anomaly, 1, progress)
+        finally:
+            loaded.set()
+            await ticker
         if not outcome.accepted or outcome.detection is None:
             lines = [f"  {e.source}: {e.reason}" for e in outcome.errors[:50]]
             raise StartupError("rules rejected (set rules.skip_invalid: true to leave bad rules out):\n"
@@ -133,9 +145,12 @@ class Service:
         if s.kafka is not None:
             self.kafka = KafkaSource(s.kafka, s.events, self.detector, self.router, state_store=store,
                                      snapshot_interval_s=s.state.snapshot_interval_s)
+        from detectors.sigma.screen import AVAILABLE as native_screen
+
+        metrics.record_build_info(native_screen and s.events.screen)
         counts = outcome.detection.counts()
         log.info("rules loaded", extra={"rules": counts, "skipped": len(outcome.errors),
-                                        "paths": [str(p) for p in paths]})
+                                        "paths": [str(p) for p in paths], **progress.fields()})
         if s.api.enabled:
             ctx = ApiContext(settings=s, detector=self.detector, reloader=self.reloader,
                              pipeline=self.pipeline if s.http_ingest.enabled else None,
@@ -148,6 +163,12 @@ class Service:
             self.audit.system("rules.reload", obj="rules", outcome=result.result,
                               detail={"trigger": result.trigger, "generation": result.generation,
                                       "config": self._settings_loader is not None})
+
+    @property
+    def api_serving(self) -> bool:
+        """The full API answers on the listening socket (before that, only the start-up answers)."""
+        return (self.server is not None and self.server.started and self.switch is not None
+                and self.app is not None and self.switch.app is self.app)
 
     def readiness(self) -> dict[str, bool]:
         checks = {"rules_loaded": self.detector is not None and bool(self.detector.current.ruleset.rules)}
@@ -171,18 +192,31 @@ class Service:
         if self.reloader is not None:
             self.reloader.install_sighup(loop)
 
-    async def _serve(self) -> None:
+    def _server_options(self) -> dict[str, Any]:
+        """uvicorn options for TLS (none without); raises :class:`StartupError` for a bad cert/key."""
+        if self.tls is None:
+            return {}
+        try:
+            context = self.tls.load()
+        except TlsError as exc:
+            raise StartupError(str(exc)) from None
+        return {"http": TlsH11Protocol, "ssl_context_factory": lambda _config, _default: context}
+
+    def _listen(self) -> socket.socket:
+        """The API's listening socket, bound before anything else starts; raises :class:`StartupError`."""
         s = self.settings.api
-        assert self.app is not None
+        try:
+            return bind_api_socket(s.host, s.port)
+        except BindError as exc:
+            log.error("cannot listen on the API address", extra={"host": s.host, "port": s.port,
+                                                                  "error": str(exc)})
+            raise StartupError(str(exc)) from None
+
+    async def _serve(self, listener: socket.socket, options: dict[str, Any]) -> None:
+        s = self.settings.api
+        assert self.switch is not None
         # uvicorn's access log stays off: service.api.access_log writes it (pipesentry.access)
-        options: dict[str, Any] = {}
-        if self.tls is not None:
-            try:
-                context = self.tls.load()
-            except TlsError as exc:
-                raise StartupError(str(exc)) from None
-            options = {"http": TlsH11Protocol, "ssl_context_factory": lambda _config, _default: context}
-        config = uvicorn.Config(self.app, host=s.host, port=s.port, log_config=None, access_log=False,
+        config = uvicorn.Config(self.switch, host=s.host, port=s.port, log_config=None, access_log=False,
                                 lifespan="off", server_header=False, **options)
         self.server = _Server(config)
         by_cert = s.tls is not None and bool(s.tls.client_identities)
@@ -190,25 +224,36 @@ class Service:
             log.warning("API listens beyond loopback without tokens: anyone who reaches it is admin "
                         "(only cross-site requests and unknown Host names are refused; see docs/security.md)",
                         extra={"host": s.host})
-        await self.server.serve()
+        await self.server.serve(sockets=[listener])
         if not self.server.started:
             raise StartupError(f"cannot listen on {s.host}:{s.port}")
 
     async def run(self, *, install_signals: bool = True) -> None:
-        """Run until stopped; raises :class:`StartupError` when it cannot start."""
-        if self.detector is None:
-            await self.build()
-        assert self.pipeline is not None and self.reloader is not None
+        """Run until stopped; raises :class:`StartupError` when it cannot start.
+
+        The API port is bound first and serves liveness while the rules load (:mod:`service.startup`)."""
         s = self.settings
-        if install_signals:
-            self._install_signals()
-        await asyncio.to_thread(self.redaction.start)
-        await self.router.start()
-        stop = self.stop_event
         server_task: asyncio.Task[None] | None = None
+        if s.api.enabled and self.server is None:
+            options = self._server_options()
+            listener = self._listen()
+            self.switch = ApiSwitch(self.app if self.app is not None else StartingApi(s.api.metrics_public))
+            server_task = asyncio.create_task(self._serve(listener, options), name="http")
         try:
-            if self.app is not None:
-                server_task = asyncio.create_task(self._serve(), name="http")
+            if self.detector is None:
+                await self.build()
+            assert self.pipeline is not None and self.reloader is not None
+            if install_signals:
+                self._install_signals()
+            await asyncio.to_thread(self.redaction.start)
+            await self.router.start()
+        except BaseException:
+            await self._stop_server(server_task)
+            raise
+        if self.switch is not None and self.app is not None:
+            self.switch.app = self.app  # from here on the full API answers
+        stop = self.stop_event
+        try:
             sup = self.supervisor
 
             def running() -> bool:
@@ -256,16 +301,20 @@ class Service:
             stop.set()
             self.supervisor.close()
             await self._stop_inputs()
-            if server_task is not None:
-                if self.server is not None:
-                    self.server.should_exit = True
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(server_task, timeout=10)
+            await self._stop_server(server_task)
             if self.local_state is not None:
                 await self.local_state.save()  # inputs and ingest requests are done: the local state is final
             await self.audit.flush()  # the store closes with the router
             await self.router.stop()
             log.info("pipesentry stopped")
+
+    async def _stop_server(self, server_task: asyncio.Task[None] | None) -> None:
+        if server_task is None:
+            return
+        if self.server is not None:
+            self.server.should_exit = True
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(server_task, timeout=10)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Every few seconds, let stateful detectors see time pass (silence checks, window ends).

@@ -44,6 +44,7 @@ import orjson
 from pydantic import BaseModel, SecretStr
 
 from detectors.redaction import Redactor as FormatRedactor
+from service.log_filters import DemoteSuccessfulRequests, RepeatFilter
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
@@ -55,6 +56,9 @@ LIBRARY_LOGGERS = ("httpx", "httpcore", "urllib3", "elastic_transport", "elastic
 """Third-party clients that log request URLs, headers or connection details at INFO/DEBUG."""
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+DROPPED_FIELDS = frozenset({"color_message"})
+"""Extras libraries add for their own console formatters (uvicorn's ANSI-coloured copy of the
+message), left out of the JSON lines."""
 _TOKEN = r"[A-Za-z0-9._~+/=\-]+"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host -> scheme://***@host (and a lone token as user info)
@@ -242,6 +246,8 @@ class RedactingFilter(logging.Filter):
         except Exception as exc:  # a bad format string must not lose the record
             message = f"{record.msg!r} (unformattable log arguments: {exc!r})"
         record.msg, record.args = self._redact(message), None
+        for key in DROPPED_FIELDS & record.__dict__.keys():
+            del record.__dict__[key]
         for key, value in list(record.__dict__.items()):
             if key not in _RESERVED and not key.startswith("_"):
                 try:
@@ -285,7 +291,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
+            if key not in _RESERVED and not key.startswith("_") and key not in DROPPED_FIELDS:
                 doc[key] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
@@ -300,7 +306,9 @@ def configure_logging(level: str = "INFO", *, library_level: str = "WARNING", st
     """Route the root logger to ``stream`` (stderr) as masked JSON lines (idempotent).
 
     ``library_level`` applies to :data:`LIBRARY_LOGGERS`: their INFO/DEBUG lines carry request
-    URLs and headers, so they stay at WARNING unless debugging a client asks for more.
+    URLs and headers, so they stay at WARNING unless debugging a client asks for more. Repeats of
+    one Kafka client message are summarised and successful HTTP client requests are DEBUG lines
+    (:mod:`service.log_filters`).
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -308,9 +316,13 @@ def configure_logging(level: str = "INFO", *, library_level: str = "WARNING", st
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RepeatFilter(handler.handle))  # sees the message template, before it is rendered
     handler.addFilter(RedactingFilter())
     handler._pipesentry = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level.upper())
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, DemoteSuccessfulRequests) for f in httpx_log.filters):
+        httpx_log.addFilter(DemoteSuccessfulRequests())

@@ -5,13 +5,36 @@ names, rule ids of the loaded ruleset, Sigma levels, fixed reason words and
 Kafka topic/partition pairs of the subscription. Never event content.
 Dashboards and alerting rules in ``deploy/`` refer to these names; a test
 checks that every metric they query exists here.
+
+The registry also carries the standard ``process_*`` (CPU, memory, file
+descriptors) and ``python_*`` (interpreter, garbage collector) series, and
+``pipesentry_build_info``. No ``*_created`` series are exported: they double
+the series count and no dashboard or rule uses them.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from importlib import metadata
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+# process-wide in prometheus_client, read when a metric is collected
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -31,8 +54,14 @@ DEAD_LETTER_FAILURES = Counter("pipesentry_dead_letter_failures",
                                "Dead-letter writes that failed (the message is retried, not committed).",
                                ["source"], registry=REGISTRY)
 HTTP_REJECTED = Counter("pipesentry_http_requests_rejected",
-                        "API requests refused (reason: unauthenticated, expired, forbidden, too_large, invalid).",
-                        ["reason"], registry=REGISTRY)
+                        "API requests refused (reason: unauthenticated, expired, forbidden, too_large; for event "
+                        "ingest also invalid: a body with no usable event, unsupported_media_type: a content "
+                        "type or encoding it does not read).", ["reason"], registry=REGISTRY)
+API_INVALID_REQUESTS = Counter(
+    "pipesentry_api_invalid_requests",
+    "API requests answered 422 because a query parameter or JSON body failed validation, by route template "
+    "(/api/v1/alerts, /api/v1/rules/{rule_id}, ...); not counted in pipesentry_http_requests_rejected_total.",
+    ["route"], registry=REGISTRY)
 
 # --- kafka ------------------------------------------------------------------
 KAFKA_PARTITIONS_ASSIGNED = Gauge("pipesentry_kafka_partitions_assigned",
@@ -161,3 +190,21 @@ AUDIT_PRUNED = Counter("pipesentry_audit_pruned", "Audit entries deleted past au
 API_INGEST_REQUESTS = Counter("pipesentry_api_ingest_requests", "POST /api/v1/events requests (not in the "
                               "audit trail), by the caller's configured name and outcome.",
                               ["principal", "outcome"], registry=REGISTRY)
+
+# --- build ----------------------------------------------------------------------
+BUILD_INFO = Gauge("pipesentry_build_info", "Always 1; the labels say which pipesentry runs: version, Python "
+                   "version and whether the native screen is loaded (true, false).",
+                   ["version", "python", "native_screen"], registry=REGISTRY)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("pipesentry")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def record_build_info(native_screen: bool) -> None:
+    """Set ``pipesentry_build_info`` (one series: a previous one is removed)."""
+    BUILD_INFO.clear()
+    BUILD_INFO.labels(package_version(), platform.python_version(), "true" if native_screen else "false").set(1)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detectors.model import RuleInfo
+from detectors.sigma import RuleError
 from service import metrics
 from service.alerting.config import AlertingSettings
 from service.config import AnomalySettings, ConfigError, CorrelationSettings, RulesSettings, Settings
@@ -58,7 +60,40 @@ class ReloadResult:
 
 def error_dicts(errors: Sequence[Any], limit: int = 200) -> list[dict[str, Any]]:
     return [{"source": e.source, "rule_id": e.rule_id, "title": e.title, "reason": e.reason}
+            | ({"other_source": e.other_source} if getattr(e, "other_source", None) else {})
             for e in list(errors)[:limit]]
+
+
+LOGGED_ERRORS = 50
+"""Rule errors logged one per line for a reload; the rest are counted in one more line."""
+
+
+def blame_new_files(errors: Sequence[RuleError], previous: Sequence[RuleInfo]) -> list[RuleError]:
+    """``errors`` with each duplicate rule id blamed on the file that brought it in.
+
+    The compiler reads files in path order and reports the second one it meets; when that is the
+    file the running set already took the rule from, the culprit is the other (newly added) file.
+    """
+    before = {rule.id: rule.source for rule in previous}
+    fixed: list[RuleError] = []
+    for error in errors:
+        other = error.other_source
+        if (other is not None and error.rule_id is not None and other != error.source
+                and before.get(error.rule_id) == error.source):
+            error = RuleError(other, error.rule_id, error.title,
+                              f"duplicate rule id {error.rule_id} (already defined in {error.source})", error.source)
+        fixed.append(error)
+    return fixed
+
+
+def log_rule_errors(errors: Sequence[RuleError], trigger: str) -> None:
+    """One warning per rule error (file, rule id, reason), the first :data:`LOGGED_ERRORS` of them."""
+    for error in errors[:LOGGED_ERRORS]:
+        log.warning("rule error", extra={"trigger": trigger, "source": error.source, "rule_id": error.rule_id,
+                                         "reason": error.reason})
+    if len(errors) > LOGGED_ERRORS:
+        log.warning("more rule errors not logged", extra={"trigger": trigger,
+                                                          "more": len(errors) - LOGGED_ERRORS})
 
 
 def tree_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -89,13 +124,13 @@ def tree_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
 
 
 def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, anomaly: AnomalySettings,
-                       generation: int) -> CompileOutcome:
+                       generation: int, on_progress: Callable[[str, int], None] | None = None) -> CompileOutcome:
     """Compile the detection set the settings describe (blocking; run it in a thread)."""
     return compile_detection(rules.resolved_paths(), rules.pipelines, skip_invalid=rules.skip_invalid,
                              correlation=correlation.enabled, anomaly_checks=anomaly.checks,
                              generation=generation, correlation_max_keys=correlation.max_keys,
                              correlation_lateness_s=correlation.allowed_lateness,
-                             regex_timeout_ms=rules.regex_timeout_ms)
+                             regex_timeout_ms=rules.regex_timeout_ms, on_progress=on_progress)
 
 
 class Reloader:
@@ -139,7 +174,8 @@ class Reloader:
                     alerting = (await asyncio.to_thread(self._settings_loader)).alerting
                 except ConfigError as exc:
                     self._signature = signature
-                    log.warning("reload rejected: the config file is invalid", extra={"trigger": trigger})
+                    log.warning("reload rejected: the config file is invalid",
+                                extra={"trigger": trigger, "error": redact(str(exc))})
                     return self._finish(ReloadResult("rejected", trigger, self._detector.current.generation,
                                                      self._detector.current.counts(), message=redact(str(exc)),
                                                      duration_s=time.monotonic() - started))
@@ -150,12 +186,15 @@ class Reloader:
                 return self._finish(ReloadResult("failed", trigger, self._detector.current.generation,
                                                  self._detector.current.counts(), message=redact(str(exc)),
                                                  duration_s=time.monotonic() - started))
+            errors = blame_new_files(outcome.errors, self._detector.current.ruleset.rules)
             if not outcome.accepted or outcome.detection is None:
                 self._signature = signature  # do not retry the same broken files on every poll
+                metrics.RULE_ERRORS.set(len(errors))
                 log.warning("rule reload rejected; the previous ruleset stays active",
-                            extra={"trigger": trigger, "errors": len(outcome.errors), "reason": outcome.reason})
+                            extra={"trigger": trigger, "errors": len(errors), "reason": outcome.reason})
+                log_rule_errors(errors, trigger)
                 return self._finish(ReloadResult("rejected", trigger, self._detector.current.generation,
-                                                 self._detector.current.counts(), error_dicts(outcome.errors),
+                                                 self._detector.current.counts(), error_dicts(errors),
                                                  outcome.reason, time.monotonic() - started))
             await asyncio.to_thread(self._detector.swap, outcome.detection)  # waits for a batch in progress
             if alerting is not None and self._apply_alerting is not None:
@@ -173,8 +212,9 @@ class Reloader:
             self._signature = signature
             counts = outcome.detection.counts()
             log.info("ruleset reloaded", extra={"trigger": trigger, "generation": generation, "rules": counts,
-                                                "errors": len(outcome.errors)})
-            return self._finish(ReloadResult("ok", trigger, generation, counts, error_dicts(outcome.errors),
+                                                "errors": len(errors)})
+            log_rule_errors(errors, trigger)
+            return self._finish(ReloadResult("ok", trigger, generation, counts, error_dicts(errors),
                                              duration_s=time.monotonic() - started))
 
     def _finish(self, result: ReloadResult) -> ReloadResult:

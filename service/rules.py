@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from detectors.sigma import LoadResult, RuleError, RuleText, compile_ruleset
@@ -74,7 +74,8 @@ def _read_error(source: Path, reason: str) -> RuleError:
     return RuleError(source=str(source), rule_id=None, title=None, reason=reason)
 
 
-def _read_all(paths: Sequence[PathLike]) -> tuple[list[RuleText], list[RuleError]]:
+def _read_all(paths: Sequence[PathLike],
+              on_progress: Callable[[str, int], None] | None = None) -> tuple[list[RuleText], list[RuleError]]:
     texts: list[RuleText] = []
     errors: list[RuleError] = []
     seen: set[Path] = set()
@@ -103,6 +104,8 @@ def _read_all(paths: Sequence[PathLike]) -> tuple[list[RuleText], list[RuleError
                 errors.append(_read_error(path, f"cannot read: {exc.strerror or exc}"))
                 continue
             texts.append(RuleText(source=str(path), text=text, ruleset=ruleset))
+            if on_progress is not None:
+                on_progress("read", len(texts))
     return texts, errors
 
 
@@ -139,6 +142,7 @@ def load_rules(
     *,
     skip_invalid: bool = True,
     regex_timeout_ms: float = DEFAULT_TIMEOUT_MS,
+    on_progress: Callable[[str, int], None] | None = None,
 ) -> LoadResult:
     """Read and compile every rule under ``paths`` (files or directory trees).
 
@@ -146,12 +150,13 @@ def load_rules(
     order. Read errors (missing paths, unreadable or non-UTF-8 files, bad
     pipeline files) come first in ``result.errors``, followed by the engine's
     parse and compile errors. With ``skip_invalid=False`` the engine's own
-    behaviour for invalid rules applies.
+    behaviour for invalid rules applies. ``on_progress`` hears ``("read", files so far)``, then
+    the compiler's ``parsed`` and ``compiled`` counts.
     """
-    texts, read_errors = _read_all(paths)
+    texts, read_errors = _read_all(paths, on_progress)
     pipeline_texts, pipeline_errors = read_pipelines(pipelines)
     result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
-                             regex_timeout_ms=regex_timeout_ms)
+                             regex_timeout_ms=regex_timeout_ms, on_progress=on_progress)
     extra = read_errors + pipeline_errors
     if not extra:
         return result

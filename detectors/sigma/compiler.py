@@ -6,7 +6,7 @@ Bad input never raises: every broken text, rule, filter or pipeline becomes a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,12 +244,14 @@ def _resolve_correlations(correlations: list[tuple[_Parsed, RuleInfo]], rules: l
 
 def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
                     skip_invalid: bool = True, regex_timeout_ms: float = DEFAULT_TIMEOUT_MS, *,
-                    limits: YamlLimits = RULE_YAML_LIMITS) -> LoadResult:
+                    limits: YamlLimits = RULE_YAML_LIMITS,
+                    on_progress: Callable[[str, int], None] | None = None) -> LoadResult:
     """Compile rule texts into a :class:`Ruleset`; errors are collected, never raised.
 
     ``regex_timeout_ms`` bounds each evaluation of a ``|re`` pattern RE2 cannot run.
     ``limits`` bound each text's YAML (size, depth, nodes with aliases expanded), and so the
-    work of compiling it; a text over them is one error.
+    work of compiling it; a text over them is one error. ``on_progress`` hears
+    ``("parsed", texts so far)`` and ``("compiled", rules so far)`` (a long load reports progress).
 
     With ``skip_invalid=False`` the result is the same (the ruleset holds the good
     rules); the caller decides to reject the whole set when ``errors`` is non-empty.
@@ -259,8 +261,10 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
     counters: dict[str, int] = {"regex_timeouts": 0}
     pipeline = _load_pipelines(pipelines, errors, limits)
     parsed: list[_Parsed] = []
-    for text in texts:
+    for number, text in enumerate(texts, 1):
         parsed.extend(_parse_text(text, errors, limits))
+        if on_progress is not None:
+            on_progress("parsed", number)
 
     filters: list[_Parsed] = []
     filter_infos: list[RuleInfo] = []
@@ -276,7 +280,7 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
     correlation_items = [p for p in parsed if isinstance(p.obj, SigmaCorrelationRule)]
     table = AtomTable(counters, regex_timeout_ms)
     compiled: list[CompiledRule] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # rule id -> the file that defined it first
     good_rules: list[SigmaRule] = []
     for item in detections:
         rule = item.obj
@@ -288,7 +292,8 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
             errors.append(RuleError(item.text.source, ident, rule.title or None, _reason(exc)))
             continue
         if ident in seen:
-            errors.append(RuleError(item.text.source, ident, info.title, f"duplicate rule id {ident}"))
+            errors.append(RuleError(item.text.source, ident, info.title,
+                                    f"duplicate rule id {ident} (also defined in {seen[ident]})", seen[ident]))
             continue
         try:
             for number, flt in enumerate(filters):
@@ -303,8 +308,10 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
             errors.append(RuleError(item.text.source, ident, info.title,
                                     f"internal error: {type(exc).__name__}: {_reason(exc)}"))
             continue
-        seen.add(ident)
+        seen[ident] = item.text.source
         good_rules.append(rule)
+        if on_progress is not None:
+            on_progress("compiled", len(compiled))
 
     correlation_infos = []
     for item in correlation_items:

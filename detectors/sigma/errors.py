@@ -24,6 +24,8 @@ class RuleError:
     rule_id: str | None
     title: str | None
     reason: str
+    other_source: str | None = None
+    """For a duplicate rule id: the file that defines the id too (the one whose rule was kept)."""
 
 
 class CompileError(DetectorError):

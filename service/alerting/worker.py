@@ -310,6 +310,7 @@ class SinkWorker:
         if delivered > 0:
             metrics.SINK_DELIVERIES.labels(sink=self.name).inc(delivered)
             self.delivered += delivered
+            log.debug("alerts delivered", extra={"sink": self.name, "alerts": delivered})  # routine: DEBUG
 
     def _failed(self, error: BaseException | None) -> None:
         metrics.SINK_FAILURES.labels(sink=self.name).inc()

@@ -55,7 +55,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.HTTP_REJECTED.labels("invalid").inc()
+        route = request.scope.get("route")  # the matched route's template: a bounded label
+        metrics.API_INVALID_REQUESTS.labels(getattr(route, "path", "unmatched")).inc()
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 from starlette.types import Scope
 
+from service.api.content import JSON_TYPES
+
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-JSON_TYPES = frozenset({"application/json", "application/x-ndjson"})
 CLIENT_HEADER = "x-pipesentry-client"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -77,6 +78,7 @@ class SameOrigin:
         if scope["method"] in STATE_CHANGING and CLIENT_HEADER not in headers:
             kind = headers.get("content-type", "").partition(";")[0].strip().lower()
             if kind not in JSON_TYPES:
-                return "content_type", ("a request that changes state needs content-type application/json "
-                                        "or application/x-ndjson, or the X-Pipesentry-Client header")
+                return "content_type", ("a request that changes state needs a JSON content type "
+                                        "(application/json, application/x-ndjson) or the X-Pipesentry-Client "
+                                        "header")
         return None

@@ -34,6 +34,15 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+JSON_TYPE_NAMES: dict[type, str] = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+                               bool: "boolean", type(None): "null"}
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type (``null``, ``array``, ...), not Python's."""
+    return JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def _options(options: Mapping[str, Any]) -> tuple[int, int]:
     unknown = set(options) - {"max_depth", "max_bytes"}
     if unknown:
@@ -52,11 +61,11 @@ def parse_object(data: bytes, max_depth: int, max_bytes: int) -> dict[str, Any]:
         text = str(exc)
         if "utf-8" in text.lower() or "surrogate" in text.lower():
             raise DecodeError("utf8", f"invalid UTF-8: {text}") from None
-        if "recursion" in text.lower():
+        if "recursion" in text.lower() or "depth" in text.lower():  # orjson stops at 1,024 levels
             raise DecodeError("depth", f"nesting deeper than {max_depth}") from None
         raise DecodeError("decode", f"invalid JSON: {text}") from None
     if not isinstance(value, dict):
-        raise DecodeError("not_object", f"expected a JSON object, got {type(value).__name__}")
+        raise DecodeError("not_object", f"expected a JSON object, got {json_type(value)}")
     if data.count(b"{") + data.count(b"[") > max_depth and _depth(value, max_depth) > max_depth:
         raise DecodeError("depth", f"nesting deeper than {max_depth}")
     return value

@@ -101,4 +101,10 @@ async def test_with_tokens_the_token_is_the_guard(tmp_path: Path) -> None:
         response = await client.post("/api/v1/events", content=MATCHING,
                                      headers={**auth(ADMIN), "Host": "api.example", "Origin": "http://x.example",
                                               "content-type": "text/plain"})
+        # the guard lets it through; the ingest route then refuses a text body for its JSON decoder
+        assert response.status_code == 415
+        assert "application/x-ndjson" in response.json()["detail"]
+        response = await client.post("/api/v1/events", content=MATCHING,
+                                     headers={**auth(ADMIN), "Host": "api.example", "Origin": "http://x.example",
+                                              "content-type": "application/x-ndjson"})
     assert response.status_code == 200

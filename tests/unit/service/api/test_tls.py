@@ -49,11 +49,12 @@ async def serving(tmp_path: Path, tls: dict[str, Any], **api: Any) -> AsyncItera
     service = Service(settings)
     task = asyncio.create_task(service.run(install_signals=False))
     deadline = time.monotonic() + 30
-    while service.server is None or not service.server.started:
+    while not service.api_serving:
         if task.done():
             task.result()
         assert time.monotonic() < deadline, "the API did not start"
         await asyncio.sleep(0.01)
+    assert service.server is not None
     port = service.server.servers[0].sockets[0].getsockname()[1]
     try:
         yield service, f"https://127.0.0.1:{port}"
