@@ -14,11 +14,15 @@ STALE_NATIVE := detectors/_native*.so
 
 install:
 	rm -f $(STALE_NATIVE)
-	$(PIP) install -q -e .
+	@echo "pipesentry: installing (editable). pip builds the native screen with cargo in release mode:"
+	@echo "  about 5-7 minutes on 2 cores the first time, with no output while rustc runs; later installs reuse detectors/native/target."
+	$(PIP) install --progress-bar off -e .
 
 install-dev:
 	rm -f $(STALE_NATIVE)
-	$(PIP) install -q -e '.[dev]'
+	@echo "pipesentry: installing (editable). pip builds the native screen with cargo in release mode:"
+	@echo "  about 5-7 minutes on 2 cores the first time, with no output while rustc runs; later installs reuse detectors/native/target."
+	$(PIP) install --progress-bar off -e '.[dev]'
 
 # Debian packages for the real servers the integration tests start (needs root, as on CI).
 system-packages:
