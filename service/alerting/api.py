@@ -25,9 +25,9 @@ from service.api.principal import principal_of
 from service.api.roles import Role, requires
 from service.audit.marks import audited, note
 
+from .queries import AlertQuery
 from .router import AlertRouter
 from .silences import SilenceError, SilenceForbidden, SilenceRequest
-from .store import AlertQuery
 
 MAX_OFFSET = 1_000_000
 """Deeper pages are refused: SQLite walks every skipped row, and its integers stop at 2**63."""
@@ -51,7 +51,7 @@ def api_router(router: AlertRouter) -> APIRouter:
                           offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict[str, Any]:
         if level is not None and level.lower() not in LEVELS:
             raise HTTPException(status_code=422, detail=f"level must be one of {list(LEVELS)}")
-        query = AlertQuery(rule=rule, level=level.lower() if level else None, since=query_time(since, "since"),
+        query = AlertQuery(rule=rule, min_level=level.lower() if level else None, since=query_time(since, "since"),
                            until=query_time(until, "until"), text=q, limit=limit, offset=offset)
         page = await asyncio.to_thread(router.store.query, query)
         return {"total": page.total, "limit": limit, "offset": offset, "items": [_shown(d) for d in page.items]}
