@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from detectors.model import LEVELS
 from service.api.params import query_time
@@ -63,6 +63,30 @@ class AlertPage(BaseModel):
     """Pass as ``cursor`` for the next page (``None``: this is the last one)."""
     items: list[dict[str, Any]]
     """Alert documents (``service/alerting/schemas/alert.schema.json``), each with its ``triage`` state."""
+
+
+class TriageView(BaseModel):
+    status: str
+    """``new``, ``acknowledged`` or ``resolved``."""
+    disposition: str | None
+    assignee: str | None
+    detected: float | None
+    """When pipesentry raised the alert (unix seconds; the queue's order)."""
+    last_seen: float | None
+    """When the store last received this alert id."""
+    deliveries: int
+    """Times the store received it (suppression count updates, re-delivery after a restart)."""
+    updated: float | None
+    """Last triage change."""
+    notes: list[dict[str, Any]]
+    """``{id, time, author, text}``, oldest first."""
+
+
+class AlertDetail(BaseModel):
+    """The alert document (``service/alerting/schemas/alert.schema.json``) with its triage state."""
+
+    model_config = ConfigDict(extra="allow")
+    triage: TriageView
 
 
 class RuleCount(BaseModel):
@@ -152,7 +176,8 @@ def api_router(router: AlertRouter, *, rule_label: Callable[[str], str] | None =
         counts = await asyncio.to_thread(triage.summary, query)
         return AlertSummary(**counts)
 
-    @api.get("/alerts/{alert_id}", dependencies=[requires(Role.READ)], summary="One alert with its triage state")
+    @api.get("/alerts/{alert_id}", dependencies=[requires(Role.READ)], summary="One alert with its triage state",
+             response_model=AlertDetail)
     async def get_alert(alert_id: str) -> dict[str, Any]:
         doc = await asyncio.to_thread(router.store.get, alert_id)
         state = await asyncio.to_thread(triage.state, alert_id) if doc is not None else None
