@@ -118,3 +118,10 @@ async def test_the_actor_is_the_token_name_and_each_action_is_audited(tmp_path: 
     assert entries[0]["object"] == a.id and entries[0]["detail"] == {"status": {"from": "new", "to": "acknowledged"}}
     assert "secret-ish" not in str(entries[1])
     assert entries[2]["detail"]["conflict"] == 1 and entries[2]["detail"]["changed_ids"] == []
+
+
+def test_the_dispositions_rule_label_is_bounded() -> None:
+    from service.alerting.triage_api import RuleLabels
+
+    label = RuleLabels(cap=2)
+    assert [label(r) for r in ("a", "b", "c", "a", "d", "b")] == ["a", "b", "other", "a", "other", "b"]
