@@ -82,9 +82,15 @@ def _phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def where(q: AlertQuery, *, fts: bool = True) -> tuple[str, list[Any]]:
+WALK_ABOVE = 2000
+"""A page of a query matching more alerts walks the detection-time index (:func:`where`'s ``walk``)."""
+
+
+def where(q: AlertQuery, *, fts: bool = True, walk: bool = False) -> tuple[str, list[Any]]:
     """The ``WHERE`` clause (empty or starting with a space) and its arguments. ``fts``: the store has
-    the trigram index ``alert_text_fts`` (else ``q`` scans the search text)."""
+    the trigram index ``alert_text_fts`` (else ``q`` scans the search text). ``walk``: the tag and
+    text lists are only probed (``+id IN``), so a page walks the detection-time index instead of
+    looking up every listed alert and sorting them: right when they hold many alerts."""
     clauses: list[str] = []
     args: list[Any] = []
     if q.rule:
@@ -110,10 +116,9 @@ def where(q: AlertQuery, *, fts: bool = True) -> tuple[str, list[Any]]:
         if value:
             clauses.append(f"{column} = ?")
             args.append(value.lower())
-    # "+id": the tag and text lists may hold most alerts; the page walks the detection-time index
-    # (which holds the id) and probes the list, instead of looking up every listed row and sorting
+    probe = "+" if walk else ""
     if q.tag:
-        clauses.append("+id IN (SELECT alert_id FROM alert_tags WHERE tag = ?)")
+        clauses.append(f"{probe}id IN (SELECT alert_id FROM alert_tags WHERE tag = ?)")
         args.append(normalise_tag(q.tag))
     for kind in ("host", "user"):
         value = getattr(q, kind)
@@ -130,17 +135,18 @@ def where(q: AlertQuery, *, fts: bool = True) -> tuple[str, list[Any]]:
     if q.text:
         text = q.text.lower()
         if fts and len(text) >= MIN_FTS_TEXT:  # a phrase of trigrams: a substring, found by the index
-            clauses.append("+seq IN (SELECT rowid FROM alert_text_fts WHERE alert_text_fts MATCH ?)")
+            clauses.append(f"{probe}seq IN (SELECT rowid FROM alert_text_fts WHERE alert_text_fts MATCH ?)")
             args.append(_phrase(text))
         else:
-            clauses.append("+seq IN (SELECT seq FROM alert_text WHERE instr(body, ?) > 0)")
+            clauses.append(f"{probe}seq IN (SELECT seq FROM alert_text WHERE instr(body, ?) > 0)")
             args.append(text)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-def page_sql(q: AlertQuery, *, fts: bool = True) -> tuple[str, list[Any]]:
-    """The page's rows of ``alert_state``: (rowid, id, triage columns...), newest detection first."""
-    clause, args = where(q, fts=fts)
+def page_sql(q: AlertQuery, *, fts: bool = True, matching: int = 0) -> tuple[str, list[Any]]:
+    """The page's rows of ``alert_state``: (rowid, id, triage columns...), newest detection first;
+    ``matching``: how many alerts the query matches (the count, run first)."""
+    clause, args = where(q, fts=fts, walk=matching > WALK_ABOVE)
     if q.cursor is not None:
         keyset = "(detected < ? OR (detected = ? AND rowid < ?))"
         clause = f"{clause} AND {keyset}" if clause else f" WHERE {keyset}"

@@ -474,10 +474,10 @@ class AlertStore:
     def query(self, q: AlertQuery) -> Page:
         """A page of alerts (newest detection first) with their triage state, and the total matching."""
         clause, args = where(q, fts=self.fts)
-        sql, page_args = page_sql(q, fts=self.fts)
 
         def read(db: sqlite3.Connection) -> tuple[int, list[Any], dict[str, bytes]]:
             total = db.execute(f"SELECT COUNT(*) FROM alert_state{clause}", args).fetchone()[0]
+            sql, page_args = page_sql(q, fts=self.fts, matching=total)  # the plan depends on how many
             rows = db.execute(sql, page_args).fetchall()
             ids = [r[1] for r in rows]
             docs = dict(db.execute(f"SELECT id, doc FROM alerts WHERE id IN ({','.join('?' * len(ids))})",
