@@ -208,3 +208,9 @@ def record_build_info(native_screen: bool) -> None:
     """Set ``pipesentry_build_info`` (one series: a previous one is removed)."""
     BUILD_INFO.clear()
     BUILD_INFO.labels(package_version(), platform.python_version(), "true" if native_screen else "false").set(1)
+
+
+# --- alert triage (service.alerting.triage_api) ---------------------------------------
+ALERT_DISPOSITIONS = Counter("pipesentry_alert_dispositions", "Alerts resolved (or reclassified) by analysts, by "
+                             "rule id (at most 1000 distinct, then other) and disposition (true_positive, "
+                             "false_positive, benign).", ["rule_id", "disposition"], registry=REGISTRY)
