@@ -86,7 +86,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
     listing = sub.add_parser("list", help="list alerts, newest first", allow_abbrev=False)
     _common(listing)
-    listing.add_argument("--level", choices=LEVELS, default=None, help="minimum level")
+    listing.add_argument("--level", action="append", default=[], choices=LEVELS, help="this level (repeatable)")
+    listing.add_argument("--min-level", choices=LEVELS, default=None, help="this level or above")
+    listing.add_argument("--status", action="append", default=[], choices=("new", "acknowledged", "resolved"),
+                         help="triage status (repeatable)")
     listing.add_argument("--rule", default=None, metavar="RULE", help="rule id or title")
     listing.add_argument("--since", default=None, metavar="TIME", help="RFC 3339 time or unix seconds")
     listing.add_argument("--until", default=None, metavar="TIME", help="RFC 3339 time or unix seconds")
@@ -196,7 +199,7 @@ def request(args: argparse.Namespace, method: str, path: str, *, params: Mapping
     headers = {"Accept": "application/json", "X-Pipesentry-Client": "pipesentry-cli"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    query = {k: v for k, v in (params or {}).items() if v is not None}
+    query = {k: v for k, v in (params or {}).items() if v is not None and v != []}
 
     async def call() -> httpx.Response:
         transport = transport_factory()
@@ -246,7 +249,7 @@ ALERT_COLUMNS = (
 def run_alerts_list(args: argparse.Namespace) -> int:
     def action() -> int:
         page = request(args, "GET", "/api/v1/alerts", params={
-            "level": args.level, "rule": args.rule, "since": args.since, "until": args.until, "q": args.query,
+            "level": args.level, "min_level": args.min_level, "status": args.status, "rule": args.rule, "since": args.since, "until": args.until, "q": args.query,
             "limit": args.limit, "offset": args.offset})
         items = page.get("items", []) if isinstance(page, dict) else []
         write_records(items, ALERT_COLUMNS, args.format)

@@ -52,8 +52,12 @@ def test_alerts_list_filters_and_formats(service: AlertRouter, tmp_path: Path,
     out, err = capsys.readouterr()
     assert sorted(str(d["rule"]["id"]) for d in lines(out)) == ["r-crit", "r-high", "r-low"]  # type: ignore[index]
     assert "3 of 3 alerts" in err
-    assert main(["alerts", "list", *auth, "--level", "high", "--format", "json"]) == 0
+    assert main(["alerts", "list", *auth, "--min-level", "high", "--format", "json"]) == 0
     assert {str(d["rule"]["id"]) for d in lines(capsys.readouterr().out)} == {"r-high", "r-crit"}  # type: ignore[index]
+    assert main(["alerts", "list", *auth, "--level", "low", "--level", "critical", "--format", "json"]) == 0
+    assert {str(d["rule"]["id"]) for d in lines(capsys.readouterr().out)} == {"r-low", "r-crit"}  # type: ignore[index]
+    assert main(["alerts", "list", *auth, "--status", "acknowledged", "--format", "json"]) == 0
+    assert lines(capsys.readouterr().out) == []
     assert main(["alerts", "list", *auth, "--rule", "r-low", "--since", "1699999999", "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["LEVEL"], r["RULE"]) for r in rows] == [("low", "Rule r-low")]
