@@ -22,9 +22,11 @@ the lateness) update without decay.
 
 Expected value = centre + the seasonal profiles' slots for the phase (see
 ``seasons``; the centre and deviation learn the de-seasonalised value).
-``z = (x - expected) / max(scale, min_scale, resolution)``, where resolution
-is the finest decimal step of the key's raw values (a band never narrower than
-the data's steps). By default ``z`` becomes the key's tail probability (see
+``z = (x - expected) / max(scale, spread, min_scale, resolution)``, where
+spread is what the profiles learnt the expectation errs by at this phase
+(noise that is seasonal: a gauge flat at night and noisy by day) and
+resolution is the finest decimal step of the key's raw values (a band never
+narrower than the data's steps). By default ``z`` becomes the key's tail probability (see
 ``calibration``) and the key alerts when it is <= ``probability`` or a CUSUM
 of the normal-equivalent scores reaches ``cusum``; ``threshold`` set: the
 fixed ``|z|`` rule. Only once the key has learnt for ``learn_for`` of event
@@ -60,8 +62,10 @@ WINSOR = 2.5
 ABS_DEV_TO_SIGMA = 1.2533
 MAD_TO_SIGMA = 1.4826
 TINY = 1e-12
-STATE_LAYOUT = 2
-"""Version of the per-key array layout (1: centre, deviation, count by samples; 2: below)."""
+STATE_LAYOUT = 3
+"""Version of the per-key array layout (1: centre, deviation, count by samples; 2: event time, profile
+slots of 3 doubles; 3: below, profile slots with their spread). Another layout is dropped on restore:
+the check's keys learn again."""
 # per-key state: values since (re)start, decayed weight, centre, deviation (median_mad: scale),
 # event time of the latest value, event time learning (re)started, resolution of the raw values
 # (0: none seen yet; kept across restarts); then episode slots, then the ring
@@ -247,6 +251,8 @@ class MetricCheck(WindowedCheck):
         centre, scale = self._band(state)
         slots = self.seasons.slots((start + end) / 2) if self.seasons.parts else []
         season = self.seasons.expected(state, slots) if slots else 0.0
+        if slots:
+            scale = max(scale, ABS_DEV_TO_SIGMA * self.seasons.spread(state, slots))
         expected = centre + season
         unit = max(scale, spec.min_scale, self._floor(expected, res), TINY)
         z = (y - expected) / unit
