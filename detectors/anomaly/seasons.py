@@ -25,7 +25,8 @@ morning, and the first noisy value of the day pages; a series whose model
 still lags its rhythm errs most at the rhythm's steepest phases. ``spread``
 gives the largest spread of the current slots, and the check's band is never
 narrower than it (the band only widens where the model has erred at this
-phase before, never narrows where it has not).
+phase before, never narrows where it has not). The check does not teach the
+spread the errors of an alert episode (``update(..., spread=False)``).
 4 doubles per slot and one per profile: hourly + daily = 146 doubles (1,168
 bytes) per key.
 """
@@ -56,6 +57,7 @@ class Profiles:
         self.decay = -math.log(2) / half_life
         # (period, slot length, index of the profile's sum, index of its first slot, slots)
         self.parts: list[tuple[float, float, int, int, int]] = []
+        self.names = tuple(names)
         index = at
         for name in names:
             period, slots = PROFILES[name]
@@ -68,6 +70,11 @@ class Profiles:
         return [(first + int((t % period) // length) * SLOT, total, n)
                 for period, length, total, first, n in self.parts]
 
+    def phases(self, t: float) -> dict[str, int]:
+        """Profile name -> number of the slot holding event time ``t`` (daily 15: 15:00-16:00 UTC)."""
+        return {name: int((t % period) // length) for name, (period, length, *_) in zip(self.names, self.parts,
+                                                                                          strict=True)}
+
     @staticmethod
     def expected(state: array[float], slots: list[tuple[int, int, int]]) -> float:
         return sum(state[i + VALUE] - state[total] / n for i, total, n in slots)
@@ -78,9 +85,9 @@ class Profiles:
         return max(state[i + SPREAD] for i, _, _ in slots)
 
     def update(self, state: array[float], slots: list[tuple[int, int, int]], residual: float, explained: float,
-               t: float) -> None:
+               t: float, spread: bool = True) -> None:
         """Move each slot towards ``residual`` (value minus centre) less what the profiles explain now,
-        and its spread towards the size of that error."""
+        and (``spread``) its spread towards the size of that error."""
         error = residual - explained
         size = abs(error)
         for i, total, _ in slots:
@@ -90,7 +97,8 @@ class Profiles:
                 weight *= math.exp(elapsed * self.decay)
             weight = max(weight, PRIOR_WEIGHT) + 1.0
             step = error / weight
-            state[i + SPREAD] += (size - state[i + SPREAD]) / (weight - PRIOR_WEIGHT)
+            if spread:
+                state[i + SPREAD] += (size - state[i + SPREAD]) / (weight - PRIOR_WEIGHT)
             state[i + VALUE] += step
             state[total] += step
             state[i + WEIGHT] = weight
