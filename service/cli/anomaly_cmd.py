@@ -37,6 +37,7 @@ from detectors.model import Origin
 from detectors.sigma import compile_ruleset
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
+from service.cli import anomaly_explain
 from service.cli.eval_cmd import logsource_arg
 from service.decoders import Decoder, build_decoder
 from service.detection import DetectionSet
@@ -65,6 +66,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="advance the clock to TIME at the end (closes windows, detects silence)")
     replay.add_argument("--state-in", type=Path, default=None, metavar="FILE", help="snapshot to start from")
     replay.add_argument("--state-out", type=Path, default=None, metavar="FILE", help="write a snapshot at the end")
+    replay.add_argument("--explain", action="store_true",
+                        help="add to each metric alert what the model expected: centre, season and phase, band, "
+                             "what set its width, probability")
+    replay.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                        help="draw one metric key's series with its band and alerts (needs matplotlib: "
+                             "pip install 'pipesentry[plot]')")
+    replay.add_argument("--plot-check", default=None, metavar="ID", help="metric check to plot (default: the first)")
+    replay.add_argument("--plot-key", default=None, metavar="FIELD=VALUE[,...]",
+                        help="key to plot (default: the key of the first alert, else the first key)")
     replay.add_argument("events", metavar="EVENTS", help="NDJSON file, or - for stdin")
     replay.set_defaults(func=run_replay)
 
@@ -134,6 +144,10 @@ def run_replay(args: argparse.Namespace) -> int:
             until = parse_timestamp(args.until)
         except BadTimestamp as exc:
             return _fail(f"--until: {exc}", 2)
+    try:
+        recorder = _recorder(args, engine)
+    except (ValueError, anomaly_explain.PlotUnavailable) as exc:
+        return _fail(str(exc), 2)
     time_fields = tuple(args.timestamp_field) if args.timestamp_field else DEFAULT_TIME_FIELDS
     try:
         untimed = _Untimed(build_decoder(args.decoder, {}), time_fields)
@@ -164,14 +178,33 @@ def run_replay(args: argparse.Namespace) -> int:
         alerts.extend(_advance(replayed, engine, until))
     out = sys.stdout.buffer
     for alert in alerts:
-        out.write(orjson.dumps(alert_record(alert), default=str, option=orjson.OPT_APPEND_NEWLINE))
+        record = alert_record(alert)
+        out.write(orjson.dumps(recorder.annotate(record) if recorder else record, default=str,
+                               option=orjson.OPT_APPEND_NEWLINE))
     out.flush()
+    if recorder is not None and args.plot is not None:
+        try:
+            drawn = anomaly_explain.draw(recorder, args.plot)
+        except OSError as exc:
+            return _fail(f"cannot write {args.plot}: {exc.strerror or exc}", 1)
+        print(f"plot: {args.plot} ({recorder.title()}, {drawn} points, {len(recorder.alerts)} alerts)", file=err)
     if args.state_out is not None:
         args.state_out.write_bytes(orjson.dumps(engine.snapshot()))
     _summary(engine, replayed, len(alerts), untimed.count, err)
     if replayed.events == 0 and replayed.bad_lines > 0:
         return 1
     return 0
+
+
+def _recorder(args: argparse.Namespace, engine: AnomalyEngine) -> anomaly_explain.Recorder | None:
+    """``--explain``/``--plot``: observe the metric checks (``ValueError``/``PlotUnavailable``: usage)."""
+    if not args.explain and args.plot is None:
+        return None
+    if args.plot is not None:
+        anomaly_explain.require_matplotlib()
+    key = anomaly_explain.parse_key(args.plot_key) if args.plot_key is not None else None
+    return anomaly_explain.Recorder(engine, explain=args.explain, plot=args.plot is not None,
+                                    plot_check=args.plot_check, plot_key=key)
 
 
 def _advance(replayed: Replayed, engine: AnomalyEngine, until: float) -> list[Alert]:
