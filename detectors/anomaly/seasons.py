@@ -82,7 +82,11 @@ class Profiles:
     @staticmethod
     def spread(state: array[float], slots: list[tuple[int, int, int]]) -> float:
         """The largest mean absolute error of the expectation learnt at the current phases (0: none yet)."""
-        return max(state[i + SPREAD] for i, _, _ in slots)
+        largest = 0.0
+        for i, _, _ in slots:
+            if state[i + SPREAD] > largest:
+                largest = state[i + SPREAD]
+        return largest
 
     def update(self, state: array[float], slots: list[tuple[int, int, int]], residual: float, explained: float,
                t: float, spread: bool = True) -> None:
