@@ -15,7 +15,10 @@ A Gaussian prior worth ``PRIOR_WEIGHT`` scores keeps a young key sane; since
 the tail is never lighter than exponential, on Gaussian noise it errs towards
 fewer alerts (1e-4 is reached at |z| = 4.3). A score beyond the key's alert
 point enters as if at that point (see ``observe``), so one huge outlier
-cannot hide the next for weeks. The alert
+cannot hide the next for weeks; ``metric`` shows it only the first score of an
+alert episode, since each later one, entered at the alert point it has just
+raised, would ratchet the limit (one 50-minute shift of 40 sd took a key's limit
+from 6 to 55 and hid its next anomalies for weeks). The alert
 rule and the CUSUM then run on the normal-equivalent score
 ``z' = Phi^-1(1 - p / 2)`` (signed), so both mean the same on every series.
 

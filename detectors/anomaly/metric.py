@@ -22,9 +22,11 @@ the lateness) update without decay.
 
 Expected value = centre + the seasonal profiles' slots for the phase (see
 ``seasons``; the centre and deviation learn the de-seasonalised value).
-``z = (x - expected) / max(scale, min_scale, resolution)``, where resolution
-is the finest decimal step of the key's raw values (a band never narrower than
-the data's steps). By default ``z`` becomes the key's tail probability (see
+``z = (x - expected) / max(scale, spread, min_scale, resolution)``, where
+spread is what the profiles learnt the expectation errs by at this phase
+(noise that is seasonal: a gauge flat at night and noisy by day) and
+resolution is the finest decimal step of the key's raw values (a band never
+narrower than the data's steps). By default ``z`` becomes the key's tail probability (see
 ``calibration``) and the key alerts when it is <= ``probability`` or a CUSUM
 of the normal-equivalent scores reaches ``cusum``; ``threshold`` set: the
 fixed ``|z|`` rule. Only once the key has learnt for ``learn_for`` of event
@@ -43,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from array import array
+from collections.abc import Callable
 from statistics import median
 from typing import Any
 
@@ -60,8 +63,10 @@ WINSOR = 2.5
 ABS_DEV_TO_SIGMA = 1.2533
 MAD_TO_SIGMA = 1.4826
 TINY = 1e-12
-STATE_LAYOUT = 2
-"""Version of the per-key array layout (1: centre, deviation, count by samples; 2: below)."""
+STATE_LAYOUT = 3
+"""Version of the per-key array layout (1: centre, deviation, count by samples; 2: event time, profile
+slots of 3 doubles; 3: below, profile slots with their spread). Another layout is dropped on restore:
+the check's keys learn again."""
 # per-key state: values since (re)start, decayed weight, centre, deviation (median_mad: scale),
 # event time of the latest value, event time learning (re)started, resolution of the raw values
 # (0: none seen yet; kept across restarts); then episode slots, then the ring
@@ -76,6 +81,38 @@ CUSUM_CLIP = 3.0
 """At most this much of one (calibrated) score enters the CUSUM: it is for runs of moderate scores."""
 EPISODE = HEADER
 RING = HEADER + episodes.SLOTS
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Explained:
+    """One scored value (or window aggregate) as the model saw it, before learning from it.
+
+    For ``pipesentry anomaly replay --explain``/``--plot`` (see ``MetricCheck.observer``).
+    ``expected``, ``low`` and ``high`` are in the value's units (the band where the key's
+    tail probability reaches ``probability``); ``centre``, ``season``, ``scale``, ``spread``,
+    ``floor`` and ``unit`` in model space (``log1p`` with ``transform: log``): the band's unit
+    is the largest of the model's scale, the phase's spread and the floor (``min_scale`` or the
+    resolution). ``phase``: profile name -> slot number. ``alert_key``: set when it alerted.
+    """
+
+    check: str
+    key: Key
+    time: float
+    observed: float
+    expected: float
+    low: float
+    high: float
+    centre: float
+    season: float
+    scale: float
+    spread: float
+    floor: float
+    unit: float
+    score: float
+    probability: float | None
+    ready: bool
+    phase: dict[str, int]
+    alert_key: str | None
 
 
 def to_number(value: Any) -> float | None:
@@ -136,6 +173,8 @@ class MetricCheck(WindowedCheck):
         self.seasons = Profiles(spec.seasonality, spec.season_half_life, RING + self.ring)
         self.size = RING + self.ring + self.seasons.size
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
+        self.observer: Callable[[Explained], None] | None = None
+        """Called with every scored value when set (replay's ``--explain``/``--plot``; costs nothing unset)."""
 
     @property
     def keys(self) -> LruMap[Key, Any]:
@@ -247,8 +286,10 @@ class MetricCheck(WindowedCheck):
         centre, scale = self._band(state)
         slots = self.seasons.slots((start + end) / 2) if self.seasons.parts else []
         season = self.seasons.expected(state, slots) if slots else 0.0
+        spread = ABS_DEV_TO_SIGMA * self.seasons.spread(state, slots) if slots else 0.0
         expected = centre + season
-        unit = max(scale, spec.min_scale, self._floor(expected, res), TINY)
+        floor = max(spec.min_scale, self._floor(expected, res))
+        unit = max(scale, spread, floor, TINY)
         z = (y - expected) / unit
         p: float | None = None
         score = z
@@ -262,12 +303,18 @@ class MetricCheck(WindowedCheck):
         if ready:
             sign = episodes.decide(state, EPISODE, score, self.limit, spec.cusum, spec.cusum_slack,
                                    spec.direction != "down", spec.direction != "up", CUSUM_CLIP)
-        if sign:
+        if sign or self.observer is not None:
             width = (spec.threshold if spec.threshold is not None
                      else calibration.limit(state, TAIL, spec.probability)) * unit
             shown, low, high = expected, expected - width, expected + width
             if self.log:
                 shown, low, high = math.expm1(shown), math.expm1(low), math.expm1(high)
+            if self.observer is not None:
+                self.observer(Explained(
+                    spec.id, key, t, x, shown, low, high, centre, season, scale, spread, floor, unit, z, p, ready,
+                    self.seasons.phases((start + end) / 2) if slots else {},
+                    f"{spec.id}|{key_repr(self.by, key)}|{int(start)}" if sign else None))
+        if sign:
             found = self.match(
                 key, event_time=t, observed=x,
                 expected={"center": round(shown, 6), "low": round(low, 6), "high": round(high, 6),
@@ -287,7 +334,7 @@ class MetricCheck(WindowedCheck):
                     state[EP_END] = t
                 if abs(z) > abs(state[EP_PEAK_Z]):
                     state[EP_PEAK_Z], state[EP_PEAK_T], state[EP_PEAK_X] = z, t, x
-        if state[N] >= spec.min_samples:
+        if state[N] >= spec.min_samples and not was_open:  # an episode's later scores are not the key's tail
             calibration.observe(state, TAIL, z, spec.probability)
         if ready:  # what alerts barely moves the model; a lasting change still gets in
             y = expected + max(-WINSOR * unit, min(WINSOR * unit, y - expected))
@@ -296,7 +343,8 @@ class MetricCheck(WindowedCheck):
         else:
             self._update_ewma(state, y - season, t)
         if slots and state[N] >= spec.min_samples:  # a young centre's errors are not a season
-            self.seasons.update(state, slots, y - centre, season, t)
+            # nor are an alert episode's errors the phase's spread (they would blind it for a week)
+            self.seasons.update(state, slots, y - centre, season, t, state[EPISODE + episodes.ACTIVE] == 0.0)
         state[N] += 1
         if t > state[LAST_T]:
             state[LAST_T] = t

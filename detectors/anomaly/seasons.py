@@ -15,7 +15,19 @@ young slot is a running mean (shrunk towards 0 by ``PRIOR_WEIGHT``) and an old
 one forgets in event time, whatever the sampling rate. Each profile also keeps the sum of its slot values and
 contributes ``slot - mean of its slots``: profiles describe the shape, the
 centre keeps the level (otherwise the two trade the level back and forth).
-3 doubles per slot and one per profile: hourly + daily = 110 doubles (880
+
+Each slot also learns its phase's spread: the decayed mean absolute error of
+the full expectation at that phase (same weights and forgetting as the slot's
+value, but without the prior, so a young slot's spread is a plain mean of
+what it has seen). Why: noise is seasonal too. A gauge that is exactly flat
+at night and noisy under daytime load shrinks a global scale to nothing by
+morning, and the first noisy value of the day pages; a series whose model
+still lags its rhythm errs most at the rhythm's steepest phases. ``spread``
+gives the largest spread of the current slots, and the check's band is never
+narrower than it (the band only widens where the model has erred at this
+phase before, never narrows where it has not). The check does not teach the
+spread the errors of an alert episode (``update(..., spread=False)``).
+4 doubles per slot and one per profile: hourly + daily = 146 doubles (1,168
 bytes) per key.
 """
 
@@ -31,10 +43,10 @@ PROFILES: dict[str, tuple[float, int]] = {
     "weekly": (604800.0, 7),
 }
 """Name -> (period in seconds, slots)."""
-VALUE, WEIGHT, LAST = range(3)
+VALUE, WEIGHT, LAST, SPREAD = range(4)
 PRIOR_WEIGHT = 4.0
 """A slot starts as if it had seen this many values of 0: one noisy value cannot set it."""
-SLOT = 3
+SLOT = 4
 
 
 class Profiles:
@@ -45,6 +57,7 @@ class Profiles:
         self.decay = -math.log(2) / half_life
         # (period, slot length, index of the profile's sum, index of its first slot, slots)
         self.parts: list[tuple[float, float, int, int, int]] = []
+        self.names = tuple(names)
         index = at
         for name in names:
             period, slots = PROFILES[name]
@@ -57,20 +70,39 @@ class Profiles:
         return [(first + int((t % period) // length) * SLOT, total, n)
                 for period, length, total, first, n in self.parts]
 
+    def phases(self, t: float) -> dict[str, int]:
+        """Profile name -> number of the slot holding event time ``t`` (daily 15: 15:00-16:00 UTC)."""
+        return {name: int((t % period) // length) for name, (period, length, *_) in zip(self.names, self.parts,
+                                                                                          strict=True)}
+
     @staticmethod
     def expected(state: array[float], slots: list[tuple[int, int, int]]) -> float:
         return sum(state[i + VALUE] - state[total] / n for i, total, n in slots)
 
+    @staticmethod
+    def spread(state: array[float], slots: list[tuple[int, int, int]]) -> float:
+        """The largest mean absolute error of the expectation learnt at the current phases (0: none yet)."""
+        largest = 0.0
+        for i, _, _ in slots:
+            if state[i + SPREAD] > largest:
+                largest = state[i + SPREAD]
+        return largest
+
     def update(self, state: array[float], slots: list[tuple[int, int, int]], residual: float, explained: float,
-               t: float) -> None:
-        """Move each slot towards ``residual`` (value minus centre) less what the profiles explain now."""
+               t: float, spread: bool = True) -> None:
+        """Move each slot towards ``residual`` (value minus centre) less what the profiles explain now,
+        and (``spread``) its spread towards the size of that error."""
+        error = residual - explained
+        size = abs(error)
         for i, total, _ in slots:
             elapsed = t - state[i + LAST]
             weight = state[i + WEIGHT]
             if weight and elapsed > 0:
                 weight *= math.exp(elapsed * self.decay)
             weight = max(weight, PRIOR_WEIGHT) + 1.0
-            step = (residual - explained) / weight
+            step = error / weight
+            if spread:
+                state[i + SPREAD] += (size - state[i + SPREAD]) / (weight - PRIOR_WEIGHT)
             state[i + VALUE] += step
             state[total] += step
             state[i + WEIGHT] = weight

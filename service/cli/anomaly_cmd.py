@@ -41,6 +41,7 @@ from detectors.model import Origin
 from detectors.sigma import compile_ruleset
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
+from service.cli import anomaly_explain
 from service.cli.eval_cmd import logsource_arg
 from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE, add_format, column, write_records
 from service.config import ConfigError, load_settings
@@ -76,6 +77,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="advance the clock to TIME at the end (closes windows, detects silence)")
     replay.add_argument("--state-in", type=Path, default=None, metavar="FILE", help="snapshot to start from")
     replay.add_argument("--state-out", type=Path, default=None, metavar="FILE", help="write a snapshot at the end")
+    replay.add_argument("--explain", action="store_true",
+                        help="add to each metric alert what the model expected: centre, season and phase, band, "
+                             "what set its width, probability")
+    replay.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                        help="draw one metric key's series with its band and alerts (needs matplotlib: "
+                             "pip install 'pipesentry[plot]')")
+    replay.add_argument("--plot-check", default=None, metavar="ID", help="metric check to plot (default: the first)")
+    replay.add_argument("--plot-key", default=None, metavar="FIELD=VALUE[,...]",
+                        help="key to plot (default: the key of the first alert, else the first key)")
     replay.add_argument("events", metavar="EVENTS", help="NDJSON file, or - for stdin")
     replay.set_defaults(func=run_replay)
 
@@ -159,6 +169,10 @@ def run_replay(args: argparse.Namespace) -> int:
             until = parse_timestamp(args.until)
         except BadTimestamp as exc:
             return _fail(f"--until: {exc}", USAGE)
+    try:
+        recorder = _recorder(args, engine)
+    except (ValueError, anomaly_explain.PlotUnavailable) as exc:
+        return _fail(str(exc), USAGE)
     time_fields = tuple(args.timestamp_field or settings.events.timestamp_fields)
     try:
         untimed = _Untimed(build_decoder(args.decoder, {}), time_fields)
@@ -187,8 +201,15 @@ def run_replay(args: argparse.Namespace) -> int:
     alerts = [alert for _, alert in replayed.alerts]
     if until is not None:
         alerts.extend(_advance(replayed, engine, until))
-    write_records([alert_record(alert) for alert in alerts], ALERT_COLUMNS, args.format)
+    records = [alert_record(alert) for alert in alerts]
+    write_records([recorder.annotate(r) for r in records] if recorder else records, ALERT_COLUMNS, args.format)
     sys.stdout.flush()
+    if recorder is not None and args.plot is not None:
+        try:
+            drawn = anomaly_explain.draw(recorder, args.plot)
+        except OSError as exc:
+            return _fail(f"cannot write {args.plot}: {exc.strerror or exc}", UNAVAILABLE)
+        print(f"plot: {args.plot} ({recorder.title()}, {drawn} points, {len(recorder.alerts)} alerts)", file=err)
     if args.state_out is not None:
         args.state_out.write_bytes(orjson.dumps(engine.snapshot()))
     _summary(engine, replayed, len(alerts), untimed, err)
@@ -198,6 +219,17 @@ def run_replay(args: argparse.Namespace) -> int:
                   file=err)
         return FAILED
     return OK
+
+
+def _recorder(args: argparse.Namespace, engine: AnomalyEngine) -> anomaly_explain.Recorder | None:
+    """``--explain``/``--plot``: observe the metric checks (``ValueError``/``PlotUnavailable``: usage)."""
+    if not args.explain and args.plot is None:
+        return None
+    if args.plot is not None:
+        anomaly_explain.require_matplotlib()
+    key = anomaly_explain.parse_key(args.plot_key) if args.plot_key is not None else None
+    return anomaly_explain.Recorder(engine, explain=args.explain, plot=args.plot is not None,
+                                    plot_check=args.plot_check, plot_key=key)
 
 
 def _advance(replayed: Replayed, engine: AnomalyEngine, until: float) -> list[Alert]:

@@ -289,6 +289,31 @@ def test_calibrated_alert_carries_its_probability_and_band() -> None:
     assert 75 < low < 82 and 118 < high < 125  # about +-4.3 sigma: the 1e-4 point of the key's tail
 
 
+def test_a_long_episode_does_not_ratchet_the_tail_up() -> None:
+    """Only an episode's first score teaches the tail: an hour of a huge shift must not make the key
+    blind to the next spike (each later score, entered at the limit it had just raised, did)."""
+    import random
+
+    rng = random.Random(3)
+    eng = engine(NOISE)
+    t = T0
+    for _ in range(600):
+        eng.process({"ms": rng.gauss(100, 5)}, t, None)
+        t += 60
+    shift = []
+    for _ in range(60):  # an hour at +40 sd
+        shift += details(eng.process({"ms": 300 + rng.gauss(0, 5)}, t, None))
+        t += 60
+    assert [a["direction"] for a in shift if a.get("state") != "resolved"] == ["high"]
+    for _ in range(120):
+        eng.process({"ms": rng.gauss(100, 5)}, t, None)
+        t += 60
+    (spike,) = [a for a in details(eng.process({"ms": 100 + 100 * 5}, t, None)) if a.get("state") != "resolved"]
+    centre, high = spike["expected"]["center"], spike["expected"]["high"]
+    limit = (high - centre) * spike["score"] / (spike["observed"] - centre)  # the band's half-width in scores
+    assert limit < 5  # about 4.3 sigma, the 1e-4 point; it was 55 when every score of the shift entered
+
+
 # -- seasonality -----------------------------------------------------------------------------------
 SEASONAL = """
 id: lat
