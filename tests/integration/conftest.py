@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 import pytest
 
 from devservices.alertmanager import AlertmanagerServer
+from devservices.elasticsearch import ElasticsearchNode
 from devservices.errors import DevServiceError
 from devservices.kafka import KafkaServer
 from devservices.prometheus import PrometheusServer
@@ -115,6 +116,34 @@ def search_node_factory(devservice_pool: ServerPool) -> Callable[[], SearchNode]
 def search_node(search_node_factory: Callable[[], SearchNode]) -> SearchNode:
     """The shared search node: ``.url``, ``.flavor`` ("opensearch"), ``.version``."""
     return search_node_factory()
+
+
+@pytest.fixture(scope="session")
+def es8_factory(devservice_pool: ServerPool) -> Callable[..., ElasticsearchNode]:
+    """``es8_factory(security=False)`` -> a private Elasticsearch 8 node (Java 17), stopped at session end."""
+    return lambda security=False: devservice_pool.start(
+        "es8", lambda workdir: ElasticsearchNode.start(workdir, 8, security=security)
+    )
+
+
+@pytest.fixture(scope="session")
+def es9_factory(devservice_pool: ServerPool) -> Callable[..., ElasticsearchNode]:
+    """``es9_factory(security=False)`` -> a private Elasticsearch 9 node (Java 21+), stopped at session end."""
+    return lambda security=False: devservice_pool.start(
+        "es9", lambda workdir: ElasticsearchNode.start(workdir, 9, security=security)
+    )
+
+
+@pytest.fixture(scope="session")
+def es8_node(es8_factory: Callable[..., ElasticsearchNode]) -> ElasticsearchNode:
+    """The shared Elasticsearch 8 node (security off): ``.url``, ``.flavor`` ("elasticsearch"), ``.version``."""
+    return es8_factory()
+
+
+@pytest.fixture(scope="session")
+def es9_node(es9_factory: Callable[..., ElasticsearchNode]) -> ElasticsearchNode:
+    """The shared Elasticsearch 9 node (security off)."""
+    return es9_factory()
 
 
 @pytest.fixture(scope="session")
