@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 import pytest
 
@@ -31,6 +31,8 @@ from devservices.prometheus import PrometheusServer
 from devservices.search import SearchNode
 
 SKIP_ENV = "PIPESENTRY_SKIP_INTEGRATION"
+SEARCH_BACKENDS = ("opensearch", "es8", "es9")
+AnySearchNode: TypeAlias = SearchNode | ElasticsearchNode
 
 
 class Stoppable(Protocol):
@@ -144,6 +146,22 @@ def es8_node(es8_factory: Callable[..., ElasticsearchNode]) -> ElasticsearchNode
 def es9_node(es9_factory: Callable[..., ElasticsearchNode]) -> ElasticsearchNode:
     """The shared Elasticsearch 9 node (security off)."""
     return es9_factory()
+
+
+@pytest.fixture(params=SEARCH_BACKENDS)
+def any_search_node(request: pytest.FixtureRequest) -> AnySearchNode:
+    """Each shared search node in turn: OpenSearch, Elasticsearch 8, Elasticsearch 9 (one start each per session)."""
+    name = {"opensearch": "search_node", "es8": "es8_node", "es9": "es9_node"}[request.param]
+    node: AnySearchNode = request.getfixturevalue(name)
+    return node
+
+
+@pytest.fixture(params=SEARCH_BACKENDS)
+def any_search_node_factory(request: pytest.FixtureRequest) -> Callable[[], AnySearchNode]:
+    """Each search-node factory in turn (private nodes for kill/restart tests)."""
+    name = {"opensearch": "search_node_factory", "es8": "es8_factory", "es9": "es9_factory"}[request.param]
+    factory: Callable[[], AnySearchNode] = request.getfixturevalue(name)
+    return factory
 
 
 @pytest.fixture(scope="session")

@@ -31,13 +31,11 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from devservices.__main__ import main as devservices_main
 from devservices.alertmanager import AlertmanagerServer
-from devservices.errors import PrerequisiteMissing, StartupFailed
 from devservices.elasticsearch import SERVICE_USER, ElasticsearchNode
+from devservices.errors import PrerequisiteMissing, StartupFailed
 from devservices.fetch import (
     ALL_JARSETS,
     ELASTICSEARCH_DISTS,
-    KAFKA_JARS,
-    OPENSEARCH_JARS,
     debian_binary,
     dist_home,
     fetch,
