@@ -126,7 +126,8 @@ def test_cli_fetch_reports_what_it_found(capsys: pytest.CaptureFixture[str]) -> 
     assert devservices_main(["fetch"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
-    assert report["fetch_seconds"] == {"kafka": 0.0, "opensearch": 0.0, "elasticsearch": 0.0}  # no Maven run
+    assert set(report["fetch_seconds"]) == {"kafka", "opensearch", "elasticsearch"}
+    assert all(seconds < 0.5 for seconds in report["fetch_seconds"].values())  # stamps present: no Maven run
     assert "elasticsearch: already fetched" in captured.err  # progress lines on stderr
     assert Path(report["java"]).name == "java"
     assert Path(report["elasticsearch9_java_home"], "bin", "java").is_file()

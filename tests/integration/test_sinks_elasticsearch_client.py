@@ -72,7 +72,7 @@ async def test_sink_declares_the_server_major(es_node: ElasticsearchNode) -> Non
     sink = sink_on(es_node, "ps-compat")
     await sink.start()
     try:
-        outcome = await sink.deliver([alert(i, r=rule("compat"), ts=T0 + i).to_ecs() for i in range(5)])
+        outcome = await sink.deliver([alert(i, r=rule("compat"), ts=T0 + i).to_document() for i in range(5)])
         assert outcome.error is None and outcome.done == 5
         assert sink.server_version == es_node.version  # read from /_nodes/_local: GET / answers 405 here
         assert sink.compat_major == es_node.major
@@ -89,7 +89,7 @@ async def test_the_server_refuses_a_newer_client_major_and_the_sink_says_so(es8_
     sink = sink_on(es8_node, "ps-pinned", compatible_with=9)
     await sink.start()
     try:
-        outcome = await sink.deliver([alert(0, r=rule("pinned"), ts=T0).to_ecs()])
+        outcome = await sink.deliver([alert(0, r=rule("pinned"), ts=T0).to_document()])
         assert outcome.done == 0 and isinstance(outcome.error, SinkError)
         assert "compatible_with=9" in str(outcome.error) and "8.19" in str(outcome.error)
     finally:
@@ -102,7 +102,7 @@ async def test_an_older_major_is_accepted_by_elasticsearch_9(es9_node: Elasticse
     sink = sink_on(es9_node, "ps-compat8", compatible_with=8)
     await sink.start()
     try:
-        outcome = await sink.deliver([alert(i, r=rule("compat8"), ts=T0 + i).to_ecs() for i in range(3)])
+        outcome = await sink.deliver([alert(i, r=rule("compat8"), ts=T0 + i).to_document() for i in range(3)])
         assert outcome.error is None and sink.compat_major == 8
     finally:
         await sink.stop()

@@ -125,8 +125,12 @@ async def test_bulk_partial_failure_retried_and_conflict_dead_lettered(any_searc
     worker = router.workers["search"]
     # the free day lands; the blocked items are retried (429), holding the rest of the batch spooled
     await until(lambda: len(ids_in(any_search_node, "ps-part-2025.06.16")) >= 5, 30, "first free items")
-    await until(lambda: worker.spool is not None and worker.spool.pending > 0
-                     and "HTTP 429" in (worker.last_error or ""), 60, "429 items held back for retry")
+    try:
+        await until(lambda: worker.spool is not None and worker.spool.pending > 0
+                         and "HTTP 429" in (worker.last_error or ""), 60, "429 items held back for retry")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; pending {worker.spool and worker.spool.pending}, "
+                             f"last error {worker.last_error!r}") from None
     es(any_search_node, "PUT", f"/{blocked}/_settings", {"index.blocks.read_only_allow_delete": None})
     await router.wait_idle(60)
     await router.stop()
