@@ -129,8 +129,10 @@ async def test_bulk_partial_failure_retried_and_conflict_dead_lettered(any_searc
         await until(lambda: worker.spool is not None and worker.spool.pending > 0
                          and "HTTP 429" in (worker.last_error or ""), 60, "429 items held back for retry")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; pending {worker.spool and worker.spool.pending}, "
-                             f"last error {worker.last_error!r}") from None
+        dead = tmp_path / "alerting" / "dead-letter" / "search.jsonl"
+        raise AssertionError(f"{exc}; status {router.status()['search']}, blocked index "
+                             f"{es(any_search_node, 'GET', f'/{blocked}/_settings')}, dead letters "
+                             f"{dead.read_text()[:3000] if dead.exists() else None}") from None
     es(any_search_node, "PUT", f"/{blocked}/_settings", {"index.blocks.read_only_allow_delete": None})
     await router.wait_idle(60)
     await router.stop()
