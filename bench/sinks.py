@@ -1,9 +1,11 @@
 """Alert sink benchmark: routing decisions, bulk indexing, spool replay.
 
     python bench/sinks.py --json [--search-url http://127.0.0.1:9201] [--alerts 50000] [--replay 100000]
+                                 [--elasticsearch 8 --elasticsearch 9 | --no-elasticsearch]
 
 Without ``--search-url`` a private OpenSearch node is started with
-``devservices`` (and stopped at the end). Figures:
+``devservices`` (and stopped at the end); then a private Elasticsearch node per
+``--elasticsearch`` major (default 8 and 9), one after the other. Figures:
 
 * ``route_per_s``: suppression + silences + routing + grouping decisions per
   second (``AlertRouter.decide`` without rendering documents), over alerts of
@@ -12,7 +14,10 @@ Without ``--search-url`` a private OpenSearch node is started with
 * ``es_alerts_per_s``: ``--alerts`` alerts submitted in batches of 500 through
   the router (spool with the default ``batch`` fsync policy, then bulk
   indexing) until every one is indexed in the node, after a 30,000-alert
-  warm-up run on the same node;
+  warm-up run on the same node: on the first Elasticsearch node (``es_version``
+  says which), with ``es<major>_alerts_per_s`` per Elasticsearch major and
+  ``opensearch_alerts_per_s`` for OpenSearch (``--no-elasticsearch``, or
+  ``--search-url``: ``es_alerts_per_s`` is that node's);
 * ``spool_replay_per_s`` / ``spool_replay_s``: ``--replay`` alerts spooled
   while the sink's delivery loop is stopped, then a fresh router (a restart)
   replays them into the node until the spool is empty.
@@ -157,10 +162,33 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result["spool_replay_s"] = round(seconds, 1)
         result["replayed_alerts"] = args.replay
         result["search_flavor"] = flavor
+        if node is not None:
+            result["opensearch_alerts_per_s"] = result["es_alerts_per_s"]
+            node.stop()
+            node = None
+            for major in args.elasticsearch:
+                result |= await bench_elasticsearch(major, args.alerts)
+            if args.elasticsearch:
+                result["es_alerts_per_s"] = result[f"es{args.elasticsearch[0]}_alerts_per_s"]
+                result["es_version"] = result[f"es{args.elasticsearch[0]}_version"]
         return result
     finally:
         if node is not None:
             node.stop()
+
+
+async def bench_elasticsearch(major: int, n: int) -> dict[str, Any]:
+    """Bulk indexing into a private Elasticsearch ``major`` node (the same warm-up and run)."""
+    from devservices.elasticsearch import ElasticsearchNode
+
+    node = await asyncio.to_thread(ElasticsearchNode.start, Path(tempfile.mkdtemp(prefix="bench-es-")), major)
+    try:
+        await bench_es(node.url, "elasticsearch", 30_000)
+        rate = await bench_es(node.url, "elasticsearch", n)
+        return {f"es{major}_alerts_per_s": round(rate), f"es{major}_version": node.version,
+                f"es{major}_start_s": node.start_seconds}
+    finally:
+        node.remove()
 
 
 def main() -> None:
@@ -170,7 +198,11 @@ def main() -> None:
     parser.add_argument("--flavor", default="opensearch", choices=("opensearch", "elasticsearch"))
     parser.add_argument("--alerts", type=int, default=50_000)
     parser.add_argument("--replay", type=int, default=100_000)
+    parser.add_argument("--elasticsearch", type=int, action="append", choices=(8, 9),
+                        help="also bench a private Elasticsearch node of this major (default: 8 and 9)")
+    parser.add_argument("--no-elasticsearch", action="store_true", help="OpenSearch only")
     args = parser.parse_args()
+    args.elasticsearch = [] if args.no_elasticsearch else (args.elasticsearch or [8, 9])
     result = asyncio.run(main_async(args))
     if args.json:
         print(json.dumps(result))

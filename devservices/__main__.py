@@ -1,7 +1,8 @@
 """``python -m devservices fetch | start SERVICE``.
 
-``fetch`` downloads the Kafka and search-node jars (idempotent; instant when done)
-and checks the JDK and the Debian binaries. ``start`` runs one server in the
+``fetch`` downloads the Kafka and search-node jars and the Elasticsearch 8/9 zips
+(idempotent; instant when done; progress on stderr) and checks the JDKs and the
+Debian binaries. ``start`` runs one server in the
 foreground on free loopback ports, prints where it listens as one JSON line on
 stdout, and stops it on Ctrl-C or SIGTERM.
 """
@@ -22,19 +23,20 @@ from types import FrameType
 from typing import Any
 
 from devservices.alertmanager import AlertmanagerServer, alertmanager_binary
+from devservices.elasticsearch import JAVA_RANGES, ElasticsearchNode
 from devservices.errors import DevServiceError, PrerequisiteMissing
-from devservices.fetch import devservices_dir, fetch_all, java_executable
+from devservices.fetch import devservices_dir, fetch_all, java_executable, java_home, print_progress
 from devservices.kafka import KafkaServer
 from devservices.prometheus import PrometheusServer, prometheus_binary
 from devservices.search import SearchNode
 
-SERVICES = ("kafka", "search", "prometheus", "alertmanager")
+SERVICES = ("kafka", "search", "elasticsearch8", "elasticsearch9", "prometheus", "alertmanager")
 
 
 def _fetch(args: argparse.Namespace) -> int:
     java = java_executable(17)
     began = time.monotonic()
-    spent = fetch_all(maven_repo=args.maven_repo)
+    spent = fetch_all(maven_repo=args.maven_repo, progress=print_progress)
     report: dict[str, Any] = {
         "devservices_dir": str(devservices_dir()),
         "java": java,
@@ -42,6 +44,11 @@ def _fetch(args: argparse.Namespace) -> int:
         "total_seconds": round(time.monotonic() - began, 2),
     }
     missing: list[str] = []
+    for major, (low, high) in JAVA_RANGES.items():
+        try:
+            report[f"elasticsearch{major}_java_home"] = str(java_home(low, high))
+        except PrerequisiteMissing as exc:
+            missing.append(f"Elasticsearch {major}: {exc}")
     for name, find in (("prometheus", prometheus_binary), ("alertmanager", alertmanager_binary)):
         try:
             report[name] = find()
@@ -62,6 +69,14 @@ def _describe(name: str, server: Any) -> dict[str, Any]:
         return {"service": name, "bootstrap": server.bootstrap, "version": server.version}
     if name == "search":
         return {"service": name, "url": server.url, "flavor": server.flavor, "version": server.version}
+    if name.startswith("elasticsearch"):
+        described = {"service": name, "url": server.url, "flavor": server.flavor, "version": server.version}
+        if server.auth is not None:  # the password goes to a 0600 file, never to stdout
+            secret = server.workdir / "credentials.json"
+            secret.touch(mode=0o600)
+            secret.write_text(json.dumps({"username": server.username, "password": server.password}))
+            described["credentials_file"] = str(secret)
+        return described
     return {"service": name, "url": server.url}
 
 
@@ -71,6 +86,9 @@ def _starter(args: argparse.Namespace, workdir: Path) -> Callable[[], Any]:
             return lambda: KafkaServer.start(workdir)
         case "search":
             return lambda: SearchNode.start(workdir)
+        case "elasticsearch8" | "elasticsearch9":
+            major = int(args.service[-1])
+            return lambda: ElasticsearchNode.start(workdir, major, security=args.security)
         case "prometheus":
             return lambda: PrometheusServer.start(
                 workdir, scrape_targets=args.target, scrape_interval=args.scrape_interval
@@ -113,7 +131,7 @@ def _start(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devservices", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="download the Kafka and search-node jars, check binaries")
+    fetch = sub.add_parser("fetch", help="download the Kafka, OpenSearch and Elasticsearch servers, check binaries")
     fetch.add_argument("--maven-repo", type=Path, help="Maven local repository to use (-Dmaven.repo.local)")
     start = sub.add_parser("start", help="run one server in the foreground until Ctrl-C")
     start.add_argument("service", choices=SERVICES)
@@ -121,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--target", action="append", default=[], help="prometheus: host:port to scrape")
     start.add_argument("--scrape-interval", default="1s", help="prometheus: scrape interval")
     start.add_argument("--webhook-url", help="alertmanager: deliver notifications to this URL")
+    start.add_argument("--security", action="store_true",
+                       help="elasticsearch*: security on, a file-realm superuser (in credentials_file)")
     return parser
 
 

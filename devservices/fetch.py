@@ -2,8 +2,11 @@
 
 Kafka and the search node are plain Maven artifacts: a small POM shipped in this
 package lists them, and ``mvn dependency:copy-dependencies`` copies the resolved
-runtime classpath into ``<workdir>/<name>/lib``. A stamp file holding the POM's
-hash makes a second fetch a no-op (milliseconds); changing the POM refetches.
+runtime classpath into ``<workdir>/<name>/lib``. Elasticsearch is a distribution zip
+per version (:class:`DistSet`): ``mvn dependency:copy`` fetches each one and it is
+unpacked into ``<workdir>/elasticsearch/dist/elasticsearch-<version>``. A stamp file
+holding the POM's hash makes a second fetch a no-op (milliseconds); changing the POM
+refetches.
 Fetches go to a temporary directory first and are renamed into place, under a
 file lock, so an interrupted or concurrent fetch never leaves a half-filled lib.
 """
@@ -15,8 +18,12 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
+import sys
 import time
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -47,9 +54,35 @@ class JarSet:
         return match.group(1).strip()
 
 
+@dataclass(frozen=True)
+class DistSet(JarSet):
+    """Server distribution zips, one per version property of the POM, unpacked side by side.
+
+    The POM documents the artifact and pins the versions; ``copy-dependencies`` cannot be used
+    (Maven keeps one version of an artifact per resolution), so each zip is ``dependency:copy``-ed.
+    """
+
+    artifact: str = ""  # groupId:artifactId
+    version_properties: tuple[str, ...] = ()
+
+    def versions(self) -> list[str]:
+        return [self.pom_property(key) for key in self.version_properties]
+
+
 KAFKA_JARS = JarSet("kafka", "kafka-pom.xml")
 OPENSEARCH_JARS = JarSet("opensearch", "opensearch-pom.xml")
-ALL_JARSETS = (KAFKA_JARS, OPENSEARCH_JARS)
+ELASTICSEARCH_DISTS = DistSet(
+    "elasticsearch", "elasticsearch-pom.xml",
+    artifact="org.elasticsearch.distribution.integ-test-zip:elasticsearch",
+    version_properties=("elasticsearch8.version", "elasticsearch9.version"),
+)  # fmt: skip
+ALL_JARSETS: tuple[JarSet, ...] = (KAFKA_JARS, OPENSEARCH_JARS, ELASTICSEARCH_DISTS)
+Progress = Callable[[str], None]
+
+
+def print_progress(message: str) -> None:
+    """The default progress reporter of ``fetch``: one line on stderr, at once."""
+    print(f"devservices: {message}", file=sys.stderr, flush=True)
 
 
 def devservices_dir() -> Path:
@@ -64,6 +97,11 @@ def devservices_dir() -> Path:
 
 def lib_dir(jars: JarSet, workdir: Path | None = None) -> Path:
     return (workdir or devservices_dir()) / jars.name / "lib"
+
+
+def dist_home(dists: DistSet, version: str, workdir: Path | None = None) -> Path:
+    """Where ``fetch`` unpacked one version of a distribution (its ``ES_HOME``, say)."""
+    return (workdir or devservices_dir()) / dists.name / "dist" / f"{dists.name}-{version}"
 
 
 def classpath(jars: JarSet, workdir: Path | None = None) -> str:
@@ -88,6 +126,8 @@ def is_fetched(jars: JarSet, workdir: Path | None = None) -> bool:
     stamp = _stamp_path(jars, workdir)
     if not (stamp.is_file() and stamp.read_text().strip() == _pom_digest(jars)):
         return False
+    if isinstance(jars, DistSet):
+        return all((dist_home(jars, v, workdir) / "bin").is_dir() for v in jars.versions())
     return any(lib_dir(jars, workdir).glob("*.jar"))
 
 
@@ -98,8 +138,66 @@ def _mvn() -> str:
     return mvn
 
 
-def fetch(jars: JarSet, *, workdir: Path | None = None, maven_repo: Path | None = None) -> bool:
-    """Make ``lib_dir(jars)`` hold the POM's runtime classpath. Returns True if it downloaded."""
+def _maven_repo_args(maven_repo: Path | None) -> list[str]:
+    repo = maven_repo or (Path(os.environ[ENV_MAVEN_REPO]) if os.environ.get(ENV_MAVEN_REPO) else None)
+    return [f"-Dmaven.repo.local={repo}"] if repo is not None else []
+
+
+def _unzip(archive: Path, into: Path) -> None:
+    """Unpack keeping the archive's Unix modes (``zipfile`` drops them), readable by everyone.
+
+    Readable by all: Elasticsearch runs as an unprivileged user that must read its home.
+    """
+    with zipfile.ZipFile(archive) as zipped:
+        for info in zipped.infolist():
+            target = into / info.filename
+            if not target.resolve().is_relative_to(into.resolve()):
+                raise PrerequisiteMissing(f"{archive.name}: entry {info.filename!r} escapes the target")
+            zipped.extract(info, into)
+            mode = (info.external_attr >> 16) & 0o777
+            if info.is_dir() or mode & stat.S_IXUSR:
+                mode |= 0o755
+            else:
+                mode |= 0o644
+            target.chmod(mode)
+
+
+def _fetch_dists(dists: DistSet, staging: Path, maven_repo: Path | None, progress: Progress | None) -> None:
+    zips = staging / "zips"
+    for version in dists.versions():
+        if progress:
+            progress(f"fetching {dists.artifact}:{version}:zip (about 95 MB) with Maven")
+        argv = [
+            _mvn(), "-B", "-q", "-f", str(staging / "pom.xml"), f"{DEPENDENCY_PLUGIN}:copy",
+            f"-Dartifact={dists.artifact}:{version}:zip", f"-DoutputDirectory={zips}",
+            "-Dmaven.wagon.http.retryHandler.count=3", *_maven_repo_args(maven_repo),
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        archives = list(zips.glob(f"*-{version}.zip"))
+        if done.returncode != 0 or not archives:
+            raise PrerequisiteMissing(
+                f"fetching {dists.artifact}:{version}:zip with Maven failed (exit {done.returncode}):\n"
+                f"{(done.stdout + done.stderr)[-4000:]}"
+            )
+        if progress:
+            progress(f"unpacking {archives[0].name}")
+        (staging / "dist").mkdir(exist_ok=True)
+        _unzip(archives[0], staging / "dist")
+        archives[0].unlink()
+        if not (staging / "dist" / f"{dists.name}-{version}" / "bin").is_dir():
+            raise PrerequisiteMissing(f"{archives[0].name} has no {dists.name}-{version}/bin directory")
+    shutil.rmtree(zips, ignore_errors=True)
+
+
+def fetch(
+    jars: JarSet,
+    *,
+    workdir: Path | None = None,
+    maven_repo: Path | None = None,
+    progress: Progress | None = None,
+) -> bool:
+    """Make ``lib_dir(jars)`` hold the POM's runtime classpath (for a :class:`DistSet`: unpack
+    every version under ``dist/``). Returns True if it downloaded."""
     base = (workdir or devservices_dir()) / jars.name
     base.parent.mkdir(parents=True, exist_ok=True)
     with (base.parent / f".{jars.name}.lock").open("w") as lock:
@@ -111,16 +209,27 @@ def fetch(jars: JarSet, *, workdir: Path | None = None, maven_repo: Path | None 
         staging.mkdir(parents=True)
         pom = staging / "pom.xml"
         pom.write_text(jars.pom_text())
+        if isinstance(jars, DistSet):
+            try:
+                _fetch_dists(jars, staging, maven_repo, progress)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            (staging / ".stamp").write_text(_pom_digest(jars) + "\n")
+            staging.chmod(0o755)
+            if base.exists():
+                shutil.rmtree(base)
+            staging.rename(base)
+            return True
+        if progress:
+            progress(f"fetching the {jars.name} jars with Maven")
         argv = [
             _mvn(), "-B", "-q", "-f", str(pom),
             f"{DEPENDENCY_PLUGIN}:copy-dependencies",
             "-DincludeScope=runtime", f"-DoutputDirectory={staging / 'lib'}",
             # Ride out a flaky connection to Central instead of failing the CI run.
-            "-Dmaven.wagon.http.retryHandler.count=3",
+            "-Dmaven.wagon.http.retryHandler.count=3", *_maven_repo_args(maven_repo),
         ]  # fmt: skip
-        repo = maven_repo or (Path(os.environ[ENV_MAVEN_REPO]) if os.environ.get(ENV_MAVEN_REPO) else None)
-        if repo is not None:
-            argv.append(f"-Dmaven.repo.local={repo}")
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not any((staging / "lib").glob("*.jar")):
             shutil.rmtree(staging, ignore_errors=True)
@@ -135,12 +244,17 @@ def fetch(jars: JarSet, *, workdir: Path | None = None, maven_repo: Path | None 
         return True
 
 
-def fetch_all(*, workdir: Path | None = None, maven_repo: Path | None = None) -> dict[str, float]:
+def fetch_all(
+    *, workdir: Path | None = None, maven_repo: Path | None = None, progress: Progress | None = None
+) -> dict[str, float]:
     """Fetch every jar set; returns seconds spent per set (about 0 when already fetched)."""
     spent: dict[str, float] = {}
     for jars in ALL_JARSETS:
         began = time.monotonic()
-        fetch(jars, workdir=workdir, maven_repo=maven_repo)
+        fetched = fetch(jars, workdir=workdir, maven_repo=maven_repo, progress=progress)
+        if progress:
+            progress(f"{jars.name}: {'fetched' if fetched else 'already fetched'} "
+                     f"({time.monotonic() - began:.1f}s)")
         spent[jars.name] = round(time.monotonic() - began, 2)
     return spent
 
@@ -157,6 +271,40 @@ def java_executable(min_major: int = 17) -> str:
             return candidate
     raise PrerequisiteMissing(
         f"no Java {min_major}+ found (set {ENV_JAVA} or JAVA_HOME): apt-get install openjdk-17-jre-headless"
+    )
+
+
+JDK_DIRS = (Path("/usr/lib/jvm"), Path("/opt"), Path("/opt/java"))
+
+
+@cache
+def java_home(min_major: int, max_major: int | None = None) -> Path:
+    """A JDK home whose ``bin/java`` is ``min_major``..``max_major``: ``$PIPESENTRY_JAVA`` and
+    ``$JAVA_HOME`` first, then ``java`` on PATH, then every JDK under /usr/lib/jvm and /opt.
+
+    Elasticsearch needs this: 8.x refuses the newest JDKs, 9.x needs Java 21+, and its launcher
+    takes a home (``ES_JAVA_HOME``), not a binary.
+    """
+    candidates: list[Path] = []
+    for java in (os.environ.get(ENV_JAVA), shutil.which("java")):
+        if java:
+            candidates.append(Path(java).resolve().parent.parent)
+    if os.environ.get("JAVA_HOME"):
+        candidates.insert(1, Path(os.environ["JAVA_HOME"]))
+    for root in JDK_DIRS:
+        if root.is_dir():
+            candidates.extend(sorted(p for p in root.iterdir() if (p / "bin" / "java").is_file()))
+    for home in candidates:
+        binary = home / "bin" / "java"
+        if not os.access(binary, os.X_OK):
+            continue
+        major = java_major(str(binary))
+        if major >= min_major and (max_major is None or major <= max_major):
+            return home
+    wanted = f"{min_major}-{max_major}" if max_major else f"{min_major}+"
+    raise PrerequisiteMissing(
+        f"no Java {wanted} JDK found ({ENV_JAVA}, JAVA_HOME, PATH, {', '.join(map(str, JDK_DIRS))}): "
+        f"install one (e.g. apt-get install openjdk-{min_major}-jdk-headless)"
     )
 
 

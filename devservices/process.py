@@ -78,8 +78,10 @@ class ManagedProcess:
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
         keep_stdin_open: bool = False,
+        run_as: tuple[int, int] | None = None,
     ) -> ManagedProcess:
-        """Start ``argv`` in its own session; ``keep_stdin_open`` for servers that quit on stdin EOF."""
+        """Start ``argv`` in its own session; ``keep_stdin_open`` for servers that quit on stdin EOF;
+        ``run_as`` (uid, gid) for servers that refuse root (we must be root then)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_offset = log_path.stat().st_size if log_path.exists() else 0
         in_main_thread = threading.current_thread() is threading.main_thread()
@@ -94,6 +96,9 @@ class ManagedProcess:
                 start_new_session=True,
                 # Tied to the forking thread, so only safe from the main thread.
                 preexec_fn=_die_with_parent if in_main_thread else None,
+                user=run_as[0] if run_as else None,
+                group=run_as[1] if run_as else None,
+                extra_groups=[] if run_as else None,
             )
         proc = cls(name=name, argv=list(argv), log_path=log_path, popen=popen, log_offset=log_offset)
         with _LIVE_LOCK:

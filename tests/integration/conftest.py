@@ -19,17 +19,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 import pytest
 
 from devservices.alertmanager import AlertmanagerServer
+from devservices.elasticsearch import ElasticsearchNode
 from devservices.errors import DevServiceError
 from devservices.kafka import KafkaServer
 from devservices.prometheus import PrometheusServer
 from devservices.search import SearchNode
 
 SKIP_ENV = "PIPESENTRY_SKIP_INTEGRATION"
+SEARCH_BACKENDS = ("opensearch", "es8", "es9")
+AnySearchNode: TypeAlias = SearchNode | ElasticsearchNode
 
 
 class Stoppable(Protocol):
@@ -115,6 +118,50 @@ def search_node_factory(devservice_pool: ServerPool) -> Callable[[], SearchNode]
 def search_node(search_node_factory: Callable[[], SearchNode]) -> SearchNode:
     """The shared search node: ``.url``, ``.flavor`` ("opensearch"), ``.version``."""
     return search_node_factory()
+
+
+@pytest.fixture(scope="session")
+def es8_factory(devservice_pool: ServerPool) -> Callable[..., ElasticsearchNode]:
+    """``es8_factory(security=False)`` -> a private Elasticsearch 8 node (Java 17), stopped at session end."""
+    return lambda security=False: devservice_pool.start(
+        "es8", lambda workdir: ElasticsearchNode.start(workdir, 8, security=security)
+    )
+
+
+@pytest.fixture(scope="session")
+def es9_factory(devservice_pool: ServerPool) -> Callable[..., ElasticsearchNode]:
+    """``es9_factory(security=False)`` -> a private Elasticsearch 9 node (Java 21+), stopped at session end."""
+    return lambda security=False: devservice_pool.start(
+        "es9", lambda workdir: ElasticsearchNode.start(workdir, 9, security=security)
+    )
+
+
+@pytest.fixture(scope="session")
+def es8_node(es8_factory: Callable[..., ElasticsearchNode]) -> ElasticsearchNode:
+    """The shared Elasticsearch 8 node (security off): ``.url``, ``.flavor`` ("elasticsearch"), ``.version``."""
+    return es8_factory()
+
+
+@pytest.fixture(scope="session")
+def es9_node(es9_factory: Callable[..., ElasticsearchNode]) -> ElasticsearchNode:
+    """The shared Elasticsearch 9 node (security off)."""
+    return es9_factory()
+
+
+@pytest.fixture(params=SEARCH_BACKENDS)
+def any_search_node(request: pytest.FixtureRequest) -> AnySearchNode:
+    """Each shared search node in turn: OpenSearch, Elasticsearch 8, Elasticsearch 9 (one start each per session)."""
+    name = {"opensearch": "search_node", "es8": "es8_node", "es9": "es9_node"}[request.param]
+    node: AnySearchNode = request.getfixturevalue(name)
+    return node
+
+
+@pytest.fixture(params=SEARCH_BACKENDS)
+def any_search_node_factory(request: pytest.FixtureRequest) -> Callable[[], AnySearchNode]:
+    """Each search-node factory in turn (private nodes for kill/restart tests)."""
+    name = {"opensearch": "search_node_factory", "es8": "es8_factory", "es9": "es9_factory"}[request.param]
+    factory: Callable[[], AnySearchNode] = request.getfixturevalue(name)
+    return factory
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,16 @@
 """Elasticsearch / OpenSearch record sink: bulk indexing with the official async clients.
 
-``flavor`` picks the client: ``elasticsearch`` (8.x client, compatible-with=8
-media types, requires the ``X-Elastic-Product`` header from the server) or
-``opensearch`` (opensearch-py). Both index the alert document with ``_id`` =
+``flavor`` picks the client: ``elasticsearch`` (the official client, which requires
+the ``X-Elastic-Product`` header from the server) or ``opensearch`` (opensearch-py).
+
+The official client declares a REST API major in its media types
+(``compatible-with=N``, N = the client's own major) and Elasticsearch accepts only
+its own major and the one before: a 9.x client is refused by Elasticsearch 8.
+``compatible_with`` decides what the sink sends: ``auto`` (default) asks the server
+its version before the first write (``GET /``; where that answers 405, as on the
+integration-test distribution, ``GET /_nodes/_local``) and declares the server's
+major, whatever client major is installed; a number pins it (checked against the
+server). Both flavors index the alert document with ``_id`` =
 alert id, so re-delivery never makes a second copy:
 
 * ``mode: index`` (default): dated indices ``<prefix>-YYYY.MM.DD`` chosen by the
@@ -24,6 +32,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+from collections.abc import Mapping
+from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
@@ -61,6 +72,47 @@ class ElasticsearchSinkSettings(SinkSettings):
     item_retries: int = Field(default=3, ge=0)
     """Retries of retriable bulk items (429/5xx) within one delivery before backing off."""
     refresh: bool = False
+    compatible_with: Literal["auto", 7, 8, 9] = "auto"
+    """REST API major declared to Elasticsearch (``compatible-with=N`` media types): ``auto``
+    = the server's major, detected before the first write; a number pins it."""
+
+
+_COMPAT = re.compile(r"compatible-with=\d+")
+_COMPAT_MEDIA = re.compile(r"application/vnd\.elasticsearch\+([\w-]+); ?compatible-with=\d+")
+
+
+@cache
+def compat_transport_class() -> type[Any]:
+    """An ``elastic_transport.AsyncTransport`` that rewrites the declared REST API major.
+
+    ``compat_major`` None: as the client sends it; 0: plain ``application/json`` media types (what
+    any server major accepts, for the version probe); N: ``compatible-with=N``.
+    """
+    from elastic_transport import AsyncTransport, HttpHeaders
+
+    class CompatTransport(AsyncTransport):
+        compat_major: int | None = None
+
+        async def perform_request(  # type: ignore[override]  # (AsyncTransport's own override is async)
+            self, method: str, target: str, **kwargs: Any
+        ) -> Any:
+            headers = kwargs.get("headers")
+            if self.compat_major is not None and isinstance(headers, Mapping) and headers:
+                headers = HttpHeaders(headers)
+                for key in ("accept", "content-type"):
+                    value = headers.get(key)
+                    if value:
+                        headers[key] = (_COMPAT_MEDIA.sub(r"application/\1", value) if self.compat_major == 0
+                                        else _COMPAT.sub(f"compatible-with={self.compat_major}", value))
+                kwargs["headers"] = headers
+            return await super().perform_request(method, target, **kwargs)
+
+    return CompatTransport
+
+
+def accepted_majors(server_major: int) -> tuple[int, int]:
+    """The REST API majors Elasticsearch ``server_major`` accepts: its own and the previous one."""
+    return server_major - 1, server_major
 
 
 def load_mappings() -> dict[str, Any]:
@@ -108,6 +160,9 @@ class ElasticsearchSink(RawSink):
         self.name = settings.name
         self.client: Any = None
         self._template_ready = not settings.install_template
+        self._version_known = settings.flavor == "opensearch"
+        self.server_version: str | None = None
+        self.compat_major: int | None = None
         self.op_type = "create" if settings.mode == "datastream" else "index"
 
     def _make_client(self) -> Any:
@@ -129,7 +184,7 @@ class ElasticsearchSink(RawSink):
         from elasticsearch import AsyncElasticsearch
 
         ekw: dict[str, Any] = {"hosts": s.hosts, "request_timeout": s.request_timeout_s, "max_retries": 0,
-                               "retry_on_timeout": False}
+                               "retry_on_timeout": False, "transport_class": compat_transport_class()}
         if s.api_key:
             ekw["api_key"] = s.api_key.get_secret_value()
         elif s.username and s.password:
@@ -153,7 +208,51 @@ class ElasticsearchSink(RawSink):
             await self.client.close()
             self.client = None
 
+    async def _server_version(self) -> str | None:
+        """The server's version number: ``GET /``, else ``GET /_nodes/_local`` (None if neither says)."""
+        from elasticsearch import ApiError
+
+        try:
+            info = await self.client.info()
+            return str(info["version"]["number"])
+        except ApiError as exc:  # the integration-test distribution answers 405 to GET /
+            log.info("GET / refused, asking /_nodes/_local for the version",
+                     extra={"sink": self.name, "status": _status(exc)})
+        try:
+            nodes = await self.client.nodes.info(node_id="_local", filter_path="nodes.*.version")
+            versions = {str(n["version"]) for n in dict(nodes.body).get("nodes", {}).values()}
+            return versions.pop() if len(versions) == 1 else None
+        except ApiError as exc:  # no `monitor` privilege: keep the client's own major
+            log.warning("server version unknown, keeping the client's compatible-with",
+                        extra={"sink": self.name, "status": _status(exc)})
+            return None
+
+    async def _ensure_compat(self) -> None:
+        """Detect the server version once and declare a REST API major it accepts."""
+        if self._version_known:
+            return
+        transport = self.client.transport
+        configured = self.settings.compatible_with
+        transport.compat_major = 0  # probe with plain JSON: every major answers that
+        try:
+            version = await self._server_version()
+        except Exception as exc:
+            transport.compat_major = None if configured == "auto" else configured
+            raise sink_error(f"{self.name}: asking the server its version failed: {exc!r}", _status(exc)) from exc
+        major = int(version.split(".")[0]) if version else None
+        chosen = (major if configured == "auto" else configured) if major or configured != "auto" else None
+        if major is not None and chosen not in accepted_majors(major):
+            transport.compat_major = None
+            raise SinkError(f"{self.name}: compatible_with={configured} but the server is Elasticsearch {version}, "
+                            f"which accepts compatible-with {' or '.join(map(str, accepted_majors(major)))}")
+        transport.compat_major = chosen
+        self.server_version, self.compat_major = version, chosen
+        self._version_known = True
+        log.info("elasticsearch server detected", extra={"sink": self.name, "server_version": version,
+                                                         "compatible_with": chosen})
+
     async def _ensure_template(self) -> None:
+        await self._ensure_compat()
         if self._template_ready:
             return
         name = f"{self.settings.index_prefix}-template"
