@@ -27,7 +27,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ from fastapi import FastAPI
 
 from service.alerting.api import api_router
 from service.alerting.router import AlertRouter
+from service.alerting.store import AlertStore
+from service.alerting.triage_store import TriageStore
 from service.api import ApiContext, create_app
 from service.api.tls import ServerTls, TlsError, TlsH11Protocol
 from service.audit.trail import AuditTrail
@@ -73,6 +75,12 @@ class _Server(uvicorn.Server):
 def _alert_routers(router: AlertRouter) -> list[Any]:
     """The alerting part's ``/api/v1/alerts`` and silences routes (each declares its role)."""
     return [api_router(router)]
+
+
+def _alert_stats(router: Any) -> Callable[[], Mapping[str, Any]] | None:
+    """Per-rule alert and false-positive counts from the router's local store (none for a router without)."""
+    store = getattr(router, "store", None)
+    return TriageStore(store).rule_stats if isinstance(store, AlertStore) else None
 
 
 class Service:
@@ -139,7 +147,8 @@ class Service:
         if s.api.enabled:
             ctx = ApiContext(settings=s, detector=self.detector, reloader=self.reloader,
                              pipeline=self.pipeline if s.http_ingest.enabled else None,
-                             readiness=self.readiness, routers=_alert_routers(self.router), audit=self.audit)
+                             readiness=self.readiness, routers=_alert_routers(self.router), audit=self.audit,
+                             alert_stats=_alert_stats(self.router))
             self.app = create_app(ctx)
 
     def _audit_reload(self, result: ReloadResult) -> None:

@@ -161,3 +161,8 @@ AUDIT_PRUNED = Counter("pipesentry_audit_pruned", "Audit entries deleted past au
 API_INGEST_REQUESTS = Counter("pipesentry_api_ingest_requests", "POST /api/v1/events requests (not in the "
                               "audit trail), by the caller's configured name and outcome.",
                               ["principal", "outcome"], registry=REGISTRY)
+
+# --- alert triage (service.alerting.triage_api) ---------------------------------------
+ALERT_DISPOSITIONS = Counter("pipesentry_alert_dispositions", "Alerts resolved (or reclassified) by analysts, by "
+                             "rule id (at most 1000 distinct, then other) and disposition (true_positive, "
+                             "false_positive, benign).", ["rule_id", "disposition"], registry=REGISTRY)

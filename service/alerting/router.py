@@ -79,7 +79,7 @@ class AlertRouter:
         self.clock = clock
         self.supervisor = Supervisor()
         """Runs every background task of the router: the sink loops, the ticker, reload jobs."""
-        self.store = AlertStore(self.root / "alerts.db")
+        self.store = AlertStore(self.root / "alerts.db", clock=clock)
         """Opened by :meth:`start`."""
         self.silences = Silences(self.store)
         """Loaded from the store by :meth:`start`."""

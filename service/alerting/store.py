@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,10 @@ from detectors.model import level_rank
 from service import metrics
 from service.errors import RetriableError
 from service.fileperms import private_dir, private_file
+
+from .indexing import Indexed, index
+from .queries import AlertQuery as AlertQuery
+from .queries import Cursor, page_sql, where
 
 log = logging.getLogger(__name__)
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
@@ -71,6 +75,81 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 """
 
+_TRIAGE_COLUMNS = {
+    "status": "TEXT NOT NULL DEFAULT 'new'",
+    "disposition": "TEXT",
+    "assignee": "TEXT",
+    "detected": "REAL",
+    "last_seen": "REAL",
+    "deliveries": "INTEGER NOT NULL DEFAULT 1",
+    "updated": "REAL",
+    "product": "TEXT NOT NULL DEFAULT ''",
+    "service": "TEXT NOT NULL DEFAULT ''",
+    "category": "TEXT NOT NULL DEFAULT ''",
+    "indexed": "INTEGER NOT NULL DEFAULT 0",
+}
+"""Columns added to ``alerts`` by schema version 1 (triage state, detection time, log source); a store
+written by an older version gets them on open, its rows ``new`` and indexed in batches."""
+
+_TRIAGE_SCHEMA = """
+CREATE INDEX IF NOT EXISTS alerts_detected ON alerts (detected);
+CREATE INDEX IF NOT EXISTS alerts_rank ON alerts (rank, detected);
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, detected);
+CREATE INDEX IF NOT EXISTS alerts_assignee ON alerts (assignee, detected);
+CREATE INDEX IF NOT EXISTS alerts_rule_detected ON alerts (rule_id, detected);
+CREATE INDEX IF NOT EXISTS alerts_rule_disposition ON alerts (rule_id, status, disposition);
+CREATE INDEX IF NOT EXISTS alerts_product ON alerts (product, detected);
+CREATE INDEX IF NOT EXISTS alerts_service ON alerts (service, detected);
+CREATE INDEX IF NOT EXISTS alerts_category ON alerts (category, detected);
+CREATE INDEX IF NOT EXISTS alerts_unindexed ON alerts (indexed) WHERE indexed = 0;
+CREATE TABLE IF NOT EXISTS alert_tags (
+    alert_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (alert_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_tags_tag ON alert_tags (tag);
+CREATE TABLE IF NOT EXISTS alert_entities (
+    alert_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (alert_id, kind, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_entities_value ON alert_entities (kind, value);
+CREATE TABLE IF NOT EXISTS alert_text (
+    alert_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_notes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    author TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_notes_alert ON alert_notes (alert_id, seq);
+CREATE TABLE IF NOT EXISTS alert_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    actor TEXT NOT NULL,
+    field TEXT NOT NULL,
+    old TEXT,
+    new TEXT
+);
+CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id, seq);
+CREATE TRIGGER IF NOT EXISTS alerts_deleted AFTER DELETE ON alerts BEGIN
+    DELETE FROM alert_tags WHERE alert_id = old.id;
+    DELETE FROM alert_entities WHERE alert_id = old.id;
+    DELETE FROM alert_text WHERE alert_id = old.id;
+    DELETE FROM alert_notes WHERE alert_id = old.id;
+    DELETE FROM alert_history WHERE alert_id = old.id;
+END;
+"""
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of a store with the triage columns and tables."""
+MIGRATION_BATCH = 2000
+"""Rows of an older store indexed per transaction on open."""
+
 
 class StoreError(RetriableError):
     """A store operation failed; ``reason`` is full, corrupt, io, closed (not opened yet) or other.
@@ -99,30 +178,90 @@ def parse_time(value: str) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class AlertQuery:
-    rule: str | None = None
-    """Rule id or exact rule name."""
-    level: str | None = None
-    """Minimum level."""
-    since: float | None = None
-    until: float | None = None
-    text: str | None = None
-    """Substring of the message, rule name or matched values (case-insensitive)."""
-    limit: int = 50
-    offset: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class Page:
     total: int
     items: list[dict[str, Any]]
+    """The alert documents, as stored."""
+    triage: list[dict[str, Any]] = field(default_factory=list)
+    """Each item's triage state (:meth:`AlertStore.query`), in the same order."""
+    next_cursor: str | None = None
+    """Continues after the last item (``None``: this was the last page)."""
+
+
+def detection_time(doc: Mapping[str, Any], fallback: float) -> float:
+    """When pipesentry raised the alert (``event.created``); ``fallback`` when absent or unreadable."""
+    created = (doc.get("event") or {}).get("created")
+    if isinstance(created, str):
+        try:
+            return parse_time(created)
+        except ValueError:
+            pass
+    return fallback
+
+
+def triage_row(row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+    """(status, disposition, assignee, detected, last_seen, deliveries, updated, notes) as the API shows it."""
+    status, disposition, assignee, detected, last_seen, deliveries, updated, notes = row
+    return {"status": status, "disposition": disposition, "assignee": assignee, "detected": detected,
+            "last_seen": last_seen, "deliveries": deliveries, "updated": updated, "notes": notes}
+
+
+def _write_index(db: sqlite3.Connection, extras: list[tuple[str, Indexed]]) -> None:
+    db.executemany("INSERT OR IGNORE INTO alert_tags (alert_id, tag) VALUES (?, ?)",
+                   [(alert_id, tag) for alert_id, ix in extras for tag in ix.tags])
+    db.executemany("INSERT OR IGNORE INTO alert_entities (alert_id, kind, value) VALUES (?, ?, ?)",
+                   [(alert_id, kind, value) for alert_id, ix in extras for kind, value in ix.entities])
+    db.executemany("INSERT OR REPLACE INTO alert_text (alert_id, body) VALUES (?, ?)",
+                   [(alert_id, ix.search) for alert_id, ix in extras])
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store of an older version to :data:`SCHEMA_VERSION`: add the triage columns and tables
+    (existing alerts are ``new``) and index the rows not indexed yet, a batch per transaction."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}
+    for name, decl in _TRIAGE_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {decl}")
+    db.executescript(_TRIAGE_SCHEMA)
+    done = 0
+    while True:
+        rows = db.execute("SELECT id, ts, doc FROM alerts WHERE indexed = 0 LIMIT ?", (MIGRATION_BATCH,)).fetchall()
+        if not rows:
+            break
+        db.execute("BEGIN")
+        try:
+            extras: list[tuple[str, Indexed]] = []
+            updates: list[tuple[Any, ...]] = []
+            for alert_id, ts, blob in rows:
+                try:
+                    doc = orjson.loads(blob)
+                    indexed = index(doc)
+                    detected = detection_time(doc, ts)
+                except (orjson.JSONDecodeError, AttributeError, TypeError):
+                    indexed, detected = Indexed([], [], "", "", "", ""), ts
+                extras.append((alert_id, indexed))
+                updates.append((detected, detected, indexed.product, indexed.service, indexed.category, alert_id))
+            _write_index(db, extras)
+            db.executemany("UPDATE alerts SET detected = ?, last_seen = coalesce(last_seen, ?), product = ?, "
+                           "service = ?, category = ?, indexed = 1 WHERE id = ?", updates)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        done += len(rows)
+    if done:
+        log.info("alert store migrated: alerts indexed for triage and filters", extra={"alerts": done})
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 class AlertStore:
     """The SQLite file at ``path``; :meth:`open` creates or opens it, :meth:`close` closes it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.clock = clock
+        """Unix seconds: when an alert was last delivered (``last_seen``), when triage changed it."""
         self._lock = threading.Lock()
         self.on_recovered: Callable[[], None] | None = None
         """Called (outside the lock) after a corrupt database was replaced by a fresh one."""
@@ -164,6 +303,7 @@ class AlertStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            _migrate(db)
         except BaseException:
             db.close()
             raise
@@ -235,20 +375,29 @@ class AlertStore:
 
     # --- alerts --------------------------------------------------------------
     def upsert(self, docs: Iterable[Mapping[str, Any]]) -> int:
-        rows = [
-            (d["event"]["id"], parse_time(d["@timestamp"]), d["rule"]["id"], d["rule"]["name"],
-             d["pipesentry"]["level"], level_rank(d["pipesentry"]["level"]), d.get("message", ""),
-             orjson.dumps(d))
-            for d in docs
-        ]
+        """Insert new alerts; a known id gets the new document (suppression count) and a delivery
+        counted, never a reset of its triage state, notes or detection time."""
+        now = self.clock()
+        rows: list[tuple[Any, ...]] = []
+        extras: list[tuple[str, Indexed]] = []
+        for d in docs:
+            indexed = index(d)
+            alert_id = d["event"]["id"]
+            ts = parse_time(d["@timestamp"])
+            rows.append((alert_id, ts, d["rule"]["id"], d["rule"]["name"], d["pipesentry"]["level"],
+                         level_rank(d["pipesentry"]["level"]), d.get("message", ""), orjson.dumps(d),
+                         detection_time(d, ts), now, indexed.product, indexed.service, indexed.category))
+            extras.append((alert_id, indexed))
 
         def write(db: sqlite3.Connection) -> None:
             db.execute("BEGIN")
             try:
                 db.executemany(
-                    "INSERT INTO alerts (id, ts, rule_id, rule_name, level, rank, message, doc) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, "
-                    "message=excluded.message", rows)
+                    "INSERT INTO alerts (id, ts, rule_id, rule_name, level, rank, message, doc, detected, last_seen, "
+                    "product, service, category, indexed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                    "ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, message=excluded.message, "
+                    "deliveries=deliveries+1, last_seen=excluded.last_seen", rows)
+                _write_index(db, extras)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # SQLite may have rolled back already (disk full): keep the real error
@@ -267,33 +416,20 @@ class AlertStore:
         return orjson.loads(row[0]) if row else None
 
     def query(self, q: AlertQuery) -> Page:
-        where: list[str] = []
-        args: list[Any] = []
-        if q.rule:
-            where.append("(rule_id = ? OR rule_name = ?)")
-            args += [q.rule, q.rule]
-        if q.level:
-            where.append("rank >= ?")
-            args.append(level_rank(q.level))
-        if q.since is not None:
-            where.append("ts >= ?")
-            args.append(q.since)
-        if q.until is not None:
-            where.append("ts < ?")
-            args.append(q.until)
-        if q.text:
-            pattern = "%" + q.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(message LIKE ? ESCAPE '\\' OR CAST(doc AS TEXT) LIKE ? ESCAPE '\\')")
-            args += [pattern, pattern]
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        """A page of alerts (newest detection first) with their triage state, and the total matching."""
+        clause, args = where(q)
+        sql, page_args = page_sql(q)
+
         def read(db: sqlite3.Connection) -> tuple[int, list[Any]]:
             total = db.execute(f"SELECT COUNT(*) FROM alerts{clause}", args).fetchone()[0]
-            rows = db.execute(f"SELECT doc FROM alerts{clause} ORDER BY ts DESC, id LIMIT ? OFFSET ?",
-                              [*args, q.limit, q.offset]).fetchall()
-            return int(total), rows
+            return int(total), db.execute(sql, page_args).fetchall()
 
         total, rows = self._call("query", read)
-        return Page(total=total, items=[orjson.loads(r[0]) for r in rows])
+        items = [orjson.loads(r[1]) for r in rows]
+        triage = [triage_row(r[2:]) for r in rows]
+        last = rows[-1] if len(rows) == q.limit else None
+        cursor = Cursor(float(last[5]), int(last[0])).encode() if last is not None else None
+        return Page(total=total, items=items, triage=triage, next_cursor=cursor)
 
     def count(self) -> int:
         return int(self._call("count", lambda db: db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,3 +29,6 @@ class ApiContext:
     extra: dict[str, Any] = field(default_factory=dict)
     audit: AuditTrail | None = None
     """The audit trail; ``None`` builds one that only logs (no ``GET /api/v1/audit`` history)."""
+    alert_stats: Callable[[], Mapping[str, Any]] | None = None
+    """Per rule id, its stored alerts and false positives (``TriageStore.rule_stats``: objects with
+    ``as_dict()``), shown by the rules API; ``None``: no local store."""

@@ -1,4 +1,11 @@
-"""Operational endpoints (health, readiness, metrics) and the rules API."""
+"""Operational endpoints (health, readiness, metrics) and the rules API.
+
+With a local alert store, each rule of ``GET /api/v1/rules`` and ``GET
+/api/v1/rules/{id}`` carries ``alerts``: its stored alerts, how many were
+resolved, how many as false positive and ``false_positive_ratio`` (false
+positives among the resolved; ``null`` before any is resolved). A single rule
+also carries ``yaml``, its text with the detection logic (:mod:`.rule_yaml`).
+"""
 
 from __future__ import annotations
 
@@ -20,12 +27,14 @@ from detectors.yamlsafe import YamlLimits
 from service import metrics
 from service.api.context import ApiContext
 from service.api.roles import Role, requires
+from service.api.rule_yaml import rule_yaml
 from service.audit.marks import audited, note
 from service.metrics import REGISTRY
 
 _T = TypeVar("_T")
 
 MAX_TEST_EVENTS = 1000
+NO_ALERTS: dict[str, Any] = {"alerts": 0, "resolved": 0, "false_positives": 0, "false_positive_ratio": None}
 
 
 def rule_summary(rule: RuleInfo) -> dict[str, Any]:
@@ -134,6 +143,13 @@ def health_router(ctx: ApiContext) -> APIRouter:
 def rules_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
 
+    async def alert_stats() -> dict[str, dict[str, Any]] | None:
+        """Per rule id: alerts stored, resolved, false positives and their ratio among the resolved."""
+        if ctx.alert_stats is None:
+            return None
+        found = await asyncio.to_thread(ctx.alert_stats)
+        return {rule_id: s.as_dict() for rule_id, s in found.items()}
+
     def all_rules() -> list[RuleInfo]:
         current = ctx.detector.current
         rules = list(current.ruleset.rules)
@@ -155,9 +171,14 @@ def rules_router(ctx: ApiContext) -> APIRouter:
             needle = q.lower()
             rules = [r for r in rules if needle in r.title.lower() or needle in r.id.lower()]
         current = ctx.detector.current
+        shown = rules[offset:offset + limit]
+        items = [rule_summary(r) for r in shown]
+        stats = await alert_stats()
+        if stats is not None:
+            for item in items:
+                item["alerts"] = stats.get(item["id"], NO_ALERTS)
         return {"generation": current.generation, "loaded_at": current.loaded_at, "total": len(rules),
-                "errors": len(current.errors),
-                "items": [rule_summary(r) for r in rules[offset:offset + limit]]}
+                "errors": len(current.errors), "items": items}
 
     @router.get("/{rule_id}", dependencies=[requires(Role.READ)], summary="One rule by id or name")
     async def get_rule(rule_id: str) -> dict[str, Any]:
@@ -167,7 +188,12 @@ def rules_router(ctx: ApiContext) -> APIRouter:
             rule = next((r for r in all_rules() if r.id == rule_id or r.name == rule_id), None)
         if rule is None:
             raise HTTPException(status_code=404, detail=f"no active rule {rule_id!r}")
-        return rule_detail(rule)
+        doc = rule_detail(rule)
+        doc["yaml"] = await asyncio.to_thread(rule_yaml, rule, ctx.settings.rules.resolved_paths())
+        stats = await alert_stats()
+        if stats is not None:
+            doc["alerts"] = stats.get(rule.id, NO_ALERTS)
+        return doc
 
     gate = RuleTestGate(ctx.settings.api.rules_test_concurrency)
     timeout_s = ctx.settings.api.rules_test_timeout_s

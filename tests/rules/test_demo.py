@@ -107,7 +107,7 @@ def test_cli_demo_writes_alerts_to_the_store(tmp_path: Path, capsys: pytest.Capt
     try:
         store.open()
         assert store.count() == written > 50
-        page = store.query(AlertQuery(level="critical", limit=100))
+        page = store.query(AlertQuery(min_level="critical", limit=100))
         assert page.total >= 4
         assert all(doc["pipesentry"]["level"] == "critical" for doc in page.items)
     finally:

@@ -10,6 +10,7 @@ import httpx
 from service.alerting.api import api_router
 from service.alerting.config import AlertingSettings
 from service.alerting.router import AlertRouter
+from service.alerting.triage_store import TriageStore
 from service.api import ApiContext, create_app
 from service.audit.trail import AuditTrail
 from service.config import Settings
@@ -81,5 +82,5 @@ def build_ctx(tmp: Path, **api: Any) -> tuple[ApiContext, AlertRouter]:
     ctx = ApiContext(settings=s, detector=detector, reloader=Reloader(detector, s.rules, s.correlation, s.anomaly),
                      pipeline=Pipeline(detector, FakeRouter()),  # type: ignore[arg-type]
                      readiness=lambda: {"rules_loaded": True}, routers=[api_router(alerts)],
-                     audit=AuditTrail(s.audit, alerts.store))
+                     audit=AuditTrail(s.audit, alerts.store), alert_stats=TriageStore(alerts.store).rule_stats)
     return ctx, alerts

@@ -23,7 +23,9 @@ def test_alert_queries(tmp_path: Path) -> None:
     assert [d["@timestamp"] for d in page2["items"]] == [iso_time(t0 + i) for i in (6, 5, 4)]
     assert client.get("/api/v1/alerts", params={"rule": "r-a"}).json()["total"] == 5
     assert client.get("/api/v1/alerts", params={"rule": "T0"}).json()["total"] == 5  # by name
-    assert client.get("/api/v1/alerts", params={"level": "high"}).json()["total"] == 1
+    assert client.get("/api/v1/alerts", params={"min_level": "high"}).json()["total"] == 1
+    assert client.get("/api/v1/alerts", params={"level": "high"}).json()["total"] == 0  # level: exactly these
+    assert client.get("/api/v1/alerts", params={"level": ["critical", "MEDIUM"]}).json()["total"] == 10
     ranged = client.get("/api/v1/alerts", params={"since": iso_time(t0 + 2), "until": str(t0 + 5)}).json()
     assert ranged["total"] == 3
     found = client.get("/api/v1/alerts", params={"q": "needle"}).json()

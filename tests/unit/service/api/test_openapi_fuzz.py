@@ -91,13 +91,17 @@ def test_every_operation_is_fuzzed() -> None:
     paths = set(schema.raw_schema["paths"])
     assert {"/healthz", "/readyz", "/metrics", "/api/v1/rules", "/api/v1/rules/{rule_id}", "/api/v1/rules/test",
             "/api/v1/rules/reload", "/api/v1/events", "/api/v1/alerts", "/api/v1/alerts/{alert_id}",
-            "/api/v1/silences", "/api/v1/silences/{silence_id}"} <= paths
+            "/api/v1/silences", "/api/v1/silences/{silence_id}", "/api/v1/alerts/summary", "/api/v1/alerts/bulk",
+            "/api/v1/alerts/{alert_id}/notes", "/api/v1/alerts/{alert_id}/history"} <= paths
 
 
 # Server errors the fuzzer found (deeper runs) or that it cannot generate (NaN is not JSON, but the
 # API's JSON parser accepts it). Fixes belong in service/alerting/api.py, store.py and silences.py.
 FOUND = [
     pytest.param("GET", "/api/v1/alerts?limit=1&offset=9223372036854775808", None, id="alerts-offset-2**63"),
+    pytest.param("GET", "/api/v1/alerts?cursor=1e308~9223372036854775807", None, id="alerts-cursor-edge"),
+    pytest.param("GET", "/api/v1/alerts?since=now-999999999w", None, id="alerts-since-before-1970"),
+    pytest.param("PATCH", "/api/v1/alerts/x", '{"status": "resolved", "disposition": NaN}', id="triage-NaN"),
     pytest.param("POST", "/api/v1/silences", '{"match": {"rule_ids": ["x"]}, "ends_at": NaN}',
                  id="silence-ends_at-NaN"),
     pytest.param("POST", "/api/v1/silences", '{"match": {"rule_ids": ["x"]}, "duration_s": NaN}',
