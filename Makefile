@@ -1,7 +1,7 @@
 # The README's two commands are `make run` and `make test`; .ci/run calls `make test`.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-APT_PACKAGES := kcat prometheus prometheus-alertmanager maven openjdk-17-jdk-headless
+APT_PACKAGES := kcat prometheus prometheus-alertmanager maven openjdk-17-jdk-headless chromium chromium-driver
 
 .PHONY: install install-dev system-packages servers-fetch deploy-tools lint typecheck test run demo bench
 TOOLS := .devservices/tools

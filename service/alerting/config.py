@@ -96,7 +96,7 @@ class AlertingSettings(SettingsModel):
     grouping: GroupingSettings = Field(default_factory=GroupingSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     alert_base_url: str = "http://localhost:8080"
-    """Base of links back to an alert in pages: ``<base>/api/v1/alerts/<id>``."""
+    """Base of links back to an alert in pages: ``<base>/alerts/<id>``, the console's alert page."""
     store_retention_days: float = Field(default=30.0, gt=0)
     silence_max_duration_s: float = Field(default=30 * 86_400.0, gt=0, le=366 * 86_400.0)
     """The longest silence ``POST /api/v1/silences`` grants (default 30 days)."""
