@@ -108,7 +108,7 @@ def contributing_events(details: Mapping[str, Any] | None) -> list[Any]:
     """The events a correlation alert carries in its details (as the detector gave them), if any."""
     if not details:
         return []
-    for key in ("events", "contributing_events", "contributing", "samples"):
+    for key in ("events", "contributors", "contributing_events", "contributing", "samples"):
         found = details.get(key)
         if isinstance(found, list):
             return found[:100]
