@@ -51,8 +51,6 @@ _TECHNIQUE = re.compile(r"^attack\.(t\d{4})\.\d{3}$")
 _TACTIC_IDS = {tid.lower(): f"attack.{name}" for name, (tid, _) in ATTACK_TACTICS.items()}
 _QUOTED_VALUE = re.compile(r'"((?:[^"\\]|\\.)*)"(?!\s*:)')
 _BARE_NUMBER = re.compile(r"(?<=[:\[,])\s*(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)")
-_SKIPPED = frozenset({"original"})
-"""Left out of the document's own strings at the first level below the top (``event.original``)."""
 _FIELD_NAMES = frozenset({"field"})
 """Keys whose values name fields (``pipesentry.matched[].field``, a correlation's value field): names, not values."""
 
@@ -107,21 +105,31 @@ def _scalars(value: Any, depth: int = 0) -> Iterator[Any]:
         yield value
 
 
-def _doc_strings(doc: Mapping[str, Any], depth: int = 0) -> Iterator[str]:
-    """The document's string values, ``event.original`` left out (it is read as an event)."""
+_LEFT_OUT: frozenset[tuple[str, ...]] = frozenset({
+    ("@timestamp",), ("event", "original"), ("event", "created"), ("event", "kind"), ("rule", "uuid"),
+    ("rule", "reference"), ("rule", "license"), ("threat",), ("pipesentry", "alert_id"),
+    ("pipesentry", "severity_label"), ("pipesentry", "rule_source"), ("pipesentry", "rule_kind"),
+})
+"""Document paths not searched: the original (read as an event instead), times, duplicates of other
+values and text derived from the tags (ATT&CK names and links)."""
+
+
+def _doc_strings(doc: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterator[str]:
+    """The document's string values, the :data:`_LEFT_OUT` paths and field names excepted."""
     for key, value in doc.items():
-        if (key in _SKIPPED and depth == 1) or key in _FIELD_NAMES:
+        here = (*path, key)
+        if here in _LEFT_OUT or key in _FIELD_NAMES:
             continue
         if isinstance(value, str):
             yield value
-        elif isinstance(value, Mapping) and depth < 32:
-            yield from _doc_strings(value, depth + 1)
-        elif isinstance(value, list) and depth < 32:
+        elif isinstance(value, Mapping) and len(here) < 32:
+            yield from _doc_strings(value, here)
+        elif isinstance(value, list) and len(here) < 32:
             for item in value:
                 if isinstance(item, str):
                     yield item
                 elif isinstance(item, Mapping):
-                    yield from _doc_strings(item, depth + 1)
+                    yield from _doc_strings(item, here)
 
 
 def _truncated_values(text: str) -> Iterator[str]:
@@ -191,7 +199,7 @@ def search_text(doc: Mapping[str, Any], event: Any) -> str:
         original = (doc.get("event") or {}).get("original")
         if isinstance(original, str):
             parts.extend(_truncated_values(original))
-    text = "\n".join(p.replace("\n", " ") for p in parts if p)
+    text = "\n".join(dict.fromkeys(p.replace("\n", " ") for p in parts if p))
     return text[:MAX_SEARCH_CHARS].lower()
 
 

@@ -1,4 +1,4 @@
-"""The alert queue's filters as SQL over the store's tables (no I/O: :mod:`.store` runs it).
+"""The alert queue's filters as SQL over ``alert_state`` and the index tables (no I/O: :mod:`.store` runs it).
 
 Every filter is an indexed lookup or a range on an indexed column, except ``text``
 (a substring of the search text: a scan of ``alert_text``, bounded by the
@@ -10,6 +10,7 @@ without SQLite walking the skipped rows as an offset does.
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +74,24 @@ class AlertQuery:
     cursor: Cursor | None = None
 
 
+TEXT_MATCHES = "temp.alert_text_matches"
+"""The ids whose search text holds ``q``: filled once per request by :func:`match_text` (the text is
+scanned once, not once for the count and again for the page)."""
+
+
+def match_text(db: sqlite3.Connection, q: AlertQuery) -> None:
+    """Fill :data:`TEXT_MATCHES` for ``q.text`` (call under the store's lock, before :func:`where`'s SQL)."""
+    if not q.text:
+        return
+    db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TEXT_MATCHES.split('.')[1]} (alert_id TEXT PRIMARY KEY)")
+    db.execute(f"DELETE FROM {TEXT_MATCHES}")
+    db.execute(f"INSERT OR IGNORE INTO {TEXT_MATCHES} SELECT alert_id FROM alert_text WHERE instr(body, ?) > 0",
+               (q.text.lower(),))
+
+
 def where(q: AlertQuery) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (empty or starting with a space) and its arguments."""
+    """The ``WHERE`` clause (empty or starting with a space) and its arguments; with ``q.text``, the
+    statement runs after :func:`match_text`."""
     clauses: list[str] = []
     args: list[Any] = []
     if q.rule:
@@ -116,20 +133,18 @@ def where(q: AlertQuery) -> tuple[str, list[Any]]:
         clauses.append(f"{column} < ?")
         args.append(q.until)
     if q.text:
-        # correlated: checked only on the rows the other filters leave
-        clauses.append("EXISTS (SELECT 1 FROM alert_text t WHERE t.alert_id = alerts.id AND instr(t.body, ?) > 0)")
-        args.append(q.text.lower())
+        clauses.append(f"id IN (SELECT alert_id FROM {TEXT_MATCHES})")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 def page_sql(q: AlertQuery) -> tuple[str, list[Any]]:
-    """The page's rows: (rowid, doc, triage columns...), newest detection first."""
+    """The page's rows of ``alert_state``: (rowid, id, triage columns...), newest detection first."""
     clause, args = where(q)
     if q.cursor is not None:
         keyset = "(detected < ? OR (detected = ? AND rowid < ?))"
         clause = f"{clause} AND {keyset}" if clause else f" WHERE {keyset}"
         args = [*args, q.cursor.detected, q.cursor.detected, q.cursor.row]
-    sql = (f"SELECT rowid, doc, status, disposition, assignee, detected, last_seen, deliveries, updated, "
-           f"(SELECT COUNT(*) FROM alert_notes n WHERE n.alert_id = alerts.id) FROM alerts{clause} "
+    sql = (f"SELECT rowid, id, status, disposition, assignee, detected, last_seen, deliveries, updated, "
+           f"(SELECT COUNT(*) FROM alert_notes n WHERE n.alert_id = alert_state.id) FROM alert_state{clause} "
            f"ORDER BY detected DESC, rowid DESC LIMIT ? OFFSET ?")
     return sql, [*args, q.limit, 0 if q.cursor is not None else q.offset]

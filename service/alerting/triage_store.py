@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .queries import AlertQuery, where
+from .queries import AlertQuery, match_text, where
 from .store import AlertStore, triage_row
 from .triage import MAX_NOTES, FieldChange, TriageConflict, TriagePatch, TriageState, apply, plan
 
@@ -49,7 +49,7 @@ class RuleAlertStats:
                 "false_positive_ratio": self.false_positive_ratio}
 
 
-_STATE = "SELECT rule_id, status, disposition, assignee FROM alerts WHERE id = ?"
+_STATE = "SELECT rule_id, status, disposition, assignee FROM alert_state WHERE id = ?"
 
 
 def _change(db: sqlite3.Connection, alert_id: str, patch: TriagePatch, actor: str,
@@ -61,7 +61,7 @@ def _change(db: sqlite3.Connection, alert_id: str, patch: TriagePatch, actor: st
     changes = plan(current, patch)
     state = apply(current, changes)
     if changes:
-        db.execute("UPDATE alerts SET status = ?, disposition = ?, assignee = ?, updated = ? WHERE id = ?",
+        db.execute("UPDATE alert_state SET status = ?, disposition = ?, assignee = ?, updated = ? WHERE id = ?",
                    (state.status, state.disposition, state.assignee, now, alert_id))
         db.executemany("INSERT INTO alert_history (alert_id, ts, actor, field, old, new) VALUES (?, ?, ?, ?, ?, ?)",
                        [(alert_id, now, actor, c.field, c.old, c.new) for c in changes])
@@ -118,8 +118,8 @@ class TriageStore:
 
         def read(db: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
             row = db.execute("SELECT status, disposition, assignee, detected, last_seen, deliveries, updated, "
-                             "(SELECT COUNT(*) FROM alert_notes n WHERE n.alert_id = alerts.id) "
-                             "FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+                             "(SELECT COUNT(*) FROM alert_notes n WHERE n.alert_id = alert_state.id) "
+                             "FROM alert_state WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 return None
             notes = db.execute("SELECT seq, ts, author, text FROM alert_notes WHERE alert_id = ? ORDER BY seq",
@@ -139,7 +139,7 @@ class TriageStore:
         now = self._store.clock()
 
         def write(db: sqlite3.Connection) -> dict[str, Any] | None:
-            if db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
+            if db.execute("SELECT 1 FROM alert_state WHERE id = ?", (alert_id,)).fetchone() is None:
                 return None
             count = db.execute("SELECT COUNT(*) FROM alert_notes WHERE alert_id = ?", (alert_id,)).fetchone()[0]
             if count >= MAX_NOTES:
@@ -158,7 +158,7 @@ class TriageStore:
         """The alert's changes, oldest first (the last ``limit``); ``None``: no such alert."""
 
         def read(db: sqlite3.Connection) -> list[Any] | None:
-            if db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
+            if db.execute("SELECT 1 FROM alert_state WHERE id = ?", (alert_id,)).fetchone() is None:
                 return None
             rows: list[Any] = db.execute(
                 "SELECT seq, ts, actor, field, old, new FROM alert_history WHERE alert_id = ? "
@@ -177,9 +177,10 @@ class TriageStore:
         clause, args = where(q)
 
         def read(db: sqlite3.Connection) -> tuple[Any, ...]:
-            levels = db.execute(f"SELECT level, COUNT(*) FROM alerts{clause} GROUP BY level", args).fetchall()
-            statuses = db.execute(f"SELECT status, COUNT(*) FROM alerts{clause} GROUP BY status", args).fetchall()
-            rules = db.execute(f"SELECT rule_id, max(rule_name), COUNT(*) AS n FROM alerts{clause} "
+            match_text(db, q)
+            levels = db.execute(f"SELECT level, COUNT(*) FROM alert_state{clause} GROUP BY level", args).fetchall()
+            statuses = db.execute(f"SELECT status, COUNT(*) FROM alert_state{clause} GROUP BY status", args).fetchall()
+            rules = db.execute(f"SELECT rule_id, max(rule_name), COUNT(*) AS n FROM alert_state{clause} "
                                "GROUP BY rule_id ORDER BY n DESC, rule_id LIMIT ?",
                                [*args, MAX_SUMMARY_RULES + 1]).fetchall()
             return levels, statuses, rules
@@ -195,7 +196,7 @@ class TriageStore:
         """Per rule id: alerts stored, resolved, resolved as false positive."""
         rows = self._store.call("rule_stats", lambda db: db.execute(
             "SELECT rule_id, COUNT(*), SUM(status = 'resolved'), "
-            "SUM(status = 'resolved' AND disposition = 'false_positive') FROM alerts GROUP BY rule_id").fetchall())
+            "SUM(status = 'resolved' AND disposition = 'false_positive') FROM alert_state GROUP BY rule_id").fetchall())
         return {r[0]: RuleAlertStats(alerts=r[1], resolved=r[2] or 0, false_positives=r[3] or 0) for r in rows}
 
 

@@ -119,5 +119,5 @@ def test_pruned_alerts_take_their_triage_rows_along(store: AlertStore) -> None:
     store.upsert([a.to_document()])
     TriageStore(store).add_note(a.id, "ana", "x")
     assert store.prune(2_000.0) == 1
-    for table in ("alert_tags", "alert_entities", "alert_text", "alert_notes", "alert_history"):
+    for table in ("alert_state", "alert_tags", "alert_entities", "alert_text", "alert_notes", "alert_history"):
         assert store._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
