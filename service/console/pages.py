@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from detectors.alert import iso_time
 from detectors.model import LEVELS, RuleInfo
+from service.alerting import indexing
 from service.alerting.api import alert_filters
 from service.alerting.queries import AlertQuery
 from service.alerting.router import AlertRouter
@@ -33,6 +34,7 @@ from service.alerting.triage_store import TriageStore
 from service.api.audit import client_of
 from service.api.auth import Authenticator
 from service.api.context import ApiContext
+from service.api.crossorigin import SameOrigin
 from service.api.principal import ANONYMOUS, Principal
 from service.api.roles import Role, allows, requires
 from service.api.rule_yaml import rule_yaml
@@ -101,7 +103,22 @@ def _same_origin(request: Request) -> bool:
 
 def console_router(ctx: ApiContext, auth: Authenticator, sessions: SessionStore, trail: AuditTrail,
                    alerts: AlertRouter | None, *, clock: Callable[[], float] = time.time) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    same_origin = SameOrigin(ctx.settings.api.host, ctx.settings.api.allowed_hosts)
+
+    def host_guard(request: Request) -> None:
+        """Without tokens, the API's DNS-rebinding guard holds for the console too (its routes are public to
+        the authentication step): a ``Host`` the server does not answer to is refused."""
+        if auth.enabled:
+            return
+        try:
+            own = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+        except ValueError:
+            own = ""
+        if not own or not same_origin.host_allowed(own.rstrip(".").lower()):
+            raise HTTPException(status_code=403, detail="Host header names no host this server answers to "
+                                                        "without tokens (add it to api.allowed_hosts)")
+
+    router = APIRouter(include_in_schema=False, dependencies=[Depends(host_guard)])
     env = _environment()
     settings = ctx.settings.api.console
     limiter = SignInLimiter(settings.sign_in_failures, settings.sign_in_window_s, clock)
@@ -254,12 +271,18 @@ def console_router(ctx: ApiContext, auth: Authenticator, sessions: SessionStore,
         yaml = await asyncio.to_thread(rule_yaml, rule, ctx.settings.rules.resolved_paths()) if rule else None
         ps = doc.get("pipesentry", {})
         rows, raw = views.event_rows(doc.get("event", {}).get("original", ""), ps.get("matched", []))
-        related_query = AlertQuery(rule=rule_id, limit=20)
-        related = await asyncio.to_thread(alerts.store.query, related_query)
+        related = await asyncio.to_thread(alerts.store.query, AlertQuery(rule=rule_id, limit=20))
+        by_entity: list[tuple[str, str, list[dict[str, Any]]]] = []
+        for kind, value in indexing.entities(doc, indexing.original_event(doc))[:4]:
+            query = AlertQuery(host=value, limit=10) if kind == "host" else AlertQuery(user=value, limit=10)
+            page = await asyncio.to_thread(alerts.store.query, query)
+            others = [d for d in page.items if d.get("event", {}).get("id") != alert_id]
+            by_entity.append((kind, value, others))
         details = ps.get("details") or {}
         return render(request, "alert.html", session, doc=doc, triage=state, history=history, rule=rule, yaml=yaml,
                       rows=rows, raw=raw, attack=views.attack_links(doc.get("tags", [])),
                       related=[d for d in related.items if d.get("event", {}).get("id") != alert_id],
+                      by_entity=by_entity,
                       contributing=views.contributing_events(details), details=details,
                       references=[(r, views.safe_url(r)) for r in doc.get("rule", {}).get("reference", [])],
                       silence_rule=rule_id, silence_level=ps.get("level", ""))
@@ -294,8 +317,9 @@ def console_router(ctx: ApiContext, auth: Authenticator, sessions: SessionStore,
     # -- coverage -------------------------------------------------------------------------------
     @router.get("/coverage", dependencies=PUBLIC)
     async def coverage_page(request: Request, session: Session = Depends(signed_in)) -> HTMLResponse:
-        cov = views.coverage(all_rules())
-        return render(request, "coverage.html", session, cov=cov, rules=len(all_rules()))
+        rules = all_rules()
+        return render(request, "coverage.html", session, cov=views.coverage(rules), rules=len(rules),
+                      stages=views.stages(rules))
 
     @router.get("/coverage/navigator-layer.json", dependencies=PUBLIC)
     async def navigator(session: Session = Depends(signed_in)) -> JSONResponse:

@@ -172,3 +172,36 @@ def navigator_layer(cov: Coverage, name: str = "pipesentry rules") -> dict[str, 
 
 def pretty_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
+
+
+STAGES = ("plan", "code", "build", "test", "release", "deploy", "monitor")
+"""The delivery pipeline's stages, in order (the coverage page's second view)."""
+STAGE_OF: Mapping[str, str] = {
+    "jira": "plan", "confluence": "plan", "linear": "plan",
+    "github": "code", "gitlab": "code", "bitbucket": "code", "gitea": "code",
+    "jenkins": "build", "ci_job_log": "build", "buildkite": "build", "circleci": "build",
+    "appsec": "test", "security_finding": "test", "sonarqube": "test",
+    "container_registry": "release", "registry": "release", "artifactory": "release", "nexus": "release",
+    "kubernetes": "deploy", "argocd": "deploy", "flux": "deploy", "helm": "deploy", "terraform": "deploy",
+    "aws": "monitor", "gcp": "monitor", "azure": "monitor", "linux": "monitor", "windows": "monitor",
+    "webserver": "monitor", "application": "monitor", "json": "monitor", "envoy": "monitor", "nginx": "monitor",
+}
+"""Log source words (product, then category, then service) to the stage their events come from."""
+
+
+def stage_of(rule: RuleInfo) -> str | None:
+    """The stage a rule watches, from its log source (product first: ``jenkins`` + ``ci_job_log`` is build)."""
+    ls = rule.logsource
+    for word in (ls.product, ls.category, ls.service):
+        if word and word.lower() in STAGE_OF:
+            return STAGE_OF[word.lower()]
+    return None
+
+
+def stages(rules: Sequence[RuleInfo]) -> list[tuple[str, int, list[str]]]:
+    """(stage, rules watching it, up to five of their titles) for every stage, in pipeline order;
+    rules whose log source names no stage (correlations, anomaly checks) are counted under ``other``."""
+    found: dict[str, list[str]] = {s: [] for s in (*STAGES, "other")}
+    for rule in rules:
+        found[stage_of(rule) or "other"].append(rule.title)
+    return [(s, len(titles), sorted(titles)[:5]) for s, titles in found.items()]

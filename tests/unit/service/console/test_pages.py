@@ -182,3 +182,12 @@ def test_without_tokens_continue_signs_in_as_the_anonymous_admin(tmp_path: Path)
         assert "Authentication is off" in client.get("/sign-in").text
         assert client.post("/sign-in", data={}).status_code == 303
         assert client.get("/audit").status_code == 200
+
+
+def test_without_tokens_a_rebound_host_name_cannot_use_the_console(tmp_path: Path) -> None:
+    with console_client(tmp_path, tokens=[]) as (client, _):
+        rebound = {"Host": "attacker.example:8080"}
+        assert client.get("/sign-in", headers=rebound).status_code == 403
+        response = client.post("/sign-in", data={}, headers={**rebound, "Origin": "http://attacker.example:8080"})
+        assert response.status_code == 403 and "set-cookie" not in response.headers
+        assert client.get("/sign-in", headers={"Host": "localhost:8080"}).status_code == 200
