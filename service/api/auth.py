@@ -99,6 +99,10 @@ class Authenticator:
                     found = principal
         return found, expired
 
+    def expiry_of(self, name: str) -> float | None:
+        """When the token named ``name`` expires (unix seconds), if it does (a console session ends then too)."""
+        return next((ends for _, principal, ends, _ in self._tokens if principal.name == name), None)
+
     def warn_expired(self) -> list[str]:
         """Log a warning for every configured token already expired; returns their names."""
         now = self._clock()

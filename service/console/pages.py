@@ -185,7 +185,11 @@ def console_router(ctx: ApiContext, auth: Authenticator, sessions: SessionStore,
                          outcome="denied", status=401, detail={"reason": reason})
             return render(request, "sign_in.html", None, 401, next=target, auth_on=auth.enabled,
                           failed="Sign-in failed: unknown or expired token, or a role that cannot use the console.")
-        session = sessions.create(Principal(principal.name, principal.role, via="session"))
+        previous = request.scope.get("state", {}).get("session")
+        if isinstance(previous, Session):  # a new sign-in replaces the session it was made from
+            sessions.end(previous.id)
+        session = sessions.create(Principal(principal.name, principal.role, via="session"),
+                                  auth.expiry_of(principal.name) if auth.enabled else None)
         trail.record("console.sign_in", actor=principal.name, role=principal.role, via="session", client=client,
                      outcome="ok", status=303)
         done = RedirectResponse(target, status_code=303)

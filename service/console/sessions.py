@@ -57,12 +57,14 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, principal: Principal) -> Session:
+    def create(self, principal: Principal, not_after: float | None = None) -> Session:
+        """A new session for ``principal``; it ends at ``not_after`` at the latest (the token's expiry)."""
         now = self._clock()
         while len(self._sessions) >= self.max_sessions:
             self._sessions.popitem(last=False)
         session = Session(id=secrets.token_urlsafe(32), principal=principal, csrf=secrets.token_urlsafe(32),
-                          created=now, last_used=now, expires=now + self.ttl_s)
+                          created=now, last_used=now,
+                          expires=min(now + self.ttl_s, not_after if not_after is not None else now + self.ttl_s))
         self._sessions[session.id] = session
         return session
 

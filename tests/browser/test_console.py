@@ -15,12 +15,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 
+from detectors.alert import Alert
 from service.alerting.router import AlertRouter
 from service.api import create_app
 from tests.support.alerts import alert
@@ -59,7 +61,8 @@ def _until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AlertRouter, dict[str, str]]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AlertRouter, dict[str, str], Alert]]:
+    """(base URL, the alert router whose store it serves, alert and rule ids by purpose, the correlation alert)."""
     from service.demo.corpus import generate
     from service.demo.runner import build_detectors, run
 
@@ -83,7 +86,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Aler
     thread.start()
     _until(lambda: server.started, "uvicorn to start")
     try:
-        yield f"http://127.0.0.1:{port}", alerts, ids
+        correlation = next(d.alert for d in demo.alerts if d.alert.id == ids["correlation"])
+        yield f"http://127.0.0.1:{port}", alerts, ids, correlation
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -132,7 +136,7 @@ def sign_in(driver: Any, base: str, token: str, path: str = "/") -> None:
 
 def test_a_read_session_sees_alerts_but_no_actions(served: Any, browser: Any,
                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
-    base, _, ids = served
+    base, _, ids, _ = served
     sign_in(browser, base, READER, f"/alerts/{ids['high']}")
     assert browser.current_url.endswith(f"/alerts/{ids['high']}")  # the page asked for before sign-in
     assert not browser.find_elements(By.ID, "acknowledge") and not browser.find_elements(By.ID, "note-form")
@@ -148,7 +152,7 @@ def test_a_read_session_sees_alerts_but_no_actions(served: Any, browser: Any,
 
 def test_an_analyst_filters_opens_a_correlation_triages_and_silences(
         served: Any, browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    base, _, ids = served
+    base, alerts, ids, correlation = served
     sign_in(browser, base, ANALYST)
     for level in ("high", "critical"):
         browser.find_element(By.ID, f"level-{level}").click()
@@ -178,12 +182,15 @@ def test_an_analyst_filters_opens_a_correlation_triages_and_silences(
     browser.find_element(By.ID, "create-silence").click()
     wait(browser, lambda d: "known noise during the demo" in d.find_element(By.ID, "silences").text)
     assert "triage" in browser.find_element(By.ID, "silences").text  # created_by is the token's name
+    repeat = replace(correlation, id="repeat-of-the-correlation", created=time.time())
+    silence = alerts.silences.silenced_by(repeat, time.time())
+    assert silence is not None and silence.created_by == "triage"  # a repeat of the alert is suppressed
     shot(browser, tmp_path_factory, "silences")
 
 
 def test_false_positives_show_on_the_rule_and_admins_see_each_action_audited(
         served: Any, browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    base, _, ids = served
+    base, _, ids, _ = served
     sign_in(browser, base, ANALYST, f"/rules/{ids['curl_rule']}")
     assert "ratio" not in browser.find_element(By.ID, "rule-stats").text  # nothing resolved yet
     for alert_id, disposition in ((ids["curl"], "false_positive"), (ids["curl2"], "true_positive")):
@@ -207,7 +214,7 @@ def test_false_positives_show_on_the_rule_and_admins_see_each_action_audited(
 
 
 def test_the_queue_works_from_the_keyboard(served: Any, browser: Any) -> None:
-    base, _, _ = served
+    base, _, _, _ = served
     sign_in(browser, base, READER)
     body = browser.find_element(By.TAG_NAME, "body")
     body.send_keys(Keys.TAB)
@@ -230,7 +237,7 @@ def test_the_queue_works_from_the_keyboard(served: Any, browser: Any) -> None:
 
 def test_attacker_controlled_event_values_do_not_execute(served: Any, browser: Any,
                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
-    base, _, ids = served
+    base, _, ids, _ = served
     sign_in(browser, base, ADMIN)
     for path in (f"/alerts/{ids['xss']}", "/?q=pwned", "/rules", "/coverage", "/audit"):
         browser.get(base + path)
