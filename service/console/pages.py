@@ -13,6 +13,7 @@ and stays out of the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,12 +61,16 @@ class SignInRequired(Exception):
 
 
 def swagger_dir() -> Path | None:
-    """The packaged Swagger UI files (the ``swagger-ui-bundle`` distribution), if installed."""
-    try:
-        import swagger_ui_bundle
-    except ImportError:
+    """The packaged Swagger UI 5 files (from the ``fastapi-offline`` distribution), if installed.
+
+    Only its static files are used (found without importing the package): ``swagger-ui-bundle.js``
+    and ``swagger-ui.css``; Swagger UI 5 reads the OpenAPI 3.1 documents FastAPI writes.
+    """
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
         return None
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    found = Path(spec.origin).parent / "static"
+    return found if (found / "swagger-ui-bundle.js").is_file() else None
 
 
 def _environment() -> Environment:
@@ -239,19 +244,21 @@ def console_router(ctx: ApiContext, auth: Authenticator, sessions: SessionStore,
         range_ = dict(params).get("range", "24h")
         query = queue_query(params, range_)
         items: list[dict[str, Any]] = []
-        total, next_cursor, summary = 0, None, None
-        if alerts is not None and triage is not None:
+        total, next_cursor = 0, None
+        if alerts is not None:
             page = await asyncio.to_thread(alerts.store.query, query)
             items = [{**shown(d), "triage": t} for d, t in zip(page.items, page.triage, strict=True)]
             total, next_cursor = page.total, page.next_cursor
-            summary = await asyncio.to_thread(triage.summary, query)
         kept = [(k, v) for k, v in params if k != "cursor"]
         api = [(k, v) for k, v in kept if k not in ("range", "limit", "since", "until")]
         if range_ == "custom":
             api += [(k, v) for k, v in kept if k in ("since", "until")]
         else:
             api.append(("since", views.RANGES.get(range_, "24h")))
-        return render(request, "queue.html", session, items=items, total=total, summary=summary,
+        # the counts by level and rule come from GET /api/v1/alerts/summary after the page is shown
+        # (console.js): over a large store they take longer than the page itself
+        return render(request, "queue.html", session, items=items, total=total,
+                      summary_url="/api/v1/alerts/summary?" + urlencode(api),
                       next_url=("/?" + urlencode([*kept, ("cursor", next_cursor)])) if next_cursor else None,
                       first_url="/?" + urlencode(kept) if any(k == "cursor" for k, _ in params) else None,
                       form=dict(kept), range=range_, chosen_levels=set(query.levels),

@@ -138,7 +138,7 @@ def sign_in(driver: Any, base: str, token: str, path: str = "/") -> None:
 
 def test_a_read_session_sees_alerts_but_no_actions(served: Any, browser: Any,
                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
-    base, _, ids, _ = served
+    base, alerts, ids, _ = served
     sign_in(browser, base, READER, f"/alerts/{ids['high']}")
     assert browser.current_url.endswith(f"/alerts/{ids['high']}")  # the page asked for before sign-in
     assert not browser.find_elements(By.ID, "acknowledge") and not browser.find_elements(By.ID, "note-form")
@@ -150,6 +150,18 @@ def test_a_read_session_sees_alerts_but_no_actions(served: Any, browser: Any,
     assert session["httpOnly"] and session["sameSite"] == "Strict"
     assert browser.execute_script("return document.cookie") == ""  # nothing for page scripts to read
     assert READER not in browser.execute_script("return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    live = browser.find_element(By.ID, "live")
+    assert not live.is_displayed()
+    alerts.store.upsert([fresh_alert(777_777, level="medium").to_document()])  # a new alert arrives
+    wait(browser, lambda d: d.find_element(By.ID, "live").is_displayed(), timeout=30)  # the poll noticed it
+
+
+def test_docs_render_offline_under_the_csp(served: Any, browser: Any) -> None:
+    base, _, _, _ = served
+    browser.get(base + "/docs")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"), timeout=30)
+    assert "pipesentry" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    assert browser.find_elements(By.CSS_SELECTOR, ".swagger-ui .btn.authorize")  # the bearer scheme
 
 
 def test_an_analyst_filters_opens_a_correlation_triages_and_silences(
@@ -163,6 +175,9 @@ def test_an_analyst_filters_opens_a_correlation_triages_and_silences(
     wait(browser, lambda d: "level=high" in d.current_url and "level=critical" in d.current_url)
     badges = {b.text for b in browser.find_elements(By.CSS_SELECTOR, "#queue tbody .badge")}
     assert badges and badges <= {"high", "critical"}
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "[data-level=high]").text.isdigit())  # counts arrived
+    assert browser.find_element(By.CSS_SELECTOR, "[data-level=low]").text == "0"
+    assert browser.find_elements(By.CSS_SELECTOR, "#rule-counts li a")
     shot(browser, tmp_path_factory, "queue")
 
     browser.get(f"{base}/alerts/{ids['correlation']}")
@@ -187,6 +202,9 @@ def test_an_analyst_filters_opens_a_correlation_triages_and_silences(
     repeat = replace(correlation, id="repeat-of-the-correlation", created=time.time())
     silence = alerts.silences.silenced_by(repeat, time.time())
     assert silence is not None and silence.created_by == "triage"  # a repeat of the alert is suppressed
+    browser.find_element(By.CSS_SELECTOR, "#silences button").click()  # expire it again
+    wait(browser, lambda d: "known noise during the demo" not in d.find_element(By.ID, "silences").text)
+    assert alerts.silences.silenced_by(repeat, time.time()) is None
     shot(browser, tmp_path_factory, "silences")
 
 

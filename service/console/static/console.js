@@ -111,7 +111,32 @@
     window.setTimeout(check, 5000);
   }
 
+  // The counts by level and by rule of the queue's filters, filled in after the page is shown.
+  // Rule names are set as text and rule ids only ever go into a URL through encodeURIComponent.
+  async function counts(section) {
+    try {
+      const response = await fetch(section.dataset.summary, { credentials: "same-origin" });
+      if (!response.ok) { return; }
+      const summary = await response.json();
+      section.querySelectorAll("[data-level]").forEach(function (cell) {
+        cell.textContent = String(summary.by_level[cell.dataset.level] || 0);
+      });
+      const list = document.getElementById("rule-counts");
+      summary.by_rule.slice(0, 15).forEach(function (rule) {
+        const item = document.createElement("li");
+        const link = document.createElement("a");
+        link.href = "/?rule=" + encodeURIComponent(rule.rule_id) + "&range=" + encodeURIComponent(section.dataset.range);
+        link.textContent = rule.rule_name;
+        item.appendChild(link);
+        item.appendChild(document.createTextNode(" " + rule.count));
+        list.appendChild(item);
+      });
+    } catch (e) { /* the counts stay unknown */ }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    const section = document.getElementById("counts");
+    if (section && section.dataset.summary) { counts(section); }
     document.querySelectorAll("form[data-api]").forEach(function (form) {
       form.addEventListener("submit", function (event) { send(form, event); });
     });

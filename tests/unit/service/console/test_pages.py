@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 import pytest
@@ -162,6 +164,10 @@ def test_the_queue_filters_counts_and_pages(tmp_path: Path) -> None:
         sign_in(client, READER)
         page = client.get("/", params=[("level", "high"), ("level", "critical"), ("range", "24h"), ("q", "")])
         assert page.status_code == 200 and '<span id="total">3</span>' in page.text
+        found = re.search(r'data-summary="([^"]+)"', page.text)
+        assert found is not None  # the counts are fetched by the page's script from the API, same filters
+        counts = client.get(html.unescape(found.group(1))).json()
+        assert counts["by_level"] == {"high": 2, "critical": 1}
         assert client.get("/", params={"range": "15m", "min_level": "critical"}).text.count('class="alert-link"') == 1
         paged = client.get("/", params={"limit": "2"})
         assert paged.text.count('class="alert-link"') == 2 and 'id="next-page"' in paged.text
