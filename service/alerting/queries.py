@@ -1,8 +1,9 @@
 """The alert queue's filters as SQL over ``alert_state`` and the index tables (no I/O: :mod:`.store` runs it).
 
-Every filter is an indexed lookup or a range on an indexed column, except ``text``
-(a substring of the search text: a scan of ``alert_text``, bounded by the
-other filters). Pages are newest first by detection time (``detected``), ties by
+Every filter is an indexed lookup or a range on an indexed column; ``text`` (a
+substring of the search text) is a phrase query of the trigram index
+``alert_text_fts``, or a scan of ``alert_text`` for texts under three characters
+or a SQLite without FTS5's trigram tokenizer. Pages are newest first by detection time (``detected``), ties by
 insertion order; a :class:`Cursor` continues after the last row of a page
 without SQLite walking the skipped rows as an offset does.
 """
@@ -10,7 +11,6 @@ without SQLite walking the skipped rows as an offset does.
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,24 +74,23 @@ class AlertQuery:
     cursor: Cursor | None = None
 
 
-TEXT_MATCHES = "temp.alert_text_matches"
-"""The ids whose search text holds ``q``: filled once per request by :func:`match_text` (the text is
-scanned once, not once for the count and again for the page)."""
+MIN_FTS_TEXT = 3
+"""Shorter ``q`` texts are found by scanning the search text (a trigram index needs three characters)."""
 
 
-def match_text(db: sqlite3.Connection, q: AlertQuery) -> None:
-    """Fill :data:`TEXT_MATCHES` for ``q.text`` (call under the store's lock, before :func:`where`'s SQL)."""
-    if not q.text:
-        return
-    db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TEXT_MATCHES.split('.')[1]} (alert_id TEXT PRIMARY KEY)")
-    db.execute(f"DELETE FROM {TEXT_MATCHES}")
-    db.execute(f"INSERT OR IGNORE INTO {TEXT_MATCHES} SELECT alert_id FROM alert_text WHERE instr(body, ?) > 0",
-               (q.text.lower(),))
+def _phrase(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
 
 
-def where(q: AlertQuery) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (empty or starting with a space) and its arguments; with ``q.text``, the
-    statement runs after :func:`match_text`."""
+WALK_ABOVE = 2000
+"""A page of a query matching more alerts walks the detection-time index (:func:`where`'s ``walk``)."""
+
+
+def where(q: AlertQuery, *, fts: bool = True, walk: bool = False) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (empty or starting with a space) and its arguments. ``fts``: the store has
+    the trigram index ``alert_text_fts`` (else ``q`` scans the search text). ``walk``: the tag and
+    text lists are only probed (``+id IN``), so a page walks the detection-time index instead of
+    looking up every listed alert and sorting them: right when they hold many alerts."""
     clauses: list[str] = []
     args: list[Any] = []
     if q.rule:
@@ -117,8 +116,9 @@ def where(q: AlertQuery) -> tuple[str, list[Any]]:
         if value:
             clauses.append(f"{column} = ?")
             args.append(value.lower())
+    probe = "+" if walk else ""
     if q.tag:
-        clauses.append("id IN (SELECT alert_id FROM alert_tags WHERE tag = ?)")
+        clauses.append(f"{probe}id IN (SELECT alert_id FROM alert_tags WHERE tag = ?)")
         args.append(normalise_tag(q.tag))
     for kind in ("host", "user"):
         value = getattr(q, kind)
@@ -133,13 +133,20 @@ def where(q: AlertQuery) -> tuple[str, list[Any]]:
         clauses.append(f"{column} < ?")
         args.append(q.until)
     if q.text:
-        clauses.append(f"id IN (SELECT alert_id FROM {TEXT_MATCHES})")
+        text = q.text.lower()
+        if fts and len(text) >= MIN_FTS_TEXT:  # a phrase of trigrams: a substring, found by the index
+            clauses.append(f"{probe}seq IN (SELECT rowid FROM alert_text_fts WHERE alert_text_fts MATCH ?)")
+            args.append(_phrase(text))
+        else:
+            clauses.append(f"{probe}seq IN (SELECT seq FROM alert_text WHERE instr(body, ?) > 0)")
+            args.append(text)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-def page_sql(q: AlertQuery) -> tuple[str, list[Any]]:
-    """The page's rows of ``alert_state``: (rowid, id, triage columns...), newest detection first."""
-    clause, args = where(q)
+def page_sql(q: AlertQuery, *, fts: bool = True, matching: int = 0) -> tuple[str, list[Any]]:
+    """The page's rows of ``alert_state``: (rowid, id, triage columns...), newest detection first;
+    ``matching``: how many alerts the query matches (the count, run first)."""
+    clause, args = where(q, fts=fts, walk=matching > WALK_ABOVE)
     if q.cursor is not None:
         keyset = "(detected < ? OR (detected = ? AND rowid < ?))"
         clause = f"{clause} AND {keyset}" if clause else f" WHERE {keyset}"

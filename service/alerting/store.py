@@ -38,7 +38,7 @@ from service.fileperms import private_dir, private_file
 
 from .indexing import Indexed, index
 from .queries import AlertQuery as AlertQuery
-from .queries import Cursor, match_text, page_sql, where
+from .queries import Cursor, page_sql, where
 
 log = logging.getLogger(__name__)
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
@@ -77,7 +77,8 @@ CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 
 _TRIAGE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_state (
-    id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     detected REAL NOT NULL,
     ts REAL NOT NULL,
     rank INTEGER NOT NULL,
@@ -94,14 +95,12 @@ CREATE TABLE IF NOT EXISTS alert_state (
     deliveries INTEGER NOT NULL DEFAULT 1,
     updated REAL
 );
-CREATE INDEX IF NOT EXISTS alert_state_detected ON alert_state (detected);
+CREATE INDEX IF NOT EXISTS alert_state_detected ON alert_state (detected, id);
 CREATE INDEX IF NOT EXISTS alert_state_ts ON alert_state (ts);
-CREATE INDEX IF NOT EXISTS alert_state_rank ON alert_state (rank, detected);
-CREATE INDEX IF NOT EXISTS alert_state_status ON alert_state (status, detected);
 CREATE INDEX IF NOT EXISTS alert_state_assignee ON alert_state (assignee, detected);
 CREATE INDEX IF NOT EXISTS alert_state_rule ON alert_state (rule_id, detected);
 CREATE INDEX IF NOT EXISTS alert_state_rule_name ON alert_state (rule_name, detected);
-CREATE INDEX IF NOT EXISTS alert_state_rule_disposition ON alert_state (rule_id, status, disposition);
+CREATE INDEX IF NOT EXISTS alert_state_rule_counts ON alert_state (rule_id, status, level, disposition);
 CREATE INDEX IF NOT EXISTS alert_state_product ON alert_state (product, detected);
 CREATE INDEX IF NOT EXISTS alert_state_service ON alert_state (service, detected);
 CREATE INDEX IF NOT EXISTS alert_state_category ON alert_state (category, detected);
@@ -119,7 +118,7 @@ CREATE TABLE IF NOT EXISTS alert_entities (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alert_entities_value ON alert_entities (kind, value);
 CREATE TABLE IF NOT EXISTS alert_text (
-    alert_id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY,
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alert_notes (
@@ -141,16 +140,40 @@ CREATE TABLE IF NOT EXISTS alert_history (
 );
 CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id, seq);
 CREATE TRIGGER IF NOT EXISTS alerts_deleted AFTER DELETE ON alerts BEGIN
+    DELETE FROM alert_text WHERE seq = (SELECT seq FROM alert_state WHERE id = old.id);
     DELETE FROM alert_state WHERE id = old.id;
     DELETE FROM alert_tags WHERE alert_id = old.id;
     DELETE FROM alert_entities WHERE alert_id = old.id;
-    DELETE FROM alert_text WHERE alert_id = old.id;
     DELETE FROM alert_notes WHERE alert_id = old.id;
     DELETE FROM alert_history WHERE alert_id = old.id;
 END;
 """
+_FTS_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS alert_text_fts USING fts5(
+    body, content='alert_text', content_rowid='seq', tokenize='trigram');
+CREATE TRIGGER IF NOT EXISTS alert_text_added AFTER INSERT ON alert_text BEGIN
+    INSERT INTO alert_text_fts (rowid, body) VALUES (new.seq, new.body);
+END;
+CREATE TRIGGER IF NOT EXISTS alert_text_removed AFTER DELETE ON alert_text BEGIN
+    INSERT INTO alert_text_fts (alert_text_fts, rowid, body) VALUES ('delete', old.seq, old.body);
+END;
+CREATE TRIGGER IF NOT EXISTS alert_text_changed AFTER UPDATE ON alert_text BEGIN
+    INSERT INTO alert_text_fts (alert_text_fts, rowid, body) VALUES ('delete', old.seq, old.body);
+    INSERT INTO alert_text_fts (rowid, body) VALUES (new.seq, new.body);
+END;
+"""
+"""The search text's trigram index (FTS5, SQLite 3.34+): ``q`` is a phrase query instead of a scan.
+Kept in step with ``alert_text`` by triggers (an upsert, not ``INSERT OR REPLACE``, whose implicit
+delete fires no trigger)."""
+
 SCHEMA_VERSION = 1
 """``PRAGMA user_version`` of a store with the triage tables.
+
+Indexes serve the selective filters (rule, assignee, log source, times, entities) and the counts
+(``alert_state_rule_counts`` covers the summary and the per-rule counts). Status and level have
+none on purpose: with a handful of values each, SQLite would look up most rows one by one through
+such an index; without one, a count reads the narrow table in order and a page walks the
+detection-time index until it has its rows.
 
 The queue's columns (detection time, level, rule, log source, triage state) live in the narrow
 ``alert_state`` table, not in ``alerts``: a filter or a count reads rows of ~150 bytes instead of
@@ -215,18 +238,31 @@ def triage_row(row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
 
 
 def _write_index(db: sqlite3.Connection, extras: list[tuple[str, Indexed]]) -> None:
+    """Tags, entities and search text of alerts whose ``alert_state`` rows are written already."""
     db.executemany("INSERT OR IGNORE INTO alert_tags (alert_id, tag) VALUES (?, ?)",
                    [(alert_id, tag) for alert_id, ix in extras for tag in ix.tags])
     db.executemany("INSERT OR IGNORE INTO alert_entities (alert_id, kind, value) VALUES (?, ?, ?)",
                    [(alert_id, kind, value) for alert_id, ix in extras for kind, value in ix.entities])
-    db.executemany("INSERT OR REPLACE INTO alert_text (alert_id, body) VALUES (?, ?)",
-                   [(alert_id, ix.search) for alert_id, ix in extras])
+    # keyed by the alert's alert_state row: a text match is a list of those rows, no lookup by id
+    db.executemany("INSERT INTO alert_text (seq, body) SELECT seq, ? FROM alert_state WHERE id = ? "
+                   "ON CONFLICT(seq) DO UPDATE SET body = excluded.body WHERE body != excluded.body",
+                   [(ix.search, alert_id) for alert_id, ix in extras])
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: sqlite3.Connection) -> bool:
     """Bring a store of an older version to :data:`SCHEMA_VERSION`: create the triage tables and give
-    each alert without a state row one (``new``) and its index rows, a batch per transaction."""
+    each alert without a state row one (``new``) and its index rows, a batch per transaction.
+    Returns whether the trigram index exists (this SQLite has FTS5 with the trigram tokenizer)."""
     db.executescript(_TRIAGE_SCHEMA)
+    had_fts = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alert_text_fts'").fetchone() is not None
+    try:
+        db.executescript(_FTS_SCHEMA)
+        fts = True
+        if not had_fts:  # search text written while this SQLite had no trigram tokenizer: index it now
+            db.execute("INSERT INTO alert_text_fts (alert_text_fts) VALUES ('rebuild')")
+    except sqlite3.OperationalError as exc:  # no FTS5, or no trigram tokenizer (SQLite < 3.34)
+        log.warning("alert store: no trigram index for text search (q scans instead)", extra={"error": str(exc)})
+        fts = False
     done = 0
     while True:
         rows = db.execute("SELECT a.id, a.ts, a.doc FROM alerts a WHERE NOT EXISTS "
@@ -241,13 +277,13 @@ def _migrate(db: sqlite3.Connection) -> None:
                 try:
                     doc = orjson.loads(blob)
                     indexed = index(doc)
-                    state = _state_row(doc, indexed, ts, ts)
+                    state = _state_row(alert_id, doc, indexed, ts, ts)
                     extras.append((alert_id, indexed))
                 except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError, ValueError):
                     state = (alert_id, ts, ts, 0, "informational", "", "", "", "", "", ts)
                 states.append(state)
-            _write_index(db, extras)
             db.executemany(_INSERT_STATE, states)
+            _write_index(db, extras)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -257,6 +293,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     if done:
         log.info("alert store migrated: alerts indexed for triage and filters", extra={"alerts": done})
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return fts
 
 
 _INSERT_STATE = (
@@ -266,9 +303,9 @@ _INSERT_STATE = (
 """A new alert's state row; a known one only counts the delivery (its triage state and detection time stay)."""
 
 
-def _state_row(doc: Mapping[str, Any], indexed: Indexed, ts: float, now: float) -> tuple[Any, ...]:
+def _state_row(alert_id: str, doc: Mapping[str, Any], indexed: Indexed, ts: float, now: float) -> tuple[Any, ...]:
     level = doc["pipesentry"]["level"]
-    return (doc["event"]["id"], detection_time(doc, ts), ts, level_rank(level), level, doc["rule"]["id"],
+    return (alert_id, detection_time(doc, ts), ts, level_rank(level), level, doc["rule"]["id"],
             doc["rule"]["name"], indexed.product, indexed.service, indexed.category, now)
 
 
@@ -284,6 +321,8 @@ class AlertStore:
         """Called (outside the lock) after a corrupt database was replaced by a fresh one."""
         self.recoveries = 0
         self._db_handle: sqlite3.Connection | None = None
+        self.fts = True
+        """The store has the trigram index of the search text (set on open)."""
 
     def open(self) -> None:
         """Create the directory and open (or create) the database; a corrupt one is moved aside.
@@ -319,9 +358,8 @@ class AlertStore:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA temp_store=MEMORY")  # the text filter's matches (queries.match_text)
             db.executescript(_SCHEMA)
-            _migrate(db)
+            self.fts = _migrate(db)
         except BaseException:
             db.close()
             raise
@@ -404,7 +442,7 @@ class AlertStore:
             ts = parse_time(d["@timestamp"])
             rows.append((d["event"]["id"], ts, d["rule"]["id"], d["rule"]["name"], d["pipesentry"]["level"],
                          level_rank(d["pipesentry"]["level"]), d.get("message", ""), orjson.dumps(d)))
-            states.append(_state_row(d, indexed, ts, now))
+            states.append(_state_row(d["event"]["id"], d, indexed, ts, now))
             extras.append((d["event"]["id"], indexed))
 
         def write(db: sqlite3.Connection) -> None:
@@ -435,12 +473,11 @@ class AlertStore:
 
     def query(self, q: AlertQuery) -> Page:
         """A page of alerts (newest detection first) with their triage state, and the total matching."""
-        clause, args = where(q)
-        sql, page_args = page_sql(q)
+        clause, args = where(q, fts=self.fts)
 
         def read(db: sqlite3.Connection) -> tuple[int, list[Any], dict[str, bytes]]:
-            match_text(db, q)
             total = db.execute(f"SELECT COUNT(*) FROM alert_state{clause}", args).fetchone()[0]
+            sql, page_args = page_sql(q, fts=self.fts, matching=total)  # the plan depends on how many
             rows = db.execute(sql, page_args).fetchall()
             ids = [r[1] for r in rows]
             docs = dict(db.execute(f"SELECT id, doc FROM alerts WHERE id IN ({','.join('?' * len(ids))})",

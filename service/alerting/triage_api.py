@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,8 @@ from .triage_store import MAX_HISTORY, TriageResult, TriageStore
 
 MAX_BULK = 500
 """Alerts one bulk request may change."""
+MAX_ALERT_ID = 128
+"""Characters of an alert id in a bulk request (ids are 32 hex digits)."""
 MAX_RULE_LABELS = 1000
 """Distinct ``rule_id`` label values of the dispositions metric; further rules count as ``other``."""
 ASSIGNEE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
@@ -52,8 +54,11 @@ class TriageBody(BaseModel):
                            set_assignee="assignee" in self.model_fields_set)
 
 
+AlertId = Annotated[str, Field(min_length=1, max_length=MAX_ALERT_ID)]
+
+
 class BulkBody(TriageBody):
-    ids: list[str] = Field(min_length=1, max_length=MAX_BULK)
+    ids: list[AlertId] = Field(min_length=1, max_length=MAX_BULK)
     """Alert ids (duplicates count once)."""
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .queries import AlertQuery, match_text, where
+from .queries import AlertQuery, where
 from .store import AlertStore, triage_row
 from .triage import MAX_NOTES, FieldChange, TriageConflict, TriagePatch, TriageState, apply, plan
 
@@ -174,23 +174,33 @@ class TriageStore:
     def summary(self, q: AlertQuery) -> dict[str, Any]:
         """Counts of the alerts ``q`` matches (paging ignored): total, by level, by status and by rule
         (the :data:`MAX_SUMMARY_RULES` busiest)."""
-        clause, args = where(q)
+        clause, args = where(q, fts=self._store.fts)
 
-        def read(db: sqlite3.Connection) -> tuple[Any, ...]:
-            match_text(db, q)
-            levels = db.execute(f"SELECT level, COUNT(*) FROM alert_state{clause} GROUP BY level", args).fetchall()
-            statuses = db.execute(f"SELECT status, COUNT(*) FROM alert_state{clause} GROUP BY status", args).fetchall()
-            rules = db.execute(f"SELECT rule_id, max(rule_name), COUNT(*) AS n FROM alert_state{clause} "
-                               "GROUP BY rule_id ORDER BY n DESC, rule_id LIMIT ?",
-                               [*args, MAX_SUMMARY_RULES + 1]).fetchall()
-            return levels, statuses, rules
+        def read(db: sqlite3.Connection) -> tuple[list[Any], dict[str, str]]:
+            # filtered: "+" keeps SQLite from walking the whole covering index in group order only to
+            # look every row up for the filter; it uses the filter's own index and sorts the few rows
+            group = "+rule_id, +status, +level" if clause else "rule_id, status, level"
+            groups: list[Any] = db.execute(f"SELECT rule_id, status, level, COUNT(*) FROM alert_state{clause} "
+                                           f"GROUP BY {group}", args).fetchall()
+            counts: dict[str, int] = {}
+            for rule_id, _, _, n in groups:
+                counts[rule_id] = counts.get(rule_id, 0) + n
+            top = sorted(counts, key=lambda r: (-counts[r], r))[:MAX_SUMMARY_RULES]
+            names = {r: db.execute("SELECT rule_name FROM alert_state WHERE rule_id = ? LIMIT 1", (r,)).fetchone()[0]
+                     for r in top}
+            return groups, names
 
-        levels, statuses, rules = self._store.call("summary", read)
-        return {"total": sum(n for _, n in levels),
-                "by_level": {level: n for level, n in levels},
-                "by_status": {status: n for status, n in statuses},
-                "by_rule": [{"rule_id": r[0], "rule_name": r[1], "count": r[2]} for r in rules[:MAX_SUMMARY_RULES]],
-                "rules_truncated": len(rules) > MAX_SUMMARY_RULES}
+        groups, names = self._store.call("summary", read)
+        by_level: dict[str, int] = {}
+        by_status: dict[str, int] = {}
+        by_rule: dict[str, int] = {}
+        for rule_id, status, level, n in groups:  # one pass over the covering index, folded here
+            by_level[level] = by_level.get(level, 0) + n
+            by_status[status] = by_status.get(status, 0) + n
+            by_rule[rule_id] = by_rule.get(rule_id, 0) + n
+        return {"total": sum(by_level.values()), "by_level": by_level, "by_status": by_status,
+                "by_rule": [{"rule_id": r, "rule_name": names[r], "count": by_rule[r]} for r in names],
+                "rules_truncated": len(by_rule) > MAX_SUMMARY_RULES}
 
     def rule_stats(self) -> dict[str, RuleAlertStats]:
         """Per rule id: alerts stored, resolved, resolved as false positive."""

