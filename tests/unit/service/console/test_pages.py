@@ -197,3 +197,22 @@ def test_without_tokens_a_rebound_host_name_cannot_use_the_console(tmp_path: Pat
         response = client.post("/sign-in", data={}, headers={**rebound, "Origin": "http://attacker.example:8080"})
         assert response.status_code == 403 and "set-cookie" not in response.headers
         assert client.get("/sign-in", headers={"Host": "localhost:8080"}).status_code == 200
+
+
+def test_with_the_console_off_only_docs_remain_and_cookies_mean_nothing(tmp_path: Path) -> None:
+    with console_client(tmp_path, console={"enabled": False}) as (client, _):
+        assert client.get("/docs").status_code == 200
+        assert client.get("/").status_code == 401 and client.post("/sign-in", data={"token": ADMIN}).status_code == 401
+        assert client.get("/api/v1/alerts", headers={"cookie": f"{COOKIE}={'x' * 43}"}).status_code == 401
+
+
+def test_a_new_sign_in_replaces_the_session_it_was_made_from(tmp_path: Path) -> None:
+    with console_client(tmp_path) as (client, _):
+        sign_in(client, READER)
+        old = client.cookies[COOKIE]
+        sign_in(client, ADMIN)
+        assert client.cookies[COOKIE] != old
+        new = client.cookies[COOKIE]
+        client.cookies.clear()
+        assert client.get("/", headers={"cookie": f"{COOKIE}={old}"}).status_code == 303  # the old session ended
+        assert client.get("/", headers={"cookie": f"{COOKIE}={new}"}).status_code == 200
