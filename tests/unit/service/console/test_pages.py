@@ -216,3 +216,13 @@ def test_a_new_sign_in_replaces_the_session_it_was_made_from(tmp_path: Path) -> 
         client.cookies.clear()
         assert client.get("/", headers={"cookie": f"{COOKIE}={old}"}).status_code == 303  # the old session ended
         assert client.get("/", headers={"cookie": f"{COOKIE}={new}"}).status_code == 200
+
+
+def test_over_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    from tests.support.tls import TestCA
+
+    server = TestCA(tmp_path / "pki").issue("server", "pipesentry", server=True)
+    tls = {"cert_file": str(server.cert), "key_file": str(server.key)}
+    with console_client(tmp_path / "app", tls=tls) as (client, _):
+        cookie = client.post("/sign-in", data={"token": READER}).headers["set-cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
