@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.staticfiles import StaticFiles
 
-from detectors.alert import iso_time
+from detectors.alert import alert_id, iso_time
 from detectors.model import LEVELS, RuleInfo
 from service.alerting import indexing
 from service.alerting.api import alert_filters
@@ -290,13 +290,30 @@ def console_router(ctx: ApiContext, auth: Authenticator, sessions: SessionStore,
             others = [d for d in page.items if d.get("event", {}).get("id") != alert_id]
             by_entity.append((kind, value, others))
         details = ps.get("details") or {}
+        contributing = await asyncio.to_thread(contributors, views.contributing_events(details))
         return render(request, "alert.html", session, doc=doc, triage=state, history=history, rule=rule, yaml=yaml,
                       rows=rows, raw=raw, attack=views.attack_links(doc.get("tags", [])),
                       related=[d for d in related.items if d.get("event", {}).get("id") != alert_id],
                       by_entity=by_entity,
-                      contributing=views.contributing_events(details), details=details,
+                      contributing=contributing, details=details,
                       references=[(r, views.safe_url(r)) for r in doc.get("rule", {}).get("reference", [])],
                       silence_rule=rule_id, silence_level=ps.get("level", ""))
+
+    def contributors(events: list[Any]) -> list[dict[str, Any]]:
+        """A correlation's contributing events with their rule's title, and the alert each raised if stored
+        (a base rule with ``generate: true`` alerts on its own; its alert id comes from the same parts)."""
+        titles = {r.id: r.title for r in all_rules()}
+        rows = []
+        for event in events:
+            if not isinstance(event, dict):
+                rows.append({"raw": event})
+                continue
+            rule_id, ref = str(event.get("rule", "")), str(event.get("ref", ""))
+            own = alert_id(rule_id, ref) if rule_id and ref else None
+            stored = own is not None and alerts is not None and alerts.store.get(own) is not None
+            rows.append({"rule_id": rule_id, "title": titles.get(rule_id, rule_id), "ts": event.get("ts"),
+                         "ref": ref, "alert_id": own if stored else None, "raw": event})
+        return rows
 
     # -- rules ---------------------------------------------------------------------------------
     @router.get("/rules", dependencies=PUBLIC)

@@ -182,7 +182,9 @@ def test_an_analyst_filters_opens_a_correlation_triages_and_silences(
 
     browser.get(f"{base}/alerts/{ids['correlation']}")
     assert browser.find_element(By.ID, "rule-author").text.strip()
-    assert browser.find_elements(By.CSS_SELECTOR, "#contributing li")
+    contributing = browser.find_elements(By.CSS_SELECTOR, "#contributing tbody tr")
+    assert len(contributing) >= 2
+    assert browser.find_elements(By.CSS_SELECTOR, "#contributing a[href^='/alerts/']")  # the base rules' alerts
     browser.find_element(By.ID, "acknowledge").click()
     wait(browser, lambda d: d.find_element(By.ID, "alert-status").text.startswith("acknowledged"))
     browser.find_element(By.ID, "assign").click()
