@@ -20,7 +20,8 @@ install-dev:
 	rm -f $(STALE_NATIVE)
 	$(PIP) install -q -e '.[dev]'
 
-# Debian packages for the real servers the integration tests start (needs root, as on CI).
+# Debian packages for the real servers the integration tests start, and the headless browser of the
+# console tests (chromium + chromium-driver, tests/browser) (needs root, as on CI).
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
