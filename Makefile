@@ -1,7 +1,7 @@
 # The README's two commands are `make run` and `make test`; .ci/run calls `make test`.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-APT_PACKAGES := kcat prometheus prometheus-alertmanager maven openjdk-17-jdk-headless
+APT_PACKAGES := kcat prometheus prometheus-alertmanager maven openjdk-17-jdk-headless chromium chromium-driver
 
 .PHONY: install install-dev system-packages servers-fetch deploy-tools lint typecheck test run demo bench
 TOOLS := .devservices/tools
@@ -24,7 +24,8 @@ install-dev:
 	@echo "  about 5-7 minutes on 2 cores the first time, with no output while rustc runs; later installs reuse detectors/native/target."
 	$(PIP) install --progress-bar off -e '.[dev]'
 
-# Debian packages for the real servers the integration tests start (needs root, as on CI).
+# Debian packages for the real servers the integration tests start, and the headless browser of the
+# console tests (chromium + chromium-driver, tests/browser) (needs root, as on CI).
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -163,7 +163,7 @@ class Service:
             ctx = ApiContext(settings=s, detector=self.detector, reloader=self.reloader,
                              pipeline=self.pipeline if s.http_ingest.enabled else None,
                              readiness=self.readiness, routers=_alert_routers(self.router), audit=self.audit,
-                             alert_stats=_alert_stats(self.router))
+                             alert_stats=_alert_stats(self.router), extra={"alerts": self.router})
             self.app = create_app(ctx)
 
     def _audit_reload(self, result: ReloadResult) -> None:

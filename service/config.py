@@ -320,6 +320,20 @@ class TlsSettings(_Strict):
         return self
 
 
+class ConsoleSettings(_Strict):
+    """The browser console (``service.console``): sign-in sessions and their limits."""
+
+    enabled: bool = True
+    session_ttl_s: float = Field(default=8 * 3600.0, gt=0, le=7 * 86_400.0)
+    """A session ends this long after sign-in, whatever its use."""
+    idle_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 86_400.0)
+    """A session unused this long ends."""
+    max_sessions: int = Field(default=1000, ge=1, le=100_000)
+    sign_in_failures: int = Field(default=5, ge=1, le=1000)
+    """Failed sign-ins one client address may make per ``sign_in_window_s``; more are refused (429)."""
+    sign_in_window_s: float = Field(default=60.0, gt=0, le=86_400.0)
+
+
 class ApiSettings(_Strict):
     """The HTTP API. With no ``tokens`` authentication is off (the loopback default)."""
 
@@ -348,6 +362,8 @@ class ApiSettings(_Strict):
     """``sampled``: every request except ingest (``/api/v1/events``), of which one in
     ``access_log_sample_every`` is logged; ``all``: every request; ``off``: none."""
     access_log_sample_every: int = Field(default=100, ge=1)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    """The browser console at ``/`` (sign-in with a token of ``tokens``)."""
 
     @model_validator(mode="after")
     def _cert_roles_need_auth(self) -> ApiSettings:

@@ -100,7 +100,7 @@ class AlertingSettings(SettingsModel):
     grouping: GroupingSettings = Field(default_factory=GroupingSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     alert_base_url: str | None = None
-    """Base of links back to an alert in pages: ``<base>/api/v1/alerts/<id>``. Unset: the API's own
+    """Base of links back to an alert in pages: ``<base>/alerts/<id>``, the console's alert page. Unset: the API's own
     address (``service.config.Settings`` fills it in from ``api.host``/``api.port``/``api.tls``), or
     :data:`DEFAULT_ALERT_BASE_URL` where alerting settings are used alone."""
     store_retention_days: float = Field(default=30.0, gt=0)

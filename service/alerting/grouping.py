@@ -39,7 +39,7 @@ def page_base(alert: Alert, receiver: str, dedup_key: str, group: dict[str, str]
         "techniques": list(alert.threat.technique_ids),
         "tactics": list(alert.threat.tactic_names),
         "alert_id": alert.id,
-        "url": f"{base_url}/api/v1/alerts/{alert.id}",
+        "url": f"{base_url}/alerts/{alert.id}",  # the console's alert page (sign-in first)
         "summary": alert.summary(),
         "source": {"token": alert.origin.token(), "input": alert.origin.input, **alert.logsource.as_dict()},
         "matched": [{"field": n, "value": as_text(v)[:512]} for n, v in alert.matched[:20]],

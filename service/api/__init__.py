@@ -8,6 +8,11 @@ Every route declares its role beside it (``service.api.roles``); the app is not
 built if one does not. The outermost ASGI step is authentication
 (:class:`~service.api.auth.Authenticate`), then the body limit, then FastAPI:
 an unauthenticated caller gets its 401 before its body is read or parsed.
+
+The browser console (:mod:`service.console`: ``/``, ``/sign-in``, ``/alerts/{id}``...)
+is served by the same app unless ``api.console.enabled`` is false; its sign-in
+sessions are accepted by the API routes too (writes need the session's CSRF
+header). Every response carries the console's security headers (CSP and friends).
 """
 
 from __future__ import annotations
@@ -28,8 +33,28 @@ from service.api.openapi import build_openapi
 from service.api.ratelimit import IngestLimiter
 from service.api.routes import health_router, rules_router
 from service.audit.trail import AuditTrail
+from service.console.headers import SecurityHeaders
+from service.console.sessions import SessionStore
 
 __all__ = ["ApiContext", "create_app"]
+
+
+def _add_console(app: FastAPI, ctx: ApiContext, auth: Authenticator, trail: AuditTrail) -> None:
+    """The browser console (``service.console``) and the offline ``/docs``; sessions go on ``auth``."""
+    # late: the console's pages import the alerting API, which imports parts of this package
+    from service.console.pages import SignInRequired, console_router, redirect_to_sign_in
+
+    console = ctx.settings.api.console
+    sessions = SessionStore(console.session_ttl_s, console.idle_timeout_s, console.max_sessions)
+    alerts = ctx.extra.get("alerts")
+    if console.enabled:
+        auth.sessions = sessions
+    router = console_router(ctx, auth, sessions, trail, alerts if hasattr(alerts, "store") else None)
+    if not console.enabled:  # only the packaged files and /docs
+        router.routes[:] = [r for r in router.routes
+                            if getattr(r, "path", "").startswith(("/console/", "/docs"))]
+    app.include_router(router)
+    app.add_exception_handler(SignInRequired, redirect_to_sign_in)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -38,7 +63,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     docs = api.docs
     app = FastAPI(title="pipesentry", version="0.1.0",
                   description="Sigma rules, correlations and anomaly checks over CI/CD and production logs.",
-                  docs_url="/docs" if docs else None, redoc_url=None,
+                  docs_url=None, redoc_url=None,  # /docs: the console serves Swagger UI from packaged files
                   openapi_url="/openapi.json" if docs else None)
     tls = api.tls
     auth = Authenticator(api.tokens, identities=tls.client_identities if tls else (),
@@ -52,6 +77,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for router in ctx.routers:
         app.include_router(router)
     app.include_router(audit_router(trail))
+    _add_console(app, ctx, auth, trail)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -74,6 +100,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     roles = guard(app, api, auth)  # authentication runs before the audit, the body limit and the routes
     # the access log wraps authentication, so refused requests (401/403) are logged too
     app.add_middleware(AccessLog, mode=api.access_log, sample_every=api.access_log_sample_every)
+    app.add_middleware(SecurityHeaders)
     app.openapi = lambda: build_openapi(app, roles)  # type: ignore[method-assign]
     app.state.context = ctx
     app.state.audit = trail

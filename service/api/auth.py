@@ -18,6 +18,12 @@ A verified client certificate mapped to a principal (``api.tls.client_identities
 listed in ``api.tls.require_client_cert_for`` must also present a verified client
 certificate. Every refusal (401, 403) goes through ``Authenticator.on_denied``
 (the audit trail's hook).
+
+A console session (:mod:`service.console.sessions`: its cookie, when the request
+carries neither token nor certificate) stands for the token it was signed in
+with; a state-changing API request authenticated so must carry the session's
+``X-CSRF-Token`` header (403 otherwise), and the console's pages find the
+session on ``scope["state"]["session"]``.
 """
 
 from __future__ import annotations
@@ -32,12 +38,13 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics
-from service.api.crossorigin import SameOrigin
+from service.api.crossorigin import STATE_CHANGING, SameOrigin
 from service.api.errors import BEARER_CHALLENGE, send_error
 from service.api.principal import ANONYMOUS, Principal
 from service.api.roles import Role, RoleTable, allows
 from service.api.tls import PEER_KEY, PeerCertificate, identity_for
 from service.config import ApiSettings, ClientIdentitySettings, TokenSettings
+from service.console.sessions import CSRF_HEADER, Session, SessionStore, cookie_value
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,8 @@ class Authenticator:
         self.identities = list(identities)
         self.cert_required_roles = frozenset(cert_required_roles)
         self.on_denied: DeniedHook | None = None
+        self.sessions: SessionStore | None = None
+        """The console's sign-in sessions (``None``: the console is off and cookies mean nothing)."""
 
     def by_certificate(self, scope: Scope) -> Principal | None:
         """The principal a verified, mapped client certificate of this connection stands for."""
@@ -90,6 +99,10 @@ class Authenticator:
                     found = principal
         return found, expired
 
+    def expiry_of(self, name: str) -> float | None:
+        """When the token named ``name`` expires (unix seconds), if it does (a console session ends then too)."""
+        return next((ends for _, principal, ends, _ in self._tokens if principal.name == name), None)
+
     def warn_expired(self) -> list[str]:
         """Log a warning for every configured token already expired; returns their names."""
         now = self._clock()
@@ -100,6 +113,13 @@ class Authenticator:
                 log.warning("API token has expired and is refused", extra={
                     "token_name": principal.name, "role": principal.role, "expired_at": when.isoformat()})
         return names
+
+
+def header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def bearer(scope: Scope) -> str | None:
@@ -132,6 +152,11 @@ class Authenticate:
             return
         matched, needed = self._route(scope)
         state = scope.setdefault("state", {})
+        session: Session | None = None
+        if self.auth.sessions is not None:
+            session = self.auth.sessions.get(cookie_value(scope.get("headers", ())))
+            if session is not None:
+                state["session"] = session
         if matched and needed is None:  # fail closed: declare_roles keeps this from being served
             metrics.HTTP_REJECTED.labels("forbidden").inc()
             await send_error(send, 403, "this endpoint declares no role")
@@ -149,6 +174,14 @@ class Authenticate:
         principal, expired = self.auth.identify(token) if token is not None else (None, False)
         if principal is None and token is None:
             principal = self.auth.by_certificate(scope)
+        if principal is None and token is None and session is not None:
+            if (scope["method"] in STATE_CHANGING and needed is not Role.PUBLIC
+                    and not session.csrf_ok(header(scope, CSRF_HEADER.encode()))):
+                self.auth.denied(scope, 403, "csrf", session.principal)
+                await send_error(send, 403, "a request signed in by the console's cookie needs its "
+                                            "X-CSRF-Token header")
+                return
+            principal = session.principal
         if principal is not None:
             state["principal"] = principal
         elif needed is not Role.PUBLIC:

@@ -58,7 +58,7 @@ async def test_pagerduty_trigger_update_resolve(tmp_path: Path) -> None:
     assert first["event_action"] == "trigger" and first["routing_key"] == "R0UTINGKEY"
     assert len(first["payload"]["summary"]) == 1024  # cut to PagerDuty's limit
     assert first["payload"]["severity"] == "critical"
-    assert first["links"][0]["href"].startswith("https://pipesentry.example.org/api/v1/alerts/")
+    assert first["links"][0]["href"].startswith("https://pipesentry.example.org/alerts/")
     update = pd.got.accepted[2]
     assert update["event_action"] == "trigger" and update["payload"]["custom_details"]["count"] == 2
     assert update["dedup_key"] == first["dedup_key"]

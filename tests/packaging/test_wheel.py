@@ -63,6 +63,10 @@ def test_the_wheel_is_one_abi3_wheel_of_the_runtime_only(wheel: Path):
     assert not [n for n in names if "devservices" in n or n.endswith(("-pom.xml", ".properties"))]
     assert not [n for n in names if n.rsplit("/", 1)[-1] in TEST_HELPERS or "/tests/" in f"/{n}"]
     assert [n for n in names if n.startswith("detectors/_native")] == ["detectors/_native.abi3.so"]
+    console = {"service/console/templates/queue.html", "service/console/templates/base.html",
+               "service/console/static/console.js", "service/console/static/console.css",
+               "service/console/static/swagger-init.js"}
+    assert console <= set(names), console - set(names)  # the console's files travel in the wheel
 
 
 def _clean_env() -> dict[str, str]:
@@ -125,6 +129,10 @@ def test_the_installed_service_serves_the_embedded_default(installed: Path, tmp_
         with urllib.request.urlopen(request, timeout=30) as answer:
             result = orjson.loads(answer.read())
         assert result["accepted"] == 1 and result["alerts"], result
+        # the console and an offline /docs: every file they load comes from the installed packages
+        for path in ("/sign-in", "/console/static/console.js", "/docs", "/console/swagger/swagger-ui-bundle.js"):
+            with urllib.request.urlopen(base + path, timeout=30) as answer:
+                assert answer.status == 200, path
     finally:
         proc.terminate()
         proc.wait(timeout=60)
