@@ -28,6 +28,7 @@ from typing import Any
 from detectors.anomaly import AnomalyEngine
 from detectors.anomaly.keys import Key
 from detectors.anomaly.metric import Explained, MetricCheck
+from service.errors import ServiceError
 
 MAX_POINTS = 200_000
 """Points kept for the plot; past it every second point is dropped (the series stays evenly thinned)."""
@@ -53,7 +54,7 @@ def _point(ex: Explained) -> Point:
     return (ex.time, ex.observed, ex.expected, ex.low, ex.high)
 
 
-class PlotUnavailable(RuntimeError):
+class PlotUnavailable(ServiceError):
     """matplotlib is not installed."""
 
 

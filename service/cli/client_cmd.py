@@ -39,6 +39,7 @@ from service.cli.output import (
     flatten,
     write_records,
 )
+from service.errors import ServiceError
 
 TOKEN_ENV = "PIPESENTRY_TOKEN"
 URL_ENV = "PIPESENTRY_URL"
@@ -49,7 +50,7 @@ transport_factory: Transport = lambda: None  # noqa: E731
 """Tests swap in an ASGI transport over the application; None: the network."""
 
 
-class ClientError(Exception):
+class ClientError(ServiceError):
     """A request that did not succeed; ``code`` is the exit code, the message never holds the token."""
 
     def __init__(self, message: str, code: int) -> None:

@@ -25,6 +25,7 @@ import orjson
 
 from detectors.model import LogSource
 from detectors.yamlsafe import YamlError, YamlLimits, load_one
+from service.errors import ServiceError
 
 MAX_DOCUMENT_BYTES = 256 << 20
 """A JSON document input is read whole; larger ones must be NDJSON."""
@@ -32,7 +33,7 @@ TEST_FILE_SUFFIX = ".events.json"
 _RULE_YAML_LIMITS = YamlLimits(max_bytes=1 << 20, max_depth=32, max_nodes=100_000)
 
 
-class EventFileError(ValueError):
+class EventFileError(ServiceError, ValueError):
     """A JSON document input that cannot be read as events (the message says why, never a value)."""
 
 

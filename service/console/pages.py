@@ -43,6 +43,7 @@ from service.audit.store import AuditQuery
 from service.audit.trail import AuditTrail
 from service.console import views
 from service.console.sessions import COOKIE, CSRF_FIELD, Session, SessionStore, SignInLimiter
+from service.errors import ServiceError
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -52,7 +53,7 @@ CONSOLE_ROLES = (Role.READ, Role.ANALYST, Role.ADMIN)
 """Token roles that may sign in (``ingest`` reads nothing)."""
 
 
-class SignInRequired(Exception):
+class SignInRequired(ServiceError):
     """A page was asked for without a session: the handler redirects to the sign-in page."""
 
     def __init__(self, next_path: str) -> None:
