@@ -50,6 +50,8 @@ STATIC = HERE / "static"
 MAX_FORM_BYTES = 16_384
 PUBLIC = [requires(Role.PUBLIC)]
 CONSOLE_ROLES = (Role.READ, Role.ANALYST, Role.ADMIN)
+GROUP_SCAN = 500
+"""Newest alerts of a rule searched for the same group key on an alert page."""
 """Token roles that may sign in (``ingest`` reads nothing)."""
 
 
@@ -284,6 +286,12 @@ def console_router(ctx: ApiContext, auth: Authenticator, sessions: SessionStore,
         ps = doc.get("pipesentry", {})
         rows, raw = views.event_rows(doc.get("event", {}).get("original", ""), ps.get("matched", []))
         related = await asyncio.to_thread(alerts.store.query, AlertQuery(rule=rule_id, limit=20))
+        group = views.group_key(ps.get("details"))
+        same_group: list[dict[str, Any]] = []
+        if group:  # a correlation's group-by values or an anomaly check's key: the same rule, the same group
+            recent = await asyncio.to_thread(alerts.store.query, AlertQuery(rule=rule_id, limit=GROUP_SCAN))
+            same_group = [d for d in recent.items if d.get("event", {}).get("id") != alert_id
+                          and views.group_key(d.get("pipesentry", {}).get("details")) == group][:20]
         by_entity: list[tuple[str, str, list[dict[str, Any]]]] = []
         for kind, value in indexing.entities(doc, indexing.original_event(doc))[:4]:
             query = AlertQuery(host=value, limit=10) if kind == "host" else AlertQuery(user=value, limit=10)
@@ -295,7 +303,7 @@ def console_router(ctx: ApiContext, auth: Authenticator, sessions: SessionStore,
         return render(request, "alert.html", session, doc=doc, triage=state, history=history, rule=rule, yaml=yaml,
                       rows=rows, raw=raw, attack=views.attack_links(doc.get("tags", [])),
                       related=[d for d in related.items if d.get("event", {}).get("id") != alert_id],
-                      by_entity=by_entity,
+                      by_entity=by_entity, group=group, same_group=same_group,
                       contributing=contributing, details=details,
                       references=[(r, views.safe_url(r)) for r in doc.get("rule", {}).get("reference", [])],
                       silence_rule=rule_id, silence_level=ps.get("level", ""))

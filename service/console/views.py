@@ -115,6 +115,18 @@ def contributing_events(details: Mapping[str, Any] | None) -> list[Any]:
     return []
 
 
+def group_key(details: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """The values that make an alert's group: a correlation's ``group`` (its group-by fields) or an
+    anomaly check's ``key``, as sorted (field, value) pairs; empty for a plain Sigma alert."""
+    if not details:
+        return ()
+    for name in ("group", "key"):
+        found = details.get(name)
+        if isinstance(found, dict) and found:
+            return tuple(sorted((str(k), str(v)) for k, v in found.items()))
+    return ()
+
+
 @dataclass(frozen=True, slots=True)
 class Coverage:
     tactics: list[tuple[str, str]]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from pathlib import Path
 
 import pytest
 
+from detectors.alert import build_alert
+from detectors.model import Match, Origin
 from service.console.headers import CSP
 from service.console.sessions import COOKIE
+from tests.support.alerts import rule
 from tests.support.api import ADMIN, ANALYST, EXPIRED, INGESTER, READER
 from tests.support.console import XSS_EVENT, console_client, fresh_alert, sign_in
 
@@ -226,3 +230,23 @@ def test_over_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
     with console_client(tmp_path / "app", tls=tls) as (client, _):
         cookie = client.post("/sign-in", data={"token": READER}).headers["set-cookie"]
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+
+
+def test_an_alert_page_lists_the_same_rule_and_group_key(tmp_path: Path) -> None:
+    r = rule("brute", "high")
+
+    def correlation(n: int, user: str) -> str:
+        now = time.time()
+        details = {"group": {"user.name": user}, "alert_key": f"brute-{n}"}
+        a = build_alert(Match(rule=r, details=details), {"user": {"name": user}},
+                        Origin(input="kafka", topic="auth", partition=0, offset=n), event_time=now, now=now)
+        alerts.store.upsert([a.to_document()])
+        return a.id
+
+    with console_client(tmp_path) as (client, alerts):
+        first, same, other = correlation(1, "mallory"), correlation(2, "mallory"), correlation(3, "alice")
+        sign_in(client, READER)
+        text = client.get(f"/alerts/{first}").text
+        group = text.split('id="related-group"', 1)[1].split("</ul>", 1)[0]
+        assert "<code>user.name=mallory</code>" in text
+        assert f"/alerts/{same}" in group and f"/alerts/{other}" not in group and f"/alerts/{first}" not in group

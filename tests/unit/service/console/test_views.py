@@ -63,3 +63,9 @@ def test_coverage_matrix_navigator_layer_and_stages() -> None:
     stages = {s: n for s, n, _ in views.stages(rules)}
     assert stages == {"plan": 0, "code": 1, "build": 1, "test": 0, "release": 0, "deploy": 1, "monitor": 0,
                       "other": 1}
+
+
+def test_group_key_reads_a_correlation_group_or_an_anomaly_key() -> None:
+    assert views.group_key({"group": {"b": 2, "a": "x"}}) == (("a", "x"), ("b", "2"))
+    assert views.group_key({"key": {"host": "h1"}}) == (("host", "h1"),)
+    assert views.group_key({"group": {}}) == () and views.group_key(None) == () and views.group_key({"group": "x"}) == ()
