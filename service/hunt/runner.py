@@ -107,27 +107,26 @@ async def run_queries(client: SearchClient, queries: Sequence[Query], settings: 
                       time_range: TimeRange, sink: AlertSink, *, index: str | None = None,
                       progress: Callable[[Progress], None] | None = None,
                       clock: Callable[[], float] = time.time) -> HuntReport:
-    """Every query over its index (``index`` overrides the per-log-source choice); alerts go to
-    ``sink`` a page at a time."""
+    """Every query over the indices of its log source (``index`` overrides them, with
+    ``hunt.time_field``); alerts go to ``sink`` a page at a time."""
     report = HuntReport()
     started = time.perf_counter()
     for number, query in enumerate(queries):
-        target, time_field = settings.index_for(query.rule.logsource)
-        if index is not None and index != target:  # --index: the default index's time field
-            target, time_field = index, settings.time_field
-        run = RuleRun(query.rule.id, query.rule.title, target)
-        report.runs.append(run)
+        targets = [(index, settings.time_field)] if index is not None else settings.targets_for(query.rule.logsource)
         if progress is not None:
             progress(Progress(number, len(queries), report.hits, query.rule.title))
-        try:
-            await _scroll(client, query, settings, target, time_field, time_range, sink, run, clock)
-        except SearchError:
-            raise
-        except Exception as exc:  # the clients raise their own types; classified by status
-            if not _refused(exc):
-                raise SearchError(f"search failed for rule {query.rule.id} on {target}: {_reason(exc)}") from None
-            run.error = _reason(exc)
-        report.hits += run.hits
+        for target, time_field in targets:
+            run = RuleRun(query.rule.id, query.rule.title, target)
+            report.runs.append(run)
+            try:
+                await _scroll(client, query, settings, target, time_field, time_range, sink, run, clock)
+            except SearchError:
+                raise
+            except Exception as exc:  # the clients raise their own types; classified by status
+                if not _refused(exc):
+                    raise SearchError(f"search failed for rule {query.rule.id} on {target}: {_reason(exc)}") from None
+                run.error = _reason(exc)
+            report.hits += run.hits
     if progress is not None:
         progress(Progress(len(queries), len(queries), report.hits, ""))
     report.seconds = time.perf_counter() - started

@@ -79,19 +79,16 @@ class HuntSettings(_Strict):
             raise ValueError("password needs username")
         return self
 
-    def index_for(self, logsource: LogSource) -> tuple[str, str | None]:
-        """``(index, time field)`` for rules of ``logsource``: the most specific entry covering it,
-        else ``default_index``."""
-        best: HuntIndex | None = None
-        best_rank = -1
+    def targets_for(self, logsource: LogSource) -> list[tuple[str, str | None]]:
+        """``(indices, time field)`` pairs a rule of ``logsource`` runs over: every entry whose log
+        source the rule covers (as the engine routes events: the fields the rule names must be the
+        entry's), indices with the same time field joined by commas; ``default_index`` when none."""
+        by_field: dict[str | None, list[str]] = {}
         for entry in self.indices:
-            named = entry.logsource
-            if not named.covers(logsource):
-                continue
-            rank = len(named.as_dict())
-            if rank > best_rank:
-                best, best_rank = entry, rank
-        if best is None:
-            return self.default_index, self.time_field
-        return best.index, best.time_field
-
+            if logsource.covers(entry.logsource):
+                names = by_field.setdefault(entry.time_field, [])
+                if entry.index not in names:
+                    names.append(entry.index)
+        if not by_field:
+            return [(self.default_index, self.time_field)]
+        return [(",".join(names), field) for field, names in by_field.items()]

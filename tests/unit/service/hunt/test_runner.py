@@ -27,7 +27,7 @@ def _docs(n: int) -> list[dict[str, Any]]:
 
 def _settings(**extra: Any) -> HuntSettings:
     return HuntSettings.model_validate({
-        "indices": [{"category": "ci_job_log", "index": "logs-ci-*"},
+        "indices": [{"product": "github", "category": "ci_job_log", "index": "logs-ci-*"},
                     {"product": "github", "service": "audit", "index": "logs-gh", "time_field": None}],
         "page_size": 3, **extra})
 
@@ -113,6 +113,18 @@ async def test_an_index_override_and_async_sink_and_progress() -> None:
     assert [s["index"] for s in client.searches] == ["history", "history"]
     assert len(got) == 4
     assert [(p.rules_done, p.hits) for p in seen] == [(0, 0), (1, 2), (2, 4)]
+
+
+def test_a_rule_runs_over_every_index_its_log_source_covers() -> None:
+    settings = HuntSettings.model_validate({"indices": [
+        {"product": "github", "category": "ci_job_log", "index": "gh-ci"},
+        {"product": "gitlab", "category": "ci_job_log", "index": "gl-ci"},
+        {"product": "jenkins", "category": "ci_job_log", "index": "jk-ci", "time_field": "ts"},
+        {"product": "github", "service": "audit", "index": "gh-audit"}], "default_index": "rest-*"})
+    assert settings.targets_for(LogSource(category="ci_job_log")) == [("gh-ci,gl-ci", "@timestamp"), ("jk-ci", "ts")]
+    assert settings.targets_for(LogSource(product="github")) == [("gh-ci,gh-audit", "@timestamp")]
+    assert settings.targets_for(LogSource(product="aws")) == [("rest-*", "@timestamp")]
+    assert settings.targets_for(LogSource()) == [("gh-ci,gl-ci,gh-audit", "@timestamp"), ("jk-ci", "ts")]
 
 
 def test_several_queries_of_one_rule_are_alternatives() -> None:
