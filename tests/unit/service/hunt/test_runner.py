@@ -58,14 +58,16 @@ async def test_hits_are_paged_and_every_scroll_is_cleared() -> None:
     assert got[0].timestamp == pytest.approx(1_795_514_400.0)
 
 
+async def _hunt_ids() -> list[str]:
+    ids: list[str] = []
+    await run_queries(FakeSearchClient({"logs-ci-a": _docs(4), "logs-ci-b": _docs(1)}),
+                      [Query(RULE, ("x",))], _settings(), TimeRange(), lambda a: ids.extend(x.id for x in a),
+                      clock=lambda: float(len(ids)))  # a different "now" each page: ids do not depend on it
+    return ids
+
+
 async def test_ids_are_stable_for_rule_index_and_document() -> None:
-    runs: list[list[str]] = []
-    for _ in range(2):
-        ids: list[str] = []
-        await run_queries(FakeSearchClient({"logs-ci-a": _docs(4), "logs-ci-b": _docs(1)}),
-                          [Query(RULE, ("x",))], _settings(), TimeRange(), lambda a: ids.extend(x.id for x in a),
-                          clock=lambda: float(len(ids)))  # a different "now" each page: ids do not depend on it
-        runs.append(ids)
+    runs = [await _hunt_ids(), await _hunt_ids()]
     assert runs[0] == runs[1]
     assert len(set(runs[0])) == 5  # the same document id in two indices: two alerts
     assert runs[0][0] == alert_id("r-1", "hunt:logs-ci-a/d0")
