@@ -336,6 +336,9 @@ class ParsedRules:
     errors: list[RuleError] = field(default_factory=list)
     correlations: list[RuleInfo] = field(default_factory=list)
     """Correlation rules met (not converted: their state lives across events)."""
+    suppressed: frozenset[str] = frozenset()
+    """Ids of rules whose matches only feed correlations (``generate: false`` in every correlation
+    naming them): the engine raises no alert of their own (correlation spec, ``generate``)."""
 
 
 def parse_detection_rules(texts: Iterable[RuleText], *, limits: YamlLimits = RULE_YAML_LIMITS) -> ParsedRules:
@@ -347,6 +350,7 @@ def parse_detection_rules(texts: Iterable[RuleText], *, limits: YamlLimits = RUL
         parsed.extend(_parse_text(text, errors, limits))
     filters = [p for p in parsed if isinstance(p.obj, SigmaFilter)]
     out = ParsedRules([], errors)
+    correlations: list[SigmaCorrelationRule] = []
     seen: dict[str, str] = {}
     for item in parsed:
         obj = item.obj
@@ -361,6 +365,7 @@ def parse_detection_rules(texts: Iterable[RuleText], *, limits: YamlLimits = RUL
             continue
         if not isinstance(obj, SigmaRule):
             out.correlations.append(info)
+            correlations.append(obj)
             continue
         if ident in seen:
             errors.append(RuleError(item.text.source, ident, info.title,
@@ -376,4 +381,23 @@ def parse_detection_rules(texts: Iterable[RuleText], *, limits: YamlLimits = RUL
             continue
         seen[ident] = item.text.source
         out.rules.append((info, obj))
+    out.suppressed = _building_blocks(out.rules, correlations)
     return out
+
+
+def _building_blocks(rules: list[tuple[RuleInfo, SigmaRule]],
+                     correlations: list[SigmaCorrelationRule]) -> frozenset[str]:
+    """Rule ids named only by correlations that do not ``generate`` (as the correlation engine decides)."""
+    ids: dict[str, str] = {}
+    for info, _ in rules:
+        ids[info.id] = info.id
+        if info.name:
+            ids[info.name] = info.id
+    quiet: set[str] = set()
+    loud: set[str] = set()
+    for corr in correlations:
+        for ref in corr.rules or ():
+            ident = ids.get(str(getattr(ref, "reference", ref)))
+            if ident is not None:
+                (loud if corr.generate else quiet).add(ident)
+    return frozenset(quiet - loud)

@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--url", default=None, metavar="URL", help="the cluster's URL (default hunt.url)")
     parser.add_argument("--index", default=None, metavar="PATTERN",
                         help="run every rule over this index pattern instead of hunt.indices")
+    parser.add_argument("--building-blocks", action="store_true",
+                        help="also run rules that only feed correlations (generate: false), which raise no"
+                             " alert of their own in the engine")
     parser.add_argument("--store", action="store_true",
                         help="write the alerts to the local alert store instead of printing them")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     plan = HuntPlan(rules=tuple(Path(p) for p in args.rules) if args.rules else tuple(settings.rules.resolved_paths()),
                     pipelines=tuple(Path(p) for p in (args.pipeline or settings.rules.pipelines)),
                     backend_pipelines=tuple(args.backend_pipeline), target=target, index=args.index,
-                    time_range=time_range)
+                    time_range=time_range, building_blocks=args.building_blocks)
     try:
         conversion = convert_plan(plan)
     except PipelineError as exc:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sigma.collection import SigmaCollection
+from sigma.modifiers import SigmaTimestampModifier
 from sigma.processing.pipeline import ProcessingPipeline
-from sigma.rule import SigmaRule
+from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 
 from detectors.model import RuleInfo
 
@@ -89,10 +90,38 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
+def _items(detection: SigmaDetection) -> list[SigmaDetectionItem]:
+    found: list[SigmaDetectionItem] = []
+    for item in detection.detection_items:
+        if isinstance(item, SigmaDetection):
+            found.extend(_items(item))
+        else:
+            found.append(item)
+    return found
+
+
+def unsupported(rule: SigmaRule) -> str | None:
+    """Why the Lucene backends would convert ``rule`` to a query of another meaning, if they would.
+
+    The timestamp-part modifiers (``|hour``, ``|day``...) are accepted by pySigma but dropped by the
+    Lucene backends (``ts|hour|lt: 8`` becomes ``ts:<8``, a comparison with the whole value)."""
+    for detection in rule.detection.detections.values():
+        for item in _items(detection):
+            for modifier in item.modifiers:
+                if issubclass(modifier, SigmaTimestampModifier):
+                    name = modifier.__name__.removeprefix("SigmaTimestamp").removesuffix("Modifier").lower()
+                    return (f"{item.field}|{name}: timestamp-part modifiers have no Lucene form"
+                            " (the backend would compare the whole value)")
+    return None
+
+
 def convert_rule(backend: Any, info: RuleInfo, rule: SigmaRule) -> Query | Failure:
     """One rule through ``backend``; never raises for a rule's sake."""
     if rule.errors:
         return Failure(info, "; ".join(_reason(e) for e in rule.errors))
+    reason = unsupported(rule)
+    if reason is not None:
+        return Failure(info, reason)
     try:
         # a copy: the backend applies its pipeline to the rule in place
         queries = backend.convert(SigmaCollection([copy.deepcopy(rule)]))

@@ -32,6 +32,9 @@ class HuntPlan:
     index: str | None = None
     """Every rule over this index pattern instead of ``hunt.indices``."""
     time_range: TimeRange = field(default_factory=TimeRange)
+    building_blocks: bool = False
+    """Also hunt with rules that only feed correlations (``generate: false``), which the engine
+    raises no alert for."""
 
 
 @dataclass
@@ -57,7 +60,15 @@ def convert_plan(plan: HuntPlan) -> Conversion:
         first = loaded.pipeline_errors[0]
         raise PipelineError(f"{first.source}: {first.reason}")
     pipeline = build_pipeline(loaded.pipelines, plan.backend_pipelines, plan.target)
-    queries, failures = convert_rules(loaded.rules, plan.target, pipeline)
+    rules = loaded.rules
+    skipped: list[Failure] = []
+    if loaded.suppressed and not plan.building_blocks:
+        rules = [(info, rule) for info, rule in rules if info.id not in loaded.suppressed]
+        skipped = [Failure(info, "building block of a correlation with generate: false: the engine raises no"
+                                 " alert for it (--building-blocks hunts with it)")
+                   for info, _ in loaded.rules if info.id in loaded.suppressed]
+    queries, failures = convert_rules(rules, plan.target, pipeline)
+    failures.extend(skipped)
     failures.extend(Failure(info, "correlation rule: spans several events, no per-document query expresses it")
                     for info in loaded.correlations)
     return Conversion(queries, failures, loaded.errors, time.perf_counter() - started)

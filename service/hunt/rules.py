@@ -29,6 +29,8 @@ class HuntRules:
     """Rule files or documents that could not be read or parsed."""
     pipeline_errors: list[RuleError] = field(default_factory=list)
     correlations: list[RuleInfo] = field(default_factory=list)
+    suppressed: frozenset[str] = frozenset()
+    """Building blocks of correlations that do not ``generate``: no alerts of their own."""
 
 
 def load_hunt_rules(paths: Sequence[Path], pipelines: Sequence[Path]) -> HuntRules:
@@ -37,4 +39,4 @@ def load_hunt_rules(paths: Sequence[Path], pipelines: Sequence[Path]) -> HuntRul
     pipeline_texts, pipeline_errors = read_pipelines(pipelines)
     parsed = parse_detection_rules(texts)
     return HuntRules(parsed.rules, pipeline_texts, [*read_errors, *parsed.errors], pipeline_errors,
-                     parsed.correlations)
+                     parsed.correlations, parsed.suppressed)
