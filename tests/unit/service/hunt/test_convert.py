@@ -73,14 +73,26 @@ def test_bad_rules_are_listed_and_the_rest_converts(tmp_path: Path, target: str)
     assert conversion.rules_per_s > 0
 
 
-def test_correlations_are_listed_as_not_convertible(tmp_path: Path) -> None:
+def test_correlations_and_their_quiet_building_blocks_are_listed(tmp_path: Path) -> None:
     root = tmp_path / "pack"
     root.mkdir()
     (root / "corr.yml").write_text(GOOD + "---\n" + CORRELATION)
     conversion = convert_plan(HuntPlan(rules=(root,)))
-    assert [q.rule.id for q in conversion.queries] == ["11111111-1111-4111-8111-111111111111"]
-    assert [(f.rule.id, f.rule.kind) for f in conversion.failures] == [
-        ("33333333-3333-4333-8333-333333333333", "correlation")]
+    assert conversion.queries == []
+    assert [(f.rule.id, f.rule.kind, f.reason.split(":")[0]) for f in conversion.failures] == [
+        ("11111111-1111-4111-8111-111111111111", "sigma", "building block of a correlation with generate"),
+        ("33333333-3333-4333-8333-333333333333", "correlation", "correlation rule")]
+    wanted = convert_plan(HuntPlan(rules=(root,), building_blocks=True))
+    assert [q.rule.id for q in wanted.queries] == ["11111111-1111-4111-8111-111111111111"]
+    (root / "corr.yml").write_text(GOOD + "---\n" + CORRELATION + "  generate: true\n")
+    assert [q.rule.id for q in convert_plan(HuntPlan(rules=(root,))).queries] == [
+        "11111111-1111-4111-8111-111111111111"]
+
+
+def test_timestamp_part_modifiers_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "hour.yml").write_text(GOOD.replace("    message|contains: 'curl '", "    ts|hour|lt: 8"))
+    [failure] = convert_plan(HuntPlan(rules=(tmp_path,))).failures
+    assert failure.reason.startswith("ts|hour: timestamp-part modifiers have no Lucene form")
 
 
 def test_the_rule_packs_pipeline_applies(tmp_path: Path) -> None:
