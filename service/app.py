@@ -154,8 +154,15 @@ class Service:
         if s.api.enabled:
             ctx = ApiContext(settings=s, detector=self.detector, reloader=self.reloader,
                              pipeline=self.pipeline if s.http_ingest.enabled else None,
-                             readiness=self.readiness, routers=_alert_routers(self.router), audit=self.audit)
+                             readiness=self.readiness, routers=[*_alert_routers(self.router), self._hunts()],
+                             audit=self.audit)
             self.app = create_app(ctx)
+
+    def _hunts(self) -> Any:
+        """``/api/v1/hunts``: retro-hunts over the ``hunt:`` cluster, alerts into the router's store."""
+        from service.hunt.api import HuntJobs, hunt_router, store_writer
+
+        return hunt_router(HuntJobs(self.settings, store_writer(self.router)))
 
     def _audit_reload(self, result: ReloadResult) -> None:
         """File-watch and SIGHUP reloads are the service's own actions (API reloads are audited per request)."""
