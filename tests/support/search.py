@@ -8,6 +8,7 @@ records what it was asked. ``refuse`` maps a substring of a query to an error wi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,6 +33,8 @@ class FakeSearchClient:
         self.cleared: list[str] = []
         self.closed = False
         self._next = 0
+        self.gate: asyncio.Event | None = None
+        """Set to an unset event: searches wait on it (a slow cluster)."""
 
     def _hits(self, index: str) -> list[dict[str, Any]]:
         names = [i for i in self.docs if i == index or (index.endswith("*") and i.startswith(index[:-1]))]
@@ -40,6 +43,8 @@ class FakeSearchClient:
 
     async def search(self, *, index: str, query: dict[str, Any], size: int, scroll: str) -> dict[str, Any]:
         self.searches.append({"index": index, "query": query, "size": size, "scroll": scroll})
+        if self.gate is not None:
+            await self.gate.wait()
         text = json.dumps(query)
         for needle, status in self.refuse.items():
             if needle in text:
