@@ -65,8 +65,8 @@ def build_corpus(rules_root: Path, *, demo: bool = True) -> list[Group]:
         sibling = sibling_rule_logsource(path)
         if doc is None or sibling is None or doc.pipeline or doc.has_sequences():
             continue
-        for item in doc.items:
-            _add(groups, sibling[1], item.event, f"{path.name}:{item.label}")
+        for test_item in doc.items:
+            _add(groups, sibling[1], test_item.event, f"{path.name}:{test_item.label}")
     return [groups[k] for k in sorted(groups, key=lambda ls: (ls.product or "", ls.category or "", ls.service or ""))]
 
 
