@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from detectors.alert import Alert
+from detectors.alert import Alert, iso_time
 from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE, Column, add_format, column, write_records
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, Settings, load_settings
@@ -83,7 +83,7 @@ def hunt_record(alert: Alert) -> dict[str, Any]:
     """The printed form of a hunt's alert: ids, rule, and where the document is."""
     rule = alert.rule
     index, _, doc_id = (alert.origin.key or "").partition("/")
-    return {"alert_id": alert.id, "@timestamp": alert.to_document()["@timestamp"], "index": index,
+    return {"alert_id": alert.id, "@timestamp": iso_time(alert.timestamp), "index": index,
             "document_id": doc_id, "rule_id": rule.id, "rule_title": rule.title, "level": alert.level,
             "rule_status": rule.status, "rule_author": rule.author, "rule_ruleset": rule.ruleset,
             "tags": list(rule.tags)}
@@ -170,9 +170,9 @@ async def _hunt(args: argparse.Namespace, settings: Settings, plan: Any, convers
             store.open()
         except Exception as exc:  # the store's own errors (disk, corrupt file, redaction key)
             return _fail(f"cannot open the alert store: {exc}", UNAVAILABLE)
+    sink: Any = store.put if store is not None else output.put if output is not None else None
     client = open_client(settings.hunt, plan.target, url)
     try:
-        sink = store.put if store is not None else output.put  # type: ignore[union-attr]
         report = await run_plan(client, conversion, plan, settings.hunt, sink,
                                 progress=_ProgressLine(sys.stderr, args.quiet))
     except SearchError as exc:

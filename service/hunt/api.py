@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.alert import Alert
+from service import metrics
 from service.api.roles import Role, requires
 from service.audit.marks import audited, note
 from service.config import Settings
@@ -148,11 +149,13 @@ class HuntJobs:
             log.warning("hunt failed", extra={"hunt": status.id, "reason": status.error})
         finally:
             status.finished = self.clock()
+            metrics.HUNTS.labels(status.state).inc()
 
     def _sink(self, status: HuntStatus) -> Callable[[list[Alert]], Any]:
         async def put(alerts: list[Alert]) -> None:
             status.alerts_stored += await asyncio.to_thread(self.write, alerts)
             status.hits += len(alerts)  # live progress; replaced by the report's count at the end
+            metrics.HUNT_HITS.inc(len(alerts))
 
         return put
 
