@@ -34,6 +34,7 @@ from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE, Column, add_forma
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, Settings, load_settings
 from service.hunt.convert import TARGETS, PipelineError, Target, backend_pipelines
+from service.hunt.settings import check_url
 from service.hunt.timerange import TimeRange, parse_when
 
 
@@ -140,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
     from service.hunt.hunt import HuntPlan, convert_plan
 
     hunt = settings.hunt
+    if args.url is not None:
+        try:
+            check_url(args.url)
+        except ValueError as exc:
+            return _fail(f"--{exc}", USAGE)
     target: Target = args.target or hunt.target
     plan = HuntPlan(rules=tuple(Path(p) for p in args.rules) if args.rules else tuple(settings.rules.resolved_paths()),
                     pipelines=tuple(Path(p) for p in (args.pipeline or settings.rules.pipelines)),

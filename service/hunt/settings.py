@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -17,6 +18,17 @@ from service.secrets import read_secret_file
 
 DEFAULT_INDEX = "logs-*"
 DEFAULT_TIME_FIELD = "@timestamp"
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is an http(s) URL without credentials (those belong in api_key/username/password,
+    which are kept out of logs and errors); ``ValueError`` otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("url: expected http(s)://host[:port]")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("url: no credentials in the URL; use api_key or username/password (or their _file forms)")
+    return url
 
 
 class _Strict(BaseModel):
@@ -77,6 +89,7 @@ class HuntSettings(_Strict):
     def _auth(self) -> HuntSettings:
         if self.password is not None and not self.username:
             raise ValueError("password needs username")
+        check_url(self.url)
         return self
 
     def targets_for(self, logsource: LogSource) -> list[tuple[str, str | None]]:

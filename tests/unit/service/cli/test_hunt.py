@@ -81,6 +81,7 @@ def test_store_twice_keeps_one_copy(tmp_path: Path, cluster: FakeSearchClient,
     (["--since", "1d", "--until", "2d"], 2, "time range is empty"),
     (["--backend-pipeline", "nope"], 2, "no backend pipeline 'nope'"),
     (["--pipeline", "/nonexistent.yml"], 2, "cannot read pipeline"),
+    (["--url", "http://user:pw@search:9200"], 2, "--url: no credentials in the URL"),
 ])
 def test_usage_errors(tmp_path: Path, cluster: FakeSearchClient, capsys: pytest.CaptureFixture[str],
                       argv: list[str], code: int, says: str) -> None:
