@@ -97,6 +97,8 @@ class Service:
         self.pipeline: Pipeline | None = None
         self.kafka: KafkaSource | None = None
         self.app: FastAPI | None = None
+        self.hunt_jobs: Any = None
+        """The API's hunts (``POST /api/v1/hunts``), when the API runs."""
         self.server: _Server | None = None
         self.switch: ApiSwitch | None = None
         """What uvicorn serves: the start-up answers while the rules load, then :attr:`app`."""
@@ -162,7 +164,8 @@ class Service:
         """``/api/v1/hunts``: retro-hunts over the ``hunt:`` cluster, alerts into the router's store."""
         from service.hunt.api import HuntJobs, hunt_router, store_writer
 
-        return hunt_router(HuntJobs(self.settings, store_writer(self.router)))
+        self.hunt_jobs = HuntJobs(self.settings, store_writer(self.router))
+        return hunt_router(self.hunt_jobs)
 
     def _audit_reload(self, result: ReloadResult) -> None:
         """File-watch and SIGHUP reloads are the service's own actions (API reloads are audited per request)."""
@@ -309,6 +312,8 @@ class Service:
             self.supervisor.close()
             await self._stop_inputs()
             await self._stop_server(server_task)
+            if self.hunt_jobs is not None:
+                await self.hunt_jobs.stop()  # a running hunt writes to the router's store: stop it first
             if self.local_state is not None:
                 await self.local_state.save()  # inputs and ingest requests are done: the local state is final
             await self.audit.flush()  # the store closes with the router
