@@ -33,7 +33,7 @@ from detectors.alert import Alert, iso_time
 from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE, Column, add_format, column, write_records
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, Settings, load_settings
-from service.hunt.convert import TARGETS, PipelineError, Target, backend_pipelines
+from service.hunt.convert import TARGETS, PipelineError, Target
 from service.hunt.settings import check_url
 from service.hunt.timerange import TimeRange, parse_when
 
@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="pySigma processing pipeline YAML file (repeatable, applied in order;"
                              " default: the configured ones)")
     parser.add_argument("--backend-pipeline", action="append", default=[], metavar="NAME",
-                        help="a pipeline the backend ships, applied after --pipeline (repeatable):"
-                             f" {', '.join(sorted(backend_pipelines('elasticsearch')))}")
+                        help="a pipeline the backend ships, applied after --pipeline (repeatable), e.g."
+                             " ecs_kubernetes, ecs_windows, ecs_zeek_beats (an unknown name lists them)")
     parser.add_argument("--since", default="7d", metavar="WHEN",
                         help="start of the time range: a duration back from now (7d, 12h, 30m), an RFC 3339"
                              " time or unix seconds (default 7d)")
