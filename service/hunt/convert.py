@@ -21,6 +21,7 @@ from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 
 from detectors.model import RuleInfo
+from service.errors import ServiceError
 
 Target = Literal["elasticsearch", "opensearch"]
 TARGETS: tuple[Target, ...] = ("elasticsearch", "opensearch")
@@ -42,8 +43,8 @@ class Failure:
     reason: str
 
 
-class PipelineError(ValueError):
-    """A processing pipeline file or backend pipeline name that cannot be used (a usage error)."""
+class PipelineError(ServiceError, ValueError):
+    """A processing pipeline file or backend pipeline name that cannot be used (a usage error; not retriable)."""
 
 
 def backend_pipelines(target: Target) -> dict[str, Callable[[], ProcessingPipeline]]:
