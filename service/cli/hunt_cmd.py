@@ -33,6 +33,7 @@ from detectors.alert import Alert, iso_time
 from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE, Column, add_format, column, write_records
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, Settings, load_settings
+from service.errors import ServiceError
 from service.hunt.convert import TARGETS, PipelineError, Target
 from service.hunt.settings import check_url
 from service.hunt.timerange import TimeRange, parse_when
@@ -183,6 +184,8 @@ async def _hunt(args: argparse.Namespace, settings: Settings, plan: Any, convers
                                 progress=_ProgressLine(sys.stderr, args.quiet))
     except SearchError as exc:
         return _fail(str(exc), UNAVAILABLE)
+    except ServiceError as exc:  # the alert store (disk full, corrupt file)
+        return _fail(f"cannot store the alerts: {exc}", UNAVAILABLE)
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             raise

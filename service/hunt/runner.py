@@ -97,6 +97,21 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
+class _Refused(Exception):
+    """The node refused one rule's request for its content; the reason is the text."""
+
+
+async def _ask(call: Awaitable[dict[str, Any]], query: Query, index: str) -> dict[str, Any]:
+    """A client call's answer; its failure as :class:`_Refused` (a 4xx but 429) or :class:`SearchError`.
+    The sink's own failures (the store, stdout) are not classified here: they pass as they are."""
+    try:
+        return await call
+    except Exception as exc:  # the clients raise their own types; classified by status
+        if _refused(exc):
+            raise _Refused(_reason(exc)) from None
+        raise SearchError(f"search failed for rule {query.rule.id} on {index}: {_reason(exc)}") from None
+
+
 async def _deliver(sink: AlertSink, alerts: list[Alert]) -> None:
     result = sink(alerts)
     if inspect.isawaitable(result):
@@ -120,12 +135,8 @@ async def run_queries(client: SearchClient, queries: Sequence[Query], settings: 
             report.runs.append(run)
             try:
                 await _scroll(client, query, settings, target, time_field, time_range, sink, run, clock)
-            except SearchError:
-                raise
-            except Exception as exc:  # the clients raise their own types; classified by status
-                if not _refused(exc):
-                    raise SearchError(f"search failed for rule {query.rule.id} on {target}: {_reason(exc)}") from None
-                run.error = _reason(exc)
+            except _Refused as exc:
+                run.error = str(exc)
             report.hits += run.hits
     if progress is not None:
         progress(Progress(len(queries), len(queries), report.hits, ""))
@@ -138,7 +149,8 @@ async def _scroll(client: SearchClient, query: Query, settings: HuntSettings, in
     body = build_query(query, time_range.range_filter(time_field))
     keep_alive = settings.scroll_keep_alive
     limit = settings.max_hits_per_rule
-    page = await client.search(index=index, query=body, size=settings.page_size, scroll=keep_alive)
+    page = await _ask(client.search(index=index, query=body, size=settings.page_size, scroll=keep_alive),
+                      query, index)
     scroll_id: str | None = page.get("_scroll_id")
     try:
         while True:
@@ -153,7 +165,7 @@ async def _scroll(client: SearchClient, query: Query, settings: HuntSettings, in
             run.hits += len(hits)
             if run.truncated or scroll_id is None:
                 return
-            page = await client.scroll(scroll_id=scroll_id, scroll=keep_alive)
+            page = await _ask(client.scroll(scroll_id=scroll_id, scroll=keep_alive), query, index)
             scroll_id = page.get("_scroll_id", scroll_id)
     finally:
         if scroll_id is not None:

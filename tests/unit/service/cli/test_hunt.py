@@ -121,3 +121,13 @@ def test_table_output(tmp_path: Path, cluster: FakeSearchClient, capsys: pytest.
     assert main(["hunt", "--config", str(config), "--format", "csv", "-q"]) == 0
     lines: list[Any] = capsys.readouterr().out.splitlines()
     assert lines[0] == "TIME,LEVEL,RULE_ID,TITLE,AUTHOR,INDEX,DOCUMENT" and len(lines) == 3
+
+
+def test_an_unusable_store_is_unavailable(tmp_path: Path, cluster: FakeSearchClient,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _, config = _setup(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "alerting").write_text("not a directory")
+    assert main(["hunt", "--config", str(config), "--store"]) == 3
+    assert "cannot open the alert store" in capsys.readouterr().err
+    assert not cluster.searches

@@ -132,3 +132,16 @@ def test_a_rule_runs_over_every_index_its_log_source_covers() -> None:
 def test_several_queries_of_one_rule_are_alternatives() -> None:
     body = build_query(Query(RULE, ("a", "b")), None)
     assert body["bool"]["minimum_should_match"] == 1 and len(body["bool"]["should"]) == 2
+
+
+async def test_a_failing_sink_is_not_taken_for_the_cluster() -> None:
+    class Full(Exception):
+        pass
+
+    def sink(alerts: list[Alert]) -> None:
+        raise Full("disk full")
+
+    client = FakeSearchClient({"logs-ci-a": _docs(2)})
+    with pytest.raises(Full):
+        await run_queries(client, [Query(RULE, ("x",))], _settings(), TimeRange(), sink)
+    assert not client.open_scrolls  # the scroll is cleared all the same
