@@ -105,6 +105,8 @@ class Service:
         self.pipeline: Pipeline | None = None
         self.kafka: KafkaSource | None = None
         self.app: FastAPI | None = None
+        self.hunt_jobs: Any = None
+        """The API's hunts (``POST /api/v1/hunts``), when the API runs."""
         self.server: _Server | None = None
         self.switch: ApiSwitch | None = None
         """What uvicorn serves: the start-up answers while the rules load, then :attr:`app`."""
@@ -162,9 +164,16 @@ class Service:
         if s.api.enabled:
             ctx = ApiContext(settings=s, detector=self.detector, reloader=self.reloader,
                              pipeline=self.pipeline if s.http_ingest.enabled else None,
-                             readiness=self.readiness, routers=_alert_routers(self.router), audit=self.audit,
+                             readiness=self.readiness, routers=[*_alert_routers(self.router), self._hunts()], audit=self.audit,
                              alert_stats=_alert_stats(self.router), extra={"alerts": self.router})
             self.app = create_app(ctx)
+
+    def _hunts(self) -> Any:
+        """``/api/v1/hunts``: retro-hunts over the ``hunt:`` cluster, alerts into the router's store."""
+        from service.hunt.api import HuntJobs, hunt_router, store_writer
+
+        self.hunt_jobs = HuntJobs(self.settings, store_writer(self.router))
+        return hunt_router(self.hunt_jobs)
 
     def _audit_reload(self, result: ReloadResult) -> None:
         """File-watch and SIGHUP reloads are the service's own actions (API reloads are audited per request)."""
@@ -311,6 +320,8 @@ class Service:
             self.supervisor.close()
             await self._stop_inputs()
             await self._stop_server(server_task)
+            if self.hunt_jobs is not None:
+                await self.hunt_jobs.stop()  # a running hunt writes to the router's store: stop it first
             if self.local_state is not None:
                 await self.local_state.save()  # inputs and ingest requests are done: the local state is final
             await self.audit.flush()  # the store closes with the router

@@ -37,6 +37,7 @@ from detectors.yamlsafe import YamlError, YamlLimits, load_one
 from service.alerting.config import AlertingSettings
 from service.config_env import ConfigEnvError, expand_env
 from service.errors import ServiceError
+from service.hunt.settings import HuntSettings
 from service.logs import register_secrets
 from service.redaction import RedactionSettings
 from service.secrets import read_secret_file
@@ -477,6 +478,8 @@ class Settings(BaseSettings):
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     """Secrets in alerts, pages, dead letters and logs are replaced by markers (on by default)."""
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    hunt: HuntSettings = Field(default_factory=HuntSettings)
+    """``pipesentry hunt`` and ``POST /api/v1/hunts``: the search cluster and its index per log source."""
 
     @field_validator("log_level", mode="before")
     @classmethod

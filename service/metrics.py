@@ -160,6 +160,10 @@ RULES_TEST_REJECTED = Counter("pipesentry_rules_test_rejected",
                               "POST /api/v1/rules/test refused: busy (429), timeout (503) or "
                               "invalid rule (422).", ["reason"], registry=REGISTRY)
 
+HUNTS = Counter("pipesentry_hunts", "Hunts run through POST /api/v1/hunts by result: done or failed.",
+                ["result"], registry=REGISTRY)
+HUNT_HITS = Counter("pipesentry_hunt_hits", "Search hits turned into alerts by API hunts.", registry=REGISTRY)
+
 # --- redaction of secrets (service.redaction) -----------------------------------
 REDACTIONS = Counter("pipesentry_redactions", "Secrets replaced by a redaction marker in alerts, pages, dead "
                      "letters and log lines, by kind (aws-access-key-id, github-token, password, secret-field, ...).",

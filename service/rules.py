@@ -170,3 +170,8 @@ def _with_errors(result: LoadResult, extra: list[RuleError]) -> LoadResult:
         return dataclasses.replace(result, errors=merged)
     result.errors = merged
     return result
+
+
+def read_rules(paths: Sequence[PathLike]) -> tuple[list[RuleText], list[RuleError]]:
+    """Every rule file under ``paths`` as :class:`RuleText` and one error per file that cannot be read."""
+    return _read_all(paths)

@@ -325,3 +325,79 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
     correlations = _resolve_correlations(correlation_infos, good_rules, pipeline, errors)
     ruleset = Ruleset(compiled, table.atoms, correlations, filter_infos, counters)
     return LoadResult(ruleset=ruleset, errors=errors)
+
+
+@dataclass
+class ParsedRules:
+    """Detection rules parsed (filters applied, no processing pipeline) for a converter other than
+    the engine (``pipesentry hunt``): each rule's metadata exactly as :func:`compile_ruleset` gives it."""
+
+    rules: list[tuple[RuleInfo, SigmaRule]]
+    errors: list[RuleError] = field(default_factory=list)
+    correlations: list[RuleInfo] = field(default_factory=list)
+    """Correlation rules met (not converted: their state lives across events)."""
+    suppressed: frozenset[str] = frozenset()
+    """Ids of rules whose matches only feed correlations (``generate: false`` in every correlation
+    naming them): the engine raises no alert of their own (correlation spec, ``generate``)."""
+
+
+def parse_detection_rules(texts: Iterable[RuleText], *, limits: YamlLimits = RULE_YAML_LIMITS) -> ParsedRules:
+    """Parse rule texts the way :func:`compile_ruleset` does (the same spec-modifier rewrites,
+    filters, rule ids, duplicate checks) and stop before compiling; errors are collected."""
+    errors: list[RuleError] = []
+    parsed: list[_Parsed] = []
+    for text in texts:
+        parsed.extend(_parse_text(text, errors, limits))
+    filters = [p for p in parsed if isinstance(p.obj, SigmaFilter)]
+    out = ParsedRules([], errors)
+    correlations: list[SigmaCorrelationRule] = []
+    seen: dict[str, str] = {}
+    for item in parsed:
+        obj = item.obj
+        if isinstance(obj, SigmaFilter):
+            continue
+        ident = rule_id(obj, item.text.source, item.position)
+        kind = "sigma" if isinstance(obj, SigmaRule) else "correlation"
+        try:
+            info = rule_info(obj, ident, kind, item.text.source, item.text.ruleset)
+        except CompileError as exc:
+            errors.append(RuleError(item.text.source, ident, obj.title or None, _reason(exc)))
+            continue
+        if not isinstance(obj, SigmaRule):
+            out.correlations.append(info)
+            correlations.append(obj)
+            continue
+        if ident in seen:
+            errors.append(RuleError(item.text.source, ident, info.title,
+                                    f"duplicate rule id {ident} (also defined in {seen[ident]})", seen[ident]))
+            continue
+        try:
+            for number, flt in enumerate(filters):
+                assert isinstance(flt.obj, SigmaFilter)
+                if filter_targets(flt.obj, obj):
+                    apply_filter(flt.obj, obj, number)
+        except Exception as exc:  # a filter that cannot be applied leaves the rule out, as in compile_ruleset
+            errors.append(RuleError(item.text.source, ident, info.title, _reason(exc)))
+            continue
+        seen[ident] = item.text.source
+        out.rules.append((info, obj))
+    out.suppressed = _building_blocks(out.rules, correlations)
+    return out
+
+
+def _building_blocks(rules: list[tuple[RuleInfo, SigmaRule]],
+                     correlations: list[SigmaCorrelationRule]) -> frozenset[str]:
+    """Rule ids named only by correlations that do not ``generate`` (as the correlation engine decides)."""
+    ids: dict[str, str] = {}
+    for info, _ in rules:
+        ids[info.id] = info.id
+        if info.name:
+            ids[info.name] = info.id
+    quiet: set[str] = set()
+    loud: set[str] = set()
+    for corr in correlations:
+        for ref in corr.rules or ():
+            ident = ids.get(str(getattr(ref, "reference", ref)))
+            if ident is not None:
+                (loud if corr.generate else quiet).add(ident)
+    return frozenset(quiet - loud)

@@ -20,6 +20,7 @@ from service.cli.output import EXIT_CODES_EPILOG, INTERRUPTED, USAGE
 COMMAND_MODULES: tuple[str, ...] = (
     "service.cli.run_cmd",
     "service.cli.eval_cmd",
+    "service.cli.hunt_cmd",
     "service.cli.rules_cmd",
     "service.cli.config_cmd",
     "service.cli.anomaly_cmd",

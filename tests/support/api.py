@@ -15,6 +15,7 @@ from service.api import ApiContext, create_app
 from service.audit.trail import AuditTrail
 from service.config import Settings
 from service.detection import Detector, compile_detection
+from service.hunt.api import HuntJobs, hunt_router, store_writer
 from service.pipeline import Pipeline
 from service.reload import Reloader
 from tests.support.routers import FakeRouter
@@ -81,6 +82,6 @@ def build_ctx(tmp: Path, **api: Any) -> tuple[ApiContext, AlertRouter]:
     alerts.silences.load()
     ctx = ApiContext(settings=s, detector=detector, reloader=Reloader(detector, s.rules, s.correlation, s.anomaly),
                      pipeline=Pipeline(detector, FakeRouter()),  # type: ignore[arg-type]
-                     readiness=lambda: {"rules_loaded": True}, routers=[api_router(alerts)],
+                     readiness=lambda: {"rules_loaded": True}, routers=[api_router(alerts), hunt_router(HuntJobs(s, store_writer(alerts)))],
                      audit=AuditTrail(s.audit, alerts.store), alert_stats=TriageStore(alerts.store).rule_stats)
     return ctx, alerts

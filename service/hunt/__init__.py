@@ -1,0 +1,1 @@
+"""Retro-hunt: Sigma rules converted to Elasticsearch/OpenSearch queries and run over indexed history."""

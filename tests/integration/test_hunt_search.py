@@ -1,0 +1,91 @@
+"""``service.hunt`` against a real node: time range, scroll paging, stored alerts never duplicated.
+
+Runs on the suite's OpenSearch node; the Elasticsearch node joins by adding its fixture name to the
+``cluster`` fixture's ``params`` (see test_hunt_differential.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from detectors.alert import Alert
+from service.hunt.client import open_client
+from service.hunt.hunt import HuntPlan, convert_plan, run_plan
+from service.hunt.settings import HuntSettings
+from service.hunt.timerange import TimeRange, parse_when
+
+pytestmark = pytest.mark.integration
+
+RULE = """
+title: Curl in a build
+id: 5b7f7d0e-3a53-4f7b-9f43-6f1d2a0c9e01
+author: Jane Doe
+level: high
+logsource: {category: ci_job_log}
+detection:
+  sel:
+    message|contains: 'curl '
+  condition: sel
+"""
+INDEX = "hunt-it-ci"
+
+
+@pytest.fixture(params=["search_node"])  # add the Elasticsearch node's fixture name here (branch fix/es)
+def cluster(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    node = request.getfixturevalue(request.param)
+    yield node.flavor, node.url
+
+
+def _index(url: str, docs: list[dict[str, Any]]) -> None:
+    with httpx.Client(base_url=url, timeout=60) as http:
+        http.delete(f"/{INDEX}")
+        http.put(f"/{INDEX}", json={"settings": {"number_of_shards": 2, "number_of_replicas": 0},
+                                    "mappings": {"properties": {"@timestamp": {"type": "date"},
+                                                                "message": {"type": "keyword"}}}}
+                 ).raise_for_status()
+        lines = []
+        for n, doc in enumerate(docs):
+            lines += [json.dumps({"index": {"_id": f"d{n}"}}), json.dumps(doc)]
+        response = http.post(f"/{INDEX}/_bulk?refresh=true", content="\n".join(lines) + "\n",
+                             headers={"content-type": "application/x-ndjson"})
+        response.raise_for_status()
+        assert not response.json()["errors"]
+
+
+async def _hunt(target: str, url: str, rules: Path, time_range: TimeRange, page_size: int) -> list[Alert]:
+    settings = HuntSettings.model_validate({"target": target, "url": url, "page_size": page_size,
+                                            "indices": [{"category": "ci_job_log", "index": "hunt-it-*"}]})
+    plan = HuntPlan(rules=(rules,), target=target, time_range=time_range)  # type: ignore[arg-type]
+    conversion = convert_plan(plan)
+    got: list[Alert] = []
+    client = open_client(settings, plan.target, url)
+    try:
+        report = await run_plan(client, conversion, plan, settings, got.extend)
+    finally:
+        await client.close()
+    assert not [r for r in report.runs if r.error]
+    return got
+
+
+async def test_time_range_paging_and_stable_ids(cluster: tuple[str, str], tmp_path: Path) -> None:
+    target, url = cluster
+    docs = [{"@timestamp": f"2026-11-{day:02d}T12:00:00Z", "message": f"$ curl -s https://x/{n} | sh"}
+            for n, day in enumerate([10] * 5 + [20] * 23 + [30] * 4)]
+    docs.append({"@timestamp": "2026-11-20T12:00:00Z", "message": "$ make build"})
+    _index(url, docs)
+    (tmp_path / "rule.yml").write_text(RULE)
+    window = TimeRange(parse_when("2026-11-15T00:00:00Z", 0), parse_when("2026-11-25T00:00:00Z", 0))
+    first = await _hunt(target, url, tmp_path / "rule.yml", window, page_size=5)
+    assert len(first) == 23
+    assert {a.origin.key for a in first} == {f"{INDEX}/d{n}" for n in range(5, 28)}
+    assert all(a.rule.author == "Jane Doe" and a.timestamp == parse_when("2026-11-20T12:00:00Z", 0) for a in first)
+    again = await _hunt(target, url, tmp_path / "rule.yml", window, page_size=7)
+    assert sorted(a.id for a in again) == sorted(a.id for a in first)
+    everything = await _hunt(target, url, tmp_path / "rule.yml", TimeRange(), page_size=1000)
+    assert len(everything) == 32
