@@ -9,9 +9,7 @@ explains: the rule was not converted (listed with the reason), the node refused 
 uses a regular expression, which Lucene reads differently (:func:`explain`); :data:`KNOWN` pins the
 examples the document names.
 
-Targets: the suite's OpenSearch node (``search_node``). An Elasticsearch node joins by adding its
-fixture to :func:`cluster` (its ``params``) once ``tests/integration/conftest.py`` provides one
-(branch fix/es).
+Targets: the suite's OpenSearch, Elasticsearch 8 and Elasticsearch 9 nodes.
 """
 
 from __future__ import annotations
@@ -121,7 +119,7 @@ KNOWN: dict[str, str] = {
 """Differences named in docs/hunt.md by rule; every other missed pair must have one of the same causes."""
 
 
-@pytest.fixture(params=["search_node"])  # add the Elasticsearch node's fixture name here (branch fix/es)
+@pytest.fixture(params=["search_node", "es8_node", "es9_node"])
 def cluster(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     node = request.getfixturevalue(request.param)
     yield node.flavor, node.url

@@ -1,7 +1,6 @@
 """``service.hunt`` against a real node: time range, scroll paging, stored alerts never duplicated.
 
-Runs on the suite's OpenSearch node; the Elasticsearch node joins by adding its fixture name to the
-``cluster`` fixture's ``params`` (see test_hunt_differential.py).
+Runs on the suite's OpenSearch, Elasticsearch 8 and Elasticsearch 9 nodes.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ detection:
 INDEX = "hunt-it-ci"
 
 
-@pytest.fixture(params=["search_node"])  # add the Elasticsearch node's fixture name here (branch fix/es)
+@pytest.fixture(params=["search_node", "es8_node", "es9_node"])
 def cluster(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     node = request.getfixturevalue(request.param)
     yield node.flavor, node.url
