@@ -95,7 +95,7 @@ def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, a
                              correlation=correlation.enabled, anomaly_checks=anomaly.checks,
                              generation=generation, correlation_max_keys=correlation.max_keys,
                              correlation_lateness_s=correlation.allowed_lateness,
-                             regex_timeout_ms=rules.regex_timeout_ms)
+                             regex_timeout_ms=rules.regex_timeout_ms, rules_cache=rules.cache_dir)
 
 
 class Reloader:

@@ -40,6 +40,7 @@ from service.anomaly_checks import load_check_files
 from service.cli.eval_cmd import logsource_arg
 from service.decoders import Decoder, build_decoder
 from service.detection import DetectionSet
+from service.pipeline import tune_gc
 from service.pipeline.replay import Replayed, reject_text, replay_file
 from service.sources.base import InputSpec, Rejected
 
@@ -150,6 +151,7 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"line {line}: {reject_text(reject)}", file=err)
 
     detection = DetectionSet(compile_ruleset([]).ruleset, anomaly=engine)
+    tune_gc()
     try:
         replayed = replay_file(stream, spec, detection, path=path, on_reject=on_reject)
     except OSError as exc:

@@ -45,6 +45,7 @@ from detectors.model import LogSource
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, EventSettings, InputSettings, Settings, load_settings
 from service.detection import DetectionSet, Detector, compile_detection
+from service.pipeline import tune_gc
 from service.pipeline.replay import LineFileSource, Replayed, logsource_spec, reject_text, replay_file
 from service.sources.base import InputSpec, Rejected
 
@@ -79,6 +80,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              " events.timestamp_fields: " + ", ".join(EventSettings().timestamp_fields) + ")")
     parser.add_argument("--decoder", default=None, metavar="NAME",
                         help="decoder of each line (default: the input's, json)")
+    parser.add_argument("--rules-cache", type=Path, default=None, metavar="DIR",
+                        help="keep the compiled ruleset in DIR and start from it while the rules are unchanged"
+                             " (default: rules.cache_dir; none: compile every time)")
     parser.add_argument("--format", choices=("json", "table"), default="json",
                         help="json: one object per alert (default); table: aligned columns")
     parser.add_argument("events", nargs="?", default="-", metavar="EVENTS",
@@ -241,8 +245,11 @@ def run(args: argparse.Namespace) -> int:
     checks = [Path(p) for p in args.checks] if args.checks else list(settings.anomaly.checks)
     outcome = compile_detection(rules, pipelines, skip_invalid=True, correlation=settings.correlation.enabled,
                                 anomaly_checks=checks, correlation_max_keys=settings.correlation.max_keys,
-                                correlation_lateness_s=settings.correlation.allowed_lateness)
+                                correlation_lateness_s=settings.correlation.allowed_lateness,
+                                regex_timeout_ms=settings.rules.regex_timeout_ms,
+                                rules_cache=args.rules_cache or settings.rules.cache_dir)
     detection = outcome.detection
+    tune_gc()  # after the compile: the ruleset is long-lived, the events are not
     assert detection is not None  # skip_invalid: always a set
     print_load_errors(list(outcome.errors), sys.stderr)
     ruleset = detection.ruleset
