@@ -79,7 +79,7 @@ def _read_error(source: Path, reason: str) -> RuleError:
 def _read_all(paths: Sequence[PathLike]) -> tuple[list[RuleText], list[RuleError]]:
     texts: list[RuleText] = []
     errors: list[RuleError] = []
-    seen: set[Path] = set()
+    seen: set[object] = set()
     for given in paths:
         root = Path(given)
         if root.is_dir():
@@ -92,8 +92,12 @@ def _read_all(paths: Sequence[PathLike]) -> tuple[list[RuleText], list[RuleError
             errors.append(_read_error(root, "no such file or directory"))
             continue
         for path in files:
-            key = path.resolve()
-            if key in seen:  # the same file reached twice (overlapping arguments)
+            try:
+                info = os.stat(path)
+                key: object = (info.st_dev, info.st_ino)  # one call, where resolve() is one per path part
+            except OSError:
+                key = path  # the read below reports why
+            if key in seen:  # the same file reached twice (overlapping arguments, links)
                 continue
             seen.add(key)
             try:

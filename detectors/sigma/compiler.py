@@ -213,12 +213,12 @@ def compiled_rule(info: RuleInfo, node: Node, order: int, atoms: Sequence[Atom])
 
     def indexed(aid: int) -> bool:
         return bool(atoms[aid].keys)
+    positives = positive_atoms(node)
     return CompiledRule(
         info=info,
         predicate=to_predicate(node, indexed),
-        naive=to_predicate(node, lambda aid: False),
-        atom_ids=tuple(dict.fromkeys(positive_atoms(node) + positive_atoms(node, positive=False))),
-        positives=tuple(positive_atoms(node)),
+        atom_ids=tuple(dict.fromkeys(positives + positive_atoms(node, positive=False))),
+        positives=tuple(positives),
         trigger=trigger(node, indexed),
         order=order,
         condition=node,
