@@ -240,7 +240,7 @@ def _version(binary: Path) -> str | None:
         out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    words = out.stdout.split()
+    words = out.stdout.splitlines()[0].split() if out.stdout.strip() else []  # "rsigma 0.23.0" (then features)
     return words[-1] if words else None
 
 
