@@ -386,8 +386,11 @@ def okta(v: Vocab, bad: bool) -> Event:
     r = v.rng
     etype = "user.mfa.factor.deactivate" if bad else r.choice(("user.session.start", "user.authentication.sso",
                                                               "app.oauth2.token.grant"))
-    return {"eventtype": etype, "displaymessage": etype.replace(".", " "), "outcome.result": "SUCCESS",
-            "actor.alternateid": f"{r.choice(USERS)}@corp.example", "client.ipaddress": v.ip(False)}
+    user = r.choice(USERS)
+    return {"eventType": etype, "displayMessage": etype.replace(".", " "), "severity": "INFO",  # Okta System Log
+            "outcome": {"result": "SUCCESS"}, "actor": {"alternateId": f"{user}@corp.example", "type": "User",
+                                                        "displayName": user.title()},
+            "client": {"ipAddress": v.ip(False), "userAgent": {"rawUserAgent": r.choice(USER_AGENTS)}}}
 
 
 def github_audit(v: Vocab, bad: bool) -> Event:

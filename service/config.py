@@ -398,6 +398,10 @@ class RulesSettings(_Strict):
     watch_interval_s: float = Field(default=2.0, gt=0)
     regex_timeout_ms: float = Field(default=50.0, gt=0, le=10_000)
     """Time budget of one evaluation of a ``|re`` pattern RE2 cannot run; running out counts as a match."""
+    cache_dir: Path | None = None
+    """Keep compiled rulesets here (private files, keyed by a hash of the rules, pipelines, engine and
+    options) and start from them while nothing changed; None: compile at every start (see
+    ``service.rules_cache``)."""
 
     def resolved_paths(self) -> list[Path]:
         if self.paths:

@@ -130,7 +130,8 @@ def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, a
                              correlation=correlation.enabled, anomaly_checks=anomaly.checks,
                              generation=generation, correlation_max_keys=correlation.max_keys,
                              correlation_lateness_s=correlation.allowed_lateness,
-                             regex_timeout_ms=rules.regex_timeout_ms, on_progress=on_progress)
+                             regex_timeout_ms=rules.regex_timeout_ms, on_progress=on_progress,
+                             rules_cache=rules.cache_dir)
 
 
 class Reloader:

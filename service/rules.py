@@ -15,9 +15,11 @@ parent directory.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from detectors.sigma import LoadResult, RuleError, RuleText, compile_ruleset
@@ -78,7 +80,7 @@ def _read_all(paths: Sequence[PathLike],
               on_progress: Callable[[str, int], None] | None = None) -> tuple[list[RuleText], list[RuleError]]:
     texts: list[RuleText] = []
     errors: list[RuleError] = []
-    seen: set[Path] = set()
+    seen: set[object] = set()
     for given in paths:
         root = Path(given)
         if root.is_dir():
@@ -91,8 +93,12 @@ def _read_all(paths: Sequence[PathLike],
             errors.append(_read_error(root, "no such file or directory"))
             continue
         for path in files:
-            key = path.resolve()
-            if key in seen:  # the same file reached twice (overlapping arguments)
+            try:
+                info = os.stat(path)
+                key: object = (info.st_dev, info.st_ino)  # one call, where resolve() is one per path part
+            except OSError:
+                key = path  # the read below reports why
+            if key in seen:  # the same file reached twice (overlapping arguments, links)
                 continue
             seen.add(key)
             try:
@@ -143,6 +149,7 @@ def load_rules(
     skip_invalid: bool = True,
     regex_timeout_ms: float = DEFAULT_TIMEOUT_MS,
     on_progress: Callable[[str, int], None] | None = None,
+    cache_dir: PathLike | None = None,
 ) -> LoadResult:
     """Read and compile every rule under ``paths`` (files or directory trees).
 
@@ -151,12 +158,46 @@ def load_rules(
     pipeline files) come first in ``result.errors``, followed by the engine's
     parse and compile errors. With ``skip_invalid=False`` the engine's own
     behaviour for invalid rules applies. ``on_progress`` hears ``("read", files so far)``, then
-    the compiler's ``parsed`` and ``compiled`` counts.
+    the compiler's ``parsed`` and ``compiled`` counts (not when the ruleset comes from the cache).
+
+    ``cache_dir``: keep the compiled ruleset there and use it while the rule texts,
+    pipelines, engine and options are unchanged (see :mod:`service.rules_cache`).
     """
+    with _collector_paused():
+        result = _load(paths, pipelines, skip_invalid, regex_timeout_ms, cache_dir, on_progress)
+    return result
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while a ruleset is built: it allocates millions of objects that all
+    live on, so every collection walks a growing heap to free next to nothing (it was half of a
+    cold start). The caller's setting is restored after, and collects what garbage there was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid: bool, regex_timeout_ms: float,
+          cache_dir: PathLike | None, on_progress: Callable[[str, int], None] | None) -> LoadResult:
     texts, read_errors = _read_all(paths, on_progress)
     pipeline_texts, pipeline_errors = read_pipelines(pipelines)
-    result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
-                             regex_timeout_ms=regex_timeout_ms, on_progress=on_progress)
+    result: LoadResult | None = None
+    key = ""
+    if cache_dir is not None:
+        from service import rules_cache
+
+        key = rules_cache.cache_key(texts, pipeline_texts, regex_timeout_ms)
+        result = rules_cache.load(Path(cache_dir), key, regex_timeout_ms)
+    if result is None:
+        result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
+                                 regex_timeout_ms=regex_timeout_ms, on_progress=on_progress)
+        if cache_dir is not None:
+            rules_cache.store(Path(cache_dir), key, result)
     extra = read_errors + pipeline_errors
     if not extra:
         return result

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.model import Match, RuleInfo
 from detectors.sigma.atoms import MISS, Atom, View
-from detectors.sigma.conditions import Node, Predicate
+from detectors.sigma.conditions import Node, Predicate, to_predicate
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,8 +15,6 @@ class CompiledRule:
     info: RuleInfo
     predicate: Predicate
     """Reads index hits for indexed atoms (used by ``evaluate``)."""
-    naive: Predicate
-    """Tests every atom directly (used by ``evaluate_naive``)."""
     atom_ids: tuple[int, ...]
     positives: tuple[int, ...]
     trigger: tuple[frozenset[int], ...] | None
@@ -26,6 +24,15 @@ class CompiledRule:
     condition: Node | None = None
     """The boolean IR the predicates were made from (the native screen evaluates it for rules
     without a trigger)."""
+    _naive: list[Predicate] = field(default_factory=list, repr=False, compare=False)
+
+    def naive(self, ctx: Any) -> bool:
+        """The condition testing every atom directly (``evaluate_naive``); its predicate is made
+        on first use: only the tests and benchmarks' reference evaluator needs it."""
+        if not self._naive:
+            assert self.condition is not None, "a compiled rule keeps its condition"
+            self._naive.append(to_predicate(self.condition, lambda aid: False))
+        return self._naive[0](ctx)
 
 
 class Context:

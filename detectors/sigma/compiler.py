@@ -20,8 +20,9 @@ from sigma.rule import SigmaRule
 from sigma.rule.base import SigmaYAMLLoader
 
 from detectors.model import RuleInfo
+from detectors.sigma.atoms import Atom
 from detectors.sigma.compiled import CompiledRule
-from detectors.sigma.conditions import positive_atoms, to_predicate, trigger
+from detectors.sigma.conditions import Node, positive_atoms, to_predicate, trigger
 from detectors.sigma.detection import AtomTable, rule_node
 from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import CompileError, RuleError, RuleText
@@ -204,16 +205,20 @@ def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline 
             pipeline.apply(rule)
         except Exception as exc:  # transformations raise assorted error types
             raise CompileError(f"processing pipeline failed: {_reason(exc)}") from exc
-    node = rule_node(rule, table)
+    return compiled_rule(info, rule_node(rule, table), order, table.atoms)
+
+
+def compiled_rule(info: RuleInfo, node: Node, order: int, atoms: Sequence[Atom]) -> CompiledRule:
+    """A rule from its condition IR over ``atoms`` (what the compiler and the ruleset cache share)."""
 
     def indexed(aid: int) -> bool:
-        return bool(table.atoms[aid].keys)
+        return bool(atoms[aid].keys)
+    positives = positive_atoms(node)
     return CompiledRule(
         info=info,
         predicate=to_predicate(node, indexed),
-        naive=to_predicate(node, lambda aid: False),
-        atom_ids=tuple(dict.fromkeys(positive_atoms(node) + positive_atoms(node, positive=False))),
-        positives=tuple(positive_atoms(node)),
+        atom_ids=tuple(dict.fromkeys(positives + positive_atoms(node, positive=False))),
+        positives=tuple(positives),
         trigger=trigger(node, indexed),
         order=order,
         condition=node,
@@ -323,7 +328,7 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
             continue
         correlation_infos.append((item, info))
     correlations = _resolve_correlations(correlation_infos, good_rules, pipeline, errors)
-    ruleset = Ruleset(compiled, table.atoms, correlations, filter_infos, counters)
+    ruleset = Ruleset(compiled, table.atoms, correlations, filter_infos, counters, recipes=table.recipes)
     return LoadResult(ruleset=ruleset, errors=errors)
 
 

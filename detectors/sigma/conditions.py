@@ -111,19 +111,23 @@ def to_predicate(node: Node, indexed: Callable[[int], bool]) -> Predicate:
     raise TypeError(f"unknown condition node {op!r}")
 
 
-def positive_atoms(node: Node, positive: bool = True, out: list[int] | None = None) -> list[int]:
+def positive_atoms(node: Node, positive: bool = True) -> list[int]:
     """Atoms under an even number of negations, in rule order, without repeats."""
-    found: list[int] = [] if out is None else out
+    found: dict[int, None] = {}
+    _collect(node, positive, found)
+    return list(found)
+
+
+def _collect(node: Node, positive: bool, found: dict[int, None]) -> None:
     op, arg = node
     if op == "atom":
-        if positive and arg not in found:
-            found.append(arg)  # type: ignore[arg-type]
+        if positive:
+            found.setdefault(arg)  # type: ignore[call-overload]
     elif op == "not":
-        positive_atoms(arg, not positive, found)  # type: ignore[arg-type]
+        _collect(arg, not positive, found)  # type: ignore[arg-type]
     elif op in ("and", "or"):
         for child in arg:  # type: ignore[attr-defined]
-            positive_atoms(child, positive, found)
-    return found
+            _collect(child, positive, found)
 
 
 def trigger(node: Node, indexed: Callable[[int], bool]) -> tuple[frozenset[int], ...] | None:

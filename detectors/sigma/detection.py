@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import re2
@@ -60,23 +61,58 @@ MAX_VALUE_LENGTH = 65536
 """Longest rule value accepted (longer ones are almost certainly broken input)."""
 
 
+Recipe = tuple[tuple[Any, ...], str]
+"""How an atom is built: its key (kind, field, test) and the field as the rule spelled it. Plain
+data (strings, numbers, enums, :class:`Pattern`): the compiled-ruleset cache stores recipes, and
+:func:`make_atom` builds the same atom from one as the compiler does."""
+
+
 class AtomTable:
     """All atoms of a ruleset; identical atoms (same field and test) are shared between rules."""
 
     def __init__(self, counters: dict[str, int], regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> None:
         self.atoms: list[Atom] = []
+        self.recipes: list[Recipe] = []
+        """The recipe of each atom, by atom id."""
         self._ids: dict[tuple[Any, ...], int] = {}
         self.counters = counters
         self.regex_timeout_ms = regex_timeout_ms
         """Time budget of one evaluation of a regex RE2 cannot run (see :mod:`detectors.sigma.regex`)."""
 
-    def intern(self, key: tuple[Any, ...], build: Any) -> Node:
+    def intern(self, key: tuple[Any, ...], display: str) -> Node:
         aid = self._ids.get(key)
         if aid is None:
+            atom = make_atom(key, display, self.counters, self.regex_timeout_ms)
             aid = len(self.atoms)
-            self.atoms.append(build())
+            self.atoms.append(atom)
+            self.recipes.append((key, display))
             self._ids[key] = aid
         return ("atom", aid)
+
+
+def make_atom(key: tuple[Any, ...], display: str, counters: dict[str, int],
+              regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> Atom:
+    """The atom of a recipe (see :data:`Recipe`); raises :class:`CompileError` for a bad regex."""
+    kind, field = key[0], key[1]
+    if kind == "text":
+        pattern, cased = key[2], key[3]
+        glob = _glob(pattern.regex) if pattern.kind is CheckKind.GLOB else None
+        return TextAtom(field, display, pattern, cased, glob)
+    if kind == "re":
+        source = key[2]
+        search, on_re2 = compile_regex(source, counters, regex_timeout_ms)
+        return RegexAtom(field, display, search, required_literals(source, on_re2), source if on_re2 else None)
+    if kind == "cmp":
+        return CompareAtom(field, display, key[2], key[3], key[4])
+    if kind == "null":
+        return NullAtom(field, display)
+    if kind == "exists":
+        return ExistsAtom(field, display, key[2])
+    if kind == "cidr":
+        return CidrAtom(field, display, ipaddress.ip_network(key[2]))
+    if kind == "ref":
+        return FieldRefAtom(field, display, key[2], key[3], key[4])
+    raise CompileError(f"unknown atom kind {kind!r}")
 
 
 def rule_node(rule: SigmaRule, table: AtomTable) -> Node:
@@ -119,9 +155,7 @@ def _text_atom(field: str | None, display: str, parts: list[Part], cased: bool, 
     pattern = pattern_of(parts, fold=not cased)
     if len(pattern.literal) > MAX_VALUE_LENGTH:
         raise CompileError(f"value of field {display!r} is longer than {MAX_VALUE_LENGTH} characters")
-    glob = _glob(pattern.regex) if pattern.kind is CheckKind.GLOB else None
-    key = ("text", field, pattern, cased)
-    return table.intern(key, lambda: TextAtom(field, display, pattern, cased, glob))
+    return table.intern(("text", field, pattern, cased), display)
 
 
 def _keyword(value: Any, table: AtomTable) -> Node:
@@ -154,11 +188,7 @@ def _regex(field: str | None, display: str, value: SigmaRegularExpression, table
         raise CompileError("unresolved placeholder in regular expression")
     flags = "".join(sorted(_FLAGS[f] for f in value.flags))
     source = (f"(?{flags})" if flags else "") + str(value.regexp)
-
-    def build() -> RegexAtom:
-        search, on_re2 = compile_regex(source, table.counters, table.regex_timeout_ms)
-        return RegexAtom(field, display, search, required_literals(source, on_re2), source if on_re2 else None)
-    return table.intern(("re", field, source), build)
+    return table.intern(("re", field, source), display)
 
 
 def _value(display: str, value: Any, table: AtomTable) -> Node:
@@ -170,32 +200,29 @@ def _value(display: str, value: Any, table: AtomTable) -> Node:
             return _text_atom(field, display, string_parts(value), isinstance(value, SigmaCasedString), table)
         case SigmaTimestampPart():
             part, number = value.timestamp_part, value.number
-            return table.intern(("cmp", field, "eq", number, part),
-                                lambda: CompareAtom(field, display, "eq", number, part))
+            return table.intern(("cmp", field, "eq", number, part), display)
         case SigmaBool():
             return _text_atom(field, display, ["true" if value.boolean else "false"], False, table)
         case SigmaNumber():
             return _text_atom(field, display, [as_text(value.number) or ""], False, table)
         case SigmaNull():
-            return table.intern(("null", field), lambda: NullAtom(field, display))
+            return table.intern(("null", field), display)
         case SigmaExists():
             want = bool(value.exists)
-            return table.intern(("exists", field, want), lambda: ExistsAtom(field, display, want))
+            return table.intern(("exists", field, want), display)
         case SigmaRegularExpression():
             return _regex(field, display, value, table)
         case SigmaCIDRExpression():
             network = value.network
-            return table.intern(("cidr", field, str(network)), lambda: CidrAtom(field, display, network))
+            return table.intern(("cidr", field, str(network)), display)
         case SigmaCompareExpression():
             op = _OPS[value.op.name]
             bound = value.number
             cpart = bound.timestamp_part if isinstance(bound, SigmaTimestampPart) else None
-            return table.intern(("cmp", field, op, bound.number, cpart),
-                                lambda: CompareAtom(field, display, op, bound.number, cpart))
+            return table.intern(("cmp", field, op, bound.number, cpart), display)
         case SigmaFieldReference():
             other = value.field.lower()
             starts, ends = value.starts_with, value.ends_with
-            return table.intern(("ref", field, other, starts, ends),
-                                lambda: FieldRefAtom(field, display, other, starts, ends))
+            return table.intern(("ref", field, other, starts, ends), display)
         case _:
             raise CompileError(f"unsupported value of type {type(value).__name__} for field {display!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sigma.correlations import SigmaCorrelationRule
 
@@ -10,6 +10,7 @@ from detectors.event import flatten
 from detectors.model import Event, LogSource, Match, RuleInfo
 from detectors.sigma.atoms import Atom, View
 from detectors.sigma.compiled import CompiledRule, Context, make_match
+from detectors.sigma.detection import Recipe
 from detectors.sigma.index import RuleIndex
 from detectors.sigma.screen import Screen, build
 
@@ -62,9 +63,12 @@ class Ruleset:
 
     def __init__(self, compiled: list[CompiledRule], atoms: list[Atom],
                  correlations: list[tuple[RuleInfo, SigmaCorrelationRule]],
-                 filters: list[RuleInfo], counters: dict[str, int]) -> None:
+                 filters: list[RuleInfo], counters: dict[str, int], *,
+                 recipes: Sequence[Recipe] | None = None) -> None:
         self._compiled = tuple(compiled)
         self._atoms = atoms
+        self.recipes: tuple[Recipe, ...] | None = None if recipes is None else tuple(recipes)
+        """How each atom was built (see :mod:`detectors.sigma.snapshot`); None: not known, so not cacheable."""
         self.rules: tuple[RuleInfo, ...] = tuple(rule.info for rule in compiled)
         self.correlations: tuple[tuple[RuleInfo, SigmaCorrelationRule], ...] = tuple(correlations)
         self.filters: tuple[RuleInfo, ...] = tuple(filters)
@@ -81,6 +85,11 @@ class Ruleset:
         self._routes: dict[tuple[str | None, ...] | None, Route] = {}
         self._by_source: dict[LogSource | None, Route] = {}
         """The same routes by the caller's LogSource as given (spares lower-casing it per event)."""
+
+    @property
+    def compiled(self) -> tuple[CompiledRule, ...]:
+        """The compiled rules, in rule order."""
+        return self._compiled
 
     def get(self, rule_id_or_name: str) -> RuleInfo | None:
         return self._by_key.get(rule_id_or_name)

@@ -47,6 +47,7 @@ from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE, add_format, colum
 from service.config import ConfigError, load_settings
 from service.decoders import Decoder, build_decoder
 from service.detection import DetectionSet
+from service.pipeline import tune_gc
 from service.pipeline.replay import Replayed, reject_text, replay_file
 from service.sources.base import InputSpec, Rejected
 
@@ -189,6 +190,7 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"line {line}: {reject_text(reject)}", file=err)
 
     detection = DetectionSet(compile_ruleset([]).ruleset, anomaly=engine)
+    tune_gc()
     try:
         replayed = replay_file(stream, spec, detection, path=path, on_reject=on_reject)
     except OSError as exc:

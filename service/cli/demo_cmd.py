@@ -23,6 +23,7 @@ import yaml
 from service.cli.output import FAILED, OK, UNAVAILABLE, USAGE
 from service.config import ConfigError, Settings, load_settings
 from service.demo.sources import GeneratedEvent
+from service.pipeline import tune_gc
 from service.redaction import RedactionError
 
 Progress = Callable[[int, int], None]
@@ -82,6 +83,7 @@ def _detect(args: argparse.Namespace, settings: Settings, events: list[Generated
     from service.demo.stories import STORIES
 
     detectors = build_detectors(args.rules)
+    tune_gc()
     for error in detectors.errors:
         print(f"rule error: {error.source}: {error.reason}", file=sys.stderr)
     result = run_demo(events, detectors, progress=bar)

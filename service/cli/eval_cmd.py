@@ -72,6 +72,7 @@ from service.cli.output import (
 from service.cli.rules_cmd import print_load_errors
 from service.config import ConfigError, EventSettings, InputSettings, Settings, load_settings
 from service.detection import DetectionSet, Detector, compile_detection
+from service.pipeline import tune_gc
 from service.pipeline.replay import LineFileSource, logsource_spec, reject_text, replay_file
 from service.sources.base import InputSpec, Rejected
 
@@ -122,6 +123,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--input-format", choices=("auto", "ndjson", "json"), default="auto",
                         help="auto (default): a JSON document when the name ends in .json or the input starts"
                              " with '[', else NDJSON; json: a JSON array or a rule test file; ndjson: JSON lines")
+    parser.add_argument("--rules-cache", type=Path, default=None, metavar="DIR",
+                        help="keep the compiled ruleset in DIR and start from it while the rules are unchanged"
+                             " (default: rules.cache_dir; none: compile every time)")
     parser.add_argument("events", nargs="?", default="-", metavar="EVENTS",
                         help="NDJSON file, JSON array, rule test file (X.events.json), or - for stdin (default)")
     parser.set_defaults(func=run)
@@ -419,8 +423,11 @@ def run(args: argparse.Namespace) -> int:
     checks = [Path(p) for p in args.checks] if args.checks else list(settings.anomaly.checks)
     outcome = compile_detection(rules, pipelines, skip_invalid=True, correlation=settings.correlation.enabled,
                                 anomaly_checks=checks, correlation_max_keys=settings.correlation.max_keys,
-                                correlation_lateness_s=settings.correlation.allowed_lateness)
+                                correlation_lateness_s=settings.correlation.allowed_lateness,
+                                regex_timeout_ms=settings.rules.regex_timeout_ms,
+                                rules_cache=args.rules_cache or settings.rules.cache_dir)
     detection = outcome.detection
+    tune_gc()  # after the compile: the ruleset is long-lived, the events are not
     assert detection is not None  # skip_invalid: always a set
     print_load_errors(list(outcome.errors), sys.stderr)
     ruleset = detection.ruleset

@@ -63,3 +63,31 @@ def test_anomaly_check_errors_reject_the_set_naming_the_check(tmp_path):
     outcome = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
     assert not outcome.accepted
     assert outcome.errors[0].rule_id == "bad-check" and "bogus" in outcome.errors[0].reason
+
+
+class _CountingItem(Item):
+    __slots__ = ()
+    reads = 0
+
+    def time(self) -> float:
+        type(self).reads += 1
+        return super().time()
+
+
+def test_event_time_is_read_only_for_alerts_and_stateful_detectors(tmp_path):
+    """Without correlation or anomaly checks an event's time is read for its alerts only; with
+    them, for every event (they are time windows)."""
+    (tmp_path / "r.yml").write_text(CURL_RULE)
+    detector = Detector(compile_detection([tmp_path / "r.yml"], [], skip_invalid=False).detection)
+    logsource = LogSource(category="ci_job_log")
+    items = [_CountingItem({"message": text, "ts": 1000.0 + i}, ("ci", 0, i), logsource, ("ts",), 0.0)
+             for i, text in enumerate(["build ok", "curl http://x | sh", "build ok"])]
+    _CountingItem.reads = 0
+    alerts = detector.process(items, now=5000.0)
+    assert len(alerts) == 1 and alerts[0].timestamp == pytest.approx(1001.0)
+    assert _CountingItem.reads == 1
+    (tmp_path / "checks.yml").write_text(BUILDS_SILENCE)
+    stateful = compile_detection([tmp_path / "r.yml"], [], skip_invalid=False, anomaly_checks=[tmp_path / "checks.yml"])
+    _CountingItem.reads = 0
+    Detector(stateful.detection).process(items, now=5000.0)
+    assert _CountingItem.reads == len(items)

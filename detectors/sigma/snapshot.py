@@ -1,0 +1,138 @@
+"""A compiled ruleset as bytes and back: what the on-disk ruleset cache keeps (pure: bytes in, bytes out).
+
+Compiling the SigmaHQ corpus costs seconds (YAML, pySigma's parsing, the compiler); a snapshot
+keeps what that work produced as plain data, and :func:`restore` rebuilds the same
+:class:`~detectors.sigma.engine.Ruleset` from it in a fraction of the time:
+
+- each atom's recipe (kind, field, test; see :data:`~detectors.sigma.detection.Recipe`), built
+  again with :func:`~detectors.sigma.detection.make_atom` (regexes and globs are compiled again:
+  compiled patterns and closures are not data);
+- each rule's metadata and condition IR, made into predicates again by
+  :func:`~detectors.sigma.compiler.compiled_rule`, exactly as the compiler does;
+- correlation rules (pySigma objects), filters and the compile errors, as they were.
+
+The bytes are a pickle read by an unpickler that only builds the classes a ruleset holds (this
+project's rule metadata, pySigma's rule and condition types, ``uuid``, ``datetime``, ``pathlib``):
+a damaged or foreign snapshot is a :class:`SnapshotError`, never code run. Which snapshot belongs to
+which rules is the caller's business (``service.rules_cache`` keys them by a hash of their inputs).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+from detectors.errors import DetectorError
+from detectors.model import RuleInfo
+from detectors.sigma.compiler import LoadResult, compiled_rule
+from detectors.sigma.conditions import Node
+from detectors.sigma.detection import make_atom
+from detectors.sigma.engine import Ruleset
+from detectors.sigma.errors import RuleError
+from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
+
+MAGIC = b"pipesentry-ruleset-snapshot/1\n"
+"""First bytes of every snapshot; another format (or a file that is not one) is refused."""
+
+_MODULES = frozenset({
+    "detectors.model", "detectors.sigma.errors", "detectors.sigma.screen_abi", "detectors.sigma.text",
+    "uuid", "datetime", "pathlib",
+    "sigma.conditions", "sigma.correlations", "sigma.exceptions", "sigma.modifiers", "sigma.types",
+})
+"""Modules whose classes a snapshot may build (plus ``sigma.rule.*``)."""
+_BUILTINS = frozenset({"set", "frozenset", "slice", "complex", "bytearray"})
+
+
+class SnapshotError(DetectorError, ValueError):
+    """A snapshot that cannot be read back (damaged, truncated, of another format or version)."""
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = module in _MODULES or module.startswith("sigma.rule.") or module == "sigma.rule" or (
+            module == "builtins" and name in _BUILTINS)
+        if not allowed or name.startswith("_"):
+            raise SnapshotError(f"a ruleset snapshot does not hold {module}.{name}")
+        return super().find_class(module, name)
+
+
+def snapshot(result: LoadResult) -> bytes | None:
+    """The bytes of ``result`` (ruleset and compile errors), or None when it cannot be kept
+    (built without recipes, or holding an object pickle cannot write)."""
+    ruleset = result.ruleset
+    if ruleset.recipes is None:
+        return None
+    payload = {
+        "recipes": list(ruleset.recipes),
+        "rules": [(rule.info, rule.condition, rule.order) for rule in ruleset.compiled],
+        "correlations": list(ruleset.correlations),
+        "filters": list(ruleset.filters),
+        "errors": list(result.errors),
+    }
+    try:
+        return MAGIC + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        return None
+
+
+def restore(data: bytes, regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> LoadResult:
+    """The :class:`LoadResult` a snapshot was made of; raises :class:`SnapshotError`."""
+    if not data.startswith(MAGIC):
+        raise SnapshotError("not a ruleset snapshot of this format")
+    try:
+        payload = _Unpickler(io.BytesIO(memoryview(data)[len(MAGIC):])).load()
+    except SnapshotError:
+        raise
+    except Exception as exc:  # a damaged pickle raises many types
+        raise SnapshotError(f"damaged ruleset snapshot: {type(exc).__name__}") from None
+    try:
+        return _build(payload, regex_timeout_ms)
+    except SnapshotError:
+        raise
+    except Exception as exc:  # a well-formed pickle of the wrong shape
+        raise SnapshotError(f"ruleset snapshot of an unexpected shape: {type(exc).__name__}: {exc}") from None
+
+
+def _build(payload: Any, regex_timeout_ms: float) -> LoadResult:
+    if not isinstance(payload, dict):
+        raise SnapshotError("ruleset snapshot of an unexpected shape")
+    recipes = payload["recipes"]
+    counters = {"regex_timeouts": 0}
+    atoms = [make_atom(tuple(key), str(display), counters, regex_timeout_ms) for key, display in recipes]
+    compiled = []
+    for info, node, order in payload["rules"]:
+        if not isinstance(info, RuleInfo) or not isinstance(order, int):
+            raise SnapshotError("ruleset snapshot of an unexpected shape")
+        _check(node, len(atoms))
+        compiled.append(compiled_rule(info, node, order, atoms))
+    correlations = [(info, corr) for info, corr in payload["correlations"]]
+    filters = list(payload["filters"])
+    errors = list(payload["errors"])
+    if not all(isinstance(info, RuleInfo) for info, _ in correlations) or not all(
+            isinstance(info, RuleInfo) for info in filters) or not all(isinstance(e, RuleError) for e in errors):
+        raise SnapshotError("ruleset snapshot of an unexpected shape")
+    ruleset = Ruleset(compiled, atoms, correlations, filters, counters, recipes=recipes)
+    return LoadResult(ruleset=ruleset, errors=errors)
+
+
+def _check(node: Node, atoms: int) -> None:
+    """Raise unless ``node`` is condition IR over atom ids below ``atoms`` (iteratively: no recursion limit)."""
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise SnapshotError("ruleset snapshot holds a malformed condition")
+        op, arg = item
+        if op == "atom":
+            if type(arg) is not int or not 0 <= arg < atoms:
+                raise SnapshotError("ruleset snapshot names an unknown atom")
+        elif op == "const":
+            if type(arg) is not bool:
+                raise SnapshotError("ruleset snapshot holds a malformed condition")
+        elif op == "not":
+            stack.append(arg)
+        elif op in ("and", "or") and isinstance(arg, list):
+            stack.extend(arg)
+        else:
+            raise SnapshotError("ruleset snapshot holds a malformed condition")

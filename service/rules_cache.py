@@ -1,0 +1,192 @@
+"""The compiled-ruleset cache on disk (``rules.cache_dir``): a start with unchanged rules skips
+parsing and compiling them.
+
+An entry is a :mod:`detectors.sigma.snapshot` of what :func:`~detectors.sigma.compile_ruleset`
+returned, in ``<cache_dir>/<key>.ruleset``. The key is a SHA-256 of everything the result depends
+on: the cache format, the engine (the source of the modules that parse and compile rules, the
+pySigma and Python versions), the options (regex time budget), every pipeline's text and every
+rule text with its source name and ruleset. Any change is another key, so an entry is never
+stale; a miss compiles as without the cache and writes the entry.
+
+Entries are written to a private temporary file in the same directory (mode 0600) and renamed
+into place, so a reader sees a whole entry or none. An entry that is not a regular file owned by
+this user, is writable by others, is over :data:`MAX_ENTRY_BYTES`, or does not read back (damaged,
+truncated, another version: :class:`~detectors.sigma.snapshot.SnapshotError`) is ignored with a log
+line and rebuilt. Only the :data:`KEEP` most recently used entries are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+from detectors.sigma import LoadResult, RuleText
+from detectors.sigma.snapshot import SnapshotError, restore, snapshot
+
+__all__ = ["KEEP", "SUFFIX", "RuleText", "cache_key", "engine_fingerprint", "load", "store"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "1"
+SUFFIX = ".ruleset"
+KEEP = 4
+"""Entries kept per cache directory (the newest by last use); older ones are removed on write."""
+MAX_ENTRY_BYTES = 512 << 20
+"""An entry larger than this is not read (the SigmaHQ corpus makes about 10 MB)."""
+
+_ENGINE_MODULES = ("detectors/sigma", "detectors/event.py", "detectors/model.py", "detectors/yamlsafe.py",
+                   "detectors/errors.py")
+
+
+@lru_cache(maxsize=1)
+def engine_fingerprint() -> str:
+    """A hash of the code that turns rule texts into a ruleset: its source files and library versions."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for name in _ENGINE_MODULES:
+        path = root / name
+        files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(root)).encode() + b"\0")
+            try:
+                digest.update(file.read_bytes())
+            except OSError:
+                digest.update(b"<unreadable>")
+            digest.update(b"\0")
+    for package in ("pySigma", "PyYAML"):
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = "?"
+        digest.update(f"{package}={version}\0".encode())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()
+
+
+def cache_key(texts: Sequence[RuleText], pipelines: Sequence[str], regex_timeout_ms: float) -> str:
+    """The key of the ruleset compiled from ``texts`` and ``pipelines`` with these options."""
+    digest = hashlib.sha256()
+
+    def part(value: str) -> None:
+        data = value.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+
+    part(FORMAT)
+    part(engine_fingerprint())
+    part(repr(float(regex_timeout_ms)))
+    part(str(len(pipelines)))
+    for text in pipelines:
+        part(text)
+    part(str(len(texts)))
+    for rule in texts:
+        part(rule.source)
+        part(rule.ruleset)
+        part(rule.text)
+    return digest.hexdigest()
+
+
+def load(directory: Path, key: str, regex_timeout_ms: float) -> LoadResult | None:
+    """The cached result under ``key``, or None (a miss, or an entry that is ignored: see the module doc)."""
+    path = directory / (key + SUFFIX)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("rules cache entry cannot be opened; compiling the rules",
+                    extra={"path": str(path), "error": exc.strerror or type(exc).__name__})
+        return None
+    try:
+        info = os.fstat(fd)
+        problem = _foreign(info)
+        if problem is not None:
+            log.warning("rules cache entry ignored (%s); compiling the rules", problem, extra={"path": str(path)})
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_ENTRY_BYTES + 1)
+    except OSError as exc:
+        log.warning("rules cache entry cannot be read; compiling the rules",
+                    extra={"path": str(path), "error": exc.strerror or type(exc).__name__})
+        return None
+    finally:
+        os.close(fd)
+    try:
+        result = restore(data, regex_timeout_ms)
+    except SnapshotError as exc:
+        log.warning("rules cache entry ignored (%s); compiling the rules", exc, extra={"path": str(path)})
+        return None
+    try:
+        os.utime(path)  # last use: what pruning keeps
+    except OSError:
+        pass
+    return result
+
+
+def _foreign(info: os.stat_result) -> str | None:
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        return "owned by another user"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "writable by others"
+    if info.st_size > MAX_ENTRY_BYTES:
+        return f"larger than {MAX_ENTRY_BYTES} bytes"
+    return None
+
+
+def store(directory: Path, key: str, result: LoadResult) -> bool:
+    """Write ``result`` under ``key`` (atomically, mode 0600); False, with a log line, if it cannot be."""
+    data = snapshot(result)
+    if data is None:
+        log.info("ruleset cannot be cached (it holds objects a snapshot cannot keep)")
+        return False
+    if len(data) > MAX_ENTRY_BYTES:
+        log.info("ruleset not cached: its snapshot is larger than %d bytes", MAX_ENTRY_BYTES)
+        return False
+    tmp: str | None = None
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=directory)  # mode 0600
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, directory / (key + SUFFIX))
+        tmp = None
+    except OSError as exc:
+        log.warning("rules cache entry cannot be written; the rules still run",
+                    extra={"path": str(directory), "error": exc.strerror or type(exc).__name__})
+        return False
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    _prune(directory, key)
+    return True
+
+
+def _prune(directory: Path, keep: str) -> None:
+    """Remove all but the :data:`KEEP` most recently used entries (never ``keep``)."""
+    try:
+        entries = [(entry.stat().st_mtime, entry) for entry in directory.iterdir()
+                   if entry.name.endswith(SUFFIX) and not entry.name.startswith(".") and entry.is_file()]
+    except OSError:
+        return
+    entries.sort(key=lambda pair: pair[0], reverse=True)
+    for _, entry in entries[KEEP:]:
+        if entry.name != keep + SUFFIX:
+            try:
+                entry.unlink()
+            except OSError:
+                pass

@@ -1,0 +1,116 @@
+"""detectors.sigma.snapshot: a ruleset kept as bytes evaluates exactly as the one it was made of."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from bench.eventgen import generate
+from detectors.model import LogSource
+from detectors.sigma import Ruleset, RuleText, compile_ruleset
+from detectors.sigma.snapshot import MAGIC, SnapshotError, restore, snapshot
+from service.rules import default_rules_dir, read_rule_texts
+from tests.support.sigma import rule_yaml
+
+VARIED = [
+    rule_yaml({"sel": {"Image|endswith": "\\evil.exe", "CommandLine|contains|all": ["-enc", "hidden"]},
+               "condition": "sel"}, {"product": "windows"}),
+    rule_yaml({"sel": {"CommandLine|re": "(?i)invoke-[a-z]+expression"}, "condition": "sel"}),
+    rule_yaml({"sel": {"CommandLine|re": "(a)\\1b"}, "condition": "sel"}),  # not RE2: the timed fallback
+    rule_yaml({"sel": {"src_ip|cidr": ["10.0.0.0/8", "fe80::/10"]}, "condition": "sel"}),
+    rule_yaml({"sel": {"count|gte": 5, "ts|hour": 3}, "condition": "sel"}),
+    rule_yaml({"sel": {"User": None}, "other": {"Parent|exists": True}, "condition": "sel and not other"}),
+    rule_yaml({"sel": {"a|fieldref|startswith": "b"}, "condition": "sel"}),
+    rule_yaml({"keywords": ["mimikatz", "sekurlsa::*"], "condition": "keywords"}),
+    rule_yaml({"sel": {"Path": "C:\\*\\tem?\\*.dll", "Name|cased": "Evil"}, "condition": "1 of sel*"}),
+    rule_yaml({"filter": {"Image": "x"}, "condition": "not filter"}),
+]
+
+EVENTS = [
+    {"Image": "C:\\x\\evil.exe", "CommandLine": "ps -enc -w hidden"},
+    {"CommandLine": "Invoke-Expression foo"}, {"CommandLine": "aab"},
+    {"src_ip": "10.1.2.3"}, {"src_ip": "fe80::1"}, {"count": "7", "ts": "2024-01-01T03:00:00"},
+    {"Parent": "p"}, {"a": "xyz", "b": "xy"}, {"msg": "sekurlsa::logonpasswords"},
+    {"Path": "C:\\Users\\temp\\a.dll", "Name": "Evil"}, {"Name": "evil"}, {"Image": "x"}, {},
+]
+
+
+def _matches(ruleset: Ruleset, event: object, logsource: LogSource | None = None) -> list[tuple[str, object]]:
+    return [(m.rule.id, m.fields) for m in ruleset.evaluate(event, logsource)]  # type: ignore[arg-type]
+
+
+def test_restored_ruleset_matches_as_compiled() -> None:
+    result = compile_ruleset([RuleText(f"r{i}.yml", text, "unit") for i, text in enumerate(VARIED)])
+    assert result.errors == []
+    data = snapshot(result)
+    assert data is not None and data.startswith(MAGIC)
+    again = restore(data)
+    assert again.ruleset.rules == result.ruleset.rules
+    for event in EVENTS:
+        assert _matches(again.ruleset, event) == _matches(result.ruleset, event)
+        assert [m.rule.id for m in again.ruleset.evaluate_naive(event)] == [
+            m.rule.id for m in result.ruleset.evaluate_naive(event)]
+
+
+def test_errors_filters_and_correlations_are_kept() -> None:
+    texts = read_rule_texts([default_rules_dir()])
+    broken = RuleText("broken.yml", "title: x\ndetection: {sel: {a|nosuch: 1}, condition: sel}\n", "unit")
+    result = compile_ruleset([*texts, broken])
+    data = snapshot(result)
+    assert data is not None
+    again = restore(data)
+    assert again.errors == result.errors and again.errors
+    assert again.ruleset.rules == result.ruleset.rules
+    assert again.ruleset.filters == result.ruleset.filters
+    assert [(info, corr.type, corr.rules) for info, corr in again.ruleset.correlations] == [
+        (info, corr.type, corr.rules) for info, corr in result.ruleset.correlations]
+
+
+def test_project_pack_differential_on_eventgen_stream() -> None:
+    result = compile_ruleset(read_rule_texts([default_rules_dir()]))
+    data = snapshot(result)
+    assert data is not None
+    again = restore(data).ruleset
+    for logsource, event in generate(3000, seed=7):
+        assert _matches(again, event, logsource) == _matches(result.ruleset, event, logsource)
+        assert _matches(again, event) == _matches(result.ruleset, event)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[: len(data) // 2],
+    lambda data: data[:-7] + b"\x00" * 7,
+    lambda data: b"not a snapshot",
+    lambda data: MAGIC + b"\x80\x05garbage",
+    lambda data: MAGIC + pickle.dumps({"recipes": [], "rules": [(1, 2, 3)], "correlations": [], "filters": [],
+                                       "errors": []}),
+    lambda data: MAGIC + pickle.dumps(["a list"]),
+])
+def test_damaged_snapshot_is_an_error(damage: object) -> None:
+    result = compile_ruleset([RuleText("r.yml", VARIED[0], "unit")])
+    data = snapshot(result)
+    assert data is not None
+    with pytest.raises(SnapshotError):
+        restore(damage(data))  # type: ignore[operator]
+
+
+class _Boom:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_foreign_classes_are_refused() -> None:
+    data = MAGIC + pickle.dumps({"recipes": [_Boom()]})
+    with pytest.raises(SnapshotError, match="does not hold"):
+        restore(data)
+
+
+def test_a_condition_naming_an_unknown_atom_is_refused() -> None:
+    result = compile_ruleset([RuleText("r.yml", VARIED[0], "unit")])
+    rule = result.ruleset.compiled[0]
+    payload = {"recipes": list(result.ruleset.recipes or ()), "rules": [(rule.info, ("atom", 99), 0)],
+               "correlations": [], "filters": [], "errors": []}
+    with pytest.raises(SnapshotError, match="unknown atom"):
+        restore(MAGIC + pickle.dumps(payload))

@@ -1,0 +1,128 @@
+"""service.rules_cache: compiled rulesets kept on disk, keyed by everything they depend on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bench.eventgen import generate
+from service import rules_cache
+from service.rules import load_rules
+from tests.conftest import SIGMAHQ
+from tests.support.sigma import rule_yaml
+
+BROKEN = rule_yaml({"selection": {"Image|nosuchmodifier": "x"}, "condition": "selection"}, title="Broken")
+PIPELINE = "name: rename\ntransformations:\n  - type: field_name_mapping\n    mapping: {Image: exe}\n"
+
+
+def rule(title: str, rule_id: str, image: str = "evil.exe") -> str:
+    return rule_yaml({"selection": {"Image|endswith": "\\" + image}, "condition": "selection"},
+                     {"product": "windows", "category": "process_creation"}, title=title, id=rule_id)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _entries(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*" + rules_cache.SUFFIX))
+
+
+def _rules(tmp_path: Path) -> Path:
+    root = tmp_path / "rules"
+    write(root / "a.yml", rule("A", "00000000-0000-4000-8000-00000000000a"))
+    write(root / "b.yml", rule("B", "00000000-0000-4000-8000-00000000000b", image="other.exe"))
+    write(root / "broken.yml", BROKEN)
+    return root
+
+
+def test_a_miss_writes_a_private_entry_and_a_hit_gives_the_same_result(tmp_path: Path) -> None:
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    fresh = load_rules([root], cache_dir=cache)
+    [entry] = _entries(cache)
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    cached = load_rules([root], cache_dir=cache)
+    assert cached.ruleset.rules == fresh.ruleset.rules
+    assert cached.errors == fresh.errors and cached.errors
+    event = {"Image": "C:\\x\\evil.exe"}
+    assert [m.rule.id for m in cached.ruleset.evaluate(event)] == [m.rule.id for m in fresh.ruleset.evaluate(event)]
+    assert not list(cache.glob(".tmp-*"))
+
+
+def test_the_key_follows_texts_sources_pipelines_and_options(tmp_path: Path) -> None:
+    root = _rules(tmp_path)
+    texts = [rules_cache.RuleText("a.yml", "x", "r")]
+    base = rules_cache.cache_key(texts, [], 50.0)
+    assert rules_cache.cache_key(texts, [], 50.0) == base
+    assert rules_cache.cache_key([rules_cache.RuleText("a.yml", "y", "r")], [], 50.0) != base
+    assert rules_cache.cache_key([rules_cache.RuleText("b.yml", "x", "r")], [], 50.0) != base
+    assert rules_cache.cache_key([rules_cache.RuleText("a.yml", "x", "s")], [], 50.0) != base
+    assert rules_cache.cache_key(texts, [PIPELINE], 50.0) != base
+    assert rules_cache.cache_key(texts, [], 20.0) != base
+    cache = tmp_path / "cache"
+    load_rules([root], cache_dir=cache)
+    write(root / "a.yml", rule("A2", "00000000-0000-4000-8000-00000000000a"))
+    changed = load_rules([root], cache_dir=cache)
+    assert "A2" in [r.title for r in changed.ruleset.rules]
+    assert len(_entries(cache)) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "group-writable"])
+def test_a_damaged_or_foreign_entry_is_ignored_and_rebuilt(tmp_path: Path, damage: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    fresh = load_rules([root], cache_dir=cache)
+    [entry] = _entries(cache)
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[:100])
+    elif damage == "garbage":
+        entry.write_bytes(os.urandom(4096))
+    else:
+        entry.chmod(0o660)
+    with caplog.at_level(logging.WARNING, logger="service.rules_cache"):
+        again = load_rules([root], cache_dir=cache)
+    assert any("rules cache entry ignored" in r.getMessage() for r in caplog.records)
+    assert again.ruleset.rules == fresh.ruleset.rules
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600  # rewritten whole
+    assert rules_cache.load(cache, entry.name.removesuffix(rules_cache.SUFFIX), 50.0) is not None
+
+
+def test_an_unwritable_cache_does_not_stop_the_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _rules(tmp_path)
+    blocker = write(tmp_path / "file", "not a directory")
+    with caplog.at_level(logging.WARNING, logger="service.rules_cache"):
+        result = load_rules([root], cache_dir=blocker / "cache")
+    assert len(result.ruleset.rules) == 2
+    assert any("cannot be written" in r.getMessage() for r in caplog.records)
+
+
+def test_only_the_newest_entries_are_kept(tmp_path: Path) -> None:
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    for number in range(rules_cache.KEEP + 2):
+        write(root / "a.yml", rule(f"A{number}", "00000000-0000-4000-8000-00000000000a"))
+        load_rules([root], cache_dir=cache)
+        for entry in _entries(cache):  # mtimes one second apart, whatever the clock's resolution
+            os.utime(entry, (entry.stat().st_mtime - 1, entry.stat().st_mtime - 1))
+    assert len(_entries(cache)) == rules_cache.KEEP
+
+
+def test_sigmahq_from_the_cache_matches_a_fresh_compile(tmp_path: Path, shared_dir: Path) -> None:
+    """The differential test: the whole SigmaHQ corpus, compiled and cached, over the eventgen mix."""
+    del shared_dir
+    corpus = SIGMAHQ / "rules"
+    fresh = load_rules([corpus], cache_dir=tmp_path)
+    cached = load_rules([corpus], cache_dir=tmp_path)
+    assert cached.ruleset is not fresh.ruleset and cached.ruleset.rules == fresh.ruleset.rules
+    for logsource, event in generate(4000, seed=3):
+        want = [(m.rule.id, m.fields) for m in fresh.ruleset.evaluate(event, logsource)]
+        assert [(m.rule.id, m.fields) for m in cached.ruleset.evaluate(event, logsource)] == want
+    for _, event in generate(1000, seed=4):
+        want = [(m.rule.id, m.fields) for m in fresh.ruleset.evaluate(event)]
+        assert [(m.rule.id, m.fields) for m in cached.ruleset.evaluate(event)] == want
