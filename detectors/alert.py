@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from .entities import extract, place
 from .model import LEVELS, Event, LogSource, Match, Origin, RuleInfo, level_rank
 
 SEVERITY: Mapping[str, int] = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
@@ -210,6 +211,8 @@ class Alert:
     truncated: bool = False
     original_size: int = 0
     threat: Threat = field(default_factory=Threat)
+    entities: tuple[tuple[str, Any], ...] = ()
+    """ECS entity fields read from the event, typed (:mod:`detectors.entities`)."""
     event: Event | None = field(default=None, compare=False, repr=False)
     """The decoded event, for routing on fields; never serialised (``original`` is)."""
 
@@ -278,6 +281,7 @@ class Alert:
                 "suppressed_count": 0,
             },
         }
+        place(doc, self.entities)
         if self.threat:
             doc["threat"] = orjson.loads(_threat_json(self.threat))  # rendered once per rule, copied per alert
         if self.details:
@@ -311,5 +315,6 @@ def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float
         truncated=truncated,
         original_size=size,
         threat=parse_attack_tags(match.rule.tags),
+        entities=extract(event, logsource or LogSource()),
         event=event,
     )

@@ -85,6 +85,21 @@ def index_template(settings: ElasticsearchSinkSettings) -> dict[str, Any]:
     return body
 
 
+def without_wildcard(mappings: Any) -> Any:
+    """``mappings`` with every ``wildcard`` field as ``keyword`` (``ignore_above`` 8191): for nodes
+    without the wildcard field type (OpenSearch before 2.15, Elasticsearch distributions without
+    the x-pack ``wildcard`` module, such as the integration-test zip)."""
+    if isinstance(mappings, dict):
+        if mappings.get("type") == "wildcard":
+            return {**mappings, "type": "keyword", "ignore_above": 8191}
+        return {k: without_wildcard(v) for k, v in mappings.items()}
+    return mappings
+
+
+def _no_wildcard_type(exc: BaseException) -> bool:
+    return _status(exc) == 400 and "no handler for type [wildcard]" in repr(exc).lower()
+
+
 def target_index(settings: ElasticsearchSinkSettings, doc: dict[str, Any]) -> str:
     if settings.mode == "datastream":
         return settings.index_prefix
@@ -159,15 +174,25 @@ class ElasticsearchSink(RawSink):
         name = f"{self.settings.index_prefix}-template"
         body = index_template(self.settings)
         try:
-            if self.settings.flavor == "opensearch":
-                await self.client.indices.put_index_template(name=name, body=body)
-            else:
-                await self.client.indices.put_index_template(
-                    name=name, index_patterns=body["index_patterns"], priority=body["priority"],
-                    template=body["template"], data_stream=body.get("data_stream"), meta=body["_meta"])
+            try:
+                await self._put_template(name, body)
+            except Exception as exc:
+                if not _no_wildcard_type(exc):
+                    raise
+                log.warning("the node has no wildcard field type: command lines and URLs are mapped as keyword",
+                            extra={"sink": self.name})
+                await self._put_template(name, without_wildcard(body))
         except Exception as exc:
             raise sink_error(f"{self.name}: installing index template failed: {exc!r}", _status(exc)) from exc
         self._template_ready = True
+
+    async def _put_template(self, name: str, body: dict[str, Any]) -> None:
+        if self.settings.flavor == "opensearch":
+            await self.client.indices.put_index_template(name=name, body=body)
+        else:
+            await self.client.indices.put_index_template(
+                name=name, index_patterns=body["index_patterns"], priority=body["priority"],
+                template=body["template"], data_stream=body.get("data_stream"), meta=body["_meta"])
 
     def encode(self, doc: dict[str, Any]) -> bytes:
         """The spooled form for this sink: the bulk action line and the document,

