@@ -105,3 +105,22 @@ def test_every_entity_field_is_mapped_with_its_type() -> None:
     mappings = json.loads((SCHEMAS / "alert-mappings.json").read_text())
     assert {name: _mapped_type(mappings, name) for name in ENTITY_FIELDS} == dict(ENTITY_FIELDS)
     assert not RESERVED & ENTITY_FIELDS.keys()
+
+
+def test_redaction_reaches_the_entity_fields() -> None:
+    from detectors.redaction import Redactor
+
+    token = "ghp_" + "A1b2C3d4E5" * 3 + "F6g7H8"
+    event = {"cs-uri-query": f"/hook?access_token={token}", "cs-user-agent": f"bot {token}", "c-ip": "192.0.2.4"}
+    alert = build_alert(Match(rule=RuleInfo(id="r", title="t")), event, Origin(input="http", key="1"),
+                        event_time=1.0, now=2.0, logsource=LogSource(category="webserver"))
+    doc = Redactor(b"k" * 32).document(alert.to_document())
+    assert token not in json.dumps(doc)
+    assert "[REDACTED:" in doc["url"]["original"] and "[REDACTED:" in doc["user_agent"]["original"]
+    assert doc["source"]["ip"] == "192.0.2.4"
+
+
+def test_no_entity_field_sits_under_a_key_redaction_skips() -> None:
+    from detectors.redaction import DOCUMENT_RULE_KEYS
+
+    assert not {name.split(".")[0] for name in ENTITY_FIELDS} & set(DOCUMENT_RULE_KEYS)
