@@ -248,12 +248,11 @@ class Alert:
             "license": rule.license or "",
             "category": rule.kind,
         }
-        source: dict[str, Any] = {"input": self.origin.input, "token": self.origin.token()}
+        origin: dict[str, Any] = {"input": self.origin.input, "token": self.origin.token()}
         for key in ("topic", "partition", "offset", "key"):
             value = getattr(self.origin, key)
             if value is not None:
-                source[key] = value
-        source.update(self.logsource.as_dict())
+                origin[key] = value
         doc: dict[str, Any] = {
             "@timestamp": iso_time(self.timestamp),
             "message": self.summary(),
@@ -265,10 +264,11 @@ class Alert:
                 "original": self.original,
             },
             "rule": rule_doc,
-            "log": {"source": source},
             "tags": list(rule.tags),
             "pipesentry": {
                 "alert_id": self.id,
+                "origin": origin,
+                "logsource": self.logsource.as_dict(),
                 "level": self.level,
                 "severity_label": self.level,
                 "rule_kind": rule.kind,

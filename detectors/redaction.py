@@ -200,7 +200,7 @@ class Redactor:
     def _any_anchor(self, value: Mapping[str, Any]) -> bool:
         """Whether any anchor occurs in ``value``'s strings (keys of ``details`` and ``group`` too: the
         anchors of the secret-named fields cover every :data:`SECRET_NAME` word), tested once for a
-        whole document; the other keys are the document's own schema (``log.source.token``)."""
+        whole document; the other keys are the document's own schema (``pipesentry.origin.token``)."""
         strings: list[str] = []
         _strings(value, strings, keys=False)
         return bool(self._prefilter("\n".join(strings)))
