@@ -31,6 +31,9 @@ SEVERITY: Mapping[str, int] = {"informational": 1, "low": 21, "medium": 47, "hig
 DEFAULT_MAX_ORIGINAL_BYTES = 16_384
 """Cap on ``event.original``; a larger event is cut and flagged as truncated."""
 
+MAX_MATCHED_FIELDS = 64
+"""``pipesentry.matched`` pairs kept per alert (each is a nested document in the index)."""
+
 MAX_MATCHED_VALUE_CHARS = 1024
 """Matched field values are shown, not stored whole: a multi-megabyte field stays out of pages."""
 
@@ -275,7 +278,8 @@ class Alert:
                 "rule_status": rule.status or "",
                 "rule_source": rule.source,
                 "falsepositives": list(rule.falsepositives),
-                "matched": [{"field": name, "value": _shown(value)} for name, value in self.matched],
+                "matched": [{"field": name, "value": _shown(value)}
+                            for name, value in self.matched[:MAX_MATCHED_FIELDS]],
                 "original_truncated": self.truncated,
                 "original_size": self.original_size,
                 "suppressed_count": 0,

@@ -121,3 +121,31 @@ async def test_hostile_values_never_get_the_alert_rejected(node: SearchNode, tmp
     resp = httpx.put(f"{node.url}/{index}/_doc/malformed?refresh=true", json=bad, timeout=30)
     assert resp.status_code in (200, 201), resp.text
     assert count(node, index, {"exists": {"field": "source.ip"}}) == 0
+
+
+async def test_field_matched_value_is_one_nested_query(node: SearchNode, tmp_path: Path) -> None:
+    batch = [
+        make(20, {"User": "alice", "Image": "/usr/bin/curl"}, SYSMON,
+             fields=(("User", "alice"), ("Image", "/usr/bin/curl"))),
+        make(21, {"User": "bob", "Image": "/usr/bin/alice"}, SYSMON,
+             fields=(("User", "bob"), ("Image", "/usr/bin/alice"))),
+    ]
+    status = await deliver(node, "ps-nested", batch, tmp_path)
+    assert status["dead_lettered"] == 0
+    index = f"ps-nested-{DAY_INDEX}"
+    props = es(node, "GET", f"/{index}/_mapping")[index]["mappings"]["properties"]
+    assert props["pipesentry"]["properties"]["matched"]["type"] == "nested"
+
+    def matched(field: str, value: str) -> dict[str, Any]:
+        return {"nested": {"path": "pipesentry.matched", "query": {"bool": {"filter": [
+            {"term": {"pipesentry.matched.field": field}}, {"term": {"pipesentry.matched.value": value}}]}}}}
+
+    assert count(node, index, matched("User", "alice")) == 1
+    # a flat object mapping would also have found the second alert ("alice" under Image, User under bob)
+    hits = es(node, "POST", f"/{index}/_search", {"query": matched("Image", "/usr/bin/alice")})["hits"]["hits"]
+    assert [h["_id"] for h in hits] == [batch[1].id]
+    assert count(node, index, matched("User", "/usr/bin/alice")) == 0
+    # the origin is at its documented place, searchable
+    assert count(node, index, {"bool": {"filter": [{"term": {"pipesentry.origin.topic": "audit"}},
+                                                   {"term": {"pipesentry.origin.partition": 2}},
+                                                   {"range": {"pipesentry.origin.offset": {"gte": 21}}}]}}) == 1
