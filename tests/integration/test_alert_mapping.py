@@ -149,3 +149,40 @@ async def test_field_matched_value_is_one_nested_query(node: SearchNode, tmp_pat
     assert count(node, index, {"bool": {"filter": [{"term": {"pipesentry.origin.topic": "audit"}},
                                                    {"term": {"pipesentry.origin.partition": 2}},
                                                    {"range": {"pipesentry.origin.offset": {"gte": 21}}}]}}) == 1
+
+
+async def test_ecs_named_data_stream_rolls_over_with_the_template(node: SearchNode, tmp_path: Path) -> None:
+    from service.alerting.sinks.elasticsearch import DATA_STREAM_DATASET
+
+    stream = f"{DATA_STREAM_DATASET}-itest"
+    first = [make(30 + i, {"User": f"u{i}"}, SYSMON) for i in range(5)]
+    router = AlertRouter(settings(node, "unused", mode="datastream", namespace="itest"), tmp_path)
+    await router.start()
+    await router.submit(first)
+    await router.wait_idle(60)
+    (info,) = es(node, "GET", f"/_data_stream/{stream}")["data_streams"]
+    assert info["name"] == stream and info["generation"] == 1
+    rolled = es(node, "POST", f"/{stream}/_rollover")
+    assert rolled["rolled_over"] is True
+    second = [make(40 + i, {"User": f"v{i}", "SourceIp": "192.0.2.8"}, SYSMON) for i in range(5)]
+    await router.submit(second)
+    await router.wait_idle(60)
+    await router.stop()
+    new_index = rolled["new_index"]
+    props = es(node, "GET", f"/{new_index}/_mapping")[new_index]["mappings"]["properties"]
+    assert props["source"]["properties"]["ip"]["type"] == "ip"  # the template applies to every generation
+    assert props["pipesentry"]["properties"]["matched"]["type"] == "nested"
+    assert count(node, stream, {"match_all": {}}) == 10
+    assert count(node, new_index, {"term": {"source.ip": "192.0.2.8"}}) == 5
+
+
+def test_ism_policy_example_is_accepted(node: SearchNode) -> None:
+    if node.flavor != "opensearch":
+        pytest.skip("ISM is OpenSearch's; the ILM example is for Elasticsearch nodes with the ILM module")
+    plugins = httpx.get(f"{node.url}/_cat/plugins?format=json", timeout=30).json()
+    if not any("index-management" in p.get("component", "") for p in plugins):
+        pytest.skip(f"this OpenSearch node runs without the index-management (ISM) plugin: {plugins!r}")
+    policy = (Path(__file__).parents[2] / "deploy" / "search" / "pipesentry-alerts-ism-policy.json").read_text()
+    resp = httpx.put(f"{node.url}/_plugins/_ism/policies/pipesentry-alerts-itest", content=policy,
+                     headers={"Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code in (200, 201), resp.text

@@ -8,9 +8,11 @@ alert id, so re-delivery never makes a second copy:
 * ``mode: index`` (default): dated indices ``<prefix>-YYYY.MM.DD`` chosen by the
   alert's ``@timestamp`` and ``op_type: index`` (a re-sent alert overwrites
   itself; suppression count updates land on the same document);
-* ``mode: datastream``: data stream ``<prefix>`` with ``op_type: create`` (data
+* ``mode: datastream``: data stream ``<prefix>``, or with ``namespace`` set the
+  ECS-named ``logs-pipesentry.alerts-<namespace>``, with ``op_type: create`` (data
   streams accept nothing else); a 409 means "already there" and counts as
-  delivered, so count updates are not applied there.
+  delivered, so count updates are not applied there. ``lifecycle_policy`` names
+  the ILM policy the template attaches (Elasticsearch).
 
 The index template (published in ``service/alerting/schemas/``) is installed
 before the first bulk. Bulk items failing with 429/5xx are retried a few times
@@ -50,6 +52,13 @@ class ElasticsearchSinkSettings(SinkSettings):
     """``index``: dated indices ``<prefix>-YYYY.MM.DD`` by alert time (updates allowed);
     ``datastream``: one data stream named ``<prefix>`` (create-only)."""
     index_prefix: str = "pipesentry-alerts"
+    namespace: str | None = Field(default=None, pattern=r"^[a-z0-9_.]{1,100}$")
+    """``mode: datastream`` only: write to the ECS-named data stream ``logs-pipesentry.alerts-<namespace>``
+    (the data stream naming scheme ``<type>-<dataset>-<namespace>``) instead of ``index_prefix``."""
+    lifecycle_policy: str | None = None
+    """Elasticsearch: the ILM policy the template puts on new indices (``index.lifecycle.name``);
+    the policy must exist (example: ``deploy/search/pipesentry-alerts-ilm-policy.json``). OpenSearch
+    ISM policies attach themselves by their ``ism_template`` (``deploy/search/pipesentry-alerts-ism-policy.json``)."""
     batch_size: int = Field(default=4000, ge=1)
     """About 10 MB of alerts: inside the 5-15 MB bulk size Elasticsearch recommends."""
     linger_s: float = Field(default=0.5, ge=0, le=10)
@@ -69,15 +78,26 @@ def load_mappings() -> dict[str, Any]:
     return mappings
 
 
+DATA_STREAM_DATASET = "logs-pipesentry.alerts"
+"""``<type>-<dataset>`` of the ECS-named data stream; ``-<namespace>`` completes it."""
+
+
+def base_name(settings: ElasticsearchSinkSettings) -> str:
+    """The data stream (``mode: datastream``) or the dated indices' prefix (``mode: index``)."""
+    if settings.mode == "datastream" and settings.namespace:
+        return f"{DATA_STREAM_DATASET}-{settings.namespace}"
+    return settings.index_prefix
+
+
 def index_template(settings: ElasticsearchSinkSettings) -> dict[str, Any]:
+    base = base_name(settings)
+    index_settings: dict[str, Any] = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
+    if settings.lifecycle_policy and settings.flavor == "elasticsearch":
+        index_settings["index.lifecycle.name"] = settings.lifecycle_policy
     body: dict[str, Any] = {
-        "index_patterns": [f"{settings.index_prefix}*" if settings.mode == "datastream"
-                           else f"{settings.index_prefix}-*"],
+        "index_patterns": [f"{base}*" if settings.mode == "datastream" else f"{base}-*"],
         "priority": 200,
-        "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
-            "mappings": load_mappings(),
-        },
+        "template": {"settings": index_settings, "mappings": load_mappings()},
         "_meta": {"managed_by": "pipesentry"},
     }
     if settings.mode == "datastream":
@@ -102,7 +122,7 @@ def _no_wildcard_type(exc: BaseException) -> bool:
 
 def target_index(settings: ElasticsearchSinkSettings, doc: dict[str, Any]) -> str:
     if settings.mode == "datastream":
-        return settings.index_prefix
+        return base_name(settings)
     day = str(doc.get("@timestamp", ""))[:10].replace("-", ".") or "undated"
     return f"{settings.index_prefix}-{day}"
 
@@ -171,7 +191,7 @@ class ElasticsearchSink(RawSink):
     async def _ensure_template(self) -> None:
         if self._template_ready:
             return
-        name = f"{self.settings.index_prefix}-template"
+        name = f"{base_name(self.settings)}-template"
         body = index_template(self.settings)
         try:
             try:

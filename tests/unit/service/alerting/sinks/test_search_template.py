@@ -47,3 +47,35 @@ async def test_a_node_without_wildcard_gets_the_keyword_template() -> None:
     (body,) = client.indices.bodies
     command_line = body["template"]["mappings"]["properties"]["process"]["properties"]["command_line"]
     assert command_line == {"type": "keyword", "ignore_above": 8191}
+
+
+def test_ecs_named_data_stream_and_lifecycle_policy() -> None:
+    from service.alerting.sinks.elasticsearch import index_template, target_index
+
+    s = ElasticsearchSinkSettings(mode="datastream", namespace="prod", lifecycle_policy="pipesentry-alerts")
+    body = index_template(s)
+    assert body["index_patterns"] == ["logs-pipesentry.alerts-prod*"] and body["data_stream"] == {}
+    assert body["template"]["settings"]["index.lifecycle.name"] == "pipesentry-alerts"
+    assert target_index(s, {"@timestamp": "2025-06-15T00:00:00Z"}) == "logs-pipesentry.alerts-prod"
+    ism = ElasticsearchSinkSettings(flavor="opensearch", mode="datastream", namespace="prod",
+                                    lifecycle_policy="x")
+    assert "index.lifecycle.name" not in index_template(ism)["template"]["settings"]  # ISM attaches itself
+    dated = ElasticsearchSinkSettings(namespace="prod")  # namespace applies to data streams only
+    assert target_index(dated, {"@timestamp": "2025-06-15T00:00:00Z"}) == "pipesentry-alerts-2025.06.15"
+
+
+def test_policy_examples_are_consistent() -> None:
+    import fnmatch
+
+    from service.alerting.sinks.elasticsearch import DATA_STREAM_DATASET
+    from tests.conftest import ROOT
+
+    ilm = json.loads((ROOT / "deploy" / "search" / "pipesentry-alerts-ilm-policy.json").read_text())["policy"]
+    assert set(ilm["phases"]) <= {"hot", "warm", "cold", "frozen", "delete"}
+    assert "rollover" in ilm["phases"]["hot"]["actions"]
+    ism = json.loads((ROOT / "deploy" / "search" / "pipesentry-alerts-ism-policy.json").read_text())["policy"]
+    names = {state["name"] for state in ism["states"]}
+    assert ism["default_state"] in names
+    assert all(t["state_name"] in names for state in ism["states"] for t in state["transitions"])
+    patterns = ism["ism_template"][0]["index_patterns"]
+    assert any(fnmatch.fnmatch(f"{DATA_STREAM_DATASET}-prod", p) for p in patterns)
