@@ -20,6 +20,9 @@ for an ``ip`` field, not an integer for a ``long``, a string longer than the fie
 object, is left out of the typed field (it stays in ``event.original``), so a hostile event can
 never make the index reject the alert. At most :data:`MAX_VALUES` values per field.
 
+Field names follow :mod:`detectors.event` (case-insensitive, nested or dotted keys, list
+elements): the event is flattened once and every candidate path is a dict lookup.
+
 Pure: no I/O; a log source's lookup plan is built once and cached.
 """
 
@@ -31,7 +34,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Final, Literal
 
-from .event import values
+from .event import flatten
 from .model import LogSource
 
 EntityType = Literal["keyword", "wildcard", "ip", "long"]
@@ -171,11 +174,24 @@ GENERIC_FIELDS: Final[_Sources] = {
 }
 """SigmaHQ taxonomy names (Sysmon-style), for log sources without a table in :data:`NATIVE_FIELDS`."""
 
-_Plan = tuple[tuple[str, EntityType, tuple[str, ...], str | None], ...]
+_Fields = tuple[tuple[str, EntityType, tuple[str, ...], str | None], ...]
+_Plan = tuple[_Fields, Mapping[str, tuple[int, ...]], frozenset[int]]
 
 
 @lru_cache(maxsize=1024)
 def _plan(source: LogSource) -> _Plan:
+    """The fields with their candidate paths (lower-cased); for each candidate path the fields it may
+    fill; the fields with a constant."""
+    fields = _fields(source)
+    by_path: dict[str, list[int]] = {}
+    for i, (_, _, paths, _) in enumerate(fields):
+        for path in paths:
+            by_path.setdefault(path, []).append(i)
+    constants = frozenset(i for i, field in enumerate(fields) if field[3] is not None)
+    return fields, {path: tuple(ids) for path, ids in by_path.items()}, constants
+
+
+def _fields(source: LogSource) -> _Fields:
     tables = [(fields, constants) for covers, fields, constants in NATIVE_FIELDS if covers.covers(source)]
     out = []
     for name, kind in ENTITY_FIELDS.items():
@@ -186,13 +202,19 @@ def _plan(source: LogSource) -> _Plan:
             constant = constant or constants.get(name)
         if not tables:
             paths.extend(GENERIC_FIELDS.get(name, ()))
-        out.append((name, kind, tuple(dict.fromkeys(paths)), constant))
+        out.append((name, kind, tuple(dict.fromkeys(p.lower() for p in paths)), constant))
     return tuple(out)
 
 
 def _ip(value: Any) -> str | None:
     if not isinstance(value, str) or len(value) > 64:
         return None
+    return _parse_ip(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_ip(value: str) -> str | None:
+    """Addresses repeat (a few clients make most events): parsed once each."""
     text = value.strip()
     m = _HOST_PORT.match(text)
     if m:
@@ -245,11 +267,17 @@ def extract(event: Mapping[str, Any] | None, source: LogSource) -> tuple[tuple[s
     event has several); fields without a fitting value are absent."""
     if not event:
         return ()
+    flat = flatten(event)  # one pass over the event, then a dict lookup per candidate path
+    fields, by_path, constants = _plan(source)
+    wanted = set(constants)
+    for path in by_path.keys() & flat.keys():
+        wanted.update(by_path[path])
     out: list[tuple[str, Any]] = []
-    for name, kind, paths, constant in _plan(source):
+    for i in sorted(wanted):
+        name, kind, paths, constant = fields[i]
         found: list[Any] = []
         for path in paths:
-            for raw in values(event, path):
+            for raw in flat.get(path, ()):
                 value = typed(kind, raw)
                 if value is not None and value not in found:
                     found.append(value)
