@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from detectors.alert import build_alert
 from detectors.entities import ENTITY_FIELDS, MAX_VALUES, RESERVED, extract, typed
 from detectors.model import LogSource, Match, Origin, RuleInfo
@@ -124,3 +126,21 @@ def test_no_entity_field_sits_under_a_key_redaction_skips() -> None:
     from detectors.redaction import DOCUMENT_RULE_KEYS
 
     assert not {name.split(".")[0] for name in ENTITY_FIELDS} & set(DOCUMENT_RULE_KEYS)
+
+
+def test_documents_with_entities_validate_against_the_published_schema() -> None:
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / "alert.schema.json").read_text())
+    event = {"eventName": "StopLogging", "sourceIPAddress": "198.51.100.7", "awsRegion": "eu-west-1",
+             "userIdentity": {"userName": "mallory"}}
+    alert = build_alert(Match(rule=RuleInfo(id="r", title="t")), event, Origin(input="kafka", topic="t", partition=0,
+                        offset=1), event_time=1.0, now=2.0, logsource=CLOUDTRAIL)
+    jsonschema.validate(alert.to_document(), schema)
+    k8s = build_alert(Match(rule=RuleInfo(id="r", title="t")), {"sourceIPs": ["10.0.0.1", "10.0.0.2"]},
+                      Origin(input="http", key="1"), event_time=1.0, now=2.0, logsource=K8S)
+    jsonschema.validate(k8s.to_document(), schema)
+    bad = alert.to_document()
+    bad["source"]["port"] = "eighty"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
