@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from .entities import extract, place
 from .model import LEVELS, Event, LogSource, Match, Origin, RuleInfo, level_rank
 
 SEVERITY: Mapping[str, int] = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
@@ -29,6 +30,9 @@ SEVERITY: Mapping[str, int] = {"informational": 1, "low": 21, "medium": 47, "hig
 
 DEFAULT_MAX_ORIGINAL_BYTES = 16_384
 """Cap on ``event.original``; a larger event is cut and flagged as truncated."""
+
+MAX_MATCHED_FIELDS = 64
+"""``pipesentry.matched`` pairs kept per alert (each is a nested document in the index)."""
 
 MAX_MATCHED_VALUE_CHARS = 1024
 """Matched field values are shown, not stored whole: a multi-megabyte field stays out of pages."""
@@ -210,6 +214,8 @@ class Alert:
     truncated: bool = False
     original_size: int = 0
     threat: Threat = field(default_factory=Threat)
+    entities: tuple[tuple[str, Any], ...] = ()
+    """ECS entity fields read from the event, typed (:mod:`detectors.entities`)."""
     event: Event | None = field(default=None, compare=False, repr=False)
     """The decoded event, for routing on fields; never serialised (``original`` is)."""
 
@@ -245,12 +251,11 @@ class Alert:
             "license": rule.license or "",
             "category": rule.kind,
         }
-        source: dict[str, Any] = {"input": self.origin.input, "token": self.origin.token()}
+        origin: dict[str, Any] = {"input": self.origin.input, "token": self.origin.token()}
         for key in ("topic", "partition", "offset", "key"):
             value = getattr(self.origin, key)
             if value is not None:
-                source[key] = value
-        source.update(self.logsource.as_dict())
+                origin[key] = value
         doc: dict[str, Any] = {
             "@timestamp": iso_time(self.timestamp),
             "message": self.summary(),
@@ -262,22 +267,25 @@ class Alert:
                 "original": self.original,
             },
             "rule": rule_doc,
-            "log": {"source": source},
             "tags": list(rule.tags),
             "pipesentry": {
                 "alert_id": self.id,
+                "origin": origin,
+                "logsource": self.logsource.as_dict(),
                 "level": self.level,
                 "severity_label": self.level,
                 "rule_kind": rule.kind,
                 "rule_status": rule.status or "",
                 "rule_source": rule.source,
                 "falsepositives": list(rule.falsepositives),
-                "matched": [{"field": name, "value": _shown(value)} for name, value in self.matched],
+                "matched": [{"field": name, "value": _shown(value)}
+                            for name, value in self.matched[:MAX_MATCHED_FIELDS]],
                 "original_truncated": self.truncated,
                 "original_size": self.original_size,
                 "suppressed_count": 0,
             },
         }
+        place(doc, self.entities)
         if self.threat:
             doc["threat"] = orjson.loads(_threat_json(self.threat))  # rendered once per rule, copied per alert
         if self.details:
@@ -311,5 +319,6 @@ def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float
         truncated=truncated,
         original_size=size,
         threat=parse_attack_tags(match.rule.tags),
+        entities=extract(event, logsource or LogSource()),
         event=event,
     )

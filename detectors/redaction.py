@@ -200,7 +200,7 @@ class Redactor:
     def _any_anchor(self, value: Mapping[str, Any]) -> bool:
         """Whether any anchor occurs in ``value``'s strings (keys of ``details`` and ``group`` too: the
         anchors of the secret-named fields cover every :data:`SECRET_NAME` word), tested once for a
-        whole document; the other keys are the document's own schema (``log.source.token``)."""
+        whole document; the other keys are the document's own schema (``pipesentry.origin.token``)."""
         strings: list[str] = []
         _strings(value, strings, keys=False)
         return bool(self._prefilter("\n".join(strings)))
@@ -324,16 +324,16 @@ class Redactor:
 
     def document(self, doc: Mapping[str, Any], counts: MutableMapping[str, int] | None = None) -> dict[str, Any]:
         """An alert document (``Alert.to_document()``) with its secrets redacted: every string but the
-        rule's own metadata (:data:`RULE_KEYS`), matched values by their field's name too, and
+        rule's own metadata (:data:`DOCUMENT_RULE_KEYS`), matched values by their field's name too, and
         ``pipesentry.details`` by key names."""
-        if not self._any_anchor(_without(doc, RULE_KEYS)):
+        if not self._any_anchor(_without(doc, DOCUMENT_RULE_KEYS)):
             return dict(doc)  # nothing in it could be a secret (the common case): no walk
         src = doc.get("pipesentry")
         if not isinstance(src, Mapping):
-            return _keep(doc, self.deep(_without(doc, RULE_KEYS), counts))
+            return _keep(doc, self.deep(_without(doc, DOCUMENT_RULE_KEYS), counts))
         special = {k: src[k] for k in ("matched", "details") if k in src}
-        out: dict[str, Any] = _keep(doc, self.deep({**_without(doc, RULE_KEYS),
-                                                    "pipesentry": _without(src, (*special, *RULE_KEYS))}, counts))
+        out: dict[str, Any] = _keep(doc, self.deep({**_without(doc, DOCUMENT_RULE_KEYS),
+                                                    "pipesentry": _without(src, (*special, *DOCUMENT_RULE_KEYS))}, counts))
         out["pipesentry"] = _keep(src, out["pipesentry"])
         ps = out["pipesentry"]
         if isinstance(special.get("matched"), list):
@@ -364,6 +364,10 @@ event: not scanned (a rule titled "AWS secret key in CI log" is not a secret, an
 cost as much as the event). Kept as they are, in their place. ``message``/``summary`` are
 ``Alert.summary()``: level, rule title and the origin token (input, topic, partition, offset), no
 event value."""
+
+DOCUMENT_RULE_KEYS = tuple(k for k in RULE_KEYS if k != "url")
+""":data:`RULE_KEYS` of an alert document: ``url`` there is the event's ECS ``url.*`` (an entity field
+read from the event, see :mod:`detectors.entities`), not the page's console link, and is scanned."""
 
 
 def _strings(value: Any, out: list[str], *, keys: bool) -> None:
@@ -403,4 +407,4 @@ def _prefix_fn(prefix: int | str) -> Callable[[str], str]:
     return keep
 
 
-__all__ = ["FORMATS", "HASH_HEX", "MARKER", "FormatSpec", "Redactor", "secret_name"]
+__all__ = ["DOCUMENT_RULE_KEYS", "FORMATS", "HASH_HEX", "MARKER", "FormatSpec", "Redactor", "secret_name"]

@@ -240,10 +240,20 @@ def _run(name: str, action: Callable[[], int]) -> int:
         return exc.code
 
 
+def _origin_input(doc: Mapping[str, Any]) -> Any:
+    """The alert's input: ``pipesentry.origin.input``, or ``log.source.input`` in alerts stored by earlier builds."""
+    for outer, inner in (("pipesentry", "origin"), ("log", "source")):
+        node = doc.get(outer)
+        node = node.get(inner) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and node.get("input") is not None:
+            return node["input"]
+    return None
+
+
 ALERT_COLUMNS = (
     column("TIME", "@timestamp", 24), column("LEVEL", "pipesentry.level", 13),
     column("ALERT_ID", "pipesentry.alert_id", 32), column("RULE", "rule.name", 50),
-    column("SOURCE", "log.source.input", 30), column("MESSAGE", "message", 80),
+    Column("SOURCE", _origin_input, 30), column("MESSAGE", "message", 80),
 )
 
 

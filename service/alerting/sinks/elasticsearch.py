@@ -16,9 +16,11 @@ alert id, so re-delivery never makes a second copy:
 * ``mode: index`` (default): dated indices ``<prefix>-YYYY.MM.DD`` chosen by the
   alert's ``@timestamp`` and ``op_type: index`` (a re-sent alert overwrites
   itself; suppression count updates land on the same document);
-* ``mode: datastream``: data stream ``<prefix>`` with ``op_type: create`` (data
+* ``mode: datastream``: data stream ``<prefix>``, or with ``namespace`` set the
+  ECS-named ``logs-pipesentry.alerts-<namespace>``, with ``op_type: create`` (data
   streams accept nothing else); a 409 means "already there" and counts as
-  delivered, so count updates are not applied there.
+  delivered, so count updates are not applied there. ``lifecycle_policy`` names
+  the ILM policy the template attaches (Elasticsearch).
 
 The index template (published in ``service/alerting/schemas/``) is installed
 before the first bulk. Bulk items failing with 429/5xx are retried a few times
@@ -61,6 +63,13 @@ class ElasticsearchSinkSettings(SinkSettings):
     """``index``: dated indices ``<prefix>-YYYY.MM.DD`` by alert time (updates allowed);
     ``datastream``: one data stream named ``<prefix>`` (create-only)."""
     index_prefix: str = "pipesentry-alerts"
+    namespace: str | None = Field(default=None, pattern=r"^[a-z0-9_.]{1,100}$")
+    """``mode: datastream`` only: write to the ECS-named data stream ``logs-pipesentry.alerts-<namespace>``
+    (the data stream naming scheme ``<type>-<dataset>-<namespace>``) instead of ``index_prefix``."""
+    lifecycle_policy: str | None = None
+    """Elasticsearch: the ILM policy the template puts on new indices (``index.lifecycle.name``);
+    the policy must exist (example: ``deploy/search/pipesentry-alerts-ilm-policy.json``). OpenSearch
+    ISM policies attach themselves by their ``ism_template`` (``deploy/search/pipesentry-alerts-ism-policy.json``)."""
     batch_size: int = Field(default=4000, ge=1)
     """About 10 MB of alerts: inside the 5-15 MB bulk size Elasticsearch recommends."""
     linger_s: float = Field(default=0.5, ge=0, le=10)
@@ -121,15 +130,26 @@ def load_mappings() -> dict[str, Any]:
     return mappings
 
 
+DATA_STREAM_DATASET = "logs-pipesentry.alerts"
+"""``<type>-<dataset>`` of the ECS-named data stream; ``-<namespace>`` completes it."""
+
+
+def base_name(settings: ElasticsearchSinkSettings) -> str:
+    """The data stream (``mode: datastream``) or the dated indices' prefix (``mode: index``)."""
+    if settings.mode == "datastream" and settings.namespace:
+        return f"{DATA_STREAM_DATASET}-{settings.namespace}"
+    return settings.index_prefix
+
+
 def index_template(settings: ElasticsearchSinkSettings) -> dict[str, Any]:
+    base = base_name(settings)
+    index_settings: dict[str, Any] = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
+    if settings.lifecycle_policy and settings.flavor == "elasticsearch":
+        index_settings["index.lifecycle.name"] = settings.lifecycle_policy
     body: dict[str, Any] = {
-        "index_patterns": [f"{settings.index_prefix}*" if settings.mode == "datastream"
-                           else f"{settings.index_prefix}-*"],
+        "index_patterns": [f"{base}*" if settings.mode == "datastream" else f"{base}-*"],
         "priority": 200,
-        "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
-            "mappings": load_mappings(),
-        },
+        "template": {"settings": index_settings, "mappings": load_mappings()},
         "_meta": {"managed_by": "pipesentry"},
     }
     if settings.mode == "datastream":
@@ -137,9 +157,24 @@ def index_template(settings: ElasticsearchSinkSettings) -> dict[str, Any]:
     return body
 
 
+def without_wildcard(mappings: Any) -> Any:
+    """``mappings`` with every ``wildcard`` field as ``keyword`` (``ignore_above`` 8191): for nodes
+    without the wildcard field type (OpenSearch before 2.15, Elasticsearch distributions without
+    the x-pack ``wildcard`` module, such as the integration-test zip)."""
+    if isinstance(mappings, dict):
+        if mappings.get("type") == "wildcard":
+            return {**mappings, "type": "keyword", "ignore_above": 8191}
+        return {k: without_wildcard(v) for k, v in mappings.items()}
+    return mappings
+
+
+def _no_wildcard_type(exc: BaseException) -> bool:
+    return _status(exc) == 400 and "no handler for type [wildcard]" in repr(exc).lower()
+
+
 def target_index(settings: ElasticsearchSinkSettings, doc: dict[str, Any]) -> str:
     if settings.mode == "datastream":
-        return settings.index_prefix
+        return base_name(settings)
     day = str(doc.get("@timestamp", ""))[:10].replace("-", ".") or "undated"
     return f"{settings.index_prefix}-{day}"
 
@@ -255,18 +290,28 @@ class ElasticsearchSink(RawSink):
         await self._ensure_compat()
         if self._template_ready:
             return
-        name = f"{self.settings.index_prefix}-template"
+        name = f"{base_name(self.settings)}-template"
         body = index_template(self.settings)
         try:
-            if self.settings.flavor == "opensearch":
-                await self.client.indices.put_index_template(name=name, body=body)
-            else:
-                await self.client.indices.put_index_template(
-                    name=name, index_patterns=body["index_patterns"], priority=body["priority"],
-                    template=body["template"], data_stream=body.get("data_stream"), meta=body["_meta"])
+            try:
+                await self._put_template(name, body)
+            except Exception as exc:
+                if not _no_wildcard_type(exc):
+                    raise
+                log.warning("the node has no wildcard field type: command lines and URLs are mapped as keyword",
+                            extra={"sink": self.name})
+                await self._put_template(name, without_wildcard(body))
         except Exception as exc:
             raise sink_error(f"{self.name}: installing index template failed: {exc!r}", _status(exc)) from exc
         self._template_ready = True
+
+    async def _put_template(self, name: str, body: dict[str, Any]) -> None:
+        if self.settings.flavor == "opensearch":
+            await self.client.indices.put_index_template(name=name, body=body)
+        else:
+            await self.client.indices.put_index_template(
+                name=name, index_patterns=body["index_patterns"], priority=body["priority"],
+                template=body["template"], data_stream=body.get("data_stream"), meta=body["_meta"])
 
     def encode(self, doc: dict[str, Any]) -> bytes:
         """The spooled form for this sink: the bulk action line and the document,

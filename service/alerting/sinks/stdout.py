@@ -27,7 +27,7 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
         "alert_id": ps.get("alert_id"),
         "level": ps.get("level"),
         "rule": {"id": rule.get("id"), "name": rule.get("name"), "author": rule.get("author")},
-        "source": doc.get("log", {}).get("source", {}).get("token"),
+        "source": ps.get("origin", {}).get("token"),
         "matched": {m["field"]: m["value"] for m in ps.get("matched", [])},
     }
     if ps.get("suppressed_count"):

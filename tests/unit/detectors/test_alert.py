@@ -72,8 +72,10 @@ def test_document_is_ecs_shaped() -> None:
         "author": "Jane Doe", "reference": ["https://example.org/ref"], "version": "2024-05-01",
         "ruleset": "sigmahq", "license": "DRL-1.1", "category": "sigma",
     }
-    assert doc["log"]["source"] == {"input": "kafka", "token": "kafka:ci-logs:3:1234", "topic": "ci-logs",
-                                    "partition": 3, "offset": 1234, "product": "github", "service": "actions"}
+    assert "log" not in doc  # log.source.* is not ECS: the origin moved to pipesentry.origin
+    assert doc["pipesentry"]["origin"] == {"input": "kafka", "token": "kafka:ci-logs:3:1234", "topic": "ci-logs",
+                                           "partition": 3, "offset": 1234}
+    assert doc["pipesentry"]["logsource"] == {"product": "github", "service": "actions"}
     assert doc["pipesentry"]["matched"] == [{"field": "command", "value": "curl x | sh"},
                                             {"field": "exit", "value": "0"}]
     assert json.loads(doc["event"]["original"]) == {"command": "curl x | sh", "job": "build"}

@@ -82,12 +82,12 @@ def test_document_redacts_matched_by_field_name_and_details_by_key() -> None:
            "pipesentry": {"matched": [{"field": "db_password", "value": "p4ss"},
                                       {"field": "message", "value": f"id {AWS_ID}"}],
                           "details": {"token": "abc", "nested": {"secret": 5, "ok": "fine"}}},
-           "log": {"source": {"token": "in:t:0:1"}}}
+           "labels": {"source": {"token": "in:t:0:1"}}}
     counts: dict[str, int] = {}
     out = R.document(doc, counts)
     text = repr(out)
     assert "p4ss" not in text and AWS_ID not in text and "'abc'" not in text and "5," not in text
-    assert out["log"]["source"]["token"] == "in:t:0:1"  # structural names outside details stay
+    assert out["labels"]["source"]["token"] == "in:t:0:1"  # structural names outside details stay
     assert out["pipesentry"]["details"]["nested"]["ok"] == "fine"
     assert doc["pipesentry"]["matched"][0]["value"] == "p4ss"  # the input is not changed
     assert counts["secret-field"] == 3 and counts["aws-access-key-id"] == 2
