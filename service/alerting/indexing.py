@@ -77,6 +77,27 @@ def normalise_tag(tag: str) -> str:
     return t
 
 
+def _section(doc: Mapping[str, Any], inner: str) -> Mapping[str, Any]:
+    """``pipesentry.<inner>``, or ``log.source`` in alerts stored by builds before the ECS placement
+    (it held the origin and the log source together)."""
+    for outer, name in (("pipesentry", inner), ("log", "source")):
+        node = doc.get(outer)
+        node = node.get(name) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and node:
+            return node
+    return {}
+
+
+def origin_of(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Where the alert's event came from (input, topic, partition, offset, token)."""
+    return _section(doc, "origin")
+
+
+def logsource_of(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The alert's log source (product, service, category)."""
+    return _section(doc, "logsource")
+
+
 def original_event(doc: Mapping[str, Any]) -> Any:
     """The alert's original event as parsed JSON, or ``None`` (truncated, absent or not JSON)."""
     event = doc.get("event")
@@ -206,10 +227,10 @@ def search_text(doc: Mapping[str, Any], event: Any) -> str:
 def index(doc: Mapping[str, Any]) -> Indexed:
     """What the store keeps of ``doc`` beside it."""
     event = original_event(doc)
-    source = (doc.get("log") or {}).get("source") or {}
+    source = logsource_of(doc)
 
     def field(name: str) -> str:
-        value = source.get(name) if isinstance(source, Mapping) else None
+        value = source.get(name)
         return str(value).lower() if value else ""
 
     return Indexed(entities=entities(doc, event), tags=tags(doc), search=search_text(doc, event),

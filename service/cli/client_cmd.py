@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from detectors.model import LEVELS
+from service.alerting.indexing import origin_of
 from service.cli.output import (
     FAILED,
     KEY_VALUE_COLUMNS,
@@ -241,13 +242,8 @@ def _run(name: str, action: Callable[[], int]) -> int:
 
 
 def _origin_input(doc: Mapping[str, Any]) -> Any:
-    """The alert's input: ``pipesentry.origin.input``, or ``log.source.input`` in alerts stored by earlier builds."""
-    for outer, inner in (("pipesentry", "origin"), ("log", "source")):
-        node = doc.get(outer)
-        node = node.get(inner) if isinstance(node, Mapping) else None
-        if isinstance(node, Mapping) and node.get("input") is not None:
-            return node["input"]
-    return None
+    """The alert's input (``pipesentry.origin.input``; ``log.source.input`` in alerts of earlier builds)."""
+    return origin_of(doc).get("input")
 
 
 ALERT_COLUMNS = (

@@ -81,6 +81,8 @@ def _environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = lambda ts: iso_time(float(ts)) if isinstance(ts, int | float) else (ts or "")
     env.filters["safe_url"] = views.safe_url
+    env.filters["origin"] = indexing.origin_of
+    env.filters["logsource"] = indexing.logsource_of
     env.filters["json"] = views.pretty_json
     env.filters["techniques"] = lambda tags: ", ".join(link.text for link in views.attack_links(tags)
                                                        if link.text.startswith("T"))

@@ -22,7 +22,7 @@ EXAMPLES = {"rules": 60, "checks": 60, "config": 80, "config-text": 40}
 def test_only_documented_errors_escape(name: str) -> None:
     target: Target = TARGETS[name]
 
-    @settings(max_examples=EXAMPLES.get(name, 150), deadline=2000, database=None,
+    @settings(max_examples=EXAMPLES.get(name, 150), deadline=None, database=None,  # no timed assertion: load varies
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=st.data())
     def run(data: st.DataObject) -> None:

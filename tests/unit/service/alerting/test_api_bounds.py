@@ -32,7 +32,7 @@ _TEXT = st.one_of(st.text(max_size=40), st.integers().map(str), st.floats().map(
                                    "0001-01-01T00:00:00+14:00", "\x00"]))
 
 
-@settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(params=st.dictionaries(st.sampled_from(["rule", "level", "since", "until", "q", "limit", "offset"]),
                               _TEXT, max_size=4))
 def test_any_query_is_answered_200_or_422(tmp_path: Path, params: dict[str, str]) -> None:
