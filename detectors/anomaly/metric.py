@@ -37,7 +37,7 @@ with the episode's start, peak and end when it calms down. Non-numeric values
 are counted as ``bad_value``.
 
 An alert against the latest episode's direction, within ``half_life`` of its
-end and back inside the band around the level the key had before it, is that
+end and calm against the level the key had before it (nearer it than the model now is), is that
 episode ending, not a new one (see ``MetricCheck._returns``).
 
 State per key: one ``array('d')``: ``HEADER`` slots (model, tail, open
@@ -378,8 +378,8 @@ class MetricCheck(WindowedCheck):
     def _returns(self, state: array[float], sign: int, y: float, centre: float, season: float, unit: float,
                  t: float) -> bool:
         """Whether an alert of direction ``sign`` on ``y`` is the key returning to where it was before
-        its latest episode: within ``half_life`` of that episode's end, against its direction, inside
-        the band around the level the key had before it, and nearer that level than the model's
+        its latest episode: within ``half_life`` of that episode's end, against its direction, calm
+        against the level the key had before it (``|z| < 2`` there), and nearer that level than the model's
         centre now is (the model moved with the episode, not the value away from the old level: a
         real shift against the episode's direction still alerts).
 
@@ -390,10 +390,8 @@ class MetricCheck(WindowedCheck):
         """
         if not state[EP_START] or t - state[EP_END] > self.half_life or sign * state[EP_PEAK_Z] >= 0:
             return False
-        spec = self.s
-        width = spec.threshold if spec.threshold is not None else calibration.limit(state, TAIL, spec.probability)
         off = abs(y - state[EP_BASE] - season)
-        return off <= width * unit and off < abs(centre - state[EP_BASE])
+        return off < episodes.CALM_BELOW * unit and off < abs(centre - state[EP_BASE])
 
     def _resolved(self, key: Key, state: array[float]) -> Match:
         """The episode that just calmed down: start, peak and end (level informational)."""
