@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 from array import array
 from collections.abc import Callable
 from statistics import median
@@ -75,6 +76,9 @@ slots of 3 doubles; 3: below, profile slots with their spread; 4: the episode's 
 flag, the median_mad ring as a reference level and float32 offsets). Another layout is dropped on
 restore: the check's keys learn again."""
 FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32 = struct.Struct("f")
+REBASE = 256.0
+"""The median_mad ring's reference moves to the median once they are this many scales apart."""
 # per-key state: values since (re)start, decayed weight, centre, deviation (median_mad: scale),
 # event time of the latest value, event time learning (re)started, resolution of the raw values
 # (0: none seen yet; kept across restarts); then episode slots, then the ring
@@ -418,7 +422,8 @@ class MetricCheck(WindowedCheck):
 
     def _update_ring(self, state: array[float], y: float) -> None:
         """Add ``y`` to the key's ring (float32 offsets from its reference level) and, every
-        ``refresh`` values, recompute median and MAD and move the reference to the median.
+        ``refresh`` values, recompute median and MAD (and move the reference to the median when
+        it is ``REBASE`` scales away).
 
         Why float32 offsets: half the bytes of the ring (the bulk of a ``median_mad`` key); the
         offsets are of the size of the key's spread around its median, so float32's 7 digits
@@ -429,21 +434,18 @@ class MetricCheck(WindowedCheck):
         if n == 0:
             state[RING] = y
         ref = state[RING]
-        values = memoryview(state).cast("B").cast("f")
-        first = self.packed
-        values[first + n % ring] = max(-FLOAT32_MAX, min(FLOAT32_MAX, y - ref))
+        first = 4 * self.packed
+        FLOAT32.pack_into(state, first + 4 * (n % ring), max(-FLOAT32_MAX, min(FLOAT32_MAX, y - ref)))
         n += 1
         if n <= 2 * self.refresh or n % self.refresh == 0:
-            held = min(n, ring)
-            offsets = values[first: first + held].tolist()
+            held = f"{min(n, ring)}f"
+            offsets = struct.unpack_from(held, state, first)
             centre = median(offsets)
             state[CENTRE] = ref + centre
-            state[DEV] = MAD_TO_SIGMA * median(abs(v - centre) for v in offsets)
-            if centre:
+            state[DEV] = scale = MAD_TO_SIGMA * median(abs(v - centre) for v in offsets)
+            if abs(centre) > REBASE * scale:  # offsets stay within REBASE scales: float32 keeps 1e-5 of one
                 state[RING] = ref + centre
-                for i, v in enumerate(offsets):
-                    values[first + i] = v - centre
-        values.release()
+                struct.pack_into(held, state, first, *(v - centre for v in offsets))
 
     def _export(self, state: array[float]) -> list[float]:
         """The key's state for a snapshot: the ring's float32 values one a number (never raw packed bits)."""
