@@ -13,7 +13,14 @@ generalised Pareto distribution (the peaks-over-threshold model) whose shape
 
 A Gaussian prior worth ``PRIOR_WEIGHT`` scores keeps a young key sane; since
 the tail is never lighter than exponential, on Gaussian noise it errs towards
-fewer alerts (1e-4 is reached at |z| = 4.3). A score beyond the key's alert
+fewer alerts (1e-4 is reached at |z| = 4.3). The prior is worth 100 scores, not
+more: it is never forgotten, so it must be small against what a key has seen
+by the time it may alert (``learn_for``, one day: 288 five-minute scores) and
+against its steady state (about 2,900 decayed scores with the 7-day
+``tail_half_life``). At 400 it still outweighed a 5-minute key's own tail on
+its first alerting day and kept 12 % Gaussian weight for good, which pulled the
+fitted shape of a heavy-tailed key towards exponential: Student-t noise (3
+degrees of freedom) then crossed 1e-4 several times as often as it should. A score beyond the key's alert
 point enters as if at that point (see ``observe``), so one huge outlier
 cannot hide the next for weeks; ``metric`` shows it only the first score of an
 alert episode, since each later one, entered at the alert point it has just
@@ -33,7 +40,7 @@ from array import array
 from statistics import NormalDist
 
 U = 2.0
-PRIOR_WEIGHT = 400.0
+PRIOR_WEIGHT = 100.0
 GAUSS_OVER = 0.0455  # P(|Z| > 2) for a standard normal
 GAUSS_EXCESS = 0.373  # E[|Z| - 2 | |Z| > 2]
 GAUSS_EXCESS2 = 0.254  # E[(|Z| - 2)^2 | |Z| > 2]

@@ -13,7 +13,8 @@ aggregate; optionally on ``log1p(value)``):
   for normal data). Once the key is ready, residuals are winsorised at 2.5
   scale before updating so outliers do not drag the band.
 - ``median_mad``: median and 1.4826 x MAD of the last ``window_values`` values
-  (a ring buffer), recomputed every ``window_values / 8`` values.
+  (a ring buffer of float32 offsets from a reference level that follows the
+  median), recomputed every ``window_values / 8`` values.
 
 Gaps: a key whose latest value is older than ``max_gap`` (default four
 half-lives, when less than 1/16 of the old weight would remain) restarts
@@ -35,15 +36,21 @@ alert per episode (see ``episodes``), and an informational ``resolved`` match
 with the episode's start, peak and end when it calms down. Non-numeric values
 are counted as ``bad_value``.
 
+An alert against the latest episode's direction, within ``half_life`` of its
+end and calm against the level the key had before it (nearer it than the model now is), is that
+episode ending, not a new one (see ``MetricCheck._returns``).
+
 State per key: one ``array('d')``: ``HEADER`` slots (model, tail, open
-episode), the episode-decision slots, (median_mad) the ring, then the
-profiles. Its layout is ``STATE_LAYOUT`` in snapshots.
+episode), the episode-decision slots, (median_mad) the ring's reference level
+and its values packed two float32 a slot, then the profiles. Its layout is
+``STATE_LAYOUT`` in snapshots (the ring unpacked, one value a number).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 from array import array
 from collections.abc import Callable
 from statistics import median
@@ -63,18 +70,26 @@ WINSOR = 2.5
 ABS_DEV_TO_SIGMA = 1.2533
 MAD_TO_SIGMA = 1.4826
 TINY = 1e-12
-STATE_LAYOUT = 3
+STATE_LAYOUT = 4
 """Version of the per-key array layout (1: centre, deviation, count by samples; 2: event time, profile
-slots of 3 doubles; 3: below, profile slots with their spread). Another layout is dropped on restore:
-the check's keys learn again."""
+slots of 3 doubles; 3: below, profile slots with their spread; 4: the episode's base level and return
+flag, the median_mad ring as a reference level and float32 offsets). Another layout is dropped on
+restore: the check's keys learn again."""
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32 = struct.Struct("f")
+REBASE = 256.0
+"""The median_mad ring's reference moves to the median once they are this many scales apart."""
 # per-key state: values since (re)start, decayed weight, centre, deviation (median_mad: scale),
 # event time of the latest value, event time learning (re)started, resolution of the raw values
 # (0: none seen yet; kept across restarts); then episode slots, then the ring
 N, WEIGHT, CENTRE, DEV, LAST_T, SINCE, RES = range(7)
 TAIL = 7  # calibration.SLOTS slots: the key's score tail (kept across restarts, like RES)
-# the open episode: start, signed score and event time and value of its peak, last time |z| >= 2
-EP_START, EP_PEAK_Z, EP_PEAK_T, EP_PEAK_X, EP_END = range(TAIL + calibration.SLOTS, TAIL + calibration.SLOTS + 5)
-HEADER = EP_END + 1
+# the open (or latest) episode: start (0: none yet), signed score and event time and value of its peak,
+# last time |z| >= 2, the de-seasonalised centre the key had before it (the level it returns to), and
+# 1 while the key is quietly returning to that level after it (see MetricCheck._returns)
+EP_START, EP_PEAK_Z, EP_PEAK_T, EP_PEAK_X, EP_END, EP_BASE, EP_RETURN = range(TAIL + calibration.SLOTS,
+                                                                              TAIL + calibration.SLOTS + 7)
+HEADER = EP_RETURN + 1
 KEPT_ON_RESTART = frozenset({RES, *range(TAIL, TAIL + calibration.SLOTS)})
 MAX_DECIMALS = 6
 CUSUM_CLIP = 3.0
@@ -169,9 +184,15 @@ class MetricCheck(WindowedCheck):
         self.max_gap = spec.max_gap_s
         self.ring = spec.window_values if spec.model == "median_mad" else 0
         self.refresh = max(1, self.ring // 8)
+        # the ring: its reference level (a double), then its values as float32 offsets from it, two a slot
+        self.ring_slots = 1 + (self.ring + 1) // 2 if self.ring else 0
+        self.packed = 2 * (RING + 1)
+        """Index of the ring's first value in the key array seen as float32."""
         self.resolved_info = dataclasses.replace(self.info, level="informational")
-        self.seasons = Profiles(spec.seasonality, spec.season_half_life, RING + self.ring)
-        self.size = RING + self.ring + self.seasons.size
+        self.seasons = Profiles(spec.seasonality, spec.season_half_life, RING + self.ring_slots)
+        self.size = RING + self.ring_slots + self.seasons.size
+        self.logical_size = RING + (1 + self.ring if self.ring else 0) + self.seasons.size
+        """Length of a key's state in snapshots (the ring's values one a number)."""
         self._keys: LruMap[Key, array[float]] = LruMap(self.max_keys)
         self.observer: Callable[[Explained], None] | None = None
         """Called with every scored value when set (replay's ``--explain``/``--plot``; costs nothing unset)."""
@@ -303,6 +324,11 @@ class MetricCheck(WindowedCheck):
         if ready:
             sign = episodes.decide(state, EPISODE, score, self.limit, spec.cusum, spec.cusum_slack,
                                    spec.direction != "down", spec.direction != "up", CUSUM_CLIP)
+            if sign and self._returns(state, sign, y, centre, season, unit, t):
+                # the end of the latest episode, not a new one: the key stays quiet until it calms
+                # (the episode is open again, silently), and that episode has resolved already
+                sign = 0
+                state[EP_RETURN] = 1.0
         if sign or self.observer is not None:
             width = (spec.threshold if spec.threshold is not None
                      else calibration.limit(state, TAIL, spec.probability)) * unit
@@ -324,10 +350,13 @@ class MetricCheck(WindowedCheck):
                 probability=None if p is None else float(f"{p:.3g}"),
                 **({"first_event_time": iso(first)} if spec.aggregate is not None else {}),
             )
-            state[EP_START], state[EP_END] = first, t
+            state[EP_START], state[EP_END], state[EP_BASE], state[EP_RETURN] = first, t, centre, 0.0
             state[EP_PEAK_Z], state[EP_PEAK_T], state[EP_PEAK_X] = z, t, x
         elif was_open:
-            if state[EPISODE + episodes.ACTIVE] == 0.0:
+            if state[EP_RETURN]:  # a quiet return (see _returns) resolves nothing and keeps the episode's slots
+                if state[EPISODE + episodes.ACTIVE] == 0.0:
+                    state[EP_RETURN] = 0.0
+            elif state[EPISODE + episodes.ACTIVE] == 0.0:
                 found = self._resolved(key, state)
             else:
                 if abs(z) >= episodes.CALM_BELOW:
@@ -349,6 +378,24 @@ class MetricCheck(WindowedCheck):
         if t > state[LAST_T]:
             state[LAST_T] = t
         return found
+
+    def _returns(self, state: array[float], sign: int, y: float, centre: float, season: float, unit: float,
+                 t: float) -> bool:
+        """Whether an alert of direction ``sign`` on ``y`` is the key returning to where it was before
+        its latest episode: within ``half_life`` of that episode's end, against its direction, calm
+        against the level the key had before it (``|z| < 2`` there), and nearer that level than the model's
+        centre now is (the model moved with the episode, not the value away from the old level: a
+        real shift against the episode's direction still alerts).
+
+        Why: a model that has partly followed a temporary shift (``median_mad``'s ring half full of
+        it, so its median and MAD sit between the two levels) sees the return to the old level as a
+        shift of its own, a second page for one incident, typically minutes after the first episode
+        resolved. A move back to the pre-episode level is the episode ending, not an anomaly.
+        """
+        if not state[EP_START] or t - state[EP_END] > self.half_life or sign * state[EP_PEAK_Z] >= 0:
+            return False
+        off = abs(y - state[EP_BASE] - season)
+        return off < episodes.CALM_BELOW * unit and off < abs(centre - state[EP_BASE])
 
     def _resolved(self, key: Key, state: array[float]) -> Match:
         """The episode that just calmed down: start, peak and end (level informational)."""
@@ -374,21 +421,59 @@ class MetricCheck(WindowedCheck):
         state[WEIGHT] = weight
 
     def _update_ring(self, state: array[float], y: float) -> None:
+        """Add ``y`` to the key's ring (float32 offsets from its reference level) and, every
+        ``refresh`` values, recompute median and MAD (and move the reference to the median when
+        it is ``REBASE`` scales away).
+
+        Why float32 offsets: half the bytes of the ring (the bulk of a ``median_mad`` key); the
+        offsets are of the size of the key's spread around its median, so float32's 7 digits
+        are 7 digits of the spread, not of the level (a level of 1e9 moving by 1 keeps its 1).
+        """
         ring = self.ring
         n = int(state[N])
-        state[RING + n % ring] = y
+        if n == 0:
+            state[RING] = y
+        ref = state[RING]
+        first = 4 * self.packed
+        FLOAT32.pack_into(state, first + 4 * (n % ring), max(-FLOAT32_MAX, min(FLOAT32_MAX, y - ref)))
         n += 1
         if n <= 2 * self.refresh or n % self.refresh == 0:
-            values = list(state[RING: RING + min(n, ring)])
-            centre = median(values)
-            state[CENTRE] = centre
-            state[DEV] = MAD_TO_SIGMA * median(abs(v - centre) for v in values)
+            held = f"{min(n, ring)}f"
+            offsets = struct.unpack_from(held, state, first)
+            centre = median(offsets)
+            state[CENTRE] = ref + centre
+            state[DEV] = scale = MAD_TO_SIGMA * median(abs(v - centre) for v in offsets)
+            if abs(centre) > REBASE * scale:  # offsets stay within REBASE scales: float32 keeps 1e-5 of one
+                state[RING] = ref + centre
+                struct.pack_into(held, state, first, *(v - centre for v in offsets))
+
+    def _export(self, state: array[float]) -> list[float]:
+        """The key's state for a snapshot: the ring's float32 values one a number (never raw packed bits)."""
+        if not self.ring:
+            return list(state)
+        values = memoryview(state).cast("B").cast("f")
+        ring = values[self.packed: self.packed + self.ring].tolist()
+        values.release()
+        return [*state[: RING + 1], *ring, *state[RING + self.ring_slots:]]
+
+    def _import(self, logical: list[float]) -> array[float]:
+        """A key's array from its snapshot form (see ``_export``)."""
+        if not self.ring:
+            return array("d", logical)
+        state = array("d", bytes(8 * self.size))
+        state[: RING + 1] = array("d", logical[: RING + 1])
+        state[RING + self.ring_slots:] = array("d", logical[RING + 1 + self.ring:])
+        values = memoryview(state).cast("B").cast("f")
+        for i, v in enumerate(logical[RING + 1: RING + 1 + self.ring]):
+            values[self.packed + i] = max(-FLOAT32_MAX, min(FLOAT32_MAX, v))
+        values.release()
+        return state
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {
             "layout": STATE_LAYOUT,
             "closed_upto": self.closed_upto,
-            "keys": [[key_list(k), list(v)] for k, v in self._keys.items()],
+            "keys": [[key_list(k), self._export(v)] for k, v in self._keys.items()],
             "open": [[b, [[key_list(k), acc] for k, acc in per_key.items()]] for b, per_key in self.open.items()],
             "evictions": self._keys.evictions,
         }
@@ -400,9 +485,9 @@ class MetricCheck(WindowedCheck):
         self.closed_upto = None if state["closed_upto"] is None else float(state["closed_upto"])
         self._keys.clear()
         for raw_key, values in state["keys"]:
-            if len(values) != self.size:
+            if len(values) != self.logical_size:
                 raise ValueError("metric key state has the wrong size")
-            self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values)))
+            self._keys.put(key_tuple(raw_key), self._import([float(v) for v in values]))
         self._keys.evictions = int(state.get("evictions", 0))
         self.open = {float(b): {key_tuple(k): _accumulator(acc) for k, acc in per_key}
                      for b, per_key in state["open"]}

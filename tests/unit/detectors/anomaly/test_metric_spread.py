@@ -103,8 +103,8 @@ def test_a_snapshot_with_the_previous_key_layout_relearns() -> None:
     for i in range(40):
         eng.process({"host": "a", "ms": 100 + i % 5}, T0 + i * 10, None)
     snap = json.loads(json.dumps(eng.snapshot()))
-    assert snap["body"]["checks"]["met"]["state"]["layout"] == 3
-    snap["body"]["checks"]["met"]["state"]["layout"] = 2  # profile slots of three doubles
+    assert snap["body"]["checks"]["met"]["state"]["layout"] == 4
+    snap["body"]["checks"]["met"]["state"]["layout"] = 3  # no episode base, the ring in doubles
     fresh = engine(text)
     assert fresh.restore(snap) == ["met"]
     assert fresh.key_counts()["met"] == 0
