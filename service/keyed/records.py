@@ -7,7 +7,10 @@ A record is a small JSON object (``orjson``), versioned by ``v``:
   it (in match order), ``t`` the event time, ``o`` the origin ``[topic, partition, offset]``
   (``key`` too when one message decoded into several events), ``f`` the fields the aggregation
   reads (group-by and value fields of the matched slots, as resolved in the event);
-- ``k: "w"`` (watermark): ``p`` the producing instance, ``t`` its event-time watermark.
+- ``k: "w"`` (watermark): ``p`` the producing instance, ``s`` its input partitions' progress
+  (``[topic, partition, event time]``: no state record with an earlier time follows from that
+  input partition), ``n`` the partition count of every input topic (``[topic, count]``), so
+  stage 2 knows which input partitions must have spoken before it may release a time.
 
 Only what the compiled correlation specs name is copied, never the whole event. A record larger
 than ``MAX_RECORD_BYTES`` is refused at build time (:class:`RecordTooLarge`), and decoding checks
@@ -35,6 +38,8 @@ MAX_FIELDS = 64
 MAX_RULES = 64
 MAX_ID_CHARS = 512
 MAX_PRODUCER_CHARS = 256
+MAX_PARTITIONS = 4096
+"""Input partitions (and topics) one watermark record may list."""
 
 
 class RecordError(ValueError):
@@ -82,13 +87,17 @@ class StateRecord:
 
 @dataclass(frozen=True, slots=True)
 class Watermark:
-    """A stage-1 instance's promise: no state record with an earlier time follows from it."""
+    """A stage-1 instance's promise per input partition it owns: no state record with an earlier
+    time follows from that partition."""
 
     producer: str
-    ts: float
+    progress: tuple[tuple[str, int, float], ...]
+    topics: tuple[tuple[str, int], ...]
+    """Every input topic's partition count, as the producer's consumer sees it."""
 
     def encode(self) -> bytes:
-        return orjson.dumps({"v": VERSION, "k": "w", "p": self.producer, "t": self.ts})
+        return orjson.dumps({"v": VERSION, "k": "w", "p": self.producer, "s": [list(p) for p in self.progress],
+                             "n": [list(t) for t in self.topics]})
 
 
 def record_key(correlation: str, group: Sequence[Any]) -> bytes:
@@ -142,11 +151,13 @@ def from_mapping(doc: Any) -> StateRecord | Watermark:
         raise RecordError(f"state record version {version!r} is not supported (this version reads {VERSION}); "
                           "run the same pipesentry version on every instance of the group")
     kind = doc.get("k")
-    ts = _time(doc.get("t"))
     if kind == "w":
-        return Watermark(_text(doc.get("p"), "producer", MAX_PRODUCER_CHARS), ts)
+        return Watermark(_text(doc.get("p"), "producer", MAX_PRODUCER_CHARS),
+                         tuple((topic, part, _time(ts)) for topic, part, ts in _rows(doc.get("s"), 3, "progress")),
+                         tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")))
     if kind != "c":
         raise RecordError(f"unknown state record kind {kind!r}")
+    ts = _time(doc.get("t"))
     correlation = _text(doc.get("id"), "correlation id", MAX_ID_CHARS)
     rules = doc.get("r")
     if not isinstance(rules, list) or not 0 < len(rules) <= MAX_RULES:
@@ -174,6 +185,18 @@ def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 63:
         raise RecordError(f"{what} must be a non-negative 64-bit integer")
     return value
+
+
+def _rows(value: Any, width: int, what: str) -> list[tuple[Any, ...]]:
+    """A watermark's list of ``[topic, number, ...]`` rows, checked."""
+    if not isinstance(value, list) or len(value) > MAX_PARTITIONS:
+        raise RecordError(f"watermark {what} must be a list of at most {MAX_PARTITIONS} entries")
+    rows = []
+    for row in value:
+        if not isinstance(row, list) or len(row) != width:
+            raise RecordError(f"watermark {what} entries have {width} items")
+        rows.append((_text(row[0], "topic", 249), _int(row[1], what), *row[2:]))
+    return rows
 
 
 def _origin(value: Any) -> Origin:

@@ -80,11 +80,21 @@ def _event(names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def test_watermark_round_trip():
-    assert records.decode(Watermark("host:1#a", 12.5).encode()) == Watermark("host:1#a", 12.5)
+    mark = Watermark("host:1#a", (("auth", 0, 12.5), ("auth", 3, 14.0)), (("auth", 4),))
+    assert records.decode(mark.encode()) == mark
+
+
+@pytest.mark.parametrize("change", [
+    {"s": None}, {"s": [["t", 0]]}, {"s": [["t", -1, 1.0]]}, {"s": [["t", 0, "x"]]}, {"s": [[5, 0, 1.0]]},
+    {"s": [["t", 0, 1.0]] * 4097}, {"n": [["t", True]]}, {"n": [["t"]]}, {"p": ""},
+])
+def test_hostile_watermarks_get_a_record_error(change: dict[str, Any]):
+    with pytest.raises(RecordError):
+        records.from_mapping({"v": 1, "k": "w", "p": "x", "s": [["t", 0, 1.0]], "n": [["t", 1]], **change})
 
 
 def test_another_version_is_refused_with_a_clear_error():
-    data = orjson.dumps({"v": 2, "k": "w", "p": "x", "t": 1})
+    data = orjson.dumps({"v": 2, "k": "w", "p": "x", "s": [], "n": []})
     with pytest.raises(RecordError, match=r"version 2 is not supported .*same pipesentry version"):
         records.decode(data)
 
