@@ -285,7 +285,7 @@ class Service:
             if self.kafka is not None:
                 spawn("kafka", partial(self.kafka.run, stop))
             if self.keyed is not None:
-                spawn("kafka-keyed", partial(self.keyed.source.run, stop))
+                spawn("kafka-keyed", partial(self.keyed.run_stage2, stop))
                 spawn("keyed-watermarks", partial(self.keyed.producer.run_watermarks, stop))
             pipeline = self.pipeline
             # push inputs are Sources run through the one pipeline core (see service.pipeline.source)

@@ -9,7 +9,8 @@ A record is a small JSON object (``orjson``), versioned by ``v``:
   reads (group-by and value fields of the matched slots, as resolved in the event);
 - ``k: "w"`` (watermark): ``p`` the producing instance, ``s`` its input partitions' progress
   (``[topic, partition, event time]``: no state record with an earlier time follows from that
-  input partition), ``n`` the partition count of every input topic (``[topic, count]``), so
+  input partition), ``i`` its idle input partitions (``[topic, partition]``: read to the end without
+  a record yet; they do not hold stage 2 back), ``n`` the partition count of every input topic (``[topic, count]``), so
   stage 2 knows which input partitions must have spoken before it may release a time.
 
 Only what the compiled correlation specs name is copied, never the whole event. A record larger
@@ -94,10 +95,11 @@ class Watermark:
     progress: tuple[tuple[str, int, float], ...]
     topics: tuple[tuple[str, int], ...]
     """Every input topic's partition count, as the producer's consumer sees it."""
+    idle: tuple[tuple[str, int], ...] = ()
 
     def encode(self) -> bytes:
         return orjson.dumps({"v": VERSION, "k": "w", "p": self.producer, "s": [list(p) for p in self.progress],
-                             "n": [list(t) for t in self.topics]})
+                             "n": [list(t) for t in self.topics], "i": [list(p) for p in self.idle]})
 
 
 def record_key(correlation: str, group: Sequence[Any]) -> bytes:
@@ -154,7 +156,8 @@ def from_mapping(doc: Any) -> StateRecord | Watermark:
     if kind == "w":
         return Watermark(_text(doc.get("p"), "producer", MAX_PRODUCER_CHARS),
                          tuple((topic, part, _time(ts)) for topic, part, ts in _rows(doc.get("s"), 3, "progress")),
-                         tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")))
+                         tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")),
+                         tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")))
     if kind != "c":
         raise RecordError(f"unknown state record kind {kind!r}")
     ts = _time(doc.get("t"))

@@ -7,9 +7,10 @@ committed before the state records of the events before it are durable (docs/sca
 
 The watermark lists the progress of each input partition this instance owns: the newest event
 time whose records were acknowledged, moved on by the wall time since then while the partition
-has nothing left to read (as the heartbeat moves a quiet scope); a partition read to its end
-without a record yet counts at the wall clock; one still being read before its first batch is
-left out (it holds stage 2 back). With it go the input topics' partition counts, so stage 2
+has nothing left to read (as the heartbeat moves a quiet scope). A partition read to its end
+without a record yet is listed as idle: it does not hold stage 2 back (the wall clock says nothing
+about the event time of what may come, a replay of old logs for one); one still being read
+before its first batch is left out, and holds stage 2 back. With it go the input topics' partition counts, so stage 2
 knows every input partition that must have spoken. It goes to every partition of the internal
 topic through the same producer, after the records it covers, so it never overtakes them.
 """
@@ -70,16 +71,35 @@ class StateRecordProducer:
         self._factory = producer_factory
         self._clock = clock
         self._producer: Any | None = None
+        self._prepared = False
         self._progress: dict[Partition, tuple[float, float]] = {}
         """Per input partition: newest event time acknowledged, and the wall time it was."""
         self.view: Callable[[], Awaitable[InputView]] = _no_view
         """Set by the input :class:`~service.sources.kafka.KafkaSource`."""
 
+    async def prepare(self, stop: asyncio.Event, backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> bool:
+        """Create the internal topic when ``keyed_partitions`` asks for it, retrying until done or
+        ``stop`` (False). Stage 2 subscribes only after this: a consumer subscribed to a topic that
+        does not exist yet would only see it at its next metadata refresh, minutes later."""
+        while not self._prepared:
+            try:
+                if self.partitions is not None:
+                    await self._ensure_topic(self.partitions)
+                self._prepared = True
+            except Exception as exc:
+                log.warning("keyed scope: cannot check the internal topic; retrying",
+                            extra={"topic": self.topic, "error": f"{type(exc).__name__}: {exc}"})
+                if await stopped_within(stop, backoff_s):
+                    return False
+                backoff_s = min(backoff_s * 2, max_backoff_s)
+        return True
+
     async def start(self) -> None:
         if self._producer is not None:
             return
-        if self.partitions is not None:
+        if not self._prepared and self.partitions is not None:
             await self._ensure_topic(self.partitions)
+            self._prepared = True
         producer = self._factory(**client_kwargs(self._kafka), acks="all", enable_idempotence=True)
         await producer.start()
         self._producer = producer
@@ -119,15 +139,16 @@ class StateRecordProducer:
             if tp not in view.owned:
                 del self._progress[tp]  # revoked: its next owner speaks for it
         rows: list[tuple[str, int, float]] = []
+        idle: list[Partition] = []
         for tp in sorted(view.owned):
             known = self._progress.get(tp)
             if known is not None:
                 ts, wall = known
                 rows.append((*tp, ts if tp in view.busy else ts + max(0.0, now - wall)))
             elif tp in view.caught_up:
-                rows.append((*tp, now))
+                idle.append(tp)
         return Watermark(self.producer_id, tuple(r for r in rows if math.isfinite(r[2])),
-                         tuple(sorted(view.counts.items())))
+                         tuple(sorted(view.counts.items())), tuple(idle))
 
     async def send_watermark(self) -> bool:
         """This instance's watermark to every partition of the internal topic; False if it has none."""
@@ -135,7 +156,7 @@ class StateRecordProducer:
         if producer is None:
             return False
         mark = self.watermark(await self.view(), self._clock())
-        if not mark.progress:
+        if not mark.progress and not mark.idle:
             return False
         partitions = await producer.partitions_for(self.topic)
         data = mark.encode()

@@ -10,7 +10,8 @@ whose :meth:`KeyedDetector.process` reads state records instead of evaluating Si
 - a **watermark** raises the marks of the input partitions it lists; the internal partition's
   watermark is the lowest mark over *every* input partition (the topics' partition counts come
   with the watermarks), less ``correlation.allowed_lateness``: while one input partition has not
-  spoken nothing is released. The engine is released up to it (windows close, buffered records
+  spoken nothing is released. An input partition its owner reports idle (read to the end, no
+  record yet) does not count, as an idle source in Flink's watermarks; The engine is released up to it (windows close, buffered records
   apply in event-time order). A mark never goes back: an input partition's new owner re-reads
   from its committed offset, and what it sends again is dropped as a replay (below);
 - a record whose origin offset is not beyond the last one applied for the same correlation and
@@ -53,6 +54,8 @@ class KeyedDetector(Detector):
         """Per internal partition: the mark of every input partition heard of."""
         self._counts: dict[tuple[str, int], dict[str, int]] = {}
         """Per internal partition: the partition count of every input topic."""
+        self._idle: dict[tuple[str, int], set[tuple[str, int]]] = {}
+        """Per internal partition: input partitions reported idle (without a mark yet)."""
         self._applied: dict[tuple[str, int], dict[tuple[str, str, int], int]] = {}
         """Per internal partition: the last origin offset applied per (correlation, input topic, partition)."""
         self._newest: dict[tuple[str, int], float] = {}
@@ -94,6 +97,7 @@ class KeyedDetector(Detector):
                 for topic, partition, ts in record.progress:
                     if ts > marks.get((topic, partition), -math.inf):
                         marks[(topic, partition)] = ts
+                self._idle.setdefault(key, set()).update(record.idle)
                 counts = self._counts.setdefault(key, {})
                 for topic, count in record.topics:
                     counts[topic] = max(count, counts.get(topic, 0))
@@ -132,11 +136,14 @@ class KeyedDetector(Detector):
         counts = self._counts.get(key)
         if not marks or not counts:
             return None
+        idle = self._idle.get(key, set())
         lowest = math.inf
         for topic, count in counts.items():
             for partition in range(count):
                 mark = marks.get((topic, partition))
                 if mark is None:
+                    if (topic, partition) in idle:
+                        continue
                     return None
                 lowest = min(lowest, mark)
         return lowest if math.isfinite(lowest) else None
@@ -171,6 +178,7 @@ class KeyedDetector(Detector):
             super().drop_scope(key)
             self._marks.pop(key, None)
             self._counts.pop(key, None)
+            self._idle.pop(key, None)
             self._applied.pop(key, None)
             self._newest.pop(key, None)
 
@@ -181,4 +189,5 @@ class KeyedDetector(Detector):
             if key is not None:  # a restored partition starts over with what follows its snapshot
                 self._marks.pop(key, None)
                 self._counts.pop(key, None)
+                self._idle.pop(key, None)
                 self._applied.pop(key, None)

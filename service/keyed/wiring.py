@@ -3,6 +3,7 @@ stage 2's detector and its own :class:`~service.sources.kafka.KafkaSource` over 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,11 @@ class KeyedStages:
     producer: StateRecordProducer
     detector: KeyedDetector
     source: KafkaSource
+
+    async def run_stage2(self, stop: asyncio.Event) -> None:
+        """Stage 2's consumer, once the internal topic exists (see :meth:`StateRecordProducer.prepare`)."""
+        if await self.producer.prepare(stop):
+            await self.source.run(stop)
 
 
 def build_keyed(settings: Settings, detector: Detector, router: Any, store: Any) -> KeyedStages:
