@@ -34,11 +34,13 @@ from detectors.alert import Alert, build_alert
 from detectors.model import Match, Origin
 from service import metrics
 from service.detection import DetectionSet, Detector, ScopeKey, _alert_time, scope_name
-from service.keyed.records import RecordError, StateRecord, Watermark, from_mapping
+from service.keyed.records import VERSION, RecordError, StateRecord, Watermark, from_mapping
 from service.sources.base import Item
 
 log = logging.getLogger(__name__)
 
+KEYED_STATE = "keyed"
+"""Key of this detector's own state inside a partition's correlation snapshot."""
 BUFFER_LATENESS_S = 10 * 365 * 86_400.0
 """Stage-2 engines buffer by the watermark records, not by their own newest time: a lateness no
 record reaches keeps the engine from releasing anything itself."""
@@ -182,12 +184,60 @@ class KeyedDetector(Detector):
             self._applied.pop(key, None)
             self._newest.pop(key, None)
 
+    def export_scope(self, key: ScopeKey) -> dict[str, dict[str, Any]]:
+        """The partition's engine snapshot with this detector's own state beside it (``keyed``: the
+        input partitions' marks and the replay filter), consistent with the same offset."""
+        with self._lock:
+            out = super().export_scope(key)
+            if key is not None and "correlation" in out:
+                out["correlation"][KEYED_STATE] = {
+                    "marks": [[t, p, ts] for (t, p), ts in sorted(self._marks.get(key, {}).items())],
+                    "counts": sorted([t, n] for t, n in self._counts.get(key, {}).items()),
+                    "idle": sorted([t, p] for t, p in self._idle.get(key, set())),
+                    "applied": [[c, t, p, o] for (c, t, p), o in sorted(self._applied.get(key, {}).items())],
+                }
+            return out
+
     def import_scope(self, key: ScopeKey, snapshots: dict[str, dict[str, Any]],
                      clock: tuple[float, float] | None = None) -> None:
         with self._lock:
+            correlation = snapshots.get("correlation")
+            saved: Any = None
+            if isinstance(correlation, dict) and KEYED_STATE in correlation:
+                correlation = dict(correlation)
+                saved = correlation.pop(KEYED_STATE)
+                snapshots = {**snapshots, "correlation": correlation}
             super().import_scope(key, snapshots, clock)
-            if key is not None:  # a restored partition starts over with what follows its snapshot
-                self._marks.pop(key, None)
-                self._counts.pop(key, None)
-                self._idle.pop(key, None)
-                self._applied.pop(key, None)
+            if key is None:
+                return
+            for table in (self._marks, self._counts, self._idle, self._applied, self._newest):
+                table.pop(key, None)
+            if saved is not None:
+                try:
+                    self._load_keyed(key, saved)
+                except (TypeError, ValueError, RecordError) as exc:
+                    for table in (self._marks, self._counts, self._idle, self._applied):
+                        table.pop(key, None)
+                    log.warning("keyed scope: saved marks and replay filter not restored",
+                                extra={"scope": scope_name(key), "error": str(exc)})
+
+    def _load_keyed(self, key: tuple[str, int], saved: Any) -> None:
+        if not isinstance(saved, dict):
+            raise ValueError("not an object")
+        marks = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": saved.get("marks"),
+                              "n": saved.get("counts"), "i": saved.get("idle")})
+        assert isinstance(marks, Watermark)
+        self._marks[key] = {(t, p): ts for t, p, ts in marks.progress}
+        self._counts[key] = dict(marks.topics)
+        self._idle[key] = set(marks.idle)
+        applied: dict[tuple[str, str, int], int] = {}
+        rows = saved.get("applied")
+        if not isinstance(rows, list):
+            raise ValueError("applied is not a list")
+        for row in rows:
+            correlation, topic, partition, offset = row
+            if not all(isinstance(v, str) for v in (correlation, topic)) or not all(
+                    type(v) is int and v >= 0 for v in (partition, offset)):
+                raise ValueError("bad applied entry")
+            applied[(correlation, topic, partition)] = offset
+        self._applied[key] = applied

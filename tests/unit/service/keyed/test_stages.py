@@ -143,3 +143,42 @@ def test_an_unreadable_record_is_skipped():
     second = KeyedDetector(det)
     item = Item({"v": 9, "k": "c"}, Origin("kafka", INTERNAL, 0, 0), None, (), 0.0)
     assert second.process([item], now=T0) == []
+
+
+def test_marks_and_the_replay_filter_travel_with_the_partition_snapshot():
+    det = detection()
+    items = input_items(16)
+    second = KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    stage1(Detector(det, scope="keyed"), items[:8], topic, "a")
+    second.process(topic.items(start), now=T0)
+    saved = {k: second.export_scope(k) for k in second.scopes()}
+    assert all("keyed" in doc["correlation"] for doc in saved.values())
+
+    restored = KeyedDetector(det)  # the partitions' next owner (or this one after a restart)
+    for key, doc in saved.items():
+        restored.import_scope(key, orjson.loads(orjson.dumps(doc)))
+        assert restored.watermark(key) == second.watermark(key)
+    stage1(Detector(det, scope="keyed"), items[:8], topic, "a")  # stage 1 replays what it had not committed
+    assert restored.process(topic.items(start), now=T0) == []
+    stage1(Detector(det, scope="keyed"), items[8:], topic, "a")
+    fired = restored.process(topic.items(start), now=T0)
+    assert [a.id for a in fired if a.rule.kind == "correlation"] == [
+        a.id for a in Detector(det, scope="instance").process(input_items(16), now=T0) if a.rule.kind == "correlation"]
+    assert restored.export_scope(next(iter(saved)))["correlation"]["keyed"]["applied"]
+
+
+def test_a_damaged_keyed_state_is_dropped_with_the_engine_state_kept():
+    det = detection()
+    second = KeyedDetector(det)
+    topic = Topic()
+    stage1(Detector(det, scope="keyed"), input_items(4), topic, "a")
+    second.process(topic.items([0] * PARTITIONS), now=T0)
+    key = next(k for k in second.scopes() if second._scoped[k][0].active_keys())
+    doc = second.export_scope(key)
+    doc["correlation"]["keyed"] = {"marks": [["auth", -1, 1.0]], "applied": "x"}
+    restored = KeyedDetector(det)
+    restored.import_scope(key, doc)
+    assert restored.watermark(key) is None
+    assert restored._scoped[key][0].active_keys() == 1
