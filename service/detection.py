@@ -273,6 +273,16 @@ class Detector:
         self._followers.append(other)
 
     @property
+    def snapshots_partitions(self) -> bool:
+        """Kafka partitions have stateful engines of their own to snapshot: not in instance scope, nor
+        in keyed stage 1 without anomaly checks (its correlations' state lives in stage 2)."""
+        if self._instance:
+            return False
+        if self._keyed:
+            return self._set.anomaly is not None
+        return self._set.stateful
+
+    @property
     def keyed(self) -> bool:
         """``state.scope: keyed`` stage 1: Kafka events feed correlations through state records."""
         return self._keyed
