@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ RULES = [SIGMA_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
          SIGMA_RULES / "correlations" / "ssh_brute_force.yml"]
 AUTH = {"product": "linux", "service": "auth"}
 INPUTS = 4
+BRUTE_FORCE = "SSH Brute Force Against A Host"
 
 
 def brute_force() -> list[dict[str, Any]]:
@@ -32,14 +34,14 @@ def brute_force() -> list[dict[str, Any]]:
     return [step["event"] for step in case]
 
 
-async def produce_spread(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+async def produce_spread(bootstrap: str, topic: str, events: list[dict[str, Any]], start: int = 0) -> None:
     """Round robin over the input partitions: none holds the ten events the threshold needs."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        futures = [await producer.send(topic, orjson.dumps(event), partition=i % INPUTS)
+        futures = [await producer.send(topic, orjson.dumps(event), partition=(start + i) % INPUTS)
                    for i, event in enumerate(events)]
         await asyncio.gather(*futures)
     finally:
@@ -135,9 +137,119 @@ async def test_a_brute_force_spread_over_partitions_fires_once_in_keyed_scope(ka
     assert refs == {str(p) for p in range(INPUTS)}  # its evidence spans every input partition
 
 
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
 def _ts(event: dict[str, Any]) -> float:
     from datetime import datetime
 
     value = datetime.fromisoformat(event["timestamp"]).timestamp()
     assert math.isfinite(value)
     return value
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+def keyed_process(tmp_path: Path, name: str, config: dict[str, Any], shared_state: Path) -> Any:
+    """``pipesentry run`` with its own data dir whose ``state`` is the group's shared volume."""
+    from devservices.process import free_port
+    from tests.support.instances import ServiceProcess, write_config
+
+    home = tmp_path / name
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "state").symlink_to(shared_state, target_is_directory=True)
+    port = free_port()
+    full = {**config, "data_dir": str(home / "data"), "stdin": {"enabled": False},
+            "api": {"port": port, "host": "127.0.0.1"}}
+    process = ServiceProcess(write_config(home / "pipesentry.yml", full), home / "stdout.jsonl", home / "stderr.log")
+    process.start()
+    process.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    return process
+
+
+async def metric_sum(process: Any, name: str, label: str = "") -> float:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            text = (await client.get(process.url + "/metrics")).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and label in line and not line.startswith("#"))
+
+
+async def ready(process: Any) -> bool:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return (await client.get(process.url + "/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow
+async def test_keyed_scope_survives_a_sigkill_of_one_instance_mid_stream(kafka_server, tmp_path, capsys):
+    """Half the brute force, SIGKILL of the instance whose stage 2 owns the key (once it applied
+    records), the other half: the survivor takes over its input and internal partitions (state on a
+    shared volume) and the correlation fires with eval's id; every duplicate shares it."""
+    # a live stream: event time follows the wall clock, as the marks of quiet partitions do (the
+    # pause around the kill must not make the second half late)
+    template = brute_force()
+    first_half = [{**e, "timestamp": _iso(time.time() + i)} for i, e in enumerate(template[:6])]
+    topic, internal = unique_topic("auth-kill"), unique_topic("keyed-kill")
+    kafka_server.create_topic(topic, INPUTS)
+    kafka_server.create_topic(internal, 2)
+    shared = tmp_path / "shared-state"
+    shared.mkdir()
+    config = {
+        "kafka": {"bootstrap_servers": [kafka_server.bootstrap], "group_id": f"g-{uuid.uuid4().hex[:8]}",
+                  "commit_interval_s": 0.2, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
+                  "connect_backoff_initial_s": 0.2, "connect_backoff_max_s": 1.0,
+                  "topics": {topic: {"decoder": "json", "logsource": AUTH}}},
+        "rules": {"paths": [str(p) for p in RULES], "watch": False},
+        "state": {"scope": "keyed", "keyed_topic": internal, "keyed_watermark_interval_s": 0.2,
+                  "snapshot_interval_s": 0.5},
+        "alerting": {"sinks": [{"type": "stdout"}]},
+    }
+    first = keyed_process(tmp_path, "a", config, shared)
+    second = keyed_process(tmp_path, "b", config, shared)
+    try:
+        await until(lambda: _all(ready(first), ready(second)), 90, "both instances ready", first)
+        await produce_spread(kafka_server.bootstrap, topic, first_half)
+        owner: list[Any] = []
+
+        async def applied() -> bool:
+            for process in (first, second):
+                if await metric_sum(process, "pipesentry_keyed_state_records", 'kind="applied"') > 0:
+                    owner.append(process)
+                    return True
+            return False
+
+        await until(applied, 60, "stage 2 applying records")
+        victim = owner[0]
+        survivor = second if victim is first else first
+        victim.kill()
+        second_half = [{**e, "timestamp": _iso(time.time() + i)} for i, e in enumerate(template[6:])]
+        await produce_spread(kafka_server.bootstrap, topic, second_half, start=6)
+        await until(lambda: bool(_correlations(survivor)), 120, "the correlation alert on the survivor", survivor)
+        assert survivor.alive(), survivor.log()
+    finally:
+        first.stop()
+        second.stop()
+    fired = _correlations(first) + _correlations(second)
+    expected = await reference_ids(tmp_path, first_half + second_half, capsys)
+    assert len(expected) == 1 and set(fired) == expected, (fired, expected)
+
+
+async def _all(*checks: Any) -> bool:
+    return all([await check for check in checks])
+
+
+def _correlations(process: Any) -> list[str]:
+    """The brute force alerts a child process printed (the stdout sink names the rule, not its kind)."""
+    return [doc["alert_id"] for doc in process.alerts() if doc.get("rule", {}).get("name") == BRUTE_FORCE]
