@@ -104,6 +104,8 @@ class Service:
         self.reloader: Reloader | None = None
         self.pipeline: Pipeline | None = None
         self.kafka: KafkaSource | None = None
+        self.keyed: Any | None = None
+        """``state.scope: keyed``: :class:`service.keyed.wiring.KeyedStages`."""
         self.app: FastAPI | None = None
         self.hunt_jobs: Any = None
         """The API's hunts (``POST /api/v1/hunts``), when the API runs."""
@@ -153,8 +155,17 @@ class Service:
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson", redaction=self.redaction)
         self.pipeline = Pipeline(self.detector, self.router, dead, screen=s.events.screen)
         if s.kafka is not None:
+            records = None
+            if s.state.scope == "keyed":  # stage 1 feeds correlations through the internal topic
+                from service.keyed.wiring import KeyedConfigError, build_keyed
+
+                try:
+                    self.keyed = build_keyed(s, self.detector, self.router, store)
+                except KeyedConfigError as exc:
+                    raise StartupError(str(exc)) from None
+                records = self.keyed.producer
             self.kafka = KafkaSource(s.kafka, s.events, self.detector, self.router, state_store=store,
-                                     snapshot_interval_s=s.state.snapshot_interval_s)
+                                     snapshot_interval_s=s.state.snapshot_interval_s, state_records=records)
         from detectors.sigma.screen import AVAILABLE as native_screen
 
         metrics.record_build_info(native_screen and s.events.screen)
@@ -282,6 +293,9 @@ class Service:
 
             if self.kafka is not None:
                 spawn("kafka", partial(self.kafka.run, stop))
+            if self.keyed is not None:
+                spawn("kafka-keyed", partial(self.keyed.run_stage2, stop))
+                spawn("keyed-watermarks", partial(self.keyed.producer.run_watermarks, stop))
             pipeline = self.pipeline
             # push inputs are Sources run through the one pipeline core (see service.pipeline.source)
             if stdin_wanted(s.stdin.enabled, self._stdin):
@@ -345,6 +359,8 @@ class Service:
         while not await stopped_within(stop, self.settings.state.heartbeat_interval_s):
             busy = self.kafka.busy_scopes() if self.kafka is not None else set()
             alerts = await asyncio.to_thread(self.detector.heartbeat, time.time(), skip=busy)
+            if self.keyed is not None:
+                alerts += await asyncio.to_thread(self.keyed.detector.heartbeat, time.time())
             while alerts and not stop.is_set():
                 try:
                     await self.router.submit(alerts)

@@ -444,12 +444,22 @@ class StateSettings(_Strict):
     """How often each scope (Kafka partition, or the local inputs) is snapshotted; also at shutdown."""
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     """How often idle scopes let event time run on (silence checks, deferred windows)."""
-    scope: Literal["partition", "instance"] = "partition"
+    scope: Literal["partition", "instance", "keyed"] = "partition"
     """Whose events share correlation/anomaly state. ``partition``: one engine pair per Kafka
     partition, snapshotted with its offset and moved with it on rebalance. ``instance``: every
     Kafka partition uses the ``local`` scope (one engine pair for the whole instance), so
     correlations can join events of different topics; see docs/scaling.md for its rebalance
-    and crash behaviour."""
+    and crash behaviour. ``keyed``: Kafka events that feed a correlation are re-keyed through
+    ``keyed_topic`` to a second consumer (stage 2) that owns each group key (docs/scaling.md)."""
+    keyed_topic: str = Field(default="pipesentry-keyed-state", min_length=1, max_length=249)
+    """``keyed``: the internal topic of state records (create it with as many partitions as stage-2
+    instances you may run, replication >= 3; see docs/scaling.md)."""
+    keyed_partitions: int | None = Field(default=None, ge=1, le=10_000)
+    """``keyed``: create ``keyed_topic`` with this many partitions at start if it does not exist."""
+    keyed_group_suffix: str = Field(default="-keyed", min_length=1, max_length=100)
+    """``keyed``: stage 2's consumer group is ``kafka.group_id`` plus this suffix."""
+    keyed_watermark_interval_s: float = Field(default=1.0, gt=0)
+    """``keyed``: how often stage 1 sends its watermark to every partition of ``keyed_topic``."""
 
 
 class AuditSettings(_Strict):

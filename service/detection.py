@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 ScopeKey = tuple[str, int] | None
 """A Kafka (topic, partition) whose stateful engines are kept apart; ``None``: the local inputs."""
-StateScope = Literal["partition", "instance"]
-"""``state.scope``: per Kafka partition engines, or one pair (the local scope) for everything."""
+StateScope = Literal["partition", "instance", "keyed"]
+"""``state.scope``: per Kafka partition engines, one pair (the local scope) for everything, or
+(``keyed``) state records re-keyed through Kafka instead of Kafka correlations in this stage."""
 _NO_SCOPE = object()
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -221,6 +222,12 @@ class Detector:
                  scope: StateScope = "partition") -> None:
         self._set = detection
         self._instance = scope == "instance"
+        self._keyed = scope == "keyed"
+        self._records: list[Any] = []
+        """``keyed``: state records of the batch being processed (see :meth:`take_records`)."""
+        self._progress: dict[tuple[str, int], float] = {}
+        self._record_index: tuple[Any, dict[str, list[Any]]] | None = None
+        self._followers: list[Detector] = []
         self._max_original = max_original_bytes
         self._exported = CounterExport()
         self._clocks: dict[ScopeKey, tuple[float, float]] = {}
@@ -253,14 +260,42 @@ class Detector:
         _carry_state(old.correlation, detection.correlation, "correlation", "local")
         _carry_state(old.anomaly, detection.anomaly, "anomaly", "local")
         for key, (correlation, anomaly) in list(self._scoped.items()):
-            fresh = detection.new_engines()
+            fresh = self._new_engines(detection)
             _carry_state(correlation, fresh[0], "correlation", scope_name(key))
             _carry_state(anomaly, fresh[1], "anomaly", scope_name(key))
             self._scoped[key] = fresh
         self._set = detection
         self._baseline_all()  # carried counters were exported already
         self._publish(detection)
+        for follower in self._followers:
+            follower.swap(detection)
         return old
+
+    def follow(self, other: Detector) -> None:
+        """``other`` (the keyed scope's stage 2) swaps to every set this one swaps to."""
+        self._followers.append(other)
+
+    @property
+    def snapshots_partitions(self) -> bool:
+        """Kafka partitions have stateful engines of their own to snapshot: not in instance scope, nor
+        in keyed stage 1 without anomaly checks (its correlations' state lives in stage 2)."""
+        if self._instance:
+            return False
+        if self._keyed:
+            return self._set.anomaly is not None
+        return self._set.stateful
+
+    @property
+    def keyed(self) -> bool:
+        """``state.scope: keyed`` stage 1: Kafka events feed correlations through state records."""
+        return self._keyed
+
+    def take_records(self) -> tuple[list[Any], dict[tuple[str, int], float]]:
+        """The state records of the batches processed since the last call and the newest event time
+        per Kafka partition they covered (``keyed``; call it under :meth:`exclusive` with ``process``)."""
+        records, progress = self._records, self._progress
+        self._records, self._progress = [], {}
+        return records, progress
 
     @staticmethod
     def _publish(detection: DetectionSet) -> None:
@@ -285,6 +320,7 @@ class Detector:
         shared = self._instance
         correlation = anomaly = None
         newest = -math.inf
+        emit = self._emit_records if self._keyed and current.correlation is not None else None
         for item in items:
             event = item.event
             tick = type(item) is Tick
@@ -317,6 +353,8 @@ class Detector:
                     found = correlation.process(event, matches, ts, ref)
                     if found:
                         produced = [*produced, *found]
+                elif emit is not None and matches and key is not None:
+                    emit(current, item, matches, ts)
             except Exception:
                 self._engine_failed("correlation")
             try:
@@ -335,16 +373,55 @@ class Detector:
             known = clocks.get(key)
             if known is None or ts > known[0]:
                 clocks[key] = (ts, stamp)
+        if self._keyed:
+            progress = self._progress
+            for key, ts in latest.items():
+                if key is not None and ts > progress.get(key, -math.inf):
+                    progress[key] = ts
         return alerts
 
+    def _emit_records(self, current: DetectionSet, item: Item, matches: Sequence[Match], ts: float) -> None:
+        """``keyed``: one state record per correlation the matches feed (see :mod:`service.keyed.records`)."""
+        from service.keyed import records
+
+        index = self._record_index
+        if index is None or index[0] is not current.correlation:
+            by_rule: dict[str, list[Any]] = {}
+            for spec in current.correlation.specs if current.correlation is not None else ():
+                for slot in spec.slots:
+                    if not slot.correlation and spec not in by_rule.setdefault(slot.rule_id, []):
+                        by_rule[slot.rule_id].append(spec)
+            index = self._record_index = (current.correlation, by_rule)
+        specs: list[Any] = []
+        rule_ids = [match.rule.id for match in matches]
+        for rule_id in rule_ids:
+            for spec in index[1].get(rule_id, ()):
+                if spec not in specs:
+                    specs.append(spec)
+        if not specs:
+            return
+        origin = item.origin
+        where = records.Origin(origin.topic or "", origin.partition or 0, origin.offset or 0, origin.key)
+        for spec in specs:
+            record = records.build(spec, rule_ids, item.event, ts, where)
+            if record is None:
+                metrics.EVENTS_SKIPPED.labels("correlation", "missing_group_by").inc()
+            else:
+                self._records.append(record)
+
     # -- per-scope state ----------------------------------------------------------------
+    def _new_engines(self, current: DetectionSet) -> tuple[Any | None, Any | None]:
+        """A new scope's engines (``keyed`` stage 1: no correlation engine, its records go to stage 2)."""
+        correlation, anomaly = current.new_engines()
+        return (None, anomaly) if self._keyed else (correlation, anomaly)
+
     def _engines(self, key: ScopeKey, current: DetectionSet) -> tuple[Any | None, Any | None]:
         """The engines of a Kafka partition (created empty on first use) or the local ones."""
         if key is None:
             return current.correlation, current.anomaly
         engines = self._scoped.get(key)
         if engines is None:
-            engines = self._scoped[key] = current.new_engines()
+            engines = self._scoped[key] = self._new_engines(current)
         return engines
 
     def scope_clock(self, key: ScopeKey) -> tuple[float, float] | None:
@@ -383,7 +460,7 @@ class Detector:
         if key is None:
             engines: tuple[Any | None, Any | None] = (self._set.correlation, self._set.anomaly)
         else:
-            engines = self._scoped[key] = self._set.new_engines()
+            engines = self._scoped[key] = self._new_engines(self._set)
         for name, engine in zip(DETECTORS, engines, strict=True):
             snapshot = snapshots.get(name)
             if engine is not None and snapshot is not None:

@@ -137,7 +137,7 @@ class PartitionState:
     @property
     def active(self) -> bool:
         """Per-partition snapshots are taken; never with ``state.scope: instance`` (``LocalState`` saves it)."""
-        return self.store is not None and self.detector.current.stateful and self.detector.per_partition
+        return self.store is not None and self.detector.snapshots_partitions
 
     def writer(self, tp: TopicPartition) -> str:
         """This ownership's writer of ``tp`` (drawn on first use; again at each assignment)."""

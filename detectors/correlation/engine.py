@@ -42,6 +42,7 @@ SKIP_REASONS: tuple[str, ...] = (
 """Counter names for inputs that did not count (``evicted`` = a group's state dropped by the LRU)."""
 
 _SWEEP_EVERY = 1024
+KEYED_SEPARATOR = "\x1f"
 
 
 def _as_time(ts: Any) -> float | None:
@@ -91,8 +92,12 @@ class _Node:
 class CorrelationEngine:
     """Feed it every event (with the base-rule matches of that event) in roughly time order."""
 
-    def __init__(self, specs: Sequence[CorrelationSpec], limits: Limits | None = None) -> None:
+    def __init__(self, specs: Sequence[CorrelationSpec], limits: Limits | None = None, *,
+                 keyed: bool = False) -> None:
         self.limits = limits or Limits()
+        self.keyed = keyed
+        """Index the base rules by ``<correlation id> KEYED_SEPARATOR <rule id>`` (see :meth:`process_keyed`):
+        each input feeds the one correlation it was keyed for (``state.scope: keyed``, stage 2)."""
         self._nodes = [_Node(spec, i) for i, spec in enumerate(specs)]
         by_id = {node.spec.info.id: node for node in self._nodes}
         self._by_rule: dict[str, list[tuple[_Node, int]]] = {}
@@ -103,7 +108,8 @@ class CorrelationEngine:
                 if slot.correlation:
                     by_id[slot.rule_id].parents.append((node, slot_index))
                 else:
-                    self._by_rule.setdefault(slot.rule_id, []).append((node, slot_index))
+                    name = f"{node.spec.info.id}{KEYED_SEPARATOR}{slot.rule_id}" if keyed else slot.rule_id
+                    self._by_rule.setdefault(name, []).append((node, slot_index))
                 (generate_true if node.spec.generate else generate_false).add(slot.rule_id)
         self.suppressed_rule_ids: frozenset[str] = frozenset(generate_false - generate_true)
         for node in self._nodes:
@@ -145,6 +151,32 @@ class CorrelationEngine:
                     rule_ids = [match.rule.id]
                 else:
                     rule_ids.append(match.rule.id)
+        return self._process(event, rule_ids, ts, ref)
+
+    def process_keyed(self, correlation: str, rule_ids: Sequence[str], source: Mapping[str, Any],
+                      ts: float | None, ref: Any = None) -> list[Match]:
+        """Apply one state record of ``state.scope: keyed``: ``source`` (the fields the aggregation
+        reads) matched ``rule_ids``, which feed ``correlation`` only (an engine made with ``keyed``).
+
+        Unknown correlations or rules (a ruleset that changed under the record) are ignored.
+        """
+        prefix = correlation + KEYED_SEPARATOR
+        by_rule = self._by_rule
+        names = [prefix + rule for rule in rule_ids if prefix + rule in by_rule]
+        return self._process(source, names or None, ts, ref)
+
+    def release(self, watermark: float) -> list[Match]:
+        """Apply buffered events up to ``watermark`` and decide the windows it closes, whatever
+        ``allowed_lateness`` says (an external watermark: ``state.scope: keyed``)."""
+        if not math.isfinite(watermark):
+            return []
+        out: list[tuple[_Node, Match]] = []
+        self._release(watermark, out)
+        return self._visible(out)
+
+    def _process(self, event: Mapping[str, Any], rule_ids: list[str] | None, ts: float | None,
+                 ref: Any) -> list[Match]:
+        by_rule = self._by_rule
         if type(ts) is not float:
             ts = _as_time(ts)
         if ts is None or not -math.inf < ts < math.inf:

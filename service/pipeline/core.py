@@ -45,6 +45,14 @@ class DeadLetters(Protocol):
     async def send(self, rejected: Sequence[Rejected]) -> None: ...
 
 
+class StateRecords(Protocol):
+    """Where ``state.scope: keyed`` sends a batch's state records (stage 1: the internal topic).
+
+    ``progress``: the newest event time per Kafka partition the batch covered."""
+
+    async def send(self, records: Sequence[Any], progress: dict[tuple[str, int], float]) -> None: ...
+
+
 class Content(Protocol):
     """A batch that turns into detector items itself; both calls run in the detection thread
     under the detector's lock, one right before and one right after the detectors see the items."""
@@ -69,6 +77,11 @@ class IngestResult:
     """``perf_counter`` when detection started (the latency metric runs from there)."""
     dead_lettered: bool = False
     """The rejects are with the dead letters: a retried submit does not send them again."""
+    records: list[Any] = field(default_factory=list)
+    """``state.scope: keyed``: the batch's state records, sent before its alerts are submitted."""
+    progress: dict[tuple[str, int], float] | None = None
+    """``state.scope: keyed``: newest event time per partition of the batch (None: not keyed)."""
+    records_sent: bool = False
 
     @property
     def events(self) -> int:
@@ -80,8 +93,10 @@ class Pipeline:
     """Screen, decode, detect and submit one batch at a time; returns once alerts are accepted (or raises)."""
 
     def __init__(self, detector: Detector, router: AlertSink, dead_letters: DeadLetters | None = None, *,
-                 screen: bool = True) -> None:
+                 screen: bool = True, state_records: StateRecords | None = None) -> None:
         self.detector = detector
+        self.state_records = state_records
+        """``state.scope: keyed`` stage 1: the batch's state records go there (acknowledged) first."""
         self.router = router
         self.dead_letters = dead_letters
         self.screen = screen
@@ -125,12 +140,13 @@ class Pipeline:
                 assert spec is not None, "a batch without content has a spec"
                 decoded, events = self._decode(source, messages, spec)
             alerts = self.detector.process(decoded.items) if decoded.items else []
+            records, progress = self.detector.take_records() if self.state_records is not None else ([], None)
             if content is not None:
                 content.detected()
         for reason, count in Counter(rejected.reason for rejected in decoded.rejected).items():
             metrics.MESSAGES_REJECTED.labels(source, reason).inc(count)
         metrics.EVENTS.labels(source).inc(events)
-        return IngestResult(events, decoded.rejected, alerts, started)
+        return IngestResult(events, decoded.rejected, alerts, started, records=records, progress=progress)
 
     async def submit(self, source: str, result: IngestResult) -> None:
         """Hand a detected batch on: rejects to the dead letters (once), then alerts to the router.
@@ -138,6 +154,9 @@ class Pipeline:
         if result.rejected and self.dead_letters is not None and not result.dead_lettered:
             await self.dead_letters.send(result.rejected)
         result.dead_lettered = True
+        if self.state_records is not None and result.progress is not None and not result.records_sent:
+            await self.state_records.send(result.records, result.progress)  # acknowledged (acks=all)
+            result.records_sent = True
         if result.alerts:
             await self.router.submit(result.alerts)
         metrics.DETECTION_LATENCY.observe(time.perf_counter() - result.started)

@@ -111,13 +111,19 @@ class KafkaSource:
                  *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None,
                  consumer_factory: Callable[..., Any] = AIOKafkaConsumer, state_store: Any | None = None,
                  snapshot_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 instance_id: str | None = None) -> None:
+                 instance_id: str | None = None, state_records: Any | None = None) -> None:
         self.settings = settings
         self.events = events
         self.detector = detector
         self.tracker = OffsetTracker()
         self.dead_letters = dead_letters or DeadLetterWriter(settings)
-        self.pipeline = Pipeline(detector, router, self.dead_letters, screen=events.screen)
+        self.state_records = state_records
+        """``state.scope: keyed`` stage 1: a :class:`~service.keyed.stage1.StateRecordProducer` (started
+        and stopped with the consumer), told which partitions this source owns and which lag."""
+        if state_records is not None:
+            state_records.view = self.keyed_view
+        self.pipeline = Pipeline(detector, router, self.dead_letters, screen=events.screen,
+                                 state_records=state_records)
         self.shutdown_timeout_s = shutdown_timeout_s
         self._consumer_factory = consumer_factory
         self.state_store = state_store
@@ -182,6 +188,8 @@ class KafkaSource:
                 try:
                     await consumer.start()
                     await self.dead_letters.start()
+                    if self.state_records is not None:
+                        await self.state_records.start()
                 except Exception as exc:
                     metrics.KAFKA_CONNECT_ERRORS.inc()
                     log.warning("cannot reach Kafka; retrying", extra={"retry_in_s": round(backoff, 2),
@@ -212,6 +220,8 @@ class KafkaSource:
                     await self._close(consumer, driven)
         finally:
             await self.dead_letters.stop()
+            if self.state_records is not None:
+                await self.state_records.stop()
             if self._screen_pool is not None:
                 self._screen_pool.shutdown(wait=True)
             self._screen_pool = None
@@ -374,6 +384,36 @@ class KafkaSource:
         if busy and not self.detector.per_partition:
             return {None}
         return busy
+
+    async def keyed_view(self) -> Any:
+        """``state.scope: keyed``: this source's partitions as stage 1's watermark needs them
+        (a :class:`~service.keyed.stage1.InputView`)."""
+        from service.keyed.stage1 import InputView
+
+        view = InputView()
+        consumer = self._consumer
+        if consumer is None:
+            return view
+        for tp in self.assigned:
+            key = (tp.topic, tp.partition)
+            view.owned.add(key)
+            high = consumer.highwater(tp)
+            if self._lag.get(tp, 0) > 0:
+                view.busy.add(key)
+            elif high is not None and tp not in self._settling:
+                try:
+                    position = self._processed.get(tp)
+                    if position is None:
+                        position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
+                except Exception:  # revoked meanwhile, or not known yet: not caught up
+                    continue
+                if position >= high:
+                    view.caught_up.add(key)
+        for topic in consumer.subscription() or ():
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                view.counts[topic] = len(partitions)
+        return view
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         in_flight = len(self._in_flight)

@@ -1,0 +1,210 @@
+"""The state record: what stage 1 sends through the internal topic for stage 2 (the one owner of
+the format).
+
+A record is a small JSON object (``orjson``), versioned by ``v``:
+
+- ``k: "c"`` (correlation input): ``id`` the correlation, ``r`` the matched base rules that feed
+  it (in match order), ``t`` the event time, ``o`` the origin ``[topic, partition, offset]``
+  (``key`` too when one message decoded into several events), ``f`` the fields the aggregation
+  reads (group-by and value fields of the matched slots, as resolved in the event);
+- ``k: "w"`` (watermark): ``p`` the producing instance, ``s`` its input partitions' progress
+  (``[topic, partition, event time]``: no state record with an earlier time follows from that
+  input partition), ``i`` its idle input partitions (``[topic, partition]``: read to the end without
+  a record yet; they do not hold stage 2 back), ``n`` the partition count of every input topic (``[topic, count]``), so
+  stage 2 knows which input partitions must have spoken before it may release a time.
+
+Only what the compiled correlation specs name is copied, never the whole event. A record larger
+than ``MAX_RECORD_BYTES`` is refused at build time (:class:`RecordTooLarge`), and decoding checks
+every field's type and bound: a record from another version or a hostile producer gets a
+:class:`RecordError` naming what is wrong, never an exception from deep inside the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from detectors.correlation.fields import key_part
+from detectors.correlation.spec import CorrelationSpec
+from detectors.event import MISSING, get
+
+VERSION = 1
+MAX_RECORD_BYTES = 65_536
+"""A state record's bound (encoded); an event whose group or value fields exceed it sends none."""
+MAX_FIELDS = 64
+MAX_RULES = 64
+MAX_ID_CHARS = 512
+MAX_PRODUCER_CHARS = 256
+MAX_PARTITIONS = 4096
+"""Input partitions (and topics) one watermark record may list."""
+
+
+class RecordError(ValueError):
+    """A state record that cannot be read (wrong version, malformed, out of bounds)."""
+
+
+class RecordTooLarge(RecordError):
+    """An event's state record would exceed :data:`MAX_RECORD_BYTES`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """One event's input to one correlation."""
+
+    correlation: str
+    rules: tuple[str, ...]
+    ts: float
+    origin: Origin
+    fields: Mapping[str, Any]
+    group: tuple[Any, ...] = ()
+    """The normalised group key (what the Kafka key is made of); not sent (stage 2 recomputes it)."""
+
+    def key(self) -> bytes:
+        """The Kafka key: correlation id and normalised group key, so one group has one partition."""
+        return record_key(self.correlation, self.group)
+
+    def encode(self) -> bytes:
+        origin: list[Any] = [self.origin.topic, self.origin.partition, self.origin.offset]
+        if self.origin.key is not None:
+            origin.append(self.origin.key)
+        data = orjson.dumps({"v": VERSION, "k": "c", "id": self.correlation, "r": list(self.rules), "t": self.ts,
+                             "o": origin, "f": dict(self.fields)}, default=str)
+        if len(data) > MAX_RECORD_BYTES:
+            raise RecordTooLarge(f"state record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A stage-1 instance's promise per input partition it owns: no state record with an earlier
+    time follows from that partition."""
+
+    producer: str
+    progress: tuple[tuple[str, int, float], ...]
+    topics: tuple[tuple[str, int], ...]
+    """Every input topic's partition count, as the producer's consumer sees it."""
+    idle: tuple[tuple[str, int], ...] = ()
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": VERSION, "k": "w", "p": self.producer, "s": [list(p) for p in self.progress],
+                             "n": [list(t) for t in self.topics], "i": [list(p) for p in self.idle]})
+
+
+def record_key(correlation: str, group: Sequence[Any]) -> bytes:
+    return correlation.encode() + b"|" + orjson.dumps(list(group), default=str)
+
+
+def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, Any], ts: float,
+          origin: Origin) -> StateRecord | None:
+    """The record of ``event`` for ``spec`` (``rule_ids``: its matched rules that feed ``spec``, in
+    match order), or None when a group-by or value field is missing (the engine would skip it).
+
+    The group key is the one the engine computes from the first matched slot's fields.
+    """
+    slots = [slot for slot in spec.slots if not slot.correlation and slot.rule_id in rule_ids]
+    if not slots:
+        return None
+    fields: dict[str, Any] = {}
+    for slot in slots:
+        for name in (*slot.group_fields, *slot.value_fields):
+            if name in fields:
+                continue
+            value = get(event, name)
+            if value is MISSING:
+                return None
+            fields[name] = value
+    first = slots[0].group_fields
+    group = tuple(key_part(fields[name]) for name in first)
+    ordered = tuple(rule for rule in rule_ids if any(slot.rule_id == rule for slot in slots))
+    return StateRecord(spec.info.id, ordered, ts, origin, fields, group)
+
+
+def decode(data: bytes | None) -> StateRecord | Watermark:
+    """Read one record of the internal topic; :class:`RecordError` says why one cannot be read."""
+    if data is None:
+        raise RecordError("empty record")
+    if len(data) > MAX_RECORD_BYTES:
+        raise RecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"not JSON: {exc}") from None
+    return from_mapping(doc)
+
+
+def from_mapping(doc: Any) -> StateRecord | Watermark:
+    """:func:`decode` for an already parsed object."""
+    if not isinstance(doc, dict):
+        raise RecordError("a state record is a JSON object")
+    version = doc.get("v")
+    if version != VERSION:
+        raise RecordError(f"state record version {version!r} is not supported (this version reads {VERSION}); "
+                          "run the same pipesentry version on every instance of the group")
+    kind = doc.get("k")
+    if kind == "w":
+        return Watermark(_text(doc.get("p"), "producer", MAX_PRODUCER_CHARS),
+                         tuple((topic, part, _time(ts)) for topic, part, ts in _rows(doc.get("s"), 3, "progress")),
+                         tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")),
+                         tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")))
+    if kind != "c":
+        raise RecordError(f"unknown state record kind {kind!r}")
+    ts = _time(doc.get("t"))
+    correlation = _text(doc.get("id"), "correlation id", MAX_ID_CHARS)
+    rules = doc.get("r")
+    if not isinstance(rules, list) or not 0 < len(rules) <= MAX_RULES:
+        raise RecordError(f"rules must be a list of 1 to {MAX_RULES} ids")
+    rule_ids = tuple(_text(rule, "rule id", MAX_ID_CHARS) for rule in rules)
+    fields = doc.get("f")
+    if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
+        raise RecordError(f"fields must be an object of at most {MAX_FIELDS} entries")
+    return StateRecord(correlation, rule_ids, ts, _origin(doc.get("o")), fields)
+
+
+def _time(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RecordError("event time must be a finite number")
+    return float(value)
+
+
+def _text(value: Any, what: str, limit: int) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise RecordError(f"{what} must be a string of 1 to {limit} characters")
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 63:
+        raise RecordError(f"{what} must be a non-negative 64-bit integer")
+    return value
+
+
+def _rows(value: Any, width: int, what: str) -> list[tuple[Any, ...]]:
+    """A watermark's list of ``[topic, number, ...]`` rows, checked."""
+    if not isinstance(value, list) or len(value) > MAX_PARTITIONS:
+        raise RecordError(f"watermark {what} must be a list of at most {MAX_PARTITIONS} entries")
+    rows = []
+    for row in value:
+        if not isinstance(row, list) or len(row) != width:
+            raise RecordError(f"watermark {what} entries have {width} items")
+        rows.append((_text(row[0], "topic", 249), _int(row[1], what), *row[2:]))
+    return rows
+
+
+def _origin(value: Any) -> Origin:
+    if not isinstance(value, list) or len(value) not in (3, 4):
+        raise RecordError("origin must be [topic, partition, offset] or [topic, partition, offset, key]")
+    key = _text(value[3], "origin key", MAX_ID_CHARS) if len(value) == 4 else None
+    return Origin(_text(value[0], "origin topic", 249), _int(value[1], "origin partition"),
+                  _int(value[2], "origin offset"), key)

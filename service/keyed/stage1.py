@@ -1,0 +1,198 @@
+"""Stage 1 of ``state.scope: keyed``: send a batch's state records (and, on a timer, this
+instance's watermark) to the internal topic with an idempotent ``acks=all`` producer.
+
+:meth:`StateRecordProducer.send` returns once Kafka acknowledged every record of the batch; the
+pipeline core calls it before the batch's alerts go to the router, so an input offset is never
+committed before the state records of the events before it are durable (docs/scaling.md).
+
+The watermark lists the progress of each input partition this instance owns: the newest event
+time whose records were acknowledged, moved on by the wall time since then while the partition
+has nothing left to read (as the heartbeat moves a quiet scope). A partition read to its end
+without a record yet is listed as idle: it does not hold stage 2 back (the wall clock says nothing
+about the event time of what may come, a replay of old logs for one); one still being read
+before its first batch is left out, and holds stage 2 back. With it go the input topics' partition counts, so stage 2
+knows every input partition that must have spoken. It goes to every partition of the internal
+topic through the same producer, after the records it covers, so it never overtakes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from service import metrics
+from service.config import KafkaSettings, StateSettings
+from service.keyed.records import RecordTooLarge, StateRecord, Watermark
+from service.sources.kafka.client import client_kwargs
+from service.waits import stopped_within
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+
+
+@dataclass
+class InputView:
+    """What the input source knows of its partitions when a watermark is due."""
+
+    owned: set[Partition] = field(default_factory=set)
+    busy: set[Partition] = field(default_factory=set)
+    """Owned partitions with records left to read."""
+    caught_up: set[Partition] = field(default_factory=set)
+    """Owned partitions read to their end."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Partition count of every subscribed input topic."""
+
+
+async def _no_view() -> InputView:
+    return InputView()
+
+
+class StateRecordProducer:
+    """The internal topic's producer; ``owned``/``busy`` tell it the input partitions this
+    instance holds and those with records left to read (the Kafka source's view)."""
+
+    def __init__(self, kafka: KafkaSettings, state: StateSettings, instance_id: str, *,
+                 producer_factory: Callable[..., Any] = AIOKafkaProducer,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.topic = state.keyed_topic
+        self.partitions = state.keyed_partitions
+        self.interval_s = state.keyed_watermark_interval_s
+        self.producer_id = f"{instance_id}#{secrets.token_hex(4)}"
+        self._kafka = kafka
+        self._factory = producer_factory
+        self._clock = clock
+        self._producer: Any | None = None
+        self._prepared = False
+        self._progress: dict[Partition, tuple[float, float]] = {}
+        """Per input partition: newest event time acknowledged, and the wall time it was."""
+        self.view: Callable[[], Awaitable[InputView]] = _no_view
+        """Set by the input :class:`~service.sources.kafka.KafkaSource`."""
+
+    async def prepare(self, stop: asyncio.Event, backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> bool:
+        """Create the internal topic when ``keyed_partitions`` asks for it, retrying until done or
+        ``stop`` (False). Stage 2 subscribes only after this: a consumer subscribed to a topic that
+        does not exist yet would only see it at its next metadata refresh, minutes later."""
+        while not self._prepared:
+            try:
+                if self.partitions is not None:
+                    await self._ensure_topic(self.partitions)
+                self._prepared = True
+            except Exception as exc:
+                log.warning("keyed scope: cannot check the internal topic; retrying",
+                            extra={"topic": self.topic, "error": f"{type(exc).__name__}: {exc}"})
+                if await stopped_within(stop, backoff_s):
+                    return False
+                backoff_s = min(backoff_s * 2, max_backoff_s)
+        return True
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        if not self._prepared and self.partitions is not None:
+            await self._ensure_topic(self.partitions)
+            self._prepared = True
+        producer = self._factory(**client_kwargs(self._kafka), acks="all", enable_idempotence=True)
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def send(self, records: Sequence[Any], progress: dict[Partition, float]) -> None:
+        """Write every record or raise (the caller retries; nothing is committed meanwhile)."""
+        if records:
+            if self._producer is None:
+                await self.start()
+            producer = self._producer
+            assert producer is not None
+            futures = []
+            for record in records:
+                assert isinstance(record, StateRecord)
+                try:
+                    data = record.encode()
+                except RecordTooLarge:
+                    metrics.EVENTS_SKIPPED.labels("correlation", "oversize_state_record").inc()
+                    continue
+                futures.append(await producer.send(self.topic, value=data, key=record.key()))
+            await asyncio.gather(*futures)
+            metrics.KEYED_STATE_RECORDS.labels("sent").inc(len(futures))
+        now = self._clock()
+        for tp, ts in progress.items():
+            known = self._progress.get(tp)
+            if known is None or ts > known[0]:
+                self._progress[tp] = (ts, now)
+
+    def watermark(self, view: InputView, now: float) -> Watermark:
+        """This instance's progress per owned input partition (see the module docstring)."""
+        for tp in list(self._progress):
+            if tp not in view.owned:
+                del self._progress[tp]  # revoked: its next owner speaks for it
+        rows: list[tuple[str, int, float]] = []
+        idle: list[Partition] = []
+        for tp in sorted(view.owned):
+            known = self._progress.get(tp)
+            if known is not None:
+                ts, wall = known
+                rows.append((*tp, ts if tp in view.busy else ts + max(0.0, now - wall)))
+            elif tp in view.caught_up:
+                idle.append(tp)
+        return Watermark(self.producer_id, tuple(r for r in rows if math.isfinite(r[2])),
+                         tuple(sorted(view.counts.items())), tuple(idle))
+
+    async def send_watermark(self) -> bool:
+        """This instance's watermark to every partition of the internal topic; False if it has none."""
+        producer = self._producer
+        if producer is None:
+            return False
+        mark = self.watermark(await self.view(), self._clock())
+        if not mark.progress and not mark.idle:
+            return False
+        partitions = await producer.partitions_for(self.topic)
+        data = mark.encode()
+        futures = [await producer.send(self.topic, value=data, partition=p) for p in sorted(partitions or ())]
+        await asyncio.gather(*futures)
+        metrics.KEYED_STATE_RECORDS.labels("watermark").inc(len(futures))
+        return True
+
+    async def run_watermarks(self, stop: asyncio.Event) -> None:
+        """Every ``keyed_watermark_interval_s`` until ``stop``: send the watermark (failures retried next time)."""
+        while not await stopped_within(stop, self.interval_s):
+            try:
+                await self.send_watermark()
+            except Exception as exc:
+                log.warning("keyed scope: watermark not sent", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    async def _ensure_topic(self, partitions: int) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        admin = AIOKafkaAdminClient(**client_kwargs(self._kafka))
+        await admin.start()
+        try:
+            if self.topic in set(await admin.list_topics()):
+                return
+            brokers = (await admin.describe_cluster()).get("brokers") or []
+            replication = max(1, min(3, len(brokers)))
+            try:
+                await admin.create_topics([NewTopic(self.topic, partitions, replication_factor=replication)])
+            except TopicAlreadyExistsError:
+                return
+            if self.topic not in set(await admin.list_topics()):
+                log.warning("keyed scope: could not create the internal topic; create it yourself",
+                            extra={"topic": self.topic, "partitions": partitions})
+                return
+            log.info("keyed scope: internal topic created",
+                     extra={"topic": self.topic, "partitions": partitions, "replication": replication})
+        finally:
+            await admin.close()

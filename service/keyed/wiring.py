@@ -1,0 +1,56 @@
+"""How the service puts ``state.scope: keyed`` together: stage 1's producer for the input source,
+stage 2's detector and its own :class:`~service.sources.kafka.KafkaSource` over the internal topic."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from service.config import Settings, TopicSettings
+from service.detection import Detector
+from service.keyed.stage1 import StateRecordProducer
+from service.keyed.stage2 import KeyedDetector
+from service.partition_state import default_instance_id
+from service.sources.kafka import KafkaSource
+
+
+class KeyedConfigError(ValueError):
+    pass
+
+
+@dataclass
+class KeyedStages:
+    producer: StateRecordProducer
+    detector: KeyedDetector
+    source: KafkaSource
+
+    async def run_stage2(self, stop: asyncio.Event) -> None:
+        """Stage 2's consumer, once the internal topic exists (see :meth:`StateRecordProducer.prepare`)."""
+        if await self.producer.prepare(stop):
+            await self.source.run(stop)
+
+
+def build_keyed(settings: Settings, detector: Detector, router: Any, store: Any) -> KeyedStages:
+    """Stage 1's producer and stage 2's detector and source; ``detector`` (stage 1) hands its
+    rule swaps on to stage 2's. Raises :class:`KeyedConfigError` for a topic set-up that would loop."""
+    kafka = settings.kafka
+    state = settings.state
+    if kafka is None:
+        raise KeyedConfigError("state.scope keyed needs the kafka input")
+    topic = state.keyed_topic
+    if topic in kafka.topics or (kafka.topic_pattern and re.match(kafka.topic_pattern, topic)):
+        raise KeyedConfigError(f"state.keyed_topic {topic!r} must not be one of the consumed input topics")
+    if topic == kafka.dead_letter_topic:
+        raise KeyedConfigError("state.keyed_topic must not be the dead-letter topic")
+    instance = default_instance_id()
+    producer = StateRecordProducer(kafka, state, instance)
+    stage2 = KeyedDetector(detector.current, lateness_s=settings.correlation.allowed_lateness)
+    detector.follow(stage2)
+    internal = kafka.model_copy(update={"topics": {topic: TopicSettings()}, "topic_pattern": None,
+                                        "group_id": kafka.group_id + state.keyed_group_suffix})
+    events = settings.events.model_copy(update={"screen": False})
+    source = KafkaSource(internal, events, stage2, router, state_store=store,
+                         snapshot_interval_s=state.snapshot_interval_s, instance_id=instance)
+    return KeyedStages(producer, stage2, source)

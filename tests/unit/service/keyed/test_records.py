@@ -1,0 +1,136 @@
+"""The state record format of ``state.scope: keyed``: round trip, version refusal, bounds, hostile input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from service.detection import compile_detection
+from service.keyed import records
+from service.keyed.records import Origin, RecordError, RecordTooLarge, StateRecord, Watermark
+from tests.conftest import PROJECT_RULES
+
+SSH = [PROJECT_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
+       PROJECT_RULES / "correlations" / "ssh_brute_force.yml"]
+GITHUB = [PROJECT_RULES / "github" / "github_audit_branch_protection_removed.yml",
+          PROJECT_RULES / "github" / "github_webhook_force_push_protected_branch.yml",
+          PROJECT_RULES / "correlations" / "github_protection_removed_then_force_push.yml"]
+
+
+def specs(paths: list[Any]) -> dict[str, Any]:
+    outcome = compile_detection(paths, [], skip_invalid=False)
+    assert outcome.detection is not None and outcome.detection.correlation is not None, outcome.errors
+    return {spec.info.title: spec for spec in outcome.detection.correlation.specs}
+
+
+def ssh_spec() -> Any:
+    (spec,) = specs(SSH).values()
+    return spec
+
+
+def test_a_record_carries_only_the_fields_the_aggregation_reads_and_round_trips():
+    spec = ssh_spec()
+    rule = spec.slots[0].rule_id
+    event = {"hostname": "Bastion-1", "message": "Failed password for x" * 50, "pid": 7}
+    record = records.build(spec, [rule], event, 1_764_113_000.5, Origin("auth", 3, 42))
+    assert record is not None
+    assert record.fields == {"hostname": "Bastion-1"}
+    assert record.key() == spec.info.id.encode() + b'|["bastion-1"]'  # normalised like the engine's key
+    data = record.encode()
+    assert len(data) < 200
+    back = records.decode(data)
+    assert back == StateRecord(spec.info.id, (rule,), 1_764_113_000.5, Origin("auth", 3, 42), {"hostname": "Bastion-1"})
+
+
+def test_a_missing_group_field_gives_no_record():
+    spec = ssh_spec()
+    assert records.build(spec, [spec.slots[0].rule_id], {"message": "x"}, 1.0, Origin("t", 0, 0)) is None
+    assert records.build(spec, ["another-rule"], {"hostname": "h"}, 1.0, Origin("t", 0, 0)) is None
+
+
+def test_aliased_slots_copy_each_rules_own_fields():
+    (spec,) = specs(GITHUB).values()
+    by_rule = {slot.rule_id: slot for slot in spec.slots}
+    for rule, slot in by_rule.items():
+        event: dict[str, Any] = {}
+        for name in slot.group_fields:
+            head, _, tail = name.partition(".")
+            if tail:
+                event.setdefault(head, {})[tail] = "ACME/Payments"
+            else:
+                event[name] = "ACME/Payments"
+        record = records.build(spec, [rule], event, 5.0, Origin("t", 0, 1))
+        assert record is not None and set(record.fields) == set(slot.group_fields)
+    keys = {records.build(spec, [rule], _event(slot.group_fields), 5.0, Origin("t", 0, 1)).key()  # type: ignore[union-attr]
+            for rule, slot in by_rule.items()}
+    assert len(keys) == 1  # both sides of the sequence land in one partition
+
+
+def _event(names: tuple[str, ...]) -> dict[str, Any]:
+    event: dict[str, Any] = {}
+    for name in names:
+        head, _, tail = name.partition(".")
+        if tail:
+            event.setdefault(head, {})[tail] = "mallory"
+        else:
+            event[name] = "mallory"
+    return event
+
+
+def test_watermark_round_trip():
+    mark = Watermark("host:1#a", (("auth", 0, 12.5), ("auth", 3, 14.0)), (("auth", 4),))
+    assert records.decode(mark.encode()) == mark
+
+
+@pytest.mark.parametrize("change", [
+    {"s": None}, {"s": [["t", 0]]}, {"s": [["t", -1, 1.0]]}, {"s": [["t", 0, "x"]]}, {"s": [[5, 0, 1.0]]},
+    {"s": [["t", 0, 1.0]] * 4097}, {"n": [["t", True]]}, {"n": [["t"]]}, {"p": ""},
+])
+def test_hostile_watermarks_get_a_record_error(change: dict[str, Any]):
+    with pytest.raises(RecordError):
+        records.from_mapping({"v": 1, "k": "w", "p": "x", "s": [["t", 0, 1.0]], "n": [["t", 1]], **change})
+
+
+def test_another_version_is_refused_with_a_clear_error():
+    data = orjson.dumps({"v": 2, "k": "w", "p": "x", "s": [], "n": []})
+    with pytest.raises(RecordError, match=r"version 2 is not supported .*same pipesentry version"):
+        records.decode(data)
+
+
+def test_a_record_over_the_bound_is_refused_when_built_and_when_read():
+    spec = ssh_spec()
+    record = records.build(spec, [spec.slots[0].rule_id], {"hostname": "h" * records.MAX_RECORD_BYTES}, 1.0,
+                           Origin("t", 0, 0))
+    assert record is not None
+    with pytest.raises(RecordTooLarge):
+        record.encode()
+    with pytest.raises(RecordError, match="exceeds"):
+        records.decode(b" " * (records.MAX_RECORD_BYTES + 1))
+
+
+GOOD: dict[str, Any] = {"v": 1, "k": "c", "id": "c1", "r": ["r1"], "t": 1.0, "o": ["t", 0, 5], "f": {"h": "x"}}
+
+
+@pytest.mark.parametrize("change", [
+    {"k": "z"}, {"t": float("nan")}, {"t": True}, {"t": "1"}, {"id": ""}, {"id": 5}, {"id": "x" * 600},
+    {"r": []}, {"r": "r1"}, {"r": [1]}, {"r": ["r"] * 65}, {"o": ["t", -1, 5]}, {"o": ["t", 0]},
+    {"o": ["t", 0, True]}, {"o": ["t", 0, 2 ** 64]}, {"o": [None, 0, 1]}, {"f": []},
+    {"f": {str(i): i for i in range(65)}},
+])
+def test_hostile_records_get_a_record_error(change: dict[str, Any]):
+    with pytest.raises(RecordError):
+        records.from_mapping({**GOOD, **change})
+
+
+@pytest.mark.parametrize("data", [None, b"", b"{", b"[]", b"null", b'"x"', b"\xff\xfe", b'{"v":1}'])
+def test_junk_bytes_get_a_record_error(data: bytes | None):
+    with pytest.raises(RecordError):
+        records.decode(data)
+
+
+def test_a_good_record_decodes():
+    record = records.from_mapping(GOOD)
+    assert isinstance(record, StateRecord) and record.origin == Origin("t", 0, 5)
+    assert records.from_mapping({**GOOD, "o": ["t", 0, 5, "k"]}).origin.key == "k"  # type: ignore[union-attr]

@@ -1,0 +1,184 @@
+"""Both stages of ``state.scope: keyed`` without a broker: stage 1's records, carried as the internal
+topic would carry them (hashed by key onto partitions), fed to stage 2 with watermarks."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+
+from detectors.model import LogSource, Origin
+from service.detection import Detector, compile_detection
+from service.keyed.records import Watermark
+from service.keyed.stage2 import KeyedDetector
+from service.sources.base import Item
+from tests.conftest import PROJECT_RULES
+
+RULES = [PROJECT_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
+         PROJECT_RULES / "correlations" / "ssh_brute_force.yml"]
+AUTH = LogSource(product="linux", service="auth")
+T0 = 1_764_113_000.0
+INTERNAL = "state"
+PARTITIONS = 3
+
+
+def failed(i: int, host: str = "bastion-1") -> dict[str, Any]:
+    return {"ts": T0 + 10 * i, "hostname": host, "app_name": "sshd",
+            "message": f"Failed password for invalid user admin{i} from 203.0.113.77 port {51000 + i} ssh2"}
+
+
+def detection() -> Any:
+    outcome = compile_detection(RULES, [], skip_invalid=False, correlation_lateness_s=0.0)
+    assert outcome.detection is not None and outcome.detection.correlation is not None, outcome.errors
+    return outcome.detection
+
+
+def input_items(count: int, partitions: int = 4) -> list[Item]:
+    """Events round robin over input partitions: no partition alone reaches the threshold."""
+    return [Item(failed(i), Origin("kafka", "auth", i % partitions, i // partitions), AUTH, ("ts",), 0.0)
+            for i in range(count)]
+
+
+class Topic:
+    """The internal topic: records appended to the partition their key hashes to."""
+
+    def __init__(self) -> None:
+        self.partitions: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
+
+    def send(self, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
+        if partition is None:
+            assert key is not None
+            partition = zlib.crc32(key) % PARTITIONS
+        self.partitions[partition].append(value)
+
+    def items(self, start: list[int]) -> list[Item]:
+        out = []
+        for p, values in enumerate(self.partitions):
+            for offset in range(start[p], len(values)):
+                out.append(Item(orjson.loads(values[offset]), Origin("kafka", INTERNAL, p, offset), None, (), 0.0))
+            start[p] = len(values)
+        return out
+
+
+def stage1(detector: Detector, items: list[Item], topic: Topic, producer: str = "a") -> list[Any]:
+    """One batch through stage 1, its records sent, then its watermark (the batch's progress)."""
+    with detector.exclusive():
+        alerts = detector.process(items, now=T0)
+        records, progress = detector.take_records()
+    for record in records:
+        topic.send(record.encode(), key=record.key())
+    mark(topic, producer, {tp[1]: ts for tp, ts in progress.items()})
+    return alerts
+
+
+def mark(topic: Topic, producer: str, progress: dict[int, float], inputs: int = 4) -> None:
+    data = Watermark(producer, tuple(("auth", p, ts) for p, ts in sorted(progress.items())),
+                     (("auth", inputs),)).encode()
+    for p in range(PARTITIONS):
+        topic.send(data, partition=p)
+
+
+def test_partition_scope_never_fires_but_keyed_scope_fires_once_with_the_reference_id():
+    det = detection()
+    items = input_items(16)
+    baseline = Detector(det, scope="partition")
+    assert [a for a in baseline.process(items, now=T0) if a.rule.kind == "correlation"] == []
+    reference = Detector(det, scope="instance")
+    expected = [a.id for a in reference.process(input_items(16), now=T0) if a.rule.kind == "correlation"]
+    assert len(expected) == 1
+
+    first = Detector(det, scope="keyed")
+    second = KeyedDetector(det)
+    topic = Topic()
+    sigma = stage1(first, items[:6], topic) + stage1(first, items[6:], topic)
+    assert sigma == []  # the base rule's own alerts are suppressed (generate: false); no correlation here
+    assert sum(len(p) for p in topic.partitions) == 16 + 2 * PARTITIONS
+    start = [0] * PARTITIONS
+    fired = second.process(topic.items(start), now=T0)
+    assert [a.id for a in fired if a.rule.kind == "correlation"] == expected
+
+
+def test_records_wait_for_every_producers_watermark_and_replays_are_dropped():
+    det = detection()
+    items = input_items(12)
+    a, b = Detector(det, scope="keyed"), Detector(det, scope="keyed")
+    second = KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    stage1(a, [i for i in items if i.origin.partition in (0, 1)], topic, "a")
+    assert second.process(topic.items(start), now=T0) == []  # input partitions 2 and 3 have not spoken
+    stage1(b, [i for i in items if i.origin.partition in (2, 3)][:3], topic, "b")
+    assert second.process(topic.items(start), now=T0) == []  # b's marks are behind the tenth event
+    stage1(b, [i for i in items if i.origin.partition in (2, 3)][3:], topic, "b")
+    assert second.process(topic.items(start), now=T0) == []  # a's marks (T0+80) hold the tenth event back
+    mark(topic, "a", {0: T0 + 200, 1: T0 + 200})  # a's input went quiet: its marks move on with the wall clock
+    fired = second.process(topic.items(start), now=T0)
+    assert len([x for x in fired if x.rule.kind == "correlation"]) == 1
+    # stage 1 of partition 0 crashed before its commit: its next owner produces the records again
+    replay = Detector(det, scope="keyed")
+    stage1(replay, [i for i in items if i.origin.partition == 0], topic, "a")
+    assert second.process(topic.items(start), now=T0) == []
+
+
+def test_an_idle_input_partition_holds_windows_until_its_owner_moves_its_mark_on():
+    det = detection()
+    items = [i for i in input_items(16) if i.origin.partition != 3]  # input partition 3 carries nothing
+    second = KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    stage1(Detector(det, scope="keyed"), items, topic, "a")
+    assert second.process(topic.items(start), now=T0) == []
+    assert second.watermark(("state", 0)) is None
+    mark(topic, "b", {3: T0 - 1000})  # its owner has read it to the end (an early wall clock, say)
+    assert second.process(topic.items(start), now=T0) == []
+    assert second.heartbeat(T0 + 1000) == []  # the wall clock alone moves nothing in stage 2
+    mark(topic, "b", {3: T0 + 300})
+    fired = second.process(topic.items(start), now=T0)
+    assert len([x for x in fired if x.rule.kind == "correlation"]) == 1
+
+
+def test_an_unreadable_record_is_skipped():
+    det = detection()
+    second = KeyedDetector(det)
+    item = Item({"v": 9, "k": "c"}, Origin("kafka", INTERNAL, 0, 0), None, (), 0.0)
+    assert second.process([item], now=T0) == []
+
+
+def test_marks_and_the_replay_filter_travel_with_the_partition_snapshot():
+    det = detection()
+    items = input_items(16)
+    second = KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    stage1(Detector(det, scope="keyed"), items[:8], topic, "a")
+    second.process(topic.items(start), now=T0)
+    saved = {k: second.export_scope(k) for k in second.scopes()}
+    assert all("keyed" in doc["correlation"] for doc in saved.values())
+
+    restored = KeyedDetector(det)  # the partitions' next owner (or this one after a restart)
+    for key, doc in saved.items():
+        restored.import_scope(key, orjson.loads(orjson.dumps(doc)))
+        assert restored.watermark(key) == second.watermark(key)
+    stage1(Detector(det, scope="keyed"), items[:8], topic, "a")  # stage 1 replays what it had not committed
+    assert restored.process(topic.items(start), now=T0) == []
+    stage1(Detector(det, scope="keyed"), items[8:], topic, "a")
+    fired = restored.process(topic.items(start), now=T0)
+    assert [a.id for a in fired if a.rule.kind == "correlation"] == [
+        a.id for a in Detector(det, scope="instance").process(input_items(16), now=T0) if a.rule.kind == "correlation"]
+    assert restored.export_scope(next(iter(saved)))["correlation"]["keyed"]["applied"]
+
+
+def test_a_damaged_keyed_state_is_dropped_with_the_engine_state_kept():
+    det = detection()
+    second = KeyedDetector(det)
+    topic = Topic()
+    stage1(Detector(det, scope="keyed"), input_items(4), topic, "a")
+    second.process(topic.items([0] * PARTITIONS), now=T0)
+    key = next(k for k in second.scopes() if second._scoped[k][0].active_keys())
+    doc = second.export_scope(key)
+    doc["correlation"]["keyed"] = {"marks": [["auth", -1, 1.0]], "applied": "x"}
+    restored = KeyedDetector(det)
+    restored.import_scope(key, doc)
+    assert restored.watermark(key) is None
+    assert restored._scoped[key][0].active_keys() == 1
