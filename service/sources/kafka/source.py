@@ -26,10 +26,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+import service.partition_state as partition_states  # a module import: partition_state imports this package
 from service import metrics
 from service.config import EventSettings, KafkaSettings
 from service.detection import Detector
-from service.partition_state import PartitionState, Snapshot
 from service.pipeline.core import AlertSink, IngestResult, Pipeline
 from service.pipeline.source import Batch, drive
 from service.screening import Screening, ScreenResult, decode_screened, screening_for
@@ -87,7 +87,7 @@ class Records:
     session: int
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     """Offset after the batch's last record per partition, once decoded."""
-    snapshots: dict[TopicPartition, Snapshot] = field(default_factory=dict)
+    snapshots: dict[TopicPartition, partition_states.Snapshot] = field(default_factory=dict)
     """Detector state captured right after this batch, saved once the batch's offsets are committed."""
 
     def decode(self, current: Any) -> tuple[Decoded, int]:
@@ -128,7 +128,7 @@ class KafkaSource:
         self._consumer_factory = consumer_factory
         self.state_store = state_store
         """``service.state_store.StateStore`` for per-partition detector state, or None (kept in memory only)."""
-        self.partition_state = PartitionState(detector, state_store, self.tracker, snapshot_interval_s, clock,
+        self.partition_state = partition_states.PartitionState(detector, state_store, self.tracker, snapshot_interval_s, clock,
                                               instance_id)
         self._lag: dict[TopicPartition, int] = {}
         self._leaving: set[TopicPartition] = set()
