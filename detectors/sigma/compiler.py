@@ -6,7 +6,7 @@ Bad input never raises: every broken text, rule, filter or pipeline becomes a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,14 +297,10 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
             errors.append(RuleError(item.text.source, ident, rule.title or None, _reason(exc)))
             continue
         if ident in seen:
-            errors.append(RuleError(item.text.source, ident, info.title,
-                                    f"duplicate rule id {ident} (also defined in {seen[ident]})", seen[ident]))
+            errors.append(_duplicate(item, ident, info, seen))
             continue
         try:
-            for number, flt in enumerate(filters):
-                assert isinstance(flt.obj, SigmaFilter)
-                if filter_targets(flt.obj, rule):
-                    apply_filter(flt.obj, rule, number)
+            _apply_filters(filters, rule)
             compiled.append(_compile_rule(item, table, pipeline, info, len(compiled)))
         except (CompileError, SigmaError) as exc:
             errors.append(RuleError(item.text.source, ident, info.title, _reason(exc)))
@@ -373,14 +369,10 @@ def parse_detection_rules(texts: Iterable[RuleText], *, limits: YamlLimits = RUL
             correlations.append(obj)
             continue
         if ident in seen:
-            errors.append(RuleError(item.text.source, ident, info.title,
-                                    f"duplicate rule id {ident} (also defined in {seen[ident]})", seen[ident]))
+            errors.append(_duplicate(item, ident, info, seen))
             continue
         try:
-            for number, flt in enumerate(filters):
-                assert isinstance(flt.obj, SigmaFilter)
-                if filter_targets(flt.obj, obj):
-                    apply_filter(flt.obj, obj, number)
+            _apply_filters(filters, obj)
         except Exception as exc:  # a filter that cannot be applied leaves the rule out, as in compile_ruleset
             errors.append(RuleError(item.text.source, ident, info.title, _reason(exc)))
             continue
@@ -388,6 +380,20 @@ def parse_detection_rules(texts: Iterable[RuleText], *, limits: YamlLimits = RUL
         out.rules.append((info, obj))
     out.suppressed = _building_blocks(out.rules, correlations)
     return out
+
+
+def _duplicate(item: _Parsed, ident: str, info: RuleInfo, seen: Mapping[str, str]) -> RuleError:
+    """A rule whose id an earlier file defined: the error names the new file and the first one."""
+    return RuleError(item.text.source, ident, info.title,
+                     f"duplicate rule id {ident} (also defined in {seen[ident]})", seen[ident])
+
+
+def _apply_filters(filters: Sequence[_Parsed], rule: SigmaRule) -> None:
+    """Sigma filters (meta filters) that target ``rule`` add their conditions to it, in file order."""
+    for number, flt in enumerate(filters):
+        assert isinstance(flt.obj, SigmaFilter)
+        if filter_targets(flt.obj, rule):
+            apply_filter(flt.obj, rule, number)
 
 
 def _building_blocks(rules: list[tuple[RuleInfo, SigmaRule]],

@@ -56,7 +56,7 @@ async def test_a_hunt_stores_its_alerts_once_however_often_it_runs(env: Env) -> 
     assert first["rules_converted"] == 1 and first["hits"] == 2 and first["alerts_stored"] == 2
     page = (await env.client.get("/api/v1/alerts", headers=ADMIN_HEADERS)).json()
     assert page["total"] == 2
-    assert {a["log"]["source"]["token"] for a in page["items"]} == {"hunt:logs-1/a", "hunt:logs-1/b"}
+    assert {a["pipesentry"]["origin"]["token"] for a in page["items"]} == {"hunt:logs-1/a", "hunt:logs-1/b"}
     again = await env.client.post("/api/v1/hunts", json={"since": "3650d", "index": "logs-*"},
                                   headers=ADMIN_HEADERS)
     second = await env.finished(again.json()["id"])
