@@ -169,7 +169,11 @@ def without_wildcard(mappings: Any) -> Any:
 
 
 def _no_wildcard_type(exc: BaseException) -> bool:
-    return _status(exc) == 400 and "no handler for type [wildcard]" in repr(exc).lower()
+    """A 400 saying the node has no ``wildcard`` field type: OpenSearch ("no handler for type"),
+    Elasticsearch without the x-pack wildcard module ("the mapper type [wildcard] ... does not exist")."""
+    text = repr(exc).lower()
+    return _status(exc) == 400 and ("no handler for type [wildcard]" in text
+                                    or ("mapper type [wildcard]" in text and "does not exist" in text))
 
 
 def target_index(settings: ElasticsearchSinkSettings, doc: dict[str, Any]) -> str:
