@@ -5,6 +5,7 @@ and the node (``devservices.elasticsearch.NodeTLS``) serves it with a file-realm
 sink trusts that CA through ``ca_certs`` and logs in with basic auth; without ``ca_certs`` it
 trusts only the system CAs, so the handshake fails: a transport error, retried, the alerts held
 in the spool (delivered once the sink is given the CA), and the password in no log record.
+``verify_certs: false`` delivers without the CA (with the client's SecurityWarning).
 """
 
 from __future__ import annotations
@@ -98,6 +99,24 @@ async def test_sink_delivers_over_https_with_ca_certs(tls_node: ElasticsearchNod
     finally:
         await sink.stop()
     assert await asyncio.to_thread(count, tls_node, "ps-tls-*") == 20
+
+
+async def test_verify_certs_false_delivers_without_the_ca(tls_node: ElasticsearchNode) -> None:
+    sink = ElasticsearchSink(ElasticsearchSinkSettings.model_validate({
+        "name": "es", "hosts": [tls_node.url], "index_prefix": "ps-noverify", "verify_certs": False,
+        "username": tls_node.username, "password": tls_node.password}))
+    await sink.start()
+    try:
+        outcome = await sink.deliver([alert(i, r=rule("noverify"), ts=T0 + i).to_document() for i in range(3)])
+        assert outcome.error is None and outcome.done == 3
+    finally:
+        await sink.stop()
+    assert await asyncio.to_thread(count, tls_node, "ps-noverify-*") == 3
+
+
+def test_tls_needs_security(tmp_path: Path, pki: TestCA) -> None:
+    with pytest.raises(ValueError, match="security"):
+        ElasticsearchNode.start(tmp_path, 8, tls=NodeTLS(ca=pki.cert, cert=pki.cert, key=pki.cert))
 
 
 async def test_without_the_ca_the_alerts_stay_spooled_and_no_password_is_logged(
