@@ -14,7 +14,11 @@ clone under ``/root``), it is copied once to ``/var/tmp``.
 
 ``security=True`` starts it with ``xpack.security.enabled`` and a file-realm superuser
 (``bin/elasticsearch-users``): basic auth as ``.username``/``.password``, and API keys made
-with them. HTTP stays plain (no TLS) on loopback.
+with them. HTTP stays plain on loopback unless ``tls`` is given: a :class:`NodeTLS` (the PEM files
+of a CA and of a server certificate + key it signed for 127.0.0.1, made by the caller) turns on
+``xpack.security.http.ssl`` with those files copied into the node's config dir (the node only
+reads files there, and they must belong to its user); ``url`` is then ``https://`` and the
+readiness probe verifies the certificate against that CA. Transport TLS stays off (one node).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import pwd
 import secrets
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -107,6 +112,22 @@ def readable_home(version: str) -> Path:
     return copy
 
 
+@dataclass(frozen=True)
+class NodeTLS:
+    """PEM files for HTTPS on the node: the CA, and the server certificate and (unencrypted) key it signed."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        """A client context trusting only ``ca``."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+TLS_DIR = "tls"  # under the node's config dir; the paths in elasticsearch.yml are relative to it
+
+
 def elasticsearch_yml(node: ElasticsearchNode) -> str:
     lines = {
         "cluster.name": "pipesentry-dev",
@@ -123,8 +144,13 @@ def elasticsearch_yml(node: ElasticsearchNode) -> str:
         "action.auto_create_index": "true",
     }
     if node.security:
-        lines |= {"xpack.security.http.ssl.enabled": "false", "xpack.security.transport.ssl.enabled": "false",
+        lines |= {"xpack.security.http.ssl.enabled": "true" if node.tls else "false",
+                  "xpack.security.transport.ssl.enabled": "false",
                   "xpack.security.authc.api_key.enabled": "true"}
+    if node.security and node.tls:
+        lines |= {"xpack.security.http.ssl.certificate": f"{TLS_DIR}/http.crt",
+                  "xpack.security.http.ssl.key": f"{TLS_DIR}/http.key",
+                  "xpack.security.http.ssl.certificate_authorities": f"{TLS_DIR}/ca.crt"}
     return "".join(f"{key}: {value}\n" for key, value in lines.items())
 
 
@@ -138,6 +164,7 @@ class ElasticsearchNode(ServerHandle):
     transport_port: int
     runtime_dir: Path
     security: bool = False
+    tls: NodeTLS | None = None
     flavor: str = "elasticsearch"
     version: str = ""
     username: str | None = None
@@ -147,7 +174,12 @@ class ElasticsearchNode(ServerHandle):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What ``httpx`` needs to reach the node: a context trusting the node's CA when it serves TLS."""
+        return self.tls.context() if self.tls else True
 
     @property
     def log_path(self) -> Path:
@@ -159,9 +191,13 @@ class ElasticsearchNode(ServerHandle):
 
     @classmethod
     def start(
-        cls, workdir: Path, major: int = 8, *, security: bool = False, timeout: float = START_TIMEOUT
+        cls, workdir: Path, major: int = 8, *, security: bool = False, tls: NodeTLS | None = None,
+        timeout: float = START_TIMEOUT,
     ) -> ElasticsearchNode:
-        """Start a fresh single node of Elasticsearch ``major`` (8 or 9) under ``workdir``."""
+        """Start a fresh single node of Elasticsearch ``major`` (8 or 9) under ``workdir``;
+        ``tls`` (HTTPS with the caller's CA and certificate) needs ``security``."""
+        if tls is not None and not security:
+            raise ValueError("tls needs security=True: Elasticsearch serves HTTPS only with security on")
         began = time.monotonic()
         fetch(ELASTICSEARCH_DISTS)
         version = version_for(major)
@@ -171,7 +207,7 @@ class ElasticsearchNode(ServerHandle):
         for attempt in range(1, START_ATTEMPTS + 1):
             runtime = Path(tempfile.mkdtemp(prefix=f"pipesentry-es{major}-"))
             node = cls(workdir=workdir / f"node-{attempt}", major=major, port=free_port(),
-                       transport_port=free_port(), runtime_dir=runtime, security=security)
+                       transport_port=free_port(), runtime_dir=runtime, security=security, tls=tls)
             _NODES.add(node)
             node.workdir.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(OSError):
@@ -201,6 +237,12 @@ class ElasticsearchNode(ServerHandle):
         for name in ("data", "logs", "tmp"):
             (self.runtime_dir / name).mkdir()
         (self.runtime_dir / "config" / "elasticsearch.yml").write_text(elasticsearch_yml(self))
+        if self.tls is not None:
+            tls_dir = self.runtime_dir / "config" / TLS_DIR
+            tls_dir.mkdir()
+            for source, name in ((self.tls.ca, "ca.crt"), (self.tls.cert, "http.crt"), (self.tls.key, "http.key")):
+                shutil.copyfile(source, tls_dir / name)
+                (tls_dir / name).chmod(0o600 if name.endswith(".key") else 0o640)
         if self.security:
             self.username, self.password = SUPERUSER, secrets.token_urlsafe(18)
             java = java_home(*JAVA_RANGES.get(self.major, (21, None)))
@@ -230,18 +272,18 @@ class ElasticsearchNode(ServerHandle):
 
     def _healthy(self) -> bool:
         response = httpx.get(f"{self.url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"},
-                             auth=self.auth, timeout=5)
+                             auth=self.auth, verify=self.verify, timeout=5)
         return response.status_code == 200 and response.json().get("status") in ("yellow", "green")
 
     def info(self) -> dict[str, Any]:
         """``GET /`` where the node answers it; this distribution answers 405, so it is rebuilt
         from ``GET /_nodes/_local`` (cluster name, version number, build flavor)."""
-        response = httpx.get(self.url, auth=self.auth, timeout=10)
+        response = httpx.get(self.url, auth=self.auth, verify=self.verify, timeout=10)
         if response.status_code != 405:
             response.raise_for_status()
             body: dict[str, Any] = response.json()
             return body
-        nodes = httpx.get(f"{self.url}/_nodes/_local", auth=self.auth, timeout=10)
+        nodes = httpx.get(f"{self.url}/_nodes/_local", auth=self.auth, verify=self.verify, timeout=10)
         nodes.raise_for_status()
         local = nodes.json()
         (node,) = local["nodes"].values()

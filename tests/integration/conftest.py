@@ -122,17 +122,18 @@ def search_node(search_node_factory: Callable[[], SearchNode]) -> SearchNode:
 
 @pytest.fixture(scope="session")
 def es8_factory(devservice_pool: ServerPool) -> Callable[..., ElasticsearchNode]:
-    """``es8_factory(security=False)`` -> a private Elasticsearch 8 node (Java 17), stopped at session end."""
-    return lambda security=False: devservice_pool.start(
-        "es8", lambda workdir: ElasticsearchNode.start(workdir, 8, security=security)
+    """``es8_factory(security=False, tls=None)`` -> a private Elasticsearch 8 node (Java 17), stopped at session end;
+    ``tls`` is a ``devservices.elasticsearch.NodeTLS`` (HTTPS, needs ``security=True``)."""
+    return lambda security=False, tls=None: devservice_pool.start(
+        "es8", lambda workdir: ElasticsearchNode.start(workdir, 8, security=security, tls=tls)
     )
 
 
 @pytest.fixture(scope="session")
 def es9_factory(devservice_pool: ServerPool) -> Callable[..., ElasticsearchNode]:
-    """``es9_factory(security=False)`` -> a private Elasticsearch 9 node (Java 21+), stopped at session end."""
-    return lambda security=False: devservice_pool.start(
-        "es9", lambda workdir: ElasticsearchNode.start(workdir, 9, security=security)
+    """``es9_factory(security=False, tls=None)`` -> a private Elasticsearch 9 node (Java 21+), stopped at session end."""
+    return lambda security=False, tls=None: devservice_pool.start(
+        "es9", lambda workdir: ElasticsearchNode.start(workdir, 9, security=security, tls=tls)
     )
 
 

@@ -3,7 +3,8 @@
 Against real Elasticsearch 8.19 and 9.1 nodes: the sink asks the server its version (the
 integration-test distribution answers 405 to ``GET /``, so through ``/_nodes/_local``) and
 declares the server's major in its media types; a pinned major the server refuses fails clearly
-before any write; basic auth against a node with security on (file-realm user).
+before any write; basic auth against a node with security on (file-realm user; the same over
+HTTPS in test_sinks_elasticsearch_tls.py).
 
 :class:`FakeElasticsearch` stays only for what a real node cannot be made to show on demand,
 each test says why.
@@ -112,7 +113,8 @@ async def test_an_older_major_is_accepted_by_elasticsearch_9(es9_node: Elasticse
 @pytest.mark.slow
 async def test_basic_auth_against_a_node_with_security_on(es8_factory: Callable[..., ElasticsearchNode],
                                                          tmp_path: Path) -> None:
-    """File-realm user made with ``bin/elasticsearch-users``; plain HTTP on loopback.
+    """File-realm user made with ``bin/elasticsearch-users``; plain HTTP on loopback (HTTPS with
+    a CA made in the test: test_sinks_elasticsearch_tls.py).
 
     API keys cannot be shown on this distribution: creating one needs the ``.security`` index,
     whose mappings use the ``pattern_capture`` filter of the analysis-common module, which the

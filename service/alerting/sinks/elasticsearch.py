@@ -34,14 +34,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import ssl
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from .base import Outcome, RawSink, SinkError, retriable_status, sink_error
 from .registry import SinkContext, register_sink
@@ -84,6 +86,13 @@ class ElasticsearchSinkSettings(SinkSettings):
     compatible_with: Literal["auto", 7, 8, 9] = "auto"
     """REST API major declared to Elasticsearch (``compatible-with=N`` media types): ``auto``
     = the server's major, detected before the first write; a number pins it."""
+
+    @model_validator(mode="after")
+    def _ca_certs_need_https(self) -> ElasticsearchSinkSettings:
+        # Hosts are not echoed: a host URL may carry user:password.
+        if self.ca_certs and not all(h.lower().startswith("https://") for h in self.hosts):
+            raise ValueError("ca_certs is set but not every host is https://; the CA is only used over TLS")
+        return self
 
 
 _COMPAT = re.compile(r"compatible-with=\d+")
@@ -169,7 +178,11 @@ def without_wildcard(mappings: Any) -> Any:
 
 
 def _no_wildcard_type(exc: BaseException) -> bool:
-    return _status(exc) == 400 and "no handler for type [wildcard]" in repr(exc).lower()
+    """A 400 saying the node has no ``wildcard`` field type: OpenSearch ("no handler for type"),
+    Elasticsearch without the x-pack wildcard module ("the mapper type [wildcard] ... does not exist")."""
+    text = repr(exc).lower()
+    return _status(exc) == 400 and ("no handler for type [wildcard]" in text
+                                    or ("mapper type [wildcard]" in text and "does not exist" in text))
 
 
 def target_index(settings: ElasticsearchSinkSettings, doc: dict[str, Any]) -> str:
@@ -201,6 +214,18 @@ class ElasticsearchSink(RawSink):
         self.op_type = "create" if settings.mode == "datastream" else "index"
 
     def _make_client(self) -> Any:
+        """The async client; a ``ca_certs`` that is not a readable PEM file of certificates is a
+        ValueError naming it (the client libraries would say "not a path" or raise an SSLError)."""
+        s = self.settings
+        if s.ca_certs and not (os.path.isfile(s.ca_certs) and os.access(s.ca_certs, os.R_OK)):
+            raise ValueError(f"{s.name}: ca_certs {s.ca_certs!r} is not a readable file")
+        try:
+            return self._new_client()
+        except ssl.SSLError as exc:
+            raise ValueError(f"{s.name}: ca_certs {s.ca_certs!r} holds no usable CA certificate: "
+                             f"{exc.reason or exc}") from exc
+
+    def _new_client(self) -> Any:
         s = self.settings
         if s.flavor == "opensearch":
             from opensearchpy import AsyncOpenSearch

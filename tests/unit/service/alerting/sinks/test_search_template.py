@@ -8,6 +8,7 @@ from typing import Any
 from service.alerting.sinks.elasticsearch import (
     ElasticsearchSink,
     ElasticsearchSinkSettings,
+    _no_wildcard_type,
     without_wildcard,
 )
 
@@ -47,6 +48,16 @@ async def test_a_node_without_wildcard_gets_the_keyword_template() -> None:
     (body,) = client.indices.bodies
     command_line = body["template"]["mappings"]["properties"]["process"]["properties"]["command_line"]
     assert command_line == {"type": "keyword", "ignore_above": 8191}
+
+
+def test_both_servers_ways_of_saying_there_is_no_wildcard_type() -> None:
+    opensearch = "mapper_parsing_exception: No handler for type [wildcard] declared on field [command_line]"
+    # Elasticsearch 8.19 / 9.x without the wildcard module (the integration-test distribution), composable template:
+    elasticsearch = ("illegal_argument_exception: composable template [t] template after composition is invalid; "
+                     "mapper_parsing_exception: The mapper type [wildcard] declared on field [command_line] does "
+                     "not exist. It might have been created within a future version or requires a plugin")
+    assert _no_wildcard_type(NoWildcard(opensearch)) and _no_wildcard_type(NoWildcard(elasticsearch))
+    assert not _no_wildcard_type(NoWildcard("mapper_parsing_exception: The mapper type [flattened] ... does not exist"))
 
 
 def test_ecs_named_data_stream_and_lifecycle_policy() -> None:
