@@ -18,20 +18,11 @@ from service.hunt.client import open_client
 from service.hunt.hunt import HuntPlan, convert_plan, run_plan
 from service.hunt.settings import HuntSettings
 from service.hunt.timerange import TimeRange, parse_when
+from tests.support.fixtures import rule_text
 
 pytestmark = pytest.mark.integration
 
-RULE = """
-title: Curl in a build
-id: 5b7f7d0e-3a53-4f7b-9f43-6f1d2a0c9e01
-author: Jane Doe
-level: high
-logsource: {category: ci_job_log}
-detection:
-  sel:
-    message|contains: 'curl '
-  condition: sel
-"""
+RULE = rule_text("curl_in_ci_log").replace("11111111-1111-4111-8111-111111111111", "5b7f7d0e-3a53-4f7b-9f43-6f1d2a0c9e01")
 INDEX = "hunt-it-ci"
 
 

@@ -11,19 +11,10 @@ import yaml
 
 from detectors.alert import alert_id
 from service.cli import main
+from tests.support.fixtures import rule_text
 from tests.support.search import FakeSearchClient
 
-RULE = """
-title: Curl piped into sh
-id: 11111111-1111-4111-8111-111111111111
-author: Jane Doe
-level: high
-logsource: {category: ci_job_log}
-detection:
-  sel:
-    message|contains: 'curl '
-  condition: sel
-"""
+RULE = rule_text("curl_in_ci_log")
 RULE_ID = "11111111-1111-4111-8111-111111111111"
 DOCS = {"ci-logs": [{"_id": "a", "@timestamp": "2026-11-24T10:00:00Z", "message": "curl x | sh"},
                     {"_id": "b", "@timestamp": "2026-11-24T10:00:01Z", "message": "curl y | sh"}]}

@@ -9,18 +9,9 @@ import pytest
 from service.hunt.convert import PipelineError, build_pipeline, convert_rules
 from service.hunt.hunt import HuntPlan, convert_plan
 from service.hunt.rules import load_hunt_rules
+from tests.support.fixtures import rule_text
 
-GOOD = """
-title: Curl piped into sh
-id: 11111111-1111-4111-8111-111111111111
-author: Jane Doe
-level: high
-logsource: {category: ci_job_log}
-detection:
-  sel:
-    message|contains: 'curl '
-  condition: sel
-"""
+GOOD = rule_text("curl_in_ci_log")
 
 FIELDREF = """
 title: Field reference
