@@ -49,6 +49,8 @@ class Receiver:
         self.got = Received()
         self.fail_next = 0
         self.fail_status = 500
+        self.fail_only: tuple[str, ...] = ()
+        """Paths (suffixes) the injected failures apply to; empty: every request."""
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -73,7 +75,7 @@ class Receiver:
     @web.middleware
     async def _failer(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.got.requests += 1
-        if self.fail_next > 0:
+        if self.fail_next > 0 and (not self.fail_only or request.path.endswith(self.fail_only)):
             self.fail_next -= 1
             return web.Response(status=self.fail_status, text="injected failure")
         response: web.StreamResponse = await handler(request)
@@ -366,6 +368,7 @@ class FakeElasticsearch(Receiver):
         super().__init__()
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.templates: dict[str, Any] = {}
+        self.fail_only = ("/_bulk",)  # deliveries fail; the sink's start (version, template) does not
         self.item_failures: dict[str, list[int]] = {}
         """_id -> statuses to answer for its next bulk items (then success)."""
         self.bulk_bodies: list[bytes] = []
