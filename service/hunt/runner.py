@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.alert import Alert
+from service.errors import ServiceError
 from service.hunt.alerts import hit_alert
 from service.hunt.client import SearchClient, SearchError
 from service.hunt.convert import Failure, Query
@@ -97,7 +98,7 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
-class _Refused(Exception):
+class _Refused(ServiceError):
     """The node refused one rule's request for its content; the reason is the text."""
 
 

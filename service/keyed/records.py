@@ -31,6 +31,7 @@ import orjson
 from detectors.correlation.fields import key_part
 from detectors.correlation.spec import CorrelationSpec
 from detectors.event import MISSING, get
+from service.errors import ServiceError
 
 VERSION = 1
 MAX_RECORD_BYTES = 65_536
@@ -43,7 +44,7 @@ MAX_PARTITIONS = 4096
 """Input partitions (and topics) one watermark record may list."""
 
 
-class RecordError(ValueError):
+class RecordError(ServiceError, ValueError):
     """A state record that cannot be read (wrong version, malformed, out of bounds)."""
 
 

@@ -10,13 +10,14 @@ from typing import Any
 
 from service.config import Settings, TopicSettings
 from service.detection import Detector
+from service.errors import ServiceError
 from service.keyed.stage1 import StateRecordProducer
 from service.keyed.stage2 import KeyedDetector
 from service.partition_state import default_instance_id
 from service.sources.kafka import KafkaSource
 
 
-class KeyedConfigError(ValueError):
+class KeyedConfigError(ServiceError, ValueError):
     pass
 
 

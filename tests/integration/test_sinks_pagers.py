@@ -103,7 +103,7 @@ async def test_slack_block_kit_message(tmp_path: Path) -> None:
     assert slack.got.rejected == []
     blocks = slack.got.accepted[0]["blocks"]
     button = next(b for b in blocks if b["type"] == "actions")["elements"][0]
-    assert button["url"] == f"https://pipesentry.example.org/api/v1/alerts/{a.id}"
+    assert button["url"] == f"https://pipesentry.example.org/alerts/{a.id}"
     assert any("Tester" in f["text"] for b in blocks if b["type"] == "section" for f in b.get("fields", []))
 
 
