@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from console_queries import NOW, fill, triage_some  # noqa: E402
+from console_queries import NOW, fill, spread_ms, triage_some  # noqa: E402
 
 from service.alerting.config import AlertingSettings  # noqa: E402
 from service.alerting.router import AlertRouter  # noqa: E402
@@ -83,8 +82,7 @@ async def measure(router: AlertRouter, data: Path, runs: int) -> dict[str, dict[
                 assert response.status_code == 200, (path, response.status_code, response.text[:300])
                 if i:
                     times.append((time.perf_counter() - started) * 1000)
-            out[name] = {"median_ms": round(statistics.median(times), 1), "min_ms": round(min(times), 1),
-                         "max_ms": round(max(times), 1), "bytes": float(len(response.content))}
+            out[name] = {**spread_ms(times), "bytes": float(len(response.content))}
     return out
 
 
