@@ -146,7 +146,7 @@ class Service:
         store = StateStore(s.data_dir / "state")
         self.local_state = LocalState(self.detector, store)
         await self.local_state.restore()
-        tune_gc()
+        tune_gc(collect=not outcome.restored)  # a cached ruleset made next to no garbage
         self.reloader = Reloader(self.detector, s.rules, s.correlation, s.anomaly,
                                  config_path=self._config_path, settings_loader=self._settings_loader,
                                  apply_alerting=self.router.reload if self._settings_loader else None)

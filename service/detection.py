@@ -99,6 +99,8 @@ class CompileOutcome:
     errors: tuple[RuleError, ...]
     accepted: bool
     reason: str = ""
+    restored: bool = False
+    """The ruleset came from the compiled-ruleset cache (see :func:`service.pipeline.tune_gc`)."""
 
 
 def _compile_correlation(ruleset: Any, enabled: bool | None,
@@ -158,7 +160,7 @@ def compile_detection(rule_paths: Sequence[Path], pipelines: Sequence[Path], *, 
     if errors and not skip_invalid:
         return CompileOutcome(None, tuple(errors), False,
                               f"{len(errors)} rule error(s) and rules.skip_invalid is false")
-    return CompileOutcome(candidate, tuple(errors), True)
+    return CompileOutcome(candidate, tuple(errors), True, restored=result.restored)
 
 
 def scope_name(key: ScopeKey) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from detectors.sigma import LoadResult, RuleError, RuleText, compile_ruleset
+from detectors.sigma import LoadResult, RuleError, RuleText
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
 
 RULE_SUFFIXES: tuple[str, ...] = (".yml", ".yaml")
@@ -194,6 +194,8 @@ def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid
         key = rules_cache.cache_key(texts, pipeline_texts, regex_timeout_ms)
         result = rules_cache.load(Path(cache_dir), key, regex_timeout_ms)
     if result is None:
+        from detectors.sigma.compiler import compile_ruleset  # pySigma's parser: only to compile
+
         result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
                                  regex_timeout_ms=regex_timeout_ms, on_progress=on_progress)
         if cache_dir is not None:

@@ -35,7 +35,7 @@ __all__ = ["KEEP", "SUFFIX", "RuleText", "cache_key", "engine_fingerprint", "loa
 
 log = logging.getLogger(__name__)
 
-FORMAT = "1"
+FORMAT = "2"
 SUFFIX = ".ruleset"
 KEEP = 4
 """Entries kept per cache directory (the newest by last use); older ones are removed on write."""

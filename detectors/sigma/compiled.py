@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.model import Match, RuleInfo
 from detectors.sigma.atoms import MISS, Atom, View
-from detectors.sigma.conditions import Node, Predicate, to_predicate
+from detectors.sigma.conditions import Node, Predicate, positive_atoms, to_predicate, trigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,59 @@ class CompiledRule:
             assert self.condition is not None, "a compiled rule keeps its condition"
             self._naive.append(to_predicate(self.condition, lambda aid: False))
         return self._naive[0](ctx)
+
+
+def compiled_rule(info: RuleInfo, node: Node, order: int, atoms: Sequence[Atom]) -> CompiledRule:
+    """A rule from its condition IR over ``atoms`` (what the compiler and the ruleset cache share)."""
+
+    def indexed(aid: int) -> bool:
+        return bool(atoms[aid].keys)
+    positives = positive_atoms(node)
+    return CompiledRule(
+        info=info,
+        predicate=to_predicate(node, indexed),
+        atom_ids=tuple(dict.fromkeys(positives + positive_atoms(node, positive=False))),
+        positives=tuple(positives),
+        trigger=trigger(node, indexed),
+        order=order,
+        condition=node,
+    )
+
+
+RuleParts = tuple[RuleInfo, Node, int, tuple[int, ...], tuple[int, ...], "tuple[frozenset[int], ...] | None"]
+"""What :func:`restored_rule` needs: info, condition, order, atom ids, positives, trigger (plain data)."""
+
+
+def rule_parts(rule: CompiledRule) -> RuleParts:
+    """The plain data a compiled rule is made of (see :func:`restored_rule`)."""
+    assert rule.condition is not None, "a compiled rule keeps its condition"
+    return (rule.info, rule.condition, rule.order, rule.atom_ids, rule.positives, rule.trigger)
+
+
+class LazyPredicate:
+    """A rule's predicate made from its condition on first use (a restored ruleset holds thousands
+    of rules of which an event stream may evaluate few)."""
+
+    __slots__ = ("atoms", "made", "node")
+
+    def __init__(self, node: Node, atoms: Sequence[Atom]) -> None:
+        self.node = node
+        self.atoms = atoms
+        self.made: Predicate | None = None
+
+    def __call__(self, ctx: Any) -> bool:
+        made = self.made
+        if made is None:
+            atoms = self.atoms
+            made = self.made = to_predicate(self.node, lambda aid: bool(atoms[aid].keys))
+        return made(ctx)
+
+
+def restored_rule(parts: RuleParts, atoms: Sequence[Atom]) -> CompiledRule:
+    """The rule :func:`compiled_rule` made, from :func:`rule_parts` (its predicate made on first use)."""
+    info, node, order, atom_ids, positives, trigger_ = parts
+    return CompiledRule(info=info, predicate=LazyPredicate(node, atoms), atom_ids=atom_ids, positives=positives,
+                        trigger=trigger_, order=order, condition=node)
 
 
 class Context:

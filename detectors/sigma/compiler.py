@@ -20,14 +20,13 @@ from sigma.rule import SigmaRule
 from sigma.rule.base import SigmaYAMLLoader
 
 from detectors.model import RuleInfo
-from detectors.sigma.atoms import Atom
-from detectors.sigma.compiled import CompiledRule
-from detectors.sigma.conditions import Node, positive_atoms, to_predicate, trigger
+from detectors.sigma.compiled import CompiledRule, compiled_rule
 from detectors.sigma.detection import AtomTable, rule_node
 from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import CompileError, RuleError, RuleText
 from detectors.sigma.modifiers import rewrite_detection
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
+from detectors.sigma.result import LoadResult
 from detectors.sigma.rules import apply_filter, filter_targets, rule_id, rule_info
 from detectors.yamlsafe import YamlError, YamlLimits, check_text, load_documents
 
@@ -35,14 +34,6 @@ RULE_YAML_LIMITS = YamlLimits(max_bytes=1 << 20, max_depth=64, max_nodes=50_000)
 """Bounds on one rule file's YAML (aliases expanded); see ``detectors.yamlsafe``. The largest
 SigmaHQ rule has about 4,500 nodes, 300 kB and depth 4; compile time grows with the node count
 (about 0.5 ms per wildcard value), so the node bound is also the compile-time bound."""
-
-
-@dataclass
-class LoadResult:
-    """A compiled ruleset and the errors met while building it."""
-
-    ruleset: Ruleset
-    errors: list[RuleError] = field(default_factory=list)
 
 
 @dataclass
@@ -206,23 +197,6 @@ def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline 
         except Exception as exc:  # transformations raise assorted error types
             raise CompileError(f"processing pipeline failed: {_reason(exc)}") from exc
     return compiled_rule(info, rule_node(rule, table), order, table.atoms)
-
-
-def compiled_rule(info: RuleInfo, node: Node, order: int, atoms: Sequence[Atom]) -> CompiledRule:
-    """A rule from its condition IR over ``atoms`` (what the compiler and the ruleset cache share)."""
-
-    def indexed(aid: int) -> bool:
-        return bool(atoms[aid].keys)
-    positives = positive_atoms(node)
-    return CompiledRule(
-        info=info,
-        predicate=to_predicate(node, indexed),
-        atom_ids=tuple(dict.fromkeys(positives + positive_atoms(node, positive=False))),
-        positives=tuple(positives),
-        trigger=trigger(node, indexed),
-        order=order,
-        condition=node,
-    )
 
 
 def _resolve_correlations(correlations: list[tuple[_Parsed, RuleInfo]], rules: list[SigmaRule],

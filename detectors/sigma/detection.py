@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-import re2
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
@@ -34,23 +32,13 @@ from sigma.types import (
 
 from detectors.sigma.atoms import (
     Atom,
-    CidrAtom,
-    CompareAtom,
-    ExistsAtom,
-    FieldRefAtom,
-    NullAtom,
-    RegexAtom,
-    TextAtom,
 )
 from detectors.sigma.conditions import Node, make_and, make_not, make_or
 from detectors.sigma.errors import CompileError
-from detectors.sigma.regex import DEFAULT_TIMEOUT_MS, compile_regex, re2_test, required_literals
-from detectors.sigma.screen_abi import CheckKind
+from detectors.sigma.recipes import Recipe, make_atom
+from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
 from detectors.sigma.text import Part, as_text, pattern_of, string_parts
 
-_GLOB_OPTIONS = re2.Options()
-_GLOB_OPTIONS.log_errors = False
-_GLOB_OPTIONS.never_capture = True
 _FLAGS = {
     SigmaRegularExpressionFlag.IGNORECASE: "i",
     SigmaRegularExpressionFlag.MULTILINE: "m",
@@ -59,12 +47,6 @@ _FLAGS = {
 _OPS = {"LT": "lt", "LTE": "lte", "GT": "gt", "GTE": "gte", "NEQ": "neq"}
 MAX_VALUE_LENGTH = 65536
 """Longest rule value accepted (longer ones are almost certainly broken input)."""
-
-
-Recipe = tuple[tuple[Any, ...], str]
-"""How an atom is built: its key (kind, field, test) and the field as the rule spelled it. Plain
-data (strings, numbers, enums, :class:`Pattern`): the compiled-ruleset cache stores recipes, and
-:func:`make_atom` builds the same atom from one as the compiler does."""
 
 
 class AtomTable:
@@ -88,31 +70,6 @@ class AtomTable:
             self.recipes.append((key, display))
             self._ids[key] = aid
         return ("atom", aid)
-
-
-def make_atom(key: tuple[Any, ...], display: str, counters: dict[str, int],
-              regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> Atom:
-    """The atom of a recipe (see :data:`Recipe`); raises :class:`CompileError` for a bad regex."""
-    kind, field = key[0], key[1]
-    if kind == "text":
-        pattern, cased = key[2], key[3]
-        glob = _glob(pattern.regex) if pattern.kind is CheckKind.GLOB else None
-        return TextAtom(field, display, pattern, cased, glob)
-    if kind == "re":
-        source = key[2]
-        search, on_re2 = compile_regex(source, counters, regex_timeout_ms)
-        return RegexAtom(field, display, search, required_literals(source, on_re2), source if on_re2 else None)
-    if kind == "cmp":
-        return CompareAtom(field, display, key[2], key[3], key[4])
-    if kind == "null":
-        return NullAtom(field, display)
-    if kind == "exists":
-        return ExistsAtom(field, display, key[2])
-    if kind == "cidr":
-        return CidrAtom(field, display, ipaddress.ip_network(key[2]))
-    if kind == "ref":
-        return FieldRefAtom(field, display, key[2], key[3], key[4])
-    raise CompileError(f"unknown atom kind {kind!r}")
 
 
 def rule_node(rule: SigmaRule, table: AtomTable) -> Node:
@@ -145,10 +102,6 @@ def _node(tree: Any, table: AtomTable) -> Node:
             return _keyword(tree.value, table)
         case _:
             raise CompileError(f"unsupported condition element {type(tree).__name__}")
-
-
-def _glob(source: str) -> Any:
-    return re2_test(re2.compile(source, _GLOB_OPTIONS), full=True)
 
 
 def _text_atom(field: str | None, display: str, parts: list[Part], cased: bool, table: AtomTable) -> Node:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-from sigma.correlations import SigmaCorrelationRule
+from typing import TYPE_CHECKING
 
 from detectors.event import flatten
 from detectors.model import Event, LogSource, Match, RuleInfo
 from detectors.sigma.atoms import Atom, View
 from detectors.sigma.compiled import CompiledRule, Context, make_match
-from detectors.sigma.detection import Recipe
 from detectors.sigma.index import RuleIndex
+from detectors.sigma.recipes import Recipe
 from detectors.sigma.screen import Screen, build
+from detectors.sigma.screen_abi import Plan
+
+if TYPE_CHECKING:  # pySigma's parser is imported to compile rules, not to restore a cached ruleset
+    from sigma.correlations import SigmaCorrelationRule
 
 MAX_ROUTES = 256
 """Distinct event log sources whose route is cached (the cache is reset beyond that)."""
@@ -21,16 +24,19 @@ MAX_ROUTES = 256
 class Route:
     """The index to consult for one event log source."""
 
-    __slots__ = ("_screen", "index")
+    __slots__ = ("_plan", "_screen", "index")
 
-    def __init__(self, index: RuleIndex) -> None:
+    def __init__(self, index: RuleIndex, plan: Plan | None = None) -> None:
         self.index = index
         self._screen: Screen | bool | None = False
         """The route's native screen, built on first request (None: not available)."""
+        self._plan = plan
+        """The screen's plan when it is known already (a restored route), else exported from the index."""
 
     def screen(self, atoms: list[Atom]) -> Screen | None:
         if self._screen is False:
-            self._screen = build(self.index, atoms)
+            self._screen = build(self.index, atoms, self._plan)
+            self._plan = None
         return self._screen  # type: ignore[return-value]
 
     def evaluate(self, event: Event, atoms: list[Atom]) -> list[Match]:
@@ -113,6 +119,16 @@ class Ruleset:
             self._by_source.clear()
         self._by_source[logsource] = route
         return route
+
+    def route_index(self, logsource: LogSource | None = None) -> RuleIndex:
+        """The rule index of ``logsource``'s route (built on first request)."""
+        return self._route(logsource).index
+
+    def adopt_route(self, index: RuleIndex, plan: Plan | None = None) -> None:
+        """Use ``index`` (and its screen's ``plan``) as the unrouted route (``logsource=None``), as the
+        compiled-ruleset cache restores it; it must be the index :meth:`route_index` would build."""
+        self._routes[None] = Route(index, plan)
+        self._by_source.pop(None, None)
 
     def screen(self, logsource: LogSource | None = None) -> Screen | None:
         """The native screen of ``logsource``'s route (see :mod:`detectors.sigma.screen`), if built."""

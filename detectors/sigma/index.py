@@ -8,6 +8,7 @@ without touching the string again, other atoms are verified by ``check``.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from typing import Any
 
 import ahocorasick
@@ -52,6 +53,10 @@ class _SmallMatcher:
 
 
 def _end(item: tuple[int, Any]) -> int:
+    return item[0]
+
+
+def _first(item: tuple[str, Any]) -> str:
     return item[0]
 
 
@@ -113,7 +118,7 @@ class FieldIndex:
             return
         automaton = ahocorasick.Automaton()
         short: dict[str, Entry] = {}
-        for key, entries in self._pending.items():
+        for key, entries in sorted(self._pending.items(), key=_first):  # sorted: the cache rebuilds it alike
             value: Entry = (len(key) - 1, _split(entries, Mode.ANYWHERE), _split(entries, Mode.PREFIX),
                             _split(entries, Mode.SUFFIX), _split(entries, Mode.VERIFY))
             if len(key) == 1:
@@ -133,6 +138,48 @@ class FieldIndex:
     def _small_ok(self, items: tuple[tuple[str, Entry], ...]) -> bool:
         """A field value is verified as a whole, so first occurrences are enough."""
         return True
+
+    def state(self) -> FieldState:
+        """The finished index as plain data (see :meth:`from_state`): the automaton as its keys in the
+        order :meth:`finish` added them, so the automaton built again lists them in the same order."""
+        assert not self._pending, "a finished index"
+        automaton = self.automaton
+        keys: tuple[tuple[str, Entry], ...] = ()
+        if automaton is not None:
+            keys = automaton.items if isinstance(automaton, _SmallMatcher) else tuple(sorted(automaton.items(), key=_first))
+        return (type(self) is KeywordIndex, dict(self.exact), self.every, dict(self.short), keys,
+                isinstance(automaton, _SmallMatcher))
+
+    @staticmethod
+    def from_state(state: FieldState, atoms: int) -> FieldIndex:
+        """The index :meth:`state` was taken of (its value cache empty); the automaton is built again.
+        Raises ValueError when it names an atom id not below ``atoms``."""
+        keyword, exact, every, short, keys, small = state
+        ids = set(every)
+        for plain, verify in exact.values():
+            ids.update(plain)
+            ids.update(verify)
+        for entries in (short.values(), (entry for _, entry in keys)):
+            for entry in entries:
+                for group in entry[1:]:
+                    ids.update(group)
+        if ids and (min(ids) < 0 or max(ids) >= atoms):
+            raise ValueError("an index state that names an unknown atom")
+        index = KeywordIndex() if keyword else FieldIndex()
+        index.exact = exact
+        index.every = every
+        index.short = short
+        index.short_keys = frozenset(short)
+        if small:
+            index.automaton = _SmallMatcher(keys)
+        elif keys:
+            automaton = ahocorasick.Automaton()
+            add = automaton.add_word
+            for key, value in keys:
+                add(key, value)
+            automaton.make_automaton()
+            index.automaton = automaton
+        return index
 
     def satisfied(self, text: str, atoms: list[Atom]) -> tuple[int, ...]:
         """Ids of the indexed atoms that a value with this text satisfies."""
@@ -191,6 +238,11 @@ class FieldIndex:
                         tried.add(aid)
                         if atoms[aid].check(text, folded):
                             hits[aid] = value
+
+
+FieldState = tuple[bool, dict[str, tuple[tuple[int, ...], tuple[int, ...]]], tuple[int, ...], dict[str, Entry],
+                   tuple[tuple[str, Entry], ...], bool]
+"""A finished field index as plain data: keyword index?, exact, every, short, automaton keys, small matcher?"""
 
 
 class KeywordIndex(FieldIndex):
@@ -284,6 +336,11 @@ class KeywordIndex(FieldIndex):
                         hits[aid] = text
 
 
+IndexState = tuple[list[int], dict[str, FieldState], "FieldState | None", dict[int, tuple[int, ...]],
+                   tuple[tuple[frozenset[int], ...], ...], tuple[int, ...], tuple[int, ...]]
+"""A rule index as plain data (see :meth:`RuleIndex.state`)."""
+
+
 class RuleIndex:
     """Shared field indexes and trigger tables over a list of rules (one log-source bucket, or all)."""
 
@@ -347,6 +404,39 @@ class RuleIndex:
         self.rest = tuple(rest)
         self.always = tuple(always)
         self.direct_triggers = tuple(direct)
+
+    def state(self, positions: dict[int, int]) -> IndexState:
+        """This index as plain data, its rules as positions (``positions``: ``id(rule)`` -> position in the
+        ruleset); :meth:`from_state` makes the same index again without the work of building it."""
+        return ([positions[id(rule)] for rule in self.rules],
+                {path: index.state() for path, index in self.fields.items()},
+                None if self.keywords is None else self.keywords.state(),
+                self.triggers, self.rest, self.always, self.direct_triggers)
+
+    @classmethod
+    def from_state(cls, state: IndexState, rules: Sequence[CompiledRule], atoms: int) -> RuleIndex:
+        """The index :meth:`state` was taken of, over ``rules`` (the ruleset's, by position) and ``atoms``
+        atom ids; raises ValueError for a state that does not fit them."""
+        chosen, fields, keywords, triggers, rest, always, direct = state
+        index = cls.__new__(cls)
+        index.rules = [rules[position] for position in chosen]
+        count = len(index.rules)
+        for aid, positions in triggers.items():
+            if not 0 <= aid < atoms or any(not 0 <= p < count for p in positions):
+                raise ValueError("an index state that does not fit its ruleset")
+        if len(rest) != count or any(not 0 <= p < count for p in always) or any(
+                aid not in triggers for aid in direct):
+            raise ValueError("an index state that does not fit its ruleset")
+        index.cached = 0
+        index.fields = {path: FieldIndex.from_state(field, atoms) for path, field in fields.items()}
+        index.keywords = None if keywords is None else FieldIndex.from_state(keywords, atoms)  # type: ignore[assignment]
+        if index.keywords is not None and not isinstance(index.keywords, KeywordIndex):
+            raise ValueError("an index state that does not fit its ruleset")
+        index.triggers = triggers
+        index.rest = rest
+        index.always = always
+        index.direct_triggers = direct
+        return index
 
     def _checked_per_value(self, direct: list[int], atoms: list[Atom]) -> list[int]:
         """Move direct trigger atoms that test each value of one field on its own (an unindexable

@@ -262,8 +262,9 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
                 atom_count=len(ids.local))
 
 
-def build(index: RuleIndex, atoms: list[Atom]) -> Screen | None:
-    """The native screen of one route's index, or None without the native module.
+def build(index: RuleIndex, atoms: list[Atom], plan: Plan | None = None) -> Screen | None:
+    """The native screen of one route's index, or None without the native module (``plan``: the
+    index's :func:`export_plan`, when known already: the compiled-ruleset cache keeps it).
 
     Raises :class:`~detectors.sigma.screen_abi.StaleExtension` when the extension was built for
     another plan format (the extension itself refuses such a plan with ``_native.AbiMismatch``):
@@ -274,7 +275,7 @@ def build(index: RuleIndex, atoms: list[Atom]) -> Screen | None:
     if built_for != ABI_VERSION:
         raise StaleExtension(built_for)
     try:
-        screen: Screen = _native.Screen(**export_plan(index, atoms)._asdict())
+        screen: Screen = _native.Screen(**(plan if plan is not None else export_plan(index, atoms))._asdict())
     except _native.AbiMismatch:
         raise  # a stale build of the extension: rebuild it, never run a misread plan
     except ValueError:  # an index the native side cannot hold: that route is not screened

@@ -7,9 +7,16 @@ keeps what that work produced as plain data, and :func:`restore` rebuilds the sa
 - each atom's recipe (kind, field, test; see :data:`~detectors.sigma.detection.Recipe`), built
   again with :func:`~detectors.sigma.detection.make_atom` (regexes and globs are compiled again:
   compiled patterns and closures are not data);
-- each rule's metadata and condition IR, made into predicates again by
-  :func:`~detectors.sigma.compiler.compiled_rule`, exactly as the compiler does;
+- each rule's metadata, condition IR and what the compiler derived from it (atom ids, trigger
+  clauses); its predicate is made from the IR on the rule's first evaluation
+  (:class:`~detectors.sigma.compiled.LazyPredicate`), as :func:`~detectors.sigma.compiled.compiled_rule` makes it;
+- the unrouted route (every rule, ``logsource=None``, what an input without log source uses): its
+  rule index as plain data (:meth:`~detectors.sigma.index.RuleIndex.state`; the automata are built
+  again from their keys) and its native screen's plan (:func:`~detectors.sigma.screen.export_plan`);
 - correlation rules (pySigma objects), filters and the compile errors, as they were.
+
+Restoring imports no pySigma parser (only the modules of the classes a snapshot holds: a
+ruleset with correlation rules brings ``sigma.correlations``).
 
 The bytes are a pickle read by an unpickler that only builds the classes a ruleset holds (this
 project's rule metadata, pySigma's rule and condition types, ``uuid``, ``datetime``, ``pathlib``):
@@ -25,14 +32,18 @@ from typing import Any
 
 from detectors.errors import DetectorError
 from detectors.model import RuleInfo
-from detectors.sigma.compiler import LoadResult, compiled_rule
+from detectors.sigma.compiled import restored_rule, rule_parts
 from detectors.sigma.conditions import Node
-from detectors.sigma.detection import make_atom
 from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import RuleError
+from detectors.sigma.index import RuleIndex
+from detectors.sigma.recipes import make_atom
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
+from detectors.sigma.result import LoadResult
+from detectors.sigma.screen import export_plan
+from detectors.sigma.screen_abi import Plan
 
-MAGIC = b"pipesentry-ruleset-snapshot/1\n"
+MAGIC = b"pipesentry-ruleset-snapshot/2\n"
 """First bytes of every snapshot; another format (or a file that is not one) is refused."""
 
 _MODULES = frozenset({
@@ -59,13 +70,17 @@ class _Unpickler(pickle.Unpickler):
 
 def snapshot(result: LoadResult) -> bytes | None:
     """The bytes of ``result`` (ruleset and compile errors), or None when it cannot be kept
-    (built without recipes, or holding an object pickle cannot write)."""
+    (built without recipes, or holding an object pickle cannot write). Builds the unrouted
+    route's index if it is not built yet (it is kept too)."""
     ruleset = result.ruleset
     if ruleset.recipes is None:
         return None
+    positions = {id(rule): position for position, rule in enumerate(ruleset.compiled)}
+    index = ruleset.route_index(None)
     payload = {
         "recipes": list(ruleset.recipes),
-        "rules": [(rule.info, rule.condition, rule.order) for rule in ruleset.compiled],
+        "rules": [rule_parts(rule) for rule in ruleset.compiled],
+        "route": (index.state(positions), export_plan(index, ruleset._atoms)),
         "correlations": list(ruleset.correlations),
         "filters": list(ruleset.filters),
         "errors": list(result.errors),
@@ -101,11 +116,15 @@ def _build(payload: Any, regex_timeout_ms: float) -> LoadResult:
     counters = {"regex_timeouts": 0}
     atoms = [make_atom(tuple(key), str(display), counters, regex_timeout_ms) for key, display in recipes]
     compiled = []
-    for info, node, order in payload["rules"]:
+    for parts in payload["rules"]:
+        info, node, order, atom_ids, positives, trigger = parts
         if not isinstance(info, RuleInfo) or not isinstance(order, int):
             raise SnapshotError("ruleset snapshot of an unexpected shape")
         _check(node, len(atoms))
-        compiled.append(compiled_rule(info, node, order, atoms))
+        if not _ids_below(atom_ids, len(atoms)) or not _ids_below(positives, len(atoms)) or not (
+                trigger is None or all(_ids_below(clause, len(atoms)) for clause in trigger)):
+            raise SnapshotError("ruleset snapshot names an unknown atom")
+        compiled.append(restored_rule(parts, atoms))
     correlations = [(info, corr) for info, corr in payload["correlations"]]
     filters = list(payload["filters"])
     errors = list(payload["errors"])
@@ -113,7 +132,21 @@ def _build(payload: Any, regex_timeout_ms: float) -> LoadResult:
             isinstance(info, RuleInfo) for info in filters) or not all(isinstance(e, RuleError) for e in errors):
         raise SnapshotError("ruleset snapshot of an unexpected shape")
     ruleset = Ruleset(compiled, atoms, correlations, filters, counters, recipes=recipes)
-    return LoadResult(ruleset=ruleset, errors=errors)
+    route = payload.get("route")
+    if route is not None:
+        state, plan = route
+        if not isinstance(plan, Plan):
+            raise SnapshotError("ruleset snapshot of an unexpected shape")
+        try:
+            index = RuleIndex.from_state(state, ruleset.compiled, len(atoms))
+        except (ValueError, IndexError, TypeError) as exc:
+            raise SnapshotError(f"ruleset snapshot holds a malformed index: {exc}") from None
+        ruleset.adopt_route(index, plan)
+    return LoadResult(ruleset=ruleset, errors=errors, restored=True)
+
+
+def _ids_below(ids: Any, atoms: int) -> bool:
+    return isinstance(ids, tuple | frozenset) and all(type(aid) is int and 0 <= aid < atoms for aid in ids)
 
 
 def _check(node: Node, atoms: int) -> None:

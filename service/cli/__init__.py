@@ -2,20 +2,23 @@
 
 Each sub-command module exposes ``register(subparsers)``, which adds its parser
 and sets ``func`` to a callable taking the parsed namespace and returning an
-exit code. Modules are imported lazily so ``pipesentry --help`` stays fast and a
-broken optional part cannot take the whole CLI down.
+exit code. Modules are imported lazily so a broken optional part cannot take the
+whole CLI down, and :func:`main` imports only the module of the command it runs
+(:data:`COMMANDS`): ``pipesentry eval`` never imports the HTTP client, the API or
+Kafka. ``pipesentry --help``, completion and an unknown command build the whole parser.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from service.cli.output import EXIT_CODES_EPILOG, INTERRUPTED, USAGE
+from service.gctune import tune_thresholds
 
 COMMAND_MODULES: tuple[str, ...] = (
     "service.cli.run_cmd",
@@ -28,10 +31,25 @@ COMMAND_MODULES: tuple[str, ...] = (
     "service.cli.client_cmd",
     "service.cli.completion_cmd",
 )
+COMMANDS: dict[str, str] = {
+    "run": "service.cli.run_cmd",
+    "eval": "service.cli.eval_cmd",
+    "hunt": "service.cli.hunt_cmd",
+    "rules": "service.cli.rules_cmd",
+    "config": "service.cli.config_cmd",
+    "anomaly": "service.cli.anomaly_cmd",
+    "demo": "service.cli.demo_cmd",
+    "alerts": "service.cli.client_cmd",
+    "silences": "service.cli.client_cmd",
+    "completion": "service.cli.completion_cmd",
+}
+"""The module registering each top-level command (``tests/unit/service/cli`` checks it against the parser)."""
 
 
 def version_text() -> str:
     """``pipesentry X.Y.Z`` and whether the native screen is built (without it every event is decoded)."""
+    import importlib.metadata  # ~50 ms: only for --version
+
     try:
         version = importlib.metadata.version("pipesentry")
     except importlib.metadata.PackageNotFoundError:
@@ -40,16 +58,31 @@ def version_text() -> str:
     return f"pipesentry {version} (native screen: {'built' if native else 'not built'})"
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _VersionAction(argparse.Action):
+    """``--version``: the text is made only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show program's version number and exit", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> NoReturn:
+        print(version_text(), file=sys.stdout)
+        parser.exit()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or (``command`` named in :data:`COMMANDS`) of that one only."""
     parser = argparse.ArgumentParser(
         prog="pipesentry",
         description="Sigma rules and anomaly checks over CI/CD and production logs.",
         epilog=EXIT_CODES_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -60,8 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command word of a command line (the first argument not an option; none takes a value here)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    tune_thresholds()  # every command: fewer collections (those that build a ruleset also freeze it)
+    parser = build_parser(command_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -38,7 +38,7 @@ from detectors.alert import Alert, build_alert
 from detectors.anomaly import AnomalyEngine, CheckError
 from detectors.event import DEFAULT_TIME_FIELDS, BadTimestamp, event_time, parse_timestamp
 from detectors.model import Origin
-from detectors.sigma import compile_ruleset
+from detectors.sigma import Ruleset
 from detectors.state import StateError
 from service.anomaly_checks import load_check_files
 from service.cli import anomaly_explain
@@ -189,7 +189,7 @@ def run_replay(args: argparse.Namespace) -> int:
     def on_reject(line: int, reject: Rejected) -> None:
         print(f"line {line}: {reject_text(reject)}", file=err)
 
-    detection = DetectionSet(compile_ruleset([]).ruleset, anomaly=engine)
+    detection = DetectionSet(Ruleset([], [], [], [], {"regex_timeouts": 0}, recipes=()), anomaly=engine)
     tune_gc()
     try:
         replayed = replay_file(stream, spec, detection, path=path, on_reject=on_reject)

@@ -20,7 +20,6 @@ submitted (the Kafka input). A batch whose messages the core cannot screen and d
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -182,16 +181,3 @@ class Pipeline:
                                  lambda positions: [messages[position] for position in positions],
                                  lambda position: messages[position].item_origin)
         return decoded, events
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections for an allocation-heavy loop over a large, long-lived ruleset.
-
-    Objects alive now (compiled rules, indexes) move to the permanent generation
-    so full collections stop walking them; gen-0 runs every 50,000 allocations
-    instead of 700. Called after the initial compile and after each swap.
-    """
-    gc.unfreeze()  # let garbage of a replaced ruleset be collected
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)

@@ -9,11 +9,12 @@ succeed and the record goes to the dead-letter file with the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from .base import Outcome, SinkError, retriable_status
+
+if TYPE_CHECKING:
+    import httpx  # imported when a receiver starts: loading the settings models does not need it
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class HttpReceiver:
 
     async def start(self) -> None:
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s),
                                              headers={"User-Agent": "pipesentry"})
 
@@ -55,6 +58,7 @@ class HttpReceiver:
 
     async def deliver(self, records: list[dict[str, Any]]) -> Outcome:
         assert self._client is not None, "receiver not started"
+        import httpx
         rejected: list[tuple[dict[str, Any], str]] = []
         for i, page in enumerate(records):
             if page.get("action") == "resolve" and not self.supports_resolve:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import model_validator
 
-from ..store import AlertStore
 from .base import Outcome
 from .registry import SinkContext, register_sink
 from .settings import SinkSettings
+
+if TYPE_CHECKING:
+    from ..store import AlertStore  # the router opens it; loading the settings models does not need SQLite
 
 
 class StoreSinkSettings(SinkSettings):

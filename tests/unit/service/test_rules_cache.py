@@ -7,9 +7,13 @@ import os
 import stat
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bench.eventgen import generate
+from detectors.sigma import Ruleset
+from detectors.sigma.screen import export_plan
+from detectors.sigma.screen_abi import Plan
 from service import rules_cache
 from service.rules import load_rules
 from tests.conftest import SIGMAHQ
@@ -126,3 +130,22 @@ def test_sigmahq_from_the_cache_matches_a_fresh_compile(tmp_path: Path, shared_d
     for _, event in generate(1000, seed=4):
         want = [(m.rule.id, m.fields) for m in fresh.ruleset.evaluate(event)]
         assert [(m.rule.id, m.fields) for m in cached.ruleset.evaluate(event)] == want
+    # the unrouted route comes from the cache built: the same index, the same screen plan and verdicts
+    assert cached.restored and not fresh.restored
+    index, fresh_index = cached.ruleset.route_index(None), fresh.ruleset.route_index(None)
+    assert index.state(_positions(cached.ruleset)) == fresh_index.state(_positions(fresh.ruleset))
+    assert _plan(export_plan(index, cached.ruleset._atoms)) == _plan(export_plan(fresh_index, fresh.ruleset._atoms))
+    screen, fresh_screen = cached.ruleset.screen(), fresh.ruleset.screen()
+    if screen is not None and fresh_screen is not None:
+        lines = [orjson.dumps(event) for _, event in generate(3000, seed=5)]
+        args = ([0] * len(lines), ["ts"], 1 << 20, 32)
+        assert screen.scan(lines, *args)[0] == fresh_screen.scan(lines, *args)[0]
+
+
+def _positions(ruleset: Ruleset) -> dict[int, int]:
+    return {id(rule): position for position, rule in enumerate(ruleset.compiled)}
+
+
+def _plan(plan: Plan) -> Plan:
+    """A plan with each trigger clause's atoms sorted (a clause is a set: a restored one may list them otherwise)."""
+    return plan._replace(rest=[[sorted(clause) for clause in clauses] for clauses in plan.rest])

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from bench.eventgen import generate
 from detectors.model import LogSource
 from detectors.sigma import Ruleset, RuleText, compile_ruleset
+from detectors.sigma.compiled import rule_parts
+from detectors.sigma.screen import export_plan
+from detectors.sigma.screen_abi import Plan
 from detectors.sigma.snapshot import MAGIC, SnapshotError, restore, snapshot
 from service.rules import default_rules_dir, read_rule_texts
 from tests.support.sigma import rule_yaml
+
+ROOT = Path(__file__).resolve().parents[4]
 
 VARIED = [
     rule_yaml({"sel": {"Image|endswith": "\\evil.exe", "CommandLine|contains|all": ["-enc", "hidden"]},
@@ -82,6 +91,8 @@ def test_project_pack_differential_on_eventgen_stream() -> None:
     lambda data: data[:-7] + b"\x00" * 7,
     lambda data: b"not a snapshot",
     lambda data: MAGIC + b"\x80\x05garbage",
+    lambda data: MAGIC + pickle.dumps({"recipes": [], "rules": [(1, 2, 3, (), (), None)], "correlations": [],
+                                       "filters": [], "errors": []}),
     lambda data: MAGIC + pickle.dumps({"recipes": [], "rules": [(1, 2, 3)], "correlations": [], "filters": [],
                                        "errors": []}),
     lambda data: MAGIC + pickle.dumps(["a list"]),
@@ -110,7 +121,62 @@ def test_foreign_classes_are_refused() -> None:
 def test_a_condition_naming_an_unknown_atom_is_refused() -> None:
     result = compile_ruleset([RuleText("r.yml", VARIED[0], "unit")])
     rule = result.ruleset.compiled[0]
-    payload = {"recipes": list(result.ruleset.recipes or ()), "rules": [(rule.info, ("atom", 99), 0)],
-               "correlations": [], "filters": [], "errors": []}
-    with pytest.raises(SnapshotError, match="unknown atom"):
+    parts = rule_parts(rule)
+    for bad in [(parts[0], ("atom", 99), *parts[2:]), (*parts[:3], (99,), *parts[4:]),
+                (*parts[:5], (frozenset({-1}),))]:
+        payload = {"recipes": list(result.ruleset.recipes or ()), "rules": [bad],
+                   "correlations": [], "filters": [], "errors": []}
+        with pytest.raises(SnapshotError, match="unknown atom"):
+            restore(MAGIC + pickle.dumps(payload))
+
+
+def _positions(ruleset: Ruleset) -> dict[int, int]:
+    return {id(rule): position for position, rule in enumerate(ruleset.compiled)}
+
+
+def _plan(plan: Plan) -> Plan:
+    """A plan with each trigger clause's atoms sorted (a clause is a set: a restored one may list them otherwise)."""
+    return plan._replace(rest=[[sorted(clause) for clause in clauses] for clauses in plan.rest])
+
+
+def test_the_unrouted_route_comes_back_built_with_its_screen_plan() -> None:
+    result = compile_ruleset([RuleText(f"r{i}.yml", text, "unit") for i, text in enumerate(VARIED)])
+    data = snapshot(result)
+    assert data is not None
+    again = restore(data)
+    assert again.restored and not result.restored
+    fresh_index, index = result.ruleset.route_index(None), again.ruleset.route_index(None)
+    assert index.state(_positions(again.ruleset)) == fresh_index.state(_positions(result.ruleset))
+    assert _plan(export_plan(index, again.ruleset._atoms)) == _plan(export_plan(fresh_index, result.ruleset._atoms))
+    assert (again.ruleset.screen() is None) == (result.ruleset.screen() is None)
+
+
+def test_an_index_state_naming_an_unknown_atom_is_refused() -> None:
+    result = compile_ruleset([RuleText(f"r{i}.yml", text, "unit") for i, text in enumerate(VARIED)])
+    data = snapshot(result)
+    assert data is not None
+    payload = pickle.loads(data[len(MAGIC):])
+    chosen, fields, keywords, triggers, rest, always, direct = payload["route"][0]
+    path, (keyword, exact, every, short, keys, small) = next(iter(fields.items()))
+    broken = {**fields, path: (keyword, exact, (*every, 10_000), short, keys, small)}
+    payload["route"] = ((chosen, broken, keywords, triggers, rest, always, direct), payload["route"][1])
+    with pytest.raises(SnapshotError, match="malformed index"):
         restore(MAGIC + pickle.dumps(payload))
+    payload["route"] = (([*chosen, 10_000], fields, keywords, triggers, rest, always, direct), payload["route"][1])
+    with pytest.raises(SnapshotError, match="malformed index"):
+        restore(MAGIC + pickle.dumps(payload))
+
+
+def test_restoring_does_not_import_the_pysigma_parser(tmp_path: Path) -> None:
+    """A cached start skips pySigma's parser and processing pipelines (and jinja2 with them)."""
+    result = compile_ruleset([RuleText(f"r{i}.yml", text, "unit") for i, text in enumerate(VARIED)])
+    data = snapshot(result)
+    assert data is not None
+    (tmp_path / "snap").write_bytes(data)
+    code = ("import sys; from detectors.sigma.snapshot import restore; "
+            f"r = restore(open({str(tmp_path / 'snap')!r}, 'rb').read()); r.ruleset.evaluate({{'Image': 'x'}}); "
+            "print(sorted(m for m in ('sigma.collection', 'sigma.processing.pipeline', 'sigma.conditions', "
+            "'jinja2', 'pyparsing') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.strip() == "[]"

@@ -7,6 +7,7 @@ import argparse
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import orjson
@@ -117,3 +118,34 @@ def test_table_and_flatten_helpers() -> None:
     assert flatten({"a": {"b": 1, "c": {}}, "d": [1]}) == [
         {"key": "a.b", "value": 1}, {"key": "a.c", "value": {}}, {"key": "d", "value": [1]}]
     assert orjson.loads(orjson.dumps(flatten({}))) == []
+
+
+def test_each_command_is_registered_by_the_module_named_for_it() -> None:
+    from service.cli import COMMAND_MODULES, COMMANDS
+
+    full = build_parser()
+    [action] = [a for a in full._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(COMMANDS) == set(action.choices)
+    assert set(COMMANDS.values()) == set(COMMAND_MODULES)
+    for command in COMMANDS:
+        one = build_parser(command)
+        [sub] = [a for a in one._actions if isinstance(a, argparse._SubParsersAction)]
+        assert command in sub.choices
+
+
+def test_eval_imports_only_what_it_needs(tmp_path: Path, rules_dir: Path) -> None:
+    """``pipesentry eval`` (a cold start) never imports the API, Kafka, the HTTP client or the alert store."""
+    import subprocess
+    import sys
+
+    events = tmp_path / "events.ndjson"
+    events.write_text('{"Image": "C:\\\\x\\\\evil.exe"}\n', encoding="utf-8")
+    heavy = ("fastapi", "starlette", "uvicorn", "aiokafka", "httpx", "elasticsearch", "elastic_transport",
+             "sqlite3", "service.alerting.router", "service.api")
+    code = ("import sys; from service.cli import main; "
+            f"code = main(['eval', '--rules', {str(rules_dir)!r}, {str(events)!r}]); "
+            f"print('LOADED', sorted(m for m in {heavy!r} if m in sys.modules), code)")
+    root = Path(__file__).resolve().parents[4]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.stdout.strip().splitlines()[-1] == "LOADED [] 0"
