@@ -88,6 +88,59 @@ class IngestResult:
         return self.accepted
 
 
+class MixedSpecs:
+    """A batch of messages read with several specs (one log source per message: ``pipesentry eval
+    --logsource-field`` over a mixed file), as one :class:`Content`: one detection call for the
+    whole batch instead of one batch per change of log source.
+
+    Each spec's messages are screened and decoded together. With stateful detectors (they see
+    events and cleared runs in input order) the batch is cut into runs of consecutive messages of
+    one spec instead, each screened and decoded in turn: the detectors then see exactly what
+    one batch per run would have shown them. Without them, the order in which events are
+    detected changes no match; alerts and rejects come out grouped by spec (the caller puts
+    them back in message order if it reports by position).
+    """
+
+    def __init__(self, pipeline: Pipeline, source: str, messages: Sequence[RawMessage],
+                 specs: Sequence[InputSpec]) -> None:
+        assert len(messages) == len(specs), "one spec per message"
+        self.pipeline = pipeline
+        self.source = source
+        self.messages = messages
+        self.specs = specs
+
+    def parts(self, stateful: bool) -> list[tuple[InputSpec, list[RawMessage]]]:
+        """The (spec, messages) parts to screen and decode in turn (see the class doc)."""
+        parts: list[tuple[InputSpec, list[RawMessage]]] = []
+        if stateful:
+            for message, spec in zip(self.messages, self.specs, strict=True):
+                if parts and parts[-1][0] is spec:
+                    parts[-1][1].append(message)
+                else:
+                    parts.append((spec, [message]))
+            return parts
+        groups: dict[int, tuple[InputSpec, list[RawMessage]]] = {}
+        for message, spec in zip(self.messages, self.specs, strict=True):
+            group = groups.get(id(spec))
+            if group is None:
+                group = groups[id(spec)] = (spec, [])
+            group[1].append(message)
+        return list(groups.values())
+
+    def decode(self, current: Any) -> tuple[Decoded, int]:
+        decoded = Decoded()
+        events = 0
+        for spec, messages in self.parts(bool(current.stateful)):
+            part, count = self.pipeline.decode_messages(self.source, messages, spec)
+            decoded.items.extend(part.items)
+            decoded.rejected.extend(part.rejected)
+            events += count
+        return decoded, events
+
+    def detected(self) -> None:
+        return None
+
+
 class Pipeline:
     """Screen, decode, detect and submit one batch at a time; returns once alerts are accepted (or raises)."""
 
@@ -137,7 +190,7 @@ class Pipeline:
                 decoded, events = content.decode(self.detector.current)
             else:
                 assert spec is not None, "a batch without content has a spec"
-                decoded, events = self._decode(source, messages, spec)
+                decoded, events = self.decode_messages(source, messages, spec)
             alerts = self.detector.process(decoded.items) if decoded.items else []
             records, progress = self.detector.take_records() if self.state_records is not None else ([], None)
             if content is not None:
@@ -160,7 +213,7 @@ class Pipeline:
             await self.router.submit(result.alerts)
         metrics.DETECTION_LATENCY.observe(time.perf_counter() - result.started)
 
-    def _decode(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> tuple[Decoded, int]:
+    def decode_messages(self, source: str, messages: Sequence[RawMessage], spec: InputSpec) -> tuple[Decoded, int]:
         """Items for the detector and the number of events read (screen-cleared ones included).
 
         Messages the screen clears are not decoded; with stateful detectors each run of them is

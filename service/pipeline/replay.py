@@ -22,7 +22,7 @@ from typing import IO, Any, Protocol
 from detectors.alert import Alert
 from detectors.model import LogSource, Origin
 from service.detection import DetectionSet, Detector, StateScope
-from service.pipeline.core import IngestResult, Pipeline
+from service.pipeline.core import Content, IngestResult, MixedSpecs, Pipeline
 from service.pipeline.source import Batch, drive
 from service.sources.base import InputSpec, RawMessage, Rejected
 from service.sources.filetail import line_origin
@@ -92,7 +92,9 @@ class LineFileSource:
 
     ``path``: the file's name as the ``files:`` input would be configured (its origins are the
     follower's); None reads ``stream`` as stdin. ``spec_of``: the spec of a line (e.g. by a log
-    source field); each batch holds consecutive lines of one spec, so order is kept.
+    source field). A batch holds up to ``batch_lines`` lines whatever their specs (see
+    :class:`~service.pipeline.core.MixedSpecs`), so a file that mixes log sources line by line is
+    still read in large batches.
     ``received_at``: the time a line (by number) counts as read at, the event time of an event
     without one (None, or no hook: the clock, as the live inputs do).
     """
@@ -117,6 +119,10 @@ class LineFileSource:
         self.last_line = 0
         """The last line handed on: alerts decided at the end of the input are reported on it."""
         self.last_origin: Origin | None = None
+        self.mixed: Callable[[list[RawMessage], list[InputSpec]], Content] | None = None
+        """With ``spec_of``: makes one batch's content out of messages of several specs (set by
+        :func:`replay_file`: :class:`~service.pipeline.core.MixedSpecs`); None: a batch ends at
+        every change of spec."""
 
     def _origin(self, prefix: str | None, at: int, line: bytes) -> Callable[[], Origin]:
         if prefix is None:
@@ -130,13 +136,17 @@ class LineFileSource:
         seen: dict[int, tuple[int, Origin]] = {}
         messages: list[RawMessage] = []
         numbers: list[int] = []
+        specs: list[InputSpec] = []
         spec = self._spec
+        mixed = self.mixed
         for number, start, line in numbered_lines(self._stream, self):
             line_spec = self._spec_of(line) if self._spec_of is not None else spec
-            if messages and (line_spec is not spec or len(messages) >= self._batch_lines):
-                yield self._batch(messages, numbers, spec, seen)
-                messages, numbers = [], []
+            if messages and (len(messages) >= self._batch_lines or (mixed is None and line_spec is not spec)):
+                yield self._batch(messages, numbers, spec, seen, specs)
+                messages, numbers, specs = [], [], []
             spec = line_spec
+            if mixed is not None:
+                specs.append(spec)
             given = self._received_at(number) if self._received_at is not None else None
             now = time.time() if given is None else given  # the fallback time of an event without one
             messages.append(RawMessage(line, _Numbered(self._origin(prefix, start, line), number, seen), now))
@@ -144,22 +154,33 @@ class LineFileSource:
             if stop.is_set():
                 break
         if messages:
-            yield self._batch(messages, numbers, spec, seen)
+            yield self._batch(messages, numbers, spec, seen, specs)
 
     def _batch(self, messages: list[RawMessage], numbers: list[int], spec: InputSpec,
-               seen: dict[int, tuple[int, Origin]]) -> Batch:
+               seen: dict[int, tuple[int, Origin]], specs: list[InputSpec]) -> Batch:
+        content = None
+        if self.mixed is not None and any(other is not spec for other in specs):
+            content = self.mixed(messages, specs)  # several log sources: one batch all the same
+
         async def ack(result: IngestResult) -> None:
             last = numbers[-1]
             index = {id(message): number for message, number in zip(messages, numbers, strict=True)}
             alerts = [(seen.get(id(alert.origin), (last, None))[0], alert) for alert in result.alerts]
             rejects = [(index.get(id(reject.message), last), reject) for reject in result.rejected]
+            if content is not None:  # detected spec by spec: back in line order (stable: rule order kept)
+                alerts.sort(key=_line)
+                rejects.sort(key=_line)
             self.last_line = last
             self.events += result.accepted
             self.last_origin = messages[-1].origin
             seen.clear()
             self._outcome(alerts, rejects)
 
-        return Batch(messages, spec, ack)
+        return Batch(messages, spec, ack, content=content)
+
+
+def _line(pair: tuple[int, Any]) -> int:
+    return pair[0]
 
 
 def logsource_spec(field: str, base: InputSpec) -> Callable[[bytes], InputSpec]:
@@ -221,13 +242,14 @@ class Replayed:
 def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, path: str | None,
                 on_reject: Callable[[int, Rejected], None], spec_of: Callable[[bytes], InputSpec] | None = None,
                 screen: bool = True, scope: StateScope = "partition",
-                received_at: Callable[[int], float | None] | None = None) -> Replayed:
+                received_at: Callable[[int], float | None] | None = None, mixed_batches: bool = True) -> Replayed:
     """Run ``stream`` once through the pipeline core (screen, decode, detect) with ``detection``.
 
     The one offline driver of the core, so a backtest reads, times and identifies events as the
     live input named by ``path`` (None: stdin) would. ``on_reject`` hears of each rejected line as
     it is read. The stateful engines of ``detection`` are used in place (restore a snapshot into
-    them first to continue a stream).
+    them first to continue a stream). ``mixed_batches`` False: a batch ends at every change of
+    ``spec_of``'s spec (what it did before batches could mix them; kept for the tests comparing both).
     """
     replayed: Replayed
 
@@ -240,5 +262,8 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
     source = LineFileSource(stream, spec, outcome, path=path, spec_of=spec_of, received_at=received_at)
     detector = Detector(detection, scope=scope)
     replayed = Replayed(detector, source)
-    asyncio.run(drive(source, Pipeline(detector, Collector(), screen=screen), asyncio.Event()))
+    pipeline = Pipeline(detector, Collector(), screen=screen)
+    if spec_of is not None and mixed_batches:
+        source.mixed = partial(MixedSpecs, pipeline, source.name)
+    asyncio.run(drive(source, pipeline, asyncio.Event()))
     return replayed

@@ -56,7 +56,8 @@ class Batch:
     """Called when the pipeline failed: True to try again (with backoff), False to give up
     (the source reports the failure itself, e.g. an HTTP 503)."""
     content: Content | None = None
-    """The batch decodes itself (``messages`` and ``spec`` unused): only with ``drive(depth > 1)``."""
+    """The batch decodes itself (``messages`` and ``spec`` unused; e.g. :class:`~service.pipeline.core.MixedSpecs`:
+    messages of several log sources in one batch)."""
 
 
 class Ingests(Protocol):
@@ -99,11 +100,17 @@ async def run_batch(pipeline: Ingests, name: str, batch: Batch, *, initial_delay
                     max_delay_s: float = 5.0) -> IngestResult | None:
     """One batch through ``pipeline``, retried while ``batch.retry`` says so; acknowledged once
     accepted. None: the batch was given up."""
-    assert batch.spec is not None and batch.content is None, "run_batch takes batches of messages"
+    assert batch.spec is not None or batch.content is not None, "a batch has a spec or a content"
     backoff = _Backoff(initial_delay_s, max_delay_s)
     while True:
         try:
-            result = await pipeline.ingest(name, batch.messages, batch.spec)
+            if batch.content is not None:  # decodes itself: the core's two steps, one after the other
+                assert isinstance(pipeline, Steps), "a batch with a content needs the pipeline's steps"
+                result = await pipeline.detect(name, batch.messages, batch.spec, batch.content)
+                await pipeline.submit(name, result)
+            else:
+                assert batch.spec is not None
+                result = await pipeline.ingest(name, batch.messages, batch.spec)
         except Exception as exc:
             if not batch.retry(exc):
                 return None
