@@ -227,7 +227,7 @@ def test_prefilter_on_arbitrary_syntax(pattern: str, values: list[str]) -> None:
 def test_the_configured_budget_reaches_the_service_engine_and_its_time_outs_reach_prometheus(
         tmp_path, monkeypatch) -> None:
     """rules.regex_timeout_ms flows settings -> compile -> engine; the detector exports the time-outs."""
-    import detectors.sigma.detection as sigma_detection
+    import detectors.sigma.recipes as sigma_detection  # where atoms (and their regexes) are made
 
     budgets: list[float] = []
     real = sigma_detection.compile_regex
