@@ -18,6 +18,7 @@ import dataclasses
 import gc
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,24 +183,68 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def stat_signature(paths: Sequence[PathLike], pipelines: Sequence[PathLike]) -> tuple[str, float]:
+    """A hash of what :func:`_read_all` would read, from the file system's metadata alone (every
+    rule file and pipeline in reading order, with its device, inode, size, modification and change
+    times), and the newest of those times. The compiled-ruleset cache maps it to the key of the
+    texts (see :mod:`service.rules_cache`, "manifests"), so an unchanged set is found without
+    reading thousands of files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    newest = 0.0
+    for group, given_paths in (("rules", paths), ("pipelines", pipelines)):
+        digest.update(f"{group}\0{len(given_paths)}\0".encode())
+        for given in given_paths:
+            root = Path(given)
+            digest.update(os.fsencode(root) + b"\0")
+            files: Iterator[Path] | list[Path] = _rule_files(root) if group == "rules" and root.is_dir() else [root]
+            for path in files:
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    digest.update(b"?" + os.fsencode(path) + b"\0")
+                    newest = float("inf")  # unreadable: never trusted from metadata
+                    continue
+                digest.update(f"{path}\0{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:"
+                              f"{info.st_ctime_ns}:{info.st_mode}\0".encode("utf-8", "surrogateescape"))
+                newest = max(newest, info.st_mtime, info.st_ctime)
+    return digest.hexdigest(), newest
+
+
 def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid: bool, regex_timeout_ms: float,
           cache_dir: PathLike | None, on_progress: Callable[[str, int], None] | None) -> LoadResult:
+    signature = ""
+    settled = False
+    if cache_dir is not None:
+        from service import rules_cache
+
+        started = time.time()
+        signature, newest = stat_signature(paths, pipelines)
+        signature = rules_cache.manifest_name(signature, regex_timeout_ms)
+        settled = newest < started - rules_cache.SETTLE_S
+        known = rules_cache.load_manifest(Path(cache_dir), signature) if settled else None
+        if known is not None:
+            found = rules_cache.load(Path(cache_dir), known, regex_timeout_ms)
+            if found is not None:
+                return found  # the texts are those the key was made of: no need to read them
     texts, read_errors = _read_all(paths, on_progress)
     pipeline_texts, pipeline_errors = read_pipelines(pipelines)
     result: LoadResult | None = None
     key = ""
     if cache_dir is not None:
-        from service import rules_cache
-
         key = rules_cache.cache_key(texts, pipeline_texts, regex_timeout_ms)
         result = rules_cache.load(Path(cache_dir), key, regex_timeout_ms)
+        if result is not None and settled and not read_errors and not pipeline_errors:
+            rules_cache.store_manifest(Path(cache_dir), signature, key)
     if result is None:
         from detectors.sigma.compiler import compile_ruleset  # pySigma's parser: only to compile
 
         result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
                                  regex_timeout_ms=regex_timeout_ms, on_progress=on_progress)
-        if cache_dir is not None:
-            rules_cache.store(Path(cache_dir), key, result)
+        if cache_dir is not None and rules_cache.store(Path(cache_dir), key, result) and settled \
+                and not read_errors and not pipeline_errors:
+            rules_cache.store_manifest(Path(cache_dir), signature, key)
     extra = read_errors + pipeline_errors
     if not extra:
         return result

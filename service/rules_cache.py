@@ -8,6 +8,15 @@ pySigma and Python versions), the options (regex time budget), every pipeline's 
 rule text with its source name and ruleset. Any change is another key, so an entry is never
 stale; a miss compiles as without the cache and writes the entry.
 
+Manifests: reading and hashing every rule text costs about 0.1 s for the SigmaHQ corpus, so a
+start first hashes the files' metadata instead (:func:`service.rules.stat_signature`: path, device,
+inode, size, modification and change times of every file, in reading order) and looks for
+``<cache_dir>/<signature>.manifest``, which names the key of the texts it was made from. A manifest
+is written only when every file's times are older than :data:`SETTLE_S` (a file being written
+could change again within the same clock tick) and every file could be read; any change to a file
+changes its change time, so a manifest never names the key of other texts. No manifest, or one
+that names a missing entry: the texts are read and hashed as above.
+
 Entries are written to a private temporary file in the same directory (mode 0600) and renamed
 into place, so a reader sees a whole entry or none. An entry that is not a regular file owned by
 this user, is writable by others, is over :data:`MAX_ENTRY_BYTES`, or does not read back (damaged,
@@ -31,7 +40,8 @@ from pathlib import Path
 from detectors.sigma import LoadResult, RuleText
 from detectors.sigma.snapshot import SnapshotError, restore, snapshot
 
-__all__ = ["KEEP", "SUFFIX", "RuleText", "cache_key", "engine_fingerprint", "load", "store"]
+__all__ = ["KEEP", "MANIFEST", "SETTLE_S", "SUFFIX", "RuleText", "cache_key", "engine_fingerprint", "load",
+           "load_manifest", "manifest_name", "store", "store_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,10 @@ FORMAT = "2"
 SUFFIX = ".ruleset"
 KEEP = 4
 """Entries kept per cache directory (the newest by last use); older ones are removed on write."""
+MANIFEST = ".manifest"
+SETTLE_S = 2.0
+"""Files changed more recently than this (by their modification or change time) are not trusted
+from their metadata alone: no manifest is written for them."""
 MAX_ENTRY_BYTES = 512 << 20
 """An entry larger than this is not read (the SigmaHQ corpus makes about 10 MB)."""
 
@@ -176,17 +190,71 @@ def store(directory: Path, key: str, result: LoadResult) -> bool:
     return True
 
 
-def _prune(directory: Path, keep: str) -> None:
-    """Remove all but the :data:`KEEP` most recently used entries (never ``keep``)."""
+def _prune(directory: Path, keep: str, suffix: str = SUFFIX) -> None:
+    """Remove all but the :data:`KEEP` most recently used entries (or manifests) (never ``keep``)."""
     try:
         entries = [(entry.stat().st_mtime, entry) for entry in directory.iterdir()
-                   if entry.name.endswith(SUFFIX) and not entry.name.startswith(".") and entry.is_file()]
+                   if entry.name.endswith(suffix) and not entry.name.startswith(".") and entry.is_file()]
     except OSError:
         return
     entries.sort(key=lambda pair: pair[0], reverse=True)
     for _, entry in entries[KEEP:]:
-        if entry.name != keep + SUFFIX:
+        if entry.name != keep + suffix:
             try:
                 entry.unlink()
             except OSError:
                 pass
+
+
+def manifest_name(signature: str, regex_timeout_ms: float) -> str:
+    """The manifest name of a metadata signature under this engine, format and options."""
+    digest = hashlib.sha256()
+    for part in (FORMAT, engine_fingerprint(), repr(float(regex_timeout_ms)), signature):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def load_manifest(directory: Path, name: str) -> str | None:
+    """The key a manifest names, or None (none, foreign, or not a key)."""
+    path = directory / (name + MANIFEST)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if _foreign(os.fstat(fd)) is not None:
+            return None
+        data = os.read(fd, 128)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    key = data.decode("ascii", "replace").strip()
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        return None
+    try:
+        os.utime(path)  # last use: what pruning keeps
+    except OSError:
+        pass
+    return key
+
+
+def store_manifest(directory: Path, name: str, key: str) -> None:
+    """Record that the files of metadata signature ``name`` hold the texts of ``key`` (best effort)."""
+    tmp: str | None = None
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=MANIFEST, dir=directory)  # mode 0600
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.encode("ascii") + b"\n")
+        os.replace(tmp, directory / (name + MANIFEST))
+        tmp = None
+    except OSError:
+        return
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    _prune(directory, name, MANIFEST)

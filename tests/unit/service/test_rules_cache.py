@@ -149,3 +149,69 @@ def _positions(ruleset: Ruleset) -> dict[int, int]:
 def _plan(plan: Plan) -> Plan:
     """A plan with each trigger clause's atoms sorted (a clause is a set: a restored one may list them otherwise)."""
     return plan._replace(rest=[[sorted(clause) for clause in clauses] for clauses in plan.rest])
+
+
+def _settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file counts as settled (they were all written a moment ago)."""
+    monkeypatch.setattr(rules_cache, "SETTLE_S", -3600.0)
+
+
+def test_a_settled_set_is_found_by_its_manifest_without_reading_the_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.rules
+
+    _settled(monkeypatch)
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    (root / "broken.yml").unlink()  # compile errors are kept in the entry; read errors would stop a manifest
+    fresh = load_rules([root], cache_dir=cache)
+    assert len(list(cache.glob("*" + rules_cache.MANIFEST))) == 1
+
+    def no_read(path: Path) -> str:
+        raise AssertionError(f"{path} read although its manifest is known")
+
+    monkeypatch.setattr(service.rules, "_read_text", no_read)
+    cached = load_rules([root], cache_dir=cache)
+    assert cached.restored and cached.ruleset.rules == fresh.ruleset.rules
+
+
+def test_a_file_changed_in_place_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same size, same modification time: the change time still tells (no manifest names the old texts)."""
+    _settled(monkeypatch)
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    (root / "broken.yml").unlink()
+    load_rules([root], cache_dir=cache)
+    path = root / "a.yml"
+    before = path.stat()
+    text = path.read_text(encoding="utf-8")
+    changed = text.replace("title: A\n", "title: Z\n")
+    assert changed != text and len(changed) == len(text)
+    while path.stat().st_ctime_ns == before.st_ctime_ns:  # a coarse clock: write until the change time moves
+        path.write_text(changed, encoding="utf-8")
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = load_rules([root], cache_dir=cache)
+    assert "Z" in [r.title for r in again.ruleset.rules] and "A" not in [r.title for r in again.ruleset.rules]
+
+
+def test_files_written_just_now_get_no_manifest(tmp_path: Path) -> None:
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    (root / "broken.yml").unlink()
+    load_rules([root], cache_dir=cache)
+    load_rules([root], cache_dir=cache)
+    assert _entries(cache) and not list(cache.glob("*" + rules_cache.MANIFEST))
+
+
+def test_unreadable_files_get_no_manifest_and_a_damaged_one_is_ignored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _settled(monkeypatch)
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    write(root / "latin1.yml", "").write_bytes(b"title: \xff\n")
+    first = load_rules([root], cache_dir=cache)
+    assert any("not UTF-8" in e.reason for e in first.errors)
+    assert not list(cache.glob("*" + rules_cache.MANIFEST))
+    (root / "latin1.yml").unlink()
+    load_rules([root], cache_dir=cache)
+    [manifest] = cache.glob("*" + rules_cache.MANIFEST)
+    manifest.write_bytes(b"not a key")
+    again = load_rules([root], cache_dir=cache)
+    assert again.restored and len(again.ruleset.rules) == 2
+    assert manifest.read_bytes() != b"not a key"  # written again
