@@ -44,6 +44,10 @@ COMMANDS: dict[str, str] = {
     "completion": "service.cli.completion_cmd",
 }
 """The module registering each top-level command (``tests/unit/service/cli`` checks it against the parser)."""
+QUICK_EXIT: frozenset[str] = frozenset({"eval", "rules"})
+"""Commands after which :func:`entry` ends the process without tearing the interpreter down: they
+have written and flushed everything, and freeing a large ruleset object by object at exit costs
+about 0.07 s of a 0.8 s run."""
 
 
 def version_text() -> str:
@@ -114,5 +118,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def entry() -> NoReturn:
+    """The ``pipesentry`` program (console script and ``python -m service.cli``): :func:`main`, then
+    exit; after a :data:`QUICK_EXIT` command, with ``os._exit`` once the output is flushed."""
+    code = main()
+    if command_of(sys.argv[1:]) in QUICK_EXIT:
+        import logging
+        import os
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

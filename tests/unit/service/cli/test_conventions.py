@@ -149,3 +149,21 @@ def test_eval_imports_only_what_it_needs(tmp_path: Path, rules_dir: Path) -> Non
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(root)})
     assert done.stdout.strip().splitlines()[-1] == "LOADED [] 0"
+
+
+def test_the_program_flushes_everything_and_keeps_the_exit_code_when_it_ends_quickly(
+        tmp_path: Path, rules_dir: Path) -> None:
+    """``python -m service.cli`` (and the console script) end ``eval`` with ``os._exit``: nothing lost."""
+    import subprocess
+    import sys
+
+    events = tmp_path / "events.ndjson"
+    lines = [orjson.dumps({"Image": "C:\\x\\evil.exe", "CommandLine": "ps -enc", "n": n}).decode()
+             for n in range(3000)]
+    events.write_text("\n".join([*lines, "{bad"]) + "\n", encoding="utf-8")
+    root = Path(__file__).resolve().parents[4]
+    done = subprocess.run([sys.executable, "-m", "service.cli", "eval", "--rules", str(rules_dir), str(events)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 1  # a bad line
+    assert len(done.stdout.splitlines()) == 3000
+    assert "3000 events, 3000 matches, 1 bad lines" in done.stderr
