@@ -177,17 +177,20 @@ def _collector_paused(frozen: list[bool]) -> Iterator[None]:
     live on, so every collection walks a growing heap to free next to nothing (it was half of a
     cold start). The caller's setting is restored after, and collects what garbage there was.
 
-    ``frozen[0]`` set by the end: the ruleset was restored from the cache (next to no garbage),
-    and what is alive moves to the permanent generation before the collector is enabled again:
-    otherwise the first allocation after it runs a collection over every object the load made
-    (about 0.15 s for the SigmaHQ corpus)."""
+    At the end the compile's garbage is collected (one full collection; a ruleset restored from
+    the cache, ``frozen[0]`` set, made next to none and skips it) and what is alive moves to the
+    permanent generation before the collector is enabled again: otherwise the first allocation
+    after it runs a collection over every object the load made (about 0.15 s for the SigmaHQ
+    corpus), and the caller's :func:`service.gctune.tune_gc` another. A caller that replaces a
+    ruleset unfreezes (``tune_gc()``) to let the old one go."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if frozen[0]:
-            gc.freeze()
+        if not frozen[0]:
+            gc.collect()
+        gc.freeze()
         if enabled:
             gc.enable()
 

@@ -427,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
                                 regex_timeout_ms=settings.rules.regex_timeout_ms,
                                 rules_cache=args.rules_cache or settings.rules.cache_dir)
     detection = outcome.detection
-    tune_gc(collect=not outcome.restored)  # after the compile: the ruleset is long-lived, the events are not
+    tune_gc(collect=False)  # the ruleset is long-lived, the events are not (load_rules collected and froze it)
     assert detection is not None  # skip_invalid: always a set
     print_load_errors(list(outcome.errors), sys.stderr)
     ruleset = detection.ruleset

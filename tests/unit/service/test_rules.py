@@ -159,3 +159,28 @@ def test_reading_thousands_of_files_is_fast(tmp_path: Path) -> None:
     elapsed = time.process_time() - started
     assert len(texts) == 4000
     assert elapsed < 1.0, f"reading 4000 rule files took {elapsed:.2f}s of CPU"
+
+
+def test_loading_leaves_the_collector_as_it_was_with_the_ruleset_frozen(tmp_path: Path) -> None:
+    """load_rules pauses the collector, collects the compile's garbage once, freezes what lives on
+    (no collection over the whole ruleset at the next allocation) and restores the caller's setting."""
+    import gc
+
+    root = tmp_path / "rules"
+    root.mkdir()
+    (root / "a.yml").write_text(RULE, encoding="utf-8")
+    gc.unfreeze()
+    try:
+        for cache in (tmp_path / "cache", tmp_path / "cache"):  # a compile, then a restore
+            before = gc.get_freeze_count()
+            result = load_rules([root], cache_dir=cache)
+            assert gc.isenabled() and gc.get_freeze_count() > before
+            assert gc.get_count()[0] < 1000
+            gc.unfreeze()
+        assert result.restored
+        gc.disable()
+        load_rules([root])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
