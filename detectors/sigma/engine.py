@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from detectors.event import flatten
@@ -91,6 +91,8 @@ class Ruleset:
         self._routes: dict[tuple[str | None, ...] | None, Route] = {}
         self._by_source: dict[LogSource | None, Route] = {}
         """The same routes by the caller's LogSource as given (spares lower-casing it per event)."""
+        self._unrouted: Callable[[], tuple[RuleIndex, Plan | None] | None] | None = None
+        """Makes the unrouted route's index and plan on its first request (a restored ruleset)."""
 
     @property
     def compiled(self) -> tuple[CompiledRule, ...]:
@@ -111,9 +113,14 @@ class Ruleset:
             if len(self._routes) >= MAX_ROUTES:
                 self._routes.clear()
                 self._by_source.clear()
-            covering = [s for s in self._buckets if logsource is None or s.covers(logsource)]
-            chosen = sorted((r for s in covering for r in self._buckets[s]), key=_order)
-            route = Route(RuleIndex(chosen, self._atoms))
+            if key is None and self._unrouted is not None:
+                restore, self._unrouted = self._unrouted, None
+                made = restore()
+                route = None if made is None else Route(*made)
+            if route is None:
+                covering = [s for s in self._buckets if logsource is None or s.covers(logsource)]
+                chosen = sorted((r for s in covering for r in self._buckets[s]), key=_order)
+                route = Route(RuleIndex(chosen, self._atoms))
             self._routes[key] = route
         if len(self._by_source) >= MAX_ROUTES:
             self._by_source.clear()
@@ -124,10 +131,12 @@ class Ruleset:
         """The rule index of ``logsource``'s route (built on first request)."""
         return self._route(logsource).index
 
-    def adopt_route(self, index: RuleIndex, plan: Plan | None = None) -> None:
-        """Use ``index`` (and its screen's ``plan``) as the unrouted route (``logsource=None``), as the
-        compiled-ruleset cache restores it; it must be the index :meth:`route_index` would build."""
-        self._routes[None] = Route(index, plan)
+    def adopt_unrouted(self, restore: Callable[[], tuple[RuleIndex, Plan | None] | None]) -> None:
+        """Make the unrouted route (``logsource=None``) with ``restore`` on its first request, as the
+        compiled-ruleset cache keeps it: the index :meth:`route_index` would build and its screen's
+        plan, or None (it is then built as usual). A routed stream never pays for it."""
+        self._unrouted = restore
+        self._routes.pop(None, None)
         self._by_source.pop(None, None)
 
     def screen(self, logsource: LogSource | None = None) -> Screen | None:

@@ -12,7 +12,9 @@ keeps what that work produced as plain data, and :func:`restore` rebuilds the sa
   (:class:`~detectors.sigma.compiled.LazyPredicate`), as :func:`~detectors.sigma.compiled.compiled_rule` makes it;
 - the unrouted route (every rule, ``logsource=None``, what an input without log source uses): its
   rule index as plain data (:meth:`~detectors.sigma.index.RuleIndex.state`; the automata are built
-  again from their keys) and its native screen's plan (:func:`~detectors.sigma.screen.export_plan`);
+  again from their keys) and its native screen's plan (:func:`~detectors.sigma.screen.export_plan`),
+  as bytes of their own read on the route's first request (a routed stream never pays for them;
+  if they do not read back, the route is built from the rules as without the cache);
 - correlation rules (pySigma objects), filters and the compile errors, as they were.
 
 Restoring imports no pySigma parser (only the modules of the classes a snapshot holds: a
@@ -29,11 +31,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import pickle
+from functools import partial
 from typing import Any
 
 from detectors.errors import DetectorError
 from detectors.model import LogSource, RuleInfo
-from detectors.sigma.compiled import restored_rule, rule_parts
+from detectors.sigma.compiled import CompiledRule, restored_rule, rule_parts
 from detectors.sigma.conditions import Node
 from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import RuleError
@@ -84,6 +87,12 @@ class _Pickler(pickle.Pickler):
         return type(obj), tuple(getattr(obj, name) for name in names)
 
 
+def _dumps(value: Any) -> bytes:
+    out = io.BytesIO()
+    _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return out.getvalue()
+
+
 def snapshot(result: LoadResult) -> bytes | None:
     """The bytes of ``result`` (ruleset and compile errors), or None when it cannot be kept
     (built without recipes, or holding an object pickle cannot write). Builds the unrouted
@@ -96,16 +105,13 @@ def snapshot(result: LoadResult) -> bytes | None:
     payload = {
         "recipes": list(ruleset.recipes),
         "rules": [rule_parts(rule) for rule in ruleset.compiled],
-        "route": (index.state(positions), export_plan(index, ruleset._atoms)),
+        "route": _dumps((index.state(positions), export_plan(index, ruleset._atoms))),
         "correlations": list(ruleset.correlations),
         "filters": list(ruleset.filters),
         "errors": list(result.errors),
     }
     try:
-        out = io.BytesIO()
-        out.write(MAGIC)
-        _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(payload)
-        return out.getvalue()
+        return MAGIC + _dumps(payload)
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
         return None
 
@@ -153,15 +159,23 @@ def _build(payload: Any, regex_timeout_ms: float) -> LoadResult:
     ruleset = Ruleset(compiled, atoms, correlations, filters, counters, recipes=recipes)
     route = payload.get("route")
     if route is not None:
-        state, plan = route
-        if not isinstance(plan, Plan):
+        if not isinstance(route, bytes):
             raise SnapshotError("ruleset snapshot of an unexpected shape")
-        try:
-            index = RuleIndex.from_state(state, ruleset.compiled, len(atoms))
-        except (ValueError, IndexError, TypeError) as exc:
-            raise SnapshotError(f"ruleset snapshot holds a malformed index: {exc}") from None
-        ruleset.adopt_route(index, plan)
+        ruleset.adopt_unrouted(partial(_unrouted, route, ruleset.compiled, len(atoms)))
     return LoadResult(ruleset=ruleset, errors=errors, restored=True)
+
+
+def _unrouted(data: bytes, rules: tuple[CompiledRule, ...], atoms: int) -> tuple[RuleIndex, Plan] | None:
+    """The unrouted route's index and screen plan from their snapshot (read on the route's first
+    request: a routed stream never pays for it), or None when they do not read back: the route is
+    then built from the rules as without the cache."""
+    try:
+        state, plan = _Unpickler(io.BytesIO(data)).load()
+        if not isinstance(plan, Plan):
+            return None
+        return RuleIndex.from_state(state, rules, atoms), plan
+    except Exception:  # a damaged part: the route is built from the rules instead
+        return None
 
 
 def _ids_below(ids: Any, atoms: int) -> bool:

@@ -124,6 +124,7 @@ def test_sigmahq_from_the_cache_matches_a_fresh_compile(tmp_path: Path, shared_d
     fresh = load_rules([corpus], cache_dir=tmp_path)
     cached = load_rules([corpus], cache_dir=tmp_path)
     assert cached.ruleset is not fresh.ruleset and cached.ruleset.rules == fresh.ruleset.rules
+    assert cached.ruleset._unrouted is not None  # the unrouted route is read on first use only
     for logsource, event in generate(4000, seed=3):
         want = [(m.rule.id, m.fields) for m in fresh.ruleset.evaluate(event, logsource)]
         assert [(m.rule.id, m.fields) for m in cached.ruleset.evaluate(event, logsource)] == want
@@ -133,6 +134,7 @@ def test_sigmahq_from_the_cache_matches_a_fresh_compile(tmp_path: Path, shared_d
     # the unrouted route comes from the cache built: the same index, the same screen plan and verdicts
     assert cached.restored and not fresh.restored
     index, fresh_index = cached.ruleset.route_index(None), fresh.ruleset.route_index(None)
+    assert cached.ruleset._routes[None]._plan is not None  # restored with its plan, not built again
     assert index.state(_positions(cached.ruleset)) == fresh_index.state(_positions(fresh.ruleset))
     assert _plan(export_plan(index, cached.ruleset._atoms)) == _plan(export_plan(fresh_index, fresh.ruleset._atoms))
     screen, fresh_screen = cached.ruleset.screen(), fresh.ruleset.screen()

@@ -146,25 +146,44 @@ def test_the_unrouted_route_comes_back_built_with_its_screen_plan() -> None:
     again = restore(data)
     assert again.restored and not result.restored
     fresh_index, index = result.ruleset.route_index(None), again.ruleset.route_index(None)
+    assert again.ruleset._routes[None]._plan is not None  # restored with its plan, not built again
     assert index.state(_positions(again.ruleset)) == fresh_index.state(_positions(result.ruleset))
     assert _plan(export_plan(index, again.ruleset._atoms)) == _plan(export_plan(fresh_index, result.ruleset._atoms))
     assert (again.ruleset.screen() is None) == (result.ruleset.screen() is None)
 
 
-def test_an_index_state_naming_an_unknown_atom_is_refused() -> None:
+def test_a_damaged_route_part_falls_back_to_building_the_route() -> None:
+    """The unrouted route's part is read on first use; one that does not read back (damaged, or naming
+    an unknown atom or rule) is built from the rules instead, with the same matches."""
     result = compile_ruleset([RuleText(f"r{i}.yml", text, "unit") for i, text in enumerate(VARIED)])
     data = snapshot(result)
     assert data is not None
     payload = pickle.loads(data[len(MAGIC):])
-    chosen, fields, keywords, triggers, rest, always, direct = payload["route"][0]
+    state, plan = pickle.loads(payload["route"])
+    chosen, fields, keywords, triggers, rest, always, direct = state
     path, (keyword, exact, every, short, keys, small) = next(iter(fields.items()))
     broken = {**fields, path: (keyword, exact, (*every, 10_000), short, keys, small)}
-    payload["route"] = ((chosen, broken, keywords, triggers, rest, always, direct), payload["route"][1])
-    with pytest.raises(SnapshotError, match="malformed index"):
-        restore(MAGIC + pickle.dumps(payload))
-    payload["route"] = (([*chosen, 10_000], fields, keywords, triggers, rest, always, direct), payload["route"][1])
-    with pytest.raises(SnapshotError, match="malformed index"):
-        restore(MAGIC + pickle.dumps(payload))
+    for route in [payload["route"][:-9], pickle.dumps(((chosen, broken, keywords, triggers, rest, always, direct),
+                                                       plan)),
+                  pickle.dumps((([*chosen, 10_000], fields, keywords, triggers, rest, always, direct), plan)),
+                  pickle.dumps((state, "not a plan"))]:
+        again = restore(MAGIC + pickle.dumps({**payload, "route": route})).ruleset
+        index = again.route_index(None)
+        assert index.state(_positions(again)) == result.ruleset.route_index(None).state(_positions(result.ruleset))
+        for event in EVENTS:
+            assert _matches(again, event) == _matches(result.ruleset, event)
+
+
+def test_a_routed_stream_never_reads_the_unrouted_route() -> None:
+    result = compile_ruleset([RuleText(f"r{i}.yml", text, "unit") for i, text in enumerate(VARIED)])
+    data = snapshot(result)
+    assert data is not None
+    again = restore(data).ruleset
+    windows = LogSource(product="windows")
+    assert _matches(again, EVENTS[0], windows) == _matches(result.ruleset, EVENTS[0], windows)
+    assert again._unrouted is not None  # still bytes
+    again.evaluate(EVENTS[0])
+    assert again._unrouted is None
 
 
 def test_restoring_does_not_import_the_pysigma_parser(tmp_path: Path) -> None:
