@@ -87,6 +87,20 @@ class _Pickler(pickle.Pickler):
         return type(obj), tuple(getattr(obj, name) for name in names)
 
 
+def _plain(value: Any) -> Any:
+    """A screen plan's part as the native side reads it: tuples, lists, ints, strings (its named tuples
+    and enums are tuples and ints to it), ~3x cheaper to read back than the typed objects."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)  # IntEnum members: their codes
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    raise TypeError(f"unexpected {type(value).__name__} in a screen plan")
+
+
 def _dumps(value: Any) -> bytes:
     out = io.BytesIO()
     _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
@@ -105,7 +119,7 @@ def snapshot(result: LoadResult) -> bytes | None:
     payload = {
         "recipes": list(ruleset.recipes),
         "rules": [rule_parts(rule) for rule in ruleset.compiled],
-        "route": _dumps((index.state(positions), export_plan(index, ruleset._atoms))),
+        "route": _dumps((index.state(positions), tuple(_plain(part) for part in export_plan(index, ruleset._atoms)))),
         "correlations": list(ruleset.correlations),
         "filters": list(ruleset.filters),
         "errors": list(result.errors),
@@ -170,10 +184,10 @@ def _unrouted(data: bytes, rules: tuple[CompiledRule, ...], atoms: int) -> tuple
     request: a routed stream never pays for it), or None when they do not read back: the route is
     then built from the rules as without the cache."""
     try:
-        state, plan = _Unpickler(io.BytesIO(data)).load()
-        if not isinstance(plan, Plan):
+        state, parts = _Unpickler(io.BytesIO(data)).load()
+        if not isinstance(parts, tuple) or len(parts) != len(Plan._fields):
             return None
-        return RuleIndex.from_state(state, rules, atoms), plan
+        return RuleIndex.from_state(state, rules, atoms), Plan(*parts)
     except Exception:  # a damaged part: the route is built from the rules instead
         return None
 

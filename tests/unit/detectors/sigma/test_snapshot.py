@@ -166,7 +166,7 @@ def test_a_damaged_route_part_falls_back_to_building_the_route() -> None:
     for route in [payload["route"][:-9], pickle.dumps(((chosen, broken, keywords, triggers, rest, always, direct),
                                                        plan)),
                   pickle.dumps((([*chosen, 10_000], fields, keywords, triggers, rest, always, direct), plan)),
-                  pickle.dumps((state, "not a plan"))]:
+                  pickle.dumps((state, "not a plan")), pickle.dumps((state, (1, 2)))]:
         again = restore(MAGIC + pickle.dumps({**payload, "route": route})).ruleset
         index = again.route_index(None)
         assert index.state(_positions(again)) == result.ruleset.route_index(None).state(_positions(result.ruleset))
