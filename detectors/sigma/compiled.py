@@ -65,28 +65,36 @@ def rule_parts(rule: CompiledRule) -> RuleParts:
 
 class LazyPredicate:
     """A rule's predicate made from its condition on first use (a restored ruleset holds thousands
-    of rules of which an event stream may evaluate few)."""
+    of rules of which an event stream may evaluate few). The made predicate then replaces this
+    object in its rule (``rule``), so later evaluations call it directly."""
 
-    __slots__ = ("atoms", "made", "node")
+    __slots__ = ("atoms", "made", "node", "rule")
 
     def __init__(self, node: Node, atoms: Sequence[Atom]) -> None:
         self.node = node
         self.atoms = atoms
         self.made: Predicate | None = None
+        self.rule: CompiledRule | None = None
 
     def __call__(self, ctx: Any) -> bool:
         made = self.made
         if made is None:
             atoms = self.atoms
             made = self.made = to_predicate(self.node, lambda aid: bool(atoms[aid].keys))
+            rule, self.rule = self.rule, None
+            if rule is not None:
+                object.__setattr__(rule, "predicate", made)  # a frozen dataclass: set once, to the same meaning
         return made(ctx)
 
 
 def restored_rule(parts: RuleParts, atoms: Sequence[Atom]) -> CompiledRule:
     """The rule :func:`compiled_rule` made, from :func:`rule_parts` (its predicate made on first use)."""
     info, node, order, atom_ids, positives, trigger_ = parts
-    return CompiledRule(info=info, predicate=LazyPredicate(node, atoms), atom_ids=atom_ids, positives=positives,
+    lazy = LazyPredicate(node, atoms)
+    rule = CompiledRule(info=info, predicate=lazy, atom_ids=atom_ids, positives=positives,
                         trigger=trigger_, order=order, condition=node)
+    lazy.rule = rule
+    return rule
 
 
 class Context:
