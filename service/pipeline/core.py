@@ -83,11 +83,6 @@ class IngestResult:
     """``state.scope: keyed``: newest event time per partition of the batch (None: not keyed)."""
     records_sent: bool = False
 
-    @property
-    def events(self) -> int:
-        """``accepted`` under the name the Kafka source's callers use: events read."""
-        return self.accepted
-
 
 class Pipeline:
     """Screen, decode, detect and submit one batch at a time; returns once alerts are accepted (or raises)."""

@@ -171,7 +171,7 @@ async def test_screen_results_of_a_replaced_ruleset_are_not_used(tmp_path):
 
     def cleared_by(screened: Any) -> int:
         before = metrics.EVENTS_SCREENED.labels("kafka")._value.get()
-        assert runner._process(batches, consumer, screened).events == 60
+        assert runner._process(batches, consumer, screened).accepted == 60
         return int(metrics.EVENTS_SCREENED.labels("kafka")._value.get() - before)
 
     runner, consumer, batches = auth_runner(tmp_path)
