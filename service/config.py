@@ -427,6 +427,17 @@ class StateSettings(_Strict):
     """``keyed``: stage 2's consumer group is ``kafka.group_id`` plus this suffix."""
     keyed_watermark_interval_s: float = Field(default=1.0, gt=0)
     """``keyed``: how often stage 1 sends its watermark to every partition of ``keyed_topic``."""
+    keyed_role: Literal["both", "stage1", "stage2"] = "both"
+    """``keyed``: the stages this instance runs. ``both``: stage 1 (the input topics) and stage 2 (the
+    internal topic); ``stage1``: the input topics only, no stage-2 consumer; ``stage2``: the internal
+    topic only, no input consumer (stateful work on instances of its own; docs/scaling.md)."""
+
+    @model_validator(mode="after")
+    def _role_needs_keyed_scope(self) -> StateSettings:
+        if self.keyed_role != "both" and self.scope != "keyed":
+            raise ValueError(f"keyed_role {self.keyed_role!r} splits the two stages of scope keyed; with scope "
+                             f"{self.scope!r} there is one stage: leave keyed_role at both or set scope: keyed")
+        return self
 
 
 class AuditSettings(_Strict):
