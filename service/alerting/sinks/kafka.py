@@ -106,6 +106,8 @@ def split(payload: bytes) -> tuple[bytes, bytes]:
 
 class KafkaSink(RawSink):
     kind = "record"
+    ack_margin_s = 5.0
+    """Waited beyond ``request_timeout_s`` for acknowledgements, so the producer's own expiry reports first."""
 
     def __init__(self, settings: KafkaSinkSettings, producer_factory: Callable[..., Any] | None = None) -> None:
         self.settings = settings
@@ -163,8 +165,8 @@ class KafkaSink(RawSink):
     async def stop(self) -> None:
         producer, self.producer = self.producer, None
         if producer is not None:
-            try:
-                await producer.stop()  # flushes what was sent and not yet acknowledged
+            try:  # flushes what was sent and not yet acknowledged: bounded, as a delivery is
+                await asyncio.wait_for(producer.stop(), self.settings.request_timeout_s + self.ack_margin_s)
             except Exception as exc:
                 log.warning("kafka sink: error while stopping the producer",
                             extra={"sink": self.name, "error": _describe(exc)})
@@ -183,7 +185,7 @@ class KafkaSink(RawSink):
         except SinkError as exc:
             return Outcome(done=0, error=exc)
         s = self.settings
-        deadline = time.monotonic() + s.request_timeout_s + 5.0
+        deadline = time.monotonic() + s.request_timeout_s + self.ack_margin_s
         rejected: dict[int, str] = {}
         failed: tuple[int, str] | None = None
         pending: dict[int, asyncio.Future[Any]] = {}
@@ -213,7 +215,7 @@ class KafkaSink(RawSink):
             if failed is not None and i >= failed[0]:
                 break
             if not future.done():
-                failed = (i, f"not acknowledged within {s.request_timeout_s + 5.0:g} s")
+                failed = (i, f"not acknowledged within {s.request_timeout_s + self.ack_margin_s:g} s")
                 break
             error = future.exception()
             if error is None:
