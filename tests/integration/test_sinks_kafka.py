@@ -121,6 +121,7 @@ async def test_no_alert_is_lost_while_the_broker_is_down(kafka_factory: Callable
     async with TopicReader(broker.bootstrap, topic) as reader:
         await until(lambda: _keys_at_least(reader, len(before) + len(during)), 60, "every alert on the topic")
     assert reader.keys() == {a.id for a in before + during}  # none lost; a duplicate shares its id
+    print(f"records on the topic: {len(reader.records)} for {len(before) + len(during)} alerts")
     for key, value, _ in reader.records:
         assert orjson.loads(value)["event"]["id"] == key.decode()
 

@@ -165,6 +165,7 @@ class FakeProducer:
         self.down = False
         self.failures: list[BaseException | None] = []
         self.hold = False
+        self.held: list[tuple[asyncio.Future[Any], tuple[str, bytes, bytes | None]]] = []
         self.started = 0
         self.stopped = 0
 
@@ -185,6 +186,7 @@ class FakeProducer:
             raise KafkaConnectionError("Unable to connect to 127.0.0.1:9")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.hold:
+            self.held.append((future, (topic, value, key)))
             return future
         outcome = self.failures.pop(0) if self.failures else None
         if outcome is None:
@@ -193,6 +195,16 @@ class FakeProducer:
         else:
             future.set_exception(outcome)
         return future
+
+
+    def release(self) -> None:
+        """The broker answers again: every held record is acknowledged (an idempotent producer's
+        batches are retried until then, never expired)."""
+        self.hold = False
+        for future, record in self.held:
+            self.sent.append(record)
+            future.set_result(None)
+        self.held.clear()
 
 
 class ProducerFactory:

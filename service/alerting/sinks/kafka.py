@@ -5,7 +5,9 @@ For durable fan-out (other consumers, another site) and for running the detectio
 is on every in-sync replica, and the producer's own retries neither duplicate nor reorder it.
 Delivery is at least once, like every sink: a batch that was partly acknowledged before an error
 is sent again from its first unacknowledged record, so a consumer may see an alert twice, always
-under the same key (a compacted topic keeps one). An alert updated later (a suppression count)
+under the same key (a compacted topic keeps one). Records the producer is still retrying from an
+earlier attempt (an idempotent producer retries until the brokers answer) are waited for, not
+queued again, so an outage does not add one copy per retry. An alert updated later (a suppression count)
 is sent again under the same key, after the original.
 
 The value is the alert document as the other record sinks get it (redacted unless ``redact:
@@ -114,6 +116,10 @@ class KafkaSink(RawSink):
         self.name = settings.name
         self._factory = producer_factory
         self.producer: Any = None
+        self._unanswered: dict[bytes, asyncio.Future[Any]] = {}
+        """Spooled records of the last delivery still waiting for their acknowledgement. The idempotent
+        producer retries them until the brokers answer (it never expires them), so the next delivery
+        of the same records waits for these instead of sending each once more per retry."""
 
     def producer_kwargs(self) -> dict[str, Any]:
         """Everything the producer is built with; a TLS file that holds no usable key or certificate is a
@@ -164,6 +170,7 @@ class KafkaSink(RawSink):
 
     async def stop(self) -> None:
         producer, self.producer = self.producer, None
+        self._unanswered = {}
         if producer is not None:
             try:  # flushes what was sent and not yet acknowledged: bounded, as a delivery is
                 await asyncio.wait_for(producer.stop(), self.settings.request_timeout_s + self.ack_margin_s)
@@ -189,6 +196,7 @@ class KafkaSink(RawSink):
         rejected: dict[int, str] = {}
         failed: tuple[int, str] | None = None
         pending: dict[int, asyncio.Future[Any]] = {}
+        unanswered, self._unanswered = self._unanswered, {}
         for i, payload in enumerate(payloads):
             try:
                 key, value = split(payload)
@@ -197,6 +205,10 @@ class KafkaSink(RawSink):
                 continue
             if len(key) + len(value) > s.max_message_bytes:
                 rejected[i] = f"alert of {len(value)} bytes is larger than max_message_bytes {s.max_message_bytes}"
+                continue
+            carried = unanswered.pop(payload, None)
+            if carried is not None and not (carried.done() and carried.exception() is not None):
+                pending[i] = carried  # sent before, acknowledged since or still on its way
                 continue
             try:
                 pending[i] = await asyncio.wait_for(producer.send(s.topic, value=value, key=key),
@@ -226,6 +238,7 @@ class KafkaSink(RawSink):
                 failed = (i, _describe(error))
                 break
         done = failed[0] if failed is not None else len(payloads)
+        self._unanswered = {payloads[i]: f for i, f in pending.items() if i >= done and not f.done()}
         out = Outcome(done=done, rejected=[(self._doc(payloads[i]), reason)
                                            for i, reason in sorted(rejected.items()) if i < done])
         if failed is not None:

@@ -145,6 +145,31 @@ async def test_unanswered_acknowledgements_fail_the_batch_after_the_request_time
     assert outcome.done == 0 and "not acknowledged within 0.03 s" in str(outcome.error)
 
 
+async def test_a_retry_waits_for_records_still_on_their_way_instead_of_sending_them_again() -> None:
+    """The idempotent producer retries a batch until the brokers answer: a delivery retried meanwhile
+    (the worker's backoff) must not queue a second copy of every record per attempt."""
+    factory = ProducerFactory()
+    s = sink(factory, request_timeout_s=0.01)
+    s.ack_margin_s = 0.01
+    await s.start()
+    producer = factory.current
+    producer.hold = True
+    batch = [s.encode(doc(n)) for n in range(3)]
+    for _ in range(3):  # three attempts during the outage
+        outcome = await s.deliver_raw(batch)
+        assert outcome.done == 0 and "not acknowledged" in str(outcome.error)
+    assert len(producer.held) == 3  # each record queued once
+    producer.release()
+    outcome = await s.deliver_raw([*batch, s.encode(doc(3))])
+    assert (outcome.done, outcome.error) == (4, None)
+    assert [key for _, _, key in producer.sent] == [b"id-0", b"id-1", b"id-2", b"id-3"]  # no copy
+    # a record whose earlier attempt failed is sent again
+    producer.failures = [NotEnoughReplicasError()]
+    assert (await s.deliver_raw([s.encode(doc(4))])).done == 0
+    assert (await s.deliver_raw([s.encode(doc(4))])).done == 1
+    assert producer.sent[-1][2] == b"id-4"
+
+
 @pytest.fixture
 def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[ProducerFactory]:
     """The ``kafka`` sink type built over an in-memory producer, for routers built in the test."""
