@@ -26,6 +26,18 @@ class KeyedStages:
     producer: StateRecordProducer
     detector: KeyedDetector
     source: KafkaSource
+    role: str = "both"
+    """``state.keyed_role``: ``both``, ``stage1`` (no stage-2 consumer) or ``stage2`` (no input consumer)."""
+
+    @property
+    def stage1(self) -> bool:
+        """This instance consumes the input topics and produces state records and watermarks."""
+        return self.role in ("both", "stage1")
+
+    @property
+    def stage2(self) -> bool:
+        """This instance runs stage 2's consumer of the internal topic."""
+        return self.role in ("both", "stage2")
 
     async def run_stage2(self, stop: asyncio.Event) -> None:
         """Stage 2's consumer, once the internal topic exists (see :meth:`StateRecordProducer.prepare`)."""
@@ -53,5 +65,5 @@ def build_keyed(settings: Settings, detector: Detector, router: Any, store: Any)
                                         "group_id": kafka.group_id + state.keyed_group_suffix})
     events = settings.events.model_copy(update={"screen": False})
     source = KafkaSource(internal, events, stage2, router, state_store=store,
-                         snapshot_interval_s=state.snapshot_interval_s, instance_id=instance)
-    return KeyedStages(producer, stage2, source)
+                         snapshot_interval_s=state.snapshot_interval_s, instance_id=instance, consumer="keyed")
+    return KeyedStages(producer, stage2, source, state.keyed_role)
