@@ -7,6 +7,12 @@ A record is a small JSON object (``orjson``), versioned by ``v``:
   it (in match order), ``t`` the event time, ``o`` the origin ``[topic, partition, offset]``
   (``key`` too when one message decoded into several events), ``f`` the fields the aggregation
   reads (group-by and value fields of the matched slots, as resolved in the event);
+- ``k: "a"`` (anomaly check input): ``id`` the check, ``t`` the event time, ``o`` the origin, ``f``
+  only the fields the check reads (its ``by`` fields, its ``timestamp_field``, and the measured
+  field(s) of ``metric``, ``new_value`` and ``cardinality``), ``s`` the event's log source
+  ``[product, category, service]`` when the check keys by ``_source``, ``m`` (``ratio`` only) whether
+  the check's selection matched in stage 1 (a ``threshold`` selection is applied in stage 1: only
+  matching events send a record);
 - ``k: "w"`` (watermark): ``p`` the producing instance, ``s`` its input partitions' progress
   (``[topic, partition, event time]``: no state record with an earlier time follows from that
   input partition), ``i`` its idle input partitions (``[topic, partition]``: read to the end without
@@ -28,9 +34,14 @@ from typing import Any
 
 import orjson
 
+from detectors.anomaly.base import Check
+from detectors.anomaly.keys import SOURCE_FIELD, key_text, source_text
+from detectors.anomaly.spec import CardinalitySpec, CheckCommon, MetricSpec, NewValueSpec
+from detectors.anomaly.threshold import RatioCheck, ThresholdCheck
 from detectors.correlation.fields import key_part
 from detectors.correlation.spec import CorrelationSpec
 from detectors.event import MISSING, get
+from detectors.model import LogSource
 from service.errors import ServiceError
 
 VERSION = 1
@@ -88,6 +99,45 @@ class StateRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AnomalyRecord:
+    """One event's input to one anomaly check."""
+
+    check: str
+    ts: float
+    origin: Origin
+    fields: Mapping[str, Any]
+    source: tuple[str | None, str | None, str | None] | None = None
+    """The event's log source, sent only when the check keys by ``_source``."""
+    selected: bool | None = None
+    """``ratio``: whether the check's selection matched (evaluated in stage 1)."""
+    group: tuple[str, ...] = ()
+    """The check's key (what the Kafka key is made of); not sent (stage 2 recomputes it)."""
+
+    @property
+    def logsource(self) -> LogSource | None:
+        return None if self.source is None else LogSource(*self.source)
+
+    def key(self) -> bytes:
+        """The Kafka key: check id and key, so one key's model lives in one internal partition."""
+        return record_key(self.check, self.group)
+
+    def encode(self) -> bytes:
+        origin: list[Any] = [self.origin.topic, self.origin.partition, self.origin.offset]
+        if self.origin.key is not None:
+            origin.append(self.origin.key)
+        doc: dict[str, Any] = {"v": VERSION, "k": "a", "id": self.check, "t": self.ts, "o": origin,
+                               "f": dict(self.fields)}
+        if self.source is not None:
+            doc["s"] = list(self.source)
+        if self.selected is not None:
+            doc["m"] = 1 if self.selected else 0
+        data = orjson.dumps(doc, default=str)
+        if len(data) > MAX_RECORD_BYTES:
+            raise RecordTooLarge(f"state record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
 class Watermark:
     """A stage-1 instance's promise per input partition it owns: no state record with an earlier
     time follows from that partition."""
@@ -132,7 +182,59 @@ def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, An
     return StateRecord(spec.info.id, ordered, ts, origin, fields, group)
 
 
-def decode(data: bytes | None) -> StateRecord | Watermark:
+def read_fields(spec: CheckCommon) -> tuple[str, ...]:
+    """The event fields ``spec``'s check reads besides its key (``_source`` is the log source)."""
+    names = [name for name in spec.by if name != SOURCE_FIELD]
+    if spec.timestamp_field is not None:
+        names.append(spec.timestamp_field)
+    match spec:
+        case MetricSpec() | CardinalitySpec():
+            names.append(spec.field)
+        case NewValueSpec():
+            names.extend(spec.fields)
+        case _:
+            pass
+    return tuple(dict.fromkeys(names))
+
+
+def build_anomaly(check: Check, event: Mapping[str, Any], ts: float, origin: Origin,
+                  logsource: LogSource | None) -> AnomalyRecord | None:
+    """The record of ``event`` for ``check``, or None when the check would not count it (a
+    ``threshold`` selection that does not match) or cannot key it (a ``by`` field is missing: the
+    engine would skip it too). Fields the check reads but the event lacks are left out: stage 2's
+    check skips the event with the same reason as a local one."""
+    selected: bool | None = None
+    if isinstance(check, ThresholdCheck):
+        if check.matcher is not None and not check.matcher(event):
+            return None
+    elif isinstance(check, RatioCheck):
+        selected = check.matcher(event)
+    group: list[str] = []
+    fields: dict[str, Any] = {}
+    keyed_by_source = False
+    for name in check.by:
+        if name == SOURCE_FIELD:
+            keyed_by_source = True
+            group.append(source_text(logsource))
+            continue
+        value = get(event, name)
+        if value is MISSING:
+            return None
+        fields[name] = value
+        group.append(key_text(value)[0])
+    for name in read_fields(check.spec):
+        if name not in fields:
+            value = get(event, name)
+            if value is not MISSING:
+                fields[name] = value
+    source = None
+    if keyed_by_source:
+        source = (None, None, None) if logsource is None else (logsource.product, logsource.category,
+                                                                  logsource.service)
+    return AnomalyRecord(check.spec.id, ts, origin, fields, source, selected, tuple(group))
+
+
+def decode(data: bytes | None) -> StateRecord | AnomalyRecord | Watermark:
     """Read one record of the internal topic; :class:`RecordError` says why one cannot be read."""
     if data is None:
         raise RecordError("empty record")
@@ -145,7 +247,7 @@ def decode(data: bytes | None) -> StateRecord | Watermark:
     return from_mapping(doc)
 
 
-def from_mapping(doc: Any) -> StateRecord | Watermark:
+def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
     """:func:`decode` for an already parsed object."""
     if not isinstance(doc, dict):
         raise RecordError("a state record is a JSON object")
@@ -159,6 +261,8 @@ def from_mapping(doc: Any) -> StateRecord | Watermark:
                          tuple((topic, part, _time(ts)) for topic, part, ts in _rows(doc.get("s"), 3, "progress")),
                          tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")),
                          tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")))
+    if kind == "a":
+        return _anomaly(doc)
     if kind != "c":
         raise RecordError(f"unknown state record kind {kind!r}")
     ts = _time(doc.get("t"))
@@ -171,6 +275,24 @@ def from_mapping(doc: Any) -> StateRecord | Watermark:
     if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
         raise RecordError(f"fields must be an object of at most {MAX_FIELDS} entries")
     return StateRecord(correlation, rule_ids, ts, _origin(doc.get("o")), fields)
+
+
+def _anomaly(doc: dict[str, Any]) -> AnomalyRecord:
+    fields = doc.get("f")
+    if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
+        raise RecordError(f"fields must be an object of at most {MAX_FIELDS} entries")
+    source: tuple[str | None, str | None, str | None] | None = None
+    raw = doc.get("s")
+    if raw is not None:
+        if not isinstance(raw, list) or len(raw) != 3 or not all(
+                part is None or (isinstance(part, str) and len(part) <= MAX_ID_CHARS) for part in raw):
+            raise RecordError("log source must be [product, category, service] (strings or null)")
+        source = (raw[0], raw[1], raw[2])
+    selected = doc.get("m")
+    if selected is not None and selected not in (0, 1):
+        raise RecordError("selection flag must be 0 or 1")
+    return AnomalyRecord(_text(doc.get("id"), "check id", MAX_ID_CHARS), _time(doc.get("t")), _origin(doc.get("o")),
+                         fields, source, None if selected is None else bool(selected))
 
 
 def _time(value: Any) -> float:

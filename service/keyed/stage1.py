@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 
 from service import metrics
 from service.config import KafkaSettings, StateSettings
-from service.keyed.records import RecordTooLarge, StateRecord, Watermark
+from service.keyed.records import AnomalyRecord, RecordTooLarge, StateRecord, Watermark
 from service.sources.kafka.client import client_kwargs
 from service.waits import stopped_within
 
@@ -118,11 +118,12 @@ class StateRecordProducer:
             assert producer is not None
             futures = []
             for record in records:
-                assert isinstance(record, StateRecord)
+                assert isinstance(record, StateRecord | AnomalyRecord)
                 try:
                     data = record.encode()
                 except RecordTooLarge:
-                    metrics.EVENTS_SKIPPED.labels("correlation", "oversize_state_record").inc()
+                    detector = "correlation" if isinstance(record, StateRecord) else "anomaly"
+                    metrics.EVENTS_SKIPPED.labels(detector, "oversize_state_record").inc()
                     continue
                 futures.append(await producer.send(self.topic, value=data, key=record.key()))
             await asyncio.gather(*futures)

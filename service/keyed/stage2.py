@@ -24,30 +24,67 @@ the same events, ``pipesentry eval`` included.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import math
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import orjson
+
 from detectors.alert import Alert, build_alert
-from detectors.model import Match, Origin
+from detectors.anomaly import AnomalyEngine
+from detectors.anomaly.selection import Matcher
+from detectors.model import Event, LogSource, Match, Origin
 from service import metrics
 from service.detection import DetectionSet, Detector, ScopeKey, _alert_time, scope_name
-from service.keyed.records import VERSION, RecordError, StateRecord, Watermark, from_mapping
+from service.keyed.records import (
+    VERSION,
+    AnomalyRecord,
+    RecordError,
+    StateRecord,
+    Watermark,
+    from_mapping,
+)
 from service.sources.base import Item
 
 log = logging.getLogger(__name__)
 
 KEYED_STATE = "keyed"
-"""Key of this detector's own state inside a partition's correlation snapshot."""
+"""Key of this detector's own state inside a partition's correlation (else anomaly) snapshot."""
 BUFFER_LATENESS_S = 10 * 365 * 86_400.0
 """Stage-2 engines buffer by the watermark records, not by their own newest time: a lateness no
 record reaches keeps the engine from releasing anything itself."""
+SELECTED = "\x00selected"
+"""Where a ``ratio`` record's selection verdict (stage 1's) waits for stage 2's matcher."""
+DEFAULT_MAX_PENDING = 100_000
+ANOMALY_PREFIX = "anomaly|"
+"""Replay-filter positions of anomaly checks (``|`` is not allowed in a check id)."""
+
+Record = StateRecord | AnomalyRecord
+Pending = tuple[float, int, Record]
+
+
+def _selected(check_id: str, selection: Any) -> Matcher:
+    """Stage 2's ``ratio`` matcher: stage 1 evaluated the selection and sent its verdict."""
+    def matches(event: Event) -> bool:
+        return bool(event.get(SELECTED)) if isinstance(event, dict) else False
+
+    return matches
+
+
+def _record_document(record: Record) -> Any:
+    return orjson.loads(record.encode())
+
+
+def _kafka_origin(record: Record) -> Origin:
+    origin = record.origin
+    return Origin("kafka", origin.topic, origin.partition, origin.offset, origin.key)
 
 
 class KeyedDetector(Detector):
-    """The stage-2 detector: one keyed correlation engine per internal partition."""
+    """The stage-2 detector: one keyed correlation engine and one anomaly engine per internal partition."""
 
     def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384, lateness_s: float = 0.0) -> None:
         super().__init__(detection, max_original_bytes=max_original_bytes, scope="partition")
@@ -59,15 +96,24 @@ class KeyedDetector(Detector):
         self._idle: dict[tuple[str, int], set[tuple[str, int]]] = {}
         """Per internal partition: input partitions reported idle (without a mark yet)."""
         self._applied: dict[tuple[str, int], dict[tuple[str, str, int], int]] = {}
-        """Per internal partition: the last origin offset applied per (correlation, input topic, partition)."""
+        """Per internal partition: the last origin offset applied per (correlation or
+        ``anomaly|<check>``, input topic, partition)."""
         self._newest: dict[tuple[str, int], float] = {}
+        self._pending: dict[tuple[str, int], list[Pending]] = {}
+        """Per internal partition: records waiting for the watermark (a heap by event time, arrival)."""
+        self._released: dict[tuple[str, int], float] = {}
+        """Per internal partition: the watermark released last (a record at or before it applies at once)."""
+        self._seq = 0
 
     def _new_engines(self, current: DetectionSet) -> tuple[Any | None, Any | None]:
+        correlation = anomaly = None
         engine = current.correlation
-        if engine is None:
-            return None, None
-        limits = dataclasses.replace(engine.limits, allowed_lateness=BUFFER_LATENESS_S)
-        return type(engine)(engine.specs, limits, keyed=True), None
+        if engine is not None:
+            limits = dataclasses.replace(engine.limits, allowed_lateness=BUFFER_LATENESS_S)
+            correlation = type(engine)(engine.specs, limits, keyed=True)
+        if current.anomaly is not None:
+            anomaly = AnomalyEngine(list(current.anomaly.specs), matcher_factory=_selected)
+        return correlation, anomaly
 
     def take_records(self) -> tuple[list[Any], dict[tuple[str, int], float]]:
         return [], {}
@@ -91,8 +137,8 @@ class KeyedDetector(Detector):
                 log.warning("keyed scope: unreadable state record skipped",
                             extra={"origin": item.origin.token(), "error": str(exc)})
                 continue
-            engine = self._engines(key, current)[0]
-            if engine is None:
+            engines = self._engines(key, current)
+            if engines == (None, None):
                 continue
             if isinstance(record, Watermark):
                 marks = self._marks.setdefault(key, {})
@@ -105,15 +151,19 @@ class KeyedDetector(Detector):
                     counts[topic] = max(count, counts.get(topic, 0))
                 released.add(key)
                 continue
-            alerts.extend(self._apply(key, engine, record, now))
+            alerts.extend(self._receive(key, engines, record, now))
         for key in released:
             alerts.extend(self._release(key, now))
         return alerts
 
-    def _apply(self, key: tuple[str, int], engine: Any, record: StateRecord, now: float) -> list[Alert]:
+    def _receive(self, key: tuple[str, int], engines: tuple[Any | None, Any | None], record: Record,
+                 now: float) -> list[Alert]:
+        """A record passes the replay filter, then waits for the watermark (or applies at once when
+        the watermark has passed its time already: the engine decides whether it is late)."""
         origin = record.origin
         applied = self._applied.setdefault(key, {})
-        position = (record.correlation, origin.topic, origin.partition)
+        name = record.correlation if isinstance(record, StateRecord) else ANOMALY_PREFIX + record.check
+        position = (name, origin.topic, origin.partition)
         last = applied.get(position)
         if last is not None and origin.offset <= last:
             metrics.KEYED_STATE_RECORDS.labels("duplicate").inc()
@@ -121,15 +171,54 @@ class KeyedDetector(Detector):
         applied[position] = origin.offset
         if record.ts > self._newest.get(key, -math.inf):
             self._newest[key] = record.ts
-        ref = Origin("kafka", origin.topic, origin.partition, origin.offset, origin.key)
+        if record.ts <= self._released.get(key, -math.inf):
+            return self._apply(engines, record, now)
+        pending = self._pending.setdefault(key, [])
+        self._seq += 1
+        heapq.heappush(pending, (record.ts, self._seq, record))
+        correlation = engines[0]
+        bound = correlation.limits.max_pending if correlation is not None else DEFAULT_MAX_PENDING
+        if len(pending) > bound:  # the oldest applies before its time (it may make later ones late)
+            metrics.KEYED_STATE_RECORDS.labels("overflow").inc()
+            return self._apply(engines, heapq.heappop(pending)[2], now)
+        return []
+
+    def _apply(self, engines: tuple[Any | None, Any | None], record: Record, now: float) -> list[Alert]:
+        """Apply one record to its engine; its alerts carry its origin (and fields, when it fired)."""
+        ref = _kafka_origin(record)
+        if isinstance(record, AnomalyRecord):
+            return self._apply_anomaly(engines[1], record, ref, now)
+        engine = engines[0]
+        if engine is None:
+            return []
         before = engine.counters.get("late", 0)
         try:
             matches = engine.process_keyed(record.correlation, record.rules, record.fields, record.ts, ref.token())
+            matches += engine.release(record.ts)
         except Exception:
             self._engine_failed("correlation")
             return []
         metrics.KEYED_STATE_RECORDS.labels("late" if engine.counters.get("late", 0) > before else "applied").inc()
         return [self._keyed_alert(match, record.fields, ref, record.ts, now) for match in matches]
+
+    def _apply_anomaly(self, engine: Any | None, record: AnomalyRecord, ref: Origin, now: float) -> list[Alert]:
+        check = engine.checks.get(record.check) if engine is not None else None
+        if check is None:  # a check removed (or changed into an invalid one) under the record
+            metrics.KEYED_STATE_RECORDS.labels("unknown").inc()
+            return []
+        event: dict[str, Any] = dict(record.fields)
+        if record.selected is not None:
+            event[SELECTED] = record.selected
+        logsource = record.logsource
+        before = check.counters.get("late", 0)
+        try:
+            matches = check.process(event, record.ts, logsource)
+        except Exception:
+            self._engine_failed("anomaly")
+            return []
+        metrics.KEYED_STATE_RECORDS.labels("late" if check.counters.get("late", 0) > before else "applied").inc()
+        fields = record.fields
+        return [self._keyed_alert(match, fields, ref, record.ts, now, logsource) for match in matches]
 
     def watermark(self, key: tuple[str, int]) -> float | None:
         """The internal partition's watermark: the lowest mark over every input partition, or None
@@ -151,23 +240,37 @@ class KeyedDetector(Detector):
         return lowest if math.isfinite(lowest) else None
 
     def _release(self, key: tuple[str, int], now: float) -> list[Alert]:
-        """Release the partition's engine up to its watermark less the allowed lateness."""
-        engine = self._scoped.get(key, (None, None))[0]
+        """Apply the partition's waiting records up to its watermark less the allowed lateness, in
+        event-time order, then let its engines' time reach it (windows close: a timer's alerts)."""
+        engines = self._scoped.get(key)
         mark = self.watermark(key)
-        if mark is None or engine is None:
+        if mark is None or engines is None:
             return []
         watermark = mark - self.lateness_s
         newest = self._newest.get(key)
         if newest is not None:
             metrics.KEYED_WATERMARK_LAG.set(max(0.0, newest - watermark))
-        found = self._stateful("correlation", engine.release, watermark)
+        alerts: list[Alert] = []
+        pending = self._pending.get(key)
+        while pending and pending[0][0] <= watermark:
+            alerts.extend(self._apply(engines, heapq.heappop(pending)[2], now))
+        if watermark > self._released.get(key, -math.inf):
+            self._released[key] = watermark
         origin = Origin("timer", key=scope_name(key))
-        return [self._keyed_alert(match, {}, origin, watermark, now) for match in found]
+        correlation, anomaly = engines
+        found: list[Match] = []
+        if correlation is not None:
+            found += self._stateful("correlation", correlation.release, watermark)
+        if anomaly is not None:
+            found += self._stateful("anomaly", anomaly.advance, watermark)
+        alerts.extend(self._keyed_alert(match, {}, origin, watermark, now) for match in found)
+        return alerts
 
-    def _keyed_alert(self, match: Match, fields: Any, origin: Origin, ts: float, now: float) -> Alert:
+    def _keyed_alert(self, match: Match, fields: Any, origin: Origin, ts: float, now: float,
+                     logsource: LogSource | None = None) -> Alert:
         event_time = _alert_time(match, ts)
         return build_alert(match, fields if event_time == ts else {}, origin, event_time=event_time, now=now,
-                           max_original_bytes=self._max_original)
+                           logsource=logsource, max_original_bytes=self._max_original)
 
     def heartbeat(self, now: float, skip: Collection[ScopeKey] = ()) -> list[Alert]:
         """Nothing moves on by the wall clock here (the watermarks do); publishes the gauges."""
@@ -183,40 +286,52 @@ class KeyedDetector(Detector):
             self._idle.pop(key, None)
             self._applied.pop(key, None)
             self._newest.pop(key, None)
+            self._pending.pop(key, None)
+            self._released.pop(key, None)
 
     def export_scope(self, key: ScopeKey) -> dict[str, dict[str, Any]]:
-        """The partition's engine snapshot with this detector's own state beside it (``keyed``: the
-        input partitions' marks and the replay filter), consistent with the same offset."""
+        """The partition's engine snapshots with this detector's own state inside the correlation
+        one (the anomaly one without correlations), consistent with the same offset: the input
+        partitions' marks, the replay filter, the records waiting for the watermark (in arrival
+        order) and the watermark released last."""
         with self._lock:
             out = super().export_scope(key)
-            if key is not None and "correlation" in out:
-                out["correlation"][KEYED_STATE] = {
+            host = "correlation" if "correlation" in out else "anomaly"
+            if key is not None and host in out:
+                released = self._released.get(key)
+                out[host][KEYED_STATE] = {
                     "marks": [[t, p, ts] for (t, p), ts in sorted(self._marks.get(key, {}).items())],
                     "counts": sorted([t, n] for t, n in self._counts.get(key, {}).items()),
                     "idle": sorted([t, p] for t, p in self._idle.get(key, set())),
                     "applied": [[c, t, p, o] for (c, t, p), o in sorted(self._applied.get(key, {}).items())],
+                    "pending": [_record_document(r) for _, _, r in sorted(self._pending.get(key, []))],
+                    "released": released if released is not None and math.isfinite(released) else None,
                 }
             return out
 
     def import_scope(self, key: ScopeKey, snapshots: dict[str, dict[str, Any]],
                      clock: tuple[float, float] | None = None) -> None:
         with self._lock:
-            correlation = snapshots.get("correlation")
             saved: Any = None
-            if isinstance(correlation, dict) and KEYED_STATE in correlation:
-                correlation = dict(correlation)
-                saved = correlation.pop(KEYED_STATE)
-                snapshots = {**snapshots, "correlation": correlation}
+            for host in ("correlation", "anomaly"):
+                document = snapshots.get(host)
+                if isinstance(document, dict) and KEYED_STATE in document:
+                    document = dict(document)
+                    found = document.pop(KEYED_STATE)
+                    saved = found if saved is None else saved
+                    snapshots = {**snapshots, host: document}
             super().import_scope(key, snapshots, clock)
             if key is None:
                 return
-            for table in (self._marks, self._counts, self._idle, self._applied, self._newest):
+            tables: tuple[dict[Any, Any], ...] = (self._marks, self._counts, self._idle, self._applied,
+                                                  self._newest, self._pending, self._released)
+            for table in tables:
                 table.pop(key, None)
             if saved is not None:
                 try:
                     self._load_keyed(key, saved)
                 except (TypeError, ValueError, RecordError) as exc:
-                    for table in (self._marks, self._counts, self._idle, self._applied):
+                    for table in tables:
                         table.pop(key, None)
                     log.warning("keyed scope: saved marks and replay filter not restored",
                                 extra={"scope": scope_name(key), "error": str(exc)})
@@ -240,4 +355,20 @@ class KeyedDetector(Detector):
                     type(v) is int and v >= 0 for v in (partition, offset)):
                 raise ValueError("bad applied entry")
             applied[(correlation, topic, partition)] = offset
+        pending: list[Pending] = []
+        for doc in saved.get("pending") or []:
+            record = from_mapping(doc)
+            if isinstance(record, Watermark):
+                raise ValueError("a watermark among the waiting records")
+            self._seq += 1
+            pending.append((record.ts, self._seq, record))
+            if record.ts > self._newest.get(key, -math.inf):
+                self._newest[key] = record.ts
+        heapq.heapify(pending)
+        released = saved.get("released")
+        if released is not None:
+            if isinstance(released, bool) or not isinstance(released, int | float) or not math.isfinite(released):
+                raise ValueError("bad released watermark")
+            self._released[key] = float(released)
         self._applied[key] = applied
+        self._pending[key] = pending
