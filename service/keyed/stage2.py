@@ -67,9 +67,10 @@ Pending = tuple[float, int, Record]
 
 
 def _selected(check_id: str, selection: Any) -> Matcher:
-    """Stage 2's ``ratio`` matcher: stage 1 evaluated the selection and sent its verdict."""
+    """Stage 2's selection matcher: stage 1 evaluated the selection and sent its verdict (``ratio``),
+    or sent the record only when it matched (``threshold``: no verdict)."""
     def matches(event: Event) -> bool:
-        return bool(event.get(SELECTED)) if isinstance(event, dict) else False
+        return bool(event.get(SELECTED, True)) if isinstance(event, dict) else False
 
     return matches
 

@@ -3,24 +3,22 @@ topic would carry them (hashed by key onto partitions), fed to stage 2 with wate
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import orjson
 
 from detectors.model import LogSource, Origin
 from service.detection import Detector, compile_detection
-from service.keyed.records import Watermark
 from service.keyed.stage2 import KeyedDetector
 from service.sources.base import Item
 from tests.conftest import PROJECT_RULES
+from tests.support import keyed
+from tests.support.keyed import INTERNAL, PARTITIONS, Topic, mark
 
 RULES = [PROJECT_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
          PROJECT_RULES / "correlations" / "ssh_brute_force.yml"]
 AUTH = LogSource(product="linux", service="auth")
 T0 = 1_764_113_000.0
-INTERNAL = "state"
-PARTITIONS = 3
 
 
 def failed(i: int, host: str = "bastion-1") -> dict[str, Any]:
@@ -40,43 +38,8 @@ def input_items(count: int, partitions: int = 4) -> list[Item]:
             for i in range(count)]
 
 
-class Topic:
-    """The internal topic: records appended to the partition their key hashes to."""
-
-    def __init__(self) -> None:
-        self.partitions: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
-
-    def send(self, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
-        if partition is None:
-            assert key is not None
-            partition = zlib.crc32(key) % PARTITIONS
-        self.partitions[partition].append(value)
-
-    def items(self, start: list[int]) -> list[Item]:
-        out = []
-        for p, values in enumerate(self.partitions):
-            for offset in range(start[p], len(values)):
-                out.append(Item(orjson.loads(values[offset]), Origin("kafka", INTERNAL, p, offset), None, (), 0.0))
-            start[p] = len(values)
-        return out
-
-
 def stage1(detector: Detector, items: list[Item], topic: Topic, producer: str = "a") -> list[Any]:
-    """One batch through stage 1, its records sent, then its watermark (the batch's progress)."""
-    with detector.exclusive():
-        alerts = detector.process(items, now=T0)
-        records, progress = detector.take_records()
-    for record in records:
-        topic.send(record.encode(), key=record.key())
-    mark(topic, producer, {tp[1]: ts for tp, ts in progress.items()})
-    return alerts
-
-
-def mark(topic: Topic, producer: str, progress: dict[int, float], inputs: int = 4) -> None:
-    data = Watermark(producer, tuple(("auth", p, ts) for p, ts in sorted(progress.items())),
-                     (("auth", inputs),)).encode()
-    for p in range(PARTITIONS):
-        topic.send(data, partition=p)
+    return keyed.stage1(detector, items, topic, producer, now=T0)
 
 
 def test_partition_scope_never_fires_but_keyed_scope_fires_once_with_the_reference_id():
@@ -97,6 +60,11 @@ def test_partition_scope_never_fires_but_keyed_scope_fires_once_with_the_referen
     start = [0] * PARTITIONS
     fired = second.process(topic.items(start), now=T0)
     assert [a.id for a in fired if a.rule.kind == "correlation"] == expected
+    # as in partition scope, the alert comes from the firing event: the tenth failed login's record
+    (alert,) = [a for a in fired if a.rule.kind == "correlation"]
+    tenth = items[9].origin
+    assert alert.origin == Origin("kafka", "auth", tenth.partition, tenth.offset)
+    assert orjson.loads(alert.original) == {"hostname": "bastion-1"}
 
 
 def test_records_wait_for_every_producers_watermark_and_replays_are_dropped():
