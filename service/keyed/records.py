@@ -19,7 +19,7 @@ A record is a small JSON object (``orjson``), versioned by ``v``:
   a record yet; they do not hold stage 2 back), ``n`` the partition count of every input topic (``[topic, count]``), so
   stage 2 knows which input partitions must have spoken before it may release a time.
 
-Only what the compiled correlation specs name is copied, never the whole event. A record larger
+Only what the compiled correlation specs and anomaly checks name is copied, never the whole event. A record larger
 than ``MAX_RECORD_BYTES`` is refused at build time (:class:`RecordTooLarge`), and decoding checks
 every field's type and bound: a record from another version or a hostile producer gets a
 :class:`RecordError` naming what is wrong, never an exception from deep inside the engine.

@@ -1,24 +1,30 @@
 """Stage 2 of ``state.scope: keyed``: the detector of the internal topic's consumer.
 
 Every partition of the internal topic is a scope exactly like an input partition in ``partition``
-scope (its own correlation engine, snapshots and takeover in :class:`~service.partition_state.
-PartitionState`); only what a record does differs, so this is a :class:`~service.detection.Detector`
-whose :meth:`KeyedDetector.process` reads state records instead of evaluating Sigma rules:
+scope (its own correlation and anomaly engines, snapshots and takeover in
+:class:`~service.partition_state.PartitionState`); only what a record does differs, so this is a
+:class:`~service.detection.Detector` whose :meth:`KeyedDetector.process` reads state records
+instead of evaluating Sigma rules:
 
-- a **state record** feeds the one correlation it was keyed for (``process_keyed``); it waits in
-  the engine's reorder buffer until the partition's watermark passes it;
+- a **state record** (a correlation's or an anomaly check's input) waits in the partition's
+  reorder buffer until the partition's watermark passes it, then applies to the one correlation
+  (``process_keyed``) or check it was keyed for, in event-time order; one that arrives after the
+  watermark passed its time applies at once (the engine decides whether it is late);
 - a **watermark** raises the marks of the input partitions it lists; the internal partition's
   watermark is the lowest mark over *every* input partition (the topics' partition counts come
   with the watermarks), less ``correlation.allowed_lateness``: while one input partition has not
   spoken nothing is released. An input partition its owner reports idle (read to the end, no
-  record yet) does not count, as an idle source in Flink's watermarks; The engine is released up to it (windows close, buffered records
-  apply in event-time order). A mark never goes back: an input partition's new owner re-reads
-  from its committed offset, and what it sends again is dropped as a replay (below);
-- a record whose origin offset is not beyond the last one applied for the same correlation and
-  input partition is a stage-1 replay (a crash before its commit) and is dropped.
+  record yet) does not count, as an idle source in Flink's watermarks. The buffered records up to
+  it apply, then the engines' time reaches it (windows close). A mark never goes back: an input
+  partition's new owner re-reads from its committed offset, and what it sends again is dropped as
+  a replay (below);
+- a record whose origin offset is not beyond the last one applied for the same correlation (or
+  check) and input partition is a stage-1 replay (a crash before its commit) and is dropped.
 
-Alert ids are the engine's (correlation, group key, window start): the same as any other run over
-the same events, ``pipesentry eval`` included.
+An alert a record fires carries the record's origin (the firing event's, as in ``partition``
+scope) and its fields; windows closed by the watermark alone come from the partition's timer.
+Alert ids are the engines' (correlation, group key, window start; check, key, window start): the
+same as any other run over the same events, ``pipesentry eval`` included.
 """
 
 from __future__ import annotations
