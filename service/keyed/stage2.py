@@ -18,8 +18,8 @@ instead of evaluating Sigma rules:
   it apply, then the engines' time reaches it (windows close). A mark never goes back: an input
   partition's new owner re-reads from its committed offset, and what it sends again is dropped as
   a replay (below);
-- a record whose origin offset is not beyond the last one applied for the same correlation (or
-  check) and input partition is a stage-1 replay (a crash before its commit) and is dropped.
+- a record whose origin position (offset, and index of the event in a message that decoded into
+  several) is not beyond the last one applied for the same correlation (or check) and input partition is a stage-1 replay (a crash before its commit) and is dropped.
 
 An alert a record fires carries the record's origin (the firing event's, as in ``partition``
 scope) and its fields; windows closed by the watermark alone come from the partition's timer.
@@ -85,6 +85,12 @@ def _record_document(record: Record) -> Any:
     return orjson.loads(record.encode())
 
 
+def _event_index(key: str | None) -> int:
+    """The index of an event in its Kafka message (``str(index)`` when a message decodes into
+    several events, in decode order; -1 for a message of one event)."""
+    return int(key) if key is not None and key.isdigit() and len(key) <= 9 else -1
+
+
 def _kafka_origin(record: Record) -> Origin:
     origin = record.origin
     return Origin("kafka", origin.topic, origin.partition, origin.offset, origin.key)
@@ -102,9 +108,9 @@ class KeyedDetector(Detector):
         """Per internal partition: the partition count of every input topic."""
         self._idle: dict[tuple[str, int], set[tuple[str, int]]] = {}
         """Per internal partition: input partitions reported idle (without a mark yet)."""
-        self._applied: dict[tuple[str, int], dict[tuple[str, str, int], int]] = {}
-        """Per internal partition: the last origin offset applied per (correlation or
-        ``anomaly|<check>``, input topic, partition)."""
+        self._applied: dict[tuple[str, int], dict[tuple[str, str, int], tuple[int, int]]] = {}
+        """Per internal partition: the last origin position applied per (correlation or
+        ``anomaly|<check>``, input topic, partition): (offset, index of the event in its message)."""
         self._newest: dict[tuple[str, int], float] = {}
         self._pending: dict[tuple[str, int], list[Pending]] = {}
         """Per internal partition: records waiting for the watermark (a heap by event time, arrival)."""
@@ -171,11 +177,12 @@ class KeyedDetector(Detector):
         applied = self._applied.setdefault(key, {})
         name = record.correlation if isinstance(record, StateRecord) else ANOMALY_PREFIX + record.check
         position = (name, origin.topic, origin.partition)
+        at = (origin.offset, _event_index(origin.key))
         last = applied.get(position)
-        if last is not None and origin.offset <= last:
+        if last is not None and at <= last:
             metrics.KEYED_STATE_RECORDS.labels("duplicate").inc()
             return []
-        applied[position] = origin.offset
+        applied[position] = at
         if record.ts > self._newest.get(key, -math.inf):
             self._newest[key] = record.ts
         if record.ts <= self._released.get(key, -math.inf):
@@ -310,7 +317,7 @@ class KeyedDetector(Detector):
                     "marks": [[t, p, ts] for (t, p), ts in sorted(self._marks.get(key, {}).items())],
                     "counts": sorted([t, n] for t, n in self._counts.get(key, {}).items()),
                     "idle": sorted([t, p] for t, p in self._idle.get(key, set())),
-                    "applied": [[c, t, p, o] for (c, t, p), o in sorted(self._applied.get(key, {}).items())],
+                    "applied": [[c, t, p, o, i] for (c, t, p), (o, i) in sorted(self._applied.get(key, {}).items())],
                     "pending": [_record_document(r) for _, _, r in sorted(self._pending.get(key, []))],
                     "released": released if released is not None and math.isfinite(released) else None,
                 }
@@ -352,16 +359,17 @@ class KeyedDetector(Detector):
         self._marks[key] = {(t, p): ts for t, p, ts in marks.progress}
         self._counts[key] = dict(marks.topics)
         self._idle[key] = set(marks.idle)
-        applied: dict[tuple[str, str, int], int] = {}
+        applied: dict[tuple[str, str, int], tuple[int, int]] = {}
         rows = saved.get("applied")
         if not isinstance(rows, list):
             raise ValueError("applied is not a list")
         for row in rows:
-            correlation, topic, partition, offset = row
+            correlation, topic, partition, offset, *rest = row  # a first-slice snapshot: no event index
+            index = rest[0] if len(rest) == 1 else -1
             if not all(isinstance(v, str) for v in (correlation, topic)) or not all(
-                    type(v) is int and v >= 0 for v in (partition, offset)):
+                    type(v) is int and v >= 0 for v in (partition, offset)) or type(index) is not int or len(rest) > 1:
                 raise ValueError("bad applied entry")
-            applied[(correlation, topic, partition)] = offset
+            applied[(correlation, topic, partition)] = (offset, index)
         pending: list[Pending] = []
         for doc in saved.get("pending") or []:
             record = from_mapping(doc)

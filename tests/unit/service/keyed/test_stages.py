@@ -150,3 +150,26 @@ def test_a_damaged_keyed_state_is_dropped_with_the_engine_state_kept():
     restored.import_scope(key, doc)
     assert restored.watermark(key) is None
     assert restored._scoped[key][0].active_keys() == 1
+
+
+def test_events_of_one_message_are_not_taken_for_replays_of_each_other():
+    """A message that decodes into several events (a report) gives them one offset and their index
+    as origin key: each one applies once, a replay of the message applies none."""
+    det = detection()
+    reports = [Item(failed(i), Origin("kafka", "auth", 0, i // 4, str(i % 4)), AUTH, ("ts",), 0.0) for i in range(12)]
+    expected = [a.id for a in Detector(det, scope="instance").process(list(reports), now=T0)
+                if a.rule.kind == "correlation"]
+    assert len(expected) == 1
+    second = KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    stage1(Detector(det, scope="keyed"), reports, topic, "a")
+    mark(topic, "a", {p: T0 + 1000 for p in range(4)})
+    fired = second.process(topic.items(start), now=T0)
+    assert [a.id for a in fired if a.rule.kind == "correlation"] == expected
+    assert fired[0].details["contributor_count"] >= 10
+    stage1(Detector(det, scope="keyed"), reports, topic, "a")  # replayed after a crash before its commit
+    assert second.process(topic.items(start), now=T0) == []
+    key = next(k for k in second.scopes() if second._applied.get(k))
+    assert second.export_scope(key)["correlation"]["keyed"]["applied"] == [
+        [det.correlation.specs[0].info.id, "auth", 0, 2, 3]]
