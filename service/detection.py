@@ -226,7 +226,7 @@ class Detector:
         self._records: list[Any] = []
         """``keyed``: state records of the batch being processed (see :meth:`take_records`)."""
         self._progress: dict[tuple[str, int], float] = {}
-        self._record_index: tuple[Any, dict[str, list[Any]]] | None = None
+        self._record_index: tuple[Any, dict[str, list[Any]], dict[str, tuple[str, ...]]] | None = None
         self._anomaly_routes: tuple[Any, dict[Any, tuple[Any, ...]]] | None = None
         self._followers: list[Detector] = []
         self._max_original = max_original_bytes
@@ -391,11 +391,12 @@ class Detector:
         index = self._record_index
         if index is None or index[0] is not current.correlation:
             by_rule: dict[str, list[Any]] = {}
-            for spec in current.correlation.specs if current.correlation is not None else ():
+            specs_all = current.correlation.specs if current.correlation is not None else ()
+            for spec in specs_all:
                 for slot in spec.slots:
                     if not slot.correlation and spec not in by_rule.setdefault(slot.rule_id, []):
                         by_rule[slot.rule_id].append(spec)
-            index = self._record_index = (current.correlation, by_rule)
+            index = self._record_index = (current.correlation, by_rule, records.chain_fields(specs_all))
         specs: list[Any] = []
         rule_ids = [match.rule.id for match in matches]
         for rule_id in rule_ids:
@@ -407,7 +408,7 @@ class Detector:
         origin = item.origin
         where = records.Origin(origin.topic or "", origin.partition or 0, origin.offset or 0, origin.key)
         for spec in specs:
-            record = records.build(spec, rule_ids, item.event, ts, where)
+            record = records.build(spec, rule_ids, item.event, ts, where, extra=index[2].get(spec.info.id, ()))
             if record is None:
                 metrics.EVENTS_SKIPPED.labels("correlation", "missing_group_by").inc()
             else:

@@ -6,7 +6,10 @@ A record is a small JSON object (``orjson``), versioned by ``v``:
 - ``k: "c"`` (correlation input): ``id`` the correlation, ``r`` the matched base rules that feed
   it (in match order), ``t`` the event time, ``o`` the origin ``[topic, partition, offset]``
   (``key`` too when one message decoded into several events), ``f`` the fields the aggregation
-  reads (group-by and value fields of the matched slots, as resolved in the event);
+  reads (group-by and value fields of the matched slots, as resolved in the event); a correlation
+  alert re-keyed for a correlation referencing it (chained, sent by stage 2) has the referenced
+  correlation as its rule, its alert key as ``x`` (the parent's evidence) and its origin in the
+  internal topic (the stage-2 record or watermark that raised it, and the alert's index there);
 - ``k: "a"`` (anomaly check input): ``id`` the check, ``t`` the event time, ``o`` the origin, ``f``
   only the fields the check reads (its ``by`` fields, its ``timestamp_field``, and the measured
   field(s) of ``metric``, ``new_value`` and ``cardinality``), ``s`` the event's log source
@@ -82,6 +85,8 @@ class StateRecord:
     fields: Mapping[str, Any]
     group: tuple[Any, ...] = ()
     """The normalised group key (what the Kafka key is made of); not sent (stage 2 recomputes it)."""
+    ref: str | None = None
+    """A chained input: the referenced correlation's alert key."""
 
     def key(self) -> bytes:
         """The Kafka key: correlation id and normalised group key, so one group has one partition."""
@@ -91,8 +96,11 @@ class StateRecord:
         origin: list[Any] = [self.origin.topic, self.origin.partition, self.origin.offset]
         if self.origin.key is not None:
             origin.append(self.origin.key)
-        data = orjson.dumps({"v": VERSION, "k": "c", "id": self.correlation, "r": list(self.rules), "t": self.ts,
-                             "o": origin, "f": dict(self.fields)}, default=str)
+        doc: dict[str, Any] = {"v": VERSION, "k": "c", "id": self.correlation, "r": list(self.rules), "t": self.ts,
+                               "o": origin, "f": dict(self.fields)}
+        if self.ref is not None:
+            doc["x"] = self.ref
+        data = orjson.dumps(doc, default=str)
         if len(data) > MAX_RECORD_BYTES:
             raise RecordTooLarge(f"state record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
         return data
@@ -158,13 +166,17 @@ def record_key(correlation: str, group: Sequence[Any]) -> bytes:
 
 
 def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, Any], ts: float,
-          origin: Origin) -> StateRecord | None:
+          origin: Origin, *, ref: str | None = None, extra: Sequence[str] = ()) -> StateRecord | None:
     """The record of ``event`` for ``spec`` (``rule_ids``: its matched rules that feed ``spec``, in
     match order), or None when a group-by or value field is missing (the engine would skip it).
+    With ``ref`` (a referenced correlation's alert key) ``rule_ids`` names that correlation and
+    ``event`` is its alert's context: a chained input. ``extra``: fields copied when present (those
+    the correlations referencing ``spec`` read from the firing event, see :func:`chain_fields`).
 
     The group key is the one the engine computes from the first matched slot's fields.
     """
-    slots = [slot for slot in spec.slots if not slot.correlation and slot.rule_id in rule_ids]
+    chained = ref is not None
+    slots = [slot for slot in spec.slots if slot.correlation is chained and slot.rule_id in rule_ids]
     if not slots:
         return None
     fields: dict[str, Any] = {}
@@ -178,8 +190,13 @@ def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, An
             fields[name] = value
     first = slots[0].group_fields
     group = tuple(key_part(fields[name]) for name in first)
+    for name in extra:
+        if name not in fields:
+            value = get(event, name)
+            if value is not MISSING:
+                fields[name] = value
     ordered = tuple(rule for rule in rule_ids if any(slot.rule_id == rule for slot in slots))
-    return StateRecord(spec.info.id, ordered, ts, origin, fields, group)
+    return StateRecord(spec.info.id, ordered, ts, origin, fields, group, ref)
 
 
 def read_fields(spec: CheckCommon) -> tuple[str, ...]:
@@ -234,6 +251,18 @@ def build_anomaly(check: Check, event: Mapping[str, Any], ts: float, origin: Ori
     return AnomalyRecord(check.spec.id, ts, origin, fields, source, selected, tuple(group))
 
 
+def chain_fields(specs: Sequence[CorrelationSpec]) -> dict[str, tuple[str, ...]]:
+    """Per correlation id: the fields the correlations referencing it read (their slots' group-by
+    and value fields). Its alert gives them its group and value, then the firing event's fields, so
+    its records carry these too (when the event has them)."""
+    out: dict[str, dict[str, None]] = {}
+    for spec in specs:
+        for slot in spec.slots:
+            if slot.correlation:
+                out.setdefault(slot.rule_id, {}).update(dict.fromkeys((*slot.group_fields, *slot.value_fields)))
+    return {cid: tuple(names) for cid, names in out.items()}
+
+
 def decode(data: bytes | None) -> StateRecord | AnomalyRecord | Watermark:
     """Read one record of the internal topic; :class:`RecordError` says why one cannot be read."""
     if data is None:
@@ -274,7 +303,9 @@ def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
     fields = doc.get("f")
     if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
         raise RecordError(f"fields must be an object of at most {MAX_FIELDS} entries")
-    return StateRecord(correlation, rule_ids, ts, _origin(doc.get("o")), fields)
+    ref = doc.get("x")
+    return StateRecord(correlation, rule_ids, ts, _origin(doc.get("o")), fields,
+                       ref=None if ref is None else _text(ref, "chained alert key", MAX_RECORD_BYTES))
 
 
 def _anomaly(doc: dict[str, Any]) -> AnomalyRecord:

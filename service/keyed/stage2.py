@@ -44,15 +44,25 @@ from detectors.anomaly import AnomalyEngine
 from detectors.anomaly.selection import Matcher
 from detectors.model import Event, LogSource, Match, Origin
 from service import metrics
-from service.detection import DetectionSet, Detector, ScopeKey, _alert_time, scope_name
+from service.detection import (
+    DetectionSet,
+    Detector,
+    ScopeKey,
+    _alert_time,
+    _carry_state,
+    _restore,
+    scope_name,
+)
 from service.keyed.records import (
     VERSION,
     AnomalyRecord,
     RecordError,
     StateRecord,
     Watermark,
+    build,
     from_mapping,
 )
+from service.keyed.records import Origin as RecordOrigin
 from service.sources.base import Item
 
 log = logging.getLogger(__name__)
@@ -96,40 +106,87 @@ def _kafka_origin(record: Record) -> Origin:
     return Origin("kafka", origin.topic, origin.partition, origin.offset, origin.key)
 
 
-class KeyedDetector(Detector):
-    """The stage-2 detector: one keyed correlation engine and one anomaly engine per internal partition."""
+Key = tuple[str, int]
+"""An internal partition (topic, partition)."""
+BASE, PARENTS = 0, 1
+"""Lanes of an internal partition: records of correlations that reference no other correlation and
+of anomaly checks (released by the input partitions' marks), and records of correlations that
+reference another (released also by every internal partition's chain mark)."""
 
-    def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384, lateness_s: float = 0.0) -> None:
+
+class KeyedDetector(Detector):
+    """The stage-2 detector: per internal partition one keyed correlation engine and one anomaly
+    engine, and a second correlation engine for the correlations that reference another (chained)."""
+
+    def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384, lateness_s: float = 0.0,
+                 rekey: bool = False) -> None:
         super().__init__(detection, max_original_bytes=max_original_bytes, scope="partition")
         self.lateness_s = lateness_s
-        self._marks: dict[tuple[str, int], dict[tuple[str, int], float]] = {}
+        self.rekey = rekey
+        """Chained records are taken (:meth:`take_records`) and sent: stage 2's source has a producer.
+        Without it they are dropped (counted), as nobody would send them."""
+        self._marks: dict[Key, dict[tuple[str, int], float]] = {}
         """Per internal partition: the mark of every input partition heard of."""
-        self._counts: dict[tuple[str, int], dict[str, int]] = {}
+        self._counts: dict[Key, dict[str, int]] = {}
         """Per internal partition: the partition count of every input topic."""
-        self._idle: dict[tuple[str, int], set[tuple[str, int]]] = {}
+        self._idle: dict[Key, set[tuple[str, int]]] = {}
         """Per internal partition: input partitions reported idle (without a mark yet)."""
-        self._applied: dict[tuple[str, int], dict[tuple[str, str, int], tuple[int, int]]] = {}
+        self._chain_marks: dict[Key, dict[int, float]] = {}
+        """Per internal partition: every internal partition's chain mark (its base lane's release:
+        no chained record with an earlier time follows from it)."""
+        self._chain_count: dict[Key, int] = {}
+        self._applied: dict[Key, dict[tuple[str, str, int], tuple[int, int]]] = {}
         """Per internal partition: the last origin position applied per (correlation or
         ``anomaly|<check>``, input topic, partition): (offset, index of the event in its message)."""
-        self._newest: dict[tuple[str, int], float] = {}
-        self._pending: dict[tuple[str, int], list[Pending]] = {}
-        """Per internal partition: records waiting for the watermark (a heap by event time, arrival)."""
-        self._released: dict[tuple[str, int], float] = {}
-        """Per internal partition: the watermark released last (a record at or before it applies at once)."""
+        self._newest: dict[Key, float] = {}
+        self._pending: dict[tuple[Key, int], list[Pending]] = {}
+        """Per internal partition and lane: records waiting for the watermark (a heap by event time, arrival)."""
+        self._released: dict[tuple[Key, int], float] = {}
+        """Per internal partition and lane: the watermark released last (a record at or before it
+        applies at once)."""
+        self._parents: dict[Key, Any] = {}
+        """Per internal partition: the engine of the chained lane."""
+        self._parent_ids: tuple[Any, frozenset[str]] = (None, frozenset())
         self._seq = 0
+        self._out: list[StateRecord] = []
+        """Chained records raised since :meth:`take_records` (stage 2 sends them like stage 1's)."""
+        self._out_progress: dict[Key, float] = {}
+        self._at: tuple[Key, int, int] | None = None
+        """(internal partition, offset, index): where the next chained record comes from."""
 
     def _new_engines(self, current: DetectionSet) -> tuple[Any | None, Any | None]:
-        correlation = anomaly = None
-        engine = current.correlation
-        if engine is not None:
-            limits = dataclasses.replace(engine.limits, allowed_lateness=BUFFER_LATENESS_S)
-            correlation = type(engine)(engine.specs, limits, keyed=True)
+        anomaly = None
         if current.anomaly is not None:
             anomaly = AnomalyEngine(list(current.anomaly.specs), matcher_factory=_selected)
-        return correlation, anomaly
+        return _keyed_correlation(current), anomaly
+
+    def swap(self, detection: DetectionSet) -> DetectionSet:
+        with self._lock:
+            old = super().swap(detection)
+            for key, engine in list(self._parents.items()):
+                fresh = _keyed_correlation(detection)
+                _carry_state(engine, fresh, "correlation", scope_name(key) + ":chained")
+                if fresh is None:
+                    del self._parents[key]
+                else:
+                    self._parents[key] = fresh
+            return old
+
+    def _chained_ids(self, current: DetectionSet) -> frozenset[str]:
+        """Correlations that reference another correlation (their records take the chained lane)."""
+        engine = current.correlation
+        if self._parent_ids[0] is not engine:
+            ids = frozenset(spec.info.id for spec in (engine.specs if engine is not None else ())
+                            if any(slot.correlation for slot in spec.slots))
+            self._parent_ids = (engine, ids)
+        return self._parent_ids[1]
 
     def take_records(self) -> tuple[list[Any], dict[tuple[str, int], float]]:
-        return [], {}
+        """Chained records raised since the last call (correlation alerts re-keyed for the
+        correlations referencing them) and every internal partition's chain mark that moved."""
+        records, progress = self._out, self._out_progress
+        self._out, self._out_progress = [], {}
+        return records, progress
 
     def process(self, items: Sequence[Item], now: float | None = None) -> list[Alert]:
         with self._lock:
@@ -138,7 +195,6 @@ class KeyedDetector(Detector):
     def _process_records(self, items: Sequence[Item], now: float) -> list[Alert]:
         current = self._set
         alerts: list[Alert] = []
-        released: set[tuple[str, int]] = set()
         for item in items:
             key = item.scope_key()
             if key is None:
@@ -153,26 +209,38 @@ class KeyedDetector(Detector):
             engines = self._engines(key, current)
             if engines == (None, None):
                 continue
+            self._at = (key, item.origin.offset or 0, 0)
             if isinstance(record, Watermark):
-                marks = self._marks.setdefault(key, {})
-                for topic, partition, ts in record.progress:
-                    if ts > marks.get((topic, partition), -math.inf):
-                        marks[(topic, partition)] = ts
-                self._idle.setdefault(key, set()).update(record.idle)
-                counts = self._counts.setdefault(key, {})
-                for topic, count in record.topics:
-                    counts[topic] = max(count, counts.get(topic, 0))
-                released.add(key)
+                self._note(key, record)
+                alerts.extend(self._release(key, now))  # at this record: a replay releases at the same place
                 continue
             alerts.extend(self._receive(key, engines, record, now))
-        for key in released:
-            alerts.extend(self._release(key, now))
+        self._at = None
         return alerts
 
-    def _receive(self, key: tuple[str, int], engines: tuple[Any | None, Any | None], record: Record,
+    def _note(self, key: Key, record: Watermark) -> None:
+        """Raise the marks a watermark lists: input partitions', or (rows of the internal topic
+        itself, from stage 2's producers) the internal partitions' chain marks."""
+        marks = self._marks.setdefault(key, {})
+        chain = self._chain_marks.setdefault(key, {})
+        for topic, partition, ts in record.progress:
+            if topic == key[0]:
+                if ts > chain.get(partition, -math.inf):
+                    chain[partition] = ts
+            elif ts > marks.get((topic, partition), -math.inf):
+                marks[(topic, partition)] = ts
+        self._idle.setdefault(key, set()).update(tp for tp in record.idle if tp[0] != key[0])
+        counts = self._counts.setdefault(key, {})
+        for topic, count in record.topics:
+            if topic == key[0]:
+                self._chain_count[key] = max(count, self._chain_count.get(key, 0))
+            else:
+                counts[topic] = max(count, counts.get(topic, 0))
+
+    def _receive(self, key: Key, engines: tuple[Any | None, Any | None], record: Record,
                  now: float) -> list[Alert]:
-        """A record passes the replay filter, then waits for the watermark (or applies at once when
-        the watermark has passed its time already: the engine decides whether it is late)."""
+        """A record passes the replay filter, then waits for the watermark of its lane (or applies
+        at once when that watermark has passed its time already: the engine decides whether it is late)."""
         origin = record.origin
         applied = self._applied.setdefault(key, {})
         name = record.correlation if isinstance(record, StateRecord) else ANOMALY_PREFIX + record.check
@@ -185,35 +253,70 @@ class KeyedDetector(Detector):
         applied[position] = at
         if record.ts > self._newest.get(key, -math.inf):
             self._newest[key] = record.ts
-        if record.ts <= self._released.get(key, -math.inf):
-            return self._apply(engines, record, now)
-        pending = self._pending.setdefault(key, [])
+        lane = PARENTS if isinstance(record, StateRecord) and record.correlation in self._chained_ids(
+            self._set) else BASE
+        if record.ts <= self._released.get((key, lane), -math.inf):
+            return self._apply(key, lane, engines, record, now)
+        pending = self._pending.setdefault((key, lane), [])
         self._seq += 1
         heapq.heappush(pending, (record.ts, self._seq, record))
         correlation = engines[0]
         bound = correlation.limits.max_pending if correlation is not None else DEFAULT_MAX_PENDING
         if len(pending) > bound:  # the oldest applies before its time (it may make later ones late)
             metrics.KEYED_STATE_RECORDS.labels("overflow").inc()
-            return self._apply(engines, heapq.heappop(pending)[2], now)
+            return self._apply(key, lane, engines, heapq.heappop(pending)[2], now)
         return []
 
-    def _apply(self, engines: tuple[Any | None, Any | None], record: Record, now: float) -> list[Alert]:
+    def _parent_engine(self, key: Key) -> Any | None:
+        engine = self._parents.get(key)
+        if engine is None:
+            engine = _keyed_correlation(self._set)
+            if engine is not None:
+                self._parents[key] = engine
+        return engine
+
+    def _apply(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], record: Record,
+               now: float) -> list[Alert]:
         """Apply one record to its engine; its alerts carry its origin (and fields, when it fired)."""
         ref = _kafka_origin(record)
         if isinstance(record, AnomalyRecord):
             return self._apply_anomaly(engines[1], record, ref, now)
-        engine = engines[0]
+        engine = engines[0] if lane == BASE else self._parent_engine(key)
         if engine is None:
             return []
         before = engine.counters.get("late", 0)
+        evidence = record.ref if record.ref is not None else ref.token()
         try:
-            matches = engine.process_keyed(record.correlation, record.rules, record.fields, record.ts, ref.token())
+            matches = engine.process_keyed(record.correlation, record.rules, record.fields, record.ts, evidence)
             matches += engine.release(record.ts)
         except Exception:
             self._engine_failed("correlation")
             return []
+        finally:
+            self._rekey(engine)
         metrics.KEYED_STATE_RECORDS.labels("late" if engine.counters.get("late", 0) > before else "applied").inc()
         return [self._keyed_alert(match, record.fields, ref, record.ts, now) for match in matches]
+
+    def _rekey(self, engine: Any) -> None:
+        """The engine's alerts that feed a correlation referencing them, as records keyed by that
+        correlation's group (origin: the internal record being processed, and the alert's index)."""
+        chained = engine.chained
+        if not chained or self._at is None or not self.rekey:
+            if chained:
+                metrics.EVENTS_SKIPPED.labels("correlation", "chained_not_sent").inc(len(chained))
+            chained.clear()
+            return
+        key, offset, index = self._at
+        for item in chained:
+            origin = RecordOrigin(key[0], key[1], offset, str(index))
+            index += 1
+            record = build(item.parent, [item.child], item.context, item.ts, origin, ref=item.ref)
+            if record is None:
+                metrics.EVENTS_SKIPPED.labels("correlation", "missing_group_by").inc()
+            else:
+                self._out.append(record)
+        chained.clear()
+        self._at = (key, offset, index)
 
     def _apply_anomaly(self, engine: Any | None, record: AnomalyRecord, ref: Origin, now: float) -> list[Alert]:
         check = engine.checks.get(record.check) if engine is not None else None
@@ -234,7 +337,7 @@ class KeyedDetector(Detector):
         fields = record.fields
         return [self._keyed_alert(match, fields, ref, record.ts, now, logsource) for match in matches]
 
-    def watermark(self, key: tuple[str, int]) -> float | None:
+    def watermark(self, key: Key) -> float | None:
         """The internal partition's watermark: the lowest mark over every input partition, or None
         while one has not spoken."""
         marks = self._marks.get(key)
@@ -253,9 +356,19 @@ class KeyedDetector(Detector):
                 lowest = min(lowest, mark)
         return lowest if math.isfinite(lowest) else None
 
-    def _release(self, key: tuple[str, int], now: float) -> list[Alert]:
+    def chain_watermark(self, key: Key) -> float | None:
+        """The lowest chain mark over every internal partition, or None while one has not spoken."""
+        count = self._chain_count.get(key)
+        marks = self._chain_marks.get(key, {})
+        if not count:
+            return None
+        lowest = min((marks.get(p, -math.inf) for p in range(count)), default=-math.inf)
+        return lowest if math.isfinite(lowest) else None
+
+    def _release(self, key: Key, now: float) -> list[Alert]:
         """Apply the partition's waiting records up to its watermark less the allowed lateness, in
-        event-time order, then let its engines' time reach it (windows close: a timer's alerts)."""
+        event-time order, then let its engines' time reach it (windows close: a timer's alerts);
+        the chained lane no further than every internal partition's chain mark."""
         engines = self._scoped.get(key)
         mark = self.watermark(key)
         if mark is None or engines is None:
@@ -264,19 +377,36 @@ class KeyedDetector(Detector):
         newest = self._newest.get(key)
         if newest is not None:
             metrics.KEYED_WATERMARK_LAG.set(max(0.0, newest - watermark))
+        alerts = self._release_lane(key, BASE, engines, watermark, now)
+        self._out_progress[key] = self._released[(key, BASE)]
+        chain = self.chain_watermark(key)
+        if chain is not None:
+            alerts += self._release_lane(key, PARENTS, engines, min(watermark, chain), now)
+        return alerts
+
+    def _release_lane(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], watermark: float,
+                      now: float) -> list[Alert]:
         alerts: list[Alert] = []
-        pending = self._pending.get(key)
+        pending = self._pending.get((key, lane))
         while pending and pending[0][0] <= watermark:
-            alerts.extend(self._apply(engines, heapq.heappop(pending)[2], now))
-        if watermark > self._released.get(key, -math.inf):
-            self._released[key] = watermark
+            alerts.extend(self._apply(key, lane, engines, heapq.heappop(pending)[2], now))
+        if watermark > self._released.get((key, lane), -math.inf):
+            self._released[(key, lane)] = watermark
+        watermark = self._released[(key, lane)]
         origin = Origin("timer", key=scope_name(key))
-        correlation, anomaly = engines
         found: list[Match] = []
-        if correlation is not None:
-            found += self._stateful("correlation", correlation.release, watermark)
-        if anomaly is not None:
-            found += self._stateful("anomaly", anomaly.advance, watermark)
+        if lane == BASE:
+            correlation, anomaly = engines
+            if correlation is not None:
+                found += self._stateful("correlation", correlation.release, watermark)
+                self._rekey(correlation)
+            if anomaly is not None:
+                found += self._stateful("anomaly", anomaly.advance, watermark)
+        else:
+            parents = self._parents.get(key)
+            if parents is not None:
+                found += self._stateful("correlation", parents.release, watermark)
+                self._rekey(parents)  # a chain of more levels (its chain mark is the base lane's: docs/scaling.md)
         alerts.extend(self._keyed_alert(match, {}, origin, watermark, now) for match in found)
         return alerts
 
@@ -292,34 +422,43 @@ class KeyedDetector(Detector):
             self._publish_state(self._set)
             return []
 
+    def _tables(self) -> tuple[dict[Any, Any], ...]:
+        return (self._marks, self._counts, self._idle, self._chain_marks, self._chain_count, self._applied,
+                self._newest, self._parents)
+
+    def _forget(self, key: Key) -> None:
+        for table in self._tables():
+            table.pop(key, None)
+        for lane in (BASE, PARENTS):
+            self._pending.pop((key, lane), None)
+            self._released.pop((key, lane), None)
+
     def drop_scope(self, key: tuple[str, int]) -> None:
         with self._lock:
             super().drop_scope(key)
-            self._marks.pop(key, None)
-            self._counts.pop(key, None)
-            self._idle.pop(key, None)
-            self._applied.pop(key, None)
-            self._newest.pop(key, None)
-            self._pending.pop(key, None)
-            self._released.pop(key, None)
+            self._forget(key)
 
     def export_scope(self, key: ScopeKey) -> dict[str, dict[str, Any]]:
         """The partition's engine snapshots with this detector's own state inside the correlation
         one (the anomaly one without correlations), consistent with the same offset: the input
-        partitions' marks, the replay filter, the records waiting for the watermark (in arrival
-        order) and the watermark released last."""
+        partitions' and the chain marks, the replay filter, the records waiting for the watermark
+        (in arrival order), the watermarks released last and the chained lane's engine."""
         with self._lock:
             out = super().export_scope(key)
             host = "correlation" if "correlation" in out else "anomaly"
             if key is not None and host in out:
-                released = self._released.get(key)
+                parents = self._parents.get(key)
                 out[host][KEYED_STATE] = {
                     "marks": [[t, p, ts] for (t, p), ts in sorted(self._marks.get(key, {}).items())],
                     "counts": sorted([t, n] for t, n in self._counts.get(key, {}).items()),
                     "idle": sorted([t, p] for t, p in self._idle.get(key, set())),
+                    "chain": [[key[0], p, ts] for p, ts in sorted(self._chain_marks.get(key, {}).items())],
+                    "chain_count": self._chain_count.get(key),
                     "applied": [[c, t, p, o, i] for (c, t, p), (o, i) in sorted(self._applied.get(key, {}).items())],
-                    "pending": [_record_document(r) for _, _, r in sorted(self._pending.get(key, []))],
-                    "released": released if released is not None and math.isfinite(released) else None,
+                    "pending": [_record_document(r) for lane in (BASE, PARENTS)
+                                for _, _, r in sorted(self._pending.get((key, lane), []))],
+                    "released": [_finite(self._released.get((key, lane))) for lane in (BASE, PARENTS)],
+                    "parents": orjson.loads(orjson.dumps(parents.snapshot())) if parents is not None else None,
                 }
             return out
 
@@ -337,20 +476,16 @@ class KeyedDetector(Detector):
             super().import_scope(key, snapshots, clock)
             if key is None:
                 return
-            tables: tuple[dict[Any, Any], ...] = (self._marks, self._counts, self._idle, self._applied,
-                                                  self._newest, self._pending, self._released)
-            for table in tables:
-                table.pop(key, None)
+            self._forget(key)
             if saved is not None:
                 try:
                     self._load_keyed(key, saved)
                 except (TypeError, ValueError, RecordError) as exc:
-                    for table in tables:
-                        table.pop(key, None)
+                    self._forget(key)
                     log.warning("keyed scope: saved marks and replay filter not restored",
                                 extra={"scope": scope_name(key), "error": str(exc)})
 
-    def _load_keyed(self, key: tuple[str, int], saved: Any) -> None:
+    def _load_keyed(self, key: Key, saved: Any) -> None:
         if not isinstance(saved, dict):
             raise ValueError("not an object")
         marks = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": saved.get("marks"),
@@ -359,6 +494,14 @@ class KeyedDetector(Detector):
         self._marks[key] = {(t, p): ts for t, p, ts in marks.progress}
         self._counts[key] = dict(marks.topics)
         self._idle[key] = set(marks.idle)
+        chain = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": saved.get("chain", []), "n": []})
+        assert isinstance(chain, Watermark)
+        self._chain_marks[key] = {p: ts for _, p, ts in chain.progress}
+        count = saved.get("chain_count")
+        if count is not None:
+            if type(count) is not int or not 0 < count <= 100_000:
+                raise ValueError("bad chain partition count")
+            self._chain_count[key] = count
         applied: dict[tuple[str, str, int], tuple[int, int]] = {}
         rows = saved.get("applied")
         if not isinstance(rows, list):
@@ -370,20 +513,44 @@ class KeyedDetector(Detector):
                     type(v) is int and v >= 0 for v in (partition, offset)) or type(index) is not int or len(rest) > 1:
                 raise ValueError("bad applied entry")
             applied[(correlation, topic, partition)] = (offset, index)
-        pending: list[Pending] = []
+        self._applied[key] = applied
+        chained = self._chained_ids(self._set)
         for doc in saved.get("pending") or []:
             record = from_mapping(doc)
             if isinstance(record, Watermark):
                 raise ValueError("a watermark among the waiting records")
+            lane = PARENTS if isinstance(record, StateRecord) and record.correlation in chained else BASE
             self._seq += 1
-            pending.append((record.ts, self._seq, record))
+            heapq.heappush(self._pending.setdefault((key, lane), []), (record.ts, self._seq, record))
             if record.ts > self._newest.get(key, -math.inf):
                 self._newest[key] = record.ts
-        heapq.heapify(pending)
         released = saved.get("released")
+        if isinstance(released, int | float) and not isinstance(released, bool):  # a first-slice snapshot
+            released = [released, None]
         if released is not None:
-            if isinstance(released, bool) or not isinstance(released, int | float) or not math.isfinite(released):
-                raise ValueError("bad released watermark")
-            self._released[key] = float(released)
-        self._applied[key] = applied
-        self._pending[key] = pending
+            if not isinstance(released, list) or len(released) != 2:
+                raise ValueError("bad released watermarks")
+            for lane, value in zip((BASE, PARENTS), released, strict=True):
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                    raise ValueError("bad released watermark")
+                self._released[(key, lane)] = float(value)
+        parents = saved.get("parents")
+        if parents is not None:
+            engine = self._parent_engine(key)
+            if engine is not None:
+                _restore(engine, parents, "correlation", scope_name(key) + ":chained")
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _keyed_correlation(current: DetectionSet) -> Any | None:
+    """A keyed engine of ``current``'s correlations, buffering by the watermark records only."""
+    engine = current.correlation
+    if engine is None:
+        return None
+    limits = dataclasses.replace(engine.limits, allowed_lateness=BUFFER_LATENESS_S)
+    return type(engine)(engine.specs, limits, keyed=True)

@@ -57,3 +57,23 @@ def mark(topic: Topic, producer: str, progress: dict[int, float], inputs: int = 
                      ((topic_name, inputs),)).encode()
     for p in range(len(topic.partitions)):
         topic.send(data, partition=p)
+
+
+def stage2(detector: Any, topic: Topic, start: list[int], *, now: float = 0.0, rounds: int = 10) -> list[Any]:
+    """Stage 2 over what the internal topic holds, as its consumer and producer would: read, send
+    the chained records it raises and its chain marks, read again, until nothing new comes."""
+    alerts: list[Any] = []
+    sent: dict[int, float] = {}
+    for _ in range(rounds):
+        items = topic.items(start)
+        if not items:
+            return alerts
+        alerts += detector.process(items, now=now)
+        records, progress = detector.take_records()
+        for record in records:
+            topic.send(record.encode(), key=record.key())
+        marks = {tp[1]: ts for tp, ts in progress.items() if ts > sent.get(tp[1], float("-inf"))}
+        if marks:  # the producer's timer sends the marks that moved
+            sent.update(marks)
+            mark(topic, "stage2", dict(sent), len(topic.partitions), INTERNAL)
+    raise AssertionError(f"stage 2 still busy after {rounds} rounds")

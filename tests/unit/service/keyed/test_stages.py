@@ -3,6 +3,7 @@ topic would carry them (hashed by key onto partitions), fed to stage 2 with wate
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from service.keyed.stage2 import KeyedDetector
 from service.sources.base import Item
 from tests.conftest import PROJECT_RULES
 from tests.support import keyed
+from tests.support.fixtures import rule_text
 from tests.support.keyed import INTERNAL, PARTITIONS, Topic, mark
 
 RULES = [PROJECT_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
@@ -173,3 +175,62 @@ def test_events_of_one_message_are_not_taken_for_replays_of_each_other():
     key = next(k for k in second.scopes() if second._applied.get(k))
     assert second.export_scope(key)["correlation"]["keyed"]["applied"] == [
         [det.correlation.specs[0].info.id, "auth", 0, 2, 3]]
+
+
+def chained_detection(tmp_path: Path) -> Any:
+    (tmp_path / "chained.yml").write_text(rule_text("chained_sources_per_user"))
+    outcome = compile_detection([tmp_path / "chained.yml"], [], skip_invalid=False, correlation_lateness_s=0.0)
+    assert outcome.detection is not None and outcome.detection.correlation is not None, outcome.errors
+    return outcome.detection
+
+
+def attack(count: int = 18) -> list[Item]:
+    """Failed logins of two users from three sources each (three per source), round robin over four
+    input partitions: the source bursts (keyed by address) feed a per-user correlation (keyed by user)."""
+    out = []
+    for i in range(count):
+        user = "alice" if i % 2 else "bob"
+        source = f"198.51.100.{i % 6}"
+        event = {"ts": T0 + 15 * i, "user": user, "src_ip": source, "app_name": "sshd",
+                 "message": f"Failed password for {user} from {source} port {50000 + i} ssh2"}
+        out.append(Item(event, Origin("kafka", "auth", i % 4, i // 4), AUTH, ("ts",), 0.0))
+    return out
+
+
+def test_a_chained_correlation_whose_key_differs_is_re_keyed_and_fires_with_the_reference_ids(tmp_path):
+    det = chained_detection(tmp_path)
+    expected = sorted(a.id for a in Detector(det, scope="instance").process(attack(), now=T0)
+                      if a.rule.kind == "correlation")
+    titles = {a.rule.title for a in Detector(chained_detection(tmp_path), scope="instance").process(attack(), now=T0)}
+    assert "One User Attacked From Several Sources" in titles, titles
+
+    second = KeyedDetector(det, rekey=True)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    keyed.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
+    fired = keyed.stage2(second, topic, start, now=T0)
+    assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected
+    # the parent's inputs went through the internal topic, keyed by the parent's group (the user)
+    chained = [(p, v) for p, values in enumerate(topic.partitions) for v in values if b'"x"' in v]
+    docs = [orjson.loads(v) for _, v in chained]
+    assert docs and all(doc["o"][0] == INTERNAL for doc in docs)
+    assert {doc["f"]["user"] for doc in docs} == {"alice", "bob"}
+    assert len({p for p, v in chained if b'"alice"' in v}) == 1  # one user's inputs: one partition
+    # stage 2 replayed after a crash before its commit sends them again: dropped as replays
+    for p, value in chained:
+        topic.send(value, partition=p)
+    assert keyed.stage2(second, topic, start, now=T0) == []
+    parent = next(a for a in fired if a.rule.title == "One User Attacked From Several Sources")
+    assert parent.origin.topic == INTERNAL  # the firing input: the re-keyed child alert
+    assert len(parent.details["contributors"]) == 2
+
+
+def test_without_a_sender_chained_records_are_dropped_and_counted(tmp_path):
+    det = chained_detection(tmp_path)
+    second = KeyedDetector(det)
+    topic = Topic()
+    keyed.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
+    second.process(topic.items([0] * PARTITIONS), now=T0)
+    assert second.take_records()[0] == []
