@@ -234,3 +234,53 @@ def test_without_a_sender_chained_records_are_dropped_and_counted(tmp_path):
     mark(topic, "a", {p: T0 + 3600 for p in range(4)})
     second.process(topic.items([0] * PARTITIONS), now=T0)
     assert second.take_records()[0] == []
+
+
+def test_the_chained_lane_waits_for_every_internal_partitions_chain_mark(tmp_path):
+    det = chained_detection(tmp_path)
+    second = KeyedDetector(det, rekey=True)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    keyed.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
+    fired = second.process(topic.items(start), now=T0)
+    records, progress = second.take_records()
+    assert records and set(progress) == {(INTERNAL, p) for p in range(PARTITIONS)}
+    for record in records:
+        topic.send(record.encode(), key=record.key())
+    # every internal partition but the last has released: the parents' inputs wait
+    marks = {p: ts for (_, p), ts in progress.items() if p != PARTITIONS - 1}
+    mark(topic, "s2", marks, PARTITIONS, INTERNAL)
+    fired += second.process(topic.items(start), now=T0)
+    assert not [a for a in fired if a.rule.title == "One User Attacked From Several Sources"]
+    assert second.chain_watermark((INTERNAL, 0)) is None
+    mark(topic, "s2", {p: ts for (_, p), ts in progress.items()}, PARTITIONS, INTERNAL)
+    fired += second.process(topic.items(start), now=T0)
+    assert len([a for a in fired if a.rule.title == "One User Attacked From Several Sources"]) == 2
+    # the chained lane's engine and waiting records travel with the partition snapshot
+    saved = second.export_scope((INTERNAL, 0))["correlation"]["keyed"]
+    assert saved["chain"] and saved["chain_count"] == PARTITIONS and "parents" in saved
+
+
+def test_the_chained_lane_survives_a_takeover_between_its_inputs_and_its_release(tmp_path):
+    det = chained_detection(tmp_path)
+    expected = sorted(a.id for a in Detector(chained_detection(tmp_path), scope="instance").process(attack(), now=T0)
+                      if a.rule.kind == "correlation")
+    second = KeyedDetector(det, rekey=True)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    keyed.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
+    fired = second.process(topic.items(start), now=T0)
+    records, progress = second.take_records()
+    for record in records:
+        topic.send(record.encode(), key=record.key())
+    fired += second.process(topic.items(start), now=T0)  # the parents' inputs arrive: they wait
+    saved = {k: orjson.loads(orjson.dumps(second.export_scope(k))) for k in second.scopes()}
+    assert any(doc["correlation"]["keyed"]["pending"] for doc in saved.values())
+    restored = KeyedDetector(det, rekey=True)
+    for key, doc in saved.items():
+        restored.import_scope(key, doc)
+    mark(topic, "s2", {p: ts for (_, p), ts in progress.items()}, PARTITIONS, INTERNAL)
+    fired += keyed.stage2(restored, topic, start, now=T0)
+    assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected
