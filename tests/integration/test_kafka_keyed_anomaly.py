@@ -145,3 +145,56 @@ async def test_keyed_anomaly_alerts_have_evals_ids_over_the_merged_stream(kafka_
     assert len(raisers) == 2  # the keys' models live on both instances' internal partitions
     for alert in (a for r in (first, second) for a in r.router.alerts if a.rule.kind == "anomaly"):
         assert alert.origin.input == "kafka" and alert.origin.topic == topic  # the firing event's origin
+
+
+CHAINED = Path(__file__).resolve().parents[1] / "fixtures" / "rules" / "chained_sources_per_user.yml"
+PARENT = "One User Attacked From Several Sources"
+
+
+def attack() -> list[dict[str, Any]]:
+    """Failed logins of two users from three addresses each, three per address: the bursts (grouped
+    by address) feed a correlation grouped by user, so the parent's key differs from its child's."""
+    events = []
+    for i in range(18):
+        user, source = ("alice" if i % 2 else "bob"), f"198.51.100.{i % 6}"
+        events.append({"timestamp": datetime.fromtimestamp(T0 + 15 * i, UTC).isoformat(), "user": user,
+                       "src_ip": source, "app_name": "sshd",
+                       "message": f"Failed password for {user} from {source} port {50000 + i} ssh2"})
+    return events
+
+
+async def test_a_chained_correlation_whose_key_differs_fires_with_evals_ids(kafka_server, tmp_path, capsys):
+    events = attack()
+    path = tmp_path / "attack.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["eval", "--rules", str(CHAINED), "--logsource",
+                                          "product=linux,service=auth", str(path)]) == 0
+    reference = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = sorted(r["alert_id"] for r in reference if r["rule_kind"] == "correlation")
+    assert sum(r["rule_title"] == PARENT for r in reference) == 2, reference  # alice and bob
+
+    topic, internal = unique_topic("auth-chained"), unique_topic("keyed-chained")
+    kafka_server.create_topic(topic, INPUTS)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    def settings(name: str) -> Any:
+        base = kafka_settings(tmp_path, kafka_server.bootstrap, {topic: {"logsource": AUTH}}, group_id=group)
+        return base.model_copy(update={
+            "data_dir": tmp_path / name,
+            "rules": base.rules.model_copy(update={"paths": [CHAINED]}),
+            "state": base.state.model_copy(update={"scope": "keyed", "keyed_topic": internal,
+                                                   "keyed_partitions": 2, "keyed_watermark_interval_s": 0.2})})
+
+    first, second = InProcess(settings("a")), InProcess(settings("b"))
+    async with first, second:
+        await until(lambda: split(first, second), 90, "input and internal partitions split 2 + 2 and 1 + 1")
+        await produce_spread(kafka_server.bootstrap, topic, events)
+        await until(lambda: len(anomaly_ids(first, second, kind="correlation")) >= len(expected), 90,
+                    "the child and parent correlation alerts")
+        last = T0 + 15 * (len(events) - 1)
+        await until(lambda: released_past([first, second], last + 10), 60, "every record released")
+    assert anomaly_ids(first, second, kind="correlation") == expected
+    parents = [a for r in (first, second) for a in r.router.alerts if a.rule.title == PARENT]
+    assert {a.details["group"]["user"] for a in parents} == {"alice", "bob"}
+    assert all(a.origin.topic == internal for a in parents)  # fed by re-keyed child alerts
