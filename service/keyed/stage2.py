@@ -18,6 +18,11 @@ instead of evaluating Sigma rules:
   it apply, then the engines' time reaches it (windows close). A mark never goes back: an input
   partition's new owner re-reads from its committed offset, and what it sends again is dropped as
   a replay (below);
+- a **chained** correlation (one referencing another) has a lane of its own: a second engine fed
+  by its base-rule records and by the referenced correlations' alerts, which stage 2 re-keys by the
+  parent's group and sends through the internal topic (:meth:`KeyedDetector.take_records`); it is
+  released no further than every internal partition's chain mark (rows of the internal topic in
+  stage 2's own watermarks: the first lane's release there);
 - a record whose origin position (offset, and index of the event in a message that decoded into
   several) is not beyond the last one applied for the same correlation (or check) and input partition is a stage-1 replay (a crash before its commit) and is dropped.
 
@@ -186,6 +191,8 @@ class KeyedDetector(Detector):
         correlations referencing them) and every internal partition's chain mark that moved."""
         records, progress = self._out, self._out_progress
         self._out, self._out_progress = [], {}
+        if not self._chained_ids(self._set):
+            progress = {}  # no chained lane waits for the marks: nothing to send every interval
         return records, progress
 
     def process(self, items: Sequence[Item], now: float | None = None) -> list[Alert]:
