@@ -13,5 +13,5 @@ A test module imports from here, never from another ``test_*`` module. One modul
 - ``fuzz`` and ``fuzz_targets``: hostile-input strategies and the targets of the input fuzzer;
 - ``secrets``: a recognisable secret in every secret-bearing setting, ``leaks``;
 - ``instances``: the service under test in this loop or as a ``pipesentry run`` child process;
-- ``keyed``: the keyed scope's internal topic without a broker (``Topic``, ``stage1``, ``mark``).
+- ``internal_topic``: the keyed scope's internal topic without a broker (``Topic``, ``stage1``, ``stage2``, ``mark``).
 """

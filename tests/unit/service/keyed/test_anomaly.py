@@ -16,7 +16,7 @@ from service.detection import Detector, compile_detection
 from service.keyed import records
 from service.keyed.stage2 import KeyedDetector
 from service.sources.base import Item
-from tests.support.keyed import PARTITIONS, Topic, mark, stage1
+from tests.support.internal_topic import PARTITIONS, Topic, mark, stage1
 
 AUTH = LogSource(product="linux", service="auth")
 T0 = 1_764_113_000.0

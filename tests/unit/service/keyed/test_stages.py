@@ -13,9 +13,9 @@ from service.detection import Detector, compile_detection
 from service.keyed.stage2 import KeyedDetector
 from service.sources.base import Item
 from tests.conftest import PROJECT_RULES
-from tests.support import keyed
+from tests.support import internal_topic
 from tests.support.fixtures import rule_text
-from tests.support.keyed import INTERNAL, PARTITIONS, Topic, mark
+from tests.support.internal_topic import INTERNAL, PARTITIONS, Topic, mark
 
 RULES = [PROJECT_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
          PROJECT_RULES / "correlations" / "ssh_brute_force.yml"]
@@ -41,7 +41,7 @@ def input_items(count: int, partitions: int = 4) -> list[Item]:
 
 
 def stage1(detector: Detector, items: list[Item], topic: Topic, producer: str = "a") -> list[Any]:
-    return keyed.stage1(detector, items, topic, producer, now=T0)
+    return internal_topic.stage1(detector, items, topic, producer, now=T0)
 
 
 def test_partition_scope_never_fires_but_keyed_scope_fires_once_with_the_reference_id():
@@ -207,9 +207,9 @@ def test_a_chained_correlation_whose_key_differs_is_re_keyed_and_fires_with_the_
     second = KeyedDetector(det, rekey=True)
     topic = Topic()
     start = [0] * PARTITIONS
-    keyed.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
     mark(topic, "a", {p: T0 + 3600 for p in range(4)})
-    fired = keyed.stage2(second, topic, start, now=T0)
+    fired = internal_topic.stage2(second, topic, start, now=T0)
     assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected
     # the parent's inputs went through the internal topic, keyed by the parent's group (the user)
     chained = [(p, v) for p, values in enumerate(topic.partitions) for v in values if b'"x"' in v]
@@ -220,7 +220,7 @@ def test_a_chained_correlation_whose_key_differs_is_re_keyed_and_fires_with_the_
     # stage 2 replayed after a crash before its commit sends them again: dropped as replays
     for p, value in chained:
         topic.send(value, partition=p)
-    assert keyed.stage2(second, topic, start, now=T0) == []
+    assert internal_topic.stage2(second, topic, start, now=T0) == []
     parent = next(a for a in fired if a.rule.title == "One User Attacked From Several Sources")
     assert parent.origin.topic == INTERNAL  # the firing input: the re-keyed child alert
     assert len(parent.details["contributors"]) == 2
@@ -230,7 +230,7 @@ def test_without_a_sender_chained_records_are_dropped_and_counted(tmp_path):
     det = chained_detection(tmp_path)
     second = KeyedDetector(det)
     topic = Topic()
-    keyed.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
     mark(topic, "a", {p: T0 + 3600 for p in range(4)})
     second.process(topic.items([0] * PARTITIONS), now=T0)
     assert second.take_records()[0] == []
@@ -241,7 +241,7 @@ def test_the_chained_lane_waits_for_every_internal_partitions_chain_mark(tmp_pat
     second = KeyedDetector(det, rekey=True)
     topic = Topic()
     start = [0] * PARTITIONS
-    keyed.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
     mark(topic, "a", {p: T0 + 3600 for p in range(4)})
     fired = second.process(topic.items(start), now=T0)
     records, progress = second.take_records()
@@ -269,7 +269,7 @@ def test_the_chained_lane_survives_a_takeover_between_its_inputs_and_its_release
     second = KeyedDetector(det, rekey=True)
     topic = Topic()
     start = [0] * PARTITIONS
-    keyed.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
     mark(topic, "a", {p: T0 + 3600 for p in range(4)})
     fired = second.process(topic.items(start), now=T0)
     records, progress = second.take_records()
@@ -282,5 +282,5 @@ def test_the_chained_lane_survives_a_takeover_between_its_inputs_and_its_release
     for key, doc in saved.items():
         restored.import_scope(key, doc)
     mark(topic, "s2", {p: ts for (_, p), ts in progress.items()}, PARTITIONS, INTERNAL)
-    fired += keyed.stage2(restored, topic, start, now=T0)
+    fired += internal_topic.stage2(restored, topic, start, now=T0)
     assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected
