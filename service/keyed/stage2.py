@@ -58,8 +58,8 @@ from service.detection import (
     _restore,
     scope_name,
 )
+from service.keyed import saved
 from service.keyed.records import (
-    VERSION,
     AnomalyRecord,
     RecordError,
     StateRecord,
@@ -68,6 +68,7 @@ from service.keyed.records import (
     from_mapping,
 )
 from service.keyed.records import Origin as RecordOrigin
+from service.keyed.saved import SavedState
 from service.sources.base import Item
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,6 @@ def _selected(check_id: str, selection: Any) -> Matcher:
         return bool(event.get(SELECTED, True)) if isinstance(event, dict) else False
 
     return matches
-
-
-def _record_document(record: Record) -> Any:
-    return orjson.loads(record.encode())
 
 
 def _event_index(key: str | None) -> int:
@@ -449,109 +446,63 @@ class KeyedDetector(Detector):
         """The partition's engine snapshots with this detector's own state inside the correlation
         one (the anomaly one without correlations), consistent with the same offset: the input
         partitions' and the chain marks, the replay filter, the records waiting for the watermark
-        (in arrival order), the watermarks released last and the chained lane's engine."""
+        (in arrival order), the watermarks released last and the chained lane's engine
+        (:mod:`service.keyed.saved`)."""
         with self._lock:
             out = super().export_scope(key)
             host = "correlation" if "correlation" in out else "anomaly"
             if key is not None and host in out:
                 parents = self._parents.get(key)
-                out[host][KEYED_STATE] = {
-                    "marks": [[t, p, ts] for (t, p), ts in sorted(self._marks.get(key, {}).items())],
-                    "counts": sorted([t, n] for t, n in self._counts.get(key, {}).items()),
-                    "idle": sorted([t, p] for t, p in self._idle.get(key, set())),
-                    "chain": [[key[0], p, ts] for p, ts in sorted(self._chain_marks.get(key, {}).items())],
-                    "chain_count": self._chain_count.get(key),
-                    "applied": [[c, t, p, o, i] for (c, t, p), (o, i) in sorted(self._applied.get(key, {}).items())],
-                    "pending": [_record_document(r) for lane in (BASE, PARENTS)
-                                for _, _, r in sorted(self._pending.get((key, lane), []))],
-                    "released": [_finite(self._released.get((key, lane))) for lane in (BASE, PARENTS)],
-                    "parents": orjson.loads(orjson.dumps(parents.snapshot())) if parents is not None else None,
-                }
+                state = SavedState(
+                    self._marks.get(key, {}), self._counts.get(key, {}), self._idle.get(key, set()),
+                    self._chain_marks.get(key, {}), self._chain_count.get(key), self._applied.get(key, {}),
+                    [r for lane in (BASE, PARENTS) for _, _, r in sorted(self._pending.get((key, lane), []))],
+                    (self._released.get((key, BASE)), self._released.get((key, PARENTS))),
+                    orjson.loads(orjson.dumps(parents.snapshot())) if parents is not None else None)
+                out[host][KEYED_STATE] = saved.dump(state, key[0])
             return out
 
     def import_scope(self, key: ScopeKey, snapshots: dict[str, dict[str, Any]],
                      clock: tuple[float, float] | None = None) -> None:
         with self._lock:
-            saved: Any = None
+            document: Any = None
             for host in ("correlation", "anomaly"):
-                document = snapshots.get(host)
-                if isinstance(document, dict) and KEYED_STATE in document:
-                    document = dict(document)
-                    found = document.pop(KEYED_STATE)
-                    saved = found if saved is None else saved
-                    snapshots = {**snapshots, host: document}
+                engine_doc = snapshots.get(host)
+                if isinstance(engine_doc, dict) and KEYED_STATE in engine_doc:
+                    engine_doc = dict(engine_doc)
+                    found = engine_doc.pop(KEYED_STATE)
+                    document = found if document is None else document
+                    snapshots = {**snapshots, host: engine_doc}
             super().import_scope(key, snapshots, clock)
             if key is None:
                 return
             self._forget(key)
-            if saved is not None:
-                try:
-                    self._load_keyed(key, saved)
-                except (TypeError, ValueError, RecordError) as exc:
-                    self._forget(key)
-                    log.warning("keyed scope: saved marks and replay filter not restored",
-                                extra={"scope": scope_name(key), "error": str(exc)})
-
-    def _load_keyed(self, key: Key, saved: Any) -> None:
-        if not isinstance(saved, dict):
-            raise ValueError("not an object")
-        marks = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": saved.get("marks"),
-                              "n": saved.get("counts"), "i": saved.get("idle")})
-        assert isinstance(marks, Watermark)
-        self._marks[key] = {(t, p): ts for t, p, ts in marks.progress}
-        self._counts[key] = dict(marks.topics)
-        self._idle[key] = set(marks.idle)
-        chain = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": saved.get("chain", []), "n": []})
-        assert isinstance(chain, Watermark)
-        self._chain_marks[key] = {p: ts for _, p, ts in chain.progress}
-        count = saved.get("chain_count")
-        if count is not None:
-            if type(count) is not int or not 0 < count <= 100_000:
-                raise ValueError("bad chain partition count")
-            self._chain_count[key] = count
-        applied: dict[tuple[str, str, int], tuple[int, int]] = {}
-        rows = saved.get("applied")
-        if not isinstance(rows, list):
-            raise ValueError("applied is not a list")
-        for row in rows:
-            correlation, topic, partition, offset, *rest = row  # a first-slice snapshot: no event index
-            index = rest[0] if len(rest) == 1 else -1
-            if not all(isinstance(v, str) for v in (correlation, topic)) or not all(
-                    type(v) is int and v >= 0 for v in (partition, offset)) or type(index) is not int or len(rest) > 1:
-                raise ValueError("bad applied entry")
-            applied[(correlation, topic, partition)] = (offset, index)
-        self._applied[key] = applied
-        chained = self._chained_ids(self._set)
-        for doc in saved.get("pending") or []:
-            record = from_mapping(doc)
-            if isinstance(record, Watermark):
-                raise ValueError("a watermark among the waiting records")
-            lane = PARENTS if isinstance(record, StateRecord) and record.correlation in chained else BASE
-            self._seq += 1
-            heapq.heappush(self._pending.setdefault((key, lane), []), (record.ts, self._seq, record))
-            if record.ts > self._newest.get(key, -math.inf):
-                self._newest[key] = record.ts
-        released = saved.get("released")
-        if isinstance(released, int | float) and not isinstance(released, bool):  # a first-slice snapshot
-            released = [released, None]
-        if released is not None:
-            if not isinstance(released, list) or len(released) != 2:
-                raise ValueError("bad released watermarks")
-            for lane, value in zip((BASE, PARENTS), released, strict=True):
-                if value is None:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                    raise ValueError("bad released watermark")
-                self._released[(key, lane)] = float(value)
-        parents = saved.get("parents")
-        if parents is not None:
-            engine = self._parent_engine(key)
-            if engine is not None:
-                _restore(engine, parents, "correlation", scope_name(key) + ":chained")
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+            if document is None:
+                return
+            try:
+                state = saved.load(document)
+            except (TypeError, ValueError, RecordError) as exc:
+                log.warning("keyed scope: saved marks and replay filter not restored",
+                            extra={"scope": scope_name(key), "error": str(exc)})
+                return
+            self._marks[key], self._counts[key], self._idle[key] = state.marks, state.counts, state.idle
+            self._chain_marks[key], self._applied[key] = state.chain, state.applied
+            if state.chain_count is not None:
+                self._chain_count[key] = state.chain_count
+            chained = self._chained_ids(self._set)
+            for record in state.pending:
+                lane = PARENTS if isinstance(record, StateRecord) and record.correlation in chained else BASE
+                self._seq += 1
+                heapq.heappush(self._pending.setdefault((key, lane), []), (record.ts, self._seq, record))
+                if record.ts > self._newest.get(key, -math.inf):
+                    self._newest[key] = record.ts
+            for lane, value in zip((BASE, PARENTS), state.released, strict=True):
+                if value is not None:
+                    self._released[(key, lane)] = value
+            if state.parents is not None:
+                engine = self._parent_engine(key)
+                if engine is not None:
+                    _restore(engine, state.parents, "correlation", scope_name(key) + ":chained")
 
 
 def _keyed_correlation(current: DetectionSet) -> Any | None:
