@@ -118,6 +118,10 @@ async def test_keyed_anomaly_alerts_have_evals_ids_over_the_merged_stream(kafka_
     assert len(expected) >= 4, reference
     assert len({r["rule_id"] for r in reference if r["rule_kind"] == "anomaly"}) == 2, reference  # both checks
     brute_force = sorted(r["alert_id"] for r in reference if r["rule_kind"] == "correlation")
+    assert await asyncio.to_thread(main, ["anomaly", "replay", "--checks", str(checks), "--logsource",
+                                          "product=linux,service=auth", str(tmp_path / "merged.ndjson")]) == 0
+    replayed = sorted(orjson.loads(line)["alert_id"] for line in capsys.readouterr().out.splitlines())
+    assert replayed == expected  # ``pipesentry anomaly replay`` agrees with eval
 
     topic, internal = unique_topic("auth-anomaly"), unique_topic("keyed-anomaly")
     kafka_server.create_topic(topic, INPUTS)
