@@ -51,6 +51,31 @@ checks:
     field: user
     max_distinct: 3
     window: 10m
+  - id: new-user-per-host
+    type: new_value
+    logsource: {product: linux, service: auth}
+    by: [host]
+    fields: [user]
+    learning: 60s
+  - id: pid-level
+    type: metric
+    logsource: {product: linux, service: auth}
+    by: [host]
+    field: pid
+    min_samples: 5
+    learn_for: 60s
+    learning: 0s
+    seasonality: []
+    threshold: 3
+  - id: host-volume
+    type: volume
+    logsource: {product: linux, service: auth}
+    by: [host]
+    interval: 1m
+    min_count: 1
+    seasonality: []
+    learning: 0s
+    threshold: 1.5
   - id: elsewhere
     type: volume
     logsource: {product: gitlab}
@@ -78,8 +103,8 @@ def detection(tmp_path: Path) -> Any:
 
 def event(i: int) -> dict[str, Any]:
     host = "web-1" if i % 3 else "Web-2"
-    return {"ts": T0 + 7 * i, "host": host, "user": f"u{i % 5}", "outcome": "failure" if i % 4 else "success",
-            "message": "x" * 300, "pid": i}
+    return {"ts": T0 + 7 * i, "host": host, "user": f"u{i % 5}" if i < 40 else f"late{i % 3}",
+            "outcome": "failure" if i % 4 else "success", "message": "x" * 300, "pid": i * i if i > 45 else i % 4}
 
 
 def items(count: int, first: int = 0) -> list[Item]:
@@ -149,7 +174,7 @@ def test_stage1_runs_no_anomaly_model_and_sends_a_record_per_watched_event_and_c
     kinds = [orjson.loads(v) for p in topic.partitions for v in p]
     anomaly = [doc for doc in kinds if doc["k"] == "a"]
     failures = sum(1 for i in range(12) if i % 4)
-    assert len(anomaly) == failures + 12 * 3  # threshold: matching only; ratio, silence, cardinality: all
+    assert len(anomaly) == failures + 12 * 6  # threshold: matching only; the six others: every event
     assert not any(doc["id"] == "elsewhere" for doc in anomaly)  # another log source's check
     # one key's records share one internal partition
     partitions: dict[tuple[str, str], set[int]] = {}
@@ -166,8 +191,9 @@ def test_keyed_anomaly_alerts_have_the_ids_of_one_engine_over_the_merged_stream(
     last = stream[-1].event["ts"]
     end = last + 3600
     expected = reference(tmp_path, items(60), end)
-    assert {"failed-burst", "failure-share", "host-silent", "users-per-host"} <= {
-        i.split("|")[0] for i in _keys(tmp_path, items(60), end)}, "every check fires in the reference"
+    assert {i.split("|")[0] for i in _keys(tmp_path, items(60), end)} == {
+        "failed-burst", "failure-share", "host-silent", "users-per-host", "new-user-per-host", "pid-level",
+        "host-volume"}, "every check type fires in the reference"
 
     # partition scope: each input partition's engine sees a quarter of each key
     det = detection(tmp_path)
