@@ -30,11 +30,14 @@ class KeyedStages:
     async def run_stage2(self, stop: asyncio.Event) -> None:
         """Stage 2's consumer, once the internal topic exists (see :meth:`StateRecordProducer.prepare`)."""
         if await self.producer.prepare(stop):
-            chain = self.source.state_records
-            async with asyncio.TaskGroup() as group:  # with chained records' watermarks (docs/scaling.md)
-                group.create_task(self.source.run(stop))
-                if chain is not None:
-                    group.create_task(chain.run_watermarks(stop))
+            chain = self.source.state_records  # stage 2's producer: chained records and their marks
+            marks = asyncio.create_task(chain.run_watermarks(stop)) if chain is not None else None
+            try:
+                await self.source.run(stop)
+            finally:
+                if marks is not None:
+                    marks.cancel()
+                    await asyncio.gather(marks, return_exceptions=True)
 
 
 def build_keyed(settings: Settings, detector: Detector, router: Any, store: Any) -> KeyedStages:
