@@ -416,8 +416,8 @@ class StateSettings(_Strict):
     partition, snapshotted with its offset and moved with it on rebalance. ``instance``: every
     Kafka partition uses the ``local`` scope (one engine pair for the whole instance), so
     correlations can join events of different topics; see docs/scaling.md for its rebalance
-    and crash behaviour. ``keyed``: Kafka events that feed a correlation are re-keyed through
-    ``keyed_topic`` to a second consumer (stage 2) that owns each group key (docs/scaling.md)."""
+    and crash behaviour. ``keyed``: Kafka events that feed a correlation or an anomaly check are re-keyed
+    through ``keyed_topic`` to a second consumer (stage 2) that owns each group key (docs/scaling.md)."""
     keyed_topic: str = Field(default="pipesentry-keyed-state", min_length=1, max_length=249)
     """``keyed``: the internal topic of state records (create it with as many partitions as stage-2
     instances you may run, replication >= 3; see docs/scaling.md)."""

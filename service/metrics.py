@@ -225,7 +225,8 @@ ALERT_DISPOSITIONS = Counter("pipesentry_alert_dispositions", "Alerts resolved (
 # --- state.scope: keyed (service.keyed) ----------------------------------------------------
 KEYED_STATE_RECORDS = Counter("pipesentry_keyed_state_records", "Records of the keyed scope's internal topic, by "
                               "kind: sent (stage 1 state records), watermark (stage 1 watermark records), "
-                              "applied, duplicate, late, unreadable (stage 2).", ["kind"], registry=REGISTRY)
+                              "applied, duplicate, late, unreadable, overflow (applied early: buffer full), unknown (its anomaly "
+                              "check is gone) (stage 2).", ["kind"], registry=REGISTRY)
 KEYED_WATERMARK_LAG = Gauge("pipesentry_keyed_watermark_lag_seconds", "Stage 2: the newest event time received "
                             "minus the released watermark, largest over the internal partitions this instance owns.",
                             registry=REGISTRY)

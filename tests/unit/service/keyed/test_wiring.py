@@ -43,6 +43,10 @@ def test_stage_two_reads_the_internal_topic_in_its_own_group_unscreened_and_foll
     assert list(source.settings.topics) == ["internal"] and source.settings.group_id == "g-keyed"
     assert source.settings.topic_pattern is None and source.events.screen is False
     assert isinstance(source.detector, KeyedDetector)
+    # stage 2 has its own producer (chained records and their marks), committed after them
+    chain = source.state_records
+    assert chain is not None and chain is not stages.producer and chain.chain and chain.topic == "internal"
+    assert stages.detector.rekey
     replacement = compile_detection(RULES, [], skip_invalid=False, generation=2).detection
     assert replacement is not None
     first.swap(replacement)
