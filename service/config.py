@@ -418,9 +418,10 @@ class StateSettings(_Strict):
     correlations can join events of different topics; see docs/scaling.md for its rebalance
     and crash behaviour. ``keyed``: Kafka events that feed a correlation or an anomaly check are re-keyed
     through ``keyed_topic`` to a second consumer (stage 2) that owns each group key (docs/scaling.md)."""
-    keyed_topic: str = Field(default="pipesentry-keyed-state", min_length=1, max_length=249)
+    keyed_topic: str = Field(default="", max_length=249)
     """``keyed``: the internal topic of state records (create it with as many partitions as stage-2
-    instances you may run, replication >= 3; see docs/scaling.md)."""
+    instances you may run, replication >= 3; see docs/scaling.md). Empty (the default):
+    ``<kafka.group_id>-keyed-state``, so two deployments never mix each other's state records."""
     keyed_partitions: int | None = Field(default=None, ge=1, le=10_000)
     """``keyed``: create ``keyed_topic`` with this many partitions at start if it does not exist."""
     keyed_group_suffix: str = Field(default="-keyed", min_length=1, max_length=100)
@@ -484,6 +485,14 @@ class Settings(BaseSettings):
         if self.alerting.alert_base_url is None:
             object.__setattr__(self, "alerting", self.alerting.model_copy(
                 update={"alert_base_url": api_base_url(self.api)}))
+        return self
+
+    @model_validator(mode="after")
+    def _keyed_topic_follows_group(self) -> Settings:
+        """Unset ``state.keyed_topic``: one internal topic per consumer group."""
+        if not self.state.keyed_topic and self.kafka is not None:
+            object.__setattr__(self, "state", self.state.model_copy(
+                update={"keyed_topic": f"{self.kafka.group_id}-keyed-state"}))
         return self
 
     @classmethod

@@ -29,9 +29,13 @@ def detector() -> Detector:
 
 
 def test_defaults_and_scope_values():
-    state = Settings(state={"scope": "keyed"}).state
+    state = Settings(kafka={"bootstrap_servers": ["127.0.0.1:9092"], "topics": {"ci": {}}}, state={"scope": "keyed"}).state
     assert (state.keyed_topic, state.keyed_partitions, state.keyed_group_suffix) == ("pipesentry-keyed-state", None,
                                                                                       "-keyed")
+    other_group = Settings(kafka={"bootstrap_servers": ["127.0.0.1:9092"], "topics": {"ci": {}}, "group_id": "team-b"}, state={"scope": "keyed"}).state
+    assert other_group.keyed_topic == "team-b-keyed-state"  # two deployments never share state records
+    chosen = Settings(kafka={"bootstrap_servers": ["127.0.0.1:9092"], "topics": {"ci": {}}, "group_id": "team-b"}, state={"keyed_topic": "mine"}).state
+    assert chosen.keyed_topic == "mine"
     with pytest.raises(ValueError):
         Settings(state={"scope": "keyed", "keyed_partitions": 0})
 
