@@ -359,7 +359,7 @@ class Detector:
                 self._engine_failed("correlation")
             try:
                 if anomaly is not None and not tick:
-                    found = anomaly.process(event, ts, item.logsource)
+                    found = anomaly.process(event, ts, item.logsource, item.origin_ref)
                     if found:
                         produced = [*produced, *found]
             except Exception:

@@ -57,13 +57,22 @@ from statistics import median
 from typing import Any
 
 from detectors.anomaly import calibration, episodes
-from detectors.anomaly.base import Check, WindowedCheck, closed_until, key_list, key_tuple
+from detectors.anomaly.base import (
+    Check,
+    WindowedCheck,
+    closed_until,
+    first_event,
+    key_list,
+    key_tuple,
+    origin_from_state,
+    origin_state,
+)
 from detectors.anomaly.keys import Key, key_repr
 from detectors.anomaly.seasons import Profiles
 from detectors.anomaly.spec import MetricSpec
 from detectors.anomaly.timeutil import iso
 from detectors.event import MISSING, get
-from detectors.model import Event, Match
+from detectors.model import Event, EventRef, Match, OriginRef
 from detectors.state import LruMap
 
 WINSOR = 2.5
@@ -224,14 +233,14 @@ class MetricCheck(WindowedCheck):
             self._keys.put(key, state)
         return state
 
-    def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
+    def _on_event(self, event: Event, key: Key, t: float, origin: OriginRef | None) -> list[Match]:
         x = self._value(event)
         if x is None:
             return []
         if self.s.aggregate is None:
             state = self._state(key)
             state[RES] = finest(state[RES], x)
-            found = self._score(key, state, x, t, t, t, state[RES], t)
+            found = self._score(key, state, x, t, t, t, state[RES], t, None)
             return [found] if found is not None else []
         window = self.s.window
         _, per_key = self.window_at(t, window)
@@ -241,7 +250,7 @@ class MetricCheck(WindowedCheck):
                 self.counters["key_overflow"] += 1
                 return []
             self._state(key)
-            per_key[key] = [x, 1.0, x, x, resolution(x), t]
+            per_key[key] = [x, 1.0, x, x, resolution(x), t, origin]
         else:
             acc[0] += x
             acc[1] += 1
@@ -251,7 +260,7 @@ class MetricCheck(WindowedCheck):
                 acc[3] = x
             acc[4] = finest(acc[4], x)
             if t < acc[5]:
-                acc[5] = t
+                acc[5], acc[6] = t, origin
         return []
 
     def _on_watermark(self, watermark: float) -> list[Match]:
@@ -260,14 +269,15 @@ class MetricCheck(WindowedCheck):
         out: list[Match] = []
         window = self.s.window
         for start in sorted(b for b in self.open if b + window <= watermark):
-            for key, (total, count, high, low, step, first) in self.open.pop(start).items():
+            for key, (total, count, high, low, step, first, origin) in self.open.pop(start).items():
                 aggregate = self.s.aggregate
                 value = {"mean": total / count, "sum": total, "max": high, "min": low,
                          "count": count}[aggregate]
                 state = self._state(key)
                 state[RES] = _finer(state[RES], step)
                 res = 1.0 if aggregate == "count" else state[RES] / count if aggregate == "mean" else state[RES]
-                found = self._score(key, state, value, start + window, start, start + window, res, first)
+                found = self._score(key, state, value, start + window, start, start + window, res, first,
+                                    first_event(first, origin))
                 if found is not None:
                     out.append(found)
         self.closed_upto = closed_until(self.closed_upto, window, watermark)
@@ -295,8 +305,9 @@ class MetricCheck(WindowedCheck):
         return math.log1p(at + res) - math.log1p(at)
 
     def _score(self, key: Key, state: array[float], x: float, t: float, start: float,
-               end: float, res: float, first: float) -> Match | None:
-        """Score one value (or window aggregate) at event time ``t``; ``first``: its first event's time."""
+               end: float, res: float, first: float, about: EventRef | None) -> Match | None:
+        """Score one value (or window aggregate) at event time ``t``; ``first``: its first event's time,
+        ``about``: that event, when it is not the one being processed (a window's first event)."""
         spec = self.s
         y = math.log1p(x) if self.log else x
         if state[LAST_T] and t > state[LAST_T]:
@@ -342,10 +353,10 @@ class MetricCheck(WindowedCheck):
                     f"{spec.id}|{key_repr(self.by, key)}|{int(start)}" if sign else None))
         if sign:
             found = self.match(
-                key, event_time=t, observed=x,
+                key, event_time=first, observed=x,
                 expected={"center": round(shown, 6), "low": round(low, 6), "high": round(high, 6),
                           "model": spec.model, "aggregate": spec.aggregate, "season": round(season, 6)},
-                score=z, window_start=start, window_end=end,
+                score=z, window_start=start, window_end=end, about=about,
                 direction="high" if sign > 0 else "low",
                 probability=None if p is None else float(f"{p:.3g}"),
                 **({"first_event_time": iso(first)} if spec.aggregate is not None else {}),
@@ -474,7 +485,8 @@ class MetricCheck(WindowedCheck):
             "layout": STATE_LAYOUT,
             "closed_upto": self.closed_upto,
             "keys": [[key_list(k), self._export(v)] for k, v in self._keys.items()],
-            "open": [[b, [[key_list(k), acc] for k, acc in per_key.items()]] for b, per_key in self.open.items()],
+            "open": [[b, [[key_list(k), [*acc[:6], origin_state(acc[6])]] for k, acc in per_key.items()]]
+                     for b, per_key in self.open.items()],
             "evictions": self._keys.evictions,
         }
 
@@ -493,9 +505,11 @@ class MetricCheck(WindowedCheck):
                      for b, per_key in state["open"]}
 
 
-def _accumulator(raw: Any) -> list[float]:
-    """An open window's accumulator: total, count, max, min, resolution, first event time."""
-    acc = [float(x) for x in raw]
-    if len(acc) != 6:
+def _accumulator(raw: Any) -> list[Any]:
+    """An open window's accumulator: total, count, max, min, resolution, first event time and that
+    event's origin (absent in snapshots of version 2 and older: the alert is then about no event)."""
+    if not isinstance(raw, list) or len(raw) not in (6, 7):
         raise ValueError("metric window accumulator has the wrong size")
+    acc: list[Any] = [float(x) for x in raw[:6]]
+    acc.append(origin_from_state(raw[6]) if len(raw) == 7 else None)
     return acc
