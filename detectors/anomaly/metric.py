@@ -101,6 +101,8 @@ EP_START, EP_PEAK_Z, EP_PEAK_T, EP_PEAK_X, EP_END, EP_BASE, EP_RETURN = range(TA
 HEADER = EP_RETURN + 1
 KEPT_ON_RESTART = frozenset({RES, *range(TAIL, TAIL + calibration.SLOTS)})
 MAX_DECIMALS = 6
+FINEST = 10.0 ** -MAX_DECIMALS
+"""The finest resolution a key can have (values with more decimals are on no coarser grid)."""
 CUSUM_CLIP = 3.0
 """At most this much of one (calibrated) score enters the CUSUM: it is for runs of moderate scores."""
 EPISODE = HEADER
@@ -174,6 +176,8 @@ def _finer(current: float, step: float) -> float:
 def finest(current: float, x: float) -> float:
     """``current`` resolution refined by value ``x`` (cheap when ``x`` is on the current grid)."""
     if current:
+        if current <= FINEST:  # nothing is finer: spare the text conversion of every value
+            return current
         steps = x / current
         if abs(steps - round(steps)) < 1e-6:
             return current
@@ -283,19 +287,12 @@ class MetricCheck(WindowedCheck):
         self.closed_upto = closed_until(self.closed_upto, window, watermark)
         return out
 
-    def _band(self, state: array[float]) -> tuple[float, float]:
-        """(centre, scale) in model space."""
-        if self.ring:
-            return state[CENTRE], state[DEV]
-        return state[CENTRE], state[DEV] * ABS_DEV_TO_SIGMA
-
-    def _restart_after_gap(self, state: array[float], t: float) -> None:
-        """A key silent for longer than ``max_gap`` learns again from ``t`` (its old band is stale)."""
-        if state[N] and t - state[LAST_T] > self.max_gap:
-            self.counters["gap_restarts"] += 1
-            for slot in range(RING):
-                if slot not in KEPT_ON_RESTART:
-                    state[slot] = 0.0
+    def _restart_after_gap(self, state: array[float]) -> None:
+        """A key silent for longer than ``max_gap`` learns again (its old band is stale)."""
+        self.counters["gap_restarts"] += 1
+        for slot in range(RING):
+            if slot not in KEPT_ON_RESTART:
+                state[slot] = 0.0
 
     def _floor(self, centre: float, res: float) -> float:
         """The data's resolution ``res`` (raw units) as a band unit in model space."""
@@ -310,25 +307,33 @@ class MetricCheck(WindowedCheck):
         ``about``: that event, when it is not the one being processed (a window's first event)."""
         spec = self.s
         y = math.log1p(x) if self.log else x
-        if state[LAST_T] and t > state[LAST_T]:
-            calibration.decay(state, TAIL, 0.5 ** ((t - state[LAST_T]) / self.tail_half_life))
-        self._restart_after_gap(state, t)
+        last = state[LAST_T]
+        if last and t > last:
+            calibration.decay(state, TAIL, 0.5 ** ((t - last) / self.tail_half_life))
+        if state[N] and t - last > self.max_gap:
+            self._restart_after_gap(state)
         if not state[N]:
             state[SINCE] = state[LAST_T] = t
-        centre, scale = self._band(state)
-        slots = self.seasons.slots((start + end) / 2) if self.seasons.parts else []
+        centre = state[CENTRE]
+        scale = state[DEV] if self.ring else state[DEV] * ABS_DEV_TO_SIGMA
+        slots = self.seasons.slots((start + end) / 2) if self.seasons.parts else None
         season = self.seasons.expected(state, slots) if slots else 0.0
         spread = ABS_DEV_TO_SIGMA * self.seasons.spread(state, slots) if slots else 0.0
         expected = centre + season
-        floor = max(spec.min_scale, self._floor(expected, res))
+        floor = self._floor(expected, res) if self.log else res
+        if spec.min_scale > floor:
+            floor = spec.min_scale
         unit = max(scale, spread, floor, TINY)
         z = (y - expected) / unit
         p: float | None = None
         score = z
-        if spec.threshold is None:
-            p = tail_p = calibration.probability(state, TAIL, z)
-            score = calibration.normal_score(z, tail_p)
-        ready = state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for and self.ready_at(t)
+        calibrated = spec.threshold is None
+        if calibrated and not -calibration.U <= z <= calibration.U:  # within U the score is its own
+            p = calibration.probability(state, TAIL, z)
+            score = calibration.normal_score(z, p)
+        first_ts = self.first_ts
+        ready = (state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for
+                 and first_ts is not None and t >= first_ts + self.learning_s)
         found: Match | None = None
         sign = 0
         was_open = state[EPISODE + episodes.ACTIVE] != 0.0
@@ -341,6 +346,8 @@ class MetricCheck(WindowedCheck):
                 sign = 0
                 state[EP_RETURN] = 1.0
         if sign or self.observer is not None:
+            if calibrated and p is None:
+                p = calibration.probability(state, TAIL, z)  # within U it depends on z alone
             width = (spec.threshold if spec.threshold is not None
                      else calibration.limit(state, TAIL, spec.probability)) * unit
             shown, low, high = expected, expected - width, expected + width
@@ -377,7 +384,9 @@ class MetricCheck(WindowedCheck):
         if state[N] >= spec.min_samples and not was_open:  # an episode's later scores are not the key's tail
             calibration.observe(state, TAIL, z, spec.probability)
         if ready:  # what alerts barely moves the model; a lasting change still gets in
-            y = expected + max(-WINSOR * unit, min(WINSOR * unit, y - expected))
+            bound = WINSOR * unit
+            off = y - expected
+            y = expected + (bound if off > bound else -bound if off < -bound else off)
         if self.ring:
             self._update_ring(state, y - season)
         else:
