@@ -462,7 +462,7 @@ class MetricCheck(WindowedCheck):
             offsets = struct.unpack_from(held, state, first)
             centre = median(offsets)
             state[CENTRE] = ref + centre
-            state[DEV] = scale = MAD_TO_SIGMA * median(abs(v - centre) for v in offsets)
+            state[DEV] = scale = MAD_TO_SIGMA * median([abs(v - centre) for v in offsets])
             if abs(centre) > REBASE * scale:  # offsets stay within REBASE scales: float32 keeps 1e-5 of one
                 state[RING] = ref + centre
                 struct.pack_into(held, state, first, *(v - centre for v in offsets))
