@@ -460,7 +460,10 @@ MEMORY_EVENT: dict[str, Callable[[int], dict[str, Any]]] = {
 
 
 def memory_per_key(name: str, stream: Stream, n: int) -> dict[str, Any]:
-    """Traced bytes per key: the larger of "all keys in an open window" and "windows closed"."""
+    """Traced bytes per key: the larger of "all keys in an open window" and "windows closed".
+
+    Each event comes with a Kafka record's position as its origin, as in the service (an open
+    window keeps its first event's)."""
     specs, _ = parse_checks(stream.check_yaml)
     engine = AnomalyEngine(specs, max_keys_per_check=2 * n)
     make = MEMORY_EVENT[name]
@@ -468,7 +471,7 @@ def memory_per_key(name: str, stream: Stream, n: int) -> dict[str, Any]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i, event in enumerate(events):
-        engine.process(event, T0 + i * 0.001)
+        engine.process(event, T0 + i * 0.001, None, ("logs", 0, 1_000_000 + i))
     open_window = tracemalloc.get_traced_memory()[0] - before
     alerts = len(engine.advance(T0 + 3700))  # past one window/interval/timeout of every bench check
     closed = tracemalloc.get_traced_memory()[0] - before
