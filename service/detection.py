@@ -363,7 +363,7 @@ class Detector:
                 if emit_anomaly is not None and not tick and key is not None:
                     emit_anomaly(current, item, ts)
                 elif anomaly is not None and not tick:
-                    found = anomaly.process(event, ts, item.logsource)
+                    found = anomaly.process(event, ts, item.logsource, item.origin_ref)
                     if found:
                         produced = [*produced, *found]
             except Exception:

@@ -333,7 +333,7 @@ class KeyedDetector(Detector):
         logsource = record.logsource
         before = check.counters.get("late", 0)
         try:
-            matches = check.process(event, record.ts, logsource)
+            matches = check.process(event, record.ts, logsource, ref)
         except Exception:
             self._engine_failed("anomaly")
             return []

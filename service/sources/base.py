@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.event import event_time
-from detectors.model import LogSource, Origin
+from detectors.model import LogSource, Origin, OriginRef
 from service.decoders import DecodeError, Decoder, build_decoder
 
 
@@ -97,6 +97,11 @@ class Item:
         if isinstance(origin, tuple):
             origin = self._origin = Origin("kafka", origin[0], origin[1], origin[2])
         return origin
+
+    @property
+    def origin_ref(self) -> OriginRef:
+        """The origin as detectors keep it (a Kafka tuple stays a tuple: see :func:`detectors.model.as_origin`)."""
+        return self._origin
 
     def scope_key(self) -> tuple[str, int] | None:
         """(topic, partition) for Kafka events: stateful detectors keep their state per partition."""
