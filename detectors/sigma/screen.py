@@ -17,9 +17,11 @@ time) :func:`build` returns None and everything takes the Python path.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from detectors.sigma.atoms import Atom, ExistsAtom, FieldRefAtom, NullAtom, RegexAtom, TextAtom
+from detectors.sigma.compiled import CompiledRule
 from detectors.sigma.conditions import Node
 from detectors.sigma.index import FieldIndex, RuleIndex
 from detectors.sigma.regex import dollar_before_newline
@@ -48,7 +50,20 @@ except ImportError:  # pragma: no cover - exercised where the extension is not b
 AVAILABLE = _native is not None
 
 
+Decision = tuple[list[int], list[int]]
+"""The rules of one picked event, by position in the route's rules (:attr:`Screen.rules`), both
+ascending: those that match, and those the screen cannot decide (Python evaluates them). Every
+other rule of the route does not match."""
+
+Decided = tuple[list[int], list[float], list[Decision | None]]
+"""``Screen.decide``'s answer: picked positions, cleared runs' latest event times, and per picked
+position its :data:`Decision` (None: the screen could not read the message as Python does)."""
+
+
 class Screen(Protocol):
+    rules: tuple[CompiledRule, ...]
+    """The route's rules, in rule order (a :data:`Decision` names them by position)."""
+
     def scan(self, values: list[Any], fallbacks: list[int], time_fields: list[str] | None, max_bytes: int,
              max_depth: int) -> tuple[list[int], list[float]]:
         """Positions needing the Python path, and the latest event time of each run cleared around them
@@ -58,6 +73,16 @@ class Screen(Protocol):
     def scan_records(self, records: list[Any], time_fields: list[str] | None, max_bytes: int,
                      max_depth: int) -> tuple[list[int], list[float]]:
         """The same over Kafka records (``value`` bytes, ``timestamp`` in milliseconds)."""
+        ...
+
+    def decide(self, values: list[Any], fallbacks: list[int], time_fields: list[str] | None, max_bytes: int,
+               max_depth: int) -> Decided:
+        """:meth:`scan`, and each picked message's rules decided (see :data:`Decided`)."""
+        ...
+
+    def decide_records(self, records: list[Any], time_fields: list[str] | None, max_bytes: int,
+                       max_depth: int) -> Decided:
+        """:meth:`decide` over Kafka records."""
         ...
 
 
@@ -233,14 +258,20 @@ def _special(aid: int, atom: Atom) -> Special:
 def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
     """The screen's constructor arguments for one route's index.
 
-    Rules whose every atom the screen can evaluate exactly carry their condition program:
-    a candidate whose program is false is no candidate. Rules without a trigger are evaluated on
-    every event that way, or, if one of them cannot be, the whole route goes to Python.
+    Rules whose every atom the screen can evaluate exactly carry their condition program: a
+    candidate whose program is false is no candidate, one whose program is true matches. Rules
+    without a trigger are evaluated on every event that way; those without a program, and the
+    rules a trigger atom the screen never reports would bring, are left to Python on every
+    event (``undecided``).
     """
     exact = _Exact(atoms)
     programs = [exact.program(rule.condition) for rule in index.rules]
-    direct_ok = all(type(atoms[aid]) in SPECIAL_KINDS and exact.atom(aid) for aid in index.direct_triggers)
-    always = not direct_ok or any(programs[position] is None for position in index.always)
+    undecided: dict[int, None] = {}
+    for aid in index.direct_triggers:
+        if not (type(atoms[aid]) in SPECIAL_KINDS and exact.atom(aid)):
+            undecided.update(dict.fromkeys(index.triggers[aid]))
+    untriggered = [position for position in index.always if programs[position] is not None]
+    undecided.update(dict.fromkeys(position for position in index.always if programs[position] is None))
     ids = _Ids()
     fields = {path: _field(field, ids) for path, field in index.fields.items()}
     for path, extra in exact.every.items():
@@ -258,8 +289,25 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
     special = [_special(ids.one(aid), atoms[aid]) for aid in exact.special]
     checks = [_check(ids.local[aid], atoms[aid]) for aid in sorted(checked)]
     return Plan(fields=list(fields.items()), keywords=keywords, checks=checks, triggers=triggers, rest=rest,
-                always=always, programs=local_programs, untriggered=list(index.always), special=special,
+                undecided=sorted(undecided), programs=local_programs, untriggered=untriggered, special=special,
                 atom_count=len(ids.local))
+
+
+class NativeScreen:
+    """The native screen of one route and the route's rules, which its decisions name by position.
+
+    ``scan``/``scan_records`` clear events; ``decide``/``decide_records`` also decide the rules of
+    each picked event (see :class:`Screen`)."""
+
+    __slots__ = ("decide", "decide_records", "rules", "scan", "scan_records")
+
+    def __init__(self, native: Any, rules: Sequence[CompiledRule]) -> None:
+        self.rules: tuple[CompiledRule, ...] = tuple(rules)
+        """The route's rules in rule order: the positions of a decision index them."""
+        self.scan = native.scan
+        self.scan_records = native.scan_records
+        self.decide = native.decide
+        self.decide_records = native.decide_records
 
 
 def build(index: RuleIndex, atoms: list[Atom]) -> Screen | None:
@@ -274,9 +322,10 @@ def build(index: RuleIndex, atoms: list[Atom]) -> Screen | None:
     if built_for != ABI_VERSION:
         raise StaleExtension(built_for)
     try:
-        screen: Screen = _native.Screen(**export_plan(index, atoms)._asdict())
+        native = _native.Screen(**export_plan(index, atoms)._asdict())
     except _native.AbiMismatch:
         raise  # a stale build of the extension: rebuild it, never run a misread plan
     except ValueError:  # an index the native side cannot hold: that route is not screened
         return None
+    screen: Screen = NativeScreen(native, index.rules)
     return screen

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from detectors.errors import DetectorError
 from detectors.event import MAX_DEPTH
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 """Version of the plan format; the extension accepts this one only."""
 
 STRICT_DEPTH = MAX_DEPTH - 2
@@ -144,9 +144,12 @@ class Plan(NamedTuple):
     checks: list[Check]
     triggers: list[Trigger]
     rest: list[list[list[int]]]
-    always: bool
+    undecided: list[int]
+    """Rule positions Python evaluates on every event: without a trigger and without a program,
+    or triggered by an atom the screen never reports (a non-empty list: no event is cleared)."""
     programs: list[list[Instr] | None]
     untriggered: list[int]
+    """Rule positions without a trigger, whose programs run on every event."""
     special: list[Special]
     atom_count: int
     strict_depth: int = STRICT_DEPTH

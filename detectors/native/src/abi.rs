@@ -4,7 +4,7 @@
 //! ways. A plan of another version is refused before anything of it is read.
 
 /// Version of the plan format (`screen_abi.ABI_VERSION`).
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// An enum of the plan format: each member with its Python name and integer code.
 macro_rules! abi_enum {
@@ -117,7 +117,8 @@ pub struct PlanIn {
     pub checks: Vec<CheckIn>,
     pub triggers: Vec<(u32, Vec<u32>)>,
     pub rest: Vec<Vec<Vec<u32>>>,
-    pub always: bool,
+    /// Rule positions Python evaluates on every event (`screen_abi.Plan.undecided`).
+    pub undecided: Vec<u32>,
     pub programs: Vec<Option<Vec<(i64, u32)>>>,
     pub untriggered: Vec<u32>,
     pub special: Vec<SpecialIn>,

@@ -295,12 +295,15 @@ pub struct Plan {
     /// atom it never reports is always satisfied, so it is left out).
     pub rest: Vec<Vec<Vec<u32>>>,
     /// Some rule is a candidate on every event (no trigger, or a trigger the screen cannot
-    /// evaluate exactly).
+    /// evaluate exactly): `undecided` is not empty.
     pub always: bool,
+    /// Positions of the rules Python evaluates on every event: without a trigger and without a
+    /// program, or triggered by an atom the screen never reports.
+    pub undecided: Vec<u32>,
     /// Per rule position, its condition as a postfix program when the screen can evaluate every
     /// atom of it (a candidate whose program is false is dropped).
     pub programs: Vec<Option<Vec<(Op, u32)>>>,
-    /// Positions of the rules without a trigger: their programs run on every event.
+    /// Positions of the rules without a trigger that have a program: it runs on every event.
     pub untriggered: Vec<u32>,
     /// Atoms tested on the whole event (null, exists, field reference), from the paths seen.
     pub special: Vec<Special>,
@@ -518,8 +521,10 @@ impl Plan {
         }
     }
 
-    /// Whether a rule's condition program is true or unknown (false: the rule cannot match).
-    fn program_may_match(program: &[(Op, u32)], hits: &Hits, stack: &mut Vec<Tri>) -> bool {
+    /// A rule's condition program over the hits, three-valued: an atom hit only maybe
+    /// ([`Hits::unknown`]) is unknown, an atom not hit is false (the hits hold every atom a
+    /// program names that is true: programs are made of atoms the screen evaluates exactly).
+    fn program_value(program: &[(Op, u32)], hits: &Hits, stack: &mut Vec<Tri>) -> Tri {
         stack.clear();
         for &(op, arg) in program {
             let value = match op {
@@ -564,7 +569,12 @@ impl Plan {
             };
             stack.push(value);
         }
-        stack.pop() != Some(Tri::F)
+        // an empty or malformed program decides nothing
+        if stack.len() == 1 {
+            stack[0]
+        } else {
+            Tri::U
+        }
     }
 
     /// Whether some rule may match given the hits: its trigger clauses all have a hit and its
@@ -582,7 +592,7 @@ impl Plan {
     fn any_candidate(&self, hits: &Hits, tried: &mut Tried, stack: &mut Vec<Tri>) -> bool {
         let may_match =
             |position: u32, stack: &mut Vec<Tri>| match &self.programs[position as usize] {
-                Some(program) => Self::program_may_match(program, hits, stack),
+                Some(program) => Self::program_value(program, hits, stack) != Tri::F,
                 None => true,
             };
         if self.untriggered.iter().any(|&p| may_match(p, stack)) {
@@ -603,6 +613,58 @@ impl Plan {
             }
         }
         false
+    }
+
+    /// The rules of one event, decided: the positions of those that match (`matched`) and of
+    /// those the screen cannot decide (`undecided`: Python evaluates them), both ascending.
+    /// Every other rule does not match. Both empty: the event is cleared.
+    pub fn decide(
+        &self,
+        hits: &Hits,
+        tried: &mut Tried,
+        matched: &mut Vec<u32>,
+        undecided: &mut Vec<u32>,
+    ) {
+        matched.clear();
+        undecided.clear();
+        let mut stack = std::mem::take(&mut tried.stack);
+        tried.next();
+        for &position in &self.undecided {
+            if tried.first(position) {
+                undecided.push(position);
+            }
+        }
+        let mut judge =
+            |position: u32, stack: &mut Vec<Tri>| match &self.programs[position as usize] {
+                Some(program) => match Self::program_value(program, hits, stack) {
+                    Tri::T => matched.push(position),
+                    Tri::F => {}
+                    Tri::U => undecided.push(position),
+                },
+                None => undecided.push(position),
+            };
+        for &position in &self.untriggered {
+            if tried.first(position) {
+                judge(position, &mut stack);
+            }
+        }
+        for &atom in &hits.list {
+            for &position in &self.triggers[atom as usize] {
+                if !tried.first(position) {
+                    continue;
+                }
+                // a clause without a hit has no true atom: the rule cannot match
+                let satisfied = self.rest[position as usize]
+                    .iter()
+                    .all(|clause| clause.iter().any(|&a| hits.has(a)));
+                if satisfied {
+                    judge(position, &mut stack);
+                }
+            }
+        }
+        tried.stack = stack;
+        matched.sort_unstable();
+        undecided.sort_unstable();
     }
 }
 
@@ -658,7 +720,7 @@ impl Plan {
             checks,
             triggers,
             rest,
-            always,
+            undecided,
             programs,
             untriggered,
             special,
@@ -743,10 +805,12 @@ impl Plan {
             });
         }
         let programs = typed_programs;
-        let fits =
-            |p: &u32| (*p as usize) < rest.len() && (always || programs[*p as usize].is_some());
+        let fits = |p: &u32| (*p as usize) < rest.len() && programs[*p as usize].is_some();
         if programs.len() != rest.len() || !untriggered.iter().all(fits) {
             return Err("programs do not fit the rules".to_owned());
+        }
+        if undecided.iter().any(|&p| p as usize >= rest.len()) {
+            return Err("rule position out of range".to_owned());
         }
         let mut slots: FastMap<String, usize> = FastMap::default();
         let mut texts: Vec<bool> = Vec::new();
@@ -795,7 +859,8 @@ impl Plan {
                         .collect()
                 })
                 .collect(),
-            always,
+            always: !undecided.is_empty(),
+            undecided,
             programs,
             untriggered,
             special: specials,
@@ -836,7 +901,7 @@ mod tests {
             checks: vec![],
             triggers: vec![(0, vec![0])],
             rest: vec![vec![]],
-            always: false,
+            undecided: vec![],
             programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (NOT, 0), (AND, 2)])],
             untriggered: vec![],
             special: vec![],
@@ -909,6 +974,82 @@ mod tests {
         assert_eq!(candidate(&plan, r#"{"a": "z"}"#), Some(false));
         // strict: a duplicated key is resolved by Python (the last one wins), not here
         assert_eq!(candidate(&plan, r#"{"a": "x", "a": "z"}"#), None);
+    }
+
+    /// The event's (matched, undecided) rule positions (None: the walk could not read it).
+    fn decision(plan: &Plan, message: &str) -> Option<(Vec<u32>, Vec<u32>)> {
+        let mut walk = Walk::new(plan, &[], 64, ValueCache::default());
+        if !walk.run(message.as_bytes()) {
+            return None;
+        }
+        let (mut matched, mut undecided) = (vec![9], vec![9]); // cleared by `decide`
+        let Walk { hits, tried, .. } = &mut walk;
+        plan.decide(hits, tried, &mut matched, &mut undecided);
+        Some((matched, undecided))
+    }
+
+    #[test]
+    fn decisions_name_the_matching_rules_and_leave_unknowns_to_python() {
+        let plan = Plan::from_input(input()).expect("plan");
+        assert_eq!(
+            decision(&plan, r#"{"a": "X", "b": "z"}"#),
+            Some((vec![0], vec![]))
+        );
+        assert_eq!(
+            decision(&plan, r#"{"a": "x", "b": "Y"}"#),
+            Some((vec![], vec![]))
+        );
+        assert_eq!(decision(&plan, r#"{"b": "z"}"#), Some((vec![], vec![])));
+        // "b: y" assumed (a check the screen cannot run): the program is unknown
+        let mut assumed = input();
+        assumed.fields[1].1 .0 = vec![("y".into(), vec![], vec![1])]; // the key, then the check
+        assumed.checks = vec![(1, CheckKind::Assume.code(), String::new(), false, vec![])];
+        let plan = Plan::from_input(assumed).expect("plan");
+        assert_eq!(
+            decision(&plan, r#"{"a": "x", "b": "y"}"#),
+            Some((vec![], vec![0]))
+        );
+        assert_eq!(
+            decision(&plan, r#"{"a": "x", "b": "z"}"#),
+            Some((vec![0], vec![]))
+        );
+        assert_eq!(
+            decision(&plan, r#"{"a": "z", "b": "y"}"#),
+            Some((vec![], vec![]))
+        ); // not triggered
+           // without a program a triggered rule is undecided; rules Python evaluates on every event
+           // are undecided whatever the event holds (once each)
+        let mut open = input();
+        open.programs = vec![None];
+        open.undecided = vec![0];
+        let plan = Plan::from_input(open).expect("plan");
+        assert!(plan.always);
+        assert_eq!(decision(&plan, r#"{"a": "x"}"#), Some((vec![], vec![0])));
+        assert_eq!(decision(&plan, r#"{"c": 1}"#), Some((vec![], vec![0])));
+        // an untriggered rule's program decides it on every event
+        let untriggered = PlanIn {
+            programs: vec![Some(vec![(ATOM, 0), (NOT, 0)])],
+            special: vec![(
+                0,
+                SpecialKind::Exists.code(),
+                "a".into(),
+                String::new(),
+                false,
+                false,
+                true,
+            )],
+            atom_count: 1,
+            ..clone_input(&plan_input_untriggered())
+        };
+        let plan = Plan::from_input(untriggered).expect("plan");
+        assert_eq!(decision(&plan, r#"{"b": 1}"#), Some((vec![0], vec![])));
+        assert_eq!(decision(&plan, r#"{"a": 1}"#), Some((vec![], vec![])));
+        let mut bad = input();
+        bad.undecided = vec![3];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("rule position out of range")
+        );
     }
 
     #[test]
@@ -987,7 +1128,7 @@ mod tests {
             checks: input.checks.clone(),
             triggers: input.triggers.clone(),
             rest: input.rest.clone(),
-            always: input.always,
+            undecided: input.undecided.clone(),
             programs: input.programs.clone(),
             untriggered: input.untriggered.clone(),
             special: input.special.clone(),
@@ -1005,7 +1146,7 @@ mod tests {
             checks: vec![],
             triggers: vec![],
             rest: vec![vec![]],
-            always: false,
+            undecided: vec![],
             programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (OR, 2)])],
             untriggered: vec![0],
             special: vec![
@@ -1065,7 +1206,7 @@ mod tests {
             checks: vec![],
             triggers: vec![],
             rest: vec![vec![]],
-            always: false,
+            undecided: vec![],
             programs: vec![None],
             untriggered: vec![0],
             special: vec![],

@@ -189,9 +189,11 @@ async def test_a_batch_screened_across_a_rebalance_is_dropped(tmp_path, monkeypa
     release = threading.Event()
 
     class SlowScreen:
-        def scan_records(self, records, *args):
+        rules = ()
+
+        def decide_records(self, records, *args):
             release.wait(5)
-            return list(range(len(records))), [math.nan] * (len(records) + 1)
+            return list(range(len(records))), [math.nan] * (len(records) + 1), [None] * len(records)
 
     monkeypatch.setattr(runner, "_screen", lambda spec, current: (SlowScreen(), None, 1 << 20, 64))
     pending = asyncio.create_task(runner._screen_batches(batches))

@@ -264,8 +264,18 @@ def test_a_route_where_a_rule_may_match_without_any_value_hands_every_message_to
     """``not`` over a CIDR test (not evaluated by the screen) may hold for any event: nothing is cleared."""
     detection = {"sel": {"agent|cidr": "10.0.0.0/8"}, "condition": "not sel"}
     ruleset = build(rule_yaml(detection))
-    assert export_plan(ruleset._route(LS).index, ruleset._atoms).always
+    assert export_plan(ruleset._route(LS).index, ruleset._atoms).undecided == [0]
     assert scan(detection, {"agent": "10.1.2.3"}, {"x": 1}, b"not json")[0] == [0, 1, 2]
+    # deciding, the rule is left to Python on every message it reads (not on the one it cannot)
+    screen = ruleset.screen(LS)
+    assert screen is not None
+    values = [orjson.dumps({"agent": "10.1.2.3"}), orjson.dumps({"x": 1}), b"not json"]
+    picked, _, decisions = screen.decide(values, [0, 0, 0], None, 1 << 20, 64)
+    assert picked == [0, 1, 2] and decisions == [([], [0]), ([], [0]), None]
+    for value, decision in zip(values[:2], decisions[:2], strict=True):
+        assert decision is not None
+        event = orjson.loads(value)
+        assert ruleset.evaluate_decided(event, screen.rules, decision, LS) == ruleset.evaluate(event, LS)
 
 
 # --- numbers and keys read as the Python path reads them ------------------------------------
