@@ -3,11 +3,14 @@
 Most log events match no rule, yet the Python path decodes, flattens and scans
 each one. The screen (``detectors._native``, built from ``detectors/native``)
 walks the raw message once against a copy of the route's index and answers
-whether the Python engine *could* match it. It errs one way only: when it
-cannot decide exactly (regular expressions Rust may read otherwise than RE2,
-keys and values Python 3.11 may case-fold otherwise than Rust's newer Unicode
-tables, messages Python might reject), the event takes the Python path.
-The conformance suite checks that a cleared event never has a match.
+whether the Python engine *could* match it; with ``decide`` it also decides, for every
+event it does not clear, which rules match and which it cannot decide (the engine's
+``evaluate_decided`` then makes the matches and tests only the undecided rules). It never
+guesses: when it cannot decide exactly (regular expressions Rust may read otherwise than RE2,
+keys and values Python 3.11 may case-fold otherwise than Rust's newer Unicode tables, messages
+Python might reject), the rule, or the whole event, takes the Python path. The conformance
+suite and ``bench/fuzz_screen.py`` check that a cleared event never has a match and that a
+decision makes exactly the Python engine's matches.
 
 The plan handed to the extension is the typed, versioned format of
 :mod:`detectors.sigma.screen_abi`. Without the native module (no Rust toolchain at install
