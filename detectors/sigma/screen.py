@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from detectors.sigma.atoms import Atom, ExistsAtom, FieldRefAtom, NullAtom, RegexAtom, TextAtom
+from detectors.sigma.atoms import Atom, CidrAtom, ExistsAtom, FieldRefAtom, NullAtom, RegexAtom, TextAtom
 from detectors.sigma.compiled import CompiledRule
 from detectors.sigma.conditions import Node
 from detectors.sigma.index import FieldIndex, RuleIndex
@@ -182,13 +182,16 @@ def _rust_regex(atom: Atom) -> bool:
 
 def _check(aid: int, atom: Atom) -> Check:
     """A text atom's check, an RE2 regex the screen runs with Rust's ``regex`` (same syntax and,
-    on the ASCII values the screen reads, the same semantics), or, for everything else (Python
-    ``re`` fallbacks, ...), an assumption: counted as satisfied."""
+    on the ASCII values the screen reads, the same semantics), a ``|cidr`` network, or, for
+    everything else (Python ``re`` fallbacks, ...), an assumption: counted as satisfied."""
     if type(atom) is TextAtom:
         return Check(aid, CheckKind(atom.kind), atom.literal, atom.cased, glob_parts(atom.pattern.glob))
     if _rust_regex(atom):
         source: str = atom.re2_source  # type: ignore[attr-defined]
         return Check(aid, CheckKind.REGEX, source, dollar_before_newline(source), [])
+    if type(atom) is CidrAtom:
+        v6 = atom.version == 6
+        return Check(aid, CheckKind.CIDR, "" if v6 else f"{atom.prefix}/{atom.mask}", v6, [])
     return Check(aid, CheckKind.ASSUME, "", False, [])
 
 
@@ -213,17 +216,17 @@ class _Exact:
             if aid not in self.special:
                 self.special.append(aid)
             return True
-        if kind is TextAtom or kind is RegexAtom:
+        if kind is TextAtom or kind is RegexAtom or kind is CidrAtom:
             if kind is RegexAtom and not _rust_regex(atom):
                 return False  # decided by a key alone at best: not exactly
             if atom.keys:
                 return True
-            if atom.field is not None:
+            if atom.field is not None:  # checked on every value of its field (cidr: always)
                 every = self.every.setdefault(atom.field, [])
                 if aid not in every:
                     every.append(aid)
                 return True
-        return False  # numeric, CIDR, keywords without a literal
+        return False  # numeric, keywords without a literal
 
     def program(self, node: Node | None) -> list[Instr] | None:
         """The condition as a postfix program (global atom ids), or None if some atom is beyond
@@ -270,8 +273,8 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
     exact = _Exact(atoms)
     programs = [exact.program(rule.condition) for rule in index.rules]
     undecided: dict[int, None] = {}
-    for aid in index.direct_triggers:
-        if not (type(atoms[aid]) in SPECIAL_KINDS and exact.atom(aid)):
+    for aid in index.direct_triggers:  # reported: special atoms, and networks (checked on every value)
+        if not ((type(atoms[aid]) in SPECIAL_KINDS or type(atoms[aid]) is CidrAtom) and exact.atom(aid)):
             undecided.update(dict.fromkeys(index.triggers[aid]))
     untriggered = [position for position in index.always if programs[position] is not None]
     undecided.update(dict.fromkeys(position for position in index.always if programs[position] is None))

@@ -49,7 +49,7 @@ class Op(IntEnum):
 class CheckKind(IntEnum):
     """How an indexed atom is confirmed: by its text pattern's shape (``EXACT`` to ``ANY``: the
     one definition of those shapes, :attr:`detectors.sigma.text.Pattern.kind`), an RE2 regex the
-    screen runs, or assumed satisfied."""
+    screen runs, a network (``CIDR``), or assumed satisfied."""
 
     EXACT = 0
     PREFIX = 1
@@ -59,6 +59,9 @@ class CheckKind(IntEnum):
     ANY = 5
     REGEX = -1
     ASSUME = -2
+    CIDR = -3
+    """``|cidr``: literal ``"prefix/mask"`` (the IPv4 network as integers); ``flag``: an IPv6
+    network (decided only on values that cannot be an IPv6 address)."""
 
 
 class SpecialKind(IntEnum):

@@ -55,7 +55,7 @@ abi_enum! {
 
 abi_enum! {
     /// How an indexed atom is confirmed: a text kind (`detectors.sigma.text.Kind`), an RE2
-    /// regex, or assumed satisfied.
+    /// regex, a network, or assumed satisfied.
     CheckKind {
         Exact = 0 as "EXACT",
         Prefix = 1 as "PREFIX",
@@ -65,6 +65,8 @@ abi_enum! {
         Any = 5 as "ANY",
         Regex = -1 as "REGEX",
         Assume = -2 as "ASSUME",
+        /// `|cidr`: an IPv4 network (`prefix/mask`, as integers) or, flagged, an IPv6 one.
+        Cidr = -3 as "CIDR",
     }
 }
 
@@ -160,7 +162,7 @@ mod tests {
             assert_eq!(CheckKind::from_code(code), Ok(kind));
         }
         assert_eq!(Op::from_code(5), Err("unknown Op code 5".to_owned()));
-        assert!(CheckKind::from_code(-3).is_err() && GlobPart::from_code(3).is_err());
+        assert!(CheckKind::from_code(-4).is_err() && GlobPart::from_code(3).is_err());
         assert!(SpecialKind::from_code(-1).is_err());
     }
 

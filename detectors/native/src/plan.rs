@@ -27,6 +27,9 @@ pub enum Check {
     Regex { regex: Regex, dollar: bool },
     /// Anything the screen does not evaluate: counted as satisfied.
     Assume,
+    /// `|cidr`: an IPv4 network (an address `a` is in it when `a & mask == prefix`), or an IPv6
+    /// one (`v6`), decided only on values that cannot be an IPv6 address.
+    Cidr { v6: bool, prefix: u32, mask: u32 },
 }
 
 impl Check {
@@ -79,6 +82,7 @@ impl Check {
     fn holds(&self, text: &[u8], folded: &[u8], ascii: bool) -> Verdict {
         match self {
             Check::Assume => Verdict::Unknown,
+            Check::Cidr { v6, prefix, mask } => cidr(text, *v6, *prefix, *mask),
             // RE2's \s and \S leave out the vertical tab, Rust's do not
             Check::Regex { .. } if !ascii || text.contains(&0x0b) => Verdict::Unknown,
             Check::Regex { regex, dollar } => Verdict::of(
@@ -108,7 +112,9 @@ impl Check {
                         Verdict::of(glob::matches(glob, value))
                     }
                     // a Text check is never of these (see `Check::new`)
-                    CheckKind::Glob | CheckKind::Regex | CheckKind::Assume => Verdict::Unknown,
+                    CheckKind::Glob | CheckKind::Regex | CheckKind::Assume | CheckKind::Cidr => {
+                        Verdict::Unknown
+                    }
                 }
             }
         }
@@ -116,6 +122,59 @@ impl Check {
 }
 
 const GLOB_BUDGET: usize = 1 << 20;
+
+/// Longer values are no address for the Python engine (`detectors.sigma.atoms.CidrAtom`).
+const CIDR_TEXT: usize = 64;
+
+/// Whether a value is in a `|cidr` network, as `CidrAtom` reads it: a string of at most 64
+/// characters that `ipaddress.ip_address(value.strip())` reads as an address of the network's
+/// version. Numbers and booleans never read as an IPv4 address (their texts hold one dot at most)
+/// nor as IPv6 (no colon). Values Python would strip, non-ASCII ones, and IPv6 candidates for an
+/// IPv6 network are left to Python.
+fn cidr(text: &[u8], v6: bool, prefix: u32, mask: u32) -> Verdict {
+    if !text.is_ascii() || text.iter().any(|&b| b <= b' ') {
+        return Verdict::Unknown;
+    }
+    if text.len() > CIDR_TEXT {
+        return Verdict::No;
+    }
+    let colon = text.contains(&b':');
+    if v6 {
+        // an address without a colon is IPv4 (version 4) or none
+        return if colon { Verdict::Unknown } else { Verdict::No };
+    }
+    // with a colon it is IPv6 (version 6) or none; otherwise IPv4 or none
+    match ipv4(text) {
+        Some(address) if !colon => Verdict::of(address & mask == prefix),
+        _ => Verdict::No,
+    }
+}
+
+/// Python's `ipaddress.IPv4Address` of a text: four dot-separated decimal octets of one to three
+/// ASCII digits, no leading zero, each at most 255.
+fn ipv4(text: &[u8]) -> Option<u32> {
+    let mut address: u32 = 0;
+    let mut octets = 0;
+    for octet in text.split(|&b| b == b'.') {
+        octets += 1;
+        if octets > 4
+            || octet.is_empty()
+            || octet.len() > 3
+            || !octet.iter().all(u8::is_ascii_digit)
+            || (octet.len() > 1 && octet[0] == b'0')
+        {
+            return None;
+        }
+        let value = octet
+            .iter()
+            .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+        if value > 255 {
+            return None;
+        }
+        address = (address << 8) | value;
+    }
+    (octets == 4).then_some(address)
+}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
@@ -679,6 +738,23 @@ impl Check {
         Ok(match kind {
             CheckKind::Regex => Check::regex(&literal, flag),
             CheckKind::Assume => Check::Assume,
+            CheckKind::Cidr => {
+                let network = if flag {
+                    Some((0, 0))
+                } else {
+                    literal
+                        .split_once('/')
+                        .and_then(|(p, m)| Some((p.parse().ok()?, m.parse().ok()?)))
+                };
+                let Some((prefix, mask)) = network else {
+                    return Err(format!("cidr network {literal:?} is not prefix/mask"));
+                };
+                Check::Cidr {
+                    v6: flag,
+                    prefix,
+                    mask,
+                }
+            }
             _ => Check::Text {
                 kind,
                 literal: literal.into_bytes(),
@@ -1119,6 +1195,46 @@ mod tests {
         assumed.checks = vec![(0, CheckKind::Assume.code(), String::new(), false, vec![])];
         let plan = Plan::from_input(assumed).expect("plan");
         assert_eq!(candidate(&plan, r#"{"a": "anything"}"#), Some(true));
+    }
+
+    #[test]
+    fn networks_are_read_as_pythons_ipaddress_reads_them() {
+        let ten = |t: &str| cidr(t.as_bytes(), false, 10 << 24, 0xff00_0000);
+        assert_eq!(ten("10.1.2.3"), Verdict::Yes);
+        assert_eq!(ten("11.1.2.3"), Verdict::No);
+        for no in [
+            "010.1.2.3",
+            "10.1.2",
+            "10.1.2.3.4",
+            "10.1.2.256",
+            "10..2.3",
+            "10.1.2.3/8",
+            "",
+            "x",
+            "::ffff:10.1.2.3",
+            "10.1.2.3%x",
+            "1000.1.2.3",
+            "+10.1.2.3",
+            "10.1.2.-3",
+        ] {
+            assert_eq!(ten(no), Verdict::No, "{no}");
+        }
+        // stripped by Python, or not ASCII: Python decides
+        for unknown in [
+            " 10.1.2.3",
+            "10.1.2.3\n",
+            "10.1.2.3\u{a0}",
+            "\u{661}0.1.2.3",
+        ] {
+            assert_eq!(ten(unknown), Verdict::Unknown, "{unknown:?}");
+        }
+        assert_eq!(ten(&"1".repeat(65)), Verdict::No);
+        let v6 = |t: &str| cidr(t.as_bytes(), true, 0, 0);
+        assert_eq!(v6("10.1.2.3"), Verdict::No);
+        assert_eq!(v6("fe80::1"), Verdict::Unknown);
+        assert_eq!(ipv4(b"255.255.255.255"), Some(u32::MAX));
+        assert_eq!(ipv4(b"0.0.0.0"), Some(0));
+        assert!(Check::new(CheckKind::Cidr, "1/x".into(), false, &[]).is_err());
     }
 
     fn clone_input(input: &PlanIn) -> PlanIn {
