@@ -25,7 +25,8 @@ Measured in one single-threaded process (one core at a time; ``--pin CPU`` pins 
   ``json_*``); ``native_agrees`` says whether the native path made exactly the matches
   (matched fields included) of ``evaluate`` on every event; ``native_cleared_share`` and
   ``native_decided_share`` are the events cleared, and decided in full (no rule left to Python);
-- ``rss_mb``: peak RSS of the process (includes the generated events);
+- ``rss_mb``: peak RSS of the process (includes the generated events) before the raw-JSON lanes
+  (``native_rss_mb``: after them, with the events' JSON texts and every lane's matches);
   ``rss_after_load_mb``: RSS right after loading the rules, before events exist.
 
 Events come from ``bench/eventgen.py`` (seeded). The garbage collector stays on; after
@@ -275,7 +276,7 @@ def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path, breakdown: b
         "python": sys.version.split()[0],
     }
     figures.update(_native_lanes(rs, corpus))
-    figures["rss_mb"] = round(_rss_mb("peak"), 1)
+    figures["native_rss_mb"] = round(_rss_mb("peak"), 1)
     if by_logsource is not None:
         figures["by_logsource"] = by_logsource
     return figures
