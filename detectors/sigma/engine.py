@@ -136,12 +136,16 @@ class Ruleset:
         Only the rules the decision names are looked at: the matched ones make their matches (the
         matched fields are read from the event for them alone), the undecided ones are tested
         one by one, every atom directly (:meth:`evaluate_naive`'s way). A decision leaving more
-        than :data:`MAX_UNDECIDED` rules undecided takes the indexed path instead."""
+        than :data:`MAX_UNDECIDED` rules undecided takes the indexed path instead, and so does one
+        made by a screen that is not this route's (``rules`` another tuple: a replaced ruleset,
+        a route rebuilt since)."""
         if not isinstance(event, Mapping):
             return []
         matched, undecided = decision
-        if len(undecided) > MAX_UNDECIDED:
-            return self._route(logsource).evaluate(event, self._atoms)
+        route = self._route(logsource)
+        screen = route._screen
+        if len(undecided) > MAX_UNDECIDED or isinstance(screen, bool) or screen is None or screen.rules is not rules:
+            return route.evaluate(event, self._atoms)  # also a decision by another ruleset's (or route's) screen
         if not matched and not undecided:
             return []
         ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)

@@ -396,3 +396,18 @@ def test_a_capital_sigma_beside_later_letters_goes_to_python(value):
     assert scan(detection, {"v": value})[0] == [0]
 
 
+
+
+def test_a_decision_of_another_screen_takes_the_full_python_path():
+    """A decision names rules by position in its screen's route: one made by another ruleset's (or
+    a rebuilt route's) screen is not trusted; the event is evaluated in full."""
+    detection = {"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}
+    first, second = build(rule_yaml(detection)), build(rule_yaml(detection))
+    screen, other = first.screen(LS), second.screen(LS)
+    assert screen is not None and other is not None
+    event = {"CommandLine": "cmd /c whoami"}
+    picked, _, decisions = screen.decide([orjson.dumps(event)], [0], None, 1 << 20, 64)
+    assert picked == [0] and decisions == [([0], [])]
+    assert first.evaluate_decided(event, screen.rules, ([0], []), LS) == first.evaluate(event, LS)
+    # a stale decision ("no rule matches") from the other screen: not believed
+    assert second.evaluate_decided(event, screen.rules, ([], []), LS) == second.evaluate(event, LS) != []
