@@ -88,6 +88,9 @@ class Report:
     """... of which some rule was decided to match."""
     undecided_rules: int = 0
     """Rules left to Python over all decided events."""
+    corpus_tried: int = 0
+    """Inputs on the rule pack's and SigmaHQ's routes (the rest: generated single-modifier rules)."""
+    corpus_decided: int = 0
     seconds: float = 0.0
     targets: int = 0
     found: Findings = field(default_factory=Findings)
@@ -107,6 +110,7 @@ class Report:
         return {"inputs_tried": self.tried, "python_rejected": self.rejected, "python_matching": self.matching,
                 "screen_cleared": self.cleared, "screen_decided": self.decided,
                 "decided_matching": self.decided_matching, "undecided_rules": self.undecided_rules,
+                "corpus_inputs_tried": self.corpus_tried, "corpus_decided": self.corpus_decided,
                 "targets": self.targets, "seconds": round(self.seconds, 1),
                 "findings": self.found.total, "findings_by_kind": dict(self.found.by_kind),
                 "findings_by_target": dict(self.found.by_target.most_common(20)),
@@ -213,11 +217,15 @@ def _rule(detection: dict[str, Any]) -> str:
                           sort_keys=False, allow_unicode=True)
 
 
+GENERATED = LogSource(product="fuzz")
+"""The log source of the generated rules."""
+
+
 def generated_targets(rng: random.Random) -> list[Target]:
     """A ruleset per modifier, field name and condition form (``sel``, ``not sel``, with a keyword
     or a second selection); seeds are the modifier's example values at that field."""
     out: list[Target] = []
-    logsource = LogSource(product="fuzz")
+    logsource = GENERATED
     for mods, value, examples in MODIFIERS:
         for name in rng.sample(FIELDS, 3):
             sel = {f"{name}{mods}": value}
@@ -601,6 +609,8 @@ def check(target: Target, raws: list[bytes], report: Report, max_depth: int = MA
     decision_at = dict(zip(picked, decisions, strict=True))
     run, run_times = 0, [math.nan] * (len(picked) + 1)
     judged = [True] * (len(picked) + 1)  # runs whose every cleared event has a Python time
+    corpus = target.logsource != GENERATED
+    report.corpus_tried += len(raws) if corpus else 0
     for position, raw in enumerate(raws):
         report.tried += 1
         event = _python(raw, max_depth, max_bytes)
@@ -612,6 +622,7 @@ def check(target: Target, raws: list[bytes], report: Report, max_depth: int = MA
             decision = decision_at[position]
             if decision is not None and event is not None:
                 judge_decision(target, screen.rules, decision, event, matches, raw, report)
+                report.corpus_decided += corpus
             continue
         report.cleared += 1
         if event is None:
