@@ -327,7 +327,13 @@ class Detector:
             event = item.event
             tick = type(item) is Tick
             try:
-                matches: list[Match] = [] if tick else evaluate(event, item.logsource)
+                decided = item.decided
+                if tick:
+                    matches: list[Match] = []
+                elif decided is None:
+                    matches = evaluate(event, item.logsource)
+                else:  # the native screen decided (some of) the rules on the raw message
+                    matches = current.ruleset.evaluate_decided(event, decided[0], decided[1], item.logsource)
             except Exception:
                 log.exception("rule evaluation failed; event skipped", extra={"origin": item.origin.token()})
                 metrics.EVENTS_SKIPPED.labels("sigma", "error").inc()

@@ -81,7 +81,7 @@ class Item:
     alert, which keeps the per-event cost of the hot path down.
     """
 
-    __slots__ = ("_origin", "event", "fallback_time", "logsource", "time_fields")
+    __slots__ = ("_origin", "decided", "event", "fallback_time", "logsource", "time_fields")
 
     def __init__(self, event: dict[str, Any], origin: Origin | tuple[str, int, int], logsource: LogSource | None,
                  time_fields: tuple[str, ...], fallback_time: float) -> None:
@@ -90,6 +90,10 @@ class Item:
         self.logsource = logsource
         self.time_fields = time_fields
         self.fallback_time = fallback_time
+        self.decided: tuple[Sequence[Any], tuple[list[int], list[int]]] | None = None
+        """The native screen's decision on the raw message (the route's rules, and the positions
+        of those matching and undecided: see ``detectors.sigma.screen.Decision``); None: the
+        Sigma engine evaluates the event in full."""
 
     @property
     def origin(self) -> Origin:

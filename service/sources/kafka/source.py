@@ -69,7 +69,8 @@ def _run_screens(jobs: list[tuple[TopicPartition, list[Any], Screening]]) -> dic
     """Worker-thread body: every partition's records through its screen."""
     out: dict[TopicPartition, ScreenResult] = {}
     for tp, records, (screen, time_fields, max_bytes, max_depth) in jobs:
-        out[tp] = screen.scan_records(records, time_fields, max_bytes, max_depth)
+        picked, latest, decisions = screen.decide_records(records, time_fields, max_bytes, max_depth)
+        out[tp] = (picked, latest, decisions, screen.rules)
     return out
 
 
