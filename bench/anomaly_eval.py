@@ -380,9 +380,14 @@ KEYS = {"volume": 20, "silence": 30, "metric": 20, "new_value": 40, "cardinality
 
 # -- scoring -------------------------------------------------------------------------------------
 def _alert_time(match: Match) -> tuple[str, float]:
+    """The alert's key and the event time at which it was raised: a window alert's ``event_time``
+    is its window's first event (what it is about), but it is known only once the window closes."""
     details = match.details or {}
     key = ",".join(str(v) for v in details["key"].values())
-    return key, datetime.fromisoformat(details["event_time"].replace("Z", "+00:00")).timestamp()
+    windowed = details["check_type"] in ("metric", "volume", "ratio") or (
+        details["check_type"] == "cardinality" and "max" not in (details.get("expected") or {}))
+    at = details["window_end"] if windowed else details["event_time"]
+    return key, datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
 
 
 def evaluate(name: str, stream: Stream) -> dict[str, Any]:
@@ -455,7 +460,10 @@ MEMORY_EVENT: dict[str, Callable[[int], dict[str, Any]]] = {
 
 
 def memory_per_key(name: str, stream: Stream, n: int) -> dict[str, Any]:
-    """Traced bytes per key: the larger of "all keys in an open window" and "windows closed"."""
+    """Traced bytes per key: the larger of "all keys in an open window" and "windows closed".
+
+    Each event comes with a Kafka record's position as its origin, as in the service (an open
+    window keeps its first event's)."""
     specs, _ = parse_checks(stream.check_yaml)
     engine = AnomalyEngine(specs, max_keys_per_check=2 * n)
     make = MEMORY_EVENT[name]
@@ -463,7 +471,7 @@ def memory_per_key(name: str, stream: Stream, n: int) -> dict[str, Any]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i, event in enumerate(events):
-        engine.process(event, T0 + i * 0.001)
+        engine.process(event, T0 + i * 0.001, None, ("logs", 0, 1_000_000 + i))
     open_window = tracemalloc.get_traced_memory()[0] - before
     alerts = len(engine.advance(T0 + 3700))  # past one window/interval/timeout of every bench check
     closed = tracemalloc.get_traced_memory()[0] - before
@@ -511,15 +519,18 @@ def run_family(check_yaml: str, series: list[fam.Series], end: float) -> tuple[d
 
 
 def family_memory(check_yaml: str, n: int) -> dict[str, Any]:
-    """Traced bytes per key after every key has scored values (and, windowed, with a window open)."""
+    """Traced bytes per key after every key has scored values (and, windowed, with a window open).
+
+    Each event comes with a Kafka record's position as its origin, built as the service builds it:
+    an open window keeps its first event's (see ``Match.about``)."""
     specs, _ = parse_checks(check_yaml)
     engine = AnomalyEngine(specs, max_keys_per_check=2 * n)
     events = [{"series": f"series-{i:08d}", "t": T0 + j * 60 + i * 1e-4, "value": float(i % 97 + j)}
               for j in range(3) for i in range(n)]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for event in events:
-        engine.process(event, float(event["t"]))
+    for offset, event in enumerate(events, start=1_000_000):
+        engine.process(event, float(event["t"]), None, ("logs", 0, offset))
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     return {"bytes_per_key": round(grown / n), "measured_keys": n}

@@ -16,7 +16,17 @@ Measured in one single-threaded process (one core at a time; ``--pin CPU`` pins 
   over a uniform sample (every k-th event, so the log-source mix is the same), extrapolated
   as sample size / sample time; ``naive_agrees`` says whether both evaluators returned the same
   matches on that sample;
-- ``rss_mb``: peak RSS of the process (includes the generated events);
+- ``native_*`` (when the native screen is built): the raw-JSON path of the pipeline core over
+  the same events as compact JSON, in batches of :data:`NATIVE_BATCH` split by log source (an
+  input reads one): ``screen.decide``, then for the picked messages ``orjson.loads`` and the
+  engine's ``evaluate_decided`` (or ``evaluate`` without a decision). Beside it, the same
+  batches through the clear-only screen (``screen.scan``, then decode and ``evaluate`` the picked
+  ones: ``screen_only_*``) and without any screen (decode and ``evaluate`` each:
+  ``json_*``); ``native_agrees`` says whether the native path made exactly the matches
+  (matched fields included) of ``evaluate`` on every event; ``native_cleared_share`` and
+  ``native_decided_share`` are the events cleared, and decided in full (no rule left to Python);
+- ``rss_mb``: peak RSS of the process (includes the generated events) before the raw-JSON lanes
+  (``native_rss_mb``: after them, with the events' JSON texts and every lane's matches);
   ``rss_after_load_mb``: RSS right after loading the rules, before events exist.
 
 Events come from ``bench/eventgen.py`` (seeded). The garbage collector stays on; after
@@ -87,6 +97,87 @@ def _breakdown(corpus: list[tuple[Any, Any]], cpu_ns: list[int]) -> dict[str, di
             "us_p99_cpu": round(_percentile(values, 0.99), 1),
         }
     return out
+
+
+NATIVE_BATCH = 1000
+"""Events per batch of the raw-JSON lanes (``pipesentry eval`` reads 1,000 lines at a time)."""
+
+
+def _batches(raws: list[tuple[Any, bytes]]) -> list[tuple[Any, list[int], list[bytes]]]:
+    """The events in batches of :data:`NATIVE_BATCH`, each split by log source (in event order)."""
+    out: list[tuple[Any, list[int], list[bytes]]] = []
+    for start in range(0, len(raws), NATIVE_BATCH):
+        groups: dict[Any, tuple[list[int], list[bytes]]] = {}
+        for position in range(start, min(start + NATIVE_BATCH, len(raws))):
+            logsource, raw = raws[position]
+            positions, values = groups.setdefault(logsource, ([], []))
+            positions.append(position)
+            values.append(raw)
+        out.extend((logsource, positions, values) for logsource, (positions, values) in groups.items())
+    return out
+
+
+def _lane(rs: Any, batches: list[tuple[Any, list[int], list[bytes]]], size: int, mode: str) -> list[Any]:
+    """One pass of a raw-JSON lane (``json``, ``screen`` or ``native``): matches per event."""
+    import orjson
+
+    loads = orjson.loads
+    evaluate, decided = rs.evaluate, rs.evaluate_decided
+    out: list[Any] = [()] * size
+    for logsource, positions, values in batches:
+        screen = rs.screen(logsource) if mode != "json" else None
+        if screen is None:
+            for position, raw in zip(positions, values, strict=True):
+                out[position] = evaluate(loads(raw), logsource)
+        elif mode == "screen":
+            for picked in screen.scan(values, [], None, 1 << 20, 64)[0]:
+                out[positions[picked]] = evaluate(loads(values[picked]), logsource)
+        else:
+            picked, _, decisions = screen.decide(values, [], None, 1 << 20, 64)
+            rules = screen.rules
+            for at, decision in zip(picked, decisions, strict=True):
+                event = loads(values[at])
+                out[positions[at]] = evaluate(event, logsource) if decision is None else \
+                    decided(event, rules, decision, logsource)
+    return out
+
+
+def _native_lanes(rs: Any, corpus: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """The raw-JSON lanes (see the module docstring); empty without the native screen."""
+    from detectors.sigma.screen import AVAILABLE
+
+    if not AVAILABLE:
+        return {"native": "not built"}
+    import orjson
+
+    raws = [(logsource, orjson.dumps(event)) for logsource, event in corpus]
+    batches = _batches(raws)
+    warm = _batches(raws[:2000])
+    figures: dict[str, Any] = {}
+    results: dict[str, list[Any]] = {}
+    for mode, name in (("json", "json"), ("screen", "screen_only"), ("native", "native")):
+        _lane(rs, warm, len(raws), mode)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        results[mode] = _lane(rs, batches, len(raws), mode)
+        elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+        figures[f"{name}_events_per_s"] = round(len(raws) / elapsed)
+        figures[f"{name}_events_per_s_cpu"] = round(len(raws) / cpu_elapsed) if cpu_elapsed else None
+    disagreements = sum(1 for (logsource, event), got in zip(corpus, results["native"], strict=True)
+                        if list(got) != rs.evaluate(event, logsource))
+    cleared = decided = 0
+    for logsource, _, values in batches:
+        screen = rs.screen(logsource)
+        if screen is None:
+            continue
+        picked, _, decisions = screen.decide(values, [], None, 1 << 20, 64)
+        cleared += len(values) - len(picked)
+        decided += sum(1 for decision in decisions if decision is not None and not decision[1])
+    figures["native_agrees"] = disagreements == 0
+    figures["native_disagreements"] = disagreements
+    figures["native_cleared_share"] = round(cleared / len(raws), 4)
+    figures["native_decided_share"] = round(decided / len(raws), 4)
+    figures["native_vs_screen_only"] = round(figures["native_events_per_s_cpu"] / figures["screen_only_events_per_s_cpu"], 2)
+    return figures
 
 
 def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path, breakdown: bool = False,
@@ -184,6 +275,8 @@ def run(events_n: int, seed: int, naive_sample: int, sigmahq: Path, breakdown: b
         "load_avg_1m": round(load_before, 2),
         "python": sys.version.split()[0],
     }
+    figures.update(_native_lanes(rs, corpus))
+    figures["native_rss_mb"] = round(_rss_mb("peak"), 1)
     if by_logsource is not None:
         figures["by_logsource"] = by_logsource
     return figures

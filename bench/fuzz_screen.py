@@ -8,9 +8,13 @@ where the two readings of a raw message could part (unicode escapes, duplicate
 keys, deep nesting, dotted and nested keys, numbers as strings and strings as
 numbers, huge integers, floats near 2^53 and beyond, exponent forms,
 NaN/Infinity, BOM, invalid UTF-8, lone surrogates, case folding of non-ASCII keys
-and values), and checks every event the screen clears against Python:
+and values), and checks every event the screen clears, and the screen's decision on every event it picks (its
+``decide``: the rules that match, and those left to Python), against Python:
 
 - ``cleared_match``: the screen cleared an event the engine matches (lost alert);
+- ``decided_lost``, ``decided_invented``, ``decided_differs``: a decision that would lose an
+  alert, invent one, or make other matches (matched fields included) than the engine does
+  (see :func:`judge_decision`); ``scan_decide``: ``scan`` and ``decide`` cleared different events;
 - ``cleared_rejected``: it cleared a message the JSON decoder rejects (Python
   dead-letters it; the screen would count it accepted);
 - ``time``: a cleared run's event time is not the one the Python path reads.
@@ -19,7 +23,7 @@ and values), and checks every event the screen clears against Python:
 
     python bench/fuzz_screen.py --seconds 300 --seed 1 [--sigmahq ../shared/sigmahq]
 
-It prints one JSON object: inputs tried, matching, cleared, findings (with samples).
+It prints one JSON object: inputs tried, matching, cleared, decided, findings (with samples).
 """
 
 from __future__ import annotations
@@ -78,6 +82,15 @@ class Report:
     rejected: int = 0
     matching: int = 0
     cleared: int = 0
+    decided: int = 0
+    """Picked events whose rules the screen decided (all but the ``undecided`` ones)."""
+    decided_matching: int = 0
+    """... of which some rule was decided to match."""
+    undecided_rules: int = 0
+    """Rules left to Python over all decided events."""
+    corpus_tried: int = 0
+    """Inputs on the rule pack's and SigmaHQ's routes (the rest: generated single-modifier rules)."""
+    corpus_decided: int = 0
     seconds: float = 0.0
     targets: int = 0
     found: Findings = field(default_factory=Findings)
@@ -95,7 +108,10 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"inputs_tried": self.tried, "python_rejected": self.rejected, "python_matching": self.matching,
-                "screen_cleared": self.cleared, "targets": self.targets, "seconds": round(self.seconds, 1),
+                "screen_cleared": self.cleared, "screen_decided": self.decided,
+                "decided_matching": self.decided_matching, "undecided_rules": self.undecided_rules,
+                "corpus_inputs_tried": self.corpus_tried, "corpus_decided": self.corpus_decided,
+                "targets": self.targets, "seconds": round(self.seconds, 1),
                 "findings": self.found.total, "findings_by_kind": dict(self.found.by_kind),
                 "findings_by_target": dict(self.found.by_target.most_common(20)),
                 "samples": self.samples}
@@ -173,7 +189,13 @@ MODIFIERS: list[tuple[str, Any, list[Any]]] = [
     ("|week", 19, ["2024-05-07T13:22:41Z"]),
     ("|month", 5, ["2024-05-07T13:22:41Z"]),
     ("|year", 2024, ["2024-05-07T13:22:41Z"]),
-    ("|cidr", "10.0.0.0/8", ["10.1.2.3", "11.1.2.3", "::ffff:a00:1"]),
+    ("|cidr", "10.0.0.0/8", ["10.1.2.3", "11.1.2.3", "::ffff:a00:1", "010.1.2.3", " 10.1.2.3", "10.1.2.3\n",
+                             "10.1.2", "10.1.2.256", "10.1.2.3.4", "10.1.2.3/8", "10.1.2.3%x", 167837955, "10.1.2.3\u00a0",
+                             "\u0661" + "0.1.2.3", "10.255.255.255", "9.255.255.255", ["x", "10.0.0.1"]]),
+    ("|cidr", "192.168.1.0/24", ["192.168.1.7", "192.168.2.7", "192.168.1.07", "192.168.001.7"]),
+    ("|cidr", "fe80::/10", ["fe80::1", "FE80::1%eth0", "::1", "10.1.2.3", "fe80:0:0:0:0:0:0:1", " fe80::1",
+                            "febf:ffff::", "fec0::1", "fe80::10.1.2.3"]),
+    ("|cidr", "::1/128", ["::1", "0:0:0:0:0:0:0:1", "::2", "-", "127.0.0.1"]),
     ("|fieldref", "Other", ["same"]),
     ("|fieldref|startswith", "Other", ["same-rest"]),
     ("|fieldref|endswith", "Other", ["rest-same"]),
@@ -195,11 +217,15 @@ def _rule(detection: dict[str, Any]) -> str:
                           sort_keys=False, allow_unicode=True)
 
 
+GENERATED = LogSource(product="fuzz")
+"""The log source of the generated rules."""
+
+
 def generated_targets(rng: random.Random) -> list[Target]:
     """A ruleset per modifier, field name and condition form (``sel``, ``not sel``, with a keyword
     or a second selection); seeds are the modifier's example values at that field."""
     out: list[Target] = []
-    logsource = LogSource(product="fuzz")
+    logsource = GENERATED
     for mods, value, examples in MODIFIERS:
         for name in rng.sample(FIELDS, 3):
             sel = {f"{name}{mods}": value}
@@ -570,22 +596,33 @@ LIMITS = [(MAX_DEPTH, MAX_BYTES)] * 6 + [(1, MAX_BYTES), (8, MAX_BYTES), (31, 30
 
 def check(target: Target, raws: list[bytes], report: Report, max_depth: int = MAX_DEPTH,
           max_bytes: int = MAX_BYTES) -> None:
-    """Screen ``raws`` as one batch (the value cache carries over) and judge every cleared one."""
+    """Screen ``raws`` as one batch (the value cache carries over), deciding their rules, and judge
+    every event: a cleared one, and the decision on a picked one, against the Python engine."""
     screen = target.ruleset.screen(target.logsource)
     if screen is None:
         return
-    picked, latest = screen.scan(raws, [FALLBACK_MS] * len(raws), TIME_FIELDS, max_bytes, max_depth)
-    picked_set = set(picked)
+    fallbacks = [FALLBACK_MS] * len(raws)
+    picked, latest, decisions = screen.decide(raws, fallbacks, TIME_FIELDS, max_bytes, max_depth)
+    scanned = screen.scan(raws, fallbacks, TIME_FIELDS, max_bytes, max_depth)
+    if scanned[0] != picked or repr(scanned[1]) != repr(latest):
+        report.add("scan_decide", target.name, b"", f"scan picked {scanned[0]}, decide picked {picked}")
+    decision_at = dict(zip(picked, decisions, strict=True))
     run, run_times = 0, [math.nan] * (len(picked) + 1)
     judged = [True] * (len(picked) + 1)  # runs whose every cleared event has a Python time
+    corpus = target.logsource != GENERATED
+    report.corpus_tried += len(raws) if corpus else 0
     for position, raw in enumerate(raws):
         report.tried += 1
         event = _python(raw, max_depth, max_bytes)
         report.rejected += event is None
         matches = target.ruleset.evaluate(event, target.logsource) if event is not None else []
         report.matching += bool(matches)
-        if position in picked_set:
+        if position in decision_at:
             run += 1
+            decision = decision_at[position]
+            if decision is not None and event is not None:
+                judge_decision(target, screen.rules, decision, event, matches, raw, report)
+                report.corpus_decided += corpus
             continue
         report.cleared += 1
         if event is None:
@@ -602,6 +639,33 @@ def check(target: Target, raws: list[bytes], report: Report, max_depth: int = MA
     for run, (want, got) in enumerate(zip(run_times, latest, strict=True)):
         if judged[run] and not (want == got or (math.isnan(want) and math.isnan(got))):
             report.add("time", target.name, b"", f"run {run}: screen {got} != Python {want}")
+
+
+def judge_decision(target: Target, rules: Sequence[Any], decision: tuple[list[int], list[int]],
+                   event: dict[str, Any], matches: list[Any], raw: bytes, report: Report) -> None:
+    """A picked event's decision against the Python engine's matches (``matches``):
+
+    - ``decided_lost``: a rule Python matches is decided not to match (a lost alert);
+    - ``decided_invented``: a rule decided to match does not match in Python (an invented alert);
+    - ``decided_differs``: the matches made from the decision (the engine's ``evaluate_decided``)
+      are not Python's, matched fields included.
+    """
+    matched, undecided = decision
+    report.decided += 1
+    report.decided_matching += bool(matched)
+    report.undecided_rules += len(undecided)
+    said = {id(rules[p].info) for p in matched}
+    open_ = said | {id(rules[p].info) for p in undecided}
+    python = {id(m.rule) for m in matches}
+    lost = [m.rule.title for m in matches if id(m.rule) not in open_]
+    if lost:
+        report.add("decided_lost", target.name, raw, ", ".join(lost))
+    invented = [rules[p].info.title for p in matched if id(rules[p].info) not in python]
+    if invented:
+        report.add("decided_invented", target.name, raw, ", ".join(invented))
+    made = target.ruleset.evaluate_decided(event, rules, decision, target.logsource)
+    if made != matches:
+        report.add("decided_differs", target.name, raw, f"decided {made!r} != Python {matches!r}"[:600])
 
 
 def run(targets: Sequence[Target], seconds: float, seed: int, max_inputs: int | None = None,

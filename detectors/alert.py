@@ -301,8 +301,13 @@ def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float
 
     The id uses ``match.details["alert_key"]`` when a detector provides one
     (correlations, anomaly checks: events they aggregate have no single
-    origin) and the event's origin token otherwise.
+    origin) and the event's origin token otherwise. A match about another event
+    than ``event`` (``match.about``: an anomaly window's first event) takes that
+    event's time and origin, and shows no original (the detector kept none).
     """
+    about = match.about
+    if about is not None:
+        event, origin, event_time = {}, about.origin, about.time
     details = match.details
     key = details.get("alert_key") if details else None
     original, truncated, size = cap_original(event, max_original_bytes)

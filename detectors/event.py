@@ -131,6 +131,9 @@ def get(event: Mapping[str, Any] | None, path: str) -> Any:
     """The field's one value, or :data:`MISSING` (see the module docstring for the order)."""
     if event is None:
         return MISSING
+    value = event.get(path, MISSING)
+    if value is not None and type(value) in _SCALARS:  # the literal key holds a scalar: _get's first answer
+        return value
     return _get(event, path, {})
 
 

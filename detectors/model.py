@@ -118,6 +118,31 @@ class Origin:
         return f"{self.input}:{self.key}"
 
 
+OriginRef = Origin | tuple[str, int, int]
+"""An origin as the hot path carries it: a Kafka record's ``(topic, partition, offset)`` stays a tuple
+until an alert needs its :class:`Origin` (see :func:`as_origin`)."""
+
+
+def as_origin(ref: OriginRef) -> Origin:
+    """The :class:`Origin` of ``ref`` (a tuple is a Kafka record's position)."""
+    if isinstance(ref, tuple):
+        return Origin("kafka", ref[0], ref[1], ref[2])
+    return ref
+
+
+@dataclass(frozen=True, slots=True)
+class EventRef:
+    """The event a match is about when that is not the event being processed: its event time and origin.
+
+    An anomaly window closes on a later, unrelated event (or the timer); the alert names the first
+    event of the anomalous window instead. Detectors keep only this (a time and an origin), never
+    the event itself, so the alert has no original event to show.
+    """
+
+    time: float
+    origin: Origin
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     """One detection: a rule (or correlation, or anomaly check) that fired.
@@ -132,3 +157,5 @@ class Match:
     rule: RuleInfo
     fields: tuple[tuple[str, Any], ...] = ()
     details: Mapping[str, Any] | None = None
+    about: EventRef | None = None
+    """The event the alert is about when not the one being processed (None: that one)."""

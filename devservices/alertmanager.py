@@ -9,7 +9,7 @@ what a pager would have received).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import httpx
 import yaml
 
 from devservices.fetch import debian_binary
-from devservices.process import ManagedProcess, ServerHandle, free_port
+from devservices.process import HttpServerHandle, ManagedProcess, free_port
 
 START_TIMEOUT = 30.0
 
@@ -44,20 +44,10 @@ def alertmanager_config(webhook_url: str | None) -> dict[str, Any]:
 
 
 @dataclass(eq=False)
-class AlertmanagerServer(ServerHandle):
+class AlertmanagerServer(HttpServerHandle):
     """A running Alertmanager; ``url`` is ``http://127.0.0.1:PORT``."""
 
-    workdir: Path
-    port: int
-    _process: ManagedProcess | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "alertmanager.log"
+    LOG_NAME = "alertmanager.log"
 
     @classmethod
     def start(

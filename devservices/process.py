@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from devservices.errors import PortLost, StartupFailed
 
@@ -206,6 +207,24 @@ class ServerHandle:
         """SIGKILL: a crash or an outage, for fault tests. Idempotent."""
         if self._process is not None:
             self._process.kill()
+
+
+@dataclass(eq=False)
+class HttpServerHandle(ServerHandle):
+    """A single-binary HTTP server on a loopback port, with its files and log under ``workdir``."""
+
+    LOG_NAME: ClassVar[str]
+    workdir: Path
+    port: int
+    _process: ManagedProcess | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / self.LOG_NAME
 
 
 @atexit.register

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import yaml
 
 from devservices.errors import DevServiceError
 from devservices.fetch import debian_binary
-from devservices.process import ManagedProcess, ServerHandle, free_port
+from devservices.process import HttpServerHandle, ManagedProcess, free_port
 
 START_TIMEOUT = 30.0
 
@@ -59,24 +59,14 @@ def prometheus_config(
 
 
 @dataclass(eq=False)
-class PrometheusServer(ServerHandle):
+class PrometheusServer(HttpServerHandle):
     """A running Prometheus; ``url`` is ``http://127.0.0.1:PORT``."""
 
-    workdir: Path
-    port: int
-    _process: ManagedProcess | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    LOG_NAME = "prometheus.log"
 
     @property
     def targets_file(self) -> Path:
         return self.workdir / "targets.json"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "prometheus.log"
 
     @classmethod
     def start(

@@ -63,6 +63,10 @@ from service.waits import stopped_within
 log = logging.getLogger(__name__)
 
 
+KEYED_TASK = "kafka-keyed"
+"""The supervised task of stage 2's consumer (``state.scope: keyed``)."""
+
+
 class StartupError(ServiceError):
     """The service cannot start (rules rejected, port taken); the message says why."""
 
@@ -164,8 +168,9 @@ class Service:
                 except KeyedConfigError as exc:
                     raise StartupError(str(exc)) from None
                 records = self.keyed.producer
-            self.kafka = KafkaSource(s.kafka, s.events, self.detector, self.router, state_store=store,
-                                     snapshot_interval_s=s.state.snapshot_interval_s, state_records=records)
+            if self.keyed is None or self.keyed.stage1:  # a stage-2-only instance reads no input topic
+                self.kafka = KafkaSource(s.kafka, s.events, self.detector, self.router, state_store=store,
+                                         snapshot_interval_s=s.state.snapshot_interval_s, state_records=records)
         from detectors.sigma.screen import AVAILABLE as native_screen
 
         metrics.record_build_info(native_screen and s.events.screen)
@@ -203,10 +208,23 @@ class Service:
         checks = {"rules_loaded": self.detector is not None and bool(self.detector.current.ruleset.rules)}
         if self.kafka is not None:
             checks["kafka_partitions_assigned"] = self.kafka.ready
+        if self.keyed is not None and self.keyed.stage2:
+            checks.update(self._stage2_readiness())
         checks["background_tasks_running"] = not self.supervisor.down()
         health = getattr(self.router, "health", None)
         if health is not None:
             checks.update(health())
+        return checks
+
+    def _stage2_readiness(self) -> dict[str, bool]:
+        """Stage 2 of ``state.scope: keyed``: its consumer task runs (not crashed, not finished) and is
+        connected; a stage-2-only instance must also own internal partitions (as stage 1 its input ones)."""
+        assert self.keyed is not None
+        task = self.supervisor.state(KEYED_TASK)
+        source = self.keyed.source
+        checks = {"keyed_stage2_connected": task is not None and task.running and source.connected}
+        if not self.keyed.stage1:
+            checks["keyed_partitions_assigned"] = source.ready
         return checks
 
     # -- run ------------------------------------------------------------------------
@@ -293,8 +311,9 @@ class Service:
 
             if self.kafka is not None:
                 spawn("kafka", partial(self.kafka.run, stop))
-            if self.keyed is not None:
-                spawn("kafka-keyed", partial(self.keyed.run_stage2, stop))
+            if self.keyed is not None and self.keyed.stage2:
+                spawn(KEYED_TASK, partial(self.keyed.run_stage2, stop))
+            if self.keyed is not None and self.keyed.stage1:
                 spawn("keyed-watermarks", partial(self.keyed.producer.run_watermarks, stop))
             pipeline = self.pipeline
             # push inputs are Sources run through the one pipeline core (see service.pipeline.source)
@@ -319,7 +338,8 @@ class Service:
             scheme = "https" if self.tls is not None else "http"
             log.info("pipesentry running", extra={
                 "api": f"{scheme}://{s.api.host}:{s.api.port}" if self.app is not None else None,
-                "kafka": self.kafka is not None, "files": len(s.files)})
+                "kafka": self.kafka is not None, "files": len(s.files),
+                "keyed_role": self.keyed.role if self.keyed is not None else None})
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
             if server_task is not None:
                 waiters.append(server_task)
@@ -359,7 +379,7 @@ class Service:
         while not await stopped_within(stop, self.settings.state.heartbeat_interval_s):
             busy = self.kafka.busy_scopes() if self.kafka is not None else set()
             alerts = await asyncio.to_thread(self.detector.heartbeat, time.time(), skip=busy)
-            if self.keyed is not None:
+            if self.keyed is not None and self.keyed.stage2:
                 alerts += await asyncio.to_thread(self.keyed.detector.heartbeat, time.time())
             while alerts and not stop.is_set():
                 try:

@@ -38,6 +38,7 @@ from service.alerting.config import AlertingSettings
 from service.config_env import ConfigEnvError, expand_env
 from service.errors import ServiceError
 from service.hunt.settings import HuntSettings
+from service.kafka_security import KafkaSecurity
 from service.logs import register_secrets
 from service.redaction import RedactionSettings
 from service.secrets import read_secret_file
@@ -110,40 +111,6 @@ class InputSettings(_Strict):
 
 class TopicSettings(InputSettings):
     """One Kafka topic's mapping to a log source and a decoder."""
-
-
-class KafkaSecurity(_Strict):
-    """Passed through to aiokafka; secrets never leave this object except into the client."""
-
-    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    sasl_password_file: Path | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    ssl_key_password: SecretStr | None = None
-    ssl_key_password_file: Path | None = None
-    ssl_check_hostname: bool = True
-
-    @model_validator(mode="after")
-    def _resolve(self) -> KafkaSecurity:
-        if self.sasl_password_file is not None:
-            object.__setattr__(self, "sasl_password", _read_secret_file(self.sasl_password_file, "sasl_password"))
-        if self.ssl_key_password_file is not None:
-            object.__setattr__(self, "ssl_key_password",
-                               _read_secret_file(self.ssl_key_password_file, "ssl_key_password"))
-        if self.protocol.startswith("SASL"):
-            if self.sasl_mechanism is None:
-                raise ValueError("sasl_mechanism is required with a SASL protocol")
-            if not self.sasl_username or self.sasl_password is None:
-                raise ValueError("sasl_username and sasl_password (or sasl_password_file) are required with SASL")
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{name}: no such file {str(path)!r}")
-        return self
 
 
 class KafkaSettings(_Strict):
@@ -449,17 +416,29 @@ class StateSettings(_Strict):
     partition, snapshotted with its offset and moved with it on rebalance. ``instance``: every
     Kafka partition uses the ``local`` scope (one engine pair for the whole instance), so
     correlations can join events of different topics; see docs/scaling.md for its rebalance
-    and crash behaviour. ``keyed``: Kafka events that feed a correlation are re-keyed through
-    ``keyed_topic`` to a second consumer (stage 2) that owns each group key (docs/scaling.md)."""
-    keyed_topic: str = Field(default="pipesentry-keyed-state", min_length=1, max_length=249)
+    and crash behaviour. ``keyed``: Kafka events that feed a correlation or an anomaly check are re-keyed
+    through ``keyed_topic`` to a second consumer (stage 2) that owns each group key (docs/scaling.md)."""
+    keyed_topic: str = Field(default="", max_length=249)
     """``keyed``: the internal topic of state records (create it with as many partitions as stage-2
-    instances you may run, replication >= 3; see docs/scaling.md)."""
+    instances you may run, replication >= 3; see docs/scaling.md). Empty (the default):
+    ``<kafka.group_id>-keyed-state``, so two deployments never mix each other's state records."""
     keyed_partitions: int | None = Field(default=None, ge=1, le=10_000)
     """``keyed``: create ``keyed_topic`` with this many partitions at start if it does not exist."""
     keyed_group_suffix: str = Field(default="-keyed", min_length=1, max_length=100)
     """``keyed``: stage 2's consumer group is ``kafka.group_id`` plus this suffix."""
     keyed_watermark_interval_s: float = Field(default=1.0, gt=0)
     """``keyed``: how often stage 1 sends its watermark to every partition of ``keyed_topic``."""
+    keyed_role: Literal["both", "stage1", "stage2"] = "both"
+    """``keyed``: the stages this instance runs. ``both``: stage 1 (the input topics) and stage 2 (the
+    internal topic); ``stage1``: the input topics only, no stage-2 consumer; ``stage2``: the internal
+    topic only, no input consumer (stateful work on instances of its own; docs/scaling.md)."""
+
+    @model_validator(mode="after")
+    def _role_needs_keyed_scope(self) -> StateSettings:
+        if self.keyed_role != "both" and self.scope != "keyed":
+            raise ValueError(f"keyed_role {self.keyed_role!r} splits the two stages of scope keyed; with scope "
+                             f"{self.scope!r} there is one stage: leave keyed_role at both or set scope: keyed")
+        return self
 
 
 class AuditSettings(_Strict):
@@ -506,6 +485,14 @@ class Settings(BaseSettings):
         if self.alerting.alert_base_url is None:
             object.__setattr__(self, "alerting", self.alerting.model_copy(
                 update={"alert_base_url": api_base_url(self.api)}))
+        return self
+
+    @model_validator(mode="after")
+    def _keyed_topic_follows_group(self) -> Settings:
+        """Unset ``state.keyed_topic``: one internal topic per consumer group."""
+        if not self.state.keyed_topic and self.kafka is not None:
+            object.__setattr__(self, "state", self.state.model_copy(
+                update={"keyed_topic": f"{self.kafka.group_id}-keyed-state"}))
         return self
 
     @classmethod

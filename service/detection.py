@@ -228,7 +228,8 @@ class Detector:
         self._records: list[Any] = []
         """``keyed``: state records of the batch being processed (see :meth:`take_records`)."""
         self._progress: dict[tuple[str, int], float] = {}
-        self._record_index: tuple[Any, dict[str, list[Any]]] | None = None
+        self._record_index: tuple[Any, dict[str, list[Any]], dict[str, tuple[str, ...]]] | None = None
+        self._anomaly_routes: tuple[Any, dict[Any, tuple[Any, ...]]] | None = None
         self._followers: list[Detector] = []
         self._max_original = max_original_bytes
         self._exported = CounterExport()
@@ -280,11 +281,11 @@ class Detector:
     @property
     def snapshots_partitions(self) -> bool:
         """Kafka partitions have stateful engines of their own to snapshot: not in instance scope, nor
-        in keyed stage 1 without anomaly checks (its correlations' state lives in stage 2)."""
+        in keyed stage 1 (its correlations' and anomaly checks' state lives in stage 2)."""
         if self._instance:
             return False
         if self._keyed:
-            return self._set.anomaly is not None
+            return False
         return self._set.stateful
 
     @property
@@ -323,11 +324,18 @@ class Detector:
         correlation = anomaly = None
         newest = -math.inf
         emit = self._emit_records if self._keyed and current.correlation is not None else None
+        emit_anomaly = self._emit_anomaly if self._keyed and current.anomaly is not None else None
         for item in items:
             event = item.event
             tick = type(item) is Tick
             try:
-                matches: list[Match] = [] if tick else evaluate(event, item.logsource)
+                decided = item.decided
+                if tick:
+                    matches: list[Match] = []
+                elif decided is None:
+                    matches = evaluate(event, item.logsource)
+                else:  # the native screen decided (some of) the rules on the raw message
+                    matches = current.ruleset.evaluate_decided(event, decided[0], decided[1], item.logsource)
             except Exception:
                 log.exception("rule evaluation failed; event skipped", extra={"origin": item.origin.token()})
                 metrics.EVENTS_SKIPPED.labels("sigma", "error").inc()
@@ -360,8 +368,10 @@ class Detector:
             except Exception:
                 self._engine_failed("correlation")
             try:
-                if anomaly is not None and not tick:
-                    found = anomaly.process(event, ts, item.logsource)
+                if emit_anomaly is not None and not tick and key is not None:
+                    emit_anomaly(current, item, ts)
+                elif anomaly is not None and not tick:
+                    found = anomaly.process(event, ts, item.logsource, item.origin_ref)
                     if found:
                         produced = [*produced, *found]
             except Exception:
@@ -389,11 +399,12 @@ class Detector:
         index = self._record_index
         if index is None or index[0] is not current.correlation:
             by_rule: dict[str, list[Any]] = {}
-            for spec in current.correlation.specs if current.correlation is not None else ():
+            specs_all = current.correlation.specs if current.correlation is not None else ()
+            for spec in specs_all:
                 for slot in spec.slots:
                     if not slot.correlation and spec not in by_rule.setdefault(slot.rule_id, []):
                         by_rule[slot.rule_id].append(spec)
-            index = self._record_index = (current.correlation, by_rule)
+            index = self._record_index = (current.correlation, by_rule, records.chain_fields(specs_all))
         specs: list[Any] = []
         rule_ids = [match.rule.id for match in matches]
         for rule_id in rule_ids:
@@ -405,17 +416,44 @@ class Detector:
         origin = item.origin
         where = records.Origin(origin.topic or "", origin.partition or 0, origin.offset or 0, origin.key)
         for spec in specs:
-            record = records.build(spec, rule_ids, item.event, ts, where)
+            record = records.build(spec, rule_ids, item.event, ts, where, extra=index[2].get(spec.info.id, ()))
             if record is None:
                 metrics.EVENTS_SKIPPED.labels("correlation", "missing_group_by").inc()
             else:
                 self._records.append(record)
 
+    def _emit_anomaly(self, current: DetectionSet, item: Item, ts: float) -> None:
+        """``keyed``: one state record per anomaly check watching the event's log source (see
+        :mod:`service.keyed.records`); the check's model lives in stage 2."""
+        from service.keyed import records
+
+        routes = self._anomaly_routes
+        if routes is None or routes[0] is not current.anomaly:
+            routes = self._anomaly_routes = (current.anomaly, {})
+        logsource = item.logsource
+        checks = routes[1].get(logsource)
+        if checks is None:
+            engine = current.anomaly
+            checks = tuple(c for c in (engine.checks.values() if engine is not None else ())
+                           if logsource is None or c.rule_logsource.covers(logsource))
+            if len(routes[1]) < 10_000:
+                routes[1][logsource] = checks
+        if not checks:
+            return
+        origin = item.origin
+        where = records.Origin(origin.topic or "", origin.partition or 0, origin.offset or 0, origin.key)
+        event = item.event
+        for check in checks:
+            record = records.build_anomaly(check, event, ts, where, logsource)
+            if record is not None:
+                self._records.append(record)
+
     # -- per-scope state ----------------------------------------------------------------
     def _new_engines(self, current: DetectionSet) -> tuple[Any | None, Any | None]:
-        """A new scope's engines (``keyed`` stage 1: no correlation engine, its records go to stage 2)."""
-        correlation, anomaly = current.new_engines()
-        return (None, anomaly) if self._keyed else (correlation, anomaly)
+        """A new scope's engines (``keyed`` stage 1: none, its records go to stage 2)."""
+        if self._keyed:
+            return None, None
+        return current.new_engines()
 
     def _engines(self, key: ScopeKey, current: DetectionSet) -> tuple[Any | None, Any | None]:
         """The engines of a Kafka partition (created empty on first use) or the local ones."""

@@ -65,13 +65,16 @@ API_INVALID_REQUESTS = Counter(
 
 # --- kafka ------------------------------------------------------------------
 KAFKA_PARTITIONS_ASSIGNED = Gauge("pipesentry_kafka_partitions_assigned",
-                                  "Partitions currently assigned to this instance.", registry=REGISTRY)
+                                  "Partitions currently assigned to this instance, by consumer (input: the "
+                                  "input topics; keyed: stage 2 of state.scope keyed, the internal topic).",
+                                  ["consumer"], registry=REGISTRY)
 KAFKA_CONSUMER_LAG = Gauge("pipesentry_kafka_consumer_lag", "Messages behind the partition's high watermark.",
                            ["topic", "partition"], registry=REGISTRY)
 KAFKA_COMMITS = Counter("pipesentry_kafka_commits", "Offset commits by result (ok, failed).", ["result"],
                         registry=REGISTRY)
 KAFKA_PAUSED_PARTITIONS = Gauge("pipesentry_kafka_paused_partitions",
-                                "Partitions paused by backpressure.", registry=REGISTRY)
+                                "Partitions paused by backpressure, by consumer (input, keyed).", ["consumer"],
+                                registry=REGISTRY)
 KAFKA_CONNECT_ERRORS = Counter("pipesentry_kafka_connect_errors",
                                "Failed attempts to reach the Kafka cluster.", registry=REGISTRY)
 
@@ -222,7 +225,8 @@ ALERT_DISPOSITIONS = Counter("pipesentry_alert_dispositions", "Alerts resolved (
 # --- state.scope: keyed (service.keyed) ----------------------------------------------------
 KEYED_STATE_RECORDS = Counter("pipesentry_keyed_state_records", "Records of the keyed scope's internal topic, by "
                               "kind: sent (stage 1 state records), watermark (stage 1 watermark records), "
-                              "applied, duplicate, late, unreadable (stage 2).", ["kind"], registry=REGISTRY)
+                              "applied, duplicate, late, unreadable, overflow (applied early: buffer full), unknown (its anomaly "
+                              "check is gone) (stage 2).", ["kind"], registry=REGISTRY)
 KEYED_WATERMARK_LAG = Gauge("pipesentry_keyed_watermark_lag_seconds", "Stage 2: the newest event time received "
                             "minus the released watermark, largest over the internal partitions this instance owns.",
                             registry=REGISTRY)

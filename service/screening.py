@@ -13,14 +13,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from detectors.model import Origin
-from detectors.sigma.screen import Screen
+from detectors.sigma.compiled import CompiledRule
+from detectors.sigma.screen import Decision, Screen
 from service.decoders.json import JsonObjectDecoder
 from service.sources.base import Decoded, InputSpec, RawMessage, Tick, decode_batch
 
 Screening = tuple[Screen, list[str] | None, int, int]
 """An input's native screen with its time fields (None: time not needed), max bytes and depth."""
-ScreenResult = tuple[list[int], list[float]]
-"""Positions to decode, and the latest event time of each cleared run (see ``Screen.scan``)."""
+ScreenResult = tuple[list[int], list[float], list[Decision | None], tuple[CompiledRule, ...]]
+"""Positions to decode, the latest event time of each cleared run, each decoded position's
+decision, and the rules the decisions name (see ``Screen.decide``)."""
 
 
 def screening_for(spec: InputSpec, current: Any, max_bytes: int | None = None) -> Screening | None:
@@ -49,7 +51,7 @@ def merge(result: ScreenResult, count: int, timed: bool, decode: Callable[[Seque
     the picked positions (it returns the events it read) and, when stateful detectors need time
     (``timed``), ``tick`` once per cleared run with its last position and latest event time.
     Returns the number of events: cleared plus decoded."""
-    picked, latest = result
+    picked, latest = result[0], result[1]
     cleared = count - len(picked)
     if not timed:
         return cleared + decode(picked)
@@ -72,11 +74,19 @@ def decode_screened(result: ScreenResult, count: int, spec: InputSpec, decoded: 
     only for the picked positions (``messages_at``): most are cleared. ``partition``: they are
 Kafka records (see :func:`decode_batch`). Returns the number of events."""
     items = decoded.items
+    picked, _, decisions, rules = result
+    by_position = dict(zip(picked, decisions, strict=True)) if rules else {}
 
     def decode(positions: Sequence[int]) -> int:
         before = len(items)
         decode_batch(messages_at(positions), spec, decoded, max_bytes=max_bytes, partition=partition)
-        return len(items) - before
+        added = len(items) - before
+        if by_position and added == len(positions):  # one event per message: the decisions apply
+            for item, position in zip(items[before:], positions, strict=True):
+                decision = by_position[position]
+                if decision is not None:
+                    item.decided = (rules, decision)
+        return added
 
     def tick(position: int, ts: float) -> None:
         items.append(Tick(origin_at(position), spec.logsource, ts))

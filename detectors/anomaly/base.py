@@ -25,7 +25,7 @@ from detectors.anomaly.keys import SOURCE_FIELD, Key, key_repr, key_text, source
 from detectors.anomaly.spec import CheckCommon
 from detectors.anomaly.timeutil import iso
 from detectors.event import MAX_TS, MISSING, BadTimestamp, get, parse_timestamp
-from detectors.model import Event, LogSource, Match, RuleInfo
+from detectors.model import Event, EventRef, LogSource, Match, Origin, OriginRef, RuleInfo, as_origin
 from detectors.state import LruMap
 
 NEG_INF = -math.inf
@@ -37,6 +37,34 @@ def finite_or_none(value: float) -> float | None:
 
 def none_to_neg_inf(value: Any) -> float:
     return NEG_INF if value is None else float(value)
+
+
+def origin_state(ref: OriginRef | None) -> list[Any] | None:
+    """An origin as a snapshot holds it (``[input, topic, partition, offset, key]``)."""
+    if ref is None:
+        return None
+    origin = as_origin(ref)
+    return [origin.input, origin.topic, origin.partition, origin.offset, origin.key]
+
+
+def origin_from_state(raw: Any) -> Origin | None:
+    """The origin of :func:`origin_state`; ``ValueError`` when malformed."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 5 or not isinstance(raw[0], str):
+        raise ValueError("a stored origin must be [input, topic, partition, offset, key]")
+    source, topic, partition, offset, key = raw
+    if not (topic is None or isinstance(topic, str)) or not (key is None or isinstance(key, str)):
+        raise ValueError("a stored origin's topic and key are text")
+    for number in (partition, offset):
+        if not (number is None or (isinstance(number, int) and not isinstance(number, bool))):
+            raise ValueError("a stored origin's partition and offset are whole numbers")
+    return Origin(source, topic, partition, offset, key)
+
+
+def first_event(time: float, origin: OriginRef | None) -> EventRef | None:
+    """What a window alert is about: its first event, when that event's origin is known."""
+    return None if origin is None else EventRef(time, as_origin(origin))
 
 
 class Check(ABC):
@@ -120,7 +148,10 @@ class Check(ABC):
         return tuple(parts)
 
     # -- the pipeline ---------------------------------------------------------------
-    def process(self, event: Event, ts: float, logsource: LogSource | None) -> list[Match]:
+    def process(self, event: Event, ts: float, logsource: LogSource | None,
+                origin: OriginRef | None = None) -> list[Match]:
+        """Matches caused by the event (``origin``: where it came from, kept by windowed checks for
+        the window's first event, which their alerts are about)."""
         t = self.event_time(event, ts)
         if t is None:
             return []
@@ -133,7 +164,7 @@ class Check(ABC):
             if key is not None:
                 if self.first_ts is None:
                     self.first_ts = t
-                out = self._on_event(event, key, t)
+                out = self._on_event(event, key, t, origin)
         if ts > self.arrival:
             self.arrival = ts
         if t > self.max_event_ts:
@@ -158,14 +189,14 @@ class Check(ABC):
         return True
 
     @abstractmethod
-    def _on_event(self, event: Event, key: Key, t: float) -> list[Match]: ...
+    def _on_event(self, event: Event, key: Key, t: float, origin: OriginRef | None) -> list[Match]: ...
 
     def _on_watermark(self, watermark: float) -> list[Match]:
         return []
 
     # -- results ----------------------------------------------------------------------
     def match(self, key: Key, *, event_time: float, observed: Any, expected: Any, score: float | None,
-              window_start: float, window_end: float, **extra: Any) -> Match:
+              window_start: float, window_end: float, about: EventRef | None = None, **extra: Any) -> Match:
         self.counters["alerts"] += 1
         key_fields = dict(zip(self.by, key, strict=True))
         details: dict[str, Any] = {
@@ -181,7 +212,7 @@ class Check(ABC):
             "alert_key": f"{self.spec.id}|{key_repr(self.by, key)}|{int(window_start)}",
             **extra,
         }
-        return Match(rule=self.info, fields=tuple(key_fields.items()), details=details)
+        return Match(rule=self.info, fields=tuple(key_fields.items()), details=details, about=about)
 
     # -- state ------------------------------------------------------------------------
     @property

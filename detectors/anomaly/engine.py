@@ -32,16 +32,19 @@ from detectors.anomaly.spec import (
 )
 from detectors.anomaly.threshold import RatioCheck, ThresholdCheck
 from detectors.anomaly.volume import VolumeCheck
-from detectors.model import Event, LogSource, Match
+from detectors.model import Event, LogSource, Match, OriginRef
 from detectors.state import StateError, unwrap, wrap
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_KIND = "anomaly"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 """2: metric baselines forget by event time (per-key layout 2). Version 1 snapshots still load:
-every other check's state is unchanged, their metric checks restart learning (see ``restore``)."""
-READABLE_VERSIONS = (1, 2)
+every other check's state is unchanged, their metric checks restart learning (see ``restore``).
+3: open windows (metric with ``aggregate``, volume, cardinality, ratio slices) keep the time and
+origin of their first event, which an alert about them names. Version 2 snapshots load as they
+are: their open windows' alerts name no event (the window start as its time)."""
+READABLE_VERSIONS = (1, 2, 3)
 DEFAULT_MAX_KEYS = 100_000
 
 
@@ -110,14 +113,19 @@ class AnomalyEngine:
         """Whether some check sees events of ``logsource`` (the others' events change nothing here)."""
         return bool(self._route(logsource))
 
-    def process(self, event: Event, ts: float, logsource: LogSource | None = None) -> list[Match]:
-        """Matches caused by one event (including windows its time closes)."""
+    def process(self, event: Event, ts: float, logsource: LogSource | None = None,
+                origin: OriginRef | None = None) -> list[Match]:
+        """Matches caused by one event (including windows its time closes).
+
+        ``origin``: where the event came from. Windowed checks keep it (with the event time) for
+        the first event of each key's open window, and an alert about that window carries it as
+        ``Match.about``: the alert is about its first event, not the one that closed it."""
         if not isinstance(event, Mapping):
             self._engine_counters["not_object"] += 1
             return []
         out: list[Match] = []
         for check in self._route(logsource):
-            found = check.process(event, ts, logsource)
+            found = check.process(event, ts, logsource, origin)
             if found:
                 out.extend(found)
         return out

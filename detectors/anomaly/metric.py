@@ -57,13 +57,22 @@ from statistics import median
 from typing import Any
 
 from detectors.anomaly import calibration, episodes
-from detectors.anomaly.base import Check, WindowedCheck, closed_until, key_list, key_tuple
+from detectors.anomaly.base import (
+    Check,
+    WindowedCheck,
+    closed_until,
+    first_event,
+    key_list,
+    key_tuple,
+    origin_from_state,
+    origin_state,
+)
 from detectors.anomaly.keys import Key, key_repr
 from detectors.anomaly.seasons import Profiles
 from detectors.anomaly.spec import MetricSpec
 from detectors.anomaly.timeutil import iso
 from detectors.event import MISSING, get
-from detectors.model import Event, Match
+from detectors.model import Event, EventRef, Match, OriginRef
 from detectors.state import LruMap
 
 WINSOR = 2.5
@@ -92,6 +101,8 @@ EP_START, EP_PEAK_Z, EP_PEAK_T, EP_PEAK_X, EP_END, EP_BASE, EP_RETURN = range(TA
 HEADER = EP_RETURN + 1
 KEPT_ON_RESTART = frozenset({RES, *range(TAIL, TAIL + calibration.SLOTS)})
 MAX_DECIMALS = 6
+FINEST = 10.0 ** -MAX_DECIMALS
+"""The finest resolution a key can have (values with more decimals are on no coarser grid)."""
 CUSUM_CLIP = 3.0
 """At most this much of one (calibrated) score enters the CUSUM: it is for runs of moderate scores."""
 EPISODE = HEADER
@@ -165,6 +176,8 @@ def _finer(current: float, step: float) -> float:
 def finest(current: float, x: float) -> float:
     """``current`` resolution refined by value ``x`` (cheap when ``x`` is on the current grid)."""
     if current:
+        if current <= FINEST:  # nothing is finer: spare the text conversion of every value
+            return current
         steps = x / current
         if abs(steps - round(steps)) < 1e-6:
             return current
@@ -224,14 +237,14 @@ class MetricCheck(WindowedCheck):
             self._keys.put(key, state)
         return state
 
-    def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
+    def _on_event(self, event: Event, key: Key, t: float, origin: OriginRef | None) -> list[Match]:
         x = self._value(event)
         if x is None:
             return []
         if self.s.aggregate is None:
             state = self._state(key)
             state[RES] = finest(state[RES], x)
-            found = self._score(key, state, x, t, t, t, state[RES], t)
+            found = self._score(key, state, x, t, t, t, state[RES], t, None)
             return [found] if found is not None else []
         window = self.s.window
         _, per_key = self.window_at(t, window)
@@ -241,7 +254,7 @@ class MetricCheck(WindowedCheck):
                 self.counters["key_overflow"] += 1
                 return []
             self._state(key)
-            per_key[key] = [x, 1.0, x, x, resolution(x), t]
+            per_key[key] = [x, 1.0, x, x, resolution(x), t, origin]
         else:
             acc[0] += x
             acc[1] += 1
@@ -251,7 +264,7 @@ class MetricCheck(WindowedCheck):
                 acc[3] = x
             acc[4] = finest(acc[4], x)
             if t < acc[5]:
-                acc[5] = t
+                acc[5], acc[6] = t, origin
         return []
 
     def _on_watermark(self, watermark: float) -> list[Match]:
@@ -260,32 +273,26 @@ class MetricCheck(WindowedCheck):
         out: list[Match] = []
         window = self.s.window
         for start in sorted(b for b in self.open if b + window <= watermark):
-            for key, (total, count, high, low, step, first) in self.open.pop(start).items():
+            for key, (total, count, high, low, step, first, origin) in self.open.pop(start).items():
                 aggregate = self.s.aggregate
                 value = {"mean": total / count, "sum": total, "max": high, "min": low,
                          "count": count}[aggregate]
                 state = self._state(key)
                 state[RES] = _finer(state[RES], step)
                 res = 1.0 if aggregate == "count" else state[RES] / count if aggregate == "mean" else state[RES]
-                found = self._score(key, state, value, start + window, start, start + window, res, first)
+                found = self._score(key, state, value, start + window, start, start + window, res, first,
+                                    first_event(first, origin))
                 if found is not None:
                     out.append(found)
         self.closed_upto = closed_until(self.closed_upto, window, watermark)
         return out
 
-    def _band(self, state: array[float]) -> tuple[float, float]:
-        """(centre, scale) in model space."""
-        if self.ring:
-            return state[CENTRE], state[DEV]
-        return state[CENTRE], state[DEV] * ABS_DEV_TO_SIGMA
-
-    def _restart_after_gap(self, state: array[float], t: float) -> None:
-        """A key silent for longer than ``max_gap`` learns again from ``t`` (its old band is stale)."""
-        if state[N] and t - state[LAST_T] > self.max_gap:
-            self.counters["gap_restarts"] += 1
-            for slot in range(RING):
-                if slot not in KEPT_ON_RESTART:
-                    state[slot] = 0.0
+    def _restart_after_gap(self, state: array[float]) -> None:
+        """A key silent for longer than ``max_gap`` learns again (its old band is stale)."""
+        self.counters["gap_restarts"] += 1
+        for slot in range(RING):
+            if slot not in KEPT_ON_RESTART:
+                state[slot] = 0.0
 
     def _floor(self, centre: float, res: float) -> float:
         """The data's resolution ``res`` (raw units) as a band unit in model space."""
@@ -295,29 +302,38 @@ class MetricCheck(WindowedCheck):
         return math.log1p(at + res) - math.log1p(at)
 
     def _score(self, key: Key, state: array[float], x: float, t: float, start: float,
-               end: float, res: float, first: float) -> Match | None:
-        """Score one value (or window aggregate) at event time ``t``; ``first``: its first event's time."""
+               end: float, res: float, first: float, about: EventRef | None) -> Match | None:
+        """Score one value (or window aggregate) at event time ``t``; ``first``: its first event's time,
+        ``about``: that event, when it is not the one being processed (a window's first event)."""
         spec = self.s
         y = math.log1p(x) if self.log else x
-        if state[LAST_T] and t > state[LAST_T]:
-            calibration.decay(state, TAIL, 0.5 ** ((t - state[LAST_T]) / self.tail_half_life))
-        self._restart_after_gap(state, t)
+        last = state[LAST_T]
+        if last and t > last:
+            calibration.decay(state, TAIL, 0.5 ** ((t - last) / self.tail_half_life))
+        if state[N] and t - last > self.max_gap:
+            self._restart_after_gap(state)
         if not state[N]:
             state[SINCE] = state[LAST_T] = t
-        centre, scale = self._band(state)
-        slots = self.seasons.slots((start + end) / 2) if self.seasons.parts else []
+        centre = state[CENTRE]
+        scale = state[DEV] if self.ring else state[DEV] * ABS_DEV_TO_SIGMA
+        slots = self.seasons.slots((start + end) / 2) if self.seasons.parts else None
         season = self.seasons.expected(state, slots) if slots else 0.0
         spread = ABS_DEV_TO_SIGMA * self.seasons.spread(state, slots) if slots else 0.0
         expected = centre + season
-        floor = max(spec.min_scale, self._floor(expected, res))
+        floor = self._floor(expected, res) if self.log else res
+        if spec.min_scale > floor:
+            floor = spec.min_scale
         unit = max(scale, spread, floor, TINY)
         z = (y - expected) / unit
         p: float | None = None
         score = z
-        if spec.threshold is None:
-            p = tail_p = calibration.probability(state, TAIL, z)
-            score = calibration.normal_score(z, tail_p)
-        ready = state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for and self.ready_at(t)
+        calibrated = spec.threshold is None
+        if calibrated and not -calibration.U <= z <= calibration.U:  # within U the score is its own
+            p = calibration.probability(state, TAIL, z)
+            score = calibration.normal_score(z, p)
+        first_ts = self.first_ts
+        ready = (state[N] >= spec.min_samples and t - state[SINCE] >= spec.learn_for
+                 and first_ts is not None and t >= first_ts + self.learning_s)
         found: Match | None = None
         sign = 0
         was_open = state[EPISODE + episodes.ACTIVE] != 0.0
@@ -330,6 +346,8 @@ class MetricCheck(WindowedCheck):
                 sign = 0
                 state[EP_RETURN] = 1.0
         if sign or self.observer is not None:
+            if calibrated and p is None:
+                p = calibration.probability(state, TAIL, z)  # within U it depends on z alone
             width = (spec.threshold if spec.threshold is not None
                      else calibration.limit(state, TAIL, spec.probability)) * unit
             shown, low, high = expected, expected - width, expected + width
@@ -342,10 +360,10 @@ class MetricCheck(WindowedCheck):
                     f"{spec.id}|{key_repr(self.by, key)}|{int(start)}" if sign else None))
         if sign:
             found = self.match(
-                key, event_time=t, observed=x,
+                key, event_time=first, observed=x,
                 expected={"center": round(shown, 6), "low": round(low, 6), "high": round(high, 6),
                           "model": spec.model, "aggregate": spec.aggregate, "season": round(season, 6)},
-                score=z, window_start=start, window_end=end,
+                score=z, window_start=start, window_end=end, about=about,
                 direction="high" if sign > 0 else "low",
                 probability=None if p is None else float(f"{p:.3g}"),
                 **({"first_event_time": iso(first)} if spec.aggregate is not None else {}),
@@ -366,7 +384,9 @@ class MetricCheck(WindowedCheck):
         if state[N] >= spec.min_samples and not was_open:  # an episode's later scores are not the key's tail
             calibration.observe(state, TAIL, z, spec.probability)
         if ready:  # what alerts barely moves the model; a lasting change still gets in
-            y = expected + max(-WINSOR * unit, min(WINSOR * unit, y - expected))
+            bound = WINSOR * unit
+            off = y - expected
+            y = expected + (bound if off > bound else -bound if off < -bound else off)
         if self.ring:
             self._update_ring(state, y - season)
         else:
@@ -442,7 +462,7 @@ class MetricCheck(WindowedCheck):
             offsets = struct.unpack_from(held, state, first)
             centre = median(offsets)
             state[CENTRE] = ref + centre
-            state[DEV] = scale = MAD_TO_SIGMA * median(abs(v - centre) for v in offsets)
+            state[DEV] = scale = MAD_TO_SIGMA * median([abs(v - centre) for v in offsets])
             if abs(centre) > REBASE * scale:  # offsets stay within REBASE scales: float32 keeps 1e-5 of one
                 state[RING] = ref + centre
                 struct.pack_into(held, state, first, *(v - centre for v in offsets))
@@ -474,7 +494,8 @@ class MetricCheck(WindowedCheck):
             "layout": STATE_LAYOUT,
             "closed_upto": self.closed_upto,
             "keys": [[key_list(k), self._export(v)] for k, v in self._keys.items()],
-            "open": [[b, [[key_list(k), acc] for k, acc in per_key.items()]] for b, per_key in self.open.items()],
+            "open": [[b, [[key_list(k), [*acc[:6], origin_state(acc[6])]] for k, acc in per_key.items()]]
+                     for b, per_key in self.open.items()],
             "evictions": self._keys.evictions,
         }
 
@@ -493,9 +514,11 @@ class MetricCheck(WindowedCheck):
                      for b, per_key in state["open"]}
 
 
-def _accumulator(raw: Any) -> list[float]:
-    """An open window's accumulator: total, count, max, min, resolution, first event time."""
-    acc = [float(x) for x in raw]
-    if len(acc) != 6:
+def _accumulator(raw: Any) -> list[Any]:
+    """An open window's accumulator: total, count, max, min, resolution, first event time and that
+    event's origin (absent in snapshots of version 2 and older: the alert is then about no event)."""
+    if not isinstance(raw, list) or len(raw) not in (6, 7):
         raise ValueError("metric window accumulator has the wrong size")
+    acc: list[Any] = [float(x) for x in raw[:6]]
+    acc.append(origin_from_state(raw[6]) if len(raw) == 7 else None)
     return acc

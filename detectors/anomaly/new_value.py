@@ -24,7 +24,7 @@ from detectors.anomaly.base import Check, key_list, key_tuple
 from detectors.anomaly.keys import Key, key_text
 from detectors.anomaly.spec import NewValueSpec
 from detectors.event import MISSING, get
-from detectors.model import Event, Match
+from detectors.model import Event, Match, OriginRef
 from detectors.sketches import BloomFilter, hash64, hash128
 from detectors.state import LruMap
 
@@ -67,7 +67,7 @@ class NewValueCheck(Check):
             values.append(text)
         return tuple(values)
 
-    def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
+    def _on_event(self, event: Event, key: Key, t: float, origin: OriginRef | None) -> list[Match]:
         values = self._values(event)
         if values is None:
             return []

@@ -64,11 +64,21 @@ class Profiles:
             self.parts.append((period, period / slots, index, index + 1, slots))
             index += 1 + slots * SLOT
         self.size = index - at
+        # every slot length is a multiple of the shortest (five minutes, an hour or a day), so all
+        # times in one stretch of it, [lo, hi), share their slots: the latest stretch is kept
+        self._step = min((length for _, length, *_ in self.parts), default=1.0)
+        self._lo = self._hi = math.nan
+        self._held: list[tuple[int, int, int]] = []
 
     def slots(self, t: float) -> list[tuple[int, int, int]]:
         """(slot index, sum index, slot count) of each profile's slot holding event time ``t``."""
-        return [(first + int((t % period) // length) * SLOT, total, n)
-                for period, length, total, first, n in self.parts]
+        if self._lo <= t < self._hi:
+            return self._held
+        held = self._held = [(first + int((t % period) // length) * SLOT, total, n)
+                             for period, length, total, first, n in self.parts]
+        self._lo = t - t % self._step
+        self._hi = self._lo + self._step
+        return held
 
     def phases(self, t: float) -> dict[str, int]:
         """Profile name -> number of the slot holding event time ``t`` (daily 15: 15:00-16:00 UTC)."""
@@ -77,7 +87,10 @@ class Profiles:
 
     @staticmethod
     def expected(state: array[float], slots: list[tuple[int, int, int]]) -> float:
-        return sum(state[i + VALUE] - state[total] / n for i, total, n in slots)
+        out = 0.0
+        for i, total, n in slots:
+            out += state[i + VALUE] - state[total] / n
+        return out
 
     @staticmethod
     def spread(state: array[float], slots: list[tuple[int, int, int]]) -> float:
@@ -99,7 +112,7 @@ class Profiles:
             weight = state[i + WEIGHT]
             if weight and elapsed > 0:
                 weight *= math.exp(elapsed * self.decay)
-            weight = max(weight, PRIOR_WEIGHT) + 1.0
+            weight = (weight if weight > PRIOR_WEIGHT else PRIOR_WEIGHT) + 1.0
             step = error / weight
             if spread:
                 state[i + SPREAD] += (size - state[i + SPREAD]) / (weight - PRIOR_WEIGHT)

@@ -21,7 +21,7 @@ from typing import Any
 from detectors.anomaly.base import Check, key_list, key_tuple
 from detectors.anomaly.keys import Key
 from detectors.anomaly.spec import SilenceSpec
-from detectors.model import Event, Match
+from detectors.model import Event, Match, OriginRef
 from detectors.state import LruMap
 
 
@@ -46,7 +46,7 @@ class SilenceCheck(Check):
     def evictions(self) -> int:
         return self.active.evictions + self.silent.evictions
 
-    def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
+    def _on_event(self, event: Event, key: Key, t: float, origin: OriginRef | None) -> list[Match]:
         state = self.active.touch(key)
         if state is not None:
             if t > state[0]:

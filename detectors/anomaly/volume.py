@@ -32,10 +32,17 @@ from array import array
 from typing import Any
 
 from detectors.anomaly import episodes
-from detectors.anomaly.base import WindowedCheck, key_list, key_tuple
+from detectors.anomaly.base import (
+    WindowedCheck,
+    first_event,
+    key_list,
+    key_tuple,
+    origin_from_state,
+    origin_state,
+)
 from detectors.anomaly.keys import Key
 from detectors.anomaly.spec import DAY, WEEK, VolumeSpec
-from detectors.model import Event, Match
+from detectors.model import Event, Match, OriginRef
 from detectors.state import LruMap
 
 # layout of a key's state array
@@ -77,15 +84,18 @@ class VolumeCheck(WindowedCheck):
     def keys(self) -> LruMap[Key, Any]:
         return self._keys
 
-    def _on_event(self, event: Event, key: Key, t: float) -> list[Match]:
+    def _on_event(self, event: Event, key: Key, t: float, origin: OriginRef | None) -> list[Match]:
         start, counts = self.window_at(t, self.interval)
-        if key in counts:
-            counts[key] += 1
+        acc = counts.get(key)
+        if acc is not None:
+            acc[0] += 1
+            if t < acc[1]:
+                acc[1], acc[2] = t, origin
         elif len(counts) >= self.max_keys:
             self.counters["key_overflow"] += 1
             return []
         else:
-            counts[key] = 1
+            counts[key] = [1, t, origin]
         keys = self._keys
         if keys.touch(key) is None:
             state = array("d", bytes(8 * SIZE))
@@ -125,7 +135,9 @@ class VolumeCheck(WindowedCheck):
         day_start = local % DAY == 0
         return base % 24, hours - base, weekday, day_start, day_start and weekday == 0
 
-    def _close(self, start: float, counts: dict[Key, int], out: list[Match]) -> None:
+    def _close(self, start: float, counts: dict[Key, list[Any]], out: list[Match]) -> None:
+        """Score every key's count of the interval at ``start`` (its accumulator: count, first event
+        time and origin; a spike's alert is about that first event)."""
         spec = self.s
         hour, frac, weekday, day_start, week_start = self._slots(start)
         check_ready = self.ready_at(start + self.interval)
@@ -137,19 +149,22 @@ class VolumeCheck(WindowedCheck):
                 self._roll_day(state, (weekday - 1) % 7, start)
                 if state[N] >= self.per_day:
                     self._normalise(state, week_start)
-            count = counts.get(key, 0)
+            acc = counts.get(key)
+            count = acc[0] if acc is not None else 0
             ready = check_ready and start - state[FIRST] >= self.learning_s
             alert = self._step(state, count, hour, frac, weekday, ready)
             if alert is not None:
                 e, sigma, z = alert
                 root, half = math.sqrt(e + 0.375), spec.threshold * sigma / 2
                 low = max(0.0, root - half) ** 2 - 0.375
+                first = acc if z > 0 and acc is not None else None  # a spike is about its first event
                 out.append(self.match(
-                    key, event_time=end, observed=count,
+                    key, event_time=end if first is None else first[1], observed=count,
                     expected={"mean": round(e, 3), "low": round(max(0.0, low), 3),
                               "high": round((root + half) ** 2 - 0.375, 3),
                               "sigma": round(sigma * math.sqrt(max(e, 1.0)), 3)},
                     score=z, window_start=start, window_end=end,
+                    about=None if first is None else first_event(first[1], first[2]),
                     direction="spike" if z > 0 else "drop",
                 ))
 
@@ -246,7 +261,8 @@ class VolumeCheck(WindowedCheck):
         return {
             "closed_upto": self.closed_upto,
             "keys": [[key_list(k), list(v)] for k, v in self._keys.items()],
-            "open": [[b, [[key_list(k), c] for k, c in counts.items()]] for b, counts in self.open.items()],
+            "open": [[b, [[key_list(k), [c, first, origin_state(origin)]] for k, (c, first, origin) in counts.items()]]
+                     for b, counts in self.open.items()],
             "evictions": self._keys.evictions,
         }
 
@@ -258,4 +274,14 @@ class VolumeCheck(WindowedCheck):
                 raise ValueError("volume key state has the wrong size")
             self._keys.put(key_tuple(raw_key), array("d", (float(v) for v in values)))
         self._keys.evictions = int(state.get("evictions", 0))
-        self.open = {float(b): {key_tuple(k): int(c) for k, c in counts} for b, counts in state["open"]}
+        self.open = {float(b): {key_tuple(k): _accumulator(c, float(b)) for k, c in counts} for b, counts in state["open"]}
+
+
+def _accumulator(raw: Any, start: float) -> list[Any]:
+    """An open interval's accumulator for a key: count, first event time and origin (snapshots of
+    version 2 and older hold the count alone: the first event is then the interval's start, origin unknown)."""
+    if isinstance(raw, list):
+        if len(raw) != 3:
+            raise ValueError("volume interval accumulator has the wrong size")
+        return [int(raw[0]), float(raw[1]), origin_from_state(raw[2])]
+    return [int(raw), start, None]

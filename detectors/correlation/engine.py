@@ -15,7 +15,8 @@ Time model (see docs/correlation.md for the full semantics):
 * Deferred conditions (``lt``, ``lte``, ``eq``, ``neq``, value shares) use a
   window opened by a group's first event at ``a`` and covering ``[a, a + timespan]``;
   it is decided when the watermark passes ``a + timespan``.
-* A correlation's alert is fed at once to the correlations that reference it.
+* A correlation's alert is fed at once to the correlations that reference it (a ``keyed`` engine
+  lists it in :attr:`CorrelationEngine.chained` instead: the parent may live elsewhere).
 """
 
 from __future__ import annotations
@@ -69,6 +70,20 @@ class Limits:
             raise ValueError("allowed_lateness must be a finite number of seconds >= 0")
 
 
+@dataclass(frozen=True, slots=True)
+class Chained:
+    """A correlation alert as an input of a correlation referencing it (``keyed`` engines)."""
+
+    parent: CorrelationSpec
+    child: str
+    """The referenced correlation's id (the parent's slot)."""
+    context: Mapping[str, Any]
+    """The alert's group and value, then the firing input's fields: what the parent reads."""
+    ts: float
+    ref: str
+    """The alert's key: the parent's evidence for it."""
+
+
 class _Node:
     """One correlation at run time: its spec, its groups, and who consumes its alerts."""
 
@@ -97,7 +112,12 @@ class CorrelationEngine:
         self.limits = limits or Limits()
         self.keyed = keyed
         """Index the base rules by ``<correlation id> KEYED_SEPARATOR <rule id>`` (see :meth:`process_keyed`):
-        each input feeds the one correlation it was keyed for (``state.scope: keyed``, stage 2)."""
+        each input feeds the one correlation it was keyed for (``state.scope: keyed``, stage 2).
+        Referenced correlations are indexed the same way, and an alert is not fed to the
+        correlations referencing it but listed in :attr:`chained` (their group key may differ)."""
+        self.chained: list[Chained] = []
+        """``keyed``: inputs for referencing correlations, to be re-keyed by the caller (and taken:
+        the caller empties the list)."""
         self._nodes = [_Node(spec, i) for i, spec in enumerate(specs)]
         by_id = {node.spec.info.id: node for node in self._nodes}
         self._by_rule: dict[str, list[tuple[_Node, int]]] = {}
@@ -107,6 +127,9 @@ class CorrelationEngine:
             for slot_index, slot in enumerate(node.spec.slots):
                 if slot.correlation:
                     by_id[slot.rule_id].parents.append((node, slot_index))
+                    if keyed:
+                        name = f"{node.spec.info.id}{KEYED_SEPARATOR}{slot.rule_id}"
+                        self._by_rule.setdefault(name, []).append((node, slot_index))
                 else:
                     name = f"{node.spec.info.id}{KEYED_SEPARATOR}{slot.rule_id}" if keyed else slot.rule_id
                     self._by_rule.setdefault(name, []).append((node, slot_index))
@@ -419,6 +442,11 @@ class CorrelationEngine:
             context: Mapping[str, Any] = {**group, spec.type: details["value"]}
             if source is not None:
                 context = ChainMap(dict(context), dict(source))
+            if self.keyed:
+                flat = dict(context)
+                self.chained.extend(Chained(parent.spec, spec.info.id, flat, ts, alert_key)
+                                    for parent, _ in node.parents)
+                return
             for parent, slot_index in node.parents:
                 self._feed(parent, slot_index, context, ts, alert_key, out)
 

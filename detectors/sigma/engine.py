@@ -11,7 +11,7 @@ from detectors.sigma.atoms import Atom, View
 from detectors.sigma.compiled import CompiledRule, Context, make_match
 from detectors.sigma.index import RuleIndex
 from detectors.sigma.recipes import Recipe
-from detectors.sigma.screen import Screen, build
+from detectors.sigma.screen import Decision, Screen, build
 from detectors.sigma.screen_abi import Plan
 
 if TYPE_CHECKING:  # pySigma's parser is imported to compile rules, not to restore a cached ruleset
@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # pySigma's parser is imported to compile rules, not to resto
 
 MAX_ROUTES = 256
 """Distinct event log sources whose route is cached (the cache is reset beyond that)."""
+
+MAX_UNDECIDED = 24
+"""A native decision leaving more rules than this to Python takes the full (indexed) Python path:
+testing each of them on its own would cost more."""
 
 
 class Route:
@@ -148,6 +152,31 @@ class Ruleset:
         if not isinstance(event, Mapping):
             return []
         return self._route(logsource).evaluate(event, self._atoms)
+
+    def evaluate_decided(self, event: Event, rules: Sequence[CompiledRule], decision: Decision,
+                         logsource: LogSource | None = None) -> list[Match]:
+        """Same result as :meth:`evaluate`, given the native screen's decision on ``event`` (its
+        ``decide`` over the route of ``logsource``; ``rules``: that screen's :attr:`~Screen.rules`).
+
+        Only the rules the decision names are looked at: the matched ones make their matches (the
+        matched fields are read from the event for them alone), the undecided ones are tested
+        one by one, every atom directly (:meth:`evaluate_naive`'s way). A decision leaving more
+        than :data:`MAX_UNDECIDED` rules undecided takes the indexed path instead, and so does one
+        made by a screen that is not this route's (``rules`` another tuple: a replaced ruleset,
+        a route rebuilt since)."""
+        if not isinstance(event, Mapping):
+            return []
+        matched, undecided = decision
+        route = self._route(logsource)
+        screen = route._screen
+        if len(undecided) > MAX_UNDECIDED or isinstance(screen, bool) or screen is None or screen.rules is not rules:
+            return route.evaluate(event, self._atoms)  # also a decision by another ruleset's (or route's) screen
+        if not matched and not undecided:
+            return []
+        ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
+        if undecided:
+            matched = sorted([*matched, *(p for p in undecided if rules[p].naive(ctx))])
+        return [make_match(rules[p], ctx) for p in matched]
 
     def evaluate_naive(self, event: Event, logsource: LogSource | None = None) -> list[Match]:
         """Same result as :meth:`evaluate`, testing each rule in turn without any index."""

@@ -3,11 +3,14 @@
 Most log events match no rule, yet the Python path decodes, flattens and scans
 each one. The screen (``detectors._native``, built from ``detectors/native``)
 walks the raw message once against a copy of the route's index and answers
-whether the Python engine *could* match it. It errs one way only: when it
-cannot decide exactly (regular expressions Rust may read otherwise than RE2,
-keys and values Python 3.11 may case-fold otherwise than Rust's newer Unicode
-tables, messages Python might reject), the event takes the Python path.
-The conformance suite checks that a cleared event never has a match.
+whether the Python engine *could* match it; with ``decide`` it also decides, for every
+event it does not clear, which rules match and which it cannot decide (the engine's
+``evaluate_decided`` then makes the matches and tests only the undecided rules). It never
+guesses: when it cannot decide exactly (regular expressions Rust may read otherwise than RE2,
+keys and values Python 3.11 may case-fold otherwise than Rust's newer Unicode tables, messages
+Python might reject), the rule, or the whole event, takes the Python path. The conformance
+suite and ``bench/fuzz_screen.py`` check that a cleared event never has a match and that a
+decision makes exactly the Python engine's matches.
 
 The plan handed to the extension is the typed, versioned format of
 :mod:`detectors.sigma.screen_abi`. Without the native module (no Rust toolchain at install
@@ -17,9 +20,11 @@ time) :func:`build` returns None and everything takes the Python path.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from detectors.sigma.atoms import Atom, ExistsAtom, FieldRefAtom, NullAtom, RegexAtom, TextAtom
+from detectors.sigma.atoms import Atom, CidrAtom, ExistsAtom, FieldRefAtom, NullAtom, RegexAtom, TextAtom
+from detectors.sigma.compiled import CompiledRule
 from detectors.sigma.conditions import Node
 from detectors.sigma.index import FieldIndex, RuleIndex
 from detectors.sigma.regex import dollar_before_newline
@@ -48,7 +53,20 @@ except ImportError:  # pragma: no cover - exercised where the extension is not b
 AVAILABLE = _native is not None
 
 
+Decision = tuple[list[int], list[int]]
+"""The rules of one picked event, by position in the route's rules (:attr:`Screen.rules`), both
+ascending: those that match, and those the screen cannot decide (Python evaluates them). Every
+other rule of the route does not match."""
+
+Decided = tuple[list[int], list[float], list[Decision | None]]
+"""``Screen.decide``'s answer: picked positions, cleared runs' latest event times, and per picked
+position its :data:`Decision` (None: the screen could not read the message as Python does)."""
+
+
 class Screen(Protocol):
+    rules: tuple[CompiledRule, ...]
+    """The route's rules, in rule order (a :data:`Decision` names them by position)."""
+
     def scan(self, values: list[Any], fallbacks: list[int], time_fields: list[str] | None, max_bytes: int,
              max_depth: int) -> tuple[list[int], list[float]]:
         """Positions needing the Python path, and the latest event time of each run cleared around them
@@ -58,6 +76,16 @@ class Screen(Protocol):
     def scan_records(self, records: list[Any], time_fields: list[str] | None, max_bytes: int,
                      max_depth: int) -> tuple[list[int], list[float]]:
         """The same over Kafka records (``value`` bytes, ``timestamp`` in milliseconds)."""
+        ...
+
+    def decide(self, values: list[Any], fallbacks: list[int], time_fields: list[str] | None, max_bytes: int,
+               max_depth: int) -> Decided:
+        """:meth:`scan`, and each picked message's rules decided (see :data:`Decided`)."""
+        ...
+
+    def decide_records(self, records: list[Any], time_fields: list[str] | None, max_bytes: int,
+                       max_depth: int) -> Decided:
+        """:meth:`decide` over Kafka records."""
         ...
 
 
@@ -154,13 +182,16 @@ def _rust_regex(atom: Atom) -> bool:
 
 def _check(aid: int, atom: Atom) -> Check:
     """A text atom's check, an RE2 regex the screen runs with Rust's ``regex`` (same syntax and,
-    on the ASCII values the screen reads, the same semantics), or, for everything else (Python
-    ``re`` fallbacks, ...), an assumption: counted as satisfied."""
+    on the ASCII values the screen reads, the same semantics), a ``|cidr`` network, or, for
+    everything else (Python ``re`` fallbacks, ...), an assumption: counted as satisfied."""
     if type(atom) is TextAtom:
         return Check(aid, CheckKind(atom.kind), atom.literal, atom.cased, glob_parts(atom.pattern.glob))
     if _rust_regex(atom):
         source: str = atom.re2_source  # type: ignore[attr-defined]
         return Check(aid, CheckKind.REGEX, source, dollar_before_newline(source), [])
+    if type(atom) is CidrAtom:
+        v6 = atom.version == 6
+        return Check(aid, CheckKind.CIDR, "" if v6 else f"{atom.prefix}/{atom.mask}", v6, [])
     return Check(aid, CheckKind.ASSUME, "", False, [])
 
 
@@ -185,17 +216,17 @@ class _Exact:
             if aid not in self.special:
                 self.special.append(aid)
             return True
-        if kind is TextAtom or kind is RegexAtom:
+        if kind is TextAtom or kind is RegexAtom or kind is CidrAtom:
             if kind is RegexAtom and not _rust_regex(atom):
                 return False  # decided by a key alone at best: not exactly
             if atom.keys:
                 return True
-            if atom.field is not None:
+            if atom.field is not None:  # checked on every value of its field (cidr: always)
                 every = self.every.setdefault(atom.field, [])
                 if aid not in every:
                     every.append(aid)
                 return True
-        return False  # numeric, CIDR, keywords without a literal
+        return False  # numeric, keywords without a literal
 
     def program(self, node: Node | None) -> list[Instr] | None:
         """The condition as a postfix program (global atom ids), or None if some atom is beyond
@@ -233,14 +264,20 @@ def _special(aid: int, atom: Atom) -> Special:
 def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
     """The screen's constructor arguments for one route's index.
 
-    Rules whose every atom the screen can evaluate exactly carry their condition program:
-    a candidate whose program is false is no candidate. Rules without a trigger are evaluated on
-    every event that way, or, if one of them cannot be, the whole route goes to Python.
+    Rules whose every atom the screen can evaluate exactly carry their condition program: a
+    candidate whose program is false is no candidate, one whose program is true matches. Rules
+    without a trigger are evaluated on every event that way; those without a program, and the
+    rules a trigger atom the screen never reports would bring, are left to Python on every
+    event (``undecided``).
     """
     exact = _Exact(atoms)
     programs = [exact.program(rule.condition) for rule in index.rules]
-    direct_ok = all(type(atoms[aid]) in SPECIAL_KINDS and exact.atom(aid) for aid in index.direct_triggers)
-    always = not direct_ok or any(programs[position] is None for position in index.always)
+    undecided: dict[int, None] = {}
+    for aid in index.direct_triggers:  # reported: special atoms, and networks (checked on every value)
+        if not ((type(atoms[aid]) in SPECIAL_KINDS or type(atoms[aid]) is CidrAtom) and exact.atom(aid)):
+            undecided.update(dict.fromkeys(index.triggers[aid]))
+    untriggered = [position for position in index.always if programs[position] is not None]
+    undecided.update(dict.fromkeys(position for position in index.always if programs[position] is None))
     ids = _Ids()
     fields = {path: _field(field, ids) for path, field in index.fields.items()}
     for path, extra in exact.every.items():
@@ -258,8 +295,25 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
     special = [_special(ids.one(aid), atoms[aid]) for aid in exact.special]
     checks = [_check(ids.local[aid], atoms[aid]) for aid in sorted(checked)]
     return Plan(fields=list(fields.items()), keywords=keywords, checks=checks, triggers=triggers, rest=rest,
-                always=always, programs=local_programs, untriggered=list(index.always), special=special,
+                undecided=sorted(undecided), programs=local_programs, untriggered=untriggered, special=special,
                 atom_count=len(ids.local))
+
+
+class NativeScreen:
+    """The native screen of one route and the route's rules, which its decisions name by position.
+
+    ``scan``/``scan_records`` clear events; ``decide``/``decide_records`` also decide the rules of
+    each picked event (see :class:`Screen`)."""
+
+    __slots__ = ("decide", "decide_records", "rules", "scan", "scan_records")
+
+    def __init__(self, native: Any, rules: Sequence[CompiledRule]) -> None:
+        self.rules: tuple[CompiledRule, ...] = tuple(rules)
+        """The route's rules in rule order: the positions of a decision index them."""
+        self.scan = native.scan
+        self.scan_records = native.scan_records
+        self.decide = native.decide
+        self.decide_records = native.decide_records
 
 
 def build(index: RuleIndex, atoms: list[Atom], plan: Plan | None = None) -> Screen | None:
@@ -275,9 +329,10 @@ def build(index: RuleIndex, atoms: list[Atom], plan: Plan | None = None) -> Scre
     if built_for != ABI_VERSION:
         raise StaleExtension(built_for)
     try:
-        screen: Screen = _native.Screen(**(plan if plan is not None else export_plan(index, atoms))._asdict())
+        native = _native.Screen(**(plan if plan is not None else export_plan(index, atoms))._asdict())
     except _native.AbiMismatch:
         raise  # a stale build of the extension: rebuild it, never run a misread plan
     except ValueError:  # an index the native side cannot hold: that route is not screened
         return None
+    screen: Screen = NativeScreen(native, index.rules)
     return screen

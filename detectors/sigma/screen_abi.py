@@ -16,7 +16,7 @@ from typing import NamedTuple
 from detectors.errors import DetectorError
 from detectors.event import MAX_DEPTH
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 """Version of the plan format; the extension accepts this one only."""
 
 STRICT_DEPTH = MAX_DEPTH - 2
@@ -49,7 +49,7 @@ class Op(IntEnum):
 class CheckKind(IntEnum):
     """How an indexed atom is confirmed: by its text pattern's shape (``EXACT`` to ``ANY``: the
     one definition of those shapes, :attr:`detectors.sigma.text.Pattern.kind`), an RE2 regex the
-    screen runs, or assumed satisfied."""
+    screen runs, a network (``CIDR``), or assumed satisfied."""
 
     EXACT = 0
     PREFIX = 1
@@ -59,6 +59,9 @@ class CheckKind(IntEnum):
     ANY = 5
     REGEX = -1
     ASSUME = -2
+    CIDR = -3
+    """``|cidr``: literal ``"prefix/mask"`` (the IPv4 network as integers); ``flag``: an IPv6
+    network (decided only on values that cannot be an IPv6 address)."""
 
 
 class SpecialKind(IntEnum):
@@ -144,9 +147,12 @@ class Plan(NamedTuple):
     checks: list[Check]
     triggers: list[Trigger]
     rest: list[list[list[int]]]
-    always: bool
+    undecided: list[int]
+    """Rule positions Python evaluates on every event: without a trigger and without a program,
+    or triggered by an atom the screen never reports (a non-empty list: no event is cleared)."""
     programs: list[list[Instr] | None]
     untriggered: list[int]
+    """Rule positions without a trigger, whose programs run on every event."""
     special: list[Special]
     atom_count: int
     strict_depth: int = STRICT_DEPTH

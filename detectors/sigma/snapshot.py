@@ -92,8 +92,8 @@ def _plain(value: Any) -> Any:
     and enums are tuples and ints to it), ~3x cheaper to read back than the typed objects."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
-    if isinstance(value, int):
-        return int(value)  # IntEnum members: their codes
+    if isinstance(value, int | float):
+        return int(value) if isinstance(value, int) else float(value)  # IntEnum members: their codes
     if isinstance(value, tuple):
         return tuple(_plain(item) for item in value)
     if isinstance(value, list):
@@ -116,10 +116,14 @@ def snapshot(result: LoadResult) -> bytes | None:
         return None
     positions = {id(rule): position for position, rule in enumerate(ruleset.compiled)}
     index = ruleset.route_index(None)
+    try:
+        route = _dumps((index.state(positions), tuple(_plain(part) for part in export_plan(index, ruleset._atoms))))
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        route = None  # the route is then built from the rules on first use
     payload = {
         "recipes": list(ruleset.recipes),
         "rules": [rule_parts(rule) for rule in ruleset.compiled],
-        "route": _dumps((index.state(positions), tuple(_plain(part) for part in export_plan(index, ruleset._atoms)))),
+        "route": route,
         "correlations": list(ruleset.correlations),
         "filters": list(ruleset.filters),
         "errors": list(result.errors),

@@ -82,12 +82,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="request timeout (default 10)")
 
 
+def _action(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, func: Any, *, help: str,
+            fmt: str, what: str, description: str | None = None) -> argparse.ArgumentParser:
+    """One ACTION of ``alerts``/``silences``: the API options, ``--format`` and its handler."""
+    parser = sub.add_parser(name, help=help, description=description, allow_abbrev=False)
+    _common(parser)
+    add_format(parser, fmt, what=what)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     alerts = subparsers.add_parser("alerts", help="list or show the running service's alerts",
                                    description="Query the alert store of a running pipesentry through its API.")
     sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
-    listing = sub.add_parser("list", help="list alerts, newest first", allow_abbrev=False)
-    _common(listing)
+    listing = _action(sub, "list", run_alerts_list, help="list alerts, newest first", fmt="table", what="alerts")
     listing.add_argument("--level", action="append", default=[], choices=LEVELS, help="this level (repeatable)")
     listing.add_argument("--min-level", choices=LEVELS, default=None, help="this level or above")
     listing.add_argument("--status", action="append", default=[], choices=("new", "acknowledged", "resolved"),
@@ -98,25 +107,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.add_argument("--query", "-q", default=None, metavar="TEXT", help="free text")
     listing.add_argument("--limit", type=int, default=50, metavar="N", help="at most N alerts (1-1000, default 50)")
     listing.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N")
-    add_format(listing, "table", what="alerts")
-    listing.set_defaults(func=run_alerts_list)
-    show = sub.add_parser("show", help="show one alert", allow_abbrev=False)
-    _common(show)
+    show = _action(sub, "show", run_alerts_show, help="show one alert", fmt="json", what="the alert")
     show.add_argument("alert_id", metavar="ID")
-    add_format(show, "json", what="the alert")
-    show.set_defaults(func=run_alerts_show)
 
     silences = subparsers.add_parser("silences", help="list, create or expire silences of the running service",
                                      description="Manage the silences of a running pipesentry through its API.")
     sub = silences.add_subparsers(dest="silences_command", metavar="ACTION", required=True)
-    listing = sub.add_parser("list", help="list silences", allow_abbrev=False)
-    _common(listing)
+    listing = _action(sub, "list", run_silences_list, help="list silences", fmt="table", what="silences")
     listing.add_argument("--expired", action="store_true", help="include expired silences")
-    add_format(listing, "table", what="silences")
-    listing.set_defaults(func=run_silences_list)
-    create = sub.add_parser("create", help="mute pages of matching alerts for a while",
-                            description="Create a silence; every given matcher must hold.", allow_abbrev=False)
-    _common(create)
+    create = _action(sub, "create", run_silences_create, help="mute pages of matching alerts for a while",
+                     description="Create a silence; every given matcher must hold.", fmt="table", what="the silence")
     create.add_argument("--rule", action="append", default=[], metavar="ID", help="rule id or title glob (repeatable)")
     create.add_argument("--level", action="append", default=[], choices=LEVELS, help="level (repeatable)")
     create.add_argument("--max-level", choices=LEVELS, default=None, help="levels up to this one")
@@ -130,13 +130,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--comment", required=True, help="why (the next on-call reads it)")
     create.add_argument("--confirm-wildcard", action="store_true",
                         help="admins: a silence matching every alert is meant")
-    add_format(create, "table", what="the silence")
-    create.set_defaults(func=run_silences_create)
-    expire = sub.add_parser("expire", help="end a silence now", allow_abbrev=False)
-    _common(expire)
+    expire = _action(sub, "expire", run_silences_expire, help="end a silence now", fmt="table", what="the silence")
     expire.add_argument("silence_id", metavar="ID")
-    add_format(expire, "table", what="the silence")
-    expire.set_defaults(func=run_silences_expire)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")

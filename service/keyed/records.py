@@ -6,14 +6,23 @@ A record is a small JSON object (``orjson``), versioned by ``v``:
 - ``k: "c"`` (correlation input): ``id`` the correlation, ``r`` the matched base rules that feed
   it (in match order), ``t`` the event time, ``o`` the origin ``[topic, partition, offset]``
   (``key`` too when one message decoded into several events), ``f`` the fields the aggregation
-  reads (group-by and value fields of the matched slots, as resolved in the event);
+  reads (group-by and value fields of the matched slots, as resolved in the event); a correlation
+  alert re-keyed for a correlation referencing it (chained, sent by stage 2) has the referenced
+  correlation as its rule, its alert key as ``x`` (the parent's evidence) and its origin in the
+  internal topic (the stage-2 record or watermark that raised it, and the alert's index there);
+- ``k: "a"`` (anomaly check input): ``id`` the check, ``t`` the event time, ``o`` the origin, ``f``
+  only the fields the check reads (its ``by`` fields, its ``timestamp_field``, and the measured
+  field(s) of ``metric``, ``new_value`` and ``cardinality``), ``s`` the event's log source
+  ``[product, category, service]`` when the check keys by ``_source``, ``m`` (``ratio`` only) whether
+  the check's selection matched in stage 1 (a ``threshold`` selection is applied in stage 1: only
+  matching events send a record);
 - ``k: "w"`` (watermark): ``p`` the producing instance, ``s`` its input partitions' progress
   (``[topic, partition, event time]``: no state record with an earlier time follows from that
   input partition), ``i`` its idle input partitions (``[topic, partition]``: read to the end without
   a record yet; they do not hold stage 2 back), ``n`` the partition count of every input topic (``[topic, count]``), so
   stage 2 knows which input partitions must have spoken before it may release a time.
 
-Only what the compiled correlation specs name is copied, never the whole event. A record larger
+Only what the compiled correlation specs and anomaly checks name is copied, never the whole event. A record larger
 than ``MAX_RECORD_BYTES`` is refused at build time (:class:`RecordTooLarge`), and decoding checks
 every field's type and bound: a record from another version or a hostile producer gets a
 :class:`RecordError` naming what is wrong, never an exception from deep inside the engine.
@@ -28,9 +37,14 @@ from typing import Any
 
 import orjson
 
+from detectors.anomaly.base import Check
+from detectors.anomaly.keys import SOURCE_FIELD, key_text, source_text
+from detectors.anomaly.spec import CardinalitySpec, CheckCommon, MetricSpec, NewValueSpec
+from detectors.anomaly.threshold import RatioCheck, ThresholdCheck
 from detectors.correlation.fields import key_part
 from detectors.correlation.spec import CorrelationSpec
 from detectors.event import MISSING, get
+from detectors.model import LogSource
 from service.errors import ServiceError
 
 VERSION = 1
@@ -71,6 +85,8 @@ class StateRecord:
     fields: Mapping[str, Any]
     group: tuple[Any, ...] = ()
     """The normalised group key (what the Kafka key is made of); not sent (stage 2 recomputes it)."""
+    ref: str | None = None
+    """A chained input: the referenced correlation's alert key."""
 
     def key(self) -> bytes:
         """The Kafka key: correlation id and normalised group key, so one group has one partition."""
@@ -80,8 +96,50 @@ class StateRecord:
         origin: list[Any] = [self.origin.topic, self.origin.partition, self.origin.offset]
         if self.origin.key is not None:
             origin.append(self.origin.key)
-        data = orjson.dumps({"v": VERSION, "k": "c", "id": self.correlation, "r": list(self.rules), "t": self.ts,
-                             "o": origin, "f": dict(self.fields)}, default=str)
+        doc: dict[str, Any] = {"v": VERSION, "k": "c", "id": self.correlation, "r": list(self.rules), "t": self.ts,
+                               "o": origin, "f": dict(self.fields)}
+        if self.ref is not None:
+            doc["x"] = self.ref
+        data = orjson.dumps(doc, default=str)
+        if len(data) > MAX_RECORD_BYTES:
+            raise RecordTooLarge(f"state record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyRecord:
+    """One event's input to one anomaly check."""
+
+    check: str
+    ts: float
+    origin: Origin
+    fields: Mapping[str, Any]
+    source: tuple[str | None, str | None, str | None] | None = None
+    """The event's log source, sent only when the check keys by ``_source``."""
+    selected: bool | None = None
+    """``ratio``: whether the check's selection matched (evaluated in stage 1)."""
+    group: tuple[str, ...] = ()
+    """The check's key (what the Kafka key is made of); not sent (stage 2 recomputes it)."""
+
+    @property
+    def logsource(self) -> LogSource | None:
+        return None if self.source is None else LogSource(*self.source)
+
+    def key(self) -> bytes:
+        """The Kafka key: check id and key, so one key's model lives in one internal partition."""
+        return record_key(self.check, self.group)
+
+    def encode(self) -> bytes:
+        origin: list[Any] = [self.origin.topic, self.origin.partition, self.origin.offset]
+        if self.origin.key is not None:
+            origin.append(self.origin.key)
+        doc: dict[str, Any] = {"v": VERSION, "k": "a", "id": self.check, "t": self.ts, "o": origin,
+                               "f": dict(self.fields)}
+        if self.source is not None:
+            doc["s"] = list(self.source)
+        if self.selected is not None:
+            doc["m"] = 1 if self.selected else 0
+        data = orjson.dumps(doc, default=str)
         if len(data) > MAX_RECORD_BYTES:
             raise RecordTooLarge(f"state record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
         return data
@@ -108,13 +166,17 @@ def record_key(correlation: str, group: Sequence[Any]) -> bytes:
 
 
 def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, Any], ts: float,
-          origin: Origin) -> StateRecord | None:
+          origin: Origin, *, ref: str | None = None, extra: Sequence[str] = ()) -> StateRecord | None:
     """The record of ``event`` for ``spec`` (``rule_ids``: its matched rules that feed ``spec``, in
     match order), or None when a group-by or value field is missing (the engine would skip it).
+    With ``ref`` (a referenced correlation's alert key) ``rule_ids`` names that correlation and
+    ``event`` is its alert's context: a chained input. ``extra``: fields copied when present (those
+    the correlations referencing ``spec`` read from the firing event, see :func:`chain_fields`).
 
     The group key is the one the engine computes from the first matched slot's fields.
     """
-    slots = [slot for slot in spec.slots if not slot.correlation and slot.rule_id in rule_ids]
+    chained = ref is not None
+    slots = [slot for slot in spec.slots if slot.correlation is chained and slot.rule_id in rule_ids]
     if not slots:
         return None
     fields: dict[str, Any] = {}
@@ -128,11 +190,80 @@ def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, An
             fields[name] = value
     first = slots[0].group_fields
     group = tuple(key_part(fields[name]) for name in first)
+    for name in extra:
+        if name not in fields:
+            value = get(event, name)
+            if value is not MISSING:
+                fields[name] = value
     ordered = tuple(rule for rule in rule_ids if any(slot.rule_id == rule for slot in slots))
-    return StateRecord(spec.info.id, ordered, ts, origin, fields, group)
+    return StateRecord(spec.info.id, ordered, ts, origin, fields, group, ref)
 
 
-def decode(data: bytes | None) -> StateRecord | Watermark:
+def read_fields(spec: CheckCommon) -> tuple[str, ...]:
+    """The event fields ``spec``'s check reads besides its key (``_source`` is the log source)."""
+    names = [name for name in spec.by if name != SOURCE_FIELD]
+    if spec.timestamp_field is not None:
+        names.append(spec.timestamp_field)
+    match spec:
+        case MetricSpec() | CardinalitySpec():
+            names.append(spec.field)
+        case NewValueSpec():
+            names.extend(spec.fields)
+        case _:
+            pass
+    return tuple(dict.fromkeys(names))
+
+
+def build_anomaly(check: Check, event: Mapping[str, Any], ts: float, origin: Origin,
+                  logsource: LogSource | None) -> AnomalyRecord | None:
+    """The record of ``event`` for ``check``, or None when the check would not count it (a
+    ``threshold`` selection that does not match) or cannot key it (a ``by`` field is missing: the
+    engine would skip it too). Fields the check reads but the event lacks are left out: stage 2's
+    check skips the event with the same reason as a local one."""
+    selected: bool | None = None
+    if isinstance(check, ThresholdCheck):
+        if check.matcher is not None and not check.matcher(event):
+            return None
+    elif isinstance(check, RatioCheck):
+        selected = check.matcher(event)
+    group: list[str] = []
+    fields: dict[str, Any] = {}
+    keyed_by_source = False
+    for name in check.by:
+        if name == SOURCE_FIELD:
+            keyed_by_source = True
+            group.append(source_text(logsource))
+            continue
+        value = get(event, name)
+        if value is MISSING:
+            return None
+        fields[name] = value
+        group.append(key_text(value)[0])
+    for name in read_fields(check.spec):
+        if name not in fields:
+            value = get(event, name)
+            if value is not MISSING:
+                fields[name] = value
+    source = None
+    if keyed_by_source:
+        source = (None, None, None) if logsource is None else (logsource.product, logsource.category,
+                                                                  logsource.service)
+    return AnomalyRecord(check.spec.id, ts, origin, fields, source, selected, tuple(group))
+
+
+def chain_fields(specs: Sequence[CorrelationSpec]) -> dict[str, tuple[str, ...]]:
+    """Per correlation id: the fields the correlations referencing it read (their slots' group-by
+    and value fields). Its alert gives them its group and value, then the firing event's fields, so
+    its records carry these too (when the event has them)."""
+    out: dict[str, dict[str, None]] = {}
+    for spec in specs:
+        for slot in spec.slots:
+            if slot.correlation:
+                out.setdefault(slot.rule_id, {}).update(dict.fromkeys((*slot.group_fields, *slot.value_fields)))
+    return {cid: tuple(names) for cid, names in out.items()}
+
+
+def decode(data: bytes | None) -> StateRecord | AnomalyRecord | Watermark:
     """Read one record of the internal topic; :class:`RecordError` says why one cannot be read."""
     if data is None:
         raise RecordError("empty record")
@@ -145,7 +276,7 @@ def decode(data: bytes | None) -> StateRecord | Watermark:
     return from_mapping(doc)
 
 
-def from_mapping(doc: Any) -> StateRecord | Watermark:
+def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
     """:func:`decode` for an already parsed object."""
     if not isinstance(doc, dict):
         raise RecordError("a state record is a JSON object")
@@ -159,6 +290,8 @@ def from_mapping(doc: Any) -> StateRecord | Watermark:
                          tuple((topic, part, _time(ts)) for topic, part, ts in _rows(doc.get("s"), 3, "progress")),
                          tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")),
                          tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")))
+    if kind == "a":
+        return _anomaly(doc)
     if kind != "c":
         raise RecordError(f"unknown state record kind {kind!r}")
     ts = _time(doc.get("t"))
@@ -170,7 +303,27 @@ def from_mapping(doc: Any) -> StateRecord | Watermark:
     fields = doc.get("f")
     if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
         raise RecordError(f"fields must be an object of at most {MAX_FIELDS} entries")
-    return StateRecord(correlation, rule_ids, ts, _origin(doc.get("o")), fields)
+    ref = doc.get("x")
+    return StateRecord(correlation, rule_ids, ts, _origin(doc.get("o")), fields,
+                       ref=None if ref is None else _text(ref, "chained alert key", MAX_RECORD_BYTES))
+
+
+def _anomaly(doc: dict[str, Any]) -> AnomalyRecord:
+    fields = doc.get("f")
+    if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
+        raise RecordError(f"fields must be an object of at most {MAX_FIELDS} entries")
+    source: tuple[str | None, str | None, str | None] | None = None
+    raw = doc.get("s")
+    if raw is not None:
+        if not isinstance(raw, list) or len(raw) != 3 or not all(
+                part is None or (isinstance(part, str) and len(part) <= MAX_ID_CHARS) for part in raw):
+            raise RecordError("log source must be [product, category, service] (strings or null)")
+        source = (raw[0], raw[1], raw[2])
+    selected = doc.get("m")
+    if selected is not None and selected not in (0, 1):
+        raise RecordError("selection flag must be 0 or 1")
+    return AnomalyRecord(_text(doc.get("id"), "check id", MAX_ID_CHARS), _time(doc.get("t")), _origin(doc.get("o")),
+                         fields, source, None if selected is None else bool(selected))
 
 
 def _time(value: Any) -> float:

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 
 from service import metrics
 from service.config import KafkaSettings, StateSettings
-from service.keyed.records import RecordTooLarge, StateRecord, Watermark
+from service.keyed.records import AnomalyRecord, RecordTooLarge, StateRecord, Watermark
 from service.sources.kafka.client import client_kwargs
 from service.waits import stopped_within
 
@@ -62,11 +62,14 @@ class StateRecordProducer:
 
     def __init__(self, kafka: KafkaSettings, state: StateSettings, instance_id: str, *,
                  producer_factory: Callable[..., Any] = AIOKafkaProducer,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, chain: bool = False) -> None:
         self.topic = state.keyed_topic
         self.partitions = state.keyed_partitions
         self.interval_s = state.keyed_watermark_interval_s
         self.producer_id = f"{instance_id}#{secrets.token_hex(4)}"
+        self.chain = chain
+        """Stage 2's producer of chained records: its marks are its internal partitions' releases,
+        never moved on by the wall clock, and no partition is reported idle (docs/scaling.md)."""
         self._kafka = kafka
         self._factory = producer_factory
         self._clock = clock
@@ -118,11 +121,12 @@ class StateRecordProducer:
             assert producer is not None
             futures = []
             for record in records:
-                assert isinstance(record, StateRecord)
+                assert isinstance(record, StateRecord | AnomalyRecord)
                 try:
                     data = record.encode()
                 except RecordTooLarge:
-                    metrics.EVENTS_SKIPPED.labels("correlation", "oversize_state_record").inc()
+                    detector = "correlation" if isinstance(record, StateRecord) else "anomaly"
+                    metrics.EVENTS_SKIPPED.labels(detector, "oversize_state_record").inc()
                     continue
                 futures.append(await producer.send(self.topic, value=data, key=record.key()))
             await asyncio.gather(*futures)
@@ -144,8 +148,8 @@ class StateRecordProducer:
             known = self._progress.get(tp)
             if known is not None:
                 ts, wall = known
-                rows.append((*tp, ts if tp in view.busy else ts + max(0.0, now - wall)))
-            elif tp in view.caught_up:
+                rows.append((*tp, ts if tp in view.busy or self.chain else ts + max(0.0, now - wall)))
+            elif tp in view.caught_up and not self.chain:
                 idle.append(tp)
         return Watermark(self.producer_id, tuple(r for r in rows if math.isfinite(r[2])),
                          tuple(sorted(view.counts.items())), tuple(idle))

@@ -1,76 +1,196 @@
 """Stage 2 of ``state.scope: keyed``: the detector of the internal topic's consumer.
 
 Every partition of the internal topic is a scope exactly like an input partition in ``partition``
-scope (its own correlation engine, snapshots and takeover in :class:`~service.partition_state.
-PartitionState`); only what a record does differs, so this is a :class:`~service.detection.Detector`
-whose :meth:`KeyedDetector.process` reads state records instead of evaluating Sigma rules:
+scope (its own correlation and anomaly engines, snapshots and takeover in
+:class:`~service.partition_state.PartitionState`); only what a record does differs, so this is a
+:class:`~service.detection.Detector` whose :meth:`KeyedDetector.process` reads state records
+instead of evaluating Sigma rules:
 
-- a **state record** feeds the one correlation it was keyed for (``process_keyed``); it waits in
-  the engine's reorder buffer until the partition's watermark passes it;
+- a **state record** (a correlation's or an anomaly check's input) waits in the partition's
+  reorder buffer until the partition's watermark passes it, then applies to the one correlation
+  (``process_keyed``) or check it was keyed for, in event-time order; one that arrives after the
+  watermark passed its time applies at once (the engine decides whether it is late);
 - a **watermark** raises the marks of the input partitions it lists; the internal partition's
   watermark is the lowest mark over *every* input partition (the topics' partition counts come
   with the watermarks), less ``correlation.allowed_lateness``: while one input partition has not
   spoken nothing is released. An input partition its owner reports idle (read to the end, no
-  record yet) does not count, as an idle source in Flink's watermarks; The engine is released up to it (windows close, buffered records
-  apply in event-time order). A mark never goes back: an input partition's new owner re-reads
-  from its committed offset, and what it sends again is dropped as a replay (below);
-- a record whose origin offset is not beyond the last one applied for the same correlation and
-  input partition is a stage-1 replay (a crash before its commit) and is dropped.
+  record yet) does not count, as an idle source in Flink's watermarks. The buffered records up to
+  it apply, then the engines' time reaches it (windows close). A mark never goes back: an input
+  partition's new owner re-reads from its committed offset, and what it sends again is dropped as
+  a replay (below);
+- a **chained** correlation (one referencing another) has a lane of its own: a second engine fed
+  by its base-rule records and by the referenced correlations' alerts, which stage 2 re-keys by the
+  parent's group and sends through the internal topic (:meth:`KeyedDetector.take_records`); it is
+  released no further than every internal partition's chain mark (rows of the internal topic in
+  stage 2's own watermarks: the first lane's release there);
+- a record whose origin position (offset, and index of the event in a message that decoded into
+  several) is not beyond the last one applied for the same correlation (or check) and input partition is a stage-1 replay (a crash before its commit) and is dropped.
 
-Alert ids are the engine's (correlation, group key, window start): the same as any other run over
-the same events, ``pipesentry eval`` included.
+An alert a record fires carries the record's origin (the firing event's, as in ``partition``
+scope) and its fields; windows closed by the watermark alone come from the partition's timer.
+Alert ids are the engines' (correlation, group key, window start; check, key, window start): the
+same as any other run over the same events, ``pipesentry eval`` included.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import math
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import orjson
+
 from detectors.alert import Alert, build_alert
-from detectors.model import Match, Origin
+from detectors.anomaly import AnomalyEngine
+from detectors.anomaly.selection import Matcher
+from detectors.model import Event, LogSource, Match, Origin
 from service import metrics
-from service.detection import DetectionSet, Detector, ScopeKey, _alert_time, scope_name
-from service.keyed.records import VERSION, RecordError, StateRecord, Watermark, from_mapping
+from service.detection import (
+    DetectionSet,
+    Detector,
+    ScopeKey,
+    _alert_time,
+    _carry_state,
+    _restore,
+    scope_name,
+)
+from service.keyed import saved
+from service.keyed.records import (
+    AnomalyRecord,
+    RecordError,
+    StateRecord,
+    Watermark,
+    build,
+    from_mapping,
+)
+from service.keyed.records import Origin as RecordOrigin
+from service.keyed.saved import SavedState
 from service.sources.base import Item
 
 log = logging.getLogger(__name__)
 
 KEYED_STATE = "keyed"
-"""Key of this detector's own state inside a partition's correlation snapshot."""
+"""Key of this detector's own state inside a partition's correlation (else anomaly) snapshot."""
 BUFFER_LATENESS_S = 10 * 365 * 86_400.0
 """Stage-2 engines buffer by the watermark records, not by their own newest time: a lateness no
 record reaches keeps the engine from releasing anything itself."""
+SELECTED = "\x00selected"
+"""Where a ``ratio`` record's selection verdict (stage 1's) waits for stage 2's matcher."""
+DEFAULT_MAX_PENDING = 100_000
+ANOMALY_PREFIX = "anomaly|"
+"""Replay-filter positions of anomaly checks (``|`` is not allowed in a check id)."""
+
+Record = StateRecord | AnomalyRecord
+Pending = tuple[float, int, Record]
+
+
+def _selected(check_id: str, selection: Any) -> Matcher:
+    """Stage 2's selection matcher: stage 1 evaluated the selection and sent its verdict (``ratio``),
+    or sent the record only when it matched (``threshold``: no verdict)."""
+    def matches(event: Event) -> bool:
+        return bool(event.get(SELECTED, True)) if isinstance(event, dict) else False
+
+    return matches
+
+
+def _event_index(key: str | None) -> int:
+    """The index of an event in its Kafka message (``str(index)`` when a message decodes into
+    several events, in decode order; -1 for a message of one event)."""
+    return int(key) if key is not None and key.isdigit() and len(key) <= 9 else -1
+
+
+def _kafka_origin(record: Record) -> Origin:
+    origin = record.origin
+    return Origin("kafka", origin.topic, origin.partition, origin.offset, origin.key)
+
+
+Key = tuple[str, int]
+"""An internal partition (topic, partition)."""
+BASE, PARENTS = 0, 1
+"""Lanes of an internal partition: records of correlations that reference no other correlation and
+of anomaly checks (released by the input partitions' marks), and records of correlations that
+reference another (released also by every internal partition's chain mark)."""
 
 
 class KeyedDetector(Detector):
-    """The stage-2 detector: one keyed correlation engine per internal partition."""
+    """The stage-2 detector: per internal partition one keyed correlation engine and one anomaly
+    engine, and a second correlation engine for the correlations that reference another (chained)."""
 
-    def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384, lateness_s: float = 0.0) -> None:
+    def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384, lateness_s: float = 0.0,
+                 rekey: bool = False) -> None:
         super().__init__(detection, max_original_bytes=max_original_bytes, scope="partition")
         self.lateness_s = lateness_s
-        self._marks: dict[tuple[str, int], dict[tuple[str, int], float]] = {}
+        self.rekey = rekey
+        """Chained records are taken (:meth:`take_records`) and sent: stage 2's source has a producer.
+        Without it they are dropped (counted), as nobody would send them."""
+        self._marks: dict[Key, dict[tuple[str, int], float]] = {}
         """Per internal partition: the mark of every input partition heard of."""
-        self._counts: dict[tuple[str, int], dict[str, int]] = {}
+        self._counts: dict[Key, dict[str, int]] = {}
         """Per internal partition: the partition count of every input topic."""
-        self._idle: dict[tuple[str, int], set[tuple[str, int]]] = {}
+        self._idle: dict[Key, set[tuple[str, int]]] = {}
         """Per internal partition: input partitions reported idle (without a mark yet)."""
-        self._applied: dict[tuple[str, int], dict[tuple[str, str, int], int]] = {}
-        """Per internal partition: the last origin offset applied per (correlation, input topic, partition)."""
-        self._newest: dict[tuple[str, int], float] = {}
+        self._chain_marks: dict[Key, dict[int, float]] = {}
+        """Per internal partition: every internal partition's chain mark (its base lane's release:
+        no chained record with an earlier time follows from it)."""
+        self._chain_count: dict[Key, int] = {}
+        self._applied: dict[Key, dict[tuple[str, str, int], tuple[int, int]]] = {}
+        """Per internal partition: the last origin position applied per (correlation or
+        ``anomaly|<check>``, input topic, partition): (offset, index of the event in its message)."""
+        self._newest: dict[Key, float] = {}
+        self._pending: dict[tuple[Key, int], list[Pending]] = {}
+        """Per internal partition and lane: records waiting for the watermark (a heap by event time, arrival)."""
+        self._released: dict[tuple[Key, int], float] = {}
+        """Per internal partition and lane: the watermark released last (a record at or before it
+        applies at once)."""
+        self._parents: dict[Key, Any] = {}
+        """Per internal partition: the engine of the chained lane."""
+        self._parent_ids: tuple[Any, frozenset[str]] = (None, frozenset())
+        self._seq = 0
+        self._out: list[StateRecord] = []
+        """Chained records raised since :meth:`take_records` (stage 2 sends them like stage 1's)."""
+        self._out_progress: dict[Key, float] = {}
+        self._at: tuple[Key, int, int] | None = None
+        """(internal partition, offset, index): where the next chained record comes from."""
 
     def _new_engines(self, current: DetectionSet) -> tuple[Any | None, Any | None]:
+        anomaly = None
+        if current.anomaly is not None:
+            anomaly = AnomalyEngine(list(current.anomaly.specs), matcher_factory=_selected)
+        return _keyed_correlation(current), anomaly
+
+    def swap(self, detection: DetectionSet) -> DetectionSet:
+        with self._lock:
+            old = super().swap(detection)
+            for key, engine in list(self._parents.items()):
+                fresh = _keyed_correlation(detection)
+                _carry_state(engine, fresh, "correlation", scope_name(key) + ":chained")
+                if fresh is None:
+                    del self._parents[key]
+                else:
+                    self._parents[key] = fresh
+            return old
+
+    def _chained_ids(self, current: DetectionSet) -> frozenset[str]:
+        """Correlations that reference another correlation (their records take the chained lane)."""
         engine = current.correlation
-        if engine is None:
-            return None, None
-        limits = dataclasses.replace(engine.limits, allowed_lateness=BUFFER_LATENESS_S)
-        return type(engine)(engine.specs, limits, keyed=True), None
+        if self._parent_ids[0] is not engine:
+            ids = frozenset(spec.info.id for spec in (engine.specs if engine is not None else ())
+                            if any(slot.correlation for slot in spec.slots))
+            self._parent_ids = (engine, ids)
+        return self._parent_ids[1]
 
     def take_records(self) -> tuple[list[Any], dict[tuple[str, int], float]]:
-        return [], {}
+        """Chained records raised since the last call (correlation alerts re-keyed for the
+        correlations referencing them) and every internal partition's chain mark that moved."""
+        records, progress = self._out, self._out_progress
+        self._out, self._out_progress = [], {}
+        if not self._chained_ids(self._set):
+            progress = {}  # no chained lane waits for the marks: nothing to send every interval
+        return records, progress
 
     def process(self, items: Sequence[Item], now: float | None = None) -> list[Alert]:
         with self._lock:
@@ -79,7 +199,6 @@ class KeyedDetector(Detector):
     def _process_records(self, items: Sequence[Item], now: float) -> list[Alert]:
         current = self._set
         alerts: list[Alert] = []
-        released: set[tuple[str, int]] = set()
         for item in items:
             key = item.scope_key()
             if key is None:
@@ -91,47 +210,138 @@ class KeyedDetector(Detector):
                 log.warning("keyed scope: unreadable state record skipped",
                             extra={"origin": item.origin.token(), "error": str(exc)})
                 continue
-            engine = self._engines(key, current)[0]
-            if engine is None:
+            engines = self._engines(key, current)
+            if engines == (None, None):
                 continue
+            self._at = (key, item.origin.offset or 0, 0)
             if isinstance(record, Watermark):
-                marks = self._marks.setdefault(key, {})
-                for topic, partition, ts in record.progress:
-                    if ts > marks.get((topic, partition), -math.inf):
-                        marks[(topic, partition)] = ts
-                self._idle.setdefault(key, set()).update(record.idle)
-                counts = self._counts.setdefault(key, {})
-                for topic, count in record.topics:
-                    counts[topic] = max(count, counts.get(topic, 0))
-                released.add(key)
+                self._note(key, record)
+                alerts.extend(self._release(key, now))  # at this record: a replay releases at the same place
                 continue
-            alerts.extend(self._apply(key, engine, record, now))
-        for key in released:
-            alerts.extend(self._release(key, now))
+            alerts.extend(self._receive(key, engines, record, now))
+        self._at = None
         return alerts
 
-    def _apply(self, key: tuple[str, int], engine: Any, record: StateRecord, now: float) -> list[Alert]:
+    def _note(self, key: Key, record: Watermark) -> None:
+        """Raise the marks a watermark lists: input partitions', or (rows of the internal topic
+        itself, from stage 2's producers) the internal partitions' chain marks."""
+        marks = self._marks.setdefault(key, {})
+        chain = self._chain_marks.setdefault(key, {})
+        for topic, partition, ts in record.progress:
+            if topic == key[0]:
+                if ts > chain.get(partition, -math.inf):
+                    chain[partition] = ts
+            elif ts > marks.get((topic, partition), -math.inf):
+                marks[(topic, partition)] = ts
+        self._idle.setdefault(key, set()).update(tp for tp in record.idle if tp[0] != key[0])
+        counts = self._counts.setdefault(key, {})
+        for topic, count in record.topics:
+            if topic == key[0]:
+                self._chain_count[key] = max(count, self._chain_count.get(key, 0))
+            else:
+                counts[topic] = max(count, counts.get(topic, 0))
+
+    def _receive(self, key: Key, engines: tuple[Any | None, Any | None], record: Record,
+                 now: float) -> list[Alert]:
+        """A record passes the replay filter, then waits for the watermark of its lane (or applies
+        at once when that watermark has passed its time already: the engine decides whether it is late)."""
         origin = record.origin
         applied = self._applied.setdefault(key, {})
-        position = (record.correlation, origin.topic, origin.partition)
+        name = record.correlation if isinstance(record, StateRecord) else ANOMALY_PREFIX + record.check
+        position = (name, origin.topic, origin.partition)
+        at = (origin.offset, _event_index(origin.key))
         last = applied.get(position)
-        if last is not None and origin.offset <= last:
+        if last is not None and at <= last:
             metrics.KEYED_STATE_RECORDS.labels("duplicate").inc()
             return []
-        applied[position] = origin.offset
+        applied[position] = at
         if record.ts > self._newest.get(key, -math.inf):
             self._newest[key] = record.ts
-        ref = Origin("kafka", origin.topic, origin.partition, origin.offset, origin.key)
+        lane = PARENTS if isinstance(record, StateRecord) and record.correlation in self._chained_ids(
+            self._set) else BASE
+        if record.ts <= self._released.get((key, lane), -math.inf):
+            return self._apply(key, lane, engines, record, now)
+        pending = self._pending.setdefault((key, lane), [])
+        self._seq += 1
+        heapq.heappush(pending, (record.ts, self._seq, record))
+        correlation = engines[0]
+        bound = correlation.limits.max_pending if correlation is not None else DEFAULT_MAX_PENDING
+        if len(pending) > bound:  # the oldest applies before its time (it may make later ones late)
+            metrics.KEYED_STATE_RECORDS.labels("overflow").inc()
+            return self._apply(key, lane, engines, heapq.heappop(pending)[2], now)
+        return []
+
+    def _parent_engine(self, key: Key) -> Any | None:
+        engine = self._parents.get(key)
+        if engine is None:
+            engine = _keyed_correlation(self._set)
+            if engine is not None:
+                self._parents[key] = engine
+        return engine
+
+    def _apply(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], record: Record,
+               now: float) -> list[Alert]:
+        """Apply one record to its engine; its alerts carry its origin (and fields, when it fired)."""
+        ref = _kafka_origin(record)
+        if isinstance(record, AnomalyRecord):
+            return self._apply_anomaly(engines[1], record, ref, now)
+        engine = engines[0] if lane == BASE else self._parent_engine(key)
+        if engine is None:
+            return []
         before = engine.counters.get("late", 0)
+        evidence = record.ref if record.ref is not None else ref.token()
         try:
-            matches = engine.process_keyed(record.correlation, record.rules, record.fields, record.ts, ref.token())
+            matches = engine.process_keyed(record.correlation, record.rules, record.fields, record.ts, evidence)
+            matches += engine.release(record.ts)
         except Exception:
             self._engine_failed("correlation")
             return []
+        finally:
+            self._rekey(engine)
         metrics.KEYED_STATE_RECORDS.labels("late" if engine.counters.get("late", 0) > before else "applied").inc()
         return [self._keyed_alert(match, record.fields, ref, record.ts, now) for match in matches]
 
-    def watermark(self, key: tuple[str, int]) -> float | None:
+    def _rekey(self, engine: Any) -> None:
+        """The engine's alerts that feed a correlation referencing them, as records keyed by that
+        correlation's group (origin: the internal record being processed, and the alert's index)."""
+        chained = engine.chained
+        if not chained or self._at is None or not self.rekey:
+            if chained:
+                metrics.EVENTS_SKIPPED.labels("correlation", "chained_not_sent").inc(len(chained))
+            chained.clear()
+            return
+        key, offset, index = self._at
+        for item in chained:
+            origin = RecordOrigin(key[0], key[1], offset, str(index))
+            index += 1
+            record = build(item.parent, [item.child], item.context, item.ts, origin, ref=item.ref)
+            if record is None:
+                metrics.EVENTS_SKIPPED.labels("correlation", "missing_group_by").inc()
+            else:
+                self._out.append(record)
+        chained.clear()
+        self._at = (key, offset, index)
+
+    def _apply_anomaly(self, engine: Any | None, record: AnomalyRecord, ref: Origin, now: float) -> list[Alert]:
+        check = engine.checks.get(record.check) if engine is not None else None
+        if check is None:  # a check removed (or changed into an invalid one) under the record
+            metrics.KEYED_STATE_RECORDS.labels("unknown").inc()
+            return []
+        event: dict[str, Any] = dict(record.fields)
+        if record.selected is not None:
+            event[SELECTED] = record.selected
+        logsource = record.logsource
+        before = check.counters.get("late", 0)
+        try:
+            matches = check.process(event, record.ts, logsource, ref)
+        except Exception:
+            self._engine_failed("anomaly")
+            return []
+        metrics.KEYED_STATE_RECORDS.labels("late" if check.counters.get("late", 0) > before else "applied").inc()
+        fields = record.fields
+        return [self._keyed_alert(match, fields, ref, record.ts, now, logsource) for match in matches]
+
+    def watermark(self, key: Key) -> float | None:
         """The internal partition's watermark: the lowest mark over every input partition, or None
         while one has not spoken."""
         marks = self._marks.get(key)
@@ -150,24 +360,65 @@ class KeyedDetector(Detector):
                 lowest = min(lowest, mark)
         return lowest if math.isfinite(lowest) else None
 
-    def _release(self, key: tuple[str, int], now: float) -> list[Alert]:
-        """Release the partition's engine up to its watermark less the allowed lateness."""
-        engine = self._scoped.get(key, (None, None))[0]
+    def chain_watermark(self, key: Key) -> float | None:
+        """The lowest chain mark over every internal partition, or None while one has not spoken."""
+        count = self._chain_count.get(key)
+        marks = self._chain_marks.get(key, {})
+        if not count:
+            return None
+        lowest = min((marks.get(p, -math.inf) for p in range(count)), default=-math.inf)
+        return lowest if math.isfinite(lowest) else None
+
+    def _release(self, key: Key, now: float) -> list[Alert]:
+        """Apply the partition's waiting records up to its watermark less the allowed lateness, in
+        event-time order, then let its engines' time reach it (windows close: a timer's alerts);
+        the chained lane no further than every internal partition's chain mark."""
+        engines = self._scoped.get(key)
         mark = self.watermark(key)
-        if mark is None or engine is None:
+        if mark is None or engines is None:
             return []
         watermark = mark - self.lateness_s
         newest = self._newest.get(key)
         if newest is not None:
             metrics.KEYED_WATERMARK_LAG.set(max(0.0, newest - watermark))
-        found = self._stateful("correlation", engine.release, watermark)
-        origin = Origin("timer", key=scope_name(key))
-        return [self._keyed_alert(match, {}, origin, watermark, now) for match in found]
+        alerts = self._release_lane(key, BASE, engines, watermark, now)
+        self._out_progress[key] = self._released[(key, BASE)]
+        chain = self.chain_watermark(key)
+        if chain is not None:
+            alerts += self._release_lane(key, PARENTS, engines, min(watermark, chain), now)
+        return alerts
 
-    def _keyed_alert(self, match: Match, fields: Any, origin: Origin, ts: float, now: float) -> Alert:
+    def _release_lane(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], watermark: float,
+                      now: float) -> list[Alert]:
+        alerts: list[Alert] = []
+        pending = self._pending.get((key, lane))
+        while pending and pending[0][0] <= watermark:
+            alerts.extend(self._apply(key, lane, engines, heapq.heappop(pending)[2], now))
+        if watermark > self._released.get((key, lane), -math.inf):
+            self._released[(key, lane)] = watermark
+        watermark = self._released[(key, lane)]
+        origin = Origin("timer", key=scope_name(key))
+        found: list[Match] = []
+        if lane == BASE:
+            correlation, anomaly = engines
+            if correlation is not None:
+                found += self._stateful("correlation", correlation.release, watermark)
+                self._rekey(correlation)
+            if anomaly is not None:
+                found += self._stateful("anomaly", anomaly.advance, watermark)
+        else:
+            parents = self._parents.get(key)
+            if parents is not None:
+                found += self._stateful("correlation", parents.release, watermark)
+                self._rekey(parents)  # a chain of more levels (its chain mark is the base lane's: docs/scaling.md)
+        alerts.extend(self._keyed_alert(match, {}, origin, watermark, now) for match in found)
+        return alerts
+
+    def _keyed_alert(self, match: Match, fields: Any, origin: Origin, ts: float, now: float,
+                     logsource: LogSource | None = None) -> Alert:
         event_time = _alert_time(match, ts)
         return build_alert(match, fields if event_time == ts else {}, origin, event_time=event_time, now=now,
-                           max_original_bytes=self._max_original)
+                           logsource=logsource, max_original_bytes=self._max_original)
 
     def heartbeat(self, now: float, skip: Collection[ScopeKey] = ()) -> list[Alert]:
         """Nothing moves on by the wall clock here (the watermarks do); publishes the gauges."""
@@ -175,69 +426,89 @@ class KeyedDetector(Detector):
             self._publish_state(self._set)
             return []
 
+    def _tables(self) -> tuple[dict[Any, Any], ...]:
+        return (self._marks, self._counts, self._idle, self._chain_marks, self._chain_count, self._applied,
+                self._newest, self._parents)
+
+    def _forget(self, key: Key) -> None:
+        for table in self._tables():
+            table.pop(key, None)
+        for lane in (BASE, PARENTS):
+            self._pending.pop((key, lane), None)
+            self._released.pop((key, lane), None)
+
     def drop_scope(self, key: tuple[str, int]) -> None:
         with self._lock:
             super().drop_scope(key)
-            self._marks.pop(key, None)
-            self._counts.pop(key, None)
-            self._idle.pop(key, None)
-            self._applied.pop(key, None)
-            self._newest.pop(key, None)
+            self._forget(key)
 
     def export_scope(self, key: ScopeKey) -> dict[str, dict[str, Any]]:
-        """The partition's engine snapshot with this detector's own state beside it (``keyed``: the
-        input partitions' marks and the replay filter), consistent with the same offset."""
+        """The partition's engine snapshots with this detector's own state inside the correlation
+        one (the anomaly one without correlations), consistent with the same offset: the input
+        partitions' and the chain marks, the replay filter, the records waiting for the watermark
+        (in arrival order), the watermarks released last and the chained lane's engine
+        (:mod:`service.keyed.saved`)."""
         with self._lock:
             out = super().export_scope(key)
-            if key is not None and "correlation" in out:
-                out["correlation"][KEYED_STATE] = {
-                    "marks": [[t, p, ts] for (t, p), ts in sorted(self._marks.get(key, {}).items())],
-                    "counts": sorted([t, n] for t, n in self._counts.get(key, {}).items()),
-                    "idle": sorted([t, p] for t, p in self._idle.get(key, set())),
-                    "applied": [[c, t, p, o] for (c, t, p), o in sorted(self._applied.get(key, {}).items())],
-                }
+            host = "correlation" if "correlation" in out else "anomaly"
+            if key is not None and host in out:
+                parents = self._parents.get(key)
+                state = SavedState(
+                    self._marks.get(key, {}), self._counts.get(key, {}), self._idle.get(key, set()),
+                    self._chain_marks.get(key, {}), self._chain_count.get(key), self._applied.get(key, {}),
+                    [r for lane in (BASE, PARENTS) for _, _, r in sorted(self._pending.get((key, lane), []))],
+                    (self._released.get((key, BASE)), self._released.get((key, PARENTS))),
+                    orjson.loads(orjson.dumps(parents.snapshot())) if parents is not None else None)
+                out[host][KEYED_STATE] = saved.dump(state, key[0])
             return out
 
     def import_scope(self, key: ScopeKey, snapshots: dict[str, dict[str, Any]],
                      clock: tuple[float, float] | None = None) -> None:
         with self._lock:
-            correlation = snapshots.get("correlation")
-            saved: Any = None
-            if isinstance(correlation, dict) and KEYED_STATE in correlation:
-                correlation = dict(correlation)
-                saved = correlation.pop(KEYED_STATE)
-                snapshots = {**snapshots, "correlation": correlation}
+            document: Any = None
+            for host in ("correlation", "anomaly"):
+                engine_doc = snapshots.get(host)
+                if isinstance(engine_doc, dict) and KEYED_STATE in engine_doc:
+                    engine_doc = dict(engine_doc)
+                    found = engine_doc.pop(KEYED_STATE)
+                    document = found if document is None else document
+                    snapshots = {**snapshots, host: engine_doc}
             super().import_scope(key, snapshots, clock)
             if key is None:
                 return
-            for table in (self._marks, self._counts, self._idle, self._applied, self._newest):
-                table.pop(key, None)
-            if saved is not None:
-                try:
-                    self._load_keyed(key, saved)
-                except (TypeError, ValueError, RecordError) as exc:
-                    for table in (self._marks, self._counts, self._idle, self._applied):
-                        table.pop(key, None)
-                    log.warning("keyed scope: saved marks and replay filter not restored",
-                                extra={"scope": scope_name(key), "error": str(exc)})
+            self._forget(key)
+            if document is None:
+                return
+            try:
+                state = saved.load(document)
+            except (TypeError, ValueError, RecordError) as exc:
+                log.warning("keyed scope: saved marks and replay filter not restored",
+                            extra={"scope": scope_name(key), "error": str(exc)})
+                return
+            self._marks[key], self._counts[key], self._idle[key] = state.marks, state.counts, state.idle
+            self._chain_marks[key], self._applied[key] = state.chain, state.applied
+            if state.chain_count is not None:
+                self._chain_count[key] = state.chain_count
+            chained = self._chained_ids(self._set)
+            for record in state.pending:
+                lane = PARENTS if isinstance(record, StateRecord) and record.correlation in chained else BASE
+                self._seq += 1
+                heapq.heappush(self._pending.setdefault((key, lane), []), (record.ts, self._seq, record))
+                if record.ts > self._newest.get(key, -math.inf):
+                    self._newest[key] = record.ts
+            for lane, value in zip((BASE, PARENTS), state.released, strict=True):
+                if value is not None:
+                    self._released[(key, lane)] = value
+            if state.parents is not None:
+                engine = self._parent_engine(key)
+                if engine is not None:
+                    _restore(engine, state.parents, "correlation", scope_name(key) + ":chained")
 
-    def _load_keyed(self, key: tuple[str, int], saved: Any) -> None:
-        if not isinstance(saved, dict):
-            raise ValueError("not an object")
-        marks = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": saved.get("marks"),
-                              "n": saved.get("counts"), "i": saved.get("idle")})
-        assert isinstance(marks, Watermark)
-        self._marks[key] = {(t, p): ts for t, p, ts in marks.progress}
-        self._counts[key] = dict(marks.topics)
-        self._idle[key] = set(marks.idle)
-        applied: dict[tuple[str, str, int], int] = {}
-        rows = saved.get("applied")
-        if not isinstance(rows, list):
-            raise ValueError("applied is not a list")
-        for row in rows:
-            correlation, topic, partition, offset = row
-            if not all(isinstance(v, str) for v in (correlation, topic)) or not all(
-                    type(v) is int and v >= 0 for v in (partition, offset)):
-                raise ValueError("bad applied entry")
-            applied[(correlation, topic, partition)] = offset
-        self._applied[key] = applied
+
+def _keyed_correlation(current: DetectionSet) -> Any | None:
+    """A keyed engine of ``current``'s correlations, buffering by the watermark records only."""
+    engine = current.correlation
+    if engine is None:
+        return None
+    limits = dataclasses.replace(engine.limits, allowed_lateness=BUFFER_LATENESS_S)
+    return type(engine)(engine.specs, limits, keyed=True)

@@ -26,11 +26,30 @@ class KeyedStages:
     producer: StateRecordProducer
     detector: KeyedDetector
     source: KafkaSource
+    role: str = "both"
+    """``state.keyed_role``: ``both``, ``stage1`` (no stage-2 consumer) or ``stage2`` (no input consumer)."""
+
+    @property
+    def stage1(self) -> bool:
+        """This instance consumes the input topics and produces state records and watermarks."""
+        return self.role in ("both", "stage1")
+
+    @property
+    def stage2(self) -> bool:
+        """This instance runs stage 2's consumer of the internal topic."""
+        return self.role in ("both", "stage2")
 
     async def run_stage2(self, stop: asyncio.Event) -> None:
         """Stage 2's consumer, once the internal topic exists (see :meth:`StateRecordProducer.prepare`)."""
         if await self.producer.prepare(stop):
-            await self.source.run(stop)
+            chain = self.source.state_records  # stage 2's producer: chained records and their marks
+            marks = asyncio.create_task(chain.run_watermarks(stop)) if chain is not None else None
+            try:
+                await self.source.run(stop)
+            finally:
+                if marks is not None:
+                    marks.cancel()
+                    await asyncio.gather(marks, return_exceptions=True)
 
 
 def build_keyed(settings: Settings, detector: Detector, router: Any, store: Any) -> KeyedStages:
@@ -47,11 +66,12 @@ def build_keyed(settings: Settings, detector: Detector, router: Any, store: Any)
         raise KeyedConfigError("state.keyed_topic must not be the dead-letter topic")
     instance = default_instance_id()
     producer = StateRecordProducer(kafka, state, instance)
-    stage2 = KeyedDetector(detector.current, lateness_s=settings.correlation.allowed_lateness)
+    stage2 = KeyedDetector(detector.current, lateness_s=settings.correlation.allowed_lateness, rekey=True)
     detector.follow(stage2)
     internal = kafka.model_copy(update={"topics": {topic: TopicSettings()}, "topic_pattern": None,
                                         "group_id": kafka.group_id + state.keyed_group_suffix})
     events = settings.events.model_copy(update={"screen": False})
     source = KafkaSource(internal, events, stage2, router, state_store=store,
-                         snapshot_interval_s=state.snapshot_interval_s, instance_id=instance)
-    return KeyedStages(producer, stage2, source)
+                         snapshot_interval_s=state.snapshot_interval_s, instance_id=instance, consumer="keyed",
+                         state_records=StateRecordProducer(kafka, state, instance, chain=True))
+    return KeyedStages(producer, stage2, source, state.keyed_role)

@@ -82,11 +82,6 @@ class IngestResult:
     """``state.scope: keyed``: newest event time per partition of the batch (None: not keyed)."""
     records_sent: bool = False
 
-    @property
-    def events(self) -> int:
-        """``accepted`` under the name the Kafka source's callers use: events read."""
-        return self.accepted
-
 
 class MixedSpecs:
     """A batch of messages read with several specs (one log source per message: ``pipesentry eval
@@ -227,8 +222,10 @@ class Pipeline:
         screen, time_fields, max_bytes, max_depth = screening
         timed = time_fields is not None
         fallbacks = [int(message.fallback_time * 1000) for message in messages] if timed else []
-        result = screen.scan([message.value for message in messages], fallbacks, time_fields, max_bytes, max_depth)
-        metrics.EVENTS_SCREENED.labels(source).inc(len(messages) - len(result[0]))
+        picked, latest, decisions = screen.decide([message.value for message in messages], fallbacks, time_fields,
+                                                  max_bytes, max_depth)
+        result = (picked, latest, decisions, screen.rules)
+        metrics.EVENTS_SCREENED.labels(source).inc(len(messages) - len(picked))
         decoded = Decoded()
         events = decode_screened(result, len(messages), spec, decoded, timed,
                                  lambda positions: [messages[position] for position in positions],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.event import event_time
-from detectors.model import LogSource, Origin
+from detectors.model import LogSource, Origin, OriginRef
 from service.decoders import DecodeError, Decoder, build_decoder
 
 
@@ -81,7 +81,7 @@ class Item:
     alert, which keeps the per-event cost of the hot path down.
     """
 
-    __slots__ = ("_origin", "event", "fallback_time", "logsource", "time_fields")
+    __slots__ = ("_origin", "decided", "event", "fallback_time", "logsource", "time_fields")
 
     def __init__(self, event: dict[str, Any], origin: Origin | tuple[str, int, int], logsource: LogSource | None,
                  time_fields: tuple[str, ...], fallback_time: float) -> None:
@@ -90,6 +90,10 @@ class Item:
         self.logsource = logsource
         self.time_fields = time_fields
         self.fallback_time = fallback_time
+        self.decided: tuple[Sequence[Any], tuple[list[int], list[int]]] | None = None
+        """The native screen's decision on the raw message (the route's rules, and the positions
+        of those matching and undecided: see ``detectors.sigma.screen.Decision``); None: the
+        Sigma engine evaluates the event in full."""
 
     @property
     def origin(self) -> Origin:
@@ -97,6 +101,11 @@ class Item:
         if isinstance(origin, tuple):
             origin = self._origin = Origin("kafka", origin[0], origin[1], origin[2])
         return origin
+
+    @property
+    def origin_ref(self) -> OriginRef:
+        """The origin as detectors keep it (a Kafka tuple stays a tuple: see :func:`detectors.model.as_origin`)."""
+        return self._origin
 
     def scope_key(self) -> tuple[str, int] | None:
         """(topic, partition) for Kafka events: stateful detectors keep their state per partition."""

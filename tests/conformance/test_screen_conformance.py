@@ -4,8 +4,10 @@ Events: each SigmaHQ rule's own generated events (matching and near-miss, as in
 ``test_differential.py``) and the realistic benchmark corpus, screened through
 the route of every rule set a service would use (all rules, and the event's own
 log source). A cleared event must have no match, and its event time must be the
-one the Python path reads. The screen must also clear most events without a
-match, or it would be a no-op that passes trivially.
+one the Python path reads; for a picked event, the matches made from the screen's
+decision (``Ruleset.evaluate_decided``) must be exactly the engine's, matched
+fields included. The screen must also clear most events without a match, and
+decide most of them, or it would be a no-op that passes trivially.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Tally:
         self.events = 0
         self.matching = 0
         self.cleared = 0
+        self.decided = 0
+        """Picked events with a decision that leaves no rule to Python."""
         self.problems: list[str] = []
 
     def check(self, ruleset: Ruleset, logsource: LogSource | None, events: list[dict[str, Any]]) -> None:
@@ -55,12 +59,24 @@ class Tally:
         assert screen is not None
         raws = [orjson.dumps(event, default=str) for event in events]
         for raw in raws:
-            picked, latest = screen.scan([raw], [FALLBACK_MS], TIME_FIELDS, 1 << 20, 64)
+            picked, latest, decisions = screen.decide([raw], [FALLBACK_MS], TIME_FIELDS, 1 << 20, 64)
             decoded = orjson.loads(raw)
             matches = ruleset.evaluate(decoded, logsource)
             self.events += 1
             self.matching += bool(matches)
             if picked:
+                decision = decisions[0]
+                if decision is None:
+                    continue
+                self.decided += not decision[1]
+                made = ruleset.evaluate_decided(decoded, screen.rules, decision, logsource)
+                if made != matches:
+                    self.problems.append(f"decided {[m.rule.title for m in made]} ({decision}) but matches "
+                                         f"{[m.rule.title for m in matches]}: {raw[:300]!r}")
+                said = {id(screen.rules[p].info) for p in decision[0]}
+                if said - {id(m.rule) for m in matches}:
+                    self.problems.append(f"decided to match {decision[0]}, matches "
+                                         f"{[m.rule.title for m in matches]}: {raw[:300]!r}")
                 continue
             self.cleared += 1
             if matches:
@@ -71,7 +87,8 @@ class Tally:
 
     def assert_sound(self, cleared_share: float) -> None:
         """No problem, and at least ``cleared_share`` of the non-matching events cleared."""
-        print(f"screen: {self.events} events, {self.matching} matching, {self.cleared} cleared")
+        print(f"screen: {self.events} events, {self.matching} matching, {self.cleared} cleared, "
+              f"{self.decided} decided in full")
         assert not self.problems, f"{len(self.problems)} problems:\n" + "\n".join(self.problems[:30])
         quiet = self.events - self.matching
         assert self.matching > 0 and quiet > 0

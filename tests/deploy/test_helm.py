@@ -82,6 +82,25 @@ def test_default_values_render_a_consumer_group(rendered: dict[str, list[dict[st
     assert all(d["metadata"]["namespace"] == "pipesentry" for d in docs)
 
 
+def test_a_consumer_group_runs_in_keyed_scope_with_an_internal_topic_per_group(
+        helm: Path, tmp_path: Path, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    from service.config import Settings
+
+    assert config_of(rendered["default"])["state"] == {"scope": "keyed", "keyed_topic": "pipesentry-keyed-state",
+                                                       "keyed_partitions": 12}
+    production = config_of(rendered["consumer-group"])  # group pipesentry-prod, 6 replicas
+    assert production["state"] == {"scope": "keyed", "keyed_topic": "pipesentry-prod-keyed-state",
+                                   "keyed_partitions": 12}
+    default = config_of(rendered["default"])
+    state = Settings(**{k: v for k, v in default.items() if k in ("kafka", "state")}).state  # pipesentry reads it
+    assert state.scope == "keyed" and state.keyed_role == "both"
+    assert "state" not in config_of(rendered["sidecar"])  # no Kafka input: no keyed scope
+    wide = config_of(render(helm, tmp_path, {"replicaCount": 20}))
+    assert wide["state"]["keyed_partitions"] == 20
+    own = config_of(render(helm, tmp_path, {"config": {"state": {"scope": "partition"}}}))
+    assert own["state"]["scope"] == "partition"  # the user's config wins key by key
+
+
 def test_sidecar_values_render_the_app_with_pipesentry_beside_it(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["sidecar"]
     [deployment] = by_kind(docs, "Deployment")

@@ -12,5 +12,6 @@ A test module imports from here, never from another ``test_*`` module. One modul
 - ``faults``: disk faults, spool damage and killed writers, metric ``sample``;
 - ``fuzz`` and ``fuzz_targets``: hostile-input strategies and the targets of the input fuzzer;
 - ``secrets``: a recognisable secret in every secret-bearing setting, ``leaks``;
-- ``instances``: the service under test in this loop or as a ``pipesentry run`` child process.
+- ``instances``: the service under test in this loop or as a ``pipesentry run`` child process;
+- ``internal_topic``: the keyed scope's internal topic without a broker (``Topic``, ``stage1``, ``stage2``, ``mark``).
 """

@@ -151,3 +151,75 @@ def ci_records(count: int, bad: frozenset[int] = frozenset()) -> list[Any]:
         value = b"not json" if i in bad else (b'{"message": "curl x | sh", "n": %d}' % i)
         out.append(Record(value, None, i, 1767323045000 + i, [("h", b"v")]))
     return out
+
+
+class FakeProducer:
+    """aiokafka's producer as the Kafka alert sink uses it (build with ``**kwargs``, ``start``, ``send``
+    returning a future, ``stop``). ``down``: ``start`` and ``send`` raise a connection error;
+    ``failures``: exceptions the next sends' futures end with, in order (None: delivered);
+    ``hold``: futures of later sends never resolve (a broker that stopped answering)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
+        self.down = False
+        self.failures: list[BaseException | None] = []
+        self.hold = False
+        self.held: list[tuple[asyncio.Future[Any], tuple[str, bytes, bytes | None]]] = []
+        self.started = 0
+        self.stopped = 0
+
+    async def start(self) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        if self.down:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
+        self.started += 1
+
+    async def stop(self) -> None:
+        self.stopped += 1
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+        from aiokafka.errors import KafkaConnectionError
+
+        if self.down:
+            raise KafkaConnectionError("Unable to connect to 127.0.0.1:9")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.hold:
+            self.held.append((future, (topic, value, key)))
+            return future
+        outcome = self.failures.pop(0) if self.failures else None
+        if outcome is None:
+            self.sent.append((topic, value, key))
+            future.set_result(None)
+        else:
+            future.set_exception(outcome)
+        return future
+
+
+    def release(self) -> None:
+        """The broker answers again: every held record is acknowledged (an idempotent producer's
+        batches are retried until then, never expired)."""
+        self.hold = False
+        for future, record in self.held:
+            self.sent.append(record)
+            future.set_result(None)
+        self.held.clear()
+
+
+class ProducerFactory:
+    """Hands out one :class:`FakeProducer` at a time (``current``), a new one per build."""
+
+    def __init__(self) -> None:
+        self.built: list[FakeProducer] = []
+        self.down = False
+
+    def __call__(self, **kwargs: Any) -> FakeProducer:
+        producer = FakeProducer(**kwargs)
+        producer.down = self.down
+        self.built.append(producer)
+        return producer
+
+    @property
+    def current(self) -> FakeProducer:
+        return self.built[-1]

@@ -4,7 +4,7 @@
 //! ways. A plan of another version is refused before anything of it is read.
 
 /// Version of the plan format (`screen_abi.ABI_VERSION`).
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// An enum of the plan format: each member with its Python name and integer code.
 macro_rules! abi_enum {
@@ -55,7 +55,7 @@ abi_enum! {
 
 abi_enum! {
     /// How an indexed atom is confirmed: a text kind (`detectors.sigma.text.Kind`), an RE2
-    /// regex, or assumed satisfied.
+    /// regex, a network, or assumed satisfied.
     CheckKind {
         Exact = 0 as "EXACT",
         Prefix = 1 as "PREFIX",
@@ -65,6 +65,8 @@ abi_enum! {
         Any = 5 as "ANY",
         Regex = -1 as "REGEX",
         Assume = -2 as "ASSUME",
+        /// `|cidr`: an IPv4 network (`prefix/mask`, as integers) or, flagged, an IPv6 one.
+        Cidr = -3 as "CIDR",
     }
 }
 
@@ -117,7 +119,8 @@ pub struct PlanIn {
     pub checks: Vec<CheckIn>,
     pub triggers: Vec<(u32, Vec<u32>)>,
     pub rest: Vec<Vec<Vec<u32>>>,
-    pub always: bool,
+    /// Rule positions Python evaluates on every event (`screen_abi.Plan.undecided`).
+    pub undecided: Vec<u32>,
     pub programs: Vec<Option<Vec<(i64, u32)>>>,
     pub untriggered: Vec<u32>,
     pub special: Vec<SpecialIn>,
@@ -159,7 +162,7 @@ mod tests {
             assert_eq!(CheckKind::from_code(code), Ok(kind));
         }
         assert_eq!(Op::from_code(5), Err("unknown Op code 5".to_owned()));
-        assert!(CheckKind::from_code(-3).is_err() && GlobPart::from_code(3).is_err());
+        assert!(CheckKind::from_code(-4).is_err() && GlobPart::from_code(3).is_err());
         assert!(SpecialKind::from_code(-1).is_err());
     }
 

@@ -58,7 +58,7 @@ const ENTRIES: [&str; 12] = [
     "checks",
     "triggers",
     "rest",
-    "always",
+    "undecided",
     "programs",
     "untriggered",
     "special",
@@ -101,7 +101,7 @@ impl Screen {
             checks: entry(plan, "checks")?,
             triggers: entry(plan, "triggers")?,
             rest: entry(plan, "rest")?,
-            always: entry(plan, "always")?,
+            undecided: entry(plan, "undecided")?,
             programs: entry(plan, "programs")?,
             untriggered: entry(plan, "untriggered")?,
             special: entry(plan, "special")?,
@@ -141,8 +141,53 @@ impl Screen {
             .iter()
             .map(|v| v.cast_into::<PyBytes>().ok())
             .collect();
-        let outcomes = self.outcomes(py, &owned, time_fields.as_deref(), max_bytes, max_depth);
-        runs(&outcomes, |position| {
+        let outcomes = self.outcomes(
+            py,
+            &owned,
+            time_fields.as_deref(),
+            max_bytes,
+            max_depth,
+            false,
+        );
+        let (picked, latest, _) = runs(outcomes, |position| {
+            fallbacks.get_item(position)?.extract::<i64>()
+        })?;
+        Ok((picked, latest))
+    }
+
+    /// Like [`Screen::scan`], and each picked message's rules decided: a third list, by picked
+    /// position, of None (the walk could not read the message as Python would: Python evaluates
+    /// every rule) or `(matched, undecided)`, the positions of the route's rules that match and
+    /// of those Python must evaluate (ascending; every other rule does not match). A message
+    /// whose rules all decide to no match is cleared, unless its event time needs Python.
+    #[pyo3(signature = (values, fallbacks, time_fields, max_bytes, max_depth))]
+    fn decide(
+        &self,
+        py: Python<'_>,
+        values: &Bound<'_, PyList>,
+        fallbacks: &Bound<'_, PyList>,
+        time_fields: Option<Vec<String>>,
+        max_bytes: usize,
+        max_depth: usize,
+    ) -> PyResult<Decided> {
+        if time_fields.is_some() && fallbacks.len() != values.len() {
+            return Err(PyValueError::new_err(
+                "fallbacks and values differ in length",
+            ));
+        }
+        let owned: Vec<Option<Bound<'_, PyBytes>>> = values
+            .iter()
+            .map(|v| v.cast_into::<PyBytes>().ok())
+            .collect();
+        let outcomes = self.outcomes(
+            py,
+            &owned,
+            time_fields.as_deref(),
+            max_bytes,
+            max_depth,
+            true,
+        );
+        runs(outcomes, |position| {
             fallbacks.get_item(position)?.extract::<i64>()
         })
     }
@@ -163,9 +208,49 @@ impl Screen {
             .iter()
             .map(|record| record.getattr(value).ok()?.cast_into::<PyBytes>().ok())
             .collect();
-        let outcomes = self.outcomes(py, &owned, time_fields.as_deref(), max_bytes, max_depth);
+        let outcomes = self.outcomes(
+            py,
+            &owned,
+            time_fields.as_deref(),
+            max_bytes,
+            max_depth,
+            false,
+        );
         let timestamp = intern!(py, "timestamp");
-        runs(&outcomes, |position| {
+        let (picked, latest, _) = runs(outcomes, |position| {
+            records
+                .get_item(position)?
+                .getattr(timestamp)?
+                .extract::<i64>()
+        })?;
+        Ok((picked, latest))
+    }
+
+    /// [`Screen::decide`] over Kafka records, as [`Screen::scan_records`] reads them.
+    #[pyo3(signature = (records, time_fields, max_bytes, max_depth))]
+    fn decide_records(
+        &self,
+        py: Python<'_>,
+        records: &Bound<'_, PyList>,
+        time_fields: Option<Vec<String>>,
+        max_bytes: usize,
+        max_depth: usize,
+    ) -> PyResult<Decided> {
+        let value = intern!(py, "value");
+        let owned: Vec<Option<Bound<'_, PyBytes>>> = records
+            .iter()
+            .map(|record| record.getattr(value).ok()?.cast_into::<PyBytes>().ok())
+            .collect();
+        let outcomes = self.outcomes(
+            py,
+            &owned,
+            time_fields.as_deref(),
+            max_bytes,
+            max_depth,
+            true,
+        );
+        let timestamp = intern!(py, "timestamp");
+        runs(outcomes, |position| {
             records
                 .get_item(position)?
                 .getattr(timestamp)?
@@ -174,10 +259,18 @@ impl Screen {
     }
 }
 
+/// The rules of one message: (matched, undecided) rule positions.
+type Decision = (Vec<u32>, Vec<u32>);
+
+/// Picked positions, the latest event time of each cleared run, and each picked message's
+/// decision (None: not decided).
+type Decided = (Vec<usize>, Vec<f64>, Vec<Option<Decision>>);
+
 /// What the screen made of one message.
 enum Outcome {
-    /// Python must decode and evaluate it.
-    Picked,
+    /// Python must decode it and evaluate the rules the decision leaves undecided (all of
+    /// them without a decision).
+    Picked(Option<Decision>),
     /// No rule can match; its event time, if it was read (NaN: not needed).
     Cleared(f64),
     /// No rule can match, and it has no event time field: its record's timestamp counts.
@@ -185,20 +278,19 @@ enum Outcome {
 }
 
 /// Positions to decode, and the latest event time of each run of cleared messages around them.
-fn runs(
-    outcomes: &[Outcome],
-    fallback_ms: impl Fn(usize) -> PyResult<i64>,
-) -> PyResult<(Vec<usize>, Vec<f64>)> {
+fn runs(outcomes: Vec<Outcome>, fallback_ms: impl Fn(usize) -> PyResult<i64>) -> PyResult<Decided> {
     let mut picked = Vec::new();
+    let mut decisions = Vec::new();
     let mut latest = vec![f64::NAN];
-    for (position, outcome) in outcomes.iter().enumerate() {
+    for (position, outcome) in outcomes.into_iter().enumerate() {
         let ts = match outcome {
-            Outcome::Picked => {
+            Outcome::Picked(decision) => {
                 picked.push(position);
+                decisions.push(decision);
                 latest.push(f64::NAN);
                 continue;
             }
-            Outcome::Cleared(ts) => *ts,
+            Outcome::Cleared(ts) => ts,
             Outcome::ClearedAtFallback => fallback_ms(position)? as f64 / 1000.0,
         };
         let last = latest.last_mut().expect("one run at least");
@@ -206,7 +298,7 @@ fn runs(
             *last = ts;
         }
     }
-    Ok((picked, latest))
+    Ok((picked, latest, decisions))
 }
 
 impl Screen {
@@ -218,12 +310,13 @@ impl Screen {
         time_fields: Option<&[String]>,
         max_bytes: usize,
         max_depth: usize,
+        decide: bool,
     ) -> Vec<Outcome> {
         let messages: Vec<Option<&[u8]>> = owned
             .iter()
             .map(|b| b.as_ref().map(|b| b.as_bytes()))
             .collect();
-        py.detach(|| self.screen(&messages, time_fields, max_bytes, max_depth))
+        py.detach(|| self.screen(&messages, time_fields, max_bytes, max_depth, decide))
     }
 
     fn screen(
@@ -232,10 +325,11 @@ impl Screen {
         time_fields: Option<&[String]>,
         max_bytes: usize,
         max_depth: usize,
+        decide: bool,
     ) -> Vec<Outcome> {
-        if self.plan.always {
+        if self.plan.always && !decide {
             // some rule may match whatever a message holds: reading the messages cannot clear one
-            return messages.iter().map(|_| Outcome::Picked).collect();
+            return messages.iter().map(|_| Outcome::Picked(None)).collect();
         }
         let timed = time_fields.is_some();
         let time_fields = time_fields.unwrap_or_default();
@@ -246,25 +340,37 @@ impl Screen {
             max_depth,
             std::mem::take(&mut *cache),
         );
+        let (mut matched, mut undecided) = (Vec::new(), Vec::new());
         let outcomes = messages
             .iter()
             .map(|message| {
-                let cleared = match message {
-                    Some(data) => {
-                        data.len() <= max_bytes
-                            && walk.run(data)
-                            && !self.plan.candidate(&walk.hits, &mut walk.tried)
-                    }
+                let read = match message {
+                    Some(data) => data.len() <= max_bytes && walk.run(data),
                     None => false,
                 };
-                match (cleared, timed) {
-                    (false, _) => Outcome::Picked,
-                    (true, false) => Outcome::Cleared(f64::NAN),
-                    (true, true) => match walk.time() {
-                        Ok(Some(ts)) => Outcome::Cleared(ts),
-                        Ok(None) => Outcome::ClearedAtFallback,
-                        Err(()) => Outcome::Picked,
-                    },
+                if !read {
+                    return Outcome::Picked(None);
+                }
+                let decision = if decide {
+                    let Walk { hits, tried, .. } = &mut walk;
+                    self.plan.decide(hits, tried, &mut matched, &mut undecided);
+                    if !matched.is_empty() || !undecided.is_empty() {
+                        return Outcome::Picked(Some((matched.clone(), undecided.clone())));
+                    }
+                    Some((Vec::new(), Vec::new()))
+                } else if self.plan.candidate(&walk.hits, &mut walk.tried) {
+                    return Outcome::Picked(None);
+                } else {
+                    None
+                };
+                if !timed {
+                    return Outcome::Cleared(f64::NAN);
+                }
+                match walk.time() {
+                    Ok(Some(ts)) => Outcome::Cleared(ts),
+                    Ok(None) => Outcome::ClearedAtFallback,
+                    // no rule matches, but the event time needs Python's parser
+                    Err(()) => Outcome::Picked(decision),
                 }
             })
             .collect();

@@ -27,6 +27,9 @@ pub enum Check {
     Regex { regex: Regex, dollar: bool },
     /// Anything the screen does not evaluate: counted as satisfied.
     Assume,
+    /// `|cidr`: an IPv4 network (an address `a` is in it when `a & mask == prefix`), or an IPv6
+    /// one (`v6`), decided only on values that cannot be an IPv6 address.
+    Cidr { v6: bool, prefix: u32, mask: u32 },
 }
 
 impl Check {
@@ -79,6 +82,7 @@ impl Check {
     fn holds(&self, text: &[u8], folded: &[u8], ascii: bool) -> Verdict {
         match self {
             Check::Assume => Verdict::Unknown,
+            Check::Cidr { v6, prefix, mask } => cidr(text, *v6, *prefix, *mask),
             // RE2's \s and \S leave out the vertical tab, Rust's do not
             Check::Regex { .. } if !ascii || text.contains(&0x0b) => Verdict::Unknown,
             Check::Regex { regex, dollar } => Verdict::of(
@@ -108,7 +112,9 @@ impl Check {
                         Verdict::of(glob::matches(glob, value))
                     }
                     // a Text check is never of these (see `Check::new`)
-                    CheckKind::Glob | CheckKind::Regex | CheckKind::Assume => Verdict::Unknown,
+                    CheckKind::Glob | CheckKind::Regex | CheckKind::Assume | CheckKind::Cidr => {
+                        Verdict::Unknown
+                    }
                 }
             }
         }
@@ -116,6 +122,59 @@ impl Check {
 }
 
 const GLOB_BUDGET: usize = 1 << 20;
+
+/// Longer values are no address for the Python engine (`detectors.sigma.atoms.CidrAtom`).
+const CIDR_TEXT: usize = 64;
+
+/// Whether a value is in a `|cidr` network, as `CidrAtom` reads it: a string of at most 64
+/// characters that `ipaddress.ip_address(value.strip())` reads as an address of the network's
+/// version. Numbers and booleans never read as an IPv4 address (their texts hold one dot at most)
+/// nor as IPv6 (no colon). Values Python would strip, non-ASCII ones, and IPv6 candidates for an
+/// IPv6 network are left to Python.
+fn cidr(text: &[u8], v6: bool, prefix: u32, mask: u32) -> Verdict {
+    if !text.is_ascii() || text.iter().any(|&b| b <= b' ') {
+        return Verdict::Unknown;
+    }
+    if text.len() > CIDR_TEXT {
+        return Verdict::No;
+    }
+    let colon = text.contains(&b':');
+    if v6 {
+        // an address without a colon is IPv4 (version 4) or none
+        return if colon { Verdict::Unknown } else { Verdict::No };
+    }
+    // with a colon it is IPv6 (version 6) or none; otherwise IPv4 or none
+    match ipv4(text) {
+        Some(address) if !colon => Verdict::of(address & mask == prefix),
+        _ => Verdict::No,
+    }
+}
+
+/// Python's `ipaddress.IPv4Address` of a text: four dot-separated decimal octets of one to three
+/// ASCII digits, no leading zero, each at most 255.
+fn ipv4(text: &[u8]) -> Option<u32> {
+    let mut address: u32 = 0;
+    let mut octets = 0;
+    for octet in text.split(|&b| b == b'.') {
+        octets += 1;
+        if octets > 4
+            || octet.is_empty()
+            || octet.len() > 3
+            || !octet.iter().all(u8::is_ascii_digit)
+            || (octet.len() > 1 && octet[0] == b'0')
+        {
+            return None;
+        }
+        let value = octet
+            .iter()
+            .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+        if value > 255 {
+            return None;
+        }
+        address = (address << 8) | value;
+    }
+    (octets == 4).then_some(address)
+}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
@@ -295,12 +354,15 @@ pub struct Plan {
     /// atom it never reports is always satisfied, so it is left out).
     pub rest: Vec<Vec<Vec<u32>>>,
     /// Some rule is a candidate on every event (no trigger, or a trigger the screen cannot
-    /// evaluate exactly).
+    /// evaluate exactly): `undecided` is not empty.
     pub always: bool,
+    /// Positions of the rules Python evaluates on every event: without a trigger and without a
+    /// program, or triggered by an atom the screen never reports.
+    pub undecided: Vec<u32>,
     /// Per rule position, its condition as a postfix program when the screen can evaluate every
     /// atom of it (a candidate whose program is false is dropped).
     pub programs: Vec<Option<Vec<(Op, u32)>>>,
-    /// Positions of the rules without a trigger: their programs run on every event.
+    /// Positions of the rules without a trigger that have a program: it runs on every event.
     pub untriggered: Vec<u32>,
     /// Atoms tested on the whole event (null, exists, field reference), from the paths seen.
     pub special: Vec<Special>,
@@ -518,8 +580,10 @@ impl Plan {
         }
     }
 
-    /// Whether a rule's condition program is true or unknown (false: the rule cannot match).
-    fn program_may_match(program: &[(Op, u32)], hits: &Hits, stack: &mut Vec<Tri>) -> bool {
+    /// A rule's condition program over the hits, three-valued: an atom hit only maybe
+    /// ([`Hits::unknown`]) is unknown, an atom not hit is false (the hits hold every atom a
+    /// program names that is true: programs are made of atoms the screen evaluates exactly).
+    fn program_value(program: &[(Op, u32)], hits: &Hits, stack: &mut Vec<Tri>) -> Tri {
         stack.clear();
         for &(op, arg) in program {
             let value = match op {
@@ -564,7 +628,12 @@ impl Plan {
             };
             stack.push(value);
         }
-        stack.pop() != Some(Tri::F)
+        // an empty or malformed program decides nothing
+        if stack.len() == 1 {
+            stack[0]
+        } else {
+            Tri::U
+        }
     }
 
     /// Whether some rule may match given the hits: its trigger clauses all have a hit and its
@@ -582,7 +651,7 @@ impl Plan {
     fn any_candidate(&self, hits: &Hits, tried: &mut Tried, stack: &mut Vec<Tri>) -> bool {
         let may_match =
             |position: u32, stack: &mut Vec<Tri>| match &self.programs[position as usize] {
-                Some(program) => Self::program_may_match(program, hits, stack),
+                Some(program) => Self::program_value(program, hits, stack) != Tri::F,
                 None => true,
             };
         if self.untriggered.iter().any(|&p| may_match(p, stack)) {
@@ -604,6 +673,58 @@ impl Plan {
         }
         false
     }
+
+    /// The rules of one event, decided: the positions of those that match (`matched`) and of
+    /// those the screen cannot decide (`undecided`: Python evaluates them), both ascending.
+    /// Every other rule does not match. Both empty: the event is cleared.
+    pub fn decide(
+        &self,
+        hits: &Hits,
+        tried: &mut Tried,
+        matched: &mut Vec<u32>,
+        undecided: &mut Vec<u32>,
+    ) {
+        matched.clear();
+        undecided.clear();
+        let mut stack = std::mem::take(&mut tried.stack);
+        tried.next();
+        for &position in &self.undecided {
+            if tried.first(position) {
+                undecided.push(position);
+            }
+        }
+        let mut judge =
+            |position: u32, stack: &mut Vec<Tri>| match &self.programs[position as usize] {
+                Some(program) => match Self::program_value(program, hits, stack) {
+                    Tri::T => matched.push(position),
+                    Tri::F => {}
+                    Tri::U => undecided.push(position),
+                },
+                None => undecided.push(position),
+            };
+        for &position in &self.untriggered {
+            if tried.first(position) {
+                judge(position, &mut stack);
+            }
+        }
+        for &atom in &hits.list {
+            for &position in &self.triggers[atom as usize] {
+                if !tried.first(position) {
+                    continue;
+                }
+                // a clause without a hit has no true atom: the rule cannot match
+                let satisfied = self.rest[position as usize]
+                    .iter()
+                    .all(|clause| clause.iter().any(|&a| hits.has(a)));
+                if satisfied {
+                    judge(position, &mut stack);
+                }
+            }
+        }
+        tried.stack = stack;
+        matched.sort_unstable();
+        undecided.sort_unstable();
+    }
 }
 
 impl Check {
@@ -617,6 +738,23 @@ impl Check {
         Ok(match kind {
             CheckKind::Regex => Check::regex(&literal, flag),
             CheckKind::Assume => Check::Assume,
+            CheckKind::Cidr => {
+                let network = if flag {
+                    Some((0, 0))
+                } else {
+                    literal
+                        .split_once('/')
+                        .and_then(|(p, m)| Some((p.parse().ok()?, m.parse().ok()?)))
+                };
+                let Some((prefix, mask)) = network else {
+                    return Err(format!("cidr network {literal:?} is not prefix/mask"));
+                };
+                Check::Cidr {
+                    v6: flag,
+                    prefix,
+                    mask,
+                }
+            }
             _ => Check::Text {
                 kind,
                 literal: literal.into_bytes(),
@@ -658,7 +796,7 @@ impl Plan {
             checks,
             triggers,
             rest,
-            always,
+            undecided,
             programs,
             untriggered,
             special,
@@ -743,10 +881,12 @@ impl Plan {
             });
         }
         let programs = typed_programs;
-        let fits =
-            |p: &u32| (*p as usize) < rest.len() && (always || programs[*p as usize].is_some());
+        let fits = |p: &u32| (*p as usize) < rest.len() && programs[*p as usize].is_some();
         if programs.len() != rest.len() || !untriggered.iter().all(fits) {
             return Err("programs do not fit the rules".to_owned());
+        }
+        if undecided.iter().any(|&p| p as usize >= rest.len()) {
+            return Err("rule position out of range".to_owned());
         }
         let mut slots: FastMap<String, usize> = FastMap::default();
         let mut texts: Vec<bool> = Vec::new();
@@ -795,7 +935,8 @@ impl Plan {
                         .collect()
                 })
                 .collect(),
-            always,
+            always: !undecided.is_empty(),
+            undecided,
             programs,
             untriggered,
             special: specials,
@@ -836,7 +977,7 @@ mod tests {
             checks: vec![],
             triggers: vec![(0, vec![0])],
             rest: vec![vec![]],
-            always: false,
+            undecided: vec![],
             programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (NOT, 0), (AND, 2)])],
             untriggered: vec![],
             special: vec![],
@@ -911,6 +1052,82 @@ mod tests {
         assert_eq!(candidate(&plan, r#"{"a": "x", "a": "z"}"#), None);
     }
 
+    /// The event's (matched, undecided) rule positions (None: the walk could not read it).
+    fn decision(plan: &Plan, message: &str) -> Option<(Vec<u32>, Vec<u32>)> {
+        let mut walk = Walk::new(plan, &[], 64, ValueCache::default());
+        if !walk.run(message.as_bytes()) {
+            return None;
+        }
+        let (mut matched, mut undecided) = (vec![9], vec![9]); // cleared by `decide`
+        let Walk { hits, tried, .. } = &mut walk;
+        plan.decide(hits, tried, &mut matched, &mut undecided);
+        Some((matched, undecided))
+    }
+
+    #[test]
+    fn decisions_name_the_matching_rules_and_leave_unknowns_to_python() {
+        let plan = Plan::from_input(input()).expect("plan");
+        assert_eq!(
+            decision(&plan, r#"{"a": "X", "b": "z"}"#),
+            Some((vec![0], vec![]))
+        );
+        assert_eq!(
+            decision(&plan, r#"{"a": "x", "b": "Y"}"#),
+            Some((vec![], vec![]))
+        );
+        assert_eq!(decision(&plan, r#"{"b": "z"}"#), Some((vec![], vec![])));
+        // "b: y" assumed (a check the screen cannot run): the program is unknown
+        let mut assumed = input();
+        assumed.fields[1].1 .0 = vec![("y".into(), vec![], vec![1])]; // the key, then the check
+        assumed.checks = vec![(1, CheckKind::Assume.code(), String::new(), false, vec![])];
+        let plan = Plan::from_input(assumed).expect("plan");
+        assert_eq!(
+            decision(&plan, r#"{"a": "x", "b": "y"}"#),
+            Some((vec![], vec![0]))
+        );
+        assert_eq!(
+            decision(&plan, r#"{"a": "x", "b": "z"}"#),
+            Some((vec![0], vec![]))
+        );
+        assert_eq!(
+            decision(&plan, r#"{"a": "z", "b": "y"}"#),
+            Some((vec![], vec![]))
+        ); // not triggered
+           // without a program a triggered rule is undecided; rules Python evaluates on every event
+           // are undecided whatever the event holds (once each)
+        let mut open = input();
+        open.programs = vec![None];
+        open.undecided = vec![0];
+        let plan = Plan::from_input(open).expect("plan");
+        assert!(plan.always);
+        assert_eq!(decision(&plan, r#"{"a": "x"}"#), Some((vec![], vec![0])));
+        assert_eq!(decision(&plan, r#"{"c": 1}"#), Some((vec![], vec![0])));
+        // an untriggered rule's program decides it on every event
+        let untriggered = PlanIn {
+            programs: vec![Some(vec![(ATOM, 0), (NOT, 0)])],
+            special: vec![(
+                0,
+                SpecialKind::Exists.code(),
+                "a".into(),
+                String::new(),
+                false,
+                false,
+                true,
+            )],
+            atom_count: 1,
+            ..clone_input(&plan_input_untriggered())
+        };
+        let plan = Plan::from_input(untriggered).expect("plan");
+        assert_eq!(decision(&plan, r#"{"b": 1}"#), Some((vec![0], vec![])));
+        assert_eq!(decision(&plan, r#"{"a": 1}"#), Some((vec![], vec![])));
+        let mut bad = input();
+        bad.undecided = vec![3];
+        assert_eq!(
+            Plan::from_input(bad).err().as_deref(),
+            Some("rule position out of range")
+        );
+    }
+
     #[test]
     fn without_a_program_the_trigger_clauses_decide() {
         let mut input = input();
@@ -980,6 +1197,46 @@ mod tests {
         assert_eq!(candidate(&plan, r#"{"a": "anything"}"#), Some(true));
     }
 
+    #[test]
+    fn networks_are_read_as_pythons_ipaddress_reads_them() {
+        let ten = |t: &str| cidr(t.as_bytes(), false, 10 << 24, 0xff00_0000);
+        assert_eq!(ten("10.1.2.3"), Verdict::Yes);
+        assert_eq!(ten("11.1.2.3"), Verdict::No);
+        for no in [
+            "010.1.2.3",
+            "10.1.2",
+            "10.1.2.3.4",
+            "10.1.2.256",
+            "10..2.3",
+            "10.1.2.3/8",
+            "",
+            "x",
+            "::ffff:10.1.2.3",
+            "10.1.2.3%x",
+            "1000.1.2.3",
+            "+10.1.2.3",
+            "10.1.2.-3",
+        ] {
+            assert_eq!(ten(no), Verdict::No, "{no}");
+        }
+        // stripped by Python, or not ASCII: Python decides
+        for unknown in [
+            " 10.1.2.3",
+            "10.1.2.3\n",
+            "10.1.2.3\u{a0}",
+            "\u{661}0.1.2.3",
+        ] {
+            assert_eq!(ten(unknown), Verdict::Unknown, "{unknown:?}");
+        }
+        assert_eq!(ten(&"1".repeat(65)), Verdict::No);
+        let v6 = |t: &str| cidr(t.as_bytes(), true, 0, 0);
+        assert_eq!(v6("10.1.2.3"), Verdict::No);
+        assert_eq!(v6("fe80::1"), Verdict::Unknown);
+        assert_eq!(ipv4(b"255.255.255.255"), Some(u32::MAX));
+        assert_eq!(ipv4(b"0.0.0.0"), Some(0));
+        assert!(Check::new(CheckKind::Cidr, "1/x".into(), false, &[]).is_err());
+    }
+
     fn clone_input(input: &PlanIn) -> PlanIn {
         PlanIn {
             fields: input.fields.clone(),
@@ -987,7 +1244,7 @@ mod tests {
             checks: input.checks.clone(),
             triggers: input.triggers.clone(),
             rest: input.rest.clone(),
-            always: input.always,
+            undecided: input.undecided.clone(),
             programs: input.programs.clone(),
             untriggered: input.untriggered.clone(),
             special: input.special.clone(),
@@ -1005,7 +1262,7 @@ mod tests {
             checks: vec![],
             triggers: vec![],
             rest: vec![vec![]],
-            always: false,
+            undecided: vec![],
             programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (OR, 2)])],
             untriggered: vec![0],
             special: vec![
@@ -1065,7 +1322,7 @@ mod tests {
             checks: vec![],
             triggers: vec![],
             rest: vec![vec![]],
-            always: false,
+            undecided: vec![],
             programs: vec![None],
             untriggered: vec![0],
             special: vec![],

@@ -783,6 +783,7 @@ mod tests {
             triggers: vec![vec![0]],
             rest: vec![vec![]],
             always: false,
+            undecided: vec![],
             programs: vec![None],
             untriggered: vec![],
             special: vec![],

@@ -4,33 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka.helpers import create_ssl_context
-
 from service.config import KafkaSettings
+from service.kafka_security import security_kwargs
 
 
 def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     """Connection and security settings shared by the consumer and the dead-letter producer."""
-    sec = settings.security
-    kwargs: dict[str, Any] = {
+    return {
         "bootstrap_servers": list(settings.bootstrap_servers),
         "client_id": settings.client_id,
-        "security_protocol": sec.protocol,
+        **security_kwargs(settings.security),
     }
-    if sec.protocol in ("SSL", "SASL_SSL"):
-        context = create_ssl_context(
-            cafile=str(sec.ssl_cafile) if sec.ssl_cafile else None,
-            certfile=str(sec.ssl_certfile) if sec.ssl_certfile else None,
-            keyfile=str(sec.ssl_keyfile) if sec.ssl_keyfile else None,
-            password=sec.ssl_key_password.get_secret_value() if sec.ssl_key_password else None,
-        )
-        context.check_hostname = sec.ssl_check_hostname
-        kwargs["ssl_context"] = context
-    if sec.protocol.startswith("SASL"):
-        kwargs["sasl_mechanism"] = sec.sasl_mechanism
-        kwargs["sasl_plain_username"] = sec.sasl_username
-        kwargs["sasl_plain_password"] = sec.sasl_password.get_secret_value() if sec.sasl_password else None
-    return kwargs
 
 
 def consumer_kwargs(settings: KafkaSettings) -> dict[str, Any]:

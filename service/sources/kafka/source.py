@@ -69,7 +69,8 @@ def _run_screens(jobs: list[tuple[TopicPartition, list[Any], Screening]]) -> dic
     """Worker-thread body: every partition's records through its screen."""
     out: dict[TopicPartition, ScreenResult] = {}
     for tp, records, (screen, time_fields, max_bytes, max_depth) in jobs:
-        out[tp] = screen.scan_records(records, time_fields, max_bytes, max_depth)
+        picked, latest, decisions = screen.decide_records(records, time_fields, max_bytes, max_depth)
+        out[tp] = (picked, latest, decisions, screen.rules)
     return out
 
 
@@ -111,8 +112,12 @@ class KafkaSource:
                  *, shutdown_timeout_s: float = 30.0, dead_letters: DeadLetterWriter | None = None,
                  consumer_factory: Callable[..., Any] = AIOKafkaConsumer, state_store: Any | None = None,
                  snapshot_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 instance_id: str | None = None, state_records: Any | None = None) -> None:
+                 instance_id: str | None = None, state_records: Any | None = None,
+                 consumer: str = "input") -> None:
         self.settings = settings
+        self.consumer_label = consumer
+        """The ``consumer`` label of this source's gauges: ``input``, or ``keyed`` for stage 2 (its series
+        appear when the source first runs, so a stage-1-only instance exports none for stage 2)."""
         self.events = events
         self.detector = detector
         self.tracker = OffsetTracker()
@@ -182,6 +187,8 @@ class KafkaSource:
         """Connect (retrying with backoff), yield fetched batches until ``stop``, then wait for the
         ones handed out, commit and close."""
         backoff = self.settings.connect_backoff_initial_s
+        metrics.KAFKA_PARTITIONS_ASSIGNED.labels(consumer=self.consumer_label).set(len(self.assigned))
+        metrics.KAFKA_PAUSED_PARTITIONS.labels(consumer=self.consumer_label).set(0)
         try:
             while not stop.is_set():
                 consumer = self._consumer_factory(**consumer_kwargs(self.settings))
@@ -427,11 +434,11 @@ class KafkaSource:
             if not self._paused:
                 log.info("router is slow: partitions paused", extra={"in_flight": in_flight})
             self._paused = True
-            metrics.KAFKA_PAUSED_PARTITIONS.set(len(assignment))
+            metrics.KAFKA_PAUSED_PARTITIONS.labels(consumer=self.consumer_label).set(len(assignment))
         elif self._paused:
             consumer.resume(*(set(consumer.paused()) - self._settling))
             self._paused = False
-            metrics.KAFKA_PAUSED_PARTITIONS.set(0)
+            metrics.KAFKA_PAUSED_PARTITIONS.labels(consumer=self.consumer_label).set(0)
 
     # -- acknowledge and commit ----------------------------------------------------------
     async def _ack(self, batch: Records, result: IngestResult) -> None:
@@ -507,7 +514,7 @@ class KafkaSource:
     def _set_assigned(self, assigned: set[TopicPartition]) -> None:
         self._rebalances += 1
         self.assigned = assigned
-        metrics.KAFKA_PARTITIONS_ASSIGNED.set(len(assigned))
+        metrics.KAFKA_PARTITIONS_ASSIGNED.labels(consumer=self.consumer_label).set(len(assigned))
 
 
 def _picked(tp: TopicPartition, records: Sequence[Any]) -> tuple[

@@ -131,6 +131,6 @@ async def test_lagging_partitions_are_reported_busy(tmp_path):
     runner, _ = instance(tmp_path, consumer)
     runner.tracker.assign([TP])
     work = runner._process({TP: consumer.records[TP][:3]}, consumer)
-    assert work.events == 3 and runner.busy_scopes() == {("ci", 0)}
+    assert work.accepted == 3 and runner.busy_scopes() == {("ci", 0)}
     runner._process({TP: consumer.records[TP][3:]}, consumer)
     assert runner.busy_scopes() == set()

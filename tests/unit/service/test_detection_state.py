@@ -92,6 +92,49 @@ def test_deferred_correlation_alert_is_at_the_window_end_without_the_unrelated_c
     assert "build ok" not in str(alert.to_document())
 
 
+SLOW_MEANS = """
+id: slow
+type: metric
+by: [host]
+field: ms
+aggregate: mean
+window: 1m
+seasonality: []
+learning: 0s
+learn_for: 0s
+min_samples: 8
+allowed_lateness: 0s
+"""
+
+
+MINUTE = T0 + 20  # a whole minute (13:47 UTC): the windows start at its multiples
+
+
+def latency(minute: int, second: int, ms: float, offset: int) -> Item:
+    """A response time of host ``api`` from Kafka partition ``ci``/0 (its origin a record position)."""
+    return Item({"host": "api", "ms": ms, "ts": MINUTE + minute * 60 + second}, ("ci", 0, offset),
+                LogSource(category="ci_job_log"), ("ts",), 0.0)
+
+
+@pytest.mark.parametrize("closed_by", ["event", "heartbeat"])
+def test_a_window_alert_is_about_its_first_event_with_its_kafka_position(tmp_path, closed_by):
+    """The slow minute's alert carries its first event's time and record position, not the event or
+    timer that closed the window, and shows no unrelated event."""
+    detector = build(tmp_path, checks=SLOW_MEANS)
+    items = [latency(minute, second, 900 + second if minute == 12 else 100 + (7 * minute + second) % 5, 100 + 3 * minute + n)
+             for minute in range(13) for n, second in enumerate((7, 27, 47))]
+    assert detector.process(items, now=WALL) == []
+    if closed_by == "event":
+        [alert] = detector.process([latency(14, 0, 101, 999)], now=WALL + 1)
+    else:
+        [alert] = detector.heartbeat(WALL + 120)
+    assert alert.rule.id == "slow" and alert.details["window_end"] == "1970-01-12T14:00:00.000Z"
+    assert alert.origin == Origin("kafka", "ci", 0, 136)  # minute 12's first record
+    assert alert.timestamp == pytest.approx(MINUTE + 12 * 60 + 7)
+    assert alert.details["event_time"] == "1970-01-12T13:59:07.000Z"
+    assert alert.event == {} and "101" not in alert.original
+
+
 def test_heartbeat_closes_deferred_windows_when_no_event_arrives(tmp_path):
     detector = build(tmp_path, FEW_LOGINS, correlation_lateness_s=5.0)
     detector.process([login(T0), login(T0 + 1)], now=WALL)

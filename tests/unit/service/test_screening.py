@@ -107,6 +107,27 @@ async def test_push_inputs_give_the_same_alerts_with_the_screen(tmp_path, with_t
     assert [a.timestamp for a in screened] == pytest.approx([a.timestamp for a in plain], abs=0.001)
 
 
+async def test_events_the_screen_decides_skip_the_python_evaluation(tmp_path, monkeypatch):
+    """The screen decides the failed logins (the rule matches) and the rest (no rule does): the engine
+    makes the matches from its decisions, and evaluates no event itself; the alerts are the same."""
+    from detectors.sigma import engine
+
+    evaluated: list[object] = []
+    route_evaluate = engine.Route.evaluate
+
+    def counted(self: engine.Route, event: Any, atoms: Any) -> Any:
+        evaluated.append(event)
+        return route_evaluate(self, event, atoms)
+
+    monkeypatch.setattr(engine.Route, "evaluate", counted)
+    screened, _, _ = await ingest_pushed(tmp_path / "a", screen=True)
+    assert evaluated == []
+    plain, _, _ = await ingest_pushed(tmp_path / "b", screen=False)
+    assert len(evaluated) == 70
+    assert [(a.id, a.rule.title, a.matched) for a in screened] == \
+        [(a.id, a.rule.title, a.matched) for a in plain]
+
+
 async def test_cleared_push_messages_never_build_their_origin(tmp_path):
     """Origins (a content hash per line) are built only for what is decoded, plus one per cleared run."""
     from functools import partial
@@ -171,7 +192,7 @@ async def test_screen_results_of_a_replaced_ruleset_are_not_used(tmp_path):
 
     def cleared_by(screened: Any) -> int:
         before = metrics.EVENTS_SCREENED.labels("kafka")._value.get()
-        assert runner._process(batches, consumer, screened).events == 60
+        assert runner._process(batches, consumer, screened).accepted == 60
         return int(metrics.EVENTS_SCREENED.labels("kafka")._value.get() - before)
 
     runner, consumer, batches = auth_runner(tmp_path)
@@ -189,9 +210,11 @@ async def test_a_batch_screened_across_a_rebalance_is_dropped(tmp_path, monkeypa
     release = threading.Event()
 
     class SlowScreen:
-        def scan_records(self, records, *args):
+        rules = ()
+
+        def decide_records(self, records, *args):
             release.wait(5)
-            return list(range(len(records))), [math.nan] * (len(records) + 1)
+            return list(range(len(records))), [math.nan] * (len(records) + 1), [None] * len(records)
 
     monkeypatch.setattr(runner, "_screen", lambda spec, current: (SlowScreen(), None, 1 << 20, 64))
     pending = asyncio.create_task(runner._screen_batches(batches))

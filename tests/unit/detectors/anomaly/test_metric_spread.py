@@ -108,3 +108,21 @@ def test_a_snapshot_with_the_previous_key_layout_relearns() -> None:
     fresh = engine(text)
     assert fresh.restore(snap) == ["met"]
     assert fresh.key_counts()["met"] == 0
+
+
+@pytest.mark.parametrize("names", [["hourly"], ["daily"], ["hourly", "daily"], ["daily", "weekly"],
+                                   ["hourly", "daily", "weekly"]])
+def test_slots_reused_within_a_stretch_are_the_slots_of_each_time(names: list[str]) -> None:
+    """``Profiles.slots`` keeps the latest stretch's slots: whatever the order of times (back and
+    forth, on and next to slot boundaries), they are those computed afresh for each time."""
+    profiles = Profiles(names, 7 * 86400.0, 10)
+    fresh = Profiles(names, 7 * 86400.0, 10)
+    rng = random.Random(17)
+    t0 = 1_767_571_200.0
+    times = [t0 + rng.uniform(-1e6, 1e6) for _ in range(2000)]
+    times += [t0 + k * 300.0 + d for k in range(-300, 300) for d in (-1e-6, 0.0, 1e-6)]
+    rng.shuffle(times)
+    times += sorted(times[:500])
+    for t in times:
+        fresh._lo = fresh._hi = math.nan  # no reuse: the slots of ``t`` itself
+        assert profiles.slots(t) == fresh.slots(t), t

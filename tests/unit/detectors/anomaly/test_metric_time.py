@@ -139,7 +139,7 @@ def warmed() -> AnomalyEngine:
 
 def test_version_1_snapshot_keeps_other_checks_and_relearns_metric() -> None:
     snap = json.loads(json.dumps(warmed().snapshot()))
-    assert snap["version"] == 2
+    assert snap["version"] == 3
     snap["version"] = 1
     fresh = engine(CHECKS)
     assert fresh.restore(snap) == ["met"]
@@ -148,10 +148,10 @@ def test_version_1_snapshot_keeps_other_checks_and_relearns_metric() -> None:
 
 def test_unknown_snapshot_version_and_stale_layout_are_refused_clearly() -> None:
     snap = json.loads(json.dumps(warmed().snapshot()))
-    snap["version"] = 3
-    with pytest.raises(StateError, match=r"version 3 is not one of \(1, 2\)"):
+    snap["version"] = 4
+    with pytest.raises(StateError, match=r"version 4 is not one of \(1, 2, 3\)"):
         engine(CHECKS).restore(snap)
-    snap["version"] = 2
+    snap["version"] = 3
     del snap["body"]["checks"]["met"]["state"]["layout"]  # written by a build with the old key layout
     fresh = engine(CHECKS)
     assert fresh.restore(snap) == ["met"]
@@ -433,5 +433,5 @@ def test_window_alert_names_its_first_event_time() -> None:
             found += eng.process({"host": "a", "ms": value}, T0 + minute * 60 + second, None)
     found += eng.advance(T0 + 12 * 60)
     (alert,) = details(found)
-    assert alert["event_time"] == "2026-01-05T00:12:00.000Z"  # the window's end, as before
-    assert alert["first_event_time"] == "2026-01-05T00:11:07.000Z"
+    assert alert["event_time"] == alert["first_event_time"] == "2026-01-05T00:11:07.000Z"
+    assert alert["window_end"] == "2026-01-05T00:12:00.000Z"

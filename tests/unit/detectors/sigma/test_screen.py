@@ -261,11 +261,44 @@ def test_records_are_read_as_the_lists_are():
 
 
 def test_a_route_where_a_rule_may_match_without_any_value_hands_every_message_to_python():
-    """``not`` over a CIDR test (not evaluated by the screen) may hold for any event: nothing is cleared."""
-    detection = {"sel": {"agent|cidr": "10.0.0.0/8"}, "condition": "not sel"}
+    """``not`` over a numeric comparison (not evaluated by the screen) may hold for any event: nothing is cleared."""
+    detection = {"sel": {"count|gt": 5}, "condition": "not sel"}
     ruleset = build(rule_yaml(detection))
-    assert export_plan(ruleset._route(LS).index, ruleset._atoms).always
-    assert scan(detection, {"agent": "10.1.2.3"}, {"x": 1}, b"not json")[0] == [0, 1, 2]
+    assert export_plan(ruleset._route(LS).index, ruleset._atoms).undecided == [0]
+    assert scan(detection, {"count": 7}, {"x": 1}, b"not json")[0] == [0, 1, 2]
+    # deciding, the rule is left to Python on every message it reads (not on the one it cannot)
+    screen = ruleset.screen(LS)
+    assert screen is not None
+    values = [orjson.dumps({"count": 7}), orjson.dumps({"x": 1}), b"not json"]
+    picked, _, decisions = screen.decide(values, [0, 0, 0], None, 1 << 20, 64)
+    assert picked == [0, 1, 2] and decisions == [([], [0]), ([], [0]), None]
+    for value, decision in zip(values[:2], decisions[:2], strict=True):
+        assert decision is not None
+        event = orjson.loads(value)
+        assert ruleset.evaluate_decided(event, screen.rules, decision, LS) == ruleset.evaluate(event, LS)
+
+
+@pytest.mark.parametrize(("value", "decision"), [
+    ("10.1.2.3", ([], [])),  # in the network: "not sel" is false
+    ("11.1.2.3", ([0], [])),
+    ("010.1.2.3", ([0], [])),  # no address for Python (leading zero)
+    ("::1", ([0], [])),  # an IPv6 address is not in an IPv4 network
+    (" 10.1.2.3", ([], [0])),  # Python strips it: left to Python
+    (None, ([0], [])),
+])
+def test_networks_are_decided_by_the_screen(value, decision):
+    """``not`` over a ``|cidr`` test: the screen reads IPv4 addresses as ``ipaddress`` does and
+    decides the rule (IPv6 candidates of an IPv6 network, and values Python would strip, are Python's)."""
+    ruleset = build(rule_yaml({"sel": {"agent|cidr": "10.0.0.0/8"}, "condition": "not sel"}))
+    screen = ruleset.screen(LS)
+    assert screen is not None
+    event = {"agent": value} if value is not None else {"x": 1}
+    picked, _, decisions = screen.decide([orjson.dumps(event)], [0], None, 1 << 20, 64)
+    assert (decisions[0] if picked else ([], [])) == decision
+    if picked:
+        assert decisions[0] is not None
+        assert ruleset.evaluate_decided(event, screen.rules, decisions[0], LS) == ruleset.evaluate(event, LS)
+    assert bool(ruleset.evaluate(event, LS)) == (value not in ("10.1.2.3", " 10.1.2.3"))
 
 
 # --- numbers and keys read as the Python path reads them ------------------------------------
@@ -363,3 +396,18 @@ def test_a_capital_sigma_beside_later_letters_goes_to_python(value):
     assert scan(detection, {"v": value})[0] == [0]
 
 
+
+
+def test_a_decision_of_another_screen_takes_the_full_python_path():
+    """A decision names rules by position in its screen's route: one made by another ruleset's (or
+    a rebuilt route's) screen is not trusted; the event is evaluated in full."""
+    detection = {"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}
+    first, second = build(rule_yaml(detection)), build(rule_yaml(detection))
+    screen, other = first.screen(LS), second.screen(LS)
+    assert screen is not None and other is not None
+    event = {"CommandLine": "cmd /c whoami"}
+    picked, _, decisions = screen.decide([orjson.dumps(event)], [0], None, 1 << 20, 64)
+    assert picked == [0] and decisions == [([0], [])]
+    assert first.evaluate_decided(event, screen.rules, ([0], []), LS) == first.evaluate(event, LS)
+    # a stale decision ("no rule matches") from the other screen: not believed
+    assert second.evaluate_decided(event, screen.rules, ([], []), LS) == second.evaluate(event, LS) != []

@@ -134,3 +134,32 @@ def test_a_good_record_decodes():
     record = records.from_mapping(GOOD)
     assert isinstance(record, StateRecord) and record.origin == Origin("t", 0, 5)
     assert records.from_mapping({**GOOD, "o": ["t", 0, 5, "k"]}).origin.key == "k"  # type: ignore[union-attr]
+
+
+def chained_specs(tmp_path: Any) -> dict[str, Any]:
+    from tests.support.fixtures import rule_text
+
+    (tmp_path / "chained.yml").write_text(rule_text("chained_sources_per_user"))
+    return specs([tmp_path / "chained.yml"])
+
+
+def test_a_child_alert_becomes_a_record_of_its_parent_keyed_by_the_parents_group(tmp_path):
+    by_title = chained_specs(tmp_path)
+    child, parent = by_title["Failed Logins From One Source"], by_title["One User Attacked From Several Sources"]
+    # the child's records carry what the parent reads from the firing event
+    assert records.chain_fields(list(by_title.values())) == {child.info.id: ("user",)}
+    event = {"src_ip": "198.51.100.7", "user": "Alice", "message": "x" * 100}
+    rule = child.slots[0].rule_id
+    base = records.build(child, [rule], event, 1.0, Origin("auth", 0, 1), extra=("user",))
+    assert base is not None and base.fields == {"src_ip": "198.51.100.7", "user": "Alice"}
+    assert base.key() == child.info.id.encode() + b'|["198.51.100.7"]'
+    # the child's alert, re-keyed: rule = the child, evidence = its alert key, key = the parent's group
+    context = {"src_ip": "198.51.100.7", "event_count": 3, "user": "Alice"}
+    chained = records.build(parent, [child.info.id], context, 2.0, Origin("state", 1, 9, "0"), ref="k|1")
+    assert chained is not None and chained.fields == {"user": "Alice"} and chained.rules == (child.info.id,)
+    assert chained.key() == parent.info.id.encode() + b'|["alice"]'
+    back = records.decode(chained.encode())
+    assert isinstance(back, StateRecord) and back.ref == "k|1" and back.origin == Origin("state", 1, 9, "0")
+    # a base rule never feeds a correlation slot, nor a child alert a base slot
+    assert records.build(parent, [rule], event, 1.0, Origin("auth", 0, 1)) is None
+    assert records.build(child, [child.info.id], context, 1.0, Origin("auth", 0, 1), ref="k") is None

@@ -132,6 +132,21 @@ async def test_watermark_rows_busy_quiet_idle_unread_and_revoked_partitions():
     assert {orjson.loads(v)["k"] for _, v, _, _ in sent} == {"w"}
 
 
+async def test_stage2s_chain_marks_are_its_releases_never_moved_by_the_wall_clock_nor_idle():
+    clock = [T0]
+    chain = StateRecordProducer(KafkaSettings(bootstrap_servers=["x:9092"], topics={"auth": {}}),
+                                StateSettings(scope="keyed", keyed_topic="internal"), "host:1",
+                                producer_factory=FakeProducer, clock=lambda: clock[0], chain=True)
+    await chain.start()
+    await chain.send([], {("internal", 0): T0 - 50})
+    clock[0] = T0 + 30
+    view = InputView(owned={("internal", 0), ("internal", 1)}, caught_up={("internal", 0), ("internal", 1)},
+                     counts={"internal": 2})
+    mark = chain.watermark(view, clock[0])
+    assert mark.progress == (("internal", 0, T0 - 50),)  # what it released, however long ago
+    assert mark.idle == ()  # a partition that released nothing yet holds the chained lanes back
+
+
 async def _view(view: InputView) -> InputView:
     return view
 

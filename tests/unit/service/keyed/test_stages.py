@@ -3,24 +3,24 @@ topic would carry them (hashed by key onto partitions), fed to stage 2 with wate
 
 from __future__ import annotations
 
-import zlib
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from detectors.model import LogSource, Origin
 from service.detection import Detector, compile_detection
-from service.keyed.records import Watermark
 from service.keyed.stage2 import KeyedDetector
 from service.sources.base import Item
 from tests.conftest import PROJECT_RULES
+from tests.support import internal_topic
+from tests.support.fixtures import rule_text
+from tests.support.internal_topic import INTERNAL, PARTITIONS, Topic, mark
 
 RULES = [PROJECT_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
          PROJECT_RULES / "correlations" / "ssh_brute_force.yml"]
 AUTH = LogSource(product="linux", service="auth")
 T0 = 1_764_113_000.0
-INTERNAL = "state"
-PARTITIONS = 3
 
 
 def failed(i: int, host: str = "bastion-1") -> dict[str, Any]:
@@ -40,43 +40,8 @@ def input_items(count: int, partitions: int = 4) -> list[Item]:
             for i in range(count)]
 
 
-class Topic:
-    """The internal topic: records appended to the partition their key hashes to."""
-
-    def __init__(self) -> None:
-        self.partitions: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
-
-    def send(self, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
-        if partition is None:
-            assert key is not None
-            partition = zlib.crc32(key) % PARTITIONS
-        self.partitions[partition].append(value)
-
-    def items(self, start: list[int]) -> list[Item]:
-        out = []
-        for p, values in enumerate(self.partitions):
-            for offset in range(start[p], len(values)):
-                out.append(Item(orjson.loads(values[offset]), Origin("kafka", INTERNAL, p, offset), None, (), 0.0))
-            start[p] = len(values)
-        return out
-
-
 def stage1(detector: Detector, items: list[Item], topic: Topic, producer: str = "a") -> list[Any]:
-    """One batch through stage 1, its records sent, then its watermark (the batch's progress)."""
-    with detector.exclusive():
-        alerts = detector.process(items, now=T0)
-        records, progress = detector.take_records()
-    for record in records:
-        topic.send(record.encode(), key=record.key())
-    mark(topic, producer, {tp[1]: ts for tp, ts in progress.items()})
-    return alerts
-
-
-def mark(topic: Topic, producer: str, progress: dict[int, float], inputs: int = 4) -> None:
-    data = Watermark(producer, tuple(("auth", p, ts) for p, ts in sorted(progress.items())),
-                     (("auth", inputs),)).encode()
-    for p in range(PARTITIONS):
-        topic.send(data, partition=p)
+    return internal_topic.stage1(detector, items, topic, producer, now=T0)
 
 
 def test_partition_scope_never_fires_but_keyed_scope_fires_once_with_the_reference_id():
@@ -97,6 +62,11 @@ def test_partition_scope_never_fires_but_keyed_scope_fires_once_with_the_referen
     start = [0] * PARTITIONS
     fired = second.process(topic.items(start), now=T0)
     assert [a.id for a in fired if a.rule.kind == "correlation"] == expected
+    # as in partition scope, the alert comes from the firing event: the tenth failed login's record
+    (alert,) = [a for a in fired if a.rule.kind == "correlation"]
+    tenth = items[9].origin
+    assert alert.origin == Origin("kafka", "auth", tenth.partition, tenth.offset)
+    assert orjson.loads(alert.original) == {"hostname": "bastion-1"}
 
 
 def test_records_wait_for_every_producers_watermark_and_replays_are_dropped():
@@ -182,3 +152,135 @@ def test_a_damaged_keyed_state_is_dropped_with_the_engine_state_kept():
     restored.import_scope(key, doc)
     assert restored.watermark(key) is None
     assert restored._scoped[key][0].active_keys() == 1
+
+
+def test_events_of_one_message_are_not_taken_for_replays_of_each_other():
+    """A message that decodes into several events (a report) gives them one offset and their index
+    as origin key: each one applies once, a replay of the message applies none."""
+    det = detection()
+    reports = [Item(failed(i), Origin("kafka", "auth", 0, i // 4, str(i % 4)), AUTH, ("ts",), 0.0) for i in range(12)]
+    expected = [a.id for a in Detector(det, scope="instance").process(list(reports), now=T0)
+                if a.rule.kind == "correlation"]
+    assert len(expected) == 1
+    second = KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    stage1(Detector(det, scope="keyed"), reports, topic, "a")
+    mark(topic, "a", {p: T0 + 1000 for p in range(4)})
+    fired = second.process(topic.items(start), now=T0)
+    assert [a.id for a in fired if a.rule.kind == "correlation"] == expected
+    assert fired[0].details["contributor_count"] >= 10
+    stage1(Detector(det, scope="keyed"), reports, topic, "a")  # replayed after a crash before its commit
+    assert second.process(topic.items(start), now=T0) == []
+    key = next(k for k in second.scopes() if second._applied.get(k))
+    assert second.export_scope(key)["correlation"]["keyed"]["applied"] == [
+        [det.correlation.specs[0].info.id, "auth", 0, 2, 3]]
+
+
+def chained_detection(tmp_path: Path) -> Any:
+    (tmp_path / "chained.yml").write_text(rule_text("chained_sources_per_user"))
+    outcome = compile_detection([tmp_path / "chained.yml"], [], skip_invalid=False, correlation_lateness_s=0.0)
+    assert outcome.detection is not None and outcome.detection.correlation is not None, outcome.errors
+    return outcome.detection
+
+
+def attack(count: int = 18) -> list[Item]:
+    """Failed logins of two users from three sources each (three per source), round robin over four
+    input partitions: the source bursts (keyed by address) feed a per-user correlation (keyed by user)."""
+    out = []
+    for i in range(count):
+        user = "alice" if i % 2 else "bob"
+        source = f"198.51.100.{i % 6}"
+        event = {"ts": T0 + 15 * i, "user": user, "src_ip": source, "app_name": "sshd",
+                 "message": f"Failed password for {user} from {source} port {50000 + i} ssh2"}
+        out.append(Item(event, Origin("kafka", "auth", i % 4, i // 4), AUTH, ("ts",), 0.0))
+    return out
+
+
+def test_a_chained_correlation_whose_key_differs_is_re_keyed_and_fires_with_the_reference_ids(tmp_path):
+    det = chained_detection(tmp_path)
+    expected = sorted(a.id for a in Detector(det, scope="instance").process(attack(), now=T0)
+                      if a.rule.kind == "correlation")
+    titles = {a.rule.title for a in Detector(chained_detection(tmp_path), scope="instance").process(attack(), now=T0)}
+    assert "One User Attacked From Several Sources" in titles, titles
+
+    second = KeyedDetector(det, rekey=True)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
+    fired = internal_topic.stage2(second, topic, start, now=T0)
+    assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected
+    # the parent's inputs went through the internal topic, keyed by the parent's group (the user)
+    chained = [(p, v) for p, values in enumerate(topic.partitions) for v in values if b'"x"' in v]
+    docs = [orjson.loads(v) for _, v in chained]
+    assert docs and all(doc["o"][0] == INTERNAL for doc in docs)
+    assert {doc["f"]["user"] for doc in docs} == {"alice", "bob"}
+    assert len({p for p, v in chained if b'"alice"' in v}) == 1  # one user's inputs: one partition
+    # stage 2 replayed after a crash before its commit sends them again: dropped as replays
+    for p, value in chained:
+        topic.send(value, partition=p)
+    assert internal_topic.stage2(second, topic, start, now=T0) == []
+    parent = next(a for a in fired if a.rule.title == "One User Attacked From Several Sources")
+    assert parent.origin.topic == INTERNAL  # the firing input: the re-keyed child alert
+    assert len(parent.details["contributors"]) == 2
+
+
+def test_without_a_sender_chained_records_are_dropped_and_counted(tmp_path):
+    det = chained_detection(tmp_path)
+    second = KeyedDetector(det)
+    topic = Topic()
+    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
+    second.process(topic.items([0] * PARTITIONS), now=T0)
+    assert second.take_records()[0] == []
+
+
+def test_the_chained_lane_waits_for_every_internal_partitions_chain_mark(tmp_path):
+    det = chained_detection(tmp_path)
+    second = KeyedDetector(det, rekey=True)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
+    fired = second.process(topic.items(start), now=T0)
+    records, progress = second.take_records()
+    assert records and set(progress) == {(INTERNAL, p) for p in range(PARTITIONS)}
+    for record in records:
+        topic.send(record.encode(), key=record.key())
+    # every internal partition but the last has released: the parents' inputs wait
+    marks = {p: ts for (_, p), ts in progress.items() if p != PARTITIONS - 1}
+    mark(topic, "s2", marks, PARTITIONS, INTERNAL)
+    fired += second.process(topic.items(start), now=T0)
+    assert not [a for a in fired if a.rule.title == "One User Attacked From Several Sources"]
+    assert second.chain_watermark((INTERNAL, 0)) is None
+    mark(topic, "s2", {p: ts for (_, p), ts in progress.items()}, PARTITIONS, INTERNAL)
+    fired += second.process(topic.items(start), now=T0)
+    assert len([a for a in fired if a.rule.title == "One User Attacked From Several Sources"]) == 2
+    # the chained lane's engine and waiting records travel with the partition snapshot
+    saved = second.export_scope((INTERNAL, 0))["correlation"]["keyed"]
+    assert saved["chain"] and saved["chain_count"] == PARTITIONS and "parents" in saved
+
+
+def test_the_chained_lane_survives_a_takeover_between_its_inputs_and_its_release(tmp_path):
+    det = chained_detection(tmp_path)
+    expected = sorted(a.id for a in Detector(chained_detection(tmp_path), scope="instance").process(attack(), now=T0)
+                      if a.rule.kind == "correlation")
+    second = KeyedDetector(det, rekey=True)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
+    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
+    fired = second.process(topic.items(start), now=T0)
+    records, progress = second.take_records()
+    for record in records:
+        topic.send(record.encode(), key=record.key())
+    fired += second.process(topic.items(start), now=T0)  # the parents' inputs arrive: they wait
+    saved = {k: orjson.loads(orjson.dumps(second.export_scope(k))) for k in second.scopes()}
+    assert any(doc["correlation"]["keyed"]["pending"] for doc in saved.values())
+    restored = KeyedDetector(det, rekey=True)
+    for key, doc in saved.items():
+        restored.import_scope(key, doc)
+    mark(topic, "s2", {p: ts for (_, p), ts in progress.items()}, PARTITIONS, INTERNAL)
+    fired += internal_topic.stage2(restored, topic, start, now=T0)
+    assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected

@@ -29,9 +29,13 @@ def detector() -> Detector:
 
 
 def test_defaults_and_scope_values():
-    state = Settings(state={"scope": "keyed"}).state
+    state = Settings(kafka={"bootstrap_servers": ["127.0.0.1:9092"], "topics": {"ci": {}}}, state={"scope": "keyed"}).state
     assert (state.keyed_topic, state.keyed_partitions, state.keyed_group_suffix) == ("pipesentry-keyed-state", None,
                                                                                       "-keyed")
+    other_group = Settings(kafka={"bootstrap_servers": ["127.0.0.1:9092"], "topics": {"ci": {}}, "group_id": "team-b"}, state={"scope": "keyed"}).state
+    assert other_group.keyed_topic == "team-b-keyed-state"  # two deployments never share state records
+    chosen = Settings(kafka={"bootstrap_servers": ["127.0.0.1:9092"], "topics": {"ci": {}}, "group_id": "team-b"}, state={"keyed_topic": "mine"}).state
+    assert chosen.keyed_topic == "mine"
     with pytest.raises(ValueError):
         Settings(state={"scope": "keyed", "keyed_partitions": 0})
 
@@ -43,6 +47,10 @@ def test_stage_two_reads_the_internal_topic_in_its_own_group_unscreened_and_foll
     assert list(source.settings.topics) == ["internal"] and source.settings.group_id == "g-keyed"
     assert source.settings.topic_pattern is None and source.events.screen is False
     assert isinstance(source.detector, KeyedDetector)
+    # stage 2 has its own producer (chained records and their marks), committed after them
+    chain = source.state_records
+    assert chain is not None and chain is not stages.producer and chain.chain and chain.topic == "internal"
+    assert stages.detector.rekey
     replacement = compile_detection(RULES, [], skip_invalid=False, generation=2).detection
     assert replacement is not None
     first.swap(replacement)

@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from detectors.alert import Alert
 from service import metrics
 from service.app import Service
 from service.cli import main
@@ -45,6 +46,17 @@ CHECKS = """
   selection: {kind: request}
   count: 4
   window: 1m
+- id: slow
+  type: metric
+  title: Slow responses of one host (per-minute mean)
+  by: [host]
+  field: ms
+  aggregate: mean
+  window: 1m
+  seasonality: []
+  learning: 0s
+  learn_for: 0s
+  min_samples: 8
 """
 
 T0 = 1_893_456_000  # 2030-01-01: later than any arrival time, so an event without a time is late, not a jump
@@ -54,20 +66,31 @@ def iso(offset: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(T0 + offset)) + f".{int(offset * 1000) % 1000:03d}Z"
 
 
+SLOW_FROM, SLOW_TO = 1203, 1330
+"""Offsets of the slow responses: the episode's first window (and so its alert) starts at the first."""
+
+
 def corpus(time_of: Any) -> list[dict[str, Any]]:
     """Failed logins of two users (one correlation alert), a request burst (one anomaly alert),
-    two curl|sh events, spread over two minutes; ``time_of(offset)`` gives each event's time fields."""
-    events: list[dict[str, Any]] = []
+    two curl|sh events, spread over two minutes; response times of host ``api`` with a slow
+    episode of two minutes (a window alert about its first event, and its resolution) over half
+    an hour; ``time_of(offset)`` gives each event's time fields."""
+    timed: list[tuple[float, dict[str, Any]]] = []
     for n in range(12):
         offset = n * 7.5
-        events.append({**time_of(offset), "user": "bob" if n % 3 else "eve", "outcome": "failure",
-                       "host": "web-1", "kind": "login"})
+        timed.append((offset, {"user": "bob" if n % 3 else "eve", "outcome": "failure", "host": "web-1",
+                               "kind": "login"}))
         if n % 2 == 0:
-            events.append({**time_of(offset + 1), "host": "web-2", "kind": "request", "path": f"/p{n}"})
-    events.insert(5, {**time_of(20), "cmd": "curl http://x | sh", "host": "ci"})
-    events.append({**time_of(200), "cmd": "wget http://y | sh", "host": "ci", "kind": "request"})
-    events.append({**time_of(400), "host": "web-9", "kind": "login"})  # closes every window
-    return events
+            timed.append((offset + 1, {"host": "web-2", "kind": "request", "path": f"/p{n}"}))
+    timed.append((20, {"cmd": "curl http://x | sh", "host": "ci"}))
+    timed.append((200, {"cmd": "wget http://y | sh", "host": "ci", "kind": "request"}))
+    timed.append((400, {"host": "web-9", "kind": "login"}))
+    for n in range(3, 1800, 20):
+        at = n + (SLOW_FROM - 3) % 20
+        timed.append((at, {"host": "api", "ms": 900 + n % 7 if SLOW_FROM <= at <= SLOW_TO else 100 + n % 7}))
+    timed.append((1900, {"host": "web-9", "kind": "login"}))  # closes every window
+    timed.sort(key=lambda pair: pair[0])
+    return [{**time_of(offset), **event} for offset, event in timed]
 
 
 def missing_times(offset: float) -> dict[str, Any]:
@@ -92,11 +115,16 @@ class RunRouter(Collector):
         return None
 
 
+LAST_EVAL: list[dict[str, Any]] = []
+"""The records of the latest ``eval_ids`` / ``replay_ids`` call (for their anomaly alerts' event times)."""
+
+
 async def eval_ids(config: Path, events: Path, capsys: pytest.CaptureFixture[str]) -> list[tuple[str, str]]:
     capsys.readouterr()
     assert await asyncio.to_thread(main, ["eval", "--config", str(config), str(events)]) == 0
     out = capsys.readouterr().out
-    return sorted((r["rule_kind"], r["alert_id"]) for r in map(orjson.loads, out.splitlines()))
+    LAST_EVAL[:] = list(map(orjson.loads, out.splitlines()))
+    return sorted((r["rule_kind"], r["alert_id"]) for r in LAST_EVAL)
 
 
 async def replay_ids(checks: Path, events: Path, capsys: pytest.CaptureFixture[str]) -> list[tuple[str, str]]:
@@ -104,15 +132,38 @@ async def replay_ids(checks: Path, events: Path, capsys: pytest.CaptureFixture[s
     argv = ["anomaly", "replay", "--checks", str(checks), "--logsource", "product=app", str(events)]
     assert await asyncio.to_thread(main, argv) == 0
     out = capsys.readouterr().out
-    return sorted(("anomaly", r["alert_id"]) for r in map(orjson.loads, out.splitlines()))
+    LAST_EVAL[:] = list(map(orjson.loads, out.splitlines()))
+    return sorted(("anomaly", r["alert_id"]) for r in LAST_EVAL)
+
+
+def anomaly_times(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(alert id, event time) of the anomaly alerts of ``eval`` (or ``anomaly replay``) records."""
+    return sorted((r["alert_id"], (r.get("details") or r)["event_time"]) for r in records
+                  if r.get("rule_kind", "anomaly") == "anomaly")
+
+
+def check_first_event(alert: Alert, events: Path) -> None:
+    """A window alert of ``run`` is about its window's first event: the alert's origin is that
+    event's line (the ``files:`` follower's origin) and its time is that event's time."""
+    from detectors.event import event_time
+
+    assert alert.origin.input == "file" and alert.origin.key is not None
+    at = int(alert.origin.key.rsplit(":", 2)[1])
+    with events.open("rb") as stream:
+        stream.seek(at)
+        event = orjson.loads(stream.readline())
+    assert event["host"] == "api" and event["ms"] >= 900  # the first slow response ...
+    assert event_time(event, ("@timestamp", "ts", "event.created")) == alert.timestamp
+    assert (alert.details or {})["event_time"] == iso(alert.timestamp - T0)  # ... and its time
+    assert alert.timestamp < T0 + SLOW_FROM + 60  # the first window of the episode
 
 
 def anomaly_only(ids: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(kind, alert_id) for kind, alert_id in ids if kind == "anomaly"]
 
 
-async def run_ids(config: Path, lines: int) -> list[tuple[str, str]]:
-    router = RunRouter()
+async def run_ids(config: Path, lines: int, router: RunRouter | None = None) -> list[tuple[str, str]]:
+    router = router or RunRouter()
     service = Service(load_settings(config), router=router)
     events = metrics.EVENTS.labels("file")
     before = events._value.get()
@@ -156,11 +207,19 @@ async def test_eval_and_run_raise_the_same_alert_ids(tmp_path: Path, time_of: An
     stream = corpus(time_of)
     config, events = write_setup(tmp_path, stream)
     expected = await eval_ids(config, events, capsys)
+    expected_times = anomaly_times(LAST_EVAL)
     replayed = await replay_ids(tmp_path / "checks.yml", events, capsys)
-    got = await run_ids(config, len(stream))
+    assert anomaly_times(LAST_EVAL) == expected_times
+    router = RunRouter()
+    got = await run_ids(config, len(stream), router)
     assert {kind for kind, _ in expected} == {"sigma", "correlation", "anomaly"}
     assert got == expected
     assert replayed == anomaly_only(expected)
+    ran = [alert for alert in router.alerts if alert.rule.kind == "anomaly"]
+    assert sorted((alert.id, (alert.details or {})["event_time"]) for alert in ran) == expected_times
+    slow = [alert for alert in ran if alert.rule.id == "slow"]
+    assert sorted((alert.details or {}).get("state", "open") for alert in slow) == ["open", "resolved"]
+    check_first_event(next(alert for alert in slow if (alert.details or {}).get("state") is None), events)
 
 
 async def test_eval_and_run_agree_with_the_native_screen_clearing_events(

@@ -42,7 +42,7 @@ def _minimal(settings: type[SinkSettings]) -> SinkSettings:
 
 
 def test_builtins_are_registered() -> None:
-    assert SINKS.names() == ["elasticsearch", "null", "stdout", "store"]
+    assert SINKS.names() == ["elasticsearch", "kafka", "null", "stdout", "store"]
     assert RECEIVERS.names() == ["alertmanager", "opsgenie", "pagerduty", "slack", "webhook"]
 
 
@@ -71,7 +71,7 @@ def test_config_accepts_exactly_the_registered_types() -> None:
     assert isinstance(s.sinks[0], ElasticsearchSinkSettings) and s.sinks[0].name == "elasticsearch"
     assert isinstance(s.receivers[0].webhook_url, SecretStr)  # type: ignore[attr-defined]
     with pytest.raises(ValidationError, match=r"'elasticsearch'.*'stdout'"):
-        AlertingSettings.model_validate({"sinks": [{"type": "kafka"}]})
+        AlertingSettings.model_validate({"sinks": [{"type": "kinesis"}]})
     with pytest.raises(ValidationError, match=r"receivers\.0\.slack\.webhook_url"):
         AlertingSettings.model_validate({"receivers": [{"type": "slack"}]})
     assert [type(x).__name__ for x in AlertingSettings().sinks] == ["StdoutSinkSettings", "StoreSinkSettings"]
@@ -91,8 +91,8 @@ def test_registration_is_checked() -> None:
         register_sink("mine", ReceiverSettings, lambda s, c: ListSink())
     with pytest.raises(ValueError, match="already registered"):
         register_sink("stdout", SINKS.get("stdout").settings, SINKS.get("stdout").build)
-    with pytest.raises(KeyError, match="known: elasticsearch, null, stdout, store"):
-        SINKS.get("kafka")
+    with pytest.raises(KeyError, match="known: elasticsearch, kafka, null, stdout, store"):
+        SINKS.get("kinesis")
 
 
 def test_a_sink_registered_too_late_is_refused_loudly() -> None:

@@ -1,0 +1,98 @@
+"""Stage 2's own state of one internal partition as it is saved beside its engines' snapshots
+(:meth:`~service.keyed.stage2.KeyedDetector.export_scope`), and read back with every field checked:
+a damaged document raises ``ValueError``/``TypeError``/:class:`~service.keyed.records.RecordError`
+and the caller starts the partition's keyed state empty."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from service.keyed.records import VERSION, AnomalyRecord, StateRecord, Watermark, from_mapping
+
+MAX_CHAIN_PARTITIONS = 100_000
+
+
+@dataclass
+class SavedState:
+    marks: dict[tuple[str, int], float] = field(default_factory=dict)
+    """The mark of every input partition heard of."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """The partition count of every input topic."""
+    idle: set[tuple[str, int]] = field(default_factory=set)
+    chain: dict[int, float] = field(default_factory=dict)
+    """Every internal partition's chain mark."""
+    chain_count: int | None = None
+    applied: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
+    """The replay filter: (correlation or ``anomaly|<check>``, topic, partition) -> (offset, event index)."""
+    pending: list[StateRecord | AnomalyRecord] = field(default_factory=list)
+    """Records waiting for the watermark, both lanes, in (time, arrival) order."""
+    released: tuple[float | None, float | None] = (None, None)
+    """The watermark each lane released last."""
+    parents: Any = None
+    """The chained lane's engine snapshot."""
+
+
+def dump(state: SavedState, topic: str) -> dict[str, Any]:
+    """The JSON document of ``state`` (``topic``: the internal topic, named in the chain marks)."""
+    return {
+        "marks": [[t, p, ts] for (t, p), ts in sorted(state.marks.items())],
+        "counts": sorted([t, n] for t, n in state.counts.items()),
+        "idle": sorted([t, p] for t, p in state.idle),
+        "chain": [[topic, p, ts] for p, ts in sorted(state.chain.items())],
+        "chain_count": state.chain_count,
+        "applied": [[c, t, p, o, i] for (c, t, p), (o, i) in sorted(state.applied.items())],
+        "pending": [orjson.loads(record.encode()) for record in state.pending],
+        "released": [value if value is not None and math.isfinite(value) else None for value in state.released],
+        "parents": state.parents,
+    }
+
+
+def load(saved: Any) -> SavedState:
+    """:func:`dump`'s document read back (a first-slice document lacks the newer fields)."""
+    if not isinstance(saved, dict):
+        raise ValueError("not an object")
+    state = SavedState()
+    marks = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": saved.get("marks"),
+                          "n": saved.get("counts"), "i": saved.get("idle")})
+    assert isinstance(marks, Watermark)
+    state.marks = {(t, p): ts for t, p, ts in marks.progress}
+    state.counts = dict(marks.topics)
+    state.idle = set(marks.idle)
+    chain = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": saved.get("chain", []), "n": []})
+    assert isinstance(chain, Watermark)
+    state.chain = {p: ts for _, p, ts in chain.progress}
+    count = saved.get("chain_count")
+    if count is not None and (type(count) is not int or not 0 < count <= MAX_CHAIN_PARTITIONS):
+        raise ValueError("bad chain partition count")
+    state.chain_count = count
+    rows = saved.get("applied")
+    if not isinstance(rows, list):
+        raise ValueError("applied is not a list")
+    for row in rows:
+        correlation, topic, partition, offset, *rest = row  # a first-slice document: no event index
+        index = rest[0] if len(rest) == 1 else -1
+        if not all(isinstance(v, str) for v in (correlation, topic)) or not all(
+                type(v) is int and v >= 0 for v in (partition, offset)) or type(index) is not int or len(rest) > 1:
+            raise ValueError("bad applied entry")
+        state.applied[(correlation, topic, partition)] = (offset, index)
+    for doc in saved.get("pending") or []:
+        record = from_mapping(doc)
+        if isinstance(record, Watermark):
+            raise ValueError("a watermark among the waiting records")
+        state.pending.append(record)
+    released = saved.get("released")
+    if released is not None:
+        if not isinstance(released, list) or len(released) != 2:
+            raise ValueError("bad released watermarks")
+        for value in released:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value)):
+                raise ValueError("bad released watermark")
+        state.released = (None if released[0] is None else float(released[0]),
+                          None if released[1] is None else float(released[1]))
+    state.parents = saved.get("parents")
+    return state
