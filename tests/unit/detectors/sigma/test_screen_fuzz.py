@@ -1,6 +1,7 @@
 """Differential fuzzing of the native screen against the Python engine (see ``bench/fuzz_screen.py``).
 
-A cleared event the engine matches is a lost alert. Seeded, and bounded by input counts (not
+A cleared event the engine matches is a lost alert, and so is a decision that a matching rule does
+not match (a rule decided to match that does not is an invented one). Seeded, and bounded by input counts (not
 time), so each run tries the same inputs whatever the load; ``bench/fuzz_screen.py`` runs
 longer and with other seeds. Set ``PIPESENTRY_FUZZ_SEED`` to try another seed here.
 """
@@ -42,8 +43,10 @@ SEED = int(os.environ.get("PIPESENTRY_FUZZ_SEED", "20261203"))
 def assert_sound(report: Report) -> None:
     print(json.dumps({k: v for k, v in report.as_dict().items() if k != "samples"}))
     assert not report.findings, json.dumps(report.samples[:10], indent=1)
-    # a fuzzer whose events all go to Python, or none of which match, proves nothing
+    # a fuzzer whose events all go to Python, or none of which match, proves nothing; nor one that
+    # judges no decision of the screen (or no decision that some rule matches)
     assert report.matching > report.tried // 10 and report.cleared > report.tried // 10
+    assert report.decided > report.tried // 10 and report.decided_matching > report.tried // 20
 
 
 def test_generated_modifier_rules_and_the_rule_pack():
