@@ -13,8 +13,10 @@ instead of evaluating Sigma rules:
 - a **watermark** raises the marks of the input partitions it lists; the internal partition's
   watermark is the lowest mark over *every* input partition (the topics' partition counts come
   with the watermarks), less ``correlation.allowed_lateness``: while one input partition has not
-  spoken nothing is released. An input partition its owner reports idle (read to the end, no
-  record yet) does not count, as an idle source in Flink's watermarks. The buffered records up to
+  spoken nothing is released. An input partition whose latest report is idle (read to the end, no
+  record yet: after a takeover its new owner reports it so however far the old owner's mark got)
+  does not count, as an idle source in Flink's watermarks; when every one is idle the furthest mark
+  is the watermark. The buffered records up to
   it apply, then the engines' time reaches it (windows close). A mark never goes back: an input
   partition's new owner re-reads from its committed offset, and what it sends again is dropped as
   a replay (below);
@@ -132,7 +134,8 @@ class KeyedDetector(Detector):
         self._counts: dict[Key, dict[str, int]] = {}
         """Per internal partition: the partition count of every input topic."""
         self._idle: dict[Key, set[tuple[str, int]]] = {}
-        """Per internal partition: input partitions reported idle (without a mark yet)."""
+        """Per internal partition: input partitions whose latest report is idle (a progress row
+        clears it: latest report wins, and owners repeat theirs every interval)."""
         self._chain_marks: dict[Key, dict[int, float]] = {}
         """Per internal partition: every internal partition's chain mark (its base lane's release:
         no chained record with an earlier time follows from it)."""
@@ -227,13 +230,16 @@ class KeyedDetector(Detector):
         itself, from stage 2's producers) the internal partitions' chain marks."""
         marks = self._marks.setdefault(key, {})
         chain = self._chain_marks.setdefault(key, {})
+        idle = self._idle.setdefault(key, set())
         for topic, partition, ts in record.progress:
             if topic == key[0]:
                 if ts > chain.get(partition, -math.inf):
                     chain[partition] = ts
-            elif ts > marks.get((topic, partition), -math.inf):
+                continue
+            idle.discard((topic, partition))
+            if ts > marks.get((topic, partition), -math.inf):
                 marks[(topic, partition)] = ts
-        self._idle.setdefault(key, set()).update(tp for tp in record.idle if tp[0] != key[0])
+        idle.update(tp for tp in record.idle if tp[0] != key[0])
         counts = self._counts.setdefault(key, {})
         for topic, count in record.topics:
             if topic == key[0]:
@@ -342,8 +348,8 @@ class KeyedDetector(Detector):
         return [self._keyed_alert(match, fields, ref, record.ts, now, logsource) for match in matches]
 
     def watermark(self, key: Key) -> float | None:
-        """The internal partition's watermark: the lowest mark over every input partition, or None
-        while one has not spoken."""
+        """The internal partition's watermark: the lowest mark over every input partition not idle,
+        or None while one of them has not spoken; the furthest mark when all are idle."""
         marks = self._marks.get(key)
         counts = self._counts.get(key)
         if not marks or not counts:
@@ -352,13 +358,13 @@ class KeyedDetector(Detector):
         lowest = math.inf
         for topic, count in counts.items():
             for partition in range(count):
+                if (topic, partition) in idle:
+                    continue
                 mark = marks.get((topic, partition))
                 if mark is None:
-                    if (topic, partition) in idle:
-                        continue
                     return None
                 lowest = min(lowest, mark)
-        return lowest if math.isfinite(lowest) else None
+        return lowest if math.isfinite(lowest) else max(marks.values())
 
     def chain_watermark(self, key: Key) -> float | None:
         """The lowest chain mark over every internal partition, or None while one has not spoken."""

@@ -4,6 +4,7 @@ hashed by key as Kafka's partitioner would), stage 1's batches and the watermark
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -51,10 +52,12 @@ def stage1(detector: Detector, items: list[Item], topic: Topic, producer: str = 
     return alerts
 
 
-def mark(topic: Topic, producer: str, progress: dict[int, float], inputs: int = 4, topic_name: str = "auth") -> None:
-    """A watermark of ``producer`` (input partition -> mark) to every internal partition."""
+def mark(topic: Topic, producer: str, progress: dict[int, float], inputs: int = 4, topic_name: str = "auth",
+         idle: Sequence[tuple[str, int]] = ()) -> None:
+    """A watermark of ``producer`` (input partition -> mark; ``idle`` input partitions) to every
+    internal partition."""
     data = Watermark(producer, tuple((topic_name, p, ts) for p, ts in sorted(progress.items())),
-                     ((topic_name, inputs),)).encode()
+                     ((topic_name, inputs),), tuple(idle)).encode()
     for p in range(len(topic.partitions)):
         topic.send(data, partition=p)
 

@@ -284,3 +284,37 @@ def test_the_chained_lane_survives_a_takeover_between_its_inputs_and_its_release
     mark(topic, "s2", {p: ts for (_, p), ts in progress.items()}, PARTITIONS, INTERNAL)
     fired += internal_topic.stage2(restored, topic, start, now=T0)
     assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected
+
+
+def test_after_a_takeover_the_new_owners_idle_report_overrides_the_dead_owners_mark():
+    det = detection()
+    items = input_items(16)
+    second = KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    stage1(Detector(det, scope="keyed"), [i for i in items if i.origin.partition != 3], topic, "a")
+    mark(topic, "b", {3: T0 + 5})  # b owned input partition 3, reported it once, then died
+    assert [a for a in second.process(topic.items(start), now=T0) if a.rule.kind == "correlation"] == []
+    assert second.watermark(("state", 0)) == T0 + 5
+    # its next owner read partition 3 to the end (nothing uncommitted there): idle, whatever b's mark
+    mark(topic, "c", {}, idle=[("auth", 3)])
+    fired = second.process(topic.items(start), now=T0)
+    assert len([x for x in fired if x.rule.kind == "correlation"]) == 1
+    newest = {p: max(i.event["ts"] for i in items if i.origin.partition == p) for p in (0, 1, 2)}
+    assert second.watermark(("state", 0)) == min(newest.values())  # the other partitions' marks alone
+    mark(topic, "c", {3: T0 + 1})  # a progress row again: the partition counts again, its mark never goes back
+    second.process(topic.items(start), now=T0)
+    assert second.watermark(("state", 0)) == T0 + 5
+
+
+def test_when_every_input_partition_is_idle_the_furthest_mark_releases():
+    det = detection()
+    second = KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    mark(topic, "a", {0: T0, 1: T0 + 50, 2: T0 + 20, 3: T0 + 10})
+    second.process(topic.items(start), now=T0)
+    assert second.watermark(("state", 0)) == T0
+    mark(topic, "a", {}, idle=[("auth", p) for p in range(4)])
+    second.process(topic.items(start), now=T0)
+    assert second.watermark(("state", 0)) == T0 + 50
