@@ -118,6 +118,8 @@ class KafkaSource:
         self.consumer_label = consumer
         """The ``consumer`` label of this source's gauges: ``input``, or ``keyed`` for stage 2 (its series
         appear when the source first runs, so a stage-1-only instance exports none for stage 2)."""
+        self.name = "kafka" if consumer == "input" else f"kafka-{consumer}"
+        """The ``source`` label of its counters: stage 2's state records are not input events."""
         self.events = events
         self.detector = detector
         self.tracker = OffsetTracker()
@@ -364,7 +366,7 @@ class KafkaSource:
                 decode_batch(records, spec, decoded, max_bytes=max_bytes, partition=(tp.topic, tp.partition))
                 events += len(decoded.items) - before
             else:
-                metrics.EVENTS_SCREENED.labels("kafka").inc(len(records) - len(result[0]))
+                metrics.EVENTS_SCREENED.labels(self.name).inc(len(records) - len(result[0]))
                 events += decode_screened(result, len(records), spec, decoded, current.stateful,
                                           *_picked(tp, records), max_bytes, (tp.topic, tp.partition))
             next_offset = records[-1].offset + 1

@@ -113,6 +113,7 @@ async def test_the_two_consumers_have_their_own_partition_gauges(tmp_path: Path)
                            consumer=consumer)
 
     stage1, stage2 = source("input"), source("keyed")
+    assert (stage1.name, stage2.name) == ("kafka", "kafka-keyed")  # pipesentry_events_total{source}: records apart
     source("never-run")
     assert _gauge("pipesentry_kafka_partitions_assigned", "never-run") is None  # a source that never runs exports none
     stage1._set_assigned({TopicPartition("auth", p) for p in range(4)})
