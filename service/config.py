@@ -153,9 +153,7 @@ class KafkaSettings(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _has_topics(self) -> KafkaSettings:
-        if not self.topics and not self.topic_pattern:
-            raise ValueError("set at least one of topics or topic_pattern")
+    def _dead_letters_apart(self) -> KafkaSettings:
         if self.dead_letter_topic and self.dead_letter_topic in self.topics:
             raise ValueError("dead_letter_topic must not be one of the consumed topics")
         if self.dead_letter_topic and self.topic_pattern:
@@ -485,6 +483,15 @@ class Settings(BaseSettings):
         if self.alerting.alert_base_url is None:
             object.__setattr__(self, "alerting", self.alerting.model_copy(
                 update={"alert_base_url": api_base_url(self.api)}))
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_reads_topics(self) -> Settings:
+        """The input needs topics, except on a ``stage2`` instance, which reads only the internal topic."""
+        kafka = self.kafka
+        stage2_only = self.state.scope == "keyed" and self.state.keyed_role == "stage2"
+        if kafka is not None and not kafka.topics and not kafka.topic_pattern and not stage2_only:
+            raise ValueError("kafka: set at least one of topics or topic_pattern")
         return self
 
     @model_validator(mode="after")

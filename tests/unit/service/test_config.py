@@ -74,6 +74,7 @@ def test_unknown_keys_and_wrong_types_are_named(tmp_path):
 
 @pytest.mark.parametrize("snippet, expected", [
     ("kafka: {bootstrap_servers: [x]}", "set at least one of topics or topic_pattern"),
+    ("kafka: {bootstrap_servers: [x]}\nstate: {scope: keyed}", "set at least one of topics or topic_pattern"),
     ("kafka: {bootstrap_servers: [x], topics: {a: {decoder: nope}}}", "unknown decoder 'nope'"),
     ("kafka: {bootstrap_servers: [x], topics: {a: {decoder: {type: regex}}}}", "needs option 'pattern'"),
     ("kafka: {bootstrap_servers: [x], topic_pattern: '(bad'}", "invalid regex"),

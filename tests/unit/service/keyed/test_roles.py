@@ -43,6 +43,18 @@ def test_the_role_defaults_to_both_and_makes_sense_only_in_keyed_scope() -> None
         Settings(state={"scope": "keyed", "keyed_role": "stage3"})
 
 
+async def test_a_stage2_instance_needs_no_input_topics(tmp_path: Path) -> None:
+    kafka = {"bootstrap_servers": ["127.0.0.1:9"], "group_id": "g"}
+    with pytest.raises(ValidationError, match="set at least one of topics"):
+        Settings(kafka=kafka, state={"scope": "keyed", "keyed_role": "stage1"})
+    assert Settings(kafka=kafka, state={"scope": "keyed", "keyed_role": "stage2"}).state.keyed_topic == "g-keyed-state"
+    base = settings(tmp_path, keyed_role="stage2")
+    assert base.kafka is not None
+    svc = Service(base.model_copy(update={"kafka": base.kafka.model_copy(update={"topics": {}})}))
+    await svc.build()
+    assert svc.kafka is None and svc.keyed is not None and list(svc.keyed.source.settings.topics) == ["internal"]
+
+
 @pytest.mark.parametrize(("role", "input_consumer", "stage2"), [
     ("both", True, True), ("stage1", True, False), ("stage2", False, True)])
 async def test_a_role_builds_only_its_consumers(tmp_path: Path, role: str, input_consumer: bool, stage2: bool) -> None:
