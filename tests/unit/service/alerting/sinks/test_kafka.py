@@ -4,9 +4,11 @@ router's redaction and spool around it. The real broker: tests/integration/test_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -15,6 +17,8 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     NotEnoughReplicasError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     TopicAuthorizationFailedError,
 )
 from pydantic import ValidationError
@@ -168,6 +172,34 @@ async def test_a_retry_waits_for_records_still_on_their_way_instead_of_sending_t
     assert (await s.deliver_raw([s.encode(doc(4))])).done == 0
     assert (await s.deliver_raw([s.encode(doc(4))])).done == 1
     assert producer.sent[-1][2] == b"id-4"
+
+
+@pytest.mark.parametrize("error", [OutOfOrderSequenceNumber(), ProducerFenced()])
+async def test_a_producer_that_can_never_send_again_is_replaced_for_the_next_delivery(error: Exception) -> None:
+    factory = ProducerFactory()
+    s = sink(factory)
+    await s.start()
+    first = factory.current
+    first.failures = [None, error]
+    outcome = await s.deliver([doc(0), doc(1), doc(2)])
+    assert outcome.done == 1 and outcome.error is not None and outcome.error.retriable
+    assert first.stopped == 1  # dropped at once: its producer id (or its sender) is gone
+    outcome = await s.deliver([doc(1), doc(2)])
+    assert (outcome.done, outcome.error) == (2, None)
+    assert len(factory.built) == 2 and [key for _, _, key in factory.current.sent] == [b"id-1", b"id-2"]
+
+
+async def test_a_producer_whose_sender_stopped_is_replaced_before_records_wait_on_it() -> None:
+    """aiokafka's sender task ends on a fatal error; records queued after it would never be sent."""
+    factory = ProducerFactory()
+    s = sink(factory)
+    await s.start()
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ended.set_result(None)
+    factory.current._sender = SimpleNamespace(sender_task=ended)  # type: ignore[attr-defined]
+    outcome = await s.deliver([doc(0)])
+    assert (outcome.done, outcome.error, len(factory.built)) == (1, None, 2)
+    assert factory.built[0].stopped == 1 and factory.current.sent[0][2] == b"id-0"
 
 
 @pytest.fixture
