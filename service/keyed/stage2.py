@@ -83,6 +83,10 @@ record reaches keeps the engine from releasing anything itself."""
 SELECTED = "\x00selected"
 """Where a ``ratio`` record's selection verdict (stage 1's) waits for stage 2's matcher."""
 DEFAULT_MAX_PENDING = 100_000
+IDLE_ROUNDS = 3
+"""An idle row lapses once another producer has sent this many watermarks since the reporter's
+last one: a dead owner's idle report must not keep its partition out of the watermark while a
+record it read but never acknowledged waits for the next owner (docs/scaling.md)."""
 ANOMALY_PREFIX = "anomaly|"
 """Replay-filter positions of anomaly checks (``|`` is not allowed in a check id)."""
 
@@ -136,6 +140,11 @@ class KeyedDetector(Detector):
         self._idle: dict[Key, set[tuple[str, int]]] = {}
         """Per internal partition: input partitions whose latest report is idle (a progress row
         clears it: latest report wins, and owners repeat theirs every interval)."""
+        self._idle_from: dict[Key, dict[tuple[str, int], str]] = {}
+        """Per internal partition: the producer whose idle row keeps each idle input partition out
+        (``""``: restored from a snapshot, its reporter unknown)."""
+        self._quiet: dict[Key, dict[str, dict[str, int]]] = {}
+        """Per internal partition and producer: watermarks received from each other producer since its last."""
         self._chain_marks: dict[Key, dict[int, float]] = {}
         """Per internal partition: every internal partition's chain mark (its base lane's release:
         no chained record with an earlier time follows from it)."""
@@ -231,15 +240,28 @@ class KeyedDetector(Detector):
         marks = self._marks.setdefault(key, {})
         chain = self._chain_marks.setdefault(key, {})
         idle = self._idle.setdefault(key, set())
+        idle_from = self._idle_from.setdefault(key, {})
+        quiet = self._quiet.setdefault(key, {})
+        for others in quiet.values():
+            others[record.producer] = others.get(record.producer, 0) + 1
+        quiet[record.producer] = {}
         for topic, partition, ts in record.progress:
             if topic == key[0]:
                 if ts > chain.get(partition, -math.inf):
                     chain[partition] = ts
                 continue
             idle.discard((topic, partition))
+            idle_from.pop((topic, partition), None)
             if ts > marks.get((topic, partition), -math.inf):
                 marks[(topic, partition)] = ts
-        idle.update(tp for tp in record.idle if tp[0] != key[0])
+        for tp in record.idle:
+            if tp[0] != key[0]:
+                idle.add(tp)
+                idle_from[tp] = record.producer
+        for tp, producer in list(idle_from.items()):  # reporters gone quiet: their rows lapse
+            if max(quiet.get(producer, {}).values(), default=0) >= IDLE_ROUNDS:
+                idle.discard(tp)
+                del idle_from[tp]
         counts = self._counts.setdefault(key, {})
         for topic, count in record.topics:
             if topic == key[0]:
@@ -433,7 +455,8 @@ class KeyedDetector(Detector):
             return []
 
     def _tables(self) -> tuple[dict[Any, Any], ...]:
-        return (self._marks, self._counts, self._idle, self._chain_marks, self._chain_count, self._applied,
+        return (self._marks, self._counts, self._idle, self._idle_from, self._quiet, self._chain_marks,
+                self._chain_count, self._applied,
                 self._newest, self._parents)
 
     def _forget(self, key: Key) -> None:
@@ -492,6 +515,7 @@ class KeyedDetector(Detector):
                             extra={"scope": scope_name(key), "error": str(exc)})
                 return
             self._marks[key], self._counts[key], self._idle[key] = state.marks, state.counts, state.idle
+            self._idle_from[key], self._quiet[key] = {tp: "" for tp in state.idle}, {"": {}}
             self._chain_marks[key], self._applied[key] = state.chain, state.applied
             if state.chain_count is not None:
                 self._chain_count[key] = state.chain_count

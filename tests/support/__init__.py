@@ -14,4 +14,6 @@ A test module imports from here, never from another ``test_*`` module. One modul
 - ``secrets``: a recognisable secret in every secret-bearing setting, ``leaks``;
 - ``instances``: the service under test in this loop or as a ``pipesentry run`` child process;
 - ``internal_topic``: the keyed scope's internal topic without a broker (``Topic``, ``stage1``, ``stage2``, ``mark``).
+- ``keyed``: the keyed scope on a real broker, from outside (``KeyedCluster`` of child processes, group
+  ``members``, committed and end offsets, ``internal_partition``, ``LiveStream``, the ``eval`` ``reference``).
 """

@@ -89,12 +89,17 @@ class Instance(ServiceProcess):
     """``pipesentry run`` in ``tmp_path/name`` with its own data dir and API port, started at once.
 
     The config's ``api`` keys (tokens) are kept; ``port``, ``data_dir`` and ``stdin`` are the instance's.
-    ``suffix`` names the files of another run on the same directory (see :meth:`restarted`).
+    ``suffix`` names the files of another run on the same directory (see :meth:`restarted`);
+    ``state_dir``: the data dir's ``state`` is a link to it (a volume the group's instances share).
     """
 
-    def __init__(self, tmp_path: Path, name: str, config: dict[str, Any], suffix: str = "") -> None:
+    def __init__(self, tmp_path: Path, name: str, config: dict[str, Any], suffix: str = "",
+                 state_dir: Path | None = None) -> None:
         self.dir = tmp_path / name
         self.dir.mkdir(exist_ok=bool(suffix))
+        if state_dir is not None and not (self.dir / "data" / "state").exists():
+            (self.dir / "data").mkdir(exist_ok=True)
+            (self.dir / "data" / "state").symlink_to(state_dir, target_is_directory=True)
         self.port = free_port()
         self.config = {**config, "data_dir": str(self.dir / "data"), "stdin": {"enabled": False},
                        "api": {**config.get("api", {}), "port": self.port}}

@@ -307,6 +307,36 @@ def test_after_a_takeover_the_new_owners_idle_report_overrides_the_dead_owners_m
     assert second.watermark(("state", 0)) == T0 + 5
 
 
+def test_a_dead_owners_idle_report_lapses_so_a_record_it_never_acknowledged_is_not_late():
+    """c reported input partition 3 idle, a record arrived there and c died before acknowledging it:
+    its idle row lapses once another producer sent IDLE_ROUNDS watermarks without c repeating it, and
+    the partition holds the watermark until its next owner sends the record (found on a real broker,
+    tests/integration/test_kafka_keyed_faults.py)."""
+    from service.keyed.stage2 import IDLE_ROUNDS
+
+    second = KeyedDetector(detection())
+    topic = Topic()
+    start = [0] * PARTITIONS
+    key = ("state", 0)
+    marks = {p: T0 + 5 for p in range(3)}
+    mark(topic, "a", marks)
+    mark(topic, "c", {}, idle=[("auth", 3)])
+    second.process(topic.items(start), now=T0)
+    assert second.watermark(key) == T0 + 5
+    for i in range(2 * IDLE_ROUNDS):  # c alive: its repeated idle row keeps the partition out
+        mark(topic, "a", {p: T0 + 6 + i for p in range(3)})
+        mark(topic, "c", {}, idle=[("auth", 3)])
+    second.process(topic.items(start), now=T0)
+    assert second.watermark(key) == T0 + 5 + 2 * IDLE_ROUNDS
+    for i in range(IDLE_ROUNDS):  # c dead: a's marks go on, c's row lapses
+        mark(topic, "a", {p: T0 + 100 + i for p in range(3)})
+    second.process(topic.items(start), now=T0)
+    assert second.watermark(key) is None  # partition 3 never had a mark: nothing released past it
+    mark(topic, "d", {3: T0 + 20})  # its next owner read the record c never acknowledged
+    second.process(topic.items(start), now=T0)
+    assert second.watermark(key) == T0 + 20
+
+
 def test_when_every_input_partition_is_idle_the_furthest_mark_releases():
     det = detection()
     second = KeyedDetector(det)
