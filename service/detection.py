@@ -413,8 +413,7 @@ class Detector:
                     specs.append(spec)
         if not specs:
             return
-        origin = item.origin
-        where = records.Origin(origin.topic or "", origin.partition or 0, origin.offset or 0, origin.key)
+        where = records.origin_of(item.origin_ref)
         for spec in specs:
             record = records.build(spec, rule_ids, item.event, ts, where, extra=index[2].get(spec.info.id, ()))
             if record is None:
@@ -440,8 +439,7 @@ class Detector:
                 routes[1][logsource] = checks
         if not checks:
             return
-        origin = item.origin
-        where = records.Origin(origin.topic or "", origin.partition or 0, origin.offset or 0, origin.key)
+        where = records.origin_of(item.origin_ref)
         event = item.event
         for check in checks:
             record = records.build_anomaly(check, event, ts, where, logsource)

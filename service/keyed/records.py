@@ -1,7 +1,16 @@
 """The state record: what stage 1 sends through the internal topic for stage 2 (the one owner of
 the format).
 
-A record is a small JSON object (``orjson``), versioned by ``v``:
+A message of the internal topic holds one record or several, one per line (NDJSON; stage 2 reads it
+with :func:`decode_lines`). Stage 1 packs the records of one batch that go to the same internal
+partition into as few messages as :data:`PACK_BYTES` allows (:func:`pack`), in their order: one Kafka
+message instead of one per record is most of what keyed scope costs over instance scope. The
+partition is the one Kafka's default partitioner gives the record's key (:func:`partition_for`,
+murmur2 as in the Java client and aiokafka), so a key keeps its partition whatever instance, and
+whatever version, sends it. A record's position in its message is its index there.
+
+A record is a small JSON object (``orjson``), versioned by ``v`` (version 2: records packed several
+to a message; version 1, one record per message keyed by :meth:`StateRecord.key`, is still read):
 
 - ``k: "c"`` (correlation input): ``id`` the correlation, ``r`` the matched base rules that feed
   it (in match order), ``t`` the event time, ``o`` the origin ``[topic, partition, offset]``
@@ -9,7 +18,7 @@ A record is a small JSON object (``orjson``), versioned by ``v``:
   reads (group-by and value fields of the matched slots, as resolved in the event); a correlation
   alert re-keyed for a correlation referencing it (chained, sent by stage 2) has the referenced
   correlation as its rule, its alert key as ``x`` (the parent's evidence) and its origin in the
-  internal topic (the stage-2 record or watermark that raised it, and the alert's index there);
+  internal topic (the stage-2 record or watermark that raised it, and the alert's index among the alerts its message raised);
 - ``k: "a"`` (anomaly check input): ``id`` the check, ``t`` the event time, ``o`` the origin, ``f``
   only the fields the check reads (its ``by`` fields, its ``timestamp_field``, and the measured
   field(s) of ``metric``, ``new_value`` and ``cardinality``), ``s`` the event's log source
@@ -36,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from detectors.anomaly.base import Check
 from detectors.anomaly.keys import SOURCE_FIELD, key_text, source_text
@@ -45,9 +55,12 @@ from detectors.correlation.fields import key_part
 from detectors.correlation.spec import CorrelationSpec
 from detectors.event import MISSING, get
 from detectors.model import LogSource
+from service.decoders import DecodeError, register_decoder
 from service.errors import ServiceError
 
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Versions :func:`from_mapping` reads: 1 (one record per message) differs from 2 only in the framing."""
 MAX_RECORD_BYTES = 65_536
 """A state record's bound (encoded); an event whose group or value fields exceed it sends none."""
 MAX_FIELDS = 64
@@ -56,6 +69,12 @@ MAX_ID_CHARS = 512
 MAX_PRODUCER_CHARS = 256
 MAX_PARTITIONS = 4096
 """Input partitions (and topics) one watermark record may list."""
+DECODER = "keyed-state"
+"""The decoder stage 2 reads the internal topic with (:func:`decode_lines`)."""
+PACK_BYTES = 262_144
+"""A packed message's bound: far below Kafka's default ``message.max.bytes`` (1 MiB) and the
+consumer's ``kafka.max_message_bytes`` (stage 1 keeps below a lower one), so a full pack is never
+refused; a larger batch makes more messages."""
 
 
 class RecordError(ServiceError, ValueError):
@@ -72,6 +91,14 @@ class Origin:
     partition: int
     offset: int
     key: str | None = None
+
+
+def origin_of(ref: Any) -> Origin:
+    """A record's origin from an item's (``Item.origin_ref``: a Kafka ``(topic, partition, offset)``
+    tuple, kept as it is on the hot path, or an origin with a key)."""
+    if type(ref) is tuple:
+        return Origin(ref[0], ref[1], ref[2])
+    return Origin(ref.topic or "", ref.partition or 0, ref.offset or 0, ref.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +123,9 @@ class StateRecord:
         origin: list[Any] = [self.origin.topic, self.origin.partition, self.origin.offset]
         if self.origin.key is not None:
             origin.append(self.origin.key)
-        doc: dict[str, Any] = {"v": VERSION, "k": "c", "id": self.correlation, "r": list(self.rules), "t": self.ts,
-                               "o": origin, "f": dict(self.fields)}
+        fields = self.fields if type(self.fields) is dict else dict(self.fields)
+        doc: dict[str, Any] = {"v": VERSION, "k": "c", "id": self.correlation, "r": self.rules, "t": self.ts,
+                               "o": origin, "f": fields}
         if self.ref is not None:
             doc["x"] = self.ref
         data = orjson.dumps(doc, default=str)
@@ -165,6 +193,48 @@ def record_key(correlation: str, group: Sequence[Any]) -> bytes:
     return correlation.encode() + b"|" + orjson.dumps(list(group), default=str)
 
 
+def partition_for(key: bytes, partitions: int) -> int:
+    """The internal partition of ``key`` among ``partitions``: Kafka's default partitioner
+    (``murmur2(key) & 0x7fffffff`` modulo the count), the one that placed version-1 records."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def pack(lines: Sequence[bytes], limit: int = PACK_BYTES) -> list[bytes]:
+    """Encoded records as messages of one or more lines each, in order, each at most ``limit``
+    bytes (a record is at most :data:`MAX_RECORD_BYTES`, so it always fits one)."""
+    messages: list[bytes] = []
+    start = size = 0
+    for end, line in enumerate(lines):
+        if end > start and size + len(line) > limit:
+            messages.append(b"\n".join(lines[start:end]))
+            start, size = end, 0
+        size += len(line) + 1
+    if start < len(lines):
+        messages.append(b"\n".join(lines[start:]))
+    return messages
+
+
+def decode_lines(data: bytes) -> list[dict[str, Any]]:
+    """The :data:`DECODER` of the internal topic (stage 2's input): every line of a message as an
+    object, parsed in one go (the lines joined into one JSON array: orjson never writes a raw newline
+    inside a document); :func:`from_mapping` then checks each one."""
+    try:
+        docs: list[dict[str, Any]] = orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("decode", f"invalid state records: {exc}") from None
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise DecodeError("not_object", "a state record is a JSON object")
+    return docs
+
+
+def unpack(data: bytes) -> list[StateRecord | AnomalyRecord | Watermark]:
+    """Every record of one message of the internal topic (tests and tools; stage 2 reads the lines
+    with :func:`decode_lines`, then :func:`from_mapping`)."""
+    return [decode(line) for line in data.split(b"\n") if line.strip()]
+
+
 def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, Any], ts: float,
           origin: Origin, *, ref: str | None = None, extra: Sequence[str] = ()) -> StateRecord | None:
     """The record of ``event`` for ``spec`` (``rule_ids``: its matched rules that feed ``spec``, in
@@ -195,7 +265,11 @@ def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, An
             value = get(event, name)
             if value is not MISSING:
                 fields[name] = value
-    ordered = tuple(rule for rule in rule_ids if any(slot.rule_id == rule for slot in slots))
+    if len(slots) == 1:  # the usual case: one matched rule feeds the correlation
+        ordered: tuple[str, ...] = (slots[0].rule_id,)
+    else:
+        feeding = {slot.rule_id for slot in slots}
+        ordered = tuple(rule for rule in rule_ids if rule in feeding)
     return StateRecord(spec.info.id, ordered, ts, origin, fields, group, ref)
 
 
@@ -281,9 +355,10 @@ def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
     if not isinstance(doc, dict):
         raise RecordError("a state record is a JSON object")
     version = doc.get("v")
-    if version != VERSION:
-        raise RecordError(f"state record version {version!r} is not supported (this version reads {VERSION}); "
-                          "run the same pipesentry version on every instance of the group")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise RecordError(f"state record version {version!r} is not supported (this version reads "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}); run the same pipesentry version on every "
+                          "instance of the group")
     kind = doc.get("k")
     if kind == "w":
         return Watermark(_text(doc.get("p"), "producer", MAX_PRODUCER_CHARS),
@@ -297,9 +372,11 @@ def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
     ts = _time(doc.get("t"))
     correlation = _text(doc.get("id"), "correlation id", MAX_ID_CHARS)
     rules = doc.get("r")
-    if not isinstance(rules, list) or not 0 < len(rules) <= MAX_RULES:
+    if type(rules) is not list or not 0 < len(rules) <= MAX_RULES:
         raise RecordError(f"rules must be a list of 1 to {MAX_RULES} ids")
-    rule_ids = tuple(_text(rule, "rule id", MAX_ID_CHARS) for rule in rules)
+    for rule in rules:
+        _text(rule, "rule id", MAX_ID_CHARS)
+    rule_ids = tuple(rules)
     fields = doc.get("f")
     if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
         raise RecordError(f"fields must be an object of at most {MAX_FIELDS} entries")
@@ -326,20 +403,24 @@ def _anomaly(doc: dict[str, Any]) -> AnomalyRecord:
                          fields, source, None if selected is None else bool(selected))
 
 
+_NUMBERS = (int, float)
+"""Exact types (``type() in``: a bool is not a number here, and orjson makes no subclasses)."""
+
+
 def _time(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if type(value) not in _NUMBERS or not math.isfinite(value):
         raise RecordError("event time must be a finite number")
     return float(value)
 
 
 def _text(value: Any, what: str, limit: int) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
+    if type(value) is not str or not 0 < len(value) <= limit:
         raise RecordError(f"{what} must be a string of 1 to {limit} characters")
     return value
 
 
 def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 63:
+    if type(value) is not int or not 0 <= value < 2 ** 63:
         raise RecordError(f"{what} must be a non-negative 64-bit integer")
     return value
 
@@ -362,3 +443,6 @@ def _origin(value: Any) -> Origin:
     key = _text(value[3], "origin key", MAX_ID_CHARS) if len(value) == 4 else None
     return Origin(_text(value[0], "origin topic", 249), _int(value[1], "origin partition"),
                   _int(value[2], "origin offset"), key)
+
+
+register_decoder(DECODER, decode_lines, replace=True)

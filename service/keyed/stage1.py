@@ -1,5 +1,6 @@
 """Stage 1 of ``state.scope: keyed``: send a batch's state records (and, on a timer, this
-instance's watermark) to the internal topic with an idempotent ``acks=all`` producer.
+instance's watermark) to the internal topic with an idempotent ``acks=all`` producer, the records
+of one internal partition packed several to a message (:func:`~service.keyed.records.pack`).
 
 :meth:`StateRecordProducer.send` returns once Kafka acknowledged every record of the batch; the
 pipeline core calls it before the batch's alerts go to the router, so an input offset is never
@@ -30,13 +31,23 @@ from aiokafka import AIOKafkaProducer
 
 from service import metrics
 from service.config import KafkaSettings, StateSettings
-from service.keyed.records import AnomalyRecord, RecordTooLarge, StateRecord, Watermark
+from service.keyed.records import (
+    PACK_BYTES,
+    AnomalyRecord,
+    RecordTooLarge,
+    StateRecord,
+    Watermark,
+    pack,
+    partition_for,
+)
 from service.sources.kafka.client import client_kwargs
 from service.waits import stopped_within
 
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
+PARTITION_CACHE = 65_536
+"""Record keys whose internal partition :class:`StateRecordProducer` remembers."""
 
 
 @dataclass
@@ -79,6 +90,10 @@ class StateRecordProducer:
         """Per input partition: newest event time acknowledged, and the wall time it was."""
         self.view: Callable[[], Awaitable[InputView]] = _no_view
         """Set by the input :class:`~service.sources.kafka.KafkaSource`."""
+        self._partitions: dict[bytes, int] = {}
+        self._pack_bytes = min(PACK_BYTES, kafka.max_message_bytes)
+        """Stage 2 refuses a message over ``kafka.max_message_bytes`` (its consumer's settings are these)."""
+        self._partition_count = 0
 
     async def prepare(self, stop: asyncio.Event, backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> bool:
         """Create the internal topic when ``keyed_partitions`` asks for it, retrying until done or
@@ -113,13 +128,21 @@ class StateRecordProducer:
             await producer.stop()
 
     async def send(self, records: Sequence[Any], progress: dict[Partition, float]) -> None:
-        """Write every record or raise (the caller retries; nothing is committed meanwhile)."""
+        """Write every record or raise (the caller retries; nothing is committed meanwhile).
+
+        The batch's records go to their keys' partitions packed into as few messages as
+        :data:`~service.keyed.records.PACK_BYTES` allows, in batch order: a key's records keep
+        their order (one partition, one idempotent producer, messages sent one after another)."""
         if records:
             if self._producer is None:
                 await self.start()
             producer = self._producer
             assert producer is not None
-            futures = []
+            partitions = sorted(await producer.partitions_for(self.topic) or ())
+            if not partitions:
+                raise RuntimeError(f"internal topic {self.topic!r} has no partitions")
+            lines: dict[int, list[bytes]] = {}
+            count = 0
             for record in records:
                 assert isinstance(record, StateRecord | AnomalyRecord)
                 try:
@@ -128,14 +151,29 @@ class StateRecordProducer:
                     detector = "correlation" if isinstance(record, StateRecord) else "anomaly"
                     metrics.EVENTS_SKIPPED.labels(detector, "oversize_state_record").inc()
                     continue
-                futures.append(await producer.send(self.topic, value=data, key=record.key()))
+                partition = partitions[self._partition(record.key(), len(partitions))]
+                lines.setdefault(partition, []).append(data)
+                count += 1
+            futures = [await producer.send(self.topic, value=message, partition=partition)
+                       for partition, batch in lines.items() for message in pack(batch, self._pack_bytes)]
             await asyncio.gather(*futures)
-            metrics.KEYED_STATE_RECORDS.labels("sent").inc(len(futures))
+            metrics.KEYED_STATE_RECORDS.labels("sent").inc(count)
         now = self._clock()
         for tp, ts in progress.items():
             known = self._progress.get(tp)
             if known is None or ts > known[0]:
                 self._progress[tp] = (ts, now)
+
+    def _partition(self, key: bytes, count: int) -> int:
+        """:func:`~service.keyed.records.partition_for`, remembered per key (group keys repeat, and
+        murmur2 is pure Python); forgotten when the partition count changes or the cache is full."""
+        if count != self._partition_count or len(self._partitions) >= PARTITION_CACHE:
+            self._partitions.clear()
+            self._partition_count = count
+        index = self._partitions.get(key)
+        if index is None:
+            index = self._partitions[key] = partition_for(key, count)
+        return index
 
     def watermark(self, view: InputView, now: float) -> Watermark:
         """This instance's progress per owned input partition (see the module docstring)."""

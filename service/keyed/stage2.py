@@ -91,6 +91,8 @@ ANOMALY_PREFIX = "anomaly|"
 """Replay-filter positions of anomaly checks (``|`` is not allowed in a check id)."""
 
 Record = StateRecord | AnomalyRecord
+_COUNTS = {kind: metrics.KEYED_STATE_RECORDS.labels(kind) for kind in ("applied", "late", "duplicate")}
+"""Per-record counters, looked up once (``labels`` costs more than the increment)."""
 Pending = tuple[float, int, Record]
 
 
@@ -107,6 +109,12 @@ def _event_index(key: str | None) -> int:
     """The index of an event in its Kafka message (``str(index)`` when a message decodes into
     several events, in decode order; -1 for a message of one event)."""
     return int(key) if key is not None and key.isdigit() and len(key) <= 9 else -1
+
+
+def _token(origin: RecordOrigin) -> str:
+    """``_kafka_origin(record).token()`` without the origin (built only for an alert)."""
+    position = f"kafka:{origin.topic}:{origin.partition}:{origin.offset}"
+    return position if origin.key is None else f"{position}:{origin.key}"
 
 
 def _kafka_origin(record: Record) -> Origin:
@@ -211,6 +219,7 @@ class KeyedDetector(Detector):
     def _process_records(self, items: Sequence[Item], now: float) -> list[Alert]:
         current = self._set
         alerts: list[Alert] = []
+        self._at = None
         for item in items:
             key = item.scope_key()
             if key is None:
@@ -225,7 +234,10 @@ class KeyedDetector(Detector):
             engines = self._engines(key, current)
             if engines == (None, None):
                 continue
-            self._at = (key, item.origin.offset or 0, 0)
+            ref = item.origin_ref  # a Kafka tuple stays a tuple (no origin built per record)
+            offset = (ref[2] if isinstance(ref, tuple) else ref.offset) or 0
+            if self._at is None or self._at[:2] != (key, offset):  # the records of one message share
+                self._at = (key, offset, 0)  # its offset: their chained records count on
             if isinstance(record, Watermark):
                 self._note(key, record)
                 alerts.extend(self._release(key, now))  # at this record: a replay releases at the same place
@@ -280,7 +292,7 @@ class KeyedDetector(Detector):
         at = (origin.offset, _event_index(origin.key))
         last = applied.get(position)
         if last is not None and at <= last:
-            metrics.KEYED_STATE_RECORDS.labels("duplicate").inc()
+            _COUNTS["duplicate"].inc()
             return []
         applied[position] = at
         if record.ts > self._newest.get(key, -math.inf):
@@ -310,14 +322,13 @@ class KeyedDetector(Detector):
     def _apply(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], record: Record,
                now: float) -> list[Alert]:
         """Apply one record to its engine; its alerts carry its origin (and fields, when it fired)."""
-        ref = _kafka_origin(record)
         if isinstance(record, AnomalyRecord):
-            return self._apply_anomaly(engines[1], record, ref, now)
+            return self._apply_anomaly(engines[1], record, _kafka_origin(record), now)
         engine = engines[0] if lane == BASE else self._parent_engine(key)
         if engine is None:
             return []
         before = engine.counters.get("late", 0)
-        evidence = record.ref if record.ref is not None else ref.token()
+        evidence = record.ref if record.ref is not None else _token(record.origin)
         try:
             matches = engine.process_keyed(record.correlation, record.rules, record.fields, record.ts, evidence)
             matches += engine.release(record.ts)
@@ -326,7 +337,10 @@ class KeyedDetector(Detector):
             return []
         finally:
             self._rekey(engine)
-        metrics.KEYED_STATE_RECORDS.labels("late" if engine.counters.get("late", 0) > before else "applied").inc()
+        _COUNTS["late" if engine.counters.get("late", 0) > before else "applied"].inc()
+        if not matches:
+            return []
+        ref = _kafka_origin(record)
         return [self._keyed_alert(match, record.fields, ref, record.ts, now) for match in matches]
 
     def _rekey(self, engine: Any) -> None:
@@ -365,7 +379,7 @@ class KeyedDetector(Detector):
         except Exception:
             self._engine_failed("anomaly")
             return []
-        metrics.KEYED_STATE_RECORDS.labels("late" if check.counters.get("late", 0) > before else "applied").inc()
+        _COUNTS["late" if check.counters.get("late", 0) > before else "applied"].inc()
         fields = record.fields
         return [self._keyed_alert(match, fields, ref, record.ts, now, logsource) for match in matches]
 

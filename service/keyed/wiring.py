@@ -8,9 +8,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from service.config import Settings, TopicSettings
+from service.config import DecoderSettings, Settings, TopicSettings
 from service.detection import Detector
 from service.errors import ServiceError
+from service.keyed import records
 from service.keyed.stage1 import StateRecordProducer
 from service.keyed.stage2 import KeyedDetector
 from service.partition_state import default_instance_id
@@ -68,7 +69,8 @@ def build_keyed(settings: Settings, detector: Detector, router: Any, store: Any)
     producer = StateRecordProducer(kafka, state, instance)
     stage2 = KeyedDetector(detector.current, lateness_s=settings.correlation.allowed_lateness, rekey=True)
     detector.follow(stage2)
-    internal = kafka.model_copy(update={"topics": {topic: TopicSettings()}, "topic_pattern": None,
+    # records come several to a message, one per line (service/keyed/records.py)
+    internal = kafka.model_copy(update={"topics": {topic: TopicSettings(decoder=DecoderSettings(type=records.DECODER))}, "topic_pattern": None,
                                         "group_id": kafka.group_id + state.keyed_group_suffix})
     events = settings.events.model_copy(update={"screen": False})
     source = KafkaSource(internal, events, stage2, router, state_store=store,

@@ -1,25 +1,37 @@
-"""``state.scope: keyed`` without a broker: the internal topic as a list per partition (records
-hashed by key as Kafka's partitioner would), stage 1's batches and the watermarks of its owners."""
+"""``state.scope: keyed`` without a broker: the internal topic as a list of messages per partition
+(a batch's records packed per partition as stage 1 packs them, read back through stage 2's
+decoder), stage 1's batches and the watermarks of its owners."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-import orjson
-
-from detectors.model import Origin
+from service.decoders import build_decoder
 from service.detection import Detector
-from service.keyed.records import Watermark
-from service.sources.base import Item
+from service.keyed.records import DECODER, Watermark, pack, partition_for
+from service.sources.base import InputSpec, Item, decode_batch
 
 INTERNAL = "state"
 PARTITIONS = 3
 
 
+class Message(NamedTuple):
+    """The fields of aiokafka's ``ConsumerRecord`` that :func:`decode_batch` reads."""
+
+    value: bytes
+    offset: int
+    timestamp: int = 0
+    headers: tuple[Any, ...] = ()
+    key: bytes | None = None
+
+
+STAGE2 = InputSpec(f"kafka:{INTERNAL}", build_decoder(DECODER, {}), None, ())
+"""How stage 2 reads the internal topic (``service/keyed/wiring.py``)."""
+
+
 class Topic:
-    """The internal topic: records appended to the partition their key hashes to."""
+    """The internal topic: messages appended to a partition."""
 
     def __init__(self, partitions: int = PARTITIONS) -> None:
         self.partitions: list[list[bytes]] = [[] for _ in range(partitions)]
@@ -27,17 +39,32 @@ class Topic:
     def send(self, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         if partition is None:
             assert key is not None
-            partition = zlib.crc32(key) % len(self.partitions)
+            partition = partition_for(key, len(self.partitions))
         self.partitions[partition].append(value)
+
+    def send_records(self, records: Sequence[Any]) -> None:
+        """A batch's records as stage 1 sends them: per partition of their keys, packed in order."""
+        lines: dict[int, list[bytes]] = {}
+        for record in records:
+            lines.setdefault(partition_for(record.key(), len(self.partitions)), []).append(record.encode())
+        for partition, batch in lines.items():
+            for message in pack(batch):
+                self.send(message, partition=partition)
+
+    def records(self) -> list[tuple[int, bytes]]:
+        """Every record (a line of a message) with its partition, in order."""
+        return [(p, line) for p, values in enumerate(self.partitions) for value in values
+                for line in value.split(b"\n")]
 
     def items(self, start: list[int]) -> list[Item]:
         """What stage 2 reads after ``start`` (moved on to the end)."""
-        out = []
+        decoded = None
         for p, values in enumerate(self.partitions):
-            for offset in range(start[p], len(values)):
-                out.append(Item(orjson.loads(values[offset]), Origin("kafka", INTERNAL, p, offset), None, (), 0.0))
+            messages = [Message(values[offset], offset) for offset in range(start[p], len(values))]
+            decoded = decode_batch(cast(Any, messages), STAGE2, decoded, partition=(INTERNAL, p))
             start[p] = len(values)
-        return out
+        assert decoded is not None and not decoded.rejected, decoded
+        return decoded.items
 
 
 def stage1(detector: Detector, items: list[Item], topic: Topic, producer: str = "a", *, now: float = 0.0,
@@ -46,8 +73,7 @@ def stage1(detector: Detector, items: list[Item], topic: Topic, producer: str = 
     with detector.exclusive():
         alerts = detector.process(items, now=now)
         records, progress = detector.take_records()
-    for record in records:
-        topic.send(record.encode(), key=record.key())
+    topic.send_records(records)
     mark(topic, producer, {tp[1]: ts for tp, ts in progress.items()}, inputs, topic_name)
     return alerts
 
@@ -73,8 +99,7 @@ def stage2(detector: Any, topic: Topic, start: list[int], *, now: float = 0.0, r
             return alerts
         alerts += detector.process(items, now=now)
         records, progress = detector.take_records()
-        for record in records:
-            topic.send(record.encode(), key=record.key())
+        topic.send_records(records)
         marks = {tp[1]: ts for tp, ts in progress.items() if ts > sent.get(tp[1], float("-inf"))}
         if marks:  # the producer's timer sends the marks that moved
             sent.update(marks)

@@ -171,18 +171,17 @@ def test_stage1_runs_no_anomaly_model_and_sends_a_record_per_watched_event_and_c
     stage1(first, items(12), topic, now=T0)
     assert not first.snapshots_partitions
     assert all(engines == (None, None) for engines in first._scoped.values())
-    kinds = [orjson.loads(v) for p in topic.partitions for v in p]
+    kinds = [orjson.loads(v) for _, v in topic.records()]
     anomaly = [doc for doc in kinds if doc["k"] == "a"]
     failures = sum(1 for i in range(12) if i % 4)
     assert len(anomaly) == failures + 12 * 6  # threshold: matching only; the six others: every event
     assert not any(doc["id"] == "elsewhere" for doc in anomaly)  # another log source's check
     # one key's records share one internal partition
     partitions: dict[tuple[str, str], set[int]] = {}
-    for p, values in enumerate(topic.partitions):
-        for value in values:
-            doc = orjson.loads(value)
-            if doc["k"] == "a":
-                partitions.setdefault((doc["id"], doc["f"]["host"]), set()).add(p)
+    for p, value in topic.records():
+        doc = orjson.loads(value)
+        if doc["k"] == "a":
+            partitions.setdefault((doc["id"], doc["f"]["host"]), set()).add(p)
     assert all(len(ps) == 1 for ps in partitions.values())
 
 

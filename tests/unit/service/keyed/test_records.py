@@ -94,9 +94,44 @@ def test_hostile_watermarks_get_a_record_error(change: dict[str, Any]):
 
 
 def test_another_version_is_refused_with_a_clear_error():
-    data = orjson.dumps({"v": 2, "k": "w", "p": "x", "s": [], "n": []})
-    with pytest.raises(RecordError, match=r"version 2 is not supported .*same pipesentry version"):
+    data = orjson.dumps({"v": 3, "k": "w", "p": "x", "s": [], "n": []})
+    with pytest.raises(RecordError, match=r"version 3 is not supported .*same pipesentry version"):
         records.decode(data)
+    with pytest.raises(RecordError, match="version True"):
+        records.decode(orjson.dumps({"v": True, "k": "w", "p": "x", "s": [], "n": []}))
+
+
+def test_a_version_1_record_one_to_a_message_is_still_read():
+    spec = ssh_spec()
+    record = records.build(spec, [spec.slots[0].rule_id], {"hostname": "h1"}, 1.0, Origin("t", 0, 5))
+    assert record is not None
+    old = orjson.loads(record.encode())
+    assert old["v"] == records.VERSION == 2
+    old["v"] = 1
+    assert records.decode(orjson.dumps(old)) == records.decode(record.encode())
+
+
+def test_records_pack_into_messages_of_lines_in_order_within_the_bound():
+    lines = [orjson.dumps({"n": i, "pad": "x" * 40}) for i in range(20)]
+    messages = records.pack(lines, limit=200)
+    assert all(len(m) <= 200 for m in messages) and len(messages) > 1
+    assert b"\n".join(messages).split(b"\n") == lines  # every line once, in order
+    assert records.pack([]) == [] and records.pack(lines[:1]) == lines[:1]
+    assert records.pack([b"x" * 300], limit=200) == [b"x" * 300]  # one record always makes a message
+    spec = ssh_spec()
+    built = [records.build(spec, [spec.slots[0].rule_id], {"hostname": f"h{i}"}, 1.0, Origin("t", 0, i))
+             for i in range(3)]
+    assert records.unpack(records.pack([r.encode() for r in built if r is not None])[0]) == [
+        records.decode(r.encode()) for r in built if r is not None]
+
+
+def test_the_partition_of_a_key_is_kafkas_default_partitioners():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    keys = [b"", b"a", b"ab", b"abc", b"abcd", b"ssh|[\"bastion-1\"]", bytes(range(256))]
+    for key in keys:
+        for count in (1, 2, 3, 12):
+            assert records.partition_for(key, count) == DefaultPartitioner()(key, list(range(count)), [])
 
 
 def test_a_record_over_the_bound_is_refused_when_built_and_when_read():

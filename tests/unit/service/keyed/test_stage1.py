@@ -77,15 +77,34 @@ def record(host: str, offset: int) -> records.StateRecord:
     return built
 
 
-async def test_the_producer_is_idempotent_with_acks_all_and_sends_keyed_records():
+async def test_the_producer_is_idempotent_with_acks_all_and_packs_a_batch_per_key_partition():
     stage = producer()
     await stage.start()
     fake = stage._producer
     assert isinstance(fake, FakeProducer)
     assert fake.kwargs["enable_idempotence"] is True and fake.kwargs["acks"] == "all"
-    await stage.send([record("a", 1), record("b", 2)], {("auth", 0): T0 + 2})
-    assert [(t, k) for t, _, k, _ in fake.sent] == [("internal", record("a", 1).key()), ("internal", record("b", 2).key())]
-    assert records.decode(fake.sent[0][1]) == records.decode(record("a", 1).encode())
+    batch = [record(host, offset) for offset, host in enumerate("abcabcdefa")]
+    await stage.send(batch, {("auth", 0): T0 + 10})
+    # one message per internal partition the batch's keys hash to (Kafka's partitioner), its records in order
+    assert all(topic == "internal" and key is None for topic, _, key, _ in fake.sent)
+    partitions = [p for _, _, _, p in fake.sent]
+    assert len(partitions) == len(set(partitions))
+    for _, value, _, partition in fake.sent:
+        expected = [r for r in batch if records.partition_for(r.key(), 3) == partition]
+        assert records.unpack(value) == [records.decode(r.encode()) for r in expected]
+    assert sorted(len(records.unpack(v)) for _, v, _, _ in fake.sent) != [1] * len(batch)
+
+
+async def test_a_batch_over_the_pack_bound_makes_more_messages_in_order():
+    stage = producer()
+    stage._pack_bytes = 400
+    await stage.start()
+    batch = [record("a", offset) for offset in range(20)]  # one key: one partition
+    await stage.send(batch, {})
+    sent = stage._producer.sent  # type: ignore[union-attr]
+    assert len(sent) > 1 and len({p for _, _, _, p in sent}) == 1
+    assert all(len(value) <= 400 for _, value, _, _ in sent)
+    assert [r for _, value, _, _ in sent for r in records.unpack(value)] == [records.decode(r.encode()) for r in batch]
 
 
 async def test_a_failed_acknowledgement_raises_and_does_not_count_progress():
