@@ -171,12 +171,23 @@ class Ruleset:
         screen = route._screen
         if len(undecided) > MAX_UNDECIDED or isinstance(screen, bool) or screen is None or screen.rules is not rules:
             return route.evaluate(event, self._atoms)  # also a decision by another ruleset's (or route's) screen
-        if not matched and not undecided:
-            return []
-        ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
-        if undecided:
+        if not undecided:
+            if not matched:
+                return []
+            ctx = None  # the event is flattened only if a matched rule shows fields
+        else:
+            ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
             matched = sorted([*matched, *(p for p in undecided if rules[p].naive(ctx))])
-        return [make_match(rules[p], ctx) for p in matched]
+        out: list[Match] = []
+        for position in matched:
+            rule = rules[position]
+            if not rule.positives:  # nothing to show (make_match's answer without the event)
+                out.append(Match(rule=rule.info, fields=()))
+                continue
+            if ctx is None:
+                ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
+            out.append(make_match(rule, ctx))
+        return out
 
     def evaluate_naive(self, event: Event, logsource: LogSource | None = None) -> list[Match]:
         """Same result as :meth:`evaluate`, testing each rule in turn without any index."""
