@@ -133,7 +133,7 @@ def test_original_is_capped_on_utf8_boundary_with_flag() -> None:
 def test_document_parts_read_from_the_event_are_made_once_on_first_use() -> None:
     from detectors.entities import extract
 
-    event = {"user": {"name": "alice"}, "source": {"ip": "10.0.0.1"}, "msg": "x" * 5000}
+    event: dict[str, object] = {"user": {"name": "alice"}, "source": {"ip": "10.0.0.1"}, "msg": "x" * 5000}
     alert = make(event=event, max_original_bytes=1000)
     assert alert._derived is None  # raising the alert derived nothing
     text, truncated, size = cap_original(event, 1000)
