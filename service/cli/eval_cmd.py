@@ -329,10 +329,11 @@ def _evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], s
     if document is not None:
         spec_of = _item_specs(document, base) if spec_of is None else spec_of
         received_at = _item_times(document)
+    records: list[MatchRecord] = []
     replayed = replay_file(stream, base, detection, path=None if from_stdin else args.events,
                            on_reject=on_reject, screen=settings.events.screen, scope=settings.state.scope,
-                           spec_of=spec_of, received_at=received_at)
-    records = alert_records(replayed.alerts)
+                           spec_of=spec_of, received_at=received_at,
+                           on_alerts=lambda alerts: records.extend(alert_records(alerts)))
     records.extend(alert_records((replayed.source.last_line, alert)
                                  for alert in _flush(replayed.detector, replayed.source)))
     if document is not None:
