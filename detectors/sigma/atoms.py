@@ -139,6 +139,8 @@ class Atom:
 
 
 _TEXT_MODES = {CheckKind.PREFIX: Mode.PREFIX, CheckKind.SUFFIX: Mode.SUFFIX}
+_EXACT, _CONTAINS, _PREFIX, _SUFFIX, _ANY = (CheckKind.EXACT, CheckKind.CONTAINS, CheckKind.PREFIX, CheckKind.SUFFIX,
+                                             CheckKind.ANY)
 
 
 class TextAtom(Atom):
@@ -171,15 +173,15 @@ class TextAtom(Atom):
     def check(self, text: str, folded: str) -> bool:
         value = text if self.cased else folded
         kind = self.kind
-        if kind is CheckKind.EXACT:
+        if kind is _EXACT:  # module constants: an enum member read through its class costs more
             return value == self.literal
-        if kind is CheckKind.PREFIX:
-            return value.startswith(self.literal)
-        if kind is CheckKind.SUFFIX:
-            return value.endswith(self.literal)
-        if kind is CheckKind.CONTAINS:
+        if kind is _CONTAINS:
             return self.literal in value
-        if kind is CheckKind.ANY:
+        if kind is _PREFIX:
+            return value.startswith(self.literal)
+        if kind is _SUFFIX:
+            return value.endswith(self.literal)
+        if kind is _ANY:
             return True
         assert self.glob is not None
         return self.glob(value)
