@@ -269,7 +269,7 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
     source = LineFileSource(stream, spec, outcome, path=path, spec_of=spec_of, received_at=received_at)
     detector = Detector(detection, scope=scope)
     replayed = Replayed(detector, source)
-    pipeline = Pipeline(detector, Collector(), screen=screen)
+    pipeline = Pipeline(detector, Collector(), screen=screen, inline=True)  # nothing else runs on its loop
     if spec_of is not None and mixed_batches:
         source.mixed = partial(MixedSpecs, pipeline, source.name)
     asyncio.run(drive(source, pipeline, asyncio.Event()))
