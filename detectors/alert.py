@@ -198,7 +198,13 @@ def cap_original(event: Event, max_bytes: int) -> tuple[str, bool, int]:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One alert. Immutable; ``to_document()`` renders the ECS-style document."""
+    """One alert. Immutable; ``to_document()`` renders the ECS-style document.
+
+    What the document reads from the event (``original``, ``entities``) and from the rule's tags
+    (``threat``) is derived on first use, not when the alert is raised: ``pipesentry eval`` and a
+    filtered or suppressed alert never render a document, and deriving them cost more than the
+    rest of the alert. The event is not changed after detection, so the derived values are those
+    the alert would have had when raised."""
 
     id: str
     rule: RuleInfo
@@ -210,14 +216,45 @@ class Alert:
     logsource: LogSource
     matched: tuple[tuple[str, Any], ...] = ()
     details: Mapping[str, Any] | None = None
-    original: str = ""
-    truncated: bool = False
-    original_size: int = 0
-    threat: Threat = field(default_factory=Threat)
-    entities: tuple[tuple[str, Any], ...] = ()
-    """ECS entity fields read from the event, typed (:mod:`detectors.entities`)."""
     event: Event | None = field(default=None, compare=False, repr=False)
     """The decoded event, for routing on fields; never serialised (``original`` is)."""
+    max_original_bytes: int = field(default=DEFAULT_MAX_ORIGINAL_BYTES, compare=False, repr=False)
+    """Cap on ``original``."""
+    _derived: tuple[str, bool, int, tuple[tuple[str, Any], ...]] | None = field(
+        default=None, init=False, compare=False, repr=False)
+
+    def _derive(self) -> tuple[str, bool, int, tuple[tuple[str, Any], ...]]:
+        derived = self._derived
+        if derived is None:
+            event = self.event if self.event is not None else {}
+            original, truncated, size = cap_original(event, self.max_original_bytes)
+            derived = (original, truncated, size, extract(event, self.logsource))
+            object.__setattr__(self, "_derived", derived)
+        return derived
+
+    @property
+    def original(self) -> str:
+        """The event as compact JSON, cut to ``max_original_bytes``: ``event.original``."""
+        return self._derive()[0]
+
+    @property
+    def truncated(self) -> bool:
+        return self._derive()[1]
+
+    @property
+    def original_size(self) -> int:
+        """The event's full size in bytes as compact JSON."""
+        return self._derive()[2]
+
+    @property
+    def entities(self) -> tuple[tuple[str, Any], ...]:
+        """ECS entity fields read from the event, typed (:mod:`detectors.entities`)."""
+        return self._derive()[3]
+
+    @property
+    def threat(self) -> Threat:
+        """The rule's ATT&CK tags, parsed (once per rule)."""
+        return parse_attack_tags(self.rule.tags)
 
     @property
     def level(self) -> str:
@@ -310,20 +347,18 @@ def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float
         event, origin, event_time = {}, about.origin, about.time
     details = match.details
     key = details.get("alert_key") if details else None
-    original, truncated, size = cap_original(event, max_original_bytes)
     return Alert(
-        id=alert_id(match.rule.id, str(key) if key is not None else origin.token()),
-        rule=match.rule,
-        timestamp=_as_ts(event_time),
-        created=_as_ts(now),
-        origin=origin,
-        logsource=logsource or LogSource(),
-        matched=tuple(match.fields),
-        details=details,
-        original=original,
-        truncated=truncated,
-        original_size=size,
-        threat=parse_attack_tags(match.rule.tags),
-        entities=extract(event, logsource or LogSource()),
-        event=event,
+        alert_id(match.rule.id, str(key) if key is not None else origin.token()),
+        match.rule,
+        event_time if type(event_time) is float else _as_ts(event_time),
+        now if type(now) is float else _as_ts(now),
+        origin,
+        logsource or _NO_LOGSOURCE,
+        tuple(match.fields),
+        details,
+        event,
+        max_original_bytes,
     )
+
+
+_NO_LOGSOURCE = LogSource()

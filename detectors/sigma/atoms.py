@@ -49,13 +49,28 @@ class Mode(IntEnum):
 class View:
     """The event as atoms see it: flattened fields and (lazily) all its strings."""
 
-    __slots__ = ("_folded", "_offsets", "_strings", "flat")
+    __slots__ = ("_folded", "_offsets", "_strings", "_texts", "flat")
 
     def __init__(self, flat: Flat) -> None:
         self.flat = flat
         self._strings: list[str] | None = None
         self._folded: str | None = None
         self._offsets: tuple[list[int], list[int]] | None = None
+        self._texts: dict[str | None, list[tuple[Any, str, str]]] | None = None
+
+    def texts(self, field: str | None) -> list[tuple[Any, str, str]]:
+        """``(value, text, lower-cased text)`` of each value of ``field`` (None: every string of
+        the event) that has a text, in order; made once per field and event, as the atoms of
+        several rules (matched fields, undecided rules) test the same values."""
+        cache = self._texts
+        if cache is None:
+            cache = self._texts = {}
+        found = cache.get(field)
+        if found is None:
+            values = self.strings() if field is None else self.flat.get(field) or ()
+            found = cache[field] = [(value, text, text.lower()) for value in values
+                                    if (text := as_text(value)) is not None]
+        return found
 
     def strings(self) -> list[str]:
         if self._strings is None:
@@ -116,14 +131,16 @@ class Atom:
 
     def test(self, view: View) -> Any:
         """The first event value satisfying the atom, or :data:`MISS`."""
-        for value in self._values(view):
-            text = as_text(value)
-            if text is not None and self.check(text, text.lower()):
+        check = self.check
+        for value, text, folded in view.texts(self.field):
+            if check(text, folded):
                 return value
         return MISS
 
 
 _TEXT_MODES = {CheckKind.PREFIX: Mode.PREFIX, CheckKind.SUFFIX: Mode.SUFFIX}
+_EXACT, _CONTAINS, _PREFIX, _SUFFIX, _ANY = (CheckKind.EXACT, CheckKind.CONTAINS, CheckKind.PREFIX, CheckKind.SUFFIX,
+                                             CheckKind.ANY)
 
 
 class TextAtom(Atom):
@@ -156,15 +173,15 @@ class TextAtom(Atom):
     def check(self, text: str, folded: str) -> bool:
         value = text if self.cased else folded
         kind = self.kind
-        if kind is CheckKind.EXACT:
+        if kind is _EXACT:  # module constants: an enum member read through its class costs more
             return value == self.literal
-        if kind is CheckKind.PREFIX:
-            return value.startswith(self.literal)
-        if kind is CheckKind.SUFFIX:
-            return value.endswith(self.literal)
-        if kind is CheckKind.CONTAINS:
+        if kind is _CONTAINS:
             return self.literal in value
-        if kind is CheckKind.ANY:
+        if kind is _PREFIX:
+            return value.startswith(self.literal)
+        if kind is _SUFFIX:
+            return value.endswith(self.literal)
+        if kind is _ANY:
             return True
         assert self.glob is not None
         return self.glob(value)

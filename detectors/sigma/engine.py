@@ -149,7 +149,7 @@ class Ruleset:
 
     def evaluate(self, event: Event, logsource: LogSource | None = None) -> list[Match]:
         """Matches of every rule (covering ``logsource``, when given) on ``event``, in rule order."""
-        if not isinstance(event, Mapping):
+        if type(event) is not dict and not isinstance(event, Mapping):  # the ABC check is slow
             return []
         return self._route(logsource).evaluate(event, self._atoms)
 
@@ -164,19 +164,30 @@ class Ruleset:
         than :data:`MAX_UNDECIDED` rules undecided takes the indexed path instead, and so does one
         made by a screen that is not this route's (``rules`` another tuple: a replaced ruleset,
         a route rebuilt since)."""
-        if not isinstance(event, Mapping):
+        if type(event) is not dict and not isinstance(event, Mapping):
             return []
         matched, undecided = decision
         route = self._route(logsource)
         screen = route._screen
         if len(undecided) > MAX_UNDECIDED or isinstance(screen, bool) or screen is None or screen.rules is not rules:
             return route.evaluate(event, self._atoms)  # also a decision by another ruleset's (or route's) screen
-        if not matched and not undecided:
-            return []
-        ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
-        if undecided:
+        if not undecided:
+            if not matched:
+                return []
+            ctx = None  # the event is flattened only if a matched rule shows fields
+        else:
+            ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
             matched = sorted([*matched, *(p for p in undecided if rules[p].naive(ctx))])
-        return [make_match(rules[p], ctx) for p in matched]
+        out: list[Match] = []
+        for position in matched:
+            rule = rules[position]
+            if not rule.positives:  # nothing to show (make_match's answer without the event)
+                out.append(Match(rule=rule.info, fields=()))
+                continue
+            if ctx is None:
+                ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
+            out.append(make_match(rule, ctx))
+        return out
 
     def evaluate_naive(self, event: Event, logsource: LogSource | None = None) -> list[Match]:
         """Same result as :meth:`evaluate`, testing each rule in turn without any index."""

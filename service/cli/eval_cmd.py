@@ -49,7 +49,7 @@ from typing import IO, Any
 import orjson
 
 from detectors.alert import Alert, build_alert
-from detectors.model import LEVELS, LogSource, level_rank
+from detectors.model import LEVELS, LogSource, RuleInfo, level_rank
 from service.cli.event_files import (
     MAX_DOCUMENT_BYTES,
     EventDocument,
@@ -178,23 +178,28 @@ def format_table(records: Iterable[MatchRecord]) -> list[str]:
 
 def alert_record(line: int, alert: Alert) -> MatchRecord:
     """The JSON document printed for one alert: its id (as ``run`` gives it), rule and matched fields."""
-    rule = alert.rule
-    record: MatchRecord = {
-        "line": line,
-        "alert_id": alert.id,
-        "rule_id": rule.id,
-        "rule_title": rule.title,
-        "level": rule.level,
-        "rule_status": rule.status,
-        "rule_author": rule.author,
-        "rule_ruleset": rule.ruleset,
-        "rule_kind": rule.kind,
-        "tags": list(rule.tags),
-        "matched": [{"field": name, "value": value} for name, value in alert.matched],
-    }
-    if alert.details:
-        record["details"] = dict(alert.details)
-    return record
+    return alert_records([(line, alert)])[0]
+
+
+def alert_records(alerts: Iterable[tuple[int, Alert]]) -> list[MatchRecord]:
+    """:func:`alert_record` of each ``(line, alert)``; a rule's part is made once per call."""
+    out: list[MatchRecord] = []
+    parts: dict[int, tuple[RuleInfo, dict[str, Any]]] = {}
+    for line, alert in alerts:
+        rule = alert.rule
+        known = parts.get(id(rule))
+        if known is None or known[0] is not rule:
+            known = parts[id(rule)] = (rule, {
+                "rule_id": rule.id, "rule_title": rule.title, "level": rule.level, "rule_status": rule.status,
+                "rule_author": rule.author, "rule_ruleset": rule.ruleset, "rule_kind": rule.kind})
+        record: MatchRecord = {"line": line, "alert_id": alert.id}
+        record.update(known[1])
+        record["tags"] = list(rule.tags)
+        record["matched"] = [{"field": name, "value": value} for name, value in alert.matched]
+        if alert.details:
+            record["details"] = dict(alert.details)
+        out.append(record)
+    return out
 
 
 def _input_settings(settings: Settings, events: str) -> InputSettings:
@@ -324,12 +329,13 @@ def _evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], s
     if document is not None:
         spec_of = _item_specs(document, base) if spec_of is None else spec_of
         received_at = _item_times(document)
+    records: list[MatchRecord] = []
     replayed = replay_file(stream, base, detection, path=None if from_stdin else args.events,
                            on_reject=on_reject, screen=settings.events.screen, scope=settings.state.scope,
-                           spec_of=spec_of, received_at=received_at)
-    records = [alert_record(line, alert) for line, alert in replayed.alerts]
-    records.extend(alert_record(replayed.source.last_line, alert)
-                   for alert in _flush(replayed.detector, replayed.source))
+                           spec_of=spec_of, received_at=received_at,
+                           on_alerts=lambda alerts: records.extend(alert_records(alerts)))
+    records.extend(alert_records((replayed.source.last_line, alert)
+                                 for alert in _flush(replayed.detector, replayed.source)))
     if document is not None:
         for record in records:
             record["case"] = document.items[record["line"] - 1].label

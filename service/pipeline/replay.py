@@ -242,7 +242,8 @@ class Replayed:
 def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, path: str | None,
                 on_reject: Callable[[int, Rejected], None], spec_of: Callable[[bytes], InputSpec] | None = None,
                 screen: bool = True, scope: StateScope = "partition",
-                received_at: Callable[[int], float | None] | None = None, mixed_batches: bool = True) -> Replayed:
+                received_at: Callable[[int], float | None] | None = None, mixed_batches: bool = True,
+                on_alerts: Callable[[list[tuple[int, Alert]]], None] | None = None) -> Replayed:
     """Run ``stream`` once through the pipeline core (screen, decode, detect) with ``detection``.
 
     The one offline driver of the core, so a backtest reads, times and identifies events as the
@@ -250,6 +251,9 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
     it is read. The stateful engines of ``detection`` are used in place (restore a snapshot into
     them first to continue a stream). ``mixed_batches`` False: a batch ends at every change of
     ``spec_of``'s spec (what it did before batches could mix them; kept for the tests comparing both).
+    ``on_alerts``: hears each accepted batch's alerts (with their lines, in input order) instead of
+    :attr:`Replayed.alerts` keeping them, so a caller that keeps less (``eval``'s records) lets the
+    alerts and their events go batch by batch.
     """
     replayed: Replayed
 
@@ -257,12 +261,15 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
         for line, reject in rejects:
             on_reject(line, reject)
         replayed.bad_lines += len(rejects)
-        replayed.alerts.extend(alerts)
+        if on_alerts is not None:
+            on_alerts(alerts)
+        else:
+            replayed.alerts.extend(alerts)
 
     source = LineFileSource(stream, spec, outcome, path=path, spec_of=spec_of, received_at=received_at)
     detector = Detector(detection, scope=scope)
     replayed = Replayed(detector, source)
-    pipeline = Pipeline(detector, Collector(), screen=screen)
+    pipeline = Pipeline(detector, Collector(), screen=screen, inline=True)  # nothing else runs on its loop
     if spec_of is not None and mixed_batches:
         source.mixed = partial(MixedSpecs, pipeline, source.name)
     asyncio.run(drive(source, pipeline, asyncio.Event()))

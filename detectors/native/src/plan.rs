@@ -409,10 +409,18 @@ impl Slot {
 
 /// Per field plan and value text, the verdicts of [`Plan::verdicts`] (log values repeat a lot:
 /// paths, users, hosts). Bounded: emptied when full, as the Python engine's value cache is.
+///
+/// A value is kept on its second sighting: `seen` holds the hashes of values seen once
+/// (direct-mapped, overwritten on a clash), so values that never repeat (ids, random tokens,
+/// times) cost no allocation nor a later clearing, and cannot push repeated ones out.
 #[derive(Default)]
 pub struct ValueCache {
     entries: FastMap<u64, CachedValue>,
+    seen: Vec<u64>,
 }
+
+/// Slots of [`ValueCache`]'s seen-once filter (a power of two).
+const SEEN_SLOTS: usize = 4096;
 
 /// (field plan id, value text, verdicts): the text is compared, hash collisions are misses.
 type CachedValue = (u32, Box<[u8]>, Box<[(u32, Verdict)]>);
@@ -435,11 +443,20 @@ impl ValueCache {
     }
 
     pub fn insert(&mut self, id: u32, text: &[u8], verdicts: &[(u32, Verdict)]) {
+        let hash = Self::hash(id, text);
+        if self.seen.is_empty() {
+            self.seen = vec![0; SEEN_SLOTS];
+        }
+        let slot = &mut self.seen[(hash ^ (hash >> 32)) as usize & (SEEN_SLOTS - 1)];
+        if *slot != hash {
+            *slot = hash; // first sighting (or a clash): remembered, not kept
+            return;
+        }
         if self.entries.len() >= CACHE_ENTRIES {
             self.entries.clear();
         }
         self.entries
-            .insert(Self::hash(id, text), (id, text.into(), verdicts.into()));
+            .insert(hash, (id, text.into(), verdicts.into()));
     }
 }
 
@@ -994,6 +1011,18 @@ mod tests {
         }
         let Walk { hits, tried, .. } = &mut walk;
         Some(plan.candidate(hits, tried))
+    }
+
+    #[test]
+    fn the_value_cache_keeps_a_value_on_its_second_sighting() {
+        let mut cache = ValueCache::default();
+        let verdicts = [(3, Verdict::Yes)];
+        cache.insert(1, b"once", &verdicts);
+        assert!(cache.get(1, b"once").is_none());
+        cache.insert(1, b"once", &verdicts);
+        assert_eq!(cache.get(1, b"once"), Some(&verdicts[..]));
+        assert!(cache.get(2, b"once").is_none());
+        assert!(cache.get(1, b"other").is_none());
     }
 
     #[test]

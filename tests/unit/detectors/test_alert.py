@@ -130,6 +130,32 @@ def test_original_is_capped_on_utf8_boundary_with_flag() -> None:
     assert len(doc["event"]["original"].encode()) <= 1000
 
 
+def test_document_parts_read_from_the_event_are_made_once_on_first_use() -> None:
+    from detectors.entities import extract
+
+    event: dict[str, object] = {"user": {"name": "alice"}, "source": {"ip": "10.0.0.1"}, "msg": "x" * 5000}
+    alert = make(event=event, max_original_bytes=1000)
+    assert alert._derived is None  # raising the alert derived nothing
+    text, truncated, size = cap_original(event, 1000)
+    assert (alert.original, alert.truncated, alert.original_size) == (text, truncated, size)
+    assert alert.entities == extract(event, LogSource(product="github", service="actions"))
+    assert ("user.name", "alice") in alert.entities
+    assert alert.threat == parse_attack_tags(RULE.tags)
+    derived = alert._derived
+    assert derived is not None and alert.to_document()["event"]["original"] == text
+    assert alert._derived is derived  # kept: the document reads the same values
+    assert make(event=event, max_original_bytes=1000) == alert  # equality ignores the cache
+
+
+def test_alert_about_another_event_shows_no_original() -> None:
+    from detectors.model import EventRef
+
+    match = Match(rule=RULE, about=EventRef(5.0, Origin(input="file", key="first")))
+    alert = build_alert(match, {"user": {"name": "bob"}}, ORIGIN, event_time=9.0, now=10.0)
+    assert (alert.original, alert.entities, alert.timestamp) == ("{}", (), 5.0)
+    assert alert.id == alert_id(RULE.id, "file:first")
+
+
 def test_non_json_values_and_keys_do_not_break_the_document() -> None:
     event = {"when": datetime(2024, 1, 1, tzinfo=UTC), 7: "int key", "nested": {"b": b"x".hex()}}
     alert = make(event=event, details={"value": 3.5, "at": datetime(2024, 1, 1, tzinfo=UTC)})

@@ -411,3 +411,61 @@ def test_a_decision_of_another_screen_takes_the_full_python_path():
     assert first.evaluate_decided(event, screen.rules, ([0], []), LS) == first.evaluate(event, LS)
     # a stale decision ("no rule matches") from the other screen: not believed
     assert second.evaluate_decided(event, screen.rules, ([], []), LS) == second.evaluate(event, LS) != []
+
+
+def _differential_events() -> list[bytes]:
+    """Real-looking, garbage, deep, huge and non-ASCII messages for :func:`test_decided_matches_equal_python_s`."""
+    import random
+
+    rng = random.Random(19)
+    words = ["whoami", "WHOAMI", "cmd", "10.1.2.3", "11.0.0.1", "x", "", "é", "Σ", "\u0130", "mimikatz", "7", "null"]
+    out = [orjson.dumps(e) for e in (
+        {"CommandLine": "cmd /c whoami", "agent": "11.1.2.3"}, {"agent": "10.1.2.3"}, {"x": 1}, {},
+        {"CommandLine": ["a", "whoami"], "agent": None}, {"a": {"b": {"c": "mimikatz"}}},
+        {"CommandLine": "x" * 200_000 + "whoami"}, {"CommandLine": "ÉCHO WHOAMI", "agent": "::1"},
+    )]
+    deep: Any = "whoami"
+    for _ in range(70):
+        deep = {"d": deep}
+    out += [orjson.dumps(deep), b"not json", b"[1, 2]", b'{"CommandLine": "whoami"', b'{"a": 1, "a": 2}',
+            b'{"CommandLine": "\\ud800"}', "{\"CommandLine\": \"caf\u00e9 whoami\"}".encode()]
+    for _ in range(300):
+        event = {rng.choice(["CommandLine", "agent", "a", "commandline", "n"]):
+                 rng.choice([rng.choice(words), rng.randint(-3, 12), [rng.choice(words)], {"b": rng.choice(words)}])
+                 for _ in range(rng.randint(0, 4))}
+        out.append(orjson.dumps(event))
+    return out
+
+
+def test_decided_matches_equal_python_s() -> None:
+    """Differential: over one route of rules with and without fields to show (``not`` only, keywords,
+    networks, a field test), the matches made from each decision (or the full path where the screen
+    gives none) are the Python engine's, fields included, on real, garbage, deep, huge and non-ASCII
+    messages."""
+    ruleset = build(
+        rule_yaml({"sel": {"agent|cidr": "10.0.0.0/8"}, "condition": "not sel"}),
+        rule_yaml({"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}),
+        rule_yaml({"kw": ["mimikatz", "whoami"], "condition": "kw"}),
+        rule_yaml({"sel": {"CommandLine|contains": "whoami"}, "flt": {"agent": "10.1.2.3"}, "condition": "not flt"}),
+        rule_yaml({"sel": {"n|gt": 5}, "condition": "sel or not sel"}),
+    )
+    screen = ruleset.screen(LS)
+    assert screen is not None
+    values = _differential_events()
+    picked, _, decisions = screen.decide(values, [0] * len(values), None, 1 << 20, 64)
+    assert len(picked) > len(values) // 2
+    for position, decision in zip(picked, decisions, strict=True):
+        try:
+            event = parse_object(values[position], 64, 1 << 20)
+        except DecodeError:
+            continue
+        expected = [(m.rule.id, m.fields) for m in ruleset.evaluate(event, LS)]
+        if decision is not None:
+            got = [(m.rule.id, m.fields) for m in ruleset.evaluate_decided(event, screen.rules, decision, LS)]
+            assert got == expected, values[position][:200]
+    for position in set(range(len(values))) - set(picked):  # cleared: no rule matches
+        try:
+            event = parse_object(values[position], 64, 1 << 20)
+        except DecodeError:
+            continue
+        assert ruleset.evaluate(event, LS) == []

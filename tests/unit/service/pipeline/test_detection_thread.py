@@ -72,3 +72,16 @@ async def test_kafka_detection_runs_in_its_own_thread(tmp_path):
     stop.set()
     await task
     assert gated.threads and all(t is not threading.main_thread() for t in gated.threads)
+
+
+async def test_an_inline_pipeline_detects_in_the_calling_thread(tmp_path):
+    """``inline`` (the offline replay: ``eval``, ``anomaly replay``): no thread hand-off per batch."""
+    detector = detector_for(tmp_path)
+    gated = GatedProcess(detector)
+    gated.gate.set()
+    router = FakeRouter()
+    spec = InputSpec.from_settings("stdin", StdinSettings(), ["ts"])
+    result = await Pipeline(detector, router, inline=True).ingest(
+        "stdin", [RawMessage(b'{"message": "curl x | sh"}', Origin("stdin", key="a"), 1.0)], spec)
+    assert len(result.alerts) == 1 and len(router.accepted) == 1
+    assert gated.threads == [threading.current_thread()]
