@@ -181,8 +181,43 @@ def _as_ts(value: float | datetime) -> float:
 
 
 def _shown(value: Any) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    text = value if isinstance(value, str) else _compact_json(value).decode()
     return text if len(text) <= MAX_MATCHED_VALUE_CHARS else text[:MAX_MATCHED_VALUE_CHARS] + "…"
+
+
+def _deep_json(value: Any) -> bytes:
+    """Compact JSON of ``value`` at any depth, without recursion: the fallback of
+    :func:`cap_original` for the events orjson refuses as too deep. Scalars and keys are written
+    by orjson as there; containers through an explicit stack of (is_text, item) pairs."""
+    out: list[bytes] = []
+    pending: list[tuple[bool, Any]] = [(False, value)]
+    while pending:
+        is_text, item = pending.pop()
+        if is_text:
+            out.append(item)
+        elif isinstance(item, dict):
+            out.append(b"{")
+            pending.append((True, b"}"))
+            for index, (key, inner) in enumerate(reversed(item.items())):
+                name = orjson.dumps(key if isinstance(key, str) else str(key))
+                pending += [(False, inner), (True, (b"" if index == len(item) - 1 else b",") + name + b":")]
+        elif isinstance(item, list | tuple):
+            out.append(b"[")
+            pending.append((True, b"]"))
+            for index, inner in enumerate(reversed(item)):
+                pending += [(False, inner)] + ([(True, b",")] if index != len(item) - 1 else [])
+        elif isinstance(item, int) and not isinstance(item, bool):
+            out.append(str(item).encode())  # also past 64 bits, which orjson refuses
+        else:
+            out.append(orjson.dumps(item, default=str))
+    return b"".join(out)
+
+
+def _compact_json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels; decoders may allow more)
+        return _deep_json(value)  # or an integer past 64 bits
 
 
 def cap_original(event: Event, max_bytes: int) -> tuple[str, bool, int]:
@@ -190,7 +225,7 @@ def cap_original(event: Event, max_bytes: int) -> tuple[str, bool, int]:
 
     Returns ``(text, truncated, full_size_in_bytes)``.
     """
-    raw = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS)
+    raw = _compact_json(event)
     if len(raw) <= max_bytes:
         return raw.decode(), False, len(raw)
     return raw[:max_bytes].decode("utf-8", errors="ignore"), True, len(raw)

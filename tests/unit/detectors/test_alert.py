@@ -130,6 +130,19 @@ def test_original_is_capped_on_utf8_boundary_with_flag() -> None:
     assert len(doc["event"]["original"].encode()) <= 1000
 
 
+def test_original_of_an_event_deeper_than_orjson_writes_is_still_json() -> None:
+    # decoders accept up to events.max_depth (1,000) levels; orjson writes 255
+    deep: dict[str, object] = {"x": "curl | sh", "big": 2**70}
+    for _ in range(600):
+        deep = {"a": [deep], "n": 1}
+    text, truncated, size = cap_original(deep, 1_000_000)
+    assert not truncated and size == len(text.encode())
+    assert text == '{"a":[' * 600 + '{"x":"curl | sh","big":1180591620717411303424}' + '],"n":1}' * 600
+    shallow = {"k": [1, "é", None, True, 1.5, {"m": {}}], "e": []}
+    assert cap_original(shallow, 1000)[0] == json.dumps(shallow, separators=(",", ":"), ensure_ascii=False)
+    assert orjson.loads(orjson.dumps(make(event=deep).to_document()))["event"]["original"] == text
+
+
 def test_document_parts_read_from_the_event_are_made_once_on_first_use() -> None:
     from detectors.entities import extract
 
