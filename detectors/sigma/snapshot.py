@@ -117,7 +117,8 @@ def snapshot(result: LoadResult) -> bytes | None:
     positions = {id(rule): position for position, rule in enumerate(ruleset.compiled)}
     index = ruleset.route_index(None)
     try:
-        route = _dumps((index.state(positions), tuple(_plain(part) for part in export_plan(index, ruleset._atoms, ruleset.cased_fields))))
+        plan = export_plan(index, ruleset._atoms, ruleset.cased_fields)
+        route = _dumps((index.state(positions), tuple(_plain(part) for part in plan)))
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
         route = None  # the route is then built from the rules on first use
     payload = {
