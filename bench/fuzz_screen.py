@@ -23,7 +23,9 @@ and values), and checks every event the screen clears, and the screen's decision
 
     python bench/fuzz_screen.py --seconds 300 --seed 1 [--sigmahq ../shared/sigmahq]
 
-It prints one JSON object: inputs tried, matching, cleared, decided, findings (with samples).
+Every target is compiled for both ``rules.field_names`` modes (``--field-names`` picks one), and
+seeds carry their field in another case too. It prints one JSON object: inputs tried, matching,
+cleared, decided, findings (with samples).
 """
 
 from __future__ import annotations
@@ -221,9 +223,10 @@ GENERATED = LogSource(product="fuzz")
 """The log source of the generated rules."""
 
 
-def generated_targets(rng: random.Random) -> list[Target]:
+def generated_targets(rng: random.Random, cased_fields: bool = False) -> list[Target]:
     """A ruleset per modifier, field name and condition form (``sel``, ``not sel``, with a keyword
-    or a second selection); seeds are the modifier's example values at that field."""
+    or a second selection); seeds are the modifier's example values at that field, and the same
+    spelled in another case. ``cased_fields``: compiled for ``rules.field_names: sensitive``."""
     out: list[Target] = []
     logsource = GENERATED
     for mods, value, examples in MODIFIERS:
@@ -237,28 +240,40 @@ def generated_targets(rng: random.Random) -> list[Target]:
             ]
             for detection in forms:
                 result = compile_ruleset([RuleText("fuzz.yml", _rule(detection), "fuzz")],
-                                         pipelines=[EXPAND_PIPELINE] if "expand" in mods else [])
+                                         pipelines=[EXPAND_PIPELINE] if "expand" in mods else [],
+                                         cased_fields=cased_fields)
                 if result.errors or not result.ruleset.rules:
                     continue
                 seeds = [{name: example, "Other": rng.choice(["same", "SAME", "x"])} for example in examples]
                 seeds += [{name: example} for example in examples] + [{}, {"x": "y", name: examples[0]}]
-                out.append(Target(f"{name}{mods} {detection['condition']}", result.ruleset, logsource, seeds))
+                twin = _other_case(name)  # the same field in another spelling, alone and beside it
+                seeds += [{twin: examples[0], "other": "same"}, {name: examples[-1], twin: examples[0]},
+                          {twin: examples[-1], name: examples[0], "X": "y"}]
+                mode = " (cased)" if cased_fields else ""
+                out.append(Target(f"{name}{mods} {detection['condition']}{mode}", result.ruleset, logsource, seeds))
     return out
+
+
+def _other_case(name: str) -> str:
+    """``name`` with the case of its letters changed (lower-cased when that changes nothing)."""
+    swapped = name.swapcase()
+    return swapped if swapped != name else name.upper() if name.upper() != name else name + "X"
 
 
 # --- corpus rules -------------------------------------------------------------------------------
 
 
-def corpus_targets(folders: Sequence[Path], max_events: int = 12) -> list[Target]:
+def corpus_targets(folders: Sequence[Path], max_events: int = 12, cased_fields: bool = False) -> list[Target]:
     """The rule pack and SigmaHQ folders: one target per log source (its rules' own events), and
-    the all-rules route of the rule pack."""
+    the all-rules route of the rule pack (``cased_fields``: compiled for ``rules.field_names: sensitive``)."""
     from sigma.exceptions import SigmaError
 
     from tests.conformance.differential import corpus_files, parse_rules
     from tests.conformance.eventgen_sigma import rule_events
 
     # the site values the conformance suite gives SigmaHQ's ``expand`` placeholders
-    loaded = load_rules(list(folders), [ROOT / "tests" / "conformance" / "site_placeholders.yml"])
+    loaded = load_rules(list(folders), [ROOT / "tests" / "conformance" / "site_placeholders.yml"],
+                        cased_fields=cased_fields)
     parsed = []
     for file in (file for folder in folders for file in corpus_files(folder)):
         try:
@@ -276,13 +291,14 @@ def corpus_targets(folders: Sequence[Path], max_events: int = 12) -> list[Target
         except AttributeError:  # the conformance generator's gap (``exists`` values): seed with the rest
             continue
         grouped[LogSource(ls.product, ls.category, ls.service)].extend(events)
-    targets = [Target(f"{ls.product}/{ls.category}/{ls.service}", loaded.ruleset, ls, seeds)
+    mode = " (cased)" if cased_fields else ""
+    targets = [Target(f"{ls.product}/{ls.category}/{ls.service}{mode}", loaded.ruleset, ls, seeds)
                for ls, seeds in grouped.items()]
     pack = [folder for folder in folders if folder.resolve() == (ROOT / "sigma-rules").resolve()]
     if pack:
-        pack_rules = load_rules(pack).ruleset
+        pack_rules = load_rules(pack, cased_fields=cased_fields).ruleset
         events = [event for ls, seeds in grouped.items() for event in seeds]
-        targets.append(Target("sigma-rules (all rules)", pack_rules, None, events))
+        targets.append(Target(f"sigma-rules (all rules){mode}", pack_rules, None, events))
     return targets
 
 
@@ -688,11 +704,15 @@ def run(targets: Sequence[Target], seconds: float, seed: int, max_inputs: int | 
     return report
 
 
-def all_targets(sigmahq: Path | None, folders: Iterable[str] = SIGMAHQ_SMALL, seed: int = 0) -> list[Target]:
+def all_targets(sigmahq: Path | None, folders: Iterable[str] = SIGMAHQ_SMALL, seed: int = 0,
+                modes: Sequence[bool] = (False, True)) -> list[Target]:
+    """Generated and corpus targets, compiled for each ``rules.field_names`` mode in ``modes``
+    (False: insensitive, True: sensitive)."""
     corpus = [ROOT / "sigma-rules"]
     if sigmahq is not None:
         corpus += [sigmahq / folder for folder in folders if (sigmahq / folder).is_dir()]
-    return generated_targets(random.Random(seed)) + corpus_targets(corpus)
+    return [target for cased in modes
+            for target in generated_targets(random.Random(seed), cased) + corpus_targets(corpus, cased_fields=cased)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -701,6 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sigmahq", type=Path, default=ROOT.parent / "shared" / "sigmahq",
                         help="SigmaHQ checkout (skipped when absent)")
+    parser.add_argument("--field-names", choices=("both", "insensitive", "sensitive"), default="both",
+                        help="rules.field_names modes to compile the targets for (default: both)")
     parser.add_argument("--whole-corpus", action="store_true",
                         help="every SigmaHQ rule folder, not only the small set of the test suite")
     args = parser.parse_args(argv)
@@ -713,10 +735,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     folders = ("rules", "rules-emerging-threats", "rules-threat-hunting", "rules-compliance", "rules-dfir") \
         if args.whole_corpus else SIGMAHQ_SMALL
     loading = time.perf_counter()
-    targets = all_targets(sigmahq, folders, args.seed)
+    modes = {"both": (False, True), "insensitive": (False,), "sensitive": (True,)}[args.field_names]
+    targets = all_targets(sigmahq, folders, args.seed, modes)
     loaded = time.perf_counter() - loading
     report = run(targets, args.seconds, args.seed)
     out = {"seed": args.seed, "sigmahq": str(sigmahq) if sigmahq else None, "whole_corpus": args.whole_corpus,
+           "field_names": args.field_names,
            "load_seconds": round(loaded, 1), **report.as_dict()}
     print(json.dumps(out, indent=2, ensure_ascii=True))
     return 1 if report.findings else 0

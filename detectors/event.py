@@ -6,7 +6,8 @@ different times to the same event while each read fields its own way). The rules
 are in ``docs/semantics.md`` ("Values and fields", "Event time"):
 
 - A field path ``a.b.c`` names the nested path, a flat key ``"a.b.c"`` and any mix
-  (``{"a.b": {"c": 1}}``); names are case-insensitive (keys are lower-cased).
+  (``{"a.b": {"c": 1}}``); names are case-insensitive (keys are lower-cased), or with
+  ``cased=True`` (``rules.field_names: sensitive``) compared exactly as spelled.
 - A list contributes each element under its own path (lists of objects are walked).
 - Nesting deeper than :data:`MAX_DEPTH` containers is not descended into.
 - :func:`values` is every value at a path (what Sigma matches against); :func:`get` is the
@@ -71,15 +72,19 @@ def _fold(key: Any) -> str:
     return name
 
 
-def flatten(event: Mapping[str, Any]) -> Flat:
-    """Every path of the event (lower-cased) with its values: the Sigma engine's view.
+def flatten(event: Mapping[str, Any], cased: bool = False) -> Flat:
+    """Every path of the event (lower-cased; as spelled when ``cased``) with its values: the
+    Sigma engine's view.
 
     Objects are kept at their own path too (``exists`` sees them); a list's elements are
     values of the list's path, and an empty list leaves the path present with no value.
     """
     out: Flat = {}
-    _walk(event, "", out, 0)
+    (_walk_cased if cased else _walk)(event, "", out, 0)
     return out
+
+
+_Walker = Callable[[Mapping[str, Any], str, Flat, int], None]
 
 
 def _walk(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
@@ -96,16 +101,31 @@ def _walk(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
             else:
                 bucket.append(value)
         else:
-            _add(path, value, out, depth)
+            _add(path, value, out, depth, _walk)
 
 
-def _add(path: str, value: Any, out: Flat, depth: int) -> None:
+def _walk_cased(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
+    """:func:`_walk` keeping every key as spelled (``rules.field_names: sensitive``)."""
+    for key, value in obj.items():
+        name = key if type(key) is str else str(key)
+        path = f"{prefix}.{name}" if prefix else name
+        if type(value) in _SCALARS:
+            bucket = out.get(path)
+            if bucket is None:
+                out[path] = [value]
+            else:
+                bucket.append(value)
+        else:
+            _add(path, value, out, depth, _walk_cased)
+
+
+def _add(path: str, value: Any, out: Flat, depth: int, walk: _Walker) -> None:
     if isinstance(value, _LISTS):
         if path not in out:
             out[path] = []
         if depth < MAX_DEPTH:
             for element in value:
-                _add(path, element, out, depth + 1)
+                _add(path, element, out, depth + 1, walk)
         return
     bucket = out.get(path)
     if bucket is None:
@@ -113,7 +133,7 @@ def _add(path: str, value: Any, out: Flat, depth: int) -> None:
     else:
         bucket.append(value)
     if isinstance(value, Mapping) and depth < MAX_DEPTH:
-        _walk(value, path, out, depth + 1)
+        walk(value, path, out, depth + 1)
 
 
 def event_strings(flat: Flat) -> list[str]:
@@ -121,20 +141,41 @@ def event_strings(flat: Flat) -> list[str]:
     return [v for values in flat.values() for v in values if type(v) is str]
 
 
-def values(event: Mapping[str, Any], path: str) -> list[Any]:
-    """Every value at ``path`` (case-insensitive), in event order: ``flatten(event)[path.lower()]``
-    without flattening the rest of the event."""
-    return list(_children(event, path.lower(), True, 0))
+def values(event: Mapping[str, Any], path: str, cased: bool = False) -> list[Any]:
+    """Every value at ``path`` (case-insensitive unless ``cased``), in event order:
+    ``flatten(event, cased)[path]`` (``path.lower()`` when not cased) without flattening the
+    rest of the event."""
+    return list(_children(event, path if cased else path.lower(), True, 0, cased))
 
 
-def get(event: Mapping[str, Any] | None, path: str) -> Any:
-    """The field's one value, or :data:`MISSING` (see the module docstring for the order)."""
+def get(event: Mapping[str, Any] | None, path: str, cased: bool = False) -> Any:
+    """The field's one value, or :data:`MISSING` (see the module docstring for the order);
+    ``cased``: only the spellings exactly as asked (no other case)."""
     if event is None:
         return MISSING
     value = event.get(path, MISSING)
     if value is not None and type(value) in _SCALARS:  # the literal key holds a scalar: _get's first answer
         return value
+    if cased:
+        return _get_cased(event, path)
     return _get(event, path, {})
+
+
+def _get_cased(event: Mapping[str, Any], path: str) -> Any:
+    """:func:`_get`'s exact-spelling half: the literal key, then the nested and mixed spellings."""
+    value = event.get(path, MISSING)
+    if value is not MISSING:
+        if type(value) in _SCALARS:
+            if value is not None:
+                return value
+        else:
+            found = _first(_node(value, "", not path, 0, True, True))
+            if found is not MISSING:
+                return found
+    heads = _heads(path)[0]
+    if "" in event or (heads and not event.keys().isdisjoint(heads)):
+        return _first(_find(event, path, True, 0, _exact))
+    return MISSING
 
 
 _Keys = Callable[[Mapping[Any, Any], str], Sequence[Any]]
@@ -261,34 +302,34 @@ def _first(found: Iterator[Any]) -> Any:
     return MISSING
 
 
-def _children(obj: Mapping[str, Any], rest: str, blank: bool, depth: int) -> Iterator[Any]:
+def _children(obj: Mapping[str, Any], rest: str, blank: bool, depth: int, cased: bool = False) -> Iterator[Any]:
     """Values at ``rest`` below ``obj``, whose own path is a prefix of the wanted one.
 
     ``blank``: ``obj``'s path is empty, so a key is a whole path (``flatten`` joins no dot to
     an empty path); otherwise a key is joined to the path with a dot and ``rest`` is what
-    follows that dot in the wanted path.
+    follows that dot in the wanted path. ``cased``: keys are compared as spelled.
     """
     for key, value in obj.items():
-        name = _fold(key)
+        name = (key if type(key) is str else str(key)) if cased else _fold(key)
         if blank and not name:
-            yield from _node(value, rest, True, depth, not rest)
+            yield from _node(value, rest, True, depth, not rest, cased)
         elif name == rest:
-            yield from _node(value, "", False, depth, True)
+            yield from _node(value, "", False, depth, True, cased)
         elif rest.startswith(name) and rest[len(name):len(name) + 1] == ".":
-            yield from _node(value, rest[len(name) + 1:], False, depth, False)
+            yield from _node(value, rest[len(name) + 1:], False, depth, False, cased)
 
 
-def _node(value: Any, rest: str, blank: bool, depth: int, here: bool) -> Iterator[Any]:
+def _node(value: Any, rest: str, blank: bool, depth: int, here: bool, cased: bool = False) -> Iterator[Any]:
     """Values from ``value`` on; ``here``: ``value`` sits at the wanted path itself."""
     if isinstance(value, _LISTS):
         if depth < MAX_DEPTH:
             for element in value:
-                yield from _node(element, rest, blank, depth + 1, here)
+                yield from _node(element, rest, blank, depth + 1, here, cased)
         return
     if here:
         yield value
     if isinstance(value, Mapping) and depth < MAX_DEPTH and (blank or not here):
-        yield from _children(value, rest, blank, depth + 1)
+        yield from _children(value, rest, blank, depth + 1, cased)
 
 
 # -- time ---------------------------------------------------------------------------------
@@ -364,13 +405,22 @@ def to_epoch(value: Any) -> float | None:
     return result
 
 
-def event_time(event: Mapping[str, Any], fields: Sequence[str] = DEFAULT_TIME_FIELDS) -> float | None:
+def event_time(event: Mapping[str, Any], fields: Sequence[str] = DEFAULT_TIME_FIELDS,
+               cased: bool = False) -> float | None:
     """Epoch seconds from the first of ``fields`` whose value (:func:`get`) is a readable time.
 
-    The same as ``to_epoch(get(event, name))`` over ``fields``, but a name the event cannot
+    The same as ``to_epoch(get(event, name, cased))`` over ``fields``, but a name the event cannot
     hold (no key it could start with, in any case) costs a set operation, not a search: most
     events lack most time fields, and this runs once per event.
     """
+    if cased:
+        for name in fields:
+            raw = get(event, name, True)
+            if raw is not MISSING:
+                parsed = to_epoch(raw)
+                if parsed is not None:
+                    return parsed
+        return None
     plan = _PLANS.get(id(fields))
     if plan is None or plan[0] is not fields:
         plan = _time_plan(fields)

@@ -351,6 +351,10 @@ class ApiSettings(_Strict):
         return self
 
 
+FieldNames = Literal["insensitive", "sensitive"]
+"""``rules.field_names``: whether Sigma rule field names match event keys in any case."""
+
+
 class RulesSettings(_Strict):
     """Where rules come from and how reloads behave."""
 
@@ -363,6 +367,10 @@ class RulesSettings(_Strict):
     watch_interval_s: float = Field(default=2.0, gt=0)
     regex_timeout_ms: float = Field(default=50.0, gt=0, le=10_000)
     """Time budget of one evaluation of a ``|re`` pattern RE2 cannot run; running out counts as a match."""
+    field_names: FieldNames = "insensitive"
+    """How a rule's field names meet event keys: ``insensitive`` (``User`` matches ``user``) or
+    ``sensitive`` (spelled exactly, as Elasticsearch, Splunk and pySigma's backends compare them);
+    see ``docs/semantics.md``, "Field names"."""
     cache_dir: Path | None = None
     """Keep compiled rulesets here (private files, keyed by a hash of the rules, pipelines, engine and
     options) and start from them while nothing changed; None: compile at every start (see

@@ -131,7 +131,7 @@ def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, a
                              generation=generation, correlation_max_keys=correlation.max_keys,
                              correlation_lateness_s=correlation.allowed_lateness,
                              regex_timeout_ms=rules.regex_timeout_ms, on_progress=on_progress,
-                             rules_cache=rules.cache_dir)
+                             rules_cache=rules.cache_dir, field_names=rules.field_names)
 
 
 class Reloader:

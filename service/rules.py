@@ -151,6 +151,7 @@ def load_rules(
     regex_timeout_ms: float = DEFAULT_TIMEOUT_MS,
     on_progress: Callable[[str, int], None] | None = None,
     cache_dir: PathLike | None = None,
+    cased_fields: bool = False,
 ) -> LoadResult:
     """Read and compile every rule under ``paths`` (files or directory trees).
 
@@ -163,10 +164,11 @@ def load_rules(
 
     ``cache_dir``: keep the compiled ruleset there and use it while the rule texts,
     pipelines, engine and options are unchanged (see :mod:`service.rules_cache`).
+    ``cased_fields`` (``rules.field_names: sensitive``): see :func:`detectors.sigma.compile_ruleset`.
     """
     restored = [False]
     with _collector_paused(restored):
-        result = _load(paths, pipelines, skip_invalid, regex_timeout_ms, cache_dir, on_progress)
+        result = _load(paths, pipelines, skip_invalid, regex_timeout_ms, cache_dir, on_progress, cased_fields)
         restored[0] = result.restored
     return result
 
@@ -225,7 +227,8 @@ def stat_signature(paths: Sequence[PathLike], pipelines: Sequence[PathLike]) -> 
 
 
 def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid: bool, regex_timeout_ms: float,
-          cache_dir: PathLike | None, on_progress: Callable[[str, int], None] | None) -> LoadResult:
+          cache_dir: PathLike | None, on_progress: Callable[[str, int], None] | None,
+          cased_fields: bool = False) -> LoadResult:
     signature = ""
     settled = False
     if cache_dir is not None:
@@ -233,27 +236,30 @@ def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid
 
         started = time.time()
         signature, newest = stat_signature(paths, pipelines)
-        signature = rules_cache.manifest_name(signature, regex_timeout_ms)
+        signature = rules_cache.manifest_name(signature, regex_timeout_ms, cased_fields=cased_fields)
         settled = newest < started - rules_cache.SETTLE_S
         known = rules_cache.load_manifest(Path(cache_dir), signature) if settled else None
         if known is not None:
             found = rules_cache.load(Path(cache_dir), known, regex_timeout_ms)
-            if found is not None:
+            if found is not None and found.ruleset.cased_fields == cased_fields:
                 return found  # the texts are those the key was made of: no need to read them
     texts, read_errors = _read_all(paths, on_progress)
     pipeline_texts, pipeline_errors = read_pipelines(pipelines)
     result: LoadResult | None = None
     key = ""
     if cache_dir is not None:
-        key = rules_cache.cache_key(texts, pipeline_texts, regex_timeout_ms)
+        key = rules_cache.cache_key(texts, pipeline_texts, regex_timeout_ms, cased_fields=cased_fields)
         result = rules_cache.load(Path(cache_dir), key, regex_timeout_ms)
+        if result is not None and result.ruleset.cased_fields != cased_fields:
+            result = None
         if result is not None and settled and not read_errors and not pipeline_errors:
             rules_cache.store_manifest(Path(cache_dir), signature, key)
     if result is None:
         from detectors.sigma.compiler import compile_ruleset  # pySigma's parser: only to compile
 
         result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
-                                 regex_timeout_ms=regex_timeout_ms, on_progress=on_progress)
+                                 regex_timeout_ms=regex_timeout_ms, on_progress=on_progress,
+                                 cased_fields=cased_fields)
         if cache_dir is not None and rules_cache.store(Path(cache_dir), key, result) and settled \
                 and not read_errors and not pipeline_errors:
             rules_cache.store_manifest(Path(cache_dir), signature, key)

@@ -85,7 +85,8 @@ def engine_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def cache_key(texts: Sequence[RuleText], pipelines: Sequence[str], regex_timeout_ms: float) -> str:
+def cache_key(texts: Sequence[RuleText], pipelines: Sequence[str], regex_timeout_ms: float, *,
+              cased_fields: bool = False) -> str:
     """The key of the ruleset compiled from ``texts`` and ``pipelines`` with these options."""
     digest = hashlib.sha256()
 
@@ -97,6 +98,7 @@ def cache_key(texts: Sequence[RuleText], pipelines: Sequence[str], regex_timeout
     part(FORMAT)
     part(engine_fingerprint())
     part(repr(float(regex_timeout_ms)))
+    part(_fields_option(cased_fields))
     part(str(len(pipelines)))
     for text in pipelines:
         part(text)
@@ -206,10 +208,16 @@ def _prune(directory: Path, keep: str, suffix: str = SUFFIX) -> None:
                 pass
 
 
-def manifest_name(signature: str, regex_timeout_ms: float) -> str:
+def _fields_option(cased_fields: bool) -> str:
+    """``rules.field_names`` as a key part (the atoms' field paths depend on it)."""
+    return "field_names=sensitive" if cased_fields else "field_names=insensitive"
+
+
+def manifest_name(signature: str, regex_timeout_ms: float, *, cased_fields: bool = False) -> str:
     """The manifest name of a metadata signature under this engine, format and options."""
     digest = hashlib.sha256()
-    for part in (FORMAT, engine_fingerprint(), repr(float(regex_timeout_ms)), signature):
+    for part in (FORMAT, engine_fingerprint(), repr(float(regex_timeout_ms)), _fields_option(cased_fields),
+                 signature):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
 

@@ -224,10 +224,13 @@ def _resolve_correlations(correlations: list[tuple[_Parsed, RuleInfo]], rules: l
 def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
                     skip_invalid: bool = True, regex_timeout_ms: float = DEFAULT_TIMEOUT_MS, *,
                     limits: YamlLimits = RULE_YAML_LIMITS,
-                    on_progress: Callable[[str, int], None] | None = None) -> LoadResult:
+                    on_progress: Callable[[str, int], None] | None = None,
+                    cased_fields: bool = False) -> LoadResult:
     """Compile rule texts into a :class:`Ruleset`; errors are collected, never raised.
 
     ``regex_timeout_ms`` bounds each evaluation of a ``|re`` pattern RE2 cannot run.
+    ``cased_fields`` (``rules.field_names: sensitive``): a rule's field names match event keys
+    spelled exactly so; otherwise in any case (``docs/semantics.md``, "Field names").
     ``limits`` bound each text's YAML (size, depth, nodes with aliases expanded), and so the
     work of compiling it; a text over them is one error. ``on_progress`` hears
     ``("parsed", texts so far)`` and ``("compiled", rules so far)`` (a long load reports progress).
@@ -257,7 +260,7 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
         filters.append(f)
     detections = [p for p in parsed if isinstance(p.obj, SigmaRule)]
     correlation_items = [p for p in parsed if isinstance(p.obj, SigmaCorrelationRule)]
-    table = AtomTable(counters, regex_timeout_ms)
+    table = AtomTable(counters, regex_timeout_ms, cased_fields)
     compiled: list[CompiledRule] = []
     seen: dict[str, str] = {}  # rule id -> the file that defined it first
     good_rules: list[SigmaRule] = []
@@ -298,7 +301,8 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
             continue
         correlation_infos.append((item, info))
     correlations = _resolve_correlations(correlation_infos, good_rules, pipeline, errors)
-    ruleset = Ruleset(compiled, table.atoms, correlations, filter_infos, counters, recipes=table.recipes)
+    ruleset = Ruleset(compiled, table.atoms, correlations, filter_infos, counters, recipes=table.recipes,
+                      cased_fields=cased_fields)
     return LoadResult(ruleset=ruleset, errors=errors)
 
 

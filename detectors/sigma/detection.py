@@ -52,7 +52,8 @@ MAX_VALUE_LENGTH = 65536
 class AtomTable:
     """All atoms of a ruleset; identical atoms (same field and test) are shared between rules."""
 
-    def __init__(self, counters: dict[str, int], regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> None:
+    def __init__(self, counters: dict[str, int], regex_timeout_ms: float = DEFAULT_TIMEOUT_MS,
+                 cased_fields: bool = False) -> None:
         self.atoms: list[Atom] = []
         self.recipes: list[Recipe] = []
         """The recipe of each atom, by atom id."""
@@ -60,6 +61,13 @@ class AtomTable:
         self.counters = counters
         self.regex_timeout_ms = regex_timeout_ms
         """Time budget of one evaluation of a regex RE2 cannot run (see :mod:`detectors.sigma.regex`)."""
+        self.cased_fields = cased_fields
+        """Field names as the rule spells them (``rules.field_names: sensitive``), else lower-cased:
+        an atom's field is the key of :func:`detectors.event.flatten`'s view in the same mode."""
+
+    def field(self, name: str) -> str:
+        """The atom field of a rule's field name."""
+        return name if self.cased_fields else name.lower()
 
     def intern(self, key: tuple[Any, ...], display: str) -> Node:
         aid = self._ids.get(key)
@@ -145,7 +153,7 @@ def _regex(field: str | None, display: str, value: SigmaRegularExpression, table
 
 
 def _value(display: str, value: Any, table: AtomTable) -> Node:
-    field = display.lower()
+    field = table.field(display)
     match value:
         case SigmaExpansion():
             return make_or([_value(display, v, table) for v in value.values])
@@ -174,7 +182,7 @@ def _value(display: str, value: Any, table: AtomTable) -> Node:
             cpart = bound.timestamp_part if isinstance(bound, SigmaTimestampPart) else None
             return table.intern(("cmp", field, op, bound.number, cpart), display)
         case SigmaFieldReference():
-            other = value.field.lower()
+            other = table.field(value.field)
             starts, ends = value.starts_with, value.ends_with
             return table.intern(("ref", field, other, starts, ends), display)
         case _:

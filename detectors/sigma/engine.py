@@ -28,10 +28,12 @@ testing each of them on its own would cost more."""
 class Route:
     """The index to consult for one event log source."""
 
-    __slots__ = ("_plan", "_screen", "index")
+    __slots__ = ("_plan", "_screen", "cased", "index")
 
-    def __init__(self, index: RuleIndex, plan: Plan | None = None) -> None:
+    def __init__(self, index: RuleIndex, plan: Plan | None = None, cased: bool = False) -> None:
         self.index = index
+        self.cased = cased
+        """Field names compared as spelled (the ruleset's ``cased_fields``)."""
         self._screen: Screen | bool | None = False
         """The route's native screen, built on first request (None: not available)."""
         self._plan = plan
@@ -39,12 +41,12 @@ class Route:
 
     def screen(self, atoms: list[Atom]) -> Screen | None:
         if self._screen is False:
-            self._screen = build(self.index, atoms, self._plan)
+            self._screen = build(self.index, atoms, self._plan, self.cased)
             self._plan = None
         return self._screen  # type: ignore[return-value]
 
     def evaluate(self, event: Event, atoms: list[Atom]) -> list[Match]:
-        flat = flatten(event)
+        flat = flatten(event, self.cased)
         view = View(flat)
         hits: dict[int, object] = {}
         triggered = self.index.scan(flat, view, hits, atoms)
@@ -74,8 +76,11 @@ class Ruleset:
     def __init__(self, compiled: list[CompiledRule], atoms: list[Atom],
                  correlations: list[tuple[RuleInfo, SigmaCorrelationRule]],
                  filters: list[RuleInfo], counters: dict[str, int], *,
-                 recipes: Sequence[Recipe] | None = None) -> None:
+                 recipes: Sequence[Recipe] | None = None, cased_fields: bool = False) -> None:
         self._compiled = tuple(compiled)
+        self.cased_fields = cased_fields
+        """Rule field names match event keys spelled exactly so (``rules.field_names: sensitive``);
+        the atoms were compiled for it (see :func:`detectors.sigma.compile_ruleset`)."""
         self._atoms = atoms
         self.recipes: tuple[Recipe, ...] | None = None if recipes is None else tuple(recipes)
         """How each atom was built (see :mod:`detectors.sigma.snapshot`); None: not known, so not cacheable."""
@@ -120,11 +125,11 @@ class Ruleset:
             if key is None and self._unrouted is not None:
                 restore, self._unrouted = self._unrouted, None
                 made = restore()
-                route = None if made is None else Route(*made)
+                route = None if made is None else Route(*made, cased=self.cased_fields)
             if route is None:
                 covering = [s for s in self._buckets if logsource is None or s.covers(logsource)]
                 chosen = sorted((r for s in covering for r in self._buckets[s]), key=_order)
-                route = Route(RuleIndex(chosen, self._atoms))
+                route = Route(RuleIndex(chosen, self._atoms), cased=self.cased_fields)
             self._routes[key] = route
         if len(self._by_source) >= MAX_ROUTES:
             self._by_source.clear()
@@ -176,7 +181,7 @@ class Ruleset:
                 return []
             ctx = None  # the event is flattened only if a matched rule shows fields
         else:
-            ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
+            ctx = Context(View(flatten(event, self.cased_fields)), {}, self._atoms, naive=True)
             matched = sorted([*matched, *(p for p in undecided if rules[p].naive(ctx))])
         out: list[Match] = []
         for position in matched:
@@ -185,7 +190,7 @@ class Ruleset:
                 out.append(Match(rule=rule.info, fields=()))
                 continue
             if ctx is None:
-                ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)
+                ctx = Context(View(flatten(event, self.cased_fields)), {}, self._atoms, naive=True)
             out.append(make_match(rule, ctx))
         return out
 
@@ -193,7 +198,7 @@ class Ruleset:
         """Same result as :meth:`evaluate`, testing each rule in turn without any index."""
         if not isinstance(event, Mapping):
             return []
-        view = View(flatten(event))
+        view = View(flatten(event, self.cased_fields))
         ctx = Context(view, {}, self._atoms, naive=True)
         out: list[Match] = []
         for rule in self._compiled:

@@ -261,8 +261,9 @@ def _special(aid: int, atom: Atom) -> Special:
     return Special(aid, kind, atom.field or "", other, starts, ends, want)
 
 
-def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
-    """The screen's constructor arguments for one route's index.
+def export_plan(index: RuleIndex, atoms: list[Atom], cased_fields: bool = False) -> Plan:
+    """The screen's constructor arguments for one route's index (``cased_fields``: the ruleset's,
+    which its atoms' field paths were compiled for).
 
     Rules whose every atom the screen can evaluate exactly carry their condition program: a
     candidate whose program is false is no candidate, one whose program is true matches. Rules
@@ -296,7 +297,7 @@ def export_plan(index: RuleIndex, atoms: list[Atom]) -> Plan:
     checks = [_check(ids.local[aid], atoms[aid]) for aid in sorted(checked)]
     return Plan(fields=list(fields.items()), keywords=keywords, checks=checks, triggers=triggers, rest=rest,
                 undecided=sorted(undecided), programs=local_programs, untriggered=untriggered, special=special,
-                atom_count=len(ids.local))
+                atom_count=len(ids.local), cased_fields=cased_fields)
 
 
 class NativeScreen:
@@ -316,9 +317,11 @@ class NativeScreen:
         self.decide_records = native.decide_records
 
 
-def build(index: RuleIndex, atoms: list[Atom], plan: Plan | None = None) -> Screen | None:
+def build(index: RuleIndex, atoms: list[Atom], plan: Plan | None = None,
+          cased_fields: bool = False) -> Screen | None:
     """The native screen of one route's index, or None without the native module (``plan``: the
-    index's :func:`export_plan`, when known already: the compiled-ruleset cache keeps it).
+    index's :func:`export_plan`, when known already: the compiled-ruleset cache keeps it;
+    ``cased_fields``: the ruleset's).
 
     Raises :class:`~detectors.sigma.screen_abi.StaleExtension` when the extension was built for
     another plan format (the extension itself refuses such a plan with ``_native.AbiMismatch``):
@@ -329,7 +332,7 @@ def build(index: RuleIndex, atoms: list[Atom], plan: Plan | None = None) -> Scre
     if built_for != ABI_VERSION:
         raise StaleExtension(built_for)
     try:
-        native = _native.Screen(**(plan if plan is not None else export_plan(index, atoms))._asdict())
+        native = _native.Screen(**(plan if plan is not None else export_plan(index, atoms, cased_fields))._asdict())
     except _native.AbiMismatch:
         raise  # a stale build of the extension: rebuild it, never run a misread plan
     except ValueError:  # an index the native side cannot hold: that route is not screened

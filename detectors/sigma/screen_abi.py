@@ -16,7 +16,7 @@ from typing import NamedTuple
 from detectors.errors import DetectorError
 from detectors.event import MAX_DEPTH
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 """Version of the plan format; the extension accepts this one only."""
 
 STRICT_DEPTH = MAX_DEPTH - 2
@@ -155,6 +155,9 @@ class Plan(NamedTuple):
     """Rule positions without a trigger, whose programs run on every event."""
     special: list[Special]
     atom_count: int
+    cased_fields: bool = False
+    """Keys are compared as spelled (``rules.field_names: sensitive``): the walk does not lower-case
+    them, and the plan's field paths are the rules' spellings."""
     strict_depth: int = STRICT_DEPTH
     abi_version: int = ABI_VERSION
 

@@ -117,7 +117,8 @@ def snapshot(result: LoadResult) -> bytes | None:
     positions = {id(rule): position for position, rule in enumerate(ruleset.compiled)}
     index = ruleset.route_index(None)
     try:
-        route = _dumps((index.state(positions), tuple(_plain(part) for part in export_plan(index, ruleset._atoms))))
+        plan = export_plan(index, ruleset._atoms, ruleset.cased_fields)
+        route = _dumps((index.state(positions), tuple(_plain(part) for part in plan)))
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
         route = None  # the route is then built from the rules on first use
     payload = {
@@ -127,6 +128,7 @@ def snapshot(result: LoadResult) -> bytes | None:
         "correlations": list(ruleset.correlations),
         "filters": list(ruleset.filters),
         "errors": list(result.errors),
+        "cased_fields": ruleset.cased_fields,
     }
     try:
         return MAGIC + _dumps(payload)
@@ -174,7 +176,10 @@ def _build(payload: Any, regex_timeout_ms: float) -> LoadResult:
     if not all(isinstance(info, RuleInfo) for info, _ in correlations) or not all(
             isinstance(info, RuleInfo) for info in filters) or not all(isinstance(e, RuleError) for e in errors):
         raise SnapshotError("ruleset snapshot of an unexpected shape")
-    ruleset = Ruleset(compiled, atoms, correlations, filters, counters, recipes=recipes)
+    cased_fields = payload.get("cased_fields", False)
+    if type(cased_fields) is not bool:
+        raise SnapshotError("ruleset snapshot of an unexpected shape")
+    ruleset = Ruleset(compiled, atoms, correlations, filters, counters, recipes=recipes, cased_fields=cased_fields)
     route = payload.get("route")
     if route is not None:
         if not isinstance(route, bytes):

@@ -71,10 +71,11 @@ RULE_TEST_YAML_LIMITS = YamlLimits(max_bytes=524_288, max_depth=64, max_nodes=10
 
 
 def run_rule_test(rule: str, events: list[dict[str, Any]],
-                  logsource: LogSource | None) -> tuple[int, dict[str, Any]]:
-    """Compile ``rule`` and run it on ``events`` (in a worker thread): (HTTP status, body)."""
+                  logsource: LogSource | None, cased_fields: bool = False) -> tuple[int, dict[str, Any]]:
+    """Compile ``rule`` and run it on ``events`` (in a worker thread): (HTTP status, body);
+    ``cased_fields``: the service's ``rules.field_names`` is ``sensitive``."""
     result = compile_ruleset([RuleText(source="request", text=rule, ruleset="test")], skip_invalid=True,
-                             limits=RULE_TEST_YAML_LIMITS)
+                             limits=RULE_TEST_YAML_LIMITS, cased_fields=cased_fields)
     here = str(Path("request").resolve())  # pySigma names the source by absolute path: not the server's business
     errors = [{"rule_id": e.rule_id, "title": e.title, "reason": e.reason.replace(here, "request")}
               for e in result.errors]
@@ -197,6 +198,7 @@ def rules_router(ctx: ApiContext) -> APIRouter:
 
     gate = RuleTestGate(ctx.settings.api.rules_test_concurrency)
     timeout_s = ctx.settings.api.rules_test_timeout_s
+    cased = ctx.settings.rules.field_names == "sensitive"  # a rule is tested as the service would run it
 
     @router.post("/test", dependencies=[requires(Role.ADMIN), Depends(audited("rules.test"))],
                  summary="Run a rule on events; nothing is stored",
@@ -208,7 +210,7 @@ def rules_router(ctx: ApiContext) -> APIRouter:
         note(request, detail={"rule_sha256": hashlib.sha256(body.rule.encode()).hexdigest()[:16],
                               "rule_bytes": len(body.rule), "events": len(body.events)})
         logsource = LogSource(**body.logsource.model_dump()) if body.logsource else None
-        work = gate.run(run_rule_test, body.rule, body.events, logsource)
+        work = gate.run(run_rule_test, body.rule, body.events, logsource, cased)
         if work is None:
             metrics.RULES_TEST_REJECTED.labels("busy").inc()
             return JSONResponse({"detail": "too many rule tests at once; retry later"}, status_code=429,

@@ -123,6 +123,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--input-format", choices=("auto", "ndjson", "json"), default="auto",
                         help="auto (default): a JSON document when the name ends in .json or the input starts"
                              " with '[', else NDJSON; json: a JSON array or a rule test file; ndjson: JSON lines")
+    parser.add_argument("--field-names", choices=("insensitive", "sensitive"), default=None,
+                        help="how rule field names meet event keys: insensitive (User matches user) or"
+                             " sensitive (spelled exactly) (default: rules.field_names, insensitive)")
     parser.add_argument("--rules-cache", type=Path, default=None, metavar="DIR",
                         help="keep the compiled ruleset in DIR and start from it while the rules are unchanged"
                              " (default: rules.cache_dir; none: compile every time)")
@@ -431,7 +434,8 @@ def run(args: argparse.Namespace) -> int:
                                 anomaly_checks=checks, correlation_max_keys=settings.correlation.max_keys,
                                 correlation_lateness_s=settings.correlation.allowed_lateness,
                                 regex_timeout_ms=settings.rules.regex_timeout_ms,
-                                rules_cache=args.rules_cache or settings.rules.cache_dir)
+                                rules_cache=args.rules_cache or settings.rules.cache_dir,
+                                field_names=args.field_names or settings.rules.field_names)
     detection = outcome.detection
     tune_gc(collect=False)  # the ruleset is long-lived, the events are not (load_rules collected and froze it)
     assert detection is not None  # skip_invalid: always a set

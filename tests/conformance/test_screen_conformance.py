@@ -111,15 +111,23 @@ def test_rule_events_cleared_only_without_a_match(sigmahq: LoadResult,
     tally.assert_sound(0.9)
 
 
-def test_all_rules_route(shared_dir: Path, sigmahq_parsed: list[tuple[str, SigmaRule]]) -> None:
+def _other_case(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with every key's case changed (``User`` -> ``uSER``), nested keys too."""
+    return {key.swapcase(): _other_case(value) if isinstance(value, dict) else value for key, value in event.items()}
+
+
+@pytest.mark.parametrize("cased", [False, True], ids=["insensitive", "sensitive"])
+def test_all_rules_route(shared_dir: Path, sigmahq_parsed: list[tuple[str, SigmaRule]], cased: bool) -> None:
     """Without a configured log source every rule applies, keyword rules included. (With the
     whole corpus every event matches some generic rule, so a smaller set: the project's rule pack
-    and the SigmaHQ cloud, linux, web and application folders, as in ``bench/pipeline.py``.)"""
+    and the SigmaHQ cloud, linux, web and application folders, as in ``bench/pipeline.py``.)
+    Both ``rules.field_names`` modes, on the events as generated and with their keys in another case."""
     folders = [shared_dir / "sigmahq" / "rules" / name for name in ("cloud", "linux", "web", "application")]
-    loaded = load_rules([ROOT / "sigma-rules", *folders], [])
+    loaded = load_rules([ROOT / "sigma-rules", *folders], [], cased_fields=cased)
     assert not loaded.errors
     chosen = {rule.id for rule in loaded.ruleset.rules}
     sample = [event for source, rule in sigmahq_parsed if str(rule.id) in chosen for event in rule_events(rule)]
+    sample += [_other_case(event) for event in sample[::3]]
     sample += [dict(event) for _, event in generate(5_000, seed=7, suspicious_share=0.08)]
     tally = Tally()
     tally.check(loaded.ruleset, None, sample)

@@ -25,9 +25,9 @@ def rule_yaml(detection: dict[str, Any], logsource: dict[str, str] | None = None
     return yaml.safe_dump(rule, sort_keys=False, allow_unicode=True)
 
 
-def build(*texts: str, pipelines: tuple[str, ...] = ()) -> Ruleset:
+def build(*texts: str, pipelines: tuple[str, ...] = (), cased_fields: bool = False) -> Ruleset:
     result = compile_ruleset([RuleText(f"rule{i}.yml", t, "unit") for i, t in enumerate(texts)],
-                             pipelines=list(pipelines))
+                             pipelines=list(pipelines), cased_fields=cased_fields)
     assert result.errors == [], result.errors
     return result.ruleset
 
@@ -50,6 +50,6 @@ def agree(ruleset: Ruleset, event: Any, logsource: LogSource | None = None) -> l
     return fast
 
 
-def hit(detection: dict[str, Any], event: Any) -> bool:
-    """Whether a rule with this detection matches the event."""
-    return bool(agree(build(rule_yaml(detection)), event))
+def hit(detection: dict[str, Any], event: Any, *, cased_fields: bool = False) -> bool:
+    """Whether a rule with this detection matches the event (``cased_fields``: field names as spelled)."""
+    return bool(agree(build(rule_yaml(detection), cased_fields=cased_fields), event))

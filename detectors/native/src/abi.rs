@@ -4,7 +4,7 @@
 //! ways. A plan of another version is refused before anything of it is read.
 
 /// Version of the plan format (`screen_abi.ABI_VERSION`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// An enum of the plan format: each member with its Python name and integer code.
 macro_rules! abi_enum {
@@ -125,6 +125,8 @@ pub struct PlanIn {
     pub untriggered: Vec<u32>,
     pub special: Vec<SpecialIn>,
     pub atom_count: usize,
+    /// Keys compared as spelled (`screen_abi.Plan.cased_fields`).
+    pub cased_fields: bool,
     pub strict_depth: usize,
 }
 

@@ -51,7 +51,7 @@ fn entry<'py, T: FromPyObjectOwned<'py>>(plan: &Bound<'py, PyDict>, name: &str) 
     }
 }
 
-const ENTRIES: [&str; 12] = [
+const ENTRIES: [&str; 13] = [
     "abi_version",
     "fields",
     "keywords",
@@ -63,6 +63,7 @@ const ENTRIES: [&str; 12] = [
     "untriggered",
     "special",
     "atom_count",
+    "cased_fields",
     "strict_depth",
 ];
 
@@ -106,6 +107,7 @@ impl Screen {
             untriggered: entry(plan, "untriggered")?,
             special: entry(plan, "special")?,
             atom_count: entry(plan, "atom_count")?,
+            cased_fields: entry(plan, "cased_fields")?,
             strict_depth: entry(plan, "strict_depth")?,
         };
         let plan = Plan::from_input(input).map_err(PyValueError::new_err)?;

@@ -375,6 +375,9 @@ pub struct Plan {
     pub strict: bool,
     /// Nesting beyond which a strict screen calls an event unsure (`screen_abi.STRICT_DEPTH`).
     pub strict_depth: usize,
+    /// Keys are compared as spelled, not lower-cased (`rules.field_names: sensitive`): the
+    /// plan's field paths are the rules' spellings.
+    pub cased_fields: bool,
     pub atom_count: usize,
     pub key_count: usize,
 }
@@ -818,6 +821,7 @@ impl Plan {
             untriggered,
             special,
             atom_count,
+            cased_fields,
             strict_depth,
         } = input;
         let mut key_base = 0usize;
@@ -961,6 +965,7 @@ impl Plan {
             texts,
             strict,
             strict_depth,
+            cased_fields,
             atom_count,
             key_count: key_base,
         })
@@ -999,6 +1004,7 @@ mod tests {
             untriggered: vec![],
             special: vec![],
             atom_count: 2,
+            cased_fields: false,
             strict_depth: 30,
         }
     }
@@ -1278,6 +1284,7 @@ mod tests {
             untriggered: input.untriggered.clone(),
             special: input.special.clone(),
             atom_count: input.atom_count,
+            cased_fields: input.cased_fields,
             strict_depth: input.strict_depth,
         }
     }
@@ -1315,6 +1322,7 @@ mod tests {
                 ),
             ],
             atom_count: 2,
+            cased_fields: false,
             strict_depth: 30,
         };
         let plan = Plan::from_input(input).expect("plan");
@@ -1356,6 +1364,7 @@ mod tests {
             untriggered: vec![0],
             special: vec![],
             atom_count: 0,
+            cased_fields: false,
             strict_depth: 30,
         }
     }

@@ -217,7 +217,9 @@ impl<'p> Walk<'p> {
         if !self.path.is_empty() {
             self.path.push('.');
         }
-        if key.is_ascii() {
+        if self.plan.cased_fields {
+            self.path.push_str(key);
+        } else if key.is_ascii() {
             let start = self.path.len();
             self.path.push_str(key);
             self.path[start..].make_ascii_lowercase();
@@ -791,6 +793,7 @@ mod tests {
             texts: vec![],
             strict: false,
             strict_depth: 30,
+            cased_fields: false,
             atom_count: 1,
             key_count: 0,
         }
@@ -908,6 +911,20 @@ mod tests {
         let scalar = plan("n", "true");
         assert_eq!(finds(&scalar, r#"{"n": [false, true]}"#), Some(true));
         assert_eq!(finds(&scalar, r#"{"m": {"n": true}}"#), Some(false));
+    }
+
+    #[test]
+    fn cased_fields_keep_keys_as_spelled() {
+        let mut nested = plan("A.b.C", "x");
+        nested.cased_fields = true;
+        assert_eq!(finds(&nested, r#"{"A": {"b": {"C": "x"}}}"#), Some(true));
+        assert_eq!(finds(&nested, r#"{"A.b": {"C": "x"}}"#), Some(true)); // a flat dotted key
+        assert_eq!(finds(&nested, r#"{"a": {"b": {"c": "x"}}}"#), Some(false));
+        assert_eq!(finds(&nested, r#"{"A": {"B": {"C": "x"}}}"#), Some(false));
+        let mut unicode = plan("Ünï", "x");
+        unicode.cased_fields = true;
+        assert_eq!(finds(&unicode, r#"{"Ünï": "x"}"#), Some(true));
+        assert_eq!(finds(&unicode, r#"{"ünï": "x"}"#), Some(false));
     }
 
     #[test]

@@ -107,6 +107,26 @@ def test_values_rules() -> None:
     assert values({"tags": []}, "tags") == []
 
 
+def test_cased_readers_take_keys_as_spelled() -> None:
+    """``rules.field_names: sensitive``: no other case, nested and flat-dot spellings still alike."""
+    event = {"User": "a", "user": "b", "Host": {"Name": "n1"}, "host.Name": "n2", "HOST": {"name": "n3"}}
+    flat = flatten(event, cased=True)
+    assert flat["User"] == ["a"] and flat["user"] == ["b"] and flat["Host.Name"] == ["n1"]
+    assert flat["host.Name"] == ["n2"] and flat["HOST.name"] == ["n3"] and "host.name" not in flat
+    assert values(event, "User", cased=True) == ["a"]
+    assert values(event, "USER", cased=True) == []
+    assert values(event, "Host.Name", cased=True) == ["n1"]
+    assert values({"a.B": {"c": 1}, "a": {"B.c": 2, "b.c": 3}}, "a.B.c", cased=True) == [1, 2]
+    assert get(event, "user", cased=True) == "b"
+    assert get(event, "USER", cased=True) is MISSING
+    assert get(event, "Host.Name", cased=True) == "n1"
+    assert get({"Host": {"name": "x"}}, "host.name", cased=True) is MISSING
+    assert get({"a": [{"B": None}, {"B": 2}]}, "a.B", cased=True) == 2
+    assert event_time({"TS": 1704067200}, ("ts",), cased=True) is None
+    assert event_time({"TS": 1704067200, "ts": "x", "Ts": 5}, ("TS", "ts")) == 1704067200.0
+    assert event_time({"ts": "x", "TS": 1704067200}, ("ts", "TS"), cased=True) == 1704067200.0
+
+
 def _nest(depth: int, leaf: Any) -> dict[str, Any]:
     event: dict[str, Any] = {"a": leaf}
     for _ in range(depth):
@@ -164,15 +184,28 @@ def test_values_and_get_agree_with_flatten(event: dict[str, Any], path: str) -> 
         assert any(one is v for v in want)
 
 
+@settings(max_examples=600, deadline=None)
+@given(_EVENTS, _PATHS)
+def test_cased_values_and_get_agree_with_cased_flatten(event: dict[str, Any], path: str) -> None:
+    want = flatten(event, cased=True).get(path, [])
+    got = values(event, path, cased=True)
+    assert len(got) == len(want) and all(g is w or g == w for g, w in zip(got, want, strict=True))
+    one = get(event, path, cased=True)
+    if all(v is None for v in want):
+        assert one is MISSING
+    else:
+        assert any(one is v for v in want)
+
+
 @settings(max_examples=300, deadline=None)
-@given(_EVENTS)
-def test_event_time_is_the_first_readable_field(event: dict[str, Any]) -> None:
+@given(_EVENTS, st.booleans())
+def test_event_time_is_the_first_readable_field(event: dict[str, Any], cased: bool) -> None:
     fields = ("ts", "A.b", "c", "a.")
     expected = None
     for name in fields:
-        one = get(event, name)
+        one = get(event, name, cased)
         if one is not MISSING and to_epoch(one) is not None:
             expected = parse_timestamp(one)
             break
-    assert event_time(event, fields) == expected
+    assert event_time(event, fields, cased) == expected
 

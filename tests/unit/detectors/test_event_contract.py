@@ -2,7 +2,8 @@
 event: the Python model (``detectors/event.py``), the Sigma engine and the native screen.
 
 - The engine matches ``field: x`` exactly when the model's ``values`` hold ``x``, and the
-  screen built for that rule never clears an event the engine matches.
+  screen built for that rule never clears an event the engine matches; both with field names
+  in any case (the default) and compared as spelled (``rules.field_names: sensitive``).
 - For an event the screen clears, the time it reports is the model's ``event_time`` (or the
   fallback when the model finds none), with the default time fields.
 
@@ -57,20 +58,33 @@ FIELD_CASES: list[tuple[str, dict[str, Any]]] = [
     ("a.b", {"a": "x"}),
     ("a.b", {"a": {"b": {"c": "x"}}}),
     ("a", {"a": []}),
+    ("User", {"user": "x"}),
+    ("User", {"User": "y", "user": "x"}),
+    ("user", {"User": "x", "user": "y"}),
+    ("a.B", {"a": {"B": "x"}}),
+    ("a.B", {"a.B": "x"}),
+    ("a.B.c", {"a.B": {"c": "x"}}),
+    ("a.B", {"A": {"B": "x"}}),
+    ("a.B", {"a.b": "x"}),
     ("d." * 20 + "a.b", _deep(20, ["a", "b"], "x")),
     ("d." * (MAX_DEPTH - 1) + "a", _deep(MAX_DEPTH - 1, ["a"], "x")),
 ]
 
 
+@pytest.mark.parametrize("cased", [False, True], ids=["insensitive", "sensitive"])
 @pytest.mark.parametrize(("field", "event"), FIELD_CASES)
-def test_engine_and_screen_read_fields_as_the_model(field: str, event: dict[str, Any]) -> None:
-    ruleset = build(rule_yaml({"sel": {field: "x"}, "condition": "sel"}))
-    expected = any(type(v) is str and v.lower() == "x" for v in values(event, field))
+def test_engine_and_screen_read_fields_as_the_model(field: str, event: dict[str, Any], cased: bool) -> None:
+    ruleset = build(rule_yaml({"sel": {field: "x"}, "condition": "sel"}), cased_fields=cased)
+    expected = any(type(v) is str and v.lower() == "x" for v in values(event, field, cased))
     assert bool(ruleset.evaluate(event, LS)) == expected
     screen = ruleset.screen(LS) if AVAILABLE else None
-    if screen is not None and expected:
-        picked, _ = screen.scan([orjson.dumps(event)], [0], None, 1 << 20, 64)
-        assert picked == [0], "the screen cleared an event the engine matches"
+    if screen is not None:
+        picked, _, decisions = screen.decide([orjson.dumps(event)], [0], None, 1 << 20, 64)
+        if expected:
+            assert picked == [0], "the screen cleared an event the engine matches"
+        if picked and decisions[0] is not None:
+            matched, undecided = decisions[0]
+            assert undecided or bool(matched) == expected, "the screen decided otherwise than the engine"
 
 
 ISO = "2024-01-01T00:00:00Z"
@@ -135,27 +149,31 @@ _LEAVES = st.none() | st.booleans() | st.integers(0, 3) | st.sampled_from(["x", 
 _VALUES = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
                        max_leaves=10)
 _EVENTS = st.dictionaries(_KEYS, _VALUES, max_size=4)
-_RULES: dict[str, Any] = {}
+_RULES: dict[tuple[str, bool], Any] = {}
 
 
-def _ruleset(field: str) -> Any:
-    if field not in _RULES:
-        _RULES[field] = build(rule_yaml({"sel": {field: "x"}, "condition": "sel"}))
-    return _RULES[field]
+def _ruleset(field: str, cased: bool) -> Any:
+    if (field, cased) not in _RULES:
+        _RULES[field, cased] = build(rule_yaml({"sel": {field: "x"}, "condition": "sel"}), cased_fields=cased)
+    return _RULES[field, cased]
 
 
 @settings(max_examples=300, deadline=None)
-@given(_EVENTS, st.sampled_from(["a", "a.b", "A.B", "b", "event.created", "c"]))
-def test_random_events_read_alike(event: dict[str, Any], field: str) -> None:
-    ruleset = _ruleset(field)
-    expected = any(type(v) is str and v.lower() == "x" for v in values(event, field))
+@given(_EVENTS, st.sampled_from(["a", "a.b", "A.B", "b", "event.created", "c", "Ts"]), st.booleans())
+def test_random_events_read_alike(event: dict[str, Any], field: str, cased: bool) -> None:
+    ruleset = _ruleset(field, cased)
+    expected = any(type(v) is str and v.lower() == "x" for v in values(event, field, cased))
     assert bool(ruleset.evaluate(event, LS)) == expected
     screen = ruleset.screen(LS) if AVAILABLE else None
     if screen is None:
         return
-    picked, latest = screen.scan([orjson.dumps(event)], [FALLBACK_MS], list(DEFAULT_TIME_FIELDS), 1 << 20, 64)
+    picked, latest, decisions = screen.decide([orjson.dumps(event)], [FALLBACK_MS], list(DEFAULT_TIME_FIELDS),
+                                              1 << 20, 64)
     if expected:
         assert picked == [0], "the screen cleared an event the engine matches"
+    if picked and decisions[0] is not None:
+        matched, undecided = decisions[0]
+        assert undecided or bool(matched) == expected, "the screen decided otherwise than the engine"
     elif not picked:
         ts = event_time(event, DEFAULT_TIME_FIELDS)
         assert latest == [FALLBACK_MS / 1000 if ts is None else ts]

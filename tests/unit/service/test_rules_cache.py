@@ -70,11 +70,25 @@ def test_the_key_follows_texts_sources_pipelines_and_options(tmp_path: Path) -> 
     assert rules_cache.cache_key([rules_cache.RuleText("a.yml", "x", "s")], [], 50.0) != base
     assert rules_cache.cache_key(texts, [PIPELINE], 50.0) != base
     assert rules_cache.cache_key(texts, [], 20.0) != base
+    assert rules_cache.cache_key(texts, [], 50.0, cased_fields=True) != base
+    assert rules_cache.manifest_name("sig", 50.0, cased_fields=True) != rules_cache.manifest_name("sig", 50.0)
     cache = tmp_path / "cache"
     load_rules([root], cache_dir=cache)
     write(root / "a.yml", rule("A2", "00000000-0000-4000-8000-00000000000a"))
     changed = load_rules([root], cache_dir=cache)
     assert "A2" in [r.title for r in changed.ruleset.rules]
+    assert len(_entries(cache)) == 2
+
+
+def test_each_field_names_mode_has_its_own_entry(tmp_path: Path) -> None:
+    """``rules.field_names`` changes the atoms' field paths: a cached ruleset of the other mode is never used."""
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    event = {"image": "C:\\x\\evil.exe"}
+    for _ in range(2):  # a miss, then a hit, for each mode
+        assert load_rules([root], cache_dir=cache).ruleset.evaluate(event)
+        cased = load_rules([root], cache_dir=cache, cased_fields=True).ruleset
+        assert cased.cased_fields and not cased.evaluate(event)
+        assert cased.evaluate({"Image": "C:\\x\\evil.exe"})
     assert len(_entries(cache)) == 2
 
 

@@ -88,7 +88,7 @@ def test_a_plan_without_a_version_is_refused():
 def test_build_lets_a_version_mismatch_through_instead_of_running_unscreened(monkeypatch):
     """A stale extension is a build error to fix, not a route quietly left to Python."""
     stale = a_plan()._replace(abi_version=ABI_VERSION + 1)
-    monkeypatch.setattr(screen, "export_plan", lambda index, atoms: stale)
+    monkeypatch.setattr(screen, "export_plan", lambda index, atoms, cased_fields=False: stale)
     ruleset = build(rule_yaml({"sel": {"a": "x"}, "condition": "sel"}))
     with pytest.raises(native.AbiMismatch):
         ruleset.screen(LS)

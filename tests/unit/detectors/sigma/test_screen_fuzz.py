@@ -56,6 +56,14 @@ def test_generated_modifier_rules_and_the_rule_pack():
     assert_sound(run(targets, seconds=math.inf, seed=SEED, max_inputs=50_000))
 
 
+def test_generated_rules_and_the_rule_pack_with_cased_field_names():
+    """The same with ``rules.field_names: sensitive``: keys in another case than the rule's are
+    other fields, for the screen's clearing and its decisions alike."""
+    targets = generated_targets(random.Random(SEED), cased_fields=True) + corpus_targets([PROJECT_RULES],
+                                                                                         cased_fields=True)
+    assert_sound(run(targets, seconds=math.inf, seed=SEED + 1, max_inputs=50_000))
+
+
 @pytest.mark.slow
 def test_sigmahq_rules(shared_dir: Path):
     folders = [shared_dir / "sigmahq" / folder for folder in SIGMAHQ_SMALL]

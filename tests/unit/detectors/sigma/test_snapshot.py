@@ -62,6 +62,24 @@ def test_restored_ruleset_matches_as_compiled() -> None:
             m.rule.id for m in result.ruleset.evaluate_naive(event)]
 
 
+def test_cased_field_names_are_kept() -> None:
+    """A ruleset compiled for ``rules.field_names: sensitive`` comes back so, its screen plan too."""
+    result = compile_ruleset([RuleText(f"r{i}.yml", text, "unit") for i, text in enumerate(VARIED)],
+                             cased_fields=True)
+    data = snapshot(result)
+    assert data is not None
+    again = restore(data).ruleset
+    assert again.cased_fields and not restore(snapshot(compile_ruleset([RuleText("r.yml", VARIED[0], "unit")]))
+                                              or b"").ruleset.cased_fields
+    assert again._route(None)._plan is not None and again._route(None)._plan.cased_fields
+    lowered = [{k.lower(): v for k, v in event.items()} for event in EVENTS]
+    for event in [*EVENTS, *lowered]:
+        assert _matches(again, event) == _matches(result.ruleset, event)
+    first = again.rules[0].id  # Image|endswith and CommandLine|contains|all
+    assert first in dict(_matches(again, {"Image": "C:\\x\\evil.exe", "CommandLine": "ps -enc -w hidden"}))
+    assert first not in dict(_matches(again, {"image": "C:\\x\\evil.exe", "commandline": "ps -enc -w hidden"}))
+
+
 def test_errors_filters_and_correlations_are_kept() -> None:
     texts = read_rule_texts([default_rules_dir()])
     broken = RuleText("broken.yml", "title: x\ndetection: {sel: {a|nosuch: 1}, condition: sel}\n", "unit")

@@ -104,6 +104,36 @@ def test_nested_dotted_and_list_fields(event: dict[str, object]) -> None:
     assert hit(sel("a.b.c", "x"), event)
 
 
+# (detection, event, matches with field names in any case, matches with field names as spelled)
+FIELD_NAME_CASES: list[tuple[dict[str, object], dict[str, object], bool, bool]] = [
+    (sel("User", "x"), {"User": "x"}, True, True),
+    (sel("User", "x"), {"user": "X"}, True, False),
+    (sel("User", "x"), {"USER": "y", "user": "x"}, True, False),
+    (sel("a.B.c", "x"), {"a": {"B": {"c": "x"}}}, True, True),
+    (sel("a.B.c", "x"), {"a.B": {"c": "x"}}, True, True),       # flat-dot and nested spellings still alike
+    (sel("a.B.c", "x"), {"a": {"B.c": "x"}}, True, True),
+    (sel("a.B.c", "x"), {"A": {"b": {"C": "x"}}}, True, False),
+    (sel("a.B.c", "x"), {"a.b.c": "x"}, True, False),
+    (sel("User", None), {"user": "x"}, False, True),            # null: absent in that spelling
+    (sel("User|exists", True), {"user": "x"}, True, False),
+    (sel("User|exists", False), {"user": "x"}, False, True),
+    (sel("A|fieldref", "B"), {"A": "s", "b": "s"}, True, False),
+    (sel("A|fieldref", "B"), {"A": "s", "B": "s", "b": "t"}, True, True),
+    (sel("A|neq", "x"), {"a": "x"}, False, True),
+    ({"sel": {"U": "x"}, "f": {"Image|endswith": ".exe"}, "condition": "sel and not f"},
+     {"U": "x", "image": "a.exe"}, False, True),                 # a filter misses another case
+    ({"kw": ["Needle"], "condition": "kw"}, {"MSG": "a needle"}, True, True),  # keywords: no field
+]
+
+
+@pytest.mark.parametrize(("detection", "event", "insensitive", "sensitive"), FIELD_NAME_CASES)
+def test_field_name_case(detection: dict[str, object], event: dict[str, object], insensitive: bool,
+                         sensitive: bool) -> None:
+    """``rules.field_names``: ``insensitive`` (the default) and ``sensitive``."""
+    assert hit(detection, event) is insensitive
+    assert hit(detection, event, cased_fields=True) is sensitive
+
+
 def test_nested_field_no_false_match() -> None:
     assert not hit(sel("a.b.c", "x"), {"a": {"b": {"d": "x"}}, "c": "x"})
 

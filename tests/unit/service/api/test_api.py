@@ -137,6 +137,16 @@ async def test_rules_list_get_and_test(tmp_path):
         assert (await client.get("/api/v1/rules", headers=auth(READER))).json()["total"] == 1
 
 
+@pytest.mark.parametrize(("field_names", "matched"), [("insensitive", [0, 1]), ("sensitive", [0])])
+async def test_rule_test_follows_field_names(tmp_path, field_names, matched):
+    """A tested rule reads field names as the service's rules do (``rules.field_names``)."""
+    client, _, _ = build_api(tmp_path, rules={"field_names": field_names})
+    async with client:
+        tested = await client.post("/api/v1/rules/test", headers=auth(ADMIN), json={
+            "rule": SECOND, "events": [{"message": "wget x"}, {"Message": "wget x"}]})
+        assert [m["event"] for m in tested.json()["matches"]] == matched
+
+
 @pytest.mark.parametrize("skip_invalid", [False, True])
 async def test_reload_swaps_or_rejects_as_a_whole(tmp_path, skip_invalid):
     client, _, rules = build_api(tmp_path, rules={"skip_invalid": skip_invalid})

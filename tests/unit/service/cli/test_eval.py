@@ -12,6 +12,7 @@ import pytest
 
 from service.cli import main
 from tests.support.rules import failed_logins_in_a_minute
+from tests.support.sigma import rule_yaml
 
 WIN_RULE = """\
 title: Evil Process
@@ -317,6 +318,27 @@ def test_eval_treats_the_input_as_a_stream_for_correlation_rules(
     assert main(["eval", "--config", str(config), str(path)]) == 0
     again = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["line"], r["alert_id"]) for r in again] == [(3, correlations[0]["alert_id"])]
+
+
+def test_field_names_follow_the_flag_and_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--field-names`` (default: ``rules.field_names``): ``sensitive`` matches keys spelled as the rule's only."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "user.yml").write_text(
+        rule_yaml({"sel": {"User": "root"}, "condition": "sel"}, title="root user"))
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b'{"User": "root"}\n{"user": "root"}\n')
+
+    def lines(*args: str) -> list[int]:
+        assert main(["eval", *args, str(path)]) == 0
+        return [orjson.loads(line)["line"] for line in capsys.readouterr().out.splitlines()]
+
+    rules = ["--rules", str(tmp_path / "rules")]
+    assert lines(*rules) == [1, 2]
+    assert lines(*rules, "--field-names", "sensitive") == [1]
+    config = tmp_path / "pipesentry.yml"
+    config.write_text(f"rules: {{paths: ['{tmp_path / 'rules'}'], field_names: sensitive}}\n")
+    assert lines("--config", str(config)) == [1]
+    assert lines("--config", str(config), "--field-names", "insensitive") == [1, 2]
 
 
 def test_version_names_the_release_and_the_native_screen(capsys) -> None:
