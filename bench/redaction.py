@@ -8,6 +8,8 @@ this process and in wall-clock time):
   600 bytes); the secret variant's event carries an AWS key pair, a ``db_password=``, a GitHub
   token and a JWT. ``to_document`` alone is measured beside it (``alert_render``) so the
   redaction's share of rendering an alert is visible.
+- ``alert_anchored`` / ``event_anchored``: no secret, but words that some format's prefilter looks for
+  (``/etc/passwd``, ``aws``, ``key``, a URL), so every string is scanned.
 - ``event_clean`` / ``event_secrets``: ``Redactor.text`` of the same events as compact JSON
   (what a dead letter or a log line costs).
 
@@ -39,6 +41,12 @@ SECRETS = ("+ export AWS_ACCESS_KEY_ID=AKIAQX3T7FJ2LMNOPQRS AWS_SECRET_ACCESS_KE
            "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 db_password=Tr0ub4dor-and-3 "
            "git clone https://x:ghp_R8x2Lk9Qm4Np7Tv1Wy3Zb6Cd0Ef5Gh8Jk2Mn@github.com/acme/payments "
            "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2lnbmF0dXJlLTEyMzQ1Njc4OTA")
+
+
+ANCHORED = ("+ grep -c root /etc/passwd && aws s3 sync dist/ s3://acme-artifacts/payments/ --delete "
+            "&& echo key rotation check done for https://status.acme.internal/deploys")
+"""No secret, but words the formats' prefilter looks for (``pass``, ``aws``, ``key``, ``://``): every string
+of the document is scanned, as for most alerts of a match-heavy stream."""
 
 
 def event(message: str, n: int) -> dict[str, Any]:
@@ -73,7 +81,7 @@ def timed(fn: Callable[[], None], items: int, repeats: int) -> dict[str, float]:
 def run(count: int, repeats: int) -> dict[str, Any]:
     redactor = Redactor(os.urandom(32))
     results: dict[str, Any] = {}
-    for label, message in (("clean", CLEAN), ("secrets", SECRETS)):
+    for label, message in (("clean", CLEAN), ("anchored", ANCHORED), ("secrets", SECRETS)):
         alerts = alerts_for(message, count)
         docs = [a.to_document() for a in alerts]
         texts = [orjson.dumps(event(message, n)).decode() for n in range(count)]

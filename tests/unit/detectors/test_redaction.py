@@ -130,3 +130,26 @@ def test_a_secret_exposed_by_a_neighbours_marker_is_redacted_in_the_same_call() 
     once = R.text(glued)
     assert JWT not in once and R.text(once) == once
     assert R.text(f"https://{GITHUB}@github.com") == f"https://{R.marker('github-token', GITHUB, 'ghp_')}@github.com"
+
+
+class _Unfiltered(Redactor):
+    """Every format on every text: what the anchor prefilter must not change."""
+
+    def _prefilter(self, text: str) -> tuple[int, ...]:
+        return tuple(range(len(FORMATS)))
+
+
+UNFILTERED = _Unfiltered(KEY)
+samples = st.sampled_from([spec.sample for spec in FORMATS] + [text for text, *_ in CASES])
+noisy = st.lists(st.one_of(st.text(max_size=12), secretish, samples, st.sampled_from(["KEY", "Pass", "AwS", "ı", "İ"])),
+                 max_size=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(noisy, st.sampled_from(["", " ", "\n", "="]))
+def test_the_anchor_prefilter_changes_no_result(parts: list[str], glue: str) -> None:
+    text = glue.join(parts)
+    assert R.text(text) == UNFILTERED.text(text)
+    document = {"event": {"original": text}, "pipesentry": {"matched": [{"field": "cmd", "value": text}],
+                                                           "details": {"token": text, "n": 1}}, "url": [text, None]}
+    assert R.document(document) == UNFILTERED.document(document)
