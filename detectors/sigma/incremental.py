@@ -6,7 +6,9 @@ same errors in the same order, so the same screen plan and snapshot), and leaves
 it made of each text (:mod:`detectors.sigma.memo`). It walks the texts in order as the full compile
 does; a text whose unit is in the memo is not parsed: its parse errors are taken from the unit, and
 each of its rules interns its recorded recipes into this compile's atom table (so atom ids come out
-as a full compile numbers them) and gets its recorded condition with local ids mapped to those.
+as a full compile numbers them) and gets its recorded condition, atom ids and trigger clauses with
+local ids mapped to those; its predicate is made from the condition on first use, as for a ruleset
+restored from the cache (:func:`~detectors.sigma.compiled.restored_rule`).
 
 What a unit depends on beyond its text (pipelines, options, limits and every Sigma filter: filters
 rewrite the rules they target) is the memo's context: another context reuses nothing. Texts holding
@@ -22,7 +24,7 @@ memo empty.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -33,7 +35,7 @@ from sigma.rule import SigmaRule
 
 from detectors.model import RuleInfo
 from detectors.sigma import compiler
-from detectors.sigma.compiled import CompiledRule, compiled_rule
+from detectors.sigma.compiled import CompiledRule, compiled_rule, restored_rule
 from detectors.sigma.conditions import Node
 from detectors.sigma.detection import AtomTable
 from detectors.sigma.engine import Ruleset
@@ -60,12 +62,17 @@ class _Recorder:
     def intern(self, key: tuple[Any, ...], display: str) -> Node:
         local = self.local.get(key)
         if local is None:
-            aid = self.table.intern(key, display)[1]  # raises for a bad atom: nothing recorded
-            assert isinstance(aid, int)
+            aid = _atom_id(self.table.intern(key, display))  # raises for a bad atom: nothing recorded
             local = self.local[key] = len(self.recipes)
             self.recipes.append((key, display))
             self.ids.append(aid)
         return ("atom", local)
+
+
+def _atom_id(leaf: Node) -> int:
+    aid = leaf[1]
+    assert isinstance(aid, int)
+    return aid
 
 
 def _remap(node: Node, ids: Sequence[int]) -> Node:
@@ -79,6 +86,10 @@ def _remap(node: Node, ids: Sequence[int]) -> Node:
     if op == "not":
         return ("not", _remap(value, ids))
     return (op, [_remap(child, ids) for child in value])
+
+
+def _ids(ids: Iterable[int], mapping: Sequence[int] | Mapping[int, int]) -> tuple[int, ...]:
+    return tuple(mapping[aid] for aid in ids)
 
 
 def _text_key(text: RuleText) -> TextKey:
@@ -163,22 +174,25 @@ class _Build:
                 continue
             recorder = _Recorder(self.table)
             failure: RuleError | None = None
-            local: Node | None = None
             try:
                 compiler._apply_filters(self.filters, rule)
                 local = compiler._rule_condition(item, recorder, self.pipeline)
-                self.compiled.append(compiled_rule(info, _remap(local, recorder.ids), len(self.compiled),
-                                                   self.table.atoms))
+                made = compiled_rule(info, _remap(local, recorder.ids), len(self.compiled), self.table.atoms)
             except (CompileError, SigmaError) as exc:
                 failure = RuleError(source, ident, info.title, compiler._reason(exc))
             except Exception as exc:  # a pySigma bug on odd input must not stop the other rules
                 failure = RuleError(source, ident, info.title,
                                     f"internal error: {type(exc).__name__}: {compiler._reason(exc)}")
-            units.append(RuleUnit(ident, info, None, names,
-                                  Outcome(tuple(recorder.recipes), None if failure else local, failure)))
+            else:
+                self.compiled.append(made)
             if failure is not None:
+                units.append(RuleUnit(ident, info, None, names, Outcome(tuple(recorder.recipes), None, failure)))
                 self.errors.append(failure)
                 continue
+            back = {aid: number for number, aid in enumerate(recorder.ids)}
+            units.append(RuleUnit(ident, info, None, names, Outcome(
+                tuple(recorder.recipes), local, None, _ids(made.atom_ids, back), _ids(made.positives, back),
+                None if made.trigger is None else tuple(frozenset(_ids(c, back)) for c in made.trigger))))
             self.seen[ident] = source
             self.good_rules.append(rule)
             self._progress()
@@ -211,13 +225,16 @@ class _Build:
                 continue
             outcome = rule.outcome
             assert outcome is not None, "replayable() checked it"
-            ids = [self.table.intern(key, display)[1] for key, display in outcome.recipes]
+            ids = [_atom_id(self.table.intern(key, display)) for key, display in outcome.recipes]
             if outcome.error is not None:
                 self.errors.append(outcome.error)
                 continue
             assert outcome.node is not None
-            self.compiled.append(compiled_rule(info, _remap(outcome.node, ids), len(self.compiled),  # type: ignore[arg-type]
-                                               self.table.atoms))
+            trigger = outcome.trigger
+            parts = (info, _remap(outcome.node, ids), len(self.compiled), _ids(outcome.atom_ids, ids),
+                     _ids(outcome.positives, ids),
+                     None if trigger is None else tuple(frozenset(_ids(c, ids)) for c in trigger))
+            self.compiled.append(restored_rule(parts, self.table.atoms))
             self.seen[rule.ident] = source
             self._progress()
 

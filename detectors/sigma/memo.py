@@ -27,12 +27,16 @@ TextKey = tuple[str, str, str]
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """Compiling one rule: the recipes it interned (first use order) and its condition over local
-    atom ids, or the error it failed with (after interning ``recipes``: a failed rule may leave
-    atoms behind, and so must the replay)."""
+    atom ids with what the compiler derived from it (atom ids, positive atoms, trigger clauses: see
+    :class:`~detectors.sigma.compiled.CompiledRule`), or the error it failed with (after interning
+    ``recipes``: a failed rule may leave atoms behind, and so must the replay)."""
 
     recipes: tuple[Recipe, ...]
     node: Node | None
     error: RuleError | None
+    atom_ids: tuple[int, ...] = ()
+    positives: tuple[int, ...] = ()
+    trigger: tuple[frozenset[int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
