@@ -6,9 +6,10 @@ same errors in the same order, so the same screen plan and snapshot), and leaves
 it made of each text (:mod:`detectors.sigma.memo`). It walks the texts in order as the full compile
 does; a text whose unit is in the memo is not parsed: its parse errors are taken from the unit, and
 each of its rules interns its recorded recipes into this compile's atom table (so atom ids come out
-as a full compile numbers them) and gets its recorded condition, atom ids and trigger clauses with
-local ids mapped to those; its predicate is made from the condition on first use, as for a ruleset
-restored from the cache (:func:`~detectors.sigma.compiled.restored_rule`).
+as a full compile numbers them) and gets its recorded condition and atom ids with
+local ids mapped to those (its trigger clauses are made again from the condition, as the compiler
+makes them); its predicate is made from the condition on first use, as for a ruleset restored from
+the cache (:func:`~detectors.sigma.compiled.restored_rule`).
 
 What a unit depends on beyond its text (pipelines, options, limits and every Sigma filter: filters
 rewrite the rules they target) is the memo's context: another context reuses nothing. Texts holding
@@ -36,7 +37,7 @@ from sigma.rule import SigmaRule
 from detectors.model import RuleInfo
 from detectors.sigma import compiler
 from detectors.sigma.compiled import CompiledRule, compiled_rule, restored_rule
-from detectors.sigma.conditions import Node
+from detectors.sigma.conditions import Node, trigger
 from detectors.sigma.detection import AtomTable
 from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import CompileError, RuleError, RuleText
@@ -191,8 +192,7 @@ class _Build:
                 continue
             back = {aid: number for number, aid in enumerate(recorder.ids)}
             units.append(RuleUnit(ident, info, None, names, Outcome(
-                tuple(recorder.recipes), local, None, _ids(made.atom_ids, back), _ids(made.positives, back),
-                None if made.trigger is None else tuple(frozenset(_ids(c, back)) for c in made.trigger))))
+                tuple(recorder.recipes), local, None, _ids(made.atom_ids, back), _ids(made.positives, back))))
             self.seen[ident] = source
             self.good_rules.append(rule)
             self._progress()
@@ -230,13 +230,17 @@ class _Build:
                 self.errors.append(outcome.error)
                 continue
             assert outcome.node is not None
-            trigger = outcome.trigger
-            parts = (info, _remap(outcome.node, ids), len(self.compiled), _ids(outcome.atom_ids, ids),
-                     _ids(outcome.positives, ids),
-                     None if trigger is None else tuple(frozenset(_ids(c, ids)) for c in trigger))
+            node = _remap(outcome.node, ids)
+            # The trigger clauses are made again, not remapped: a frozenset's iteration order follows
+            # how it was built, and the rule index and the screen plan follow that order.
+            parts = (info, node, len(self.compiled), _ids(outcome.atom_ids, ids), _ids(outcome.positives, ids),
+                     trigger(node, self._indexed))
             self.compiled.append(restored_rule(parts, self.table.atoms))
             self.seen[rule.ident] = source
             self._progress()
+
+    def _indexed(self, aid: int) -> bool:
+        return bool(self.table.atoms[aid].keys)
 
     def _progress(self) -> None:
         if self.on_progress is not None:

@@ -27,7 +27,7 @@ TextKey = tuple[str, str, str]
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """Compiling one rule: the recipes it interned (first use order) and its condition over local
-    atom ids with what the compiler derived from it (atom ids, positive atoms, trigger clauses: see
+    atom ids with the atom ids the compiler derived from it (all, and positive ones: see
     :class:`~detectors.sigma.compiled.CompiledRule`), or the error it failed with (after interning
     ``recipes``: a failed rule may leave atoms behind, and so must the replay)."""
 
@@ -36,7 +36,6 @@ class Outcome:
     error: RuleError | None
     atom_ids: tuple[int, ...] = ()
     positives: tuple[int, ...] = ()
-    trigger: tuple[frozenset[int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,3 +191,20 @@ def test_another_option_reuses_nothing() -> None:
     result = compile_ruleset(texts, regex_timeout_ms=5.0, memo=memo)
     assert memo.last["reused"] == 0
     assert result.errors == compile_ruleset(texts, regex_timeout_ms=5.0).errors
+
+
+def test_many_rules_sharing_atoms() -> None:
+    """Atom ids far past a small set's table (their clause sets iterate in construction order, which
+    the screen plan follows), shared atoms, keyword rules and a change in the middle."""
+    def rule(number: int, value: str = "v") -> str:
+        values = [f"{value}{number}-{k}" for k in range(5)] + ["shared", f"s{number % 7}"]
+        return rule_yaml({"sel": {"CommandLine|contains": values, "Image|endswith": [f"\\i{number % 11}.exe"]},
+                          "kw": [f"k{number}", "kshared"], "condition": "sel or kw"}, logsource=WIN)
+
+    files = {f"r{number:03}.yml": rule(number) for number in range(60)}
+    memo = CompileMemo()
+    step(memo, files)
+    for number in (30, 0, 59):
+        files[f"r{number:03}.yml"] = rule(number, "changed")
+        step(memo, files)
+        assert memo.last["parsed"] == 1
