@@ -8,6 +8,9 @@ Reloads are serialised; a trigger arriving during a reload runs after it.
 ends, and :meth:`Reloader.watch` runs under the service's supervisor.
 Rule directories are watched by polling a signature of (path, mtime, size): it
 needs no inotify and works on network and container-mounted volumes alike.
+The reloader keeps a :class:`~detectors.sigma.memo.CompileMemo`: a reload parses and
+compiles only the rule files whose text changed since the last compile (a changed
+pipeline, filter or option compiles them all), with the result of a full compile.
 
 When the service was started from a config file, a reload also re-reads that
 file and hands its ``alerting`` section (routes, receivers, suppression,
