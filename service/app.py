@@ -36,6 +36,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from detectors.sigma.memo import CompileMemo
 from service import metrics
 from service.alerting.api import api_router
 from service.alerting.router import AlertRouter
@@ -131,10 +132,12 @@ class Service:
         if missing:
             raise StartupError(f"rules path(s) do not exist: {', '.join(missing)}")
         progress = LoadProgress()
+        memo = CompileMemo()  # kept by the reloader: a reload compiles only the rule files that changed
         loaded = asyncio.Event()
         ticker = asyncio.create_task(log_progress(progress, loaded), name="rules-progress")
         try:
-            outcome = await asyncio.to_thread(compile_configured, s.rules, s.correlation, s.anomaly, 1, progress)
+            outcome = await asyncio.to_thread(compile_configured, s.rules, s.correlation, s.anomaly, 1, progress,
+                                              memo)
         finally:
             loaded.set()
             await ticker
@@ -153,7 +156,8 @@ class Service:
         tune_gc(collect=not outcome.restored)  # a cached ruleset made next to no garbage
         self.reloader = Reloader(self.detector, s.rules, s.correlation, s.anomaly,
                                  config_path=self._config_path, settings_loader=self._settings_loader,
-                                 apply_alerting=self.router.reload if self._settings_loader else None)
+                                 apply_alerting=self.router.reload if self._settings_loader else None,
+                                 memo=memo)
         self.reloader.note_loaded()
         self.reloader.on_result = self._audit_reload
         dead = FileDeadLetters(s.data_dir / "dead-letters.ndjson", redaction=self.redaction)

@@ -29,6 +29,7 @@ import orjson
 from detectors.alert import Alert, build_alert
 from detectors.model import Match, Origin
 from detectors.sigma import RuleError
+from detectors.sigma.memo import CompileMemo
 from service import metrics
 from service.detection_metrics import CounterExport
 from service.sources.base import Item, Tick
@@ -139,19 +140,23 @@ def compile_detection(rule_paths: Sequence[Path], pipelines: Sequence[Path], *, 
                       generation: int = 0, correlation_max_keys: int = 100_000,
                       correlation_lateness_s: float = 0.0, regex_timeout_ms: float | None = None,
                       on_progress: Callable[[str, int], None] | None = None,
-                      rules_cache: Path | None = None, field_names: str = "insensitive") -> CompileOutcome:
+                      rules_cache: Path | None = None, field_names: str = "insensitive",
+                      memo: CompileMemo | None = None) -> CompileOutcome:
     """Read and compile everything; blocking and CPU-heavy, so callers run it in a thread.
 
     ``regex_timeout_ms`` (``rules.regex_timeout_ms``; None: the engine's default) bounds each
     evaluation of a ``|re`` pattern RE2 cannot run. ``on_progress``: see ``service.rules.load_rules``.
     ``rules_cache`` (``rules.cache_dir``): where compiled rulesets are kept (see :mod:`service.rules_cache`).
     ``field_names`` (``rules.field_names``): ``sensitive`` makes rule field names match event keys
-    spelled exactly so (the one place the setting reaches the engine and its native screen)."""
+    spelled exactly so (the one place the setting reaches the engine and its native screen).
+
+    ``memo``: kept across compiles (hot reloads), so only changed rule texts are compiled again
+    (see ``service.rules.load_rules``)."""
     from service.rules import load_rules
 
     budget = {} if regex_timeout_ms is None else {"regex_timeout_ms": regex_timeout_ms}
     result = load_rules(list(rule_paths), list(pipelines), skip_invalid=True, on_progress=on_progress,
-                        cache_dir=rules_cache, cased_fields=field_names == "sensitive", **budget)
+                        cache_dir=rules_cache, cased_fields=field_names == "sensitive", memo=memo, **budget)
     errors: list[RuleError] = list(result.errors)
     options = {"max_keys": correlation_max_keys, "allowed_lateness_s": correlation_lateness_s}
     corr_engine, corr_errors = _compile_correlation(result.ruleset, correlation, options)

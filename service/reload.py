@@ -8,6 +8,9 @@ Reloads are serialised; a trigger arriving during a reload runs after it.
 ends, and :meth:`Reloader.watch` runs under the service's supervisor.
 Rule directories are watched by polling a signature of (path, mtime, size): it
 needs no inotify and works on network and container-mounted volumes alike.
+The reloader keeps a :class:`~detectors.sigma.memo.CompileMemo`: a reload parses and
+compiles only the rule files whose text changed since the last compile (a changed
+pipeline, filter or option compiles them all), with the result of a full compile.
 
 When the service was started from a config file, a reload also re-reads that
 file and hands its ``alerting`` section (routes, receivers, suppression,
@@ -30,6 +33,7 @@ from typing import Any
 
 from detectors.model import RuleInfo
 from detectors.sigma import RuleError
+from detectors.sigma.memo import CompileMemo
 from service import metrics
 from service.alerting.config import AlertingSettings
 from service.config import AnomalySettings, ConfigError, CorrelationSettings, RulesSettings, Settings
@@ -124,14 +128,16 @@ def tree_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
 
 
 def compile_configured(rules: RulesSettings, correlation: CorrelationSettings, anomaly: AnomalySettings,
-                       generation: int, on_progress: Callable[[str, int], None] | None = None) -> CompileOutcome:
-    """Compile the detection set the settings describe (blocking; run it in a thread)."""
+                       generation: int, on_progress: Callable[[str, int], None] | None = None,
+                       memo: CompileMemo | None = None) -> CompileOutcome:
+    """Compile the detection set the settings describe (blocking; run it in a thread). With ``memo``
+    (the same one from the start on), a reload parses and compiles only the rule files that changed."""
     return compile_detection(rules.resolved_paths(), rules.pipelines, skip_invalid=rules.skip_invalid,
                              correlation=correlation.enabled, anomaly_checks=anomaly.checks,
                              generation=generation, correlation_max_keys=correlation.max_keys,
                              correlation_lateness_s=correlation.allowed_lateness,
                              regex_timeout_ms=rules.regex_timeout_ms, on_progress=on_progress,
-                             rules_cache=rules.cache_dir, field_names=rules.field_names)
+                             rules_cache=rules.cache_dir, field_names=rules.field_names, memo=memo)
 
 
 class Reloader:
@@ -140,7 +146,8 @@ class Reloader:
     def __init__(self, detector: Detector, rules: RulesSettings, correlation: CorrelationSettings,
                  anomaly: AnomalySettings, *, config_path: Path | None = None,
                  settings_loader: Callable[[], Settings] | None = None,
-                 apply_alerting: Callable[[AlertingSettings], None] | None = None) -> None:
+                 apply_alerting: Callable[[AlertingSettings], None] | None = None,
+                 memo: CompileMemo | None = None) -> None:
         self._detector = detector
         self._rules = rules
         self._correlation = correlation
@@ -148,6 +155,9 @@ class Reloader:
         self._config_path = config_path
         self._settings_loader = settings_loader
         self._apply_alerting = apply_alerting
+        self.memo = memo if memo is not None else CompileMemo()
+        """What the last compile made of each rule text: a reload compiles only the changed ones
+        (pass the memo the initial set was compiled with, so the first reload is one too)."""
         self._lock = asyncio.Lock()
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self.last: ReloadResult | None = None
@@ -160,7 +170,7 @@ class Reloader:
         return [*self._rules.resolved_paths(), *self._rules.pipelines, *self._anomaly.checks, *config]
 
     def compile(self, generation: int) -> CompileOutcome:
-        return compile_configured(self._rules, self._correlation, self._anomaly, generation)
+        return compile_configured(self._rules, self._correlation, self._anomaly, generation, memo=self.memo)
 
     async def reload(self, trigger: str) -> ReloadResult:
         """Compile and, if acceptable, swap in a new set. Never raises; the old set stays on failure."""

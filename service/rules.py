@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from detectors.sigma import LoadResult, RuleError, RuleText
+from detectors.sigma.memo import CompileMemo
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
 
 RULE_SUFFIXES: tuple[str, ...] = (".yml", ".yaml")
@@ -152,6 +153,7 @@ def load_rules(
     on_progress: Callable[[str, int], None] | None = None,
     cache_dir: PathLike | None = None,
     cased_fields: bool = False,
+    memo: CompileMemo | None = None,
 ) -> LoadResult:
     """Read and compile every rule under ``paths`` (files or directory trees).
 
@@ -165,10 +167,15 @@ def load_rules(
     ``cache_dir``: keep the compiled ruleset there and use it while the rule texts,
     pipelines, engine and options are unchanged (see :mod:`service.rules_cache`).
     ``cased_fields`` (``rules.field_names: sensitive``): see :func:`detectors.sigma.compile_ruleset`.
+
+    ``memo``: what the previous compile with it made of each text (a hot reload keeps one): a
+    compile then parses and compiles only the texts that changed since, with the same result
+    (see :mod:`detectors.sigma.incremental`). A ruleset read from the cache leaves it as it was.
     """
     restored = [False]
     with _collector_paused(restored):
-        result = _load(paths, pipelines, skip_invalid, regex_timeout_ms, cache_dir, on_progress, cased_fields)
+        result = _load(paths, pipelines, skip_invalid, regex_timeout_ms, cache_dir, on_progress, cased_fields,
+                       memo)
         restored[0] = result.restored
     return result
 
@@ -228,7 +235,8 @@ def stat_signature(paths: Sequence[PathLike], pipelines: Sequence[PathLike]) -> 
 
 def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid: bool, regex_timeout_ms: float,
           cache_dir: PathLike | None, on_progress: Callable[[str, int], None] | None,
-          cased_fields: bool = False) -> LoadResult:
+          cased_fields: bool = False,
+          memo: CompileMemo | None = None) -> LoadResult:
     signature = ""
     settled = False
     if cache_dir is not None:
@@ -259,7 +267,7 @@ def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid
 
         result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
                                  regex_timeout_ms=regex_timeout_ms, on_progress=on_progress,
-                                 cased_fields=cased_fields)
+                                 cased_fields=cased_fields, memo=memo)
         if cache_dir is not None and rules_cache.store(Path(cache_dir), key, result) and settled \
                 and not read_errors and not pipeline_errors:
             rules_cache.store_manifest(Path(cache_dir), signature, key)

@@ -21,9 +21,11 @@ from sigma.rule.base import SigmaYAMLLoader
 
 from detectors.model import RuleInfo
 from detectors.sigma.compiled import CompiledRule, compiled_rule
-from detectors.sigma.detection import AtomTable, rule_node
+from detectors.sigma.conditions import Node
+from detectors.sigma.detection import AtomTable, Interner, rule_node
 from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import CompileError, RuleError, RuleText
+from detectors.sigma.memo import CompileMemo
 from detectors.sigma.modifiers import rewrite_detection
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
 from detectors.sigma.result import LoadResult
@@ -187,8 +189,8 @@ def _parse_text(text: RuleText, errors: list[RuleError], limits: YamlLimits) -> 
     return parsed
 
 
-def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline | None,
-                  info: RuleInfo, order: int) -> CompiledRule:
+def _rule_condition(item: _Parsed, table: Interner, pipeline: ProcessingPipeline | None) -> Node:
+    """The rule's condition IR after the processing pipeline (atoms interned into ``table``)."""
     rule = item.obj
     assert isinstance(rule, SigmaRule)
     if pipeline is not None:
@@ -196,7 +198,12 @@ def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline 
             pipeline.apply(rule)
         except Exception as exc:  # transformations raise assorted error types
             raise CompileError(f"processing pipeline failed: {_reason(exc)}") from exc
-    return compiled_rule(info, rule_node(rule, table), order, table.atoms)
+    return rule_node(rule, table)
+
+
+def _compile_rule(item: _Parsed, table: AtomTable, pipeline: ProcessingPipeline | None,
+                  info: RuleInfo, order: int) -> CompiledRule:
+    return compiled_rule(info, _rule_condition(item, table, pipeline), order, table.atoms)
 
 
 def _resolve_correlations(correlations: list[tuple[_Parsed, RuleInfo]], rules: list[SigmaRule],
@@ -225,7 +232,8 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
                     skip_invalid: bool = True, regex_timeout_ms: float = DEFAULT_TIMEOUT_MS, *,
                     limits: YamlLimits = RULE_YAML_LIMITS,
                     on_progress: Callable[[str, int], None] | None = None,
-                    cased_fields: bool = False) -> LoadResult:
+                    cased_fields: bool = False,
+                    memo: CompileMemo | None = None) -> LoadResult:
     """Compile rule texts into a :class:`Ruleset`; errors are collected, never raised.
 
     ``regex_timeout_ms`` bounds each evaluation of a ``|re`` pattern RE2 cannot run.
@@ -237,8 +245,17 @@ def compile_ruleset(texts: Iterable[RuleText], pipelines: Sequence[str] = (),
 
     With ``skip_invalid=False`` the result is the same (the ruleset holds the good
     rules); the caller decides to reject the whole set when ``errors`` is non-empty.
+
+    ``memo`` (kept by the caller from one compile to the next, e.g. across hot reloads): texts
+    unchanged since the previous compile with it are not parsed or compiled again; the result is
+    the same as without it (see :mod:`detectors.sigma.incremental`).
     """
     del skip_invalid  # the decision to reject a partly broken set belongs to the caller
+    if memo is not None:
+        from detectors.sigma.incremental import compile_incremental
+
+        return compile_incremental(list(texts), pipelines, regex_timeout_ms, limits, on_progress, memo,
+                                   cased_fields=cased_fields)
     errors: list[RuleError] = []
     counters: dict[str, int] = {"regex_timeouts": 0}
     pipeline = _load_pipelines(pipelines, errors, limits)

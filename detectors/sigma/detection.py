@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from sigma.conditions import (
     ConditionAND,
@@ -49,6 +49,15 @@ MAX_VALUE_LENGTH = 65536
 """Longest rule value accepted (longer ones are almost certainly broken input)."""
 
 
+class Interner(Protocol):
+    """What turns an atom's recipe into its IR leaf: the :class:`AtomTable`, or a recorder of what a
+    rule interns (:mod:`detectors.sigma.incremental`)."""
+
+    def field(self, name: str) -> str: ...
+
+    def intern(self, key: tuple[Any, ...], display: str) -> Node: ...
+
+
 class AtomTable:
     """All atoms of a ruleset; identical atoms (same field and test) are shared between rules."""
 
@@ -80,7 +89,7 @@ class AtomTable:
         return ("atom", aid)
 
 
-def rule_node(rule: SigmaRule, table: AtomTable) -> Node:
+def rule_node(rule: SigmaRule, table: Interner) -> Node:
     """IR of the whole rule: the OR of its conditions (a list of conditions means any of them)."""
     nodes = []
     for condition in rule.detection.parsed_condition:
@@ -94,7 +103,7 @@ def rule_node(rule: SigmaRule, table: AtomTable) -> Node:
     return make_or(nodes)
 
 
-def _node(tree: Any, table: AtomTable) -> Node:
+def _node(tree: Any, table: Interner) -> Node:
     match tree:
         case None:
             return ("const", False)
@@ -112,14 +121,14 @@ def _node(tree: Any, table: AtomTable) -> Node:
             raise CompileError(f"unsupported condition element {type(tree).__name__}")
 
 
-def _text_atom(field: str | None, display: str, parts: list[Part], cased: bool, table: AtomTable) -> Node:
+def _text_atom(field: str | None, display: str, parts: list[Part], cased: bool, table: Interner) -> Node:
     pattern = pattern_of(parts, fold=not cased)
     if len(pattern.literal) > MAX_VALUE_LENGTH:
         raise CompileError(f"value of field {display!r} is longer than {MAX_VALUE_LENGTH} characters")
     return table.intern(("text", field, pattern, cased), display)
 
 
-def _keyword(value: Any, table: AtomTable) -> Node:
+def _keyword(value: Any, table: Interner) -> Node:
     """Keyword search: the value is looked for inside every string of the event."""
     if isinstance(value, SigmaExpansion):
         return make_or([_keyword(v, table) for v in value.values])
@@ -144,7 +153,7 @@ def string_parts_merge(parts: list[Part]) -> list[Part]:
     return merged
 
 
-def _regex(field: str | None, display: str, value: SigmaRegularExpression, table: AtomTable) -> Node:
+def _regex(field: str | None, display: str, value: SigmaRegularExpression, table: Interner) -> Node:
     if value.regexp.contains_placeholder():
         raise CompileError("unresolved placeholder in regular expression")
     flags = "".join(sorted(_FLAGS[f] for f in value.flags))
@@ -152,7 +161,7 @@ def _regex(field: str | None, display: str, value: SigmaRegularExpression, table
     return table.intern(("re", field, source), display)
 
 
-def _value(display: str, value: Any, table: AtomTable) -> Node:
+def _value(display: str, value: Any, table: Interner) -> Node:
     field = table.field(display)
     match value:
         case SigmaExpansion():

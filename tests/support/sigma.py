@@ -53,3 +53,35 @@ def agree(ruleset: Ruleset, event: Any, logsource: LogSource | None = None) -> l
 def hit(detection: dict[str, Any], event: Any, *, cased_fields: bool = False) -> bool:
     """Whether a rule with this detection matches the event (``cased_fields``: field names as spelled)."""
     return bool(agree(build(rule_yaml(detection), cased_fields=cased_fields), event))
+
+
+def assert_same_as_full(texts: list[RuleText], memo: Any, pipelines: tuple[str, ...] = ()) -> Any:
+    """Compile ``texts`` with ``memo`` (a :class:`~detectors.sigma.memo.CompileMemo`) and without:
+    the results must be the same (rules, atoms, errors, correlations, the unrouted route's index
+    and screen plan: what a snapshot holds, compared value by value); returns the incremental result.
+
+    The snapshot bytes are compared too when there is no processing pipeline: with one, equal values
+    can pickle differently (a pipeline's field names are one string object per compile, and a
+    reused rule's atoms keep the previous compile's)."""
+    import pickle
+
+    from detectors.sigma.snapshot import MAGIC, snapshot
+
+    full = compile_ruleset(texts, pipelines=list(pipelines))
+    incremental = compile_ruleset(texts, pipelines=list(pipelines), memo=memo)
+    assert incremental.errors == full.errors
+    mine, theirs = snapshot(incremental), snapshot(full)
+    assert mine is not None and theirs is not None
+    if not pipelines:
+        assert mine == theirs
+    a, b = pickle.loads(mine[len(MAGIC):]), pickle.loads(theirs[len(MAGIC):])
+    assert a.keys() == b.keys()
+    for key in a:
+        if key == "route":
+            assert pickle.loads(a[key]) == pickle.loads(b[key])
+        elif key == "correlations":
+            assert [(info, pickle.dumps(corr)) for info, corr in a[key]] == [
+                (info, pickle.dumps(corr)) for info, corr in b[key]]
+        else:
+            assert a[key] == b[key], key
+    return incremental
