@@ -8,6 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import (
+    NotEnoughReplicasError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from detectors.model import LogSource, Origin
 from service import metrics
@@ -19,7 +25,10 @@ from service.keyed.stage1 import InputView, StateRecordProducer
 from service.pipeline.core import Pipeline
 from service.sources.base import InputSpec, RawMessage
 from tests.conftest import PROJECT_RULES
+from tests.support.kafka import FakeProducer as SharedProducer
+from tests.support.kafka import ProducerFactory
 from tests.support.routers import FakeRouter
+from tests.support.waits import until
 
 RULES = [PROJECT_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
          PROJECT_RULES / "correlations" / "ssh_brute_force.yml"]
@@ -208,3 +217,124 @@ def _any_alert(origin: Origin) -> Any:
     from detectors.model import Match, RuleInfo
 
     return build_alert(Match(RuleInfo(id="r", title="t")), {}, origin, event_time=T0, now=T0)
+
+
+def replaceable(factory: ProducerFactory, clock: list[float] | None = None, chain: bool = False) -> StateRecordProducer:
+    """Stage 1's producer over the shared fake producers (a new one per build)."""
+    now = clock if clock is not None else [T0]
+    return StateRecordProducer(KafkaSettings(bootstrap_servers=["x:9092"], topics={"auth": {}}),
+                               StateSettings(scope="keyed", keyed_topic="internal"), "host:1",
+                               producer_factory=factory, clock=lambda: now[0], chain=chain)
+
+
+def replacements(label: str) -> float:
+    return metrics.REGISTRY.get_sample_value("pipesentry_kafka_producer_replacements_total",
+                                             {"producer": label}) or 0.0
+
+
+def delivered(fake: SharedProducer) -> list[Any]:
+    return [r for _, value, _ in fake.sent for r in records.unpack(value)]
+
+
+@pytest.mark.parametrize("error", [OutOfOrderSequenceNumber(), ProducerFenced(), UnknownProducerId()])
+async def test_a_producer_that_can_never_send_again_is_replaced_and_the_retry_sends_the_whole_batch(
+        error: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    factory = ProducerFactory()
+    stage = replaceable(factory)
+    await stage.start()
+    first = factory.current
+    batch = [record(host, offset) for offset, host in enumerate("abcdef")]
+    first.failures = [None, error]  # one message acknowledged, the next fails: the producer id is gone
+    before = replacements("keyed")
+    with pytest.raises(type(error)):
+        await stage.send(batch, {("auth", 0): T0 + 5})  # raises: the submit is retried, nothing committed
+    assert first.stopped == 1 and replacements("keyed") - before == 1
+    assert any(r.getMessage() == "kafka producer cannot send any more; a new one is built"
+               and getattr(r, "producer", None) == "keyed" for r in caplog.records)
+    view = InputView(owned={("auth", 0)}, caught_up={("auth", 0)}, counts={"auth": 1})
+    assert stage.watermark(view, T0).progress == () and stage.watermark(view, T0).idle == ()  # no promise yet
+    await stage.send(batch, {("auth", 0): T0 + 5})  # the retry: every record, on a new producer
+    assert len(factory.built) == 2 and factory.current.started == 1
+    expected = sorted(r.origin.offset for r in batch)
+    assert sorted(r.origin.offset for r in delivered(factory.current)) == expected
+    assert stage.watermark(view, T0).progress == (("auth", 0, T0 + 5),)
+
+
+async def test_a_producer_whose_sender_stopped_is_replaced_before_records_wait_on_it() -> None:
+    factory = ProducerFactory()
+    stage = replaceable(factory)
+    await stage.start()
+    factory.current.end_sender(ProducerFenced())
+    before = replacements("keyed")
+    await stage.send([record("a", 1)], {("auth", 0): T0 + 1})
+    assert len(factory.built) == 2 and factory.built[0].sent == [] and factory.built[0].stopped == 1
+    assert len(delivered(factory.current)) == 1 and replacements("keyed") - before == 1
+
+
+async def test_a_sender_that_ends_under_a_send_fails_it_and_the_producer_is_replaced() -> None:
+    factory = ProducerFactory()
+    stage = replaceable(factory)
+    await stage.start()
+    first = factory.current
+    first.hold = True  # the broker does not answer; then the sender dies with what it held
+    sending = asyncio.create_task(stage.send([record("a", 1), record("b", 2)], {("auth", 0): T0 + 2}))
+    await until(lambda: len(first.held) > 0)
+    first.end_sender(RuntimeError("Unexpected error during batch delivery"))  # not a fatal class by name
+    with pytest.raises(RuntimeError):
+        await sending
+    assert first.stopped == 1 and stage._producer is None
+    await stage.send([record("a", 1), record("b", 2)], {("auth", 0): T0 + 2})
+    assert len(delivered(factory.current)) == 2
+
+
+async def test_a_retriable_failure_keeps_the_producer() -> None:
+    factory = ProducerFactory()
+    stage = replaceable(factory)
+    await stage.start()
+    factory.current.failures = [NotEnoughReplicasError()]
+    with pytest.raises(NotEnoughReplicasError):
+        await stage.send([record("a", 1)], {("auth", 0): T0 + 1})
+    await stage.send([record("a", 1)], {("auth", 0): T0 + 1})
+    assert len(factory.built) == 1 and factory.current.stopped == 0
+
+
+async def test_the_watermark_timer_replaces_a_fenced_producer_and_stage2s_counts_apart() -> None:
+    clock = [T0]
+    factory = ProducerFactory()
+    chain = replaceable(factory, clock, chain=True)
+    await chain.start()
+    await chain.send([], {("internal", 0): T0})
+    chain.view = lambda: _view(InputView(owned={("internal", 0)}, counts={"internal": 1}))
+    factory.current.failures = [ProducerFenced()]
+    before = replacements("keyed_chain")
+    with pytest.raises(ProducerFenced):
+        await chain.send_watermark()
+    assert replacements("keyed_chain") - before == 1 and chain._producer is None
+    assert await chain.send_watermark()  # rebuilt by the timer itself: quiet inputs still need marks
+    assert len(factory.built) == 2 and sorted(p for p in factory.current.routed if p is not None) == [0, 1, 2]
+    await chain.stop()
+    assert await chain.send_watermark() is False  # stopped: nothing is rebuilt
+
+
+async def test_a_batch_not_acknowledged_holds_its_partitions_marks_and_is_never_idle() -> None:
+    """A retried submit must not find its records overtaken by a mark the wall clock moved on."""
+    clock = [T0]
+    factory = ProducerFactory()
+    stage = replaceable(factory, clock)
+    await stage.start()
+    await stage.send([record("a", 1)], {("auth", 0): T0})
+    factory.current.failures = [NotEnoughReplicasError(), NotEnoughReplicasError()]
+    with pytest.raises(NotEnoughReplicasError):
+        await stage.send([record("a", 2)], {("auth", 0): T0 + 2})
+    with pytest.raises(NotEnoughReplicasError):
+        await stage.send([record("b", 3)], {("auth", 1): T0 + 3})  # its first batch
+    clock[0] = T0 + 60
+    view = InputView(owned={("auth", 0), ("auth", 1)}, caught_up={("auth", 0), ("auth", 1)}, counts={"auth": 2})
+    mark = stage.watermark(view, clock[0])
+    assert mark.progress == (("auth", 0, T0),) and mark.idle == ()
+    await stage.send([record("a", 2)], {("auth", 0): T0 + 2})
+    await stage.send([record("b", 3)], {("auth", 1): T0 + 3})
+    mark = stage.watermark(view, clock[0])
+    assert mark.progress == (("auth", 0, T0 + 2), ("auth", 1, T0 + 3))  # acknowledged now: moved on from here
+    clock[0] += 10
+    assert stage.watermark(view, clock[0]).progress == (("auth", 0, T0 + 12), ("auth", 1, T0 + 13))
