@@ -16,7 +16,7 @@ knows every input partition that must have spoken. It goes to every partition of
 topic through the same producer, after the records it covers, so it never overtakes them.
 
 A producer that can never send again (fenced, an out-of-order sequence, an unknown producer id, its
-sender stopped: :mod:`service.kafka_producers`) is dropped when a send fails so, and the next send
+sender stopped: :mod:`service.kafka_producers`) is dropped as soon as a send fails that way, and the next send
 builds a new one (logged, ``pipesentry_kafka_producer_replacements_total{producer="keyed"}``). The
 failed send still raises: the pipeline core retries the batch's submit, which sends every record of
 the batch again on the new producer, and its input offsets are not committed meanwhile. Records
