@@ -11,11 +11,14 @@ A private broker is started with ``devservices``. Steps, in one run:
    client addresses, each feeding two correlations of ``sigma-rules/``), encoded once, in
    event-time order;
 2. rounds (``--rounds``, the order of the lanes rotating from round to round) of ``pipesentry run``
-   child processes, each lane on topics and groups of its own (the internal topic too):
+   child processes, each lane on topics and groups of its own (the internal topic too), their
+   ``data_dir/state`` on one directory of the lane (the shared volume keyed scope's stage 2 needs
+   for its state to follow a moved partition, as in ``tests/support/keyed.py``):
    ``instance`` (one process, ``state.scope: instance``: today's exact single-instance set-up),
    ``keyed-1``, ``keyed-2``, ``keyed-3`` (``state.scope: keyed``, ``keyed_role: both``) and
    ``split`` (one ``stage1`` process beside one ``stage2`` process). The processes start on the
-   empty topics; once every one holds its partitions (input and internal) the backlog is produced
+   empty topics; once every one holds its share of the partitions (input and internal: every
+   partition assigned, and each process some of each group it belongs to) the backlog is produced
    at full speed (about ten times faster than it is consumed), so no process reads a share alone
    while the others still join. ``events_per_s``: the backlog over the wall time from the first
    send until the input group has committed all of it and the stage-2 group the internal topic up
@@ -362,15 +365,23 @@ async def run_lane(lane: str, bootstrap: str, create: Any, backlog: Sequence[tup
     roles = ["stage1", "stage2"] if lane == "split" else ["both"] * (int(lane[-1]) if scope == "keyed" else 1)
     lane_dir = work / f"{lane}-{tag}"
     lane_dir.mkdir()
-    procs = [Instance(lane_dir, f"p{i}", config(bootstrap, topics, group, scope, internal, role, lateness=lateness))
+    shared = lane_dir / "state"
+    shared.mkdir()
+    procs = [Instance(lane_dir, f"p{i}", config(bootstrap, topics, group, scope, internal, role, lateness=lateness),
+                      state_dir=shared)
              for i, role in enumerate(roles)]
     input_parts = len(inputs) * partitions
     try:
         async def assigned() -> bool:
+            """Both groups formed: a process that joined late would move partitions while the backlog
+            is read (without shared state stage 2's new owner would drop the records it had buffered)."""
             got_in = got_keyed = 0.0
-            for p in procs:
-                got_in += await metric(p, "pipesentry_kafka_partitions_assigned", 'consumer="input"')
-                got_keyed += await metric(p, "pipesentry_kafka_partitions_assigned", 'consumer="keyed"')
+            for p, role in zip(procs, roles, strict=True):
+                own_in = await metric(p, "pipesentry_kafka_partitions_assigned", 'consumer="input"')
+                own_keyed = await metric(p, "pipesentry_kafka_partitions_assigned", 'consumer="keyed"')
+                if (role != "stage2" and not own_in) or (scope == "keyed" and role != "stage1" and not own_keyed):
+                    return False
+                got_in, got_keyed = got_in + own_in, got_keyed + own_keyed
             return got_in == input_parts and (scope != "keyed" or got_keyed == 3)
 
         async def records(kinds: Sequence[str]) -> float:

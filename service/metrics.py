@@ -77,6 +77,11 @@ KAFKA_PAUSED_PARTITIONS = Gauge("pipesentry_kafka_paused_partitions",
                                 registry=REGISTRY)
 KAFKA_CONNECT_ERRORS = Counter("pipesentry_kafka_connect_errors",
                                "Failed attempts to reach the Kafka cluster.", registry=REGISTRY)
+KAFKA_PRODUCER_REPLACEMENTS = Counter(
+    "pipesentry_kafka_producer_replacements",
+    "Kafka producers dropped because they could never send again (fenced, out-of-order sequence, unknown "
+    "producer id, sender stopped) and built anew, by producer: keyed (stage 1's state records), keyed_chain "
+    "(stage 2's chained records), sink:<name> (a kafka alert sink).", ["producer"], registry=REGISTRY)
 
 # --- detection --------------------------------------------------------------
 DETECTION_LATENCY = Histogram("pipesentry_detection_latency_seconds",

@@ -14,6 +14,13 @@ about the event time of what may come, a replay of old logs for one); one still 
 before its first batch is left out, and holds stage 2 back. With it go the input topics' partition counts, so stage 2
 knows every input partition that must have spoken. It goes to every partition of the internal
 topic through the same producer, after the records it covers, so it never overtakes them.
+
+A producer that can never send again (fenced, an out-of-order sequence, an unknown producer id, its
+sender stopped: :mod:`service.kafka_producers`) is dropped as soon as a send fails that way, and the next send
+builds a new one (logged, ``pipesentry_kafka_producer_replacements_total{producer="keyed"}``). The
+failed send still raises: the pipeline core retries the batch's submit, which sends every record of
+the batch again on the new producer, and its input offsets are not committed meanwhile. Records
+the old producer had written already come twice; stage 2 drops them as replays.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 
 from service import metrics
 from service.config import KafkaSettings, StateSettings
+from service.kafka_producers import is_fatal, note_replaced, sender_ended
 from service.keyed.records import (
     PACK_BYTES,
     AnomalyRecord,
@@ -48,6 +56,8 @@ log = logging.getLogger(__name__)
 Partition = tuple[str, int]
 PARTITION_CACHE = 65_536
 """Record keys whose internal partition :class:`StateRecordProducer` remembers."""
+DISCARD_TIMEOUT_S = 30.0
+"""How long a dropped producer may take to stop (its records failed already: it has nothing to flush)."""
 
 
 @dataclass
@@ -85,9 +95,18 @@ class StateRecordProducer:
         self._factory = producer_factory
         self._clock = clock
         self._producer: Any | None = None
+        self._running = False
+        """Between :meth:`start` (or a first send) and :meth:`stop`: a dropped producer is rebuilt."""
+        self._building = asyncio.Lock()
+        """One producer at a time: the submit step and the watermark timer both send."""
+        self.label = "keyed_chain" if chain else "keyed"
+        """The ``producer`` label of ``pipesentry_kafka_producer_replacements_total``."""
         self._prepared = False
         self._progress: dict[Partition, tuple[float, float]] = {}
         """Per input partition: newest event time acknowledged, and the wall time it was."""
+        self._unsent: set[Partition] = set()
+        """Input partitions of a batch whose records are not acknowledged yet (being sent, or failed
+        and waiting for the retry): the wall clock does not move their marks on, nor are they idle."""
         self.view: Callable[[], Awaitable[InputView]] = _no_view
         """Set by the input :class:`~service.sources.kafka.KafkaSource`."""
         self._partitions: dict[bytes, int] = {}
@@ -113,16 +132,45 @@ class StateRecordProducer:
         return True
 
     async def start(self) -> None:
-        if self._producer is not None:
-            return
-        if not self._prepared and self.partitions is not None:
-            await self._ensure_topic(self.partitions)
-            self._prepared = True
-        producer = self._factory(**client_kwargs(self._kafka), acks="all", enable_idempotence=True)
-        await producer.start()
-        self._producer = producer
+        self._running = True
+        await self._usable()
+
+    async def _usable(self) -> Any:
+        """The producer, built when there is none (or the one there has a stopped sender)."""
+        async with self._building:
+            producer = self._producer
+            if producer is not None and sender_ended(producer):
+                await self._discard(producer, "its sender stopped")
+                producer = None
+            if producer is not None:
+                return producer
+            if not self._prepared and self.partitions is not None:
+                await self._ensure_topic(self.partitions)
+                self._prepared = True
+            producer = self._factory(**client_kwargs(self._kafka), acks="all", enable_idempotence=True)
+            try:
+                await producer.start()
+            except Exception:
+                await _quiet_stop(producer)
+                raise
+            self._producer = producer
+            return producer
+
+    async def _failed(self, producer: Any, exc: BaseException) -> None:
+        """After ``producer`` failed with ``exc``: drop it if it can never send again (the caller re-raises)."""
+        if is_fatal(exc) or sender_ended(producer):
+            async with self._building:
+                await self._discard(producer, _describe(exc))
+
+    async def _discard(self, producer: Any, reason: str) -> None:
+        if self._producer is not producer:
+            return  # dropped already (the other sender saw it first), or stopped
+        self._producer = None
+        note_replaced(self.label, reason, topic=self.topic)
+        await _quiet_stop(producer)
 
     async def stop(self) -> None:
+        self._running = False
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
@@ -134,35 +182,42 @@ class StateRecordProducer:
         :data:`~service.keyed.records.PACK_BYTES` allows, in batch order: a key's records keep
         their order (one partition, one idempotent producer, messages sent one after another)."""
         if records:
-            if self._producer is None:
-                await self.start()
-            producer = self._producer
-            assert producer is not None
-            partitions = sorted(await producer.partitions_for(self.topic) or ())
-            if not partitions:
-                raise RuntimeError(f"internal topic {self.topic!r} has no partitions")
-            lines: dict[int, list[bytes]] = {}
-            count = 0
-            for record in records:
-                assert isinstance(record, StateRecord | AnomalyRecord)
-                try:
-                    data = record.encode()
-                except RecordTooLarge:
-                    detector = "correlation" if isinstance(record, StateRecord) else "anomaly"
-                    metrics.EVENTS_SKIPPED.labels(detector, "oversize_state_record").inc()
-                    continue
-                partition = partitions[self._partition(record.key(), len(partitions))]
-                lines.setdefault(partition, []).append(data)
-                count += 1
-            futures = [await producer.send(self.topic, value=message, partition=partition)
-                       for partition, batch in lines.items() for message in pack(batch, self._pack_bytes)]
-            await asyncio.gather(*futures)
-            metrics.KEYED_STATE_RECORDS.labels("sent").inc(count)
+            self._unsent.update(progress)
+            self._running = True
+            producer = await self._usable()
+            try:
+                await self._send_records(producer, records)
+            except Exception as exc:
+                await self._failed(producer, exc)
+                raise
+        self._unsent.difference_update(progress)
         now = self._clock()
         for tp, ts in progress.items():
             known = self._progress.get(tp)
             if known is None or ts > known[0]:
                 self._progress[tp] = (ts, now)
+
+    async def _send_records(self, producer: Any, records: Sequence[Any]) -> None:
+        partitions = sorted(await producer.partitions_for(self.topic) or ())
+        if not partitions:
+            raise RuntimeError(f"internal topic {self.topic!r} has no partitions")
+        lines: dict[int, list[bytes]] = {}
+        count = 0
+        for record in records:
+            assert isinstance(record, StateRecord | AnomalyRecord)
+            try:
+                data = record.encode()
+            except RecordTooLarge:
+                detector = "correlation" if isinstance(record, StateRecord) else "anomaly"
+                metrics.EVENTS_SKIPPED.labels(detector, "oversize_state_record").inc()
+                continue
+            partition = partitions[self._partition(record.key(), len(partitions))]
+            lines.setdefault(partition, []).append(data)
+            count += 1
+        futures = [_watched(await producer.send(self.topic, value=message, partition=partition))
+                   for partition, batch in lines.items() for message in pack(batch, self._pack_bytes)]
+        await asyncio.gather(*futures)
+        metrics.KEYED_STATE_RECORDS.labels("sent").inc(count)
 
     def _partition(self, key: bytes, count: int) -> int:
         """:func:`~service.keyed.records.partition_for`, remembered per key (group keys repeat, and
@@ -180,30 +235,37 @@ class StateRecordProducer:
         for tp in list(self._progress):
             if tp not in view.owned:
                 del self._progress[tp]  # revoked: its next owner speaks for it
+        self._unsent &= view.owned
         rows: list[tuple[str, int, float]] = []
         idle: list[Partition] = []
         for tp in sorted(view.owned):
             known = self._progress.get(tp)
             if known is not None:
                 ts, wall = known
-                rows.append((*tp, ts if tp in view.busy or self.chain else ts + max(0.0, now - wall)))
-            elif tp in view.caught_up and not self.chain:
+                held = tp in view.busy or tp in self._unsent or self.chain
+                rows.append((*tp, ts if held else ts + max(0.0, now - wall)))
+            elif tp in view.caught_up and tp not in self._unsent and not self.chain:
                 idle.append(tp)
         return Watermark(self.producer_id, tuple(r for r in rows if math.isfinite(r[2])),
                          tuple(sorted(view.counts.items())), tuple(idle))
 
     async def send_watermark(self) -> bool:
         """This instance's watermark to every partition of the internal topic; False if it has none."""
-        producer = self._producer
-        if producer is None:
+        if not self._running:
             return False
         mark = self.watermark(await self.view(), self._clock())
         if not mark.progress and not mark.idle:
             return False
-        partitions = await producer.partitions_for(self.topic)
-        data = mark.encode()
-        futures = [await producer.send(self.topic, value=data, partition=p) for p in sorted(partitions or ())]
-        await asyncio.gather(*futures)
+        producer = await self._usable()  # rebuilt here too when dropped: quiet inputs still need marks
+        try:
+            partitions = await producer.partitions_for(self.topic)
+            data = mark.encode()
+            futures = [_watched(await producer.send(self.topic, value=data, partition=p))
+                       for p in sorted(partitions or ())]
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            await self._failed(producer, exc)
+            raise
         metrics.KEYED_STATE_RECORDS.labels("watermark").inc(len(futures))
         return True
 
@@ -238,3 +300,28 @@ class StateRecordProducer:
                      extra={"topic": self.topic, "partitions": partitions, "replication": replication})
         finally:
             await admin.close()
+
+
+def _watched(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """``future``, whose error is retrieved even when nobody awaits it any more (a send that failed
+    earlier stops the wait): not an "exception was never retrieved" line per record."""
+    future.add_done_callback(_retrieved)
+    return future
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _quiet_stop(producer: Any) -> None:
+    """Stop a producer that failed (bounded; an error stopping it is only logged)."""
+    try:
+        await asyncio.wait_for(producer.stop(), DISCARD_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("keyed scope: error while stopping a dropped producer", extra={"error": _describe(exc)})

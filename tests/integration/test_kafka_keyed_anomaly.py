@@ -16,6 +16,7 @@ import pytest
 
 from service.cli import main
 from tests.support.instances import InProcess, kafka_settings, unique_topic
+from tests.support.keyed import FAILED_LOGINS_CHECK, checks_yaml
 from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
@@ -26,15 +27,7 @@ RULES = [SIGMA_RULES / "linux" / "linux_auth_ssh_failed_login.yml",
 AUTH = {"product": "linux", "service": "auth"}
 INPUTS = 4
 T0 = 1_764_113_000.0
-CHECKS = """
-checks:
-  - id: failed-logins-per-host
-    type: threshold
-    logsource: {product: linux, service: auth}
-    by: [hostname]
-    selection: {message|contains: Failed password}
-    count: 6
-    window: 5m
+CHECKS = checks_yaml(FAILED_LOGINS_CHECK, """\
   - id: users-per-source
     type: cardinality
     logsource: {product: linux, service: auth}
@@ -42,7 +35,7 @@ checks:
     field: user
     max_distinct: 4
     window: 30m
-"""
+""")
 
 
 def logins() -> list[dict[str, Any]]:

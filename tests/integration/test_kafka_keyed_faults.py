@@ -27,10 +27,13 @@ import pytest
 import yaml
 
 from tests.support.keyed import (
+    FAILED_LOGINS_CHECK,
+    FAILED_LOGINS_PER_HOST,
     Feed,
     KeyedCluster,
     LiveStream,
     Step,
+    checks_yaml,
     end_offsets,
     interleave,
     internal_partition,
@@ -45,16 +48,7 @@ pytestmark = pytest.mark.integration
 SEED = int(os.environ.get("PIPESENTRY_FAULT_SEED") or secrets.randbelow(2**32))
 ROOT = Path(__file__).resolve().parents[2]
 RULES = [ROOT / "sigma-rules"]
-CHECKS = """
-checks:
-  - id: failed-logins-per-host
-    type: threshold
-    logsource: {product: linux, service: auth}
-    by: [hostname]
-    selection: {message|contains: Failed password}
-    count: 6
-    window: 5m
-"""
+CHECKS = checks_yaml(FAILED_LOGINS_CHECK)
 BRUTE_FORCE = "2032f4fe-c208-42e1-8b50-5fe10c091d35"
 THEN_SUCCESS = "3dd2487f-bf63-41aa-a49a-741cfe49d498"
 REMOVED_THEN_PUSH = "39ace70a-6fd5-4880-9507-4eade6452fa6"
@@ -66,7 +60,7 @@ STATE = {"keyed_watermark_interval_s": 0.2, "snapshot_interval_s": 0.5}
 def stateful_rule_ids() -> set[str]:
     """Every correlation of the rule pack and the check: the alerts compared with the reference."""
     ids = {yaml.safe_load(path.read_text())["id"] for path in (ROOT / "sigma-rules" / "correlations").glob("*.yml")}
-    return ids | {"failed-logins-per-host"}
+    return ids | {FAILED_LOGINS_PER_HOST}
 
 
 def feeds() -> dict[str, Feed]:
@@ -147,7 +141,7 @@ async def test_three_instances_over_three_topics_raise_evals_ids(kafka_server, t
             branch_attack("acme/payments"), branch_attack("acme/web", "weakened"),
             branch_attack("acme/docs", push_first=True)))
         expected = await expected_ids(cluster, stream, {BRUTE_FORCE, THEN_SUCCESS, REMOVED_THEN_PUSH,
-                                                        WEAKENED_THEN_PUSH, "failed-logins-per-host"})
+                                                        WEAKENED_THEN_PUSH, FAILED_LOGINS_PER_HOST})
         await same_ids(cluster, expected, 120)
         assert len(cluster.alive()) == 3, cluster.logs()
     finally:
@@ -223,7 +217,7 @@ async def test_keyed_alerts_survive_kills_a_joining_instance_and_a_broker_restar
         await stream.produce(rest)
 
         expected = await expected_ids(cluster, stream, {BRUTE_FORCE, THEN_SUCCESS, REMOVED_THEN_PUSH,
-                                                        WEAKENED_THEN_PUSH, "failed-logins-per-host"})
+                                                        WEAKENED_THEN_PUSH, FAILED_LOGINS_PER_HOST})
         await same_ids(cluster, expected, 180, faults)
         assert len(cluster.alive()) == 2, cluster.logs()  # a, b, c, d less the two killed
     finally:

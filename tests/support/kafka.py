@@ -11,6 +11,7 @@ import asyncio
 from collections import namedtuple
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -154,18 +155,22 @@ def ci_records(count: int, bad: frozenset[int] = frozenset()) -> list[Any]:
 
 
 class FakeProducer:
-    """aiokafka's producer as the Kafka alert sink uses it (build with ``**kwargs``, ``start``, ``send``
-    returning a future, ``stop``). ``down``: ``start`` and ``send`` raise a connection error;
-    ``failures``: exceptions the next sends' futures end with, in order (None: delivered);
-    ``hold``: futures of later sends never resolve (a broker that stopped answering)."""
+    """aiokafka's producer as the Kafka alert sink and the keyed scope's state-record producer use it
+    (build with ``**kwargs``, ``start``, ``send`` returning a future, ``partitions_for``, ``stop``).
+    ``down``: ``start`` and ``send`` raise a connection error; ``failures``: exceptions the next
+    sends' futures end with, in order (None: delivered); ``hold``: futures of later sends never
+    resolve (a broker that stopped answering); :meth:`end_sender`: its background sender stopped.
+    ``routed``: the partition each record of ``sent`` was sent to (None: by key)."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
         self.sent: list[tuple[str, bytes, bytes | None]] = []
+        self.routed: list[int | None] = []
+        self.topic_partitions = {0, 1, 2}
         self.down = False
         self.failures: list[BaseException | None] = []
         self.hold = False
-        self.held: list[tuple[asyncio.Future[Any], tuple[str, bytes, bytes | None]]] = []
+        self.held: list[tuple[asyncio.Future[Any], tuple[str, bytes, bytes | None], int | None]] = []
         self.started = 0
         self.stopped = 0
 
@@ -179,30 +184,46 @@ class FakeProducer:
     async def stop(self) -> None:
         self.stopped += 1
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(self.topic_partitions)
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None,
+                   partition: int | None = None) -> asyncio.Future[Any]:
         from aiokafka.errors import KafkaConnectionError
 
         if self.down:
             raise KafkaConnectionError("Unable to connect to 127.0.0.1:9")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.hold:
-            self.held.append((future, (topic, value, key)))
+            self.held.append((future, (topic, value, key), partition))
             return future
         outcome = self.failures.pop(0) if self.failures else None
         if outcome is None:
             self.sent.append((topic, value, key))
+            self.routed.append(partition)
             future.set_result(None)
         else:
             future.set_exception(outcome)
         return future
 
+    def end_sender(self, error: BaseException) -> None:
+        """aiokafka's background sender ends with ``error`` (fenced, out-of-order sequence): what it
+        still held fails with it, and records sent from now on would wait for ever."""
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ended.set_exception(error)
+        ended.exception()
+        self._sender = SimpleNamespace(sender_task=ended)
+        for future, _, _ in self.held:
+            future.set_exception(error)
+        self.held.clear()
 
     def release(self) -> None:
         """The broker answers again: every held record is acknowledged (an idempotent producer's
         batches are retried until then, never expired)."""
         self.hold = False
-        for future, record in self.held:
+        for future, record, partition in self.held:
             self.sent.append(record)
+            self.routed.append(partition)
             future.set_result(None)
         self.held.clear()
 

@@ -1,7 +1,8 @@
 """``state.scope: keyed`` on a real broker, seen from outside the instances: who owns which
 partition (by Kafka client id), committed and end offsets, the internal partition a group key
 hashes to, a live stream of events stamped as they are produced, and the reference alert ids
-(``pipesentry eval`` over the merged stream in time order).
+(``pipesentry eval`` over the merged stream in time order), and the check both keyed anomaly
+tests run (``FAILED_LOGINS_CHECK``).
 
 The fault tests kill instances and restart the broker at conditions read here (records
 acknowledged = input offsets committed; stage 2 drained = its committed offsets at the internal
@@ -27,6 +28,23 @@ Partition = tuple[str, int]
 Step = tuple[str, dict[str, Any]]
 """(feed name, event without its time): the time is the wall clock when it is produced."""
 TIME_FIELD = "@timestamp"
+FAILED_LOGINS_PER_HOST = "failed-logins-per-host"
+FAILED_LOGINS_CHECK = f"""\
+  - id: {FAILED_LOGINS_PER_HOST}
+    type: threshold
+    logsource: {{product: linux, service: auth}}
+    by: [hostname]
+    selection: {{message|contains: Failed password}}
+    count: 6
+    window: 5m
+"""
+"""The keyed tests' threshold check, an item of a ``checks:`` list (:func:`checks_yaml`): six failed
+SSH logins of one host within five minutes."""
+
+
+def checks_yaml(*items: str) -> str:
+    """An anomaly check file of ``items`` (each a ``checks:`` list item as text)."""
+    return "checks:\n" + "".join(items)
 
 
 @asynccontextmanager

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, model_validator
 
+from service.kafka_producers import is_fatal, note_replaced, sender_ended
 from service.kafka_security import KafkaSecurity, security_kwargs
 
 from .base import Outcome, RawSink, SinkError
@@ -80,24 +81,8 @@ here, non-retriable kinds included (a topic authorization failure, an invalid to
 would fail alike until an operator fixes the configuration, so they wait in the spool."""
 
 
-FATAL_ERRORS = frozenset({"ProducerFenced", "OutOfOrderSequenceNumber", "UnknownProducerId",
-                          "InvalidProducerEpoch", "ProducerClosed"})
-"""aiokafka errors after which the producer never sends again (its sender task has ended, or its
-producer id is no longer valid): the sink builds a new producer, with a new id, for the next delivery."""
-
-
 def _rejects(exc: BaseException) -> bool:
     return any(cls.__name__ in REJECTED_ERRORS for cls in type(exc).__mro__)
-
-
-def _fatal(exc: BaseException) -> bool:
-    return any(cls.__name__ in FATAL_ERRORS for cls in type(exc).__mro__)
-
-
-def _sender_ended(producer: Any) -> bool:
-    """True when aiokafka's background sender has stopped: records sent now would wait for ever."""
-    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
-    return isinstance(task, asyncio.Future) and task.done()
 
 
 def _describe(exc: BaseException) -> str:
@@ -185,10 +170,10 @@ class KafkaSink(RawSink):
         return producer
 
     async def _discard(self, reason: str) -> None:
-        """Drop a producer that cannot send any more; the next delivery builds a new one (the spooled
-        records are sent again by it: their ids keep re-deliveries recognisable downstream)."""
-        log.warning("kafka sink: the producer cannot send any more; a new one is built",
-                    extra={"sink": self.name, "error": reason})
+        """Drop a producer that cannot send any more (:mod:`service.kafka_producers`); the next delivery
+        builds a new one (the spooled records are sent again by it: their ids keep re-deliveries
+        recognisable downstream)."""
+        note_replaced(f"sink:{self.name}", reason, sink=self.name)
         await self.stop()
 
     async def stop(self) -> None:
@@ -210,7 +195,7 @@ class KafkaSink(RawSink):
     async def deliver_raw(self, payloads: list[bytes]) -> Outcome:
         """Send every record, then wait for the acknowledgements (at most ``request_timeout_s`` plus a
         margin); done = the records before the first one that failed retriably."""
-        if self.producer is not None and _sender_ended(self.producer):
+        if self.producer is not None and sender_ended(self.producer):
             await self._discard("its sender stopped")
         try:
             producer = await self._connect()
@@ -244,7 +229,7 @@ class KafkaSink(RawSink):
                     rejected[i] = _describe(exc)
                     continue
                 failed = (i, _describe(exc))
-                fatal = fatal or _fatal(exc)
+                fatal = fatal or is_fatal(exc)
                 break
         for future in pending.values():
             future.add_done_callback(_retrieved)  # an outcome nobody waits for is not an "unretrieved" error
@@ -263,7 +248,7 @@ class KafkaSink(RawSink):
                 rejected[i] = _describe(error)
             else:
                 failed = (i, _describe(error))
-                fatal = fatal or _fatal(error)
+                fatal = fatal or is_fatal(error)
                 break
         done = failed[0] if failed is not None else len(payloads)
         self._unanswered = {payloads[i]: f for i, f in pending.items() if i >= done and not f.done()}

@@ -181,9 +181,12 @@ async def test_a_producer_that_can_never_send_again_is_replaced_for_the_next_del
     await s.start()
     first = factory.current
     first.failures = [None, error]
+    replaced = metrics.KAFKA_PRODUCER_REPLACEMENTS.labels(f"sink:{s.name}")
+    before = replaced._value.get()
     outcome = await s.deliver([doc(0), doc(1), doc(2)])
     assert outcome.done == 1 and outcome.error is not None and outcome.error.retriable
     assert first.stopped == 1  # dropped at once: its producer id (or its sender) is gone
+    assert replaced._value.get() - before == 1
     outcome = await s.deliver([doc(1), doc(2)])
     assert (outcome.done, outcome.error) == (2, None)
     assert len(factory.built) == 2 and [key for _, _, key in factory.current.sent] == [b"id-1", b"id-2"]
