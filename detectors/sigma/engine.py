@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from detectors.event import flatten
-from detectors.model import Event, LogSource, Match, RuleInfo
+from detectors.model import Event, LogSource, Match, RuleInfo, new_match
 from detectors.sigma.atoms import Atom, View
 from detectors.sigma.compiled import CompiledRule, Context, make_match
 from detectors.sigma.index import RuleIndex
@@ -182,7 +182,7 @@ class Ruleset:
         for position in matched:
             rule = rules[position]
             if not rule.positives:  # nothing to show (make_match's answer without the event)
-                out.append(Match(rule=rule.info, fields=()))
+                out.append(new_match(rule.info, ()))
                 continue
             if ctx is None:
                 ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)

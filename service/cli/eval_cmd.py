@@ -146,12 +146,25 @@ def _open_input(name: str) -> IO[bytes]:
 
 
 def write_json(records: Iterable[MatchRecord], out: IO[bytes]) -> int:
+    """One JSON line per record, written a block of lines at a time."""
     count = 0
     dumps = orjson.dumps
+    option = orjson.OPT_APPEND_NEWLINE
+    block: list[bytes] = []
     for record in records:
-        out.write(dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
-        count += 1
+        block.append(dumps(record, default=str, option=option))
+        if len(block) >= WRITE_BLOCK:
+            out.write(b"".join(block))
+            count += len(block)
+            block.clear()
+    if block:
+        out.write(b"".join(block))
+        count += len(block)
     return count
+
+
+WRITE_BLOCK = 1000
+"""Records rendered between two writes of :func:`write_json`."""
 
 
 def _matched_text(record: Mapping[str, Any]) -> str:
@@ -192,10 +205,8 @@ def alert_records(alerts: Iterable[tuple[int, Alert]]) -> list[MatchRecord]:
             known = parts[id(rule)] = (rule, {
                 "rule_id": rule.id, "rule_title": rule.title, "level": rule.level, "rule_status": rule.status,
                 "rule_author": rule.author, "rule_ruleset": rule.ruleset, "rule_kind": rule.kind})
-        record: MatchRecord = {"line": line, "alert_id": alert.id}
-        record.update(known[1])
-        record["tags"] = list(rule.tags)
-        record["matched"] = [{"field": name, "value": value} for name, value in alert.matched]
+        record: MatchRecord = {"line": line, "alert_id": alert.id, **known[1], "tags": list(rule.tags),
+                               "matched": [{"field": name, "value": value} for name, value in alert.matched]}
         if alert.details:
             record["details"] = dict(alert.details)
         out.append(record)
@@ -458,7 +469,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if source.stream is not sys.stdin.buffer:
             source.stream.close()
-    shown = [r for r in result.records if keep(r, args.min_level, statuses)]
+    shown = result.records
+    if args.min_level is not None or statuses is not None:
+        shown = [r for r in shown if keep(r, args.min_level, statuses)]
     if args.format == "json":
         sys.stdout.flush()
         out = sys.stdout.buffer
