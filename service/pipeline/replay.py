@@ -140,11 +140,14 @@ class LineFileSource:
         received_at = self._received_at
         batch_lines = self._batch_lines
         clock = time.time
+        check = True
+        """Look at ``stop`` after the next line: it can only be set while a batch is out (at a yield)."""
         for number, start, line in numbered_lines(self._stream, self):
             line_spec = spec_of(line) if spec_of is not None else spec
             if messages and (len(messages) >= batch_lines or (mixed is None and line_spec is not spec)):
                 yield self._batch(messages, numbers, spec, seen, specs)
                 messages, numbers, specs = [], [], []
+                check = True
             spec = line_spec
             if mixed is not None:
                 specs.append(spec)
@@ -155,8 +158,10 @@ class LineFileSource:
                      else partial(_file_origin, seen, number, prefix, start, line))
             messages.append(RawMessage(line, build, now))
             numbers.append(number)
-            if stop.is_set():
-                break
+            if check:
+                check = False
+                if stop.is_set():
+                    break
         if messages:
             yield self._batch(messages, numbers, spec, seen, specs)
 
