@@ -170,6 +170,31 @@ class TextAtom(Atom):
         else:
             self.keys = [(key, _TEXT_MODES.get(kind, Mode.ANYWHERE))]
 
+    def test(self, view: View) -> Any:
+        """:meth:`Atom.test` with the common kinds' checks inlined (the matched fields of every match
+        the native screen decides are read with it)."""
+        texts = view.texts(self.field)
+        if not texts:
+            return MISS
+        kind = self.kind
+        literal = self.literal
+        cased = self.cased
+        if kind is _CONTAINS:
+            for value, text, folded in texts:
+                if literal in (text if cased else folded):
+                    return value
+            return MISS
+        if kind is _EXACT:
+            for value, text, folded in texts:
+                if (text if cased else folded) == literal:
+                    return value
+            return MISS
+        check = self.check
+        for value, text, folded in texts:
+            if check(text, folded):
+                return value
+        return MISS
+
     def check(self, text: str, folded: str) -> bool:
         value = text if self.cased else folded
         kind = self.kind
