@@ -160,7 +160,7 @@ def alert_id(rule_id: str, key: str) -> str:
     sha256 over both parts with a separator no rule id contains, cut to 128 bits
     (32 hex chars): collisions are out of reach, ids stay short in URLs.
     """
-    return hashlib.sha256(f"{rule_id}\x1f{key}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{rule_id}\x1f{key}".encode()).digest()[:16].hex()  # == hexdigest()[:32], cheaper
 
 
 def severity(level: str | None) -> int:

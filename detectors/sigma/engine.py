@@ -97,6 +97,9 @@ class Ruleset:
         """The same routes by the caller's LogSource as given (spares lower-casing it per event)."""
         self._unrouted: Callable[[], tuple[RuleIndex, Plan | None] | None] | None = None
         """Makes the unrouted route's index and plan on its first request (a restored ruleset)."""
+        self._bare: dict[int, Match] = {}
+        """id(rule info) -> the match of a rule that shows no field (the same on every event: a
+        match is immutable), made once for all the events the screen decides it matches."""
 
     @property
     def compiled(self) -> tuple[CompiledRule, ...]:
@@ -182,7 +185,11 @@ class Ruleset:
         for position in matched:
             rule = rules[position]
             if not rule.positives:  # nothing to show (make_match's answer without the event)
-                out.append(new_match(rule.info, ()))
+                info = rule.info
+                bare = self._bare.get(id(info))
+                if bare is None or bare.rule is not info:
+                    bare = self._bare[id(info)] = new_match(info, ())
+                out.append(bare)
                 continue
             if ctx is None:
                 ctx = Context(View(flatten(event)), {}, self._atoms, naive=True)

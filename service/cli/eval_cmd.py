@@ -229,9 +229,10 @@ class Record:
             if rules is not None:
                 rules[id(rule)] = known
         alert_id = self.alert_id
-        if type(self.line) is not int or not alert_id.isalnum() or not alert_id.isascii():
+        line = self.line
+        if type(line) is not int or not alert_id.isalnum() or not alert_id.isascii():
             return orjson.dumps(self.as_dict(), default=str, option=orjson.OPT_APPEND_NEWLINE)  # never, for ids we make
-        parts = [b'{"line":', str(self.line).encode(), b',"alert_id":"', alert_id.encode(), b'"', known[1],
+        parts = [f'{{"line":{line},"alert_id":"{alert_id}"'.encode(), known[1],
                  orjson.dumps([{"field": name, "value": value} for name, value in self.matched], default=str)
                  if self.matched else b"[]"]
         if self.details:
