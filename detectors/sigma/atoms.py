@@ -67,9 +67,12 @@ class View:
             cache = self._texts = {}
         found = cache.get(field)
         if found is None:
-            values = self.strings() if field is None else self.flat.get(field) or ()
-            found = cache[field] = [(value, text, text.lower()) for value in values
-                                    if (text := as_text(value)) is not None]
+            if field is None:  # every string of the event: each is its own text
+                found = [(text, text, text.lower()) for text in self.strings()]
+            else:
+                found = [(value, text, text.lower()) for value in self.flat.get(field) or ()
+                         if (text := value if type(value) is str else as_text(value)) is not None]
+            cache[field] = found
         return found
 
     def strings(self) -> list[str]:

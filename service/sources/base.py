@@ -71,7 +71,10 @@ class RawMessage:
     def item_origin(self) -> Origin | tuple[str, int, int]:
         """The origin as :class:`Item` takes it: a Kafka tuple stays a tuple (built only for an alert)."""
         origin = self._origin
-        return origin if isinstance(origin, tuple) else self.origin
+        if isinstance(origin, (tuple, Origin)):
+            return origin
+        origin = self._origin = origin()  # :attr:`origin`'s last case, inlined (once per decoded event)
+        return origin
 
 
 class Item:
