@@ -140,8 +140,7 @@ class LineFileSource:
         received_at = self._received_at
         batch_lines = self._batch_lines
         clock = time.time
-        check = True
-        """Look at ``stop`` after the next line: it can only be set while a batch is out (at a yield)."""
+        check = True  # look at ``stop`` after the next line: it can only be set while a batch is out (a yield)
         for number, start, line in numbered_lines(self._stream, self):
             line_spec = spec_of(line) if spec_of is not None else spec
             if messages and (len(messages) >= batch_lines or (mixed is None and line_spec is not spec)):
