@@ -230,11 +230,15 @@ class Record:
                 rules[id(rule)] = known
         alert_id = self.alert_id
         line = self.line
-        if type(line) is not int or not alert_id.isalnum() or not alert_id.isascii():
+        if type(line) is not int or not alert_id.isalnum():  # JSON escapes no letter or digit (of any script)
             return orjson.dumps(self.as_dict(), default=str, option=orjson.OPT_APPEND_NEWLINE)  # never, for ids we make
-        parts = [f'{{"line":{line},"alert_id":"{alert_id}"'.encode(), known[1],
-                 orjson.dumps([{"field": name, "value": value} for name, value in self.matched], default=str)
-                 if self.matched else b"[]"]
+        matched = self.matched
+        head = b'{"line":%d,"alert_id":"%b"%b%b' % (
+            line, alert_id.encode(), known[1],
+            orjson.dumps([{"field": name, "value": value} for name, value in matched], default=str) if matched else b"[]")
+        if not self.details and self.case is _NO_CASE:
+            return head + b"}\n"
+        parts = [head]
         if self.details:
             parts += (b',"details":', orjson.dumps(dict(self.details), default=str))
         if self.case is not _NO_CASE:

@@ -46,3 +46,10 @@ def test_document_keys_in_printed_order() -> None:
                                     "rule_ruleset", "rule_kind", "tags", "matched", "details", "case"]
     assert alert_record(7, build_alert(Match(RULE, (("f", "v"),)), {}, Origin("stdin", key="k"), event_time=1.0,
                                        now=2.0))["matched"] == [{"field": "f", "value": "v"}]
+
+
+@pytest.mark.parametrize("alert_id", ['quote"d', "back\\slash", "ctl\x01", "é1ß", "x" * 40])
+def test_any_alert_id_renders_as_orjson_does(alert_id: str) -> None:
+    made = record((("f", "v"),))
+    made.alert_id = alert_id
+    assert made.json() == orjson.dumps(made.as_dict(), default=str, option=orjson.OPT_APPEND_NEWLINE)
