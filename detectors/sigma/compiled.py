@@ -126,14 +126,19 @@ class Context:
 def make_match(rule: CompiledRule, ctx: Context) -> Match:
     atoms = ctx.atoms
     hits = ctx.hits
+    miss = ctx.miss
     naive = ctx.naive
     fields: list[tuple[str, Any]] = []
     for aid in rule.positives:
         found = hits.get(aid, MISS)
         if found is MISS:
-            if not (naive or not atoms[aid].keys) or not ctx.slow(aid):
+            if (not naive and atoms[aid].keys) or aid in miss:
                 continue
-            found = hits[aid]
+            found = atoms[aid].test(ctx.view)  # Context.slow, inlined (its hits and misses kept alike)
+            if found is MISS:
+                miss.add(aid)
+                continue
+            hits[aid] = found
         pair = (atoms[aid].display, found)
         if pair not in fields:
             fields.append(pair)
