@@ -424,13 +424,20 @@ def event_time(event: Mapping[str, Any], fields: Sequence[str] = DEFAULT_TIME_FI
     plan = _PLANS.get(id(fields))
     if plan is None or plan[0] is not fields:
         plan = _time_plan(fields)
-    _, exact_all, folded_all, names = plan
+    _, exact_all, folded_all, names, timeless = plan
     folded: dict[int, dict[str, tuple[Any, ...]]] = {}
     generic = "" in event
     table = None
     if not generic and event.keys().isdisjoint(exact_all):
+        shape = tuple(event)
+        if shape in timeless:  # keys seen before, none of which can hold a time field
+            return None
         table = folded[id(event)] = _folded_keys(event)
         if table.keys().isdisjoint(folded_all):
+            if len(shape) <= _TABLE_KEYS and shape in _TABLES:  # bounded as the tables are
+                if len(timeless) >= _TABLE_COUNT:
+                    timeless.clear()
+                timeless[shape] = None
             return None
     for name, exact, folded_starts in names:
         raw = event.get(name, MISSING)
@@ -449,7 +456,10 @@ def event_time(event: Mapping[str, Any], fields: Sequence[str] = DEFAULT_TIME_FI
     return None
 
 
-_Plan = tuple[Sequence[str], frozenset[str], frozenset[str], tuple[tuple[str, frozenset[str], frozenset[str]], ...]]
+_Plan = tuple[Sequence[str], frozenset[str], frozenset[str], tuple[tuple[str, frozenset[str], frozenset[str]], ...],
+              dict[tuple[Any, ...], None]]
+"""fields, every top-level key that can hold one (as spelled, folded), per field its keys, and the key
+tuples (bounded) of events seen holding none of them: an event source repeats its keys."""
 
 
 def _time_plan(fields: Sequence[str]) -> _Plan:
@@ -460,7 +470,7 @@ def _time_plan(fields: Sequence[str]) -> _Plan:
         heads, _, folded_heads = _heads(name)
         names.append((name, frozenset((*heads, name)), frozenset(folded_heads)))
     plan: _Plan = (fields, frozenset().union(*(n[1] for n in names)), frozenset().union(*(n[2] for n in names)),
-                   tuple(names))
+                   tuple(names), {})
     if type(fields) is tuple:  # a list could change after it was planned
         if len(_PLANS) >= 256:
             _PLANS.clear()

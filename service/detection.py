@@ -349,9 +349,7 @@ class Detector:
                 continue
             if not stateful:
                 if matches:
-                    ts = item.time()
-                    for match in matches:
-                        alerts.append(self._alert(match, item, ts, stamp))
+                    self._alerts(matches, item, item.time(), stamp, alerts)
                 continue
             key = None if shared else item.scope_key()
             if key != scope:
@@ -383,8 +381,8 @@ class Detector:
                         produced = [*produced, *found]
             except Exception:
                 self._engine_failed("anomaly")
-            for match in produced:
-                alerts.append(self._alert(match, item, ts, stamp))
+            if produced:
+                self._alerts(produced, item, ts, stamp, alerts)
         if scope is not _NO_SCOPE and newest > latest.get(scope, -math.inf):
             latest[scope] = newest
         clocks = self._clocks
@@ -585,6 +583,19 @@ class Detector:
             for check, flag in learning.items():
                 metrics.ANOMALY_LEARNING.labels(check).set(1 if flag else 0)
             metrics.STATE_KEYS.labels("anomaly").set(sum(sum(a.key_counts().values()) for a in anomalies))
+
+    def _alerts(self, matches: Sequence[Match], item: Item, ts: float, now: float, out: list[Alert]) -> None:
+        """:meth:`_alert` of each match into ``out`` (the event's origin is read once for all of them)."""
+        origin = item.origin
+        event = item.event
+        logsource = item.logsource
+        cap = self._max_original
+        for match in matches:
+            if match.rule.kind == "correlation":
+                out.append(self._alert(match, item, ts, now))
+            else:  # _alert's answer for any other match: at the event's time, about the event
+                out.append(build_alert(match, event, origin, event_time=ts, now=now, logsource=logsource,
+                                       max_original_bytes=cap))
 
     def _alert(self, match: Match, item: Item, ts: float, now: float) -> Alert:
         event_time = _alert_time(match, ts)

@@ -75,18 +75,21 @@ def decode_screened(result: ScreenResult, count: int, spec: InputSpec, decoded: 
 Kafka records (see :func:`decode_batch`). Returns the number of events."""
     items = decoded.items
     picked, _, decisions, rules = result
-    by_position = dict(zip(picked, decisions, strict=True)) if rules else {}
+    by_position: dict[int, Decision | None] = {}
 
     def decode(positions: Sequence[int]) -> int:
         before = len(items)
-        decode_batch(messages_at(positions), spec, decoded, max_bytes=max_bytes, partition=partition)
-        added = len(items) - before
-        if by_position and added == len(positions):  # one event per message: the decisions apply
-            for item, position in zip(items[before:], positions, strict=True):
-                decision = by_position[position]
-                if decision is not None:
-                    item.decided = (rules, decision)
-        return added
+        chosen: Sequence[Decision | None] | None = None
+        if rules:  # each message's decision goes to the item it decodes into
+            if positions is picked:
+                chosen = decisions
+            else:
+                if not by_position:
+                    by_position.update(zip(picked, decisions, strict=True))
+                chosen = [by_position[position] for position in positions]
+        decode_batch(messages_at(positions), spec, decoded, max_bytes=max_bytes, partition=partition,
+                     decisions=chosen, rules=rules)
+        return len(items) - before
 
     def tick(position: int, ts: float) -> None:
         items.append(Tick(origin_at(position), spec.logsource, ts))

@@ -67,9 +67,12 @@ class View:
             cache = self._texts = {}
         found = cache.get(field)
         if found is None:
-            values = self.strings() if field is None else self.flat.get(field) or ()
-            found = cache[field] = [(value, text, text.lower()) for value in values
-                                    if (text := as_text(value)) is not None]
+            if field is None:  # every string of the event: each is its own text
+                found = [(text, text, text.lower()) for text in self.strings()]
+            else:
+                found = [(value, text, text.lower()) for value in self.flat.get(field) or ()
+                         if (text := value if type(value) is str else as_text(value)) is not None]
+            cache[field] = found
         return found
 
     def strings(self) -> list[str]:
@@ -169,6 +172,31 @@ class TextAtom(Atom):
             self.keys = [(key, Mode.VERIFY)]
         else:
             self.keys = [(key, _TEXT_MODES.get(kind, Mode.ANYWHERE))]
+
+    def test(self, view: View) -> Any:
+        """:meth:`Atom.test` with the common kinds' checks inlined (the matched fields of every match
+        the native screen decides are read with it)."""
+        texts = view.texts(self.field)
+        if not texts:
+            return MISS
+        kind = self.kind
+        literal = self.literal
+        cased = self.cased
+        if kind is _CONTAINS:
+            for value, text, folded in texts:
+                if literal in (text if cased else folded):
+                    return value
+            return MISS
+        if kind is _EXACT:
+            for value, text, folded in texts:
+                if (text if cased else folded) == literal:
+                    return value
+            return MISS
+        check = self.check
+        for value, text, folded in texts:
+            if check(text, folded):
+                return value
+        return MISS
 
     def check(self, text: str, folded: str) -> bool:
         value = text if self.cased else folded

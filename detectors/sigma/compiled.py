@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from detectors.model import Match, RuleInfo
+from detectors.model import Match, RuleInfo, new_match
 from detectors.sigma.atoms import MISS, Atom, View
 from detectors.sigma.conditions import Node, Predicate, positive_atoms, to_predicate, trigger
 
@@ -125,10 +125,21 @@ class Context:
 
 def make_match(rule: CompiledRule, ctx: Context) -> Match:
     atoms = ctx.atoms
+    hits = ctx.hits
+    miss = ctx.miss
+    naive = ctx.naive
     fields: list[tuple[str, Any]] = []
     for aid in rule.positives:
-        if aid in ctx.hits or ((ctx.naive or not atoms[aid].keys) and ctx.slow(aid)):
-            pair = (atoms[aid].display, ctx.hits[aid])
-            if pair not in fields:
-                fields.append(pair)
-    return Match(rule=rule.info, fields=tuple(fields))
+        found = hits.get(aid, MISS)
+        if found is MISS:
+            if (not naive and atoms[aid].keys) or aid in miss:
+                continue
+            found = atoms[aid].test(ctx.view)  # Context.slow, inlined (its hits and misses kept alike)
+            if found is MISS:
+                miss.add(aid)
+                continue
+            hits[aid] = found
+        pair = (atoms[aid].display, found)
+        if pair not in fields:
+            fields.append(pair)
+    return new_match(rule.info, tuple(fields))

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from detectors.event import flatten
-from detectors.model import Event, LogSource, Match, RuleInfo
+from detectors.model import Event, LogSource, Match, RuleInfo, new_match
 from detectors.sigma.atoms import Atom, View
 from detectors.sigma.compiled import CompiledRule, Context, make_match
 from detectors.sigma.index import RuleIndex
@@ -102,6 +102,9 @@ class Ruleset:
         """The same routes by the caller's LogSource as given (spares lower-casing it per event)."""
         self._unrouted: Callable[[], tuple[RuleIndex, Plan | None] | None] | None = None
         """Makes the unrouted route's index and plan on its first request (a restored ruleset)."""
+        self._bare: dict[int, Match] = {}
+        """id(rule info) -> the match of a rule that shows no field (the same on every event: a
+        match is immutable), made once for all the events the screen decides it matches."""
 
     @property
     def compiled(self) -> tuple[CompiledRule, ...]:
@@ -187,7 +190,11 @@ class Ruleset:
         for position in matched:
             rule = rules[position]
             if not rule.positives:  # nothing to show (make_match's answer without the event)
-                out.append(Match(rule=rule.info, fields=()))
+                info = rule.info
+                bare = self._bare.get(id(info))
+                if bare is None or bare.rule is not info:
+                    bare = self._bare[id(info)] = new_match(info, ())
+                out.append(bare)
                 continue
             if ctx is None:
                 ctx = Context(View(flatten(event, self.cased_fields)), {}, self._atoms, naive=True)

@@ -148,13 +148,25 @@ def _open_input(name: str) -> IO[bytes]:
     return open(name, "rb")
 
 
-def write_json(records: Iterable[MatchRecord], out: IO[bytes]) -> int:
+def write_json(records: Iterable[Record], out: IO[bytes]) -> int:
+    """One JSON line per record (:meth:`Record.json`), written a block of lines at a time."""
     count = 0
-    dumps = orjson.dumps
+    rules: dict[int, tuple[RuleInfo, bytes]] = {}
+    block: list[bytes] = []
     for record in records:
-        out.write(dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
-        count += 1
+        block.append(record.json(rules))
+        if len(block) >= WRITE_BLOCK:
+            out.write(b"".join(block))
+            count += len(block)
+            block.clear()
+    if block:
+        out.write(b"".join(block))
+        count += len(block)
     return count
+
+
+WRITE_BLOCK = 1000
+"""Records rendered between two writes of :func:`write_json`."""
 
 
 def _matched_text(record: Mapping[str, Any]) -> str:
@@ -179,30 +191,78 @@ def format_table(records: Iterable[MatchRecord]) -> list[str]:
     return table_lines(list(records), TABLE_COLUMNS)
 
 
+_NO_CASE = object()
+
+
+class Record:
+    """One alert as ``eval`` prints it: its line, id, rule and matched fields (and, for a rule test
+    file, its case). Kept this compact until printed; :meth:`as_dict` is the printed document and
+    :meth:`json` its JSON line, rendered without building it (the rule's part once per rule)."""
+
+    __slots__ = ("alert_id", "case", "details", "line", "matched", "rule")
+
+    def __init__(self, line: int, alert: Alert) -> None:
+        self.line = line
+        self.alert_id = alert.id
+        self.rule = alert.rule
+        self.matched = alert.matched
+        self.details = alert.details
+        self.case: Any = _NO_CASE
+        """The test file's case label (rule test files only)."""
+
+    def as_dict(self) -> MatchRecord:
+        """The printed document: line, id, the rule's part, tags, matched fields, details, case."""
+        record: MatchRecord = {"line": self.line, "alert_id": self.alert_id, **_rule_part(self.rule),
+                               "tags": list(self.rule.tags),
+                               "matched": [{"field": name, "value": value} for name, value in self.matched]}
+        if self.details:
+            record["details"] = dict(self.details)
+        if self.case is not _NO_CASE:
+            record["case"] = self.case
+        return record
+
+    def json(self, rules: dict[int, tuple[RuleInfo, bytes]] | None = None) -> bytes:
+        """``orjson.dumps(self.as_dict(), default=str)`` and a newline, byte for byte: the document's
+        parts are rendered one by one (``rules`` keeps each rule's part, id(rule) -> (rule, bytes))."""
+        rule = self.rule
+        known = rules.get(id(rule)) if rules is not None else None
+        if known is None or known[0] is not rule:
+            part = orjson.dumps({**_rule_part(rule), "tags": list(rule.tags)}, default=str)
+            known = (rule, b"," + part[1:-1] + b',"matched":')
+            if rules is not None:
+                rules[id(rule)] = known
+        alert_id = self.alert_id
+        line = self.line
+        if type(line) is not int or not alert_id.isalnum():  # JSON escapes no letter or digit (of any script)
+            return orjson.dumps(self.as_dict(), default=str, option=orjson.OPT_APPEND_NEWLINE)  # never, for ids we make
+        matched = self.matched
+        head = b'{"line":%d,"alert_id":"%b"%b%b' % (
+            line, alert_id.encode(), known[1],
+            orjson.dumps([{"field": name, "value": value} for name, value in matched], default=str) if matched else b"[]")
+        if not self.details and self.case is _NO_CASE:
+            return head + b"}\n"
+        parts = [head]
+        if self.details:
+            parts += (b',"details":', orjson.dumps(dict(self.details), default=str))
+        if self.case is not _NO_CASE:
+            parts += (b',"case":', orjson.dumps(self.case, default=str))
+        parts.append(b"}\n")
+        return b"".join(parts)
+
+
+def _rule_part(rule: RuleInfo) -> dict[str, Any]:
+    return {"rule_id": rule.id, "rule_title": rule.title, "level": rule.level, "rule_status": rule.status,
+            "rule_author": rule.author, "rule_ruleset": rule.ruleset, "rule_kind": rule.kind}
+
+
 def alert_record(line: int, alert: Alert) -> MatchRecord:
     """The JSON document printed for one alert: its id (as ``run`` gives it), rule and matched fields."""
-    return alert_records([(line, alert)])[0]
+    return Record(line, alert).as_dict()
 
 
-def alert_records(alerts: Iterable[tuple[int, Alert]]) -> list[MatchRecord]:
-    """:func:`alert_record` of each ``(line, alert)``; a rule's part is made once per call."""
-    out: list[MatchRecord] = []
-    parts: dict[int, tuple[RuleInfo, dict[str, Any]]] = {}
-    for line, alert in alerts:
-        rule = alert.rule
-        known = parts.get(id(rule))
-        if known is None or known[0] is not rule:
-            known = parts[id(rule)] = (rule, {
-                "rule_id": rule.id, "rule_title": rule.title, "level": rule.level, "rule_status": rule.status,
-                "rule_author": rule.author, "rule_ruleset": rule.ruleset, "rule_kind": rule.kind})
-        record: MatchRecord = {"line": line, "alert_id": alert.id}
-        record.update(known[1])
-        record["tags"] = list(rule.tags)
-        record["matched"] = [{"field": name, "value": value} for name, value in alert.matched]
-        if alert.details:
-            record["details"] = dict(alert.details)
-        out.append(record)
-    return out
+def alert_records(alerts: Iterable[tuple[int, Alert]]) -> list[Record]:
+    """The :class:`Record` of each ``(line, alert)``."""
+    return [Record(line, alert) for line, alert in alerts]
 
 
 def _input_settings(settings: Settings, events: str) -> InputSettings:
@@ -219,7 +279,7 @@ def _input_settings(settings: Settings, events: str) -> InputSettings:
 class Evaluation:
     """What ``eval`` read and raised, in input order."""
 
-    records: list[MatchRecord]
+    records: list[Record]
     events: int = 0
     bad_lines: int = 0
     skips: dict[str, int] = field(default_factory=dict)
@@ -332,7 +392,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], s
     if document is not None:
         spec_of = _item_specs(document, base) if spec_of is None else spec_of
         received_at = _item_times(document)
-    records: list[MatchRecord] = []
+    records: list[Record] = []
     replayed = replay_file(stream, base, detection, path=None if from_stdin else args.events,
                            on_reject=on_reject, screen=settings.events.screen, scope=settings.state.scope,
                            spec_of=spec_of, received_at=received_at,
@@ -341,8 +401,8 @@ def _evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], s
                                  for alert in _flush(replayed.detector, replayed.source)))
     if document is not None:
         for record in records:
-            record["case"] = document.items[record["line"] - 1].label
-            record["line"] += line_offset
+            record.case = document.items[record.line - 1].label
+            record.line += line_offset
     engine = detection.correlation
     skips = {k: v for k, v in engine.counters.items() if v} if engine is not None else {}
     return Evaluation(records, replayed.events, replayed.bad_lines, skips)
@@ -401,11 +461,11 @@ def _statuses(values: list[str] | None) -> frozenset[str] | None:
     return frozenset(part.strip().lower() for value in values for part in value.split(",") if part.strip())
 
 
-def keep(record: MatchRecord, min_level: str | None, statuses: frozenset[str] | None) -> bool:
+def keep(record: Record, min_level: str | None, statuses: frozenset[str] | None) -> bool:
     """``--min-level`` and ``--status``: whether an alert is printed."""
-    if min_level is not None and level_rank(str(record["level"])) < level_rank(min_level):
+    if min_level is not None and level_rank(str(record.rule.level)) < level_rank(min_level):
         return False
-    status = record.get("rule_status")
+    status = record.rule.status
     return statuses is None or (isinstance(status, str) and status.lower() in statuses)
 
 
@@ -462,14 +522,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if source.stream is not sys.stdin.buffer:
             source.stream.close()
-    shown = [r for r in result.records if keep(r, args.min_level, statuses)]
+    shown = result.records
+    if args.min_level is not None or statuses is not None:
+        shown = [r for r in shown if keep(r, args.min_level, statuses)]
     if args.format == "json":
         sys.stdout.flush()
         out = sys.stdout.buffer
         count = write_json(shown, out)
         out.flush()
     else:
-        count = write_records(shown, TABLE_COLUMNS, args.format)
+        count = write_records([record.as_dict() for record in shown], TABLE_COLUMNS, args.format)
     stats = result
     checks_loaded = len(detection.anomaly.checks) if detection.anomaly is not None else 0
     hidden = len(result.records) - len(shown)

@@ -41,20 +41,22 @@ class Collector:
         self.alerts.extend(alerts)
 
 
-class _Numbered:
-    """Builds a line's origin and remembers which line it belongs to (alerts carry the origin object)."""
+Seen = dict[int, tuple[int, Origin]]
+"""id of an origin built in a batch -> (its line, the origin): alerts carry the origin object."""
 
-    __slots__ = ("build", "line", "seen")
 
-    def __init__(self, build: Callable[[], Origin], line: int, seen: dict[int, tuple[int, Origin]]) -> None:
-        self.build = build
-        self.line = line
-        self.seen = seen
+def _stdin_origin(seen: Seen, number: int, line: bytes) -> Origin:
+    """A stdin line's origin (see :func:`~service.sources.http.content_origin`), noted in ``seen``."""
+    origin = content_origin("stdin", line)
+    seen[id(origin)] = (number, origin)
+    return origin
 
-    def __call__(self) -> Origin:
-        origin = self.build()
-        self.seen[id(origin)] = (self.line, origin)
-        return origin
+
+def _file_origin(seen: Seen, number: int, prefix: str, at: int, line: bytes) -> Origin:
+    """A file line's origin (see :func:`~service.sources.filetail.line_origin`), noted in ``seen``."""
+    origin = line_origin(prefix, at, line)
+    seen[id(origin)] = (number, origin)
+    return origin
 
 
 Outcome = Callable[[list[tuple[int, Alert]], list[tuple[int, Rejected]]], None]
@@ -124,49 +126,58 @@ class LineFileSource:
         :func:`replay_file`: :class:`~service.pipeline.core.MixedSpecs`); None: a batch ends at
         every change of spec."""
 
-    def _origin(self, prefix: str | None, at: int, line: bytes) -> Callable[[], Origin]:
-        if prefix is None:
-            return partial(content_origin, "stdin", line)
-        return partial(line_origin, prefix, at, line)
-
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
         prefix = None
         if self._path is not None:
             prefix = f"{self._path}:{os.fstat(self._stream.fileno()).st_ino}"
-        seen: dict[int, tuple[int, Origin]] = {}
+        seen: Seen = {}
         messages: list[RawMessage] = []
         numbers: list[int] = []
         specs: list[InputSpec] = []
         spec = self._spec
         mixed = self.mixed
+        spec_of = self._spec_of
+        received_at = self._received_at
+        batch_lines = self._batch_lines
+        clock = time.time
+        check = True  # look at ``stop`` after the next line: it can only be set while a batch is out (a yield)
         for number, start, line in numbered_lines(self._stream, self):
-            line_spec = self._spec_of(line) if self._spec_of is not None else spec
-            if messages and (len(messages) >= self._batch_lines or (mixed is None and line_spec is not spec)):
+            line_spec = spec_of(line) if spec_of is not None else spec
+            if messages and (len(messages) >= batch_lines or (mixed is None and line_spec is not spec)):
                 yield self._batch(messages, numbers, spec, seen, specs)
                 messages, numbers, specs = [], [], []
+                check = True
             spec = line_spec
             if mixed is not None:
                 specs.append(spec)
-            given = self._received_at(number) if self._received_at is not None else None
-            now = time.time() if given is None else given  # the fallback time of an event without one
-            messages.append(RawMessage(line, _Numbered(self._origin(prefix, start, line), number, seen), now))
+            given = received_at(number) if received_at is not None else None
+            now = clock() if given is None else given  # the fallback time of an event without one
+            # the origin is built when first asked for (an alert, a reject): most lines never need it
+            build = (partial(_stdin_origin, seen, number, line) if prefix is None
+                     else partial(_file_origin, seen, number, prefix, start, line))
+            messages.append(RawMessage(line, build, now))
             numbers.append(number)
-            if stop.is_set():
-                break
+            if check:
+                check = False
+                if stop.is_set():
+                    break
         if messages:
             yield self._batch(messages, numbers, spec, seen, specs)
 
     def _batch(self, messages: list[RawMessage], numbers: list[int], spec: InputSpec,
-               seen: dict[int, tuple[int, Origin]], specs: list[InputSpec]) -> Batch:
+               seen: Seen, specs: list[InputSpec]) -> Batch:
         content = None
         if self.mixed is not None and any(other is not spec for other in specs):
             content = self.mixed(messages, specs)  # several log sources: one batch all the same
 
         async def ack(result: IngestResult) -> None:
             last = numbers[-1]
-            index = {id(message): number for message, number in zip(messages, numbers, strict=True)}
-            alerts = [(seen.get(id(alert.origin), (last, None))[0], alert) for alert in result.alerts]
-            rejects = [(index.get(id(reject.message), last), reject) for reject in result.rejected]
+            unseen = (last, None)
+            alerts = [(seen.get(id(alert.origin), unseen)[0], alert) for alert in result.alerts]
+            rejects: list[tuple[int, Rejected]] = []
+            if result.rejected:
+                index = {id(message): number for message, number in zip(messages, numbers, strict=True)}
+                rejects = [(index.get(id(reject.message), last), reject) for reject in result.rejected]
             if content is not None:  # detected spec by spec: back in line order (stable: rule order kept)
                 alerts.sort(key=_line)
                 rejects.sort(key=_line)

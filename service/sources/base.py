@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from detectors.event import event_time
@@ -70,7 +71,10 @@ class RawMessage:
     def item_origin(self) -> Origin | tuple[str, int, int]:
         """The origin as :class:`Item` takes it: a Kafka tuple stays a tuple (built only for an alert)."""
         origin = self._origin
-        return origin if isinstance(origin, tuple) else self.origin
+        if isinstance(origin, (tuple, Origin)):
+            return origin
+        origin = self._origin = origin()  # :attr:`origin`'s last case, inlined (once per decoded event)
+        return origin
 
 
 class Item:
@@ -149,7 +153,8 @@ class Decoded:
 
 
 def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded | None = None, *,
-                 max_bytes: int | None = None, partition: tuple[str, int] | None = None) -> Decoded:
+                 max_bytes: int | None = None, partition: tuple[str, int] | None = None,
+                 decisions: Sequence[Any] | None = None, rules: Sequence[Any] = ()) -> Decoded:
     """Decode ``messages`` with ``spec``'s decoder into ``out`` (appending; created if None).
 
     The one decode step of every input: a message without a value (Kafka tombstone) is rejected
@@ -161,6 +166,10 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
     consumer returned them (``value``, ``offset``, ``timestamp`` in ms, ``headers``, ``key``);
     they are read in place, and a :class:`RawMessage` is made only for a reject (the hot path
     of the busiest input builds nothing per record but its item).
+
+    ``decisions``: the native screen's decision on each message (one per message, None where it
+    made none), over ``rules``; an item is given its message's decision (:attr:`Item.decided`)
+    when the message decodes into exactly one event.
     """
     result = out if out is not None else Decoded()
     decoder = spec.decoder
@@ -170,7 +179,8 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
     logsource = spec.logsource
     time_fields = spec.time_fields
     topic, number = partition if partition is not None else ("", 0)
-    for message in messages:
+    assert decisions is None or len(decisions) == len(messages), "one decision per message"
+    for message, decision in zip(messages, decisions if decisions is not None else repeat(None), strict=False):
         value = message.value
         try:
             if value is None:
@@ -192,7 +202,10 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
             record: Any = message  # a Kafka ConsumerRecord
             origin, fallback = (topic, number, record.offset), record.timestamp / 1000.0
         if len(events) == 1:
-            append(Item(events[0], origin, logsource, time_fields, fallback))
+            item = Item(events[0], origin, logsource, time_fields, fallback)
+            if decision is not None:
+                item.decided = (rules, decision)
+            append(item)
         else:
             base = origin if isinstance(origin, Origin) else Origin("kafka", *origin)
             for index, event in enumerate(events):

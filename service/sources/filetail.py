@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from detectors.model import Origin
+from detectors.model import Origin, keyed_origin
 from service.pipeline.core import IngestResult
 from service.pipeline.source import Batch
 from service.sources.base import InputSpec, LineSplitter, RawMessage
@@ -139,4 +139,4 @@ class FileFollower:
 def line_origin(prefix: str, at: int, line: bytes) -> Origin:
     """``path:inode:byte offset:line hash``: inode and offset alone repeat after a copytruncate
     rotation, the line's hash tells them apart."""
-    return Origin("file", key=f"{prefix}:{at}:{content_key(line)[:8]}")
+    return keyed_origin("file", f"{prefix}:{at}:{content_key(line)[:8]}")

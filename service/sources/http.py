@@ -29,7 +29,7 @@ from functools import partial
 
 import orjson
 
-from detectors.model import LogSource, Origin
+from detectors.model import LogSource, Origin, keyed_origin
 from service.decoders.json import json_type
 from service.errors import ServiceError
 from service.pipeline.source import Batch
@@ -66,7 +66,7 @@ def content_key(data: bytes) -> str:
 def content_origin(input_name: str, data: bytes) -> Origin:
     """The origin of a pushed message: its input and a hash of its bytes (a resent message keeps
     its alert ids)."""
-    return Origin(input_name, key=content_key(data))
+    return keyed_origin(input_name, hashlib.blake2b(data, digest_size=12).hexdigest())
 
 
 def _message(data: bytes, received: float, input_name: str) -> RawMessage:

@@ -240,3 +240,26 @@ def test_published_templates_carry_the_mappings() -> None:
     assert built["template"]["mappings"] == mappings and built["data_stream"] == {}
     assert built["index_patterns"] == es_file["index_patterns"]
     assert index_template(ElasticsearchSinkSettings())["index_patterns"] == os_file["index_patterns"]
+
+
+def test_fast_constructors_make_the_objects_the_dataclass_constructors_make() -> None:
+    """build_alert, keyed_origin and new_match set slots directly: same objects, equal and frozen."""
+    from dataclasses import FrozenInstanceError, fields
+
+    from detectors.model import keyed_origin, new_match
+
+    origin = keyed_origin("stdin", "abc")
+    assert origin == Origin("stdin", key="abc") and hash(origin) == hash(Origin("stdin", key="abc"))
+    match = new_match(RULE, (("command", "x"),))
+    assert match == Match(rule=RULE, fields=(("command", "x"),))
+    alert = make(origin=origin)
+    expected = Alert(alert.id, RULE, 1_700_000_000.25, 1_700_000_001.0, origin,
+                     LogSource(product="github", service="actions"), (("command", "curl x | sh"), ("exit", 0)), None,
+                     {"command": "curl x | sh", "job": "build"})
+    assert alert == expected and hash(alert) == hash(expected)
+    for made in (origin, match, alert):
+        names = [f.name for f in fields(made)]
+        for name in names:
+            getattr(made, name)  # every slot is set
+        with pytest.raises(FrozenInstanceError):
+            setattr(made, names[0], None)
