@@ -2,7 +2,7 @@
 the format).
 
 A message of the internal topic holds one record or several, one per line (NDJSON; stage 2 reads it
-with :func:`decode_pack`, the whole message as one event). Stage 1 packs the records of one batch that go to the same internal
+whole with :func:`decode_pack`). Stage 1 packs the records of one batch that go to the same internal
 partition into as few messages as :data:`PACK_BYTES` allows (:func:`pack`), in their order: one Kafka
 message instead of one per record is most of what keyed scope costs over instance scope. The
 partition is the one Kafka's default partitioner gives the record's key (:func:`partition_for`,
@@ -124,12 +124,10 @@ class StateRecord(NamedTuple):
         return record_key(self.correlation, self.group)
 
     def encode(self) -> bytes:
-        origin: list[Any] = [self.origin.topic, self.origin.partition, self.origin.offset]
-        if self.origin.key is not None:
-            origin.append(self.origin.key)
-        fields = self.fields if type(self.fields) is dict else dict(self.fields)
+        origin, fields = self.origin, self.fields
         doc: dict[str, Any] = {"v": VERSION, "k": "c", "id": self.correlation, "r": self.rules, "t": self.ts,
-                               "o": origin, "f": fields}
+                               "o": origin[:3] if origin.key is None else origin[:4],
+                               "f": fields if type(fields) is dict else dict(fields)}
         if self.ref is not None:
             doc["x"] = self.ref
         data = orjson.dumps(doc, default=str)
@@ -193,7 +191,7 @@ class Watermark:
 
 
 def record_key(correlation: str, group: Sequence[Any]) -> bytes:
-    return correlation.encode() + b"|" + orjson.dumps(list(group), default=str)
+    return correlation.encode() + b"|" + orjson.dumps(group if type(group) is tuple else list(group), default=str)
 
 
 def partition_for(key: bytes, partitions: int) -> int:

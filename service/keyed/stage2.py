@@ -8,7 +8,7 @@ instead of evaluating Sigma rules:
 
 - a **state record** (a correlation's or an anomaly check's input) waits in the partition's
   reorder buffer until the partition's watermark passes it, then applies to the one correlation
-  (``process_keyed``) or check it was keyed for, in event-time order; one that arrives after the
+  (``apply_keyed``) or check it was keyed for, in event-time order; one that arrives after the
   watermark passed its time applies at once (the engine decides whether it is late);
 - a **watermark** raises the marks of the input partitions it lists; the internal partition's
   watermark is the lowest mark over *every* input partition (the topics' partition counts come
@@ -351,8 +351,7 @@ class KeyedDetector(Detector):
         before = engine.counters.get("late", 0)
         evidence = record.ref if record.ref is not None else _token(record.origin)
         try:
-            matches = engine.process_keyed(record.correlation, record.rules, record.fields, record.ts, evidence)
-            matches += engine.release(record.ts)
+            matches = engine.apply_keyed(record.correlation, record.rules, record.fields, record.ts, evidence)
         except Exception:
             self._engine_failed("correlation")
             return []
