@@ -229,6 +229,12 @@ class Detector:
         self._keyed = scope == "keyed"
         self._records: list[Any] = []
         """``keyed``: state records of the batch being processed (see :meth:`take_records`)."""
+        self._record_format: Any = None
+        """``keyed``: :mod:`service.keyed.records` (imported here, not per event nor outside keyed scope)."""
+        if self._keyed:
+            from service.keyed import records
+
+            self._record_format = records
         self._progress: dict[tuple[str, int], float] = {}
         self._record_index: tuple[Any, dict[str, list[Any]], dict[str, tuple[str, ...]],
                                   dict[tuple[str, ...], tuple[Any, ...]]] | None = None
@@ -400,7 +406,7 @@ class Detector:
     def _emit_records(self, current: DetectionSet, item: Item, matches: Sequence[Match], ts: float) -> None:
         """``keyed``: one state record per correlation the matches feed (see :mod:`service.keyed.records`);
         what to copy is planned once per set of matched rules (:func:`~service.keyed.records.plan`)."""
-        from service.keyed import records
+        records = self._record_format
 
         index = self._record_index
         if index is None or index[0] is not current.correlation:
@@ -411,7 +417,7 @@ class Detector:
                     if not slot.correlation and spec not in by_rule.setdefault(slot.rule_id, []):
                         by_rule[slot.rule_id].append(spec)
             index = self._record_index = (current.correlation, by_rule, records.chain_fields(specs_all), {})
-        rule_ids = tuple(match.rule.id for match in matches)
+        rule_ids = (matches[0].rule.id,) if len(matches) == 1 else tuple([match.rule.id for match in matches])
         plans = index[3].get(rule_ids)
         if plans is None:
             specs: list[Any] = []
@@ -436,8 +442,7 @@ class Detector:
     def _emit_anomaly(self, current: DetectionSet, item: Item, ts: float) -> None:
         """``keyed``: one state record per anomaly check watching the event's log source (see
         :mod:`service.keyed.records`); the check's model lives in stage 2."""
-        from service.keyed import records
-
+        records = self._record_format
         routes = self._anomaly_routes
         if routes is None or routes[0] is not current.anomaly:
             routes = self._anomaly_routes = (current.anomaly, {})
