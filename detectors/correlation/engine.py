@@ -44,6 +44,8 @@ SKIP_REASONS: tuple[str, ...] = (
 
 _SWEEP_EVERY = 1024
 KEYED_SEPARATOR = "\x1f"
+KEYED_NAMES = 4096
+"""(correlation, rules) pairs whose indexed rule names :meth:`CorrelationEngine.apply_keyed` keeps."""
 
 
 def _as_time(ts: Any) -> float | None:
@@ -141,6 +143,7 @@ class CorrelationEngine:
         self._now = -math.inf
         self._max_seen = -math.inf
         self._seq = 0
+        self._keyed_names: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._pending: list[tuple[float, int, Event, list[str], Any]] = []
         self._deadlines: list[tuple[float, int, int, Any]] = []
         self._direct = self.limits.allowed_lateness <= 0
@@ -198,9 +201,15 @@ class CorrelationEngine:
                 or not max(self._max_seen, ts) - self.limits.allowed_lateness < min(ts, self._now)
                 or self._direct):
             return self.process_keyed(correlation, rule_ids, source, ts, ref) + self.release(ts)
-        prefix = correlation + KEYED_SEPARATOR
-        by_rule = self._by_rule
-        names = [prefix + rule for rule in rule_ids if prefix + rule in by_rule]
+        names = self._keyed_names.get((correlation, rule_ids)) if type(rule_ids) is tuple else None
+        if names is None:
+            prefix = correlation + KEYED_SEPARATOR
+            by_rule = self._by_rule
+            names = [prefix + rule for rule in rule_ids if prefix + rule in by_rule]
+            if type(rule_ids) is tuple:
+                if len(self._keyed_names) >= KEYED_NAMES:
+                    self._keyed_names.clear()
+                self._keyed_names[(correlation, rule_ids)] = names
         if names and ts < self._now:
             self.counters["late"] += 1
             names = []

@@ -80,6 +80,11 @@ consumer's ``kafka.max_message_bytes`` (stage 1 keeps below a lower one), so a f
 refused; a larger batch makes more messages."""
 
 
+_make = tuple.__new__
+"""Builds a record (a named tuple) from its fields in order without its generated ``__new__``
+(a Python frame: on the hot paths of both stages)."""
+
+
 class RecordError(ServiceError, ValueError):
     """A state record that cannot be read (wrong version, malformed, out of bounds)."""
 
@@ -102,7 +107,7 @@ def origin_of(ref: Any) -> Origin:
     """A record's origin from an item's (``Item.origin_ref``: a Kafka ``(topic, partition, offset)``
     tuple, kept as it is on the hot path, or an origin with a key)."""
     if type(ref) is tuple:
-        return Origin(ref[0], ref[1], ref[2])
+        return _make(Origin, (ref[0], ref[1], ref[2], None))
     return Origin(ref.topic or "", ref.partition or 0, ref.offset or 0, ref.key)
 
 
@@ -307,7 +312,7 @@ def build_planned(how: Plan, event: Mapping[str, Any], ts: float, origin: Origin
             value = get(event, name)
             if value is not MISSING:
                 fields[name] = value
-    return StateRecord(how.correlation, how.rules, ts, origin, fields, group, ref)
+    return _make(StateRecord, (how.correlation, how.rules, ts, origin, fields, group, ref))
 
 
 def read_fields(spec: CheckCommon) -> tuple[str, ...]:
@@ -427,7 +432,7 @@ def _correlation(doc: dict[str, Any]) -> StateRecord | None:
     origin = _plain_origin(where)
     if origin is None:
         return None
-    return StateRecord(correlation, tuple(rules), float(ts), origin, fields, (), ref)
+    return _make(StateRecord, (correlation, tuple(rules), float(ts), origin, fields, (), ref))
 
 
 def _plain_origin(value: list[Any]) -> Origin | None:
@@ -444,7 +449,7 @@ def _plain_origin(value: list[Any]) -> Origin | None:
         return None
     if (type(topic) is str and 0 < len(topic) <= 249 and type(partition) is int and 0 <= partition < 2 ** 63
             and type(offset) is int and 0 <= offset < 2 ** 63):
-        return Origin(topic, partition, offset, key)
+        return _make(Origin, (topic, partition, offset, key))
     return None
 
 
