@@ -42,6 +42,8 @@ StateScope = Literal["partition", "instance", "keyed"]
 """``state.scope``: per Kafka partition engines, one pair (the local scope) for everything, or
 (``keyed``) state records re-keyed through Kafka instead of Kafka correlations in this stage."""
 _NO_SCOPE = object()
+PLAN_CACHE = 4096
+"""``keyed``: sets of matched rules whose record plans stage 1 keeps."""
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -234,8 +236,17 @@ class Detector:
         self._keyed = scope == "keyed"
         self._records: list[Any] = []
         """``keyed``: state records of the batch being processed (see :meth:`take_records`)."""
+        self._record_format: Any = None
+        """``keyed``: :mod:`service.keyed.records` (imported here, not per event nor outside keyed scope)."""
+        if self._keyed:
+            from service.keyed import records
+
+            self._record_format = records
         self._progress: dict[tuple[str, int], float] = {}
-        self._record_index: tuple[Any, dict[str, list[Any]], dict[str, tuple[str, ...]]] | None = None
+        self._record_index: tuple[Any, dict[str, list[Any]], dict[str, tuple[str, ...]],
+                                  dict[tuple[str, ...], tuple[Any, ...]]] | None = None
+        """``keyed``: the correlations each rule feeds, the fields chained ones read, and the record
+        plans per set of matched rules (for the correlation engine they were made of)."""
         self._anomaly_routes: tuple[Any, dict[Any, tuple[Any, ...]]] | None = None
         self._followers: list[Detector] = []
         self._max_original = max_original_bytes
@@ -398,8 +409,9 @@ class Detector:
         return alerts
 
     def _emit_records(self, current: DetectionSet, item: Item, matches: Sequence[Match], ts: float) -> None:
-        """``keyed``: one state record per correlation the matches feed (see :mod:`service.keyed.records`)."""
-        from service.keyed import records
+        """``keyed``: one state record per correlation the matches feed (see :mod:`service.keyed.records`);
+        what to copy is planned once per set of matched rules (:func:`~service.keyed.records.plan`)."""
+        records = self._record_format
 
         index = self._record_index
         if index is None or index[0] is not current.correlation:
@@ -409,18 +421,24 @@ class Detector:
                 for slot in spec.slots:
                     if not slot.correlation and spec not in by_rule.setdefault(slot.rule_id, []):
                         by_rule[slot.rule_id].append(spec)
-            index = self._record_index = (current.correlation, by_rule, records.chain_fields(specs_all))
-        specs: list[Any] = []
-        rule_ids = [match.rule.id for match in matches]
-        for rule_id in rule_ids:
-            for spec in index[1].get(rule_id, ()):
-                if spec not in specs:
-                    specs.append(spec)
-        if not specs:
+            index = self._record_index = (current.correlation, by_rule, records.chain_fields(specs_all), {})
+        rule_ids = (matches[0].rule.id,) if len(matches) == 1 else tuple([match.rule.id for match in matches])
+        plans = index[3].get(rule_ids)
+        if plans is None:
+            specs: list[Any] = []
+            for rule_id in rule_ids:
+                for spec in index[1].get(rule_id, ()):
+                    if spec not in specs:
+                        specs.append(spec)
+            plans = tuple(records.plan(spec, rule_ids, extra=index[2].get(spec.info.id, ())) for spec in specs)
+            if len(index[3]) < PLAN_CACHE:
+                index[3][rule_ids] = plans
+        if not plans:
             return
         where = records.origin_of(item.origin_ref)
-        for spec in specs:
-            record = records.build(spec, rule_ids, item.event, ts, where, extra=index[2].get(spec.info.id, ()))
+        event = item.event
+        for how in plans:
+            record = None if how is None else records.build_planned(how, event, ts, where)
             if record is None:
                 metrics.EVENTS_SKIPPED.labels("correlation", "missing_group_by").inc()
             else:
@@ -429,8 +447,7 @@ class Detector:
     def _emit_anomaly(self, current: DetectionSet, item: Item, ts: float) -> None:
         """``keyed``: one state record per anomaly check watching the event's log source (see
         :mod:`service.keyed.records`); the check's model lives in stage 2."""
-        from service.keyed import records
-
+        records = self._record_format
         routes = self._anomaly_routes
         if routes is None or routes[0] is not current.anomaly:
             routes = self._anomaly_routes = (current.anomaly, {})

@@ -44,6 +44,8 @@ SKIP_REASONS: tuple[str, ...] = (
 
 _SWEEP_EVERY = 1024
 KEYED_SEPARATOR = "\x1f"
+KEYED_NAMES = 4096
+"""(correlation, rules) pairs whose indexed rule names :meth:`CorrelationEngine.apply_keyed` keeps."""
 
 
 def _as_time(ts: Any) -> float | None:
@@ -141,6 +143,7 @@ class CorrelationEngine:
         self._now = -math.inf
         self._max_seen = -math.inf
         self._seq = 0
+        self._keyed_names: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._pending: list[tuple[float, int, Event, list[str], Any]] = []
         self._deadlines: list[tuple[float, int, int, Any]] = []
         self._direct = self.limits.allowed_lateness <= 0
@@ -187,6 +190,41 @@ class CorrelationEngine:
         by_rule = self._by_rule
         names = [prefix + rule for rule in rule_ids if prefix + rule in by_rule]
         return self._process(source, names or None, ts, ref)
+
+    def apply_keyed(self, correlation: str, rule_ids: Sequence[str], source: Mapping[str, Any], ts: float,
+                    ref: Any = None) -> list[Match]:
+        """:meth:`process_keyed` then :meth:`release` of the record's own time, as stage 2 applies
+        a record once its watermark passed it: the same matches, counters and state, without the
+        buffer's round trip when nothing waits in it and its own watermark (``max_seen`` less the
+        allowed lateness) would release nothing and move no time on (the calls themselves else)."""
+        if (self._pending or type(ts) is not float or not math.isfinite(ts) or self.limits.max_pending < 1
+                or not max(self._max_seen, ts) - self.limits.allowed_lateness < min(ts, self._now)
+                or self._direct):
+            return self.process_keyed(correlation, rule_ids, source, ts, ref) + self.release(ts)
+        names = self._keyed_names.get((correlation, rule_ids)) if type(rule_ids) is tuple else None
+        if names is None:
+            prefix = correlation + KEYED_SEPARATOR
+            by_rule = self._by_rule
+            names = [prefix + rule for rule in rule_ids if prefix + rule in by_rule]
+            if type(rule_ids) is tuple:
+                if len(self._keyed_names) >= KEYED_NAMES:
+                    self._keyed_names.clear()
+                self._keyed_names[(correlation, rule_ids)] = names
+        if names and ts < self._now:
+            self.counters["late"] += 1
+            names = []
+        if ts > self._max_seen:
+            self._max_seen = ts
+        out: list[tuple[_Node, Match]] = []
+        if names:  # buffered and released at once: its time is reached, then it applies
+            self._seq += 1
+            self._close_before(ts, out)
+            self._now = ts
+            self._apply(source, names, ts, ref, out)
+        elif ts > self._now:
+            self._close_before(ts, out)
+            self._now = ts
+        return self._visible(out) if out else []
 
     def release(self, watermark: float) -> list[Match]:
         """Apply buffered events up to ``watermark`` and decide the windows it closes, whatever

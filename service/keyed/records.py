@@ -2,7 +2,7 @@
 the format).
 
 A message of the internal topic holds one record or several, one per line (NDJSON; stage 2 reads it
-with :func:`decode_lines`). Stage 1 packs the records of one batch that go to the same internal
+whole with :func:`decode_pack`). Stage 1 packs the records of one batch that go to the same internal
 partition into as few messages as :data:`PACK_BYTES` allows (:func:`pack`), in their order: one Kafka
 message instead of one per record is most of what keyed scope costs over instance scope. The
 partition is the one Kafka's default partitioner gives the record's key (:func:`partition_for`,
@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka.partitioner import murmur2
@@ -70,11 +70,19 @@ MAX_PRODUCER_CHARS = 256
 MAX_PARTITIONS = 4096
 """Input partitions (and topics) one watermark record may list."""
 DECODER = "keyed-state"
-"""The decoder stage 2 reads the internal topic with (:func:`decode_lines`)."""
+"""The decoder stage 2 reads the internal topic with (:func:`decode_pack`)."""
+PACK = "\x00records"
+"""The key under which :func:`decode_pack` hands on a message's records (no JSON record is
+the event itself: every one is inside the list)."""
 PACK_BYTES = 262_144
 """A packed message's bound: far below Kafka's default ``message.max.bytes`` (1 MiB) and the
 consumer's ``kafka.max_message_bytes`` (stage 1 keeps below a lower one), so a full pack is never
 refused; a larger batch makes more messages."""
+
+
+_make = tuple.__new__
+"""Builds a record (a named tuple) from its fields in order without its generated ``__new__``
+(a Python frame: on the hot paths of both stages)."""
 
 
 class RecordError(ServiceError, ValueError):
@@ -85,8 +93,10 @@ class RecordTooLarge(RecordError):
     """An event's state record would exceed :data:`MAX_RECORD_BYTES`."""
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
+    """Where a record's event was read. Records are named tuples, not frozen dataclasses: as
+    immutable, and built several times cheaper (one or two per record in each stage)."""
+
     topic: str
     partition: int
     offset: int
@@ -97,12 +107,11 @@ def origin_of(ref: Any) -> Origin:
     """A record's origin from an item's (``Item.origin_ref``: a Kafka ``(topic, partition, offset)``
     tuple, kept as it is on the hot path, or an origin with a key)."""
     if type(ref) is tuple:
-        return Origin(ref[0], ref[1], ref[2])
+        return _make(Origin, (ref[0], ref[1], ref[2], None))
     return Origin(ref.topic or "", ref.partition or 0, ref.offset or 0, ref.key)
 
 
-@dataclass(frozen=True, slots=True)
-class StateRecord:
+class StateRecord(NamedTuple):
     """One event's input to one correlation."""
 
     correlation: str
@@ -120,12 +129,10 @@ class StateRecord:
         return record_key(self.correlation, self.group)
 
     def encode(self) -> bytes:
-        origin: list[Any] = [self.origin.topic, self.origin.partition, self.origin.offset]
-        if self.origin.key is not None:
-            origin.append(self.origin.key)
-        fields = self.fields if type(self.fields) is dict else dict(self.fields)
+        origin, fields = self.origin, self.fields
         doc: dict[str, Any] = {"v": VERSION, "k": "c", "id": self.correlation, "r": self.rules, "t": self.ts,
-                               "o": origin, "f": fields}
+                               "o": origin[:3] if origin.key is None else origin[:4],
+                               "f": fields if type(fields) is dict else dict(fields)}
         if self.ref is not None:
             doc["x"] = self.ref
         data = orjson.dumps(doc, default=str)
@@ -134,8 +141,7 @@ class StateRecord:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class AnomalyRecord:
+class AnomalyRecord(NamedTuple):
     """One event's input to one anomaly check."""
 
     check: str
@@ -190,7 +196,7 @@ class Watermark:
 
 
 def record_key(correlation: str, group: Sequence[Any]) -> bytes:
-    return correlation.encode() + b"|" + orjson.dumps(list(group), default=str)
+    return correlation.encode() + b"|" + orjson.dumps(group if type(group) is tuple else list(group), default=str)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -216,8 +222,7 @@ def pack(lines: Sequence[bytes], limit: int = PACK_BYTES) -> list[bytes]:
 
 
 def decode_lines(data: bytes) -> list[dict[str, Any]]:
-    """The :data:`DECODER` of the internal topic (stage 2's input): every line of a message as an
-    object, parsed in one go (the lines joined into one JSON array: orjson never writes a raw newline
+    """Every line of a message of the internal topic as an object, parsed in one go (the lines joined into one JSON array: orjson never writes a raw newline
     inside a document); :func:`from_mapping` then checks each one."""
     try:
         docs: list[dict[str, Any]] = orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
@@ -229,10 +234,53 @@ def decode_lines(data: bytes) -> list[dict[str, Any]]:
     return docs
 
 
+def decode_pack(data: bytes) -> list[dict[str, Any]]:
+    """The :data:`DECODER` of the internal topic (stage 2's input): a message as one event, its
+    lines parsed by :func:`decode_lines` under :data:`PACK`. Stage 2 reads them in place
+    (:func:`packed`): one pipeline item and origin per message, not per record."""
+    return [{PACK: decode_lines(data)}]
+
+
+def packed(event: dict[str, Any]) -> list[Any]:
+    """The record objects of an event of the internal topic: a message's (:func:`decode_pack`), or
+    the event itself when it is one record (a message decoded line by line, as tests may feed)."""
+    docs = event.get(PACK)
+    return [event] if docs is None else docs
+
+
 def unpack(data: bytes) -> list[StateRecord | AnomalyRecord | Watermark]:
     """Every record of one message of the internal topic (tests and tools; stage 2 reads the lines
-    with :func:`decode_lines`, then :func:`from_mapping`)."""
+    with :func:`decode_pack`, then :func:`from_mapping`)."""
     return [decode(line) for line in data.split(b"\n") if line.strip()]
+
+
+class Plan(NamedTuple):
+    """How :func:`build` copies an event for one correlation fed by given rules (the same for every
+    event those rules match: stage 1 keeps it per set of matched rules)."""
+
+    correlation: str
+    names: tuple[str, ...]
+    """The group-by and value fields of the matched slots, in slot order (each must be present)."""
+    first: tuple[str, ...]
+    """The group-by fields of the first matched slot (the engine's key)."""
+    rules: tuple[str, ...]
+    """The matched rules that feed the correlation, in match order."""
+    extra: tuple[str, ...]
+
+
+def plan(spec: CorrelationSpec, rule_ids: Sequence[str], *, chained: bool = False,
+         extra: Sequence[str] = ()) -> Plan | None:
+    """:func:`build`'s plan for ``spec`` and the matched ``rule_ids``, or None when none feeds it."""
+    slots = [slot for slot in spec.slots if slot.correlation is chained and slot.rule_id in rule_ids]
+    if not slots:
+        return None
+    names = tuple(dict.fromkeys(name for slot in slots for name in (*slot.group_fields, *slot.value_fields)))
+    if len(slots) == 1:  # the usual case: one matched rule feeds the correlation
+        ordered: tuple[str, ...] = (slots[0].rule_id,)
+    else:
+        feeding = {slot.rule_id for slot in slots}
+        ordered = tuple(rule for rule in rule_ids if rule in feeding)
+    return Plan(spec.info.id, names, slots[0].group_fields, ordered, tuple(extra))
 
 
 def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, Any], ts: float,
@@ -245,32 +293,26 @@ def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, An
 
     The group key is the one the engine computes from the first matched slot's fields.
     """
-    chained = ref is not None
-    slots = [slot for slot in spec.slots if slot.correlation is chained and slot.rule_id in rule_ids]
-    if not slots:
-        return None
+    how = plan(spec, rule_ids, chained=ref is not None, extra=extra)
+    return None if how is None else build_planned(how, event, ts, origin, ref)
+
+
+def build_planned(how: Plan, event: Mapping[str, Any], ts: float, origin: Origin,
+                  ref: str | None = None) -> StateRecord | None:
+    """:func:`build` with its plan made already."""
     fields: dict[str, Any] = {}
-    for slot in slots:
-        for name in (*slot.group_fields, *slot.value_fields):
-            if name in fields:
-                continue
-            value = get(event, name)
-            if value is MISSING:
-                return None
-            fields[name] = value
-    first = slots[0].group_fields
-    group = tuple(key_part(fields[name]) for name in first)
-    for name in extra:
+    for name in how.names:
+        value = get(event, name)
+        if value is MISSING:
+            return None
+        fields[name] = value
+    group = tuple(key_part(fields[name]) for name in how.first)
+    for name in how.extra:
         if name not in fields:
             value = get(event, name)
             if value is not MISSING:
                 fields[name] = value
-    if len(slots) == 1:  # the usual case: one matched rule feeds the correlation
-        ordered: tuple[str, ...] = (slots[0].rule_id,)
-    else:
-        feeding = {slot.rule_id for slot in slots}
-        ordered = tuple(rule for rule in rule_ids if rule in feeding)
-    return StateRecord(spec.info.id, ordered, ts, origin, fields, group, ref)
+    return _make(StateRecord, (how.correlation, how.rules, ts, origin, fields, group, ref))
 
 
 def read_fields(spec: CheckCommon) -> tuple[str, ...]:
@@ -365,10 +407,54 @@ def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
                          tuple((topic, part, _time(ts)) for topic, part, ts in _rows(doc.get("s"), 3, "progress")),
                          tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")),
                          tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")))
+    if kind == "c":
+        return _correlation(doc) or _checked_correlation(doc)
     if kind == "a":
         return _anomaly(doc)
-    if kind != "c":
-        raise RecordError(f"unknown state record kind {kind!r}")
+    raise RecordError(f"unknown state record kind {kind!r}")
+
+
+def _correlation(doc: dict[str, Any]) -> StateRecord | None:
+    """A well-formed correlation record read with its checks inlined (stage 2's hot path), or None:
+    :func:`_checked_correlation` then says what is wrong (it accepts exactly what this accepts, and
+    what it would refuse only for an unusual type, such as a dict subclass)."""
+    ts: Any = doc.get("t")
+    correlation, rules, fields, where, ref = doc.get("id"), doc.get("r"), doc.get("f"), doc.get("o"), doc.get("x")
+    if not (type(ts) in _NUMBERS and math.isfinite(ts) and type(correlation) is str
+            and 0 < len(correlation) <= MAX_ID_CHARS and type(rules) is list and 0 < len(rules) <= MAX_RULES
+            and type(fields) is dict and len(fields) <= MAX_FIELDS
+            and (ref is None or (type(ref) is str and 0 < len(ref) <= MAX_RECORD_BYTES))
+            and type(where) is list):
+        return None
+    for rule in rules:
+        if type(rule) is not str or not 0 < len(rule) <= MAX_ID_CHARS:
+            return None
+    origin = _plain_origin(where)
+    if origin is None:
+        return None
+    return _make(StateRecord, (correlation, tuple(rules), float(ts), origin, fields, (), ref))
+
+
+def _plain_origin(value: list[Any]) -> Origin | None:
+    """:func:`_origin` of a well-formed origin, else None."""
+    size = len(value)
+    if size == 3:
+        topic, partition, offset = value
+        key = None
+    elif size == 4:
+        topic, partition, offset, key = value
+        if type(key) is not str or not 0 < len(key) <= MAX_ID_CHARS:
+            return None
+    else:
+        return None
+    if (type(topic) is str and 0 < len(topic) <= 249 and type(partition) is int and 0 <= partition < 2 ** 63
+            and type(offset) is int and 0 <= offset < 2 ** 63):
+        return _make(Origin, (topic, partition, offset, key))
+    return None
+
+
+def _checked_correlation(doc: dict[str, Any]) -> StateRecord:
+    """A correlation record with every field checked in turn (the first one wrong raises)."""
     ts = _time(doc.get("t"))
     correlation = _text(doc.get("id"), "correlation id", MAX_ID_CHARS)
     rules = doc.get("r")
@@ -445,4 +531,4 @@ def _origin(value: Any) -> Origin:
                   _int(value[2], "origin offset"), key)
 
 
-register_decoder(DECODER, decode_lines, replace=True)
+register_decoder(DECODER, decode_pack, replace=True)

@@ -30,7 +30,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,17 @@ async def _no_view() -> InputView:
     return InputView()
 
 
+def _route(record: StateRecord | AnomalyRecord) -> Hashable:
+    """What the record's Kafka key is made of, as a cache key cheaper than the key itself: the id
+    and group when the group holds only texts (the usual case: equal routes, equal keys), else the
+    key (``True == 1`` as a dict key, not as a Kafka key)."""
+    group = record.group
+    for part in group:
+        if type(part) is not str:
+            return record.key()
+    return (record[0], group)
+
+
 class StateRecordProducer:
     """The internal topic's producer; ``owned``/``busy`` tell it the input partitions this
     instance holds and those with records left to read (the Kafka source's view)."""
@@ -109,7 +120,7 @@ class StateRecordProducer:
         and waiting for the retry): the wall clock does not move their marks on, nor are they idle."""
         self.view: Callable[[], Awaitable[InputView]] = _no_view
         """Set by the input :class:`~service.sources.kafka.KafkaSource`."""
-        self._partitions: dict[bytes, int] = {}
+        self._partitions: dict[Hashable, int] = {}
         self._pack_bytes = min(PACK_BYTES, kafka.max_message_bytes)
         """Stage 2 refuses a message over ``kafka.max_message_bytes`` (its consumer's settings are these)."""
         self._partition_count = 0
@@ -211,7 +222,7 @@ class StateRecordProducer:
                 detector = "correlation" if isinstance(record, StateRecord) else "anomaly"
                 metrics.EVENTS_SKIPPED.labels(detector, "oversize_state_record").inc()
                 continue
-            partition = partitions[self._partition(record.key(), len(partitions))]
+            partition = partitions[self._partition(record, len(partitions))]
             lines.setdefault(partition, []).append(data)
             count += 1
         futures = [_watched(await producer.send(self.topic, value=message, partition=partition))
@@ -219,15 +230,17 @@ class StateRecordProducer:
         await asyncio.gather(*futures)
         metrics.KEYED_STATE_RECORDS.labels("sent").inc(count)
 
-    def _partition(self, key: bytes, count: int) -> int:
-        """:func:`~service.keyed.records.partition_for`, remembered per key (group keys repeat, and
-        murmur2 is pure Python); forgotten when the partition count changes or the cache is full."""
+    def _partition(self, record: StateRecord | AnomalyRecord, count: int) -> int:
+        """:func:`~service.keyed.records.partition_for` of the record's key, remembered per key
+        (group keys repeat, and murmur2 is pure Python; see :func:`_route`); forgotten when the
+        partition count changes or the cache is full."""
         if count != self._partition_count or len(self._partitions) >= PARTITION_CACHE:
             self._partitions.clear()
             self._partition_count = count
-        index = self._partitions.get(key)
+        route = _route(record)
+        index = self._partitions.get(route)
         if index is None:
-            index = self._partitions[key] = partition_for(key, count)
+            index = self._partitions[route] = partition_for(record.key(), count)
         return index
 
     def watermark(self, view: InputView, now: float) -> Watermark:

@@ -8,7 +8,7 @@ instead of evaluating Sigma rules:
 
 - a **state record** (a correlation's or an anomaly check's input) waits in the partition's
   reorder buffer until the partition's watermark passes it, then applies to the one correlation
-  (``process_keyed``) or check it was keyed for, in event-time order; one that arrives after the
+  (``apply_keyed``) or check it was keyed for, in event-time order; one that arrives after the
   watermark passed its time applies at once (the engine decides whether it is late);
 - a **watermark** raises the marks of the input partitions it lists; the internal partition's
   watermark is the lowest mark over *every* input partition (the topics' partition counts come
@@ -68,6 +68,7 @@ from service.keyed.records import (
     Watermark,
     build,
     from_mapping,
+    packed,
 )
 from service.keyed.records import Origin as RecordOrigin
 from service.keyed.saved import SavedState
@@ -92,7 +93,7 @@ ANOMALY_PREFIX = "anomaly|"
 
 Record = StateRecord | AnomalyRecord
 _COUNTS = {kind: metrics.KEYED_STATE_RECORDS.labels(kind) for kind in ("applied", "late", "duplicate")}
-"""Per-record counters, looked up once (``labels`` costs more than the increment)."""
+"""Per-record counters, looked up once, and added to once per batch (see ``KeyedDetector._tally``)."""
 Pending = tuple[float, int, Record]
 
 
@@ -145,12 +146,10 @@ class KeyedDetector(Detector):
         """Per internal partition: the mark of every input partition heard of."""
         self._counts: dict[Key, dict[str, int]] = {}
         """Per internal partition: the partition count of every input topic."""
-        self._idle: dict[Key, set[tuple[str, int]]] = {}
+        self._idle: dict[Key, dict[tuple[str, int], str]] = {}
         """Per internal partition: input partitions whose latest report is idle (a progress row
-        clears it: latest report wins, and owners repeat theirs every interval)."""
-        self._idle_from: dict[Key, dict[tuple[str, int], str]] = {}
-        """Per internal partition: the producer whose idle row keeps each idle input partition out
-        (``""``: restored from a snapshot, its reporter unknown)."""
+        clears it: latest report wins, and owners repeat theirs every interval), each with the
+        producer whose idle row keeps it out (``""``: restored from a snapshot, its reporter unknown)."""
         self._quiet: dict[Key, dict[str, dict[str, int]]] = {}
         """Per internal partition and producer: watermarks received from each other producer since its last."""
         self._chain_marks: dict[Key, dict[int, float]] = {}
@@ -175,6 +174,9 @@ class KeyedDetector(Detector):
         self._out_progress: dict[Key, float] = {}
         self._at: tuple[Key, int, int] | None = None
         """(internal partition, offset, index): where the next chained record comes from."""
+        self._tally = dict.fromkeys(_COUNTS, 0)
+        """Records applied, late and dropped as replays in the batch being processed (a counter
+        increment per record cost more than the replay filter)."""
 
     def _new_engines(self, current: DetectionSet) -> tuple[Any | None, Any | None]:
         anomaly = None
@@ -214,35 +216,51 @@ class KeyedDetector(Detector):
 
     def process(self, items: Sequence[Item], now: float | None = None) -> list[Alert]:
         with self._lock:
-            return self._process_records(items, time.time() if now is None else now)
+            try:
+                return self._process_records(items, time.time() if now is None else now)
+            finally:
+                tally = self._tally
+                for kind, count in tally.items():
+                    if count:
+                        _COUNTS[kind].inc(count)
+                        tally[kind] = 0
 
     def _process_records(self, items: Sequence[Item], now: float) -> list[Alert]:
+        """Every record of every item (a message of the internal topic: :func:`packed`), in order."""
         current = self._set
+        chained = self._chained_ids(current)
         alerts: list[Alert] = []
         self._at = None
         for item in items:
             key = item.scope_key()
             if key is None:
                 continue
-            try:
-                record = from_mapping(item.event)
-            except RecordError as exc:
-                metrics.KEYED_STATE_RECORDS.labels("unreadable").inc()
-                log.warning("keyed scope: unreadable state record skipped",
-                            extra={"origin": item.origin.token(), "error": str(exc)})
-                continue
-            engines = self._engines(key, current)
-            if engines == (None, None):
-                continue
-            ref = item.origin_ref  # a Kafka tuple stays a tuple (no origin built per record)
+            ref = item.origin_ref  # a Kafka tuple stays a tuple (no origin built per message)
             offset = (ref[2] if isinstance(ref, tuple) else ref.offset) or 0
-            if self._at is None or self._at[:2] != (key, offset):  # the records of one message share
-                self._at = (key, offset, 0)  # its offset: their chained records count on
-            if isinstance(record, Watermark):
-                self._note(key, record)
-                alerts.extend(self._release(key, now))  # at this record: a replay releases at the same place
-                continue
-            alerts.extend(self._receive(key, engines, record, now))
+            docs = packed(item.event)
+            engines: tuple[Any | None, Any | None] | None = None
+            for index, doc in enumerate(docs):
+                try:
+                    record = from_mapping(doc)
+                except RecordError as exc:
+                    metrics.KEYED_STATE_RECORDS.labels("unreadable").inc()
+                    where = item.origin if len(docs) == 1 else dataclasses.replace(item.origin, key=str(index))
+                    log.warning("keyed scope: unreadable state record skipped",
+                                extra={"origin": where.token(), "error": str(exc)})
+                    continue
+                if engines is None:
+                    engines = self._engines(key, current)
+                    if engines == (None, None):
+                        break
+                    if self._at is None or self._at[:2] != (key, offset):  # the records of one message
+                        self._at = (key, offset, 0)  # share its offset: their chained records count on
+                if isinstance(record, Watermark):
+                    self._note(key, record)
+                    alerts.extend(self._release(key, now))  # at this record: a replay releases at the same place
+                    continue
+                found = self._receive(key, engines, record, now, chained)
+                if found:
+                    alerts.extend(found)
         self._at = None
         return alerts
 
@@ -251,8 +269,7 @@ class KeyedDetector(Detector):
         itself, from stage 2's producers) the internal partitions' chain marks."""
         marks = self._marks.setdefault(key, {})
         chain = self._chain_marks.setdefault(key, {})
-        idle = self._idle.setdefault(key, set())
-        idle_from = self._idle_from.setdefault(key, {})
+        idle = self._idle.setdefault(key, {})
         quiet = self._quiet.setdefault(key, {})
         for others in quiet.values():
             others[record.producer] = others.get(record.producer, 0) + 1
@@ -262,18 +279,15 @@ class KeyedDetector(Detector):
                 if ts > chain.get(partition, -math.inf):
                     chain[partition] = ts
                 continue
-            idle.discard((topic, partition))
-            idle_from.pop((topic, partition), None)
+            idle.pop((topic, partition), None)
             if ts > marks.get((topic, partition), -math.inf):
                 marks[(topic, partition)] = ts
         for tp in record.idle:
             if tp[0] != key[0]:
-                idle.add(tp)
-                idle_from[tp] = record.producer
-        for tp, producer in list(idle_from.items()):  # reporters gone quiet: their rows lapse
+                idle[tp] = record.producer
+        for tp, producer in list(idle.items()):  # reporters gone quiet: their rows lapse
             if max(quiet.get(producer, {}).values(), default=0) >= IDLE_ROUNDS:
-                idle.discard(tp)
-                del idle_from[tp]
+                del idle[tp]
         counts = self._counts.setdefault(key, {})
         for topic, count in record.topics:
             if topic == key[0]:
@@ -282,28 +296,35 @@ class KeyedDetector(Detector):
                 counts[topic] = max(count, counts.get(topic, 0))
 
     def _receive(self, key: Key, engines: tuple[Any | None, Any | None], record: Record,
-                 now: float) -> list[Alert]:
+                 now: float, chained: frozenset[str]) -> list[Alert]:
         """A record passes the replay filter, then waits for the watermark of its lane (or applies
-        at once when that watermark has passed its time already: the engine decides whether it is late)."""
+        at once when that watermark has passed its time already: the engine decides whether it is late).
+        ``chained``: the correlations of the chained lane."""
         origin = record.origin
-        applied = self._applied.setdefault(key, {})
+        applied = self._applied.get(key)
+        if applied is None:
+            applied = self._applied[key] = {}
+        keyed = isinstance(record, StateRecord)
         name = record.correlation if isinstance(record, StateRecord) else ANOMALY_PREFIX + record.check
         position = (name, origin.topic, origin.partition)
-        at = (origin.offset, _event_index(origin.key))
+        origin_key = origin.key
+        at = (origin.offset, -1 if origin_key is None else _event_index(origin_key))
         last = applied.get(position)
         if last is not None and at <= last:
-            _COUNTS["duplicate"].inc()
+            self._tally["duplicate"] += 1
             return []
         applied[position] = at
-        if record.ts > self._newest.get(key, -math.inf):
-            self._newest[key] = record.ts
-        lane = PARENTS if isinstance(record, StateRecord) and record.correlation in self._chained_ids(
-            self._set) else BASE
-        if record.ts <= self._released.get((key, lane), -math.inf):
+        ts = record.ts
+        if ts > self._newest.get(key, -math.inf):
+            self._newest[key] = ts
+        lane = PARENTS if keyed and name in chained else BASE
+        if ts <= self._released.get((key, lane), -math.inf):
             return self._apply(key, lane, engines, record, now)
-        pending = self._pending.setdefault((key, lane), [])
+        pending = self._pending.get((key, lane))
+        if pending is None:
+            pending = self._pending[(key, lane)] = []
         self._seq += 1
-        heapq.heappush(pending, (record.ts, self._seq, record))
+        heapq.heappush(pending, (ts, self._seq, record))
         correlation = engines[0]
         bound = correlation.limits.max_pending if correlation is not None else DEFAULT_MAX_PENDING
         if len(pending) > bound:  # the oldest applies before its time (it may make later ones late)
@@ -330,14 +351,13 @@ class KeyedDetector(Detector):
         before = engine.counters.get("late", 0)
         evidence = record.ref if record.ref is not None else _token(record.origin)
         try:
-            matches = engine.process_keyed(record.correlation, record.rules, record.fields, record.ts, evidence)
-            matches += engine.release(record.ts)
+            matches = engine.apply_keyed(record.correlation, record.rules, record.fields, record.ts, evidence)
         except Exception:
             self._engine_failed("correlation")
             return []
         finally:
             self._rekey(engine)
-        _COUNTS["late" if engine.counters.get("late", 0) > before else "applied"].inc()
+        self._tally["late" if engine.counters.get("late", 0) > before else "applied"] += 1
         if not matches:
             return []
         ref = _kafka_origin(record)
@@ -379,7 +399,7 @@ class KeyedDetector(Detector):
         except Exception:
             self._engine_failed("anomaly")
             return []
-        _COUNTS["late" if check.counters.get("late", 0) > before else "applied"].inc()
+        self._tally["late" if check.counters.get("late", 0) > before else "applied"] += 1
         fields = record.fields
         return [self._keyed_alert(match, fields, ref, record.ts, now, logsource) for match in matches]
 
@@ -390,7 +410,7 @@ class KeyedDetector(Detector):
         counts = self._counts.get(key)
         if not marks or not counts:
             return None
-        idle = self._idle.get(key, set())
+        idle = self._idle.get(key, {})
         lowest = math.inf
         for topic, count in counts.items():
             for partition in range(count):
@@ -469,7 +489,7 @@ class KeyedDetector(Detector):
             return []
 
     def _tables(self) -> tuple[dict[Any, Any], ...]:
-        return (self._marks, self._counts, self._idle, self._idle_from, self._quiet, self._chain_marks,
+        return (self._marks, self._counts, self._idle, self._quiet, self._chain_marks,
                 self._chain_count, self._applied,
                 self._newest, self._parents)
 
@@ -497,7 +517,7 @@ class KeyedDetector(Detector):
             if key is not None and host in out:
                 parents = self._parents.get(key)
                 state = SavedState(
-                    self._marks.get(key, {}), self._counts.get(key, {}), self._idle.get(key, set()),
+                    self._marks.get(key, {}), self._counts.get(key, {}), set(self._idle.get(key, {})),
                     self._chain_marks.get(key, {}), self._chain_count.get(key), self._applied.get(key, {}),
                     [r for lane in (BASE, PARENTS) for _, _, r in sorted(self._pending.get((key, lane), []))],
                     (self._released.get((key, BASE)), self._released.get((key, PARENTS))),
@@ -528,8 +548,8 @@ class KeyedDetector(Detector):
                 log.warning("keyed scope: saved marks and replay filter not restored",
                             extra={"scope": scope_name(key), "error": str(exc)})
                 return
-            self._marks[key], self._counts[key], self._idle[key] = state.marks, state.counts, state.idle
-            self._idle_from[key], self._quiet[key] = {tp: "" for tp in state.idle}, {"": {}}
+            self._marks[key], self._counts[key] = state.marks, state.counts
+            self._idle[key], self._quiet[key] = dict.fromkeys(state.idle, ""), {"": {}}
             self._chain_marks[key], self._applied[key] = state.chain, state.applied
             if state.chain_count is not None:
                 self._chain_count[key] = state.chain_count

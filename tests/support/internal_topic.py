@@ -4,12 +4,13 @@ decoder), stage 1's batches and the watermarks of its owners."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
 
+from detectors.model import Origin
 from service.decoders import build_decoder
 from service.detection import Detector
-from service.keyed.records import DECODER, Watermark, pack, partition_for
+from service.keyed.records import DECODER, Watermark, decode_lines, pack, partition_for
 from service.sources.base import InputSpec, Item, decode_batch
 
 INTERNAL = "state"
@@ -66,6 +67,26 @@ class Topic:
         assert decoded is not None and not decoded.rejected, decoded
         return decoded.items
 
+    def line_items(self, start: list[int]) -> list[Item]:
+        """:meth:`items` with an item per record (a line of a message, keyed by its index when the
+        message holds several), as stage 2 read the internal topic before it read messages whole."""
+        out: list[Item] = []
+        for p, values in enumerate(self.partitions):
+            for offset in range(start[p], len(values)):
+                docs = decode_lines(values[offset])
+                if len(docs) == 1:
+                    out.append(Item(docs[0], (INTERNAL, p, offset), None, (), 0.0))
+                else:
+                    out.extend(Item(doc, Origin("kafka", INTERNAL, p, offset, str(index)), None, (), 0.0)
+                               for index, doc in enumerate(docs))
+            start[p] = len(values)
+        return out
+
+    def copy(self) -> Topic:
+        twin = Topic(len(self.partitions))
+        twin.partitions = [list(values) for values in self.partitions]
+        return twin
+
 
 def stage1(detector: Detector, items: list[Item], topic: Topic, producer: str = "a", *, now: float = 0.0,
            topic_name: str = "auth", inputs: int = 4) -> list[Any]:
@@ -88,13 +109,15 @@ def mark(topic: Topic, producer: str, progress: dict[int, float], inputs: int = 
         topic.send(data, partition=p)
 
 
-def stage2(detector: Any, topic: Topic, start: list[int], *, now: float = 0.0, rounds: int = 10) -> list[Any]:
+def stage2(detector: Any, topic: Topic, start: list[int], *, now: float = 0.0, rounds: int = 10,
+           read: Callable[[Topic, list[int]], list[Item]] = Topic.items) -> list[Any]:
     """Stage 2 over what the internal topic holds, as its consumer and producer would: read, send
-    the chained records it raises and its chain marks, read again, until nothing new comes."""
+    the chained records it raises and its chain marks, read again, until nothing new comes.
+    ``read``: how stage 2 reads the topic (:meth:`Topic.items`, or :meth:`Topic.line_items`)."""
     alerts: list[Any] = []
     sent: dict[int, float] = {}
     for _ in range(rounds):
-        items = topic.items(start)
+        items = read(topic, start)
         if not items:
             return alerts
         alerts += detector.process(items, now=now)

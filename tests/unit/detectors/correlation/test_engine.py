@@ -427,3 +427,49 @@ class TestCorrelateStream:
         assert details["group"] == {"User": "a"}
         assert evaluator.engine.counters["missing_timestamp"] == 1
         assert list(correlate_stream(build(rule), [])) == []
+
+
+@pytest.mark.parametrize("text", [COUNT3, corr("""
+  type: value_count
+  rules: [failed]
+  group-by: [User]
+  timespan: 30s
+  condition: {field: src, gte: 3}
+""")])
+def test_apply_keyed_is_process_keyed_then_release_of_the_records_time(text: str) -> None:
+    """``state.scope: keyed`` stage 2 applies a record in one step (:meth:`apply_keyed`): the matches,
+    counters and state of the two calls it stands for, on records in and out of order, late ones,
+    records of unknown rules, with watermarks between them."""
+    import dataclasses
+    import random
+
+    from detectors.correlation.engine import CorrelationEngine
+
+    base = build(text).engine
+    assert base is not None
+    limits = dataclasses.replace(base.limits, allowed_lateness=10 * 365 * 86_400.0)
+    one, two = (CorrelationEngine(base.specs, limits, keyed=True) for _ in range(2))
+    spec = base.specs[0]
+    rng = random.Random(5)
+    ts = 1_764_113_000.0
+    slow: list[int] = []
+    process_keyed = one.process_keyed
+
+    def counted(*args: Any) -> list[Match]:
+        slow.append(1)
+        return process_keyed(*args)
+
+    one.process_keyed = counted  # type: ignore[method-assign, assignment]
+    for i in range(400):
+        ts += rng.choice([0.0, 0.5, 1.0, 3.0, 7.0, 40.0])
+        at = ts - rng.choice([0.0, 0.0, 0.0, 2.0, 20.0])  # some behind the engine's time: late
+        rules = [spec.slots[0].rule_id] if rng.random() < 0.9 else ["unknown-rule"]
+        source = {"User": rng.choice(["alice", "bob", "carol"]), "src": f"10.0.0.{rng.randrange(5)}"}
+        got = one.apply_keyed(spec.info.id, rules, source, at, f"e{i}")
+        want = two.process_keyed(spec.info.id, rules, source, at, f"e{i}") + two.release(at)
+        assert got == want, i
+        if rng.random() < 0.1:
+            mark = ts - rng.choice([0.0, 5.0, 60.0])
+            assert one.release(mark) == two.release(mark)
+        assert one.counters == two.counters and one.snapshot() == two.snapshot()
+    assert len(slow) < 50 and one.counters.get("late", 0) > 10  # mostly the one step, and some late records

@@ -299,3 +299,16 @@ async def test_a_batch_not_acknowledged_holds_its_partitions_marks_and_is_never_
     assert mark.progress == (("auth", 0, T0 + 2), ("auth", 1, T0 + 3))  # acknowledged now: moved on from here
     clock[0] += 10
     assert stage.watermark(view, clock[0]).progress == (("auth", 0, T0 + 12), ("auth", 1, T0 + 13))
+
+
+def test_the_remembered_partition_of_a_record_is_always_its_keys():
+    """The cache of partitions is keyed by id and group, not by the Kafka key: groups that compare
+    equal but make different keys (``True`` and ``1``) keep their own keys' partitions."""
+    groups = [("a",), ("A",), ("a", "b"), (True,), (1,), (1.5,), ("1",), (None,), (False,), (0,), ()]
+    for count in (2, 3, 5, 12):
+        sender = producer()
+        for group in groups * 2:
+            for record in (records.StateRecord("c1", ("r",), T0, records.Origin("auth", 0, 0), {}, group),
+                           records.AnomalyRecord("c1", T0, records.Origin("auth", 0, 0), {}, group=group)):
+                assert sender._partition(record, count) == records.partition_for(record.key(), count)
+    assert any(records.partition_for(b'c1|[true]', n) != records.partition_for(b'c1|[1]', n) for n in (2, 3, 5, 12))

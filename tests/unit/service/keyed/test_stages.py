@@ -4,7 +4,7 @@ topic would carry them (hashed by key onto partitions), fed to stage 2 with wate
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -238,8 +238,19 @@ def test_without_a_sender_chained_records_are_dropped_and_counted(tmp_path):
     assert second.take_records()[0] == []
 
 
-def test_the_chained_lane_waits_for_every_internal_partitions_chain_mark(tmp_path):
-    det = chained_detection(tmp_path)
+class ChainedRound(NamedTuple):
+    second: KeyedDetector
+    topic: Topic
+    start: list[int]
+    fired: list[Any]
+    """The alerts of stage 2's first read."""
+    progress: dict[tuple[str, int], float]
+    """Every internal partition's chain mark after it."""
+
+
+def chained_first_round(det: Any) -> ChainedRound:
+    """The attack through stage 1 (its owner's marks past it), read once by stage 2, whose chained
+    records (the parents' inputs) are then in the internal topic, unread."""
     second = KeyedDetector(det, rekey=True)
     topic = Topic()
     start = [0] * PARTITIONS
@@ -250,6 +261,11 @@ def test_the_chained_lane_waits_for_every_internal_partitions_chain_mark(tmp_pat
     assert records and set(progress) == {(INTERNAL, p) for p in range(PARTITIONS)}
     for record in records:
         topic.send(record.encode(), key=record.key())
+    return ChainedRound(second, topic, start, fired, progress)
+
+
+def test_the_chained_lane_waits_for_every_internal_partitions_chain_mark(tmp_path):
+    second, topic, start, fired, progress = chained_first_round(chained_detection(tmp_path))
     # every internal partition but the last has released: the parents' inputs wait
     marks = {p: ts for (_, p), ts in progress.items() if p != PARTITIONS - 1}
     mark(topic, "s2", marks, PARTITIONS, INTERNAL)
@@ -268,15 +284,7 @@ def test_the_chained_lane_survives_a_takeover_between_its_inputs_and_its_release
     det = chained_detection(tmp_path)
     expected = sorted(a.id for a in Detector(chained_detection(tmp_path), scope="instance").process(attack(), now=T0)
                       if a.rule.kind == "correlation")
-    second = KeyedDetector(det, rekey=True)
-    topic = Topic()
-    start = [0] * PARTITIONS
-    internal_topic.stage1(Detector(det, scope="keyed"), attack(), topic, "a", now=T0)
-    mark(topic, "a", {p: T0 + 3600 for p in range(4)})
-    fired = second.process(topic.items(start), now=T0)
-    records, progress = second.take_records()
-    for record in records:
-        topic.send(record.encode(), key=record.key())
+    second, topic, start, fired, progress = chained_first_round(det)
     fired += second.process(topic.items(start), now=T0)  # the parents' inputs arrive: they wait
     saved = {k: orjson.loads(orjson.dumps(second.export_scope(k))) for k in second.scopes()}
     assert any(doc["correlation"]["keyed"]["pending"] for doc in saved.values())
@@ -350,3 +358,64 @@ def test_when_every_input_partition_is_idle_the_furthest_mark_releases():
     mark(topic, "a", {}, idle=[("auth", p) for p in range(4)])
     second.process(topic.items(start), now=T0)
     assert second.watermark(("state", 0)) == T0 + 50
+
+
+def alert_rows(alerts: list[Any]) -> list[tuple[Any, ...]]:
+    return sorted((a.id, a.origin, a.original, orjson.dumps(a.details, option=orjson.OPT_SORT_KEYS, default=str))
+                  for a in alerts)
+
+
+def test_stage2_reading_whole_messages_matches_reading_a_record_per_item(tmp_path):
+    """Differential: stage 2 reads the internal topic a message at a time (its records in place);
+    the alerts, the chained records it sends (origins included) and its saved state are those of
+    reading it a record per item, and the alert ids those of one engine over the merged stream."""
+    for det, events in ((detection(), input_items(40)), (chained_detection(tmp_path), attack(30))):
+        expected = sorted(a.id for a in Detector(det, scope="instance").process(list(events), now=T0)
+                          if a.rule.kind == "correlation")
+        assert expected
+        topic = Topic()
+        first = Detector(det, scope="keyed")
+        for begin in range(0, len(events), 7):  # several batches: several messages per partition
+            internal_topic.stage1(first, events[begin:begin + 7], topic, "a", now=T0)
+        mark(topic, "a", {p: T0 + 7200 for p in range(4)})
+        assert any(b"\n" in value for values in topic.partitions for value in values)
+        runs = []
+        for read in (Topic.items, Topic.line_items):
+            second = KeyedDetector(det, rekey=True)
+            twin = topic.copy()
+            fired = internal_topic.stage2(second, twin, [0] * PARTITIONS, now=T0, read=read)
+            saved = {key: orjson.loads(orjson.dumps(second.export_scope(key))) for key in sorted(second.scopes())}
+            runs.append((alert_rows(fired), twin.partitions, saved))
+            assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected
+        assert runs[0] == runs[1]
+
+
+def test_an_unreadable_record_in_a_message_is_skipped_and_the_others_apply():
+    det = detection()
+    topic = Topic()
+    stage1(Detector(det, scope="keyed"), input_items(16), topic)
+    expected = [a.id for a in KeyedDetector(det).process(topic.copy().items([0] * PARTITIONS), now=T0)]
+    assert expected
+    for values in topic.partitions:  # a record of another version at the head of every message
+        values[:] = [b'{"v":9,"k":"c"}\n' + value for value in values]
+    assert [a.id for a in KeyedDetector(det).process(topic.items([0] * PARTITIONS), now=T0)] == expected
+
+
+def test_a_snapshot_lists_idle_partitions_and_restores_them_without_their_reporter():
+    det = detection()
+    second = KeyedDetector(det)
+    topic = Topic()
+    key = ("state", 0)
+    mark(topic, "a", {p: T0 + 5 for p in range(3)})
+    mark(topic, "c", {}, idle=[("auth", 3)])
+    second.process(topic.items([0] * PARTITIONS), now=T0)
+    doc = orjson.loads(orjson.dumps(second.export_scope(key)))
+    assert doc["correlation"]["keyed"]["idle"] == [["auth", 3]]
+    restored = KeyedDetector(det)
+    restored.import_scope(key, doc)
+    assert restored.watermark(key) == second.watermark(key) == T0 + 5
+    assert restored.export_scope(key)["correlation"]["keyed"]["idle"] == [["auth", 3]]
+    topic = Topic()
+    mark(topic, "a", {3: T0 + 1})  # a progress row: the partition counts again
+    restored.process(topic.items([0] * PARTITIONS), now=T0)
+    assert restored.watermark(key) == T0 + 1
