@@ -87,36 +87,29 @@ def flatten(event: Mapping[str, Any], cased: bool = False) -> Flat:
 _Walker = Callable[[Mapping[str, Any], str, Flat, int], None]
 
 
-def _walk(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
-    names = _NAMES
-    for key, value in obj.items():
-        name = names.get(key) if type(key) is str else None  # _fold, inlined: the Sigma hot loop
-        if name is None:
-            name = _fold(key)
-        path = f"{prefix}.{name}" if prefix else name
-        if type(value) in _SCALARS:
-            bucket = out.get(path)
-            if bucket is None:
-                out[path] = [value]
+def _walker(names: Mapping[Any, str], name_of: Callable[[Any], str]) -> _Walker:
+    """The walk of :func:`flatten` naming keys by ``names`` (a cache), else by ``name_of``: one body
+    for both field-name modes; the names reach the Sigma hot loop as closure cells, not calls."""
+    def walk(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
+        for key, value in obj.items():
+            name = names.get(key) if type(key) is str else None
+            if name is None:
+                name = name_of(key)
+            path = f"{prefix}.{name}" if prefix else name
+            if type(value) in _SCALARS:
+                bucket = out.get(path)
+                if bucket is None:
+                    out[path] = [value]
+                else:
+                    bucket.append(value)
             else:
-                bucket.append(value)
-        else:
-            _add(path, value, out, depth, _walk)
+                _add(path, value, out, depth, walk)
+    return walk
 
 
-def _walk_cased(obj: Mapping[str, Any], prefix: str, out: Flat, depth: int) -> None:
-    """:func:`_walk` keeping every key as spelled (``rules.field_names: sensitive``)."""
-    for key, value in obj.items():
-        name = key if type(key) is str else str(key)
-        path = f"{prefix}.{name}" if prefix else name
-        if type(value) in _SCALARS:
-            bucket = out.get(path)
-            if bucket is None:
-                out[path] = [value]
-            else:
-                bucket.append(value)
-        else:
-            _add(path, value, out, depth, _walk_cased)
+_walk = _walker(_NAMES, _fold)
+_walk_cased = _walker({}, str)  # str() of a str is the str itself
+""":func:`_walk` keeping every key as spelled (``rules.field_names: sensitive``)."""
 
 
 def _add(path: str, value: Any, out: Flat, depth: int, walk: _Walker) -> None:
