@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from .entities import extract, place
-from .model import LEVELS, Event, LogSource, Match, Origin, RuleInfo, level_rank
+from .model import LEVELS, Event, LogSource, Match, Origin, RuleInfo, level_rank, slot_setters
 
 SEVERITY: Mapping[str, int] = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
 """ECS ``event.severity`` per Sigma level (the 0-100 risk scale Elastic rules use)."""
@@ -404,7 +404,5 @@ def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float
 
 _NO_LOGSOURCE = LogSource()
 _new = object.__new__
-_ALERT_FIELDS = ("id", "rule", "timestamp", "created", "origin", "logsource", "matched", "details", "event",
-                 "max_original_bytes", "_derived")
-assert tuple(f.name for f in fields(Alert)) == _ALERT_FIELDS, "build_alert sets every field of Alert"
-_ALERT_SLOTS: tuple[Any, ...] = tuple(Alert.__dict__[name].__set__ for name in _ALERT_FIELDS)
+_ALERT_SLOTS = slot_setters(Alert, ("id", "rule", "timestamp", "created", "origin", "logsource", "matched",
+                                    "details", "event", "max_original_bytes", "_derived"))

@@ -6,8 +6,8 @@ compared and serialised without a running service.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 Event = Mapping[str, Any]
@@ -169,12 +169,15 @@ class Match:
 _new = object.__new__
 
 
-def _slot(cls: type, name: str) -> Any:
-    return cls.__dict__[name].__set__
+def slot_setters(cls: type, names: Sequence[str]) -> tuple[Any, ...]:
+    """The setters of ``cls``'s slots ``names``, for building a frozen dataclass without its
+    ``__init__`` (``_new(cls)`` then every setter); ``names`` must be every field, in order."""
+    assert tuple(f.name for f in fields(cls)) == tuple(names), f"{cls.__name__}: set every field, in order"
+    return tuple(cls.__dict__[name].__set__ for name in names)
 
 
-_ORIGIN_SLOTS = tuple(_slot(Origin, name) for name in ("input", "topic", "partition", "offset", "key"))
-_MATCH_SLOTS = tuple(_slot(Match, name) for name in ("rule", "fields", "details", "about"))
+_ORIGIN_SLOTS = slot_setters(Origin, ("input", "topic", "partition", "offset", "key"))
+_MATCH_SLOTS = slot_setters(Match, ("rule", "fields", "details", "about"))
 
 
 def keyed_origin(input: str, key: str) -> Origin:
