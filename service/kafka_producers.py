@@ -36,6 +36,12 @@ def sender_ended(producer: Any) -> bool:
     return isinstance(task, asyncio.Future) and task.done()
 
 
+def describe(exc: BaseException) -> str:
+    """An aiokafka error for logs and ``last_error``: its class and message (aiokafka's carry no credential)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def note_replaced(producer: str, reason: str, **extra: Any) -> None:
     """Log and count that the producer ``producer`` (a bounded label: ``keyed``, ``keyed_chain``,
     ``sink:<name>``) is dropped for ``reason`` and a new one will be built."""

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 
 from service import metrics
 from service.config import KafkaSettings, StateSettings
-from service.kafka_producers import is_fatal, note_replaced, sender_ended
+from service.kafka_producers import describe, is_fatal, note_replaced, sender_ended
 from service.keyed.records import (
     PACK_BYTES,
     AnomalyRecord,
@@ -171,7 +171,7 @@ class StateRecordProducer:
         """After ``producer`` failed with ``exc``: drop it if it can never send again (the caller re-raises)."""
         if is_fatal(exc) or sender_ended(producer):
             async with self._building:
-                await self._discard(producer, _describe(exc))
+                await self._discard(producer, describe(exc))
 
     async def _discard(self, producer: Any, reason: str) -> None:
         if self._producer is not producer:
@@ -327,14 +327,9 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 async def _quiet_stop(producer: Any) -> None:
     """Stop a producer that failed (bounded; an error stopping it is only logged)."""
     try:
         await asyncio.wait_for(producer.stop(), DISCARD_TIMEOUT_S)
     except Exception as exc:
-        log.warning("keyed scope: error while stopping a dropped producer", extra={"error": _describe(exc)})
+        log.warning("keyed scope: error while stopping a dropped producer", extra={"error": describe(exc)})

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, model_validator
 
-from service.kafka_producers import is_fatal, note_replaced, sender_ended
+from service.kafka_producers import describe, is_fatal, note_replaced, sender_ended
 from service.kafka_security import KafkaSecurity, security_kwargs
 
 from .base import Outcome, RawSink, SinkError
@@ -83,12 +83,6 @@ would fail alike until an operator fixes the configuration, so they wait in the 
 
 def _rejects(exc: BaseException) -> bool:
     return any(cls.__name__ in REJECTED_ERRORS for cls in type(exc).__mro__)
-
-
-def _describe(exc: BaseException) -> str:
-    """The error for logs and ``last_error``: its class and message (aiokafka's carry no credential)."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -165,7 +159,7 @@ class KafkaSink(RawSink):
                 await producer.stop()
             except Exception:
                 log.debug("error while stopping a producer that did not start", exc_info=True)
-            raise SinkError(f"{self.name}: cannot connect: {_describe(exc)}") from None
+            raise SinkError(f"{self.name}: cannot connect: {describe(exc)}") from None
         self.producer = producer
         return producer
 
@@ -184,7 +178,7 @@ class KafkaSink(RawSink):
                 await asyncio.wait_for(producer.stop(), self.settings.request_timeout_s + self.ack_margin_s)
             except Exception as exc:
                 log.warning("kafka sink: error while stopping the producer",
-                            extra={"sink": self.name, "error": _describe(exc)})
+                            extra={"sink": self.name, "error": describe(exc)})
 
     def encode(self, doc: dict[str, Any]) -> bytes:
         return orjson.dumps(str(doc["event"]["id"])) + b"\n" + orjson.dumps(doc)
@@ -226,9 +220,9 @@ class KafkaSink(RawSink):
                                                     max(0.001, deadline - time.monotonic()))
             except Exception as exc:
                 if _rejects(exc):
-                    rejected[i] = _describe(exc)
+                    rejected[i] = describe(exc)
                     continue
-                failed = (i, _describe(exc))
+                failed = (i, describe(exc))
                 fatal = fatal or is_fatal(exc)
                 break
         for future in pending.values():
@@ -245,9 +239,9 @@ class KafkaSink(RawSink):
             if error is None:
                 continue
             if _rejects(error):
-                rejected[i] = _describe(error)
+                rejected[i] = describe(error)
             else:
-                failed = (i, _describe(error))
+                failed = (i, describe(error))
                 fatal = fatal or is_fatal(error)
                 break
         done = failed[0] if failed is not None else len(payloads)
