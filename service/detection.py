@@ -311,6 +311,15 @@ class Detector:
         """``state.scope: keyed`` stage 1: Kafka events feed correlations through state records."""
         return self._keyed
 
+    holds_records = False
+    """A partition's state may hold records read but not applied yet (stage 2's reorder buffer): its
+    commits stop before the oldest of them (:meth:`commit_floor`), so its saved state may be tagged
+    past the committed offset (see :class:`~service.partition_state.PartitionState`)."""
+
+    def commit_floor(self, key: tuple[str, int]) -> int | None:
+        """The lowest offset of ``key`` read but not applied yet (None: every record read is applied)."""
+        return None
+
     def take_records(self) -> tuple[list[Any], dict[tuple[str, int], float]]:
         """The state records of the batches processed since the last call and the newest event time
         per Kafka partition they covered (``keyed``; call it under :meth:`exclusive` with ``process``)."""

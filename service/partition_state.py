@@ -22,6 +22,14 @@ restart would count records twice (state beyond the committed offset) or never
   partition since (a per-instance data dir), rewinding would raise its alerts
   and pages again, and the partition starts empty at the committed offset.
 
+A detector that **holds records** it read but has not applied yet (stage 2 of
+``state.scope: keyed``: its reorder buffer, :attr:`Detector.holds_records`) commits a
+partition no further than the oldest of them (:meth:`PartitionState.held`), so a
+next owner without this instance's snapshot reads them again. Its state can then be
+ahead of the committed offset: a snapshot of its lineage tagged past the commit is
+restored, and the partition continues at the snapshot's offset (the records between
+are in it, their alerts accepted before it was saved).
+
 A partition's snapshot is one document for all its detectors (``partition.json``,
 one atomic write); per-detector files of older versions are still read.
 
@@ -175,9 +183,11 @@ class PartitionState:
         if not self.active:
             return offsets
         allowed: dict[TopicPartition, int] = {}
+        ahead = self.detector.holds_records  # a restored base may be past the (held) commit
         for tp, offset in offsets.items():
             base = self._base.get(tp)
-            if tp not in self._based and base is not None and base.offset <= offset and await self.save(tp, base):
+            if tp not in self._based and base is not None and (base.offset <= offset or ahead) \
+                    and await self.save(tp, base):
                 self._based.add(tp)
                 self._base.pop(tp, None)
             if tp in self._based:
@@ -202,6 +212,29 @@ class PartitionState:
                 out[tp] = snap
         return out
 
+    def held(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Per partition of a batch just detected, the offset of the oldest record it left waiting in
+        the detector: the batch's commit goes no further (see :meth:`OffsetTracker.ack`).
+
+        Taken right after detection, as :meth:`capture`: a record a later batch releases still holds
+        this one's commit, since that later batch's alerts are not accepted yet.
+        """
+        if not self.detector.holds_records:
+            return {}
+        floor = self.detector.commit_floor
+        return {tp: held for tp in offsets if (held := floor((tp.topic, tp.partition))) is not None}
+
+    def _settled(self, tp: TopicPartition, processed: int | None) -> int | None:
+        """The offset ``tp``'s state is exactly at, when it may be saved: every record processed is
+        acknowledged and the commit that allows is confirmed; else None."""
+        committed = self.tracker.committed.get(tp)
+        if committed is None:
+            return None
+        acked = self.tracker.acked.get(tp, committed)
+        if processed not in (None, acked) or self.tracker.pending([tp]):
+            return None
+        return acked
+
     def _snapshot(self, tp: TopicPartition, offset: int) -> Snapshot | None:
         """``tp``'s engines now, tagged with ``offset``; None when it has no state."""
         key = (tp.topic, tp.partition)
@@ -210,10 +243,11 @@ class PartitionState:
 
     async def persist(self, consumer: Any, captured: dict[TopicPartition, Snapshot],
                       leaving: set[TopicPartition]) -> None:
-        """Commit the captured offsets now, then save each snapshot whose offset Kafka confirmed.
+        """Commit the captured offsets now, then save each snapshot whose commit Kafka confirmed.
 
         Called by the submitter right after it acknowledged the batch, so no later batch
-        of the partition is acknowledged in between: the commit is exactly the snapshot's offset.
+        of the partition is acknowledged in between: the commit is exactly the snapshot's offset
+        (or, while records wait in the detector, the oldest one's: :meth:`held`).
         """
         wanted = [tp for tp in captured if tp in self.tracker.assigned and tp not in leaving]
         if consumer is None or not wanted:
@@ -221,20 +255,21 @@ class PartitionState:
         await commit(consumer, self.tracker, wanted)
         for tp in wanted:
             snap = captured[tp]
-            if self.tracker.committed.get(tp) == snap.offset:
+            if self.tracker.acked.get(tp) == snap.offset and not self.tracker.pending([tp]):
                 await self.save(tp, snap)
             else:
                 self._due_at[tp] = self._clock()  # not committed: try again with the next batch
 
     async def snapshot_idle(self, processed: dict[TopicPartition, int], leaving: set[TopicPartition]) -> None:
-        """Snapshot due partitions with nothing in flight (their state is exactly the committed offset)."""
+        """Snapshot due partitions with nothing in flight (their state is exactly the acknowledged
+        offset, committed as far as it may be)."""
         if not self.active:
             return
         for tp in list(self.tracker.assigned):
-            committed = self.tracker.committed.get(tp)
-            if committed is None or tp in leaving or processed.get(tp, committed) != committed:
+            offset = self._settled(tp, processed.get(tp))
+            if offset is None or tp in leaving:
                 continue
-            if self.due(tp) and (snap := self._snapshot(tp, committed)) is not None:
+            if self.due(tp) and (snap := self._snapshot(tp, offset)) is not None:
                 await self.save(tp, snap)
 
     async def save(self, tp: TopicPartition, snap: Snapshot) -> bool:
@@ -259,17 +294,18 @@ class PartitionState:
         self.tracker.metadata.pop(tp, None)
 
     async def hand_over(self, tp: TopicPartition, processed: int | None) -> None:
-        """Save a leaving partition's state tagged with its committed offset, then drop it from memory.
+        """Save a leaving partition's state tagged with its processed offset, then drop it from memory.
 
-        Saved only when everything processed is committed; otherwise the next owner restores
-        an older snapshot (or starts empty) rather than count re-read records twice.
+        Saved only when everything processed is committed (as far as the records waiting in the
+        detector allow); otherwise the next owner restores an older snapshot (or starts empty)
+        rather than count re-read records twice.
         """
         if not self.detector.per_partition:
             self._forget(tp)
             return  # instance scope: the state stays with this instance, nothing belongs to the partition
-        offset = self.tracker.committed.get(tp)
+        offset = self._settled(tp, processed)
         snap = None
-        if self.active and offset is not None and processed in (None, offset) and tp in self._based:
+        if self.active and offset is not None and tp in self._based:
             snap = self._snapshot(tp, offset)
         self.detector.drop_scope((tp.topic, tp.partition))
         if snap is not None:
@@ -284,7 +320,8 @@ class PartitionState:
         snapshot's lineage and O <= C: the partition is rewound to O, so the records
         O..C-1 are read again (counted once, their alerts again with the same ids).
         Otherwise the partition starts empty at C (a snapshot of another lineage is
-        stale: another member has processed the partition since).
+        stale: another member has processed the partition since). A detector that holds
+        records also restores its lineage's snapshot with O > C and continues at O.
         """
         for tp in partitions:
             self._forget(tp)
@@ -308,7 +345,9 @@ class PartitionState:
             docs = [doc for doc in saved.values() if isinstance(doc, dict) and "snapshot" in doc]
             ours = [doc for doc in docs if _matches(doc, committer)]
             offsets = {doc.get("offset") for doc in ours}
-            candidates = [o for o in offsets if type(o) is int and committed is not None and 0 <= o <= committed]
+            ahead = self.detector.holds_records
+            candidates = [o for o in offsets if type(o) is int and committed is not None
+                          and o >= 0 and (o <= committed or ahead)]
             if not candidates:
                 outcome = "none" if not docs else "stale" if not ours else "ahead"
                 metrics.PARTITION_STATE_TAKEOVERS.labels(outcome).inc()
@@ -330,8 +369,8 @@ class PartitionState:
             accepts = (committer,) if committer is not None else ()
             self._base[tp] = Snapshot(offset, {**dict.fromkeys(names), **exported}, clock, accepts)
             assert committed is not None
-            if offset < committed:
-                consumer.seek(tp, offset)  # replay what the snapshot does not hold
+            if offset != committed:
+                consumer.seek(tp, offset)  # replay what the snapshot does not hold, or skip what it does
             metrics.PARTITION_STATE_TAKEOVERS.labels("restored").inc()
             log.info("detector state restored", extra={"scope": scope, "offset": offset, "committed": committed,
-                                                       "replayed": committed - offset, "detectors": sorted(chosen)})
+                                                       "replayed": max(committed - offset, 0), "detectors": sorted(chosen)})

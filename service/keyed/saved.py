@@ -34,6 +34,9 @@ class SavedState:
     """The watermark each lane released last."""
     parents: Any = None
     """The chained lane's engine snapshot."""
+    arrived: list[int | None] = field(default_factory=list)
+    """The internal offset each waiting record was read at (``pending``'s order; None: not saved by
+    an older version)."""
 
 
 def dump(state: SavedState, topic: str) -> dict[str, Any]:
@@ -48,6 +51,7 @@ def dump(state: SavedState, topic: str) -> dict[str, Any]:
         "pending": [orjson.loads(record.encode()) for record in state.pending],
         "released": [value if value is not None and math.isfinite(value) else None for value in state.released],
         "parents": state.parents,
+        "arrived": state.arrived,
     }
 
 
@@ -95,4 +99,12 @@ def load(saved: Any) -> SavedState:
         state.released = (None if released[0] is None else float(released[0]),
                           None if released[1] is None else float(released[1]))
     state.parents = saved.get("parents")
+    arrived = saved.get("arrived")
+    if arrived is None:  # an older document: its waiting records hold no commit back
+        state.arrived = [None] * len(state.pending)
+    elif not isinstance(arrived, list) or len(arrived) != len(state.pending) or not all(
+            offset is None or (type(offset) is int and offset >= 0) for offset in arrived):
+        raise ValueError("bad arrival offsets")
+    else:
+        state.arrived = list(arrived)
     return state

@@ -28,6 +28,10 @@ instead of evaluating Sigma rules:
 - a record whose origin position (offset, and index of the event in a message that decoded into
   several) is not beyond the last one applied for the same correlation (or check) and input partition is a stage-1 replay (a crash before its commit) and is dropped.
 
+The internal partition is committed no further than its oldest waiting record (:meth:`KeyedDetector.commit_floor`),
+so a next owner without this instance's snapshot reads the waiting records again (docs/scaling.md,
+"Stage 2's commits").
+
 An alert a record fires carries the record's origin (the firing event's, as in ``partition``
 scope) and its fields; windows closed by the watermark alone come from the partition's timer.
 Alert ids are the engines' (correlation, group key, window start; check, key, window start): the
@@ -94,7 +98,9 @@ ANOMALY_PREFIX = "anomaly|"
 Record = StateRecord | AnomalyRecord
 _COUNTS = {kind: metrics.KEYED_STATE_RECORDS.labels(kind) for kind in ("applied", "late", "duplicate")}
 """Per-record counters, looked up once, and added to once per batch (see ``KeyedDetector._tally``)."""
-Pending = tuple[float, int, Record]
+Pending = tuple[float, int, Record, int | None]
+"""A record waiting for the watermark: (event time, arrival sequence, record, the internal offset it
+was read at; None for one restored from a snapshot of a version that did not save it)."""
 
 
 def _selected(check_id: str, selection: Any) -> Matcher:
@@ -135,6 +141,8 @@ class KeyedDetector(Detector):
     """The stage-2 detector: per internal partition one keyed correlation engine and one anomaly
     engine, and a second correlation engine for the correlations that reference another (chained)."""
 
+    holds_records = True
+
     def __init__(self, detection: DetectionSet, *, max_original_bytes: int = 16_384, lateness_s: float = 0.0,
                  rekey: bool = False) -> None:
         super().__init__(detection, max_original_bytes=max_original_bytes, scope="partition")
@@ -162,6 +170,9 @@ class KeyedDetector(Detector):
         self._newest: dict[Key, float] = {}
         self._pending: dict[tuple[Key, int], list[Pending]] = {}
         """Per internal partition and lane: records waiting for the watermark (a heap by event time, arrival)."""
+        self._held: dict[Key, dict[int, int]] = {}
+        """Per internal partition: how many waiting records were read at each internal offset (the
+        lowest is :meth:`commit_floor`)."""
         self._released: dict[tuple[Key, int], float] = {}
         """Per internal partition and lane: the watermark released last (a record at or before it
         applies at once)."""
@@ -258,7 +269,7 @@ class KeyedDetector(Detector):
                     self._note(key, record)
                     alerts.extend(self._release(key, now))  # at this record: a replay releases at the same place
                     continue
-                found = self._receive(key, engines, record, now, chained)
+                found = self._receive(key, engines, record, now, chained, offset)
                 if found:
                     alerts.extend(found)
         self._at = None
@@ -296,10 +307,10 @@ class KeyedDetector(Detector):
                 counts[topic] = max(count, counts.get(topic, 0))
 
     def _receive(self, key: Key, engines: tuple[Any | None, Any | None], record: Record,
-                 now: float, chained: frozenset[str]) -> list[Alert]:
+                 now: float, chained: frozenset[str], offset: int) -> list[Alert]:
         """A record passes the replay filter, then waits for the watermark of its lane (or applies
         at once when that watermark has passed its time already: the engine decides whether it is late).
-        ``chained``: the correlations of the chained lane."""
+        ``chained``: the correlations of the chained lane; ``offset``: the internal offset it was read at."""
         origin = record.origin
         applied = self._applied.get(key)
         if applied is None:
@@ -324,13 +335,39 @@ class KeyedDetector(Detector):
         if pending is None:
             pending = self._pending[(key, lane)] = []
         self._seq += 1
-        heapq.heappush(pending, (ts, self._seq, record))
+        heapq.heappush(pending, (ts, self._seq, record, offset))
+        self._hold(key, offset, 1)
         correlation = engines[0]
         bound = correlation.limits.max_pending if correlation is not None else DEFAULT_MAX_PENDING
         if len(pending) > bound:  # the oldest applies before its time (it may make later ones late)
             metrics.KEYED_STATE_RECORDS.labels("overflow").inc()
-            return self._apply(key, lane, engines, heapq.heappop(pending)[2], now)
+            return self._apply(key, lane, engines, self._pop(key, pending), now)
         return []
+
+    def _hold(self, key: Key, offset: int | None, change: int) -> None:
+        """Count a record read at ``offset`` into (1) or out of (-1) the partition's waiting records."""
+        if offset is None:
+            return
+        held = self._held.setdefault(key, {})
+        count = held.get(offset, 0) + change
+        if count > 0:
+            held[offset] = count
+        else:
+            held.pop(offset, None)
+
+    def _pop(self, key: Key, pending: list[Pending]) -> Record:
+        """The earliest waiting record, taken out of the buffer."""
+        _, _, record, offset = heapq.heappop(pending)
+        self._hold(key, offset, -1)
+        return record
+
+    def commit_floor(self, key: tuple[str, int]) -> int | None:
+        """The lowest internal offset a record still waiting for the watermark was read at: the
+        partition is committed no further (docs/scaling.md, "Stage 2's commits"), so a next owner
+        without this instance's snapshot reads it again. None while nothing waits."""
+        with self._lock:
+            held = self._held.get(key)
+            return min(held) if held else None
 
     def _parent_engine(self, key: Key) -> Any | None:
         engine = self._parents.get(key)
@@ -455,7 +492,7 @@ class KeyedDetector(Detector):
         alerts: list[Alert] = []
         pending = self._pending.get((key, lane))
         while pending and pending[0][0] <= watermark:
-            alerts.extend(self._apply(key, lane, engines, heapq.heappop(pending)[2], now))
+            alerts.extend(self._apply(key, lane, engines, self._pop(key, pending), now))
         if watermark > self._released.get((key, lane), -math.inf):
             self._released[(key, lane)] = watermark
         watermark = self._released[(key, lane)]
@@ -491,7 +528,7 @@ class KeyedDetector(Detector):
     def _tables(self) -> tuple[dict[Any, Any], ...]:
         return (self._marks, self._counts, self._idle, self._quiet, self._chain_marks,
                 self._chain_count, self._applied,
-                self._newest, self._parents)
+                self._newest, self._parents, self._held)
 
     def _forget(self, key: Key) -> None:
         for table in self._tables():
@@ -509,19 +546,22 @@ class KeyedDetector(Detector):
         """The partition's engine snapshots with this detector's own state inside the correlation
         one (the anomaly one without correlations), consistent with the same offset: the input
         partitions' and the chain marks, the replay filter, the records waiting for the watermark
-        (in arrival order), the watermarks released last and the chained lane's engine
+        (in (time, arrival) order, each with the internal offset it was read at), the watermarks
+        released last and the chained lane's engine
         (:mod:`service.keyed.saved`)."""
         with self._lock:
             out = super().export_scope(key)
             host = "correlation" if "correlation" in out else "anomaly"
             if key is not None and host in out:
                 parents = self._parents.get(key)
+                waiting = [entry for lane in (BASE, PARENTS) for entry in sorted(self._pending.get((key, lane), []))]
                 state = SavedState(
                     self._marks.get(key, {}), self._counts.get(key, {}), set(self._idle.get(key, {})),
                     self._chain_marks.get(key, {}), self._chain_count.get(key), self._applied.get(key, {}),
-                    [r for lane in (BASE, PARENTS) for _, _, r in sorted(self._pending.get((key, lane), []))],
+                    [record for _, _, record, _ in waiting],
                     (self._released.get((key, BASE)), self._released.get((key, PARENTS))),
-                    orjson.loads(orjson.dumps(parents.snapshot())) if parents is not None else None)
+                    orjson.loads(orjson.dumps(parents.snapshot())) if parents is not None else None,
+                    [offset for _, _, _, offset in waiting])
                 out[host][KEYED_STATE] = saved.dump(state, key[0])
             return out
 
@@ -554,10 +594,11 @@ class KeyedDetector(Detector):
             if state.chain_count is not None:
                 self._chain_count[key] = state.chain_count
             chained = self._chained_ids(self._set)
-            for record in state.pending:
+            for record, offset in zip(state.pending, state.arrived, strict=True):
                 lane = PARENTS if isinstance(record, StateRecord) and record.correlation in chained else BASE
                 self._seq += 1
-                heapq.heappush(self._pending.setdefault((key, lane), []), (record.ts, self._seq, record))
+                heapq.heappush(self._pending.setdefault((key, lane), []), (record.ts, self._seq, record, offset))
+                self._hold(key, offset, 1)
                 if record.ts > self._newest.get(key, -math.inf):
                     self._newest[key] = record.ts
             for lane, value in zip((BASE, PARENTS), state.released, strict=True):

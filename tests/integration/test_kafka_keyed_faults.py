@@ -97,11 +97,11 @@ def branch_attack(repo: str, change: str = "removed", push_first: bool = False) 
     return steps[::-1] if push_first else steps
 
 
-def cluster_for(tmp_path: Path, bootstrap: str, create: Any) -> KeyedCluster:
+def cluster_for(tmp_path: Path, bootstrap: str, create: Any, shared_state: bool = True) -> KeyedCluster:
     checks = tmp_path / "checks.yml"
     checks.write_text(CHECKS)
     cluster = KeyedCluster(tmp_path, bootstrap, feeds(), internal_partitions=INTERNAL_PARTITIONS, rules=RULES,
-                           checks=[checks], **STATE)
+                           checks=[checks], shared_state=shared_state, **STATE)
     cluster.create_topics(create)
     return cluster
 
@@ -223,6 +223,46 @@ async def test_keyed_alerts_survive_kills_a_joining_instance_and_a_broker_restar
     finally:
         cluster.stop()
         await asyncio.to_thread(broker.stop)
+
+
+def waiting(document: Any, correlation: str) -> int:
+    """How many records of ``correlation`` wait for the watermark in a saved internal partition."""
+    if not isinstance(document, dict):
+        return 0
+    keyed = (document.get("detectors", {}).get("correlation") or {}).get("keyed") or {}
+    return sum(1 for record in keyed.get("pending") or () if record.get("id") == correlation)
+
+
+async def test_records_waiting_in_a_moved_internal_partition_apply_at_its_next_owner(kafka_server, tmp_path):
+    """Per-instance state directories (the Helm chart's persistence mode): the first failed logins
+    of a host wait in stage 2's reorder buffer (a long allowed lateness keeps them there) and are in
+    its owner's snapshot; SIGKILL of that owner: the next owner has no snapshot of the partition and
+    reads it again from the committed offset, which the waiting records held back, so the brute
+    force still fires with ``pipesentry eval``'s id (docs/scaling.md, "Stage 2's commits")."""
+    rng = random.Random(SEED)
+    cluster = cluster_for(tmp_path, kafka_server.bootstrap, kafka_server.create_topic, shared_state=False)
+    cluster.config["correlation"] = {"allowed_lateness": 30}
+    try:
+        for name in ("a", "b"):
+            cluster.start(name)
+        await until(cluster.settled, 120, f"two instances sharing the partitions\n{cluster.logs()}")
+        stream = LiveStream(kafka_server.bootstrap, cluster.feeds, rng)
+        host = f"bastion-{rng.randrange(100, 1000)}"
+        first = rng.randrange(3, 8)
+        attack = ssh_attack(host)
+        await stream.produce(attack[:first])
+        partition = internal_partition(BRUTE_FORCE, [host], INTERNAL_PARTITIONS)
+        owner = await cluster.stage2_owner(partition)
+        assert owner is not None, cluster.logs()
+        await until(lambda: waiting(cluster.saved_state(owner, partition), BRUTE_FORCE) >= first, 60,
+                    f"{first} records waiting in {owner}'s snapshot of partition {partition}\n{cluster.logs()}")
+        cluster.instances[owner].kill()
+        await stream.produce(attack[first:])
+        expected = await expected_ids(cluster, stream, {BRUTE_FORCE, THEN_SUCCESS})
+        await same_ids(cluster, expected, 180, [f"{owner} killed after {first} records of {host}"])
+        assert len(cluster.alive()) == 1, cluster.logs()
+    finally:
+        cluster.stop()
 
 
 async def test_a_taken_over_partition_read_to_its_end_reports_idle_and_windows_still_close(kafka_server, tmp_path):

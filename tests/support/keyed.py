@@ -235,11 +235,12 @@ async def reference_ids(merged: Path, rules: Sequence[Path], checks: Sequence[Pa
 
 class KeyedCluster:
     """Instances of one group in ``state.scope: keyed`` (``pipesentry run`` child processes, named
-    by their Kafka client id, state on one shared volume) over ``feeds``, with the internal topic
-    created beforehand."""
+    by their Kafka client id, state on one shared volume, or ``shared_state=False`` each on its own)
+    over ``feeds``, with the internal topic created beforehand."""
 
     def __init__(self, tmp_path: Path, bootstrap: str, feeds: dict[str, Feed], *, internal_partitions: int,
-                 rules: Sequence[Path], checks: Sequence[Path] = (), **state: Any) -> None:
+                 rules: Sequence[Path], checks: Sequence[Path] = (), shared_state: bool = True,
+                 **state: Any) -> None:
         from tests.support.instances import unique_topic
 
         self.tmp_path = tmp_path
@@ -248,8 +249,9 @@ class KeyedCluster:
         self.internal = unique_topic("keyed-state")
         self.internal_partitions = internal_partitions
         self.group = unique_topic("g")
-        self.shared = tmp_path / "shared-state"
-        self.shared.mkdir()
+        self.shared: Path | None = tmp_path / "shared-state" if shared_state else None
+        if self.shared is not None:
+            self.shared.mkdir()
         self.instances: dict[str, Any] = {}
         self.config: dict[str, Any] = {
             "kafka": {"bootstrap_servers": [bootstrap], "group_id": self.group,
@@ -286,6 +288,13 @@ class KeyedCluster:
         config = {**self.config, "kafka": {**self.config["kafka"], "client_id": name}}
         self.instances[name] = Instance(self.tmp_path, name, config, state_dir=self.shared)
         return self.instances[name]
+
+    def saved_state(self, name: str, partition: int) -> Any:
+        """The snapshot document of internal ``partition`` in instance ``name``'s state directory (None: none)."""
+        from service.state_store import StateStore
+
+        store = StateStore(self.shared or self.tmp_path / name / "data" / "state")
+        return store.load(f"kafka:{self.internal}:{partition}", "partition")
 
     def alive(self) -> dict[str, Any]:
         return {name: i for name, i in self.instances.items() if i.alive()}

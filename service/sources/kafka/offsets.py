@@ -24,13 +24,16 @@ class OffsetTracker:
     """Next offset to commit per partition, moved only by acknowledged batches.
 
     ``acked`` holds the offset after the last message whose alerts were
-    accepted; ``committed`` what Kafka last confirmed. Partitions not assigned
+    accepted; ``held`` the offset of the oldest record such a message left
+    waiting in the detector (stage 2's reorder buffer), which the commit must
+    not pass; ``committed`` what Kafka last confirmed. Partitions not assigned
     any more are dropped, so a late acknowledgement cannot commit on a
     partition another instance now owns.
     """
 
     def __init__(self) -> None:
         self.acked: dict[TopicPartition, int] = {}
+        self.held: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
         self.assigned: set[TopicPartition] = set()
         self.metadata: dict[TopicPartition, str] = {}
@@ -45,19 +48,38 @@ class OffsetTracker:
         for tp in partitions:
             self.assigned.discard(tp)
             self.acked.pop(tp, None)
+            self.held.pop(tp, None)
             self.committed.pop(tp, None)
             self.metadata.pop(tp, None)
 
-    def ack(self, offsets: dict[TopicPartition, int]) -> None:
+    def ack(self, offsets: dict[TopicPartition, int], held: dict[TopicPartition, int] | None = None) -> None:
+        """A batch is accepted: ``offsets`` after its last message per partition, ``held`` the
+        oldest offset it left waiting per partition (none: nothing waits)."""
         for tp, next_offset in offsets.items():
             if tp in self.assigned and next_offset > self.acked.get(tp, -1):
                 self.acked[tp] = next_offset
+                floor = held.get(tp) if held else None
+                if floor is None:
+                    self.held.pop(tp, None)
+                else:
+                    self.held[tp] = floor
+
+    def target(self, tp: TopicPartition) -> int | None:
+        """Where ``tp`` may be committed: its acknowledged offset, no further than its held one."""
+        acked = self.acked.get(tp)
+        held = self.held.get(tp)
+        return acked if acked is None or held is None else min(acked, held)
 
     def pending(self, only: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Acknowledged offsets not yet committed (optionally restricted to ``only``)."""
+        """Offsets that may be committed and are not yet (optionally restricted to ``only``)."""
         wanted = set(only) if only is not None else None
-        return {tp: off for tp, off in self.acked.items()
-                if off != self.committed.get(tp) and (wanted is None or tp in wanted)}
+        out: dict[TopicPartition, int] = {}
+        for tp in self.acked:
+            if wanted is None or tp in wanted:
+                off = self.target(tp)
+                if off is not None and off != self.committed.get(tp):
+                    out[tp] = off
+        return out
 
     def confirm(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, off in offsets.items():

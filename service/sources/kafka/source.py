@@ -90,12 +90,15 @@ class Records:
     """Offset after the batch's last record per partition, once decoded."""
     snapshots: dict[TopicPartition, partition_states.Snapshot] = field(default_factory=dict)
     """Detector state captured right after this batch, saved once the batch's offsets are committed."""
+    held: dict[TopicPartition, int] = field(default_factory=dict)
+    """The oldest offset per partition whose record still waits in the detector right after this batch."""
 
     def decode(self, current: Any) -> tuple[Decoded, int]:
         return self.source._decode(self, current)
 
     def detected(self) -> None:
         self.snapshots = self.source.partition_state.capture(self.offsets)
+        self.held = self.source.partition_state.held(self.offsets)
 
 
 class KafkaSource:
@@ -451,7 +454,7 @@ class KafkaSource:
         """
         try:
             if batch.session == self._session and not self._abandon and batch.offsets:
-                self.tracker.ack(batch.offsets)
+                self.tracker.ack(batch.offsets, batch.held)
                 if batch.snapshots:
                     await self.partition_state.persist(self._consumer, batch.snapshots, self._leaving)
         finally:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 
 from service import metrics
 from service.config import EventSettings, KafkaSettings
@@ -21,10 +19,10 @@ from service.detection import Detector, compile_detection
 from service.partition_state import WRITER_PREFIX
 from service.sources.kafka import KafkaSource
 from service.state_store import StateStore
+from tests.support.group import Group, GroupConsumer, committed, run_and_crash, run_until
 from tests.support.kafka import FakeConsumer, FakeDeadLetters, Record
 from tests.support.routers import FakeRouter
 from tests.support.rules import REPEATED_LOGINS
-from tests.support.waits import until
 
 TP = TopicPartition("ci", 0)
 SCOPE = "kafka:ci:0"
@@ -32,52 +30,6 @@ SCOPE = "kafka:ci:0"
 
 def login(offset: int, user: str = "bob") -> Record:
     return Record(orjson.dumps({"message": "login failed", "user": user, "ts": 1000.0 + offset}), None, offset, 0, [])
-
-
-class Group:
-    """The broker side of a consumer group: one partition's records and its commits (with metadata)."""
-
-    def __init__(self, records: list[Record]) -> None:
-        self.records = records
-        self.commits: list[OffsetAndMetadata] = []
-
-    def committed(self) -> OffsetAndMetadata | None:
-        return self.commits[-1] if self.commits else None
-
-    def image(self) -> Group:
-        """The group as it is now (for a crash at this point)."""
-        copy = Group(self.records)
-        copy.commits = list(self.commits)
-        return copy
-
-
-class _Coordinator:
-    def __init__(self, group: Group) -> None:
-        self.group = group
-
-    async def fetch_committed_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Any]:
-        found = self.group.committed()
-        return {tp: found for tp in partitions if found is not None}
-
-
-class GroupConsumer(FakeConsumer):
-    """A member of ``group``: resumes at the committed offset, commits with metadata, seeks."""
-
-    def __init__(self, group: Group) -> None:
-        super().__init__({TP: group.records})
-        self.group = group
-        self._coordinator = _Coordinator(group)
-        found = group.committed()
-        self.positions[TP] = found.offset if found is not None else 0
-        self.seeks: list[int] = []
-
-    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        await super().commit(offsets)
-        self.group.commits.append(offsets[TP])
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append(offset)
-        self.positions[tp] = offset
 
 
 def member(data: Path, group: Group, snapshot_interval_s: float = 3600,
@@ -94,46 +46,6 @@ def member(data: Path, group: Group, snapshot_interval_s: float = 3600,
                          dead_letters=FakeDeadLetters(), consumer_factory=lambda **_: consumer,
                          state_store=StateStore(data), snapshot_interval_s=snapshot_interval_s)
     return runner, router, consumer
-
-
-def crash_image(data: Path, group: Group, into: Path) -> Group:
-    """What a SIGKILL now leaves behind: the state directory as on disk and the group's commits.
-
-    Snapshot files are replaced atomically, so each is copied whole, old or new; temporary files of
-    a save in progress (which a restart ignores) are left out.
-    """
-    into.mkdir(parents=True)
-    if data.exists():
-        shutil.copytree(data, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.tmp"))
-    return group.image()
-
-
-async def run_and_crash(runner: KafkaSource, data: Path, group: Group, into: Path, condition: Any) -> Group:
-    """Run until ``condition``, then take the crash image (the runner is stopped afterwards, off the image)."""
-    crashed: list[Group] = []
-
-    def check() -> bool:
-        if not crashed and condition():
-            crashed.append(crash_image(data, group, into))
-        return bool(crashed)
-
-    await run_until(runner, check)
-    return crashed[0]
-
-
-async def run_until(runner: KafkaSource, condition: Any) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        await until(condition)
-    finally:
-        stop.set()
-        await task
-
-
-def committed(group: Group) -> int | None:
-    found = group.committed()
-    return found.offset if found is not None else None
 
 
 def takeovers(outcome: str) -> float:

@@ -20,7 +20,7 @@ def state() -> saved.SavedState:
         chain={0: T0 - 1, 1: T0 - 2}, chain_count=2, applied={("c1", "auth", 0): (7, -1), ("anomaly|x", "auth", 1): (3, 2)},
         pending=[StateRecord("c1", ("r",), T0 + 9, Origin("auth", 0, 8), {"host": "h"}),
                  AnomalyRecord("x", T0 + 10, Origin("auth", 1, 4, "0"), {"user": "u"}, None, True)],
-        released=(T0 - 1, None), parents={"kind": "correlation"})
+        released=(T0 - 1, None), parents={"kind": "correlation"}, arrived=[12, None])
 
 
 def test_a_saved_state_round_trips_through_json():
@@ -37,6 +37,12 @@ def test_a_first_slice_document_loads_with_empty_newer_fields():
     assert back.pending == [] and back.released == (None, None) and back.chain == {} and back.parents is None
 
 
+def test_waiting_records_saved_without_their_arrival_offsets_hold_no_commit_back():
+    document = orjson.loads(orjson.dumps(saved.dump(state(), "internal")))
+    del document["arrived"]  # saved by a version that did not keep them
+    assert saved.load(document).arrived == [None, None]
+
+
 @pytest.mark.parametrize("change, reason", [
     ({"chain_count": 0}, "chain partition count"),
     ({"chain_count": True}, "chain partition count"),
@@ -48,6 +54,9 @@ def test_a_first_slice_document_loads_with_empty_newer_fields():
     ({"pending": [{"v": 1, "k": "w", "p": "x", "s": [], "n": []}]}, "watermark among"),
     ({"pending": [{"v": 1, "k": "c"}]}, "event time"),
     ({"chain": [["internal", -1, T0]]}, "non-negative"),
+    ({"arrived": [12]}, "arrival offsets"),
+    ({"arrived": [12, -1]}, "arrival offsets"),
+    ({"arrived": "12"}, "arrival offsets"),
 ])
 def test_a_damaged_document_is_refused_with_its_reason(change: dict[str, Any], reason: str):
     document = {**saved.dump(state(), "internal"), **change}
