@@ -167,8 +167,10 @@ def severity(level: str | None) -> int:
     return SEVERITY.get((level or "informational").lower(), SEVERITY["informational"])
 
 
+@lru_cache(maxsize=4096)
 def iso_time(ts: float) -> str:
-    """RFC 3339 UTC with milliseconds (what ECS ``date`` fields and pagers accept)."""
+    """RFC 3339 UTC with milliseconds (what ECS ``date`` fields and pagers accept). Cached: every alert
+    of a batch has the same ``event.created``, and an event's alerts its ``@timestamp``."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 

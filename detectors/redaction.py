@@ -38,6 +38,10 @@ MAX_PASSES = 4
 """Scans of one text at most (each after a pass that replaced something)."""
 HASH_HEX = 8
 """Hex characters of the keyed hash kept in a marker (32 bits: enough to correlate, useless to guess)."""
+CLEAN_CHARS = 256
+"""Longest text of a document whose "no secret here" verdict is kept across documents."""
+CLEAN_CACHE = 8192
+"""Such texts kept at most (the set is dropped when full: a stream's repeated values come back quickly)."""
 MARKER_START = "[REDACTED:"
 MARKER = re.compile(r"\[REDACTED:[a-z0-9-]+(?::[^\]\s]{0,24}…)?(?::h=[0-9a-f]{1,16})?\]")
 """What a marker looks like; anything matching it is left alone."""
@@ -159,6 +163,8 @@ class Redactor:
         if not key:
             raise ValueError("redaction key must not be empty")
         self._key = key
+        self._clean: dict[str, None] = {}
+        """Short texts of documents found to hold no secret (:meth:`_text`), up to :data:`CLEAN_CACHE`."""
         specific = tuple(f for f in formats if not f.generic)
         self._specific = Redactor(key, specific) if len(specific) < len(formats) else None
         """Redacts a generic match's value by shape first (``token=ghp_…`` is a github-token)."""
@@ -209,7 +215,11 @@ class Redactor:
         whole document; the other keys are the document's own schema (``pipesentry.origin.token``)."""
         strings: list[str] = []
         _strings(value, strings, keys=False)
-        return bool(self._prefilter("\n".join(strings)))
+        if self._anchor_search is None:
+            return bool(self._always)
+        for _ in self._anchor_search.iter("\n".join(strings).lower()):
+            return True  # the first anchor decides: the set of them is the per-string scans' business
+        return bool(self._always)
 
     def _prefilter(self, text: str) -> tuple[int, ...]:
         """The formats whose anchors occur in ``text`` (a format without anchors always runs): one scan of
@@ -301,68 +311,189 @@ class Redactor:
     def deep(self, value: Any, counts: MutableMapping[str, int] | None = None, *, by_name: bool = False) -> Any:
         """A JSON-like value with every string redacted (a new value; the input is not changed).
         ``by_name``: values under keys named like secrets are replaced whole."""
-        if isinstance(value, str):
-            return self.text(value, counts)
-        if type(value) in _NO_TEXT:
+        return self._deep(value, counts, {}, by_name)
+
+    def _deep(self, value: Any, counts: MutableMapping[str, int] | None, memo: _Memo, by_name: bool) -> Any:
+        """:meth:`deep` with ``memo``: each distinct string of one document is redacted once."""
+        kind = type(value)
+        if kind is str:
+            return self._text(value, counts, memo)
+        if kind in _NO_TEXT:
             return value
-        if isinstance(value, Mapping):
+        if isinstance(value, str):
+            return self._text(value, counts, memo)
+        if kind is dict or isinstance(value, Mapping):
             out: dict[Any, Any] = {}
             for k, v in value.items():
                 if by_name and isinstance(k, str) and secret_name(k) and not isinstance(v, Mapping | list | tuple):
                     out[k] = self.value(v, counts)
                 else:
-                    out[k] = self.deep(v, counts, by_name=by_name)
+                    out[k] = self._deep(v, counts, memo, by_name)
             return out
-        if isinstance(value, list | tuple):
-            return [self.deep(v, counts, by_name=by_name) for v in value]
+        if kind is list or isinstance(value, list | tuple):
+            return [self._deep(v, counts, memo, by_name) for v in value]
         return value
+
+    def _text(self, text: str, counts: MutableMapping[str, int] | None, memo: _Memo) -> str:
+        """:meth:`text` of a string of a document, from ``memo`` when the document held it before (a
+        matched value is also an entity field; the level is also the severity label): :meth:`text` is a
+        function of the text alone, so the memo replays its result and its counts. Short texts without a
+        secret are also kept across documents (:data:`CLEAN_CACHE`; ``/etc/passwd``, ``eu-west-1``)."""
+        hit = memo.get(text)
+        if hit is None:
+            if text in self._clean:
+                return text
+            found: dict[str, int] = {}
+            out = self.text(text, found)
+            hit = memo[text] = (out, found)
+            if not found and out == text and len(text) <= CLEAN_CHARS:
+                if len(self._clean) >= CLEAN_CACHE:
+                    self._clean.clear()  # a new working set; racing threads at worst scan a text again
+                self._clean[text] = None
+        if counts is not None:
+            for kind, n in hit[1].items():
+                counts[kind] = counts.get(kind, 0) + n
+        return hit[0]
 
     def matched(self, entries: list[dict[str, Any]], counts: MutableMapping[str, int] | None = None,
                 ) -> list[dict[str, Any]]:
         """``[{"field", "value"}]`` entries (alerts and pages): a secret-named field's value is
         replaced whole, any other value has its secrets replaced."""
+        return self._matched(entries, counts, {})
+
+    def _matched(self, entries: list[dict[str, Any]], counts: MutableMapping[str, int] | None, memo: _Memo,
+                 ) -> list[dict[str, Any]]:
         out = []
         for entry in entries:
             name, value = entry.get("field"), entry.get("value")
             if isinstance(name, str) and secret_name(name):
                 value = self.value(value, counts)
             else:
-                value = self.deep(value, counts)
+                value = self._deep(value, counts, memo, False)
             out.append({**entry, "value": value})
         return out
 
     def document(self, doc: Mapping[str, Any], counts: MutableMapping[str, int] | None = None) -> dict[str, Any]:
         """An alert document (``Alert.to_document()``) with its secrets redacted: every string but the
         rule's own metadata (:data:`DOCUMENT_RULE_KEYS`), matched values by their field's name too, and
-        ``pipesentry.details`` by key names."""
-        if not self._any_anchor(_without(doc, DOCUMENT_RULE_KEYS)):
-            return dict(doc)  # nothing in it could be a secret (the common case): no walk
-        src = doc.get("pipesentry")
-        if not isinstance(src, Mapping):
-            return _keep(doc, self.deep(_without(doc, DOCUMENT_RULE_KEYS), counts))
-        special = {k: src[k] for k in ("matched", "details") if k in src}
-        out: dict[str, Any] = _keep(doc, self.deep({**_without(doc, DOCUMENT_RULE_KEYS),
-                                                    "pipesentry": _without(src, (*special, *DOCUMENT_RULE_KEYS))}, counts))
-        out["pipesentry"] = _keep(src, out["pipesentry"])
-        ps = out["pipesentry"]
-        if isinstance(special.get("matched"), list):
-            ps["matched"] = self.matched(special["matched"], counts)
-        elif "matched" in special:
-            ps["matched"] = self.deep(special["matched"], counts)
-        if "details" in special:
-            ps["details"] = self.deep(special["details"], counts, by_name=True)
-        return out
+        ``pipesentry.details`` by key names.
+
+        One walk, copying only what changes: a part without a secret is the input's own object (as the
+        whole document is when it holds none, the common case), and each distinct string is redacted once
+        (:meth:`_text`). Order of the walk (and so of ``counts``): the document's keys, ``pipesentry``'s
+        in their place, then ``pipesentry.matched``, then ``pipesentry.details``."""
+        memo: _Memo = {}
+        out: dict[str, Any] | None = None
+        src: Mapping[str, Any] | None = None
+        new: Any
+        for k, v in doc.items():
+            if k in DOCUMENT_RULE_KEYS:
+                continue
+            if k == "pipesentry" and isinstance(v, Mapping):
+                src = v
+                new = self._fields(v, counts, memo, _DOCUMENT_SPECIAL)
+            else:
+                new = self._cow(v, counts, memo, False)
+            if new is not v:
+                if out is None:
+                    out = dict(doc)
+                out[k] = new
+        if src is not None:
+            ps: dict[str, Any] | None = None
+            matched = src.get("matched")
+            if "matched" in src:
+                new = (self._matched_cow(matched, counts, memo) if isinstance(matched, list)
+                       else self._cow(matched, counts, memo, False))
+                if new is not matched:
+                    ps = _own(out, src)
+                    ps["matched"] = new
+            if "details" in src:
+                details = src["details"]
+                new = self._cow(details, counts, memo, True)
+                if new is not details:
+                    ps = ps or _own(out, src)
+                    ps["details"] = new
+            if ps is not None:
+                out = out if out is not None else dict(doc)
+                out["pipesentry"] = ps
+        return out if out is not None else dict(doc)
+
+    def _fields(self, mapping: Mapping[str, Any], counts: MutableMapping[str, int] | None, memo: _Memo,
+                skip: frozenset[str]) -> Mapping[str, Any]:
+        """``mapping`` with the values of its keys but ``skip`` redacted (copied on the first change)."""
+        out: dict[str, Any] | None = None
+        for k, v in mapping.items():
+            if k in skip:
+                continue
+            new = self._cow(v, counts, memo, False)
+            if new is not v:
+                if out is None:
+                    out = dict(mapping)
+                out[k] = new
+        return mapping if out is None else out
+
+    def _cow(self, value: Any, counts: MutableMapping[str, int] | None, memo: _Memo, by_name: bool) -> Any:
+        """:meth:`_deep` returning ``value`` itself when nothing in it changed (dicts and lists copied on
+        their first change; other mappings and sequences, rare in a document, through :meth:`_deep`)."""
+        kind = type(value)
+        if kind is str:
+            return self._text(value, counts, memo)
+        if kind in _NO_TEXT:
+            return value
+        if kind is dict:
+            out: dict[Any, Any] | None = None
+            for k, v in value.items():
+                if by_name and isinstance(k, str) and secret_name(k) and not isinstance(v, Mapping | list | tuple):
+                    new = self.value(v, counts)
+                else:
+                    new = self._cow(v, counts, memo, by_name)
+                if new is not v:
+                    if out is None:
+                        out = dict(value)
+                    out[k] = new
+            return value if out is None else out
+        if kind is list:
+            items: list[Any] | None = None
+            for i, v in enumerate(value):
+                new = self._cow(v, counts, memo, by_name)
+                if new is not v:
+                    if items is None:
+                        items = list(value)
+                    items[i] = new
+            return value if items is None else items
+        return self._deep(value, counts, memo, by_name)
+
+    def _matched_cow(self, entries: list[Any], counts: MutableMapping[str, int] | None, memo: _Memo) -> list[Any]:
+        """:meth:`_matched` returning ``entries`` itself when no value changed."""
+        out: list[Any] | None = None
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, Mapping):  # not an entry (a damaged stored document): a plain value
+                new_entry: Any = self._cow(entry, counts, memo, False)
+            elif type(entry) is not dict:  # what _matched makes of it: a dict with a "value"
+                new_entry = self._matched([dict(entry)], counts, memo)[0]
+            else:
+                name, value = entry.get("field"), entry.get("value")
+                new = (self.value(value, counts) if isinstance(name, str) and secret_name(name)
+                       else self._cow(value, counts, memo, False))
+                new_entry = entry if new is value and "value" in entry else {**entry, "value": new}
+            if new_entry is not entry:
+                if out is None:
+                    out = list(entries)
+                out[i] = new_entry
+        return entries if out is None else out
 
     def page(self, page: Mapping[str, Any], counts: MutableMapping[str, int] | None = None) -> dict[str, Any]:
         """A page record (or a page group's base): like :meth:`document`, with the group's values by
         their field names."""
         if not self._any_anchor(_without(page, RULE_KEYS)):
             return dict(page)
-        out: dict[str, Any] = _keep(page, self.deep(_without(page, ("matched", "group", *RULE_KEYS)), counts))
+        memo: _Memo = {}
+        out: dict[str, Any] = _keep(page, self._deep(_without(page, ("matched", "group", *RULE_KEYS)), counts, memo,
+                                                     False))
         if isinstance(page.get("matched"), list):
-            out["matched"] = self.matched(page["matched"], counts)
+            out["matched"] = self._matched(page["matched"], counts, memo)
         if "group" in page:
-            out["group"] = self.deep(page["group"], counts, by_name=True)
+            out["group"] = self._deep(page["group"], counts, memo, True)
         return out
 
 
@@ -378,6 +509,9 @@ DOCUMENT_RULE_KEYS = tuple(k for k in RULE_KEYS if k != "url")
 """:data:`RULE_KEYS` of an alert document: ``url`` there is the event's ECS ``url.*`` (an entity field
 read from the event, see :mod:`detectors.entities`), not the page's console link, and is scanned."""
 
+
+_Memo = dict[str, tuple[str, dict[str, int]]]
+"""The redacted form of each string of one document, with the counts per kind its redaction added."""
 
 _NO_TEXT = frozenset({type(None), bool, int, float})
 """Types of JSON values without text, told apart by ``type()`` before the slower ``isinstance`` tests."""
@@ -401,6 +535,17 @@ def _strings(value: Any, out: list[str], *, keys: bool) -> None:
             _strings(v, out, keys=keys)
     elif value is not None and not isinstance(value, bool | int | float):
         out.append(str(value))
+
+
+_DOCUMENT_SPECIAL = frozenset({"matched", "details", *DOCUMENT_RULE_KEYS})
+"""Keys of ``pipesentry`` not redacted as plain values: matched (by field name), details (by key name), rule
+metadata (kept)."""
+
+
+def _own(out: dict[str, Any] | None, src: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the document's ``pipesentry`` to change: the redacted one if its plain values changed."""
+    current = out.get("pipesentry", src) if out is not None else src
+    return dict(current)
 
 
 def _without(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -263,3 +263,13 @@ def test_fast_constructors_make_the_objects_the_dataclass_constructors_make() ->
             getattr(made, name)  # every slot is set
         with pytest.raises(FrozenInstanceError):
             setattr(made, names[0], None)
+
+
+def test_iso_time_cache_gives_what_the_formula_gives() -> None:
+    """``iso_time`` is cached (a batch's alerts share ``event.created``): the cache returns the formula's text,
+    for repeated, integral, fractional and rounding-edge times alike."""
+    from detectors.alert import iso_time
+
+    times = [0.0, 1.0, 1, 1.0005, 1.9995, 1_700_000_000.123456, 1_700_000_000.9999, -1.5, 253_402_300_799.0]
+    for ts in times + times:
+        assert iso_time(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
