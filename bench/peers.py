@@ -36,6 +36,7 @@ on two cores). Without it the script says so and exits 0 after measuring pipesen
 
     python bench/peers.py [--json OUT.json] [--markdown OUT.md] [--events 20000] [--runs 3]
                           [--workloads mix,mix_routed,...] [--build]
+    python bench/peers.py --cold-only [--runs 8] [--also BASE_TREE ...]   # the cold start lane alone
 """
 
 from __future__ import annotations
@@ -159,11 +160,11 @@ class Run:
     stdout: Path
 
 
-def run_process(argv: list[str], stdin: Path, stdout: Path, env: dict[str, str]) -> Run:
+def run_process(argv: list[str], stdin: Path, stdout: Path, env: dict[str, str], cwd: Path | None = None) -> Run:
     """Run ``argv`` with ``stdin`` from a file and stdout into one; the child's own rusage."""
     with stdin.open("rb") as inp, stdout.open("wb") as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -182,10 +183,13 @@ class Engine:
     env: dict[str, str]
     cached: bool = False
     runs: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    cwd: Path | None = None
+    """Where the process runs (``python -m`` imports from there first: a tree's own root)."""
 
 
-def pipesentry_engine(rules: Path, cache: Path) -> Engine:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def pipesentry_engine(rules: Path, cache: Path, root: Path = ROOT, name: str = "pipesentry") -> Engine:
+    # the tree's code, from its compiled bytecode as an installed pipesentry starts (not compiled again per run)
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "PYTHONPATH": str(root)}
 
     def argv(workload: str, cached: bool) -> list[str]:
         out = [sys.executable, "-m", "service.cli", "eval", "--rules", str(rules)]
@@ -194,7 +198,7 @@ def pipesentry_engine(rules: Path, cache: Path) -> Engine:
         if cached:
             out += ["--rules-cache", str(cache)]
         return [*out, "-"]
-    return Engine("pipesentry", argv, env, cached=True)
+    return Engine(name, argv, env, cached=True, cwd=root)
 
 
 def rsigma_engine(binary: Path, rules: Path) -> Engine:
@@ -349,6 +353,30 @@ def measure(engines: list[Engine], workloads: list[str], files: dict[str, Path],
                       + ", ".join(f"{k}={v:.2f}" for k, v in figures.items()), file=sys.stderr)
 
 
+def measure_cold(engines: list[Engine], one: Path, runs: int, work: Path) -> dict[str, Any]:
+    """``--cold-only``: the 1-event run of each engine, alternating, ``runs`` times (pipesentry with its
+    ruleset cache warm: filled by a first, untimed run)."""
+    for engine in engines:
+        if engine.cached:
+            run_process(engine.argv("mix", True), one, work / "cold.out", engine.env, engine.cwd)
+    figures: dict[str, list[Run]] = {engine.name: [] for engine in engines}
+    loads = []
+    for round_number in range(runs):
+        order = engines if round_number % 2 == 0 else list(reversed(engines))
+        for engine in order:
+            figures[engine.name].append(run_process(engine.argv("mix", engine.cached), one, work / "cold.out",
+                                                    engine.env, engine.cwd))
+        loads.append(round(os.getloadavg()[0], 2))
+    out: dict[str, Any] = {"runs": runs, "load_1m": loads, "engines": {}}
+    for engine in engines:
+        cpu, wall = [r.cpu_s for r in figures[engine.name]], [r.wall_s for r in figures[engine.name]]
+        out["engines"][engine.name] = {
+            "cached": engine.cached, "cpu_s": round(_median(cpu), 3), "cpu_s_min": round(min(cpu), 3),
+            "cpu_s_max": round(max(cpu), 3), "wall_s": round(_median(wall), 3), "wall_s_min": round(min(wall), 3),
+            "wall_s_max": round(max(wall), 3), "cpu_s_runs": [round(c, 3) for c in cpu]}
+    return out
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -417,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=TOOLS / "peers", help="where event files and outputs go")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE")
+    parser.add_argument("--cold-only", action="store_true",
+                        help="only the cold start lane: a 1-event eval (pipesentry with its ruleset cache warm)"
+                             " beside rsigma's, alternating --runs times; prints JSON")
+    parser.add_argument("--also", type=Path, action="append", default=[], metavar="TREE",
+                        help="with --cold-only: another pipesentry tree (a base commit's checkout, its native"
+                             " screen built) measured in the same rounds, named pipesentry@TREE")
     args = parser.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = [w for w in workloads if w not in WORKLOADS]
@@ -427,6 +461,22 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     binary, how = find_rsigma(args.build)
     print(how, file=sys.stderr)
+    if args.cold_only:
+        one_event = args.work / "cold-1.ndjson"
+        write_workload(one_event, "mix", 1, args.seed)
+        trees = [(ROOT, "pipesentry"), *((tree.resolve(), f"pipesentry@{tree}") for tree in args.also)]
+        engines = [pipesentry_engine(args.rules, args.work / f"rules-cache-{number}", root, name)
+                   for number, (root, name) in enumerate(trees)]
+        if binary is not None:
+            engines.append(rsigma_engine(binary, args.rules))
+        cold = measure_cold(engines, one_event, args.runs, args.work)
+        cold |= {"commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                          text=True, check=False).stdout.strip(), "rsigma": how, "nproc": os.cpu_count()}
+        report = orjson.dumps(cold, option=orjson.OPT_INDENT_2)
+        if args.json:
+            args.json.write_bytes(report)
+        print(report.decode())
+        return 0
     files: dict[str, Path] = {}
     one: dict[str, Path] = {}
     for workload in workloads:

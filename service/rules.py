@@ -250,6 +250,8 @@ def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid
         if known is not None:
             found = rules_cache.load(Path(cache_dir), known, regex_timeout_ms)
             if found is not None and found.ruleset.cased_fields == cased_fields:
+                if memo is not None:
+                    rules_cache.seed_memo(Path(cache_dir), known, memo)
                 return found  # the texts are those the key was made of: no need to read them
     texts, read_errors = _read_all(paths, on_progress)
     pipeline_texts, pipeline_errors = read_pipelines(pipelines)
@@ -260,15 +262,19 @@ def _load(paths: Sequence[PathLike], pipelines: Sequence[PathLike], skip_invalid
         result = rules_cache.load(Path(cache_dir), key, regex_timeout_ms)
         if result is not None and result.ruleset.cased_fields != cased_fields:
             result = None
+        if result is not None and memo is not None:
+            rules_cache.seed_memo(Path(cache_dir), key, memo)
         if result is not None and settled and not read_errors and not pipeline_errors:
             rules_cache.store_manifest(Path(cache_dir), signature, key)
     if result is None:
         from detectors.sigma.compiler import compile_ruleset  # pySigma's parser: only to compile
 
+        if cache_dir is not None and memo is None:
+            memo = CompileMemo()  # kept beside the entry: a start restored from it reloads incrementally
         result = compile_ruleset(texts, pipelines=pipeline_texts, skip_invalid=skip_invalid,
                                  regex_timeout_ms=regex_timeout_ms, on_progress=on_progress,
                                  cased_fields=cased_fields, memo=memo)
-        if cache_dir is not None and rules_cache.store(Path(cache_dir), key, result) and settled \
+        if cache_dir is not None and rules_cache.store(Path(cache_dir), key, result, memo) and settled \
                 and not read_errors and not pipeline_errors:
             rules_cache.store_manifest(Path(cache_dir), signature, key)
     extra = read_errors + pipeline_errors

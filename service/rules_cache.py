@@ -22,6 +22,14 @@ into place, so a reader sees a whole entry or none. An entry that is not a regul
 this user, is writable by others, is over :data:`MAX_ENTRY_BYTES`, or does not read back (damaged,
 truncated, another version: :class:`~detectors.sigma.snapshot.SnapshotError`) is ignored with a log
 line and rebuilt. Only the :data:`KEEP` most recently used entries are kept.
+
+Compile memos: a compile with a :class:`~detectors.sigma.memo.CompileMemo` (the service's, kept for hot
+reloads; :mod:`service.rules` gives every compile that writes an entry one) also writes what it made of
+each text, ``<cache_dir>/<key>.memo`` (:func:`~detectors.sigma.snapshot.memo_snapshot`), the same way.
+A start restored from the entry sets the memo to read it on its next compile (:func:`seed_memo`): the
+first reload compiles only what changed, as after a start that compiled. A memo file that is missing,
+foreign or does not read back leaves the memo empty (that reload compiles in full); a memo whose entry
+was pruned is removed with it.
 """
 
 from __future__ import annotations
@@ -38,10 +46,11 @@ from importlib import metadata
 from pathlib import Path
 
 from detectors.sigma import LoadResult, RuleText
-from detectors.sigma.snapshot import SnapshotError, restore, snapshot
+from detectors.sigma.memo import CompileMemo
+from detectors.sigma.snapshot import SnapshotError, memo_snapshot, restore, restore_memo, snapshot
 
-__all__ = ["KEEP", "MANIFEST", "SETTLE_S", "SUFFIX", "RuleText", "cache_key", "engine_fingerprint", "load",
-           "load_manifest", "manifest_name", "store", "store_manifest"]
+__all__ = ["KEEP", "MANIFEST", "MEMO", "SETTLE_S", "SUFFIX", "RuleText", "cache_key", "engine_fingerprint", "load",
+           "load_manifest", "manifest_name", "seed_memo", "store", "store_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,7 @@ SUFFIX = ".ruleset"
 KEEP = 4
 """Entries kept per cache directory (the newest by last use); older ones are removed on write."""
 MANIFEST = ".manifest"
+MEMO = ".memo"
 SETTLE_S = 2.0
 """Files changed more recently than this (by their modification or change time) are not trusted
 from their metadata alone: no manifest is written for them."""
@@ -113,6 +123,40 @@ def cache_key(texts: Sequence[RuleText], pipelines: Sequence[str], regex_timeout
 def load(directory: Path, key: str, regex_timeout_ms: float) -> LoadResult | None:
     """The cached result under ``key``, or None (a miss, or an entry that is ignored: see the module doc)."""
     path = directory / (key + SUFFIX)
+    data = _read(path)
+    if data is None:
+        return None
+    try:
+        result = restore(data, regex_timeout_ms)
+    except SnapshotError as exc:
+        log.warning("rules cache entry ignored (%s); compiling the rules", exc, extra={"path": str(path)})
+        return None
+    try:
+        os.utime(path)  # last use: what pruning keeps
+    except OSError:
+        pass
+    return result
+
+
+def seed_memo(directory: Path, key: str, memo: CompileMemo) -> None:
+    """Make ``memo`` (an empty one: a start restored from entry ``key``) read the compile memo kept beside
+    the entry on its next compile, so the first reload compiles only the texts that changed."""
+    if memo.context is None and not memo.units:
+        memo.seed = lambda target: _fill_memo(directory / (key + MEMO), target)
+
+
+def _fill_memo(path: Path, memo: CompileMemo) -> None:
+    data = _read(path)
+    if data is None:
+        return
+    try:
+        memo.context, memo.units = restore_memo(data)
+    except SnapshotError as exc:
+        log.warning("rules cache memo ignored (%s); the reload compiles every rule", exc, extra={"path": str(path)})
+
+
+def _read(path: Path) -> bytes | None:
+    """The bytes of entry ``path``, or None (missing; foreign, unreadable: with a log line)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -135,16 +179,7 @@ def load(directory: Path, key: str, regex_timeout_ms: float) -> LoadResult | Non
         return None
     finally:
         os.close(fd)
-    try:
-        result = restore(data, regex_timeout_ms)
-    except SnapshotError as exc:
-        log.warning("rules cache entry ignored (%s); compiling the rules", exc, extra={"path": str(path)})
-        return None
-    try:
-        os.utime(path)  # last use: what pruning keeps
-    except OSError:
-        pass
-    return result
+    return data
 
 
 def _foreign(info: os.stat_result) -> str | None:
@@ -159,8 +194,9 @@ def _foreign(info: os.stat_result) -> str | None:
     return None
 
 
-def store(directory: Path, key: str, result: LoadResult) -> bool:
-    """Write ``result`` under ``key`` (atomically, mode 0600); False, with a log line, if it cannot be."""
+def store(directory: Path, key: str, result: LoadResult, memo: CompileMemo | None = None) -> bool:
+    """Write ``result`` under ``key`` (atomically, mode 0600), and what ``memo`` holds beside it (the memo
+    of the compile that made ``result``); False, with a log line, if the entry cannot be written."""
     data = snapshot(result)
     if data is None:
         log.info("ruleset cannot be cached (it holds objects a snapshot cannot keep)")
@@ -168,6 +204,26 @@ def store(directory: Path, key: str, result: LoadResult) -> bool:
     if len(data) > MAX_ENTRY_BYTES:
         log.info("ruleset not cached: its snapshot is larger than %d bytes", MAX_ENTRY_BYTES)
         return False
+    if not _write(directory, key + SUFFIX, data):
+        return False
+    kept = None if memo is None else memo_snapshot(memo)
+    if kept is not None and len(kept) <= MAX_ENTRY_BYTES:
+        _write(directory, key + MEMO, kept)
+    else:
+        _remove(directory / (key + MEMO))  # an older one would not be this compile's
+    _prune(directory, key)
+    return True
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _write(directory: Path, name: str, data: bytes) -> bool:
+    """Write ``data`` to ``directory/name`` atomically (mode 0600); False, with a log line, if it cannot be."""
     tmp: str | None = None
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -176,7 +232,7 @@ def store(directory: Path, key: str, result: LoadResult) -> bool:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, directory / (key + SUFFIX))
+        os.replace(tmp, directory / name)
         tmp = None
     except OSError as exc:
         log.warning("rules cache entry cannot be written; the rules still run",
@@ -188,7 +244,6 @@ def store(directory: Path, key: str, result: LoadResult) -> bool:
                 os.unlink(tmp)
             except OSError:
                 pass
-    _prune(directory, key)
     return True
 
 
@@ -202,10 +257,9 @@ def _prune(directory: Path, keep: str, suffix: str = SUFFIX) -> None:
     entries.sort(key=lambda pair: pair[0], reverse=True)
     for _, entry in entries[KEEP:]:
         if entry.name != keep + suffix:
-            try:
-                entry.unlink()
-            except OSError:
-                pass
+            _remove(entry)
+            if suffix == SUFFIX:
+                _remove(entry.with_name(entry.name[:-len(SUFFIX)] + MEMO))  # the entry's compile memo
 
 
 def _fields_option(cased_fields: bool) -> str:

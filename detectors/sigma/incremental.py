@@ -282,6 +282,9 @@ def compile_incremental(texts: list[RuleText], pipelines: Sequence[str], regex_t
     """``compile_ruleset(texts, ...)`` reusing ``memo``'s units of unchanged texts; the memo then holds
     the units of ``texts`` (see the module doc)."""
     with memo.lock:
+        seed, memo.seed = memo.seed, None
+        if seed is not None:
+            seed(memo)
         return _compile(texts, pipelines, regex_timeout_ms, limits, on_progress, memo, cased_fields)
 
 

@@ -52,6 +52,38 @@ class _SmallMatcher:
         return found
 
 
+class _LazyAutomaton:
+    """Stands in for the Aho-Corasick automaton of a restored field index until its first use, then
+    builds it and puts it in the index's place: a restored route holds hundreds of fields and a
+    short run (``pipesentry eval`` of a few events) meets few of them, while building them all was
+    half of restoring the route. Two threads may both build it: each gets the same automaton."""
+
+    __slots__ = ("_built", "_keys", "_owner")
+
+    def __init__(self, owner: FieldIndex, keys: tuple[tuple[str, Entry], ...]) -> None:
+        self._owner = owner
+        self._keys = keys
+        self._built: Any = None
+
+    def built(self) -> Any:
+        """The automaton (built on the first call); the owning index holds it from then on."""
+        automaton = self._built
+        if automaton is None:
+            automaton = ahocorasick.Automaton()
+            add = automaton.add_word
+            for key, value in self._keys:
+                add(key, value)
+            automaton.make_automaton()
+            self._built = self._owner.automaton = automaton
+        return automaton
+
+    def iter(self, text: str) -> Any:
+        return self.built().iter(text)
+
+    def items(self) -> Any:
+        return self.built().items()
+
+
 def _end(item: tuple[int, Any]) -> int:
     return item[0]
 
@@ -152,17 +184,22 @@ class FieldIndex:
 
     @staticmethod
     def from_state(state: FieldState, atoms: int) -> FieldIndex:
-        """The index :meth:`state` was taken of (its value cache empty); the automaton is built again.
+        """The index :meth:`state` was taken of (its value cache empty); the automaton is built again
+        (on first use).
         Raises ValueError when it names an atom id not below ``atoms``."""
         keyword, exact, every, short, keys, small = state
         ids = set(every)
         for plain, verify in exact.values():
             ids.update(plain)
             ids.update(verify)
-        for entries in (short.values(), (entry for _, entry in keys)):
-            for entry in entries:
-                for group in entry[1:]:
-                    ids.update(group)
+        for entry in short.values():
+            for group in entry[1:]:
+                ids.update(group)
+        for key, entry in keys:  # checked here: the automaton is built from them later, on a scan
+            if type(key) is not str or not key or entry[0] != len(key) - 1:
+                raise ValueError("an index state with a malformed automaton key")
+            for group in entry[1:]:
+                ids.update(group)
         if ids and (min(ids) < 0 or max(ids) >= atoms):
             raise ValueError("an index state that names an unknown atom")
         index = KeywordIndex() if keyword else FieldIndex()
@@ -173,12 +210,7 @@ class FieldIndex:
         if small:
             index.automaton = _SmallMatcher(keys)
         elif keys:
-            automaton = ahocorasick.Automaton()
-            add = automaton.add_word
-            for key, value in keys:
-                add(key, value)
-            automaton.make_automaton()
-            index.automaton = automaton
+            index.automaton = _LazyAutomaton(index, keys)  # built again on the field's first value
         return index
 
     def satisfied(self, text: str, atoms: list[Atom]) -> tuple[int, ...]:

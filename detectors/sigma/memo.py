@@ -13,6 +13,7 @@ without loading pySigma's parser.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detectors.model import RuleInfo
@@ -73,6 +74,10 @@ class CompileMemo:
     last: dict[str, int] = field(default_factory=dict)
     """Counts of the last compile: ``texts``, ``parsed`` (texts parsed and compiled) and ``reused``."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    seed: Callable[[CompileMemo], None] | None = field(default=None, repr=False, compare=False)
+    """Fills ``context`` and ``units`` before the next compile (it is called once, under ``lock``): a
+    ruleset restored from the rules cache sets it to read the memo kept beside the cache entry, so the
+    first reload after such a start reuses what the compile that wrote the entry made of each text."""
 
     def clear(self) -> None:
         self.context = None

@@ -17,6 +17,10 @@ keeps what that work produced as plain data, and :func:`restore` rebuilds the sa
   if they do not read back, the route is built from the rules as without the cache);
 - correlation rules (pySigma objects), filters and the compile errors, as they were.
 
+A compile memo (:class:`~detectors.sigma.memo.CompileMemo`: what a compile made of each text, for a
+hot reload to reuse) is kept apart, as bytes of its own (:func:`memo_snapshot`, :func:`restore_memo`):
+a start restored from the cache reads it only when it reloads.
+
 Restoring imports no pySigma parser (only the modules of the classes a snapshot holds: a
 ruleset with correlation rules brings ``sigma.correlations``).
 
@@ -41,6 +45,7 @@ from detectors.sigma.conditions import Node
 from detectors.sigma.engine import Ruleset
 from detectors.sigma.errors import RuleError
 from detectors.sigma.index import RuleIndex
+from detectors.sigma.memo import CompileMemo, Outcome, RuleUnit, TextKey, TextUnit
 from detectors.sigma.recipes import make_atom
 from detectors.sigma.regex import DEFAULT_TIMEOUT_MS
 from detectors.sigma.result import LoadResult
@@ -50,9 +55,12 @@ from detectors.sigma.text import Pattern
 
 MAGIC = b"pipesentry-ruleset-snapshot/2\n"
 """First bytes of every snapshot; another format (or a file that is not one) is refused."""
+MEMO_MAGIC = b"pipesentry-compile-memo/1\n"
+"""First bytes of a compile memo's snapshot."""
 
 _MODULES = frozenset({
-    "detectors.model", "detectors.sigma.errors", "detectors.sigma.screen_abi", "detectors.sigma.text",
+    "detectors.model", "detectors.sigma.errors", "detectors.sigma.memo", "detectors.sigma.screen_abi",
+    "detectors.sigma.text",
     "uuid", "datetime", "pathlib",
     "sigma.conditions", "sigma.correlations", "sigma.exceptions", "sigma.modifiers", "sigma.types",
 })
@@ -74,7 +82,8 @@ class _Unpickler(pickle.Unpickler):
 
 
 _BY_FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (RuleInfo, LogSource, Pattern, RuleError)}
+    cls: tuple(f.name for f in dataclasses.fields(cls))
+    for cls in (RuleInfo, LogSource, Pattern, RuleError, Outcome, RuleUnit, TextUnit)}
 """Frozen dataclasses written as a constructor call with their fields: read back, ``cls(*fields)`` is
 several times cheaper than pickle's default (``__setstate__``, field by field, in Python)."""
 
@@ -152,6 +161,35 @@ def restore(data: bytes, regex_timeout_ms: float = DEFAULT_TIMEOUT_MS) -> LoadRe
         raise
     except Exception as exc:  # a well-formed pickle of the wrong shape
         raise SnapshotError(f"ruleset snapshot of an unexpected shape: {type(exc).__name__}: {exc}") from None
+
+
+def memo_snapshot(memo: CompileMemo) -> bytes | None:
+    """The bytes of what ``memo`` holds (its context and units), or None when it holds nothing (or an
+    object pickle cannot write)."""
+    if memo.context is None or not memo.units:
+        return None
+    try:
+        return MEMO_MAGIC + _dumps((memo.context, memo.units))
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        return None
+
+
+def restore_memo(data: bytes) -> tuple[object, dict[TextKey, TextUnit]]:
+    """The context and units a memo snapshot was made of; raises :class:`SnapshotError`."""
+    if not data.startswith(MEMO_MAGIC):
+        raise SnapshotError("not a compile memo snapshot of this format")
+    try:
+        context, units = _Unpickler(io.BytesIO(memoryview(data)[len(MEMO_MAGIC):])).load()
+    except SnapshotError:
+        raise
+    except Exception as exc:  # a damaged pickle raises many types
+        raise SnapshotError(f"damaged compile memo snapshot: {type(exc).__name__}") from None
+    if not isinstance(context, tuple) or not isinstance(units, dict) or not all(
+            isinstance(key, tuple) and len(key) == 3 and all(type(part) is str for part in key)
+            and isinstance(unit, TextUnit) and type(unit.rules) is tuple
+            and all(isinstance(rule, RuleUnit) for rule in unit.rules) for key, unit in units.items()):
+        raise SnapshotError("compile memo snapshot of an unexpected shape")
+    return context, units
 
 
 def _build(payload: Any, regex_timeout_ms: float) -> LoadResult:

@@ -231,7 +231,11 @@ pub struct FieldPlan {
     pub exact: FastMap<Vec<u8>, (Vec<u32>, Vec<u32>)>,
     pub every: Vec<u32>,
     pub keys: Vec<Key>,
-    pub automaton: Option<AhoCorasick>,
+    /// The keys' automaton, built on the field's first value rather than with the plan: a
+    /// route holds hundreds of fields and a short run (`pipesentry eval` of a few events) meets
+    /// few of them (building them all was most of a screen's start). `None` inside: it could
+    /// not be built (the keys' atoms are then unknown, left to Python).
+    automaton: OnceLock<Option<AhoCorasick>>,
     /// Where this plan's keys start in the route-wide numbering of keys (for [`Hits`]).
     pub key_base: usize,
     /// Distinguishes the plans of one route in the [`ValueCache`].
@@ -245,24 +249,27 @@ impl FieldPlan {
         keys: Vec<Key>,
         key_base: usize,
         id: u32,
-    ) -> Result<Self, aho_corasick::BuildError> {
-        let automaton = if keys.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .build(keys.iter().map(|k| k.text.as_slice()))?,
-            )
-        };
-        Ok(FieldPlan {
+    ) -> Self {
+        FieldPlan {
             exact,
             every,
             keys,
-            automaton,
+            automaton: OnceLock::new(),
             key_base,
             id,
-        })
+        }
+    }
+
+    /// The keys' automaton (built on first call; `None`: it cannot be built).
+    pub fn automaton(&self) -> Option<&AhoCorasick> {
+        self.automaton
+            .get_or_init(|| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(self.keys.iter().map(|k| k.text.as_slice()))
+                    .ok()
+            })
+            .as_ref()
     }
 }
 
@@ -539,7 +546,22 @@ impl Plan {
                 push(atom, self.check(atom, text, folded, ascii));
             }
         }
-        let Some(automaton) = &field.automaton else {
+        if field.keys.is_empty() {
+            return;
+        }
+        let Some(automaton) = field.automaton() else {
+            // no automaton (too large to build): whether a key occurs is not known here
+            for key in &field.keys {
+                for &atom in key
+                    .anywhere
+                    .iter()
+                    .chain(&key.prefix)
+                    .chain(&key.suffix)
+                    .chain(&key.verify)
+                {
+                    push(atom, Verdict::Unknown);
+                }
+            }
             return;
         };
         let value = hits.next_value();
@@ -803,7 +825,7 @@ fn field_plan(input: FieldIn, key_base: &mut usize, id: u32) -> Result<FieldPlan
         .collect();
     let base = *key_base;
     *key_base += keys.len();
-    FieldPlan::new(exact, every, keys, base, id).map_err(|e| format!("automaton: {e}"))
+    Ok(FieldPlan::new(exact, every, keys, base, id))
 }
 
 impl Plan {
@@ -1017,6 +1039,40 @@ mod tests {
         }
         let Walk { hits, tried, .. } = &mut walk;
         Some(plan.candidate(hits, tried))
+    }
+
+    #[test]
+    fn a_fields_automaton_is_built_on_its_first_value_only() {
+        // `a|contains: ev or b|contains: zz` (atoms 0 and 1), each field with a key automaton
+        let mut plan_in = input();
+        plan_in.fields = vec![
+            (
+                "a".into(),
+                (
+                    vec![],
+                    vec![],
+                    vec![("ev".into(), vec![0], vec![], vec![], vec![])],
+                ),
+            ),
+            (
+                "b".into(),
+                (
+                    vec![],
+                    vec![],
+                    vec![("zz".into(), vec![1], vec![], vec![], vec![])],
+                ),
+            ),
+        ];
+        plan_in.triggers = vec![(0, vec![0]), (1, vec![0])];
+        plan_in.programs = vec![Some(vec![(ATOM, 0), (ATOM, 1), (OR, 2)])];
+        let plan = Plan::from_input(plan_in).expect("plan");
+        let built = |field: &str| plan.fields[field].automaton.get().is_some();
+        assert!(!built("a") && !built("b"));
+        assert_eq!(candidate(&plan, r#"{"a": "the evil one"}"#), Some(true));
+        assert!(built("a") && !built("b"));
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "fizz"}"#), Some(true));
+        assert!(built("b"));
+        assert_eq!(candidate(&plan, r#"{"a": "x", "b": "y"}"#), Some(false));
     }
 
     #[test]

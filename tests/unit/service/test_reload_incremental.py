@@ -82,6 +82,27 @@ async def test_a_reload_compiles_only_the_changed_files(tmp_path: Path, parsed: 
     assert reloader.memo.last == {"texts": FILES, "parsed": 1, "reused": FILES - 1}
 
 
+async def test_the_first_reload_after_a_start_from_the_rules_cache_compiles_only_the_changed_file(
+        tmp_path: Path, parsed: list[str]) -> None:
+    """A start restored from the cache (a new process: a fresh memo) reads the memo kept beside the entry
+    on its first reload, which then parses only what changed and swaps in a full compile's set."""
+    rules_dir, cache = tmp_path / "rules", tmp_path / "cache"
+    rules_dir.mkdir()
+    for number in range(FILES):
+        write_rule(rules_dir / f"r{number}.yml", number)
+    compile_detection([rules_dir], [], skip_invalid=True, rules_cache=cache)  # an earlier run wrote the entry
+    parsed.clear()
+    reloader = reloader_for(rules_dir, cache)
+    assert parsed == [] and reloader._detector.current.ruleset is not None
+    write_rule(rules_dir / "r3.yml", 3, "changed")
+    result = await reloader.reload("watch")
+    assert result.result == "ok" and result.rules["sigma"] == FILES
+    assert parsed == [str(rules_dir / "r3.yml")]
+    assert reloader.memo.last == {"texts": FILES, "parsed": 1, "reused": FILES - 1}
+    parsed.clear()
+    assert [rule_parts(rule) for rule in reloader._detector.current.ruleset.compiled] == full_rules(rules_dir)
+
+
 async def test_a_rejected_reload_still_remembers_what_it_compiled(tmp_path: Path, parsed: list[str]) -> None:
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()

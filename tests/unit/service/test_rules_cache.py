@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import stat
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import orjson
 import pytest
 
 from bench.eventgen import generate
-from detectors.sigma import Ruleset
+from detectors.sigma import LoadResult, Ruleset
+from detectors.sigma.memo import CompileMemo
 from detectors.sigma.screen import export_plan
 from detectors.sigma.screen_abi import Plan
+from detectors.sigma.snapshot import MAGIC, MEMO_MAGIC, snapshot
 from service import rules_cache
 from service.rules import load_rules
 from tests.conftest import SIGMAHQ
@@ -231,3 +234,85 @@ def test_unreadable_files_get_no_manifest_and_a_damaged_one_is_ignored(
     again = load_rules([root], cache_dir=cache)
     assert again.restored and len(again.ruleset.rules) == 2
     assert manifest.read_bytes() != b"not a key"  # written again
+
+
+# -- the compile memo kept beside an entry (a start restored from the cache reloads incrementally) ----------------
+
+
+def _memos(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*" + rules_cache.MEMO))
+
+
+def _values(result: LoadResult) -> dict[str, object]:
+    """What a snapshot of ``result`` holds, as values (a reused rule's strings come from the memo read
+    back, so equal values may pickle to other bytes)."""
+    data = snapshot(result)
+    assert data is not None
+    payload: dict[str, object] = pickle.loads(data[len(MAGIC):])
+    payload["route"] = pickle.loads(payload["route"])  # type: ignore[arg-type]
+    return payload
+
+
+@pytest.mark.parametrize("manifest", [False, True], ids=["texts read", "manifest"])
+def test_a_start_from_the_cache_reuses_the_memo_of_the_compile_that_wrote_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, manifest: bool) -> None:
+    """The differential test: the first compile after a start restored from the cache parses only the
+    changed text, and its result is a full compile's (same snapshot)."""
+    if manifest:
+        _settled(monkeypatch)
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    load_rules([root], cache_dir=cache)  # writes the entry and, without a memo given, one of its own
+    [entry], [memo_file] = _entries(cache), _memos(cache)
+    assert memo_file.name == entry.name.removesuffix(rules_cache.SUFFIX) + rules_cache.MEMO
+    assert stat.S_IMODE(memo_file.stat().st_mode) == 0o600
+
+    memo = CompileMemo()  # a new process
+    restored = load_rules([root], cache_dir=cache, memo=memo)
+    assert restored.restored and memo.seed is not None and not memo.units  # read on the next compile only
+    write(root / "b.yml", rule("B", "00000000-0000-4000-8000-00000000000b", image="changed.exe"))
+    again = load_rules([root], cache_dir=cache, memo=memo)
+    assert not again.restored
+    assert memo.last == {"texts": 3, "parsed": 1, "reused": 2}
+    full = load_rules([root])
+    assert _values(again) == _values(full) and again.errors == full.errors
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "not a memo", "group-writable"])
+def test_a_missing_damaged_or_foreign_memo_leaves_a_full_compile(tmp_path: Path, damage: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    load_rules([root], cache_dir=cache)
+    [memo_file] = _memos(cache)
+    if damage == "missing":
+        memo_file.unlink()
+    elif damage == "garbage":
+        memo_file.write_bytes(MEMO_MAGIC + os.urandom(4096))
+    elif damage == "not a memo":
+        memo_file.write_bytes(_entries(cache)[0].read_bytes())
+    else:
+        memo_file.chmod(0o660)
+    memo = CompileMemo()
+    load_rules([root], cache_dir=cache, memo=memo)
+    write(root / "b.yml", rule("B", "00000000-0000-4000-8000-00000000000b", image="changed.exe"))
+    with caplog.at_level(logging.WARNING, logger="service.rules_cache"):
+        again = load_rules([root], cache_dir=cache, memo=memo)
+    assert memo.last == {"texts": 3, "parsed": 3, "reused": 0}
+    assert _values(again) == _values(load_rules([root]))
+    assert (damage == "missing") != any("ignored" in r.getMessage() for r in caplog.records)
+    assert len(_memos(cache)) == 1 + (damage != "missing")  # the new entry's memo beside the old one's
+
+
+def test_a_memo_goes_with_its_pruned_entry_and_an_empty_memo_leaves_none(tmp_path: Path) -> None:
+    root, cache = _rules(tmp_path), tmp_path / "cache"
+    for number in range(rules_cache.KEEP + 2):
+        write(root / "a.yml", rule(f"A{number}", "00000000-0000-4000-8000-00000000000a"))
+        load_rules([root], cache_dir=cache)
+        for entry in [*_entries(cache), *_memos(cache)]:
+            os.utime(entry, (entry.stat().st_mtime - 1, entry.stat().st_mtime - 1))
+    assert [m.name.removesuffix(rules_cache.MEMO) for m in _memos(cache)] == [
+        e.name.removesuffix(rules_cache.SUFFIX) for e in _entries(cache)]
+    result = load_rules([root])
+    memo = CompileMemo()
+    memo.context = None
+    assert rules_cache.store(tmp_path / "other", "k" * 64, result, memo)  # an empty memo: nothing to keep
+    assert not _memos(tmp_path / "other")

@@ -192,6 +192,50 @@ def test_a_damaged_route_part_falls_back_to_building_the_route() -> None:
             assert _matches(again, event) == _matches(result.ruleset, event)
 
 
+MANY_KEYS = [  # more keys than a small matcher takes: the restored fields get an automaton built on first use
+    rule_yaml({"sel": {"CommandLine|contains": [f"needle{i}x" for i in range(20)]}, "condition": "sel"}),
+    rule_yaml({"sel": {"Image|endswith": [f"\\tool{i}.exe" for i in range(20)]}, "condition": "sel"}),
+    rule_yaml({"keywords": [f"word{i}zz" for i in range(20)], "condition": "keywords"}),
+]
+
+
+def test_a_restored_fields_automaton_is_built_on_its_first_value() -> None:
+    result = compile_ruleset([RuleText(f"k{i}.yml", text, "unit") for i, text in enumerate(MANY_KEYS)])
+    data = snapshot(result)
+    assert data is not None
+    again = restore(data).ruleset
+    index = again.route_index(None)
+    lazy = [path for path, field in index.fields.items() if type(field.automaton).__name__ == "_LazyAutomaton"]
+    assert sorted(lazy) == ["commandline", "image"]
+    assert index.keywords is not None and type(index.keywords.automaton).__name__ == "_LazyAutomaton"
+    events = [{"CommandLine": "a needle7x b"}, {"Image": "C:\\tool19.exe"}, {"msg": "the word3zz"}, {"CommandLine": "none"},
+              {"Image": "C:\\tool19.exe.bak"}]
+    assert _matches(again, events[0]) == _matches(result.ruleset, events[0]) != []
+    built = {path for path, field in index.fields.items() if type(field.automaton).__name__ != "_LazyAutomaton"}
+    assert len(built) == 1  # only the field the event showed
+    for event in events:
+        assert _matches(again, event) == _matches(result.ruleset, event)
+    assert index.state(_positions(again)) == result.ruleset.route_index(None).state(_positions(result.ruleset))
+
+
+def test_a_route_part_with_a_malformed_automaton_key_falls_back_to_building_the_route() -> None:
+    """The keys are checked when the route is read: its automata are built later, on a scan."""
+    result = compile_ruleset([RuleText(f"k{i}.yml", text, "unit") for i, text in enumerate(MANY_KEYS)])
+    data = snapshot(result)
+    assert data is not None
+    payload = pickle.loads(data[len(MAGIC):])
+    (chosen, fields, keywords, triggers, rest, always, direct), plan = pickle.loads(payload["route"])
+    path = next(p for p, field in fields.items() if len(field[4]) > 16)
+    keyword, exact, every, short, keys, small = fields[path]
+    for bad in [((7, keys[0][1]), *keys[1:]), (("", keys[0][1]), *keys[1:]), ((keys[0][0] + "x", keys[0][1]), *keys[1:])]:
+        broken = {**fields, path: (keyword, exact, every, short, bad, small)}
+        route = pickle.dumps(((chosen, broken, keywords, triggers, rest, always, direct), plan))
+        again = restore(MAGIC + pickle.dumps({**payload, "route": route})).ruleset
+        assert again._route(None)._plan is None  # built from the rules, not read back
+        for event in [{"CommandLine": "a needle7x b"}, {"Image": "C:\\tool3.exe"}, {"msg": "word1zz"}]:
+            assert _matches(again, event) == _matches(result.ruleset, event) != []
+
+
 def test_a_routed_stream_never_reads_the_unrouted_route() -> None:
     result = compile_ruleset([RuleText(f"r{i}.yml", text, "unit") for i, text in enumerate(VARIED)])
     data = snapshot(result)
