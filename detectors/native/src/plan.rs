@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, OnceLock};
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::abi::{CheckKind, FieldIn, Op, PlanIn, SpecialKind};
@@ -231,11 +231,16 @@ pub struct FieldPlan {
     pub exact: FastMap<Vec<u8>, (Vec<u32>, Vec<u32>)>,
     pub every: Vec<u32>,
     pub keys: Vec<Key>,
-    /// The keys' automaton, built on the field's first value rather than with the plan: a
-    /// route holds hundreds of fields and a short run (`pipesentry eval` of a few events) meets
-    /// few of them (building them all was most of a screen's start). `None` inside: it could
-    /// not be built (the keys' atoms are then unknown, left to Python).
+    /// The automaton of the keys of more than one byte (its pattern `i` is key `searched[i]`),
+    /// built on the field's first value rather than with the plan: a route holds hundreds of
+    /// fields and a short run (`pipesentry eval` of a few events) meets few of them (building
+    /// them all was most of a screen's start). `None` inside: it could not be built (the keys'
+    /// atoms are then unknown, left to Python).
     automaton: OnceLock<Option<AhoCorasick>>,
+    pub searched: Vec<u32>,
+    /// The one-byte keys, `(byte, key)`: found with `memchr` (once per value), not reported by the
+    /// overlapping search at each of their occurrences (`0` or `:` is in most values).
+    pub bytes: Vec<(u8, u32)>,
     /// Where this plan's keys start in the route-wide numbering of keys (for [`Hits`]).
     pub key_base: usize,
     /// Distinguishes the plans of one route in the [`ValueCache`].
@@ -250,11 +255,20 @@ impl FieldPlan {
         key_base: usize,
         id: u32,
     ) -> Self {
+        let (mut searched, mut bytes) = (Vec::new(), Vec::new());
+        for (index, key) in keys.iter().enumerate() {
+            match key.text[..] {
+                [byte] => bytes.push((byte, index as u32)),
+                _ => searched.push(index as u32),
+            }
+        }
         FieldPlan {
             exact,
             every,
             keys,
             automaton: OnceLock::new(),
+            searched,
+            bytes,
             key_base,
             id,
         }
@@ -264,13 +278,24 @@ impl FieldPlan {
     pub fn automaton(&self) -> Option<&AhoCorasick> {
         self.automaton
             .get_or_init(|| {
+                let texts = || self.searched.iter().map(|&k| self.keys[k as usize].text.as_slice());
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
-                    .build(self.keys.iter().map(|k| k.text.as_slice()))
+                    .kind(automaton_kind(texts().map(<[u8]>::len).sum()))
+                    .build(texts())
                     .ok()
             })
             .as_ref()
     }
+}
+
+/// Key bytes up to which a field's keys are searched with a DFA (a state per key byte at most,
+/// so a few MB): an overlapping search then costs one table lookup per byte, where the NFA the
+/// builder picks for more than a hundred keys follows failure links. Larger sets keep the NFA.
+const DFA_KEY_BYTES: usize = 16 * 1024;
+
+fn automaton_kind(key_bytes: usize) -> Option<AhoCorasickKind> {
+    (key_bytes <= DFA_KEY_BYTES).then_some(AhoCorasickKind::DFA)
 }
 
 /// Per-event hit set: an atom is hit when its stamp equals the event's generation.
@@ -546,12 +571,18 @@ impl Plan {
                 push(atom, self.check(atom, text, folded, ascii));
             }
         }
-        if field.keys.is_empty() {
+        for &(byte, index) in &field.bytes {
+            if memchr::memchr(byte, folded).is_some() {
+                self.key_verdicts(&field.keys[index as usize], text, folded, ascii, &mut push);
+            }
+        }
+        if field.searched.is_empty() {
             return;
         }
         let Some(automaton) = field.automaton() else {
             // no automaton (too large to build): whether a key occurs is not known here
-            for key in &field.keys {
+            for &index in &field.searched {
+                let key = &field.keys[index as usize];
                 for &atom in key
                     .anywhere
                     .iter()
@@ -566,29 +597,40 @@ impl Plan {
         };
         let value = hits.next_value();
         for found in automaton.find_overlapping_iter(folded) {
-            let index = found.pattern().as_usize();
+            let index = field.searched[found.pattern().as_usize()] as usize;
             let seen = &mut hits.seen_keys[field.key_base + index];
             if *seen == value {
                 continue;
             }
             *seen = value;
-            let key = &field.keys[index];
-            for &atom in &key.anywhere {
+            self.key_verdicts(&field.keys[index], text, folded, ascii, &mut push);
+        }
+    }
+
+    /// The verdicts of the atoms of one key found in a value (`folded`).
+    fn key_verdicts(
+        &self,
+        key: &Key,
+        text: &[u8],
+        folded: &[u8],
+        ascii: bool,
+        push: &mut impl FnMut(u32, Verdict),
+    ) {
+        for &atom in &key.anywhere {
+            push(atom, Verdict::Yes);
+        }
+        if !key.prefix.is_empty() && folded.starts_with(&key.text) {
+            for &atom in &key.prefix {
                 push(atom, Verdict::Yes);
             }
-            if !key.prefix.is_empty() && folded.starts_with(&key.text) {
-                for &atom in &key.prefix {
-                    push(atom, Verdict::Yes);
-                }
+        }
+        if !key.suffix.is_empty() && folded.ends_with(&key.text) {
+            for &atom in &key.suffix {
+                push(atom, Verdict::Yes);
             }
-            if !key.suffix.is_empty() && folded.ends_with(&key.text) {
-                for &atom in &key.suffix {
-                    push(atom, Verdict::Yes);
-                }
-            }
-            for &atom in &key.verify {
-                push(atom, self.check(atom, text, folded, ascii));
-            }
+        }
+        for &atom in &key.verify {
+            push(atom, self.check(atom, text, folded, ascii));
         }
     }
 
@@ -1233,6 +1275,57 @@ mod tests {
             candidate(&plan, r#"{"a": "z", "a": "x", "b": "y"}"#),
             Some(true)
         );
+    }
+
+    #[test]
+    fn one_byte_keys_are_found_as_the_search_finds_longer_ones() {
+        // keys: (text, anywhere, prefix, suffix, verify); one-byte keys skip the automaton
+        let keys = vec![
+            ("0".into(), vec![0], vec![], vec![], vec![]),
+            (":".into(), vec![], vec![1], vec![2], vec![]),
+            ("0a".into(), vec![3], vec![], vec![], vec![]),
+            ("a".into(), vec![], vec![4], vec![5], vec![]),
+            ("a0a".into(), vec![], vec![6], vec![7], vec![]),
+        ];
+        let mut input = input();
+        input.fields = vec![("a".into(), (vec![], vec![], keys))];
+        input.triggers = vec![];
+        input.rest = vec![];
+        input.programs = vec![];
+        input.atom_count = 8;
+        let plan = Plan::from_input(input).expect("plan");
+        let field = &plan.fields["a"];
+        assert_eq!(field.bytes.len(), 3);
+        assert_eq!(field.searched, vec![2, 4]);
+        let mut hits = Hits::new(plan.atom_count, plan.key_count);
+        let mut out = Vec::new();
+        for (text, want) in [
+            ("a0a0a", vec![0, 3, 4, 5, 6, 7]),
+            (":0a:", vec![0, 1, 2, 3]),
+            ("b:b", vec![]),
+            ("xyz", vec![]),
+            ("", vec![]),
+            ("a", vec![4, 5]),
+        ] {
+            plan.verdicts(
+                field,
+                text.as_bytes(),
+                text.as_bytes(),
+                true,
+                &mut hits,
+                &mut out,
+            );
+            let mut got: Vec<u32> = out
+                .iter()
+                .map(|&(atom, verdict)| {
+                    assert!(verdict == Verdict::Yes, "{text:?}");
+                    atom
+                })
+                .collect();
+            got.sort_unstable();
+            got.dedup();
+            assert_eq!(got, want, "{text:?}");
+        }
     }
 
     #[test]
