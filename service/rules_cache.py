@@ -131,11 +131,16 @@ def load(directory: Path, key: str, regex_timeout_ms: float) -> LoadResult | Non
     except SnapshotError as exc:
         log.warning("rules cache entry ignored (%s); compiling the rules", exc, extra={"path": str(path)})
         return None
+    _touch(path)
+    return result
+
+
+def _touch(path: Path) -> None:
+    """Mark ``path`` as just used: pruning keeps the most recently used entries."""
     try:
-        os.utime(path)  # last use: what pruning keeps
+        os.utime(path)
     except OSError:
         pass
-    return result
 
 
 def seed_memo(directory: Path, key: str, memo: CompileMemo) -> None:
@@ -294,10 +299,7 @@ def load_manifest(directory: Path, name: str) -> str | None:
     key = data.decode("ascii", "replace").strip()
     if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
         return None
-    try:
-        os.utime(path)  # last use: what pruning keeps
-    except OSError:
-        pass
+    _touch(path)
     return key
 
 
