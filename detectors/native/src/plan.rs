@@ -278,7 +278,11 @@ impl FieldPlan {
     pub fn automaton(&self) -> Option<&AhoCorasick> {
         self.automaton
             .get_or_init(|| {
-                let texts = || self.searched.iter().map(|&k| self.keys[k as usize].text.as_slice());
+                let texts = || {
+                    self.searched
+                        .iter()
+                        .map(|&k| self.keys[k as usize].text.as_slice())
+                };
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
                     .kind(automaton_kind(texts().map(<[u8]>::len).sum()))
