@@ -118,6 +118,8 @@ class Service:
         self.switch: ApiSwitch | None = None
         """What uvicorn serves: the start-up answers while the rules load, then :attr:`app`."""
         self.local_state: LocalState | None = None
+        self.changelog: Any | None = None
+        """``state.snapshots: kafka``: the changelog store (its producer stops after the inputs)."""
         self.audit = AuditTrail(settings.audit, getattr(self.router, "store", None))
         self.tls = ServerTls(settings.api.tls) if settings.api.tls is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -150,7 +152,12 @@ class Service:
         self.detector = Detector(outcome.detection, scope=s.state.scope)
         from service.state_store import StateStore
 
-        store = StateStore(s.data_dir / "state")
+        store: Any = StateStore(s.data_dir / "state")
+        if s.state.snapshots == "kafka" and s.kafka is not None:  # Kafka partitions' state in a compacted topic
+            from service.state_changelog import ChangelogStore
+
+            store = self.changelog = ChangelogStore(store, s.kafka, s.state.changelog_topic,
+                                                    s.state.changelog_partitions)
         self.local_state = LocalState(self.detector, store)
         await self.local_state.restore()
         tune_gc(collect=not outcome.restored)  # a cached ruleset made next to no garbage
@@ -362,6 +369,8 @@ class Service:
                 await self.hunt_jobs.stop()  # a running hunt writes to the router's store: stop it first
             if self.local_state is not None:
                 await self.local_state.save()  # inputs and ingest requests are done: the local state is final
+            if self.changelog is not None:
+                await self.changelog.stop()  # after the inputs: their hand-over snapshots went through it
             await self.audit.flush()  # the store closes with the router
             await self.router.stop()
             log.info("pipesentry stopped")

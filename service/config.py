@@ -439,6 +439,19 @@ class StateSettings(_Strict):
     internal topic); ``stage1``: the input topics only, no stage-2 consumer; ``stage2``: the internal
     topic only, no input consumer (stateful work on instances of its own; docs/scaling.md)."""
 
+    snapshots: Literal["local", "kafka"] = "local"
+    """Where the snapshots of Kafka partitions' state go. ``local``: ``<data_dir>/state`` (on a shared
+    volume the state follows a partition to its next owner; on a per-instance volume it does not).
+    ``kafka``: the compacted topic ``changelog_topic``, so the state follows a partition to any instance
+    of the group without shared storage (docs/scaling.md); the local scope stays in ``data_dir``."""
+    changelog_topic: str = Field(default="", max_length=249)
+    """``snapshots: kafka``: the compacted changelog topic. Empty (the default):
+    ``<kafka.group_id>-state-changelog``."""
+    changelog_partitions: int = Field(default=6, ge=1, le=10_000)
+    """``snapshots: kafka``: partitions to create ``changelog_topic`` with when it does not exist. A takeover
+    reads one partition of it, so more partitions make takeovers shorter. Keep the count of an existing
+    topic: with another count a partition's state is looked up elsewhere and it starts empty."""
+
     @model_validator(mode="after")
     def _role_needs_keyed_scope(self) -> StateSettings:
         if self.keyed_role != "both" and self.scope != "keyed":
@@ -500,6 +513,22 @@ class Settings(BaseSettings):
         stage2_only = self.state.scope == "keyed" and self.state.keyed_role == "stage2"
         if kafka is not None and not kafka.topics and not kafka.topic_pattern and not stage2_only:
             raise ValueError("kafka: set at least one of topics or topic_pattern")
+        return self
+
+    @model_validator(mode="after")
+    def _changelog_needs_kafka(self) -> Settings:
+        """``state.snapshots: kafka`` keeps snapshots in a topic of the input's cluster; unset topic: one per group."""
+        state, kafka = self.state, self.kafka
+        if state.snapshots != "kafka":
+            return self
+        if kafka is None:
+            raise ValueError("state.snapshots kafka keeps snapshots in a Kafka topic: configure the kafka input "
+                             "or set state.snapshots: local")
+        topic = state.changelog_topic or f"{kafka.group_id}-state-changelog"
+        if topic in kafka.topics or topic in (kafka.dead_letter_topic, state.keyed_topic) or (
+                kafka.topic_pattern and re.match(kafka.topic_pattern, topic)):
+            raise ValueError(f"state.changelog_topic {topic!r} must not be an input, dead-letter or internal topic")
+        object.__setattr__(self, "state", state.model_copy(update={"changelog_topic": topic}))
         return self
 
     @model_validator(mode="after")

@@ -159,6 +159,10 @@ PARTITION_STATE_TAKEOVERS = Counter(
 PARTITION_STATE_SAVES = Counter("pipesentry_partition_state_saves",
                                 "Partition state snapshots written, by result (ok, failed).", ["result"],
                                 registry=REGISTRY)
+STATE_CHANGELOG_UNREADABLE = Counter("pipesentry_state_changelog_unreadable",
+                                     "Snapshots in the state changelog topic that could not be assembled (chunks "
+                                     "missing, size or digest wrong, not JSON): the partition started empty.",
+                                     registry=REGISTRY)
 PARTITION_STATE_COMMITS_HELD = Counter(
     "pipesentry_partition_state_commits_held",
     "Offset commits of a partition held back because its base state could not be saved yet.",

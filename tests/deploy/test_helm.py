@@ -87,13 +87,14 @@ def test_a_consumer_group_runs_in_keyed_scope_with_an_internal_topic_per_group(
     from service.config import Settings
 
     assert config_of(rendered["default"])["state"] == {"scope": "keyed", "keyed_topic": "pipesentry-keyed-state",
-                                                       "keyed_partitions": 12}
+                                                       "keyed_partitions": 12, "snapshots": "kafka"}
     production = config_of(rendered["consumer-group"])  # group pipesentry-prod, 6 replicas
     assert production["state"] == {"scope": "keyed", "keyed_topic": "pipesentry-prod-keyed-state",
-                                   "keyed_partitions": 12}
+                                   "keyed_partitions": 12, "snapshots": "kafka"}
     default = config_of(rendered["default"])
     state = Settings(**{k: v for k, v in default.items() if k in ("kafka", "state")}).state  # pipesentry reads it
     assert state.scope == "keyed" and state.keyed_role == "both"
+    assert state.snapshots == "kafka" and state.changelog_topic == "pipesentry-state-changelog"
     assert "state" not in config_of(rendered["sidecar"])  # no Kafka input: no keyed scope
     wide = config_of(render(helm, tmp_path, {"replicaCount": 20}))
     assert wide["state"]["keyed_partitions"] == 20

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -261,6 +262,50 @@ async def test_records_waiting_in_a_moved_internal_partition_apply_at_its_next_o
         expected = await expected_ids(cluster, stream, {BRUTE_FORCE, THEN_SUCCESS})
         await same_ids(cluster, expected, 180, [f"{owner} killed after {first} records of {host}"])
         assert len(cluster.alive()) == 1, cluster.logs()
+    finally:
+        cluster.stop()
+
+
+def applied(document: Any, host: str) -> bool:
+    """A saved internal partition holds ``host``'s failed logins applied (in its windows, none waiting)."""
+    if not isinstance(document, dict):
+        return False
+    return waiting(document, BRUTE_FORCE) == 0 and host.encode() in orjson.dumps(document.get("detectors"))
+
+
+async def test_applied_state_follows_a_moved_internal_partition_through_the_changelog(kafka_server, tmp_path):
+    """Per-instance state directories with ``state.snapshots: kafka``: the first failed logins of a
+    host are applied to stage 2's windows and saved in the changelog topic; SIGKILL of the owner of
+    that internal partition: the next owner, its own state directory empty, restores the windows
+    from the changelog and the brute force fires with ``pipesentry eval``'s id. With
+    ``snapshots: local`` on per-instance volumes those logins are lost and it never fires
+    (docs/scaling.md, "Snapshots in Kafka")."""
+    from tests.support.instances import unique_topic
+
+    rng = random.Random(SEED)
+    cluster = cluster_for(tmp_path, kafka_server.bootstrap, kafka_server.create_topic, shared_state=False)
+    cluster.config["state"].update(snapshots="kafka", changelog_topic=unique_topic("changelog"), changelog_partitions=2)
+    try:
+        for name in ("a", "b"):
+            cluster.start(name)
+        await until(cluster.settled, 120, f"two instances sharing the partitions\n{cluster.logs()}")
+        stream = LiveStream(kafka_server.bootstrap, cluster.feeds, rng)
+        host = f"bastion-{rng.randrange(100, 1000)}"
+        first = rng.randrange(3, 8)
+        attack = ssh_attack(host)
+        await stream.produce(attack[:first])
+        partition = internal_partition(BRUTE_FORCE, [host], INTERNAL_PARTITIONS)
+        owner = await cluster.stage2_owner(partition)
+        assert owner is not None, cluster.logs()
+
+        async def saved() -> bool:
+            return applied(await cluster.changelog_state(partition), host)
+
+        await until(saved, 60, f"{first} records applied in the changelog's snapshot of {partition}\n{cluster.logs()}")
+        cluster.instances[owner].kill()
+        await stream.produce(attack[first:])
+        expected = await expected_ids(cluster, stream, {BRUTE_FORCE, THEN_SUCCESS})
+        await same_ids(cluster, expected, 180, [f"{owner} killed after {first} records of {host} were applied"])
     finally:
         cluster.stop()
 

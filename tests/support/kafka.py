@@ -244,3 +244,74 @@ class ProducerFactory:
     @property
     def current(self) -> FakeProducer:
         return self.built[-1]
+
+
+class LogConsumer:
+    """aiokafka's consumer as ``service.state_changelog`` reads a topic from its start: the messages
+    every producer of ``factory`` delivered, in order, per partition. ``stuck``: its position never
+    reaches the end (a broker that stopped answering)."""
+
+    def __init__(self, factory: ProducerFactory, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self._factory = factory
+        self._tp: TopicPartition | None = None
+        self._position = 0
+        self.stuck = False
+        self.stopped = False
+
+    def messages(self, partition: int) -> list[Any]:
+        delivered = [(topic, value, key) for producer in self._factory.built
+                     for (topic, value, key), routed in zip(producer.sent, producer.routed, strict=True)
+                     if routed == partition]
+        return [Record(value, key, offset, 0, ()) for offset, (_, value, key) in enumerate(delivered)]
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        (self._tp,) = tps
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.messages(tp.partition)) for tp in tps}
+
+    async def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self._position = 0
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self._position
+
+    async def getmany(self, tp: TopicPartition, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
+        if self.stuck:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        batch = self.messages(tp.partition)[self._position:self._position + 50]
+        self._position += len(batch)
+        return {tp: batch}
+
+
+class FakeAdmin:
+    """aiokafka's admin client as topic set-up code uses it: ``topics`` exist, ``created`` were made."""
+
+    def __init__(self, topics: set[str] | None = None, **kwargs: Any) -> None:
+        self.topics = set(topics or ())
+        self.created: list[Any] = []
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def list_topics(self) -> list[str]:
+        return sorted(self.topics)
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": 1}]}
+
+    async def create_topics(self, topics: list[Any]) -> None:
+        self.created.extend(topics)
+        self.topics.update(t.name for t in topics)
+
+    async def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+        return [{"topic": name, "error_code": 0, "partitions": [{"partition": i} for i in range(3)]}
+                for name in names if name in self.topics]

@@ -296,6 +296,21 @@ class KeyedCluster:
         store = StateStore(self.shared or self.tmp_path / name / "data" / "state")
         return store.load(f"kafka:{self.internal}:{partition}", "partition")
 
+    async def changelog_state(self, partition: int) -> Any:
+        """The snapshot document of internal ``partition`` in the changelog topic (``state.snapshots: kafka``)."""
+        from service.config import KafkaSettings
+        from service.state_changelog import ChangelogStore
+        from service.state_store import StateStore
+
+        state = self.config["state"]
+        kafka = KafkaSettings(bootstrap_servers=[self.bootstrap], topics={self.internal: {}}, group_id=self.group)
+        store = ChangelogStore(StateStore(self.tmp_path / "changelog-reader"), kafka, state["changelog_topic"],
+                               state.get("changelog_partitions", 6))
+        try:
+            return await store.load_async(f"kafka:{self.internal}:{partition}", "partition")
+        finally:
+            await store.stop()
+
     def alive(self) -> dict[str, Any]:
         return {name: i for name, i in self.instances.items() if i.alive()}
 

@@ -57,12 +57,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- else -}}
 {{- $_ := set $defaults "http_ingest" (dict "enabled" false) -}}
 {{- /* keyed scope: exact correlations across partitions and instances (docs/scaling.md); the internal
-       topic is named after the consumer group, so two releases never share one */ -}}
+       topic is named after the consumer group, so two releases never share one. Snapshots go to a
+       compacted Kafka topic: each pod's volume is its own, so windows follow a partition only that way */ -}}
 {{- $group := "pipesentry" -}}
 {{- if and .Values.config.kafka .Values.config.kafka.group_id -}}
 {{- $group = .Values.config.kafka.group_id -}}
 {{- end -}}
-{{- $_ := set $defaults "state" (dict "scope" "keyed" "keyed_topic" (printf "%s-keyed-state" $group) "keyed_partitions" (max 12 (int .Values.replicaCount))) -}}
+{{- $_ := set $defaults "state" (dict "scope" "keyed" "keyed_topic" (printf "%s-keyed-state" $group) "keyed_partitions" (max 12 (int .Values.replicaCount)) "snapshots" "kafka") -}}
 {{- end -}}
 {{- toYaml (mustMergeOverwrite $defaults (deepCopy .Values.config)) -}}
 {{- end -}}
