@@ -329,6 +329,62 @@ async def test_correlation_state_survives_a_sigkill_through_periodic_snapshots(k
         second.stop()
 
 
+async def changelog_offset(bootstrap: str, changelog: str, topic: str) -> int | None:
+    """The offset of partition 0's snapshot in the changelog topic (``state.snapshots: kafka``)."""
+    from service.config import KafkaSettings
+    from service.state_changelog import ChangelogStore
+    from service.state_store import StateStore
+
+    kafka = KafkaSettings(bootstrap_servers=[bootstrap], topics={topic: {}}, group_id="reader")
+    store = ChangelogStore(StateStore("/nonexistent"), kafka, changelog, 1)
+    try:
+        doc = await store.load_async(f"kafka:{topic}:0", "partition")
+    finally:
+        await store.stop()
+    return doc.get("offset") if doc else None
+
+
+async def test_partition_state_follows_a_partition_to_another_data_dir_through_the_changelog(kafka_server, tmp_path):
+    """``state.snapshots: kafka``: two logins, a snapshot in the changelog topic, SIGKILL; a second
+    instance with an empty data dir of its own takes the partition over, restores bob's two logins
+    from the changelog, and his third login fires once (on its own volume it would start empty)."""
+    topic, changelog = unique_topic("ci-state"), unique_topic("changelog")
+    kafka_server.create_topic(topic, 1)
+    rules = tmp_path / "login-rules"
+    rules.mkdir()
+    (rules / "logins.yml").write_text(LOGIN_RULES)
+    config = {**instance_config(kafka_server.bootstrap, topic, f"grp-{uuid.uuid4().hex[:8]}", rules),
+              "state": {"snapshot_interval_s": 0.3, "heartbeat_interval_s": 0.5, "snapshots": "kafka",
+                        "changelog_topic": changelog, "changelog_partitions": 1}}
+    first = Instance(tmp_path, "a", config)
+    try:
+        await until(first.ready, 90, "first instance ready")
+        t0 = time.time()
+        await produce(kafka_server.bootstrap, topic,
+                      [login(0, "bob", t0), login(1, "bob", t0 + 1), login(2, "amy", t0 + 2)], 0)
+        await until(lambda: _is(changelog_offset(kafka_server.bootstrap, changelog, topic), 3), 60,
+                    f"a snapshot at the committed offset 3 in the changelog\n{first.log()}")
+        first.kill()
+        assert first.alerts() == []
+    finally:
+        first.stop()
+    second = Instance(tmp_path, "b", config)
+    try:
+        await until(second.ready, 90, "second instance ready")
+        now = time.time()
+        await produce(kafka_server.bootstrap, topic, [login(3, "bob", now), login(4, "amy", now)], 0)
+        await until(lambda: len(second.alerts()) >= 1, 60, f"the correlation alert\n{second.log()}")
+        await asyncio.sleep(1.0)  # a duplicate would show up within a few commit intervals
+        alerts = second.alerts()
+        assert [a["rule"]["name"] for a in alerts] == ["Repeated Failed Logins"], second.log()
+    finally:
+        second.stop()
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return await value == expected
+
+
 async def test_a_snapshot_behind_the_committed_offset_rewinds_the_partition(kafka_server, tmp_path):
     """State saved at offset 2, offsets up to 4 committed before a crash: the records 2..3 are read again."""
     from aiokafka import TopicPartition
