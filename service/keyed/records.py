@@ -393,7 +393,64 @@ def decode(data: bytes | None) -> StateRecord | AnomalyRecord | Watermark:
 
 
 def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
-    """:func:`decode` for an already parsed object."""
+    """:func:`decode` for an already parsed object.
+
+    Stage 2 calls it once per record: a well-formed correlation or anomaly record is read here with
+    every check inlined (no further call but the record's own construction); anything else, or one
+    that fails a check, goes through the checked readers, which name what is wrong. The inline checks
+    accept exactly what those accept (and refuse, for them to explain, only an unusual type such as
+    a dict subclass)."""
+    if type(doc) is dict:
+        version, kind = doc.get("v"), doc.get("k")
+        if (version == 2 or version == 1) and type(version) is int:
+            if kind == "c":
+                ts: Any = doc.get("t")
+                correlation, rules, fields, where, ref = (doc.get("id"), doc.get("r"), doc.get("f"), doc.get("o"),
+                                                          doc.get("x"))
+                if (type(ts) in _NUMBERS and math.isfinite(ts) and type(correlation) is str
+                        and 0 < len(correlation) <= MAX_ID_CHARS and type(rules) is list
+                        and 0 < len(rules) <= MAX_RULES and type(fields) is dict and len(fields) <= MAX_FIELDS
+                        and (ref is None or (type(ref) is str and 0 < len(ref) <= MAX_RECORD_BYTES))
+                        and type(where) is list):
+                    for rule in rules:
+                        if type(rule) is not str or not 0 < len(rule) <= MAX_ID_CHARS:
+                            break
+                    else:
+                        size = len(where)  # _plain_origin(where), inlined
+                        if size == 3:
+                            topic, partition, offset = where
+                            key = None
+                        elif size == 4:
+                            topic, partition, offset, key = where
+                            if type(key) is not str or not 0 < len(key) <= MAX_ID_CHARS:
+                                size = 0
+                        if ((size == 3 or size == 4) and type(topic) is str and 0 < len(topic) <= 249
+                                and type(partition) is int and 0 <= partition < 2 ** 63
+                                and type(offset) is int and 0 <= offset < 2 ** 63):
+                            return _make(StateRecord, (correlation, tuple(rules), float(ts),
+                                                       _make(Origin, (topic, partition, offset, key)), fields, (),
+                                                       ref))
+                return _checked_correlation(doc)
+            if kind == "a":
+                ts = doc.get("t")
+                check, fields, where, raw, selected = (doc.get("id"), doc.get("f"), doc.get("o"), doc.get("s"),
+                                                       doc.get("m"))
+                if (type(ts) in _NUMBERS and math.isfinite(ts) and type(check) is str
+                        and 0 < len(check) <= MAX_ID_CHARS and type(fields) is dict and len(fields) <= MAX_FIELDS
+                        and type(where) is list and (selected is None or (type(selected) is int and 0 <= selected <= 1))
+                        and (raw is None or (type(raw) is list and len(raw) == 3 and all(
+                            part is None or (type(part) is str and len(part) <= MAX_ID_CHARS) for part in raw)))):
+                    origin = _plain_origin(where)
+                    if origin is not None:
+                        return _make(AnomalyRecord, (check, float(ts), origin, fields,
+                                                     None if raw is None else (raw[0], raw[1], raw[2]),
+                                                     None if selected is None else selected == 1, ()))
+                return _anomaly(doc)
+    return _checked(doc)
+
+
+def _checked(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
+    """:func:`from_mapping` with every check in turn (the first one wrong raises)."""
     if not isinstance(doc, dict):
         raise RecordError("a state record is a JSON object")
     version = doc.get("v")
@@ -408,31 +465,10 @@ def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
                          tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")),
                          tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")))
     if kind == "c":
-        return _correlation(doc) or _checked_correlation(doc)
+        return _checked_correlation(doc)
     if kind == "a":
         return _anomaly(doc)
     raise RecordError(f"unknown state record kind {kind!r}")
-
-
-def _correlation(doc: dict[str, Any]) -> StateRecord | None:
-    """A well-formed correlation record read with its checks inlined (stage 2's hot path), or None:
-    :func:`_checked_correlation` then says what is wrong (it accepts exactly what this accepts, and
-    what it would refuse only for an unusual type, such as a dict subclass)."""
-    ts: Any = doc.get("t")
-    correlation, rules, fields, where, ref = doc.get("id"), doc.get("r"), doc.get("f"), doc.get("o"), doc.get("x")
-    if not (type(ts) in _NUMBERS and math.isfinite(ts) and type(correlation) is str
-            and 0 < len(correlation) <= MAX_ID_CHARS and type(rules) is list and 0 < len(rules) <= MAX_RULES
-            and type(fields) is dict and len(fields) <= MAX_FIELDS
-            and (ref is None or (type(ref) is str and 0 < len(ref) <= MAX_RECORD_BYTES))
-            and type(where) is list):
-        return None
-    for rule in rules:
-        if type(rule) is not str or not 0 < len(rule) <= MAX_ID_CHARS:
-            return None
-    origin = _plain_origin(where)
-    if origin is None:
-        return None
-    return _make(StateRecord, (correlation, tuple(rules), float(ts), origin, fields, (), ref))
 
 
 def _plain_origin(value: list[Any]) -> Origin | None:

@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.detection import compile_detection
 from service.keyed import records
@@ -198,3 +200,71 @@ def test_a_child_alert_becomes_a_record_of_its_parent_keyed_by_the_parents_group
     # a base rule never feeds a correlation slot, nor a child alert a base slot
     assert records.build(parent, [rule], event, 1.0, Origin("auth", 0, 1)) is None
     assert records.build(child, [child.info.id], context, 1.0, Origin("auth", 0, 1), ref="k") is None
+
+
+ANOMALY: dict[str, Any] = {"v": 2, "k": "a", "id": "k1", "t": 2.0, "o": ["t", 1, 7], "f": {"host": "h"},
+                           "s": ["linux", None, "auth"], "m": 1}
+_ODD = [None, True, False, -1, 0, 1, 2, 2 ** 63 - 1, 2 ** 63, 0.0, 1.0, 2.0, 0.5, float("nan"), float("inf"), "", "1",
+        "x" * 249, "x" * 250, "x" * 512, "x" * 513, [], {}]
+"""Values around every bound and of every type the inline checks look at."""
+_ITEMS = st.sampled_from(["t", "k", "r", *_ODD])
+_CHANGES = {
+    "v": st.sampled_from([1, 2, 3, 0, True, 1.0, 2.0, "2", None]),
+    "k": st.sampled_from(["c", "a", "w", "z", None]),
+    "id": st.sampled_from(["c1", *_ODD]),
+    "r": st.one_of(st.lists(_ITEMS, max_size=3), st.sampled_from([["r"] * 64, ["r"] * 65, "r1"])),
+    "t": st.sampled_from(_ODD),
+    "o": st.one_of(st.lists(_ITEMS, min_size=2, max_size=5), st.tuples(st.just("t"), _ITEMS, _ITEMS).map(list),
+                   st.tuples(st.just("t"), st.just(0), st.just(1), _ITEMS).map(list), st.sampled_from(_ODD)),
+    "f": st.sampled_from([{"a": 1}, {str(i): i for i in range(64)}, {str(i): i for i in range(65)}, *_ODD]),
+    "x": st.sampled_from(["p|k", *_ODD]),
+    "s": st.one_of(st.lists(_ITEMS, max_size=4), st.sampled_from(_ODD)),
+    "m": st.sampled_from(_ODD),
+}
+"""Per field, values of every type the inline checks look at, around their bounds (valid ones too)."""
+
+
+def _outcome(doc: Any) -> str:
+    """What reading ``doc`` gives: the record's ``repr`` (types included: ``True`` is not ``1``) or the error."""
+    try:
+        return repr(records.from_mapping(doc))
+    except RecordError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _checked_outcome(doc: Any) -> str:
+    try:
+        return repr(records._checked(doc))
+    except RecordError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+BASES = [GOOD, {**GOOD, "v": 2, "x": "parent|key", "o": ["t", 0, 5, "3"]}, ANOMALY, {**ANOMALY, "s": None, "m": None}]
+_SINGLE = ["t", "k", "r", *_ODD]
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_the_inline_reader_agrees_with_the_checked_one_on_every_single_field_change(base: dict[str, Any]) -> None:
+    """Every field of a good record set to every odd value, and in origins, rules and log sources
+    every item: the inline reader's outcome is the field-by-field reader's."""
+    docs: list[Any] = [base, [base], {**base, "extra": 1}]
+    for key in _CHANGES:
+        docs.append({k: v for k, v in base.items() if k != key})
+        docs += [{**base, key: value} for value in ["c", "a", "w", 1, 2, *_ODD]]
+        if isinstance(base.get(key), list):
+            for index in range(len(base[key]) + 1):
+                docs += [{**base, key: [*base[key][:index], value, *base[key][index + 1:]]} for value in _SINGLE]
+    for doc in docs:
+        assert _outcome(doc) == _checked_outcome(doc), doc
+
+
+@settings(max_examples=1000, deadline=None)
+@given(base=st.sampled_from(BASES),
+       changes=st.lists(st.sampled_from(sorted(_CHANGES)).flatmap(lambda key: st.tuples(st.just(key), _CHANGES[key])),
+                        max_size=2),
+       drop=st.lists(st.sampled_from(sorted(_CHANGES)), max_size=2))
+def test_the_inline_reader_reads_and_refuses_exactly_what_the_checked_one_does(
+        base: dict[str, Any], changes: list[tuple[str, Any]], drop: list[str]) -> None:
+    """Stage 2's hot path (:func:`records.from_mapping`'s inline checks) against the field-by-field reader."""
+    doc = {key: value for key, value in {**base, **dict(changes)}.items() if key not in drop}
+    assert _outcome(doc) == _checked_outcome(doc)
