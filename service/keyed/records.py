@@ -80,6 +80,8 @@ consumer's ``kafka.max_message_bytes`` (stage 1 keeps below a lower one), so a f
 refused; a larger batch makes more messages."""
 
 
+_PLAIN = frozenset((str, int, float, bool))
+"""Value types :func:`~detectors.event.get` returns as they are when the literal key holds one."""
 _make = tuple.__new__
 """Builds a record (a named tuple) from its fields in order without its generated ``__new__``
 (a Python frame: on the hot paths of both stages)."""
@@ -299,14 +301,22 @@ def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, An
 
 def build_planned(how: Plan, event: Mapping[str, Any], ts: float, origin: Origin,
                   ref: str | None = None) -> StateRecord | None:
-    """:func:`build` with its plan made already."""
+    """:func:`build` with its plan made already (stage 1's hot path: a field the event holds
+    as a plain scalar under its literal name, :func:`get`'s first answer, is read without the call)."""
     fields: dict[str, Any] = {}
     for name in how.names:
-        value = get(event, name)
-        if value is MISSING:
-            return None
+        value = event.get(name, MISSING)
+        if value is None or type(value) not in _PLAIN:
+            value = get(event, name)
+            if value is MISSING:
+                return None
         fields[name] = value
-    group = tuple(key_part(fields[name]) for name in how.first)
+    first = how.first
+    if len(first) == 1:
+        value = fields[first[0]]
+        group: tuple[Any, ...] = (value.lower() if type(value) is str else key_part(value),)
+    else:
+        group = tuple([key_part(fields[name]) for name in first])
     for name in how.extra:
         if name not in fields:
             value = get(event, name)
@@ -330,24 +340,54 @@ def read_fields(spec: CheckCommon) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+class AnomalyPlan(NamedTuple):
+    """How :func:`build_anomaly` copies an event for one check (the same for every event: stage 1
+    keeps it per check)."""
+
+    check: str
+    matcher: Any
+    """The selection stage 1 evaluates (``threshold``, ``ratio``), else None."""
+    ratio: bool
+    """``ratio``: the verdict is sent (``threshold``: only matching events send a record)."""
+    by: tuple[str, ...]
+    """The check's key fields (``_source``: the log source)."""
+    reads: tuple[str, ...]
+    """The other fields the check reads (:func:`read_fields` less ``by``), copied when present."""
+    by_source: bool
+
+
+def anomaly_plan(check: Check) -> AnomalyPlan:
+    """:func:`build_anomaly`'s plan for ``check``."""
+    ratio = isinstance(check, RatioCheck)
+    matcher = check.matcher if isinstance(check, ThresholdCheck | RatioCheck) else None
+    by = tuple(check.by)
+    return AnomalyPlan(check.spec.id, matcher, ratio, by, tuple(name for name in read_fields(check.spec)
+                                                                if name not in by), SOURCE_FIELD in by)
+
+
 def build_anomaly(check: Check, event: Mapping[str, Any], ts: float, origin: Origin,
                   logsource: LogSource | None) -> AnomalyRecord | None:
     """The record of ``event`` for ``check``, or None when the check would not count it (a
     ``threshold`` selection that does not match) or cannot key it (a ``by`` field is missing: the
     engine would skip it too). Fields the check reads but the event lacks are left out: stage 2's
     check skips the event with the same reason as a local one."""
+    return build_anomaly_planned(anomaly_plan(check), event, ts, origin, logsource)
+
+
+def build_anomaly_planned(how: AnomalyPlan, event: Mapping[str, Any], ts: float, origin: Origin,
+                          logsource: LogSource | None) -> AnomalyRecord | None:
+    """:func:`build_anomaly` with its plan made already."""
     selected: bool | None = None
-    if isinstance(check, ThresholdCheck):
-        if check.matcher is not None and not check.matcher(event):
+    matcher = how.matcher
+    if matcher is not None:
+        if how.ratio:
+            selected = matcher(event)
+        elif not matcher(event):
             return None
-    elif isinstance(check, RatioCheck):
-        selected = check.matcher(event)
     group: list[str] = []
     fields: dict[str, Any] = {}
-    keyed_by_source = False
-    for name in check.by:
+    for name in how.by:
         if name == SOURCE_FIELD:
-            keyed_by_source = True
             group.append(source_text(logsource))
             continue
         value = get(event, name)
@@ -355,16 +395,16 @@ def build_anomaly(check: Check, event: Mapping[str, Any], ts: float, origin: Ori
             return None
         fields[name] = value
         group.append(key_text(value)[0])
-    for name in read_fields(check.spec):
+    for name in how.reads:
         if name not in fields:
             value = get(event, name)
             if value is not MISSING:
                 fields[name] = value
     source = None
-    if keyed_by_source:
+    if how.by_source:
         source = (None, None, None) if logsource is None else (logsource.product, logsource.category,
                                                                   logsource.service)
-    return AnomalyRecord(check.spec.id, ts, origin, fields, source, selected, tuple(group))
+    return _make(AnomalyRecord, (how.check, ts, origin, fields, source, selected, tuple(group)))
 
 
 def chain_fields(specs: Sequence[CorrelationSpec]) -> dict[str, tuple[str, ...]]:
