@@ -19,7 +19,8 @@ change to stage 2's hot path shows in seconds and with little noise (CPU time, n
    of ``--batch`` messages at a time) and sends the chained records it raises back through the
    topic until none is left; its CPU time over the state records read (watermarks left out);
 4. ``digest``: a hash of the sorted alert ids stage 2 raised (the same in every round; a change to
-   stage 2 that alters its alerts shows there), with their count.
+   stage 2 that alters its alerts shows there), with their count; ``records_digest``: a hash of
+   stage 1's encoded records, in order (a change to stage 1's records shows there).
 
 Lanes: ``plain`` (the rules of ``sigma-rules/``, as ``bench/scale.py``) and ``checks`` (the same
 with the demo's anomaly checks, ``service/demo/checks.yml``). Figures are the median over
@@ -191,8 +192,9 @@ def run_lane(checks: bool, args: argparse.Namespace) -> dict[str, Any]:
         spent, built = first.build_round()
         build.append(spent / max(built, 1) * 1e6)
         encode.append(first.encode_round() / max(len(first.records), 1) * 1e6)
+    sent = hashlib.sha256(b"\n".join(record.encode() for record in first.records)).hexdigest()[:16]
     return {"events": len(items), "records": records, "built": built, "alerts": alerts,
-            "digest": sorted(digests)[0] if len(digests) == 1 else sorted(digests),
+            "digest": sorted(digests)[0] if len(digests) == 1 else sorted(digests), "records_digest": sent,
             "stage2_us": spread(stage2), "stage1_build_us": spread(build), "stage1_encode_us": spread(encode),
             "rounds": args.rounds}
 
@@ -215,7 +217,7 @@ def main() -> int:
         row = out[lane]
         print(f"{lane:7} stage2 {row['stage2_us']} us/record  stage1 build {row['stage1_build_us']} "
               f"encode {row['stage1_encode_us']} us/record  records {row['records']}  alerts {row['alerts']}  "
-              f"digest {row['digest']}", file=sys.stderr)
+              f"digest {row['digest']} records {row['records_digest']}", file=sys.stderr)
     text = json.dumps(out, indent=2)
     if args.json is not None:
         args.json.write_text(text + "\n")
