@@ -13,7 +13,8 @@ change to stage 2's hot path shows in seconds and with little noise (CPU time, n
    watermark past the backlog releases the last records;
 2. ``stage1_build_us``: the record builds of that run (``_emit_records``/``_emit_anomaly``, every
    call recorded) replayed on a warm keyed detector, CPU per record built; ``stage1_encode_us``:
-   encoding the records (``encode``), per record;
+   encoding the records and finding their internal partitions (``encode``, and
+   ``StateRecordProducer._partition`` with a fresh cache per round), per record;
 3. ``stage2_us``: per round a fresh :class:`~service.keyed.stage2.KeyedDetector` reads the whole
    internal topic as its consumer would (decoder included: :func:`~service.sources.base.decode_batch`
    of ``--batch`` messages at a time) and sends the chained records it raises back through the
@@ -44,10 +45,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scale import mix  # noqa: E402
+from service.config import KafkaSettings, StateSettings  # noqa: E402
 from service.demo.runner import DEMO_CHECKS  # noqa: E402
 from service.demo.sources import BY_NAME  # noqa: E402
 from service.detection import DetectionSet, Detector, compile_detection  # noqa: E402
 from service.keyed.records import Watermark  # noqa: E402
+from service.keyed.stage1 import StateRecordProducer  # noqa: E402
 from service.keyed.stage2 import KeyedDetector  # noqa: E402
 from service.sources.base import Item, decode_batch  # noqa: E402
 from tests.support.internal_topic import STAGE2, Message, Topic  # noqa: E402
@@ -134,9 +137,17 @@ class Stage1:
         return spent, len(detector.take_records()[0])
 
     def encode_round(self) -> float:
+        """CPU seconds of what stage 1's producer does per record before the send: encode it and
+        find its internal partition (a fresh producer: its key cache fills as in one run)."""
+        sender = StateRecordProducer(KafkaSettings(bootstrap_servers=["x:9092"], topics={"t": {}}),
+                                     StateSettings(scope="keyed", keyed_topic=INTERNAL), "bench")
+        partition = sender._partition
+        count = len(self.topic.partitions)
+        gc.collect()
         start = time.process_time()
         for record in self.records:
             record.encode()
+            partition(record, count)
         return time.process_time() - start
 
 

@@ -6,7 +6,7 @@ whole with :func:`decode_pack`). Stage 1 packs the records of one batch that go 
 partition into as few messages as :data:`PACK_BYTES` allows (:func:`pack`), in their order: one Kafka
 message instead of one per record is most of what keyed scope costs over instance scope. The
 partition is the one Kafka's default partitioner gives the record's key (:func:`partition_for`,
-murmur2 as in the Java client and aiokafka), so a key keeps its partition whatever instance, and
+murmur2 as in the Java client and aiokafka, computed by :func:`murmur2`), so a key keeps its partition whatever instance, and
 whatever version, sends it. A record's position in its message is its index there.
 
 A record is a small JSON object (``orjson``), versioned by ``v`` (version 2: records packed several
@@ -40,12 +40,12 @@ every field's type and bound: a record from another version or a hostile produce
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from detectors.anomaly.base import Check
 from detectors.anomaly.keys import SOURCE_FIELD, key_text, source_text
@@ -204,8 +204,35 @@ def record_key(correlation: str, group: Sequence[Any]) -> bytes:
 def partition_for(key: bytes, partitions: int) -> int:
     """The internal partition of ``key`` among ``partitions``: Kafka's default partitioner
     (``murmur2(key) & 0x7fffffff`` modulo the count), the one that placed version-1 records."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_M = 0x5BD1E995
+_WORD = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's ``Utils.murmur2``), as aiokafka's partitioner computes it,
+    with the key read four bytes at a time in one :func:`struct.unpack_from` (several times faster
+    than byte by byte: stage 1 hashes every new group key)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    if words:
+        for k in struct.unpack_from(f"<{words}I", data):
+            k = (k * _M) & _WORD
+            k = ((k ^ (k >> 24)) * _M) & _WORD
+            h = ((h * _M) & _WORD) ^ k
+    tail = length & 3
+    if tail:
+        end = length - tail
+        if tail == 3:
+            h ^= data[end + 2] << 16
+        if tail >= 2:
+            h ^= data[end + 1] << 8
+        h = ((h ^ data[end]) * _M) & _WORD
+    h = ((h ^ (h >> 13)) * _M) & _WORD
+    return h ^ (h >> 15)
 
 
 def pack(lines: Sequence[bytes], limit: int = PACK_BYTES) -> list[bytes]:

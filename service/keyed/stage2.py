@@ -234,10 +234,16 @@ class KeyedDetector(Detector):
                         tally[kind] = 0
 
     def _process_records(self, items: Sequence[Item], now: float) -> list[Alert]:
-        """Every record of every item (a message of the internal topic: :func:`packed`), in order."""
+        """Every record of every item (a message of the internal topic: :func:`packed`), in order.
+
+        A record passes the replay filter, then waits for the watermark of its lane (or applies at
+        once when that watermark has passed its time already: the engine decides whether it is
+        late: :meth:`_wait`); the filter inlined here, once per record."""
         current = self._set
         chained = self._chained_ids(current)
         alerts: list[Alert] = []
+        tally = self._tally
+        newest, released, pendings = self._newest, self._released, self._pending
         self._at = None
         for item in items:
             key = item.scope_key()
@@ -247,6 +253,7 @@ class KeyedDetector(Detector):
             offset = (ref[2] if isinstance(ref, tuple) else ref.offset) or 0
             docs = packed(item.event)
             engines: tuple[Any | None, Any | None] | None = None
+            applied: dict[tuple[str, str, int], tuple[int, int]] = {}
             for index, doc in enumerate(docs):
                 try:
                     record = from_mapping(doc)
@@ -262,11 +269,34 @@ class KeyedDetector(Detector):
                         break
                     if self._at is None or self._at[:2] != (key, offset):  # the records of one message
                         self._at = (key, offset, 0)  # share its offset: their chained records count on
+                    applied = self._applied.setdefault(key, {})
                 if isinstance(record, Watermark):
                     self._note(key, record)
                     alerts.extend(self._release(key, now))  # at this record: a replay releases at the same place
                     continue
-                found = self._receive(key, engines, record, now, chained, offset)
+                origin = record.origin
+                lane = BASE
+                if isinstance(record, StateRecord):
+                    name = record.correlation
+                    if name in chained:
+                        lane = PARENTS
+                else:
+                    name = ANOMALY_PREFIX + record.check
+                origin_key = origin.key
+                at = (origin.offset, -1 if origin_key is None else _event_index(origin_key))
+                position = (name, origin.topic, origin.partition)
+                last = applied.get(position)
+                if last is not None and at <= last:
+                    tally["duplicate"] += 1
+                    continue
+                applied[position] = at
+                ts = record.ts
+                if ts > newest.get(key, -math.inf):
+                    newest[key] = ts
+                if ts <= released.get((key, lane), -math.inf):
+                    found = self._apply(key, lane, engines, record, now)
+                else:
+                    found = self._wait(key, lane, engines, record, now, offset, pendings.get((key, lane)))
                 if found:
                     alerts.extend(found)
         self._at = None
@@ -303,43 +333,22 @@ class KeyedDetector(Detector):
             else:
                 counts[topic] = max(count, counts.get(topic, 0))
 
-    def _receive(self, key: Key, engines: tuple[Any | None, Any | None], record: Record,
-                 now: float, chained: frozenset[str], offset: int) -> list[Alert]:
-        """A record passes the replay filter, then waits for the watermark of its lane (or applies
-        at once when that watermark has passed its time already: the engine decides whether it is late).
-        ``chained``: the correlations of the chained lane; ``offset``: the internal offset it was read at."""
-        origin = record.origin
-        applied = self._applied.get(key)
-        if applied is None:
-            applied = self._applied[key] = {}
-        keyed = isinstance(record, StateRecord)
-        name = record.correlation if isinstance(record, StateRecord) else ANOMALY_PREFIX + record.check
-        position = (name, origin.topic, origin.partition)
-        origin_key = origin.key
-        at = (origin.offset, -1 if origin_key is None else _event_index(origin_key))
-        last = applied.get(position)
-        if last is not None and at <= last:
-            self._tally["duplicate"] += 1
-            return []
-        applied[position] = at
-        ts = record.ts
-        if ts > self._newest.get(key, -math.inf):
-            self._newest[key] = ts
-        lane = PARENTS if keyed and name in chained else BASE
-        if ts <= self._released.get((key, lane), -math.inf):
-            return self._apply(key, lane, engines, record, now)
-        pending = self._pending.get((key, lane))
+    def _wait(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], record: Record, now: float,
+              offset: int, pending: list[Pending] | None) -> list[Alert]:
+        """``record`` (past the replay filter, after its lane's release) waits for the watermark in
+        ``pending``, its lane's buffer; when that is full the oldest applies before its time (it may
+        make later ones late). ``offset``: the internal offset it was read at."""
         if pending is None:
             pending = self._pending[(key, lane)] = []
         self._seq += 1
-        heapq.heappush(pending, (ts, self._seq, record, offset))
+        heapq.heappush(pending, (record.ts, self._seq, record, offset))
         held = self._held.get(key)  # self._hold(key, offset, 1), inlined (once per record)
         if held is None:
             held = self._held[key] = {}
         held[offset] = held.get(offset, 0) + 1
         correlation = engines[0]
         bound = correlation.limits.max_pending if correlation is not None else DEFAULT_MAX_PENDING
-        if len(pending) > bound:  # the oldest applies before its time (it may make later ones late)
+        if len(pending) > bound:
             metrics.KEYED_STATE_RECORDS.labels("overflow").inc()
             return self._apply(key, lane, engines, self._pop(key, pending), now)
         return []

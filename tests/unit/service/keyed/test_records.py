@@ -137,6 +137,15 @@ def test_the_partition_of_a_key_is_kafkas_default_partitioners():
             assert records.partition_for(key, count) == DefaultPartitioner()(key, list(range(count)), [])
 
 
+@settings(max_examples=500, deadline=None)
+@given(key=st.binary(max_size=300), count=st.integers(1, 64))
+def test_murmur2_and_the_partition_are_aiokafkas_for_any_key(key: bytes, count: int) -> None:
+    from aiokafka.partitioner import DefaultPartitioner, murmur2
+
+    assert records.murmur2(key) == murmur2(key)
+    assert records.partition_for(key, count) == DefaultPartitioner()(key, list(range(count)), [])
+
+
 def test_a_record_over_the_bound_is_refused_when_built_and_when_read():
     spec = ssh_spec()
     record = records.build(spec, [spec.slots[0].rule_id], {"hostname": "h" * records.MAX_RECORD_BYTES}, 1.0,
