@@ -25,7 +25,7 @@ change to stage 2's hot path shows in seconds and with little noise (CPU time, n
 
 Lanes: ``plain`` (the rules of ``sigma-rules/``, as ``bench/scale.py``) and ``checks`` (the same
 with the demo's anomaly checks, ``service/demo/checks.yml``). Figures are the median over
-``--rounds`` with min and max.
+``--rounds`` with min and max; the garbage collector has the CLI's thresholds (``service/gctune.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from service.config import KafkaSettings, StateSettings  # noqa: E402
 from service.demo.runner import DEMO_CHECKS  # noqa: E402
 from service.demo.sources import BY_NAME  # noqa: E402
 from service.detection import DetectionSet, Detector, compile_detection  # noqa: E402
+from service.gctune import tune_thresholds  # noqa: E402
 from service.keyed.records import Watermark  # noqa: E402
 from service.keyed.stage1 import StateRecordProducer  # noqa: E402
 from service.keyed.stage2 import KeyedDetector  # noqa: E402
@@ -222,6 +223,7 @@ def main() -> int:
     parser.add_argument("--lanes", default="plain,checks")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    tune_thresholds()  # the collector's settings of every pipesentry command
     out: dict[str, Any] = {}
     for lane in args.lanes.split(","):
         out[lane] = run_lane(lane == "checks", args)
