@@ -535,8 +535,10 @@ def summarise(results: list[LaneResult], input_bytes: int, events: int, demo: La
         out["ratio_keyed_vs_instance"] = spread(pairs, 2)
     if "split" in by:
         out["stage2_us_per_record"] = spread([r.stage2_cpu_s / r.records * 1e6 for r in by["split"] if r.records], 2)
-        out["split_ratio_vs_instance"] = spread(
-            [s.cpu_us_per_event / i.cpu_us_per_event for s, i in zip(by["split"], by["instance"], strict=False)], 2)
+        if "instance" in by:
+            out["split_ratio_vs_instance"] = spread(
+                [s.cpu_us_per_event / i.cpu_us_per_event for s, i in zip(by["split"], by["instance"], strict=False)],
+                2)
     keyed1 = [r for r in by.get("keyed-1", []) if r.internal_bytes]
     if keyed1:
         r = keyed1[0]

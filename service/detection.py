@@ -455,25 +455,27 @@ class Detector:
 
     def _emit_anomaly(self, current: DetectionSet, item: Item, ts: float) -> None:
         """``keyed``: one state record per anomaly check watching the event's log source (see
-        :mod:`service.keyed.records`); the check's model lives in stage 2."""
+        :mod:`service.keyed.records`); the check's model lives in stage 2. What to copy is planned once
+        per check (:func:`~service.keyed.records.anomaly_plan`), kept per log source."""
         records = self._record_format
         routes = self._anomaly_routes
         if routes is None or routes[0] is not current.anomaly:
             routes = self._anomaly_routes = (current.anomaly, {})
         logsource = item.logsource
-        checks = routes[1].get(logsource)
-        if checks is None:
+        plans = routes[1].get(logsource)
+        if plans is None:
             engine = current.anomaly
-            checks = tuple(c for c in (engine.checks.values() if engine is not None else ())
-                           if logsource is None or c.rule_logsource.covers(logsource))
+            plans = tuple(records.anomaly_plan(c) for c in (engine.checks.values() if engine is not None else ())
+                          if logsource is None or c.rule_logsource.covers(logsource))
             if len(routes[1]) < 10_000:
-                routes[1][logsource] = checks
-        if not checks:
+                routes[1][logsource] = plans
+        if not plans:
             return
         where = records.origin_of(item.origin_ref)
         event = item.event
-        for check in checks:
-            record = records.build_anomaly(check, event, ts, where, logsource)
+        build = records.build_anomaly_planned
+        for how in plans:
+            record = build(how, event, ts, where, logsource)
             if record is not None:
                 self._records.append(record)
 

@@ -6,7 +6,7 @@ whole with :func:`decode_pack`). Stage 1 packs the records of one batch that go 
 partition into as few messages as :data:`PACK_BYTES` allows (:func:`pack`), in their order: one Kafka
 message instead of one per record is most of what keyed scope costs over instance scope. The
 partition is the one Kafka's default partitioner gives the record's key (:func:`partition_for`,
-murmur2 as in the Java client and aiokafka), so a key keeps its partition whatever instance, and
+murmur2 as in the Java client and aiokafka, computed by :func:`murmur2`), so a key keeps its partition whatever instance, and
 whatever version, sends it. A record's position in its message is its index there.
 
 A record is a small JSON object (``orjson``), versioned by ``v`` (version 2: records packed several
@@ -40,12 +40,12 @@ every field's type and bound: a record from another version or a hostile produce
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from detectors.anomaly.base import Check
 from detectors.anomaly.keys import SOURCE_FIELD, key_text, source_text
@@ -80,6 +80,8 @@ consumer's ``kafka.max_message_bytes`` (stage 1 keeps below a lower one), so a f
 refused; a larger batch makes more messages."""
 
 
+_PLAIN = frozenset((str, int, float, bool))
+"""Value types :func:`~detectors.event.get` returns as they are when the literal key holds one."""
 _make = tuple.__new__
 """Builds a record (a named tuple) from its fields in order without its generated ``__new__``
 (a Python frame: on the hot paths of both stages)."""
@@ -202,8 +204,35 @@ def record_key(correlation: str, group: Sequence[Any]) -> bytes:
 def partition_for(key: bytes, partitions: int) -> int:
     """The internal partition of ``key`` among ``partitions``: Kafka's default partitioner
     (``murmur2(key) & 0x7fffffff`` modulo the count), the one that placed version-1 records."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_M = 0x5BD1E995
+_WORD = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's ``Utils.murmur2``), as aiokafka's partitioner computes it,
+    with the key read four bytes at a time in one :func:`struct.unpack_from` (several times faster
+    than byte by byte: stage 1 hashes every new group key)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    if words:
+        for k in struct.unpack_from(f"<{words}I", data):
+            k = (k * _M) & _WORD
+            k = ((k ^ (k >> 24)) * _M) & _WORD
+            h = ((h * _M) & _WORD) ^ k
+    tail = length & 3
+    if tail:
+        end = length - tail
+        if tail == 3:
+            h ^= data[end + 2] << 16
+        if tail >= 2:
+            h ^= data[end + 1] << 8
+        h = ((h ^ data[end]) * _M) & _WORD
+    h = ((h ^ (h >> 13)) * _M) & _WORD
+    return h ^ (h >> 15)
 
 
 def pack(lines: Sequence[bytes], limit: int = PACK_BYTES) -> list[bytes]:
@@ -299,14 +328,22 @@ def build(spec: CorrelationSpec, rule_ids: Sequence[str], event: Mapping[str, An
 
 def build_planned(how: Plan, event: Mapping[str, Any], ts: float, origin: Origin,
                   ref: str | None = None) -> StateRecord | None:
-    """:func:`build` with its plan made already."""
+    """:func:`build` with its plan made already (stage 1's hot path: a field the event holds
+    as a plain scalar under its literal name, :func:`get`'s first answer, is read without the call)."""
     fields: dict[str, Any] = {}
     for name in how.names:
-        value = get(event, name)
-        if value is MISSING:
-            return None
+        value = event.get(name, MISSING)
+        if value is None or type(value) not in _PLAIN:
+            value = get(event, name)
+            if value is MISSING:
+                return None
         fields[name] = value
-    group = tuple(key_part(fields[name]) for name in how.first)
+    first = how.first
+    if len(first) == 1:
+        value = fields[first[0]]
+        group: tuple[Any, ...] = (value.lower() if type(value) is str else key_part(value),)
+    else:
+        group = tuple([key_part(fields[name]) for name in first])
     for name in how.extra:
         if name not in fields:
             value = get(event, name)
@@ -330,24 +367,54 @@ def read_fields(spec: CheckCommon) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+class AnomalyPlan(NamedTuple):
+    """How :func:`build_anomaly` copies an event for one check (the same for every event: stage 1
+    keeps it per check)."""
+
+    check: str
+    matcher: Any
+    """The selection stage 1 evaluates (``threshold``, ``ratio``), else None."""
+    ratio: bool
+    """``ratio``: the verdict is sent (``threshold``: only matching events send a record)."""
+    by: tuple[str, ...]
+    """The check's key fields (``_source``: the log source)."""
+    reads: tuple[str, ...]
+    """The other fields the check reads (:func:`read_fields` less ``by``), copied when present."""
+    by_source: bool
+
+
+def anomaly_plan(check: Check) -> AnomalyPlan:
+    """:func:`build_anomaly`'s plan for ``check``."""
+    ratio = isinstance(check, RatioCheck)
+    matcher = check.matcher if isinstance(check, ThresholdCheck | RatioCheck) else None
+    by = tuple(check.by)
+    return AnomalyPlan(check.spec.id, matcher, ratio, by, tuple(name for name in read_fields(check.spec)
+                                                                if name not in by), SOURCE_FIELD in by)
+
+
 def build_anomaly(check: Check, event: Mapping[str, Any], ts: float, origin: Origin,
                   logsource: LogSource | None) -> AnomalyRecord | None:
     """The record of ``event`` for ``check``, or None when the check would not count it (a
     ``threshold`` selection that does not match) or cannot key it (a ``by`` field is missing: the
     engine would skip it too). Fields the check reads but the event lacks are left out: stage 2's
     check skips the event with the same reason as a local one."""
+    return build_anomaly_planned(anomaly_plan(check), event, ts, origin, logsource)
+
+
+def build_anomaly_planned(how: AnomalyPlan, event: Mapping[str, Any], ts: float, origin: Origin,
+                          logsource: LogSource | None) -> AnomalyRecord | None:
+    """:func:`build_anomaly` with its plan made already."""
     selected: bool | None = None
-    if isinstance(check, ThresholdCheck):
-        if check.matcher is not None and not check.matcher(event):
+    matcher = how.matcher
+    if matcher is not None:
+        if how.ratio:
+            selected = matcher(event)
+        elif not matcher(event):
             return None
-    elif isinstance(check, RatioCheck):
-        selected = check.matcher(event)
     group: list[str] = []
     fields: dict[str, Any] = {}
-    keyed_by_source = False
-    for name in check.by:
+    for name in how.by:
         if name == SOURCE_FIELD:
-            keyed_by_source = True
             group.append(source_text(logsource))
             continue
         value = get(event, name)
@@ -355,16 +422,16 @@ def build_anomaly(check: Check, event: Mapping[str, Any], ts: float, origin: Ori
             return None
         fields[name] = value
         group.append(key_text(value)[0])
-    for name in read_fields(check.spec):
+    for name in how.reads:
         if name not in fields:
             value = get(event, name)
             if value is not MISSING:
                 fields[name] = value
     source = None
-    if keyed_by_source:
+    if how.by_source:
         source = (None, None, None) if logsource is None else (logsource.product, logsource.category,
                                                                   logsource.service)
-    return AnomalyRecord(check.spec.id, ts, origin, fields, source, selected, tuple(group))
+    return _make(AnomalyRecord, (how.check, ts, origin, fields, source, selected, tuple(group)))
 
 
 def chain_fields(specs: Sequence[CorrelationSpec]) -> dict[str, tuple[str, ...]]:
@@ -393,7 +460,64 @@ def decode(data: bytes | None) -> StateRecord | AnomalyRecord | Watermark:
 
 
 def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
-    """:func:`decode` for an already parsed object."""
+    """:func:`decode` for an already parsed object.
+
+    Stage 2 calls it once per record: a well-formed correlation or anomaly record is read here with
+    every check inlined (no further call but the record's own construction); anything else, or one
+    that fails a check, goes through the checked readers, which name what is wrong. The inline checks
+    accept exactly what those accept (and refuse, for them to explain, only an unusual type such as
+    a dict subclass)."""
+    if type(doc) is dict:
+        version, kind = doc.get("v"), doc.get("k")
+        if (version == 2 or version == 1) and type(version) is int:
+            if kind == "c":
+                ts: Any = doc.get("t")
+                correlation, rules, fields, where, ref = (doc.get("id"), doc.get("r"), doc.get("f"), doc.get("o"),
+                                                          doc.get("x"))
+                if (type(ts) in _NUMBERS and math.isfinite(ts) and type(correlation) is str
+                        and 0 < len(correlation) <= MAX_ID_CHARS and type(rules) is list
+                        and 0 < len(rules) <= MAX_RULES and type(fields) is dict and len(fields) <= MAX_FIELDS
+                        and (ref is None or (type(ref) is str and 0 < len(ref) <= MAX_RECORD_BYTES))
+                        and type(where) is list):
+                    for rule in rules:
+                        if type(rule) is not str or not 0 < len(rule) <= MAX_ID_CHARS:
+                            break
+                    else:
+                        size = len(where)  # _plain_origin(where), inlined
+                        if size == 3:
+                            topic, partition, offset = where
+                            key = None
+                        elif size == 4:
+                            topic, partition, offset, key = where
+                            if type(key) is not str or not 0 < len(key) <= MAX_ID_CHARS:
+                                size = 0
+                        if ((size == 3 or size == 4) and type(topic) is str and 0 < len(topic) <= 249
+                                and type(partition) is int and 0 <= partition < 2 ** 63
+                                and type(offset) is int and 0 <= offset < 2 ** 63):
+                            return _make(StateRecord, (correlation, tuple(rules), float(ts),
+                                                       _make(Origin, (topic, partition, offset, key)), fields, (),
+                                                       ref))
+                return _checked_correlation(doc)
+            if kind == "a":
+                ts = doc.get("t")
+                check, fields, where, raw, selected = (doc.get("id"), doc.get("f"), doc.get("o"), doc.get("s"),
+                                                       doc.get("m"))
+                if (type(ts) in _NUMBERS and math.isfinite(ts) and type(check) is str
+                        and 0 < len(check) <= MAX_ID_CHARS and type(fields) is dict and len(fields) <= MAX_FIELDS
+                        and type(where) is list and (selected is None or (type(selected) is int and 0 <= selected <= 1))
+                        and (raw is None or (type(raw) is list and len(raw) == 3 and all(
+                            part is None or (type(part) is str and len(part) <= MAX_ID_CHARS) for part in raw)))):
+                    origin = _plain_origin(where)
+                    if origin is not None:
+                        return _make(AnomalyRecord, (check, float(ts), origin, fields,
+                                                     None if raw is None else (raw[0], raw[1], raw[2]),
+                                                     None if selected is None else selected == 1, ()))
+                return _anomaly(doc)
+    return _checked(doc)
+
+
+def _checked(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
+    """:func:`from_mapping` with every check in turn (the first one wrong raises)."""
     if not isinstance(doc, dict):
         raise RecordError("a state record is a JSON object")
     version = doc.get("v")
@@ -408,31 +532,10 @@ def from_mapping(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
                          tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")),
                          tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")))
     if kind == "c":
-        return _correlation(doc) or _checked_correlation(doc)
+        return _checked_correlation(doc)
     if kind == "a":
         return _anomaly(doc)
     raise RecordError(f"unknown state record kind {kind!r}")
-
-
-def _correlation(doc: dict[str, Any]) -> StateRecord | None:
-    """A well-formed correlation record read with its checks inlined (stage 2's hot path), or None:
-    :func:`_checked_correlation` then says what is wrong (it accepts exactly what this accepts, and
-    what it would refuse only for an unusual type, such as a dict subclass)."""
-    ts: Any = doc.get("t")
-    correlation, rules, fields, where, ref = doc.get("id"), doc.get("r"), doc.get("f"), doc.get("o"), doc.get("x")
-    if not (type(ts) in _NUMBERS and math.isfinite(ts) and type(correlation) is str
-            and 0 < len(correlation) <= MAX_ID_CHARS and type(rules) is list and 0 < len(rules) <= MAX_RULES
-            and type(fields) is dict and len(fields) <= MAX_FIELDS
-            and (ref is None or (type(ref) is str and 0 < len(ref) <= MAX_RECORD_BYTES))
-            and type(where) is list):
-        return None
-    for rule in rules:
-        if type(rule) is not str or not 0 < len(rule) <= MAX_ID_CHARS:
-            return None
-    origin = _plain_origin(where)
-    if origin is None:
-        return None
-    return _make(StateRecord, (correlation, tuple(rules), float(ts), origin, fields, (), ref))
 
 
 def _plain_origin(value: list[Any]) -> Origin | None:

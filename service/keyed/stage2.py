@@ -92,6 +92,8 @@ IDLE_ROUNDS = 3
 """An idle row lapses once another producer has sent this many watermarks since the reporter's
 last one: a dead owner's idle report must not keep its partition out of the watermark while a
 record it read but never acknowledged waits for the next owner (docs/scaling.md)."""
+LOGSOURCES = 4096
+"""Log sources :meth:`KeyedDetector._logsource` keeps (forgotten all at once past it)."""
 ANOMALY_PREFIX = "anomaly|"
 """Replay-filter positions of anomaly checks (``|`` is not allowed in a check id)."""
 
@@ -116,12 +118,6 @@ def _event_index(key: str | None) -> int:
     """The index of an event in its Kafka message (``str(index)`` when a message decodes into
     several events, in decode order; -1 for a message of one event)."""
     return int(key) if key is not None and key.isdigit() and len(key) <= 9 else -1
-
-
-def _token(origin: RecordOrigin) -> str:
-    """``_kafka_origin(record).token()`` without the origin (built only for an alert)."""
-    position = f"kafka:{origin.topic}:{origin.partition}:{origin.offset}"
-    return position if origin.key is None else f"{position}:{origin.key}"
 
 
 def _kafka_origin(record: Record) -> Origin:
@@ -186,6 +182,7 @@ class KeyedDetector(Detector):
         self._at: tuple[Key, int, int] | None = None
         """(internal partition, offset, index): where the next chained record comes from."""
         self._tally = dict.fromkeys(_COUNTS, 0)
+        self._logsources: dict[tuple[str | None, str | None, str | None], LogSource] = {}
         """Records applied, late and dropped as replays in the batch being processed (a counter
         increment per record cost more than the replay filter)."""
 
@@ -237,10 +234,16 @@ class KeyedDetector(Detector):
                         tally[kind] = 0
 
     def _process_records(self, items: Sequence[Item], now: float) -> list[Alert]:
-        """Every record of every item (a message of the internal topic: :func:`packed`), in order."""
+        """Every record of every item (a message of the internal topic: :func:`packed`), in order.
+
+        A record passes the replay filter, then waits for the watermark of its lane (or applies at
+        once when that watermark has passed its time already: the engine decides whether it is
+        late: :meth:`_wait`); the filter inlined here, once per record."""
         current = self._set
         chained = self._chained_ids(current)
         alerts: list[Alert] = []
+        tally = self._tally
+        newest, released, pendings = self._newest, self._released, self._pending
         self._at = None
         for item in items:
             key = item.scope_key()
@@ -250,6 +253,7 @@ class KeyedDetector(Detector):
             offset = (ref[2] if isinstance(ref, tuple) else ref.offset) or 0
             docs = packed(item.event)
             engines: tuple[Any | None, Any | None] | None = None
+            applied: dict[tuple[str, str, int], tuple[int, int]] = {}
             for index, doc in enumerate(docs):
                 try:
                     record = from_mapping(doc)
@@ -265,11 +269,34 @@ class KeyedDetector(Detector):
                         break
                     if self._at is None or self._at[:2] != (key, offset):  # the records of one message
                         self._at = (key, offset, 0)  # share its offset: their chained records count on
+                    applied = self._applied.setdefault(key, {})
                 if isinstance(record, Watermark):
                     self._note(key, record)
                     alerts.extend(self._release(key, now))  # at this record: a replay releases at the same place
                     continue
-                found = self._receive(key, engines, record, now, chained, offset)
+                origin = record.origin
+                lane = BASE
+                if isinstance(record, StateRecord):
+                    name = record.correlation
+                    if name in chained:
+                        lane = PARENTS
+                else:
+                    name = ANOMALY_PREFIX + record.check
+                origin_key = origin.key
+                at = (origin.offset, -1 if origin_key is None else _event_index(origin_key))
+                position = (name, origin.topic, origin.partition)
+                last = applied.get(position)
+                if last is not None and at <= last:
+                    tally["duplicate"] += 1
+                    continue
+                applied[position] = at
+                ts = record.ts
+                if ts > newest.get(key, -math.inf):
+                    newest[key] = ts
+                if ts <= released.get((key, lane), -math.inf):
+                    found = self._apply(key, lane, engines, record, now)
+                else:
+                    found = self._wait(key, lane, engines, record, now, offset, pendings.get((key, lane)))
                 if found:
                     alerts.extend(found)
         self._at = None
@@ -306,40 +333,22 @@ class KeyedDetector(Detector):
             else:
                 counts[topic] = max(count, counts.get(topic, 0))
 
-    def _receive(self, key: Key, engines: tuple[Any | None, Any | None], record: Record,
-                 now: float, chained: frozenset[str], offset: int) -> list[Alert]:
-        """A record passes the replay filter, then waits for the watermark of its lane (or applies
-        at once when that watermark has passed its time already: the engine decides whether it is late).
-        ``chained``: the correlations of the chained lane; ``offset``: the internal offset it was read at."""
-        origin = record.origin
-        applied = self._applied.get(key)
-        if applied is None:
-            applied = self._applied[key] = {}
-        keyed = isinstance(record, StateRecord)
-        name = record.correlation if isinstance(record, StateRecord) else ANOMALY_PREFIX + record.check
-        position = (name, origin.topic, origin.partition)
-        origin_key = origin.key
-        at = (origin.offset, -1 if origin_key is None else _event_index(origin_key))
-        last = applied.get(position)
-        if last is not None and at <= last:
-            self._tally["duplicate"] += 1
-            return []
-        applied[position] = at
-        ts = record.ts
-        if ts > self._newest.get(key, -math.inf):
-            self._newest[key] = ts
-        lane = PARENTS if keyed and name in chained else BASE
-        if ts <= self._released.get((key, lane), -math.inf):
-            return self._apply(key, lane, engines, record, now)
-        pending = self._pending.get((key, lane))
+    def _wait(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], record: Record, now: float,
+              offset: int, pending: list[Pending] | None) -> list[Alert]:
+        """``record`` (past the replay filter, after its lane's release) waits for the watermark in
+        ``pending``, its lane's buffer; when that is full the oldest applies before its time (it may
+        make later ones late). ``offset``: the internal offset it was read at."""
         if pending is None:
             pending = self._pending[(key, lane)] = []
         self._seq += 1
-        heapq.heappush(pending, (ts, self._seq, record, offset))
-        self._hold(key, offset, 1)
+        heapq.heappush(pending, (record.ts, self._seq, record, offset))
+        held = self._held.get(key)  # self._hold(key, offset, 1), inlined (once per record)
+        if held is None:
+            held = self._held[key] = {}
+        held[offset] = held.get(offset, 0) + 1
         correlation = engines[0]
         bound = correlation.limits.max_pending if correlation is not None else DEFAULT_MAX_PENDING
-        if len(pending) > bound:  # the oldest applies before its time (it may make later ones late)
+        if len(pending) > bound:
             metrics.KEYED_STATE_RECORDS.labels("overflow").inc()
             return self._apply(key, lane, engines, self._pop(key, pending), now)
         return []
@@ -381,20 +390,27 @@ class KeyedDetector(Detector):
                now: float) -> list[Alert]:
         """Apply one record to its engine; its alerts carry its origin (and fields, when it fired)."""
         if isinstance(record, AnomalyRecord):
-            return self._apply_anomaly(engines[1], record, _kafka_origin(record), now)
+            return self._apply_anomaly(engines[1], record, now)
         engine = engines[0] if lane == BASE else self._parent_engine(key)
         if engine is None:
             return []
-        before = engine.counters.get("late", 0)
-        evidence = record.ref if record.ref is not None else _token(record.origin)
+        counters = engine.counters
+        before = counters.get("late", 0)
+        evidence = record.ref
+        if evidence is None:  # the origin's token (``_kafka_origin(record).token()``), no origin built
+            origin = record.origin
+            evidence = f"kafka:{origin.topic}:{origin.partition}:{origin.offset}"
+            if origin.key is not None:
+                evidence = f"{evidence}:{origin.key}"
         try:
             matches = engine.apply_keyed(record.correlation, record.rules, record.fields, record.ts, evidence)
         except Exception:
             self._engine_failed("correlation")
             return []
         finally:
-            self._rekey(engine)
-        self._tally["late" if engine.counters.get("late", 0) > before else "applied"] += 1
+            if engine.chained:
+                self._rekey(engine)
+        self._tally["late" if counters.get("late", 0) > before else "applied"] += 1
         if not matches:
             return []
         ref = _kafka_origin(record)
@@ -421,15 +437,24 @@ class KeyedDetector(Detector):
         chained.clear()
         self._at = (key, offset, index)
 
-    def _apply_anomaly(self, engine: Any | None, record: AnomalyRecord, ref: Origin, now: float) -> list[Alert]:
+    def _apply_anomaly(self, engine: Any | None, record: AnomalyRecord, now: float) -> list[Alert]:
+        """The record to its check. The check reads the record's fields in place (no check writes
+        into an event; a copy only for a ``ratio`` verdict), and gets its origin as the Kafka
+        ``(topic, partition, offset)`` reference (the record's origin itself: an :class:`Origin`
+        is built only for an alert, or when the origin has a key)."""
         check = engine.checks.get(record.check) if engine is not None else None
         if check is None:  # a check removed (or changed into an invalid one) under the record
             metrics.KEYED_STATE_RECORDS.labels("unknown").inc()
             return []
-        event: dict[str, Any] = dict(record.fields)
+        fields = record.fields
+        event: Any = fields
         if record.selected is not None:
+            event = dict(fields)
             event[SELECTED] = record.selected
-        logsource = record.logsource
+        source = record.source
+        logsource = None if source is None else self._logsource(source)
+        origin = record.origin
+        ref: Any = origin if origin.key is None else _kafka_origin(record)
         before = check.counters.get("late", 0)
         try:
             matches = check.process(event, record.ts, logsource, ref)
@@ -437,8 +462,19 @@ class KeyedDetector(Detector):
             self._engine_failed("anomaly")
             return []
         self._tally["late" if check.counters.get("late", 0) > before else "applied"] += 1
-        fields = record.fields
-        return [self._keyed_alert(match, fields, ref, record.ts, now, logsource) for match in matches]
+        if not matches:
+            return []
+        where = _kafka_origin(record)
+        return [self._keyed_alert(match, fields, where, record.ts, now, logsource) for match in matches]
+
+    def _logsource(self, source: tuple[str | None, str | None, str | None]) -> LogSource:
+        """One :class:`LogSource` per (product, category, service) a record names, reused."""
+        logsource = self._logsources.get(source)
+        if logsource is None:
+            if len(self._logsources) >= LOGSOURCES:
+                self._logsources.clear()
+            logsource = self._logsources[source] = LogSource(*source)
+        return logsource
 
     def watermark(self, key: Key) -> float | None:
         """The internal partition's watermark: the lowest mark over every input partition not idle,
@@ -491,8 +527,20 @@ class KeyedDetector(Detector):
                       now: float) -> list[Alert]:
         alerts: list[Alert] = []
         pending = self._pending.get((key, lane))
-        while pending and pending[0][0] <= watermark:
-            alerts.extend(self._apply(key, lane, engines, self._pop(key, pending), now))
+        if pending and pending[0][0] <= watermark:
+            held = self._held.get(key, {})
+            apply, pop = self._apply, heapq.heappop
+            while pending and pending[0][0] <= watermark:
+                _, _, record, offset = pop(pending)
+                if offset is not None:  # self._hold(key, offset, -1), inlined (once per record)
+                    count = held.get(offset, 0) - 1
+                    if count > 0:
+                        held[offset] = count
+                    else:
+                        held.pop(offset, None)
+                applied = apply(key, lane, engines, record, now)
+                if applied:
+                    alerts.extend(applied)
         if watermark > self._released.get((key, lane), -math.inf):
             self._released[(key, lane)] = watermark
         watermark = self._released[(key, lane)]

@@ -223,6 +223,35 @@ def test_keyed_anomaly_alerts_have_the_ids_of_one_engine_over_the_merged_stream(
     assert silent.origin.input == "timer"  # the watermark's release let the silence show
 
 
+def test_no_check_writes_into_the_fields_of_the_record_it_reads(tmp_path):
+    """Stage 2 hands a record's fields to its check in place (a copy only for a ``ratio`` verdict):
+    after every check type has run, and fired, over them, each record's fields are what was sent."""
+    stream = items(60)
+    end = stream[-1].event["ts"] + 3600
+    det = detection(tmp_path)
+    first, second = Detector(det, scope="keyed"), KeyedDetector(det)
+    topic = Topic()
+    start = [0] * PARTITIONS
+    read: list[Item] = []
+    fired: list[Any] = []
+    for batch in range(0, 60, 10):
+        stage1(first, stream[batch:batch + 10], topic, now=T0)
+        batch_items = topic.items(start)
+        read += batch_items
+        fired += second.process(batch_items, now=T0)
+    mark(topic, "a", dict.fromkeys(range(INPUTS), end))
+    last = topic.items(start)
+    read += last
+    fired += second.process(last, now=T0)
+    assert {a.rule.id for a in fired if a.rule.kind == "anomaly"} >= {
+        "failed-burst", "failure-share", "host-silent", "users-per-host", "new-user-per-host", "pid-level",
+        "host-volume"}
+    seen = [doc for item in read for doc in records.packed(item.event) if doc["k"] == "a"]
+    sent = [orjson.loads(line) for _, line in topic.records() if orjson.loads(line)["k"] == "a"]
+    assert len(seen) == len(sent) > 0
+    assert {(doc["id"], *doc["o"]): doc["f"] for doc in seen} == {(doc["id"], *doc["o"]): doc["f"] for doc in sent}
+
+
 def _keys(tmp_path: Path, stream: list[Item], until: float) -> list[str]:
     det = detection(tmp_path)
     alone = Detector(det, scope="instance")

@@ -6,7 +6,10 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from detectors.model import LogSource
 from service.detection import compile_detection
 from service.keyed import records
 from service.keyed.records import Origin, RecordError, RecordTooLarge, StateRecord, Watermark
@@ -134,6 +137,15 @@ def test_the_partition_of_a_key_is_kafkas_default_partitioners():
             assert records.partition_for(key, count) == DefaultPartitioner()(key, list(range(count)), [])
 
 
+@settings(max_examples=500, deadline=None)
+@given(key=st.binary(max_size=300), count=st.integers(1, 64))
+def test_murmur2_and_the_partition_are_aiokafkas_for_any_key(key: bytes, count: int) -> None:
+    from aiokafka.partitioner import DefaultPartitioner, murmur2
+
+    assert records.murmur2(key) == murmur2(key)
+    assert records.partition_for(key, count) == DefaultPartitioner()(key, list(range(count)), [])
+
+
 def test_a_record_over_the_bound_is_refused_when_built_and_when_read():
     spec = ssh_spec()
     record = records.build(spec, [spec.slots[0].rule_id], {"hostname": "h" * records.MAX_RECORD_BYTES}, 1.0,
@@ -198,3 +210,186 @@ def test_a_child_alert_becomes_a_record_of_its_parent_keyed_by_the_parents_group
     # a base rule never feeds a correlation slot, nor a child alert a base slot
     assert records.build(parent, [rule], event, 1.0, Origin("auth", 0, 1)) is None
     assert records.build(child, [child.info.id], context, 1.0, Origin("auth", 0, 1), ref="k") is None
+
+
+ANOMALY: dict[str, Any] = {"v": 2, "k": "a", "id": "k1", "t": 2.0, "o": ["t", 1, 7], "f": {"host": "h"},
+                           "s": ["linux", None, "auth"], "m": 1}
+_ODD = [None, True, False, -1, 0, 1, 2, 2 ** 63 - 1, 2 ** 63, 0.0, 1.0, 2.0, 0.5, float("nan"), float("inf"), "", "1",
+        "x" * 249, "x" * 250, "x" * 512, "x" * 513, [], {}]
+"""Values around every bound and of every type the inline checks look at."""
+_ITEMS = st.sampled_from(["t", "k", "r", *_ODD])
+_CHANGES = {
+    "v": st.sampled_from([1, 2, 3, 0, True, 1.0, 2.0, "2", None]),
+    "k": st.sampled_from(["c", "a", "w", "z", None]),
+    "id": st.sampled_from(["c1", *_ODD]),
+    "r": st.one_of(st.lists(_ITEMS, max_size=3), st.sampled_from([["r"] * 64, ["r"] * 65, "r1"])),
+    "t": st.sampled_from(_ODD),
+    "o": st.one_of(st.lists(_ITEMS, min_size=2, max_size=5), st.tuples(st.just("t"), _ITEMS, _ITEMS).map(list),
+                   st.tuples(st.just("t"), st.just(0), st.just(1), _ITEMS).map(list), st.sampled_from(_ODD)),
+    "f": st.sampled_from([{"a": 1}, {str(i): i for i in range(64)}, {str(i): i for i in range(65)}, *_ODD]),
+    "x": st.sampled_from(["p|k", *_ODD]),
+    "s": st.one_of(st.lists(_ITEMS, max_size=4), st.sampled_from(_ODD)),
+    "m": st.sampled_from(_ODD),
+}
+"""Per field, values of every type the inline checks look at, around their bounds (valid ones too)."""
+
+
+def _outcome(doc: Any) -> str:
+    """What reading ``doc`` gives: the record's ``repr`` (types included: ``True`` is not ``1``) or the error."""
+    try:
+        return repr(records.from_mapping(doc))
+    except RecordError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _checked_outcome(doc: Any) -> str:
+    try:
+        return repr(records._checked(doc))
+    except RecordError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+BASES = [GOOD, {**GOOD, "v": 2, "x": "parent|key", "o": ["t", 0, 5, "3"]}, ANOMALY, {**ANOMALY, "s": None, "m": None}]
+_SINGLE = ["t", "k", "r", *_ODD]
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_the_inline_reader_agrees_with_the_checked_one_on_every_single_field_change(base: dict[str, Any]) -> None:
+    """Every field of a good record set to every odd value, and in origins, rules and log sources
+    every item: the inline reader's outcome is the field-by-field reader's."""
+    docs: list[Any] = [base, [base], {**base, "extra": 1}]
+    for key in _CHANGES:
+        docs.append({k: v for k, v in base.items() if k != key})
+        docs += [{**base, key: value} for value in ["c", "a", "w", 1, 2, *_ODD]]
+        if isinstance(base.get(key), list):
+            for index in range(len(base[key]) + 1):
+                docs += [{**base, key: [*base[key][:index], value, *base[key][index + 1:]]} for value in _SINGLE]
+    for doc in docs:
+        assert _outcome(doc) == _checked_outcome(doc), doc
+
+
+@settings(max_examples=1000, deadline=None)
+@given(base=st.sampled_from(BASES),
+       changes=st.lists(st.sampled_from(sorted(_CHANGES)).flatmap(lambda key: st.tuples(st.just(key), _CHANGES[key])),
+                        max_size=2),
+       drop=st.lists(st.sampled_from(sorted(_CHANGES)), max_size=2))
+def test_the_inline_reader_reads_and_refuses_exactly_what_the_checked_one_does(
+        base: dict[str, Any], changes: list[tuple[str, Any]], drop: list[str]) -> None:
+    """Stage 2's hot path (:func:`records.from_mapping`'s inline checks) against the field-by-field reader."""
+    doc = {key: value for key, value in {**base, **dict(changes)}.items() if key not in drop}
+    assert _outcome(doc) == _checked_outcome(doc)
+
+
+# --- stage 1's planned builders against the plain ones they replace ------------------------------
+
+_VALUES = st.one_of(st.sampled_from(["Web-1", "web-1", "", "x", "1", "failure"]), st.integers(-2, 2), st.booleans(), st.none(),
+                    st.floats(allow_nan=True, allow_infinity=True), st.just([]), st.lists(st.sampled_from(["a", 1]),
+                                                                                          max_size=2))
+_NAMES = st.sampled_from(["host", "HOST", "Host", "user.name", "user", "src", "pid", "outcome", "ts"])
+_EVENTS = st.recursive(st.dictionaries(_NAMES, _VALUES, max_size=6),
+                       lambda inner: st.dictionaries(_NAMES, st.one_of(_VALUES, inner), max_size=6), max_leaves=12)
+"""Events whose field names collide in case, in dots against nesting, and hold every kind of value."""
+
+
+def _build_reference(how: records.Plan, event: dict[str, Any], ts: float, origin: Origin) -> Any:
+    """:func:`records.build_planned` as it was: every field read with :func:`get`."""
+    from detectors.correlation.fields import key_part
+    from detectors.event import MISSING, get
+
+    fields: dict[str, Any] = {}
+    for name in how.names:
+        value = get(event, name)
+        if value is MISSING:
+            return None
+        fields[name] = value
+    group = tuple(key_part(fields[name]) for name in how.first)
+    for name in how.extra:
+        if name not in fields:
+            value = get(event, name)
+            if value is not MISSING:
+                fields[name] = value
+    return StateRecord(how.correlation, how.rules, ts, origin, fields, group)
+
+
+@settings(max_examples=400, deadline=None)
+@given(event=_EVENTS, first=st.sampled_from([("host",), ("host", "user.name"), ()]),
+       values=st.sampled_from([(), ("pid",), ("user.name",)]), extra=st.sampled_from([(), ("src", "HOST")]))
+def test_a_planned_record_is_the_one_every_field_read_with_get_gives(
+        event: dict[str, Any], first: tuple[str, ...], values: tuple[str, ...], extra: tuple[str, ...]) -> None:
+    how = records.Plan("c1", tuple(dict.fromkeys((*first, *values))), first, ("r1",), extra)
+    origin = Origin("t", 0, 1)
+    built, expected = records.build_planned(how, event, 5.0, origin), _build_reference(how, event, 5.0, origin)
+    assert repr(built) == repr(expected)
+
+
+PLANNED_CHECKS = """
+checks:
+  - {id: burst, type: threshold, by: [host], selection: {outcome: failure}, count: 5, window: 5m}
+  - {id: burst-all, type: threshold, by: [host], count: 5, window: 5m}
+  - {id: share, type: ratio, by: [host, user.name], selection: {outcome: failure}, max_ratio: 0.5, window: 2m}
+  - {id: silent, type: silence, by: [_source, host], timeout: 3m}
+  - {id: users, type: cardinality, by: [HOST], field: user.name, max_distinct: 3, window: 10m}
+  - {id: new, type: new_value, by: [host], fields: [user, src], learning: 60s}
+  - {id: pid, type: metric, by: [host], field: pid, timestamp_field: ts}
+  - {id: volume, type: volume, by: [_source], interval: 1m}
+"""
+
+
+def _checks() -> list[Any]:
+    from detectors.anomaly import AnomalyEngine
+    from detectors.anomaly.spec import parse_checks
+
+    specs, errors = parse_checks(PLANNED_CHECKS)
+    assert not errors
+    engine = AnomalyEngine(specs)
+    assert not engine.errors and len(engine.checks) == 8
+    return list(engine.checks.values())
+
+
+CHECK_OBJECTS = _checks()
+
+
+def _anomaly_reference(check: Any, event: dict[str, Any], ts: float, origin: Origin, logsource: Any) -> Any:
+    """:func:`records.build_anomaly` as it was, before its plans."""
+    from detectors.anomaly.keys import SOURCE_FIELD, key_text, source_text
+    from detectors.anomaly.threshold import RatioCheck, ThresholdCheck
+    from detectors.event import MISSING, get
+
+    selected = None
+    if isinstance(check, ThresholdCheck):
+        if check.matcher is not None and not check.matcher(event):
+            return None
+    elif isinstance(check, RatioCheck):
+        selected = check.matcher(event)
+    group: list[str] = []
+    fields: dict[str, Any] = {}
+    keyed_by_source = False
+    for name in check.by:
+        if name == SOURCE_FIELD:
+            keyed_by_source = True
+            group.append(source_text(logsource))
+            continue
+        value = get(event, name)
+        if value is MISSING:
+            return None
+        fields[name] = value
+        group.append(key_text(value)[0])
+    for name in records.read_fields(check.spec):
+        if name not in fields:
+            value = get(event, name)
+            if value is not MISSING:
+                fields[name] = value
+    source = None
+    if keyed_by_source:
+        source = (None, None, None) if logsource is None else (logsource.product, logsource.category,
+                                                                  logsource.service)
+    return records.AnomalyRecord(check.spec.id, ts, origin, fields, source, selected, tuple(group))
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=_EVENTS, logsource=st.sampled_from([None, LogSource(product="linux", service="auth")]))
+def test_a_planned_anomaly_record_is_the_one_the_check_itself_would_give(event: dict[str, Any], logsource: Any) -> None:
+    origin = Origin("t", 0, 1)
+    for check in CHECK_OBJECTS:
+        built = records.build_anomaly(check, event, 5.0, origin, logsource)
+        assert repr(built) == repr(_anomaly_reference(check, event, 5.0, origin, logsource)), check.spec.id
