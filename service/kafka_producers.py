@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from service import metrics
 
 log = logging.getLogger(__name__)
+
+DISCARD_TIMEOUT_S = 30.0
+"""How long stopping a dropped producer may take (a dead broker connection must not hang the holder)."""
 
 FATAL_ERRORS = frozenset({"ProducerFenced", "OutOfOrderSequenceNumber", "UnknownProducerId",
                           "InvalidProducerEpoch", "ProducerClosed"})
@@ -48,3 +52,67 @@ def note_replaced(producer: str, reason: str, **extra: Any) -> None:
     metrics.KAFKA_PRODUCER_REPLACEMENTS.labels(producer).inc()
     log.warning("kafka producer cannot send any more; a new one is built",
                 extra={"producer": producer, "error": reason, **extra})
+
+
+class ProducerSlot:
+    """One idempotent producer, built on first use and replaced once it can never send again.
+
+    ``build`` makes an unstarted producer; ``prepare`` (optional) runs before each build (a topic
+    check). Holders call :meth:`get` before sending and :meth:`failed` with what a send raised.
+    """
+
+    def __init__(self, label: str, build: Callable[[], Any], prepare: Callable[[], Awaitable[Any]] | None = None,
+                 **log_extra: Any) -> None:
+        self.label = label
+        """The ``producer`` label of ``pipesentry_kafka_producer_replacements_total``."""
+        self._build = build
+        self._prepare = prepare
+        self._extra = log_extra
+        self.current: Any | None = None
+        self._building = asyncio.Lock()
+        """One build at a time: several tasks of a holder may send at once."""
+
+    async def get(self) -> Any:
+        """The producer, built and started when there is none (or the one there has a stopped sender)."""
+        async with self._building:
+            producer = self.current
+            if producer is not None and sender_ended(producer):
+                await self._discard(producer, "its sender stopped")
+                producer = None
+            if producer is None:
+                if self._prepare is not None:
+                    await self._prepare()
+                producer = self._build()
+                try:
+                    await producer.start()
+                except Exception:
+                    await quiet_stop(producer)
+                    raise
+                self.current = producer
+            return producer
+
+    async def failed(self, producer: Any, exc: BaseException) -> None:
+        """After ``producer`` failed with ``exc``: drop it if it can never send again (the caller re-raises)."""
+        if is_fatal(exc) or sender_ended(producer):
+            async with self._building:
+                await self._discard(producer, describe(exc))
+
+    async def _discard(self, producer: Any, reason: str) -> None:
+        if self.current is not producer:
+            return  # dropped already (another sender saw it first), or stopped
+        self.current = None
+        note_replaced(self.label, reason, **self._extra)
+        await quiet_stop(producer)
+
+    async def stop(self) -> None:
+        producer, self.current = self.current, None
+        if producer is not None:
+            await producer.stop()
+
+
+async def quiet_stop(producer: Any, timeout_s: float = DISCARD_TIMEOUT_S) -> None:
+    """Stop a producer that failed (bounded; an error stopping it is only logged)."""
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except Exception as exc:
+        log.warning("error while stopping a dropped kafka producer", extra={"error": describe(exc)})

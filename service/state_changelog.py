@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from service import metrics
 from service.config import KafkaSettings
 from service.errors import RetriableError
-from service.kafka_producers import describe, is_fatal, note_replaced, sender_ended
+from service.kafka_producers import ProducerSlot, describe
 from service.sources.kafka.client import client_kwargs
 from service.state_store import StateStore
 
@@ -174,13 +174,13 @@ class ChangelogStore:
         self.partitions = partitions
         """Partitions to create the topic with when it does not exist (an existing topic keeps its own)."""
         self._kafka = kafka
-        self._producer_factory = producer_factory
         self._consumer_factory = consumer_factory
         self._admin_factory = admin_factory
         self._chunk_bytes = max(1, min(chunk_bytes, kafka.max_message_bytes // 2))
         self._load_timeout_s = load_timeout_s
-        self._producer: Any | None = None
-        self._building = asyncio.Lock()
+        self._slot = ProducerSlot("state_changelog", lambda: producer_factory(
+            **client_kwargs(kafka), acks="all", enable_idempotence=True,
+            max_request_size=max(1_048_576, 2 * self._chunk_bytes)), self._partitions, topic=topic)
         self._count: int | None = None
         """The topic's partition count, read once it exists."""
         self._written: dict[str, tuple[str, int]] = {}
@@ -237,14 +237,12 @@ class ChangelogStore:
         return document
 
     async def stop(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        await self._slot.stop()
 
     # ---- Kafka
 
     async def _save(self, scope: str, detector: str, data: bytes) -> None:
-        producer = await self._usable()
+        producer = await self._slot.get()
         partition = partition_of(scope, await self._partitions())
         generation = secrets.token_hex(8)
         step = self._chunk_bytes
@@ -258,7 +256,7 @@ class ChangelogStore:
             head = Head(generation, len(parts), len(data), digest)
             await (await producer.send(self.topic, head.encode(), key=key.encode(), partition=partition))
         except Exception as exc:
-            await self._failed(producer, exc)
+            await self._slot.failed(producer, exc)
             raise
         previous = self._written.get(key)
         self._written[key] = (generation, len(parts))
@@ -268,7 +266,7 @@ class ChangelogStore:
     async def _delete(self, scope: str, keys: list[str]) -> None:
         """Tombstones for chunks no head names any more; a failure only leaves garbage behind."""
         try:
-            producer = await self._usable()
+            producer = await self._slot.get()
             partition = partition_of(scope, await self._partitions())
             sent = [await producer.send(self.topic, None, key=key.encode(), partition=partition) for key in keys]
             await asyncio.gather(*sent)
@@ -296,32 +294,6 @@ class ChangelogStore:
         finally:
             await consumer.stop()
         return assembler
-
-    async def _usable(self) -> Any:
-        async with self._building:
-            producer = self._producer
-            if producer is not None and sender_ended(producer):
-                self._producer = None
-                note_replaced("state_changelog", "its sender stopped", topic=self.topic)
-                await _quiet_stop(producer)
-                producer = None
-            if producer is None:
-                await self._partitions()
-                producer = self._producer_factory(**client_kwargs(self._kafka), acks="all", enable_idempotence=True,
-                                                  max_request_size=max(1_048_576, 2 * self._chunk_bytes))
-                try:
-                    await producer.start()
-                except Exception:
-                    await _quiet_stop(producer)
-                    raise
-                self._producer = producer
-            return producer
-
-    async def _failed(self, producer: Any, exc: BaseException) -> None:
-        if (is_fatal(exc) or sender_ended(producer)) and self._producer is producer:
-            self._producer = None
-            note_replaced("state_changelog", describe(exc), topic=self.topic)
-            await _quiet_stop(producer)
 
     async def _partitions(self) -> int:
         """The topic's partition count (read once), creating the compacted topic if it does not exist."""
@@ -368,10 +340,3 @@ def _document(assembler: Assembler) -> dict[str, Any] | None:
     if document is not None and not isinstance(document, dict):
         raise ValueError(f"top level is {type(document).__name__}, not an object")
     return document
-
-
-async def _quiet_stop(producer: Any) -> None:
-    try:
-        await asyncio.wait_for(producer.stop(), 10)
-    except Exception as exc:
-        log.warning("state changelog: error while stopping a dropped producer", extra={"error": describe(exc)})

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 
 from service import metrics
 from service.config import KafkaSettings, StateSettings
-from service.kafka_producers import describe, is_fatal, note_replaced, sender_ended
+from service.kafka_producers import ProducerSlot
 from service.keyed.records import (
     PACK_BYTES,
     AnomalyRecord,
@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 Partition = tuple[str, int]
 PARTITION_CACHE = 65_536
 """Record keys whose internal partition :class:`StateRecordProducer` remembers."""
-DISCARD_TIMEOUT_S = 30.0
-"""How long a dropped producer may take to stop (its records failed already: it has nothing to flush)."""
 
 
 @dataclass
@@ -103,15 +101,13 @@ class StateRecordProducer:
         """Stage 2's producer of chained records: its marks are its internal partitions' releases,
         never moved on by the wall clock, and no partition is reported idle (docs/scaling.md)."""
         self._kafka = kafka
-        self._factory = producer_factory
         self._clock = clock
-        self._producer: Any | None = None
         self._running = False
         """Between :meth:`start` (or a first send) and :meth:`stop`: a dropped producer is rebuilt."""
-        self._building = asyncio.Lock()
-        """One producer at a time: the submit step and the watermark timer both send."""
-        self.label = "keyed_chain" if chain else "keyed"
-        """The ``producer`` label of ``pipesentry_kafka_producer_replacements_total``."""
+        self.slot = ProducerSlot("keyed_chain" if chain else "keyed",
+                                 lambda: producer_factory(**client_kwargs(kafka), acks="all", enable_idempotence=True),
+                                 self._topic_ready, topic=self.topic)
+        """The producer (the submit step and the watermark timer both send on it)."""
         self._prepared = False
         self._progress: dict[Partition, tuple[float, float]] = {}
         """Per input partition: newest event time acknowledged, and the wall time it was."""
@@ -144,47 +140,16 @@ class StateRecordProducer:
 
     async def start(self) -> None:
         self._running = True
-        await self._usable()
+        await self.slot.get()
 
-    async def _usable(self) -> Any:
-        """The producer, built when there is none (or the one there has a stopped sender)."""
-        async with self._building:
-            producer = self._producer
-            if producer is not None and sender_ended(producer):
-                await self._discard(producer, "its sender stopped")
-                producer = None
-            if producer is not None:
-                return producer
-            if not self._prepared and self.partitions is not None:
-                await self._ensure_topic(self.partitions)
-                self._prepared = True
-            producer = self._factory(**client_kwargs(self._kafka), acks="all", enable_idempotence=True)
-            try:
-                await producer.start()
-            except Exception:
-                await _quiet_stop(producer)
-                raise
-            self._producer = producer
-            return producer
-
-    async def _failed(self, producer: Any, exc: BaseException) -> None:
-        """After ``producer`` failed with ``exc``: drop it if it can never send again (the caller re-raises)."""
-        if is_fatal(exc) or sender_ended(producer):
-            async with self._building:
-                await self._discard(producer, describe(exc))
-
-    async def _discard(self, producer: Any, reason: str) -> None:
-        if self._producer is not producer:
-            return  # dropped already (the other sender saw it first), or stopped
-        self._producer = None
-        note_replaced(self.label, reason, topic=self.topic)
-        await _quiet_stop(producer)
+    async def _topic_ready(self) -> None:
+        if not self._prepared and self.partitions is not None:
+            await self._ensure_topic(self.partitions)
+            self._prepared = True
 
     async def stop(self) -> None:
         self._running = False
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        await self.slot.stop()
 
     async def send(self, records: Sequence[Any], progress: dict[Partition, float]) -> None:
         """Write every record or raise (the caller retries; nothing is committed meanwhile).
@@ -195,11 +160,11 @@ class StateRecordProducer:
         if records:
             self._unsent.update(progress)
             self._running = True
-            producer = await self._usable()
+            producer = await self.slot.get()
             try:
                 await self._send_records(producer, records)
             except Exception as exc:
-                await self._failed(producer, exc)
+                await self.slot.failed(producer, exc)
                 raise
         self._unsent.difference_update(progress)
         now = self._clock()
@@ -269,7 +234,7 @@ class StateRecordProducer:
         mark = self.watermark(await self.view(), self._clock())
         if not mark.progress and not mark.idle:
             return False
-        producer = await self._usable()  # rebuilt here too when dropped: quiet inputs still need marks
+        producer = await self.slot.get()  # rebuilt here too when dropped: quiet inputs still need marks
         try:
             partitions = await producer.partitions_for(self.topic)
             data = mark.encode()
@@ -277,7 +242,7 @@ class StateRecordProducer:
                        for p in sorted(partitions or ())]
             await asyncio.gather(*futures)
         except Exception as exc:
-            await self._failed(producer, exc)
+            await self.slot.failed(producer, exc)
             raise
         metrics.KEYED_STATE_RECORDS.labels("watermark").inc(len(futures))
         return True
@@ -325,11 +290,3 @@ def _watched(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
 def _retrieved(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-async def _quiet_stop(producer: Any) -> None:
-    """Stop a producer that failed (bounded; an error stopping it is only logged)."""
-    try:
-        await asyncio.wait_for(producer.stop(), DISCARD_TIMEOUT_S)
-    except Exception as exc:
-        log.warning("keyed scope: error while stopping a dropped producer", extra={"error": describe(exc)})

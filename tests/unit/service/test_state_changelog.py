@@ -152,7 +152,7 @@ def test_a_load_returns_the_last_save_that_completed(tmp_path_factory, saves, ch
         expected: dict[str, Any] | None = None
         for n, (size, cut) in enumerate(saves):
             snapshot = doc(n, size)
-            if store._producer is not None and cut is not None:
+            if topic.producers.built and cut is not None:
                 topic.producers.current.failures = [None] * cut + [KafkaConnectionError("cut")]
             try:
                 await store.save_async(SCOPE, "partition", snapshot)

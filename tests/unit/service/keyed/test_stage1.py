@@ -44,7 +44,7 @@ def producer(clock: list[float] | None = None, chain: bool = False,
 
 
 def fake(stage: StateRecordProducer) -> FakeProducer:
-    built = stage._producer
+    built = stage.slot.current
     assert isinstance(built, FakeProducer)
     return built
 
@@ -243,7 +243,7 @@ async def test_a_sender_that_ends_under_a_send_fails_it_and_the_producer_is_repl
     first.end_sender(RuntimeError("Unexpected error during batch delivery"))  # not a fatal class by name
     with pytest.raises(RuntimeError):
         await sending
-    assert first.stopped == 1 and stage._producer is None
+    assert first.stopped == 1 and stage.slot.current is None
     await stage.send([record("a", 1), record("b", 2)], {("auth", 0): T0 + 2})
     assert len(delivered(factory.current)) == 2
 
@@ -270,7 +270,7 @@ async def test_the_watermark_timer_replaces_a_fenced_producer_and_stage2s_counts
     before = replacements("keyed_chain")
     with pytest.raises(ProducerFenced):
         await chain.send_watermark()
-    assert replacements("keyed_chain") - before == 1 and chain._producer is None
+    assert replacements("keyed_chain") - before == 1 and chain.slot.current is None
     assert await chain.send_watermark()  # rebuilt by the timer itself: quiet inputs still need marks
     assert len(factory.built) == 2 and sorted(p for p in factory.current.routed if p is not None) == [0, 1, 2]
     await chain.stop()
