@@ -25,7 +25,7 @@ use std::sync::Mutex;
 
 use abi::PlanIn;
 use plan::{Plan, ValueCache};
-use shown::{Value, Values};
+use shown::{Firsts, Value, Values};
 use walk::Walk;
 
 create_exception!(
@@ -41,8 +41,9 @@ struct Screen {
     plan: Plan,
     /// The display names of shown fields (`plan.shown.names`), as Python strings.
     names: Vec<Py<PyString>>,
-    /// Verdicts of repeated values, kept across calls (one scan runs at a time per screen).
-    cache: Mutex<ValueCache>,
+    /// Verdicts of repeated values, and the per-atom tables of shown fields, kept across calls
+    /// (one scan runs at a time per screen).
+    cache: Mutex<(ValueCache, Firsts)>,
 }
 
 /// One plan entry, by name (all are required: a plan is complete or refused).
@@ -364,10 +365,10 @@ impl Screen {
             &self.plan,
             time_fields,
             max_depth,
-            std::mem::take(&mut *cache),
+            std::mem::take(&mut cache.0),
         );
         if decide {
-            walk.track_shown();
+            walk.track_shown(std::mem::take(&mut cache.1));
         }
         let (mut matched, mut undecided) = (Vec::new(), Vec::new());
         let outcomes = messages
@@ -418,9 +419,9 @@ impl Screen {
                 }
             })
             .collect();
-        let (new_cache, values) = walk.into_parts();
-        *cache = new_cache;
-        (outcomes, values)
+        let (values, firsts, values_shown) = walk.into_parts();
+        *cache = (values, firsts);
+        (outcomes, values_shown)
     }
 
     /// The decisions as Python receives them (see [`PyDecided`]); a value shown by several
@@ -439,13 +440,26 @@ impl Screen {
                 continue;
             };
             let fields = PyList::empty(py);
+            let mut tuples: Made<'py, Vec<(u32, u32)>> = Vec::new();
+            let mut made_pairs: Made<'py, (u32, u32)> = Vec::new();
             for pairs in shown {
                 let Some(pairs) = pairs else {
                     fields.append(py.None())?;
                     continue;
                 };
+                // matches of one message often show the same fields: one tuple for them all
+                if let Some((_, same)) = tuples.iter().find(|(other, _)| *other == pairs) {
+                    fields.append(same)?;
+                    continue;
+                }
                 let mut items = Vec::with_capacity(pairs.len());
-                for (name, value) in pairs {
+                for &(name, value) in &pairs {
+                    if let Some((_, same)) =
+                        made_pairs.iter().find(|(pair, _)| *pair == (name, value))
+                    {
+                        items.push(same.clone());
+                        continue;
+                    }
                     let slot = &mut made[value as usize];
                     let object = match slot {
                         Some(object) => object.clone(),
@@ -453,16 +467,23 @@ impl Screen {
                             .insert(value_object(py, values, values.values[value as usize])?)
                             .clone(),
                     };
-                    let name = self.names[name as usize].bind(py).clone().into_any();
-                    items.push(PyTuple::new(py, [name, object])?);
+                    let display = self.names[name as usize].bind(py).clone().into_any();
+                    let pair = PyTuple::new(py, [display, object])?;
+                    made_pairs.push(((name, value), pair.clone()));
+                    items.push(pair);
                 }
-                fields.append(PyTuple::new(py, items)?)?;
+                let tuple = PyTuple::new(py, items)?;
+                fields.append(&tuple)?;
+                tuples.push((pairs, tuple));
             }
             out.append((matched, undecided, fields))?;
         }
         Ok(out)
     }
 }
+
+/// Tuples made for one message, by what they hold (fields, or one (display, value) pair).
+type Made<'py, K> = Vec<(K, Bound<'py, PyTuple>)>;
 
 /// A shown value as the Python object the decoder makes of it.
 fn value_object<'py>(

@@ -233,6 +233,17 @@ impl Firsts {
         }
     }
 
+    /// Whether these tables serve a plan of `atoms` atoms (they are kept between calls).
+    pub fn fits(&self, atoms: usize) -> bool {
+        self.active && self.stamps.len() == atoms
+    }
+
+    /// The values the decisions of the calls so far name; the tables stay for the next call.
+    pub fn take_values(&mut self) -> Values {
+        self.kept = (0, 0);
+        std::mem::take(&mut self.values)
+    }
+
     /// A new event: what the last one stored without a decision keeping it is dropped.
     pub fn reset(&mut self) {
         self.reorder = false;

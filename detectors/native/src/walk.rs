@@ -169,16 +169,23 @@ impl<'p> Walk<'p> {
         }
     }
 
-    /// Record, per event, the first values of the atoms the matches of decided rules show.
-    pub fn track_shown(&mut self) {
+    /// Record, per event, the first values of the atoms the matches of decided rules show, in
+    /// `firsts` (the tables of an earlier call, or new ones).
+    pub fn track_shown(&mut self, firsts: Firsts) {
         if self.plan.shown.any() {
-            self.firsts = Firsts::new(self.plan.atom_count, true);
+            self.firsts = if firsts.fits(self.plan.atom_count) {
+                firsts
+            } else {
+                Firsts::new(self.plan.atom_count, true)
+            };
         }
     }
 
-    /// The value cache, and the shown values the batch's decisions name.
-    pub fn into_parts(self) -> (ValueCache, crate::shown::Values) {
-        (self.cache, self.firsts.values)
+    /// The value cache, the shown fields' tables (for the next call) and the shown values the
+    /// batch's decisions name.
+    pub fn into_parts(mut self) -> (ValueCache, Firsts, crate::shown::Values) {
+        let values = self.firsts.take_values();
+        (self.cache, self.firsts, values)
     }
 
     /// Walk one message; false when it is not one JSON object Python would read the same way.
