@@ -15,6 +15,8 @@ and values), and checks every event the screen clears, and the screen's decision
 - ``decided_lost``, ``decided_invented``, ``decided_differs``: a decision that would lose an
   alert, invent one, or make other matches (matched fields included) than the engine does
   (see :func:`judge_decision`); ``scan_decide``: ``scan`` and ``decide`` cleared different events;
+- ``shown_malformed``: the fields the screen gave for a match it decided (``shown_matches``
+  counts them) are not the engine's, pair by pair, value types included;
 - ``cleared_rejected``: it cleared a message the JSON decoder rejects (Python
   dead-letters it; the screen would count it accepted);
 - ``time``: a cleared run's event time is not the one the Python path reads.
@@ -93,6 +95,8 @@ class Report:
     corpus_tried: int = 0
     """Inputs on the rule pack's and SigmaHQ's routes (the rest: generated single-modifier rules)."""
     corpus_decided: int = 0
+    shown_matches: int = 0
+    """Matches whose fields the screen gave (the rest of the decided matches: Python made them)."""
     seconds: float = 0.0
     targets: int = 0
     found: Findings = field(default_factory=Findings)
@@ -113,6 +117,7 @@ class Report:
                 "screen_cleared": self.cleared, "screen_decided": self.decided,
                 "decided_matching": self.decided_matching, "undecided_rules": self.undecided_rules,
                 "corpus_inputs_tried": self.corpus_tried, "corpus_decided": self.corpus_decided,
+                "shown_matches": self.shown_matches,
                 "targets": self.targets, "seconds": round(self.seconds, 1),
                 "findings": self.found.total, "findings_by_kind": dict(self.found.by_kind),
                 "findings_by_target": dict(self.found.by_target.most_common(20)),
@@ -520,11 +525,32 @@ def mutate_event(event: dict[str, Any], rng: random.Random, depth: int = 0) -> d
         if "." in name and rng.random() < 0.5:
             name, value = _nest(name, value, rng)
         out[name] = value
+    if depth == 0 and rng.random() < 0.2:
+        out = _echo(out, rng)
     if depth == 0 and rng.random() < 0.1:
         keys = list(out)
         rng.shuffle(keys)
         out = {k: out[k] for k in keys}
     return out
+
+
+def _echo(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The event with some of its values again where the order Python finds values in is not
+    the order of the message (matched fields show the first value): a sibling key spelled in
+    another case, a list of objects repeating a path, a key before all others."""
+    values = [v for v in event.values() if not isinstance(v, (dict, list))] or ["x"]
+    pick = lambda: mutate_value(rng.choice(values), rng) if rng.random() < 0.5 else rng.choice(values)  # noqa: E731
+    choice = rng.randrange(4)
+    if choice == 0 and event:
+        key = rng.choice(list(event))
+        return {**event, key.swapcase() if key.swapcase() != key else key.upper() + "x": pick()}
+    if choice == 1:
+        name = rng.choice(list(event) or ["m"])
+        return {**event, "echo": [{name: pick()}, {"other": pick()}, {name: pick()}]}
+    if choice == 2 and event:
+        key = rng.choice(list(event))
+        return {key.lower() + ".x": pick(), **event} if rng.random() < 0.5 else {"first": pick(), **event}
+    return {**event, "list": [pick(), {"inner": pick()}, pick()]}
 
 
 def time_value(rng: random.Random) -> Any:
@@ -657,16 +683,31 @@ def check(target: Target, raws: list[bytes], report: Report, max_depth: int = MA
             report.add("time", target.name, b"", f"run {run}: screen {got} != Python {want}")
 
 
-def judge_decision(target: Target, rules: Sequence[Any], decision: tuple[list[int], list[int]],
+def same_fields(shown: Any, python: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether shown fields are the engine's exactly: the same pairs in the same order, each value
+    of the same type (``True == 1 == 1.0`` would hide a wrong one) and text."""
+    if type(shown) is not tuple or len(shown) != len(python):
+        return False
+    for pair, want in zip(shown, python, strict=True):
+        if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not str or pair[0] != want[0]:
+            return False
+        if type(pair[1]) is not type(want[1]) or repr(pair[1]) != repr(want[1]):
+            return False
+    return True
+
+
+def judge_decision(target: Target, rules: Sequence[Any], decision: Any,
                    event: dict[str, Any], matches: list[Any], raw: bytes, report: Report) -> None:
     """A picked event's decision against the Python engine's matches (``matches``):
 
     - ``decided_lost``: a rule Python matches is decided not to match (a lost alert);
     - ``decided_invented``: a rule decided to match does not match in Python (an invented alert);
     - ``decided_differs``: the matches made from the decision (the engine's ``evaluate_decided``)
-      are not Python's, matched fields included.
+      are not Python's, matched fields included;
+    - ``shown_malformed``: the fields the decision shows for a matched rule are not those of the
+      engine's match (see :func:`same_fields`).
     """
-    matched, undecided = decision
+    matched, undecided = decision[0], decision[1]
     report.decided += 1
     report.decided_matching += bool(matched)
     report.undecided_rules += len(undecided)
@@ -679,6 +720,16 @@ def judge_decision(target: Target, rules: Sequence[Any], decision: tuple[list[in
     invented = [rules[p].info.title for p in matched if id(rules[p].info) not in python]
     if invented:
         report.add("decided_invented", target.name, raw, ", ".join(invented))
+    if len(decision) > 2:
+        by_rule = {id(m.rule): m for m in matches}
+        for position, fields in zip(matched, decision[2], strict=True):
+            if fields is None:
+                continue
+            report.shown_matches += 1
+            match = by_rule.get(id(rules[position].info))
+            if match is not None and not same_fields(fields, match.fields):
+                report.add("shown_malformed", target.name, raw,
+                           f"{rules[position].info.title}: shown {fields!r} != Python {match.fields!r}"[:600])
     made = target.ruleset.evaluate_decided(event, rules, decision, target.logsource)
     if made != matches:
         report.add("decided_differs", target.name, raw, f"decided {made!r} != Python {matches!r}"[:600])

@@ -11,7 +11,7 @@ from detectors.sigma.atoms import Atom, View
 from detectors.sigma.compiled import CompiledRule, Context, make_match
 from detectors.sigma.index import RuleIndex
 from detectors.sigma.recipes import Recipe
-from detectors.sigma.screen import Decision, Screen, build
+from detectors.sigma.screen import Decision, Screen, Shown, build
 from detectors.sigma.screen_abi import Plan
 
 if TYPE_CHECKING:  # pySigma's parser is imported to compile rules, not to restore a cached ruleset
@@ -166,29 +166,39 @@ class Ruleset:
         """Same result as :meth:`evaluate`, given the native screen's decision on ``event`` (its
         ``decide`` over the route of ``logsource``; ``rules``: that screen's :attr:`~Screen.rules`).
 
-        Only the rules the decision names are looked at: the matched ones make their matches (the
-        matched fields are read from the event for them alone), the undecided ones are tested
-        one by one, every atom directly (:meth:`evaluate_naive`'s way). A decision leaving more
-        than :data:`MAX_UNDECIDED` rules undecided takes the indexed path instead, and so does one
-        made by a screen that is not this route's (``rules`` another tuple: a replaced ruleset,
-        a route rebuilt since)."""
+        Only the rules the decision names are looked at: the matched ones make their matches (with
+        the fields the decision shows for them, else read from the event for them alone), the
+        undecided ones are tested one by one, every atom directly (:meth:`evaluate_naive`'s way).
+        A decision leaving more than :data:`MAX_UNDECIDED` rules undecided takes the indexed path
+        instead, and so does one made by a screen that is not this route's (``rules`` another
+        tuple: a replaced ruleset, a route rebuilt since)."""
         if type(event) is not dict and not isinstance(event, Mapping):
             return []
-        matched, undecided = decision
+        matched, undecided = decision[0], decision[1]
         route = self._route(logsource)
         screen = route._screen
         if len(undecided) > MAX_UNDECIDED or isinstance(screen, bool) or screen is None or screen.rules is not rules:
             return route.evaluate(event, self._atoms)  # also a decision by another ruleset's (or route's) screen
+        shown: list[Shown | None] | None = decision[2] if len(decision) > 2 else None
         if not undecided:
             if not matched:
                 return []
-            ctx = None  # the event is flattened only if a matched rule shows fields
+            ctx = None  # the event is flattened only if a matched rule's fields are not shown
         else:
             ctx = Context(View(flatten(event, self.cased_fields)), {}, self._atoms, naive=True)
+            decided = matched
             matched = sorted([*matched, *(p for p in undecided if rules[p].naive(ctx))])
+            if shown is not None:  # aligned with the matched rules again (undecided ones: none shown)
+                by_position = dict(zip(decided, shown, strict=True))
+                shown = [by_position.get(position) for position in matched]
         out: list[Match] = []
-        for position in matched:
+        for at, position in enumerate(matched):
             rule = rules[position]
+            if shown is not None:
+                fields = shown[at]
+                if fields is not None and (fields or rule.positives):  # else the shared bare match
+                    out.append(new_match(rule.info, fields))
+                    continue
             if not rule.positives:  # nothing to show (make_match's answer without the event)
                 info = rule.info
                 bare = self._bare.get(id(info))

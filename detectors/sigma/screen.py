@@ -53,10 +53,15 @@ except ImportError:  # pragma: no cover - exercised where the extension is not b
 AVAILABLE = _native is not None
 
 
-Decision = tuple[list[int], list[int]]
+Shown = tuple[tuple[str, Any], ...]
+"""The fields a match shows (:attr:`detectors.model.Match.fields`): (display name, value) pairs."""
+
+Decision = tuple[list[int], list[int]] | tuple[list[int], list[int], list[Shown | None]]
 """The rules of one picked event, by position in the route's rules (:attr:`Screen.rules`), both
 ascending: those that match, and those the screen cannot decide (Python evaluates them). Every
-other rule of the route does not match."""
+other rule of the route does not match. The extension adds, per matched rule, the fields its
+match shows as the Python engine would make them, or None (Python makes them); a decision of
+two parts (an older extension, tests) has Python make them all."""
 
 Decided = tuple[list[int], list[float], list[Decision | None]]
 """``Screen.decide``'s answer: picked positions, cleared runs' latest event times, and per picked
@@ -295,9 +300,15 @@ def export_plan(index: RuleIndex, atoms: list[Atom], cased_fields: bool = False)
                                                     for op, arg in program] for program in programs]
     special = [_special(ids.one(aid), atoms[aid]) for aid in exact.special]
     checks = [_check(ids.local[aid], atoms[aid]) for aid in sorted(checked)]
+    local = ids.local  # numbered: a program names every atom of its rule
+    shown = [None if program is None else [local[aid] for aid in rule.positives]
+             for rule, program in zip(index.rules, programs, strict=True)]
+    displays = [""] * len(local)
+    for aid, number in local.items():
+        displays[number] = atoms[aid].display
     return Plan(fields=list(fields.items()), keywords=keywords, checks=checks, triggers=triggers, rest=rest,
                 undecided=sorted(undecided), programs=local_programs, untriggered=untriggered, special=special,
-                atom_count=len(ids.local), cased_fields=cased_fields)
+                displays=displays, shown=shown, atom_count=len(local), cased_fields=cased_fields)
 
 
 class NativeScreen:

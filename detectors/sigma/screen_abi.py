@@ -16,7 +16,7 @@ from typing import NamedTuple
 from detectors.errors import DetectorError
 from detectors.event import MAX_DEPTH
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 """Version of the plan format; the extension accepts this one only."""
 
 STRICT_DEPTH = MAX_DEPTH - 2
@@ -154,6 +154,12 @@ class Plan(NamedTuple):
     untriggered: list[int]
     """Rule positions without a trigger, whose programs run on every event."""
     special: list[Special]
+    displays: list[str]
+    """Per atom, the name a match shows it under (:attr:`detectors.sigma.atoms.Atom.display`)."""
+    shown: list[list[int] | None]
+    """Per rule position, its positive atoms in rule order (:attr:`CompiledRule.positives`), for the
+    rules the screen may decide to match (with a program), else None: a decision gives the fields
+    their matches show (``make_match``'s), so Python need not flatten the event for them."""
     atom_count: int
     cased_fields: bool = False
     """Keys are compared as spelled (``rules.field_names: sensitive``): the walk does not lower-case

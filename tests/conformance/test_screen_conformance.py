@@ -6,7 +6,8 @@ the route of every rule set a service would use (all rules, and the event's own
 log source). A cleared event must have no match, and its event time must be the
 one the Python path reads; for a picked event, the matches made from the screen's
 decision (``Ruleset.evaluate_decided``) must be exactly the engine's, matched
-fields included. The screen must also clear most events without a match, and
+fields included, and the fields the decision shows for a rule it decided to match must be the
+engine's pair by pair, value types included. The screen must also clear most events without a match, and
 decide most of them, or it would be a no-op that passes trivially.
 """
 
@@ -23,6 +24,7 @@ import pytest
 from sigma.rule import SigmaRule
 
 from bench.eventgen import generate
+from bench.fuzz_screen import same_fields
 from detectors.model import LogSource
 from detectors.sigma import LoadResult, Ruleset
 from detectors.sigma.screen import AVAILABLE
@@ -52,6 +54,8 @@ class Tally:
         self.cleared = 0
         self.decided = 0
         """Picked events with a decision that leaves no rule to Python."""
+        self.shown = 0
+        """Matches whose fields the screen gave."""
         self.problems: list[str] = []
 
     def check(self, ruleset: Ruleset, logsource: LogSource | None, events: list[dict[str, Any]]) -> None:
@@ -73,6 +77,13 @@ class Tally:
                 if made != matches:
                     self.problems.append(f"decided {[m.rule.title for m in made]} ({decision}) but matches "
                                          f"{[m.rule.title for m in matches]}: {raw[:300]!r}")
+                by_rule = {id(m.rule): m.fields for m in matches}
+                for position, fields in zip(decision[0], decision[2], strict=True):
+                    want = by_rule.get(id(screen.rules[position].info))
+                    if fields is not None and want is not None:
+                        self.shown += 1
+                        if not same_fields(fields, want):
+                            self.problems.append(f"shown {fields!r} but matched fields {want!r}: {raw[:300]!r}")
                 said = {id(screen.rules[p].info) for p in decision[0]}
                 if said - {id(m.rule) for m in matches}:
                     self.problems.append(f"decided to match {decision[0]}, matches "
@@ -88,7 +99,7 @@ class Tally:
     def assert_sound(self, cleared_share: float) -> None:
         """No problem, and at least ``cleared_share`` of the non-matching events cleared."""
         print(f"screen: {self.events} events, {self.matching} matching, {self.cleared} cleared, "
-              f"{self.decided} decided in full")
+              f"{self.decided} decided in full, {self.shown} matches with shown fields")
         assert not self.problems, f"{len(self.problems)} problems:\n" + "\n".join(self.problems[:30])
         quiet = self.events - self.matching
         assert self.matching > 0 and quiet > 0

@@ -4,7 +4,7 @@
 //! ways. A plan of another version is refused before anything of it is read.
 
 /// Version of the plan format (`screen_abi.ABI_VERSION`).
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// An enum of the plan format: each member with its Python name and integer code.
 macro_rules! abi_enum {
@@ -124,6 +124,10 @@ pub struct PlanIn {
     pub programs: Vec<Option<Vec<(i64, u32)>>>,
     pub untriggered: Vec<u32>,
     pub special: Vec<SpecialIn>,
+    /// Per atom, the name a match shows it under (`screen_abi.Plan.displays`).
+    pub displays: Vec<String>,
+    /// Per rule position, its positive atoms in rule order, or None (`screen_abi.Plan.shown`).
+    pub shown: Vec<Option<Vec<u32>>>,
     pub atom_count: usize,
     /// Keys compared as spelled (`screen_abi.Plan.cased_fields`).
     pub cased_fields: bool,

@@ -11,6 +11,7 @@
 mod abi;
 mod glob;
 mod plan;
+mod shown;
 mod time;
 mod walk;
 
@@ -18,12 +19,13 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use std::sync::Mutex;
 
 use abi::PlanIn;
 use plan::{Plan, ValueCache};
+use shown::{Firsts, Value, Values};
 use walk::Walk;
 
 create_exception!(
@@ -37,8 +39,11 @@ create_exception!(
 #[pyclass(module = "detectors._native", frozen)]
 struct Screen {
     plan: Plan,
-    /// Verdicts of repeated values, kept across calls (one scan runs at a time per screen).
-    cache: Mutex<ValueCache>,
+    /// The display names of shown fields (`plan.shown.names`), as Python strings.
+    names: Vec<Py<PyString>>,
+    /// Verdicts of repeated values, and the per-atom tables of shown fields, kept across calls
+    /// (one scan runs at a time per screen).
+    cache: Mutex<(ValueCache, Firsts)>,
 }
 
 /// One plan entry, by name (all are required: a plan is complete or refused).
@@ -51,7 +56,7 @@ fn entry<'py, T: FromPyObjectOwned<'py>>(plan: &Bound<'py, PyDict>, name: &str) 
     }
 }
 
-const ENTRIES: [&str; 13] = [
+const ENTRIES: [&str; 15] = [
     "abi_version",
     "fields",
     "keywords",
@@ -62,6 +67,8 @@ const ENTRIES: [&str; 13] = [
     "programs",
     "untriggered",
     "special",
+    "displays",
+    "shown",
     "atom_count",
     "cased_fields",
     "strict_depth",
@@ -106,13 +113,22 @@ impl Screen {
             programs: entry(plan, "programs")?,
             untriggered: entry(plan, "untriggered")?,
             special: entry(plan, "special")?,
+            displays: entry(plan, "displays")?,
+            shown: entry(plan, "shown")?,
             atom_count: entry(plan, "atom_count")?,
             cased_fields: entry(plan, "cased_fields")?,
             strict_depth: entry(plan, "strict_depth")?,
         };
         let plan = Plan::from_input(input).map_err(PyValueError::new_err)?;
+        let names = plan
+            .shown
+            .names
+            .iter()
+            .map(|name| PyString::intern(py, name).unbind())
+            .collect();
         Ok(Screen {
             plan,
+            names,
             cache: Mutex::default(),
         })
     }
@@ -143,7 +159,7 @@ impl Screen {
             .iter()
             .map(|v| v.cast_into::<PyBytes>().ok())
             .collect();
-        let outcomes = self.outcomes(
+        let (outcomes, _) = self.outcomes(
             py,
             &owned,
             time_fields.as_deref(),
@@ -163,15 +179,15 @@ impl Screen {
     /// of those Python must evaluate (ascending; every other rule does not match). A message
     /// whose rules all decide to no match is cleared, unless its event time needs Python.
     #[pyo3(signature = (values, fallbacks, time_fields, max_bytes, max_depth))]
-    fn decide(
+    fn decide<'py>(
         &self,
-        py: Python<'_>,
-        values: &Bound<'_, PyList>,
-        fallbacks: &Bound<'_, PyList>,
+        py: Python<'py>,
+        values: &Bound<'py, PyList>,
+        fallbacks: &Bound<'py, PyList>,
         time_fields: Option<Vec<String>>,
         max_bytes: usize,
         max_depth: usize,
-    ) -> PyResult<Decided> {
+    ) -> PyResult<PyDecided<'py>> {
         if time_fields.is_some() && fallbacks.len() != values.len() {
             return Err(PyValueError::new_err(
                 "fallbacks and values differ in length",
@@ -181,7 +197,7 @@ impl Screen {
             .iter()
             .map(|v| v.cast_into::<PyBytes>().ok())
             .collect();
-        let outcomes = self.outcomes(
+        let (outcomes, values) = self.outcomes(
             py,
             &owned,
             time_fields.as_deref(),
@@ -189,9 +205,10 @@ impl Screen {
             max_depth,
             true,
         );
-        runs(outcomes, |position| {
+        let (picked, latest, decisions) = runs(outcomes, |position| {
             fallbacks.get_item(position)?.extract::<i64>()
-        })
+        })?;
+        Ok((picked, latest, self.decisions(py, decisions, &values)?))
     }
 
     /// Like [`Screen::scan`] over Kafka records (objects with `value` and `timestamp`, in
@@ -210,7 +227,7 @@ impl Screen {
             .iter()
             .map(|record| record.getattr(value).ok()?.cast_into::<PyBytes>().ok())
             .collect();
-        let outcomes = self.outcomes(
+        let (outcomes, _) = self.outcomes(
             py,
             &owned,
             time_fields.as_deref(),
@@ -230,20 +247,20 @@ impl Screen {
 
     /// [`Screen::decide`] over Kafka records, as [`Screen::scan_records`] reads them.
     #[pyo3(signature = (records, time_fields, max_bytes, max_depth))]
-    fn decide_records(
+    fn decide_records<'py>(
         &self,
-        py: Python<'_>,
-        records: &Bound<'_, PyList>,
+        py: Python<'py>,
+        records: &Bound<'py, PyList>,
         time_fields: Option<Vec<String>>,
         max_bytes: usize,
         max_depth: usize,
-    ) -> PyResult<Decided> {
+    ) -> PyResult<PyDecided<'py>> {
         let value = intern!(py, "value");
         let owned: Vec<Option<Bound<'_, PyBytes>>> = records
             .iter()
             .map(|record| record.getattr(value).ok()?.cast_into::<PyBytes>().ok())
             .collect();
-        let outcomes = self.outcomes(
+        let (outcomes, values) = self.outcomes(
             py,
             &owned,
             time_fields.as_deref(),
@@ -252,21 +269,28 @@ impl Screen {
             true,
         );
         let timestamp = intern!(py, "timestamp");
-        runs(outcomes, |position| {
+        let (picked, latest, decisions) = runs(outcomes, |position| {
             records
                 .get_item(position)?
                 .getattr(timestamp)?
                 .extract::<i64>()
-        })
+        })?;
+        Ok((picked, latest, self.decisions(py, decisions, &values)?))
     }
 }
 
-/// The rules of one message: (matched, undecided) rule positions.
-type Decision = (Vec<u32>, Vec<u32>);
+/// The rules of one message: (matched, undecided) rule positions, and per matched rule the
+/// (display name, value) numbers of the fields its match shows (None: Python makes them).
+type Decision = (Vec<u32>, Vec<u32>, Vec<Option<Vec<(u32, u32)>>>);
 
 /// Picked positions, the latest event time of each cleared run, and each picked message's
 /// decision (None: not decided).
 type Decided = (Vec<usize>, Vec<f64>, Vec<Option<Decision>>);
+
+/// [`Decided`] as Python receives it: each decision a tuple `(matched, undecided, shown)`, where
+/// `shown` holds, per matched rule, the tuple of the `(display name, value)` pairs its match
+/// shows, or None.
+type PyDecided<'py> = (Vec<usize>, Vec<f64>, Bound<'py, PyList>);
 
 /// What the screen made of one message.
 enum Outcome {
@@ -313,7 +337,7 @@ impl Screen {
         max_bytes: usize,
         max_depth: usize,
         decide: bool,
-    ) -> Vec<Outcome> {
+    ) -> (Vec<Outcome>, Values) {
         let messages: Vec<Option<&[u8]>> = owned
             .iter()
             .map(|b| b.as_ref().map(|b| b.as_bytes()))
@@ -328,10 +352,11 @@ impl Screen {
         max_bytes: usize,
         max_depth: usize,
         decide: bool,
-    ) -> Vec<Outcome> {
+    ) -> (Vec<Outcome>, Values) {
         if self.plan.always && !decide {
             // some rule may match whatever a message holds: reading the messages cannot clear one
-            return messages.iter().map(|_| Outcome::Picked(None)).collect();
+            let outcomes = messages.iter().map(|_| Outcome::Picked(None)).collect();
+            return (outcomes, Values::default());
         }
         let timed = time_fields.is_some();
         let time_fields = time_fields.unwrap_or_default();
@@ -340,8 +365,11 @@ impl Screen {
             &self.plan,
             time_fields,
             max_depth,
-            std::mem::take(&mut *cache),
+            std::mem::take(&mut cache.0),
         );
+        if decide {
+            walk.track_shown(std::mem::take(&mut cache.1));
+        }
         let (mut matched, mut undecided) = (Vec::new(), Vec::new());
         let outcomes = messages
             .iter()
@@ -354,12 +382,27 @@ impl Screen {
                     return Outcome::Picked(None);
                 }
                 let decision = if decide {
-                    let Walk { hits, tried, .. } = &mut walk;
+                    let Walk {
+                        hits,
+                        tried,
+                        firsts,
+                        ..
+                    } = &mut walk;
                     self.plan.decide(hits, tried, &mut matched, &mut undecided);
                     if !matched.is_empty() || !undecided.is_empty() {
-                        return Outcome::Picked(Some((matched.clone(), undecided.clone())));
+                        let present = |atom| (!hits.unknown(atom)).then(|| hits.has(atom));
+                        let shown = matched
+                            .iter()
+                            .map(|&position| {
+                                firsts
+                                    .active
+                                    .then(|| self.plan.shown.fields(position, present, firsts))
+                                    .flatten()
+                            })
+                            .collect();
+                        return Outcome::Picked(Some((matched.clone(), undecided.clone(), shown)));
                     }
-                    Some((Vec::new(), Vec::new()))
+                    Some((Vec::new(), Vec::new(), Vec::new()))
                 } else if self.plan.candidate(&walk.hits, &mut walk.tried) {
                     return Outcome::Picked(None);
                 } else {
@@ -376,9 +419,86 @@ impl Screen {
                 }
             })
             .collect();
-        *cache = walk.into_cache();
-        outcomes
+        let (values, firsts, values_shown) = walk.into_parts();
+        *cache = (values, firsts);
+        (outcomes, values_shown)
     }
+
+    /// The decisions as Python receives them (see [`PyDecided`]); a value shown by several
+    /// matches of a message is one Python object.
+    fn decisions<'py>(
+        &self,
+        py: Python<'py>,
+        decisions: Vec<Option<Decision>>,
+        values: &Values,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut made: Vec<Option<Bound<'py, PyAny>>> = vec![None; values.values.len()];
+        let out = PyList::empty(py);
+        for decision in decisions {
+            let Some((matched, undecided, shown)) = decision else {
+                out.append(py.None())?;
+                continue;
+            };
+            let fields = PyList::empty(py);
+            let mut tuples: Made<'py, Vec<(u32, u32)>> = Vec::new();
+            let mut made_pairs: Made<'py, (u32, u32)> = Vec::new();
+            for pairs in shown {
+                let Some(pairs) = pairs else {
+                    fields.append(py.None())?;
+                    continue;
+                };
+                // matches of one message often show the same fields: one tuple for them all
+                if let Some((_, same)) = tuples.iter().find(|(other, _)| *other == pairs) {
+                    fields.append(same)?;
+                    continue;
+                }
+                let mut items = Vec::with_capacity(pairs.len());
+                for &(name, value) in &pairs {
+                    if let Some((_, same)) =
+                        made_pairs.iter().find(|(pair, _)| *pair == (name, value))
+                    {
+                        items.push(same.clone());
+                        continue;
+                    }
+                    let slot = &mut made[value as usize];
+                    let object = match slot {
+                        Some(object) => object.clone(),
+                        None => slot
+                            .insert(value_object(py, values, values.values[value as usize])?)
+                            .clone(),
+                    };
+                    let display = self.names[name as usize].bind(py).clone().into_any();
+                    let pair = PyTuple::new(py, [display, object])?;
+                    made_pairs.push(((name, value), pair.clone()));
+                    items.push(pair);
+                }
+                let tuple = PyTuple::new(py, items)?;
+                fields.append(&tuple)?;
+                tuples.push((pairs, tuple));
+            }
+            out.append((matched, undecided, fields))?;
+        }
+        Ok(out)
+    }
+}
+
+/// Tuples made for one message, by what they hold (fields, or one (display, value) pair).
+type Made<'py, K> = Vec<(K, Bound<'py, PyTuple>)>;
+
+/// A shown value as the Python object the decoder makes of it.
+fn value_object<'py>(
+    py: Python<'py>,
+    values: &Values,
+    value: Value,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Str(start, end) => PyString::new(py, values.text(start, end)).into_any(),
+        Value::Int(v) => v.into_pyobject(py)?.into_any(),
+        Value::UInt(v) => v.into_pyobject(py)?.into_any(),
+        Value::Float(v) => v.into_pyobject(py)?.into_any(),
+        Value::Bool(v) => pyo3::types::PyBool::new(py, v).to_owned().into_any(),
+        Value::Null => py.None().into_bound(py),
+    })
 }
 
 #[pymodule]

@@ -12,6 +12,7 @@ use regex::bytes::{Regex, RegexBuilder};
 
 use crate::abi::{CheckKind, FieldIn, Op, PlanIn, SpecialKind};
 use crate::glob;
+use crate::shown::Shown;
 
 /// How an indexed atom is confirmed once its key was found.
 pub enum Check {
@@ -416,6 +417,8 @@ pub struct Plan {
     pub cased_fields: bool,
     pub atom_count: usize,
     pub key_count: usize,
+    /// What the matches of the rules decided to match show.
+    pub shown: Shown,
 }
 
 pub struct Special {
@@ -888,6 +891,8 @@ impl Plan {
             programs,
             untriggered,
             special,
+            displays,
+            shown,
             atom_count,
             cased_fields,
             strict_depth,
@@ -929,10 +934,14 @@ impl Plan {
             mark(&fp, &mut indexed)?;
             field_map.insert(path, fp);
         }
+        let mut keyword_atoms = Vec::new();
         let keywords = match keywords {
             Some(input) => {
                 let fp = field_plan(input, &mut key_base, keyword_id)?;
                 mark(&fp, &mut indexed)?;
+                let mut only = vec![false; atom_count];
+                mark(&fp, &mut only)?;
+                keyword_atoms.extend((0..atom_count as u32).filter(|&a| only[a as usize]));
                 Some(fp)
             }
             None => None,
@@ -1010,6 +1019,12 @@ impl Plan {
             });
         }
         let strict = programs.iter().any(Option::is_some) || !specials.is_empty();
+        if shown.len() != rest.len() {
+            return Err("shown fields do not fit the rules".to_owned());
+        }
+        let special_kinds: Vec<(u32, SpecialKind, bool)> =
+            specials.iter().map(|s| (s.atom, s.kind, s.want)).collect();
+        let shown = Shown::new(displays, shown, atom_count, &keyword_atoms, &special_kinds)?;
         Ok(Plan {
             fields: field_map,
             keywords,
@@ -1036,6 +1051,7 @@ impl Plan {
             cased_fields,
             atom_count,
             key_count: key_base,
+            shown,
         })
     }
 }
@@ -1071,6 +1087,8 @@ mod tests {
             programs: vec![Some(vec![(ATOM, 0), (ATOM, 1), (NOT, 0), (AND, 2)])],
             untriggered: vec![],
             special: vec![],
+            displays: vec!["a".into(), "b".into()],
+            shown: vec![Some(vec![0])],
             atom_count: 2,
             cased_fields: false,
             strict_depth: 30,
@@ -1251,6 +1269,7 @@ mod tests {
                 false,
                 true,
             )],
+            displays: vec!["a".into()],
             atom_count: 1,
             ..clone_input(&plan_input_untriggered())
         };
@@ -1297,6 +1316,8 @@ mod tests {
         input.rest = vec![];
         input.programs = vec![];
         input.atom_count = 8;
+        input.displays = vec![String::new(); 8];
+        input.shown = vec![];
         let plan = Plan::from_input(input).expect("plan");
         let field = &plan.fields["a"];
         assert_eq!(field.bytes.len(), 3);
@@ -1436,6 +1457,8 @@ mod tests {
             programs: input.programs.clone(),
             untriggered: input.untriggered.clone(),
             special: input.special.clone(),
+            displays: input.displays.clone(),
+            shown: input.shown.clone(),
             atom_count: input.atom_count,
             cased_fields: input.cased_fields,
             strict_depth: input.strict_depth,
@@ -1474,6 +1497,8 @@ mod tests {
                     true,
                 ),
             ],
+            displays: vec!["a".into(), "b".into()],
+            shown: vec![Some(vec![0, 1])],
             atom_count: 2,
             cased_fields: false,
             strict_depth: 30,
@@ -1496,6 +1521,7 @@ mod tests {
                 false,
                 false,
             )],
+            displays: vec!["a".into()],
             atom_count: 1,
             ..clone_input(&plan_input_untriggered())
         };
@@ -1516,6 +1542,8 @@ mod tests {
             programs: vec![None],
             untriggered: vec![0],
             special: vec![],
+            displays: vec![],
+            shown: vec![None],
             atom_count: 0,
             cased_fields: false,
             strict_depth: 30,

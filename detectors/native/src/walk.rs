@@ -17,6 +17,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use std::hash::Hasher;
 
 use crate::plan::{FieldPlan, FxHasher, Hits, Plan, Slot, Tried, ValueCache, Verdict, CACHED_TEXT};
+use crate::shown::{Firsts, Scalar};
 use crate::time::{self, Read};
 
 const BIG: f64 = 9.2e18;
@@ -62,6 +63,13 @@ pub struct Walk<'p> {
     keys: Vec<u64>,
     cache: ValueCache,
     verdicts: Vec<(u32, Verdict)>,
+    /// Strict mode with shown fields: hashes of the folded keys of the objects being walked
+    /// (sibling keys folded alike make a path recur).
+    folded_keys: Vec<u64>,
+    /// The first values of the atoms matches show (see [`crate::shown`]), when tracked.
+    pub firsts: Firsts,
+    /// The kind of the value being scanned.
+    scalar: Scalar,
 }
 
 /// The Unicode version of the Python whose case folding [`stable_case`] assumes (3.11's):
@@ -155,11 +163,29 @@ impl<'p> Walk<'p> {
             keys: Vec::new(),
             cache,
             verdicts: Vec::new(),
+            folded_keys: Vec::new(),
+            firsts: Firsts::default(),
+            scalar: Scalar::Str,
         }
     }
 
-    pub fn into_cache(self) -> ValueCache {
-        self.cache
+    /// Record, per event, the first values of the atoms the matches of decided rules show, in
+    /// `firsts` (the tables of an earlier call, or new ones).
+    pub fn track_shown(&mut self, firsts: Firsts) {
+        if self.plan.shown.any() {
+            self.firsts = if firsts.fits(self.plan.atom_count) {
+                firsts
+            } else {
+                Firsts::new(self.plan.atom_count, true)
+            };
+        }
+    }
+
+    /// The value cache, the shown fields' tables (for the next call) and the shown values the
+    /// batch's decisions name.
+    pub fn into_parts(mut self) -> (ValueCache, Firsts, crate::shown::Values) {
+        let values = self.firsts.take_values();
+        (self.cache, self.firsts, values)
     }
 
     /// Walk one message; false when it is not one JSON object Python would read the same way.
@@ -179,6 +205,8 @@ impl<'p> Walk<'p> {
         self.slot = None;
         self.field = None;
         self.keys.clear();
+        self.folded_keys.clear();
+        self.firsts.reset();
         let mut reader = serde_json::Deserializer::from_slice(data);
         if (Root { walk: self }).deserialize(&mut reader).is_err() || reader.end().is_err() {
             return false;
@@ -227,6 +255,9 @@ impl<'p> Walk<'p> {
             self.path.push_str(&key.to_lowercase());
         }
         self.pending.clear();
+        if self.firsts.active && (self.lists > 0 || key.contains('.')) {
+            self.firsts.reorder = true; // a path that may recur: strings out of Python's order
+        }
         self.field = self.plan.fields.get(self.path.as_str());
         if !self.plan.slots.is_empty() {
             self.slot = self.plan.slots.get(self.path.as_str()).copied();
@@ -374,12 +405,28 @@ impl<'p> Walk<'p> {
         }
         let bytes = text.as_bytes();
         let cached = bytes.len() <= CACHED_TEXT;
+        let shown = self.firsts.active;
+        let scalar = self.scalar;
+        if shown {
+            self.firsts.next_value();
+        }
         // Some(ascii) once the text is folded: only on a cache miss (an entry's text folded before)
         let mut folded_ascii: Option<bool> = None;
         for plan_of_value in [field, keyword].into_iter().flatten() {
             if cached {
                 if let Some(verdicts) = self.cache.get(plan_of_value.id, bytes) {
                     verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v));
+                    if shown {
+                        for &(a, v) in verdicts {
+                            self.firsts.note(
+                                a,
+                                v == Verdict::Yes,
+                                text,
+                                scalar,
+                                &plan.shown.tracked,
+                            );
+                        }
+                    }
                     continue;
                 }
             }
@@ -397,6 +444,12 @@ impl<'p> Walk<'p> {
                 &mut verdicts,
             );
             verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v));
+            if shown {
+                for &(a, v) in &verdicts {
+                    self.firsts
+                        .note(a, v == Verdict::Yes, text, scalar, &plan.shown.tracked);
+                }
+            }
             if cached {
                 self.cache.insert(plan_of_value.id, bytes, &verdicts);
             }
@@ -671,20 +724,29 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             self.walk.stamp(Some(Read::Not));
         }
         let text = if v { "true" } else { "false" };
+        self.walk.scalar = Scalar::Bool(v);
         self.walk.seen(Some(text));
         self.walk.text(text, false)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.walk.scalar = Scalar::Int(v);
         self.walk.integer(v, v as f64)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.walk.scalar = Scalar::UInt(v);
         self.walk.integer(v, v as f64)
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         let walk = self.walk;
+        // `-0` is orjson's int 0 and `-0.0` a float: serde_json reads both as -0.0
+        walk.scalar = if v == 0.0 && v.is_sign_negative() {
+            Scalar::Unsure
+        } else {
+            Scalar::Float(v)
+        };
         // serde_json's `float_roundtrip` parses exactly (correctly rounded), as orjson does
         if v.is_finite() && v.fract() == 0.0 {
             // Python's text of an integral float is `str(int(value))`: its exact digits
@@ -718,6 +780,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             walk.stamp(Some(time::string(v)));
         }
         walk.seen(Some(v));
+        walk.scalar = Scalar::Str;
         walk.text(v, true)
     }
 
@@ -740,10 +803,14 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         // keys matter for fields and special atoms, not for keywords (any string value)
         let paths = !walk.plan.fields.is_empty() || !walk.plan.slots.is_empty();
         let start = walk.keys.len();
+        let folded_start = walk.folded_keys.len();
+        // sibling keys folded alike recur a path: only strict screens decide (and show) matches
+        let folds = strict && walk.firsts.active && !walk.plan.cased_fields;
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            let mut hash = 0;
             if strict {
                 // Python keeps the last of duplicated keys; exact answers cannot be given
-                let hash = key_hash(&key);
+                hash = key_hash(&key);
                 if walk.keys[start..].contains(&hash) {
                     walk.unsure = true;
                     return Err(de::Error::custom(Stop));
@@ -755,10 +822,19 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 return Err(de::Error::custom(Stop));
             }
             let saved = walk.key(&key);
+            if folds {
+                let name = &walk.path[if saved.path == 0 { 0 } else { saved.path + 1 }..];
+                let folded = if name == key { hash } else { key_hash(name) };
+                if walk.folded_keys[folded_start..].contains(&folded) {
+                    walk.firsts.reorder = true;
+                }
+                walk.folded_keys.push(folded);
+            }
             map.next_value_seed(Node { walk: &mut *walk })?;
             walk.unkey(saved);
         }
         walk.keys.truncate(start);
+        walk.folded_keys.truncate(folded_start);
         walk.depth -= 1;
         Ok(())
     }
@@ -796,6 +872,7 @@ mod tests {
             cased_fields: false,
             atom_count: 1,
             key_count: 0,
+            shown: Default::default(),
         }
     }
 

@@ -83,7 +83,7 @@ def test_engine_and_screen_read_fields_as_the_model(field: str, event: dict[str,
         if expected:
             assert picked == [0], "the screen cleared an event the engine matches"
         if picked and decisions[0] is not None:
-            matched, undecided = decisions[0]
+            matched, undecided = decisions[0][:2]
             assert undecided or bool(matched) == expected, "the screen decided otherwise than the engine"
 
 
@@ -172,7 +172,7 @@ def test_random_events_read_alike(event: dict[str, Any], field: str, cased: bool
     if expected:
         assert picked == [0], "the screen cleared an event the engine matches"
     if picked and decisions[0] is not None:
-        matched, undecided = decisions[0]
+        matched, undecided = decisions[0][:2]
         assert undecided or bool(matched) == expected, "the screen decided otherwise than the engine"
     elif not picked:
         ts = event_time(event, DEFAULT_TIME_FIELDS)

@@ -271,7 +271,7 @@ def test_a_route_where_a_rule_may_match_without_any_value_hands_every_message_to
     assert screen is not None
     values = [orjson.dumps({"count": 7}), orjson.dumps({"x": 1}), b"not json"]
     picked, _, decisions = screen.decide(values, [0, 0, 0], None, 1 << 20, 64)
-    assert picked == [0, 1, 2] and decisions == [([], [0]), ([], [0]), None]
+    assert picked == [0, 1, 2] and decisions == [([], [0], []), ([], [0], []), None]
     for value, decision in zip(values[:2], decisions[:2], strict=True):
         assert decision is not None
         event = orjson.loads(value)
@@ -294,7 +294,7 @@ def test_networks_are_decided_by_the_screen(value, decision):
     assert screen is not None
     event = {"agent": value} if value is not None else {"x": 1}
     picked, _, decisions = screen.decide([orjson.dumps(event)], [0], None, 1 << 20, 64)
-    assert (decisions[0] if picked else ([], [])) == decision
+    assert (decisions[0][:2] if picked else ([], [])) == decision
     if picked:
         assert decisions[0] is not None
         assert ruleset.evaluate_decided(event, screen.rules, decisions[0], LS) == ruleset.evaluate(event, LS)
@@ -407,7 +407,7 @@ def test_a_decision_of_another_screen_takes_the_full_python_path():
     assert screen is not None and other is not None
     event = {"CommandLine": "cmd /c whoami"}
     picked, _, decisions = screen.decide([orjson.dumps(event)], [0], None, 1 << 20, 64)
-    assert picked == [0] and decisions == [([0], [])]
+    assert picked == [0] and decisions == [([0], [], [(("CommandLine", "cmd /c whoami"),)])]
     assert first.evaluate_decided(event, screen.rules, ([0], []), LS) == first.evaluate(event, LS)
     # a stale decision ("no rule matches") from the other screen: not believed
     assert second.evaluate_decided(event, screen.rules, ([], []), LS) == second.evaluate(event, LS) != []
@@ -469,3 +469,102 @@ def test_decided_matches_equal_python_s() -> None:
         except DecodeError:
             continue
         assert ruleset.evaluate(event, LS) == []
+
+
+def _shown(ruleset: Any, *events: Any) -> list[list[Any]]:
+    """Per event, the fields the screen shows for each rule it decided to match, after checking
+    them (value types included) against the Python engine's matches; None: left to Python."""
+    screen = ruleset.screen(LS)
+    assert screen is not None
+    raws = [e if isinstance(e, bytes) else orjson.dumps(e) for e in events]
+    picked, _, decisions = screen.decide(raws, [0] * len(raws), None, 1 << 20, 64)
+    out: list[list[Any]] = []
+    for position, decision in zip(picked, decisions, strict=True):
+        assert decision is not None and len(decision) == 3, raws[position]
+        event = parse_object(raws[position], 64, 1 << 20)
+        python = {m.rule.id: m.fields for m in ruleset.evaluate(event, LS)}
+        for at, fields in zip(decision[0], decision[2], strict=True):
+            if fields is not None:
+                want = python[screen.rules[at].info.id]
+                assert [(name, type(value), repr(value)) for name, value in fields] == \
+                    [(name, type(value), repr(value)) for name, value in want], raws[position]
+        assert ruleset.evaluate_decided(event, screen.rules, decision, LS) == ruleset.evaluate(event, LS)
+        out.append(decision[2])
+    assert len(out) == len(raws), "every event is matched here"
+    return out
+
+
+SHOWN_FIELD = {"sel": {"CommandLine|contains": "who", "Image|endswith": ".exe"}, "condition": "sel"}
+
+
+@pytest.mark.parametrize(("event", "fields"), [
+    ({"CommandLine": "WHOAMI", "Image": "a.EXE"}, (("CommandLine", "WHOAMI"), ("Image", "a.EXE"))),
+    # escapes, non-ASCII text folded alike, keys in another case, nested and dotted keys, lists
+    (b'{"commandline": "\\u0077ho \\"\\u00e9\\" \\n", "IMAGE": "\\u00c9.exe"}',
+     (("CommandLine", "who \"\u00e9\" \n"), ("Image", "\u00c9.exe"))),
+    ({"CommandLine": ["x", "who1", "who2"], "Image": [1, "b.exe"]}, (("CommandLine", "who1"), ("Image", "b.exe"))),
+    ({"commandLine": "\u03c3who", "image": "日本.exe"}, (("CommandLine", "\u03c3who"), ("Image", "日本.exe"))),
+])
+def test_decided_matches_carry_the_fields_python_shows(event: Any, fields: Any) -> None:
+    """The screen gives the matched fields of the rules it decides to match (no flattening in
+    Python): each positive atom's first satisfying value, as the decoder makes it."""
+    assert _shown(build(rule_yaml(SHOWN_FIELD)), event) == [[fields]]
+
+
+def test_shown_numbers_and_booleans_keep_their_python_types() -> None:
+    ruleset = build(rule_yaml({"sel": {"n": [5, -5, "true", "1.5", "9223372036854775809"]}, "condition": "sel"}))
+    events = [{"n": 5}, {"n": 5.0}, {"n": True}, {"n": 1.5}, b'{"n": [0, 9223372036854775809]}', {"n": ["5", 5]},
+              b'{"n": 5e0}', b'{"n": 0.15e1}', {"n": -5}]
+    shown = [fields for [fields] in _shown(ruleset, *events)]
+    assert [[(type(v), v) for _, v in f] for f in shown] == [
+        [(int, 5)], [(float, 5.0)], [(bool, True)], [(float, 1.5)], [(int, 9223372036854775809)], [(str, "5")],
+        [(float, 5.0)], [(float, 1.5)], [(int, -5)]]
+
+
+def test_a_negative_zero_is_shown_by_python() -> None:
+    """``-0`` is an int for the decoder and ``-0.0`` a float: the screen reads both alike, so it
+    leaves their fields to Python."""
+    ruleset = build(rule_yaml({"sel": {"n": 0}, "condition": "sel"}))
+    assert _shown(ruleset, b'{"n": -0}', b'{"n": -0.0}', b'{"n": 0}') == [[None], [None], [(("n", 0),)]]
+
+
+def test_equal_pairs_are_shown_once_and_null_and_absent_fields_as_python_shows_them() -> None:
+    ruleset = build(rule_yaml({"a": {"c|contains": "x"}, "b": {"c|endswith": "x"}, "n": {"gone": None},
+                               "e": {"other|exists": False}, "condition": "a and b and n and e"}))
+    [[fields]] = _shown(ruleset, {"c": ["yx", "x"]})
+    assert fields == (("c", "yx"), ("gone", None), ("other", False))
+
+
+@pytest.mark.parametrize("event", [
+    {"first": "kw2", "message": "kw1"},  # the first string of the event, not the first keyword hit
+    # paths that recur: Python reads strings path by path, the screen left them to it
+    {"l": [{"m": "kw2"}, {"n": "kw1"}, {"m": "kw1"}]},
+    {"m": "kw2", "M": "x", "o": "kw1", "m2": "kw1"},
+    {"a.b": "kw1", "a": {"c": "x", "b": "kw2"}},
+])
+def test_keyword_matches_show_the_string_python_finds_first(event: dict[str, Any]) -> None:
+    ruleset = build(rule_yaml({"kw": ["kw1", "kw2"], "condition": "kw"}))
+    assert len(_shown(ruleset, event)) == 1  # checked against Python's fields
+
+
+def test_keyword_fields_are_left_to_python_when_a_path_recurs() -> None:
+    ruleset = build(rule_yaml({"kw": ["kw"], "condition": "kw"}))
+    plain, listed, folded = _shown(ruleset, {"a": "kw", "b": "kw"}, {"l": [{"m": "x"}, {"m": "kw"}]},
+                                   {"m": "kw", "M": "kw"})
+    assert plain == [(("", "kw"),)] and listed == [None] and folded == [None]
+
+
+def test_a_value_the_screen_cannot_check_before_the_first_match_leaves_the_fields_to_python() -> None:
+    """A regex on a non-ASCII value is Python's: an earlier such value might be the one shown."""
+    ruleset = build(rule_yaml({"sel": {"f|re": "^a.b$", "g": "y"}, "condition": "sel or sel"}))
+    [[late], [first]] = _shown(ruleset, {"f": ["a\u00e9b", "axb"], "g": "y"}, {"f": ["axb", "a\u00e9b"], "g": "y"})
+    assert late is None and first == (("f", "axb"), ("g", "y"))
+
+
+def test_a_two_part_decision_still_makes_python_s_matches() -> None:
+    """Decisions without shown fields (an older extension) have Python make every match's fields."""
+    ruleset = build(rule_yaml(SHOWN_FIELD))
+    screen = ruleset.screen(LS)
+    assert screen is not None
+    event = {"CommandLine": "whoami", "Image": "x.exe"}
+    assert ruleset.evaluate_decided(event, screen.rules, ([0], []), LS) == ruleset.evaluate(event, LS) != []

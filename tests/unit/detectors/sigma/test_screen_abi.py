@@ -66,6 +66,10 @@ def test_a_plan_is_typed_and_its_fields_are_the_constructor_keywords():
     assert [(op, arg) for op, arg in plan.programs[0] or []][3:] == [(Op.ATOM, 3), (Op.NOT, 0), (Op.AND, 4)]
     assert [special.kind for special in plan.special] == [SpecialKind.NULL]
     assert plan.abi_version == ABI_VERSION
+    # the positive atoms of the rule (not the negated null test), by the names its matches show
+    [shown] = plan.shown
+    assert shown is not None and sorted(plan.displays[atom] for atom in shown) == ["a", "b", "c"]
+    assert len(plan.displays) == plan.atom_count
     assert native.Screen(**plan._asdict()) is not None
 
 

@@ -47,6 +47,8 @@ def assert_sound(report: Report) -> None:
     # judges no decision of the screen (or no decision that some rule matches)
     assert report.matching > report.tried // 10 and report.cleared > report.tried // 10
     assert report.decided > report.tried // 10 and report.decided_matching > report.tried // 20
+    # ... nor one that checks no matched fields the screen shows itself
+    assert report.shown_matches > report.decided_matching // 4
 
 
 def test_generated_modifier_rules_and_the_rule_pack():
