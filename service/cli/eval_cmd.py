@@ -395,7 +395,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], s
     records: list[Record] = []
     replayed = replay_file(stream, base, detection, path=None if from_stdin else args.events,
                            on_reject=on_reject, screen=settings.events.screen, scope=settings.state.scope,
-                           spec_of=spec_of, received_at=received_at,
+                           spec_of=spec_of, received_at=received_at, alert_events=False,  # records keep neither
                            on_alerts=lambda alerts: records.extend(alert_records(alerts)))
     records.extend(alert_records((replayed.source.last_line, alert)
                                  for alert in _flush(replayed.detector, replayed.source)))

@@ -301,7 +301,8 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
                 on_reject: Callable[[int, Rejected], None], spec_of: Callable[[bytes], InputSpec] | None = None,
                 screen: bool = True, scope: StateScope = "partition",
                 received_at: Callable[[int], float | None] | None = None, mixed_batches: bool = True,
-                on_alerts: Callable[[list[tuple[int, Alert]]], None] | None = None) -> Replayed:
+                on_alerts: Callable[[list[tuple[int, Alert]]], None] | None = None,
+                alert_events: bool = True) -> Replayed:
     """Run ``stream`` once through the pipeline core (screen, decode, detect) with ``detection``.
 
     The one offline driver of the core, so a backtest reads, times and identifies events as the
@@ -311,7 +312,8 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
     ``spec_of``'s spec (what it did before batches could mix them; kept for the tests comparing both).
     ``on_alerts``: hears each accepted batch's alerts (with their lines, in input order) instead of
     :attr:`Replayed.alerts` keeping them, so a caller that keeps less (``eval``'s records) lets the
-    alerts and their events go batch by batch.
+    alerts and their events go batch by batch. ``alert_events`` False: the caller reads no alert's
+    event or time (see :attr:`~service.pipeline.core.Pipeline.alert_events`).
     """
     replayed: Replayed
 
@@ -327,7 +329,8 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
     source = LineFileSource(stream, spec, outcome, path=path, spec_of=spec_of, received_at=received_at)
     detector = Detector(detection, scope=scope)
     replayed = Replayed(detector, source)
-    pipeline = Pipeline(detector, Collector(), screen=screen, inline=True)  # nothing else runs on its loop
+    pipeline = Pipeline(detector, Collector(), screen=screen, inline=True,  # nothing else runs on its loop
+                        alert_events=alert_events)
     if spec_of is not None and mixed_batches:
         source.mixed = partial(MixedSpecs, pipeline, source.name)
     asyncio.run(drive(source, pipeline, asyncio.Event()))
