@@ -231,13 +231,13 @@ class Record:
             known = (rule, b"," + part[1:-1] + b',"matched":')
             if rules is not None:
                 rules[id(rule)] = known
-        alert_id = self.alert_id
+        alert_id = self.alert_id.encode()
         line = self.line
-        if type(line) is not int or not alert_id.isalnum():  # JSON escapes no letter or digit (of any script)
+        if type(line) is not int or not alert_id.isalnum():  # ASCII letters and digits: JSON escapes none
             return orjson.dumps(self.as_dict(), default=str, option=orjson.OPT_APPEND_NEWLINE)  # never, for ids we make
         matched = self.matched
         head = b'{"line":%d,"alert_id":"%b"%b%b' % (
-            line, alert_id.encode(), known[1],
+            line, alert_id, known[1],
             orjson.dumps([{"field": name, "value": value} for name, value in matched], default=str) if matched else b"[]")
         if not self.details and self.case is _NO_CASE:
             return head + b"}\n"

@@ -17,17 +17,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from hashlib import blake2b
 from itertools import chain
 from typing import IO, Any, Protocol
 
 from detectors.alert import Alert
-from detectors.model import LogSource, Origin
+from detectors.model import LogSource, Origin, keyed_origin
 from service.detection import DetectionSet, Detector, StateScope
 from service.pipeline.core import Content, IngestResult, MixedSpecs, Pipeline
 from service.pipeline.source import Batch, drive
 from service.sources.base import InputSpec, RawMessage, Rejected
 from service.sources.filetail import line_origin
-from service.sources.http import content_origin
+from service.sources.http import CONTENT_DIGEST
 
 BATCH_LINES = 1000
 
@@ -46,14 +47,16 @@ Seen = dict[int, tuple[int, Origin]]
 """id of an origin built in a batch -> (its line, the origin): alerts carry the origin object."""
 
 
-def _stdin_origin(seen: Seen, number: int, line: bytes) -> Origin:
-    """A stdin line's origin (see :func:`~service.sources.http.content_origin`), noted in ``seen``."""
-    origin = content_origin("stdin", line)
+def _stdin_origin(seen: Seen, number: int, at: int, line: bytes) -> Origin:
+    """A stdin line's origin, :func:`~service.sources.http.content_origin` inlined (once per event),
+    noted in ``seen`` (``at`` unused: a stdin line is keyed by its content alone)."""
+    del at
+    origin = keyed_origin("stdin", blake2b(line, digest_size=CONTENT_DIGEST).hexdigest())
     seen[id(origin)] = (number, origin)
     return origin
 
 
-def _file_origin(seen: Seen, number: int, prefix: str, at: int, line: bytes) -> Origin:
+def _file_origin(prefix: str, seen: Seen, number: int, at: int, line: bytes) -> Origin:
     """A file line's origin (see :func:`~service.sources.filetail.line_origin`), noted in ``seen``."""
     origin = line_origin(prefix, at, line)
     seen[id(origin)] = (number, origin)
@@ -165,10 +168,10 @@ class LineFileSource:
         every change of spec."""
 
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
-        prefix = None
-        if self._path is not None:
-            prefix = f"{self._path}:{os.fstat(self._stream.fileno()).st_ino}"
         seen: Seen = {}
+        origin_of: Callable[[Seen, int, int, bytes], Origin] = _stdin_origin
+        if self._path is not None:
+            origin_of = partial(_file_origin, f"{self._path}:{os.fstat(self._stream.fileno()).st_ino}")
         messages: list[RawMessage] = []
         numbers: list[int] = []
         specs: list[InputSpec] = []
@@ -196,12 +199,13 @@ class LineFileSource:
             spec = line_spec
             if mixed is not None:
                 specs.append(spec)
-            given = received_at(number) if received_at is not None else None
-            now = clock() if given is None else given  # the fallback time of an event without one
+            if received_at is None:
+                now = clock()  # the fallback time of an event without one
+            else:
+                given = received_at(number)
+                now = clock() if given is None else given
             # the origin is built when first asked for (an alert, a reject): most lines never need it
-            build = (partial(_stdin_origin, seen, number, line) if prefix is None
-                     else partial(_file_origin, seen, number, prefix, start, line))
-            messages.append(RawMessage(line, build, now))
+            messages.append(RawMessage(line, partial(origin_of, seen, number, start, line), now))
             numbers.append(number)
             if check:
                 check = False
