@@ -341,6 +341,7 @@ class Detector:
         """
         current = self._set
         evaluate = current.ruleset.evaluate
+        evaluate_decided = current.ruleset.evaluate_decided
         stateful = current.stateful
         suppressed = current.suppressed if current.correlation is not None else frozenset()
         stamp = time.time() if now is None else now
@@ -362,7 +363,7 @@ class Detector:
                 elif decided is None:
                     matches = evaluate(event, item.logsource)
                 else:  # the native screen decided (some of) the rules on the raw message
-                    matches = current.ruleset.evaluate_decided(event, decided[0], decided[1], item.logsource)
+                    matches = evaluate_decided(event, decided[0], decided[1], item.logsource)
             except Exception:
                 log.exception("rule evaluation failed; event skipped", extra={"origin": item.origin.token()})
                 metrics.EVENTS_SKIPPED.labels("sigma", "error").inc()

@@ -67,12 +67,13 @@ def merge(result: ScreenResult, count: int, timed: bool, decode: Callable[[Seque
 def decode_screened(result: ScreenResult, count: int, spec: InputSpec, decoded: Decoded, timed: bool,
                     messages_at: Callable[[Sequence[int]], Sequence[RawMessage]],
                     origin_at: Callable[[int], Origin | tuple[str, int, int]], max_bytes: int | None = None,
-                    partition: tuple[str, int] | None = None) -> int:
+                    partition: tuple[str, int] | None = None, lean: bool = False) -> int:
     """The step after the screen, for every input: decode (with :func:`decode_batch`) the ``count``
     messages' picked positions into ``decoded`` and, when stateful detectors need time (``timed``),
     add one :class:`Tick` per cleared run at ``origin_at`` its last position. Messages are built
     only for the picked positions (``messages_at``): most are cleared. ``partition``: they are
-Kafka records (see :func:`decode_batch`). Returns the number of events."""
+    Kafka records (see :func:`decode_batch`); ``lean``: events the decisions need not read are left
+    undecoded (``decode_batch``'s ``lean``). Returns the number of events."""
     items = decoded.items
     picked, _, decisions, rules = result
     by_position: dict[int, Decision | None] = {}
@@ -88,7 +89,7 @@ Kafka records (see :func:`decode_batch`). Returns the number of events."""
                     by_position.update(zip(picked, decisions, strict=True))
                 chosen = [by_position[position] for position in positions]
         decode_batch(messages_at(positions), spec, decoded, max_bytes=max_bytes, partition=partition,
-                     decisions=chosen, rules=rules)
+                     decisions=chosen, rules=rules, lean=lean)
         return len(items) - before
 
     def tick(position: int, ts: float) -> None:

@@ -175,7 +175,9 @@ class Ruleset:
         if type(event) is not dict and not isinstance(event, Mapping):
             return []
         matched, undecided = decision[0], decision[1]
-        route = self._route(logsource)
+        route = self._by_source.get(logsource)  # _route's first step, inline (once per event)
+        if route is None:
+            route = self._route(logsource)
         screen = route._screen
         if len(undecided) > MAX_UNDECIDED or isinstance(screen, bool) or screen is None or screen.rules is not rules:
             return route.evaluate(event, self._atoms)  # also a decision by another ruleset's (or route's) screen

@@ -231,13 +231,13 @@ class Record:
             known = (rule, b"," + part[1:-1] + b',"matched":')
             if rules is not None:
                 rules[id(rule)] = known
-        alert_id = self.alert_id
+        alert_id = self.alert_id.encode()
         line = self.line
-        if type(line) is not int or not alert_id.isalnum():  # JSON escapes no letter or digit (of any script)
+        if type(line) is not int or not alert_id.isalnum():  # ASCII letters and digits: JSON escapes none
             return orjson.dumps(self.as_dict(), default=str, option=orjson.OPT_APPEND_NEWLINE)  # never, for ids we make
         matched = self.matched
         head = b'{"line":%d,"alert_id":"%b"%b%b' % (
-            line, alert_id.encode(), known[1],
+            line, alert_id, known[1],
             orjson.dumps([{"field": name, "value": value} for name, value in matched], default=str) if matched else b"[]")
         if not self.details and self.case is _NO_CASE:
             return head + b"}\n"
@@ -395,7 +395,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace, stream: IO[bytes], s
     records: list[Record] = []
     replayed = replay_file(stream, base, detection, path=None if from_stdin else args.events,
                            on_reject=on_reject, screen=settings.events.screen, scope=settings.state.scope,
-                           spec_of=spec_of, received_at=received_at,
+                           spec_of=spec_of, received_at=received_at, alert_events=False,  # records keep neither
                            on_alerts=lambda alerts: records.extend(alert_records(alerts)))
     records.extend(alert_records((replayed.source.last_line, alert)
                                  for alert in _flush(replayed.detector, replayed.source)))

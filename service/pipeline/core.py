@@ -140,8 +140,13 @@ class Pipeline:
     """Screen, decode, detect and submit one batch at a time; returns once alerts are accepted (or raises)."""
 
     def __init__(self, detector: Detector, router: AlertSink, dead_letters: DeadLetters | None = None, *,
-                 screen: bool = True, state_records: StateRecords | None = None, inline: bool = False) -> None:
+                 screen: bool = True, state_records: StateRecords | None = None, inline: bool = False,
+                 alert_events: bool = True) -> None:
         self.detector = detector
+        self.alert_events = alert_events
+        """Alerts carry their event and its time. False (``eval``, which prints neither): with stateless
+        detection, an event whose rules the screen decided without any showing a field is not decoded
+        (its alerts, ids and matches the same, carry an empty event at the time it was read)."""
         self.inline = inline
         """Detect in the calling thread: an offline replay has no event loop to keep free, and
         handing each batch to a thread and back cost it ~15 % more CPU."""
@@ -234,5 +239,6 @@ class Pipeline:
         decoded = Decoded()
         events = decode_screened(result, len(messages), spec, decoded, timed,
                                  lambda positions: [messages[position] for position in positions],
-                                 lambda position: messages[position].item_origin)
+                                 lambda position: messages[position].item_origin,
+                                 lean=not self.alert_events and not timed)
         return decoded, events

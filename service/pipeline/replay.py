@@ -17,16 +17,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from hashlib import blake2b
+from itertools import chain
 from typing import IO, Any, Protocol
 
 from detectors.alert import Alert
-from detectors.model import LogSource, Origin
+from detectors.model import LogSource, Origin, keyed_origin
 from service.detection import DetectionSet, Detector, StateScope
 from service.pipeline.core import Content, IngestResult, MixedSpecs, Pipeline
 from service.pipeline.source import Batch, drive
 from service.sources.base import InputSpec, RawMessage, Rejected
 from service.sources.filetail import line_origin
-from service.sources.http import content_origin
+from service.sources.http import CONTENT_DIGEST
 
 BATCH_LINES = 1000
 
@@ -45,14 +47,16 @@ Seen = dict[int, tuple[int, Origin]]
 """id of an origin built in a batch -> (its line, the origin): alerts carry the origin object."""
 
 
-def _stdin_origin(seen: Seen, number: int, line: bytes) -> Origin:
-    """A stdin line's origin (see :func:`~service.sources.http.content_origin`), noted in ``seen``."""
-    origin = content_origin("stdin", line)
+def _stdin_origin(seen: Seen, number: int, at: int, line: bytes) -> Origin:
+    """A stdin line's origin, :func:`~service.sources.http.content_origin` inlined (once per event),
+    noted in ``seen`` (``at`` unused: a stdin line is keyed by its content alone)."""
+    del at
+    origin = keyed_origin("stdin", blake2b(line, digest_size=CONTENT_DIGEST).hexdigest())
     seen[id(origin)] = (number, origin)
     return origin
 
 
-def _file_origin(seen: Seen, number: int, prefix: str, at: int, line: bytes) -> Origin:
+def _file_origin(prefix: str, seen: Seen, number: int, at: int, line: bytes) -> Origin:
     """A file line's origin (see :func:`~service.sources.filetail.line_origin`), noted in ``seen``."""
     origin = line_origin(prefix, at, line)
     seen[id(origin)] = (number, origin)
@@ -67,19 +71,56 @@ class _Counter(Protocol):
     lines: int
 
 
-def numbered_lines(stream: IO[bytes], counter: _Counter | None = None) -> Iterator[tuple[int, int, bytes]]:
+READ_BYTES = 65536
+"""How much :func:`line_blocks` asks the stream for at a time."""
+
+
+def line_blocks(stream: IO[bytes], block: int = READ_BYTES) -> Iterator[list[bytes]]:
+    """The lines of ``stream`` (blank ones included; without their ``\\n``, a ``\\r`` before it
+    kept), a list of them per block read.
+
+    Read ``block`` bytes at a time and cut there: iterating the stream line by line cost about a
+    third more per line. ``read1`` where the stream has it, so a line piped in slowly is handed on
+    once whole, as line iteration did; a line spanning blocks is pieced together once."""
+    read = getattr(stream, "read1", None) or stream.read
+    pending: list[bytes] = []  # the start of a line that spans blocks
+    while True:
+        data = read(block)
+        if not data:
+            break
+        if data.find(b"\n") < 0:
+            pending.append(data)
+            continue
+        lines = data.split(b"\n")
+        if pending:
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+            pending.clear()
+        tail = lines.pop()  # after the last newline: the start of the next line (maybe empty)
+        if tail:
+            pending.append(tail)
+        yield lines
+    if pending:  # the last line, without a newline
+        yield [b"".join(pending)]
+
+
+def numbered_lines(stream: IO[bytes], counter: _Counter | None = None,
+                   block: int = READ_BYTES) -> Iterator[tuple[int, int, bytes]]:
     """``(line number, byte offset, line)`` of every non-blank line, cut as the ``files:`` follower
-    cuts them (``\\n`` or ``\\r\\n``); ``counter.lines`` follows the lines read, blank ones included."""
-    at = 0
-    for number, raw in enumerate(stream, start=1):
-        if counter is not None:
-            counter.lines = number
-        start, at = at, at + len(raw)
-        line = raw[:-1] if raw.endswith(b"\n") else raw
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line.strip():
+    cuts them (``\\n`` or ``\\r\\n``); ``counter.lines`` follows the lines read, blank ones included.
+    (:meth:`LineFileSource.batches` does the same inline.)"""
+    number = at = 0
+    for raw in chain.from_iterable(line_blocks(stream, block)):
+        number += 1
+        start = at
+        at += len(raw) + 1
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if (line and line[0] > 32) or line.strip():  # a first byte above space: not blank, strip spared
+            if counter is not None:
+                counter.lines = number
             yield number, start, line
+    if counter is not None:
+        counter.lines = number
 
 
 def reject_text(reject: Rejected) -> str:
@@ -127,10 +168,10 @@ class LineFileSource:
         every change of spec."""
 
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
-        prefix = None
-        if self._path is not None:
-            prefix = f"{self._path}:{os.fstat(self._stream.fileno()).st_ino}"
         seen: Seen = {}
+        origin_of: Callable[[Seen, int, int, bytes], Origin] = _stdin_origin
+        if self._path is not None:
+            origin_of = partial(_file_origin, f"{self._path}:{os.fstat(self._stream.fileno()).st_ino}")
         messages: list[RawMessage] = []
         numbers: list[int] = []
         specs: list[InputSpec] = []
@@ -141,26 +182,36 @@ class LineFileSource:
         batch_lines = self._batch_lines
         clock = time.time
         check = True  # look at ``stop`` after the next line: it can only be set while a batch is out (a yield)
-        for number, start, line in numbered_lines(self._stream, self):
+        number = at = 0
+        for raw in chain.from_iterable(line_blocks(self._stream)):  # numbered_lines, inline
+            number += 1
+            start = at
+            at += len(raw) + 1
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if not ((line and line[0] > 32) or line.strip()):  # blank (a first byte above space: strip spared)
+                continue
             line_spec = spec_of(line) if spec_of is not None else spec
             if messages and (len(messages) >= batch_lines or (mixed is None and line_spec is not spec)):
+                self.lines = number
                 yield self._batch(messages, numbers, spec, seen, specs)
                 messages, numbers, specs = [], [], []
                 check = True
             spec = line_spec
             if mixed is not None:
                 specs.append(spec)
-            given = received_at(number) if received_at is not None else None
-            now = clock() if given is None else given  # the fallback time of an event without one
+            if received_at is None:
+                now = clock()  # the fallback time of an event without one
+            else:
+                given = received_at(number)
+                now = clock() if given is None else given
             # the origin is built when first asked for (an alert, a reject): most lines never need it
-            build = (partial(_stdin_origin, seen, number, line) if prefix is None
-                     else partial(_file_origin, seen, number, prefix, start, line))
-            messages.append(RawMessage(line, build, now))
+            messages.append(RawMessage(line, partial(origin_of, seen, number, start, line), now))
             numbers.append(number)
             if check:
                 check = False
                 if stop.is_set():
                     break
+        self.lines = number
         if messages:
             yield self._batch(messages, numbers, spec, seen, specs)
 
@@ -254,7 +305,8 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
                 on_reject: Callable[[int, Rejected], None], spec_of: Callable[[bytes], InputSpec] | None = None,
                 screen: bool = True, scope: StateScope = "partition",
                 received_at: Callable[[int], float | None] | None = None, mixed_batches: bool = True,
-                on_alerts: Callable[[list[tuple[int, Alert]]], None] | None = None) -> Replayed:
+                on_alerts: Callable[[list[tuple[int, Alert]]], None] | None = None,
+                alert_events: bool = True) -> Replayed:
     """Run ``stream`` once through the pipeline core (screen, decode, detect) with ``detection``.
 
     The one offline driver of the core, so a backtest reads, times and identifies events as the
@@ -264,7 +316,8 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
     ``spec_of``'s spec (what it did before batches could mix them; kept for the tests comparing both).
     ``on_alerts``: hears each accepted batch's alerts (with their lines, in input order) instead of
     :attr:`Replayed.alerts` keeping them, so a caller that keeps less (``eval``'s records) lets the
-    alerts and their events go batch by batch.
+    alerts and their events go batch by batch. ``alert_events`` False: the caller reads no alert's
+    event or time (see :attr:`~service.pipeline.core.Pipeline.alert_events`).
     """
     replayed: Replayed
 
@@ -280,7 +333,8 @@ def replay_file(stream: IO[bytes], spec: InputSpec, detection: DetectionSet, *, 
     source = LineFileSource(stream, spec, outcome, path=path, spec_of=spec_of, received_at=received_at)
     detector = Detector(detection, scope=scope)
     replayed = Replayed(detector, source)
-    pipeline = Pipeline(detector, Collector(), screen=screen, inline=True)  # nothing else runs on its loop
+    pipeline = Pipeline(detector, Collector(), screen=screen, inline=True,  # nothing else runs on its loop
+                        alert_events=alert_events)
     if spec_of is not None and mixed_batches:
         source.mixed = partial(MixedSpecs, pipeline, source.name)
     asyncio.run(drive(source, pipeline, asyncio.Event()))

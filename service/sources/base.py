@@ -137,6 +137,17 @@ class Tick(Item):
         super().__init__({}, origin, logsource, (), ts)
 
 
+class Undecoded(Item):
+    """An event left undecoded: the native screen decided its rules without any of them showing a
+    field (see :func:`decode_batch`'s ``lean``). Its event is empty and its time is the time it was
+    read at: for a consumer that needs neither (``eval`` prints no alert's event or time)."""
+
+    __slots__ = ()
+
+    def time(self) -> float:
+        return self.fallback_time
+
+
 @dataclass(slots=True)
 class Rejected:
     """A message no decoder could read: the original, where it came from, and why."""
@@ -154,7 +165,7 @@ class Decoded:
 
 def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded | None = None, *,
                  max_bytes: int | None = None, partition: tuple[str, int] | None = None,
-                 decisions: Sequence[Any] | None = None, rules: Sequence[Any] = ()) -> Decoded:
+                 decisions: Sequence[Any] | None = None, rules: Sequence[Any] = (), lean: bool = False) -> Decoded:
     """Decode ``messages`` with ``spec``'s decoder into ``out`` (appending; created if None).
 
     The one decode step of every input: a message without a value (Kafka tombstone) is rejected
@@ -170,6 +181,11 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
     ``decisions``: the native screen's decision on each message (one per message, None where it
     made none), over ``rules``; an item is given its message's decision (:attr:`Item.decided`)
     when the message decodes into exactly one event.
+
+    ``lean``: a message whose decision leaves no rule undecided and names only matching rules
+    that show no field (``not selection``...) is not decoded: it becomes an :class:`Undecoded`
+    item (the screen reads only what the decoder would accept as one object, so nothing it would
+    reject is let through). For stateless detection whose alerts need neither event nor event time.
     """
     result = out if out is not None else Decoded()
     decoder = spec.decoder
@@ -181,6 +197,20 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
     topic, number = partition if partition is not None else ("", 0)
     assert decisions is None or len(decisions) == len(messages), "one decision per message"
     for message, decision in zip(messages, decisions if decisions is not None else repeat(None), strict=False):
+        if lean and decision is not None and not decision[1]:
+            for position in decision[0]:
+                if rules[position].positives:  # a field to show: the event is read
+                    break
+            else:
+                item: Item
+                if partition is None:
+                    item = Undecoded({}, message.item_origin, logsource, (), message.fallback_time)
+                else:
+                    record: Any = message  # a Kafka ConsumerRecord
+                    item = Undecoded({}, (topic, number, record.offset), logsource, (), record.timestamp / 1000.0)
+                item.decided = (rules, decision)
+                append(item)
+                continue
         value = message.value
         try:
             if value is None:
@@ -199,7 +229,7 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
             origin: Origin | tuple[str, int, int] = message.item_origin
             fallback = message.fallback_time
         else:
-            record: Any = message  # a Kafka ConsumerRecord
+            record = message
             origin, fallback = (topic, number, record.offset), record.timestamp / 1000.0
         if len(events) == 1:
             item = Item(events[0], origin, logsource, time_fields, fallback)

@@ -21,11 +21,11 @@ ids, which sinks drop as duplicates.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from hashlib import blake2b
 
 import orjson
 
@@ -59,14 +59,18 @@ class ParsedBody:
     """(index, reason, message) of elements that are not even candidate events."""
 
 
+CONTENT_DIGEST = 12
+"""Bytes of the blake2b digest that keys a message by its content."""
+
+
 def content_key(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=12).hexdigest()
+    return blake2b(data, digest_size=CONTENT_DIGEST).hexdigest()
 
 
 def content_origin(input_name: str, data: bytes) -> Origin:
     """The origin of a pushed message: its input and a hash of its bytes (a resent message keeps
     its alert ids)."""
-    return keyed_origin(input_name, hashlib.blake2b(data, digest_size=12).hexdigest())
+    return keyed_origin(input_name, blake2b(data, digest_size=CONTENT_DIGEST).hexdigest())
 
 
 def _message(data: bytes, received: float, input_name: str) -> RawMessage:
