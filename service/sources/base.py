@@ -183,7 +183,7 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
     when the message decodes into exactly one event.
 
     ``lean``: a message whose decision leaves no rule undecided and names only matching rules
-    that show no field (``not selection``...) is not decoded: it becomes an :class:`Undecoded`
+    that show no field (``not selection``...) or whose fields the decision shows is not decoded: it becomes an :class:`Undecoded`
     item (the screen reads only what the decoder would accept as one object, so nothing it would
     reject is let through). For stateless detection whose alerts need neither event nor event time.
     """
@@ -198,9 +198,10 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
     assert decisions is None or len(decisions) == len(messages), "one decision per message"
     for message, decision in zip(messages, decisions if decisions is not None else repeat(None), strict=False):
         if lean and decision is not None and not decision[1]:
-            for position in decision[0]:
-                if rules[position].positives:  # a field to show: the event is read
-                    break
+            shown = decision[2] if len(decision) > 2 else None
+            for at, position in enumerate(decision[0]):
+                if rules[position].positives and (shown is None or shown[at] is None):
+                    break  # a field to show that the screen did not: the event is read
             else:
                 item: Item
                 if partition is None:

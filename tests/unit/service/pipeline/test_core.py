@@ -1,5 +1,5 @@
-"""service.pipeline.core's ``alert_events=False`` (``eval``): events whose rules the native screen decided
-without any showing a field are left undecoded, and nothing else changes. Differentially, over generated
+"""service.pipeline.core's ``alert_events=False`` (``eval``): events whose rules the native screen decided,
+each matching one showing no field or the fields the decision shows, are left undecoded, and nothing else changes. Differentially, over generated
 and hostile lines: the same alerts (line, rule, id, matched fields, details) in the same order, the same
 rejects and the same event count as decoding every event; with stateful detection nothing is left undecoded."""
 
@@ -138,6 +138,8 @@ def test_a_generated_stream_raises_the_same_alerts_with_most_events_left_undecod
     events = {line: alert.event for line, alert in full}
     undecoded = {line for line, alert in lean if not alert.event and events[line]}
     assert len(undecoded) > 500  # the path under test was taken
+    shown = {line for line, alert in lean if line in undecoded and alert.matched}
+    assert shown  # and for events whose matched fields the screen showed
 
 
 def test_with_stateful_detection_every_event_is_decoded(tmp_path: Path) -> None:
