@@ -97,18 +97,10 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pipesentry-bench-") as tmp:
         workdir = Path(tmp)
-        server = None
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            from devservices.kafka import KafkaServer
+        from devservices.kafka import broker
 
-            server = KafkaServer.start(workdir / "kafka")
-            bootstrap = server.bootstrap
-        try:
+        with broker(args.bootstrap, workdir) as bootstrap:
             result = asyncio.run(bench(args, bootstrap, workdir))
-        finally:
-            if server is not None:
-                server.stop()
     if args.json:
         print(json.dumps(result))
     else:

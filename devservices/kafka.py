@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import subprocess
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -218,3 +219,17 @@ class KafkaServer(ServerHandle):
         """Stop (if running) and start again on the same ports and log dir."""
         self.stop()
         self._launch(timeout)
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None, workdir: Path) -> Iterator[str]:
+    """``bootstrap`` as it is, or a private broker's, started under ``workdir`` and stopped after
+    (the benches' ``--bootstrap`` option: their own broker unless one is named)."""
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    server = KafkaServer.start(workdir / "kafka")
+    try:
+        yield server.bootstrap
+    finally:
+        server.stop()
