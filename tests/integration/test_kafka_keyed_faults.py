@@ -234,38 +234,6 @@ def waiting(document: Any, correlation: str) -> int:
     return sum(1 for record in keyed.get("pending") or () if record.get("id") == correlation)
 
 
-async def test_records_waiting_in_a_moved_internal_partition_apply_at_its_next_owner(kafka_server, tmp_path):
-    """Per-instance state directories (the Helm chart's persistence mode): the first failed logins
-    of a host wait in stage 2's reorder buffer (a long allowed lateness keeps them there) and are in
-    its owner's snapshot; SIGKILL of that owner: the next owner has no snapshot of the partition and
-    reads it again from the committed offset, which the waiting records held back, so the brute
-    force still fires with ``pipesentry eval``'s id (docs/scaling.md, "Stage 2's commits")."""
-    rng = random.Random(SEED)
-    cluster = cluster_for(tmp_path, kafka_server.bootstrap, kafka_server.create_topic, shared_state=False)
-    cluster.config["correlation"] = {"allowed_lateness": 30}
-    try:
-        for name in ("a", "b"):
-            cluster.start(name)
-        await until(cluster.settled, 120, f"two instances sharing the partitions\n{cluster.logs()}")
-        stream = LiveStream(kafka_server.bootstrap, cluster.feeds, rng)
-        host = f"bastion-{rng.randrange(100, 1000)}"
-        first = rng.randrange(3, 8)
-        attack = ssh_attack(host)
-        await stream.produce(attack[:first])
-        partition = internal_partition(BRUTE_FORCE, [host], INTERNAL_PARTITIONS)
-        owner = await cluster.stage2_owner(partition)
-        assert owner is not None, cluster.logs()
-        await until(lambda: waiting(cluster.saved_state(owner, partition), BRUTE_FORCE) >= first, 60,
-                    f"{first} records waiting in {owner}'s snapshot of partition {partition}\n{cluster.logs()}")
-        cluster.instances[owner].kill()
-        await stream.produce(attack[first:])
-        expected = await expected_ids(cluster, stream, {BRUTE_FORCE, THEN_SUCCESS})
-        await same_ids(cluster, expected, 180, [f"{owner} killed after {first} records of {host}"])
-        assert len(cluster.alive()) == 1, cluster.logs()
-    finally:
-        cluster.stop()
-
-
 def applied(document: Any, host: str) -> bool:
     """A saved internal partition holds ``host``'s failed logins applied (in its windows, none waiting)."""
     if not isinstance(document, dict):
@@ -273,18 +241,27 @@ def applied(document: Any, host: str) -> bool:
     return waiting(document, BRUTE_FORCE) == 0 and host.encode() in orjson.dumps(document.get("detectors"))
 
 
-async def test_applied_state_follows_a_moved_internal_partition_through_the_changelog(kafka_server, tmp_path):
-    """Per-instance state directories with ``state.snapshots: kafka``: the first failed logins of a
-    host are applied to stage 2's windows and saved in the changelog topic; SIGKILL of the owner of
-    that internal partition: the next owner, its own state directory empty, restores the windows
-    from the changelog and the brute force fires with ``pipesentry eval``'s id. With
-    ``snapshots: local`` on per-instance volumes those logins are lost and it never fires
-    (docs/scaling.md, "Snapshots in Kafka")."""
+@pytest.mark.parametrize("snapshots", ["local", "kafka"])
+async def test_state_of_a_moved_internal_partition_reaches_its_next_owner(kafka_server, tmp_path, snapshots):
+    """Per-instance state directories (the Helm chart's persistence mode), SIGKILL of the stage-2
+    owner of the internal partition that holds the first failed logins of a host; the brute force
+    still fires with ``pipesentry eval``'s id.
+
+    ``local``: the logins wait in the owner's reorder buffer (a long allowed lateness keeps them
+    there) and in its snapshot; the next owner has no snapshot of the partition and reads it again
+    from the committed offset, which the waiting records held back (docs/scaling.md, "Stage 2's
+    commits"). ``kafka`` (``state.snapshots: kafka``): the logins are applied to the owner's windows
+    and saved in the changelog topic; the next owner, its own state directory empty, restores the
+    windows from there ("Snapshots in Kafka"; with ``local`` these logins would be lost)."""
     from tests.support.instances import unique_topic
 
     rng = random.Random(SEED)
     cluster = cluster_for(tmp_path, kafka_server.bootstrap, kafka_server.create_topic, shared_state=False)
-    cluster.config["state"].update(snapshots="kafka", changelog_topic=unique_topic("changelog"), changelog_partitions=2)
+    if snapshots == "kafka":
+        cluster.config["state"].update(snapshots="kafka", changelog_topic=unique_topic("changelog"),
+                                       changelog_partitions=2)
+    else:
+        cluster.config["correlation"] = {"allowed_lateness": 30}
     try:
         for name in ("a", "b"):
             cluster.start(name)
@@ -299,13 +276,16 @@ async def test_applied_state_follows_a_moved_internal_partition_through_the_chan
         assert owner is not None, cluster.logs()
 
         async def saved() -> bool:
-            return applied(await cluster.changelog_state(partition), host)
+            if snapshots == "kafka":
+                return applied(await cluster.changelog_state(partition), host)
+            return waiting(cluster.saved_state(owner, partition), BRUTE_FORCE) >= first
 
-        await until(saved, 60, f"{first} records applied in the changelog's snapshot of {partition}\n{cluster.logs()}")
+        await until(saved, 60, f"{first} records of {host} in {owner}'s snapshot of {partition}\n{cluster.logs()}")
         cluster.instances[owner].kill()
         await stream.produce(attack[first:])
         expected = await expected_ids(cluster, stream, {BRUTE_FORCE, THEN_SUCCESS})
-        await same_ids(cluster, expected, 180, [f"{owner} killed after {first} records of {host} were applied"])
+        await same_ids(cluster, expected, 180, [f"{owner} killed after {first} records of {host}"])
+        assert len(cluster.alive()) == 1, cluster.logs()
     finally:
         cluster.stop()
 

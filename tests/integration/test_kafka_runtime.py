@@ -292,43 +292,6 @@ def saved_offset(instance: Instance, topic: str) -> int | None:
     return doc.get("offset") if doc else None
 
 
-async def test_correlation_state_survives_a_sigkill_through_periodic_snapshots(kafka_server, tmp_path):
-    """Two logins, a periodic snapshot, SIGKILL (no handover), a restart: the third login fires once."""
-    topic = unique_topic("ci-state")
-    kafka_server.create_topic(topic, 1)
-    rules = tmp_path / "login-rules"
-    rules.mkdir()
-    (rules / "logins.yml").write_text(LOGIN_RULES)
-    config = {**instance_config(kafka_server.bootstrap, topic, f"grp-{uuid.uuid4().hex[:8]}", rules),
-              "state": {"snapshot_interval_s": 0.3, "heartbeat_interval_s": 0.5}}
-    first = Instance(tmp_path, "a", config)
-    try:
-        await until(first.ready, 90, "first instance ready")
-        # event times follow the wall clock, as a live producer's do: the restored scope clock
-        # moves on with the wall clock while the instance is down, so fixed past times would
-        # turn late whenever the restart takes longer than the allowed lateness
-        t0 = time.time()
-        await produce(kafka_server.bootstrap, topic,
-                      [login(0, "bob", t0), login(1, "bob", t0 + 1), login(2, "amy", t0 + 2)], 0)
-        await until(lambda: saved_offset(first, topic) == 3, 60, "a snapshot at the committed offset 3")
-        first.kill()
-        assert first.alerts() == []
-    finally:
-        first.stop()
-    # the restarted instance (same data_dir) restores bob's two logins and continues; amy stays at two
-    second = first.restarted()
-    try:
-        await until(second.ready, 90, "restarted instance ready")
-        now = time.time()
-        await produce(kafka_server.bootstrap, topic, [login(3, "bob", now), login(4, "amy", now)], 0)
-        await until(lambda: len(second.alerts()) >= 1, 60, "the correlation alert")
-        await asyncio.sleep(1.0)  # a duplicate would show up within a few commit intervals
-        alerts = second.alerts()
-        assert [a["rule"]["name"] for a in alerts] == ["Repeated Failed Logins"], second.log()
-    finally:
-        second.stop()
-
-
 async def changelog_offset(bootstrap: str, changelog: str, topic: str) -> int | None:
     """The offset of partition 0's snapshot in the changelog topic (``state.snapshots: kafka``)."""
     from service.config import KafkaSettings
@@ -344,33 +307,44 @@ async def changelog_offset(bootstrap: str, changelog: str, topic: str) -> int | 
     return doc.get("offset") if doc else None
 
 
-async def test_partition_state_follows_a_partition_to_another_data_dir_through_the_changelog(kafka_server, tmp_path):
-    """``state.snapshots: kafka``: two logins, a snapshot in the changelog topic, SIGKILL; a second
-    instance with an empty data dir of its own takes the partition over, restores bob's two logins
-    from the changelog, and his third login fires once (on its own volume it would start empty)."""
+@pytest.mark.parametrize("snapshots", ["local", "kafka"])
+async def test_correlation_state_survives_a_sigkill_through_periodic_snapshots(kafka_server, tmp_path, snapshots):
+    """Two logins, a periodic snapshot, SIGKILL (no handover), a second process: the third login fires once.
+    ``local``: the instance restarted on its own data dir; ``kafka`` (``state.snapshots: kafka``): another
+    instance with an empty data dir of its own, which restores the state from the changelog topic."""
     topic, changelog = unique_topic("ci-state"), unique_topic("changelog")
     kafka_server.create_topic(topic, 1)
     rules = tmp_path / "login-rules"
     rules.mkdir()
     (rules / "logins.yml").write_text(LOGIN_RULES)
-    config = {**instance_config(kafka_server.bootstrap, topic, f"grp-{uuid.uuid4().hex[:8]}", rules),
-              "state": {"snapshot_interval_s": 0.3, "heartbeat_interval_s": 0.5, "snapshots": "kafka",
-                        "changelog_topic": changelog, "changelog_partitions": 1}}
+    state: dict[str, Any] = {"snapshot_interval_s": 0.3, "heartbeat_interval_s": 0.5}
+    if snapshots == "kafka":
+        state.update(snapshots="kafka", changelog_topic=changelog, changelog_partitions=1)
+    config = {**instance_config(kafka_server.bootstrap, topic, f"grp-{uuid.uuid4().hex[:8]}", rules), "state": state}
     first = Instance(tmp_path, "a", config)
+
+    async def saved_at_3() -> bool:
+        if snapshots == "kafka":
+            return await changelog_offset(kafka_server.bootstrap, changelog, topic) == 3
+        return saved_offset(first, topic) == 3
+
     try:
         await until(first.ready, 90, "first instance ready")
+        # event times follow the wall clock, as a live producer's do: the restored scope clock
+        # moves on with the wall clock while the instance is down, so fixed past times would
+        # turn late whenever the restart takes longer than the allowed lateness
         t0 = time.time()
         await produce(kafka_server.bootstrap, topic,
                       [login(0, "bob", t0), login(1, "bob", t0 + 1), login(2, "amy", t0 + 2)], 0)
-        await until(lambda: _is(changelog_offset(kafka_server.bootstrap, changelog, topic), 3), 60,
-                    f"a snapshot at the committed offset 3 in the changelog\n{first.log()}")
+        await until(saved_at_3, 60, f"a snapshot at the committed offset 3\n{first.log()}")
         first.kill()
         assert first.alerts() == []
     finally:
         first.stop()
-    second = Instance(tmp_path, "b", config)
+    # the next process restores bob's two logins and continues; amy stays at two
+    second = first.restarted() if snapshots == "local" else Instance(tmp_path, "b", config)
     try:
-        await until(second.ready, 90, "second instance ready")
+        await until(second.ready, 90, "second process ready")
         now = time.time()
         await produce(kafka_server.bootstrap, topic, [login(3, "bob", now), login(4, "amy", now)], 0)
         await until(lambda: len(second.alerts()) >= 1, 60, f"the correlation alert\n{second.log()}")
@@ -379,10 +353,6 @@ async def test_partition_state_follows_a_partition_to_another_data_dir_through_t
         assert [a["rule"]["name"] for a in alerts] == ["Repeated Failed Logins"], second.log()
     finally:
         second.stop()
-
-
-async def _is(value: Any, expected: Any) -> bool:
-    return await value == expected
 
 
 async def test_a_snapshot_behind_the_committed_offset_rewinds_the_partition(kafka_server, tmp_path):
