@@ -183,8 +183,9 @@ class ChangelogStore:
             max_request_size=max(1_048_576, 2 * self._chunk_bytes)), self._partitions, topic=topic)
         self._count: int | None = None
         """The topic's partition count, read once it exists."""
-        self._written: dict[str, tuple[str, int]] = {}
-        """Per head key: the generation and chunk count this instance last wrote or loaded (deleted at the next save)."""
+        self._written: dict[str, list[tuple[str, int]]] = {}
+        """Per head key: generations (and chunk counts) this instance wrote or loaded that a later head
+        makes garbage: the last completed one, and any cut off since. Deleted after the next head."""
         self._saving: dict[str, asyncio.Lock] = {}
         """One save of a key at a time: its head must follow its own chunks, and its tombstones the head before."""
 
@@ -231,7 +232,7 @@ class ChangelogStore:
                         extra={"scope": scope, "detector": detector, "topic": self.topic, "error": str(exc)})
             return None
         if assembler.head is not None:
-            self._written[assembler.key] = (assembler.head.generation, assembler.head.parts)
+            self._written[assembler.key] = [(assembler.head.generation, assembler.head.parts)]
         if assembler.stale:
             await self._delete(scope, sorted(assembler.stale))
         return document
@@ -256,23 +257,29 @@ class ChangelogStore:
             head = Head(generation, len(parts), len(data), digest)
             await (await producer.send(self.topic, head.encode(), key=key.encode(), partition=partition))
         except Exception as exc:
+            self._written.setdefault(key, []).append((generation, len(parts)))  # some chunks may have landed
             await self._slot.failed(producer, exc)
             raise
-        previous = self._written.get(key)
-        self._written[key] = (generation, len(parts))
-        if previous is not None and previous[0] != generation:
-            await self._delete(scope, [chunk_key(scope, detector, previous[0], i) for i in range(previous[1])])
+        garbage = self._written.get(key, [])
+        if garbage and not await self._delete(scope, [chunk_key(scope, detector, old, i) for old, count in garbage
+                                                      for i in range(count)]):
+            self._written[key] = [*garbage, (generation, len(parts))]  # tried again after the next head
+        else:
+            self._written[key] = [(generation, len(parts))]
 
-    async def _delete(self, scope: str, keys: list[str]) -> None:
-        """Tombstones for chunks no head names any more; a failure only leaves garbage behind."""
+    async def _delete(self, scope: str, keys: list[str]) -> bool:
+        """Tombstones for chunks no head names any more; False when they could not all be sent (garbage
+        left behind, never a snapshot lost: no head names them)."""
         try:
             producer = await self._slot.get()
             partition = partition_of(scope, await self._partitions())
             sent = [await producer.send(self.topic, None, key=key.encode(), partition=partition) for key in keys]
             await asyncio.gather(*sent)
+            return True
         except Exception as exc:
             log.warning("state changelog: old chunks not deleted", extra={"topic": self.topic, "scope": scope,
                                                                          "error": describe(exc)})
+            return False
 
     async def _read(self, scope: str, detector: str) -> Assembler:
         assembler = Assembler(scope, detector)

@@ -91,21 +91,39 @@ async def test_a_new_save_deletes_the_previous_generations_chunks(tmp_path):
     assert await topic.store(tmp_path / "b").load_async(SCOPE, "partition") == doc(2)
 
 
-async def test_a_next_owner_deletes_stale_chunks_left_by_a_save_cut_off_before_its_head(tmp_path):
+def stray_chunks(topic: Topic) -> list[bytes]:
+    """Chunk keys still live in the topic (their last message is not a tombstone) that the head does not name."""
+    live = {m.key: m.value for m in topic.messages()}
+    head = live.get(head_key(SCOPE, "partition").encode())
+    current = head_key(SCOPE, "partition").encode() + b"|" + orjson.loads(head)["generation"].encode() + b"|"
+    return [k for k, v in live.items() if v is not None and k.count(b"|") == 3 and not k.startswith(current)]
+
+
+async def test_chunks_of_a_save_cut_off_before_its_head_are_deleted_after_the_next_head(tmp_path):
     topic = Topic()
     store = topic.store(tmp_path)
     await store.save_async(SCOPE, "partition", doc(1))
     topic.producers.current.failures = [None, KafkaConnectionError("broker gone")]  # chunk 0 lands, chunk 1 fails
     with pytest.raises(ChangelogError, match="broker gone"):
         await store.save_async(SCOPE, "partition", doc(2))
-    await store.save_async(SCOPE, "partition", doc(3))  # the cut-off generation's chunk is now before a head
-    next_owner = topic.store(tmp_path / "b")
-    assert await next_owner.load_async(SCOPE, "partition") == doc(3)
-    live = {m.key: m.value for m in topic.messages()}
-    stray = [k for k, v in live.items() if v is not None and k.count(b"|") == 3
-             and not k.startswith(head_key(SCOPE, "partition").encode() + b"|" + orjson.loads(
-                 live[head_key(SCOPE, "partition").encode()])["generation"].encode())]
-    assert stray == []
+    assert stray_chunks(topic)  # the cut-off generation's first chunk
+    await store.save_async(SCOPE, "partition", doc(3))
+    assert stray_chunks(topic) == []
+    assert await topic.store(tmp_path / "b").load_async(SCOPE, "partition") == doc(3)
+
+
+async def test_a_next_owner_deletes_chunks_its_predecessor_left_behind(tmp_path):
+    topic = Topic()
+    store = topic.store(tmp_path)
+    await store.save_async(SCOPE, "partition", doc(1))
+    topic.producers.current.failures = [None, KafkaConnectionError("broker gone")]
+    with pytest.raises(ChangelogError):
+        await store.save_async(SCOPE, "partition", doc(2))
+    store._written.clear()  # the predecessor dies before its next save: nobody remembers the garbage
+    await store.save_async(SCOPE, "partition", doc(3))
+    assert stray_chunks(topic)
+    assert await topic.store(tmp_path / "b").load_async(SCOPE, "partition") == doc(3)
+    assert stray_chunks(topic) == []
 
 
 async def test_damaged_chunks_are_counted_and_load_as_no_snapshot(tmp_path, caplog):
@@ -143,7 +161,8 @@ async def test_a_broker_that_is_down_fails_the_save_with_a_retriable_error(tmp_p
        st.integers(1, 64))
 def test_a_load_returns_the_last_save_that_completed(tmp_path_factory, saves, chunk_bytes):
     """Any sequence of saves of any size, each completing or cut off at any of its messages (the
-    chunks or the head): a fresh store loads exactly the last completed one (None before any)."""
+    chunks, the head or the tombstones after it): a fresh store loads exactly the last completed one
+    (None before any), and a save that completes whole leaves no chunk no head names."""
     root = tmp_path_factory.mktemp("changelog")
 
     async def scenario() -> None:
@@ -152,15 +171,21 @@ def test_a_load_returns_the_last_save_that_completed(tmp_path_factory, saves, ch
         expected: dict[str, Any] | None = None
         for n, (size, cut) in enumerate(saves):
             snapshot = doc(n, size)
-            if topic.producers.built and cut is not None:
-                topic.producers.current.failures = [None] * cut + [KafkaConnectionError("cut")]
+            writer = store._slot.current  # the writer's own producer (readers build theirs too)
+            if writer is not None and cut is not None:
+                writer.failures = [None] * cut + [KafkaConnectionError("cut")]
             try:
                 await store.save_async(SCOPE, "partition", snapshot)
             except ChangelogError:
-                topic.producers.current.failures = []
+                if writer is not None:
+                    writer.failures = []
             else:
                 expected = snapshot
             assert await topic.store(root / "next", chunk_bytes=chunk_bytes).load_async(SCOPE, "partition") == expected
+        if store._slot.current is not None:
+            store._slot.current.failures = []
+        await store.save_async(SCOPE, "partition", doc(-1))  # a save with nothing cut off deletes every leftover
+        assert stray_chunks(topic) == []
 
     asyncio.run(scenario())
 
