@@ -14,7 +14,7 @@ any snapshot fits the broker's message size), then a head keyed ``<scope>|<detec
 generation, the chunk count, the size and the SHA-256. The head goes out only after every chunk is
 acknowledged, so a crash mid-save leaves the previous head and its chunks intact (chunk keys carry
 the generation: a new save never overwrites an old chunk). After the head is acknowledged, the
-previous generation's chunks are deleted with tombstones. A load reads the partition from its
+chunks of the previous generation and of saves cut off since are deleted with tombstones. A load reads the partition from its
 start to its end, keeps the latest head of the key and the chunks of that generation, and checks
 size and digest; a snapshot that cannot be assembled is logged, counted and treated as absent
 (the partition starts empty at its committed offset, as after a lost volume).
