@@ -150,10 +150,18 @@ async def test_three_instances_over_three_topics_raise_evals_ids(kafka_server, t
 
 
 @pytest.mark.slow
-async def test_keyed_alerts_survive_kills_a_joining_instance_and_a_broker_restart(kafka_factory, tmp_path):
+@pytest.mark.parametrize("snapshots", ["local", "kafka"])
+async def test_keyed_alerts_survive_kills_a_joining_instance_and_a_broker_restart(kafka_factory, tmp_path, snapshots):
+    """``local``: the instances share one state volume; ``kafka``: each has its own, and partitions'
+    state moves through the changelog topic (``state.snapshots: kafka``)."""
+    from tests.support.instances import unique_topic
+
     rng = random.Random(SEED)
     broker = await asyncio.to_thread(kafka_factory)
-    cluster = cluster_for(tmp_path, broker.bootstrap, broker.create_topic)
+    cluster = cluster_for(tmp_path, broker.bootstrap, broker.create_topic, shared_state=snapshots == "local")
+    if snapshots == "kafka":
+        cluster.config["state"].update(snapshots="kafka", changelog_topic=unique_topic("changelog"),
+                                       changelog_partitions=2)
     stream = LiveStream(broker.bootstrap, cluster.feeds, rng)
     faults: list[str] = []
 
