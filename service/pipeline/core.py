@@ -145,8 +145,9 @@ class Pipeline:
         self.detector = detector
         self.alert_events = alert_events
         """Alerts carry their event and its time. False (``eval``, which prints neither): with stateless
-        detection, an event whose rules the screen decided without any showing a field is not decoded
-        (its alerts, ids and matches the same, carry an empty event at the time it was read)."""
+        detection, an event whose rules the screen decided, each matching one showing no field or the
+        fields the decision shows, is not decoded (its alerts, ids and matches the same, carry an empty
+        event at the time it was read)."""
         self.inline = inline
         """Detect in the calling thread: an offline replay has no event loop to keep free, and
         handing each batch to a thread and back cost it ~15 % more CPU."""

@@ -138,8 +138,8 @@ class Tick(Item):
 
 
 class Undecoded(Item):
-    """An event left undecoded: the native screen decided its rules without any of them showing a
-    field (see :func:`decode_batch`'s ``lean``). Its event is empty and its time is the time it was
+    """An event left undecoded: the native screen decided its rules, and what the matching ones show
+    came with the decision (see :func:`decode_batch`'s ``lean``). Its event is empty and its time is the time it was
     read at: for a consumer that needs neither (``eval`` prints no alert's event or time)."""
 
     __slots__ = ()
