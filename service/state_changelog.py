@@ -200,12 +200,12 @@ class ChangelogStore:
             await self.local.save_async(scope, detector, snapshot)
             return
         try:
-            data = await asyncio.to_thread(orjson.dumps, snapshot)  # large states: not on the event loop
+            data, digest = await asyncio.to_thread(_encode, snapshot)  # large states: not on the event loop
         except TypeError as exc:
             raise ValueError(f"snapshot for {scope}/{detector} is not JSON-serialisable: {exc}") from exc
         try:
             async with self._saving.setdefault(head_key(scope, detector), asyncio.Lock()):
-                await self._save(scope, detector, data)
+                await self._save(scope, detector, data, digest)
         except ChangelogError:
             raise
         except Exception as exc:
@@ -242,7 +242,7 @@ class ChangelogStore:
 
     # ---- Kafka
 
-    async def _save(self, scope: str, detector: str, data: bytes) -> None:
+    async def _save(self, scope: str, detector: str, data: bytes, digest: str) -> None:
         producer = await self._slot.get()
         partition = partition_of(scope, await self._partitions())
         generation = secrets.token_hex(8)
@@ -253,7 +253,6 @@ class ChangelogStore:
             chunks = [await producer.send(self.topic, part, key=chunk_key(scope, detector, generation, i).encode(),
                                           partition=partition) for i, part in enumerate(parts)]
             await asyncio.gather(*chunks)
-            digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
             head = Head(generation, len(parts), len(data), digest)
             await (await producer.send(self.topic, head.encode(), key=key.encode(), partition=partition))
         except Exception as exc:
@@ -338,6 +337,12 @@ class ChangelogStore:
             return
         log.info("state changelog topic created", extra={"topic": self.topic, "partitions": self.partitions,
                                                           "replication": replication})
+
+
+def _encode(snapshot: Mapping[str, Any]) -> tuple[bytes, str]:
+    """A snapshot's bytes and their SHA-256 (the head's), in one trip to a worker thread."""
+    data = orjson.dumps(snapshot)
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def _document(assembler: Assembler) -> dict[str, Any] | None:
