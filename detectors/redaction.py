@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,8 @@ CLEAN_CHARS = 256
 """Longest text of a document whose "no secret here" verdict is kept across documents."""
 CLEAN_CACHE = 8192
 """Such texts kept at most (the set is dropped when full: a stream's repeated values come back quickly)."""
+NAME_CACHE = 4096
+"""Field names whose :func:`secret_name` answer is kept at most (the set is dropped when full)."""
 MARKER_START = "[REDACTED:"
 MARKER = re.compile(r"\[REDACTED:[a-z0-9-]+(?::[^\]\s]{0,24}…)?(?::h=[0-9a-f]{1,16})?\]")
 """What a marker looks like; anything matching it is left alone."""
@@ -52,6 +54,7 @@ SECRET_NAME = (r"(?:pass(?:word|wd|phrase)|pwd|secret|token|api[_-]?key|apikey|a
 """Words that make a field name secret-like (anywhere in the name, any case, not followed by a lower-case
 letter: ``db_password``, ``secretKey``, ``API_TOKEN``, but not ``tokens`` or ``secretary``)."""
 _SECRET_NAME_RE = re.compile(rf"(?i){SECRET_NAME}")
+_NAMES: dict[str, bool] = {}
 _NOT_MARKER = r"(?!\[REDACTED:|\*\*\*(?![^\s\"'\\,;&}\]]))"
 """A value that is already a marker, or the log mask ``***`` (``service/logs.py``), is not a secret."""
 
@@ -76,6 +79,9 @@ class FormatSpec:
     anchors: tuple[str, ...] = ()
     """Lower-case literals one of which every match contains: the prefilter runs the pattern only on
     a text holding one (a text holding none is returned after a few substring tests)."""
+    reach: int = 0
+    """How many characters before the anchor it contains a match can start at most (``private_key`` holds
+    ``key`` 8 characters in): the pattern is tried only at those positions before each anchor found."""
 
 
 _B = r"(?<![A-Za-z0-9])"
@@ -105,10 +111,10 @@ FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("azure-client-secret",
                r"(?<![A-Za-z0-9_~.-])(?P<v>[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})(?![A-Za-z0-9_~.-])",
                rule="ci_log_azure_credentials", sample="AZURE_CLIENT_SECRET=Xy18Q~abcdefghijklmnopqrstuvwxyz012345",
-               anchors=("q~",)),
+               anchors=("q~",), reach=4),
     FormatSpec("gcp-private-key-id", r"\"private_key_id\"\s*:\s*\"(?P<v>[0-9a-f]{40})\"", rule="ci_log_gcp_credentials",
                sample='{"type": "service_account", "private_key_id": "' + "0123456789abcdef0123" * 2 + '"}',
-               anchors=("private_key_id",)),
+               anchors=("private_key_id",), reach=1),
     FormatSpec("gcp-api-key", r"(?<![A-Za-z0-9_-])(?P<v>AIza[0-9A-Za-z_-]{35})(?![A-Za-z0-9_-])", prefix=4,
                rule="ci_log_gcp_credentials", sample="GOOGLE_API_KEY is AIzaSyD4x9Qe7Lk2mN5pR8sT1vW3yZ6bC0dF2gH",
                anchors=("aiza",)),
@@ -146,14 +152,21 @@ FORMATS: tuple[FormatSpec, ...] = (
                r"|'" + _NOT_MARKER + r"(?P<v>[^']+)(?=')"                        # 'value'
                r"|" + _NOT_MARKER + r"(?P<v>[^\s\"'\\,;&}\]{\[][^\s\"'\\,;&}\]]*))",  # value
                sample="db_password=hunter2-but-longer", generic=True,
-               anchors=("pass", "pwd", "secret", "token", "key", "credential")),
+               anchors=("pass", "pwd", "secret", "token", "key", "credential"), reach=8),
 )
 """Every format, most specific first: at one position the first alternative that matches wins."""
 
 
 def secret_name(name: str) -> bool:
-    """Whether a field named ``name`` holds a secret by its name (``db_password``, ``API_KEY``)."""
-    return _SECRET_NAME_RE.search(name) is not None
+    """Whether a field named ``name`` holds a secret by its name (``db_password``, ``API_KEY``); the
+    answers are remembered (:data:`NAME_CACHE`: a stream's field names are few, and asked per alert)."""
+    known = _NAMES.get(name)
+    if known is None:
+        known = _SECRET_NAME_RE.search(name) is not None
+        if len(_NAMES) >= NAME_CACHE:
+            _NAMES.clear()
+        _NAMES[name] = known
+    return known
 
 
 class Redactor:
@@ -184,6 +197,8 @@ class Redactor:
             body = re.sub(r"\(\?P<v>", rename, spec.pattern)
             self._parts.append(f"(?P<{outer}>{body})")
             self._anchors.append((i, tuple(a.lower() for a in spec.anchors)))
+            if spec.anchors and spec.reach < 0:
+                raise ValueError(f"format {spec.kind}: reach must not be negative")
             self._groups[outer] = (spec.kind, tuple(names), _prefix_fn(spec.prefix))
             if spec.generic:
                 self._generic.add(outer)
@@ -194,11 +209,15 @@ class Redactor:
         if anchors:
             self._anchor_search = ahocorasick.Automaton()
             for anchor in anchors:
-                self._anchor_search.add_word(anchor, anchor)
+                reach = max(spec.reach for spec in formats if anchor in (a.lower() for a in spec.anchors))
+                # (anchor, characters from a match's first possible start to the anchor's last)
+                self._anchor_search.add_word(anchor, (anchor, len(anchor) - 1 + reach, reach))
             self._anchor_search.make_automaton()
         self._anchor_formats = {found: frozenset(i for i, spec_anchors in self._anchors if found in spec_anchors)
                                 for found in anchors}
         self._always = tuple(i for i, spec_anchors in self._anchors if not spec_anchors)
+        self._chosen: dict[frozenset[tuple[str, int, int]], tuple[int, ...]] = {}
+        """:meth:`_choose`'s answers."""
 
     def _pattern(self, chosen: tuple[int, ...]) -> re.Pattern[str]:
         """The combined pattern of the chosen formats (compiled once per combination), marker first."""
@@ -221,19 +240,55 @@ class Redactor:
             return True  # the first anchor decides: the set of them is the per-string scans' business
         return bool(self._always)
 
-    def _prefilter(self, text: str) -> tuple[int, ...]:
-        """The formats whose anchors occur in ``text`` (a format without anchors always runs): one scan of
-        the lower-cased text for every anchor at once (an Aho-Corasick automaton; Python's ``re`` tries
-        each alternative at each position, several times slower on the texts of an alert)."""
-        if self._anchor_search is None:
-            return self._always
-        found = {anchor for _, anchor in self._anchor_search.iter(text.lower())}
-        if not found:
-            return self._always
+    def _prefilter(self, text: str) -> tuple[tuple[int, ...], list[int] | None]:
+        """The formats whose anchors occur in ``text`` (a format without anchors always runs), and the
+        positions where a match of them can start (``None``: anywhere).
+
+        One scan of the lower-cased text for every anchor at once (an Aho-Corasick automaton; Python's
+        ``re`` tries each alternative at each position, several times slower on the texts of an alert).
+        Every match of a format holds one of its anchors at most :attr:`FormatSpec.reach` characters in,
+        and every marker starts with :data:`MARKER_START`, so the combined pattern needs trying only
+        there: a few ``match`` calls instead of a ``finditer`` over the whole text (``/etc/passwd`` in an
+        event of 200 characters). Not when lower-casing moved characters (``İ``: positions differ), when a
+        format has no anchor, or when the positions are so many that a scan costs less."""
+        search = self._anchor_search
+        if search is None:
+            return self._always, None
+        lowered = text.lower()
+        hits = list(search.iter(lowered))
+        if not hits:
+            return self._always, None
+        found = frozenset([hit for _, hit in hits])
+        chosen = self._chosen.get(found)
+        if chosen is None:
+            chosen = self._choose(found)
+        if self._always or len(lowered) != len(text) or len(hits) * _CHARS_PER_HIT > len(text):
+            return chosen, None
+        if len(hits) == 1 and MARKER_START not in text:  # the common case: one anchor, no marker
+            end, (_anchor, span, reach) = hits[0]
+            first = end - span
+            return chosen, list(range(first if first > 0 else 0, first + reach + 1))
+        starts: set[int] = set()
+        for end, (_anchor, span, reach) in hits:
+            first = end - span
+            starts.update(range(first if first > 0 else 0, first + reach + 1))
+        at = text.find(MARKER_START)
+        while at >= 0:
+            starts.add(at)
+            at = text.find(MARKER_START, at + 1)
+        if len(starts) * _CHARS_PER_TRY > len(text):
+            return chosen, None
+        return chosen, sorted(starts)
+
+    def _choose(self, found: frozenset[tuple[str, int, int]]) -> tuple[int, ...]:
+        """The formats of the anchors ``found`` (and those without anchors), remembered per set of anchors."""
         chosen = set(self._always)
-        for anchor in found:
+        for anchor, _span, _reach in found:
             chosen |= self._anchor_formats[anchor]
-        return tuple(sorted(chosen))
+        ordered = tuple(sorted(chosen))
+        if len(self._chosen) < 4096:
+            self._chosen[found] = ordered
+        return ordered
 
     def digest(self, secret: str) -> str:
         """The marker's hash of ``secret`` (HMAC-SHA256 under the installation key, truncated)."""
@@ -262,13 +317,14 @@ class Redactor:
         was glued to a neighbouring character that a format's boundary check reads."""
         if not text:
             return text, False
-        chosen = self._prefilter(text)
+        chosen, starts = self._prefilter(text)
         if not chosen:
             return text, False
         out: list[str] = []
         last = 0
         glued = False
-        for m in self._pattern(chosen).finditer(text):
+        pattern = self._pattern(chosen)
+        for m in pattern.finditer(text) if starts is None else _matches_at(pattern, text, starts):
             group = m.lastgroup
             if group == "m" or group is None:
                 continue
@@ -339,10 +395,10 @@ class Redactor:
         matched value is also an entity field; the level is also the severity label): :meth:`text` is a
         function of the text alone, so the memo replays its result and its counts. Short texts without a
         secret are also kept across documents (:data:`CLEAN_CACHE`; ``/etc/passwd``, ``eu-west-1``)."""
+        if text in self._clean:  # first: most strings of a document (its clean texts come back)
+            return text
         hit = memo.get(text)
         if hit is None:
-            if text in self._clean:
-                return text
             found: dict[str, int] = {}
             out = self.text(text, found)
             hit = memo[text] = (out, found)
@@ -387,7 +443,7 @@ class Redactor:
         src: Mapping[str, Any] | None = None
         new: Any
         for k, v in doc.items():
-            if k in DOCUMENT_RULE_KEYS:
+            if k in _DOCUMENT_RULE_SET:
                 continue
             if k == "pipesentry" and isinstance(v, Mapping):
                 src = v
@@ -425,7 +481,7 @@ class Redactor:
         for k, v in mapping.items():
             if k in skip:
                 continue
-            new = self._cow(v, counts, memo, False)
+            new = self._text(v, counts, memo) if type(v) is str else self._cow(v, counts, memo, False)
             if new is not v:
                 if out is None:
                     out = dict(mapping)
@@ -445,6 +501,8 @@ class Redactor:
             for k, v in value.items():
                 if by_name and isinstance(k, str) and secret_name(k) and not isinstance(v, Mapping | list | tuple):
                     new = self.value(v, counts)
+                elif type(v) is str:  # the common case, without a call of this method
+                    new = self._text(v, counts, memo)
                 else:
                     new = self._cow(v, counts, memo, by_name)
                 if new is not v:
@@ -455,7 +513,7 @@ class Redactor:
         if kind is list:
             items: list[Any] | None = None
             for i, v in enumerate(value):
-                new = self._cow(v, counts, memo, by_name)
+                new = self._text(v, counts, memo) if type(v) is str else self._cow(v, counts, memo, by_name)
                 if new is not v:
                     if items is None:
                         items = list(value)
@@ -513,6 +571,28 @@ read from the event, see :mod:`detectors.entities`), not the page's console link
 _Memo = dict[str, tuple[str, dict[str, int]]]
 """The redacted form of each string of one document, with the counts per kind its redaction added."""
 
+_CHARS_PER_HIT = 16
+"""A text with an anchor in fewer characters than this on average is scanned whole (``key key key``):
+:meth:`Redactor._prefilter` would spend more on the positions than the scan costs."""
+_CHARS_PER_TRY = 3
+"""What a ``match`` call at one position costs, in characters a ``finditer`` scans in the same time."""
+
+
+def _matches_at(pattern: re.Pattern[str], text: str, starts: list[int]) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)`` when no match can start elsewhere than at ``starts`` (ascending):
+    the leftmost match at or after the last one's end, tried position by position (a match's look-behinds
+    still see the text before it). The formats' matches are never empty."""
+    end = 0
+    match = pattern.match
+    for pos in starts:
+        if pos < end:
+            continue
+        m = match(text, pos)
+        if m is not None:
+            yield m
+            end = max(m.end(), pos + 1)
+
+
 _NO_TEXT = frozenset({type(None), bool, int, float})
 """Types of JSON values without text, told apart by ``type()`` before the slower ``isinstance`` tests."""
 
@@ -537,6 +617,7 @@ def _strings(value: Any, out: list[str], *, keys: bool) -> None:
         out.append(str(value))
 
 
+_DOCUMENT_RULE_SET = frozenset(DOCUMENT_RULE_KEYS)
 _DOCUMENT_SPECIAL = frozenset({"matched", "details", *DOCUMENT_RULE_KEYS})
 """Keys of ``pipesentry`` not redacted as plain values: matched (by field name), details (by key name), rule
 metadata (kept)."""

@@ -133,10 +133,10 @@ def test_a_secret_exposed_by_a_neighbours_marker_is_redacted_in_the_same_call() 
 
 
 class _Unfiltered(Redactor):
-    """Every format on every text: what the anchor prefilter must not change."""
+    """Every format on every text, at every position: what the anchor prefilter must not change."""
 
-    def _prefilter(self, text: str) -> tuple[int, ...]:
-        return tuple(range(len(FORMATS)))
+    def _prefilter(self, text: str) -> tuple[tuple[int, ...], list[int] | None]:
+        return tuple(range(len(FORMATS))), None
 
 
 UNFILTERED = _Unfiltered(KEY)
@@ -153,3 +153,46 @@ def test_the_anchor_prefilter_changes_no_result(parts: list[str], glue: str) -> 
     document = {"event": {"original": text}, "pipesentry": {"matched": [{"field": "cmd", "value": text}],
                                                            "details": {"token": text, "n": 1}}, "url": [text, None]}
     assert R.document(document) == UNFILTERED.document(document)
+
+
+name_words = ["password", "passwd", "passphrase", "pwd", "secret", "token", "api_key", "api-key", "apikey",
+              "access_key", "access-key", "private_key", "private-key", "privatekey", "client_secret",
+              "client-secret", "credential", "credentials", "auth_key", "auth-key", "session_key", "signing-key",
+              "private_key_id", "aws_secret_access_key", "accountkey=", "xoxb-", "q~"]
+"""Every word of :data:`SECRET_NAME` and the other anchors a match can hold after its start (``reach``)."""
+anchored = st.builds(lambda word, upper, prefix, sep, value: (prefix + (word.upper() if upper else word) + sep + value),
+                     st.sampled_from(name_words), st.booleans(), st.sampled_from(["", "x", "db_", "MY.", "_", "0", "-"]),
+                     st.sampled_from(["=", ": ", "\":\"", "\\\":\\\"", "='", " = \"", "=[REDACTED:", " "]),
+                     st.one_of(st.text(max_size=10), st.sampled_from([AWS_SECRET, GITHUB, "Xy18Q~" + "a" * 31])))
+markers = st.sampled_from(["[REDACTED:url-password:h=12345678]", "[REDACTED:secret-field:h=0]", "[REDACTED:",
+                           "[REDACTED:password]", "***"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.one_of(anchored, markers, samples, cased, st.text(max_size=8)), min_size=1, max_size=8),
+       st.sampled_from(["", " ", "\n", "=", ",", "\""]))
+def test_trying_the_pattern_only_near_anchors_changes_no_result(parts: list[str], glue: str) -> None:
+    """The prefilter's start positions (``FormatSpec.reach`` before each anchor, markers) against a scan of
+    every position: secret names of every spelling, markers before and inside them, dense anchors."""
+    text = glue.join(parts)
+    assert R.text(text) == UNFILTERED.text(text)
+    counts: dict[str, int] = {}
+    unfiltered: dict[str, int] = {}
+    R.text(text, counts)
+    UNFILTERED.text(text, unfiltered)
+    assert counts == unfiltered
+
+
+def test_the_prefilter_gives_positions_only_where_they_save_work() -> None:
+    chosen, starts = R._prefilter("GET /?q=../../../../etc/passwd HTTP/1.1 from 192.0.2.7 curl/8.0")
+    assert chosen and starts is not None and len(starts) == 9  # "pass" at 18: positions 10..18
+    assert R._prefilter("key " * 40)[1] is None  # anchors every few characters: one scan is cheaper
+    assert R._prefilter("\u0130 /etc/passwd and more text to scan here")[1] is None  # İ lower-cases to 2 characters
+    assert R._prefilter("no anchor at all") == ((), None)
+    marked = "[REDACTED:jwt:h=00000000] then /etc/passwd and other words"
+    assert 0 in (R._prefilter(marked)[1] or [])
+
+
+def test_secret_names_are_remembered_and_still_right() -> None:
+    for _ in range(2):
+        assert secret_name("db_password") and secret_name("API_KEY") and not secret_name("tokens")
