@@ -10,6 +10,9 @@ this process and in wall-clock time):
   redaction's share of rendering an alert is visible.
 - ``alert_anchored`` / ``event_anchored``: no secret, but words that some format's prefilter looks for
   (``/etc/passwd``, ``aws``, ``key``, a URL), so every string is scanned.
+- ``alert_stream``: ``alert_anchored`` with the alert's number in its message, so every document's
+  message and ``event.original`` are new texts (as in a stream: the other workloads repeat one
+  message, which the redactor's cache of short clean texts remembers after the first document).
 - ``event_clean`` / ``event_secrets``: ``Redactor.text`` of the same events as compact JSON
   (what a dead letter or a log line costs).
 
@@ -55,14 +58,23 @@ def event(message: str, n: int) -> dict[str, Any]:
             "step": "deploy", "message": message, "n": n}
 
 
-def alerts_for(message: str, count: int) -> list[Any]:
+def alerts_for(message: str, count: int, *, numbered: bool = False) -> list[Any]:
+    """``numbered``: the alert's number ends each event's message (every text new)."""
     out = []
     for n in range(count):
-        ev = event(message, n)
-        match = Match(rule=RULE, fields=(("message", message), ("step", "deploy")))
+        text = f"{message} #{n}" if numbered else message
+        ev = event(text, n)
+        match = Match(rule=RULE, fields=(("message", text), ("step", "deploy")))
         out.append(build_alert(match, ev, Origin(input="bench", offset=n), event_time=1.0e9, now=1.0e9,
                                logsource=LogSource(category="ci_job_log")))
     return out
+
+
+def stream(docs: list[dict[str, Any]]) -> None:
+    """Redact ``docs`` with a new redactor: its cache of clean texts starts empty, as each repeat must."""
+    fresh = Redactor(os.urandom(32))
+    for doc in docs:
+        fresh.document(doc)
 
 
 def timed(fn: Callable[[], None], items: int, repeats: int) -> dict[str, float]:
@@ -93,6 +105,8 @@ def run(count: int, repeats: int) -> dict[str, Any]:
         results[f"event_{label}"]["bytes"] = len(texts[0])
         if label == "clean":
             results["alert_render"] = timed(lambda a=alerts: [x.to_document() for x in a] and None, count, repeats)
+    streamed = [a.to_document() for a in alerts_for(ANCHORED, count, numbered=True)]
+    results["alert_stream"] = timed(lambda: stream(streamed), count, repeats)
     return results
 
 

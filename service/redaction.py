@@ -17,7 +17,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,14 @@ class Redaction:
     def document(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         counts: dict[str, int] = {}
         out = self.redactor.document(doc, counts)
+        _count(counts)
+        return out
+
+    def documents(self, docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`document` of each of a batch's documents, counted once for the batch."""
+        counts: dict[str, int] = {}
+        document = self.redactor.document
+        out = [document(doc, counts) for doc in docs]
         _count(counts)
         return out
 

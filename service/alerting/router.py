@@ -281,18 +281,18 @@ class AlertRouter:
                 await self._emit(docs, raw, pages)
 
     def _closed_documents(self, closed: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-        docs, raw = [], []
+        raw = []
         for c in closed:
             doc = c.first.to_document()
             doc["pipesentry"]["suppressed_count"] = c.count
             doc["pipesentry"]["suppressed_last"] = iso_time(c.last)
             raw.append(doc)
-            docs.append(self._redact_document(doc))
-        return docs, raw if self._raw_record_sinks() else None
+        return self._redact_documents(raw), raw if self._raw_record_sinks() else None
 
     # --- redaction -------------------------------------------------------------
-    def _redact_document(self, doc: dict[str, Any]) -> dict[str, Any]:
-        return self.redaction.document(doc) if self.redaction.enabled else doc
+    def _redact_documents(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A batch's documents, redacted (in order) unless redaction is off."""
+        return self.redaction.documents(docs) if self.redaction.enabled else list(docs)
 
     def _redact_page(self, receiver: str, page: dict[str, Any]) -> dict[str, Any]:
         """A group's page base, redacted unless ``receiver`` opted out (groups.json holds it as sent)."""
@@ -318,10 +318,7 @@ class AlertRouter:
         suppressor, silences, grouper, routes = self.suppressor, self.silences, self.grouper, self.routes
         produced: dict[tuple[str, str], int] = {}
         dropped: dict[str, int] = {}
-        want_raw = render and self._raw_record_sinks()
         raw: list[dict[str, Any]] = []
-        if want_raw:
-            out.raw_documents = raw
         for alert in alerts:
             key = (alert.rule.id, alert.rule.level)
             produced[key] = produced.get(key, 0) + 1
@@ -329,10 +326,7 @@ class AlertRouter:
                 dropped["window"] = dropped.get("window", 0) + 1
                 continue
             if render:
-                doc = alert.to_document()
-                out.documents.append(self._redact_document(doc))
-                if want_raw:
-                    raw.append(doc)
+                raw.append(alert.to_document())
             receivers = routes.receivers(alert)
             if not receivers:
                 continue
@@ -351,6 +345,10 @@ class AlertRouter:
                 page = grouper.add(name, alert, now)
                 if page is not None:
                     out.pages.setdefault(name, []).append(page)
+        if raw:  # redacted as one batch: the redaction metric counted once per kind
+            out.documents = self._redact_documents(raw)
+        if render and self._raw_record_sinks():
+            out.raw_documents = raw
         for (rule_id, level), n in produced.items():
             metrics.ALERTS.labels(rule_id=rule_id, level=LEVELS[level_rank(level)]).inc(n)
         for reason, n in dropped.items():

@@ -119,6 +119,33 @@ async def test_pages_are_redacted_per_receiver(tmp_path: Path) -> None:
     assert "p4ssw0rd-xyz" not in orjson.dumps(router.grouper.snapshot()).decode()  # groups are keyed redacted
 
 
+async def test_a_batch_is_redacted_as_its_documents_one_by_one(tmp_path: Path) -> None:
+    """``decide`` redacts a batch at once (one count per kind): each document is, byte for byte, what
+    redacting that alert's document alone gives, in the batch's order, and the metric counts every secret."""
+    settings = AlertingSettings.model_validate({"sinks": [{"type": "null"}, {"type": "stdout", "name": "raw",
+                                                                              "redact": False}]})
+    redaction = Redaction(RedactionSettings(key=KEY), tmp_path)
+    redaction.start()
+    router = AlertRouter(settings, tmp_path, redaction=redaction)
+    router.workers = router._build_workers()
+    router._index_workers()
+    events = [{"cmd": f"echo {AWS_ID}"}, {"cmd": "ls /etc/passwd"}, {"cmd": f"x {AWS_ID} y", "db_password": "p4ss-1"},
+              {"cmd": "plain"}]
+    alerts = [alert(i, event=e) for i, e in enumerate(events)]
+    before = redaction_count("aws-secret-key"), redaction_count("aws-access-key-id")
+    decision = router.decide(alerts)
+    after = redaction_count("aws-secret-key"), redaction_count("aws-access-key-id")
+    alone = Redactor(KEY.encode())
+    assert [orjson.dumps(d) for d in decision.documents] == [orjson.dumps(alone.document(a.to_document()))
+                                                             for a in alerts]
+    assert decision.raw_documents is not None
+    assert [orjson.dumps(d) for d in decision.raw_documents] == [orjson.dumps(a.to_document()) for a in alerts]
+    counts: dict[str, int] = {}
+    for a in alerts:
+        alone.document(a.to_document(), counts)
+    assert after[1] - before[1] == counts["aws-access-key-id"] and after[0] == before[0]
+
+
 async def test_redaction_disabled_sends_raw_values(tmp_path: Path) -> None:
     settings = AlertingSettings.model_validate({"sinks": [{"type": "null"}]})
     router = AlertRouter(settings, tmp_path, redaction=Redaction(RedactionSettings(enabled=False, key=KEY), tmp_path))
