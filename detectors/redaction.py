@@ -236,7 +236,7 @@ class Redactor:
         _strings(value, strings, keys=False)
         if self._anchor_search is None:
             return bool(self._always)
-        for _ in self._anchor_search.iter("\n".join(strings).lower()):
+        for _ in self._anchor_search.iter(_lowered("\n".join(strings))):
             return True  # the first anchor decides: the set of them is the per-string scans' business
         return bool(self._always)
 
@@ -254,7 +254,7 @@ class Redactor:
         search = self._anchor_search
         if search is None:
             return self._always, None
-        lowered = text.lower()
+        lowered = _lowered(text)
         hits = list(search.iter(lowered))
         if not hits:
             return self._always, None
@@ -570,6 +570,17 @@ read from the event, see :mod:`detectors.entities`), not the page's console link
 
 _Memo = dict[str, tuple[str, dict[str, int]]]
 """The redacted form of each string of one document, with the counts per kind its redaction added."""
+
+_FOLD = {ord("\u017f"): "s", ord("\u0131"): "i"}
+"""Letters that a case-insensitive ``re`` pattern (``(?i:aws_?secret…)``) reads as ASCII ones but that
+``lower()`` keeps (long s, dotless i; ``K`` Kelvin sign lower-cases to ``k`` already): the prefilter
+folds them too, or ``aw\u017f_secret_access_key=…`` would hold no anchor of a format that matches it."""
+
+
+def _lowered(text: str) -> str:
+    """``text`` as the anchors are searched in: lower-cased, and :data:`_FOLD`-ed unless ASCII."""
+    return text.lower() if text.isascii() else text.lower().translate(_FOLD)
+
 
 _CHARS_PER_HIT = 16
 """A text with an anchor in fewer characters than this on average is scanned whole (``key key key``):

@@ -141,7 +141,8 @@ class _Unfiltered(Redactor):
 
 UNFILTERED = _Unfiltered(KEY)
 samples = st.sampled_from([spec.sample for spec in FORMATS] + [text for text, *_ in CASES])
-cased = st.sampled_from(["KEY", "Pass", "AwS", "\u0131", "\u0130"])  # dotless i, dotted capital I
+cased = st.sampled_from(["KEY", "Pass", "AwS", "\u0131", "\u0130", "\u017f", "\u212a",  # dotless i, dotted I, long s, Kelvin
+                         "aw\u017f_\u017fecret_acce\u017f\u017f_\u212aey=", "cred\u0131ent\u0131al="])
 noisy = st.lists(st.one_of(st.text(max_size=12), secretish, samples, cased), max_size=10)
 
 
@@ -191,6 +192,12 @@ def test_the_prefilter_gives_positions_only_where_they_save_work() -> None:
     assert R._prefilter("no anchor at all") == ((), None)
     marked = "[REDACTED:jwt:h=00000000] then /etc/passwd and other words"
     assert 0 in (R._prefilter(marked)[1] or [])
+
+
+def test_letters_that_re_reads_as_ascii_ones_do_not_hide_an_anchor() -> None:
+    text = f"aw\u017f_\u017fecret_acce\u017f\u017f_\u212aey={AWS_SECRET}"  # long s, Kelvin sign: re -i reads s, k
+    assert AWS_SECRET not in R.text(text) and R.text(text) == UNFILTERED.text(text)
+    assert AWS_SECRET not in repr(R.page({"note": text}))
 
 
 def test_secret_names_are_remembered_and_still_right() -> None:
