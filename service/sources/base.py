@@ -8,10 +8,10 @@ detector (only when a stateful engine or an alert needs it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, overload
 
 from detectors.event import event_time
 from detectors.model import LogSource, Origin, OriginRef
@@ -75,6 +75,61 @@ class RawMessage:
             return origin
         origin = self._origin = origin()  # :attr:`origin`'s last case, inlined (once per decoded event)
         return origin
+
+
+class LazyMessages(Sequence[RawMessage]):
+    """A batch's messages kept as their values and fallback times, the :class:`RawMessage` of each
+    built by ``build(positions)`` (the messages at those positions, in order) when first asked
+    for, and kept: the same object every time. The native screen reads the values alone and
+    clears most messages: a line reader then builds messages (and their origins) only for the
+    lines the screen picks, as the Kafka input builds items only for the records it picks."""
+
+    __slots__ = ("_build", "_built", "times", "values")
+
+    def __init__(self, values: list[bytes], times: list[float],
+                 build: Callable[[Sequence[int]], list[RawMessage]]) -> None:
+        assert len(values) == len(times), "one fallback time per value"
+        self.values = values
+        self.times = times
+        self._build = build
+        self._built: dict[int, RawMessage] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @overload
+    def __getitem__(self, index: int) -> RawMessage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RawMessage]: ...
+
+    def __getitem__(self, index: int | slice) -> RawMessage | list[RawMessage]:
+        if isinstance(index, slice):
+            return self.at(range(*index.indices(len(self.values))))
+        if index < 0:
+            index += len(self.values)
+        if not 0 <= index < len(self.values):
+            raise IndexError(index)
+        return self.at((index,))[0]
+
+    def __iter__(self) -> Iterator[RawMessage]:
+        return iter(self.at(range(len(self.values))))
+
+    def at(self, positions: Sequence[int]) -> list[RawMessage]:
+        """The messages at ``positions`` (valid ones, in any order), built in one call where none is built yet."""
+        built = self._built
+        if not built:  # the common case: the screen's picks, once
+            messages = self._build(positions)
+            built.update(zip(positions, messages, strict=True))
+            return messages
+        missing = [position for position in positions if position not in built]
+        if missing:
+            built.update(zip(missing, self._build(missing), strict=True))
+        return [built[position] for position in positions]
+
+    def built(self) -> dict[int, RawMessage]:
+        """The messages built so far, by position."""
+        return self._built
 
 
 class Item:
