@@ -158,9 +158,25 @@ def alert_id(rule_id: str, key: str) -> str:
     """Stable id of the alert ``rule_id`` raised for the event at ``key``.
 
     sha256 over both parts with a separator no rule id contains, cut to 128 bits
-    (32 hex chars): collisions are out of reach, ids stay short in URLs.
+    (32 hex chars): collisions are out of reach, ids stay short in URLs. Each rule's hash state
+    after its part is kept and copied (:data:`_PREFIXES`): a new sha256 costs its look-up by
+    name in OpenSSL, more than hashing the key.
     """
-    return hashlib.sha256(f"{rule_id}\x1f{key}".encode()).digest()[:16].hex()  # == hexdigest()[:32], cheaper
+    prefix = _PREFIXES.get(rule_id)
+    if prefix is None:
+        prefix = hashlib.sha256(f"{rule_id}\x1f".encode())
+        if len(_PREFIXES) < MAX_PREFIXES:
+            _PREFIXES[rule_id] = prefix
+    digest = prefix.copy()
+    digest.update(key.encode())
+    return digest.digest()[:16].hex()  # == hexdigest()[:32], cheaper
+
+
+_PREFIXES: dict[str, Any] = {}
+"""Rule id -> the sha256 state after ``rule id + separator`` (never updated: copied per alert)."""
+
+MAX_PREFIXES = 65_536
+"""Rule ids whose hash state is kept (a ruleset has thousands; past this, ids are hashed whole)."""
 
 
 def severity(level: str | None) -> int:

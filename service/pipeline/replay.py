@@ -26,7 +26,7 @@ from detectors.model import LogSource, Origin, keyed_origin
 from service.detection import DetectionSet, Detector, StateScope
 from service.pipeline.core import Content, IngestResult, MixedSpecs, Pipeline
 from service.pipeline.source import Batch, drive
-from service.sources.base import InputSpec, LazyMessages, RawMessage, Rejected
+from service.sources.base import InputSpec, LazyMessages, RawMessage, Rejected, raw_messages
 from service.sources.filetail import line_origin
 from service.sources.http import CONTENT_DIGEST
 
@@ -263,20 +263,16 @@ def _builder(origin_of: Callable[[Seen, int, int, bytes], Origin], seen: Seen, l
     noted in ``seen`` (a built message is decoded or rejected: either needs the origin)."""
     if origin_of is _stdin_origin:
         def build(positions: Sequence[int]) -> list[RawMessage]:  # _stdin_origin inlined (once per event)
-            out = []
+            origins = []
             for position in positions:
-                line = lines[position]
-                origin = keyed_origin("stdin", blake2b(line, digest_size=CONTENT_DIGEST).hexdigest())
+                origin = keyed_origin("stdin", blake2b(lines[position], digest_size=CONTENT_DIGEST).hexdigest())
                 seen[id(origin)] = (numbers[position], origin)
-                out.append(RawMessage(line, origin, times[position]))
-            return out
+                origins.append(origin)
+            return raw_messages([lines[p] for p in positions], origins, [times[p] for p in positions])
     else:
         def build(positions: Sequence[int]) -> list[RawMessage]:
-            out = []
-            for position in positions:
-                line = lines[position]
-                out.append(RawMessage(line, origin_of(seen, numbers[position], starts[position], line), times[position]))
-            return out
+            origins = [origin_of(seen, numbers[p], starts[p], lines[p]) for p in positions]
+            return raw_messages([lines[p] for p in positions], origins, [times[p] for p in positions])
     return build
 
 

@@ -77,6 +77,24 @@ class RawMessage:
         return origin
 
 
+def raw_messages(values: Sequence[bytes], origins: Sequence[Origin], times: Sequence[float]) -> list[RawMessage]:
+    """``[RawMessage(value, origin, time) ...]`` of aligned values, origins and fallback times, their
+    slots set here (a line reader's picked lines: one call per batch, not one per line)."""
+    out = []
+    for value, origin, ts in zip(values, origins, times, strict=True):
+        message = _new(RawMessage)
+        message.value = value
+        message._origin = origin
+        message.fallback_time = ts
+        message.headers = ()
+        message.key = None
+        out.append(message)
+    return out
+
+
+_new = object.__new__
+
+
 class LazyMessages(Sequence[RawMessage]):
     """A batch's messages kept as their values and fallback times, the :class:`RawMessage` of each
     built by ``build(positions)`` (the messages at those positions, in order) when first asked
@@ -258,12 +276,18 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
                 if rules[position].positives and (shown is None or shown[at] is None):
                     break  # a field to show that the screen did not: the event is read
             else:
-                item: Item
+                # Undecoded({}, origin, logsource, (), fallback) with its slots set here (once per event)
+                item: Item = _new(Undecoded)
                 if partition is None:
-                    item = Undecoded({}, message.item_origin, logsource, (), message.fallback_time)
+                    item._origin = message.item_origin
+                    item.fallback_time = message.fallback_time
                 else:
                     record: Any = message  # a Kafka ConsumerRecord
-                    item = Undecoded({}, (topic, number, record.offset), logsource, (), record.timestamp / 1000.0)
+                    item._origin = (topic, number, record.offset)
+                    item.fallback_time = record.timestamp / 1000.0
+                item.event = {}
+                item.logsource = logsource
+                item.time_fields = ()
                 item.decided = (rules, decision)
                 append(item)
                 continue
