@@ -139,7 +139,8 @@ class LineFileSource:
     :class:`~service.pipeline.core.MixedSpecs`), so a file that mixes log sources line by line is
     still read in large batches.
     ``received_at``: the time a line (by number) counts as read at, the event time of an event
-    without one (None, or no hook: the clock, as the live inputs do).
+    without one (None, or no hook: the clock when the line's block was read, as the live inputs
+    read theirs).
     """
 
     name = "file"
@@ -184,11 +185,10 @@ class LineFileSource:
         spec_of = self._spec_of
         received_at = self._received_at
         batch_lines = self._batch_lines
-        clock = time.time
         check = True  # look at ``stop`` after the next line: it can only be set while a batch is out (a yield)
         number = at = 0
         for block in line_blocks(self._stream):  # numbered_lines, inline
-            read = clock()  # the fallback time of an event without one: when its block was read
+            read = time.time()  # the fallback time of an event without one: when its block was read
             for raw in block:
                 number += 1
                 start = at
@@ -210,7 +210,7 @@ class LineFileSource:
                     times.append(read)
                 else:
                     given = received_at(number)
-                    times.append(clock() if given is None else given)
+                    times.append(read if given is None else given)
                 lines.append(line)
                 numbers.append(number)
                 starts.append(start)
