@@ -32,7 +32,7 @@ from detectors.sigma import RuleError
 from detectors.sigma.memo import CompileMemo
 from service import metrics
 from service.detection_metrics import CounterExport
-from service.sources.base import Item, Tick
+from service.sources.base import Item, Tick, Undecoded
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,8 @@ class Detector:
                 continue
             if not stateful:
                 if matches:
-                    self._alerts(matches, item, item.time(), stamp, alerts)
+                    self._alerts(matches, item, item.fallback_time if type(item) is Undecoded else item.time(), stamp,
+                                 alerts)  # Undecoded.time() inlined
                 continue
             key = None if shared else item.scope_key()
             if key != scope:

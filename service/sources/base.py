@@ -279,7 +279,8 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
                 # Undecoded({}, origin, logsource, (), fallback) with its slots set here (once per event)
                 item: Item = _new(Undecoded)
                 if partition is None:
-                    item._origin = message.item_origin
+                    origin = message._origin  # item_origin, inlined for a built origin (once per event)
+                    item._origin = origin if isinstance(origin, (Origin, tuple)) else message.item_origin
                     item.fallback_time = message.fallback_time
                 else:
                     record: Any = message  # a Kafka ConsumerRecord
@@ -306,7 +307,9 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
                 rejected.append(_rejected(raw, "decoder_error", f"{type(exc).__name__}: {exc}"))
             continue
         if partition is None:
-            origin: Origin | tuple[str, int, int] = message.item_origin
+            origin = message._origin  # item_origin, inlined for a built origin (once per event)
+            if not isinstance(origin, (Origin, tuple)):
+                origin = message.item_origin
             fallback = message.fallback_time
         else:
             record = message
