@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from .entities import extract, place
-from .model import LEVELS, Event, LogSource, Match, Origin, RuleInfo, level_rank, slot_setters
+from .model import LEVELS, Event, LogSource, Match, Origin, RuleInfo, level_rank, slot_twin
 
 SEVERITY: Mapping[str, int] = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
 """ECS ``event.severity`` per Sigma level (the 0-100 risk scale Elastic rules use)."""
@@ -158,9 +158,25 @@ def alert_id(rule_id: str, key: str) -> str:
     """Stable id of the alert ``rule_id`` raised for the event at ``key``.
 
     sha256 over both parts with a separator no rule id contains, cut to 128 bits
-    (32 hex chars): collisions are out of reach, ids stay short in URLs.
+    (32 hex chars): collisions are out of reach, ids stay short in URLs. Each rule's hash state
+    after its part is kept and copied (:data:`_PREFIXES`): a new sha256 costs its look-up by
+    name in OpenSSL, more than hashing the key.
     """
-    return hashlib.sha256(f"{rule_id}\x1f{key}".encode()).digest()[:16].hex()  # == hexdigest()[:32], cheaper
+    prefix = _PREFIXES.get(rule_id)
+    if prefix is None:
+        prefix = hashlib.sha256(f"{rule_id}\x1f".encode())
+        if len(_PREFIXES) < MAX_PREFIXES:
+            _PREFIXES[rule_id] = prefix
+    digest = prefix.copy()
+    digest.update(key.encode())
+    return digest.digest()[:16].hex()  # == hexdigest()[:32], cheaper
+
+
+_PREFIXES: dict[str, Any] = {}
+"""Rule id -> the sha256 state after ``rule id + separator`` (never updated: copied per alert)."""
+
+MAX_PREFIXES = 65_536
+"""Rule ids whose hash state is kept (a ruleset has thousands; past this, ids are hashed whole)."""
 
 
 def severity(level: str | None) -> int:
@@ -384,27 +400,35 @@ def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float
         event, origin, event_time = {}, about.origin, about.time
     details = match.details
     key = details.get("alert_key") if details else None
-    rule = match.rule
-    # Alert(...) with its slots set directly: a frozen dataclass's __init__ costs twice as much
-    alert: Alert = _new(Alert)
-    (set_id, set_rule, set_timestamp, set_created, set_origin, set_logsource, set_matched, set_details, set_event,
-     set_max, set_derived) = _ALERT_SLOTS
-    set_id(alert, alert_id(rule.id, str(key) if key is not None else origin.token()))
-    set_rule(alert, rule)
-    set_timestamp(alert, event_time if type(event_time) is float else _as_ts(event_time))
-    set_created(alert, now if type(now) is float else _as_ts(now))
-    set_origin(alert, origin)
-    set_logsource(alert, logsource or _NO_LOGSOURCE)
+    return event_alert(match, event, origin, str(key) if key is not None else origin.token(),
+                       event_time if type(event_time) is float else _as_ts(event_time),
+                       now if type(now) is float else _as_ts(now), logsource or NO_LOGSOURCE, max_original_bytes)
+
+
+def event_alert(match: Match, event: Event, origin: Origin, key: str, event_time: float, now: float,
+                logsource: LogSource, max_original_bytes: int) -> Alert:
+    """:func:`build_alert`'s alert once its arguments are settled (``key``: what the id is made of;
+    times as floats): the detector's way for a match about the event itself, whose origin token
+    it reads once for all of the event's matches."""
+    # Alert(...) made from a plain twin with the same slots: a frozen dataclass's __init__ costs three times as much
+    alert = _ALERT()
+    rule = alert.rule = match.rule
+    alert.id = alert_id(rule.id, key)
+    alert.timestamp = event_time
+    alert.created = now
+    alert.origin = origin
+    alert.logsource = logsource
     matched = match.fields
-    set_matched(alert, matched if type(matched) is tuple else tuple(matched))
-    set_details(alert, details)
-    set_event(alert, event)
-    set_max(alert, max_original_bytes)
-    set_derived(alert, None)
-    return alert
+    alert.matched = matched if type(matched) is tuple else tuple(matched)
+    alert.details = match.details
+    alert.event = event
+    alert.max_original_bytes = max_original_bytes
+    alert._derived = None
+    alert.__class__ = Alert
+    return alert  # type: ignore[no-any-return]
 
 
-_NO_LOGSOURCE = LogSource()
-_new = object.__new__
-_ALERT_SLOTS = slot_setters(Alert, ("id", "rule", "timestamp", "created", "origin", "logsource", "matched",
-                                    "details", "event", "max_original_bytes", "_derived"))
+NO_LOGSOURCE = LogSource()
+"""An alert's log source when its event had none."""
+_ALERT = slot_twin(Alert, ("id", "rule", "timestamp", "created", "origin", "logsource", "matched", "details", "event",
+                           "max_original_bytes", "_derived"))

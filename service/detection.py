@@ -26,13 +26,13 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import orjson
 
-from detectors.alert import Alert, build_alert
+from detectors.alert import NO_LOGSOURCE, Alert, build_alert, event_alert
 from detectors.model import Match, Origin
 from detectors.sigma import RuleError
 from detectors.sigma.memo import CompileMemo
 from service import metrics
 from service.detection_metrics import CounterExport
-from service.sources.base import Item, Tick
+from service.sources.base import Item, Tick, Undecoded
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,8 @@ class Detector:
                 continue
             if not stateful:
                 if matches:
-                    self._alerts(matches, item, item.time(), stamp, alerts)
+                    self._alerts(matches, item, item.fallback_time if type(item) is Undecoded else item.time(), stamp,
+                                 alerts)  # Undecoded.time() inlined
                 continue
             key = None if shared else item.scope_key()
             if key != scope:
@@ -614,15 +615,23 @@ class Detector:
             metrics.STATE_KEYS.labels("anomaly").set(sum(sum(a.key_counts().values()) for a in anomalies))
 
     def _alerts(self, matches: Sequence[Match], item: Item, ts: float, now: float, out: list[Alert]) -> None:
-        """:meth:`_alert` of each match into ``out`` (the event's origin is read once for all of them)."""
+        """:meth:`_alert` of each match into ``out`` (the event's origin and its token are read once
+        for all of them)."""
         origin = item.origin
         event = item.event
-        logsource = item.logsource
+        logsource = item.logsource or NO_LOGSOURCE
         cap = self._max_original
+        token = None
+        if type(ts) is not float or type(now) is not float:  # as build_alert takes them (a test file's int ts)
+            ts, now = float(ts), float(now)
         for match in matches:
             if match.rule.kind == "correlation":
                 out.append(self._alert(match, item, ts, now))
-            else:  # _alert's answer for any other match: at the event's time, about the event
+            elif match.about is None and not match.details:  # _alert's answer: at the event's time, about it
+                if token is None:
+                    token = origin.token()
+                out.append(event_alert(match, event, origin, token, ts, now, logsource, cap))
+            else:  # an anomaly check's (its own key, maybe about an earlier event)
                 out.append(build_alert(match, event, origin, event_time=ts, now=now, logsource=logsource,
                                        max_original_bytes=cap))
 

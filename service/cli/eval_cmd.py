@@ -151,7 +151,7 @@ def _open_input(name: str) -> IO[bytes]:
 def write_json(records: Iterable[Record], out: IO[bytes]) -> int:
     """One JSON line per record (:meth:`Record.json`), written a block of lines at a time."""
     count = 0
-    rules: dict[int, tuple[RuleInfo, bytes]] = {}
+    rules: dict[int, tuple[RuleInfo, bytes, bytes]] = {}
     block: list[bytes] = []
     for record in records:
         block.append(record.json(rules))
@@ -221,14 +221,16 @@ class Record:
             record["case"] = self.case
         return record
 
-    def json(self, rules: dict[int, tuple[RuleInfo, bytes]] | None = None) -> bytes:
+    def json(self, rules: dict[int, tuple[RuleInfo, bytes, bytes]] | None = None) -> bytes:
         """``orjson.dumps(self.as_dict(), default=str)`` and a newline, byte for byte: the document's
-        parts are rendered one by one (``rules`` keeps each rule's part, id(rule) -> (rule, bytes))."""
+        parts are rendered one by one (``rules`` keeps each rule's part, id(rule) -> (rule, the part
+        after the id, the whole line of an alert that shows no field as a ``line, id`` template))."""
         rule = self.rule
         known = rules.get(id(rule)) if rules is not None else None
         if known is None or known[0] is not rule:
             part = orjson.dumps({**_rule_part(rule), "tags": list(rule.tags)}, default=str)
-            known = (rule, b"," + part[1:-1] + b',"matched":')
+            tail = b"," + part[1:-1] + b',"matched":'
+            known = (rule, tail, b'{"line":%d,"alert_id":"%b"' + tail.replace(b"%", b"%%") + b"[]}\n")
             if rules is not None:
                 rules[id(rule)] = known
         alert_id = self.alert_id.encode()
@@ -236,6 +238,8 @@ class Record:
         if type(line) is not int or not alert_id.isalnum():  # ASCII letters and digits: JSON escapes none
             return orjson.dumps(self.as_dict(), default=str, option=orjson.OPT_APPEND_NEWLINE)  # never, for ids we make
         matched = self.matched
+        if not matched and not self.details and self.case is _NO_CASE:
+            return known[2] % (line, alert_id)  # most alerts of most rules
         head = b'{"line":%d,"alert_id":"%b"%b%b' % (
             line, alert_id, known[1],
             orjson.dumps([{"field": name, "value": value} for name, value in matched], default=str) if matched else b"[]")
@@ -261,8 +265,21 @@ def alert_record(line: int, alert: Alert) -> MatchRecord:
 
 
 def alert_records(alerts: Iterable[tuple[int, Alert]]) -> list[Record]:
-    """The :class:`Record` of each ``(line, alert)``."""
-    return [Record(line, alert) for line, alert in alerts]
+    """The :class:`Record` of each ``(line, alert)`` (made here, slot by slot: one per alert)."""
+    out = []
+    for line, alert in alerts:
+        record = _new(Record)
+        record.line = line
+        record.alert_id = alert.id
+        record.rule = alert.rule
+        record.matched = alert.matched
+        record.details = alert.details
+        record.case = _NO_CASE
+        out.append(record)
+    return out
+
+
+_new = object.__new__
 
 
 def _input_settings(settings: Settings, events: str) -> InputSettings:

@@ -22,16 +22,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from detectors.alert import Alert
 from service import metrics
 from service.detection import Detector
 from service.screening import decode_screened, screening_for
-from service.sources.base import Decoded, InputSpec, RawMessage, Rejected, decode_batch
+from service.sources.base import Decoded, InputSpec, LazyMessages, RawMessage, Rejected, decode_batch
 
 
 class AlertSink(Protocol):
@@ -232,14 +233,25 @@ class Pipeline:
             return decoded, len(decoded.items)
         screen, time_fields, max_bytes, max_depth = screening
         timed = time_fields is not None
-        fallbacks = [int(message.fallback_time * 1000) for message in messages] if timed else []
-        picked, latest, decisions = screen.decide([message.value for message in messages], fallbacks, time_fields,
-                                                  max_bytes, max_depth)
+        messages_at: Callable[[Sequence[int]], Sequence[RawMessage]]
+        if type(messages) is LazyMessages:  # read as they are: only the picked messages are built
+            values: list[Any] = messages.values
+            times = messages.times
+            messages_at = messages.at
+        else:
+            messages_at = partial(_at, messages)
+            values = [message.value for message in messages]
+            times = [message.fallback_time for message in messages] if timed else []
+        fallbacks = [int(ts * 1000) for ts in times] if timed else []
+        picked, latest, decisions = screen.decide(values, fallbacks, time_fields, max_bytes, max_depth)
         result = (picked, latest, decisions, screen.rules)
         metrics.EVENTS_SCREENED.labels(source).inc(len(messages) - len(picked))
         decoded = Decoded()
         events = decode_screened(result, len(messages), spec, decoded, timed,
-                                 lambda positions: [messages[position] for position in positions],
-                                 lambda position: messages[position].item_origin,
+                                 messages_at, lambda position: messages[position].item_origin,
                                  lean=not self.alert_events and not timed)
         return decoded, events
+
+
+def _at(messages: Sequence[RawMessage], positions: Sequence[int]) -> list[RawMessage]:
+    return [messages[position] for position in positions]

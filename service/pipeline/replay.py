@@ -26,7 +26,7 @@ from detectors.model import LogSource, Origin, keyed_origin
 from service.detection import DetectionSet, Detector, StateScope
 from service.pipeline.core import Content, IngestResult, MixedSpecs, Pipeline
 from service.pipeline.source import Batch, drive
-from service.sources.base import InputSpec, RawMessage, Rejected
+from service.sources.base import InputSpec, LazyMessages, RawMessage, Rejected, raw_messages
 from service.sources.filetail import line_origin
 from service.sources.http import CONTENT_DIGEST
 
@@ -139,7 +139,8 @@ class LineFileSource:
     :class:`~service.pipeline.core.MixedSpecs`), so a file that mixes log sources line by line is
     still read in large batches.
     ``received_at``: the time a line (by number) counts as read at, the event time of an event
-    without one (None, or no hook: the clock, as the live inputs do).
+    without one (None, or no hook: the clock when the line's block was read, as the live inputs
+    read theirs).
     """
 
     name = "file"
@@ -161,8 +162,8 @@ class LineFileSource:
         """Events accepted by the pipeline (screen-cleared ones included)."""
         self.last_line = 0
         """The last line handed on: alerts decided at the end of the input are reported on it."""
-        self.last_origin: Origin | None = None
-        self.mixed: Callable[[list[RawMessage], list[InputSpec]], Content] | None = None
+        self._last: LazyMessages | None = None
+        self.mixed: Callable[[Sequence[RawMessage], list[InputSpec]], Content] | None = None
         """With ``spec_of``: makes one batch's content out of messages of several specs (set by
         :func:`replay_file`: :class:`~service.pipeline.core.MixedSpecs`); None: a batch ends at
         every change of spec."""
@@ -172,50 +173,60 @@ class LineFileSource:
         origin_of: Callable[[Seen, int, int, bytes], Origin] = _stdin_origin
         if self._path is not None:
             origin_of = partial(_file_origin, f"{self._path}:{os.fstat(self._stream.fileno()).st_ino}")
-        messages: list[RawMessage] = []
+        # a batch is its lines, kept as bytes with their numbers, offsets and read times: a message
+        # (and its origin) is built only for a line the screen picks (see LazyMessages)
+        lines: list[bytes] = []
         numbers: list[int] = []
+        starts: list[int] = []
+        times: list[float] = []
         specs: list[InputSpec] = []
         spec = self._spec
         mixed = self.mixed
         spec_of = self._spec_of
         received_at = self._received_at
         batch_lines = self._batch_lines
-        clock = time.time
         check = True  # look at ``stop`` after the next line: it can only be set while a batch is out (a yield)
         number = at = 0
-        for raw in chain.from_iterable(line_blocks(self._stream)):  # numbered_lines, inline
-            number += 1
-            start = at
-            at += len(raw) + 1
-            line = raw[:-1] if raw.endswith(b"\r") else raw
-            if not ((line and line[0] > 32) or line.strip()):  # blank (a first byte above space: strip spared)
-                continue
-            line_spec = spec_of(line) if spec_of is not None else spec
-            if messages and (len(messages) >= batch_lines or (mixed is None and line_spec is not spec)):
-                self.lines = number
-                yield self._batch(messages, numbers, spec, seen, specs)
-                messages, numbers, specs = [], [], []
-                check = True
-            spec = line_spec
-            if mixed is not None:
-                specs.append(spec)
-            if received_at is None:
-                now = clock()  # the fallback time of an event without one
+        for block in line_blocks(self._stream):  # numbered_lines, inline
+            read = time.time()  # the fallback time of an event without one: when its block was read
+            for raw in block:
+                number += 1
+                start = at
+                at += len(raw) + 1
+                line = raw[:-1] if raw.endswith(b"\r") else raw
+                if not ((line and line[0] > 32) or line.strip()):  # blank (a first byte above space: strip spared)
+                    continue
+                line_spec = spec_of(line) if spec_of is not None else spec
+                if lines and (len(lines) >= batch_lines or (mixed is None and line_spec is not spec)):
+                    self.lines = number
+                    yield self._batch(LazyMessages(lines, times, _builder(origin_of, seen, lines, numbers, starts, times)),
+                                      numbers, spec, seen, specs)
+                    lines, numbers, starts, times, specs = [], [], [], [], []
+                    check = True
+                spec = line_spec
+                if mixed is not None:
+                    specs.append(spec)
+                if received_at is None:
+                    times.append(read)
+                else:
+                    given = received_at(number)
+                    times.append(read if given is None else given)
+                lines.append(line)
+                numbers.append(number)
+                starts.append(start)
+                if check:
+                    check = False
+                    if stop.is_set():
+                        break
             else:
-                given = received_at(number)
-                now = clock() if given is None else given
-            # the origin is built when first asked for (an alert, a reject): most lines never need it
-            messages.append(RawMessage(line, partial(origin_of, seen, number, start, line), now))
-            numbers.append(number)
-            if check:
-                check = False
-                if stop.is_set():
-                    break
+                continue
+            break  # stopped
         self.lines = number
-        if messages:
-            yield self._batch(messages, numbers, spec, seen, specs)
+        if lines:
+            yield self._batch(LazyMessages(lines, times, _builder(origin_of, seen, lines, numbers, starts, times)),
+                              numbers, spec, seen, specs)
 
-    def _batch(self, messages: list[RawMessage], numbers: list[int], spec: InputSpec,
+    def _batch(self, messages: LazyMessages, numbers: list[int], spec: InputSpec,
                seen: Seen, specs: list[InputSpec]) -> Batch:
         content = None
         if self.mixed is not None and any(other is not spec for other in specs):
@@ -226,19 +237,43 @@ class LineFileSource:
             unseen = (last, None)
             alerts = [(seen.get(id(alert.origin), unseen)[0], alert) for alert in result.alerts]
             rejects: list[tuple[int, Rejected]] = []
-            if result.rejected:
-                index = {id(message): number for message, number in zip(messages, numbers, strict=True)}
+            if result.rejected:  # a rejected message was built
+                index = {id(message): numbers[position] for position, message in messages.built().items()}
                 rejects = [(index.get(id(reject.message), last), reject) for reject in result.rejected]
             if content is not None:  # detected spec by spec: back in line order (stable: rule order kept)
                 alerts.sort(key=_line)
                 rejects.sort(key=_line)
             self.last_line = last
             self.events += result.accepted
-            self.last_origin = messages[-1].origin
+            self._last = messages
             seen.clear()
             self._outcome(alerts, rejects)
 
         return Batch(messages, spec, ack, content=content)
+
+    @property
+    def last_origin(self) -> Origin | None:
+        """The origin of the last line handed on (None before the first batch is accepted)."""
+        return self._last[-1].origin if self._last is not None else None
+
+
+def _builder(origin_of: Callable[[Seen, int, int, bytes], Origin], seen: Seen, lines: list[bytes],
+             numbers: list[int], starts: list[int], times: list[float]) -> Callable[[Sequence[int]], list[RawMessage]]:
+    """How :class:`LazyMessages` builds a batch's messages at some positions: each with its origin,
+    noted in ``seen`` (a built message is decoded or rejected: either needs the origin)."""
+    if origin_of is _stdin_origin:
+        def build(positions: Sequence[int]) -> list[RawMessage]:  # _stdin_origin inlined (once per event)
+            origins = []
+            for position in positions:
+                origin = keyed_origin("stdin", blake2b(lines[position], digest_size=CONTENT_DIGEST).hexdigest())
+                seen[id(origin)] = (numbers[position], origin)
+                origins.append(origin)
+            return raw_messages([lines[p] for p in positions], origins, [times[p] for p in positions])
+    else:
+        def build(positions: Sequence[int]) -> list[RawMessage]:
+            origins = [origin_of(seen, numbers[p], starts[p], lines[p]) for p in positions]
+            return raw_messages([lines[p] for p in positions], origins, [times[p] for p in positions])
+    return build
 
 
 def _line(pair: tuple[int, Any]) -> int:

@@ -8,10 +8,10 @@ detector (only when a stateful engine or an alert needs it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, overload
 
 from detectors.event import event_time
 from detectors.model import LogSource, Origin, OriginRef
@@ -75,6 +75,79 @@ class RawMessage:
             return origin
         origin = self._origin = origin()  # :attr:`origin`'s last case, inlined (once per decoded event)
         return origin
+
+
+def raw_messages(values: Sequence[bytes], origins: Sequence[Origin], times: Sequence[float]) -> list[RawMessage]:
+    """``[RawMessage(value, origin, time) ...]`` of aligned values, origins and fallback times, their
+    slots set here (a line reader's picked lines: one call per batch, not one per line)."""
+    out = []
+    for value, origin, ts in zip(values, origins, times, strict=True):
+        message = _new(RawMessage)
+        message.value = value
+        message._origin = origin
+        message.fallback_time = ts
+        message.headers = ()
+        message.key = None
+        out.append(message)
+    return out
+
+
+_new = object.__new__
+
+
+class LazyMessages(Sequence[RawMessage]):
+    """A batch's messages kept as their values and fallback times, the :class:`RawMessage` of each
+    built by ``build(positions)`` (the messages at those positions, in order) when first asked
+    for, and kept: the same object every time. The native screen reads the values alone and
+    clears most messages: a line reader then builds messages (and their origins) only for the
+    lines the screen picks, as the Kafka input builds items only for the records it picks."""
+
+    __slots__ = ("_build", "_built", "times", "values")
+
+    def __init__(self, values: list[bytes], times: list[float],
+                 build: Callable[[Sequence[int]], list[RawMessage]]) -> None:
+        assert len(values) == len(times), "one fallback time per value"
+        self.values = values
+        self.times = times
+        self._build = build
+        self._built: dict[int, RawMessage] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @overload
+    def __getitem__(self, index: int) -> RawMessage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RawMessage]: ...
+
+    def __getitem__(self, index: int | slice) -> RawMessage | list[RawMessage]:
+        if isinstance(index, slice):
+            return self.at(range(*index.indices(len(self.values))))
+        if index < 0:
+            index += len(self.values)
+        if not 0 <= index < len(self.values):
+            raise IndexError(index)
+        return self.at((index,))[0]
+
+    def __iter__(self) -> Iterator[RawMessage]:
+        return iter(self.at(range(len(self.values))))
+
+    def at(self, positions: Sequence[int]) -> list[RawMessage]:
+        """The messages at ``positions`` (valid ones, in any order), built in one call where none is built yet."""
+        built = self._built
+        if not built:  # the common case: the screen's picks, once
+            messages = self._build(positions)
+            built.update(zip(positions, messages, strict=True))
+            return messages
+        missing = [position for position in positions if position not in built]
+        if missing:
+            built.update(zip(missing, self._build(missing), strict=True))
+        return [built[position] for position in positions]
+
+    def built(self) -> dict[int, RawMessage]:
+        """The messages built so far, by position."""
+        return self._built
 
 
 class Item:
@@ -203,12 +276,19 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
                 if rules[position].positives and (shown is None or shown[at] is None):
                     break  # a field to show that the screen did not: the event is read
             else:
-                item: Item
+                # Undecoded({}, origin, logsource, (), fallback) with its slots set here (once per event)
+                item: Item = _new(Undecoded)
                 if partition is None:
-                    item = Undecoded({}, message.item_origin, logsource, (), message.fallback_time)
+                    origin = message._origin  # item_origin, inlined for a built origin (once per event)
+                    item._origin = origin if isinstance(origin, (Origin, tuple)) else message.item_origin
+                    item.fallback_time = message.fallback_time
                 else:
                     record: Any = message  # a Kafka ConsumerRecord
-                    item = Undecoded({}, (topic, number, record.offset), logsource, (), record.timestamp / 1000.0)
+                    item._origin = (topic, number, record.offset)
+                    item.fallback_time = record.timestamp / 1000.0
+                item.event = {}
+                item.logsource = logsource
+                item.time_fields = ()
                 item.decided = (rules, decision)
                 append(item)
                 continue
@@ -227,7 +307,9 @@ def decode_batch(messages: Sequence[RawMessage], spec: InputSpec, out: Decoded |
                 rejected.append(_rejected(raw, "decoder_error", f"{type(exc).__name__}: {exc}"))
             continue
         if partition is None:
-            origin: Origin | tuple[str, int, int] = message.item_origin
+            origin = message._origin  # item_origin, inlined for a built origin (once per event)
+            if not isinstance(origin, (Origin, tuple)):
+                origin = message.item_origin
             fallback = message.fallback_time
         else:
             record = message

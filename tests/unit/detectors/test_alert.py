@@ -273,3 +273,19 @@ def test_iso_time_cache_gives_what_the_formula_gives() -> None:
     times = [0.0, 1.0, 1, 1.0005, 1.9995, 1_700_000_000.123456, 1_700_000_000.9999, -1.5, 253_402_300_799.0]
     for ts in times + times:
         assert iso_time(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def test_alert_id_is_sha256_of_rule_and_key_whatever_the_kept_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """alert_id copies a kept hash state per rule: the id is still sha256(rule id, separator, key), cut
+    to 32 hex chars, the first time, the next times and past the number of rules kept."""
+    import hashlib
+
+    from detectors import alert as alert_mod
+
+    monkeypatch.setattr(alert_mod, "_PREFIXES", {})
+    monkeypatch.setattr(alert_mod, "MAX_PREFIXES", 2)
+    for rule_id in ("r-1", "r-2", "r-3", "ünï", "", "r-1"):
+        for key in ("stdin:abc", "", "x" * 200, "k\x1fé"):
+            expected = hashlib.sha256(f"{rule_id}\x1f{key}".encode()).hexdigest()[:32]
+            assert alert_id(rule_id, key) == alert_id(rule_id, key) == expected
+    assert list(alert_mod._PREFIXES) == ["r-1", "r-2"]

@@ -184,3 +184,15 @@ def test_loading_leaves_the_collector_as_it_was_with_the_ruleset_frozen(tmp_path
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_rule_paths_spell_each_file_as_rule_files_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stat_signature hashes the paths _rule_paths spells: the same strings as str() of _rule_files,
+    whatever the spelling of the root (a cache made before keeps its manifests)."""
+    for name in ("a/b/one.yml", "a/two.yaml", "a/.hidden/x.yml", "a/skip.txt", "three.yml"):
+        (tmp_path / "rules" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "rules" / name).write_text("x")
+    monkeypatch.chdir(tmp_path)
+    for root in (tmp_path / "rules", Path("rules"), Path("./rules/"), Path("rules/a/.."), Path(".")):
+        expected = [str(path) for path in rules_mod._rule_files(root)]
+        assert list(rules_mod._rule_paths(root)) == expected and expected

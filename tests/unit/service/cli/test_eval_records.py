@@ -12,8 +12,9 @@ from detectors.alert import build_alert
 from detectors.model import Match, Origin, RuleInfo
 from service.cli.eval_cmd import Record, alert_record
 
-RULE = RuleInfo(id="r-1", title='Quote " and \\ in a title', level="high", author="Ann Ö", status=None,
-                tags=("attack.execution", "attack.t1059"), ruleset="pack")
+RULE = RuleInfo(id="r-1", title='Quote " and \\ in a title, 100% %d %b %%', level="high", author="Ann Ö",
+                status=None, tags=("attack.execution", "attack.t1059"), ruleset="pack")
+"""A title with ``%``: the line of an alert without fields is rendered from a ``%`` template."""
 
 
 def record(fields: tuple[tuple[str, Any], ...], details: dict[str, Any] | None = None, line: int = 7) -> Record:
@@ -29,7 +30,7 @@ def record(fields: tuple[tuple[str, Any], ...], details: dict[str, Any] | None =
     ((("uni", "é\u2028\U0001f600"),), {"nested": {"a": [1, 2]}}),
 ])
 def test_json_line_is_the_document_dumped(fields: tuple[tuple[str, Any], ...], details: dict[str, Any] | None) -> None:
-    rules: dict[int, tuple[RuleInfo, bytes]] = {}
+    rules: dict[int, tuple[RuleInfo, bytes, bytes]] = {}
     made = record(fields, details)
     expected = orjson.dumps(made.as_dict(), default=str, option=orjson.OPT_APPEND_NEWLINE)
     assert made.json(rules) == expected
