@@ -305,9 +305,9 @@ fn automaton_kind(key_bytes: usize) -> Option<AhoCorasickKind> {
 
 /// Per-event hit set: an atom is hit when its stamp equals the event's generation.
 pub struct Hits {
-    stamps: Vec<u32>,
-    /// Atoms counted as hits without knowing (a check that could not tell).
-    unknown: Vec<u32>,
+    /// Per atom, `[hit, unknown]` stamps side by side (a program reads both of an atom): the
+    /// second marks atoms counted as hits without knowing (a check that could not tell).
+    stamps: Vec<[u32; 2]>,
     generation: u32,
     pub list: Vec<u32>,
     /// Keys already handled for the current value (a key can occur several times in it).
@@ -318,8 +318,7 @@ pub struct Hits {
 impl Hits {
     pub fn new(atoms: usize, keys: usize) -> Self {
         Hits {
-            stamps: vec![0; atoms],
-            unknown: vec![0; atoms],
+            stamps: vec![[0; 2]; atoms],
             generation: 0,
             list: Vec::new(),
             seen_keys: vec![0; keys],
@@ -330,8 +329,7 @@ impl Hits {
     pub fn reset(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
-            self.stamps.iter_mut().for_each(|s| *s = 0);
-            self.unknown.iter_mut().for_each(|s| *s = 0);
+            self.stamps.iter_mut().for_each(|s| *s = [0; 2]);
             self.generation = 1;
         }
         self.list.clear();
@@ -348,23 +346,23 @@ impl Hits {
 
     #[inline]
     pub fn has(&self, atom: u32) -> bool {
-        self.stamps[atom as usize] == self.generation
+        self.stamps[atom as usize][0] == self.generation
     }
 
     /// Hit, but possibly not really (see [`Verdict::Unknown`]).
     #[inline]
     pub fn unknown(&self, atom: u32) -> bool {
-        self.unknown[atom as usize] == self.generation
+        self.stamps[atom as usize][1] == self.generation
     }
 
     #[inline]
     pub fn set(&mut self, atom: u32) {
         let slot = &mut self.stamps[atom as usize];
-        if *slot != self.generation {
-            *slot = self.generation;
+        if slot[0] != self.generation {
+            slot[0] = self.generation;
             self.list.push(atom);
         }
-        self.unknown[atom as usize] = 0;
+        slot[1] = 0;
     }
 
     pub fn record(&mut self, atom: u32, verdict: Verdict) {
@@ -374,7 +372,7 @@ impl Hits {
             Verdict::Unknown if self.has(atom) && !self.unknown(atom) => {}
             Verdict::Unknown => {
                 self.set(atom);
-                self.unknown[atom as usize] = self.generation;
+                self.stamps[atom as usize][1] = self.generation;
             }
         }
     }
@@ -472,20 +470,24 @@ pub const CACHED_TEXT: usize = 160;
 const CACHE_ENTRIES: usize = 8192;
 
 impl ValueCache {
-    fn hash(id: u32, text: &[u8]) -> u64 {
+    /// The key of a value of field plan `id` ([`ValueCache::get`] and [`ValueCache::insert`]
+    /// take it: a miss then an insert hash the value once).
+    pub fn hash(id: u32, text: &[u8]) -> u64 {
         let mut hasher = FxHasher::default();
         hasher.write(&id.to_le_bytes());
         hasher.write(text);
         hasher.finish()
     }
 
-    pub fn get(&self, id: u32, text: &[u8]) -> Option<&[(u32, Verdict)]> {
-        let (owner, stored, verdicts) = self.entries.get(&Self::hash(id, text))?;
+    pub fn get(&self, hash: u64, id: u32, text: &[u8]) -> Option<&[(u32, Verdict)]> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let (owner, stored, verdicts) = self.entries.get(&hash)?;
         (*owner == id && **stored == *text).then_some(&**verdicts)
     }
 
-    pub fn insert(&mut self, id: u32, text: &[u8], verdicts: &[(u32, Verdict)]) {
-        let hash = Self::hash(id, text);
+    pub fn insert(&mut self, hash: u64, id: u32, text: &[u8], verdicts: &[(u32, Verdict)]) {
         if self.seen.is_empty() {
             self.seen = vec![0; SEEN_SLOTS];
         }
@@ -1143,12 +1145,20 @@ mod tests {
     fn the_value_cache_keeps_a_value_on_its_second_sighting() {
         let mut cache = ValueCache::default();
         let verdicts = [(3, Verdict::Yes)];
-        cache.insert(1, b"once", &verdicts);
-        assert!(cache.get(1, b"once").is_none());
-        cache.insert(1, b"once", &verdicts);
-        assert_eq!(cache.get(1, b"once"), Some(&verdicts[..]));
-        assert!(cache.get(2, b"once").is_none());
-        assert!(cache.get(1, b"other").is_none());
+        let once = ValueCache::hash(1, b"once");
+        cache.insert(once, 1, b"once", &verdicts);
+        assert!(cache.get(once, 1, b"once").is_none());
+        cache.insert(once, 1, b"once", &verdicts);
+        assert_eq!(cache.get(once, 1, b"once"), Some(&verdicts[..]));
+        assert!(cache
+            .get(ValueCache::hash(2, b"once"), 2, b"once")
+            .is_none());
+        assert!(cache
+            .get(ValueCache::hash(1, b"other"), 1, b"other")
+            .is_none());
+        // an entry answers for its own plan and text only, whatever the hash
+        assert!(cache.get(once, 2, b"once").is_none());
+        assert!(cache.get(once, 1, b"other").is_none());
     }
 
     #[test]

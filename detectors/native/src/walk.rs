@@ -413,8 +413,13 @@ impl<'p> Walk<'p> {
         // Some(ascii) once the text is folded: only on a cache miss (an entry's text folded before)
         let mut folded_ascii: Option<bool> = None;
         for plan_of_value in [field, keyword].into_iter().flatten() {
+            let hash = if cached {
+                ValueCache::hash(plan_of_value.id, bytes)
+            } else {
+                0
+            };
             if cached {
-                if let Some(verdicts) = self.cache.get(plan_of_value.id, bytes) {
+                if let Some(verdicts) = self.cache.get(hash, plan_of_value.id, bytes) {
                     verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v));
                     if shown {
                         for &(a, v) in verdicts {
@@ -451,7 +456,7 @@ impl<'p> Walk<'p> {
                 }
             }
             if cached {
-                self.cache.insert(plan_of_value.id, bytes, &verdicts);
+                self.cache.insert(hash, plan_of_value.id, bytes, &verdicts);
             }
             self.verdicts = verdicts;
         }
