@@ -434,17 +434,21 @@ impl Screen {
     ) -> PyResult<Bound<'py, PyList>> {
         let mut made: Vec<Option<Bound<'py, PyAny>>> = vec![None; values.values.len()];
         let out = PyList::empty(py);
-        // messages of a batch are often decided alike (no match but the same untriggered rules):
-        // one Python decision for them all (Python only reads decisions)
+        // messages of a batch are often decided alike (no match, or the same rules that show no
+        // value): one Python decision for them all (Python only reads decisions). A decision
+        // showing a value is the only one with it (values are numbered per message).
         let mut alike: FastMap<Decision, Bound<'py, PyTuple>> = FastMap::default();
         for decision in decisions {
             let Some(decision) = decision else {
                 out.append(py.None())?;
                 continue;
             };
-            if let Some(same) = alike.get(&decision) {
-                out.append(same)?;
-                continue;
+            let shared = decision.2.iter().flatten().all(Vec::is_empty);
+            if shared {
+                if let Some(same) = alike.get(&decision) {
+                    out.append(same)?;
+                    continue;
+                }
             }
             let (matched, undecided, shown) = &decision;
             let fields = PyList::empty(py);
@@ -493,7 +497,9 @@ impl Screen {
                 ],
             )?;
             out.append(&made_decision)?;
-            alike.insert(decision, made_decision);
+            if shared {
+                alike.insert(decision, made_decision);
+            }
         }
         Ok(out)
     }

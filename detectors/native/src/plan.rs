@@ -246,6 +246,11 @@ pub struct FieldPlan {
     pub key_base: usize,
     /// Distinguishes the plans of one route in the [`ValueCache`].
     pub id: u32,
+    /// The [`Slot`] of this path, when special atoms read it: a key's path is looked up once
+    /// for both.
+    pub slot: Option<usize>,
+    /// False for a path only special atoms read (its values are not scanned).
+    pub scanned: bool,
 }
 
 impl FieldPlan {
@@ -272,6 +277,8 @@ impl FieldPlan {
             bytes,
             key_base,
             id,
+            slot: None,
+            scanned: true,
         }
     }
 
@@ -401,7 +408,8 @@ pub struct Plan {
     pub untriggered: Vec<u32>,
     /// Atoms tested on the whole event (null, exists, field reference), from the paths seen.
     pub special: Vec<Special>,
-    /// Field paths the special atoms read, numbered (their per-event state is a [`Slot`]).
+    /// Field paths the special atoms read, numbered (their per-event state is a [`Slot`]); the
+    /// walk reads a path's number from its entry in `fields` ([`FieldPlan::slot`]).
     pub slots: FastMap<String, usize>,
     /// Slots whose value texts are kept (field references).
     pub texts: Vec<bool>,
@@ -453,11 +461,34 @@ impl Slot {
 /// A value is kept on its second sighting: `seen` holds the hashes of values seen once
 /// (direct-mapped, overwritten on a clash), so values that never repeat (ids, random tokens,
 /// times) cost no allocation nor a later clearing, and cannot push repeated ones out.
+///
+/// A field plan whose values seldom repeat is not looked up at all for a while (see
+/// [`Worth`]): its lookups would cost more than the scans they save.
 #[derive(Default)]
 pub struct ValueCache {
     entries: FastMap<u64, CachedValue>,
     seen: Vec<u64>,
+    /// By field plan id.
+    worth: Vec<Worth>,
 }
+
+/// What the lookups of one field plan's values saved over a window of [`WINDOW`] lookups, in
+/// bytes of scanning: a hit saves the scan of its value and a call (counted as [`CALL_BYTES`]),
+/// a miss costs about a call (hashing, a probe, the seen-once filter). A window that saved less
+/// than it cost turns the lookups off for [`RESTING`] values of the plan, then another window
+/// tells again.
+#[derive(Default, Clone, Copy)]
+struct Worth {
+    lookups: u32,
+    saved: u32,
+    cost: u32,
+    /// Values still to pass by the cache.
+    resting: u32,
+}
+
+const WINDOW: u32 = 1024;
+const RESTING: u32 = 16 * WINDOW;
+const CALL_BYTES: u32 = 12;
 
 /// Slots of [`ValueCache`]'s seen-once filter (a power of two).
 const SEEN_SLOTS: usize = 4096;
@@ -479,12 +510,31 @@ impl ValueCache {
         hasher.finish()
     }
 
-    pub fn get(&self, hash: u64, id: u32, text: &[u8]) -> Option<&[(u32, Verdict)]> {
-        if self.entries.is_empty() {
-            return None;
+    /// Whether to look up (and keep) this value of field plan `id`: false while its values are
+    /// resting (the caller scans the value as on a miss).
+    #[inline]
+    pub fn worth(&mut self, id: u32) -> bool {
+        match self.worth.get_mut(id as usize) {
+            Some(worth) if worth.resting > 0 => {
+                worth.resting -= 1;
+                false
+            }
+            _ => true,
         }
-        let (owner, stored, verdicts) = self.entries.get(&hash)?;
-        (*owner == id && **stored == *text).then_some(&**verdicts)
+    }
+
+    /// The verdicts kept for a value (after [`ValueCache::worth`] said yes).
+    pub fn get(&mut self, hash: u64, id: u32, text: &[u8]) -> Option<&[(u32, Verdict)]> {
+        let found = if self.entries.is_empty() {
+            None
+        } else {
+            self.entries
+                .get(&hash)
+                .filter(|(owner, stored, _)| *owner == id && **stored == *text)
+                .map(|(_, _, verdicts)| &**verdicts)
+        };
+        count(&mut self.worth, id, found.is_some(), text.len());
+        found
     }
 
     pub fn insert(&mut self, hash: u64, id: u32, text: &[u8], verdicts: &[(u32, Verdict)]) {
@@ -501,6 +551,28 @@ impl ValueCache {
         }
         self.entries
             .insert(hash, (id, text.into(), verdicts.into()));
+    }
+}
+
+/// A lookup of field plan `id` in its [`Worth`] (`len`: the value's bytes).
+fn count(worth: &mut Vec<Worth>, id: u32, hit: bool, len: usize) {
+    let at = id as usize;
+    if at >= worth.len() {
+        worth.resize(at + 1, Worth::default());
+    }
+    let worth = &mut worth[at];
+    worth.lookups += 1;
+    if hit {
+        worth.saved += CALL_BYTES + len as u32; // len <= CACHED_TEXT: no overflow in a window
+    } else {
+        worth.cost += CALL_BYTES;
+    }
+    if worth.lookups >= WINDOW {
+        let resting = if worth.saved < worth.cost { RESTING } else { 0 };
+        *worth = Worth {
+            resting,
+            ..Worth::default()
+        };
     }
 }
 
@@ -1020,6 +1092,15 @@ impl Plan {
                 want,
             });
         }
+        for (path, &slot) in &slots {
+            field_map
+                .entry(path.clone())
+                .or_insert_with(|| FieldPlan {
+                    scanned: false,
+                    ..FieldPlan::new(FastMap::default(), Vec::new(), Vec::new(), 0, u32::MAX)
+                })
+                .slot = Some(slot);
+        }
         let strict = programs.iter().any(Option::is_some) || !specials.is_empty();
         if shown.len() != rest.len() {
             return Err("shown fields do not fit the rules".to_owned());
@@ -1159,6 +1240,39 @@ mod tests {
         // an entry answers for its own plan and text only, whatever the hash
         assert!(cache.get(once, 2, b"once").is_none());
         assert!(cache.get(once, 1, b"other").is_none());
+    }
+
+    #[test]
+    fn a_plan_whose_values_seldom_repeat_rests_from_the_cache_for_a_while() {
+        let mut cache = ValueCache::default();
+        let verdicts = [(3, Verdict::Yes)];
+        // plan 1: unique values, one repeated short one in nine (saves less than the misses cost)
+        // plan 2: one value over and over
+        let looked = |cache: &mut ValueCache, id: u32, text: &[u8]| {
+            if !cache.worth(id) {
+                return false;
+            }
+            let hash = ValueCache::hash(id, text);
+            if cache.get(hash, id, text).is_none() {
+                cache.insert(hash, id, text, &verdicts);
+            }
+            true
+        };
+        for n in 0..WINDOW {
+            let text = if n % 9 == 0 {
+                "synthetic".to_owned()
+            } else {
+                format!("{n:020x}")
+            };
+            assert!(looked(&mut cache, 1, text.as_bytes()));
+            assert!(looked(&mut cache, 2, b"C:\\Windows\\System32\\svchost.exe"));
+        }
+        for _ in 0..RESTING {
+            assert!(!looked(&mut cache, 1, b"synthetic"));
+        }
+        assert!(looked(&mut cache, 1, b"synthetic")); // a new window tells again
+        assert!(looked(&mut cache, 2, b"C:\\Windows\\System32\\svchost.exe"));
+        assert!(cache.worth.len() == 3 && cache.worth[2].resting == 0);
     }
 
     #[test]
