@@ -124,6 +124,10 @@ impl Check {
 
 const GLOB_BUDGET: usize = 1 << 20;
 
+/// Values up to this many bytes are searched for one-byte keys in one pass, not one `memchr`
+/// per key.
+const SHORT_VALUE: usize = 64;
+
 /// Longer values are no address for the Python engine (`detectors.sigma.atoms.CidrAtom`).
 const CIDR_TEXT: usize = 64;
 
@@ -652,9 +656,23 @@ impl Plan {
                 push(atom, self.check(atom, text, folded, ascii));
             }
         }
-        for &(byte, index) in &field.bytes {
-            if memchr::memchr(byte, folded).is_some() {
-                self.key_verdicts(&field.keys[index as usize], text, folded, ascii, &mut push);
+        if !field.bytes.is_empty() {
+            // a short value's bytes are gathered in one pass; `memchr` pays on longer ones
+            let present = (folded.len() <= SHORT_VALUE && field.bytes.len() > 1).then(|| {
+                let mut set = [0u64; 4];
+                for &b in folded {
+                    set[usize::from(b >> 6)] |= 1 << (b & 63);
+                }
+                set
+            });
+            for &(byte, index) in &field.bytes {
+                let found = match &present {
+                    Some(set) => set[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0,
+                    None => memchr::memchr(byte, folded).is_some(),
+                };
+                if found {
+                    self.key_verdicts(&field.keys[index as usize], text, folded, ascii, &mut push);
+                }
             }
         }
         if field.searched.is_empty() {
@@ -1455,6 +1473,9 @@ mod tests {
             ("xyz", vec![]),
             ("", vec![]),
             ("a", vec![4, 5]),
+            // past SHORT_VALUE bytes, one `memchr` per one-byte key
+            (&format!(":{}0a", "x".repeat(SHORT_VALUE)), vec![0, 1, 3, 5]),
+            (&format!("{}b", "x".repeat(SHORT_VALUE)), vec![]),
         ] {
             plan.verdicts(
                 field,
