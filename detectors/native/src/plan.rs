@@ -493,6 +493,8 @@ struct Worth {
 const WINDOW: u32 = 1024;
 const RESTING: u32 = 16 * WINDOW;
 const CALL_BYTES: u32 = 12;
+/// Field plan ids are below a route's field count (a path only special atoms read has none).
+const MAX_PLAN_ID: usize = 1 << 20;
 
 /// Slots of [`ValueCache`]'s seen-once filter (a power of two).
 const SEEN_SLOTS: usize = 4096;
@@ -562,6 +564,9 @@ impl ValueCache {
 fn count(worth: &mut Vec<Worth>, id: u32, hit: bool, len: usize) {
     let at = id as usize;
     if at >= worth.len() {
+        if at > MAX_PLAN_ID {
+            return; // not a route's field plan: no table for it
+        }
         worth.resize(at + 1, Worth::default());
     }
     let worth = &mut worth[at];
