@@ -24,7 +24,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::sync::Mutex;
 
 use abi::PlanIn;
-use plan::{Plan, ValueCache};
+use plan::{FastMap, Plan, ValueCache};
 use shown::{Firsts, Value, Values};
 use walk::Walk;
 
@@ -434,26 +434,38 @@ impl Screen {
     ) -> PyResult<Bound<'py, PyList>> {
         let mut made: Vec<Option<Bound<'py, PyAny>>> = vec![None; values.values.len()];
         let out = PyList::empty(py);
+        // messages of a batch are often decided alike (no match, or the same rules that show no
+        // value): one Python decision for them all (Python only reads decisions). A decision
+        // showing a value is the only one with it (values are numbered per message).
+        let mut alike: FastMap<Decision, Bound<'py, PyTuple>> = FastMap::default();
         for decision in decisions {
-            let Some((matched, undecided, shown)) = decision else {
+            let Some(decision) = decision else {
                 out.append(py.None())?;
                 continue;
             };
+            let shared = decision.2.iter().flatten().all(Vec::is_empty);
+            if shared {
+                if let Some(same) = alike.get(&decision) {
+                    out.append(same)?;
+                    continue;
+                }
+            }
+            let (matched, undecided, shown) = &decision;
             let fields = PyList::empty(py);
             let mut tuples: Made<'py, Vec<(u32, u32)>> = Vec::new();
             let mut made_pairs: Made<'py, (u32, u32)> = Vec::new();
             for pairs in shown {
-                let Some(pairs) = pairs else {
+                let Some(pairs) = pairs.as_ref() else {
                     fields.append(py.None())?;
                     continue;
                 };
                 // matches of one message often show the same fields: one tuple for them all
-                if let Some((_, same)) = tuples.iter().find(|(other, _)| *other == pairs) {
+                if let Some((_, same)) = tuples.iter().find(|(other, _)| other == pairs) {
                     fields.append(same)?;
                     continue;
                 }
                 let mut items = Vec::with_capacity(pairs.len());
-                for &(name, value) in &pairs {
+                for &(name, value) in pairs {
                     if let Some((_, same)) =
                         made_pairs.iter().find(|(pair, _)| *pair == (name, value))
                     {
@@ -474,9 +486,20 @@ impl Screen {
                 }
                 let tuple = PyTuple::new(py, items)?;
                 fields.append(&tuple)?;
-                tuples.push((pairs, tuple));
+                tuples.push((pairs.clone(), tuple));
             }
-            out.append((matched, undecided, fields))?;
+            let made_decision = PyTuple::new(
+                py,
+                [
+                    PyList::new(py, matched)?.into_any(),
+                    PyList::new(py, undecided)?.into_any(),
+                    fields.into_any(),
+                ],
+            )?;
+            out.append(&made_decision)?;
+            if shared {
+                alike.insert(decision, made_decision);
+            }
         }
         Ok(out)
     }

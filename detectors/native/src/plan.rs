@@ -124,6 +124,10 @@ impl Check {
 
 const GLOB_BUDGET: usize = 1 << 20;
 
+/// Values up to this many bytes are searched for one-byte keys in one pass, not one `memchr`
+/// per key.
+const SHORT_VALUE: usize = 64;
+
 /// Longer values are no address for the Python engine (`detectors.sigma.atoms.CidrAtom`).
 const CIDR_TEXT: usize = 64;
 
@@ -246,6 +250,11 @@ pub struct FieldPlan {
     pub key_base: usize,
     /// Distinguishes the plans of one route in the [`ValueCache`].
     pub id: u32,
+    /// The [`Slot`] of this path, when special atoms read it: a key's path is looked up once
+    /// for both.
+    pub slot: Option<usize>,
+    /// False for a path only special atoms read (its values are not scanned).
+    pub scanned: bool,
 }
 
 impl FieldPlan {
@@ -272,6 +281,8 @@ impl FieldPlan {
             bytes,
             key_base,
             id,
+            slot: None,
+            scanned: true,
         }
     }
 
@@ -305,9 +316,9 @@ fn automaton_kind(key_bytes: usize) -> Option<AhoCorasickKind> {
 
 /// Per-event hit set: an atom is hit when its stamp equals the event's generation.
 pub struct Hits {
-    stamps: Vec<u32>,
-    /// Atoms counted as hits without knowing (a check that could not tell).
-    unknown: Vec<u32>,
+    /// Per atom, `[hit, unknown]` stamps side by side (a program reads both of an atom): the
+    /// second marks atoms counted as hits without knowing (a check that could not tell).
+    stamps: Vec<[u32; 2]>,
     generation: u32,
     pub list: Vec<u32>,
     /// Keys already handled for the current value (a key can occur several times in it).
@@ -318,8 +329,7 @@ pub struct Hits {
 impl Hits {
     pub fn new(atoms: usize, keys: usize) -> Self {
         Hits {
-            stamps: vec![0; atoms],
-            unknown: vec![0; atoms],
+            stamps: vec![[0; 2]; atoms],
             generation: 0,
             list: Vec::new(),
             seen_keys: vec![0; keys],
@@ -330,8 +340,7 @@ impl Hits {
     pub fn reset(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
-            self.stamps.iter_mut().for_each(|s| *s = 0);
-            self.unknown.iter_mut().for_each(|s| *s = 0);
+            self.stamps.iter_mut().for_each(|s| *s = [0; 2]);
             self.generation = 1;
         }
         self.list.clear();
@@ -348,23 +357,23 @@ impl Hits {
 
     #[inline]
     pub fn has(&self, atom: u32) -> bool {
-        self.stamps[atom as usize] == self.generation
+        self.stamps[atom as usize][0] == self.generation
     }
 
     /// Hit, but possibly not really (see [`Verdict::Unknown`]).
     #[inline]
     pub fn unknown(&self, atom: u32) -> bool {
-        self.unknown[atom as usize] == self.generation
+        self.stamps[atom as usize][1] == self.generation
     }
 
     #[inline]
     pub fn set(&mut self, atom: u32) {
         let slot = &mut self.stamps[atom as usize];
-        if *slot != self.generation {
-            *slot = self.generation;
+        if slot[0] != self.generation {
+            slot[0] = self.generation;
             self.list.push(atom);
         }
-        self.unknown[atom as usize] = 0;
+        slot[1] = 0;
     }
 
     pub fn record(&mut self, atom: u32, verdict: Verdict) {
@@ -374,7 +383,7 @@ impl Hits {
             Verdict::Unknown if self.has(atom) && !self.unknown(atom) => {}
             Verdict::Unknown => {
                 self.set(atom);
-                self.unknown[atom as usize] = self.generation;
+                self.stamps[atom as usize][1] = self.generation;
             }
         }
     }
@@ -403,7 +412,8 @@ pub struct Plan {
     pub untriggered: Vec<u32>,
     /// Atoms tested on the whole event (null, exists, field reference), from the paths seen.
     pub special: Vec<Special>,
-    /// Field paths the special atoms read, numbered (their per-event state is a [`Slot`]).
+    /// Field paths the special atoms read, numbered (their per-event state is a [`Slot`]); the
+    /// walk reads a path's number from its entry in `fields` ([`FieldPlan::slot`]).
     pub slots: FastMap<String, usize>,
     /// Slots whose value texts are kept (field references).
     pub texts: Vec<bool>,
@@ -455,11 +465,36 @@ impl Slot {
 /// A value is kept on its second sighting: `seen` holds the hashes of values seen once
 /// (direct-mapped, overwritten on a clash), so values that never repeat (ids, random tokens,
 /// times) cost no allocation nor a later clearing, and cannot push repeated ones out.
+///
+/// A field plan whose values seldom repeat is not looked up at all for a while (see
+/// [`Worth`]): its lookups would cost more than the scans they save.
 #[derive(Default)]
 pub struct ValueCache {
     entries: FastMap<u64, CachedValue>,
     seen: Vec<u64>,
+    /// By field plan id.
+    worth: Vec<Worth>,
 }
+
+/// What the lookups of one field plan's values saved over a window of [`WINDOW`] lookups, in
+/// bytes of scanning: a hit saves the scan of its value and a call (counted as [`CALL_BYTES`]),
+/// a miss costs about a call (hashing, a probe, the seen-once filter). A window that saved less
+/// than it cost turns the lookups off for [`RESTING`] values of the plan, then another window
+/// tells again.
+#[derive(Default, Clone, Copy)]
+struct Worth {
+    lookups: u32,
+    saved: u32,
+    cost: u32,
+    /// Values still to pass by the cache.
+    resting: u32,
+}
+
+const WINDOW: u32 = 1024;
+const RESTING: u32 = 16 * WINDOW;
+const CALL_BYTES: u32 = 12;
+/// Field plan ids are below a route's field count (a path only special atoms read has none).
+const MAX_PLAN_ID: usize = 1 << 20;
 
 /// Slots of [`ValueCache`]'s seen-once filter (a power of two).
 const SEEN_SLOTS: usize = 4096;
@@ -472,20 +507,43 @@ pub const CACHED_TEXT: usize = 160;
 const CACHE_ENTRIES: usize = 8192;
 
 impl ValueCache {
-    fn hash(id: u32, text: &[u8]) -> u64 {
+    /// The key of a value of field plan `id` ([`ValueCache::get`] and [`ValueCache::insert`]
+    /// take it: a miss then an insert hash the value once).
+    pub fn hash(id: u32, text: &[u8]) -> u64 {
         let mut hasher = FxHasher::default();
         hasher.write(&id.to_le_bytes());
         hasher.write(text);
         hasher.finish()
     }
 
-    pub fn get(&self, id: u32, text: &[u8]) -> Option<&[(u32, Verdict)]> {
-        let (owner, stored, verdicts) = self.entries.get(&Self::hash(id, text))?;
-        (*owner == id && **stored == *text).then_some(&**verdicts)
+    /// Whether to look up (and keep) this value of field plan `id`: false while its values are
+    /// resting (the caller scans the value as on a miss).
+    #[inline]
+    pub fn worth(&mut self, id: u32) -> bool {
+        match self.worth.get_mut(id as usize) {
+            Some(worth) if worth.resting > 0 => {
+                worth.resting -= 1;
+                false
+            }
+            _ => true,
+        }
     }
 
-    pub fn insert(&mut self, id: u32, text: &[u8], verdicts: &[(u32, Verdict)]) {
-        let hash = Self::hash(id, text);
+    /// The verdicts kept for a value (after [`ValueCache::worth`] said yes).
+    pub fn get(&mut self, hash: u64, id: u32, text: &[u8]) -> Option<&[(u32, Verdict)]> {
+        let found = if self.entries.is_empty() {
+            None
+        } else {
+            self.entries
+                .get(&hash)
+                .filter(|(owner, stored, _)| *owner == id && **stored == *text)
+                .map(|(_, _, verdicts)| &**verdicts)
+        };
+        count(&mut self.worth, id, found.is_some(), text.len());
+        found
+    }
+
+    pub fn insert(&mut self, hash: u64, id: u32, text: &[u8], verdicts: &[(u32, Verdict)]) {
         if self.seen.is_empty() {
             self.seen = vec![0; SEEN_SLOTS];
         }
@@ -499,6 +557,31 @@ impl ValueCache {
         }
         self.entries
             .insert(hash, (id, text.into(), verdicts.into()));
+    }
+}
+
+/// A lookup of field plan `id` in its [`Worth`] (`len`: the value's bytes).
+fn count(worth: &mut Vec<Worth>, id: u32, hit: bool, len: usize) {
+    let at = id as usize;
+    if at >= worth.len() {
+        if at > MAX_PLAN_ID {
+            return; // not a route's field plan: no table for it
+        }
+        worth.resize(at + 1, Worth::default());
+    }
+    let worth = &mut worth[at];
+    worth.lookups += 1;
+    if hit {
+        worth.saved += CALL_BYTES + len as u32; // len <= CACHED_TEXT: no overflow in a window
+    } else {
+        worth.cost += CALL_BYTES;
+    }
+    if worth.lookups >= WINDOW {
+        let resting = if worth.saved < worth.cost { RESTING } else { 0 };
+        *worth = Worth {
+            resting,
+            ..Worth::default()
+        };
     }
 }
 
@@ -578,9 +661,23 @@ impl Plan {
                 push(atom, self.check(atom, text, folded, ascii));
             }
         }
-        for &(byte, index) in &field.bytes {
-            if memchr::memchr(byte, folded).is_some() {
-                self.key_verdicts(&field.keys[index as usize], text, folded, ascii, &mut push);
+        if !field.bytes.is_empty() {
+            // a short value's bytes are gathered in one pass; `memchr` pays on longer ones
+            let present = (folded.len() <= SHORT_VALUE && field.bytes.len() > 1).then(|| {
+                let mut set = [0u64; 4];
+                for &b in folded {
+                    set[usize::from(b >> 6)] |= 1 << (b & 63);
+                }
+                set
+            });
+            for &(byte, index) in &field.bytes {
+                let found = match &present {
+                    Some(set) => set[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0,
+                    None => memchr::memchr(byte, folded).is_some(),
+                };
+                if found {
+                    self.key_verdicts(&field.keys[index as usize], text, folded, ascii, &mut push);
+                }
             }
         }
         if field.searched.is_empty() {
@@ -1018,6 +1115,15 @@ impl Plan {
                 want,
             });
         }
+        for (path, &slot) in &slots {
+            field_map
+                .entry(path.clone())
+                .or_insert_with(|| FieldPlan {
+                    scanned: false,
+                    ..FieldPlan::new(FastMap::default(), Vec::new(), Vec::new(), 0, u32::MAX)
+                })
+                .slot = Some(slot);
+        }
         let strict = programs.iter().any(Option::is_some) || !specials.is_empty();
         if shown.len() != rest.len() {
             return Err("shown fields do not fit the rules".to_owned());
@@ -1143,12 +1249,53 @@ mod tests {
     fn the_value_cache_keeps_a_value_on_its_second_sighting() {
         let mut cache = ValueCache::default();
         let verdicts = [(3, Verdict::Yes)];
-        cache.insert(1, b"once", &verdicts);
-        assert!(cache.get(1, b"once").is_none());
-        cache.insert(1, b"once", &verdicts);
-        assert_eq!(cache.get(1, b"once"), Some(&verdicts[..]));
-        assert!(cache.get(2, b"once").is_none());
-        assert!(cache.get(1, b"other").is_none());
+        let once = ValueCache::hash(1, b"once");
+        cache.insert(once, 1, b"once", &verdicts);
+        assert!(cache.get(once, 1, b"once").is_none());
+        cache.insert(once, 1, b"once", &verdicts);
+        assert_eq!(cache.get(once, 1, b"once"), Some(&verdicts[..]));
+        assert!(cache
+            .get(ValueCache::hash(2, b"once"), 2, b"once")
+            .is_none());
+        assert!(cache
+            .get(ValueCache::hash(1, b"other"), 1, b"other")
+            .is_none());
+        // an entry answers for its own plan and text only, whatever the hash
+        assert!(cache.get(once, 2, b"once").is_none());
+        assert!(cache.get(once, 1, b"other").is_none());
+    }
+
+    #[test]
+    fn a_plan_whose_values_seldom_repeat_rests_from_the_cache_for_a_while() {
+        let mut cache = ValueCache::default();
+        let verdicts = [(3, Verdict::Yes)];
+        // plan 1: unique values, one repeated short one in nine (saves less than the misses cost)
+        // plan 2: one value over and over
+        let looked = |cache: &mut ValueCache, id: u32, text: &[u8]| {
+            if !cache.worth(id) {
+                return false;
+            }
+            let hash = ValueCache::hash(id, text);
+            if cache.get(hash, id, text).is_none() {
+                cache.insert(hash, id, text, &verdicts);
+            }
+            true
+        };
+        for n in 0..WINDOW {
+            let text = if n % 9 == 0 {
+                "synthetic".to_owned()
+            } else {
+                format!("{n:020x}")
+            };
+            assert!(looked(&mut cache, 1, text.as_bytes()));
+            assert!(looked(&mut cache, 2, b"C:\\Windows\\System32\\svchost.exe"));
+        }
+        for _ in 0..RESTING {
+            assert!(!looked(&mut cache, 1, b"synthetic"));
+        }
+        assert!(looked(&mut cache, 1, b"synthetic")); // a new window tells again
+        assert!(looked(&mut cache, 2, b"C:\\Windows\\System32\\svchost.exe"));
+        assert!(cache.worth.len() == 3 && cache.worth[2].resting == 0);
     }
 
     #[test]
@@ -1331,6 +1478,9 @@ mod tests {
             ("xyz", vec![]),
             ("", vec![]),
             ("a", vec![4, 5]),
+            // past SHORT_VALUE bytes, one `memchr` per one-byte key
+            (&format!(":{}0a", "x".repeat(SHORT_VALUE)), vec![0, 1, 3, 5]),
+            (&format!("{}b", "x".repeat(SHORT_VALUE)), vec![]),
         ] {
             plan.verdicts(
                 field,

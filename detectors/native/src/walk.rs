@@ -258,12 +258,11 @@ impl<'p> Walk<'p> {
         if self.firsts.active && (self.lists > 0 || key.contains('.')) {
             self.firsts.reorder = true; // a path that may recur: strings out of Python's order
         }
-        self.field = self.plan.fields.get(self.path.as_str());
-        if !self.plan.slots.is_empty() {
-            self.slot = self.plan.slots.get(self.path.as_str()).copied();
-            if let Some(slot) = self.slot {
-                self.slots[slot].present = true;
-            }
+        let found = self.plan.fields.get(self.path.as_str());
+        self.field = found.filter(|field| field.scanned);
+        self.slot = found.and_then(|field| field.slot);
+        if let Some(slot) = self.slot {
+            self.slots[slot].present = true;
         }
         if self.time_fields.is_empty() {
             return saved;
@@ -404,7 +403,7 @@ impl<'p> Walk<'p> {
             return Ok(());
         }
         let bytes = text.as_bytes();
-        let cached = bytes.len() <= CACHED_TEXT;
+        let short = bytes.len() <= CACHED_TEXT;
         let shown = self.firsts.active;
         let scalar = self.scalar;
         if shown {
@@ -413,8 +412,14 @@ impl<'p> Walk<'p> {
         // Some(ascii) once the text is folded: only on a cache miss (an entry's text folded before)
         let mut folded_ascii: Option<bool> = None;
         for plan_of_value in [field, keyword].into_iter().flatten() {
+            let cached = short && self.cache.worth(plan_of_value.id);
+            let hash = if cached {
+                ValueCache::hash(plan_of_value.id, bytes)
+            } else {
+                0
+            };
             if cached {
-                if let Some(verdicts) = self.cache.get(plan_of_value.id, bytes) {
+                if let Some(verdicts) = self.cache.get(hash, plan_of_value.id, bytes) {
                     verdicts.iter().for_each(|&(a, v)| self.hits.record(a, v));
                     if shown {
                         for &(a, v) in verdicts {
@@ -451,7 +456,7 @@ impl<'p> Walk<'p> {
                 }
             }
             if cached {
-                self.cache.insert(plan_of_value.id, bytes, &verdicts);
+                self.cache.insert(hash, plan_of_value.id, bytes, &verdicts);
             }
             self.verdicts = verdicts;
         }

@@ -131,6 +131,25 @@ def test_cached_verdicts_belong_to_their_field():
     assert scan(detection, {"a": "x"}, {"b": "x"}, {"a": "x"}, {"b": "xyz"})[0] == [0, 2, 3]
 
 
+def test_verdicts_hold_while_the_value_cache_rests_from_values_that_never_repeat():
+    """Unique values turn a field's cache lookups off for a while (and repeated ones back on):
+    whichever way a value is scanned, the events picked are those that match, and events decided
+    alike get equal decisions (one Python object may serve them)."""
+    detection = {"sel": {"CommandLine|contains": "whoami"}, "condition": "sel"}
+    events = [{"CommandLine": f"{n:020x}" + (" whoami" if n % 7 == 0 else "")} for n in range(5000)]
+    events += [{"CommandLine": "cmd /c whoami"}, {"CommandLine": "ls"}] * 1500
+    want = [n for n, event in enumerate(events) if "whoami" in event["CommandLine"]]
+    screen = build(rule_yaml(detection)).screen(LS)
+    assert screen is not None
+    for start in range(0, len(events), 1000):  # batches, as inputs hand them over (one cache)
+        raws = [orjson.dumps(event) for event in events[start:start + 1000]]
+        picked = screen.scan(raws, [0] * len(raws), None, 1 << 20, 64)[0]
+        assert picked == [n - start for n in want if start <= n < start + 1000]
+    alike = [orjson.dumps({"CommandLine": "cmd /c whoami", "n": n}) for n in range(3)]
+    picked, _, decisions = screen.decide(alike, [0, 0, 0], None, 1 << 20, 64)
+    assert picked == [0, 1, 2] and decisions[0] == decisions[1] == decisions[2]
+
+
 def test_unscanned_fields_are_not_read_closely():
     assert scan(SEL, {"Other": "café", "n": 1.5, "CommandLine": "ls"})[0] == []
 
