@@ -296,17 +296,33 @@ def place(doc: dict[str, Any], entities: tuple[tuple[str, Any], ...]) -> None:
     """Put ``entities`` into ``doc`` at their dotted paths (objects are created or extended; the
     alert's own fields (:data:`RESERVED`) and non-object values on the way are never replaced)."""
     for name, value in entities:
-        if name in RESERVED:
+        path = _PATHS.get(name)
+        if path is None:
+            path = _path(name)
+        if not path:
             continue
-        *parents, leaf = name.split(".")
         node = doc
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None and part not in node:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
                 break
             node = child
         else:
-            node.setdefault(leaf, value)
+            if path[-1] not in node:
+                node[path[-1]] = value
+
+
+_PATHS: dict[str, tuple[str, ...]] = {}
+"""Entity name -> its path (empty for :data:`RESERVED` names): split once per name."""
+
+
+def _path(name: str) -> tuple[str, ...]:
+    path = () if name in RESERVED else tuple(name.split("."))
+    if len(_PATHS) < 4096:  # entity names come from ENTITY_FIELDS; the bound is for other callers
+        _PATHS[name] = path
+    return path
 
 
 __all__ = ["ENTITY_FIELDS", "GENERIC_FIELDS", "MAX_VALUES", "NATIVE_FIELDS", "RESERVED", "EntityType", "extract",
