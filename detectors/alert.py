@@ -385,8 +385,9 @@ class _RuleParts:
 
 _RULE_PARTS: dict[int, _RuleParts] = {}
 """By the rule's ``id()``: a rule is immutable, and hashing one (all its fields) costs more than
-building its part of the document. Cleared when it grows past :data:`_MAX_RULE_PARTS` (reloads)."""
-_MAX_RULE_PARTS = 16_384
+building its part of the document. Holds only rules that fired; cleared when it reaches
+:data:`_MAX_RULE_PARTS` (rules of earlier reloads), so what it keeps alive stays bounded."""
+_MAX_RULE_PARTS = 8192
 
 
 def _rule_parts(rule: RuleInfo) -> _RuleParts:

@@ -9,9 +9,11 @@ import functools
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import detectors.alert as alert_module
 from detectors.alert import MAX_MATCHED_FIELDS, Alert, _shown, build_alert, iso_time
 from detectors.entities import RESERVED, place
 from detectors.model import LogSource, Match, Origin, RuleInfo
@@ -150,3 +152,13 @@ def test_place_puts_what_a_plain_setdefault_walk_puts(doc: dict[str, Any], entit
     plain_place(expected, entities)
     place(got, entities)
     assert repr(got) == repr(expected)  # same keys in the same order, same values of the same types
+
+
+def test_a_full_rule_cache_is_cleared_and_documents_stay_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alert_module, "_MAX_RULE_PARTS", 2)
+    rules = [RuleInfo(id=f"r{n}", title=f"R{n}", level="low", tags=(f"attack.t10{n}0",)) for n in range(5)]
+    for _ in range(2):
+        for rule in rules:
+            alert = build_alert(Match(rule), {"User": "u"}, Origin("kafka", "t", 0, 1), event_time=1.0, now=2.0)
+            assert dumped(alert.to_document()) == dumped(plain_document(alert))
+            assert len(alert_module._RULE_PARTS) <= 2
