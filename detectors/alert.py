@@ -327,61 +327,133 @@ class Alert:
         return f"[{self.level}] {self.rule.title} ({self.origin.token()})"
 
     def to_document(self) -> dict[str, Any]:
-        """The ECS-style alert document (schema: ``service/alerting/schemas/alert.schema.json``)."""
+        """The ECS-style alert document (schema: ``service/alerting/schemas/alert.schema.json``).
+
+        What depends on the rule alone is built once per rule (:func:`_rule_parts`); every container
+        of the document is new (the router and sinks may change a document: no other alert's sees it)."""
         rule = self.rule
-        rule_doc: dict[str, Any] = {
+        parts = _RULE_PARTS.get(id(rule))
+        if parts is None or parts.rule is not rule:
+            parts = _rule_parts(rule)
+        original, truncated, original_size, entities = self._derive()
+        token = self.origin.token()
+        origin: dict[str, Any] = {"input": self.origin.input, "token": token}
+        for key in ("topic", "partition", "offset", "key"):
+            value = getattr(self.origin, key)
+            if value is not None:
+                origin[key] = value
+        pipesentry = parts.pipesentry.copy()
+        pipesentry["alert_id"] = self.id
+        pipesentry["origin"] = origin
+        pipesentry["logsource"] = _logsource_dict(self.logsource).copy()
+        pipesentry["falsepositives"] = list(parts.falsepositives)
+        pipesentry["matched"] = [
+            {"field": name, "value": value if type(value) is str and len(value) <= MAX_MATCHED_VALUE_CHARS
+             else _shown(value)}
+            for name, value in self.matched[:MAX_MATCHED_FIELDS]]
+        pipesentry["original_truncated"] = truncated
+        pipesentry["original_size"] = original_size
+        rule_doc = parts.rule_doc.copy()
+        rule_doc["reference"] = list(parts.references)
+        doc: dict[str, Any] = {
+            "@timestamp": iso_time(self.timestamp),
+            "message": f"{parts.summary}{token})",
+            "event": {
+                "kind": "alert",
+                "id": self.id,
+                "created": iso_time(self.created),
+                "severity": parts.severity,
+                "original": original,
+            },
+            "rule": rule_doc,
+            "tags": list(rule.tags),
+            "pipesentry": pipesentry,
+        }
+        if entities:
+            place(doc, entities)
+        if parts.threat is not None:
+            doc["threat"] = orjson.loads(parts.threat)  # a new copy per alert
+        if self.details:
+            pipesentry["details"] = orjson.loads(orjson.dumps(dict(self.details), default=str,
+                                                              option=orjson.OPT_NON_STR_KEYS))
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleParts:
+    """A rule's share of its alerts' documents. The dicts are templates, copied per alert (their
+    values are strings and numbers); the lists are kept as tuples and listed per alert."""
+
+    rule: RuleInfo
+    """Kept so its ``id()`` (the cache key) is not reused by another rule."""
+    rule_doc: dict[str, Any]
+    """``rule``, its ``reference`` to fill."""
+    references: tuple[str, ...]
+    pipesentry: dict[str, Any]
+    """``pipesentry`` in its key order, the per-alert values to fill."""
+    falsepositives: tuple[str, ...]
+    summary: str
+    """``message`` up to the origin token: ``[high] Rule title (``."""
+    severity: int
+    threat: bytes | None
+    """``threat`` as JSON, or None when the rule has no ATT&CK tag."""
+
+
+_RULE_PARTS: dict[int, _RuleParts] = {}
+"""By the rule's ``id()``: a rule is immutable, and hashing one (all its fields) costs more than
+building its part of the document. Holds only rules that fired; cleared when it reaches
+:data:`_MAX_RULE_PARTS` (rules of earlier reloads), so what it keeps alive stays bounded."""
+_MAX_RULE_PARTS = 8192
+
+
+def _rule_parts(rule: RuleInfo) -> _RuleParts:
+    level = LEVELS[level_rank(rule.level)]
+    threat = parse_attack_tags(rule.tags)
+    parts = _RuleParts(
+        rule=rule,
+        rule_doc={
             "id": rule.id,
             "uuid": rule.id,
             "name": rule.title,
             "description": rule.description,
             "author": rule.author or "unknown",
-            "reference": list(rule.references),
+            "reference": None,
             "version": rule.modified or rule.date or "",
             "ruleset": rule.ruleset,
             "license": rule.license or "",
             "category": rule.kind,
-        }
-        origin: dict[str, Any] = {"input": self.origin.input, "token": self.origin.token()}
-        for key in ("topic", "partition", "offset", "key"):
-            value = getattr(self.origin, key)
-            if value is not None:
-                origin[key] = value
-        doc: dict[str, Any] = {
-            "@timestamp": iso_time(self.timestamp),
-            "message": self.summary(),
-            "event": {
-                "kind": "alert",
-                "id": self.id,
-                "created": iso_time(self.created),
-                "severity": self.severity,
-                "original": self.original,
-            },
-            "rule": rule_doc,
-            "tags": list(rule.tags),
-            "pipesentry": {
-                "alert_id": self.id,
-                "origin": origin,
-                "logsource": self.logsource.as_dict(),
-                "level": self.level,
-                "severity_label": self.level,
-                "rule_kind": rule.kind,
-                "rule_status": rule.status or "",
-                "rule_source": rule.source,
-                "falsepositives": list(rule.falsepositives),
-                "matched": [{"field": name, "value": _shown(value)}
-                            for name, value in self.matched[:MAX_MATCHED_FIELDS]],
-                "original_truncated": self.truncated,
-                "original_size": self.original_size,
-                "suppressed_count": 0,
-            },
-        }
-        place(doc, self.entities)
-        if self.threat:
-            doc["threat"] = orjson.loads(_threat_json(self.threat))  # rendered once per rule, copied per alert
-        if self.details:
-            doc["pipesentry"]["details"] = orjson.loads(orjson.dumps(dict(self.details), default=str,
-                                                                     option=orjson.OPT_NON_STR_KEYS))
-        return doc
+        },
+        references=tuple(rule.references),
+        pipesentry={
+            "alert_id": None,
+            "origin": None,
+            "logsource": None,
+            "level": level,
+            "severity_label": level,
+            "rule_kind": rule.kind,
+            "rule_status": rule.status or "",
+            "rule_source": rule.source,
+            "falsepositives": None,
+            "matched": None,
+            "original_truncated": None,
+            "original_size": None,
+            "suppressed_count": 0,
+        },
+        falsepositives=tuple(rule.falsepositives),
+        summary=f"[{level}] {rule.title} (",
+        severity=severity(rule.level),
+        threat=_threat_json(threat) if threat else None,
+    )
+    if len(_RULE_PARTS) >= _MAX_RULE_PARTS:
+        _RULE_PARTS.clear()
+    _RULE_PARTS[id(rule)] = parts
+    return parts
+
+
+@lru_cache(maxsize=1024)
+def _logsource_dict(logsource: LogSource) -> dict[str, str]:
+    """Template: copied per alert."""
+    return logsource.as_dict()
 
 
 def build_alert(match: Match, event: Event, origin: Origin, *, event_time: float | datetime,

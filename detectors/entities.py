@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Final, Literal
 
@@ -247,19 +247,24 @@ def _text(value: Any, cap: int) -> str | None:
     return None
 
 
+def _keyword(value: Any) -> str | None:
+    return _text(value, MAX_KEYWORD_CHARS)
+
+
+def _wildcard(value: Any) -> str | None:
+    return _text(value, MAX_WILDCARD_CHARS)
+
+
+_TYPED: Final[Mapping[str, Callable[[Any], Any]]] = {"ip": _ip, "long": _long, "keyword": _keyword,
+                                                      "wildcard": _wildcard}
+
+
 def typed(kind: EntityType, value: Any) -> Any:
     """``value`` as the field type holds it, or None when it does not fit."""
-    match kind:
-        case "ip":
-            return _ip(value)
-        case "long":
-            return _long(value)
-        case "keyword":
-            return _text(value, MAX_KEYWORD_CHARS)
-        case "wildcard":
-            return _text(value, MAX_WILDCARD_CHARS)
-        case _:
-            raise TypeError(kind)
+    convert = _TYPED.get(kind)
+    if convert is None:
+        raise TypeError(kind)
+    return convert(value)
 
 
 def extract(event: Mapping[str, Any] | None, source: LogSource) -> tuple[tuple[str, Any], ...]:
@@ -270,15 +275,22 @@ def extract(event: Mapping[str, Any] | None, source: LogSource) -> tuple[tuple[s
     flat = flatten(event)  # one pass over the event, then a dict lookup per candidate path
     fields, by_path, constants = _plan(source)
     wanted = set(constants)
-    for path in by_path.keys() & flat.keys():
-        wanted.update(by_path[path])
+    if len(flat) <= len(by_path):  # no set of either's keys: the smaller is walked, the other looked up
+        for path in flat:
+            if (ids := by_path.get(path)) is not None:
+                wanted.update(ids)
+    else:
+        for path, ids in by_path.items():
+            if path in flat:
+                wanted.update(ids)
     out: list[tuple[str, Any]] = []
     for i in sorted(wanted):
         name, kind, paths, constant = fields[i]
+        convert = _TYPED[kind]
         found: list[Any] = []
         for path in paths:
             for raw in flat.get(path, ()):
-                value = typed(kind, raw)
+                value = convert(raw)
                 if value is not None and value not in found:
                     found.append(value)
                     if len(found) >= MAX_VALUES:
@@ -296,17 +308,33 @@ def place(doc: dict[str, Any], entities: tuple[tuple[str, Any], ...]) -> None:
     """Put ``entities`` into ``doc`` at their dotted paths (objects are created or extended; the
     alert's own fields (:data:`RESERVED`) and non-object values on the way are never replaced)."""
     for name, value in entities:
-        if name in RESERVED:
+        path = _PATHS.get(name)
+        if path is None:
+            path = _path(name)
+        if not path:
             continue
-        *parents, leaf = name.split(".")
         node = doc
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None and part not in node:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
                 break
             node = child
         else:
-            node.setdefault(leaf, value)
+            if path[-1] not in node:
+                node[path[-1]] = value[:] if type(value) is list else value  # the document's own list
+
+
+_PATHS: dict[str, tuple[str, ...]] = {}
+"""Entity name -> its path (empty for :data:`RESERVED` names): split once per name."""
+
+
+def _path(name: str) -> tuple[str, ...]:
+    path = () if name in RESERVED else tuple(name.split("."))
+    if len(_PATHS) < 4096:  # entity names come from ENTITY_FIELDS; the bound is for other callers
+        _PATHS[name] = path
+    return path
 
 
 __all__ = ["ENTITY_FIELDS", "GENERIC_FIELDS", "MAX_VALUES", "NATIVE_FIELDS", "RESERVED", "EntityType", "extract",
