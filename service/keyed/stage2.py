@@ -521,6 +521,11 @@ class KeyedDetector(Detector):
                 lowest = min(lowest, mark)
         return lowest if math.isfinite(lowest) else max(marks.values())
 
+    def released(self, key: Key, lane: int = BASE) -> float | None:
+        """The watermark ``lane`` of the internal partition released last (None: none yet)."""
+        with self._lock:
+            return self._released.get((key, lane))
+
     def chain_watermark(self, key: Key, level: int = 0) -> float | None:
         """The lowest chain mark of ``level`` over every internal partition, or None while one has
         not spoken (an owner of a version without level marks never speaks for level 1 and above)."""

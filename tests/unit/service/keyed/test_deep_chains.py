@@ -19,63 +19,22 @@ from service.keyed.records import chain_fields, chain_levels, level_row
 from service.keyed.stage2 import KeyedDetector
 from service.sources.base import Item
 from tests.support import internal_topic
+from tests.support.fixtures import rule_text
 from tests.support.internal_topic import INTERNAL, Topic, chain_mark, mark
 
 AUTH = LogSource(product="linux", service="auth")
 T0 = 1_764_113_000.0
 INPUTS = 4
 FROM_SOURCE, PER_USER, PER_HOST = (f"6f1d1a4e-0000-4000-8000-0000000000{n}" for n in (31, 32, 33))
-THREE_LEVELS = f"""\
-title: SSH Failed Login (Deep Chain Test)
-id: 6f1d1a4e-0000-4000-8000-000000000030
-name: deep_failed_login
-logsource: {{product: linux, service: auth}}
-detection:
-    sel: {{message|contains: 'Failed password'}}
-    condition: sel
-level: low
----
-title: Failed Logins From One Source
-id: {FROM_SOURCE}
-name: deep_from_source
-correlation:
-    type: event_count
-    rules: [deep_failed_login]
-    group-by: [src_ip]
-    timespan: 5m
-    condition: {{gte: 2}}
-level: medium
----
-title: One User Attacked From Several Sources
-id: {PER_USER}
-name: deep_per_user
-correlation:
-    type: event_count
-    rules: [deep_from_source]
-    group-by: [user]
-    timespan: 30m
-    condition: {{gte: 2}}
-level: high
----
-title: Several Users Of One Host Attacked
-id: {PER_HOST}
-name: deep_per_host
-correlation:
-    type: event_count
-    rules: [deep_per_user]
-    group-by: [hostname]
-    timespan: 2h
-    condition: {{gte: 2}}
-level: critical
-"""
-"""Three levels, each grouped by another field: source bursts (level 0, by address) feed a per-user
-correlation (level 1), whose alerts feed a per-host one (level 2: it reads ``hostname``, a field of
-the failed logins that neither level below groups by)."""
+THREE_LEVELS = "chained_three_levels"
+"""Three levels, each grouped by another field (``tests/fixtures/rules``): source bursts (level 0, by
+address) feed a per-user correlation (level 1), whose alerts feed a per-host one (level 2: it reads
+``hostname``, a field of the failed logins that neither level below groups by)."""
 
 
 def three_levels(tmp_path: Path) -> Any:
     path = tmp_path / "deep.yml"
-    path.write_text(THREE_LEVELS)
+    path.write_text(rule_text(THREE_LEVELS))
     outcome = compile_detection([path], [], skip_invalid=False, correlation_lateness_s=0.0)
     assert outcome.detection is not None and outcome.detection.correlation is not None, outcome.errors
     return outcome.detection
