@@ -106,8 +106,8 @@ def test_the_top_level_waits_for_the_middle_levels_chain_marks_and_fires_with_th
     fired += internal_topic.stage2(second, topic, start, now=T0)
     assert [a.rule.id for a in fired].count(PER_HOST) == 1
     assert sorted(a.id for a in fired if a.rule.kind == "correlation") == expected
-    assert second._tally["late"] == 0 and not any(
-        engine.counters.get("late") for lanes in second._parents.values() for engine in lanes.values())
+    # no chained lane found an input late
+    assert not any(engine.counters.get("late") for lanes in second._parents.values() for engine in lanes.values())
 
 
 def test_three_levels_fire_with_the_reference_ids_through_the_packed_topic(tmp_path):
