@@ -29,7 +29,13 @@ to a message; version 1, one record per message keyed by :meth:`StateRecord.key`
   (``[topic, partition, event time]``: no state record with an earlier time follows from that
   input partition), ``i`` its idle input partitions (``[topic, partition]``: read to the end without
   a record yet; they do not hold stage 2 back), ``n`` the partition count of every input topic (``[topic, count]``), so
-  stage 2 knows which input partitions must have spoken before it may release a time.
+  stage 2 knows which input partitions must have spoken before it may release a time. Stage 2's
+  producer sends watermarks too, its rows naming the internal topic itself: ``s`` then holds each
+  internal partition's chain mark of level 0, and ``c`` (only when the rules chain more than one
+  level) its marks of the higher levels (``[partition, level, event time]``: no re-keyed record of
+  a correlation of that level or below, with an earlier time, follows from that partition). ``c``
+  came after version 2 without a new version: a reader that does not know it ignores it, as every
+  reader ignores a field it does not read (docs/scaling.md, "Chained correlations").
 
 Only what the compiled correlation specs and anomaly checks name is copied, never the whole event. A record larger
 than ``MAX_RECORD_BYTES`` is refused at build time (:class:`RecordTooLarge`), and decoding checks
@@ -69,6 +75,12 @@ MAX_ID_CHARS = 512
 MAX_PRODUCER_CHARS = 256
 MAX_PARTITIONS = 4096
 """Input partitions (and topics) one watermark record may list."""
+MAX_LEVELS = 64
+"""Chain levels a watermark's ``c`` rows may name (a chain deeper than this is not sent marks for)."""
+LEVEL_MARK = "#"
+"""Inside an instance, the chain mark of ``level`` >= 1 of internal partition ``p`` travels with the
+level-0 marks as the row ``(<topic>#<level>, p)`` (:func:`level_row`): ``#`` is never in a Kafka
+topic name, so it is never an input partition's row."""
 DECODER = "keyed-state"
 """The decoder stage 2 reads the internal topic with (:func:`decode_pack`)."""
 PACK = "\x00records"
@@ -191,10 +203,31 @@ class Watermark:
     topics: tuple[tuple[str, int], ...]
     """Every input topic's partition count, as the producer's consumer sees it."""
     idle: tuple[tuple[str, int], ...] = ()
+    chain: tuple[tuple[int, int, float], ...] = ()
+    """Stage 2's producer: chain marks of level 1 and above, ``(internal partition, level, time)``
+    (level 0's are ``progress`` rows naming the internal topic)."""
 
     def encode(self) -> bytes:
-        return orjson.dumps({"v": VERSION, "k": "w", "p": self.producer, "s": [list(p) for p in self.progress],
-                             "n": [list(t) for t in self.topics], "i": [list(p) for p in self.idle]})
+        doc: dict[str, Any] = {"v": VERSION, "k": "w", "p": self.producer, "s": [list(p) for p in self.progress],
+                               "n": [list(t) for t in self.topics], "i": [list(p) for p in self.idle]}
+        if self.chain:
+            doc["c"] = [list(row) for row in self.chain]
+        return orjson.dumps(doc)
+
+
+def level_row(topic: str, partition: int, level: int) -> tuple[str, int]:
+    """The row under which the chain mark of ``level`` of an internal partition travels inside an
+    instance (level 0: the partition itself; see :data:`LEVEL_MARK`)."""
+    return (topic, partition) if level == 0 else (f"{topic}{LEVEL_MARK}{level}", partition)
+
+
+def split_row(row: tuple[str, int]) -> tuple[tuple[str, int], int]:
+    """:func:`level_row` read back: the partition and the level (0 for any other row)."""
+    topic, partition = row
+    name, mark, level = topic.rpartition(LEVEL_MARK)
+    if mark and level.isdigit():
+        return (name, partition), int(level)
+    return row, 0
 
 
 def record_key(correlation: str, group: Sequence[Any]) -> bytes:
@@ -436,14 +469,55 @@ def build_anomaly_planned(how: AnomalyPlan, event: Mapping[str, Any], ts: float,
 
 def chain_fields(specs: Sequence[CorrelationSpec]) -> dict[str, tuple[str, ...]]:
     """Per correlation id: the fields the correlations referencing it read (their slots' group-by
-    and value fields). Its alert gives them its group and value, then the firing event's fields, so
-    its records carry these too (when the event has them)."""
-    out: dict[str, dict[str, None]] = {}
+    and value fields), and those the correlations referencing *them* read, up the chain. Its alert
+    gives them its group and value, then the firing input's fields, and a parent's alert gives
+    its own parents the same again: so its records carry all of these (when the event has them),
+    and a grandparent finds in its input what ``pipesentry eval`` finds in the merged stream."""
+    direct: dict[str, dict[str, None]] = {}
+    parents: dict[str, set[str]] = {}
     for spec in specs:
         for slot in spec.slots:
             if slot.correlation:
-                out.setdefault(slot.rule_id, {}).update(dict.fromkeys((*slot.group_fields, *slot.value_fields)))
-    return {cid: tuple(names) for cid, names in out.items()}
+                direct.setdefault(slot.rule_id, {}).update(dict.fromkeys((*slot.group_fields, *slot.value_fields)))
+                parents.setdefault(slot.rule_id, set()).add(spec.info.id)
+    out: dict[str, tuple[str, ...]] = {}
+    for cid in direct:
+        names: dict[str, None] = {}
+        seen, todo = {cid}, [cid]
+        while todo:  # up the chain, each correlation once (a cycle cannot compile, nor loop here)
+            child = todo.pop(0)
+            names.update(direct.get(child, {}))
+            for parent in sorted(parents.get(child, ())):
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        out[cid] = tuple(names)
+    return out
+
+
+def chain_levels(specs: Sequence[CorrelationSpec]) -> dict[str, int]:
+    """Per correlation id: its chain level, 0 for one that references no correlation, else one
+    more than the highest level it references (stage 2 releases each level on its own lane, after
+    the chain marks of the levels below: docs/scaling.md, "Chained correlations")."""
+    refs = {spec.info.id: [slot.rule_id for slot in spec.slots if slot.correlation] for spec in specs}
+    levels: dict[str, int] = {}
+
+    def level(cid: str, path: frozenset[str]) -> int:
+        known = levels.get(cid)
+        if known is not None:
+            return known
+        found = 0
+        for ref in refs.get(cid, ()):
+            if ref in refs and ref not in path:
+                found = max(found, level(ref, path | {ref}) + 1)
+            else:
+                found = max(found, 1)
+        levels[cid] = min(found, MAX_LEVELS)
+        return levels[cid]
+
+    for cid in refs:
+        level(cid, frozenset((cid,)))
+    return levels
 
 
 def decode(data: bytes | None) -> StateRecord | AnomalyRecord | Watermark:
@@ -530,7 +604,8 @@ def _checked(doc: Any) -> StateRecord | AnomalyRecord | Watermark:
         return Watermark(_text(doc.get("p"), "producer", MAX_PRODUCER_CHARS),
                          tuple((topic, part, _time(ts)) for topic, part, ts in _rows(doc.get("s"), 3, "progress")),
                          tuple((topic, _int(n, "partition count")) for topic, n in _rows(doc.get("n"), 2, "topics")),
-                         tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")))
+                         tuple((topic, part) for topic, part in _rows(doc.get("i", []), 2, "idle")),
+                         _chain_rows(doc.get("c", [])))
     if kind == "c":
         return _checked_correlation(doc)
     if kind == "a":
@@ -624,6 +699,21 @@ def _rows(value: Any, width: int, what: str) -> list[tuple[Any, ...]]:
             raise RecordError(f"watermark {what} entries have {width} items")
         rows.append((_text(row[0], "topic", 249), _int(row[1], what), *row[2:]))
     return rows
+
+
+def _chain_rows(value: Any) -> tuple[tuple[int, int, float], ...]:
+    """A watermark's ``c`` rows (``[internal partition, level, time]``), checked."""
+    if not isinstance(value, list) or len(value) > MAX_PARTITIONS * MAX_LEVELS:
+        raise RecordError(f"watermark chain marks must be a list of at most {MAX_PARTITIONS * MAX_LEVELS} entries")
+    rows = []
+    for row in value:
+        if not isinstance(row, list) or len(row) != 3:
+            raise RecordError("watermark chain marks have 3 items")
+        level = _int(row[1], "chain level")
+        if not 0 < level <= MAX_LEVELS:
+            raise RecordError(f"chain level must be 1 to {MAX_LEVELS}")
+        rows.append((_int(row[0], "chain partition"), level, _time(row[2])))
+    return tuple(rows)
 
 
 def _origin(value: Any) -> Origin:

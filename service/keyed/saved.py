@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from service.keyed.records import VERSION, AnomalyRecord, StateRecord, Watermark, from_mapping
+from service.keyed.records import MAX_LEVELS, VERSION, AnomalyRecord, StateRecord, Watermark, from_mapping
 
 MAX_CHAIN_PARTITIONS = 100_000
 
@@ -30,13 +30,17 @@ class SavedState:
     """The replay filter: (correlation or ``anomaly|<check>``, topic, partition) -> (offset, event index)."""
     pending: list[StateRecord | AnomalyRecord] = field(default_factory=list)
     """Records waiting for the watermark, both lanes, in (time, arrival) order."""
-    released: tuple[float | None, float | None] = (None, None)
-    """The watermark each lane released last."""
+    released: tuple[float | None, ...] = (None, None)
+    """The watermark each lane released last (the base lane's first; two or more)."""
     parents: Any = None
-    """The chained lane's engine snapshot."""
+    """The first chained lane's engine snapshot."""
     arrived: list[int | None] = field(default_factory=list)
     """The internal offset each waiting record was read at (``pending``'s order; None: not saved by
     an older version)."""
+    levels: dict[tuple[int, int], float] = field(default_factory=dict)
+    """Every internal partition's chain marks of level 1 and above, by (level, partition)."""
+    lanes: dict[int, Any] = field(default_factory=dict)
+    """The engine snapshots of the chained lanes after the first (chains of more than one level)."""
 
 
 def dump(state: SavedState, topic: str) -> dict[str, Any]:
@@ -52,11 +56,14 @@ def dump(state: SavedState, topic: str) -> dict[str, Any]:
         "released": [value if value is not None and math.isfinite(value) else None for value in state.released],
         "parents": state.parents,
         "arrived": state.arrived,
+        "levels": [[level, p, ts] for (level, p), ts in sorted(state.levels.items())],
+        "lanes": [[lane, document] for lane, document in sorted(state.lanes.items())],
     }
 
 
 def load(saved: Any) -> SavedState:
-    """:func:`dump`'s document read back (a first-slice document lacks the newer fields)."""
+    """:func:`dump`'s document read back (an older document lacks the newer fields: one before the
+    lanes per chain level has two released watermarks, no level marks and no further lanes)."""
     if not isinstance(saved, dict):
         raise ValueError("not an object")
     state = SavedState()
@@ -90,14 +97,13 @@ def load(saved: Any) -> SavedState:
         state.pending.append(record)
     released = saved.get("released")
     if released is not None:
-        if not isinstance(released, list) or len(released) != 2:
+        if not isinstance(released, list) or not 2 <= len(released) <= MAX_LEVELS + 1:
             raise ValueError("bad released watermarks")
         for value in released:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or not math.isfinite(value)):
                 raise ValueError("bad released watermark")
-        state.released = (None if released[0] is None else float(released[0]),
-                          None if released[1] is None else float(released[1]))
+        state.released = tuple(None if value is None else float(value) for value in released)
     state.parents = saved.get("parents")
     arrived = saved.get("arrived")
     if arrived is None:  # an older document: its waiting records hold no commit back
@@ -107,4 +113,22 @@ def load(saved: Any) -> SavedState:
         raise ValueError("bad arrival offsets")
     else:
         state.arrived = list(arrived)
+    levels = from_mapping({"v": VERSION, "k": "w", "p": "snapshot", "s": [], "n": [],
+                           "c": [[p, level, ts] for level, p, ts in _triples(saved.get("levels", []))]})
+    assert isinstance(levels, Watermark)
+    state.levels = {(level, p): ts for p, level, ts in levels.chain}
+    lanes = saved.get("lanes", [])
+    if not isinstance(lanes, list):
+        raise ValueError("lanes is not a list")
+    for row in lanes:
+        if not isinstance(row, list) or len(row) != 2 or type(row[0]) is not int or not 1 < row[0] <= MAX_LEVELS:
+            raise ValueError("bad chained lane")
+        state.lanes[row[0]] = row[1]
     return state
+
+
+def _triples(rows: Any) -> list[Any]:
+    """``levels`` rows, each a list of three (their items are checked as a watermark's)."""
+    if not isinstance(rows, list) or not all(isinstance(row, list) and len(row) == 3 for row in rows):
+        raise ValueError("bad chain level marks")
+    return rows

@@ -47,6 +47,7 @@ from service.keyed.records import (
     Watermark,
     pack,
     partition_for,
+    split_row,
 )
 from service.sources.kafka.client import client_kwargs
 from service.waits import stopped_within
@@ -209,10 +210,16 @@ class StateRecordProducer:
         return index
 
     def watermark(self, view: InputView, now: float) -> Watermark:
-        """This instance's progress per owned input partition (see the module docstring)."""
+        """This instance's progress per owned input partition (see the module docstring); stage 2's
+        producer also lists the chain marks of the higher levels of its internal partitions
+        (:func:`~service.keyed.records.level_row`)."""
+        chain: list[tuple[int, int, float]] = []
         for tp in list(self._progress):
-            if tp not in view.owned:
+            owner, level = split_row(tp)
+            if owner not in view.owned:
                 del self._progress[tp]  # revoked: its next owner speaks for it
+            elif level:
+                chain.append((owner[1], level, self._progress[tp][0]))
         self._unsent &= view.owned
         rows: list[tuple[str, int, float]] = []
         idle: list[Partition] = []
@@ -225,7 +232,8 @@ class StateRecordProducer:
             elif tp in view.caught_up and tp not in self._unsent and not self.chain:
                 idle.append(tp)
         return Watermark(self.producer_id, tuple(r for r in rows if math.isfinite(r[2])),
-                         tuple(sorted(view.counts.items())), tuple(idle))
+                         tuple(sorted(view.counts.items())), tuple(idle),
+                         tuple(sorted(r for r in chain if math.isfinite(r[2]))))
 
     async def send_watermark(self) -> bool:
         """This instance's watermark to every partition of the internal topic; False if it has none."""

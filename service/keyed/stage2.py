@@ -20,11 +20,13 @@ instead of evaluating Sigma rules:
   it apply, then the engines' time reaches it (windows close). A mark never goes back: an input
   partition's new owner re-reads from its committed offset, and what it sends again is dropped as
   a replay (below);
-- a **chained** correlation (one referencing another) has a lane of its own: a second engine fed
-  by its base-rule records and by the referenced correlations' alerts, which stage 2 re-keys by the
-  parent's group and sends through the internal topic (:meth:`KeyedDetector.take_records`); it is
-  released no further than every internal partition's chain mark (rows of the internal topic in
-  stage 2's own watermarks: the first lane's release there);
+- a **chained** correlation (one referencing another) has a lane per chain level (level *k*: one
+  more than the highest level it references; :func:`~service.keyed.records.chain_levels`), each an
+  engine fed by its level's base-rule records and by the referenced correlations' alerts, which
+  stage 2 re-keys by the parent's group and sends through the internal topic
+  (:meth:`KeyedDetector.take_records`); lane *k* is released no further than every internal
+  partition's chain mark of level *k - 1* (rows of stage 2's own watermarks: the lowest release of
+  lanes 0 to *k - 1* there, so no re-keyed record of those levels with an earlier time follows);
 - a record whose origin position (offset, and index of the event in a message that decoded into
   several) is not beyond the last one applied for the same correlation (or check) and input partition is a stage-1 replay (a crash before its commit) and is dropped.
 
@@ -71,7 +73,10 @@ from service.keyed.records import (
     StateRecord,
     Watermark,
     build,
+    chain_fields,
+    chain_levels,
     from_mapping,
+    level_row,
     packed,
 )
 from service.keyed.records import Origin as RecordOrigin
@@ -130,12 +135,13 @@ Key = tuple[str, int]
 BASE, PARENTS = 0, 1
 """Lanes of an internal partition: records of correlations that reference no other correlation and
 of anomaly checks (released by the input partitions' marks), and records of correlations that
-reference another (released also by every internal partition's chain mark)."""
+reference another: lane *k* for chain level *k* (released also by every internal partition's chain
+mark of level *k - 1*); ``PARENTS`` is the first of these, the only one of a one-level chain."""
 
 
 class KeyedDetector(Detector):
     """The stage-2 detector: per internal partition one keyed correlation engine and one anomaly
-    engine, and a second correlation engine for the correlations that reference another (chained)."""
+    engine, and a correlation engine per chain level for the correlations that reference another."""
 
     holds_records = True
 
@@ -159,6 +165,9 @@ class KeyedDetector(Detector):
         self._chain_marks: dict[Key, dict[int, float]] = {}
         """Per internal partition: every internal partition's chain mark (its base lane's release:
         no chained record with an earlier time follows from it)."""
+        self._level_marks: dict[Key, dict[tuple[int, int], float]] = {}
+        """Per internal partition: every internal partition's chain marks of level 1 and above,
+        by (level, partition): the lowest release of its lanes up to that level."""
         self._chain_count: dict[Key, int] = {}
         self._applied: dict[Key, dict[tuple[str, str, int], tuple[int, int]]] = {}
         """Per internal partition: the last origin position applied per (correlation or
@@ -172,13 +181,16 @@ class KeyedDetector(Detector):
         self._released: dict[tuple[Key, int], float] = {}
         """Per internal partition and lane: the watermark released last (a record at or before it
         applies at once)."""
-        self._parents: dict[Key, Any] = {}
-        """Per internal partition: the engine of the chained lane."""
-        self._parent_ids: tuple[Any, frozenset[str]] = (None, frozenset())
+        self._parents: dict[Key, dict[int, Any]] = {}
+        """Per internal partition: the engine of each chained lane."""
+        self._chain: tuple[Any, dict[str, int], dict[str, tuple[str, ...]]] = (None, {}, {})
+        """For the current correlation engine: the lane of every correlation that references another
+        (:func:`~service.keyed.records.chain_levels`), and the fields its parents read up the chain."""
         self._seq = 0
         self._out: list[StateRecord] = []
         """Chained records raised since :meth:`take_records` (stage 2 sends them like stage 1's)."""
-        self._out_progress: dict[Key, float] = {}
+        self._out_progress: dict[tuple[str, int], float] = {}
+        """Chain marks that moved, by :func:`~service.keyed.records.level_row`."""
         self._at: tuple[Key, int, int] | None = None
         """(internal partition, offset, index): where the next chained record comes from."""
         self._tally = dict.fromkeys(_COUNTS, 0)
@@ -195,23 +207,28 @@ class KeyedDetector(Detector):
     def swap(self, detection: DetectionSet) -> DetectionSet:
         with self._lock:
             old = super().swap(detection)
-            for key, engine in list(self._parents.items()):
-                fresh = _keyed_correlation(detection)
-                _carry_state(engine, fresh, "correlation", scope_name(key) + ":chained")
-                if fresh is None:
-                    del self._parents[key]
-                else:
-                    self._parents[key] = fresh
+            for key, lanes in list(self._parents.items()):
+                for lane, engine in list(lanes.items()):
+                    fresh = _keyed_correlation(detection)
+                    _carry_state(engine, fresh, "correlation", scope_name(key) + _lane_name(lane))
+                    if fresh is None:
+                        del lanes[lane]
+                    else:
+                        lanes[lane] = fresh
             return old
 
-    def _chained_ids(self, current: DetectionSet) -> frozenset[str]:
-        """Correlations that reference another correlation (their records take the chained lane)."""
+    def _chained_ids(self, current: DetectionSet) -> dict[str, int]:
+        """The lane of every correlation that references another (a chain level of 1 or more)."""
         engine = current.correlation
-        if self._parent_ids[0] is not engine:
-            ids = frozenset(spec.info.id for spec in (engine.specs if engine is not None else ())
-                            if any(slot.correlation for slot in spec.slots))
-            self._parent_ids = (engine, ids)
-        return self._parent_ids[1]
+        if self._chain[0] is not engine:
+            specs = list(engine.specs) if engine is not None else []
+            levels = {cid: level for cid, level in chain_levels(specs).items() if level}
+            self._chain = (engine, levels, chain_fields(specs))
+        return self._chain[1]
+
+    def _top(self) -> int:
+        """The highest chained lane of the current rules (0: none)."""
+        return max(self._chained_ids(self._set).values(), default=0)
 
     def take_records(self) -> tuple[list[Any], dict[tuple[str, int], float]]:
         """Chained records raised since the last call (correlation alerts re-keyed for the
@@ -279,7 +296,7 @@ class KeyedDetector(Detector):
                 if isinstance(record, StateRecord):
                     name = record.correlation
                     if name in chained:
-                        lane = PARENTS
+                        lane = chained[name]
                 else:
                     name = ANOMALY_PREFIX + record.check
                 origin_key = origin.key
@@ -307,6 +324,11 @@ class KeyedDetector(Detector):
         itself, from stage 2's producers) the internal partitions' chain marks."""
         marks = self._marks.setdefault(key, {})
         chain = self._chain_marks.setdefault(key, {})
+        if record.chain:
+            levels = self._level_marks.setdefault(key, {})
+            for partition, level, ts in record.chain:
+                if ts > levels.get((level, partition), -math.inf):
+                    levels[(level, partition)] = ts
         idle = self._idle.setdefault(key, {})
         quiet = self._quiet.setdefault(key, {})
         for others in quiet.values():
@@ -378,12 +400,14 @@ class KeyedDetector(Detector):
             held = self._held.get(key)
             return min(held) if held else None
 
-    def _parent_engine(self, key: Key) -> Any | None:
-        engine = self._parents.get(key)
+    def _lane_engine(self, key: Key, lane: int) -> Any | None:
+        """The engine of a chained lane (made at its first record)."""
+        lanes = self._parents.setdefault(key, {})
+        engine = lanes.get(lane)
         if engine is None:
             engine = _keyed_correlation(self._set)
             if engine is not None:
-                self._parents[key] = engine
+                lanes[lane] = engine
         return engine
 
     def _apply(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], record: Record,
@@ -391,7 +415,7 @@ class KeyedDetector(Detector):
         """Apply one record to its engine; its alerts carry its origin (and fields, when it fired)."""
         if isinstance(record, AnomalyRecord):
             return self._apply_anomaly(engines[1], record, now)
-        engine = engines[0] if lane == BASE else self._parent_engine(key)
+        engine = engines[0] if lane == BASE else self._lane_engine(key, lane)
         if engine is None:
             return []
         counters = engine.counters
@@ -426,10 +450,12 @@ class KeyedDetector(Detector):
             chained.clear()
             return
         key, offset, index = self._at
+        extra = self._chain[2]
         for item in chained:
             origin = RecordOrigin(key[0], key[1], offset, str(index))
             index += 1
-            record = build(item.parent, [item.child], item.context, item.ts, origin, ref=item.ref)
+            record = build(item.parent, [item.child], item.context, item.ts, origin, ref=item.ref,
+                           extra=extra.get(item.parent.info.id, ()))
             if record is None:
                 metrics.EVENTS_SKIPPED.labels("correlation", "missing_group_by").inc()
             else:
@@ -495,13 +521,23 @@ class KeyedDetector(Detector):
                 lowest = min(lowest, mark)
         return lowest if math.isfinite(lowest) else max(marks.values())
 
-    def chain_watermark(self, key: Key) -> float | None:
-        """The lowest chain mark over every internal partition, or None while one has not spoken."""
+    def released(self, key: Key, lane: int = BASE) -> float | None:
+        """The watermark ``lane`` of the internal partition released last (None: none yet)."""
+        with self._lock:
+            return self._released.get((key, lane))
+
+    def chain_watermark(self, key: Key, level: int = 0) -> float | None:
+        """The lowest chain mark of ``level`` over every internal partition, or None while one has
+        not spoken (an owner of a version without level marks never speaks for level 1 and above)."""
         count = self._chain_count.get(key)
-        marks = self._chain_marks.get(key, {})
         if not count:
             return None
-        lowest = min((marks.get(p, -math.inf) for p in range(count)), default=-math.inf)
+        if level == 0:
+            marks = self._chain_marks.get(key, {})
+            lowest = min((marks.get(p, -math.inf) for p in range(count)), default=-math.inf)
+        else:
+            levels = self._level_marks.get(key, {})
+            lowest = min((levels.get((level, p), -math.inf) for p in range(count)), default=-math.inf)
         return lowest if math.isfinite(lowest) else None
 
     def _release(self, key: Key, now: float) -> list[Alert]:
@@ -517,10 +553,19 @@ class KeyedDetector(Detector):
         if newest is not None:
             metrics.KEYED_WATERMARK_LAG.set(max(0.0, newest - watermark))
         alerts = self._release_lane(key, BASE, engines, watermark, now)
-        self._out_progress[key] = self._released[(key, BASE)]
-        chain = self.chain_watermark(key)
-        if chain is not None:
-            alerts += self._release_lane(key, PARENTS, engines, min(watermark, chain), now)
+        released = self._released
+        mark = released[(key, BASE)]
+        self._out_progress[key] = mark
+        top = self._top()
+        for lane in range(PARENTS, top + 1):  # each chained lane after the levels below it
+            chain = self.chain_watermark(key, lane - 1)
+            if chain is None:
+                break
+            watermark = min(watermark, chain)
+            alerts += self._release_lane(key, lane, engines, watermark, now)
+            if lane < top:  # this level's mark: no re-keyed record of levels 0..lane before it follows
+                mark = min(mark, released[(key, lane)])
+                self._out_progress[level_row(key[0], key[1], lane)] = mark
         return alerts
 
     def _release_lane(self, key: Key, lane: int, engines: tuple[Any | None, Any | None], watermark: float,
@@ -554,10 +599,10 @@ class KeyedDetector(Detector):
             if anomaly is not None:
                 found += self._stateful("anomaly", anomaly.advance, watermark)
         else:
-            parents = self._parents.get(key)
+            parents = self._parents.get(key, {}).get(lane)
             if parents is not None:
                 found += self._stateful("correlation", parents.release, watermark)
-                self._rekey(parents)  # a chain of more levels (its chain mark is the base lane's: docs/scaling.md)
+                self._rekey(parents)  # the next level's inputs (covered by this level's chain mark)
         alerts.extend(self._keyed_alert(match, {}, origin, watermark, now) for match in found)
         return alerts
 
@@ -574,14 +619,19 @@ class KeyedDetector(Detector):
             return []
 
     def _tables(self) -> tuple[dict[Any, Any], ...]:
-        return (self._marks, self._counts, self._idle, self._quiet, self._chain_marks,
+        return (self._marks, self._counts, self._idle, self._quiet, self._chain_marks, self._level_marks,
                 self._chain_count, self._applied,
                 self._newest, self._parents, self._held)
+
+    def _lanes(self, key: Key) -> list[int]:
+        """The lanes of ``key`` with records waiting or a release (every lane of the rules at least)."""
+        found = {lane for k, lane in (*self._pending, *self._released) if k == key}
+        return sorted(found.union(range(self._top() + 1)))
 
     def _forget(self, key: Key) -> None:
         for table in self._tables():
             table.pop(key, None)
-        for lane in (BASE, PARENTS):
+        for lane in self._lanes(key):
             self._pending.pop((key, lane), None)
             self._released.pop((key, lane), None)
 
@@ -601,15 +651,17 @@ class KeyedDetector(Detector):
             out = super().export_scope(key)
             host = "correlation" if "correlation" in out else "anomaly"
             if key is not None and host in out:
-                parents = self._parents.get(key)
-                waiting = [entry for lane in (BASE, PARENTS) for entry in sorted(self._pending.get((key, lane), []))]
+                lanes = self._lanes(key)
+                engines = {lane: orjson.loads(orjson.dumps(engine.snapshot()))
+                           for lane, engine in self._parents.get(key, {}).items()}
+                waiting = [entry for lane in lanes for entry in sorted(self._pending.get((key, lane), []))]
                 state = SavedState(
                     self._marks.get(key, {}), self._counts.get(key, {}), set(self._idle.get(key, {})),
                     self._chain_marks.get(key, {}), self._chain_count.get(key), self._applied.get(key, {}),
                     [record for _, _, record, _ in waiting],
-                    (self._released.get((key, BASE)), self._released.get((key, PARENTS))),
-                    orjson.loads(orjson.dumps(parents.snapshot())) if parents is not None else None,
-                    [offset for _, _, _, offset in waiting])
+                    tuple(self._released.get((key, lane)) for lane in range(max(lanes[-1], PARENTS) + 1)),
+                    engines.pop(PARENTS, None),
+                    [offset for _, _, _, offset in waiting], self._level_marks.get(key, {}), engines)
                 out[host][KEYED_STATE] = saved.dump(state, key[0])
             return out
 
@@ -639,23 +691,31 @@ class KeyedDetector(Detector):
             self._marks[key], self._counts[key] = state.marks, state.counts
             self._idle[key], self._quiet[key] = dict.fromkeys(state.idle, ""), {"": {}}
             self._chain_marks[key], self._applied[key] = state.chain, state.applied
+            self._level_marks[key] = state.levels
             if state.chain_count is not None:
                 self._chain_count[key] = state.chain_count
             chained = self._chained_ids(self._set)
             for record, offset in zip(state.pending, state.arrived, strict=True):
-                lane = PARENTS if isinstance(record, StateRecord) and record.correlation in chained else BASE
+                lane = chained.get(record.correlation, BASE) if isinstance(record, StateRecord) else BASE
                 self._seq += 1
                 heapq.heappush(self._pending.setdefault((key, lane), []), (record.ts, self._seq, record, offset))
                 self._hold(key, offset, 1)
                 if record.ts > self._newest.get(key, -math.inf):
                     self._newest[key] = record.ts
-            for lane, value in zip((BASE, PARENTS), state.released, strict=True):
+            for lane, value in enumerate(state.released):
                 if value is not None:
                     self._released[(key, lane)] = value
-            if state.parents is not None:
-                engine = self._parent_engine(key)
+            # a snapshot of the version before the lanes per level has one chained engine: the first lane's
+            lanes = {PARENTS: state.parents, **state.lanes} if state.parents is not None else dict(state.lanes)
+            for lane, document in sorted(lanes.items()):
+                engine = self._lane_engine(key, lane)
                 if engine is not None:
-                    _restore(engine, state.parents, "correlation", scope_name(key) + ":chained")
+                    _restore(engine, document, "correlation", scope_name(key) + _lane_name(lane))
+
+
+def _lane_name(lane: int) -> str:
+    """How a chained lane's engine is named in logs (the first one as before the lanes per level)."""
+    return ":chained" if lane == PARENTS else f":chained{lane}"
 
 
 def _keyed_correlation(current: DetectionSet) -> Any | None:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from service import metrics
 from service.cli import main
 from tests.support.instances import InProcess, kafka_settings, unique_topic
 from tests.support.keyed import FAILED_LOGINS_CHECK, checks_yaml
@@ -195,3 +196,79 @@ async def test_a_chained_correlation_whose_key_differs_fires_with_evals_ids(kafk
     parents = [a for r in (first, second) for a in r.router.alerts if a.rule.title == PARENT]
     assert {a.details["group"]["user"] for a in parents} == {"alice", "bob"}
     assert all(a.origin.topic == internal for a in parents)  # fed by re-keyed child alerts
+
+
+THREE_LEVELS = Path(__file__).resolve().parents[1] / "fixtures" / "rules" / "chained_three_levels.yml"
+PER_HOST = "Several Users Of One Host Attacked"
+TOP_LANE = 2
+
+
+def deep_attack() -> list[dict[str, Any]]:
+    """On each of two hosts two users attacked from two addresses each, twice per address: the
+    bursts (by address) feed a per-user correlation, whose alerts feed a per-host one, each level
+    keyed by another field (so re-keyed twice through the internal topic)."""
+    events = []
+    for host in range(2):
+        for user in range(2):
+            for source in range(2):
+                for _ in range(2):
+                    name, address = f"u{host}{user}", f"198.51.{host}.{user * 2 + source}"
+                    events.append({"user": name, "src_ip": address, "hostname": f"bastion-{host}",
+                                   "app_name": "sshd",
+                                   "message": f"Failed password for {name} from {address} port 50000 ssh2"})
+    return [{"timestamp": datetime.fromtimestamp(T0 + 10 * i, UTC).isoformat(), **event}
+            for i, event in enumerate(events)]
+
+
+def top_released_past(running: list[InProcess], ts: float) -> bool:
+    """Every internal partition's top chained lane released past ``ts`` (nothing left to fire)."""
+    owned = 0
+    for r in running:
+        keyed = r.service.keyed
+        assert keyed is not None
+        for tp in keyed.source.assigned:
+            released = keyed.detector.released((tp.topic, tp.partition), TOP_LANE)
+            if released is None or released < ts:
+                return False
+            owned += 1
+    return owned == 2
+
+
+async def test_a_three_level_chain_whose_keys_differ_per_level_fires_with_evals_ids(kafka_server, tmp_path,
+                                                                                      capsys):
+    events = deep_attack()
+    path = tmp_path / "attack.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["eval", "--rules", str(THREE_LEVELS), "--logsource",
+                                          "product=linux,service=auth", str(path)]) == 0
+    reference = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = sorted(r["alert_id"] for r in reference if r["rule_kind"] == "correlation")
+    assert [r["rule_title"] for r in reference if r["rule_kind"] == "correlation"] == [PER_HOST] * 2, reference
+
+    topic, internal = unique_topic("auth-deep"), unique_topic("keyed-deep")
+    kafka_server.create_topic(topic, INPUTS)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    def settings(name: str) -> Any:
+        base = kafka_settings(tmp_path, kafka_server.bootstrap, {topic: {"logsource": AUTH}}, group_id=group)
+        return base.model_copy(update={
+            "data_dir": tmp_path / name,
+            "rules": base.rules.model_copy(update={"paths": [THREE_LEVELS]}),
+            "state": base.state.model_copy(update={"scope": "keyed", "keyed_topic": internal,
+                                                   "keyed_partitions": 2, "keyed_watermark_interval_s": 0.2})})
+
+    late = metrics.KEYED_STATE_RECORDS.labels("late")._value.get()
+    first, second = InProcess(settings("a")), InProcess(settings("b"))
+    async with first, second:
+        await until(lambda: split(first, second), 90, "input and internal partitions split 2 + 2 and 1 + 1")
+        await produce_spread(kafka_server.bootstrap, topic, events)
+        await until(lambda: len(anomaly_ids(first, second, kind="correlation")) >= len(expected), 90,
+                    "the top level's alerts")
+        last = T0 + 10 * (len(events) - 1)
+        await until(lambda: top_released_past([first, second], last + 10), 60, "every level released")
+    assert anomaly_ids(first, second, kind="correlation") == expected
+    assert metrics.KEYED_STATE_RECORDS.labels("late")._value.get() == late  # none found late on any level
+    tops = [a for r in (first, second) for a in r.router.alerts if a.rule.title == PER_HOST]
+    assert {a.details["group"]["hostname"] for a in tops} == {"bastion-0", "bastion-1"}
+    assert all(a.origin.topic == internal for a in tops)  # fed by re-keyed middle-level alerts

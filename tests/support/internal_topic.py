@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, cast
 from detectors.model import Origin
 from service.decoders import build_decoder
 from service.detection import Detector
-from service.keyed.records import DECODER, Watermark, decode_lines, pack, partition_for
+from service.keyed.records import DECODER, Watermark, decode_lines, pack, partition_for, split_row
 from service.sources.base import InputSpec, Item, decode_batch
 
 INTERNAL = "state"
@@ -67,6 +67,16 @@ class Topic:
         assert decoded is not None and not decoded.rejected, decoded
         return decoded.items
 
+    def read(self, partition: int, start: list[int], limit: int) -> list[Item]:
+        """At most ``limit`` messages of one partition after ``start`` (moved on past them)."""
+        values = self.partitions[partition]
+        end = min(len(values), start[partition] + limit)
+        messages = [Message(values[offset], offset) for offset in range(start[partition], end)]
+        start[partition] = end
+        decoded = decode_batch(cast(Any, messages), STAGE2, None, partition=(INTERNAL, partition))
+        assert not decoded.rejected, decoded
+        return decoded.items
+
     def line_items(self, start: list[int]) -> list[Item]:
         """:meth:`items` with an item per record (a line of a message, keyed by its index when the
         message holds several), as stage 2 read the internal topic before it read messages whole."""
@@ -109,13 +119,29 @@ def mark(topic: Topic, producer: str, progress: dict[int, float], inputs: int = 
         topic.send(data, partition=p)
 
 
+def chain_mark(topic: Topic, producer: str, progress: dict[tuple[str, int], float]) -> None:
+    """Stage 2's watermark to every internal partition, as its producer builds it from the chain
+    marks :meth:`~service.keyed.stage2.KeyedDetector.take_records` gave: level 0 as rows of the
+    internal topic, the higher levels as chain rows."""
+    rows, chain = [], []
+    for row, ts in sorted(progress.items()):
+        (_, partition), level = split_row(row)
+        if level:
+            chain.append((partition, level, ts))
+        else:
+            rows.append((INTERNAL, partition, ts))
+    data = Watermark(producer, tuple(rows), ((INTERNAL, len(topic.partitions)),), (), tuple(chain)).encode()
+    for p in range(len(topic.partitions)):
+        topic.send(data, partition=p)
+
+
 def stage2(detector: Any, topic: Topic, start: list[int], *, now: float = 0.0, rounds: int = 10,
            read: Callable[[Topic, list[int]], list[Item]] = Topic.items) -> list[Any]:
     """Stage 2 over what the internal topic holds, as its consumer and producer would: read, send
     the chained records it raises and its chain marks, read again, until nothing new comes.
     ``read``: how stage 2 reads the topic (:meth:`Topic.items`, or :meth:`Topic.line_items`)."""
     alerts: list[Any] = []
-    sent: dict[int, float] = {}
+    sent: dict[tuple[str, int], float] = {}
     for _ in range(rounds):
         items = read(topic, start)
         if not items:
@@ -123,8 +149,8 @@ def stage2(detector: Any, topic: Topic, start: list[int], *, now: float = 0.0, r
         alerts += detector.process(items, now=now)
         records, progress = detector.take_records()
         topic.send_records(records)
-        marks = {tp[1]: ts for tp, ts in progress.items() if ts > sent.get(tp[1], float("-inf"))}
+        marks = {row: ts for row, ts in progress.items() if ts > sent.get(row, float("-inf"))}
         if marks:  # the producer's timer sends the marks that moved
             sent.update(marks)
-            mark(topic, "stage2", dict(sent), len(topic.partitions), INTERNAL)
+            chain_mark(topic, "stage2", sent)
     raise AssertionError(f"stage 2 still busy after {rounds} rounds")

@@ -85,6 +85,33 @@ def _event(names: tuple[str, ...]) -> dict[str, Any]:
 def test_watermark_round_trip():
     mark = Watermark("host:1#a", (("auth", 0, 12.5), ("auth", 3, 14.0)), (("auth", 4),))
     assert records.decode(mark.encode()) == mark
+    assert b'"c"' not in mark.encode()  # no level marks: the watermark of a one-level chain, as before
+
+
+def test_a_stage2_watermark_with_level_marks_round_trips_and_older_readers_see_level_0_alone():
+    mark = Watermark("s2#a", (("internal", 0, 12.5),), (("internal", 2),), (), ((0, 1, 11.0), (0, 2, 10.0)))
+    data = mark.encode()
+    assert records.decode(data) == mark
+    assert orjson.loads(data)["c"] == [[0, 1, 11.0], [0, 2, 10.0]]
+    # a reader of the version before only reads p, s, n and i: the same record without the level marks
+    older = {key: value for key, value in orjson.loads(data).items() if key != "c"}
+    assert records.from_mapping(older) == Watermark("s2#a", mark.progress, mark.topics)
+
+
+def test_level_rows_travel_beside_level_0_and_are_never_an_input_partition():
+    assert records.level_row("internal", 3, 0) == ("internal", 3)
+    assert records.level_row("internal", 3, 2) == ("internal#2", 3)
+    assert records.split_row(("internal#2", 3)) == (("internal", 3), 2)
+    assert records.split_row(("auth", 1)) == (("auth", 1), 0)
+
+
+@pytest.mark.parametrize("change", [
+    {"c": None}, {"c": [[0, 1]]}, {"c": [[0, 0, 1.0]]}, {"c": [[0, 65, 1.0]]}, {"c": [[-1, 1, 1.0]]},
+    {"c": [[0, 1, "x"]]}, {"c": [[0, True, 1.0]]}, {"c": [[0, 1, float("inf")]]},
+])
+def test_hostile_level_marks_get_a_record_error(change: dict[str, Any]):
+    with pytest.raises(RecordError):
+        records.from_mapping({"v": 2, "k": "w", "p": "x", "s": [], "n": [], **change})
 
 
 @pytest.mark.parametrize("change", [

@@ -21,6 +21,7 @@ from service.config import KafkaSettings, StateSettings
 from service.decoders import build_decoder
 from service.detection import Detector, compile_detection
 from service.keyed import records
+from service.keyed.records import level_row
 from service.keyed.stage1 import InputView, StateRecordProducer
 from service.pipeline.core import Pipeline
 from service.sources.base import InputSpec, RawMessage
@@ -153,6 +154,20 @@ async def test_stage2s_chain_marks_are_its_releases_never_moved_by_the_wall_cloc
     mark = chain.watermark(view, clock[0])
     assert mark.progress == (("internal", 0, T0 - 50),)  # what it released, however long ago
     assert mark.idle == ()  # a partition that released nothing yet holds the chained lanes back
+
+
+async def test_stage2s_level_marks_go_as_chain_rows_and_only_for_the_internal_partitions_it_owns():
+    clock = [T0]
+    chain = producer(clock, chain=True)
+    await chain.start()
+    await chain.send([], {("internal", 0): T0 - 10, level_row("internal", 0, 1): T0 - 20,
+                          level_row("internal", 1, 1): T0 - 5, ("internal", 1): T0 - 5})
+    view = InputView(owned={("internal", 0)}, counts={"internal": 2})
+    mark = chain.watermark(view, T0 + 30)
+    assert mark.progress == (("internal", 0, T0 - 10),) and mark.chain == ((0, 1, T0 - 20),)
+    # partition 1 was revoked: neither its level-0 nor its level-1 mark is sent any more
+    view.owned.add(("internal", 1))
+    assert chain.watermark(view, T0 + 31).chain == ((0, 1, T0 - 20),)
 
 
 async def _view(view: InputView) -> InputView:
