@@ -374,8 +374,7 @@ class Alert:
         if parts.threat is not None:
             doc["threat"] = orjson.loads(parts.threat)  # a new copy per alert
         if self.details:
-            pipesentry["details"] = orjson.loads(orjson.dumps(dict(self.details), default=str,
-                                                              option=orjson.OPT_NON_STR_KEYS))
+            pipesentry["details"] = orjson.loads(_compact_json(dict(self.details)))  # big ints too
         return doc
 
 

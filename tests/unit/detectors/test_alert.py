@@ -177,6 +177,13 @@ def test_non_json_values_and_keys_do_not_break_the_document() -> None:
     assert doc["pipesentry"]["details"]["value"] == 3.5
 
 
+def test_details_past_64_bits_still_make_a_document() -> None:
+    # an anomaly check's sum over hostile values can pass 2**64, which orjson refuses to write
+    doc = make(details={"alert_key": "k", "sum": 2**70, "nested": {"n": -(2**65)}}).to_document()
+    assert doc["pipesentry"]["details"]["sum"] == float(2**70)
+    assert doc["pipesentry"]["details"]["nested"]["n"] == float(-(2**65))
+
+
 def test_datetime_times_accepted() -> None:
     match = Match(rule=RULE)
     a = build_alert(match, {}, ORIGIN, event_time=datetime(2024, 1, 1, tzinfo=UTC),

@@ -109,7 +109,8 @@ MATCHED = st.lists(st.tuples(TEXT, VALUES), max_size=MAX_MATCHED_FIELDS + 3).map
 DETAILS = st.none() | st.dictionaries(TEXT, st.recursive(
     st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 64 - 1) | TEXT | st.floats(allow_nan=False),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6), max_size=3)
-"""Integers within orjson's range: a larger one in ``details`` fails the document, on main as here."""
+"""Integers within orjson's range (the plain rendering writes with orjson; larger ones: test_alert.py's
+``test_details_past_64_bits_still_make_a_document``)."""
 
 
 @settings(max_examples=300, deadline=None)
