@@ -161,14 +161,30 @@ def attack() -> list[dict[str, Any]]:
     return events
 
 
-async def test_a_chained_correlation_whose_key_differs_fires_with_evals_ids(kafka_server, tmp_path, capsys):
-    events = attack()
+async def eval_reference(events: list[dict[str, Any]], rules: Path, tmp_path: Path, capsys: Any) -> list[dict[str, Any]]:
+    """``pipesentry eval``'s records for ``events`` (the merged stream) under ``rules``: the reference."""
     path = tmp_path / "attack.ndjson"
     path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
     capsys.readouterr()
-    assert await asyncio.to_thread(main, ["eval", "--rules", str(CHAINED), "--logsource",
+    assert await asyncio.to_thread(main, ["eval", "--rules", str(rules), "--logsource",
                                           "product=linux,service=auth", str(path)]) == 0
-    reference = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def chained_settings(kafka_server: Any, tmp_path: Path, name: str, topic: str, internal: str, group: str,
+                     rules: Path) -> Any:
+    """Keyed scope over two internal partitions with a short watermark interval (chain marks move fast)."""
+    base = kafka_settings(tmp_path, kafka_server.bootstrap, {topic: {"logsource": AUTH}}, group_id=group)
+    return base.model_copy(update={
+        "data_dir": tmp_path / name,
+        "rules": base.rules.model_copy(update={"paths": [rules]}),
+        "state": base.state.model_copy(update={"scope": "keyed", "keyed_topic": internal,
+                                               "keyed_partitions": 2, "keyed_watermark_interval_s": 0.2})})
+
+
+async def test_a_chained_correlation_whose_key_differs_fires_with_evals_ids(kafka_server, tmp_path, capsys):
+    events = attack()
+    reference = await eval_reference(events, CHAINED, tmp_path, capsys)
     expected = sorted(r["alert_id"] for r in reference if r["rule_kind"] == "correlation")
     assert sum(r["rule_title"] == PARENT for r in reference) == 2, reference  # alice and bob
 
@@ -176,15 +192,8 @@ async def test_a_chained_correlation_whose_key_differs_fires_with_evals_ids(kafk
     kafka_server.create_topic(topic, INPUTS)
     group = f"g-{uuid.uuid4().hex[:8]}"
 
-    def settings(name: str) -> Any:
-        base = kafka_settings(tmp_path, kafka_server.bootstrap, {topic: {"logsource": AUTH}}, group_id=group)
-        return base.model_copy(update={
-            "data_dir": tmp_path / name,
-            "rules": base.rules.model_copy(update={"paths": [CHAINED]}),
-            "state": base.state.model_copy(update={"scope": "keyed", "keyed_topic": internal,
-                                                   "keyed_partitions": 2, "keyed_watermark_interval_s": 0.2})})
-
-    first, second = InProcess(settings("a")), InProcess(settings("b"))
+    first, second = (InProcess(chained_settings(kafka_server, tmp_path, name, topic, internal, group, CHAINED))
+                     for name in "ab")
     async with first, second:
         await until(lambda: split(first, second), 90, "input and internal partitions split 2 + 2 and 1 + 1")
         await produce_spread(kafka_server.bootstrap, topic, events)
@@ -237,12 +246,7 @@ def top_released_past(running: list[InProcess], ts: float) -> bool:
 async def test_a_three_level_chain_whose_keys_differ_per_level_fires_with_evals_ids(kafka_server, tmp_path,
                                                                                       capsys):
     events = deep_attack()
-    path = tmp_path / "attack.ndjson"
-    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
-    capsys.readouterr()
-    assert await asyncio.to_thread(main, ["eval", "--rules", str(THREE_LEVELS), "--logsource",
-                                          "product=linux,service=auth", str(path)]) == 0
-    reference = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    reference = await eval_reference(events, THREE_LEVELS, tmp_path, capsys)
     expected = sorted(r["alert_id"] for r in reference if r["rule_kind"] == "correlation")
     assert [r["rule_title"] for r in reference if r["rule_kind"] == "correlation"] == [PER_HOST] * 2, reference
 
@@ -250,16 +254,9 @@ async def test_a_three_level_chain_whose_keys_differ_per_level_fires_with_evals_
     kafka_server.create_topic(topic, INPUTS)
     group = f"g-{uuid.uuid4().hex[:8]}"
 
-    def settings(name: str) -> Any:
-        base = kafka_settings(tmp_path, kafka_server.bootstrap, {topic: {"logsource": AUTH}}, group_id=group)
-        return base.model_copy(update={
-            "data_dir": tmp_path / name,
-            "rules": base.rules.model_copy(update={"paths": [THREE_LEVELS]}),
-            "state": base.state.model_copy(update={"scope": "keyed", "keyed_topic": internal,
-                                                   "keyed_partitions": 2, "keyed_watermark_interval_s": 0.2})})
-
     late = metrics.KEYED_STATE_RECORDS.labels("late")._value.get()
-    first, second = InProcess(settings("a")), InProcess(settings("b"))
+    first, second = (InProcess(chained_settings(kafka_server, tmp_path, name, topic, internal, group, THREE_LEVELS))
+                     for name in "ab")
     async with first, second:
         await until(lambda: split(first, second), 90, "input and internal partitions split 2 + 2 and 1 + 1")
         await produce_spread(kafka_server.bootstrap, topic, events)
